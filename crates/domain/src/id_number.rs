@@ -1,0 +1,237 @@
+//! Resident ID numbers (居民身份证号码, GB 11643-1999): normalisation, validation and what can be
+//! derived from them (birth date, gender, origin).
+
+use crate::date::Date;
+use crate::error::Reason;
+use crate::regions;
+use crate::schema::Gender;
+
+/// Weights of the first 17 digits in the ISO 7064 MOD 11-2 check.
+const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+/// Check character for each remainder of the weighted sum modulo 11.
+const CHECK_CHARS: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
+
+/// A valid resident ID number and what it says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResidentId {
+    /// The normalised 18 characters.
+    pub number: String,
+    /// Date of birth (digits 7 to 14).
+    pub birth_date: Date,
+    /// Gender (digit 17: odd for men, even for women).
+    pub gender: Gender,
+    /// The six-digit division code of the issuing county.
+    pub origin_code: String,
+    /// The name of the origin, as precise as the division table allows.
+    pub origin_name: String,
+}
+
+/// Trims, maps full-width characters to ASCII, drops inner spaces and upper-cases `x`.
+pub fn normalize(raw: &str) -> String {
+    crate::text::to_half_width(raw)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// The check character that the first 17 digits call for.
+pub fn check_char(first17: &[u8]) -> char {
+    let sum: u32 = first17
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    CHECK_CHARS[(sum % 11) as usize]
+}
+
+/// Validates a resident ID number, given today's date (a birth date may not be in the future).
+pub fn parse(raw: &str, today: Date) -> Result<ResidentId, Reason> {
+    let number = normalize(raw);
+    let len = number.chars().count();
+    if len == 15 && number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Reason::new(
+            "old_format",
+            "是15位旧号码，请填写18位号码",
+            "is an old 15-digit number; enter the 18-character number",
+        ));
+    }
+    if len != 18 {
+        return Err(Reason::new(
+            "length",
+            format!("应为18位，实际为{len}位"),
+            format!("must have 18 characters, has {len}"),
+        ));
+    }
+    let bytes = number.as_bytes();
+    let last = bytes[17];
+    if !bytes[..17].iter().all(u8::is_ascii_digit) || !(last.is_ascii_digit() || last == b'X') {
+        return Err(Reason::new(
+            "characters",
+            "前17位须为数字，末位为数字或X",
+            "must be 17 digits followed by a digit or X",
+        ));
+    }
+    let origin_code = &number[..6];
+    let Some(origin) = regions::resolve_county(origin_code) else {
+        return Err(Reason::new(
+            "region",
+            format!("地区码 {} 不存在", &number[..2]),
+            format!("province code {} does not exist", &number[..2]),
+        ));
+    };
+    let birth = Date::new(
+        number[6..10].parse().unwrap_or(0),
+        number[10..12].parse().unwrap_or(0),
+        number[12..14].parse().unwrap_or(0),
+    );
+    let Some(birth_date) = birth.filter(|d| d.year() >= 1900) else {
+        return Err(Reason::new(
+            "birth_date",
+            format!("出生日期 {} 不是有效日期", &number[6..14]),
+            format!("birth date {} is not a real date", &number[6..14]),
+        ));
+    };
+    if birth_date > today {
+        return Err(Reason::new(
+            "birth_date_future",
+            format!("出生日期 {birth_date} 晚于今天"),
+            format!("birth date {birth_date} is in the future"),
+        ));
+    }
+    let expected = check_char(&bytes[..17]);
+    if char::from(last) != expected {
+        return Err(Reason::new(
+            "checksum",
+            format!("校验位错误（末位应为 {expected}），请核对号码"),
+            format!("wrong check character (the last should be {expected}); check the number"),
+        ));
+    }
+    let gender = if (bytes[16] - b'0') % 2 == 1 {
+        Gender::Male
+    } else {
+        Gender::Female
+    };
+    let origin_name = regions::full_name(origin_code).unwrap_or_else(|| origin.name.to_owned());
+    Ok(ResidentId {
+        origin_code: origin_code.to_owned(),
+        origin_name,
+        gender,
+        birth_date,
+        number,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn today() -> Date {
+        Date::new(2026, 11, 28).unwrap()
+    }
+
+    #[test]
+    fn the_standards_sample_is_a_woman_born_on_new_years_eve_1949() {
+        let id = parse("11010519491231002X", today()).unwrap();
+        assert_eq!(id.gender, Gender::Female);
+        assert_eq!(id.birth_date.to_string(), "1949-12-31");
+        assert_eq!(id.origin_code, "110105");
+        assert_eq!(id.origin_name, "北京市朝阳区");
+    }
+
+    #[test]
+    fn lower_case_x_full_width_and_spaces_normalise() {
+        for raw in [
+            "11010519491231002x",
+            "１１０１０５１９４９１２３１００２Ｘ",
+            " 110105 19491231 002x ",
+        ] {
+            assert_eq!(
+                parse(raw, today()).unwrap().number,
+                "11010519491231002X",
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn changing_any_one_character_of_the_sample_makes_it_invalid() {
+        let sample = "11010519491231002X";
+        for pos in 0..18 {
+            for replacement in "0123456789X".chars() {
+                let mut chars: Vec<char> = sample.chars().collect();
+                if chars[pos] == replacement || (pos < 17 && replacement == 'X') {
+                    continue;
+                }
+                chars[pos] = replacement;
+                let changed: String = chars.into_iter().collect();
+                assert!(parse(&changed, today()).is_err(), "{changed} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn a_retired_county_code_is_accepted_but_an_unknown_province_is_not() {
+        // 440399 is no county of Shenzhen; with a correct check character the number stands.
+        let mut first17 = b"44039919900101123".to_vec();
+        let check = check_char(&first17);
+        first17.push(check as u8);
+        let number = String::from_utf8(first17).unwrap();
+        let id = parse(&number, today()).unwrap();
+        assert_eq!(id.origin_name, "广东省深圳市");
+        assert_eq!(id.gender, Gender::Male);
+
+        let mut bad = b"99039919900101123".to_vec();
+        bad.push(check_char(&bad) as u8);
+        let err = parse(std::str::from_utf8(&bad).unwrap(), today()).unwrap_err();
+        assert_eq!(err.code, "region");
+    }
+
+    #[test]
+    fn wrong_lengths_dates_and_old_numbers_are_explained() {
+        assert_eq!(
+            parse("110105491231002", today()).unwrap_err().code,
+            "old_format"
+        );
+        assert_eq!(
+            parse("1101051949123100", today()).unwrap_err().code,
+            "length"
+        );
+        let mut future = b"11010520301231002".to_vec();
+        future.push(check_char(&future) as u8);
+        let err = parse(std::str::from_utf8(&future).unwrap(), today()).unwrap_err();
+        assert_eq!(err.code, "birth_date_future");
+        let mut feb30 = b"11010519490230002".to_vec();
+        feb30.push(check_char(&feb30) as u8);
+        assert_eq!(
+            parse(std::str::from_utf8(&feb30).unwrap(), today())
+                .unwrap_err()
+                .code,
+            "birth_date"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_generated_valid_number_parses_and_round_trips(
+            county in prop::sample::select(vec!["441303", "110105", "440306", "510104"]),
+            days in -20_000i64..20_000,
+            seq in 0u32..1000,
+        ) {
+            let birth = Date::from_days(days);
+            let mut first17 = format!("{county}{}{seq:03}", birth.to_string().replace('-', ""));
+            let check = check_char(first17.as_bytes());
+            first17.push(check);
+            let id = parse(&first17.to_lowercase(), today()).unwrap();
+            prop_assert_eq!(id.birth_date, birth);
+            prop_assert_eq!(id.gender, if seq % 2 == 1 { Gender::Male } else { Gender::Female });
+            prop_assert_eq!(&id.number, &first17);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(raw in "\\PC{0,30}") {
+            let _ = parse(&raw, today());
+        }
+    }
+}

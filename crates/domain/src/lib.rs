@@ -1,0 +1,22 @@
+//! Baylink's domain: the entity kinds and their fields, validation and normalisation of what
+//! officers type (resident ID numbers, plates, phones, dates), natural-key identity and the
+//! summary that lists and searches show. Pure code: no I/O, no clock (callers pass today's date).
+
+pub mod date;
+pub mod error;
+pub mod id_number;
+pub mod identity;
+pub mod phone;
+pub mod plate;
+pub mod regions;
+pub mod schema;
+pub mod summary;
+mod text;
+pub mod validate;
+
+pub use date::Date;
+pub use error::{Error, FieldError, Result};
+pub use identity::natural_id;
+pub use schema::{EntityKind, FieldSpec, FieldType, Writer};
+pub use summary::{Summary, summarize};
+pub use validate::{Fields, Input, validate_capture, validate_edit, validate_values};

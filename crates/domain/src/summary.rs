@@ -1,0 +1,99 @@
+//! What lists and searches show of a record: a one-line label and the normalised search keys.
+//! Both the device store and the server index these columns, so they are computed here once.
+
+use serde_json::Value;
+
+use crate::schema::EntityKind;
+use crate::validate::Fields;
+
+/// The searchable, listable face of a record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Village code (the record's scope).
+    pub village: Option<String>,
+    /// One line for a list.
+    pub label: String,
+    /// Normalised ID number (person, or a house's landlord).
+    pub id_number: Option<String>,
+    /// Name (person, landlord).
+    pub name: Option<String>,
+    /// Normalised plate (vehicle).
+    pub plate: Option<String>,
+    /// Address (house).
+    pub address: Option<String>,
+    /// Normalised phone (person, landlord).
+    pub phone: Option<String>,
+    /// Review status code.
+    pub review_status: Option<String>,
+    /// Whether the record is deleted (a tombstone).
+    pub deleted: bool,
+}
+
+/// The summary of a record of a kind from its current field values.
+pub fn summarize(kind: EntityKind, fields: &Fields) -> Summary {
+    let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
+    let join = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|n| text(n))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (label, id_number, name, plate, address, phone) = match kind {
+        EntityKind::Person => (
+            join(&["name", "id_number"]),
+            text("id_number"),
+            text("name"),
+            None,
+            None,
+            text("phone"),
+        ),
+        EntityKind::House => (
+            join(&["address", "building", "unit", "room"]),
+            text("landlord_id_number"),
+            text("landlord_name"),
+            None,
+            text("address"),
+            text("landlord_phone"),
+        ),
+        EntityKind::Vehicle => (
+            join(&["plate", "brand", "colour"]),
+            None,
+            None,
+            text("plate"),
+            None,
+            None,
+        ),
+        EntityKind::Residence => (
+            join(&["moved_in", "relation", "room"]),
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+        EntityKind::Visit => (join(&["time", "outcome"]), None, None, None, None, None),
+        EntityKind::Dispute => (
+            join(&["reported_on", "description"]),
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    };
+    Summary {
+        village: text("village"),
+        label: label.chars().take(120).collect(),
+        id_number,
+        name,
+        plate,
+        address,
+        phone,
+        review_status: text("review_status"),
+        deleted: fields
+            .get("deleted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
+}

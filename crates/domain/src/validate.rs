@@ -1,0 +1,573 @@
+//! Validation and normalisation of captures and edits: form input (text per field) in, normalised
+//! field values out, or every field error at once. Runs on the device at capture and again on the
+//! server, so the rules exist here only.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::date::{self, Date};
+use crate::error::{Error, FieldError, Reason, Result};
+use crate::schema::{EntityKind, FieldSpec, FieldType, Writer};
+use crate::{id_number, phone, plate};
+
+/// Field values of one entity, by field name. `Value::Null` means cleared.
+pub type Fields = BTreeMap<String, Value>;
+
+/// Form input: the text typed into each field. An empty text clears an optional field.
+pub type Input = BTreeMap<String, String>;
+
+/// Validates a new record: every required field present, every value well-formed, derived fields
+/// filled in. Returns the normalised fields to store.
+pub fn validate_capture(kind: EntityKind, input: &Input, today: Date) -> Result<Fields> {
+    check(kind, &Fields::new(), input, today)
+}
+
+/// Validates an edit of a record holding `current`: the whole record must still be valid
+/// afterwards. Returns only the fields whose value changes (derived ones included).
+pub fn validate_edit(
+    kind: EntityKind,
+    current: &Fields,
+    input: &Input,
+    today: Date,
+) -> Result<Fields> {
+    check(kind, current, input, today)
+}
+
+/// Validates field values that arrive already typed (from another replica), as the server must:
+/// each value is re-read as text and must come out unchanged by normalisation.
+pub fn validate_values(kind: EntityKind, values: &Fields, today: Date) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (name, value) in values {
+        let Some(spec) = kind.field(name) else {
+            continue;
+        };
+        if spec.writer == Writer::System || value.is_null() {
+            continue;
+        }
+        let text = match (value, &spec.ty) {
+            (Value::Object(o), FieldType::Geo) => match (o.get("lat"), o.get("lon")) {
+                (Some(lat), Some(lon)) => format!("{lat},{lon}"),
+                _ => String::new(),
+            },
+            (Value::Array(items), FieldType::TextList) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(";"),
+            (Value::String(s), _) => s.clone(),
+            (Value::Number(n), FieldType::Int(..)) => n.to_string(),
+            (Value::Bool(b), FieldType::Bool) => b.to_string(),
+            _ => String::new(),
+        };
+        match parse_value(spec, &text, today) {
+            Ok(parsed) if &parsed == value => {}
+            Ok(_) => errors.push(not_normalised().for_field(spec.name, spec.zh, spec.en)),
+            Err(reason) => errors.push(reason.for_field(spec.name, spec.zh, spec.en)),
+        }
+    }
+    let resident = values.get("id_type").and_then(Value::as_str) == Some("resident_id");
+    if let (EntityKind::Person, true, Some(number)) = (
+        kind,
+        resident,
+        values.get("id_number").and_then(Value::as_str),
+    ) {
+        if let Err(reason) = id_number::parse(number, today) {
+            errors.push(reason.for_field("id_number", "证件号码", "ID number"));
+        }
+    }
+    errors
+}
+
+fn not_normalised() -> Reason {
+    Reason::new("not_normalised", "格式不规范", "is not in normalised form")
+}
+
+fn check(kind: EntityKind, current: &Fields, input: &Input, today: Date) -> Result<Fields> {
+    let mut errors = Vec::new();
+    let mut merged = current.clone();
+    let mut entered = Vec::new();
+    for (name, raw) in input {
+        let Some(spec) = kind.field(name) else {
+            errors.push(FieldError {
+                field: name.clone(),
+                code: "unknown_field".into(),
+                message_zh: format!("{name}：{}没有这个字段", kind.label_zh()),
+                message_en: format!("{name}: a {kind} has no such field"),
+            });
+            continue;
+        };
+        if spec.writer == Writer::System {
+            let reason = Reason::new(
+                "system_field",
+                "由系统维护，不能填写",
+                "is kept by the system",
+            );
+            errors.push(reason.for_field(spec.name, spec.zh, spec.en));
+            continue;
+        }
+        match parse_value(spec, raw, today) {
+            Ok(value) => {
+                merged.insert(spec.name.to_owned(), value);
+                entered.push(spec.name);
+            }
+            Err(reason) => errors.push(reason.for_field(spec.name, spec.zh, spec.en)),
+        }
+    }
+    let failed: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
+    let mut rules = Rules {
+        kind,
+        merged: &mut merged,
+        entered: &entered,
+        errors: &mut errors,
+        today,
+    };
+    rules.apply();
+    for spec in kind.fields().filter(|s| s.required) {
+        let missing = merged.get(spec.name).is_none_or(Value::is_null);
+        if missing && !failed.iter().any(|f| f == spec.name) {
+            let reason = Reason::new("required", "必须填写", "is required");
+            errors.push(reason.for_field(spec.name, spec.zh, spec.en));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
+    merged.retain(|name, value| current.get(name) != Some(value));
+    Ok(merged)
+}
+
+/// Parses the text of one field into its stored value.
+pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Reason> {
+    let text = crate::text::clean(raw);
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    let bad = |zh: &str, en: &str| Reason::new("format", zh, en);
+    Ok(match &spec.ty {
+        FieldType::Text(max) => {
+            let n = text.chars().count();
+            if n > *max {
+                return Err(Reason::new(
+                    "too_long",
+                    format!("最多{max}个字，现有{n}个"),
+                    format!("takes at most {max} characters, has {n}"),
+                ));
+            }
+            Value::String(text)
+        }
+        FieldType::Choice(choices) => {
+            let Some(choice) = choices.iter().find(|c| c.code == text || c.zh == text) else {
+                let codes: Vec<_> = choices
+                    .iter()
+                    .map(|c| format!("{}({})", c.code, c.zh))
+                    .collect();
+                return Err(Reason::new(
+                    "choice",
+                    format!("“{text}”不是可选值：{}", codes.join("、")),
+                    format!("“{text}” is not one of: {}", codes.join(", ")),
+                ));
+            };
+            Value::String(choice.code.to_owned())
+        }
+        FieldType::Date => {
+            let date = Date::parse(&text).ok_or_else(|| {
+                bad(
+                    "应为有效日期，如 2024-05-01",
+                    "must be a real date like 2024-05-01",
+                )
+            })?;
+            if date > today {
+                return Err(Reason::new(
+                    "future",
+                    format!("{date} 晚于今天"),
+                    format!("{date} is in the future"),
+                ));
+            }
+            Value::String(date.to_string())
+        }
+        FieldType::DateTime => Value::String(date::normalize_datetime(&text).ok_or_else(|| {
+            bad(
+                "应为日期时间，如 2024-05-01 14:30",
+                "must be a date and time like 2024-05-01 14:30",
+            )
+        })?),
+        FieldType::Int(min, max) => {
+            let n: i64 = text
+                .parse()
+                .map_err(|_| bad("应为整数", "must be a whole number"))?;
+            if n < *min || n > *max {
+                return Err(Reason::new(
+                    "range",
+                    format!("应在{min}到{max}之间"),
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+            json!(n)
+        }
+        // Which rule applies depends on the document type: see `Rules::person`.
+        FieldType::IdNumber => Value::String(id_number::normalize(&text)),
+        FieldType::ResidentId => Value::String(id_number::parse(&text, today)?.number),
+        FieldType::Plate => Value::String(plate::parse(&text)?.0),
+        FieldType::Phone => Value::String(phone::parse(&text)?),
+        FieldType::Ref(_) => {
+            let id = uuid::Uuid::parse_str(&text)
+                .map_err(|_| bad("应为记录编号（UUID）", "must be a record id (a UUID)"))?;
+            Value::String(id.hyphenated().to_string())
+        }
+        FieldType::Geo => {
+            let parsed = text.split_once(',').and_then(|(lat, lon)| {
+                Some((
+                    lat.trim().parse::<f64>().ok()?,
+                    lon.trim().parse::<f64>().ok()?,
+                ))
+            });
+            match parsed {
+                Some((lat, lon))
+                    if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+                {
+                    json!({"lat": lat, "lon": lon})
+                }
+                _ => {
+                    return Err(bad(
+                        "应为“纬度,经度”，如 22.75,114.53",
+                        "must be “lat,lon” like 22.75,114.53",
+                    ));
+                }
+            }
+        }
+        FieldType::Village => {
+            if text.len() != 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(
+                    "应为12位村（社区）代码",
+                    "must be a 12-digit village code",
+                ));
+            }
+            Value::String(text)
+        }
+        FieldType::AddressCode => {
+            let code = text.to_ascii_uppercase();
+            if code.len() > 40 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(bad(
+                    "只能包含字母和数字（最多40位）",
+                    "may hold only letters and digits (40 at most)",
+                ));
+            }
+            Value::String(code)
+        }
+        FieldType::TextList => {
+            let items: Vec<Value> = text
+                .split([';', '；', '、', ','])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect();
+            if items.is_empty() {
+                return Ok(Value::Null);
+            }
+            Value::Array(items)
+        }
+        FieldType::Bool => match text.as_str() {
+            "true" | "1" | "是" => Value::Bool(true),
+            "false" | "0" | "否" => Value::Bool(false),
+            _ => return Err(bad("应为“是”或“否”", "must be true or false")),
+        },
+    })
+}
+
+/// Cross-field rules of each kind, run on the merged record.
+struct Rules<'a> {
+    kind: EntityKind,
+    merged: &'a mut Fields,
+    entered: &'a [&'static str],
+    errors: &'a mut Vec<FieldError>,
+    today: Date,
+}
+
+impl Rules<'_> {
+    fn apply(&mut self) {
+        match self.kind {
+            EntityKind::Person => self.person(),
+            EntityKind::Vehicle => self.vehicle(),
+            EntityKind::Residence => self.not_before("moved_out", "moved_in"),
+            EntityKind::Dispute => self.not_before("closed_on", "reported_on"),
+            EntityKind::House | EntityKind::Visit => {}
+        }
+    }
+
+    fn text(&self, name: &str) -> Option<&str> {
+        self.merged.get(name).and_then(Value::as_str)
+    }
+
+    fn fail(&mut self, name: &str, reason: Reason) {
+        if let Some(spec) = self.kind.field(name) {
+            self.errors
+                .push(reason.for_field(spec.name, spec.zh, spec.en));
+        }
+    }
+
+    /// Sets a derived field, or checks the value the officer entered against it.
+    fn derive(&mut self, name: &'static str, value: &str, source_zh: &str, source_en: &str) {
+        let entered = self.entered.contains(&name);
+        match self.text(name) {
+            Some(current) if entered && current != value => {
+                let reason = Reason::new(
+                    "mismatch",
+                    format!("与{source_zh}不符（应为 {value}）"),
+                    format!("does not agree with the {source_en} (which says {value})"),
+                );
+                self.fail(name, reason);
+            }
+            _ => {
+                self.merged
+                    .insert(name.to_owned(), Value::String(value.to_owned()));
+            }
+        }
+    }
+
+    fn person(&mut self) {
+        let id_type = self.text("id_type").map(str::to_owned);
+        let number = self.text("id_number").map(str::to_owned);
+        if let (Some(id_type), Some(number)) = (id_type.as_deref(), number) {
+            if id_type == "resident_id" {
+                match id_number::parse(&number, self.today) {
+                    Ok(id) => {
+                        let birth = id.birth_date.to_string();
+                        self.derive("gender", id.gender.code(), "身份证号", "ID number");
+                        self.derive("birth_date", &birth, "身份证号", "ID number");
+                        self.derive("origin_code", &id.origin_code, "身份证号", "ID number");
+                        self.derive("origin_name", &id.origin_name, "身份证号", "ID number");
+                    }
+                    Err(reason) => self.fail("id_number", reason),
+                }
+            } else {
+                let ok = (5..=30).contains(&number.len())
+                    && number.bytes().all(|b| b.is_ascii_alphanumeric());
+                if !ok {
+                    let reason = Reason::new(
+                        "format",
+                        "证件号码应为5到30位字母或数字",
+                        "must be 5 to 30 letters or digits",
+                    );
+                    self.fail("id_number", reason);
+                }
+            }
+            if self.text("category").is_none() {
+                let category = if id_type == "resident_id" {
+                    "floating"
+                } else {
+                    "overseas"
+                };
+                self.merged
+                    .insert("category".into(), Value::String(category.into()));
+            }
+        }
+    }
+
+    fn vehicle(&mut self) {
+        let plate_changed = self.entered.contains(&"plate");
+        let kind_missing = self.text("plate_kind").is_none();
+        if (plate_changed || kind_missing) && !self.entered.contains(&"plate_kind") {
+            if let Some(Ok((_, shape))) = self.text("plate").map(plate::parse) {
+                self.merged
+                    .insert("plate_kind".into(), Value::String(shape.kind_code().into()));
+            }
+        }
+    }
+
+    /// `later` may not be before `earlier` (dates as `YYYY-MM-DD` compare as text).
+    fn not_before(&mut self, later: &str, earlier: &str) {
+        if let (Some(l), Some(e)) = (self.text(later), self.text(earlier)) {
+            if l < e {
+                let reason = Reason::new(
+                    "before",
+                    format!("不能早于 {e}"),
+                    format!("cannot be before {e}"),
+                );
+                self.fail(later, reason);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> Date {
+        Date::new(2026, 11, 28).unwrap()
+    }
+
+    fn input(pairs: &[(&str, &str)]) -> Input {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn person() -> Input {
+        input(&[
+            ("village", "441303006001"),
+            ("id_type", "居民身份证"),
+            ("id_number", "11010519491231002x"),
+            ("name", " 王  芳 "),
+            ("phone", "138 0013 8000"),
+        ])
+    }
+
+    #[test]
+    fn a_person_is_normalised_and_derived_fields_filled() {
+        let fields = validate_capture(EntityKind::Person, &person(), today()).unwrap();
+        assert_eq!(fields["id_type"], "resident_id");
+        assert_eq!(fields["id_number"], "11010519491231002X");
+        assert_eq!(fields["name"], "王 芳");
+        assert_eq!(fields["gender"], "female");
+        assert_eq!(fields["birth_date"], "1949-12-31");
+        assert_eq!(fields["origin_name"], "北京市朝阳区");
+        assert_eq!(fields["category"], "floating");
+        assert_eq!(fields["phone"], "13800138000");
+    }
+
+    #[test]
+    fn entered_gender_and_birth_date_must_agree_with_the_id_number() {
+        let mut form = person();
+        form.insert("gender".into(), "男".into());
+        form.insert("birth_date".into(), "1949-12-30".into());
+        let err = validate_capture(EntityKind::Person, &form, today()).unwrap_err();
+        let fields: Vec<_> = err
+            .field_errors()
+            .iter()
+            .map(|e| e.field.as_str())
+            .collect();
+        assert_eq!(fields, ["gender", "birth_date"]);
+        assert!(err.field_errors()[0].message_zh.starts_with("性别："));
+        assert!(err.field_errors()[0].message_en.starts_with("gender: "));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_naming_its_field() {
+        let form = input(&[
+            ("village", "4413"),
+            ("id_type", "resident_id"),
+            ("id_number", "110105194912310021"),
+            ("phone", "12345"),
+            ("shoe_size", "42"),
+            ("review_status", "approved"),
+        ]);
+        let err = validate_capture(EntityKind::Person, &form, today()).unwrap_err();
+        let mut fields: Vec<_> = err.field_errors().iter().map(|e| e.field.clone()).collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "id_number",
+                "name",
+                "phone",
+                "review_status",
+                "shoe_size",
+                "village"
+            ]
+        );
+        let id = err
+            .field_errors()
+            .iter()
+            .find(|e| e.field == "id_number")
+            .unwrap();
+        assert_eq!(id.code, "checksum");
+        assert!(id.message_zh.contains("证件号码") && id.message_en.contains("ID number"));
+    }
+
+    #[test]
+    fn an_edit_returns_only_what_changes_and_rederives() {
+        let current = validate_capture(EntityKind::Person, &person(), today()).unwrap();
+        let same = validate_edit(
+            EntityKind::Person,
+            &current,
+            &input(&[("name", "王芳 ")]),
+            today(),
+        );
+        assert_eq!(same.unwrap().keys().collect::<Vec<_>>(), ["name"]);
+        // A corrected ID number re-derives gender and birth date.
+        let mut first17 = b"44130319900101123".to_vec();
+        first17.push(id_number::check_char(&first17) as u8);
+        let number = String::from_utf8(first17).unwrap();
+        let changes = validate_edit(
+            EntityKind::Person,
+            &current,
+            &input(&[("id_number", &number)]),
+            today(),
+        )
+        .unwrap();
+        assert_eq!(changes["gender"], "male");
+        assert_eq!(changes["birth_date"], "1990-01-01");
+        assert_eq!(changes["origin_name"], "广东省惠州市惠阳区");
+        // Clearing a required field is refused.
+        let err = validate_edit(
+            EntityKind::Person,
+            &current,
+            &input(&[("name", "")]),
+            today(),
+        );
+        assert_eq!(err.unwrap_err().field_errors()[0].code, "required");
+    }
+
+    #[test]
+    fn passports_are_not_checked_as_resident_ids() {
+        let form = input(&[
+            ("village", "441303006001"),
+            ("id_type", "passport"),
+            ("id_number", "e 1234 5678"),
+            ("name", "John Smith"),
+        ]);
+        let fields = validate_capture(EntityKind::Person, &form, today()).unwrap();
+        assert_eq!(fields["id_number"], "E12345678");
+        assert_eq!(fields["category"], "overseas");
+        assert!(!fields.contains_key("gender"));
+    }
+
+    #[test]
+    fn moved_out_may_not_precede_moved_in() {
+        let form = input(&[
+            ("village", "441303006001"),
+            ("person", "0190c1f4-0000-7000-8000-000000000001"),
+            ("house", "0190c1f4-0000-7000-8000-000000000002"),
+            ("moved_in", "2024-05-01"),
+            ("moved_out", "2024-04-30"),
+            ("relation", "tenant"),
+        ]);
+        let err = validate_capture(EntityKind::Residence, &form, today()).unwrap_err();
+        assert_eq!(err.field_errors()[0].field, "moved_out");
+        assert_eq!(err.field_errors()[0].code, "before");
+    }
+
+    #[test]
+    fn plates_normalise_and_imply_their_kind() {
+        let form = input(&[
+            ("village", "441303006001"),
+            ("plate", "粤l·d12345"),
+            ("vehicle_type", "car"),
+        ]);
+        let fields = validate_capture(EntityKind::Vehicle, &form, today()).unwrap();
+        assert_eq!(fields["plate"], "粤LD12345");
+        assert_eq!(fields["plate_kind"], "new_energy_small");
+    }
+
+    #[test]
+    fn typed_values_from_other_replicas_are_revalidated() {
+        let good = validate_capture(EntityKind::Person, &person(), today()).unwrap();
+        assert!(validate_values(EntityKind::Person, &good, today()).is_empty());
+        let mut bad = good.clone();
+        bad.insert("id_number".into(), json!("110105194912310021"));
+        bad.insert("phone".into(), json!("138 0013 8000"));
+        let errors = validate_values(EntityKind::Person, &bad, today());
+        let mut codes: Vec<_> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.code.as_str()))
+            .collect();
+        codes.sort_unstable();
+        assert_eq!(
+            codes,
+            [("id_number", "checksum"), ("phone", "not_normalised")]
+        );
+    }
+}
