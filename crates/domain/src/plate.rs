@@ -148,7 +148,7 @@ mod tests {
         #[test]
         fn normalising_is_idempotent_and_parse_never_panics(raw in "\\PC{0,12}") {
             let once = normalize(&raw);
-            prop_assert_eq!(normalize(&once), once.clone());
+            prop_assert_eq!(normalize(&once), once);
             if let Ok((plate, _)) = parse(&raw) {
                 prop_assert_eq!(parse(&plate).map(|p| p.0), Ok(plate));
             }

@@ -556,7 +556,7 @@ mod tests {
     fn typed_values_from_other_replicas_are_revalidated() {
         let good = validate_capture(EntityKind::Person, &person(), today()).unwrap();
         assert!(validate_values(EntityKind::Person, &good, today()).is_empty());
-        let mut bad = good.clone();
+        let mut bad = good;
         bad.insert("id_number".into(), json!("110105194912310021"));
         bad.insert("phone".into(), json!("138 0013 8000"));
         let errors = validate_values(EntityKind::Person, &bad, today());
