@@ -88,6 +88,19 @@ impl fmt::Display for Date {
     }
 }
 
+/// The local date-time `YYYY-MM-DD HH:MM:SS` at a Unix time in milliseconds, at a fixed offset.
+pub fn datetime_from_unix_ms(ms: i64, offset_minutes: i32) -> String {
+    let local_ms = ms + i64::from(offset_minutes) * 60_000;
+    let date = Date::from_days(local_ms.div_euclid(86_400_000));
+    let secs = local_ms.rem_euclid(86_400_000) / 1000;
+    format!(
+        "{date} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 /// Parses a local date-time `YYYY-MM-DD HH:MM[:SS]` (or with `T`) into `YYYY-MM-DD HH:MM:SS`.
 pub fn normalize_datetime(text: &str) -> Option<String> {
     let text = text.trim();

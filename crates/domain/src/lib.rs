@@ -19,4 +19,4 @@ pub use error::{Error, FieldError, Result};
 pub use identity::natural_id;
 pub use schema::{EntityKind, FieldSpec, FieldType, Writer};
 pub use summary::{Summary, summarize};
-pub use validate::{Fields, Input, validate_capture, validate_edit, validate_values};
+pub use validate::{Fields, Input, to_text, validate_capture, validate_edit, validate_values};

@@ -45,21 +45,7 @@ pub fn validate_values(kind: EntityKind, values: &Fields, today: Date) -> Vec<Fi
         if spec.writer == Writer::System || value.is_null() {
             continue;
         }
-        let text = match (value, &spec.ty) {
-            (Value::Object(o), FieldType::Geo) => match (o.get("lat"), o.get("lon")) {
-                (Some(lat), Some(lon)) => format!("{lat},{lon}"),
-                _ => String::new(),
-            },
-            (Value::Array(items), FieldType::TextList) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(";"),
-            (Value::String(s), _) => s.clone(),
-            (Value::Number(n), FieldType::Int(..)) => n.to_string(),
-            (Value::Bool(b), FieldType::Bool) => b.to_string(),
-            _ => String::new(),
-        };
+        let text = to_text(value);
         match parse_value(spec, &text, today) {
             Ok(parsed) if &parsed == value => {}
             Ok(_) => errors.push(not_normalised().for_field(spec.name, spec.zh, spec.en)),
@@ -77,6 +63,21 @@ pub fn validate_values(kind: EntityKind, values: &Fields, today: Date) -> Vec<Fi
         }
     }
     errors
+}
+
+/// A stored value as the text a form shows and `parse_value` reads back: strings as they are,
+/// lists joined by `;`, positions as `lat,lon`, `null` as empty.
+pub fn to_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(to_text).collect::<Vec<_>>().join(";"),
+        Value::Object(o) => match (o.get("lat"), o.get("lon")) {
+            (Some(lat), Some(lon)) => format!("{lat},{lon}"),
+            _ => value.to_string(),
+        },
+        Value::Bool(_) | Value::Number(_) => value.to_string(),
+    }
 }
 
 fn not_normalised() -> Reason {

@@ -1,0 +1,106 @@
+//! Errors of the device engine, and the smaller error that apps see through UniFFI.
+
+use baylink_domain::FieldError;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input is invalid; nothing was stored.
+    #[error(transparent)]
+    Invalid(#[from] baylink_domain::Error),
+    /// No record has this id.
+    #[error("no record with id {0}")]
+    NotFound(String),
+    /// The id is not a UUID.
+    #[error("`{0}` is not a record id")]
+    BadId(String),
+    /// The database was written by a newer app version.
+    #[error("database schema version {found} is newer than this app knows ({known})")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: usize,
+        /// Newest version this build knows.
+        known: usize,
+    },
+    /// SQLite failed.
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Stored data did not decode.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Result of the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One field's problem, as apps show it next to the field.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FieldProblem {
+    /// Field name.
+    pub field: String,
+    /// Stable reason code.
+    pub code: String,
+    /// Message in Chinese.
+    pub message_zh: String,
+    /// Message in English.
+    pub message_en: String,
+}
+
+impl From<&FieldError> for FieldProblem {
+    fn from(e: &FieldError) -> FieldProblem {
+        FieldProblem {
+            field: e.field.clone(),
+            code: e.code.clone(),
+            message_zh: e.message_zh.clone(),
+            message_en: e.message_en.clone(),
+        }
+    }
+}
+
+/// The error apps act on. Its text carries no personal data.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum MobileError {
+    /// Fix the fields and try again; the form keeps what was typed.
+    #[error("invalid input in {} field(s)", problems.len())]
+    Invalid {
+        /// One entry per wrong field.
+        problems: Vec<FieldProblem>,
+    },
+    /// The record does not exist on this device.
+    #[error("record not found")]
+    NotFound,
+    /// Anything else (storage, corrupt data); details are in the device log.
+    #[error("{message}")]
+    Other {
+        /// A short description without personal data.
+        message: String,
+    },
+}
+
+impl From<Error> for MobileError {
+    fn from(e: Error) -> MobileError {
+        match e {
+            Error::Invalid(baylink_domain::Error::Invalid(errors)) => MobileError::Invalid {
+                problems: errors.iter().map(FieldProblem::from).collect(),
+            },
+            Error::Invalid(baylink_domain::Error::UnknownKind(kind)) => MobileError::Invalid {
+                problems: vec![FieldProblem {
+                    field: "kind".into(),
+                    code: "unknown_kind".into(),
+                    message_zh: format!("类型：不认识“{kind}”"),
+                    message_en: format!("kind: `{kind}` is not known"),
+                }],
+            },
+            Error::NotFound(_) | Error::BadId(_) => MobileError::NotFound,
+            Error::SchemaTooNew { .. } => MobileError::Other {
+                message: "database from a newer app version".into(),
+            },
+            Error::Sqlite(_) => MobileError::Other {
+                message: "storage error".into(),
+            },
+            Error::Corrupt(_) => MobileError::Other {
+                message: "corrupt stored data".into(),
+            },
+        }
+    }
+}

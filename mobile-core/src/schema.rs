@@ -1,0 +1,73 @@
+//! The device database's schema: numbered migrations, applied in order, each in a transaction;
+//! the version lives in `PRAGMA user_version`. Shipped steps are never edited, only appended.
+
+use rusqlite::Connection;
+
+use crate::error::Result;
+
+/// The migration steps; step `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("sql/001_init.sql")];
+
+/// The schema version this build writes.
+pub(crate) const VERSION: usize = MIGRATIONS.len();
+
+/// Brings the database up to the current version.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > VERSION {
+        return Err(crate::error::Error::SchemaTooNew {
+            found: current,
+            known: VERSION,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_of(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_schema ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_step_by_step_equals_fresh() {
+        let mut fresh = Connection::open_in_memory().unwrap();
+        migrate(&mut fresh).unwrap();
+        migrate(&mut fresh).unwrap();
+        let stepped = Connection::open_in_memory().unwrap();
+        for (i, step) in MIGRATIONS.iter().enumerate() {
+            stepped.execute_batch(step).unwrap();
+            stepped
+                .pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        assert_eq!(schema_of(&fresh), schema_of(&stepped));
+        let v: i64 = fresh
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, VERSION as i64);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_app_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", (VERSION + 1) as i64)
+            .unwrap();
+        assert!(migrate(&mut conn).is_err());
+    }
+}

@@ -1,0 +1,485 @@
+//! The use cases of the device: capture, edit and delete (validate, write the merged state and
+//! the outbox in one transaction), reading (list, search, one record with its links), and the
+//! exchange with other replicas (outbox out, remote changes in, the server's answers).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use baylink_domain::date::{CHINA_OFFSET_MINUTES, datetime_from_unix_ms};
+use baylink_domain::{
+    Date, EntityKind, Fields, Input, natural_id, to_text, validate_capture, validate_edit,
+};
+use baylink_sync::merge::values;
+use baylink_sync::wire::ChangeResult;
+use baylink_sync::{
+    Change, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
+};
+use rusqlite::{Connection, Transaction, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db::{
+    self, Device, SUMMARY_COLUMNS, StoredRecord, summary_from_row, summary_from_row_at,
+};
+use crate::error::{Error, Result};
+use crate::outbox::{self, Entry, RefusedChange};
+
+/// A record as lists show it.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct RecordSummary {
+    /// Record id.
+    pub id: String,
+    /// Kind name.
+    pub kind: String,
+    /// Village code.
+    pub village: Option<String>,
+    /// One line to show.
+    pub label: String,
+    /// Review status code.
+    pub review_status: Option<String>,
+    /// Whether it is deleted.
+    pub deleted: bool,
+    /// When it last changed (milliseconds since the Unix epoch, by its writer's clock).
+    pub updated_ms: u64,
+}
+
+/// A record pointing at another, or pointed at.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct Link {
+    /// The field that holds the reference.
+    pub field: String,
+    /// True when `record` points at this record; false when this record points at `record`.
+    pub incoming: bool,
+    /// The other record.
+    pub record: RecordSummary,
+}
+
+/// One record with its fields (as form text) and its links.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct Record {
+    /// Its summary.
+    pub summary: RecordSummary,
+    /// Field values as the text a form shows (and accepts back).
+    pub fields: HashMap<String, String>,
+    /// Records it points at and records that point at it.
+    pub links: Vec<Link>,
+}
+
+/// A concurrent edit found while applying remote changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConcurrentEdit {
+    /// The entity.
+    pub entity: Uuid,
+    /// The field.
+    pub field: String,
+    /// The version that stands.
+    pub kept: Versioned,
+    /// The version that lost.
+    pub lost: Versioned,
+}
+
+/// What applying a batch of remote changes did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Changes that won and were written.
+    pub applied: usize,
+    /// Changes that lost to, or repeated, what the device held.
+    pub unchanged: usize,
+    /// Concurrent edits seen.
+    pub concurrent: Vec<ConcurrentEdit>,
+}
+
+/// The device's store: one SQLite database.
+pub struct Store {
+    conn: Connection,
+    device: Device,
+    clock: Arc<dyn PhysicalClock>,
+}
+
+impl Store {
+    /// Opens or creates the store in a file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::from_connection(db::open(Some(path.as_ref()))?)
+    }
+
+    /// A store in memory (tests, benchmarks).
+    pub fn open_in_memory() -> Result<Store> {
+        Store::from_connection(db::open(None)?)
+    }
+
+    fn from_connection(conn: Connection) -> Result<Store> {
+        let device = db::load_device(&conn)?;
+        Ok(Store {
+            conn,
+            device,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Uses another physical clock (tests and simulations).
+    pub fn with_clock(mut self, clock: Arc<dyn PhysicalClock>) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// This device's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.device.node
+    }
+
+    /// The officer recorded as author of captures.
+    pub fn user(&self) -> &str {
+        &self.device.user
+    }
+
+    /// Sets the officer recorded as author of captures.
+    pub fn set_user(&mut self, user: &str) -> Result<()> {
+        let mut device = self.device.clone();
+        device.user = user.to_owned();
+        db::save_device(&self.conn, &device)?;
+        self.device = device;
+        Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.device.clock.corrected(self.clock.now_ms())
+    }
+
+    /// Today's date in China, by the corrected clock.
+    pub fn today(&self) -> Date {
+        Date::from_unix_ms(self.now_ms() as i64, CHINA_OFFSET_MINUTES)
+    }
+
+    /// Runs `f` in one transaction with a working copy of the device row, saved with it.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>, &mut Device, u64) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.clock.now_ms();
+        let mut device = self.device.clone();
+        let tx = self.conn.transaction()?;
+        let out = f(&tx, &mut device, now)?;
+        db::save_device(&tx, &device)?;
+        tx.commit()?;
+        self.device = device;
+        Ok(out)
+    }
+
+    /// Captures a new record of a kind from form input; returns its id. A record with the same
+    /// natural key (ID number, plate, address code) is the same record: the capture updates it.
+    pub fn capture(&mut self, kind: EntityKind, input: &Input) -> Result<Uuid> {
+        let today = self.today();
+        self.write(|tx, device, now| capture_in(tx, device, now, today, kind, input))
+    }
+
+    /// Captures many records in one transaction, all or none (imports, benchmarks).
+    pub fn capture_many(&mut self, kind: EntityKind, inputs: &[Input]) -> Result<Vec<Uuid>> {
+        let today = self.today();
+        self.write(|tx, device, now| {
+            inputs
+                .iter()
+                .map(|input| capture_in(tx, device, now, today, kind, input))
+                .collect()
+        })
+    }
+
+    /// Edits fields of a record; returns how many fields changed (0 writes nothing).
+    pub fn edit(&mut self, id: Uuid, input: &Input) -> Result<usize> {
+        let today = self.today();
+        self.write(|tx, device, now| {
+            let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let kind = EntityKind::parse(&old.kind)
+                .ok_or_else(|| baylink_domain::Error::UnknownKind(old.kind.clone()))?;
+            let changes = validate_edit(kind, &values(&old.state), input, today)?;
+            let n = changes.len();
+            write_local(tx, device, now, id, &old.kind, Some(&old), changes)?;
+            Ok(n)
+        })
+    }
+
+    /// Deletes a record (a tombstone that replicates like any field).
+    pub fn delete(&mut self, id: Uuid) -> Result<()> {
+        self.write(|tx, device, now| {
+            let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let changes = Fields::from([("deleted".to_owned(), Value::Bool(true))]);
+            write_local(tx, device, now, id, &old.kind, Some(&old), changes)
+        })
+    }
+
+    /// One record with its fields and links.
+    pub fn get(&self, id: Uuid) -> Result<Option<Record>> {
+        let Some(stored) = db::load_record(&self.conn, id)? else {
+            return Ok(None);
+        };
+        let id_text = id.hyphenated().to_string();
+        let summary = self.summaries("WHERE id = ?1", params![id_text])?.pop();
+        let Some(summary) = summary else {
+            return Ok(None);
+        };
+        let fields = stored
+            .state
+            .iter()
+            .map(|(k, v)| (k.clone(), to_text(&v.value)))
+            .collect();
+        let mut links = Vec::new();
+        for (field, version) in &stored.state {
+            let target = version.value.as_str().and_then(|s| Uuid::parse_str(s).ok());
+            let is_ref = EntityKind::parse(&stored.kind)
+                .and_then(|k| k.field(field))
+                .is_some_and(|s| matches!(s.ty, baylink_domain::FieldType::Ref(_)));
+            if let (true, Some(target)) = (is_ref, target) {
+                let target_text = target.hyphenated().to_string();
+                for record in self.summaries("WHERE id = ?1", params![target_text])? {
+                    links.push(Link {
+                        field: field.clone(),
+                        incoming: false,
+                        record,
+                    });
+                }
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT l.field, r.id, r.kind, r.village, r.label, r.review_status, r.deleted, r.updated_hlc
+             FROM link l JOIN record r ON r.id = l.source WHERE l.target = ?1 AND r.deleted = 0
+             ORDER BY r.kind, r.updated_hlc DESC LIMIT 500",
+        )?;
+        let incoming = stmt.query_map([&id_text], |row| {
+            let field: String = row.get(0)?;
+            let record = summary_from_row_at(row, 1)?;
+            Ok(Link {
+                field,
+                incoming: true,
+                record,
+            })
+        })?;
+        for link in incoming {
+            links.push(link?);
+        }
+        Ok(Some(Record {
+            summary,
+            fields,
+            links,
+        }))
+    }
+
+    fn summaries(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RecordSummary>> {
+        let sql = format!("SELECT {SUMMARY_COLUMNS} FROM record {filter}");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, summary_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records of a kind, optionally in one village, newest first; deleted ones left out.
+    pub fn list(
+        &self,
+        kind: EntityKind,
+        village: Option<&str>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<RecordSummary>> {
+        match village {
+            Some(village) => self.summaries(
+                "WHERE kind = ?1 AND village = ?2 AND deleted = 0 ORDER BY updated_hlc DESC LIMIT ?3 OFFSET ?4",
+                params![kind.as_str(), village, limit, offset],
+            ),
+            None => self.summaries(
+                "WHERE kind = ?1 AND deleted = 0 ORDER BY updated_hlc DESC LIMIT ?2 OFFSET ?3",
+                params![kind.as_str(), limit, offset],
+            ),
+        }
+    }
+
+    /// Finds records by the start of an ID number, name, plate, address or phone. Each key is
+    /// an indexed range scan, so a keystroke costs a few index probes, never a table scan.
+    pub fn search(&self, text: &str, limit: u32) -> Result<Vec<RecordSummary>> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let compact = baylink_domain::id_number::normalize(text);
+        let plate = baylink_domain::plate::normalize(text);
+        let mut probes: Vec<(&str, String)> =
+            vec![("name", text.to_owned()), ("address", text.to_owned())];
+        if compact.len() >= 2 && compact.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
+            probes.push(("id_number", compact.clone()));
+            if compact.bytes().all(|b| b.is_ascii_digit()) {
+                probes.push(("phone", compact));
+            }
+        }
+        if plate.chars().count() >= 2 {
+            probes.push(("plate", plate));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (column, prefix) in probes {
+            let upper = format!("{prefix}\u{10FFFF}");
+            let filter = format!(
+                "WHERE {column} >= ?1 AND {column} < ?2 AND deleted = 0 ORDER BY {column} LIMIT ?3"
+            );
+            for summary in self.summaries(&filter, params![prefix, upper, limit])? {
+                if out.len() < limit as usize && seen.insert(summary.id.clone()) {
+                    out.push(summary);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many local changes wait to be pushed.
+    pub fn pending_count(&self) -> Result<u64> {
+        outbox::pending_count(&self.conn)
+    }
+
+    /// Up to `limit` local changes waiting to be pushed, oldest first.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<Change>> {
+        outbox::pending(&self.conn, self.device.node, limit)
+    }
+
+    /// Takes in the server's answers to a push: accepted changes leave the outbox, refused ones
+    /// stay marked for the officer. Returns (accepted, refused).
+    pub fn settle(&mut self, results: &[ChangeResult]) -> Result<(usize, usize)> {
+        let tx = self.conn.transaction()?;
+        let counts = outbox::settle(&tx, results)?;
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Changes the server refused, for the officer to correct.
+    pub fn refused(&self) -> Result<Vec<RefusedChange>> {
+        outbox::refused(&self.conn)
+    }
+
+    /// Merges changes made elsewhere, in one transaction. Every change counts once however
+    /// often it arrives; the order does not matter.
+    pub fn apply_remote(&mut self, changes: &[Change]) -> Result<ApplyReport> {
+        self.write(|tx, device, _| {
+            let mut report = ApplyReport::default();
+            let mut touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)> = BTreeMap::new();
+            for change in changes {
+                device.clock.observe(change.stamp.hlc);
+                if !touched.contains_key(&change.entity) {
+                    let old = db::load_record(tx, change.entity)?;
+                    let new = old.clone().unwrap_or_else(|| StoredRecord {
+                        kind: change.kind.clone(),
+                        state: EntityState::new(),
+                    });
+                    touched.insert(change.entity, (old, new));
+                }
+                let Some((_, record)) = touched.get_mut(&change.entity) else {
+                    continue;
+                };
+                let incoming = change.version();
+                let held = record.state.get(&change.field);
+                let plan = plan_field(held, &incoming, change.base);
+                if plan.concurrent {
+                    if let Some(held) = held {
+                        let (kept, lost) = if plan.apply {
+                            (incoming.clone(), held.clone())
+                        } else {
+                            (held.clone(), incoming.clone())
+                        };
+                        report.concurrent.push(ConcurrentEdit {
+                            entity: change.entity,
+                            field: change.field.clone(),
+                            kept,
+                            lost,
+                        });
+                    }
+                }
+                if plan.apply {
+                    record.state.insert(change.field.clone(), incoming);
+                    report.applied += 1;
+                } else {
+                    report.unchanged += 1;
+                }
+            }
+            for (id, (old, new)) in &touched {
+                if old.as_ref() != Some(new) {
+                    db::save_record(tx, *id, new, old.as_ref())?;
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// Every record's kind and merged state with stamps (for comparing replicas field by field).
+    pub fn states(&self) -> Result<BTreeMap<Uuid, (String, EntityState)>> {
+        Ok(db::load_all(&self.conn)?
+            .into_iter()
+            .map(|(id, r)| (id, (r.kind, r.state)))
+            .collect())
+    }
+}
+
+fn capture_in(
+    tx: &Transaction<'_>,
+    device: &mut Device,
+    now: u64,
+    today: Date,
+    kind: EntityKind,
+    input: &Input,
+) -> Result<Uuid> {
+    let mut fields = validate_capture(kind, input, today)?;
+    let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
+    let old = db::load_record(tx, id)?;
+    match &old {
+        // Known already (captured by another officer, or earlier): only what differs is written.
+        Some(old) => {
+            let current = values(&old.state);
+            fields.retain(|name, value| current.get(name) != Some(value));
+            if current.get("deleted") == Some(&Value::Bool(true)) {
+                fields.insert("deleted".into(), Value::Bool(false));
+            }
+        }
+        None => {
+            let at =
+                datetime_from_unix_ms(device.clock.corrected(now) as i64, CHINA_OFFSET_MINUTES);
+            fields.insert("created_by".into(), Value::String(device.user.clone()));
+            fields.insert("created_at".into(), Value::String(at));
+            fields.insert("review_status".into(), Value::String("pending".into()));
+        }
+    }
+    write_local(tx, device, now, id, kind.as_str(), old.as_ref(), fields)?;
+    Ok(id)
+}
+
+/// Writes a local action: one stamp for all its fields, merged state, links and outbox.
+fn write_local(
+    tx: &Transaction<'_>,
+    device: &mut Device,
+    now: u64,
+    id: Uuid,
+    kind: &str,
+    old: Option<&StoredRecord>,
+    changes: Fields,
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let hlc = device.clock.tick(now);
+    let stamp = Stamp::new(hlc, device.node);
+    let mut record = old.cloned().unwrap_or_else(|| StoredRecord {
+        kind: kind.to_owned(),
+        state: EntityState::new(),
+    });
+    let mut entries = Vec::with_capacity(changes.len());
+    for (field, value) in changes {
+        let base = record.state.get(&field).map(|v| v.stamp);
+        entries.push(Entry(
+            device.next_counter,
+            field.clone(),
+            value.clone(),
+            base,
+            None,
+        ));
+        device.next_counter += 1;
+        record.state.insert(field, Versioned::new(value, stamp));
+    }
+    db::save_record(tx, id, &record, old)?;
+    if old.is_some() {
+        let fields: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+        outbox::drop_refused(tx, id, &fields)?;
+    }
+    outbox::append(tx, id, kind, hlc, &entries)
+}

@@ -1,0 +1,335 @@
+//! The device store through its public API, on in-memory and file databases.
+
+use std::sync::Arc;
+
+use baylink_domain::{EntityKind, Input};
+use baylink_sync::wire::{ChangeResult, ChangeStatus};
+use baylink_sync::{ManualClock, Replica};
+use mobile_core::{Error, Store};
+use proptest::prelude::*;
+
+const VILLAGE: &str = "441303006001";
+/// 2026-11-28T04:00:00Z.
+const NOW_MS: u64 = 1_795_838_400_000;
+
+fn input(pairs: &[(&str, &str)]) -> Input {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn store() -> Store {
+    Store::open_in_memory()
+        .unwrap()
+        .with_clock(Arc::new(ManualClock::new(NOW_MS)))
+}
+
+fn person(id_number: &str, name: &str) -> Input {
+    input(&[
+        ("village", VILLAGE),
+        ("id_type", "resident_id"),
+        ("id_number", id_number),
+        ("name", name),
+    ])
+}
+
+fn house(address: &str) -> Input {
+    input(&[
+        ("village", VILLAGE),
+        ("address", address),
+        ("use", "rental"),
+        ("status", "in_use"),
+    ])
+}
+
+#[test]
+fn a_captured_person_is_found_by_id_number_name_and_shown_whole() {
+    let mut s = store();
+    s.set_user("officer-1").unwrap();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002x", "王芳"))
+        .unwrap();
+    for query in ["110105", "11010519491231002X", "王", "王芳", "１１０１０５"] {
+        let hits = s.search(query, 10).unwrap();
+        assert_eq!(hits.len(), 1, "{query}");
+        assert_eq!(hits[0].id, id.to_string());
+    }
+    assert!(s.search("李", 10).unwrap().is_empty());
+    let record = s.get(id).unwrap().unwrap();
+    assert_eq!(record.summary.kind, "person");
+    assert_eq!(record.fields["gender"], "female");
+    assert_eq!(record.fields["birth_date"], "1949-12-31");
+    assert_eq!(record.fields["created_by"], "officer-1");
+    assert_eq!(record.fields["created_at"], "2026-11-28 12:00:00");
+    assert_eq!(record.fields["review_status"], "pending");
+    assert_eq!(
+        s.list(EntityKind::Person, Some(VILLAGE), 10, 0)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.list(EntityKind::Person, Some("441303007001"), 10, 0)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.pending_count().unwrap() > 5);
+}
+
+#[test]
+fn a_bad_capture_stores_nothing_and_changes_no_outbox() {
+    let mut s = store();
+    s.capture(EntityKind::House, &house("澳头石化大道1号"))
+        .unwrap();
+    let before = (
+        s.states().unwrap(),
+        s.outbox(1000).unwrap(),
+        s.pending_count().unwrap(),
+    );
+    let err = s
+        .capture(EntityKind::Person, &person("110105194912310021", "王芳"))
+        .unwrap_err();
+    let Error::Invalid(e) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(e.field_errors()[0].field, "id_number");
+    let bad_batch = [person("11010519491231002X", "王芳"), person("", "李四")];
+    assert!(s.capture_many(EntityKind::Person, &bad_batch).is_err());
+    let after = (
+        s.states().unwrap(),
+        s.outbox(1000).unwrap(),
+        s.pending_count().unwrap(),
+    );
+    assert_eq!(before, after);
+}
+
+#[test]
+fn vehicles_are_found_by_any_spelling_of_their_plate_and_houses_by_address() {
+    let mut s = store();
+    let v = input(&[
+        ("village", VILLAGE),
+        ("plate", "粤L·12345"),
+        ("vehicle_type", "car"),
+    ]);
+    let id = s.capture(EntityKind::Vehicle, &v).unwrap();
+    for query in ["粤L12345", "粤l·123", "粤L"] {
+        assert_eq!(s.search(query, 5).unwrap()[0].id, id.to_string(), "{query}");
+    }
+    let h = s
+        .capture(EntityKind::House, &house("澳头石化大道1号"))
+        .unwrap();
+    assert_eq!(s.search("澳头石化", 5).unwrap()[0].id, h.to_string());
+}
+
+#[test]
+fn edits_write_only_what_changed_and_deletes_hide_the_record() {
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let pending = s.pending_count().unwrap();
+    assert_eq!(
+        s.edit(id, &input(&[("name", "王芳"), ("phone", "13800138000")]))
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.pending_count().unwrap(), pending + 1);
+    assert_eq!(
+        s.edit(id, &input(&[("phone", "138-0013-8000")])).unwrap(),
+        0
+    );
+    assert_eq!(s.pending_count().unwrap(), pending + 1);
+    let err = s.edit(id, &input(&[("gender", "male")])).unwrap_err();
+    assert!(err.to_string().contains("gender"), "{err}");
+    s.delete(id).unwrap();
+    assert!(s.search("王芳", 5).unwrap().is_empty());
+    assert!(s.list(EntityKind::Person, None, 5, 0).unwrap().is_empty());
+    assert!(s.get(id).unwrap().unwrap().summary.deleted);
+    // Registering the person again brings the record back.
+    assert_eq!(
+        s.capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+            .unwrap(),
+        id
+    );
+    assert!(!s.get(id).unwrap().unwrap().summary.deleted);
+}
+
+#[test]
+fn a_residence_links_its_person_and_house_both_ways() {
+    let mut s = store();
+    let p = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let h = s
+        .capture(EntityKind::House, &house("澳头石化大道1号"))
+        .unwrap();
+    let r = s
+        .capture(
+            EntityKind::Residence,
+            &input(&[
+                ("village", VILLAGE),
+                ("person", &p.to_string()),
+                ("house", &h.to_string()),
+                ("moved_in", "2025-03-01"),
+                ("relation", "tenant"),
+            ]),
+        )
+        .unwrap();
+    let person = s.get(p).unwrap().unwrap();
+    assert_eq!(person.links.len(), 1);
+    assert!(person.links[0].incoming && person.links[0].record.id == r.to_string());
+    let residence = s.get(r).unwrap().unwrap();
+    let mut out: Vec<_> = residence
+        .links
+        .iter()
+        .map(|l| (l.field.as_str(), l.incoming))
+        .collect();
+    out.sort_unstable();
+    assert_eq!(out, [("house", false), ("person", false)]);
+}
+
+#[test]
+fn accepted_changes_leave_the_outbox_and_refused_ones_wait_for_a_correction() {
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let changes = s.outbox(100).unwrap();
+    assert!(
+        changes
+            .windows(2)
+            .all(|w| w[0].id.counter < w[1].id.counter)
+    );
+    let name = changes
+        .iter()
+        .find(|c| c.field == "name")
+        .unwrap()
+        .id
+        .counter;
+    let results: Vec<ChangeResult> = changes
+        .iter()
+        .map(|c| ChangeResult {
+            counter: c.id.counter,
+            status: if c.id.counter == name {
+                ChangeStatus::Refused
+            } else {
+                ChangeStatus::Accepted
+            },
+            code: (c.id.counter == name).then(|| "invalid".to_owned()),
+            message: (c.id.counter == name).then(|| "姓名：不允许 / name: not allowed".to_owned()),
+            extra: Default::default(),
+        })
+        .collect();
+    assert_eq!(s.settle(&results).unwrap(), (changes.len() - 1, 1));
+    // Answers repeated (a retried push) change nothing.
+    assert_eq!(s.settle(&results).unwrap(), (0, 0));
+    assert_eq!(s.pending_count().unwrap(), 0);
+    assert!(s.outbox(100).unwrap().is_empty());
+    let refused = s.refused().unwrap();
+    assert_eq!(
+        (
+            refused.len(),
+            refused[0].field.as_str(),
+            refused[0].code.as_str()
+        ),
+        (1, "name", "invalid")
+    );
+    // The officer corrects the name: the refused change gives way to the new one.
+    s.edit(id, &input(&[("name", "王 芳")])).unwrap();
+    assert!(s.refused().unwrap().is_empty());
+    assert_eq!(s.pending_count().unwrap(), 1);
+}
+
+#[test]
+fn a_reopened_store_keeps_its_identity_records_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("field.db");
+    let (node, id, last) = {
+        let mut s = Store::open(&path).unwrap();
+        let id = s
+            .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+            .unwrap();
+        let last = s.outbox(100).unwrap().last().unwrap().id.counter;
+        (s.node_id(), id, last)
+    };
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.node_id(), node);
+    assert_eq!(s.get(id).unwrap().unwrap().fields["name"], "王芳");
+    s.edit(id, &input(&[("phone", "13800138000")])).unwrap();
+    let newest = s.outbox(100).unwrap().last().unwrap().id.counter;
+    assert!(newest > last, "counter reused after reopening");
+}
+
+/// Remote writes as a property test generates them: (node, entity, field, value, clock).
+fn arb_changes() -> impl Strategy<Value = Vec<(u8, u8, u8, u8, u64)>> {
+    prop::collection::vec((0u8..3, 0u8..4, 0u8..3, 0u8..5, 0u64..40), 1..40)
+}
+
+fn to_changes(raw: &[(u8, u8, u8, u8, u64)]) -> Vec<baylink_sync::Change> {
+    use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
+    raw.iter()
+        .enumerate()
+        .map(|(i, &(node, entity, field, value, hlc))| {
+            let node = NodeId(uuid::Uuid::from_u128(u128::from(node) + 1));
+            Change {
+                id: ChangeId {
+                    device: node,
+                    counter: i as u64,
+                },
+                kind: if entity == 3 {
+                    "boat".into()
+                } else {
+                    "person".into()
+                },
+                entity: uuid::Uuid::from_u128(u128::from(entity) + 100),
+                field: ["name", "phone", "future_field"][usize::from(field)].into(),
+                value: if value == 0 {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::json!(format!("v{value}"))
+                },
+                stamp: Stamp::new(Hlc::new(1_700_000_000_000 + hlc, 0), node),
+                base: None,
+                extra: Default::default(),
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The store merges exactly like the reference replica, whatever the order, batching and
+    /// duplication, unknown kinds and fields included.
+    #[test]
+    fn the_store_converges_like_the_reference_replica(
+        raw in arb_changes(),
+        order in Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+        split in 1usize..8,
+    ) {
+        let changes = to_changes(&raw);
+        let mut reference = Replica::new();
+        for c in &changes {
+            reference.apply(c);
+        }
+        let mut forward = store();
+        for chunk in changes.chunks(split) {
+            forward.apply_remote(chunk).unwrap();
+        }
+        let mut shuffled: Vec<_> = changes.iter().chain(changes.iter().take(split)).cloned().collect();
+        let n = shuffled.len();
+        for i in (1..n).rev() {
+            shuffled.swap(i, (order.rotate_left(i as u32) % (i as u64 + 1)) as usize);
+        }
+        let mut backward = store();
+        backward.apply_remote(&shuffled).unwrap();
+        let expected: std::collections::BTreeMap<_, _> = reference
+            .entities()
+            .iter()
+            .map(|(id, e)| (*id, (e.kind.clone(), e.fields.clone())))
+            .collect();
+        prop_assert_eq!(forward.states().unwrap(), expected.clone());
+        prop_assert_eq!(backward.states().unwrap(), expected);
+    }
+}
