@@ -227,7 +227,7 @@ pub(crate) fn drop_refused(conn: &Connection, entity: Uuid, fields: &[&str]) -> 
 }
 
 /// A change the server refused, as the officer sees it.
-#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
 pub struct RefusedChange {
     /// The record.
     pub entity: String,

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::outbox::{self, Entry, RefusedChange};
 
 /// A record as lists show it.
-#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
 pub struct RecordSummary {
     /// Record id.
     pub id: String,
@@ -45,7 +45,7 @@ pub struct RecordSummary {
 }
 
 /// A record pointing at another, or pointed at.
-#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
 pub struct Link {
     /// The field that holds the reference.
     pub field: String,
@@ -56,7 +56,7 @@ pub struct Link {
 }
 
 /// One record with its fields (as form text) and its links.
-#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
 pub struct Record {
     /// Its summary.
     pub summary: RecordSummary,

@@ -157,6 +157,16 @@ pub struct FieldSpec {
     pub writer: Writer,
 }
 
+impl FieldSpec {
+    /// The Chinese label of a choice code of this field, if it is one.
+    pub fn choice_label(&self, code: &str) -> Option<&'static str> {
+        match self.ty {
+            FieldType::Choice(choices) => choices.iter().find(|c| c.code == code).map(|c| c.zh),
+            _ => None,
+        }
+    }
+}
+
 const fn f(name: &'static str, zh: &'static str, en: &'static str, ty: FieldType) -> FieldSpec {
     FieldSpec {
         name,

@@ -327,6 +327,11 @@ impl Rules<'_> {
     }
 
     fn person(&mut self) {
+        // Nearly everyone registered holds a resident ID card: it is the default document.
+        if self.text("id_type").is_none() {
+            self.merged
+                .insert("id_type".into(), Value::String("resident_id".into()));
+        }
         let id_type = self.text("id_type").map(str::to_owned);
         let number = self.text("id_number").map(str::to_owned);
         if let (Some(id_type), Some(number)) = (id_type.as_deref(), number) {
@@ -510,6 +515,17 @@ mod tests {
             today(),
         );
         assert_eq!(err.unwrap_err().field_errors()[0].code, "required");
+    }
+
+    #[test]
+    fn the_document_defaults_to_the_resident_id_card() {
+        let mut form = person();
+        form.remove("id_type");
+        let fields = validate_capture(EntityKind::Person, &form, today()).unwrap();
+        assert_eq!(fields["id_type"], "resident_id");
+        form.insert("id_number".into(), "110105194912310021".into());
+        let err = validate_capture(EntityKind::Person, &form, today()).unwrap_err();
+        assert_eq!(err.field_errors()[0].code, "checksum");
     }
 
     #[test]

@@ -1,1 +1,380 @@
-fn main() {}
+//! `baylink`: the command-line field client. It drives the same mobile-core library that the
+//! phone apps embed, so everything an officer does on a phone can be scripted and tested here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use baylink_domain::{EntityKind, Input, Writer};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use mobile_core::{Error, Record, RecordSummary, Store};
+use uuid::Uuid;
+
+/// Exit status for input the officer must correct.
+const EXIT_INVALID: u8 = 2;
+
+fn kind_arg() -> Arg {
+    let kinds: Vec<&'static str> = EntityKind::ALL.iter().map(|k| k.as_str()).collect();
+    Arg::new("kind")
+        .required(true)
+        .value_parser(kinds)
+        .help("house, person, residence, vehicle, visit or dispute")
+}
+
+/// `--id-number` for `id_number`: one option per field an officer may type, from the data model.
+fn capture_command(kind: EntityKind) -> Command {
+    let mut cmd =
+        Command::new(kind.as_str()).about(format!("Capture a {kind} ({})", kind.label_zh()));
+    for spec in kind.fields().filter(|s| s.writer != Writer::System) {
+        let help = format!(
+            "{} / {}{}",
+            spec.zh,
+            spec.en,
+            if spec.required { " (required)" } else { "" }
+        );
+        cmd = cmd.arg(
+            Arg::new(spec.name)
+                .long(spec.name.replace('_', "-"))
+                .value_name("TEXT")
+                .help(help),
+        );
+    }
+    cmd
+}
+
+fn cli() -> Command {
+    Command::new("baylink")
+        .about("Baylink field client: capture and find records on this device, offline")
+        .version(env!("CARGO_PKG_VERSION"))
+        .arg(
+            Arg::new("data")
+                .long("data")
+                .global(true)
+                .env("BAYLINK_DATA")
+                .default_value("baylink-data")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Directory of the device's data"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .help("Print JSON"),
+        )
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("capture")
+                .about("Capture a record")
+                .subcommand_required(true)
+                .subcommands(EntityKind::ALL.map(capture_command)),
+        )
+        .subcommand(
+            Command::new("edit")
+                .about("Change fields of a record: edit KIND ID FIELD=VALUE…")
+                .arg(kind_arg())
+                .arg(Arg::new("id").required(true))
+                .arg(
+                    Arg::new("assignments")
+                        .required(true)
+                        .num_args(1..)
+                        .value_name("FIELD=VALUE"),
+                ),
+        )
+        .subcommand(
+            Command::new("delete")
+                .about("Delete a record")
+                .arg(Arg::new("id").required(true)),
+        )
+        .subcommand(
+            Command::new("list")
+                .about("List records of a kind, newest first")
+                .arg(kind_arg())
+                .arg(Arg::new("village").long("village"))
+                .arg(limit_arg())
+                .arg(
+                    Arg::new("offset")
+                        .long("offset")
+                        .default_value("0")
+                        .value_parser(clap::value_parser!(u32)),
+                ),
+        )
+        .subcommand(
+            Command::new("search")
+                .about("Find records by ID number, name, plate, address or phone (prefix)")
+                .arg(Arg::new("text").required(true))
+                .arg(limit_arg()),
+        )
+        .subcommand(
+            Command::new("show")
+                .about("Show one record with its links")
+                .arg(Arg::new("id").required(true)),
+        )
+        .subcommand(Command::new("status").about("Changes waiting to sync and changes refused"))
+        .subcommand(
+            Command::new("fields")
+                .about("The fields of a kind")
+                .arg(kind_arg()),
+        )
+}
+
+fn limit_arg() -> Arg {
+    Arg::new("limit")
+        .long("limit")
+        .default_value("50")
+        .value_parser(clap::value_parser!(u32))
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    match run(&matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Invalid(e)) if !e.field_errors().is_empty() => {
+            for problem in e.field_errors() {
+                eprintln!(
+                    "[{}] {} / {}",
+                    problem.field, problem.message_zh, problem.message_en
+                );
+            }
+            eprintln!("nothing was saved");
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(e @ (Error::Invalid(_) | Error::BadId(_))) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(matches: &ArgMatches) -> Result<Store, Error> {
+    let dir = matches
+        .get_one::<PathBuf>("data")
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("baylink-data"));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+    Store::open(dir.join("field.db"))
+}
+
+fn kind(matches: &ArgMatches) -> EntityKind {
+    matches
+        .get_one::<String>("kind")
+        .and_then(|k| EntityKind::parse(k))
+        .unwrap_or(EntityKind::Person)
+}
+
+fn id(matches: &ArgMatches) -> Result<Uuid, Error> {
+    let text = matches
+        .get_one::<String>("id")
+        .map(String::as_str)
+        .unwrap_or_default();
+    Uuid::parse_str(text.trim()).map_err(|_| Error::BadId(text.to_owned()))
+}
+
+fn run(matches: &ArgMatches) -> Result<(), Error> {
+    let json = matches.get_flag("json");
+    let (command, sub) = matches.subcommand().unwrap_or(("status", matches));
+    let mut store = open(matches)?;
+    match command {
+        "capture" => {
+            let Some((kind_name, args)) = sub.subcommand() else {
+                return Ok(());
+            };
+            let kind = EntityKind::parse(kind_name).unwrap_or(EntityKind::Person);
+            let input: Input = kind
+                .fields()
+                .filter(|s| s.writer != Writer::System)
+                .filter_map(|s| {
+                    args.get_one::<String>(s.name)
+                        .map(|v| (s.name.to_owned(), v.clone()))
+                })
+                .collect();
+            let id = store.capture(kind, &input)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id.to_string(), "kind": kind.as_str() })
+                );
+            } else {
+                println!("{id}");
+            }
+        }
+        "edit" => {
+            let mut input = BTreeMap::new();
+            for assignment in sub.get_many::<String>("assignments").into_iter().flatten() {
+                let Some((field, value)) = assignment.split_once('=') else {
+                    return Err(Error::Invalid(baylink_domain::Error::Invalid(vec![
+                        baylink_domain::FieldError {
+                            field: assignment.clone(),
+                            code: "syntax".into(),
+                            message_zh: format!("“{assignment}”应写成 字段=值"),
+                            message_en: format!("`{assignment}` must read FIELD=VALUE"),
+                        },
+                    ])));
+                };
+                input.insert(field.trim().replace('-', "_"), value.to_owned());
+            }
+            let id = id(sub)?;
+            let record = store
+                .get(id)?
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            if record.summary.kind != kind(sub).as_str() {
+                return Err(Error::NotFound(format!(
+                    "{id} (it is a {})",
+                    record.summary.kind
+                )));
+            }
+            let changed = store.edit(id, &input)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id.to_string(), "changed": changed })
+                );
+            } else {
+                println!("{changed} field(s) changed");
+            }
+        }
+        "delete" => {
+            let id = id(sub)?;
+            store.delete(id)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id.to_string(), "deleted": true })
+                );
+            } else {
+                println!("deleted {id}");
+            }
+        }
+        "list" => {
+            let limit = *sub.get_one::<u32>("limit").unwrap_or(&50);
+            let offset = *sub.get_one::<u32>("offset").unwrap_or(&0);
+            let village = sub.get_one::<String>("village").map(String::as_str);
+            print_summaries(&store.list(kind(sub), village, limit, offset)?, json);
+        }
+        "search" => {
+            let limit = *sub.get_one::<u32>("limit").unwrap_or(&50);
+            let text = sub
+                .get_one::<String>("text")
+                .map(String::as_str)
+                .unwrap_or_default();
+            print_summaries(&store.search(text, limit)?, json);
+        }
+        "show" => {
+            let id = id(sub)?;
+            let record = store
+                .get(id)?
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            print_record(&record, json);
+        }
+        "status" => {
+            let pending = store.pending_count()?;
+            let refused = store.refused()?;
+            if json {
+                let value = serde_json::json!({
+                    "node": store.node_id().to_string(),
+                    "user": store.user(),
+                    "pending_changes": pending,
+                    "refused": refused,
+                });
+                println!("{value}");
+            } else {
+                println!("device      {}", store.node_id());
+                println!("officer     {}", store.user());
+                println!("to sync     {pending} change(s)");
+                println!("refused     {} change(s)", refused.len());
+                for r in refused {
+                    println!(
+                        "  {} {} {}: {} ({})",
+                        r.kind, r.entity, r.field, r.message, r.code
+                    );
+                }
+            }
+        }
+        "fields" => {
+            let kind = kind(sub);
+            let specs = mobile_core::field_specs(kind.as_str().to_owned()).unwrap_or_default();
+            for s in specs {
+                let choices: Vec<String> = s
+                    .choices
+                    .iter()
+                    .map(|c| format!("{}={}", c.code, c.label_zh))
+                    .collect();
+                let flag = if !s.editable {
+                    "system"
+                } else if s.required {
+                    "required"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<20} {:<10} {:<8} {}",
+                    s.name,
+                    s.label_zh,
+                    flag,
+                    choices.join(" ")
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn print_summaries(rows: &[RecordSummary], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(rows).unwrap_or_default());
+        return;
+    }
+    for r in rows {
+        let status = r.review_status.as_deref().unwrap_or("-");
+        println!(
+            "{}  {:<9} {:<12} {:<8} {}",
+            r.id,
+            r.kind,
+            r.village.as_deref().unwrap_or("-"),
+            status,
+            r.label
+        );
+    }
+}
+
+fn print_record(record: &Record, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(record).unwrap_or_default());
+        return;
+    }
+    let s = &record.summary;
+    println!(
+        "{} {} {}",
+        s.kind,
+        s.id,
+        if s.deleted { "(deleted)" } else { "" }
+    );
+    let kind = EntityKind::parse(&s.kind);
+    let mut fields: Vec<_> = record
+        .fields
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    fields.sort();
+    for (name, value) in fields {
+        let spec = kind.and_then(|k| k.field(name));
+        let label = spec.map_or(name.as_str(), |f| f.zh);
+        match spec.and_then(|s| s.choice_label(value)) {
+            Some(choice) => println!("  {label:<12} {choice} ({value})"),
+            None => println!("  {label:<12} {value}"),
+        }
+    }
+    for link in &record.links {
+        let arrow = if link.incoming { "<-" } else { "->" };
+        println!(
+            "  {arrow} {} {} {} {}",
+            link.field, link.record.kind, link.record.id, link.record.label
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The `baylink` field client as an officer's script runs it: a real process on a real data
+//! directory.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Device {
+    dir: tempfile::TempDir,
+}
+
+impl Device {
+    fn new() -> Device {
+        Device {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_baylink"))
+            .arg("--data")
+            .arg(self.dir.path())
+            .args(args)
+            .env_remove("BAYLINK_DATA")
+            .output()
+            .expect("baylink runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+}
+
+#[test]
+fn capture_search_show_edit_and_list_from_the_command_line() {
+    let d = Device::new();
+    let id = d
+        .ok(&[
+            "capture",
+            "person",
+            "--id-number",
+            "11010519491231002x",
+            "--name",
+            "王芳",
+            "--phone",
+            "138 0013 8000",
+            "--village",
+            "441303006001",
+        ])
+        .trim()
+        .to_owned();
+    let hits = d.json(&["search", "110105"]);
+    assert_eq!(hits[0]["id"], id.as_str());
+    let record = d.json(&["show", &id]);
+    assert_eq!(record["fields"]["gender"], "female");
+    assert_eq!(record["fields"]["phone"], "13800138000");
+    let edited = d.json(&[
+        "edit",
+        "person",
+        &id,
+        "phone=13900139000",
+        "occupation=厨师",
+    ]);
+    assert_eq!(edited["changed"], 2);
+    assert_eq!(d.json(&["show", &id])["fields"]["occupation"], "厨师");
+    let house = d.json(&[
+        "capture",
+        "house",
+        "--address",
+        "澳头石化大道1号",
+        "--use",
+        "出租",
+        "--status",
+        "in_use",
+        "--village",
+        "441303006001",
+    ]);
+    let rows = d.json(&["list", "house"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(1));
+    assert_eq!(rows[0]["id"], house["id"]);
+    let status = d.json(&["status"]);
+    assert!(status["pending_changes"].as_u64().unwrap_or(0) > 10);
+    assert!(d.ok(&["show", &id]).contains("女 (female)"));
+}
+
+#[test]
+fn bad_input_exits_non_zero_names_the_field_and_saves_nothing() {
+    let d = Device::new();
+    let out = d.run(&[
+        "capture",
+        "person",
+        "--id-number",
+        "110105194912310021",
+        "--name",
+        "王芳",
+        "--village",
+        "441303006001",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[id_number]")
+            && stderr.contains("校验位")
+            && stderr.contains("check character"),
+        "{stderr}"
+    );
+    assert_eq!(d.json(&["status"])["pending_changes"], 0);
+    assert_eq!(d.json(&["search", "王芳"]), serde_json::json!([]));
+
+    let out = d.run(&[
+        "capture",
+        "vehicle",
+        "--plate",
+        "粤I12345",
+        "--vehicle-type",
+        "car",
+        "--village",
+        "441303006001",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[plate]"));
+
+    let out = d.run(&["show", "not-an-id"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = d.run(&[
+        "edit",
+        "person",
+        "0190c1f4-0000-7000-8000-000000000001",
+        "name",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FIELD=VALUE"));
+}
