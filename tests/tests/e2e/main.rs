@@ -1,0 +1,3 @@
+//! End-to-end scenarios, one module each, in one test binary.
+
+mod offline_devices;
