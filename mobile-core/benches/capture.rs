@@ -11,7 +11,12 @@ use baylink_domain::{EntityKind, Input, Summary, id_number, summarize, validate_
 use mobile_core::Store;
 use rusqlite::{Connection, params};
 
-const VILLAGES: [&str; 4] = ["441303006001", "441303006002", "441303007001", "441303008003"];
+const VILLAGES: [&str; 4] = [
+    "441303006001",
+    "441303006002",
+    "441303007001",
+    "441303008003",
+];
 const COUNTIES: [&str; 6] = ["441303", "441302", "440306", "510104", "430102", "360121"];
 const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗";
 const GIVEN: &str = "芳强静伟娜敏磊军洋勇艳杰娟涛明超秀霞平刚";
@@ -21,13 +26,21 @@ fn person(i: u64) -> Input {
     let county = COUNTIES[(i % 6) as usize];
     // Born between 1980 and 2004.
     let birth = baylink_domain::Date::from_days(3_650 + (i * 7_919 % 9_000) as i64);
-    let first17 = format!("{county}{}{:03}", birth.to_string().replace('-', ""), i % 1000);
+    let first17 = format!(
+        "{county}{}{:03}",
+        birth.to_string().replace('-', ""),
+        i % 1000
+    );
     let check = id_number::check_char(first17.as_bytes());
     let surnames: Vec<char> = SURNAMES.chars().collect();
     let given: Vec<char> = GIVEN.chars().collect();
-    let name: String = [surnames[(i % 20) as usize], given[(i / 20 % 20) as usize], given[(i / 400 % 20) as usize]]
-        .iter()
-        .collect();
+    let name: String = [
+        surnames[(i % 20) as usize],
+        given[(i / 20 % 20) as usize],
+        given[(i / 400 % 20) as usize],
+    ]
+    .iter()
+    .collect();
     [
         ("village", VILLAGES[(i % 4) as usize].to_owned()),
         ("id_number", format!("{first17}{check}")),
@@ -59,7 +72,16 @@ fn plain_insert(dir: &std::path::Path, rows: &[(String, Summary, String)]) -> f6
             .prepare("INSERT INTO person (id, village, label, id_number, name, phone, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
             .expect("prepare");
         for (id, s, fields) in rows {
-            stmt.execute(params![id, s.village, s.label, s.id_number, s.name, s.phone, fields]).expect("insert");
+            stmt.execute(params![
+                id,
+                s.village,
+                s.label,
+                s.id_number,
+                s.name,
+                s.phone,
+                fields
+            ])
+            .expect("insert");
         }
     }
     tx.commit().expect("commit");
@@ -73,7 +95,11 @@ fn main() {
         .position(|a| a == "--count")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
-        .unwrap_or(if args.iter().any(|a| a == "--bench") { 100_000 } else { 2_000 });
+        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+            100_000
+        } else {
+            2_000
+        });
     let dir = tempfile::tempdir().expect("temporary directory");
     let inputs: Vec<Input> = (0..count).map(person).collect();
     let today = baylink_domain::Date::new(2026, 11, 28).expect("date");
@@ -85,14 +111,20 @@ fn main() {
             let fields = validate_capture(EntityKind::Person, input, today).expect("valid");
             let id = baylink_domain::natural_id(EntityKind::Person, &fields).expect("natural key");
             let summary = summarize(EntityKind::Person, &fields);
-            (id.to_string(), summary, serde_json::to_string(&fields).expect("json"))
+            (
+                id.to_string(),
+                summary,
+                serde_json::to_string(&fields).expect("json"),
+            )
         })
         .collect();
     let plain = plain_insert(dir.path(), &rows);
 
     let mut store = Store::open(dir.path().join("store.db")).expect("store");
     let start = Instant::now();
-    store.capture_many(EntityKind::Person, &inputs).expect("capture");
+    store
+        .capture_many(EntityKind::Person, &inputs)
+        .expect("capture");
     let batched = start.elapsed().as_secs_f64();
 
     // Interactive capture: one transaction per person, as an officer saves a form.
@@ -108,7 +140,11 @@ fn main() {
     let queries: Vec<String> = (0..1000u64)
         .map(|i| {
             let input = &inputs[(i * 7_777 % count) as usize];
-            if i % 2 == 0 { input["id_number"][..8].to_owned() } else { input["name"][..6].to_owned() }
+            if i % 2 == 0 {
+                input["id_number"][..8].to_owned()
+            } else {
+                input["name"][..6].to_owned()
+            }
         })
         .collect();
     let start = Instant::now();
@@ -123,11 +159,28 @@ fn main() {
     let store_rate = count as f64 / batched;
     println!("capture benchmark, {count} persons (release build, file databases, WAL)");
     println!("{:<52} {:>12}", "figure", "value");
-    println!("{:<52} {:>12.0}", "plain rusqlite insert, persons/s (baseline)", plain_rate);
-    println!("{:<52} {:>12.0}", "store capture, one transaction, persons/s", store_rate);
-    println!("{:<52} {:>12.2}", "ratio store / plain (target >= 0.33)", store_rate / plain_rate);
-    println!("{:<52} {:>12.0}", format!("store capture, a transaction each ({single_n}), persons/s"), single_n as f64 / per_action);
-    println!("{:<52} {:>12.1}", "search by ID-number or name prefix, mean us", search_us);
+    println!(
+        "{:<52} {:>12.0}",
+        "plain rusqlite insert, persons/s (baseline)", plain_rate
+    );
+    println!(
+        "{:<52} {:>12.0}",
+        "store capture, one transaction, persons/s", store_rate
+    );
+    println!(
+        "{:<52} {:>12.2}",
+        "ratio store / plain (target >= 0.33)",
+        store_rate / plain_rate
+    );
+    println!(
+        "{:<52} {:>12.0}",
+        format!("store capture, a transaction each ({single_n}), persons/s"),
+        single_n as f64 / per_action
+    );
+    println!(
+        "{:<52} {:>12.1}",
+        "search by ID-number or name prefix, mean us", search_us
+    );
     println!(
         "{{\"persons\":{count},\"plain_per_s\":{plain_rate:.0},\"store_per_s\":{store_rate:.0},\"ratio\":{:.3},\"single_per_s\":{:.0},\"search_us\":{search_us:.1}}}",
         store_rate / plain_rate,

@@ -46,6 +46,8 @@ fn to_input(fields: HashMap<String, String>) -> BTreeMap<String, String> {
     fields.into_iter().collect()
 }
 
+// UniFFI hands arguments over as owned values: borrowing them is not an option here.
+#[allow(clippy::needless_pass_by_value)]
 #[uniffi::export]
 impl FieldStore {
     /// Opens or creates the store at a file path.
@@ -151,6 +153,7 @@ pub struct Choice {
 }
 
 /// The fields of a kind, in form order, so apps build their forms from the one data model.
+#[allow(clippy::needless_pass_by_value)]
 #[uniffi::export]
 pub fn field_specs(kind: String) -> Result<Vec<FieldInfo>, MobileError> {
     let kind = parse_kind(&kind)?;

@@ -358,16 +358,16 @@ impl Store {
             let mut touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)> = BTreeMap::new();
             for change in changes {
                 device.clock.observe(change.stamp.hlc);
-                if !touched.contains_key(&change.entity) {
-                    let old = db::load_record(tx, change.entity)?;
-                    let new = old.clone().unwrap_or_else(|| StoredRecord {
-                        kind: change.kind.clone(),
-                        state: EntityState::new(),
-                    });
-                    touched.insert(change.entity, (old, new));
-                }
-                let Some((_, record)) = touched.get_mut(&change.entity) else {
-                    continue;
+                let (_, record) = match touched.entry(change.entity) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let old = db::load_record(tx, change.entity)?;
+                        let new = old.clone().unwrap_or_else(|| StoredRecord {
+                            kind: change.kind.clone(),
+                            state: EntityState::new(),
+                        });
+                        e.insert((old, new))
+                    }
                 };
                 let incoming = change.version();
                 let held = record.state.get(&change.field);

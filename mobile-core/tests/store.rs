@@ -21,7 +21,7 @@ fn input(pairs: &[(&str, &str)]) -> Input {
 
 fn store() -> Store {
     Store::open_in_memory()
-        .unwrap()
+        .expect("in-memory store")
         .with_clock(Arc::new(ManualClock::new(NOW_MS)))
 }
 
@@ -329,7 +329,7 @@ proptest! {
             .iter()
             .map(|(id, e)| (*id, (e.kind.clone(), e.fields.clone())))
             .collect();
-        prop_assert_eq!(forward.states().unwrap(), expected.clone());
-        prop_assert_eq!(backward.states().unwrap(), expected);
+        prop_assert_eq!(&forward.states().unwrap(), &expected);
+        prop_assert_eq!(&backward.states().unwrap(), &expected);
     }
 }

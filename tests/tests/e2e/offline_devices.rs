@@ -157,7 +157,7 @@ fn valid_people() -> Vec<String> {
         .iter()
         .map(|p| {
             let first17 = &p.as_bytes()[..17];
-            let mut s = String::from_utf8(first17.to_vec()).unwrap();
+            let mut s = String::from_utf8(first17.to_vec()).expect("ASCII digits");
             s.push(baylink_domain::id_number::check_char(first17));
             s
         })
