@@ -1,16 +1,22 @@
 //! The outbox: local changes the server has not yet made durable. One row per local action (its
 //! field changes share one stamp); a change leaves only when the server accepted it. Changes the
 //! server refused for good stay, marked, until the officer corrects the field.
+//!
+//! A change's value is usually not copied: while the record's field still carries the change's
+//! stamp, the record holds the value, and the entry stays *lazy*. Before such a field is
+//! overwritten (a later local edit, a newer remote value), `materialize` copies the value into
+//! the entry. This halves what a capture writes to flash.
 
 use std::collections::BTreeMap;
 
 use baylink_sync::wire::{ChangeResult, ChangeStatus};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db;
 use crate::error::{Error, Result};
 
 /// A refusal the server gave a change.
@@ -20,19 +26,53 @@ pub(crate) struct Refusal {
     pub(crate) message: String,
 }
 
-/// One field change in an outbox row: counter, field, value, base stamp, refusal.
+/// One field change in an outbox row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Entry(
-    pub(crate) u64,
-    pub(crate) String,
-    pub(crate) Value,
-    pub(crate) Option<Stamp>,
-    pub(crate) Option<Refusal>,
-);
+pub(crate) struct Entry {
+    /// The change counter.
+    #[serde(rename = "c")]
+    pub(crate) counter: u64,
+    /// The field.
+    #[serde(rename = "f")]
+    pub(crate) field: String,
+    /// The value, once copied out of the record; absent while the record holds it (lazy).
+    /// Present and `null` means the change cleared the field.
+    #[serde(
+        rename = "v",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub(crate) value: Option<Value>,
+    /// Stamp of the value the change replaced.
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) base: Option<Stamp>,
+    /// The server's refusal, once refused.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) refusal: Option<Refusal>,
+}
+
+/// A present member is `Some`, even when it is `null`; an absent one defaults to `None`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+impl Entry {
+    /// A new change whose value the record holds.
+    pub(crate) fn lazy(counter: u64, field: String, base: Option<Stamp>) -> Entry {
+        Entry {
+            counter,
+            field,
+            value: None,
+            base,
+            refusal: None,
+        }
+    }
+}
 
 struct Row {
     first_counter: u64,
-    entity: String,
+    entity: Uuid,
     kind: String,
     hlc: u64,
     entries: Vec<Entry>,
@@ -58,10 +98,11 @@ pub(crate) fn append(
         return Ok(());
     };
     conn.prepare_cached(
-        "INSERT INTO outbox (first_counter, entity, kind, hlc, changes, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO outbox (first_counter, entity, kind, hlc, changes, pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        first.0 as i64,
+        first.counter as i64,
         entity.hyphenated().to_string(),
         kind,
         hlc.as_u64() as i64,
@@ -71,8 +112,10 @@ pub(crate) fn append(
     Ok(())
 }
 
-fn rows(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Row>> {
-    let mut stmt = conn.prepare_cached(sql)?;
+const ROW_COLUMNS: &str = "first_counter, entity, kind, hlc, changes";
+
+fn rows(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM outbox {filter}"))?;
     let raw = stmt.query_map(args, |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -87,7 +130,7 @@ fn rows(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec
         let (first, entity, kind, hlc, changes) = row?;
         out.push(Row {
             first_counter: first as u64,
-            entity,
+            entity: Uuid::parse_str(&entity).map_err(|_| Error::Corrupt("outbox entity".into()))?,
             kind,
             hlc: hlc as u64,
             entries: decode(&changes)?,
@@ -96,41 +139,90 @@ fn rows(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec
     Ok(out)
 }
 
-fn to_change(node: NodeId, row: &Row, entry: &Entry) -> Result<Change> {
+/// Copies the value of the field written by this device's action stamped `hlc` into its
+/// outbox entry, if that entry is still there and lazy: the record is about to lose the value.
+pub(crate) fn materialize(conn: &Connection, hlc: Hlc, field: &str, value: &Value) -> Result<()> {
+    for mut row in rows(conn, "WHERE hlc = ?1", [hlc.as_u64() as i64])? {
+        let mut changed = false;
+        for entry in row
+            .entries
+            .iter_mut()
+            .filter(|e| e.field == field && e.value.is_none())
+        {
+            entry.value = Some(value.clone());
+            changed = true;
+        }
+        if changed {
+            write_row(conn, &row)?;
+        }
+    }
+    Ok(())
+}
+
+fn to_change(
+    node: NodeId,
+    row: &Row,
+    entry: &Entry,
+    record: Option<&db::StoredRecord>,
+) -> Result<Change> {
+    let stamp = Stamp::new(Hlc::from_u64(row.hlc), node);
+    let value = match &entry.value {
+        Some(value) => value.clone(),
+        None => {
+            let held = record.and_then(|r| r.state.get(&entry.field));
+            match held {
+                Some(v) if v.stamp == stamp => v.value.clone(),
+                _ => {
+                    return Err(Error::Corrupt(format!(
+                        "outbox change {} lost its value",
+                        entry.counter
+                    )));
+                }
+            }
+        }
+    };
     Ok(Change {
         id: ChangeId {
             device: node,
-            counter: entry.0,
+            counter: entry.counter,
         },
         kind: row.kind.clone(),
-        entity: Uuid::parse_str(&row.entity).map_err(|_| Error::Corrupt("outbox entity".into()))?,
-        field: entry.1.clone(),
-        value: entry.2.clone(),
-        stamp: Stamp::new(Hlc::from_u64(row.hlc), node),
-        base: entry.3,
+        entity: row.entity,
+        field: entry.field.clone(),
+        value,
+        stamp,
+        base: entry.base,
         extra: BTreeMap::new(),
     })
 }
 
-/// Up to `limit` changes waiting to be pushed, oldest first (whole actions where they fit).
+/// Up to `limit` changes waiting to be pushed, oldest first.
 pub(crate) fn pending(conn: &Connection, node: NodeId, limit: usize) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     let mut after = 0i64;
     'pages: loop {
         let page = rows(
             conn,
-            "SELECT first_counter, entity, kind, hlc, changes FROM outbox
-             WHERE pending > 0 AND first_counter > ?1 ORDER BY first_counter LIMIT 64",
+            "WHERE pending > 0 AND first_counter > ?1 ORDER BY first_counter LIMIT 64",
             [after],
         )?;
         let Some(last) = page.last() else { break };
         after = last.first_counter as i64;
         for row in &page {
-            for entry in row.entries.iter().filter(|e| e.4.is_none()) {
+            let lazy = row
+                .entries
+                .iter()
+                .any(|e| e.value.is_none() && e.refusal.is_none());
+            let record = if lazy {
+                db::load_record(conn, row.entity)?
+            } else {
+                None
+            };
+            for entry in row.entries.iter().filter(|e| e.refusal.is_none()) {
                 if out.len() == limit {
                     break 'pages;
                 }
-                out.push(to_change(node, row, entry)?);
+                out.push(to_change(node, row, entry, record.as_ref())?);
             }
         }
     }
@@ -152,11 +244,10 @@ pub(crate) fn settle(conn: &Connection, results: &[ChangeResult]) -> Result<(usi
     let (Some(&lo), Some(&hi)) = (by_counter.keys().next(), by_counter.keys().next_back()) else {
         return Ok((0, 0));
     };
-    // Rows overlapping [lo, hi]: a row starts at or before hi and its first counter is the least.
+    // The rows holding counters lo..=hi: from the last row starting at or before lo, up to hi.
     let candidates = rows(
         conn,
-        "SELECT first_counter, entity, kind, hlc, changes FROM outbox
-         WHERE first_counter <= ?2 AND first_counter >= (
+        "WHERE first_counter <= ?2 AND first_counter >= (
              SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)
          ORDER BY first_counter",
         params![lo as i64, hi as i64],
@@ -165,14 +256,14 @@ pub(crate) fn settle(conn: &Connection, results: &[ChangeResult]) -> Result<(usi
     for mut row in candidates {
         let before = row.entries.clone();
         row.entries
-            .retain_mut(|entry| match by_counter.get(&entry.0) {
+            .retain_mut(|entry| match by_counter.get(&entry.counter) {
                 Some(r) if r.status == ChangeStatus::Accepted => {
                     accepted += 1;
                     false
                 }
-                Some(r) if r.status == ChangeStatus::Refused && entry.4.is_none() => {
+                Some(r) if r.status == ChangeStatus::Refused && entry.refusal.is_none() => {
                     refused += 1;
-                    entry.4 = Some(Refusal {
+                    entry.refusal = Some(Refusal {
                         code: r.code.clone().unwrap_or_default(),
                         message: r.message.clone().unwrap_or_default(),
                     });
@@ -180,10 +271,9 @@ pub(crate) fn settle(conn: &Connection, results: &[ChangeResult]) -> Result<(usi
                 }
                 _ => true,
             });
-        if row.entries == before {
-            continue;
+        if row.entries != before {
+            write_row(conn, &row)?;
         }
-        write_row(conn, &row)?;
     }
     Ok((accepted, refused))
 }
@@ -193,7 +283,7 @@ fn write_row(conn: &Connection, row: &Row) -> Result<()> {
         conn.prepare_cached("DELETE FROM outbox WHERE first_counter = ?1")?
             .execute([row.first_counter as i64])?;
     } else {
-        let pending = row.entries.iter().filter(|e| e.4.is_none()).count();
+        let pending = row.entries.iter().filter(|e| e.refusal.is_none()).count();
         let refused = row.entries.len() - pending;
         conn.prepare_cached(
             "UPDATE outbox SET changes = ?2, pending = ?3, refused = ?4 WHERE first_counter = ?1",
@@ -212,13 +302,13 @@ fn write_row(conn: &Connection, row: &Row) -> Result<()> {
 pub(crate) fn drop_refused(conn: &Connection, entity: Uuid, fields: &[&str]) -> Result<()> {
     let found = rows(
         conn,
-        "SELECT first_counter, entity, kind, hlc, changes FROM outbox WHERE entity = ?1 AND refused > 0",
+        "WHERE entity = ?1 AND refused > 0",
         [entity.hyphenated().to_string()],
     )?;
     for mut row in found {
         let n = row.entries.len();
         row.entries
-            .retain(|e| e.4.is_none() || !fields.contains(&e.1.as_str()));
+            .retain(|e| e.refusal.is_none() || !fields.contains(&e.field.as_str()));
         if row.entries.len() != n {
             write_row(conn, &row)?;
         }
@@ -243,23 +333,45 @@ pub struct RefusedChange {
 
 /// Every refused change, oldest first.
 pub(crate) fn refused(conn: &Connection) -> Result<Vec<RefusedChange>> {
-    let found = rows(
-        conn,
-        "SELECT first_counter, entity, kind, hlc, changes FROM outbox WHERE refused > 0 ORDER BY first_counter",
-        [],
-    )?;
+    let found = rows(conn, "WHERE refused > 0 ORDER BY first_counter", [])?;
     Ok(found
         .iter()
         .flat_map(|row| {
             row.entries.iter().filter_map(move |e| {
-                e.4.as_ref().map(|r| RefusedChange {
-                    entity: row.entity.clone(),
+                e.refusal.as_ref().map(|r| RefusedChange {
+                    entity: row.entity.hyphenated().to_string(),
                     kind: row.kind.clone(),
-                    field: e.1.clone(),
+                    field: e.field.clone(),
                     code: r.code.clone(),
                     message: r.message.clone(),
                 })
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cleared_value_is_not_a_lazy_one() {
+        let cleared = Entry {
+            counter: 1,
+            field: "phone".into(),
+            value: Some(Value::Null),
+            base: None,
+            refusal: None,
+        };
+        let lazy = Entry::lazy(2, "name".into(), None);
+        let text = encode(&[cleared.clone(), lazy.clone()]);
+        assert_eq!(text, r#"[{"c":1,"f":"phone","v":null},{"c":2,"f":"name"}]"#);
+        assert_eq!(decode(&text).unwrap(), [cleared, lazy]);
+        let full = Entry {
+            value: Some(json!("王芳")),
+            ..Entry::lazy(3, "name".into(), None)
+        };
+        assert_eq!(decode(&encode(&[full.clone()])).unwrap(), [full]);
+    }
 }

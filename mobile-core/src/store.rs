@@ -203,7 +203,7 @@ impl Store {
         self.write(|tx, device, now| {
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             let changes = Fields::from([("deleted".to_owned(), Value::Bool(true))]);
-            write_local(tx, device, now, id, &old.kind, Some(&old), changes)
+            write_local(tx, device, now, id, &old.kind, Some(&old), changes).map(drop)
         })
     }
 
@@ -388,6 +388,9 @@ impl Store {
                     }
                 }
                 if plan.apply {
+                    if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
+                        outbox::materialize(tx, held.stamp.hlc, &change.field, &held.value)?;
+                    }
                     record.state.insert(change.field.clone(), incoming);
                     report.applied += 1;
                 } else {
@@ -422,29 +425,36 @@ fn capture_in(
 ) -> Result<Uuid> {
     let mut fields = validate_capture(kind, input, today)?;
     let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
-    let old = db::load_record(tx, id)?;
-    match &old {
-        // Known already (captured by another officer, or earlier): only what differs is written.
-        Some(old) => {
-            let current = values(&old.state);
-            fields.retain(|name, value| current.get(name) != Some(value));
-            if current.get("deleted") == Some(&Value::Bool(true)) {
-                fields.insert("deleted".into(), Value::Bool(false));
-            }
-        }
-        None => {
-            let at =
-                datetime_from_unix_ms(device.clock.corrected(now) as i64, CHINA_OFFSET_MINUTES);
-            fields.insert("created_by".into(), Value::String(device.user.clone()));
-            fields.insert("created_at".into(), Value::String(at));
-            fields.insert("review_status".into(), Value::String("pending".into()));
-        }
+    // Most captures are of new records: try that first, which spares a lookup.
+    let at = datetime_from_unix_ms(device.clock.corrected(now) as i64, CHINA_OFFSET_MINUTES);
+    let system = [
+        ("created_by", Value::String(device.user.clone())),
+        ("created_at", Value::String(at)),
+        ("review_status", Value::String("pending".into())),
+    ];
+    for (name, value) in system {
+        fields.insert(name.to_owned(), value);
     }
-    write_local(tx, device, now, id, kind.as_str(), old.as_ref(), fields)?;
+    if write_local(tx, device, now, id, kind.as_str(), None, fields.clone())? {
+        return Ok(id);
+    }
+    // Known already (captured by another officer, or earlier): only what differs is written,
+    // and the record keeps its creation and review fields.
+    let old = db::load_record(tx, id)?.ok_or_else(|| Error::Corrupt("record vanished".into()))?;
+    let current = values(&old.state);
+    fields.retain(|name, value| {
+        !matches!(name.as_str(), "created_by" | "created_at" | "review_status")
+            && current.get(name) != Some(value)
+    });
+    if current.get("deleted") == Some(&Value::Bool(true)) {
+        fields.insert("deleted".into(), Value::Bool(false));
+    }
+    write_local(tx, device, now, id, kind.as_str(), Some(&old), fields)?;
     Ok(id)
 }
 
 /// Writes a local action: one stamp for all its fields, merged state, links and outbox.
+/// With `old == None` the record must be new: returns false, writing nothing, if it exists.
 fn write_local(
     tx: &Transaction<'_>,
     device: &mut Device,
@@ -453,9 +463,9 @@ fn write_local(
     kind: &str,
     old: Option<&StoredRecord>,
     changes: Fields,
-) -> Result<()> {
+) -> Result<bool> {
     if changes.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let hlc = device.clock.tick(now);
     let stamp = Stamp::new(hlc, device.node);
@@ -463,23 +473,26 @@ fn write_local(
         kind: kind.to_owned(),
         state: EntityState::new(),
     });
+    let mut counter = device.next_counter;
     let mut entries = Vec::with_capacity(changes.len());
     for (field, value) in changes {
-        let base = record.state.get(&field).map(|v| v.stamp);
-        entries.push(Entry(
-            device.next_counter,
-            field.clone(),
-            value.clone(),
-            base,
-            None,
-        ));
-        device.next_counter += 1;
+        let held = record.state.get(&field);
+        if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
+            // An earlier change of ours may still need this value: copy it out first.
+            outbox::materialize(tx, held.stamp.hlc, &field, &held.value)?;
+        }
+        entries.push(Entry::lazy(counter, field.clone(), held.map(|v| v.stamp)));
+        counter += 1;
         record.state.insert(field, Versioned::new(value, stamp));
     }
-    db::save_record(tx, id, &record, old)?;
+    if !db::save_record(tx, id, &record, old)? {
+        return Ok(false);
+    }
+    device.next_counter = counter;
     if old.is_some() {
-        let fields: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+        let fields: Vec<&str> = entries.iter().map(|e| e.field.as_str()).collect();
         outbox::drop_refused(tx, id, &fields)?;
     }
-    outbox::append(tx, id, kind, hlc, &entries)
+    outbox::append(tx, id, kind, hlc, &entries)?;
+    Ok(true)
 }

@@ -242,6 +242,59 @@ fn accepted_changes_leave_the_outbox_and_refused_ones_wait_for_a_correction() {
 }
 
 #[test]
+fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    // A local correction before any sync: both changes go out, each with its own value.
+    s.edit(id, &input(&[("name", "王 芳")])).unwrap();
+    let names: Vec<_> = s
+        .outbox(100)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.field == "name")
+        .map(|c| (c.value, c.base.is_some()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (serde_json::json!("王芳"), false),
+            (serde_json::json!("王 芳"), true)
+        ]
+    );
+
+    // A newer remote value replaces the record's, not what this device still has to push.
+    let other = baylink_sync::NodeId(uuid::Uuid::from_u128(77));
+    let remote = baylink_sync::Change {
+        id: baylink_sync::ChangeId {
+            device: other,
+            counter: 1,
+        },
+        kind: "person".into(),
+        entity: id,
+        field: "name".into(),
+        value: serde_json::json!("王小芳"),
+        stamp: baylink_sync::Stamp::new(baylink_sync::Hlc::new(NOW_MS + 60_000, 0), other),
+        base: None,
+        extra: Default::default(),
+    };
+    s.apply_remote(&[remote]).unwrap();
+    assert_eq!(s.get(id).unwrap().unwrap().fields["name"], "王小芳");
+    let names: Vec<_> = s
+        .outbox(100)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.field == "name")
+        .map(|c| c.value)
+        .collect();
+    assert_eq!(
+        names,
+        [serde_json::json!("王芳"), serde_json::json!("王 芳")]
+    );
+}
+
+#[test]
 fn a_reopened_store_keeps_its_identity_records_and_counters() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("field.db");

@@ -18,5 +18,5 @@ pub use date::Date;
 pub use error::{Error, FieldError, Result};
 pub use identity::natural_id;
 pub use schema::{EntityKind, FieldSpec, FieldType, Writer};
-pub use summary::{Summary, summarize};
+pub use summary::{Summary, summarize, summarize_with};
 pub use validate::{Fields, Input, to_text, validate_capture, validate_edit, validate_values};

@@ -31,7 +31,12 @@ pub struct Summary {
 
 /// The summary of a record of a kind from its current field values.
 pub fn summarize(kind: EntityKind, fields: &Fields) -> Summary {
-    let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
+    summarize_with(kind, |name| fields.get(name))
+}
+
+/// The summary of a record whose field values `get` looks up (no copy of the record needed).
+pub fn summarize_with<'a>(kind: EntityKind, get: impl Fn(&str) -> Option<&'a Value>) -> Summary {
+    let text = |name: &str| get(name).and_then(Value::as_str).map(str::to_owned);
     let join = |names: &[&str]| {
         names
             .iter()
@@ -91,9 +96,6 @@ pub fn summarize(kind: EntityKind, fields: &Fields) -> Summary {
         address,
         phone,
         review_status: text("review_status"),
-        deleted: fields
-            .get("deleted")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        deleted: get("deleted").and_then(Value::as_bool).unwrap_or(false),
     }
 }

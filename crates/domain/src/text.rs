@@ -28,5 +28,7 @@ mod tests {
     fn full_width_becomes_ascii() {
         assert_eq!(to_half_width("１２３ｘＸ－"), "123xX-");
         assert_eq!(clean("\u{3000} 张  三 \n"), "张 三");
+        assert_eq!(clean(" 张 三\t李"), "张 三 李");
+        assert_eq!(clean("王芳"), "王芳");
     }
 }

@@ -44,8 +44,9 @@ CREATE TABLE link (
 
 CREATE TABLE outbox (
     -- One row per local action whose changes the server has not yet made durable: the field
-    -- changes it made (JSON: [counter, field, value, base stamp, refusal]), all with one stamp;
-    -- `pending` counts those still to push, `refused` those the server refused for good.
+    -- changes it made (JSON: counter, field, value unless the record still holds it, base stamp,
+    -- refusal), all with one stamp; `pending` counts those still to push, `refused` those the
+    -- server refused for good.
     first_counter INTEGER PRIMARY KEY,
     entity TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -55,3 +56,4 @@ CREATE TABLE outbox (
     refused INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX outbox_refused ON outbox (entity) WHERE refused > 0;
+CREATE INDEX outbox_hlc ON outbox (hlc);
