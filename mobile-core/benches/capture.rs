@@ -86,8 +86,7 @@ fn plain_insert(path: &std::path::Path, rows: &[(String, Summary, String)]) -> f
     start.elapsed().as_secs_f64()
 }
 
-/// Best of `rounds` timings of `f` (each on fresh databases): the least disturbed by the
-/// machine's other load.
+/// Best of `rounds` timings of `f`: the least disturbed by the machine's other load.
 fn best_of(rounds: usize, mut f: impl FnMut(usize) -> f64) -> f64 {
     (0..rounds).map(&mut f).fold(f64::INFINITY, f64::min)
 }
@@ -101,7 +100,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(if full { 100_000 } else { 2_000 });
-    let rounds = if full { 3 } else { 1 };
+    let rounds = if full { 5 } else { 1 };
     let dir = tempfile::tempdir().expect("temporary directory");
     let inputs: Vec<Input> = (0..count).map(person).collect();
     let today = baylink_domain::Date::new(2026, 11, 28).expect("date");
@@ -121,17 +120,20 @@ fn main() {
         })
         .collect();
 
-    let plain = best_of(rounds, |round| {
-        plain_insert(&dir.path().join(format!("plain{round}.db")), &rows)
-    });
-    let batched = best_of(rounds, |round| {
+    // Baseline and store alternate, so that a change in the machine's load hits both alike.
+    let (mut plain, mut batched) = (f64::INFINITY, f64::INFINITY);
+    for round in 0..rounds {
+        plain = plain.min(plain_insert(
+            &dir.path().join(format!("plain{round}.db")),
+            &rows,
+        ));
         let mut store = Store::open(dir.path().join(format!("store{round}.db"))).expect("store");
         let start = Instant::now();
         store
             .capture_many(EntityKind::Person, &inputs)
             .expect("capture");
-        start.elapsed().as_secs_f64()
-    });
+        batched = batched.min(start.elapsed().as_secs_f64());
+    }
     let validation = best_of(rounds, |_| {
         let start = Instant::now();
         for input in &inputs {

@@ -5,7 +5,9 @@
 //! A change's value is usually not copied: while the record's field still carries the change's
 //! stamp, the record holds the value, and the entry stays *lazy*. Before such a field is
 //! overwritten (a later local edit, a newer remote value), `materialize` copies the value into
-//! the entry. This halves what a capture writes to flash.
+//! the entry. This halves what a capture writes to flash. A row whose changes are all lazy, with
+//! no base and consecutive counters (a new record, typically) stores no list at all: its
+//! changes are the record's fields that carry the row's stamp, in field order.
 
 use std::collections::BTreeMap;
 
@@ -97,6 +99,13 @@ pub(crate) fn append(
     let Some(first) = entries.first() else {
         return Ok(());
     };
+    let implied = entries.iter().enumerate().all(|(i, e)| {
+        e.value.is_none()
+            && e.base.is_none()
+            && e.refusal.is_none()
+            && e.counter == first.counter + i as u64
+    });
+    let changes = (!implied).then(|| encode(entries));
     conn.prepare_cached(
         "INSERT INTO outbox (first_counter, entity, kind, hlc, changes, pending)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -106,7 +115,7 @@ pub(crate) fn append(
         entity.hyphenated().to_string(),
         kind,
         hlc.as_u64() as i64,
-        encode(entries),
+        changes,
         entries.len() as i64
     ])?;
     Ok(())
@@ -114,7 +123,12 @@ pub(crate) fn append(
 
 const ROW_COLUMNS: &str = "first_counter, entity, kind, hlc, changes";
 
-fn rows(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Row>> {
+fn rows(
+    conn: &Connection,
+    node: NodeId,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Row>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM outbox {filter}"))?;
     let raw = stmt.query_map(args, |r| {
         Ok((
@@ -122,27 +136,62 @@ fn rows(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> Result<
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, i64>(3)?,
-            r.get::<_, String>(4)?,
+            r.get::<_, Option<String>>(4)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in raw {
         let (first, entity, kind, hlc, changes) = row?;
+        let entity =
+            Uuid::parse_str(&entity).map_err(|_| Error::Corrupt("outbox entity".into()))?;
+        let entries = match changes {
+            Some(changes) => decode(&changes)?,
+            None => implied_entries(
+                conn,
+                entity,
+                first as u64,
+                Stamp::new(Hlc::from_u64(hlc as u64), node),
+            )?,
+        };
         out.push(Row {
             first_counter: first as u64,
-            entity: Uuid::parse_str(&entity).map_err(|_| Error::Corrupt("outbox entity".into()))?,
+            entity,
             kind,
             hlc: hlc as u64,
-            entries: decode(&changes)?,
+            entries,
         });
     }
     Ok(out)
 }
 
+/// The changes of a row that stores no list: the record's fields written with its stamp.
+fn implied_entries(
+    conn: &Connection,
+    entity: Uuid,
+    first: u64,
+    stamp: Stamp,
+) -> Result<Vec<Entry>> {
+    let record =
+        db::load_record(conn, entity)?.ok_or_else(|| Error::Corrupt("outbox record".into()))?;
+    Ok(record
+        .state
+        .iter()
+        .filter(|(_, v)| v.stamp == stamp)
+        .enumerate()
+        .map(|(i, (field, _))| Entry::lazy(first + i as u64, field.clone(), None))
+        .collect())
+}
+
 /// Copies the value of the field written by this device's action stamped `hlc` into its
 /// outbox entry, if that entry is still there and lazy: the record is about to lose the value.
-pub(crate) fn materialize(conn: &Connection, hlc: Hlc, field: &str, value: &Value) -> Result<()> {
-    for mut row in rows(conn, "WHERE hlc = ?1", [hlc.as_u64() as i64])? {
+pub(crate) fn materialize(
+    conn: &Connection,
+    node: NodeId,
+    hlc: Hlc,
+    field: &str,
+    value: &Value,
+) -> Result<()> {
+    for mut row in rows(conn, node, "WHERE hlc = ?1", [hlc.as_u64() as i64])? {
         let mut changed = false;
         for entry in row
             .entries
@@ -203,6 +252,7 @@ pub(crate) fn pending(conn: &Connection, node: NodeId, limit: usize) -> Result<V
     'pages: loop {
         let page = rows(
             conn,
+            node,
             "WHERE pending > 0 AND first_counter > ?1 ORDER BY first_counter LIMIT 64",
             [after],
         )?;
@@ -239,7 +289,11 @@ pub(crate) fn pending_count(conn: &Connection) -> Result<u64> {
 
 /// Applies the server's answers: accepted changes leave the outbox, refused ones stay marked,
 /// unknown answers leave the change pending. Returns (accepted, refused).
-pub(crate) fn settle(conn: &Connection, results: &[ChangeResult]) -> Result<(usize, usize)> {
+pub(crate) fn settle(
+    conn: &Connection,
+    node: NodeId,
+    results: &[ChangeResult],
+) -> Result<(usize, usize)> {
     let by_counter: BTreeMap<u64, &ChangeResult> = results.iter().map(|r| (r.counter, r)).collect();
     let (Some(&lo), Some(&hi)) = (by_counter.keys().next(), by_counter.keys().next_back()) else {
         return Ok((0, 0));
@@ -247,6 +301,7 @@ pub(crate) fn settle(conn: &Connection, results: &[ChangeResult]) -> Result<(usi
     // The rows holding counters lo..=hi: from the last row starting at or before lo, up to hi.
     let candidates = rows(
         conn,
+        node,
         "WHERE first_counter <= ?2 AND first_counter >= (
              SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)
          ORDER BY first_counter",
@@ -299,9 +354,15 @@ fn write_row(conn: &Connection, row: &Row) -> Result<()> {
 }
 
 /// Drops refused changes of these fields of an entity: a new local write supersedes them.
-pub(crate) fn drop_refused(conn: &Connection, entity: Uuid, fields: &[&str]) -> Result<()> {
+pub(crate) fn drop_refused(
+    conn: &Connection,
+    node: NodeId,
+    entity: Uuid,
+    fields: &[&str],
+) -> Result<()> {
     let found = rows(
         conn,
+        node,
         "WHERE entity = ?1 AND refused > 0",
         [entity.hyphenated().to_string()],
     )?;
@@ -332,8 +393,8 @@ pub struct RefusedChange {
 }
 
 /// Every refused change, oldest first.
-pub(crate) fn refused(conn: &Connection) -> Result<Vec<RefusedChange>> {
-    let found = rows(conn, "WHERE refused > 0 ORDER BY first_counter", [])?;
+pub(crate) fn refused(conn: &Connection, node: NodeId) -> Result<Vec<RefusedChange>> {
+    let found = rows(conn, node, "WHERE refused > 0 ORDER BY first_counter", [])?;
     Ok(found
         .iter()
         .flat_map(|row| {

@@ -193,7 +193,7 @@ impl Store {
                 .ok_or_else(|| baylink_domain::Error::UnknownKind(old.kind.clone()))?;
             let changes = validate_edit(kind, &values(&old.state), input, today)?;
             let n = changes.len();
-            write_local(tx, device, now, id, &old.kind, Some(&old), changes)?;
+            write_local(tx, device, now, id, &old.kind, Some(&old), &changes)?;
             Ok(n)
         })
     }
@@ -203,7 +203,7 @@ impl Store {
         self.write(|tx, device, now| {
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             let changes = Fields::from([("deleted".to_owned(), Value::Bool(true))]);
-            write_local(tx, device, now, id, &old.kind, Some(&old), changes).map(drop)
+            write_local(tx, device, now, id, &old.kind, Some(&old), &changes).map(drop)
         })
     }
 
@@ -340,14 +340,14 @@ impl Store {
     /// stay marked for the officer. Returns (accepted, refused).
     pub fn settle(&mut self, results: &[ChangeResult]) -> Result<(usize, usize)> {
         let tx = self.conn.transaction()?;
-        let counts = outbox::settle(&tx, results)?;
+        let counts = outbox::settle(&tx, self.device.node, results)?;
         tx.commit()?;
         Ok(counts)
     }
 
     /// Changes the server refused, for the officer to correct.
     pub fn refused(&self) -> Result<Vec<RefusedChange>> {
-        outbox::refused(&self.conn)
+        outbox::refused(&self.conn, self.device.node)
     }
 
     /// Merges changes made elsewhere, in one transaction. Every change counts once however
@@ -389,7 +389,13 @@ impl Store {
                 }
                 if plan.apply {
                     if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
-                        outbox::materialize(tx, held.stamp.hlc, &change.field, &held.value)?;
+                        outbox::materialize(
+                            tx,
+                            device.node,
+                            held.stamp.hlc,
+                            &change.field,
+                            &held.value,
+                        )?;
                     }
                     record.state.insert(change.field.clone(), incoming);
                     report.applied += 1;
@@ -435,7 +441,7 @@ fn capture_in(
     for (name, value) in system {
         fields.insert(name.to_owned(), value);
     }
-    if write_local(tx, device, now, id, kind.as_str(), None, fields.clone())? {
+    if write_local(tx, device, now, id, kind.as_str(), None, &fields)? {
         return Ok(id);
     }
     // Known already (captured by another officer, or earlier): only what differs is written,
@@ -449,7 +455,7 @@ fn capture_in(
     if current.get("deleted") == Some(&Value::Bool(true)) {
         fields.insert("deleted".into(), Value::Bool(false));
     }
-    write_local(tx, device, now, id, kind.as_str(), Some(&old), fields)?;
+    write_local(tx, device, now, id, kind.as_str(), Some(&old), &fields)?;
     Ok(id)
 }
 
@@ -462,7 +468,7 @@ fn write_local(
     id: Uuid,
     kind: &str,
     old: Option<&StoredRecord>,
-    changes: Fields,
+    changes: &Fields,
 ) -> Result<bool> {
     if changes.is_empty() {
         return Ok(true);
@@ -476,14 +482,16 @@ fn write_local(
     let mut counter = device.next_counter;
     let mut entries = Vec::with_capacity(changes.len());
     for (field, value) in changes {
-        let held = record.state.get(&field);
+        let held = record.state.get(field);
         if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
             // An earlier change of ours may still need this value: copy it out first.
-            outbox::materialize(tx, held.stamp.hlc, &field, &held.value)?;
+            outbox::materialize(tx, device.node, held.stamp.hlc, field, &held.value)?;
         }
         entries.push(Entry::lazy(counter, field.clone(), held.map(|v| v.stamp)));
         counter += 1;
-        record.state.insert(field, Versioned::new(value, stamp));
+        record
+            .state
+            .insert(field.clone(), Versioned::new(value.clone(), stamp));
     }
     if !db::save_record(tx, id, &record, old)? {
         return Ok(false);
@@ -491,7 +499,7 @@ fn write_local(
     device.next_counter = counter;
     if old.is_some() {
         let fields: Vec<&str> = entries.iter().map(|e| e.field.as_str()).collect();
-        outbox::drop_refused(tx, id, &fields)?;
+        outbox::drop_refused(tx, device.node, id, &fields)?;
     }
     outbox::append(tx, id, kind, hlc, &entries)?;
     Ok(true)

@@ -295,6 +295,32 @@ fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
 }
 
 #[test]
+fn a_remote_field_stamped_at_the_same_instant_is_not_taken_for_ours() {
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let ours = s.outbox(100).unwrap();
+    // Another phone, same millisecond, adds a field this one never wrote.
+    let other = baylink_sync::NodeId(uuid::Uuid::from_u128(1));
+    let remote = baylink_sync::Change {
+        id: baylink_sync::ChangeId {
+            device: other,
+            counter: 1,
+        },
+        kind: "person".into(),
+        entity: id,
+        field: "employer".into(),
+        value: serde_json::json!("大亚湾石化"),
+        stamp: baylink_sync::Stamp::new(ours[0].stamp.hlc, other),
+        base: None,
+        extra: Default::default(),
+    };
+    s.apply_remote(&[remote]).unwrap();
+    assert_eq!(s.outbox(100).unwrap(), ours);
+}
+
+#[test]
 fn a_reopened_store_keeps_its_identity_records_and_counters() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("field.db");

@@ -28,6 +28,9 @@ pub struct ResidentId {
 
 /// Trims, maps full-width characters to ASCII, drops inner spaces and upper-cases `x`.
 pub fn normalize(raw: &str) -> String {
+    if raw.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
+        return raw.to_owned();
+    }
     crate::text::to_half_width(raw)
         .chars()
         .filter(|c| !c.is_whitespace())

@@ -60,6 +60,22 @@ pub fn resolve_county(code: &str) -> Option<Region> {
 
 /// The full name of the origin, province first (`广东省惠州市惠阳区`), as far as it is known.
 pub fn full_name(code: &str) -> Option<String> {
+    // Every capture of a person asks this: current counties are named once, up front.
+    static FULL_NAMES: OnceLock<HashMap<&'static str, String>> = OnceLock::new();
+    let names = FULL_NAMES.get_or_init(|| {
+        table()
+            .keys()
+            .filter(|c| c.len() == 6)
+            .filter_map(|c| Some((*c, compose(c)?)))
+            .collect()
+    });
+    match names.get(code) {
+        Some(name) => Some(name.clone()),
+        None => compose(code),
+    }
+}
+
+fn compose(code: &str) -> Option<String> {
     if code.len() != 6 || !code.is_ascii() {
         return None;
     }

@@ -45,13 +45,13 @@ CREATE TABLE link (
 CREATE TABLE outbox (
     -- One row per local action whose changes the server has not yet made durable: the field
     -- changes it made (JSON: counter, field, value unless the record still holds it, base stamp,
-    -- refusal), all with one stamp; `pending` counts those still to push, `refused` those the
-    -- server refused for good.
+    -- refusal), all with one stamp; NULL when they are exactly the record's fields with that
+    -- stamp. `pending` counts those still to push, `refused` those refused for good.
     first_counter INTEGER PRIMARY KEY,
     entity TEXT NOT NULL,
     kind TEXT NOT NULL,
     hlc INTEGER NOT NULL,
-    changes TEXT NOT NULL,
+    changes TEXT,
     pending INTEGER NOT NULL,
     refused INTEGER NOT NULL DEFAULT 0
 );

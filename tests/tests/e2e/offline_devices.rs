@@ -165,7 +165,7 @@ fn valid_people() -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Three phones, random captures, edits and deletes of overlapping people, random partial
     /// exchanges (repeats included); once everyone has everyone's changes, all are identical.
