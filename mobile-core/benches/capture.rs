@@ -202,6 +202,12 @@ fn main() {
             search_us,
         ),
     ];
+    if !full {
+        println!("capture benchmark, quick check ({count} persons, unoptimised build): it runs;");
+        println!(
+            "the figures below mean nothing. Figures: cargo bench -p mobile-core --bench capture"
+        );
+    }
     println!("capture benchmark: {count} persons, best of {rounds}, file databases in WAL mode");
     for (_, label, value) in &figures {
         println!("{label:<52} {value:>12.2}");

@@ -433,6 +433,9 @@ mod tests {
             value: Some(json!("王芳")),
             ..Entry::lazy(3, "name".into(), None)
         };
-        assert_eq!(decode(&encode(&[full.clone()])).unwrap(), [full]);
+        assert_eq!(
+            decode(&encode(std::slice::from_ref(&full))).unwrap(),
+            [full]
+        );
     }
 }
