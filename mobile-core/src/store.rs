@@ -279,14 +279,10 @@ impl Store {
         offset: u32,
     ) -> Result<Vec<RecordSummary>> {
         match village {
-            Some(village) => self.summaries(
-                "WHERE kind = ?1 AND village = ?2 AND deleted = 0 ORDER BY updated_hlc DESC LIMIT ?3 OFFSET ?4",
-                params![kind.as_str(), village, limit, offset],
-            ),
-            None => self.summaries(
-                "WHERE kind = ?1 AND deleted = 0 ORDER BY updated_hlc DESC LIMIT ?2 OFFSET ?3",
-                params![kind.as_str(), limit, offset],
-            ),
+            Some(village) => {
+                self.summaries(LIST_IN_VILLAGE, params![kind.as_str(), village, limit, offset])
+            }
+            None => self.summaries(LIST_ALL, params![kind.as_str(), limit, offset]),
         }
     }
 
@@ -314,10 +310,7 @@ impl Store {
         let mut out = Vec::new();
         for (column, prefix) in probes {
             let upper = format!("{prefix}\u{10FFFF}");
-            let filter = format!(
-                "WHERE {column} >= ?1 AND {column} < ?2 AND deleted = 0 ORDER BY {column} LIMIT ?3"
-            );
-            for summary in self.summaries(&filter, params![prefix, upper, limit])? {
+            for summary in self.summaries(&prefix_filter(column), params![prefix, upper, limit])? {
                 if out.len() < limit as usize && seen.insert(summary.id.clone()) {
                     out.push(summary);
                 }
@@ -421,6 +414,18 @@ impl Store {
     }
 }
 
+/// A kind's records in one village, newest first: an index range, already in order.
+const LIST_IN_VILLAGE: &str =
+    "WHERE kind = ?1 AND village = ?2 AND deleted = 0 ORDER BY updated_hlc DESC LIMIT ?3 OFFSET ?4";
+/// A kind's records in every village, newest first.
+const LIST_ALL: &str =
+    "WHERE kind = ?1 AND deleted = 0 ORDER BY updated_hlc DESC LIMIT ?2 OFFSET ?3";
+
+/// Records whose `column` starts with ?1 (?2 is ?1 followed by the highest code point).
+fn prefix_filter(column: &str) -> String {
+    format!("WHERE {column} >= ?1 AND {column} < ?2 AND deleted = 0 ORDER BY {column} LIMIT ?3")
+}
+
 fn capture_in(
     tx: &Transaction<'_>,
     device: &mut Device,
@@ -503,4 +508,33 @@ fn write_local(
     }
     outbox::append(tx, id, kind, hlc, &entries)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(store: &Store, filter: &str) -> String {
+        let sql = format!("EXPLAIN QUERY PLAN SELECT {SUMMARY_COLUMNS} FROM record {filter}");
+        let mut stmt = store.conn.prepare(&sql).unwrap();
+        let n = stmt.parameter_count();
+        let args: Vec<String> = (0..n).map(|i| format!("{i}")).collect();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn searches_and_village_lists_read_indexes_not_the_table() {
+        let store = Store::open_in_memory().unwrap();
+        for column in ["id_number", "name", "plate", "address", "phone"] {
+            let plan = plan(&store, &prefix_filter(column));
+            assert!(plan.contains(&format!("USING INDEX record_{column}")), "{column}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{column}: {plan}");
+        }
+        let plan = plan(&store, LIST_IN_VILLAGE);
+        assert!(plan.contains("USING INDEX record_kind_village"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
 }
