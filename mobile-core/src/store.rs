@@ -279,9 +279,10 @@ impl Store {
         offset: u32,
     ) -> Result<Vec<RecordSummary>> {
         match village {
-            Some(village) => {
-                self.summaries(LIST_IN_VILLAGE, params![kind.as_str(), village, limit, offset])
-            }
+            Some(village) => self.summaries(
+                LIST_IN_VILLAGE,
+                params![kind.as_str(), village, limit, offset],
+            ),
             None => self.summaries(LIST_ALL, params![kind.as_str(), limit, offset]),
         }
     }
@@ -530,7 +531,10 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         for column in ["id_number", "name", "plate", "address", "phone"] {
             let plan = plan(&store, &prefix_filter(column));
-            assert!(plan.contains(&format!("USING INDEX record_{column}")), "{column}: {plan}");
+            assert!(
+                plan.contains(&format!("USING INDEX record_{column}")),
+                "{column}: {plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "{column}: {plan}");
         }
         let plan = plan(&store, LIST_IN_VILLAGE);

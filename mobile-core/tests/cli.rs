@@ -96,6 +96,134 @@ fn capture_search_show_edit_and_list_from_the_command_line() {
 }
 
 #[test]
+fn every_kind_can_be_captured_and_links_show_on_the_record() {
+    let d = Device::new();
+    let v = "441303006001";
+    let json_id = |value: Value| value["id"].as_str().expect("id").to_owned();
+    let person = json_id(d.json(&[
+        "capture",
+        "person",
+        "--id-number",
+        "11010519491231002X",
+        "--name",
+        "王芳",
+        "--village",
+        v,
+    ]));
+    let house = json_id(d.json(&[
+        "capture",
+        "house",
+        "--address",
+        "霞涌新村3号",
+        "--use",
+        "rental",
+        "--status",
+        "in_use",
+        "--room-count",
+        "6",
+        "--location",
+        "22.75,114.53",
+        "--village",
+        v,
+    ]));
+    let residence = json_id(d.json(&[
+        "capture",
+        "residence",
+        "--person",
+        &person,
+        "--house",
+        &house,
+        "--moved-in",
+        "2025-03-01",
+        "--relation",
+        "租客",
+        "--village",
+        v,
+    ]));
+    let vehicle = json_id(d.json(&[
+        "capture",
+        "vehicle",
+        "--plate",
+        "粤L·D12345",
+        "--vehicle-type",
+        "e_bike",
+        "--owner",
+        &person,
+        "--village",
+        v,
+    ]));
+    let visit = json_id(d.json(&[
+        "capture",
+        "visit",
+        "--house",
+        &house,
+        "--time",
+        "2026-11-20 15:30",
+        "--outcome",
+        "租客在家，登记无误",
+        "--village",
+        v,
+    ]));
+    let dispute = json_id(d.json(&[
+        "capture",
+        "dispute",
+        "--parties",
+        "王芳；李强",
+        "--kind",
+        "tenancy",
+        "--description",
+        "押金纠纷",
+        "--status",
+        "open",
+        "--reported-on",
+        "2026-11-21",
+        "--house",
+        &house,
+        "--village",
+        v,
+    ]));
+    let record = d.json(&["show", &house]);
+    assert_eq!(record["fields"]["location"], "22.75,114.53");
+    assert_eq!(record["fields"]["room_count"], "6");
+    let mut incoming: Vec<String> = record["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| {
+            format!(
+                "{}<-{}",
+                l["field"].as_str().unwrap_or(""),
+                l["record"]["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    incoming.sort();
+    let mut expected = vec![
+        format!("house<-{residence}"),
+        format!("house<-{visit}"),
+        format!("house<-{dispute}"),
+    ];
+    expected.sort();
+    assert_eq!(incoming, expected);
+    assert_eq!(
+        d.json(&["show", &dispute])["fields"]["parties"],
+        "王芳;李强"
+    );
+    let person_links = d.json(&["show", &person])["links"].as_array().map(Vec::len);
+    assert_eq!(
+        person_links,
+        Some(2),
+        "residence and vehicle point at the person"
+    );
+    d.ok(&["delete", &vehicle]);
+    assert_eq!(d.json(&["list", "vehicle"]), serde_json::json!([]));
+    assert_eq!(
+        d.json(&["show", &person])["links"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
 fn bad_input_exits_non_zero_names_the_field_and_saves_nothing() {
     let d = Device::new();
     let out = d.run(&[

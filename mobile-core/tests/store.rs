@@ -241,6 +241,29 @@ fn accepted_changes_leave_the_outbox_and_refused_ones_wait_for_a_correction() {
     assert_eq!(s.pending_count().unwrap(), 1);
 }
 
+/// A change to a person made on another phone.
+fn remote_person_change(
+    entity: uuid::Uuid,
+    field: &str,
+    value: &str,
+    hlc: baylink_sync::Hlc,
+) -> baylink_sync::Change {
+    let other = baylink_sync::NodeId(uuid::Uuid::from_u128(77));
+    baylink_sync::Change {
+        id: baylink_sync::ChangeId {
+            device: other,
+            counter: 1,
+        },
+        kind: "person".into(),
+        entity,
+        field: field.into(),
+        value: serde_json::json!(value),
+        stamp: baylink_sync::Stamp::new(hlc, other),
+        base: None,
+        extra: Default::default(),
+    }
+}
+
 #[test]
 fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
     let mut s = store();
@@ -265,21 +288,9 @@ fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
     );
 
     // A newer remote value replaces the record's, not what this device still has to push.
-    let other = baylink_sync::NodeId(uuid::Uuid::from_u128(77));
-    let remote = baylink_sync::Change {
-        id: baylink_sync::ChangeId {
-            device: other,
-            counter: 1,
-        },
-        kind: "person".into(),
-        entity: id,
-        field: "name".into(),
-        value: serde_json::json!("王小芳"),
-        stamp: baylink_sync::Stamp::new(baylink_sync::Hlc::new(NOW_MS + 60_000, 0), other),
-        base: None,
-        extra: Default::default(),
-    };
-    s.apply_remote(&[remote]).unwrap();
+    let later = baylink_sync::Hlc::new(NOW_MS + 60_000, 0);
+    s.apply_remote(&[remote_person_change(id, "name", "王小芳", later)])
+        .unwrap();
     assert_eq!(s.get(id).unwrap().unwrap().fields["name"], "王小芳");
     let names: Vec<_> = s
         .outbox(100)
@@ -302,21 +313,14 @@ fn a_remote_field_stamped_at_the_same_instant_is_not_taken_for_ours() {
         .unwrap();
     let ours = s.outbox(100).unwrap();
     // Another phone, same millisecond, adds a field this one never wrote.
-    let other = baylink_sync::NodeId(uuid::Uuid::from_u128(1));
-    let remote = baylink_sync::Change {
-        id: baylink_sync::ChangeId {
-            device: other,
-            counter: 1,
-        },
-        kind: "person".into(),
-        entity: id,
-        field: "employer".into(),
-        value: serde_json::json!("大亚湾石化"),
-        stamp: baylink_sync::Stamp::new(ours[0].stamp.hlc, other),
-        base: None,
-        extra: Default::default(),
-    };
-    s.apply_remote(&[remote]).unwrap();
+    let same_instant = ours[0].stamp.hlc;
+    s.apply_remote(&[remote_person_change(
+        id,
+        "employer",
+        "大亚湾石化",
+        same_instant,
+    )])
+    .unwrap();
     assert_eq!(s.outbox(100).unwrap(), ours);
 }
 

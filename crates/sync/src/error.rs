@@ -9,9 +9,6 @@ pub enum Error {
     /// A node id is not a UUID.
     #[error("malformed node id `{0}`")]
     BadNodeId(String),
-    /// A cursor is not one this server issued.
-    #[error("malformed cursor")]
-    BadCursor,
 }
 
 /// Result of the replication core.
