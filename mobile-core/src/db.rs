@@ -44,13 +44,26 @@ pub(crate) struct Device {
     pub(crate) clock: Clock,
     pub(crate) next_counter: u64,
     pub(crate) user: String,
+    /// Newest clock reading seen from other nodes.
+    pub(crate) max_remote: Hlc,
 }
 
 pub(crate) fn load_device(conn: &Connection) -> Result<Device> {
-    let (node, last, offset, next, user): (String, i64, i64, i64, String) = conn.query_row(
-        "SELECT node, clock_last, clock_offset_ms, next_counter, user_name FROM device WHERE id = 1",
+    let (node, last, offset, next, user, max_remote): (String, i64, i64, i64, String, i64) = conn
+        .query_row(
+        "SELECT node, clock_last, clock_offset_ms, next_counter, user_name, max_remote_hlc
+             FROM device WHERE id = 1",
         [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
     )?;
     Ok(Device {
         node: node
@@ -59,20 +72,92 @@ pub(crate) fn load_device(conn: &Connection) -> Result<Device> {
         clock: Clock::new(Hlc::from_u64(last as u64), offset),
         next_counter: next as u64,
         user,
+        max_remote: Hlc::from_u64(max_remote as u64),
     })
 }
 
 pub(crate) fn save_device(conn: &Connection, device: &Device) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE device SET clock_last = ?1, clock_offset_ms = ?2, next_counter = ?3, user_name = ?4
-         WHERE id = 1",
+        "UPDATE device SET clock_last = ?1, clock_offset_ms = ?2, next_counter = ?3, user_name = ?4,
+             max_remote_hlc = ?5 WHERE id = 1",
     )?
     .execute(params![
         device.clock.last().as_u64() as i64,
         device.clock.offset_ms(),
         device.next_counter as i64,
-        device.user
+        device.user,
+        device.max_remote.as_u64() as i64
     ])?;
+    Ok(())
+}
+
+/// The device's link to its server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Session {
+    pub(crate) server: String,
+    pub(crate) username: String,
+    pub(crate) display_name: String,
+    pub(crate) villages: Vec<String>,
+    pub(crate) access_token: Option<String>,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) last_sync_ms: Option<u64>,
+}
+
+pub(crate) fn load_session(conn: &Connection) -> Result<Option<Session>> {
+    let row = conn
+        .query_row(
+            "SELECT server, username, display_name, villages, access_token, refresh_token, cursor, last_sync_ms
+             FROM session WHERE id = 1",
+            [],
+            |r| {
+                Ok(Session {
+                    server: r.get(0)?,
+                    username: r.get(1)?,
+                    display_name: r.get(2)?,
+                    villages: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    access_token: r.get(4)?,
+                    refresh_token: r.get(5)?,
+                    cursor: r.get(6)?,
+                    last_sync_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                })
+            },
+        )
+        .optional()?;
+    Ok(row)
+}
+
+pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
+    conn.execute(
+        "INSERT INTO session (id, server, username, display_name, villages, access_token, refresh_token, cursor, last_sync_ms)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (id) DO UPDATE SET server = excluded.server, username = excluded.username,
+             display_name = excluded.display_name, villages = excluded.villages,
+             access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+             cursor = excluded.cursor, last_sync_ms = excluded.last_sync_ms",
+        params![
+            s.server,
+            s.username,
+            s.display_name,
+            serde_json::to_string(&s.villages).unwrap_or_else(|_| "[]".into()),
+            s.access_token,
+            s.refresh_token,
+            s.cursor,
+            s.last_sync_ms.map(|v| v as i64)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes records and everything that points from them (links, pending changes).
+pub(crate) fn delete_record(conn: &Connection, id: Uuid) -> Result<()> {
+    let id = id.hyphenated().to_string();
+    conn.prepare_cached("DELETE FROM record WHERE id = ?1")?
+        .execute([&id])?;
+    conn.prepare_cached("DELETE FROM link WHERE source = ?1")?
+        .execute([&id])?;
+    conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
+        .execute([&id])?;
     Ok(())
 }
 

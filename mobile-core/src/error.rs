@@ -28,6 +28,25 @@ pub enum Error {
     /// Stored data did not decode.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The server could not be reached or answered garbage.
+    #[error("network: {0}")]
+    Network(String),
+    /// The server refused the request.
+    #[error("server said {status} {code}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Not signed in to a server.
+    #[error("not signed in: run login first")]
+    NotSignedIn,
+    /// The server revoked this device; its data has been wiped.
+    #[error("this device was revoked by an administrator; its data has been wiped")]
+    Revoked,
 }
 
 /// Result of the store.
@@ -69,6 +88,18 @@ pub enum MobileError {
     /// The record does not exist on this device.
     #[error("record not found")]
     NotFound,
+    /// Signing in failed, or the session ended: sign in again.
+    #[error("authentication: {code}")]
+    Auth {
+        /// The server's code (`bad_credentials`, `token_reused`, `throttled`, ...).
+        code: String,
+    },
+    /// The server could not be reached; everything stays in the outbox.
+    #[error("network unavailable")]
+    Network,
+    /// An administrator revoked this device; its data was wiped.
+    #[error("device revoked")]
+    Revoked,
     /// Anything else (storage, corrupt data); details are in the device log.
     #[error("{message}")]
     Other {
@@ -101,6 +132,19 @@ impl From<Error> for MobileError {
             Error::Corrupt(_) => MobileError::Other {
                 message: "corrupt stored data".into(),
             },
+            Error::Network(_) => MobileError::Network,
+            Error::Server {
+                status: 401 | 429,
+                code,
+                ..
+            } => MobileError::Auth { code },
+            Error::Server { code, .. } => MobileError::Other {
+                message: format!("server: {code}"),
+            },
+            Error::NotSignedIn => MobileError::Auth {
+                code: "not_signed_in".into(),
+            },
+            Error::Revoked => MobileError::Revoked,
         }
     }
 }

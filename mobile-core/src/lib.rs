@@ -11,6 +11,7 @@ pub mod error;
 mod outbox;
 mod schema;
 mod store;
+pub mod sync;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,7 +21,10 @@ use uuid::Uuid;
 
 pub use error::{Error, FieldProblem, MobileError, Result};
 pub use outbox::RefusedChange;
-pub use store::{ApplyReport, ConcurrentEdit, Link, Record, RecordSummary, Store};
+pub use store::{
+    ApplyReport, ConcurrentEdit, Feedback, Link, Record, RecordSummary, SessionInfo, Store,
+};
+pub use sync::SyncReport;
 
 uniffi::setup_scaffolding!();
 
@@ -117,6 +121,56 @@ impl FieldStore {
     pub fn refused(&self) -> Result<Vec<RefusedChange>, MobileError> {
         Ok(self.lock().refused()?)
     }
+
+    /// Records the station returned, with the reviewer's comments.
+    pub fn returned(&self) -> Result<Vec<Feedback>, MobileError> {
+        Ok(self.lock().returned()?)
+    }
+
+    /// Signs in to a server (needs a connection once; afterwards the device works offline).
+    pub fn login(
+        &self,
+        server: String,
+        username: String,
+        password: String,
+        device_name: String,
+    ) -> Result<(), MobileError> {
+        Ok(sync::login(
+            &mut self.lock(),
+            &server,
+            &username,
+            &password,
+            &device_name,
+        )?)
+    }
+
+    /// Ends the session; local data stays.
+    pub fn logout(&self) -> Result<(), MobileError> {
+        Ok(sync::logout(&mut self.lock())?)
+    }
+
+    /// The signed-in session, if any.
+    pub fn session(&self) -> Result<Option<SessionInfo>, MobileError> {
+        Ok(self.lock().session()?)
+    }
+
+    /// Pushes pending changes and pulls the villages' state, reporting progress. Call it from
+    /// a background thread.
+    pub fn sync(&self, progress: Option<Arc<dyn SyncProgress>>) -> Result<SyncReport, MobileError> {
+        let report = |phase: &str, done: u64, total: u64| {
+            if let Some(p) = &progress {
+                p.progress(phase.to_owned(), done, total);
+            }
+        };
+        Ok(sync::sync(&mut self.lock(), &report)?)
+    }
+}
+
+/// Progress of a sync, implemented by the app (Kotlin, Swift, Python).
+#[uniffi::export(foreign)]
+pub trait SyncProgress: Send + Sync {
+    /// `phase` is `push` or `pull`; `done` of `total` (0 when not known).
+    fn progress(&self, phase: String, done: u64, total: u64);
 }
 
 impl FieldStore {

@@ -333,6 +333,57 @@ pub(crate) fn settle(
     Ok((accepted, refused))
 }
 
+/// A change taken out of the outbox to be made again (restamped).
+pub(crate) struct Taken {
+    pub(crate) entity: Uuid,
+    pub(crate) kind: String,
+    pub(crate) field: String,
+    pub(crate) value: Value,
+    pub(crate) stamp: Stamp,
+    pub(crate) base: Option<Stamp>,
+}
+
+/// Removes these changes from the outbox and returns them with their values.
+pub(crate) fn take(conn: &Connection, node: NodeId, counters: &[u64]) -> Result<Vec<Taken>> {
+    let (Some(&lo), Some(&hi)) = (counters.iter().min(), counters.iter().max()) else {
+        return Ok(Vec::new());
+    };
+    let candidates = rows(
+        conn,
+        node,
+        "WHERE first_counter <= ?2 AND first_counter >= (
+             SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)
+         ORDER BY first_counter",
+        params![lo as i64, hi as i64],
+    )?;
+    let mut taken = Vec::new();
+    for mut row in candidates {
+        let (out, keep): (Vec<Entry>, Vec<Entry>) = row
+            .entries
+            .drain(..)
+            .partition(|e| counters.contains(&e.counter));
+        if out.is_empty() {
+            row.entries = keep;
+            continue;
+        }
+        let record = db::load_record(conn, row.entity)?;
+        for entry in &out {
+            let change = to_change(node, &row, entry, record.as_ref())?;
+            taken.push(Taken {
+                entity: row.entity,
+                kind: row.kind.clone(),
+                field: change.field,
+                value: change.value,
+                stamp: change.stamp,
+                base: change.base,
+            });
+        }
+        row.entries = keep;
+        write_row(conn, &row)?;
+    }
+    Ok(taken)
+}
+
 fn write_row(conn: &Connection, row: &Row) -> Result<()> {
     if row.entries.is_empty() {
         conn.prepare_cached("DELETE FROM outbox WHERE first_counter = ?1")?

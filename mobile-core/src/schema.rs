@@ -6,7 +6,10 @@ use rusqlite::Connection;
 use crate::error::Result;
 
 /// The migration steps; step `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("sql/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sql/001_init.sql"),
+    include_str!("sql/002_sync.sql"),
+];
 
 /// The schema version this build writes.
 pub(crate) const VERSION: usize = MIGRATIONS.len();
@@ -61,6 +64,23 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, VERSION as i64);
+    }
+
+    #[test]
+    fn a_version_1_database_with_data_upgrades_and_keeps_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1i64).unwrap();
+        conn.execute("INSERT INTO device (id, node) VALUES (1, 'n')", [])
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        let node: String = conn
+            .query_row("SELECT node FROM device", [], |r| r.get(0))
+            .unwrap();
+        let max: i64 = conn
+            .query_row("SELECT max_remote_hlc FROM device", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((node.as_str(), max), ("n", 0));
     }
 
     #[test]

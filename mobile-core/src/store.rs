@@ -11,9 +11,9 @@ use baylink_domain::{
     Date, EntityKind, Fields, Input, natural_id, to_text, validate_capture, validate_edit,
 };
 use baylink_sync::merge::values;
-use baylink_sync::wire::ChangeResult;
+use baylink_sync::wire::{ChangeResult, PullResponse};
 use baylink_sync::{
-    Change, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
+    Change, ChangeId, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
 };
 use rusqlite::{Connection, Transaction, params};
 use serde_json::Value;
@@ -64,6 +64,32 @@ pub struct Record {
     pub fields: HashMap<String, String>,
     /// Records it points at and records that point at it.
     pub links: Vec<Link>,
+}
+
+/// The signed-in session as an app shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
+pub struct SessionInfo {
+    /// Server URL.
+    pub server: String,
+    /// Officer's username.
+    pub username: String,
+    /// Officer's name.
+    pub display_name: String,
+    /// Villages the officer works.
+    pub villages: Vec<String>,
+    /// Whether the device holds a live session.
+    pub signed_in: bool,
+    /// When the last sync completed.
+    pub last_sync_ms: Option<u64>,
+}
+
+/// A record the station returned, with the reviewer's comment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
+pub struct Feedback {
+    /// The record.
+    pub record: RecordSummary,
+    /// Why it was returned.
+    pub comment: String,
 }
 
 /// A concurrent edit found while applying remote changes.
@@ -347,63 +373,206 @@ impl Store {
     /// Merges changes made elsewhere, in one transaction. Every change counts once however
     /// often it arrives; the order does not matter.
     pub fn apply_remote(&mut self, changes: &[Change]) -> Result<ApplyReport> {
+        self.write(|tx, device, _| merge_in(tx, device, changes))
+    }
+
+    /// Applies one page of a pull in one transaction: merges the values, drops the purged
+    /// records, learns the clock offset and remembers where the pull ended.
+    pub fn apply_pull(&mut self, page: &PullResponse, received_at_ms: u64) -> Result<ApplyReport> {
         self.write(|tx, device, _| {
-            let mut report = ApplyReport::default();
-            let mut touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)> = BTreeMap::new();
-            for change in changes {
-                device.clock.observe(change.stamp.hlc);
-                let (_, record) = match touched.entry(change.entity) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let old = db::load_record(tx, change.entity)?;
-                        let new = old.clone().unwrap_or_else(|| StoredRecord {
-                            kind: change.kind.clone(),
-                            state: EntityState::new(),
-                        });
-                        e.insert((old, new))
-                    }
-                };
-                let incoming = change.version();
-                let held = record.state.get(&change.field);
-                let plan = plan_field(held, &incoming, change.base);
-                if plan.concurrent {
-                    if let Some(held) = held {
-                        let (kept, lost) = if plan.apply {
-                            (incoming.clone(), held.clone())
-                        } else {
-                            (held.clone(), incoming.clone())
-                        };
-                        report.concurrent.push(ConcurrentEdit {
-                            entity: change.entity,
-                            field: change.field.clone(),
-                            kept,
-                            lost,
-                        });
-                    }
-                }
-                if plan.apply {
-                    if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
-                        outbox::materialize(
-                            tx,
-                            device.node,
-                            held.stamp.hlc,
-                            &change.field,
-                            &held.value,
-                        )?;
-                    }
-                    record.state.insert(change.field.clone(), incoming);
-                    report.applied += 1;
-                } else {
-                    report.unchanged += 1;
-                }
+            device
+                .clock
+                .learn_offset(page.server_time_ms, received_at_ms);
+            let changes: Vec<Change> = page
+                .values
+                .iter()
+                .map(|v| Change {
+                    id: ChangeId {
+                        device: v.stamp.node,
+                        counter: 0,
+                    },
+                    kind: v.kind.clone(),
+                    entity: v.entity,
+                    field: v.field.clone(),
+                    value: v.value.clone(),
+                    stamp: v.stamp,
+                    base: None,
+                    extra: BTreeMap::new(),
+                })
+                .collect();
+            let mut report = merge_in(tx, device, &changes)?;
+            // What a pull brings is the server's state: nothing to report as concurrent here.
+            report.concurrent.clear();
+            for id in &page.purged {
+                db::delete_record(tx, *id)?;
             }
-            for (id, (old, new)) in &touched {
-                if old.as_ref() != Some(new) {
-                    db::save_record(tx, *id, new, old.as_ref())?;
-                }
-            }
+            let mut session = db::load_session(tx)?.unwrap_or_default();
+            session.cursor = Some(page.next_cursor.0.clone());
+            db::save_session(tx, &session)?;
             Ok(report)
         })
+    }
+
+    /// Gives changes the server refused as stamped too far ahead new stamps from the corrected
+    /// clock (keeping their order and values), so they can be pushed again. Returns how many.
+    pub fn restamp(&mut self, counters: &[u64], server_time_ms: u64) -> Result<usize> {
+        self.write(|tx, device, now| {
+            device.clock.learn_offset(server_time_ms, now);
+            device.clock.rebase(device.max_remote);
+            let taken = outbox::take(tx, device.node, counters)?;
+            let n = taken.len();
+            let mut actions: Vec<Vec<outbox::Taken>> = Vec::new();
+            for t in taken {
+                match actions.last_mut() {
+                    Some(last) if last[0].stamp == t.stamp && last[0].entity == t.entity => {
+                        last.push(t)
+                    }
+                    _ => actions.push(vec![t]),
+                }
+            }
+            for action in actions {
+                let entity = action[0].entity;
+                let kind = action[0].kind.clone();
+                let old = db::load_record(tx, entity)?;
+                let mut record = old.clone().unwrap_or_else(|| StoredRecord {
+                    kind: kind.clone(),
+                    state: EntityState::new(),
+                });
+                let stamp = Stamp::new(device.clock.tick(now), device.node);
+                let mut entries = Vec::with_capacity(action.len());
+                for t in action {
+                    let counter = device.next_counter;
+                    device.next_counter += 1;
+                    let still_held = record.state.get(&t.field).map(|v| v.stamp) == Some(t.stamp);
+                    if still_held {
+                        record
+                            .state
+                            .insert(t.field.clone(), Versioned::new(t.value, stamp));
+                        entries.push(Entry::lazy(counter, t.field, t.base));
+                    } else {
+                        entries.push(Entry {
+                            value: Some(t.value),
+                            ..Entry::lazy(counter, t.field, t.base)
+                        });
+                    }
+                }
+                if old.is_some() {
+                    db::save_record(tx, entity, &record, old.as_ref())?;
+                }
+                outbox::append(tx, entity, &kind, stamp.hlc, &entries)?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// The signed-in session, if any.
+    pub fn session(&self) -> Result<Option<SessionInfo>> {
+        Ok(db::load_session(&self.conn)?.map(|s| SessionInfo {
+            server: s.server,
+            username: s.username,
+            display_name: s.display_name,
+            villages: s.villages,
+            signed_in: s.refresh_token.is_some(),
+            last_sync_ms: s.last_sync_ms,
+        }))
+    }
+
+    pub(crate) fn raw_session(&self) -> Result<Option<db::Session>> {
+        db::load_session(&self.conn)
+    }
+
+    pub(crate) fn save_raw_session(&mut self, session: &db::Session) -> Result<()> {
+        db::save_session(&self.conn, session)
+    }
+
+    /// Records the start of a session after a login: tokens, villages, and the officer as the
+    /// author of captures.
+    pub(crate) fn begin_session(
+        &mut self,
+        session: &db::Session,
+        server_time_ms: u64,
+        received_at_ms: u64,
+    ) -> Result<()> {
+        let user = session.username.clone();
+        self.write(|tx, device, _| {
+            device.clock.learn_offset(server_time_ms, received_at_ms);
+            device.user = user;
+            let cursor = db::load_session(tx)?
+                .filter(|old| old.server == session.server)
+                .and_then(|old| old.cursor);
+            db::save_session(
+                tx,
+                &db::Session {
+                    cursor,
+                    ..session.clone()
+                },
+            )
+        })
+    }
+
+    /// The access token (tests that speak to the server directly).
+    #[doc(hidden)]
+    pub fn access_token_for_tests(&self) -> Option<String> {
+        db::load_session(&self.conn)
+            .ok()
+            .flatten()
+            .and_then(|s| s.access_token)
+    }
+
+    /// The refresh token (tests of token theft).
+    #[doc(hidden)]
+    pub fn refresh_token_for_tests(&self) -> Option<String> {
+        db::load_session(&self.conn)
+            .ok()
+            .flatten()
+            .and_then(|s| s.refresh_token)
+    }
+
+    /// Points the session at another address of its server (moved, or restarted elsewhere).
+    pub fn set_server_url(&mut self, url: &str) -> Result<()> {
+        let mut session = db::load_session(&self.conn)?.ok_or(Error::NotSignedIn)?;
+        session.server = url.to_owned();
+        db::save_session(&self.conn, &session)
+    }
+
+    /// Erases everything on the device (a revoked, lost phone) and takes a new identity.
+    pub fn wipe(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(
+            "DELETE FROM record; DELETE FROM link; DELETE FROM outbox; DELETE FROM session;",
+        )?;
+        tx.execute(
+            "UPDATE device SET node = ?1, clock_last = 0, clock_offset_ms = 0, next_counter = 1,
+                 user_name = 'local', max_remote_hlc = 0 WHERE id = 1",
+            [NodeId::random().to_string()],
+        )?;
+        tx.commit()?;
+        self.device = db::load_device(&self.conn)?;
+        Ok(())
+    }
+
+    /// Records the station returned to the officer, with the reviewer's comment.
+    pub fn returned(&self) -> Result<Vec<Feedback>> {
+        let mut out = Vec::new();
+        for record in self.summaries("WHERE review_status = 'returned' AND deleted = 0", [])? {
+            let id = Uuid::parse_str(&record.id).map_err(|_| Error::Corrupt("record id".into()))?;
+            let comment = db::load_record(&self.conn, id)?
+                .and_then(|r| {
+                    r.state
+                        .get("review_comment")
+                        .and_then(|v| v.value.as_str().map(str::to_owned))
+                })
+                .unwrap_or_default();
+            out.push(Feedback { record, comment });
+        }
+        Ok(out)
+    }
+
+    /// Notes the end of a successful sync.
+    pub(crate) fn finish_sync(&mut self, at_ms: u64) -> Result<()> {
+        let mut session = db::load_session(&self.conn)?.unwrap_or_default();
+        session.last_sync_ms = Some(at_ms);
+        db::save_session(&self.conn, &session)
     }
 
     /// Every record's kind and merged state with stamps (for comparing replicas field by field).
@@ -425,6 +594,60 @@ const LIST_ALL: &str =
 /// Records whose `column` starts with ?1 (?2 is ?1 followed by the highest code point).
 fn prefix_filter(column: &str) -> String {
     format!("WHERE {column} >= ?1 AND {column} < ?2 AND deleted = 0 ORDER BY {column} LIMIT ?3")
+}
+
+/// Merges changes made elsewhere into the records they touch, each record read and written once.
+fn merge_in(tx: &Transaction<'_>, device: &mut Device, changes: &[Change]) -> Result<ApplyReport> {
+    let mut report = ApplyReport::default();
+    let mut touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)> = BTreeMap::new();
+    for change in changes {
+        device.clock.observe(change.stamp.hlc);
+        if change.stamp.node != device.node {
+            device.max_remote = device.max_remote.max(change.stamp.hlc);
+        }
+        let (_, record) = match touched.entry(change.entity) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let old = db::load_record(tx, change.entity)?;
+                let new = old.clone().unwrap_or_else(|| StoredRecord {
+                    kind: change.kind.clone(),
+                    state: EntityState::new(),
+                });
+                e.insert((old, new))
+            }
+        };
+        let incoming = change.version();
+        let held = record.state.get(&change.field);
+        let plan = plan_field(held, &incoming, change.base);
+        if let (true, Some(held)) = (plan.concurrent, held) {
+            let (kept, lost) = if plan.apply {
+                (incoming.clone(), held.clone())
+            } else {
+                (held.clone(), incoming.clone())
+            };
+            report.concurrent.push(ConcurrentEdit {
+                entity: change.entity,
+                field: change.field.clone(),
+                kept,
+                lost,
+            });
+        }
+        if plan.apply {
+            if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
+                outbox::materialize(tx, device.node, held.stamp.hlc, &change.field, &held.value)?;
+            }
+            record.state.insert(change.field.clone(), incoming);
+            report.applied += 1;
+        } else {
+            report.unchanged += 1;
+        }
+    }
+    for (id, (old, new)) in &touched {
+        if old.as_ref() != Some(new) {
+            db::save_record(tx, *id, new, old.as_ref())?;
+        }
+    }
+    Ok(report)
 }
 
 fn capture_in(

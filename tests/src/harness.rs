@@ -70,3 +70,173 @@ pub fn send(from: &Device, to: &mut Device) -> ApplyReport {
     let changes = from.store.outbox(usize::MAX).expect("outbox readable");
     to.store.apply_remote(&changes).expect("changes apply")
 }
+
+/// The password of every account the harness creates.
+pub const PASSWORD: &str = "correct-horse-battery";
+
+/// A real `baylink-server` on 127.0.0.1 (a random port), serving from a temporary data
+/// directory, on its own runtime so devices can call it from the test thread.
+pub struct Server {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The server's state (its database handle, to look inside).
+    pub state: baylink_server::AppState,
+    data: std::path::PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts a server with Daya Bay's stations and villages and no accounts.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data = dir.path().join("server");
+        let (url, state, runtime, shutdown) = Self::launch(&data);
+        state
+            .db
+            .call_blocking(baylink_server::demo::seed_places)
+            .expect("places seeded");
+        Server {
+            url,
+            state,
+            data,
+            runtime: Some(runtime),
+            shutdown: Some(shutdown),
+            _dir: dir,
+        }
+    }
+
+    fn launch(
+        data: &std::path::Path,
+    ) -> (
+        String,
+        baylink_server::AppState,
+        tokio::runtime::Runtime,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let mut config = baylink_server::Config::new(data);
+        config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        let state = baylink_server::AppState::open(config).expect("server state opens");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = state.clone();
+        runtime.spawn(async move {
+            let _ = baylink_server::serve_until(listener, serving, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        (url, state, runtime, tx)
+    }
+
+    /// Adds an officer of one village.
+    pub fn add_officer(&self, username: &str, village: &str) {
+        self.add_account(
+            username,
+            baylink_server::store::accounts::Role::Officer,
+            &[village.to_owned()],
+        );
+    }
+
+    /// Adds an account.
+    pub fn add_account(
+        &self,
+        username: &str,
+        role: baylink_server::store::accounts::Role,
+        villages: &[String],
+    ) {
+        let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
+        let new = baylink_server::store::accounts::NewAccount {
+            username,
+            display_name: username,
+            role,
+            station: Some("441303006"),
+            password_hash: &hash,
+            villages,
+        };
+        self.state
+            .db
+            .call_blocking(|conn| {
+                baylink_server::store::accounts::create_account(conn, &new, NOW_MS)
+            })
+            .expect("account created");
+    }
+
+    /// Stops the server (the process would exit here) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (url, state, runtime, shutdown) = Self::launch(&self.data);
+        // Same address is not guaranteed after a restart; devices keep the URL they signed in
+        // with, so tests re-point them with `Device::move_server`.
+        self.url = url;
+        self.state = state;
+        self.runtime = Some(runtime);
+        self.shutdown = Some(shutdown);
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+
+    /// Runs a closure on the server's database.
+    pub fn query<T>(&self, f: impl FnOnce(&rusqlite_reexport::Connection) -> T) -> T {
+        self.state
+            .db
+            .call_blocking(|conn| Ok(f(conn)))
+            .expect("query runs")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SQLite types for looking into the server's database.
+pub use baylink_server::store::rusqlite as rusqlite_reexport;
+
+impl Device {
+    /// Signs this phone in to the server as an account.
+    pub fn login(&mut self, server: &Server, username: &str) {
+        mobile_core::sync::login(
+            &mut self.store,
+            &server.url,
+            username,
+            PASSWORD,
+            "test phone",
+        )
+        .expect("login succeeds");
+    }
+
+    /// Syncs, panicking on failure.
+    pub fn sync(&mut self) -> mobile_core::SyncReport {
+        self.try_sync().expect("sync succeeds")
+    }
+
+    /// Syncs.
+    pub fn try_sync(&mut self) -> Result<mobile_core::SyncReport, mobile_core::Error> {
+        mobile_core::sync::sync(&mut self.store, &|_: &str, _: u64, _: u64| {})
+    }
+
+    /// Points the session at a server's new address (after a restart on another port).
+    pub fn move_server(&mut self, server: &Server) {
+        self.store
+            .set_server_url(&server.url)
+            .expect("server address saved");
+    }
+}

@@ -12,6 +12,10 @@ use uuid::Uuid;
 
 /// Exit status for input the officer must correct.
 const EXIT_INVALID: u8 = 2;
+/// Exit status when the server refused the credentials or the session.
+const EXIT_AUTH: u8 = 3;
+/// Exit status when the device was revoked (and wiped).
+const EXIT_REVOKED: u8 = 4;
 
 fn kind_arg() -> Arg {
     let kinds: Vec<&'static str> = EntityKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -110,7 +114,28 @@ fn cli() -> Command {
                 .about("Show one record with its links")
                 .arg(Arg::new("id").required(true)),
         )
-        .subcommand(Command::new("status").about("Changes waiting to sync and changes refused"))
+        .subcommand(
+            Command::new("login")
+                .about("Sign in to a server (password from standard input)")
+                .arg(
+                    Arg::new("server")
+                        .long("server")
+                        .required(true)
+                        .help("Server URL, like http://127.0.0.1:8080"),
+                )
+                .arg(Arg::new("user").long("user").required(true))
+                .arg(
+                    Arg::new("device-name")
+                        .long("device-name")
+                        .default_value("baylink CLI"),
+                ),
+        )
+        .subcommand(Command::new("logout").about("End the session (local data stays)"))
+        .subcommand(Command::new("sync").about("Push pending changes, pull the villages' records"))
+        .subcommand(
+            Command::new("status")
+                .about("Session, changes waiting to sync, refused changes, returned records"),
+        )
         .subcommand(
             Command::new("fields")
                 .about("The fields of a kind")
@@ -142,6 +167,14 @@ fn main() -> ExitCode {
         Err(e @ (Error::Invalid(_) | Error::BadId(_))) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_INVALID)
+        }
+        Err(Error::Revoked) => {
+            eprintln!("error: {}", Error::Revoked);
+            ExitCode::from(EXIT_REVOKED)
+        }
+        Err(e @ (Error::Server { .. } | Error::NotSignedIn)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_AUTH)
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -271,30 +304,69 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 .ok_or_else(|| Error::NotFound(id.to_string()))?;
             print_record(&record, json);
         }
-        "status" => {
-            let pending = store.pending_count()?;
-            let refused = store.refused()?;
+        "login" => {
+            let server = sub
+                .get_one::<String>("server")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let user = sub
+                .get_one::<String>("user")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let name = sub
+                .get_one::<String>("device-name")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let password = read_password()?;
+            mobile_core::sync::login(&mut store, server, user, &password, name)?;
+            let villages = store
+                .session()?
+                .map(|s| s.villages.join(","))
+                .unwrap_or_default();
             if json {
-                let value = serde_json::json!({
-                    "node": store.node_id().to_string(),
-                    "user": store.user(),
-                    "pending_changes": pending,
-                    "refused": refused,
-                });
-                println!("{value}");
+                let device = store.node_id().to_string();
+                println!(
+                    "{}",
+                    serde_json::json!({ "user": user, "villages": villages, "device": device })
+                );
             } else {
-                println!("device      {}", store.node_id());
-                println!("officer     {}", store.user());
-                println!("to sync     {pending} change(s)");
-                println!("refused     {} change(s)", refused.len());
-                for r in refused {
-                    println!(
-                        "  {} {} {}: {} ({})",
-                        r.kind, r.entity, r.field, r.message, r.code
-                    );
-                }
+                println!(
+                    "signed in as {user} (villages {villages}) on device {}",
+                    store.node_id()
+                );
             }
         }
+        "logout" => {
+            mobile_core::sync::logout(&mut store)?;
+            println!("signed out");
+        }
+        "sync" => {
+            let show = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let bar = |phase: &str, done: u64, total: u64| {
+                if show {
+                    let filled = if total == 0 {
+                        0
+                    } else {
+                        (done * 30 / total.max(1)).min(30) as usize
+                    };
+                    let (full, empty) = ("#".repeat(filled), " ".repeat(30 - filled));
+                    eprint!("\r{phase:<5} [{full}{empty}] {done}/{total}   ");
+                }
+            };
+            let report = mobile_core::sync::sync(&mut store, &bar)?;
+            if show {
+                eprintln!();
+            }
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                println!(
+                    "pushed {}, refused {}, restamped {}, pulled {}, removed {}",
+                    report.pushed, report.refused, report.restamped, report.pulled, report.purged
+                );
+            }
+        }
+        "status" => print_status(&store, json)?,
         "fields" => {
             let kind = kind(sub);
             let specs = mobile_core::field_specs(kind.as_str().to_owned()).unwrap_or_default();
@@ -323,6 +395,80 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         _ => {}
     }
     Ok(())
+}
+
+fn print_status(store: &Store, json: bool) -> Result<(), Error> {
+    let pending = store.pending_count()?;
+    let refused = store.refused()?;
+    let returned = store.returned()?;
+    let session = store.session()?;
+    if json {
+        let value = serde_json::json!({
+            "node": store.node_id().to_string(),
+            "user": store.user(),
+            "session": session,
+            "pending_changes": pending,
+            "refused": refused,
+            "returned": returned,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    println!("device      {}", store.node_id());
+    println!("officer     {}", store.user());
+    match &session {
+        Some(s) => {
+            let state = if s.signed_in {
+                "signed in"
+            } else {
+                "signed out"
+            };
+            let last = s.last_sync_ms.map_or("never".to_owned(), |ms| {
+                baylink_domain::date::datetime_from_unix_ms(
+                    ms as i64,
+                    baylink_domain::date::CHINA_OFFSET_MINUTES,
+                )
+            });
+            println!(
+                "server      {} ({state}, villages {})",
+                s.server,
+                s.villages.join(",")
+            );
+            println!("last sync   {last}");
+        }
+        None => println!("server      none (baylink login --server URL --user NAME)"),
+    }
+    println!("to sync     {pending} change(s)");
+    println!("refused     {} change(s)", refused.len());
+    for r in refused {
+        println!(
+            "  {} {} {}: {} ({})",
+            r.kind, r.entity, r.field, r.message, r.code
+        );
+    }
+    println!("returned    {} record(s)", returned.len());
+    for f in returned {
+        println!(
+            "  {} {} {}: {}",
+            f.record.kind, f.record.id, f.record.label, f.comment
+        );
+    }
+    Ok(())
+}
+
+/// The password: the first line of standard input (a prompt goes to stderr on a terminal).
+fn read_password() -> Result<String, Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::Network(format!("reading the password: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn print_summaries(rows: &[RecordSummary], json: bool) {

@@ -1,3 +1,4 @@
 //! End-to-end scenarios, one module each, in one test binary.
 
 mod offline_devices;
+mod server_sync;

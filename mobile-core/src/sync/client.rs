@@ -1,0 +1,156 @@
+//! The HTTP client for the server's API: blocking (apps call sync from a background thread),
+//! with timeouts, JSON in and out, and the server's error codes kept.
+
+use std::time::Duration;
+
+use baylink_sync::wire::{
+    Cursor, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+};
+use baylink_sync::{Change, NodeId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// Tokens and identity the server returns at login and refresh.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SessionTokens {
+    /// Bearer token.
+    pub access_token: String,
+    /// Single-use refresh token.
+    pub refresh_token: String,
+    /// Villages of the account.
+    pub villages: Vec<String>,
+    /// The account.
+    pub account: AccountInfo,
+    /// Server time.
+    pub server_time_ms: u64,
+}
+
+/// The account as the server describes it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AccountInfo {
+    /// Username.
+    pub username: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+/// A connection to one server.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the server at `base` (`http://127.0.0.1:8080`), with a request timeout.
+    pub fn new(base: &str, timeout: Duration) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let mut response = request
+            .send(body.to_string())
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| Error::Network(e.to_string()))?;
+        if status == 204 {
+            return serde_json::from_str("null").map_err(|e| Error::Network(e.to_string()));
+        }
+        if !(200..300).contains(&status) {
+            let parsed: Option<Value> = serde_json::from_str(&text).ok();
+            let error = parsed.as_ref().and_then(|v| v.get("error"));
+            let field = |name: &str| {
+                error
+                    .and_then(|e| e.get(name))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            return Err(Error::Server {
+                status,
+                code: field("code"),
+                message: field("message"),
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| Error::Network(format!("answer from {path}: {e}")))
+    }
+
+    /// Signs in and registers this device.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device: NodeId,
+        device_name: &str,
+    ) -> Result<SessionTokens> {
+        let body = json!({
+            "username": username, "password": password,
+            "device_id": device.to_string(), "device_name": device_name,
+        });
+        self.post("/api/v1/auth/login", None, &body)
+    }
+
+    /// Rotates the refresh token.
+    pub fn refresh(&self, device: NodeId, refresh_token: &str) -> Result<SessionTokens> {
+        let body = json!({ "device_id": device.to_string(), "refresh_token": refresh_token });
+        self.post("/api/v1/auth/refresh", None, &body)
+    }
+
+    /// Ends the session on the server.
+    pub fn logout(&self, token: &str) -> Result<()> {
+        let _: Option<Value> = self.post("/api/v1/auth/logout", Some(token), &json!({}))?;
+        Ok(())
+    }
+
+    /// Pushes changes.
+    pub fn push(&self, token: &str, device: NodeId, changes: Vec<Change>) -> Result<PushResponse> {
+        let request = PushRequest {
+            protocol: PROTOCOL_VERSION,
+            device,
+            changes,
+            extra: Default::default(),
+        };
+        let body = serde_json::to_value(&request).map_err(|e| Error::Network(e.to_string()))?;
+        self.post("/api/v1/sync/push", Some(token), &body)
+    }
+
+    /// Pulls one page after a cursor.
+    pub fn pull(&self, token: &str, cursor: Option<String>, limit: u32) -> Result<PullResponse> {
+        let request = PullRequest {
+            protocol: PROTOCOL_VERSION,
+            cursor: cursor.map(Cursor),
+            limit,
+            extra: Default::default(),
+        };
+        let body = serde_json::to_value(&request).map_err(|e| Error::Network(e.to_string()))?;
+        self.post("/api/v1/sync/pull", Some(token), &body)
+    }
+}

@@ -1,0 +1,187 @@
+//! The sync engine: push the outbox in batches (restamping what the server found stamped ahead),
+//! then pull pages until the device is up to date. Every step is applied in its own transaction,
+//! so a cut connection or a crash resumes where it stopped, with nothing lost or applied twice.
+
+use std::time::Duration;
+
+use baylink_sync::wire::{ChangeStatus, refusal};
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::sync::client::{Client, SessionTokens};
+
+/// Changes per push.
+const PUSH_BATCH: usize = 500;
+/// Values per pull page.
+const PULL_PAGE: u32 = 2_000;
+/// Request timeout.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a sync stands, for a progress bar.
+pub trait Progress {
+    /// `phase` is `push` or `pull`; `done` of `total` (0 when not known yet).
+    fn progress(&self, phase: &str, done: u64, total: u64);
+}
+
+impl<F: Fn(&str, u64, u64)> Progress for F {
+    fn progress(&self, phase: &str, done: u64, total: u64) {
+        self(phase, done, total);
+    }
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, uniffi::Record)]
+pub struct SyncReport {
+    /// Changes the server accepted.
+    pub pushed: u64,
+    /// Changes refused for good (kept for correction).
+    pub refused: u64,
+    /// Changes restamped after a clock correction.
+    pub restamped: u64,
+    /// Values received.
+    pub pulled: u64,
+    /// Records removed because they left the officer's villages.
+    pub purged: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn to_session(
+    server: &str,
+    tokens: &SessionTokens,
+    cursor: Option<String>,
+    last_sync_ms: Option<u64>,
+) -> db::Session {
+    db::Session {
+        server: server.to_owned(),
+        username: tokens.account.username.clone(),
+        display_name: tokens.account.display_name.clone(),
+        villages: tokens.villages.clone(),
+        access_token: Some(tokens.access_token.clone()),
+        refresh_token: Some(tokens.refresh_token.clone()),
+        cursor,
+        last_sync_ms,
+    }
+}
+
+/// Signs in to a server with this device and keeps the session in the store.
+pub fn login(
+    store: &mut Store,
+    server: &str,
+    username: &str,
+    password: &str,
+    device_name: &str,
+) -> Result<()> {
+    let client = Client::new(server, TIMEOUT);
+    let tokens = guard(
+        store,
+        client.login(username, password, store.node_id(), device_name),
+    )?;
+    store.begin_session(
+        &to_session(server, &tokens, None, None),
+        tokens.server_time_ms,
+        now_ms(),
+    )
+}
+
+/// Ends the session here and on the server (when reachable); local data stays.
+pub fn logout(store: &mut Store) -> Result<()> {
+    if let Some(mut session) = store.raw_session()? {
+        if let Some(token) = session.access_token.as_deref() {
+            // The server may be out of reach: the local session ends regardless.
+            let _ = Client::new(&session.server, TIMEOUT).logout(token);
+        }
+        session.access_token = None;
+        session.refresh_token = None;
+        store.save_raw_session(&session)?;
+    }
+    Ok(())
+}
+
+/// A revoked device wipes itself before reporting the error.
+fn guard<T>(store: &mut Store, result: Result<T>) -> Result<T> {
+    if let Err(Error::Server { code, .. }) = &result {
+        if code == "device_revoked" {
+            store.wipe()?;
+            return Err(Error::Revoked);
+        }
+    }
+    result
+}
+
+/// Calls the server with the access token, refreshing it once if it expired.
+fn authed<T>(store: &mut Store, call: &dyn Fn(&Client, &str) -> Result<T>) -> Result<T> {
+    let session = store.raw_session()?.ok_or(Error::NotSignedIn)?;
+    let client = Client::new(&session.server, TIMEOUT);
+    let token = session.access_token.clone().ok_or(Error::NotSignedIn)?;
+    match call(&client, &token) {
+        Err(Error::Server {
+            status: 401, code, ..
+        }) if code == "token_expired" => {
+            let refresh = session.refresh_token.clone().ok_or(Error::NotSignedIn)?;
+            let tokens = guard(store, client.refresh(store.node_id(), &refresh))?;
+            let renewed = to_session(
+                &session.server,
+                &tokens,
+                session.cursor.clone(),
+                session.last_sync_ms,
+            );
+            store.save_raw_session(&renewed)?;
+            guard(store, call(&client, &tokens.access_token))
+        }
+        other => guard(store, other),
+    }
+}
+
+/// Pushes everything pending, then pulls until up to date.
+pub fn sync(store: &mut Store, progress: &dyn Progress) -> Result<SyncReport> {
+    let mut report = SyncReport::default();
+    let total = store.pending_count()?;
+    progress.progress("push", 0, total);
+    // Each round settles a batch; a batch only restamped is pushed again (bounded, in case a
+    // server keeps refusing).
+    for _ in 0..10_000 {
+        let changes = store.outbox(PUSH_BATCH)?;
+        if changes.is_empty() {
+            break;
+        }
+        let device = store.node_id();
+        let answer = authed(store, &|client, token| {
+            client.push(token, device, changes.clone())
+        })?;
+        let (ahead, settled): (Vec<_>, Vec<_>) = answer.results.into_iter().partition(|r| {
+            r.status == ChangeStatus::Refused && r.code.as_deref() == Some(refusal::CLOCK_AHEAD)
+        });
+        let (accepted, refused) = store.settle(&settled)?;
+        report.pushed += accepted as u64;
+        report.refused += refused as u64;
+        if !ahead.is_empty() {
+            let counters: Vec<u64> = ahead.iter().map(|r| r.counter).collect();
+            report.restamped += store.restamp(&counters, answer.server_time_ms)? as u64;
+        } else if accepted + refused == 0 {
+            // Nothing this round could settle (statuses from a newer server): try next sync.
+            break;
+        }
+        progress.progress("push", report.pushed + report.refused, total);
+    }
+    loop {
+        let cursor = store.raw_session()?.and_then(|s| s.cursor);
+        let page = authed(store, &|client, token| {
+            client.pull(token, cursor.clone(), PULL_PAGE)
+        })?;
+        let applied = store.apply_pull(&page, now_ms())?;
+        report.pulled += (applied.applied + applied.unchanged) as u64;
+        report.purged += page.purged.len() as u64;
+        progress.progress("pull", report.pulled, 0);
+        if !page.more {
+            break;
+        }
+    }
+    store.finish_sync(now_ms())?;
+    Ok(report)
+}

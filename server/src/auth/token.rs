@@ -1,0 +1,109 @@
+//! Short-lived access tokens: HS256 JWTs naming the account, role and device. The signing key
+//! lives in the data directory and never leaves the server.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+use crate::store::accounts::Role;
+
+/// What an access token says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Account id.
+    pub sub: i64,
+    /// Username.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Device id.
+    pub dev: String,
+    /// Issued at (seconds since the Unix epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the Unix epoch).
+    pub exp: u64,
+}
+
+/// The signing and verifying keys.
+#[derive(Clone)]
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl Keys {
+    /// Keys from a secret of at least 32 bytes.
+    pub fn from_secret(secret: &[u8]) -> Result<Keys, AppError> {
+        let bad = |e: jsonwebtoken::errors::Error| AppError::Internal(format!("token key: {e}"));
+        Ok(Keys {
+            encoding: EncodingKey::from_secret(secret).map_err(bad)?,
+            decoding: DecodingKey::from_secret(secret).map_err(bad)?,
+        })
+    }
+
+    /// Signs claims.
+    pub fn issue(&self, claims: &Claims) -> Result<String, AppError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| AppError::Internal(format!("token: {e}")))
+    }
+
+    /// Verifies a token: signature, algorithm (HS256 only) and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, AppError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AppError::Unauthorized(
+                        "token_expired",
+                        "access token expired: refresh it".into(),
+                    ),
+                    _ => AppError::Unauthorized("invalid_token", "access token invalid".into()),
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: 1,
+            name: "o1".into(),
+            role: Role::Officer,
+            dev: "d".into(),
+            iat: 0,
+            exp,
+        }
+    }
+
+    #[test]
+    fn tokens_verify_with_their_key_only_and_expire() {
+        let keys = Keys::from_secret(&[7; 32]).unwrap();
+        let far = 4_000_000_000;
+        let token = keys.issue(&claims(far)).unwrap();
+        assert_eq!(keys.verify(&token).unwrap(), claims(far));
+        let other = Keys::from_secret(&[8; 32]).unwrap();
+        assert!(other.verify(&token).is_err());
+        let old = keys.issue(&claims(1_000)).unwrap();
+        let err = keys.verify(&old).unwrap_err();
+        assert!(
+            matches!(err, AppError::Unauthorized("token_expired", _)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unsigned_tokens_are_refused() {
+        let keys = Keys::from_secret(&[7; 32]).unwrap();
+        let token = keys.issue(&claims(4_000_000_000)).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"}
+        let forged = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert!(keys.verify(&forged).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Server configuration: where the data lives, where to listen, the limits of the protocol.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::error::AppError;
+
+/// Everything the server needs to know at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The data directory: `baylink.db` and `secret.key` live here.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How far ahead of server time a change's stamp may be (milliseconds).
+    pub max_clock_ahead_ms: u64,
+    /// Lifetime of access tokens (seconds).
+    pub access_ttl_s: u64,
+    /// Lifetime of refresh tokens (seconds).
+    pub refresh_ttl_s: u64,
+    /// Largest request body accepted (bytes).
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Defaults that work on a first run: `./baylink-server-data`, 127.0.0.1:8080.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_clock_ahead_ms: 5 * 60_000,
+            access_ttl_s: 15 * 60,
+            refresh_ttl_s: 30 * 24 * 3600,
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("baylink.db")
+    }
+
+    /// The token signing secret, created on first use (readable by the owner only).
+    pub fn secret(&self) -> Result<Vec<u8>, AppError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(io("create data directory"))?;
+        let path = self.data_dir.join("secret.key");
+        if !path.exists() {
+            let secret = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            write_private(&path, secret.as_bytes())?;
+        }
+        let secret = std::fs::read(&path).map_err(io("read secret.key"))?;
+        if secret.len() < 32 {
+            return Err(AppError::Internal(
+                "secret.key is shorter than 32 bytes".into(),
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
+    move |e| AppError::Internal(format!("{what}: {e}"))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("create secret.key"))?;
+    file.write_all(bytes).map_err(io("write secret.key"))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
+    std::fs::write(path, bytes).map_err(io("write secret.key"))
+}

@@ -1,0 +1,384 @@
+//! `serve --demo`: Daya Bay's three stations (one per street) and 64 villages from the embedded
+//! division data, one officer per village (一村一警), a reviewer per station, an administrator,
+//! and a few thousand synthetic but valid records, pushed through the same path as a device's.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use baylink_domain::date::{CHINA_OFFSET_MINUTES, datetime_from_unix_ms};
+use baylink_domain::{Date, EntityKind, Input, id_number, natural_id, validate_capture};
+use baylink_sync::{Change, ChangeId, Clock, NodeId, Stamp};
+use rusqlite::Connection;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::auth::password;
+use crate::error::AppError;
+use crate::store::accounts::{self, NewAccount, Role};
+use crate::store::sync::{self, Caller};
+use crate::store::{Db, now_ms};
+
+/// The streets (stations) and villages of Daya Bay: code, name, level, parent.
+const VILLAGES: &str = include_str!("../data/dayawan-villages.csv");
+/// The password of every demo account.
+pub const DEMO_PASSWORD: &str = "baylink-demo";
+/// Persons, houses and vehicles seeded per village.
+const PER_VILLAGE: (u64, u64, u64) = (24, 8, 10);
+
+/// Seeds the demo data once (later runs only print the credentials) and says how to sign in.
+pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), AppError> {
+    let seeded = db.call_blocking(|conn| Ok(!accounts::accounts(conn)?.is_empty()))?;
+    if !seeded {
+        db.call_blocking(|conn| seed_into(conn, out))?;
+    }
+    let summary = db.call_blocking(|conn| {
+        let stations = accounts::stations(conn)?;
+        let officers = accounts::accounts(conn)?
+            .into_iter()
+            .filter(|a| a.role == Role::Officer)
+            .count();
+        Ok((stations, officers))
+    })?;
+    let (stations, officers) = summary;
+    let print = |out: &mut dyn Write| -> std::io::Result<()> {
+        writeln!(out, "Demo accounts (password for all: {DEMO_PASSWORD}):")?;
+        writeln!(out, "  admin            administrator")?;
+        for accounts::Station {
+            code,
+            name,
+            villages,
+        } in &stations
+        {
+            let suffix = &code[code.len() - 3..];
+            writeln!(
+                out,
+                "  r{suffix:<15} reviewer, {name} ({} villages)",
+                villages.len()
+            )?;
+            if let Some((village, vname)) = villages.first() {
+                writeln!(
+                    out,
+                    "  o{:<15} officer of {vname} ({village}); o<street><village> for the others",
+                    &village[6..]
+                )?;
+            }
+        }
+        writeln!(out, "  {officers} officers in all")
+    };
+    print(out).map_err(|e| AppError::Internal(format!("print: {e}")))
+}
+
+/// Username of a village's officer: `o` + street and village digits (`o006001`).
+pub fn officer_username(village: &str) -> String {
+    format!("o{}", &village[6..])
+}
+
+/// Daya Bay's stations (one per street) and villages, without accounts or records.
+pub fn seed_places(conn: &mut Connection) -> Result<(), AppError> {
+    let rows: Vec<Vec<&str>> = VILLAGES
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let tx = conn.transaction()?;
+    for row in rows.iter().filter(|r| r.get(2) == Some(&"street")) {
+        // 大亚湾澳头街道 → 澳头派出所
+        let name = row[1].trim_start_matches("大亚湾").trim_end_matches("街道");
+        accounts::upsert_station(&tx, row[0], &format!("{name}派出所"))?;
+    }
+    for row in rows.iter().filter(|r| r.get(2) == Some(&"village")) {
+        accounts::upsert_village(&tx, row[0], row[1], row[3])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError> {
+    seed_places(conn)?;
+    let rows: Vec<Vec<&str>> = VILLAGES
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let hash = |pw: &str| password::hash(pw);
+    let now = now_ms();
+    let admin_hash = hash(DEMO_PASSWORD)?;
+    let admin = NewAccount {
+        username: "admin",
+        display_name: "系统管理员",
+        role: Role::Admin,
+        station: None,
+        password_hash: &admin_hash,
+        villages: &[],
+    };
+    accounts::create_account(conn, &admin, now)?;
+    for accounts::Station { code, name, .. } in accounts::stations(conn)? {
+        let h = hash(DEMO_PASSWORD)?;
+        let username = format!("r{}", &code[code.len() - 3..]);
+        let display = format!("{name}审核员");
+        let reviewer = NewAccount {
+            username: &username,
+            display_name: &display,
+            role: Role::Reviewer,
+            station: Some(&code),
+            password_hash: &h,
+            villages: &[],
+        };
+        accounts::create_account(conn, &reviewer, now)?;
+    }
+    let villages: Vec<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r.get(2) == Some(&"village"))
+        .map(|r| (r[0].to_owned(), r[1].to_owned(), r[3].to_owned()))
+        .collect();
+    let mut clock = Clock::default();
+    for (index, (village, vname, station)) in villages.iter().enumerate() {
+        let h = hash(DEMO_PASSWORD)?;
+        let username = officer_username(village);
+        let display = format!("{vname}民警");
+        let list = [village.clone()];
+        let officer = NewAccount {
+            username: &username,
+            display_name: &display,
+            role: Role::Officer,
+            station: Some(station),
+            password_hash: &h,
+            villages: &list,
+        };
+        let account = accounts::create_account(conn, &officer, now)?;
+        // The seeding device of this officer, so the history names a device like any capture.
+        let device = Uuid::new_v5(
+            &baylink_domain::identity::NAMESPACE,
+            format!("demo-device/{username}").as_bytes(),
+        );
+        accounts::register_device(conn, &device.to_string(), account, "demo seed", now)?;
+        let changes = village_changes(
+            index as u64,
+            village,
+            vname,
+            &username,
+            NodeId(device),
+            &mut clock,
+            now,
+        );
+        let caller = Caller {
+            account,
+            role: Role::Officer,
+            device: device.to_string(),
+            villages: list.to_vec(),
+        };
+        let results = sync::push(conn, &caller, &changes, now_ms(), 60_000)?;
+        if let Some(r) = results
+            .iter()
+            .find(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
+        {
+            return Err(AppError::Internal(format!(
+                "demo change refused: {:?}",
+                r.message
+            )));
+        }
+    }
+    writeln!(
+        out,
+        "Seeded {} stations, {} villages and their records.",
+        3,
+        villages.len()
+    )
+    .map_err(|e| AppError::Internal(format!("print: {e}")))
+}
+
+const SURNAMES: [char; 20] = [
+    '王', '李', '张', '刘', '陈', '杨', '黄', '赵', '吴', '周', '徐', '孙', '马', '朱', '胡', '郭',
+    '何', '高', '林', '罗',
+];
+const GIVEN: [char; 20] = [
+    '芳', '强', '静', '伟', '娜', '敏', '磊', '军', '洋', '勇', '艳', '杰', '娟', '涛', '明', '超',
+    '秀', '霞', '平', '刚',
+];
+const COUNTIES: [&str; 8] = [
+    "441303", "441302", "445222", "440882", "430524", "450881", "360735", "513022",
+];
+
+/// A valid resident ID number, deterministic in `n`.
+pub fn synthetic_id_number(n: u64) -> String {
+    let county = COUNTIES[(n % 8) as usize];
+    let birth = Date::from_days(3_650 + (n / 8 * 7_919 % 12_000) as i64 - 3_650);
+    let first17 = format!(
+        "{county}{}{:03}",
+        birth.to_string().replace('-', ""),
+        n / 8 % 1000
+    );
+    let check = id_number::check_char(first17.as_bytes());
+    format!("{first17}{check}")
+}
+
+fn input(pairs: &[(&str, String)]) -> Input {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// The changes an officer's phone would push after registering a village's houses, residents,
+/// residences and vehicles.
+fn village_changes(
+    index: u64,
+    village: &str,
+    vname: &str,
+    officer: &str,
+    node: NodeId,
+    clock: &mut Clock,
+    now: u64,
+) -> Vec<Change> {
+    let today = Date::from_unix_ms(now as i64, CHINA_OFFSET_MINUTES);
+    let (persons, houses, vehicles) = PER_VILLAGE;
+    let mut records: Vec<(EntityKind, Uuid, BTreeMap<String, Value>)> = Vec::new();
+    let mut capture = |kind: EntityKind, form: Input, key: String| {
+        let Ok(mut fields) = validate_capture(kind, &form, today) else {
+            return None;
+        };
+        let id = natural_id(kind, &fields)
+            .unwrap_or_else(|| Uuid::new_v5(&baylink_domain::identity::NAMESPACE, key.as_bytes()));
+        fields.insert("created_by".into(), Value::String(officer.to_owned()));
+        fields.insert(
+            "created_at".into(),
+            Value::String(datetime_from_unix_ms(now as i64, CHINA_OFFSET_MINUTES)),
+        );
+        fields.insert("review_status".into(), Value::String("pending".into()));
+        records.push((kind, id, fields));
+        Some(id)
+    };
+    let mut house_ids = Vec::new();
+    for h in 0..houses {
+        let form = input(&[
+            ("village", village.to_owned()),
+            (
+                "address",
+                format!("{vname}{}巷{}号", h / 4 + 1, h % 4 * 2 + 1),
+            ),
+            (
+                "use",
+                ["rental", "rental", "self_occupied", "dormitory", "shop"][(h % 5) as usize]
+                    .to_owned(),
+            ),
+            ("status", "in_use".to_owned()),
+            ("room_count", format!("{}", 2 + h % 6)),
+            (
+                "landlord_name",
+                format!(
+                    "{}{}",
+                    SURNAMES[((index + h) % 20) as usize],
+                    GIVEN[(h % 20) as usize]
+                ),
+            ),
+            ("landlord_phone", format!("139{:08}", index * 1000 + h)),
+        ]);
+        house_ids.extend(capture(
+            EntityKind::House,
+            form,
+            format!("demo/house/{village}/{h}"),
+        ));
+    }
+    let mut person_ids = Vec::new();
+    for p in 0..persons {
+        let n = index * 1000 + p;
+        let name: String = [
+            SURNAMES[(n % 20) as usize],
+            GIVEN[(n / 20 % 20) as usize],
+            GIVEN[(n / 7 % 20) as usize],
+        ]
+        .iter()
+        .collect();
+        let form = input(&[
+            ("village", village.to_owned()),
+            ("id_number", synthetic_id_number(n)),
+            ("name", name),
+            ("phone", format!("138{n:08}")),
+            (
+                "occupation",
+                ["工人", "厨师", "司机", "店员", "保安"][(p % 5) as usize].to_owned(),
+            ),
+        ]);
+        person_ids.extend(capture(
+            EntityKind::Person,
+            form,
+            format!("demo/person/{n}"),
+        ));
+    }
+    for (p, person) in person_ids.iter().enumerate() {
+        let Some(house) = house_ids.get(p % house_ids.len().max(1)) else {
+            break;
+        };
+        let form = input(&[
+            ("village", village.to_owned()),
+            ("person", person.to_string()),
+            ("house", house.to_string()),
+            (
+                "moved_in",
+                format!("2025-{:02}-{:02}", p % 12 + 1, p % 28 + 1),
+            ),
+            ("relation", "tenant".to_owned()),
+        ]);
+        capture(EntityKind::Residence, form, String::new());
+    }
+    for v in 0..vehicles {
+        let plate = if v % 4 == 0 {
+            format!("粤LD{:05}", index * 100 + v)
+        } else {
+            format!("粤L{:05}", index * 100 + v)
+        };
+        let mut pairs = vec![
+            ("village", village.to_owned()),
+            ("plate", plate),
+            (
+                "vehicle_type",
+                ["car", "car", "e_bike", "motorcycle", "truck"][(v % 5) as usize].to_owned(),
+            ),
+            (
+                "colour",
+                ["白", "黑", "银", "红"][(v % 4) as usize].to_owned(),
+            ),
+        ];
+        if let Some(owner) = person_ids.get(v as usize) {
+            pairs.push(("owner", owner.to_string()));
+        }
+        capture(EntityKind::Vehicle, input(&pairs), String::new());
+    }
+    let mut changes = Vec::new();
+    for (kind, id, fields) in records {
+        let stamp = Stamp::new(clock.tick(now), node);
+        for (field, value) in fields {
+            let counter = changes.len() as u64 + 1;
+            changes.push(Change {
+                id: ChangeId {
+                    device: node,
+                    counter,
+                },
+                kind: kind.as_str().to_owned(),
+                entity: id,
+                field,
+                value,
+                stamp,
+                base: None,
+                extra: BTreeMap::new(),
+            });
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_id_numbers_are_valid_and_distinct() {
+        let today = Date::new(2026, 11, 28).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..70_000 {
+            let id = synthetic_id_number(n);
+            assert!(id_number::parse(&id, today).is_ok(), "{id}");
+            assert!(seen.insert(id), "repeated at {n}");
+        }
+    }
+}

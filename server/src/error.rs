@@ -1,0 +1,80 @@
+//! The server's error type and its one mapping to HTTP: a status and a JSON body
+//! `{"error": {"code", "message"}}`. 4xx say precisely what is wrong; 5xx are logged and say
+//! nothing internal.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request body or a parameter is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Wrong username or password (one answer for both), or no valid credentials: a code and
+    /// a message.
+    #[error("{1}")]
+    Unauthorized(&'static str, String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request body is larger than the server accepts.
+    #[error("request body too large")]
+    TooLarge,
+    /// Too many failed attempts; retry after this many seconds.
+    #[error("too many failed attempts")]
+    Throttled(u64),
+    /// A failure inside the server.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The stable code and HTTP status of this error.
+    fn code_and_status(&self) -> (&'static str, StatusCode) {
+        match self {
+            AppError::BadRequest(_) => ("bad_request", StatusCode::BAD_REQUEST),
+            AppError::Unauthorized(code, _) => (code, StatusCode::UNAUTHORIZED),
+            AppError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
+            AppError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
+            AppError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
+            AppError::TooLarge => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            AppError::Throttled(_) => ("throttled", StatusCode::TOO_MANY_REQUESTS),
+            AppError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> AppError {
+        AppError::Internal(format!("sqlite: {e}"))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.code_and_status();
+        let message = match &self {
+            AppError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({ "error": { "code": code, "message": message } });
+        let mut response = (status, axum::Json(body)).into_response();
+        if let AppError::Throttled(seconds) = self {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,100 @@
+//! Extractors: the authenticated device (bearer access token), the client address, and a JSON
+//! body whose rejections use the app's error shape.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::accounts;
+use crate::store::sync::Caller;
+
+/// The caller of a device endpoint: a valid access token of a live device and enabled account.
+pub struct AuthDevice(pub Caller);
+
+impl FromRequestParts<AppState> for AuthDevice {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let Some(token) = header.strip_prefix("Bearer ") else {
+            return Err(AppError::Unauthorized(
+                "missing_token",
+                "an access token is required".into(),
+            ));
+        };
+        let claims = state.keys.verify(token.trim())?;
+        let caller = state
+            .db
+            .call(move |conn| {
+                let device = accounts::device(conn, &claims.dev)?;
+                let account = accounts::account_by_id(conn, claims.sub)?;
+                match (device, account) {
+                    (Some(d), _) if d.revoked => Err(AppError::Unauthorized(
+                        "device_revoked",
+                        "this device was revoked: its data must be wiped".into(),
+                    )),
+                    (Some(d), Some(a)) if d.account == a.id && !a.disabled => {
+                        let villages = accounts::villages_of(conn, &a)?;
+                        Ok(Caller {
+                            account: a.id,
+                            role: a.role,
+                            device: d.id,
+                            villages,
+                        })
+                    }
+                    (_, Some(a)) if a.disabled => Err(AppError::Unauthorized(
+                        "account_disabled",
+                        "this account is disabled".into(),
+                    )),
+                    _ => Err(AppError::Unauthorized(
+                        "invalid_token",
+                        "access token invalid".into(),
+                    )),
+                }
+            })
+            .await?;
+        Ok(AuthDevice(caller))
+    }
+}
+
+/// The client's address, when the server was started with connection info.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// A JSON body; malformed input is a 400 with the app's error shape.
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(AppJson(value)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::TooLarge)
+            }
+            Err(rejection) => Err(AppError::BadRequest(rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! `baylink-server`: serve, and the administrator's commands (accounts, devices, stations).
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::{AppError, AppState, Config, auth, demo};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+fn cli() -> Command {
+    let data = Arg::new("data")
+        .long("data")
+        .global(true)
+        .env("BAYLINK_SERVER_DATA")
+        .default_value("baylink-server-data")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("Data directory (database and token key)");
+    Command::new("baylink-server")
+        .about("Baylink sync server")
+        .version(env!("CARGO_PKG_VERSION"))
+        .arg(data)
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("serve")
+                .about("Serve the API")
+                .arg(
+                    Arg::new("listen")
+                        .long("listen")
+                        .default_value("127.0.0.1:8080"),
+                )
+                .arg(
+                    Arg::new("demo")
+                        .long("demo")
+                        .action(ArgAction::SetTrue)
+                        .help("Seed Daya Bay's stations, villages, accounts and synthetic records"),
+                )
+                .arg(
+                    Arg::new("max-clock-ahead")
+                        .long("max-clock-ahead")
+                        .default_value("300")
+                        .value_parser(clap::value_parser!(u64))
+                        .help("Seconds a change may be stamped ahead of server time"),
+                ),
+        )
+        .subcommand(
+            Command::new("user")
+                .about("Accounts")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("add")
+                        .about("Add an account; the password is read from standard input")
+                        .arg(Arg::new("username").required(true))
+                        .arg(
+                            Arg::new("role")
+                                .long("role")
+                                .required(true)
+                                .value_parser(["officer", "reviewer", "admin"]),
+                        )
+                        .arg(Arg::new("name").long("name").help("Display name"))
+                        .arg(Arg::new("station").long("station"))
+                        .arg(
+                            Arg::new("villages")
+                                .long("villages")
+                                .value_delimiter(',')
+                                .num_args(1..),
+                        ),
+                )
+                .subcommand(Command::new("list").about("List accounts"))
+                .subcommand(
+                    Command::new("disable")
+                        .about("Disable an account")
+                        .arg(Arg::new("username").required(true)),
+                )
+                .subcommand(
+                    Command::new("enable")
+                        .about("Enable an account")
+                        .arg(Arg::new("username").required(true)),
+                )
+                .subcommand(
+                    Command::new("assign")
+                        .about("Set an officer's villages")
+                        .arg(Arg::new("username").required(true))
+                        .arg(
+                            Arg::new("villages")
+                                .long("villages")
+                                .required(true)
+                                .value_delimiter(',')
+                                .num_args(1..),
+                        ),
+                ),
+        )
+        .subcommand(
+            Command::new("device")
+                .about("Devices")
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about("List devices"))
+                .subcommand(
+                    Command::new("revoke")
+                        .about("Revoke a lost device")
+                        .arg(Arg::new("id").required(true)),
+                ),
+        )
+        .subcommand(
+            Command::new("station")
+                .about("Stations and villages")
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about("List stations and their villages")),
+        )
+        .subcommand(
+            Command::new("backup")
+                .about("Write a consistent copy of the database (online, with SQLite's backup API)")
+                .arg(
+                    Arg::new("to")
+                        .required(true)
+                        .value_parser(clap::value_parser!(PathBuf)),
+                ),
+        )
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let matches = cli().get_matches();
+    match run(&matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn text<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
+    m.get_one::<String>(name)
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+fn run(matches: &ArgMatches) -> Result<(), AppError> {
+    let data = matches
+        .get_one::<PathBuf>("data")
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("baylink-server-data"));
+    let mut config = Config::new(data);
+    let Some((command, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    if command == "serve" {
+        config.listen = text(sub, "listen")
+            .parse()
+            .map_err(|_| AppError::BadRequest("--listen: not an address".into()))?;
+        config.max_clock_ahead_ms = sub
+            .get_one::<u64>("max-clock-ahead")
+            .copied()
+            .unwrap_or(300)
+            * 1000;
+        let state = AppState::open(config)?;
+        if sub.get_flag("demo") {
+            demo::seed(&state.db, &mut std::io::stdout())?;
+        }
+        return serve(state);
+    }
+    let state = AppState::open(config)?;
+    let db = &state.db;
+    match (command, sub.subcommand()) {
+        ("user", Some(("add", m))) => {
+            let password = read_password()?;
+            let hash = auth::password::hash(&password)?;
+            let villages: Vec<String> = m
+                .get_many::<String>("villages")
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            let username = text(m, "username");
+            let new = NewAccount {
+                username,
+                display_name: m.get_one::<String>("name").map_or(username, String::as_str),
+                role: Role::parse(text(m, "role")).unwrap_or(Role::Officer),
+                station: m.get_one::<String>("station").map(String::as_str),
+                password_hash: &hash,
+                villages: &villages,
+            };
+            db.call_blocking(|conn| {
+                accounts::create_account(conn, &new, baylink_server::store::now_ms())
+            })?;
+            println!("added {username}");
+        }
+        ("user", Some(("list", _))) => db.call_blocking(|conn| {
+            for a in accounts::accounts(conn)? {
+                let villages = accounts::villages_of(conn, &a)?;
+                let state = if a.disabled { "disabled" } else { "active" };
+                let shown = if a.role == Role::Officer {
+                    villages.join(",")
+                } else {
+                    format!("{} villages", villages.len())
+                };
+                println!(
+                    "{:<16} {:<9} {:<8} {:<10} {} {}",
+                    a.username,
+                    a.role.as_str(),
+                    state,
+                    a.station.unwrap_or_default(),
+                    a.display_name,
+                    shown
+                );
+            }
+            Ok(())
+        })?,
+        ("user", Some((verb @ ("disable" | "enable"), m))) => {
+            db.call_blocking(|conn| {
+                accounts::set_disabled(conn, text(m, "username"), verb == "disable")
+            })?;
+            println!("{verb}d {}", text(m, "username"));
+        }
+        ("user", Some(("assign", m))) => {
+            let villages: Vec<String> = m
+                .get_many::<String>("villages")
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            db.call_blocking(|conn| {
+                accounts::assign_villages(conn, text(m, "username"), &villages)
+            })?;
+            println!("{} now has {}", text(m, "username"), villages.join(","));
+        }
+        ("device", Some(("list", _))) => db.call_blocking(|conn| {
+            for (d, username) in accounts::devices(conn)? {
+                let state = if d.revoked { "revoked" } else { "active" };
+                println!(
+                    "{}  {:<16} {:<8} {:<20} last sync {}",
+                    d.id,
+                    username,
+                    state,
+                    d.name,
+                    d.last_sync_ms.map_or("never".into(), |ms| ms.to_string())
+                );
+            }
+            Ok(())
+        })?,
+        ("device", Some(("revoke", m))) => {
+            db.call_blocking(|conn| accounts::revoke_device(conn, text(m, "id")))?;
+            println!("revoked {}", text(m, "id"));
+        }
+        ("station", Some(("list", _))) => db.call_blocking(|conn| {
+            for station in accounts::stations(conn)? {
+                println!(
+                    "{} {} ({} villages)",
+                    station.code,
+                    station.name,
+                    station.villages.len()
+                );
+                for (v, n) in station.villages {
+                    println!("  {v} {n}");
+                }
+            }
+            Ok(())
+        })?,
+        ("backup", _) => {
+            let to = sub.get_one::<PathBuf>("to").cloned().unwrap_or_default();
+            db.backup(&to)?;
+            println!("backed up to {}", to.display());
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The first line of standard input: passwords never appear in argv or the shell history.
+fn read_password() -> Result<String, AppError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| AppError::BadRequest(format!("password: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.chars().count() < 8 {
+        return Err(AppError::BadRequest(
+            "password: at least 8 characters, on standard input".into(),
+        ));
+    }
+    Ok(password)
+}
+
+fn serve(state: AppState) -> Result<(), AppError> {
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| AppError::Internal(format!("runtime: {e}")))?;
+    runtime.block_on(async move {
+        let listen = state.config.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| AppError::Internal(format!("bind {listen}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        println!(
+            "baylink-server listening on http://{local} (data in {})",
+            state.config.data_dir.display()
+        );
+        tracing::info!(%local, "listening");
+        baylink_server::serve(listener, state)
+            .await
+            .map_err(|e| AppError::Internal(format!("serve: {e}")))
+    })
+}

@@ -1,0 +1,235 @@
+//! `/api/v1/auth`: login (registers the device), refresh (rotating, reuse revokes the device's
+//! session), logout.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::password;
+use crate::auth::token::Claims;
+use crate::error::AppError;
+use crate::extract::{AppJson, AuthDevice, ClientAddr};
+use crate::state::AppState;
+use crate::store::accounts::{self, Account, RefreshRefused};
+use crate::store::now_ms;
+
+/// The auth routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+}
+
+/// A login request.
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// The device's node id (a UUID it generated).
+    pub device_id: String,
+    /// A name for the device.
+    #[serde(default)]
+    pub device_name: String,
+}
+
+/// A refresh request.
+#[derive(Deserialize)]
+pub struct RefreshRequest {
+    /// The device the token was issued to.
+    pub device_id: String,
+    /// The refresh token.
+    pub refresh_token: String,
+}
+
+/// The account as a device sees it.
+#[derive(Serialize)]
+pub struct AccountView {
+    /// Username.
+    pub username: String,
+    /// Display name.
+    pub display_name: String,
+    /// Role.
+    pub role: accounts::Role,
+    /// Station.
+    pub station: Option<String>,
+}
+
+/// Tokens and who they are for.
+#[derive(Serialize)]
+pub struct Session {
+    /// Bearer token for the API.
+    pub access_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    /// Single-use token for the next refresh.
+    pub refresh_token: String,
+    /// The account.
+    pub account: AccountView,
+    /// Villages the account sees and writes.
+    pub villages: Vec<String>,
+    /// Server time, for the device's clock correction.
+    pub server_time_ms: u64,
+}
+
+fn bad_credentials() -> AppError {
+    AppError::Unauthorized(
+        "bad_credentials",
+        "用户名或密码错误 / wrong username or password".into(),
+    )
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    AppJson(req): AppJson<LoginRequest>,
+) -> Result<Json<Session>, AppError> {
+    let device = uuid::Uuid::parse_str(req.device_id.trim())
+        .map_err(|_| AppError::BadRequest("device_id: must be a UUID".into()))?
+        .hyphenated()
+        .to_string();
+    let keys = [
+        format!("user:{}", req.username),
+        format!("addr:{}", addr.map_or("-".into(), |a| a.to_string())),
+    ];
+    if let Some(wait) = keys.iter().filter_map(|k| state.throttle.check(k)).max() {
+        return Err(AppError::Throttled(wait));
+    }
+    let username = req.username.clone();
+    let account = state
+        .db
+        .call(move |conn| accounts::account_by_username(conn, &username))
+        .await?;
+    let stored = account
+        .as_ref()
+        .map_or_else(|| password::decoy().to_owned(), |a| a.password_hash.clone());
+    let password = req.password;
+    let matches = tokio::task::spawn_blocking(move || password::verify(&password, &stored))
+        .await
+        .map_err(|e| AppError::Internal(format!("password task: {e}")))?;
+    let account = match account {
+        Some(account) if matches && !account.disabled => account,
+        _ => {
+            for key in &keys {
+                state.throttle.fail(key);
+            }
+            tracing::info!(username = %req.username, "login refused");
+            return Err(bad_credentials());
+        }
+    };
+    for key in &keys {
+        state.throttle.succeed(key);
+    }
+    let name = if req.device_name.trim().is_empty() {
+        "device".to_owned()
+    } else {
+        req.device_name.trim().to_owned()
+    };
+    let (device_id, account_id) = (device.clone(), account.id);
+    let registered = state
+        .db
+        .call(move |conn| accounts::register_device(conn, &device_id, account_id, &name, now_ms()))
+        .await?;
+    if registered.revoked {
+        return Err(AppError::Unauthorized(
+            "device_revoked",
+            "this device was revoked: its data must be wiped".into(),
+        ));
+    }
+    tracing::info!(username = %account.username, device = %device, "login");
+    session(&state, account, device).await.map(Json)
+}
+
+/// Issues an access token and a new refresh token.
+async fn session(state: &AppState, account: Account, device: String) -> Result<Session, AppError> {
+    let now = now_ms();
+    let claims = Claims {
+        sub: account.id,
+        name: account.username.clone(),
+        role: account.role,
+        dev: device.clone(),
+        iat: now / 1000,
+        exp: now / 1000 + state.config.access_ttl_s,
+    };
+    let access_token = state.keys.issue(&claims)?;
+    let ttl = state.config.refresh_ttl_s * 1000;
+    let for_db = account.clone();
+    let (refresh_token, villages) = state
+        .db
+        .call(move |conn| {
+            let token = accounts::issue_refresh_token(conn, &device, for_db.id, now, ttl)?;
+            Ok((token, accounts::villages_of(conn, &for_db)?))
+        })
+        .await?;
+    Ok(Session {
+        access_token,
+        expires_in: state.config.access_ttl_s,
+        refresh_token,
+        account: AccountView {
+            username: account.username,
+            display_name: account.display_name,
+            role: account.role,
+            station: account.station,
+        },
+        villages,
+        server_time_ms: now_ms(),
+    })
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    AppJson(req): AppJson<RefreshRequest>,
+) -> Result<Json<Session>, AppError> {
+    let device = req.device_id.trim().to_owned();
+    let for_db = device.clone();
+    let (outcome, account, revoked) = state
+        .db
+        .call(move |conn| {
+            let outcome =
+                accounts::spend_refresh_token(conn, &req.refresh_token, &for_db, now_ms())?;
+            let account = match outcome {
+                Ok(id) => accounts::account_by_id(conn, id)?,
+                Err(_) => None,
+            };
+            let revoked = accounts::device(conn, &for_db)?.is_some_and(|d| d.revoked);
+            Ok((outcome, account, revoked))
+        })
+        .await?;
+    if revoked {
+        return Err(AppError::Unauthorized(
+            "device_revoked",
+            "this device was revoked: its data must be wiped".into(),
+        ));
+    }
+    match (outcome, account) {
+        (Ok(_), Some(account)) if !account.disabled => {
+            session(&state, account, device).await.map(Json)
+        }
+        (Err(RefreshRefused::Reused), _) => {
+            tracing::warn!(%device, "refresh token reused: device session revoked");
+            Err(AppError::Unauthorized(
+                "token_reused",
+                "refresh token already used: sign in again".into(),
+            ))
+        }
+        _ => Err(AppError::Unauthorized(
+            "invalid_token",
+            "refresh token invalid or expired: sign in again".into(),
+        )),
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    AuthDevice(caller): AuthDevice,
+) -> Result<StatusCode, AppError> {
+    state
+        .db
+        .call(move |conn| accounts::end_session(conn, &caller.device))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,115 @@
+//! Storage: embedded SQLite under the data directory. Handlers never write SQL; they call the
+//! functions of this module's submodules through [`Db::call`], which runs them off the async
+//! workers. One connection serialises writes, which also makes every pull see sequence numbers
+//! in commit order (a pull never skips a change). This is the narrow interface a PostgreSQL
+//! backend would implement.
+
+pub mod accounts;
+pub mod sync;
+
+/// The SQLite binding the store uses, for tools and tests that look inside.
+pub use rusqlite;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::Connection;
+
+use crate::error::AppError;
+
+/// Migration steps; step `i` brings the schema to version `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[include_str!("sql/001_init.sql")];
+
+/// The server's database handle, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating if need be) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, AppError> {
+        let mut conn = Connection::open(path)?;
+        Self::prepare(&mut conn)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// A database in memory (tests).
+    pub fn open_in_memory() -> Result<Db, AppError> {
+        let mut conn = Connection::open_in_memory()?;
+        Self::prepare(&mut conn)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn prepare(conn: &mut Connection) -> Result<(), AppError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, step) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
+            let tx = conn.transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        let node = uuid::Uuid::new_v4().to_string();
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('node', ?1)",
+            [node],
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', '0')",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Runs blocking database work on the blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, AppError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("database task: {e}")))?
+    }
+
+    /// Runs database work on this thread (command-line tools, seeding, tests).
+    pub fn call_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Writes a consistent copy of the database to `path` with SQLite's online backup API.
+    pub fn backup(&self, path: &Path) -> Result<(), AppError> {
+        self.call_blocking(|conn| {
+            conn.backup(rusqlite::MAIN_DB, path, None)?;
+            Ok(())
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the server's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,690 @@
+//! Push and pull: merging devices' changes into the server's state, the history, conflicts and
+//! scopes; and serving each device the current values of its villages after a cursor.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use baylink_domain::date::CHINA_OFFSET_MINUTES;
+use baylink_domain::{Date, EntityKind, Fields, Writer, validate_values};
+use baylink_sync::hlc::too_far_ahead;
+use baylink_sync::wire::{ChangeResult, ChangeStatus, Cursor, FieldValue, refusal};
+use baylink_sync::{Change, Hlc, NodeId, Stamp, Versioned, plan_field};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::AppError;
+use crate::store::accounts::Role;
+
+/// Who is syncing.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Account id.
+    pub account: i64,
+    /// Role.
+    pub role: Role,
+    /// Device id (node id).
+    pub device: String,
+    /// Villages the caller sees and writes.
+    pub villages: Vec<String>,
+}
+
+fn next_seq(tx: &Transaction<'_>) -> Result<i64, AppError> {
+    let seq: i64 = tx.query_row(
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq' RETURNING CAST(value AS INTEGER)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(seq)
+}
+
+/// The last sequence number issued.
+pub fn current_seq(conn: &Connection) -> Result<i64, AppError> {
+    Ok(conn.query_row(
+        "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn held(tx: &Connection, entity: &str, field: &str) -> Result<Option<Versioned>, AppError> {
+    let row: Option<(String, i64, String)> = tx
+        .prepare_cached("SELECT value, hlc, node FROM field WHERE entity = ?1 AND field = ?2")?
+        .query_row(params![entity, field], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    row.map(|(value, hlc, node)| {
+        let value = serde_json::from_str(&value)
+            .map_err(|e| AppError::Internal(format!("stored value: {e}")))?;
+        let node: NodeId = node
+            .parse()
+            .map_err(|_| AppError::Internal("stored node".into()))?;
+        Ok(Versioned::new(
+            value,
+            Stamp::new(Hlc::from_u64(hlc as u64), node),
+        ))
+    })
+    .transpose()
+}
+
+fn text_of(tx: &Connection, entity: &str, field: &str) -> Result<Option<String>, AppError> {
+    Ok(held(tx, entity, field)?.and_then(|v| v.value.as_str().map(str::to_owned)))
+}
+
+fn scope_of(tx: &Connection, entity: &str) -> Result<BTreeSet<String>, AppError> {
+    let mut stmt = tx.prepare_cached("SELECT village FROM scope WHERE entity = ?1")?;
+    let rows = stmt.query_map([entity], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What the server says of one change, kept for replays when it is a refusal.
+fn refuse(
+    tx: &Transaction<'_>,
+    device: &str,
+    counter: u64,
+    code: &str,
+    message: String,
+) -> Result<ChangeResult, AppError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO refusal (device, counter, code, message) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![device, counter as i64, code, message])?;
+    Ok(ChangeResult {
+        counter,
+        status: ChangeStatus::Refused,
+        code: Some(code.to_owned()),
+        message: Some(message),
+        extra: BTreeMap::new(),
+    })
+}
+
+fn accepted(counter: u64) -> ChangeResult {
+    ChangeResult {
+        counter,
+        status: ChangeStatus::Accepted,
+        code: None,
+        message: None,
+        extra: BTreeMap::new(),
+    }
+}
+
+/// The answer first given to an already processed change.
+fn replay(tx: &Transaction<'_>, device: &str, counter: u64) -> Result<ChangeResult, AppError> {
+    let refused: Option<(String, String)> = tx
+        .prepare_cached("SELECT code, message FROM refusal WHERE device = ?1 AND counter = ?2")?
+        .query_row(params![device, counter as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(match refused {
+        Some((code, message)) => ChangeResult {
+            counter,
+            status: ChangeStatus::Refused,
+            code: Some(code),
+            message: Some(message),
+            extra: BTreeMap::new(),
+        },
+        None => accepted(counter),
+    })
+}
+
+/// Why an entity's changes may not be written by the caller, if they may not.
+fn out_of_scope(
+    tx: &Connection,
+    caller: &Caller,
+    entity: &Uuid,
+    kind: &str,
+    batch: &[&Change],
+    all: &[Change],
+) -> Result<Option<String>, AppError> {
+    if caller.role == Role::Admin {
+        return Ok(None);
+    }
+    let id = entity.hyphenated().to_string();
+    let mine = |v: &str| caller.villages.iter().any(|m| m == v);
+    let batch_village = batch
+        .iter()
+        .rev()
+        .find(|c| c.field == "village")
+        .and_then(|c| c.value.as_str());
+    if let Some(v) = batch_village {
+        if !mine(v) {
+            return Ok(Some(format!("village {v} is not one of yours")));
+        }
+    }
+    let scope = scope_of(tx, &id)?;
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM entity WHERE id = ?1")?
+        .query_row([&id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(match batch_village {
+            Some(_) => None,
+            None => Some("a new record needs its village".into()),
+        });
+    }
+    if scope.iter().any(|v| mine(v)) {
+        return Ok(None);
+    }
+    // A person known elsewhere may be registered here: the registration names this village,
+    // or a residence in this push brings them into it.
+    if kind == "person" {
+        let registered_here = batch_village.is_some();
+        let moves_in = all.iter().any(|c| {
+            c.kind == "residence"
+                && c.field == "person"
+                && c.value.as_str() == Some(id.as_str())
+                && all.iter().any(|v| {
+                    v.entity == c.entity
+                        && v.field == "village"
+                        && v.value.as_str().is_some_and(mine)
+                })
+        });
+        if registered_here || moves_in {
+            return Ok(None);
+        }
+    }
+    Ok(Some("this record lies outside your villages".into()))
+}
+
+/// Why one change's value is refused, if it is.
+fn invalid(
+    tx: &Connection,
+    caller: &Caller,
+    change: &Change,
+    batch: &[&Change],
+    today: Date,
+) -> Result<Option<(&'static str, String)>, AppError> {
+    let Some(kind) = EntityKind::parse(&change.kind) else {
+        return Ok(None); // Kinds from newer versions are kept and relayed.
+    };
+    let Some(spec) = kind.field(&change.field) else {
+        return Ok(None);
+    };
+    if spec.writer == Writer::System && caller.role == Role::Officer {
+        let allowed = match spec.name {
+            "review_status" => change.value == Value::String("pending".into()),
+            "review_comment" => false,
+            _ => true,
+        };
+        if !allowed {
+            let message = format!(
+                "{}：只能由审核人员修改 / {}: only reviewers may set it",
+                spec.zh, spec.en
+            );
+            return Ok(Some((refusal::READ_ONLY, message)));
+        }
+    }
+    if change.value.is_null() {
+        if spec.required {
+            let message = format!("{}：必须填写 / {}: is required", spec.zh, spec.en);
+            return Ok(Some((refusal::INVALID, message)));
+        }
+        return Ok(None);
+    }
+    let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
+    if change.field == "id_number" {
+        let id_type = batch
+            .iter()
+            .rev()
+            .find(|c| c.field == "id_type")
+            .and_then(|c| c.value.as_str().map(str::to_owned))
+            .map_or_else(
+                || text_of(tx, &change.entity.hyphenated().to_string(), "id_type"),
+                |t| Ok(Some(t)),
+            )?;
+        if let Some(id_type) = id_type {
+            values.insert("id_type".into(), Value::String(id_type));
+        }
+    }
+    let errors = validate_values(kind, &values, today);
+    Ok(errors
+        .into_iter()
+        .find(|e| e.field == change.field)
+        .map(|e| (refusal::INVALID, e.to_string())))
+}
+
+/// Merges a device's push, in one transaction: each change accepted (durable when this returns)
+/// or refused with a code. Changes already processed are answered as the first time.
+pub fn push(
+    conn: &mut Connection,
+    caller: &Caller,
+    changes: &[Change],
+    now_ms: u64,
+    max_ahead_ms: u64,
+) -> Result<Vec<ChangeResult>, AppError> {
+    let tx = conn.transaction()?;
+    let last_counter: i64 = tx.query_row(
+        "SELECT last_counter FROM device WHERE id = ?1",
+        [&caller.device],
+        |r| r.get(0),
+    )?;
+    let today = Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
+    let mut by_entity: HashMap<Uuid, Vec<&Change>> = HashMap::new();
+    for change in changes {
+        by_entity.entry(change.entity).or_default().push(change);
+    }
+    let mut scope_verdict: HashMap<Uuid, Option<String>> = HashMap::new();
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut persons: BTreeSet<String> = BTreeSet::new();
+    let mut results = Vec::with_capacity(changes.len());
+    // Changes come in counter order; one at or below the newest seen is a repeat.
+    let mut newest = last_counter as u64;
+    for change in changes {
+        let counter = change.id.counter;
+        if counter <= newest {
+            results.push(replay(&tx, &caller.device, counter)?);
+            continue;
+        }
+        newest = newest.max(counter);
+        let batch = by_entity.get(&change.entity).map_or(&[][..], Vec::as_slice);
+        if too_far_ahead(change.stamp.hlc, now_ms, max_ahead_ms) {
+            let ahead_s = (change.stamp.hlc.millis() - now_ms) / 1000;
+            let message = format!(
+                "时间戳超前服务器{ahead_s}秒，请校时后重发 / stamped {ahead_s} s ahead of server time: restamp and resend"
+            );
+            results.push(refuse(
+                &tx,
+                &caller.device,
+                counter,
+                refusal::CLOCK_AHEAD,
+                message,
+            )?);
+            continue;
+        }
+        let verdict = match scope_verdict.entry(change.entity) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(out_of_scope(
+                &tx,
+                caller,
+                &change.entity,
+                &change.kind,
+                batch,
+                changes,
+            )?),
+        };
+        if let Some(why) = verdict {
+            let message = format!("不在您的辖区 / out of scope: {why}");
+            results.push(refuse(
+                &tx,
+                &caller.device,
+                counter,
+                refusal::OUT_OF_SCOPE,
+                message,
+            )?);
+            continue;
+        }
+        if let Some((code, message)) = invalid(&tx, caller, change, batch, today)? {
+            results.push(refuse(&tx, &caller.device, counter, code, message)?);
+            continue;
+        }
+        apply(&tx, caller, change, now_ms, &mut persons)?;
+        touched.insert(change.entity.hyphenated().to_string());
+        results.push(accepted(counter));
+    }
+    rescope(&tx, &touched, &persons)?;
+    tx.execute(
+        "UPDATE device SET last_counter = ?2, last_seen_ms = ?3 WHERE id = ?1",
+        params![caller.device, newest as i64, now_ms as i64],
+    )?;
+    tx.commit()?;
+    Ok(results)
+}
+
+/// Merges one accepted change: history always, the field when it wins, a conflict when it was
+/// concurrent.
+fn apply(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    change: &Change,
+    now_ms: u64,
+    persons: &mut BTreeSet<String>,
+) -> Result<(), AppError> {
+    let entity = change.entity.hyphenated().to_string();
+    let held = held(tx, &entity, &change.field)?;
+    let incoming = change.version();
+    let plan = plan_field(held.as_ref(), &incoming, change.base);
+    tx.prepare_cached(
+        "INSERT INTO entity (id, kind, village) VALUES (?1, ?2, NULL) ON CONFLICT (id) DO NOTHING",
+    )?
+    .execute(params![entity, change.kind])?;
+    let value_text = change.value.to_string();
+    tx.prepare_cached(
+        "INSERT INTO history (entity, kind, field, old_value, old_stamp, value, stamp, won, device, account, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        entity,
+        change.kind,
+        change.field,
+        held.as_ref().map(|h| h.value.to_string()),
+        held.as_ref().map(|h| h.stamp.to_string()),
+        value_text,
+        change.stamp.to_string(),
+        plan.apply,
+        caller.device,
+        caller.account,
+        now_ms as i64
+    ])?;
+    if let (true, Some(held)) = (plan.concurrent, held.as_ref()) {
+        let (kept, lost) = if plan.apply {
+            (&incoming, held)
+        } else {
+            (held, &incoming)
+        };
+        tx.prepare_cached(
+            "INSERT INTO conflict (entity, kind, field, kept_value, kept_stamp, lost_value, lost_stamp, device, account, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            entity,
+            change.kind,
+            change.field,
+            kept.value.to_string(),
+            kept.stamp.to_string(),
+            lost.value.to_string(),
+            lost.stamp.to_string(),
+            caller.device,
+            caller.account,
+            now_ms as i64
+        ])?;
+    }
+    if !plan.apply {
+        return Ok(());
+    }
+    if change.kind == "residence" && change.field == "person" {
+        if let Some(old) = held.as_ref().and_then(|h| h.value.as_str()) {
+            persons.insert(old.to_owned());
+        }
+    }
+    let seq = next_seq(tx)?;
+    tx.prepare_cached(
+        "INSERT INTO field (entity, field, value, hlc, node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, hlc = excluded.hlc,
+             node = excluded.node, seq = excluded.seq",
+    )?
+    .execute(params![
+        entity,
+        change.field,
+        value_text,
+        change.stamp.hlc.as_u64() as i64,
+        change.stamp.node.to_string(),
+        seq
+    ])?;
+    if change.field == "village" {
+        tx.prepare_cached("UPDATE entity SET village = ?2 WHERE id = ?1")?
+            .execute(params![entity, change.value.as_str()])?;
+    }
+    Ok(())
+}
+
+/// Recomputes the scope of touched entities (and of the people whose residences changed);
+/// an entity that enters a village is resent whole to it, one that leaves is purged there.
+fn rescope(
+    tx: &Transaction<'_>,
+    touched: &BTreeSet<String>,
+    persons: &BTreeSet<String>,
+) -> Result<(), AppError> {
+    let mut people = persons.clone();
+    for entity in touched {
+        let kind: String =
+            tx.query_row("SELECT kind FROM entity WHERE id = ?1", [entity], |r| {
+                r.get(0)
+            })?;
+        match kind.as_str() {
+            "residence" => {
+                let person = text_of(tx, entity, "person")?;
+                let house = text_of(tx, entity, "house")?;
+                let moved_out = held(tx, entity, "moved_out")?.is_some_and(|v| !v.value.is_null());
+                let deleted =
+                    held(tx, entity, "deleted")?.is_some_and(|v| v.value == Value::Bool(true));
+                tx.execute(
+                    "INSERT INTO residence_link (residence, person, house, open) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (residence) DO UPDATE SET person = excluded.person, house = excluded.house, open = excluded.open",
+                    params![entity, person, house, !moved_out && !deleted],
+                )?;
+                people.extend(person);
+            }
+            "person" => {
+                people.insert(entity.clone());
+                continue;
+            }
+            "house" => {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT person FROM residence_link WHERE house = ?1 AND person IS NOT NULL",
+                )?;
+                let living: Vec<String> = stmt
+                    .query_map([entity], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                people.extend(living);
+            }
+            _ => {}
+        }
+        let village: Option<String> =
+            tx.query_row("SELECT village FROM entity WHERE id = ?1", [entity], |r| {
+                r.get(0)
+            })?;
+        set_scope(tx, entity, &village.into_iter().collect())?;
+    }
+    for person in people {
+        let exists = tx
+            .query_row("SELECT 1 FROM entity WHERE id = ?1", [&person], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            continue;
+        }
+        let mut villages: BTreeSet<String> = BTreeSet::new();
+        let home: Option<String> =
+            tx.query_row("SELECT village FROM entity WHERE id = ?1", [&person], |r| {
+                r.get(0)
+            })?;
+        villages.extend(home);
+        let mut stmt = tx.prepare_cached(
+            "SELECT e.village FROM residence_link r JOIN entity e ON e.id = r.house
+             WHERE r.person = ?1 AND r.open = 1 AND e.village IS NOT NULL",
+        )?;
+        let lived: Vec<String> = stmt
+            .query_map([&person], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        villages.extend(lived);
+        set_scope(tx, &person, &villages)?;
+    }
+    Ok(())
+}
+
+fn set_scope(
+    tx: &Transaction<'_>,
+    entity: &str,
+    villages: &BTreeSet<String>,
+) -> Result<(), AppError> {
+    let before = scope_of(tx, entity)?;
+    if &before == villages {
+        return Ok(());
+    }
+    for gone in before.difference(villages) {
+        tx.execute(
+            "DELETE FROM scope WHERE entity = ?1 AND village = ?2",
+            params![entity, gone],
+        )?;
+        let seq = next_seq(tx)?;
+        tx.execute(
+            "INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)",
+            params![seq, entity, gone],
+        )?;
+    }
+    let added: Vec<&String> = villages.difference(&before).collect();
+    for village in &added {
+        tx.execute(
+            "INSERT INTO scope (entity, village) VALUES (?1, ?2)",
+            params![entity, village],
+        )?;
+    }
+    if !added.is_empty() && !before.is_empty() {
+        // Devices of the new villages are past this entity's sequence numbers: resend it whole.
+        let fields: Vec<String> = tx
+            .prepare_cached("SELECT field FROM field WHERE entity = ?1")?
+            .query_map([entity], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for field in fields {
+            let seq = next_seq(tx)?;
+            tx.prepare_cached("UPDATE field SET seq = ?3 WHERE entity = ?1 AND field = ?2")?
+                .execute(params![entity, field, seq])?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a pull resumes: after a sequence number, and whether it is in the middle of resending
+/// a device's villages from the start (cursor `r…`) after they changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Last sequence number the device has.
+    pub after: i64,
+    /// Inside a restart for changed villages.
+    pub restarting: bool,
+}
+
+/// Parses a cursor this server issued (`s<seq>`, or `r<seq>` while restarting).
+pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
+    let Some(Cursor(text)) = cursor else {
+        return Ok(Position {
+            after: 0,
+            restarting: false,
+        });
+    };
+    let bad = || AppError::BadRequest("cursor: not one this server issued".into());
+    let (restarting, digits) = match text.split_at_checked(1) {
+        Some(("s", digits)) => (false, digits),
+        Some(("r", digits)) => (true, digits),
+        _ => return Err(bad()),
+    };
+    let after = digits
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(bad)?;
+    Ok(Position { after, restarting })
+}
+
+/// One page of a pull.
+pub struct Page {
+    /// Current values after the cursor.
+    pub values: Vec<FieldValue>,
+    /// Entities to remove from the device.
+    pub purged: Vec<Uuid>,
+    /// Where the next page starts.
+    pub next: Cursor,
+    /// Whether more pages follow.
+    pub more: bool,
+}
+
+/// Everything in the caller's villages after `after`, at most `limit` values. A device whose
+/// villages changed since its last complete pull is sent its new villages from the start and
+/// told to drop what it may no longer hold.
+pub fn pull(
+    conn: &mut Connection,
+    caller: &Caller,
+    from: Position,
+    limit: u32,
+) -> Result<Page, AppError> {
+    let tx = conn.transaction()?;
+    let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
+    let held_villages: Option<String> = tx.query_row(
+        "SELECT villages FROM device WHERE id = ?1",
+        [&caller.device],
+        |r| r.get(0),
+    )?;
+    let held: BTreeSet<String> = held_villages
+        .as_deref()
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    let now: BTreeSet<String> = caller.villages.iter().cloned().collect();
+    let mut purged: BTreeSet<Uuid> = BTreeSet::new();
+    let mut after = from.after;
+    let mut restarting = from.restarting;
+    if held_villages.is_some() && held != now {
+        if !restarting && now.difference(&held).next().is_some() {
+            // New villages: everything in them is news to this device.
+            after = 0;
+            restarting = true;
+        }
+        let lost: Vec<String> = held.difference(&now).cloned().collect();
+        let lost = serde_json::to_string(&lost).unwrap_or_else(|_| "[]".into());
+        let mut stmt = tx.prepare(
+            "SELECT DISTINCT s.entity FROM scope s WHERE s.village IN (SELECT value FROM json_each(?1))
+             AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.entity = s.entity AND t.village IN (SELECT value FROM json_each(?2)))",
+        )?;
+        let ids: Vec<String> = stmt
+            .query_map(params![lost, villages], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
+    }
+    let mut stmt = tx.prepare_cached(
+        "SELECT f.entity, e.kind, f.field, f.value, f.hlc, f.node, f.seq FROM field f JOIN entity e ON e.id = f.entity
+         WHERE f.seq > ?1 AND EXISTS (
+             SELECT 1 FROM scope s WHERE s.entity = f.entity AND s.village IN (SELECT value FROM json_each(?2)))
+         ORDER BY f.seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![after, villages, i64::from(limit) + 1], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, i64>(6)?,
+        ))
+    })?;
+    let mut values = Vec::new();
+    let mut last = after;
+    let mut more = false;
+    for row in rows {
+        let (entity, kind, field, value, hlc, node, seq) = row?;
+        if values.len() == limit as usize {
+            more = true;
+            break;
+        }
+        let bad = |what: &str| AppError::Internal(format!("stored {what}"));
+        values.push(FieldValue {
+            kind,
+            entity: Uuid::parse_str(&entity).map_err(|_| bad("entity"))?,
+            field,
+            value: serde_json::from_str(&value).map_err(|_| bad("value"))?,
+            stamp: Stamp::new(
+                Hlc::from_u64(hlc as u64),
+                node.parse().map_err(|_| bad("node"))?,
+            ),
+            extra: BTreeMap::new(),
+        });
+        last = seq;
+    }
+    drop(stmt);
+    let upto = if more { last } else { current_seq(&tx)? };
+    let mut stmt = tx.prepare_cached(
+        "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
+         AND p.village IN (SELECT value FROM json_each(?3))
+         AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
+    )?;
+    let gone: Vec<String> = stmt
+        .query_map(params![after, upto, villages], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
+    drop(stmt);
+    if !more {
+        tx.execute(
+            "UPDATE device SET villages = ?2, last_sync_ms = ?3 WHERE id = ?1",
+            params![caller.device, villages, crate::store::now_ms() as i64],
+        )?;
+    }
+    tx.commit()?;
+    let prefix = if more && restarting { 'r' } else { 's' };
+    Ok(Page {
+        values,
+        purged: purged.into_iter().collect(),
+        next: Cursor(format!("{prefix}{upto}")),
+        more,
+    })
+}

@@ -1,0 +1,384 @@
+//! Phones that were offline sync through a real server on loopback: one person from two
+//! officers, concurrent edits, village scopes, people moving, revoked devices and stolen
+//! tokens, and a server restart between syncs.
+
+use baylink_domain::EntityKind;
+use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE};
+
+/// Another village of the same station (澳头街道).
+const OTHER_VILLAGE: &str = "441303006002";
+
+fn person(id_number: &str, name: &str, village: &'static str) -> Vec<(&'static str, String)> {
+    vec![
+        ("village", village.to_owned()),
+        ("id_number", id_number.to_owned()),
+        ("name", name.to_owned()),
+    ]
+}
+
+fn capture(device: &mut Device, kind: EntityKind, pairs: &[(&str, String)]) -> uuid::Uuid {
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    device.capture(kind, &pairs)
+}
+
+fn field(device: &Device, id: uuid::Uuid, name: &str) -> Option<String> {
+    device
+        .store
+        .get(id)
+        .expect("readable")
+        .map(|r| r.fields.get(name).cloned().unwrap_or_default())
+}
+
+fn server_value(server: &Server, id: uuid::Uuid, name: &str) -> Option<String> {
+    server.query(|conn| {
+        conn.query_row(
+            "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
+            [id.to_string(), name.to_owned()],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+    })
+}
+
+#[test]
+fn two_officers_capture_the_same_person_offline_and_everyone_ends_with_one_identical_record() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    // Both offline: the same woman, typed differently, with different details.
+    let pa = capture(
+        &mut a,
+        EntityKind::Person,
+        &[
+            person("11010519491231002x", "王芳", VILLAGE),
+            vec![("phone", "13800138000".into())],
+        ]
+        .concat(),
+    );
+    b.clock.advance(30_000);
+    let pb = capture(
+        &mut b,
+        EntityKind::Person,
+        &[
+            person("110105 19491231 002X", "王 芳", VILLAGE),
+            vec![("occupation", "厨师".into())],
+        ]
+        .concat(),
+    );
+    assert_eq!(pa, pb);
+    let report = a.sync();
+    assert!(report.pushed > 5 && report.refused == 0, "{report:?}");
+    b.sync();
+    a.sync();
+    assert_eq!(a.states(), b.states(), "devices differ");
+    for name in ["name", "phone", "occupation", "gender", "birth_date"] {
+        let on_a = field(&a, pa, name).unwrap_or_default();
+        assert_eq!(
+            server_value(&server, pa, name),
+            Some(serde_json::to_string(&on_a).unwrap()),
+            "{name}"
+        );
+    }
+    assert_eq!(field(&a, pa, "name").as_deref(), Some("王 芳"));
+    assert_eq!(a.store.pending_count().unwrap(), 0);
+    let persons: i64 = server.query(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM entity WHERE kind = 'person'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    assert_eq!(persons, 1);
+}
+
+#[test]
+fn a_concurrent_edit_converges_everywhere_and_leaves_a_conflict_for_reviewers() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    let id = capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    a.sync();
+    b.sync();
+    // Both edit the phone offline.
+    a.clock.advance(10_000);
+    b.clock.advance(20_000);
+    a.edit(id, &[("phone", "13900139000")]);
+    b.edit(id, &[("phone", "13700137000")]);
+    a.sync();
+    b.sync();
+    a.sync();
+    assert_eq!(field(&a, id, "phone").as_deref(), Some("13700137000"));
+    assert_eq!(a.states(), b.states());
+    let conflicts: Vec<(String, String, String)> = server.query(|c| {
+        let mut stmt = c
+            .prepare("SELECT field, kept_value, lost_value FROM conflict WHERE entity = ?1")
+            .unwrap();
+        stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    });
+    assert_eq!(
+        conflicts,
+        [(
+            "phone".to_owned(),
+            "\"13700137000\"".to_owned(),
+            "\"13900139000\"".to_owned()
+        )]
+    );
+    let history: i64 = server.query(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM history WHERE entity = ?1 AND field = 'phone'",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    assert_eq!(history, 2, "both edits are in the history");
+}
+
+#[test]
+fn another_villages_officer_never_receives_the_records_and_cannot_write_them() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o9", OTHER_VILLAGE);
+    let (mut a, mut outsider) = (Device::new("o1"), Device::new("o9"));
+    a.login(&server, "o1");
+    outsider.login(&server, "o9");
+    let id = capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    a.sync();
+    outsider.sync();
+    assert!(
+        outsider.store.get(id).unwrap().is_none(),
+        "received another village's record"
+    );
+    // The outsider forges an edit of that record (it knows the id): refused, nothing applied.
+    let forged = baylink_sync::Change {
+        id: baylink_sync::ChangeId {
+            device: outsider.store.node_id(),
+            counter: 1,
+        },
+        kind: "person".into(),
+        entity: id,
+        field: "name".into(),
+        value: serde_json::json!("张三"),
+        stamp: baylink_sync::Stamp::new(
+            baylink_sync::Hlc::new(baylink_tests::harness::NOW_MS, 5),
+            outsider.store.node_id(),
+        ),
+        base: None,
+        extra: Default::default(),
+    };
+    let token = outsider.store.access_token_for_tests().expect("signed in");
+    let client = mobile_core::sync::Client::new(&server.url, std::time::Duration::from_secs(5));
+    let answer = client
+        .push(&token, outsider.store.node_id(), vec![forged])
+        .expect("push answered");
+    assert_eq!(answer.results[0].code.as_deref(), Some("out_of_scope"));
+    assert_eq!(
+        server_value(&server, id, "name").as_deref(),
+        Some("\"王芳\"")
+    );
+    // Capturing in a village not theirs is refused per change and kept on the device.
+    capture(
+        &mut outsider,
+        EntityKind::House,
+        &[
+            ("village", VILLAGE.to_owned()),
+            ("address", "桥西一巷1号".into()),
+            ("use", "rental".into()),
+            ("status", "in_use".into()),
+        ],
+    );
+    let report = outsider.sync();
+    assert!(report.refused > 0 && report.pushed == 0, "{report:?}");
+    assert!(
+        outsider
+            .store
+            .refused()
+            .unwrap()
+            .iter()
+            .all(|r| r.code == "out_of_scope")
+    );
+}
+
+#[test]
+fn a_person_who_moves_into_another_village_arrives_whole_on_its_devices() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", OTHER_VILLAGE);
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    let id = capture(
+        &mut a,
+        EntityKind::Person,
+        &[
+            person("11010519491231002X", "王芳", VILLAGE),
+            vec![
+                ("phone", "13800138000".into()),
+                ("employer", "大亚湾石化".into()),
+            ],
+        ]
+        .concat(),
+    );
+    a.sync();
+    b.sync();
+    assert!(b.store.get(id).unwrap().is_none());
+    // She rents a room in the other village: its officer registers her there, with a residence.
+    let house = capture(
+        &mut b,
+        EntityKind::House,
+        &[
+            ("village", OTHER_VILLAGE.to_owned()),
+            ("address", "岩前新村2号".into()),
+            ("use", "rental".into()),
+            ("status", "in_use".into()),
+        ],
+    );
+    b.clock.advance(60_000);
+    let again = capture(
+        &mut b,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", OTHER_VILLAGE),
+    );
+    assert_eq!(again, id);
+    capture(
+        &mut b,
+        EntityKind::Residence,
+        &[
+            ("village", OTHER_VILLAGE.to_owned()),
+            ("person", id.to_string()),
+            ("house", house.to_string()),
+            ("moved_in", "2026-11-01".into()),
+            ("relation", "tenant".into()),
+        ],
+    );
+    let report = b.sync();
+    assert_eq!(report.refused, 0, "{:?}", b.store.refused().unwrap());
+    // B now holds her whole record: the fields A captured that B never typed.
+    assert_eq!(field(&b, id, "employer").as_deref(), Some("大亚湾石化"));
+    assert_eq!(field(&b, id, "phone").as_deref(), Some("13800138000"));
+    assert_eq!(field(&b, id, "village").as_deref(), Some(OTHER_VILLAGE));
+    // Her old village keeps the history; her record has left its scope and its phone.
+    a.sync();
+    assert!(
+        a.store.get(id).unwrap().is_none(),
+        "left behind on the old village's phone"
+    );
+    let history: i64 = server.query(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM history WHERE entity = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    assert!(history > 10);
+}
+
+#[test]
+fn a_revoked_device_is_refused_and_wiped_and_a_reused_refresh_token_ends_the_session() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut a = Device::new("o1");
+    a.login(&server, "o1");
+    let id = capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    a.sync();
+    // A thief copies the refresh token; the phone refreshes first; the thief's replay revokes
+    // the session everywhere.
+    let device = a.store.node_id();
+    let stolen = a.store.refresh_token_for_tests().expect("refresh token");
+    let client = mobile_core::sync::Client::new(&server.url, std::time::Duration::from_secs(5));
+    let renewed = client
+        .refresh(device, &stolen)
+        .expect("first refresh works");
+    let replay = client.refresh(device, &stolen);
+    assert!(
+        matches!(replay, Err(mobile_core::Error::Server { status: 401, ref code, .. }) if code == "token_reused"),
+        "{replay:?}"
+    );
+    let after = client.refresh(device, &renewed.refresh_token);
+    assert!(after.is_err(), "the session survived a token reuse");
+
+    // The phone is lost: the administrator revokes it; its next call wipes it.
+    server
+        .state
+        .db
+        .call_blocking(|c| baylink_server::store::accounts::revoke_device(c, &device.to_string()))
+        .unwrap();
+    let result = a.try_sync();
+    assert!(
+        matches!(result, Err(mobile_core::Error::Revoked)),
+        "{result:?}"
+    );
+    assert!(a.store.get(id).unwrap().is_none());
+    assert!(a.store.session().unwrap().is_none());
+    assert_ne!(
+        a.store.node_id(),
+        device,
+        "a wiped phone takes a new identity"
+    );
+    // Signing in with the revoked identity is refused too.
+    let login = client.login("o1", PASSWORD, device, "stolen");
+    assert!(
+        matches!(login, Err(mobile_core::Error::Server { ref code, .. }) if code == "device_revoked"),
+        "{login:?}"
+    );
+}
+
+#[test]
+fn a_server_restart_between_two_syncs_loses_nothing_it_acknowledged() {
+    let mut server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    let mut ids = Vec::new();
+    for i in 0..40u64 {
+        let first17 = format!("4413031990010{:04}", 1000 + i);
+        let number = format!(
+            "{first17}{}",
+            baylink_domain::id_number::check_char(first17.as_bytes())
+        );
+        ids.push(capture(
+            &mut a,
+            EntityKind::Person,
+            &person(&number, "李强", VILLAGE),
+        ));
+    }
+    let report = a.sync();
+    assert_eq!(a.store.pending_count().unwrap(), 0);
+    server.restart();
+    a.move_server(&server);
+    b.move_server(&server);
+    b.sync();
+    for id in &ids {
+        assert_eq!(field(&b, *id, "name").as_deref(), Some("李强"));
+    }
+    // A pushes nothing again and the server accepts its next changes where it left off.
+    a.edit(ids[0], &[("phone", "13800138000")]);
+    let next = a.sync();
+    assert_eq!((next.pushed, next.refused), (1, 0));
+    assert!(report.pushed > 0);
+}
