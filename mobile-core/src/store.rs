@@ -528,6 +528,12 @@ impl Store {
             .and_then(|s| s.refresh_token)
     }
 
+    /// Forgets the learned clock offset (tests of a phone whose clock goes wrong after a sync).
+    #[doc(hidden)]
+    pub fn reset_clock_offset_for_tests(&mut self) {
+        self.device.clock = baylink_sync::Clock::new(self.device.clock.last(), 0);
+    }
+
     /// Points the session at another address of its server (moved, or restarted elsewhere).
     pub fn set_server_url(&mut self, url: &str) -> Result<()> {
         let mut session = db::load_session(&self.conn)?.ok_or(Error::NotSignedIn)?;

@@ -382,3 +382,104 @@ fn a_server_restart_between_two_syncs_loses_nothing_it_acknowledged() {
     assert_eq!((next.pushed, next.refused), (1, 0));
     assert!(report.pushed > 0);
 }
+
+#[test]
+fn a_phone_whose_clock_runs_days_ahead_is_corrected_and_loses_nothing() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    // Signed in with a correct clock; then the clock jumps two days ahead (a flat battery, a
+    // wrong manual setting) and the officer captures offline.
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    a.clock.set(real_now);
+    b.clock.set(real_now);
+    a.sync();
+    a.store.reset_clock_offset_for_tests();
+    a.clock.set(real_now + 2 * 86_400_000);
+    let id = capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    let report = a.sync();
+    assert!(report.restamped > 0, "{report:?}");
+    assert_eq!(
+        (report.refused, a.store.pending_count().unwrap()),
+        (0, 0),
+        "{report:?}"
+    );
+    // The stamps the server holds are not in the future, so the phone cannot win every conflict.
+    let hlc: i64 = server.query(|c| {
+        c.query_row(
+            "SELECT MAX(hlc) FROM field WHERE entity = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    let stamped_ms = (hlc as u64) >> 16;
+    assert!(
+        stamped_ms < real_now + 5 * 60_000,
+        "stamped {} s ahead",
+        (stamped_ms - real_now) / 1000
+    );
+    b.sync();
+    assert_eq!(field(&b, id, "name").as_deref(), Some("王芳"));
+    // An edit on the correct phone, later in real time, wins.
+    b.clock.set(real_now + 60_000);
+    b.edit(id, &[("phone", "13900139000")]);
+    b.sync();
+    a.sync();
+    assert_eq!(field(&a, id, "phone").as_deref(), Some("13900139000"));
+}
+
+#[test]
+fn a_push_whose_answer_was_lost_is_answered_again_without_duplicates() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut a = Device::new("o1");
+    a.login(&server, "o1");
+    capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    capture(
+        &mut a,
+        EntityKind::House,
+        &[
+            ("village", VILLAGE.to_owned()),
+            ("address", "桥西一巷1号".into()),
+            ("use", "rental".into()),
+            ("status", "in_use".into()),
+        ],
+    );
+    let changes = a.store.outbox(usize::MAX).unwrap();
+    // The push reaches the server, the connection dies before the answer arrives.
+    let token = a.store.access_token_for_tests().unwrap();
+    let client = mobile_core::sync::Client::new(&server.url, std::time::Duration::from_secs(5));
+    let first = client
+        .push(&token, a.store.node_id(), changes.clone())
+        .unwrap();
+    assert!(
+        first
+            .results
+            .iter()
+            .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted)
+    );
+    // The phone retries at its next sync: the same answers, nothing applied twice.
+    let report = a.sync();
+    assert_eq!(report.pushed as usize, changes.len());
+    assert_eq!(a.store.pending_count().unwrap(), 0);
+    let history: i64 = server.query(|c| {
+        c.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
+            .unwrap()
+    });
+    assert_eq!(history as usize, changes.len());
+}

@@ -1,0 +1,309 @@
+//! The HTTP surface through `app(state).oneshot(request)`: error shapes, limits, throttling and
+//! token checks, without a socket.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::{AppState, Config, app, auth, demo};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const DEVICE: &str = "6a1f8c3e-0000-4000-8000-000000000001";
+
+fn state() -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.max_body_bytes = 64 * 1024;
+    let state = AppState::open(config).unwrap();
+    let hash = auth::password::hash("correct-horse-battery").unwrap();
+    state
+        .db
+        .call_blocking(|conn| {
+            demo::seed_places(conn)?;
+            let villages = ["441303006001".to_owned()];
+            let new = NewAccount {
+                username: "o1",
+                display_name: "o1",
+                role: Role::Officer,
+                station: None,
+                password_hash: &hash,
+                villages: &villages,
+            };
+            accounts::create_account(conn, &new, 0)
+        })
+        .unwrap();
+    (state, dir)
+}
+
+async fn call(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+) -> (StatusCode, Value, Option<String>) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = app(state.clone())
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        retry,
+    )
+}
+
+fn login_body(user: &str, password: &str) -> Body {
+    Body::from(
+        json!({"username": user, "password": password, "device_id": DEVICE, "device_name": "t"})
+            .to_string(),
+    )
+}
+
+async fn token(state: &AppState) -> String {
+    let (status, body, _) = call(
+        state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "correct-horse-battery"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn health_answers_and_unknown_paths_are_json_404s() {
+    let (state, _dir) = state();
+    let (status, body, _) = call(&state, "GET", "/healthz", None, Body::empty()).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, body, _) = call(&state, "GET", "/api/v1/nothing", None, Body::empty()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_get_json_errors() {
+    let (state, _dir) = state();
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Body::from("{\"username\": "),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request"))
+    );
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Body::from(json!({"username": 5}).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("username"),
+        "{body}"
+    );
+    let huge = format!("{{\"username\": \"{}\"}}", "x".repeat(200 * 1024));
+    let (status, body, _) =
+        call(&state, "POST", "/api/v1/auth/login", None, Body::from(huge)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_users_and_wrong_passwords_look_alike_and_are_throttled() {
+    let (state, _dir) = state();
+    let (s1, b1, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("nobody", "whatever"),
+    )
+    .await;
+    let (s2, b2, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "wrong password"),
+    )
+    .await;
+    assert_eq!((s1, &b1), (s2, &b2));
+    assert_eq!(s1, StatusCode::UNAUTHORIZED);
+    for _ in 0..4 {
+        call(
+            &state,
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            login_body("o1", "wrong password"),
+        )
+        .await;
+    }
+    // Even the right password waits now.
+    let (status, body, retry) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "correct-horse-battery"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("throttled"))
+    );
+    assert!(retry.is_some_and(|s| s.parse::<u64>().unwrap() > 0));
+}
+
+#[tokio::test]
+async fn sync_needs_a_valid_token_of_the_pushing_device() {
+    let (state, _dir) = state();
+    let pull = || Body::from(json!({"protocol": 1, "limit": 10}).to_string());
+    let (status, body, _) = call(&state, "POST", "/api/v1/sync/pull", None, pull()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+    let (status, _, _) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/pull",
+        Some("not.a.token"),
+        pull(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let good = token(&state).await;
+    let payload = good.split('.').nth(1).unwrap();
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+    let (status, _, _) = call(&state, "POST", "/api/v1/sync/pull", Some(&unsigned), pull()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body, _) = call(&state, "POST", "/api/v1/sync/pull", Some(&good), pull()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["server_time_ms"].as_u64().is_some());
+    let (status, _, _) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/pull",
+        Some(&good),
+        Body::from(json!({"protocol": 1, "limit": 10, "cursor": "zz"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let other =
+        json!({"protocol": 1, "device": "00000000-0000-4000-8000-000000000099", "changes": []});
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/push",
+        Some(&good),
+        Body::from(other.to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_values_are_refused_per_change_and_the_rest_is_accepted() {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let entity = "1deb93b4-7149-564c-b8e2-e4671780f80f";
+    let change = |counter: u64, field: &str, value: Value| {
+        json!({
+            "id": {"device": DEVICE, "counter": counter}, "kind": "person", "entity": entity,
+            "field": field, "value": value, "stamp": format!("{:016x}@{DEVICE}", (baylink_server::store::now_ms() << 16) + counter),
+        })
+    };
+    let push = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(1, "village", json!("441303006001")),
+        change(2, "id_type", json!("resident_id")),
+        change(3, "id_number", json!("110105194912310021")),
+        change(4, "name", json!("王芳'); DROP TABLE field; --")),
+        change(5, "review_status", json!("approved")),
+    ]});
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/push",
+        Some(&good),
+        Body::from(push.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let codes: Vec<Option<&str>> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        [None, None, Some("invalid"), None, Some("read_only")]
+    );
+    assert!(
+        body["results"][2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("check character")
+    );
+    // The injection-like name is data, stored verbatim.
+    let stored: String = state
+        .db
+        .call_blocking(|c| {
+            Ok(
+                c.query_row("SELECT value FROM field WHERE field = 'name'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap();
+    assert_eq!(stored, "\"王芳'); DROP TABLE field; --\"");
+    // The same push again is answered exactly as the first time.
+    let (_, again, _) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/push",
+        Some(&good),
+        Body::from(push.to_string()),
+    )
+    .await;
+    assert_eq!(again["results"], body["results"]);
+}
