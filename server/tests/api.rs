@@ -1,4 +1,7 @@
 //! The HTTP surface through `app(state).oneshot(request)`: error shapes, limits, throttling and
+
+// Helpers here are part of the tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 //! token checks, without a socket.
 
 use axum::body::Body;
