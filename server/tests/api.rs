@@ -1,8 +1,8 @@
 //! The HTTP surface through `app(state).oneshot(request)`: error shapes, limits, throttling and
+//! token checks, without a socket.
 
 // Helpers here are part of the tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
-//! token checks, without a socket.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
