@@ -108,6 +108,11 @@ fn cli() -> Command {
                 .subcommand(Command::new("list").about("List stations and their villages")),
         )
         .subcommand(
+            Command::new("show")
+                .about("Show a record's current fields and its full history")
+                .arg(Arg::new("id").required(true)),
+        )
+        .subcommand(
             Command::new("backup")
                 .about("Write a consistent copy of the database (online, with SQLite's backup API)")
                 .arg(
@@ -263,6 +268,33 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             }
             Ok(())
         })?,
+        ("show", _) => {
+            let id = text(sub, "id").trim().to_lowercase();
+            let Some((kind, fields, history)) =
+                db.call_blocking(|conn| baylink_server::store::sync::record(conn, &id))?
+            else {
+                return Err(AppError::NotFound(format!("no record {id}")));
+            };
+            println!("{kind} {id}");
+            for (field, value) in fields {
+                println!("  {field:<20} {value}");
+            }
+            println!("history:");
+            for h in history {
+                let at = baylink_domain::date::datetime_from_unix_ms(
+                    h.at_ms as i64,
+                    baylink_domain::date::CHINA_OFFSET_MINUTES,
+                );
+                let lost = if h.won { "" } else { " (lost the merge)" };
+                let old = h.old_value.unwrap_or_else(|| "-".into());
+                println!(
+                    "  {at} {} {:<16} {old} -> {}{lost}",
+                    h.username.unwrap_or_default(),
+                    h.field,
+                    h.value
+                );
+            }
+        }
         ("backup", _) => {
             let to = sub.get_one::<PathBuf>("to").cloned().unwrap_or_default();
             db.backup(&to)?;

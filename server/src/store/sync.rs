@@ -688,3 +688,59 @@ pub fn pull(
         more,
     })
 }
+
+/// One history entry of a record.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryEntry {
+    /// Field.
+    pub field: String,
+    /// Value before (JSON), if any.
+    pub old_value: Option<String>,
+    /// Value written (JSON).
+    pub value: String,
+    /// Stamp of the write.
+    pub stamp: String,
+    /// Whether it won the merge.
+    pub won: bool,
+    /// Pushing device.
+    pub device: Option<String>,
+    /// Username of the author.
+    pub username: Option<String>,
+    /// When the server accepted it.
+    pub at_ms: u64,
+}
+
+/// A record's current fields (JSON values) and its full history, oldest first.
+pub fn record(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(String, BTreeMap<String, String>, Vec<HistoryEntry>)>, AppError> {
+    let kind: Option<String> = conn
+        .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    let Some(kind) = kind else { return Ok(None) };
+    let mut stmt =
+        conn.prepare("SELECT field, value FROM field WHERE entity = ?1 ORDER BY field")?;
+    let fields = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT h.field, h.old_value, h.value, h.stamp, h.won, h.device, a.username, h.at_ms
+         FROM history h LEFT JOIN account a ON a.id = h.account WHERE h.entity = ?1 ORDER BY h.seq",
+    )?;
+    let history = stmt
+        .query_map([id], |r| {
+            Ok(HistoryEntry {
+                field: r.get(0)?,
+                old_value: r.get(1)?,
+                value: r.get(2)?,
+                stamp: r.get(3)?,
+                won: r.get(4)?,
+                device: r.get(5)?,
+                username: r.get(6)?,
+                at_ms: r.get::<_, i64>(7)? as u64,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some((kind, fields, history)))
+}
