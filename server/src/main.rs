@@ -270,8 +270,11 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         })?,
         ("show", _) => {
             let id = text(sub, "id").trim().to_lowercase();
-            let Some((kind, fields, history)) =
-                db.call_blocking(|conn| baylink_server::store::sync::record(conn, &id))?
+            let Some(baylink_server::store::sync::RecordView {
+                kind,
+                fields,
+                history,
+            }) = db.call_blocking(|conn| baylink_server::store::sync::record(conn, &id))?
             else {
                 return Err(AppError::NotFound(format!("no record {id}")));
             };

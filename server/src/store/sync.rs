@@ -710,11 +710,19 @@ pub struct HistoryEntry {
     pub at_ms: u64,
 }
 
+/// A record as the server holds it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RecordView {
+    /// Kind.
+    pub kind: String,
+    /// Current fields, values as JSON.
+    pub fields: BTreeMap<String, String>,
+    /// Every accepted change, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
 /// A record's current fields (JSON values) and its full history, oldest first.
-pub fn record(
-    conn: &Connection,
-    id: &str,
-) -> Result<Option<(String, BTreeMap<String, String>, Vec<HistoryEntry>)>, AppError> {
+pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, AppError> {
     let kind: Option<String> = conn
         .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
@@ -742,5 +750,9 @@ pub fn record(
             })
         })?
         .collect::<Result<_, _>>()?;
-    Ok(Some((kind, fields, history)))
+    Ok(Some(RecordView {
+        kind,
+        fields,
+        history,
+    }))
 }
