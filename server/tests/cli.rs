@@ -1,0 +1,149 @@
+//! The `baylink-server` binary as an administrator runs it: `serve --demo` on a free loopback
+//! port answering `/healthz`, and the account, device and backup commands.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+fn server(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baylink-server"));
+    cmd.arg("--data")
+        .arg(data)
+        .env_remove("BAYLINK_SERVER_DATA")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run(data: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = server(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baylink-server runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    let out = child.wait_with_output().expect("exits");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn serve_demo_seeds_prints_the_accounts_and_answers_healthz() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut child = server(dir.path())
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = String::new();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("server printed its address")
+            .expect("UTF-8");
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(rest) = line.strip_prefix("baylink-server listening on http://") {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    assert!(
+        printed.contains("o006001") && printed.contains("baylink-demo"),
+        "{printed}"
+    );
+    let mut stream = TcpStream::connect(&address).expect("connects on loopback");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    child.kill().expect("stopped");
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"status\":\"ok\""), "{answer}");
+    // The demo's records are there: the sequence has moved far past zero.
+    let seq: u64 = answer
+        .split("\"seq\":")
+        .nth(1)
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(seq > 10_000, "{answer}");
+}
+
+#[test]
+fn accounts_are_managed_with_passwords_on_stdin_and_the_database_backs_up() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let (ok, out, err) = run(
+        &data,
+        &["user", "add", "chen", "--role", "admin", "--name", "陈管理"],
+        "a long enough password\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("added chen"));
+    let (ok, _, err) = run(
+        &data,
+        &["user", "add", "short", "--role", "admin"],
+        "short\n",
+    );
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let (ok, _, err) = run(
+        &data,
+        &["user", "add", "chen", "--role", "admin"],
+        "a long enough password\n",
+    );
+    assert!(!ok && err.contains("taken"), "{err}");
+    let (ok, _, err) = run(
+        &data,
+        &[
+            "user",
+            "add",
+            "li",
+            "--role",
+            "officer",
+            "--villages",
+            "441303006001",
+        ],
+        "a long enough password\n",
+    );
+    assert!(
+        !ok && err.contains("441303006001"),
+        "unknown village accepted: {err}"
+    );
+    let (_, out, _) = run(&data, &["user", "list"], "");
+    assert!(
+        out.contains("chen") && out.contains("admin") && out.contains("active"),
+        "{out}"
+    );
+    let (ok, _, _) = run(&data, &["user", "disable", "chen"], "");
+    assert!(ok);
+    let (_, out, _) = run(&data, &["user", "list"], "");
+    assert!(out.contains("disabled"), "{out}");
+    let (ok, _, err) = run(
+        &data,
+        &["device", "revoke", "00000000-0000-4000-8000-000000000001"],
+        "",
+    );
+    assert!(!ok && err.contains("no device"), "{err}");
+    let (ok, _, err) = run(&data, &["show", "00000000-0000-4000-8000-000000000001"], "");
+    assert!(!ok && err.contains("no record"), "{err}");
+    let copy = dir.path().join("copy.db");
+    let (ok, _, err) = run(&data, &["backup", copy.to_str().expect("path")], "");
+    assert!(ok, "{err}");
+    std::fs::create_dir_all(dir.path().join("restored")).expect("dir");
+    std::fs::copy(&copy, dir.path().join("restored/baylink.db")).expect("restored");
+    let (_, out, _) = run(&dir.path().join("restored"), &["user", "list"], "");
+    assert!(out.contains("chen"), "the backup holds the accounts: {out}");
+}
