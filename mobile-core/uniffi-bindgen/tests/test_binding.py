@@ -52,6 +52,23 @@ with tempfile.TemporaryDirectory() as data:
     except mc.MobileError.NotFound:
         check(True, "not found")
 
+    check(store.session() is None, "no session before login")
+    check(store.returned() == [], "nothing returned yet")
+    try:
+        store.sync(None)
+        check(False, "sync without a session is refused")
+    except mc.MobileError.Auth as e:
+        check(e.code == "not_signed_in", "sync says to sign in first")
+
+    class Progress(mc.SyncProgress):
+        def progress(self, phase, done, total):
+            pass
+
+    try:
+        store.sync(Progress())
+    except mc.MobileError.Auth:
+        check(True, "a progress callback can be passed from Python")
+
     specs = mc.field_specs("vehicle")
     check(any(s.name == "plate" and s.required for s in specs), "forms come from the data model")
 
