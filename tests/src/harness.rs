@@ -57,6 +57,14 @@ impl Device {
     }
 }
 
+/// A valid resident ID number: the first 17 digits and their check character.
+pub fn resident_id(first17: &str) -> String {
+    format!(
+        "{first17}{}",
+        baylink_domain::id_number::check_char(first17.as_bytes())
+    )
+}
+
 /// Form input from pairs.
 pub fn input(pairs: &[(&str, &str)]) -> Input {
     pairs

@@ -2,7 +2,7 @@
 //! end as one record, every replica identical field by field, and concurrent edits recognised.
 
 use baylink_domain::EntityKind;
-use baylink_tests::harness::{Device, VILLAGE, send};
+use baylink_tests::harness::{Device, VILLAGE, resident_id, send};
 use proptest::prelude::*;
 
 fn capture_same_person(a: &mut Device, b: &mut Device) -> (uuid::Uuid, uuid::Uuid) {
@@ -153,15 +153,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
 
 fn valid_people() -> Vec<String> {
     // The check characters are computed, so the numbers above need only their first 17 digits right.
-    PEOPLE
-        .iter()
-        .map(|p| {
-            let first17 = &p.as_bytes()[..17];
-            let mut s = String::from_utf8(first17.to_vec()).expect("ASCII digits");
-            s.push(baylink_domain::id_number::check_char(first17));
-            s
-        })
-        .collect()
+    PEOPLE.iter().map(|p| resident_id(&p[..17])).collect()
 }
 
 proptest! {

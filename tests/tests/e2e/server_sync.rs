@@ -3,7 +3,7 @@
 //! tokens, and a server restart between syncs.
 
 use baylink_domain::EntityKind;
-use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE};
+use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE, resident_id};
 
 /// Another village of the same station (澳头街道).
 const OTHER_VILLAGE: &str = "441303006002";
@@ -356,11 +356,7 @@ fn a_server_restart_between_two_syncs_loses_nothing_it_acknowledged() {
     b.login(&server, "o2");
     let mut ids = Vec::new();
     for i in 0..40u64 {
-        let first17 = format!("4413031990010{:04}", 1000 + i);
-        let number = format!(
-            "{first17}{}",
-            baylink_domain::id_number::check_char(first17.as_bytes())
-        );
+        let number = resident_id(&format!("4413031990010{:04}", 1000 + i));
         ids.push(capture(
             &mut a,
             EntityKind::Person,
@@ -482,4 +478,51 @@ fn a_push_whose_answer_was_lost_is_answered_again_without_duplicates() {
             .unwrap()
     });
     assert_eq!(history as usize, changes.len());
+}
+
+#[test]
+fn a_village_given_to_an_officer_arrives_and_a_village_taken_away_is_purged() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", OTHER_VILLAGE);
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    let mine = capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    let theirs = capture(
+        &mut b,
+        EntityKind::Person,
+        &person(&resident_id("44130319900101123"), "李强", OTHER_VILLAGE),
+    );
+    a.sync();
+    b.sync();
+    a.sync();
+    assert!(a.store.get(theirs).unwrap().is_none());
+    // The station gives o1 the neighbouring village too: everything of it arrives.
+    let both = [VILLAGE.to_owned(), OTHER_VILLAGE.to_owned()];
+    server
+        .state
+        .db
+        .call_blocking(|c| baylink_server::store::accounts::assign_villages(c, "o1", &both))
+        .unwrap();
+    a.sync();
+    assert_eq!(field(&a, theirs, "name").as_deref(), Some("李强"));
+    // Then takes the first one away: its records leave the phone, the other village's stay.
+    let other = [OTHER_VILLAGE.to_owned()];
+    server
+        .state
+        .db
+        .call_blocking(|c| baylink_server::store::accounts::assign_villages(c, "o1", &other))
+        .unwrap();
+    let report = a.sync();
+    assert!(report.purged >= 1, "{report:?}");
+    assert!(
+        a.store.get(mine).unwrap().is_none(),
+        "left behind on the phone"
+    );
+    assert_eq!(field(&a, theirs, "name").as_deref(), Some("李强"));
 }
