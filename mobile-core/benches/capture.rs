@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use baylink_domain::{EntityKind, Input, Summary, id_number, summarize, validate_capture};
+use baylink_domain::{EntityKind, Input, Summary, summarize, synthetic, validate_capture};
 use mobile_core::Store;
 use rusqlite::{Connection, params};
 
@@ -17,32 +17,12 @@ const VILLAGES: [&str; 4] = [
     "441303007001",
     "441303008003",
 ];
-const COUNTIES: [&str; 6] = ["441303", "441302", "440306", "510104", "430102", "360121"];
-const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗";
-const GIVEN: &str = "芳强静伟娜敏磊军洋勇艳杰娟涛明超秀霞平刚";
-
 /// A deterministic person: valid ID number, name, phone, village.
 fn person(i: u64) -> Input {
-    // (county, sequence, birthday) differs for every i below 54 million: unique ID numbers.
-    let county = COUNTIES[(i % 6) as usize];
-    let seq = i / 6 % 1000;
-    // Born between 1980 and 2004.
-    let birth = baylink_domain::Date::from_days(3_650 + (i / 6_000 * 7_919 % 9_000) as i64);
-    let first17 = format!("{county}{}{seq:03}", birth.to_string().replace('-', ""));
-    let check = id_number::check_char(first17.as_bytes());
-    let surnames: Vec<char> = SURNAMES.chars().collect();
-    let given: Vec<char> = GIVEN.chars().collect();
-    let name: String = [
-        surnames[(i % 20) as usize],
-        given[(i / 20 % 20) as usize],
-        given[(i / 400 % 20) as usize],
-    ]
-    .iter()
-    .collect();
     [
         ("village", VILLAGES[(i % 4) as usize].to_owned()),
-        ("id_number", format!("{first17}{check}")),
-        ("name", name),
+        ("id_number", synthetic::resident_id(i)),
+        ("name", synthetic::name(i)),
         ("phone", format!("13{:09}", i * 37 % 1_000_000_000)),
         ("occupation", "工人".to_owned()),
     ]

@@ -287,6 +287,19 @@ pub(crate) fn pending_count(conn: &Connection) -> Result<u64> {
     Ok(n as u64)
 }
 
+/// The rows that hold counters `lo..=hi`: from the last row starting at or before `lo` up to
+/// the rows starting at `hi`.
+fn rows_holding(conn: &Connection, node: NodeId, lo: u64, hi: u64) -> Result<Vec<Row>> {
+    rows(
+        conn,
+        node,
+        "WHERE first_counter <= ?2 AND first_counter >= (
+             SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)
+         ORDER BY first_counter",
+        params![lo as i64, hi as i64],
+    )
+}
+
 /// Applies the server's answers: accepted changes leave the outbox, refused ones stay marked,
 /// unknown answers leave the change pending. Returns (accepted, refused).
 pub(crate) fn settle(
@@ -298,15 +311,7 @@ pub(crate) fn settle(
     let (Some(&lo), Some(&hi)) = (by_counter.keys().next(), by_counter.keys().next_back()) else {
         return Ok((0, 0));
     };
-    // The rows holding counters lo..=hi: from the last row starting at or before lo, up to hi.
-    let candidates = rows(
-        conn,
-        node,
-        "WHERE first_counter <= ?2 AND first_counter >= (
-             SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)
-         ORDER BY first_counter",
-        params![lo as i64, hi as i64],
-    )?;
+    let candidates = rows_holding(conn, node, lo, hi)?;
     let (mut accepted, mut refused) = (0, 0);
     for mut row in candidates {
         let before = row.entries.clone();
@@ -348,14 +353,7 @@ pub(crate) fn take(conn: &Connection, node: NodeId, counters: &[u64]) -> Result<
     let (Some(&lo), Some(&hi)) = (counters.iter().min(), counters.iter().max()) else {
         return Ok(Vec::new());
     };
-    let candidates = rows(
-        conn,
-        node,
-        "WHERE first_counter <= ?2 AND first_counter >= (
-             SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)
-         ORDER BY first_counter",
-        params![lo as i64, hi as i64],
-    )?;
+    let candidates = rows_holding(conn, node, lo, hi)?;
     let mut taken = Vec::new();
     for mut row in candidates {
         let (out, keep): (Vec<Entry>, Vec<Entry>) = row

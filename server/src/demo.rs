@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use baylink_domain::date::{CHINA_OFFSET_MINUTES, datetime_from_unix_ms};
-use baylink_domain::{Date, EntityKind, Input, id_number, natural_id, validate_capture};
+use baylink_domain::{Date, EntityKind, Input, natural_id, synthetic, validate_capture};
 use baylink_sync::{Change, ChangeId, Clock, NodeId, Stamp};
 use rusqlite::Connection;
 use serde_json::Value;
@@ -187,31 +187,6 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError
     .map_err(|e| AppError::Internal(format!("print: {e}")))
 }
 
-const SURNAMES: [char; 20] = [
-    '王', '李', '张', '刘', '陈', '杨', '黄', '赵', '吴', '周', '徐', '孙', '马', '朱', '胡', '郭',
-    '何', '高', '林', '罗',
-];
-const GIVEN: [char; 20] = [
-    '芳', '强', '静', '伟', '娜', '敏', '磊', '军', '洋', '勇', '艳', '杰', '娟', '涛', '明', '超',
-    '秀', '霞', '平', '刚',
-];
-const COUNTIES: [&str; 8] = [
-    "441303", "441302", "445222", "440882", "430524", "450881", "360735", "513022",
-];
-
-/// A valid resident ID number, deterministic in `n`.
-pub fn synthetic_id_number(n: u64) -> String {
-    let county = COUNTIES[(n % 8) as usize];
-    let birth = Date::from_days(3_650 + (n / 8 * 7_919 % 12_000) as i64 - 3_650);
-    let first17 = format!(
-        "{county}{}{:03}",
-        birth.to_string().replace('-', ""),
-        n / 8 % 1000
-    );
-    let check = id_number::check_char(first17.as_bytes());
-    format!("{first17}{check}")
-}
-
 fn input(pairs: &[(&str, String)]) -> Input {
     pairs
         .iter()
@@ -263,14 +238,7 @@ fn village_changes(
             ),
             ("status", "in_use".to_owned()),
             ("room_count", format!("{}", 2 + h % 6)),
-            (
-                "landlord_name",
-                format!(
-                    "{}{}",
-                    SURNAMES[((index + h) % 20) as usize],
-                    GIVEN[(h % 20) as usize]
-                ),
-            ),
+            ("landlord_name", synthetic::short_name(index * 100 + h)),
             ("landlord_phone", format!("139{:08}", index * 1000 + h)),
         ]);
         house_ids.extend(capture(
@@ -282,17 +250,10 @@ fn village_changes(
     let mut person_ids = Vec::new();
     for p in 0..persons {
         let n = index * 1000 + p;
-        let name: String = [
-            SURNAMES[(n % 20) as usize],
-            GIVEN[(n / 20 % 20) as usize],
-            GIVEN[(n / 7 % 20) as usize],
-        ]
-        .iter()
-        .collect();
         let form = input(&[
             ("village", village.to_owned()),
-            ("id_number", synthetic_id_number(n)),
-            ("name", name),
+            ("id_number", synthetic::resident_id(n)),
+            ("name", synthetic::name(n)),
             ("phone", format!("138{n:08}")),
             (
                 "occupation",
@@ -365,20 +326,4 @@ fn village_changes(
         }
     }
     changes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn synthetic_id_numbers_are_valid_and_distinct() {
-        let today = Date::new(2026, 11, 28).unwrap();
-        let mut seen = std::collections::HashSet::new();
-        for n in 0..70_000 {
-            let id = synthetic_id_number(n);
-            assert!(id_number::parse(&id, today).is_ok(), "{id}");
-            assert!(seen.insert(id), "repeated at {n}");
-        }
-    }
 }

@@ -11,6 +11,7 @@ pub mod plate;
 pub mod regions;
 pub mod schema;
 pub mod summary;
+pub mod synthetic;
 mod text;
 pub mod validate;
 

@@ -8,6 +8,17 @@ use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE, resident_id};
 /// Another village of the same station (澳头街道).
 const OTHER_VILLAGE: &str = "441303006002";
 
+/// A server with officer o1 of `village_a` and o2 of `village_b`, each signed in on a phone.
+fn two_phones(village_a: &str, village_b: &str) -> (Server, Device, Device) {
+    let server = Server::start();
+    server.add_officer("o1", village_a);
+    server.add_officer("o2", village_b);
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    (server, a, b)
+}
+
 fn person(id_number: &str, name: &str, village: &'static str) -> Vec<(&'static str, String)> {
     vec![
         ("village", village.to_owned()),
@@ -42,12 +53,7 @@ fn server_value(server: &Server, id: uuid::Uuid, name: &str) -> Option<String> {
 
 #[test]
 fn two_officers_capture_the_same_person_offline_and_everyone_ends_with_one_identical_record() {
-    let server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    server.add_officer("o2", VILLAGE);
-    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
-    a.login(&server, "o1");
-    b.login(&server, "o2");
+    let (server, mut a, mut b) = two_phones(VILLAGE, VILLAGE);
     // Both offline: the same woman, typed differently, with different details.
     let pa = capture(
         &mut a,
@@ -97,12 +103,7 @@ fn two_officers_capture_the_same_person_offline_and_everyone_ends_with_one_ident
 
 #[test]
 fn a_concurrent_edit_converges_everywhere_and_leaves_a_conflict_for_reviewers() {
-    let server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    server.add_officer("o2", VILLAGE);
-    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
-    a.login(&server, "o1");
-    b.login(&server, "o2");
+    let (server, mut a, mut b) = two_phones(VILLAGE, VILLAGE);
     let id = capture(
         &mut a,
         EntityKind::Person,
@@ -150,12 +151,7 @@ fn a_concurrent_edit_converges_everywhere_and_leaves_a_conflict_for_reviewers() 
 
 #[test]
 fn another_villages_officer_never_receives_the_records_and_cannot_write_them() {
-    let server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    server.add_officer("o9", OTHER_VILLAGE);
-    let (mut a, mut outsider) = (Device::new("o1"), Device::new("o9"));
-    a.login(&server, "o1");
-    outsider.login(&server, "o9");
+    let (server, mut a, mut outsider) = two_phones(VILLAGE, OTHER_VILLAGE);
     let id = capture(
         &mut a,
         EntityKind::Person,
@@ -219,12 +215,7 @@ fn another_villages_officer_never_receives_the_records_and_cannot_write_them() {
 
 #[test]
 fn a_person_who_moves_into_another_village_arrives_whole_on_its_devices() {
-    let server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    server.add_officer("o2", OTHER_VILLAGE);
-    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
-    a.login(&server, "o1");
-    b.login(&server, "o2");
+    let (server, mut a, mut b) = two_phones(VILLAGE, OTHER_VILLAGE);
     let id = capture(
         &mut a,
         EntityKind::Person,
@@ -348,12 +339,7 @@ fn a_revoked_device_is_refused_and_wiped_and_a_reused_refresh_token_ends_the_ses
 
 #[test]
 fn a_server_restart_between_two_syncs_loses_nothing_it_acknowledged() {
-    let mut server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    server.add_officer("o2", VILLAGE);
-    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
-    a.login(&server, "o1");
-    b.login(&server, "o2");
+    let (mut server, mut a, mut b) = two_phones(VILLAGE, VILLAGE);
     let mut ids = Vec::new();
     for i in 0..40u64 {
         let number = resident_id(&format!("4413031990010{:04}", 1000 + i));
@@ -381,14 +367,9 @@ fn a_server_restart_between_two_syncs_loses_nothing_it_acknowledged() {
 
 #[test]
 fn a_phone_whose_clock_runs_days_ahead_is_corrected_and_loses_nothing() {
-    let server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    server.add_officer("o2", VILLAGE);
-    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
     // Signed in with a correct clock; then the clock jumps two days ahead (a flat battery, a
     // wrong manual setting) and the officer captures offline.
-    a.login(&server, "o1");
-    b.login(&server, "o2");
+    let (server, mut a, mut b) = two_phones(VILLAGE, VILLAGE);
     let real_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -482,12 +463,7 @@ fn a_push_whose_answer_was_lost_is_answered_again_without_duplicates() {
 
 #[test]
 fn a_village_given_to_an_officer_arrives_and_a_village_taken_away_is_purged() {
-    let server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    server.add_officer("o2", OTHER_VILLAGE);
-    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
-    a.login(&server, "o1");
-    b.login(&server, "o2");
+    let (server, mut a, mut b) = two_phones(VILLAGE, OTHER_VILLAGE);
     let mine = capture(
         &mut a,
         EntityKind::Person,
