@@ -217,8 +217,17 @@ impl Store {
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             let kind = EntityKind::parse(&old.kind)
                 .ok_or_else(|| baylink_domain::Error::UnknownKind(old.kind.clone()))?;
-            let changes = validate_edit(kind, &values(&old.state), input, today)?;
+            let current = values(&old.state);
+            let mut changes = validate_edit(kind, &current, input, today)?;
             let n = changes.len();
+            // A corrected record goes back to the station for review.
+            let reviewed = current
+                .get("review_status")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s != "pending");
+            if n > 0 && reviewed {
+                changes.insert("review_status".into(), Value::String("pending".into()));
+            }
             write_local(tx, device, now, id, &old.kind, Some(&old), &changes)?;
             Ok(n)
         })

@@ -332,6 +332,115 @@ pub fn push(
     Ok(results)
 }
 
+/// Writes fields of a record as the server (a reviewer's decision, a settled conflict): an
+/// ordinary write with the server's node id, stamped after every value it replaces, through the
+/// same merge, history and scope as a device's push. The device id in the history is `console`.
+pub fn server_write(
+    conn: &mut Connection,
+    account: i64,
+    entity: &Uuid,
+    fields: &[(&str, Value)],
+    now_ms: u64,
+) -> Result<(), AppError> {
+    let tx = conn.transaction()?;
+    let id = entity.hyphenated().to_string();
+    let kind: String = tx
+        .query_row("SELECT kind FROM entity WHERE id = ?1", [&id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| AppError::NotFound(format!("no record {id}")))?;
+    let node: NodeId = tx
+        .query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
+            r.get::<_, String>(0)
+        })?
+        .parse()
+        .map_err(|_| AppError::Internal("server node id".into()))?;
+    let last: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let mut clock = baylink_sync::Clock::new(
+        Hlc::from_u64(last.and_then(|v| v.parse().ok()).unwrap_or(0)),
+        0,
+    );
+    let mut changes = Vec::with_capacity(fields.len());
+    for (field, _) in fields {
+        if let Some(h) = held(&tx, &id, field)? {
+            clock.observe(h.stamp.hlc);
+        }
+    }
+    let stamp = Stamp::new(clock.tick(now_ms), node);
+    for (field, value) in fields {
+        changes.push(Change {
+            id: baylink_sync::ChangeId {
+                device: node,
+                counter: 0,
+            },
+            kind: kind.clone(),
+            entity: *entity,
+            field: (*field).to_owned(),
+            value: value.clone(),
+            stamp,
+            base: held(&tx, &id, field)?.map(|h| h.stamp),
+            extra: BTreeMap::new(),
+        });
+    }
+    let caller = Caller {
+        account,
+        role: Role::Reviewer,
+        device: "console".into(),
+        villages: Vec::new(),
+    };
+    let mut persons = BTreeSet::new();
+    for change in &changes {
+        apply(&tx, &caller, change, now_ms, &mut persons)?;
+    }
+    rescope(&tx, &BTreeSet::from([id]), &persons)?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('clock', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [clock.last().as_u64().to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Approves a record, or returns it to its officer with a comment; the decision reaches the
+/// officer's device at its next sync. Reviewers decide on their station's villages only.
+pub fn review(
+    conn: &mut Connection,
+    reviewer: &Caller,
+    entity: &Uuid,
+    approve: bool,
+    comment: &str,
+    now_ms: u64,
+) -> Result<(), AppError> {
+    let scope = scope_of(conn, &entity.hyphenated().to_string())?;
+    let allowed = reviewer.role == Role::Admin
+        || (reviewer.role == Role::Reviewer && scope.iter().any(|v| reviewer.villages.contains(v)));
+    if !allowed {
+        return Err(AppError::Forbidden(
+            "this record is not in your station's villages".into(),
+        ));
+    }
+    let comment = comment.trim();
+    if !approve && comment.is_empty() {
+        return Err(AppError::BadRequest(
+            "comment: say why the record is returned".into(),
+        ));
+    }
+    let status = if approve { "approved" } else { "returned" };
+    let comment = if comment.is_empty() {
+        Value::Null
+    } else {
+        Value::String(comment.to_owned())
+    };
+    let fields = [
+        ("review_status", Value::String(status.into())),
+        ("review_comment", comment),
+    ];
+    server_write(conn, reviewer.account, entity, &fields, now_ms)
+}
+
 /// Merges one accepted change: history always, the field when it wins, a conflict when it was
 /// concurrent.
 fn apply(

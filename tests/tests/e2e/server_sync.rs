@@ -502,3 +502,83 @@ fn a_village_given_to_an_officer_arrives_and_a_village_taken_away_is_purged() {
     );
     assert_eq!(field(&a, theirs, "name").as_deref(), Some("李强"));
 }
+
+#[test]
+fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment() {
+    let (server, mut a, _) = two_phones(VILLAGE, VILLAGE);
+    server.add_account("r006", baylink_server::store::accounts::Role::Reviewer, &[]);
+    let id = capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    a.sync();
+    let reviewer = |username: &str| {
+        server.query(|c| {
+            let account = baylink_server::store::accounts::account_by_username(c, username)
+                .unwrap()
+                .unwrap();
+            let villages = baylink_server::store::accounts::villages_of(c, &account).unwrap();
+            baylink_server::store::sync::Caller {
+                account: account.id,
+                role: account.role,
+                device: "console".into(),
+                villages,
+            }
+        })
+    };
+    let r006 = reviewer("r006");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    server
+        .state
+        .db
+        .call_blocking(|c| {
+            baylink_server::store::sync::review(
+                c,
+                &r006,
+                &id,
+                false,
+                "户籍地址未填写 / household address missing",
+                now,
+            )
+        })
+        .unwrap();
+    a.sync();
+    let returned = a.store.returned().unwrap();
+    assert_eq!(returned.len(), 1);
+    assert_eq!(returned[0].record.id, id.to_string());
+    assert_eq!(
+        returned[0].comment,
+        "户籍地址未填写 / household address missing"
+    );
+    // The officer corrects the record, which goes back to review; the station approves it.
+    a.edit(id, &[("household_address", "北京市朝阳区建国路1号")]);
+    assert_eq!(field(&a, id, "review_status").as_deref(), Some("pending"));
+    assert!(a.store.returned().unwrap().is_empty());
+    a.sync();
+    server
+        .state
+        .db
+        .call_blocking(|c| {
+            baylink_server::store::sync::review(c, &r006, &id, true, "", now + 1_000)
+        })
+        .unwrap();
+    a.sync();
+    assert!(a.store.returned().unwrap().is_empty());
+    assert_eq!(field(&a, id, "review_status").as_deref(), Some("approved"));
+    // An officer is no reviewer, and a return needs its reason.
+    let o2 = reviewer("o2");
+    let refused = server
+        .state
+        .db
+        .call_blocking(|c| baylink_server::store::sync::review(c, &o2, &id, true, "", now));
+    assert!(refused.is_err());
+    let no_reason = server
+        .state
+        .db
+        .call_blocking(|c| baylink_server::store::sync::review(c, &r006, &id, false, " ", now));
+    assert!(no_reason.is_err());
+}
