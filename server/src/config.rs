@@ -20,6 +20,8 @@ pub struct Config {
     pub refresh_ttl_s: u64,
     /// Largest request body accepted (bytes).
     pub max_body_bytes: usize,
+    /// Mark console cookies `Secure` (when served over TLS, directly or behind a proxy).
+    pub secure_cookies: bool,
 }
 
 impl Config {
@@ -32,6 +34,7 @@ impl Config {
             access_ttl_s: 15 * 60,
             refresh_ttl_s: 30 * 24 * 3600,
             max_body_bytes: 8 * 1024 * 1024,
+            secure_cookies: false,
         }
     }
 

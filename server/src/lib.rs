@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod extract;
@@ -29,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::auth::router())
         .merge(routes::sync::router())
+        .merge(console::router())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))

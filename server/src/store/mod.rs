@@ -5,6 +5,7 @@
 //! backend would implement.
 
 pub mod accounts;
+pub mod console;
 pub mod sync;
 
 /// The SQLite binding the store uses, for tools and tests that look inside.
@@ -18,7 +19,10 @@ use rusqlite::Connection;
 use crate::error::AppError;
 
 /// Migration steps; step `i` brings the schema to version `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[include_str!("sql/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sql/001_init.sql"),
+    include_str!("sql/002_console.sql"),
+];
 
 /// The server's database handle, cheap to clone.
 #[derive(Clone)]
@@ -61,6 +65,14 @@ impl Db {
             tx.execute_batch(step)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
+        }
+        // Summaries of records stored before the summary table existed.
+        let stale: Vec<String> = conn
+            .prepare("SELECT entity FROM summary WHERE updated_seq = 0 AND label = ''")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for entity in stale {
+            console::refresh_summary(conn, &entity)?;
         }
         let node = uuid::Uuid::new_v4().to_string();
         conn.execute(

@@ -535,6 +535,9 @@ fn rescope(
     touched: &BTreeSet<String>,
     persons: &BTreeSet<String>,
 ) -> Result<(), AppError> {
+    for entity in touched {
+        crate::store::console::refresh_summary(tx, entity)?;
+    }
     let mut people = persons.clone();
     for entity in touched {
         let kind: String =

@@ -1,0 +1,376 @@
+//! The review console for station staff, under `/console/`: server-rendered pages in Chinese,
+//! signed in with a session cookie (HttpOnly, SameSite=Strict), every form carrying the session's
+//! CSRF token. ID numbers and phones are masked in lists; showing a full ID number is audited.
+
+mod pages;
+
+use axum::Router;
+use axum::extract::{Form, FromRequestParts, Path, Query, State};
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::password;
+use crate::error::AppError;
+use crate::extract::ClientAddr;
+use crate::state::AppState;
+use crate::store::accounts::{self, Account, Role};
+use crate::store::console::{self as store, Filter};
+use crate::store::now_ms;
+use crate::store::sync::{self, Caller};
+
+const COOKIE_NAME: &str = "baylink_console";
+/// A console session lasts a working day.
+const SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
+/// Rows per list page.
+const PAGE: u32 = 50;
+
+/// The console routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console/", get(dashboard))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/records", get(records))
+        .route("/console/records/{id}", get(record))
+        .route("/console/records/{id}/review", post(review))
+        .route("/console/static/console.css", get(css))
+}
+
+/// A signed-in reviewer or administrator.
+pub struct ConsoleUser {
+    account: Account,
+    villages: Vec<String>,
+    csrf: String,
+    cookie: String,
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE_NAME).then(|| value.to_owned())
+        })
+}
+
+impl FromRequestParts<AppState> for ConsoleUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let to_login = || Redirect::to("/console/login").into_response();
+        let Some(cookie) = cookie_value(&parts.headers) else {
+            return Err(to_login());
+        };
+        let lookup = cookie.clone();
+        let found = state
+            .db
+            .call(move |conn| {
+                let Some((account, csrf)) = store::session(conn, &lookup, now_ms())? else {
+                    return Ok(None);
+                };
+                let Some(account) = accounts::account_by_id(conn, account)? else {
+                    return Ok(None);
+                };
+                if account.disabled || account.role == Role::Officer {
+                    return Ok(None);
+                }
+                let villages = accounts::villages_of(conn, &account)?;
+                Ok(Some((account, villages, csrf)))
+            })
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match found {
+            Some((account, villages, csrf)) => Ok(ConsoleUser {
+                account,
+                villages,
+                csrf,
+                cookie,
+            }),
+            None => Err(to_login()),
+        }
+    }
+}
+
+impl ConsoleUser {
+    fn caller(&self) -> Caller {
+        Caller {
+            account: self.account.id,
+            role: self.account.role,
+            device: "console".into(),
+            villages: self.villages.clone(),
+        }
+    }
+
+    fn check_csrf(&self, token: &str) -> Result<(), AppError> {
+        // Constant-time enough for a 256-bit random token compared once per form post.
+        if token.len() == self.csrf.len()
+            && token
+                .bytes()
+                .zip(self.csrf.bytes())
+                .fold(0, |acc, (a, b)| acc | (a ^ b))
+                == 0
+        {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "表单已过期，请刷新后重试 / stale or forged form: reload and retry".into(),
+            ))
+        }
+    }
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("console.css"),
+    )
+}
+
+async fn login_page() -> Response {
+    pages::login(None).into_response()
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let keys = [
+        format!("user:{}", form.username),
+        format!("addr:{}", addr.map_or("-".into(), |a| a.to_string())),
+    ];
+    if keys.iter().any(|k| state.throttle.check(k).is_some()) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(Some("尝试次数过多，请稍后再试")),
+        )
+            .into_response();
+    }
+    let username = form.username.clone();
+    let account = match state
+        .db
+        .call(move |conn| accounts::account_by_username(conn, &username))
+        .await
+    {
+        Ok(account) => account,
+        Err(e) => return e.into_response(),
+    };
+    let stored = account
+        .as_ref()
+        .map_or_else(|| password::decoy().to_owned(), |a| a.password_hash.clone());
+    let given = form.password;
+    let matches = tokio::task::spawn_blocking(move || password::verify(&given, &stored))
+        .await
+        .unwrap_or(false);
+    let account = match account {
+        Some(a) if matches && !a.disabled && a.role != Role::Officer => a,
+        _ => {
+            for key in &keys {
+                state.throttle.fail(key);
+            }
+            return (
+                StatusCode::UNAUTHORIZED,
+                pages::login(Some("用户名或密码错误")),
+            )
+                .into_response();
+        }
+    };
+    for key in &keys {
+        state.throttle.succeed(key);
+    }
+    let id = account.id;
+    let opened = state
+        .db
+        .call(move |conn| {
+            let session = store::open_session(conn, id, now_ms(), SESSION_TTL_MS)?;
+            store::audit(conn, Some(id), "console_login", None, None, now_ms())?;
+            Ok(session)
+        })
+        .await;
+    match opened {
+        Ok((cookie, _)) => {
+            let secure = if state.config.secure_cookies {
+                "; Secure"
+            } else {
+                ""
+            };
+            let value = format!(
+                "{COOKIE_NAME}={cookie}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                SESSION_TTL_MS / 1000
+            );
+            let mut response = Redirect::to("/console/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(SET_COOKIE, v);
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A form that only carries the CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    user.check_csrf(&form.csrf)?;
+    let cookie = user.cookie.clone();
+    state
+        .db
+        .call(move |conn| store::close_session(conn, &cookie))
+        .await?;
+    let mut response = Redirect::to("/console/login").into_response();
+    let expired = format!("{COOKIE_NAME}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+async fn dashboard(State(state): State<AppState>, user: ConsoleUser) -> Result<Response, AppError> {
+    let villages = user.villages.clone();
+    let (counts, names) = state
+        .db
+        .call(move |conn| Ok((store::counts(conn, &villages)?, accounts::stations(conn)?)))
+        .await?;
+    let village_names = names.into_iter().flat_map(|s| s.villages).collect();
+    Ok(pages::dashboard(&user, &counts, &village_names).into_response())
+}
+
+/// List filters from the query string.
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    kind: Option<String>,
+    village: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+    page: Option<u32>,
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+async fn records(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, AppError> {
+    let filter = Filter {
+        kind: non_empty(query.kind),
+        village: non_empty(query.village),
+        status: non_empty(query.status),
+        query: non_empty(query.q),
+    };
+    let page = query.page.unwrap_or(0);
+    let (villages, for_db) = (user.villages.clone(), filter.clone());
+    let rows = state
+        .db
+        .call(move |conn| store::list(conn, &villages, &for_db, PAGE + 1, page * PAGE))
+        .await?;
+    Ok(pages::records(&user, &filter, &rows, page, PAGE as usize).into_response())
+}
+
+/// Whether to show the full ID number.
+#[derive(Deserialize, Default)]
+pub struct RecordQuery {
+    reveal: Option<u8>,
+}
+
+async fn record(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+    Query(query): Query<RecordQuery>,
+) -> Result<Response, AppError> {
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| AppError::NotFound("no such record".into()))?
+        .to_string();
+    let reveal = query.reveal == Some(1);
+    let (villages, account) = (user.villages.clone(), user.account.id);
+    let admin = user.account.role == Role::Admin;
+    let view = state
+        .db
+        .call(move |conn| {
+            let visible: bool = admin || {
+                let list = serde_json::to_string(&villages).unwrap_or_default();
+                conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM scope WHERE entity = ?1 AND village IN (SELECT value FROM json_each(?2)))",
+                    [&id, &list],
+                    |r| r.get(0),
+                )?
+            };
+            if !visible {
+                return Err(AppError::NotFound("no such record in your villages".into()));
+            }
+            let view = sync::record(conn, &id)?.ok_or_else(|| AppError::NotFound("no such record".into()))?;
+            if reveal {
+                store::audit(conn, Some(account), "reveal_id_number", Some(&id), None, now_ms())?;
+            }
+            Ok((id, view))
+        })
+        .await?;
+    Ok(pages::record(&user, &view.0, &view.1, reveal).into_response())
+}
+
+/// A review decision.
+#[derive(Deserialize)]
+pub struct ReviewForm {
+    csrf: String,
+    decision: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn review(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+    Form(form): Form<ReviewForm>,
+) -> Result<Response, AppError> {
+    user.check_csrf(&form.csrf)?;
+    let entity = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
+    let approve = match form.decision.as_str() {
+        "approve" => true,
+        "return" => false,
+        _ => return Err(AppError::BadRequest("decision: approve or return".into())),
+    };
+    let caller = user.caller();
+    state
+        .db
+        .call(move |conn| {
+            sync::review(conn, &caller, &entity, approve, &form.comment, now_ms())?;
+            let action = if approve { "approve" } else { "return" };
+            store::audit(
+                conn,
+                Some(caller.account),
+                action,
+                Some(&entity.to_string()),
+                Some(form.comment.trim()),
+                now_ms(),
+            )
+        })
+        .await?;
+    Ok(Redirect::to(&format!("/console/records/{entity}")).into_response())
+}

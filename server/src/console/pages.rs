@@ -1,0 +1,320 @@
+//! The console's pages (maud templates): layout, sign-in, dashboard, lists, record.
+
+use std::collections::BTreeMap;
+
+use baylink_domain::EntityKind;
+use baylink_domain::schema::REVIEW_STATUSES;
+use maud::{DOCTYPE, Markup, html};
+
+use super::ConsoleUser;
+use crate::store::console::{Filter, Row};
+use crate::store::sync::RecordView;
+
+/// `110105********002X`: enough to tell records apart, not enough to misuse.
+pub(super) fn mask_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() < 10 {
+        return "*".repeat(chars.len());
+    }
+    let (head, tail) = (&chars[..6], &chars[chars.len() - 4..]);
+    format!(
+        "{}{}{}",
+        head.iter().collect::<String>(),
+        "*".repeat(chars.len() - 10),
+        tail.iter().collect::<String>()
+    )
+}
+
+/// `138****8000`.
+pub(super) fn mask_phone(phone: &str) -> String {
+    let chars: Vec<char> = phone.chars().collect();
+    if chars.len() < 7 {
+        return "*".repeat(chars.len());
+    }
+    format!(
+        "{}****{}",
+        chars[..3].iter().collect::<String>(),
+        chars[chars.len() - 4..].iter().collect::<String>()
+    )
+}
+
+fn status_label(code: &str) -> &'static str {
+    REVIEW_STATUSES
+        .iter()
+        .find(|c| c.code == code)
+        .map_or("待审核", |c| c.zh)
+}
+
+fn kind_label(kind: &str) -> String {
+    EntityKind::parse(kind).map_or_else(|| kind.to_owned(), |k| k.label_zh().to_owned())
+}
+
+fn layout(title: &str, user: Option<&ConsoleUser>, body: &Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · 湾区e网通 审核台" }
+                link rel="stylesheet" href="/console/static/console.css";
+            }
+            body {
+                @if let Some(user) = user {
+                    header {
+                        a.brand href="/console/" { "湾区e网通 · 审核台" }
+                        nav {
+                            a href="/console/" { "概览" }
+                            a href="/console/records?kind=person" { "人员" }
+                            a href="/console/records?kind=house" { "房屋" }
+                            a href="/console/records?kind=vehicle" { "车辆" }
+                            a href="/console/records?status=pending" { "待审核" }
+                        }
+                        span { (user.account.display_name) }
+                        form method="post" action="/console/logout" {
+                            input type="hidden" name="csrf" value=(user.csrf);
+                            button.secondary type="submit" { "退出" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+pub(super) fn login(error: Option<&str>) -> Markup {
+    layout(
+        "登录",
+        None,
+        &html! {
+            div.card.login {
+                h1 { "审核台登录" }
+                @if let Some(error) = error { p.error { (error) } }
+                form method="post" action="/console/login" {
+                    label { "用户名" input name="username" autocomplete="username" required autofocus; }
+                    label { "密码" input name="password" type="password" autocomplete="current-password" required; }
+                    button type="submit" { "登录" }
+                }
+            }
+        },
+    )
+}
+
+pub(super) fn dashboard(
+    user: &ConsoleUser,
+    counts: &[(String, String, String, i64)],
+    names: &BTreeMap<String, String>,
+) -> Markup {
+    let mut by_village: BTreeMap<&str, BTreeMap<(&str, &str), i64>> = BTreeMap::new();
+    let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
+    for (village, kind, status, n) in counts {
+        *by_village
+            .entry(village)
+            .or_default()
+            .entry((kind, status))
+            .or_default() += n;
+        *totals.entry(status).or_default() += n;
+    }
+    let kinds = [
+        "person",
+        "house",
+        "residence",
+        "vehicle",
+        "visit",
+        "dispute",
+    ];
+    layout(
+        "概览",
+        Some(user),
+        &html! {
+            h1 { "概览" }
+            div.card {
+                "待审核 " strong { (totals.get("pending").copied().unwrap_or(0)) }
+                " · 已通过 " strong { (totals.get("approved").copied().unwrap_or(0)) }
+                " · 已退回 " strong { (totals.get("returned").copied().unwrap_or(0)) }
+            }
+            h2 { "各村（社区）登记数（待审核 / 全部）" }
+            table {
+                thead { tr { th { "村（社区）" } @for k in kinds { th { (kind_label(k)) } } } }
+                tbody {
+                    @for village in &user.villages {
+                        @let cells = by_village.get(village.as_str());
+                        tr {
+                            td { a href={ "/console/records?village=" (village) } { (names.get(village).map_or(village.as_str(), String::as_str)) } }
+                            @for k in kinds {
+                                @let all: i64 = cells.map_or(0, |c| c.iter().filter(|((kind, _), _)| *kind == k).map(|(_, n)| n).sum());
+                                @let pending: i64 = cells.and_then(|c| c.get(&(k, "pending"))).copied().unwrap_or(0);
+                                td.num { a href={ "/console/records?village=" (village) "&kind=" (k) "&status=pending" } { (pending) } " / " (all) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(super) fn records(
+    user: &ConsoleUser,
+    filter: &Filter,
+    rows: &[Row],
+    page: u32,
+    per_page: usize,
+) -> Markup {
+    let more = rows.len() > per_page;
+    let link = |p: u32| {
+        format!(
+            "/console/records?kind={}&village={}&status={}&q={}&page={p}",
+            filter.kind.as_deref().unwrap_or(""),
+            filter.village.as_deref().unwrap_or(""),
+            filter.status.as_deref().unwrap_or(""),
+            filter.query.as_deref().unwrap_or("")
+        )
+    };
+    layout(
+        "记录",
+        Some(user),
+        &html! {
+            h1 { "记录" }
+            form.filters method="get" action="/console/records" {
+                label { "类型" select name="kind" {
+                    option value="" { "全部" }
+                    @for k in EntityKind::ALL { option value=(k.as_str()) selected[filter.kind.as_deref() == Some(k.as_str())] { (k.label_zh()) } }
+                } }
+                label { "村（社区）" select name="village" {
+                    option value="" { "全部" }
+                    @for v in &user.villages { option value=(v) selected[filter.village.as_deref() == Some(v.as_str())] { (v) } }
+                } }
+                label { "审核状态" select name="status" {
+                    option value="" { "全部" }
+                    @for s in REVIEW_STATUSES { option value=(s.code) selected[filter.status.as_deref() == Some(s.code)] { (s.zh) } }
+                } }
+                label { "搜索（证件号、姓名、车牌、地址、电话开头）" input name="q" value=(filter.query.as_deref().unwrap_or("")) size="28"; }
+                button type="submit" { "查询" }
+            }
+            table {
+                thead { tr { th { "类型" } th { "记录" } th { "证件号码" } th { "电话" } th { "村（社区）" } th { "采集人" } th { "审核" } } }
+                tbody {
+                    @for row in rows.iter().take(per_page) {
+                        @let label = match &row.id_number { Some(id) => row.label.replace(id.as_str(), &mask_id(id)), None => row.label.clone() };
+                        tr {
+                            td { (kind_label(&row.kind)) }
+                            td { a href={ "/console/records/" (row.id) } { (if label.is_empty() { row.id.as_str() } else { label.as_str() }) } }
+                            td { (row.id_number.as_deref().map(mask_id).unwrap_or_default()) }
+                            td { (row.phone.as_deref().map(mask_phone).unwrap_or_default()) }
+                            td { (row.village.as_deref().unwrap_or("")) }
+                            td { (row.created_by.as_deref().unwrap_or("")) }
+                            @let status = row.review_status.as_deref().unwrap_or("pending");
+                            td class={ "status-" (status) } { (status_label(status)) }
+                        }
+                    }
+                    @if rows.is_empty() { tr { td colspan="7" .muted { "没有符合条件的记录" } } }
+                }
+            }
+            div.pager {
+                @if page > 0 { a href=(link(page - 1)) { "上一页" } }
+                span.muted { "第 " (page + 1) " 页" }
+                @if more { a href=(link(page + 1)) { "下一页" } }
+            }
+        },
+    )
+}
+
+fn json_text(value: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(v) => baylink_domain::to_text(&v),
+        Err(_) => value.to_owned(),
+    }
+}
+
+pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bool) -> Markup {
+    let kind = EntityKind::parse(&view.kind);
+    let label = |field: &str| {
+        kind.and_then(|k| k.field(field))
+            .map_or(field.to_owned(), |s| s.zh.to_owned())
+    };
+    let sensitive = |field: &str| matches!(field, "id_number" | "landlord_id_number");
+    let shown = |field: &str, value: &str| {
+        let text = json_text(value);
+        if sensitive(field) && !reveal {
+            mask_id(&text)
+        } else if field.ends_with("phone") && !reveal {
+            mask_phone(&text)
+        } else {
+            let choice = kind
+                .and_then(|k| k.field(field))
+                .and_then(|s| s.choice_label(&text));
+            choice.map_or(text, str::to_owned)
+        }
+    };
+    let status = view
+        .fields
+        .get("review_status")
+        .map(|v| json_text(v))
+        .unwrap_or_else(|| "pending".into());
+    layout(
+        "记录详情",
+        Some(user),
+        &html! {
+            h1 { (kind_label(&view.kind)) " " span.muted { (id) } }
+            div.card {
+                "审核状态：" span class={ "status-" (status) } { (status_label(&status)) }
+                @if let Some(comment) = view.fields.get("review_comment").map(|v| json_text(v)).filter(|c| !c.is_empty()) {
+                    " · 意见：" (comment)
+                }
+            }
+            div.card {
+                table {
+                    tbody {
+                        @for (field, value) in &view.fields {
+                            tr { th { (label(field)) } td { (shown(field, value)) } }
+                        }
+                    }
+                }
+                @if !reveal && view.fields.keys().any(|f| sensitive(f)) {
+                    p { a href={ "/console/records/" (id) "?reveal=1" } { "显示完整证件号码和电话（将记录在审计日志中）" } }
+                }
+            }
+            div.card {
+                h2 { "审核" }
+                form method="post" action={ "/console/records/" (id) "/review" } {
+                    input type="hidden" name="csrf" value=(user.csrf);
+                    p { textarea name="comment" rows="2" cols="60" placeholder="退回时请填写原因" {} }
+                    button type="submit" name="decision" value="approve" { "通过" }
+                    " "
+                    button.danger type="submit" name="decision" value="return" { "退回" }
+                }
+            }
+            h2 { "修改历史" }
+            table {
+                thead { tr { th { "时间" } th { "人员" } th { "设备" } th { "字段" } th { "原值" } th { "新值" } } }
+                tbody {
+                    @for h in view.history.iter().rev() {
+                        tr {
+                            td { (baylink_domain::date::datetime_from_unix_ms(h.at_ms as i64, baylink_domain::date::CHINA_OFFSET_MINUTES)) }
+                            td { (h.username.as_deref().unwrap_or("")) }
+                            td.muted { (h.device.as_deref().map(|d| d.chars().take(8).collect::<String>()).unwrap_or_default()) }
+                            td { (label(&h.field)) }
+                            td { (h.old_value.as_deref().map(|v| shown(&h.field, v)).unwrap_or_default()) }
+                            td { (shown(&h.field, &h.value)) @if !h.won { span.muted { "（未生效）" } } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keep_the_ends_only() {
+        assert_eq!(mask_id("11010519491231002X"), "110105********002X");
+        assert_eq!(mask_phone("13800138000"), "138****8000");
+        assert_eq!(mask_phone("0752-5512345"), "075****2345");
+        assert_eq!(mask_id("E123"), "****");
+    }
+}

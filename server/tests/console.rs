@@ -1,0 +1,344 @@
+//! The review console through `app(state).oneshot(request)`: sign-in, sessions, CSRF, masking,
+//! the record page with its history, review decisions, and a reviewer of another station.
+
+// Helpers here are part of the tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::sync::{self, Caller};
+use baylink_server::{AppState, Config, app, auth, demo};
+use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
+use serde_json::json;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct-horse-battery";
+const VILLAGE: &str = "441303006001";
+
+struct Console {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    cookie: Option<String>,
+    body: String,
+}
+
+impl Console {
+    /// A server with an officer's person record, a reviewer of its station (澳头) and one of another (霞涌).
+    fn new() -> (Console, Uuid) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::open(Config::new(dir.path())).unwrap();
+        let hash = auth::password::hash(PASSWORD).unwrap();
+        let person = state
+            .db
+            .call_blocking(|conn| {
+                demo::seed_places(conn)?;
+                let add = |conn: &mut baylink_server::store::rusqlite::Connection,
+                           name: &str,
+                           role,
+                           station,
+                           villages: &[String]| {
+                    let new = NewAccount {
+                        username: name,
+                        display_name: name,
+                        role,
+                        station,
+                        password_hash: &hash,
+                        villages,
+                    };
+                    accounts::create_account(conn, &new, 0)
+                };
+                let officer = add(
+                    conn,
+                    "o1",
+                    Role::Officer,
+                    Some("441303006"),
+                    &[VILLAGE.to_owned()],
+                )?;
+                add(conn, "r006", Role::Reviewer, Some("441303006"), &[])?;
+                add(conn, "r007", Role::Reviewer, Some("441303007"), &[])?;
+                let device = NodeId(Uuid::from_u128(1));
+                accounts::register_device(conn, &device.to_string(), officer, "phone", 0)?;
+                let person = Uuid::from_u128(42);
+                let now = baylink_server::store::now_ms();
+                let stamp = Stamp::new(Hlc::new(now, 0), device);
+                let changes: Vec<Change> = [
+                    ("village", json!(VILLAGE)),
+                    ("id_type", json!("resident_id")),
+                    ("id_number", json!("11010519491231002X")),
+                    ("name", json!("王芳")),
+                    ("phone", json!("13800138000")),
+                    ("review_status", json!("pending")),
+                ]
+                .into_iter()
+                .enumerate()
+                .map(|(i, (field, value))| Change {
+                    id: ChangeId {
+                        device,
+                        counter: i as u64 + 1,
+                    },
+                    kind: "person".into(),
+                    entity: person,
+                    field: field.into(),
+                    value,
+                    stamp,
+                    base: None,
+                    extra: Default::default(),
+                })
+                .collect();
+                let caller = Caller {
+                    account: officer,
+                    role: Role::Officer,
+                    device: device.to_string(),
+                    villages: vec![VILLAGE.into()],
+                };
+                sync::push(conn, &caller, &changes, now, 60_000)?;
+                Ok(person)
+            })
+            .unwrap();
+        (Console { state, _dir: dir }, person)
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> Page {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let body = match form {
+            Some(form) => {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(form.to_owned())
+            }
+            None => Body::empty(),
+        };
+        let response = app(self.state.clone())
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let header_text = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let (status, location, cookie) = (
+            response.status(),
+            header_text(header::LOCATION),
+            header_text(header::SET_COOKIE),
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Page {
+            status,
+            location,
+            cookie,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// Signs in and returns the cookie header value.
+    async fn sign_in(&self, username: &str) -> String {
+        let page = self
+            .request(
+                "POST",
+                "/console/login",
+                None,
+                Some(&format!("username={username}&password={PASSWORD}")),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        let cookie = page.cookie.expect("a session cookie");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        cookie.split(';').next().unwrap().to_owned()
+    }
+}
+
+fn csrf(body: &str) -> String {
+    body.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn pages_need_a_reviewer_session_and_officers_cannot_sign_in() {
+    let (console, _) = Console::new();
+    let page = console.request("GET", "/console/", None, None).await;
+    assert_eq!(
+        (page.status, page.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/console/login"))
+    );
+    let page = console.request("GET", "/console/login", None, None).await;
+    assert!(page.body.contains("审核台登录") && page.body.contains("lang=\"zh-CN\""));
+    let page = console
+        .request(
+            "POST",
+            "/console/login",
+            None,
+            Some(&format!("username=o1&password={PASSWORD}")),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("用户名或密码错误"));
+    let page = console
+        .request("GET", "/console/", Some("baylink_console=forged"), None)
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let cookie = console.sign_in("r006").await;
+    let page = console
+        .request("GET", "/console/", Some(&cookie), None)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("桥西社区居民委员会"),
+        "the station's villages are listed"
+    );
+}
+
+#[tokio::test]
+async fn lists_mask_id_numbers_and_phones_and_search_finds_by_id_number() {
+    let (console, person) = Console::new();
+    let cookie = console.sign_in("r006").await;
+    let page = console
+        .request(
+            "GET",
+            "/console/records?kind=person&q=110105",
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains(&person.to_string()),
+        "found by ID number prefix"
+    );
+    assert!(page.body.contains("110105********002X") && page.body.contains("138****8000"));
+    assert!(
+        !page.body.contains("11010519491231002X") && !page.body.contains("13800138000"),
+        "unmasked in a list"
+    );
+    let page = console
+        .request(
+            "GET",
+            "/console/records?kind=person&q=999",
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(!page.body.contains(&person.to_string()));
+}
+
+#[tokio::test]
+async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a_review() {
+    let (console, person) = Console::new();
+    let cookie = console.sign_in("r006").await;
+    let path = format!("/console/records/{person}");
+    let page = console.request("GET", &path, Some(&cookie), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("修改历史") && page.body.contains("o1"),
+        "history with its author"
+    );
+    assert!(!page.body.contains("11010519491231002X"));
+    let page = console
+        .request("GET", &format!("{path}?reveal=1"), Some(&cookie), None)
+        .await;
+    assert!(page.body.contains("11010519491231002X"));
+    let audited: i64 = console
+        .state
+        .db
+        .call_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM audit WHERE action = 'reveal_id_number'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(audited, 1);
+    // A review without the form's CSRF token is refused and changes nothing.
+    let forged = console
+        .request(
+            "POST",
+            &format!("{path}/review"),
+            Some(&cookie),
+            Some("csrf=nope&decision=approve"),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let token = csrf(&page.body);
+    let form = format!(
+        "csrf={token}&decision=return&comment=%E6%88%B7%E7%B1%8D%E5%9C%B0%E5%9D%80%E6%9C%AA%E5%A1%AB"
+    );
+    let done = console
+        .request(
+            "POST",
+            &format!("{path}/review"),
+            Some(&cookie),
+            Some(&form),
+        )
+        .await;
+    assert_eq!(
+        (done.status, done.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some(path.as_str()))
+    );
+    let page = console.request("GET", &path, Some(&cookie), None).await;
+    assert!(
+        page.body.contains("已退回") && page.body.contains("户籍地址未填"),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
+async fn a_reviewer_of_another_station_is_refused_the_record() {
+    let (console, person) = Console::new();
+    let cookie = console.sign_in("r007").await;
+    let page = console
+        .request(
+            "GET",
+            &format!("/console/records/{person}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    let page = console
+        .request("GET", "/console/records?kind=person", Some(&cookie), None)
+        .await;
+    assert!(!page.body.contains(&person.to_string()));
+    let token = csrf(
+        &console
+            .request("GET", "/console/", Some(&cookie), None)
+            .await
+            .body,
+    );
+    let page = console
+        .request(
+            "POST",
+            &format!("/console/records/{person}/review"),
+            Some(&cookie),
+            Some(&format!("csrf={token}&decision=approve")),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+}
