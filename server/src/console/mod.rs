@@ -285,11 +285,15 @@ async fn records(
     };
     let page = query.page.unwrap_or(0);
     let (villages, for_db) = (user.villages.clone(), filter.clone());
-    let rows = state
+    let (rows, stations) = state
         .db
-        .call(move |conn| store::list(conn, &villages, &for_db, PAGE + 1, page * PAGE))
+        .call(move |conn| {
+            let rows = store::list(conn, &villages, &for_db, PAGE + 1, page * PAGE)?;
+            Ok((rows, accounts::stations(conn)?))
+        })
         .await?;
-    Ok(pages::records(&user, &filter, &rows, page, PAGE as usize).into_response())
+    let names = stations.into_iter().flat_map(|s| s.villages).collect();
+    Ok(pages::records(&user, &filter, &rows, page, PAGE as usize, &names).into_response())
 }
 
 /// Whether to show the full ID number.

@@ -161,7 +161,9 @@ pub(super) fn records(
     rows: &[Row],
     page: u32,
     per_page: usize,
+    names: &BTreeMap<String, String>,
 ) -> Markup {
+    let village_name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
     let more = rows.len() > per_page;
     let link = |p: u32| {
         format!(
@@ -184,7 +186,7 @@ pub(super) fn records(
                 } }
                 label { "村（社区）" select name="village" {
                     option value="" { "全部" }
-                    @for v in &user.villages { option value=(v) selected[filter.village.as_deref() == Some(v.as_str())] { (v) } }
+                    @for v in &user.villages { option value=(v) selected[filter.village.as_deref() == Some(v.as_str())] { (village_name(v)) } }
                 } }
                 label { "审核状态" select name="status" {
                     option value="" { "全部" }
@@ -203,7 +205,7 @@ pub(super) fn records(
                             td { a href={ "/console/records/" (row.id) } { (if label.is_empty() { row.id.as_str() } else { label.as_str() }) } }
                             td { (row.id_number.as_deref().map(mask_id).unwrap_or_default()) }
                             td { (row.phone.as_deref().map(mask_phone).unwrap_or_default()) }
-                            td { (row.village.as_deref().unwrap_or("")) }
+                            td { (row.village.as_deref().map(village_name).unwrap_or_default()) }
                             td { (row.created_by.as_deref().unwrap_or("")) }
                             @let status = row.review_status.as_deref().unwrap_or("pending");
                             td class={ "status-" (status) } { (status_label(status)) }
@@ -219,6 +221,24 @@ pub(super) fn records(
             }
         },
     )
+}
+
+/// Fields in the data model's form order, unknown ones (from newer apps) last.
+fn ordered(kind: Option<EntityKind>, fields: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::with_capacity(fields.len());
+    if let Some(kind) = kind {
+        for spec in kind.fields() {
+            if let Some((name, value)) = fields.get_key_value(spec.name) {
+                out.push((name, value));
+            }
+        }
+    }
+    for (name, value) in fields {
+        if !out.iter().any(|(n, _)| *n == name.as_str()) {
+            out.push((name, value));
+        }
+    }
+    out
 }
 
 fn json_text(value: &str) -> String {
@@ -267,7 +287,7 @@ pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bo
             div.card {
                 table {
                     tbody {
-                        @for (field, value) in &view.fields {
+                        @for (field, value) in ordered(kind, &view.fields) {
                             tr { th { (label(field)) } td { (shown(field, value)) } }
                         }
                     }
