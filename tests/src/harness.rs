@@ -155,11 +155,31 @@ impl Server {
         );
     }
 
-    /// Adds an account.
+    /// Adds a reviewer of a station (`441303006` 澳头, `441303007` 霞涌, `441303008` 西区).
+    pub fn add_reviewer(&self, username: &str, station: &str) {
+        self.add_account_at(
+            username,
+            baylink_server::store::accounts::Role::Reviewer,
+            station,
+            &[],
+        );
+    }
+
+    /// Adds an account of the 澳头 station.
     pub fn add_account(
         &self,
         username: &str,
         role: baylink_server::store::accounts::Role,
+        villages: &[String],
+    ) {
+        self.add_account_at(username, role, "441303006", villages);
+    }
+
+    fn add_account_at(
+        &self,
+        username: &str,
+        role: baylink_server::store::accounts::Role,
+        station: &str,
         villages: &[String],
     ) {
         let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
@@ -167,7 +187,7 @@ impl Server {
             username,
             display_name: username,
             role,
-            station: Some("441303006"),
+            station: Some(station),
             password_hash: &hash,
             villages,
         };

@@ -1,4 +1,5 @@
 //! Harness for Baylink's end-to-end scenarios: real mobile-core devices on temporary files, with
 //! clocks the scenario controls. Later the same harness starts a real server on loopback.
 
+pub mod browser;
 pub mod harness;

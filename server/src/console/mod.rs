@@ -41,6 +41,29 @@ pub fn router() -> Router<AppState> {
         .route("/console/static/console.css", get(css))
 }
 
+/// An error shown as a page of the console (the API answers JSON; a browser deserves a page).
+pub struct PageError(AppError);
+
+impl From<AppError> for PageError {
+    fn from(e: AppError) -> PageError {
+        PageError(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let json = self.0.into_response();
+        let status = json.status();
+        let message = match status {
+            StatusCode::NOT_FOUND => "没有这条记录，或它不在您的辖区".to_owned(),
+            StatusCode::FORBIDDEN => "您无权进行此操作（或表单已过期，请刷新后重试）".to_owned(),
+            StatusCode::BAD_REQUEST => "请求有误，请检查填写的内容".to_owned(),
+            _ => "服务器出错，请稍后再试".to_owned(),
+        };
+        (status, pages::error(status.as_u16(), &message)).into_response()
+    }
+}
+
 /// A signed-in reviewer or administrator.
 pub struct ConsoleUser {
     account: Account,
@@ -233,7 +256,7 @@ async fn logout(
     State(state): State<AppState>,
     user: ConsoleUser,
     Form(form): Form<CsrfForm>,
-) -> Result<Response, AppError> {
+) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
     let cookie = user.cookie.clone();
     state
@@ -248,7 +271,10 @@ async fn logout(
     Ok(response)
 }
 
-async fn dashboard(State(state): State<AppState>, user: ConsoleUser) -> Result<Response, AppError> {
+async fn dashboard(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+) -> Result<Response, PageError> {
     let villages = user.villages.clone();
     let (counts, names) = state
         .db
@@ -276,7 +302,7 @@ async fn records(
     State(state): State<AppState>,
     user: ConsoleUser,
     Query(query): Query<ListQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Response, PageError> {
     let filter = Filter {
         kind: non_empty(query.kind),
         village: non_empty(query.village),
@@ -307,7 +333,7 @@ async fn record(
     user: ConsoleUser,
     Path(id): Path<String>,
     Query(query): Query<RecordQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Response, PageError> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| AppError::NotFound("no such record".into()))?
         .to_string();
@@ -352,13 +378,13 @@ async fn review(
     user: ConsoleUser,
     Path(id): Path<String>,
     Form(form): Form<ReviewForm>,
-) -> Result<Response, AppError> {
+) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
     let entity = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
     let approve = match form.decision.as_str() {
         "approve" => true,
         "return" => false,
-        _ => return Err(AppError::BadRequest("decision: approve or return".into())),
+        _ => return Err(AppError::BadRequest("decision: approve or return".into()).into()),
     };
     let caller = user.caller();
     state

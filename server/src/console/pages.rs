@@ -83,6 +83,20 @@ fn layout(title: &str, user: Option<&ConsoleUser>, body: &Markup) -> Markup {
     }
 }
 
+pub(super) fn error(status: u16, message: &str) -> Markup {
+    layout(
+        "出错了",
+        None,
+        &html! {
+            div.card.login {
+                h1 { "出错了（" (status) "）" }
+                p { (message) }
+                p { a href="/console/" { "返回概览" } }
+            }
+        },
+    )
+}
+
 pub(super) fn login(error: Option<&str>) -> Markup {
     layout(
         "登录",

@@ -1,0 +1,213 @@
+//! The review console in a real headless Chromium against a real server on loopback: sign in,
+//! search a person by ID number, open the record and its history, return it with a comment that
+//! the officer's phone receives at its next sync; a reviewer of another station is refused.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use baylink_domain::EntityKind;
+use baylink_tests::browser::Browser;
+use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE};
+use fantoccini::Locator;
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots")
+}
+
+/// Runs a browser scenario; on failure the page is saved as a screenshot before the test fails.
+fn in_browser<F, Fut>(name: &str, scenario: F)
+where
+    F: FnOnce(std::sync::Arc<Browser>) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let browser = std::sync::Arc::new(Browser::start().await);
+        let outcome = scenario(browser.clone()).await;
+        if let Err(why) = outcome {
+            let shot = browser.screenshot(&screenshots(), name).await;
+            panic!("{why} (screenshot: {shot:?})");
+        }
+        if let Ok(browser) = std::sync::Arc::try_unwrap(browser) {
+            browser.close().await;
+        }
+    });
+}
+
+async fn sign_in(browser: &Browser, base: &str, username: &str) -> Result<(), String> {
+    let c = &browser.client;
+    c.goto(&format!("{base}/console/login"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let form = c
+        .form(Locator::Css("form[action='/console/login']"))
+        .await
+        .map_err(|e| e.to_string())?;
+    form.set_by_name("username", username)
+        .await
+        .map_err(|e| e.to_string())?;
+    form.set_by_name("password", PASSWORD)
+        .await
+        .map_err(|e| e.to_string())?;
+    form.submit().await.map_err(|e| e.to_string())?;
+    wait_for(browser, "header nav").await?;
+    let heading = wait_for(browser, "main h1").await?;
+    let text = heading.text().await.map_err(|e| e.to_string())?;
+    if text != "概览" {
+        return Err(format!("signed in to `{text}`, not the dashboard"));
+    }
+    Ok(())
+}
+
+/// Waits (up to 10 s) for an element of the next page.
+async fn wait_for(browser: &Browser, css: &str) -> Result<fantoccini::elements::Element, String> {
+    browser
+        .client
+        .wait()
+        .at_most(std::time::Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .map_err(|e| format!("waiting for `{css}`: {e}"))
+}
+
+/// Waits (up to 10 s) until the page's text contains `needle`, and returns it.
+async fn wait_for_text(browser: &Browser, needle: &str) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = page_text(browser).await.unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the page never said `{needle}`:\n{text}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn page_text(browser: &Browser) -> Result<String, String> {
+    let body = browser
+        .client
+        .find(Locator::Css("body"))
+        .await
+        .map_err(|e| e.to_string())?;
+    body.text().await.map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_reviewer_finds_a_person_reads_the_history_and_returns_the_record_to_the_officer() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_reviewer("r006", "441303006");
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    let id = phone.capture(
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", "11010519491231002X"),
+            ("name", "王芳"),
+            ("phone", "13800138000"),
+        ],
+    );
+    phone.sync();
+    let base = server.url.clone();
+    in_browser("return_a_record", |browser| async move {
+        sign_in(&browser, &base, "r006").await?;
+        let c = &browser.client;
+        // From the dashboard to the list of persons, as a reviewer clicks.
+        c.find(Locator::Css("nav a[href='/console/records?kind=person']"))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let search = c
+            .form(Locator::Css("form.filters"))
+            .await
+            .map_err(|e| e.to_string())?;
+        search
+            .set_by_name("q", "110105194912")
+            .await
+            .map_err(|e| e.to_string())?;
+        search.submit().await.map_err(|e| e.to_string())?;
+        let link = format!("a[href='/console/records/{id}']");
+        wait_for(&browser, &link).await?;
+        let list = page_text(&browser).await?;
+        if !list.contains("110105********002X") || list.contains("11010519491231002X") {
+            return Err(format!(
+                "the list should show the masked ID number only:\n{list}"
+            ));
+        }
+        c.find(Locator::Css(&link))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let record = wait_for_text(&browser, "修改历史").await?;
+        for expected in ["修改历史", "o1", "王芳", "待审核"] {
+            if !record.contains(expected) {
+                return Err(format!("record page lacks `{expected}`:\n{record}"));
+            }
+        }
+        let review = c
+            .form(Locator::Css("form[action$='/review']"))
+            .await
+            .map_err(|e| e.to_string())?;
+        review
+            .set_by_name("comment", "户籍地址未填写")
+            .await
+            .map_err(|e| e.to_string())?;
+        review
+            .submit_with(Locator::Css("button[value='return']"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let after = wait_for_text(&browser, "已退回").await?;
+        if !after.contains("户籍地址未填写") {
+            return Err(format!("the record was not returned:\n{after}"));
+        }
+        Ok(())
+    });
+    phone.sync();
+    let returned = phone.store.returned().expect("returned records");
+    assert_eq!(returned.len(), 1);
+    assert_eq!(returned[0].comment, "户籍地址未填写");
+}
+
+#[test]
+fn a_reviewer_of_another_station_is_refused_the_record() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_reviewer("r007", "441303007");
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    let id = phone.capture(
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", "11010519491231002X"),
+            ("name", "王芳"),
+        ],
+    );
+    phone.sync();
+    let base = server.url.clone();
+    in_browser("other_station", |browser| async move {
+        sign_in(&browser, &base, "r007").await?;
+        browser
+            .client
+            .goto(&format!("{base}/console/records/{id}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = wait_for_text(&browser, "出错了").await?;
+        if !text.contains("出错了（404）") || text.contains("王芳") {
+            return Err(format!(
+                "another station's reviewer saw the record:\n{text}"
+            ));
+        }
+        Ok(())
+    });
+}
