@@ -38,6 +38,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/records", get(records))
         .route("/console/records/{id}", get(record))
         .route("/console/records/{id}/review", post(review))
+        .route("/console/conflicts", get(conflicts))
+        .route("/console/conflicts/{id}/settle", post(settle))
         .route("/console/static/console.css", get(css))
 }
 
@@ -403,4 +405,44 @@ async fn review(
         })
         .await?;
     Ok(Redirect::to(&format!("/console/records/{entity}")).into_response())
+}
+
+async fn conflicts(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+) -> Result<Response, PageError> {
+    let villages = user.villages.clone();
+    let list = state
+        .db
+        .call(move |conn| store::conflicts(conn, &villages, 200))
+        .await?;
+    Ok(pages::conflicts(&user, &list).into_response())
+}
+
+/// A reviewer's choice between the two values of a conflict.
+#[derive(Deserialize)]
+pub struct SettleForm {
+    csrf: String,
+    /// `kept` (the value that stands) or `lost`.
+    choose: String,
+}
+
+async fn settle(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Path(id): Path<i64>,
+    Form(form): Form<SettleForm>,
+) -> Result<Response, PageError> {
+    user.check_csrf(&form.csrf)?;
+    let keep_lost = match form.choose.as_str() {
+        "kept" => false,
+        "lost" => true,
+        _ => return Err(AppError::BadRequest("choose: kept or lost".into()).into()),
+    };
+    let caller = user.caller();
+    state
+        .db
+        .call(move |conn| store::settle_conflict(conn, &caller, id, keep_lost, now_ms()))
+        .await?;
+    Ok(Redirect::to("/console/conflicts").into_response())
 }

@@ -7,7 +7,7 @@ use baylink_domain::schema::REVIEW_STATUSES;
 use maud::{DOCTYPE, Markup, html};
 
 use super::ConsoleUser;
-use crate::store::console::{Filter, Row};
+use crate::store::console::{Conflict, Filter, Row};
 use crate::store::sync::RecordView;
 
 /// `110105********002X`: enough to tell records apart, not enough to misuse.
@@ -69,6 +69,7 @@ fn layout(title: &str, user: Option<&ConsoleUser>, body: &Markup) -> Markup {
                             a href="/console/records?kind=house" { "房屋" }
                             a href="/console/records?kind=vehicle" { "车辆" }
                             a href="/console/records?status=pending" { "待审核" }
+                            a href="/console/conflicts" { "冲突" }
                         }
                         span { (user.account.display_name) }
                         form method="post" action="/console/logout" {
@@ -232,6 +233,50 @@ pub(super) fn records(
                 @if page > 0 { a href=(link(page - 1)) { "上一页" } }
                 span.muted { "第 " (page + 1) " 页" }
                 @if more { a href=(link(page + 1)) { "下一页" } }
+            }
+        },
+    )
+}
+
+pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
+    let when = |ms: u64| {
+        baylink_domain::date::datetime_from_unix_ms(
+            ms as i64,
+            baylink_domain::date::CHINA_OFFSET_MINUTES,
+        )
+    };
+    let field_label = |c: &Conflict| {
+        EntityKind::parse(&c.kind)
+            .and_then(|k| k.field(&c.field))
+            .map_or(c.field.clone(), |s| s.zh.to_owned())
+    };
+    layout(
+        "冲突",
+        Some(user),
+        &html! {
+            h1 { "并发修改冲突" }
+            p.muted { "两名民警在离线时修改了同一字段。系统已按时间先后自动取值；请核实后选择正确的值。" }
+            table {
+                thead { tr { th { "记录" } th { "字段" } th { "现行值" } th { "另一值" } th { "处理" } } }
+                tbody {
+                    @for c in list {
+                        tr {
+                            td { a href={ "/console/records/" (c.entity) } { (if c.label.is_empty() { c.entity.as_str() } else { c.label.as_str() }) } }
+                            td { (field_label(c)) }
+                            td { strong { (json_text(&c.kept.value)) } br; span.muted { (c.kept.author) " · " (when(c.kept.at_ms)) } }
+                            td { strong { (json_text(&c.lost.value)) } br; span.muted { (c.lost.author) " · " (when(c.lost.at_ms)) } }
+                            td {
+                                form method="post" action={ "/console/conflicts/" (c.id) "/settle" } {
+                                    input type="hidden" name="csrf" value=(user.csrf);
+                                    button type="submit" name="choose" value="kept" { "采用现行值" }
+                                    " "
+                                    button.secondary type="submit" name="choose" value="lost" { "采用另一值" }
+                                }
+                            }
+                        }
+                    }
+                    @if list.is_empty() { tr { td colspan="5" .muted { "没有待处理的冲突" } } }
+                }
             }
         },
     )

@@ -247,3 +247,160 @@ pub fn audit(
     .execute(params![now_ms as i64, account, action, target, detail])?;
     Ok(())
 }
+
+/// A concurrent edit awaiting a reviewer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Conflict {
+    /// Conflict id.
+    pub id: i64,
+    /// The record.
+    pub entity: String,
+    /// Its label.
+    pub label: String,
+    /// The field.
+    pub field: String,
+    /// Kind of the record.
+    pub kind: String,
+    /// The value that stands (JSON) and who wrote it, when.
+    pub kept: Side,
+    /// The value that lost (JSON) and who wrote it, when.
+    pub lost: Side,
+}
+
+/// One side of a conflict.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Side {
+    /// Value (JSON).
+    pub value: String,
+    /// Author's username, when the writer is a known device (or `console`).
+    pub author: String,
+    /// When it was written (by its writer's clock).
+    pub at_ms: u64,
+}
+
+fn side(conn: &Connection, value: String, stamp: &str) -> Result<Side, AppError> {
+    let parsed: Option<baylink_sync::Stamp> = stamp.parse().ok();
+    let node = parsed.map(|s| s.node.to_string()).unwrap_or_default();
+    let author: Option<String> = conn
+        .prepare_cached(
+            "SELECT a.username FROM device d JOIN account a ON a.id = d.account WHERE d.id = ?1",
+        )?
+        .query_row([&node], |r| r.get(0))
+        .optional()?;
+    Ok(Side {
+        value,
+        author: author.unwrap_or_else(|| "审核台".into()),
+        at_ms: parsed.map_or(0, |s| s.hlc.millis()),
+    })
+}
+
+/// Open conflicts on records of these villages, oldest first.
+pub fn conflicts(
+    conn: &Connection,
+    villages: &[String],
+    limit: u32,
+) -> Result<Vec<Conflict>, AppError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, c.entity, COALESCE(s.label, ''), c.field, c.kind, c.kept_value, c.kept_stamp, c.lost_value, c.lost_stamp
+         FROM conflict c LEFT JOIN summary s ON s.entity = c.entity
+         WHERE c.settled_ms IS NULL
+           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))
+         ORDER BY c.id LIMIT ?2",
+    )?;
+    let rows: Vec<(
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    )> = stmt
+        .query_map(params![list, limit], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(id, entity, label, field, kind, kv, ks, lv, ls)| {
+            Ok(Conflict {
+                id,
+                entity,
+                label,
+                field,
+                kind,
+                kept: side(conn, kv, &ks)?,
+                lost: side(conn, lv, &ls)?,
+            })
+        })
+        .collect()
+}
+
+/// Settles a conflict by writing the chosen value again (an ordinary write, so it is in the
+/// history and reaches every device), and marks it settled.
+pub fn settle_conflict(
+    conn: &mut Connection,
+    reviewer: &crate::store::sync::Caller,
+    id: i64,
+    keep_lost: bool,
+    now_ms: u64,
+) -> Result<(), AppError> {
+    let row: Option<(String, String, String, String)> = conn
+        .query_row(
+            "SELECT entity, field, kept_value, lost_value FROM conflict WHERE id = ?1 AND settled_ms IS NULL",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (entity, field, kept, lost) =
+        row.ok_or_else(|| AppError::NotFound(format!("no open conflict {id}")))?;
+    let visible: bool = reviewer.role == crate::store::accounts::Role::Admin
+        || {
+            let list = serde_json::to_string(&reviewer.villages).unwrap_or_default();
+            conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM scope WHERE entity = ?1 AND village IN (SELECT value FROM json_each(?2)))",
+            params![entity, list],
+            |r| r.get(0),
+        )?
+        };
+    if !visible {
+        return Err(AppError::Forbidden(
+            "this record is not in your station's villages".into(),
+        ));
+    }
+    let chosen: Value = serde_json::from_str(if keep_lost { &lost } else { &kept })
+        .map_err(|e| AppError::Internal(format!("stored conflict value: {e}")))?;
+    let uuid = uuid::Uuid::parse_str(&entity)
+        .map_err(|_| AppError::Internal("stored entity id".into()))?;
+    crate::store::sync::server_write(
+        conn,
+        reviewer.account,
+        &uuid,
+        &[(field.as_str(), chosen)],
+        now_ms,
+    )?;
+    conn.execute(
+        "UPDATE conflict SET settled_ms = ?2 WHERE id = ?1",
+        params![id, now_ms as i64],
+    )?;
+    audit(
+        conn,
+        Some(reviewer.account),
+        "settle_conflict",
+        Some(&entity),
+        Some(&field),
+        now_ms,
+    )
+}

@@ -211,3 +211,63 @@ fn a_reviewer_of_another_station_is_refused_the_record() {
         Ok(())
     });
 }
+
+#[test]
+fn a_reviewer_settles_a_concurrent_edit_and_both_phones_take_the_chosen_value() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    server.add_reviewer("r006", "441303006");
+    let (mut a, mut b) = (Device::new("o1"), Device::new("o2"));
+    a.login(&server, "o1");
+    b.login(&server, "o2");
+    let id = a.capture(
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", "11010519491231002X"),
+            ("name", "王芳"),
+        ],
+    );
+    a.sync();
+    b.sync();
+    a.clock.advance(10_000);
+    b.clock.advance(20_000);
+    a.edit(id, &[("phone", "13900139000")]);
+    b.edit(id, &[("phone", "13700137000")]);
+    a.sync();
+    b.sync();
+    let base = server.url.clone();
+    in_browser("settle_conflict", |browser| async move {
+        sign_in(&browser, &base, "r006").await?;
+        let c = &browser.client;
+        c.find(Locator::Css("nav a[href='/console/conflicts']"))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let page = wait_for_text(&browser, "并发修改冲突").await?;
+        for expected in ["联系电话", "13700137000", "13900139000", "o1", "o2"] {
+            if !page.contains(expected) {
+                return Err(format!("the conflict page lacks `{expected}`:\n{page}"));
+            }
+        }
+        // The officer who was earlier was right: take the value that lost.
+        let form = c
+            .form(Locator::Css("form[action$='/settle']"))
+            .await
+            .map_err(|e| e.to_string())?;
+        form.submit_with(Locator::Css("button[value='lost']"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_for_text(&browser, "没有待处理的冲突").await?;
+        Ok(())
+    });
+    a.sync();
+    b.sync();
+    for phone in [&a, &b] {
+        let record = phone.store.get(id).expect("readable").expect("present");
+        assert_eq!(record.fields["phone"], "13900139000");
+    }
+}
