@@ -308,41 +308,38 @@ pub fn conflicts(
            AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))
          ORDER BY c.id LIMIT ?2",
     )?;
-    let rows: Vec<(
-        i64,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    )> = stmt
+    struct Raw {
+        id: i64,
+        entity: String,
+        label: String,
+        field: String,
+        kind: String,
+        kept: (String, String),
+        lost: (String, String),
+    }
+    let rows: Vec<Raw> = stmt
         .query_map(params![list, limit], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
+            Ok(Raw {
+                id: r.get(0)?,
+                entity: r.get(1)?,
+                label: r.get(2)?,
+                field: r.get(3)?,
+                kind: r.get(4)?,
+                kept: (r.get(5)?, r.get(6)?),
+                lost: (r.get(7)?, r.get(8)?),
+            })
         })?
         .collect::<Result<_, _>>()?;
     rows.into_iter()
-        .map(|(id, entity, label, field, kind, kv, ks, lv, ls)| {
+        .map(|raw| {
             Ok(Conflict {
-                id,
-                entity,
-                label,
-                field,
-                kind,
-                kept: side(conn, kv, &ks)?,
-                lost: side(conn, lv, &ls)?,
+                kept: side(conn, raw.kept.0, &raw.kept.1)?,
+                lost: side(conn, raw.lost.0, &raw.lost.1)?,
+                id: raw.id,
+                entity: raw.entity,
+                label: raw.label,
+                field: raw.field,
+                kind: raw.kind,
             })
         })
         .collect()
