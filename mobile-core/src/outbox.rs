@@ -279,6 +279,13 @@ pub(crate) fn pending(conn: &Connection, node: NodeId, limit: usize) -> Result<V
     Ok(out)
 }
 
+/// The stamps (clock readings) of every action still in the outbox.
+pub(crate) fn pending_stamps(conn: &Connection) -> Result<std::collections::HashSet<u64>> {
+    let mut stmt = conn.prepare_cached("SELECT hlc FROM outbox")?;
+    let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+    rows.map(|r| Ok(r? as u64)).collect()
+}
+
 /// How many changes wait to be pushed (refused ones not counted).
 pub(crate) fn pending_count(conn: &Connection) -> Result<u64> {
     let n: i64 = conn.query_row("SELECT COALESCE(SUM(pending), 0) FROM outbox", [], |r| {

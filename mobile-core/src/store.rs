@@ -430,6 +430,16 @@ impl Store {
             device.clock.rebase(device.max_remote);
             let taken = outbox::take(tx, device.node, counters)?;
             let n = taken.len();
+            // Stamps of this device's changes the server has not accepted: those being restamped
+            // and those still waiting. Any other value a change replaced was accepted, so the
+            // new stamp must come after it, or the restamped edit would lose to what it edited.
+            let mut unaccepted: std::collections::HashSet<u64> = outbox::pending_stamps(tx)?;
+            unaccepted.extend(taken.iter().map(|t| t.stamp.hlc.as_u64()));
+            for base in taken.iter().filter_map(|t| t.base) {
+                if base.node != device.node || !unaccepted.contains(&base.hlc.as_u64()) {
+                    device.clock.observe(base.hlc);
+                }
+            }
             let mut actions: Vec<Vec<outbox::Taken>> = Vec::new();
             for t in taken {
                 match actions.last_mut() {

@@ -582,3 +582,43 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
         .call_blocking(|c| baylink_server::store::sync::review(c, &r006, &id, false, " ", now));
     assert!(no_reason.is_err());
 }
+
+#[test]
+fn a_restamped_edit_still_replaces_the_value_it_edited() {
+    let (server, mut a, mut b) = two_phones(VILLAGE, VILLAGE);
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    a.clock.set(real_now);
+    b.clock.set(real_now);
+    a.sync();
+    // Three minutes fast: within the server's bound, so accepted as stamped.
+    a.store.reset_clock_offset_for_tests();
+    a.clock.set(real_now + 3 * 60_000);
+    let id = capture(
+        &mut a,
+        EntityKind::Person,
+        &[
+            person("11010519491231002X", "王芳", VILLAGE),
+            vec![("phone", "13800138000".into())],
+        ]
+        .concat(),
+    );
+    assert_eq!(a.sync().restamped, 0);
+    // Then two days fast: the edit is refused, restamped, and must still win over the value it
+    // replaced, although that value carries a later stamp than the corrected clock.
+    a.store.reset_clock_offset_for_tests();
+    a.clock.set(real_now + 2 * 86_400_000);
+    a.edit(id, &[("phone", "13900139000")]);
+    let report = a.sync();
+    assert!(report.restamped > 0, "{report:?}");
+    assert_eq!(
+        server_value(&server, id, "phone").as_deref(),
+        Some("\"13900139000\"")
+    );
+    b.sync();
+    assert_eq!(field(&b, id, "phone").as_deref(), Some("13900139000"));
+    a.sync();
+    assert_eq!(a.states(), b.states());
+}
