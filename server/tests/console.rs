@@ -75,6 +75,14 @@ impl Console {
                     ("name", json!("王芳")),
                     ("phone", json!("13800138000")),
                     ("review_status", json!("pending")),
+                    ("created_by", json!("o1")),
+                    (
+                        "created_at",
+                        json!(baylink_domain::date::datetime_from_unix_ms(
+                            now as i64,
+                            baylink_domain::date::CHINA_OFFSET_MINUTES
+                        )),
+                    ),
                 ]
                 .into_iter()
                 .enumerate()
@@ -341,4 +349,50 @@ async fn a_reviewer_of_another_station_is_refused_the_record() {
         )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_dashboard_charts_captures_per_day_and_shows_officers_and_devices() {
+    let (console, person) = Console::new();
+    let cookie = console.sign_in("r006").await;
+    let page = console
+        .request("GET", "/console/", Some(&cookie), None)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let today = baylink_domain::Date::from_unix_ms(
+        baylink_server::store::now_ms() as i64,
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    );
+    assert!(
+        page.body.contains("<svg") && page.body.contains(&format!("<title>{today}：1</title>")),
+        "today's capture is charted"
+    );
+    assert!(
+        page.body.contains("民警工作进度") && page.body.contains("<td>o1</td>"),
+        "progress per officer"
+    );
+    assert!(
+        page.body.contains("设备最近同步") && page.body.contains("phone"),
+        "the officer's device is listed"
+    );
+    // The date range filter.
+    let yesterday = baylink_domain::Date::from_days(today.to_days() - 1);
+    let hit = console
+        .request(
+            "GET",
+            &format!("/console/records?from={today}&to={today}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(hit.body.contains(&person.to_string()));
+    let miss = console
+        .request(
+            "GET",
+            &format!("/console/records?to={yesterday}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(!miss.body.contains(&person.to_string()));
 }

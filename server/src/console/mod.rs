@@ -278,12 +278,30 @@ async fn dashboard(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     let villages = user.villages.clone();
-    let (counts, names) = state
+    // The last 30 days, China time.
+    let today = baylink_domain::Date::from_unix_ms(
+        now_ms() as i64,
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    );
+    let since = baylink_domain::Date::from_days(today.to_days() - 29);
+    let data = state
         .db
-        .call(move |conn| Ok((store::counts(conn, &villages)?, accounts::stations(conn)?)))
+        .call(move |conn| {
+            Ok(pages::Dashboard {
+                counts: store::counts(conn, &villages)?,
+                names: accounts::stations(conn)?
+                    .into_iter()
+                    .flat_map(|s| s.villages)
+                    .collect(),
+                days: store::captures_per_day(conn, &villages, &since.to_string())?,
+                since,
+                progress: store::progress(conn, &villages)?,
+                devices: store::device_syncs(conn, &villages)?,
+                conflicts: store::conflicts(conn, &villages, 1000)?.len(),
+            })
+        })
         .await?;
-    let village_names = names.into_iter().flat_map(|s| s.villages).collect();
-    Ok(pages::dashboard(&user, &counts, &village_names).into_response())
+    Ok(pages::dashboard(&user, &data).into_response())
 }
 
 /// List filters from the query string.
@@ -293,6 +311,8 @@ pub struct ListQuery {
     village: Option<String>,
     status: Option<String>,
     q: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
     page: Option<u32>,
 }
 
@@ -310,6 +330,8 @@ async fn records(
         village: non_empty(query.village),
         status: non_empty(query.status),
         query: non_empty(query.q),
+        from: non_empty(query.from).filter(|d| baylink_domain::Date::parse(d).is_some()),
+        to: non_empty(query.to).filter(|d| baylink_domain::Date::parse(d).is_some()),
     };
     let page = query.page.unwrap_or(0);
     let (villages, for_db) = (user.villages.clone(), filter.clone());

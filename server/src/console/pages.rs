@@ -116,11 +116,52 @@ pub(super) fn login(error: Option<&str>) -> Markup {
     )
 }
 
-pub(super) fn dashboard(
-    user: &ConsoleUser,
-    counts: &[(String, String, String, i64)],
-    names: &BTreeMap<String, String>,
-) -> Markup {
+/// What the dashboard shows.
+pub(super) struct Dashboard {
+    /// (village, kind, status, count).
+    pub(super) counts: Vec<(String, String, String, i64)>,
+    /// Village names by code.
+    pub(super) names: BTreeMap<String, String>,
+    /// Captures per day since `since`.
+    pub(super) days: Vec<(String, i64)>,
+    /// First day of the chart.
+    pub(super) since: baylink_domain::Date,
+    /// Records per officer.
+    pub(super) progress: Vec<crate::store::console::Progress>,
+    /// Officers' devices.
+    pub(super) devices: Vec<crate::store::console::DeviceSync>,
+    /// Open conflicts.
+    pub(super) conflicts: usize,
+}
+
+/// Captures per day as bars, drawn on the server (no script, no external resources).
+fn chart(days: &[(String, i64)], since: baylink_domain::Date) -> Markup {
+    let counts: BTreeMap<&str, i64> = days.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+    let series: Vec<(String, i64)> = (0..30)
+        .map(|i| {
+            let day = baylink_domain::Date::from_days(since.to_days() + i).to_string();
+            let n = counts.get(day.as_str()).copied().unwrap_or(0);
+            (day, n)
+        })
+        .collect();
+    let max = series.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let (width, height, bar) = (900, 160, 30);
+    html! {
+        svg.chart width=(width) height=(height + 40) viewBox={ "0 0 " (width) " " (height + 40) } role="img" aria-label="每日采集量" {
+            @for (i, (day, n)) in series.iter().enumerate() {
+                @let h = n * height / max;
+                @let x = i * bar;
+                rect x=(x + 4) y=(height - h + 10) width=(bar - 8) height=(h) fill="#0b3d91" { title { (day) "：" (n) } }
+                @if *n > 0 { text x=(x + bar / 2) y=(height - h + 6) font-size="10" text-anchor="middle" { (n) } }
+                @if i % 5 == 0 { text x=(x + 4) y=(height + 28) font-size="11" fill="#52606d" { (&day[5..]) } }
+            }
+            line x1="0" y1=(height + 10) x2=(width) y2=(height + 10) stroke="#cbd2d9" {}
+        }
+    }
+}
+
+pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
+    let (counts, names) = (&data.counts, &data.names);
     let mut by_village: BTreeMap<&str, BTreeMap<(&str, &str), i64>> = BTreeMap::new();
     let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
     for (village, kind, status, n) in counts {
@@ -139,6 +180,12 @@ pub(super) fn dashboard(
         "visit",
         "dispute",
     ];
+    let when = |ms: u64| {
+        baylink_domain::date::datetime_from_unix_ms(
+            ms as i64,
+            baylink_domain::date::CHINA_OFFSET_MINUTES,
+        )
+    };
     layout(
         "概览",
         Some(user),
@@ -148,7 +195,10 @@ pub(super) fn dashboard(
                 "待审核 " strong { (totals.get("pending").copied().unwrap_or(0)) }
                 " · 已通过 " strong { (totals.get("approved").copied().unwrap_or(0)) }
                 " · 已退回 " strong { (totals.get("returned").copied().unwrap_or(0)) }
+                " · " a href="/console/conflicts" { "待处理冲突 " strong { (data.conflicts) } }
             }
+            h2 { "近30天每日采集量" }
+            div.card { (chart(&data.days, data.since)) }
             h2 { "各村（社区）登记数（待审核 / 全部）" }
             table {
                 thead { tr { th { "村（社区）" } @for k in kinds { th { (kind_label(k)) } } } }
@@ -162,6 +212,28 @@ pub(super) fn dashboard(
                                 @let pending: i64 = cells.and_then(|c| c.get(&(k, "pending"))).copied().unwrap_or(0);
                                 td.num { a href={ "/console/records?village=" (village) "&kind=" (k) "&status=pending" } { (pending) } " / " (all) }
                             }
+                        }
+                    }
+                }
+            }
+            h2 { "民警工作进度" }
+            table {
+                thead { tr { th { "民警" } th { "待审核" } th { "已通过" } th { "已退回" } } }
+                tbody {
+                    @for p in &data.progress {
+                        tr { td { (p.officer) } td.num { (p.pending) } td.num { (p.approved) } td.num { (p.returned) } }
+                    }
+                }
+            }
+            h2 { "设备最近同步" }
+            table {
+                thead { tr { th { "民警" } th { "设备" } th { "最近同步" } } }
+                tbody {
+                    @for d in &data.devices {
+                        tr {
+                            td { (d.officer) }
+                            td { (d.device) @if d.revoked { span.status-returned { "（已吊销）" } } }
+                            td { (d.last_sync_ms.map(when).unwrap_or_else(|| "从未同步".into())) }
                         }
                     }
                 }
@@ -182,11 +254,13 @@ pub(super) fn records(
     let more = rows.len() > per_page;
     let link = |p: u32| {
         format!(
-            "/console/records?kind={}&village={}&status={}&q={}&page={p}",
+            "/console/records?kind={}&village={}&status={}&q={}&from={}&to={}&page={p}",
             filter.kind.as_deref().unwrap_or(""),
             filter.village.as_deref().unwrap_or(""),
             filter.status.as_deref().unwrap_or(""),
-            filter.query.as_deref().unwrap_or("")
+            filter.query.as_deref().unwrap_or(""),
+            filter.from.as_deref().unwrap_or(""),
+            filter.to.as_deref().unwrap_or("")
         )
     };
     layout(
@@ -207,7 +281,9 @@ pub(super) fn records(
                     option value="" { "全部" }
                     @for s in REVIEW_STATUSES { option value=(s.code) selected[filter.status.as_deref() == Some(s.code)] { (s.zh) } }
                 } }
-                label { "搜索（证件号、姓名、车牌、地址、电话开头）" input name="q" value=(filter.query.as_deref().unwrap_or("")) size="28"; }
+                label { "采集日期从" input type="date" name="from" value=(filter.from.as_deref().unwrap_or("")); }
+            label { "至" input type="date" name="to" value=(filter.to.as_deref().unwrap_or("")); }
+            label { "搜索（证件号、姓名、车牌、地址、电话开头）" input name="q" value=(filter.query.as_deref().unwrap_or("")) size="28"; }
                 button type="submit" { "查询" }
             }
             table {

@@ -37,15 +37,17 @@ pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> 
         .map(|k| summarize(k, &fields))
         .unwrap_or_default();
     let created_by = fields.get("created_by").and_then(Value::as_str);
+    let created_at = fields.get("created_at").and_then(Value::as_str);
     conn.prepare_cached(
         "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
-                              review_status, deleted, created_by, updated_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                              review_status, deleted, created_by, created_at, updated_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (entity) DO UPDATE SET kind = excluded.kind, village = excluded.village,
              label = excluded.label, id_number = excluded.id_number, name = excluded.name,
              plate = excluded.plate, address = excluded.address, phone = excluded.phone,
              review_status = excluded.review_status, deleted = excluded.deleted,
-             created_by = excluded.created_by, updated_seq = excluded.updated_seq",
+             created_by = excluded.created_by, created_at = excluded.created_at,
+             updated_seq = excluded.updated_seq",
     )?
     .execute(params![
         entity,
@@ -60,6 +62,7 @@ pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> 
         summary.review_status,
         summary.deleted,
         created_by,
+        created_at,
         updated
     ])?;
     Ok(())
@@ -97,6 +100,10 @@ pub struct Filter {
     pub status: Option<String>,
     /// Prefix of an ID number, name, plate, address or phone.
     pub query: Option<String>,
+    /// Captured on or after this date (`YYYY-MM-DD`).
+    pub from: Option<String>,
+    /// Captured on or before this date (`YYYY-MM-DD`).
+    pub to: Option<String>,
 }
 
 /// A page of records in `villages` matching the filter, newest first.
@@ -115,7 +122,8 @@ pub fn list(
     let mut sql = String::from(
         "SELECT entity, kind, village, label, id_number, phone, review_status, created_by FROM summary
          WHERE deleted = 0 AND village IN (SELECT value FROM json_each(?1))
-         AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR review_status = ?3)",
+         AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR review_status = ?3)
+         AND (?8 IS NULL OR created_at >= ?8) AND (?9 IS NULL OR created_at < ?9 || ' 99')",
     );
     let query = filter
         .query
@@ -144,7 +152,17 @@ pub fn list(
     };
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        params![villages, filter.kind, filter.status, lo, hi, limit, offset],
+        params![
+            villages,
+            filter.kind,
+            filter.status,
+            lo,
+            hi,
+            limit,
+            offset,
+            filter.from,
+            filter.to
+        ],
         |r| {
             Ok(Row {
                 id: r.get(0)?,
@@ -400,4 +418,87 @@ pub fn settle_conflict(
         Some(&field),
         now_ms,
     )
+}
+
+/// Captures per day (local dates `YYYY-MM-DD`) in these villages since `since`.
+pub fn captures_per_day(
+    conn: &Connection,
+    villages: &[String],
+    since: &str,
+) -> Result<Vec<(String, i64)>, AppError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT substr(created_at, 1, 10) AS day, COUNT(*) FROM summary
+         WHERE village IN (SELECT value FROM json_each(?1)) AND created_at >= ?2 AND deleted = 0
+         GROUP BY day ORDER BY day",
+    )?;
+    let rows = stmt.query_map(params![list, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One officer's work: records captured by review status.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Progress {
+    /// Username.
+    pub officer: String,
+    /// Pending review.
+    pub pending: i64,
+    /// Approved.
+    pub approved: i64,
+    /// Returned.
+    pub returned: i64,
+}
+
+/// Records per capturing officer in these villages, most first.
+pub fn progress(conn: &Connection, villages: &[String]) -> Result<Vec<Progress>, AppError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_by,
+                SUM(COALESCE(review_status, 'pending') = 'pending'),
+                SUM(review_status = 'approved'), SUM(review_status = 'returned')
+         FROM summary WHERE village IN (SELECT value FROM json_each(?1)) AND deleted = 0 AND created_by IS NOT NULL
+         GROUP BY created_by ORDER BY COUNT(*) DESC, created_by",
+    )?;
+    let rows = stmt.query_map([list], |r| {
+        Ok(Progress {
+            officer: r.get(0)?,
+            pending: r.get(1)?,
+            approved: r.get(2)?,
+            returned: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When an officer's device last synced.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceSync {
+    /// The officer.
+    pub officer: String,
+    /// The device's name.
+    pub device: String,
+    /// Last complete sync.
+    pub last_sync_ms: Option<u64>,
+    /// Revoked devices are shown as such.
+    pub revoked: bool,
+}
+
+/// Devices of the officers of these villages, most recently synced first.
+pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<DeviceSync>, AppError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.username, d.name, d.last_sync_ms, d.revoked FROM device d JOIN account a ON a.id = d.account
+         WHERE a.role = 'officer' AND EXISTS (SELECT 1 FROM account_village v WHERE v.account = a.id
+             AND v.village IN (SELECT value FROM json_each(?1)))
+         ORDER BY d.last_sync_ms IS NULL, d.last_sync_ms DESC",
+    )?;
+    let rows = stmt.query_map([list], |r| {
+        Ok(DeviceSync {
+            officer: r.get(0)?,
+            device: r.get(1)?,
+            last_sync_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+            revoked: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

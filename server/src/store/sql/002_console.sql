@@ -13,6 +13,7 @@ CREATE TABLE summary (
     review_status TEXT,
     deleted INTEGER NOT NULL,
     created_by TEXT,
+    created_at TEXT,
     updated_seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX summary_list ON summary (village, kind, review_status, updated_seq);
@@ -21,6 +22,7 @@ CREATE INDEX summary_name ON summary (name) WHERE name IS NOT NULL;
 CREATE INDEX summary_plate ON summary (plate) WHERE plate IS NOT NULL;
 CREATE INDEX summary_address ON summary (address) WHERE address IS NOT NULL;
 CREATE INDEX summary_phone ON summary (phone) WHERE phone IS NOT NULL;
+CREATE INDEX summary_created ON summary (village, created_at);
 
 INSERT INTO summary (entity, kind, village, label, deleted, updated_seq)
     SELECT id, kind, village, '', 0, 0 FROM entity;
