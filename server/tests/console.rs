@@ -396,3 +396,80 @@ async fn the_dashboard_charts_captures_per_day_and_shows_officers_and_devices() 
         .await;
     assert!(!miss.body.contains(&person.to_string()));
 }
+
+#[tokio::test]
+async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited() {
+    use calamine::Reader;
+    let (console, person) = Console::new();
+    let cookie = console.sign_in("r006").await;
+    let list = console
+        .request("GET", "/console/records?kind=person", Some(&cookie), None)
+        .await;
+    assert!(
+        list.body
+            .contains("/console/export?format=xlsx&amp;kind=person"),
+        "the list links its exports"
+    );
+    let csv = console
+        .request(
+            "GET",
+            "/console/export?format=csv&kind=person&q=110105",
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.body.starts_with('\u{FEFF}'));
+    let lines: Vec<&str> = csv.body.trim_start_matches('\u{FEFF}').lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("记录编号,类型"));
+    assert!(
+        lines[1].contains(&person.to_string())
+            && lines[1].contains("11010519491231002X")
+            && lines[1].contains("桥西社区居民委员会")
+    );
+
+    let request = axum::http::Request::builder()
+        .uri("/console/export?format=xlsx&kind=person")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
+    let response = app(console.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains(".xlsx")
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let mut workbook = calamine::Xlsx::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let sheet = workbook.worksheet_range("记录").unwrap();
+    let rows: Vec<Vec<String>> = sheet
+        .rows()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][0], "记录编号");
+    assert_eq!(rows[1][0], person.to_string());
+    assert_eq!(rows[1][5], "11010519491231002X", "ID numbers stay text");
+    assert_eq!(rows[1][6], "王芳");
+    let audited: i64 = console
+        .state
+        .db
+        .call_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM audit WHERE action = 'export'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(audited, 2);
+    let bad = console
+        .request("GET", "/console/export?format=pdf", Some(&cookie), None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}

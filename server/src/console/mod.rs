@@ -2,6 +2,7 @@
 //! signed in with a session cookie (HttpOnly, SameSite=Strict), every form carrying the session's
 //! CSRF token. ID numbers and phones are masked in lists; showing a full ID number is audited.
 
+mod export;
 mod pages;
 
 use axum::Router;
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/records", get(records))
         .route("/console/records/{id}", get(record))
         .route("/console/records/{id}/review", post(review))
+        .route("/console/export", get(export))
         .route("/console/conflicts", get(conflicts))
         .route("/console/conflicts/{id}/settle", post(settle))
         .route("/console/static/console.css", get(css))
@@ -344,6 +346,82 @@ async fn records(
         .await?;
     let names = stations.into_iter().flat_map(|s| s.villages).collect();
     Ok(pages::records(&user, &filter, &rows, page, PAGE as usize, &names).into_response())
+}
+
+/// Most rows in one export.
+const EXPORT_LIMIT: u32 = 200_000;
+
+/// An export request: the list's filters and the format.
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    format: String,
+    kind: Option<String>,
+    village: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, PageError> {
+    let xlsx = match query.format.as_str() {
+        "csv" => false,
+        "xlsx" => true,
+        _ => return Err(AppError::BadRequest("format: csv or xlsx".into()).into()),
+    };
+    let filter = Filter {
+        kind: non_empty(query.kind),
+        village: non_empty(query.village),
+        status: non_empty(query.status),
+        query: non_empty(query.q),
+        from: non_empty(query.from).filter(|d| baylink_domain::Date::parse(d).is_some()),
+        to: non_empty(query.to).filter(|d| baylink_domain::Date::parse(d).is_some()),
+    };
+    let (villages, account) = (user.villages.clone(), user.account.id);
+    let detail = format!("{:?} {}", filter, query.format);
+    let (rows, stations) = state
+        .db
+        .call(move |conn| {
+            let rows = store::list(conn, &villages, &filter, EXPORT_LIMIT, 0)?;
+            let detail = format!("{detail} rows={}", rows.len());
+            store::audit(conn, Some(account), "export", None, Some(&detail), now_ms())?;
+            Ok((rows, accounts::stations(conn)?))
+        })
+        .await?;
+    let names: std::collections::BTreeMap<String, String> =
+        stations.into_iter().flat_map(|s| s.villages).collect();
+    let village_name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
+    let stamp = baylink_domain::date::datetime_from_unix_ms(
+        now_ms() as i64,
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    )
+    .replace([' ', ':'], "-");
+    let (body, content_type, extension) = if xlsx {
+        (
+            export::xlsx(&rows, &village_name)?,
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "xlsx",
+        )
+    } else {
+        (
+            export::csv(&rows, &village_name),
+            "text/csv; charset=utf-8",
+            "csv",
+        )
+    };
+    let disposition = format!("attachment; filename=\"baylink-{stamp}.{extension}\"");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Whether to show the full ID number.

@@ -306,6 +306,9 @@ pub(super) fn records(
                 }
             }
             div.pager {
+                @let export = |format: &str| link(0).replace("/console/records?", &format!("/console/export?format={format}&"));
+                a.export href=(export("xlsx")) { "导出 Excel" }
+                a.export href=(export("csv")) { "导出 CSV" }
                 @if page > 0 { a href=(link(page - 1)) { "上一页" } }
                 span.muted { "第 " (page + 1) " 页" }
                 @if more { a href=(link(page + 1)) { "下一页" } }

@@ -87,6 +87,14 @@ pub struct Row {
     pub review_status: Option<String>,
     /// Capturing officer.
     pub created_by: Option<String>,
+    /// Name (person, landlord).
+    pub name: Option<String>,
+    /// Plate (vehicle).
+    pub plate: Option<String>,
+    /// Address (house).
+    pub address: Option<String>,
+    /// When it was captured (local date-time).
+    pub created_at: Option<String>,
 }
 
 /// A filter for console lists.
@@ -120,7 +128,8 @@ pub fn list(
     };
     let villages = serde_json::to_string(&villages).unwrap_or_else(|_| "[]".into());
     let mut sql = String::from(
-        "SELECT entity, kind, village, label, id_number, phone, review_status, created_by FROM summary
+        "SELECT entity, kind, village, label, id_number, phone, review_status, created_by,
+                name, plate, address, created_at FROM summary
          WHERE deleted = 0 AND village IN (SELECT value FROM json_each(?1))
          AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR review_status = ?3)
          AND (?8 IS NULL OR created_at >= ?8) AND (?9 IS NULL OR created_at < ?9 || ' 99')",
@@ -173,6 +182,10 @@ pub fn list(
                 phone: r.get(5)?,
                 review_status: r.get(6)?,
                 created_by: r.get(7)?,
+                name: r.get(8)?,
+                plate: r.get(9)?,
+                address: r.get(10)?,
+                created_at: r.get(11)?,
             })
         },
     )?;
