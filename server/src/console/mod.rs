@@ -315,7 +315,24 @@ pub struct ListQuery {
     q: Option<String>,
     from: Option<String>,
     to: Option<String>,
-    page: Option<u32>,
+    // Text, not a number: a number inside a flattened struct does not deserialize from a query.
+    page: Option<String>,
+}
+
+impl ListQuery {
+    /// The filter these parameters ask for; empty and malformed values are ignored.
+    fn filter(self) -> Filter {
+        let date =
+            |d: Option<String>| non_empty(d).filter(|d| baylink_domain::Date::parse(d).is_some());
+        Filter {
+            kind: non_empty(self.kind),
+            village: non_empty(self.village),
+            status: non_empty(self.status),
+            query: non_empty(self.q),
+            from: date(self.from),
+            to: date(self.to),
+        }
+    }
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -327,15 +344,12 @@ async fn records(
     user: ConsoleUser,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, PageError> {
-    let filter = Filter {
-        kind: non_empty(query.kind),
-        village: non_empty(query.village),
-        status: non_empty(query.status),
-        query: non_empty(query.q),
-        from: non_empty(query.from).filter(|d| baylink_domain::Date::parse(d).is_some()),
-        to: non_empty(query.to).filter(|d| baylink_domain::Date::parse(d).is_some()),
-    };
-    let page = query.page.unwrap_or(0);
+    let page = query
+        .page
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let filter = query.filter();
     let (villages, for_db) = (user.villages.clone(), filter.clone());
     let (rows, stations) = state
         .db
@@ -355,12 +369,8 @@ const EXPORT_LIMIT: u32 = 200_000;
 #[derive(Deserialize)]
 pub struct ExportQuery {
     format: String,
-    kind: Option<String>,
-    village: Option<String>,
-    status: Option<String>,
-    q: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
+    #[serde(flatten)]
+    list: ListQuery,
 }
 
 async fn export(
@@ -373,14 +383,7 @@ async fn export(
         "xlsx" => true,
         _ => return Err(AppError::BadRequest("format: csv or xlsx".into()).into()),
     };
-    let filter = Filter {
-        kind: non_empty(query.kind),
-        village: non_empty(query.village),
-        status: non_empty(query.status),
-        query: non_empty(query.q),
-        from: non_empty(query.from).filter(|d| baylink_domain::Date::parse(d).is_some()),
-        to: non_empty(query.to).filter(|d| baylink_domain::Date::parse(d).is_some()),
-    };
+    let filter = query.list.filter();
     let (villages, account) = (user.villages.clone(), user.account.id);
     let detail = format!("{:?} {}", filter, query.format);
     let (rows, stations) = state

@@ -3,7 +3,7 @@
 //! tokens, and a server restart between syncs.
 
 use baylink_domain::EntityKind;
-use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE, resident_id};
+use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE, real_now_ms, resident_id};
 
 /// Another village of the same station (澳头街道).
 const OTHER_VILLAGE: &str = "441303006002";
@@ -370,10 +370,7 @@ fn a_phone_whose_clock_runs_days_ahead_is_corrected_and_loses_nothing() {
     // Signed in with a correct clock; then the clock jumps two days ahead (a flat battery, a
     // wrong manual setting) and the officer captures offline.
     let (server, mut a, mut b) = two_phones(VILLAGE, VILLAGE);
-    let real_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let real_now = real_now_ms();
     a.clock.set(real_now);
     b.clock.set(real_now);
     a.sync();
@@ -528,10 +525,7 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
         })
     };
     let r006 = reviewer("r006");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = real_now_ms();
     server
         .state
         .db
@@ -586,10 +580,7 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
 #[test]
 fn a_restamped_edit_still_replaces_the_value_it_edited() {
     let (server, mut a, mut b) = two_phones(VILLAGE, VILLAGE);
-    let real_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let real_now = real_now_ms();
     a.clock.set(real_now);
     b.clock.set(real_now);
     a.sync();
