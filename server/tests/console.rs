@@ -63,6 +63,7 @@ impl Console {
                 )?;
                 add(conn, "r006", Role::Reviewer, Some("441303006"), &[])?;
                 add(conn, "r007", Role::Reviewer, Some("441303007"), &[])?;
+                add(conn, "admin", Role::Admin, None, &[])?;
                 let device = NodeId(Uuid::from_u128(1));
                 accounts::register_device(conn, &device.to_string(), officer, "phone", 0)?;
                 let person = Uuid::from_u128(42);
@@ -472,4 +473,129 @@ async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited(
         .request("GET", "/console/export?format=pdf", Some(&cookie), None)
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_reviewers_cannot() {
+    let (console, _) = Console::new();
+    let reviewer = console.sign_in("r006").await;
+    let page = console
+        .request("GET", "/console/admin/users", Some(&reviewer), None)
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let admin = console.sign_in("admin").await;
+    let page = console
+        .request("GET", "/console/admin/users", Some(&admin), None)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("r007") && page.body.contains("441303006001"),
+        "accounts with villages"
+    );
+    let token = csrf(&page.body);
+    // A new officer, then their village changed, then disabled.
+    let form = format!(
+        "csrf={token}&username=o2&display_name=&role=officer&station=441303006&villages=441303006002&password=a+long+password"
+    );
+    let done = console
+        .request("POST", "/console/admin/users", Some(&admin), Some(&form))
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let o2 = || {
+        console
+            .state
+            .db
+            .call_blocking(|c| accounts::account_by_username(c, "o2"))
+            .unwrap()
+            .unwrap()
+    };
+    assert!(auth::password::verify(
+        "a long password",
+        &o2().password_hash
+    ));
+    let assigned = console
+        .request(
+            "POST",
+            "/console/admin/users/o2/villages",
+            Some(&admin),
+            Some(&format!("csrf={token}&villages=441303006003")),
+        )
+        .await;
+    assert_eq!(assigned.status, StatusCode::SEE_OTHER);
+    let account = o2();
+    let villages = console
+        .state
+        .db
+        .call_blocking(|c| accounts::villages_of(c, &account))
+        .unwrap();
+    assert_eq!(villages, ["441303006003"]);
+    let disabled = console
+        .request(
+            "POST",
+            "/console/admin/users/o2/disable",
+            Some(&admin),
+            Some(&format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER);
+    assert!(o2().disabled);
+    let short = console
+        .request(
+            "POST",
+            "/console/admin/users",
+            Some(&admin),
+            Some(&format!(
+                "csrf={token}&username=o3&display_name=&role=officer&password=short"
+            )),
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    let forged = console
+        .request(
+            "POST",
+            "/console/admin/users/o1/disable",
+            Some(&admin),
+            Some("csrf=forged"),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    // The officer's phone is lost.
+    let devices = console
+        .request("GET", "/console/admin/devices", Some(&admin), None)
+        .await;
+    let device = "00000000-0000-0000-0000-000000000001";
+    assert!(devices.body.contains(device));
+    let revoked = console
+        .request(
+            "POST",
+            &format!("/console/admin/devices/{device}/revoke"),
+            Some(&admin),
+            Some(&format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert!(
+        console
+            .state
+            .db
+            .call_blocking(|c| accounts::device(c, device))
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    let audit = console
+        .request("GET", "/console/admin/audit", Some(&admin), None)
+        .await;
+    for action in [
+        "add_account",
+        "assign_villages",
+        "disable_account",
+        "revoke_device",
+        "console_login",
+    ] {
+        assert!(
+            audit.body.contains(action),
+            "{action} missing from the audit log"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! signed in with a session cookie (HttpOnly, SameSite=Strict), every form carrying the session's
 //! CSRF token. ID numbers and phones are masked in lists; showing a full ID number is audited.
 
+mod admin;
 mod export;
 mod pages;
 
@@ -42,6 +43,21 @@ pub fn router() -> Router<AppState> {
         .route("/console/export", get(export))
         .route("/console/conflicts", get(conflicts))
         .route("/console/conflicts/{id}/settle", post(settle))
+        .route(
+            "/console/admin/users",
+            get(admin::users).post(admin::add_user),
+        )
+        .route(
+            "/console/admin/users/{username}/villages",
+            post(admin::assign),
+        )
+        .route(
+            "/console/admin/users/{username}/{verb}",
+            post(admin::set_disabled),
+        )
+        .route("/console/admin/devices", get(admin::devices))
+        .route("/console/admin/devices/{id}/revoke", post(admin::revoke))
+        .route("/console/admin/audit", get(admin::audit))
         .route("/console/static/console.css", get(css))
 }
 

@@ -70,6 +70,9 @@ fn layout(title: &str, user: Option<&ConsoleUser>, body: &Markup) -> Markup {
                             a href="/console/records?kind=vehicle" { "车辆" }
                             a href="/console/records?status=pending" { "待审核" }
                             a href="/console/conflicts" { "冲突" }
+                            @if user.account.role == crate::store::accounts::Role::Admin {
+                                a href="/console/admin/users" { "管理" }
+                            }
                         }
                         span { (user.account.display_name) }
                         form method="post" action="/console/logout" {
@@ -355,6 +358,147 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
                         }
                     }
                     @if list.is_empty() { tr { td colspan="5" .muted { "没有待处理的冲突" } } }
+                }
+            }
+        },
+    )
+}
+
+fn admin_nav() -> Markup {
+    html! {
+        p {
+            a href="/console/admin/users" { "账号" } " · "
+            a href="/console/admin/devices" { "设备" } " · "
+            a href="/console/admin/audit" { "审计日志" }
+        }
+    }
+}
+
+pub(super) fn admin_users(
+    user: &ConsoleUser,
+    rows: &[(crate::store::accounts::Account, Vec<String>)],
+    stations: &[crate::store::accounts::Station],
+) -> Markup {
+    layout(
+        "账号管理",
+        Some(user),
+        &html! {
+            h1 { "账号管理" }
+            (admin_nav())
+            table {
+                thead { tr { th { "用户名" } th { "姓名" } th { "角色" } th { "派出所" } th { "负责村（社区）" } th { "状态" } th { "操作" } } }
+                tbody {
+                    @for (account, villages) in rows {
+                        tr {
+                            td { (account.username) }
+                            td { (account.display_name) }
+                            td { (match account.role { crate::store::accounts::Role::Officer => "民警", crate::store::accounts::Role::Reviewer => "审核员", crate::store::accounts::Role::Admin => "管理员" }) }
+                            td { (account.station.as_deref().and_then(|s| stations.iter().find(|x| x.code == s)).map_or("", |s| s.name.as_str())) }
+                            td {
+                                @if account.role == crate::store::accounts::Role::Officer {
+                                    form method="post" action={ "/console/admin/users/" (account.username) "/villages" } {
+                                        input type="hidden" name="csrf" value=(user.csrf);
+                                        input name="villages" value=(villages.join(",")) size="28";
+                                        " " button.secondary type="submit" { "保存" }
+                                    }
+                                }
+                            }
+                            td { @if account.disabled { span.status-returned { "已停用" } } @else { "正常" } }
+                            td {
+                                @let verb = if account.disabled { "enable" } else { "disable" };
+                                form method="post" action={ "/console/admin/users/" (account.username) "/" (verb) } {
+                                    input type="hidden" name="csrf" value=(user.csrf);
+                                    button.secondary type="submit" { (if account.disabled { "启用" } else { "停用" }) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "新增账号" }
+            form.card.filters method="post" action="/console/admin/users" {
+                input type="hidden" name="csrf" value=(user.csrf);
+                label { "用户名" input name="username" required; }
+                label { "姓名" input name="display_name"; }
+                label { "角色" select name="role" { option value="officer" { "民警" } option value="reviewer" { "审核员" } option value="admin" { "管理员" } } }
+                label { "派出所" select name="station" { option value="" { "无" } @for s in stations { option value=(s.code) { (s.name) } } } }
+                label { "负责村（社区）代码，逗号分隔" input name="villages" size="28"; }
+                label { "初始密码（至少8位）" input name="password" type="password" required; }
+                button type="submit" { "新增" }
+            }
+        },
+    )
+}
+
+pub(super) fn admin_devices(
+    user: &ConsoleUser,
+    rows: &[(crate::store::accounts::Device, String)],
+) -> Markup {
+    let when = |ms: u64| {
+        baylink_domain::date::datetime_from_unix_ms(
+            ms as i64,
+            baylink_domain::date::CHINA_OFFSET_MINUTES,
+        )
+    };
+    layout(
+        "设备管理",
+        Some(user),
+        &html! {
+            h1 { "设备管理" }
+            (admin_nav())
+            table {
+                thead { tr { th { "设备编号" } th { "名称" } th { "民警" } th { "最近同步" } th { "状态" } } }
+                tbody {
+                    @for (device, username) in rows {
+                        tr {
+                            td.muted { (device.id) }
+                            td { (device.name) }
+                            td { (username) }
+                            td { (device.last_sync_ms.map(when).unwrap_or_else(|| "从未同步".into())) }
+                            td {
+                                @if device.revoked { span.status-returned { "已吊销" } } @else {
+                                    form method="post" action={ "/console/admin/devices/" (device.id) "/revoke" } {
+                                        input type="hidden" name="csrf" value=(user.csrf);
+                                        button.danger type="submit" { "吊销（手机丢失）" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(super) fn admin_audit(
+    user: &ConsoleUser,
+    rows: &[crate::store::console::AuditEntry],
+) -> Markup {
+    let when = |ms: u64| {
+        baylink_domain::date::datetime_from_unix_ms(
+            ms as i64,
+            baylink_domain::date::CHINA_OFFSET_MINUTES,
+        )
+    };
+    layout(
+        "审计日志",
+        Some(user),
+        &html! {
+            h1 { "审计日志" }
+            (admin_nav())
+            table {
+                thead { tr { th { "时间" } th { "人员" } th { "操作" } th { "对象" } th { "详情" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td { (when(r.at_ms)) }
+                            td { (r.username.as_deref().unwrap_or("")) }
+                            td { (r.action) }
+                            td.muted { (r.target.as_deref().unwrap_or("")) }
+                            td { (r.detail.as_deref().unwrap_or("")) }
+                        }
+                    }
                 }
             }
         },

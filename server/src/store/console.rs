@@ -515,3 +515,36 @@ pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<Device
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// One audited action, for the audit log page.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at_ms: u64,
+    /// Who (username), if known.
+    pub username: Option<String>,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: Option<String>,
+    /// Details.
+    pub detail: Option<String>,
+}
+
+/// The newest audited actions.
+pub fn audit_log(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>, AppError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.at_ms, a.username, l.action, l.target, l.detail FROM audit l
+         LEFT JOIN account a ON a.id = l.account ORDER BY l.id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok(AuditEntry {
+            at_ms: r.get::<_, i64>(0)? as u64,
+            username: r.get(1)?,
+            action: r.get(2)?,
+            target: r.get(3)?,
+            detail: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
