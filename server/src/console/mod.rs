@@ -315,7 +315,7 @@ async fn dashboard(
                 since,
                 progress: store::progress(conn, &villages)?,
                 devices: store::device_syncs(conn, &villages)?,
-                conflicts: store::conflicts(conn, &villages, 1000)?.len(),
+                conflicts: store::open_conflicts(conn, &villages)?,
             })
         })
         .await?;

@@ -38,6 +38,14 @@ pub(super) fn mask_phone(phone: &str) -> String {
     )
 }
 
+/// A time as Huizhou reads it.
+fn when(ms: u64) -> String {
+    baylink_domain::date::datetime_from_unix_ms(
+        ms as i64,
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    )
+}
+
 fn status_label(code: &str) -> &'static str {
     REVIEW_STATUSES
         .iter()
@@ -134,7 +142,7 @@ pub(super) struct Dashboard {
     /// Officers' devices.
     pub(super) devices: Vec<crate::store::console::DeviceSync>,
     /// Open conflicts.
-    pub(super) conflicts: usize,
+    pub(super) conflicts: i64,
 }
 
 /// Captures per day as bars, drawn on the server (no script, no external resources).
@@ -183,12 +191,6 @@ pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
         "visit",
         "dispute",
     ];
-    let when = |ms: u64| {
-        baylink_domain::date::datetime_from_unix_ms(
-            ms as i64,
-            baylink_domain::date::CHINA_OFFSET_MINUTES,
-        )
-    };
     layout(
         "概览",
         Some(user),
@@ -321,12 +323,6 @@ pub(super) fn records(
 }
 
 pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
-    let when = |ms: u64| {
-        baylink_domain::date::datetime_from_unix_ms(
-            ms as i64,
-            baylink_domain::date::CHINA_OFFSET_MINUTES,
-        )
-    };
     let field_label = |c: &Conflict| {
         EntityKind::parse(&c.kind)
             .and_then(|k| k.field(&c.field))
@@ -434,12 +430,6 @@ pub(super) fn admin_devices(
     user: &ConsoleUser,
     rows: &[(crate::store::accounts::Device, String)],
 ) -> Markup {
-    let when = |ms: u64| {
-        baylink_domain::date::datetime_from_unix_ms(
-            ms as i64,
-            baylink_domain::date::CHINA_OFFSET_MINUTES,
-        )
-    };
     layout(
         "设备管理",
         Some(user),
@@ -475,12 +465,6 @@ pub(super) fn admin_audit(
     user: &ConsoleUser,
     rows: &[crate::store::console::AuditEntry],
 ) -> Markup {
-    let when = |ms: u64| {
-        baylink_domain::date::datetime_from_unix_ms(
-            ms as i64,
-            baylink_domain::date::CHINA_OFFSET_MINUTES,
-        )
-    };
     layout(
         "审计日志",
         Some(user),
@@ -594,7 +578,7 @@ pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bo
                 tbody {
                     @for h in view.history.iter().rev() {
                         tr {
-                            td { (baylink_domain::date::datetime_from_unix_ms(h.at_ms as i64, baylink_domain::date::CHINA_OFFSET_MINUTES)) }
+                            td { (when(h.at_ms)) }
                             td { (h.username.as_deref().unwrap_or("")) }
                             td.muted { (h.device.as_deref().map(|d| d.chars().take(8).collect::<String>()).unwrap_or_default()) }
                             td { (label(&h.field)) }

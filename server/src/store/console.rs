@@ -376,6 +376,17 @@ pub fn conflicts(
         .collect()
 }
 
+/// How many conflicts on records of these villages are open.
+pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, AppError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL
+           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))",
+        [list],
+        |r| r.get(0),
+    )?)
+}
+
 /// Settles a conflict by writing the chosen value again (an ordinary write, so it is in the
 /// history and reaches every device), and marks it settled.
 pub fn settle_conflict(

@@ -363,14 +363,18 @@ pub fn server_write(
         Hlc::from_u64(last.and_then(|v| v.parse().ok()).unwrap_or(0)),
         0,
     );
-    let mut changes = Vec::with_capacity(fields.len());
+    // The bases, read once: the new stamp must come after each of them.
+    let mut bases = Vec::with_capacity(fields.len());
     for (field, _) in fields {
-        if let Some(h) = held(&tx, &id, field)? {
-            clock.observe(h.stamp.hlc);
+        let base = held(&tx, &id, field)?.map(|h| h.stamp);
+        if let Some(b) = base {
+            clock.observe(b.hlc);
         }
+        bases.push(base);
     }
+    let mut changes = Vec::with_capacity(fields.len());
     let stamp = Stamp::new(clock.tick(now_ms), node);
-    for (field, value) in fields {
+    for ((field, value), base) in fields.iter().zip(bases) {
         changes.push(Change {
             id: baylink_sync::ChangeId {
                 device: node,
@@ -381,7 +385,7 @@ pub fn server_write(
             field: (*field).to_owned(),
             value: value.clone(),
             stamp,
-            base: held(&tx, &id, field)?.map(|h| h.stamp),
+            base,
             extra: BTreeMap::new(),
         });
     }
