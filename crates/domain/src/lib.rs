@@ -3,6 +3,7 @@
 //! summary that lists and searches show. Pure code: no I/O, no clock (callers pass today's date).
 
 pub mod date;
+pub mod duplicates;
 pub mod error;
 pub mod id_number;
 pub mod identity;
@@ -14,6 +15,7 @@ pub mod summary;
 pub mod synthetic;
 mod text;
 pub mod validate;
+pub mod watch;
 
 pub use date::Date;
 pub use error::{Error, FieldError, Result};

@@ -117,6 +117,8 @@ pub enum FieldType {
     Phone,
     /// The id of another entity of a kind.
     Ref(EntityKind),
+    /// The id of another entity of the same kind (where a merged duplicate redirects).
+    Redirect,
     /// A GPS position, entered as `lat,lon`, stored as `{"lat":…,"lon":…}`.
     Geo,
     /// A 12-digit village (village committee) code.
@@ -307,6 +309,7 @@ static COMMON: &[FieldSpec] = &[
     ),
     system("review_comment", "审核意见", "review comment", T::Text(500)),
     system("deleted", "已删除", "deleted", T::Bool),
+    system("merged_into", "已合并到", "merged into", T::Redirect),
 ];
 
 static HOUSE: &[FieldSpec] = &[

@@ -25,8 +25,10 @@ pub struct Summary {
     pub phone: Option<String>,
     /// Review status code.
     pub review_status: Option<String>,
-    /// Whether the record is deleted (a tombstone).
+    /// Whether lists leave the record out: deleted (a tombstone) or merged into another.
     pub deleted: bool,
+    /// The record a merged duplicate redirects to.
+    pub merged_into: Option<String>,
 }
 
 /// The summary of a record of a kind from its current field values.
@@ -96,6 +98,8 @@ pub fn summarize_with<'a>(kind: EntityKind, get: impl Fn(&str) -> Option<&'a Val
         address,
         phone,
         review_status: text("review_status"),
-        deleted: get("deleted").and_then(Value::as_bool).unwrap_or(false),
+        deleted: get("deleted").and_then(Value::as_bool).unwrap_or(false)
+            || get("merged_into").is_some_and(|v| !v.is_null()),
+        merged_into: text("merged_into"),
     }
 }

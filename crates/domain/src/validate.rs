@@ -211,7 +211,7 @@ pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Re
         FieldType::ResidentId => Value::String(id_number::parse(&text, today)?.number),
         FieldType::Plate => Value::String(plate::parse(&text)?.0),
         FieldType::Phone => Value::String(phone::parse(&text)?),
-        FieldType::Ref(_) => {
+        FieldType::Ref(_) | FieldType::Redirect => {
             let id = uuid::Uuid::parse_str(&text)
                 .map_err(|_| bad("应为记录编号（UUID）", "must be a record id (a UUID)"))?;
             Value::String(id.hyphenated().to_string())
