@@ -210,10 +210,12 @@ impl Store {
         })
     }
 
-    /// Edits fields of a record; returns how many fields changed (0 writes nothing).
+    /// Edits fields of a record (of the record it was merged into, if a reviewer merged it);
+    /// returns how many fields changed (0 writes nothing).
     pub fn edit(&mut self, id: Uuid, input: &Input) -> Result<usize> {
         let today = self.today();
         self.write(|tx, device, now| {
+            let id = resolve(tx, id)?;
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             let kind = EntityKind::parse(&old.kind)
                 .ok_or_else(|| baylink_domain::Error::UnknownKind(old.kind.clone()))?;
@@ -233,17 +235,21 @@ impl Store {
         })
     }
 
-    /// Deletes a record (a tombstone that replicates like any field).
+    /// Deletes a record (a tombstone that replicates like any field), or the record it was
+    /// merged into.
     pub fn delete(&mut self, id: Uuid) -> Result<()> {
         self.write(|tx, device, now| {
+            let id = resolve(tx, id)?;
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             let changes = Fields::from([("deleted".to_owned(), Value::Bool(true))]);
             write_local(tx, device, now, id, &old.kind, Some(&old), &changes).map(drop)
         })
     }
 
-    /// One record with its fields and links.
+    /// One record with its fields and links; for a duplicate a reviewer merged, the record it
+    /// was merged into (whose id the answer carries).
     pub fn get(&self, id: Uuid) -> Result<Option<Record>> {
+        let id = resolve(&self.conn, id)?;
         let Some(stored) = db::load_record(&self.conn, id)? else {
             return Ok(None);
         };
@@ -673,6 +679,23 @@ fn merge_in(tx: &Transaction<'_>, device: &mut Device, changes: &[Change]) -> Re
         }
     }
     Ok(report)
+}
+
+/// Where a record now lives: itself, or the record a reviewer merged it into when this device
+/// holds that one (followed through merges of merges, a few hops at most).
+fn resolve(conn: &Connection, id: Uuid) -> Result<Uuid> {
+    let mut at = id;
+    for _ in 0..8 {
+        let next = db::load_record(conn, at)?
+            .and_then(|r| r.state.get("merged_into").cloned())
+            .and_then(|v| v.value.as_str().and_then(|s| Uuid::parse_str(s).ok()));
+        match next {
+            // A target this device does not hold (yet) leaves the record where it is.
+            Some(next) if next != at && db::load_record(conn, next)?.is_some() => at = next,
+            _ => break,
+        }
+    }
+    Ok(at)
 }
 
 fn capture_in(

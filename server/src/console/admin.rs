@@ -14,7 +14,7 @@ use crate::store::console as store;
 use crate::store::now_ms;
 
 impl ConsoleUser {
-    fn require_admin(&self) -> Result<(), AppError> {
+    pub(super) fn require_admin(&self) -> Result<(), AppError> {
         if self.account.role == Role::Admin {
             Ok(())
         } else {

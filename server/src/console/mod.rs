@@ -3,6 +3,8 @@
 //! CSRF token. ID numbers and phones are masked in lists; showing a full ID number is audited.
 
 mod admin;
+mod alerts;
+mod duplicates;
 mod export;
 mod pages;
 
@@ -43,6 +45,16 @@ pub fn router() -> Router<AppState> {
         .route("/console/export", get(export))
         .route("/console/conflicts", get(conflicts))
         .route("/console/conflicts/{id}/settle", post(settle))
+        .route("/console/duplicates", get(duplicates::list))
+        .route("/console/duplicates/merge", post(duplicates::merge))
+        .route("/console/duplicates/dismiss", post(duplicates::dismiss))
+        .route("/console/alerts", get(alerts::list))
+        .route("/console/alerts/{id}/acknowledge", post(alerts::acknowledge))
+        .route(
+            "/console/admin/watch",
+            get(alerts::rules).post(alerts::add_rule),
+        )
+        .route("/console/admin/watch/{id}/remove", post(alerts::remove_rule))
         .route(
             "/console/admin/users",
             get(admin::users).post(admin::add_user),
@@ -316,6 +328,7 @@ async fn dashboard(
                 progress: store::progress(conn, &villages)?,
                 devices: store::device_syncs(conn, &villages)?,
                 conflicts: store::open_conflicts(conn, &villages)?,
+                alerts: crate::store::alerts::open_count(conn, &villages)?,
             })
         })
         .await?;
@@ -459,30 +472,22 @@ async fn record(
         .map_err(|_| AppError::NotFound("no such record".into()))?
         .to_string();
     let reveal = query.reveal == Some(1);
-    let (villages, account) = (user.villages.clone(), user.account.id);
-    let admin = user.account.role == Role::Admin;
+    let (caller, account) = (user.caller(), user.account.id);
     let view = state
         .db
         .call(move |conn| {
-            let visible: bool = admin || {
-                let list = serde_json::to_string(&villages).unwrap_or_default();
-                conn.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM scope WHERE entity = ?1 AND village IN (SELECT value FROM json_each(?2)))",
-                    [&id, &list],
-                    |r| r.get(0),
-                )?
-            };
-            if !visible {
+            if !store::visible(conn, &caller, &id)? {
                 return Err(AppError::NotFound("no such record in your villages".into()));
             }
             let view = sync::record(conn, &id)?.ok_or_else(|| AppError::NotFound("no such record".into()))?;
+            let links = store::linked(conn, &id, &view.fields, baylink_domain::EntityKind::parse(&view.kind))?;
             if reveal {
                 store::audit(conn, Some(account), "reveal_id_number", Some(&id), None, now_ms())?;
             }
-            Ok((id, view))
+            Ok((id, view, links))
         })
         .await?;
-    Ok(pages::record(&user, &view.0, &view.1, reveal).into_response())
+    Ok(pages::record(&user, &view.0, &view.1, &view.2, reveal).into_response())
 }
 
 /// A review decision.

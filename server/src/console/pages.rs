@@ -7,7 +7,7 @@ use baylink_domain::schema::REVIEW_STATUSES;
 use maud::{DOCTYPE, Markup, html};
 
 use super::ConsoleUser;
-use crate::store::console::{Conflict, Filter, Row};
+use crate::store::console::{Conflict, Filter, Linked, Row};
 use crate::store::sync::RecordView;
 
 /// `110105********002X`: enough to tell records apart, not enough to misuse.
@@ -39,7 +39,7 @@ pub(super) fn mask_phone(phone: &str) -> String {
 }
 
 /// A time as Huizhou reads it.
-fn when(ms: u64) -> String {
+pub(super) fn when(ms: u64) -> String {
     baylink_domain::date::datetime_from_unix_ms(
         ms as i64,
         baylink_domain::date::CHINA_OFFSET_MINUTES,
@@ -57,7 +57,7 @@ fn kind_label(kind: &str) -> String {
     EntityKind::parse(kind).map_or_else(|| kind.to_owned(), |k| k.label_zh().to_owned())
 }
 
-fn layout(title: &str, user: Option<&ConsoleUser>, body: &Markup) -> Markup {
+pub(super) fn layout(title: &str, user: Option<&ConsoleUser>, body: &Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="zh-CN" {
@@ -78,6 +78,8 @@ fn layout(title: &str, user: Option<&ConsoleUser>, body: &Markup) -> Markup {
                             a href="/console/records?kind=vehicle" { "车辆" }
                             a href="/console/records?status=pending" { "待审核" }
                             a href="/console/conflicts" { "冲突" }
+                            a href="/console/duplicates" { "重复" }
+                            a href="/console/alerts" { "预警" }
                             @if user.account.role == crate::store::accounts::Role::Admin {
                                 a href="/console/admin/users" { "管理" }
                             }
@@ -143,6 +145,8 @@ pub(super) struct Dashboard {
     pub(super) devices: Vec<crate::store::console::DeviceSync>,
     /// Open conflicts.
     pub(super) conflicts: i64,
+    /// Open alerts.
+    pub(super) alerts: i64,
 }
 
 /// Captures per day as bars, drawn on the server (no script, no external resources).
@@ -201,6 +205,7 @@ pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
                 " · 已通过 " strong { (totals.get("approved").copied().unwrap_or(0)) }
                 " · 已退回 " strong { (totals.get("returned").copied().unwrap_or(0)) }
                 " · " a href="/console/conflicts" { "待处理冲突 " strong { (data.conflicts) } }
+                " · " a href="/console/alerts" { "未处理预警 " strong { (data.alerts) } }
             }
             h2 { "近30天每日采集量" }
             div.card { (chart(&data.days, data.since)) }
@@ -360,11 +365,12 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
     )
 }
 
-fn admin_nav() -> Markup {
+pub(super) fn admin_nav() -> Markup {
     html! {
         p {
             a href="/console/admin/users" { "账号" } " · "
             a href="/console/admin/devices" { "设备" } " · "
+            a href="/console/admin/watch" { "关注名单" } " · "
             a href="/console/admin/audit" { "审计日志" }
         }
     }
@@ -514,8 +520,40 @@ fn json_text(value: &str) -> String {
     }
 }
 
-pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bool) -> Markup {
+/// A label with every ID-number-like word masked.
+pub(super) fn masked_label(label: &str) -> String {
+    label
+        .split(' ')
+        .map(|w| {
+            if w.len() >= 10 && w.bytes().all(|b| b.is_ascii_alphanumeric()) && w.bytes().filter(u8::is_ascii_digit).count() >= 6 {
+                mask_id(w)
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn link_to(link: &Linked) -> Markup {
+    let label = masked_label(&link.label);
+    html! {
+        a href={ "/console/records/" (link.id) } { (if label.is_empty() { link.id.clone() } else { label }) }
+        @if link.hidden { span.muted { "（已删除或已合并）" } }
+    }
+}
+
+pub(super) fn record(
+    user: &ConsoleUser,
+    id: &str,
+    view: &RecordView,
+    links: &[Linked],
+    reveal: bool,
+) -> Markup {
     let kind = EntityKind::parse(&view.kind);
+    let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
+    let merged_into = outgoing("merged_into");
+    let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();
     let label = |field: &str| {
         kind.and_then(|k| k.field(field))
             .map_or(field.to_owned(), |s| s.zh.to_owned())
@@ -544,6 +582,9 @@ pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bo
         Some(user),
         &html! {
             h1 { (kind_label(&view.kind)) " " span.muted { (id) } }
+            @if let Some(target) = merged_into {
+                div.card.notice { "此记录已作为重复记录合并到 " (link_to(target)) "；下面保留它合并前的内容和全部修改历史。" }
+            }
             div.card {
                 "审核状态：" span class={ "status-" (status) } { (status_label(&status)) }
                 @if let Some(comment) = view.fields.get("review_comment").map(|v| json_text(v)).filter(|c| !c.is_empty()) {
@@ -554,7 +595,9 @@ pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bo
                 table {
                     tbody {
                         @for (field, value) in ordered(kind, &view.fields) {
-                            tr { th { (label(field)) } td { (shown(field, value)) } }
+                            tr { th { (label(field)) } td {
+                                @if let Some(link) = outgoing(field) { (link_to(link)) } @else { (shown(field, value)) }
+                            } }
                         }
                     }
                 }
@@ -562,7 +605,22 @@ pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bo
                     p { a href={ "/console/records/" (id) "?reveal=1" } { "显示完整证件号码和电话（将记录在审计日志中）" } }
                 }
             }
-            div.card {
+            @if !incoming.is_empty() {
+                h2 { "关联记录" }
+                table {
+                    thead { tr { th { "类型" } th { "关系" } th { "记录" } } }
+                    tbody {
+                        @for link in &incoming {
+                            tr {
+                                td { (kind_label(&link.kind)) }
+                                td { (if link.field == "merged_into" { "合并到本记录".to_owned() } else { EntityKind::parse(&link.kind).and_then(|k| k.field(&link.field)).map_or(link.field.clone(), |s| format!("{}为本记录", s.zh)) }) }
+                                td { (link_to(link)) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if merged_into.is_none() { div.card {
                 h2 { "审核" }
                 form method="post" action={ "/console/records/" (id) "/review" } {
                     input type="hidden" name="csrf" value=(user.csrf);
@@ -571,7 +629,7 @@ pub(super) fn record(user: &ConsoleUser, id: &str, view: &RecordView, reveal: bo
                     " "
                     button.danger type="submit" name="decision" value="return" { "退回" }
                 }
-            }
+            } }
             h2 { "修改历史" }
             table {
                 thead { tr { th { "时间" } th { "人员" } th { "设备" } th { "字段" } th { "原值" } th { "新值" } } }

@@ -405,16 +405,7 @@ pub fn settle_conflict(
         .optional()?;
     let (entity, field, kept, lost) =
         row.ok_or_else(|| AppError::NotFound(format!("no open conflict {id}")))?;
-    let visible: bool = reviewer.role == crate::store::accounts::Role::Admin
-        || {
-            let list = serde_json::to_string(&reviewer.villages).unwrap_or_default();
-            conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM scope WHERE entity = ?1 AND village IN (SELECT value FROM json_each(?2)))",
-            params![entity, list],
-            |r| r.get(0),
-        )?
-        };
-    if !visible {
+    if !visible(conn, reviewer, &entity)? {
         return Err(AppError::Forbidden(
             "this record is not in your station's villages".into(),
         ));
@@ -442,6 +433,103 @@ pub fn settle_conflict(
         Some(&field),
         now_ms,
     )
+}
+
+/// Whether the console caller may see a record: administrators every record, reviewers the
+/// records in their station's villages (a person also where they live).
+pub fn visible(
+    conn: &Connection,
+    caller: &crate::store::sync::Caller,
+    entity: &str,
+) -> Result<bool, AppError> {
+    if caller.role == crate::store::accounts::Role::Admin {
+        return Ok(true);
+    }
+    let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM scope WHERE entity = ?1 AND village IN (SELECT value FROM json_each(?2)))",
+        )?
+        .query_row(params![entity, list], |r| r.get(0))?)
+}
+
+/// A record linked to the one shown: pointing at it (`incoming`) or pointed at by one of its
+/// fields.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Linked {
+    /// The field that holds the reference.
+    pub field: String,
+    /// Whether the other record points at this one.
+    pub incoming: bool,
+    /// The other record.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its label (may contain an ID number: mask it before showing).
+    pub label: String,
+    /// Whether it is deleted or merged away.
+    pub hidden: bool,
+}
+
+/// The records linked to `id`: what its reference fields name, and what names it (residences,
+/// vehicles, visits, duplicates merged into it).
+pub fn linked(
+    conn: &Connection,
+    id: &str,
+    fields: &std::collections::BTreeMap<String, String>,
+    kind: Option<EntityKind>,
+) -> Result<Vec<Linked>, AppError> {
+    let mut summary = conn.prepare_cached(
+        "SELECT kind, label, deleted FROM summary WHERE entity = ?1",
+    )?;
+    let mut out = Vec::new();
+    for (field, value) in fields {
+        let is_ref = kind.and_then(|k| k.field(field)).is_some_and(|s| {
+            matches!(
+                s.ty,
+                baylink_domain::FieldType::Ref(_) | baylink_domain::FieldType::Redirect
+            )
+        });
+        let Some(target) = is_ref
+            .then(|| serde_json::from_str::<Value>(value).ok())
+            .flatten()
+            .and_then(|v| v.as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        let found: Option<(String, String, bool)> = summary
+            .query_row([&target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((kind, label, hidden)) = found {
+            out.push(Linked {
+                field: field.clone(),
+                incoming: false,
+                id: target,
+                kind,
+                label,
+                hidden,
+            });
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.field, f.entity, s.kind, s.label, s.deleted FROM field f JOIN summary s ON s.entity = f.entity
+         WHERE f.field IN ('person', 'house', 'owner', 'merged_into') AND f.value = ?1
+         ORDER BY s.kind, s.updated_seq DESC LIMIT 500",
+    )?;
+    let rows = stmt.query_map([Value::String(id.to_owned()).to_string()], |r| {
+        Ok(Linked {
+            field: r.get(0)?,
+            incoming: true,
+            id: r.get(1)?,
+            kind: r.get(2)?,
+            label: r.get(3)?,
+            hidden: r.get(4)?,
+        })
+    })?;
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(out)
 }
 
 /// Captures per day (local dates `YYYY-MM-DD`) in these villages since `since`.

@@ -5,7 +5,9 @@
 //! backend would implement.
 
 pub mod accounts;
+pub mod alerts;
 pub mod console;
+pub mod duplicates;
 pub mod sync;
 
 /// The SQLite binding the store uses, for tools and tests that look inside.
@@ -22,6 +24,7 @@ use crate::error::AppError;
 const MIGRATIONS: &[&str] = &[
     include_str!("sql/001_init.sql"),
     include_str!("sql/002_console.sql"),
+    include_str!("sql/003_review.sql"),
 ];
 
 /// The server's database handle, cheap to clone.

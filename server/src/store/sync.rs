@@ -205,7 +205,7 @@ fn invalid(
     if spec.writer == Writer::System && caller.role == Role::Officer {
         let allowed = match spec.name {
             "review_status" => change.value == Value::String("pending".into()),
-            "review_comment" => false,
+            "review_comment" | "merged_into" => false,
             _ => true,
         };
         if !allowed {
@@ -324,6 +324,7 @@ pub fn push(
         results.push(accepted(counter));
     }
     rescope(&tx, &touched, &persons)?;
+    crate::store::alerts::raise(&tx, &touched, caller, now_ms)?;
     tx.execute(
         "UPDATE device SET last_counter = ?2, last_seen_ms = ?3 WHERE id = ?1",
         params![caller.device, newest as i64, now_ms as i64],
@@ -343,6 +344,19 @@ pub fn server_write(
     now_ms: u64,
 ) -> Result<(), AppError> {
     let tx = conn.transaction()?;
+    write_in(&tx, account, entity, fields, now_ms)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// [`server_write`] inside a caller's transaction, so that several writes land together.
+pub fn write_in(
+    tx: &Transaction<'_>,
+    account: i64,
+    entity: &Uuid,
+    fields: &[(&str, Value)],
+    now_ms: u64,
+) -> Result<(), AppError> {
     let id = entity.hyphenated().to_string();
     let kind: String = tx
         .query_row("SELECT kind FROM entity WHERE id = ?1", [&id], |r| r.get(0))
@@ -366,7 +380,7 @@ pub fn server_write(
     // The bases, read once: the new stamp must come after each of them.
     let mut bases = Vec::with_capacity(fields.len());
     for (field, _) in fields {
-        let base = held(&tx, &id, field)?.map(|h| h.stamp);
+        let base = held(tx, &id, field)?.map(|h| h.stamp);
         if let Some(b) = base {
             clock.observe(b.hlc);
         }
@@ -397,14 +411,13 @@ pub fn server_write(
     };
     let mut persons = BTreeSet::new();
     for change in &changes {
-        apply(&tx, &caller, change, now_ms, &mut persons)?;
+        apply(tx, &caller, change, now_ms, &mut persons)?;
     }
-    rescope(&tx, &BTreeSet::from([id]), &persons)?;
+    rescope(tx, &BTreeSet::from([id]), &persons)?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('clock', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         [clock.last().as_u64().to_string()],
     )?;
-    tx.commit()?;
     Ok(())
 }
 

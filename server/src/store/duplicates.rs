@@ -1,0 +1,253 @@
+//! Duplicate persons: candidate pairs for a station, a reviewer's "not the same person", and the
+//! merge — the duplicate redirects to the record kept (`merged_into`), everything that pointed at
+//! it is pointed at the kept record, and fields only the duplicate had fill the kept record's
+//! gaps. All of it is ordinary server writes, so it reaches every device; no history is removed.
+
+use std::collections::BTreeSet;
+
+use baylink_domain::duplicates::{PersonKey, Reasons};
+use baylink_domain::{EntityKind, Writer};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::AppError;
+use crate::store::console::{audit, visible};
+use crate::store::sync::{Caller, write_in};
+
+/// One side of a candidate pair.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Side {
+    /// Record id.
+    pub id: String,
+    /// Label (contains the ID number: mask it before showing).
+    pub label: String,
+    /// Home village.
+    pub village: Option<String>,
+    /// ID number.
+    pub id_number: Option<String>,
+    /// Birth date.
+    pub birth_date: Option<String>,
+    /// Capturing officer.
+    pub created_by: Option<String>,
+}
+
+/// A candidate pair of persons who may be one.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Pair {
+    /// One person.
+    pub a: Side,
+    /// The other.
+    pub b: Side,
+    /// Same name and birth date.
+    pub same_name_and_birth_date: bool,
+    /// ID numbers one character apart.
+    pub id_number_one_apart: bool,
+}
+
+/// Candidate pairs among the persons whose home is in these villages, not yet dismissed.
+pub fn candidates(conn: &Connection, villages: &[String], limit: usize) -> Result<Vec<Pair>, AppError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    struct Person {
+        side: Side,
+        name: Option<String>,
+    }
+    let mut stmt = conn.prepare(
+        "SELECT s.entity, s.label, s.village, s.id_number, s.name, f.value, s.created_by
+         FROM summary s LEFT JOIN field f ON f.entity = s.entity AND f.field = 'birth_date'
+         WHERE s.kind = 'person' AND s.deleted = 0 AND s.village IN (SELECT value FROM json_each(?1))",
+    )?;
+    let people: Vec<Person> = stmt
+        .query_map([list], |r| {
+            let birth: Option<String> = r.get(5)?;
+            Ok(Person {
+                side: Side {
+                    id: r.get(0)?,
+                    label: r.get(1)?,
+                    village: r.get(2)?,
+                    id_number: r.get(3)?,
+                    birth_date: birth
+                        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+                        .and_then(|v| v.as_str().map(str::to_owned)),
+                    created_by: r.get(6)?,
+                },
+                name: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<PersonKey<'_>> = people
+        .iter()
+        .map(|p| PersonKey {
+            name: p.name.as_deref(),
+            birth_date: p.side.birth_date.as_deref(),
+            id_number: p.side.id_number.as_deref(),
+        })
+        .collect();
+    let dismissed: BTreeSet<(String, String)> = conn
+        .prepare("SELECT a, b FROM duplicate_dismissal")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for found in baylink_domain::duplicates::candidates(&keys) {
+        let (a, b) = (&people[found.a].side, &people[found.b].side);
+        if dismissed.contains(&ordered(&a.id, &b.id)) {
+            continue;
+        }
+        let Reasons {
+            same_name_and_birth_date,
+            id_number_one_apart,
+        } = found.reasons;
+        out.push(Pair {
+            a: a.clone(),
+            b: b.clone(),
+            same_name_and_birth_date,
+            id_number_one_apart,
+        });
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn ordered(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<String, AppError> {
+    if a == b {
+        return Err(AppError::BadRequest("a record cannot be merged with itself".into()));
+    }
+    let mut kinds = Vec::new();
+    for id in [a, b] {
+        let row: Option<(String, bool)> = conn
+            .query_row(
+                "SELECT kind, deleted FROM summary WHERE entity = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (kind, hidden) = row.ok_or_else(|| AppError::NotFound(format!("no record {id}")))?;
+        if !visible(conn, caller, id)? {
+            return Err(AppError::Forbidden("this record is not in your station's villages".into()));
+        }
+        if hidden {
+            return Err(AppError::Conflict(format!(
+                "记录已删除或已合并 / record {id} is deleted or already merged"
+            )));
+        }
+        kinds.push(kind);
+    }
+    if kinds[0] != kinds[1] {
+        return Err(AppError::BadRequest("only records of one kind can be merged".into()));
+    }
+    Ok(kinds.swap_remove(0))
+}
+
+/// Records that two persons are not the same: the pair is not proposed again.
+pub fn dismiss(conn: &mut Connection, caller: &Caller, a: &str, b: &str, now_ms: u64) -> Result<(), AppError> {
+    let tx = conn.transaction()?;
+    check_pair(&tx, caller, a, b)?;
+    let (a, b) = ordered(a, b);
+    tx.execute(
+        "INSERT OR IGNORE INTO duplicate_dismissal (a, b, account, at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![a, b, caller.account, now_ms as i64],
+    )?;
+    audit(&tx, Some(caller.account), "dismiss_duplicate", Some(&a), Some(&b), now_ms)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Fields a merge never copies: the kept record's identity and what the system keeps.
+fn identity(field: &str) -> bool {
+    matches!(field, "village" | "id_type" | "id_number" | "name")
+}
+
+/// What a merge did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MergeReport {
+    /// Fields copied from the duplicate into gaps of the kept record.
+    pub filled: Vec<String>,
+    /// Records that pointed at the duplicate and now point at the kept record.
+    pub repointed: usize,
+}
+
+fn current(conn: &Connection, entity: &str) -> Result<Vec<(String, Value)>, AppError> {
+    let mut stmt = conn.prepare_cached("SELECT field, value FROM field WHERE entity = ?1")?;
+    let rows = stmt.query_map([entity], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (field, value) = row?;
+        out.push((field, serde_json::from_str(&value).unwrap_or(Value::Null)));
+    }
+    Ok(out)
+}
+
+/// Merges the duplicate `from` into `into`, in one transaction.
+pub fn merge(
+    conn: &mut Connection,
+    caller: &Caller,
+    from: &str,
+    into: &str,
+    now_ms: u64,
+) -> Result<MergeReport, AppError> {
+    let tx = conn.transaction()?;
+    let kind = check_pair(&tx, caller, from, into)?;
+    let kind = EntityKind::parse(&kind);
+    let (from_id, into_id) = (parse(from)?, parse(into)?);
+    let kept = current(&tx, into)?;
+    let has = |field: &str| kept.iter().any(|(f, v)| f == field && !v.is_null());
+    let fills: Vec<(String, Value)> = current(&tx, from)?
+        .into_iter()
+        .filter(|(field, value)| {
+            let officer = kind
+                .and_then(|k| k.field(field))
+                .is_some_and(|s| s.writer != Writer::System);
+            officer && !identity(field) && !value.is_null() && !has(field)
+        })
+        .collect();
+    let mut report = MergeReport {
+        filled: fills.iter().map(|(f, _)| f.clone()).collect(),
+        repointed: 0,
+    };
+    if !fills.is_empty() {
+        let fields: Vec<(&str, Value)> = fills.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
+        write_in(&tx, caller.account, &into_id, &fields, now_ms)?;
+    }
+    let pointing: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT entity, field FROM field
+             WHERE field IN ('person', 'house', 'owner', 'merged_into') AND value = ?1",
+        )?
+        .query_map([Value::String(from.to_owned()).to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (entity, field) in pointing {
+        write_in(
+            &tx,
+            caller.account,
+            &parse(&entity)?,
+            &[(field.as_str(), Value::String(into.to_owned()))],
+            now_ms,
+        )?;
+        report.repointed += 1;
+    }
+    write_in(
+        &tx,
+        caller.account,
+        &from_id,
+        &[("merged_into", Value::String(into.to_owned()))],
+        now_ms,
+    )?;
+    let detail = serde_json::to_string(&report).unwrap_or_default();
+    audit(&tx, Some(caller.account), "merge", Some(from), Some(&format!("into {into} {detail}")), now_ms)?;
+    tx.commit()?;
+    Ok(report)
+}
+
+fn parse(id: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(id).map_err(|_| AppError::NotFound(format!("no record {id}")))
+}

@@ -1,0 +1,40 @@
+CREATE INDEX field_ref ON field (field, value)
+    -- Who points at a record (residences, vehicles, merged duplicates): for record pages and merges.
+    WHERE field IN ('person', 'house', 'owner', 'merged_into');
+
+CREATE TABLE watch_rule (
+    -- One entry of the watch list, kept by administrators: an ID number, or a risk region as a
+    -- division prefix (2, 4 or 6 digits).
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('id_number', 'region')),
+    value TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    added_by INTEGER REFERENCES account (id),
+    added_ms INTEGER NOT NULL,
+    UNIQUE (kind, value)
+);
+
+CREATE TABLE alert (
+    -- A person who matched a watch rule, raised once per person and rule; the rule's text is
+    -- copied so that removing a rule keeps its alerts readable.
+    id INTEGER PRIMARY KEY,
+    entity TEXT NOT NULL,
+    rule_kind TEXT NOT NULL,
+    rule_value TEXT NOT NULL,
+    raised_ms INTEGER NOT NULL,
+    device TEXT,
+    account INTEGER,
+    acknowledged_ms INTEGER,
+    acknowledged_by INTEGER,
+    UNIQUE (entity, rule_kind, rule_value)
+);
+CREATE INDEX alert_open ON alert (acknowledged_ms, id);
+
+CREATE TABLE duplicate_dismissal (
+    -- A candidate pair a reviewer judged to be two people (`a` < `b`): not proposed again.
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    account INTEGER,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (a, b)
+) WITHOUT ROWID;
