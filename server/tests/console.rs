@@ -74,6 +74,7 @@ impl Console {
                     ("id_type", json!("resident_id")),
                     ("id_number", json!("11010519491231002X")),
                     ("name", json!("王芳")),
+                    ("birth_date", json!("1949-12-31")),
                     ("phone", json!("13800138000")),
                     ("review_status", json!("pending")),
                     ("created_by", json!("o1")),
@@ -598,4 +599,438 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
             "{action} missing from the audit log"
         );
     }
+}
+
+/// Pushes fields of a record as officer o1's phone (the phone registered by `Console::new`).
+fn push_as_officer(
+    console: &Console,
+    kind: &str,
+    entity: Uuid,
+    fields: &[(&str, serde_json::Value)],
+) {
+    console
+        .state
+        .db
+        .call_blocking(|conn| {
+            let officer = accounts::account_by_username(conn, "o1")?.unwrap();
+            let device = NodeId(Uuid::from_u128(1));
+            let last: i64 = conn.query_row(
+                "SELECT last_counter FROM device WHERE id = ?1",
+                [device.to_string()],
+                |r| r.get(0),
+            )?;
+            let now = baylink_server::store::now_ms();
+            let stamp = Stamp::new(Hlc::new(now, 0), device);
+            let changes: Vec<Change> = fields
+                .iter()
+                .enumerate()
+                .map(|(i, (field, value))| Change {
+                    id: ChangeId {
+                        device,
+                        counter: last as u64 + i as u64 + 1,
+                    },
+                    kind: kind.into(),
+                    entity,
+                    field: (*field).into(),
+                    value: value.clone(),
+                    stamp,
+                    base: None,
+                    extra: Default::default(),
+                })
+                .collect();
+            let caller = Caller {
+                account: officer.id,
+                role: Role::Officer,
+                device: device.to_string(),
+                villages: vec![VILLAGE.into()],
+            };
+            let results = sync::push(conn, &caller, &changes, now, 60_000)?;
+            assert!(
+                results
+                    .iter()
+                    .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
+                "{results:?}"
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn person_fields(
+    id_type: &str,
+    id_number: &str,
+    name: &str,
+) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("village", json!(VILLAGE)),
+        ("id_type", json!(id_type)),
+        ("id_number", json!(id_number)),
+        ("name", json!(name)),
+        ("review_status", json!("pending")),
+    ]
+}
+
+#[tokio::test]
+async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_reviewers_acknowledge()
+ {
+    let (console, person) = Console::new();
+    let reviewer = console.sign_in("r006").await;
+    let page = console
+        .request("GET", "/console/admin/watch", Some(&reviewer), None)
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::FORBIDDEN,
+        "reviewers do not keep the list"
+    );
+    let admin = console.sign_in("admin").await;
+    let page = console
+        .request("GET", "/console/admin/watch", Some(&admin), None)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let token = csrf(&page.body);
+    // Beijing (110000) as a risk region: the person already stored, born in 110105, matches.
+    let added = console
+        .request(
+            "POST",
+            "/console/admin/watch",
+            Some(&admin),
+            Some(&format!("csrf={token}&kind=region&value=110000&note=test")),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let unknown = console
+        .request(
+            "POST",
+            "/console/admin/watch",
+            Some(&admin),
+            Some(&format!("csrf={token}&kind=region&value=990000&note=")),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(
+        unknown.body.contains("不是已知的行政区划代码"),
+        "{}",
+        unknown.body
+    );
+    let forged = console
+        .request(
+            "POST",
+            "/console/admin/watch",
+            Some(&admin),
+            Some("csrf=forged&kind=region&value=120000&note="),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    // A watched passport number; then an officer's phone syncs that person.
+    let watched = console
+        .request(
+            "POST",
+            "/console/admin/watch",
+            Some(&admin),
+            Some(&format!("csrf={token}&kind=id_number&value=e1234567&note=")),
+        )
+        .await;
+    assert_eq!(watched.status, StatusCode::SEE_OTHER);
+    let page = console
+        .request("GET", "/console/admin/watch", Some(&admin), None)
+        .await;
+    assert!(
+        page.body.contains("北京市") && page.body.contains("E1234567"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("天津市"),
+        "the forged form added nothing"
+    );
+    let traveller = Uuid::from_u128(77);
+    push_as_officer(
+        &console,
+        "person",
+        traveller,
+        &person_fields("passport", "E1234567", "John Smith"),
+    );
+    // Syncing the same person again raises nothing new.
+    push_as_officer(
+        &console,
+        "person",
+        traveller,
+        &[("occupation", json!("engineer"))],
+    );
+
+    let page = console
+        .request("GET", "/console/", Some(&reviewer), None)
+        .await;
+    assert!(
+        page.body.contains("未处理预警 <strong>2</strong>"),
+        "{}",
+        page.body
+    );
+    let page = console
+        .request("GET", "/console/alerts", Some(&reviewer), None)
+        .await;
+    assert!(page.body.contains(&person.to_string()) && page.body.contains(&traveller.to_string()));
+    assert!(page.body.contains("来自风险地区 北京市") && page.body.contains("o1"));
+    assert!(
+        !page.body.contains("11010519491231002X"),
+        "masked in the list"
+    );
+    let other = console.sign_in("r007").await;
+    let page = console
+        .request("GET", "/console/alerts", Some(&other), None)
+        .await;
+    assert!(
+        page.body.contains("没有预警"),
+        "another station's alerts are not shown"
+    );
+    let alert_id = page_alert_id(&console, &reviewer).await;
+    let other_token = csrf(&page.body);
+    let refused = console
+        .request(
+            "POST",
+            &format!("/console/alerts/{alert_id}/acknowledge"),
+            Some(&other),
+            Some(&format!("csrf={other_token}")),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let list = console
+        .request("GET", "/console/alerts", Some(&reviewer), None)
+        .await;
+    let done = console
+        .request(
+            "POST",
+            &format!("/console/alerts/{alert_id}/acknowledge"),
+            Some(&reviewer),
+            Some(&format!("csrf={}", csrf(&list.body))),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let page = console
+        .request("GET", "/console/", Some(&reviewer), None)
+        .await;
+    assert!(page.body.contains("未处理预警 <strong>1</strong>"));
+    let page = console
+        .request("GET", "/console/alerts?all=1", Some(&reviewer), None)
+        .await;
+    assert!(page.body.contains("已处理"));
+    let page = console
+        .request("GET", "/console/admin/audit", Some(&admin), None)
+        .await;
+    assert!(page.body.contains("acknowledge_alert") && page.body.contains("add_watch_rule"));
+}
+
+/// The id of the first acknowledge form on the reviewer's alert page.
+async fn page_alert_id(console: &Console, cookie: &str) -> i64 {
+    let page = console
+        .request("GET", "/console/alerts", Some(cookie), None)
+        .await;
+    page.body
+        .split("/console/alerts/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| id.parse().ok())
+        .expect("an acknowledge form")
+}
+
+#[tokio::test]
+async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
+    let (console, person) = Console::new();
+    // Same name and birth date as person 42 (王芳, 1949-12-31), another ID number; she rents a
+    // room under the duplicate record, which also has her employer.
+    let body = "11010819491231001";
+    let twin_id = format!(
+        "{body}{}",
+        baylink_domain::id_number::check_char(body.as_bytes())
+    );
+    let twin = Uuid::from_u128(43);
+    let mut fields = person_fields("resident_id", &twin_id, "王芳");
+    fields.push(("employer", json!("澳头渔港")));
+    fields.push(("birth_date", json!("1949-12-31")));
+    push_as_officer(&console, "person", twin, &fields);
+    let house = Uuid::from_u128(50);
+    push_as_officer(
+        &console,
+        "house",
+        house,
+        &[
+            ("village", json!(VILLAGE)),
+            ("address", json!("桥西路8号")),
+            ("use", json!("rental")),
+            ("status", json!("in_use")),
+        ],
+    );
+    let residence = Uuid::from_u128(51);
+    push_as_officer(
+        &console,
+        "residence",
+        residence,
+        &[
+            ("village", json!(VILLAGE)),
+            ("person", json!(twin.to_string())),
+            ("house", json!(house.to_string())),
+            ("moved_in", json!("2026-03-01")),
+            ("relation", json!("tenant")),
+        ],
+    );
+    // Two passports one character apart, who are in fact two people.
+    let (p1, p2) = (Uuid::from_u128(60), Uuid::from_u128(61));
+    push_as_officer(
+        &console,
+        "person",
+        p1,
+        &person_fields("passport", "E12345678", "Anna"),
+    );
+    push_as_officer(
+        &console,
+        "person",
+        p2,
+        &person_fields("passport", "E12345679", "Berta"),
+    );
+
+    let reviewer = console.sign_in("r006").await;
+    let page = console
+        .request("GET", "/console/duplicates", Some(&reviewer), None)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("姓名、出生日期相同") && page.body.contains("证件号码相差一位"));
+    assert!(page.body.contains(&twin.to_string()) && page.body.contains(&p2.to_string()));
+    assert!(!page.body.contains(&twin_id), "ID numbers masked");
+    let token = csrf(&page.body);
+    let dismissed = console
+        .request(
+            "POST",
+            "/console/duplicates/dismiss",
+            Some(&reviewer),
+            Some(&format!("csrf={token}&a={p2}&b={p1}")),
+        )
+        .await;
+    assert_eq!(dismissed.status, StatusCode::SEE_OTHER);
+    // Another station's reviewer may not merge this station's people.
+    let other = console.sign_in("r007").await;
+    let other_page = console
+        .request("GET", "/console/duplicates", Some(&other), None)
+        .await;
+    assert!(other_page.body.contains("没有疑似重复的人员"));
+    let refused = console
+        .request(
+            "POST",
+            "/console/duplicates/merge",
+            Some(&other),
+            Some(&format!(
+                "csrf={}&from={twin}&into={person}",
+                csrf(&other_page.body)
+            )),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let merged = console
+        .request(
+            "POST",
+            "/console/duplicates/merge",
+            Some(&reviewer),
+            Some(&format!("csrf={token}&from={twin}&into={person}")),
+        )
+        .await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    assert_eq!(
+        merged.location.as_deref(),
+        Some(&*format!("/console/records/{person}"))
+    );
+    let page = console
+        .request("GET", "/console/duplicates", Some(&reviewer), None)
+        .await;
+    assert!(
+        page.body.contains("没有疑似重复的人员"),
+        "merged and dismissed pairs are gone"
+    );
+
+    // The kept record: the employer filled in, the residence and the duplicate linked.
+    let kept = console
+        .request(
+            "GET",
+            &format!("/console/records/{person}"),
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert!(kept.body.contains("澳头渔港"));
+    assert!(kept.body.contains(&residence.to_string()) && kept.body.contains("合并到本记录"));
+    // The duplicate: redirects, with its whole history.
+    let old = console
+        .request(
+            "GET",
+            &format!("/console/records/{twin}"),
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert!(old.body.contains("已作为重复记录合并到") && old.body.contains(&person.to_string()));
+    assert!(
+        !old.body.contains("name=\"decision\""),
+        "no review of a merged record"
+    );
+    let view = console
+        .state
+        .db
+        .call_blocking(|c| sync::record(c, &residence.to_string()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        view.fields.get("person"),
+        Some(&json!(person.to_string()).to_string())
+    );
+    let twin_view = console
+        .state
+        .db
+        .call_blocking(|c| sync::record(c, &twin.to_string()))
+        .unwrap()
+        .unwrap();
+    assert!(twin_view.history.iter().any(|h| h.field == "employer"));
+    assert!(twin_view.history.iter().any(|h| h.field == "merged_into"));
+    let list = console
+        .request("GET", "/console/records?kind=person", Some(&reviewer), None)
+        .await;
+    assert!(
+        !list.body.contains(&twin.to_string()),
+        "a merged record leaves the lists"
+    );
+    // An officer's phone cannot write the redirect itself.
+    let refused = console
+        .state
+        .db
+        .call_blocking(|conn| {
+            let officer = accounts::account_by_username(conn, "o1")?.unwrap();
+            let device = NodeId(Uuid::from_u128(1));
+            let last: i64 = conn.query_row(
+                "SELECT last_counter FROM device WHERE id = ?1",
+                [device.to_string()],
+                |r| r.get(0),
+            )?;
+            let now = baylink_server::store::now_ms();
+            let change = Change {
+                id: ChangeId {
+                    device,
+                    counter: last as u64 + 1,
+                },
+                kind: "person".into(),
+                entity: p1,
+                field: "merged_into".into(),
+                value: json!(p2.to_string()),
+                stamp: Stamp::new(Hlc::new(now, 0), device),
+                base: None,
+                extra: Default::default(),
+            };
+            let caller = Caller {
+                account: officer.id,
+                role: Role::Officer,
+                device: device.to_string(),
+                villages: vec![VILLAGE.into()],
+            };
+            sync::push(conn, &caller, &[change], now, 60_000)
+        })
+        .unwrap();
+    assert_eq!(refused[0].status, baylink_sync::wire::ChangeStatus::Refused);
+    assert_eq!(refused[0].code.as_deref(), Some("read_only"));
 }

@@ -228,6 +228,24 @@ impl Server {
         }
     }
 
+    /// An account as the console acts for it (reviewers and administrators; officers to show
+    /// they are refused).
+    pub fn caller(&self, username: &str) -> baylink_server::store::sync::Caller {
+        self.query(|c| {
+            let account = baylink_server::store::accounts::account_by_username(c, username)
+                .expect("account readable")
+                .expect("account exists");
+            let villages =
+                baylink_server::store::accounts::villages_of(c, &account).expect("villages");
+            baylink_server::store::sync::Caller {
+                account: account.id,
+                role: account.role,
+                device: "console".into(),
+                villages,
+            }
+        })
+    }
+
     /// Runs a closure on the server's database.
     pub fn query<T>(&self, f: impl FnOnce(&rusqlite_reexport::Connection) -> T) -> T {
         self.state

@@ -97,6 +97,22 @@ impl Rule {
     }
 }
 
+/// A person's origin division: the derived `origin_code`, else the first six digits of a
+/// resident ID number (records from apps that did not derive it).
+pub fn origin<'a>(
+    id_type: Option<&str>,
+    id_number: Option<&'a str>,
+    origin_code: Option<&'a str>,
+) -> Option<&'a str> {
+    origin_code.or_else(|| {
+        let number = id_number?;
+        (id_type.is_none_or(|t| t == "resident_id")
+            && number.len() == 18
+            && number.bytes().take(6).all(|b| b.is_ascii_digit()))
+        .then(|| &number[..6])
+    })
+}
+
 /// The rules a person matches.
 pub fn matching<'r>(
     rules: &'r [Rule],
@@ -148,6 +164,18 @@ mod tests {
         assert!(rule.matches(Some("44130219900101123X"), None));
         assert!(!rule.matches(Some("441302199001011230"), None));
         assert!(Rule::id_number("12").is_err());
+        assert_eq!(
+            origin(Some("resident_id"), Some("44130219900101123X"), None),
+            Some("441302")
+        );
+        assert_eq!(
+            origin(Some("passport"), Some("441302199001011230"), None),
+            None
+        );
+        assert_eq!(
+            origin(None, Some("E1234567"), Some("420106")),
+            Some("420106")
+        );
         let rules = [rule, Rule::region("44").unwrap()];
         assert_eq!(
             matching(&rules, Some("44130219900101123X"), Some("441302")).len(),

@@ -49,12 +49,18 @@ pub fn router() -> Router<AppState> {
         .route("/console/duplicates/merge", post(duplicates::merge))
         .route("/console/duplicates/dismiss", post(duplicates::dismiss))
         .route("/console/alerts", get(alerts::list))
-        .route("/console/alerts/{id}/acknowledge", post(alerts::acknowledge))
+        .route(
+            "/console/alerts/{id}/acknowledge",
+            post(alerts::acknowledge),
+        )
         .route(
             "/console/admin/watch",
             get(alerts::rules).post(alerts::add_rule),
         )
-        .route("/console/admin/watch/{id}/remove", post(alerts::remove_rule))
+        .route(
+            "/console/admin/watch/{id}/remove",
+            post(alerts::remove_rule),
+        )
         .route(
             "/console/admin/users",
             get(admin::users).post(admin::add_user),
@@ -479,10 +485,23 @@ async fn record(
             if !store::visible(conn, &caller, &id)? {
                 return Err(AppError::NotFound("no such record in your villages".into()));
             }
-            let view = sync::record(conn, &id)?.ok_or_else(|| AppError::NotFound("no such record".into()))?;
-            let links = store::linked(conn, &id, &view.fields, baylink_domain::EntityKind::parse(&view.kind))?;
+            let view = sync::record(conn, &id)?
+                .ok_or_else(|| AppError::NotFound("no such record".into()))?;
+            let links = store::linked(
+                conn,
+                &id,
+                &view.fields,
+                baylink_domain::EntityKind::parse(&view.kind),
+            )?;
             if reveal {
-                store::audit(conn, Some(account), "reveal_id_number", Some(&id), None, now_ms())?;
+                store::audit(
+                    conn,
+                    Some(account),
+                    "reveal_id_number",
+                    Some(&id),
+                    None,
+                    now_ms(),
+                )?;
             }
             Ok((id, view, links))
         })

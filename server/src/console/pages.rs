@@ -525,7 +525,10 @@ pub(super) fn masked_label(label: &str) -> String {
     label
         .split(' ')
         .map(|w| {
-            if w.len() >= 10 && w.bytes().all(|b| b.is_ascii_alphanumeric()) && w.bytes().filter(u8::is_ascii_digit).count() >= 6 {
+            if w.len() >= 10
+                && w.bytes().all(|b| b.is_ascii_alphanumeric())
+                && w.bytes().filter(u8::is_ascii_digit).count() >= 6
+            {
                 mask_id(w)
             } else {
                 w.to_owned()

@@ -74,7 +74,10 @@ pub fn rules(conn: &Connection) -> Result<Vec<StoredRule>, AppError> {
     Ok(out)
 }
 
-fn person_keys(conn: &Connection, entity: &str) -> Result<(Option<String>, Option<String>), AppError> {
+fn person_keys(
+    conn: &Connection,
+    entity: &str,
+) -> Result<(Option<String>, Option<String>), AppError> {
     let text = |field: &str| -> Result<Option<String>, AppError> {
         let value: Option<String> = conn
             .prepare_cached("SELECT value FROM field WHERE entity = ?1 AND field = ?2")?
@@ -84,7 +87,11 @@ fn person_keys(conn: &Connection, entity: &str) -> Result<(Option<String>, Optio
             .and_then(|v| serde_json::from_str::<Value>(&v).ok())
             .and_then(|v| v.as_str().map(str::to_owned)))
     };
-    Ok((text("id_number")?, text("origin_code")?))
+    let (id_type, id_number, code) = (text("id_type")?, text("id_number")?, text("origin_code")?);
+    let origin =
+        baylink_domain::watch::origin(id_type.as_deref(), id_number.as_deref(), code.as_deref())
+            .map(str::to_owned);
+    Ok((id_number, origin))
 }
 
 fn raise_one(
@@ -127,8 +134,16 @@ pub fn raise(
             continue;
         }
         let (id_number, origin) = person_keys(tx, entity)?;
-        for rule in baylink_domain::watch::matching(&rules, id_number.as_deref(), origin.as_deref()) {
-            if raise_one(tx, entity, rule, Some(&caller.device), Some(caller.account), now_ms)? {
+        for rule in baylink_domain::watch::matching(&rules, id_number.as_deref(), origin.as_deref())
+        {
+            if raise_one(
+                tx,
+                entity,
+                rule,
+                Some(&caller.device),
+                Some(caller.account),
+                now_ms,
+            )? {
                 raised += 1;
             }
         }
@@ -186,19 +201,42 @@ pub fn add_rule(
             raised += 1;
         }
     }
-    audit(&tx, Some(account), "add_watch_rule", Some(rule.value()), Some(note.trim()), now_ms)?;
+    audit(
+        &tx,
+        Some(account),
+        "add_watch_rule",
+        Some(rule.value()),
+        Some(note.trim()),
+        now_ms,
+    )?;
     tx.commit()?;
     Ok((id, raised))
 }
 
 /// Removes a rule; the alerts it raised stay, with the rule's text.
-pub fn remove_rule(conn: &mut Connection, account: i64, id: i64, now_ms: u64) -> Result<(), AppError> {
+pub fn remove_rule(
+    conn: &mut Connection,
+    account: i64,
+    id: i64,
+    now_ms: u64,
+) -> Result<(), AppError> {
     let tx = conn.transaction()?;
     let value: String = tx
-        .query_row("DELETE FROM watch_rule WHERE id = ?1 RETURNING value", [id], |r| r.get(0))
+        .query_row(
+            "DELETE FROM watch_rule WHERE id = ?1 RETURNING value",
+            [id],
+            |r| r.get(0),
+        )
         .optional()?
         .ok_or_else(|| AppError::NotFound(format!("no watch rule {id}")))?;
-    audit(&tx, Some(account), "remove_watch_rule", Some(&value), None, now_ms)?;
+    audit(
+        &tx,
+        Some(account),
+        "remove_watch_rule",
+        Some(&value),
+        None,
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(())
 }
@@ -227,7 +265,12 @@ pub struct Alert {
 
 /// Alerts on persons in these villages (home or residence), open ones only unless `all`,
 /// newest first.
-pub fn list(conn: &Connection, villages: &[String], all: bool, limit: u32) -> Result<Vec<Alert>, AppError> {
+pub fn list(
+    conn: &Connection,
+    villages: &[String],
+    all: bool,
+    limit: u32,
+) -> Result<Vec<Alert>, AppError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT l.id, l.entity, COALESCE(s.label, ''), s.village, l.rule_kind, l.rule_value, l.raised_ms,
@@ -269,7 +312,12 @@ pub fn open_count(conn: &Connection, villages: &[String]) -> Result<i64, AppErro
 }
 
 /// Acknowledges an open alert on a person the reviewer may see.
-pub fn acknowledge(conn: &mut Connection, caller: &Caller, id: i64, now_ms: u64) -> Result<(), AppError> {
+pub fn acknowledge(
+    conn: &mut Connection,
+    caller: &Caller,
+    id: i64,
+    now_ms: u64,
+) -> Result<(), AppError> {
     let tx = conn.transaction()?;
     let entity: String = tx
         .query_row(
@@ -280,13 +328,22 @@ pub fn acknowledge(conn: &mut Connection, caller: &Caller, id: i64, now_ms: u64)
         .optional()?
         .ok_or_else(|| AppError::NotFound(format!("no open alert {id}")))?;
     if !visible(&tx, caller, &entity)? {
-        return Err(AppError::Forbidden("this person is not in your station's villages".into()));
+        return Err(AppError::Forbidden(
+            "this person is not in your station's villages".into(),
+        ));
     }
     tx.execute(
         "UPDATE alert SET acknowledged_ms = ?2, acknowledged_by = ?3 WHERE id = ?1",
         params![id, now_ms as i64, caller.account],
     )?;
-    audit(&tx, Some(caller.account), "acknowledge_alert", Some(&entity), Some(&id.to_string()), now_ms)?;
+    audit(
+        &tx,
+        Some(caller.account),
+        "acknowledge_alert",
+        Some(&entity),
+        Some(&id.to_string()),
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(())
 }

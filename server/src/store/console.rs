@@ -479,9 +479,8 @@ pub fn linked(
     fields: &std::collections::BTreeMap<String, String>,
     kind: Option<EntityKind>,
 ) -> Result<Vec<Linked>, AppError> {
-    let mut summary = conn.prepare_cached(
-        "SELECT kind, label, deleted FROM summary WHERE entity = ?1",
-    )?;
+    let mut summary =
+        conn.prepare_cached("SELECT kind, label, deleted FROM summary WHERE entity = ?1")?;
     let mut out = Vec::new();
     for (field, value) in fields {
         let is_ref = kind.and_then(|k| k.field(field)).is_some_and(|s| {

@@ -46,7 +46,11 @@ pub struct Pair {
 }
 
 /// Candidate pairs among the persons whose home is in these villages, not yet dismissed.
-pub fn candidates(conn: &Connection, villages: &[String], limit: usize) -> Result<Vec<Pair>, AppError> {
+pub fn candidates(
+    conn: &Connection,
+    villages: &[String],
+    limit: usize,
+) -> Result<Vec<Pair>, AppError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     struct Person {
         side: Side,
@@ -120,7 +124,9 @@ fn ordered(a: &str, b: &str) -> (String, String) {
 
 fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<String, AppError> {
     if a == b {
-        return Err(AppError::BadRequest("a record cannot be merged with itself".into()));
+        return Err(AppError::BadRequest(
+            "a record cannot be merged with itself".into(),
+        ));
     }
     let mut kinds = Vec::new();
     for id in [a, b] {
@@ -133,7 +139,9 @@ fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<St
             .optional()?;
         let (kind, hidden) = row.ok_or_else(|| AppError::NotFound(format!("no record {id}")))?;
         if !visible(conn, caller, id)? {
-            return Err(AppError::Forbidden("this record is not in your station's villages".into()));
+            return Err(AppError::Forbidden(
+                "this record is not in your station's villages".into(),
+            ));
         }
         if hidden {
             return Err(AppError::Conflict(format!(
@@ -143,13 +151,21 @@ fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<St
         kinds.push(kind);
     }
     if kinds[0] != kinds[1] {
-        return Err(AppError::BadRequest("only records of one kind can be merged".into()));
+        return Err(AppError::BadRequest(
+            "only records of one kind can be merged".into(),
+        ));
     }
     Ok(kinds.swap_remove(0))
 }
 
 /// Records that two persons are not the same: the pair is not proposed again.
-pub fn dismiss(conn: &mut Connection, caller: &Caller, a: &str, b: &str, now_ms: u64) -> Result<(), AppError> {
+pub fn dismiss(
+    conn: &mut Connection,
+    caller: &Caller,
+    a: &str,
+    b: &str,
+    now_ms: u64,
+) -> Result<(), AppError> {
     let tx = conn.transaction()?;
     check_pair(&tx, caller, a, b)?;
     let (a, b) = ordered(a, b);
@@ -157,7 +173,14 @@ pub fn dismiss(conn: &mut Connection, caller: &Caller, a: &str, b: &str, now_ms:
         "INSERT OR IGNORE INTO duplicate_dismissal (a, b, account, at_ms) VALUES (?1, ?2, ?3, ?4)",
         params![a, b, caller.account, now_ms as i64],
     )?;
-    audit(&tx, Some(caller.account), "dismiss_duplicate", Some(&a), Some(&b), now_ms)?;
+    audit(
+        &tx,
+        Some(caller.account),
+        "dismiss_duplicate",
+        Some(&a),
+        Some(&b),
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(())
 }
@@ -178,7 +201,9 @@ pub struct MergeReport {
 
 fn current(conn: &Connection, entity: &str) -> Result<Vec<(String, Value)>, AppError> {
     let mut stmt = conn.prepare_cached("SELECT field, value FROM field WHERE entity = ?1")?;
-    let rows = stmt.query_map([entity], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map([entity], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (field, value) = row?;
@@ -215,7 +240,8 @@ pub fn merge(
         repointed: 0,
     };
     if !fills.is_empty() {
-        let fields: Vec<(&str, Value)> = fills.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
+        let fields: Vec<(&str, Value)> =
+            fills.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
         write_in(&tx, caller.account, &into_id, &fields, now_ms)?;
     }
     let pointing: Vec<(String, String)> = tx
@@ -223,7 +249,9 @@ pub fn merge(
             "SELECT entity, field FROM field
              WHERE field IN ('person', 'house', 'owner', 'merged_into') AND value = ?1",
         )?
-        .query_map([Value::String(from.to_owned()).to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([Value::String(from.to_owned()).to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     for (entity, field) in pointing {
         write_in(
@@ -243,7 +271,14 @@ pub fn merge(
         now_ms,
     )?;
     let detail = serde_json::to_string(&report).unwrap_or_default();
-    audit(&tx, Some(caller.account), "merge", Some(from), Some(&format!("into {into} {detail}")), now_ms)?;
+    audit(
+        &tx,
+        Some(caller.account),
+        "merge",
+        Some(from),
+        Some(&format!("into {into} {detail}")),
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(report)
 }

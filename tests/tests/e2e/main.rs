@@ -2,4 +2,5 @@
 
 mod console_browser;
 mod offline_devices;
+mod review_sync;
 mod server_sync;

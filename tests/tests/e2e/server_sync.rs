@@ -510,21 +510,7 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
         &person("11010519491231002X", "王芳", VILLAGE),
     );
     a.sync();
-    let reviewer = |username: &str| {
-        server.query(|c| {
-            let account = baylink_server::store::accounts::account_by_username(c, username)
-                .unwrap()
-                .unwrap();
-            let villages = baylink_server::store::accounts::villages_of(c, &account).unwrap();
-            baylink_server::store::sync::Caller {
-                account: account.id,
-                role: account.role,
-                device: "console".into(),
-                villages,
-            }
-        })
-    };
-    let r006 = reviewer("r006");
+    let r006 = server.caller("r006");
     let now = real_now_ms();
     server
         .state
@@ -564,7 +550,7 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
     assert!(a.store.returned().unwrap().is_empty());
     assert_eq!(field(&a, id, "review_status").as_deref(), Some("approved"));
     // An officer is no reviewer, and a return needs its reason.
-    let o2 = reviewer("o2");
+    let o2 = server.caller("o2");
     let refused = server
         .state
         .db

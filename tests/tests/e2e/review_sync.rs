@@ -1,0 +1,269 @@
+//! What the station decides reaches the phones: a merged duplicate redirects on every device
+//! with its links moved and its history kept; a person from a watched region raises one alert
+//! when a phone syncs them.
+
+use baylink_domain::EntityKind;
+use baylink_domain::watch::Rule;
+use baylink_server::store::{alerts, duplicates};
+use baylink_tests::harness::{Device, Server, VILLAGE, real_now_ms, resident_id};
+
+fn capture(device: &mut Device, kind: EntityKind, pairs: &[(&str, &str)]) -> uuid::Uuid {
+    device.capture(kind, pairs)
+}
+
+fn persons(device: &Device) -> Vec<String> {
+    device
+        .store
+        .list(EntityKind::Person, None, 100, 0)
+        .expect("list")
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+#[test]
+fn a_merged_duplicate_redirects_on_every_phone_and_keeps_its_history() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    server.add_reviewer("r006", "441303006");
+    server.add_reviewer("r007", "441303007");
+    let mut a = Device::new("o1");
+    a.login(&server, "o1");
+    // The same woman twice: once right, once with a mistyped ID number (another valid one),
+    // her phone and employer only on the second, where her room and car are registered.
+    let kept = capture(
+        &mut a,
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", &resident_id("44130219900101123")),
+            ("name", "陈静"),
+        ],
+    );
+    let duplicate = capture(
+        &mut a,
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", &resident_id("44130219900101153")),
+            ("name", "陈静"),
+            ("phone", "13800138000"),
+            ("employer", "澳头渔港"),
+        ],
+    );
+    let house = capture(
+        &mut a,
+        EntityKind::House,
+        &[
+            ("village", VILLAGE),
+            ("address", "澳头街道桥西路8号"),
+            ("use", "rental"),
+            ("status", "in_use"),
+        ],
+    );
+    let residence = capture(
+        &mut a,
+        EntityKind::Residence,
+        &[
+            ("village", VILLAGE),
+            ("person", &duplicate.to_string()),
+            ("house", &house.to_string()),
+            ("moved_in", "2026-03-01"),
+            ("relation", "tenant"),
+        ],
+    );
+    let car = capture(
+        &mut a,
+        EntityKind::Vehicle,
+        &[
+            ("village", VILLAGE),
+            ("plate", "粤L12345"),
+            ("vehicle_type", "car"),
+            ("owner", &duplicate.to_string()),
+        ],
+    );
+    a.sync();
+
+    // The station sees the pair, and only that station may merge it.
+    let r006 = server.caller("r006");
+    let pairs = server
+        .state
+        .db
+        .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100))
+        .expect("candidates");
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    assert!(pairs[0].same_name_and_birth_date && !pairs[0].id_number_one_apart);
+    let r007 = server.caller("r007");
+    let refused = server.state.db.call_blocking(|c| {
+        duplicates::merge(
+            c,
+            &r007,
+            &duplicate.to_string(),
+            &kept.to_string(),
+            real_now_ms(),
+        )
+    });
+    assert!(refused.is_err(), "another station's reviewer merged");
+    let history_before: i64 = server.query(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM history WHERE entity = ?1",
+            [duplicate.to_string()],
+            |r| r.get(0),
+        )
+        .expect("count")
+    });
+    let report = server
+        .state
+        .db
+        .call_blocking(|c| {
+            duplicates::merge(
+                c,
+                &r006,
+                &duplicate.to_string(),
+                &kept.to_string(),
+                real_now_ms(),
+            )
+        })
+        .expect("merged");
+    assert_eq!(report.repointed, 2, "the residence and the car");
+    assert!(
+        report.filled.contains(&"phone".to_owned())
+            && report.filled.contains(&"employer".to_owned())
+    );
+    let history_after: i64 = server.query(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM history WHERE entity = ?1",
+            [duplicate.to_string()],
+            |r| r.get(0),
+        )
+        .expect("count")
+    });
+    assert_eq!(
+        history_after,
+        history_before + 1,
+        "history kept, the redirect added"
+    );
+    let after = server
+        .state
+        .db
+        .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100))
+        .expect("candidates");
+    assert!(after.is_empty(), "a merged pair is no longer proposed");
+
+    // The capturing phone and a fresh one of the same village end in the same state.
+    a.sync();
+    let mut b = Device::new("o2");
+    b.login(&server, "o2");
+    b.sync();
+    for phone in [&a, &b] {
+        assert_eq!(
+            persons(phone),
+            [kept.to_string()],
+            "the duplicate left the lists"
+        );
+        let opened = phone.store.get(duplicate).expect("get").expect("found");
+        assert_eq!(
+            opened.summary.id,
+            kept.to_string(),
+            "opening the duplicate opens the kept record"
+        );
+        assert_eq!(
+            opened.fields.get("employer").map(String::as_str),
+            Some("澳头渔港")
+        );
+        let home = phone.store.get(residence).expect("get").expect("found");
+        assert_eq!(home.fields.get("person"), Some(&kept.to_string()));
+        let vehicle = phone.store.get(car).expect("get").expect("found");
+        assert_eq!(vehicle.fields.get("owner"), Some(&kept.to_string()));
+    }
+    assert_eq!(a.states(), b.states(), "both phones converge");
+    // An edit of the duplicate on a phone lands on the kept record.
+    a.edit(duplicate, &[("occupation", "渔民")]);
+    a.sync();
+    b.sync();
+    let kept_on_b = b.store.get(kept).expect("get").expect("found");
+    assert_eq!(
+        kept_on_b.fields.get("occupation").map(String::as_str),
+        Some("渔民")
+    );
+}
+
+#[test]
+fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_reviewer("r006", "441303006");
+    server.add_reviewer("r007", "441303007");
+    server.add_account("admin", baylink_server::store::accounts::Role::Admin, &[]);
+    let admin = server.caller("admin");
+    let wuhan = Rule::region("420100").expect("a city");
+    server
+        .state
+        .db
+        .call_blocking(|c| alerts::add_rule(c, admin.account, &wuhan, "风险地区", real_now_ms()))
+        .expect("rule added");
+    let mut a = Device::new("o1");
+    a.login(&server, "o1");
+    let from_wuhan = capture(
+        &mut a,
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", &resident_id("42010619850505123")),
+            ("name", "刘洋"),
+        ],
+    );
+    capture(
+        &mut a,
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", &resident_id("44130219900101123")),
+            ("name", "陈静"),
+        ],
+    );
+    a.sync();
+    // A later edit of the same person syncs again but raises nothing new.
+    a.edit(from_wuhan, &[("occupation", "厨师")]);
+    a.sync();
+    let r006 = server.caller("r006");
+    let open = server
+        .state
+        .db
+        .call_blocking(|c| alerts::list(c, &r006.villages, false, 100))
+        .expect("alerts");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].entity, from_wuhan.to_string());
+    assert_eq!(open[0].officer.as_deref(), Some("o1"));
+    assert_eq!(open[0].rule, Some(wuhan));
+    let r007 = server.caller("r007");
+    let elsewhere = server
+        .state
+        .db
+        .call_blocking(|c| alerts::list(c, &r007.villages, true, 100))
+        .expect("alerts");
+    assert!(
+        elsewhere.is_empty(),
+        "another station sees no alert on this person"
+    );
+    let id = open[0].id;
+    assert!(
+        server
+            .state
+            .db
+            .call_blocking(|c| alerts::acknowledge(c, &r007, id, real_now_ms()))
+            .is_err()
+    );
+    server
+        .state
+        .db
+        .call_blocking(|c| alerts::acknowledge(c, &r006, id, real_now_ms()))
+        .expect("acknowledged");
+    let count = server
+        .state
+        .db
+        .call_blocking(|c| alerts::open_count(c, &r006.villages))
+        .expect("count");
+    assert_eq!(count, 0);
+}
