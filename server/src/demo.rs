@@ -25,6 +25,9 @@ pub const DEMO_PASSWORD: &str = "baylink-demo";
 /// Persons, houses and vehicles seeded per village.
 const PER_VILLAGE: (u64, u64, u64) = (24, 8, 10);
 
+/// The synthetic person on the demo's watch list (village 1, person 5).
+const WATCHED: u64 = 1_005;
+
 /// Seeds the demo data once (later runs only print the credentials) and says how to sign in.
 pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), AppError> {
     let seeded = db.call_blocking(|conn| Ok(!accounts::accounts(conn)?.is_empty()))?;
@@ -111,7 +114,11 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError
         password_hash: &admin_hash,
         villages: &[],
     };
-    accounts::create_account(conn, &admin, now)?;
+    let admin = accounts::create_account(conn, &admin, now)?;
+    // One watched person, so the demo's alert list has an alert raised by an officer's sync.
+    let watched = baylink_domain::watch::Rule::id_number(&synthetic::resident_id(WATCHED))
+        .map_err(|e| AppError::Internal(format!("demo watch rule: {}", e.en)))?;
+    crate::store::alerts::add_rule(conn, admin, &watched, "演示：重点关注人员", now)?;
     for accounts::Station { code, name, .. } in accounts::stations(conn)? {
         let h = hash(DEMO_PASSWORD)?;
         let username = format!("r{}", &code[code.len() - 3..]);
@@ -265,6 +272,22 @@ fn village_changes(
             form,
             format!("demo/person/{n}"),
         ));
+    }
+    // Every eighth village has one person captured twice, the second time with a mistyped ID
+    // number: the console's duplicate list proposes the pair.
+    if index % 8 == 0 {
+        let n = index * 1000;
+        let right = synthetic::resident_id(n);
+        // 441303 (惠阳) typed as 441323 (惠东): no synthetic person comes from there.
+        let first17 = format!("441323{}", &right[6..17]);
+        let check = baylink_domain::id_number::check_char(first17.as_bytes());
+        let form = input(&[
+            ("village", village.to_owned()),
+            ("id_number", format!("{first17}{check}")),
+            ("name", synthetic::name(n)),
+            ("employer", "大亚湾石化区".to_owned()),
+        ]);
+        capture(EntityKind::Person, form, format!("demo/person/{n}/again"));
     }
     for (p, person) in person_ids.iter().enumerate() {
         let Some(house) = house_ids.get(p % house_ids.len().max(1)) else {

@@ -13,6 +13,7 @@ pub struct Browser {
     pub client: fantoccini::Client,
     driver: Child,
     _profile: tempfile::TempDir,
+    downloads: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -54,6 +55,7 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         }
         let profile = tempfile::tempdir().expect("profile directory");
+        let downloads = tempfile::tempdir().expect("download directory");
         let args = [
             "--headless",
             "--no-sandbox",
@@ -73,7 +75,14 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            serde_json::json!({ "binary": chromium.to_string_lossy(), "args": args }),
+            serde_json::json!({
+                "binary": chromium.to_string_lossy(),
+                "args": args,
+                "prefs": {
+                    "download.default_directory": downloads.path().to_string_lossy(),
+                    "download.prompt_for_download": false,
+                },
+            }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = fantoccini::ClientBuilder::new(connector)
@@ -85,6 +94,23 @@ impl Browser {
             client,
             driver,
             _profile: profile,
+            downloads,
+        }
+    }
+
+    /// Waits (up to `timeout`) for a finished download whose name ends in `extension` and
+    /// returns its path.
+    pub async fn downloaded(&self, extension: &str, timeout: Duration) -> Option<PathBuf> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done = std::fs::read_dir(self.downloads.path())
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|e| e == extension));
+            if done.is_some() || Instant::now() > deadline {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -162,15 +162,15 @@ fn chart(days: &[(String, i64)], since: baylink_domain::Date) -> Markup {
     let max = series.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
     let (width, height, bar) = (900, 160, 30);
     html! {
-        svg.chart width=(width) height=(height + 40) viewBox={ "0 0 " (width) " " (height + 40) } role="img" aria-label="每日采集量" {
+        svg.chart width=(width) height=(height + 50) viewBox={ "0 0 " (width) " " (height + 50) } role="img" aria-label="每日采集量" {
             @for (i, (day, n)) in series.iter().enumerate() {
                 @let h = n * height / max;
                 @let x = i * bar;
-                rect x=(x + 4) y=(height - h + 10) width=(bar - 8) height=(h) fill="#0b3d91" { title { (day) "：" (n) } }
-                @if *n > 0 { text x=(x + bar / 2) y=(height - h + 6) font-size="10" text-anchor="middle" { (n) } }
-                @if i % 5 == 0 { text x=(x + 4) y=(height + 28) font-size="11" fill="#52606d" { (&day[5..]) } }
+                rect x=(x + 4) y=(height - h + 20) width=(bar - 8) height=(h) fill="#0b3d91" { title { (day) "：" (n) } }
+                @if *n > 0 { text x=(x + bar / 2) y=(height - h + 16) font-size="10" text-anchor="middle" { (n) } }
+                @if i % 5 == 0 { text x=(x + 4) y=(height + 38) font-size="11" fill="#52606d" { (&day[5..]) } }
             }
-            line x1="0" y1=(height + 10) x2=(width) y2=(height + 10) stroke="#cbd2d9" {}
+            line x1="0" y1=(height + 20) x2=(width) y2=(height + 20) stroke="#cbd2d9" {}
         }
     }
 }

@@ -271,3 +271,65 @@ fn a_reviewer_settles_a_concurrent_edit_and_both_phones_take_the_chosen_value() 
         assert_eq!(record.fields["phone"], "13900139000");
     }
 }
+
+#[test]
+fn a_reviewer_downloads_a_filtered_list_as_xlsx_and_it_reads_back() {
+    use calamine::Reader;
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_reviewer("r006", "441303006");
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    phone.capture(
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", "11010519491231002X"),
+            ("name", "王芳"),
+            ("phone", "13800138000"),
+        ],
+    );
+    phone.capture(
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", "441302199001011231"),
+            ("name", "陈静"),
+        ],
+    );
+    phone.sync();
+    let base = server.url.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    in_browser("xlsx_export", |browser| async move {
+        sign_in(&browser, &base, "r006").await?;
+        let c = &browser.client;
+        c.goto(&format!("{base}/console/records?kind=person&q=王"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_for(&browser, "a.export").await?;
+        c.find(Locator::LinkText("导出 Excel"))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let file = browser
+            .downloaded("xlsx", std::time::Duration::from_secs(20))
+            .await
+            .ok_or("no .xlsx arrived in the download directory")?;
+        let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
+        tx.send(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    let bytes = rx.recv().expect("the downloaded workbook");
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).expect("an XLSX workbook");
+    let sheet = book.sheet_names()[0].clone();
+    let range = book.worksheet_range(&sheet).expect("the first sheet");
+    let cells: Vec<String> = range.cells().map(|(_, _, v)| v.to_string()).collect();
+    assert!(cells.iter().any(|c| c == "11010519491231002X"), "{cells:?}");
+    assert!(cells.iter().any(|c| c.contains("王芳")), "{cells:?}");
+    assert!(
+        !cells.iter().any(|c| c.contains("陈静")),
+        "the export follows the list's search"
+    );
+}
