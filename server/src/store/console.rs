@@ -115,6 +115,11 @@ pub struct Filter {
 }
 
 /// A page of records in `villages` matching the filter, newest first.
+///
+/// The SQL holds only the conditions the filter sets, so that SQLite can pick an index: one
+/// village's list walks that village's index; a station's list walks the records newest first
+/// (`summary_kind_recent`, `summary_recent`) and keeps those of its villages; a search unions the
+/// prefix ranges of the search-key indexes. A `+` before a column keeps the planner off its index.
 pub fn list(
     conn: &Connection,
     villages: &[String],
@@ -122,73 +127,132 @@ pub fn list(
     limit: u32,
     offset: u32,
 ) -> Result<Vec<Row>, AppError> {
-    let villages: Vec<&String> = match &filter.village {
-        Some(v) => villages.iter().filter(|x| *x == v).collect(),
-        None => villages.iter().collect(),
-    };
-    let villages = serde_json::to_string(&villages).unwrap_or_else(|_| "[]".into());
+    use rusqlite::types::Value as Sql;
     let mut sql = String::from(
         "SELECT entity, kind, village, label, id_number, phone, review_status, created_by,
-                name, plate, address, created_at FROM summary
-         WHERE deleted = 0 AND village IN (SELECT value FROM json_each(?1))
-         AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR review_status = ?3)
-         AND (?8 IS NULL OR created_at >= ?8) AND (?9 IS NULL OR created_at < ?9 || ' 99')",
+                name, plate, address, created_at FROM summary WHERE +deleted = 0",
     );
+    let mut args: Vec<Sql> = Vec::new();
+    // Appends a clause whose `?` is the value's parameter number.
+    fn arg(sql: &mut String, args: &mut Vec<Sql>, clause: &str, value: Sql) {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    }
     let query = filter
         .query
         .as_deref()
         .map(str::trim)
         .filter(|q| !q.is_empty());
-    if query.is_some() {
-        sql.push_str(
-            " AND ((id_number >= ?4 AND id_number < ?5) OR (name >= ?4 AND name < ?5)
-              OR (plate >= ?4 AND plate < ?5) OR (address >= ?4 AND address < ?5)
-              OR (phone >= ?4 AND phone < ?5))",
+    let dated = filter.from.is_some() || filter.to.is_some();
+    match &filter.village {
+        Some(v) if villages.contains(v) => {
+            let column = if query.is_some() {
+                " AND +village = ?"
+            } else {
+                " AND village = ?"
+            };
+            arg(&mut sql, &mut args, column, Sql::Text(v.clone()));
+        }
+        Some(_) => return Ok(Vec::new()),
+        None => {
+            let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+            // A date range is narrow: read it per village from `summary_created`. Otherwise walk
+            // the newest records and keep the station's.
+            let clause = if dated && query.is_none() {
+                " AND village IN (SELECT value FROM json_each(?))"
+            } else {
+                " AND +village IN (SELECT value FROM json_each(?))"
+            };
+            arg(&mut sql, &mut args, clause, Sql::Text(list));
+        }
+    }
+    if let Some(kind) = &filter.kind {
+        let column = if query.is_some() || dated {
+            " AND +kind = ?"
+        } else {
+            " AND kind = ?"
+        };
+        arg(&mut sql, &mut args, column, Sql::Text(kind.clone()));
+    }
+    if let Some(status) = &filter.status {
+        arg(
+            &mut sql,
+            &mut args,
+            " AND +review_status = ?",
+            Sql::Text(status.clone()),
         );
     }
-    sql.push_str(" ORDER BY updated_seq DESC LIMIT ?6 OFFSET ?7");
-    let (lo, hi) = match query {
-        Some(q) => {
-            let q = baylink_domain::id_number::normalize(q);
-            let q = if q.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
-                q
+    if let Some(from) = &filter.from {
+        arg(
+            &mut sql,
+            &mut args,
+            if dated && query.is_none() {
+                " AND created_at >= ?"
             } else {
-                filter.query.clone().unwrap_or_default().trim().to_owned()
-            };
-            (Some(q.clone()), Some(format!("{q}\u{10FFFF}")))
-        }
-        None => (None, None),
-    };
+                " AND +created_at >= ?"
+            },
+            Sql::Text(from.clone()),
+        );
+    }
+    if let Some(to) = &filter.to {
+        arg(
+            &mut sql,
+            &mut args,
+            if dated && query.is_none() {
+                " AND created_at < ?"
+            } else {
+                " AND +created_at < ?"
+            },
+            Sql::Text(format!("{to} 99")),
+        );
+    }
+    if let Some(q) = query {
+        let normalised = baylink_domain::id_number::normalize(q);
+        let q = if normalised.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
+            normalised
+        } else {
+            q.to_owned()
+        };
+        arg(&mut sql, &mut args, "", Sql::Text(q.clone()));
+        let lo = args.len();
+        arg(&mut sql, &mut args, "", Sql::Text(format!("{q}\u{10FFFF}")));
+        let hi = args.len();
+        let ranges: Vec<String> = ["id_number", "name", "plate", "address", "phone"]
+            .iter()
+            .map(|c| format!("({c} >= ?{lo} AND {c} < ?{hi})"))
+            .collect();
+        sql.push_str(&format!(" AND ({})", ranges.join(" OR ")));
+    }
+    sql.push_str(" ORDER BY updated_seq DESC");
+    arg(
+        &mut sql,
+        &mut args,
+        " LIMIT ?",
+        Sql::Integer(i64::from(limit)),
+    );
+    arg(
+        &mut sql,
+        &mut args,
+        " OFFSET ?",
+        Sql::Integer(i64::from(offset)),
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        params![
-            villages,
-            filter.kind,
-            filter.status,
-            lo,
-            hi,
-            limit,
-            offset,
-            filter.from,
-            filter.to
-        ],
-        |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                village: r.get(2)?,
-                label: r.get(3)?,
-                id_number: r.get(4)?,
-                phone: r.get(5)?,
-                review_status: r.get(6)?,
-                created_by: r.get(7)?,
-                name: r.get(8)?,
-                plate: r.get(9)?,
-                address: r.get(10)?,
-                created_at: r.get(11)?,
-            })
-        },
-    )?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok(Row {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            village: r.get(2)?,
+            label: r.get(3)?,
+            id_number: r.get(4)?,
+            phone: r.get(5)?,
+            review_status: r.get(6)?,
+            created_by: r.get(7)?,
+            name: r.get(8)?,
+            plate: r.get(9)?,
+            address: r.get(10)?,
+            created_at: r.get(11)?,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -38,3 +38,14 @@ CREATE TABLE duplicate_dismissal (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (a, b)
 ) WITHOUT ROWID;
+
+-- Console lists and the dashboard at district scale: a station's newest records in order, and
+-- counts that the index answers without reading the rows.
+CREATE INDEX summary_kind_recent ON summary (kind, updated_seq);
+CREATE INDEX summary_recent ON summary (updated_seq);
+CREATE INDEX summary_village_recent ON summary (village, kind, updated_seq);
+DROP INDEX summary_list;
+CREATE INDEX summary_list ON summary (village, kind, review_status, deleted, updated_seq);
+DROP INDEX summary_created;
+CREATE INDEX summary_created ON summary (village, created_at, deleted);
+CREATE INDEX summary_officer ON summary (village, created_by, review_status, deleted);
