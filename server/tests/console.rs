@@ -1034,3 +1034,61 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     assert_eq!(refused[0].status, baylink_sync::wire::ChangeStatus::Refused);
     assert_eq!(refused[0].code.as_deref(), Some("read_only"));
 }
+
+#[tokio::test]
+async fn merging_a_record_already_merged_is_refused_with_a_page_and_changes_nothing() {
+    let (console, person) = Console::new();
+    let twin = Uuid::from_u128(43);
+    push_as_officer(
+        &console,
+        "person",
+        twin,
+        &person_fields("passport", "E7654321", "王芳"),
+    );
+    let reviewer = console.sign_in("r006").await;
+    let page = console
+        .request("GET", "/console/duplicates", Some(&reviewer), None)
+        .await;
+    let token = csrf(&page.body);
+    let form = format!("csrf={token}&from={twin}&into={person}");
+    let first = console
+        .request(
+            "POST",
+            "/console/duplicates/merge",
+            Some(&reviewer),
+            Some(&form),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    let history = |id: Uuid| {
+        console
+            .state
+            .db
+            .call_blocking(move |c| sync::record(c, &id.to_string()))
+            .unwrap()
+            .unwrap()
+            .history
+            .len()
+    };
+    let before = (history(twin), history(person));
+    let again = console
+        .request(
+            "POST",
+            "/console/duplicates/merge",
+            Some(&reviewer),
+            Some(&form),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.body.contains("已合并"), "{}", again.body);
+    let itself = console
+        .request(
+            "POST",
+            "/console/duplicates/merge",
+            Some(&reviewer),
+            Some(&format!("csrf={token}&from={person}&into={person}")),
+        )
+        .await;
+    assert_eq!(itself.status, StatusCode::BAD_REQUEST);
+    assert_eq!((history(twin), history(person)), before, "nothing written");
+}

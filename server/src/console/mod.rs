@@ -96,6 +96,9 @@ impl IntoResponse for PageError {
             StatusCode::NOT_FOUND => "没有这条记录，或它不在您的辖区".to_owned(),
             StatusCode::FORBIDDEN => "您无权进行此操作（或表单已过期，请刷新后重试）".to_owned(),
             StatusCode::BAD_REQUEST => "请求有误，请检查填写的内容".to_owned(),
+            StatusCode::CONFLICT => {
+                "记录已有变化（已存在、已删除或已合并），请刷新后重试".to_owned()
+            }
             _ => "服务器出错，请稍后再试".to_owned(),
         };
         (status, pages::error(status.as_u16(), &message)).into_response()
