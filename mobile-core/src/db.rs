@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::schema;
 
 /// Opens (creating if need be) the database at `path`, or in memory, and brings it up to date.
-pub(crate) fn open(path: Option<&Path>) -> Result<Connection> {
+pub(crate) fn open(path: Option<&Path>, node: Option<NodeId>) -> Result<Connection> {
     let mut conn = match path {
         Some(path) => Connection::open(path)?,
         None => Connection::open_in_memory()?,
@@ -32,7 +32,7 @@ pub(crate) fn open(path: Option<&Path>) -> Result<Connection> {
     schema::migrate(&mut conn)?;
     conn.execute(
         "INSERT OR IGNORE INTO device (id, node) VALUES (1, ?1)",
-        [NodeId::random().to_string()],
+        [node.unwrap_or_else(NodeId::random).to_string()],
     )?;
     Ok(conn)
 }

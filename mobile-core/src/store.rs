@@ -126,12 +126,18 @@ pub struct Store {
 impl Store {
     /// Opens or creates the store in a file.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        Store::from_connection(db::open(Some(path.as_ref()))?)
+        Store::from_connection(db::open(Some(path.as_ref()), None)?)
+    }
+
+    /// Opens or creates the store in a file; a new one takes `node` as its node id
+    /// (simulations, which must replay exactly).
+    pub fn open_as(path: impl AsRef<Path>, node: NodeId) -> Result<Store> {
+        Store::from_connection(db::open(Some(path.as_ref()), Some(node))?)
     }
 
     /// A store in memory (tests, benchmarks).
     pub fn open_in_memory() -> Result<Store> {
-        Store::from_connection(db::open(None)?)
+        Store::from_connection(db::open(None, None)?)
     }
 
     fn from_connection(conn: Connection) -> Result<Store> {

@@ -3,3 +3,4 @@
 
 pub mod browser;
 pub mod harness;
+pub mod sim;

@@ -1,10 +1,14 @@
 //! The sync engine: push the outbox in batches (restamping what the server found stamped ahead),
 //! then pull pages until the device is up to date. Every step is applied in its own transaction,
 //! so a cut connection or a crash resumes where it stopped, with nothing lost or applied twice.
+//! The server is reached through a [`Transport`]: HTTP in the app, an in-process server with
+//! injected faults in the simulation tests. A request that fails on the way (no signal, a cut
+//! connection, a 5xx) is retried a few times with growing pauses before the sync gives up.
 
 use std::time::Duration;
 
-use baylink_sync::wire::{ChangeStatus, refusal};
+use baylink_sync::Change;
+use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse, refusal};
 
 use crate::db;
 use crate::error::{Error, Result};
@@ -17,6 +21,84 @@ const PUSH_BATCH: usize = 500;
 const PULL_PAGE: u32 = 2_000;
 /// Request timeout.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per request before a sync gives up (the next sync resumes where it stopped).
+const ATTEMPTS: u32 = 4;
+/// Pause before the first retry; each further retry waits twice as long.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The server as the engine sees it: push a batch, pull a page.
+pub trait Transport {
+    /// Pushes a batch of this device's changes and returns the server's answer.
+    fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse>;
+    /// Pulls the page of values after `cursor`.
+    fn pull(
+        &mut self,
+        store: &mut Store,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<PullResponse>;
+    /// The device's clock now (when an answer arrived), in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    /// Waits before a retry.
+    fn pause(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}
+
+/// The server over HTTP, with the session's tokens (refreshed once when expired).
+pub struct Http;
+
+impl Transport for Http {
+    fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse> {
+        let device = store.node_id();
+        authed(store, &|client, token| {
+            client.push(token, device, changes.to_vec())
+        })
+    }
+
+    fn pull(
+        &mut self,
+        store: &mut Store,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<PullResponse> {
+        authed(store, &|client, token| {
+            client.pull(token, cursor.clone(), limit)
+        })
+    }
+}
+
+/// Whether a failed request may succeed if sent again: the network, or the server failing
+/// rather than refusing.
+fn transient(error: &Error) -> bool {
+    match error {
+        Error::Network(_) => true,
+        Error::Server { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
+}
+
+/// Runs a request, retrying transient failures with exponential backoff.
+fn with_retries<T>(
+    transport: &mut dyn Transport,
+    store: &mut Store,
+    call: &mut dyn FnMut(&mut dyn Transport, &mut Store) -> Result<T>,
+) -> Result<T> {
+    let mut pause = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match call(transport, store) {
+            Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                transport.pause(pause);
+                pause *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Where a sync stands, for a progress bar.
 pub trait Progress {
@@ -138,8 +220,17 @@ fn authed<T>(store: &mut Store, call: &dyn Fn(&Client, &str) -> Result<T>) -> Re
     }
 }
 
-/// Pushes everything pending, then pulls until up to date.
+/// Pushes everything pending, then pulls until up to date, over HTTP.
 pub fn sync(store: &mut Store, progress: &dyn Progress) -> Result<SyncReport> {
+    sync_with(store, &mut Http, progress)
+}
+
+/// Pushes everything pending, then pulls until up to date, through a transport.
+pub fn sync_with(
+    store: &mut Store,
+    transport: &mut dyn Transport,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
     let mut report = SyncReport::default();
     let total = store.pending_count()?;
     progress.progress("push", 0, total);
@@ -150,10 +241,7 @@ pub fn sync(store: &mut Store, progress: &dyn Progress) -> Result<SyncReport> {
         if changes.is_empty() {
             break;
         }
-        let device = store.node_id();
-        let answer = authed(store, &|client, token| {
-            client.push(token, device, changes.clone())
-        })?;
+        let answer = with_retries(transport, store, &mut |t, s| t.push(s, &changes))?;
         let (ahead, settled): (Vec<_>, Vec<_>) = answer.results.into_iter().partition(|r| {
             r.status == ChangeStatus::Refused && r.code.as_deref() == Some(refusal::CLOCK_AHEAD)
         });
@@ -171,10 +259,10 @@ pub fn sync(store: &mut Store, progress: &dyn Progress) -> Result<SyncReport> {
     }
     loop {
         let cursor = store.raw_session()?.and_then(|s| s.cursor);
-        let page = authed(store, &|client, token| {
-            client.pull(token, cursor.clone(), PULL_PAGE)
+        let page = with_retries(transport, store, &mut |t, s| {
+            t.pull(s, cursor.clone(), PULL_PAGE)
         })?;
-        let applied = store.apply_pull(&page, now_ms())?;
+        let applied = store.apply_pull(&page, transport.now_ms())?;
         report.pulled += (applied.applied + applied.unchanged) as u64;
         report.purged += page.purged.len() as u64;
         progress.progress("pull", report.pulled, 0);
@@ -182,6 +270,6 @@ pub fn sync(store: &mut Store, progress: &dyn Progress) -> Result<SyncReport> {
             break;
         }
     }
-    store.finish_sync(now_ms())?;
+    store.finish_sync(transport.now_ms())?;
     Ok(report)
 }

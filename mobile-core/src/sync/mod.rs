@@ -5,4 +5,4 @@ pub mod client;
 pub mod engine;
 
 pub use client::Client;
-pub use engine::{Progress, SyncReport, login, logout, sync};
+pub use engine::{Http, Progress, SyncReport, Transport, login, logout, sync, sync_with};

@@ -324,6 +324,8 @@ pub fn push(
         results.push(accepted(counter));
     }
     rescope(&tx, &touched, &persons)?;
+    purge_strays(&tx, &touched, caller)?;
+    note_written_villages(&tx, &touched, caller)?;
     crate::store::alerts::raise(&tx, &touched, caller, now_ms)?;
     tx.execute(
         "UPDATE device SET last_counter = ?2, last_seen_ms = ?3 WHERE id = ?1",
@@ -545,6 +547,56 @@ fn apply(
     Ok(())
 }
 
+/// Tells the caller's devices to drop records this push wrote that lie outside the caller's
+/// villages: an accepted change whose record another officer's newer write moved elsewhere
+/// (a person registered here and, later by the clock, there). The device holds the record, and
+/// as it never entered the caller's scope no other purge would reach it.
+fn purge_strays(
+    tx: &Transaction<'_>,
+    touched: &BTreeSet<String>,
+    caller: &Caller,
+) -> Result<(), AppError> {
+    if caller.villages.is_empty() {
+        return Ok(());
+    }
+    for entity in touched {
+        let scope = scope_of(tx, entity)?;
+        if caller.villages.iter().any(|v| scope.contains(v)) {
+            continue;
+        }
+        for village in &caller.villages {
+            let seq = next_seq(tx)?;
+            tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
+                .execute(params![seq, entity, village])?;
+        }
+    }
+    Ok(())
+}
+
+/// Remembers which of the caller's villages the device wrote records in (see `device_village`).
+fn note_written_villages(
+    tx: &Transaction<'_>,
+    touched: &BTreeSet<String>,
+    caller: &Caller,
+) -> Result<(), AppError> {
+    let mut villages = BTreeSet::new();
+    for entity in touched {
+        villages.extend(
+            scope_of(tx, entity)?
+                .into_iter()
+                .filter(|v| caller.villages.contains(v)),
+        );
+    }
+    for village in villages {
+        tx.prepare_cached(
+            "INSERT INTO device_village (device, village, purged_seq) VALUES (?1, ?2, NULL)
+             ON CONFLICT (device, village) DO UPDATE SET purged_seq = NULL",
+        )?
+        .execute(params![caller.device, village])?;
+    }
+    Ok(())
+}
+
 /// Recomputes the scope of touched entities (and of the people whose residences changed);
 /// an entity that enters a village is resent whole to it, one that leaves is purged there.
 fn rescope(
@@ -665,26 +717,50 @@ fn set_scope(
     Ok(())
 }
 
-/// Where a pull resumes: after a sequence number, and whether it is in the middle of resending
-/// a device's villages from the start (cursor `r…`) after they changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a pull resumes: after a sequence number; whether it is in the middle of resending a
+/// device's villages from the start (cursor `r…`) after new ones were given; and which villages'
+/// records the device may hold. The villages ride in the cursor because the device stores the
+/// cursor in the same transaction as the page it came with: the cursor it presents proves what it
+/// applied, where a note on the server could not tell a delivered answer from a lost one.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Position {
     /// Last sequence number the device has.
     pub after: i64,
-    /// Inside a restart for changed villages.
+    /// Inside a restart for newly given villages.
     pub restarting: bool,
+    /// Villages whose records the device may hold; `None` for cursors of earlier servers.
+    pub held: Option<BTreeSet<String>>,
 }
 
-/// Parses a cursor this server issued (`s<seq>`, or `r<seq>` while restarting).
+/// Parses a cursor this server issued: `s<seq>` or `r<seq>`, then `:` and the villages the
+/// device holds, `.`-separated (`s1234:441303006001.441303006002`).
 pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
     let Some(Cursor(text)) = cursor else {
         return Ok(Position {
             after: 0,
             restarting: false,
+            held: Some(BTreeSet::new()),
         });
     };
     let bad = || AppError::BadRequest("cursor: not one this server issued".into());
-    let (restarting, digits) = match text.split_at_checked(1) {
+    let (position, held) = match text.split_once(':') {
+        Some((position, villages)) => {
+            let held: BTreeSet<String> = villages
+                .split('.')
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if held
+                .iter()
+                .any(|v| v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad());
+            }
+            (position, Some(held))
+        }
+        None => (text.as_str(), None),
+    };
+    let (restarting, digits) = match position.split_at_checked(1) {
         Some(("s", digits)) => (false, digits),
         Some(("r", digits)) => (true, digits),
         _ => return Err(bad()),
@@ -694,7 +770,11 @@ pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
         .ok()
         .filter(|n| *n >= 0)
         .ok_or_else(bad)?;
-    Ok(Position { after, restarting })
+    Ok(Position {
+        after,
+        restarting,
+        held,
+    })
 }
 
 /// One page of a pull.
@@ -720,26 +800,42 @@ pub fn pull(
 ) -> Result<Page, AppError> {
     let tx = conn.transaction()?;
     let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
-    let held_villages: Option<String> = tx.query_row(
-        "SELECT villages FROM device WHERE id = ?1",
-        [&caller.device],
-        |r| r.get(0),
-    )?;
-    let held: BTreeSet<String> = held_villages
-        .as_deref()
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default();
+    let held: BTreeSet<String> = match from.held {
+        Some(held) => held,
+        // A cursor from before villages rode in it: what the server last recorded.
+        None => tx
+            .query_row(
+                "SELECT villages FROM device WHERE id = ?1",
+                [&caller.device],
+                |r| r.get::<_, Option<String>>(0),
+            )?
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_else(|| caller.villages.iter().cloned().collect()),
+    };
     let now: BTreeSet<String> = caller.villages.iter().cloned().collect();
     let mut purged: BTreeSet<Uuid> = BTreeSet::new();
     let mut after = from.after;
     let mut restarting = from.restarting;
-    if held_villages.is_some() && held != now {
-        if !restarting && now.difference(&held).next().is_some() {
-            // New villages: everything in them is news to this device.
-            after = 0;
-            restarting = true;
-        }
-        let lost: Vec<String> = held.difference(&now).cloned().collect();
+    if now.difference(&held).next().is_some() {
+        // New villages: everything in them is news to this device, even mid-restart.
+        after = 0;
+        restarting = true;
+    }
+    // Villages the device wrote records in may hold records no pull brought: drop those too,
+    // until the device's cursor shows it applied a page that said so.
+    tx.prepare_cached(
+        "DELETE FROM device_village WHERE device = ?1 AND purged_seq IS NOT NULL AND purged_seq <= ?2",
+    )?
+    .execute(params![caller.device, from.after])?;
+    let written: Vec<String> = tx
+        .prepare_cached("SELECT village FROM device_village WHERE device = ?1")?
+        .query_map([&caller.device], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut held = held;
+    held.extend(written);
+    let lost: Vec<&String> = held.difference(&now).collect();
+    if !lost.is_empty() {
         let lost = serde_json::to_string(&lost).unwrap_or_else(|_| "[]".into());
         let mut stmt = tx.prepare(
             "SELECT DISTINCT s.entity FROM scope s WHERE s.village IN (SELECT value FROM json_each(?1))
@@ -808,12 +904,21 @@ pub fn pull(
             params![caller.device, villages, crate::store::now_ms() as i64],
         )?;
     }
+    // The lost villages' records are dropped by this page (told again until it is applied).
+    tx.prepare_cached(
+        "UPDATE device_village SET purged_seq = ?2 WHERE device = ?1
+         AND village NOT IN (SELECT value FROM json_each(?3))",
+    )?
+    .execute(params![caller.device, upto, villages])?;
     tx.commit()?;
     let prefix = if more && restarting { 'r' } else { 's' };
+    // The page drops what the lost villages held and brings the new ones' records: once it is
+    // applied, the device holds exactly the caller's villages (the new ones perhaps in part).
+    let held: Vec<&str> = now.iter().map(String::as_str).collect();
     Ok(Page {
         values,
         purged: purged.into_iter().collect(),
-        next: Cursor(format!("{prefix}{upto}")),
+        next: Cursor(format!("{prefix}{upto}:{}", held.join("."))),
         more,
     })
 }

@@ -49,3 +49,13 @@ CREATE INDEX summary_list ON summary (village, kind, review_status, deleted, upd
 DROP INDEX summary_created;
 CREATE INDEX summary_created ON summary (village, created_at, deleted);
 CREATE INDEX summary_officer ON summary (village, created_by, review_status, deleted);
+
+CREATE TABLE device_village (
+    -- A village whose records a device wrote (its own captures are on it whether or not the
+    -- server sent them). When the village is no longer the officer's, pulls tell the device to drop
+    -- its records until the device's cursor shows it applied that page (`purged_seq`).
+    device TEXT NOT NULL,
+    village TEXT NOT NULL,
+    purged_seq INTEGER,
+    PRIMARY KEY (device, village)
+) WITHOUT ROWID;

@@ -1,0 +1,206 @@
+//! Records a device holds but may no longer: found by the sync simulation, pinned here. Each
+//! scenario drives the store's push and pull as a device would, including a pull whose answer is
+//! lost (the device presents its old cursor again).
+
+// Helpers here are part of the tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::rusqlite::Connection;
+use baylink_server::store::sync::{self, Caller, Page};
+use baylink_server::store::{Db, now_ms};
+use baylink_sync::wire::Cursor;
+use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const A: &str = "441303006001";
+const B: &str = "441303006002";
+
+struct Officer {
+    name: &'static str,
+    node: NodeId,
+    counter: u64,
+    cursor: Option<String>,
+}
+
+fn setup() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("baylink.db")).unwrap();
+    db.call_blocking(|c| {
+        baylink_server::demo::seed_places(c)?;
+        for (name, village, n) in [("oa", A, 1u128), ("ob", B, 2)] {
+            let villages = [village.to_owned()];
+            let new = NewAccount {
+                username: name,
+                display_name: name,
+                role: Role::Officer,
+                station: Some("441303006"),
+                password_hash: "-",
+                villages: &villages,
+            };
+            let id = accounts::create_account(c, &new, 0)?;
+            accounts::register_device(c, &NodeId(Uuid::from_u128(n)).to_string(), id, "p", 0)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    (db, dir)
+}
+
+fn caller(conn: &Connection, officer: &Officer) -> Caller {
+    let account = accounts::account_by_username(conn, officer.name)
+        .unwrap()
+        .unwrap();
+    Caller {
+        account: account.id,
+        role: account.role,
+        device: officer.node.to_string(),
+        villages: accounts::villages_of(conn, &account).unwrap(),
+    }
+}
+
+fn push(db: &Db, officer: &mut Officer, entity: Uuid, hlc_ms: u64, fields: &[(&str, Value)]) {
+    let stamp = Stamp::new(Hlc::new(hlc_ms, 0), officer.node);
+    let changes: Vec<Change> = fields
+        .iter()
+        .map(|(field, value)| {
+            officer.counter += 1;
+            Change {
+                id: ChangeId {
+                    device: officer.node,
+                    counter: officer.counter,
+                },
+                kind: "person".into(),
+                entity,
+                field: (*field).into(),
+                value: value.clone(),
+                stamp,
+                base: None,
+                extra: Default::default(),
+            }
+        })
+        .collect();
+    db.call_blocking(|c| {
+        let caller = caller(c, officer);
+        sync::push(c, &caller, &changes, now_ms(), 60_000)
+    })
+    .unwrap();
+}
+
+/// One pull page; `deliver` false loses the answer (the cursor stays where it was).
+fn pull(db: &Db, officer: &mut Officer, limit: u32, deliver: bool) -> Page {
+    let cursor = officer.cursor.clone().map(Cursor);
+    let page = db
+        .call_blocking(|c| {
+            let caller = caller(c, officer);
+            let from = sync::parse_cursor(cursor.as_ref())?;
+            sync::pull(c, &caller, from, limit)
+        })
+        .unwrap();
+    if deliver {
+        officer.cursor = Some(page.next.0.clone());
+    }
+    page
+}
+
+fn person(village: &str, n: u128) -> (Uuid, Vec<(&'static str, Value)>) {
+    (
+        Uuid::from_u128(1000 + n),
+        vec![
+            ("village", json!(village)),
+            ("id_type", json!("passport")),
+            ("id_number", json!(format!("E{n:07}"))),
+            ("name", json!(format!("P{n}"))),
+        ],
+    )
+}
+
+fn officer(name: &'static str, n: u128) -> Officer {
+    Officer {
+        name,
+        node: NodeId(Uuid::from_u128(n)),
+        counter: 0,
+        cursor: None,
+    }
+}
+
+fn assign(db: &Db, name: &str, villages: &[&str]) {
+    let villages: Vec<String> = villages.iter().map(|v| (*v).to_owned()).collect();
+    db.call_blocking(|c| accounts::assign_villages(c, name, &villages))
+        .unwrap();
+}
+
+#[test]
+fn a_village_given_then_taken_before_its_records_all_arrived_is_dropped_from_the_device() {
+    let (db, _dir) = setup();
+    let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    let mut t = now_ms();
+    for n in 0..3 {
+        let (id, fields) = person(A, n);
+        t += 1;
+        push(&db, &mut oa, id, t, &fields);
+    }
+    while pull(&db, &mut ob, 100, true).more {}
+    // B's officer is given A, and receives part of it...
+    assign(&db, "ob", &[A, B]);
+    let first = pull(&db, &mut ob, 3, true);
+    assert!(first.more && !first.values.is_empty());
+    // ...then A is taken away again before the rest arrives: the next page says drop A's records,
+    // and says it again when that answer is lost.
+    assign(&db, "ob", &[B]);
+    let lost = pull(&db, &mut ob, 100, false);
+    let again = pull(&db, &mut ob, 100, true);
+    for page in [&lost, &again] {
+        for n in 0..3 {
+            assert!(page.purged.contains(&person(A, n).0), "{:?}", page.purged);
+        }
+    }
+    assert!(again.values.is_empty());
+}
+
+#[test]
+fn a_registration_that_lost_to_a_newer_one_elsewhere_is_dropped_from_the_device() {
+    let (db, _dir) = setup();
+    let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    let (id, fields) = person(B, 7);
+    let t = now_ms();
+    // B's officer registers her in B; A's officer registers her in A, stamped earlier: B wins.
+    push(&db, &mut ob, id, t, &fields);
+    let (_, mut older) = person(A, 7);
+    older.push(("phone", json!("13800138000")));
+    push(&db, &mut oa, id, t - 60_000, &older);
+    let village: String = db
+        .call_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT village FROM entity WHERE id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(village, B);
+    // A's phone holds her (it captured her) but she is not A's: the next pull says drop her.
+    let page = pull(&db, &mut oa, 100, true);
+    assert!(page.purged.contains(&id), "{:?}", page.purged);
+    assert!(page.values.iter().all(|v| v.entity != id));
+}
+
+#[test]
+fn records_captured_in_a_village_taken_away_before_the_next_pull_are_dropped() {
+    let (db, _dir) = setup();
+    let mut ob = officer("ob", 2);
+    while pull(&db, &mut ob, 100, true).more {}
+    assign(&db, "ob", &[A, B]);
+    // Captured in A and pushed before any pull brought A...
+    let (id, fields) = person(A, 9);
+    push(&db, &mut ob, id, now_ms(), &fields);
+    // ...and A taken away: the phone holds a record of A that no pull ever sent it.
+    assign(&db, "ob", &[B]);
+    let lost = pull(&db, &mut ob, 100, false);
+    assert!(lost.purged.contains(&id));
+    let page = pull(&db, &mut ob, 100, true);
+    assert!(page.purged.contains(&id), "told again after a lost answer");
+    let after = pull(&db, &mut ob, 100, true);
+    assert!(after.purged.is_empty(), "once applied, not told again");
+}

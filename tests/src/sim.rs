@@ -1,0 +1,860 @@
+//! Deterministic sync simulation: the server's store and a few officers' phones in one process,
+//! driven by a schedule drawn from a seed — captures, edits, deletes, people moving between
+//! villages, villages given and taken, reviewers' decisions, syncs — while the network loses,
+//! duplicates, delays and reorders requests and answers, phones crash mid-sync (what they had
+//! received but not committed is lost), the server restarts, and phone clocks run hours or days
+//! wrong. After every schedule the network heals, every phone syncs, and the invariants are
+//! checked: each phone holds exactly the server's state for its villages; every change the server
+//! acknowledged is in the server's history once and still stands or was overwritten by a newer
+//! one; nothing was applied twice. The same seed replays the same schedule exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baylink_domain::{EntityKind, Input, synthetic};
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::sync::{self as server_sync, Caller};
+use baylink_server::store::{Db, rusqlite};
+use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse};
+use baylink_sync::{Change, EntityState, Hlc, ManualClock, NodeId, Stamp, Versioned};
+use mobile_core::sync::{Transport, sync_with};
+use mobile_core::{Error, Store};
+use uuid::Uuid;
+
+/// Two villages of one station, so that people and officers can move between them.
+const VILLAGES: [&str; 2] = ["441303006001", "441303006002"];
+/// 2026-11-28T04:00:00Z: the simulated world's start.
+const START_MS: u64 = 1_795_838_400_000;
+/// The server's limit for stamps ahead of its clock (the default of `serve`).
+const MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
+/// Distinct persons the schedule draws from: small, so that officers often meet the same people.
+const PERSONS: u64 = 10;
+/// Distinct houses per village.
+const HOUSES: u64 = 3;
+
+/// splitmix64: a tiny, fast, well-mixed generator; the seed fixes everything.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What happened over the schedules run, for the reliability report.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Schedules run.
+    pub schedules: u64,
+    /// Steps (operations) run.
+    pub steps: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Changes the server acknowledged to a phone.
+    pub acknowledged: u64,
+    /// Changes that reached the server (history rows from phones).
+    pub applied: u64,
+    /// Syncs attempted, the final rounds on a healed network included.
+    pub syncs: u64,
+    /// Changes restamped after the server found them stamped ahead (clock skew).
+    pub restamped: u64,
+    /// Acknowledged changes missing from the server at the end (must be 0).
+    pub lost: u64,
+}
+
+impl Stats {
+    /// Adds another run's figures.
+    pub fn add(&mut self, other: &Stats) {
+        self.schedules += other.schedules;
+        self.steps += other.steps;
+        for (k, v) in &other.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+        self.acknowledged += other.acknowledged;
+        self.applied += other.applied;
+        self.syncs += other.syncs;
+        self.restamped += other.restamped;
+        self.lost += other.lost;
+    }
+
+    fn fault(&mut self, kind: &'static str) {
+        *self.faults.entry(kind).or_default() += 1;
+    }
+}
+
+/// One change the server acknowledged as accepted to the phone that pushed it.
+#[derive(Clone, Debug)]
+struct Ack {
+    entity: Uuid,
+    field: String,
+    stamp: Stamp,
+}
+
+/// The server: its database file, reopened on restart, and its clock.
+struct Server {
+    path: PathBuf,
+    db: Db,
+    now: u64,
+}
+
+impl Server {
+    fn caller(&self, username: &str, device: NodeId) -> Caller {
+        self.db
+            .call_blocking(|c| {
+                let account = accounts::account_by_username(c, username)?
+                    .ok_or_else(|| baylink_server::AppError::NotFound(username.into()))?;
+                Ok(Caller {
+                    account: account.id,
+                    role: account.role,
+                    device: device.to_string(),
+                    villages: accounts::villages_of(c, &account)?,
+                })
+            })
+            .expect("caller")
+    }
+}
+
+/// One officer's phone.
+struct Phone {
+    officer: &'static str,
+    path: PathBuf,
+    node: NodeId,
+    clock: Arc<ManualClock>,
+    /// How far the phone's clock is off, in milliseconds.
+    skew: i64,
+    store: Store,
+    partitioned: bool,
+}
+
+impl Phone {
+    fn open(path: &Path, node: NodeId, clock: &Arc<ManualClock>, officer: &str) -> Store {
+        let mut store = Store::open_as(path, node)
+            .expect("phone store opens")
+            .with_clock(clock.clone());
+        store.set_user(officer).expect("user");
+        store
+    }
+
+    fn set_time(&self, server_now: u64) {
+        self.clock
+            .set(server_now.saturating_add_signed(self.skew).max(1));
+    }
+}
+
+/// A push that the network held back, delivered later (its answer lost).
+struct Delayed {
+    phone: usize,
+    changes: Vec<Change>,
+}
+
+/// The network between one phone and the server, with the schedule's faults.
+struct Link<'a> {
+    server: &'a mut Server,
+    rng: &'a mut Rng,
+    stats: &'a mut Stats,
+    acks: &'a mut Vec<Ack>,
+    delayed: &'a mut Vec<Delayed>,
+    phone: usize,
+    officer: &'static str,
+    clock: Arc<ManualClock>,
+    faults: bool,
+    partitioned: bool,
+    crashed: bool,
+}
+
+impl Link<'_> {
+    /// Whether the request is lost on the way (or the phone has no signal).
+    fn request_lost(&mut self) -> bool {
+        if self.partitioned {
+            self.stats.fault("partitioned request");
+            return true;
+        }
+        if self.faults && self.rng.chance(8) {
+            self.stats.fault("request lost");
+            return true;
+        }
+        false
+    }
+
+    /// What happens to an answer the server sent: delivered, lost, or the phone crashed.
+    fn deliver<T>(&mut self, answer: T) -> mobile_core::Result<T> {
+        if self.faults && self.rng.chance(8) {
+            self.stats.fault("answer lost");
+            return Err(Error::Network("answer lost".into()));
+        }
+        if self.faults && self.rng.chance(3) {
+            self.stats.fault("phone crashed mid-sync");
+            self.crashed = true;
+            // Not retried: the sync stops here, as a dead phone's would.
+            return Err(Error::Server {
+                status: 499,
+                code: "crash".into(),
+                message: "the phone crashed".into(),
+            });
+        }
+        Ok(answer)
+    }
+}
+
+impl Transport for Link<'_> {
+    fn push(&mut self, store: &mut Store, changes: &[Change]) -> mobile_core::Result<PushResponse> {
+        if self.request_lost() {
+            return Err(Error::Network("request lost".into()));
+        }
+        let caller = self.server.caller(self.officer, store.node_id());
+        if self.faults && self.rng.chance(5) {
+            self.stats.fault("push delayed and reordered");
+            self.delayed.push(Delayed {
+                phone: self.phone,
+                changes: changes.to_vec(),
+            });
+            return Err(Error::Network("request held back".into()));
+        }
+        let now = self.server.now;
+        let owned = changes.to_vec();
+        let mut results = self
+            .server
+            .db
+            .call_blocking(|c| server_sync::push(c, &caller, &owned, now, MAX_AHEAD_MS))
+            .expect("push");
+        if self.faults && self.rng.chance(5) {
+            self.stats.fault("push duplicated");
+            results = self
+                .server
+                .db
+                .call_blocking(|c| server_sync::push(c, &caller, &owned, now, MAX_AHEAD_MS))
+                .expect("push again");
+        }
+        let answer = PushResponse {
+            server_time_ms: now,
+            results,
+            extra: BTreeMap::new(),
+        };
+        let answer = self.deliver(answer)?;
+        for result in &answer.results {
+            if result.status == ChangeStatus::Accepted {
+                if let Some(c) = changes.iter().find(|c| c.id.counter == result.counter) {
+                    self.acks.push(Ack {
+                        entity: c.entity,
+                        field: c.field.clone(),
+                        stamp: c.stamp,
+                    });
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    fn pull(
+        &mut self,
+        store: &mut Store,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> mobile_core::Result<PullResponse> {
+        if self.request_lost() {
+            return Err(Error::Network("request lost".into()));
+        }
+        let caller = self.server.caller(self.officer, store.node_id());
+        // Small pages, so that paging and resuming mid-pull are exercised.
+        let limit = limit.min(1 + self.rng.below(25) as u32);
+        let cursor = cursor.map(baylink_sync::wire::Cursor);
+        let page = self
+            .server
+            .db
+            .call_blocking(|c| {
+                let from = server_sync::parse_cursor(cursor.as_ref())?;
+                server_sync::pull(c, &caller, from, limit)
+            })
+            .expect("pull");
+        let answer = PullResponse {
+            server_time_ms: self.server.now,
+            values: page.values,
+            purged: page.purged,
+            next_cursor: page.next,
+            more: page.more,
+            extra: BTreeMap::new(),
+        };
+        self.deliver(answer)
+    }
+
+    fn now_ms(&self) -> u64 {
+        baylink_sync::hlc::PhysicalClock::now_ms(self.clock.as_ref())
+    }
+
+    fn pause(&mut self, _: Duration) {
+        // Simulated time: a retry waits no real time.
+    }
+}
+
+fn input(pairs: &[(&str, String)]) -> Input {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// A simulated world for one schedule.
+struct World {
+    _dir: tempfile::TempDir,
+    server: Server,
+    phones: Vec<Phone>,
+    rng: Rng,
+    stats: Stats,
+    acks: Vec<Ack>,
+    delayed: Vec<Delayed>,
+    /// Villages of o3 (the one officer whose villages change): both, or the second only.
+    o3_both: bool,
+}
+
+const OFFICERS: [&str; 3] = ["o1", "o2", "o3"];
+
+impl World {
+    fn new(seed: u64) -> World {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("server.db");
+        let db = Db::open(&path).expect("server database");
+        db.call_blocking(|c| {
+            // The server's node id stamps reviewers' writes: fixed, so that a seed replays exactly.
+            let node = Uuid::from_u128((u128::from(seed) << 8) | 0xff).to_string();
+            c.execute("UPDATE meta SET value = ?1 WHERE key = 'node'", [node])?;
+            baylink_server::demo::seed_places(c)?;
+            for (name, villages, role) in [
+                ("o1", vec![VILLAGES[0]], Role::Officer),
+                ("o2", vec![VILLAGES[0]], Role::Officer),
+                ("o3", vec![VILLAGES[1]], Role::Officer),
+                ("r006", vec![], Role::Reviewer),
+            ] {
+                let villages: Vec<String> = villages.into_iter().map(str::to_owned).collect();
+                let new = NewAccount {
+                    username: name,
+                    display_name: name,
+                    role,
+                    station: Some("441303006"),
+                    // Nobody signs in: the simulation calls the store directly.
+                    password_hash: "-",
+                    villages: &villages,
+                };
+                accounts::create_account(c, &new, START_MS)?;
+            }
+            Ok(())
+        })
+        .expect("accounts");
+        let mut rng = Rng::new(seed);
+        let skews = [
+            0,
+            3 * 3_600_000,
+            -2 * 86_400_000,
+            2 * 86_400_000,
+            -5 * 3_600_000,
+            90_000,
+        ];
+        let mut phones = Vec::new();
+        for (i, officer) in OFFICERS.into_iter().enumerate() {
+            let node = NodeId(Uuid::from_u128((u128::from(seed) << 8) | (i as u128 + 1)));
+            let skew = skews[rng.below(skews.len() as u64) as usize];
+            let clock = Arc::new(ManualClock::new(START_MS));
+            let path = dir.path().join(format!("phone{i}.db"));
+            let store = Phone::open(&path, node, &clock, officer);
+            let account = db
+                .call_blocking(|c| {
+                    Ok(accounts::account_by_username(c, officer)?
+                        .map(|a| a.id)
+                        .unwrap_or_default())
+                })
+                .expect("account");
+            db.call_blocking(|c| {
+                accounts::register_device(c, &node.to_string(), account, "sim", START_MS)
+            })
+            .expect("device");
+            let phone = Phone {
+                officer,
+                path,
+                node,
+                clock,
+                skew,
+                store,
+                partitioned: false,
+            };
+            phone.set_time(START_MS);
+            phones.push(phone);
+        }
+        World {
+            server: Server {
+                path,
+                db,
+                now: START_MS,
+            },
+            _dir: dir,
+            phones,
+            rng,
+            stats: Stats::default(),
+            acks: Vec::new(),
+            delayed: Vec::new(),
+            o3_both: false,
+        }
+    }
+
+    fn villages_of(&self, phone: usize) -> Vec<&'static str> {
+        match (phone, self.o3_both) {
+            (2, true) => VILLAGES.to_vec(),
+            (2, false) => vec![VILLAGES[1]],
+            _ => vec![VILLAGES[0]],
+        }
+    }
+
+    fn advance(&mut self) {
+        self.server.now += self.rng.below(5 * 60_000);
+        for phone in &self.phones {
+            phone.set_time(self.server.now);
+        }
+    }
+
+    /// Records of a kind the phone holds, in id order (ids are natural keys: deterministic).
+    fn held(&self, phone: usize, kind: EntityKind) -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = self.phones[phone]
+            .store
+            .list(kind, None, 1_000, 0)
+            .expect("list")
+            .into_iter()
+            .filter_map(|r| Uuid::parse_str(&r.id).ok())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn pick(&mut self, ids: &[Uuid]) -> Option<Uuid> {
+        (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize])
+    }
+
+    fn capture(&mut self, phone: usize, kind: EntityKind, pairs: &[(&str, String)]) {
+        // Invalid input never leaves a phone; the schedule only draws valid records.
+        self.phones[phone]
+            .store
+            .capture(kind, &input(pairs))
+            .expect("a valid capture");
+    }
+
+    fn step(&mut self) {
+        self.stats.steps += 1;
+        self.advance();
+        let phone = self.rng.below(self.phones.len() as u64) as usize;
+        let villages = self.villages_of(phone);
+        let village = villages[self.rng.below(villages.len() as u64) as usize].to_owned();
+        match self.rng.below(100) {
+            0..=24 => {
+                let n = self.rng.below(PERSONS);
+                let mut pairs = vec![
+                    ("village", village),
+                    ("id_number", synthetic::resident_id(n * 97)),
+                    ("name", synthetic::name(n)),
+                ];
+                if self.rng.chance(50) {
+                    pairs.push(("phone", format!("138{:08}", self.rng.below(100_000_000))));
+                }
+                self.capture(phone, EntityKind::Person, &pairs);
+            }
+            25..=39 => {
+                let persons = self.held(phone, EntityKind::Person);
+                if let Some(id) = self.pick(&persons) {
+                    let (field, value) = match self.rng.below(3) {
+                        0 => ("phone", format!("139{:08}", self.rng.below(100_000_000))),
+                        1 => (
+                            "occupation",
+                            ["工人", "厨师", "司机"][self.rng.below(3) as usize].to_owned(),
+                        ),
+                        _ => ("notes", format!("第{}次走访", self.rng.below(100))),
+                    };
+                    // A record whose fields are still arriving (a pull cut mid-record) may lack a
+                    // required field: the edit is refused on the phone, as the officer would see.
+                    let _ = self.phones[phone].store.edit(id, &input(&[(field, value)]));
+                }
+            }
+            40..=43 => {
+                let mut all = self.held(phone, EntityKind::Person);
+                all.extend(self.held(phone, EntityKind::Residence));
+                if let Some(id) = self.pick(&all) {
+                    self.phones[phone].store.delete(id).expect("delete");
+                }
+            }
+            44..=51 => {
+                let h = self.rng.below(HOUSES);
+                let code = format!("AC{}{h}", &village[9..]);
+                let pairs = [
+                    ("village", village.clone()),
+                    ("address", format!("{village}号楼{h}")),
+                    ("address_code", code),
+                    ("use", "rental".to_owned()),
+                    ("status", "in_use".to_owned()),
+                ];
+                self.capture(phone, EntityKind::House, &pairs);
+            }
+            52..=59 => {
+                // Someone moves into (or out of) a house: their scope follows.
+                let persons = self.held(phone, EntityKind::Person);
+                let houses = self.held(phone, EntityKind::House);
+                let residences = self.held(phone, EntityKind::Residence);
+                if self.rng.chance(30) {
+                    if let Some(id) = self.pick(&residences) {
+                        let _ = self.phones[phone]
+                            .store
+                            .edit(id, &input(&[("moved_out", "2026-11-20".to_owned())]));
+                    }
+                } else if let (Some(person), Some(house)) =
+                    (self.pick(&persons), self.pick(&houses))
+                {
+                    let house_village = self.phones[phone]
+                        .store
+                        .get(house)
+                        .expect("get")
+                        .and_then(|r| r.fields.get("village").cloned())
+                        .unwrap_or_else(|| village.clone());
+                    let pairs = [
+                        ("village", house_village),
+                        ("person", person.to_string()),
+                        ("house", house.to_string()),
+                        ("moved_in", format!("2026-0{}-01", 1 + self.rng.below(9))),
+                        ("relation", "tenant".to_owned()),
+                    ];
+                    self.capture(phone, EntityKind::Residence, &pairs);
+                }
+            }
+            60..=79 => {
+                self.sync(phone, true);
+            }
+            80..=82 => {
+                self.stats.fault("server restart");
+                let path = self.server.path.clone();
+                // The old handle is dropped first, as a process exit would.
+                self.server.db = Db::open(&path).expect("server reopens");
+            }
+            83..=85 => {
+                self.stats.fault("phone restart");
+                self.reopen(phone);
+            }
+            86..=88 => {
+                self.phones[phone].partitioned = !self.phones[phone].partitioned;
+                if self.phones[phone].partitioned {
+                    self.stats.fault("partition");
+                }
+            }
+            89..=90 => {
+                // A village given to o3, or taken away again.
+                self.o3_both = !self.o3_both;
+                self.stats.fault("villages reassigned");
+                let villages: Vec<String> =
+                    self.villages_of(2).into_iter().map(str::to_owned).collect();
+                self.server
+                    .db
+                    .call_blocking(|c| accounts::assign_villages(c, "o3", &villages))
+                    .expect("assign");
+            }
+            91..=93 => self.review(),
+            94..=96 => {
+                // The phone's clock is set wrong, or corrected.
+                let skews = [0, 4 * 3_600_000, -86_400_000, 3 * 86_400_000];
+                self.phones[phone].skew = skews[self.rng.below(4) as usize];
+                self.phones[phone].set_time(self.server.now);
+                self.stats.fault("clock changed");
+            }
+            _ => self.deliver_delayed(),
+        }
+    }
+
+    fn reopen(&mut self, phone: usize) {
+        let p = &mut self.phones[phone];
+        // Replace the store: the old connection closes; what it committed is on disk.
+        let fresh = Phone::open(&p.path, p.node, &p.clock, p.officer);
+        p.store = fresh;
+    }
+
+    fn review(&mut self) {
+        let now = self.server.now;
+        let reviewer = self.server.caller("r006", NodeId(Uuid::nil()));
+        let entity: Option<String> = self
+            .server
+            .db
+            .call_blocking(|c| {
+                let ids: Vec<String> = c
+                    .prepare("SELECT id FROM entity ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(ids)
+            })
+            .ok()
+            .and_then(|ids| {
+                (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize].clone())
+            });
+        let Some(entity) = entity.and_then(|e| Uuid::parse_str(&e).ok()) else {
+            return;
+        };
+        let approve = self.rng.chance(60);
+        let _ = self.server.db.call_blocking(|c| {
+            server_sync::review(c, &reviewer, &entity, approve, "请补充联系电话", now)
+        });
+    }
+
+    fn deliver_delayed(&mut self) {
+        if self.delayed.is_empty() {
+            return;
+        }
+        let i = self.rng.below(self.delayed.len() as u64) as usize;
+        let held = self.delayed.remove(i);
+        let node = self.phones[held.phone].node;
+        let caller = self.server.caller(self.phones[held.phone].officer, node);
+        let now = self.server.now;
+        self.server
+            .db
+            .call_blocking(|c| server_sync::push(c, &caller, &held.changes, now, MAX_AHEAD_MS))
+            .expect("late push");
+    }
+
+    /// One sync of a phone through the network; with `faults`, anything may go wrong.
+    fn sync(&mut self, phone: usize, faults: bool) -> Option<mobile_core::Error> {
+        self.stats.syncs += 1;
+        let (officer, clock, partitioned) = {
+            let p = &self.phones[phone];
+            (p.officer, p.clock.clone(), p.partitioned && faults)
+        };
+        let mut link = Link {
+            server: &mut self.server,
+            rng: &mut self.rng,
+            stats: &mut self.stats,
+            acks: &mut self.acks,
+            delayed: &mut self.delayed,
+            phone,
+            officer,
+            clock,
+            faults,
+            partitioned,
+            crashed: false,
+        };
+        let outcome = sync_with(
+            &mut self.phones[phone].store,
+            &mut link,
+            &|_: &str, _, _| {},
+        );
+        let crashed = link.crashed;
+        if crashed {
+            self.reopen(phone);
+        }
+        match outcome {
+            Ok(report) => {
+                self.stats.restamped += report.restamped;
+                None
+            }
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Heals the network and syncs every phone until nothing moves, then checks the invariants.
+    fn settle_and_check(&mut self) -> Result<(), String> {
+        while !self.delayed.is_empty() {
+            self.deliver_delayed();
+        }
+        for p in &mut self.phones {
+            p.partitioned = false;
+        }
+        for round in 0..4 {
+            self.advance();
+            for phone in 0..self.phones.len() {
+                if let Some(e) = self.sync(phone, false) {
+                    return Err(format!("round {round}: phone {phone} could not sync: {e}"));
+                }
+            }
+        }
+        self.check()
+    }
+
+    fn server_state(&self, villages: &[&str]) -> BTreeMap<Uuid, EntityState> {
+        let list = serde_json::to_string(villages).unwrap_or_default();
+        let rows: Vec<(String, String, String, i64, String)> = self
+            .server
+            .db
+            .call_blocking(|c| {
+                Ok(c.prepare(
+                    "SELECT f.entity, f.field, f.value, f.hlc, f.node FROM field f
+                     WHERE f.entity IN (SELECT entity FROM scope WHERE village IN (SELECT value FROM json_each(?1)))",
+                )?
+                .query_map([list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<Result<_, rusqlite::Error>>()?)
+            })
+            .expect("server state");
+        let mut state: BTreeMap<Uuid, EntityState> = BTreeMap::new();
+        for (entity, field, value, hlc, node) in rows {
+            let stamp = Stamp::new(
+                Hlc::from_u64(hlc as u64),
+                node.parse().expect("stored node id"),
+            );
+            let value = serde_json::from_str(&value).expect("stored value");
+            state
+                .entry(Uuid::parse_str(&entity).expect("stored id"))
+                .or_default()
+                .insert(field, Versioned::new(value, stamp));
+        }
+        state
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        for phone in 0..self.phones.len() {
+            let villages = self.villages_of(phone);
+            let expected = self.server_state(&villages);
+            let store = &self.phones[phone].store;
+            // Changes refused for good stay on the phone for the officer to correct (only
+            // `out_of_scope` can happen here: a village taken away with edits pending).
+            let refused = store.refused().map_err(|e| e.to_string())?;
+            if let Some(r) = refused.iter().find(|r| r.code != "out_of_scope") {
+                return Err(format!("phone {phone}: unexpected refusal {r:?}"));
+            }
+            let skip: BTreeSet<String> = refused.iter().map(|r| r.entity.clone()).collect();
+            if store.pending_count().map_err(|e| e.to_string())? > refused.len() as u64 {
+                return Err(format!(
+                    "phone {phone}: changes still waiting after the sync"
+                ));
+            }
+            let held: BTreeMap<Uuid, EntityState> = store
+                .states()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(id, (_, state))| (id, state))
+                .filter(|(id, _)| !skip.contains(&id.to_string()))
+                .collect();
+            let expected: BTreeMap<Uuid, EntityState> = expected
+                .into_iter()
+                .filter(|(id, _)| !skip.contains(&id.to_string()))
+                .collect();
+            if held != expected {
+                let differing: Vec<String> = expected
+                    .keys()
+                    .chain(held.keys())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .filter(|id| held.get(id) != expected.get(id))
+                    .take(3)
+                    .map(|id| {
+                        let (scope, history): (Vec<String>, i64) = self
+                            .server
+                            .db
+                            .call_blocking(|c| {
+                                let scope = c
+                                    .prepare("SELECT village FROM scope WHERE entity = ?1")?
+                                    .query_map([id.to_string()], |r| r.get(0))?
+                                    .collect::<Result<_, rusqlite::Error>>()?;
+                                let history = c.query_row(
+                                    "SELECT COUNT(*) FROM history WHERE entity = ?1",
+                                    [id.to_string()],
+                                    |r| r.get(0),
+                                )?;
+                                // BAYLINK_SIM_DEBUG=1 prints the record's history and purges.
+                                if std::env::var("BAYLINK_SIM_DEBUG").is_ok() {
+                                    let mut stmt = c.prepare("SELECT seq, field, value, stamp, won, device FROM history WHERE entity = ?1 ORDER BY seq")?;
+                                    let rows: Vec<(i64, String, String, String, bool, Option<String>)> = stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<Result<_, rusqlite::Error>>()?;
+                                    eprintln!("history {rows:#?}");
+                                    let mut stmt = c.prepare("SELECT seq, village FROM purge WHERE entity = ?1")?;
+                                    let rows: Vec<(i64, String)> = stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, rusqlite::Error>>()?;
+                                    eprintln!("purge {rows:?}");
+                                }
+                                Ok((scope, history))
+                            })
+                            .unwrap_or_default();
+                        format!(
+                            "{id} (server scope {scope:?}, {history} history rows): phone {:?} server {:?}",
+                            held.get(id),
+                            expected.get(id)
+                        )
+                    })
+                    .collect();
+                return Err(format!(
+                    "phone {phone} ({}) differs from the server's state for {villages:?}: {}",
+                    self.phones[phone].officer,
+                    differing.join("; ")
+                ));
+            }
+        }
+        // Every acknowledged change is in the history exactly once, and what stands is it or newer.
+        let history: BTreeMap<(String, String, String), i64> = self
+            .server
+            .db
+            .call_blocking(|c| {
+                Ok(c.prepare(
+                    "SELECT entity, field, stamp, COUNT(*) FROM history WHERE device <> 'console'
+                     GROUP BY entity, field, stamp",
+                )?
+                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
+                .collect::<Result<_, rusqlite::Error>>()?)
+            })
+            .expect("history");
+        if let Some((key, n)) = history.iter().find(|(_, n)| **n > 1) {
+            return Err(format!("change applied {n} times: {key:?}"));
+        }
+        self.stats.applied += history.len() as u64;
+        for ack in &self.acks {
+            self.stats.acknowledged += 1;
+            let key = (
+                ack.entity.to_string(),
+                ack.field.clone(),
+                ack.stamp.to_string(),
+            );
+            if !history.contains_key(&key) {
+                self.stats.lost += 1;
+                return Err(format!(
+                    "acknowledged change missing from the history: {key:?}"
+                ));
+            }
+            let current: Option<(i64, String)> = self
+                .server
+                .db
+                .call_blocking(|c| {
+                    Ok(c.query_row(
+                        "SELECT hlc, node FROM field WHERE entity = ?1 AND field = ?2",
+                        [ack.entity.to_string(), ack.field.clone()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .ok())
+                })
+                .expect("current value");
+            let standing = current.map(|(hlc, node)| {
+                Stamp::new(Hlc::from_u64(hlc as u64), node.parse().expect("node"))
+            });
+            if standing.is_none_or(|s| s < ack.stamp) {
+                self.stats.lost += 1;
+                return Err(format!(
+                    "acknowledged change {key:?} was replaced by an older value {standing:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the schedule of `seed` with `steps` operations; `Err` describes the broken invariant.
+pub fn run(seed: u64, steps: u64) -> Result<Stats, String> {
+    let mut world = World::new(seed);
+    for _ in 0..steps {
+        world.step();
+    }
+    world.settle_and_check()?;
+    world.stats.schedules = 1;
+    Ok(world.stats)
+}
