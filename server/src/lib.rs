@@ -34,8 +34,23 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::map_response(json_too_large))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The body limit answers a declared oversize body before any handler, in plain text: give it
+/// the API's JSON error shape.
+async fn json_too_large(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !json {
+        return AppError::TooLarge.into_response();
+    }
+    response
 }
 
 /// Serves the app on a bound listener until ctrl-c.

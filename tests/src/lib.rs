@@ -3,4 +3,5 @@
 
 pub mod browser;
 pub mod harness;
+pub mod raw_http;
 pub mod sim;

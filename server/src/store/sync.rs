@@ -196,11 +196,22 @@ fn invalid(
     batch: &[&Change],
     today: Date,
 ) -> Result<Option<(&'static str, String)>, AppError> {
+    // The server stores only what it can validate: a newer app meets an upgraded server first.
     let Some(kind) = EntityKind::parse(&change.kind) else {
-        return Ok(None); // Kinds from newer versions are kept and relayed.
+        let message = format!(
+            "kind：未知的记录类型“{}” / kind: `{}` is not a kind this server knows",
+            change.kind, change.kind
+        );
+        return Ok(Some((refusal::INVALID, message)));
     };
     let Some(spec) = kind.field(&change.field) else {
-        return Ok(None);
+        let message = format!(
+            "{}：{}没有这个字段 / {}: a {kind} has no such field",
+            change.field,
+            kind.label_zh(),
+            change.field
+        );
+        return Ok(Some((refusal::INVALID, message)));
     };
     if spec.writer == Writer::System && caller.role == Role::Officer {
         let allowed = match spec.name {

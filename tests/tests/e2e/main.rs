@@ -1,6 +1,7 @@
 //! End-to-end scenarios, one module each, in one test binary.
 
 mod console_browser;
+mod hostile;
 mod offline_devices;
 mod review_sync;
 mod server_sync;
