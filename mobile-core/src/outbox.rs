@@ -245,7 +245,8 @@ fn to_change(
     })
 }
 
-/// Up to `limit` changes waiting to be pushed, oldest first.
+/// Pending changes in counter order, whole actions only: up to `limit` changes, or one action
+/// when it alone has more.
 pub(crate) fn pending(conn: &Connection, node: NodeId, limit: usize) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     let mut after = 0i64;
@@ -268,10 +269,13 @@ pub(crate) fn pending(conn: &Connection, node: NodeId, limit: usize) -> Result<V
             } else {
                 None
             };
-            for entry in row.entries.iter().filter(|e| e.refusal.is_none()) {
-                if out.len() == limit {
-                    break 'pages;
-                }
+            // Whole actions only: the server judges a new record by the changes of its action
+            // together (its village above all), so a batch never ends inside one.
+            let entries: Vec<&Entry> = row.entries.iter().filter(|e| e.refusal.is_none()).collect();
+            if !out.is_empty() && out.len() + entries.len() > limit {
+                break 'pages;
+            }
+            for entry in entries {
                 out.push(to_change(node, row, entry, record.as_ref())?);
             }
         }

@@ -372,7 +372,8 @@ impl Store {
         outbox::pending_count(&self.conn)
     }
 
-    /// Up to `limit` local changes waiting to be pushed, oldest first.
+    /// Local changes waiting to be pushed, oldest first, whole actions only: up to `limit`, or
+    /// one action when it alone has more.
     pub fn outbox(&self, limit: usize) -> Result<Vec<Change>> {
         outbox::pending(&self.conn, self.device.node, limit)
     }

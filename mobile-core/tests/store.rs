@@ -416,3 +416,28 @@ proptest! {
         prop_assert_eq!(&backward.states().unwrap(), &expected);
     }
 }
+
+#[test]
+fn push_batches_never_end_inside_an_action() {
+    let mut s = store();
+    for n in 0..10u64 {
+        let body = format!("4413021990011{n}{n:03}");
+        let number = format!(
+            "{body}{}",
+            baylink_domain::id_number::check_char(body.as_bytes())
+        );
+        s.capture(EntityKind::Person, &person(&number, "陈静"))
+            .unwrap();
+    }
+    let all = s.outbox(usize::MAX).unwrap();
+    let per_action = all.iter().filter(|c| c.entity == all[0].entity).count();
+    assert!(per_action > 5, "a person is one action of several changes");
+    // A limit that falls inside the third action: the batch ends after the second.
+    let batch = s.outbox(2 * per_action + 3).unwrap();
+    assert_eq!(batch.len(), 2 * per_action);
+    let entities: std::collections::BTreeSet<_> = batch.iter().map(|c| c.entity).collect();
+    assert_eq!(entities.len(), 2);
+    assert!(batch.iter().any(|c| c.field == "village"));
+    // A limit smaller than one action still gives that whole action.
+    assert_eq!(s.outbox(1).unwrap().len(), per_action);
+}

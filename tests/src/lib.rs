@@ -2,6 +2,7 @@
 //! clocks the scenario controls. Later the same harness starts a real server on loopback.
 
 pub mod browser;
+pub mod fault_proxy;
 pub mod harness;
 pub mod raw_http;
 pub mod sim;

@@ -47,13 +47,29 @@ pub trait Transport {
     }
 }
 
-/// The server over HTTP, with the session's tokens (refreshed once when expired).
-pub struct Http;
+/// The server over HTTP, with the session's tokens (refreshed once when expired) and a time
+/// limit per request, after which a stalled request counts as failed (and is retried).
+pub struct Http {
+    timeout: Duration,
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http { timeout: TIMEOUT }
+    }
+}
+
+impl Http {
+    /// HTTP with another time limit per request.
+    pub fn with_timeout(timeout: Duration) -> Http {
+        Http { timeout }
+    }
+}
 
 impl Transport for Http {
     fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse> {
         let device = store.node_id();
-        authed(store, &|client, token| {
+        authed(store, self.timeout, &|client, token| {
             client.push(token, device, changes.to_vec())
         })
     }
@@ -64,7 +80,7 @@ impl Transport for Http {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<PullResponse> {
-        authed(store, &|client, token| {
+        authed(store, self.timeout, &|client, token| {
             client.pull(token, cursor.clone(), limit)
         })
     }
@@ -197,9 +213,13 @@ fn guard<T>(store: &mut Store, result: Result<T>) -> Result<T> {
 }
 
 /// Calls the server with the access token, refreshing it once if it expired.
-fn authed<T>(store: &mut Store, call: &dyn Fn(&Client, &str) -> Result<T>) -> Result<T> {
+fn authed<T>(
+    store: &mut Store,
+    timeout: Duration,
+    call: &dyn Fn(&Client, &str) -> Result<T>,
+) -> Result<T> {
     let session = store.raw_session()?.ok_or(Error::NotSignedIn)?;
-    let client = Client::new(&session.server, TIMEOUT);
+    let client = Client::new(&session.server, timeout);
     let token = session.access_token.clone().ok_or(Error::NotSignedIn)?;
     match call(&client, &token) {
         Err(Error::Server {
@@ -222,7 +242,7 @@ fn authed<T>(store: &mut Store, call: &dyn Fn(&Client, &str) -> Result<T>) -> Re
 
 /// Pushes everything pending, then pulls until up to date, over HTTP.
 pub fn sync(store: &mut Store, progress: &dyn Progress) -> Result<SyncReport> {
-    sync_with(store, &mut Http, progress)
+    sync_with(store, &mut Http::default(), progress)
 }
 
 /// Pushes everything pending, then pulls until up to date, through a transport.

@@ -1,0 +1,145 @@
+//! A phone syncing through a proxy on loopback that cuts requests, truncates and drops answers,
+//! and stalls: the sync retries with backoff and a per-request time limit and completes, every
+//! change reaching the server exactly once; when the network stays bad it gives up with the outbox
+//! intact and the next sync finishes the job.
+
+use std::time::Duration;
+
+use baylink_domain::EntityKind;
+use baylink_tests::fault_proxy::{Fault, FaultProxy};
+use baylink_tests::harness::{Device, Server, VILLAGE, resident_id};
+use mobile_core::sync::{Http, sync_with};
+
+/// Short, so that stalls cost seconds, not minutes.
+const TIME_LIMIT: Duration = Duration::from_secs(1);
+
+fn sync(device: &mut Device) -> Result<mobile_core::SyncReport, mobile_core::Error> {
+    sync_with(
+        &mut device.store,
+        &mut Http::with_timeout(TIME_LIMIT),
+        &|_: &str, _, _| {},
+    )
+}
+
+/// Changes in the server's history from this phone, and how many of them appear more than once.
+fn history_of(server: &Server, device: &Device) -> (i64, i64) {
+    let node = device.store.node_id().to_string();
+    server.query(|c| {
+        let total = c
+            .query_row(
+                "SELECT COUNT(*) FROM history WHERE device = ?1",
+                [&node],
+                |r| r.get(0),
+            )
+            .expect("count");
+        let twice = c
+            .query_row(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM history WHERE device = ?1
+                 GROUP BY entity, field, stamp HAVING COUNT(*) > 1)",
+                [&node],
+                |r| r.get(0),
+            )
+            .expect("count");
+        (total, twice)
+    })
+}
+
+#[test]
+fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_doubled() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    let proxy = FaultProxy::start(&server.url);
+    phone
+        .store
+        .set_server_url(&proxy.url)
+        .expect("proxy address saved");
+    for n in 0..150u64 {
+        let number = resident_id(&format!(
+            "4413021990{:02}{:02}{:03}",
+            n % 12 + 1,
+            n % 28 + 1,
+            n
+        ));
+        phone.capture(
+            EntityKind::Person,
+            &[
+                ("village", VILLAGE),
+                ("id_number", &number),
+                ("name", "陈静"),
+            ],
+        );
+    }
+    let changes = phone.store.pending_count().expect("pending");
+    assert!(changes > 1_000, "several push batches");
+
+    // The first push: cut off, then its answer truncated, then stalled past the time limit.
+    proxy.plan(&[
+        Fault::CutRequest,
+        Fault::TruncateAnswer,
+        Fault::Stall(Duration::from_secs(3)),
+    ]);
+    let report = sync(&mut phone).expect("the sync completes after retries");
+    assert_eq!(report.pushed, changes);
+    assert_eq!(history_of(&server, &phone), (changes as i64, 0));
+
+    // Edits whose answers are dropped twice (the server applied them each time) and truncated.
+    let ids: Vec<_> = phone
+        .store
+        .list(EntityKind::Person, None, 10, 0)
+        .expect("list")
+        .into_iter()
+        .map(|r| uuid::Uuid::parse_str(&r.id).expect("id"))
+        .collect();
+    for id in &ids {
+        phone.edit(*id, &[("occupation", "渔民")]);
+    }
+    proxy.plan(&[Fault::DropAnswer, Fault::DropAnswer, Fault::TruncateAnswer]);
+    let report = sync(&mut phone).expect("completes");
+    assert_eq!(report.pushed, ids.len() as u64);
+    assert_eq!(
+        history_of(&server, &phone),
+        (changes as i64 + ids.len() as i64, 0)
+    );
+
+    // Nothing to push: the pull's answers are cut and truncated.
+    proxy.plan(&[Fault::TruncateAnswer, Fault::CutRequest]);
+    sync(&mut phone).expect("the pull completes");
+    assert_eq!(proxy.pending(), 0, "every planned fault was met");
+
+    // A network that stays bad: the sync gives up after its attempts, keeping the outbox...
+    phone.edit(ids[0], &[("occupation", "厨师")]);
+    proxy.plan(&[Fault::CutRequest; 4]);
+    let failed = sync(&mut phone);
+    assert!(
+        matches!(failed, Err(mobile_core::Error::Network(_))),
+        "{failed:?}"
+    );
+    assert_eq!(phone.store.pending_count().expect("pending"), 1);
+    // ...and the next sync, on a good network, finishes.
+    sync(&mut phone).expect("completes");
+    assert_eq!(phone.store.pending_count().expect("pending"), 0);
+    let seen = proxy.seen();
+    for fault in [
+        "request cut",
+        "answer truncated",
+        "answer dropped",
+        "stalled",
+    ] {
+        assert!(
+            seen.get(fault).copied().unwrap_or(0) > 0,
+            "{fault}: {seen:?}"
+        );
+    }
+    let stands: String = server.query(|c| {
+        c.query_row(
+            "SELECT value FROM field WHERE entity = ?1 AND field = 'occupation'",
+            [ids[0].to_string()],
+            |r| r.get(0),
+        )
+        .expect("occupation")
+    });
+    assert_eq!(stands, "\"厨师\"");
+    println!("network faults met: {seen:?}");
+}
