@@ -1,0 +1,134 @@
+//! The `baylink-server` process killed with SIGKILL in the middle of a phone's large push, then
+//! started again on the same data: the phone's next sync finishes the push; every change the server
+//! acknowledged is there, and none is there twice.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use baylink_domain::{EntityKind, Input, synthetic};
+use baylink_server::store::Db;
+use mobile_core::Store;
+use mobile_core::sync::{Http, login, sync_with};
+
+/// Starts `serve --demo` on `port` with `data`, and waits until it listens.
+fn start(data: &std::path::Path, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baylink-server"))
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("BAYLINK_SERVER_DATA")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for line in lines {
+        if line
+            .expect("UTF-8")
+            .starts_with("baylink-server listening on")
+        {
+            return child;
+        }
+    }
+    panic!("the server exited before listening");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn person(n: u64) -> Input {
+    [
+        ("village", "441303006001".to_owned()),
+        ("id_number", synthetic::resident_id(900_000 + n)),
+        ("name", synthetic::name(n)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[test]
+fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_twice() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("server");
+    let port = free_port();
+    let server = Arc::new(Mutex::new(start(&data, port)));
+    let mut phone = Store::open(dir.path().join("phone.db")).expect("phone store");
+    login(
+        &mut phone,
+        &format!("http://127.0.0.1:{port}"),
+        "o006001",
+        baylink_server::demo::DEMO_PASSWORD,
+        "phone",
+    )
+    .expect("login");
+    let inputs: Vec<Input> = (0..1_500).map(person).collect();
+    phone
+        .capture_many(EntityKind::Person, &inputs)
+        .expect("captured");
+    let total = phone.pending_count().expect("pending");
+
+    // Kill the server once a third of the changes are through (from inside the push's progress
+    // report, so that it dies between two batches of one sync, with more on the way).
+    let killer = server.clone();
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    let progress = |phase: &str, done: u64, _total: u64| {
+        if phase == "push"
+            && done >= total / 3
+            && !killed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let mut child = killer.lock().unwrap_or_else(PoisonError::into_inner);
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    };
+    let first = sync_with(&mut phone, &mut Http::default(), &progress);
+    assert!(first.is_err(), "the sync cannot finish without its server");
+    let left = phone.pending_count().expect("pending");
+    assert!(
+        left > 0 && left < total,
+        "killed mid-push: {left} of {total} left"
+    );
+
+    // The same data, started again: the next sync finishes.
+    *server.lock().unwrap_or_else(PoisonError::into_inner) = start(&data, port);
+    let report = sync_with(&mut phone, &mut Http::default(), &|_: &str, _, _| {})
+        .expect("the sync finishes");
+    assert_eq!(report.pushed, left);
+    assert_eq!(phone.pending_count().expect("pending"), 0);
+    assert!(phone.refused().expect("refused").is_empty());
+
+    let db = Db::open(&data.join("baylink.db")).expect("the server's database");
+    let node = phone.node_id().to_string();
+    let (rows, distinct): (i64, i64) = db
+        .call_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*), COUNT(DISTINCT entity || field || stamp) FROM history WHERE device = ?1",
+                [&node],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .expect("history");
+    assert_eq!(rows, total as i64, "every change once");
+    assert_eq!(distinct, total as i64, "none twice");
+    let persons: i64 = db
+        .call_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM entity WHERE kind = 'person' AND id IN
+                 (SELECT entity FROM history WHERE device = ?1)",
+                [&node],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("persons");
+    assert_eq!(persons, inputs.len() as i64);
+    let mut child = server.lock().unwrap_or_else(PoisonError::into_inner);
+    let _ = child.kill();
+    let _ = child.wait();
+}
