@@ -32,6 +32,8 @@ fn start(data: &std::path::Path, port: u16) -> Child {
             return child;
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server exited before listening");
 }
 
