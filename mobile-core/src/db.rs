@@ -15,11 +15,30 @@ use crate::error::{Error, Result};
 use crate::schema;
 
 /// Opens (creating if need be) the database at `path`, or in memory, and brings it up to date.
-pub(crate) fn open(path: Option<&Path>, node: Option<NodeId>) -> Result<Connection> {
+pub(crate) fn open(
+    path: Option<&Path>,
+    node: Option<NodeId>,
+    key: Option<&[u8; 32]>,
+) -> Result<Connection> {
     let mut conn = match path {
         Some(path) => Connection::open(path)?,
         None => Connection::open_in_memory()?,
     };
+    if let Some(key) = key {
+        // SQLCipher: a raw 256-bit key (already stretched by argon2id), set before anything
+        // reads the file. A wrong key shows at the first read: "file is not a database".
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        conn.pragma_update(None, "key", format!("x'{hex}'"))?;
+        let readable = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &readable {
+            if e.code == rusqlite::ErrorCode::NotADatabase {
+                return Err(Error::WrongPassphrase);
+            }
+        }
+        readable?;
+    }
     // WAL lets readers run beside the writer; NORMAL is durable at each checkpoint and never
     // corrupts, which is the usual trade on phones.
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -47,6 +47,9 @@ pub enum Error {
     /// The server revoked this device; its data has been wiped.
     #[error("this device was revoked by an administrator; its data has been wiped")]
     Revoked,
+    /// The passphrase does not open this encrypted store.
+    #[error("wrong passphrase: it does not open this store")]
+    WrongPassphrase,
 }
 
 /// Result of the store.
@@ -100,6 +103,9 @@ pub enum MobileError {
     /// An administrator revoked this device; its data was wiped.
     #[error("device revoked")]
     Revoked,
+    /// The passphrase does not open the store on this phone: ask again.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
     /// Anything else (storage, corrupt data); details are in the device log.
     #[error("{message}")]
     Other {
@@ -145,6 +151,7 @@ impl From<Error> for MobileError {
                 code: "not_signed_in".into(),
             },
             Error::Revoked => MobileError::Revoked,
+            Error::WrongPassphrase => MobileError::WrongPassphrase,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod db;
 pub mod error;
+mod key;
 mod outbox;
 mod schema;
 mod store;
@@ -59,6 +60,17 @@ impl FieldStore {
     pub fn open(path: String) -> Result<Arc<FieldStore>, MobileError> {
         Ok(Arc::new(FieldStore {
             store: Mutex::new(Store::open(path)?),
+        }))
+    }
+
+    /// Opens (creating if need be) the store encrypted under the officer's passphrase; offline.
+    #[uniffi::constructor]
+    pub fn open_encrypted(
+        path: String,
+        passphrase: String,
+    ) -> Result<Arc<FieldStore>, MobileError> {
+        Ok(Arc::new(FieldStore {
+            store: Mutex::new(Store::open_encrypted(path, &passphrase)?),
         }))
     }
 

@@ -126,18 +126,25 @@ pub struct Store {
 impl Store {
     /// Opens or creates the store in a file.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        Store::from_connection(db::open(Some(path.as_ref()), None)?)
+        Store::from_connection(db::open(Some(path.as_ref()), None, None)?)
+    }
+
+    /// Opens or creates the store in a file encrypted (SQLCipher) under a key derived from the
+    /// officer's passphrase; works offline. A wrong passphrase is [`Error::WrongPassphrase`].
+    pub fn open_encrypted(path: impl AsRef<Path>, passphrase: &str) -> Result<Store> {
+        let key = crate::key::derive(path.as_ref(), passphrase)?;
+        Store::from_connection(db::open(Some(path.as_ref()), None, Some(&key))?)
     }
 
     /// Opens or creates the store in a file; a new one takes `node` as its node id
     /// (simulations, which must replay exactly).
     pub fn open_as(path: impl AsRef<Path>, node: NodeId) -> Result<Store> {
-        Store::from_connection(db::open(Some(path.as_ref()), Some(node))?)
+        Store::from_connection(db::open(Some(path.as_ref()), Some(node), None)?)
     }
 
     /// A store in memory (tests, benchmarks).
     pub fn open_in_memory() -> Result<Store> {
-        Store::from_connection(db::open(None, None)?)
+        Store::from_connection(db::open(None, None, None)?)
     }
 
     fn from_connection(conn: Connection) -> Result<Store> {

@@ -271,3 +271,45 @@ fn bad_input_exits_non_zero_names_the_field_and_saves_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("FIELD=VALUE"));
 }
+
+#[test]
+fn with_a_passphrase_the_client_keeps_its_store_encrypted() {
+    let d = Device::new();
+    let run = |passphrase: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_baylink"))
+            .arg("--data")
+            .arg(d.dir.path())
+            .args(args)
+            .env_remove("BAYLINK_DATA")
+            .env("BAYLINK_PASSPHRASE", passphrase)
+            .output()
+            .expect("baylink runs")
+    };
+    let captured = run(
+        "口令",
+        &[
+            "capture",
+            "person",
+            "--id-number",
+            "11010519491231002x",
+            "--name",
+            "王芳",
+            "--village",
+            "441303006001",
+        ],
+    );
+    assert!(
+        captured.status.success(),
+        "{}",
+        String::from_utf8_lossy(&captured.stderr)
+    );
+    let found = run("口令", &["search", "110105"]);
+    assert!(String::from_utf8_lossy(&found.stdout).contains("王芳"));
+    let refused = run("wrong", &["search", "110105"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("wrong passphrase"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -190,7 +190,13 @@ fn open(matches: &ArgMatches) -> Result<Store, Error> {
         .unwrap_or_else(|| PathBuf::from("baylink-data"));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
-    Store::open(dir.join("field.db"))
+    // With BAYLINK_PASSPHRASE set, the store is encrypted at rest under it (as an app would).
+    match std::env::var("BAYLINK_PASSPHRASE") {
+        Ok(passphrase) if !passphrase.is_empty() => {
+            Store::open_encrypted(dir.join("field.db"), &passphrase)
+        }
+        _ => Store::open(dir.join("field.db")),
+    }
 }
 
 fn kind(matches: &ArgMatches) -> EntityKind {

@@ -78,4 +78,17 @@ with tempfile.TemporaryDirectory() as data:
     check(again.node_id() == node, "node id survives a restart")
     check(again.get(pid).fields["phone"] == "13800138000", "data survives a restart")
 
+# An encrypted store: unlocked by the passphrase, a wrong one is its own error.
+with tempfile.TemporaryDirectory() as data:
+    path = os.path.join(data, "field.db")
+    locked = mc.FieldStore.open_encrypted(path, "口令 passphrase")
+    pid = locked.capture("person", {"village": VILLAGE, "id_number": "11010519491231002x", "name": "王芳"})
+    del locked
+    check(mc.FieldStore.open_encrypted(path, "口令 passphrase").get(pid) is not None, "the passphrase unlocks")
+    try:
+        mc.FieldStore.open_encrypted(path, "wrong")
+        check(False, "a wrong passphrase must not unlock")
+    except mc.MobileError.WrongPassphrase:
+        check(True, "a wrong passphrase is told as such")
+
 print(f"python binding: {checks} passed, 0 failed")
