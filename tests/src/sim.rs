@@ -169,6 +169,12 @@ struct Delayed {
     changes: Vec<Change>,
 }
 
+/// An answer that arrives a second time, late (a duplicate the network held back).
+enum Echo {
+    Push(usize, Vec<baylink_sync::wire::ChangeResult>),
+    Pull(usize, PullResponse),
+}
+
 /// The network between one phone and the server, with the schedule's faults.
 struct Link<'a> {
     server: &'a mut Server,
@@ -176,6 +182,8 @@ struct Link<'a> {
     stats: &'a mut Stats,
     acks: &'a mut Vec<Ack>,
     delayed: &'a mut Vec<Delayed>,
+    /// Answers the phone already had, kept to arrive again later, out of order.
+    echoes: &'a mut Vec<Echo>,
     phone: usize,
     officer: &'static str,
     clock: Arc<ManualClock>,
@@ -253,6 +261,10 @@ impl Transport for Link<'_> {
             extra: BTreeMap::new(),
         };
         let answer = self.deliver(answer)?;
+        if self.faults && self.rng.chance(5) {
+            self.echoes
+                .push(Echo::Push(self.phone, answer.results.clone()));
+        }
         for result in &answer.results {
             if result.status == ChangeStatus::Accepted {
                 if let Some(c) = changes.iter().find(|c| c.id.counter == result.counter) {
@@ -296,7 +308,11 @@ impl Transport for Link<'_> {
             more: page.more,
             extra: BTreeMap::new(),
         };
-        self.deliver(answer)
+        let answer = self.deliver(answer)?;
+        if self.faults && self.rng.chance(5) {
+            self.echoes.push(Echo::Pull(self.phone, answer.clone()));
+        }
+        Ok(answer)
     }
 
     fn now_ms(&self) -> u64 {
@@ -324,6 +340,7 @@ struct World {
     stats: Stats,
     acks: Vec<Ack>,
     delayed: Vec<Delayed>,
+    echoes: Vec<Echo>,
     /// Villages of o3 (the one officer whose villages change): both, or the second only.
     o3_both: bool,
 }
@@ -412,6 +429,7 @@ impl World {
             stats: Stats::default(),
             acks: Vec::new(),
             delayed: Vec::new(),
+            echoes: Vec::new(),
             o3_both: false,
         }
     }
@@ -578,6 +596,7 @@ impl World {
                 self.phones[phone].set_time(self.server.now);
                 self.stats.fault("clock changed");
             }
+            97 => self.echo(),
             _ => self.deliver_delayed(),
         }
     }
@@ -615,6 +634,33 @@ impl World {
         });
     }
 
+    /// A duplicate of an answer the phone already applied arrives late and is applied again:
+    /// a push's results settled twice, or an old pull page (with its older cursor) once more.
+    fn echo(&mut self) {
+        if self.echoes.is_empty() {
+            return;
+        }
+        let i = self.rng.below(self.echoes.len() as u64) as usize;
+        match self.echoes.remove(i) {
+            Echo::Push(phone, results) => {
+                self.stats.fault("push answer duplicated late");
+                self.phones[phone]
+                    .store
+                    .settle(&results)
+                    .expect("a late answer settles");
+            }
+            Echo::Pull(phone, page) => {
+                self.stats.fault("pull answer duplicated late");
+                let now =
+                    baylink_sync::hlc::PhysicalClock::now_ms(self.phones[phone].clock.as_ref());
+                self.phones[phone]
+                    .store
+                    .apply_pull(&page, now)
+                    .expect("a late page applies");
+            }
+        }
+    }
+
     fn deliver_delayed(&mut self) {
         if self.delayed.is_empty() {
             return;
@@ -643,6 +689,7 @@ impl World {
             stats: &mut self.stats,
             acks: &mut self.acks,
             delayed: &mut self.delayed,
+            echoes: &mut self.echoes,
             phone,
             officer,
             clock,
