@@ -601,13 +601,14 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
     }
 }
 
-/// Pushes fields of a record as officer o1's phone (the phone registered by `Console::new`).
-fn push_as_officer(
+/// Pushes fields of a record as officer o1's phone (the phone registered by `Console::new`) and
+/// returns the server's answer for each.
+fn push_from_officer(
     console: &Console,
     kind: &str,
     entity: Uuid,
     fields: &[(&str, serde_json::Value)],
-) {
+) -> Vec<baylink_sync::wire::ChangeResult> {
     console
         .state
         .db
@@ -644,16 +645,25 @@ fn push_as_officer(
                 device: device.to_string(),
                 villages: vec![VILLAGE.into()],
             };
-            let results = sync::push(conn, &caller, &changes, now, 60_000)?;
-            assert!(
-                results
-                    .iter()
-                    .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
-                "{results:?}"
-            );
-            Ok(())
+            sync::push(conn, &caller, &changes, now, 60_000)
         })
-        .unwrap();
+        .unwrap()
+}
+
+/// Pushes fields as o1's phone, every one of which must be accepted.
+fn push_as_officer(
+    console: &Console,
+    kind: &str,
+    entity: Uuid,
+    fields: &[(&str, serde_json::Value)],
+) {
+    let results = push_from_officer(console, kind, entity, fields);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
+        "{results:?}"
+    );
 }
 
 fn person_fields(
@@ -997,40 +1007,12 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         "a merged record leaves the lists"
     );
     // An officer's phone cannot write the redirect itself.
-    let refused = console
-        .state
-        .db
-        .call_blocking(|conn| {
-            let officer = accounts::account_by_username(conn, "o1")?.unwrap();
-            let device = NodeId(Uuid::from_u128(1));
-            let last: i64 = conn.query_row(
-                "SELECT last_counter FROM device WHERE id = ?1",
-                [device.to_string()],
-                |r| r.get(0),
-            )?;
-            let now = baylink_server::store::now_ms();
-            let change = Change {
-                id: ChangeId {
-                    device,
-                    counter: last as u64 + 1,
-                },
-                kind: "person".into(),
-                entity: p1,
-                field: "merged_into".into(),
-                value: json!(p2.to_string()),
-                stamp: Stamp::new(Hlc::new(now, 0), device),
-                base: None,
-                extra: Default::default(),
-            };
-            let caller = Caller {
-                account: officer.id,
-                role: Role::Officer,
-                device: device.to_string(),
-                villages: vec![VILLAGE.into()],
-            };
-            sync::push(conn, &caller, &[change], now, 60_000)
-        })
-        .unwrap();
+    let refused = push_from_officer(
+        &console,
+        "person",
+        p1,
+        &[("merged_into", json!(p2.to_string()))],
+    );
     assert_eq!(refused[0].status, baylink_sync::wire::ChangeStatus::Refused);
     assert_eq!(refused[0].code.as_deref(), Some("read_only"));
 }
