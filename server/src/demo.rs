@@ -22,8 +22,26 @@ use crate::store::{Db, now_ms};
 const VILLAGES: &str = include_str!("../data/dayawan-villages.csv");
 /// The password of every demo account.
 pub const DEMO_PASSWORD: &str = "baylink-demo";
-/// Persons, houses and vehicles seeded per village.
-const PER_VILLAGE: (u64, u64, u64) = (24, 8, 10);
+/// How much one village's officer registers (the demo's, or a benchmark's district).
+#[derive(Clone, Copy, Debug)]
+pub struct Counts {
+    /// Persons, each living in one of the houses.
+    pub persons: u64,
+    /// Houses.
+    pub houses: u64,
+    /// Vehicles, the first ones owned by the first persons.
+    pub vehicles: u64,
+    /// Whether one person is registered twice, the second time with a mistyped ID number.
+    pub mistyped: bool,
+}
+
+/// What the demo seeds per village.
+const DEMO_COUNTS: Counts = Counts {
+    persons: 24,
+    houses: 8,
+    vehicles: 10,
+    mistyped: true,
+};
 
 /// The synthetic person on the demo's watch list (village 1, person 5).
 const WATCHED: u64 = 1_005;
@@ -167,6 +185,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError
             NodeId(device),
             &mut clock,
             now,
+            DEMO_COUNTS,
         );
         let caller = Caller {
             account,
@@ -202,8 +221,10 @@ fn input(pairs: &[(&str, String)]) -> Input {
 }
 
 /// The changes an officer's phone would push after registering a village's houses, residents,
-/// residences and vehicles.
-fn village_changes(
+/// residences and vehicles: deterministic, valid, distinct across villages (the `index`-th
+/// village's persons are synthetic persons `index × 1,000,000 + p`).
+#[allow(clippy::too_many_arguments)]
+pub fn village_changes(
     index: u64,
     village: &str,
     vname: &str,
@@ -211,9 +232,17 @@ fn village_changes(
     node: NodeId,
     clock: &mut Clock,
     now: u64,
+    counts: Counts,
 ) -> Vec<Change> {
     let today = Date::from_unix_ms(now as i64, CHINA_OFFSET_MINUTES);
-    let (persons, houses, vehicles) = PER_VILLAGE;
+    let Counts {
+        persons,
+        houses,
+        vehicles,
+        mistyped,
+    } = counts;
+    // The demo keeps its small numbers (village × 1,000); larger runs need room.
+    let stride = if persons <= 1_000 { 1_000 } else { 1_000_000 };
     let mut records: Vec<(EntityKind, Uuid, BTreeMap<String, Value>)> = Vec::new();
     let mut capture = |kind: EntityKind, form: Input, key: String| {
         let Ok(mut fields) = validate_capture(kind, &form, today) else {
@@ -256,7 +285,7 @@ fn village_changes(
     }
     let mut person_ids = Vec::new();
     for p in 0..persons {
-        let n = index * 1000 + p;
+        let n = index * stride + p;
         let form = input(&[
             ("village", village.to_owned()),
             ("id_number", synthetic::resident_id(n)),
@@ -275,8 +304,8 @@ fn village_changes(
     }
     // Every eighth village has one person captured twice, the second time with a mistyped ID
     // number: the console's duplicate list proposes the pair.
-    if index % 8 == 0 {
-        let n = index * 1000;
+    if mistyped && index % 8 == 0 {
+        let n = index * stride;
         let right = synthetic::resident_id(n);
         // 441303 (惠阳) typed as 441323 (惠东): no synthetic person comes from there.
         let first17 = format!("441323{}", &right[6..17]);
@@ -306,11 +335,7 @@ fn village_changes(
         capture(EntityKind::Residence, form, String::new());
     }
     for v in 0..vehicles {
-        let plate = if v % 4 == 0 {
-            format!("粤LD{:05}", index * 100 + v)
-        } else {
-            format!("粤L{:05}", index * 100 + v)
-        };
+        let plate = synthetic::plate(index * 100_000 + v);
         let mut pairs = vec![
             ("village", village.to_owned()),
             ("plate", plate),

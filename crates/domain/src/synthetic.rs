@@ -29,6 +29,19 @@ pub fn resident_id(n: u64) -> String {
     format!("{first17}{check}")
 }
 
+/// A valid ordinary plate of Huizhou (粤L and five serial characters), distinct for every `n`
+/// below 34⁵ (45 million).
+pub fn plate(n: u64) -> String {
+    const SERIAL: &[u8; 34] = b"0123456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+    let mut chars = [b'0'; 5];
+    let mut rest = n;
+    for c in chars.iter_mut().rev() {
+        *c = SERIAL[(rest % 34) as usize];
+        rest /= 34;
+    }
+    format!("粤L{}", String::from_utf8_lossy(&chars))
+}
+
 /// A three-character Chinese name.
 pub fn name(n: u64) -> String {
     [
@@ -61,5 +74,15 @@ mod tests {
             assert!(seen.insert(id), "repeated at {n}");
         }
         assert_eq!(name(0).chars().count(), 3);
+    }
+
+    #[test]
+    fn synthetic_plates_are_valid_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for n in (0..50_000).chain(45_000_000..45_001_000) {
+            let plate = plate(n);
+            assert!(crate::plate::parse(&plate).is_ok(), "{plate}");
+            assert!(seen.insert(plate), "repeated at {n}");
+        }
     }
 }

@@ -1,0 +1,242 @@
+//! The district benchmark: Daya Bay's 64 villages filled deterministically (about 400,000
+//! persons, 100,000 houses and 1,000,000 vehicles at scale 1; `scale` multiplies), and the figures
+//! measured on it, each beside a baseline measured in the same run.
+//!
+//! Figures so far: server ingest (the push path: validation, merge, history, scope, summaries)
+//! from one device and from 50 devices at once, against a plain rusqlite insert of the same field
+//! rows.
+
+use std::time::{Duration, Instant};
+
+use baylink_server::demo::{Counts, village_changes};
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::rusqlite::{Connection, params};
+use baylink_server::store::sync::{self, Caller};
+use baylink_server::store::{Db, now_ms};
+use baylink_sync::{Change, Clock, NodeId};
+use uuid::Uuid;
+
+/// Changes per push, as a phone sends them.
+const BATCH: usize = 500;
+
+/// One measured figure and its baseline.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Figure {
+    /// What is measured.
+    pub name: String,
+    /// The value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: String,
+    /// The baseline measured in the same run, if the figure has one.
+    pub baseline: Option<f64>,
+    /// value / baseline (for rates: higher is better).
+    pub ratio: Option<f64>,
+}
+
+/// The district at `scale`: per-village counts.
+pub fn counts(scale: f64) -> Counts {
+    let per_village = |district: f64| ((district * scale / 64.0).round() as u64).max(1);
+    Counts {
+        persons: per_village(400_000.0),
+        houses: per_village(100_000.0),
+        vehicles: per_village(1_000_000.0),
+        mistyped: false,
+    }
+}
+
+/// A server store with Daya Bay's places and one officer (and device) per village.
+fn server(dir: &std::path::Path) -> (Db, Vec<(String, String, Caller)>) {
+    let db = Db::open(&dir.join("baylink.db")).expect("database");
+    let officers = db
+        .call_blocking(|c| {
+            baylink_server::demo::seed_places(c)?;
+            let villages: Vec<(String, String, String)> = c
+                .prepare("SELECT code, name, station FROM village ORDER BY code")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for (i, (code, name, station)) in villages.into_iter().enumerate() {
+                let username = format!("o{}", &code[6..]);
+                let list = [code.clone()];
+                let new = NewAccount {
+                    username: &username,
+                    display_name: &username,
+                    role: Role::Officer,
+                    station: Some(&station),
+                    password_hash: "-",
+                    villages: &list,
+                };
+                let account = accounts::create_account(c, &new, 0)?;
+                let device = NodeId(Uuid::from_u128(i as u128 + 1));
+                accounts::register_device(c, &device.to_string(), account, "bench", 0)?;
+                out.push((
+                    code.clone(),
+                    name,
+                    Caller {
+                        account,
+                        role: Role::Officer,
+                        device: device.to_string(),
+                        villages: vec![code],
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .expect("places and officers");
+    (db, officers)
+}
+
+/// The changes of the `index`-th village's officer.
+fn changes_of(index: usize, officer: &(String, String, Caller), counts: Counts) -> Vec<Change> {
+    let (code, name, caller) = officer;
+    let node: NodeId = caller.device.parse().expect("node id");
+    let mut clock = Clock::default();
+    village_changes(
+        index as u64,
+        code,
+        name,
+        &format!("o{}", &code[6..]),
+        node,
+        &mut clock,
+        now_ms(),
+        counts,
+    )
+}
+
+/// Phone-sized batches of whole records, as a phone's outbox gives them (a record's changes are
+/// contiguous: each is one capture).
+fn batches(changes: &[Change]) -> Vec<&[Change]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut record_start = 0;
+    for i in 1..=changes.len() {
+        let boundary = i == changes.len() || changes[i].entity != changes[i - 1].entity;
+        if !boundary {
+            continue;
+        }
+        if i - start > BATCH && record_start > start {
+            out.push(&changes[start..record_start]);
+            start = record_start;
+        }
+        record_start = i;
+    }
+    if start < changes.len() {
+        out.push(&changes[start..]);
+    }
+    out
+}
+
+/// Pushes a device's changes in phone-sized batches; every change must be accepted.
+fn push_all(db: &Db, caller: &Caller, changes: &[Change]) {
+    for batch in batches(changes) {
+        let results = db
+            .call_blocking(|c| sync::push(c, caller, batch, now_ms(), 60_000))
+            .expect("push");
+        let refused: Vec<_> = results
+            .iter()
+            .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
+            .take(3)
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the district's changes are all valid: {refused:?}"
+        );
+    }
+}
+
+/// The same field rows inserted with plain rusqlite: the table the server keeps current values
+/// in, with its primary key and sequence index, one transaction per batch.
+fn plain_insert(path: &std::path::Path, changes: &[Change]) -> Duration {
+    let conn = Connection::open(path).expect("plain database");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE field (entity TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+             hlc INTEGER NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL,
+             PRIMARY KEY (entity, field)) WITHOUT ROWID;
+         CREATE UNIQUE INDEX field_seq ON field (seq);",
+    )
+    .expect("schema");
+    let start = Instant::now();
+    let mut seq = 0i64;
+    for batch in batches(changes) {
+        let tx = conn.unchecked_transaction().expect("transaction");
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO field (entity, field, value, hlc, node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, hlc = excluded.hlc,
+                         node = excluded.node, seq = excluded.seq",
+                )
+                .expect("prepare");
+            for c in batch {
+                seq += 1;
+                stmt.execute(params![
+                    c.entity.hyphenated().to_string(),
+                    c.field,
+                    c.value.to_string(),
+                    c.stamp.hlc.as_u64() as i64,
+                    c.stamp.node.to_string(),
+                    seq
+                ])
+                .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    start.elapsed()
+}
+
+fn rate(changes: usize, time: Duration) -> f64 {
+    changes as f64 / time.as_secs_f64()
+}
+
+/// Server ingest from one device (one village's registrations) and from 50 devices at once
+/// (50 villages, one thread each), against the plain insert of the same rows.
+pub fn ingest(scale: f64) -> Vec<Figure> {
+    let counts = counts(scale);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (db, officers) = server(dir.path());
+    let one = changes_of(0, &officers[0], counts);
+    let start = Instant::now();
+    push_all(&db, &officers[0].2, &one);
+    let store_one = start.elapsed();
+    let plain_one = plain_insert(&dir.path().join("plain-one.db"), &one);
+
+    let many: Vec<Vec<Change>> = (1..=50)
+        .map(|i| changes_of(i, &officers[i], counts))
+        .collect();
+    let total: usize = many.iter().map(Vec::len).sum();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (i, changes) in many.iter().enumerate() {
+            let (db, caller) = (&db, &officers[i + 1].2);
+            s.spawn(move || push_all(db, caller, changes));
+        }
+    });
+    let store_many = start.elapsed();
+    let all: Vec<Change> = many.into_iter().flatten().collect();
+    let plain_many = plain_insert(&dir.path().join("plain-many.db"), &all);
+
+    let figure = |name: &str, n: usize, store: Duration, plain: Duration| Figure {
+        name: name.into(),
+        value: rate(n, store),
+        unit: "changes/s".into(),
+        baseline: Some(rate(n, plain)),
+        ratio: Some(plain.as_secs_f64() / store.as_secs_f64()),
+    };
+    vec![
+        figure(
+            &format!("server ingest, 1 device ({} changes)", one.len()),
+            one.len(),
+            store_one,
+            plain_one,
+        ),
+        figure(
+            &format!("server ingest, 50 devices at once ({total} changes)"),
+            total,
+            store_many,
+            plain_many,
+        ),
+    ]
+}
