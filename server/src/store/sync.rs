@@ -29,11 +29,12 @@ pub struct Caller {
 }
 
 fn next_seq(tx: &Transaction<'_>) -> Result<i64, AppError> {
-    let seq: i64 = tx.query_row(
-        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq' RETURNING CAST(value AS INTEGER)",
-        [],
-        |r| r.get(0),
-    )?;
+    // Once per accepted change: the statement is prepared once per connection.
+    let seq: i64 = tx
+        .prepare_cached(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq' RETURNING CAST(value AS INTEGER)",
+        )?
+        .query_row([], |r| r.get(0))?;
     Ok(seq)
 }
 
@@ -620,10 +621,9 @@ fn rescope(
     }
     let mut people = persons.clone();
     for entity in touched {
-        let kind: String =
-            tx.query_row("SELECT kind FROM entity WHERE id = ?1", [entity], |r| {
-                r.get(0)
-            })?;
+        let kind: String = tx
+            .prepare_cached("SELECT kind FROM entity WHERE id = ?1")?
+            .query_row([entity], |r| r.get(0))?;
         match kind.as_str() {
             "residence" => {
                 let person = text_of(tx, entity, "person")?;
@@ -631,11 +631,11 @@ fn rescope(
                 let moved_out = held(tx, entity, "moved_out")?.is_some_and(|v| !v.value.is_null());
                 let deleted =
                     held(tx, entity, "deleted")?.is_some_and(|v| v.value == Value::Bool(true));
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO residence_link (residence, person, house, open) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (residence) DO UPDATE SET person = excluded.person, house = excluded.house, open = excluded.open",
-                    params![entity, person, house, !moved_out && !deleted],
-                )?;
+                )?
+                .execute(params![entity, person, house, !moved_out && !deleted])?;
                 people.extend(person);
             }
             "person" => {
@@ -653,25 +653,20 @@ fn rescope(
             }
             _ => {}
         }
-        let village: Option<String> =
-            tx.query_row("SELECT village FROM entity WHERE id = ?1", [entity], |r| {
-                r.get(0)
-            })?;
+        let village: Option<String> = tx
+            .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
+            .query_row([entity], |r| r.get(0))?;
         set_scope(tx, entity, &village.into_iter().collect())?;
     }
     for person in people {
-        let exists = tx
-            .query_row("SELECT 1 FROM entity WHERE id = ?1", [&person], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if !exists {
+        let home: Option<Option<String>> = tx
+            .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
+            .query_row([&person], |r| r.get(0))
+            .optional()?;
+        let Some(home) = home else {
             continue;
-        }
+        };
         let mut villages: BTreeSet<String> = BTreeSet::new();
-        let home: Option<String> =
-            tx.query_row("SELECT village FROM entity WHERE id = ?1", [&person], |r| {
-                r.get(0)
-            })?;
         villages.extend(home);
         let mut stmt = tx.prepare_cached(
             "SELECT e.village FROM residence_link r JOIN entity e ON e.id = r.house
@@ -696,22 +691,16 @@ fn set_scope(
         return Ok(());
     }
     for gone in before.difference(villages) {
-        tx.execute(
-            "DELETE FROM scope WHERE entity = ?1 AND village = ?2",
-            params![entity, gone],
-        )?;
+        tx.prepare_cached("DELETE FROM scope WHERE entity = ?1 AND village = ?2")?
+            .execute(params![entity, gone])?;
         let seq = next_seq(tx)?;
-        tx.execute(
-            "INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)",
-            params![seq, entity, gone],
-        )?;
+        tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq, entity, gone])?;
     }
     let added: Vec<&String> = villages.difference(&before).collect();
     for village in &added {
-        tx.execute(
-            "INSERT INTO scope (entity, village) VALUES (?1, ?2)",
-            params![entity, village],
-        )?;
+        tx.prepare_cached("INSERT INTO scope (entity, village) VALUES (?1, ?2)")?
+            .execute(params![entity, village])?;
     }
     if !added.is_empty() && !before.is_empty() {
         // Devices of the new villages are past this entity's sequence numbers: resend it whole.
