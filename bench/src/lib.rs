@@ -367,3 +367,91 @@ pub fn device_search(records: u64) -> Vec<Figure> {
     }
     figures
 }
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Incremental sync over HTTP on loopback: a phone that is up to date edits 100 records and syncs
+/// (push, then pull); the baseline is the same phone's sync with nothing to send or receive (one
+/// empty round trip). Median of `rounds`.
+pub fn incremental_sync(rounds: usize) -> Vec<Figure> {
+    use baylink_domain::{EntityKind, Input, synthetic};
+    const PASSWORD: &str = "bench-password";
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let state =
+        baylink_server::AppState::open(baylink_server::Config::new(dir.path().join("server")))
+            .expect("server state");
+    let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
+    state
+        .db
+        .call_blocking(|c| {
+            baylink_server::demo::seed_places(c)?;
+            let villages = ["441303006001".to_owned()];
+            let new = NewAccount {
+                username: "o1",
+                display_name: "o1",
+                role: Role::Officer,
+                station: Some("441303006"),
+                password_hash: &hash,
+                villages: &villages,
+            };
+            accounts::create_account(c, &new, 0).map(drop)
+        })
+        .expect("officer");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    runtime.spawn(baylink_server::serve_until(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    let mut phone = mobile_core::Store::open(dir.path().join("field.db")).expect("store");
+    mobile_core::sync::login(&mut phone, &url, "o1", PASSWORD, "bench").expect("login");
+    let inputs: Vec<Input> = (0..1_000u64)
+        .map(|n| {
+            [
+                ("village", "441303006001".to_owned()),
+                ("id_number", synthetic::resident_id(500_000 + n)),
+                ("name", synthetic::name(n)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+        })
+        .collect();
+    let ids = phone
+        .capture_many(EntityKind::Person, &inputs)
+        .expect("captured");
+    let quiet = |_: &str, _: u64, _: u64| {};
+    mobile_core::sync::sync(&mut phone, &quiet).expect("first sync");
+    let mut with_changes = Vec::new();
+    let mut empty = Vec::new();
+    for round in 0..rounds {
+        let start = Instant::now();
+        mobile_core::sync::sync(&mut phone, &quiet).expect("empty sync");
+        empty.push(start.elapsed());
+        for (i, id) in ids.iter().skip(round * 100 % 900).take(100).enumerate() {
+            let notes: Input = [("notes".to_owned(), format!("第{round}轮第{i}次修改"))]
+                .into_iter()
+                .collect();
+            phone.edit(*id, &notes).expect("edit");
+        }
+        let start = Instant::now();
+        let report = mobile_core::sync::sync(&mut phone, &quiet).expect("sync");
+        with_changes.push(start.elapsed());
+        assert_eq!(report.pushed, 100);
+    }
+    let (changes, baseline) = (median(with_changes), median(empty));
+    vec![Figure {
+        name: "incremental sync of 100 changes, up-to-date phone, loopback HTTP".into(),
+        value: changes.as_secs_f64() * 1e3,
+        unit: "ms".into(),
+        baseline: Some(baseline.as_secs_f64() * 1e3),
+        ratio: Some(changes.as_secs_f64() / baseline.as_secs_f64()),
+    }]
+}

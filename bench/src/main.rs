@@ -18,6 +18,7 @@ fn main() {
     let mut figures = baylink_bench::ingest(scale);
     // The figure is at 100,000 records on the phone, whatever the district's scale.
     figures.extend(baylink_bench::device_search(100_000));
+    figures.extend(baylink_bench::incremental_sync(21));
     println!("\n| figure | value | baseline | ratio |\n| --- | ---: | ---: | ---: |");
     for f in &figures {
         println!(
