@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
+    /// The status line and headers, as sent.
+    pub head: String,
     /// Body bytes.
     pub body: Vec<u8>,
 }
@@ -83,7 +85,11 @@ fn parse(raw: &[u8]) -> Answer {
     {
         body = unchunk(&body);
     }
-    Answer { status, body }
+    Answer {
+        status,
+        head: head.into_owned(),
+        body,
+    }
 }
 
 fn unchunk(mut data: &[u8]) -> Vec<u8> {

@@ -143,3 +143,74 @@ fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_d
     assert_eq!(stands, "\"厨师\"");
     println!("network faults met: {seen:?}");
 }
+
+#[test]
+fn pull_pages_travel_gzip_compressed_to_phones_that_accept_it() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    for n in 0..200u64 {
+        let number = resident_id(&format!(
+            "4413021990{:02}{:02}{:03}",
+            n % 12 + 1,
+            n % 28 + 1,
+            n
+        ));
+        phone.capture(
+            EntityKind::Person,
+            &[
+                ("village", VILLAGE),
+                ("id_number", &number),
+                ("name", "陈静"),
+            ],
+        );
+    }
+    // The phone's own client asks for gzip and reads it: a whole sync goes through.
+    let report = sync(&mut phone).expect("sync");
+    assert!(report.pulled > 2_000);
+    // The same pull, with and without accepting gzip.
+    let token = phone.store.access_token_for_tests().expect("signed in");
+    let auth = format!("Bearer {token}");
+    let body = br#"{"protocol": 1, "limit": 5000}"#;
+    let pull = |accept: Option<&str>| {
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Authorization", auth.as_str()),
+        ];
+        if let Some(accept) = accept {
+            headers.push(("Accept-Encoding", accept));
+        }
+        baylink_tests::raw_http::send(
+            &server.url,
+            "POST",
+            "/api/v1/sync/pull",
+            &headers,
+            body,
+            None,
+        )
+    };
+    let (plain, packed) = (pull(None), pull(Some("gzip")));
+    assert_eq!((plain.status, packed.status), (200, 200));
+    assert!(
+        packed
+            .head
+            .to_ascii_lowercase()
+            .contains("content-encoding: gzip"),
+        "{}",
+        packed.head
+    );
+    assert!(!plain.head.to_ascii_lowercase().contains("content-encoding"));
+    assert!(
+        packed.body.len() * 4 < plain.body.len(),
+        "gzip {} bytes against {} plain",
+        packed.body.len(),
+        plain.body.len()
+    );
+    println!(
+        "a pull page of {} values: {} bytes plain, {} gzip",
+        report.pulled,
+        plain.body.len(),
+        packed.body.len()
+    );
+}
