@@ -336,8 +336,7 @@ pub fn push(
         results.push(accepted(counter));
     }
     rescope(&tx, &touched, &persons)?;
-    purge_strays(&tx, &touched, caller)?;
-    note_written_villages(&tx, &touched, caller)?;
+    settle_device_holdings(&tx, &touched, caller)?;
     crate::store::alerts::raise(&tx, &touched, caller, now_ms)?;
     tx.execute(
         "UPDATE device SET last_counter = ?2, last_seen_ms = ?3 WHERE id = ?1",
@@ -559,11 +558,12 @@ fn apply(
     Ok(())
 }
 
-/// Tells the caller's devices to drop records this push wrote that lie outside the caller's
-/// villages: an accepted change whose record another officer's newer write moved elsewhere
-/// (a person registered here and, later by the clock, there). The device holds the record, and
-/// as it never entered the caller's scope no other purge would reach it.
-fn purge_strays(
+/// After a push, per touched record, what the caller's device may now hold: the caller's villages
+/// it lies in are noted as written (see `device_village`); a record in none of them is purged for
+/// the caller's villages — an accepted change whose record another officer's newer write moved
+/// elsewhere (a person registered here and, later by the clock, there) would otherwise stay on the
+/// device, as it never entered the caller's scope and no other purge would reach it.
+fn settle_device_holdings(
     tx: &Transaction<'_>,
     touched: &BTreeSet<String>,
     caller: &Caller,
@@ -571,35 +571,24 @@ fn purge_strays(
     if caller.villages.is_empty() {
         return Ok(());
     }
+    let mut written = BTreeSet::new();
     for entity in touched {
         let scope = scope_of(tx, entity)?;
-        if caller.villages.iter().any(|v| scope.contains(v)) {
-            continue;
+        let mine: Vec<&String> = caller
+            .villages
+            .iter()
+            .filter(|v| scope.contains(*v))
+            .collect();
+        if mine.is_empty() {
+            for village in &caller.villages {
+                let seq = next_seq(tx)?;
+                tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
+                    .execute(params![seq, entity, village])?;
+            }
         }
-        for village in &caller.villages {
-            let seq = next_seq(tx)?;
-            tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
-                .execute(params![seq, entity, village])?;
-        }
+        written.extend(mine);
     }
-    Ok(())
-}
-
-/// Remembers which of the caller's villages the device wrote records in (see `device_village`).
-fn note_written_villages(
-    tx: &Transaction<'_>,
-    touched: &BTreeSet<String>,
-    caller: &Caller,
-) -> Result<(), AppError> {
-    let mut villages = BTreeSet::new();
-    for entity in touched {
-        villages.extend(
-            scope_of(tx, entity)?
-                .into_iter()
-                .filter(|v| caller.villages.contains(v)),
-        );
-    }
-    for village in villages {
+    for village in written {
         tx.prepare_cached(
             "INSERT INTO device_village (device, village, purged_seq) VALUES (?1, ?2, NULL)
              ON CONFLICT (device, village) DO UPDATE SET purged_seq = NULL",

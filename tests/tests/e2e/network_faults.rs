@@ -21,6 +21,26 @@ fn sync(device: &mut Device) -> Result<mobile_core::SyncReport, mobile_core::Err
     )
 }
 
+/// Captures `count` distinct persons of the village on the phone, offline.
+fn capture_persons(phone: &mut Device, count: u64) {
+    for n in 0..count {
+        let number = resident_id(&format!(
+            "4413021990{:02}{:02}{:03}",
+            n % 12 + 1,
+            n % 28 + 1,
+            n
+        ));
+        phone.capture(
+            EntityKind::Person,
+            &[
+                ("village", VILLAGE),
+                ("id_number", &number),
+                ("name", "陈静"),
+            ],
+        );
+    }
+}
+
 /// Changes in the server's history from this phone, and how many of them appear more than once.
 fn history_of(server: &Server, device: &Device) -> (i64, i64) {
     let node = device.store.node_id().to_string();
@@ -55,22 +75,7 @@ fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_d
         .store
         .set_server_url(&proxy.url)
         .expect("proxy address saved");
-    for n in 0..150u64 {
-        let number = resident_id(&format!(
-            "4413021990{:02}{:02}{:03}",
-            n % 12 + 1,
-            n % 28 + 1,
-            n
-        ));
-        phone.capture(
-            EntityKind::Person,
-            &[
-                ("village", VILLAGE),
-                ("id_number", &number),
-                ("name", "陈静"),
-            ],
-        );
-    }
+    capture_persons(&mut phone, 150);
     let changes = phone.store.pending_count().expect("pending");
     assert!(changes > 1_000, "several push batches");
 
@@ -150,22 +155,7 @@ fn pull_pages_travel_gzip_compressed_to_phones_that_accept_it() {
     server.add_officer("o1", VILLAGE);
     let mut phone = Device::new("o1");
     phone.login(&server, "o1");
-    for n in 0..200u64 {
-        let number = resident_id(&format!(
-            "4413021990{:02}{:02}{:03}",
-            n % 12 + 1,
-            n % 28 + 1,
-            n
-        ));
-        phone.capture(
-            EntityKind::Person,
-            &[
-                ("village", VILLAGE),
-                ("id_number", &number),
-                ("name", "陈静"),
-            ],
-        );
-    }
+    capture_persons(&mut phone, 200);
     // The phone's own client asks for gzip and reads it: a whole sync goes through.
     let report = sync(&mut phone).expect("sync");
     assert!(report.pulled > 2_000);
