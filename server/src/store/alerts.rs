@@ -50,26 +50,23 @@ pub fn rules(conn: &Connection) -> Result<Vec<StoredRule>, AppError> {
          FROM watch_rule w LEFT JOIN account a ON a.id = w.added_by ORDER BY w.id DESC",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            StoredRule {
-                id: 0,
-                rule: Rule::IdNumber(String::new()),
-                note: r.get(3)?,
-                added_by: r.get(4)?,
-                added_ms: r.get::<_, i64>(5)? as u64,
-                open_alerts: r.get(6)?,
-            },
-        ))
+        let (kind, value): (String, String) = (r.get(1)?, r.get(2)?);
+        // A rule of a kind this version does not know is left out rather than misread.
+        let Some(rule) = Rule::from_stored(&kind, &value) else {
+            return Ok(None);
+        };
+        Ok(Some(StoredRule {
+            id: r.get(0)?,
+            rule,
+            note: r.get(3)?,
+            added_by: r.get(4)?,
+            added_ms: r.get::<_, i64>(5)? as u64,
+            open_alerts: r.get(6)?,
+        }))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, kind, value, stored) = row?;
-        if let Some(rule) = Rule::from_stored(&kind, &value) {
-            out.push(StoredRule { id, rule, ..stored });
-        }
+        out.extend(row?);
     }
     Ok(out)
 }
