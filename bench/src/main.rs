@@ -1,33 +1,59 @@
-//! `baylink-bench [--scale F] [--json]`: builds the district (scale 1: about 400,000 persons,
-//! 100,000 houses, 1,000,000 vehicles in 64 villages) and prints each figure beside its baseline,
-//! as a table and as JSON.
+//! `baylink-bench [--scale F] [--bootstrap-persons N] [--devices N] [--seconds S]`: builds the
+//! district (scale 1: about 400,000 persons, 100,000 houses, 1,000,000 vehicles in 64 villages,
+//! the last one a village of 20,000 persons) and prints each figure beside its baseline, as a
+//! table and as JSON. `baylink-bench serve DIR` is the district's server process it starts.
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let scale: f64 = args
-        .iter()
-        .position(|a| a == "--scale")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    let counts = baylink_bench::counts(scale);
+    if args.get(1).map(String::as_str) == Some("serve") {
+        let dir = args.get(2).expect("baylink-bench serve DIR");
+        baylink_bench::serve::main(std::path::Path::new(dir));
+        return;
+    }
+    let options = baylink_bench::Options {
+        scale: arg(&args, "--scale", 1.0),
+        bootstrap_persons: arg(&args, "--bootstrap-persons", 20_000),
+        capture_count: arg(&args, "--capture", 100_000),
+        search_records: 100_000,
+        sync_rounds: 21,
+        devices: arg(&args, "--devices", 200),
+        load_seconds: arg(&args, "--seconds", 30.0),
+        think_ms: arg(&args, "--think-ms", 1_000),
+        keep: args
+            .iter()
+            .position(|a| a == "--keep")
+            .and_then(|i| args.get(i + 1))
+            .map(Into::into),
+        server_exe: std::env::current_exe().expect("this program's path"),
+    };
+    let counts = baylink_bench::counts(options.scale);
     println!(
-        "district at scale {scale}: per village {} persons, {} houses, {} vehicles (64 villages)",
-        counts.persons, counts.houses, counts.vehicles
+        "district at scale {}: per village {} persons, {} houses, {} vehicles (63 villages), \
+         and a village of {} persons to bootstrap",
+        options.scale, counts.persons, counts.houses, counts.vehicles, options.bootstrap_persons
     );
-    let mut figures = baylink_bench::ingest(scale);
-    // The issue's figure is at 100,000 records on the phone, whatever the district's scale.
-    figures.extend(baylink_bench::device_search(100_000));
-    figures.extend(baylink_bench::incremental_sync(21));
+    let unit = |v: f64, unit: &str| match unit {
+        "bytes" => format!("{:.0} KB", v / 1000.0),
+        _ => format!("{v:.1} {unit}"),
+    };
+    let figures = baylink_bench::run(&options, &mut |f| {
+        eprintln!("measured: {} = {}", f.name, unit(f.value, &f.unit));
+    });
     println!("\n| figure | value | baseline | ratio |\n| --- | ---: | ---: | ---: |");
     for f in &figures {
         println!(
-            "| {} | {:.1} {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             f.name,
-            f.value,
-            f.unit,
-            f.baseline
-                .map_or("—".into(), |b| format!("{b:.1} {}", f.unit)),
+            unit(f.value, &f.unit),
+            f.baseline.map_or("—".into(), |b| unit(b, &f.unit)),
             f.ratio.map_or("—".into(), |r| format!("{r:.2}")),
         );
     }

@@ -1,14 +1,47 @@
 //! A small run of the district benchmark in every test run, so that it cannot rot: every figure
-//! is measured, positive, and stands beside its baseline.
+//! is measured, and those with baselines stand beside a positive one.
 
 #[test]
 fn a_small_district_is_measured_with_baselines() {
-    let figures = baylink_bench::ingest(0.001);
-    assert_eq!(figures.len(), 2);
-    for f in &figures {
+    let options = baylink_bench::Options {
+        scale: 0.001,
+        bootstrap_persons: 40,
+        capture_count: 400,
+        search_records: 2_000,
+        sync_rounds: 2,
+        devices: 8,
+        load_seconds: 1.0,
+        think_ms: 50,
+        keep: None,
+        server_exe: env!("CARGO_BIN_EXE_baylink-bench").into(),
+    };
+    let figures = baylink_bench::run(&options, &mut |_| {});
+    let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
+    for expected in [
+        "device capture",
+        "device search",
+        "server ingest, 1 device",
+        "server ingest, 50 devices",
+        "bootstrap of one village (",
+        "bootstrap of one village, bytes",
+        "incremental sync",
+        "p99 latency",
+        "errors",
+        "peak memory",
+    ] {
         assert!(
-            f.value > 0.0 && f.baseline.is_some_and(|b| b > 0.0),
-            "{f:?}"
+            names.iter().any(|n| n.contains(expected)),
+            "{expected} is measured: {names:?}"
         );
     }
+    for f in &figures {
+        assert!(f.value.is_finite() && f.value >= 0.0, "{f:?}");
+        if let Some(b) = f.baseline {
+            assert!(b > 0.0, "{f:?}");
+        }
+    }
+    let errors = figures.iter().find(|f| f.name.ends_with("errors"));
+    assert_eq!(errors.map(|f| f.value), Some(0.0), "no request failed");
+    let memory = figures.iter().find(|f| f.name.contains("peak memory"));
+    assert!(memory.is_some_and(|f| f.value > 1.0), "{memory:?}");
 }

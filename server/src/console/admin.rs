@@ -92,9 +92,7 @@ pub(super) async fn add_user(
     let role = Role::parse(&form.role)
         .ok_or_else(|| AppError::BadRequest("role: officer, reviewer or admin".into()))?;
     let password = form.password;
-    let hash = tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|e| AppError::Internal(format!("password task: {e}")))??;
+    let hash = password::hash_off_thread(password).await?;
     let admin = user.account.id;
     state
         .db

@@ -238,7 +238,7 @@ async fn login(
         .as_ref()
         .map_or_else(|| password::decoy().to_owned(), |a| a.password_hash.clone());
     let given = form.password;
-    let matches = tokio::task::spawn_blocking(move || password::verify(&given, &stored))
+    let matches = password::verify_off_thread(given, stored)
         .await
         .unwrap_or(false);
     let account = match account {

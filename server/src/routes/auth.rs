@@ -108,9 +108,7 @@ async fn login(
         .as_ref()
         .map_or_else(|| password::decoy().to_owned(), |a| a.password_hash.clone());
     let password = req.password;
-    let matches = tokio::task::spawn_blocking(move || password::verify(&password, &stored))
-        .await
-        .map_err(|e| AppError::Internal(format!("password task: {e}")))?;
+    let matches = password::verify_off_thread(password, stored).await?;
     let account = match account {
         Some(account) if matches && !account.disabled => account,
         _ => {

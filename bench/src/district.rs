@@ -1,0 +1,158 @@
+//! The district on the server: Daya Bay's places, one officer (and phone) per village, and the
+//! officers' registrations pushed through the store's push path in phone-sized batches.
+
+use std::path::Path;
+
+use baylink_server::demo::{Counts, village_changes};
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::sync::{self, Caller};
+use baylink_server::store::{Db, now_ms};
+use baylink_sync::{Change, Clock, NodeId};
+use uuid::Uuid;
+
+/// Changes per push, as a phone sends them.
+pub const BATCH: usize = 500;
+/// The password of every account the benchmark creates.
+pub const PASSWORD: &str = "bench-password";
+
+/// One village's officer on the server.
+#[derive(Clone, Debug)]
+pub struct Officer {
+    /// The village's code.
+    pub village: String,
+    /// The village's name.
+    pub village_name: String,
+    /// Username ([`officer_username`]).
+    pub username: String,
+    /// The officer's phone as the server knows it.
+    pub caller: Caller,
+}
+
+/// A server store holding Daya Bay's places and one officer per village (with a registered
+/// phone), plus `extra` officers (`d000`, `d001`, …) spread over the villages without phones.
+/// Every account's password is [`PASSWORD`].
+pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
+    let state = baylink_server::AppState::open(baylink_server::Config::new(dir))
+        .expect("server data directory");
+    let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
+    let officers = state
+        .db
+        .call_blocking(|c| {
+            baylink_server::demo::seed_places(c)?;
+            let villages: Vec<(String, String, String)> = c
+                .prepare("SELECT code, name, station FROM village ORDER BY code")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for (i, (code, name, station)) in villages.iter().enumerate() {
+                let username = officer_username(code);
+                let list = [code.clone()];
+                let new = NewAccount {
+                    username: &username,
+                    display_name: &username,
+                    role: Role::Officer,
+                    station: Some(station),
+                    password_hash: &hash,
+                    villages: &list,
+                };
+                let account = accounts::create_account(c, &new, 0)?;
+                let device = NodeId(Uuid::from_u128(i as u128 + 1));
+                accounts::register_device(c, &device.to_string(), account, "bench", 0)?;
+                out.push(Officer {
+                    village: code.clone(),
+                    village_name: name.clone(),
+                    username,
+                    caller: Caller {
+                        account,
+                        role: Role::Officer,
+                        device: device.to_string(),
+                        villages: vec![code.clone()],
+                    },
+                });
+            }
+            for d in 0..extra {
+                let (code, _, station) = &villages[d % villages.len()];
+                let username = extra_username(d);
+                let list = [code.clone()];
+                let new = NewAccount {
+                    username: &username,
+                    display_name: &username,
+                    role: Role::Officer,
+                    station: Some(station),
+                    password_hash: &hash,
+                    villages: &list,
+                };
+                accounts::create_account(c, &new, 0)?;
+            }
+            Ok(out)
+        })
+        .expect("places and officers");
+    (state.db, officers)
+}
+
+/// The username of a village's officer: `o` and the code's last six digits.
+pub fn officer_username(village: &str) -> String {
+    format!("o{}", &village[6..])
+}
+
+/// The username of the `d`-th extra officer, and the village index it works in is `d % 64`.
+pub fn extra_username(d: usize) -> String {
+    format!("d{d:03}")
+}
+
+/// The changes of the `index`-th village's officer, registering `counts`.
+pub fn changes_of(index: usize, officer: &Officer, counts: Counts) -> Vec<Change> {
+    let node: NodeId = officer.caller.device.parse().expect("node id");
+    let mut clock = Clock::default();
+    village_changes(
+        index as u64,
+        &officer.village,
+        &officer.village_name,
+        &officer.username,
+        node,
+        &mut clock,
+        now_ms(),
+        counts,
+    )
+}
+
+/// Phone-sized batches of whole records, as a phone's outbox gives them (a record's changes are
+/// contiguous: each is one capture).
+pub fn batches(changes: &[Change]) -> Vec<&[Change]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut record_start = 0;
+    for i in 1..=changes.len() {
+        let boundary = i == changes.len() || changes[i].entity != changes[i - 1].entity;
+        if !boundary {
+            continue;
+        }
+        if i - start > BATCH && record_start > start {
+            out.push(&changes[start..record_start]);
+            start = record_start;
+        }
+        record_start = i;
+    }
+    if start < changes.len() {
+        out.push(&changes[start..]);
+    }
+    out
+}
+
+/// Pushes a device's changes in phone-sized batches; every change must be accepted.
+pub fn push_all(db: &Db, caller: &Caller, changes: &[Change]) {
+    for batch in batches(changes) {
+        let results = db
+            .call_blocking(|c| sync::push(c, caller, batch, now_ms(), 60_000))
+            .expect("push");
+        let refused: Vec<_> = results
+            .iter()
+            .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
+            .take(3)
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the district's changes are all valid: {refused:?}"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Server ingest: a phone's registrations pushed through the store's push path (validation,
+//! merge, history, scope, summaries, alerts), from one device and from 50 devices at once,
+//! against a plain rusqlite insert of the same field rows.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use baylink_server::demo::Counts;
+use baylink_server::store::Db;
+use baylink_server::store::rusqlite::{Connection, params};
+use baylink_sync::Change;
+
+use crate::Figure;
+use crate::district::{Officer, batches, changes_of, push_all};
+
+/// The same field rows inserted with plain rusqlite: the table the server keeps current values
+/// in, with its primary key and sequence index, one transaction per batch.
+fn plain_insert(path: &Path, changes: &[Change]) -> Duration {
+    let conn = Connection::open(path).expect("plain database");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE field (entity TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+             hlc INTEGER NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL,
+             PRIMARY KEY (entity, field)) WITHOUT ROWID;
+         CREATE UNIQUE INDEX field_seq ON field (seq);",
+    )
+    .expect("schema");
+    let start = Instant::now();
+    let mut seq = 0i64;
+    for batch in batches(changes) {
+        let tx = conn.unchecked_transaction().expect("transaction");
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO field (entity, field, value, hlc, node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, hlc = excluded.hlc,
+                         node = excluded.node, seq = excluded.seq",
+                )
+                .expect("prepare");
+            for c in batch {
+                seq += 1;
+                stmt.execute(params![
+                    c.entity.hyphenated().to_string(),
+                    c.field,
+                    c.value.to_string(),
+                    c.stamp.hlc.as_u64() as i64,
+                    c.stamp.node.to_string(),
+                    seq
+                ])
+                .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    start.elapsed()
+}
+
+fn rate(changes: usize, time: Duration) -> f64 {
+    changes as f64 / time.as_secs_f64()
+}
+
+/// Ingest from the first village's officer alone, then from the next 50 at once (one thread
+/// each), into `db`; each against the plain insert of the same rows in `scratch`.
+pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) -> Vec<Figure> {
+    let one = changes_of(0, &officers[0], counts);
+    let start = Instant::now();
+    push_all(db, &officers[0].caller, &one);
+    let store_one = start.elapsed();
+    let plain_one = plain_insert(&scratch.join("plain-one.db"), &one);
+
+    let many: Vec<Vec<Change>> = (1..=50)
+        .map(|i| changes_of(i, &officers[i], counts))
+        .collect();
+    let total: usize = many.iter().map(Vec::len).sum();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (i, changes) in many.iter().enumerate() {
+            let caller = &officers[i + 1].caller;
+            s.spawn(move || push_all(db, caller, changes));
+        }
+    });
+    let store_many = start.elapsed();
+    let all: Vec<Change> = many.into_iter().flatten().collect();
+    let plain_many = plain_insert(&scratch.join("plain-many.db"), &all);
+
+    let figure = |name: String, n: usize, store: Duration, plain: Duration| Figure {
+        name,
+        value: rate(n, store),
+        unit: "changes/s".into(),
+        baseline: Some(rate(n, plain)),
+        ratio: Some(plain.as_secs_f64() / store.as_secs_f64()),
+    };
+    vec![
+        figure(
+            format!("server ingest, 1 device ({} changes)", one.len()),
+            one.len(),
+            store_one,
+            plain_one,
+        ),
+        figure(
+            format!("server ingest, 50 devices at once ({total} changes)"),
+            total,
+            store_many,
+            plain_many,
+        ),
+    ]
+}
