@@ -413,17 +413,16 @@ impl Store {
                 .clock
                 .learn_offset(page.server_time_ms, received_at_ms);
             let changes: Vec<Change> = page
-                .values
-                .iter()
+                .all_values()
                 .map(|v| Change {
                     id: ChangeId {
                         device: v.stamp.node,
                         counter: 0,
                     },
-                    kind: v.kind.clone(),
+                    kind: v.kind,
                     entity: v.entity,
-                    field: v.field.clone(),
-                    value: v.value.clone(),
+                    field: v.field,
+                    value: v.value,
                     stamp: v.stamp,
                     base: None,
                     extra: BTreeMap::new(),

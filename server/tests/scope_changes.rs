@@ -1,6 +1,6 @@
-//! Records a device holds but may no longer: found by the sync simulation, pinned here. Each
-//! scenario drives the store's push and pull as a device would, including a pull whose answer is
-//! lost (the device presents its old cursor again).
+//! Records a device holds but may no longer: found by the sync simulation, pinned here; and the
+//! villages' feeds a pull merges. Each scenario drives the store's push and pull as a device
+//! would, including a pull whose answer is lost (the device presents its old cursor again).
 
 // Helpers here are part of the tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -61,6 +61,17 @@ fn caller(conn: &Connection, officer: &Officer) -> Caller {
 }
 
 fn push(db: &Db, officer: &mut Officer, entity: Uuid, hlc_ms: u64, fields: &[(&str, Value)]) {
+    push_kind(db, officer, "person", entity, hlc_ms, fields);
+}
+
+fn push_kind(
+    db: &Db,
+    officer: &mut Officer,
+    kind: &str,
+    entity: Uuid,
+    hlc_ms: u64,
+    fields: &[(&str, Value)],
+) {
     let stamp = Stamp::new(Hlc::new(hlc_ms, 0), officer.node);
     let changes: Vec<Change> = fields
         .iter()
@@ -71,7 +82,7 @@ fn push(db: &Db, officer: &mut Officer, entity: Uuid, hlc_ms: u64, fields: &[(&s
                     device: officer.node,
                     counter: officer.counter,
                 },
-                kind: "person".into(),
+                kind: kind.into(),
                 entity,
                 field: (*field).into(),
                 value: value.clone(),
@@ -203,4 +214,68 @@ fn records_captured_in_a_village_taken_away_before_the_next_pull_are_dropped() {
     assert!(page.purged.contains(&id), "told again after a lost answer");
     let after = pull(&db, &mut ob, 100, true);
     assert!(after.purged.is_empty(), "once applied, not told again");
+}
+
+#[test]
+fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
+    let (db, _dir) = setup();
+    let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    let mut t = now_ms();
+    let mut order = Vec::new();
+    for n in 0..4 {
+        for (officer, village) in [(&mut oa, A), (&mut ob, B)] {
+            let (id, fields) = person(village, n * 2 + u128::from(village == B));
+            t += 1;
+            push(&db, officer, id, t, &fields);
+            order.push(id);
+        }
+    }
+    // A person of A who lives in a house of B: in both villages' feeds.
+    let house = Uuid::from_u128(77);
+    let fields = [("village", json!(B)), ("address", json!("霞涌1巷1号"))];
+    push_kind(&db, &mut ob, "house", house, t + 1, &fields);
+    let fields = [
+        ("village", json!(B)),
+        ("person", json!(order[0].to_string())),
+        ("house", json!(house.to_string())),
+    ];
+    push_kind(
+        &db,
+        &mut ob,
+        "residence",
+        Uuid::from_u128(78),
+        t + 2,
+        &fields,
+    );
+    assign(&db, "ob", &[A, B]);
+    let mut seen = Vec::new();
+    loop {
+        let page = pull(&db, &mut ob, 3, true);
+        assert!(page.values.len() <= 3);
+        seen.extend(page.values.into_iter().map(|v| (v.entity, v.field)));
+        if !page.more {
+            break;
+        }
+    }
+    let mut once = seen.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), seen.len(), "each value once: {seen:?}");
+    let values: i64 = db
+        .call_blocking(|c| Ok(c.query_row("SELECT count(*) FROM field", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(seen.len() as i64, values, "every value of both villages");
+    // Records arrive in the order they were written, whichever village they are in; the person
+    // who moved into B was resent whole then, so comes after.
+    let mut first_seen: Vec<Uuid> = Vec::new();
+    for (entity, _) in &seen {
+        if !first_seen.contains(entity) {
+            first_seen.push(*entity);
+        }
+    }
+    let moved = order.remove(0);
+    first_seen.retain(|e| order.contains(e) || *e == moved);
+    assert_eq!(first_seen.last(), Some(&moved));
+    first_seen.pop();
+    assert_eq!(first_seen, order);
 }

@@ -302,7 +302,9 @@ impl Transport for Link<'_> {
             .expect("pull");
         let answer = PullResponse {
             server_time_ms: self.server.now,
-            values: page.values,
+            // Grouped by record, as a phone of this version is answered.
+            values: Vec::new(),
+            records: baylink_sync::wire::group(page.values),
             purged: page.purged,
             next_cursor: page.next,
             more: page.more,

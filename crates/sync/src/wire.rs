@@ -12,7 +12,11 @@ use crate::change::Change;
 use crate::stamp::{NodeId, Stamp};
 
 /// The protocol version this code speaks. Changes are additive only.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// From this version on, a pull page carries its values grouped by record (`records`), not one
+/// by one (`values`): a record's kind, id and shared stamp once, not once per field.
+pub const GROUPED_PULL: u32 = 2;
 
 /// Why a server refuses a change for good (or, for `CLOCK_AHEAD`, until restamped).
 pub mod refusal {
@@ -121,13 +125,100 @@ pub struct FieldValue {
     pub extra: BTreeMap<String, Value>,
 }
 
+/// Current values of some fields of one record, as pull pages carry them from protocol 2 on.
+/// Unknown members are ignored, not relayed: a page is applied, never passed on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordValues {
+    /// Entity kind.
+    pub kind: String,
+    /// Entity id.
+    pub entity: Uuid,
+    /// The stamp of every field not listed in `stamps`.
+    pub stamp: Stamp,
+    /// Current values by field.
+    pub fields: BTreeMap<String, Value>,
+    /// Stamps of the fields whose stamp is not `stamp`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stamps: BTreeMap<String, Stamp>,
+}
+
+/// Groups values by record: each run of values of one entity becomes one record, under the stamp
+/// most of its fields carry. [`expand`] gives the values back.
+pub fn group(values: Vec<FieldValue>) -> Vec<RecordValues> {
+    let mut records: Vec<RecordValues> = Vec::new();
+    let mut run: Vec<FieldValue> = Vec::new();
+    let mut close = |run: &mut Vec<FieldValue>| {
+        let Some(first) = run.first() else { return };
+        let mut counts: Vec<(Stamp, usize)> = Vec::new();
+        for v in run.iter() {
+            match counts.iter_mut().find(|(s, _)| *s == v.stamp) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((v.stamp, 1)),
+            }
+        }
+        // The most common stamp; the first of equals, so the choice is deterministic.
+        let stamp = counts
+            .iter()
+            .fold(
+                (first.stamp, 0),
+                |best, &(s, n)| if n > best.1 { (s, n) } else { best },
+            )
+            .0;
+        let mut record = RecordValues {
+            kind: first.kind.clone(),
+            entity: first.entity,
+            stamp,
+            fields: BTreeMap::new(),
+            stamps: BTreeMap::new(),
+        };
+        for v in run.drain(..) {
+            if v.stamp != stamp {
+                record.stamps.insert(v.field.clone(), v.stamp);
+            }
+            record.fields.insert(v.field, v.value);
+        }
+        records.push(record);
+    };
+    for v in values {
+        // A field twice in one run would collapse: start a new record then.
+        let same = run
+            .last()
+            .is_some_and(|l| l.entity == v.entity && l.kind == v.kind)
+            && !run.iter().any(|r| r.field == v.field);
+        if !same {
+            close(&mut run);
+        }
+        run.push(v);
+    }
+    close(&mut run);
+    records
+}
+
+/// The values of grouped records, field by field.
+pub fn expand(records: &[RecordValues]) -> impl Iterator<Item = FieldValue> + '_ {
+    records.iter().flat_map(|r| {
+        r.fields.iter().map(move |(field, value)| FieldValue {
+            kind: r.kind.clone(),
+            entity: r.entity,
+            field: field.clone(),
+            value: value.clone(),
+            stamp: r.stamps.get(field).copied().unwrap_or(r.stamp),
+            extra: BTreeMap::new(),
+        })
+    })
+}
+
 /// One page of a pull.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullResponse {
     /// Server time when answering.
     pub server_time_ms: u64,
-    /// Current values that changed after the cursor.
+    /// Current values that changed after the cursor, one by one (protocol 1).
+    #[serde(default)]
     pub values: Vec<FieldValue>,
+    /// The same, grouped by record (protocol 2 on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordValues>,
     /// Entities that left the caller's scope: remove them from the device.
     #[serde(default)]
     pub purged: Vec<Uuid>,
@@ -138,6 +229,13 @@ pub struct PullResponse {
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+impl PullResponse {
+    /// Every value of the page, whichever way it came.
+    pub fn all_values(&self) -> impl Iterator<Item = FieldValue> + '_ {
+        self.values.iter().cloned().chain(expand(&self.records))
+    }
 }
 
 #[cfg(test)]
@@ -175,7 +273,7 @@ mod tests {
     #[test]
     fn push_json_is_pinned() {
         let expected = json!({
-            "protocol": 1,
+            "protocol": 2,
             "device": "00000000-0000-0000-0000-000000000001",
             "changes": [{
                 "id": {"device": "00000000-0000-0000-0000-000000000001", "counter": 7},
@@ -224,6 +322,7 @@ mod tests {
                 stamp: Stamp::new(Hlc::new(1, 0), node(2)),
                 extra: BTreeMap::new(),
             }],
+            records: Vec::new(),
             purged: vec![Uuid::from_u128(8)],
             next_cursor: Cursor("c42".into()),
             more: false,
@@ -235,5 +334,68 @@ mod tests {
             r#"{"server_time_ms":1700000000123,"values":[{"kind":"vehicle","entity":"00000000-0000-0000-0000-000000000007","field":"plate","value":"粤L12345","stamp":"0000000000010000@00000000-0000-0000-0000-000000000002"}],"purged":["00000000-0000-0000-0000-000000000008"],"next_cursor":"c42","more":false}"#
         );
         assert_eq!(serde_json::from_str::<PullResponse>(&text).unwrap(), page);
+    }
+
+    #[test]
+    fn grouped_pull_json_is_pinned() {
+        let a = Stamp::new(Hlc::new(1, 0), node(2));
+        let b = Stamp::new(Hlc::new(2, 0), node(3));
+        let value = |field: &str, v: Value, stamp| FieldValue {
+            kind: "vehicle".into(),
+            entity: Uuid::from_u128(7),
+            field: field.into(),
+            value: v,
+            stamp,
+            extra: BTreeMap::new(),
+        };
+        let values = vec![
+            value("plate", json!("粤L12345"), a),
+            value("colour", json!("白"), b),
+            value("village", json!("441303006001"), a),
+        ];
+        let records = group(values.clone());
+        let text = serde_json::to_string(&records).unwrap();
+        assert_eq!(
+            text,
+            r#"[{"kind":"vehicle","entity":"00000000-0000-0000-0000-000000000007","stamp":"0000000000010000@00000000-0000-0000-0000-000000000002","fields":{"colour":"白","plate":"粤L12345","village":"441303006001"},"stamps":{"colour":"0000000000020000@00000000-0000-0000-0000-000000000003"}}]"#
+        );
+        let mut back: Vec<FieldValue> = expand(&records).collect();
+        back.sort_by(|x, y| x.field.cmp(&y.field));
+        let mut sorted = values;
+        sorted.sort_by(|x, y| x.field.cmp(&y.field));
+        assert_eq!(back, sorted);
+    }
+
+    proptest::proptest! {
+        /// Grouping loses, adds and alters no value, whatever the run of entities, fields and
+        /// stamps (a field written twice in a row included).
+        #[test]
+        fn grouping_then_expanding_gives_the_values_back(
+            rows in proptest::collection::vec((0u128..4, 0usize..4, 0u64..3, 0u8..50), 0..60)
+        ) {
+            let fields = ["name", "phone", "village", "notes"];
+            let values: Vec<FieldValue> = rows
+                .iter()
+                .map(|&(entity, field, stamp, v)| FieldValue {
+                    kind: if entity % 2 == 0 { "person" } else { "house" }.into(),
+                    entity: Uuid::from_u128(entity),
+                    field: fields[field].into(),
+                    value: json!(v),
+                    stamp: Stamp::new(Hlc::new(stamp, 0), node(1 + u128::from(stamp))),
+                    extra: BTreeMap::new(),
+                })
+                .collect();
+            let records = group(values.clone());
+            let json = serde_json::to_string(&records).unwrap();
+            let parsed: Vec<RecordValues> = serde_json::from_str(&json).unwrap();
+            let back: Vec<FieldValue> = expand(&parsed).collect();
+            let key = |v: &FieldValue| (v.entity, v.field.clone(), v.stamp, v.value.to_string());
+            let mut want: Vec<_> = values.iter().map(key).collect();
+            let mut got: Vec<_> = back.iter().map(key).collect();
+            want.sort();
+            got.sort();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert!(records.len() <= values.len());
+        }
     }
 }

@@ -4,7 +4,9 @@
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use baylink_sync::wire::{PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse};
+use baylink_sync::wire::{
+    GROUPED_PULL, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse, group,
+};
 use std::collections::BTreeMap;
 
 use crate::error::AppError;
@@ -86,9 +88,15 @@ async fn pull(
         .call(move |conn| sync::pull(conn, &caller, from, limit))
         .await?;
     tracing::info!(%device, values = page.values.len(), purged = page.purged.len(), more = page.more, "pull");
+    let (values, records) = if req.protocol >= GROUPED_PULL {
+        (Vec::new(), group(page.values))
+    } else {
+        (page.values, Vec::new())
+    };
     Ok(Json(PullResponse {
         server_time_ms: now_ms(),
-        values: page.values,
+        values,
+        records,
         purged: page.purged,
         next_cursor: page.next,
         more: page.more,

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/001_init.sql"),
     include_str!("sql/002_console.sql"),
     include_str!("sql/003_review.sql"),
+    include_str!("sql/004_feed.sql"),
 ];
 
 /// The server's database handle, cheap to clone.

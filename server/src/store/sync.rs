@@ -267,6 +267,7 @@ pub fn push(
     max_ahead_ms: u64,
 ) -> Result<Vec<ChangeResult>, AppError> {
     let tx = conn.transaction()?;
+    let since = current_seq(&tx)?;
     let last_counter: i64 = tx.query_row(
         "SELECT last_counter FROM device WHERE id = ?1",
         [&caller.device],
@@ -335,7 +336,7 @@ pub fn push(
         touched.insert(change.entity.hyphenated().to_string());
         results.push(accepted(counter));
     }
-    rescope(&tx, &touched, &persons)?;
+    rescope(&tx, &touched, &persons, since)?;
     settle_device_holdings(&tx, &touched, caller)?;
     crate::store::alerts::raise(&tx, &touched, caller, now_ms)?;
     tx.execute(
@@ -371,6 +372,7 @@ pub fn write_in(
     now_ms: u64,
 ) -> Result<(), AppError> {
     let id = entity.hyphenated().to_string();
+    let since = current_seq(tx)?;
     let kind: String = tx
         .query_row("SELECT kind FROM entity WHERE id = ?1", [&id], |r| r.get(0))
         .optional()?
@@ -426,7 +428,7 @@ pub fn write_in(
     for change in &changes {
         apply(tx, &caller, change, now_ms, &mut persons)?;
     }
-    rescope(tx, &BTreeSet::from([id]), &persons)?;
+    rescope(tx, &BTreeSet::from([id]), &persons, since)?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('clock', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         [clock.last().as_u64().to_string()],
@@ -600,10 +602,12 @@ fn settle_device_holdings(
 
 /// Recomputes the scope of touched entities (and of the people whose residences changed);
 /// an entity that enters a village is resent whole to it, one that leaves is purged there.
+/// Then every value written or resent after `since` goes into the feeds of its entity's villages.
 fn rescope(
     tx: &Transaction<'_>,
     touched: &BTreeSet<String>,
     persons: &BTreeSet<String>,
+    since: i64,
 ) -> Result<(), AppError> {
     for entity in touched {
         crate::store::console::refresh_summary(tx, entity)?;
@@ -647,6 +651,8 @@ fn rescope(
             .query_row([entity], |r| r.get(0))?;
         set_scope(tx, entity, &village.into_iter().collect())?;
     }
+    // People whose scope may have grown (and their values been resent), beyond the touched.
+    let mut resent = BTreeSet::new();
     for person in people {
         let home: Option<Option<String>> = tx
             .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
@@ -665,19 +671,36 @@ fn rescope(
             .query_map([&person], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         villages.extend(lived);
-        set_scope(tx, &person, &villages)?;
+        if set_scope(tx, &person, &villages)? && !touched.contains(&person) {
+            resent.insert(person);
+        }
+    }
+    for entity in touched.iter().chain(&resent) {
+        publish(tx, entity, since)?;
     }
     Ok(())
 }
 
+/// Puts an entity's values written or resent after `since` into the feeds of its villages.
+fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), AppError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO feed (village, seq, entity, field)
+         SELECT s.village, f.seq, f.entity, f.field FROM field f JOIN scope s ON s.entity = f.entity
+         WHERE f.entity = ?1 AND f.seq > ?2",
+    )?
+    .execute(params![entity, since])?;
+    Ok(())
+}
+
+/// Sets an entity's villages; true when its values were resent (it entered a village).
 fn set_scope(
     tx: &Transaction<'_>,
     entity: &str,
     villages: &BTreeSet<String>,
-) -> Result<(), AppError> {
+) -> Result<bool, AppError> {
     let before = scope_of(tx, entity)?;
     if &before == villages {
-        return Ok(());
+        return Ok(false);
     }
     for gone in before.difference(villages) {
         tx.prepare_cached("DELETE FROM scope WHERE entity = ?1 AND village = ?2")?
@@ -702,8 +725,9 @@ fn set_scope(
             tx.prepare_cached("UPDATE field SET seq = ?3 WHERE entity = ?1 AND field = ?2")?
                 .execute(params![entity, field, seq])?;
         }
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Where a pull resumes: after a sequence number; whether it is in the middle of resending a
@@ -835,32 +859,41 @@ pub fn pull(
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
-    let mut stmt = tx.prepare_cached(
-        "SELECT f.entity, e.kind, f.field, f.value, f.hlc, f.node, f.seq FROM field f JOIN entity e ON e.id = f.entity
-         WHERE f.seq > ?1 AND EXISTS (
-             SELECT 1 FROM scope s WHERE s.entity = f.entity AND s.village IN (SELECT value FROM json_each(?2)))
-         ORDER BY f.seq LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![after, villages, i64::from(limit) + 1], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, i64>(6)?,
-        ))
-    })?;
-    let mut values = Vec::new();
-    let mut last = after;
-    let mut more = false;
-    for row in rows {
-        let (entity, kind, field, value, hlc, node, seq) = row?;
-        if values.len() == limit as usize {
-            more = true;
-            break;
+    // Each village's feed in order, at most `limit + 1` from each, merged: the first `limit`
+    // hold every value up to the last of them, whichever village it came from.
+    let mut rows: Vec<(i64, String, String, String, String, i64, String)> = Vec::new();
+    for village in &caller.villages {
+        let mut stmt = tx.prepare_cached(
+            "SELECT q.seq, q.entity, e.kind, q.field, f.value, f.hlc, f.node FROM feed q
+             JOIN field f ON f.entity = q.entity AND f.field = q.field
+             JOIN entity e ON e.id = q.entity
+             WHERE q.village = ?1 AND q.seq > ?2 AND f.seq = q.seq
+             AND EXISTS (SELECT 1 FROM scope s WHERE s.entity = q.entity AND s.village = q.village)
+             ORDER BY q.seq LIMIT ?3",
+        )?;
+        let found = stmt.query_map(params![village, after, i64::from(limit) + 1], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?;
+        for row in found {
+            rows.push(row?);
         }
+    }
+    // A value of an entity in two of the caller's villages is in both feeds at one seq.
+    rows.sort_unstable_by_key(|row| row.0);
+    rows.dedup_by_key(|row| row.0);
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let mut values = Vec::with_capacity(rows.len());
+    let mut last = after;
+    for (seq, entity, kind, field, value, hlc, node) in rows {
         let bad = |what: &str| AppError::Internal(format!("stored {what}"));
         values.push(FieldValue {
             kind,
@@ -875,7 +908,6 @@ pub fn pull(
         });
         last = seq;
     }
-    drop(stmt);
     let upto = if more { last } else { current_seq(&tx)? };
     let mut stmt = tx.prepare_cached(
         "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
