@@ -47,6 +47,7 @@ pub(crate) fn open(
     // 8 MiB of page cache (SQLite's default is 2 MiB): a district's records and their indexes
     // stay warm, and large batches spill far less to the WAL.
     conn.pragma_update(None, "cache_size", -8192)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     schema::migrate(&mut conn)?;
     conn.execute(

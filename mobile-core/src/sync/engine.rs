@@ -17,8 +17,8 @@ use crate::sync::client::{Client, SessionTokens};
 
 /// Changes per push.
 const PUSH_BATCH: usize = 500;
-/// Values per pull page.
-const PULL_PAGE: u32 = 2_000;
+/// Values per pull page: the most the server sends (fewer transactions on the phone).
+const PULL_PAGE: u32 = 5_000;
 /// Request timeout.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per request before a sync gives up (the next sync resumes where it stopped).
@@ -37,6 +37,12 @@ pub trait Transport {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<PullResponse>;
+    /// Starts fetching the page after `cursor` while the device applies the current one, if
+    /// this transport can; a `pull` of that cursor then takes its answer. Does nothing by
+    /// default.
+    fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
+        let _ = (store, cursor, limit);
+    }
     /// The device's clock now (when an answer arrived), in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64 {
         now_ms()
@@ -47,22 +53,30 @@ pub trait Transport {
     }
 }
 
+/// A page being fetched in the background: its cursor and the request's thread.
+type Prefetch = (String, std::thread::JoinHandle<Result<PullResponse>>);
+
 /// The server over HTTP, with the session's tokens (refreshed once when expired) and a time
-/// limit per request, after which a stalled request counts as failed (and is retried).
+/// limit per request, after which a stalled request counts as failed (and is retried). While
+/// the device applies a page, the next one is already on its way.
 pub struct Http {
     timeout: Duration,
+    ahead: Option<Prefetch>,
 }
 
 impl Default for Http {
     fn default() -> Http {
-        Http { timeout: TIMEOUT }
+        Http::with_timeout(TIMEOUT)
     }
 }
 
 impl Http {
     /// HTTP with another time limit per request.
     pub fn with_timeout(timeout: Duration) -> Http {
-        Http { timeout }
+        Http {
+            timeout,
+            ahead: None,
+        }
     }
 }
 
@@ -80,9 +94,33 @@ impl Transport for Http {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<PullResponse> {
+        if let Some((ahead, request)) = self.ahead.take() {
+            if cursor.as_deref() == Some(ahead.as_str()) {
+                // Any failure (an expired token included) is left to the ordinary path below.
+                if let Ok(Ok(page)) = request.join() {
+                    return Ok(page);
+                }
+            }
+        }
         authed(store, self.timeout, &|client, token| {
             client.pull(token, cursor.clone(), limit)
         })
+    }
+
+    fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
+        let Ok(Some(session)) = store.raw_session() else {
+            return;
+        };
+        let Some(token) = session.access_token else {
+            return;
+        };
+        let (timeout, next) = (self.timeout, cursor.clone());
+        let request = std::thread::Builder::new()
+            .name("pull-ahead".into())
+            .spawn(move || Client::new(&session.server, timeout).pull(&token, Some(next), limit));
+        if let Ok(request) = request {
+            self.ahead = Some((cursor, request));
+        }
     }
 }
 
@@ -282,6 +320,12 @@ pub fn sync_with(
         let page = with_retries(transport, store, &mut |t, s| {
             t.pull(s, cursor.clone(), PULL_PAGE)
         })?;
+        // The next page is asked for while this one is applied. Not after a page that drops
+        // records: its cursor is the device's proof to the server that it dropped them, and it
+        // must not reach the server before the drop is applied.
+        if page.more && page.purged.is_empty() {
+            transport.prefetch(store, page.next_cursor.0.clone(), PULL_PAGE);
+        }
         let applied = store.apply_pull(&page, transport.now_ms())?;
         report.pulled += (applied.applied + applied.unchanged) as u64;
         report.purged += page.purged.len() as u64;

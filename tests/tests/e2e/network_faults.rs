@@ -204,3 +204,41 @@ fn pull_pages_travel_gzip_compressed_to_phones_that_accept_it() {
         packed.body.len()
     );
 }
+
+#[test]
+fn a_bootstrap_fetching_its_next_page_ahead_survives_those_requests_failing() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let mut first = Device::new("o1");
+    first.login(&server, "o1");
+    capture_persons(&mut first, 1_000);
+    let sent = sync(&mut first).expect("sync");
+    assert!(sent.pulled > 10_000, "three pages: {sent:?}");
+
+    let mut fresh = Device::new("o2");
+    fresh.login(&server, "o2");
+    let proxy = FaultProxy::start(&server.url);
+    fresh
+        .store
+        .set_server_url(&proxy.url)
+        .expect("proxy address saved");
+    // Page 1; page 2 asked for ahead, its answer truncated, then asked for again: three more
+    // failures and the fourth attempt answered (a request asked for ahead is not one of the
+    // four attempts, so without it the sync would give up here); page 3 asked for ahead, its
+    // answer dropped, and asked for again.
+    proxy.plan(&[
+        Fault::Pass,
+        Fault::TruncateAnswer,
+        Fault::TruncateAnswer,
+        Fault::TruncateAnswer,
+        Fault::TruncateAnswer,
+        Fault::Pass,
+        Fault::DropAnswer,
+        Fault::Pass,
+    ]);
+    let report = sync(&mut fresh).expect("the bootstrap completes");
+    assert_eq!(proxy.pending(), 0, "every planned fault was met");
+    assert_eq!(report.pulled, sent.pulled);
+    assert_eq!(fresh.states(), first.states());
+}
