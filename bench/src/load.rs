@@ -18,7 +18,8 @@ use crate::district::{PASSWORD, extra_username};
 /// What one phone saw.
 #[derive(Default)]
 struct Tally {
-    latencies: Vec<Duration>,
+    pushes: Vec<Duration>,
+    pulls: Vec<Duration>,
     errors: Vec<String>,
 }
 
@@ -118,7 +119,7 @@ fn phone(
         let start = Instant::now();
         match client.push(&tokens.access_token, node, changes) {
             Ok(answer) => {
-                tally.latencies.push(start.elapsed());
+                tally.pushes.push(start.elapsed());
                 let refused = answer
                     .results
                     .iter()
@@ -134,7 +135,7 @@ fn phone(
             let start = Instant::now();
             match client.pull(&tokens.access_token, cursor.clone(), 2_000) {
                 Ok(page) => {
-                    tally.latencies.push(start.elapsed());
+                    tally.pulls.push(start.elapsed());
                     cursor = Some(page.next_cursor.0);
                     if !page.more {
                         break;
@@ -184,7 +185,13 @@ pub fn figures(
             .map(|h| h.join().expect("phone thread"))
             .collect()
     });
-    let mut latencies: Vec<Duration> = tallies.iter().flat_map(|t| t.latencies.clone()).collect();
+    let sorted = |of: fn(&Tally) -> &Vec<Duration>| {
+        let mut all: Vec<Duration> = tallies.iter().flat_map(|t| of(t).clone()).collect();
+        all.sort_unstable();
+        all
+    };
+    let (pushes, pulls) = (sorted(|t| &t.pushes), sorted(|t| &t.pulls));
+    let mut latencies: Vec<Duration> = pushes.iter().chain(&pulls).copied().collect();
     latencies.sort_unstable();
     let errors: Vec<&String> = tallies.iter().flat_map(|t| &t.errors).collect();
     if let Some(first) = errors.first() {
@@ -207,6 +214,20 @@ pub fn figures(
         Figure {
             name: name("p99 latency"),
             value: percentile(&latencies, 0.99),
+            unit: "ms".into(),
+            baseline: None,
+            ratio: None,
+        },
+        Figure {
+            name: name("pushes' p99 latency"),
+            value: percentile(&pushes, 0.99),
+            unit: "ms".into(),
+            baseline: None,
+            ratio: None,
+        },
+        Figure {
+            name: name("pulls' p99 latency"),
+            value: percentile(&pulls, 0.99),
             unit: "ms".into(),
             baseline: None,
             ratio: None,

@@ -34,7 +34,7 @@ impl FromRequestParts<AppState> for AuthDevice {
         let claims = state.keys.verify(token.trim())?;
         let caller = state
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 let device = accounts::device(conn, &claims.dev)?;
                 let account = accounts::account_by_id(conn, claims.sub)?;
                 match (device, account) {

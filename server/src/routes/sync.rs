@@ -83,10 +83,18 @@ async fn pull(
     let from = sync::parse_cursor(req.cursor.as_ref())?;
     let limit = req.limit.clamp(1, MAX_BATCH as u32);
     let device = caller.device.clone();
-    let page = state
+    // The page is read from a snapshot beside the writer; only the device's bookkeeping, when
+    // there is any, waits for the writer.
+    let (page, settle) = state
         .db
-        .call(move |conn| sync::pull(conn, &caller, from, limit))
+        .read(move |conn| sync::read_page(conn, &caller, from, limit, now_ms()))
         .await?;
+    if settle.needed() {
+        state
+            .db
+            .call(move |conn| sync::settle_pull(conn, &settle))
+            .await?;
+    }
     tracing::info!(%device, values = page.values.len(), purged = page.purged.len(), more = page.more, "pull");
     let (values, records) = if req.protocol >= GROUPED_PULL {
         (Vec::new(), group(page.values))

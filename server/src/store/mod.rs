@@ -1,8 +1,8 @@
 //! Storage: embedded SQLite under the data directory. Handlers never write SQL; they call the
-//! functions of this module's submodules through [`Db::call`], which runs them off the async
-//! workers. One connection serialises writes, which also makes every pull see sequence numbers
-//! in commit order (a pull never skips a change). This is the narrow interface a PostgreSQL
-//! backend would implement.
+//! functions of this module's submodules through [`Db::call`] (writes) or [`Db::read`] (reads),
+//! which run them off the async workers. One writer connection serialises writes, which also
+//! makes sequence numbers become visible in commit order (a pull never skips a change); reads
+//! run beside it in snapshots. This is the narrow interface a PostgreSQL backend would implement.
 
 pub mod accounts;
 pub mod alerts;
@@ -28,11 +28,23 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/004_feed.sql"),
 ];
 
-/// The server's database handle, cheap to clone.
+/// The server's database handle, cheap to clone: one writer connection, and reader connections
+/// beside it for work that only reads.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
 }
+
+/// Idle reader connections to the database file (none for a database in memory, whose reads go
+/// to the writer).
+struct Readers {
+    path: Option<std::path::PathBuf>,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Reader connections kept open when idle.
+const IDLE_READERS: usize = 4;
 
 impl Db {
     /// Opens (creating if need be) the database file and brings its schema up to date.
@@ -43,15 +55,27 @@ impl Db {
         conn.pragma_update(None, "wal_autocheckpoint", 50_000)?;
         let conn = Arc::new(Mutex::new(conn));
         checkpoint_beside(path, Arc::downgrade(&conn))?;
-        Ok(Db { conn })
+        let readers = Readers {
+            path: Some(path.to_owned()),
+            idle: Mutex::new(Vec::new()),
+        };
+        Ok(Db {
+            conn,
+            readers: Arc::new(readers),
+        })
     }
 
     /// A database in memory (tests).
     pub fn open_in_memory() -> Result<Db, AppError> {
         let mut conn = Connection::open_in_memory()?;
         Self::prepare(&mut conn)?;
+        let readers = Readers {
+            path: None,
+            idle: Mutex::new(Vec::new()),
+        };
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
         })
     }
 
@@ -105,6 +129,63 @@ impl Db {
         })
         .await
         .map_err(|e| AppError::Internal(format!("database task: {e}")))?
+    }
+
+    /// Runs reading work on the blocking pool, on a reader connection in one read transaction:
+    /// a snapshot of everything committed when it starts, taken without waiting for the writer.
+    /// A snapshot holds whole writes only, so the sequence numbers it sees have no gaps.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, AppError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read_blocking(f))
+            .await
+            .map_err(|e| AppError::Internal(format!("database task: {e}")))?
+    }
+
+    /// [`Db::read`] on this thread.
+    pub fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        let Some(path) = &self.readers.path else {
+            return self.call_blocking(|c| f(c));
+        };
+        let idle = self
+            .readers
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn
+            }
+        };
+        let result = (|| {
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx)?;
+            tx.finish()?;
+            Ok(out)
+        })();
+        let mut idle = self
+            .readers
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
     }
 
     /// Runs database work on this thread (command-line tools, seeding, tests).
@@ -183,5 +264,41 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         assert!(size() > before + 1_000_000, "{before} -> {}", size());
+    }
+
+    #[test]
+    fn a_read_runs_beside_a_write_in_progress_and_sees_committed_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("baylink.db")).unwrap();
+        db.call_blocking(|c| {
+            c.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")?;
+            Ok(())
+        })
+        .unwrap();
+        let (started, finish) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                db.call_blocking(|c| {
+                    let tx = c.transaction()?;
+                    tx.execute("INSERT INTO t VALUES (2)", [])?;
+                    started.wait();
+                    // Held until the read below has finished: it must not wait for this.
+                    finish.wait();
+                    tx.commit()?;
+                    Ok(())
+                })
+                .unwrap();
+            });
+            started.wait();
+            let seen: i64 = db
+                .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+                .unwrap();
+            finish.wait();
+            assert_eq!(seen, 1, "the uncommitted row is not seen");
+        });
+        let seen: i64 = db
+            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(seen, 2);
     }
 }

@@ -835,6 +835,74 @@ pub fn pull(
     limit: u32,
 ) -> Result<Page, AppError> {
     let tx = conn.transaction()?;
+    let (page, settle) = read_page(&tx, caller, from, limit, crate::store::now_ms())?;
+    settle_pull(&tx, &settle)?;
+    tx.commit()?;
+    Ok(page)
+}
+
+/// What a pull leaves to write once its page is read: the device's bookkeeping.
+#[derive(Clone, Debug)]
+pub struct PullSettle {
+    device: String,
+    /// The cursor's position: notes of dropped villages up to it were applied by the device.
+    after: i64,
+    /// Notes of dropped villages that the device applied, to forget.
+    forget: bool,
+    /// Where the page ends: the lost villages' records are dropped by it.
+    upto: i64,
+    /// Villages the device wrote in but holds no more, whose drop this page tells.
+    lost_written: bool,
+    /// The caller's villages (JSON).
+    villages: String,
+    /// The caller's villages and the time, to record when the pull is complete and they
+    /// changed or the last record is a minute old.
+    complete: Option<(String, u64)>,
+}
+
+impl PullSettle {
+    /// Whether anything is left to write.
+    pub fn needed(&self) -> bool {
+        self.forget || self.lost_written || self.complete.is_some()
+    }
+}
+
+/// Writes a pull's bookkeeping (see [`read_page`]); nothing when nothing is needed.
+pub fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), AppError> {
+    if settle.forget {
+        conn.prepare_cached(
+            "DELETE FROM device_village WHERE device = ?1 AND purged_seq IS NOT NULL AND purged_seq <= ?2",
+        )?
+        .execute(params![settle.device, settle.after])?;
+    }
+    if settle.lost_written {
+        // The lost villages' records are dropped by this page (told again until it is applied).
+        conn.prepare_cached(
+            "UPDATE device_village SET purged_seq = ?2 WHERE device = ?1
+             AND village NOT IN (SELECT value FROM json_each(?3))",
+        )?
+        .execute(params![settle.device, settle.upto, settle.villages])?;
+    }
+    if let Some((villages, now)) = &settle.complete {
+        conn.execute(
+            "UPDATE device SET villages = ?2, last_sync_ms = ?3 WHERE id = ?1",
+            params![settle.device, villages, *now as i64],
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads one page of a pull from a snapshot (a reader connection will do) and says what is left
+/// to write. Everything in the caller's villages after the cursor, at most `limit` values; a
+/// device whose villages changed since its last complete pull is sent its new villages from the
+/// start and told to drop what it may no longer hold.
+pub fn read_page(
+    tx: &Connection,
+    caller: &Caller,
+    from: Position,
+    limit: u32,
+    now_ms: u64,
+) -> Result<(Page, PullSettle), AppError> {
     let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     let held: BTreeSet<String> = match from.held {
         Some(held) => held,
@@ -859,17 +927,21 @@ pub fn pull(
         restarting = true;
     }
     // Villages the device wrote records in may hold records no pull brought: drop those too,
-    // until the device's cursor shows it applied a page that said so.
-    tx.prepare_cached(
-        "DELETE FROM device_village WHERE device = ?1 AND purged_seq IS NOT NULL AND purged_seq <= ?2",
-    )?
-    .execute(params![caller.device, from.after])?;
-    let written: Vec<String> = tx
-        .prepare_cached("SELECT village FROM device_village WHERE device = ?1")?
-        .query_map([&caller.device], |r| r.get(0))?
+    // until the device's cursor shows it applied a page that said so (then the note goes).
+    let notes: Vec<(String, Option<i64>)> = tx
+        .prepare_cached("SELECT village, purged_seq FROM device_village WHERE device = ?1")?
+        .query_map([&caller.device], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let applied = |seq: &Option<i64>| seq.is_some_and(|s| s <= from.after);
+    let forget = notes.iter().any(|(_, seq)| applied(seq));
+    let written: Vec<&String> = notes
+        .iter()
+        .filter(|(_, seq)| !applied(seq))
+        .map(|(v, _)| v)
+        .collect();
+    let lost_written = written.iter().any(|v| !caller.villages.contains(v));
     let mut held = held;
-    held.extend(written);
+    held.extend(written.into_iter().cloned());
     let lost: Vec<&String> = held.difference(&now).collect();
     if !lost.is_empty() {
         let lost = serde_json::to_string(&lost).unwrap_or_else(|_| "[]".into());
@@ -931,7 +1003,7 @@ pub fn pull(
         });
         last = seq;
     }
-    let upto = if more { last } else { current_seq(&tx)? };
+    let upto = if more { last } else { current_seq(tx)? };
     let mut stmt = tx.prepare_cached(
         "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
          AND p.village IN (SELECT value FROM json_each(?3))
@@ -942,29 +1014,39 @@ pub fn pull(
         .collect::<Result<_, _>>()?;
     purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     drop(stmt);
-    if !more {
-        tx.execute(
-            "UPDATE device SET villages = ?2, last_sync_ms = ?3 WHERE id = ?1",
-            params![caller.device, villages, crate::store::now_ms() as i64],
-        )?;
-    }
-    // The lost villages' records are dropped by this page (told again until it is applied).
-    tx.prepare_cached(
-        "UPDATE device_village SET purged_seq = ?2 WHERE device = ?1
-         AND village NOT IN (SELECT value FROM json_each(?3))",
-    )?
-    .execute(params![caller.device, upto, villages])?;
-    tx.commit()?;
+    // A complete pull records the device's villages and when it synced: each time they change,
+    // else at most once a minute (a write per pull would queue every pull behind the writer).
+    let complete = if more {
+        None
+    } else {
+        let (stored, synced): (Option<String>, Option<i64>) = tx
+            .prepare_cached("SELECT villages, last_sync_ms FROM device WHERE id = ?1")?
+            .query_row([&caller.device], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or((None, None));
+        let stale = synced.is_none_or(|t| now_ms.saturating_sub(t as u64) >= 60_000);
+        (stored.as_deref() != Some(villages.as_str()) || stale).then(|| (villages.clone(), now_ms))
+    };
+    let settle = PullSettle {
+        device: caller.device.clone(),
+        after: from.after,
+        forget,
+        upto,
+        lost_written,
+        villages,
+        complete,
+    };
     let prefix = if more && restarting { 'r' } else { 's' };
     // The page drops what the lost villages held and brings the new ones' records: once it is
     // applied, the device holds exactly the caller's villages (the new ones perhaps in part).
     let held: Vec<&str> = now.iter().map(String::as_str).collect();
-    Ok(Page {
+    let page = Page {
         values,
         purged: purged.into_iter().collect(),
         next: Cursor(format!("{prefix}{upto}:{}", held.join("."))),
         more,
-    })
+    };
+    Ok((page, settle))
 }
 
 /// One history entry of a record.
