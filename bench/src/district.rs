@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
+pub use baylink_server::demo::officer_username;
+
 use baylink_server::demo::{Counts, village_changes};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::rusqlite::Connection;
 use baylink_server::store::sync::{self, Caller};
 use baylink_server::store::{Db, now_ms};
 use baylink_sync::{Change, Clock, NodeId};
@@ -43,19 +46,22 @@ pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
                 .prepare("SELECT code, name, station FROM village ORDER BY code")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
-            let mut out = Vec::new();
-            for (i, (code, name, station)) in villages.iter().enumerate() {
-                let username = officer_username(code);
-                let list = [code.clone()];
+            let officer = |c: &mut Connection, username: &str, village: &str, station: &str| {
+                let list = [village.to_owned()];
                 let new = NewAccount {
-                    username: &username,
-                    display_name: &username,
+                    username,
+                    display_name: username,
                     role: Role::Officer,
                     station: Some(station),
                     password_hash: &hash,
                     villages: &list,
                 };
-                let account = accounts::create_account(c, &new, 0)?;
+                accounts::create_account(c, &new, 0)
+            };
+            let mut out = Vec::new();
+            for (i, (code, name, station)) in villages.iter().enumerate() {
+                let username = officer_username(code);
+                let account = officer(c, &username, code, station)?;
                 let device = NodeId(Uuid::from_u128(i as u128 + 1));
                 accounts::register_device(c, &device.to_string(), account, "bench", 0)?;
                 out.push(Officer {
@@ -72,27 +78,12 @@ pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
             }
             for d in 0..extra {
                 let (code, _, station) = &villages[d % villages.len()];
-                let username = extra_username(d);
-                let list = [code.clone()];
-                let new = NewAccount {
-                    username: &username,
-                    display_name: &username,
-                    role: Role::Officer,
-                    station: Some(station),
-                    password_hash: &hash,
-                    villages: &list,
-                };
-                accounts::create_account(c, &new, 0)?;
+                officer(c, &extra_username(d), code, station)?;
             }
             Ok(out)
         })
         .expect("places and officers");
     (state.db, officers)
-}
-
-/// The username of a village's officer: `o` and the code's last six digits.
-pub fn officer_username(village: &str) -> String {
-    format!("o{}", &village[6..])
 }
 
 /// The username of the `d`-th extra officer, and the village index it works in is `d % 64`.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, EntityKind, Input, natural_id, synthetic, validate_capture};
+use baylink_server::store::now_ms;
 use baylink_sync::{Change, ChangeId, Clock, NodeId, Stamp};
 use mobile_core::sync::Client;
 use uuid::Uuid;
@@ -33,10 +34,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
-}
-
-fn now_ms() -> u64 {
-    baylink_server::store::now_ms()
 }
 
 /// A new person registered in `village` as the `d`-th phone's `round`-th form.

@@ -47,8 +47,8 @@ pub(crate) fn open(
     // 8 MiB of page cache (SQLite's default is 2 MiB): a district's records and their indexes
     // stay warm, and large batches spill far less to the WAL.
     conn.pragma_update(None, "cache_size", -8192)?;
-    // Checkpoint every 10,000 pages (40 MB of log) rather than 1,000: a bootstrap's many pages
-    // then copy pages rewritten by several commits back once (its apply took a fifth less).
+    // Checkpoint every 10,000 pages (40 MB of log) rather than 1,000: a bootstrap's many commits
+    // then copy a page they all rewrote back once (its apply took about a sixth less).
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     schema::migrate(&mut conn)?;

@@ -32,9 +32,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// would not finish sooner, and each hashing takes 19 MiB. On the blocking pool's many threads
 /// the allocator kept those blocks scattered over its arenas: 200 phones signing in at once took
 /// the server to 3.9 GiB, and a second wave to more.
-fn hashing_queue() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
-    static QUEUE: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
+fn hashing_queue() -> &'static std::sync::mpsc::Sender<Job> {
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
     QUEUE.get_or_init(|| {
         let (send, receive) = std::sync::mpsc::channel::<Job>();
         let receive = std::sync::Arc::new(std::sync::Mutex::new(receive));
@@ -59,7 +58,7 @@ fn hashing_queue() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
                 tracing::error!("password thread: {e}");
             }
         }
-        std::sync::Mutex::new(send)
+        send
     })
 }
 
@@ -72,8 +71,6 @@ async fn limited<T: Send + 'static>(
         let _ = answer.send(work());
     });
     hashing_queue()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .send(job)
         .map_err(|_| AppError::Internal("password threads stopped".into()))?;
     answered

@@ -92,7 +92,12 @@ async fn pull(
     if settle.needed() {
         state
             .db
-            .call(move |conn| sync::settle_pull(conn, &settle))
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                sync::settle_pull(&tx, &settle)?;
+                tx.commit()?;
+                Ok(())
+            })
             .await?;
     }
     tracing::info!(%device, values = page.values.len(), purged = page.purged.len(), more = page.more, "pull");

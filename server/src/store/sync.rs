@@ -29,8 +29,8 @@ pub struct Caller {
 }
 
 /// The sequence inside one write: numbers handed out in memory, the last saved once before the
-/// commit (a statement per accepted change took a tenth of a push's time). The one writer
-/// connection means no other transaction hands out numbers meanwhile.
+/// commit, not a statement per accepted change. The one writer connection means no other
+/// transaction hands out numbers meanwhile.
 struct Sequence {
     /// The last number issued before this write.
     start: i64,
