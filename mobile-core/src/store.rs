@@ -408,35 +408,52 @@ impl Store {
     /// Applies one page of a pull in one transaction: merges the values, drops the purged
     /// records, learns the clock offset and remembers where the pull ended.
     pub fn apply_pull(&mut self, page: &PullResponse, received_at_ms: u64) -> Result<ApplyReport> {
+        self.apply_pulls(std::slice::from_ref(page), received_at_ms)
+    }
+
+    /// Applies consecutive pages of a pull in order, in one transaction: a bootstrap's pages
+    /// rewrite the same index pages, and each commit writes them again (fewer commits wrote less
+    /// than half as much). The cursor kept is the last page's.
+    pub fn apply_pulls(
+        &mut self,
+        pages: &[PullResponse],
+        received_at_ms: u64,
+    ) -> Result<ApplyReport> {
         self.write(|tx, device, _| {
-            device
-                .clock
-                .learn_offset(page.server_time_ms, received_at_ms);
-            let changes: Vec<Change> = page
-                .all_values()
-                .map(|v| Change {
-                    id: ChangeId {
-                        device: v.stamp.node,
-                        counter: 0,
-                    },
-                    kind: v.kind,
-                    entity: v.entity,
-                    field: v.field,
-                    value: v.value,
-                    stamp: v.stamp,
-                    base: None,
-                    extra: BTreeMap::new(),
-                })
-                .collect();
-            let mut report = merge_in(tx, device, &changes)?;
-            // What a pull brings is the server's state: nothing to report as concurrent here.
-            report.concurrent.clear();
-            for id in &page.purged {
-                db::delete_record(tx, *id)?;
+            let mut report = ApplyReport::default();
+            for page in pages {
+                device
+                    .clock
+                    .learn_offset(page.server_time_ms, received_at_ms);
+                let changes: Vec<Change> = page
+                    .all_values()
+                    .map(|v| Change {
+                        id: ChangeId {
+                            device: v.stamp.node,
+                            counter: 0,
+                        },
+                        kind: v.kind,
+                        entity: v.entity,
+                        field: v.field,
+                        value: v.value,
+                        stamp: v.stamp,
+                        base: None,
+                        extra: BTreeMap::new(),
+                    })
+                    .collect();
+                let merged = merge_in(tx, device, &changes)?;
+                // What a pull brings is the server's state: nothing to report as concurrent.
+                report.applied += merged.applied;
+                report.unchanged += merged.unchanged;
+                for id in &page.purged {
+                    db::delete_record(tx, *id)?;
+                }
             }
-            let mut session = db::load_session(tx)?.unwrap_or_default();
-            session.cursor = Some(page.next_cursor.0.clone());
-            db::save_session(tx, &session)?;
+            if let Some(last) = pages.last() {
+                let mut session = db::load_session(tx)?.unwrap_or_default();
+                session.cursor = Some(last.next_cursor.0.clone());
+                db::save_session(tx, &session)?;
+            }
             Ok(report)
         })
     }

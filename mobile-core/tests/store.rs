@@ -383,6 +383,75 @@ fn to_changes(raw: &[(u8, u8, u8, u8, u64)]) -> Vec<baylink_sync::Change> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// Pull pages applied together in one transaction leave what the reference replica holds
+    /// after them, and what they leave applied one by one: a page dropping a record that earlier
+    /// pages of the batch brought, and later ones bring again, included.
+    #[test]
+    fn pull_pages_applied_together_leave_what_they_leave_one_by_one(
+        raw in arb_changes(),
+        split in 1usize..8,
+        purge in 0u8..5,
+    ) {
+        use baylink_sync::wire::{Cursor, FieldValue, PullResponse, group};
+        let changes = to_changes(&raw);
+        let dropped = |i: usize| -> Vec<uuid::Uuid> {
+            if i == 1 && purge < 4 {
+                vec![uuid::Uuid::from_u128(u128::from(purge) + 100)]
+            } else {
+                Vec::new()
+            }
+        };
+        let pages: Vec<PullResponse> = changes
+            .chunks(split)
+            .enumerate()
+            .map(|(i, chunk)| PullResponse {
+                server_time_ms: NOW_MS,
+                values: Vec::new(),
+                records: group(
+                    chunk
+                        .iter()
+                        .map(|c| FieldValue {
+                            kind: c.kind.clone(),
+                            entity: c.entity,
+                            field: c.field.clone(),
+                            value: c.value.clone(),
+                            stamp: c.stamp,
+                            extra: Default::default(),
+                        })
+                        .collect(),
+                ),
+                purged: dropped(i),
+                next_cursor: Cursor(format!("s{i}:{VILLAGE}")),
+                more: true,
+                extra: Default::default(),
+            })
+            .collect();
+        // The reference: a replica per record, started over when the record is dropped.
+        let mut reference: std::collections::BTreeMap<uuid::Uuid, Replica> = Default::default();
+        for (i, chunk) in changes.chunks(split).enumerate() {
+            for c in chunk {
+                reference.entry(c.entity).or_default().apply(c);
+            }
+            for id in dropped(i) {
+                reference.remove(&id);
+            }
+        }
+        let expected: std::collections::BTreeMap<_, _> = reference
+            .values()
+            .flat_map(|r| r.entities().iter())
+            .map(|(id, e)| (*id, (e.kind.clone(), e.fields.clone())))
+            .collect();
+        let mut one_by_one = store();
+        for page in &pages {
+            one_by_one.apply_pull(page, NOW_MS).unwrap();
+        }
+        let mut together = store();
+        let report = together.apply_pulls(&pages, NOW_MS).unwrap();
+        prop_assert_eq!(report.applied + report.unchanged, changes.len());
+        prop_assert_eq!(&together.states().unwrap(), &expected);
+        prop_assert_eq!(&one_by_one.states().unwrap(), &expected);
+    }
+
     /// The store merges exactly like the reference replica, whatever the order, batching and
     /// duplication, unknown kinds and fields included.
     #[test]

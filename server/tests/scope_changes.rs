@@ -279,3 +279,55 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
     first_seen.pop();
     assert_eq!(first_seen, order);
 }
+
+#[test]
+fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
+    let (db, _dir) = setup();
+    let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    let t = now_ms();
+    // A person of B lives in a house of A, so is in both villages; then moves out.
+    let (person, fields) = person(B, 1);
+    push(&db, &mut ob, person, t, &fields);
+    let (house, residence) = (Uuid::from_u128(77), Uuid::from_u128(78));
+    let fields = [("village", json!(A)), ("address", json!("澳头1巷1号"))];
+    push_kind(&db, &mut oa, "house", house, t + 1, &fields);
+    let fields = [
+        ("village", json!(A)),
+        ("person", json!(person.to_string())),
+        ("house", json!(house.to_string())),
+    ];
+    push_kind(&db, &mut oa, "residence", residence, t + 2, &fields);
+    let moved = [("moved_out", json!("2026-11-01"))];
+    push_kind(&db, &mut oa, "residence", residence, t + 3, &moved);
+    let everything = |officer: &mut Officer| {
+        let mut sent = Vec::new();
+        loop {
+            let page = pull(&db, officer, 100, true);
+            sent.extend(page.values);
+            if !page.more {
+                return sent;
+            }
+        }
+    };
+    // A phone of A starting afresh gets the house and the residence, nothing of the person; a
+    // phone of B the person, whole.
+    let sent = everything(&mut officer("oa", 1));
+    assert!(sent.iter().all(|v| v.entity != person), "{sent:?}");
+    assert!(sent.iter().any(|v| v.entity == house && v.kind == "house"));
+    assert!(
+        sent.iter()
+            .any(|v| v.entity == residence && v.kind == "residence" && v.field == "moved_out")
+    );
+    let sent = everything(&mut officer("ob", 2));
+    let values: usize = db
+        .call_blocking(|c| {
+            let n: i64 = c.query_row(
+                "SELECT count(*) FROM field WHERE entity = ?1",
+                [person.to_string()],
+                |r| r.get(0),
+            )?;
+            Ok(n as usize)
+        })
+        .unwrap();
+    assert_eq!(sent.iter().filter(|v| v.entity == person).count(), values);
+}

@@ -236,6 +236,11 @@ impl PullResponse {
     pub fn all_values(&self) -> impl Iterator<Item = FieldValue> + '_ {
         self.values.iter().cloned().chain(expand(&self.records))
     }
+
+    /// How many values the page holds.
+    pub fn value_count(&self) -> usize {
+        self.values.len() + self.records.iter().map(|r| r.fields.len()).sum::<usize>()
+    }
 }
 
 #[cfg(test)]
@@ -389,6 +394,16 @@ mod tests {
             let json = serde_json::to_string(&records).unwrap();
             let parsed: Vec<RecordValues> = serde_json::from_str(&json).unwrap();
             let back: Vec<FieldValue> = expand(&parsed).collect();
+            let page = PullResponse {
+                server_time_ms: 0,
+                values: Vec::new(),
+                records: parsed,
+                purged: Vec::new(),
+                next_cursor: Cursor("s0:".into()),
+                more: false,
+                extra: BTreeMap::new(),
+            };
+            proptest::prop_assert_eq!(page.value_count(), back.len());
             let key = |v: &FieldValue| (v.entity, v.field.clone(), v.stamp, v.value.to_string());
             let mut want: Vec<_> = values.iter().map(key).collect();
             let mut got: Vec<_> = back.iter().map(key).collect();

@@ -17,8 +17,12 @@ use crate::sync::client::{Client, SessionTokens};
 
 /// Changes per push.
 const PUSH_BATCH: usize = 500;
-/// Values per pull page: the most the server sends (fewer transactions on the phone).
+/// Values per pull page: the most the server sends.
 const PULL_PAGE: u32 = 5_000;
+/// Pages fetched ahead of the one being applied, at most.
+const PAGES_AHEAD: usize = 8;
+/// Values applied in one transaction, at most: pages already fetched are applied together.
+const APPLY_VALUES: usize = 50_000;
 /// Request timeout.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per request before a sync gives up (the next sync resumes where it stopped).
@@ -37,11 +41,17 @@ pub trait Transport {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<PullResponse>;
-    /// Starts fetching the page after `cursor` while the device applies the current one, if
-    /// this transport can; a `pull` of that cursor then takes its answer. Does nothing by
-    /// default.
+    /// Starts fetching pages from `cursor` on while the device applies the current one, if
+    /// this transport can and is not already doing so: each page's cursor leads to the next,
+    /// until one that is the last or drops records. A `pull` of a fetched page's cursor then
+    /// takes its answer. Does nothing by default.
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
         let _ = (store, cursor, limit);
+    }
+    /// The page at `cursor` if it was already fetched, without waiting. None by default.
+    fn fetched(&mut self, cursor: &str) -> Option<PullResponse> {
+        let _ = cursor;
+        None
     }
     /// The device's clock now (when an answer arrived), in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64 {
@@ -53,15 +63,15 @@ pub trait Transport {
     }
 }
 
-/// A page being fetched in the background: its cursor and the request's thread.
-type Prefetch = (String, std::thread::JoinHandle<Result<PullResponse>>);
+/// Pages fetched in the background, each with the cursor it was asked for, in order.
+type Ahead = std::sync::mpsc::Receiver<(String, Result<PullResponse>)>;
 
 /// The server over HTTP, with the session's tokens (refreshed once when expired) and a time
 /// limit per request, after which a stalled request counts as failed (and is retried). While
-/// the device applies a page, the next one is already on its way.
+/// the device applies pages, the next ones are already on their way.
 pub struct Http {
     timeout: Duration,
-    ahead: Option<Prefetch>,
+    ahead: Option<Ahead>,
 }
 
 impl Default for Http {
@@ -76,6 +86,28 @@ impl Http {
         Http {
             timeout,
             ahead: None,
+        }
+    }
+
+    /// The next fetched page if it is the one at `cursor`. Any other answer (a failure, an
+    /// expired token included, or another cursor) stops the fetching: the ordinary path
+    /// retries it.
+    fn take(&mut self, cursor: &str, wait: bool) -> Option<PullResponse> {
+        let ahead = self.ahead.as_ref()?;
+        let next = if wait {
+            ahead.recv().ok()
+        } else {
+            match ahead.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                other => other.ok(),
+            }
+        };
+        match next {
+            Some((at, Ok(page))) if at == cursor => Some(page),
+            _ => {
+                self.ahead = None;
+                None
+            }
         }
     }
 }
@@ -94,13 +126,8 @@ impl Transport for Http {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<PullResponse> {
-        if let Some((ahead, request)) = self.ahead.take() {
-            if cursor.as_deref() == Some(ahead.as_str()) {
-                // Any failure (an expired token included) is left to the ordinary path below.
-                if let Ok(Ok(page)) = request.join() {
-                    return Ok(page);
-                }
-            }
+        if let Some(page) = cursor.as_deref().and_then(|c| self.take(c, true)) {
+            return Ok(page);
         }
         authed(store, self.timeout, &|client, token| {
             client.pull(token, cursor.clone(), limit)
@@ -108,19 +135,47 @@ impl Transport for Http {
     }
 
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
+        if self.ahead.is_some() {
+            return;
+        }
         let Ok(Some(session)) = store.raw_session() else {
             return;
         };
         let Some(token) = session.access_token else {
             return;
         };
-        let (timeout, next) = (self.timeout, cursor.clone());
-        let request = std::thread::Builder::new()
+        let timeout = self.timeout;
+        let (pages, ahead) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+        let fetching = std::thread::Builder::new()
             .name("pull-ahead".into())
-            .spawn(move || Client::new(&session.server, timeout).pull(&token, Some(next), limit));
-        if let Ok(request) = request {
-            self.ahead = Some((cursor, request));
+            .spawn(move || {
+                let client = Client::new(&session.server, timeout);
+                let mut at = cursor;
+                loop {
+                    let page = client.pull(&token, Some(at.clone()), limit);
+                    // A page that drops records ends the run: its cursor proves the drop to
+                    // the server, and must not be sent before the page is applied.
+                    let next = match &page {
+                        Ok(p) if p.more && p.purged.is_empty() => Some(p.next_cursor.0.clone()),
+                        _ => None,
+                    };
+                    // The receiver gone (the sync ended or went another way): stop.
+                    if pages.send((at, page)).is_err() {
+                        return;
+                    }
+                    match next {
+                        Some(next) => at = next,
+                        None => return,
+                    }
+                }
+            });
+        if fetching.is_ok() {
+            self.ahead = Some(ahead);
         }
+    }
+
+    fn fetched(&mut self, cursor: &str) -> Option<PullResponse> {
+        self.take(cursor, false)
     }
 }
 
@@ -320,17 +375,29 @@ pub fn sync_with(
         let page = with_retries(transport, store, &mut |t, s| {
             t.pull(s, cursor.clone(), PULL_PAGE)
         })?;
-        // The next page is asked for while this one is applied. Not after a page that drops
-        // records: its cursor is the device's proof to the server that it dropped them, and it
-        // must not reach the server before the drop is applied.
-        if page.more && page.purged.is_empty() {
-            transport.prefetch(store, page.next_cursor.0.clone(), PULL_PAGE);
+        // The next pages are asked for while this one is applied, and those already here are
+        // applied with it. Not after a page that drops records: its cursor is the device's
+        // proof to the server that it dropped them, and must not reach the server before the
+        // drop is applied.
+        let mut pages = vec![page];
+        let mut values = pages[0].value_count();
+        while let Some(last) = pages.last().filter(|p| p.more && p.purged.is_empty()) {
+            let next = last.next_cursor.0.clone();
+            transport.prefetch(store, next.clone(), PULL_PAGE);
+            if values >= APPLY_VALUES {
+                break;
+            }
+            let Some(page) = transport.fetched(&next) else {
+                break;
+            };
+            values += page.value_count();
+            pages.push(page);
         }
-        let applied = store.apply_pull(&page, transport.now_ms())?;
+        let applied = store.apply_pulls(&pages, transport.now_ms())?;
         report.pulled += (applied.applied + applied.unchanged) as u64;
-        report.purged += page.purged.len() as u64;
+        report.purged += pages.iter().map(|p| p.purged.len() as u64).sum::<u64>();
         progress.progress("pull", report.pulled, 0);
-        if !page.more {
+        if !pages.last().is_some_and(|p| p.more) {
             break;
         }
     }

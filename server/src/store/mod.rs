@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/002_console.sql"),
     include_str!("sql/003_review.sql"),
     include_str!("sql/004_feed.sql"),
+    include_str!("sql/005_feed_kind.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -45,6 +46,9 @@ struct Readers {
 
 /// Reader connections kept open when idle.
 const IDLE_READERS: usize = 4;
+
+/// A reader connection's page cache (negative: KiB), for the B-tree pages a pull walks again.
+const READER_CACHE_KIB: i64 = -16_384;
 
 impl Db {
     /// Opens (creating if need be) the database file and brings its schema up to date.
@@ -168,6 +172,7 @@ impl Db {
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
                 conn
             }
         };

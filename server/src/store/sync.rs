@@ -708,8 +708,9 @@ fn rescope(
 /// Puts an entity's values written or resent after `since` into the feeds of its villages.
 fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), AppError> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO feed (village, seq, entity, field)
-         SELECT s.village, f.seq, f.entity, f.field FROM field f JOIN scope s ON s.entity = f.entity
+        "INSERT OR IGNORE INTO feed (village, seq, entity, kind, field)
+         SELECT s.village, f.seq, f.entity, e.kind, f.field FROM field f
+         JOIN scope s ON s.entity = f.entity JOIN entity e ON e.id = f.entity
          WHERE f.entity = ?1 AND f.seq > ?2",
     )?
     .execute(params![entity, since])?;
@@ -730,6 +731,12 @@ fn set_scope(
     for gone in before.difference(villages) {
         tx.prepare_cached("DELETE FROM scope WHERE entity = ?1 AND village = ?2")?
             .execute(params![entity, gone])?;
+        // A village's feed holds only records in the village (its superseded rows are skipped
+        // by their sequence number, so only the current ones need to go).
+        tx.prepare_cached(
+            "DELETE FROM feed WHERE village = ?2 AND seq IN (SELECT seq FROM field WHERE entity = ?1)",
+        )?
+        .execute(params![entity, gone])?;
         tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
             .execute(params![seq.next(), entity, gone])?;
     }
@@ -959,11 +966,9 @@ pub fn read_page(
     let mut rows: Vec<(i64, String, String, String, String, i64, String)> = Vec::new();
     for village in &caller.villages {
         let mut stmt = tx.prepare_cached(
-            "SELECT q.seq, q.entity, e.kind, q.field, f.value, f.hlc, f.node FROM feed q
+            "SELECT q.seq, q.entity, q.kind, q.field, f.value, f.hlc, f.node FROM feed q
              JOIN field f ON f.entity = q.entity AND f.field = q.field
-             JOIN entity e ON e.id = q.entity
              WHERE q.village = ?1 AND q.seq > ?2 AND f.seq = q.seq
-             AND EXISTS (SELECT 1 FROM scope s WHERE s.entity = q.entity AND s.village = q.village)
              ORDER BY q.seq LIMIT ?3",
         )?;
         let found = stmt.query_map(params![village, after, i64::from(limit) + 1], |r| {
