@@ -47,9 +47,6 @@ struct Readers {
 /// Reader connections kept open when idle.
 const IDLE_READERS: usize = 4;
 
-/// A reader connection's page cache (negative: KiB), for the B-tree pages a pull walks again.
-const READER_CACHE_KIB: i64 = -16_384;
-
 impl Db {
     /// Opens (creating if need be) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, AppError> {
@@ -172,7 +169,6 @@ impl Db {
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
-                conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
                 conn
             }
         };
