@@ -209,6 +209,9 @@ impl Db {
 
 /// Frames in the log past which the checkpointer finishes its copy holding the writer.
 const FINISH_UNDER_WRITER: i64 = 2_000;
+/// Frames written during a copy below which writes count as light enough to finish under the
+/// writer.
+const FEW_FRAMES: i64 = 1_000;
 
 /// Copies the write-ahead log back into the database from a connection and thread of its own,
 /// a few times a second, until the database is closed. Left to the writer, a commit now and
@@ -217,8 +220,10 @@ const FINISH_UNDER_WRITER: i64 = 2_000;
 /// The bulk is copied beside the writer, but under a steady stream of writes such a copy never
 /// catches up with the log's end, so the log is never started over: it grew to the writer's
 /// 50,000-page limit, whose checkpoint then stalled one push for 0.2 s and every push queued
-/// behind it. So when frames remain, the few written during the copy are copied holding the
-/// writer (a few milliseconds), after which the next write starts the log over.
+/// behind it. So when the log is long, the frames written during the copy are copied too, and
+/// if they were few (pushes, not an ingest, whose writes would keep the writer waiting for a
+/// checkpoint's sync) the rest is copied holding the writer, a few milliseconds, after which
+/// the next write starts the log over.
 fn checkpoint_beside(
     path: &Path,
     writer: std::sync::Weak<Mutex<Connection>>,
@@ -226,6 +231,7 @@ fn checkpoint_beside(
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(1))?;
     // PASSIVE: never waits for the writer or readers; what it cannot copy now, it copies later.
+    // The log's length it reports is the one at its start.
     let checkpoint = move || -> rusqlite::Result<i64> {
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
     };
@@ -234,10 +240,12 @@ fn checkpoint_beside(
         .spawn(move || {
             while writer.strong_count() > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(250));
-                // Frames committed while it ran are not counted in `log`: finish holding the
-                // writer whenever the log is long, whatever this copy reported.
                 let result = checkpoint().and_then(|log| {
-                    if log > FINISH_UNDER_WRITER {
+                    if log <= FINISH_UNDER_WRITER {
+                        return Ok(());
+                    }
+                    let again = checkpoint()?;
+                    if again - log <= FEW_FRAMES {
                         if let Some(writer) = writer.upgrade() {
                             let _writing = writer.lock().unwrap_or_else(PoisonError::into_inner);
                             checkpoint()?;
