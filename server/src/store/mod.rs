@@ -318,7 +318,9 @@ mod tests {
         let log = std::fs::metadata(dir.path().join("baylink.db-wal"))
             .unwrap()
             .len();
-        assert!(log < 30_000_000, "the log grew to {log} bytes");
+        // Without finishing under the writer it grows to about 190 MB; with it, to 10-35 MB
+        // (more on a loaded machine, where copies take longer and are not always finished).
+        assert!(log < 100_000_000, "the log grew to {log} bytes");
     }
 
     #[test]
