@@ -52,6 +52,10 @@ pub(crate) fn open(
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     schema::migrate(&mut conn)?;
+    // A bootstrap cut short by a crash left its search indexes to build.
+    let tx = conn.unchecked_transaction()?;
+    restore_indexes(&tx)?;
+    tx.commit()?;
     conn.execute(
         "INSERT OR IGNORE INTO device (id, node) VALUES (1, ?1)",
         [node.unwrap_or_else(NodeId::random).to_string()],
@@ -247,6 +251,44 @@ fn decode_state(text: &str) -> Result<EntityState> {
             ))
         })
         .collect()
+}
+
+/// Whether the device holds any record.
+pub(crate) fn holds_records(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM record)", [], |r| r.get(0))?)
+}
+
+/// Drops the record table's search indexes, noting how to build them again
+/// ([`restore_indexes`]); the unique index on `id`, which merging reads, stays.
+pub(crate) fn defer_indexes(conn: &Connection) -> Result<()> {
+    let indexes: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT name, sql FROM sqlite_schema
+             WHERE type = 'index' AND tbl_name = 'record' AND sql IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, sql) in indexes {
+        conn.execute(
+            "INSERT OR REPLACE INTO deferred_index (name, sql) VALUES (?1, ?2)",
+            params![name, sql],
+        )?;
+        conn.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+    }
+    Ok(())
+}
+
+/// Builds the search indexes [`defer_indexes`] dropped, if any.
+pub(crate) fn restore_indexes(conn: &Connection) -> Result<()> {
+    let deferred: Vec<(String, String)> = conn
+        .prepare("SELECT name, sql FROM deferred_index ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, sql) in deferred {
+        conn.execute_batch(&sql)?;
+        conn.execute("DELETE FROM deferred_index WHERE name = ?1", [name])?;
+    }
+    Ok(())
 }
 
 pub(crate) fn load_record(conn: &Connection, id: Uuid) -> Result<Option<StoredRecord>> {

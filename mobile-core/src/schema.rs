@@ -9,6 +9,7 @@ use crate::error::Result;
 const MIGRATIONS: &[&str] = &[
     include_str!("sql/001_init.sql"),
     include_str!("sql/002_sync.sql"),
+    include_str!("sql/003_deferred_index.sql"),
 ];
 
 /// The schema version this build writes.

@@ -413,13 +413,18 @@ impl Store {
 
     /// Applies consecutive pages of a pull in order, in one transaction: a bootstrap's pages
     /// rewrite the same index pages, and each commit writes them again (fewer commits wrote less
-    /// than half as much). The cursor kept is the last page's.
+    /// than half as much). The cursor kept is the last page's. A device that holds no record
+    /// and is sent more than one page (a bootstrap) builds its search indexes once the pull is
+    /// complete rather than record by record.
     pub fn apply_pulls(
         &mut self,
         pages: &[PullResponse],
         received_at_ms: u64,
     ) -> Result<ApplyReport> {
         self.write(|tx, device, _| {
+            if pages.first().is_some_and(|p| p.more) && !db::holds_records(tx)? {
+                db::defer_indexes(tx)?;
+            }
             let mut report = ApplyReport::default();
             for page in pages {
                 device
@@ -453,6 +458,9 @@ impl Store {
                 let mut session = db::load_session(tx)?.unwrap_or_default();
                 session.cursor = Some(last.next_cursor.0.clone());
                 db::save_session(tx, &session)?;
+                if !last.more {
+                    db::restore_indexes(tx)?;
+                }
             }
             Ok(report)
         })
@@ -627,6 +635,14 @@ impl Store {
             out.push(Feedback { record, comment });
         }
         Ok(out)
+    }
+
+    /// Builds the search indexes a bootstrap left to build (a pull that stopped part way).
+    pub(crate) fn restore_indexes(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        db::restore_indexes(&tx)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Notes the end of a successful sync.
@@ -841,5 +857,66 @@ mod tests {
         let plan = plan(&store, LIST_IN_VILLAGE);
         assert!(plan.contains("USING INDEX record_kind_village"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    /// A pull page bringing one person named 张三`n`.
+    fn page(n: u128, more: bool) -> PullResponse {
+        let stamp = baylink_sync::Stamp::new(
+            baylink_sync::Hlc::new(1_700_000_000_000, 0),
+            baylink_sync::NodeId(Uuid::from_u128(99)),
+        );
+        let value = |field: &str, value: Value| baylink_sync::wire::FieldValue {
+            kind: "person".into(),
+            entity: Uuid::from_u128(n),
+            field: field.into(),
+            value,
+            stamp,
+            extra: BTreeMap::new(),
+        };
+        PullResponse {
+            server_time_ms: 1_700_000_000_000,
+            values: vec![
+                value("village", Value::from("441303006001")),
+                value("name", Value::from(format!("张三{n}"))),
+            ],
+            records: Vec::new(),
+            purged: Vec::new(),
+            next_cursor: baylink_sync::wire::Cursor(format!("s{n}")),
+            more,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_bootstrap_builds_the_search_indexes_once_its_pull_is_complete() {
+        let by_index = |store: &Store| plan(store, &prefix_filter("name")).contains("USING INDEX");
+        let found = |store: &Store| store.search("张三", 10).unwrap().len();
+        // A store that holds nothing, sent a page with more to come: no index meanwhile, and
+        // searches still find what arrived.
+        let mut store = Store::open_in_memory().unwrap();
+        store.apply_pull(&page(1, true), 0).unwrap();
+        assert!(!by_index(&store));
+        assert_eq!(found(&store), 1);
+        store.apply_pull(&page(2, true), 0).unwrap();
+        assert!(!by_index(&store));
+        // The last page builds them.
+        store.apply_pull(&page(3, false), 0).unwrap();
+        assert!(by_index(&store));
+        assert_eq!(found(&store), 3);
+        let plan = plan(&store, LIST_IN_VILLAGE);
+        assert!(plan.contains("USING INDEX record_kind_village"), "{plan}");
+        // A store that holds records keeps its indexes through a pull of many pages.
+        store.apply_pull(&page(4, true), 0).unwrap();
+        assert!(by_index(&store));
+        // A bootstrap cut short: the store builds them when it is next opened.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.db");
+        let mut store = Store::open(&path).unwrap();
+        store.apply_pull(&page(1, true), 0).unwrap();
+        assert!(!by_index(&store));
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert!(by_index(&store));
+        assert_eq!(found(&store), 1);
     }
 }

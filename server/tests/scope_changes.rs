@@ -220,6 +220,9 @@ fn records_captured_in_a_village_taken_away_before_the_next_pull_are_dropped() {
 fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
     let (db, _dir) = setup();
     let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    // B's officer is given A too, and is up to date: what follows comes through the feeds.
+    assign(&db, "ob", &[A, B]);
+    while pull(&db, &mut ob, 3, true).more {}
     let mut t = now_ms();
     let mut order = Vec::new();
     for n in 0..4 {
@@ -247,24 +250,31 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
         t + 2,
         &fields,
     );
-    assign(&db, "ob", &[A, B]);
-    let mut seen = Vec::new();
-    loop {
-        let page = pull(&db, &mut ob, 3, true);
-        assert!(page.values.len() <= 3);
-        seen.extend(page.values.into_iter().map(|v| (v.entity, v.field)));
-        if !page.more {
-            break;
+    let everything = |officer: &mut Officer| {
+        let mut seen = Vec::new();
+        loop {
+            let page = pull(&db, officer, 3, true);
+            assert!(page.values.len() <= 3);
+            seen.extend(page.values.into_iter().map(|v| (v.entity, v.field)));
+            if !page.more {
+                return seen;
+            }
         }
-    }
-    let mut once = seen.clone();
-    once.sort();
-    once.dedup();
-    assert_eq!(once.len(), seen.len(), "each value once: {seen:?}");
+    };
     let values: i64 = db
         .call_blocking(|c| Ok(c.query_row("SELECT count(*) FROM field", [], |r| r.get(0))?))
         .unwrap();
-    assert_eq!(seen.len() as i64, values, "every value of both villages");
+    // A fresh phone of B's officer, sent a snapshot of both villages, and the up-to-date one,
+    // sent the feeds: each value once, every value of both villages.
+    let fresh = everything(&mut officer("ob", 2));
+    let seen = everything(&mut ob);
+    for sent in [&fresh, &seen] {
+        let mut once = sent.clone();
+        once.sort();
+        once.dedup();
+        assert_eq!(once.len(), sent.len(), "each value once: {sent:?}");
+        assert_eq!(sent.len() as i64, values, "every value of both villages");
+    }
     // Records arrive in the order they were written, whichever village they are in; the person
     // who moved into B was resent whole then, so comes after.
     let mut first_seen: Vec<Uuid> = Vec::new();
@@ -284,6 +294,21 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
 fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
     let (db, _dir) = setup();
     let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    let everything = |officer: &mut Officer| {
+        let mut sent = Vec::new();
+        loop {
+            let page = pull(&db, officer, 100, true);
+            sent.extend(page.values);
+            if !page.more {
+                return sent;
+            }
+        }
+    };
+    // A phone of each village, up to date before: what follows reaches them through the feeds
+    // (a fresh phone is sent a snapshot of its villages' records instead).
+    let (mut phone_a, mut phone_b) = (officer("oa", 1), officer("ob", 2));
+    everything(&mut phone_a);
+    everything(&mut phone_b);
     let t = now_ms();
     // A person of B lives in a house of A, so is in both villages; then moves out.
     let (person, fields) = person(B, 1);
@@ -299,26 +324,15 @@ fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
     push_kind(&db, &mut oa, "residence", residence, t + 2, &fields);
     let moved = [("moved_out", json!("2026-11-01"))];
     push_kind(&db, &mut oa, "residence", residence, t + 3, &moved);
-    let everything = |officer: &mut Officer| {
-        let mut sent = Vec::new();
-        loop {
-            let page = pull(&db, officer, 100, true);
-            sent.extend(page.values);
-            if !page.more {
-                return sent;
-            }
-        }
-    };
-    // A phone of A starting afresh gets the house and the residence, nothing of the person; a
-    // phone of B the person, whole.
-    let sent = everything(&mut officer("oa", 1));
+    // A's phone gets the house and the residence, nothing of the person; B's the person, whole.
+    let sent = everything(&mut phone_a);
     assert!(sent.iter().all(|v| v.entity != person), "{sent:?}");
     assert!(sent.iter().any(|v| v.entity == house && v.kind == "house"));
     assert!(
         sent.iter()
             .any(|v| v.entity == residence && v.kind == "residence" && v.field == "moved_out")
     );
-    let sent = everything(&mut officer("ob", 2));
+    let sent = everything(&mut phone_b);
     let values: usize = db
         .call_blocking(|c| {
             let n: i64 = c.query_row(
@@ -330,4 +344,136 @@ fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
         })
         .unwrap();
     assert_eq!(sent.iter().filter(|v| v.entity == person).count(), values);
+}
+
+#[test]
+fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_village_as_it_is() {
+    let (db, _dir) = setup();
+    let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    let t = now_ms();
+    // In id order: a house of A, a residence in it of a lodger from B, the lodger, ten persons.
+    let (house, residence) = (Uuid::from_u128(77), Uuid::from_u128(78));
+    let (lodger, fields) = person(B, 0);
+    push(&db, &mut ob, lodger, t, &fields);
+    let fields = [("village", json!(A)), ("address", json!("澳头1巷1号"))];
+    push_kind(&db, &mut oa, "house", house, t + 1, &fields);
+    let fields = [
+        ("village", json!(A)),
+        ("person", json!(lodger.to_string())),
+        ("house", json!(house.to_string())),
+    ];
+    push_kind(&db, &mut oa, "residence", residence, t + 2, &fields);
+    for n in 10..20 {
+        let (id, fields) = person(A, n);
+        push(&db, &mut oa, id, t + 3, &fields);
+    }
+    let mut phone = officer("oa", 1);
+    let mut held: std::collections::BTreeMap<(Uuid, String), (Value, Stamp)> = Default::default();
+    let apply = |held: &mut std::collections::BTreeMap<_, _>, page: &Page| {
+        assert!(page.values.len() <= 10, "{} values", page.values.len());
+        for v in &page.values {
+            let key = (v.entity, v.field.clone());
+            if held.get(&key).is_none_or(|(_, s)| *s < v.stamp) {
+                held.insert(key, (v.value.clone(), v.stamp));
+            }
+        }
+        held.retain(|(entity, _), _| !page.purged.contains(entity));
+    };
+    // The first page: the house, the residence, the lodger and a field of the first person.
+    let first = pull(&db, &mut phone, 10, true);
+    assert!(
+        first.more && first.next.0.starts_with('b'),
+        "{:?}",
+        first.next
+    );
+    apply(&mut held, &first);
+    assert!(held.contains_key(&(lodger, "name".to_owned())));
+    // Meanwhile: the lodger moves out (she leaves A), the house's address is corrected, the
+    // first person and the last are renamed, and a person is registered whose id comes before
+    // where the snapshot stands.
+    push_kind(
+        &db,
+        &mut oa,
+        "residence",
+        residence,
+        t + 4,
+        &[("moved_out", json!("2026-11-01"))],
+    );
+    push_kind(
+        &db,
+        &mut oa,
+        "house",
+        house,
+        t + 5,
+        &[("address", json!("澳头1巷2号"))],
+    );
+    for n in [10, 19] {
+        push(
+            &db,
+            &mut oa,
+            person(A, n).0,
+            t + 6,
+            &[("name", json!(format!("改{n}")))],
+        );
+    }
+    let (late, fields) = person(A, 5);
+    push(&db, &mut oa, late, t + 7, &fields);
+    loop {
+        let page = pull(&db, &mut phone, 10, true);
+        apply(&mut held, &page);
+        if !page.more {
+            break;
+        }
+    }
+    let expected: std::collections::BTreeMap<(Uuid, String), Value> = db
+        .call_blocking(|c| {
+            let mut stmt = c.prepare(
+                "SELECT f.entity, f.field, f.value FROM field f
+                 JOIN scope s ON s.entity = f.entity WHERE s.village = ?1",
+            )?;
+            let rows = stmt.query_map([A], |r| {
+                let (entity, field, value): (String, String, String) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?);
+                Ok((entity, field, value))
+            })?;
+            Ok(rows
+                .map(|r| {
+                    let (entity, field, value) = r.unwrap();
+                    let value: Value = serde_json::from_str(&value).unwrap();
+                    ((Uuid::parse_str(&entity).unwrap(), field), value)
+                })
+                .collect())
+        })
+        .unwrap();
+    let got: std::collections::BTreeMap<(Uuid, String), Value> =
+        held.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    assert_eq!(got, expected);
+    assert!(got.keys().all(|(entity, _)| *entity != lodger));
+    assert_eq!(got[&(late, "name".to_owned())], json!("P5"));
+    assert_eq!(got[&(house, "address".to_owned())], json!("澳头1巷2号"));
+    assert_eq!(got[&(person(A, 19).0, "name".to_owned())], json!("改19"));
+}
+
+#[test]
+fn snapshot_cursors_are_read_back_and_forged_ones_refused() {
+    let parse = |text: &str| sync::parse_cursor(Some(&Cursor(text.to_owned())));
+    let id = Uuid::from_u128(77);
+    let position = parse(&format!("b12.{id}.id_number:{A}")).unwrap();
+    assert_eq!(position.after, 12);
+    assert_eq!(
+        position.snapshot,
+        Some((id.to_string(), "id_number".to_owned()))
+    );
+    // An earlier server's restart cursor is a feed position.
+    let position = parse(&format!("r9:{A}")).unwrap();
+    assert_eq!((position.after, position.snapshot), (9, None));
+    for forged in [
+        format!("b12.{id}:{A}"),
+        format!("b12.not-an-id.name:{A}"),
+        format!("b12.{id}.name'--:{A}"),
+        format!("b12.{id}.:{A}"),
+        format!("b-1.{id}.name:{A}"),
+    ] {
+        assert!(parse(&forged).is_err(), "{forged}");
+    }
 }

@@ -370,6 +370,23 @@ pub fn sync_with(
         }
         progress.progress("push", report.pushed + report.refused, total);
     }
+    if let Err(e) = pull(store, transport, progress, &mut report) {
+        // Searches of what a bootstrap cut short brought read indexes again; the sync's error
+        // is what the caller must see, whatever this does.
+        let _ = store.restore_indexes();
+        return Err(e);
+    }
+    store.finish_sync(transport.now_ms())?;
+    Ok(report)
+}
+
+/// Pulls pages until the device is up to date.
+fn pull(
+    store: &mut Store,
+    transport: &mut dyn Transport,
+    progress: &dyn Progress,
+    report: &mut SyncReport,
+) -> Result<()> {
     loop {
         let cursor = store.raw_session()?.and_then(|s| s.cursor);
         let page = with_retries(transport, store, &mut |t, s| {
@@ -398,9 +415,7 @@ pub fn sync_with(
         report.purged += pages.iter().map(|p| p.purged.len() as u64).sum::<u64>();
         progress.progress("pull", report.pulled, 0);
         if !pages.last().is_some_and(|p| p.more) {
-            break;
+            return Ok(());
         }
     }
-    store.finish_sync(transport.now_ms())?;
-    Ok(report)
 }

@@ -760,28 +760,31 @@ fn set_scope(
     Ok(false)
 }
 
-/// Where a pull resumes: after a sequence number; whether it is in the middle of resending a
-/// device's villages from the start (cursor `r…`) after new ones were given; and which villages'
-/// records the device may hold. The villages ride in the cursor because the device stores the
-/// cursor in the same transaction as the page it came with: the cursor it presents proves what it
-/// applied, where a note on the server could not tell a delivered answer from a lost one.
+/// Where a pull resumes: after a sequence number, perhaps inside a snapshot of the device's
+/// villages, and which villages' records the device may hold. The villages ride in the cursor
+/// because the device stores the cursor in the same transaction as the page it came with: the
+/// cursor it presents proves what it applied, where a note on the server could not tell a
+/// delivered answer from a lost one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Position {
-    /// Last sequence number the device has.
+    /// The device has every value and every drop up to this sequence number, once the snapshot
+    /// it is inside (if any) is complete: a snapshot is taken at this number.
     pub after: i64,
-    /// Inside a restart for newly given villages.
-    pub restarting: bool,
+    /// Inside a snapshot: the last record and field sent (records in id order, fields in name
+    /// order).
+    pub snapshot: Option<(String, String)>,
     /// Villages whose records the device may hold; `None` for cursors of earlier servers.
     pub held: Option<BTreeSet<String>>,
 }
 
-/// Parses a cursor this server issued: `s<seq>` or `r<seq>`, then `:` and the villages the
-/// device holds, `.`-separated (`s1234:441303006001.441303006002`).
+/// Parses a cursor this server issued: `s<seq>` (or `r<seq>`, from earlier servers), or
+/// `b<seq>.<record>.<field>` inside a snapshot; then `:` and the villages the device holds,
+/// `.`-separated (`s1234:441303006001.441303006002`).
 pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
     let Some(Cursor(text)) = cursor else {
         return Ok(Position {
             after: 0,
-            restarting: false,
+            snapshot: None,
             held: Some(BTreeSet::new()),
         });
     };
@@ -803,9 +806,30 @@ pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
         }
         None => (text.as_str(), None),
     };
-    let (restarting, digits) = match position.split_at_checked(1) {
-        Some(("s", digits)) => (false, digits),
-        Some(("r", digits)) => (true, digits),
+    let (digits, snapshot) = match position.split_at_checked(1) {
+        // `r` marked a restart of the feed from 0 on earlier servers: a feed position all the same.
+        Some(("s" | "r", digits)) => (digits, None),
+        Some(("b", rest)) => {
+            let mut parts = rest.splitn(3, '.');
+            let (Some(digits), Some(entity), Some(field)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad());
+            };
+            // Stored ids are hyphenated UUIDs and field names snake_case: anything else is forged.
+            let entity = Uuid::parse_str(entity)
+                .map_err(|_| bad())?
+                .hyphenated()
+                .to_string();
+            if field.is_empty()
+                || !field
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(bad());
+            }
+            (digits, Some((entity, field.to_owned())))
+        }
         _ => return Err(bad()),
     };
     let after = digits
@@ -815,7 +839,7 @@ pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
         .ok_or_else(bad)?;
     Ok(Position {
         after,
-        restarting,
+        snapshot,
         held,
     })
 }
@@ -899,10 +923,135 @@ pub fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), AppErro
     Ok(())
 }
 
+/// A current value as stored, before it is checked and decoded.
+struct StoredValue {
+    entity: String,
+    kind: String,
+    field: String,
+    value: String,
+    hlc: i64,
+    node: String,
+}
+
+impl StoredValue {
+    /// Reads the columns `entity, kind, field, value, hlc, node` from `at` on.
+    fn read(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredValue> {
+        Ok(StoredValue {
+            entity: row.get(at)?,
+            kind: row.get(at + 1)?,
+            field: row.get(at + 2)?,
+            value: row.get(at + 3)?,
+            hlc: row.get(at + 4)?,
+            node: row.get(at + 5)?,
+        })
+    }
+
+    fn decode(self) -> Result<FieldValue, AppError> {
+        let bad = |what: &str| AppError::Internal(format!("stored {what}"));
+        Ok(FieldValue {
+            kind: self.kind,
+            entity: Uuid::parse_str(&self.entity).map_err(|_| bad("entity"))?,
+            field: self.field,
+            value: serde_json::from_str(&self.value).map_err(|_| bad("value"))?,
+            stamp: Stamp::new(
+                Hlc::from_u64(self.hlc as u64),
+                self.node.parse().map_err(|_| bad("node"))?,
+            ),
+            extra: BTreeMap::new(),
+        })
+    }
+}
+
+/// Values of the caller's villages' records after the (record, field) key `after`, in key order,
+/// at most `limit + 1`: each village's records in id order, merged. Records and their fields
+/// are read by two statements: SQLite sorts the joined rows of a record again, though the
+/// field table holds them in order.
+fn snapshot_values(
+    tx: &Connection,
+    villages: &[String],
+    after: &(String, String),
+    limit: u32,
+) -> Result<Vec<StoredValue>, AppError> {
+    let wanted = limit as usize + 1;
+    let mut rows: Vec<StoredValue> = Vec::new();
+    for village in villages {
+        let mut records = tx.prepare_cached(
+            "SELECT s.entity, e.kind FROM scope s JOIN entity e ON e.id = s.entity
+             WHERE s.village = ?1 AND s.entity >= ?2 ORDER BY s.entity",
+        )?;
+        let mut fields = tx.prepare_cached(
+            "SELECT field, value, hlc, node FROM field WHERE entity = ?1 AND field > ?2
+             ORDER BY field",
+        )?;
+        let mut found = records.query(params![village, after.0])?;
+        let mut taken = 0;
+        while let Some(record) = found.next()? {
+            let (entity, kind): (String, String) = (record.get(0)?, record.get(1)?);
+            let from = if entity == after.0 {
+                after.1.as_str()
+            } else {
+                ""
+            };
+            let mut values = fields.query(params![entity, from])?;
+            while let Some(v) = values.next()? {
+                rows.push(StoredValue {
+                    entity: entity.clone(),
+                    kind: kind.clone(),
+                    field: v.get(0)?,
+                    value: v.get(1)?,
+                    hlc: v.get(2)?,
+                    node: v.get(3)?,
+                });
+                taken += 1;
+                if taken == wanted {
+                    break;
+                }
+            }
+            if taken == wanted {
+                break;
+            }
+        }
+    }
+    // A record in two of the caller's villages is in both scans.
+    rows.sort_unstable_by(|a, b| (&a.entity, &a.field).cmp(&(&b.entity, &b.field)));
+    rows.dedup_by(|a, b| a.entity == b.entity && a.field == b.field);
+    Ok(rows)
+}
+
+/// Values of the caller's villages written or resent after `after`, in `seq` order, at most
+/// `limit + 1`: each village's feed in order, merged.
+fn feed_values(
+    tx: &Connection,
+    villages: &[String],
+    after: i64,
+    limit: u32,
+) -> Result<Vec<(i64, StoredValue)>, AppError> {
+    let mut rows: Vec<(i64, StoredValue)> = Vec::new();
+    for village in villages {
+        let mut stmt = tx.prepare_cached(
+            "SELECT q.seq, q.entity, q.kind, q.field, f.value, f.hlc, f.node FROM feed q
+             JOIN field f ON f.entity = q.entity AND f.field = q.field
+             WHERE q.village = ?1 AND q.seq > ?2 AND f.seq = q.seq
+             ORDER BY q.seq LIMIT ?3",
+        )?;
+        let found = stmt.query_map(params![village, after, i64::from(limit) + 1], |r| {
+            Ok((r.get(0)?, StoredValue::read(r, 1)?))
+        })?;
+        for row in found {
+            rows.push(row?);
+        }
+    }
+    // A value of an entity in two of the caller's villages is in both feeds at one seq.
+    rows.sort_unstable_by_key(|row| row.0);
+    rows.dedup_by_key(|row| row.0);
+    Ok(rows)
+}
+
 /// Reads one page of a pull from a snapshot (a reader connection will do) and says what is left
-/// to write. Everything in the caller's villages after the cursor, at most `limit` values; a
-/// device whose villages changed since its last complete pull is sent its new villages from the
-/// start and told to drop what it may no longer hold.
+/// to write. A device new to some of its villages (a fresh one: all of them) is sent a snapshot
+/// of its villages' records first, record by record, and then what was written since it was
+/// taken; otherwise everything in its villages after its cursor; at most `limit` values a page.
+/// A device whose villages changed is also told to drop what it may no longer hold.
 pub fn read_page(
     tx: &Connection,
     caller: &Caller,
@@ -926,12 +1075,15 @@ pub fn read_page(
     };
     let now: BTreeSet<String> = caller.villages.iter().cloned().collect();
     let mut purged: BTreeSet<Uuid> = BTreeSet::new();
-    let mut after = from.after;
-    let mut restarting = from.restarting;
+    let after = from.after;
+    // Where this page's drops end: a snapshot is taken at the sequence number it starts at.
+    let mut upto = after;
+    let mut snapshot = from.snapshot;
     if now.difference(&held).next().is_some() {
-        // New villages: everything in them is news to this device, even mid-restart.
-        after = 0;
-        restarting = true;
+        // New villages: everything in them is news to this device, even mid-snapshot. A walk of
+        // the records costs a lookup per record where the feed from 0 cost one per value.
+        upto = current_seq(tx)?;
+        snapshot = Some((String::new(), String::new()));
     }
     // Villages the device wrote records in may hold records no pull brought: drop those too,
     // until the device's cursor shows it applied a page that said so (then the note goes).
@@ -961,64 +1113,45 @@ pub fn read_page(
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
-    // Each village's feed in order, at most `limit + 1` from each, merged: the first `limit`
-    // hold every value up to the last of them, whichever village it came from.
-    let mut rows: Vec<(i64, String, String, String, String, i64, String)> = Vec::new();
-    for village in &caller.villages {
-        let mut stmt = tx.prepare_cached(
-            "SELECT q.seq, q.entity, q.kind, q.field, f.value, f.hlc, f.node FROM feed q
-             JOIN field f ON f.entity = q.entity AND f.field = q.field
-             WHERE q.village = ?1 AND q.seq > ?2 AND f.seq = q.seq
-             ORDER BY q.seq LIMIT ?3",
-        )?;
-        let found = stmt.query_map(params![village, after, i64::from(limit) + 1], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })?;
-        for row in found {
-            rows.push(row?);
+    let (stored, more, next) = match snapshot {
+        Some(key) => {
+            let mut rows = snapshot_values(tx, &caller.villages, &key, limit)?;
+            let inside = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            // The feed after the snapshot's number follows the last record, on the next page.
+            let next = match rows.last() {
+                Some(last) if inside => format!("b{upto}.{}.{}", last.entity, last.field),
+                _ => format!("s{upto}"),
+            };
+            (rows, true, next)
         }
+        None => {
+            let mut rows = feed_values(tx, &caller.villages, after, limit)?;
+            let more = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            upto = match rows.last() {
+                Some((seq, _)) if more => *seq,
+                _ => current_seq(tx)?,
+            };
+            let rows = rows.into_iter().map(|(_, row)| row).collect();
+            (rows, more, format!("s{upto}"))
+        }
+    };
+    let values = stored
+        .into_iter()
+        .map(StoredValue::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    if upto > after {
+        let mut stmt = tx.prepare_cached(
+            "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
+             AND p.village IN (SELECT value FROM json_each(?3))
+             AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
+        )?;
+        let gone: Vec<String> = stmt
+            .query_map(params![after, upto, villages], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
-    // A value of an entity in two of the caller's villages is in both feeds at one seq.
-    rows.sort_unstable_by_key(|row| row.0);
-    rows.dedup_by_key(|row| row.0);
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let mut values = Vec::with_capacity(rows.len());
-    let mut last = after;
-    for (seq, entity, kind, field, value, hlc, node) in rows {
-        let bad = |what: &str| AppError::Internal(format!("stored {what}"));
-        values.push(FieldValue {
-            kind,
-            entity: Uuid::parse_str(&entity).map_err(|_| bad("entity"))?,
-            field,
-            value: serde_json::from_str(&value).map_err(|_| bad("value"))?,
-            stamp: Stamp::new(
-                Hlc::from_u64(hlc as u64),
-                node.parse().map_err(|_| bad("node"))?,
-            ),
-            extra: BTreeMap::new(),
-        });
-        last = seq;
-    }
-    let upto = if more { last } else { current_seq(tx)? };
-    let mut stmt = tx.prepare_cached(
-        "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
-         AND p.village IN (SELECT value FROM json_each(?3))
-         AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
-    )?;
-    let gone: Vec<String> = stmt
-        .query_map(params![after, upto, villages], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
-    drop(stmt);
     // A complete pull records the device's villages and when it synced: each time they change,
     // else at most once a minute (a write per pull would queue every pull behind the writer).
     let complete = if more {
@@ -1041,14 +1174,13 @@ pub fn read_page(
         villages,
         complete,
     };
-    let prefix = if more && restarting { 'r' } else { 's' };
     // The page drops what the lost villages held and brings the new ones' records: once it is
     // applied, the device holds exactly the caller's villages (the new ones perhaps in part).
     let held: Vec<&str> = now.iter().map(String::as_str).collect();
     let page = Page {
         values,
         purged: purged.into_iter().collect(),
-        next: Cursor(format!("{prefix}{upto}:{}", held.join("."))),
+        next: Cursor(format!("{next}:{}", held.join("."))),
         more,
     };
     Ok((page, settle))
