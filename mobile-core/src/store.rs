@@ -11,7 +11,7 @@ use baylink_domain::{
     Date, EntityKind, Fields, Input, natural_id, to_text, validate_capture, validate_edit,
 };
 use baylink_sync::merge::values;
-use baylink_sync::wire::{ChangeResult, PullResponse};
+use baylink_sync::wire::{self, ChangeResult, FieldValue, PullResponse};
 use baylink_sync::{
     Change, ChangeId, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
 };
@@ -402,13 +402,13 @@ impl Store {
     /// Merges changes made elsewhere, in one transaction. Every change counts once however
     /// often it arrives; the order does not matter.
     pub fn apply_remote(&mut self, changes: &[Change]) -> Result<ApplyReport> {
-        self.write(|tx, device, _| merge_in(tx, device, changes))
+        self.write(|tx, device, _| merge_in(tx, device, changes.iter().cloned()))
     }
 
     /// Applies one page of a pull in one transaction: merges the values, drops the purged
     /// records, learns the clock offset and remembers where the pull ended.
     pub fn apply_pull(&mut self, page: &PullResponse, received_at_ms: u64) -> Result<ApplyReport> {
-        self.apply_pulls(std::slice::from_ref(page), received_at_ms)
+        self.apply_pulls(vec![page.clone()], received_at_ms)
     }
 
     /// Applies consecutive pages of a pull in order, in one transaction: a bootstrap's pages
@@ -418,7 +418,7 @@ impl Store {
     /// complete rather than record by record.
     pub fn apply_pulls(
         &mut self,
-        pages: &[PullResponse],
+        pages: Vec<PullResponse>,
         received_at_ms: u64,
     ) -> Result<ApplyReport> {
         self.write(|tx, device, _| {
@@ -426,27 +426,35 @@ impl Store {
                 db::defer_indexes(tx)?;
             }
             let mut report = ApplyReport::default();
+            let last = pages.last().map(|p| (p.next_cursor.0.clone(), p.more));
             for page in pages {
                 device
                     .clock
                     .learn_offset(page.server_time_ms, received_at_ms);
-                let changes: Vec<Change> = page
-                    .all_values()
-                    .map(|v| Change {
-                        id: ChangeId {
-                            device: v.stamp.node,
-                            counter: 0,
-                        },
-                        kind: v.kind,
-                        entity: v.entity,
-                        field: v.field,
-                        value: v.value,
-                        stamp: v.stamp,
-                        base: None,
-                        extra: BTreeMap::new(),
-                    })
-                    .collect();
-                let merged = merge_in(tx, device, &changes)?;
+                // The page's values are moved into the records, not copied.
+                let change = |v: FieldValue| Change {
+                    id: ChangeId {
+                        device: v.stamp.node,
+                        counter: 0,
+                    },
+                    kind: v.kind,
+                    entity: v.entity,
+                    field: v.field,
+                    value: v.value,
+                    stamp: v.stamp,
+                    base: None,
+                    extra: BTreeMap::new(),
+                };
+                let changes = page
+                    .values
+                    .into_iter()
+                    .chain(
+                        page.records
+                            .into_iter()
+                            .flat_map(wire::RecordValues::into_values),
+                    )
+                    .map(change);
+                let merged = merge_in(tx, device, changes)?;
                 // What a pull brings is the server's state: nothing to report as concurrent.
                 report.applied += merged.applied;
                 report.unchanged += merged.unchanged;
@@ -454,11 +462,11 @@ impl Store {
                     db::delete_record(tx, *id)?;
                 }
             }
-            if let Some(last) = pages.last() {
+            if let Some((cursor, more)) = last {
                 let mut session = db::load_session(tx)?.unwrap_or_default();
-                session.cursor = Some(last.next_cursor.0.clone());
+                session.cursor = Some(cursor);
                 db::save_session(tx, &session)?;
-                if !last.more {
+                if !more {
                     db::restore_indexes(tx)?;
                 }
             }
@@ -674,7 +682,11 @@ fn prefix_filter(column: &str) -> String {
 }
 
 /// Merges changes made elsewhere into the records they touch, each record read and written once.
-fn merge_in(tx: &Transaction<'_>, device: &mut Device, changes: &[Change]) -> Result<ApplyReport> {
+fn merge_in(
+    tx: &Transaction<'_>,
+    device: &mut Device,
+    changes: impl IntoIterator<Item = Change>,
+) -> Result<ApplyReport> {
     let mut report = ApplyReport::default();
     let mut touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)> = BTreeMap::new();
     for change in changes {
@@ -693,7 +705,7 @@ fn merge_in(tx: &Transaction<'_>, device: &mut Device, changes: &[Change]) -> Re
                 e.insert((old, new))
             }
         };
-        let incoming = change.version();
+        let incoming = Versioned::new(change.value, change.stamp);
         let held = record.state.get(&change.field);
         let plan = plan_field(held, &incoming, change.base);
         if let (true, Some(held)) = (plan.concurrent, held) {
@@ -713,7 +725,7 @@ fn merge_in(tx: &Transaction<'_>, device: &mut Device, changes: &[Change]) -> Re
             if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
                 outbox::materialize(tx, device.node, held.stamp.hlc, &change.field, &held.value)?;
             }
-            record.state.insert(change.field.clone(), incoming);
+            record.state.insert(change.field, incoming);
             report.applied += 1;
         } else {
             report.unchanged += 1;

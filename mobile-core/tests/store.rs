@@ -446,7 +446,7 @@ proptest! {
             one_by_one.apply_pull(page, NOW_MS).unwrap();
         }
         let mut together = store();
-        let report = together.apply_pulls(&pages, NOW_MS).unwrap();
+        let report = together.apply_pulls(pages.clone(), NOW_MS).unwrap();
         prop_assert_eq!(report.applied + report.unchanged, changes.len());
         prop_assert_eq!(&together.states().unwrap(), &expected);
         prop_assert_eq!(&one_by_one.states().unwrap(), &expected);

@@ -196,16 +196,28 @@ pub fn group(values: Vec<FieldValue>) -> Vec<RecordValues> {
 
 /// The values of grouped records, field by field.
 pub fn expand(records: &[RecordValues]) -> impl Iterator<Item = FieldValue> + '_ {
-    records.iter().flat_map(|r| {
-        r.fields.iter().map(move |(field, value)| FieldValue {
-            kind: r.kind.clone(),
-            entity: r.entity,
-            field: field.clone(),
-            value: value.clone(),
-            stamp: r.stamps.get(field).copied().unwrap_or(r.stamp),
+    records.iter().cloned().flat_map(RecordValues::into_values)
+}
+
+impl RecordValues {
+    /// The record's values, field by field, moved out of it.
+    pub fn into_values(self) -> impl Iterator<Item = FieldValue> {
+        let RecordValues {
+            kind,
+            entity,
+            stamp,
+            fields,
+            stamps,
+        } = self;
+        fields.into_iter().map(move |(field, value)| FieldValue {
+            kind: kind.clone(),
+            entity,
+            stamp: stamps.get(&field).copied().unwrap_or(stamp),
+            field,
+            value,
             extra: BTreeMap::new(),
         })
-    })
+    }
 }
 
 /// One page of a pull.

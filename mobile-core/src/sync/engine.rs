@@ -410,11 +410,13 @@ fn pull(
             values += page.value_count();
             pages.push(page);
         }
-        let applied = store.apply_pulls(&pages, transport.now_ms())?;
+        let purged: usize = pages.iter().map(|p| p.purged.len()).sum();
+        let more = pages.last().is_some_and(|p| p.more);
+        let applied = store.apply_pulls(pages, transport.now_ms())?;
         report.pulled += (applied.applied + applied.unchanged) as u64;
-        report.purged += pages.iter().map(|p| p.purged.len() as u64).sum::<u64>();
+        report.purged += purged as u64;
         progress.progress("pull", report.pulled, 0);
-        if !pages.last().is_some_and(|p| p.more) {
+        if !more {
             return Ok(());
         }
     }
