@@ -1,15 +1,38 @@
-//! `baylink-bench [--scale F] [--bootstrap-persons N] [--devices N] [--seconds S]`: builds the
-//! district (scale 1: about 400,000 persons, 100,000 houses, 1,000,000 vehicles in 64 villages,
-//! the last one a village of 20,000 persons) and prints each figure beside its baseline, as a
-//! table and as JSON. `baylink-bench serve DIR` is the district's server process it starts.
+//! `baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] [--devices N] [--seconds S]
+//! [--think-ms M] [--keep DIR]` (or `--help`): builds the district (scale 1: about 400,000
+//! persons, 100,000 houses, 1,000,000 vehicles in 64 villages, the last one a village of 20,000
+//! persons) and prints each figure beside its baseline, as a table and as JSON.
+//! `baylink-bench serve DIR` is the district's server process it starts.
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
+    let Some(text) = args
+        .iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    else {
+        return default;
+    };
+    text.parse().unwrap_or_else(|_| {
+        eprintln!("baylink-bench: {name} `{text}` is not a number");
+        std::process::exit(2);
+    })
 }
+
+/// Options that take a value; anything else is a mistake, not a full run of most of an hour.
+const OPTIONS: [&str; 7] = [
+    "--scale",
+    "--bootstrap-persons",
+    "--capture",
+    "--devices",
+    "--seconds",
+    "--think-ms",
+    "--keep",
+];
+
+const USAGE: &str = "usage: baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] \
+[--devices N] [--seconds S] [--think-ms M] [--keep DIR]
+       baylink-bench serve DIR
+A full run (scale 1) takes most of an hour and 13 GB of disk; see docs/performance.md.";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -17,6 +40,17 @@ fn main() {
         let dir = args.get(2).expect("baylink-bench serve DIR");
         baylink_bench::serve::main(std::path::Path::new(dir));
         return;
+    }
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        if a == "--help" || a == "-h" {
+            println!("{USAGE}");
+            return;
+        }
+        if !OPTIONS.contains(&a.as_str()) || rest.next().is_none() {
+            eprintln!("baylink-bench: `{a}` is not an option here (or lacks its value)\n{USAGE}");
+            std::process::exit(2);
+        }
     }
     let options = baylink_bench::Options {
         scale: arg(&args, "--scale", 1.0),
