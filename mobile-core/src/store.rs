@@ -11,7 +11,7 @@ use baylink_domain::{
     Date, EntityKind, Fields, Input, natural_id, to_text, validate_capture, validate_edit,
 };
 use baylink_sync::merge::values;
-use baylink_sync::wire::{self, ChangeResult, FieldValue, PullResponse};
+use baylink_sync::wire::{ChangeResult, PullResponse};
 use baylink_sync::{
     Change, ChangeId, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
 };
@@ -414,8 +414,8 @@ impl Store {
     /// Applies consecutive pages of a pull in order, in one transaction: a bootstrap's pages
     /// rewrite the same index pages, and each commit writes them again (fewer commits wrote less
     /// than half as much). The cursor kept is the last page's. A device that holds no record
-    /// and is sent more than one page (a bootstrap) builds its search indexes once the pull is
-    /// complete rather than record by record.
+    /// and is sent a page with more to come (a bootstrap) builds its search indexes once the
+    /// pull is complete rather than record by record.
     pub fn apply_pulls(
         &mut self,
         pages: Vec<PullResponse>,
@@ -427,12 +427,13 @@ impl Store {
             }
             let mut report = ApplyReport::default();
             let last = pages.last().map(|p| (p.next_cursor.0.clone(), p.more));
-            for page in pages {
+            for mut page in pages {
                 device
                     .clock
                     .learn_offset(page.server_time_ms, received_at_ms);
+                let purged = std::mem::take(&mut page.purged);
                 // The page's values are moved into the records, not copied.
-                let change = |v: FieldValue| Change {
+                let changes = page.into_values().map(|v| Change {
                     id: ChangeId {
                         device: v.stamp.node,
                         counter: 0,
@@ -444,22 +445,13 @@ impl Store {
                     stamp: v.stamp,
                     base: None,
                     extra: BTreeMap::new(),
-                };
-                let changes = page
-                    .values
-                    .into_iter()
-                    .chain(
-                        page.records
-                            .into_iter()
-                            .flat_map(wire::RecordValues::into_values),
-                    )
-                    .map(change);
+                });
                 let merged = merge_in(tx, device, changes)?;
                 // What a pull brings is the server's state: nothing to report as concurrent.
                 report.applied += merged.applied;
                 report.unchanged += merged.unchanged;
-                for id in &page.purged {
-                    db::delete_record(tx, *id)?;
+                for id in purged {
+                    db::delete_record(tx, id)?;
                 }
             }
             if let Some((cursor, more)) = last {

@@ -5,11 +5,13 @@
 // Helpers here are part of the tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
+
 use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::rusqlite::Connection;
 use baylink_server::store::sync::{self, Caller, Page};
 use baylink_server::store::{Db, now_ms};
-use baylink_sync::wire::Cursor;
+use baylink_sync::wire::{Cursor, FieldValue};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -113,6 +115,23 @@ fn pull(db: &Db, officer: &mut Officer, limit: u32, deliver: bool) -> Page {
         officer.cursor = Some(page.next.0.clone());
     }
     page
+}
+
+/// Pulls pages, each delivered, until none is left: every value sent, in order.
+fn pull_all(db: &Db, officer: &mut Officer, limit: u32) -> Vec<FieldValue> {
+    let mut sent = Vec::new();
+    loop {
+        let page = pull(db, officer, limit, true);
+        assert!(
+            page.values.len() <= limit as usize,
+            "{} values",
+            page.values.len()
+        );
+        sent.extend(page.values);
+        if !page.more {
+            return sent;
+        }
+    }
 }
 
 fn person(village: &str, n: u128) -> (Uuid, Vec<(&'static str, Value)>) {
@@ -222,7 +241,7 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
     let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
     // B's officer is given A too, and is up to date: what follows comes through the feeds.
     assign(&db, "ob", &[A, B]);
-    while pull(&db, &mut ob, 3, true).more {}
+    pull_all(&db, &mut ob, 3);
     let mut t = now_ms();
     let mut order = Vec::new();
     for n in 0..4 {
@@ -250,16 +269,9 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
         t + 2,
         &fields,
     );
-    let everything = |officer: &mut Officer| {
-        let mut seen = Vec::new();
-        loop {
-            let page = pull(&db, officer, 3, true);
-            assert!(page.values.len() <= 3);
-            seen.extend(page.values.into_iter().map(|v| (v.entity, v.field)));
-            if !page.more {
-                return seen;
-            }
-        }
+    let everything = |officer: &mut Officer| -> Vec<(Uuid, String)> {
+        let sent = pull_all(&db, officer, 3);
+        sent.into_iter().map(|v| (v.entity, v.field)).collect()
     };
     let values: i64 = db
         .call_blocking(|c| Ok(c.query_row("SELECT count(*) FROM field", [], |r| r.get(0))?))
@@ -294,16 +306,7 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
 fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
     let (db, _dir) = setup();
     let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
-    let everything = |officer: &mut Officer| {
-        let mut sent = Vec::new();
-        loop {
-            let page = pull(&db, officer, 100, true);
-            sent.extend(page.values);
-            if !page.more {
-                return sent;
-            }
-        }
-    };
+    let everything = |officer: &mut Officer| pull_all(&db, officer, 100);
     // A phone of each village, up to date before: what follows reaches them through the feeds
     // (a fresh phone is sent a snapshot of its villages' records instead).
     let (mut phone_a, mut phone_b) = (officer("oa", 1), officer("ob", 2));
@@ -368,8 +371,8 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
         push(&db, &mut oa, id, t + 3, &fields);
     }
     let mut phone = officer("oa", 1);
-    let mut held: std::collections::BTreeMap<(Uuid, String), (Value, Stamp)> = Default::default();
-    let apply = |held: &mut std::collections::BTreeMap<_, _>, page: &Page| {
+    let mut held: BTreeMap<(Uuid, String), (Value, Stamp)> = Default::default();
+    let apply = |held: &mut BTreeMap<_, _>, page: &Page| {
         assert!(page.values.len() <= 10, "{} values", page.values.len());
         for v in &page.values {
             let key = (v.entity, v.field.clone());
@@ -425,7 +428,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
             break;
         }
     }
-    let expected: std::collections::BTreeMap<(Uuid, String), Value> = db
+    let expected: BTreeMap<(Uuid, String), Value> = db
         .call_blocking(|c| {
             let mut stmt = c.prepare(
                 "SELECT f.entity, f.field, f.value FROM field f
@@ -445,8 +448,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
                 .collect())
         })
         .unwrap();
-    let got: std::collections::BTreeMap<(Uuid, String), Value> =
-        held.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let got: BTreeMap<(Uuid, String), Value> = held.into_iter().map(|(k, (v, _))| (k, v)).collect();
     assert_eq!(got, expected);
     assert!(got.keys().all(|(entity, _)| *entity != lodger));
     assert_eq!(got[&(late, "name".to_owned())], json!("P5"));

@@ -244,9 +244,11 @@ pub struct PullResponse {
 }
 
 impl PullResponse {
-    /// Every value of the page, whichever way it came.
-    pub fn all_values(&self) -> impl Iterator<Item = FieldValue> + '_ {
-        self.values.iter().cloned().chain(expand(&self.records))
+    /// Every value of the page, whichever way it came, moved out of it.
+    pub fn into_values(self) -> impl Iterator<Item = FieldValue> {
+        self.values
+            .into_iter()
+            .chain(self.records.into_iter().flat_map(RecordValues::into_values))
     }
 
     /// How many values the page holds.

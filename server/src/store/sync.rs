@@ -962,8 +962,10 @@ impl StoredValue {
     }
 }
 
-/// Values of the caller's villages' records after the (record, field) key `after`, in key order,
-/// at most `limit + 1`: each village's records in id order, merged. Records and their fields
+/// Values of the caller's villages' records after the (record, field) key `after`, in key order:
+/// at most `limit + 1` from each village's records in id order, merged, so that the first
+/// `limit` hold every value up to the last of them, whichever village it came from. Records and
+/// their fields
 /// are read by two statements: SQLite sorts the joined rows of a record again, though the
 /// field table holds them in order.
 fn snapshot_values(
@@ -985,7 +987,7 @@ fn snapshot_values(
         )?;
         let mut found = records.query(params![village, after.0])?;
         let mut taken = 0;
-        while let Some(record) = found.next()? {
+        'records: while let Some(record) = found.next()? {
             let (entity, kind): (String, String) = (record.get(0)?, record.get(1)?);
             let from = if entity == after.0 {
                 after.1.as_str()
@@ -1004,11 +1006,8 @@ fn snapshot_values(
                 });
                 taken += 1;
                 if taken == wanted {
-                    break;
+                    break 'records;
                 }
-            }
-            if taken == wanted {
-                break;
             }
         }
     }
@@ -1018,8 +1017,9 @@ fn snapshot_values(
     Ok(rows)
 }
 
-/// Values of the caller's villages written or resent after `after`, in `seq` order, at most
-/// `limit + 1`: each village's feed in order, merged.
+/// Values of the caller's villages written or resent after `after`, in `seq` order: at most
+/// `limit + 1` from each village's feed, merged, so that the first `limit` hold every value up
+/// to the last of them, whichever village it came from.
 fn feed_values(
     tx: &Connection,
     villages: &[String],
