@@ -1074,3 +1074,112 @@ async fn merging_a_record_already_merged_is_refused_with_a_page_and_changes_noth
     assert_eq!(itself.status, StatusCode::BAD_REQUEST);
     assert_eq!((history(twin), history(person)), before, "nothing written");
 }
+
+/// The summary row of `entity` as stored, every column but the entity id.
+fn summary_row(console: &Console, entity: Uuid) -> Vec<String> {
+    console
+        .state
+        .db
+        .call_blocking(move |conn| {
+            Ok(conn.query_row(
+                "SELECT kind, village, label, id_number, name, plate, address, phone,
+                        review_status, deleted, created_by, created_at, updated_seq
+                 FROM summary WHERE entity = ?1",
+                [entity.to_string()],
+                |r| {
+                    (0..13)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect()
+                },
+            )?)
+        })
+        .unwrap()
+}
+
+/// The row a summary recomputed from nothing has (the full write, not the recency-only one).
+fn recomputed_row(console: &Console, entity: Uuid) -> Vec<String> {
+    console
+        .state
+        .db
+        .call_blocking(move |conn| {
+            conn.execute(
+                "DELETE FROM summary WHERE entity = ?1",
+                [entity.to_string()],
+            )?;
+            baylink_server::store::console::refresh_summary(conn, &entity.to_string())
+        })
+        .unwrap();
+    summary_row(console, entity)
+}
+
+#[tokio::test]
+async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows_renames() {
+    let (console, person) = Console::new();
+    let other = Uuid::from_u128(43);
+    let body = "11010519800101003";
+    let id_number = format!(
+        "{body}{}",
+        baylink_domain::id_number::check_char(body.as_bytes())
+    );
+    push_as_officer(
+        &console,
+        "person",
+        other,
+        &person_fields("resident_id", &id_number, "李强"),
+    );
+    let ids = |query: Option<&str>| {
+        let filter = baylink_server::store::console::Filter {
+            kind: Some("person".into()),
+            query: query.map(Into::into),
+            ..Default::default()
+        };
+        console
+            .state
+            .db
+            .call_blocking(move |conn| {
+                baylink_server::store::console::list(conn, &[VILLAGE.to_owned()], &filter, 10, 0)
+            })
+            .unwrap()
+            .into_iter()
+            .map(|row| row.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(None)[0], other.to_string(), "newest first");
+
+    // A note changes no listed column: only the record's recency moves, to the front.
+    let before = summary_row(&console, person);
+    push_as_officer(&console, "person", person, &[("notes", json!("二楼东"))]);
+    let after = summary_row(&console, person);
+    assert_eq!(before[..12], after[..12], "listed columns kept");
+    assert_ne!(before[12], after[12], "recency moved");
+    assert_eq!(
+        ids(None)[0],
+        person.to_string(),
+        "an edited record lists first"
+    );
+    assert_eq!(after, recomputed_row(&console, person));
+
+    // A rename rewrites the name and label: search finds the new name, not the old.
+    push_as_officer(&console, "person", person, &[("name", json!("王芳华"))]);
+    let renamed = summary_row(&console, person);
+    assert_ne!(renamed[2], after[2], "label follows the name");
+    assert_eq!(renamed, recomputed_row(&console, person));
+    assert!(ids(Some("王芳华")).contains(&person.to_string()));
+    push_as_officer(&console, "person", person, &[("name", json!("张伟"))]);
+    assert!(!ids(Some("王芳")).contains(&person.to_string()), "old name");
+    assert!(ids(Some("张伟")).contains(&person.to_string()));
+
+    // A phone and a note together: the phone column changes, so the whole row is written.
+    push_as_officer(
+        &console,
+        "person",
+        person,
+        &[("phone", json!("13900139000")), ("notes", json!("三楼"))],
+    );
+    let row = summary_row(&console, person);
+    assert!(row[7].contains("13900139000"), "{row:?}");
+    assert_eq!(row, recomputed_row(&console, person));
+}

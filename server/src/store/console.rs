@@ -9,6 +9,27 @@ use baylink_domain::{EntityKind, Fields, summarize};
 
 use crate::error::AppError;
 
+/// A summary row as stored: kind, village, label, ID number, name, plate; address, phone,
+/// review status, deleted, created by, created at.
+type StoredSummary = (
+    (
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+    (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        bool,
+        Option<String>,
+        Option<String>,
+    ),
+);
+
 /// Recomputes an entity's summary row from its current fields.
 pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> {
     let row: Option<(String, Option<String>)> = conn
@@ -38,6 +59,53 @@ pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> 
         .unwrap_or_default();
     let created_by = fields.get("created_by").and_then(Value::as_str);
     let created_at = fields.get("created_at").and_then(Value::as_str);
+    // Most writes (a note, a phone number) leave every listed column as it was: then only the
+    // recency moves, and the row's eleven other indexes are not rewritten.
+    let stored: Option<StoredSummary> = conn
+        .prepare_cached(
+            "SELECT kind, village, label, id_number, name, plate, address, phone, review_status,
+                    deleted, created_by, created_at FROM summary WHERE entity = ?1",
+        )?
+        .query_row([entity], |r| {
+            Ok((
+                (
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ),
+                (
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ),
+            ))
+        })
+        .optional()?;
+    let unchanged = stored.is_some_and(|((k, v, l, i, n, p), (a, ph, rs, d, cb, ca))| {
+        k == kind
+            && v == village
+            && l == summary.label
+            && i == summary.id_number
+            && n == summary.name
+            && p == summary.plate
+            && a == summary.address
+            && ph == summary.phone
+            && rs == summary.review_status
+            && d == summary.deleted
+            && cb.as_deref() == created_by
+            && ca.as_deref() == created_at
+    });
+    if unchanged {
+        conn.prepare_cached("UPDATE summary SET updated_seq = ?2 WHERE entity = ?1")?
+            .execute(params![entity, updated])?;
+        return Ok(());
+    }
     conn.prepare_cached(
         "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
                               review_status, deleted, created_by, created_at, updated_seq)

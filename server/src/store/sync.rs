@@ -353,12 +353,19 @@ pub fn push(
             results.push(refuse(&tx, &caller.device, counter, code, message)?);
             continue;
         }
+        let entity = change.entity.hyphenated().to_string();
+        if !touched.contains(&entity) {
+            tx.prepare_cached(
+                "INSERT INTO entity (id, kind, village) VALUES (?1, ?2, NULL) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![entity, change.kind])?;
+        }
         apply(&tx, &mut seq, caller, change, now_ms, &mut persons)?;
-        touched.insert(change.entity.hyphenated().to_string());
+        touched.insert(entity);
         results.push(accepted(counter));
     }
-    rescope(&tx, &mut seq, &touched, &persons)?;
-    settle_device_holdings(&tx, &mut seq, &touched, caller)?;
+    let scopes = rescope(&tx, &mut seq, &touched, &persons)?;
+    settle_device_holdings(&tx, &mut seq, &touched, &scopes, caller)?;
     seq.save(&tx)?;
     crate::store::alerts::raise(&tx, &touched, caller, now_ms)?;
     tx.execute(
@@ -496,8 +503,11 @@ pub fn review(
     server_write(conn, reviewer.account, entity, &fields, now_ms)
 }
 
-/// Merges one accepted change: history always, the field when it wins, a conflict when it was
-/// concurrent.
+/// Each record's villages as a write left them.
+type Scopes = HashMap<String, BTreeSet<String>>;
+
+/// Merges one accepted change to a record already in `entity`: history always, the field when
+/// it wins, a conflict when it was concurrent.
 fn apply(
     tx: &Transaction<'_>,
     seq: &mut Sequence,
@@ -510,10 +520,6 @@ fn apply(
     let held = held(tx, &entity, &change.field)?;
     let incoming = change.version();
     let plan = plan_field(held.as_ref(), &incoming, change.base);
-    tx.prepare_cached(
-        "INSERT INTO entity (id, kind, village) VALUES (?1, ?2, NULL) ON CONFLICT (id) DO NOTHING",
-    )?
-    .execute(params![entity, change.kind])?;
     let value_text = change.value.to_string();
     tx.prepare_cached(
         "INSERT INTO history (entity, kind, field, old_value, old_stamp, value, stamp, won, device, account, at_ms)
@@ -593,6 +599,7 @@ fn settle_device_holdings(
     tx: &Transaction<'_>,
     seq: &mut Sequence,
     touched: &BTreeSet<String>,
+    scopes: &Scopes,
     caller: &Caller,
 ) -> Result<(), AppError> {
     if caller.villages.is_empty() {
@@ -600,7 +607,9 @@ fn settle_device_holdings(
     }
     let mut written = BTreeSet::new();
     for entity in touched {
-        let scope = scope_of(tx, entity)?;
+        let scope = scopes.get(entity).ok_or_else(|| {
+            AppError::Internal(format!("no scope set for the written record {entity}"))
+        })?;
         let mine: Vec<&String> = caller
             .villages
             .iter()
@@ -627,20 +636,22 @@ fn settle_device_holdings(
 /// Recomputes the scope of touched entities (and of the people whose residences changed);
 /// an entity that enters a village is resent whole to it, one that leaves is purged there.
 /// Then every value written or resent in this write goes into the feeds of its entity's villages.
+/// Returns the villages it set, for the rest of the write.
 fn rescope(
     tx: &Transaction<'_>,
     seq: &mut Sequence,
     touched: &BTreeSet<String>,
     persons: &BTreeSet<String>,
-) -> Result<(), AppError> {
+) -> Result<Scopes, AppError> {
     for entity in touched {
         crate::store::console::refresh_summary(tx, entity)?;
     }
     let mut people = persons.clone();
+    let mut scopes = Scopes::new();
     for entity in touched {
-        let kind: String = tx
-            .prepare_cached("SELECT kind FROM entity WHERE id = ?1")?
-            .query_row([entity], |r| r.get(0))?;
+        let (kind, village): (String, Option<String>) = tx
+            .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
+            .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))?;
         match kind.as_str() {
             "residence" => {
                 let person = text_of(tx, entity, "person")?;
@@ -670,10 +681,9 @@ fn rescope(
             }
             _ => {}
         }
-        let village: Option<String> = tx
-            .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
-            .query_row([entity], |r| r.get(0))?;
-        set_scope(tx, seq, entity, &village.into_iter().collect())?;
+        let village: BTreeSet<String> = village.into_iter().collect();
+        set_scope(tx, seq, entity, &village)?;
+        scopes.insert(entity.clone(), village);
     }
     // People whose scope may have grown (and their values been resent), beyond the touched.
     let mut resent = BTreeSet::new();
@@ -696,13 +706,14 @@ fn rescope(
             .collect::<Result<_, _>>()?;
         villages.extend(lived);
         if set_scope(tx, seq, &person, &villages)? && !touched.contains(&person) {
-            resent.insert(person);
+            resent.insert(person.clone());
         }
+        scopes.insert(person, villages);
     }
     for entity in touched.iter().chain(&resent) {
         publish(tx, entity, seq.start)?;
     }
-    Ok(())
+    Ok(scopes)
 }
 
 /// Puts an entity's values written or resent after `since` into the feeds of its villages.
