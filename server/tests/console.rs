@@ -1183,3 +1183,84 @@ async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows
     assert!(row[7].contains("13900139000"), "{row:?}");
     assert_eq!(row, recomputed_row(&console, person));
 }
+
+#[tokio::test]
+async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write() {
+    let (console, _) = Console::new();
+    let entity = Uuid::from_u128(44);
+    let body = "11010519800101005";
+    let id_number = format!(
+        "{body}{}",
+        baylink_domain::id_number::check_char(body.as_bytes())
+    );
+    let (history, value) =
+        console
+            .state
+            .db
+            .call_blocking(move |conn| {
+                let officer = accounts::account_by_username(conn, "o1")?.unwrap();
+                let device = NodeId(Uuid::from_u128(1));
+                let now = baylink_server::store::now_ms();
+                // The newer name first, then an older one for the same field of the new record.
+                let writes = [
+                    ("village", json!(VILLAGE), 0),
+                    ("id_type", json!("resident_id"), 0),
+                    ("id_number", json!(id_number), 0),
+                    ("name", json!("新名"), 2),
+                    ("name", json!("旧名"), 1),
+                ];
+                let changes: Vec<Change> = writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (field, value, tick))| Change {
+                        id: ChangeId {
+                            device,
+                            counter: 100 + i as u64,
+                        },
+                        kind: "person".into(),
+                        entity,
+                        field: (*field).into(),
+                        value: value.clone(),
+                        stamp: Stamp::new(Hlc::new(now - 10 + tick, 0), device),
+                        base: None,
+                        extra: Default::default(),
+                    })
+                    .collect();
+                let caller = Caller {
+                    account: officer.id,
+                    role: Role::Officer,
+                    device: device.to_string(),
+                    villages: vec![VILLAGE.into()],
+                };
+                let results = sync::push(conn, &caller, &changes, now, 60_000)?;
+                assert!(
+                    results
+                        .iter()
+                        .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
+                    "{results:?}"
+                );
+                let history: Vec<(Option<String>, String, bool)> = conn
+                .prepare(
+                    "SELECT old_value, value, won FROM history WHERE entity = ?1 AND field = 'name'
+                     ORDER BY seq",
+                )?
+                .query_map([entity.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+                let value: String = conn.query_row(
+                    "SELECT value FROM field WHERE entity = ?1 AND field = 'name'",
+                    [entity.to_string()],
+                    |r| r.get(0),
+                )?;
+                Ok((history, value))
+            })
+            .unwrap();
+    assert_eq!(value, "\"新名\"", "the newer write stays");
+    assert_eq!(
+        history,
+        vec![
+            (None, "\"新名\"".to_owned(), true),
+            (Some("\"新名\"".to_owned()), "\"旧名\"".to_owned(), false),
+        ],
+        "the second write was merged against the first"
+    );
+}

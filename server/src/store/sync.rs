@@ -1,7 +1,7 @@
 //! Push and pull: merging devices' changes into the server's state, the history, conflicts and
 //! scopes; and serving each device the current values of its villages after a cursor.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, EntityKind, Fields, Writer, validate_values};
@@ -302,6 +302,8 @@ pub fn push(
     let mut scope_verdict: HashMap<Uuid, Option<String>> = HashMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut persons: BTreeSet<String> = BTreeSet::new();
+    // Records created by this push, with the fields it wrote to each so far.
+    let mut created_here: HashMap<String, HashSet<String>> = HashMap::new();
     let mut results = Vec::with_capacity(changes.len());
     // Changes come in counter order; one at or below the newest seen is a repeat.
     let mut newest = last_counter as u64;
@@ -355,12 +357,21 @@ pub fn push(
         }
         let entity = change.entity.hyphenated().to_string();
         if !touched.contains(&entity) {
-            tx.prepare_cached(
-                "INSERT INTO entity (id, kind, village) VALUES (?1, ?2, NULL) ON CONFLICT (id) DO NOTHING",
-            )?
-            .execute(params![entity, change.kind])?;
+            let created = tx
+                .prepare_cached(
+                    "INSERT INTO entity (id, kind, village) VALUES (?1, ?2, NULL) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![entity, change.kind])?;
+            if created == 1 {
+                created_here.insert(entity.clone(), HashSet::new());
+            }
         }
-        apply(&tx, &mut seq, caller, change, now_ms, &mut persons)?;
+        // A record this push created holds only the fields this push wrote: no lookup for the
+        // others (most of an ingest's changes).
+        let absent = created_here
+            .get_mut(&entity)
+            .is_some_and(|written| written.insert(change.field.clone()));
+        apply(&tx, &mut seq, caller, change, absent, now_ms, &mut persons)?;
         touched.insert(entity);
         results.push(accepted(counter));
     }
@@ -455,7 +466,7 @@ pub fn write_in(
     };
     let mut persons = BTreeSet::new();
     for change in &changes {
-        apply(tx, &mut seq, &caller, change, now_ms, &mut persons)?;
+        apply(tx, &mut seq, &caller, change, false, now_ms, &mut persons)?;
     }
     rescope(tx, &mut seq, &BTreeSet::from([id]), &persons)?;
     seq.save(tx)?;
@@ -507,17 +518,22 @@ pub fn review(
 type Scopes = HashMap<String, BTreeSet<String>>;
 
 /// Merges one accepted change to a record already in `entity`: history always, the field when
-/// it wins, a conflict when it was concurrent.
+/// it wins, a conflict when it was concurrent. `absent`: the field is known not to be stored.
 fn apply(
     tx: &Transaction<'_>,
     seq: &mut Sequence,
     caller: &Caller,
     change: &Change,
+    absent: bool,
     now_ms: u64,
     persons: &mut BTreeSet<String>,
 ) -> Result<(), AppError> {
     let entity = change.entity.hyphenated().to_string();
-    let held = held(tx, &entity, &change.field)?;
+    let held = if absent {
+        None
+    } else {
+        held(tx, &entity, &change.field)?
+    };
     let incoming = change.version();
     let plan = plan_field(held.as_ref(), &incoming, change.base);
     let value_text = change.value.to_string();
