@@ -59,8 +59,8 @@ pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> 
         .unwrap_or_default();
     let created_by = fields.get("created_by").and_then(Value::as_str);
     let created_at = fields.get("created_at").and_then(Value::as_str);
-    // Most writes (a note, a phone number) leave every listed column as it was: then only the
-    // recency moves, and the row's eleven other indexes are not rewritten.
+    // Many writes (a note, an occupation) leave every listed column as it was: then only the
+    // recency is written (the four indexes holding it), and the search and date indexes are not.
     let stored: Option<StoredSummary> = conn
         .prepare_cached(
             "SELECT kind, village, label, id_number, name, plate, address, phone, review_status,
