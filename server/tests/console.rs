@@ -609,6 +609,18 @@ fn push_from_officer(
     entity: Uuid,
     fields: &[(&str, serde_json::Value)],
 ) -> Vec<baylink_sync::wire::ChangeResult> {
+    let ticked: Vec<_> = fields.iter().map(|(f, v)| (*f, v.clone(), 0)).collect();
+    push_ticked(console, kind, entity, &ticked)
+}
+
+/// [`push_from_officer`] with each field stamped its `tick` milliseconds after now (one stamp for
+/// all when the ticks are equal, as a saved form has).
+fn push_ticked(
+    console: &Console,
+    kind: &str,
+    entity: Uuid,
+    fields: &[(&str, serde_json::Value, u64)],
+) -> Vec<baylink_sync::wire::ChangeResult> {
     console
         .state
         .db
@@ -621,11 +633,10 @@ fn push_from_officer(
                 |r| r.get(0),
             )?;
             let now = baylink_server::store::now_ms();
-            let stamp = Stamp::new(Hlc::new(now, 0), device);
             let changes: Vec<Change> = fields
                 .iter()
                 .enumerate()
-                .map(|(i, (field, value))| Change {
+                .map(|(i, (field, value, tick))| Change {
                     id: ChangeId {
                         device,
                         counter: last as u64 + i as u64 + 1,
@@ -634,7 +645,7 @@ fn push_from_officer(
                     entity,
                     field: (*field).into(),
                     value: value.clone(),
-                    stamp,
+                    stamp: Stamp::new(Hlc::new(now + tick, 0), device),
                     base: None,
                     extra: Default::default(),
                 })
@@ -1193,67 +1204,46 @@ async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write(
         "{body}{}",
         baylink_domain::id_number::check_char(body.as_bytes())
     );
-    let (history, value) =
-        console
-            .state
-            .db
-            .call_blocking(move |conn| {
-                let officer = accounts::account_by_username(conn, "o1")?.unwrap();
-                let device = NodeId(Uuid::from_u128(1));
-                let now = baylink_server::store::now_ms();
-                // The newer name first, then an older one for the same field of the new record.
-                let writes = [
-                    ("village", json!(VILLAGE), 0),
-                    ("id_type", json!("resident_id"), 0),
-                    ("id_number", json!(id_number), 0),
-                    ("name", json!("新名"), 2),
-                    ("name", json!("旧名"), 1),
-                ];
-                let changes: Vec<Change> = writes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (field, value, tick))| Change {
-                        id: ChangeId {
-                            device,
-                            counter: 100 + i as u64,
-                        },
-                        kind: "person".into(),
-                        entity,
-                        field: (*field).into(),
-                        value: value.clone(),
-                        stamp: Stamp::new(Hlc::new(now - 10 + tick, 0), device),
-                        base: None,
-                        extra: Default::default(),
-                    })
-                    .collect();
-                let caller = Caller {
-                    account: officer.id,
-                    role: Role::Officer,
-                    device: device.to_string(),
-                    villages: vec![VILLAGE.into()],
-                };
-                let results = sync::push(conn, &caller, &changes, now, 60_000)?;
-                assert!(
-                    results
-                        .iter()
-                        .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
-                    "{results:?}"
-                );
-                let history: Vec<(Option<String>, String, bool)> = conn
+    // The newer name first, then an older one for the same field of the new record.
+    let results = push_ticked(
+        &console,
+        "person",
+        entity,
+        &[
+            ("village", json!(VILLAGE), 0),
+            ("id_type", json!("resident_id"), 0),
+            ("id_number", json!(id_number), 0),
+            ("name", json!("新名"), 2),
+            ("name", json!("旧名"), 1),
+        ],
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
+        "{results:?}"
+    );
+    let (history, value) = console
+        .state
+        .db
+        .call_blocking(move |conn| {
+            let history: Vec<(Option<String>, String, bool)> = conn
                 .prepare(
                     "SELECT old_value, value, won FROM history WHERE entity = ?1 AND field = 'name'
                      ORDER BY seq",
                 )?
-                .query_map([entity.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map([entity.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .collect::<Result<_, _>>()?;
-                let value: String = conn.query_row(
-                    "SELECT value FROM field WHERE entity = ?1 AND field = 'name'",
-                    [entity.to_string()],
-                    |r| r.get(0),
-                )?;
-                Ok((history, value))
-            })
-            .unwrap();
+            let value: String = conn.query_row(
+                "SELECT value FROM field WHERE entity = ?1 AND field = 'name'",
+                [entity.to_string()],
+                |r| r.get(0),
+            )?;
+            Ok((history, value))
+        })
+        .unwrap();
     assert_eq!(value, "\"新名\"", "the newer write stays");
     assert_eq!(
         history,

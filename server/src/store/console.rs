@@ -9,27 +9,6 @@ use baylink_domain::{EntityKind, Fields, summarize};
 
 use crate::error::AppError;
 
-/// A summary row as stored: kind, village, label, ID number, name, plate; address, phone,
-/// review status, deleted, created by, created at.
-type StoredSummary = (
-    (
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ),
-    (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        bool,
-        Option<String>,
-        Option<String>,
-    ),
-);
-
 /// Recomputes an entity's summary row from its current fields.
 pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> {
     let row: Option<(String, Option<String>)> = conn
@@ -59,65 +38,7 @@ pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> 
         .unwrap_or_default();
     let created_by = fields.get("created_by").and_then(Value::as_str);
     let created_at = fields.get("created_at").and_then(Value::as_str);
-    // Many writes (a note, an occupation) leave every listed column as it was: then only the
-    // recency is written (the four indexes holding it), and the search and date indexes are not.
-    let stored: Option<StoredSummary> = conn
-        .prepare_cached(
-            "SELECT kind, village, label, id_number, name, plate, address, phone, review_status,
-                    deleted, created_by, created_at FROM summary WHERE entity = ?1",
-        )?
-        .query_row([entity], |r| {
-            Ok((
-                (
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ),
-                (
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                ),
-            ))
-        })
-        .optional()?;
-    let unchanged = stored.is_some_and(|((k, v, l, i, n, p), (a, ph, rs, d, cb, ca))| {
-        k == kind
-            && v == village
-            && l == summary.label
-            && i == summary.id_number
-            && n == summary.name
-            && p == summary.plate
-            && a == summary.address
-            && ph == summary.phone
-            && rs == summary.review_status
-            && d == summary.deleted
-            && cb.as_deref() == created_by
-            && ca.as_deref() == created_at
-    });
-    if unchanged {
-        conn.prepare_cached("UPDATE summary SET updated_seq = ?2 WHERE entity = ?1")?
-            .execute(params![entity, updated])?;
-        return Ok(());
-    }
-    conn.prepare_cached(
-        "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
-                              review_status, deleted, created_by, created_at, updated_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (entity) DO UPDATE SET kind = excluded.kind, village = excluded.village,
-             label = excluded.label, id_number = excluded.id_number, name = excluded.name,
-             plate = excluded.plate, address = excluded.address, phone = excluded.phone,
-             review_status = excluded.review_status, deleted = excluded.deleted,
-             created_by = excluded.created_by, created_at = excluded.created_at,
-             updated_seq = excluded.updated_seq",
-    )?
-    .execute(params![
+    let columns = params![
         entity,
         kind,
         village,
@@ -132,7 +53,33 @@ pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> 
         created_by,
         created_at,
         updated
-    ])?;
+    ];
+    // Many writes (a note, an occupation) leave every listed column as it was: then only the
+    // recency is written (the four indexes holding it), and the search and date indexes are not.
+    let recency_only = conn
+        .prepare_cached(
+            "UPDATE summary SET updated_seq = ?14
+             WHERE entity = ?1 AND kind = ?2 AND village IS ?3 AND label = ?4 AND id_number IS ?5
+               AND name IS ?6 AND plate IS ?7 AND address IS ?8 AND phone IS ?9
+               AND review_status IS ?10 AND deleted = ?11 AND created_by IS ?12
+               AND created_at IS ?13",
+        )?
+        .execute(columns)?;
+    if recency_only == 1 {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
+                              review_status, deleted, created_by, created_at, updated_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (entity) DO UPDATE SET kind = excluded.kind, village = excluded.village,
+             label = excluded.label, id_number = excluded.id_number, name = excluded.name,
+             plate = excluded.plate, address = excluded.address, phone = excluded.phone,
+             review_status = excluded.review_status, deleted = excluded.deleted,
+             created_by = excluded.created_by, created_at = excluded.created_at,
+             updated_seq = excluded.updated_seq",
+    )?
+    .execute(columns)?;
     Ok(())
 }
 
