@@ -13,6 +13,7 @@ use baylink_server::store::sync::{self, Caller, Page};
 use baylink_server::store::{Db, now_ms};
 use baylink_sync::wire::{Cursor, FieldValue};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -118,7 +119,7 @@ fn pull(db: &Db, officer: &mut Officer, limit: u32, deliver: bool) -> Page {
 }
 
 /// Pulls pages, each delivered, until none is left: every value sent, in order.
-fn pull_all(db: &Db, officer: &mut Officer, limit: u32) -> Vec<FieldValue> {
+fn pull_all(db: &Db, officer: &mut Officer, limit: u32) -> Vec<FieldValue<Box<RawValue>>> {
     let mut sent = Vec::new();
     loop {
         let page = pull(db, officer, limit, true);
@@ -377,7 +378,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
         for v in &page.values {
             let key = (v.entity, v.field.clone());
             if held.get(&key).is_none_or(|(_, s)| *s < v.stamp) {
-                held.insert(key, (v.value.clone(), v.stamp));
+                held.insert(key, (serde_json::from_str(v.value.get()).unwrap(), v.stamp));
             }
         }
         held.retain(|(entity, _), _| !page.purged.contains(entity));

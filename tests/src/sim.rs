@@ -300,7 +300,7 @@ impl Transport for Link<'_> {
                 server_sync::pull(c, &caller, from, limit)
             })
             .expect("pull");
-        let answer = PullResponse {
+        let sent = PullResponse {
             server_time_ms: self.server.now,
             // Grouped by record, as a phone of this version is answered.
             values: Vec::new(),
@@ -310,6 +310,9 @@ impl Transport for Link<'_> {
             more: page.more,
             extra: BTreeMap::new(),
         };
+        // The server's stored JSON reaches the phone as text, which it parses.
+        let text = serde_json::to_string(&sent).expect("page to JSON");
+        let answer: PullResponse = serde_json::from_str(&text).expect("page from JSON");
         let answer = self.deliver(answer)?;
         if self.faults && self.rng.chance(5) {
             self.echoes.push(Echo::Pull(self.phone, answer.clone()));

@@ -107,9 +107,11 @@ pub struct PullRequest {
     pub extra: BTreeMap<String, Value>,
 }
 
-/// The current value of one field (a state delta, not history).
+/// The current value of one field (a state delta, not history). The value is parsed JSON where
+/// it is read (`V` = [`Value`]); a server passes stored JSON through as [`RawValue`](serde_json::value::RawValue)
+/// unparsed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldValue {
+pub struct FieldValue<V = Value> {
     /// Entity kind.
     pub kind: String,
     /// Entity id.
@@ -117,7 +119,7 @@ pub struct FieldValue {
     /// Field name.
     pub field: String,
     /// Current value.
-    pub value: Value,
+    pub value: V,
     /// Its stamp.
     pub stamp: Stamp,
     /// Unknown members, relayed.
@@ -128,7 +130,7 @@ pub struct FieldValue {
 /// Current values of some fields of one record, as pull pages carry them from protocol 2 on.
 /// Unknown members are ignored, not relayed: a page is applied, never passed on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordValues {
+pub struct RecordValues<V = Value> {
     /// Entity kind.
     pub kind: String,
     /// Entity id.
@@ -136,7 +138,7 @@ pub struct RecordValues {
     /// The stamp of every field not listed in `stamps`.
     pub stamp: Stamp,
     /// Current values by field.
-    pub fields: BTreeMap<String, Value>,
+    pub fields: BTreeMap<String, V>,
     /// Stamps of the fields whose stamp is not `stamp`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stamps: BTreeMap<String, Stamp>,
@@ -144,10 +146,10 @@ pub struct RecordValues {
 
 /// Groups values by record: each run of values of one entity becomes one record, under the stamp
 /// most of its fields carry. [`expand`] gives the values back.
-pub fn group(values: Vec<FieldValue>) -> Vec<RecordValues> {
-    let mut records: Vec<RecordValues> = Vec::new();
-    let mut run: Vec<FieldValue> = Vec::new();
-    let mut close = |run: &mut Vec<FieldValue>| {
+pub fn group<V>(values: Vec<FieldValue<V>>) -> Vec<RecordValues<V>> {
+    let mut records: Vec<RecordValues<V>> = Vec::new();
+    let mut run: Vec<FieldValue<V>> = Vec::new();
+    let mut close = |run: &mut Vec<FieldValue<V>>| {
         let Some(first) = run.first() else { return };
         let mut counts: Vec<(Stamp, usize)> = Vec::new();
         for v in run.iter() {
@@ -195,13 +197,13 @@ pub fn group(values: Vec<FieldValue>) -> Vec<RecordValues> {
 }
 
 /// The values of grouped records, field by field.
-pub fn expand(records: &[RecordValues]) -> impl Iterator<Item = FieldValue> + '_ {
+pub fn expand<V: Clone>(records: &[RecordValues<V>]) -> impl Iterator<Item = FieldValue<V>> + '_ {
     records.iter().cloned().flat_map(RecordValues::into_values)
 }
 
-impl RecordValues {
+impl<V> RecordValues<V> {
     /// The record's values, field by field, moved out of it.
-    pub fn into_values(self) -> impl Iterator<Item = FieldValue> {
+    pub fn into_values(self) -> impl Iterator<Item = FieldValue<V>> {
         let RecordValues {
             kind,
             entity,
@@ -220,17 +222,19 @@ impl RecordValues {
     }
 }
 
-/// One page of a pull.
+/// One page of a pull, its values parsed (`V` = [`Value`]) or, as a server sends them, stored
+/// JSON passed through
+/// ([`RawValue`](serde_json::value::RawValue)).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PullResponse {
+pub struct PullResponse<V = Value> {
     /// Server time when answering.
     pub server_time_ms: u64,
     /// Current values that changed after the cursor, one by one (protocol 1).
-    #[serde(default)]
-    pub values: Vec<FieldValue>,
+    #[serde(default = "Vec::new")]
+    pub values: Vec<FieldValue<V>>,
     /// The same, grouped by record (protocol 2 on).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub records: Vec<RecordValues>,
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordValues<V>>,
     /// Entities that left the caller's scope: remove them from the device.
     #[serde(default)]
     pub purged: Vec<Uuid>,
@@ -243,9 +247,9 @@ pub struct PullResponse {
     pub extra: BTreeMap<String, Value>,
 }
 
-impl PullResponse {
+impl<V> PullResponse<V> {
     /// Every value of the page, whichever way it came, moved out of it.
-    pub fn into_values(self) -> impl Iterator<Item = FieldValue> {
+    pub fn into_values(self) -> impl Iterator<Item = FieldValue<V>> {
         self.values
             .into_iter()
             .chain(self.records.into_iter().flat_map(RecordValues::into_values))
@@ -425,6 +429,59 @@ mod tests {
             got.sort();
             proptest::prop_assert_eq!(got, want);
             proptest::prop_assert!(records.len() <= values.len());
+        }
+
+        /// A page built from stored JSON text, passed through unparsed as a server sends it, is
+        /// byte for byte the page of the parsed values, and reads back as it.
+        #[test]
+        fn a_page_of_stored_json_is_the_page_of_the_parsed_values(
+            rows in proptest::collection::vec((0u128..3, 0usize..3, 0u64..2, ".{0,6}", -3i64..3, 0u8..4), 0..40)
+        ) {
+            let fields = ["name", "phone", "notes"];
+            let typed: Vec<FieldValue> = rows
+                .iter()
+                .map(|(entity, field, stamp, text, n, shape)| FieldValue {
+                    kind: "person".into(),
+                    entity: Uuid::from_u128(*entity),
+                    field: fields[*field].into(),
+                    value: match shape {
+                        0 => json!(text),
+                        1 => json!(n),
+                        2 => json!({"text": text, "n": n}),
+                        _ => Value::Null,
+                    },
+                    stamp: Stamp::new(Hlc::new(*stamp, 0), node(1)),
+                    extra: BTreeMap::new(),
+                })
+                .collect();
+            // As a server stores a value: its compact JSON text.
+            let raw: Vec<FieldValue<Box<serde_json::value::RawValue>>> = typed
+                .iter()
+                .map(|v| FieldValue {
+                    kind: v.kind.clone(),
+                    entity: v.entity,
+                    field: v.field.clone(),
+                    value: serde_json::value::RawValue::from_string(v.value.to_string()).unwrap(),
+                    stamp: v.stamp,
+                    extra: BTreeMap::new(),
+                })
+                .collect();
+            fn page<V>(records: Vec<RecordValues<V>>) -> PullResponse<V> {
+                PullResponse {
+                    server_time_ms: 1,
+                    values: Vec::new(),
+                    records,
+                    purged: vec![Uuid::from_u128(9)],
+                    next_cursor: Cursor("s1:x".into()),
+                    more: true,
+                    extra: BTreeMap::new(),
+                }
+            }
+            let typed_page = page(group(typed));
+            let sent = serde_json::to_string(&page(group(raw))).unwrap();
+            proptest::prop_assert_eq!(&sent, &serde_json::to_string(&typed_page).unwrap());
+            let read: PullResponse = serde_json::from_str(&sent).unwrap();
+            proptest::prop_assert_eq!(read, typed_page);
         }
     }
 }

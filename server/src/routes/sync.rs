@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use baylink_sync::wire::{
     GROUPED_PULL, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse, group,
 };
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
 use crate::error::AppError;
@@ -78,7 +79,7 @@ async fn pull(
     State(state): State<AppState>,
     AuthDevice(caller): AuthDevice,
     AppJson(req): AppJson<PullRequest>,
-) -> Result<Json<PullResponse>, AppError> {
+) -> Result<Json<PullResponse<Box<RawValue>>>, AppError> {
     check_protocol(req.protocol)?;
     let from = sync::parse_cursor(req.cursor.as_ref())?;
     let limit = req.limit.clamp(1, MAX_BATCH as u32);

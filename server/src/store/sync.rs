@@ -10,6 +10,7 @@ use baylink_sync::wire::{ChangeResult, ChangeStatus, Cursor, FieldValue, refusal
 use baylink_sync::{Change, Hlc, NodeId, Stamp, Versioned, plan_field};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -873,8 +874,8 @@ pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
 
 /// One page of a pull.
 pub struct Page {
-    /// Current values after the cursor.
-    pub values: Vec<FieldValue>,
+    /// Current values after the cursor, as stored JSON.
+    pub values: Vec<SentValue>,
     /// Entities to remove from the device.
     pub purged: Vec<Uuid>,
     /// Where the next page starts.
@@ -950,43 +951,36 @@ pub fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), AppErro
     Ok(())
 }
 
-/// A current value as stored, before it is checked and decoded.
-struct StoredValue {
-    entity: String,
-    kind: String,
-    field: String,
-    value: String,
-    hlc: i64,
-    node: String,
+/// A value as a pull sends it: the stored JSON checked, not parsed into a tree and written again.
+pub type SentValue = FieldValue<Box<RawValue>>;
+
+fn corrupt(what: &str) -> AppError {
+    AppError::Internal(format!("stored {what}"))
 }
 
-impl StoredValue {
-    /// Reads the columns `entity, kind, field, value, hlc, node` from `at` on.
-    fn read(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredValue> {
-        Ok(StoredValue {
-            entity: row.get(at)?,
-            kind: row.get(at + 1)?,
-            field: row.get(at + 2)?,
-            value: row.get(at + 3)?,
-            hlc: row.get(at + 4)?,
-            node: row.get(at + 5)?,
-        })
-    }
+/// Reads the columns `field, value, hlc, node` from `at` on, of a record already read.
+fn sent_value(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+    kind: &str,
+    entity: Uuid,
+) -> Result<SentValue, AppError> {
+    let node = row.get_ref(at + 3)?.as_str().map_err(|_| corrupt("node"))?;
+    Ok(FieldValue {
+        kind: kind.to_owned(),
+        entity,
+        field: row.get(at)?,
+        value: RawValue::from_string(row.get(at + 1)?).map_err(|_| corrupt("value"))?,
+        stamp: Stamp::new(
+            Hlc::from_u64(row.get::<_, i64>(at + 2)? as u64),
+            node.parse().map_err(|_| corrupt("node"))?,
+        ),
+        extra: BTreeMap::new(),
+    })
+}
 
-    fn decode(self) -> Result<FieldValue, AppError> {
-        let bad = |what: &str| AppError::Internal(format!("stored {what}"));
-        Ok(FieldValue {
-            kind: self.kind,
-            entity: Uuid::parse_str(&self.entity).map_err(|_| bad("entity"))?,
-            field: self.field,
-            value: serde_json::from_str(&self.value).map_err(|_| bad("value"))?,
-            stamp: Stamp::new(
-                Hlc::from_u64(self.hlc as u64),
-                self.node.parse().map_err(|_| bad("node"))?,
-            ),
-            extra: BTreeMap::new(),
-        })
-    }
+fn parse_entity(text: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(text).map_err(|_| corrupt("entity"))
 }
 
 /// Values of the caller's villages' records after the (record, field) key `after`, in key order:
@@ -1000,9 +994,9 @@ fn snapshot_values(
     villages: &[String],
     after: &(String, String),
     limit: u32,
-) -> Result<Vec<StoredValue>, AppError> {
+) -> Result<Vec<SentValue>, AppError> {
     let wanted = limit as usize + 1;
-    let mut rows: Vec<StoredValue> = Vec::new();
+    let mut rows: Vec<SentValue> = Vec::new();
     for village in villages {
         let mut records = tx.prepare_cached(
             "SELECT s.entity, e.kind FROM scope s JOIN entity e ON e.id = s.entity
@@ -1015,22 +1009,16 @@ fn snapshot_values(
         let mut found = records.query(params![village, after.0])?;
         let mut taken = 0;
         'records: while let Some(record) = found.next()? {
-            let (entity, kind): (String, String) = (record.get(0)?, record.get(1)?);
-            let from = if entity == after.0 {
+            let (text, kind): (String, String) = (record.get(0)?, record.get(1)?);
+            let entity = parse_entity(&text)?;
+            let from = if text == after.0 {
                 after.1.as_str()
             } else {
                 ""
             };
-            let mut values = fields.query(params![entity, from])?;
+            let mut values = fields.query(params![text, from])?;
             while let Some(v) = values.next()? {
-                rows.push(StoredValue {
-                    entity: entity.clone(),
-                    kind: kind.clone(),
-                    field: v.get(0)?,
-                    value: v.get(1)?,
-                    hlc: v.get(2)?,
-                    node: v.get(3)?,
-                });
+                rows.push(sent_value(v, 0, &kind, entity)?);
                 taken += 1;
                 if taken == wanted {
                     break 'records;
@@ -1038,8 +1026,8 @@ fn snapshot_values(
             }
         }
     }
-    // A record in two of the caller's villages is in both scans.
-    rows.sort_unstable_by(|a, b| (&a.entity, &a.field).cmp(&(&b.entity, &b.field)));
+    // A record in two of the caller's villages is in both scans. Ids order as their text does.
+    rows.sort_unstable_by(|a, b| (a.entity, &a.field).cmp(&(b.entity, &b.field)));
     rows.dedup_by(|a, b| a.entity == b.entity && a.field == b.field);
     Ok(rows)
 }
@@ -1052,8 +1040,8 @@ fn feed_values(
     villages: &[String],
     after: i64,
     limit: u32,
-) -> Result<Vec<(i64, StoredValue)>, AppError> {
-    let mut rows: Vec<(i64, StoredValue)> = Vec::new();
+) -> Result<Vec<(i64, SentValue)>, AppError> {
+    let mut rows: Vec<(i64, SentValue)> = Vec::new();
     for village in villages {
         let mut stmt = tx.prepare_cached(
             "SELECT q.seq, q.entity, q.kind, q.field, f.value, f.hlc, f.node FROM feed q
@@ -1061,11 +1049,15 @@ fn feed_values(
              WHERE q.village = ?1 AND q.seq > ?2 AND f.seq = q.seq
              ORDER BY q.seq LIMIT ?3",
         )?;
-        let found = stmt.query_map(params![village, after, i64::from(limit) + 1], |r| {
-            Ok((r.get(0)?, StoredValue::read(r, 1)?))
-        })?;
-        for row in found {
-            rows.push(row?);
+        let mut found = stmt.query(params![village, after, i64::from(limit) + 1])?;
+        while let Some(r) = found.next()? {
+            let kind = r
+                .get_ref(2)?
+                .as_str()
+                .map_err(|_| corrupt("kind"))?
+                .to_owned();
+            let entity = parse_entity(r.get_ref(1)?.as_str().map_err(|_| corrupt("entity"))?)?;
+            rows.push((r.get(0)?, sent_value(r, 3, &kind, entity)?));
         }
     }
     // A value of an entity in two of the caller's villages is in both feeds at one seq.
@@ -1140,7 +1132,7 @@ pub fn read_page(
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
-    let (stored, more, next) = match snapshot {
+    let (values, more, next) = match snapshot {
         Some(key) => {
             let mut rows = snapshot_values(tx, &caller.villages, &key, limit)?;
             let inside = rows.len() > limit as usize;
@@ -1164,10 +1156,6 @@ pub fn read_page(
             (rows, more, format!("s{upto}"))
         }
     };
-    let values = stored
-        .into_iter()
-        .map(StoredValue::decode)
-        .collect::<Result<Vec<_>, _>>()?;
     if upto > after {
         let mut stmt = tx.prepare_cached(
             "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
