@@ -108,8 +108,8 @@ pub struct PullRequest {
 }
 
 /// The current value of one field (a state delta, not history). The value is parsed JSON where
-/// it is read (`V` = [`Value`]); a server passes stored JSON through as [`RawValue`](serde_json::value::RawValue)
-/// unparsed.
+/// it is read (`V` = [`Value`]); a server sends the JSON it stored unparsed (`V` =
+/// `Box<serde_json::value::RawValue>`): the same bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldValue<V = Value> {
     /// Entity kind.
@@ -222,9 +222,8 @@ impl<V> RecordValues<V> {
     }
 }
 
-/// One page of a pull, its values parsed (`V` = [`Value`]) or, as a server sends them, stored
-/// JSON passed through
-/// ([`RawValue`](serde_json::value::RawValue)).
+/// One page of a pull, its values parsed (`V` = [`Value`]) or, as a server sends them, the JSON
+/// it stored passed through unparsed (`V` = `Box<serde_json::value::RawValue>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullResponse<V = Value> {
     /// Server time when answering.
