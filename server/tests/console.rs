@@ -1130,11 +1130,7 @@ fn recomputed_row(console: &Console, entity: Uuid) -> Vec<String> {
 async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows_renames() {
     let (console, person) = Console::new();
     let other = Uuid::from_u128(43);
-    let body = "11010519800101003";
-    let id_number = format!(
-        "{body}{}",
-        baylink_domain::id_number::check_char(body.as_bytes())
-    );
+    let id_number = baylink_domain::synthetic::resident_id(43);
     push_as_officer(
         &console,
         "person",
@@ -1199,11 +1195,7 @@ async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows
 async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write() {
     let (console, _) = Console::new();
     let entity = Uuid::from_u128(44);
-    let body = "11010519800101005";
-    let id_number = format!(
-        "{body}{}",
-        baylink_domain::id_number::check_char(body.as_bytes())
-    );
+    let id_number = baylink_domain::synthetic::resident_id(44);
     // The newer name first, then an older one for the same field of the new record.
     let results = push_ticked(
         &console,

@@ -1051,13 +1051,9 @@ fn feed_values(
         )?;
         let mut found = stmt.query(params![village, after, i64::from(limit) + 1])?;
         while let Some(r) = found.next()? {
-            let kind = r
-                .get_ref(2)?
-                .as_str()
-                .map_err(|_| corrupt("kind"))?
-                .to_owned();
+            let kind = r.get_ref(2)?.as_str().map_err(|_| corrupt("kind"))?;
             let entity = parse_entity(r.get_ref(1)?.as_str().map_err(|_| corrupt("entity"))?)?;
-            rows.push((r.get(0)?, sent_value(r, 3, &kind, entity)?));
+            rows.push((r.get(0)?, sent_value(r, 3, kind, entity)?));
         }
     }
     // A value of an entity in two of the caller's villages is in both feeds at one seq.
