@@ -55,7 +55,7 @@ impl Db {
         // Checkpoints run beside the writer (below). Under an ingest their copies never reach
         // the log's end, and only this checkpoint, in a commit, starts the log over: it holds
         // every push while it syncs, so it comes seldom (at 50,000 pages, 200 MB, the writer
-        // was seen in that sync a sixth of the time). The log may reach 800 MB meanwhile.
+        // was seen in that sync a sixth of the time). The log may reach a gigabyte meanwhile.
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT)?;
         let conn = Arc::new(Mutex::new(conn));
         checkpoint_beside(path, Arc::downgrade(&conn))?;
