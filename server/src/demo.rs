@@ -19,7 +19,7 @@ use crate::store::sync::{self, Caller};
 use crate::store::{Db, now_ms};
 
 /// The streets (stations) and villages of Daya Bay: code, name, level, parent.
-const VILLAGES: &str = include_str!("../data/dayawan-villages.csv");
+pub const VILLAGES: &str = include_str!("../data/dayawan-villages.csv");
 /// The password of every demo account.
 pub const DEMO_PASSWORD: &str = "baylink-demo";
 /// How much one village's officer registers (the demo's, or a benchmark's district).
@@ -96,21 +96,7 @@ pub fn officer_username(village: &str) -> String {
 
 /// Daya Bay's stations (one per street) and villages, without accounts or records.
 pub fn seed_places(conn: &mut Connection) -> Result<(), AppError> {
-    let rows: Vec<Vec<&str>> = VILLAGES
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect())
-        .collect();
-    let tx = conn.transaction()?;
-    for row in rows.iter().filter(|r| r.get(2) == Some(&"street")) {
-        // 大亚湾澳头街道 → 澳头派出所
-        let name = row[1].trim_start_matches("大亚湾").trim_end_matches("街道");
-        accounts::upsert_station(&tx, row[0], &format!("{name}派出所"))?;
-    }
-    for row in rows.iter().filter(|r| r.get(2) == Some(&"village")) {
-        accounts::upsert_village(&tx, row[0], row[1], row[3])?;
-    }
-    tx.commit()?;
+    crate::store::places::import(conn, VILLAGES)?;
     Ok(())
 }
 

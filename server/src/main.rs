@@ -105,7 +105,16 @@ fn cli() -> Command {
             Command::new("station")
                 .about("Stations and villages")
                 .subcommand_required(true)
-                .subcommand(Command::new("list").about("List stations and their villages")),
+                .subcommand(Command::new("list").about("List stations and their villages"))
+                .subcommand(
+                    Command::new("import")
+                        .about(
+                            "Load stations and villages from a division-code list \
+                             (code,name,level,parent: a street is a station, a village its \
+                             parent's); without a file, Daya Bay's",
+                        )
+                        .arg(Arg::new("file").value_parser(clap::value_parser!(PathBuf))),
+                ),
         )
         .subcommand(
             Command::new("show")
@@ -268,6 +277,20 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             }
             Ok(())
         })?,
+        ("station", Some(("import", m))) => {
+            let list = match m.get_one::<PathBuf>("file") {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                    AppError::BadRequest(format!("places: {}: {e}", path.display()))
+                })?,
+                None => demo::VILLAGES.to_owned(),
+            };
+            let imported =
+                db.call_blocking(|conn| baylink_server::store::places::import(conn, &list))?;
+            println!(
+                "{} stations and {} villages added or changed",
+                imported.stations, imported.villages
+            );
+        }
         ("show", _) => {
             let id = text(sub, "id").trim().to_lowercase();
             let Some(baylink_server::store::sync::RecordView {

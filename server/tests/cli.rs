@@ -147,3 +147,65 @@ fn accounts_are_managed_with_passwords_on_stdin_and_the_database_backs_up() {
     let (_, out, _) = run(&dir.path().join("restored"), &["user", "list"], "");
     assert!(out.contains("chen"), "the backup holds the accounts: {out}");
 }
+
+#[test]
+fn a_fresh_server_is_given_its_places_before_its_officers() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let officer = [
+        "user",
+        "add",
+        "wang",
+        "--role",
+        "officer",
+        "--station",
+        "441303006",
+        "--villages",
+        "441303006001",
+    ];
+    let (ok, _, err) = run(&data, &officer, "a long enough password\n");
+    assert!(
+        !ok && err.contains("station `441303006` does not exist") && err.contains("station import"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&data, &["station", "import"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("3 stations and 64 villages"), "{out}");
+    let (ok, out, err) = run(&data, &officer, "a long enough password\n");
+    assert!(ok && out.contains("added wang"), "{err}");
+
+    // A list of the administrator's own: a new street and its village.
+    let list = dir.path().join("places.csv");
+    std::fs::write(
+        &list,
+        "code,name,level,parent\n441303100,新城街道,street,441303\n441303100001,新城社区居民委员会,village,441303100\n",
+    )
+    .expect("list written");
+    let (ok, out, err) = run(
+        &data,
+        &["station", "import", list.to_str().expect("path")],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("1 stations and 1 villages"), "{out}");
+    let (_, out, _) = run(&data, &["station", "list"], "");
+    assert!(
+        out.contains("441303100 新城派出所 (1 villages)")
+            && out.contains("441303100001 新城社区居民委员会"),
+        "{out}"
+    );
+    std::fs::write(
+        &list,
+        "code,name,level,parent\n441303100001,新城社区,village,441303999\n",
+    )
+    .expect("list written");
+    let (ok, _, err) = run(
+        &data,
+        &["station", "import", list.to_str().expect("path")],
+        "",
+    );
+    assert!(
+        !ok && err.contains("line 2: parent: no station `441303999`"),
+        "{err}"
+    );
+}

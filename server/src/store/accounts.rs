@@ -69,28 +69,28 @@ fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
 
 const ACCOUNT_COLUMNS: &str = "id, username, display_name, role, station, password_hash, disabled";
 
-/// Adds or renames a station.
-pub fn upsert_station(conn: &Connection, code: &str, name: &str) -> Result<(), AppError> {
-    conn.execute(
-        "INSERT INTO station (code, name) VALUES (?1, ?2) ON CONFLICT (code) DO UPDATE SET name = excluded.name",
+/// Adds or renames a station: 1 when that changed anything, else 0.
+pub fn upsert_station(conn: &Connection, code: &str, name: &str) -> Result<usize, AppError> {
+    Ok(conn.execute(
+        "INSERT INTO station (code, name) VALUES (?1, ?2)
+         ON CONFLICT (code) DO UPDATE SET name = excluded.name WHERE name IS NOT excluded.name",
         params![code, name],
-    )?;
-    Ok(())
+    )?)
 }
 
-/// Adds or moves a village.
+/// Adds, renames or moves a village: 1 when that changed anything, else 0.
 pub fn upsert_village(
     conn: &Connection,
     code: &str,
     name: &str,
     station: &str,
-) -> Result<(), AppError> {
-    conn.execute(
+) -> Result<usize, AppError> {
+    Ok(conn.execute(
         "INSERT INTO village (code, name, station) VALUES (?1, ?2, ?3)
-         ON CONFLICT (code) DO UPDATE SET name = excluded.name, station = excluded.station",
+         ON CONFLICT (code) DO UPDATE SET name = excluded.name, station = excluded.station
+         WHERE name IS NOT excluded.name OR station IS NOT excluded.station",
         params![code, name, station],
-    )?;
-    Ok(())
+    )?)
 }
 
 /// A station with its villages.
@@ -160,6 +160,18 @@ pub fn create_account(
             new.username
         )));
     }
+    if let Some(station) = new.station {
+        let known: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM station WHERE code = ?1)",
+            [station],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Err(AppError::BadRequest(format!(
+                "station `{station}` does not exist (places are loaded with `baylink-server station import`)"
+            )));
+        }
+    }
     tx.execute(
         "INSERT INTO account (username, display_name, role, station, password_hash, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -188,7 +200,7 @@ fn set_villages(conn: &Connection, account: i64, villages: &[String]) -> Result<
         )?;
         if !known {
             return Err(AppError::BadRequest(format!(
-                "village `{village}` does not exist"
+                "village `{village}` does not exist (places are loaded with `baylink-server station import`)"
             )));
         }
         conn.execute(

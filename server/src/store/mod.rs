@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod console;
 pub mod duplicates;
+pub mod places;
 pub mod sync;
 
 /// The SQLite binding the store uses, for tools and tests that look inside.
