@@ -1,6 +1,6 @@
 //! `baylink-server`: serve, and the administrator's commands (accounts, devices, stations).
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -132,6 +132,19 @@ fn cli() -> Command {
         )
 }
 
+/// Prints a line of a command's output. A reader gone away (`… | head`) ends the command
+/// quietly, as other command-line tools do, instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(AppError::Internal(format!("standard output: {e}")));
+        }
+    };
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -204,7 +217,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             db.call_blocking(|conn| {
                 accounts::create_account(conn, &new, baylink_server::store::now_ms())
             })?;
-            println!("added {username}");
+            say!("added {username}");
         }
         ("user", Some(("list", _))) => db.call_blocking(|conn| {
             for a in accounts::accounts(conn)? {
@@ -215,7 +228,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                 } else {
                     format!("{} villages", villages.len())
                 };
-                println!(
+                say!(
                     "{:<16} {:<9} {:<8} {:<10} {} {}",
                     a.username,
                     a.role.as_str(),
@@ -231,7 +244,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             db.call_blocking(|conn| {
                 accounts::set_disabled(conn, text(m, "username"), verb == "disable")
             })?;
-            println!("{verb}d {}", text(m, "username"));
+            say!("{verb}d {}", text(m, "username"));
         }
         ("user", Some(("assign", m))) => {
             let villages: Vec<String> = m
@@ -243,12 +256,12 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             db.call_blocking(|conn| {
                 accounts::assign_villages(conn, text(m, "username"), &villages)
             })?;
-            println!("{} now has {}", text(m, "username"), villages.join(","));
+            say!("{} now has {}", text(m, "username"), villages.join(","));
         }
         ("device", Some(("list", _))) => db.call_blocking(|conn| {
             for (d, username) in accounts::devices(conn)? {
                 let state = if d.revoked { "revoked" } else { "active" };
-                println!(
+                say!(
                     "{}  {:<16} {:<8} {:<20} last sync {}",
                     d.id,
                     username,
@@ -261,18 +274,18 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         })?,
         ("device", Some(("revoke", m))) => {
             db.call_blocking(|conn| accounts::revoke_device(conn, text(m, "id")))?;
-            println!("revoked {}", text(m, "id"));
+            say!("revoked {}", text(m, "id"));
         }
         ("station", Some(("list", _))) => db.call_blocking(|conn| {
             for station in accounts::stations(conn)? {
-                println!(
+                say!(
                     "{} {} ({} villages)",
                     station.code,
                     station.name,
                     station.villages.len()
                 );
                 for (v, n) in station.villages {
-                    println!("  {v} {n}");
+                    say!("  {v} {n}");
                 }
             }
             Ok(())
@@ -286,9 +299,10 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             };
             let imported =
                 db.call_blocking(|conn| baylink_server::store::places::import(conn, &list))?;
-            println!(
+            say!(
                 "{} stations and {} villages added or changed",
-                imported.stations, imported.villages
+                imported.stations,
+                imported.villages
             );
         }
         ("show", _) => {
@@ -301,11 +315,11 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             else {
                 return Err(AppError::NotFound(format!("no record {id}")));
             };
-            println!("{kind} {id}");
+            say!("{kind} {id}");
             for (field, value) in fields {
-                println!("  {field:<20} {value}");
+                say!("  {field:<20} {value}");
             }
-            println!("history:");
+            say!("history:");
             for h in history {
                 let at = baylink_domain::date::datetime_from_unix_ms(
                     h.at_ms as i64,
@@ -313,7 +327,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                 );
                 let lost = if h.won { "" } else { " (lost the merge)" };
                 let old = h.old_value.unwrap_or_else(|| "-".into());
-                println!(
+                say!(
                     "  {at} {} {:<16} {old} -> {}{lost}",
                     h.username.unwrap_or_default(),
                     h.field,
@@ -324,7 +338,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         ("backup", _) => {
             let to = sub.get_one::<PathBuf>("to").cloned().unwrap_or_default();
             db.backup(&to)?;
-            println!("backed up to {}", to.display());
+            say!("backed up to {}", to.display());
         }
         _ => {}
     }
@@ -358,7 +372,9 @@ fn serve(state: AppState) -> Result<(), AppError> {
         let local = listener
             .local_addr()
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        println!(
+        // A server whose output nobody reads any more keeps serving.
+        let _ = writeln!(
+            std::io::stdout(),
             "baylink-server listening on http://{local} (data in {})",
             state.config.data_dir.display()
         );

@@ -209,3 +209,27 @@ fn a_fresh_server_is_given_its_places_before_its_officers() {
         "{err}"
     );
 }
+
+#[test]
+fn a_listing_read_only_in_part_ends_quietly() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let (ok, _, err) = run(&data, &["station", "import"], "");
+    assert!(ok, "{err}");
+    // As `baylink-server station list | head -1` does: the reader goes away before the list
+    // is written (the pipe is closed here before the command has opened its database).
+    let mut child = server(&data)
+        .args(["station", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baylink-server runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.is_empty(),
+        "{:?}: {err}",
+        out.status
+    );
+}
