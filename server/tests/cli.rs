@@ -174,17 +174,19 @@ fn a_fresh_server_is_given_its_places_before_its_officers() {
     let (ok, out, err) = run(&data, &officer, "a long enough password\n");
     assert!(ok && out.contains("added wang"), "{err}");
 
-    // A list of the administrator's own: a new street and its village.
+    // Lists of the administrator's own.
     let list = dir.path().join("places.csv");
-    std::fs::write(
-        &list,
+    let import = |text: &str| {
+        std::fs::write(&list, text).expect("list written");
+        run(
+            &data,
+            &["station", "import", list.to_str().expect("path")],
+            "",
+        )
+    };
+    // A new street and its village.
+    let (ok, out, err) = import(
         "code,name,level,parent\n441303100,新城街道,street,441303\n441303100001,新城社区居民委员会,village,441303100\n",
-    )
-    .expect("list written");
-    let (ok, out, err) = run(
-        &data,
-        &["station", "import", list.to_str().expect("path")],
-        "",
     );
     assert!(ok, "{err}");
     assert!(out.contains("1 stations and 1 villages"), "{out}");
@@ -194,16 +196,7 @@ fn a_fresh_server_is_given_its_places_before_its_officers() {
             && out.contains("441303100001 新城社区居民委员会"),
         "{out}"
     );
-    std::fs::write(
-        &list,
-        "code,name,level,parent\n441303100001,新城社区,village,441303999\n",
-    )
-    .expect("list written");
-    let (ok, _, err) = run(
-        &data,
-        &["station", "import", list.to_str().expect("path")],
-        "",
-    );
+    let (ok, _, err) = import("code,name,level,parent\n441303100001,新城社区,village,441303999\n");
     assert!(
         !ok && err.contains("line 2: parent: no station `441303999`"),
         "{err}"

@@ -142,6 +142,41 @@ pub struct NewAccount<'a> {
     pub villages: &'a [String],
 }
 
+/// A kind of place an account can be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A police station (a street).
+    Station,
+    /// A village.
+    Village,
+}
+
+impl Place {
+    fn name(self) -> &'static str {
+        match self {
+            Place::Station => "station",
+            Place::Village => "village",
+        }
+    }
+}
+
+/// Whether the server holds the place with this code.
+pub fn holds(conn: &Connection, place: Place, code: &str) -> Result<bool, AppError> {
+    let sql = match place {
+        Place::Station => "SELECT EXISTS (SELECT 1 FROM station WHERE code = ?1)",
+        Place::Village => "SELECT EXISTS (SELECT 1 FROM village WHERE code = ?1)",
+    };
+    Ok(conn.query_row(sql, [code], |r| r.get(0))?)
+}
+
+/// The error for a place the server does not hold, naming it and how places are loaded.
+fn unknown(place: Place, code: &str) -> AppError {
+    AppError::BadRequest(format!(
+        "{} `{code}` does not exist (places are loaded with `baylink-server station import`)",
+        place.name()
+    ))
+}
+
 /// Stores a new account; a taken username is a conflict.
 pub fn create_account(
     conn: &mut Connection,
@@ -161,15 +196,8 @@ pub fn create_account(
         )));
     }
     if let Some(station) = new.station {
-        let known: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM station WHERE code = ?1)",
-            [station],
-            |r| r.get(0),
-        )?;
-        if !known {
-            return Err(AppError::BadRequest(format!(
-                "station `{station}` does not exist (places are loaded with `baylink-server station import`)"
-            )));
+        if !holds(&tx, Place::Station, station)? {
+            return Err(unknown(Place::Station, station));
         }
     }
     tx.execute(
@@ -193,15 +221,8 @@ pub fn create_account(
 fn set_villages(conn: &Connection, account: i64, villages: &[String]) -> Result<(), AppError> {
     conn.execute("DELETE FROM account_village WHERE account = ?1", [account])?;
     for village in villages {
-        let known: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM village WHERE code = ?1)",
-            [village],
-            |r| r.get(0),
-        )?;
-        if !known {
-            return Err(AppError::BadRequest(format!(
-                "village `{village}` does not exist (places are loaded with `baylink-server station import`)"
-            )));
+        if !holds(conn, Place::Village, village)? {
+            return Err(unknown(Place::Village, village));
         }
         conn.execute(
             "INSERT INTO account_village (account, village) VALUES (?1, ?2)",

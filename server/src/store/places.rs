@@ -71,12 +71,7 @@ pub fn import(conn: &mut Connection, list: &str) -> Result<Imported, AppError> {
         imported.stations += accounts::upsert_station(&tx, code, &station_name(name))?;
     }
     for &(line, code, name, parent) in &villages {
-        let known: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM station WHERE code = ?1)",
-            [parent],
-            |r| r.get(0),
-        )?;
-        if !known {
+        if !accounts::holds(&tx, accounts::Place::Station, parent)? {
             return Err(bad(
                 line,
                 &format!("parent: no station `{parent}` in the list or on the server"),
