@@ -182,6 +182,10 @@ pub(crate) fn delete_record(conn: &Connection, id: Uuid) -> Result<()> {
         .execute([&id])?;
     conn.prepare_cached("DELETE FROM link WHERE source = ?1")?
         .execute([&id])?;
+    if links_pending(conn)? {
+        conn.prepare_cached("DELETE FROM link_pending WHERE source = ?1")?
+            .execute([&id])?;
+    }
     conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
         .execute([&id])?;
     Ok(())
@@ -197,46 +201,80 @@ pub(crate) struct StoredRecord {
 /// The stored form of an entity state: each distinct stamp listed once (clock and node index),
 /// each field `[value, stamp index]`. Every field of one action shares a stamp, so a record is
 /// barely larger than its values.
-#[derive(Serialize, Deserialize)]
-struct CompactState<K: Ord, V> {
+#[derive(Deserialize)]
+struct CompactState {
     n: Vec<NodeId>,
     s: Vec<(u64, usize)>,
-    f: BTreeMap<K, (V, usize)>,
+    f: BTreeMap<String, (Value, usize)>,
+}
+
+/// A state written in the form [`CompactState`] reads, straight from the state (fields already
+/// in name order), with each field's stamp index.
+struct Encoded<'a> {
+    state: &'a EntityState,
+    nodes: Vec<NodeId>,
+    stamps: Vec<(u64, usize)>,
+    indexes: Vec<usize>,
+}
+
+/// The fields of an [`Encoded`] state.
+struct EncodedFields<'a>(&'a Encoded<'a>);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("CompactState", 3)?;
+        out.serialize_field("n", &self.nodes)?;
+        out.serialize_field("s", &self.stamps)?;
+        out.serialize_field("f", &EncodedFields(self))?;
+        out.end()
+    }
+}
+
+impl Serialize for EncodedFields<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let fields = self.0.state.iter().zip(&self.0.indexes);
+        serializer.collect_map(fields.map(|((name, v), index)| (name, (&v.value, index))))
+    }
 }
 
 fn encode_state(state: &EntityState) -> String {
-    let mut nodes: Vec<NodeId> = Vec::new();
-    let mut stamps: Vec<(u64, usize)> = Vec::new();
-    let mut fields = BTreeMap::new();
-    for (name, v) in state {
-        let node = match nodes.iter().position(|n| *n == v.stamp.node) {
+    let mut encoded = Encoded {
+        state,
+        nodes: Vec::new(),
+        stamps: Vec::new(),
+        indexes: Vec::with_capacity(state.len()),
+    };
+    for v in state.values() {
+        let node = match encoded.nodes.iter().position(|n| *n == v.stamp.node) {
             Some(i) => i,
             None => {
-                nodes.push(v.stamp.node);
-                nodes.len() - 1
+                encoded.nodes.push(v.stamp.node);
+                encoded.nodes.len() - 1
             }
         };
         let stamp = (v.stamp.hlc.as_u64(), node);
-        let index = match stamps.iter().position(|s| *s == stamp) {
+        let index = match encoded.stamps.iter().position(|s| *s == stamp) {
             Some(i) => i,
             None => {
-                stamps.push(stamp);
-                stamps.len() - 1
+                encoded.stamps.push(stamp);
+                encoded.stamps.len() - 1
             }
         };
-        fields.insert(name.as_str(), (&v.value, index));
+        encoded.indexes.push(index);
     }
-    let compact = CompactState {
-        n: nodes,
-        s: stamps,
-        f: fields,
-    };
-    // Maps of JSON values always serialise.
-    serde_json::to_string(&compact).unwrap_or_default()
+    // States of JSON values always serialise.
+    serde_json::to_string(&encoded).unwrap_or_default()
 }
 
 fn decode_state(text: &str) -> Result<EntityState> {
-    let compact: CompactState<String, Value> =
+    let compact: CompactState =
         serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("record state: {e}")))?;
     let corrupt = || Error::Corrupt("record state: dangling index".into());
     compact
@@ -258,27 +296,49 @@ pub(crate) fn holds_records(conn: &Connection) -> Result<bool> {
     Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM record)", [], |r| r.get(0))?)
 }
 
+/// The `deferred_index` entry of the links a bootstrap appends to `link_pending`, with the
+/// statements that move them into `link`.
+const PENDING_LINKS: &str = "link";
+const MOVE_PENDING_LINKS: &str = "INSERT OR IGNORE INTO link (target, source, field)
+         SELECT target, source, field FROM link_pending ORDER BY target, source, field;
+     DELETE FROM link_pending;";
+
+/// The one search index a bootstrap keeps: it holds the few records returned to the officer,
+/// so keeping it up to date costs next to nothing, and building it again a scan of every record.
+const KEPT_INDEX: &str = "record_returned";
+
 /// Drops the record table's search indexes, noting how to build them again
-/// ([`restore_indexes`]); the unique index on `id`, which merging reads, stays.
+/// ([`restore_indexes`]); the unique index on `id`, which merging reads, stays. Links are
+/// appended to `link_pending` until then.
 pub(crate) fn defer_indexes(conn: &Connection) -> Result<()> {
     let indexes: Vec<(String, String)> = conn
         .prepare(
             "SELECT name, sql FROM sqlite_schema
-             WHERE type = 'index' AND tbl_name = 'record' AND sql IS NOT NULL",
+             WHERE type = 'index' AND tbl_name = 'record' AND sql IS NOT NULL AND name <> ?1",
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([KEPT_INDEX], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for (name, sql) in indexes {
+    for (name, _) in &indexes {
+        conn.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+    }
+    let pending = (PENDING_LINKS.to_owned(), MOVE_PENDING_LINKS.to_owned());
+    for (name, sql) in indexes.iter().chain([&pending]) {
         conn.execute(
             "INSERT OR REPLACE INTO deferred_index (name, sql) VALUES (?1, ?2)",
             params![name, sql],
         )?;
-        conn.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
     }
     Ok(())
 }
 
-/// Builds the search indexes [`defer_indexes`] dropped, if any.
+/// Whether links go to `link_pending` for now (a bootstrap is under way).
+fn links_pending(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM deferred_index WHERE name = ?1)")?
+        .query_row([PENDING_LINKS], |r| r.get(0))?)
+}
+
+/// Builds the search indexes [`defer_indexes`] dropped, and moves the pending links, if any.
 pub(crate) fn restore_indexes(conn: &Connection) -> Result<()> {
     let deferred: Vec<(String, String)> = conn
         .prepare("SELECT name, sql FROM deferred_index ORDER BY name")?
@@ -389,6 +449,7 @@ pub(crate) fn save_record(
         return Ok(false);
     }
     if let Some(kind) = kind {
+        let mut pending = None;
         for spec in kind.fields().filter(|s| matches!(s.ty, FieldType::Ref(_))) {
             let target = |r: Option<&StoredRecord>| {
                 r.and_then(|r| r.state.get(spec.name))
@@ -398,17 +459,36 @@ pub(crate) fn save_record(
             if before == after {
                 continue;
             }
+            let pending = match pending {
+                Some(pending) => pending,
+                None => *pending.insert(links_pending(conn)?),
+            };
             if let Some(before) = before {
+                let key = params![before, id_text, spec.name];
                 conn.prepare_cached(
                     "DELETE FROM link WHERE target = ?1 AND source = ?2 AND field = ?3",
                 )?
-                .execute(params![before, id_text, spec.name])?;
+                .execute(key)?;
+                if pending {
+                    conn.prepare_cached(
+                        "DELETE FROM link_pending WHERE target = ?1 AND source = ?2 AND field = ?3",
+                    )?
+                    .execute(key)?;
+                }
             }
             if let Some(after) = after {
-                conn.prepare_cached(
-                    "INSERT OR IGNORE INTO link (target, source, field) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![after, id_text, spec.name])?;
+                let key = params![after, id_text, spec.name];
+                if pending {
+                    conn.prepare_cached(
+                        "INSERT INTO link_pending (target, source, field) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(key)?;
+                } else {
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO link (target, source, field) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(key)?;
+                }
             }
         }
     }

@@ -295,7 +295,9 @@ impl Store {
         }
         let mut stmt = self.conn.prepare_cached(
             "SELECT l.field, r.id, r.kind, r.village, r.label, r.review_status, r.deleted, r.updated_hlc
-             FROM link l JOIN record r ON r.id = l.source WHERE l.target = ?1 AND r.deleted = 0
+             FROM (SELECT target, source, field FROM link
+                   UNION ALL SELECT target, source, field FROM link_pending) l
+             JOIN record r ON r.id = l.source WHERE l.target = ?1 AND r.deleted = 0
              ORDER BY r.kind, r.updated_hlc DESC LIMIT 500",
         )?;
         let incoming = stmt.query_map([&id_text], |row| {
@@ -608,7 +610,8 @@ impl Store {
     pub fn wipe(&mut self) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute_batch(
-            "DELETE FROM record; DELETE FROM link; DELETE FROM outbox; DELETE FROM session;",
+            "DELETE FROM record; DELETE FROM link; DELETE FROM link_pending; DELETE FROM outbox;
+             DELETE FROM session;",
         )?;
         tx.execute(
             "UPDATE device SET node = ?1, clock_last = 0, clock_offset_ms = 0, next_counter = 1,
@@ -889,6 +892,59 @@ mod tests {
             more,
             extra: BTreeMap::new(),
         }
+    }
+
+    /// A pull page bringing vehicle `n`, owned by person `owner`.
+    fn vehicle_page(n: u128, owner: u128, more: bool) -> PullResponse {
+        let mut page = page(n, more);
+        for value in &mut page.values {
+            value.kind = "vehicle".into();
+            if value.field == "name" {
+                value.field = "owner".into();
+                value.value = Value::from(Uuid::from_u128(owner).to_string());
+            }
+        }
+        page
+    }
+
+    #[test]
+    fn a_bootstraps_links_are_found_while_it_runs_and_kept_in_order_once_it_is_complete() {
+        let owners = |store: &Store, person: u128| -> Vec<String> {
+            let record = store.get(Uuid::from_u128(person)).unwrap().unwrap();
+            let mut ids: Vec<String> = record
+                .links
+                .iter()
+                .filter(|l| l.incoming && l.field == "owner")
+                .map(|l| l.record.id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let rows = |store: &Store, table: &str| -> i64 {
+            store
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let mut store = Store::open_in_memory().unwrap();
+        store.apply_pull(&page(1, true), 0).unwrap();
+        store.apply_pull(&page(2, true), 0).unwrap();
+        store.apply_pull(&vehicle_page(10, 1, true), 0).unwrap();
+        store.apply_pull(&vehicle_page(11, 1, true), 0).unwrap();
+        // Waiting beside the table while the pull runs, and found all the same.
+        assert_eq!((rows(&store, "link"), rows(&store, "link_pending")), (0, 2));
+        let ten = Uuid::from_u128(10).to_string();
+        let eleven = Uuid::from_u128(11).to_string();
+        assert_eq!(owners(&store, 1), [ten.clone(), eleven.clone()]);
+        // Vehicle 11 changes hands before the pull is complete: its old link goes.
+        let mut sold = vehicle_page(11, 2, false);
+        for value in &mut sold.values {
+            value.stamp.hlc = baylink_sync::Hlc::new(1_700_000_000_001, 0);
+        }
+        store.apply_pull(&sold, 0).unwrap();
+        assert_eq!((rows(&store, "link"), rows(&store, "link_pending")), (2, 0));
+        assert_eq!(owners(&store, 1), [ten]);
+        assert_eq!(owners(&store, 2), [eleven]);
     }
 
     #[test]

@@ -45,6 +45,25 @@ async fn call(
     token: Option<&str>,
     body: Body,
 ) -> (StatusCode, Value, Option<String>) {
+    let (status, headers, bytes) = call_raw(state, method, path, token, body).await;
+    let retry = headers
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        retry,
+    )
+}
+
+/// A call's status, headers and body as sent.
+async fn call_raw(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+) -> (StatusCode, header::HeaderMap, Vec<u8>) {
     let mut request = Request::builder()
         .method(method)
         .uri(path)
@@ -56,19 +75,11 @@ async fn call(
         .oneshot(request.body(body).unwrap())
         .await
         .unwrap();
-    let status = response.status();
-    let retry = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, headers) = (response.status(), response.headers().clone());
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        retry,
-    )
+    (status, headers, bytes.to_vec())
 }
 
 fn login_body(user: &str, password: &str) -> Body {
@@ -309,4 +320,109 @@ async fn invalid_values_are_refused_per_change_and_the_rest_is_accepted() {
     )
     .await;
     assert_eq!(again["results"], body["results"]);
+}
+
+#[tokio::test]
+async fn a_pull_asking_for_several_pages_streams_the_pages_single_pulls_bring() {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let stamp = |counter: u64| {
+        format!(
+            "{:016x}@{DEVICE}",
+            (baylink_server::store::now_ms() << 16) + counter
+        )
+    };
+    let mut changes = Vec::new();
+    for n in 0..7u64 {
+        let entity = format!("00000000-0000-4000-8000-{n:012}");
+        for (i, (field, value)) in [("village", "441303006001"), ("name", "王芳")]
+            .into_iter()
+            .enumerate()
+        {
+            let counter = n * 2 + i as u64 + 1;
+            changes.push(json!({
+                "id": {"device": DEVICE, "counter": counter}, "kind": "person",
+                "entity": entity, "field": field, "value": value, "stamp": stamp(counter),
+            }));
+        }
+    }
+    let push = json!({"protocol": 2, "device": DEVICE, "changes": changes});
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/push",
+        Some(&good),
+        Body::from(push.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pull = |cursor: Option<&str>, pages: Option<u32>| {
+        let mut request = json!({"protocol": 2, "limit": 3});
+        if let Some(cursor) = cursor {
+            request["cursor"] = json!(cursor);
+        }
+        if let Some(pages) = pages {
+            request["pages"] = json!(pages);
+        }
+        call_raw(
+            &state,
+            "POST",
+            "/api/v1/sync/pull",
+            Some(&good),
+            Body::from(request.to_string()),
+        )
+    };
+    // Without the time of answering, which differs from one answer to the next.
+    let timeless = |mut page: Value| {
+        page.as_object_mut().unwrap().remove("server_time_ms");
+        page
+    };
+    // Fourteen values, three a page, one page an answer (a page may end inside a record).
+    let mut single = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (status, headers, bytes) = pull(cursor.as_deref(), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        let more = page["more"].as_bool().unwrap();
+        single.push(timeless(page));
+        if !more {
+            break;
+        }
+    }
+    // Five pages of the snapshot, then the (empty) feed written since it was taken.
+    assert_eq!(single.len(), 6, "{single:?}");
+    let lines = |bytes: &[u8]| -> Vec<Value> {
+        assert_eq!(bytes.last(), Some(&b'\n'), "every page ends its line");
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| timeless(serde_json::from_slice(line).unwrap()))
+            .collect()
+    };
+    // The same pages in one answer, a line each, ending with the last.
+    let (status, headers, bytes) = pull(None, Some(32)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-ndjson");
+    assert_eq!(lines(&bytes), single);
+    // At most the pages asked for; the next answer goes on from the last one's cursor.
+    let (_, _, bytes) = pull(None, Some(2)).await;
+    assert_eq!(lines(&bytes), single[..2]);
+    let after = single[1]["next_cursor"].as_str().unwrap();
+    let (_, _, bytes) = pull(Some(after), Some(2)).await;
+    assert_eq!(lines(&bytes), single[2..4]);
+    let after = single[3]["next_cursor"].as_str().unwrap();
+    let (_, _, bytes) = pull(Some(after), Some(8)).await;
+    assert_eq!(lines(&bytes), single[4..]);
+    // The last page is answered as one page, as is a bad cursor's error.
+    let last = single[4]["next_cursor"].as_str().unwrap();
+    let (_, headers, bytes) = pull(Some(last), Some(8)).await;
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(timeless(serde_json::from_slice(&bytes).unwrap()), single[5]);
+    let (status, _, bytes) = pull(Some("nonsense"), Some(8)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["code"], "bad_request");
 }

@@ -102,10 +102,19 @@ pub struct PullRequest {
     pub cursor: Option<Cursor>,
     /// Most values wanted in this page.
     pub limit: u32,
+    /// Most pages wanted in this answer; absent, one. Above one, a server that streams answers
+    /// with consecutive pages, one JSON object a line ([`PAGE_STREAM`]), each page's cursor
+    /// leading to the next, ending after a page that does not [`PullResponse::continues`]; a
+    /// server that does not answers one page as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u32>,
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
+
+/// The content type of an answer of several pull pages, one JSON object a line.
+pub const PAGE_STREAM: &str = "application/x-ndjson";
 
 /// The current value of one field (a state delta, not history). The value is parsed JSON where
 /// it is read (`V` = [`Value`]); a server sends the JSON it stored unparsed (`V` =
@@ -247,6 +256,13 @@ pub struct PullResponse<V = Value> {
 }
 
 impl<V> PullResponse<V> {
+    /// Whether the page after this one may be fetched before this one is applied: there is
+    /// more, and this page drops no records (its cursor is the device's proof to the server
+    /// that it dropped them, so it must not be presented before the page is applied).
+    pub fn continues(&self) -> bool {
+        self.more && self.purged.is_empty()
+    }
+
     /// Every value of the page, whichever way it came, moved out of it.
     pub fn into_values(self) -> impl Iterator<Item = FieldValue<V>> {
         self.values
@@ -356,6 +372,35 @@ mod tests {
             r#"{"server_time_ms":1700000000123,"values":[{"kind":"vehicle","entity":"00000000-0000-0000-0000-000000000007","field":"plate","value":"粤L12345","stamp":"0000000000010000@00000000-0000-0000-0000-000000000002"}],"purged":["00000000-0000-0000-0000-000000000008"],"next_cursor":"c42","more":false}"#
         );
         assert_eq!(serde_json::from_str::<PullResponse>(&text).unwrap(), page);
+        // A page that drops records ends a run of pages fetched ahead, as does the last one.
+        let mut next = page.clone();
+        next.more = true;
+        assert!(!page.continues() && !next.continues());
+        next.purged.clear();
+        assert!(next.continues());
+    }
+
+    #[test]
+    fn a_pull_asking_for_pages_names_them_and_one_that_does_not_is_as_before() {
+        let mut ask = PullRequest {
+            protocol: PROTOCOL_VERSION,
+            cursor: Some(Cursor("s1:441303006001".into())),
+            limit: 5_000,
+            pages: None,
+            extra: BTreeMap::new(),
+        };
+        let one = serde_json::to_string(&ask).unwrap();
+        assert_eq!(
+            one,
+            r#"{"protocol":2,"cursor":"s1:441303006001","limit":5000}"#
+        );
+        ask.pages = Some(16);
+        let text = serde_json::to_string(&ask).unwrap();
+        assert_eq!(
+            text,
+            r#"{"protocol":2,"cursor":"s1:441303006001","limit":5000,"pages":16}"#
+        );
+        assert_eq!(serde_json::from_str::<PullRequest>(&text).unwrap(), ask);
     }
 
     #[test]

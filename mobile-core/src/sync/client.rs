@@ -1,15 +1,18 @@
 //! The HTTP client for the server's API: blocking (apps call sync from a background thread),
 //! with timeouts, JSON in and out, and the server's error codes kept.
 
+use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
 use baylink_sync::wire::{
-    Cursor, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+    Cursor, PAGE_STREAM, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
 };
 use baylink_sync::{Change, NodeId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use ureq::http::Response;
+use ureq::{Body, BodyReader};
 
 use crate::error::{Error, Result};
 
@@ -57,12 +60,8 @@ impl Client {
         }
     }
 
-    fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: &Value,
-    ) -> Result<T> {
+    /// Sends a request; an answer other than 2xx is [`Error::Server`] with its code and message.
+    fn send(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Response<Body>> {
         let url = format!("{}{path}", self.base);
         let mut request = self
             .agent
@@ -75,30 +74,36 @@ impl Client {
             .send(body.to_string())
             .map_err(|e| Error::Network(e.to_string()))?;
         let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024 * 1024)
-            .read_to_string()
-            .map_err(|e| Error::Network(e.to_string()))?;
-        if status == 204 {
-            return serde_json::from_str("null").map_err(|e| Error::Network(e.to_string()));
+        if (200..300).contains(&status) {
+            return Ok(response);
         }
-        if !(200..300).contains(&status) {
-            let parsed: Option<Value> = serde_json::from_str(&text).ok();
-            let error = parsed.as_ref().and_then(|v| v.get("error"));
-            let field = |name: &str| {
-                error
-                    .and_then(|e| e.get(name))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            return Err(Error::Server {
-                status,
-                code: field("code"),
-                message: field("message"),
-            });
+        let text = read_text(&mut response)?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let error = parsed.as_ref().and_then(|v| v.get("error"));
+        let field = |name: &str| {
+            error
+                .and_then(|e| e.get(name))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Err(Error::Server {
+            status,
+            code: field("code"),
+            message: field("message"),
+        })
+    }
+
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Result<T> {
+        let mut response = self.send(path, token, body)?;
+        let text = read_text(&mut response)?;
+        if response.status().as_u16() == 204 {
+            return serde_json::from_str("null").map_err(|e| Error::Network(e.to_string()));
         }
         serde_json::from_str(&text).map_err(|e| Error::Network(format!("answer from {path}: {e}")))
     }
@@ -144,13 +149,85 @@ impl Client {
 
     /// Pulls one page after a cursor.
     pub fn pull(&self, token: &str, cursor: Option<String>, limit: u32) -> Result<PullResponse> {
+        let mut pages = self.pull_pages(token, cursor, limit, 1)?;
+        pages.next().unwrap_or_else(|| {
+            Err(Error::Network(
+                "answer from /api/v1/sync/pull: empty".into(),
+            ))
+        })
+    }
+
+    /// Pulls up to `pages` consecutive pages after a cursor in one answer, each read as it
+    /// arrives (a server that does not stream them answers one page).
+    pub fn pull_pages(
+        &self,
+        token: &str,
+        cursor: Option<String>,
+        limit: u32,
+        pages: u32,
+    ) -> Result<Pages> {
         let request = PullRequest {
             protocol: PROTOCOL_VERSION,
             cursor: cursor.map(Cursor),
             limit,
+            pages: (pages > 1).then_some(pages),
             extra: Default::default(),
         };
         let body = serde_json::to_value(&request).map_err(|e| Error::Network(e.to_string()))?;
-        self.post("/api/v1/sync/pull", Some(token), &body)
+        let response = self.send("/api/v1/sync/pull", Some(token), &body)?;
+        let streamed = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(PAGE_STREAM.as_bytes()));
+        Ok(Pages {
+            body: BufReader::new(response.into_body().into_reader()),
+            streamed,
+            done: false,
+        })
     }
+}
+
+/// The pages of a pull's answer, in order, each read off the connection as it is asked for.
+pub struct Pages {
+    body: BufReader<BodyReader<'static>>,
+    streamed: bool,
+    done: bool,
+}
+
+impl Iterator for Pages {
+    type Item = Result<PullResponse>;
+
+    fn next(&mut self) -> Option<Result<PullResponse>> {
+        if self.done {
+            return None;
+        }
+        let mut text = Vec::new();
+        let read = if self.streamed {
+            self.body.read_until(b'\n', &mut text)
+        } else {
+            self.done = true;
+            self.body.read_to_end(&mut text)
+        };
+        let page = match read {
+            Ok(0) => None,
+            Ok(_) => Some(
+                serde_json::from_slice(&text)
+                    .map_err(|e| Error::Network(format!("answer from /api/v1/sync/pull: {e}"))),
+            ),
+            Err(e) => Some(Err(Error::Network(e.to_string()))),
+        };
+        // A page cut short or unreadable ends the answer: what follows it is not trusted.
+        self.done |= !matches!(page, Some(Ok(_)));
+        page
+    }
+}
+
+/// An answer's body as text.
+fn read_text(response: &mut Response<Body>) -> Result<String> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_string()
+        .map_err(|e| Error::Network(e.to_string()))
 }

@@ -21,6 +21,9 @@ const PUSH_BATCH: usize = 500;
 const PULL_PAGE: u32 = 5_000;
 /// Pages fetched ahead of the one being applied, at most.
 const PAGES_AHEAD: usize = 8;
+/// Pages asked for in one request while fetching ahead: the server reads each while the
+/// device reads the one before (one request a page would leave each side waiting for the other).
+const PAGES_ASKED: u32 = 16;
 /// Values applied in one transaction, at most: pages already fetched are applied together.
 const APPLY_VALUES: usize = 50_000;
 /// Request timeout.
@@ -145,27 +148,31 @@ impl Transport for Http {
             return;
         };
         let timeout = self.timeout;
-        let (pages, ahead) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+        let (pages_ahead, ahead) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
         let fetching = std::thread::Builder::new()
             .name("pull-ahead".into())
             .spawn(move || {
                 let client = Client::new(&session.server, timeout);
                 let mut at = cursor;
                 loop {
-                    let page = client.pull(&token, Some(at.clone()), limit);
-                    // A page that drops records ends the run: its cursor proves the drop to
-                    // the server, and must not be sent before the page is applied.
-                    let next = match &page {
-                        Ok(p) if p.more && p.purged.is_empty() => Some(p.next_cursor.0.clone()),
-                        _ => None,
+                    let pages = client.pull_pages(&token, Some(at.clone()), limit, PAGES_ASKED);
+                    let pages: Box<dyn Iterator<Item = Result<PullResponse>>> = match pages {
+                        Ok(pages) => Box::new(pages),
+                        Err(e) => Box::new(std::iter::once(Err(e))),
                     };
-                    // The receiver gone (the sync ended or went another way): stop.
-                    if pages.send((at, page)).is_err() {
-                        return;
-                    }
-                    match next {
-                        Some(next) => at = next,
-                        None => return,
+                    for page in pages {
+                        let next = match &page {
+                            Ok(p) if p.continues() => Some(p.next_cursor.0.clone()),
+                            _ => None,
+                        };
+                        // The receiver gone (the sync ended or went another way): stop.
+                        if pages_ahead.send((at, page)).is_err() {
+                            return;
+                        }
+                        match next {
+                            Some(next) => at = next,
+                            None => return,
+                        }
                     }
                 }
             });
@@ -398,7 +405,7 @@ fn pull(
         // drop is applied.
         let mut pages = vec![page];
         let mut values = pages[0].value_count();
-        while let Some(last) = pages.last().filter(|p| p.more && p.purged.is_empty()) {
+        while let Some(last) = pages.last().filter(|p| p.continues()) {
             let next = last.next_cursor.0.clone();
             transport.prefetch(store, next.clone(), PULL_PAGE);
             if values >= APPLY_VALUES {

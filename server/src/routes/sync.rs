@@ -1,11 +1,15 @@
 //! `/api/v1/sync`: push (a batch of changes, each accepted or refused, durable before the
 //! answer) and pull (pages of current values in the caller's villages after a cursor).
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use baylink_sync::wire::{
-    GROUPED_PULL, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse, group,
+    GROUPED_PULL, PAGE_STREAM, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest,
+    PushResponse, group,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -79,16 +83,103 @@ async fn pull(
     State(state): State<AppState>,
     AuthDevice(caller): AuthDevice,
     AppJson(req): AppJson<PullRequest>,
-) -> Result<Json<PullResponse<Box<RawValue>>>, AppError> {
+) -> Result<Response, AppError> {
     check_protocol(req.protocol)?;
     let from = sync::parse_cursor(req.cursor.as_ref())?;
-    let limit = req.limit.clamp(1, MAX_BATCH as u32);
-    let device = caller.device.clone();
-    // The page is read from a snapshot beside the writer; only the device's bookkeeping, when
-    // there is any, waits for the writer.
-    let (page, settle) = state
+    let ask = Ask {
+        caller,
+        limit: req.limit.clamp(1, MAX_BATCH as u32),
+        protocol: req.protocol,
+    };
+    let pages = req.pages.unwrap_or(1).clamp(1, MAX_PAGES);
+    // The first page is read before answering, so that a failure is an ordinary error answer.
+    let (first, next) = page(&state, &ask, from).await?;
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    let Some(next) = next.filter(|_| pages > 1) else {
+        return Ok((json, first).into_response());
+    };
+    // The next pages are read while the device reads the ones before: one page ahead at most,
+    // and the reading stops when the device goes away.
+    let (send, pages_out) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let _ = send.try_send(line(first));
+    tokio::spawn(async move {
+        let mut from = next;
+        for _ in 1..pages {
+            let (body, next) = match page(&state, &ask, from).await {
+                Ok(read) => read,
+                Err(e) => {
+                    // The stream ends early; the device asks again from the last page it got.
+                    tracing::warn!(device = %ask.caller.device, error = %e, "pull stream");
+                    return;
+                }
+            };
+            if send.send(line(body)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(next) => from = next,
+                None => return,
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, PAGE_STREAM)],
+        Body::from_stream(Lines(pages_out)),
+    )
+        .into_response())
+}
+
+/// Most pages in one answer: a stream's pages are read with the villages the caller had when it
+/// asked, so their number bounds how long a change of villages waits (a few seconds).
+pub const MAX_PAGES: u32 = 32;
+
+/// What a pull asks for, page after page.
+struct Ask {
+    caller: sync::Caller,
+    limit: u32,
+    protocol: u32,
+}
+
+/// Reads the page at `from` and writes its bookkeeping; returns it as JSON, with where the next
+/// page starts if a stream may go on past it.
+async fn page(
+    state: &AppState,
+    ask: &Ask,
+    from: sync::Position,
+) -> Result<(Vec<u8>, Option<sync::Position>), AppError> {
+    let caller = ask.caller.clone();
+    let (limit, protocol) = (ask.limit, ask.protocol);
+    // The page is read and encoded on a snapshot beside the writer; only the device's
+    // bookkeeping, when there is any, waits for the writer.
+    let (body, next, settle) = state
         .db
-        .read(move |conn| sync::read_page(conn, &caller, from, limit, now_ms()))
+        .read(move |conn| {
+            let (page, settle) = sync::read_page(conn, &caller, from, limit, now_ms())?;
+            let count = page.values.len();
+            let (values, records) = if protocol >= GROUPED_PULL {
+                (Vec::new(), group(page.values))
+            } else {
+                (page.values, Vec::new())
+            };
+            let answer = PullResponse::<Box<RawValue>> {
+                server_time_ms: now_ms(),
+                values,
+                records,
+                purged: page.purged,
+                next_cursor: page.next,
+                more: page.more,
+                extra: BTreeMap::new(),
+            };
+            tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
+            let next = if answer.continues() {
+                Some(sync::parse_cursor(Some(&answer.next_cursor))?)
+            } else {
+                None
+            };
+            let body = serde_json::to_vec(&answer)
+                .map_err(|e| AppError::Internal(format!("pull page: {e}")))?;
+            Ok((body, next, settle))
+        })
         .await?;
     if settle.needed() {
         state
@@ -101,19 +192,25 @@ async fn pull(
             })
             .await?;
     }
-    tracing::info!(%device, values = page.values.len(), purged = page.purged.len(), more = page.more, "pull");
-    let (values, records) = if req.protocol >= GROUPED_PULL {
-        (Vec::new(), group(page.values))
-    } else {
-        (page.values, Vec::new())
-    };
-    Ok(Json(PullResponse {
-        server_time_ms: now_ms(),
-        values,
-        records,
-        purged: page.purged,
-        next_cursor: page.next,
-        more: page.more,
-        extra: BTreeMap::new(),
-    }))
+    Ok((body, next))
+}
+
+/// A page as a line of a stream.
+fn line(mut body: Vec<u8>) -> Bytes {
+    body.push(b'\n');
+    Bytes::from(body)
+}
+
+/// The pages of a stream as the answer's body.
+struct Lines(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for Lines {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|page| page.map(Ok))
+    }
 }
