@@ -351,6 +351,15 @@ pub(crate) fn restore_indexes(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The highest record id stored, if any (ids are stored as lowercase hyphenated text, which
+/// orders as the ids do); one that does not read as an id counts as the highest possible.
+pub(crate) fn newest_id(conn: &Connection) -> Result<Option<Uuid>> {
+    let newest: Option<String> = conn
+        .prepare_cached("SELECT max(id) FROM record")?
+        .query_row([], |r| r.get(0))?;
+    Ok(newest.map(|id| Uuid::parse_str(&id).unwrap_or(Uuid::max())))
+}
+
 pub(crate) fn load_record(conn: &Connection, id: Uuid) -> Result<Option<StoredRecord>> {
     let mut stmt = conn.prepare_cached("SELECT kind, state FROM record WHERE id = ?1")?;
     let row = stmt

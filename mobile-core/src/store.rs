@@ -2,7 +2,7 @@
 //! the outbox in one transaction), reading (list, search, one record with its links), and the
 //! exchange with other replicas (outbox out, remote changes in, the server's answers).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use baylink_domain::{
     Date, EntityKind, Fields, Input, natural_id, to_text, validate_capture, validate_edit,
 };
 use baylink_sync::merge::values;
-use baylink_sync::wire::{ChangeResult, PullResponse};
+use baylink_sync::wire::{ChangeResult, FieldValue, PullResponse, RecordValues};
 use baylink_sync::{
     Change, ChangeId, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
 };
@@ -404,7 +404,13 @@ impl Store {
     /// Merges changes made elsewhere, in one transaction. Every change counts once however
     /// often it arrives; the order does not matter.
     pub fn apply_remote(&mut self, changes: &[Change]) -> Result<ApplyReport> {
-        self.write(|tx, device, _| merge_in(tx, device, changes.iter().cloned()))
+        self.write(|tx, device, _| {
+            let mut merge = Merge::default();
+            for change in changes {
+                merge.change(tx, device, change.clone())?;
+            }
+            merge.finish(tx)
+        })
     }
 
     /// Applies one page of a pull in one transaction: merges the values, drops the purged
@@ -435,20 +441,14 @@ impl Store {
                     .learn_offset(page.server_time_ms, received_at_ms);
                 let purged = std::mem::take(&mut page.purged);
                 // The page's values are moved into the records, not copied.
-                let changes = page.into_values().map(|v| Change {
-                    id: ChangeId {
-                        device: v.stamp.node,
-                        counter: 0,
-                    },
-                    kind: v.kind,
-                    entity: v.entity,
-                    field: v.field,
-                    value: v.value,
-                    stamp: v.stamp,
-                    base: None,
-                    extra: BTreeMap::new(),
-                });
-                let merged = merge_in(tx, device, changes)?;
+                let mut merge = Merge::default();
+                for v in std::mem::take(&mut page.values) {
+                    merge.change(tx, device, remote_change(v))?;
+                }
+                for record in page.records {
+                    merge.record(tx, device, record)?;
+                }
+                let merged = merge.finish(tx)?;
                 // What a pull brings is the server's state: nothing to report as concurrent.
                 report.applied += merged.applied;
                 report.unchanged += merged.unchanged;
@@ -676,23 +676,67 @@ fn prefix_filter(column: &str) -> String {
     format!("WHERE {column} >= ?1 AND {column} < ?2 AND deleted = 0 ORDER BY {column} LIMIT ?3")
 }
 
-/// Merges changes made elsewhere into the records they touch, each record read and written once.
-fn merge_in(
-    tx: &Transaction<'_>,
-    device: &mut Device,
-    changes: impl IntoIterator<Item = Change>,
-) -> Result<ApplyReport> {
-    let mut report = ApplyReport::default();
-    let mut touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)> = BTreeMap::new();
-    for change in changes {
-        device.clock.observe(change.stamp.hlc);
-        if change.stamp.node != device.node {
-            device.max_remote = device.max_remote.max(change.stamp.hlc);
+/// A value of a pull as a change made elsewhere.
+fn remote_change(v: FieldValue) -> Change {
+    Change {
+        id: ChangeId {
+            device: v.stamp.node,
+            counter: 0,
+        },
+        kind: v.kind,
+        entity: v.entity,
+        field: v.field,
+        value: v.value,
+        stamp: v.stamp,
+        base: None,
+        extra: BTreeMap::new(),
+    }
+}
+
+/// Changes made elsewhere merged into the records they touch, each record read once and written
+/// once ([`Merge::finish`]).
+#[derive(Default)]
+struct Merge {
+    report: ApplyReport,
+    /// Each touched record as stored and as merged so far.
+    touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)>,
+    /// The highest id stored when the merge began, once read.
+    newest: Option<Option<Uuid>>,
+}
+
+impl Merge {
+    /// Takes in the stamp of a value from another replica.
+    fn observe(device: &mut Device, stamp: Stamp) {
+        device.clock.observe(stamp.hlc);
+        if stamp.node != device.node {
+            device.max_remote = device.max_remote.max(stamp.hlc);
         }
-        let (_, record) = match touched.entry(change.entity) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let old = db::load_record(tx, change.entity)?;
+    }
+
+    /// A record as stored. One whose id is above every stored id is not looked for: a
+    /// bootstrap's records come in id order, each one new.
+    fn stored(
+        tx: &Transaction<'_>,
+        newest: &mut Option<Option<Uuid>>,
+        entity: Uuid,
+    ) -> Result<Option<StoredRecord>> {
+        let newest = match *newest {
+            Some(newest) => newest,
+            None => *newest.insert(db::newest_id(tx)?),
+        };
+        if newest.is_none_or(|newest| entity > newest) {
+            return Ok(None);
+        }
+        db::load_record(tx, entity)
+    }
+
+    /// Merges one change.
+    fn change(&mut self, tx: &Transaction<'_>, device: &mut Device, change: Change) -> Result<()> {
+        Merge::observe(device, change.stamp);
+        let (_, record) = match self.touched.entry(change.entity) {
+            btree_map::Entry::Occupied(e) => e.into_mut(),
+            btree_map::Entry::Vacant(e) => {
+                let old = Merge::stored(tx, &mut self.newest, change.entity)?;
                 let new = old.clone().unwrap_or_else(|| StoredRecord {
                     kind: change.kind.clone(),
                     state: EntityState::new(),
@@ -709,7 +753,7 @@ fn merge_in(
             } else {
                 (held.clone(), incoming.clone())
             };
-            report.concurrent.push(ConcurrentEdit {
+            self.report.concurrent.push(ConcurrentEdit {
                 entity: change.entity,
                 field: change.field.clone(),
                 kept,
@@ -721,17 +765,72 @@ fn merge_in(
                 outbox::materialize(tx, device.node, held.stamp.hlc, &change.field, &held.value)?;
             }
             record.state.insert(change.field, incoming);
-            report.applied += 1;
+            self.report.applied += 1;
         } else {
-            report.unchanged += 1;
+            self.report.unchanged += 1;
         }
+        Ok(())
     }
-    for (id, (old, new)) in &touched {
-        if old.as_ref() != Some(new) {
-            db::save_record(tx, *id, new, old.as_ref())?;
+
+    /// Merges a record's values from a pull page. A record the device neither holds nor has
+    /// merged yet takes them whole, as merging them one by one would: each applies (nothing is
+    /// held), none is concurrent, and no local value is overwritten; a bootstrap's records all
+    /// come so. Any other record takes them one by one.
+    fn record(
+        &mut self,
+        tx: &Transaction<'_>,
+        device: &mut Device,
+        record: RecordValues,
+    ) -> Result<()> {
+        let RecordValues {
+            kind,
+            entity,
+            stamp,
+            fields,
+            stamps,
+        } = record;
+        let stamp_of = |field: &str| stamps.get(field).copied().unwrap_or(stamp);
+        if !self.touched.contains_key(&entity) {
+            let Some(old) = Merge::stored(tx, &mut self.newest, entity)? else {
+                let state: EntityState = fields
+                    .into_iter()
+                    .map(|(field, value)| {
+                        let stamp = stamp_of(&field);
+                        Merge::observe(device, stamp);
+                        (field, Versioned::new(value, stamp))
+                    })
+                    .collect();
+                self.report.applied += state.len();
+                self.touched
+                    .insert(entity, (None, StoredRecord { kind, state }));
+                return Ok(());
+            };
+            self.touched.insert(entity, (Some(old.clone()), old));
         }
+        for (field, value) in fields {
+            let stamp = stamp_of(&field);
+            let v = FieldValue {
+                kind: kind.clone(),
+                entity,
+                field,
+                value,
+                stamp,
+                extra: BTreeMap::new(),
+            };
+            self.change(tx, device, remote_change(v))?;
+        }
+        Ok(())
     }
-    Ok(report)
+
+    /// Writes every record that changed; returns what was merged.
+    fn finish(self, tx: &Transaction<'_>) -> Result<ApplyReport> {
+        for (id, (old, new)) in &self.touched {
+            if old.as_ref() != Some(new) {
+                db::save_record(tx, *id, new, old.as_ref())?;
+            }
+        }
+        Ok(self.report)
+    }
 }
 
 /// Where a record now lives: itself, or the record a reviewer merged it into when this device
