@@ -152,7 +152,7 @@ impl Client {
         let mut pages = self.pull_pages(token, cursor, limit, 1)?;
         pages.next().unwrap_or_else(|| {
             Err(Error::Network(
-                "answer from /api/v1/sync/pull: empty".into(),
+                "answer from /api/v1/sync/pull: no page".into(),
             ))
         })
     }
@@ -182,6 +182,7 @@ impl Client {
         Ok(Pages {
             body: BufReader::new(response.into_body().into_reader()),
             streamed,
+            read: 0,
             done: false,
         })
     }
@@ -191,6 +192,8 @@ impl Client {
 pub struct Pages {
     body: BufReader<BodyReader<'static>>,
     streamed: bool,
+    /// Pages read so far.
+    read: usize,
     done: bool,
 }
 
@@ -209,6 +212,10 @@ impl Iterator for Pages {
             self.body.read_to_end(&mut text)
         };
         let page = match read {
+            // An answer without any page is a failure (asking again at once would loop).
+            Ok(0) if self.read == 0 => Some(Err(Error::Network(
+                "answer from /api/v1/sync/pull: no page".into(),
+            ))),
             Ok(0) => None,
             Ok(_) => Some(
                 serde_json::from_slice(&text)
@@ -218,6 +225,7 @@ impl Iterator for Pages {
         };
         // A page cut short or unreadable ends the answer: what follows it is not trusted.
         self.done |= !matches!(page, Some(Ok(_)));
+        self.read += 1;
         page
     }
 }
@@ -230,4 +238,47 @@ fn read_text(response: &mut Response<Body>) -> Result<String> {
         .limit(256 * 1024 * 1024)
         .read_to_string()
         .map_err(|e| Error::Network(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A server on loopback that answers one request with `answer` (status line, headers and
+    /// body as sent) and hangs up.
+    fn answering(answer: String) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request);
+            let _ = socket.write_all(answer.as_bytes());
+        });
+        url
+    }
+
+    #[test]
+    fn a_stream_of_pages_is_read_a_line_at_a_time_and_one_without_pages_is_a_failure() {
+        let page = r#"{"server_time_ms":1,"values":[],"next_cursor":"c1","more":true}"#;
+        let two = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n{page}\n{}\n",
+            page.len() * 2 + 2,
+            page.replace("c1", "c2")
+        );
+        let client = Client::new(&answering(two), Duration::from_secs(5));
+        let cursors: Vec<String> = client
+            .pull_pages("t", None, 10, 2)
+            .unwrap()
+            .map(|p| p.unwrap().next_cursor.0)
+            .collect();
+        assert_eq!(cursors, ["c1", "c2"]);
+        let none =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: 0\r\n\r\n";
+        let client = Client::new(&answering(none.into()), Duration::from_secs(5));
+        let mut pages = client.pull_pages("t", None, 10, 2).unwrap();
+        assert!(matches!(pages.next(), Some(Err(Error::Network(_)))));
+        assert!(pages.next().is_none());
+    }
 }
