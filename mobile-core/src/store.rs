@@ -950,6 +950,20 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_record_finds_its_links_through_an_index() {
+        let store = Store::open_in_memory().unwrap();
+        let plan: String = store
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN DELETE FROM link WHERE source = 'x'",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("INDEX link_source"), "{plan}");
+    }
+
+    #[test]
     fn searches_and_village_lists_read_indexes_not_the_table() {
         let store = Store::open_in_memory().unwrap();
         for column in ["id_number", "name", "plate", "address", "phone"] {
