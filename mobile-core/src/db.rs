@@ -177,18 +177,39 @@ pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
 
 /// Removes records and everything that points from them (links, pending changes).
 pub(crate) fn delete_record(conn: &Connection, id: Uuid) -> Result<()> {
-    let id = id.hyphenated().to_string();
-    conn.prepare_cached("DELETE FROM record WHERE id = ?1")?
-        .execute([&id])?;
-    conn.prepare_cached("DELETE FROM link WHERE source = ?1")?
-        .execute([&id])?;
+    let id_text = id.hyphenated().to_string();
+    // Its links are found from its reference fields: the table is keyed by what they name.
+    if let Some(record) = load_record(conn, id)? {
+        for (field, target) in references(&record) {
+            conn.prepare_cached(
+                "DELETE FROM link WHERE target = ?1 AND source = ?2 AND field = ?3",
+            )?
+            .execute(params![target, id_text, field])?;
+        }
+    }
     if links_pending(conn)? {
         conn.prepare_cached("DELETE FROM link_pending WHERE source = ?1")?
-            .execute([&id])?;
+            .execute([&id_text])?;
     }
+    conn.prepare_cached("DELETE FROM record WHERE id = ?1")?
+        .execute([&id_text])?;
     conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
-        .execute([&id])?;
+        .execute([&id_text])?;
     Ok(())
+}
+
+/// What a record's reference fields name, by field.
+fn references(record: &StoredRecord) -> Vec<(&'static str, String)> {
+    let Some(kind) = EntityKind::parse(&record.kind) else {
+        return Vec::new();
+    };
+    kind.fields()
+        .filter(|spec| matches!(spec.ty, FieldType::Ref(_)))
+        .filter_map(|spec| {
+            let target = record.state.get(spec.name)?.value.as_str()?;
+            Some((spec.name, target.to_owned()))
+        })
+        .collect()
 }
 
 /// An entity as the device holds it.

@@ -11,7 +11,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/002_sync.sql"),
     include_str!("sql/003_deferred_index.sql"),
     include_str!("sql/004_link_pending.sql"),
-    include_str!("sql/005_link_source.sql"),
 ];
 
 /// The schema version this build writes.
