@@ -180,21 +180,29 @@ pub(crate) fn delete_record(conn: &Connection, id: Uuid) -> Result<()> {
     let id_text = id.hyphenated().to_string();
     // Its links are found from its reference fields: the table is keyed by what they name.
     if let Some(record) = load_record(conn, id)? {
+        let pending = links_pending(conn)?;
         for (field, target) in references(&record) {
-            conn.prepare_cached(
-                "DELETE FROM link WHERE target = ?1 AND source = ?2 AND field = ?3",
-            )?
-            .execute(params![target, id_text, field])?;
+            unlink(conn, pending, &target, &id_text, field)?;
         }
-    }
-    if links_pending(conn)? {
-        conn.prepare_cached("DELETE FROM link_pending WHERE source = ?1")?
-            .execute([&id_text])?;
     }
     conn.prepare_cached("DELETE FROM record WHERE id = ?1")?
         .execute([&id_text])?;
     conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
         .execute([&id_text])?;
+    Ok(())
+}
+
+/// Removes one link, from `link_pending` too while a bootstrap is under way.
+fn unlink(conn: &Connection, pending: bool, target: &str, source: &str, field: &str) -> Result<()> {
+    let key = params![target, source, field];
+    conn.prepare_cached("DELETE FROM link WHERE target = ?1 AND source = ?2 AND field = ?3")?
+        .execute(key)?;
+    if pending {
+        conn.prepare_cached(
+            "DELETE FROM link_pending WHERE target = ?1 AND source = ?2 AND field = ?3",
+        )?
+        .execute(key)?;
+    }
     Ok(())
 }
 
@@ -478,47 +486,25 @@ pub(crate) fn save_record(
     if written == 0 {
         return Ok(false);
     }
-    if let Some(kind) = kind {
-        let mut pending = None;
-        for spec in kind.fields().filter(|s| matches!(s.ty, FieldType::Ref(_))) {
-            let target = |r: Option<&StoredRecord>| {
-                r.and_then(|r| r.state.get(spec.name))
-                    .and_then(|v| v.value.as_str().map(str::to_owned))
-            };
-            let (before, after) = (target(old), target(Some(record)));
-            if before == after {
-                continue;
-            }
-            let pending = match pending {
-                Some(pending) => pending,
-                None => *pending.insert(links_pending(conn)?),
-            };
-            if let Some(before) = before {
-                let key = params![before, id_text, spec.name];
+    let before = old.map(references).unwrap_or_default();
+    let after = references(record);
+    if before != after {
+        let pending = links_pending(conn)?;
+        for (field, target) in before.iter().filter(|link| !after.contains(link)) {
+            unlink(conn, pending, target, &id_text, field)?;
+        }
+        for (field, target) in after.iter().filter(|link| !before.contains(link)) {
+            let key = params![target, id_text, field];
+            if pending {
                 conn.prepare_cached(
-                    "DELETE FROM link WHERE target = ?1 AND source = ?2 AND field = ?3",
+                    "INSERT INTO link_pending (target, source, field) VALUES (?1, ?2, ?3)",
                 )?
                 .execute(key)?;
-                if pending {
-                    conn.prepare_cached(
-                        "DELETE FROM link_pending WHERE target = ?1 AND source = ?2 AND field = ?3",
-                    )?
-                    .execute(key)?;
-                }
-            }
-            if let Some(after) = after {
-                let key = params![after, id_text, spec.name];
-                if pending {
-                    conn.prepare_cached(
-                        "INSERT INTO link_pending (target, source, field) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(key)?;
-                } else {
-                    conn.prepare_cached(
-                        "INSERT OR IGNORE INTO link (target, source, field) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(key)?;
-                }
+            } else {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO link (target, source, field) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(key)?;
             }
         }
     }
