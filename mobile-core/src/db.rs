@@ -175,12 +175,12 @@ pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
     Ok(())
 }
 
-/// Removes records and everything that points from them (links, pending changes).
-pub(crate) fn delete_record(conn: &Connection, id: Uuid) -> Result<()> {
+/// Removes records and everything that points from them (links, pending changes); `pending`
+/// says whether links wait in `link_pending` ([`links_pending`]).
+pub(crate) fn delete_record(conn: &Connection, id: Uuid, pending: bool) -> Result<()> {
     let id_text = id.hyphenated().to_string();
     // Its links are found from its reference fields: the table is keyed by what they name.
     if let Some(record) = load_record(conn, id)? {
-        let pending = links_pending(conn)?;
         for (field, target) in references(&record) {
             unlink(conn, pending, &target, &id_text, field)?;
         }
@@ -361,7 +361,7 @@ pub(crate) fn defer_indexes(conn: &Connection) -> Result<()> {
 }
 
 /// Whether links go to `link_pending` for now (a bootstrap is under way).
-fn links_pending(conn: &Connection) -> Result<bool> {
+pub(crate) fn links_pending(conn: &Connection) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM deferred_index WHERE name = ?1)")?
         .query_row([PENDING_LINKS], |r| r.get(0))?)
@@ -432,12 +432,14 @@ pub(crate) fn load_all(conn: &Connection) -> Result<BTreeMap<Uuid, StoredRecord>
 
 /// Writes a record's new state with its summary columns, and keeps its links in step with its
 /// reference fields. `old` is the state it replaces; with `None` the record must be new, and
-/// nothing is written (false) if it exists after all.
+/// nothing is written (false) if it exists after all. `pending` is [`links_pending`] when the
+/// caller knows it (read here when links change otherwise).
 pub(crate) fn save_record(
     conn: &Connection,
     id: Uuid,
     record: &StoredRecord,
     old: Option<&StoredRecord>,
+    pending: Option<bool>,
 ) -> Result<bool> {
     let kind = EntityKind::parse(&record.kind);
     let get = |name: &str| record.state.get(name).map(|v| &v.value);
@@ -489,7 +491,10 @@ pub(crate) fn save_record(
     let before = old.map(references).unwrap_or_default();
     let after = references(record);
     if before != after {
-        let pending = links_pending(conn)?;
+        let pending = match pending {
+            Some(pending) => pending,
+            None => links_pending(conn)?,
+        };
         for (field, target) in before.iter().filter(|link| !after.contains(link)) {
             unlink(conn, pending, target, &id_text, field)?;
         }

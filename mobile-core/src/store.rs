@@ -452,8 +452,11 @@ impl Store {
                 // What a pull brings is the server's state: nothing to report as concurrent.
                 report.applied += merged.applied;
                 report.unchanged += merged.unchanged;
-                for id in purged {
-                    db::delete_record(tx, id)?;
+                if !purged.is_empty() {
+                    let pending = db::links_pending(tx)?;
+                    for id in purged {
+                        db::delete_record(tx, id, pending)?;
+                    }
                 }
             }
             if let Some((cursor, more)) = last {
@@ -522,7 +525,7 @@ impl Store {
                     }
                 }
                 if old.is_some() {
-                    db::save_record(tx, entity, &record, old.as_ref())?;
+                    db::save_record(tx, entity, &record, old.as_ref(), None)?;
                 }
                 outbox::append(tx, entity, &kind, stamp.hlc, &entries)?;
             }
@@ -780,43 +783,29 @@ impl Merge {
         &mut self,
         tx: &Transaction<'_>,
         device: &mut Device,
-        record: RecordValues,
+        mut record: RecordValues,
     ) -> Result<()> {
-        let RecordValues {
-            kind,
-            entity,
-            stamp,
-            fields,
-            stamps,
-        } = record;
-        let stamp_of = |field: &str| stamps.get(field).copied().unwrap_or(stamp);
+        let entity = record.entity;
         if !self.touched.contains_key(&entity) {
             let Some(old) = Merge::stored(tx, &mut self.newest, entity)? else {
+                let fields = std::mem::take(&mut record.fields);
                 let state: EntityState = fields
                     .into_iter()
                     .map(|(field, value)| {
-                        let stamp = stamp_of(&field);
+                        let stamp = record.stamp_of(&field);
                         Merge::observe(device, stamp);
                         (field, Versioned::new(value, stamp))
                     })
                     .collect();
                 self.report.applied += state.len();
+                let kind = record.kind;
                 self.touched
                     .insert(entity, (None, StoredRecord { kind, state }));
                 return Ok(());
             };
             self.touched.insert(entity, (Some(old.clone()), old));
         }
-        for (field, value) in fields {
-            let stamp = stamp_of(&field);
-            let v = FieldValue {
-                kind: kind.clone(),
-                entity,
-                field,
-                value,
-                stamp,
-                extra: BTreeMap::new(),
-            };
+        for v in record.into_values() {
             self.change(tx, device, remote_change(v))?;
         }
         Ok(())
@@ -824,9 +813,11 @@ impl Merge {
 
     /// Writes every record that changed; returns what was merged.
     fn finish(self, tx: &Transaction<'_>) -> Result<ApplyReport> {
+        // Read once for the batch, not once for each record whose links change.
+        let pending = Some(db::links_pending(tx)?);
         for (id, (old, new)) in &self.touched {
             if old.as_ref() != Some(new) {
-                db::save_record(tx, *id, new, old.as_ref())?;
+                db::save_record(tx, *id, new, old.as_ref(), pending)?;
             }
         }
         Ok(self.report)
@@ -922,7 +913,7 @@ fn write_local(
             .state
             .insert(field.clone(), Versioned::new(value.clone(), stamp));
     }
-    if !db::save_record(tx, id, &record, old)? {
+    if !db::save_record(tx, id, &record, old, None)? {
         return Ok(false);
     }
     device.next_counter = counter;

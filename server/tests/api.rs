@@ -82,6 +82,19 @@ async fn call_raw(
     (status, headers, bytes.to_vec())
 }
 
+/// Pushes a batch of changes (its JSON) with a token: the status and the answer.
+async fn push(state: &AppState, token: &str, batch: &Value) -> (StatusCode, Value) {
+    let (status, body, _) = call(
+        state,
+        "POST",
+        "/api/v1/sync/push",
+        Some(token),
+        Body::from(batch.to_string()),
+    )
+    .await;
+    (status, body)
+}
+
 fn login_body(user: &str, password: &str) -> Body {
     Body::from(
         json!({"username": user, "password": password, "device_id": DEVICE, "device_name": "t"})
@@ -241,14 +254,7 @@ async fn sync_needs_a_valid_token_of_the_pushing_device() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let other =
         json!({"protocol": 1, "device": "00000000-0000-4000-8000-000000000099", "changes": []});
-    let (status, body, _) = call(
-        &state,
-        "POST",
-        "/api/v1/sync/push",
-        Some(&good),
-        Body::from(other.to_string()),
-    )
-    .await;
+    let (status, body) = push(&state, &good, &other).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("forbidden"))
@@ -266,21 +272,14 @@ async fn invalid_values_are_refused_per_change_and_the_rest_is_accepted() {
             "field": field, "value": value, "stamp": format!("{:016x}@{DEVICE}", (baylink_server::store::now_ms() << 16) + counter),
         })
     };
-    let push = json!({"protocol": 1, "device": DEVICE, "changes": [
+    let batch = json!({"protocol": 1, "device": DEVICE, "changes": [
         change(1, "village", json!("441303006001")),
         change(2, "id_type", json!("resident_id")),
         change(3, "id_number", json!("110105194912310021")),
         change(4, "name", json!("王芳'); DROP TABLE field; --")),
         change(5, "review_status", json!("approved")),
     ]});
-    let (status, body, _) = call(
-        &state,
-        "POST",
-        "/api/v1/sync/push",
-        Some(&good),
-        Body::from(push.to_string()),
-    )
-    .await;
+    let (status, body) = push(&state, &good, &batch).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let codes: Vec<Option<&str>> = body["results"]
         .as_array()
@@ -311,14 +310,7 @@ async fn invalid_values_are_refused_per_change_and_the_rest_is_accepted() {
         .unwrap();
     assert_eq!(stored, "\"王芳'); DROP TABLE field; --\"");
     // The same push again is answered exactly as the first time.
-    let (_, again, _) = call(
-        &state,
-        "POST",
-        "/api/v1/sync/push",
-        Some(&good),
-        Body::from(push.to_string()),
-    )
-    .await;
+    let (_, again) = push(&state, &good, &batch).await;
     assert_eq!(again["results"], body["results"]);
 }
 
@@ -346,15 +338,8 @@ async fn a_pull_asking_for_several_pages_streams_the_pages_single_pulls_bring() 
             }));
         }
     }
-    let push = json!({"protocol": 2, "device": DEVICE, "changes": changes});
-    let (status, body, _) = call(
-        &state,
-        "POST",
-        "/api/v1/sync/push",
-        Some(&good),
-        Body::from(push.to_string()),
-    )
-    .await;
+    let batch = json!({"protocol": 2, "device": DEVICE, "changes": changes});
+    let (status, body) = push(&state, &good, &batch).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let pull = |cursor: Option<&str>, pages: Option<u32>| {
         let mut request = json!({"protocol": 2, "limit": 3});

@@ -211,19 +211,18 @@ pub fn expand<V: Clone>(records: &[RecordValues<V>]) -> impl Iterator<Item = Fie
 }
 
 impl<V> RecordValues<V> {
+    /// The stamp of one of the record's fields.
+    pub fn stamp_of(&self, field: &str) -> Stamp {
+        self.stamps.get(field).copied().unwrap_or(self.stamp)
+    }
+
     /// The record's values, field by field, moved out of it.
-    pub fn into_values(self) -> impl Iterator<Item = FieldValue<V>> {
-        let RecordValues {
-            kind,
-            entity,
-            stamp,
-            fields,
-            stamps,
-        } = self;
+    pub fn into_values(mut self) -> impl Iterator<Item = FieldValue<V>> {
+        let fields = std::mem::take(&mut self.fields);
         fields.into_iter().map(move |(field, value)| FieldValue {
-            kind: kind.clone(),
-            entity,
-            stamp: stamps.get(&field).copied().unwrap_or(stamp),
+            kind: self.kind.clone(),
+            entity: self.entity,
+            stamp: self.stamp_of(&field),
             field,
             value,
             extra: BTreeMap::new(),
