@@ -461,12 +461,11 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
 fn snapshot_cursors_are_read_back_and_forged_ones_refused() {
     let parse = |text: &str| sync::parse_cursor(Some(&Cursor(text.to_owned())));
     let id = Uuid::from_u128(77);
+    let position = parse(&format!("b12.7:{A}")).unwrap();
+    assert_eq!((position.after, position.snapshot), (12, Some(7)));
+    // An earlier server's snapshot cursor, in record order, starts the snapshot again.
     let position = parse(&format!("b12.{id}.id_number:{A}")).unwrap();
-    assert_eq!(position.after, 12);
-    assert_eq!(
-        position.snapshot,
-        Some((id.to_string(), "id_number".to_owned()))
-    );
+    assert_eq!((position.after, position.snapshot), (12, Some(0)));
     // An earlier server's restart cursor is a feed position.
     let position = parse(&format!("r9:{A}")).unwrap();
     assert_eq!((position.after, position.snapshot), (9, None));
@@ -476,6 +475,11 @@ fn snapshot_cursors_are_read_back_and_forged_ones_refused() {
         format!("b12.{id}.name'--:{A}"),
         format!("b12.{id}.:{A}"),
         format!("b-1.{id}.name:{A}"),
+        format!("b12.13:{A}"),
+        format!("b12.+3:{A}"),
+        format!("b12.-3:{A}"),
+        format!("b12.:{A}"),
+        format!("b12.3.4.5:{A}"),
     ] {
         assert!(parse(&forged).is_err(), "{forged}");
     }

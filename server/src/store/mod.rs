@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/003_review.sql"),
     include_str!("sql/004_feed.sql"),
     include_str!("sql/005_feed_kind.sql"),
+    include_str!("sql/006_feed_values.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -328,6 +329,66 @@ mod tests {
         // under the full test suite (on a loaded machine copies take longer and are not always
         // finished under the writer).
         assert!(log < 100_000_000, "the log grew to {log} bytes");
+    }
+
+    #[test]
+    fn a_database_of_the_previous_schema_gets_feeds_of_its_current_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        {
+            // Schema 5: feed rows name a value, read from `field`; a superseded one stays.
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..5] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 5;
+                 INSERT INTO station (code, name) VALUES ('441303006', 'S');
+                 INSERT INTO village (code, station, name) VALUES
+                     ('441303006001', '441303006', 'A'), ('441303006002', '441303006', 'B');
+                 INSERT INTO entity (id, kind, village) VALUES ('p', 'person', '441303006001');
+                 INSERT INTO scope (entity, village) VALUES ('p', '441303006001'), ('p', '441303006002');
+                 INSERT INTO field (entity, field, value, hlc, node, seq) VALUES
+                     ('p', 'name', '\"王五\"', 7, 'n', 3), ('p', 'village', '\"441303006001\"', 5, 'n', 2);
+                 INSERT INTO feed (village, seq, entity, kind, field) VALUES
+                     ('441303006001', 1, 'p', 'person', 'name'),
+                     ('441303006001', 2, 'p', 'person', 'village'),
+                     ('441303006001', 3, 'p', 'person', 'name'),
+                     ('441303006002', 2, 'p', 'person', 'village'),
+                     ('441303006002', 3, 'p', 'person', 'name');",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let feed: Vec<(String, i64, String, String, i64)> = db
+            .read_blocking(|c| {
+                Ok(c.prepare(
+                    "SELECT village, seq, field, value, hlc FROM feed ORDER BY village, seq",
+                )?
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        let row = |village: &str, seq, field: &str, value: &str, hlc| {
+            (
+                village.to_owned(),
+                seq,
+                field.to_owned(),
+                value.to_owned(),
+                hlc,
+            )
+        };
+        assert_eq!(
+            feed,
+            [
+                row("441303006001", 2, "village", "\"441303006001\"", 5),
+                row("441303006001", 3, "name", "\"王五\"", 7),
+                row("441303006002", 2, "village", "\"441303006001\"", 5),
+                row("441303006002", 3, "name", "\"王五\"", 7),
+            ]
+        );
     }
 
     #[test]

@@ -586,6 +586,14 @@ fn apply(
             persons.insert(old.to_owned());
         }
     }
+    if held.is_some() {
+        // The value it replaces leaves the feeds (the new one joins them when published).
+        tx.prepare_cached(
+            "DELETE FROM feed WHERE village IN (SELECT village FROM scope WHERE entity = ?1)
+             AND seq = (SELECT seq FROM field WHERE entity = ?1 AND field = ?2)",
+        )?
+        .execute(params![entity, change.field])?;
+    }
     let seq = seq.next();
     tx.prepare_cached(
         "INSERT INTO field (entity, field, value, hlc, node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -736,12 +744,21 @@ fn rescope(
 /// Puts an entity's values written or resent after `since` into the feeds of its villages.
 fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), AppError> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO feed (village, seq, entity, kind, field)
-         SELECT s.village, f.seq, f.entity, e.kind, f.field FROM field f
+        "INSERT OR IGNORE INTO feed (village, seq, entity, kind, field, value, hlc, node)
+         SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node FROM field f
          JOIN scope s ON s.entity = f.entity JOIN entity e ON e.id = f.entity
          WHERE f.entity = ?1 AND f.seq > ?2",
     )?
     .execute(params![entity, since])?;
+    Ok(())
+}
+
+/// Takes an entity's current values out of one village's feed.
+fn unpublish(tx: &Transaction<'_>, entity: &str, village: &str) -> Result<(), AppError> {
+    tx.prepare_cached(
+        "DELETE FROM feed WHERE village = ?2 AND seq IN (SELECT seq FROM field WHERE entity = ?1)",
+    )?
+    .execute(params![entity, village])?;
     Ok(())
 }
 
@@ -759,12 +776,8 @@ fn set_scope(
     for gone in before.difference(villages) {
         tx.prepare_cached("DELETE FROM scope WHERE entity = ?1 AND village = ?2")?
             .execute(params![entity, gone])?;
-        // A village's feed holds only records in the village (its superseded rows are skipped
-        // by their sequence number, so only the current ones need to go).
-        tx.prepare_cached(
-            "DELETE FROM feed WHERE village = ?2 AND seq IN (SELECT seq FROM field WHERE entity = ?1)",
-        )?
-        .execute(params![entity, gone])?;
+        // A village's feed holds only records in the village.
+        unpublish(tx, entity, gone)?;
         tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
             .execute(params![seq.next(), entity, gone])?;
     }
@@ -773,19 +786,27 @@ fn set_scope(
         tx.prepare_cached("INSERT INTO scope (entity, village) VALUES (?1, ?2)")?
             .execute(params![entity, village])?;
     }
-    if !added.is_empty() && !before.is_empty() {
-        // Devices of the new villages are past this entity's sequence numbers: resend it whole.
-        let fields: Vec<String> = tx
-            .prepare_cached("SELECT field FROM field WHERE entity = ?1")?
-            .query_map([entity], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for field in fields {
-            tx.prepare_cached("UPDATE field SET seq = ?3 WHERE entity = ?1 AND field = ?2")?
-                .execute(params![entity, field, seq.next()])?;
-        }
-        return Ok(true);
+    if added.is_empty() {
+        return Ok(false);
     }
-    Ok(false)
+    // Devices of the new villages are past the sequence numbers of the values written before
+    // this write: those are resent, at new numbers, to every village (this write's own values
+    // are published with theirs). Their rows at the old numbers go from the villages kept.
+    let fields: Vec<String> = tx
+        .prepare_cached("SELECT field FROM field WHERE entity = ?1 AND seq <= ?2")?
+        .query_map(params![entity, seq.start], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if fields.is_empty() {
+        return Ok(false);
+    }
+    for kept in before.intersection(villages) {
+        unpublish(tx, entity, kept)?;
+    }
+    for field in fields {
+        tx.prepare_cached("UPDATE field SET seq = ?3 WHERE entity = ?1 AND field = ?2")?
+            .execute(params![entity, field, seq.next()])?;
+    }
+    Ok(true)
 }
 
 /// Where a pull resumes: after a sequence number, perhaps inside a snapshot of the device's
@@ -798,16 +819,17 @@ pub struct Position {
     /// The device has every value and every drop up to this sequence number, once the snapshot
     /// it is inside (if any) is complete: a snapshot is taken at this number.
     pub after: i64,
-    /// Inside a snapshot: the last record and field sent (records in id order, fields in name
-    /// order).
-    pub snapshot: Option<(String, String)>,
+    /// Inside a snapshot: the sequence number of the last value sent (values in the villages'
+    /// feeds' order, up to `after`).
+    pub snapshot: Option<i64>,
     /// Villages whose records the device may hold; `None` for cursors of earlier servers.
     pub held: Option<BTreeSet<String>>,
 }
 
 /// Parses a cursor this server issued: `s<seq>` (or `r<seq>`, from earlier servers), or
-/// `b<seq>.<record>.<field>` inside a snapshot; then `:` and the villages the device holds,
-/// `.`-separated (`s1234:441303006001.441303006002`).
+/// `b<seq>.<sent>` inside a snapshot taken at `seq` and sent up to `sent`; then `:` and the
+/// villages the device holds, `.`-separated (`s1234:441303006001.441303006002`). Earlier
+/// servers' snapshot cursors, `b<seq>.<record>.<field>`, start their snapshot again.
 pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
     let Some(Cursor(text)) = cursor else {
         return Ok(Position {
@@ -837,39 +859,41 @@ pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
     let (digits, snapshot) = match position.split_at_checked(1) {
         // `r` marked a restart of the feed from 0 on earlier servers: a feed position all the same.
         Some(("s" | "r", digits)) => (digits, None),
-        Some(("b", rest)) => {
-            let mut parts = rest.splitn(3, '.');
-            let (Some(digits), Some(entity), Some(field)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(bad());
-            };
-            // Stored ids are hyphenated UUIDs and field names snake_case: anything else is forged.
-            let entity = Uuid::parse_str(entity)
-                .map_err(|_| bad())?
-                .hyphenated()
-                .to_string();
-            if field.is_empty()
-                || !field
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        Some(("b", rest)) => match rest.split('.').collect::<Vec<_>>()[..] {
+            [digits, sent] => (digits, Some(number(sent).ok_or_else(bad)?)),
+            // Inside an earlier server's snapshot, in record order: sent again from the start
+            // (the device merges what it holds already as unchanged).
+            [digits, entity, field]
+                if Uuid::parse_str(entity).is_ok()
+                    && !field.is_empty()
+                    && field
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
             {
-                return Err(bad());
+                (digits, Some(0))
             }
-            (digits, Some((entity, field.to_owned())))
-        }
+            _ => return Err(bad()),
+        },
         _ => return Err(bad()),
     };
-    let after = digits
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(bad)?;
+    let after = number(digits).ok_or_else(bad)?;
+    if snapshot.is_some_and(|sent| sent > after) {
+        return Err(bad());
+    }
     Ok(Position {
         after,
         snapshot,
         held,
     })
+}
+
+/// A sequence number in a cursor: digits, not negative.
+fn number(digits: &str) -> Option<i64> {
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse::<i64>().ok())
+        .flatten()
 }
 
 /// One page of a pull.
@@ -983,73 +1007,23 @@ fn parse_entity(text: &str) -> Result<Uuid, AppError> {
     Uuid::parse_str(text).map_err(|_| corrupt("entity"))
 }
 
-/// Values of the caller's villages' records after the (record, field) key `after`, in key order:
-/// at most `limit + 1` from each village's records in id order, merged, so that the first
-/// `limit` hold every value up to the last of them, whichever village it came from. Records and
-/// their fields
-/// are read by two statements: SQLite sorts the joined rows of a record again, though the
-/// field table holds them in order.
-fn snapshot_values(
-    tx: &Connection,
-    villages: &[String],
-    after: &(String, String),
-    limit: u32,
-) -> Result<Vec<SentValue>, AppError> {
-    let wanted = limit as usize + 1;
-    let mut rows: Vec<SentValue> = Vec::new();
-    for village in villages {
-        let mut records = tx.prepare_cached(
-            "SELECT s.entity, e.kind FROM scope s JOIN entity e ON e.id = s.entity
-             WHERE s.village = ?1 AND s.entity >= ?2 ORDER BY s.entity",
-        )?;
-        let mut fields = tx.prepare_cached(
-            "SELECT field, value, hlc, node FROM field WHERE entity = ?1 AND field > ?2
-             ORDER BY field",
-        )?;
-        let mut found = records.query(params![village, after.0])?;
-        let mut taken = 0;
-        'records: while let Some(record) = found.next()? {
-            let (text, kind): (String, String) = (record.get(0)?, record.get(1)?);
-            let entity = parse_entity(&text)?;
-            let from = if text == after.0 {
-                after.1.as_str()
-            } else {
-                ""
-            };
-            let mut values = fields.query(params![text, from])?;
-            while let Some(v) = values.next()? {
-                rows.push(sent_value(v, 0, &kind, entity)?);
-                taken += 1;
-                if taken == wanted {
-                    break 'records;
-                }
-            }
-        }
-    }
-    // A record in two of the caller's villages is in both scans. Ids order as their text does.
-    rows.sort_unstable_by(|a, b| (a.entity, &a.field).cmp(&(b.entity, &b.field)));
-    rows.dedup_by(|a, b| a.entity == b.entity && a.field == b.field);
-    Ok(rows)
-}
-
-/// Values of the caller's villages written or resent after `after`, in `seq` order: at most
-/// `limit + 1` from each village's feed, merged, so that the first `limit` hold every value up
-/// to the last of them, whichever village it came from.
+/// Current values of the caller's villages written or resent after `after` and up to `upto`,
+/// in `seq` order: at most `limit + 1` from each village's feed, merged, so that the first
+/// `limit` hold every value up to the last of them, whichever village it came from.
 fn feed_values(
     tx: &Connection,
     villages: &[String],
     after: i64,
+    upto: i64,
     limit: u32,
 ) -> Result<Vec<(i64, SentValue)>, AppError> {
     let mut rows: Vec<(i64, SentValue)> = Vec::new();
     for village in villages {
         let mut stmt = tx.prepare_cached(
-            "SELECT q.seq, q.entity, q.kind, q.field, f.value, f.hlc, f.node FROM feed q
-             JOIN field f ON f.entity = q.entity AND f.field = q.field
-             WHERE q.village = ?1 AND q.seq > ?2 AND f.seq = q.seq
-             ORDER BY q.seq LIMIT ?3",
+            "SELECT seq, entity, kind, field, value, hlc, node FROM feed
+             WHERE village = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
         )?;
-        let mut found = stmt.query(params![village, after, i64::from(limit) + 1])?;
+        let mut found = stmt.query(params![village, after, upto, i64::from(limit) + 1])?;
         while let Some(r) = found.next()? {
             let kind = r.get_ref(2)?.as_str().map_err(|_| corrupt("kind"))?;
             let entity = parse_entity(r.get_ref(1)?.as_str().map_err(|_| corrupt("entity"))?)?;
@@ -1064,8 +1038,8 @@ fn feed_values(
 
 /// Reads one page of a pull from a snapshot (a reader connection will do) and says what is left
 /// to write. A device new to some of its villages (a fresh one: all of them) is sent a snapshot
-/// of its villages' records first, record by record, and then what was written since it was
-/// taken; otherwise everything in its villages after its cursor; at most `limit` values a page.
+/// of its villages' records first (their feeds up to the number it is taken at), and then what
+/// was written since; otherwise everything in its villages after its cursor; at most `limit` values a page.
 /// A device whose villages changed is also told to drop what it may no longer hold.
 pub fn read_page(
     tx: &Connection,
@@ -1095,10 +1069,10 @@ pub fn read_page(
     let mut upto = after;
     let mut snapshot = from.snapshot;
     if now.difference(&held).next().is_some() {
-        // New villages: everything in them is news to this device, even mid-snapshot. A walk of
-        // the records costs a lookup per record where the feed from 0 cost one per value.
+        // New villages: everything in them is news to this device, even mid-snapshot: the
+        // villages' feeds from the start, up to the number the snapshot is taken at.
         upto = current_seq(tx)?;
-        snapshot = Some((String::new(), String::new()));
+        snapshot = Some(0);
     }
     // Villages the device wrote records in may hold records no pull brought: drop those too,
     // until the device's cursor shows it applied a page that said so (then the note goes).
@@ -1129,19 +1103,19 @@ pub fn read_page(
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
     let (values, more, next) = match snapshot {
-        Some(key) => {
-            let mut rows = snapshot_values(tx, &caller.villages, &key, limit)?;
+        Some(sent) => {
+            let mut rows = feed_values(tx, &caller.villages, sent, upto, limit)?;
             let inside = rows.len() > limit as usize;
             rows.truncate(limit as usize);
-            // The feed after the snapshot's number follows the last record, on the next page.
+            // The feed after the snapshot's number follows its last value, on the next page.
             let next = match rows.last() {
-                Some(last) if inside => format!("b{upto}.{}.{}", last.entity, last.field),
+                Some((seq, _)) if inside => format!("b{upto}.{seq}"),
                 _ => format!("s{upto}"),
             };
-            (rows, true, next)
+            (rows.into_iter().map(|(_, row)| row).collect(), true, next)
         }
         None => {
-            let mut rows = feed_values(tx, &caller.villages, after, limit)?;
+            let mut rows = feed_values(tx, &caller.villages, after, i64::MAX, limit)?;
             let more = rows.len() > limit as usize;
             rows.truncate(limit as usize);
             upto = match rows.last() {
