@@ -14,6 +14,50 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::schema;
 
+/// SQLCipher: a raw 256-bit key (already stretched by argon2id), set before anything reads the
+/// file.
+fn unlock(conn: &Connection, key: &[u8; 32]) -> Result<()> {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    conn.pragma_update(None, "key", format!("x'{hex}'"))?;
+    Ok(())
+}
+
+/// Copies the log back into the database on a thread of its own, with a connection of its own,
+/// when nudged (after a pull's pages are written): the store's connection then seldom reaches
+/// its own checkpoint, which waits for the disk to sync what it copies (a bootstrap stood still
+/// a quarter of a second at each). The thread ends with the store.
+pub(crate) struct Checkpointer {
+    nudge: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// Starts the thread, on the database at `path` (opened and brought up to date already).
+    /// `None` if it cannot: the store's own checkpoints copy everything then.
+    pub(crate) fn start(path: &Path, key: Option<&[u8; 32]>) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        if let Some(key) = key {
+            unlock(&conn, key).ok()?;
+        }
+        let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                while nudged.recv().is_ok() {
+                    // PASSIVE: never waits for the store's writes; what it cannot copy now, the
+                    // next nudge (or the store's own checkpoint) copies.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { nudge })
+    }
+
+    /// Asks for a checkpoint; one already asked for and not begun covers this one.
+    pub(crate) fn nudge(&self) {
+        let _ = self.nudge.try_send(());
+    }
+}
+
 /// Opens (creating if need be) the database at `path`, or in memory, and brings it up to date.
 pub(crate) fn open(
     path: Option<&Path>,
@@ -25,10 +69,8 @@ pub(crate) fn open(
         None => Connection::open_in_memory()?,
     };
     if let Some(key) = key {
-        // SQLCipher: a raw 256-bit key (already stretched by argon2id), set before anything
-        // reads the file. A wrong key shows at the first read: "file is not a database".
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        conn.pragma_update(None, "key", format!("x'{hex}'"))?;
+        unlock(&conn, key)?;
+        // A wrong key shows at the first read: "file is not a database".
         let readable = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
         });
@@ -378,15 +420,6 @@ pub(crate) fn restore_indexes(conn: &Connection) -> Result<()> {
         conn.execute("DELETE FROM deferred_index WHERE name = ?1", [name])?;
     }
     Ok(())
-}
-
-/// The highest record id stored, if any (ids are stored as lowercase hyphenated text, which
-/// orders as the ids do); one that does not read as an id counts as the highest possible.
-pub(crate) fn newest_id(conn: &Connection) -> Result<Option<Uuid>> {
-    let newest: Option<String> = conn
-        .prepare_cached("SELECT max(id) FROM record")?
-        .query_row([], |r| r.get(0))?;
-    Ok(newest.map(|id| Uuid::parse_str(&id).unwrap_or(Uuid::max())))
 }
 
 pub(crate) fn load_record(conn: &Connection, id: Uuid) -> Result<Option<StoredRecord>> {

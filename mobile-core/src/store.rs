@@ -121,38 +121,46 @@ pub struct Store {
     conn: Connection,
     device: Device,
     clock: Arc<dyn PhysicalClock>,
+    /// Copies the log back beside this store's writes (a store in a file).
+    checkpointer: Option<db::Checkpointer>,
 }
 
 impl Store {
     /// Opens or creates the store in a file.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        Store::from_connection(db::open(Some(path.as_ref()), None, None)?)
+        Store::in_file(path.as_ref(), None, None)
     }
 
     /// Opens or creates the store in a file encrypted (SQLCipher) under a key derived from the
     /// officer's passphrase; works offline. A wrong passphrase is [`Error::WrongPassphrase`].
     pub fn open_encrypted(path: impl AsRef<Path>, passphrase: &str) -> Result<Store> {
         let key = crate::key::derive(path.as_ref(), passphrase)?;
-        Store::from_connection(db::open(Some(path.as_ref()), None, Some(&key))?)
+        Store::in_file(path.as_ref(), None, Some(&key))
     }
 
     /// Opens or creates the store in a file; a new one takes `node` as its node id
     /// (simulations, which must replay exactly).
     pub fn open_as(path: impl AsRef<Path>, node: NodeId) -> Result<Store> {
-        Store::from_connection(db::open(Some(path.as_ref()), Some(node), None)?)
+        Store::in_file(path.as_ref(), Some(node), None)
     }
 
     /// A store in memory (tests, benchmarks).
     pub fn open_in_memory() -> Result<Store> {
-        Store::from_connection(db::open(None, None, None)?)
+        Store::from_connection(db::open(None, None, None)?, None)
     }
 
-    fn from_connection(conn: Connection) -> Result<Store> {
+    fn in_file(path: &Path, node: Option<NodeId>, key: Option<&[u8; 32]>) -> Result<Store> {
+        let conn = db::open(Some(path), node, key)?;
+        Store::from_connection(conn, db::Checkpointer::start(path, key))
+    }
+
+    fn from_connection(conn: Connection, checkpointer: Option<db::Checkpointer>) -> Result<Store> {
         let device = db::load_device(&conn)?;
         Ok(Store {
             conn,
             device,
             clock: Arc::new(SystemClock),
+            checkpointer,
         })
     }
 
@@ -405,11 +413,11 @@ impl Store {
     /// often it arrives; the order does not matter.
     pub fn apply_remote(&mut self, changes: &[Change]) -> Result<ApplyReport> {
         self.write(|tx, device, _| {
-            let mut merge = Merge::default();
+            let mut merge = Merge::new(db::links_pending(tx)?, false);
             for change in changes {
                 merge.change(tx, device, change.clone())?;
             }
-            merge.finish(tx)
+            merge.finish(tx, device)
         })
     }
 
@@ -429,34 +437,45 @@ impl Store {
         pages: Vec<PullResponse>,
         received_at_ms: u64,
     ) -> Result<ApplyReport> {
+        let report = self.write_pulls(pages, received_at_ms);
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.nudge();
+        }
+        report
+    }
+
+    fn write_pulls(
+        &mut self,
+        pages: Vec<PullResponse>,
+        received_at_ms: u64,
+    ) -> Result<ApplyReport> {
         self.write(|tx, device, _| {
             if pages.first().is_some_and(|p| p.more) && !db::holds_records(tx)? {
                 db::defer_indexes(tx)?;
             }
             let mut report = ApplyReport::default();
             let last = pages.last().map(|p| (p.next_cursor.0.clone(), p.more));
+            // Read once for the batch, not once for each record.
+            let bootstrap = db::links_pending(tx)?;
             for mut page in pages {
                 device
                     .clock
                     .learn_offset(page.server_time_ms, received_at_ms);
                 let purged = std::mem::take(&mut page.purged);
                 // The page's values are moved into the records, not copied.
-                let mut merge = Merge::default();
+                let mut merge = Merge::new(bootstrap, bootstrap);
                 for v in std::mem::take(&mut page.values) {
                     merge.change(tx, device, remote_change(v))?;
                 }
                 for record in page.records {
                     merge.record(tx, device, record)?;
                 }
-                let merged = merge.finish(tx)?;
+                let merged = merge.finish(tx, device)?;
                 // What a pull brings is the server's state: nothing to report as concurrent.
                 report.applied += merged.applied;
                 report.unchanged += merged.unchanged;
-                if !purged.is_empty() {
-                    let pending = db::links_pending(tx)?;
-                    for id in purged {
-                        db::delete_record(tx, id, pending)?;
-                    }
+                for id in purged {
+                    db::delete_record(tx, id, bootstrap)?;
                 }
             }
             if let Some((cursor, more)) = last {
@@ -698,16 +717,29 @@ fn remote_change(v: FieldValue) -> Change {
 
 /// Changes made elsewhere merged into the records they touch, each record read once and written
 /// once ([`Merge::finish`]).
-#[derive(Default)]
 struct Merge {
     report: ApplyReport,
-    /// Each touched record as stored and as merged so far.
+    /// Each touched record as stored (`None`: not stored, or not looked up) and as merged so far.
     touched: BTreeMap<Uuid, (Option<StoredRecord>, StoredRecord)>,
-    /// The highest id stored when the merge began, once read.
-    newest: Option<Option<Uuid>>,
+    /// Links wait in `link_pending`: a bootstrap is under way ([`db::links_pending`]).
+    pending: bool,
+    /// Records are taken for new without looking them up (a bootstrap's nearly all are, and a
+    /// lookup per record, in the order the server sends them, cost a bootstrap a fifth of its
+    /// merge); one held after all is merged when its insert finds it ([`Merge::finish`]).
+    take_new: bool,
 }
 
 impl Merge {
+    /// A merge; `pending`: whether links wait ([`db::links_pending`]).
+    fn new(pending: bool, take_new: bool) -> Merge {
+        Merge {
+            report: ApplyReport::default(),
+            touched: BTreeMap::new(),
+            pending,
+            take_new,
+        }
+    }
+
     /// Takes in the stamp of a value from another replica.
     fn observe(device: &mut Device, stamp: Stamp) {
         device.clock.observe(stamp.hlc);
@@ -716,18 +748,9 @@ impl Merge {
         }
     }
 
-    /// A record as stored. One whose id is above every stored id is not looked for: a
-    /// bootstrap's records come in id order, each one new.
-    fn stored(
-        tx: &Transaction<'_>,
-        newest: &mut Option<Option<Uuid>>,
-        entity: Uuid,
-    ) -> Result<Option<StoredRecord>> {
-        let newest = match *newest {
-            Some(newest) => newest,
-            None => *newest.insert(db::newest_id(tx)?),
-        };
-        if newest.is_none_or(|newest| entity > newest) {
+    /// A record as stored; `None` without a lookup when records are taken for new.
+    fn stored(tx: &Transaction<'_>, take_new: bool, entity: Uuid) -> Result<Option<StoredRecord>> {
+        if take_new {
             return Ok(None);
         }
         db::load_record(tx, entity)
@@ -739,7 +762,7 @@ impl Merge {
         let (_, record) = match self.touched.entry(change.entity) {
             btree_map::Entry::Occupied(e) => e.into_mut(),
             btree_map::Entry::Vacant(e) => {
-                let old = Merge::stored(tx, &mut self.newest, change.entity)?;
+                let old = Merge::stored(tx, self.take_new, change.entity)?;
                 let new = old.clone().unwrap_or_else(|| StoredRecord {
                     kind: change.kind.clone(),
                     state: EntityState::new(),
@@ -787,7 +810,7 @@ impl Merge {
     ) -> Result<()> {
         let entity = record.entity;
         if !self.touched.contains_key(&entity) {
-            let Some(old) = Merge::stored(tx, &mut self.newest, entity)? else {
+            let Some(old) = Merge::stored(tx, self.take_new, entity)? else {
                 let fields = std::mem::take(&mut record.fields);
                 let state: EntityState = fields
                     .into_iter()
@@ -811,13 +834,36 @@ impl Merge {
         Ok(())
     }
 
-    /// Writes every record that changed; returns what was merged.
-    fn finish(self, tx: &Transaction<'_>) -> Result<ApplyReport> {
-        // Read once for the batch, not once for each record whose links change.
-        let pending = Some(db::links_pending(tx)?);
-        for (id, (old, new)) in &self.touched {
-            if old.as_ref() != Some(new) {
-                db::save_record(tx, *id, new, old.as_ref(), pending)?;
+    /// Writes every record that changed; returns what was merged. A record taken for new that
+    /// the device held after all (a bootstrap looks nothing up) is merged onto what is stored,
+    /// value by value, as if it had been looked up.
+    fn finish(mut self, tx: &Transaction<'_>, device: &Device) -> Result<ApplyReport> {
+        let pending = Some(self.pending);
+        for (id, (old, new)) in std::mem::take(&mut self.touched) {
+            if old.as_ref() == Some(&new)
+                || db::save_record(tx, id, &new, old.as_ref(), pending)?
+                || old.is_some()
+            {
+                continue;
+            }
+            let stored =
+                db::load_record(tx, id)?.ok_or_else(|| Error::Corrupt("record vanished".into()))?;
+            let mut merged = stored.clone();
+            for (field, incoming) in new.state {
+                let held = merged.state.get(&field);
+                if !plan_field(held, &incoming, None).apply {
+                    // Counted as applied when it was taken.
+                    self.report.applied -= 1;
+                    self.report.unchanged += 1;
+                    continue;
+                }
+                if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
+                    outbox::materialize(tx, device.node, held.stamp.hlc, &field, &held.value)?;
+                }
+                merged.state.insert(field, incoming);
+            }
+            if merged != stored {
+                db::save_record(tx, id, &merged, Some(&stored), pending)?;
             }
         }
         Ok(self.report)

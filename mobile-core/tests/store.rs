@@ -305,6 +305,132 @@ fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
     );
 }
 
+/// A pull page of whole records made of `changes`, with more to come or not.
+fn records_page(changes: &[baylink_sync::Change], more: bool) -> baylink_sync::wire::PullResponse {
+    use baylink_sync::wire::{Cursor, FieldValue, PullResponse, group};
+    PullResponse {
+        server_time_ms: NOW_MS,
+        values: Vec::new(),
+        records: group(
+            changes
+                .iter()
+                .map(|c| FieldValue {
+                    kind: c.kind.clone(),
+                    entity: c.entity,
+                    field: c.field.clone(),
+                    value: c.value.clone(),
+                    stamp: c.stamp,
+                    extra: Default::default(),
+                })
+                .collect(),
+        ),
+        purged: Vec::new(),
+        next_cursor: Cursor(format!("s1:{VILLAGE}")),
+        more,
+        extra: Default::default(),
+    }
+}
+
+#[test]
+fn a_record_captured_while_a_bootstrap_runs_is_merged_when_the_pull_brings_it() {
+    let later = baylink_sync::Hlc::new(NOW_MS + 60_000, 0);
+    let earlier = baylink_sync::Hlc::new(NOW_MS - 60_000, 0);
+    let first = records_page(
+        &[remote_person_change(
+            uuid::Uuid::from_u128(5),
+            "name",
+            "李四",
+            earlier,
+        )],
+        true,
+    );
+    // The same record from the server: a newer name, an older village.
+    let brought = |id| {
+        records_page(
+            &[
+                remote_person_change(id, "name", "王小芳", later),
+                remote_person_change(id, "village", "441303006002", earlier),
+            ],
+            true,
+        )
+    };
+    let outbox_names = |s: &Store| -> Vec<serde_json::Value> {
+        s.outbox(100)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.field == "name")
+            .map(|c| c.value)
+            .collect()
+    };
+    // A device whose bootstrap is under way (it held nothing when the first page came)...
+    let mut bootstrapping = store();
+    bootstrapping.apply_pull(&first, NOW_MS).unwrap();
+    let id = bootstrapping
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let report = bootstrapping.apply_pull(&brought(id), NOW_MS).unwrap();
+    assert_eq!((report.applied, report.unchanged), (1, 1));
+    let record = bootstrapping.get(id).unwrap().unwrap();
+    assert_eq!(record.fields["name"], "王小芳");
+    assert_eq!(record.fields["village"], VILLAGE);
+    assert_eq!(record.fields["id_number"], "11010519491231002X");
+    // ...keeps its own unpushed name in the outbox, as one that looks its records up does.
+    assert_eq!(outbox_names(&bootstrapping), [serde_json::json!("王芳")]);
+    let mut holding = store();
+    holding
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    holding.apply_pull(&first, NOW_MS).unwrap();
+    holding.apply_pull(&brought(id), NOW_MS).unwrap();
+    // The same values and stamps, but for each device's own node id.
+    let merged = |s: &Store| -> Vec<(String, serde_json::Value, u64, bool)> {
+        let own = s.node_id();
+        s.states().unwrap()[&id]
+            .1
+            .iter()
+            .map(|(f, v)| {
+                (
+                    f.clone(),
+                    v.value.clone(),
+                    v.stamp.hlc.as_u64(),
+                    v.stamp.node == own,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(merged(&bootstrapping), merged(&holding));
+    assert_eq!(outbox_names(&holding), outbox_names(&bootstrapping));
+}
+
+#[test]
+fn what_a_pull_writes_is_copied_into_the_database_beside_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("field.db");
+    let mut s = Store::open(&path)
+        .unwrap()
+        .with_clock(Arc::new(ManualClock::new(NOW_MS)));
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let before = size();
+    // 5,000 people: a few megabytes of log, far below the store's own checkpoint (10,000 pages).
+    let stamp = baylink_sync::Hlc::new(NOW_MS, 0);
+    let changes: Vec<baylink_sync::Change> = (0..5_000u128)
+        .flat_map(|i| {
+            let id = uuid::Uuid::from_u128(1_000 + i);
+            [
+                remote_person_change(id, "name", &format!("张{i}"), stamp),
+                remote_person_change(id, "village", VILLAGE, stamp),
+            ]
+        })
+        .collect();
+    s.apply_pull(&records_page(&changes, false), NOW_MS)
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() < before + 500_000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(size() >= before + 500_000, "{before} -> {}", size());
+}
+
 #[test]
 fn a_remote_field_stamped_at_the_same_instant_is_not_taken_for_ours() {
     let mut s = store();
