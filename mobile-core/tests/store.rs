@@ -518,7 +518,7 @@ proptest! {
         split in 1usize..8,
         purge in 0u8..5,
     ) {
-        use baylink_sync::wire::{Cursor, FieldValue, PullResponse, group};
+        use baylink_sync::wire::{Cursor, PullResponse};
         let changes = to_changes(&raw);
         let dropped = |i: usize| -> Vec<uuid::Uuid> {
             if i == 1 && purge < 4 {
@@ -531,25 +531,9 @@ proptest! {
             .chunks(split)
             .enumerate()
             .map(|(i, chunk)| PullResponse {
-                server_time_ms: NOW_MS,
-                values: Vec::new(),
-                records: group(
-                    chunk
-                        .iter()
-                        .map(|c| FieldValue {
-                            kind: c.kind.clone(),
-                            entity: c.entity,
-                            field: c.field.clone(),
-                            value: c.value.clone(),
-                            stamp: c.stamp,
-                            extra: Default::default(),
-                        })
-                        .collect(),
-                ),
                 purged: dropped(i),
                 next_cursor: Cursor(format!("s{i}:{VILLAGE}")),
-                more: true,
-                extra: Default::default(),
+                ..records_page(chunk, true)
             })
             .collect();
         // The reference: a replica per record, started over when the record is dropped.
