@@ -844,53 +844,31 @@ impl World {
                 ));
             }
         }
-        // Each village's feed holds the current values of the records in its scope, each once.
-        let (feed, scoped): (Vec<FeedRow>, Vec<FeedRow>) = self
+        // Each village's feed holds the current values of the records in its scope, each once
+        // (a feed row's key is its village and sequence number).
+        let differing: Vec<String> = self
             .server
             .db
             .call_blocking(|c| {
-                let rows = |sql: &str| -> Result<Vec<FeedRow>, rusqlite::Error> {
-                    c.prepare(sql)?
-                        .query_map([], |r| {
-                            Ok((
-                                r.get(0)?,
-                                r.get(1)?,
-                                r.get(2)?,
-                                r.get(3)?,
-                                r.get(4)?,
-                                r.get(5)?,
-                                r.get(6)?,
-                                r.get(7)?,
-                            ))
-                        })?
-                        .collect()
-                };
-                Ok((
-                    rows(
-                        "SELECT village, seq, entity, kind, field, value, hlc, node FROM feed
-                         ORDER BY village, seq",
-                    )?,
-                    rows(
-                        "SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node
-                         FROM scope s JOIN entity e ON e.id = s.entity JOIN field f ON f.entity = s.entity
-                         ORDER BY s.village, f.seq",
-                    )?,
-                ))
+                Ok(c.prepare(
+                    "WITH fed AS (SELECT village, seq, entity, kind, field, value, hlc, node FROM feed),
+                     scoped AS (SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node
+                         FROM scope s JOIN entity e ON e.id = s.entity JOIN field f ON f.entity = s.entity)
+                     SELECT 'extra ' || village || ' ' || seq || ' ' || entity || '.' || field || ' = ' || value
+                         FROM (SELECT * FROM fed EXCEPT SELECT * FROM scoped)
+                     UNION ALL
+                     SELECT 'missing ' || village || ' ' || seq || ' ' || entity || '.' || field || ' = ' || value
+                         FROM (SELECT * FROM scoped EXCEPT SELECT * FROM fed)
+                     LIMIT 6",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, rusqlite::Error>>()?)
             })
             .expect("feeds");
-        if feed != scoped {
-            let extra: Vec<&FeedRow> = feed
-                .iter()
-                .filter(|r| !scoped.contains(r))
-                .take(3)
-                .collect();
-            let missing: Vec<&FeedRow> = scoped
-                .iter()
-                .filter(|r| !feed.contains(r))
-                .take(3)
-                .collect();
+        if !differing.is_empty() {
             return Err(format!(
-                "the feeds differ from the scopes' current values: extra {extra:?}, missing {missing:?}"
+                "the feeds differ from the scopes' current values: {}",
+                differing.join("; ")
             ));
         }
         // Every acknowledged change is in the history exactly once, and what stands is it or newer.
@@ -948,9 +926,6 @@ impl World {
         Ok(())
     }
 }
-
-/// A feed row: village, seq, entity, kind, field, value, hlc, node.
-type FeedRow = (String, i64, String, String, String, String, i64, String);
 
 /// Runs the schedule of `seed` with `steps` operations; `Err` describes the broken invariant.
 pub fn run(seed: u64, steps: u64) -> Result<Stats, String> {
