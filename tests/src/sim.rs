@@ -871,6 +871,45 @@ impl World {
                 differing.join("; ")
             ));
         }
+        // Each record's scope is what its current fields make it, worked out here from scratch: its
+        // own village and, for a person, the villages of the houses of their open residences.
+        let differing: Vec<String> = self
+            .server
+            .db
+            .call_blocking(|c| {
+                Ok(c.prepare(
+                    "WITH lives AS (
+                         SELECT json_extract(p.value, '$') AS person, h.village FROM entity r
+                         JOIN field p ON p.entity = r.id AND p.field = 'person'
+                         JOIN field f ON f.entity = r.id AND f.field = 'house'
+                         JOIN entity h ON h.id = json_extract(f.value, '$')
+                         WHERE r.kind = 'residence' AND h.village IS NOT NULL
+                           AND NOT EXISTS (SELECT 1 FROM field m WHERE m.entity = r.id
+                               AND m.field = 'moved_out' AND m.value <> 'null')
+                           AND NOT EXISTS (SELECT 1 FROM field d WHERE d.entity = r.id
+                               AND d.field = 'deleted' AND d.value = 'true')),
+                     expected AS (
+                         SELECT id AS entity, village FROM entity WHERE village IS NOT NULL
+                         UNION
+                         SELECT l.person, l.village FROM lives l
+                         JOIN entity e ON e.id = l.person AND e.kind = 'person')
+                     SELECT 'extra ' || entity || ' in ' || village
+                         FROM (SELECT entity, village FROM scope EXCEPT SELECT * FROM expected)
+                     UNION ALL
+                     SELECT 'missing ' || entity || ' in ' || village
+                         FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope)
+                     LIMIT 6",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, rusqlite::Error>>()?)
+            })
+            .expect("scopes");
+        if !differing.is_empty() {
+            return Err(format!(
+                "the scopes differ from what the records' fields make them: {}",
+                differing.join("; ")
+            ));
+        }
         // Every acknowledged change is in the history exactly once, and what stands is it or newer.
         let history: BTreeMap<(String, String, String), i64> = self
             .server

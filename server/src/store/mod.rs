@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/004_feed.sql"),
     include_str!("sql/005_feed_kind.sql"),
     include_str!("sql/006_feed_values.sql"),
+    include_str!("sql/007_fewer_index_pages.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -388,6 +389,53 @@ mod tests {
                 row("441303006002", 2, "village", "\"441303006001\"", 5),
                 row("441303006002", 3, "name", "\"王五\"", 7),
             ]
+        );
+    }
+
+    #[test]
+    fn a_database_of_schema_6_loses_the_residence_links_and_appends_to_its_summary_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..6] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 6;
+                 INSERT INTO residence_link (residence, person, house, open) VALUES ('r', 'p', 'h', 1);",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let (links, officer, created): (i64, String, String) = db
+            .read_blocking(|c| {
+                let sql = |name: &str| -> rusqlite::Result<String> {
+                    c.query_row(
+                        "SELECT sql FROM sqlite_schema WHERE name = ?1",
+                        [name],
+                        |r| r.get(0),
+                    )
+                };
+                Ok((
+                    c.query_row(
+                        "SELECT count(*) FROM sqlite_schema WHERE tbl_name = 'residence_link'",
+                        [],
+                        |r| r.get(0),
+                    )?,
+                    sql("summary_officer")?,
+                    sql("summary_created")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(links, 0, "the table and its indexes are gone");
+        assert!(
+            officer.ends_with("(village, created_by, review_status, deleted, updated_seq)"),
+            "{officer}"
+        );
+        assert!(
+            created.ends_with("(village, created_at, deleted, updated_seq)"),
+            "{created}"
         );
     }
 

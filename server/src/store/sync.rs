@@ -679,30 +679,16 @@ fn rescope(
             .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))?;
         match kind.as_str() {
             "residence" => {
-                let person = text_of(tx, entity, "person")?;
-                let house = text_of(tx, entity, "house")?;
-                let moved_out = held(tx, entity, "moved_out")?.is_some_and(|v| !v.value.is_null());
-                let deleted =
-                    held(tx, entity, "deleted")?.is_some_and(|v| v.value == Value::Bool(true));
-                tx.prepare_cached(
-                    "INSERT INTO residence_link (residence, person, house, open) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (residence) DO UPDATE SET person = excluded.person, house = excluded.house, open = excluded.open",
-                )?
-                .execute(params![entity, person, house, !moved_out && !deleted])?;
-                people.extend(person);
+                people.extend(text_of(tx, entity, "person")?);
             }
             "person" => {
                 people.insert(entity.clone());
                 continue;
             }
             "house" => {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT person FROM residence_link WHERE house = ?1 AND person IS NOT NULL",
-                )?;
-                let living: Vec<String> = stmt
-                    .query_map([entity], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                people.extend(living);
+                for residence in residences_naming(tx, "house", entity)? {
+                    people.extend(text_of(tx, &residence, "person")?);
+                }
             }
             _ => {}
         }
@@ -722,14 +708,20 @@ fn rescope(
         };
         let mut villages: BTreeSet<String> = BTreeSet::new();
         villages.extend(home);
-        let mut stmt = tx.prepare_cached(
-            "SELECT e.village FROM residence_link r JOIN entity e ON e.id = r.house
-             WHERE r.person = ?1 AND r.open = 1 AND e.village IS NOT NULL",
-        )?;
-        let lived: Vec<String> = stmt
-            .query_map([&person], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        villages.extend(lived);
+        for residence in residences_naming(tx, "person", &person)? {
+            let moved_out = held(tx, &residence, "moved_out")?.is_some_and(|v| !v.value.is_null());
+            let deleted =
+                held(tx, &residence, "deleted")?.is_some_and(|v| v.value == Value::Bool(true));
+            let Some(house) = text_of(tx, &residence, "house")?.filter(|_| !moved_out && !deleted)
+            else {
+                continue;
+            };
+            let village: Option<Option<String>> = tx
+                .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
+                .query_row([&house], |r| r.get(0))
+                .optional()?;
+            villages.extend(village.flatten());
+        }
         if set_scope(tx, seq, &person, &villages)? && !touched.contains(&person) {
             resent.insert(person.clone());
         }
@@ -739,6 +731,26 @@ fn rescope(
         publish(tx, entity, seq.start)?;
     }
     Ok(scopes)
+}
+
+/// [`residences_naming`]'s query: `?1` the field, `?2` the record named as a JSON value.
+const RESIDENCES_NAMING: &str =
+    "SELECT f.entity FROM field f JOIN entity e ON e.id = f.entity AND e.kind = 'residence'
+     WHERE f.field IN ('person', 'house', 'owner', 'merged_into') AND f.field = ?1 AND f.value = ?2";
+
+/// The residences whose `field` (`person` or `house`) names `target`, found through the index
+/// of reference fields (`field_ref`, whose condition the query repeats so that it is used).
+fn residences_naming(
+    tx: &Transaction<'_>,
+    field: &'static str,
+    target: &str,
+) -> Result<Vec<String>, AppError> {
+    let mut stmt = tx.prepare_cached(RESIDENCES_NAMING)?;
+    let rows = stmt.query_map(
+        params![field, Value::String(target.to_owned()).to_string()],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Puts an entity's values written or resent after `since` into the feeds of its villages.
@@ -1237,4 +1249,34 @@ pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, AppErro
         fields,
         history,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    // A failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn who_lives_where_is_read_through_the_index_of_reference_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::Db::open(&dir.path().join("baylink.db")).unwrap();
+        let plan: Vec<String> = db
+            .read_blocking(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {RESIDENCES_NAMING}"))?;
+                let rows = stmt.query_map(params!["house", "\"h\""], |r| r.get(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX field_ref (field=? AND value=?)")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+    }
 }
