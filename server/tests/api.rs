@@ -411,3 +411,52 @@ async fn a_pull_asking_for_several_pages_streams_the_pages_single_pulls_bring() 
     let error: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(error["error"]["code"], "bad_request");
 }
+
+#[tokio::test]
+async fn answers_come_in_zstd_to_clients_that_ask_for_it_and_in_gzip_to_the_others() {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let pull = |accept: Option<&'static str>| {
+        let mut request = Request::builder()
+            .method("POST")
+            .uri("/api/v1/sync/pull")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {good}"));
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT_ENCODING, accept);
+        }
+        let request = request
+            .body(Body::from(json!({"protocol": 2, "limit": 3}).to_string()))
+            .unwrap();
+        async {
+            let response = app(state.clone()).oneshot(request).await.unwrap();
+            let encoding = response
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (encoding, bytes.to_vec())
+        }
+    };
+    let fields = |page: Value| {
+        let mut page = page.as_object().unwrap().clone();
+        page.remove("server_time_ms");
+        page
+    };
+    let (encoding, plain) = pull(None).await;
+    assert_eq!(encoding, None);
+    let plain = fields(serde_json::from_slice(&plain).unwrap());
+    // Phones ask for zstd first; it is preferred whatever the order.
+    for accept in ["zstd, gzip", "gzip, zstd"] {
+        let (encoding, bytes) = pull(Some(accept)).await;
+        assert_eq!(encoding.as_deref(), Some("zstd"), "{accept}");
+        let page = zstd::stream::decode_all(&bytes[..]).unwrap();
+        assert_eq!(fields(serde_json::from_slice(&page).unwrap()), plain);
+    }
+    // A client that knows only gzip (an earlier phone, the baseline's GET) gets gzip.
+    let (encoding, bytes) = pull(Some("gzip")).await;
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert_eq!(bytes[..2], [0x1f, 0x8b], "gzip's magic number");
+}
