@@ -293,6 +293,15 @@ mod tests {
         answering_with(answer.into_bytes()).0
     }
 
+    /// The cursors of the pages a pull of two pages from the server at `url` reads.
+    fn cursors_read(url: &str) -> Vec<String> {
+        Client::new(url, Duration::from_secs(5))
+            .pull_pages("t", None, 10, 2)
+            .unwrap()
+            .map(|p| p.unwrap().next_cursor.0)
+            .collect()
+    }
+
     #[test]
     fn a_stream_of_pages_is_read_a_line_at_a_time_and_one_without_pages_is_a_failure() {
         let page = r#"{"server_time_ms":1,"values":[],"next_cursor":"c1","more":true}"#;
@@ -301,13 +310,7 @@ mod tests {
             page.len() * 2 + 2,
             page.replace("c1", "c2")
         );
-        let client = Client::new(&answering(two), Duration::from_secs(5));
-        let cursors: Vec<String> = client
-            .pull_pages("t", None, 10, 2)
-            .unwrap()
-            .map(|p| p.unwrap().next_cursor.0)
-            .collect();
-        assert_eq!(cursors, ["c1", "c2"]);
+        assert_eq!(cursors_read(&answering(two)), ["c1", "c2"]);
         let none =
             "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: 0\r\n\r\n";
         let client = Client::new(&answering(none.into()), Duration::from_secs(5));
@@ -329,13 +332,7 @@ mod tests {
         .into_bytes();
         answer.extend_from_slice(&body);
         let (url, head) = answering_with(answer);
-        let client = Client::new(&url, Duration::from_secs(5));
-        let cursors: Vec<String> = client
-            .pull_pages("t", None, 10, 2)
-            .unwrap()
-            .map(|p| p.unwrap().next_cursor.0)
-            .collect();
-        assert_eq!(cursors, ["c1", "c2"]);
+        assert_eq!(cursors_read(&url), ["c1", "c2"]);
         let head = head.recv().unwrap().to_ascii_lowercase();
         assert!(
             head.contains("accept-encoding: zstd, gzip"),
