@@ -606,6 +606,23 @@ impl World {
         }
     }
 
+    /// Runs a check on the server's tables whose rows are the differences it found (none: the
+    /// check holds); an error of `what` with the first few otherwise.
+    fn agree(server: &Server, what: &str, sql: &str) -> Result<(), String> {
+        let differing: Vec<String> = server
+            .db
+            .call_blocking(|c| {
+                Ok(c.prepare(sql)?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, rusqlite::Error>>()?)
+            })
+            .expect(what);
+        if differing.is_empty() {
+            return Ok(());
+        }
+        Err(format!("{what}: {}", differing.join("; ")))
+    }
+
     fn reopen(&mut self, phone: usize) {
         let p = &mut self.phones[phone];
         // Replace the store: the old connection closes; what it committed is on disk.
@@ -846,12 +863,10 @@ impl World {
         }
         // Each village's feed holds the current values of the records in its scope, each once
         // (a feed row's key is its village and sequence number).
-        let differing: Vec<String> = self
-            .server
-            .db
-            .call_blocking(|c| {
-                Ok(c.prepare(
-                    "WITH fed AS (SELECT village, seq, entity, kind, field, value, hlc, node FROM feed),
+        Self::agree(
+            &self.server,
+            "the feeds differ from the scopes' current values",
+            "WITH fed AS (SELECT village, seq, entity, kind, field, value, hlc, node FROM feed),
                      scoped AS (SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node
                          FROM scope s JOIN entity e ON e.id = s.entity JOIN field f ON f.entity = s.entity)
                      SELECT 'extra ' || village || ' ' || seq || ' ' || entity || '.' || field || ' = ' || value
@@ -860,25 +875,13 @@ impl World {
                      SELECT 'missing ' || village || ' ' || seq || ' ' || entity || '.' || field || ' = ' || value
                          FROM (SELECT * FROM scoped EXCEPT SELECT * FROM fed)
                      LIMIT 6",
-                )?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, rusqlite::Error>>()?)
-            })
-            .expect("feeds");
-        if !differing.is_empty() {
-            return Err(format!(
-                "the feeds differ from the scopes' current values: {}",
-                differing.join("; ")
-            ));
-        }
+        )?;
         // Each record's scope is what its current fields make it, worked out here from scratch: its
         // own village and, for a person, the villages of the houses of their open residences.
-        let differing: Vec<String> = self
-            .server
-            .db
-            .call_blocking(|c| {
-                Ok(c.prepare(
-                    "WITH lives AS (
+        Self::agree(
+            &self.server,
+            "the scopes differ from what the records' fields make them",
+            "WITH lives AS (
                          SELECT json_extract(p.value, '$') AS person, h.village FROM entity r
                          JOIN field p ON p.entity = r.id AND p.field = 'person'
                          JOIN field f ON f.entity = r.id AND f.field = 'house'
@@ -899,17 +902,7 @@ impl World {
                      SELECT 'missing ' || entity || ' in ' || village
                          FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope)
                      LIMIT 6",
-                )?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, rusqlite::Error>>()?)
-            })
-            .expect("scopes");
-        if !differing.is_empty() {
-            return Err(format!(
-                "the scopes differ from what the records' fields make them: {}",
-                differing.join("; ")
-            ));
-        }
+        )?;
         // Every acknowledged change is in the history exactly once, and what stands is it or newer.
         let history: BTreeMap<(String, String, String), i64> = self
             .server
