@@ -332,19 +332,25 @@ mod tests {
         assert!(log < 100_000_000, "the log grew to {log} bytes");
     }
 
+    /// A database at `path` of schema `version` (its first steps only), with `rows` written.
+    fn database_of_schema(path: &Path, version: usize, rows: &str) {
+        let conn = Connection::open(path).unwrap();
+        for step in &MIGRATIONS[..version] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {version}; {rows}"))
+            .unwrap();
+    }
+
     #[test]
     fn a_database_of_the_previous_schema_gets_feeds_of_its_current_values() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baylink.db");
-        {
-            // Schema 5: feed rows name a value, read from `field`; a superseded one stays.
-            let conn = Connection::open(&path).unwrap();
-            for step in &MIGRATIONS[..5] {
-                conn.execute_batch(step).unwrap();
-            }
-            conn.execute_batch(
-                "PRAGMA user_version = 5;
-                 INSERT INTO station (code, name) VALUES ('441303006', 'S');
+        // Schema 5: feed rows name a value, read from `field`; a superseded one stays.
+        database_of_schema(
+            &path,
+            5,
+            "INSERT INTO station (code, name) VALUES ('441303006', 'S');
                  INSERT INTO village (code, station, name) VALUES
                      ('441303006001', '441303006', 'A'), ('441303006002', '441303006', 'B');
                  INSERT INTO entity (id, kind, village) VALUES ('p', 'person', '441303006001');
@@ -357,9 +363,7 @@ mod tests {
                      ('441303006001', 3, 'p', 'person', 'name'),
                      ('441303006002', 2, 'p', 'person', 'village'),
                      ('441303006002', 3, 'p', 'person', 'name');",
-            )
-            .unwrap();
-        }
+        );
         let db = Db::open(&path).unwrap();
         let feed: Vec<(String, i64, String, String, i64)> = db
             .read_blocking(|c| {
@@ -396,17 +400,11 @@ mod tests {
     fn a_database_of_schema_6_loses_the_residence_links_and_appends_to_its_summary_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baylink.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            for step in &MIGRATIONS[..6] {
-                conn.execute_batch(step).unwrap();
-            }
-            conn.execute_batch(
-                "PRAGMA user_version = 6;
-                 INSERT INTO residence_link (residence, person, house, open) VALUES ('r', 'p', 'h', 1);",
-            )
-            .unwrap();
-        }
+        database_of_schema(
+            &path,
+            6,
+            "INSERT INTO residence_link (residence, person, house, open) VALUES ('r', 'p', 'h', 1);",
+        );
         let db = Db::open(&path).unwrap();
         let (links, officer, created): (i64, String, String) = db
             .read_blocking(|c| {
