@@ -73,6 +73,25 @@ async fn wait_for(browser: &Browser, css: &str) -> Result<fantoccini::elements::
         .map_err(|e| format!("waiting for `{css}`: {e}"))
 }
 
+/// Waits (up to 10 s) until the browser is at an address containing `needle`.
+async fn wait_for_url(browser: &Browser, needle: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let url = browser
+            .client
+            .current_url()
+            .await
+            .map_err(|e| e.to_string())?;
+        if url.as_str().contains(needle) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the browser never went to `{needle}`: at {url}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits (up to 10 s) until the page's text contains `needle`, and returns it.
 async fn wait_for_text(browser: &Browser, needle: &str) -> Result<String, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -134,6 +153,8 @@ fn a_reviewer_finds_a_person_reads_the_history_and_returns_the_record_to_the_off
             .await
             .map_err(|e| e.to_string())?;
         search.submit().await.map_err(|e| e.to_string())?;
+        // The list before the search may hold the same link: wait for the search's own page.
+        wait_for_url(&browser, "q=110105194912").await?;
         let link = format!("a[href='/console/records/{id}']");
         wait_for(&browser, &link).await?;
         let list = page_text(&browser).await?;
