@@ -699,11 +699,7 @@ fn rescope(
     // People whose scope may have grown (and their values been resent), beyond the touched.
     let mut resent = BTreeSet::new();
     for person in people {
-        let home: Option<Option<String>> = tx
-            .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
-            .query_row([&person], |r| r.get(0))
-            .optional()?;
-        let Some(home) = home else {
+        let Some(home) = village_of(tx, &person)? else {
             continue;
         };
         let mut villages: BTreeSet<String> = BTreeSet::new();
@@ -716,11 +712,7 @@ fn rescope(
             else {
                 continue;
             };
-            let village: Option<Option<String>> = tx
-                .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
-                .query_row([&house], |r| r.get(0))
-                .optional()?;
-            villages.extend(village.flatten());
+            villages.extend(village_of(tx, &house)?.flatten());
         }
         if set_scope(tx, seq, &person, &villages)? && !touched.contains(&person) {
             resent.insert(person.clone());
@@ -731,6 +723,15 @@ fn rescope(
         publish(tx, entity, seq.start)?;
     }
     Ok(scopes)
+}
+
+/// An entity's home village: `None` when there is no such entity, `Some(None)` when it has no
+/// village.
+fn village_of(tx: &Transaction<'_>, entity: &str) -> Result<Option<Option<String>>, AppError> {
+    Ok(tx
+        .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
+        .query_row([entity], |r| r.get(0))
+        .optional()?)
 }
 
 /// [`residences_naming`]'s query: `?1` the field, `?2` the record named as a JSON value.
