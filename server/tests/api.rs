@@ -262,22 +262,31 @@ async fn sync_needs_a_valid_token_of_the_pushing_device() {
 }
 
 #[tokio::test]
-async fn invalid_values_are_refused_per_change_and_the_rest_is_accepted() {
+async fn invalid_values_are_refused_per_change_and_a_new_record_only_whole() {
     let (state, _dir) = state();
     let good = token(&state).await;
-    let entity = "1deb93b4-7149-564c-b8e2-e4671780f80f";
-    let change = |counter: u64, field: &str, value: Value| {
+    let (whole, broken) = (
+        "1deb93b4-7149-564c-b8e2-e4671780f80f",
+        "2deb93b4-7149-564c-b8e2-e4671780f80f",
+    );
+    let change = |counter: u64, entity: &str, field: &str, value: Value| {
         json!({
             "id": {"device": DEVICE, "counter": counter}, "kind": "person", "entity": entity,
             "field": field, "value": value, "stamp": format!("{:016x}@{DEVICE}", (baylink_server::store::now_ms() << 16) + counter),
         })
     };
     let batch = json!({"protocol": 1, "device": DEVICE, "changes": [
-        change(1, "village", json!("441303006001")),
-        change(2, "id_type", json!("resident_id")),
-        change(3, "id_number", json!("110105194912310021")),
-        change(4, "name", json!("王芳'); DROP TABLE field; --")),
-        change(5, "review_status", json!("approved")),
+        change(1, whole, "village", json!("441303006001")),
+        change(2, whole, "id_type", json!("resident_id")),
+        change(3, whole, "id_number", json!("11010519491231002X")),
+        change(4, whole, "name", json!("王芳'); DROP TABLE field; --")),
+        change(5, whole, "review_status", json!("approved")),
+        change(6, whole, "phone", json!("1380013800")),
+        change(7, whole, "review_comment", json!("self-approved")),
+        change(8, broken, "village", json!("441303006001")),
+        change(9, broken, "id_type", json!("resident_id")),
+        change(10, broken, "id_number", json!("110105194912310021")),
+        change(11, broken, "name", json!("李明")),
     ]});
     let (status, body) = push(&state, &good, &batch).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -287,28 +296,59 @@ async fn invalid_values_are_refused_per_change_and_the_rest_is_accepted() {
         .iter()
         .map(|r| r["code"].as_str())
         .collect();
+    // A bad phone is refused alone; the review fields are not a device's to write (the status is
+    // the server's: accepted, and written as the server decides); a person whose ID number is
+    // wrong is not created at all, the ID number's refusal saying why.
+    let invalid = Some("invalid");
     assert_eq!(
         codes,
-        [None, None, Some("invalid"), None, Some("read_only")]
+        [
+            None,
+            None,
+            None,
+            None,
+            None,
+            invalid,
+            Some("read_only"),
+            invalid,
+            invalid,
+            invalid,
+            invalid
+        ]
     );
     assert!(
-        body["results"][2]["message"]
+        body["results"][9]["message"]
             .as_str()
             .unwrap()
             .contains("check character")
     );
-    // The injection-like name is data, stored verbatim.
-    let stored: String = state
-        .db
-        .call_blocking(|c| {
-            Ok(
-                c.query_row("SELECT value FROM field WHERE field = 'name'", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
-        .unwrap();
-    assert_eq!(stored, "\"王芳'); DROP TABLE field; --\"");
+    let stored = |entity: &'static str, field: &'static str| -> Option<String> {
+        state
+            .db
+            .call_blocking(move |c| {
+                Ok(c.query_row(
+                    "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
+                    [entity, field],
+                    |r| r.get(0),
+                )
+                .ok())
+            })
+            .unwrap()
+    };
+    // The injection-like name is data, stored verbatim; the server set the review state and
+    // who captured it, and derived what the device left out from the ID number.
+    assert_eq!(
+        stored(whole, "name").as_deref(),
+        Some("\"王芳'); DROP TABLE field; --\"")
+    );
+    assert_eq!(
+        stored(whole, "review_status").as_deref(),
+        Some("\"pending\"")
+    );
+    assert_eq!(stored(whole, "created_by").as_deref(), Some("\"o1\""));
+    assert_eq!(stored(whole, "gender").as_deref(), Some("\"female\""));
+    assert_eq!(stored(whole, "review_comment"), None);
+    assert_eq!(stored(broken, "name"), None);
     // The same push again is answered exactly as the first time.
     let (_, again) = push(&state, &good, &batch).await;
     assert_eq!(again["results"], body["results"]);
@@ -325,15 +365,19 @@ async fn a_pull_asking_for_several_pages_streams_the_pages_single_pulls_bring() 
         )
     };
     let mut changes = Vec::new();
-    for n in 0..7u64 {
+    // Two whole houses: four fields each, and the three the server writes of a new record.
+    for n in 0..2u64 {
         let entity = format!("00000000-0000-4000-8000-{n:012}");
-        for (i, (field, value)) in [("village", "441303006001"), ("name", "王芳")]
-            .into_iter()
-            .enumerate()
-        {
-            let counter = n * 2 + i as u64 + 1;
+        let fields = [
+            ("village", "441303006001"),
+            ("address", "澳头1巷1号"),
+            ("use", "rental"),
+            ("status", "in_use"),
+        ];
+        for (i, (field, value)) in fields.into_iter().enumerate() {
+            let counter = n * 4 + i as u64 + 1;
             changes.push(json!({
-                "id": {"device": DEVICE, "counter": counter}, "kind": "person",
+                "id": {"device": DEVICE, "counter": counter}, "kind": "house",
                 "entity": entity, "field": field, "value": value, "stamp": stamp(counter),
             }));
         }

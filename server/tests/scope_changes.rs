@@ -11,7 +11,7 @@ use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::rusqlite::Connection;
 use baylink_server::store::sync::{self, Caller, Page};
 use baylink_server::store::{Db, now_ms};
-use baylink_sync::wire::{Cursor, FieldValue};
+use baylink_sync::wire::{ChangeResult, ChangeStatus, Cursor, FieldValue};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -63,8 +63,14 @@ fn caller(conn: &Connection, officer: &Officer) -> Caller {
     }
 }
 
-fn push(db: &Db, officer: &mut Officer, entity: Uuid, hlc_ms: u64, fields: &[(&str, Value)]) {
-    push_kind(db, officer, "person", entity, hlc_ms, fields);
+fn push(
+    db: &Db,
+    officer: &mut Officer,
+    entity: Uuid,
+    hlc_ms: u64,
+    fields: &[(&str, Value)],
+) -> Vec<ChangeResult> {
+    push_kind(db, officer, "person", entity, hlc_ms, fields)
 }
 
 fn push_kind(
@@ -74,7 +80,7 @@ fn push_kind(
     entity: Uuid,
     hlc_ms: u64,
     fields: &[(&str, Value)],
-) {
+) -> Vec<ChangeResult> {
     let stamp = Stamp::new(Hlc::new(hlc_ms, 0), officer.node);
     let changes: Vec<Change> = fields
         .iter()
@@ -99,7 +105,7 @@ fn push_kind(
         let caller = caller(c, officer);
         sync::push(c, &caller, &changes, now_ms(), 60_000)
     })
-    .unwrap();
+    .unwrap()
 }
 
 /// One pull page; `deliver` false loses the answer (the cursor stays where it was).
@@ -147,6 +153,16 @@ fn person(village: &str, n: u128) -> (Uuid, Vec<(&'static str, Value)>) {
     )
 }
 
+/// A whole house: its required fields.
+fn house_fields(village: &str, address: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("village", json!(village)),
+        ("address", json!(address)),
+        ("use", json!("rental")),
+        ("status", json!("in_use")),
+    ]
+}
+
 fn officer(name: &'static str, n: u128) -> Officer {
     Officer {
         name,
@@ -191,29 +207,35 @@ fn a_village_given_then_taken_before_its_records_all_arrived_is_dropped_from_the
 }
 
 #[test]
-fn a_registration_that_lost_to_a_newer_one_elsewhere_is_dropped_from_the_device() {
+fn registering_a_person_known_elsewhere_without_a_residence_here_changes_nothing_of_her() {
     let (db, _dir) = setup();
     let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
     let (id, fields) = person(B, 7);
     let t = now_ms();
-    // B's officer registers her in B; A's officer registers her in A, stamped earlier: B wins.
+    // B's officer registers her in B; A's officer, offline, registers her in A later by the
+    // clock. Nothing brings her to A (no residence in A names her): refused, she stays B's.
     push(&db, &mut ob, id, t, &fields);
-    let (_, mut older) = person(A, 7);
-    older.push(("phone", json!("13800138000")));
-    push(&db, &mut oa, id, t - 60_000, &older);
-    let village: String = db
+    let (_, mut later) = person(A, 7);
+    later.push(("phone", json!("13800138000")));
+    let results = push(&db, &mut oa, id, t + 60_000, &later);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == ChangeStatus::Refused && r.code.as_deref() == Some("out_of_scope")),
+        "{results:?}"
+    );
+    let (village, phones): (String, i64) = db
         .call_blocking(|c| {
             Ok(c.query_row(
-                "SELECT village FROM entity WHERE id = ?1",
+                "SELECT village, (SELECT count(*) FROM field WHERE entity = ?1 AND field = 'phone')
+                 FROM entity WHERE id = ?1",
                 [id.to_string()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?)
         })
         .unwrap();
-    assert_eq!(village, B);
-    // A's phone holds her (it captured her) but she is not A's: the next pull says drop her.
+    assert_eq!((village.as_str(), phones), (B, 0));
     let page = pull(&db, &mut oa, 100, true);
-    assert!(page.purged.contains(&id), "{:?}", page.purged);
     assert!(page.values.iter().all(|v| v.entity != id));
 }
 
@@ -255,12 +277,14 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
     }
     // A person of A who lives in a house of B: in both villages' feeds.
     let house = Uuid::from_u128(77);
-    let fields = [("village", json!(B)), ("address", json!("霞涌1巷1号"))];
+    let fields = house_fields(B, "霞涌1巷1号");
     push_kind(&db, &mut ob, "house", house, t + 1, &fields);
     let fields = [
         ("village", json!(B)),
         ("person", json!(order[0].to_string())),
         ("house", json!(house.to_string())),
+        ("moved_in", json!("2026-01-01")),
+        ("relation", json!("tenant")),
     ];
     push_kind(
         &db,
@@ -318,12 +342,14 @@ fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
     let (person, fields) = person(B, 1);
     push(&db, &mut ob, person, t, &fields);
     let (house, residence) = (Uuid::from_u128(77), Uuid::from_u128(78));
-    let fields = [("village", json!(A)), ("address", json!("澳头1巷1号"))];
+    let fields = house_fields(A, "澳头1巷1号");
     push_kind(&db, &mut oa, "house", house, t + 1, &fields);
     let fields = [
         ("village", json!(A)),
         ("person", json!(person.to_string())),
         ("house", json!(house.to_string())),
+        ("moved_in", json!("2026-01-01")),
+        ("relation", json!("tenant")),
     ];
     push_kind(&db, &mut oa, "residence", residence, t + 2, &fields);
     let moved = [("moved_out", json!("2026-11-01"))];
@@ -359,12 +385,14 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
     let (house, residence) = (Uuid::from_u128(77), Uuid::from_u128(78));
     let (lodger, fields) = person(B, 0);
     push(&db, &mut ob, lodger, t, &fields);
-    let fields = [("village", json!(A)), ("address", json!("澳头1巷1号"))];
+    let fields = house_fields(A, "澳头1巷1号");
     push_kind(&db, &mut oa, "house", house, t + 1, &fields);
     let fields = [
         ("village", json!(A)),
         ("person", json!(lodger.to_string())),
         ("house", json!(house.to_string())),
+        ("moved_in", json!("2026-01-01")),
+        ("relation", json!("tenant")),
     ];
     push_kind(&db, &mut oa, "residence", residence, t + 2, &fields);
     for n in 10..20 {
@@ -374,7 +402,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
     let mut phone = officer("oa", 1);
     let mut held: BTreeMap<(Uuid, String), (Value, Stamp)> = Default::default();
     let apply = |held: &mut BTreeMap<_, _>, page: &Page| {
-        assert!(page.values.len() <= 10, "{} values", page.values.len());
+        assert!(page.values.len() <= 24, "{} values", page.values.len());
         for v in &page.values {
             let key = (v.entity, v.field.clone());
             if held.get(&key).is_none_or(|(_, s)| *s < v.stamp) {
@@ -383,8 +411,9 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
         }
         held.retain(|(entity, _), _| !page.purged.contains(entity));
     };
-    // The first page: the house, the residence, the lodger and a field of the first person.
-    let first = pull(&db, &mut phone, 10, true);
+    // The first page: the house, the residence, the lodger (seven, eight and eight values with
+    // the server's) and a field of the first person.
+    let first = pull(&db, &mut phone, 24, true);
     assert!(
         first.more && first.next.0.starts_with('b'),
         "{:?}",
@@ -423,7 +452,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
     let (late, fields) = person(A, 5);
     push(&db, &mut oa, late, t + 7, &fields);
     loop {
-        let page = pull(&db, &mut phone, 10, true);
+        let page = pull(&db, &mut phone, 24, true);
         apply(&mut held, &page);
         if !page.more {
             break;

@@ -22,4 +22,7 @@ pub use error::{Error, FieldError, Result};
 pub use identity::natural_id;
 pub use schema::{EntityKind, FieldSpec, FieldType, Writer};
 pub use summary::{Summary, summarize, summarize_with};
-pub use validate::{Fields, Input, to_text, validate_capture, validate_edit, validate_values};
+pub use validate::{
+    Fields, Input, missing_derived, to_text, validate_capture, validate_edit, validate_record,
+    validate_values,
+};

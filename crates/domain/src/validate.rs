@@ -65,6 +65,63 @@ pub fn validate_values(kind: EntityKind, values: &Fields, today: Date) -> Vec<Fi
     errors
 }
 
+/// Validates a whole record as a replica holds it after a merge, as the server must before it
+/// stores what a device sent: every value well-formed, every required field present, the derived
+/// fields it holds agreeing with what they derive from (a person's gender, birth date and origin
+/// with the ID number), the cross-field rules kept. One error per field at most.
+pub fn validate_record(kind: EntityKind, values: &Fields, today: Date) -> Vec<FieldError> {
+    let mut errors = validate_values(kind, values, today);
+    let failed: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
+    // Every derived field is checked as if entered, so a held one that disagrees is an error.
+    let derived: Vec<&'static str> = kind
+        .fields()
+        .filter(|s| s.writer == Writer::Derived && values.get(s.name).is_some_and(|v| !v.is_null()))
+        .map(|s| s.name)
+        .collect();
+    let mut merged = values.clone();
+    let mut rules = Rules {
+        kind,
+        merged: &mut merged,
+        entered: &derived,
+        errors: &mut errors,
+        today,
+    };
+    rules.apply();
+    for spec in kind.fields().filter(|s| s.required) {
+        let missing = values.get(spec.name).is_none_or(Value::is_null);
+        if missing && !failed.iter().any(|f| f == spec.name) {
+            let reason = Reason::new("required", "必须填写", "is required");
+            errors.push(reason.for_field(spec.name, spec.zh, spec.en));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    errors.retain(|e| seen.insert(e.field.clone()));
+    errors
+}
+
+/// The derived fields a record lacks, as its rules derive them (a person's gender, birth date,
+/// origin and category from the ID number; a vehicle's plate kind from the plate): what the
+/// server fills in when a device left them out.
+pub fn missing_derived(kind: EntityKind, values: &Fields, today: Date) -> Fields {
+    let mut merged = values.clone();
+    let mut errors = Vec::new();
+    let mut rules = Rules {
+        kind,
+        merged: &mut merged,
+        entered: &[],
+        errors: &mut errors,
+        today,
+    };
+    rules.apply();
+    kind.fields()
+        .filter(|s| s.writer == Writer::Derived && values.get(s.name).is_none_or(Value::is_null))
+        .filter_map(|s| {
+            let value = merged.get(s.name).filter(|v| !v.is_null())?;
+            Some((s.name.to_owned(), value.clone()))
+        })
+        .collect()
+}
+
 /// A stored value as the text a form shows and `parse_value` reads back: strings as they are,
 /// lists joined by `;`, positions as `lat,lon`, `null` as empty.
 pub fn to_text(value: &Value) -> String {
@@ -143,6 +200,14 @@ pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Re
     let text = crate::text::clean(raw);
     if text.is_empty() {
         return Ok(Value::Null);
+    }
+    if let Some(c) = crate::text::hidden_char(&text) {
+        let code = c as u32;
+        return Err(Reason::new(
+            "hidden_character",
+            format!("含有不可见或控制字符 U+{code:04X}"),
+            format!("holds an invisible or control character, U+{code:04X}"),
+        ));
     }
     let bad = |zh: &str, en: &str| Reason::new("format", zh, en);
     Ok(match &spec.ty {
@@ -515,6 +580,72 @@ mod tests {
             today(),
         );
         assert_eq!(err.unwrap_err().field_errors()[0].code, "required");
+    }
+
+    fn fields_with_errors(kind: EntityKind, values: &Fields) -> Vec<(String, String)> {
+        validate_record(kind, values, today())
+            .into_iter()
+            .map(|e| (e.field, e.code))
+            .collect()
+    }
+
+    #[test]
+    fn a_whole_record_needs_its_required_fields_and_derived_ones_that_agree() {
+        let fields = validate_capture(EntityKind::Person, &person(), today()).unwrap();
+        assert_eq!(fields_with_errors(EntityKind::Person, &fields), []);
+        let mut nameless = fields.clone();
+        nameless.remove("name");
+        assert_eq!(
+            fields_with_errors(EntityKind::Person, &nameless),
+            [("name".into(), "required".into())]
+        );
+        // An origin that would keep a person off a watch list of her real region.
+        let mut forged = fields.clone();
+        forged.insert("origin_code".into(), json!("440000"));
+        assert_eq!(
+            fields_with_errors(EntityKind::Person, &forged),
+            [("origin_code".into(), "mismatch".into())]
+        );
+        // Left out, it is filled in from the ID number.
+        let mut left_out = fields.clone();
+        left_out.remove("origin_code");
+        left_out.remove("gender");
+        assert_eq!(fields_with_errors(EntityKind::Person, &left_out), []);
+        assert_eq!(
+            missing_derived(EntityKind::Person, &left_out, today()),
+            Fields::from([
+                ("gender".into(), json!("female")),
+                ("origin_code".into(), fields["origin_code"].clone())
+            ])
+        );
+    }
+
+    #[test]
+    fn invisible_and_control_characters_are_refused_in_every_field() {
+        let mut form = person();
+        form.insert("id_type".into(), "passport".into());
+        form.insert("id_number".into(), "E1234\u{200B}5678".into());
+        let err = validate_capture(EntityKind::Person, &form, today()).unwrap_err();
+        assert_eq!(err.field_errors()[0].field, "id_number");
+        let mut fields = validate_capture(EntityKind::Person, &person(), today()).unwrap();
+        fields.insert("name".into(), json!("王\u{202E}芳"));
+        fields.insert("notes".into(), json!("\u{1b}[2J"));
+        assert_eq!(
+            fields_with_errors(EntityKind::Person, &fields),
+            [
+                ("name".into(), "hidden_character".into()),
+                ("notes".into(), "hidden_character".into())
+            ]
+        );
+        fields.insert("name".into(), json!("王芳"));
+        fields.remove("notes");
+        fields.insert("id_type".into(), json!("passport"));
+        fields.insert("id_number".into(), json!("E1234\u{200B}5678"));
+        assert!(
+            fields_with_errors(EntityKind::Person, &fields)
+                .iter()
+                .any(|(f, _)| f == "id_number")
+        );
     }
 
     #[test]

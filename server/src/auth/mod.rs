@@ -1,5 +1,6 @@
 //! Authentication: password hashing, access tokens, login throttling.
 
+pub mod cursor;
 pub mod password;
 pub mod throttle;
 pub mod token;

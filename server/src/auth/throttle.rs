@@ -1,76 +1,231 @@
 //! Throttling of failed logins, per account name and per client address: after a few failures
 //! in a window, further attempts are refused until the window has passed.
+//!
+//! An attempt is reserved under every key before the password is checked, in one step under
+//! one lock, and counts until it ends: on an account, attempts in flight count as failures, so a
+//! burst of concurrent guesses cannot all pass the check before any failure is counted; on an
+//! address (a station's officers may share one behind its gateway) at most [`MAX_IN_FLIGHT`]
+//! attempts run at once. An attempt that ends well takes back only its own reservation, so one
+//! account's success never clears the failures other attempts left on the same address; one that
+//! ends any other way is a failure. Memory is bounded: at most [`MAX_KEYS`] keys.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Failures allowed per key within the window.
 const MAX_FAILURES: usize = 5;
 /// The window.
 const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Most keys remembered.
+pub const MAX_KEYS: usize = 50_000;
+/// Most attempts from one address checked at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Longest username a login may name (accounts have far shorter ones): a longer one is refused
+/// before anything of it is remembered or logged.
+pub const MAX_USERNAME: usize = 64;
 
-/// Recent failures by key (`user:NAME`, `addr:IP`).
+/// The throttle keys of a login attempt, or `None` for a username too long to be anyone's.
+pub fn login_keys(username: &str, addr: Option<IpAddr>) -> Option<Vec<String>> {
+    (username.chars().count() <= MAX_USERNAME).then(|| {
+        vec![
+            format!("user:{username}"),
+            format!(
+                "addr:{}",
+                addr.map_or_else(|| "-".into(), |a| a.to_string())
+            ),
+        ]
+    })
+}
+
+/// What is known of one key.
+#[derive(Default)]
+struct Attempts {
+    /// When recent attempts failed.
+    failed: Vec<Instant>,
+    /// Attempts being checked now.
+    in_flight: usize,
+}
+
+/// Recent failures and attempts in flight, by key (`user:NAME`, `addr:IP`).
 #[derive(Default)]
 pub struct Throttle {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    keys: Mutex<HashMap<String, Attempts>>,
+}
+
+/// An attempt under way: a failure unless [`Reservation::succeed`] is called.
+pub struct Reservation {
+    throttle: Arc<Throttle>,
+    keys: Vec<String>,
+    done: bool,
 }
 
 impl Throttle {
-    /// Seconds to wait before `key` may try again, if it must wait.
-    pub fn check(&self, key: &str) -> Option<u64> {
-        let mut map = self
-            .failures
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attempts>> {
+        self.keys
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves an attempt under every key; or the seconds to wait when a key has had its
+    /// failures (or, for an address, its attempts at once).
+    pub fn reserve(self: &Arc<Self>, keys: &[String]) -> Result<Reservation, u64> {
+        let mut map = self.map();
         let now = Instant::now();
-        let entry = map.entry(key.to_owned()).or_default();
-        entry.retain(|t| now.duration_since(*t) < WINDOW);
-        if entry.len() < MAX_FAILURES {
-            return None;
+        let mut wait = 0;
+        for key in keys {
+            let Some(entry) = map.get_mut(key) else {
+                continue;
+            };
+            entry.failed.retain(|t| now.duration_since(*t) < WINDOW);
+            let account = key.starts_with("user:");
+            let counted = entry.failed.len() + if account { entry.in_flight } else { 0 };
+            if counted >= MAX_FAILURES {
+                let oldest = entry.failed.iter().min().copied().unwrap_or(now);
+                let left = WINDOW.saturating_sub(now.duration_since(oldest)).as_secs();
+                wait = wait.max(left.max(1));
+            } else if !account && entry.in_flight >= MAX_IN_FLIGHT {
+                wait = wait.max(1);
+            }
         }
-        let oldest = entry.iter().min().copied().unwrap_or(now);
-        Some(
-            WINDOW
-                .saturating_sub(now.duration_since(oldest))
-                .as_secs()
-                .max(1),
-        )
+        if wait > 0 {
+            return Err(wait);
+        }
+        for key in keys {
+            if !map.contains_key(key) && map.len() >= MAX_KEYS {
+                forget_stalest(&mut map, now);
+            }
+            map.entry(key.clone()).or_default().in_flight += 1;
+        }
+        Ok(Reservation {
+            throttle: Arc::clone(self),
+            keys: keys.to_vec(),
+            done: false,
+        })
     }
 
-    /// Records a failure.
-    pub fn fail(&self, key: &str) {
-        let mut map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(key.to_owned()).or_default().push(Instant::now());
+    fn end(&self, keys: &[String], failed: bool) {
+        let mut map = self.map();
+        let now = Instant::now();
+        for key in keys {
+            if let Some(entry) = map.get_mut(key) {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+                if failed {
+                    entry.failed.push(now);
+                }
+                if entry.in_flight == 0 && entry.failed.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
     }
 
-    /// Forgets failures after a success.
-    pub fn succeed(&self, key: &str) {
-        let mut map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.remove(key);
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Reservation {
+    /// The attempt succeeded: its reservation is taken back, nothing else.
+    pub fn succeed(mut self) {
+        self.done = true;
+        self.throttle.end(&self.keys, false);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.throttle.end(&self.keys, true);
+        }
+    }
+}
+
+/// Makes room for a key: expired ones go, and if none had, the one whose last failure is oldest
+/// (keys with attempts in flight stay).
+fn forget_stalest(map: &mut HashMap<String, Attempts>, now: Instant) {
+    let before = map.len();
+    map.retain(|_, a| a.in_flight > 0 || a.failed.iter().any(|t| now.duration_since(*t) < WINDOW));
+    if map.len() < before {
+        return;
+    }
+    let stalest = map
+        .iter()
+        .filter(|(_, a)| a.in_flight == 0)
+        .min_by_key(|(_, a)| a.failed.iter().max().copied())
+        .map(|(key, _)| key.clone());
+    if let Some(key) = stalest {
+        map.remove(&key);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    fn keys(user: &str, addr: &str) -> Vec<String> {
+        vec![format!("user:{user}"), format!("addr:{addr}")]
+    }
 
     #[test]
     fn the_sixth_failure_in_a_row_waits() {
-        let t = Throttle::default();
+        let t = Arc::new(Throttle::default());
         for _ in 0..MAX_FAILURES {
-            assert_eq!(t.check("user:a"), None);
-            t.fail("user:a");
+            // Dropped without success: a failure.
+            drop(t.reserve(&keys("a", "1")).unwrap());
         }
-        assert!(t.check("user:a").is_some_and(|s| s > 0));
-        assert_eq!(t.check("user:b"), None);
-        t.succeed("user:a");
-        assert_eq!(t.check("user:a"), None);
+        assert!(t.reserve(&keys("a", "2")).is_err_and(|s| s > 0));
+        assert!(t.reserve(&keys("b", "1")).is_err(), "the address waits too");
+        assert!(t.reserve(&keys("b", "2")).is_ok());
+    }
+
+    #[test]
+    fn attempts_in_flight_count_against_the_account_before_any_is_checked() {
+        let t = Arc::new(Throttle::default());
+        let held: Vec<Reservation> = (0..16)
+            .filter_map(|n| t.reserve(&keys("a", &n.to_string())).ok())
+            .collect();
+        assert_eq!(held.len(), MAX_FAILURES);
+        // Many officers behind one gateway sign in at once, each to their own account.
+        let at_once: Vec<Reservation> = (0..MAX_IN_FLIGHT)
+            .map(|n| t.reserve(&keys(&format!("o{n}"), "gateway")).unwrap())
+            .collect();
+        assert!(t.reserve(&keys("late", "gateway")).is_err());
+        for r in at_once {
+            r.succeed();
+        }
+        assert!(t.reserve(&keys("late", "gateway")).is_ok());
+    }
+
+    #[test]
+    fn a_success_takes_back_its_own_attempt_and_no_one_elses() {
+        let t = Arc::new(Throttle::default());
+        for _ in 0..MAX_FAILURES - 1 {
+            drop(t.reserve(&keys("victim", "1")).unwrap());
+        }
+        // The attacker's own account succeeds from the same address: the address keeps the
+        // failures of the guesses at the victim's password.
+        t.reserve(&keys("attacker", "1")).unwrap().succeed();
+        drop(t.reserve(&keys("victim", "1")).unwrap());
+        assert!(t.reserve(&keys("victim", "1")).is_err());
+        assert!(t.reserve(&keys("attacker", "1")).is_err());
+    }
+
+    #[test]
+    fn memory_stays_bounded_however_many_names_are_tried() {
+        let t = Arc::new(Throttle::default());
+        for n in 0..MAX_KEYS + 100 {
+            drop(t.reserve(&[format!("user:{n}")]));
+        }
+        assert!(t.len() <= MAX_KEYS, "{}", t.len());
     }
 }

@@ -29,6 +29,8 @@ pub struct Claims {
 pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The key pull cursors are signed with, derived from the same secret.
+    pub cursor: crate::auth::cursor::CursorKey,
 }
 
 impl Keys {
@@ -38,6 +40,7 @@ impl Keys {
         Ok(Keys {
             encoding: EncodingKey::from_secret(secret).map_err(bad)?,
             decoding: DecodingKey::from_secret(secret).map_err(bad)?,
+            cursor: crate::auth::cursor::CursorKey::from_secret(secret),
         })
     }
 

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::password;
+use crate::auth::{password, throttle};
 use crate::error::AppError;
 use crate::extract::ClientAddr;
 use crate::state::AppState;
@@ -214,17 +214,16 @@ async fn login(
     ClientAddr(addr): ClientAddr,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let keys = [
-        format!("user:{}", form.username),
-        format!("addr:{}", addr.map_or("-".into(), |a| a.to_string())),
-    ];
-    if keys.iter().any(|k| state.throttle.check(k).is_some()) {
+    let Some(keys) = throttle::login_keys(&form.username, addr) else {
+        return (StatusCode::BAD_REQUEST, pages::login(Some("用户名过长"))).into_response();
+    };
+    let Ok(reservation) = state.throttle.reserve(&keys) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             pages::login(Some("尝试次数过多，请稍后再试")),
         )
             .into_response();
-    }
+    };
     let username = form.username.clone();
     let account = match state
         .db
@@ -244,9 +243,6 @@ async fn login(
     let account = match account {
         Some(a) if matches && !a.disabled && a.role != Role::Officer => a,
         _ => {
-            for key in &keys {
-                state.throttle.fail(key);
-            }
             return (
                 StatusCode::UNAUTHORIZED,
                 pages::login(Some("用户名或密码错误")),
@@ -254,9 +250,7 @@ async fn login(
                 .into_response();
         }
     };
-    for key in &keys {
-        state.throttle.succeed(key);
-    }
+    reservation.succeed();
     let id = account.id;
     let opened = state
         .db

@@ -7,8 +7,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::password;
 use crate::auth::token::Claims;
+use crate::auth::{password, throttle};
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice, ClientAddr};
 use crate::state::AppState;
@@ -92,13 +92,13 @@ async fn login(
         .map_err(|_| AppError::BadRequest("device_id: must be a UUID".into()))?
         .hyphenated()
         .to_string();
-    let keys = [
-        format!("user:{}", req.username),
-        format!("addr:{}", addr.map_or("-".into(), |a| a.to_string())),
-    ];
-    if let Some(wait) = keys.iter().filter_map(|k| state.throttle.check(k)).max() {
-        return Err(AppError::Throttled(wait));
-    }
+    let keys = throttle::login_keys(&req.username, addr).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "username: at most {} characters",
+            throttle::MAX_USERNAME
+        ))
+    })?;
+    let reservation = state.throttle.reserve(&keys).map_err(AppError::Throttled)?;
     let username = req.username.clone();
     let account = state
         .db
@@ -112,16 +112,12 @@ async fn login(
     let account = match account {
         Some(account) if matches && !account.disabled => account,
         _ => {
-            for key in &keys {
-                state.throttle.fail(key);
-            }
-            tracing::info!(username = %req.username, "login refused");
+            // The reservation stays: it was a failure. The name is logged escaped (bounded above).
+            tracing::info!(username = ?req.username, "login refused");
             return Err(bad_credentials());
         }
     };
-    for key in &keys {
-        state.throttle.succeed(key);
-    }
+    reservation.succeed();
     let name = if req.device_name.trim().is_empty() {
         "device".to_owned()
     } else {

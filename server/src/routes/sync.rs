@@ -85,7 +85,8 @@ async fn pull(
     AppJson(req): AppJson<PullRequest>,
 ) -> Result<Response, AppError> {
     check_protocol(req.protocol)?;
-    let from = sync::parse_cursor(req.cursor.as_ref())?;
+    let cursor = state.keys.cursor.open(&caller.device, req.cursor)?;
+    let from = sync::parse_cursor(cursor.as_ref())?;
     let ask = Ask {
         caller,
         limit: req.limit.clamp(1, MAX_BATCH as u32),
@@ -149,6 +150,7 @@ async fn page(
 ) -> Result<(Vec<u8>, Option<sync::Position>), AppError> {
     let caller = ask.caller.clone();
     let (limit, protocol) = (ask.limit, ask.protocol);
+    let key = state.keys.cursor.clone();
     // The page is read and encoded on a snapshot beside the writer; only the device's
     // bookkeeping, when there is any, waits for the writer.
     let (body, next, settle) = state
@@ -161,18 +163,19 @@ async fn page(
             } else {
                 (page.values, Vec::new())
             };
+            let next = page.next.clone();
             let answer = PullResponse::<Box<RawValue>> {
                 server_time_ms: now_ms(),
                 values,
                 records,
                 purged: page.purged,
-                next_cursor: page.next,
+                next_cursor: key.sign(&caller.device, &page.next),
                 more: page.more,
                 extra: BTreeMap::new(),
             };
             tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
             let next = if answer.continues() {
-                Some(sync::parse_cursor(Some(&answer.next_cursor))?)
+                Some(sync::parse_cursor(Some(&next))?)
             } else {
                 None
             };

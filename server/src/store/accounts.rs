@@ -364,7 +364,9 @@ pub fn devices(conn: &Connection) -> Result<Vec<(Device, String)>, AppError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Registers a device at login, or notes that it was seen; a revoked device stays revoked.
+/// Registers a device at login, or notes that it was seen; a revoked device stays revoked. A
+/// device belongs to the account it was first registered to, for ever: a login naming another
+/// account's device is refused (device ids are public: every stamp names its writer's).
 pub fn register_device(
     conn: &Connection,
     id: &str,
@@ -372,10 +374,14 @@ pub fn register_device(
     name: &str,
     now_ms: u64,
 ) -> Result<Device, AppError> {
+    if device(conn, id)?.is_some_and(|d| d.account != account) {
+        return Err(AppError::Conflict(
+            "device_id：此设备已登记在其他账号下 / device_id: this device is registered to another account; a phone handed to another officer signs in as a new device".into(),
+        ));
+    }
     conn.execute(
         "INSERT INTO device (id, account, name, registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)
-         ON CONFLICT (id) DO UPDATE SET account = excluded.account, name = excluded.name,
-             last_seen_ms = excluded.last_seen_ms",
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, last_seen_ms = excluded.last_seen_ms",
         params![id, account, name, now_ms as i64],
     )?;
     device(conn, id)?.ok_or_else(|| AppError::Internal("device vanished".into()))

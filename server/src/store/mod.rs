@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod alerts;
+pub mod authorize;
 pub mod console;
 pub mod duplicates;
 pub mod places;

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use baylink_domain::date::CHINA_OFFSET_MINUTES;
-use baylink_domain::{Date, EntityKind, Fields, Writer, validate_values};
-use baylink_sync::hlc::too_far_ahead;
-use baylink_sync::wire::{ChangeResult, ChangeStatus, Cursor, FieldValue, refusal};
-use baylink_sync::{Change, Hlc, NodeId, Stamp, Versioned, plan_field};
+use baylink_domain::{Date, Fields};
+use baylink_sync::wire::{ChangeResult, ChangeStatus, Cursor, FieldValue};
+use baylink_sync::{Change, EntityState, Hlc, NodeId, Stamp, Versioned, plan_field};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -15,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::AppError;
 use crate::store::accounts::Role;
+use crate::store::authorize::{self, Decision, Facts, Held};
 
 /// Who is syncing.
 #[derive(Clone, Debug)]
@@ -151,136 +151,69 @@ fn replay(tx: &Transaction<'_>, device: &str, counter: u64) -> Result<ChangeResu
     })
 }
 
-/// Why an entity's changes may not be written by the caller, if they may not.
-fn out_of_scope(
-    tx: &Connection,
-    caller: &Caller,
-    entity: &Uuid,
-    kind: &str,
-    batch: &[&Change],
-    all: &[Change],
-) -> Result<Option<String>, AppError> {
-    if caller.role == Role::Admin {
-        return Ok(None);
-    }
-    let id = entity.hyphenated().to_string();
-    let mine = |v: &str| caller.villages.iter().any(|m| m == v);
-    let batch_village = batch
-        .iter()
-        .rev()
-        .find(|c| c.field == "village")
-        .and_then(|c| c.value.as_str());
-    if let Some(v) = batch_village {
-        if !mine(v) {
-            return Ok(Some(format!("village {v} is not one of yours")));
-        }
-    }
-    let scope = scope_of(tx, &id)?;
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM entity WHERE id = ?1")?
-        .query_row([&id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !exists {
-        return Ok(match batch_village {
-            Some(_) => None,
-            None => Some("a new record needs its village".into()),
-        });
-    }
-    if scope.iter().any(|v| mine(v)) {
-        return Ok(None);
-    }
-    // A person known elsewhere may be registered here: the registration names this village,
-    // or a residence in this push brings them into it.
-    if kind == "person" {
-        let registered_here = batch_village.is_some();
-        let moves_in = all.iter().any(|c| {
-            c.kind == "residence"
-                && c.field == "person"
-                && c.value.as_str() == Some(id.as_str())
-                && all.iter().any(|v| {
-                    v.entity == c.entity
-                        && v.field == "village"
-                        && v.value.as_str().is_some_and(mine)
-                })
-        });
-        if registered_here || moves_in {
-            return Ok(None);
-        }
-    }
-    Ok(Some("this record lies outside your villages".into()))
-}
-
-/// Why one change's value is refused, if it is.
-fn invalid(
-    tx: &Connection,
-    caller: &Caller,
-    change: &Change,
-    batch: &[&Change],
-    today: Date,
-) -> Result<Option<(&'static str, String)>, AppError> {
-    // The server stores only what it can validate: a newer app meets an upgraded server first.
-    let Some(kind) = EntityKind::parse(&change.kind) else {
-        let message = format!(
-            "kind：未知的记录类型“{}” / kind: `{}` is not a kind this server knows",
-            change.kind, change.kind
-        );
-        return Ok(Some((refusal::INVALID, message)));
-    };
-    let Some(spec) = kind.field(&change.field) else {
-        let message = format!(
-            "{}：{}没有这个字段 / {}: a {kind} has no such field",
-            change.field,
-            kind.label_zh(),
-            change.field
-        );
-        return Ok(Some((refusal::INVALID, message)));
-    };
-    if spec.writer == Writer::System && caller.role == Role::Officer {
-        let allowed = match spec.name {
-            "review_status" => change.value == Value::String("pending".into()),
-            "review_comment" | "merged_into" => false,
-            _ => true,
+/// Every stored record a push names, as [`authorize`] needs it: kind and villages, and the
+/// current values of those the push writes.
+fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Held>, AppError> {
+    let written: HashSet<Uuid> = changes.iter().map(|c| c.entity).collect();
+    let mut records = HashMap::new();
+    for id in authorize::named_records(changes) {
+        let text = id.hyphenated().to_string();
+        let kind: Option<String> = tx
+            .prepare_cached("SELECT kind FROM entity WHERE id = ?1")?
+            .query_row([&text], |r| r.get(0))
+            .optional()?;
+        let Some(kind) = kind else { continue };
+        let state = if written.contains(&id) {
+            state_of(tx, &text)?
+        } else {
+            EntityState::new()
         };
-        if !allowed {
-            let message = format!(
-                "{}：只能由审核人员修改 / {}: only reviewers may set it",
-                spec.zh, spec.en
-            );
-            return Ok(Some((refusal::READ_ONLY, message)));
-        }
+        let villages = scope_of(tx, &text)?;
+        records.insert(
+            id,
+            Held {
+                kind,
+                villages,
+                state,
+            },
+        );
     }
-    if change.value.is_null() {
-        if spec.required {
-            let message = format!("{}：必须填写 / {}: is required", spec.zh, spec.en);
-            return Ok(Some((refusal::INVALID, message)));
-        }
-        return Ok(None);
-    }
-    let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
-    if change.field == "id_number" {
-        let id_type = batch
-            .iter()
-            .rev()
-            .find(|c| c.field == "id_type")
-            .and_then(|c| c.value.as_str().map(str::to_owned))
-            .map_or_else(
-                || text_of(tx, &change.entity.hyphenated().to_string(), "id_type"),
-                |t| Ok(Some(t)),
-            )?;
-        if let Some(id_type) = id_type {
-            values.insert("id_type".into(), Value::String(id_type));
-        }
-    }
-    let errors = validate_values(kind, &values, today);
-    Ok(errors
-        .into_iter()
-        .find(|e| e.field == change.field)
-        .map(|e| (refusal::INVALID, e.to_string())))
+    Ok(records)
 }
 
-/// Merges a device's push, in one transaction: each change accepted (durable when this returns)
-/// or refused with a code. Changes already processed are answered as the first time.
+/// A record's current values with their stamps.
+fn state_of(tx: &Connection, entity: &str) -> Result<EntityState, AppError> {
+    let mut stmt =
+        tx.prepare_cached("SELECT field, value, hlc, node FROM field WHERE entity = ?1")?;
+    let mut rows = stmt.query([entity])?;
+    let mut state = EntityState::new();
+    while let Some(r) = rows.next()? {
+        let value = serde_json::from_str(r.get_ref(1)?.as_str().map_err(|_| corrupt("value"))?)
+            .map_err(|_| corrupt("value"))?;
+        let node: NodeId = r
+            .get_ref(3)?
+            .as_str()
+            .map_err(|_| corrupt("node"))?
+            .parse()
+            .map_err(|_| corrupt("node"))?;
+        let stamp = Stamp::new(Hlc::from_u64(r.get::<_, i64>(2)? as u64), node);
+        state.insert(r.get(0)?, Versioned::new(value, stamp));
+    }
+    Ok(state)
+}
+
+/// The server's own node id, which stamps what the server writes.
+fn server_node(tx: &Connection) -> Result<NodeId, AppError> {
+    tx.query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
+        r.get::<_, String>(0)
+    })?
+    .parse()
+    .map_err(|_| AppError::Internal("server node id".into()))
+}
+
+/// Merges a device's push, in one transaction: each change decided by [`authorize::plan_push`]
+/// from what the server holds, then accepted (durable when this returns) or refused with a code.
+/// Changes already processed are answered as the first time.
 pub fn push(
     conn: &mut Connection,
     caller: &Caller,
@@ -295,67 +228,46 @@ pub fn push(
         [&caller.device],
         |r| r.get(0),
     )?;
-    let today = Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
-    let mut by_entity: HashMap<Uuid, Vec<&Change>> = HashMap::new();
-    for change in changes {
-        by_entity.entry(change.entity).or_default().push(change);
-    }
-    let mut scope_verdict: HashMap<Uuid, Option<String>> = HashMap::new();
+    let device: NodeId = caller
+        .device
+        .parse()
+        .map_err(|_| AppError::Internal("a push from no device".into()))?;
+    let records = held_records(&tx, changes)?;
+    let facts = Facts {
+        role: caller.role,
+        villages: &caller.villages,
+        device,
+        last_counter: last_counter as u64,
+        now_ms,
+        max_ahead_ms,
+        today: Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES),
+        records: &records,
+    };
+    let plan = authorize::plan_push(&facts, changes);
+    let fills = plan.fills;
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut persons: BTreeSet<String> = BTreeSet::new();
     // Records created by this push, with the fields it wrote to each so far.
     let mut created_here: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut owned = Owned::default();
     let mut results = Vec::with_capacity(changes.len());
-    // Changes come in counter order; one at or below the newest seen is a repeat.
+    // The device's counter advances only by changes the server accepted.
     let mut newest = last_counter as u64;
-    for change in changes {
+    for (change, decision) in changes.iter().zip(plan.decisions) {
         let counter = change.id.counter;
-        if counter <= newest {
-            results.push(replay(&tx, &caller.device, counter)?);
-            continue;
-        }
-        newest = newest.max(counter);
-        let batch = by_entity.get(&change.entity).map_or(&[][..], Vec::as_slice);
-        if too_far_ahead(change.stamp.hlc, now_ms, max_ahead_ms) {
-            let ahead_s = (change.stamp.hlc.millis() - now_ms) / 1000;
-            let message = format!(
-                "时间戳超前服务器{ahead_s}秒，请校时后重发 / stamped {ahead_s} s ahead of server time: restamp and resend"
-            );
-            results.push(refuse(
-                &tx,
-                &caller.device,
-                counter,
-                refusal::CLOCK_AHEAD,
-                message,
-            )?);
-            continue;
-        }
-        let verdict = match scope_verdict.entry(change.entity) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(out_of_scope(
-                &tx,
-                caller,
-                &change.entity,
-                &change.kind,
-                batch,
-                changes,
-            )?),
+        let (apply_it, own) = match decision {
+            Decision::Replay => {
+                results.push(replay(&tx, &caller.device, counter)?);
+                continue;
+            }
+            Decision::Refuse { code, message } => {
+                results.push(refuse(&tx, &caller.device, counter, code, message)?);
+                continue;
+            }
+            Decision::Apply => (true, false),
+            Decision::Own => (false, true),
         };
-        if let Some(why) = verdict {
-            let message = format!("不在您的辖区 / out of scope: {why}");
-            results.push(refuse(
-                &tx,
-                &caller.device,
-                counter,
-                refusal::OUT_OF_SCOPE,
-                message,
-            )?);
-            continue;
-        }
-        if let Some((code, message)) = invalid(&tx, caller, change, batch, today)? {
-            results.push(refuse(&tx, &caller.device, counter, code, message)?);
-            continue;
-        }
+        newest = newest.max(counter);
         let entity = change.entity.hyphenated().to_string();
         if !touched.contains(&entity) {
             let created = tx
@@ -367,15 +279,29 @@ pub fn push(
                 created_here.insert(entity.clone(), HashSet::new());
             }
         }
-        // A record this push created holds only the fields this push wrote: no lookup for the
-        // others (most of an ingest's changes).
-        let absent = created_here
-            .get_mut(&entity)
-            .is_some_and(|written| written.insert(change.field.clone()));
-        apply(&tx, &mut seq, caller, change, absent, now_ms, &mut persons)?;
+        let sent = owned.records.entry(entity.clone()).or_default();
+        sent.kind.clone_from(&change.kind);
+        sent.newest = sent.newest.max(change.stamp.hlc);
+        if own {
+            sent.sent.insert(change.field.clone());
+        } else if apply_it {
+            sent.edited |= change.field != "deleted";
+            // A record this push created holds only the fields this push wrote: no lookup for
+            // the others (most of an ingest's changes).
+            let absent = created_here
+                .get_mut(&entity)
+                .is_some_and(|written| written.insert(change.field.clone()));
+            apply(&tx, &mut seq, caller, change, absent, now_ms, &mut persons)?;
+        }
         touched.insert(entity);
         results.push(accepted(counter));
     }
+    for (entity, fields) in fills {
+        if let Some(record) = owned.records.get_mut(&entity.hyphenated().to_string()) {
+            record.fills = fields;
+        }
+    }
+    write_owned(&tx, &mut seq, caller, &owned, &created_here, now_ms)?;
     let scopes = rescope(&tx, &mut seq, &touched, &persons)?;
     settle_device_holdings(&tx, &mut seq, &touched, &scopes, caller)?;
     seq.save(&tx)?;
@@ -386,6 +312,111 @@ pub fn push(
     )?;
     tx.commit()?;
     Ok(results)
+}
+
+/// What a push accepted of each record, for the server-owned fields written after it.
+#[derive(Default)]
+struct Owned {
+    records: BTreeMap<String, OwnedRecord>,
+}
+
+#[derive(Default)]
+struct OwnedRecord {
+    kind: String,
+    /// The newest stamp among the record's accepted changes: the server's values come after it.
+    newest: Hlc,
+    /// Server-owned fields the device sent (its values replaced by the server's).
+    sent: BTreeSet<String>,
+    /// Whether an officer's field (a deletion aside) was accepted.
+    edited: bool,
+    /// Derived fields the record lacks, as the server derived them.
+    fills: Fields,
+}
+
+/// Writes the server-owned fields of the records a push touched: who created a record and when
+/// (from the account and the server's clock, at its first acceptance, never again), and its review
+/// state (pending when created, and again when an officer's edit changes a reviewed record). A
+/// device that sent its own value of one gets the server's, stamped after it, at its next pull.
+fn write_owned(
+    tx: &Transaction<'_>,
+    seq: &mut Sequence,
+    caller: &Caller,
+    owned: &Owned,
+    created: &HashMap<String, HashSet<String>>,
+    now_ms: u64,
+) -> Result<(), AppError> {
+    if owned.records.is_empty() {
+        return Ok(());
+    }
+    let node = server_node(tx)?;
+    let username: String = tx
+        .prepare_cached("SELECT username FROM account WHERE id = ?1")?
+        .query_row([caller.account], |r| r.get(0))?;
+    let at = baylink_domain::date::datetime_from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
+    for (entity, record) in &owned.records {
+        let new = created.contains_key(entity);
+        let mut writes: Vec<(&str, Option<Versioned>, Value)> = Vec::new();
+        // Server-owned fields, and fields the server keeps as it holds them (a device that sent
+        // one gets the held value back, stamped after its own).
+        if new || !record.sent.is_empty() || record.edited {
+            let others = record
+                .sent
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !authorize::SERVER_OWNED.contains(f));
+            for field in authorize::SERVER_OWNED.into_iter().chain(others) {
+                let stored = if new { None } else { held(tx, entity, field)? };
+                let stored_value = stored.as_ref().map(|v| &v.value);
+                let value = match field {
+                    "created_by" if new => Value::String(username.clone()),
+                    "created_at" if new => Value::String(at.clone()),
+                    "review_status" if new => Value::String("pending".into()),
+                    "review_status"
+                        if record.edited
+                            && stored_value
+                                .and_then(Value::as_str)
+                                .is_some_and(|s| s != "pending") =>
+                    {
+                        Value::String("pending".into())
+                    }
+                    _ => stored_value.cloned().unwrap_or(Value::Null),
+                };
+                let sent = record.sent.contains(field);
+                if (!sent && stored_value == Some(&value)) || (stored.is_none() && value.is_null())
+                {
+                    continue;
+                }
+                writes.push((field, stored, value));
+            }
+        }
+        for (field, value) in &record.fills {
+            // Absent, or the planner would not fill it.
+            writes.push((field, None, value.clone()));
+        }
+        for (field, stored, value) in writes {
+            let after = stored
+                .as_ref()
+                .map_or(record.newest, |s| s.stamp.hlc.max(record.newest));
+            let mut clock = baylink_sync::Clock::new(after, 0);
+            let change = Change {
+                id: baylink_sync::ChangeId {
+                    device: node,
+                    counter: 0,
+                },
+                kind: record.kind.clone(),
+                entity: Uuid::parse_str(entity).map_err(|_| corrupt("entity"))?,
+                field: field.to_owned(),
+                value,
+                stamp: Stamp::new(clock.tick(0), node),
+                base: stored.as_ref().map(|s| s.stamp),
+                extra: BTreeMap::new(),
+            };
+            let absent = stored.is_none();
+            let mut persons = BTreeSet::new();
+            apply(tx, seq, caller, &change, absent, now_ms, &mut persons)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes fields of a record as the server (a reviewer's decision, a settled conflict): an

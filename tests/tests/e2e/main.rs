@@ -2,6 +2,7 @@
 
 mod console_browser;
 mod hostile;
+mod insider;
 mod network_faults;
 mod offline_devices;
 mod review_sync;

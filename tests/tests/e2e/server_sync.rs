@@ -262,16 +262,16 @@ fn a_person_who_moves_into_another_village_arrives_whole_on_its_devices() {
     );
     let report = b.sync();
     assert_eq!(report.refused, 0, "{:?}", b.store.refused().unwrap());
-    // B now holds her whole record: the fields A captured that B never typed.
+    // B now holds her whole record: the fields A captured that B never typed. Her home village
+    // stays as it was (a registration elsewhere is a move-in, not a silent move): B's phone
+    // is given it back.
     assert_eq!(field(&b, id, "employer").as_deref(), Some("大亚湾石化"));
     assert_eq!(field(&b, id, "phone").as_deref(), Some("13800138000"));
-    assert_eq!(field(&b, id, "village").as_deref(), Some(OTHER_VILLAGE));
-    // Her old village keeps the history; her record has left its scope and its phone.
+    assert_eq!(field(&b, id, "village").as_deref(), Some(VILLAGE));
+    // Her old village keeps her and her history; both phones hold the same record.
     a.sync();
-    assert!(
-        a.store.get(id).unwrap().is_none(),
-        "left behind on the old village's phone"
-    );
+    assert_eq!(field(&a, id, "village").as_deref(), Some(VILLAGE));
+    assert_eq!(a.states()[&id].1, b.states()[&id].1);
     let history: i64 = server.query(|c| {
         c.query_row(
             "SELECT COUNT(*) FROM history WHERE entity = ?1",

@@ -1,0 +1,577 @@
+//! Who may write what: the decision on every change of a push, made from what the server holds
+//! and nothing the device claims, before anything is written. Pure: the push reads the facts
+//! (each named record's stored kind, villages and values), this module plans, the push applies.
+//!
+//! The rules, each a finding of docs/security.md's threat model:
+//! - a change is the pushing device's own: its stamp names that device, its counter follows the
+//!   device's last one by a bounded step (a counter far ahead would make every later change look
+//!   like a replay);
+//! - a record keeps its stored kind: a change claiming another kind is refused;
+//! - a stored record is written only by a caller whose villages it lies in; the one way into a
+//!   caller's scope is a residence in the caller's village naming a person who moves in, and that
+//!   brings the person named, nothing else (her home village stays hers);
+//! - a new record is created only whole: its village one of the caller's, every required field
+//!   present and valid, derived fields agreeing with what they derive from;
+//! - a reference names a stored (or in this push created) record of the field's kind, in the
+//!   caller's villages (a residence's person excepted: that is the move-in);
+//! - review and merge fields belong to the console; creation and review-state fields to the
+//!   server, which writes its own value in their place.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use baylink_domain::{
+    Date, EntityKind, FieldType, Fields, Writer, missing_derived, to_text, validate_record,
+    validate_values,
+};
+use baylink_sync::hlc::too_far_ahead;
+use baylink_sync::merge::merge_field;
+use baylink_sync::wire::refusal;
+use baylink_sync::{Change, EntityState, NodeId};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::store::accounts::Role;
+
+/// How far past the device's last counter a change's counter may be: a phone writes far fewer
+/// changes than this between two syncs, and an honest outbox numbers its changes one by one.
+pub const MAX_COUNTER_STEP: u64 = 1 << 24;
+
+/// Fields the server writes itself: a device's write of one is answered as accepted and
+/// replaced by the server's value (old apps send them with every capture).
+pub const SERVER_OWNED: [&str; 3] = ["created_by", "created_at", "review_status"];
+
+/// Fields only the console's audited use cases write, never a device, whatever its role.
+pub const CONSOLE_ONLY: [&str; 2] = ["review_comment", "merged_into"];
+
+/// A record as the server holds it.
+#[derive(Clone, Debug, Default)]
+pub struct Held {
+    /// Its stored kind.
+    pub kind: String,
+    /// The villages it lies in (its scope).
+    pub villages: BTreeSet<String>,
+    /// Its current values with their stamps (read for the records a push writes, not for those
+    /// it only names).
+    pub state: EntityState,
+}
+
+/// What the server knows when it decides a push.
+pub struct Facts<'a> {
+    /// The caller's role.
+    pub role: Role,
+    /// The caller's villages.
+    pub villages: &'a [String],
+    /// The pushing device.
+    pub device: NodeId,
+    /// The last counter of this device the server applied.
+    pub last_counter: u64,
+    /// Server time.
+    pub now_ms: u64,
+    /// How far ahead of server time a stamp may be.
+    pub max_ahead_ms: u64,
+    /// Today, in China.
+    pub today: Date,
+    /// Every stored record the push names, as the record written or as a reference.
+    pub records: &'a HashMap<Uuid, Held>,
+}
+
+/// The decision on one change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Already processed: answered as the first time.
+    Replay,
+    /// Refused for good (or, for `clock_ahead`, until restamped).
+    Refuse {
+        /// Refusal code.
+        code: &'static str,
+        /// What is wrong, in Chinese and English.
+        message: String,
+    },
+    /// Merged as sent.
+    Apply,
+    /// Accepted, and the server writes its own value instead: a server-owned field, or the home
+    /// village of a person moving in (which stays as the server holds it).
+    Own,
+}
+
+impl Decision {
+    fn refuse(code: &'static str, message: impl Into<String>) -> Decision {
+        Decision::Refuse {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the change is accepted (applied as sent or replaced by the server's value).
+    pub fn accepted(&self) -> bool {
+        matches!(self, Decision::Apply | Decision::Own)
+    }
+}
+
+fn out_of_scope(why: &str) -> Decision {
+    Decision::refuse(
+        refusal::OUT_OF_SCOPE,
+        format!("不在您的辖区 / out of scope: {why}"),
+    )
+}
+
+/// The ids of every record a push names: the records written and those its reference fields
+/// name, which the server reads before deciding.
+pub fn named_records(changes: &[Change]) -> BTreeSet<Uuid> {
+    let mut ids = BTreeSet::new();
+    for change in changes {
+        ids.insert(change.entity);
+        if let Some(target) = reference(change) {
+            ids.insert(target.1);
+        }
+    }
+    ids
+}
+
+/// The kind and id a change's reference field names, if the field is one and names an id.
+fn reference(change: &Change) -> Option<(EntityKind, Uuid)> {
+    let spec = EntityKind::parse(&change.kind)?.field(&change.field)?;
+    let FieldType::Ref(target) = spec.ty else {
+        return None;
+    };
+    let id = Uuid::parse_str(change.value.as_str()?).ok()?;
+    Some((target, id))
+}
+
+/// The order in which a push's records are decided: what others reference first, and a person
+/// known elsewhere after the residences that may bring her in.
+fn rank(kind: EntityKind, arriving: bool) -> u8 {
+    match kind {
+        EntityKind::House => 0,
+        EntityKind::Person if !arriving => 1,
+        EntityKind::Residence => 2,
+        EntityKind::Person => 3,
+        EntityKind::Vehicle | EntityKind::Visit | EntityKind::Dispute => 4,
+    }
+}
+
+/// A push's plan: the decision on each change, and what the server writes beside them.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The decision on each change, in the push's order.
+    pub decisions: Vec<Decision>,
+    /// Derived fields a written record lacks, as the server derives them (a device that left
+    /// out a person's origin cannot keep her off a watch list of her region).
+    pub fills: HashMap<Uuid, Fields>,
+}
+
+/// Decides every change of a push, in its order. Nothing here reads or writes storage.
+pub fn plan_push(facts: &Facts<'_>, changes: &[Change]) -> Plan {
+    let mut plan: Vec<Option<Decision>> = vec![None; changes.len()];
+    let mut seen = facts.last_counter;
+    let mut groups: HashMap<Uuid, Vec<usize>> = HashMap::new();
+    for (i, change) in changes.iter().enumerate() {
+        if let Some(decision) = first_look(facts, change, &mut seen) {
+            plan[i] = Some(decision);
+            continue;
+        }
+        groups.entry(change.entity).or_default().push(i);
+    }
+    let mine = |villages: &BTreeSet<String>| {
+        facts.role == Role::Admin || villages.iter().any(|v| facts.villages.contains(v))
+    };
+    let mut order: Vec<(u8, Uuid)> = groups
+        .keys()
+        .map(|id| {
+            let kind = EntityKind::parse(&changes[groups[id][0]].kind);
+            let held = facts.records.get(id);
+            let arriving = held.is_some_and(|h| !mine(&h.villages));
+            (kind.map_or(5, |k| rank(k, arriving)), *id)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut world = World {
+        created: HashMap::new(),
+        arrivals: HashSet::new(),
+        fills: HashMap::new(),
+    };
+    for (_, id) in order {
+        let idx = &groups[&id];
+        decide_record(facts, changes, id, idx, &mut plan, &mut world);
+    }
+    Plan {
+        decisions: plan
+            .into_iter()
+            .map(|d| d.unwrap_or_else(|| Decision::refuse(refusal::INVALID, "undecided")))
+            .collect(),
+        fills: world.fills,
+    }
+}
+
+/// What the records decided so far in a push add to the server's facts.
+struct World {
+    /// Records this push creates (accepted), by kind.
+    created: HashMap<Uuid, EntityKind>,
+    /// Persons an accepted residence of this push names: they move into the caller's village.
+    arrivals: HashSet<Uuid>,
+    /// Derived fields to fill in, by record.
+    fills: HashMap<Uuid, Fields>,
+}
+
+/// The checks that need no record: replays, counters, the stamp's device, the clock, the kind
+/// and field, console-only and server-owned fields. `None`: decided with its record.
+fn first_look(facts: &Facts<'_>, change: &Change, seen: &mut u64) -> Option<Decision> {
+    let counter = change.id.counter;
+    if counter <= *seen {
+        return Some(Decision::Replay);
+    }
+    if counter > facts.last_counter.saturating_add(MAX_COUNTER_STEP) {
+        return Some(Decision::refuse(
+            refusal::INVALID,
+            format!(
+                "计数器跳跃过大 / counter: {counter} is more than {MAX_COUNTER_STEP} past this device's last ({})",
+                facts.last_counter
+            ),
+        ));
+    }
+    *seen = counter;
+    if change.stamp.node != facts.device || change.id.device != facts.device {
+        return Some(Decision::refuse(
+            refusal::INVALID,
+            "时间戳不属于本设备 / stamp: names another device than the one pushing",
+        ));
+    }
+    if too_far_ahead(change.stamp.hlc, facts.now_ms, facts.max_ahead_ms) {
+        let ahead_s = change.stamp.hlc.millis().saturating_sub(facts.now_ms) / 1000;
+        return Some(Decision::refuse(
+            refusal::CLOCK_AHEAD,
+            format!(
+                "时间戳超前服务器{ahead_s}秒，请校时后重发 / stamped {ahead_s} s ahead of server time: restamp and resend"
+            ),
+        ));
+    }
+    // The server stores only what it can validate: a newer app meets an upgraded server first.
+    let Some(kind) = EntityKind::parse(&change.kind) else {
+        return Some(Decision::refuse(
+            refusal::INVALID,
+            format!(
+                "kind：未知的记录类型“{0}” / kind: `{0}` is not a kind this server knows",
+                change.kind
+            ),
+        ));
+    };
+    let Some(spec) = kind.field(&change.field) else {
+        return Some(Decision::refuse(
+            refusal::INVALID,
+            format!(
+                "{0}：{1}没有这个字段 / {0}: a {kind} has no such field",
+                change.field,
+                kind.label_zh()
+            ),
+        ));
+    };
+    if CONSOLE_ONLY.contains(&spec.name) {
+        return Some(Decision::refuse(
+            refusal::READ_ONLY,
+            format!(
+                "{}：只能在审核台修改 / {}: only the console's review may set it",
+                spec.zh, spec.en
+            ),
+        ));
+    }
+    None
+}
+
+/// Decides the changes of one record that passed [`first_look`].
+fn decide_record(
+    facts: &Facts<'_>,
+    changes: &[Change],
+    id: Uuid,
+    idx: &[usize],
+    plan: &mut [Option<Decision>],
+    world: &mut World,
+) {
+    let refuse_all = |plan: &mut [Option<Decision>], decision: &Decision| {
+        for &i in idx {
+            if plan[i].as_ref().is_none_or(Decision::accepted) {
+                plan[i] = Some(decision.clone());
+            }
+        }
+    };
+    let claimed = &changes[idx[0]].kind;
+    let Some(kind) = EntityKind::parse(claimed) else {
+        return refuse_all(plan, &Decision::refuse(refusal::INVALID, "kind"));
+    };
+    if idx.iter().any(|&i| &changes[i].kind != claimed) {
+        let message = "kind：同一记录不能有两种类型 / kind: one record, two kinds";
+        return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
+    }
+    let held = facts.records.get(&id);
+    let admin = facts.role == Role::Admin;
+    let in_scope =
+        held.is_none_or(|h| admin || h.villages.iter().any(|v| facts.villages.contains(v)));
+    let arriving = !in_scope && kind == EntityKind::Person && world.arrivals.contains(&id);
+    if !in_scope && !arriving {
+        return refuse_all(
+            plan,
+            &out_of_scope("this record lies outside your villages"),
+        );
+    }
+    if let Some(held) = held.filter(|h| h.kind != claimed.as_str()) {
+        let message = format!(
+            "kind：此记录是{}，不是{} / kind: this record is a {}, not a {claimed}",
+            EntityKind::parse(&held.kind).map_or("?", EntityKind::label_zh),
+            kind.label_zh(),
+            held.kind
+        );
+        return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
+    }
+    for &i in idx {
+        plan[i] = Some(decide_field(
+            facts,
+            changes,
+            &changes[i],
+            kind,
+            held,
+            arriving,
+            world,
+        ));
+    }
+    // A new record in a village not the caller's is not the caller's at all.
+    if held.is_none() {
+        let elsewhere = idx.iter().find_map(|&i| match &plan[i] {
+            Some(d @ Decision::Refuse { code, .. }) if *code == refusal::OUT_OF_SCOPE => {
+                Some(d.clone())
+            }
+            _ => None,
+        });
+        if let Some(decision) = elsewhere {
+            // Over every other reason: the record is not the caller's to be told more of.
+            for &i in idx {
+                plan[i] = Some(decision.clone());
+            }
+            return;
+        }
+    }
+    // The record as this push leaves it must be whole and valid: errors it did not have before
+    // refuse the changes that bring them, or the record's whole push when no change of it does.
+    let before: BTreeSet<String> = held.map_or_else(BTreeSet::new, |h| {
+        validate_record(kind, &values(&h.state), facts.today)
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    });
+    for round in 0..2 {
+        let after = merged_after(held, changes, idx, plan);
+        let new_errors: Vec<_> = validate_record(kind, &values(&after), facts.today)
+            .into_iter()
+            .filter(|e| !before.contains(&e.field))
+            .collect();
+        if new_errors.is_empty() {
+            break;
+        }
+        let written: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| plan[i] == Some(Decision::Apply))
+            .collect();
+        let mut blamed = false;
+        for error in &new_errors {
+            let brought: Vec<usize> = written
+                .iter()
+                .copied()
+                .filter(|&i| changes[i].field == error.field)
+                .collect();
+            for i in &brought {
+                plan[*i] = Some(Decision::refuse(refusal::INVALID, error.to_string()));
+            }
+            blamed |= !brought.is_empty();
+        }
+        let unblamed = new_errors
+            .iter()
+            .any(|e| !written.iter().any(|&i| changes[i].field == e.field));
+        if unblamed || round == 1 || !blamed {
+            let first = new_errors
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let message = if held.is_none() {
+                format!("新记录不完整或无效 / a new record must be whole and valid: {first}")
+            } else {
+                format!("修改后记录无效 / the record would be invalid: {first}")
+            };
+            return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
+        }
+    }
+    if idx
+        .iter()
+        .any(|&i| plan[i].as_ref().is_some_and(Decision::accepted))
+    {
+        let after = values(&merged_after(held, changes, idx, plan));
+        let fills = missing_derived(kind, &after, facts.today);
+        if !fills.is_empty() {
+            world.fills.insert(id, fills);
+        }
+        if held.is_none() {
+            world.created.insert(id, kind);
+        }
+        if kind == EntityKind::Residence {
+            for &i in idx {
+                if changes[i].field == "person" && plan[i] == Some(Decision::Apply) {
+                    if let Some((_, person)) = reference(&changes[i]) {
+                        world.arrivals.insert(person);
+                    }
+                }
+            }
+        }
+    } else if held.is_none() {
+        // Nothing of a new record accepted: nothing of it may be written (a server-owned field
+        // alone would otherwise create it).
+        refuse_all(
+            plan,
+            &out_of_scope("a new record needs its village and its fields"),
+        );
+    }
+}
+
+/// The decision on one field change of a record the caller may write.
+fn decide_field(
+    facts: &Facts<'_>,
+    changes: &[Change],
+    change: &Change,
+    kind: EntityKind,
+    held: Option<&Held>,
+    arriving: bool,
+    world: &World,
+) -> Decision {
+    let Some(spec) = kind.field(&change.field) else {
+        return Decision::refuse(refusal::INVALID, "field");
+    };
+    if SERVER_OWNED.contains(&spec.name) {
+        return Decision::Own;
+    }
+    if spec.name == "deleted" {
+        return if change.value.is_boolean() || change.value.is_null() {
+            Decision::Apply
+        } else {
+            Decision::refuse(
+                refusal::INVALID,
+                "deleted：应为是或否 / deleted: must be true or false",
+            )
+        };
+    }
+    debug_assert!(spec.writer != Writer::System, "system field {}", spec.name);
+    if spec.name == "village" {
+        if arriving {
+            // She moves in; her home village stays with its officer: the server keeps it.
+            return Decision::Own;
+        }
+        let mine = change
+            .value
+            .as_str()
+            .is_some_and(|v| facts.villages.iter().any(|m| m == v));
+        if facts.role != Role::Admin && !change.value.is_null() && !mine {
+            return out_of_scope(&format!(
+                "village {} is not one of yours",
+                to_text(&change.value)
+            ));
+        }
+    }
+    if change.value.is_null() {
+        return Decision::Apply;
+    }
+    // The value itself, with the document type it is read by (this push's or the stored one).
+    let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
+    if change.field == "id_number" {
+        let id_type = changes
+            .iter()
+            .rev()
+            .find(|c| c.entity == change.entity && c.field == "id_type")
+            .map(|c| c.value.clone())
+            .or_else(|| {
+                held.and_then(|h| h.state.get("id_type"))
+                    .map(|v| v.value.clone())
+            });
+        if let Some(id_type) = id_type {
+            values.insert("id_type".into(), id_type);
+        }
+    }
+    if let Some(error) = validate_values(kind, &values, facts.today)
+        .into_iter()
+        .find(|e| e.field == change.field)
+    {
+        return Decision::refuse(refusal::INVALID, error.to_string());
+    }
+    if let Some((target, target_id)) = reference(change) {
+        return decide_reference(facts, kind, spec.name, spec.zh, target, target_id, world);
+    }
+    Decision::Apply
+}
+
+/// Whether a reference field may name `id`: a stored or just created record of the right kind,
+/// in the caller's villages (a residence's person may live anywhere: she moves in).
+fn decide_reference(
+    facts: &Facts<'_>,
+    kind: EntityKind,
+    field: &str,
+    label: &str,
+    target: EntityKind,
+    id: Uuid,
+    world: &World,
+) -> Decision {
+    let (found, reachable) = match (world.created.get(&id), facts.records.get(&id)) {
+        (Some(created), _) => (Some(created.as_str()), true),
+        (None, Some(held)) => (
+            Some(held.kind.as_str()),
+            facts.role == Role::Admin
+                || held.villages.iter().any(|v| facts.villages.contains(v))
+                || world.arrivals.contains(&id),
+        ),
+        (None, None) => (None, false),
+    };
+    let moves_in = kind == EntityKind::Residence && field == "person";
+    match found {
+        Some(k) if k == target.as_str() && (reachable || moves_in) => Decision::Apply,
+        // Another kind in the caller's villages may be said; elsewhere it is not the caller's to know.
+        Some(k) if reachable && k != target.as_str() => Decision::refuse(
+            refusal::INVALID,
+            format!(
+                "{label}：应指向{}记录 / {field}: must name a {target}, names a {k}",
+                target.label_zh()
+            ),
+        ),
+        // No such record and one outside the caller's villages are told alike: the caller may
+        // not learn which.
+        _ => Decision::refuse(
+            refusal::OUT_OF_SCOPE,
+            format!(
+                "{label}：您的辖区内没有这个{} / {field}: names no {target} in your villages",
+                target.label_zh()
+            ),
+        ),
+    }
+}
+
+/// A record's values with their stamps after the changes planned to apply.
+fn merged_after(
+    held: Option<&Held>,
+    changes: &[Change],
+    idx: &[usize],
+    plan: &[Option<Decision>],
+) -> EntityState {
+    let mut state = held.map(|h| h.state.clone()).unwrap_or_default();
+    for &i in idx {
+        if plan[i] == Some(Decision::Apply) {
+            merge_field(&mut state, &changes[i].field, changes[i].version());
+        }
+    }
+    state
+}
+
+/// A record's values without their stamps.
+pub fn values(state: &EntityState) -> Fields {
+    state
+        .iter()
+        .map(|(field, v)| (field.clone(), v.value.clone()))
+        .collect()
+}
+
+/// The merged value of `field` in a state, as JSON (`Null` when absent).
+pub fn value_of<'a>(state: &'a EntityState, field: &str) -> &'a Value {
+    state.get(field).map_or(&Value::Null, |v| &v.value)
+}

@@ -1,0 +1,801 @@
+//! A hostile insider, generated: an officer with a valid account and device sends random pushes
+//! (any kind claimed, any field, system ones included, any village, references to any record,
+//! stamps naming any device, any counter, mixed into plausible records) and random pull cursors
+//! (issued, replayed, widened, unsigned, garbage) through the HTTP surface, against a server
+//! holding records of another village of the same station and of another station. After every
+//! case:
+//! - no record outside the caller's villages changed (values, stamps, villages, history), and a
+//!   record that entered them is a person named by a residence in the caller's village, her home
+//!   village unchanged;
+//! - every value a pull sent lies in the caller's villages, and every id a pull said to drop was
+//!   one the device had been sent or had written itself;
+//! - the device's counter is the newest it had accepted, so its next honest change is applied.
+
+// Helpers here are part of the tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use baylink_domain::date::CHINA_OFFSET_MINUTES;
+use baylink_domain::{Date, EntityKind, Input, natural_id, validate_capture};
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::now_ms;
+use baylink_server::store::rusqlite::Connection;
+use baylink_server::store::sync::{self, Caller};
+use baylink_server::{AppState, Config, app, auth, demo};
+use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The attacker's village (澳头 station).
+const MINE: &str = "441303006001";
+/// Another village of the same station.
+const SAME_STATION: &str = "441303006002";
+/// A village of another station (霞涌).
+const OTHER_STATION: &str = "441303007001";
+const VILLAGES: [&str; 3] = [MINE, SAME_STATION, OTHER_STATION];
+
+const ATTACKER_DEVICE: Uuid = Uuid::from_u128(0xA7);
+/// The victims' devices: a stamp may name them.
+const VICTIM_DEVICES: [Uuid; 2] = [Uuid::from_u128(0xB0), Uuid::from_u128(0xC0)];
+const PASSWORD: &str = "correct-horse-battery";
+
+/// Every field name of every kind, and one no kind has.
+fn field_names() -> Vec<&'static str> {
+    let mut names: BTreeSet<&'static str> = EntityKind::ALL
+        .into_iter()
+        .flat_map(|k| k.fields().map(|f| f.name))
+        .collect();
+    names.insert("hull");
+    names.into_iter().collect()
+}
+
+const KINDS: [&str; 7] = [
+    "house",
+    "person",
+    "residence",
+    "vehicle",
+    "visit",
+    "dispute",
+    "boat",
+];
+
+fn today() -> Date {
+    Date::from_unix_ms(now_ms() as i64, CHINA_OFFSET_MINUTES)
+}
+
+fn input(pairs: &[(&str, &str)]) -> Input {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// An honest officer's push of one whole record through the store; its id.
+fn honest(
+    conn: &mut Connection,
+    caller: &Caller,
+    counter: &mut u64,
+    kind: EntityKind,
+    pairs: &[(&str, &str)],
+) -> Uuid {
+    let fields = validate_capture(kind, &input(pairs), today()).unwrap();
+    let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
+    let node = NodeId(Uuid::parse_str(&caller.device).unwrap());
+    let stamp = Stamp::new(Hlc::new(now_ms(), 0), node);
+    let changes: Vec<Change> = fields
+        .into_iter()
+        .map(|(field, value)| {
+            *counter += 1;
+            Change {
+                id: ChangeId {
+                    device: node,
+                    counter: *counter,
+                },
+                kind: kind.as_str().into(),
+                entity: id,
+                field,
+                value,
+                stamp,
+                base: None,
+                extra: BTreeMap::new(),
+            }
+        })
+        .collect();
+    let results = sync::push(conn, caller, &changes, now_ms(), 60_000).unwrap();
+    assert!(
+        results.iter().all(|r| r.code.is_none()),
+        "{kind}: {results:?}"
+    );
+    id
+}
+
+/// The server, the attacker's token, and the records of the world (the attacker's own house
+/// among them).
+struct World {
+    state: AppState,
+    token: String,
+    /// Ids a change may name: the victims' records, the attacker's house, a few new ones.
+    pool: Vec<Uuid>,
+    /// Resident ID numbers: the victims' (whose person ids they give) and a new one.
+    id_numbers: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn world(runtime: &tokio::runtime::Runtime) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Config::new(dir.path())).unwrap();
+    let hash = auth::password::hash(PASSWORD).unwrap();
+    let (pool, id_numbers) = state
+        .db
+        .call_blocking(move |conn| {
+            demo::seed_places(conn)?;
+            let mut callers = Vec::new();
+            for (n, (name, village)) in [("oa", MINE), ("ob", SAME_STATION), ("oc", OTHER_STATION)]
+                .into_iter()
+                .enumerate()
+            {
+                let villages = [village.to_owned()];
+                let new = NewAccount {
+                    username: name,
+                    display_name: name,
+                    role: Role::Officer,
+                    station: Some(&village[..9]),
+                    password_hash: &hash,
+                    villages: &villages,
+                };
+                let account = accounts::create_account(conn, &new, 0)?;
+                if n > 0 {
+                    let device = VICTIM_DEVICES[n - 1].to_string();
+                    accounts::register_device(conn, &device, account, "phone", 0)?;
+                    callers.push(Caller {
+                        account,
+                        role: Role::Officer,
+                        device,
+                        villages: villages.to_vec(),
+                    });
+                }
+            }
+            let mut pool = Vec::new();
+            let mut numbers = Vec::new();
+            for (i, caller) in callers.iter().enumerate() {
+                let village = caller.villages[0].as_str();
+                let mut counter = 0;
+                let number = baylink_domain::synthetic::resident_id(100 + i as u64);
+                let house = honest(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::House,
+                    &[
+                        ("village", village),
+                        ("address", "一巷1号"),
+                        ("use", "rental"),
+                        ("status", "in_use"),
+                    ],
+                );
+                let person = honest(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Person,
+                    &[
+                        ("village", village),
+                        ("id_number", &number),
+                        ("name", "王芳"),
+                    ],
+                );
+                let house_text = house.to_string();
+                let person_text = person.to_string();
+                let residence = honest(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Residence,
+                    &[
+                        ("village", village),
+                        ("person", &person_text),
+                        ("house", &house_text),
+                        ("moved_in", "2026-01-01"),
+                        ("relation", "tenant"),
+                    ],
+                );
+                let plate = format!("粤L1234{i}");
+                let vehicle = honest(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Vehicle,
+                    &[
+                        ("village", village),
+                        ("plate", &plate),
+                        ("vehicle_type", "car"),
+                        ("owner", &person_text),
+                    ],
+                );
+                pool.extend([house, person, residence, vehicle]);
+                numbers.push(number);
+            }
+            numbers.push(baylink_domain::synthetic::resident_id(999));
+            Ok((pool, numbers))
+        })
+        .unwrap();
+    let token = runtime.block_on(async {
+        let body = json!({"username": "oa", "password": PASSWORD, "device_id": ATTACKER_DEVICE, "device_name": "x"});
+        let (status, answer) = call(&state, "/api/v1/auth/login", None, &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["access_token"].as_str().unwrap().to_owned()
+    });
+    let mut world = World {
+        state,
+        token,
+        pool,
+        id_numbers,
+        _dir: dir,
+    };
+    // The attacker's own house, through the API like any capture.
+    let own = Uuid::from_u128(0xA0);
+    let stamp = format!("{}@{ATTACKER_DEVICE}", Hlc::new(now_ms(), 0));
+    let changes: Vec<Value> = [
+        ("village", MINE),
+        ("address", "桥西1号"),
+        ("use", "rental"),
+        ("status", "in_use"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (field, value))| {
+        json!({
+            "id": {"device": ATTACKER_DEVICE, "counter": i + 1}, "kind": "house", "entity": own,
+            "field": field, "value": value, "stamp": stamp,
+        })
+    })
+    .collect();
+    let (status, answer) = runtime.block_on(call(
+        &world.state,
+        "/api/v1/sync/push",
+        Some(&world.token),
+        &json!({"protocol": 2, "device": ATTACKER_DEVICE, "changes": changes}),
+    ));
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{answer}"
+    );
+    world.pool.push(own);
+    world
+        .pool
+        .extend((1..=4).map(|n| Uuid::from_u128(0xF000 + n)));
+    world
+}
+
+async fn call(
+    state: &AppState,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = app(state.clone())
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// What a record is, as the server holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Snapshot {
+    kind: String,
+    village: Option<String>,
+    fields: BTreeMap<String, (String, i64, String)>,
+    villages: BTreeSet<String>,
+    history: i64,
+}
+
+fn snapshot(state: &AppState) -> BTreeMap<String, Snapshot> {
+    state
+        .db
+        .call_blocking(|conn| {
+            let mut records: BTreeMap<String, Snapshot> = BTreeMap::new();
+            let mut stmt = conn.prepare("SELECT id, kind, village FROM entity")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+            for row in rows {
+                let (id, kind, village) = row?;
+                records.insert(
+                    id,
+                    Snapshot {
+                        kind,
+                        village,
+                        fields: BTreeMap::new(),
+                        villages: BTreeSet::new(),
+                        history: 0,
+                    },
+                );
+            }
+            let mut stmt = conn.prepare("SELECT entity, field, value, hlc, node FROM field")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    (r.get(2)?, r.get(3)?, r.get(4)?),
+                ))
+            })?;
+            for row in rows {
+                let (entity, field, value) = row?;
+                records
+                    .get_mut(&entity)
+                    .unwrap()
+                    .fields
+                    .insert(field, value);
+            }
+            let mut stmt = conn.prepare("SELECT entity, village FROM scope")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+                let (entity, village) = row?;
+                records.get_mut(&entity).unwrap().villages.insert(village);
+            }
+            let mut stmt = conn.prepare("SELECT entity, count(*) FROM history GROUP BY entity")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+                let (entity, n) = row?;
+                if let Some(record) = records.get_mut(&entity) {
+                    record.history = n;
+                }
+            }
+            Ok(records)
+        })
+        .unwrap()
+}
+
+/// One random change, before its counter and stamp are set.
+#[derive(Clone, Debug)]
+struct Shape {
+    entity: usize,
+    kind: usize,
+    field: usize,
+    value: u8,
+    pick: usize,
+    node: u8,
+    clock: u8,
+}
+
+/// A plausible record: the fields an honest capture of a kind sends, in some village, naming
+/// records of the pool.
+#[derive(Clone, Debug)]
+struct Template {
+    kind: u8,
+    entity: usize,
+    village: usize,
+    refs: (usize, usize),
+    number: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    templates: Vec<Template>,
+    shapes: Vec<Shape>,
+    /// Counter mischief: 0 honest, 1 far ahead, 2 repeat, 3 backwards.
+    counters: u8,
+    /// The pull's cursor: 0 none, 1 the last issued, 2 widened, 3 unsigned naming others, 4 garbage.
+    cursor: u8,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let shape = (
+        0..16usize,
+        0..7usize,
+        0..64usize,
+        0..16u8,
+        0..16usize,
+        0..4u8,
+        0..4u8,
+    )
+        .prop_map(|(entity, kind, field, value, pick, node, clock)| Shape {
+            entity,
+            kind,
+            field,
+            value,
+            pick,
+            node,
+            clock,
+        });
+    let template = (
+        0..4u8,
+        0..16usize,
+        0..3usize,
+        (0..16usize, 0..16usize),
+        0..4usize,
+    )
+        .prop_map(|(kind, entity, village, refs, number)| Template {
+            kind,
+            entity,
+            village,
+            refs,
+            number,
+        });
+    (
+        prop::collection::vec(template, 0..3),
+        prop::collection::vec(shape, 0..10),
+        prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
+        0..5u8,
+    )
+        .prop_map(|(templates, shapes, counters, cursor)| Case {
+            templates,
+            shapes,
+            counters,
+            cursor,
+        })
+}
+
+/// The attacker's state across cases.
+struct Attacker {
+    counter: u64,
+    newest_accepted: u64,
+    cursor: Option<String>,
+    /// Ids the device was sent or wrote: the only ones a pull may tell it to drop.
+    known: BTreeSet<Uuid>,
+    /// Changes accepted and refused, values pulled, pulls refused: what the cases exercised.
+    tally: [u64; 4],
+    /// Persons of other villages who moved in.
+    arrivals: usize,
+}
+
+impl World {
+    fn value(&self, shape: &Shape, field: &str) -> Value {
+        let pool = |n: usize| self.pool[n % self.pool.len()].to_string();
+        match shape.value {
+            0 => json!(VILLAGES[shape.pick % 3]),
+            1 | 2 => json!(pool(shape.pick)),
+            3 => json!(self.id_numbers[shape.pick % self.id_numbers.len()]),
+            4 => json!("王芳"),
+            5 => json!(42),
+            6 => json!(true),
+            7 => Value::Null,
+            8 => json!(["approved", "returned", "pending"][shape.pick % 3]),
+            9 => json!("伪造\u{202E}名字\u{0}"),
+            10 => json!("2026-01-01"),
+            11 => json!(["rental", "in_use", "tenant", "car", "resident_id"][shape.pick % 5]),
+            12 => json!("粤L12340"),
+            13 => json!("x".repeat(300)),
+            14 => json!({"lat": 22.7, "lon": 114.5}),
+            _ => match field {
+                "created_at" => json!("2020-01-01 00:00:00"),
+                _ => json!("admin"),
+            },
+        }
+    }
+
+    fn template(&self, t: &Template) -> (&'static str, Uuid, Vec<(&'static str, Value)>) {
+        let village = json!(VILLAGES[t.village]);
+        let entity = self.pool[t.entity % self.pool.len()];
+        let pool = |n: usize| json!(self.pool[n % self.pool.len()].to_string());
+        match t.kind {
+            0 => (
+                "house",
+                entity,
+                vec![
+                    ("village", village),
+                    ("address", json!("一巷2号")),
+                    ("use", json!("rental")),
+                    ("status", json!("in_use")),
+                ],
+            ),
+            1 => {
+                let number = &self.id_numbers[t.number % self.id_numbers.len()];
+                let fields = validate_capture(
+                    EntityKind::Person,
+                    &input(&[
+                        ("village", VILLAGES[t.village]),
+                        ("id_number", number),
+                        ("name", "李明"),
+                    ]),
+                    today(),
+                )
+                .unwrap();
+                let id = natural_id(EntityKind::Person, &fields).unwrap();
+                let fields = fields
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let name: &'static str = EntityKind::Person.field(&k).unwrap().name;
+                        (name, v)
+                    })
+                    .collect();
+                ("person", id, fields)
+            }
+            2 => (
+                "residence",
+                entity,
+                vec![
+                    ("village", village),
+                    ("person", pool(t.refs.0)),
+                    ("house", pool(t.refs.1)),
+                    ("moved_in", json!("2026-02-01")),
+                    ("relation", json!("tenant")),
+                ],
+            ),
+            // A victim moves into the attacker's own house: the one way in.
+            _ => (
+                "residence",
+                self.pool[9 + t.entity % 4],
+                vec![
+                    ("village", json!(MINE)),
+                    ("person", pool(1 + 4 * (t.refs.0 % 2))),
+                    ("house", pool(8)),
+                    ("moved_in", json!("2026-02-01")),
+                    ("relation", json!("tenant")),
+                ],
+            ),
+        }
+    }
+
+    /// Sends one case's push and pull; returns what the pull sent.
+    fn run(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        case: &Case,
+        me: &mut Attacker,
+    ) -> Result<(), TestCaseError> {
+        let names = field_names();
+        let now = now_ms();
+        let mut changes = Vec::new();
+        let next = |me: &mut Attacker| {
+            me.counter += 1;
+            me.counter
+        };
+        let mut push_change = |me: &mut Attacker,
+                               kind: &str,
+                               entity: Uuid,
+                               field: &str,
+                               value: Value,
+                               node: Uuid,
+                               hlc: Hlc| {
+            let counter = next(me);
+            me.known.insert(entity);
+            changes.push(json!({
+                "id": {"device": ATTACKER_DEVICE, "counter": counter}, "kind": kind, "entity": entity,
+                "field": field, "value": value, "stamp": format!("{hlc}@{node}"),
+            }));
+        };
+        for t in &case.templates {
+            let (kind, entity, fields) = self.template(t);
+            for (field, value) in fields {
+                push_change(
+                    me,
+                    kind,
+                    entity,
+                    field,
+                    value,
+                    ATTACKER_DEVICE,
+                    Hlc::new(now, 1),
+                );
+            }
+        }
+        for s in &case.shapes {
+            let field = names[s.field % names.len()];
+            let node = match s.node {
+                0 => VICTIM_DEVICES[s.pick % 2],
+                _ => ATTACKER_DEVICE,
+            };
+            let hlc = match s.clock {
+                0 => Hlc::new(now - 86_400_000, 0),
+                1 => Hlc::new(now + 3_600_000, 0),
+                _ => Hlc::new(now, 2),
+            };
+            let entity = self.pool[s.entity % self.pool.len()];
+            push_change(
+                me,
+                KINDS[s.kind],
+                entity,
+                field,
+                self.value(s, field),
+                node,
+                hlc,
+            );
+        }
+        match case.counters {
+            1 if !changes.is_empty() => {
+                changes[0]["id"]["counter"] = json!(i64::MAX);
+            }
+            2 if changes.len() > 1 => {
+                let first = changes[0]["id"]["counter"].clone();
+                changes[1]["id"]["counter"] = first;
+            }
+            3 if !changes.is_empty() => {
+                changes[0]["id"]["counter"] = json!(me.newest_accepted.saturating_sub(1));
+            }
+            _ => {}
+        }
+        let batch = json!({"protocol": 2, "device": ATTACKER_DEVICE, "changes": changes});
+        let (status, answer) = runtime.block_on(call(
+            &self.state,
+            "/api/v1/sync/push",
+            Some(&self.token),
+            &batch,
+        ));
+        prop_assert_eq!(status, StatusCode::OK, "{}", answer);
+        for (change, result) in changes
+            .iter()
+            .zip(answer["results"].as_array().cloned().unwrap_or_default())
+        {
+            let counter = change["id"]["counter"].as_u64().unwrap();
+            let accepted = result["status"] == "accepted";
+            me.tally[usize::from(!accepted)] += 1;
+            if accepted && counter > me.newest_accepted {
+                me.newest_accepted = counter;
+            }
+        }
+        // The counter the server holds is the newest accepted one: far-ahead ones never count.
+        let device = ATTACKER_DEVICE.to_string();
+        let held = self
+            .state
+            .db
+            .call_blocking(move |c| Ok(accounts::device(c, &device)?.unwrap().last_counter))
+            .unwrap();
+        prop_assert_eq!(held, me.newest_accepted);
+        me.counter = me.counter.max(me.newest_accepted);
+
+        let cursor = match case.cursor {
+            0 => None,
+            1 => me.cursor.clone(),
+            2 => me.cursor.as_ref().map(|c| {
+                let (body, mac) = c.rsplit_once('~').unwrap_or((c, ""));
+                format!("{body}.{SAME_STATION}.{OTHER_STATION}~{mac}")
+            }),
+            3 => Some(format!("s0:{MINE}.{SAME_STATION}.{OTHER_STATION}")),
+            _ => Some("b9.3:../../etc".into()),
+        };
+        let mut request = json!({"protocol": 2, "limit": 5000});
+        if let Some(cursor) = &cursor {
+            request["cursor"] = json!(cursor);
+        }
+        let (status, page) = runtime.block_on(call(
+            &self.state,
+            "/api/v1/sync/pull",
+            Some(&self.token),
+            &request,
+        ));
+        if status != StatusCode::OK {
+            me.tally[3] += 1;
+            prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{}", page);
+            return Ok(());
+        }
+        let scopes = snapshot(&self.state);
+        for record in page["records"].as_array().cloned().unwrap_or_default() {
+            let id = record["entity"].as_str().unwrap();
+            let held = &scopes[id].villages;
+            prop_assert!(held.contains(MINE), "sent {} of {:?}", id, held);
+            me.tally[2] += 1;
+            me.known.insert(Uuid::parse_str(id).unwrap());
+        }
+        for id in page["purged"].as_array().cloned().unwrap_or_default() {
+            let id = Uuid::parse_str(id.as_str().unwrap()).unwrap();
+            prop_assert!(
+                me.known.contains(&id),
+                "told to drop {} it was never sent",
+                id
+            );
+        }
+        if case.cursor <= 1 {
+            me.cursor = page["next_cursor"].as_str().map(str::to_owned);
+        }
+        Ok(())
+    }
+}
+
+/// Checks the first invariant between two snapshots.
+fn nothing_outside_changed(
+    before: &BTreeMap<String, Snapshot>,
+    after: &BTreeMap<String, Snapshot>,
+) -> Result<usize, TestCaseError> {
+    let mut arrived = 0;
+    for (id, was) in before.iter().filter(|(_, r)| !r.villages.contains(MINE)) {
+        let now = &after[id];
+        if now.villages.contains(MINE) {
+            // Moved in: a person, her home village kept, named by a residence in the village.
+            prop_assert_eq!(&now.kind, "person", "{} entered the village", id);
+            prop_assert_eq!(&now.village, &was.village);
+            let named = format!("\"{id}\"");
+            let lives_here = after.values().any(|r| {
+                r.kind == "residence"
+                    && r.village.as_deref() == Some(MINE)
+                    && r.fields.get("person").is_some_and(|v| v.0 == named)
+            });
+            prop_assert!(lives_here, "{} entered with no residence naming her", id);
+            arrived += 1;
+        } else {
+            prop_assert_eq!(now, was, "{} changed outside the caller's villages", id);
+        }
+    }
+    Ok(arrived)
+}
+
+#[test]
+fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let world = world(&runtime);
+    let me = std::cell::RefCell::new(Attacker {
+        counter: 4,
+        newest_accepted: 4,
+        cursor: None,
+        known: BTreeSet::from([Uuid::from_u128(0xA0)]),
+        tally: [0; 4],
+        arrivals: 0,
+    });
+    let cases: u32 = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&case(), |case| {
+        let before = snapshot(&world.state);
+        world.run(&runtime, &case, &mut me.borrow_mut())?;
+        let arrived = nothing_outside_changed(&before, &snapshot(&world.state))?;
+        me.borrow_mut().arrivals += arrived;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let me = me.into_inner();
+    let [accepted, refused, pulled, bad_cursors] = me.tally;
+    eprintln!(
+        "{cases} cases: {accepted} changes accepted, {refused} refused; {pulled} records pulled; {bad_cursors} cursors refused"
+    );
+    // The cases reached both sides of every rule, not only refusals.
+    assert!(accepted > 0 && refused > accepted && pulled > 0 && bad_cursors > 0);
+    // Victims moved in (a residence of the caller's village naming them) along the way.
+    eprintln!("{} persons of other villages moved in", me.arrivals);
+    assert!(me.arrivals > 0);
+    // And the phone's next honest change is applied, not taken for a replay.
+    let stamp = format!("{}@{ATTACKER_DEVICE}", Hlc::new(now_ms(), 9));
+    let counter = me.newest_accepted + 1;
+    let change = json!({"id": {"device": ATTACKER_DEVICE, "counter": counter}, "kind": "house",
+        "entity": Uuid::from_u128(0xA0), "field": "notes", "value": "后门", "stamp": stamp});
+    let (_, answer) = runtime.block_on(call(
+        &world.state,
+        "/api/v1/sync/push",
+        Some(&world.token),
+        &json!({"protocol": 2, "device": ATTACKER_DEVICE, "changes": [change]}),
+    ));
+    assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+    let notes: String = world
+        .state
+        .db
+        .call_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT value FROM field WHERE entity = ?1 AND field = 'notes'",
+                [Uuid::from_u128(0xA0).to_string()],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(notes, "\"后门\"");
+}

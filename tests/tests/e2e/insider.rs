@@ -1,0 +1,466 @@
+//! The findings of a hostile insider (an officer with a valid account, curl and a few scripts),
+//! each sent over HTTP to a real server on loopback and refused: writing or moving records of
+//! other villages, reading them through a cursor or a reference, taking over another officer's
+//! phone, silencing a phone's changes with a counter, guessing passwords in a burst, filling
+//! the server's memory with usernames, forging authorship, review and derived fields. The
+//! generated counterpart is `server/tests/insider.rs`.
+
+use baylink_server::store::accounts;
+use baylink_tests::harness::{PASSWORD, Server, VILLAGE};
+use baylink_tests::raw_http::{Answer, send};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A village of the same station (澳头 桥东).
+const NEIGHBOUR: &str = "441303006002";
+/// A village of another station (霞涌).
+const ELSEWHERE: &str = "441303007001";
+
+fn post(server: &Server, path: &str, token: Option<&str>, body: &Value) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    send(
+        &server.url,
+        "POST",
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+        None,
+    )
+}
+
+fn login_answer(server: &Server, username: &str, password: &str, device: Uuid) -> Answer {
+    post(
+        server,
+        "/api/v1/auth/login",
+        None,
+        &json!({"username": username, "password": password, "device_id": device, "device_name": "phone"}),
+    )
+}
+
+/// A signed-in device: its id, token and next counter.
+struct Phone {
+    device: Uuid,
+    token: String,
+    counter: u64,
+}
+
+impl Phone {
+    fn login(server: &Server, username: &str) -> Phone {
+        let device = Uuid::new_v4();
+        let answer = login_answer(server, username, PASSWORD, device);
+        assert_eq!(answer.status, 200, "{:?}", answer.json());
+        Phone {
+            device,
+            token: answer.json()["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            counter: 0,
+        }
+    }
+
+    /// One change as this device would send it (its own stamp, the next counter).
+    fn change(&mut self, kind: &str, entity: Uuid, field: &str, value: &Value) -> Value {
+        self.counter += 1;
+        let now = baylink_tests::harness::real_now_ms();
+        json!({
+            "id": {"device": self.device, "counter": self.counter},
+            "kind": kind, "entity": entity, "field": field, "value": value,
+            "stamp": format!("{:016x}@{}", (now << 16) + self.counter, self.device),
+        })
+    }
+
+    /// A whole record's changes.
+    fn record(&mut self, kind: &str, entity: Uuid, fields: &[(&str, Value)]) -> Vec<Value> {
+        fields
+            .iter()
+            .map(|(f, v)| self.change(kind, entity, f, v))
+            .collect()
+    }
+
+    /// Pushes changes; the result of each (status and code).
+    fn push(&self, server: &Server, changes: &[Value]) -> Vec<(String, Option<String>)> {
+        let answer = post(
+            server,
+            "/api/v1/sync/push",
+            Some(&self.token),
+            &json!({"protocol": 2, "device": self.device, "changes": changes}),
+        );
+        assert_eq!(answer.status, 200, "{:?}", answer.json());
+        answer.json()["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                (
+                    r["status"].as_str().unwrap_or_default().to_owned(),
+                    r["code"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+
+    fn pull(&self, server: &Server, cursor: Option<&str>) -> Answer {
+        let mut body = json!({"protocol": 2, "limit": 1000});
+        if let Some(cursor) = cursor {
+            body["cursor"] = json!(cursor);
+        }
+        post(server, "/api/v1/sync/pull", Some(&self.token), &body)
+    }
+}
+
+fn house(village: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("village", json!(village)),
+        ("address", json!("一巷1号")),
+        ("use", json!("rental")),
+        ("status", json!("in_use")),
+    ]
+}
+
+fn person(village: &str, id_number: &str, name: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("village", json!(village)),
+        ("id_type", json!("resident_id")),
+        ("id_number", json!(id_number)),
+        ("name", json!(name)),
+    ]
+}
+
+/// The id a phone derives for a person from her ID number: anyone who knows the number knows it.
+fn person_id(id_number: &str) -> Uuid {
+    let fields = baylink_domain::Fields::from([
+        ("id_type".to_owned(), json!("resident_id")),
+        ("id_number".to_owned(), json!(id_number)),
+    ]);
+    baylink_domain::natural_id(baylink_domain::EntityKind::Person, &fields).unwrap_or_default()
+}
+
+fn stored(server: &Server, entity: Uuid, field: &str) -> Option<String> {
+    let field = field.to_owned();
+    server.query(move |c| {
+        c.query_row(
+            "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
+            [entity.to_string(), field],
+            |r| r.get(0),
+        )
+        .ok()
+    })
+}
+
+fn all_refused(results: &[(String, Option<String>)]) -> bool {
+    !results.is_empty() && results.iter().all(|(status, _)| status == "refused")
+}
+
+/// Three officers: the attacker's village, a village of the same station, one of another.
+fn world() -> (Server, Phone, Phone, Phone) {
+    let server = Server::start();
+    server.add_officer("oa", VILLAGE);
+    server.add_officer("ob", NEIGHBOUR);
+    server.add_officer("oc", ELSEWHERE);
+    let (a, b, c) = (
+        Phone::login(&server, "oa"),
+        Phone::login(&server, "ob"),
+        Phone::login(&server, "oc"),
+    );
+    (server, a, b, c)
+}
+
+#[test]
+fn records_of_other_villages_cannot_be_written_moved_or_deleted() {
+    let (server, mut a, mut b, mut c) = world();
+    let number = baylink_domain::synthetic::resident_id(7);
+    let her = person_id(&number);
+    let changes = b.record("person", her, &person(NEIGHBOUR, &number, "王芳"));
+    assert!(
+        b.push(&server, &changes)
+            .iter()
+            .all(|(s, _)| s == "accepted")
+    );
+    let their_house = Uuid::now_v7();
+    let changes = c.record("house", their_house, &house(ELSEWHERE));
+    c.push(&server, &changes);
+    let plate = json!("粤L12345");
+    let car = baylink_domain::natural_id(
+        baylink_domain::EntityKind::Vehicle,
+        &baylink_domain::Fields::from([("plate".to_owned(), plate.clone())]),
+    )
+    .unwrap_or_default();
+    let changes = c.record(
+        "vehicle",
+        car,
+        &[
+            ("village", json!(ELSEWHERE)),
+            ("plate", plate),
+            ("vehicle_type", json!("car")),
+        ],
+    );
+    c.push(&server, &changes);
+
+    // Renaming and deleting her, riding on a village change with an ancient stamp.
+    let mut forged = vec![
+        a.change("person", her, "name", &json!("张三")),
+        a.change("person", her, "deleted", &json!(true)),
+    ];
+    let mut village = a.change("person", her, "village", &json!(VILLAGE));
+    village["stamp"] = json!(format!("{:016x}@{}", 1u64 << 16, a.device));
+    forged.push(village);
+    assert!(all_refused(&a.push(&server, &forged)));
+    assert_eq!(stored(&server, her, "name").as_deref(), Some("\"王芳\""));
+    assert_eq!(stored(&server, her, "deleted"), None);
+    // Deleting a house of another station by claiming it is a person.
+    let claim = [
+        a.change("person", their_house, "village", &json!(VILLAGE)),
+        a.change("person", their_house, "deleted", &json!(true)),
+    ];
+    assert!(all_refused(&a.push(&server, &claim)));
+    assert_eq!(stored(&server, their_house, "deleted"), None);
+    // Moving a vehicle of another station into the attacker's village by its plate alone.
+    let steal = [a.change("vehicle", car, "village", &json!(VILLAGE))];
+    assert!(all_refused(&a.push(&server, &steal)));
+    assert_eq!(
+        stored(&server, car, "village"),
+        Some(format!("\"{ELSEWHERE}\""))
+    );
+}
+
+#[test]
+fn references_bring_in_only_a_person_who_moves_into_the_callers_village() {
+    let (server, mut a, mut b, mut c) = world();
+    let number = baylink_domain::synthetic::resident_id(8);
+    let her = person_id(&number);
+    let changes = b.record("person", her, &person(NEIGHBOUR, &number, "王芳"));
+    b.push(&server, &changes);
+    let their_house = Uuid::now_v7();
+    let changes = c.record("house", their_house, &house(ELSEWHERE));
+    c.push(&server, &changes);
+    let mine = Uuid::now_v7();
+    let changes = a.record("house", mine, &house(VILLAGE));
+    a.push(&server, &changes);
+    let residence = |person: Uuid, house: Uuid| {
+        vec![
+            ("village", json!(VILLAGE)),
+            ("person", json!(person.to_string())),
+            ("house", json!(house.to_string())),
+            ("moved_in", json!("2026-01-01")),
+            ("relation", json!("tenant")),
+        ]
+    };
+    // A residence naming a house as its person, or a house of another station: refused whole.
+    let wrong_kind = a.record("residence", Uuid::now_v7(), &residence(their_house, mine));
+    assert!(all_refused(&a.push(&server, &wrong_kind)));
+    let their = a.record("residence", Uuid::now_v7(), &residence(her, their_house));
+    assert!(all_refused(&a.push(&server, &their)));
+    let none = a.record(
+        "residence",
+        Uuid::now_v7(),
+        &residence(Uuid::now_v7(), mine),
+    );
+    assert!(all_refused(&a.push(&server, &none)));
+    let first = a.pull(&server, None).json();
+    let sent: Vec<&str> = first["records"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["entity"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        !sent.contains(&their_house.to_string().as_str()),
+        "{sent:?}"
+    );
+    assert!(!sent.contains(&her.to_string().as_str()));
+    // She moves into the attacker's own house: she arrives, her home village stays hers.
+    let moves_in = a.record("residence", Uuid::now_v7(), &residence(her, mine));
+    assert!(
+        a.push(&server, &moves_in)
+            .iter()
+            .all(|(s, _)| s == "accepted")
+    );
+    let again = a.pull(&server, first["next_cursor"].as_str()).json();
+    let sent: Vec<&str> = again["records"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["entity"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(sent.contains(&her.to_string().as_str()), "{again}");
+    assert_eq!(
+        stored(&server, her, "village"),
+        Some(format!("\"{NEIGHBOUR}\""))
+    );
+}
+
+#[test]
+fn a_cursor_cannot_widen_what_a_pull_reads() {
+    let (server, a, mut b, _) = world();
+    let theirs = Uuid::now_v7();
+    let changes = b.record("house", theirs, &house(NEIGHBOUR));
+    b.push(&server, &changes);
+    let first = a.pull(&server, None).json();
+    let cursor = first["next_cursor"].as_str().unwrap_or_default().to_owned();
+    let (body, mac) = cursor.rsplit_once('~').unwrap_or((&cursor, ""));
+    // Naming the neighbour's village in a signed cursor breaks its signature.
+    let widened = format!("{body}.{NEIGHBOUR}~{mac}");
+    let answer = a.pull(&server, Some(&widened));
+    assert_eq!(answer.status, 400, "{:?}", answer.json());
+    // An unsigned cursor (an earlier server's form) keeps its position and names nothing.
+    let unsigned = format!("s0:{VILLAGE}.{NEIGHBOUR}");
+    let answer = a.pull(&server, Some(&unsigned));
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["purged"].as_array().map_or(0, Vec::len), 0);
+    // Another device's cursor does not open for this one.
+    let b_cursor = b.pull(&server, None).json()["next_cursor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(a.pull(&server, Some(&b_cursor)).status, 400);
+}
+
+#[test]
+fn a_device_belongs_to_one_account_and_its_counter_cannot_be_pushed_ahead() {
+    let (server, mut a, b, _) = world();
+    // Taking over the neighbour's phone by logging in with its (public) device id: refused,
+    // and the phone still belongs to its officer.
+    let answer = login_answer(&server, "oa", PASSWORD, b.device);
+    assert_eq!(answer.status, 409, "{:?}", answer.json());
+    let owner = server.query(|c| {
+        accounts::device(c, &b.device.to_string())
+            .ok()
+            .flatten()
+            .map(|d| d.account)
+    });
+    let ob = server.caller("ob").account;
+    assert_eq!(owner, Some(ob));
+    // A revoked device id at another account's login: refused as well.
+    server.query(|c| accounts::revoke_device(c, &b.device.to_string()).ok());
+    assert_eq!(login_answer(&server, "oa", PASSWORD, b.device).status, 409);
+    // A counter at 2^63-1 is refused and does not become the device's last one: its next
+    // honest change is applied, not taken for a replay.
+    let mine = Uuid::now_v7();
+    let mut far = a.record("house", mine, &house(VILLAGE));
+    far[0]["id"]["counter"] = json!(i64::MAX);
+    let results = a.push(&server, &far);
+    assert_eq!(results[0].1.as_deref(), Some("invalid"));
+    let later = a.record("house", Uuid::now_v7(), &house(VILLAGE));
+    assert!(a.push(&server, &later).iter().all(|(s, _)| s == "accepted"));
+    // A stamp naming another device (author impersonation): refused.
+    let mut impersonated = a.record("house", Uuid::now_v7(), &house(VILLAGE));
+    for change in &mut impersonated {
+        let stamp = change["stamp"].as_str().unwrap_or_default().to_owned();
+        let hlc = stamp.split('@').next().unwrap_or_default().to_owned();
+        change["stamp"] = json!(format!("{hlc}@{}", b.device));
+    }
+    assert!(all_refused(&a.push(&server, &impersonated)));
+}
+
+#[test]
+fn a_burst_of_guesses_is_throttled_and_long_usernames_leave_nothing_behind() {
+    let server = Server::start();
+    server.add_officer("oa", VILLAGE);
+    // Thirty concurrent wrong passwords for one account: at most five are checked.
+    let url = server.url.clone();
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|_| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let body =
+                        json!({"username": "oa", "password": "guess", "device_id": Uuid::new_v4()});
+                    send(
+                        &url,
+                        "POST",
+                        "/api/v1/auth/login",
+                        &[("Content-Type", "application/json")],
+                        body.to_string().as_bytes(),
+                        None,
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let checked = answers.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "{checked} guesses checked: {answers:?}");
+    assert!(
+        answers.iter().all(|s| *s == 401 || *s == 429),
+        "{answers:?}"
+    );
+    // Huge usernames are refused before the throttle or the log keep anything of them.
+    let remembered = server.state.throttle.len();
+    for n in 0..20 {
+        let name = format!("{n}{}\n2026-01-01 INFO forged line", "x".repeat(100_000));
+        let answer = login_answer(&server, &name, "pw", Uuid::new_v4());
+        assert_eq!(answer.status, 400);
+    }
+    assert_eq!(server.state.throttle.len(), remembered);
+}
+
+#[test]
+fn authorship_review_and_derived_fields_are_the_servers() {
+    let (server, mut a, _, _) = world();
+    let number = baylink_domain::synthetic::resident_id(9);
+    let her = person_id(&number);
+    let mut changes = a.record("person", her, &person(VILLAGE, &number, "王芳"));
+    changes.extend(a.record(
+        "person",
+        her,
+        &[
+            ("created_by", json!("x".repeat(7_000))),
+            ("created_at", json!("2001-01-01 00:00:00")),
+            ("review_status", json!("approved")),
+        ],
+    ));
+    let results = a.push(&server, &changes);
+    assert!(results.iter().all(|(s, _)| s == "accepted"), "{results:?}");
+    assert_eq!(
+        stored(&server, her, "created_by").as_deref(),
+        Some("\"oa\"")
+    );
+    assert_ne!(
+        stored(&server, her, "created_at").as_deref(),
+        Some("\"2001-01-01 00:00:00\"")
+    );
+    assert_eq!(
+        stored(&server, her, "review_status").as_deref(),
+        Some("\"pending\"")
+    );
+    // Review comment and merge redirect: the console's alone.
+    let console_only = [
+        a.change("person", her, "review_comment", &json!("ok")),
+        a.change(
+            "person",
+            her,
+            "merged_into",
+            &json!(Uuid::now_v7().to_string()),
+        ),
+    ];
+    let results = a.push(&server, &console_only);
+    assert!(
+        results
+            .iter()
+            .all(|(_, code)| code.as_deref() == Some("read_only"))
+    );
+    // A forged origin (to keep her off a watch list of her region), a hidden character in a
+    // passport number, control characters in a name: refused.
+    let origin = [a.change("person", her, "origin_code", &json!("440000"))];
+    assert!(all_refused(&a.push(&server, &origin)));
+    let other = Uuid::now_v7();
+    let mut hidden = a.record(
+        "person",
+        other,
+        &[
+            ("village", json!(VILLAGE)),
+            ("id_type", json!("passport")),
+            ("id_number", json!("E1234\u{200B}5678")),
+            ("name", json!("李明")),
+        ],
+    );
+    hidden.push(a.change("person", her, "name", &json!("王\u{202E}芳\u{1b}[2J")));
+    assert!(all_refused(&a.push(&server, &hidden)));
+    assert_eq!(stored(&server, her, "name").as_deref(), Some("\"王芳\""));
+}
