@@ -45,7 +45,7 @@ impl Config {
 
     /// The token signing secret, created on first use (readable by the owner only).
     pub fn secret(&self) -> Result<Vec<u8>, AppError> {
-        std::fs::create_dir_all(&self.data_dir).map_err(io("create data directory"))?;
+        self.create_data_dir()?;
         let path = self.data_dir.join("secret.key");
         if !path.exists() {
             let secret = format!(
@@ -62,6 +62,21 @@ impl Config {
             ));
         }
         Ok(secret)
+    }
+}
+
+impl Config {
+    /// Creates the data directory if need be, readable by its owner only (`0700`): it holds the
+    /// database and the token key.
+    pub fn create_data_dir(&self) -> Result<(), AppError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(io("create data directory"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("data directory permissions"))?;
+        }
+        Ok(())
     }
 }
 

@@ -42,7 +42,11 @@ impl FromRequestParts<AppState> for AuthDevice {
                         "device_revoked",
                         "this device was revoked: its data must be wiped".into(),
                     )),
-                    (Some(d), Some(a)) if d.account == a.id && !a.disabled => {
+                    (Some(d), Some(a))
+                        if d.account == a.id
+                            && !a.disabled
+                            && (d.token_gen, a.token_gen) == (claims.dgen, claims.agen) =>
+                    {
                         let villages = accounts::villages_of(conn, &a)?;
                         Ok(Caller {
                             account: a.id,

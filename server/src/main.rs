@@ -36,6 +36,12 @@ fn cli() -> Command {
                         .help("Seed Daya Bay's stations, villages, accounts and synthetic records"),
                 )
                 .arg(
+                    Arg::new("secure-cookies")
+                        .long("secure-cookies")
+                        .action(ArgAction::SetTrue)
+                        .help("Mark console cookies Secure (served over TLS, directly or behind a proxy)"),
+                )
+                .arg(
                     Arg::new("max-clock-ahead")
                         .long("max-clock-ahead")
                         .default_value("300")
@@ -187,6 +193,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             .copied()
             .unwrap_or(300)
             * 1000;
+        config.secure_cookies = sub.get_flag("secure-cookies");
         let state = AppState::open(config)?;
         if sub.get_flag("demo") {
             demo::seed(&state.db, &mut std::io::stdout())?;

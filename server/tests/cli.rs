@@ -40,7 +40,13 @@ fn run(data: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, Str
 fn serve_demo_seeds_prints_the_accounts_and_answers_healthz() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut child = server(dir.path())
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--secure-cookies",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -68,8 +74,49 @@ fn serve_demo_seeds_prints_the_accounts_and_answers_healthz() {
         .expect("request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("answer");
+    // A reviewer signs in to the console: the cookie is `Secure` as asked, and console answers
+    // are not to be cached, framed or sniffed.
+    let form = "username=r006&password=baylink-demo";
+    let mut stream = TcpStream::connect(&address).expect("connects on loopback");
+    write!(
+        stream,
+        "POST /console/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .expect("request");
+    let mut signed_in = String::new();
+    stream.read_to_string(&mut signed_in).expect("answer");
     child.kill().expect("stopped");
     let _ = child.wait();
+    let head = signed_in
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 303"), "{head}");
+    assert!(
+        head.lines()
+            .any(|l| l.starts_with("set-cookie:") && l.contains("; secure")),
+        "{head}"
+    );
+    for header in [
+        "cache-control: no-store",
+        "x-frame-options: deny",
+        "x-content-type-options: nosniff",
+    ] {
+        assert!(head.contains(header), "{header}: {head}");
+    }
+    // The data directory and the database are the server's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("exists").permissions().mode() & 0o777
+        };
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&dir.path().join("baylink.db")), 0o600);
+        assert_eq!(mode(&dir.path().join("secret.key")), 0o600);
+    }
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"status\":\"ok\""), "{answer}");
     // The demo's records are there: the sequence has moved far past zero.

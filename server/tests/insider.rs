@@ -21,6 +21,7 @@ use axum::http::{Request, StatusCode, header};
 use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, EntityKind, Input, natural_id, validate_capture};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::authorize::HOME_ONLY;
 use baylink_server::store::now_ms;
 use baylink_server::store::rusqlite::Connection;
 use baylink_server::store::sync::{self, Caller};
@@ -380,8 +381,16 @@ struct Shape {
     clock: u8,
 }
 
+/// One record of a template, as a device would send it.
+struct Plausible {
+    kind: &'static str,
+    entity: Uuid,
+    fields: Vec<(&'static str, Value)>,
+    ancient: bool,
+}
+
 /// A plausible record: the fields an honest capture of a kind sends, in some village, naming
-/// records of the pool.
+/// records of the pool; or the moves of an attack on a person of another village.
 #[derive(Clone, Debug)]
 struct Template {
     kind: u8,
@@ -421,7 +430,7 @@ fn case() -> impl Strategy<Value = Case> {
             clock,
         });
     let template = (
-        0..4u8,
+        0..8u8,
         0..16usize,
         0..3usize,
         (0..16usize, 0..16usize),
@@ -486,22 +495,67 @@ impl World {
         }
     }
 
-    fn template(&self, t: &Template) -> (&'static str, Uuid, Vec<(&'static str, Value)>) {
+    /// The records of a template: kind, id, fields, and whether they are stamped long ago (to
+    /// lose every merge).
+    fn template(&self, t: &Template) -> Vec<Plausible> {
         let village = json!(VILLAGES[t.village]);
         let entity = self.pool[t.entity % self.pool.len()];
         let pool = |n: usize| json!(self.pool[n % self.pool.len()].to_string());
+        let victim = self.pool[1 + 4 * (t.refs.0 % 2)];
+        // A residence's id follows from its person, house and day, as a phone derives it.
+        let residence = |fields: Vec<(&'static str, Value)>| {
+            let values: baylink_domain::Fields = fields
+                .iter()
+                .map(|(f, v)| ((*f).to_owned(), v.clone()))
+                .collect();
+            Plausible {
+                kind: "residence",
+                entity: natural_id(EntityKind::Residence, &values).unwrap(),
+                fields,
+                ancient: false,
+            }
+        };
+        let moving_in = || {
+            residence(vec![
+                ("village", json!(MINE)),
+                ("person", json!(victim.to_string())),
+                ("house", pool(8)),
+                (
+                    "moved_in",
+                    json!(["2026-02-01", "2026-03-01"][t.entity % 2]),
+                ),
+                ("relation", json!("tenant")),
+            ])
+        };
+        // What an attacker does to a person once she seems to be in reach.
+        let rewrite = Plausible {
+            kind: "person",
+            entity: victim,
+            fields: vec![
+                ("name", json!("改名")),
+                ("phone", json!("13900000000")),
+                ("village", json!(MINE)),
+                ("deleted", json!(true)),
+                ("id_type", json!("passport")),
+                ("id_number", json!("E12345678")),
+                ("origin_code", Value::Null),
+            ],
+            ancient: false,
+        };
+        let fresh = self.pool[9 + t.entity % 4];
         match t.kind {
-            0 => (
-                "house",
+            0 => vec![Plausible {
+                kind: "house",
                 entity,
-                vec![
+                fields: vec![
                     ("village", village),
                     ("address", json!("一巷2号")),
                     ("use", json!("rental")),
                     ("status", json!("in_use")),
                 ],
-            ),
-            1 => {
+                ancient: false,
+            }],
+            1 | 6 => {
                 let number = &self.id_numbers[t.number % self.id_numbers.len()];
                 let fields = validate_capture(
                     EntityKind::Person,
@@ -513,7 +567,12 @@ impl World {
                     today(),
                 )
                 .unwrap();
-                let id = natural_id(EntityKind::Person, &fields).unwrap();
+                // 6: squatting on an id that is not the number's.
+                let id = if t.kind == 6 {
+                    fresh
+                } else {
+                    natural_id(EntityKind::Person, &fields).unwrap()
+                };
                 let fields = fields
                     .into_iter()
                     .map(|(k, v)| {
@@ -521,31 +580,56 @@ impl World {
                         (name, v)
                     })
                     .collect();
-                ("person", id, fields)
+                vec![Plausible {
+                    kind: "person",
+                    entity: id,
+                    fields,
+                    ancient: false,
+                }]
             }
-            2 => (
-                "residence",
-                entity,
-                vec![
-                    ("village", village),
-                    ("person", pool(t.refs.0)),
-                    ("house", pool(t.refs.1)),
-                    ("moved_in", json!("2026-02-01")),
-                    ("relation", json!("tenant")),
-                ],
-            ),
+            2 => vec![residence(vec![
+                ("village", village),
+                ("person", pool(t.refs.0)),
+                ("house", pool(t.refs.1)),
+                ("moved_in", json!("2026-02-01")),
+                ("relation", json!("tenant")),
+            ])],
             // A victim moves into the attacker's own house: the one way in.
-            _ => (
-                "residence",
-                self.pool[9 + t.entity % 4],
-                vec![
-                    ("village", json!(MINE)),
-                    ("person", pool(1 + 4 * (t.refs.0 % 2))),
-                    ("house", pool(8)),
-                    ("moved_in", json!("2026-02-01")),
-                    ("relation", json!("tenant")),
-                ],
-            ),
+            3 => vec![moving_in()],
+            // Moving her in and out again (or deleting the stay) in the same push, with edits.
+            4 => {
+                let mut stay = moving_in();
+                stay.fields.push(if t.number % 2 == 0 {
+                    ("moved_out", json!("2026-02-02"))
+                } else {
+                    ("deleted", json!(true))
+                });
+                vec![stay, rewrite]
+            }
+            // Naming her with a stamp that loses, with edits.
+            5 => vec![
+                Plausible {
+                    kind: "residence",
+                    // A stay of the other victim's, if she moved in: renamed to this one.
+                    entity: {
+                        let other = self.pool[1 + 4 * ((t.refs.0 + 1) % 2)];
+                        let values = baylink_domain::Fields::from([
+                            ("person".to_owned(), json!(other.to_string())),
+                            ("house".to_owned(), pool(8)),
+                            (
+                                "moved_in".to_owned(),
+                                json!(["2026-02-01", "2026-03-01"][t.entity % 2]),
+                            ),
+                        ]);
+                        natural_id(EntityKind::Residence, &values).unwrap()
+                    },
+                    fields: vec![("person", json!(victim.to_string()))],
+                    ancient: true,
+                },
+                rewrite,
+            ],
+            // Once she is in (or not), taking her away, deleting her, changing who she is.
+            _ => vec![rewrite],
         }
     }
 
@@ -578,17 +662,23 @@ impl World {
             }));
         };
         for t in &case.templates {
-            let (kind, entity, fields) = self.template(t);
-            for (field, value) in fields {
-                push_change(
-                    me,
-                    kind,
-                    entity,
-                    field,
-                    value,
-                    ATTACKER_DEVICE,
-                    Hlc::new(now, 1),
-                );
+            for record in self.template(t) {
+                let hlc = if record.ancient {
+                    Hlc::new(1_000, 0)
+                } else {
+                    Hlc::new(now, 1)
+                };
+                for (field, value) in record.fields {
+                    push_change(
+                        me,
+                        record.kind,
+                        record.entity,
+                        field,
+                        value,
+                        ATTACKER_DEVICE,
+                        hlc,
+                    );
+                }
             }
         }
         for s in &case.shapes {
@@ -725,6 +815,39 @@ fn nothing_outside_changed(
             arrived += 1;
         } else {
             prop_assert_eq!(now, was, "{} changed outside the caller's villages", id);
+        }
+    }
+    // A record of another home village keeps who it is, where it belongs and whether it exists,
+    // wherever it lies now.
+    for (id, was) in before
+        .iter()
+        .filter(|(_, r)| r.village.as_deref() != Some(MINE))
+    {
+        let now = &after[id];
+        prop_assert_eq!(&now.village, &was.village, "{} moved", id);
+        for field in HOME_ONLY {
+            // Absent and null are one value (the server may write "nothing" over a device's).
+            let value = |r: &Snapshot| {
+                r.fields
+                    .get(field)
+                    .map(|v| v.0.clone())
+                    .filter(|v| v != "null")
+            };
+            prop_assert_eq!(value(now), value(was), "{}: {} changed", id, field);
+        }
+    }
+    // A record created here has the id its natural key gives.
+    for (id, record) in after.iter().filter(|(id, _)| !before.contains_key(*id)) {
+        let Some(kind) = EntityKind::parse(&record.kind) else {
+            continue;
+        };
+        let values: baylink_domain::Fields = record
+            .fields
+            .iter()
+            .map(|(f, v)| (f.clone(), serde_json::from_str(&v.0).unwrap()))
+            .collect();
+        if let Some(natural) = natural_id(kind, &values) {
+            prop_assert_eq!(natural.to_string(), id.clone(), "squatted");
         }
     }
     Ok(arrived)

@@ -141,16 +141,24 @@ fn pull_all(db: &Db, officer: &mut Officer, limit: u32) -> Vec<FieldValue<Box<Ra
     }
 }
 
+/// A person with a passport, under the id a phone derives from it.
 fn person(village: &str, n: u128) -> (Uuid, Vec<(&'static str, Value)>) {
-    (
-        Uuid::from_u128(1000 + n),
-        vec![
-            ("village", json!(village)),
-            ("id_type", json!("passport")),
-            ("id_number", json!(format!("E{n:07}"))),
-            ("name", json!(format!("P{n}"))),
-        ],
-    )
+    let fields = vec![
+        ("village", json!(village)),
+        ("id_type", json!("passport")),
+        ("id_number", json!(format!("E{n:07}"))),
+        ("name", json!(format!("P{n}"))),
+    ];
+    (natural(baylink_domain::EntityKind::Person, &fields), fields)
+}
+
+/// The id a phone derives for a record of these fields.
+fn natural(kind: baylink_domain::EntityKind, fields: &[(&str, Value)]) -> Uuid {
+    let values: baylink_domain::Fields = fields
+        .iter()
+        .map(|(f, v)| ((*f).to_owned(), v.clone()))
+        .collect();
+    baylink_domain::natural_id(kind, &values).unwrap()
 }
 
 /// A whole house: its required fields.
@@ -286,14 +294,8 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
         ("moved_in", json!("2026-01-01")),
         ("relation", json!("tenant")),
     ];
-    push_kind(
-        &db,
-        &mut ob,
-        "residence",
-        Uuid::from_u128(78),
-        t + 2,
-        &fields,
-    );
+    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
+    push_kind(&db, &mut ob, "residence", residence, t + 2, &fields);
     let everything = |officer: &mut Officer| -> Vec<(Uuid, String)> {
         let sent = pull_all(&db, officer, 3);
         sent.into_iter().map(|v| (v.entity, v.field)).collect()
@@ -341,7 +343,7 @@ fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
     // A person of B lives in a house of A, so is in both villages; then moves out.
     let (person, fields) = person(B, 1);
     push(&db, &mut ob, person, t, &fields);
-    let (house, residence) = (Uuid::from_u128(77), Uuid::from_u128(78));
+    let house = Uuid::from_u128(77);
     let fields = house_fields(A, "澳头1巷1号");
     push_kind(&db, &mut oa, "house", house, t + 1, &fields);
     let fields = [
@@ -351,6 +353,7 @@ fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
         ("moved_in", json!("2026-01-01")),
         ("relation", json!("tenant")),
     ];
+    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
     push_kind(&db, &mut oa, "residence", residence, t + 2, &fields);
     let moved = [("moved_out", json!("2026-11-01"))];
     push_kind(&db, &mut oa, "residence", residence, t + 3, &moved);
@@ -382,7 +385,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
     let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
     let t = now_ms();
     // In id order: a house of A, a residence in it of a lodger from B, the lodger, ten persons.
-    let (house, residence) = (Uuid::from_u128(77), Uuid::from_u128(78));
+    let house = Uuid::from_u128(77);
     let (lodger, fields) = person(B, 0);
     push(&db, &mut ob, lodger, t, &fields);
     let fields = house_fields(A, "澳头1巷1号");
@@ -394,6 +397,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
         ("moved_in", json!("2026-01-01")),
         ("relation", json!("tenant")),
     ];
+    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
     push_kind(&db, &mut oa, "residence", residence, t + 2, &fields);
     for n in 10..20 {
         let (id, fields) = person(A, n);

@@ -21,23 +21,52 @@ pub(crate) fn clean(text: &str) -> String {
 }
 
 /// The first character a person cannot see or that changes how text around it is shown:
-/// control characters (white space aside, which [`clean`] collapses), NUL, bidirectional
-/// overrides and isolates, zero-width characters. Such text is refused, never stored: it could
-/// hide an identifier from a search or reorder what a reviewer reads.
+/// control characters (white space aside, which [`clean`] collapses), NUL, every format
+/// character (Unicode's `Cf`: bidirectional overrides and isolates, zero-width characters, tags),
+/// variation selectors, and the characters that render as blanks (Hangul fillers, the braille
+/// blank). Such text is refused, never stored: it could hide an identifier from a search or
+/// reorder what a reviewer reads. Private-use characters stay: older systems write rare name
+/// characters (生僻字) there.
 pub(crate) fn hidden_char(text: &str) -> Option<char> {
     text.chars().find(|&c| {
         (c.is_control() && !c.is_whitespace())
             || matches!(
                 c,
+                // Format characters (Cf), Unicode 16.
                 '\u{00AD}'
+                    | '\u{0600}'..='\u{0605}'
                     | '\u{061C}'
+                    | '\u{06DD}'
+                    | '\u{070F}'
+                    | '\u{0890}'..='\u{0891}'
+                    | '\u{08E2}'
                     | '\u{180E}'
                     | '\u{200B}'..='\u{200F}'
                     | '\u{202A}'..='\u{202E}'
                     | '\u{2060}'..='\u{2064}'
-                    | '\u{2066}'..='\u{2069}'
+                    | '\u{2066}'..='\u{206F}'
                     | '\u{FEFF}'
                     | '\u{FFF9}'..='\u{FFFB}'
+                    | '\u{110BD}'
+                    | '\u{110CD}'
+                    | '\u{13430}'..='\u{1343F}'
+                    | '\u{1BCA0}'..='\u{1BCA3}'
+                    | '\u{1D173}'..='\u{1D17A}'
+                    | '\u{E0001}'
+                    | '\u{E0020}'..='\u{E007F}'
+                    // Invisible by design: the combining grapheme joiner, Khmer inherent vowels,
+                    // Mongolian and other variation selectors, Hangul fillers, the braille
+                    // blank, the object replacement character.
+                    | '\u{034F}'
+                    | '\u{115F}'..='\u{1160}'
+                    | '\u{17B4}'..='\u{17B5}'
+                    | '\u{180B}'..='\u{180F}'
+                    | '\u{2800}'
+                    | '\u{3164}'
+                    | '\u{FE00}'..='\u{FE0F}'
+                    | '\u{FFA0}'
+                    | '\u{FFFC}'
+                    | '\u{E0100}'..='\u{E01EF}'
             )
     })
 }
@@ -58,7 +87,7 @@ mod tests {
         ] {
             assert!(hidden_char(bad).is_some(), "{bad:?}");
         }
-        for good in ["王芳", "张 三\n李", "（注）：，。", "A-1/2#"] {
+        for good in ["王芳", "张 三\n李", "（注）：，。", "A-1/2#", "\u{E000}明"] {
             assert_eq!(hidden_char(good), None, "{good:?}");
         }
     }

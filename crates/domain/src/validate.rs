@@ -411,6 +411,15 @@ impl Rules<'_> {
                     }
                     Err(reason) => self.fail("id_number", reason),
                 }
+            } else if id_number::parse(&number, self.today).is_ok() {
+                // A resident ID number entered as another document would escape what is derived
+                // from it (the origin a watch list of regions reads).
+                let reason = Reason::new(
+                    "resident_number",
+                    "这是居民身份证号码，请选择“居民身份证”",
+                    "this is a resident ID number: choose resident_id",
+                );
+                self.fail("id_type", reason);
             } else {
                 let ok = (5..=30).contains(&number.len())
                     && number.bytes().all(|b| b.is_ascii_alphanumeric());

@@ -26,17 +26,22 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// before anything of it is remembered or logged.
 pub const MAX_USERNAME: usize = 64;
 
-/// The throttle keys of a login attempt, or `None` for a username too long to be anyone's.
+/// The throttle keys of a login attempt, or `None` for a username too long to be anyone's. An
+/// IPv6 address counts by its /64 network: one host is given a whole one.
 pub fn login_keys(username: &str, addr: Option<IpAddr>) -> Option<Vec<String>> {
-    (username.chars().count() <= MAX_USERNAME).then(|| {
-        vec![
-            format!("user:{username}"),
-            format!(
-                "addr:{}",
-                addr.map_or_else(|| "-".into(), |a| a.to_string())
-            ),
-        ]
-    })
+    let addr = match addr {
+        None => "-".to_owned(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    };
+    (username.chars().count() <= MAX_USERNAME)
+        .then(|| vec![format!("user:{username}"), format!("addr:{addr}")])
 }
 
 /// What is known of one key.
@@ -149,18 +154,21 @@ impl Drop for Reservation {
 }
 
 /// Makes room for a key: expired ones go, and if none had, the one whose last failure is oldest
-/// (keys with attempts in flight stay).
+/// among those not throttled (a flood of new names must not buy a throttled account its
+/// failures back); keys with attempts in flight stay.
 fn forget_stalest(map: &mut HashMap<String, Attempts>, now: Instant) {
     let before = map.len();
     map.retain(|_, a| a.in_flight > 0 || a.failed.iter().any(|t| now.duration_since(*t) < WINDOW));
     if map.len() < before {
         return;
     }
-    let stalest = map
-        .iter()
-        .filter(|(_, a)| a.in_flight == 0)
-        .min_by_key(|(_, a)| a.failed.iter().max().copied())
-        .map(|(key, _)| key.clone());
+    let stalest = |throttled: bool| {
+        map.iter()
+            .filter(|(_, a)| a.in_flight == 0 && (a.failed.len() >= MAX_FAILURES) == throttled)
+            .min_by_key(|(_, a)| a.failed.iter().max().copied())
+            .map(|(key, _)| key.clone())
+    };
+    let stalest = stalest(false).or_else(|| stalest(true));
     if let Some(key) = stalest {
         map.remove(&key);
     }
@@ -218,6 +226,28 @@ mod tests {
         drop(t.reserve(&keys("victim", "1")).unwrap());
         assert!(t.reserve(&keys("victim", "1")).is_err());
         assert!(t.reserve(&keys("attacker", "1")).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_network() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(login_keys("x", Some(a)), login_keys("x", Some(b)));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(login_keys("x", Some(mapped)).unwrap()[1], "addr:192.0.2.7");
+        assert_eq!(login_keys(&"x".repeat(MAX_USERNAME + 1), Some(a)), None);
+    }
+
+    #[test]
+    fn a_flood_of_new_names_does_not_free_a_throttled_account() {
+        let t = Arc::new(Throttle::default());
+        for _ in 0..MAX_FAILURES {
+            drop(t.reserve(&[String::from("user:victim")]).unwrap());
+        }
+        for n in 0..MAX_KEYS + 10 {
+            drop(t.reserve(&[format!("user:{n}")]));
+        }
+        assert!(t.reserve(&[String::from("user:victim")]).is_err());
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at (seconds since the Unix epoch).
     pub exp: u64,
+    /// The device's token generation it was issued in (see `device.token_gen`).
+    #[serde(default)]
+    pub dgen: i64,
+    /// The account's token generation it was issued in.
+    #[serde(default)]
+    pub agen: i64,
 }
 
 /// The signing and verifying keys.
@@ -81,6 +87,8 @@ mod tests {
             dev: "d".into(),
             iat: 0,
             exp,
+            dgen: 0,
+            agen: 0,
         }
     }
 

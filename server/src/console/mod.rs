@@ -77,6 +77,32 @@ pub fn router() -> Router<AppState> {
         .route("/console/admin/devices/{id}/revoke", post(admin::revoke))
         .route("/console/admin/audit", get(admin::audit))
         .route("/console/static/console.css", get(css))
+        .layer(axum::middleware::map_response(protect))
+}
+
+/// Headers on every console answer: pages with personal data are never cached (a shared station
+/// computer's back button or disk cache would show them), never framed, and load nothing but the
+/// console's own stylesheet.
+async fn protect(mut response: Response) -> Response {
+    use axum::http::HeaderValue;
+    use axum::http::header::{
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+        X_FRAME_OPTIONS,
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (CACHE_CONTROL, "no-store"),
+        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (X_FRAME_OPTIONS, "DENY"),
+        (REFERRER_POLICY, "no-referrer"),
+        (
+            CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// An error shown as a page of the console (the API answers JSON; a browser deserves a page).

@@ -10,19 +10,31 @@ use super::ConsoleUser;
 use crate::store::console::{Conflict, Filter, Linked, Row};
 use crate::store::sync::RecordView;
 
-/// `110105********002X`: enough to tell records apart, not enough to misuse.
+/// `110105************`: the region only, which the page shows anyway as the origin. The birth
+/// date is on the same page, so the sequence digits and the check character must go too: with
+/// them the whole number could be read back.
 pub(super) fn mask_id(id: &str) -> String {
     let chars: Vec<char> = id.chars().collect();
     if chars.len() < 10 {
         return "*".repeat(chars.len());
     }
-    let (head, tail) = (&chars[..6], &chars[chars.len() - 4..]);
     format!(
-        "{}{}{}",
-        head.iter().collect::<String>(),
-        "*".repeat(chars.len() - 10),
-        tail.iter().collect::<String>()
+        "{}{}",
+        chars[..6].iter().collect::<String>(),
+        "*".repeat(chars.len() - 6)
     )
+}
+
+/// A field's value as a page shows it without the audited reveal: ID numbers and phones masked,
+/// other fields as they are (`None`).
+pub(super) fn masked(field: &str, text: &str) -> Option<String> {
+    if matches!(field, "id_number" | "landlord_id_number") {
+        Some(mask_id(text))
+    } else if field.ends_with("phone") {
+        Some(mask_phone(text))
+    } else {
+        None
+    }
 }
 
 /// `138****8000`.
@@ -333,6 +345,11 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
             .and_then(|k| k.field(&c.field))
             .map_or(c.field.clone(), |s| s.zh.to_owned())
     };
+    // Masked as in lists: the full values only on the record page's audited reveal.
+    let shown = |c: &Conflict, value: &str| {
+        let text = json_text(value);
+        masked(&c.field, &text).unwrap_or(text)
+    };
     layout(
         "冲突",
         Some(user),
@@ -344,10 +361,10 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
                 tbody {
                     @for c in list {
                         tr {
-                            td { a href={ "/console/records/" (c.entity) } { (if c.label.is_empty() { c.entity.as_str() } else { c.label.as_str() }) } }
+                            td { a href={ "/console/records/" (c.entity) } { (if c.label.is_empty() { c.entity.clone() } else { masked_label(&c.label) }) } }
                             td { (field_label(c)) }
-                            td { strong { (json_text(&c.kept.value)) } br; span.muted { (c.kept.author) " · " (when(c.kept.at_ms)) } }
-                            td { strong { (json_text(&c.lost.value)) } br; span.muted { (c.lost.author) " · " (when(c.lost.at_ms)) } }
+                            td { strong { (shown(c, &c.kept.value)) } br; span.muted { (c.kept.author) " · " (when(c.kept.at_ms)) } }
+                            td { strong { (shown(c, &c.lost.value)) } br; span.muted { (c.lost.author) " · " (when(c.lost.at_ms)) } }
                             td {
                                 form method="post" action={ "/console/conflicts/" (c.id) "/settle" } {
                                     input type="hidden" name="csrf" value=(user.csrf);
@@ -561,13 +578,11 @@ pub(super) fn record(
         kind.and_then(|k| k.field(field))
             .map_or(field.to_owned(), |s| s.zh.to_owned())
     };
-    let sensitive = |field: &str| matches!(field, "id_number" | "landlord_id_number");
+    let sensitive = |field: &str| masked(field, "").is_some();
     let shown = |field: &str, value: &str| {
         let text = json_text(value);
-        if sensitive(field) && !reveal {
-            mask_id(&text)
-        } else if field.ends_with("phone") && !reveal {
-            mask_phone(&text)
+        if let Some(hidden) = masked(field, &text).filter(|_| !reveal) {
+            hidden
         } else {
             let choice = kind
                 .and_then(|k| k.field(field))
@@ -658,8 +673,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn masks_keep_the_ends_only() {
-        assert_eq!(mask_id("11010519491231002X"), "110105********002X");
+    fn masks_keep_nothing_the_page_does_not_show_already() {
+        assert_eq!(mask_id("11010519491231002X"), "110105************");
         assert_eq!(mask_phone("13800138000"), "138****8000");
         assert_eq!(mask_phone("0752-5512345"), "075****2345");
         assert_eq!(mask_id("E123"), "****");

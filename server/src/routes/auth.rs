@@ -141,24 +141,28 @@ async fn login(
 /// Issues an access token and a new refresh token.
 async fn session(state: &AppState, account: Account, device: String) -> Result<Session, AppError> {
     let now = now_ms();
+    let ttl = state.config.refresh_ttl_s * 1000;
+    let for_db = account.clone();
+    let for_token = device.clone();
+    let (refresh_token, villages, dgen) = state
+        .db
+        .call(move |conn| {
+            let token = accounts::issue_refresh_token(conn, &device, for_db.id, now, ttl)?;
+            let dgen = accounts::device(conn, &device)?.map_or(0, |d| d.token_gen);
+            Ok((token, accounts::villages_of(conn, &for_db)?, dgen))
+        })
+        .await?;
     let claims = Claims {
         sub: account.id,
         name: account.username.clone(),
         role: account.role,
-        dev: device.clone(),
+        dev: for_token,
         iat: now / 1000,
         exp: now / 1000 + state.config.access_ttl_s,
+        dgen,
+        agen: account.token_gen,
     };
     let access_token = state.keys.issue(&claims)?;
-    let ttl = state.config.refresh_ttl_s * 1000;
-    let for_db = account.clone();
-    let (refresh_token, villages) = state
-        .db
-        .call(move |conn| {
-            let token = accounts::issue_refresh_token(conn, &device, for_db.id, now, ttl)?;
-            Ok((token, accounts::villages_of(conn, &for_db)?))
-        })
-        .await?;
     Ok(Session {
         access_token,
         expires_in: state.config.access_ttl_s,

@@ -52,6 +52,8 @@ pub struct Account {
     pub password_hash: String,
     /// Disabled accounts cannot sign in or sync.
     pub disabled: bool,
+    /// Generation of its access tokens: moved on when the account is disabled.
+    pub token_gen: i64,
 }
 
 fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
@@ -64,10 +66,12 @@ fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
         station: r.get(4)?,
         password_hash: r.get(5)?,
         disabled: r.get(6)?,
+        token_gen: r.get(7)?,
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "id, username, display_name, role, station, password_hash, disabled";
+const ACCOUNT_COLUMNS: &str =
+    "id, username, display_name, role, station, password_hash, disabled, token_gen";
 
 /// Adds or renames a station: 1 when that changed anything, else 0.
 pub fn upsert_station(conn: &Connection, code: &str, name: &str) -> Result<usize, AppError> {
@@ -259,8 +263,17 @@ pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result
         return Err(no_account(username));
     }
     if disabled {
+        // Everything it holds ends now: refresh tokens, access tokens, console sessions.
         conn.execute(
             "UPDATE refresh_token SET spent = 1 WHERE account = (SELECT id FROM account WHERE username = ?1)",
+            [username],
+        )?;
+        conn.execute(
+            "UPDATE account SET token_gen = token_gen + 1 WHERE username = ?1",
+            [username],
+        )?;
+        conn.execute(
+            "DELETE FROM console_session WHERE account = (SELECT id FROM account WHERE username = ?1)",
             [username],
         )?;
     }
@@ -328,13 +341,15 @@ pub struct Device {
     pub last_sync_ms: Option<u64>,
     /// Villages it held at its last complete pull (JSON list).
     pub villages: Option<String>,
+    /// Generation of its access tokens: moved on when it signs out.
+    pub token_gen: i64,
 }
 
 /// The device with this id.
 pub fn device(conn: &Connection, id: &str) -> Result<Option<Device>, AppError> {
     let row = conn
         .query_row(
-            "SELECT id, account, name, revoked, last_counter, last_sync_ms, villages FROM device WHERE id = ?1",
+            "SELECT id, account, name, revoked, last_counter, last_sync_ms, villages, token_gen FROM device WHERE id = ?1",
             [id],
             device_from_row,
         )
@@ -351,16 +366,18 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         last_counter: r.get::<_, i64>(4)? as u64,
         last_sync_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
         villages: r.get(6)?,
+        token_gen: r.get(7)?,
     })
 }
 
 /// Every device, with its account's username.
 pub fn devices(conn: &Connection) -> Result<Vec<(Device, String)>, AppError> {
     let mut stmt = conn.prepare(
-        "SELECT d.id, d.account, d.name, d.revoked, d.last_counter, d.last_sync_ms, d.villages, a.username
+        "SELECT d.id, d.account, d.name, d.revoked, d.last_counter, d.last_sync_ms, d.villages,
+             d.token_gen, a.username
          FROM device d JOIN account a ON a.id = d.account ORDER BY a.username, d.registered_ms",
     )?;
-    let rows = stmt.query_map([], |r| Ok((device_from_row(r)?, r.get(7)?)))?;
+    let rows = stmt.query_map([], |r| Ok((device_from_row(r)?, r.get(8)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -474,10 +491,15 @@ pub fn spend_refresh_token(
     Ok(outcome)
 }
 
-/// Ends a device's session (logout): every refresh token of it is spent.
+/// Ends a device's session (logout): every refresh token of it is spent, and every access token
+/// issued to it stops working.
 pub fn end_session(conn: &Connection, device: &str) -> Result<(), AppError> {
     conn.execute(
         "UPDATE refresh_token SET spent = 1 WHERE device = ?1",
+        [device],
+    )?;
+    conn.execute(
+        "UPDATE device SET token_gen = token_gen + 1 WHERE id = ?1",
         [device],
     )?;
     Ok(())

@@ -324,10 +324,9 @@ pub fn acknowledge(
         )
         .optional()?
         .ok_or_else(|| AppError::NotFound(format!("no open alert {id}")))?;
+    // Another station's alert is answered as one that does not exist: nothing to learn.
     if !visible(&tx, caller, &entity)? {
-        return Err(AppError::Forbidden(
-            "this person is not in your station's villages".into(),
-        ));
+        return Err(AppError::NotFound(format!("no open alert {id}")));
     }
     tx.execute(
         "UPDATE alert SET acknowledged_ms = ?2, acknowledged_by = ?3 WHERE id = ?1",

@@ -11,7 +11,8 @@
 //!   caller's scope is a residence in the caller's village naming a person who moves in, and that
 //!   brings the person named, nothing else (her home village stays hers);
 //! - a new record is created only whole: its village one of the caller's, every required field
-//!   present and valid, derived fields agreeing with what they derive from;
+//!   present and valid, derived fields agreeing with what they derive from, its id the one its
+//!   natural key gives;
 //! - a reference names a stored (or in this push created) record of the field's kind, in the
 //!   caller's villages (a residence's person excepted: that is the move-in);
 //! - review and merge fields belong to the console; creation and review-state fields to the
@@ -20,8 +21,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
-    Date, EntityKind, FieldType, Fields, Writer, missing_derived, to_text, validate_record,
-    validate_values,
+    Date, EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, to_text,
+    validate_record, validate_values,
 };
 use baylink_sync::hlc::too_far_ahead;
 use baylink_sync::merge::merge_field;
@@ -39,6 +40,21 @@ pub const MAX_COUNTER_STEP: u64 = 1 << 24;
 /// Fields the server writes itself: a device's write of one is answered as accepted and
 /// replaced by the server's value (old apps send them with every capture).
 pub const SERVER_OWNED: [&str; 3] = ["created_by", "created_at", "review_status"];
+
+/// Fields of a record that only the officers of its home village write: who it is, where it
+/// belongs, whether it exists. A caller who holds a person only because she lives in their
+/// village (or moves in) sends them in vain: the server keeps its values (see [`Decision::Own`]).
+pub const HOME_ONLY: [&str; 9] = [
+    "village",
+    "deleted",
+    "id_type",
+    "id_number",
+    "gender",
+    "birth_date",
+    "origin_code",
+    "origin_name",
+    "category",
+];
 
 /// Fields only the console's audited use cases write, never a device, whatever its role.
 pub const CONSOLE_ONLY: [&str; 2] = ["review_comment", "merged_into"];
@@ -89,8 +105,8 @@ pub enum Decision {
     },
     /// Merged as sent.
     Apply,
-    /// Accepted, and the server writes its own value instead: a server-owned field, or the home
-    /// village of a person moving in (which stays as the server holds it).
+    /// Accepted, and the server writes its own value instead: a server-owned field, or a field
+    /// of a record's home village ([`HOME_ONLY`]) sent by a caller who holds it from elsewhere.
     Own,
 }
 
@@ -306,6 +322,13 @@ fn decide_record(
     let in_scope =
         held.is_none_or(|h| admin || h.villages.iter().any(|v| facts.villages.contains(v)));
     let arriving = !in_scope && kind == EntityKind::Person && world.arrivals.contains(&id);
+    // Whether the caller holds the record's home village (a new record's is checked below).
+    let home = held.is_none_or(|h| {
+        admin
+            || value_of(&h.state, "village")
+                .as_str()
+                .is_some_and(|v| facts.villages.iter().any(|m| m == v))
+    });
     if !in_scope && !arriving {
         return refuse_all(
             plan,
@@ -328,7 +351,7 @@ fn decide_record(
             &changes[i],
             kind,
             held,
-            arriving,
+            home,
             world,
         ));
     }
@@ -408,15 +431,31 @@ fn decide_record(
             world.fills.insert(id, fills);
         }
         if held.is_none() {
+            // A record with a natural key (a person's ID number, a plate, an address code) has
+            // the id it gives: no one may hold that id with another key and keep the real
+            // record out.
+            if let Some(natural) = natural_id(kind, &after).filter(|n| *n != id) {
+                let message = format!(
+                    "id：记录编号与其证件号码、号牌或地址编码不符 / id: {id} is not the id its natural key gives ({natural})"
+                );
+                return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
+            }
             world.created.insert(id, kind);
         }
+        // A person moves in by a residence that, as this push leaves it, names her and is open:
+        // not one whose naming lost the merge, nor one moved out or deleted in the same push.
         if kind == EntityKind::Residence {
-            for &i in idx {
-                if changes[i].field == "person" && plan[i] == Some(Decision::Apply) {
-                    if let Some((_, person)) = reference(&changes[i]) {
-                        world.arrivals.insert(person);
-                    }
-                }
+            let open = after.get("moved_out").is_none_or(Value::is_null)
+                && after.get("deleted") != Some(&Value::Bool(true));
+            let named = after
+                .get("person")
+                .and_then(Value::as_str)
+                .and_then(|p| Uuid::parse_str(p).ok());
+            let placed = idx
+                .iter()
+                .any(|&i| changes[i].field == "person" && plan[i] == Some(Decision::Apply));
+            if let (true, true, Some(person)) = (open, placed, named) {
+                world.arrivals.insert(person);
             }
         }
     } else if held.is_none() {
@@ -436,13 +475,18 @@ fn decide_field(
     change: &Change,
     kind: EntityKind,
     held: Option<&Held>,
-    arriving: bool,
+    home: bool,
     world: &World,
 ) -> Decision {
     let Some(spec) = kind.field(&change.field) else {
         return Decision::refuse(refusal::INVALID, "field");
     };
     if SERVER_OWNED.contains(&spec.name) {
+        return Decision::Own;
+    }
+    if !home && HOME_ONLY.contains(&spec.name) {
+        // Held here because she lives here (or moves in): her home village's officers keep who
+        // she is and where she belongs.
         return Decision::Own;
     }
     if spec.name == "deleted" {
@@ -457,10 +501,6 @@ fn decide_field(
     }
     debug_assert!(spec.writer != Writer::System, "system field {}", spec.name);
     if spec.name == "village" {
-        if arriving {
-            // She moves in; her home village stays with its officer: the server keeps it.
-            return Decision::Own;
-        }
         let mine = change
             .value
             .as_str()

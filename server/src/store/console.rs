@@ -484,10 +484,9 @@ pub fn settle_conflict(
         .optional()?;
     let (entity, field, kept, lost) =
         row.ok_or_else(|| AppError::NotFound(format!("no open conflict {id}")))?;
+    // Another station's conflict is answered as one that does not exist: nothing to learn.
     if !visible(conn, reviewer, &entity)? {
-        return Err(AppError::Forbidden(
-            "this record is not in your station's villages".into(),
-        ));
+        return Err(AppError::NotFound(format!("no open conflict {id}")));
     }
     let chosen: Value = serde_json::from_str(if keep_lost { &lost } else { &kept })
         .map_err(|e| AppError::Internal(format!("stored conflict value: {e}")))?;

@@ -138,10 +138,9 @@ fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<St
             )
             .optional()?;
         let (kind, hidden) = row.ok_or_else(|| AppError::NotFound(format!("no record {id}")))?;
+        // Another station's record is answered as one that does not exist: nothing to learn.
         if !visible(conn, caller, id)? {
-            return Err(AppError::Forbidden(
-                "this record is not in your station's villages".into(),
-            ));
+            return Err(AppError::NotFound(format!("no record {id}")));
         }
         if hidden {
             return Err(AppError::Conflict(format!(

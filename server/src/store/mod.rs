@@ -22,6 +22,36 @@ use rusqlite::Connection;
 
 use crate::error::AppError;
 
+/// Makes the database readable by its owner only: a new file is created `0600` before SQLite
+/// opens it (SQLite gives its log and shared-memory files the database's mode), and the files of
+/// an existing database are set so.
+#[cfg(unix)]
+fn private_files(path: &Path) -> Result<(), AppError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| AppError::Internal(format!("database file: {e}"));
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(fail)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_files(_: &Path) -> Result<(), AppError> {
+    Ok(())
+}
+
 /// Migration steps; step `i` brings the schema to version `i + 1`. Append only.
 const MIGRATIONS: &[&str] = &[
     include_str!("sql/001_init.sql"),
@@ -31,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/005_feed_kind.sql"),
     include_str!("sql/006_feed_values.sql"),
     include_str!("sql/007_fewer_index_pages.sql"),
+    include_str!("sql/008_token_generations.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -54,6 +85,7 @@ const IDLE_READERS: usize = 4;
 impl Db {
     /// Opens (creating if need be) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, AppError> {
+        private_files(path)?;
         let mut conn = Connection::open(path)?;
         Self::prepare(&mut conn)?;
         // Checkpoints run beside the writer (below). Under an ingest their copies never reach

@@ -285,7 +285,7 @@ pub fn push(
         if own {
             sent.sent.insert(change.field.clone());
         } else if apply_it {
-            sent.edited |= change.field != "deleted";
+            sent.edited = true;
             // A record this push created holds only the fields this push wrote: no lookup for
             // the others (most of an ingest's changes).
             let absent = created_here
@@ -327,7 +327,7 @@ struct OwnedRecord {
     newest: Hlc,
     /// Server-owned fields the device sent (its values replaced by the server's).
     sent: BTreeSet<String>,
-    /// Whether an officer's field (a deletion aside) was accepted.
+    /// Whether an officer's field (a deletion too) was accepted.
     edited: bool,
     /// Derived fields the record lacks, as the server derived them.
     fills: Fields,
@@ -381,8 +381,10 @@ fn write_owned(
                     }
                     _ => stored_value.cloned().unwrap_or(Value::Null),
                 };
+                // A field the device sent is always written back, even as "nothing" (a `deleted`
+                // the server never held): the device's own value must lose to the server's.
                 let sent = record.sent.contains(field);
-                if (!sent && stored_value == Some(&value)) || (stored.is_none() && value.is_null())
+                if !sent && (stored_value == Some(&value) || (stored.is_none() && value.is_null()))
                 {
                     continue;
                 }
@@ -522,10 +524,9 @@ pub fn review(
     let scope = scope_of(conn, &entity.hyphenated().to_string())?;
     let allowed = reviewer.role == Role::Admin
         || (reviewer.role == Role::Reviewer && scope.iter().any(|v| reviewer.villages.contains(v)));
+    // Another station's record is answered as one that does not exist: nothing to learn.
     if !allowed {
-        return Err(AppError::Forbidden(
-            "this record is not in your station's villages".into(),
-        ));
+        return Err(AppError::NotFound(format!("no record {entity}")));
     }
     let comment = comment.trim();
     if !approve && comment.is_empty() {

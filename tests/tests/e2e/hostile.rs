@@ -91,6 +91,15 @@ fn healthy(server: &Server) {
     assert_eq!(answer.status, 200, "the server stays healthy");
 }
 
+/// The id a phone derives for a person with a resident ID number.
+fn person_id(id_number: &str) -> Uuid {
+    let fields = baylink_domain::Fields::from([
+        ("id_type".to_owned(), json!("resident_id")),
+        ("id_number".to_owned(), json!(id_number)),
+    ]);
+    baylink_domain::natural_id(baylink_domain::EntityKind::Person, &fields).unwrap_or_default()
+}
+
 fn person_changes(device: Uuid, first: u64, entity: Uuid, id_number: &str) -> Vec<Value> {
     [
         ("village", json!(VILLAGE)),
@@ -143,7 +152,12 @@ fn bad_input_over_http_is_refused_with_json_errors_and_nothing_is_applied() {
 
     let valid = push_body(
         s.device,
-        &person_changes(s.device, 1, Uuid::from_u128(1), "11010519491231002X"),
+        &person_changes(
+            s.device,
+            1,
+            person_id("11010519491231002X"),
+            "11010519491231002X",
+        ),
     )
     .to_string();
     expect(
@@ -377,7 +391,7 @@ fn bad_input_over_http_is_refused_with_json_errors_and_nothing_is_applied() {
     assert!(seq(&server) >= seq_before);
 
     // Valid data that looks like an attack is stored verbatim and shown escaped.
-    let odd = Uuid::from_u128(5);
+    let odd = person_id("11010519491231002X");
     let values = [
         ("notes", "Robert'); DROP TABLE field;--"),
         ("occupation", "<script>alert(1)</script>"),
@@ -469,7 +483,7 @@ fn auth_attacks_over_http_are_refused_and_leak_nothing() {
     let a = login(&server, "o1", Uuid::from_u128(11));
     let b = login(&server, "o2", Uuid::from_u128(12));
     // o1 registers a person.
-    let person = Uuid::from_u128(100);
+    let person = person_id("11010519491231002X");
     let answer = post_json(
         &server,
         "/api/v1/sync/push",
@@ -513,6 +527,8 @@ fn auth_attacks_over_http_are_refused_and_leak_nothing() {
             dev: device.to_string(),
             iat: exp.saturating_sub(900),
             exp,
+            dgen: 0,
+            agen: 0,
         }
     };
     let now_s = baylink_tests::harness::real_now_ms() / 1000;

@@ -212,7 +212,10 @@ fn records_of_other_villages_cannot_be_written_moved_or_deleted() {
     forged.push(village);
     assert!(all_refused(&a.push(&server, &forged)));
     assert_eq!(stored(&server, her, "name").as_deref(), Some("\"王芳\""));
-    assert_eq!(stored(&server, her, "deleted"), None);
+    assert!(matches!(
+        stored(&server, her, "deleted").as_deref(),
+        None | Some("null")
+    ));
     // Deleting a house of another station by claiming it is a person.
     let claim = [
         a.change("person", their_house, "village", &json!(VILLAGE)),
@@ -242,26 +245,19 @@ fn references_bring_in_only_a_person_who_moves_into_the_callers_village() {
     let mine = Uuid::now_v7();
     let changes = a.record("house", mine, &house(VILLAGE));
     a.push(&server, &changes);
-    let residence = |person: Uuid, house: Uuid| {
-        vec![
-            ("village", json!(VILLAGE)),
-            ("person", json!(person.to_string())),
-            ("house", json!(house.to_string())),
-            ("moved_in", json!("2026-01-01")),
-            ("relation", json!("tenant")),
-        ]
+    // Each with the id a phone derives for it, so only the reference decides.
+    let mut residence = |person: Uuid, house: Uuid| {
+        let (id, fields) = stay(person, house, "2026-01-01");
+        a.record("residence", id, &fields)
     };
-    // A residence naming a house as its person, or a house of another station: refused whole.
-    let wrong_kind = a.record("residence", Uuid::now_v7(), &residence(their_house, mine));
-    assert!(all_refused(&a.push(&server, &wrong_kind)));
-    let their = a.record("residence", Uuid::now_v7(), &residence(her, their_house));
-    assert!(all_refused(&a.push(&server, &their)));
-    let none = a.record(
-        "residence",
-        Uuid::now_v7(),
-        &residence(Uuid::now_v7(), mine),
-    );
-    assert!(all_refused(&a.push(&server, &none)));
+    // A residence naming a house as its person, no one, or a house of another station: refused
+    // whole.
+    let wrong_kind = residence(their_house, mine);
+    let none = residence(Uuid::now_v7(), mine);
+    let their = residence(her, their_house);
+    for changes in [wrong_kind, none, their] {
+        assert!(all_refused(&a.push(&server, &changes)));
+    }
     let first = a.pull(&server, None).json();
     let sent: Vec<&str> = first["records"]
         .as_array()
@@ -273,7 +269,8 @@ fn references_bring_in_only_a_person_who_moves_into_the_callers_village() {
     );
     assert!(!sent.contains(&her.to_string().as_str()));
     // She moves into the attacker's own house: she arrives, her home village stays hers.
-    let moves_in = a.record("residence", Uuid::now_v7(), &residence(her, mine));
+    let (id, fields) = stay(her, mine, "2026-01-01");
+    let moves_in = a.record("residence", id, &fields);
     assert!(
         a.push(&server, &moves_in)
             .iter()
@@ -463,4 +460,157 @@ fn authorship_review_and_derived_fields_are_the_servers() {
     hidden.push(a.change("person", her, "name", &json!("王\u{202E}芳\u{1b}[2J")));
     assert!(all_refused(&a.push(&server, &hidden)));
     assert_eq!(stored(&server, her, "name").as_deref(), Some("\"王芳\""));
+}
+
+#[test]
+fn signing_out_or_disabling_ends_access_at_once_and_enabling_revives_nothing() {
+    let (server, a, _, c) = world();
+    assert_eq!(a.pull(&server, None).status, 200);
+    let answer = post(&server, "/api/v1/auth/logout", Some(&a.token), &json!({}));
+    assert_eq!(answer.status, 204);
+    // The access token issued before the logout is dead now, not in fifteen minutes.
+    assert_eq!(a.pull(&server, None).status, 401);
+    // Disabled, then enabled again: the tokens of before stay dead.
+    server.query(|conn| accounts::set_disabled(conn, "oc", true).ok());
+    assert_eq!(c.pull(&server, None).status, 401);
+    server.query(|conn| accounts::set_disabled(conn, "oc", false).ok());
+    let answer = c.pull(&server, None);
+    assert_eq!(answer.status, 401, "{:?}", answer.json());
+    // A new sign-in works as ever.
+    let again = Phone::login(&server, "oc");
+    assert_eq!(again.pull(&server, None).status, 200);
+}
+
+/// A residence moving `person` into `house` of the attacker's village, with the id a phone
+/// derives for it.
+fn stay(person: Uuid, house: Uuid, moved_in: &str) -> (Uuid, Vec<(&'static str, Value)>) {
+    let fields = vec![
+        ("village", json!(VILLAGE)),
+        ("person", json!(person.to_string())),
+        ("house", json!(house.to_string())),
+        ("moved_in", json!(moved_in)),
+        ("relation", json!("tenant")),
+    ];
+    let values: baylink_domain::Fields = fields
+        .iter()
+        .map(|(f, v)| ((*f).to_owned(), v.clone()))
+        .collect();
+    let id = baylink_domain::natural_id(baylink_domain::EntityKind::Residence, &values)
+        .unwrap_or_default();
+    (id, fields)
+}
+
+#[test]
+fn a_move_in_undone_or_lost_grants_nothing_and_a_real_one_leaves_her_home_village_hers() {
+    let (server, mut a, _, mut c) = world();
+    let number = baylink_domain::synthetic::resident_id(11);
+    let her = person_id(&number);
+    let changes = c.record("person", her, &person(ELSEWHERE, &number, "王芳"));
+    c.push(&server, &changes);
+    let mine = Uuid::now_v7();
+    let changes = a.record("house", mine, &house(VILLAGE));
+    a.push(&server, &changes);
+    let rewrite = |a: &mut Phone| {
+        vec![
+            a.change("person", her, "name", &json!("改名")),
+            a.change("person", her, "deleted", &json!(true)),
+            a.change("person", her, "village", &json!(VILLAGE)),
+            a.change("person", her, "id_type", &json!("passport")),
+            a.change("person", her, "id_number", &json!("E12345678")),
+        ]
+    };
+    // A stay that names her and is closed (or deleted) in the same push: no move-in.
+    for closing in [("moved_out", json!("2026-01-02")), ("deleted", json!(true))] {
+        let (id, fields) = stay(her, mine, "2026-01-01");
+        let mut changes = a.record("residence", id, &fields);
+        changes.push(a.change("residence", id, closing.0, &closing.1));
+        changes.extend(rewrite(&mut a));
+        let results = a.push(&server, &changes);
+        assert!(
+            results[7..].iter().all(|(s, _)| s == "refused"),
+            "{results:?}"
+        );
+        assert_eq!(stored(&server, her, "name").as_deref(), Some("\"王芳\""));
+    }
+    // Naming her with a stamp that loses the merge: no move-in either.
+    let (id, _) = stay(her, mine, "2026-02-01");
+    let mut ancient = a.change("residence", id, "person", &json!(her.to_string()));
+    ancient["stamp"] = json!(format!("{:016x}@{}", 1u64 << 16, a.device));
+    let mut changes = vec![ancient];
+    changes.extend(rewrite(&mut a));
+    assert!(all_refused(&a.push(&server, &changes)));
+    assert_eq!(stored(&server, her, "name").as_deref(), Some("\"王芳\""));
+    // A real move-in: she is in reach, but who she is, where she belongs and whether she exists
+    // stay with her home village (the server keeps its values).
+    let (id, fields) = stay(her, mine, "2026-03-01");
+    let mut changes = a.record("residence", id, &fields);
+    changes.extend(rewrite(&mut a));
+    let results = a.push(&server, &changes);
+    assert!(results.iter().all(|(s, _)| s == "accepted"), "{results:?}");
+    assert_eq!(stored(&server, her, "name").as_deref(), Some("\"改名\""));
+    assert_eq!(
+        stored(&server, her, "village"),
+        Some(format!("\"{ELSEWHERE}\""))
+    );
+    assert!(matches!(
+        stored(&server, her, "deleted").as_deref(),
+        None | Some("null")
+    ));
+    assert_eq!(
+        stored(&server, her, "id_number"),
+        Some(format!("\"{number}\""))
+    );
+    // Later pushes, with her in reach, cannot take her either.
+    let again = rewrite(&mut a);
+    a.push(&server, &again);
+    assert_eq!(
+        stored(&server, her, "village"),
+        Some(format!("\"{ELSEWHERE}\""))
+    );
+    assert!(matches!(
+        stored(&server, her, "deleted").as_deref(),
+        None | Some("null")
+    ));
+}
+
+#[test]
+fn an_id_is_the_one_its_natural_key_gives_and_a_resident_number_is_a_resident_id() {
+    let (server, mut a, _, mut c) = world();
+    let (real, other) = (
+        baylink_domain::synthetic::resident_id(21),
+        baylink_domain::synthetic::resident_id(22),
+    );
+    // Squatting: the id of one number holding another.
+    let squat = a.record("person", person_id(&real), &person(VILLAGE, &other, "占位"));
+    assert!(all_refused(&a.push(&server, &squat)));
+    let changes = c.record(
+        "person",
+        person_id(&real),
+        &person(ELSEWHERE, &real, "王芳"),
+    );
+    assert!(
+        c.push(&server, &changes)
+            .iter()
+            .all(|(s, _)| s == "accepted")
+    );
+    // A resident number entered as another document (which would escape region watch rules).
+    let number = baylink_domain::synthetic::resident_id(23);
+    let mut fields = person(VILLAGE, &number, "李明");
+    fields[1] = ("id_type", json!("other"));
+    let values = baylink_domain::Fields::from([
+        ("id_type".to_owned(), json!("other")),
+        ("id_number".to_owned(), json!(number)),
+    ]);
+    let id =
+        baylink_domain::natural_id(baylink_domain::EntityKind::Person, &values).unwrap_or_default();
+    let changes = a.record("person", id, &fields);
+    assert!(all_refused(&a.push(&server, &changes)));
+    // Blank-looking characters in a name: refused.
+    let number = baylink_domain::synthetic::resident_id(24);
+    let changes = a.record(
+        "person",
+        person_id(&number),
+        &person(VILLAGE, &number, "李\u{3164}明"),
+    );
+    assert!(all_refused(&a.push(&server, &changes)));
 }
