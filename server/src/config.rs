@@ -22,6 +22,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Mark console cookies `Secure` (when served over TLS, directly or behind a proxy).
     pub secure_cookies: bool,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: std::time::Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -35,6 +39,8 @@ impl Config {
             refresh_ttl_s: 30 * 24 * 3600,
             max_body_bytes: 8 * 1024 * 1024,
             secure_cookies: false,
+            header_timeout: crate::listen::HEADER_TIMEOUT,
+            max_connections: crate::listen::MAX_CONNECTIONS,
         }
     }
 

@@ -8,11 +8,10 @@ pub mod console;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod routes;
 pub mod state;
 pub mod store;
-
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -36,6 +35,11 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(axum::middleware::map_response(json_too_large))
+        // A request whose body stalls, or whose answer takes too long to prepare, ends as 408.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            listen::BODY_TIMEOUT,
+        ))
         // Pull pages and console pages are compressed for clients that accept it: the bytes a
         // phone on a weak signal waits for. zstd where asked for (the phones ask; it costs
         // both sides less CPU than gzip), gzip otherwise.
@@ -72,8 +76,6 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = (state.config.header_timeout, state.config.max_connections);
+    listen::serve(listener, app(state), limits, shutdown).await
 }

@@ -504,3 +504,86 @@ async fn answers_come_in_zstd_to_clients_that_ask_for_it_and_in_gzip_to_the_othe
     assert_eq!(encoding.as_deref(), Some("gzip"));
     assert_eq!(bytes[..2], [0x1f, 0x8b], "gzip's magic number");
 }
+
+/// A server on a real loopback port with short limits, for the listener's tests, on a runtime of
+/// its own (the test talks to it with blocking sockets).
+fn listening(
+    header_timeout: std::time::Duration,
+    max_connections: usize,
+) -> (
+    std::net::SocketAddr,
+    tokio::runtime::Runtime,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.header_timeout = header_timeout;
+    config.max_connections = max_connections;
+    let state = AppState::open(config).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(baylink_server::serve_until(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    (addr, runtime, dir)
+}
+
+#[test]
+fn half_sent_requests_are_closed_and_connections_are_bounded() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let (addr, _runtime, _dir) = listening(Duration::from_millis(300), 3);
+    // Headers that never end: the server closes the connection instead of waiting for ever.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest)
+        .expect("the half-sent request was closed, not left open");
+    assert!(!String::from_utf8_lossy(&rest).contains("\"ok\""));
+    // With every connection taken, a new one waits; when one ends, it is served.
+    let (addr, _runtime, _dir) = listening(Duration::from_secs(60), 2);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(c);
+    }
+    let mut third = TcpStream::connect(addr).unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        third.read(&mut byte).is_err(),
+        "served beyond the connection limit"
+    );
+    drop(held.pop());
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    third
+        .read_to_end(&mut answer)
+        .expect("served once a connection ended");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
