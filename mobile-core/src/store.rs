@@ -217,7 +217,23 @@ impl Store {
     /// natural key (ID number, plate, address code) is the same record: the capture updates it.
     pub fn capture(&mut self, kind: EntityKind, input: &Input) -> Result<Uuid> {
         let today = self.today();
-        self.write(|tx, device, now| capture_in(tx, device, now, today, kind, input))
+        let villages = self.session_villages()?;
+        self.write(|tx, device, now| {
+            let id = capture_in(tx, device, now, today, kind, input)?;
+            if let Some(villages) = &villages {
+                outside(tx, id, villages)?;
+            }
+            Ok(id)
+        })
+    }
+
+    /// The villages of the signed-in officer, when there is a session that names some: a
+    /// capture or edit that puts a record elsewhere is refused here, as the server would.
+    fn session_villages(&self) -> Result<Option<Vec<String>>> {
+        Ok(self
+            .raw_session()?
+            .map(|s| s.villages)
+            .filter(|v| !v.is_empty()))
     }
 
     /// Captures many records in one transaction, all or none (imports, benchmarks).
@@ -235,6 +251,7 @@ impl Store {
     /// returns how many fields changed (0 writes nothing).
     pub fn edit(&mut self, id: Uuid, input: &Input) -> Result<usize> {
         let today = self.today();
+        let villages = self.session_villages()?;
         self.write(|tx, device, now| {
             let id = resolve(tx, id)?;
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -242,6 +259,9 @@ impl Store {
                 .ok_or_else(|| baylink_domain::Error::UnknownKind(old.kind.clone()))?;
             let current = values(&old.state);
             let mut changes = validate_edit(kind, &current, input, today)?;
+            if let (Some(villages), Some(village)) = (&villages, changes.get("village")) {
+                refuse_village(village, villages)?;
+            }
             let n = changes.len();
             // A corrected record goes back to the station for review.
             let reviewed = current
@@ -886,6 +906,41 @@ fn resolve(conn: &Connection, id: Uuid) -> Result<Uuid> {
         }
     }
     Ok(at)
+}
+
+/// Refuses a captured record whose village is not one of the officer's (the transaction, and
+/// the capture with it, is rolled back).
+fn outside(tx: &Transaction<'_>, id: Uuid, villages: &[String]) -> Result<()> {
+    let record = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+    match record.state.get("village") {
+        Some(v) => refuse_village(&v.value, villages),
+        None => Ok(()),
+    }
+}
+
+/// An error naming the village field when `village` is not one of `villages`.
+fn refuse_village(village: &Value, villages: &[String]) -> Result<()> {
+    let Some(code) = village.as_str() else {
+        return Ok(());
+    };
+    if villages.iter().any(|v| v == code) {
+        return Ok(());
+    }
+    Err(
+        baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
+            field: "village".into(),
+            code: "not_yours".into(),
+            message_zh: format!(
+                "所属村（社区）：{code} 不是您的辖区（您的辖区：{}）",
+                villages.join("、")
+            ),
+            message_en: format!(
+                "village: {code} is not one of your villages ({})",
+                villages.join(", ")
+            ),
+        }])
+        .into(),
+    )
 }
 
 fn capture_in(

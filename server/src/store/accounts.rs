@@ -393,7 +393,7 @@ pub fn register_device(
 ) -> Result<Device, AppError> {
     if device(conn, id)?.is_some_and(|d| d.account != account) {
         return Err(AppError::Conflict(
-            "device_id：此设备已登记在其他账号下 / device_id: this device is registered to another account; a phone handed to another officer signs in as a new device".into(),
+            "device_id：此设备已登记在其他警员的账号下。请原警员同步后退出；换人使用须以新设备登录（重新安装应用，或在命令行客户端用新的 --data 目录） / device_id: this device is registered to another officer's account. That officer syncs and signs out; another officer signs in as a new device (a new app install, or a new --data directory for the command-line client)".into(),
         ));
     }
     conn.execute(

@@ -330,10 +330,12 @@ fn decide_record(
                 .is_some_and(|v| facts.villages.iter().any(|m| m == v))
     });
     if !in_scope && !arriving {
-        return refuse_all(
-            plan,
-            &out_of_scope("this record lies outside your villages"),
-        );
+        let why = if kind == EntityKind::Person {
+            "此人已在其他村（社区）登记：请在您辖区的房屋登记其居住信息 / this person is registered in another village: register the residence in a house of yours to bring the person here"
+        } else {
+            "this record lies outside your villages"
+        };
+        return refuse_all(plan, &out_of_scope(why));
     }
     if let Some(held) = held.filter(|h| h.kind != claimed.as_str()) {
         let message = format!(

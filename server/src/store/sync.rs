@@ -282,6 +282,10 @@ pub fn push(
         let sent = owned.records.entry(entity.clone()).or_default();
         sent.kind.clone_from(&change.kind);
         sent.newest = sent.newest.max(change.stamp.hlc);
+        sent.oldest = Some(
+            sent.oldest
+                .map_or(change.stamp.hlc, |o| o.min(change.stamp.hlc)),
+        );
         if own {
             sent.sent.insert(change.field.clone());
         } else if apply_it {
@@ -314,6 +318,9 @@ pub fn push(
     Ok(results)
 }
 
+/// How far back a capture time may lie (30 days).
+const CAPTURE_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// What a push accepted of each record, for the server-owned fields written after it.
 #[derive(Default)]
 struct Owned {
@@ -325,6 +332,8 @@ struct OwnedRecord {
     kind: String,
     /// The newest stamp among the record's accepted changes: the server's values come after it.
     newest: Hlc,
+    /// The oldest: when it was captured, by the device's clock corrected to server time.
+    oldest: Option<Hlc>,
     /// Server-owned fields the device sent (its values replaced by the server's).
     sent: BTreeSet<String>,
     /// Whether an officer's field (a deletion too) was accepted.
@@ -352,7 +361,14 @@ fn write_owned(
     let username: String = tx
         .prepare_cached("SELECT username FROM account WHERE id = ?1")?
         .query_row([caller.account], |r| r.get(0))?;
-    let at = baylink_domain::date::datetime_from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
+    // When a record was captured: its capture's stamp (the device's clock corrected to server
+    // time, which the push already bounds ahead), kept within the last 30 days: a phone is not
+    // believed further back than that.
+    let captured = |record: &OwnedRecord| {
+        let stamped = record.oldest.map_or(now_ms, Hlc::millis);
+        let ms = stamped.clamp(now_ms.saturating_sub(CAPTURE_WINDOW_MS), now_ms);
+        baylink_domain::date::datetime_from_unix_ms(ms as i64, CHINA_OFFSET_MINUTES)
+    };
     for (entity, record) in &owned.records {
         let new = created.contains_key(entity);
         let mut writes: Vec<(&str, Option<Versioned>, Value)> = Vec::new();
@@ -369,7 +385,7 @@ fn write_owned(
                 let stored_value = stored.as_ref().map(|v| &v.value);
                 let value = match field {
                     "created_by" if new => Value::String(username.clone()),
-                    "created_at" if new => Value::String(at.clone()),
+                    "created_at" if new => Value::String(captured(record)),
                     "review_status" if new => Value::String("pending".into()),
                     "review_status"
                         if record.edited
