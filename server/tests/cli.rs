@@ -76,11 +76,28 @@ fn serve_demo_seeds_prints_the_accounts_and_answers_healthz() {
     stream.read_to_string(&mut answer).expect("answer");
     // A reviewer signs in to the console: the cookie is `Secure` as asked, and console answers
     // are not to be cached, framed or sniffed.
-    let form = "username=r006&password=baylink-demo";
+    let mut stream = TcpStream::connect(&address).expect("connects on loopback");
+    stream
+        .write_all(b"GET /console/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("answer");
+    let cookie = page
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .expect("the sign-in form's cookie")
+        .to_owned();
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in form's token");
+    let form = format!("username=r006&password=baylink-demo&csrf={token}");
     let mut stream = TcpStream::connect(&address).expect("connects on loopback");
     write!(
         stream,
-        "POST /console/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        "POST /console/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
         form.len()
     )
     .expect("request");

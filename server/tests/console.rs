@@ -159,14 +159,25 @@ impl Console {
         }
     }
 
+    /// The sign-in form's cookie and CSRF token, as a browser gets them.
+    async fn login_form(&self) -> (String, String) {
+        let form = self.request("GET", "/console/login", None, None).await;
+        let cookie = form.cookie.expect("a sign-in cookie");
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        (cookie, csrf(&form.body))
+    }
+
     /// Signs in and returns the cookie header value.
     async fn sign_in(&self, username: &str) -> String {
+        let (cookie, token) = self.login_form().await;
         let page = self
             .request(
                 "POST",
                 "/console/login",
-                None,
-                Some(&format!("username={username}&password={PASSWORD}")),
+                Some(&cookie),
+                Some(&format!(
+                    "username={username}&password={PASSWORD}&csrf={token}"
+                )),
             )
             .await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
@@ -199,12 +210,24 @@ async fn pages_need_a_reviewer_session_and_officers_cannot_sign_in() {
     );
     let page = console.request("GET", "/console/login", None, None).await;
     assert!(page.body.contains("审核台登录") && page.body.contains("lang=\"zh-CN\""));
+    // A sign-in posted without the form's token (from another site's page, say) is refused.
     let page = console
         .request(
             "POST",
             "/console/login",
             None,
-            Some(&format!("username=o1&password={PASSWORD}")),
+            Some(&format!("username=r006&password={PASSWORD}")),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.cookie.is_some_and(|c| c.starts_with("baylink_login=")));
+    let (cookie, token) = console.login_form().await;
+    let page = console
+        .request(
+            "POST",
+            "/console/login",
+            Some(&cookie),
+            Some(&format!("username=o1&password={PASSWORD}&csrf={token}")),
         )
         .await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);

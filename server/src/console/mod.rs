@@ -140,6 +140,10 @@ pub struct ConsoleUser {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE_NAME)
+}
+
+fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -147,8 +151,34 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE_NAME).then(|| value.to_owned())
+            (name == wanted).then(|| value.to_owned())
         })
+}
+
+/// The cookie that carries the sign-in form's CSRF token (double submit: the form and the cookie
+/// must agree, which a page of another site cannot arrange).
+const LOGIN_COOKIE: &str = "baylink_login";
+
+/// The sign-in form with a fresh CSRF token, set in its cookie too.
+fn login_form(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut response = (status, pages::login(error, &token)).into_response();
+    let secure = if state.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
+    response
 }
 
 impl FromRequestParts<AppState> for ConsoleUser {
@@ -224,8 +254,8 @@ async fn css() -> impl IntoResponse {
     )
 }
 
-async fn login_page() -> Response {
-    pages::login(None).into_response()
+async fn login_page(State(state): State<AppState>) -> Response {
+    login_form(&state, StatusCode::OK, None)
 }
 
 /// The sign-in form.
@@ -233,22 +263,31 @@ async fn login_page() -> Response {
 pub struct LoginForm {
     username: String,
     password: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    let fresh = cookie_named(&headers, LOGIN_COOKIE)
+        .is_some_and(|token| !token.is_empty() && token == form.csrf);
+    if !fresh {
+        let error = "表单已过期，请重新登录 / the form expired: sign in again";
+        return login_form(&state, StatusCode::FORBIDDEN, Some(error));
+    }
     let Some(keys) = throttle::login_keys(&form.username, addr) else {
-        return (StatusCode::BAD_REQUEST, pages::login(Some("用户名过长"))).into_response();
+        return login_form(&state, StatusCode::BAD_REQUEST, Some("用户名过长"));
     };
     let Ok(reservation) = state.throttle.reserve(&keys) else {
-        return (
+        return login_form(
+            &state,
             StatusCode::TOO_MANY_REQUESTS,
-            pages::login(Some("尝试次数过多，请稍后再试")),
-        )
-            .into_response();
+            Some("尝试次数过多，请稍后再试"),
+        );
     };
     let username = form.username.clone();
     let account = match state
@@ -269,11 +308,7 @@ async fn login(
     let account = match account {
         Some(a) if matches && !a.disabled && a.role != Role::Officer => a,
         _ => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                pages::login(Some("用户名或密码错误")),
-            )
-                .into_response();
+            return login_form(&state, StatusCode::UNAUTHORIZED, Some("用户名或密码错误"));
         }
     };
     reservation.succeed();

@@ -123,7 +123,7 @@ pub(super) fn error(status: u16, message: &str) -> Markup {
     )
 }
 
-pub(super) fn login(error: Option<&str>) -> Markup {
+pub(super) fn login(error: Option<&str>, csrf: &str) -> Markup {
     layout(
         "登录",
         None,
@@ -132,6 +132,7 @@ pub(super) fn login(error: Option<&str>) -> Markup {
                 h1 { "审核台登录" }
                 @if let Some(error) = error { p.error { (error) } }
                 form method="post" action="/console/login" {
+                    input type="hidden" name="csrf" value=(csrf);
                     label { "用户名" input name="username" autocomplete="username" required autofocus; }
                     label { "密码" input name="password" type="password" autocomplete="current-password" required; }
                     button type="submit" { "登录" }

@@ -453,15 +453,32 @@ fn bad_input_over_http_is_refused_with_json_errors_and_nothing_is_applied() {
 
 /// Signs in to the console and returns the cookie header.
 fn cookie_of(server: &Server, username: &str) -> String {
+    // The sign-in form first: its cookie and token go back with the form.
+    let form = send(&server.url, "GET", "/console/login", &[], b"", None);
+    let cookie = set_cookie(&form);
+    let token = String::from_utf8_lossy(&form.body)
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
     let answer = send(
         &server.url,
         "POST",
         "/console/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        format!("username={username}&password={PASSWORD}").as_bytes(),
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        format!("username={username}&password={PASSWORD}&csrf={token}").as_bytes(),
         None,
     );
     assert_eq!(answer.status, 303, "signed in");
+    set_cookie(&answer)
+}
+
+/// The cookie an answer sets, as a `Cookie` header sends it back.
+fn set_cookie(answer: &Answer) -> String {
     answer
         .head
         .lines()
@@ -471,7 +488,7 @@ fn cookie_of(server: &Server, username: &str) -> String {
                 .then(|| value.trim())
         })
         .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
+        .expect("a cookie")
         .to_owned()
 }
 
