@@ -84,7 +84,10 @@ fn serve_demo_seeds_prints_the_accounts_and_answers_healthz() {
     stream.read_to_string(&mut page).expect("answer");
     let cookie = page
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
         .and_then(|c| c.split(';').next())
         .expect("the sign-in form's cookie")
         .to_owned();
