@@ -49,8 +49,12 @@ pub(super) async fn acknowledge(
     Ok(Redirect::to("/console/alerts").into_response())
 }
 
-fn describe(rule: Option<&Rule>) -> String {
-    match rule {
+fn describe(alert: &Alert) -> String {
+    if let Some(village) = &alert.moved_into {
+        let home = alert.village.as_deref().unwrap_or("?");
+        return format!("外村人员迁入 {village} 居住（户所在村 {home}）");
+    }
+    match alert.rule.as_ref() {
         Some(rule @ Rule::IdNumber(_)) => format!("关注证件号码 {}", mask_id(&rule.describe())),
         Some(rule @ Rule::Region(_)) => format!("来自风险地区 {}", rule.describe()),
         None => "未知规则".into(),
@@ -74,7 +78,7 @@ fn page(user: &ConsoleUser, rows: &[Alert], all: bool) -> Markup {
                         tr {
                             td { (when(alert.raised_ms)) }
                             td { a href={ "/console/records/" (alert.entity) } { (if label.is_empty() { alert.entity.clone() } else { label }) } }
-                            td { (describe(alert.rule.as_ref())) }
+                            td { (describe(alert)) }
                             td { (alert.officer.as_deref().unwrap_or("（新增规则时发现）")) }
                             td {
                                 @if let Some((at, by)) = &alert.acknowledged {

@@ -252,12 +252,42 @@ pub struct Alert {
     /// The rule matched.
     #[serde(skip)]
     pub rule: Option<Rule>,
+    /// For a move-in notice rather than a rule: the village the person moved into.
+    pub moved_into: Option<String>,
     /// When it was raised.
     pub raised_ms: u64,
     /// The officer whose sync raised it (none when a new rule found a stored person).
     pub officer: Option<String>,
     /// When it was acknowledged, and by whom.
     pub acknowledged: Option<(u64, String)>,
+}
+
+/// The alert kind of a move-in notice: a person of another village came to live in one of the
+/// caller's (`rule_value` is that village). The reviewers of both see it.
+pub const MOVED_IN: &str = "moved_in";
+
+/// Notes that `person` moved into `village` by a push of `caller`: an alert both villages'
+/// reviewers see (the person is in both scopes now), once per person and village.
+pub fn note_move_in(
+    tx: &Transaction<'_>,
+    person: &str,
+    village: &str,
+    caller: &Caller,
+    now_ms: u64,
+) -> Result<(), AppError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO alert (entity, rule_kind, rule_value, raised_ms, device, account)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        person,
+        MOVED_IN,
+        village,
+        now_ms as i64,
+        caller.device,
+        caller.account
+    ])?;
+    Ok(())
 }
 
 /// Alerts on persons in these villages (home or residence), open ones only unless `all`,
@@ -289,6 +319,7 @@ pub fn list(
             label: r.get(2)?,
             village: r.get(3)?,
             rule: Rule::from_stored(&kind, &value),
+            moved_into: (kind == MOVED_IN).then(|| value.clone()),
             raised_ms: r.get::<_, i64>(6)? as u64,
             officer: r.get(7)?,
             acknowledged: acknowledged.map(|at| (at as u64, by.unwrap_or_default())),

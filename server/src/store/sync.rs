@@ -307,6 +307,23 @@ pub fn push(
     }
     write_owned(&tx, &mut seq, caller, &owned, &created_here, now_ms)?;
     let scopes = rescope(&tx, &mut seq, &touched, &persons)?;
+    // A person of another village who came into one of the caller's by this push: never silent.
+    for (id, was) in &records {
+        let person = id.hyphenated().to_string();
+        let (Some(now), true) = (scopes.get(&person), was.kind == "person") else {
+            continue;
+        };
+        let home = authorize::value_of(&was.state, "village")
+            .as_str()
+            .map(str::to_owned);
+        let arrived = now
+            .iter()
+            .filter(|v| caller.villages.contains(v) && !was.villages.contains(*v))
+            .filter(|v| home.as_deref() != Some(v.as_str()));
+        for village in arrived {
+            crate::store::alerts::note_move_in(&tx, &person, village, caller, now_ms)?;
+        }
+    }
     settle_device_holdings(&tx, &mut seq, &touched, &scopes, caller)?;
     seq.save(&tx)?;
     crate::store::alerts::raise(&tx, &touched, caller, now_ms)?;

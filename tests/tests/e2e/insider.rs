@@ -552,6 +552,22 @@ fn a_move_in_undone_or_lost_grants_nothing_and_a_real_one_leaves_her_home_villag
         stored(&server, her, "village"),
         Some(format!("\"{ELSEWHERE}\""))
     );
+    // Never silent: the reviewers of both stations are told she moved in (and only this once:
+    // the move-ins undone or lost above told no one).
+    server.add_reviewer("r006", &VILLAGE[..9]);
+    server.add_reviewer("r007", &ELSEWHERE[..9]);
+    for reviewer in ["r006", "r007"] {
+        let villages = server.caller(reviewer).villages;
+        let notices: Vec<Option<String>> = server.query(|c| {
+            baylink_server::store::alerts::list(c, &villages, false, 50)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| a.entity == her.to_string())
+                .map(|a| a.moved_into)
+                .collect()
+        });
+        assert_eq!(notices, [Some(VILLAGE.to_owned())], "{reviewer}");
+    }
     assert!(matches!(
         stored(&server, her, "deleted").as_deref(),
         None | Some("null")
