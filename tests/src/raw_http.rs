@@ -116,3 +116,20 @@ fn unchunk(mut data: &[u8]) -> Vec<u8> {
         data = data.get(end + 2..).unwrap_or_default();
     }
 }
+
+/// POSTs a JSON body to `base` + `path`, with a bearer token when given.
+pub fn post_json(base: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    send(
+        base,
+        "POST",
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+        None,
+    )
+}

@@ -15,19 +15,7 @@ use uuid::Uuid;
 const ELSEWHERE: &str = "441303007001";
 
 fn post_json(server: &Server, path: &str, token: Option<&str>, body: &Value) -> Answer {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(auth) = &auth {
-        headers.push(("Authorization", auth));
-    }
-    send(
-        &server.url,
-        "POST",
-        path,
-        &headers,
-        body.to_string().as_bytes(),
-        None,
-    )
+    baylink_tests::raw_http::post_json(&server.url, path, token, body)
 }
 
 struct Session {

@@ -17,19 +17,7 @@ const NEIGHBOUR: &str = "441303006002";
 const ELSEWHERE: &str = "441303007001";
 
 fn post(server: &Server, path: &str, token: Option<&str>, body: &Value) -> Answer {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(auth) = &auth {
-        headers.push(("Authorization", auth));
-    }
-    send(
-        &server.url,
-        "POST",
-        path,
-        &headers,
-        body.to_string().as_bytes(),
-        None,
-    )
+    baylink_tests::raw_http::post_json(&server.url, path, token, body)
 }
 
 fn login_answer(server: &Server, username: &str, password: &str, device: Uuid) -> Answer {
