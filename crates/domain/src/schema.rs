@@ -97,8 +97,12 @@ pub struct Choice {
 /// The type of a field's value, which decides how input is parsed and stored.
 #[derive(Debug)]
 pub enum FieldType {
-    /// Free text up to a number of characters.
+    /// A short text (a name, an address) up to a number of characters: half-width, white space
+    /// collapsed.
     Text(usize),
+    /// Prose as typed (notes, descriptions, outcomes) up to a number of characters: trimmed, its
+    /// line breaks and its Chinese punctuation kept.
+    Prose(usize),
     /// One of a fixed set of codes.
     Choice(&'static [Choice]),
     /// A calendar date `YYYY-MM-DD`.
@@ -307,7 +311,12 @@ static COMMON: &[FieldSpec] = &[
         "review status",
         T::Choice(REVIEW_STATUSES),
     ),
-    system("review_comment", "审核意见", "review comment", T::Text(500)),
+    system(
+        "review_comment",
+        "审核意见",
+        "review comment",
+        T::Prose(500),
+    ),
     system("deleted", "已删除", "deleted", T::Bool),
     system("merged_into", "已合并到", "merged into", T::Redirect),
 ];
@@ -336,7 +345,7 @@ static HOUSE: &[FieldSpec] = &[
     f("room_count", "房间数", "room count", T::Int(0, 10_000)),
     f("location", "GPS位置", "GPS location", T::Geo),
     req("status", "房屋状态", "status", T::Choice(HOUSE_STATUSES)),
-    f("notes", "备注", "notes", T::Text(1000)),
+    f("notes", "备注", "notes", T::Prose(1000)),
 ];
 
 static PERSON: &[FieldSpec] = &[
@@ -369,7 +378,7 @@ static PERSON: &[FieldSpec] = &[
     ),
     f("employer", "工作单位", "employer", T::Text(100)),
     f("occupation", "职业", "occupation", T::Text(50)),
-    f("notes", "备注", "notes", T::Text(1000)),
+    f("notes", "备注", "notes", T::Prose(1000)),
 ];
 
 static RESIDENCE: &[FieldSpec] = &[
@@ -380,7 +389,7 @@ static RESIDENCE: &[FieldSpec] = &[
     req("moved_in", "入住日期", "moved-in date", T::Date),
     f("moved_out", "搬离日期", "moved-out date", T::Date),
     req("relation", "与房屋关系", "relation", T::Choice(RELATIONS)),
-    f("notes", "备注", "notes", T::Text(1000)),
+    f("notes", "备注", "notes", T::Prose(1000)),
 ];
 
 static VEHICLE: &[FieldSpec] = &[
@@ -407,7 +416,7 @@ static VEHICLE: &[FieldSpec] = &[
         "usual house",
         T::Ref(EntityKind::House),
     ),
-    f("notes", "备注", "notes", T::Text(1000)),
+    f("notes", "备注", "notes", T::Prose(1000)),
 ];
 
 static VISIT: &[FieldSpec] = &[
@@ -415,8 +424,8 @@ static VISIT: &[FieldSpec] = &[
     req("house", "房屋", "house", T::Ref(EntityKind::House)),
     req("time", "走访时间", "time", T::DateTime),
     f("officer", "走访民警", "officer", T::Text(64)),
-    req("outcome", "走访情况", "outcome", T::Text(500)),
-    f("notes", "备注", "notes", T::Text(1000)),
+    req("outcome", "走访情况", "outcome", T::Prose(500)),
+    f("notes", "备注", "notes", T::Prose(1000)),
 ];
 
 static DISPUTE: &[FieldSpec] = &[
@@ -424,9 +433,9 @@ static DISPUTE: &[FieldSpec] = &[
     f("house", "房屋", "house", T::Ref(EntityKind::House)),
     req("parties", "当事人", "parties", T::TextList),
     req("kind", "纠纷类型", "kind", T::Choice(DISPUTE_KINDS)),
-    req("description", "纠纷描述", "description", T::Text(2000)),
+    req("description", "纠纷描述", "description", T::Prose(2000)),
     req("status", "调处状态", "status", T::Choice(DISPUTE_STATUSES)),
-    f("outcome", "调处结果", "outcome", T::Text(1000)),
+    f("outcome", "调处结果", "outcome", T::Prose(1000)),
     req("reported_on", "登记日期", "reported on", T::Date),
     f("closed_on", "办结日期", "closed on", T::Date),
 ];

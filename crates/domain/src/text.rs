@@ -20,6 +20,12 @@ pub(crate) fn clean(text: &str) -> String {
         .join(" ")
 }
 
+/// Prose as typed: trimmed, line endings made `\n`; everything else (full-width punctuation,
+/// inner spaces, line breaks) kept.
+pub(crate) fn prose(text: &str) -> String {
+    text.trim().replace("\r\n", "\n").replace('\r', "\n")
+}
+
 /// The first character a person cannot see or that changes how text around it is shown:
 /// control characters (white space aside, which [`clean`] collapses), NUL, every format
 /// character (Unicode's `Cf`: bidirectional overrides and isolates, zero-width characters, tags),

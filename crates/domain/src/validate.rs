@@ -197,7 +197,10 @@ fn check(kind: EntityKind, current: &Fields, input: &Input, today: Date) -> Resu
 
 /// Parses the text of one field into its stored value.
 pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Reason> {
-    let text = crate::text::clean(raw);
+    let text = match spec.ty {
+        FieldType::Prose(_) => crate::text::prose(raw),
+        _ => crate::text::clean(raw),
+    };
     if text.is_empty() {
         return Ok(Value::Null);
     }
@@ -211,7 +214,7 @@ pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Re
     }
     let bad = |zh: &str, en: &str| Reason::new("format", zh, en);
     Ok(match &spec.ty {
-        FieldType::Text(max) => {
+        FieldType::Text(max) | FieldType::Prose(max) => {
             let n = text.chars().count();
             if n > *max {
                 return Err(Reason::new(
@@ -627,6 +630,27 @@ mod tests {
                 ("origin_code".into(), fields["origin_code"].clone())
             ])
         );
+    }
+
+    #[test]
+    fn prose_is_kept_as_typed_and_short_texts_are_cleaned() {
+        let mut form = person();
+        form.insert(
+            "notes".into(),
+            " 租户自述：月租800元；\r\n房东称已签合同（一年）。\n".into(),
+        );
+        let fields = validate_capture(EntityKind::Person, &form, today()).unwrap();
+        assert_eq!(
+            fields["notes"],
+            "租户自述：月租800元；\n房东称已签合同（一年）。"
+        );
+        // What a replica sends back is as normalised as it was.
+        assert_eq!(fields_with_errors(EntityKind::Person, &fields), []);
+        // Short texts are still cleaned: half-width, white space collapsed.
+        assert_eq!(fields["name"], "王 芳");
+        form.insert("notes".into(), "行一\u{0}行二".into());
+        let err = validate_capture(EntityKind::Person, &form, today()).unwrap_err();
+        assert_eq!(err.field_errors()[0].code, "hidden_character");
     }
 
     #[test]

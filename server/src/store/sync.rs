@@ -287,7 +287,7 @@ pub fn push(
                 .map_or(change.stamp.hlc, |o| o.min(change.stamp.hlc)),
         );
         if own {
-            sent.sent.insert(change.field.clone());
+            sent.sent.insert(change.field.clone(), change.clone());
         } else if apply_it {
             sent.edited = true;
             // A record this push created holds only the fields this push wrote: no lookup for
@@ -352,7 +352,7 @@ struct OwnedRecord {
     /// The oldest: when it was captured, by the device's clock corrected to server time.
     oldest: Option<Hlc>,
     /// Server-owned fields the device sent (its values replaced by the server's).
-    sent: BTreeSet<String>,
+    sent: BTreeMap<String, Change>,
     /// Whether an officer's field (a deletion too) was accepted.
     edited: bool,
     /// Derived fields the record lacks, as the server derived them.
@@ -394,7 +394,7 @@ fn write_owned(
         if new || !record.sent.is_empty() || record.edited {
             let others = record
                 .sent
-                .iter()
+                .keys()
                 .map(String::as_str)
                 .filter(|f| !authorize::SERVER_OWNED.contains(f));
             for field in authorize::SERVER_OWNED.into_iter().chain(others) {
@@ -416,9 +416,18 @@ fn write_owned(
                 };
                 // A field the device sent is always written back, even as "nothing" (a `deleted`
                 // the server never held): the device's own value must lose to the server's.
-                let sent = record.sent.contains(field);
-                if !sent && (stored_value == Some(&value) || (stored.is_none() && value.is_null()))
+                let sent = record.sent.get(field);
+                if sent.is_none()
+                    && (stored_value == Some(&value) || (stored.is_none() && value.is_null()))
                 {
+                    continue;
+                }
+                // A new record's value the device sent as the server would have it (an honest
+                // phone's who and when): kept with the device's own stamp, so the record's
+                // fields share one stamp and a pull sends it once.
+                if let Some(device) = sent.filter(|d| new && d.value == value) {
+                    let mut persons = BTreeSet::new();
+                    apply(tx, seq, caller, device, true, now_ms, &mut persons)?;
                     continue;
                 }
                 writes.push((field, stored, value));

@@ -448,6 +448,14 @@ fn authorship_review_and_derived_fields_are_the_servers() {
     hidden.push(a.change("person", her, "name", &json!("王\u{202E}芳\u{1b}[2J")));
     assert!(all_refused(&a.push(&server, &hidden)));
     assert_eq!(stored(&server, her, "name").as_deref(), Some("\"王芳\""));
+    // Prose keeps its line breaks and Chinese punctuation; a NUL in it is refused.
+    let note = "租户自述：月租800元；\n房东称已签合同（一年）。";
+    let written = [a.change("person", her, "notes", &json!(note))];
+    let results = a.push(&server, &written);
+    assert_eq!(results[0].0, "accepted", "{results:?}");
+    assert_eq!(stored(&server, her, "notes"), Some(json!(note).to_string()));
+    let nul = [a.change("person", her, "notes", &json!("行一\u{0}行二"))];
+    assert!(all_refused(&a.push(&server, &nul)));
 }
 
 #[test]
