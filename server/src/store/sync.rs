@@ -250,6 +250,18 @@ pub fn push(
     // Records created by this push, with the fields it wrote to each so far.
     let mut created_here: HashMap<String, HashSet<String>> = HashMap::new();
     let mut owned = Owned::default();
+    // A new record's server-owned values, known before its changes are applied: who pushed it,
+    // and when it was captured (its oldest accepted stamp).
+    let username: String = tx
+        .prepare_cached("SELECT username FROM account WHERE id = ?1")?
+        .query_row([caller.account], |r| r.get(0))?;
+    let mut captured: HashMap<Uuid, Hlc> = HashMap::new();
+    for (change, decision) in changes.iter().zip(&plan.decisions) {
+        if decision.accepted() {
+            let at = captured.entry(change.entity).or_insert(change.stamp.hlc);
+            *at = (*at).min(change.stamp.hlc);
+        }
+    }
     let mut results = Vec::with_capacity(changes.len());
     // The device's counter advances only by changes the server accepted.
     let mut newest = last_counter as u64;
@@ -286,7 +298,24 @@ pub fn push(
             sent.oldest
                 .map_or(change.stamp.hlc, |o| o.min(change.stamp.hlc)),
         );
-        if own {
+        // A new record's owned value sent as the server has it (an honest phone's who and when)
+        // is applied in its place among the record's values, with the record's stamp: the feed
+        // keeps a record's values together, and a pull sends them as one group.
+        let kept = own
+            && created_here.contains_key(&entity)
+            && owned_when_new(
+                &change.field,
+                &username,
+                &capture_time(captured.get(&change.entity).copied(), now_ms),
+            )
+            .is_some_and(|value| value == change.value);
+        if kept {
+            sent.done.insert(change.field.clone());
+            let absent = created_here
+                .get_mut(&entity)
+                .is_some_and(|written| written.insert(change.field.clone()));
+            apply(&tx, &mut seq, caller, change, absent, now_ms, &mut persons)?;
+        } else if own {
             sent.sent.insert(change.field.clone(), change.clone());
         } else if apply_it {
             sent.edited = true;
@@ -335,6 +364,26 @@ pub fn push(
     Ok(results)
 }
 
+/// A server-owned field's value for a record created now: who pushed it, when it was captured,
+/// and its review state.
+fn owned_when_new(field: &str, username: &str, captured_at: &str) -> Option<Value> {
+    match field {
+        "created_by" => Some(Value::String(username.to_owned())),
+        "created_at" => Some(Value::String(captured_at.to_owned())),
+        "review_status" => Some(Value::String("pending".into())),
+        _ => None,
+    }
+}
+
+/// When a record was captured: its capture's stamp (the device's clock corrected to server time,
+/// which the push already bounds ahead), held within the last 30 days: a phone is not believed
+/// further back than that.
+fn capture_time(oldest: Option<Hlc>, now_ms: u64) -> String {
+    let stamped = oldest.map_or(now_ms, Hlc::millis);
+    let ms = stamped.clamp(now_ms.saturating_sub(CAPTURE_WINDOW_MS), now_ms);
+    baylink_domain::date::datetime_from_unix_ms(ms as i64, CHINA_OFFSET_MINUTES)
+}
+
 /// How far back a capture time may lie (30 days).
 const CAPTURE_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 
@@ -351,6 +400,9 @@ struct OwnedRecord {
     newest: Hlc,
     /// The oldest: when it was captured, by the device's clock corrected to server time.
     oldest: Option<Hlc>,
+    /// Server-owned fields of a new record the device sent as the server has them, applied
+    /// already.
+    done: BTreeSet<String>,
     /// Server-owned fields the device sent (its values replaced by the server's).
     sent: BTreeMap<String, Change>,
     /// Whether an officer's field (a deletion too) was accepted.
@@ -378,14 +430,6 @@ fn write_owned(
     let username: String = tx
         .prepare_cached("SELECT username FROM account WHERE id = ?1")?
         .query_row([caller.account], |r| r.get(0))?;
-    // When a record was captured: its capture's stamp (the device's clock corrected to server
-    // time, which the push already bounds ahead), kept within the last 30 days: a phone is not
-    // believed further back than that.
-    let captured = |record: &OwnedRecord| {
-        let stamped = record.oldest.map_or(now_ms, Hlc::millis);
-        let ms = stamped.clamp(now_ms.saturating_sub(CAPTURE_WINDOW_MS), now_ms);
-        baylink_domain::date::datetime_from_unix_ms(ms as i64, CHINA_OFFSET_MINUTES)
-    };
     for (entity, record) in &owned.records {
         let new = created.contains_key(entity);
         let mut writes: Vec<(&str, Option<Versioned>, Value)> = Vec::new();
@@ -397,22 +441,22 @@ fn write_owned(
                 .keys()
                 .map(String::as_str)
                 .filter(|f| !authorize::SERVER_OWNED.contains(f));
+            let at = capture_time(record.oldest, now_ms);
             for field in authorize::SERVER_OWNED.into_iter().chain(others) {
+                if record.done.contains(field) {
+                    continue;
+                }
                 let stored = if new { None } else { held(tx, entity, field)? };
                 let stored_value = stored.as_ref().map(|v| &v.value);
-                let value = match field {
-                    "created_by" if new => Value::String(username.clone()),
-                    "created_at" if new => Value::String(captured(record)),
-                    "review_status" if new => Value::String("pending".into()),
-                    "review_status"
-                        if record.edited
-                            && stored_value
-                                .and_then(Value::as_str)
-                                .is_some_and(|s| s != "pending") =>
-                    {
+                let reviewed = stored_value
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s != "pending");
+                let value = match new.then(|| owned_when_new(field, &username, &at)).flatten() {
+                    Some(value) => value,
+                    None if field == "review_status" && record.edited && reviewed => {
                         Value::String("pending".into())
                     }
-                    _ => stored_value.cloned().unwrap_or(Value::Null),
+                    None => stored_value.cloned().unwrap_or(Value::Null),
                 };
                 // A field the device sent is always written back, even as "nothing" (a `deleted`
                 // the server never held): the device's own value must lose to the server's.
@@ -420,14 +464,6 @@ fn write_owned(
                 if sent.is_none()
                     && (stored_value == Some(&value) || (stored.is_none() && value.is_null()))
                 {
-                    continue;
-                }
-                // A new record's value the device sent as the server would have it (an honest
-                // phone's who and when): kept with the device's own stamp, so the record's
-                // fields share one stamp and a pull sends it once.
-                if let Some(device) = sent.filter(|d| new && d.value == value) {
-                    let mut persons = BTreeSet::new();
-                    apply(tx, seq, caller, device, true, now_ms, &mut persons)?;
                     continue;
                 }
                 writes.push((field, stored, value));
