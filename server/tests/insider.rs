@@ -849,6 +849,26 @@ fn nothing_outside_changed(
         if let Some(natural) = natural_id(kind, &values) {
             prop_assert_eq!(natural.to_string(), id.clone(), "squatted");
         }
+        // Who and when are the server's: the attacker, at a time the server allows (the capture
+        // stamp, not ahead of now, not over 30 days back), pending review.
+        let text = |f: &str| {
+            values
+                .get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        prop_assert_eq!(text("created_by"), "oa");
+        prop_assert_eq!(text("review_status"), "pending");
+        let at =
+            |ms: u64| baylink_domain::date::datetime_from_unix_ms(ms as i64, CHINA_OFFSET_MINUTES);
+        let created = text("created_at");
+        let now = now_ms();
+        prop_assert!(
+            created <= at(now + 1_000) && created >= at(now - 31 * 24 * 3_600_000),
+            "created at {}",
+            created
+        );
     }
     Ok(arrived)
 }

@@ -76,18 +76,18 @@ fn held(tx: &Connection, entity: &str, field: &str) -> Result<Option<Versioned>,
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    row.map(|(value, hlc, node)| {
-        let value = serde_json::from_str(&value)
-            .map_err(|e| AppError::Internal(format!("stored value: {e}")))?;
-        let node: NodeId = node
-            .parse()
-            .map_err(|_| AppError::Internal("stored node".into()))?;
-        Ok(Versioned::new(
-            value,
-            Stamp::new(Hlc::from_u64(hlc as u64), node),
-        ))
-    })
-    .transpose()
+    row.map(|(value, hlc, node)| stored_version(&value, hlc, &node))
+        .transpose()
+}
+
+/// A value as `field` stores it (JSON text, packed clock, node), read back.
+fn stored_version(value: &str, hlc: i64, node: &str) -> Result<Versioned, AppError> {
+    let value = serde_json::from_str(value).map_err(|_| corrupt("value"))?;
+    let node: NodeId = node.parse().map_err(|_| corrupt("node"))?;
+    Ok(Versioned::new(
+        value,
+        Stamp::new(Hlc::from_u64(hlc as u64), node),
+    ))
 }
 
 fn text_of(tx: &Connection, entity: &str, field: &str) -> Result<Option<String>, AppError> {
@@ -188,16 +188,9 @@ fn state_of(tx: &Connection, entity: &str) -> Result<EntityState, AppError> {
     let mut rows = stmt.query([entity])?;
     let mut state = EntityState::new();
     while let Some(r) = rows.next()? {
-        let value = serde_json::from_str(r.get_ref(1)?.as_str().map_err(|_| corrupt("value"))?)
-            .map_err(|_| corrupt("value"))?;
-        let node: NodeId = r
-            .get_ref(3)?
-            .as_str()
-            .map_err(|_| corrupt("node"))?
-            .parse()
-            .map_err(|_| corrupt("node"))?;
-        let stamp = Stamp::new(Hlc::from_u64(r.get::<_, i64>(2)? as u64), node);
-        state.insert(r.get(0)?, Versioned::new(value, stamp));
+        let value = r.get_ref(1)?.as_str().map_err(|_| corrupt("value"))?;
+        let node = r.get_ref(3)?.as_str().map_err(|_| corrupt("node"))?;
+        state.insert(r.get(0)?, stored_version(value, r.get(2)?, node)?);
     }
     Ok(state)
 }
@@ -294,10 +287,6 @@ pub fn push(
         let sent = owned.records.entry(entity.clone()).or_default();
         sent.kind.clone_from(&change.kind);
         sent.newest = sent.newest.max(change.stamp.hlc);
-        sent.oldest = Some(
-            sent.oldest
-                .map_or(change.stamp.hlc, |o| o.min(change.stamp.hlc)),
-        );
         // A new record's owned value sent as the server has it (an honest phone's who and when)
         // is applied in its place among the record's values, with the record's stamp: the feed
         // keeps a record's values together, and a pull sends them as one group.
@@ -334,7 +323,12 @@ pub fn push(
             record.fills = fields;
         }
     }
-    write_owned(&tx, &mut seq, caller, &owned, &created_here, now_ms)?;
+    let new = New {
+        created: &created_here,
+        captured: &captured,
+        username: &username,
+    };
+    write_owned(&tx, &mut seq, caller, &owned, &new, now_ms)?;
     let scopes = rescope(&tx, &mut seq, &touched, &persons)?;
     // A person of another village who came into one of the caller's by this push: never silent.
     for (id, was) in &records {
@@ -342,13 +336,10 @@ pub fn push(
         let (Some(now), true) = (scopes.get(&person), was.kind == "person") else {
             continue;
         };
-        let home = authorize::value_of(&was.state, "village")
-            .as_str()
-            .map(str::to_owned);
+        // Her scope held her home village already: what is new is a village she moved into.
         let arrived = now
             .iter()
-            .filter(|v| caller.villages.contains(v) && !was.villages.contains(*v))
-            .filter(|v| home.as_deref() != Some(v.as_str()));
+            .filter(|v| caller.villages.contains(v) && !was.villages.contains(*v));
         for village in arrived {
             crate::store::alerts::note_move_in(&tx, &person, village, caller, now_ms)?;
         }
@@ -387,6 +378,16 @@ fn capture_time(oldest: Option<Hlc>, now_ms: u64) -> String {
 /// How far back a capture time may lie (30 days).
 const CAPTURE_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 
+/// What the server knows of the records a push creates.
+struct New<'a> {
+    /// Records created, with the fields written to each.
+    created: &'a HashMap<String, HashSet<String>>,
+    /// The oldest accepted stamp of each record the push wrote: when it was captured.
+    captured: &'a HashMap<Uuid, Hlc>,
+    /// Who pushed.
+    username: &'a str,
+}
+
 /// What a push accepted of each record, for the server-owned fields written after it.
 #[derive(Default)]
 struct Owned {
@@ -398,8 +399,6 @@ struct OwnedRecord {
     kind: String,
     /// The newest stamp among the record's accepted changes: the server's values come after it.
     newest: Hlc,
-    /// The oldest: when it was captured, by the device's clock corrected to server time.
-    oldest: Option<Hlc>,
     /// Server-owned fields of a new record the device sent as the server has them, applied
     /// already.
     done: BTreeSet<String>,
@@ -420,18 +419,15 @@ fn write_owned(
     seq: &mut Sequence,
     caller: &Caller,
     owned: &Owned,
-    created: &HashMap<String, HashSet<String>>,
+    new_records: &New<'_>,
     now_ms: u64,
 ) -> Result<(), AppError> {
     if owned.records.is_empty() {
         return Ok(());
     }
     let node = server_node(tx)?;
-    let username: String = tx
-        .prepare_cached("SELECT username FROM account WHERE id = ?1")?
-        .query_row([caller.account], |r| r.get(0))?;
     for (entity, record) in &owned.records {
-        let new = created.contains_key(entity);
+        let new = new_records.created.contains_key(entity);
         let mut writes: Vec<(&str, Option<Versioned>, Value)> = Vec::new();
         // Server-owned fields, and fields the server keeps as it holds them (a device that sent
         // one gets the held value back, stamped after its own).
@@ -441,7 +437,8 @@ fn write_owned(
                 .keys()
                 .map(String::as_str)
                 .filter(|f| !authorize::SERVER_OWNED.contains(f));
-            let at = capture_time(record.oldest, now_ms);
+            let id = Uuid::parse_str(entity).map_err(|_| corrupt("entity"))?;
+            let at = capture_time(new_records.captured.get(&id).copied(), now_ms);
             for field in authorize::SERVER_OWNED.into_iter().chain(others) {
                 if record.done.contains(field) {
                     continue;
@@ -451,7 +448,8 @@ fn write_owned(
                 let reviewed = stored_value
                     .and_then(Value::as_str)
                     .is_some_and(|s| s != "pending");
-                let value = match new.then(|| owned_when_new(field, &username, &at)).flatten() {
+                let username = new_records.username;
+                let value = match new.then(|| owned_when_new(field, username, &at)).flatten() {
                     Some(value) => value,
                     None if field == "review_status" && record.edited && reviewed => {
                         Value::String("pending".into())
