@@ -96,7 +96,7 @@ fn phone(
     let node = NodeId(Uuid::new_v4());
     // Every phone signs in first (password hashing is the server's costliest call, and not what
     // is measured); the rounds start together.
-    let login = client.login(&extra_username(d), PASSWORD, node, "bench");
+    let login = client.login(&extra_username(d), PASSWORD, node, "bench", None);
     signed_in.wait();
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let tokens = match login {

@@ -170,12 +170,15 @@ pub(crate) struct Session {
     pub(crate) refresh_token: Option<String>,
     pub(crate) cursor: Option<String>,
     pub(crate) last_sync_ms: Option<u64>,
+    /// The device key the server last gave this device (kept across sign-outs).
+    pub(crate) device_key: Option<String>,
 }
 
 pub(crate) fn load_session(conn: &Connection) -> Result<Option<Session>> {
     let row = conn
         .query_row(
-            "SELECT server, username, display_name, villages, access_token, refresh_token, cursor, last_sync_ms
+            "SELECT server, username, display_name, villages, access_token, refresh_token, cursor,
+                 last_sync_ms, device_key
              FROM session WHERE id = 1",
             [],
             |r| {
@@ -188,6 +191,7 @@ pub(crate) fn load_session(conn: &Connection) -> Result<Option<Session>> {
                     refresh_token: r.get(5)?,
                     cursor: r.get(6)?,
                     last_sync_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    device_key: r.get(8)?,
                 })
             },
         )
@@ -197,12 +201,14 @@ pub(crate) fn load_session(conn: &Connection) -> Result<Option<Session>> {
 
 pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
     conn.execute(
-        "INSERT INTO session (id, server, username, display_name, villages, access_token, refresh_token, cursor, last_sync_ms)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO session (id, server, username, display_name, villages, access_token, refresh_token,
+             cursor, last_sync_ms, device_key)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (id) DO UPDATE SET server = excluded.server, username = excluded.username,
              display_name = excluded.display_name, villages = excluded.villages,
              access_token = excluded.access_token, refresh_token = excluded.refresh_token,
-             cursor = excluded.cursor, last_sync_ms = excluded.last_sync_ms",
+             cursor = excluded.cursor, last_sync_ms = excluded.last_sync_ms,
+             device_key = excluded.device_key",
         params![
             s.server,
             s.username,
@@ -211,7 +217,8 @@ pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
             s.access_token,
             s.refresh_token,
             s.cursor,
-            s.last_sync_ms.map(|v| v as i64)
+            s.last_sync_ms.map(|v| v as i64),
+            s.device_key
         ],
     )?;
     Ok(())

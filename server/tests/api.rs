@@ -587,3 +587,52 @@ fn half_sent_requests_are_closed_and_connections_are_bounded() {
         .expect("served once a connection ended");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_device_registered_before_device_keys_gets_one_at_its_next_refresh_and_keeps_it() {
+    let (state, _dir) = state();
+    let login = || login_body("o1", "correct-horse-battery");
+    let (status, first, _) = call(&state, "POST", "/api/v1/auth/login", None, login()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(first["device_key"].as_str().is_some_and(|k| k.len() >= 32));
+    let refresh = |token: &Value| {
+        Body::from(json!({"device_id": DEVICE, "refresh_token": token}).to_string())
+    };
+    // A refresh leaves a device's key as it is.
+    let (status, second, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/refresh",
+        None,
+        refresh(&first["refresh_token"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert!(second.get("device_key").is_none(), "{second}");
+    // A device from before device keys has none: its next refresh gives it one.
+    state
+        .db
+        .call_blocking(|conn| {
+            conn.execute("UPDATE device SET key_hash = NULL", [])?;
+            Ok(())
+        })
+        .unwrap();
+    let (status, third, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/refresh",
+        None,
+        refresh(&second["refresh_token"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    let key = third["device_key"].as_str().unwrap().to_owned();
+    let matches = state
+        .db
+        .call_blocking(move |conn| {
+            let o1 = accounts::account_by_username(conn, "o1")?.unwrap();
+            accounts::device_key_matches(conn, DEVICE, o1.id, &key)
+        })
+        .unwrap();
+    assert!(matches);
+}

@@ -26,6 +26,8 @@ struct Page {
     status: StatusCode,
     location: Option<String>,
     cookie: Option<String>,
+    /// Every cookie set, in order.
+    cookies: Vec<String>,
     body: String,
 }
 
@@ -148,6 +150,12 @@ impl Console {
             header_text(header::LOCATION),
             header_text(header::SET_COOKIE),
         );
+        let cookies = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -155,6 +163,7 @@ impl Console {
             status,
             location,
             cookie,
+            cookies,
             body: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
@@ -165,6 +174,18 @@ impl Console {
         let cookie = form.cookie.expect("a sign-in cookie");
         let cookie = cookie.split(';').next().unwrap().to_owned();
         (cookie, csrf(&form.body))
+    }
+
+    /// Posts the sign-in form as a browser holding `known` (a known-browser cookie) would.
+    async fn try_sign_in(&self, username: &str, password: &str, known: Option<&str>) -> Page {
+        let (cookie, token) = self.login_form().await;
+        let cookie = match known {
+            Some(known) => format!("{cookie}; {known}"),
+            None => cookie,
+        };
+        let form = format!("username={username}&password={password}&csrf={token}");
+        self.request("POST", "/console/login", Some(&cookie), Some(&form))
+            .await
     }
 
     /// Signs in and returns the cookie header value.
@@ -245,6 +266,40 @@ async fn pages_need_a_reviewer_session_and_officers_cannot_sign_in() {
         page.body.contains("桥西社区居民委员会"),
         "the station's villages are listed"
     );
+}
+
+#[tokio::test]
+async fn guesses_from_elsewhere_never_lock_a_reviewer_out_of_a_browser_she_signed_in_from() {
+    let (console, _) = Console::new();
+    let page = console.try_sign_in("r006", PASSWORD, None).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let known = page
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("baylink_browser="))
+        .expect("a known-browser cookie");
+    assert!(
+        known.contains("HttpOnly") && known.contains("Path=/console/login"),
+        "{known}"
+    );
+    let known = known.split(';').next().unwrap().to_owned();
+    // Someone guesses her password until the account is locked.
+    for _ in 0..6 {
+        console.try_sign_in("r006", "guess", None).await;
+    }
+    let elsewhere = console.try_sign_in("r006", PASSWORD, None).await;
+    assert_eq!(elsewhere.status, StatusCode::TOO_MANY_REQUESTS);
+    // Her own browser still signs in; the cookie names her account and no other.
+    let hers = console.try_sign_in("r006", PASSWORD, Some(&known)).await;
+    assert_eq!(hers.status, StatusCode::SEE_OTHER, "{}", hers.body);
+    for _ in 0..6 {
+        console.try_sign_in("r007", "guess", None).await;
+    }
+    let borrowed = console.try_sign_in("r007", PASSWORD, Some(&known)).await;
+    assert_eq!(borrowed.status, StatusCode::TOO_MANY_REQUESTS);
+    let forged = known.replace("baylink_browser=", "baylink_browser=1");
+    let forged = console.try_sign_in("r006", PASSWORD, Some(&forged)).await;
+    assert_eq!(forged.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]

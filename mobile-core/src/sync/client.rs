@@ -29,6 +29,9 @@ pub struct SessionTokens {
     pub account: AccountInfo,
     /// Server time.
     pub server_time_ms: u64,
+    /// A new device key to keep and send at the next sign-in (absent when the last stands).
+    #[serde(default)]
+    pub device_key: Option<String>,
 }
 
 /// The account as the server describes it.
@@ -109,17 +112,19 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| Error::Network(format!("answer from {path}: {e}")))
     }
 
-    /// Signs in and registers this device.
+    /// Signs in and registers this device; `device_key` is the one the server gave it last.
     pub fn login(
         &self,
         username: &str,
         password: &str,
         device: NodeId,
         device_name: &str,
+        device_key: Option<&str>,
     ) -> Result<SessionTokens> {
         let body = json!({
             "username": username, "password": password,
             "device_id": device.to_string(), "device_name": device_name,
+            "device_key": device_key,
         });
         self.post("/api/v1/auth/login", None, &body)
     }

@@ -254,6 +254,7 @@ fn to_session(
     tokens: &SessionTokens,
     cursor: Option<String>,
     last_sync_ms: Option<u64>,
+    device_key: Option<String>,
 ) -> db::Session {
     db::Session {
         server: server.to_owned(),
@@ -264,6 +265,7 @@ fn to_session(
         refresh_token: Some(tokens.refresh_token.clone()),
         cursor,
         last_sync_ms,
+        device_key: tokens.device_key.clone().or(device_key),
     }
 }
 
@@ -276,12 +278,23 @@ pub fn login(
     device_name: &str,
 ) -> Result<()> {
     let client = Client::new(server, TIMEOUT);
+    // The key proves this device to the server it came from (and only to that one).
+    let device_key = store
+        .raw_session()?
+        .filter(|s| s.server == server)
+        .and_then(|s| s.device_key);
     let tokens = guard(
         store,
-        client.login(username, password, store.node_id(), device_name),
+        client.login(
+            username,
+            password,
+            store.node_id(),
+            device_name,
+            device_key.as_deref(),
+        ),
     )?;
     store.begin_session(
-        &to_session(server, &tokens, None, None),
+        &to_session(server, &tokens, None, None, device_key),
         tokens.server_time_ms,
         now_ms(),
     )
@@ -332,6 +345,7 @@ fn authed<T>(
                 &tokens,
                 session.cursor.clone(),
                 session.last_sync_ms,
+                session.device_key.clone(),
             );
             store.save_raw_session(&renewed)?;
             guard(store, call(&client, &tokens.access_token))

@@ -1,6 +1,8 @@
 //! Authentication: password hashing, access tokens, login throttling.
 
 pub mod cursor;
+pub mod known;
+pub mod mac;
 pub mod password;
 pub mod throttle;
 pub mod token;

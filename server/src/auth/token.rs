@@ -37,6 +37,8 @@ pub struct Keys {
     decoding: DecodingKey,
     /// The key pull cursors are signed with, derived from the same secret.
     pub cursor: crate::auth::cursor::CursorKey,
+    /// The key known-browser cookies are signed with.
+    pub browser: crate::auth::known::BrowserKey,
 }
 
 impl Keys {
@@ -47,6 +49,7 @@ impl Keys {
             encoding: EncodingKey::from_secret(secret).map_err(bad)?,
             decoding: DecodingKey::from_secret(secret).map_err(bad)?,
             cursor: crate::auth::cursor::CursorKey::from_secret(secret),
+            browser: crate::auth::known::BrowserKey::from_secret(secret),
         })
     }
 

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::{password, throttle};
+use crate::auth::{known, password, throttle};
 use crate::error::AppError;
 use crate::extract::ClientAddr;
 use crate::state::AppState;
@@ -279,15 +279,8 @@ async fn login(
         let error = "表单已过期，请重新登录 / the form expired: sign in again";
         return login_form(&state, StatusCode::FORBIDDEN, Some(error));
     }
-    let Some(keys) = throttle::login_keys(&form.username, addr) else {
+    let Some(address_keys) = throttle::login_keys(&form.username, addr) else {
         return login_form(&state, StatusCode::BAD_REQUEST, Some("用户名过长"));
-    };
-    let Ok(reservation) = state.throttle.reserve(&keys) else {
-        return login_form(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("尝试次数过多，请稍后再试"),
-        );
     };
     let username = form.username.clone();
     let account = match state
@@ -297,6 +290,19 @@ async fn login(
     {
         Ok(account) => account,
         Err(e) => return e.into_response(),
+    };
+    // A browser that signed in to this account before has a throttle of its own (auth::known).
+    let now_s = now_ms() / 1000;
+    let keys = cookie_named(&headers, known::BROWSER_COOKIE)
+        .zip(account.as_ref())
+        .and_then(|(cookie, a)| state.keys.browser.check(&cookie, a.id, now_s))
+        .unwrap_or(address_keys);
+    let Ok(reservation) = state.throttle.reserve(&keys) else {
+        return login_form(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("尝试次数过多，请稍后再试"),
+        );
     };
     let stored = account
         .as_ref()
@@ -332,9 +338,17 @@ async fn login(
                 "{COOKIE_NAME}={cookie}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 SESSION_TTL_MS / 1000
             );
+            let browser = format!(
+                "{}={}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                known::BROWSER_COOKIE,
+                state.keys.browser.issue(id, now_s),
+                known::BROWSER_TTL_S
+            );
             let mut response = Redirect::to("/console/").into_response();
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(SET_COOKIE, v);
+            for cookie in [value, browser] {
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    response.headers_mut().append(SET_COOKIE, v);
+                }
             }
             response
         }

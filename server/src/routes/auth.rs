@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::token::Claims;
-use crate::auth::{password, throttle};
+use crate::auth::{known, password, throttle};
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice, ClientAddr};
 use crate::state::AppState;
@@ -35,6 +35,9 @@ pub struct LoginRequest {
     /// A name for the device.
     #[serde(default)]
     pub device_name: String,
+    /// The device key this device was given at its last sign-in, if any.
+    #[serde(default)]
+    pub device_key: Option<String>,
 }
 
 /// A refresh request.
@@ -74,6 +77,19 @@ pub struct Session {
     pub villages: Vec<String>,
     /// Server time, for the device's clock correction.
     pub server_time_ms: u64,
+    /// A new device key, sent at every sign-in (and at a refresh when the device has none): the
+    /// device keeps it and sends it at its next sign-in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
+}
+
+/// When a session hands the device a new device key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NewKey {
+    /// At a sign-in: the last key stops counting.
+    Always,
+    /// At a refresh, when the device has none yet (registered before device keys).
+    IfMissing,
 }
 
 fn bad_credentials() -> AppError {
@@ -92,18 +108,31 @@ async fn login(
         .map_err(|_| AppError::BadRequest("device_id: must be a UUID".into()))?
         .hyphenated()
         .to_string();
-    let keys = throttle::login_keys(&req.username, addr).ok_or_else(|| {
+    let address_keys = throttle::login_keys(&req.username, addr).ok_or_else(|| {
         AppError::BadRequest(format!(
             "username: at most {} characters",
             throttle::MAX_USERNAME
         ))
     })?;
-    let reservation = state.throttle.reserve(&keys).map_err(AppError::Throttled)?;
-    let username = req.username.clone();
-    let account = state
+    let (username, for_db, device_key) = (req.username.clone(), device.clone(), req.device_key);
+    let (account, proven) = state
         .db
-        .call(move |conn| accounts::account_by_username(conn, &username))
+        .call(move |conn| {
+            let account = accounts::account_by_username(conn, &username)?;
+            let proven = match (&account, device_key) {
+                (Some(a), Some(key)) => accounts::device_key_matches(conn, &for_db, a.id, &key)?,
+                _ => false,
+            };
+            Ok((account, proven))
+        })
         .await?;
+    // A device that proves it is the account's has a throttle of its own (auth::known).
+    let keys = if proven {
+        known::device_throttle_key(&device)
+    } else {
+        address_keys
+    };
+    let reservation = state.throttle.reserve(&keys).map_err(AppError::Throttled)?;
     let stored = account
         .as_ref()
         .map_or_else(|| password::decoy().to_owned(), |a| a.password_hash.clone());
@@ -134,22 +163,35 @@ async fn login(
             "this device was revoked: its data must be wiped".into(),
         ));
     }
-    tracing::info!(username = %account.username, device = %device, "login");
-    session(&state, account, device).await.map(Json)
+    tracing::info!(username = %account.username, device = %device, proven, "login");
+    session(&state, account, device, NewKey::Always)
+        .await
+        .map(Json)
 }
 
 /// Issues an access token and a new refresh token.
-async fn session(state: &AppState, account: Account, device: String) -> Result<Session, AppError> {
+async fn session(
+    state: &AppState,
+    account: Account,
+    device: String,
+    new_key: NewKey,
+) -> Result<Session, AppError> {
     let now = now_ms();
     let ttl = state.config.refresh_ttl_s * 1000;
     let for_db = account.clone();
     let for_token = device.clone();
-    let (refresh_token, villages, dgen) = state
+    let (refresh_token, villages, dgen, device_key) = state
         .db
         .call(move |conn| {
             let token = accounts::issue_refresh_token(conn, &device, for_db.id, now, ttl)?;
-            let dgen = accounts::device(conn, &device)?.map_or(0, |d| d.token_gen);
-            Ok((token, accounts::villages_of(conn, &for_db)?, dgen))
+            let stored = accounts::device(conn, &device)?;
+            let dgen = stored.as_ref().map_or(0, |d| d.token_gen);
+            let device_key = match new_key {
+                NewKey::IfMissing if stored.is_some_and(|d| d.has_key) => None,
+                _ => Some(accounts::issue_device_key(conn, &device)?),
+            };
+            let villages = accounts::villages_of(conn, &for_db)?;
+            Ok((token, villages, dgen, device_key))
         })
         .await?;
     let claims = Claims {
@@ -175,6 +217,7 @@ async fn session(state: &AppState, account: Account, device: String) -> Result<S
         },
         villages,
         server_time_ms: now_ms(),
+        device_key,
     })
 }
 
@@ -205,7 +248,9 @@ async fn refresh(
     }
     match (outcome, account) {
         (Ok(_), Some(account)) if !account.disabled => {
-            session(&state, account, device).await.map(Json)
+            session(&state, account, device, NewKey::IfMissing)
+                .await
+                .map(Json)
         }
         (Err(RefreshRefused::Reused), _) => {
             tracing::warn!(%device, "refresh token reused: device session revoked");

@@ -343,13 +343,16 @@ pub struct Device {
     pub villages: Option<String>,
     /// Generation of its access tokens: moved on when it signs out.
     pub token_gen: i64,
+    /// Whether it was given a device key (see [`issue_device_key`]).
+    pub has_key: bool,
 }
 
 /// The device with this id.
 pub fn device(conn: &Connection, id: &str) -> Result<Option<Device>, AppError> {
     let row = conn
         .query_row(
-            "SELECT id, account, name, revoked, last_counter, last_sync_ms, villages, token_gen FROM device WHERE id = ?1",
+            "SELECT id, account, name, revoked, last_counter, last_sync_ms, villages, token_gen,
+                 key_hash IS NOT NULL FROM device WHERE id = ?1",
             [id],
             device_from_row,
         )
@@ -367,6 +370,7 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         last_sync_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
         villages: r.get(6)?,
         token_gen: r.get(7)?,
+        has_key: r.get(8)?,
     })
 }
 
@@ -374,10 +378,10 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
 pub fn devices(conn: &Connection) -> Result<Vec<(Device, String)>, AppError> {
     let mut stmt = conn.prepare(
         "SELECT d.id, d.account, d.name, d.revoked, d.last_counter, d.last_sync_ms, d.villages,
-             d.token_gen, a.username
+             d.token_gen, d.key_hash IS NOT NULL, a.username
          FROM device d JOIN account a ON a.id = d.account ORDER BY a.username, d.registered_ms",
     )?;
-    let rows = stmt.query_map([], |r| Ok((device_from_row(r)?, r.get(8)?)))?;
+    let rows = stmt.query_map([], |r| Ok((device_from_row(r)?, r.get(9)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -422,6 +426,44 @@ fn token_hash(token: &str) -> String {
         .collect()
 }
 
+/// 244 random bits from the operating system's generator, as hex.
+fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Gives a device a new device key (stored hashed; the last one stops counting) and returns
+/// it. A login that sends it proves it comes from this device and is throttled on its own.
+pub fn issue_device_key(conn: &Connection, device: &str) -> Result<String, AppError> {
+    let key = random_secret();
+    conn.execute(
+        "UPDATE device SET key_hash = ?2 WHERE id = ?1",
+        params![device, token_hash(&key)],
+    )?;
+    Ok(key)
+}
+
+/// Whether `key` is the key last given to `device`, a device of `account` not revoked. (The
+/// stored value is the hash of 244 random bits: comparing it in variable time reveals nothing.)
+pub fn device_key_matches(
+    conn: &Connection,
+    device: &str,
+    account: i64,
+    key: &str,
+) -> Result<bool, AppError> {
+    let stored: Option<Option<String>> = conn
+        .query_row(
+            "SELECT key_hash FROM device WHERE id = ?1 AND account = ?2 AND NOT revoked",
+            params![device, account],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(stored.flatten().is_some_and(|hash| hash == token_hash(key)))
+}
+
 /// Issues a new refresh token for a device (stored hashed); returns the token itself.
 pub fn issue_refresh_token(
     conn: &Connection,
@@ -430,12 +472,7 @@ pub fn issue_refresh_token(
     now_ms: u64,
     ttl_ms: u64,
 ) -> Result<String, AppError> {
-    // 244 random bits from the operating system's generator.
-    let token = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let token = random_secret();
     conn.execute(
         "INSERT INTO refresh_token (hash, device, account, issued_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![token_hash(&token), device, account, now_ms as i64, (now_ms + ttl_ms) as i64],

@@ -62,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/006_feed_values.sql"),
     include_str!("sql/007_fewer_index_pages.sql"),
     include_str!("sql/008_token_generations.sql"),
+    include_str!("sql/009_device_keys.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections

@@ -6,7 +6,7 @@
 //! generated counterpart is `server/tests/insider.rs`.
 
 use baylink_server::store::accounts;
-use baylink_tests::harness::{PASSWORD, Server, VILLAGE};
+use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE};
 use baylink_tests::raw_http::{Answer, send};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -21,11 +21,22 @@ fn post(server: &Server, path: &str, token: Option<&str>, body: &Value) -> Answe
 }
 
 fn login_answer(server: &Server, username: &str, password: &str, device: Uuid) -> Answer {
+    login_with_key(server, username, password, device, None)
+}
+
+fn login_with_key(
+    server: &Server,
+    username: &str,
+    password: &str,
+    device: Uuid,
+    key: Option<&str>,
+) -> Answer {
     post(
         server,
         "/api/v1/auth/login",
         None,
-        &json!({"username": username, "password": password, "device_id": device, "device_name": "phone"}),
+        &json!({"username": username, "password": password, "device_id": device,
+                "device_name": "phone", "device_key": key}),
     )
 }
 
@@ -383,6 +394,67 @@ fn a_burst_of_guesses_is_throttled_and_long_usernames_leave_nothing_behind() {
         assert_eq!(answer.status, 400);
     }
     assert_eq!(server.state.throttle.len(), remembered);
+}
+
+#[test]
+fn guesses_from_elsewhere_never_lock_an_officer_out_of_a_phone_they_registered() {
+    let server = Server::start();
+    server.add_officer("oa", VILLAGE);
+    server.add_officer("ob", VILLAGE);
+    server.add_officer("oc", VILLAGE);
+    let key = |a: &Answer| a.json()["device_key"].as_str().unwrap().to_owned();
+    // Three devices sign in before anyone guesses (guesses from this address lock it too).
+    let (device, third) = (Uuid::new_v4(), Uuid::new_v4());
+    let key1 = key(&login_answer(&server, "ob", PASSWORD, device));
+    let key3 = key(&login_answer(&server, "oc", PASSWORD, third));
+    // oa's phone signs in and out: it keeps the device key the server gave it.
+    let mut phone = Device::new("oa");
+    phone.login(&server, "oa");
+    mobile_core::sync::logout(&mut phone.store).unwrap();
+    // Someone guesses oa's password from this same address until the account is locked.
+    for _ in 0..6 {
+        login_answer(&server, "oa", "guess", Uuid::new_v4());
+    }
+    let elsewhere = login_answer(&server, "oa", PASSWORD, Uuid::new_v4());
+    assert_eq!(elsewhere.status, 429, "a device oa never used waits");
+    // oa signs in on the phone she registered, and syncs.
+    phone.login(&server, "oa");
+    phone.sync();
+
+    // Over the wire: the key proves one device of one account, and only the last one given.
+    for _ in 0..6 {
+        login_answer(&server, "ob", "guess", Uuid::new_v4());
+    }
+    let no_key = login_answer(&server, "ob", PASSWORD, device);
+    assert_eq!(no_key.status, 429, "the device without its key");
+    let other = login_with_key(&server, "ob", PASSWORD, Uuid::new_v4(), Some(&key1));
+    assert_eq!(other.status, 429, "the key on another device");
+    let oa_with_it = login_with_key(&server, "oa", "guess", device, Some(&key1));
+    assert_eq!(oa_with_it.status, 429, "the key for another account");
+    let second = login_with_key(&server, "ob", PASSWORD, device, Some(&key1));
+    assert_eq!(second.status, 200, "{:?}", second.json());
+    let key2 = key(&second);
+    assert_ne!(key1, key2, "every sign-in gives a new key");
+    let stale = login_with_key(&server, "ob", PASSWORD, device, Some(&key1));
+    assert_eq!(stale.status, 429, "the last key stopped counting");
+    // The proven device has a throttle of its own: its own wrong guesses lock it too.
+    for _ in 0..5 {
+        let wrong = login_with_key(&server, "ob", "guess", device, Some(&key2));
+        assert_eq!(wrong.status, 401);
+    }
+    let after = login_with_key(&server, "ob", PASSWORD, device, Some(&key2));
+    assert_eq!(after.status, 429);
+    // A revoked device proves nothing.
+    server
+        .state
+        .db
+        .call_blocking(move |conn| accounts::revoke_device(conn, &third.to_string()))
+        .unwrap();
+    for _ in 0..6 {
+        login_answer(&server, "oc", "guess", Uuid::new_v4());
+    }
+    let revoked = login_with_key(&server, "oc", PASSWORD, third, Some(&key3));
+    assert_eq!(revoked.status, 429);
 }
 
 #[test]

@@ -326,7 +326,7 @@ fn a_revoked_device_is_refused_and_wiped_and_a_reused_refresh_token_ends_the_ses
         "a wiped phone takes a new identity"
     );
     // Signing in with the revoked identity is refused too.
-    let login = client.login("o1", PASSWORD, device, "stolen");
+    let login = client.login("o1", PASSWORD, device, "stolen", None);
     assert!(
         matches!(login, Err(mobile_core::Error::Server { ref code, .. }) if code == "device_revoked"),
         "{login:?}"
