@@ -67,6 +67,18 @@ pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) ->
     push_all(db, &officers[0].caller, &one);
     let store_one = start.elapsed();
     let plain_one = plain_insert(&scratch.join("plain-one.db"), &one);
+    // The cost of durable commits: a village of the same size pushed with commits durable only
+    // at the next checkpoint (`synchronous = NORMAL`), the server's setting before.
+    let relaxed = changes_of(51, &officers[51], counts);
+    let synchronous = |mode: &'static str| {
+        db.call_blocking(move |conn| Ok(conn.pragma_update(None, "synchronous", mode)?))
+            .expect("pragma");
+    };
+    synchronous("NORMAL");
+    let start = Instant::now();
+    push_all(db, &officers[51].caller, &relaxed);
+    let store_relaxed = start.elapsed();
+    synchronous("FULL");
 
     let many: Vec<Vec<Change>> = (1..=50)
         .map(|i| changes_of(i, &officers[i], counts))
@@ -96,6 +108,15 @@ pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) ->
             one.len(),
             store_one,
             plain_one,
+        ),
+        figure(
+            format!(
+                "server ingest, 1 device, durable commits (baseline: durable at checkpoint, {} changes)",
+                relaxed.len()
+            ),
+            one.len(),
+            store_one,
+            store_relaxed.mul_f64(one.len() as f64 / relaxed.len() as f64),
         ),
         figure(
             format!("server ingest, 50 devices at once ({total} changes)"),

@@ -23,7 +23,8 @@ use uuid::Uuid;
 pub use error::{Error, FieldProblem, MobileError, Result};
 pub use outbox::RefusedChange;
 pub use store::{
-    ApplyReport, ConcurrentEdit, Feedback, Link, Record, RecordSummary, SessionInfo, Store,
+    ApplyReport, ConcurrentEdit, Dismissal, Feedback, Link, Record, RecordSummary, RefusedField,
+    RefusedRecord, SessionInfo, Store,
 };
 pub use sync::SyncReport;
 
@@ -132,6 +133,22 @@ impl FieldStore {
     /// Changes the server refused, for the officer to correct.
     pub fn refused(&self) -> Result<Vec<RefusedChange>, MobileError> {
         Ok(self.lock().refused()?)
+    }
+
+    /// Records with refused changes, each with its label and the reasons.
+    pub fn refused_records(&self) -> Result<Vec<RefusedRecord>, MobileError> {
+        Ok(self.lock().refused_records()?)
+    }
+
+    /// Dismisses a record's refused changes (see [`Store::dismiss_refused`]).
+    pub fn dismiss_refused(&self, id: String) -> Result<Dismissal, MobileError> {
+        let id = parse_id(&id)?;
+        Ok(self.lock().dismiss_refused(id)?)
+    }
+
+    /// How many records have local changes waiting to be synced.
+    pub fn pending_records(&self) -> Result<u64, MobileError> {
+        Ok(self.lock().pending_records()?)
     }
 
     /// Records the station returned, with the reviewer's comments.

@@ -52,6 +52,15 @@ pub(crate) struct Entry {
     /// The server's refusal, once refused.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub(crate) refusal: Option<Refusal>,
+    /// The value the change replaced (the one its base stamp names), kept so that dismissing a
+    /// refusal can put it back. Present and `null` means the field held `null`.
+    #[serde(
+        rename = "o",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub(crate) old: Option<Value>,
 }
 
 /// A present member is `Some`, even when it is `null`; an absent one defaults to `None`.
@@ -68,6 +77,7 @@ impl Entry {
             value: None,
             base,
             refusal: None,
+            old: None,
         }
     }
 }
@@ -298,6 +308,16 @@ pub(crate) fn pending_count(conn: &Connection) -> Result<u64> {
     Ok(n as u64)
 }
 
+/// How many records have changes waiting to be pushed.
+pub(crate) fn pending_records(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(DISTINCT entity) FROM outbox WHERE pending > 0",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
 /// The rows that hold counters `lo..=hi`: from the last row starting at or before `lo` up to
 /// the rows starting at `hi`.
 fn rows_holding(conn: &Connection, node: NodeId, lo: u64, hi: u64) -> Result<Vec<Row>> {
@@ -357,6 +377,7 @@ pub(crate) struct Taken {
     pub(crate) value: Value,
     pub(crate) stamp: Stamp,
     pub(crate) base: Option<Stamp>,
+    pub(crate) old: Option<Value>,
 }
 
 /// Removes these changes from the outbox and returns them with their values.
@@ -385,6 +406,7 @@ pub(crate) fn take(conn: &Connection, node: NodeId, counters: &[u64]) -> Result<
                 value: change.value,
                 stamp: change.stamp,
                 base: change.base,
+                old: entry.old.clone(),
             });
         }
         row.entries = keep;
@@ -413,12 +435,13 @@ fn write_row(conn: &Connection, row: &Row) -> Result<()> {
     Ok(())
 }
 
-/// Drops refused changes of these fields of an entity: a new local write supersedes them.
+/// Drops refused changes of an entity, of these fields or (`None`) of all: a new local write
+/// supersedes them, or the officer dismissed them.
 pub(crate) fn drop_refused(
     conn: &Connection,
     node: NodeId,
     entity: Uuid,
-    fields: &[&str],
+    fields: Option<&[&str]>,
 ) -> Result<()> {
     let found = rows(
         conn,
@@ -428,12 +451,46 @@ pub(crate) fn drop_refused(
     )?;
     for mut row in found {
         let n = row.entries.len();
-        row.entries
-            .retain(|e| e.refusal.is_none() || !fields.contains(&e.field.as_str()));
+        row.entries.retain(|e| {
+            e.refusal.is_none() || fields.is_some_and(|f| !f.contains(&e.field.as_str()))
+        });
         if row.entries.len() != n {
             write_row(conn, &row)?;
         }
     }
+    Ok(())
+}
+
+/// The refused changes of an entity, oldest first, each with the stamp its action wrote.
+pub(crate) fn refused_of(
+    conn: &Connection,
+    node: NodeId,
+    entity: Uuid,
+) -> Result<Vec<(Stamp, Entry)>> {
+    let found = rows(
+        conn,
+        node,
+        "WHERE entity = ?1 AND refused > 0 ORDER BY first_counter",
+        [entity.hyphenated().to_string()],
+    )?;
+    Ok(found
+        .into_iter()
+        .flat_map(|row| {
+            let stamp = Stamp::new(Hlc::from_u64(row.hlc), node);
+            row.entries
+                .into_iter()
+                .filter(|e| e.refusal.is_some())
+                .map(move |e| (stamp, e))
+        })
+        .collect())
+}
+
+/// Drops every change of an entity, waiting or refused (a record the server never took).
+pub(crate) fn drop_entity(conn: &Connection, entity: Uuid) -> Result<()> {
+    conn.execute(
+        "DELETE FROM outbox WHERE entity = ?1",
+        [entity.hyphenated().to_string()],
+    )?;
     Ok(())
 }
 
@@ -484,6 +541,7 @@ mod tests {
             value: Some(Value::Null),
             base: None,
             refusal: None,
+            old: None,
         };
         let lazy = Entry::lazy(2, "name".into(), None);
         let text = encode(&[cleared.clone(), lazy.clone()]);

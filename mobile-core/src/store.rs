@@ -44,6 +44,46 @@ pub struct RecordSummary {
     pub updated_ms: u64,
 }
 
+/// A record with changes the server refused.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
+pub struct RefusedRecord {
+    /// Record id.
+    pub id: String,
+    /// Kind name.
+    pub kind: String,
+    /// One line to show.
+    pub label: String,
+    /// Whether the server never took the record: dismissing removes it from this phone.
+    pub never_taken: bool,
+    /// The refused fields.
+    pub fields: Vec<RefusedField>,
+}
+
+/// A refused field of a record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
+pub struct RefusedField {
+    /// Field name.
+    pub field: String,
+    /// Its Chinese label.
+    pub label: String,
+    /// Refusal code.
+    pub code: String,
+    /// The server's reason (Chinese, then English).
+    pub message: String,
+}
+
+/// What dismissing a record's refusals did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Enum)]
+pub enum Dismissal {
+    /// The server never took the record: it left this phone.
+    Removed,
+    /// Refused fields went back to the values they replaced.
+    Reverted {
+        /// How many.
+        fields: u32,
+    },
+}
+
 /// A record pointing at another, or pointed at.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
 pub struct Link {
@@ -271,6 +311,9 @@ impl Store {
             if n > 0 && reviewed {
                 changes.insert("review_status".into(), Value::String("pending".into()));
             }
+            if n > 0 {
+                with_refused(tx, device.node, id, &old, &mut changes)?;
+            }
             write_local(tx, device, now, id, &old.kind, Some(&old), &changes)?;
             Ok(n)
         })
@@ -409,6 +452,11 @@ impl Store {
         outbox::pending_count(&self.conn)
     }
 
+    /// How many records have changes waiting to be pushed.
+    pub fn pending_records(&self) -> Result<u64> {
+        outbox::pending_records(&self.conn)
+    }
+
     /// Local changes waiting to be pushed, oldest first, whole actions only: up to `limit`, or
     /// one action when it alone has more.
     pub fn outbox(&self, limit: usize) -> Result<Vec<Change>> {
@@ -427,6 +475,84 @@ impl Store {
     /// Changes the server refused, for the officer to correct.
     pub fn refused(&self) -> Result<Vec<RefusedChange>> {
         outbox::refused(&self.conn, self.device.node)
+    }
+
+    /// Records with changes the server refused, oldest first, each with its label and each
+    /// refused field's label and reason: what the officer corrects (an edit sends the record
+    /// again whole) or dismisses ([`Store::dismiss_refused`]).
+    pub fn refused_records(&self) -> Result<Vec<RefusedRecord>> {
+        let mut out: Vec<RefusedRecord> = Vec::new();
+        for change in self.refused()? {
+            let id = Uuid::parse_str(&change.entity)
+                .map_err(|_| Error::Corrupt("outbox entity".into()))?;
+            let at = match out.iter().position(|r| r.id == change.entity) {
+                Some(at) => at,
+                None => {
+                    let summary = self
+                        .summaries("WHERE id = ?1", params![change.entity])?
+                        .pop();
+                    let refused = outbox::refused_of(&self.conn, self.device.node, id)?;
+                    out.push(RefusedRecord {
+                        id: change.entity.clone(),
+                        kind: change.kind.clone(),
+                        label: summary.map(|s| s.label).unwrap_or_default(),
+                        never_taken: never_taken(&refused),
+                        fields: Vec::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            let label = EntityKind::parse(&change.kind)
+                .and_then(|k| k.field(&change.field))
+                .map_or_else(|| change.field.clone(), |f| f.zh.to_owned());
+            out[at].fields.push(RefusedField {
+                field: change.field,
+                label,
+                code: change.code,
+                message: change.message,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Dismisses a record's refused changes: a record the server never took leaves this phone
+    /// (with anything else waiting for it); otherwise each refused field goes back to the value
+    /// it replaced, as the server holds it, unless a newer value came since.
+    pub fn dismiss_refused(&mut self, id: Uuid) -> Result<Dismissal> {
+        self.write(|tx, device, _| {
+            let refused = outbox::refused_of(tx, device.node, id)?;
+            if refused.is_empty() {
+                return Err(Error::NotFound(format!("{id}: no refused change")));
+            }
+            if never_taken(&refused) {
+                outbox::drop_entity(tx, id)?;
+                db::delete_record(tx, id, db::links_pending(tx)?)?;
+                return Ok(Dismissal::Removed);
+            }
+            let old = db::load_record(tx, id)?;
+            let mut record = old.clone().ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let mut reverted = 0;
+            for (stamp, entry) in refused {
+                // Only a value the record still holds from the refused change goes back.
+                if record.state.get(&entry.field).map(|v| v.stamp) != Some(stamp) {
+                    continue;
+                }
+                match (entry.base, entry.old) {
+                    (Some(base), Some(value)) => {
+                        record
+                            .state
+                            .insert(entry.field, Versioned::new(value, base));
+                    }
+                    _ => {
+                        record.state.remove(&entry.field);
+                    }
+                }
+                reverted += 1;
+            }
+            db::save_record(tx, id, &record, old.as_ref(), None)?;
+            outbox::drop_refused(tx, device.node, id, None)?;
+            Ok(Dismissal::Reverted { fields: reverted })
+        })
     }
 
     /// Merges changes made elsewhere, in one transaction. Every change counts once however
@@ -551,15 +677,17 @@ impl Store {
                     let counter = device.next_counter;
                     device.next_counter += 1;
                     let still_held = record.state.get(&t.field).map(|v| v.stamp) == Some(t.stamp);
+                    let lazy = Entry {
+                        old: t.old,
+                        ..Entry::lazy(counter, t.field.clone(), t.base)
+                    };
                     if still_held {
-                        record
-                            .state
-                            .insert(t.field.clone(), Versioned::new(t.value, stamp));
-                        entries.push(Entry::lazy(counter, t.field, t.base));
+                        record.state.insert(t.field, Versioned::new(t.value, stamp));
+                        entries.push(lazy);
                     } else {
                         entries.push(Entry {
                             value: Some(t.value),
-                            ..Entry::lazy(counter, t.field, t.base)
+                            ..lazy
                         });
                     }
                 }
@@ -977,8 +1105,39 @@ fn capture_in(
     if current.get("deleted") == Some(&Value::Bool(true)) {
         fields.insert("deleted".into(), Value::Bool(false));
     }
+    if !fields.is_empty() {
+        with_refused(tx, device.node, id, &old, &mut fields)?;
+    }
     write_local(tx, device, now, id, kind.as_str(), Some(&old), &fields)?;
     Ok(id)
+}
+
+/// Whether the server refused a record's creation (a capture writes `created_by` with no base,
+/// and a new record is taken or refused whole): it never took the record.
+fn never_taken(refused: &[(Stamp, Entry)]) -> bool {
+    refused
+        .iter()
+        .any(|(_, e)| e.field == "created_by" && e.base.is_none())
+}
+
+/// Adds to a correction every field of the record the server refused, as the record holds it
+/// now: corrected, the record goes again whole (a new record is taken only whole, and a
+/// refusal of one field often follows from another's, as a village not the officer's).
+fn with_refused(
+    tx: &Transaction<'_>,
+    node: NodeId,
+    id: Uuid,
+    old: &StoredRecord,
+    changes: &mut Fields,
+) -> Result<()> {
+    for (_, entry) in outbox::refused_of(tx, node, id)? {
+        if let Some(held) = old.state.get(&entry.field) {
+            changes
+                .entry(entry.field)
+                .or_insert_with(|| held.value.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Writes a local action: one stamp for all its fields, merged state, links and outbox.
@@ -1009,7 +1168,10 @@ fn write_local(
             // An earlier change of ours may still need this value: copy it out first.
             outbox::materialize(tx, device.node, held.stamp.hlc, field, &held.value)?;
         }
-        entries.push(Entry::lazy(counter, field.clone(), held.map(|v| v.stamp)));
+        entries.push(Entry {
+            old: held.map(|v| v.value.clone()),
+            ..Entry::lazy(counter, field.clone(), held.map(|v| v.stamp))
+        });
         counter += 1;
         record
             .state
@@ -1021,7 +1183,7 @@ fn write_local(
     device.next_counter = counter;
     if old.is_some() {
         let fields: Vec<&str> = entries.iter().map(|e| e.field.as_str()).collect();
-        outbox::drop_refused(tx, device.node, id, &fields)?;
+        outbox::drop_refused(tx, device.node, id, Some(&fields))?;
     }
     outbox::append(tx, id, kind, hlc, &entries)?;
     Ok(true)

@@ -620,3 +620,96 @@ fn push_batches_never_end_inside_an_action() {
     // A limit smaller than one action still gives that whole action.
     assert_eq!(s.outbox(1).unwrap().len(), per_action);
 }
+
+/// Answers every change waiting: refused (with `code`) when `refuse` says so, else accepted.
+fn answer(s: &mut Store, refuse: &dyn Fn(&baylink_sync::Change) -> bool, code: &str) {
+    let results: Vec<ChangeResult> = s
+        .outbox(1000)
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let no = refuse(c);
+            ChangeResult {
+                counter: c.id.counter,
+                status: if no {
+                    ChangeStatus::Refused
+                } else {
+                    ChangeStatus::Accepted
+                },
+                code: no.then(|| code.to_owned()),
+                message: no.then(|| "不在您的辖区 / out of scope".to_owned()),
+                extra: Default::default(),
+            }
+        })
+        .collect();
+    s.settle(&results).unwrap();
+}
+
+#[test]
+fn a_correction_sends_the_refused_record_again_whole() {
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let captured = s.outbox(100).unwrap().len();
+    // A new record is refused whole (captured in a village not the officer's, say).
+    answer(&mut s, &|_| true, "out_of_scope");
+    let refused = s.refused_records().unwrap();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].never_taken && refused[0].label.contains("王芳"));
+    assert!(
+        refused[0]
+            .fields
+            .iter()
+            .any(|f| f.field == "village" && f.label == "所属村（社区）"),
+        "{refused:?}"
+    );
+    assert_eq!(s.pending_records().unwrap(), 0);
+    // Corrected in one field, the record goes again with every field it had.
+    s.edit(id, &input(&[("phone", "13800138000")])).unwrap();
+    assert!(s.refused_records().unwrap().is_empty());
+    let again = s.outbox(100).unwrap();
+    assert_eq!(again.len(), captured + 1, "{again:?}");
+    assert!(again.iter().any(|c| c.field == "name" && c.value == "王芳"));
+    assert_eq!(s.pending_records().unwrap(), 1);
+}
+
+#[test]
+fn dismissing_removes_a_record_the_server_never_took_and_reverts_an_edit_it_refused() {
+    let mut s = store();
+    let never = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    answer(&mut s, &|_| true, "out_of_scope");
+    assert_eq!(
+        s.dismiss_refused(never).unwrap(),
+        mobile_core::Dismissal::Removed
+    );
+    assert!(s.get(never).unwrap().is_none());
+    assert!(s.refused_records().unwrap().is_empty());
+    assert!(s.outbox(100).unwrap().is_empty());
+
+    // A record the server took, then an edit of it refused: dismissing puts back the value the
+    // edit replaced, and a field the edit added goes.
+    let taken = s
+        .capture(EntityKind::Person, &person("440102198001011235", "李明"))
+        .unwrap();
+    answer(&mut s, &|_| false, "");
+    s.edit(
+        taken,
+        &input(&[("name", "李小明"), ("phone", "13800138000")]),
+    )
+    .unwrap();
+    answer(&mut s, &|_| true, "read_only");
+    assert!(!s.refused_records().unwrap()[0].never_taken);
+    assert_eq!(
+        s.dismiss_refused(taken).unwrap(),
+        mobile_core::Dismissal::Reverted { fields: 2 }
+    );
+    let record = s.get(taken).unwrap().unwrap();
+    assert_eq!(record.fields.get("name").map(String::as_str), Some("李明"));
+    assert_eq!(record.fields.get("phone"), None);
+    assert!(s.refused_records().unwrap().is_empty());
+    assert!(s.outbox(100).unwrap().is_empty());
+    assert!(matches!(s.dismiss_refused(taken), Err(Error::NotFound(_))));
+}

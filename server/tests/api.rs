@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::accounts::{self, KeyMatch, NewAccount, Role};
 use baylink_server::{AppState, Config, app, auth, demo};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -588,6 +588,71 @@ fn half_sent_requests_are_closed_and_connections_are_bounded() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
 
+/// How a device key matches the test device's keys.
+fn key_match(state: &AppState, key: &str) -> KeyMatch {
+    let key = key.to_owned();
+    state
+        .db
+        .call_blocking(move |conn| {
+            let o1 = accounts::account_by_username(conn, "o1")?.map(|a| a.id);
+            accounts::device_key_matches(conn, DEVICE, o1, &key)
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_device_keeps_its_key_while_it_proves_it_and_a_lost_answer_cuts_no_one_off() {
+    let (state, _dir) = state();
+    let login = |key: Option<&str>| {
+        Body::from(
+            json!({"username": "o1", "password": "correct-horse-battery", "device_id": DEVICE,
+                   "device_name": "t", "device_key": key})
+            .to_string(),
+        )
+    };
+    let sign_in = |key: Option<String>| {
+        let state = state.clone();
+        async move {
+            let (status, body, _) = call(
+                &state,
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                login(key.as_deref()),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let key_of = |body: &Value| body["device_key"].as_str().map(str::to_owned);
+    let key1 = key_of(&sign_in(None).await).expect("a first key");
+    assert_eq!(key_match(&state, &key1), KeyMatch::Current);
+    // Proved: the device keeps its key, none is sent.
+    assert_eq!(key_of(&sign_in(Some(key1.clone())).await), None);
+    // Not proved (the phone lost its key, or someone holding the password signs in as it): a
+    // new key, and the last one keeps counting beside it.
+    let key2 = key_of(&sign_in(None).await).expect("a new key");
+    assert_eq!(key_match(&state, &key2), KeyMatch::Current);
+    assert_eq!(key_match(&state, &key1), KeyMatch::Previous);
+    // The phone never got key2 (the answer was lost): its key1 still proves it, and it is given
+    // a new key while key1 keeps counting until then.
+    let key3 = key_of(&sign_in(Some(key1.clone())).await).expect("a new key");
+    assert_eq!(key_match(&state, &key3), KeyMatch::Current);
+    assert_eq!(key_match(&state, &key1), KeyMatch::Previous);
+    assert_eq!(key_match(&state, &key2), KeyMatch::No);
+    assert_eq!(key_match(&state, &"f".repeat(64)), KeyMatch::No);
+    // Disabling the account ends its devices' keys; enabling it revives none.
+    for disabled in [true, false] {
+        state
+            .db
+            .call_blocking(move |c| accounts::set_disabled(c, "o1", disabled))
+            .unwrap();
+    }
+    assert_eq!(key_match(&state, &key3), KeyMatch::No);
+    assert_eq!(key_match(&state, &key1), KeyMatch::No);
+}
+
 #[tokio::test]
 async fn a_device_registered_before_device_keys_gets_one_at_its_next_refresh_and_keeps_it() {
     let (state, _dir) = state();
@@ -626,13 +691,6 @@ async fn a_device_registered_before_device_keys_gets_one_at_its_next_refresh_and
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{third}");
-    let key = third["device_key"].as_str().unwrap().to_owned();
-    let matches = state
-        .db
-        .call_blocking(move |conn| {
-            let o1 = accounts::account_by_username(conn, "o1")?.unwrap();
-            accounts::device_key_matches(conn, DEVICE, o1.id, &key)
-        })
-        .unwrap();
-    assert!(matches);
+    let key = third["device_key"].as_str().unwrap();
+    assert_eq!(key_match(&state, key), KeyMatch::Current);
 }

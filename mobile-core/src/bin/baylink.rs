@@ -10,6 +10,18 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use mobile_core::{Error, Record, RecordSummary, Store};
 use uuid::Uuid;
 
+/// Prints a line to standard output; a reader that went away (`baylink status | head`) ends
+/// the program quietly instead of making it panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let written = writeln!(std::io::stdout(), $($arg)*);
+        if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// Exit status for input the officer must correct.
 const EXIT_INVALID: u8 = 2;
 /// Exit status when the server refused the credentials or the session.
@@ -112,6 +124,14 @@ fn cli() -> Command {
         .subcommand(
             Command::new("show")
                 .about("Show one record with its links")
+                .arg(Arg::new("id").required(true)),
+        )
+        .subcommand(
+            Command::new("dismiss")
+                .about(
+                    "Dismiss a record's refused changes: a record the server never took leaves \
+                     this phone, otherwise the refused fields go back to the server's values",
+                )
                 .arg(Arg::new("id").required(true)),
         )
         .subcommand(
@@ -234,12 +254,12 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 .collect();
             let id = store.capture(kind, &input)?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "id": id.to_string(), "kind": kind.as_str() })
                 );
             } else {
-                println!("{id}");
+                out!("{id}");
             }
         }
         "edit" => {
@@ -269,24 +289,24 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             }
             let changed = store.edit(id, &input)?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "id": id.to_string(), "changed": changed })
                 );
             } else {
-                println!("{changed} field(s) changed");
+                out!("{changed} field(s) changed");
             }
         }
         "delete" => {
             let id = id(sub)?;
             store.delete(id)?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "id": id.to_string(), "deleted": true })
                 );
             } else {
-                println!("deleted {id}");
+                out!("deleted {id}");
             }
         }
         "list" => {
@@ -302,6 +322,22 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 .map(String::as_str)
                 .unwrap_or_default();
             print_summaries(&store.search(text, limit)?, json);
+        }
+        "dismiss" => {
+            let id = id(sub)?;
+            let dismissal = store.dismiss_refused(id)?;
+            if json {
+                out!("{}", serde_json::to_string(&dismissal).unwrap_or_default());
+            } else {
+                match dismissal {
+                    mobile_core::Dismissal::Removed => out!(
+                        "已从本机删除（服务器从未接收此记录） / removed from this phone: the server never took it"
+                    ),
+                    mobile_core::Dismissal::Reverted { fields } => out!(
+                        "已恢复 {fields} 个字段为服务器上的值 / {fields} field(s) back to the server's values"
+                    ),
+                }
+            }
         }
         "show" => {
             let id = id(sub)?;
@@ -331,12 +367,12 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 .unwrap_or_default();
             if json {
                 let device = store.node_id().to_string();
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "user": user, "villages": villages, "device": device })
                 );
             } else {
-                println!(
+                out!(
                     "signed in as {user} (villages {villages}) on device {}",
                     store.node_id()
                 );
@@ -344,7 +380,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         }
         "logout" => {
             mobile_core::sync::logout(&mut store)?;
-            println!("signed out");
+            out!("signed out");
         }
         "sync" => {
             let show = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -364,12 +400,23 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 eprintln!();
             }
             if json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                out!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
-                println!(
-                    "pushed {}, refused {}, restamped {}, pulled {}, removed {}",
-                    report.pushed, report.refused, report.restamped, report.pulled, report.purged
+                out!(
+                    "pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {}, pulled {}, removed {}",
+                    report.pushed_records,
+                    report.pushed,
+                    report.refused_records,
+                    report.refused,
+                    report.restamped,
+                    report.pulled,
+                    report.purged
                 );
+                if report.refused > 0 {
+                    out!(
+                        "see `baylink status`: correct with `baylink edit` or `baylink dismiss ID`"
+                    );
+                }
             }
         }
         "status" => print_status(&store, json)?,
@@ -389,7 +436,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 } else {
                     ""
                 };
-                println!(
+                out!(
                     "{:<20} {:<10} {:<8} {}",
                     s.name,
                     s.label_zh,
@@ -405,7 +452,8 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
 
 fn print_status(store: &Store, json: bool) -> Result<(), Error> {
     let pending = store.pending_count()?;
-    let refused = store.refused()?;
+    let pending_records = store.pending_records()?;
+    let refused = store.refused_records()?;
     let returned = store.returned()?;
     let session = store.session()?;
     if json {
@@ -414,14 +462,15 @@ fn print_status(store: &Store, json: bool) -> Result<(), Error> {
             "user": store.user(),
             "session": session,
             "pending_changes": pending,
+            "pending_records": pending_records,
             "refused": refused,
             "returned": returned,
         });
-        println!("{value}");
+        out!("{value}");
         return Ok(());
     }
-    println!("device      {}", store.node_id());
-    println!("officer     {}", store.user());
+    out!("device      {}", store.node_id());
+    out!("officer     {}", store.user());
     match &session {
         Some(s) => {
             let state = if s.signed_in {
@@ -435,28 +484,53 @@ fn print_status(store: &Store, json: bool) -> Result<(), Error> {
                     baylink_domain::date::CHINA_OFFSET_MINUTES,
                 )
             });
-            println!(
+            out!(
                 "server      {} ({state}, villages {})",
                 s.server,
                 s.villages.join(",")
             );
-            println!("last sync   {last}");
+            out!("last sync   {last}");
         }
-        None => println!("server      none (baylink login --server URL --user NAME)"),
+        None => out!("server      none (baylink login --server URL --user NAME)"),
     }
-    println!("to sync     {pending} change(s)");
-    println!("refused     {} change(s)", refused.len());
-    for r in refused {
-        println!(
-            "  {} {} {}: {} ({})",
-            r.kind, r.entity, r.field, r.message, r.code
+    out!("to sync     {pending_records} record(s) ({pending} values)");
+    out!("refused     {} record(s)", refused.len());
+    for r in &refused {
+        let kind = EntityKind::parse(&r.kind).map_or(r.kind.as_str(), |k| k.label_zh());
+        let note = if r.never_taken {
+            "  服务器未接收此记录 / the server has not taken this record"
+        } else {
+            ""
+        };
+        out!("  {kind} {} {}{note}", r.id, r.label);
+        // One line per reason, naming its fields (a record refused whole has one reason).
+        let mut reasons: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+        for f in &r.fields {
+            match reasons
+                .iter_mut()
+                .find(|(code, message, _)| *code == f.code && *message == f.message)
+            {
+                Some((_, _, labels)) => labels.push(&f.label),
+                None => reasons.push((&f.code, &f.message, vec![&f.label])),
+            }
+        }
+        for (code, message, labels) in reasons {
+            out!("    {}: {message} [{code}]", labels.join("、"));
+        }
+    }
+    if !refused.is_empty() {
+        out!(
+            "  改正：baylink edit KIND ID 字段=值（整条记录重新上传）；放弃：baylink dismiss ID / correct: baylink edit KIND ID FIELD=VALUE (the whole record goes again); give up: baylink dismiss ID"
         );
     }
-    println!("returned    {} record(s)", returned.len());
+    out!("returned    {} record(s)", returned.len());
     for f in returned {
-        println!(
+        out!(
             "  {} {} {}: {}",
-            f.record.kind, f.record.id, f.record.label, f.comment
+            f.record.kind,
+            f.record.id,
+            f.record.label,
+            f.comment
         );
     }
     Ok(())
@@ -479,12 +553,12 @@ fn read_password() -> Result<String, Error> {
 
 fn print_summaries(rows: &[RecordSummary], json: bool) {
     if json {
-        println!("{}", serde_json::to_string(rows).unwrap_or_default());
+        out!("{}", serde_json::to_string(rows).unwrap_or_default());
         return;
     }
     for r in rows {
         let status = r.review_status.as_deref().unwrap_or("-");
-        println!(
+        out!(
             "{}  {:<9} {:<12} {:<8} {}",
             r.id,
             r.kind,
@@ -497,11 +571,11 @@ fn print_summaries(rows: &[RecordSummary], json: bool) {
 
 fn print_record(record: &Record, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(record).unwrap_or_default());
+        out!("{}", serde_json::to_string(record).unwrap_or_default());
         return;
     }
     let s = &record.summary;
-    println!(
+    out!(
         "{} {} {}",
         s.kind,
         s.id,
@@ -518,15 +592,18 @@ fn print_record(record: &Record, json: bool) {
         let spec = kind.and_then(|k| k.field(name));
         let label = spec.map_or(name.as_str(), |f| f.zh);
         match spec.and_then(|s| s.choice_label(value)) {
-            Some(choice) => println!("  {label:<12} {choice} ({value})"),
-            None => println!("  {label:<12} {value}"),
+            Some(choice) => out!("  {label:<12} {choice} ({value})"),
+            None => out!("  {label:<12} {value}"),
         }
     }
     for link in &record.links {
         let arrow = if link.incoming { "<-" } else { "->" };
-        println!(
+        out!(
             "  {arrow} {} {} {} {}",
-            link.field, link.record.kind, link.record.id, link.record.label
+            link.field,
+            link.record.kind,
+            link.record.id,
+            link.record.label
         );
     }
 }

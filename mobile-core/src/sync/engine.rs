@@ -5,10 +5,12 @@
 //! injected faults in the simulation tests. A request that fails on the way (no signal, a cut
 //! connection, a 5xx) is retried a few times with growing pauses before the sync gives up.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use baylink_sync::Change;
 use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse, refusal};
+use uuid::Uuid;
 
 use crate::db;
 use crate::error::{Error, Result};
@@ -235,6 +237,10 @@ pub struct SyncReport {
     pub pushed: u64,
     /// Changes refused for good (kept for correction).
     pub refused: u64,
+    /// Records with a change the server accepted.
+    pub pushed_records: u64,
+    /// Records with a change refused for good.
+    pub refused_records: u64,
     /// Changes restamped after a clock correction.
     pub restamped: u64,
     /// Values received.
@@ -367,6 +373,8 @@ pub fn sync_with(
 ) -> Result<SyncReport> {
     let mut report = SyncReport::default();
     let total = store.pending_count()?;
+    let (mut pushed_records, mut refused_records) =
+        (HashSet::<Uuid>::new(), HashSet::<Uuid>::new());
     progress.progress("push", 0, total);
     // Each round settles a batch; a batch only restamped is pushed again (bounded, in case a
     // server keeps refusing).
@@ -379,6 +387,16 @@ pub fn sync_with(
         let (ahead, settled): (Vec<_>, Vec<_>) = answer.results.into_iter().partition(|r| {
             r.status == ChangeStatus::Refused && r.code.as_deref() == Some(refusal::CLOCK_AHEAD)
         });
+        let entity_of: HashMap<u64, Uuid> =
+            changes.iter().map(|c| (c.id.counter, c.entity)).collect();
+        for r in &settled {
+            let records = match r.status {
+                ChangeStatus::Accepted => &mut pushed_records,
+                ChangeStatus::Refused => &mut refused_records,
+                ChangeStatus::Unknown => continue,
+            };
+            records.extend(entity_of.get(&r.counter));
+        }
         let (accepted, refused) = store.settle(&settled)?;
         report.pushed += accepted as u64;
         report.refused += refused as u64;
@@ -391,6 +409,8 @@ pub fn sync_with(
         }
         progress.progress("push", report.pushed + report.refused, total);
     }
+    report.pushed_records = pushed_records.len() as u64;
+    report.refused_records = refused_records.len() as u64;
     if let Err(e) = pull(store, transport, progress, &mut report) {
         // Searches of what a bootstrap cut short brought read indexes again; the sync's error
         // is what the caller must see, whatever this does.

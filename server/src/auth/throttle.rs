@@ -2,7 +2,8 @@
 //! in a window, further attempts are refused until the window has passed.
 //!
 //! An attempt is reserved under every key before the password is checked, in one step under
-//! one lock, and counts until it ends: on an account, attempts in flight count as failures, so a
+//! one lock, and counts until it ends: on an account (and on a proven device or known browser,
+//! which stand in for it), attempts in flight count as failures, so a
 //! burst of concurrent guesses cannot all pass the check before any failure is counted; on an
 //! address (a station's officers may share one behind its gateway) at most [`MAX_IN_FLIGHT`]
 //! attempts run at once. An attempt that ends well takes back only its own reservation, so one
@@ -84,7 +85,9 @@ impl Throttle {
                 continue;
             };
             entry.failed.retain(|t| now.duration_since(*t) < WINDOW);
-            let account = key.starts_with("user:");
+            // An account, a proven device or a known browser: attempts in flight count. An address
+            // is shared (a station's gateway): only its failures do.
+            let account = !key.starts_with("addr:");
             let counted = entry.failed.len() + if account { entry.in_flight } else { 0 };
             if counted >= MAX_FAILURES {
                 let oldest = entry.failed.iter().min().copied().unwrap_or(now);
@@ -226,6 +229,14 @@ mod tests {
         drop(t.reserve(&keys("victim", "1")).unwrap());
         assert!(t.reserve(&keys("victim", "1")).is_err());
         assert!(t.reserve(&keys("attacker", "1")).is_err());
+    }
+
+    #[test]
+    fn a_proven_device_counts_its_attempts_in_flight_like_an_account() {
+        let t = Arc::new(Throttle::default());
+        let device = crate::auth::known::device_throttle_key("d");
+        let held: Vec<Reservation> = (0..16).filter_map(|_| t.reserve(&device).ok()).collect();
+        assert_eq!(held.len(), MAX_FAILURES);
     }
 
     #[test]

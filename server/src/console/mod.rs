@@ -295,7 +295,7 @@ async fn login(
     let now_s = now_ms() / 1000;
     let keys = cookie_named(&headers, known::BROWSER_COOKIE)
         .zip(account.as_ref())
-        .and_then(|(cookie, a)| state.keys.browser.check(&cookie, a.id, now_s))
+        .and_then(|(cookie, a)| state.keys.browser.check(&cookie, a, now_s))
         .unwrap_or(address_keys);
     let Ok(reservation) = state.throttle.reserve(&keys) else {
         return login_form(
@@ -341,7 +341,7 @@ async fn login(
             let browser = format!(
                 "{}={}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 known::BROWSER_COOKIE,
-                state.keys.browser.issue(id, now_s),
+                state.keys.browser.issue(&account, now_s),
                 known::BROWSER_TTL_S
             );
             let mut response = Redirect::to("/console/").into_response();

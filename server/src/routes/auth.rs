@@ -12,7 +12,7 @@ use crate::auth::{known, password, throttle};
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice, ClientAddr};
 use crate::state::AppState;
-use crate::store::accounts::{self, Account, RefreshRefused};
+use crate::store::accounts::{self, Account, KeyMatch, RefreshRefused};
 use crate::store::now_ms;
 
 /// The auth routes.
@@ -84,13 +84,19 @@ pub struct Session {
 }
 
 /// When a session hands the device a new device key.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum NewKey {
-    /// At a sign-in: the last key stops counting.
-    Always,
-    /// At a refresh, when the device has none yet (registered before device keys).
+    /// A sign-in that proved the key last given: the device keeps it.
+    Keep,
+    /// Any other sign-in: a new key; the one the device proved (the key before the last), or
+    /// else the last one, keeps counting beside it.
+    Rotate(Option<String>),
+    /// A refresh: a key only when the device has none yet (registered before device keys).
     IfMissing,
 }
+
+/// Longest device key looked at (keys are 64 characters); a longer one proves nothing.
+const MAX_DEVICE_KEY: usize = 128;
 
 fn bad_credentials() -> AppError {
     AppError::Unauthorized(
@@ -115,17 +121,25 @@ async fn login(
         ))
     })?;
     let (username, for_db, device_key) = (req.username.clone(), device.clone(), req.device_key);
-    let (account, proven) = state
+    let device_key = device_key.filter(|k| k.len() <= MAX_DEVICE_KEY);
+    let presented = device_key.clone();
+    let (account, matched) = state
         .db
         .call(move |conn| {
             let account = accounts::account_by_username(conn, &username)?;
-            let proven = match (&account, device_key) {
-                (Some(a), Some(key)) => accounts::device_key_matches(conn, &for_db, a.id, &key)?,
-                _ => false,
+            let matched = match device_key {
+                Some(key) => accounts::device_key_matches(
+                    conn,
+                    &for_db,
+                    account.as_ref().map(|a| a.id),
+                    &key,
+                )?,
+                None => KeyMatch::No,
             };
-            Ok((account, proven))
+            Ok((account, matched))
         })
         .await?;
+    let proven = matched != KeyMatch::No;
     // A device that proves it is the account's has a throttle of its own (auth::known).
     let keys = if proven {
         known::device_throttle_key(&device)
@@ -164,9 +178,12 @@ async fn login(
         ));
     }
     tracing::info!(username = %account.username, device = %device, proven, "login");
-    session(&state, account, device, NewKey::Always)
-        .await
-        .map(Json)
+    let new_key = match matched {
+        KeyMatch::Current => NewKey::Keep,
+        KeyMatch::Previous => NewKey::Rotate(presented),
+        KeyMatch::No => NewKey::Rotate(None),
+    };
+    session(&state, account, device, new_key).await.map(Json)
 }
 
 /// Issues an access token and a new refresh token.
@@ -187,8 +204,12 @@ async fn session(
             let stored = accounts::device(conn, &device)?;
             let dgen = stored.as_ref().map_or(0, |d| d.token_gen);
             let device_key = match new_key {
+                NewKey::Keep => None,
                 NewKey::IfMissing if stored.is_some_and(|d| d.has_key) => None,
-                _ => Some(accounts::issue_device_key(conn, &device)?),
+                NewKey::IfMissing => Some(accounts::issue_device_key(conn, &device, None)?),
+                NewKey::Rotate(kept) => {
+                    Some(accounts::issue_device_key(conn, &device, kept.as_deref())?)
+                }
             };
             let villages = accounts::villages_of(conn, &for_db)?;
             Ok((token, villages, dgen, device_key))

@@ -263,7 +263,13 @@ pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result
         return Err(no_account(username));
     }
     if disabled {
-        // Everything it holds ends now: refresh tokens, access tokens, console sessions.
+        // Everything it holds ends now: refresh tokens, access tokens, console sessions, and
+        // the device keys that exempt its devices from the lockout.
+        conn.execute(
+            "UPDATE device SET key_hash = NULL, prev_key_hash = NULL
+             WHERE account = (SELECT id FROM account WHERE username = ?1)",
+            [username],
+        )?;
         conn.execute(
             "UPDATE refresh_token SET spent = 1 WHERE account = (SELECT id FROM account WHERE username = ?1)",
             [username],
@@ -435,33 +441,62 @@ fn random_secret() -> String {
     )
 }
 
-/// Gives a device a new device key (stored hashed; the last one stops counting) and returns
-/// it. A login that sends it proves it comes from this device and is throttled on its own.
-pub fn issue_device_key(conn: &Connection, device: &str) -> Result<String, AppError> {
+/// Gives a device a new device key (stored hashed) and returns it. The key before it keeps
+/// counting, or `kept` when the login proved that one (the key the phone holds): if the answer
+/// with the new key is lost, the phone still proves itself with the one it has.
+pub fn issue_device_key(
+    conn: &Connection,
+    device: &str,
+    kept: Option<&str>,
+) -> Result<String, AppError> {
     let key = random_secret();
     conn.execute(
-        "UPDATE device SET key_hash = ?2 WHERE id = ?1",
-        params![device, token_hash(&key)],
+        "UPDATE device SET prev_key_hash = COALESCE(?3, key_hash), key_hash = ?2 WHERE id = ?1",
+        params![device, token_hash(&key), kept.map(token_hash)],
     )?;
     Ok(key)
 }
 
-/// Whether `key` is the key last given to `device`, a device of `account` not revoked. (The
-/// stored value is the hash of 244 random bits: comparing it in variable time reveals nothing.)
+/// How a login's device key matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyMatch {
+    /// No key, or not one of this device of this account (or it is revoked).
+    No,
+    /// The key last given.
+    Current,
+    /// The key before it (the answer with the last one may have been lost).
+    Previous,
+}
+
+/// How `key` matches the keys given to `device`, a device of `account` not revoked. One query
+/// whether or not the account exists. (The stored values are hashes of 244 random bits:
+/// comparing them in variable time reveals nothing.)
 pub fn device_key_matches(
     conn: &Connection,
     device: &str,
-    account: i64,
+    account: Option<i64>,
     key: &str,
-) -> Result<bool, AppError> {
-    let stored: Option<Option<String>> = conn
+) -> Result<KeyMatch, AppError> {
+    let stored: Option<(i64, bool, Option<String>, Option<String>)> = conn
         .query_row(
-            "SELECT key_hash FROM device WHERE id = ?1 AND account = ?2 AND NOT revoked",
-            params![device, account],
-            |r| r.get(0),
+            "SELECT account, revoked, key_hash, prev_key_hash FROM device WHERE id = ?1",
+            [device],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    Ok(stored.flatten().is_some_and(|hash| hash == token_hash(key)))
+    let hash = token_hash(key);
+    Ok(match stored {
+        Some((owner, false, current, previous)) if Some(owner) == account => {
+            if current.is_some_and(|h| h == hash) {
+                KeyMatch::Current
+            } else if previous.is_some_and(|h| h == hash) {
+                KeyMatch::Previous
+            } else {
+                KeyMatch::No
+            }
+        }
+        _ => KeyMatch::No,
+    })
 }
 
 /// Issues a new refresh token for a device (stored hashed); returns the token itself.

@@ -122,7 +122,10 @@ impl Db {
 
     fn prepare(conn: &mut Connection) -> Result<(), AppError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a commit reaches the disk before the push is answered, so a change a phone was
+        // told is accepted (and then drops) survives a power cut; NORMAL would be durable only
+        // at the next checkpoint. Its cost is measured in the benchmark (docs/reliability.md).
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;

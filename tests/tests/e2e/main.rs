@@ -3,6 +3,7 @@
 mod console_browser;
 mod hostile;
 mod insider;
+mod integrity;
 mod network_faults;
 mod offline_devices;
 mod review_sync;

@@ -1,0 +1,89 @@
+//! What a field trial found (records left incomplete, refusals the officer could not act on),
+//! each played by phones against a real server on loopback.
+
+use baylink_domain::EntityKind;
+use baylink_tests::harness::{Device, Server, VILLAGE};
+
+/// A village of another station (霞涌).
+const ELSEWHERE: &str = "441303007001";
+
+fn person(
+    village: &'static str,
+    id_number: &'static str,
+    name: &'static str,
+) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("village", village),
+        ("id_type", "resident_id"),
+        ("id_number", id_number),
+        ("name", name),
+        ("phone", "13800138000"),
+    ]
+}
+
+fn on_server(server: &Server, id: uuid::Uuid) -> i64 {
+    server
+        .state
+        .db
+        .call_blocking(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM entity WHERE id = ?1",
+                [id.hyphenated().to_string()],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_record_refused_whole_is_taken_whole_once_corrected_or_leaves_the_phone_when_dismissed() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut phone = Device::new("o1");
+    // Captured before signing in, in a village not the officer's (the phone did not know hers).
+    let id = phone.capture(
+        EntityKind::Person,
+        &person(ELSEWHERE, "11010519491231002X", "王芳"),
+    );
+    let stray = phone.capture(
+        EntityKind::Person,
+        &person(ELSEWHERE, "440102198001011235", "李明"),
+    );
+    phone.login(&server, "o1");
+    let report = phone.sync();
+    assert_eq!((report.pushed_records, report.refused_records), (0, 2));
+    let refused = phone.store.refused_records().unwrap();
+    assert_eq!(refused.len(), 2);
+    assert!(refused.iter().all(|r| r.never_taken));
+    assert!(
+        refused[0].fields[0].message.contains("不在您的辖区"),
+        "{refused:?}"
+    );
+    // Corrected in the village alone: the record goes again whole and the server takes it.
+    let mut village = baylink_domain::Input::new();
+    village.insert("village".into(), VILLAGE.into());
+    phone.store.edit(id, &village).unwrap();
+    let report = phone.sync();
+    assert_eq!((report.pushed_records, report.refused_records), (1, 0));
+    // Another phone of the officer receives it whole.
+    let mut second = Device::new("o1");
+    second.login(&server, "o1");
+    second.sync();
+    let record = second.store.get(id).unwrap().expect("the record");
+    assert_eq!(record.fields.get("name").map(String::as_str), Some("王芳"));
+    assert_eq!(
+        record.fields.get("id_number").map(String::as_str),
+        Some("11010519491231002X")
+    );
+    // The other is dismissed: it leaves the phone, and nothing of it reaches the server.
+    assert_eq!(
+        phone.store.dismiss_refused(stray).unwrap(),
+        mobile_core::Dismissal::Removed
+    );
+    assert!(phone.store.get(stray).unwrap().is_none());
+    assert!(phone.store.refused_records().unwrap().is_empty());
+    let report = phone.sync();
+    assert_eq!((report.pushed, report.refused), (0, 0));
+    assert_eq!(on_server(&server, stray), 0);
+    assert_eq!(on_server(&server, id), 1);
+}
