@@ -417,23 +417,7 @@ impl Store {
     /// Finds records by the start of an ID number, name, plate, address or phone. Each key is
     /// an indexed range scan, so a keystroke costs a few index probes, never a table scan.
     pub fn search(&self, text: &str, limit: u32) -> Result<Vec<RecordSummary>> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(Vec::new());
-        }
-        let compact = baylink_domain::id_number::normalize(text);
-        let plate = baylink_domain::plate::normalize(text);
-        let mut probes: Vec<(&str, String)> =
-            vec![("name", text.to_owned()), ("address", text.to_owned())];
-        if compact.len() >= 2 && compact.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
-            probes.push(("id_number", compact.clone()));
-            if compact.bytes().all(|b| b.is_ascii_digit()) {
-                probes.push(("phone", compact));
-            }
-        }
-        if plate.chars().count() >= 2 {
-            probes.push(("plate", plate));
-        }
+        let probes = baylink_domain::search::prefixes(text);
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for (column, prefix) in probes {

@@ -236,7 +236,7 @@ fn accepted_changes_leave_the_outbox_and_refused_ones_wait_for_a_correction() {
         (1, "name", "invalid")
     );
     // The officer corrects the name: the refused change gives way to the new one.
-    s.edit(id, &input(&[("name", "王 芳")])).unwrap();
+    s.edit(id, &input(&[("name", "王小芳")])).unwrap();
     assert!(s.refused().unwrap().is_empty());
     assert_eq!(s.pending_count().unwrap(), 1);
 }
@@ -271,7 +271,7 @@ fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
         .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
         .unwrap();
     // A local correction before any sync: both changes go out, each with its own value.
-    s.edit(id, &input(&[("name", "王 芳")])).unwrap();
+    s.edit(id, &input(&[("name", "王小芳")])).unwrap();
     let names: Vec<_> = s
         .outbox(100)
         .unwrap()
@@ -283,7 +283,7 @@ fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
         names,
         [
             (serde_json::json!("王芳"), false),
-            (serde_json::json!("王 芳"), true)
+            (serde_json::json!("王小芳"), true)
         ]
     );
 
@@ -301,7 +301,7 @@ fn unpushed_changes_keep_their_own_values_when_the_field_is_overwritten() {
         .collect();
     assert_eq!(
         names,
-        [serde_json::json!("王芳"), serde_json::json!("王 芳")]
+        [serde_json::json!("王芳"), serde_json::json!("王小芳")]
     );
 }
 
@@ -625,7 +625,7 @@ fn push_batches_never_end_inside_an_action() {
 fn answer(s: &mut Store, refuse: &dyn Fn(&baylink_sync::Change) -> bool, code: &str) {
     let results: Vec<ChangeResult> = s
         .outbox(1000)
-        .unwrap()
+        .expect("the outbox reads")
         .iter()
         .map(|c| {
             let no = refuse(c);
@@ -642,7 +642,7 @@ fn answer(s: &mut Store, refuse: &dyn Fn(&baylink_sync::Change) -> bool, code: &
             }
         })
         .collect();
-    s.settle(&results).unwrap();
+    s.settle(&results).expect("answers settle");
 }
 
 #[test]

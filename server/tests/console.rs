@@ -1302,6 +1302,10 @@ async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows
     push_as_officer(&console, "person", person, &[("name", json!("张伟"))]);
     assert!(!ids(Some("王芳")).contains(&person.to_string()), "old name");
     assert!(ids(Some("张伟")).contains(&person.to_string()));
+    assert!(
+        ids(Some(" 张 伟")).contains(&person.to_string()),
+        "typed with spaces, as Chinese is not written"
+    );
 
     // A phone and a note together: the phone column changes, so the whole row is written.
     push_as_officer(

@@ -102,20 +102,30 @@ pub fn parse(raw: &str, today: Date) -> Result<ResidentId, Reason> {
             format!("birth date {birth_date} is in the future"),
         ));
     }
-    let expected = check_char(&bytes[..17]);
-    if char::from(last) != expected {
-        return Err(Reason::new(
-            "checksum",
-            format!("校验位错误（末位应为 {expected}），请核对号码"),
-            format!("wrong check character (the last should be {expected}); check the number"),
-        ));
-    }
     let gender = if (bytes[16] - b'0') % 2 == 1 {
         Gender::Male
     } else {
         Gender::Female
     };
     let origin_name = regions::full_name(origin_code).unwrap_or_else(|| origin.name.to_owned());
+    if char::from(last) != check_char(&bytes[..17]) {
+        // A wrong check character means a wrong digit somewhere, not (usually) a wrong last
+        // one: naming the character the rest calls for would lead to a valid, wrong number.
+        // What the first 17 digits say is shown to compare with the card instead.
+        let (zh, en) = match gender {
+            Gender::Male => ("男", "male"),
+            Gender::Female => ("女", "female"),
+        };
+        return Err(Reason::new(
+            "checksum",
+            format!(
+                "号码有误（校验位不符），请与证件逐位核对；按此号码：出生 {birth_date}，{zh}，{origin_name}"
+            ),
+            format!(
+                "the number is wrong (its check character does not match): compare it digit by digit with the card; as typed it says born {birth_date}, {en}, {origin_name}"
+            ),
+        ));
+    }
     Ok(ResidentId {
         origin_code: origin_code.to_owned(),
         origin_name,
@@ -132,6 +142,22 @@ mod tests {
 
     fn today() -> Date {
         Date::new(2026, 11, 28).unwrap()
+    }
+
+    #[test]
+    fn a_wrong_check_character_says_what_the_number_decodes_to_not_what_would_pass() {
+        // The standard's sample with one birth-date digit mistyped: naming the check character
+        // the rest calls for would lead the officer to a valid number one day off.
+        let err = parse("11010519491230002X", today()).unwrap_err();
+        assert_eq!(err.code, "checksum");
+        assert!(
+            err.zh.contains("出生 1949-12-30")
+                && err.zh.contains("女")
+                && err.zh.contains("北京市朝阳区"),
+            "{}",
+            err.zh
+        );
+        assert!(!err.zh.contains("末位") && !err.en.contains("should be"));
     }
 
     #[test]

@@ -12,12 +12,30 @@ pub(crate) fn to_half_width(text: &str) -> String {
         .collect()
 }
 
-/// Half-width, trimmed, with inner white space collapsed to one space.
+/// Half-width, trimmed, with inner white space collapsed to one space, and none between two
+/// Chinese characters (Chinese is written without spaces: `李 明` is the name `李明`, which a
+/// search for 李明 must find; `John Smith` keeps its space).
 pub(crate) fn clean(text: &str) -> String {
-    to_half_width(text)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let half = to_half_width(text);
+    let words: Vec<&str> = half.split_whitespace().collect();
+    let mut out = String::with_capacity(half.len());
+    for (i, word) in words.iter().enumerate() {
+        let joined = i > 0
+            && words[i - 1].chars().next_back().is_some_and(is_han)
+            && word.chars().next().is_some_and(is_han);
+        if i > 0 && !joined {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// A Chinese character: the CJK ideograph blocks, and the private-use area, where older systems
+/// put rare name characters (生僻字).
+fn is_han(c: char) -> bool {
+    matches!(c as u32,
+        0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0xE000..=0xF8FF | 0x20000..=0x3FFFF)
 }
 
 /// Prose as typed: trimmed, line endings made `\n`; everything else (full-width punctuation,
@@ -101,8 +119,11 @@ mod tests {
     #[test]
     fn full_width_becomes_ascii() {
         assert_eq!(to_half_width("１２３ｘＸ－"), "123xX-");
-        assert_eq!(clean("\u{3000} 张  三 \n"), "张 三");
-        assert_eq!(clean(" 张 三\t李"), "张 三 李");
+        // No space between Chinese characters; one between other words.
+        assert_eq!(clean("\u{3000} 张  三 \n"), "张三");
+        assert_eq!(clean(" 张 三\t李"), "张三李");
+        assert_eq!(clean("John  Smith"), "John Smith");
+        assert_eq!(clean("王 John"), "王 John");
         assert_eq!(clean("王芳"), "王芳");
     }
 }

@@ -380,9 +380,15 @@ impl Rules<'_> {
         let entered = self.entered.contains(&name);
         match self.text(name) {
             Some(current) if entered && current != value => {
+                // A choice is named in each language by its label (男, not `male`).
+                let zh = self
+                    .kind
+                    .field(name)
+                    .and_then(|spec| spec.choice_label(value))
+                    .unwrap_or(value);
                 let reason = Reason::new(
                     "mismatch",
-                    format!("与{source_zh}不符（应为 {value}）"),
+                    format!("与{source_zh}不符（应为 {zh}）"),
                     format!("does not agree with the {source_en} (which says {value})"),
                 );
                 self.fail(name, reason);
@@ -503,7 +509,7 @@ mod tests {
         let fields = validate_capture(EntityKind::Person, &person(), today()).unwrap();
         assert_eq!(fields["id_type"], "resident_id");
         assert_eq!(fields["id_number"], "11010519491231002X");
-        assert_eq!(fields["name"], "王 芳");
+        assert_eq!(fields["name"], "王芳");
         assert_eq!(fields["gender"], "female");
         assert_eq!(fields["birth_date"], "1949-12-31");
         assert_eq!(fields["origin_name"], "北京市朝阳区");
@@ -566,7 +572,7 @@ mod tests {
         let same = validate_edit(
             EntityKind::Person,
             &current,
-            &input(&[("name", "王芳 ")]),
+            &input(&[("name", "王芳芳 ")]),
             today(),
         );
         assert_eq!(same.unwrap().keys().collect::<Vec<_>>(), ["name"]);
@@ -599,6 +605,20 @@ mod tests {
             .into_iter()
             .map(|e| (e.field, e.code))
             .collect()
+    }
+
+    #[test]
+    fn a_gender_that_disagrees_with_the_id_number_is_named_in_chinese() {
+        let mut input = person();
+        input.insert("gender".into(), "男".into());
+        let err = validate_capture(EntityKind::Person, &input, today()).unwrap_err();
+        let error = &err.field_errors()[0];
+        assert_eq!(
+            (error.field.as_str(), error.code.as_str()),
+            ("gender", "mismatch")
+        );
+        assert!(error.message_zh.contains("应为 女"), "{}", error.message_zh);
+        assert!(error.message_en.contains("female"), "{}", error.message_en);
     }
 
     #[test]
@@ -646,8 +666,9 @@ mod tests {
         );
         // What a replica sends back is as normalised as it was.
         assert_eq!(fields_with_errors(EntityKind::Person, &fields), []);
-        // Short texts are still cleaned: half-width, white space collapsed.
-        assert_eq!(fields["name"], "王 芳");
+        // Short texts are still cleaned: half-width, white space collapsed (none between
+        // Chinese characters).
+        assert_eq!(fields["name"], "王芳");
         form.insert("notes".into(), "行一\u{0}行二".into());
         let err = validate_capture(EntityKind::Person, &form, today()).unwrap_err();
         assert_eq!(err.field_errors()[0].code, "hidden_character");

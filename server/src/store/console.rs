@@ -222,20 +222,23 @@ pub fn list(
         );
     }
     if let Some(q) = query {
-        let normalised = baylink_domain::id_number::normalize(q);
-        let q = if normalised.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
-            normalised
-        } else {
-            q.to_owned()
-        };
-        arg(&mut sql, &mut args, "", Sql::Text(q.clone()));
-        let lo = args.len();
-        arg(&mut sql, &mut args, "", Sql::Text(format!("{q}\u{10FFFF}")));
-        let hi = args.len();
-        let ranges: Vec<String> = ["id_number", "name", "plate", "address", "phone"]
-            .iter()
-            .map(|c| format!("({c} >= ?{lo} AND {c} < ?{hi})"))
-            .collect();
+        // Each column by its own prefix, normalised as it is stored (one rule, the phone's too).
+        let mut ranges = Vec::new();
+        for (column, prefix) in baylink_domain::search::prefixes(q) {
+            arg(
+                &mut sql,
+                &mut args,
+                "",
+                Sql::Text(format!("{prefix}\u{10FFFF}")),
+            );
+            let hi = args.len();
+            arg(&mut sql, &mut args, "", Sql::Text(prefix));
+            let lo = args.len();
+            ranges.push(format!("({column} >= ?{lo} AND {column} < ?{hi})"));
+        }
+        if ranges.is_empty() {
+            ranges.push("0".to_owned());
+        }
         sql.push_str(&format!(" AND ({})", ranges.join(" OR ")));
     }
     sql.push_str(" ORDER BY updated_seq DESC");

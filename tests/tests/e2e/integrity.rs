@@ -32,7 +32,7 @@ fn on_server(server: &Server, id: uuid::Uuid) -> i64 {
                 |r| r.get(0),
             )?)
         })
-        .unwrap()
+        .expect("the server's database answers")
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn the_same_person_captured_on_two_offline_phones_ends_as_one_identical_record()
         let fields = &a.store.get(pa).unwrap().unwrap().fields;
         // Fields both captured take the later write (B's clock ran a minute later); the rest
         // are the union of what each officer knew.
-        assert_eq!(fields["name"], "王 芳");
+        assert_eq!(fields["name"], "王芳");
         assert_eq!(fields["phone"], "13800138000");
         assert_eq!(fields["occupation"], "厨师");
         assert_eq!(fields["created_by"], "officer-b");

@@ -88,7 +88,7 @@ fn two_officers_capture_the_same_person_offline_and_everyone_ends_with_one_ident
             "{name}"
         );
     }
-    assert_eq!(field(&a, pa, "name").as_deref(), Some("王 芳"));
+    assert_eq!(field(&a, pa, "name").as_deref(), Some("王芳"));
     assert_eq!(a.store.pending_count().unwrap(), 0);
     let persons: i64 = server.query(|c| {
         c.query_row(

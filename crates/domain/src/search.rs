@@ -1,0 +1,52 @@
+//! What the text typed in a search box is looked up as: a prefix per searchable column,
+//! normalised as that column's values are stored (`粤L·D1` finds the plate `粤LD12345`, `李 明`
+//! the name `李明`). The phone's search and the console's both use it.
+
+use crate::{id_number, plate, text};
+
+/// The (column, prefix) pairs to look up; none for blank text.
+pub fn prefixes(typed: &str) -> Vec<(&'static str, String)> {
+    let cleaned = text::clean(typed);
+    if cleaned.is_empty() {
+        return Vec::new();
+    }
+    let mut probes = vec![("name", cleaned.clone()), ("address", cleaned.clone())];
+    let compact = id_number::normalize(&cleaned);
+    if compact.len() >= 2 && compact.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
+        probes.push(("id_number", compact.clone()));
+        if compact.bytes().all(|b| b.is_ascii_digit()) {
+            probes.push(("phone", compact));
+        }
+    }
+    let plate = plate::normalize(&cleaned);
+    if plate.chars().count() >= 2 {
+        probes.push(("plate", plate));
+    }
+    probes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(typed: &str, column: &str) -> Option<String> {
+        prefixes(typed)
+            .into_iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, p)| p)
+    }
+
+    #[test]
+    fn each_column_is_searched_as_it_is_stored() {
+        assert_eq!(prefix("粤L·D1", "plate").as_deref(), Some("粤LD1"));
+        assert_eq!(prefix(" 李 明 ", "name").as_deref(), Some("李明"));
+        assert_eq!(prefix("John  Smith", "name").as_deref(), Some("John Smith"));
+        assert_eq!(
+            prefix("110105 1949", "id_number").as_deref(),
+            Some("1101051949")
+        );
+        assert_eq!(prefix("１３８００", "phone").as_deref(), Some("13800"));
+        assert_eq!(prefix("王芳", "phone"), None);
+        assert!(prefixes("   ").is_empty());
+    }
+}
