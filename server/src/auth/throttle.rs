@@ -15,8 +15,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Failures allowed per key within the window.
+/// Failures allowed per account (or proven device, or known browser) within the window.
 const MAX_FAILURES: usize = 5;
+/// Failures allowed per address within the window: higher, since a station's officers share
+/// one behind its gateway, and one officer's mistyping (or someone's guesses at one account)
+/// must not keep the others' new phones from signing in.
+const MAX_ADDRESS_FAILURES: usize = 30;
 /// The window.
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Most keys remembered.
@@ -89,7 +93,12 @@ impl Throttle {
             // is shared (a station's gateway): only its failures do.
             let account = !key.starts_with("addr:");
             let counted = entry.failed.len() + if account { entry.in_flight } else { 0 };
-            if counted >= MAX_FAILURES {
+            let allowed = if account {
+                MAX_FAILURES
+            } else {
+                MAX_ADDRESS_FAILURES
+            };
+            if counted >= allowed {
                 let oldest = entry.failed.iter().min().copied().unwrap_or(now);
                 let left = WINDOW.saturating_sub(now.duration_since(oldest)).as_secs();
                 wait = wait.max(left.max(1));
@@ -195,7 +204,13 @@ mod tests {
             drop(t.reserve(&keys("a", "1")).unwrap());
         }
         assert!(t.reserve(&keys("a", "2")).is_err_and(|s| s > 0));
-        assert!(t.reserve(&keys("b", "1")).is_err(), "the address waits too");
+        // Another account behind the same address still signs in, until the address has had
+        // its own, higher, count of failures.
+        t.reserve(&keys("b", "1")).unwrap().succeed();
+        for n in MAX_FAILURES..MAX_ADDRESS_FAILURES {
+            drop(t.reserve(&keys(&format!("u{n}"), "1")).unwrap());
+        }
+        assert!(t.reserve(&keys("b", "1")).is_err(), "the address waits");
         assert!(t.reserve(&keys("b", "2")).is_ok());
     }
 
@@ -228,6 +243,9 @@ mod tests {
         t.reserve(&keys("attacker", "1")).unwrap().succeed();
         drop(t.reserve(&keys("victim", "1")).unwrap());
         assert!(t.reserve(&keys("victim", "1")).is_err());
+        for n in 0..MAX_ADDRESS_FAILURES - MAX_FAILURES {
+            drop(t.reserve(&keys(&format!("guess{n}"), "1")).unwrap());
+        }
         assert!(t.reserve(&keys("attacker", "1")).is_err());
     }
 

@@ -417,6 +417,10 @@ fn guesses_from_elsewhere_never_lock_an_officer_out_of_a_phone_they_registered()
     }
     let elsewhere = login_answer(&server, "oa", PASSWORD, Uuid::new_v4());
     assert_eq!(elsewhere.status, 429, "a device oa never used waits");
+    // A colleague behind the same address signs a new phone in: the address has a higher limit.
+    server.add_officer("od", VILLAGE);
+    let colleague = login_answer(&server, "od", PASSWORD, Uuid::new_v4());
+    assert_eq!(colleague.status, 200, "{:?}", colleague.json());
     // oa signs in on the phone she registered, and syncs.
     phone.login(&server, "oa");
     phone.sync();
