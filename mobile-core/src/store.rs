@@ -302,6 +302,7 @@ impl Store {
             if let (Some(villages), Some(village)) = (&villages, changes.get("village")) {
                 refuse_village(village, villages)?;
             }
+            refuse_key_collision(tx, kind, id, &current, &changes)?;
             let n = changes.len();
             // A corrected record goes back to the station for review.
             let reviewed = current
@@ -1031,6 +1032,57 @@ fn outside(tx: &Transaction<'_>, id: Uuid, villages: &[String]) -> Result<()> {
 }
 
 /// An error naming the village field when `village` is not one of `villages`.
+/// An edit that would give a record another record's natural key (a person's ID number, a
+/// plate, an address code) is refused, naming the other record, as the server would refuse it:
+/// two records would be one person, vehicle or house (a reviewer merges true duplicates).
+fn refuse_key_collision(
+    tx: &Transaction<'_>,
+    kind: EntityKind,
+    id: Uuid,
+    current: &Fields,
+    changes: &Fields,
+) -> Result<()> {
+    let mut after = current.clone();
+    after.extend(changes.clone());
+    let Some(natural) = natural_id(kind, &after).filter(|n| *n != id) else {
+        return Ok(());
+    };
+    if natural_id(kind, current) == Some(natural) {
+        return Ok(());
+    }
+    let Some(other) = db::load_record(tx, natural)? else {
+        return Ok(());
+    };
+    let other = values(&other.state);
+    let gone = |field: &str| {
+        other
+            .get(field)
+            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+    };
+    if gone("deleted") || gone("merged_into") {
+        return Ok(());
+    }
+    let (field, zh, en) = match kind {
+        EntityKind::Vehicle => ("plate", "号牌", "plate"),
+        EntityKind::House => ("address_code", "地址编码", "address code"),
+        _ => ("id_number", "证件号码", "ID number"),
+    };
+    Err(
+        baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
+            field: field.into(),
+            code: "duplicate".into(),
+            message_zh: format!(
+                "{zh}：与另一条记录（{natural}）相同。请核对；若是同一{}，请审核人员合并两条记录",
+                kind.label_zh()
+            ),
+            message_en: format!(
+                "{en}: another record ({natural}) has it. Check it; if both are the same, a reviewer merges them"
+            ),
+        }])
+        .into(),
+    )
+}
+
 fn refuse_village(village: &Value, villages: &[String]) -> Result<()> {
     let Some(code) = village.as_str() else {
         return Ok(());

@@ -144,6 +144,33 @@ pub fn named_records(changes: &[Change]) -> BTreeSet<Uuid> {
     ids
 }
 
+/// Fields a natural key is made of: changing one gives a record another natural id.
+const KEY_FIELDS: [&str; 4] = ["id_type", "id_number", "plate", "address_code"];
+
+/// The records a push's edits of natural keys might collide with: for each stored record whose
+/// key fields the push changes, the id its key would then give, when that is another record's
+/// id not yet among `records`. The push reads them as facts too.
+pub fn key_collisions(changes: &[Change], records: &HashMap<Uuid, Held>) -> BTreeSet<Uuid> {
+    let mut keys: HashMap<Uuid, Fields> = HashMap::new();
+    for change in changes
+        .iter()
+        .filter(|c| KEY_FIELDS.contains(&c.field.as_str()))
+    {
+        let Some(held) = records.get(&change.entity) else {
+            continue;
+        };
+        keys.entry(change.entity)
+            .or_insert_with(|| values(&held.state))
+            .insert(change.field.clone(), change.value.clone());
+    }
+    keys.into_iter()
+        .filter_map(|(id, after)| {
+            let kind = EntityKind::parse(&records.get(&id)?.kind)?;
+            natural_id(kind, &after).filter(|n| *n != id && !records.contains_key(n))
+        })
+        .collect()
+}
+
 /// The kind and id a change's reference field names, if the field is one and names an id.
 fn reference(change: &Change) -> Option<(EntityKind, Uuid)> {
     let spec = EntityKind::parse(&change.kind)?.field(&change.field)?;
@@ -293,6 +320,62 @@ fn first_look(facts: &Facts<'_>, change: &Change, seen: &mut u64) -> Option<Deci
     None
 }
 
+/// An edit that gives a stored record the natural key of another record, not deleted (a
+/// person's ID number, a plate, an address code): two records would then be one person, vehicle
+/// or house. Its key changes are refused with a pointer to the other record when the caller may
+/// open it; a reviewer merges true duplicates.
+fn refuse_key_collision(
+    facts: &Facts<'_>,
+    changes: &[Change],
+    id: Uuid,
+    kind: EntityKind,
+    held: &Held,
+    idx: &[usize],
+    plan: &mut [Option<Decision>],
+) {
+    let after = values(&merged_after(Some(held), changes, idx, plan));
+    let Some(natural) = natural_id(kind, &after).filter(|n| *n != id) else {
+        return;
+    };
+    if natural_id(kind, &values(&held.state)) == Some(natural) {
+        return;
+    }
+    let Some(other) = facts.records.get(&natural) else {
+        return;
+    };
+    let gone = |field: &str| {
+        let value = value_of(&other.state, field);
+        !value.is_null() && value != &Value::Bool(false)
+    };
+    if other.kind != kind.as_str() || gone("deleted") || gone("merged_into") {
+        return;
+    }
+    let visible =
+        facts.role == Role::Admin || other.villages.iter().any(|v| facts.villages.contains(v));
+    let (zh, en) = match kind {
+        EntityKind::Vehicle => ("号牌", "plate"),
+        EntityKind::House => ("地址编码", "address code"),
+        _ => ("证件号码", "ID number"),
+    };
+    let message = if visible {
+        format!(
+            "{zh}：与另一条记录（{natural}）相同。请核对；若是同一{}，请审核人员合并两条记录 / {en}: another record ({natural}) has it. Check it; if both are the same, a reviewer merges them",
+            kind.label_zh()
+        )
+    } else {
+        format!(
+            "{zh}：与其他村（社区）的一条记录相同，请核对 / {en}: a record of another village has it; check it"
+        )
+    };
+    for &i in idx {
+        if KEY_FIELDS.contains(&changes[i].field.as_str())
+            && plan[i].as_ref().is_some_and(Decision::accepted)
+        {
+            plan[i] = Some(Decision::refuse(refusal::INVALID, message.clone()));
+        }
+    }
+}
+
 /// Decides the changes of one record that passed [`first_look`].
 fn decide_record(
     facts: &Facts<'_>,
@@ -422,6 +505,9 @@ fn decide_record(
             };
             return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
         }
+    }
+    if let Some(held) = held {
+        refuse_key_collision(facts, changes, id, kind, held, idx, plan);
     }
     if idx
         .iter()

@@ -157,28 +157,40 @@ fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Hel
     let written: HashSet<Uuid> = changes.iter().map(|c| c.entity).collect();
     let mut records = HashMap::new();
     for id in authorize::named_records(changes) {
-        let text = id.hyphenated().to_string();
-        let kind: Option<String> = tx
-            .prepare_cached("SELECT kind FROM entity WHERE id = ?1")?
-            .query_row([&text], |r| r.get(0))
-            .optional()?;
-        let Some(kind) = kind else { continue };
-        let state = if written.contains(&id) {
-            state_of(tx, &text)?
-        } else {
-            EntityState::new()
-        };
-        let villages = scope_of(tx, &text)?;
-        records.insert(
-            id,
-            Held {
-                kind,
-                villages,
-                state,
-            },
-        );
+        if let Some(held) = held_record(tx, id, written.contains(&id))? {
+            records.insert(id, held);
+        }
+    }
+    // The records an edit of a natural key would collide with, with their values (deleted?).
+    for id in authorize::key_collisions(changes, &records) {
+        if let Some(held) = held_record(tx, id, true)? {
+            records.insert(id, held);
+        }
     }
     Ok(records)
+}
+
+/// One stored record as the planner sees it, its values read when `with_state`.
+fn held_record(tx: &Connection, id: Uuid, with_state: bool) -> Result<Option<Held>, AppError> {
+    let text = id.hyphenated().to_string();
+    let kind: Option<String> = tx
+        .prepare_cached("SELECT kind FROM entity WHERE id = ?1")?
+        .query_row([&text], |r| r.get(0))
+        .optional()?;
+    let Some(kind) = kind else {
+        return Ok(None);
+    };
+    let state = if with_state {
+        state_of(tx, &text)?
+    } else {
+        EntityState::new()
+    };
+    let villages = scope_of(tx, &text)?;
+    Ok(Some(Held {
+        kind,
+        villages,
+        state,
+    }))
 }
 
 /// A record's current values with their stamps.

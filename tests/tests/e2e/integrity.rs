@@ -87,3 +87,71 @@ fn a_record_refused_whole_is_taken_whole_once_corrected_or_leaves_the_phone_when
     assert_eq!(on_server(&server, stray), 0);
     assert_eq!(on_server(&server, id), 1);
 }
+
+#[test]
+fn an_edit_onto_another_records_id_number_is_refused_with_a_pointer_and_dismissed_back() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", ELSEWHERE);
+    let (mut phone, mut other_phone, mut elsewhere) =
+        (Device::new("o1"), Device::new("o1"), Device::new("o2"));
+    phone.login(&server, "o1");
+    other_phone.login(&server, "o1");
+    elsewhere.login(&server, "o2");
+    let a = phone.capture(
+        EntityKind::Person,
+        &person(VILLAGE, "11010519491231002X", "王芳"),
+    );
+    phone.sync();
+    other_phone.sync();
+    // Captured on another phone since: this phone does not hold it yet.
+    let c = other_phone.capture(
+        EntityKind::Person,
+        &person(VILLAGE, "440102198001011235", "李明"),
+    );
+    other_phone.sync();
+    let _b = elsewhere.capture(
+        EntityKind::Person,
+        &person(ELSEWHERE, "440303199002020020", "张伟"),
+    );
+    elsewhere.sync();
+
+    let mut number = |to: &str| {
+        let mut input = baylink_domain::Input::new();
+        input.insert("id_number".into(), to.into());
+        phone.store.edit(a, &input).unwrap();
+        let report = phone.sync();
+        assert_eq!(report.refused_records, 1, "{report:?}");
+        let refused = phone.store.refused_records().unwrap();
+        let message = refused[0]
+            .fields
+            .iter()
+            .find(|f| f.field == "id_number")
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            phone.store.dismiss_refused(a).unwrap(),
+            mobile_core::Dismissal::Reverted { fields: 1 }
+        );
+        message
+    };
+    // Onto a record of the same village: refused, naming it.
+    let message = number("440102198001011235");
+    assert!(message.contains(&c.to_string()), "{message}");
+    // Onto a record of another village: refused, without its id.
+    let message = number("440303199002020020");
+    assert!(message.contains("其他村"), "{message}");
+    // Dismissed, the record is as the server holds it, and the server has one record per number.
+    let record = phone.store.get(a).unwrap().unwrap();
+    assert_eq!(
+        record.fields.get("id_number").map(String::as_str),
+        Some("11010519491231002X")
+    );
+    phone.sync();
+    assert_eq!(on_server(&server, a), 1);
+    // Once the phone holds the other record, it refuses the edit itself.
+    let mut input = baylink_domain::Input::new();
+    input.insert("id_number".into(), "440102198001011235".into());
+    let err = phone.store.edit(a, &input).unwrap_err();
+    assert!(err.to_string().contains(&c.to_string()), "{err}");
+}
