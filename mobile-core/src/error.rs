@@ -29,10 +29,10 @@ pub enum Error {
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
     /// The server could not be reached or answered garbage.
-    #[error("network: {0}")]
+    #[error("网络不通或服务器无应答 / network: {0}")]
     Network(String),
     /// The server refused the request.
-    #[error("server said {status} {code}: {message}")]
+    #[error("{message} [{status} {code}]")]
     Server {
         /// HTTP status.
         status: u16,
@@ -42,13 +42,15 @@ pub enum Error {
         message: String,
     },
     /// Not signed in to a server.
-    #[error("not signed in: run login first")]
+    #[error("未登录，请先登录 / not signed in: run login first")]
     NotSignedIn,
     /// The server revoked this device; its data has been wiped.
-    #[error("this device was revoked by an administrator; its data has been wiped")]
+    #[error(
+        "此设备已被管理员注销，本机数据已清除 / this device was revoked by an administrator; its data has been wiped"
+    )]
     Revoked,
     /// The passphrase does not open this encrypted store.
-    #[error("wrong passphrase: it does not open this store")]
+    #[error("口令错误，无法打开本机数据 / wrong passphrase: it does not open this store")]
     WrongPassphrase,
 }
 

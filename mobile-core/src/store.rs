@@ -303,6 +303,7 @@ impl Store {
                 refuse_village(village, villages)?;
             }
             refuse_key_collision(tx, kind, id, &current, &changes)?;
+            refuse_dangling(tx, kind, &changes)?;
             let n = changes.len();
             // A corrected record goes back to the station for review.
             let reviewed = current
@@ -1032,6 +1033,58 @@ fn outside(tx: &Transaction<'_>, id: Uuid, villages: &[String]) -> Result<()> {
 }
 
 /// An error naming the village field when `village` is not one of `villages`.
+/// A reference (a residence's person and house, a vehicle's owner, …) must name a record this
+/// phone holds, of the field's kind and not deleted, as the server checks too: a residence of
+/// nobody, or of a house, would reach the server only to be refused.
+fn refuse_dangling(tx: &Transaction<'_>, kind: EntityKind, fields: &Fields) -> Result<()> {
+    let mut errors = Vec::new();
+    for (name, value) in fields {
+        let Some(spec) = kind.field(name) else {
+            continue;
+        };
+        let baylink_domain::FieldType::Ref(target) = spec.ty else {
+            continue;
+        };
+        let Some(named) = value.as_str().and_then(|v| Uuid::parse_str(v).ok()) else {
+            continue;
+        };
+        let held = db::load_record(tx, named)?;
+        let problem = match &held {
+            None => Some((
+                "no_such_record",
+                "本机没有此记录",
+                "names no record on this device",
+            )),
+            Some(r) if r.kind != target.as_str() => Some((
+                "wrong_kind",
+                "所指记录类型不对",
+                "names a record of another kind",
+            )),
+            Some(r)
+                if r.state
+                    .get("deleted")
+                    .is_some_and(|v| v.value == Value::Bool(true)) =>
+            {
+                Some(("deleted", "所指记录已删除", "names a deleted record"))
+            }
+            _ => None,
+        };
+        if let Some((code, zh, en)) = problem {
+            errors.push(baylink_domain::FieldError {
+                field: spec.name.into(),
+                code: code.into(),
+                message_zh: format!("{}：{zh}（应为{}）", spec.zh, target.label_zh()),
+                message_en: format!("{}: {en} (a {} is expected)", spec.en, target.as_str()),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(baylink_domain::Error::Invalid(errors).into())
+    }
+}
+
 /// An edit that would give a record another record's natural key (a person's ID number, a
 /// plate, an address code) is refused, naming the other record, as the server would refuse it:
 /// two records would be one person, vehicle or house (a reviewer merges true duplicates).
@@ -1116,6 +1169,7 @@ fn capture_in(
     input: &Input,
 ) -> Result<Uuid> {
     let mut fields = validate_capture(kind, input, today)?;
+    refuse_dangling(tx, kind, &fields)?;
     let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
     // Most captures are of new records: try that first, which spares a lookup.
     let at = datetime_from_unix_ms(device.clock.corrected(now) as i64, CHINA_OFFSET_MINUTES);

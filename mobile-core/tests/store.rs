@@ -713,3 +713,57 @@ fn dismissing_removes_a_record_the_server_never_took_and_reverts_an_edit_it_refu
     assert!(s.outbox(100).unwrap().is_empty());
     assert!(matches!(s.dismiss_refused(taken), Err(Error::NotFound(_))));
 }
+
+#[test]
+fn a_reference_must_name_a_record_of_its_kind_on_this_device() {
+    let mut s = store();
+    let p = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let h = s
+        .capture(EntityKind::House, &house("澳头石化大道1号"))
+        .unwrap();
+    let stay = |person: &str, house: &str| {
+        input(&[
+            ("village", VILLAGE),
+            ("person", person),
+            ("house", house),
+            ("moved_in", "2025-03-01"),
+            ("relation", "tenant"),
+        ])
+    };
+    let codes = |err: Error| match err {
+        Error::Invalid(e) => e
+            .field_errors()
+            .iter()
+            .map(|f| (f.field.clone(), f.code.clone()))
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let nobody = uuid::Uuid::new_v4().to_string();
+    let err = s
+        .capture(EntityKind::Residence, &stay(&nobody, &h.to_string()))
+        .unwrap_err();
+    assert_eq!(codes(err), [("person".into(), "no_such_record".into())]);
+    let err = s
+        .capture(EntityKind::Residence, &stay(&h.to_string(), &h.to_string()))
+        .unwrap_err();
+    assert_eq!(codes(err), [("person".into(), "wrong_kind".into())]);
+    assert!(
+        s.list(EntityKind::Residence, None, 10, 0)
+            .unwrap()
+            .is_empty()
+    );
+    let r = s
+        .capture(EntityKind::Residence, &stay(&p.to_string(), &h.to_string()))
+        .unwrap();
+    // An edit pointing it at a deleted house is refused too.
+    let gone = s
+        .capture(EntityKind::House, &house("澳头石化大道2号"))
+        .unwrap();
+    s.delete(gone).unwrap();
+    let err = s
+        .edit(r, &input(&[("house", &gone.to_string())]))
+        .unwrap_err();
+    assert_eq!(codes(err), [("house".into(), "deleted".into())]);
+}

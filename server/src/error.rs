@@ -29,7 +29,11 @@ pub enum AppError {
     #[error("request body too large")]
     TooLarge,
     /// Too many failed attempts; retry after this many seconds.
-    #[error("too many failed attempts")]
+    #[error(
+        "尝试次数过多，请约 {} 分钟后再试 / too many failed attempts: try again in about {} minute(s)",
+        .0.div_ceil(60),
+        .0.div_ceil(60)
+    )]
     Throttled(u64),
     /// A failure inside the server.
     #[error("internal: {0}")]

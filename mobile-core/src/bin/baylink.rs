@@ -379,8 +379,14 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             }
         }
         "logout" => {
+            let waiting = store.pending_records()? + store.refused_records()?.len() as u64;
             mobile_core::sync::logout(&mut store)?;
             out!("signed out");
+            if waiting > 0 {
+                eprintln!(
+                    "注意：本机还有 {waiting} 条记录未同步，本警员下次登录同步时上传；换人使用前须先同步 / note: {waiting} record(s) have not synced: they go with this officer's next sync, and another officer cannot sign in here until they have"
+                );
+            }
         }
         "sync" => {
             let show = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());

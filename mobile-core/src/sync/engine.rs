@@ -283,6 +283,7 @@ pub fn login(
     password: &str,
     device_name: &str,
 ) -> Result<()> {
+    hand_over(store, username)?;
     let client = Client::new(server, TIMEOUT);
     // The key proves this device to the server it came from (and only to that one).
     let device_key = store
@@ -304,6 +305,35 @@ pub fn login(
         tokens.server_time_ms,
         now_ms(),
     )
+}
+
+/// Another officer signing in on this phone: refused while the last officer's changes wait (they
+/// would be lost, or pushed under the wrong name); otherwise the last officer's records go and
+/// the phone takes a new device identity (the server binds a device to one account for ever), so
+/// the new officer never reads the last one's villages.
+fn hand_over(store: &mut Store, username: &str) -> Result<()> {
+    let Some(last) = store
+        .raw_session()?
+        .filter(|s| !s.username.is_empty() && s.username != username)
+    else {
+        return Ok(());
+    };
+    let waiting = store.pending_records()? + store.refused_records()?.len() as u64;
+    if waiting > 0 {
+        let who = &last.username;
+        return Err(baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
+            field: "username".into(),
+            code: "changes_waiting".into(),
+            message_zh: format!(
+                "本机还有 {waiting} 条记录属于警员 {who}、尚未同步：请 {who} 先登录同步（或放弃被拒的修改）后再换人"
+            ),
+            message_en: format!(
+                "{waiting} record(s) of officer {who} have not synced: {who} signs in and syncs (or dismisses refused changes) before another officer uses this phone"
+            ),
+        }])
+        .into());
+    }
+    store.wipe()
 }
 
 /// Ends the session here and on the server (when reachable); local data stays.

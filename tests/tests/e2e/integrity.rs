@@ -2,7 +2,7 @@
 //! each played by phones against a real server on loopback.
 
 use baylink_domain::EntityKind;
-use baylink_tests::harness::{Device, Server, VILLAGE};
+use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE};
 
 /// A village of another station (霞涌).
 const ELSEWHERE: &str = "441303007001";
@@ -154,4 +154,46 @@ fn an_edit_onto_another_records_id_number_is_refused_with_a_pointer_and_dismisse
     input.insert("id_number".into(), "440102198001011235".into());
     let err = phone.store.edit(a, &input).unwrap_err();
     assert!(err.to_string().contains(&c.to_string()), "{err}");
+}
+
+#[test]
+fn a_phone_changes_hands_only_once_its_officers_changes_are_synced_and_keeps_nothing_of_them() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", ELSEWHERE);
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    phone.sync();
+    let first_node = phone.store.node_id();
+    let id = phone.capture(
+        EntityKind::Person,
+        &person(VILLAGE, "11010519491231002X", "王芳"),
+    );
+    mobile_core::sync::logout(&mut phone.store).unwrap();
+    // Another officer cannot sign in while o1's capture waits: it would be lost.
+    let refused = mobile_core::sync::login(&mut phone.store, &server.url, "o2", PASSWORD, "phone");
+    let Err(mobile_core::Error::Invalid(e)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(e.field_errors()[0].code, "changes_waiting");
+    assert!(phone.store.get(id).unwrap().is_some(), "nothing was lost");
+    // o1 syncs it; then o2 takes the phone: o1's records are gone, and it is a new device.
+    phone.login(&server, "o1");
+    phone.sync();
+    mobile_core::sync::logout(&mut phone.store).unwrap();
+    phone.login(&server, "o2");
+    assert!(
+        phone.store.get(id).unwrap().is_none(),
+        "o1's village is not o2's to read"
+    );
+    assert_ne!(phone.store.node_id(), first_node);
+    phone.sync();
+    assert!(
+        phone
+            .store
+            .list(EntityKind::Person, Some(VILLAGE), 10, 0)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(on_server(&server, id), 1);
 }
