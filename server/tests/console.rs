@@ -289,6 +289,11 @@ async fn guesses_from_elsewhere_never_lock_a_reviewer_out_of_a_browser_she_signe
     }
     let elsewhere = console.try_sign_in("r006", PASSWORD, None).await;
     assert_eq!(elsewhere.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        elsewhere.body.contains("分钟后再试") && elsewhere.body.contains("value=\"r006\""),
+        "the wait said, the name kept: {}",
+        elsewhere.body
+    );
     // Her own browser still signs in; the cookie names her account and no other.
     let hers = console.try_sign_in("r006", PASSWORD, Some(&known)).await;
     assert_eq!(hers.status, StatusCode::SEE_OTHER, "{}", hers.body);
@@ -398,6 +403,22 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     let token = csrf(&page.body);
+    // A return without a comment comes back as the form, saying why, with nothing changed.
+    let bare = console
+        .request(
+            "POST",
+            &format!("{path}/review"),
+            Some(&cookie),
+            Some(&format!("csrf={token}&decision=return&comment=+")),
+        )
+        .await;
+    assert_eq!(bare.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bare.body.contains("退回须填写原因") && bare.body.contains("name=\"comment\""),
+        "{}",
+        bare.body
+    );
+    assert!(!bare.body.contains("已退回"), "nothing was returned");
     let form = format!(
         "csrf={token}&decision=return&comment=%E6%88%B7%E7%B1%8D%E5%9C%B0%E5%9D%80%E6%9C%AA%E5%A1%AB"
     );

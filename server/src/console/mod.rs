@@ -160,13 +160,18 @@ fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
 const LOGIN_COOKIE: &str = "baylink_login";
 
 /// The sign-in form with a fresh CSRF token, set in its cookie too.
-fn login_form(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {
+fn login_form(
+    state: &AppState,
+    status: StatusCode,
+    error: Option<&str>,
+    username: &str,
+) -> Response {
     let token = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let mut response = (status, pages::login(error, &token)).into_response();
+    let mut response = (status, pages::login(error, &token, username)).into_response();
     let secure = if state.config.secure_cookies {
         "; Secure"
     } else {
@@ -255,7 +260,7 @@ async fn css() -> impl IntoResponse {
 }
 
 async fn login_page(State(state): State<AppState>) -> Response {
-    login_form(&state, StatusCode::OK, None)
+    login_form(&state, StatusCode::OK, None, "")
 }
 
 /// The sign-in form.
@@ -277,10 +282,10 @@ async fn login(
         .is_some_and(|token| !token.is_empty() && token == form.csrf);
     if !fresh {
         let error = "表单已过期，请重新登录 / the form expired: sign in again";
-        return login_form(&state, StatusCode::FORBIDDEN, Some(error));
+        return login_form(&state, StatusCode::FORBIDDEN, Some(error), &form.username);
     }
     let Some(address_keys) = throttle::login_keys(&form.username, addr) else {
-        return login_form(&state, StatusCode::BAD_REQUEST, Some("用户名过长"));
+        return login_form(&state, StatusCode::BAD_REQUEST, Some("用户名过长"), "");
     };
     let username = form.username.clone();
     let account = match state
@@ -297,12 +302,23 @@ async fn login(
         .zip(account.as_ref())
         .and_then(|(cookie, a)| state.keys.browser.check(&cookie, a, now_s))
         .unwrap_or(address_keys);
-    let Ok(reservation) = state.throttle.reserve(&keys) else {
-        return login_form(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("尝试次数过多，请稍后再试"),
-        );
+    let reservation = match state.throttle.reserve(&keys) {
+        Ok(reservation) => reservation,
+        Err(wait) => {
+            let error = format!("尝试次数过多，请约 {} 分钟后再试", wait.div_ceil(60));
+            let mut response = login_form(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&error),
+                &form.username,
+            );
+            if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+            return response;
+        }
     };
     let stored = account
         .as_ref()
@@ -314,7 +330,12 @@ async fn login(
     let account = match account {
         Some(a) if matches && !a.disabled && a.role != Role::Officer => a,
         _ => {
-            return login_form(&state, StatusCode::UNAUTHORIZED, Some("用户名或密码错误"));
+            return login_form(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                Some("用户名或密码错误"),
+                &form.username,
+            );
         }
     };
     reservation.succeed();
@@ -550,6 +571,17 @@ async fn record(
         .map_err(|_| AppError::NotFound("no such record".into()))?
         .to_string();
     let reveal = query.reveal == Some(1);
+    record_page(&state, &user, id, reveal, None).await
+}
+
+/// A record's page, with a review form to correct when `draft` says what is wrong with it.
+async fn record_page(
+    state: &AppState,
+    user: &ConsoleUser,
+    id: String,
+    reveal: bool,
+    draft: Option<pages::ReviewDraft>,
+) -> Result<Response, PageError> {
     let (caller, account) = (user.caller(), user.account.id);
     let view = state
         .db
@@ -578,7 +610,13 @@ async fn record(
             Ok((id, view, links))
         })
         .await?;
-    Ok(pages::record(&user, &view.0, &view.1, &view.2, reveal).into_response())
+    let status = if draft.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let page = pages::record(user, &view.0, &view.1, &view.2, reveal, draft.as_ref());
+    Ok((status, page).into_response())
 }
 
 /// A review decision.
@@ -603,6 +641,14 @@ async fn review(
         "return" => false,
         _ => return Err(AppError::BadRequest("decision: approve or return".into()).into()),
     };
+    if !approve && form.comment.trim().is_empty() {
+        // The form comes back with what is wrong, nothing lost.
+        let draft = pages::ReviewDraft {
+            error: "退回须填写原因，以便警员改正 / a return needs a comment telling the officer what to correct".into(),
+            comment: form.comment,
+        };
+        return record_page(&state, &user, entity.to_string(), false, Some(draft)).await;
+    }
     let caller = user.caller();
     state
         .db

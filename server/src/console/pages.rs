@@ -123,7 +123,7 @@ pub(super) fn error(status: u16, message: &str) -> Markup {
     )
 }
 
-pub(super) fn login(error: Option<&str>, csrf: &str) -> Markup {
+pub(super) fn login(error: Option<&str>, csrf: &str, username: &str) -> Markup {
     layout(
         "登录",
         None,
@@ -133,8 +133,8 @@ pub(super) fn login(error: Option<&str>, csrf: &str) -> Markup {
                 @if let Some(error) = error { p.error { (error) } }
                 form method="post" action="/console/login" {
                     input type="hidden" name="csrf" value=(csrf);
-                    label { "用户名" input name="username" autocomplete="username" required autofocus; }
-                    label { "密码" input name="password" type="password" autocomplete="current-password" required; }
+                    label { "用户名" input name="username" value=(username) autocomplete="username" required autofocus[username.is_empty()]; }
+                    label { "密码" input name="password" type="password" autocomplete="current-password" required autofocus[!username.is_empty()]; }
                     button type="submit" { "登录" }
                 }
             }
@@ -564,12 +564,21 @@ fn link_to(link: &Linked) -> Markup {
     }
 }
 
+/// A review form sent back to its reviewer to correct: what is wrong, and what was typed.
+pub(super) struct ReviewDraft {
+    /// What is wrong.
+    pub(super) error: String,
+    /// The comment as typed.
+    pub(super) comment: String,
+}
+
 pub(super) fn record(
     user: &ConsoleUser,
     id: &str,
     view: &RecordView,
     links: &[Linked],
     reveal: bool,
+    draft: Option<&ReviewDraft>,
 ) -> Markup {
     let kind = EntityKind::parse(&view.kind);
     let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
@@ -643,7 +652,12 @@ pub(super) fn record(
                 h2 { "审核" }
                 form method="post" action={ "/console/records/" (id) "/review" } {
                     input type="hidden" name="csrf" value=(user.csrf);
-                    p { textarea name="comment" rows="2" cols="60" placeholder="退回时请填写原因" {} }
+                    @if let Some(draft) = draft {
+                        p.error role="alert" { (draft.error) }
+                    }
+                    p { textarea name="comment" rows="2" cols="60" placeholder="退回时请填写原因" {
+                        (draft.map(|d| d.comment.as_str()).unwrap_or_default())
+                    } }
                     button type="submit" name="decision" value="approve" { "通过" }
                     " "
                     button.danger type="submit" name="decision" value="return" { "退回" }
