@@ -1395,3 +1395,63 @@ async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write(
         "the second write was merged against the first"
     );
 }
+
+#[tokio::test]
+async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() {
+    use baylink_server::store::{alerts, duplicates};
+    let (console, person) = Console::new();
+    // Her duplicate, one digit off (both from 北京, a region on the watch list).
+    let body = "11010819491231001";
+    let twin_id = format!(
+        "{body}{}",
+        baylink_domain::id_number::check_char(body.as_bytes())
+    );
+    let twin = person_id("resident_id", &twin_id);
+    push_as_officer(
+        &console,
+        "person",
+        twin,
+        &person_fields("resident_id", &twin_id, "王芳"),
+    );
+    let reviewer = Caller {
+        account: 0,
+        role: Role::Admin,
+        device: "console".into(),
+        villages: vec![VILLAGE.into()],
+    };
+    let listed = |console: &Console| {
+        let villages = vec![VILLAGE.to_owned()];
+        console
+            .state
+            .db
+            .call_blocking(move |c| {
+                let list = alerts::list(c, &villages, true, 50)?;
+                Ok((list, alerts::open_count(c, &villages)?))
+            })
+            .unwrap()
+    };
+    let (from, into) = (twin.to_string(), person.to_string());
+    console
+        .state
+        .db
+        .call_blocking(move |c| {
+            let admin = accounts::account_by_username(c, "admin")?.map_or(0, |a| a.id);
+            let rule = baylink_domain::watch::Rule::region("11").unwrap();
+            alerts::add_rule(c, admin, &rule, "test", 1)?;
+            Ok(())
+        })
+        .unwrap();
+    let (before, open) = listed(&console);
+    assert_eq!((before.len(), open), (2, 2), "both records match");
+    console
+        .state
+        .db
+        .call_blocking(move |c| duplicates::merge(c, &reviewer, &from, &into, 2).map(drop))
+        .unwrap();
+    let (after, open) = listed(&console);
+    assert_eq!((after.len(), open), (1, 1), "{after:?}");
+    assert_eq!(after[0].entity, person.to_string());
+    // An officer's later write to the merged-away record raises nothing.
+    push_as_officer(&console, "person", twin, &[("phone", json!("13800138000"))]);
+    assert_eq!(listed(&console).0.len(), 1);
+}

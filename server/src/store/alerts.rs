@@ -91,6 +91,24 @@ fn person_keys(
     Ok((id_number, origin))
 }
 
+/// Whether a person is deleted or merged away: no alert is raised on her (the record kept
+/// carries its own), and those raised before are not listed.
+fn gone(conn: &Connection, entity: &str) -> Result<bool, AppError> {
+    Ok(conn
+        .prepare_cached(GONE)?
+        .query_row([entity], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Finds a deleted or merged-away record `?1`.
+const GONE: &str = "SELECT 1 FROM field WHERE entity = ?1
+     AND ((field = 'merged_into' AND value != 'null') OR (field = 'deleted' AND value = 'true'))";
+
+/// The alerts listed: those of persons neither deleted nor merged away.
+const NOT_GONE: &str = "NOT EXISTS (SELECT 1 FROM field g WHERE g.entity = l.entity
+     AND ((g.field = 'merged_into' AND g.value != 'null') OR (g.field = 'deleted' AND g.value = 'true')))";
+
 fn raise_one(
     conn: &Connection,
     entity: &str,
@@ -127,7 +145,7 @@ pub fn raise(
             .query_row([entity], |_| Ok(()))
             .optional()?
             .is_some();
-        if !is_person {
+        if !is_person || gone(tx, entity)? {
             continue;
         }
         let (id_number, origin) = person_keys(tx, entity)?;
@@ -191,6 +209,9 @@ pub fn add_rule(
         .collect::<Result<_, _>>()?;
     let mut raised = 0;
     for entity in candidates {
+        if gone(&tx, &entity)? {
+            continue;
+        }
         let (id_number, origin) = person_keys(&tx, &entity)?;
         if rule.matches(id_number.as_deref(), origin.as_deref())
             && raise_one(&tx, &entity, rule, None, None, now_ms)?
@@ -299,15 +320,16 @@ pub fn list(
     limit: u32,
 ) -> Result<Vec<Alert>, AppError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT l.id, l.entity, COALESCE(s.label, ''), s.village, l.rule_kind, l.rule_value, l.raised_ms,
                 o.username, l.acknowledged_ms, k.username
          FROM alert l LEFT JOIN summary s ON s.entity = l.entity
               LEFT JOIN account o ON o.id = l.account LEFT JOIN account k ON k.id = l.acknowledged_by
          WHERE (?2 OR l.acknowledged_ms IS NULL)
            AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
-         ORDER BY l.id DESC LIMIT ?3",
-    )?;
+           AND {NOT_GONE}
+         ORDER BY l.id DESC LIMIT ?3"
+    ))?;
     let rows = stmt.query_map(params![list, all, limit], |r| {
         let kind: String = r.get(4)?;
         let value: String = r.get(5)?;
@@ -332,8 +354,11 @@ pub fn list(
 pub fn open_count(conn: &Connection, villages: &[String]) -> Result<i64, AppError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     Ok(conn.query_row(
-        "SELECT COUNT(*) FROM alert l WHERE l.acknowledged_ms IS NULL
-           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))",
+        &format!(
+            "SELECT COUNT(*) FROM alert l WHERE l.acknowledged_ms IS NULL
+               AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
+               AND {NOT_GONE}"
+        ),
         [list],
         |r| r.get(0),
     )?)
