@@ -23,12 +23,23 @@ use uuid::Uuid;
 pub use error::{Error, FieldProblem, MobileError, Result};
 pub use outbox::RefusedChange;
 pub use store::{
-    ApplyReport, ConcurrentEdit, Dismissal, Feedback, Link, Record, RecordSummary, RefusedField,
-    RefusedRecord, SessionInfo, Store,
+    ApplyReport, Captured, ConcurrentEdit, Dismissal, Feedback, Link, Record, RecordSummary,
+    RefusedField, RefusedRecord, SessionInfo, Store,
 };
 pub use sync::SyncReport;
 
 uniffi::setup_scaffolding!();
+
+/// What a capture did, as apps see it.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct CaptureOutcome {
+    /// The record's id.
+    pub id: String,
+    /// The record was known already: the capture updated it.
+    pub existed: bool,
+    /// The fields the capture changed.
+    pub changed: Vec<String>,
+}
 
 /// The store as apps hold it: thread-safe, with errors apps can act on.
 #[derive(uniffi::Object)]
@@ -88,6 +99,22 @@ impl FieldStore {
     ) -> Result<String, MobileError> {
         let kind = parse_kind(&kind)?;
         Ok(self.lock().capture(kind, &to_input(fields))?.to_string())
+    }
+
+    /// Captures a record, saying whether it was known already (the same ID number, plate or
+    /// address) and which fields the capture changed.
+    pub fn capture_detailed(
+        &self,
+        kind: String,
+        fields: HashMap<String, String>,
+    ) -> Result<CaptureOutcome, MobileError> {
+        let kind = parse_kind(&kind)?;
+        let captured = self.lock().capture_detailed(kind, &to_input(fields))?;
+        Ok(CaptureOutcome {
+            id: captured.id.to_string(),
+            existed: captured.existed,
+            changed: captured.changed,
+        })
     }
 
     /// Edits fields of a record; returns how many changed.

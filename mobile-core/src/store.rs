@@ -256,14 +256,21 @@ impl Store {
     /// Captures a new record of a kind from form input; returns its id. A record with the same
     /// natural key (ID number, plate, address code) is the same record: the capture updates it.
     pub fn capture(&mut self, kind: EntityKind, input: &Input) -> Result<Uuid> {
+        self.capture_detailed(kind, input).map(|c| c.id)
+    }
+
+    /// Captures a record and says whether it was known already (its natural key: a person's ID
+    /// number, a plate, an address), and which fields the capture changed: an officer who
+    /// registers a plate that exists is told the vehicle was updated, not created.
+    pub fn capture_detailed(&mut self, kind: EntityKind, input: &Input) -> Result<Captured> {
         let today = self.today();
         let villages = self.session_villages()?;
         self.write(|tx, device, now| {
-            let id = capture_in(tx, device, now, today, kind, input)?;
+            let captured = capture_record(tx, device, now, today, kind, input)?;
             if let Some(villages) = &villages {
-                outside(tx, id, villages)?;
+                outside(tx, captured.id, villages)?;
             }
-            Ok(id)
+            Ok(captured)
         })
     }
 
@@ -1168,6 +1175,29 @@ fn capture_in(
     kind: EntityKind,
     input: &Input,
 ) -> Result<Uuid> {
+    capture_record(tx, device, now, today, kind, input).map(|c| c.id)
+}
+
+/// What a capture did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// The record's id.
+    pub id: Uuid,
+    /// The record was known already (its natural key: a person's ID number, a plate, an
+    /// address): the capture updated it.
+    pub existed: bool,
+    /// The fields it changed (of a record known already: those that differed).
+    pub changed: Vec<String>,
+}
+
+fn capture_record(
+    tx: &Transaction<'_>,
+    device: &mut Device,
+    now: u64,
+    today: Date,
+    kind: EntityKind,
+    input: &Input,
+) -> Result<Captured> {
     let mut fields = validate_capture(kind, input, today)?;
     refuse_dangling(tx, kind, &fields)?;
     let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
@@ -1182,7 +1212,12 @@ fn capture_in(
         fields.insert(name.to_owned(), value);
     }
     if write_local(tx, device, now, id, kind.as_str(), None, &fields)? {
-        return Ok(id);
+        let changed = fields.keys().cloned().collect();
+        return Ok(Captured {
+            id,
+            existed: false,
+            changed,
+        });
     }
     // Known already (captured by another officer, or earlier): only what differs is written,
     // and the record keeps its creation and review fields.
@@ -1195,11 +1230,16 @@ fn capture_in(
     if current.get("deleted") == Some(&Value::Bool(true)) {
         fields.insert("deleted".into(), Value::Bool(false));
     }
+    let changed: Vec<String> = fields.keys().cloned().collect();
     if !fields.is_empty() {
         with_refused(tx, device.node, id, &old, &mut fields)?;
     }
     write_local(tx, device, now, id, kind.as_str(), Some(&old), &fields)?;
-    Ok(id)
+    Ok(Captured {
+        id,
+        existed: true,
+        changed,
+    })
 }
 
 /// Whether the server refused a record's creation (a capture writes `created_by` with no base,

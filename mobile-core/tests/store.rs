@@ -767,3 +767,27 @@ fn a_reference_must_name_a_record_of_its_kind_on_this_device() {
         .unwrap_err();
     assert_eq!(codes(err), [("house".into(), "deleted".into())]);
 }
+
+#[test]
+fn registering_a_known_plate_says_the_vehicle_was_updated() {
+    let mut s = store();
+    let vehicle = |colour: &str| {
+        input(&[
+            ("village", VILLAGE),
+            ("plate", "粤L·D1234"),
+            ("vehicle_type", "car"),
+            ("colour", colour),
+        ])
+    };
+    let first = s
+        .capture_detailed(EntityKind::Vehicle, &vehicle("白"))
+        .unwrap();
+    assert!(!first.existed);
+    let again = s
+        .capture_detailed(EntityKind::Vehicle, &vehicle("黑"))
+        .unwrap();
+    assert_eq!(
+        (again.id, again.existed, again.changed),
+        (first.id, true, vec!["colour".to_owned()])
+    );
+}

@@ -255,12 +255,27 @@ pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Re
             }
             Value::String(date.to_string())
         }
-        FieldType::DateTime => Value::String(date::normalize_datetime(&text).ok_or_else(|| {
-            bad(
-                "应为日期时间，如 2024-05-01 14:30",
-                "must be a date and time like 2024-05-01 14:30",
-            )
-        })?),
+        FieldType::DateTime => {
+            let at = date::normalize_datetime(&text).ok_or_else(|| {
+                bad(
+                    "应为日期时间，如 2024-05-01 14:30",
+                    "must be a date and time like 2024-05-01 14:30",
+                )
+            })?;
+            // What happened cannot have happened after today, as for dates.
+            if at
+                .get(..10)
+                .and_then(Date::parse)
+                .is_some_and(|d| d > today)
+            {
+                return Err(Reason::new(
+                    "future",
+                    format!("{at} 晚于今天"),
+                    format!("{at} is in the future"),
+                ));
+            }
+            Value::String(at)
+        }
         FieldType::Int(min, max) => {
             let n: i64 = text
                 .parse()
@@ -454,12 +469,19 @@ impl Rules<'_> {
     }
 
     fn vehicle(&mut self) {
-        let plate_changed = self.entered.contains(&"plate");
+        let changed = self.entered.contains(&"plate") || self.entered.contains(&"vehicle_type");
         let kind_missing = self.text("plate_kind").is_none();
-        if (plate_changed || kind_missing) && !self.entered.contains(&"plate_kind") {
+        if (changed || kind_missing) && !self.entered.contains(&"plate_kind") {
             if let Some(Ok((_, shape))) = self.text("plate").map(plate::parse) {
+                // An ordinary plate's text is the same on a car, a truck and a motorcycle: the
+                // vehicle's type says which plate it is.
+                let code = match (shape, self.text("vehicle_type")) {
+                    (plate::PlateShape::Ordinary, Some("motorcycle")) => "motorcycle",
+                    (plate::PlateShape::Ordinary, Some("truck")) => "large",
+                    _ => shape.kind_code(),
+                };
                 self.merged
-                    .insert("plate_kind".into(), Value::String(shape.kind_code().into()));
+                    .insert("plate_kind".into(), Value::String(code.into()));
             }
         }
     }
@@ -605,6 +627,32 @@ mod tests {
             .into_iter()
             .map(|e| (e.field, e.code))
             .collect()
+    }
+
+    #[test]
+    fn a_motorcycle_gets_a_motorcycle_plate_and_a_truck_a_large_one() {
+        let vehicle = |kind: &str| {
+            let form = input(&[
+                ("village", "441303006001"),
+                ("plate", "粤L·D1234"),
+                ("vehicle_type", kind),
+            ]);
+            validate_capture(EntityKind::Vehicle, &form, today()).unwrap()["plate_kind"].clone()
+        };
+        assert_eq!(vehicle("motorcycle"), "motorcycle");
+        assert_eq!(vehicle("truck"), "large");
+        assert_eq!(vehicle("car"), "small");
+    }
+
+    #[test]
+    fn a_date_and_time_after_today_is_refused_like_a_date() {
+        let spec = EntityKind::Visit.field("time").unwrap();
+        let err = parse_value(spec, "2026-11-29 09:00", today()).unwrap_err();
+        assert_eq!(err.code, "future");
+        assert_eq!(
+            parse_value(spec, "2026-11-28 09:00", today()).unwrap(),
+            json!("2026-11-28 09:00:00")
+        );
     }
 
     #[test]

@@ -252,14 +252,28 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                         .map(|v| (s.name.to_owned(), v.clone()))
                 })
                 .collect();
-            let id = store.capture(kind, &input)?;
+            let captured = store.capture_detailed(kind, &input)?;
+            let id = captured.id;
             if json {
                 out!(
                     "{}",
-                    serde_json::json!({ "id": id.to_string(), "kind": kind.as_str() })
+                    serde_json::json!({ "id": id.to_string(), "kind": kind.as_str(),
+                                        "existed": captured.existed, "changed": captured.changed })
                 );
             } else {
                 out!("{id}");
+                if captured.existed {
+                    let what = if captured.changed.is_empty() {
+                        "无变化 / nothing changed".to_owned()
+                    } else {
+                        format!("已更新 / updated: {}", captured.changed.join(", "))
+                    };
+                    eprintln!(
+                        "此{}已登记过（同一证件号码、号牌或地址），本次为更新 / this {} was registered before (same ID number, plate or address): {what}",
+                        kind.label_zh(),
+                        kind.as_str()
+                    );
+                }
             }
         }
         "edit" => {
