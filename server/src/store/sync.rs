@@ -343,6 +343,7 @@ pub fn push(
     write_owned(&tx, &mut seq, caller, &owned, &new, now_ms)?;
     let scopes = rescope(&tx, &mut seq, &touched, &persons)?;
     // A person of another village who came into one of the caller's by this push: never silent.
+    let mut moved: Vec<(String, String)> = Vec::new();
     for (id, was) in &records {
         let person = id.hyphenated().to_string();
         let (Some(now), true) = (scopes.get(&person), was.kind == "person") else {
@@ -354,10 +355,14 @@ pub fn push(
             .filter(|v| caller.villages.contains(v) && !was.villages.contains(*v));
         for village in arrived {
             crate::store::alerts::note_move_in(&tx, &person, village, caller, now_ms)?;
+            moved.push((person.clone(), village.clone()));
         }
     }
     settle_device_holdings(&tx, &mut seq, &touched, &scopes, caller)?;
     seq.save(&tx)?;
+    for (person, village) in &moved {
+        flag_old_residences(&tx, person, village, caller, now_ms)?;
+    }
     crate::store::alerts::raise(&tx, &touched, caller, now_ms)?;
     tx.execute(
         "UPDATE device SET last_counter = ?2, last_seen_ms = ?3 WHERE id = ?1",
@@ -852,6 +857,45 @@ fn village_of(tx: &Transaction<'_>, entity: &str) -> Result<Option<Option<String
         .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
         .query_row([entity], |r| r.get(0))
         .optional()?)
+}
+
+/// A person moved into `village`: each of her open residences elsewhere goes back to its
+/// officer (returned, with a comment saying where she went), who confirms and closes it; she does
+/// not live in two places unnoticed. Written as the server, after the push's own writes.
+fn flag_old_residences(
+    tx: &Transaction<'_>,
+    person: &str,
+    village: &str,
+    caller: &Caller,
+    now_ms: u64,
+) -> Result<(), AppError> {
+    let name: String = tx
+        .query_row("SELECT name FROM village WHERE code = ?1", [village], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or_else(|| village.to_owned());
+    for residence in residences_naming(tx, "person", person)? {
+        let open = held(tx, &residence, "moved_out")?.is_none_or(|v| v.value.is_null())
+            && held(tx, &residence, "deleted")?.is_none_or(|v| v.value != Value::Bool(true));
+        let elsewhere = text_of(tx, &residence, "village")?.is_some_and(|v| v != village);
+        let already = text_of(tx, &residence, "review_status")?.as_deref() == Some("returned");
+        if !(open && elsewhere) || already {
+            continue;
+        }
+        let Ok(id) = Uuid::parse_str(&residence) else {
+            continue;
+        };
+        let comment = format!(
+            "此人已在{name}登记新的居住信息：请核实，已搬走的请填写搬离日期 / she registered a new residence in {name}: check, and enter the move-out date if she left"
+        );
+        let fields = [
+            ("review_status", Value::String("returned".into())),
+            ("review_comment", Value::String(comment)),
+        ];
+        write_in(tx, caller.account, &id, &fields, now_ms)?;
+    }
+    Ok(())
 }
 
 /// [`residences_naming`]'s query: `?1` the field, `?2` the record named as a JSON value.

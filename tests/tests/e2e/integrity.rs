@@ -197,3 +197,88 @@ fn a_phone_changes_hands_only_once_its_officers_changes_are_synced_and_keeps_not
     );
     assert_eq!(on_server(&server, id), 1);
 }
+
+fn house(village: &'static str, address: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("village", village),
+        ("address", address),
+        ("use", "rental"),
+        ("status", "in_use"),
+    ]
+}
+
+#[test]
+fn a_person_registered_in_another_village_moves_in_and_her_old_residence_goes_back_to_its_officer()
+{
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", ELSEWHERE);
+    let (mut first, mut second) = (Device::new("o1"), Device::new("o2"));
+    first.login(&server, "o1");
+    second.login(&server, "o2");
+    let her = person(VILLAGE, "11010519491231002X", "王芳");
+    let p = first.capture(EntityKind::Person, &her);
+    let h1 = first.capture(EntityKind::House, &house(VILLAGE, "桥西路8号"));
+    let (p_text, h1_text) = (p.to_string(), h1.to_string());
+    let old = first.capture(
+        EntityKind::Residence,
+        &[
+            ("village", VILLAGE),
+            ("person", p_text.as_str()),
+            ("house", h1_text.as_str()),
+            ("moved_in", "2025-03-01"),
+            ("relation", "tenant"),
+        ],
+    );
+    first.sync();
+    // She moves to 霞涌: its officer registers her there, with a residence.
+    let again = second.capture(
+        EntityKind::Person,
+        &person(ELSEWHERE, "11010519491231002X", "王芳"),
+    );
+    assert_eq!(again, p, "one person, one id");
+    let h2 = second.capture(EntityKind::House, &house(ELSEWHERE, "霞涌街1号"));
+    let h2_text = h2.to_string();
+    second.capture(
+        EntityKind::Residence,
+        &[
+            ("village", ELSEWHERE),
+            ("person", p_text.as_str()),
+            ("house", h2_text.as_str()),
+            ("moved_in", "2026-11-01"),
+            ("relation", "tenant"),
+        ],
+    );
+    second.sync();
+    // Her first officer is told at the next sync: the old residence comes back to close.
+    first.sync();
+    let returned = first.store.returned().unwrap();
+    let flagged = returned
+        .iter()
+        .find(|f| f.record.id == old.to_string())
+        .unwrap_or_else(|| panic!("{returned:?}"));
+    assert!(flagged.comment.contains("搬离日期"), "{}", flagged.comment);
+    // Her home stays where it was, and so does her author.
+    let record = first.store.get(p).unwrap().unwrap();
+    assert_eq!(
+        record.fields.get("village").map(String::as_str),
+        Some(VILLAGE)
+    );
+    assert_eq!(
+        record.fields.get("created_by").map(String::as_str),
+        Some("o1")
+    );
+    // Closed by its officer, the residence goes back to pending review.
+    let mut out = baylink_domain::Input::new();
+    out.insert("moved_out".into(), "2026-10-31".into());
+    first.store.edit(old, &out).unwrap();
+    first.sync();
+    assert!(
+        first
+            .store
+            .returned()
+            .unwrap()
+            .iter()
+            .all(|f| f.record.id != old.to_string())
+    );
+}
