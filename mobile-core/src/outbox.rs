@@ -61,6 +61,10 @@ pub(crate) struct Entry {
         deserialize_with = "present"
     )]
     pub(crate) old: Option<Value>,
+    /// The stamp of `old` when it is not `base`'s: a value pulled since that the change's own
+    /// value outranked, which is what the server holds.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) old_stamp: Option<Stamp>,
 }
 
 /// A present member is `Some`, even when it is `null`; an absent one defaults to `None`.
@@ -78,6 +82,7 @@ impl Entry {
             base,
             refusal: None,
             old: None,
+            old_stamp: None,
         }
     }
 }
@@ -113,6 +118,8 @@ pub(crate) fn append(
         e.value.is_none()
             && e.base.is_none()
             && e.refusal.is_none()
+            && e.old.is_none()
+            && e.old_stamp.is_none()
             && e.counter == first.counter + i as u64
     });
     let changes = (!implied).then(|| encode(entries));
@@ -210,6 +217,34 @@ pub(crate) fn materialize(
         {
             entry.value = Some(value.clone());
             changed = true;
+        }
+        if changed {
+            write_row(conn, &row)?;
+        }
+    }
+    Ok(())
+}
+
+/// A pulled value lost to the value this device's action stamped `hlc` wrote, which still
+/// waits in the outbox (or was refused): the value the server holds is that pulled one, if it
+/// is newer than what the change replaced. Kept as the change's `old`, so that dismissing a
+/// refusal puts back what the server holds.
+pub(crate) fn note_lost(
+    conn: &Connection,
+    node: NodeId,
+    hlc: Hlc,
+    field: &str,
+    remote: &baylink_sync::Versioned,
+) -> Result<()> {
+    for mut row in rows(conn, node, "WHERE hlc = ?1", [hlc.as_u64() as i64])? {
+        let mut changed = false;
+        for entry in row.entries.iter_mut().filter(|e| e.field == field) {
+            let known = entry.old_stamp.or(entry.base);
+            if known.is_none_or(|k| remote.stamp > k) {
+                entry.old = Some(remote.value.clone());
+                entry.old_stamp = Some(remote.stamp);
+                changed = true;
+            }
         }
         if changed {
             write_row(conn, &row)?;
@@ -344,8 +379,12 @@ pub(crate) fn settle(
     };
     let candidates = rows_holding(conn, node, lo, hi)?;
     let (mut accepted, mut refused) = (0, 0);
+    // What each newly refused change replaced: a later change of ours over its value replaces,
+    // as far as the server knows, that instead (the refused one never happened there).
+    let mut undone: Vec<(Uuid, Stamp, Entry)> = Vec::new();
     for mut row in candidates {
         let before = row.entries.clone();
+        let stamp = Stamp::new(Hlc::from_u64(row.hlc), node);
         row.entries
             .retain_mut(|entry| match by_counter.get(&entry.counter) {
                 Some(r) if r.status == ChangeStatus::Accepted => {
@@ -358,12 +397,45 @@ pub(crate) fn settle(
                         code: r.code.clone().unwrap_or_default(),
                         message: r.message.clone().unwrap_or_default(),
                     });
+                    undone.push((row.entity, stamp, entry.clone()));
                     true
                 }
                 _ => true,
             });
         if row.entries != before {
             write_row(conn, &row)?;
+        }
+    }
+    // In order: a change refused after one it replaced passes on what that one replaced.
+    let mut passed: BTreeMap<(Uuid, String, Stamp), Entry> = BTreeMap::new();
+    for (entity, stamp, refused) in undone {
+        let source = passed
+            .get(&(entity, refused.field.clone(), stamp))
+            .cloned()
+            .unwrap_or(refused);
+        let later = rows(
+            conn,
+            node,
+            "WHERE entity = ?1 AND hlc > ?2",
+            params![entity.hyphenated().to_string(), stamp.hlc.as_u64() as i64],
+        )?;
+        for mut row in later {
+            let row_stamp = Stamp::new(Hlc::from_u64(row.hlc), node);
+            let mut changed = false;
+            for entry in row
+                .entries
+                .iter_mut()
+                .filter(|e| e.field == source.field && e.base == Some(stamp))
+            {
+                entry.base = source.base;
+                entry.old.clone_from(&source.old);
+                entry.old_stamp = source.old_stamp;
+                passed.insert((entity, entry.field.clone(), row_stamp), entry.clone());
+                changed = true;
+            }
+            if changed {
+                write_row(conn, &row)?;
+            }
         }
     }
     Ok((accepted, refused))
@@ -378,6 +450,7 @@ pub(crate) struct Taken {
     pub(crate) stamp: Stamp,
     pub(crate) base: Option<Stamp>,
     pub(crate) old: Option<Value>,
+    pub(crate) old_stamp: Option<Stamp>,
 }
 
 /// Removes these changes from the outbox and returns them with their values.
@@ -407,6 +480,7 @@ pub(crate) fn take(conn: &Connection, node: NodeId, counters: &[u64]) -> Result<
                 stamp: change.stamp,
                 base: change.base,
                 old: entry.old.clone(),
+                old_stamp: entry.old_stamp,
             });
         }
         row.entries = keep;
@@ -485,6 +559,56 @@ pub(crate) fn refused_of(
         .collect())
 }
 
+/// Whether the server has yet to take the record's creation: its capture's `created_by` (written
+/// with no base) still waits in the outbox, or was refused.
+pub(crate) fn creation_waits(conn: &Connection, node: NodeId, entity: Uuid) -> Result<bool> {
+    let found = rows(
+        conn,
+        node,
+        "WHERE entity = ?1",
+        [entity.hyphenated().to_string()],
+    )?;
+    Ok(found.iter().any(|row| {
+        row.entries
+            .iter()
+            .any(|e| e.field == "created_by" && e.base.is_none())
+    }))
+}
+
+/// Makes the changes of an entity that name a restamped action (as their base, or as the stamp
+/// of the value they keep) name its new stamp.
+pub(crate) fn rename_stamps(
+    conn: &Connection,
+    node: NodeId,
+    entity: Uuid,
+    renamed: &std::collections::HashMap<Stamp, Stamp>,
+) -> Result<()> {
+    let found = rows(
+        conn,
+        node,
+        "WHERE entity = ?1",
+        [entity.hyphenated().to_string()],
+    )?;
+    for mut row in found {
+        let mut changed = false;
+        for entry in &mut row.entries {
+            for stamp in [&mut entry.base, &mut entry.old_stamp]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(new) = renamed.get(stamp) {
+                    *stamp = *new;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            write_row(conn, &row)?;
+        }
+    }
+    Ok(())
+}
+
 /// Drops every change of an entity, waiting or refused (a record the server never took).
 pub(crate) fn drop_entity(conn: &Connection, entity: Uuid) -> Result<()> {
     conn.execute(
@@ -542,6 +666,7 @@ mod tests {
             base: None,
             refusal: None,
             old: None,
+            old_stamp: None,
         };
         let lazy = Entry::lazy(2, "name".into(), None);
         let text = encode(&[cleared.clone(), lazy.clone()]);

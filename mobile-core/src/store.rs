@@ -309,8 +309,8 @@ impl Store {
             if let (Some(villages), Some(village)) = (&villages, changes.get("village")) {
                 refuse_village(village, villages)?;
             }
-            refuse_key_collision(tx, kind, id, &current, &changes)?;
             refuse_dangling(tx, kind, &changes)?;
+            refuse_key_collision(tx, device.node, kind, id, &current, &changes)?;
             let n = changes.len();
             // A corrected record goes back to the station for review.
             let reviewed = current
@@ -485,11 +485,12 @@ impl Store {
                         .summaries("WHERE id = ?1", params![change.entity])?
                         .pop();
                     let refused = outbox::refused_of(&self.conn, self.device.node, id)?;
+                    let record = db::load_record(&self.conn, id)?;
                     out.push(RefusedRecord {
                         id: change.entity.clone(),
                         kind: change.kind.clone(),
                         label: summary.map(|s| s.label).unwrap_or_default(),
-                        never_taken: never_taken(&refused),
+                        never_taken: never_taken(&refused, record.as_ref(), self.device.node),
                         fields: Vec::new(),
                     });
                     out.len() - 1
@@ -517,12 +518,12 @@ impl Store {
             if refused.is_empty() {
                 return Err(Error::NotFound(format!("{id}: no refused change")));
             }
-            if never_taken(&refused) {
+            let old = db::load_record(tx, id)?;
+            if never_taken(&refused, old.as_ref(), device.node) {
                 outbox::drop_entity(tx, id)?;
                 db::delete_record(tx, id, db::links_pending(tx)?)?;
                 return Ok(Dismissal::Removed);
             }
-            let old = db::load_record(tx, id)?;
             let mut record = old.clone().ok_or_else(|| Error::NotFound(id.to_string()))?;
             let mut reverted = 0;
             for (stamp, entry) in refused {
@@ -530,11 +531,11 @@ impl Store {
                 if record.state.get(&entry.field).map(|v| v.stamp) != Some(stamp) {
                     continue;
                 }
-                match (entry.base, entry.old) {
-                    (Some(base), Some(value)) => {
+                match (entry.old_stamp.or(entry.base), entry.old) {
+                    (Some(stamp), Some(value)) => {
                         record
                             .state
-                            .insert(entry.field, Versioned::new(value, base));
+                            .insert(entry.field, Versioned::new(value, stamp));
                     }
                     _ => {
                         record.state.remove(&entry.field);
@@ -656,8 +657,13 @@ impl Store {
                     _ => actions.push(vec![t]),
                 }
             }
+            // Restamped actions' old stamps and their new ones: a change whose base (or whose
+            // kept old value's stamp) names a restamped action names its new stamp instead.
+            let mut renamed: HashMap<Stamp, Stamp> = HashMap::new();
+            let mut entities = std::collections::BTreeSet::new();
             for action in actions {
                 let entity = action[0].entity;
+                entities.insert(entity);
                 let kind = action[0].kind.clone();
                 let old = db::load_record(tx, entity)?;
                 let mut record = old.clone().unwrap_or_else(|| StoredRecord {
@@ -665,14 +671,17 @@ impl Store {
                     state: EntityState::new(),
                 });
                 let stamp = Stamp::new(device.clock.tick(now), device.node);
+                renamed.insert(action[0].stamp, stamp);
                 let mut entries = Vec::with_capacity(action.len());
                 for t in action {
                     let counter = device.next_counter;
                     device.next_counter += 1;
                     let still_held = record.state.get(&t.field).map(|v| v.stamp) == Some(t.stamp);
+                    let moved = |s: Option<Stamp>| s.map(|s| renamed.get(&s).copied().unwrap_or(s));
                     let lazy = Entry {
                         old: t.old,
-                        ..Entry::lazy(counter, t.field.clone(), t.base)
+                        old_stamp: moved(t.old_stamp),
+                        ..Entry::lazy(counter, t.field.clone(), moved(t.base))
                     };
                     if still_held {
                         record.state.insert(t.field, Versioned::new(t.value, stamp));
@@ -688,6 +697,9 @@ impl Store {
                     db::save_record(tx, entity, &record, old.as_ref(), None)?;
                 }
                 outbox::append(tx, entity, &kind, stamp.hlc, &entries)?;
+            }
+            for entity in entities {
+                outbox::rename_stamps(tx, device.node, entity, &renamed)?;
             }
             Ok(n)
         })
@@ -736,6 +748,22 @@ impl Store {
                 },
             )
         })
+    }
+
+    /// The outbox rows of a record as stored (simulation traces).
+    #[doc(hidden)]
+    pub fn outbox_rows_for_tests(&self, entity: Uuid) -> Vec<(i64, i64, Option<String>)> {
+        let Ok(mut stmt) = self
+            .conn
+            .prepare("SELECT first_counter, hlc, changes FROM outbox WHERE entity = ?1")
+        else {
+            return Vec::new();
+        };
+        stmt.query_map([entity.hyphenated().to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map(|rows| rows.filter_map(std::result::Result::ok).collect())
+        .unwrap_or_default()
     }
 
     /// The access token (tests that speak to the server directly).
@@ -934,6 +962,9 @@ impl Merge {
             record.state.insert(change.field, incoming);
             self.report.applied += 1;
         } else {
+            if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
+                outbox::note_lost(tx, device.node, held.stamp.hlc, &change.field, &incoming)?;
+            }
             self.report.unchanged += 1;
         }
         Ok(())
@@ -1092,11 +1123,23 @@ fn refuse_dangling(tx: &Transaction<'_>, kind: EntityKind, fields: &Fields) -> R
     }
 }
 
+/// The fields natural keys are made of (see `baylink_domain::natural_id`).
+const KEY_FIELDS: [&str; 7] = [
+    "id_type",
+    "id_number",
+    "plate",
+    "address_code",
+    "person",
+    "house",
+    "moved_in",
+];
+
 /// An edit that would give a record another record's natural key (a person's ID number, a
 /// plate, an address code) is refused, naming the other record, as the server would refuse it:
 /// two records would be one person, vehicle or house (a reviewer merges true duplicates).
 fn refuse_key_collision(
     tx: &Transaction<'_>,
+    node: NodeId,
     kind: EntityKind,
     id: Uuid,
     current: &Fields,
@@ -1110,6 +1153,30 @@ fn refuse_key_collision(
     if natural_id(kind, current) == Some(natural) {
         return Ok(());
     }
+    // The key field the edit changes, to name in the message.
+    let spec = changes
+        .keys()
+        .filter_map(|f| kind.field(f))
+        .find(|f| after.get(f.name) != current.get(f.name) && KEY_FIELDS.contains(&f.name))
+        .or_else(|| kind.field("id_number"));
+    let (field, zh, en) = spec.map_or(("id_number", "证件号码", "ID number"), |f| {
+        (f.name, f.zh, f.en)
+    });
+    // A record's id is the one its key gave at capture: the server takes a new record only
+    // with it, so a record not taken yet keeps its key (captured again, it gets the new one).
+    if natural_id(kind, current) == Some(id) && outbox::creation_waits(tx, node, id)? {
+        return Err(baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
+            field: field.into(),
+            code: "not_synced".into(),
+            message_zh: format!(
+                "{zh}：此记录尚未同步，不能改{zh}；请删除此记录，按正确的{zh}重新采集"
+            ),
+            message_en: format!(
+                "{en}: this record has not synced yet, so its {en} cannot change: delete it and capture it again with the right one"
+            ),
+        }])
+        .into());
+    }
     let Some(other) = db::load_record(tx, natural)? else {
         return Ok(());
     };
@@ -1122,11 +1189,6 @@ fn refuse_key_collision(
     if gone("deleted") || gone("merged_into") {
         return Ok(());
     }
-    let (field, zh, en) = match kind {
-        EntityKind::Vehicle => ("plate", "号牌", "plate"),
-        EntityKind::House => ("address_code", "地址编码", "address code"),
-        _ => ("id_number", "证件号码", "ID number"),
-    };
     Err(
         baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
             field: field.into(),
@@ -1243,11 +1305,14 @@ fn capture_record(
 }
 
 /// Whether the server refused a record's creation (a capture writes `created_by` with no base,
-/// and a new record is taken or refused whole): it never took the record.
-fn never_taken(refused: &[(Stamp, Entry)]) -> bool {
+/// and a new record is taken or refused whole) and nothing of it came from elsewhere since (a
+/// pull bringing the same person, captured by another officer): the server never took it.
+fn never_taken(refused: &[(Stamp, Entry)], record: Option<&StoredRecord>, node: NodeId) -> bool {
+    // A pulled `created_by` that lost to ours still says the server holds the record.
     refused
         .iter()
-        .any(|(_, e)| e.field == "created_by" && e.base.is_none())
+        .any(|(_, e)| e.field == "created_by" && e.base.is_none() && e.old_stamp.is_none())
+        && record.is_none_or(|r| r.state.values().all(|v| v.stamp.node == node))
 }
 
 /// Adds to a correction every field of the record the server refused, as the record holds it
@@ -1292,15 +1357,34 @@ fn write_local(
     });
     let mut counter = device.next_counter;
     let mut entries = Vec::with_capacity(changes.len());
+    // A refused change never happened on the server: a change over its value replaces, as far
+    // as the server knows, what the refused one replaced.
+    let refused = if old.is_some() {
+        outbox::refused_of(tx, device.node, id)?
+    } else {
+        Vec::new()
+    };
     for (field, value) in changes {
         let held = record.state.get(field);
         if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
             // An earlier change of ours may still need this value: copy it out first.
             outbox::materialize(tx, device.node, held.stamp.hlc, field, &held.value)?;
         }
-        entries.push(Entry {
-            old: held.map(|v| v.value.clone()),
-            ..Entry::lazy(counter, field.clone(), held.map(|v| v.stamp))
+        let superseded = held.and_then(|h| {
+            refused
+                .iter()
+                .find(|(stamp, e)| *stamp == h.stamp && e.field == *field)
+        });
+        entries.push(match superseded {
+            Some((_, e)) => Entry {
+                old: e.old.clone(),
+                old_stamp: e.old_stamp,
+                ..Entry::lazy(counter, field.clone(), e.base)
+            },
+            None => Entry {
+                old: held.map(|v| v.value.clone()),
+                ..Entry::lazy(counter, field.clone(), held.map(|v| v.stamp))
+            },
         });
         counter += 1;
         record

@@ -791,3 +791,38 @@ fn registering_a_known_plate_says_the_vehicle_was_updated() {
         (first.id, true, vec!["colour".to_owned()])
     );
 }
+
+#[test]
+fn dismissing_a_refused_edit_puts_back_what_the_server_holds_a_value_pulled_since_included() {
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let mut s = Store::open_in_memory()
+        .expect("in-memory store")
+        .with_clock(clock.clone());
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    answer(&mut s, &|_| false, "");
+    clock.advance(60_000);
+    s.edit(id, &input(&[("name", "王小芳")])).unwrap();
+    // Another phone's rename, made between the capture and this edit, arrives: it loses here
+    // to the newer local edit, but it is what the server holds once this edit is refused.
+    let name_stamp = |s: &Store| s.states().unwrap()[&id].1["name"].stamp;
+    let between = baylink_sync::Hlc::from_u64(
+        (name_stamp(&s).hlc.as_u64() + s.states().unwrap()[&id].1["village"].stamp.hlc.as_u64())
+            / 2,
+    );
+    let remote = remote_person_change(id, "name", "王芳芳", between);
+    s.apply_remote(std::slice::from_ref(&remote)).unwrap();
+    assert_eq!(
+        s.get(id).unwrap().unwrap().fields["name"],
+        "王小芳",
+        "the local edit outranks it"
+    );
+    answer(&mut s, &|c| c.field == "name", "read_only");
+    s.dismiss_refused(id).unwrap();
+    let state = &s.states().unwrap()[&id].1;
+    assert_eq!(
+        (&state["name"].value, state["name"].stamp),
+        (&serde_json::json!("王芳芳"), remote.stamp)
+    );
+}

@@ -481,11 +481,23 @@ impl World {
 
     fn step(&mut self) {
         self.stats.steps += 1;
+        if let Ok(trace) = std::env::var("BAYLINK_SIM_TRACE") {
+            let id = Uuid::parse_str(&trace).expect("an entity id");
+            for (i, p) in self.phones.iter().enumerate() {
+                let state = p.store.states().ok().and_then(|s| s.get(&id).cloned());
+                let village = state.as_ref().and_then(|(_, s)| s.get("village").cloned());
+                eprintln!(
+                    "step {} phone {i}: village {village:?} outbox {:?}",
+                    self.stats.steps,
+                    p.store.outbox_rows_for_tests(id)
+                );
+            }
+        }
         self.advance();
         let phone = self.rng.below(self.phones.len() as u64) as usize;
         let villages = self.villages_of(phone);
         let village = villages[self.rng.below(villages.len() as u64) as usize].to_owned();
-        match self.rng.below(100) {
+        match self.rng.below(108) {
             0..=24 => {
                 let n = self.rng.below(PERSONS);
                 let mut pairs = vec![
@@ -602,7 +614,73 @@ impl World {
                 self.stats.fault("clock changed");
             }
             97 => self.echo(),
-            _ => self.deliver_delayed(),
+            98..=99 => self.deliver_delayed(),
+            100..=101 => {
+                // An officer captures a person in a neighbouring village, not theirs.
+                let elsewhere = VILLAGES.iter().find(|v| !villages.contains(v));
+                if let Some(elsewhere) = elsewhere {
+                    self.stats.fault("officer: capture in a village not theirs");
+                    let n = self.rng.below(PERSONS);
+                    let pairs = [
+                        ("village", (*elsewhere).to_owned()),
+                        ("id_number", synthetic::resident_id(n * 97)),
+                        ("name", synthetic::name(n)),
+                    ];
+                    // Known on this phone already (she lives here), it is an edit of her
+                    // village, which the phone may refuse; either way the schedule goes on.
+                    let _ = self.phones[phone]
+                        .store
+                        .capture(EntityKind::Person, &input(&pairs));
+                }
+            }
+            102..=104 => self.act_on_refusal(phone, &village),
+            _ => {
+                // A corrected ID number that is another person's: refused, on the phone when
+                // it holds her, else by the server, naming her.
+                let persons = self.held(phone, EntityKind::Person);
+                if let Some(id) = self.pick(&persons) {
+                    self.stats.fault("officer: ID number edited onto another's");
+                    let n = self.rng.below(PERSONS);
+                    let number = synthetic::resident_id(n * 97);
+                    let _ = self.phones[phone]
+                        .store
+                        .edit(id, &input(&[("id_number", number)]));
+                }
+            }
+        }
+    }
+
+    /// An officer reads a refused record and corrects it (its village, when that was the
+    /// reason: the record goes again whole) or dismisses it.
+    fn act_on_refusal(&mut self, phone: usize, village: &str) {
+        let refused = self.phones[phone]
+            .store
+            .refused_records()
+            .expect("refusals read");
+        let Some(record) = refused.first() else {
+            return;
+        };
+        let Ok(id) = Uuid::parse_str(&record.id) else {
+            return;
+        };
+        let wrong_village = record
+            .fields
+            .iter()
+            .any(|f| f.field == "village" && f.code == "out_of_scope");
+        if std::env::var("BAYLINK_SIM_DEBUG").is_ok() {
+            eprintln!("phone {phone} acts on {record:?}");
+        }
+        if wrong_village && self.rng.chance(50) {
+            self.stats.fault("officer: refused record corrected");
+            let _ = self.phones[phone]
+                .store
+                .edit(id, &input(&[("village", village.to_owned())]));
+        } else {
+            self.stats.fault("officer: refusal dismissed");
+            self.phones[phone]
+                .store
+                .dismiss_refused(id)
+                .expect("a listed refusal dismisses");
         }
     }
 
@@ -753,7 +831,92 @@ impl World {
                 }
             }
         }
-        self.check()
+        self.check()?;
+        // Every refusal left is one the officer can act on: listed with its reasons, and
+        // dismissed; then nothing of it is left and the phones hold the server's state exactly.
+        for phone in 0..self.phones.len() {
+            let refused = self.phones[phone]
+                .store
+                .refused_records()
+                .map_err(|e| e.to_string())?;
+            for record in refused {
+                if record.fields.is_empty()
+                    || record
+                        .fields
+                        .iter()
+                        .any(|f| f.message.is_empty() || f.label.is_empty())
+                {
+                    return Err(format!(
+                        "phone {phone}: a refusal without its reason: {record:?}"
+                    ));
+                }
+                let id = Uuid::parse_str(&record.id).map_err(|e| e.to_string())?;
+                if std::env::var("BAYLINK_SIM_DEBUG").is_ok() {
+                    eprintln!("phone {phone} dismisses at the end {record:?}");
+                }
+                self.phones[phone]
+                    .store
+                    .dismiss_refused(id)
+                    .map_err(|e| format!("phone {phone}: {record:?} cannot be dismissed: {e}"))?;
+                self.stats.fault("officer: refusal dismissed at the end");
+            }
+        }
+        for round in 0..2 {
+            self.advance();
+            for phone in 0..self.phones.len() {
+                if let Some(e) = self.sync(phone, false) {
+                    return Err(format!(
+                        "after dismissals, round {round}: phone {phone}: {e}"
+                    ));
+                }
+            }
+        }
+        for phone in 0..self.phones.len() {
+            let left = self.phones[phone]
+                .store
+                .refused()
+                .map_err(|e| e.to_string())?;
+            if !left.is_empty() {
+                return Err(format!(
+                    "phone {phone}: refusals left after dismissals: {left:?}"
+                ));
+            }
+        }
+        self.check()?;
+        self.every_record_whole()
+    }
+
+    /// Every record on the server has its required fields (a new record is taken only whole,
+    /// and no later write may take one away).
+    fn every_record_whole(&self) -> Result<(), String> {
+        let today = baylink_domain::Date::new(2026, 12, 31).ok_or("date")?;
+        let records: Vec<(String, String, String)> = self
+            .server
+            .db
+            .call_blocking(|c| {
+                Ok(c.prepare(
+                    "SELECT e.id, e.kind, json_group_object(f.field, json(f.value))
+                     FROM entity e JOIN field f ON f.entity = e.id GROUP BY e.id",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, rusqlite::Error>>()?)
+            })
+            .map_err(|e| e.to_string())?;
+        for (id, kind, fields) in records {
+            let Some(kind) = EntityKind::parse(&kind) else {
+                continue;
+            };
+            let values: baylink_domain::Fields =
+                serde_json::from_str(&fields).map_err(|e| e.to_string())?;
+            let missing: Vec<_> = baylink_domain::validate_record(kind, &values, today)
+                .into_iter()
+                .filter(|e| e.code == "required")
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!("{kind:?} {id} on the server lacks {missing:?}"));
+            }
+        }
+        Ok(())
     }
 
     fn server_state(&self, villages: &[&str]) -> BTreeMap<Uuid, EntityState> {
@@ -814,9 +977,17 @@ impl World {
                             })
                         })
             };
+            // An ID number edited onto another person's is refused naming her (or her village).
+            // So is one whose derived fields two phones' edits of the number left disagreeing.
+            let collision = |r: &mobile_core::RefusedChange| {
+                r.code == "invalid"
+                    && ["另一条记录", "其他村（社区）的一条记录", "与身份证号不符"]
+                        .iter()
+                        .any(|m| r.message.contains(m))
+            };
             if let Some(r) = refused
                 .iter()
-                .find(|r| r.code != "out_of_scope" && !follows(r))
+                .find(|r| r.code != "out_of_scope" && !follows(r) && !collision(r))
             {
                 return Err(format!("phone {phone}: unexpected refusal {r:?}"));
             }
