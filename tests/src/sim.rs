@@ -6,7 +6,10 @@
 //! wrong. After every schedule the network heals, every phone syncs, and the invariants are
 //! checked: each phone holds exactly the server's state for its villages; every change the server
 //! acknowledged is in the server's history once and still stands or was overwritten by a newer
-//! one; nothing was applied twice. The same seed replays the same schedule exactly.
+//! one; nothing was applied twice; every refusal left can be dismissed, after which each phone
+//! holds the server's state exactly; every record on the server is whole. Officers also capture in
+//! villages not theirs, correct or dismiss refusals and edit ID numbers onto others'. The same
+//! seed replays the same schedule exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
