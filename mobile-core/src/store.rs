@@ -561,6 +561,25 @@ impl Store {
         })
     }
 
+    /// Applies consecutive pages of a pull that started at the cursor `from`, as
+    /// [`Store::apply_pulls`] does, unless the device's cursor has moved on since `from`: then the
+    /// pages are a late duplicate of an answer already applied, and are dropped whole. Applied,
+    /// an old page's cursor would take the device back to what it held then (a village since
+    /// taken away would no longer be named, and never purged), and its purges could drop a
+    /// record sent again since.
+    pub fn apply_pulls_from(
+        &mut self,
+        pages: Vec<PullResponse>,
+        from: Option<&str>,
+        received_at_ms: u64,
+    ) -> Result<ApplyReport> {
+        let current = db::load_session(&self.conn)?.and_then(|s| s.cursor);
+        if current.as_deref() != from {
+            return Ok(ApplyReport::default());
+        }
+        self.apply_pulls(pages, received_at_ms)
+    }
+
     /// Applies one page of a pull in one transaction: merges the values, drops the purged
     /// records, learns the clock offset and remembers where the pull ended.
     pub fn apply_pull(&mut self, page: &PullResponse, received_at_ms: u64) -> Result<ApplyReport> {

@@ -826,3 +826,29 @@ fn dismissing_a_refused_edit_puts_back_what_the_server_holds_a_value_pulled_sinc
         (&serde_json::json!("王芳芳"), remote.stamp)
     );
 }
+
+#[test]
+fn a_late_duplicate_of_an_old_pull_answer_is_dropped_whole() {
+    use baylink_sync::wire::Cursor;
+    let mut s = store();
+    let id = uuid::Uuid::from_u128(5);
+    let hlc = baylink_sync::Hlc::from_u64(1 << 40);
+    let first = records_page(&[remote_person_change(id, "name", "王芳", hlc)], false);
+    s.apply_pulls_from(vec![first], None, NOW_MS).unwrap();
+    assert!(s.get(id).unwrap().is_some());
+    // An older answer (it dropped her, before she came back) arrives again, late.
+    let stale = baylink_sync::wire::PullResponse {
+        purged: vec![id],
+        next_cursor: Cursor(format!("s0:{VILLAGE}")),
+        ..records_page(&[], false)
+    };
+    let report = s
+        .apply_pulls_from(vec![stale.clone()], None, NOW_MS)
+        .unwrap();
+    assert_eq!(report.applied, 0);
+    assert!(s.get(id).unwrap().is_some(), "a late page drops nothing");
+    // The same page as the answer to the device's current cursor is applied.
+    s.apply_pulls_from(vec![stale], Some(&format!("s1:{VILLAGE}")), NOW_MS)
+        .unwrap();
+    assert!(s.get(id).unwrap().is_none());
+}

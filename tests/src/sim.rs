@@ -175,7 +175,8 @@ struct Delayed {
 /// An answer that arrives a second time, late (a duplicate the network held back).
 enum Echo {
     Push(usize, Vec<baylink_sync::wire::ChangeResult>),
-    Pull(usize, PullResponse),
+    /// A pull answer, with the cursor it answered.
+    Pull(usize, PullResponse, Option<String>),
 }
 
 /// The network between one phone and the server, with the schedule's faults.
@@ -303,6 +304,16 @@ impl Transport for Link<'_> {
                 server_sync::pull(c, &caller, from, limit)
             })
             .expect("pull");
+        if let Ok(trace) = std::env::var("BAYLINK_SIM_TRACE") {
+            let named = page.values.iter().any(|v| v.entity.to_string() == trace);
+            let purged = page.purged.iter().any(|id| id.to_string() == trace);
+            if named || purged {
+                eprintln!(
+                    "pull of phone {} from {:?}: values {named}, purged {purged}",
+                    self.phone, cursor
+                );
+            }
+        }
         let sent = PullResponse {
             server_time_ms: self.server.now,
             // Grouped by record, as a phone of this version is answered.
@@ -318,7 +329,8 @@ impl Transport for Link<'_> {
         let answer: PullResponse = serde_json::from_str(&text).expect("page from JSON");
         let answer = self.deliver(answer)?;
         if self.faults && self.rng.chance(5) {
-            self.echoes.push(Echo::Pull(self.phone, answer.clone()));
+            self.echoes
+                .push(Echo::Pull(self.phone, answer.clone(), cursor.map(|c| c.0)));
         }
         Ok(answer)
     }
@@ -486,6 +498,16 @@ impl World {
         self.stats.steps += 1;
         if let Ok(trace) = std::env::var("BAYLINK_SIM_TRACE") {
             let id = Uuid::parse_str(&trace).expect("an entity id");
+            let scope: Vec<String> = self
+                .server
+                .db
+                .call_blocking(|c| {
+                    Ok(c.prepare("SELECT village FROM scope WHERE entity = ?1")?
+                        .query_map([trace.clone()], |r| r.get(0))?
+                        .collect::<Result<_, rusqlite::Error>>()?)
+                })
+                .unwrap_or_default();
+            eprintln!("step {} server scope {scope:?}", self.stats.steps);
             for (i, p) in self.phones.iter().enumerate() {
                 let state = p.store.states().ok().and_then(|s| s.get(&id).cloned());
                 let village = state.as_ref().and_then(|(_, s)| s.get("village").cloned());
@@ -738,7 +760,8 @@ impl World {
     }
 
     /// A duplicate of an answer the phone already applied arrives late and is applied again:
-    /// a push's results settled twice, or an old pull page (with its older cursor) once more.
+    /// a push's results settled twice, or an old pull page (with its older cursor) once more,
+    /// which the phone must drop.
     fn echo(&mut self) {
         if self.echoes.is_empty() {
             return;
@@ -752,14 +775,20 @@ impl World {
                     .settle(&results)
                     .expect("a late answer settles");
             }
-            Echo::Pull(phone, page) => {
+            Echo::Pull(phone, page, from) => {
                 self.stats.fault("pull answer duplicated late");
+                if std::env::var("BAYLINK_SIM_TRACE").is_ok() {
+                    eprintln!(
+                        "step {}: phone {phone} applies a late page again (cursor {:?})",
+                        self.stats.steps, page.next_cursor
+                    );
+                }
                 let now =
                     baylink_sync::hlc::PhysicalClock::now_ms(self.phones[phone].clock.as_ref());
                 self.phones[phone]
                     .store
-                    .apply_pull(&page, now)
-                    .expect("a late page applies");
+                    .apply_pulls_from(vec![page], from.as_deref(), now)
+                    .expect("a late page is applied or dropped");
             }
         }
     }

@@ -483,7 +483,7 @@ fn pull(
         }
         let purged: usize = pages.iter().map(|p| p.purged.len()).sum();
         let more = pages.last().is_some_and(|p| p.more);
-        let applied = store.apply_pulls(pages, transport.now_ms())?;
+        let applied = store.apply_pulls_from(pages, cursor.as_deref(), transport.now_ms())?;
         report.pulled += (applied.applied + applied.unchanged) as u64;
         report.purged += purged as u64;
         progress.progress("pull", report.pulled, 0);
