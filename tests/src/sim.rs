@@ -8,8 +8,8 @@
 //! acknowledged is in the server's history once and still stands or was overwritten by a newer
 //! one; nothing was applied twice; every refusal left can be dismissed, after which each phone
 //! holds the server's state exactly; every record on the server is whole. Officers also capture in
-//! villages not theirs, correct or dismiss refusals and edit ID numbers onto others'. The same
-//! seed replays the same schedule exactly.
+//! villages not theirs, correct or dismiss refusals, edit ID numbers onto others' and swap phones.
+//! The same seed replays the same schedule exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -363,6 +363,9 @@ struct World {
     echoes: Vec<Echo>,
     /// Villages of o3 (the one officer whose villages change): both, or the second only.
     o3_both: bool,
+    /// The schedule's seed, and how many new installs (phones changing hands) it made.
+    seed: u64,
+    installs: u128,
 }
 
 const OFFICERS: [&str; 3] = ["o1", "o2", "o3"];
@@ -451,6 +454,8 @@ impl World {
             delayed: Vec::new(),
             echoes: Vec::new(),
             o3_both: false,
+            seed,
+            installs: 0,
         }
     }
 
@@ -658,7 +663,8 @@ impl World {
                         .capture(EntityKind::Person, &input(&pairs));
                 }
             }
-            102..=104 => self.act_on_refusal(phone, &village),
+            102..=103 => self.act_on_refusal(phone, &village),
+            104 => self.hand_over(),
             _ => {
                 // A corrected ID number that is another person's: refused, on the phone when
                 // it holds her, else by the server, naming her.
@@ -672,6 +678,45 @@ impl World {
                         .edit(id, &input(&[("id_number", number)]));
                 }
             }
+        }
+    }
+
+    /// o1 and o2 (one village) swap phones: allowed only once nothing of either waits or stands
+    /// refused (the phone refuses another officer's sign-in before), and each phone then starts
+    /// again as a new device of its new officer, with nothing of the last one's.
+    fn hand_over(&mut self) {
+        let busy = |w: &World, i: usize| {
+            w.phones[i].store.pending_records().unwrap_or(1) > 0
+                || !w.phones[i].store.refused().unwrap_or_default().is_empty()
+                || w.delayed.iter().any(|d| d.phone == i)
+                || w.echoes.iter().any(|e| match e {
+                    Echo::Push(p, _) | Echo::Pull(p, _, _) => *p == i,
+                })
+        };
+        if busy(self, 0) || busy(self, 1) {
+            return;
+        }
+        self.stats.fault("officer: phones changed hands");
+        let officers = (self.phones[1].officer, self.phones[0].officer);
+        for (i, officer) in [(0, officers.0), (1, officers.1)] {
+            self.installs += 1;
+            let node = NodeId(Uuid::from_u128(
+                (u128::from(self.seed) << 8) | (0x10 + self.installs),
+            ));
+            let now = self.server.now;
+            self.server
+                .db
+                .call_blocking(|c| {
+                    let account = accounts::account_by_username(c, officer)?
+                        .ok_or_else(|| baylink_server::AppError::NotFound(officer.into()))?;
+                    accounts::register_device(c, &node.to_string(), account.id, "phone", now)
+                })
+                .expect("the new device registers");
+            let p = &mut self.phones[i];
+            p.path = p.path.with_extension(format!("{}.db", self.installs));
+            p.node = node;
+            p.officer = officer;
+            p.store = Phone::open(&p.path, node, &p.clock, officer);
         }
     }
 

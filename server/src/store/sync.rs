@@ -680,7 +680,11 @@ fn apply(
         caller.account,
         now_ms as i64
     ])?;
-    if let (true, Some(held)) = (plan.concurrent, held.as_ref()) {
+    // Who captured a record, when, and its review are the server's and the console's, not data
+    // two officers can disagree on: no conflict for a reviewer to settle.
+    let owned = authorize::SERVER_OWNED.contains(&change.field.as_str())
+        || authorize::CONSOLE_ONLY.contains(&change.field.as_str());
+    if let (true, false, Some(held)) = (plan.concurrent, owned, held.as_ref()) {
         let (kept, lost) = if plan.apply {
             (&incoming, held)
         } else {

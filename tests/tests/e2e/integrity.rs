@@ -258,6 +258,19 @@ fn a_person_registered_in_another_village_moves_in_and_her_old_residence_goes_ba
         .find(|f| f.record.id == old.to_string())
         .unwrap_or_else(|| panic!("{returned:?}"));
     assert!(flagged.comment.contains("搬离日期"), "{}", flagged.comment);
+    // Nothing of who captured her reaches the conflicts page as if it were data.
+    let owned_conflicts: i64 = server
+        .state
+        .db
+        .call_blocking(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM conflict WHERE field IN ('created_by', 'created_at', 'review_status')",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("conflicts");
+    assert_eq!(owned_conflicts, 0);
     // Her home stays where it was, and so does her author.
     let record = first.store.get(p).unwrap().unwrap();
     assert_eq!(
