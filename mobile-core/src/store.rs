@@ -305,6 +305,16 @@ impl Store {
             let kind = EntityKind::parse(&old.kind)
                 .ok_or_else(|| baylink_domain::Error::UnknownKind(old.kind.clone()))?;
             let current = values(&old.state);
+            if current.get("deleted") == Some(&Value::Bool(true)) {
+                return Err(baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
+                    field: "deleted".into(),
+                    code: "deleted".into(),
+                    message_zh: "此记录已删除，不能修改；需要时请重新采集".into(),
+                    message_en: "this record is deleted and cannot be edited; capture it again if needed"
+                        .into(),
+                }])
+                .into());
+            }
             let mut changes = validate_edit(kind, &current, input, today)?;
             if let (Some(villages), Some(village)) = (&villages, changes.get("village")) {
                 refuse_village(village, villages)?;
@@ -818,6 +828,12 @@ impl Store {
 
     /// Erases everything on the device (a revoked, lost phone) and takes a new identity.
     pub fn wipe(&mut self) -> Result<()> {
+        self.wipe_as(NodeId::random())
+    }
+
+    /// Wipes the store, as [`Store::wipe`], and takes `node` as the new device identity (one a
+    /// new officer has just signed in with).
+    pub(crate) fn wipe_as(&mut self, node: NodeId) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute_batch(
             "DELETE FROM record; DELETE FROM link; DELETE FROM link_pending; DELETE FROM outbox;
@@ -826,7 +842,7 @@ impl Store {
         tx.execute(
             "UPDATE device SET node = ?1, clock_last = 0, clock_offset_ms = 0, next_counter = 1,
                  user_name = 'local', max_remote_hlc = 0 WHERE id = 1",
-            [NodeId::random().to_string()],
+            [node.to_string()],
         )?;
         tx.commit()?;
         self.device = db::load_device(&self.conn)?;

@@ -852,3 +852,22 @@ fn a_late_duplicate_of_an_old_pull_answer_is_dropped_whole() {
         .unwrap();
     assert!(s.get(id).unwrap().is_none());
 }
+
+#[test]
+fn a_deleted_record_cannot_be_edited_and_captured_again_comes_back() {
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    s.delete(id).unwrap();
+    let err = s.edit(id, &input(&[("name", "王小芳")])).unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(e) if e.field_errors()[0].code == "deleted"),
+        "{err}"
+    );
+    let again = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    assert_eq!(again, id);
+    assert_eq!(s.get(id).unwrap().unwrap().fields["deleted"], "false");
+}

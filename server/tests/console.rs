@@ -1451,7 +1451,55 @@ async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() 
     let (after, open) = listed(&console);
     assert_eq!((after.len(), open), (1, 1), "{after:?}");
     assert_eq!(after[0].entity, person.to_string());
+
     // An officer's later write to the merged-away record raises nothing.
     push_as_officer(&console, "person", twin, &[("phone", json!("13800138000"))]);
     assert_eq!(listed(&console).0.len(), 1);
+}
+
+#[tokio::test]
+async fn a_watched_persons_alert_follows_her_to_the_record_kept_when_her_duplicate_is_merged() {
+    use baylink_server::store::{alerts, duplicates};
+    let (console, person) = Console::new();
+    let body = "11010819491231001";
+    let twin_id = format!(
+        "{body}{}",
+        baylink_domain::id_number::check_char(body.as_bytes())
+    );
+    let twin = person_id("resident_id", &twin_id);
+    push_as_officer(
+        &console,
+        "person",
+        twin,
+        &person_fields("resident_id", &twin_id, "王芳"),
+    );
+    let watched = twin_id;
+    console
+        .state
+        .db
+        .call_blocking(move |c| {
+            let admin = accounts::account_by_username(c, "admin")?.map_or(0, |a| a.id);
+            let rule = baylink_domain::watch::Rule::id_number(&watched).unwrap();
+            alerts::add_rule(c, admin, &rule, "test", 1)?;
+            Ok(())
+        })
+        .unwrap();
+    let reviewer = Caller {
+        account: 0,
+        role: Role::Admin,
+        device: "console".into(),
+        villages: vec![VILLAGE.into()],
+    };
+    // The watched record is the duplicate: merged into the other, her hit stays listed.
+    let (from, into) = (twin.to_string(), person.to_string());
+    let list = console
+        .state
+        .db
+        .call_blocking(move |c| {
+            duplicates::merge(c, &reviewer, &from, &into, 2)?;
+            alerts::list(c, &[VILLAGE.to_owned()], true, 50)
+        })
+        .unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].entity, person.to_string());
 }

@@ -423,7 +423,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 out!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 out!(
-                    "pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {}, pulled {}, removed {}",
+                    "pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {} values, pulled {} values, removed {} record(s)",
                     report.pushed_records,
                     report.pushed,
                     report.refused_records,

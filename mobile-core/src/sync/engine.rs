@@ -8,8 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use baylink_sync::Change;
 use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse, refusal};
+use baylink_sync::{Change, NodeId};
 use uuid::Uuid;
 
 use crate::db;
@@ -283,23 +283,27 @@ pub fn login(
     password: &str,
     device_name: &str,
 ) -> Result<()> {
-    hand_over(store, username)?;
+    // Another officer signs in as a new device; the last one's data goes only once the server
+    // has taken the new officer's password.
+    let handing_over = hand_over(store, username)?;
     let client = Client::new(server, TIMEOUT);
     // The key proves this device to the server it came from (and only to that one).
     let device_key = store
         .raw_session()?
-        .filter(|s| s.server == server)
+        .filter(|s| s.server == server && !handing_over)
         .and_then(|s| s.device_key);
+    let node = if handing_over {
+        NodeId::random()
+    } else {
+        store.node_id()
+    };
     let tokens = guard(
         store,
-        client.login(
-            username,
-            password,
-            store.node_id(),
-            device_name,
-            device_key.as_deref(),
-        ),
+        client.login(username, password, node, device_name, device_key.as_deref()),
     )?;
+    if handing_over {
+        store.wipe_as(node)?;
+    }
     store.begin_session(
         &to_session(server, &tokens, None, None, device_key),
         tokens.server_time_ms,
@@ -307,16 +311,17 @@ pub fn login(
     )
 }
 
-/// Another officer signing in on this phone: refused while the last officer's changes wait (they
-/// would be lost, or pushed under the wrong name); otherwise the last officer's records go and
-/// the phone takes a new device identity (the server binds a device to one account for ever), so
-/// the new officer never reads the last one's villages.
-fn hand_over(store: &mut Store, username: &str) -> Result<()> {
+/// Whether this sign-in hands the phone to another officer: refused while the last officer's
+/// changes wait (they would be lost, or pushed under the wrong name); otherwise, once the new
+/// officer's sign-in succeeds, the last officer's records go and the phone takes a new device
+/// identity (the server binds a device to one account for ever), so the new officer never reads
+/// the last one's villages, and a failed sign-in leaves the phone as it was.
+fn hand_over(store: &mut Store, username: &str) -> Result<bool> {
     let Some(last) = store
         .raw_session()?
         .filter(|s| !s.username.is_empty() && s.username != username)
     else {
-        return Ok(());
+        return Ok(false);
     };
     let waiting = store.pending_records()? + store.refused_records()?.len() as u64;
     if waiting > 0 {
@@ -333,7 +338,7 @@ fn hand_over(store: &mut Store, username: &str) -> Result<()> {
         }])
         .into());
     }
-    store.wipe()
+    Ok(true)
 }
 
 /// Ends the session here and on the server (when reachable); local data stays.

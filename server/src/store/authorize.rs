@@ -367,8 +367,12 @@ fn refuse_key_collision(
             "{zh}：与其他村（社区）的一条记录相同，请核对 / {en}: a record of another village has it; check it"
         )
     };
+    // The key and what derives from it go together: a refused number must not leave its birth
+    // date, sex and origin behind on the record.
+    let derived = ["gender", "birth_date", "origin_code", "origin_name"];
     for &i in idx {
-        if KEY_FIELDS.contains(&changes[i].field.as_str())
+        let field = changes[i].field.as_str();
+        if (KEY_FIELDS.contains(&field) || derived.contains(&field))
             && plan[i].as_ref().is_some_and(Decision::accepted)
         {
             plan[i] = Some(Decision::refuse(refusal::INVALID, message.clone()));

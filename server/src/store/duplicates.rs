@@ -269,6 +269,12 @@ pub fn merge(
         &[("merged_into", Value::String(into.to_owned()))],
         now_ms,
     )?;
+    // Her alerts follow her to the record kept (a watched person's hit must not vanish because
+    // her duplicate was the one kept); one the kept record has already stays once.
+    tx.execute(
+        "UPDATE OR IGNORE alert SET entity = ?2 WHERE entity = ?1",
+        params![from, into],
+    )?;
     let detail = serde_json::to_string(&report).unwrap_or_default();
     audit(
         &tx,
