@@ -147,6 +147,50 @@ pub fn named_records(changes: &[Change]) -> BTreeSet<Uuid> {
 /// Fields a natural key is made of: changing one gives a record another natural id.
 const KEY_FIELDS: [&str; 4] = ["id_type", "id_number", "plate", "address_code"];
 
+/// The fields whose values no two live records of a kind may share.
+fn unique_key(kind: EntityKind) -> &'static [&'static str] {
+    match kind {
+        EntityKind::Person => &["id_type", "id_number"],
+        EntityKind::Vehicle => &["plate"],
+        EntityKind::House => &["address_code"],
+        _ => &[],
+    }
+}
+
+/// The key values a push's edits give stored records, or bring back by undeleting them, by the
+/// summary column that holds them (`id_number`, `plate`): the push reads every live record that
+/// already holds one as a fact, so that no key ends on two records.
+pub fn edited_keys(
+    changes: &[Change],
+    records: &HashMap<Uuid, Held>,
+) -> BTreeSet<(String, &'static str, String)> {
+    let mut keys = BTreeSet::new();
+    for change in changes {
+        let Some(held) = records.get(&change.entity) else {
+            continue;
+        };
+        let column = match (held.kind.as_str(), change.field.as_str()) {
+            ("person", "id_number") => "id_number",
+            ("vehicle", "plate") => "plate",
+            (kind, "deleted") if change.value == Value::Bool(false) => match kind {
+                "person" => "id_number",
+                "vehicle" => "plate",
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let value = if change.field == "deleted" {
+            value_of(&held.state, column).clone()
+        } else {
+            change.value.clone()
+        };
+        if let Some(text) = value.as_str() {
+            keys.insert((held.kind.clone(), column, text.to_owned()));
+        }
+    }
+    keys
+}
+
 /// The records a push's edits of natural keys might collide with: for each stored record whose
 /// key fields the push changes, the id its key would then give, when that is another record's
 /// id not yet among `records`. The push reads them as facts too.
@@ -334,22 +378,45 @@ fn refuse_key_collision(
     plan: &mut [Option<Decision>],
 ) {
     let after = values(&merged_after(Some(held), changes, idx, plan));
-    let Some(natural) = natural_id(kind, &after).filter(|n| *n != id) else {
-        return;
-    };
-    if natural_id(kind, &values(&held.state)) == Some(natural) {
-        return;
-    }
-    let Some(other) = facts.records.get(&natural) else {
-        return;
-    };
-    let gone = |field: &str| {
-        let value = value_of(&other.state, field);
+    let before = values(&held.state);
+    let gone = |state: &EntityState, field: &str| {
+        let value = value_of(state, field);
         !value.is_null() && value != &Value::Bool(false)
     };
-    if other.kind != kind.as_str() || gone("deleted") || gone("merged_into") {
+    // The key as the push leaves it, when the push changes it or brings the record back.
+    let undeleted =
+        gone(&held.state, "deleted") && after.get("deleted") != Some(&Value::Bool(true));
+    let key = |v: &Fields| -> Vec<Value> {
+        unique_key(kind)
+            .iter()
+            .map(|f| v.get(*f).cloned().unwrap_or(Value::Null))
+            .collect()
+    };
+    let new_key = key(&after);
+    if new_key.iter().any(Value::is_null) || (key(&before) == new_key && !undeleted) {
         return;
     }
+    // Another live record of the kind holding that key: the one its id names, or any other.
+    let holds = |other: &Held| {
+        other.kind == kind.as_str()
+            && !gone(&other.state, "deleted")
+            && !gone(&other.state, "merged_into")
+            && key(&values(&other.state)) == new_key
+    };
+    let natural = natural_id(kind, &after).filter(|n| *n != id);
+    let other = natural
+        .and_then(|n| facts.records.get(&n).filter(|o| holds(o)).map(|o| (n, o)))
+        .or_else(|| {
+            facts
+                .records
+                .iter()
+                .filter(|(other, _)| **other != id)
+                .find(|(_, o)| holds(o) && !o.state.is_empty())
+                .map(|(n, o)| (*n, o))
+        });
+    let Some((natural, other)) = other else {
+        return;
+    };
     let visible =
         facts.role == Role::Admin || other.villages.iter().any(|v| facts.villages.contains(v));
     let (zh, en) = match kind {
@@ -372,7 +439,7 @@ fn refuse_key_collision(
     let derived = ["gender", "birth_date", "origin_code", "origin_name"];
     for &i in idx {
         let field = changes[i].field.as_str();
-        if (KEY_FIELDS.contains(&field) || derived.contains(&field))
+        if (KEY_FIELDS.contains(&field) || derived.contains(&field) || field == "deleted")
             && plan[i].as_ref().is_some_and(Decision::accepted)
         {
             plan[i] = Some(Decision::refuse(refusal::INVALID, message.clone()));

@@ -167,6 +167,26 @@ fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Hel
             records.insert(id, held);
         }
     }
+    // And every live record already holding a key an edit gives (or an undeletion brings back).
+    for (kind, column, value) in authorize::edited_keys(changes, &records) {
+        let holders: Vec<String> = tx
+            .prepare_cached(&format!(
+                "SELECT entity FROM summary WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT 8"
+            ))?
+            .query_map(params![value, kind], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for holder in holders {
+            let Ok(id) = Uuid::parse_str(&holder) else {
+                continue;
+            };
+            if records.contains_key(&id) {
+                continue;
+            }
+            if let Some(held) = held_record(tx, id, true)? {
+                records.insert(id, held);
+            }
+        }
+    }
     Ok(records)
 }
 

@@ -318,3 +318,52 @@ fn a_person_registered_in_another_village_moves_in_and_her_old_residence_goes_ba
             .all(|f| f.record.id != old.to_string())
     );
 }
+
+#[test]
+fn two_records_edited_onto_one_free_number_the_second_is_refused() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let (mut first, mut second) = (Device::new("o1"), Device::new("o2"));
+    first.login(&server, "o1");
+    second.login(&server, "o2");
+    let p1 = first.capture(
+        EntityKind::Person,
+        &person(VILLAGE, "11010519491231002X", "王芳"),
+    );
+    let p2 = second.capture(
+        EntityKind::Person,
+        &person(VILLAGE, "440102198001011235", "李明"),
+    );
+    first.sync();
+    second.sync();
+    // Both correct a number to the same one, held by no record yet.
+    let free = "440303199002020020";
+    let mut to_free = baylink_domain::Input::new();
+    to_free.insert("id_number".into(), free.into());
+    first.store.edit(p1, &to_free).unwrap();
+    first.sync();
+    second.store.edit(p2, &to_free).unwrap();
+    let report = second.sync();
+    assert_eq!(report.refused_records, 1, "{report:?}");
+    let refused = second.store.refused_records().unwrap();
+    assert!(
+        refused[0]
+            .fields
+            .iter()
+            .any(|f| f.message.contains(&p1.to_string())),
+        "{refused:?}"
+    );
+    let numbers: i64 = server
+        .state
+        .db
+        .call_blocking(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM summary WHERE id_number = ?1 AND deleted = 0",
+                [free],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("summary");
+    assert_eq!(numbers, 1, "one record holds the number");
+}
