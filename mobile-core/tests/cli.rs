@@ -260,6 +260,23 @@ fn bad_input_exits_non_zero_names_the_field_and_saves_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[plate]"));
 
+    // With --json, the error comes as JSON on standard output too.
+    let out = d.run(&[
+        "--json",
+        "capture",
+        "person",
+        "--id-number",
+        "110105194912310021",
+        "--name",
+        "王芳",
+        "--village",
+        "441303006001",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "invalid");
+    assert_eq!(error["error"]["fields"][0]["field"], "id_number");
+
     let out = d.run(&["show", "not-an-id"]);
     assert_eq!(out.status.code(), Some(2));
     let out = d.run(&[

@@ -172,7 +172,12 @@ fn limit_arg() -> Arg {
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
-    match run(&matches) {
+    let result = run(&matches);
+    if let (Err(e), true) = (&result, matches.get_flag("json")) {
+        // Scripts reading `--json` get the error as JSON too (the text still goes to stderr).
+        out!("{}", json_error(e));
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Invalid(e)) if !e.field_errors().is_empty() => {
             for problem in e.field_errors() {
@@ -554,6 +559,34 @@ fn print_status(store: &Store, json: bool) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// An error as `{"error": {"code", "message", "fields": [{"field", "code", "message_zh",
+/// "message_en"}]}}`.
+fn json_error(e: &Error) -> serde_json::Value {
+    let code = match e {
+        Error::Invalid(_) => "invalid",
+        Error::NotFound(_) => "not_found",
+        Error::BadId(_) => "bad_id",
+        Error::Server { code, .. } => code.as_str(),
+        Error::NotSignedIn => "not_signed_in",
+        Error::Revoked => "device_revoked",
+        Error::WrongPassphrase => "wrong_passphrase",
+        Error::Network(_) => "network",
+        _ => "error",
+    };
+    let fields: Vec<serde_json::Value> = match e {
+        Error::Invalid(invalid) => invalid
+            .field_errors()
+            .iter()
+            .map(|f| {
+                serde_json::json!({"field": f.field, "code": f.code,
+                                   "message_zh": f.message_zh, "message_en": f.message_en})
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    serde_json::json!({"error": {"code": code, "message": e.to_string(), "fields": fields}})
 }
 
 /// The password: the first line of standard input (a prompt goes to stderr on a terminal).
