@@ -54,6 +54,23 @@ pub enum Error {
     WrongPassphrase,
 }
 
+impl Error {
+    /// One field refused before anything is stored; the texts name the field themselves.
+    pub(crate) fn field(
+        field: &str,
+        code: &str,
+        message_zh: impl Into<String>,
+        message_en: impl Into<String>,
+    ) -> Error {
+        Error::Invalid(baylink_domain::Error::Invalid(vec![FieldError {
+            field: field.to_owned(),
+            code: code.to_owned(),
+            message_zh: message_zh.into(),
+            message_en: message_en.into(),
+        }]))
+    }
+}
+
 /// Result of the store.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -343,6 +343,16 @@ pub(crate) fn pending_count(conn: &Connection) -> Result<u64> {
     Ok(n as u64)
 }
 
+/// Every outbox row of a record.
+fn rows_of(conn: &Connection, node: NodeId, entity: Uuid) -> Result<Vec<Row>> {
+    rows(
+        conn,
+        node,
+        "WHERE entity = ?1",
+        [entity.hyphenated().to_string()],
+    )
+}
+
 /// How many records have changes waiting to be pushed.
 pub(crate) fn pending_records(conn: &Connection) -> Result<u64> {
     let n: i64 = conn.query_row(
@@ -406,22 +416,29 @@ pub(crate) fn settle(
             write_row(conn, &row)?;
         }
     }
-    // In order: a change refused after one it replaced passes on what that one replaced.
+    // In order: a change refused after one it replaced passes on what that one replaced. Each
+    // record's rows are read once and written once.
     let mut passed: BTreeMap<(Uuid, String, Stamp), Entry> = BTreeMap::new();
+    let mut loaded: BTreeMap<Uuid, Vec<(Row, bool)>> = BTreeMap::new();
     for (entity, stamp, refused) in undone {
         let source = passed
             .get(&(entity, refused.field.clone(), stamp))
             .cloned()
             .unwrap_or(refused);
-        let later = rows(
-            conn,
-            node,
-            "WHERE entity = ?1 AND hlc > ?2",
-            params![entity.hyphenated().to_string(), stamp.hlc.as_u64() as i64],
-        )?;
-        for mut row in later {
+        let rows = match loaded.entry(entity) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                rows_of(conn, node, entity)?
+                    .into_iter()
+                    .map(|r| (r, false))
+                    .collect(),
+            ),
+        };
+        let later = rows
+            .iter_mut()
+            .filter(|(row, _)| row.hlc > stamp.hlc.as_u64());
+        for (row, changed) in later {
             let row_stamp = Stamp::new(Hlc::from_u64(row.hlc), node);
-            let mut changed = false;
             for entry in row
                 .entries
                 .iter_mut()
@@ -431,11 +448,13 @@ pub(crate) fn settle(
                 entry.old.clone_from(&source.old);
                 entry.old_stamp = source.old_stamp;
                 passed.insert((entity, entry.field.clone(), row_stamp), entry.clone());
-                changed = true;
+                *changed = true;
             }
-            if changed {
-                write_row(conn, &row)?;
-            }
+        }
+    }
+    for (row, changed) in loaded.into_values().flatten() {
+        if changed {
+            write_row(conn, &row)?;
         }
     }
     Ok((accepted, refused))
@@ -562,13 +581,7 @@ pub(crate) fn refused_of(
 /// Whether the server has yet to take the record's creation: its capture's `created_by` (written
 /// with no base) still waits in the outbox, or was refused.
 pub(crate) fn creation_waits(conn: &Connection, node: NodeId, entity: Uuid) -> Result<bool> {
-    let found = rows(
-        conn,
-        node,
-        "WHERE entity = ?1",
-        [entity.hyphenated().to_string()],
-    )?;
-    Ok(found.iter().any(|row| {
+    Ok(rows_of(conn, node, entity)?.iter().any(|row| {
         row.entries
             .iter()
             .any(|e| e.field == "created_by" && e.base.is_none())
@@ -583,13 +596,7 @@ pub(crate) fn rename_stamps(
     entity: Uuid,
     renamed: &std::collections::HashMap<Stamp, Stamp>,
 ) -> Result<()> {
-    let found = rows(
-        conn,
-        node,
-        "WHERE entity = ?1",
-        [entity.hyphenated().to_string()],
-    )?;
-    for mut row in found {
+    for mut row in rows_of(conn, node, entity)? {
         let mut changed = false;
         for entry in &mut row.entries {
             for stamp in [&mut entry.base, &mut entry.old_stamp]

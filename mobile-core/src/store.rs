@@ -306,14 +306,12 @@ impl Store {
                 .ok_or_else(|| baylink_domain::Error::UnknownKind(old.kind.clone()))?;
             let current = values(&old.state);
             if current.get("deleted") == Some(&Value::Bool(true)) {
-                return Err(baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
-                    field: "deleted".into(),
-                    code: "deleted".into(),
-                    message_zh: "此记录已删除，不能修改；需要时请重新采集".into(),
-                    message_en: "this record is deleted and cannot be edited; capture it again if needed"
-                        .into(),
-                }])
-                .into());
+                return Err(Error::field(
+                    "deleted",
+                    "deleted",
+                    "此记录已删除，不能修改；需要时请重新采集",
+                    "this record is deleted and cannot be edited; capture it again if needed",
+                ));
             }
             let mut changes = validate_edit(kind, &current, input, today)?;
             if let (Some(villages), Some(village)) = (&villages, changes.get("village")) {
@@ -1200,17 +1198,14 @@ fn refuse_key_collision(
     // A record's id is the one its key gave at capture: the server takes a new record only
     // with it, so a record not taken yet keeps its key (captured again, it gets the new one).
     if natural_id(kind, current) == Some(id) && outbox::creation_waits(tx, node, id)? {
-        return Err(baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
-            field: field.into(),
-            code: "not_synced".into(),
-            message_zh: format!(
-                "{zh}：此记录尚未同步，不能改{zh}；请删除此记录，按正确的{zh}重新采集"
-            ),
-            message_en: format!(
+        return Err(Error::field(
+            field,
+            "not_synced",
+            format!("{zh}：此记录尚未同步，不能改{zh}；请删除此记录，按正确的{zh}重新采集"),
+            format!(
                 "{en}: this record has not synced yet, so its {en} cannot change: delete it and capture it again with the right one"
             ),
-        }])
-        .into());
+        ));
     }
     let Some(other) = db::load_record(tx, natural)? else {
         return Ok(());
@@ -1224,20 +1219,17 @@ fn refuse_key_collision(
     if gone("deleted") || gone("merged_into") {
         return Ok(());
     }
-    Err(
-        baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
-            field: field.into(),
-            code: "duplicate".into(),
-            message_zh: format!(
-                "{zh}：与另一条记录（{natural}）相同。请核对；若是同一{}，请审核人员合并两条记录",
-                kind.label_zh()
-            ),
-            message_en: format!(
-                "{en}: another record ({natural}) has it. Check it; if both are the same, a reviewer merges them"
-            ),
-        }])
-        .into(),
-    )
+    Err(Error::field(
+        field,
+        "duplicate",
+        format!(
+            "{zh}：与另一条记录（{natural}）相同。请核对；若是同一{}，请审核人员合并两条记录",
+            kind.label_zh()
+        ),
+        format!(
+            "{en}: another record ({natural}) has it. Check it; if both are the same, a reviewer merges them"
+        ),
+    ))
 }
 
 fn refuse_village(village: &Value, villages: &[String]) -> Result<()> {
@@ -1247,21 +1239,18 @@ fn refuse_village(village: &Value, villages: &[String]) -> Result<()> {
     if villages.iter().any(|v| v == code) {
         return Ok(());
     }
-    Err(
-        baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
-            field: "village".into(),
-            code: "not_yours".into(),
-            message_zh: format!(
-                "所属村（社区）：{code} 不是您的辖区（您的辖区：{}）",
-                villages.join("、")
-            ),
-            message_en: format!(
-                "village: {code} is not one of your villages ({})",
-                villages.join(", ")
-            ),
-        }])
-        .into(),
-    )
+    Err(Error::field(
+        "village",
+        "not_yours",
+        format!(
+            "所属村（社区）：{code} 不是您的辖区（您的辖区：{}）",
+            villages.join("、")
+        ),
+        format!(
+            "village: {code} is not one of your villages ({})",
+            villages.join(", ")
+        ),
+    ))
 }
 
 fn capture_in(

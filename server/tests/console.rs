@@ -1396,11 +1396,8 @@ async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write(
     );
 }
 
-#[tokio::test]
-async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() {
-    use baylink_server::store::{alerts, duplicates};
-    let (console, person) = Console::new();
-    // Her duplicate, one digit off (both from 北京, a region on the watch list).
+/// Person 42's duplicate (王芳, one digit off, also from 北京): its id and ID number.
+fn twin_of_42(console: &Console) -> (Uuid, String) {
     let body = "11010819491231001";
     let twin_id = format!(
         "{body}{}",
@@ -1408,11 +1405,20 @@ async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() 
     );
     let twin = person_id("resident_id", &twin_id);
     push_as_officer(
-        &console,
+        console,
         "person",
         twin,
         &person_fields("resident_id", &twin_id, "王芳"),
     );
+    (twin, twin_id)
+}
+
+#[tokio::test]
+async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() {
+    use baylink_server::store::{alerts, duplicates};
+    let (console, person) = Console::new();
+    // Her duplicate, one digit off (both from 北京, a region on the watch list).
+    let (twin, _) = twin_of_42(&console);
     let reviewer = Caller {
         account: 0,
         role: Role::Admin,
@@ -1461,18 +1467,7 @@ async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() 
 async fn a_watched_persons_alert_follows_her_to_the_record_kept_when_her_duplicate_is_merged() {
     use baylink_server::store::{alerts, duplicates};
     let (console, person) = Console::new();
-    let body = "11010819491231001";
-    let twin_id = format!(
-        "{body}{}",
-        baylink_domain::id_number::check_char(body.as_bytes())
-    );
-    let twin = person_id("resident_id", &twin_id);
-    push_as_officer(
-        &console,
-        "person",
-        twin,
-        &person_fields("resident_id", &twin_id, "王芳"),
-    );
+    let (twin, twin_id) = twin_of_42(&console);
     let watched = twin_id;
     console
         .state

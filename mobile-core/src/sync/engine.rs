@@ -326,17 +326,16 @@ fn hand_over(store: &mut Store, username: &str) -> Result<bool> {
     let waiting = store.pending_records()? + store.refused_records()?.len() as u64;
     if waiting > 0 {
         let who = &last.username;
-        return Err(baylink_domain::Error::Invalid(vec![baylink_domain::FieldError {
-            field: "username".into(),
-            code: "changes_waiting".into(),
-            message_zh: format!(
+        return Err(Error::field(
+            "username",
+            "changes_waiting",
+            format!(
                 "本机还有 {waiting} 条记录属于警员 {who}、尚未同步：请 {who} 先登录同步（或放弃被拒的修改）后再换人"
             ),
-            message_en: format!(
+            format!(
                 "{waiting} record(s) of officer {who} have not synced: {who} signs in and syncs (or dismisses refused changes) before another officer uses this phone"
             ),
-        }])
-        .into());
+        ));
     }
     Ok(true)
 }
