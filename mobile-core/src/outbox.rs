@@ -588,6 +588,32 @@ pub(crate) fn creation_waits(conn: &Connection, node: NodeId, entity: Uuid) -> R
     }))
 }
 
+/// Whether a record's creation waits in the outbox, was never handed out to be sent, and
+/// nothing says the server holds the record (no pulled value of its creation fields lost to
+/// this phone's).
+pub(crate) fn creation_unseen(conn: &Connection, node: NodeId, entity: Uuid) -> Result<bool> {
+    let offered: i64 = conn
+        .prepare_cached("SELECT offered_counter FROM device WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    Ok(rows_of(conn, node, entity)?.iter().any(|row| {
+        row.entries.iter().any(|e| {
+            e.field == "created_by"
+                && e.base.is_none()
+                && e.old_stamp.is_none()
+                && e.counter > offered as u64
+        })
+    }))
+}
+
+/// Notes that changes up to `counter` were handed out to be sent.
+pub(crate) fn offered(conn: &Connection, counter: u64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE device SET offered_counter = MAX(offered_counter, ?1) WHERE id = 1",
+    )?
+    .execute([counter as i64])?;
+    Ok(())
+}
+
 /// Makes the changes of an entity that name a restamped action (as their base, or as the stamp
 /// of the value they keep) name its new stamp.
 pub(crate) fn rename_stamps(

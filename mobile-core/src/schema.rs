@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/003_deferred_index.sql"),
     include_str!("sql/004_link_pending.sql"),
     include_str!("sql/005_device_key.sql"),
+    include_str!("sql/006_offered.sql"),
 ];
 
 /// The schema version this build writes.

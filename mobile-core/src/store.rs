@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use baylink_domain::date::{CHINA_OFFSET_MINUTES, datetime_from_unix_ms};
 use baylink_domain::{
-    Date, EntityKind, Fields, Input, natural_id, to_text, validate_capture, validate_edit,
+    Date, EntityKind, Fields, Input, KEY_FIELDS, natural_id, to_text, validate_capture,
+    validate_edit,
 };
 use baylink_sync::merge::values;
 use baylink_sync::wire::{ChangeResult, FieldValue, PullResponse, RecordValues};
@@ -342,6 +343,12 @@ impl Store {
         self.write(|tx, device, now| {
             let id = resolve(tx, id)?;
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+            // A capture the server has not taken is withdrawn, not deleted: nothing of it
+            // reaches the server (a mistyped ID number deleted and captured again leaves no
+            // deleted record behind).
+            if withdrawable(tx, device.node, id, &old)? {
+                return db::delete_record(tx, id, false);
+            }
             let changes = Fields::from([("deleted".to_owned(), Value::Bool(true))]);
             write_local(tx, device, now, id, &old.kind, Some(&old), &changes).map(drop)
         })
@@ -461,7 +468,13 @@ impl Store {
     /// Local changes waiting to be pushed, oldest first, whole actions only: up to `limit`, or
     /// one action when it alone has more.
     pub fn outbox(&self, limit: usize) -> Result<Vec<Change>> {
-        outbox::pending(&self.conn, self.device.node, limit)
+        let changes = outbox::pending(&self.conn, self.device.node, limit)?;
+        // Handed out, they may reach someone whatever becomes of the answer: a record among
+        // them is deleted from now on, not withdrawn.
+        if let Some(newest) = changes.iter().map(|c| c.id.counter).max() {
+            outbox::offered(&self.conn, newest)?;
+        }
+        Ok(changes)
     }
 
     /// Takes in the server's answers to a push: accepted changes leave the outbox, refused ones
@@ -1156,17 +1169,6 @@ fn refuse_dangling(tx: &Transaction<'_>, kind: EntityKind, fields: &Fields) -> R
     }
 }
 
-/// The fields natural keys are made of (see `baylink_domain::natural_id`).
-const KEY_FIELDS: [&str; 7] = [
-    "id_type",
-    "id_number",
-    "plate",
-    "address_code",
-    "person",
-    "house",
-    "moved_in",
-];
-
 /// An edit that would give a record another record's natural key (a person's ID number, a
 /// plate, an address code) is refused, naming the other record, as the server would refuse it:
 /// two records would be one person, vehicle or house (a reviewer merges true duplicates).
@@ -1207,29 +1209,75 @@ fn refuse_key_collision(
             ),
         ));
     }
-    let Some(other) = db::load_record(tx, natural)? else {
+    let Some(other) = key_holder(tx, kind, id, &after)? else {
         return Ok(());
     };
-    let other = values(&other.state);
-    let gone = |field: &str| {
-        other
-            .get(field)
-            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
-    };
-    if gone("deleted") || gone("merged_into") {
-        return Ok(());
-    }
-    Err(Error::field(
+    Err(duplicate(kind, field, zh, en, other))
+}
+
+/// The error naming the other record that holds a key.
+fn duplicate(kind: EntityKind, field: &str, zh: &str, en: &str, other: Uuid) -> Error {
+    Error::field(
         field,
         "duplicate",
         format!(
-            "{zh}：与另一条记录（{natural}）相同。请核对；若是同一{}，请审核人员合并两条记录",
+            "{zh}：与另一条记录（{other}）相同。请核对；若是同一{}，请审核人员合并两条记录",
             kind.label_zh()
         ),
         format!(
-            "{en}: another record ({natural}) has it. Check it; if both are the same, a reviewer merges them"
+            "{en}: another record ({other}) has it. Check it; if both are the same, a reviewer merges them"
         ),
-    ))
+    )
+}
+
+/// Another live record (not deleted, not merged away) than `id` with the natural key `after`
+/// gives: the one the key's id names, or one edited onto that key since its capture.
+fn key_holder(
+    tx: &Transaction<'_>,
+    kind: EntityKind,
+    id: Uuid,
+    after: &Fields,
+) -> Result<Option<Uuid>> {
+    let Some(key) = baylink_domain::natural_key(kind, after) else {
+        return Ok(None);
+    };
+    let live = |record: &StoredRecord| {
+        if record.kind != kind.as_str() {
+            return false;
+        }
+        let state = values(&record.state);
+        let gone = |field: &str| {
+            state
+                .get(field)
+                .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+        };
+        !gone("deleted")
+            && !gone("merged_into")
+            && baylink_domain::natural_key(kind, &state).as_ref() == Some(&key)
+    };
+    let mut candidates: Vec<Uuid> = natural_id(kind, after).into_iter().collect();
+    let column = match kind {
+        EntityKind::Person => Some(("id_number", after.get("id_number"))),
+        EntityKind::Vehicle => Some(("plate", after.get("plate"))),
+        _ => None,
+    };
+    if let Some((column, Some(Value::String(text)))) = column {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT id FROM record WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT 8"
+        ))?;
+        let ids = stmt.query_map(params![text, kind.as_str()], |r| r.get::<_, String>(0))?;
+        for other in ids {
+            if let Ok(other) = Uuid::parse_str(&other?) {
+                candidates.push(other);
+            }
+        }
+    }
+    for other in candidates.into_iter().filter(|o| *o != id) {
+        if db::load_record(tx, other)?.is_some_and(|r| live(&r)) {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
 }
 
 fn refuse_village(village: &Value, villages: &[String]) -> Result<()> {
@@ -1287,6 +1335,18 @@ fn capture_record(
     let mut fields = validate_capture(kind, input, today)?;
     refuse_dangling(tx, kind, &fields)?;
     let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
+    // A key another record was edited onto since its capture: captured again, it would be a
+    // second record of the same person, vehicle or house, which the server refuses.
+    if let Some(other) = key_holder(tx, kind, id, &fields)? {
+        let name = match kind {
+            EntityKind::Vehicle => "plate",
+            EntityKind::House => "address_code",
+            _ => "id_number",
+        };
+        let spec = kind.field(name);
+        let (zh, en) = spec.map_or(("证件号码", "ID number"), |f| (f.zh, f.en));
+        return Err(duplicate(kind, name, zh, en, other));
+    }
     // Most captures are of new records: try that first, which spares a lookup.
     let at = datetime_from_unix_ms(device.clock.corrected(now) as i64, CHINA_OFFSET_MINUTES);
     let system = [
@@ -1337,6 +1397,24 @@ fn never_taken(refused: &[(Stamp, Entry)], record: Option<&StoredRecord>, node: 
         .iter()
         .any(|(_, e)| e.field == "created_by" && e.base.is_none() && e.old_stamp.is_none())
         && record.is_none_or(|r| r.state.values().all(|v| v.stamp.node == node))
+}
+
+/// Whether a record is this phone's capture that no one else has seen: every value its own,
+/// its creation still waiting in the outbox and never handed out to be sent, and no other
+/// record naming it (a bootstrap under way may not have listed those yet).
+fn withdrawable(
+    tx: &Transaction<'_>,
+    node: NodeId,
+    id: Uuid,
+    record: &StoredRecord,
+) -> Result<bool> {
+    if db::links_pending(tx)? || record.state.values().any(|v| v.stamp.node != node) {
+        return Ok(false);
+    }
+    let named: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM link WHERE target = ?1)")?
+        .query_row([id.hyphenated().to_string()], |r| r.get(0))?;
+    Ok(!named && outbox::creation_unseen(tx, node, id)?)
 }
 
 /// Adds to a correction every field of the record the server refused, as the record holds it

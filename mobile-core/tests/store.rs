@@ -19,6 +19,23 @@ fn input(pairs: &[(&str, &str)]) -> Input {
         .collect()
 }
 
+/// The server takes everything waiting: the store's records are then known beyond the phone.
+fn synced(s: &mut Store) {
+    let results: Vec<ChangeResult> = s
+        .outbox(100_000)
+        .expect("the outbox reads")
+        .iter()
+        .map(|c| ChangeResult {
+            counter: c.id.counter,
+            status: ChangeStatus::Accepted,
+            code: None,
+            message: None,
+            extra: Default::default(),
+        })
+        .collect();
+    s.settle(&results).expect("answers settle");
+}
+
 fn store() -> Store {
     Store::open_in_memory()
         .expect("in-memory store")
@@ -142,6 +159,7 @@ fn edits_write_only_what_changed_and_deletes_hide_the_record() {
     assert_eq!(s.pending_count().unwrap(), pending + 1);
     let err = s.edit(id, &input(&[("gender", "male")])).unwrap_err();
     assert!(err.to_string().contains("gender"), "{err}");
+    synced(&mut s);
     s.delete(id).unwrap();
     assert!(s.search("王芳", 5).unwrap().is_empty());
     assert!(s.list(EntityKind::Person, None, 5, 0).unwrap().is_empty());
@@ -761,6 +779,7 @@ fn a_reference_must_name_a_record_of_its_kind_on_this_device() {
     let gone = s
         .capture(EntityKind::House, &house("澳头石化大道2号"))
         .unwrap();
+    synced(&mut s);
     s.delete(gone).unwrap();
     let err = s
         .edit(r, &input(&[("house", &gone.to_string())]))
@@ -859,6 +878,7 @@ fn a_deleted_record_cannot_be_edited_and_captured_again_comes_back() {
     let id = s
         .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
         .unwrap();
+    synced(&mut s);
     s.delete(id).unwrap();
     let err = s.edit(id, &input(&[("name", "王小芳")])).unwrap_err();
     assert!(
@@ -870,4 +890,79 @@ fn a_deleted_record_cannot_be_edited_and_captured_again_comes_back() {
         .unwrap();
     assert_eq!(again, id);
     assert_eq!(s.get(id).unwrap().unwrap().fields["deleted"], "false");
+}
+
+#[test]
+fn deleting_a_capture_the_server_never_saw_withdraws_it_and_anything_seen_leaves_a_tombstone() {
+    let mut s = store();
+    let person = |number: &str| {
+        input(&[
+            ("village", VILLAGE),
+            ("id_type", "resident_id"),
+            ("id_number", number),
+            ("name", "王芳"),
+        ])
+    };
+    // Mistyped, deleted before any sync, captured again: only the right one is left to push.
+    let wrong = s
+        .capture(EntityKind::Person, &person("440303199002020020"))
+        .unwrap();
+    s.delete(wrong).unwrap();
+    assert!(s.get(wrong).unwrap().is_none(), "withdrawn, not kept");
+    assert!(s.outbox(100).unwrap().iter().all(|c| c.entity != wrong));
+    let right = s
+        .capture(EntityKind::Person, &person("11010519491231002X"))
+        .unwrap();
+    assert_eq!(s.pending_records().unwrap(), 1);
+
+    // The same person captured elsewhere and pulled (losing to this capture's later values):
+    // the server holds her, so deleting her is a deletion it must hear of.
+    let earlier = baylink_sync::Hlc::new(NOW_MS - 60_000, 0);
+    s.apply_remote(&[remote_person_change(right, "created_by", "o2", earlier)])
+        .unwrap();
+    s.delete(right).unwrap();
+    assert_eq!(s.get(right).unwrap().unwrap().fields["deleted"], "true");
+    assert!(
+        s.outbox(100)
+            .unwrap()
+            .iter()
+            .any(|c| c.entity == right && c.field == "deleted")
+    );
+
+    // A capture handed out to a push whose answer never came may be on the server: deleted.
+    let sent = s
+        .capture(EntityKind::Person, &person("440303199002020020"))
+        .unwrap();
+    assert!(s.outbox(100).unwrap().iter().any(|c| c.entity == sent));
+    s.delete(sent).unwrap();
+    assert_eq!(s.get(sent).unwrap().unwrap().fields["deleted"], "true");
+
+    // A capture that a residence on the phone names is deleted, not withdrawn.
+    let named = s
+        .capture(EntityKind::Person, &person("440102198001011235"))
+        .unwrap();
+    let house = s
+        .capture(
+            EntityKind::House,
+            &input(&[
+                ("village", VILLAGE),
+                ("address", "澳头石化大道1号"),
+                ("use", "rental"),
+                ("status", "in_use"),
+            ]),
+        )
+        .unwrap();
+    s.capture(
+        EntityKind::Residence,
+        &input(&[
+            ("village", VILLAGE),
+            ("person", &named.to_string()),
+            ("house", &house.to_string()),
+            ("moved_in", "2026-01-01"),
+            ("relation", "tenant"),
+        ]),
+    )
+    .unwrap();
+    s.delete(named).unwrap();
+    assert_eq!(s.get(named).unwrap().unwrap().fields["deleted"], "true");
 }

@@ -492,11 +492,18 @@ impl World {
     }
 
     fn capture(&mut self, phone: usize, kind: EntityKind, pairs: &[(&str, String)]) {
-        // Invalid input never leaves a phone; the schedule only draws valid records.
-        self.phones[phone]
-            .store
-            .capture(kind, &input(pairs))
-            .expect("a valid capture");
+        // Invalid input never leaves a phone; the schedule only draws valid records. A phone
+        // that knows a record since edited onto the key refuses the capture, naming it.
+        match self.phones[phone].store.capture(kind, &input(pairs)) {
+            Ok(_) => {}
+            Err(mobile_core::Error::Invalid(e))
+                if e.field_errors().iter().all(|f| f.code == "duplicate") =>
+            {
+                self.stats
+                    .fault("capture refused: key held by another record");
+            }
+            Err(e) => panic!("a valid capture: {e:?}"),
+        }
     }
 
     fn step(&mut self) {
@@ -1031,13 +1038,23 @@ impl World {
             let expected = self.server_state(&villages);
             let store = &self.phones[phone].store;
             // Changes refused for good stay on the phone for the officer to correct. Only
-            // `out_of_scope` can happen here (a village taken away with edits pending), and what
-            // follows from it: a later change of a record refused so (the server never had it
-            // whole), or a record naming one (the server has no such record to name).
+            // `out_of_scope` (a village taken away with edits pending) and key collisions can
+            // happen here, and what follows from them: a later change of a record refused so,
+            // pushed in a later batch (the server never had it whole), or a record naming one
+            // (the server has no such record to name).
             let refused = store.refused().map_err(|e| e.to_string())?;
+            // An ID number edited onto another person's is refused naming her (or her village),
+            // as is a new record with a number another was edited onto. So is one whose derived
+            // fields two phones' edits of the number left disagreeing.
+            let collision = |r: &mobile_core::RefusedChange| {
+                r.code == "invalid"
+                    && ["另一条记录", "其他村（社区）的一条记录", "与身份证号不符"]
+                        .iter()
+                        .any(|m| r.message.contains(m))
+            };
             let elsewhere: BTreeSet<&str> = refused
                 .iter()
-                .filter(|r| r.code == "out_of_scope")
+                .filter(|r| r.code == "out_of_scope" || collision(r))
                 .map(|r| r.entity.as_str())
                 .collect();
             let follows = |r: &mobile_core::RefusedChange| {
@@ -1053,14 +1070,6 @@ impl World {
                                     .is_some_and(|v| elsewhere.contains(v.as_str()))
                             })
                         })
-            };
-            // An ID number edited onto another person's is refused naming her (or her village).
-            // So is one whose derived fields two phones' edits of the number left disagreeing.
-            let collision = |r: &mobile_core::RefusedChange| {
-                r.code == "invalid"
-                    && ["另一条记录", "其他村（社区）的一条记录", "与身份证号不符"]
-                        .iter()
-                        .any(|m| r.message.contains(m))
             };
             if let Some(r) = refused
                 .iter()

@@ -101,6 +101,15 @@ pub fn datetime_from_unix_ms(ms: i64, offset_minutes: i32) -> String {
     )
 }
 
+/// The Unix time in milliseconds of a local date-time `YYYY-MM-DD HH:MM[:SS]` at a fixed offset.
+pub fn unix_ms_from_datetime(text: &str, offset_minutes: i32) -> Option<i64> {
+    let at = normalize_datetime(text)?;
+    let date = Date::parse(&at[..10])?;
+    let [h, m, s] = [11, 14, 17].map(|i| at[i..i + 2].parse::<i64>().unwrap_or(0));
+    let local_ms = date.to_days() * 86_400_000 + (h * 3600 + m * 60 + s) * 1000;
+    Some(local_ms - i64::from(offset_minutes) * 60_000)
+}
+
 /// Parses a local date-time `YYYY-MM-DD HH:MM[:SS]` (or with `T`) into `YYYY-MM-DD HH:MM:SS`.
 pub fn normalize_datetime(text: &str) -> Option<String> {
     let text = text.trim();
@@ -182,6 +191,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn local_datetimes_round_trip(secs in 0i64..5_000_000_000, offset in -720i32..840) {
+            let ms = secs * 1000;
+            let text = datetime_from_unix_ms(ms, offset);
+            prop_assert_eq!(unix_ms_from_datetime(&text, offset), Some(ms));
+        }
+
         #[test]
         fn days_round_trip(days in -700_000i64..2_900_000) {
             let d = Date::from_days(days);

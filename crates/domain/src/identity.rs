@@ -12,10 +12,24 @@ pub const NAMESPACE: Uuid = Uuid::from_u128(0x6f3d_1c2e_8a4b_4e5f_9d70_b1a2_c3d4
 /// The id that normalised key fields imply, or `None` when the record has no natural key and
 /// needs a fresh time-ordered id (UUIDv7) instead.
 pub fn natural_id(kind: EntityKind, fields: &Fields) -> Option<Uuid> {
+    natural_key(kind, fields).map(|key| Uuid::new_v5(&NAMESPACE, key.as_bytes()))
+}
+
+/// The natural key of a record as text (what [`natural_id`] hashes), or `None` when it has none:
+/// two live records of a kind never share one.
+pub fn natural_key(kind: EntityKind, fields: &Fields) -> Option<String> {
     let text = |name: &str| fields.get(name).and_then(|v| v.as_str());
-    let key = match kind {
+    Some(match kind {
         EntityKind::Person => format!("person/{}/{}", text("id_type")?, text("id_number")?),
-        EntityKind::Vehicle => format!("vehicle/{}", text("plate")?),
+        // A plate is issued per plate kind: an ordinary plate's text may be on a car, a lorry
+        // (yellow plate) and a motorcycle at once, three vehicles. Other kinds' texts differ by
+        // shape, and a car's key stays the plate alone, as ids issued before kinds counted.
+        EntityKind::Vehicle => match text("plate_kind") {
+            Some(class @ ("motorcycle" | "large")) => {
+                format!("vehicle/{class}/{}", text("plate")?)
+            }
+            _ => format!("vehicle/{}", text("plate")?),
+        },
         EntityKind::House => format!("house/{}", text("address_code")?),
         // One stay of one person in one house, however many officers record it.
         EntityKind::Residence => {
@@ -27,9 +41,20 @@ pub fn natural_id(kind: EntityKind, fields: &Fields) -> Option<Uuid> {
             )
         }
         EntityKind::Visit | EntityKind::Dispute => return None,
-    };
-    Some(Uuid::new_v5(&NAMESPACE, key.as_bytes()))
+    })
 }
+
+/// The fields a natural key is made of, whose edits may give a record another's key.
+pub const KEY_FIELDS: [&str; 8] = [
+    "id_type",
+    "id_number",
+    "plate",
+    "plate_kind",
+    "address_code",
+    "person",
+    "house",
+    "moved_in",
+];
 
 #[cfg(test)]
 mod tests {
@@ -105,6 +130,27 @@ mod tests {
             }
             capture(EntityKind::House, &pairs)
         };
+        let with_type = |plate, vehicle_type| {
+            capture(
+                EntityKind::Vehicle,
+                &[
+                    ("village", "441303006001"),
+                    ("plate", plate),
+                    ("vehicle_type", vehicle_type),
+                ],
+            )
+        };
+        // The same ordinary text on a car, a lorry and a motorcycle: three vehicles.
+        let ids: std::collections::BTreeSet<_> = ["car", "truck", "motorcycle"]
+            .into_iter()
+            .map(|t| natural_id(EntityKind::Vehicle, &with_type("粤L12345", t)))
+            .collect();
+        assert_eq!(ids.len(), 3);
+        // A car keeps the id its plate alone gave before plate kinds counted.
+        assert_eq!(
+            natural_id(EntityKind::Vehicle, &with_type("粤L12345", "car")),
+            Some(Uuid::new_v5(&NAMESPACE, "vehicle/粤L12345".as_bytes()))
+        );
         assert!(natural_id(EntityKind::House, &house("")).is_none());
         assert_eq!(
             natural_id(EntityKind::House, &house("ab12")),

@@ -20,7 +20,7 @@ pub mod watch;
 
 pub use date::Date;
 pub use error::{Error, FieldError, Result};
-pub use identity::natural_id;
+pub use identity::{KEY_FIELDS, natural_id, natural_key};
 pub use schema::{EntityKind, FieldSpec, FieldType, Writer};
 pub use summary::{Summary, summarize, summarize_with};
 pub use validate::{

@@ -28,6 +28,8 @@ const EXIT_INVALID: u8 = 2;
 const EXIT_AUTH: u8 = 3;
 /// Exit status when the device was revoked (and wiped).
 const EXIT_REVOKED: u8 = 4;
+/// Exit status of a sync that finished but left changes the server refused (see `status`).
+const EXIT_REFUSED: u8 = 5;
 
 fn kind_arg() -> Arg {
     let kinds: Vec<&'static str> = EntityKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -178,7 +180,14 @@ fn main() -> ExitCode {
         out!("{}", json_error(e));
     }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
+        // A sign-in refused while another officer's changes wait is a refused sign-in.
+        Err(Error::Invalid(e)) if e.field_errors().iter().any(|f| f.code == "changes_waiting") => {
+            for problem in e.field_errors() {
+                eprintln!("{} / {}", problem.message_zh, problem.message_en);
+            }
+            ExitCode::from(EXIT_AUTH)
+        }
         Err(Error::Invalid(e)) if !e.field_errors().is_empty() => {
             for problem in e.field_errors() {
                 eprintln!(
@@ -239,14 +248,16 @@ fn id(matches: &ArgMatches) -> Result<Uuid, Error> {
     Uuid::parse_str(text.trim()).map_err(|_| Error::BadId(text.to_owned()))
 }
 
-fn run(matches: &ArgMatches) -> Result<(), Error> {
+/// Runs a command; returns the exit status of a command that finished (0 unless a sync left
+/// refused changes).
+fn run(matches: &ArgMatches) -> Result<u8, Error> {
     let json = matches.get_flag("json");
     let (command, sub) = matches.subcommand().unwrap_or(("status", matches));
     let mut store = open(matches)?;
     match command {
         "capture" => {
             let Some((kind_name, args)) = sub.subcommand() else {
-                return Ok(());
+                return Ok(0);
             };
             let kind = EntityKind::parse(kind_name).unwrap_or(EntityKind::Person);
             let input: Input = kind
@@ -443,6 +454,9 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                     );
                 }
             }
+            if report.refused > 0 {
+                return Ok(EXIT_REFUSED);
+            }
         }
         "status" => print_status(&store, json)?,
         "fields" => {
@@ -472,7 +486,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         }
         _ => {}
     }
-    Ok(())
+    Ok(0)
 }
 
 fn print_status(store: &Store, json: bool) -> Result<(), Error> {

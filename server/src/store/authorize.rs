@@ -21,8 +21,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
-    Date, EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, to_text,
-    validate_record, validate_values,
+    Date, EntityKind, FieldType, Fields, KEY_FIELDS, Writer, missing_derived, natural_id,
+    natural_key, to_text, validate_record, validate_values,
 };
 use baylink_sync::hlc::too_far_ahead;
 use baylink_sync::merge::merge_field;
@@ -144,48 +144,46 @@ pub fn named_records(changes: &[Change]) -> BTreeSet<Uuid> {
     ids
 }
 
-/// Fields a natural key is made of: changing one gives a record another natural id.
-const KEY_FIELDS: [&str; 4] = ["id_type", "id_number", "plate", "address_code"];
-
-/// The fields whose values no two live records of a kind may share.
-fn unique_key(kind: EntityKind) -> &'static [&'static str] {
-    match kind {
-        EntityKind::Person => &["id_type", "id_number"],
-        EntityKind::Vehicle => &["plate"],
-        EntityKind::House => &["address_code"],
-        _ => &[],
-    }
+/// The kinds no two live records of which may share a natural key (a residence's key is its
+/// person, house and date: a second one is a second stay, merged by its id).
+fn keyed(kind: EntityKind) -> bool {
+    matches!(
+        kind,
+        EntityKind::Person | EntityKind::Vehicle | EntityKind::House
+    )
 }
 
-/// The key values a push's edits give stored records, or bring back by undeleting them, by the
-/// summary column that holds them (`id_number`, `plate`): the push reads every live record that
-/// already holds one as a fact, so that no key ends on two records.
+/// The key values a push gives records (new ones, edits of stored ones, or bringing them back
+/// by undeleting them), by the summary column that holds them (`id_number`, `plate`): the push
+/// reads every live record that already holds one as a fact, so that no key ends on two records.
 pub fn edited_keys(
     changes: &[Change],
     records: &HashMap<Uuid, Held>,
 ) -> BTreeSet<(String, &'static str, String)> {
     let mut keys = BTreeSet::new();
     for change in changes {
-        let Some(held) = records.get(&change.entity) else {
-            continue;
-        };
-        let column = match (held.kind.as_str(), change.field.as_str()) {
+        let held = records.get(&change.entity);
+        let kind = held.map_or(change.kind.as_str(), |h| h.kind.as_str());
+        let column = match (kind, change.field.as_str()) {
             ("person", "id_number") => "id_number",
-            ("vehicle", "plate") => "plate",
-            (kind, "deleted") if change.value == Value::Bool(false) => match kind {
-                "person" => "id_number",
-                "vehicle" => "plate",
-                _ => continue,
-            },
+            ("vehicle", "plate" | "plate_kind") => "plate",
+            // Null or false: either brings a deleted record back.
+            ("person" | "vehicle", "deleted") if change.value != Value::Bool(true) => {
+                if kind == "person" {
+                    "id_number"
+                } else {
+                    "plate"
+                }
+            }
             _ => continue,
         };
-        let value = if change.field == "deleted" {
-            value_of(&held.state, column).clone()
-        } else {
-            change.value.clone()
+        let value = match (change.field.as_str(), held) {
+            ("id_number" | "plate", _) => change.value.clone(),
+            (_, Some(held)) => value_of(&held.state, column).clone(),
+            (_, None) => continue,
         };
         if let Some(text) = value.as_str() {
-            keys.insert((held.kind.clone(), column, text.to_owned()));
+            keys.insert((kind.to_owned(), column, text.to_owned()));
         }
     }
     keys
@@ -193,7 +191,7 @@ pub fn edited_keys(
 
 /// The records a push's edits of natural keys might collide with: for each stored record whose
 /// key fields the push changes, the id its key would then give, when that is another record's
-/// id not yet among `records`. The push reads them as facts too.
+/// id. The push reads them, with their values, as facts too.
 pub fn key_collisions(changes: &[Change], records: &HashMap<Uuid, Held>) -> BTreeSet<Uuid> {
     let mut keys: HashMap<Uuid, Fields> = HashMap::new();
     for change in changes
@@ -209,8 +207,8 @@ pub fn key_collisions(changes: &[Change], records: &HashMap<Uuid, Held>) -> BTre
     }
     keys.into_iter()
         .filter_map(|(id, after)| {
-            let kind = EntityKind::parse(&records.get(&id)?.kind)?;
-            natural_id(kind, &after).filter(|n| *n != id && !records.contains_key(n))
+            let kind = EntityKind::parse(&records.get(&id)?.kind).filter(|k| keyed(*k))?;
+            natural_id(kind, &after).filter(|n| *n != id)
         })
         .collect()
 }
@@ -364,44 +362,47 @@ fn first_look(facts: &Facts<'_>, change: &Change, seen: &mut u64) -> Option<Deci
     None
 }
 
-/// An edit that gives a stored record the natural key of another record, not deleted (a
-/// person's ID number, a plate, an address code): two records would then be one person, vehicle
-/// or house. Its key changes are refused with a pointer to the other record when the caller may
-/// open it; a reviewer merges true duplicates.
+/// A new record, or an edit of a stored one, that gives it the natural key of another live
+/// record (a person's ID number, a plate with its kind, an address code): two records would then
+/// be one person, vehicle or house. A new record is refused whole; an edit's key changes are
+/// refused; both with a pointer to the other record when the caller may open it (a reviewer
+/// merges true duplicates).
 fn refuse_key_collision(
     facts: &Facts<'_>,
     changes: &[Change],
     id: Uuid,
     kind: EntityKind,
-    held: &Held,
+    held: Option<&Held>,
     idx: &[usize],
     plan: &mut [Option<Decision>],
 ) {
-    let after = values(&merged_after(Some(held), changes, idx, plan));
-    let before = values(&held.state);
+    if !keyed(kind) {
+        return;
+    }
+    let after = values(&merged_after(held, changes, idx, plan));
+    let before = held.map(|h| values(&h.state));
     let gone = |state: &EntityState, field: &str| {
         let value = value_of(state, field);
         !value.is_null() && value != &Value::Bool(false)
     };
-    // The key as the push leaves it, when the push changes it or brings the record back.
-    let undeleted =
-        gone(&held.state, "deleted") && after.get("deleted") != Some(&Value::Bool(true));
-    let key = |v: &Fields| -> Vec<Value> {
-        unique_key(kind)
-            .iter()
-            .map(|f| v.get(*f).cloned().unwrap_or(Value::Null))
-            .collect()
-    };
-    let new_key = key(&after);
-    if new_key.iter().any(Value::is_null) || (key(&before) == new_key && !undeleted) {
+    // The key as the push leaves it, when the push creates the record, changes its key or
+    // brings it back.
+    let undeleted = held.is_some_and(|h| gone(&h.state, "deleted"))
+        && after.get("deleted") != Some(&Value::Bool(true));
+    let Some(new_key) = natural_key(kind, &after) else {
         return;
+    };
+    if let Some(before) = &before {
+        if natural_key(kind, before).as_ref() == Some(&new_key) && !undeleted {
+            return;
+        }
     }
     // Another live record of the kind holding that key: the one its id names, or any other.
     let holds = |other: &Held| {
         other.kind == kind.as_str()
             && !gone(&other.state, "deleted")
             && !gone(&other.state, "merged_into")
-            && key(&values(&other.state)) == new_key
+            && natural_key(kind, &values(&other.state)).as_ref() == Some(&new_key)
     };
     let natural = natural_id(kind, &after).filter(|n| *n != id);
     let other = natural
@@ -434,6 +435,13 @@ fn refuse_key_collision(
             "{zh}：与其他村（社区）的一条记录相同，请核对 / {en}: a record of another village has it; check it"
         )
     };
+    let refused = Decision::refuse(refusal::INVALID, message);
+    if held.is_none() {
+        for &i in idx {
+            plan[i] = Some(refused.clone());
+        }
+        return;
+    }
     // The key and what derives from it go together: a refused number must not leave its birth
     // date, sex and origin behind on the record.
     let derived = ["gender", "birth_date", "origin_code", "origin_name"];
@@ -442,7 +450,7 @@ fn refuse_key_collision(
         if (KEY_FIELDS.contains(&field) || derived.contains(&field) || field == "deleted")
             && plan[i].as_ref().is_some_and(Decision::accepted)
         {
-            plan[i] = Some(Decision::refuse(refusal::INVALID, message.clone()));
+            plan[i] = Some(refused.clone());
         }
     }
 }
@@ -577,9 +585,7 @@ fn decide_record(
             return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
         }
     }
-    if let Some(held) = held {
-        refuse_key_collision(facts, changes, id, kind, held, idx, plan);
-    }
+    refuse_key_collision(facts, changes, id, kind, held, idx, plan);
     if idx
         .iter()
         .any(|&i| plan[i].as_ref().is_some_and(Decision::accepted))

@@ -162,7 +162,14 @@ fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Hel
         }
     }
     // The records an edit of a natural key would collide with, with their values (deleted?).
+    // A record read only as a reference's target has no values yet: read them.
+    let valued = |records: &HashMap<Uuid, Held>, id: &Uuid| {
+        records.get(id).is_some_and(|h| !h.state.is_empty())
+    };
     for id in authorize::key_collisions(changes, &records) {
+        if valued(&records, &id) {
+            continue;
+        }
         if let Some(held) = held_record(tx, id, true)? {
             records.insert(id, held);
         }
@@ -179,7 +186,7 @@ fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Hel
             let Ok(id) = Uuid::parse_str(&holder) else {
                 continue;
             };
-            if records.contains_key(&id) {
+            if valued(&records, &id) {
                 continue;
             }
             if let Some(held) = held_record(tx, id, true)? {
@@ -280,11 +287,20 @@ pub fn push(
     let username: String = tx
         .prepare_cached("SELECT username FROM account WHERE id = ?1")?
         .query_row([caller.account], |r| r.get(0))?;
-    let mut captured: HashMap<Uuid, Hlc> = HashMap::new();
+    let mut captured: HashMap<Uuid, u64> = HashMap::new();
     for (change, decision) in changes.iter().zip(&plan.decisions) {
         if decision.accepted() {
-            let at = captured.entry(change.entity).or_insert(change.stamp.hlc);
-            *at = (*at).min(change.stamp.hlc);
+            // The capture time the phone recorded counts when earlier than its stamps: a
+            // capture the server refused goes again with a new stamp once corrected, and was
+            // still captured when the officer met the person. Held within the same window.
+            let claimed = (change.field == "created_at")
+                .then(|| change.value.as_str())
+                .flatten()
+                .and_then(|t| baylink_domain::date::unix_ms_from_datetime(t, CHINA_OFFSET_MINUTES))
+                .and_then(|ms| u64::try_from(ms).ok());
+            let stamped = change.stamp.hlc.millis();
+            let at = captured.entry(change.entity).or_insert(stamped);
+            *at = (*at).min(stamped).min(claimed.unwrap_or(u64::MAX));
         }
     }
     let mut results = Vec::with_capacity(changes.len());
@@ -403,12 +419,13 @@ fn owned_when_new(field: &str, username: &str, captured_at: &str) -> Option<Valu
     }
 }
 
-/// When a record was captured: its capture's stamp (the device's clock corrected to server time,
-/// which the push already bounds ahead), held within the last 30 days: a phone is not believed
-/// further back than that.
-fn capture_time(oldest: Option<Hlc>, now_ms: u64) -> String {
-    let stamped = oldest.map_or(now_ms, Hlc::millis);
-    let ms = stamped.clamp(now_ms.saturating_sub(CAPTURE_WINDOW_MS), now_ms);
+/// When a record was captured: its capture's stamp or claimed time (the device's clock
+/// corrected to server time, which the push already bounds ahead), held within the last 30 days:
+/// a phone is not believed further back than that.
+fn capture_time(oldest_ms: Option<u64>, now_ms: u64) -> String {
+    let ms = oldest_ms
+        .unwrap_or(now_ms)
+        .clamp(now_ms.saturating_sub(CAPTURE_WINDOW_MS), now_ms);
     baylink_domain::date::datetime_from_unix_ms(ms as i64, CHINA_OFFSET_MINUTES)
 }
 
@@ -419,8 +436,9 @@ const CAPTURE_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 struct New<'a> {
     /// Records created, with the fields written to each.
     created: &'a HashMap<String, HashSet<String>>,
-    /// The oldest accepted stamp of each record the push wrote: when it was captured.
-    captured: &'a HashMap<Uuid, Hlc>,
+    /// When each record the push wrote was captured (ms): its oldest accepted stamp, or the
+    /// capture time it claims when earlier.
+    captured: &'a HashMap<Uuid, u64>,
     /// Who pushed.
     username: &'a str,
 }

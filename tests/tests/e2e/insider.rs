@@ -514,6 +514,36 @@ fn authorship_review_and_derived_fields_are_the_servers() {
         stored(&server, her, "review_status").as_deref(),
         Some("\"pending\"")
     );
+    // Back-dated beyond the 30 days a phone is believed: held at the window's edge.
+    let edge = stored(&server, her, "created_at").unwrap_or_default();
+    let edge_ms = baylink_domain::date::unix_ms_from_datetime(
+        edge.trim_matches('"'),
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    )
+    .expect("a date-time");
+    let window = baylink_tests::harness::real_now_ms() as i64 - 30 * 86_400_000;
+    assert!((edge_ms - window).abs() < 60_000, "{edge}");
+    // A capture time earlier than its stamps, within the window, is when she was captured (a
+    // refused capture goes again with a new stamp once corrected); one later than its stamps
+    // (ahead of when it was sent) is not.
+    let when = |offset_ms: i64| {
+        baylink_domain::date::datetime_from_unix_ms(
+            baylink_tests::harness::real_now_ms() as i64 + offset_ms,
+            baylink_domain::date::CHINA_OFFSET_MINUTES,
+        )
+    };
+    for (n, offset, kept) in [(10, -7_200_000, true), (11, 7_200_000, false)] {
+        let number = baylink_domain::synthetic::resident_id(n);
+        let id = person_id(&number);
+        let claimed = when(offset);
+        let mut changes = a.record("person", id, &person(VILLAGE, &number, "李明"));
+        changes.extend(a.record("person", id, &[("created_at", json!(claimed))]));
+        let results = a.push(&server, &changes);
+        assert!(results.iter().all(|(s, _)| s == "accepted"), "{results:?}");
+        let at = stored(&server, id, "created_at").unwrap_or_default();
+        assert_eq!(at == format!("\"{claimed}\""), kept, "{at} for {claimed}");
+        assert!(at.trim_matches('"') <= when(1_000).as_str(), "{at}");
+    }
     // Review comment and merge redirect: the console's alone.
     let console_only = [
         a.change("person", her, "review_comment", &json!("ok")),

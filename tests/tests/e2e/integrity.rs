@@ -367,3 +367,82 @@ fn two_records_edited_onto_one_free_number_the_second_is_refused() {
         .expect("summary");
     assert_eq!(numbers, 1, "one record holds the number");
 }
+
+#[test]
+fn a_new_record_with_a_number_another_record_was_edited_onto_is_refused_on_phone_and_server() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let (mut first, mut second) = (Device::new("o1"), Device::new("o2"));
+    first.login(&server, "o1");
+    second.login(&server, "o2");
+    let p1 = first.capture(
+        EntityKind::Person,
+        &person(VILLAGE, "11010519491231002X", "王芳"),
+    );
+    first.sync();
+    // Her number was mistyped at capture; the officer corrects it once synced.
+    let right = "440303199002020020";
+    first.edit(p1, &[("id_number", right)]);
+    first.sync();
+    // The second officer captures her again before hearing of it: refused whole, with a
+    // pointer to the record that holds the number, and nothing of it on the server.
+    let again = second.capture(EntityKind::Person, &person(VILLAGE, right, "王芳"));
+    assert_ne!(again, p1);
+    let report = second.sync();
+    assert_eq!(report.refused_records, 1, "{report:?}");
+    let refused = second.store.refused_records().unwrap();
+    assert!(
+        refused[0]
+            .fields
+            .iter()
+            .any(|f| f.message.contains(&p1.to_string())),
+        "{refused:?}"
+    );
+    assert_eq!(on_server(&server, again), 0, "nothing of it is stored");
+    // Once dismissed and synced, the phone knows the record and refuses a third capture itself.
+    second.store.dismiss_refused(again).unwrap();
+    second.sync();
+    let err = second
+        .store
+        .capture(
+            EntityKind::Person,
+            &baylink_tests::harness::input(&person(VILLAGE, right, "王芳")),
+        )
+        .expect_err("the phone knows who holds the number");
+    assert!(err.to_string().contains(&p1.to_string()), "{err}");
+}
+
+#[test]
+fn a_car_and_a_motorcycle_with_one_plate_text_are_two_vehicles_and_neither_overwrites_the_other() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    server.add_officer("o2", VILLAGE);
+    let (mut first, mut second) = (Device::new("o1"), Device::new("o2"));
+    first.login(&server, "o1");
+    second.login(&server, "o2");
+    let vehicle = |vehicle_type: &'static str, colour: &'static str| {
+        vec![
+            ("village", VILLAGE),
+            ("plate", "粤L12345"),
+            ("vehicle_type", vehicle_type),
+            ("colour", colour),
+        ]
+    };
+    let car = first.capture(EntityKind::Vehicle, &vehicle("car", "白"));
+    first.sync();
+    let motorcycle = second.capture(EntityKind::Vehicle, &vehicle("motorcycle", "红"));
+    assert_ne!(car, motorcycle);
+    let report = second.sync();
+    assert_eq!(report.refused_records, 0, "{report:?}");
+    first.sync();
+    let states = first.states();
+    let colour = |id| {
+        baylink_sync::merge::values(&states[&id].1)
+            .get("colour")
+            .cloned()
+    };
+    assert_eq!(colour(car), Some("白".into()), "the car keeps its colour");
+    assert_eq!(colour(motorcycle), Some("红".into()));
+    assert_eq!(on_server(&server, car) + on_server(&server, motorcycle), 2);
+}

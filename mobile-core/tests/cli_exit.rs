@@ -1,0 +1,120 @@
+//! The `baylink` field client's exit statuses against a real server on loopback: a sync that
+//! leaves refused changes and a sign-in refused while another officer's changes wait are told
+//! apart from success, as the README says.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::{AppState, Config};
+
+const PASSWORD: &str = "correct-horse-battery";
+const VILLAGE: &str = "441303006001";
+
+fn baylink(data: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baylink"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("BAYLINK_DATA")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baylink runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    child.wait_with_output().expect("baylink ends")
+}
+
+#[test]
+fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exits_3() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let state = AppState::open(Config::new(dir.path().join("server"))).expect("server state");
+    let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
+    state
+        .db
+        .call_blocking(|c| {
+            baylink_server::demo::seed_places(c)?;
+            for name in ["o1", "o2"] {
+                let villages = [VILLAGE.to_owned()];
+                let new = NewAccount {
+                    username: name,
+                    display_name: name,
+                    role: Role::Officer,
+                    station: Some("441303006"),
+                    password_hash: &hash,
+                    villages: &villages,
+                };
+                accounts::create_account(c, &new, 0)?;
+            }
+            Ok(())
+        })
+        .expect("officers");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    runtime.spawn(baylink_server::serve_until(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    let phone = dir.path().join("phone");
+    let password = format!("{PASSWORD}\n");
+    let login = |user: &str| {
+        baylink(
+            &phone,
+            &["login", "--server", &url, "--user", user],
+            &password,
+        )
+    };
+
+    assert!(login("o1").status.success());
+    let captured = baylink(
+        &phone,
+        &[
+            "capture",
+            "person",
+            "--id-number",
+            "11010519491231002X",
+            "--name",
+            "王芳",
+            "--village",
+            VILLAGE,
+        ],
+        "",
+    );
+    assert!(captured.status.success(), "{captured:?}");
+    // The village is taken from the officer before the phone syncs: its capture is refused.
+    state
+        .db
+        .call_blocking(|c| accounts::assign_villages(c, "o1", &["441303006002".to_owned()]))
+        .expect("villages reassigned");
+    let sync = baylink(&phone, &["sync"], "");
+    let out = String::from_utf8_lossy(&sync.stdout);
+    assert_eq!(sync.status.code(), Some(5), "{out}");
+    assert!(out.contains("refused 1 record(s)"), "{out}");
+
+    // Another officer cannot sign in here while the refused record waits: a refused sign-in.
+    let other = login("o2");
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(3), "{err}");
+    assert!(err.contains("o1"), "{err}");
+
+    // Dismissed, the record leaves the phone, and a sync with nothing refused exits 0.
+    let list =
+        String::from_utf8_lossy(&baylink(&phone, &["--json", "status"], "").stdout).into_owned();
+    let status: serde_json::Value = serde_json::from_str(&list).expect("status as JSON");
+    let id = status["refused"][0]["id"]
+        .as_str()
+        .expect("the refused record's id")
+        .to_owned();
+    assert!(baylink(&phone, &["dismiss", &id], "").status.success());
+    assert_eq!(baylink(&phone, &["sync"], "").status.code(), Some(0));
+}
