@@ -23,8 +23,8 @@ use uuid::Uuid;
 pub use error::{Error, FieldProblem, MobileError, Result};
 pub use outbox::RefusedChange;
 pub use store::{
-    ApplyReport, Captured, ConcurrentEdit, Dismissal, Feedback, Link, Record, RecordSummary,
-    RefusedField, RefusedRecord, SessionInfo, Store,
+    ApplyReport, Captured, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, Record,
+    RecordSummary, RefusedField, RefusedRecord, SessionInfo, Store,
 };
 pub use sync::SyncReport;
 
@@ -126,7 +126,8 @@ impl FieldStore {
     /// Deletes a record.
     pub fn delete(&self, id: String) -> Result<(), MobileError> {
         let id = parse_id(&id)?;
-        Ok(self.lock().delete(id)?)
+        self.lock().delete(id)?;
+        Ok(())
     }
 
     /// One record with its fields and links, if the device has it.

@@ -605,6 +605,20 @@ pub(crate) fn creation_unseen(conn: &Connection, node: NodeId, entity: Uuid) -> 
     }))
 }
 
+/// Whether a change of one of `fields` of an entity waits in the outbox, to push or refused.
+pub(crate) fn changes_any(
+    conn: &Connection,
+    node: NodeId,
+    entity: Uuid,
+    fields: &[&str],
+) -> Result<bool> {
+    Ok(rows_of(conn, node, entity)?.iter().any(|row| {
+        row.entries
+            .iter()
+            .any(|e| fields.contains(&e.field.as_str()))
+    }))
+}
+
 /// Notes that changes up to `counter` were handed out to be sent.
 pub(crate) fn offered(conn: &Connection, counter: u64) -> Result<()> {
     conn.prepare_cached(

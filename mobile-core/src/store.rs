@@ -16,7 +16,7 @@ use baylink_sync::wire::{ChangeResult, FieldValue, PullResponse, RecordValues};
 use baylink_sync::{
     Change, ChangeId, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
 };
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -338,8 +338,8 @@ impl Store {
     }
 
     /// Deletes a record (a tombstone that replicates like any field), or the record it was
-    /// merged into.
-    pub fn delete(&mut self, id: Uuid) -> Result<()> {
+    /// merged into; a capture no one has seen yet is withdrawn instead.
+    pub fn delete(&mut self, id: Uuid) -> Result<Deletion> {
         self.write(|tx, device, now| {
             let id = resolve(tx, id)?;
             let old = db::load_record(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -347,10 +347,12 @@ impl Store {
             // reaches the server (a mistyped ID number deleted and captured again leaves no
             // deleted record behind).
             if withdrawable(tx, device.node, id, &old)? {
-                return db::delete_record(tx, id, false);
+                db::delete_record(tx, id, false)?;
+                return Ok(Deletion::Withdrawn);
             }
             let changes = Fields::from([("deleted".to_owned(), Value::Bool(true))]);
-            write_local(tx, device, now, id, &old.kind, Some(&old), &changes).map(drop)
+            write_local(tx, device, now, id, &old.kind, Some(&old), &changes)?;
+            Ok(Deletion::Deleted)
         })
     }
 
@@ -634,7 +636,9 @@ impl Store {
                 db::defer_indexes(tx)?;
             }
             let mut report = ApplyReport::default();
-            let last = pages.last().map(|p| (p.next_cursor.0.clone(), p.more));
+            let last = pages
+                .last()
+                .map(|p| (p.next_cursor.0.clone(), p.more, p.villages.clone()));
             // Read once for the batch, not once for each record.
             let bootstrap = db::links_pending(tx)?;
             for mut page in pages {
@@ -658,9 +662,14 @@ impl Store {
                     db::delete_record(tx, id, bootstrap)?;
                 }
             }
-            if let Some((cursor, more)) = last {
+            if let Some((cursor, more, villages)) = last {
                 let mut session = db::load_session(tx)?.unwrap_or_default();
                 session.cursor = Some(cursor);
+                // The officer's villages as the server holds them now (a server before this
+                // answer named none: the sign-in's stay).
+                if !villages.is_empty() {
+                    session.villages = villages;
+                }
                 db::save_session(tx, &session)?;
                 if !more {
                     db::restore_indexes(tx)?;
@@ -1212,22 +1221,37 @@ fn refuse_key_collision(
     let Some(other) = key_holder(tx, kind, id, &after)? else {
         return Ok(());
     };
-    Err(duplicate(kind, field, zh, en, other))
+    Err(duplicate(tx, kind, field, zh, en, other)?)
 }
 
-/// The error naming the other record that holds a key.
-fn duplicate(kind: EntityKind, field: &str, zh: &str, en: &str, other: Uuid) -> Error {
-    Error::field(
+/// The error naming the other record that holds a key, by its label and id.
+fn duplicate(
+    tx: &Transaction<'_>,
+    kind: EntityKind,
+    field: &str,
+    zh: &str,
+    en: &str,
+    other: Uuid,
+) -> Result<Error> {
+    let label: Option<String> = tx
+        .prepare_cached("SELECT label FROM record WHERE id = ?1")?
+        .query_row([other.hyphenated().to_string()], |r| r.get(0))
+        .optional()?;
+    let named = match label.filter(|l| !l.is_empty()) {
+        Some(label) => format!("{label}，{other}"),
+        None => other.to_string(),
+    };
+    Ok(Error::field(
         field,
         "duplicate",
         format!(
-            "{zh}：与另一条记录（{other}）相同。请核对；若是同一{}，请审核人员合并两条记录",
+            "{zh}：与另一条记录（{named}）相同。请核对；若是同一{}，请审核人员合并两条记录",
             kind.label_zh()
         ),
         format!(
-            "{en}: another record ({other}) has it. Check it; if both are the same, a reviewer merges them"
+            "{en}: another record ({named}) has it. Check it; if both are the same, a reviewer merges them"
         ),
-    )
+    ))
 }
 
 /// Another live record (not deleted, not merged away) than `id` with the natural key `after`
@@ -1312,6 +1336,15 @@ fn capture_in(
     capture_record(tx, device, now, today, kind, input).map(|c| c.id)
 }
 
+/// What a deletion did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Marked deleted: the deletion syncs like any change.
+    Deleted,
+    /// A capture no one had seen: gone from this phone, nothing of it reaches the server.
+    Withdrawn,
+}
+
 /// What a capture did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Captured {
@@ -1334,7 +1367,19 @@ fn capture_record(
 ) -> Result<Captured> {
     let mut fields = validate_capture(kind, input, today)?;
     refuse_dangling(tx, kind, &fields)?;
-    let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
+    let mut id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
+    // The key's id held by a record with another key (edited off it since its capture, or a
+    // motorcycle captured before plate kinds counted) is not this record: it takes a fresh id,
+    // as the server allows then, rather than overwrite that one. Not when the other key is this
+    // phone's own edit still waiting (or refused): the server holds this key there yet.
+    if let Some(holder) = db::load_record(tx, id)? {
+        let key = baylink_domain::natural_key(kind, &values(&holder.state));
+        if (holder.kind != kind.as_str() || key != baylink_domain::natural_key(kind, &fields))
+            && !outbox::changes_any(tx, device.node, id, &KEY_FIELDS)?
+        {
+            id = Uuid::now_v7();
+        }
+    }
     // A key another record was edited onto since its capture: captured again, it would be a
     // second record of the same person, vehicle or house, which the server refuses.
     if let Some(other) = key_holder(tx, kind, id, &fields)? {
@@ -1345,7 +1390,7 @@ fn capture_record(
         };
         let spec = kind.field(name);
         let (zh, en) = spec.map_or(("证件号码", "ID number"), |f| (f.zh, f.en));
-        return Err(duplicate(kind, name, zh, en, other));
+        return Err(duplicate(tx, kind, name, zh, en, other)?);
     }
     // Most captures are of new records: try that first, which spares a lookup.
     let at = datetime_from_unix_ms(device.clock.corrected(now) as i64, CHINA_OFFSET_MINUTES);
@@ -1599,6 +1644,7 @@ mod tests {
             purged: Vec::new(),
             next_cursor: baylink_sync::wire::Cursor(format!("s{n}")),
             more,
+            villages: Vec::new(),
             extra: BTreeMap::new(),
         }
     }

@@ -101,6 +101,35 @@ fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exi
     assert_eq!(sync.status.code(), Some(5), "{out}");
     assert!(out.contains("refused 1 record(s)"), "{out}");
 
+    // The phone knows its officer's villages as the server now holds them: a capture in the
+    // new village is taken, one in the old refused on the phone.
+    let status: serde_json::Value =
+        serde_json::from_slice(&baylink(&phone, &["--json", "status"], "").stdout)
+            .expect("status as JSON");
+    assert_eq!(
+        status["session"]["villages"],
+        serde_json::json!(["441303006002"])
+    );
+    let capture = |village: &str| {
+        baylink(
+            &phone,
+            &[
+                "capture",
+                "person",
+                "--id-number",
+                "440102198001011235",
+                "--name",
+                "李明",
+                "--village",
+                village,
+            ],
+            "",
+        )
+    };
+    assert_eq!(capture(VILLAGE).status.code(), Some(2));
+    // A second sync while the refused record still waits says so again.
+    assert_eq!(baylink(&phone, &["sync"], "").status.code(), Some(5));
+
     // Another officer cannot sign in here while the refused record waits: a refused sign-in.
     let other = login("o2");
     let err = String::from_utf8_lossy(&other.stderr);

@@ -345,6 +345,7 @@ fn records_page(changes: &[baylink_sync::Change], more: bool) -> baylink_sync::w
         purged: Vec::new(),
         next_cursor: Cursor(format!("s1:{VILLAGE}")),
         more,
+        villages: Vec::new(),
         extra: Default::default(),
     }
 }
@@ -907,7 +908,7 @@ fn deleting_a_capture_the_server_never_saw_withdraws_it_and_anything_seen_leaves
     let wrong = s
         .capture(EntityKind::Person, &person("440303199002020020"))
         .unwrap();
-    s.delete(wrong).unwrap();
+    assert_eq!(s.delete(wrong).unwrap(), mobile_core::Deletion::Withdrawn);
     assert!(s.get(wrong).unwrap().is_none(), "withdrawn, not kept");
     assert!(s.outbox(100).unwrap().iter().all(|c| c.entity != wrong));
     let right = s
@@ -920,7 +921,7 @@ fn deleting_a_capture_the_server_never_saw_withdraws_it_and_anything_seen_leaves
     let earlier = baylink_sync::Hlc::new(NOW_MS - 60_000, 0);
     s.apply_remote(&[remote_person_change(right, "created_by", "o2", earlier)])
         .unwrap();
-    s.delete(right).unwrap();
+    assert_eq!(s.delete(right).unwrap(), mobile_core::Deletion::Deleted);
     assert_eq!(s.get(right).unwrap().unwrap().fields["deleted"], "true");
     assert!(
         s.outbox(100)

@@ -96,11 +96,12 @@ fn main() {
     let (all, station) = db
         .call_blocking(|c| {
             baylink_server::demo::seed_places(c)?;
-            let codes = |sql: &str| -> Result<Vec<String>, baylink_server::AppError> {
-                Ok(c.prepare(sql)?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?)
-            };
+            let codes =
+                |sql: &str| -> Result<Vec<String>, baylink_server::store::error::StoreError> {
+                    Ok(c.prepare(sql)?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?)
+                };
             Ok((
                 codes("SELECT code FROM village ORDER BY code")?,
                 codes("SELECT code FROM village WHERE station = '441303006' ORDER BY code")?,

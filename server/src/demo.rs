@@ -13,8 +13,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::password;
-use crate::error::AppError;
 use crate::store::accounts::{self, NewAccount, Role};
+use crate::store::error::StoreError;
 use crate::store::sync::{self, Caller};
 use crate::store::{Db, now_ms};
 
@@ -47,7 +47,7 @@ const DEMO_COUNTS: Counts = Counts {
 const WATCHED: u64 = 1_005;
 
 /// Seeds the demo data once (later runs only print the credentials) and says how to sign in.
-pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), AppError> {
+pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), StoreError> {
     let seeded = db.call_blocking(|conn| Ok(!accounts::accounts(conn)?.is_empty()))?;
     if !seeded {
         db.call_blocking(|conn| seed_into(conn, out))?;
@@ -86,7 +86,7 @@ pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), AppError> {
         }
         writeln!(out, "  {officers} officers in all")
     };
-    print(out).map_err(|e| AppError::Internal(format!("print: {e}")))
+    print(out).map_err(|e| StoreError::Backend(format!("print: {e}")))
 }
 
 /// Username of a village's officer: `o` + street and village digits (`o006001`).
@@ -95,21 +95,25 @@ pub fn officer_username(village: &str) -> String {
 }
 
 /// Daya Bay's stations (one per street) and villages, without accounts or records.
-pub fn seed_places(conn: &mut Connection) -> Result<(), AppError> {
+pub fn seed_places(conn: &mut Connection) -> Result<(), StoreError> {
     crate::store::places::import(conn, VILLAGES)?;
     Ok(())
 }
 
-fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError> {
+/// The demo password's hash.
+fn demo_hash() -> Result<String, StoreError> {
+    password::hash(DEMO_PASSWORD).map_err(|e| StoreError::Backend(format!("password hash: {e}")))
+}
+
+fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreError> {
     seed_places(conn)?;
     let rows: Vec<Vec<&str>> = VILLAGES
         .lines()
         .skip(1)
         .map(|l| l.split(',').collect())
         .collect();
-    let hash = |pw: &str| password::hash(pw);
     let now = now_ms();
-    let admin_hash = hash(DEMO_PASSWORD)?;
+    let admin_hash = demo_hash()?;
     let admin = NewAccount {
         username: "admin",
         display_name: "系统管理员",
@@ -121,10 +125,10 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError
     let admin = accounts::create_account(conn, &admin, now)?;
     // One watched person, so the demo's alert list has an alert raised by an officer's sync.
     let watched = baylink_domain::watch::Rule::id_number(&synthetic::resident_id(WATCHED))
-        .map_err(|e| AppError::Internal(format!("demo watch rule: {}", e.en)))?;
+        .map_err(|e| StoreError::Backend(format!("demo watch rule: {}", e.en)))?;
     crate::store::alerts::add_rule(conn, admin, &watched, "演示：重点关注人员", now)?;
     for accounts::Station { code, name, .. } in accounts::stations(conn)? {
-        let h = hash(DEMO_PASSWORD)?;
+        let h = demo_hash()?;
         let username = format!("r{}", &code[code.len() - 3..]);
         let display = format!("{name}审核员");
         let reviewer = NewAccount {
@@ -144,7 +148,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError
         .collect();
     let mut clock = Clock::default();
     for (index, (village, vname, station)) in villages.iter().enumerate() {
-        let h = hash(DEMO_PASSWORD)?;
+        let h = demo_hash()?;
         let username = officer_username(village);
         let display = format!("{vname}民警");
         let list = [village.clone()];
@@ -184,7 +188,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError
             .iter()
             .find(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
         {
-            return Err(AppError::Internal(format!(
+            return Err(StoreError::Backend(format!(
                 "demo change refused: {:?}",
                 r.message
             )));
@@ -196,7 +200,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), AppError
         3,
         villages.len()
     )
-    .map_err(|e| AppError::Internal(format!("print: {e}")))
+    .map_err(|e| StoreError::Backend(format!("print: {e}")))
 }
 
 fn input(pairs: &[(&str, String)]) -> Input {

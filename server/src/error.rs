@@ -56,6 +56,19 @@ impl AppError {
     }
 }
 
+impl From<crate::store::error::StoreError> for AppError {
+    fn from(e: crate::store::error::StoreError) -> AppError {
+        use crate::store::error::StoreError;
+        match e {
+            StoreError::NotFound(m) => AppError::NotFound(m),
+            StoreError::Forbidden(m) => AppError::Forbidden(m),
+            StoreError::Invalid(m) => AppError::BadRequest(m),
+            StoreError::Conflict(m) => AppError::Conflict(m),
+            StoreError::Backend(m) => AppError::Internal(m),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for AppError {
     fn from(e: rusqlite::Error) -> AppError {
         AppError::Internal(format!("sqlite: {e}"))

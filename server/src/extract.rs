@@ -38,34 +38,34 @@ impl FromRequestParts<AppState> for AuthDevice {
                 let device = accounts::device(conn, &claims.dev)?;
                 let account = accounts::account_by_id(conn, claims.sub)?;
                 match (device, account) {
-                    (Some(d), _) if d.revoked => Err(AppError::Unauthorized(
+                    (Some(d), _) if d.revoked => Ok(Err(AppError::Unauthorized(
                         "device_revoked",
                         "this device was revoked: its data must be wiped".into(),
-                    )),
+                    ))),
                     (Some(d), Some(a))
                         if d.account == a.id
                             && !a.disabled
                             && (d.token_gen, a.token_gen) == (claims.dgen, claims.agen) =>
                     {
                         let villages = accounts::villages_of(conn, &a)?;
-                        Ok(Caller {
+                        Ok(Ok(Caller {
                             account: a.id,
                             role: a.role,
                             device: d.id,
                             villages,
-                        })
+                        }))
                     }
-                    (_, Some(a)) if a.disabled => Err(AppError::Unauthorized(
+                    (_, Some(a)) if a.disabled => Ok(Err(AppError::Unauthorized(
                         "account_disabled",
                         "this account is disabled".into(),
-                    )),
-                    _ => Err(AppError::Unauthorized(
+                    ))),
+                    _ => Ok(Err(AppError::Unauthorized(
                         "invalid_token",
                         "access token invalid".into(),
-                    )),
+                    ))),
                 }
             })
-            .await?;
+            .await??;
         Ok(AuthDevice(caller))
     }
 }

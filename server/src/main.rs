@@ -146,7 +146,7 @@ macro_rules! say {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(0);
             }
-            return Err(AppError::Internal(format!("standard output: {e}")));
+            return Err(baylink_server::store::error::StoreError::Backend(format!("standard output: {e}")).into());
         }
     };
 }

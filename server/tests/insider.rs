@@ -115,6 +115,35 @@ fn honest(
     id
 }
 
+/// An honest officer's edit of one field of a record.
+fn honest_edit(
+    conn: &mut Connection,
+    caller: &Caller,
+    counter: &mut u64,
+    kind: EntityKind,
+    id: Uuid,
+    field: &str,
+    value: Value,
+) {
+    let node = NodeId(Uuid::parse_str(&caller.device).unwrap());
+    *counter += 1;
+    let change = Change {
+        id: ChangeId {
+            device: node,
+            counter: *counter,
+        },
+        kind: kind.as_str().into(),
+        entity: id,
+        field: field.into(),
+        value,
+        stamp: Stamp::new(Hlc::new(now_ms(), 1), node),
+        base: None,
+        extra: BTreeMap::new(),
+    };
+    let results = sync::push(conn, caller, &[change], now_ms(), 60_000).unwrap();
+    assert!(results.iter().all(|r| r.code.is_none()), "{results:?}");
+}
+
 /// The server, the attacker's token, and the records of the world (the attacker's own house
 /// among them).
 struct World {
@@ -124,8 +153,10 @@ struct World {
     pool: Vec<Uuid>,
     /// Resident ID numbers: the victims' (whose person ids they give) and a new one.
     id_numbers: Vec<String>,
-    /// The attacker's own person (the last number's) and motorcycle (plate 粤L12340).
-    own: [Uuid; 2],
+    /// The attacker's own person (the last number's), motorcycle (plate 粤L12340), passport
+    /// holder (E93000000, the number a victim's person has as another document) and car (plate
+    /// 粤L12350, a victim's motorcycle's).
+    own: [Uuid; 4],
     /// How many changes the attacker's own records took.
     setup_changes: u64,
     _dir: tempfile::TempDir,
@@ -171,6 +202,10 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
                 let village = caller.villages[0].as_str();
                 let mut counter = 0;
                 let number = baylink_domain::synthetic::resident_id(100 + i as u64);
+                // Keys given by edits after capture (ids not theirs): only a lookup of who
+                // holds a key finds them. A house's address code, a person known by another
+                // document whose number the attacker's passport holder also carries, a
+                // motorcycle with the plate text of the attacker's car.
                 let house = honest(
                     conn,
                     caller,
@@ -182,6 +217,59 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
                         ("use", "rental"),
                         ("status", "in_use"),
                     ],
+                );
+                let code = json!(format!("HK000{i}"));
+                honest_edit(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::House,
+                    house,
+                    "address_code",
+                    code,
+                );
+                let other = honest(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Person,
+                    &[
+                        ("village", village),
+                        ("id_type", "other"),
+                        ("id_number", &format!("E9300001{i}")),
+                        ("name", "陈明"),
+                    ],
+                );
+                let document = json!(format!("E9300000{i}"));
+                honest_edit(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Person,
+                    other,
+                    "id_number",
+                    document,
+                );
+                let motorcycle = honest(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Vehicle,
+                    &[
+                        ("village", village),
+                        ("plate", &format!("粤L2235{i}")),
+                        ("vehicle_type", "motorcycle"),
+                    ],
+                );
+                let plate = json!(format!("粤L1235{i}"));
+                honest_edit(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Vehicle,
+                    motorcycle,
+                    "plate",
+                    plate,
                 );
                 let person = honest(
                     conn,
@@ -240,7 +328,7 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
         token,
         pool,
         id_numbers,
-        own: [Uuid::nil(); 2],
+        own: [Uuid::nil(); 4],
         setup_changes: 0,
         _dir: dir,
     };
@@ -277,8 +365,39 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
         today(),
     )
     .unwrap();
+    let passport = validate_capture(
+        EntityKind::Person,
+        &input(&[
+            ("village", MINE),
+            ("id_type", "passport"),
+            ("id_number", "E93000000"),
+            ("name", "林平"),
+        ]),
+        today(),
+    )
+    .unwrap();
+    let car = validate_capture(
+        EntityKind::Vehicle,
+        &input(&[
+            ("village", MINE),
+            ("plate", "粤L12350"),
+            ("vehicle_type", "car"),
+        ]),
+        today(),
+    )
+    .unwrap();
     let records = [
         ("house", own, house),
+        (
+            "vehicle",
+            natural_id(EntityKind::Vehicle, &car).unwrap(),
+            car.into_iter().collect(),
+        ),
+        (
+            "person",
+            natural_id(EntityKind::Person, &passport).unwrap(),
+            passport.into_iter().collect(),
+        ),
         (
             "person",
             natural_id(EntityKind::Person, &person).unwrap(),
@@ -316,7 +435,7 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
         "{answer}"
     );
     world.pool.push(own);
-    world.own = [records[1].1, records[2].1];
+    world.own = [records[3].1, records[4].1, records[2].1, records[1].1];
     world
         .pool
         .extend((1..=4).map(|n| Uuid::from_u128(0xF000 + n)));
@@ -475,7 +594,7 @@ fn case() -> impl Strategy<Value = Case> {
             clock,
         });
     let template = (
-        0..11u8,
+        0..15u8,
         0..16usize,
         0..3usize,
         (0..16usize, 0..16usize),
@@ -703,6 +822,75 @@ impl World {
                 ],
                 ancient: false,
             }],
+            // The passport holder's document type changed to the victim's: the same key.
+            10 => vec![Plausible {
+                kind: "person",
+                entity: self.own[2],
+                fields: vec![("id_type", json!("other"))],
+                ancient: false,
+            }],
+            // The car's plate kind left out with a motorcycle's type: filled in, a victim's
+            // motorcycle's key.
+            11 => vec![Plausible {
+                kind: "vehicle",
+                entity: self.own[3],
+                fields: vec![
+                    ("plate_kind", Value::Null),
+                    ("vehicle_type", json!("motorcycle")),
+                ],
+                ancient: false,
+            }],
+            // A motorcycle created with no plate kind on the id of a car not yet registered.
+            12 => {
+                let plate = format!("粤L3234{}", t.number % 2);
+                let car = validate_capture(
+                    EntityKind::Vehicle,
+                    &input(&[
+                        ("village", MINE),
+                        ("plate", &plate),
+                        ("vehicle_type", "car"),
+                    ]),
+                    today(),
+                )
+                .unwrap();
+                vec![Plausible {
+                    kind: "vehicle",
+                    entity: natural_id(EntityKind::Vehicle, &car).unwrap(),
+                    fields: vec![
+                        ("village", json!(MINE)),
+                        ("plate", json!(plate)),
+                        ("vehicle_type", json!("motorcycle")),
+                    ],
+                    ancient: false,
+                }]
+            }
+            // A victim house's address code on the attacker's house, and on a new house of the
+            // code's id, in one push; or a free code on both.
+            13 => {
+                let code = ["HK0000", "HK0001", "HK0099"][t.number % 3];
+                let values =
+                    baylink_domain::Fields::from([("address_code".to_owned(), json!(code))]);
+                vec![
+                    Plausible {
+                        kind: "house",
+                        entity: self.pool[8],
+                        fields: vec![("address_code", json!(code))],
+                        ancient: false,
+                    },
+                    Plausible {
+                        kind: "house",
+                        entity: natural_id(EntityKind::House, &values).unwrap(),
+                        fields: vec![
+                            ("village", json!(MINE)),
+                            ("address", json!("桥西2号")),
+                            ("address_code", json!(code)),
+                            ("use", json!("rental")),
+                            ("status", json!("in_use")),
+                        ],
+                        ancient: false,
+                    },
+                ]
+            }
             // Once she is in (or not), taking her away, deleting her, changing who she is.
             _ => vec![rewrite],
         }

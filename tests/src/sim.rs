@@ -126,8 +126,9 @@ impl Server {
     fn caller(&self, username: &str, device: NodeId) -> Caller {
         self.db
             .call_blocking(|c| {
-                let account = accounts::account_by_username(c, username)?
-                    .ok_or_else(|| baylink_server::AppError::NotFound(username.into()))?;
+                let account = accounts::account_by_username(c, username)?.ok_or_else(|| {
+                    baylink_server::store::error::StoreError::NotFound(username.into())
+                })?;
                 Ok(Caller {
                     account: account.id,
                     role: account.role,
@@ -322,6 +323,7 @@ impl Transport for Link<'_> {
             purged: page.purged,
             next_cursor: page.next,
             more: page.more,
+            villages: caller.villages,
             extra: BTreeMap::new(),
         };
         // The server's stored JSON reaches the phone as text, which it parses.
@@ -501,6 +503,13 @@ impl World {
             {
                 self.stats
                     .fault("capture refused: key held by another record");
+            }
+            // A village taken from the officer since: the phone knows it from its last pull.
+            Err(mobile_core::Error::Invalid(e))
+                if e.field_errors().iter().all(|f| f.code == "not_yours") =>
+            {
+                self.stats
+                    .fault("capture refused: village no longer the officer's");
             }
             Err(e) => panic!("a valid capture: {e:?}"),
         }
@@ -714,8 +723,9 @@ impl World {
             self.server
                 .db
                 .call_blocking(|c| {
-                    let account = accounts::account_by_username(c, officer)?
-                        .ok_or_else(|| baylink_server::AppError::NotFound(officer.into()))?;
+                    let account = accounts::account_by_username(c, officer)?.ok_or_else(|| {
+                        baylink_server::store::error::StoreError::NotFound(officer.into())
+                    })?;
                     accounts::register_device(c, &node.to_string(), account.id, "phone", now)
                 })
                 .expect("the new device registers");

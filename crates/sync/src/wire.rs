@@ -249,6 +249,11 @@ pub struct PullResponse<V = Value> {
     pub next_cursor: Cursor,
     /// Whether more pages follow right away.
     pub more: bool,
+    /// The caller's villages as the server holds them when answering (empty from servers
+    /// before it): a phone keeps its session's villages current with them, so a village given
+    /// or taken away since sign-in is known at the next sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub villages: Vec<String>,
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -363,6 +368,7 @@ mod tests {
             purged: vec![Uuid::from_u128(8)],
             next_cursor: Cursor("c42".into()),
             more: false,
+            villages: Vec::new(),
             extra: BTreeMap::new(),
         };
         let text = serde_json::to_string(&page).unwrap();
@@ -462,6 +468,7 @@ mod tests {
                 purged: Vec::new(),
                 next_cursor: Cursor("s0:".into()),
                 more: false,
+                villages: Vec::new(),
                 extra: BTreeMap::new(),
             };
             proptest::prop_assert_eq!(page.value_count(), back.len());
@@ -517,6 +524,7 @@ mod tests {
                     purged: vec![Uuid::from_u128(9)],
                     next_cursor: Cursor("s1:x".into()),
                     more: true,
+                    villages: Vec::new(),
                     extra: BTreeMap::new(),
                 }
             }

@@ -284,8 +284,17 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     } else {
                         format!("已更新 / updated: {}", captured.changed.join(", "))
                     };
+                    let (zh, en) = match kind {
+                        EntityKind::Person => ("同一证件类型及号码", "same ID type and number"),
+                        EntityKind::Vehicle => ("同一号牌及号牌种类", "same plate and plate kind"),
+                        EntityKind::House => ("同一地址编码", "same address code"),
+                        _ => (
+                            "同一人员、房屋及入住日期",
+                            "same person, house and move-in date",
+                        ),
+                    };
                     eprintln!(
-                        "此{}已登记过（同一证件号码、号牌或地址），本次为更新 / this {} was registered before (same ID number, plate or address): {what}",
+                        "此{}已登记过（{zh}），本次为更新 / this {} was registered before ({en}): {what}",
                         kind.label_zh(),
                         kind.as_str()
                     );
@@ -329,11 +338,15 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
         }
         "delete" => {
             let id = id(sub)?;
-            store.delete(id)?;
+            let withdrawn = store.delete(id)? == mobile_core::Deletion::Withdrawn;
             if json {
                 out!(
                     "{}",
-                    serde_json::json!({ "id": id.to_string(), "deleted": true })
+                    serde_json::json!({ "id": id.to_string(), "deleted": true, "withdrawn": withdrawn })
+                );
+            } else if withdrawn {
+                out!(
+                    "已撤回 {id}：此记录从未同步，不会上传 / withdrawn {id}: it never synced, so nothing of it reaches the server"
                 );
             } else {
                 out!("deleted {id}");
@@ -448,13 +461,15 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     report.pulled,
                     report.purged
                 );
-                if report.refused > 0 {
+            }
+            // Refused now or by an earlier sync: records wait for the officer either way.
+            let waiting = store.refused_records()?.len();
+            if waiting > 0 {
+                if !json {
                     out!(
-                        "see `baylink status`: correct with `baylink edit` or `baylink dismiss ID`"
+                        "{waiting} record(s) refused: see `baylink status`, correct with `baylink edit` or give up with `baylink dismiss ID`"
                     );
                 }
-            }
-            if report.refused > 0 {
                 return Ok(EXIT_REFUSED);
             }
         }

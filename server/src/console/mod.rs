@@ -114,6 +114,12 @@ impl From<AppError> for PageError {
     }
 }
 
+impl From<crate::store::error::StoreError> for PageError {
+    fn from(e: crate::store::error::StoreError) -> PageError {
+        PageError(e.into())
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let json = self.0.into_response();
@@ -211,7 +217,7 @@ impl FromRequestParts<AppState> for ConsoleUser {
                 Ok(Some((account, villages, csrf)))
             })
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(|e| AppError::from(e).into_response())?;
         match found {
             Some((account, villages, csrf)) => Ok(ConsoleUser {
                 account,
@@ -294,7 +300,7 @@ async fn login(
         .await
     {
         Ok(account) => account,
-        Err(e) => return e.into_response(),
+        Err(e) => return AppError::from(e).into_response(),
     };
     // A browser that signed in to this account before has a throttle of its own (auth::known).
     let now_s = now_ms() / 1000;
@@ -373,7 +379,7 @@ async fn login(
             }
             response
         }
-        Err(e) => e.into_response(),
+        Err(e) => AppError::from(e).into_response(),
     }
 }
 
@@ -587,10 +593,13 @@ async fn record_page(
         .db
         .call(move |conn| {
             if !store::visible(conn, &caller, &id)? {
-                return Err(AppError::NotFound("no such record in your villages".into()));
+                return Err(crate::store::error::StoreError::NotFound(
+                    "no such record in your villages".into(),
+                ));
             }
-            let view = sync::record(conn, &id)?
-                .ok_or_else(|| AppError::NotFound("no such record".into()))?;
+            let view = sync::record(conn, &id)?.ok_or_else(|| {
+                crate::store::error::StoreError::NotFound("no such record".into())
+            })?;
             let links = store::linked(
                 conn,
                 &id,

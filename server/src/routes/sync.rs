@@ -171,6 +171,7 @@ async fn page(
                 purged: page.purged,
                 next_cursor: key.sign(&caller.device, &page.next),
                 more: page.more,
+                villages: caller.villages.clone(),
                 extra: BTreeMap::new(),
             };
             tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
@@ -180,7 +181,7 @@ async fn page(
                 None
             };
             let body = serde_json::to_vec(&answer)
-                .map_err(|e| AppError::Internal(format!("pull page: {e}")))?;
+                .map_err(|e| crate::store::error::StoreError::Backend(format!("pull page: {e}")))?;
             Ok((body, next, settle))
         })
         .await?;

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use crate::error::AppError;
+use crate::store::error::StoreError;
 
 /// What an account may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,7 +74,7 @@ const ACCOUNT_COLUMNS: &str =
     "id, username, display_name, role, station, password_hash, disabled, token_gen";
 
 /// Adds or renames a station: 1 when that changed anything, else 0.
-pub fn upsert_station(conn: &Connection, code: &str, name: &str) -> Result<usize, AppError> {
+pub fn upsert_station(conn: &Connection, code: &str, name: &str) -> Result<usize, StoreError> {
     Ok(conn.execute(
         "INSERT INTO station (code, name) VALUES (?1, ?2)
          ON CONFLICT (code) DO UPDATE SET name = excluded.name WHERE name IS NOT excluded.name",
@@ -88,7 +88,7 @@ pub fn upsert_village(
     code: &str,
     name: &str,
     station: &str,
-) -> Result<usize, AppError> {
+) -> Result<usize, StoreError> {
     Ok(conn.execute(
         "INSERT INTO village (code, name, station) VALUES (?1, ?2, ?3)
          ON CONFLICT (code) DO UPDATE SET name = excluded.name, station = excluded.station
@@ -109,7 +109,7 @@ pub struct Station {
 }
 
 /// Every station with its villages.
-pub fn stations(conn: &Connection) -> Result<Vec<Station>, AppError> {
+pub fn stations(conn: &Connection) -> Result<Vec<Station>, StoreError> {
     let mut out = Vec::new();
     let mut stmt = conn.prepare("SELECT code, name FROM station ORDER BY code")?;
     let rows: Vec<(String, String)> = stmt
@@ -165,7 +165,7 @@ impl Place {
 }
 
 /// Whether the server holds the place with this code.
-pub fn holds(conn: &Connection, place: Place, code: &str) -> Result<bool, AppError> {
+pub fn holds(conn: &Connection, place: Place, code: &str) -> Result<bool, StoreError> {
     let sql = match place {
         Place::Station => "SELECT EXISTS (SELECT 1 FROM station WHERE code = ?1)",
         Place::Village => "SELECT EXISTS (SELECT 1 FROM village WHERE code = ?1)",
@@ -174,8 +174,8 @@ pub fn holds(conn: &Connection, place: Place, code: &str) -> Result<bool, AppErr
 }
 
 /// The error for a place the server does not hold, naming it and how places are loaded.
-fn unknown(place: Place, code: &str) -> AppError {
-    AppError::BadRequest(format!(
+fn unknown(place: Place, code: &str) -> StoreError {
+    StoreError::Invalid(format!(
         "{} `{code}` does not exist (places are loaded with `baylink-server station import`)",
         place.name()
     ))
@@ -186,7 +186,7 @@ pub fn create_account(
     conn: &mut Connection,
     new: &NewAccount<'_>,
     now_ms: u64,
-) -> Result<i64, AppError> {
+) -> Result<i64, StoreError> {
     let tx = conn.transaction()?;
     let exists: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM account WHERE username = ?1)",
@@ -194,7 +194,7 @@ pub fn create_account(
         |r| r.get(0),
     )?;
     if exists {
-        return Err(AppError::Conflict(format!(
+        return Err(StoreError::Conflict(format!(
             "username `{}` is taken",
             new.username
         )));
@@ -222,7 +222,7 @@ pub fn create_account(
     Ok(id)
 }
 
-fn set_villages(conn: &Connection, account: i64, villages: &[String]) -> Result<(), AppError> {
+fn set_villages(conn: &Connection, account: i64, villages: &[String]) -> Result<(), StoreError> {
     conn.execute("DELETE FROM account_village WHERE account = ?1", [account])?;
     for village in villages {
         if !holds(conn, Place::Village, village)? {
@@ -241,7 +241,7 @@ pub fn assign_villages(
     conn: &mut Connection,
     username: &str,
     villages: &[String],
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let account = account_by_username(conn, username)?.ok_or_else(|| no_account(username))?;
     let tx = conn.transaction()?;
     set_villages(&tx, account.id, villages)?;
@@ -249,12 +249,12 @@ pub fn assign_villages(
     Ok(())
 }
 
-fn no_account(username: &str) -> AppError {
-    AppError::NotFound(format!("no account `{username}`"))
+fn no_account(username: &str) -> StoreError {
+    StoreError::NotFound(format!("no account `{username}`"))
 }
 
 /// Disables or enables an account; disabling also ends its devices' sessions.
-pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result<(), AppError> {
+pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result<(), StoreError> {
     let n = conn.execute(
         "UPDATE account SET disabled = ?2 WHERE username = ?1",
         params![username, disabled],
@@ -287,7 +287,10 @@ pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result
 }
 
 /// The account with this sign-in name.
-pub fn account_by_username(conn: &Connection, username: &str) -> Result<Option<Account>, AppError> {
+pub fn account_by_username(
+    conn: &Connection,
+    username: &str,
+) -> Result<Option<Account>, StoreError> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM account WHERE username = ?1");
     Ok(conn
         .query_row(&sql, [username], account_from_row)
@@ -295,13 +298,13 @@ pub fn account_by_username(conn: &Connection, username: &str) -> Result<Option<A
 }
 
 /// The account with this id.
-pub fn account_by_id(conn: &Connection, id: i64) -> Result<Option<Account>, AppError> {
+pub fn account_by_id(conn: &Connection, id: i64) -> Result<Option<Account>, StoreError> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM account WHERE id = ?1");
     Ok(conn.query_row(&sql, [id], account_from_row).optional()?)
 }
 
 /// Every account, by username.
-pub fn accounts(conn: &Connection) -> Result<Vec<Account>, AppError> {
+pub fn accounts(conn: &Connection) -> Result<Vec<Account>, StoreError> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM account ORDER BY username");
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map([], account_from_row)?;
@@ -310,7 +313,7 @@ pub fn accounts(conn: &Connection) -> Result<Vec<Account>, AppError> {
 
 /// The villages an account sees and writes: an officer's own, a reviewer's station's, all for
 /// an administrator.
-pub fn villages_of(conn: &Connection, account: &Account) -> Result<Vec<String>, AppError> {
+pub fn villages_of(conn: &Connection, account: &Account) -> Result<Vec<String>, StoreError> {
     let (sql, arg): (&str, rusqlite::types::Value) = match account.role {
         Role::Officer => (
             "SELECT village FROM account_village WHERE account = ?1 ORDER BY village",
@@ -354,7 +357,7 @@ pub struct Device {
 }
 
 /// The device with this id.
-pub fn device(conn: &Connection, id: &str) -> Result<Option<Device>, AppError> {
+pub fn device(conn: &Connection, id: &str) -> Result<Option<Device>, StoreError> {
     let row = conn
         .query_row(
             "SELECT id, account, name, revoked, last_counter, last_sync_ms, villages, token_gen,
@@ -381,7 +384,7 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
 }
 
 /// Every device, with its account's username.
-pub fn devices(conn: &Connection) -> Result<Vec<(Device, String)>, AppError> {
+pub fn devices(conn: &Connection) -> Result<Vec<(Device, String)>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT d.id, d.account, d.name, d.revoked, d.last_counter, d.last_sync_ms, d.villages,
              d.token_gen, d.key_hash IS NOT NULL, a.username
@@ -400,9 +403,9 @@ pub fn register_device(
     account: i64,
     name: &str,
     now_ms: u64,
-) -> Result<Device, AppError> {
+) -> Result<Device, StoreError> {
     if device(conn, id)?.is_some_and(|d| d.account != account) {
-        return Err(AppError::Conflict(
+        return Err(StoreError::Conflict(
             "device_id：此设备已登记在其他警员的账号下。请原警员同步后退出；换人使用须以新设备登录（重新安装应用，或在命令行客户端用新的 --data 目录） / device_id: this device is registered to another officer's account. That officer syncs and signs out; another officer signs in as a new device (a new app install, or a new --data directory for the command-line client)".into(),
         ));
     }
@@ -411,14 +414,14 @@ pub fn register_device(
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, last_seen_ms = excluded.last_seen_ms",
         params![id, account, name, now_ms as i64],
     )?;
-    device(conn, id)?.ok_or_else(|| AppError::Internal("device vanished".into()))
+    device(conn, id)?.ok_or_else(|| StoreError::Backend("device vanished".into()))
 }
 
 /// Revokes a lost device: its tokens die, its next call is refused and it wipes itself.
-pub fn revoke_device(conn: &Connection, id: &str) -> Result<(), AppError> {
+pub fn revoke_device(conn: &Connection, id: &str) -> Result<(), StoreError> {
     let n = conn.execute("UPDATE device SET revoked = 1 WHERE id = ?1", [id])?;
     if n == 0 {
-        return Err(AppError::NotFound(format!("no device `{id}`")));
+        return Err(StoreError::NotFound(format!("no device `{id}`")));
     }
     conn.execute("UPDATE refresh_token SET spent = 1 WHERE device = ?1", [id])?;
     Ok(())
@@ -448,7 +451,7 @@ pub fn issue_device_key(
     conn: &Connection,
     device: &str,
     kept: Option<&str>,
-) -> Result<String, AppError> {
+) -> Result<String, StoreError> {
     let key = random_secret();
     conn.execute(
         "UPDATE device SET prev_key_hash = COALESCE(?3, key_hash), key_hash = ?2 WHERE id = ?1",
@@ -476,7 +479,7 @@ pub fn device_key_matches(
     device: &str,
     account: Option<i64>,
     key: &str,
-) -> Result<KeyMatch, AppError> {
+) -> Result<KeyMatch, StoreError> {
     let stored: Option<(i64, bool, Option<String>, Option<String>)> = conn
         .query_row(
             "SELECT account, revoked, key_hash, prev_key_hash FROM device WHERE id = ?1",
@@ -506,7 +509,7 @@ pub fn issue_refresh_token(
     account: i64,
     now_ms: u64,
     ttl_ms: u64,
-) -> Result<String, AppError> {
+) -> Result<String, StoreError> {
     let token = random_secret();
     conn.execute(
         "INSERT INTO refresh_token (hash, device, account, issued_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -531,7 +534,7 @@ pub fn spend_refresh_token(
     token: &str,
     device: &str,
     now_ms: u64,
-) -> Result<Result<i64, RefreshRefused>, AppError> {
+) -> Result<Result<i64, RefreshRefused>, StoreError> {
     let tx = conn.transaction()?;
     let row: Option<(String, i64, i64, bool)> = tx
         .query_row(
@@ -565,7 +568,7 @@ pub fn spend_refresh_token(
 
 /// Ends a device's session (logout): every refresh token of it is spent, and every access token
 /// issued to it stops working.
-pub fn end_session(conn: &Connection, device: &str) -> Result<(), AppError> {
+pub fn end_session(conn: &Connection, device: &str) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE refresh_token SET spent = 1 WHERE device = ?1",
         [device],

@@ -8,8 +8,8 @@ use baylink_domain::watch::Rule;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use crate::error::AppError;
 use crate::store::console::{audit, visible};
+use crate::store::error::StoreError;
 use crate::store::sync::Caller;
 
 /// One watch-list entry as the admin page shows it.
@@ -30,7 +30,7 @@ pub struct StoredRule {
     pub open_alerts: i64,
 }
 
-fn load_rules(conn: &Connection) -> Result<Vec<Rule>, AppError> {
+fn load_rules(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT kind, value FROM watch_rule")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut rules = Vec::new();
@@ -42,7 +42,7 @@ fn load_rules(conn: &Connection) -> Result<Vec<Rule>, AppError> {
 }
 
 /// The watch list, newest first.
-pub fn rules(conn: &Connection) -> Result<Vec<StoredRule>, AppError> {
+pub fn rules(conn: &Connection) -> Result<Vec<StoredRule>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT w.id, w.kind, w.value, w.note, a.username, w.added_ms,
                 (SELECT COUNT(*) FROM alert l WHERE l.rule_kind = w.kind AND l.rule_value = w.value
@@ -74,8 +74,8 @@ pub fn rules(conn: &Connection) -> Result<Vec<StoredRule>, AppError> {
 fn person_keys(
     conn: &Connection,
     entity: &str,
-) -> Result<(Option<String>, Option<String>), AppError> {
-    let text = |field: &str| -> Result<Option<String>, AppError> {
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    let text = |field: &str| -> Result<Option<String>, StoreError> {
         let value: Option<String> = conn
             .prepare_cached("SELECT value FROM field WHERE entity = ?1 AND field = ?2")?
             .query_row(params![entity, field], |r| r.get(0))
@@ -93,7 +93,7 @@ fn person_keys(
 
 /// Whether a person is deleted or merged away: no alert is raised on her (the record kept
 /// carries its own), and those raised before are not listed.
-fn gone(conn: &Connection, entity: &str) -> Result<bool, AppError> {
+fn gone(conn: &Connection, entity: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(GONE)?
         .query_row([entity], |_| Ok(()))
@@ -116,7 +116,7 @@ fn raise_one(
     device: Option<&str>,
     account: Option<i64>,
     now_ms: u64,
-) -> Result<bool, AppError> {
+) -> Result<bool, StoreError> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO alert (entity, rule_kind, rule_value, raised_ms, device, account)
@@ -133,7 +133,7 @@ pub fn raise(
     touched: &BTreeSet<String>,
     caller: &Caller,
     now_ms: u64,
-) -> Result<usize, AppError> {
+) -> Result<usize, StoreError> {
     let rules = load_rules(tx)?;
     if rules.is_empty() {
         return Ok(0);
@@ -174,7 +174,7 @@ pub fn add_rule(
     rule: &Rule,
     note: &str,
     now_ms: u64,
-) -> Result<(i64, usize), AppError> {
+) -> Result<(i64, usize), StoreError> {
     let tx = conn.transaction()?;
     let exists = tx
         .query_row(
@@ -185,7 +185,7 @@ pub fn add_rule(
         .optional()?
         .is_some();
     if exists {
-        return Err(AppError::Conflict(format!(
+        return Err(StoreError::Conflict(format!(
             "{}：已在关注名单中 / already on the watch list",
             rule.describe()
         )));
@@ -237,7 +237,7 @@ pub fn remove_rule(
     account: i64,
     id: i64,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     let value: String = tx
         .query_row(
@@ -246,7 +246,7 @@ pub fn remove_rule(
             |r| r.get(0),
         )
         .optional()?
-        .ok_or_else(|| AppError::NotFound(format!("no watch rule {id}")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("no watch rule {id}")))?;
     audit(
         &tx,
         Some(account),
@@ -295,7 +295,7 @@ pub fn note_move_in(
     village: &str,
     caller: &Caller,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO alert (entity, rule_kind, rule_value, raised_ms, device, account)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -318,7 +318,7 @@ pub fn list(
     villages: &[String],
     all: bool,
     limit: u32,
-) -> Result<Vec<Alert>, AppError> {
+) -> Result<Vec<Alert>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT l.id, l.entity, COALESCE(s.label, ''), s.village, l.rule_kind, l.rule_value, l.raised_ms,
@@ -351,7 +351,7 @@ pub fn list(
 }
 
 /// How many alerts on persons in these villages are open.
-pub fn open_count(conn: &Connection, villages: &[String]) -> Result<i64, AppError> {
+pub fn open_count(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     Ok(conn.query_row(
         &format!(
@@ -370,7 +370,7 @@ pub fn acknowledge(
     caller: &Caller,
     id: i64,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     let entity: String = tx
         .query_row(
@@ -379,10 +379,10 @@ pub fn acknowledge(
             |r| r.get(0),
         )
         .optional()?
-        .ok_or_else(|| AppError::NotFound(format!("no open alert {id}")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("no open alert {id}")))?;
     // Another station's alert is answered as one that does not exist: nothing to learn.
     if !visible(&tx, caller, &entity)? {
-        return Err(AppError::NotFound(format!("no open alert {id}")));
+        return Err(StoreError::NotFound(format!("no open alert {id}")));
     }
     tx.execute(
         "UPDATE alert SET acknowledged_ms = ?2, acknowledged_by = ?3 WHERE id = ?1",

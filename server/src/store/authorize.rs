@@ -146,7 +146,7 @@ pub fn named_records(changes: &[Change]) -> BTreeSet<Uuid> {
 
 /// The kinds no two live records of which may share a natural key (a residence's key is its
 /// person, house and date: a second one is a second stay, merged by its id).
-fn keyed(kind: EntityKind) -> bool {
+fn is_keyed(kind: EntityKind) -> bool {
     matches!(
         kind,
         EntityKind::Person | EntityKind::Vehicle | EntityKind::House
@@ -154,8 +154,9 @@ fn keyed(kind: EntityKind) -> bool {
 }
 
 /// The key values a push gives records (new ones, edits of stored ones, or bringing them back
-/// by undeleting them), by the summary column that holds them (`id_number`, `plate`): the push
-/// reads every live record that already holds one as a fact, so that no key ends on two records.
+/// by undeleting them), by where they are found: the summary's `id_number` and `plate` columns,
+/// or houses' `address_code` field. The push reads every live record that already holds one as
+/// a fact, so that no key ends on two records.
 pub fn edited_keys(
     changes: &[Change],
     records: &HashMap<Uuid, Held>,
@@ -164,23 +165,28 @@ pub fn edited_keys(
     for change in changes {
         let held = records.get(&change.entity);
         let kind = held.map_or(change.kind.as_str(), |h| h.kind.as_str());
+        // The field holding the key's text, for every change that may change the key: the
+        // text itself, what qualifies it (an ID type, a plate kind and the vehicle type it
+        // derives from), or an undeletion (null or false).
         let column = match (kind, change.field.as_str()) {
-            ("person", "id_number") => "id_number",
-            ("vehicle", "plate" | "plate_kind") => "plate",
-            // Null or false: either brings a deleted record back.
-            ("person" | "vehicle", "deleted") if change.value != Value::Bool(true) => {
-                if kind == "person" {
-                    "id_number"
-                } else {
-                    "plate"
+            ("person", "id_number" | "id_type") => "id_number",
+            ("vehicle", "plate" | "plate_kind" | "vehicle_type") => "plate",
+            ("house", "address_code") => "address_code",
+            ("person" | "vehicle" | "house", "deleted") if change.value != Value::Bool(true) => {
+                match kind {
+                    "person" => "id_number",
+                    "vehicle" => "plate",
+                    _ => "address_code",
                 }
             }
             _ => continue,
         };
-        let value = match (change.field.as_str(), held) {
-            ("id_number" | "plate", _) => change.value.clone(),
-            (_, Some(held)) => value_of(&held.state, column).clone(),
-            (_, None) => continue,
+        let value = if change.field == column {
+            change.value.clone()
+        } else if let Some(held) = held {
+            value_of(&held.state, column).clone()
+        } else {
+            continue;
         };
         if let Some(text) = value.as_str() {
             keys.insert((kind.to_owned(), column, text.to_owned()));
@@ -189,26 +195,44 @@ pub fn edited_keys(
     keys
 }
 
-/// The records a push's edits of natural keys might collide with: for each stored record whose
-/// key fields the push changes, the id its key would then give, when that is another record's
-/// id. The push reads them, with their values, as facts too.
-pub fn key_collisions(changes: &[Change], records: &HashMap<Uuid, Held>) -> BTreeSet<Uuid> {
-    let mut keys: HashMap<Uuid, Fields> = HashMap::new();
-    for change in changes
-        .iter()
-        .filter(|c| KEY_FIELDS.contains(&c.field.as_str()))
-    {
-        let Some(held) = records.get(&change.entity) else {
+/// A record's values as its key reads them: with the derived fields it lacks filled in, as
+/// the push will fill them (a plate kind left out is the vehicle type's).
+fn keyed(kind: EntityKind, mut values: Fields, today: Date) -> Fields {
+    let fills = missing_derived(kind, &values, today);
+    values.extend(fills);
+    values
+}
+
+/// The records a push's natural keys might collide with, by id: for each stored record whose
+/// key fields the push changes, the id its key would then give; for each new record whose id
+/// is not the one its key gives, that one (held by a record with another key, it is why).
+/// The push reads them, with their values, as facts too.
+pub fn key_collisions(
+    changes: &[Change],
+    records: &HashMap<Uuid, Held>,
+    today: Date,
+) -> BTreeSet<Uuid> {
+    let mut keys: HashMap<Uuid, (EntityKind, Fields)> = HashMap::new();
+    for change in changes {
+        let held = records.get(&change.entity);
+        let kind_name = held.map_or(change.kind.as_str(), |h| h.kind.as_str());
+        let Some(kind) = EntityKind::parse(kind_name).filter(|k| is_keyed(*k)) else {
             continue;
         };
+        if held.is_some()
+            && !KEY_FIELDS.contains(&change.field.as_str())
+            && change.field != "vehicle_type"
+        {
+            continue;
+        }
         keys.entry(change.entity)
-            .or_insert_with(|| values(&held.state))
+            .or_insert_with(|| (kind, held.map(|h| values(&h.state)).unwrap_or_default()))
+            .1
             .insert(change.field.clone(), change.value.clone());
     }
     keys.into_iter()
-        .filter_map(|(id, after)| {
-            let kind = EntityKind::parse(&records.get(&id)?.kind).filter(|k| keyed(*k))?;
-            natural_id(kind, &after).filter(|n| *n != id)
+        .filter_map(|(id, (kind, after))| {
+            natural_id(kind, &keyed(kind, after, today)).filter(|n| *n != id)
         })
         .collect()
 }
@@ -274,6 +298,7 @@ pub fn plan_push(facts: &Facts<'_>, changes: &[Change]) -> Plan {
         created: HashMap::new(),
         arrivals: HashSet::new(),
         fills: HashMap::new(),
+        claimed: HashMap::new(),
     };
     for (_, id) in order {
         let idx = &groups[&id];
@@ -296,6 +321,9 @@ struct World {
     arrivals: HashSet<Uuid>,
     /// Derived fields to fill in, by record.
     fills: HashMap<Uuid, Fields>,
+    /// Natural keys this push gave records (created, changed or brought back), by record: a
+    /// second record given one in the same push is refused as if it were stored.
+    claimed: HashMap<String, Uuid>,
 }
 
 /// The checks that need no record: replays, counters, the stamp's device, the clock, the kind
@@ -370,42 +398,40 @@ fn first_look(facts: &Facts<'_>, change: &Change, seen: &mut u64) -> Option<Deci
 fn refuse_key_collision(
     facts: &Facts<'_>,
     changes: &[Change],
-    id: Uuid,
-    kind: EntityKind,
+    (id, kind): (Uuid, EntityKind),
     held: Option<&Held>,
     idx: &[usize],
     plan: &mut [Option<Decision>],
+    world: &mut World,
 ) {
-    if !keyed(kind) {
+    if !is_keyed(kind) {
         return;
     }
-    let after = values(&merged_after(held, changes, idx, plan));
-    let before = held.map(|h| values(&h.state));
+    let key_of = |state: &EntityState| natural_key(kind, &keyed(kind, values(state), facts.today));
+    let after = merged_after(held, changes, idx, plan);
     let gone = |state: &EntityState, field: &str| {
         let value = value_of(state, field);
         !value.is_null() && value != &Value::Bool(false)
     };
     // The key as the push leaves it, when the push creates the record, changes its key or
     // brings it back.
-    let undeleted = held.is_some_and(|h| gone(&h.state, "deleted"))
-        && after.get("deleted") != Some(&Value::Bool(true));
-    let Some(new_key) = natural_key(kind, &after) else {
+    let undeleted = held.is_some_and(|h| gone(&h.state, "deleted")) && !gone(&after, "deleted");
+    let Some(new_key) = key_of(&after) else {
         return;
     };
-    if let Some(before) = &before {
-        if natural_key(kind, before).as_ref() == Some(&new_key) && !undeleted {
-            return;
-        }
+    if held.is_some_and(|h| key_of(&h.state).as_ref() == Some(&new_key) && !undeleted) {
+        return;
     }
-    // Another live record of the kind holding that key: the one its id names, or any other.
+    // Another live record of the kind holding that key: the one its id names, or any other
+    // stored, or one this push gave it before.
     let holds = |other: &Held| {
         other.kind == kind.as_str()
             && !gone(&other.state, "deleted")
             && !gone(&other.state, "merged_into")
-            && natural_key(kind, &values(&other.state)).as_ref() == Some(&new_key)
+            && key_of(&other.state).as_ref() == Some(&new_key)
     };
-    let natural = natural_id(kind, &after).filter(|n| *n != id);
-    let other = natural
+    let natural = natural_id(kind, &keyed(kind, values(&after), facts.today)).filter(|n| *n != id);
+    let stored = natural
         .and_then(|n| facts.records.get(&n).filter(|o| holds(o)).map(|o| (n, o)))
         .or_else(|| {
             facts
@@ -415,11 +441,22 @@ fn refuse_key_collision(
                 .find(|(_, o)| holds(o) && !o.state.is_empty())
                 .map(|(n, o)| (*n, o))
         });
-    let Some((natural, other)) = other else {
+    let other = match stored {
+        Some((n, o)) => Some((
+            n,
+            facts.role == Role::Admin || o.villages.iter().any(|v| facts.villages.contains(v)),
+        )),
+        // The caller's own, in this very push: visible.
+        None => world
+            .claimed
+            .get(&new_key)
+            .filter(|c| **c != id)
+            .map(|c| (*c, true)),
+    };
+    let Some((natural, visible)) = other else {
+        world.claimed.insert(new_key, id);
         return;
     };
-    let visible =
-        facts.role == Role::Admin || other.villages.iter().any(|v| facts.villages.contains(v));
     let (zh, en) = match kind {
         EntityKind::Vehicle => ("号牌", "plate"),
         EntityKind::House => ("地址编码", "address code"),
@@ -585,7 +622,7 @@ fn decide_record(
             return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
         }
     }
-    refuse_key_collision(facts, changes, id, kind, held, idx, plan);
+    refuse_key_collision(facts, changes, (id, kind), held, idx, plan, world);
     if idx
         .iter()
         .any(|&i| plan[i].as_ref().is_some_and(Decision::accepted))
@@ -598,8 +635,19 @@ fn decide_record(
         if held.is_none() {
             // A record with a natural key (a person's ID number, a plate, an address code) has
             // the id it gives: no one may hold that id with another key and keep the real
-            // record out.
-            if let Some(natural) = natural_id(kind, &after).filter(|n| *n != id) {
+            // record out. Unless a record holds that id with another key already (one edited
+            // off its key since, or a motorcycle captured before plate kinds counted): then the
+            // new record takes a fresh time-ordered id, which is no one's natural id.
+            let keyed_after = keyed(kind, after.clone(), facts.today);
+            let taken = |natural: &Uuid| {
+                facts.records.get(natural).is_some_and(|o| {
+                    natural_key(kind, &keyed(kind, values(&o.state), facts.today))
+                        != natural_key(kind, &keyed_after)
+                })
+            };
+            if let Some(natural) = natural_id(kind, &keyed_after)
+                .filter(|n| *n != id && !(taken(n) && id.get_version_num() == 7))
+            {
                 let message = format!(
                     "id：记录编号与其证件号码、号牌或地址编码不符 / id: {id} is not the id its natural key gives ({natural})"
                 );

@@ -7,10 +7,10 @@ use sha2::{Digest, Sha256};
 
 use baylink_domain::{EntityKind, Fields, summarize};
 
-use crate::error::AppError;
+use crate::store::error::StoreError;
 
 /// Recomputes an entity's summary row from its current fields.
-pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), AppError> {
+pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), StoreError> {
     let row: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
         .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -141,7 +141,7 @@ pub fn list(
     filter: &Filter,
     limit: u32,
     offset: u32,
-) -> Result<Vec<Row>, AppError> {
+) -> Result<Vec<Row>, StoreError> {
     use rusqlite::types::Value as Sql;
     let mut sql = String::from(
         "SELECT entity, kind, village, label, id_number, phone, review_status, created_by,
@@ -278,7 +278,7 @@ pub fn list(
 pub fn counts(
     conn: &Connection,
     villages: &[String],
-) -> Result<Vec<(String, String, String, i64)>, AppError> {
+) -> Result<Vec<(String, String, String, i64)>, StoreError> {
     let villages = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT village, kind, COALESCE(review_status, 'pending'), COUNT(*) FROM summary
@@ -312,7 +312,7 @@ pub fn open_session(
     account: i64,
     now_ms: u64,
     ttl_ms: u64,
-) -> Result<(String, String), AppError> {
+) -> Result<(String, String), StoreError> {
     let (cookie, csrf) = (random_token(), random_token());
     conn.execute(
         "INSERT INTO console_session (hash, account, csrf, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -326,7 +326,7 @@ pub fn session(
     conn: &Connection,
     cookie: &str,
     now_ms: u64,
-) -> Result<Option<(i64, String)>, AppError> {
+) -> Result<Option<(i64, String)>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT account, csrf FROM console_session WHERE hash = ?1 AND expires_ms > ?2",
@@ -337,7 +337,7 @@ pub fn session(
 }
 
 /// Ends a console session.
-pub fn close_session(conn: &Connection, cookie: &str) -> Result<(), AppError> {
+pub fn close_session(conn: &Connection, cookie: &str) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM console_session WHERE hash = ?1",
         [hash(cookie)],
@@ -353,7 +353,7 @@ pub fn audit(
     target: Option<&str>,
     detail: Option<&str>,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO audit (at_ms, account, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -391,7 +391,7 @@ pub struct Side {
     pub at_ms: u64,
 }
 
-fn side(conn: &Connection, value: String, stamp: &str) -> Result<Side, AppError> {
+fn side(conn: &Connection, value: String, stamp: &str) -> Result<Side, StoreError> {
     let parsed: Option<baylink_sync::Stamp> = stamp.parse().ok();
     let node = parsed.map(|s| s.node.to_string()).unwrap_or_default();
     let author: Option<String> = conn
@@ -412,7 +412,7 @@ pub fn conflicts(
     conn: &Connection,
     villages: &[String],
     limit: u32,
-) -> Result<Vec<Conflict>, AppError> {
+) -> Result<Vec<Conflict>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT c.id, c.entity, COALESCE(s.label, ''), c.field, c.kind, c.kept_value, c.kept_stamp, c.lost_value, c.lost_stamp
@@ -459,7 +459,7 @@ pub fn conflicts(
 }
 
 /// How many conflicts on records of these villages are open.
-pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, AppError> {
+pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL
@@ -477,7 +477,7 @@ pub fn settle_conflict(
     id: i64,
     keep_lost: bool,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let row: Option<(String, String, String, String)> = conn
         .query_row(
             "SELECT entity, field, kept_value, lost_value FROM conflict WHERE id = ?1 AND settled_ms IS NULL",
@@ -486,15 +486,15 @@ pub fn settle_conflict(
         )
         .optional()?;
     let (entity, field, kept, lost) =
-        row.ok_or_else(|| AppError::NotFound(format!("no open conflict {id}")))?;
+        row.ok_or_else(|| StoreError::NotFound(format!("no open conflict {id}")))?;
     // Another station's conflict is answered as one that does not exist: nothing to learn.
     if !visible(conn, reviewer, &entity)? {
-        return Err(AppError::NotFound(format!("no open conflict {id}")));
+        return Err(StoreError::NotFound(format!("no open conflict {id}")));
     }
     let chosen: Value = serde_json::from_str(if keep_lost { &lost } else { &kept })
-        .map_err(|e| AppError::Internal(format!("stored conflict value: {e}")))?;
+        .map_err(|e| StoreError::Backend(format!("stored conflict value: {e}")))?;
     let uuid = uuid::Uuid::parse_str(&entity)
-        .map_err(|_| AppError::Internal("stored entity id".into()))?;
+        .map_err(|_| StoreError::Backend("stored entity id".into()))?;
     crate::store::sync::server_write(
         conn,
         reviewer.account,
@@ -522,7 +522,7 @@ pub fn visible(
     conn: &Connection,
     caller: &crate::store::sync::Caller,
     entity: &str,
-) -> Result<bool, AppError> {
+) -> Result<bool, StoreError> {
     if caller.role == crate::store::accounts::Role::Admin {
         return Ok(true);
     }
@@ -559,7 +559,7 @@ pub fn linked(
     id: &str,
     fields: &std::collections::BTreeMap<String, String>,
     kind: Option<EntityKind>,
-) -> Result<Vec<Linked>, AppError> {
+) -> Result<Vec<Linked>, StoreError> {
     let mut summary =
         conn.prepare_cached("SELECT kind, label, deleted FROM summary WHERE entity = ?1")?;
     let mut out = Vec::new();
@@ -617,7 +617,7 @@ pub fn captures_per_day(
     conn: &Connection,
     villages: &[String],
     since: &str,
-) -> Result<Vec<(String, i64)>, AppError> {
+) -> Result<Vec<(String, i64)>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT substr(created_at, 1, 10) AS day, COUNT(*) FROM summary
@@ -642,7 +642,7 @@ pub struct Progress {
 }
 
 /// Records per capturing officer in these villages, most first.
-pub fn progress(conn: &Connection, villages: &[String]) -> Result<Vec<Progress>, AppError> {
+pub fn progress(conn: &Connection, villages: &[String]) -> Result<Vec<Progress>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT created_by,
@@ -676,7 +676,7 @@ pub struct DeviceSync {
 }
 
 /// Devices of the officers of these villages, most recently synced first.
-pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<DeviceSync>, AppError> {
+pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<DeviceSync>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT a.username, d.name, d.last_sync_ms, d.revoked FROM device d JOIN account a ON a.id = d.account
@@ -711,7 +711,7 @@ pub struct AuditEntry {
 }
 
 /// The newest audited actions.
-pub fn audit_log(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>, AppError> {
+pub fn audit_log(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT l.at_ms, a.username, l.action, l.target, l.detail FROM audit l
          LEFT JOIN account a ON a.id = l.account ORDER BY l.id DESC LIMIT ?1",

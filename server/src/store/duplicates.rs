@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::AppError;
 use crate::store::console::{audit, visible};
+use crate::store::error::StoreError;
 use crate::store::sync::{Caller, write_in};
 
 /// One side of a candidate pair.
@@ -50,7 +50,7 @@ pub fn candidates(
     conn: &Connection,
     villages: &[String],
     limit: usize,
-) -> Result<Vec<Pair>, AppError> {
+) -> Result<Vec<Pair>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     struct Person {
         side: Side,
@@ -122,9 +122,9 @@ fn ordered(a: &str, b: &str) -> (String, String) {
     }
 }
 
-fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<String, AppError> {
+fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<String, StoreError> {
     if a == b {
-        return Err(AppError::BadRequest(
+        return Err(StoreError::Invalid(
             "a record cannot be merged with itself".into(),
         ));
     }
@@ -137,20 +137,20 @@ fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<St
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let (kind, hidden) = row.ok_or_else(|| AppError::NotFound(format!("no record {id}")))?;
+        let (kind, hidden) = row.ok_or_else(|| StoreError::NotFound(format!("no record {id}")))?;
         // Another station's record is answered as one that does not exist: nothing to learn.
         if !visible(conn, caller, id)? {
-            return Err(AppError::NotFound(format!("no record {id}")));
+            return Err(StoreError::NotFound(format!("no record {id}")));
         }
         if hidden {
-            return Err(AppError::Conflict(format!(
+            return Err(StoreError::Conflict(format!(
                 "记录已删除或已合并 / record {id} is deleted or already merged"
             )));
         }
         kinds.push(kind);
     }
     if kinds[0] != kinds[1] {
-        return Err(AppError::BadRequest(
+        return Err(StoreError::Invalid(
             "only records of one kind can be merged".into(),
         ));
     }
@@ -164,7 +164,7 @@ pub fn dismiss(
     a: &str,
     b: &str,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     check_pair(&tx, caller, a, b)?;
     let (a, b) = ordered(a, b);
@@ -198,7 +198,7 @@ pub struct MergeReport {
     pub repointed: usize,
 }
 
-fn current(conn: &Connection, entity: &str) -> Result<Vec<(String, Value)>, AppError> {
+fn current(conn: &Connection, entity: &str) -> Result<Vec<(String, Value)>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT field, value FROM field WHERE entity = ?1")?;
     let rows = stmt.query_map([entity], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -218,7 +218,7 @@ pub fn merge(
     from: &str,
     into: &str,
     now_ms: u64,
-) -> Result<MergeReport, AppError> {
+) -> Result<MergeReport, StoreError> {
     let tx = conn.transaction()?;
     let kind = check_pair(&tx, caller, from, into)?;
     let kind = EntityKind::parse(&kind);
@@ -288,6 +288,6 @@ pub fn merge(
     Ok(report)
 }
 
-fn parse(id: &str) -> Result<Uuid, AppError> {
-    Uuid::parse_str(id).map_err(|_| AppError::NotFound(format!("no record {id}")))
+fn parse(id: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(id).map_err(|_| StoreError::NotFound(format!("no record {id}")))
 }

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod authorize;
 pub mod console;
 pub mod duplicates;
+pub mod error;
 pub mod places;
 pub mod sync;
 
@@ -20,15 +21,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
 
-use crate::error::AppError;
+use crate::store::error::StoreError;
 
 /// Makes the database readable by its owner only: a new file is created `0600` before SQLite
 /// opens it (SQLite gives its log and shared-memory files the database's mode), and the files of
 /// an existing database are set so.
 #[cfg(unix)]
-fn private_files(path: &Path) -> Result<(), AppError> {
+fn private_files(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let fail = |e: std::io::Error| AppError::Internal(format!("database file: {e}"));
+    let fail = |e: std::io::Error| StoreError::Backend(format!("database file: {e}"));
     if !path.exists() {
         std::fs::OpenOptions::new()
             .write(true)
@@ -48,7 +49,7 @@ fn private_files(path: &Path) -> Result<(), AppError> {
 }
 
 #[cfg(not(unix))]
-fn private_files(_: &Path) -> Result<(), AppError> {
+fn private_files(_: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
@@ -63,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/007_fewer_index_pages.sql"),
     include_str!("sql/008_token_generations.sql"),
     include_str!("sql/009_device_keys.sql"),
+    include_str!("sql/010_address_code_index.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -85,7 +87,7 @@ const IDLE_READERS: usize = 4;
 
 impl Db {
     /// Opens (creating if need be) the database file and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Db, AppError> {
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
         private_files(path)?;
         let mut conn = Connection::open(path)?;
         Self::prepare(&mut conn)?;
@@ -107,7 +109,7 @@ impl Db {
     }
 
     /// A database in memory (tests).
-    pub fn open_in_memory() -> Result<Db, AppError> {
+    pub fn open_in_memory() -> Result<Db, StoreError> {
         let mut conn = Connection::open_in_memory()?;
         Self::prepare(&mut conn)?;
         let readers = Readers {
@@ -120,7 +122,7 @@ impl Db {
         })
     }
 
-    fn prepare(conn: &mut Connection) -> Result<(), AppError> {
+    fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit reaches the disk before the push is answered, so a change a phone was
         // told is accepted (and then drops) survives a power cut; NORMAL would be durable only
@@ -161,10 +163,10 @@ impl Db {
     }
 
     /// Runs blocking database work on the blocking pool.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, AppError>
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, AppError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
@@ -172,28 +174,28 @@ impl Db {
             f(&mut guard)
         })
         .await
-        .map_err(|e| AppError::Internal(format!("database task: {e}")))?
+        .map_err(|e| StoreError::Backend(format!("database task: {e}")))?
     }
 
     /// Runs reading work on the blocking pool, on a reader connection in one read transaction:
     /// a snapshot of everything committed when it starts, taken without waiting for the writer.
     /// A snapshot holds whole writes only, so the sequence numbers it sees have no gaps.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, AppError>
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, AppError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.read_blocking(f))
             .await
-            .map_err(|e| AppError::Internal(format!("database task: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("database task: {e}")))?
     }
 
     /// [`Db::read`] on this thread.
     pub fn read_blocking<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, AppError>,
-    ) -> Result<T, AppError> {
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let Some(path) = &self.readers.path else {
             return self.call_blocking(|c| f(c));
         };
@@ -235,14 +237,14 @@ impl Db {
     /// Runs database work on this thread (command-line tools, seeding, tests).
     pub fn call_blocking<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, AppError>,
-    ) -> Result<T, AppError> {
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
     }
 
     /// Writes a consistent copy of the database to `path` with SQLite's online backup API.
-    pub fn backup(&self, path: &Path) -> Result<(), AppError> {
+    pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
         self.call_blocking(|conn| {
             conn.backup(rusqlite::MAIN_DB, path, None)?;
             Ok(())
@@ -272,7 +274,7 @@ const FEW_FRAMES: i64 = 1_000;
 fn checkpoint_beside(
     path: &Path,
     writer: std::sync::Weak<Mutex<Connection>>,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(1))?;
     // PASSIVE: never waits for the writer or readers; what it cannot copy now, it copies later.
@@ -303,7 +305,7 @@ fn checkpoint_beside(
                 }
             }
         })
-        .map_err(|e| AppError::Internal(format!("checkpoint thread: {e}")))?;
+        .map_err(|e| StoreError::Backend(format!("checkpoint thread: {e}")))?;
     Ok(())
 }
 

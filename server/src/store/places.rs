@@ -5,8 +5,8 @@
 
 use rusqlite::Connection;
 
-use crate::error::AppError;
 use crate::store::accounts;
+use crate::store::error::StoreError;
 
 /// What an import stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,13 +28,13 @@ fn station_name(street: &str) -> String {
     format!("{name}派出所")
 }
 
-fn bad(line: usize, message: &str) -> AppError {
-    AppError::BadRequest(format!("places, line {line}: {message}"))
+fn bad(line: usize, message: &str) -> StoreError {
+    StoreError::Invalid(format!("places, line {line}: {message}"))
 }
 
 /// Loads the stations and villages of a list, in one transaction: a list with any bad row
 /// stores nothing, and loading a list again changes only what differs.
-pub fn import(conn: &mut Connection, list: &str) -> Result<Imported, AppError> {
+pub fn import(conn: &mut Connection, list: &str) -> Result<Imported, StoreError> {
     let mut lines = list.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
     match lines.next() {
         Some((_, header)) if header.trim_start_matches('\u{feff}') == HEADER => {}
@@ -171,7 +171,7 @@ mod tests {
         for (list, expected) in cases {
             let error = db.call_blocking(|c| import(c, list)).unwrap_err();
             assert!(
-                matches!(&error, AppError::BadRequest(m) if m.contains(expected)),
+                matches!(&error, StoreError::Invalid(m) if m.contains(expected)),
                 "{list:?}: {error:?}"
             );
         }

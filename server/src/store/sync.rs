@@ -12,9 +12,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::AppError;
 use crate::store::accounts::Role;
 use crate::store::authorize::{self, Decision, Facts, Held};
+use crate::store::error::StoreError;
 
 /// Who is syncing.
 #[derive(Clone, Debug)]
@@ -40,7 +40,7 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn begin(tx: &Transaction<'_>) -> Result<Sequence, AppError> {
+    fn begin(tx: &Transaction<'_>) -> Result<Sequence, StoreError> {
         let last = current_seq(tx)?;
         Ok(Sequence { start: last, last })
     }
@@ -51,7 +51,7 @@ impl Sequence {
     }
 
     /// Must run before the transaction commits.
-    fn save(&self, tx: &Transaction<'_>) -> Result<(), AppError> {
+    fn save(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         if self.last != self.start {
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'seq'")?
                 .execute([self.last.to_string()])?;
@@ -61,7 +61,7 @@ impl Sequence {
 }
 
 /// The last sequence number issued.
-pub fn current_seq(conn: &Connection) -> Result<i64, AppError> {
+pub fn current_seq(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row(
         "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq'",
         [],
@@ -69,7 +69,7 @@ pub fn current_seq(conn: &Connection) -> Result<i64, AppError> {
     )?)
 }
 
-fn held(tx: &Connection, entity: &str, field: &str) -> Result<Option<Versioned>, AppError> {
+fn held(tx: &Connection, entity: &str, field: &str) -> Result<Option<Versioned>, StoreError> {
     let row: Option<(String, i64, String)> = tx
         .prepare_cached("SELECT value, hlc, node FROM field WHERE entity = ?1 AND field = ?2")?
         .query_row(params![entity, field], |r| {
@@ -81,7 +81,7 @@ fn held(tx: &Connection, entity: &str, field: &str) -> Result<Option<Versioned>,
 }
 
 /// A value as `field` stores it (JSON text, packed clock, node), read back.
-fn stored_version(value: &str, hlc: i64, node: &str) -> Result<Versioned, AppError> {
+fn stored_version(value: &str, hlc: i64, node: &str) -> Result<Versioned, StoreError> {
     let value = serde_json::from_str(value).map_err(|_| corrupt("value"))?;
     let node: NodeId = node.parse().map_err(|_| corrupt("node"))?;
     Ok(Versioned::new(
@@ -90,11 +90,11 @@ fn stored_version(value: &str, hlc: i64, node: &str) -> Result<Versioned, AppErr
     ))
 }
 
-fn text_of(tx: &Connection, entity: &str, field: &str) -> Result<Option<String>, AppError> {
+fn text_of(tx: &Connection, entity: &str, field: &str) -> Result<Option<String>, StoreError> {
     Ok(held(tx, entity, field)?.and_then(|v| v.value.as_str().map(str::to_owned)))
 }
 
-fn scope_of(tx: &Connection, entity: &str) -> Result<BTreeSet<String>, AppError> {
+fn scope_of(tx: &Connection, entity: &str) -> Result<BTreeSet<String>, StoreError> {
     let mut stmt = tx.prepare_cached("SELECT village FROM scope WHERE entity = ?1")?;
     let rows = stmt.query_map([entity], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -107,7 +107,7 @@ fn refuse(
     counter: u64,
     code: &str,
     message: String,
-) -> Result<ChangeResult, AppError> {
+) -> Result<ChangeResult, StoreError> {
     tx.prepare_cached(
         "INSERT OR REPLACE INTO refusal (device, counter, code, message) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -132,7 +132,7 @@ fn accepted(counter: u64) -> ChangeResult {
 }
 
 /// The answer first given to an already processed change.
-fn replay(tx: &Transaction<'_>, device: &str, counter: u64) -> Result<ChangeResult, AppError> {
+fn replay(tx: &Transaction<'_>, device: &str, counter: u64) -> Result<ChangeResult, StoreError> {
     let refused: Option<(String, String)> = tx
         .prepare_cached("SELECT code, message FROM refusal WHERE device = ?1 AND counter = ?2")?
         .query_row(params![device, counter as i64], |r| {
@@ -153,7 +153,11 @@ fn replay(tx: &Transaction<'_>, device: &str, counter: u64) -> Result<ChangeResu
 
 /// Every stored record a push names, as [`authorize`] needs it: kind and villages, and the
 /// current values of those the push writes.
-fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Held>, AppError> {
+fn held_records(
+    tx: &Connection,
+    changes: &[Change],
+    today: Date,
+) -> Result<HashMap<Uuid, Held>, StoreError> {
     let written: HashSet<Uuid> = changes.iter().map(|c| c.entity).collect();
     let mut records = HashMap::new();
     for id in authorize::named_records(changes) {
@@ -166,7 +170,7 @@ fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Hel
     let valued = |records: &HashMap<Uuid, Held>, id: &Uuid| {
         records.get(id).is_some_and(|h| !h.state.is_empty())
     };
-    for id in authorize::key_collisions(changes, &records) {
+    for id in authorize::key_collisions(changes, &records, today) {
         if valued(&records, &id) {
             continue;
         }
@@ -176,12 +180,21 @@ fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Hel
     }
     // And every live record already holding a key an edit gives (or an undeletion brings back).
     for (kind, column, value) in authorize::edited_keys(changes, &records) {
-        let holders: Vec<String> = tx
-            .prepare_cached(&format!(
+        let holders: Vec<String> = if column == "address_code" {
+            // Values are stored as JSON; deleted houses are told apart by their state.
+            let json = Value::String(value).to_string();
+            tx.prepare_cached(
+                "SELECT entity FROM field WHERE field = 'address_code' AND value = ?1 LIMIT 8",
+            )?
+            .query_map([json], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+        } else {
+            tx.prepare_cached(&format!(
                 "SELECT entity FROM summary WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT 8"
             ))?
             .query_map(params![value, kind], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()?
+        };
         for holder in holders {
             let Ok(id) = Uuid::parse_str(&holder) else {
                 continue;
@@ -198,7 +211,7 @@ fn held_records(tx: &Connection, changes: &[Change]) -> Result<HashMap<Uuid, Hel
 }
 
 /// One stored record as the planner sees it, its values read when `with_state`.
-fn held_record(tx: &Connection, id: Uuid, with_state: bool) -> Result<Option<Held>, AppError> {
+fn held_record(tx: &Connection, id: Uuid, with_state: bool) -> Result<Option<Held>, StoreError> {
     let text = id.hyphenated().to_string();
     let kind: Option<String> = tx
         .prepare_cached("SELECT kind FROM entity WHERE id = ?1")?
@@ -221,7 +234,7 @@ fn held_record(tx: &Connection, id: Uuid, with_state: bool) -> Result<Option<Hel
 }
 
 /// A record's current values with their stamps.
-fn state_of(tx: &Connection, entity: &str) -> Result<EntityState, AppError> {
+fn state_of(tx: &Connection, entity: &str) -> Result<EntityState, StoreError> {
     let mut stmt =
         tx.prepare_cached("SELECT field, value, hlc, node FROM field WHERE entity = ?1")?;
     let mut rows = stmt.query([entity])?;
@@ -235,12 +248,12 @@ fn state_of(tx: &Connection, entity: &str) -> Result<EntityState, AppError> {
 }
 
 /// The server's own node id, which stamps what the server writes.
-fn server_node(tx: &Connection) -> Result<NodeId, AppError> {
+fn server_node(tx: &Connection) -> Result<NodeId, StoreError> {
     tx.query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
         r.get::<_, String>(0)
     })?
     .parse()
-    .map_err(|_| AppError::Internal("server node id".into()))
+    .map_err(|_| StoreError::Backend("server node id".into()))
 }
 
 /// Merges a device's push, in one transaction: each change decided by [`authorize::plan_push`]
@@ -252,7 +265,7 @@ pub fn push(
     changes: &[Change],
     now_ms: u64,
     max_ahead_ms: u64,
-) -> Result<Vec<ChangeResult>, AppError> {
+) -> Result<Vec<ChangeResult>, StoreError> {
     let tx = conn.transaction()?;
     let mut seq = Sequence::begin(&tx)?;
     let last_counter: i64 = tx.query_row(
@@ -263,8 +276,9 @@ pub fn push(
     let device: NodeId = caller
         .device
         .parse()
-        .map_err(|_| AppError::Internal("a push from no device".into()))?;
-    let records = held_records(&tx, changes)?;
+        .map_err(|_| StoreError::Backend("a push from no device".into()))?;
+    let today = Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
+    let records = held_records(&tx, changes, today)?;
     let facts = Facts {
         role: caller.role,
         villages: &caller.villages,
@@ -272,7 +286,7 @@ pub fn push(
         last_counter: last_counter as u64,
         now_ms,
         max_ahead_ms,
-        today: Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES),
+        today,
         records: &records,
     };
     let plan = authorize::plan_push(&facts, changes);
@@ -476,7 +490,7 @@ fn write_owned(
     owned: &Owned,
     new_records: &New<'_>,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     if owned.records.is_empty() {
         return Ok(());
     }
@@ -561,7 +575,7 @@ pub fn server_write(
     entity: &Uuid,
     fields: &[(&str, Value)],
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     write_in(&tx, account, entity, fields, now_ms)?;
     tx.commit()?;
@@ -575,19 +589,19 @@ pub fn write_in(
     entity: &Uuid,
     fields: &[(&str, Value)],
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let id = entity.hyphenated().to_string();
     let mut seq = Sequence::begin(tx)?;
     let kind: String = tx
         .query_row("SELECT kind FROM entity WHERE id = ?1", [&id], |r| r.get(0))
         .optional()?
-        .ok_or_else(|| AppError::NotFound(format!("no record {id}")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("no record {id}")))?;
     let node: NodeId = tx
         .query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
             r.get::<_, String>(0)
         })?
         .parse()
-        .map_err(|_| AppError::Internal("server node id".into()))?;
+        .map_err(|_| StoreError::Backend("server node id".into()))?;
     let last: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| {
             r.get(0)
@@ -651,17 +665,17 @@ pub fn review(
     approve: bool,
     comment: &str,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let scope = scope_of(conn, &entity.hyphenated().to_string())?;
     let allowed = reviewer.role == Role::Admin
         || (reviewer.role == Role::Reviewer && scope.iter().any(|v| reviewer.villages.contains(v)));
     // Another station's record is answered as one that does not exist: nothing to learn.
     if !allowed {
-        return Err(AppError::NotFound(format!("no record {entity}")));
+        return Err(StoreError::NotFound(format!("no record {entity}")));
     }
     let comment = comment.trim();
     if !approve && comment.is_empty() {
-        return Err(AppError::BadRequest(
+        return Err(StoreError::Invalid(
             "comment: say why the record is returned".into(),
         ));
     }
@@ -691,7 +705,7 @@ fn apply(
     absent: bool,
     now_ms: u64,
     persons: &mut BTreeSet<String>,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let entity = change.entity.hyphenated().to_string();
     let held = if absent {
         None
@@ -793,14 +807,14 @@ fn settle_device_holdings(
     touched: &BTreeSet<String>,
     scopes: &Scopes,
     caller: &Caller,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     if caller.villages.is_empty() {
         return Ok(());
     }
     let mut written = BTreeSet::new();
     for entity in touched {
         let scope = scopes.get(entity).ok_or_else(|| {
-            AppError::Internal(format!("no scope set for the written record {entity}"))
+            StoreError::Backend(format!("no scope set for the written record {entity}"))
         })?;
         let mine: Vec<&String> = caller
             .villages
@@ -834,7 +848,7 @@ fn rescope(
     seq: &mut Sequence,
     touched: &BTreeSet<String>,
     persons: &BTreeSet<String>,
-) -> Result<Scopes, AppError> {
+) -> Result<Scopes, StoreError> {
     for entity in touched {
         crate::store::console::refresh_summary(tx, entity)?;
     }
@@ -894,7 +908,7 @@ fn rescope(
 
 /// An entity's home village: `None` when there is no such entity, `Some(None)` when it has no
 /// village.
-fn village_of(tx: &Transaction<'_>, entity: &str) -> Result<Option<Option<String>>, AppError> {
+fn village_of(tx: &Transaction<'_>, entity: &str) -> Result<Option<Option<String>>, StoreError> {
     Ok(tx
         .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
         .query_row([entity], |r| r.get(0))
@@ -910,7 +924,7 @@ fn flag_old_residences(
     village: &str,
     caller: &Caller,
     now_ms: u64,
-) -> Result<(), AppError> {
+) -> Result<(), StoreError> {
     let name: String = tx
         .query_row("SELECT name FROM village WHERE code = ?1", [village], |r| {
             r.get(0)
@@ -951,7 +965,7 @@ fn residences_naming(
     tx: &Transaction<'_>,
     field: &'static str,
     target: &str,
-) -> Result<Vec<String>, AppError> {
+) -> Result<Vec<String>, StoreError> {
     let mut stmt = tx.prepare_cached(RESIDENCES_NAMING)?;
     let rows = stmt.query_map(
         params![field, Value::String(target.to_owned()).to_string()],
@@ -961,7 +975,7 @@ fn residences_naming(
 }
 
 /// Puts an entity's values written or resent after `since` into the feeds of its villages.
-fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), AppError> {
+fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO feed (village, seq, entity, kind, field, value, hlc, node)
          SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node FROM field f
@@ -973,7 +987,7 @@ fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), AppErro
 }
 
 /// Takes an entity's current values out of one village's feed.
-fn unpublish(tx: &Transaction<'_>, entity: &str, village: &str) -> Result<(), AppError> {
+fn unpublish(tx: &Transaction<'_>, entity: &str, village: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
         "DELETE FROM feed WHERE village = ?2 AND seq IN (SELECT seq FROM field WHERE entity = ?1)",
     )?
@@ -987,7 +1001,7 @@ fn set_scope(
     seq: &mut Sequence,
     entity: &str,
     villages: &BTreeSet<String>,
-) -> Result<bool, AppError> {
+) -> Result<bool, StoreError> {
     let before = scope_of(tx, entity)?;
     if &before == villages {
         return Ok(false);
@@ -1049,7 +1063,7 @@ pub struct Position {
 /// `b<seq>.<sent>` inside a snapshot taken at `seq` and sent up to `sent`; then `:` and the
 /// villages the device holds, `.`-separated (`s1234:441303006001.441303006002`). Earlier
 /// servers' snapshot cursors, `b<seq>.<record>.<field>`, start their snapshot again.
-pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
+pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, StoreError> {
     let Some(Cursor(text)) = cursor else {
         return Ok(Position {
             after: 0,
@@ -1057,7 +1071,7 @@ pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, AppError> {
             held: Some(BTreeSet::new()),
         });
     };
-    let bad = || AppError::BadRequest("cursor: not one this server issued".into());
+    let bad = || StoreError::Invalid("cursor: not one this server issued".into());
     let (position, held) = match text.split_once(':') {
         Some((position, villages)) => {
             let held: BTreeSet<String> = villages
@@ -1135,7 +1149,7 @@ pub fn pull(
     caller: &Caller,
     from: Position,
     limit: u32,
-) -> Result<Page, AppError> {
+) -> Result<Page, StoreError> {
     let tx = conn.transaction()?;
     let (page, settle) = read_page(&tx, caller, from, limit, crate::store::now_ms())?;
     settle_pull(&tx, &settle)?;
@@ -1170,7 +1184,7 @@ impl PullSettle {
 }
 
 /// Writes a pull's bookkeeping (see [`read_page`]); nothing when nothing is needed.
-pub fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), AppError> {
+pub fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), StoreError> {
     if settle.forget {
         conn.prepare_cached(
             "DELETE FROM device_village WHERE device = ?1 AND purged_seq IS NOT NULL AND purged_seq <= ?2",
@@ -1197,8 +1211,8 @@ pub fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), AppErro
 /// A value as a pull sends it: the stored JSON checked, not parsed into a tree and written again.
 pub type SentValue = FieldValue<Box<RawValue>>;
 
-fn corrupt(what: &str) -> AppError {
-    AppError::Internal(format!("stored {what}"))
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("stored {what}"))
 }
 
 /// Reads the columns `field, value, hlc, node` from `at` on, of a record already read.
@@ -1207,7 +1221,7 @@ fn sent_value(
     at: usize,
     kind: &str,
     entity: Uuid,
-) -> Result<SentValue, AppError> {
+) -> Result<SentValue, StoreError> {
     let node = row.get_ref(at + 3)?.as_str().map_err(|_| corrupt("node"))?;
     Ok(FieldValue {
         kind: kind.to_owned(),
@@ -1222,7 +1236,7 @@ fn sent_value(
     })
 }
 
-fn parse_entity(text: &str) -> Result<Uuid, AppError> {
+fn parse_entity(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|_| corrupt("entity"))
 }
 
@@ -1235,7 +1249,7 @@ fn feed_values(
     after: i64,
     upto: i64,
     limit: u32,
-) -> Result<Vec<(i64, SentValue)>, AppError> {
+) -> Result<Vec<(i64, SentValue)>, StoreError> {
     let mut rows: Vec<(i64, SentValue)> = Vec::new();
     for village in villages {
         let mut stmt = tx.prepare_cached(
@@ -1266,7 +1280,7 @@ pub fn read_page(
     from: Position,
     limit: u32,
     now_ms: u64,
-) -> Result<(Page, PullSettle), AppError> {
+) -> Result<(Page, PullSettle), StoreError> {
     let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     let held: BTreeSet<String> = match from.held {
         Some(held) => held,
@@ -1423,7 +1437,7 @@ pub struct RecordView {
 }
 
 /// A record's current fields (JSON values) and its full history, oldest first.
-pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, AppError> {
+pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, StoreError> {
     let kind: Option<String> = conn
         .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;

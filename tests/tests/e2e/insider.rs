@@ -756,3 +756,127 @@ fn an_id_is_the_one_its_natural_key_gives_and_a_resident_number_is_a_resident_id
     );
     assert!(all_refused(&a.push(&server, &changes)));
 }
+
+/// Live records of a kind holding `text` in `column` of the summary.
+fn holders(server: &Server, column: &'static str, text: &str) -> i64 {
+    let text = text.to_owned();
+    server.query(move |c| {
+        c.query_row(
+            &format!("SELECT COUNT(*) FROM summary WHERE {column} = ?1 AND deleted = 0"),
+            [text],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    })
+}
+
+#[test]
+fn no_key_ends_on_two_live_records_by_document_type_plate_kind_address_code_or_one_push() {
+    let (server, mut a, _, mut c) = world();
+    let accepted = |results: &[(String, Option<String>)]| {
+        results.iter().all(|(status, _)| status == "accepted")
+    };
+    let nid = |kind, fields: &[(&str, Value)]| {
+        let values: baylink_domain::Fields = fields
+            .iter()
+            .map(|(f, v)| ((*f).to_owned(), v.clone()))
+            .collect();
+        baylink_domain::natural_id(kind, &values).unwrap_or_default()
+    };
+    use baylink_domain::EntityKind::{House, Person, Vehicle};
+    let foreign = |village: &str, id_type: &str, number: &str| {
+        vec![
+            ("village", json!(village)),
+            ("id_type", json!(id_type)),
+            ("id_number", json!(number)),
+            ("name", json!("陈明")),
+        ]
+    };
+    // 1. A document type changed onto another village's (other, E93000001).
+    let theirs = foreign(ELSEWHERE, "other", "E93000001");
+    let changes = c.record("person", nid(Person, &theirs[1..3]), &theirs);
+    assert!(accepted(&c.push(&server, &changes)));
+    let mine = foreign(VILLAGE, "passport", "E93000001");
+    let me = nid(Person, &mine[1..3]);
+    let changes = a.record("person", me, &mine);
+    assert!(accepted(&a.push(&server, &changes)));
+    let retyped = [a.change("person", me, "id_type", &json!("other"))];
+    assert!(all_refused(&a.push(&server, &retyped)));
+    assert_eq!(
+        stored(&server, me, "id_type").as_deref(),
+        Some("\"passport\"")
+    );
+
+    // 2. Two records given one free number in one push: the second is refused.
+    let (p1, p2) = (
+        foreign(VILLAGE, "passport", "E91000001"),
+        foreign(VILLAGE, "passport", "E91000002"),
+    );
+    let (id1, id2) = (nid(Person, &p1[1..3]), nid(Person, &p2[1..3]));
+    let mut changes = a.record("person", id1, &p1);
+    changes.extend(a.record("person", id2, &p2));
+    assert!(accepted(&a.push(&server, &changes)));
+    let both = [
+        a.change("person", id1, "id_number", &json!("E91000009")),
+        a.change("person", id2, "id_number", &json!("E91000009")),
+    ];
+    let results = a.push(&server, &both);
+    assert_eq!(
+        results.iter().filter(|(s, _)| s == "accepted").count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(holders(&server, "id_number", "E91000009"), 1);
+
+    // 3. Address codes: one house each.
+    let code = |house: &mut Vec<(&'static str, Value)>, code: &str| {
+        house.push(("address_code", json!(code)));
+    };
+    let mut h1 = house(VILLAGE);
+    code(&mut h1, "HK0001");
+    let changes = a.record("house", nid(House, &h1[h1.len() - 1..]), &h1);
+    assert!(accepted(&a.push(&server, &changes)));
+    let plain = Uuid::now_v7();
+    let changes = a.record("house", plain, &house(VILLAGE));
+    assert!(accepted(&a.push(&server, &changes)));
+    let coded = [a.change("house", plain, "address_code", &json!("HK0001"))];
+    assert!(all_refused(&a.push(&server, &coded)));
+
+    // 4. A plate kind left out is filled in before the key is judged: a car turned into a
+    // motorcycle that another village's motorcycle holds the key of is refused, and a
+    // motorcycle cannot be created on a car's id.
+    let bike = vec![
+        ("village", json!(ELSEWHERE)),
+        ("plate", json!("粤L8K124")),
+        ("vehicle_type", json!("motorcycle")),
+        ("plate_kind", json!("motorcycle")),
+    ];
+    let changes = c.record("vehicle", nid(Vehicle, &bike[1..]), &bike);
+    assert!(accepted(&c.push(&server, &changes)));
+    let car = vec![
+        ("village", json!(VILLAGE)),
+        ("plate", json!("粤L8K124")),
+        ("vehicle_type", json!("car")),
+        ("plate_kind", json!("small")),
+    ];
+    let car_id = nid(Vehicle, &car[1..]);
+    let changes = a.record("vehicle", car_id, &car);
+    assert!(accepted(&a.push(&server, &changes)));
+    let disguised = [
+        a.change("vehicle", car_id, "plate_kind", &Value::Null),
+        a.change("vehicle", car_id, "vehicle_type", &json!("motorcycle")),
+    ];
+    a.push(&server, &disguised);
+    assert_eq!(
+        stored(&server, car_id, "plate_kind").as_deref(),
+        Some("\"small\"")
+    );
+    let squat = [
+        ("village", json!(VILLAGE)),
+        ("plate", json!("粤L8K125")),
+        ("vehicle_type", json!("motorcycle")),
+    ];
+    let car_of_squat = nid(Vehicle, &squat[1..2]);
+    let changes = a.record("vehicle", car_of_squat, &squat);
+    assert!(all_refused(&a.push(&server, &changes)));
+}

@@ -1,0 +1,28 @@
+//! The store's own error: what went wrong in storage terms. The HTTP edge maps it once
+//! (`From<StoreError> for StoreError` in `error.rs`); nothing here knows of HTTP.
+
+/// Everything a storage use case can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such record, account, device or place.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The input breaks a rule of the data (a code that does not exist, a missing comment).
+    #[error("{0}")]
+    Invalid(String),
+    /// It exists already, or the stored state forbids it now.
+    #[error("{0}")]
+    Conflict(String),
+    /// The backend failed (I/O, a corrupt row, a task that died).
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(format!("sqlite: {e}"))
+    }
+}
