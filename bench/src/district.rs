@@ -7,9 +7,10 @@ pub use baylink_server::demo::officer_username;
 
 use baylink_server::demo::{Counts, village_changes};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::caller::Caller;
 use baylink_server::store::rusqlite::Connection;
-use baylink_server::store::sync::{self, Caller};
 use baylink_server::store::{Db, now_ms};
+use baylink_server::store::{devices, push};
 use baylink_sync::{Change, Clock, NodeId};
 use uuid::Uuid;
 
@@ -63,7 +64,7 @@ pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
                 let username = officer_username(code);
                 let account = officer(c, &username, code, station)?;
                 let device = NodeId(Uuid::from_u128(i as u128 + 1));
-                accounts::register_device(c, &device.to_string(), account, "bench", 0)?;
+                devices::register_device(c, &device.to_string(), account, "bench", 0)?;
                 out.push(Officer {
                     village: code.clone(),
                     village_name: name.clone(),
@@ -134,7 +135,7 @@ pub fn batches(changes: &[Change]) -> Vec<&[Change]> {
 pub fn push_all(db: &Db, caller: &Caller, changes: &[Change]) {
     for batch in batches(changes) {
         let results = db
-            .call_blocking(|c| sync::push(c, caller, batch, now_ms(), 60_000))
+            .call_blocking(|c| push::push(c, caller, batch, now_ms(), 60_000))
             .expect("push");
         let refused: Vec<_> = results
             .iter()

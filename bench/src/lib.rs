@@ -123,7 +123,7 @@ fn build(options: &Options, dir: &Path, add: &mut dyn FnMut(Vec<Figure>)) -> Bui
             .prepare("SELECT code FROM village ORDER BY code")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        let seq = baylink_server::store::sync::current_seq(c)?;
+        let seq = baylink_server::store::values::current_seq(c)?;
         let large = villages.last().cloned().unwrap_or_default();
         let records: i64 = c.query_row(
             "SELECT count(*) FROM scope WHERE village = ?1",

@@ -275,13 +275,14 @@ impl Store {
         })
     }
 
-    /// The villages of the signed-in officer, when there is a session that names some: a
-    /// capture or edit that puts a record elsewhere is refused here, as the server would.
+    /// The villages of the officer who signed in here (none left, when all were taken away):
+    /// a capture or edit that puts a record elsewhere is refused here, as the server would.
+    /// `None` before any sign-in.
     fn session_villages(&self) -> Result<Option<Vec<String>>> {
         Ok(self
             .raw_session()?
-            .map(|s| s.villages)
-            .filter(|v| !v.is_empty()))
+            .filter(|s| !s.username.is_empty())
+            .map(|s| s.villages))
     }
 
     /// Captures many records in one transaction, all or none (imports, benchmarks).
@@ -665,9 +666,9 @@ impl Store {
             if let Some((cursor, more, villages)) = last {
                 let mut session = db::load_session(tx)?.unwrap_or_default();
                 session.cursor = Some(cursor);
-                // The officer's villages as the server holds them now (a server before this
-                // answer named none: the sign-in's stay).
-                if !villages.is_empty() {
+                // The officer's villages as the server holds them now, none left included (a
+                // server before this answer sends none: the sign-in's stay).
+                if let Some(villages) = villages {
                     session.villages = villages;
                 }
                 db::save_session(tx, &session)?;
@@ -1311,6 +1312,14 @@ fn refuse_village(village: &Value, villages: &[String]) -> Result<()> {
     if villages.iter().any(|v| v == code) {
         return Ok(());
     }
+    if villages.is_empty() {
+        return Err(Error::field(
+            "village",
+            "not_yours",
+            format!("所属村（社区）：{code} 不是您的辖区（您目前没有辖区）"),
+            format!("village: {code} is not yours (you hold no village now)"),
+        ));
+    }
     Err(Error::field(
         "village",
         "not_yours",
@@ -1644,7 +1653,7 @@ mod tests {
             purged: Vec::new(),
             next_cursor: baylink_sync::wire::Cursor(format!("s{n}")),
             more,
-            villages: Vec::new(),
+            villages: None,
             extra: BTreeMap::new(),
         }
     }

@@ -44,7 +44,7 @@ impl Transport for CutShort {
             purged: Vec::new(),
             next_cursor: Cursor("b1".into()),
             more: true,
-            villages: Vec::new(),
+            villages: None,
             extra: BTreeMap::new(),
         })
     }

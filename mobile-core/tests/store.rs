@@ -345,7 +345,7 @@ fn records_page(changes: &[baylink_sync::Change], more: bool) -> baylink_sync::w
         purged: Vec::new(),
         next_cursor: Cursor(format!("s1:{VILLAGE}")),
         more,
-        villages: Vec::new(),
+        villages: None,
         extra: Default::default(),
     }
 }

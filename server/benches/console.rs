@@ -10,9 +10,10 @@
 use std::time::{Duration, Instant};
 
 use baylink_domain::synthetic;
-use baylink_server::store::console::{self, Filter};
+use baylink_server::store::records::Filter;
 use baylink_server::store::rusqlite::params;
 use baylink_server::store::{Db, duplicates};
+use baylink_server::store::{dashboard, records};
 
 /// Runs `f` a few times and returns the median wall time.
 fn time(runs: usize, mut f: impl FnMut()) -> Duration {
@@ -195,7 +196,7 @@ fn main() {
     for (label, filter, page) in &cases {
         let d = time(runs, || {
             let rows = db
-                .call_blocking(|c| console::list(c, &station, filter, 51, page * 50))
+                .call_blocking(|c| records::list(c, &station, filter, 51, page * 50))
                 .expect("list");
             assert!(rows.len() <= 51);
         });
@@ -203,9 +204,9 @@ fn main() {
     }
     let dashboard = time(runs, || {
         db.call_blocking(|c| {
-            console::counts(c, &station)?;
-            console::progress(c, &station)?;
-            console::captures_per_day(c, &station, "2026-10-30")?;
+            records::counts(c, &station)?;
+            dashboard::progress(c, &station)?;
+            dashboard::captures_per_day(c, &station, "2026-10-30")?;
             Ok(())
         })
         .expect("dashboard");

@@ -14,8 +14,11 @@ use uuid::Uuid;
 
 use crate::auth::password;
 use crate::store::accounts::{self, NewAccount, Role};
+use crate::store::caller::Caller;
+use crate::store::devices;
 use crate::store::error::StoreError;
-use crate::store::sync::{self, Caller};
+use crate::store::places;
+use crate::store::push;
 use crate::store::{Db, now_ms};
 
 /// The streets (stations) and villages of Daya Bay: code, name, level, parent.
@@ -53,7 +56,7 @@ pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), StoreError> {
         db.call_blocking(|conn| seed_into(conn, out))?;
     }
     let summary = db.call_blocking(|conn| {
-        let stations = accounts::stations(conn)?;
+        let stations = places::stations(conn)?;
         let officers = accounts::accounts(conn)?
             .into_iter()
             .filter(|a| a.role == Role::Officer)
@@ -64,7 +67,7 @@ pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), StoreError> {
     let print = |out: &mut dyn Write| -> std::io::Result<()> {
         writeln!(out, "Demo accounts (password for all: {DEMO_PASSWORD}):")?;
         writeln!(out, "  admin            administrator")?;
-        for accounts::Station {
+        for places::Station {
             code,
             name,
             villages,
@@ -127,7 +130,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreErr
     let watched = baylink_domain::watch::Rule::id_number(&synthetic::resident_id(WATCHED))
         .map_err(|e| StoreError::Backend(format!("demo watch rule: {}", e.en)))?;
     crate::store::alerts::add_rule(conn, admin, &watched, "演示：重点关注人员", now)?;
-    for accounts::Station { code, name, .. } in accounts::stations(conn)? {
+    for places::Station { code, name, .. } in places::stations(conn)? {
         let h = demo_hash()?;
         let username = format!("r{}", &code[code.len() - 3..]);
         let display = format!("{name}审核员");
@@ -166,7 +169,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreErr
             &baylink_domain::identity::NAMESPACE,
             format!("demo-device/{username}").as_bytes(),
         );
-        accounts::register_device(conn, &device.to_string(), account, "demo seed", now)?;
+        devices::register_device(conn, &device.to_string(), account, "demo seed", now)?;
         let changes = village_changes(
             index as u64,
             village,
@@ -183,7 +186,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreErr
             device: device.to_string(),
             villages: list.to_vec(),
         };
-        let results = sync::push(conn, &caller, &changes, now_ms(), 60_000)?;
+        let results = push::push(conn, &caller, &changes, now_ms(), 60_000)?;
         if let Some(r) = results
             .iter()
             .find(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
@@ -238,8 +241,14 @@ pub fn village_changes(
         let Ok(mut fields) = validate_capture(kind, &form, today) else {
             return None;
         };
-        let id = natural_id(kind, &fields)
-            .unwrap_or_else(|| Uuid::new_v5(&baylink_domain::identity::NAMESPACE, key.as_bytes()));
+        // A record with no natural key gets a time-ordered id as a phone gives it (the server
+        // takes no other), its random part drawn from the record's key.
+        let id = natural_id(kind, &fields).unwrap_or_else(|| {
+            let drawn = Uuid::new_v5(&baylink_domain::identity::NAMESPACE, key.as_bytes());
+            let mut random = [0u8; 10];
+            random.copy_from_slice(&drawn.as_bytes()[6..]);
+            uuid::Builder::from_unix_timestamp_millis(now, &random).into_uuid()
+        });
         fields.insert("created_by".into(), Value::String(officer.to_owned()));
         fields.insert(
             "created_at".into(),

@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::accounts;
-use crate::store::sync::Caller;
+use crate::store::caller::Caller;
+use crate::store::devices;
 
 /// The caller of a device endpoint: a valid access token of a live device and enabled account.
 pub struct AuthDevice(pub Caller);
@@ -35,7 +36,7 @@ impl FromRequestParts<AppState> for AuthDevice {
         let caller = state
             .db
             .read(move |conn| {
-                let device = accounts::device(conn, &claims.dev)?;
+                let device = devices::device(conn, &claims.dev)?;
                 let account = accounts::account_by_id(conn, claims.sub)?;
                 match (device, account) {
                     (Some(d), _) if d.revoked => Ok(Err(AppError::Unauthorized(

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::devices;
+use baylink_server::store::places;
 use baylink_server::{AppError, AppState, Config, auth, demo};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -266,7 +268,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             say!("{} now has {}", text(m, "username"), villages.join(","));
         }
         ("device", Some(("list", _))) => db.call_blocking(|conn| {
-            for (d, username) in accounts::devices(conn)? {
+            for (d, username) in devices::devices(conn)? {
                 let state = if d.revoked { "revoked" } else { "active" };
                 say!(
                     "{}  {:<16} {:<8} {:<20} last sync {}",
@@ -280,11 +282,11 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             Ok(())
         })?,
         ("device", Some(("revoke", m))) => {
-            db.call_blocking(|conn| accounts::revoke_device(conn, text(m, "id")))?;
+            db.call_blocking(|conn| devices::revoke_device(conn, text(m, "id")))?;
             say!("revoked {}", text(m, "id"));
         }
         ("station", Some(("list", _))) => db.call_blocking(|conn| {
-            for station in accounts::stations(conn)? {
+            for station in places::stations(conn)? {
                 say!(
                     "{} {} ({} villages)",
                     station.code,
@@ -314,11 +316,11 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         }
         ("show", _) => {
             let id = text(sub, "id").trim().to_lowercase();
-            let Some(baylink_server::store::sync::RecordView {
+            let Some(baylink_server::store::records::RecordView {
                 kind,
                 fields,
                 history,
-            }) = db.call_blocking(|conn| baylink_server::store::sync::record(conn, &id))?
+            }) = db.call_blocking(|conn| baylink_server::store::records::record(conn, &id))?
             else {
                 return Err(AppError::NotFound(format!("no record {id}")));
             };

@@ -6,7 +6,8 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use baylink_server::store::accounts::{self, KeyMatch, NewAccount, Role};
+use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::devices::{self, KeyMatch};
 use baylink_server::{AppState, Config, app, auth, demo};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -367,7 +368,7 @@ async fn a_pull_asking_for_several_pages_streams_the_pages_single_pulls_bring() 
     let mut changes = Vec::new();
     // Two whole houses: four fields each, and the three the server writes of a new record.
     for n in 0..2u64 {
-        let entity = format!("00000000-0000-4000-8000-{n:012}");
+        let entity = format!("00000000-0000-7000-8000-{n:012}");
         let fields = [
             ("village", "441303006001"),
             ("address", "澳头1巷1号"),
@@ -595,7 +596,7 @@ fn key_match(state: &AppState, key: &str) -> KeyMatch {
         .db
         .call_blocking(move |conn| {
             let o1 = accounts::account_by_username(conn, "o1")?.map(|a| a.id);
-            accounts::device_key_matches(conn, DEVICE, o1, &key)
+            devices::device_key_matches(conn, DEVICE, o1, &key)
         })
         .unwrap()
 }

@@ -7,7 +7,8 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use baylink_server::store::accounts::{self, NewAccount, Role};
-use baylink_server::store::sync::{self, Caller};
+use baylink_server::store::caller::Caller;
+use baylink_server::store::{devices, push, records};
 use baylink_server::{AppState, Config, app, auth, demo};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use serde_json::json;
@@ -67,7 +68,7 @@ impl Console {
                 add(conn, "r007", Role::Reviewer, Some("441303007"), &[])?;
                 add(conn, "admin", Role::Admin, None, &[])?;
                 let device = NodeId(Uuid::from_u128(1));
-                accounts::register_device(conn, &device.to_string(), officer, "phone", 0)?;
+                devices::register_device(conn, &device.to_string(), officer, "phone", 0)?;
                 let person = person_id("resident_id", "11010519491231002X");
                 let now = baylink_server::store::now_ms();
                 let stamp = Stamp::new(Hlc::new(now, 0), device);
@@ -110,7 +111,7 @@ impl Console {
                     device: device.to_string(),
                     villages: vec![VILLAGE.into()],
                 };
-                sync::push(conn, &caller, &changes, now, 60_000)?;
+                push::push(conn, &caller, &changes, now, 60_000)?;
                 Ok(person)
             })
             .unwrap();
@@ -702,7 +703,7 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
         console
             .state
             .db
-            .call_blocking(|c| accounts::device(c, device))
+            .call_blocking(|c| devices::device(c, device))
             .unwrap()
             .unwrap()
             .revoked
@@ -779,7 +780,7 @@ fn push_ticked(
                 device: device.to_string(),
                 villages: vec![VILLAGE.into()],
             };
-            sync::push(conn, &caller, &changes, now, 60_000)
+            push::push(conn, &caller, &changes, now, 60_000)
         })
         .unwrap()
 }
@@ -1012,7 +1013,7 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     fields.push(("employer", json!("澳头渔港")));
     fields.push(("birth_date", json!("1949-12-31")));
     push_as_officer(&console, "person", twin, &fields);
-    let house = Uuid::from_u128(50);
+    let house = Uuid::from_u128(0x7000_8000_0000_0000_0050);
     push_as_officer(
         &console,
         "house",
@@ -1140,7 +1141,7 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     let view = console
         .state
         .db
-        .call_blocking(|c| sync::record(c, &residence.to_string()))
+        .call_blocking(|c| records::record(c, &residence.to_string()))
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -1150,7 +1151,7 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     let twin_view = console
         .state
         .db
-        .call_blocking(|c| sync::record(c, &twin.to_string()))
+        .call_blocking(|c| records::record(c, &twin.to_string()))
         .unwrap()
         .unwrap();
     assert!(twin_view.history.iter().any(|h| h.field == "employer"));
@@ -1202,7 +1203,7 @@ async fn merging_a_record_already_merged_is_refused_with_a_page_and_changes_noth
         console
             .state
             .db
-            .call_blocking(move |c| sync::record(c, &id.to_string()))
+            .call_blocking(move |c| records::record(c, &id.to_string()))
             .unwrap()
             .unwrap()
             .history
@@ -1265,7 +1266,7 @@ fn recomputed_row(console: &Console, entity: Uuid) -> Vec<String> {
                 "DELETE FROM summary WHERE entity = ?1",
                 [entity.to_string()],
             )?;
-            baylink_server::store::console::refresh_summary(conn, &entity.to_string())
+            baylink_server::store::summary::refresh_summary(conn, &entity.to_string())
         })
         .unwrap();
     summary_row(console, entity)
@@ -1283,7 +1284,7 @@ async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows
         &person_fields("resident_id", &id_number, "李强"),
     );
     let ids = |query: Option<&str>| {
-        let filter = baylink_server::store::console::Filter {
+        let filter = baylink_server::store::records::Filter {
             kind: Some("person".into()),
             query: query.map(Into::into),
             ..Default::default()
@@ -1292,7 +1293,7 @@ async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows
             .state
             .db
             .call_blocking(move |conn| {
-                baylink_server::store::console::list(conn, &[VILLAGE.to_owned()], &filter, 10, 0)
+                baylink_server::store::records::list(conn, &[VILLAGE.to_owned()], &filter, 10, 0)
             })
             .unwrap()
             .into_iter()

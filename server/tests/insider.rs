@@ -22,9 +22,10 @@ use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, EntityKind, Input, natural_id, validate_capture};
 use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::authorize::HOME_ONLY;
+use baylink_server::store::caller::Caller;
 use baylink_server::store::now_ms;
 use baylink_server::store::rusqlite::Connection;
-use baylink_server::store::sync::{self, Caller};
+use baylink_server::store::{devices, push};
 use baylink_server::{AppState, Config, app, auth, demo};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use proptest::prelude::*;
@@ -107,7 +108,7 @@ fn honest(
             }
         })
         .collect();
-    let results = sync::push(conn, caller, &changes, now_ms(), 60_000).unwrap();
+    let results = push::push(conn, caller, &changes, now_ms(), 60_000).unwrap();
     assert!(
         results.iter().all(|r| r.code.is_none()),
         "{kind}: {results:?}"
@@ -140,7 +141,7 @@ fn honest_edit(
         base: None,
         extra: BTreeMap::new(),
     };
-    let results = sync::push(conn, caller, &[change], now_ms(), 60_000).unwrap();
+    let results = push::push(conn, caller, &[change], now_ms(), 60_000).unwrap();
     assert!(results.iter().all(|r| r.code.is_none()), "{results:?}");
 }
 
@@ -187,7 +188,7 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
                 let account = accounts::create_account(conn, &new, 0)?;
                 if n > 0 {
                     let device = VICTIM_DEVICES[n - 1].to_string();
-                    accounts::register_device(conn, &device, account, "phone", 0)?;
+                    devices::register_device(conn, &device, account, "phone", 0)?;
                     callers.push(Caller {
                         account,
                         role: Role::Officer,
@@ -334,7 +335,7 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
     };
     // The attacker's own house, person and motorcycle (its plate's text a victim's car's),
     // through the API like any capture.
-    let own = Uuid::from_u128(0xA0);
+    let own = Uuid::from_u128(0x7000_8000_0000_0000_00A0);
     let stamp = format!("{}@{ATTACKER_DEVICE}", Hlc::new(now_ms(), 0));
     let house: Vec<(String, Value)> = [
         ("village", MINE),
@@ -438,7 +439,7 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
     world.own = [records[3].1, records[4].1, records[2].1, records[1].1];
     world
         .pool
-        .extend((1..=4).map(|n| Uuid::from_u128(0xF000 + n)));
+        .extend((1..=4).map(|n| Uuid::from_u128(0x7000_8000_0000_0000_F000 + n)));
     world
 }
 
@@ -1003,7 +1004,7 @@ impl World {
         let held = self
             .state
             .db
-            .call_blocking(move |c| Ok(accounts::device(c, &device)?.unwrap().last_counter))
+            .call_blocking(move |c| Ok(devices::device(c, &device)?.unwrap().last_counter))
             .unwrap();
         prop_assert_eq!(held, me.newest_accepted);
         me.counter = me.counter.max(me.newest_accepted);
@@ -1222,7 +1223,7 @@ fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of
         counter: world.setup_changes,
         newest_accepted: world.setup_changes,
         cursor: None,
-        known: BTreeSet::from([Uuid::from_u128(0xA0)]),
+        known: BTreeSet::from([Uuid::from_u128(0x7000_8000_0000_0000_00A0)]),
         tally: [0; 4],
         arrivals: 0,
     });
@@ -1262,7 +1263,7 @@ fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of
     let stamp = format!("{}@{ATTACKER_DEVICE}", Hlc::new(now_ms(), 9));
     let counter = me.newest_accepted + 1;
     let change = json!({"id": {"device": ATTACKER_DEVICE, "counter": counter}, "kind": "house",
-        "entity": Uuid::from_u128(0xA0), "field": "notes", "value": "后门", "stamp": stamp});
+        "entity": Uuid::from_u128(0x7000_8000_0000_0000_00A0), "field": "notes", "value": "后门", "stamp": stamp});
     let (_, answer) = runtime.block_on(call(
         &world.state,
         "/api/v1/sync/push",
@@ -1276,7 +1277,7 @@ fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of
         .call_blocking(|c| {
             Ok(c.query_row(
                 "SELECT value FROM field WHERE entity = ?1 AND field = 'notes'",
-                [Uuid::from_u128(0xA0).to_string()],
+                [Uuid::from_u128(0x7000_8000_0000_0000_00A0).to_string()],
                 |r| r.get(0),
             )?)
         })

@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::caller::Caller;
+use baylink_server::store::pull::Page;
 use baylink_server::store::rusqlite::Connection;
-use baylink_server::store::sync::{self, Caller, Page};
 use baylink_server::store::{Db, now_ms};
+use baylink_server::store::{devices, pull, push};
 use baylink_sync::wire::{ChangeResult, ChangeStatus, Cursor, FieldValue};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use serde_json::value::RawValue;
@@ -43,7 +45,7 @@ fn setup() -> (Db, tempfile::TempDir) {
                 villages: &villages,
             };
             let id = accounts::create_account(c, &new, 0)?;
-            accounts::register_device(c, &NodeId(Uuid::from_u128(n)).to_string(), id, "p", 0)?;
+            devices::register_device(c, &NodeId(Uuid::from_u128(n)).to_string(), id, "p", 0)?;
         }
         Ok(())
     })
@@ -103,7 +105,7 @@ fn push_kind(
         .collect();
     db.call_blocking(|c| {
         let caller = caller(c, officer);
-        sync::push(c, &caller, &changes, now_ms(), 60_000)
+        push::push(c, &caller, &changes, now_ms(), 60_000)
     })
     .unwrap()
 }
@@ -114,8 +116,8 @@ fn pull(db: &Db, officer: &mut Officer, limit: u32, deliver: bool) -> Page {
     let page = db
         .call_blocking(|c| {
             let caller = caller(c, officer);
-            let from = sync::parse_cursor(cursor.as_ref())?;
-            sync::pull(c, &caller, from, limit)
+            let from = pull::parse_cursor(cursor.as_ref())?;
+            pull::pull(c, &caller, from, limit)
         })
         .unwrap();
     if deliver {
@@ -284,7 +286,7 @@ fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once() {
         }
     }
     // A person of A who lives in a house of B: in both villages' feeds.
-    let house = Uuid::from_u128(77);
+    let house = Uuid::from_u128(0x7000_8000_0000_0000_0077);
     let fields = house_fields(B, "霞涌1巷1号");
     push_kind(&db, &mut ob, "house", house, t + 1, &fields);
     let fields = [
@@ -343,7 +345,7 @@ fn a_record_that_left_a_village_is_no_longer_in_its_feed() {
     // A person of B lives in a house of A, so is in both villages; then moves out.
     let (person, fields) = person(B, 1);
     push(&db, &mut ob, person, t, &fields);
-    let house = Uuid::from_u128(77);
+    let house = Uuid::from_u128(0x7000_8000_0000_0000_0077);
     let fields = house_fields(A, "澳头1巷1号");
     push_kind(&db, &mut oa, "house", house, t + 1, &fields);
     let fields = [
@@ -385,7 +387,7 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
     let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
     let t = now_ms();
     // In id order: a house of A, a residence in it of a lodger from B, the lodger, ten persons.
-    let house = Uuid::from_u128(77);
+    let house = Uuid::from_u128(0x7000_8000_0000_0000_0077);
     let (lodger, fields) = person(B, 0);
     push(&db, &mut ob, lodger, t, &fields);
     let fields = house_fields(A, "澳头1巷1号");
@@ -492,8 +494,8 @@ fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_villa
 
 #[test]
 fn snapshot_cursors_are_read_back_and_forged_ones_refused() {
-    let parse = |text: &str| sync::parse_cursor(Some(&Cursor(text.to_owned())));
-    let id = Uuid::from_u128(77);
+    let parse = |text: &str| pull::parse_cursor(Some(&Cursor(text.to_owned())));
+    let id = Uuid::from_u128(0x7000_8000_0000_0000_0077);
     let position = parse(&format!("b12.7:{A}")).unwrap();
     assert_eq!((position.after, position.snapshot), (12, Some(7)));
     // An earlier server's snapshot cursor, in record order, starts the snapshot again.

@@ -230,14 +230,14 @@ impl Server {
 
     /// An account as the console acts for it (reviewers and administrators; officers to show
     /// they are refused).
-    pub fn caller(&self, username: &str) -> baylink_server::store::sync::Caller {
+    pub fn caller(&self, username: &str) -> baylink_server::store::caller::Caller {
         self.query(|c| {
             let account = baylink_server::store::accounts::account_by_username(c, username)
                 .expect("account readable")
                 .expect("account exists");
             let villages =
                 baylink_server::store::accounts::villages_of(c, &account).expect("villages");
-            baylink_server::store::sync::Caller {
+            baylink_server::store::caller::Caller {
                 account: account.id,
                 role: account.role,
                 device: "console".into(),

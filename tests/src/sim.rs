@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use baylink_domain::{EntityKind, Input, synthetic};
 use baylink_server::store::accounts::{self, NewAccount, Role};
-use baylink_server::store::sync::{self as server_sync, Caller};
+use baylink_server::store::caller::Caller;
+use baylink_server::store::devices;
 use baylink_server::store::{Db, rusqlite};
 use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse};
 use baylink_sync::{Change, EntityState, Hlc, ManualClock, NodeId, Stamp, Versioned};
@@ -250,14 +251,18 @@ impl Transport for Link<'_> {
         let mut results = self
             .server
             .db
-            .call_blocking(|c| server_sync::push(c, &caller, &owned, now, MAX_AHEAD_MS))
+            .call_blocking(|c| {
+                baylink_server::store::push::push(c, &caller, &owned, now, MAX_AHEAD_MS)
+            })
             .expect("push");
         if self.faults && self.rng.chance(5) {
             self.stats.fault("push duplicated");
             results = self
                 .server
                 .db
-                .call_blocking(|c| server_sync::push(c, &caller, &owned, now, MAX_AHEAD_MS))
+                .call_blocking(|c| {
+                    baylink_server::store::push::push(c, &caller, &owned, now, MAX_AHEAD_MS)
+                })
                 .expect("push again");
         }
         let answer = PushResponse {
@@ -301,8 +306,8 @@ impl Transport for Link<'_> {
             .server
             .db
             .call_blocking(|c| {
-                let from = server_sync::parse_cursor(cursor.as_ref())?;
-                server_sync::pull(c, &caller, from, limit)
+                let from = baylink_server::store::pull::parse_cursor(cursor.as_ref())?;
+                baylink_server::store::pull::pull(c, &caller, from, limit)
             })
             .expect("pull");
         if let Ok(trace) = std::env::var("BAYLINK_SIM_TRACE") {
@@ -323,7 +328,7 @@ impl Transport for Link<'_> {
             purged: page.purged,
             next_cursor: page.next,
             more: page.more,
-            villages: caller.villages,
+            villages: Some(caller.villages),
             extra: BTreeMap::new(),
         };
         // The server's stored JSON reaches the phone as text, which it parses.
@@ -427,7 +432,7 @@ impl World {
                 })
                 .expect("account");
             db.call_blocking(|c| {
-                accounts::register_device(c, &node.to_string(), account, "sim", START_MS)
+                devices::register_device(c, &node.to_string(), account, "sim", START_MS)
             })
             .expect("device");
             let phone = Phone {
@@ -726,7 +731,7 @@ impl World {
                     let account = accounts::account_by_username(c, officer)?.ok_or_else(|| {
                         baylink_server::store::error::StoreError::NotFound(officer.into())
                     })?;
-                    accounts::register_device(c, &node.to_string(), account.id, "phone", now)
+                    devices::register_device(c, &node.to_string(), account.id, "phone", now)
                 })
                 .expect("the new device registers");
             let p = &mut self.phones[i];
@@ -817,7 +822,14 @@ impl World {
         };
         let approve = self.rng.chance(60);
         let _ = self.server.db.call_blocking(|c| {
-            server_sync::review(c, &reviewer, &entity, approve, "请补充联系电话", now)
+            baylink_server::store::review::review(
+                c,
+                &reviewer,
+                &entity,
+                approve,
+                "请补充联系电话",
+                now,
+            )
         });
     }
 
@@ -866,7 +878,9 @@ impl World {
         let now = self.server.now;
         self.server
             .db
-            .call_blocking(|c| server_sync::push(c, &caller, &held.changes, now, MAX_AHEAD_MS))
+            .call_blocking(|c| {
+                baylink_server::store::push::push(c, &caller, &held.changes, now, MAX_AHEAD_MS)
+            })
             .expect("late push");
     }
 
@@ -1054,13 +1068,19 @@ impl World {
             // (the server has no such record to name).
             let refused = store.refused().map_err(|e| e.to_string())?;
             // An ID number edited onto another person's is refused naming her (or her village),
-            // as is a new record with a number another was edited onto. So is one whose derived
-            // fields two phones' edits of the number left disagreeing.
+            // as is a new record with a number another was edited onto, or a capture given a
+            // fresh id by a phone whose copy of the number's record was behind. So is one whose
+            // derived fields two phones' edits of the number left disagreeing.
             let collision = |r: &mobile_core::RefusedChange| {
                 r.code == "invalid"
-                    && ["另一条记录", "其他村（社区）的一条记录", "与身份证号不符"]
-                        .iter()
-                        .any(|m| r.message.contains(m))
+                    && [
+                        "另一条记录",
+                        "其他村（社区）的一条记录",
+                        "与身份证号不符",
+                        "请同步后重新采集",
+                    ]
+                    .iter()
+                    .any(|m| r.message.contains(m))
             };
             let elsewhere: BTreeSet<&str> = refused
                 .iter()

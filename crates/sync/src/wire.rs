@@ -249,11 +249,12 @@ pub struct PullResponse<V = Value> {
     pub next_cursor: Cursor,
     /// Whether more pages follow right away.
     pub more: bool,
-    /// The caller's villages as the server holds them when answering (empty from servers
-    /// before it): a phone keeps its session's villages current with them, so a village given
-    /// or taken away since sign-in is known at the next sync.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub villages: Vec<String>,
+    /// The caller's villages as the server holds them when answering (none from servers before
+    /// it; an empty list when every village was taken away): a phone keeps its session's
+    /// villages current with them, so a village given or taken away since sign-in is known at
+    /// the next sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub villages: Option<Vec<String>>,
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -368,7 +369,7 @@ mod tests {
             purged: vec![Uuid::from_u128(8)],
             next_cursor: Cursor("c42".into()),
             more: false,
-            villages: Vec::new(),
+            villages: None,
             extra: BTreeMap::new(),
         };
         let text = serde_json::to_string(&page).unwrap();
@@ -468,7 +469,7 @@ mod tests {
                 purged: Vec::new(),
                 next_cursor: Cursor("s0:".into()),
                 more: false,
-                villages: Vec::new(),
+                villages: None,
                 extra: BTreeMap::new(),
             };
             proptest::prop_assert_eq!(page.value_count(), back.len());
@@ -524,7 +525,7 @@ mod tests {
                     purged: vec![Uuid::from_u128(9)],
                     next_cursor: Cursor("s1:x".into()),
                     more: true,
-                    villages: Vec::new(),
+                    villages: None,
                     extra: BTreeMap::new(),
                 }
             }

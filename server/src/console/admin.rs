@@ -10,8 +10,10 @@ use crate::auth::password;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::accounts::{self, NewAccount, Role};
-use crate::store::console as store;
+use crate::store::audit;
+use crate::store::devices;
 use crate::store::now_ms;
+use crate::store::places;
 
 impl ConsoleUser {
     pub(super) fn require_admin(&self) -> Result<(), AppError> {
@@ -30,7 +32,7 @@ pub(super) async fn users(
     user.require_admin()?;
     let rows = state
         .db
-        .call(|conn| {
+        .read(|conn| {
             let mut out = Vec::new();
             for account in accounts::accounts(conn)? {
                 let villages = if account.role == Role::Officer {
@@ -40,7 +42,7 @@ pub(super) async fn users(
                 };
                 out.push((account, villages));
             }
-            Ok((out, accounts::stations(conn)?))
+            Ok((out, places::stations(conn)?))
         })
         .await?;
     Ok(pages::admin_users(&user, &rows.0, &rows.1).into_response())
@@ -113,7 +115,7 @@ pub(super) async fn add_user(
                 villages: &villages,
             };
             accounts::create_account(conn, &new, now_ms())?;
-            store::audit(
+            audit::audit(
                 conn,
                 Some(admin),
                 "add_account",
@@ -147,7 +149,7 @@ pub(super) async fn assign(
         .call(move |conn| {
             let villages = villages_of_text(&form.villages);
             accounts::assign_villages(conn, &username, &villages)?;
-            store::audit(
+            audit::audit(
                 conn,
                 Some(admin),
                 "assign_villages",
@@ -178,7 +180,7 @@ pub(super) async fn set_disabled(
         .db
         .call(move |conn| {
             accounts::set_disabled(conn, &username, disable)?;
-            store::audit(
+            audit::audit(
                 conn,
                 Some(admin),
                 if disable {
@@ -200,7 +202,7 @@ pub(super) async fn devices(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state.db.call(|conn| accounts::devices(conn)).await?;
+    let rows = state.db.read(devices::devices).await?;
     Ok(pages::admin_devices(&user, &rows).into_response())
 }
 
@@ -216,8 +218,8 @@ pub(super) async fn revoke(
     state
         .db
         .call(move |conn| {
-            accounts::revoke_device(conn, &id)?;
-            store::audit(
+            devices::revoke_device(conn, &id)?;
+            audit::audit(
                 conn,
                 Some(admin),
                 "revoke_device",
@@ -235,6 +237,6 @@ pub(super) async fn audit(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state.db.call(|conn| store::audit_log(conn, 500)).await?;
+    let rows = state.db.read(|conn| audit::audit_log(conn, 500)).await?;
     Ok(pages::admin_audit(&user, &rows).into_response())
 }

@@ -29,7 +29,7 @@ pub(super) async fn list(
     let villages = user.villages.clone();
     let rows = state
         .db
-        .call(move |conn| alerts::list(conn, &villages, all, 500))
+        .read(move |conn| alerts::list(conn, &villages, all, 500))
         .await?;
     Ok(page(&user, &rows, all).into_response())
 }
@@ -104,7 +104,7 @@ pub(super) async fn rules(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state.db.call(|conn| alerts::rules(conn)).await?;
+    let rows = state.db.read(alerts::rules).await?;
     Ok(rules_page(&user, &rows, None).into_response())
 }
 
@@ -135,7 +135,7 @@ pub(super) async fn add_rule(
         Ok(rule) => rule,
         Err(reason) => {
             // A mistyped code is the administrator's to correct: show the list with the reason.
-            let rows = state.db.call(|conn| alerts::rules(conn)).await?;
+            let rows = state.db.read(alerts::rules).await?;
             let message = format!("{}：{}", form.value.trim(), reason.zh);
             return Ok((
                 axum::http::StatusCode::BAD_REQUEST,

@@ -22,7 +22,7 @@ pub(super) async fn list(
     let villages = user.villages.clone();
     let pairs = state
         .db
-        .call(move |conn| duplicates::candidates(conn, &villages, PAIRS))
+        .read(move |conn| duplicates::candidates(conn, &villages, PAIRS))
         .await?;
     Ok(page(&user, &pairs).into_response())
 }

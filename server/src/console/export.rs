@@ -5,7 +5,7 @@
 use rust_xlsxwriter::Workbook;
 
 use crate::error::AppError;
-use crate::store::console::Row;
+use crate::store::records::Row;
 
 /// Column headings, in order.
 const HEADINGS: [&str; 13] = [

@@ -23,9 +23,14 @@ use crate::error::AppError;
 use crate::extract::ClientAddr;
 use crate::state::AppState;
 use crate::store::accounts::{self, Account, Role};
-use crate::store::console::{self as store, Filter};
+use crate::store::caller::Caller;
 use crate::store::now_ms;
-use crate::store::sync::{self, Caller};
+use crate::store::places;
+use crate::store::records;
+use crate::store::records::Filter;
+use crate::store::review;
+use crate::store::scope;
+use crate::store::{audit, dashboard, sessions};
 
 const COOKIE_NAME: &str = "baylink_console";
 /// A console session lasts a working day.
@@ -203,8 +208,8 @@ impl FromRequestParts<AppState> for ConsoleUser {
         let lookup = cookie.clone();
         let found = state
             .db
-            .call(move |conn| {
-                let Some((account, csrf)) = store::session(conn, &lookup, now_ms())? else {
+            .read(move |conn| {
+                let Some((account, csrf)) = sessions::session(conn, &lookup, now_ms())? else {
                     return Ok(None);
                 };
                 let Some(account) = accounts::account_by_id(conn, account)? else {
@@ -296,7 +301,7 @@ async fn login(
     let username = form.username.clone();
     let account = match state
         .db
-        .call(move |conn| accounts::account_by_username(conn, &username))
+        .read(move |conn| accounts::account_by_username(conn, &username))
         .await
     {
         Ok(account) => account,
@@ -349,8 +354,8 @@ async fn login(
     let opened = state
         .db
         .call(move |conn| {
-            let session = store::open_session(conn, id, now_ms(), SESSION_TTL_MS)?;
-            store::audit(conn, Some(id), "console_login", None, None, now_ms())?;
+            let session = sessions::open_session(conn, id, now_ms(), SESSION_TTL_MS)?;
+            audit::audit(conn, Some(id), "console_login", None, None, now_ms())?;
             Ok(session)
         })
         .await;
@@ -398,7 +403,7 @@ async fn logout(
     let cookie = user.cookie.clone();
     state
         .db
-        .call(move |conn| store::close_session(conn, &cookie))
+        .call(move |conn| sessions::close_session(conn, &cookie))
         .await?;
     let mut response = Redirect::to("/console/login").into_response();
     let expired = format!("{COOKIE_NAME}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -421,18 +426,18 @@ async fn dashboard(
     let since = baylink_domain::Date::from_days(today.to_days() - 29);
     let data = state
         .db
-        .call(move |conn| {
+        .read(move |conn| {
             Ok(pages::Dashboard {
-                counts: store::counts(conn, &villages)?,
-                names: accounts::stations(conn)?
+                counts: records::counts(conn, &villages)?,
+                names: places::stations(conn)?
                     .into_iter()
                     .flat_map(|s| s.villages)
                     .collect(),
-                days: store::captures_per_day(conn, &villages, &since.to_string())?,
+                days: dashboard::captures_per_day(conn, &villages, &since.to_string())?,
                 since,
-                progress: store::progress(conn, &villages)?,
-                devices: store::device_syncs(conn, &villages)?,
-                conflicts: store::open_conflicts(conn, &villages)?,
+                progress: dashboard::progress(conn, &villages)?,
+                devices: dashboard::device_syncs(conn, &villages)?,
+                conflicts: review::open_conflicts(conn, &villages)?,
                 alerts: crate::store::alerts::open_count(conn, &villages)?,
             })
         })
@@ -487,9 +492,9 @@ async fn records(
     let (villages, for_db) = (user.villages.clone(), filter.clone());
     let (rows, stations) = state
         .db
-        .call(move |conn| {
-            let rows = store::list(conn, &villages, &for_db, PAGE + 1, page * PAGE)?;
-            Ok((rows, accounts::stations(conn)?))
+        .read(move |conn| {
+            let rows = records::list(conn, &villages, &for_db, PAGE + 1, page * PAGE)?;
+            Ok((rows, places::stations(conn)?))
         })
         .await?;
     let names = stations.into_iter().flat_map(|s| s.villages).collect();
@@ -523,10 +528,10 @@ async fn export(
     let (rows, stations) = state
         .db
         .call(move |conn| {
-            let rows = store::list(conn, &villages, &filter, EXPORT_LIMIT, 0)?;
+            let rows = records::list(conn, &villages, &filter, EXPORT_LIMIT, 0)?;
             let detail = format!("{detail} rows={}", rows.len());
-            store::audit(conn, Some(account), "export", None, Some(&detail), now_ms())?;
-            Ok((rows, accounts::stations(conn)?))
+            audit::audit(conn, Some(account), "export", None, Some(&detail), now_ms())?;
+            Ok((rows, places::stations(conn)?))
         })
         .await?;
     let names: std::collections::BTreeMap<String, String> =
@@ -592,22 +597,22 @@ async fn record_page(
     let view = state
         .db
         .call(move |conn| {
-            if !store::visible(conn, &caller, &id)? {
+            if !scope::visible(conn, &caller, &id)? {
                 return Err(crate::store::error::StoreError::NotFound(
                     "no such record in your villages".into(),
                 ));
             }
-            let view = sync::record(conn, &id)?.ok_or_else(|| {
+            let view = records::record(conn, &id)?.ok_or_else(|| {
                 crate::store::error::StoreError::NotFound("no such record".into())
             })?;
-            let links = store::linked(
+            let links = records::linked(
                 conn,
                 &id,
                 &view.fields,
                 baylink_domain::EntityKind::parse(&view.kind),
             )?;
             if reveal {
-                store::audit(
+                audit::audit(
                     conn,
                     Some(account),
                     "reveal_id_number",
@@ -661,18 +666,7 @@ async fn review(
     let caller = user.caller();
     state
         .db
-        .call(move |conn| {
-            sync::review(conn, &caller, &entity, approve, &form.comment, now_ms())?;
-            let action = if approve { "approve" } else { "return" };
-            store::audit(
-                conn,
-                Some(caller.account),
-                action,
-                Some(&entity.to_string()),
-                Some(form.comment.trim()),
-                now_ms(),
-            )
-        })
+        .call(move |conn| review::review(conn, &caller, &entity, approve, &form.comment, now_ms()))
         .await?;
     Ok(Redirect::to(&format!("/console/records/{entity}")).into_response())
 }
@@ -684,7 +678,7 @@ async fn conflicts(
     let villages = user.villages.clone();
     let list = state
         .db
-        .call(move |conn| store::conflicts(conn, &villages, 200))
+        .read(move |conn| review::conflicts(conn, &villages, 200))
         .await?;
     Ok(pages::conflicts(&user, &list).into_response())
 }
@@ -712,7 +706,7 @@ async fn settle(
     let caller = user.caller();
     state
         .db
-        .call(move |conn| store::settle_conflict(conn, &caller, id, keep_lost, now_ms()))
+        .call(move |conn| review::settle_conflict(conn, &caller, id, keep_lost, now_ms()))
         .await?;
     Ok(Redirect::to("/console/conflicts").into_response())
 }

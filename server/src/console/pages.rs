@@ -7,8 +7,9 @@ use baylink_domain::schema::REVIEW_STATUSES;
 use maud::{DOCTYPE, Markup, html};
 
 use super::ConsoleUser;
-use crate::store::console::{Conflict, Filter, Linked, Row};
-use crate::store::sync::RecordView;
+use crate::store::records::RecordView;
+use crate::store::records::{Filter, Linked, Row};
+use crate::store::review::Conflict;
 
 /// `110105************`: the region only, which the page shows anyway as the origin. The birth
 /// date is on the same page, so the sequence digits and the check character must go too: with
@@ -153,9 +154,9 @@ pub(super) struct Dashboard {
     /// First day of the chart.
     pub(super) since: baylink_domain::Date,
     /// Records per officer.
-    pub(super) progress: Vec<crate::store::console::Progress>,
+    pub(super) progress: Vec<crate::store::dashboard::Progress>,
     /// Officers' devices.
-    pub(super) devices: Vec<crate::store::console::DeviceSync>,
+    pub(super) devices: Vec<crate::store::dashboard::DeviceSync>,
     /// Open conflicts.
     pub(super) conflicts: i64,
     /// Open alerts.
@@ -397,7 +398,7 @@ pub(super) fn admin_nav() -> Markup {
 pub(super) fn admin_users(
     user: &ConsoleUser,
     rows: &[(crate::store::accounts::Account, Vec<String>)],
-    stations: &[crate::store::accounts::Station],
+    stations: &[crate::store::places::Station],
 ) -> Markup {
     layout(
         "账号管理",
@@ -452,7 +453,7 @@ pub(super) fn admin_users(
 
 pub(super) fn admin_devices(
     user: &ConsoleUser,
-    rows: &[(crate::store::accounts::Device, String)],
+    rows: &[(crate::store::devices::Device, String)],
 ) -> Markup {
     layout(
         "设备管理",
@@ -485,10 +486,7 @@ pub(super) fn admin_devices(
     )
 }
 
-pub(super) fn admin_audit(
-    user: &ConsoleUser,
-    rows: &[crate::store::console::AuditEntry],
-) -> Markup {
+pub(super) fn admin_audit(user: &ConsoleUser, rows: &[crate::store::audit::AuditEntry]) -> Markup {
     layout(
         "审计日志",
         Some(user),

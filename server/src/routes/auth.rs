@@ -12,7 +12,9 @@ use crate::auth::{known, password, throttle};
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice, ClientAddr};
 use crate::state::AppState;
-use crate::store::accounts::{self, Account, KeyMatch, RefreshRefused};
+use crate::store::accounts::{self, Account};
+use crate::store::devices;
+use crate::store::devices::{KeyMatch, RefreshRefused};
 use crate::store::now_ms;
 
 /// The auth routes.
@@ -128,7 +130,7 @@ async fn login(
         .call(move |conn| {
             let account = accounts::account_by_username(conn, &username)?;
             let matched = match device_key {
-                Some(key) => accounts::device_key_matches(
+                Some(key) => devices::device_key_matches(
                     conn,
                     &for_db,
                     account.as_ref().map(|a| a.id),
@@ -169,7 +171,7 @@ async fn login(
     let (device_id, account_id) = (device.clone(), account.id);
     let registered = state
         .db
-        .call(move |conn| accounts::register_device(conn, &device_id, account_id, &name, now_ms()))
+        .call(move |conn| devices::register_device(conn, &device_id, account_id, &name, now_ms()))
         .await?;
     if registered.revoked {
         return Err(AppError::Unauthorized(
@@ -200,15 +202,15 @@ async fn session(
     let (refresh_token, villages, dgen, device_key) = state
         .db
         .call(move |conn| {
-            let token = accounts::issue_refresh_token(conn, &device, for_db.id, now, ttl)?;
-            let stored = accounts::device(conn, &device)?;
+            let token = devices::issue_refresh_token(conn, &device, for_db.id, now, ttl)?;
+            let stored = devices::device(conn, &device)?;
             let dgen = stored.as_ref().map_or(0, |d| d.token_gen);
             let device_key = match new_key {
                 NewKey::Keep => None,
                 NewKey::IfMissing if stored.is_some_and(|d| d.has_key) => None,
-                NewKey::IfMissing => Some(accounts::issue_device_key(conn, &device, None)?),
+                NewKey::IfMissing => Some(devices::issue_device_key(conn, &device, None)?),
                 NewKey::Rotate(kept) => {
-                    Some(accounts::issue_device_key(conn, &device, kept.as_deref())?)
+                    Some(devices::issue_device_key(conn, &device, kept.as_deref())?)
                 }
             };
             let villages = accounts::villages_of(conn, &for_db)?;
@@ -252,12 +254,12 @@ async fn refresh(
         .db
         .call(move |conn| {
             let outcome =
-                accounts::spend_refresh_token(conn, &req.refresh_token, &for_db, now_ms())?;
+                devices::spend_refresh_token(conn, &req.refresh_token, &for_db, now_ms())?;
             let account = match outcome {
                 Ok(id) => accounts::account_by_id(conn, id)?,
                 Err(_) => None,
             };
-            let revoked = accounts::device(conn, &for_db)?.is_some_and(|d| d.revoked);
+            let revoked = devices::device(conn, &for_db)?.is_some_and(|d| d.revoked);
             Ok((outcome, account, revoked))
         })
         .await?;
@@ -293,7 +295,7 @@ async fn logout(
 ) -> Result<StatusCode, AppError> {
     state
         .db
-        .call(move |conn| accounts::end_session(conn, &caller.device))
+        .call(move |conn| devices::end_session(conn, &caller.device))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

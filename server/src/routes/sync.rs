@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice};
 use crate::state::AppState;
-use crate::store::{now_ms, sync};
+use crate::store::caller;
+use crate::store::now_ms;
+use crate::store::pull;
+use crate::store::push;
 
 /// Most changes in one push, most values in one pull page.
 pub const MAX_BATCH: usize = 5_000;
@@ -65,7 +68,7 @@ async fn push(
     let device = caller.device.clone();
     let results = state
         .db
-        .call(move |conn| sync::push(conn, &caller, &req.changes, now_ms(), max_ahead))
+        .call(move |conn| push::push(conn, &caller, &req.changes, now_ms(), max_ahead))
         .await?;
     let refused = results
         .iter()
@@ -86,7 +89,7 @@ async fn pull(
 ) -> Result<Response, AppError> {
     check_protocol(req.protocol)?;
     let cursor = state.keys.cursor.open(&caller.device, req.cursor)?;
-    let from = sync::parse_cursor(cursor.as_ref())?;
+    let from = pull::parse_cursor(cursor.as_ref())?;
     let ask = Ask {
         caller,
         limit: req.limit.clamp(1, MAX_BATCH as u32),
@@ -136,7 +139,7 @@ pub const MAX_PAGES: u32 = 32;
 
 /// What a pull asks for, page after page.
 struct Ask {
-    caller: sync::Caller,
+    caller: caller::Caller,
     limit: u32,
     protocol: u32,
 }
@@ -146,8 +149,8 @@ struct Ask {
 async fn page(
     state: &AppState,
     ask: &Ask,
-    from: sync::Position,
-) -> Result<(Vec<u8>, Option<sync::Position>), AppError> {
+    from: pull::Position,
+) -> Result<(Vec<u8>, Option<pull::Position>), AppError> {
     let caller = ask.caller.clone();
     let (limit, protocol) = (ask.limit, ask.protocol);
     let key = state.keys.cursor.clone();
@@ -156,7 +159,7 @@ async fn page(
     let (body, next, settle) = state
         .db
         .read(move |conn| {
-            let (page, settle) = sync::read_page(conn, &caller, from, limit, now_ms())?;
+            let (page, settle) = pull::read_page(conn, &caller, from, limit, now_ms())?;
             let count = page.values.len();
             let (values, records) = if protocol >= GROUPED_PULL {
                 (Vec::new(), group(page.values))
@@ -171,12 +174,12 @@ async fn page(
                 purged: page.purged,
                 next_cursor: key.sign(&caller.device, &page.next),
                 more: page.more,
-                villages: caller.villages.clone(),
+                villages: Some(caller.villages.clone()),
                 extra: BTreeMap::new(),
             };
             tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
             let next = if answer.continues() {
-                Some(sync::parse_cursor(Some(&next))?)
+                Some(pull::parse_cursor(Some(&next))?)
             } else {
                 None
             };
@@ -188,12 +191,7 @@ async fn page(
     if settle.needed() {
         state
             .db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                sync::settle_pull(&tx, &settle)?;
-                tx.commit()?;
-                Ok(())
-            })
+            .call(move |conn| pull::settle(conn, &settle))
             .await?;
     }
     Ok((body, next))

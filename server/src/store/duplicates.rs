@@ -11,9 +11,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::store::console::{audit, visible};
+use crate::store::audit::audit;
+use crate::store::caller::Caller;
 use crate::store::error::StoreError;
-use crate::store::sync::{Caller, write_in};
+use crate::store::scope::visible;
+use crate::store::write::write_in;
 
 /// One side of a candidate pair.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -3,9 +3,8 @@
 //! row a village of the station its parent names. A fresh server holds no places until some are
 //! loaded, and accounts can only be given places it holds.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, params};
 
-use crate::store::accounts;
 use crate::store::error::StoreError;
 
 /// What an import stored.
@@ -68,16 +67,16 @@ pub fn import(conn: &mut Connection, list: &str) -> Result<Imported, StoreError>
     let tx = conn.transaction()?;
     let mut imported = Imported::default();
     for (code, name) in &streets {
-        imported.stations += accounts::upsert_station(&tx, code, &station_name(name))?;
+        imported.stations += upsert_station(&tx, code, &station_name(name))?;
     }
     for &(line, code, name, parent) in &villages {
-        if !accounts::holds(&tx, accounts::Place::Station, parent)? {
+        if !holds(&tx, Place::Station, parent)? {
             return Err(bad(
                 line,
                 &format!("parent: no station `{parent}` in the list or on the server"),
             ));
         }
-        imported.villages += accounts::upsert_village(&tx, code, name, parent)?;
+        imported.villages += upsert_village(&tx, code, name, parent)?;
     }
     tx.commit()?;
     Ok(imported)
@@ -186,4 +185,96 @@ mod tests {
             .unwrap();
         assert_eq!(stored, 0, "a refused list stored part of itself");
     }
+}
+
+/// Adds or renames a station: 1 when that changed anything, else 0.
+pub fn upsert_station(conn: &Connection, code: &str, name: &str) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "INSERT INTO station (code, name) VALUES (?1, ?2)
+         ON CONFLICT (code) DO UPDATE SET name = excluded.name WHERE name IS NOT excluded.name",
+        params![code, name],
+    )?)
+}
+
+/// Adds, renames or moves a village: 1 when that changed anything, else 0.
+pub fn upsert_village(
+    conn: &Connection,
+    code: &str,
+    name: &str,
+    station: &str,
+) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "INSERT INTO village (code, name, station) VALUES (?1, ?2, ?3)
+         ON CONFLICT (code) DO UPDATE SET name = excluded.name, station = excluded.station
+         WHERE name IS NOT excluded.name OR station IS NOT excluded.station",
+        params![code, name, station],
+    )?)
+}
+
+/// A station with its villages.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Station {
+    /// Station code (the street's division code).
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// Its villages: (code, name).
+    pub villages: Vec<(String, String)>,
+}
+
+/// Every station with its villages.
+pub fn stations(conn: &Connection) -> Result<Vec<Station>, StoreError> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare("SELECT code, name FROM station ORDER BY code")?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut villages =
+        conn.prepare("SELECT code, name FROM village WHERE station = ?1 ORDER BY code")?;
+    for (code, name) in rows {
+        let list = villages
+            .query_map([&code], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        out.push(Station {
+            code,
+            name,
+            villages: list,
+        });
+    }
+    Ok(out)
+}
+
+/// A kind of place an account can be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A police station (a street).
+    Station,
+    /// A village.
+    Village,
+}
+
+impl Place {
+    fn name(self) -> &'static str {
+        match self {
+            Place::Station => "station",
+            Place::Village => "village",
+        }
+    }
+}
+
+/// Whether the server holds the place with this code.
+pub fn holds(conn: &Connection, place: Place, code: &str) -> Result<bool, StoreError> {
+    let sql = match place {
+        Place::Station => "SELECT EXISTS (SELECT 1 FROM station WHERE code = ?1)",
+        Place::Village => "SELECT EXISTS (SELECT 1 FROM village WHERE code = ?1)",
+    };
+    Ok(conn.query_row(sql, [code], |r| r.get(0))?)
+}
+
+/// The error for a place the server does not hold, naming it and how places are loaded.
+pub(crate) fn unknown(place: Place, code: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "{} `{code}` does not exist (places are loaded with `baylink-server station import`)",
+        place.name()
+    ))
 }

@@ -736,7 +736,9 @@ fn auth_attacks_over_http_are_refused_and_leak_nothing() {
         "throttled",
     );
     // A revoked phone and a disabled account.
-    server.query(|c| accounts::revoke_device(c, &b.device.to_string()).expect("revoked"));
+    server.query(|c| {
+        baylink_server::store::devices::revoke_device(c, &b.device.to_string()).expect("revoked")
+    });
     refused("revoked device", pull(&b.access), 401, "device_revoked");
     server.query(|c| accounts::set_disabled(c, "o1", true).expect("disabled"));
     refused(

@@ -321,7 +321,7 @@ fn a_device_belongs_to_one_account_and_its_counter_cannot_be_pushed_ahead() {
     let answer = login_answer(&server, "oa", PASSWORD, b.device);
     assert_eq!(answer.status, 409, "{:?}", answer.json());
     let owner = server.query(|c| {
-        accounts::device(c, &b.device.to_string())
+        baylink_server::store::devices::device(c, &b.device.to_string())
             .ok()
             .flatten()
             .map(|d| d.account)
@@ -329,7 +329,7 @@ fn a_device_belongs_to_one_account_and_its_counter_cannot_be_pushed_ahead() {
     let ob = server.caller("ob").account;
     assert_eq!(owner, Some(ob));
     // A revoked device id at another account's login: refused as well.
-    server.query(|c| accounts::revoke_device(c, &b.device.to_string()).ok());
+    server.query(|c| baylink_server::store::devices::revoke_device(c, &b.device.to_string()).ok());
     assert_eq!(login_answer(&server, "oa", PASSWORD, b.device).status, 409);
     // A counter at 2^63-1 is refused and does not become the device's last one: its next
     // honest change is applied, not taken for a replay.
@@ -476,7 +476,9 @@ fn guesses_from_elsewhere_never_lock_an_officer_out_of_a_phone_they_registered()
     server
         .state
         .db
-        .call_blocking(move |conn| accounts::revoke_device(conn, &third.to_string()))
+        .call_blocking(move |conn| {
+            baylink_server::store::devices::revoke_device(conn, &third.to_string())
+        })
         .unwrap();
     for _ in 0..6 {
         login_answer(&server, "oc", "guess", Uuid::new_v4());
@@ -879,4 +881,103 @@ fn no_key_ends_on_two_live_records_by_document_type_plate_kind_address_code_or_o
     let car_of_squat = nid(Vehicle, &squat[1..2]);
     let changes = a.record("vehicle", car_of_squat, &squat);
     assert!(all_refused(&a.push(&server, &changes)));
+}
+
+#[test]
+fn deleted_decoys_settled_conflicts_and_keyless_ids_put_no_key_on_two_records() {
+    let (server, mut a, _, _) = world();
+    server.add_reviewer("r006", "441303006");
+    let accepted = |results: &[(String, Option<String>)]| {
+        results.iter().all(|(status, _)| status == "accepted")
+    };
+    let code_id = |code: &str| {
+        baylink_domain::natural_id(
+            baylink_domain::EntityKind::House,
+            &baylink_domain::Fields::from([("address_code".to_owned(), json!(code))]),
+        )
+        .unwrap_or_default()
+    };
+    let coded = |code: &str| {
+        let mut h = house(VILLAGE);
+        h.push(("address_code", json!(code)));
+        h
+    };
+    // House A takes code X's id, then moves to another code: a fresh id may now hold X.
+    let first = code_id("DCY0001");
+    let changes = a.record("house", first, &coded("DCY0001"));
+    assert!(accepted(&a.push(&server, &changes)));
+    let moved = [a.change("house", first, "address_code", &json!("DCY0002"))];
+    assert!(accepted(&a.push(&server, &moved)));
+    // Nine deleted houses that held X, older (smaller ids) than the live one after them.
+    for _ in 0..9 {
+        let decoy = Uuid::now_v7();
+        let changes = a.record("house", decoy, &coded("DCY0001"));
+        assert!(accepted(&a.push(&server, &changes)));
+        let gone = [a.change("house", decoy, "deleted", &json!(true))];
+        assert!(accepted(&a.push(&server, &gone)));
+    }
+    let live = Uuid::now_v7();
+    let changes = a.record("house", live, &coded("DCY0001"));
+    assert!(accepted(&a.push(&server, &changes)));
+    let second = Uuid::now_v7();
+    let changes = a.record("house", second, &coded("DCY0001"));
+    assert!(
+        all_refused(&a.push(&server, &changes)),
+        "the live holder is found past the decoys"
+    );
+
+    // A losing edit onto another house's code is kept as a conflict; settling it for the
+    // losing side is refused while the other house holds the code.
+    let other = code_id("DCY0003");
+    let changes = a.record("house", other, &coded("DCY0003"));
+    assert!(accepted(&a.push(&server, &changes)));
+    let mut late = Phone::login(&server, "oa");
+    let mut old = late.change("house", first, "address_code", &json!("DCY0003"));
+    let then = baylink_tests::harness::real_now_ms() - 60_000;
+    old["stamp"] = json!(format!("{:016x}@{}", then << 16, late.device));
+    late.push(&server, &[old]);
+    let reviewer = server.caller("r006");
+    let settled = server.state.db.call_blocking(move |c| {
+        let id: i64 = c.query_row(
+            "SELECT id FROM conflict WHERE entity = ?1 AND field = 'address_code' AND settled_ms IS NULL",
+            [first.to_string()],
+            |r| r.get(0),
+        )?;
+        baylink_server::store::review::settle_conflict(
+            c,
+            &reviewer,
+            id,
+            true,
+            baylink_tests::harness::real_now_ms(),
+        )
+    });
+    assert!(
+        matches!(
+            settled,
+            Err(baylink_server::store::error::StoreError::Conflict(_))
+        ),
+        "{settled:?}"
+    );
+    assert_eq!(
+        stored(&server, first, "address_code").as_deref(),
+        Some("\"DCY0002\"")
+    );
+
+    // A visit cannot be created on a person's natural id (her village could then never
+    // register her); a fresh time-ordered id is taken.
+    let her = person_id(&baylink_domain::synthetic::resident_id(77));
+    let visit = [
+        ("village", json!(VILLAGE)),
+        ("house", json!(other.to_string())),
+        ("time", json!("2026-11-01 10:00:00")),
+        ("outcome", json!("走访正常")),
+    ];
+    let changes = a.record("visit", her, &visit);
+    let results = a.push(&server, &changes);
+    assert!(all_refused(&results), "{results:?}");
+    assert_eq!(results[0].1.as_deref(), Some("invalid"));
+    // The same visit with a fresh id is taken: the id was the reason.
+    let changes = a.record("visit", Uuid::now_v7(), &visit);
+    let results = a.push(&server, &changes);
+    assert!(accepted(&results), "{results:?}");
 }

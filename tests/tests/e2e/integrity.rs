@@ -446,3 +446,34 @@ fn a_car_and_a_motorcycle_with_one_plate_text_are_two_vehicles_and_neither_overw
     assert_eq!(colour(motorcycle), Some("红".into()));
     assert_eq!(on_server(&server, car) + on_server(&server, motorcycle), 2);
 }
+
+#[test]
+fn an_officer_left_with_no_village_captures_nothing_on_the_phone() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    phone.capture(
+        EntityKind::Person,
+        &person(VILLAGE, "11010519491231002X", "王芳"),
+    );
+    phone.sync();
+    // Every village taken from the officer.
+    server
+        .state
+        .db
+        .call_blocking(|c| baylink_server::store::accounts::assign_villages(c, "o1", &[]))
+        .expect("villages taken away");
+    phone.sync();
+    let err = phone
+        .store
+        .capture(
+            EntityKind::Person,
+            &baylink_tests::harness::input(&person(VILLAGE, "440102198001011235", "李明")),
+        )
+        .expect_err("no village left to capture in");
+    match err {
+        mobile_core::Error::Invalid(e) => assert_eq!(e.field_errors()[0].code, "not_yours"),
+        other => panic!("{other:?}"),
+    }
+}

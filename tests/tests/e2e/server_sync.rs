@@ -311,7 +311,7 @@ fn a_revoked_device_is_refused_and_wiped_and_a_reused_refresh_token_ends_the_ses
     server
         .state
         .db
-        .call_blocking(|c| baylink_server::store::accounts::revoke_device(c, &device.to_string()))
+        .call_blocking(|c| baylink_server::store::devices::revoke_device(c, &device.to_string()))
         .unwrap();
     let result = a.try_sync();
     assert!(
@@ -512,7 +512,7 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
         .state
         .db
         .call_blocking(|c| {
-            baylink_server::store::sync::review(
+            baylink_server::store::review::review(
                 c,
                 &r006,
                 &id,
@@ -539,7 +539,7 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
         .state
         .db
         .call_blocking(|c| {
-            baylink_server::store::sync::review(c, &r006, &id, true, "", now + 1_000)
+            baylink_server::store::review::review(c, &r006, &id, true, "", now + 1_000)
         })
         .unwrap();
     a.sync();
@@ -550,12 +550,12 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
     let refused = server
         .state
         .db
-        .call_blocking(|c| baylink_server::store::sync::review(c, &o2, &id, true, "", now));
+        .call_blocking(|c| baylink_server::store::review::review(c, &o2, &id, true, "", now));
     assert!(refused.is_err());
     let no_reason = server
         .state
         .db
-        .call_blocking(|c| baylink_server::store::sync::review(c, &r006, &id, false, " ", now));
+        .call_blocking(|c| baylink_server::store::review::review(c, &r006, &id, false, " ", now));
     assert!(no_reason.is_err());
 }
 

@@ -21,17 +21,24 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
-    Date, EntityKind, FieldType, Fields, KEY_FIELDS, Writer, missing_derived, natural_id,
-    natural_key, to_text, validate_record, validate_values,
+    EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, natural_key, to_text,
+    validate_record, validate_values,
 };
+use baylink_sync::Change;
 use baylink_sync::hlc::too_far_ahead;
-use baylink_sync::merge::merge_field;
 use baylink_sync::wire::refusal;
-use baylink_sync::{Change, EntityState, NodeId};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::store::accounts::Role;
+use crate::store::caller::Role;
+
+mod facts;
+mod keys;
+
+pub use facts::{Decision, Facts, Held};
+use facts::{World, merged_after, value_of, values};
+pub use keys::{edited_keys, key_collisions};
+use keys::{keyed, refuse_key_collision};
 
 /// How far past the device's last counter a change's counter may be: a phone writes far fewer
 /// changes than this between two syncs, and an honest outbox numbers its changes one by one.
@@ -59,71 +66,6 @@ pub const HOME_ONLY: [&str; 9] = [
 /// Fields only the console's audited use cases write, never a device, whatever its role.
 pub const CONSOLE_ONLY: [&str; 2] = ["review_comment", "merged_into"];
 
-/// A record as the server holds it.
-#[derive(Clone, Debug, Default)]
-pub struct Held {
-    /// Its stored kind.
-    pub kind: String,
-    /// The villages it lies in (its scope).
-    pub villages: BTreeSet<String>,
-    /// Its current values with their stamps (read for the records a push writes, not for those
-    /// it only names).
-    pub state: EntityState,
-}
-
-/// What the server knows when it decides a push.
-pub struct Facts<'a> {
-    /// The caller's role.
-    pub role: Role,
-    /// The caller's villages.
-    pub villages: &'a [String],
-    /// The pushing device.
-    pub device: NodeId,
-    /// The last counter of this device the server applied.
-    pub last_counter: u64,
-    /// Server time.
-    pub now_ms: u64,
-    /// How far ahead of server time a stamp may be.
-    pub max_ahead_ms: u64,
-    /// Today, in China.
-    pub today: Date,
-    /// Every stored record the push names, as the record written or as a reference.
-    pub records: &'a HashMap<Uuid, Held>,
-}
-
-/// The decision on one change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Already processed: answered as the first time.
-    Replay,
-    /// Refused for good (or, for `clock_ahead`, until restamped).
-    Refuse {
-        /// Refusal code.
-        code: &'static str,
-        /// What is wrong, in Chinese and English.
-        message: String,
-    },
-    /// Merged as sent.
-    Apply,
-    /// Accepted, and the server writes its own value instead: a server-owned field, or a field
-    /// of a record's home village ([`HOME_ONLY`]) sent by a caller who holds it from elsewhere.
-    Own,
-}
-
-impl Decision {
-    fn refuse(code: &'static str, message: impl Into<String>) -> Decision {
-        Decision::Refuse {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// Whether the change is accepted (applied as sent or replaced by the server's value).
-    pub fn accepted(&self) -> bool {
-        matches!(self, Decision::Apply | Decision::Own)
-    }
-}
-
 fn out_of_scope(why: &str) -> Decision {
     Decision::refuse(
         refusal::OUT_OF_SCOPE,
@@ -142,99 +84,6 @@ pub fn named_records(changes: &[Change]) -> BTreeSet<Uuid> {
         }
     }
     ids
-}
-
-/// The kinds no two live records of which may share a natural key (a residence's key is its
-/// person, house and date: a second one is a second stay, merged by its id).
-fn is_keyed(kind: EntityKind) -> bool {
-    matches!(
-        kind,
-        EntityKind::Person | EntityKind::Vehicle | EntityKind::House
-    )
-}
-
-/// The key values a push gives records (new ones, edits of stored ones, or bringing them back
-/// by undeleting them), by where they are found: the summary's `id_number` and `plate` columns,
-/// or houses' `address_code` field. The push reads every live record that already holds one as
-/// a fact, so that no key ends on two records.
-pub fn edited_keys(
-    changes: &[Change],
-    records: &HashMap<Uuid, Held>,
-) -> BTreeSet<(String, &'static str, String)> {
-    let mut keys = BTreeSet::new();
-    for change in changes {
-        let held = records.get(&change.entity);
-        let kind = held.map_or(change.kind.as_str(), |h| h.kind.as_str());
-        // The field holding the key's text, for every change that may change the key: the
-        // text itself, what qualifies it (an ID type, a plate kind and the vehicle type it
-        // derives from), or an undeletion (null or false).
-        let column = match (kind, change.field.as_str()) {
-            ("person", "id_number" | "id_type") => "id_number",
-            ("vehicle", "plate" | "plate_kind" | "vehicle_type") => "plate",
-            ("house", "address_code") => "address_code",
-            ("person" | "vehicle" | "house", "deleted") if change.value != Value::Bool(true) => {
-                match kind {
-                    "person" => "id_number",
-                    "vehicle" => "plate",
-                    _ => "address_code",
-                }
-            }
-            _ => continue,
-        };
-        let value = if change.field == column {
-            change.value.clone()
-        } else if let Some(held) = held {
-            value_of(&held.state, column).clone()
-        } else {
-            continue;
-        };
-        if let Some(text) = value.as_str() {
-            keys.insert((kind.to_owned(), column, text.to_owned()));
-        }
-    }
-    keys
-}
-
-/// A record's values as its key reads them: with the derived fields it lacks filled in, as
-/// the push will fill them (a plate kind left out is the vehicle type's).
-fn keyed(kind: EntityKind, mut values: Fields, today: Date) -> Fields {
-    let fills = missing_derived(kind, &values, today);
-    values.extend(fills);
-    values
-}
-
-/// The records a push's natural keys might collide with, by id: for each stored record whose
-/// key fields the push changes, the id its key would then give; for each new record whose id
-/// is not the one its key gives, that one (held by a record with another key, it is why).
-/// The push reads them, with their values, as facts too.
-pub fn key_collisions(
-    changes: &[Change],
-    records: &HashMap<Uuid, Held>,
-    today: Date,
-) -> BTreeSet<Uuid> {
-    let mut keys: HashMap<Uuid, (EntityKind, Fields)> = HashMap::new();
-    for change in changes {
-        let held = records.get(&change.entity);
-        let kind_name = held.map_or(change.kind.as_str(), |h| h.kind.as_str());
-        let Some(kind) = EntityKind::parse(kind_name).filter(|k| is_keyed(*k)) else {
-            continue;
-        };
-        if held.is_some()
-            && !KEY_FIELDS.contains(&change.field.as_str())
-            && change.field != "vehicle_type"
-        {
-            continue;
-        }
-        keys.entry(change.entity)
-            .or_insert_with(|| (kind, held.map(|h| values(&h.state)).unwrap_or_default()))
-            .1
-            .insert(change.field.clone(), change.value.clone());
-    }
-    keys.into_iter()
-        .filter_map(|(id, (kind, after))| {
-            natural_id(kind, &keyed(kind, after, today)).filter(|n| *n != id)
-        })
-        .collect()
 }
 
 /// The kind and id a change's reference field names, if the field is one and names an id.
@@ -313,19 +162,6 @@ pub fn plan_push(facts: &Facts<'_>, changes: &[Change]) -> Plan {
     }
 }
 
-/// What the records decided so far in a push add to the server's facts.
-struct World {
-    /// Records this push creates (accepted), by kind.
-    created: HashMap<Uuid, EntityKind>,
-    /// Persons an accepted residence of this push names: they move into the caller's village.
-    arrivals: HashSet<Uuid>,
-    /// Derived fields to fill in, by record.
-    fills: HashMap<Uuid, Fields>,
-    /// Natural keys this push gave records (created, changed or brought back), by record: a
-    /// second record given one in the same push is refused as if it were stored.
-    claimed: HashMap<String, Uuid>,
-}
-
 /// The checks that need no record: replays, counters, the stamp's device, the clock, the kind
 /// and field, console-only and server-owned fields. `None`: decided with its record.
 fn first_look(facts: &Facts<'_>, change: &Change, seen: &mut u64) -> Option<Decision> {
@@ -388,108 +224,6 @@ fn first_look(facts: &Facts<'_>, change: &Change, seen: &mut u64) -> Option<Deci
         ));
     }
     None
-}
-
-/// A new record, or an edit of a stored one, that gives it the natural key of another live
-/// record (a person's ID number, a plate with its kind, an address code): two records would then
-/// be one person, vehicle or house. A new record is refused whole; an edit's key changes are
-/// refused; both with a pointer to the other record when the caller may open it (a reviewer
-/// merges true duplicates).
-fn refuse_key_collision(
-    facts: &Facts<'_>,
-    changes: &[Change],
-    (id, kind): (Uuid, EntityKind),
-    held: Option<&Held>,
-    idx: &[usize],
-    plan: &mut [Option<Decision>],
-    world: &mut World,
-) {
-    if !is_keyed(kind) {
-        return;
-    }
-    let key_of = |state: &EntityState| natural_key(kind, &keyed(kind, values(state), facts.today));
-    let after = merged_after(held, changes, idx, plan);
-    let gone = |state: &EntityState, field: &str| {
-        let value = value_of(state, field);
-        !value.is_null() && value != &Value::Bool(false)
-    };
-    // The key as the push leaves it, when the push creates the record, changes its key or
-    // brings it back.
-    let undeleted = held.is_some_and(|h| gone(&h.state, "deleted")) && !gone(&after, "deleted");
-    let Some(new_key) = key_of(&after) else {
-        return;
-    };
-    if held.is_some_and(|h| key_of(&h.state).as_ref() == Some(&new_key) && !undeleted) {
-        return;
-    }
-    // Another live record of the kind holding that key: the one its id names, or any other
-    // stored, or one this push gave it before.
-    let holds = |other: &Held| {
-        other.kind == kind.as_str()
-            && !gone(&other.state, "deleted")
-            && !gone(&other.state, "merged_into")
-            && key_of(&other.state).as_ref() == Some(&new_key)
-    };
-    let natural = natural_id(kind, &keyed(kind, values(&after), facts.today)).filter(|n| *n != id);
-    let stored = natural
-        .and_then(|n| facts.records.get(&n).filter(|o| holds(o)).map(|o| (n, o)))
-        .or_else(|| {
-            facts
-                .records
-                .iter()
-                .filter(|(other, _)| **other != id)
-                .find(|(_, o)| holds(o) && !o.state.is_empty())
-                .map(|(n, o)| (*n, o))
-        });
-    let other = match stored {
-        Some((n, o)) => Some((
-            n,
-            facts.role == Role::Admin || o.villages.iter().any(|v| facts.villages.contains(v)),
-        )),
-        // The caller's own, in this very push: visible.
-        None => world
-            .claimed
-            .get(&new_key)
-            .filter(|c| **c != id)
-            .map(|c| (*c, true)),
-    };
-    let Some((natural, visible)) = other else {
-        world.claimed.insert(new_key, id);
-        return;
-    };
-    let (zh, en) = match kind {
-        EntityKind::Vehicle => ("号牌", "plate"),
-        EntityKind::House => ("地址编码", "address code"),
-        _ => ("证件号码", "ID number"),
-    };
-    let message = if visible {
-        format!(
-            "{zh}：与另一条记录（{natural}）相同。请核对；若是同一{}，请审核人员合并两条记录 / {en}: another record ({natural}) has it. Check it; if both are the same, a reviewer merges them",
-            kind.label_zh()
-        )
-    } else {
-        format!(
-            "{zh}：与其他村（社区）的一条记录相同，请核对 / {en}: a record of another village has it; check it"
-        )
-    };
-    let refused = Decision::refuse(refusal::INVALID, message);
-    if held.is_none() {
-        for &i in idx {
-            plan[i] = Some(refused.clone());
-        }
-        return;
-    }
-    // The key and what derives from it go together: a refused number must not leave its birth
-    // date, sex and origin behind on the record.
-    let derived = ["gender", "birth_date", "origin_code", "origin_name"];
-    for &i in idx {
-        let field = changes[i].field.as_str();
-        if (KEY_FIELDS.contains(&field) || derived.contains(&field) || field == "deleted")
-            && plan[i].as_ref().is_some_and(Decision::accepted)
-        {
-            plan[i] = Some(refused.clone());
-        }
-    }
 }
 
 /// Decides the changes of one record that passed [`first_look`].
@@ -648,8 +382,25 @@ fn decide_record(
             if let Some(natural) = natural_id(kind, &keyed_after)
                 .filter(|n| *n != id && !(taken(n) && id.get_version_num() == 7))
             {
+                // A fresh id from a phone whose copy of the key's record was behind (it had
+                // another key there, or was deleted since): the officer syncs and captures again.
+                let message = if id.get_version_num() == 7 {
+                    format!(
+                        "id：已有记录（{natural}）使用此证件号码、号牌或地址编码，请同步后重新采集 / id: a record ({natural}) has this key already: sync, then capture again"
+                    )
+                } else {
+                    format!(
+                        "id：记录编号与其证件号码、号牌或地址编码不符 / id: {id} is not the id its natural key gives ({natural})"
+                    )
+                };
+                return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
+            }
+            // A record with no natural key (a visit, a dispute, a house without an address
+            // code) takes a fresh time-ordered id: never another record's natural id, which
+            // would keep that record out of its own village.
+            if natural_id(kind, &keyed_after).is_none() && id.get_version_num() != 7 {
                 let message = format!(
-                    "id：记录编号与其证件号码、号牌或地址编码不符 / id: {id} is not the id its natural key gives ({natural})"
+                    "id：无自然键的记录须使用新生成的编号（UUIDv7） / id: a record with no natural key takes a fresh time-ordered id (UUIDv7), not {id}"
                 );
                 return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
             }
@@ -798,33 +549,4 @@ fn decide_reference(
             ),
         ),
     }
-}
-
-/// A record's values with their stamps after the changes planned to apply.
-fn merged_after(
-    held: Option<&Held>,
-    changes: &[Change],
-    idx: &[usize],
-    plan: &[Option<Decision>],
-) -> EntityState {
-    let mut state = held.map(|h| h.state.clone()).unwrap_or_default();
-    for &i in idx {
-        if plan[i] == Some(Decision::Apply) {
-            merge_field(&mut state, &changes[i].field, changes[i].version());
-        }
-    }
-    state
-}
-
-/// A record's values without their stamps.
-pub fn values(state: &EntityState) -> Fields {
-    state
-        .iter()
-        .map(|(field, v)| (field.clone(), v.value.clone()))
-        .collect()
-}
-
-/// The merged value of `field` in a state, as JSON (`Null` when absent).
-pub fn value_of<'a>(state: &'a EntityState, field: &str) -> &'a Value {
-    state.get(field).map_or(&Value::Null, |v| &v.value)
 }

@@ -1,0 +1,53 @@
+//! The audit log: every console decision and administration step, written in the transaction of what it records.
+
+use crate::store::error::StoreError;
+use rusqlite::{Connection, params};
+
+/// Records an audited action.
+pub fn audit(
+    conn: &Connection,
+    account: Option<i64>,
+    action: &str,
+    target: Option<&str>,
+    detail: Option<&str>,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at_ms, account, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![now_ms as i64, account, action, target, detail])?;
+    Ok(())
+}
+
+/// One audited action, for the audit log page.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at_ms: u64,
+    /// Who (username), if known.
+    pub username: Option<String>,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: Option<String>,
+    /// Details.
+    pub detail: Option<String>,
+}
+
+/// The newest audited actions.
+pub fn audit_log(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.at_ms, a.username, l.action, l.target, l.detail FROM audit l
+         LEFT JOIN account a ON a.id = l.account ORDER BY l.id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok(AuditEntry {
+            at_ms: r.get::<_, i64>(0)? as u64,
+            username: r.get(1)?,
+            action: r.get(2)?,
+            target: r.get(3)?,
+            detail: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,209 @@
+//! Natural keys: no two live records of a kind share one. Which stored records a push's keys may collide with (for the push to read as facts), and the refusal of a change that would make two.
+
+use std::collections::{BTreeSet, HashMap};
+
+use baylink_domain::{
+    Date, EntityKind, Fields, KEY_FIELDS, missing_derived, natural_id, natural_key,
+};
+use baylink_sync::wire::refusal;
+use baylink_sync::{Change, EntityState};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::facts::{Decision, Facts, Held, World, merged_after, value_of, values};
+use crate::store::caller::Role;
+
+/// The kinds no two live records of which may share a natural key (a residence's key is its
+/// person, house and date: a second one is a second stay, merged by its id).
+pub(crate) fn is_keyed(kind: EntityKind) -> bool {
+    matches!(
+        kind,
+        EntityKind::Person | EntityKind::Vehicle | EntityKind::House
+    )
+}
+
+/// The key values a push gives records (new ones, edits of stored ones, or bringing them back
+/// by undeleting them), by where they are found: the summary's `id_number` and `plate` columns,
+/// or houses' `address_code` field. The push reads every live record that already holds one as
+/// a fact, so that no key ends on two records.
+pub fn edited_keys(
+    changes: &[Change],
+    records: &HashMap<Uuid, Held>,
+) -> BTreeSet<(String, &'static str, String)> {
+    let mut keys = BTreeSet::new();
+    for change in changes {
+        let held = records.get(&change.entity);
+        let kind = held.map_or(change.kind.as_str(), |h| h.kind.as_str());
+        // The field holding the key's text, for every change that may change the key: the
+        // text itself, what qualifies it (an ID type, a plate kind and the vehicle type it
+        // derives from), or an undeletion (null or false).
+        let column = match (kind, change.field.as_str()) {
+            ("person", "id_number" | "id_type") => "id_number",
+            ("vehicle", "plate" | "plate_kind" | "vehicle_type") => "plate",
+            ("house", "address_code") => "address_code",
+            ("person" | "vehicle" | "house", "deleted") if change.value != Value::Bool(true) => {
+                match kind {
+                    "person" => "id_number",
+                    "vehicle" => "plate",
+                    _ => "address_code",
+                }
+            }
+            _ => continue,
+        };
+        let value = if change.field == column {
+            change.value.clone()
+        } else if let Some(held) = held {
+            value_of(&held.state, column).clone()
+        } else {
+            continue;
+        };
+        if let Some(text) = value.as_str() {
+            keys.insert((kind.to_owned(), column, text.to_owned()));
+        }
+    }
+    keys
+}
+
+/// A record's values as its key reads them: with the derived fields it lacks filled in, as
+/// the push will fill them (a plate kind left out is the vehicle type's).
+pub(crate) fn keyed(kind: EntityKind, mut values: Fields, today: Date) -> Fields {
+    let fills = missing_derived(kind, &values, today);
+    values.extend(fills);
+    values
+}
+
+/// The records a push's natural keys might collide with, by id: for each stored record whose
+/// key fields the push changes, the id its key would then give; for each new record whose id
+/// is not the one its key gives, that one (held by a record with another key, it is why).
+/// The push reads them, with their values, as facts too.
+pub fn key_collisions(
+    changes: &[Change],
+    records: &HashMap<Uuid, Held>,
+    today: Date,
+) -> BTreeSet<Uuid> {
+    let mut keys: HashMap<Uuid, (EntityKind, Fields)> = HashMap::new();
+    for change in changes {
+        let held = records.get(&change.entity);
+        let kind_name = held.map_or(change.kind.as_str(), |h| h.kind.as_str());
+        let Some(kind) = EntityKind::parse(kind_name).filter(|k| is_keyed(*k)) else {
+            continue;
+        };
+        if held.is_some()
+            && !KEY_FIELDS.contains(&change.field.as_str())
+            && change.field != "vehicle_type"
+        {
+            continue;
+        }
+        keys.entry(change.entity)
+            .or_insert_with(|| (kind, held.map(|h| values(&h.state)).unwrap_or_default()))
+            .1
+            .insert(change.field.clone(), change.value.clone());
+    }
+    keys.into_iter()
+        .filter_map(|(id, (kind, after))| {
+            natural_id(kind, &keyed(kind, after, today)).filter(|n| *n != id)
+        })
+        .collect()
+}
+
+/// A new record, or an edit of a stored one, that gives it the natural key of another live
+/// record (a person's ID number, a plate with its kind, an address code): two records would then
+/// be one person, vehicle or house. A new record is refused whole; an edit's key changes are
+/// refused; both with a pointer to the other record when the caller may open it (a reviewer
+/// merges true duplicates).
+pub(crate) fn refuse_key_collision(
+    facts: &Facts<'_>,
+    changes: &[Change],
+    (id, kind): (Uuid, EntityKind),
+    held: Option<&Held>,
+    idx: &[usize],
+    plan: &mut [Option<Decision>],
+    world: &mut World,
+) {
+    if !is_keyed(kind) {
+        return;
+    }
+    let key_of = |state: &EntityState| natural_key(kind, &keyed(kind, values(state), facts.today));
+    let after = merged_after(held, changes, idx, plan);
+    let gone = |state: &EntityState, field: &str| {
+        let value = value_of(state, field);
+        !value.is_null() && value != &Value::Bool(false)
+    };
+    // The key as the push leaves it, when the push creates the record, changes its key or
+    // brings it back.
+    let undeleted = held.is_some_and(|h| gone(&h.state, "deleted")) && !gone(&after, "deleted");
+    let Some(new_key) = key_of(&after) else {
+        return;
+    };
+    if held.is_some_and(|h| key_of(&h.state).as_ref() == Some(&new_key) && !undeleted) {
+        return;
+    }
+    // Another live record of the kind holding that key: the one its id names, or any other
+    // stored, or one this push gave it before.
+    let holds = |other: &Held| {
+        other.kind == kind.as_str()
+            && !gone(&other.state, "deleted")
+            && !gone(&other.state, "merged_into")
+            && key_of(&other.state).as_ref() == Some(&new_key)
+    };
+    let natural = natural_id(kind, &keyed(kind, values(&after), facts.today)).filter(|n| *n != id);
+    let stored = natural
+        .and_then(|n| facts.records.get(&n).filter(|o| holds(o)).map(|o| (n, o)))
+        .or_else(|| {
+            facts
+                .records
+                .iter()
+                .filter(|(other, _)| **other != id)
+                .find(|(_, o)| holds(o) && !o.state.is_empty())
+                .map(|(n, o)| (*n, o))
+        });
+    let other = match stored {
+        Some((n, o)) => Some((
+            n,
+            facts.role == Role::Admin || o.villages.iter().any(|v| facts.villages.contains(v)),
+        )),
+        // The caller's own, in this very push: visible.
+        None => world
+            .claimed
+            .get(&new_key)
+            .filter(|c| **c != id)
+            .map(|c| (*c, true)),
+    };
+    let Some((natural, visible)) = other else {
+        world.claimed.insert(new_key, id);
+        return;
+    };
+    let (zh, en) = match kind {
+        EntityKind::Vehicle => ("号牌", "plate"),
+        EntityKind::House => ("地址编码", "address code"),
+        _ => ("证件号码", "ID number"),
+    };
+    let message = if visible {
+        format!(
+            "{zh}：与另一条记录（{natural}）相同。请核对；若是同一{}，请审核人员合并两条记录 / {en}: another record ({natural}) has it. Check it; if both are the same, a reviewer merges them",
+            kind.label_zh()
+        )
+    } else {
+        format!(
+            "{zh}：与其他村（社区）的一条记录相同，请核对 / {en}: a record of another village has it; check it"
+        )
+    };
+    let refused = Decision::refuse(refusal::INVALID, message);
+    if held.is_none() {
+        for &i in idx {
+            plan[i] = Some(refused.clone());
+        }
+        return;
+    }
+    // The key and what derives from it go together: a refused number must not leave its birth
+    // date, sex and origin behind on the record.
+    let derived = ["gender", "birth_date", "origin_code", "origin_name"];
+    for &i in idx {
+        let field = changes[i].field.as_str();
+        if (KEY_FIELDS.contains(&field) || derived.contains(&field) || field == "deleted")
+            && plan[i].as_ref().is_some_and(Decision::accepted)
+        {
+            plan[i] = Some(refused.clone());
+        }
+    }
+}

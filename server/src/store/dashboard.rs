@@ -1,0 +1,87 @@
+//! The dashboard's figures: captures per day, each officer's progress, each device's last sync.
+
+use crate::store::error::StoreError;
+use rusqlite::{Connection, params};
+
+/// Captures per day (local dates `YYYY-MM-DD`) in these villages since `since`.
+pub fn captures_per_day(
+    conn: &Connection,
+    villages: &[String],
+    since: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT substr(created_at, 1, 10) AS day, COUNT(*) FROM summary
+         WHERE village IN (SELECT value FROM json_each(?1)) AND created_at >= ?2 AND deleted = 0
+         GROUP BY day ORDER BY day",
+    )?;
+    let rows = stmt.query_map(params![list, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One officer's work: records captured by review status.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Progress {
+    /// Username.
+    pub officer: String,
+    /// Pending review.
+    pub pending: i64,
+    /// Approved.
+    pub approved: i64,
+    /// Returned.
+    pub returned: i64,
+}
+
+/// Records per capturing officer in these villages, most first.
+pub fn progress(conn: &Connection, villages: &[String]) -> Result<Vec<Progress>, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_by,
+                SUM(COALESCE(review_status, 'pending') = 'pending'),
+                SUM(review_status = 'approved'), SUM(review_status = 'returned')
+         FROM summary WHERE village IN (SELECT value FROM json_each(?1)) AND deleted = 0 AND created_by IS NOT NULL
+         GROUP BY created_by ORDER BY COUNT(*) DESC, created_by",
+    )?;
+    let rows = stmt.query_map([list], |r| {
+        Ok(Progress {
+            officer: r.get(0)?,
+            pending: r.get(1)?,
+            approved: r.get(2)?,
+            returned: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When an officer's device last synced.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceSync {
+    /// The officer.
+    pub officer: String,
+    /// The device's name.
+    pub device: String,
+    /// Last complete sync.
+    pub last_sync_ms: Option<u64>,
+    /// Revoked devices are shown as such.
+    pub revoked: bool,
+}
+
+/// Devices of the officers of these villages, most recently synced first.
+pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<DeviceSync>, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.username, d.name, d.last_sync_ms, d.revoked FROM device d JOIN account a ON a.id = d.account
+         WHERE a.role = 'officer' AND EXISTS (SELECT 1 FROM account_village v WHERE v.account = a.id
+             AND v.village IN (SELECT value FROM json_each(?1)))
+         ORDER BY d.last_sync_ms IS NULL, d.last_sync_ms DESC",
+    )?;
+    let rows = stmt.query_map([list], |r| {
+        Ok(DeviceSync {
+            officer: r.get(0)?,
+            device: r.get(1)?,
+            last_sync_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+            revoked: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

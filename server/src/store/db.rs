@@ -1,0 +1,493 @@
+//! The database handle: one writer connection, readers beside it in snapshots, the write-ahead log checkpointed beside the writer, numbered migrations.
+
+use crate::store::error::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+
+/// Makes the database readable by its owner only: a new file is created `0600` before SQLite
+/// opens it (SQLite gives its log and shared-memory files the database's mode), and the files of
+/// an existing database are set so.
+#[cfg(unix)]
+pub(crate) fn private_files(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| StoreError::Backend(format!("database file: {e}"));
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(fail)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn private_files(_: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// Migration steps; step `i` brings the schema to version `i + 1`. Append only.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("sql/001_init.sql"),
+    include_str!("sql/002_console.sql"),
+    include_str!("sql/003_review.sql"),
+    include_str!("sql/004_feed.sql"),
+    include_str!("sql/005_feed_kind.sql"),
+    include_str!("sql/006_feed_values.sql"),
+    include_str!("sql/007_fewer_index_pages.sql"),
+    include_str!("sql/008_token_generations.sql"),
+    include_str!("sql/009_device_keys.sql"),
+    include_str!("sql/010_address_code_index.sql"),
+];
+
+/// The server's database handle, cheap to clone: one writer connection, and reader connections
+/// beside it for work that only reads.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+/// Idle reader connections to the database file (none for a database in memory, whose reads go
+/// to the writer).
+pub(crate) struct Readers {
+    path: Option<std::path::PathBuf>,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Reader connections kept open when idle.
+pub(crate) const IDLE_READERS: usize = 4;
+
+impl Db {
+    /// Opens (creating if need be) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        private_files(path)?;
+        let mut conn = Connection::open(path)?;
+        Self::prepare(&mut conn)?;
+        // Checkpoints run beside the writer (below). Under an ingest their copies never reach
+        // the log's end, and only this checkpoint, in a commit, starts the log over: it holds
+        // every push while it syncs, so it comes seldom (at 50,000 pages, 200 MB, the writer
+        // was seen in that sync a sixth of the time). The log may reach a gigabyte meanwhile.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT)?;
+        let conn = Arc::new(Mutex::new(conn));
+        checkpoint_beside(path, Arc::downgrade(&conn))?;
+        let readers = Readers {
+            path: Some(path.to_owned()),
+            idle: Mutex::new(Vec::new()),
+        };
+        Ok(Db {
+            conn,
+            readers: Arc::new(readers),
+        })
+    }
+
+    /// A database in memory (tests).
+    pub fn open_in_memory() -> Result<Db, StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        Self::prepare(&mut conn)?;
+        let readers = Readers {
+            path: None,
+            idle: Mutex::new(Vec::new()),
+        };
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+        })
+    }
+
+    fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit reaches the disk before the push is answered, so a change a phone was
+        // told is accepted (and then drops) survives a power cut; NORMAL would be durable only
+        // at the next checkpoint. Its cost is measured in the benchmark (docs/reliability.md).
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, step) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
+            let tx = conn.transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        // Summaries of records stored before the summary table existed.
+        let stale: Vec<String> = conn
+            .prepare("SELECT entity FROM summary WHERE updated_seq = 0 AND label = ''")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for entity in stale {
+            crate::store::summary::refresh_summary(conn, &entity)?;
+        }
+        let node = uuid::Uuid::new_v4().to_string();
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('node', ?1)",
+            [node],
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', '0')",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Runs blocking database work on the blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("database task: {e}")))?
+    }
+
+    /// Runs reading work on the blocking pool, on a reader connection in one read transaction:
+    /// a snapshot of everything committed when it starts, taken without waiting for the writer.
+    /// A snapshot holds whole writes only, so the sequence numbers it sees have no gaps.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read_blocking(f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("database task: {e}")))?
+    }
+
+    /// [`Db::read`] on this thread.
+    pub fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Some(path) = &self.readers.path else {
+            return self.call_blocking(|c| f(c));
+        };
+        let idle = self
+            .readers
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn
+            }
+        };
+        let result = (|| {
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx)?;
+            tx.finish()?;
+            Ok(out)
+        })();
+        let mut idle = self
+            .readers
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Runs database work on this thread (command-line tools, seeding, tests).
+    pub fn call_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Writes a consistent copy of the database to `path` with SQLite's online backup API.
+    pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
+        self.call_blocking(|conn| {
+            conn.backup(rusqlite::MAIN_DB, path, None)?;
+            Ok(())
+        })
+    }
+}
+
+/// Frames in the log past which the writer checkpoints in a commit.
+pub(crate) const WRITER_CHECKPOINT: i64 = 200_000;
+
+/// Frames in the log past which the checkpointer finishes its copy holding the writer.
+pub(crate) const FINISH_UNDER_WRITER: i64 = 2_000;
+
+/// Frames written during a copy below which writes count as light enough to finish under the
+/// writer.
+pub(crate) const FEW_FRAMES: i64 = 1_000;
+
+/// Copies the write-ahead log back into the database from a connection and thread of its own,
+/// a few times a second, until the database is closed. Left to the writer, a commit now and
+/// then also did a checkpoint: a tenth of the time of an ingest, and the slowest pushes.
+///
+/// The bulk is copied beside the writer, but under a steady stream of writes such a copy never
+/// catches up with the log's end, so the log is never started over: it grew to the writer's
+/// limit (then 50,000 pages), whose checkpoint stalled one push for 0.2 s and every push queued
+/// behind it. So when the log is long, the frames written during the copy are copied too, and
+/// if they were few (pushes, not an ingest, whose writes would keep the writer waiting for a
+/// checkpoint's sync) the rest is copied holding the writer, a few milliseconds, after which
+/// the next write starts the log over.
+pub(crate) fn checkpoint_beside(
+    path: &Path,
+    writer: std::sync::Weak<Mutex<Connection>>,
+) -> Result<(), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(1))?;
+    // PASSIVE: never waits for the writer or readers; what it cannot copy now, it copies later.
+    // The log's length it reports is the one at its start.
+    let checkpoint = move || -> rusqlite::Result<i64> {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+    };
+    std::thread::Builder::new()
+        .name("checkpoint".into())
+        .spawn(move || {
+            while writer.strong_count() > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let result = checkpoint().and_then(|log| {
+                    if log <= FINISH_UNDER_WRITER {
+                        return Ok(());
+                    }
+                    let again = checkpoint()?;
+                    if again - log <= FEW_FRAMES {
+                        if let Some(writer) = writer.upgrade() {
+                            let _writing = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                            checkpoint()?;
+                        }
+                    }
+                    Ok(())
+                });
+                if let Err(e) = result {
+                    tracing::warn!("checkpoint: {e}");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(format!("checkpoint thread: {e}")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_copied_back_into_the_database_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        let db = Db::open(&path).unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        db.call_blocking(|c| {
+            c.execute_batch("CREATE TABLE filler (x TEXT)")?;
+            let tx = c.transaction()?;
+            for i in 0..20_000 {
+                tx.execute("INSERT INTO filler (x) VALUES (?1)", [format!("{i:0>100}")])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .unwrap();
+        // 2 MB went to the log; the writer does not checkpoint below `WRITER_CHECKPOINT` pages.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < before + 1_000_000 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(size() > before + 1_000_000, "{before} -> {}", size());
+    }
+
+    #[test]
+    fn the_log_starts_over_under_a_steady_stream_of_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        let db = Db::open(&path).unwrap();
+        db.call_blocking(|c| Ok(c.execute_batch("CREATE TABLE filler (x BLOB)")?))
+            .unwrap();
+        // 60 MB in small transactions, one after another as pushes come: the checkpointer
+        // never sees the log's end without holding the writer.
+        for _ in 0..15_000 {
+            db.call_blocking(|c| {
+                c.execute("INSERT INTO filler (x) VALUES (zeroblob(4000))", [])?;
+                Ok(())
+            })
+            .unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        let log = std::fs::metadata(dir.path().join("baylink.db-wal"))
+            .unwrap()
+            .len();
+        // Without finishing under the writer it grows to about 190 MB; with it, 35 MB was seen
+        // under the full test suite (on a loaded machine copies take longer and are not always
+        // finished under the writer).
+        assert!(log < 100_000_000, "the log grew to {log} bytes");
+    }
+
+    /// A database at `path` of schema `version` (its first steps only), with `rows` written.
+    fn database_of_schema(path: &Path, version: usize, rows: &str) {
+        let conn = Connection::open(path).unwrap();
+        for step in &MIGRATIONS[..version] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {version}; {rows}"))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_database_of_the_previous_schema_gets_feeds_of_its_current_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        // Schema 5: feed rows name a value, read from `field`; a superseded one stays.
+        database_of_schema(
+            &path,
+            5,
+            "INSERT INTO station (code, name) VALUES ('441303006', 'S');
+                 INSERT INTO village (code, station, name) VALUES
+                     ('441303006001', '441303006', 'A'), ('441303006002', '441303006', 'B');
+                 INSERT INTO entity (id, kind, village) VALUES ('p', 'person', '441303006001');
+                 INSERT INTO scope (entity, village) VALUES ('p', '441303006001'), ('p', '441303006002');
+                 INSERT INTO field (entity, field, value, hlc, node, seq) VALUES
+                     ('p', 'name', '\"王五\"', 7, 'n', 3), ('p', 'village', '\"441303006001\"', 5, 'n', 2);
+                 INSERT INTO feed (village, seq, entity, kind, field) VALUES
+                     ('441303006001', 1, 'p', 'person', 'name'),
+                     ('441303006001', 2, 'p', 'person', 'village'),
+                     ('441303006001', 3, 'p', 'person', 'name'),
+                     ('441303006002', 2, 'p', 'person', 'village'),
+                     ('441303006002', 3, 'p', 'person', 'name');",
+        );
+        let db = Db::open(&path).unwrap();
+        let feed: Vec<(String, i64, String, String, i64)> = db
+            .read_blocking(|c| {
+                Ok(c.prepare(
+                    "SELECT village, seq, field, value, hlc FROM feed ORDER BY village, seq",
+                )?
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        let row = |village: &str, seq, field: &str, value: &str, hlc| {
+            (
+                village.to_owned(),
+                seq,
+                field.to_owned(),
+                value.to_owned(),
+                hlc,
+            )
+        };
+        assert_eq!(
+            feed,
+            [
+                row("441303006001", 2, "village", "\"441303006001\"", 5),
+                row("441303006001", 3, "name", "\"王五\"", 7),
+                row("441303006002", 2, "village", "\"441303006001\"", 5),
+                row("441303006002", 3, "name", "\"王五\"", 7),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_database_of_schema_6_loses_the_residence_links_and_appends_to_its_summary_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        database_of_schema(
+            &path,
+            6,
+            "INSERT INTO residence_link (residence, person, house, open) VALUES ('r', 'p', 'h', 1);",
+        );
+        let db = Db::open(&path).unwrap();
+        let (links, officer, created): (i64, String, String) = db
+            .read_blocking(|c| {
+                let sql = |name: &str| -> rusqlite::Result<String> {
+                    c.query_row(
+                        "SELECT sql FROM sqlite_schema WHERE name = ?1",
+                        [name],
+                        |r| r.get(0),
+                    )
+                };
+                Ok((
+                    c.query_row(
+                        "SELECT count(*) FROM sqlite_schema WHERE tbl_name = 'residence_link'",
+                        [],
+                        |r| r.get(0),
+                    )?,
+                    sql("summary_officer")?,
+                    sql("summary_created")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(links, 0, "the table and its indexes are gone");
+        assert!(
+            officer.ends_with("(village, created_by, review_status, deleted, updated_seq)"),
+            "{officer}"
+        );
+        assert!(
+            created.ends_with("(village, created_at, deleted, updated_seq)"),
+            "{created}"
+        );
+    }
+
+    #[test]
+    fn a_read_runs_beside_a_write_in_progress_and_sees_committed_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("baylink.db")).unwrap();
+        db.call_blocking(|c| {
+            c.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")?;
+            Ok(())
+        })
+        .unwrap();
+        let (started, finish) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                db.call_blocking(|c| {
+                    let tx = c.transaction()?;
+                    tx.execute("INSERT INTO t VALUES (2)", [])?;
+                    started.wait();
+                    // Held until the read below has finished: it must not wait for this.
+                    finish.wait();
+                    tx.commit()?;
+                    Ok(())
+                })
+                .unwrap();
+            });
+            started.wait();
+            let seen: i64 = db
+                .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+                .unwrap();
+            finish.wait();
+            assert_eq!(seen, 1, "the uncommitted row is not seen");
+        });
+        let seen: i64 = db
+            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(seen, 2);
+    }
+}

@@ -1,0 +1,43 @@
+//! Who holds a key's text: the live records (not deleted, not merged away) of a kind whose ID
+//! number, plate or address code is a given text, found through indexes. The callers compare
+//! the whole natural key (with its ID type or plate kind) on the records' values.
+
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+use crate::store::error::StoreError;
+
+/// The most holders read for one text: more live records than this with one text (across ID
+/// types or plate kinds) cannot exist without two holding one key already.
+const MOST: i64 = 64;
+
+/// Ids of the live records of `kind` whose `column` (`id_number`, `plate` or `address_code`)
+/// holds `text`.
+pub(crate) fn holders(
+    conn: &Connection,
+    kind: &str,
+    column: &str,
+    text: &str,
+) -> Result<Vec<String>, StoreError> {
+    let ids = match column {
+        // Address codes are not a summary column: their own index over the values (stored as
+        // JSON), live ones told by the summary.
+        "address_code" => conn
+            .prepare_cached(
+                "SELECT f.entity FROM field f JOIN summary s ON s.entity = f.entity
+                 WHERE f.field = 'address_code' AND f.value = ?1 AND s.deleted = 0 LIMIT ?2",
+            )?
+            .query_map(params![Value::String(text.to_owned()).to_string(), MOST], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<_, _>>()?,
+        "id_number" | "plate" => conn
+            .prepare_cached(&format!(
+                "SELECT entity FROM summary WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3"
+            ))?
+            .query_map(params![text, kind, MOST], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+        other => return Err(StoreError::Backend(format!("no key column {other}"))),
+    };
+    Ok(ids)
+}

@@ -1,0 +1,361 @@
+//! Records as the console reads them: one record with its history, lists and counts by filter, and what links to a record.
+
+use crate::store::error::StoreError;
+use baylink_domain::EntityKind;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One history entry of a record.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryEntry {
+    /// Field.
+    pub field: String,
+    /// Value before (JSON), if any.
+    pub old_value: Option<String>,
+    /// Value written (JSON).
+    pub value: String,
+    /// Stamp of the write.
+    pub stamp: String,
+    /// Whether it won the merge.
+    pub won: bool,
+    /// Pushing device.
+    pub device: Option<String>,
+    /// Username of the author.
+    pub username: Option<String>,
+    /// When the server accepted it.
+    pub at_ms: u64,
+}
+
+/// A record as the server holds it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RecordView {
+    /// Kind.
+    pub kind: String,
+    /// Current fields, values as JSON.
+    pub fields: BTreeMap<String, String>,
+    /// Every accepted change, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A record's current fields (JSON values) and its full history, oldest first.
+pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, StoreError> {
+    let kind: Option<String> = conn
+        .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    let Some(kind) = kind else { return Ok(None) };
+    let mut stmt =
+        conn.prepare("SELECT field, value FROM field WHERE entity = ?1 ORDER BY field")?;
+    let fields = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT h.field, h.old_value, h.value, h.stamp, h.won, h.device, a.username, h.at_ms
+         FROM history h LEFT JOIN account a ON a.id = h.account WHERE h.entity = ?1 ORDER BY h.seq",
+    )?;
+    let history = stmt
+        .query_map([id], |r| {
+            Ok(HistoryEntry {
+                field: r.get(0)?,
+                old_value: r.get(1)?,
+                value: r.get(2)?,
+                stamp: r.get(3)?,
+                won: r.get(4)?,
+                device: r.get(5)?,
+                username: r.get(6)?,
+                at_ms: r.get::<_, i64>(7)? as u64,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(RecordView {
+        kind,
+        fields,
+        history,
+    }))
+}
+
+/// One row of a console list.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    /// Entity id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Village code.
+    pub village: Option<String>,
+    /// Label (contains the full ID number: mask it before showing).
+    pub label: String,
+    /// ID number.
+    pub id_number: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Review status.
+    pub review_status: Option<String>,
+    /// Capturing officer.
+    pub created_by: Option<String>,
+    /// Name (person, landlord).
+    pub name: Option<String>,
+    /// Plate (vehicle).
+    pub plate: Option<String>,
+    /// Address (house).
+    pub address: Option<String>,
+    /// When it was captured (local date-time).
+    pub created_at: Option<String>,
+}
+
+/// A filter for console lists.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Kind.
+    pub kind: Option<String>,
+    /// One village (must be one of the caller's).
+    pub village: Option<String>,
+    /// Review status.
+    pub status: Option<String>,
+    /// Prefix of an ID number, name, plate, address or phone.
+    pub query: Option<String>,
+    /// Captured on or after this date (`YYYY-MM-DD`).
+    pub from: Option<String>,
+    /// Captured on or before this date (`YYYY-MM-DD`).
+    pub to: Option<String>,
+}
+
+/// A page of records in `villages` matching the filter, newest first.
+///
+/// The SQL holds only the conditions the filter sets, so that SQLite can pick an index: one
+/// village's list walks that village's index; a station's list walks the records newest first
+/// (`summary_kind_recent`, `summary_recent`) and keeps those of its villages; a search unions the
+/// prefix ranges of the search-key indexes. A `+` before a column keeps the planner off its index.
+pub fn list(
+    conn: &Connection,
+    villages: &[String],
+    filter: &Filter,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<Row>, StoreError> {
+    use rusqlite::types::Value as Sql;
+    let mut sql = String::from(
+        "SELECT entity, kind, village, label, id_number, phone, review_status, created_by,
+                name, plate, address, created_at FROM summary WHERE +deleted = 0",
+    );
+    let mut args: Vec<Sql> = Vec::new();
+    // Appends a clause whose `?` is the value's parameter number.
+    fn arg(sql: &mut String, args: &mut Vec<Sql>, clause: &str, value: Sql) {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    }
+    let query = filter
+        .query
+        .as_deref()
+        .map(str::trim)
+        .filter(|q| !q.is_empty());
+    let dated = filter.from.is_some() || filter.to.is_some();
+    match &filter.village {
+        Some(v) if villages.contains(v) => {
+            let column = if query.is_some() {
+                " AND +village = ?"
+            } else {
+                " AND village = ?"
+            };
+            arg(&mut sql, &mut args, column, Sql::Text(v.clone()));
+        }
+        Some(_) => return Ok(Vec::new()),
+        None => {
+            let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+            // A date range is narrow: read it per village from `summary_created`. Otherwise walk
+            // the newest records and keep the station's.
+            let clause = if dated && query.is_none() {
+                " AND village IN (SELECT value FROM json_each(?))"
+            } else {
+                " AND +village IN (SELECT value FROM json_each(?))"
+            };
+            arg(&mut sql, &mut args, clause, Sql::Text(list));
+        }
+    }
+    if let Some(kind) = &filter.kind {
+        let column = if query.is_some() || dated {
+            " AND +kind = ?"
+        } else {
+            " AND kind = ?"
+        };
+        arg(&mut sql, &mut args, column, Sql::Text(kind.clone()));
+    }
+    if let Some(status) = &filter.status {
+        arg(
+            &mut sql,
+            &mut args,
+            " AND +review_status = ?",
+            Sql::Text(status.clone()),
+        );
+    }
+    if let Some(from) = &filter.from {
+        arg(
+            &mut sql,
+            &mut args,
+            if dated && query.is_none() {
+                " AND created_at >= ?"
+            } else {
+                " AND +created_at >= ?"
+            },
+            Sql::Text(from.clone()),
+        );
+    }
+    if let Some(to) = &filter.to {
+        arg(
+            &mut sql,
+            &mut args,
+            if dated && query.is_none() {
+                " AND created_at < ?"
+            } else {
+                " AND +created_at < ?"
+            },
+            Sql::Text(format!("{to} 99")),
+        );
+    }
+    if let Some(q) = query {
+        // Each column by its own prefix, normalised as it is stored (one rule, the phone's too).
+        let mut ranges = Vec::new();
+        for (column, prefix) in baylink_domain::search::prefixes(q) {
+            arg(
+                &mut sql,
+                &mut args,
+                "",
+                Sql::Text(format!("{prefix}\u{10FFFF}")),
+            );
+            let hi = args.len();
+            arg(&mut sql, &mut args, "", Sql::Text(prefix));
+            let lo = args.len();
+            ranges.push(format!("({column} >= ?{lo} AND {column} < ?{hi})"));
+        }
+        if ranges.is_empty() {
+            ranges.push("0".to_owned());
+        }
+        sql.push_str(&format!(" AND ({})", ranges.join(" OR ")));
+    }
+    sql.push_str(" ORDER BY updated_seq DESC");
+    arg(
+        &mut sql,
+        &mut args,
+        " LIMIT ?",
+        Sql::Integer(i64::from(limit)),
+    );
+    arg(
+        &mut sql,
+        &mut args,
+        " OFFSET ?",
+        Sql::Integer(i64::from(offset)),
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok(Row {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            village: r.get(2)?,
+            label: r.get(3)?,
+            id_number: r.get(4)?,
+            phone: r.get(5)?,
+            review_status: r.get(6)?,
+            created_by: r.get(7)?,
+            name: r.get(8)?,
+            plate: r.get(9)?,
+            address: r.get(10)?,
+            created_at: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Record counts by village, kind and review status.
+pub fn counts(
+    conn: &Connection,
+    villages: &[String],
+) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    let villages = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT village, kind, COALESCE(review_status, 'pending'), COUNT(*) FROM summary
+         WHERE deleted = 0 AND village IN (SELECT value FROM json_each(?1))
+         GROUP BY village, kind, review_status ORDER BY village, kind",
+    )?;
+    let rows = stmt.query_map([villages], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A record linked to the one shown: pointing at it (`incoming`) or pointed at by one of its
+/// fields.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Linked {
+    /// The field that holds the reference.
+    pub field: String,
+    /// Whether the other record points at this one.
+    pub incoming: bool,
+    /// The other record.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its label (may contain an ID number: mask it before showing).
+    pub label: String,
+    /// Whether it is deleted or merged away.
+    pub hidden: bool,
+}
+
+/// The records linked to `id`: what its reference fields name, and what names it (residences,
+/// vehicles, visits, duplicates merged into it).
+pub fn linked(
+    conn: &Connection,
+    id: &str,
+    fields: &std::collections::BTreeMap<String, String>,
+    kind: Option<EntityKind>,
+) -> Result<Vec<Linked>, StoreError> {
+    let mut summary =
+        conn.prepare_cached("SELECT kind, label, deleted FROM summary WHERE entity = ?1")?;
+    let mut out = Vec::new();
+    for (field, value) in fields {
+        let is_ref = kind.and_then(|k| k.field(field)).is_some_and(|s| {
+            matches!(
+                s.ty,
+                baylink_domain::FieldType::Ref(_) | baylink_domain::FieldType::Redirect
+            )
+        });
+        let Some(target) = is_ref
+            .then(|| serde_json::from_str::<Value>(value).ok())
+            .flatten()
+            .and_then(|v| v.as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        let found: Option<(String, String, bool)> = summary
+            .query_row([&target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((kind, label, hidden)) = found {
+            out.push(Linked {
+                field: field.clone(),
+                incoming: false,
+                id: target,
+                kind,
+                label,
+                hidden,
+            });
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.field, f.entity, s.kind, s.label, s.deleted FROM field f JOIN summary s ON s.entity = f.entity
+         WHERE f.field IN ('person', 'house', 'owner', 'merged_into') AND f.value = ?1
+         ORDER BY s.kind, s.updated_seq DESC LIMIT 500",
+    )?;
+    let rows = stmt.query_map([Value::String(id.to_owned()).to_string()], |r| {
+        Ok(Linked {
+            field: r.get(0)?,
+            incoming: true,
+            id: r.get(1)?,
+            kind: r.get(2)?,
+            label: r.get(3)?,
+            hidden: r.get(4)?,
+        })
+    })?;
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,283 @@
+//! Review: approving or returning a record, and settling a concurrent edit, each with its audit entry.
+
+use crate::store::audit::audit;
+use crate::store::caller::Caller;
+use crate::store::caller::Role;
+use crate::store::error::StoreError;
+use crate::store::scope::scope_of;
+use crate::store::scope::visible;
+use crate::store::write::write_in;
+use baylink_domain::EntityKind;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Approves a record, or returns it to its officer with a comment; the decision reaches the
+/// officer's device at its next sync. Reviewers decide on their station's villages only.
+pub fn review(
+    conn: &mut Connection,
+    reviewer: &Caller,
+    entity: &Uuid,
+    approve: bool,
+    comment: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let scope = scope_of(conn, &entity.hyphenated().to_string())?;
+    let allowed = reviewer.role == Role::Admin
+        || (reviewer.role == Role::Reviewer && scope.iter().any(|v| reviewer.villages.contains(v)));
+    // Another station's record is answered as one that does not exist: nothing to learn.
+    if !allowed {
+        return Err(StoreError::NotFound(format!("no record {entity}")));
+    }
+    let comment = comment.trim();
+    if !approve && comment.is_empty() {
+        return Err(StoreError::Invalid(
+            "comment: say why the record is returned".into(),
+        ));
+    }
+    let status = if approve { "approved" } else { "returned" };
+    let comment = if comment.is_empty() {
+        Value::Null
+    } else {
+        Value::String(comment.to_owned())
+    };
+    let fields = [
+        ("review_status", Value::String(status.into())),
+        ("review_comment", comment.clone()),
+    ];
+    // The decision and its audit entry commit together, or neither does.
+    let tx = conn.transaction()?;
+    write_in(&tx, reviewer.account, entity, &fields, now_ms)?;
+    let action = if approve { "approve" } else { "return" };
+    audit(
+        &tx,
+        Some(reviewer.account),
+        action,
+        Some(&entity.to_string()),
+        comment.as_str(),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A concurrent edit awaiting a reviewer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Conflict {
+    /// Conflict id.
+    pub id: i64,
+    /// The record.
+    pub entity: String,
+    /// Its label.
+    pub label: String,
+    /// The field.
+    pub field: String,
+    /// Kind of the record.
+    pub kind: String,
+    /// The value that stands (JSON) and who wrote it, when.
+    pub kept: Side,
+    /// The value that lost (JSON) and who wrote it, when.
+    pub lost: Side,
+}
+
+/// One side of a conflict.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Side {
+    /// Value (JSON).
+    pub value: String,
+    /// Author's username, when the writer is a known device (or `console`).
+    pub author: String,
+    /// When it was written (by its writer's clock).
+    pub at_ms: u64,
+}
+
+pub(crate) fn side(conn: &Connection, value: String, stamp: &str) -> Result<Side, StoreError> {
+    let parsed: Option<baylink_sync::Stamp> = stamp.parse().ok();
+    let node = parsed.map(|s| s.node.to_string()).unwrap_or_default();
+    let author: Option<String> = conn
+        .prepare_cached(
+            "SELECT a.username FROM device d JOIN account a ON a.id = d.account WHERE d.id = ?1",
+        )?
+        .query_row([&node], |r| r.get(0))
+        .optional()?;
+    Ok(Side {
+        value,
+        author: author.unwrap_or_else(|| "审核台".into()),
+        at_ms: parsed.map_or(0, |s| s.hlc.millis()),
+    })
+}
+
+/// Open conflicts on records of these villages, oldest first.
+pub fn conflicts(
+    conn: &Connection,
+    villages: &[String],
+    limit: u32,
+) -> Result<Vec<Conflict>, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, c.entity, COALESCE(s.label, ''), c.field, c.kind, c.kept_value, c.kept_stamp, c.lost_value, c.lost_stamp
+         FROM conflict c LEFT JOIN summary s ON s.entity = c.entity
+         WHERE c.settled_ms IS NULL
+           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))
+         ORDER BY c.id LIMIT ?2",
+    )?;
+    struct Raw {
+        id: i64,
+        entity: String,
+        label: String,
+        field: String,
+        kind: String,
+        kept: (String, String),
+        lost: (String, String),
+    }
+    let rows: Vec<Raw> = stmt
+        .query_map(params![list, limit], |r| {
+            Ok(Raw {
+                id: r.get(0)?,
+                entity: r.get(1)?,
+                label: r.get(2)?,
+                field: r.get(3)?,
+                kind: r.get(4)?,
+                kept: (r.get(5)?, r.get(6)?),
+                lost: (r.get(7)?, r.get(8)?),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|raw| {
+            Ok(Conflict {
+                kept: side(conn, raw.kept.0, &raw.kept.1)?,
+                lost: side(conn, raw.lost.0, &raw.lost.1)?,
+                id: raw.id,
+                entity: raw.entity,
+                label: raw.label,
+                field: raw.field,
+                kind: raw.kind,
+            })
+        })
+        .collect()
+}
+
+/// How many conflicts on records of these villages are open.
+pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL
+           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))",
+        [list],
+        |r| r.get(0),
+    )?)
+}
+
+/// Settles a conflict by writing the chosen value again (an ordinary write, so it is in the
+/// history and reaches every device), and marks it settled.
+pub fn settle_conflict(
+    conn: &mut Connection,
+    reviewer: &crate::store::caller::Caller,
+    id: i64,
+    keep_lost: bool,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let row: Option<(String, String, String, String)> = conn
+        .query_row(
+            "SELECT entity, field, kept_value, lost_value FROM conflict WHERE id = ?1 AND settled_ms IS NULL",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (entity, field, kept, lost) =
+        row.ok_or_else(|| StoreError::NotFound(format!("no open conflict {id}")))?;
+    // Another station's conflict is answered as one that does not exist: nothing to learn.
+    if !visible(conn, reviewer, &entity)? {
+        return Err(StoreError::NotFound(format!("no open conflict {id}")));
+    }
+    let chosen: Value = serde_json::from_str(if keep_lost { &lost } else { &kept })
+        .map_err(|e| StoreError::Backend(format!("stored conflict value: {e}")))?;
+    let uuid = uuid::Uuid::parse_str(&entity)
+        .map_err(|_| StoreError::Backend("stored entity id".into()))?;
+    // One transaction: the value, the conflict settled and its audit entry, or none of them.
+    let tx = conn.transaction()?;
+    refuse_key_taken(&tx, &entity, &field, &chosen, now_ms)?;
+    write_in(
+        &tx,
+        reviewer.account,
+        &uuid,
+        &[(field.as_str(), chosen)],
+        now_ms,
+    )?;
+    tx.execute(
+        "UPDATE conflict SET settled_ms = ?2 WHERE id = ?1",
+        params![id, now_ms as i64],
+    )?;
+    audit(
+        &tx,
+        Some(reviewer.account),
+        "settle_conflict",
+        Some(&entity),
+        Some(&field),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A settled value that would give the record the natural key another live record holds (the
+/// losing side of a concurrent edit of an ID number, a plate or an address code): refused, as
+/// the push refuses it; the two are merged as duplicates instead.
+fn refuse_key_taken(
+    tx: &Transaction<'_>,
+    entity: &str,
+    field: &str,
+    chosen: &Value,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    if !baylink_domain::KEY_FIELDS.contains(&field) {
+        return Ok(());
+    }
+    let kind: String = tx.query_row("SELECT kind FROM entity WHERE id = ?1", [entity], |r| {
+        r.get(0)
+    })?;
+    let Some(kind) = EntityKind::parse(&kind) else {
+        return Ok(());
+    };
+    let today = baylink_domain::Date::from_unix_ms(
+        now_ms as i64,
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    );
+    let key_of = |state: &baylink_sync::EntityState| {
+        let mut values = baylink_sync::merge::values(state);
+        values.extend(baylink_domain::missing_derived(kind, &values, today));
+        baylink_domain::natural_key(kind, &values)
+    };
+    let mut after = crate::store::values::state_of(tx, entity)?;
+    if let Some(version) = after.get_mut(field) {
+        version.value = chosen.clone();
+    }
+    let Some(key) = key_of(&after) else {
+        return Ok(());
+    };
+    let column = match kind {
+        EntityKind::Person => "id_number",
+        EntityKind::Vehicle => "plate",
+        EntityKind::House => "address_code",
+        _ => return Ok(()),
+    };
+    let Some(text) = baylink_sync::merge::values(&after)
+        .get(column)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return Ok(());
+    };
+    for other in crate::store::holders::holders(tx, kind.as_str(), column, &text)? {
+        if other != entity
+            && key_of(&crate::store::values::state_of(tx, &other)?) == Some(key.clone())
+        {
+            return Err(StoreError::Conflict(format!(
+                "另一条记录（{other}）已有此值：两条记录若是同一{}，请合并 / another record ({other}) holds this key: merge the two if they are one",
+                kind.label_zh()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Which villages see a record (its scope) and which devices hold it: kept in the transaction of the write that changes it.
+
+use crate::store::caller::Caller;
+use crate::store::error::StoreError;
+use crate::store::values::Scopes;
+use crate::store::values::Sequence;
+use crate::store::values::held;
+use crate::store::values::text_of;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+pub(crate) fn scope_of(tx: &Connection, entity: &str) -> Result<BTreeSet<String>, StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT village FROM scope WHERE entity = ?1")?;
+    let rows = stmt.query_map([entity], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// After a push, per touched record, what the caller's device may now hold: the caller's villages
+/// it lies in are noted as written (see `device_village`); a record in none of them is purged for
+/// the caller's villages — an accepted change whose record another officer's newer write moved
+/// elsewhere (a person registered here and, later by the clock, there) would otherwise stay on the
+/// device, as it never entered the caller's scope and no other purge would reach it.
+pub(crate) fn settle_device_holdings(
+    tx: &Transaction<'_>,
+    seq: &mut Sequence,
+    touched: &BTreeSet<String>,
+    scopes: &Scopes,
+    caller: &Caller,
+) -> Result<(), StoreError> {
+    if caller.villages.is_empty() {
+        return Ok(());
+    }
+    let mut written = BTreeSet::new();
+    for entity in touched {
+        let scope = scopes.get(entity).ok_or_else(|| {
+            StoreError::Backend(format!("no scope set for the written record {entity}"))
+        })?;
+        let mine: Vec<&String> = caller
+            .villages
+            .iter()
+            .filter(|v| scope.contains(*v))
+            .collect();
+        if mine.is_empty() {
+            for village in &caller.villages {
+                tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
+                    .execute(params![seq.next(), entity, village])?;
+            }
+        }
+        written.extend(mine);
+    }
+    for village in written {
+        tx.prepare_cached(
+            "INSERT INTO device_village (device, village, purged_seq) VALUES (?1, ?2, NULL)
+             ON CONFLICT (device, village) DO UPDATE SET purged_seq = NULL",
+        )?
+        .execute(params![caller.device, village])?;
+    }
+    Ok(())
+}
+
+/// Recomputes the scope of touched entities (and of the people whose residences changed);
+/// an entity that enters a village is resent whole to it, one that leaves is purged there.
+/// Then every value written or resent in this write goes into the feeds of its entity's villages.
+/// Returns the villages it set, for the rest of the write.
+pub(crate) fn rescope(
+    tx: &Transaction<'_>,
+    seq: &mut Sequence,
+    touched: &BTreeSet<String>,
+    persons: &BTreeSet<String>,
+) -> Result<Scopes, StoreError> {
+    for entity in touched {
+        crate::store::summary::refresh_summary(tx, entity)?;
+    }
+    let mut people = persons.clone();
+    let mut scopes = Scopes::new();
+    for entity in touched {
+        let (kind, village): (String, Option<String>) = tx
+            .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
+            .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        match kind.as_str() {
+            "residence" => {
+                people.extend(text_of(tx, entity, "person")?);
+            }
+            "person" => {
+                people.insert(entity.clone());
+                continue;
+            }
+            "house" => {
+                for residence in residences_naming(tx, "house", entity)? {
+                    people.extend(text_of(tx, &residence, "person")?);
+                }
+            }
+            _ => {}
+        }
+        let village: BTreeSet<String> = village.into_iter().collect();
+        set_scope(tx, seq, entity, &village)?;
+        scopes.insert(entity.clone(), village);
+    }
+    // People whose scope may have grown (and their values been resent), beyond the touched.
+    let mut resent = BTreeSet::new();
+    for person in people {
+        let Some(home) = village_of(tx, &person)? else {
+            continue;
+        };
+        let mut villages: BTreeSet<String> = BTreeSet::new();
+        villages.extend(home);
+        for residence in residences_naming(tx, "person", &person)? {
+            let moved_out = held(tx, &residence, "moved_out")?.is_some_and(|v| !v.value.is_null());
+            let deleted =
+                held(tx, &residence, "deleted")?.is_some_and(|v| v.value == Value::Bool(true));
+            let Some(house) = text_of(tx, &residence, "house")?.filter(|_| !moved_out && !deleted)
+            else {
+                continue;
+            };
+            villages.extend(village_of(tx, &house)?.flatten());
+        }
+        if set_scope(tx, seq, &person, &villages)? && !touched.contains(&person) {
+            resent.insert(person.clone());
+        }
+        scopes.insert(person, villages);
+    }
+    for entity in touched.iter().chain(&resent) {
+        publish(tx, entity, seq.start)?;
+    }
+    Ok(scopes)
+}
+
+/// An entity's home village: `None` when there is no such entity, `Some(None)` when it has no
+/// village.
+pub(crate) fn village_of(
+    tx: &Transaction<'_>,
+    entity: &str,
+) -> Result<Option<Option<String>>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
+        .query_row([entity], |r| r.get(0))
+        .optional()?)
+}
+
+/// [`residences_naming`]'s query: `?1` the field, `?2` the record named as a JSON value.
+pub(crate) const RESIDENCES_NAMING: &str =
+    "SELECT f.entity FROM field f JOIN entity e ON e.id = f.entity AND e.kind = 'residence'
+     WHERE f.field IN ('person', 'house', 'owner', 'merged_into') AND f.field = ?1 AND f.value = ?2";
+
+/// The residences whose `field` (`person` or `house`) names `target`, found through the index
+/// of reference fields (`field_ref`, whose condition the query repeats so that it is used).
+pub(crate) fn residences_naming(
+    tx: &Transaction<'_>,
+    field: &'static str,
+    target: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare_cached(RESIDENCES_NAMING)?;
+    let rows = stmt.query_map(
+        params![field, Value::String(target.to_owned()).to_string()],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Puts an entity's values written or resent after `since` into the feeds of its villages.
+pub(crate) fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO feed (village, seq, entity, kind, field, value, hlc, node)
+         SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node FROM field f
+         JOIN scope s ON s.entity = f.entity JOIN entity e ON e.id = f.entity
+         WHERE f.entity = ?1 AND f.seq > ?2",
+    )?
+    .execute(params![entity, since])?;
+    Ok(())
+}
+
+/// Takes an entity's current values out of one village's feed.
+pub(crate) fn unpublish(
+    tx: &Transaction<'_>,
+    entity: &str,
+    village: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "DELETE FROM feed WHERE village = ?2 AND seq IN (SELECT seq FROM field WHERE entity = ?1)",
+    )?
+    .execute(params![entity, village])?;
+    Ok(())
+}
+
+/// Sets an entity's villages; true when its values were resent (it entered a village).
+pub(crate) fn set_scope(
+    tx: &Transaction<'_>,
+    seq: &mut Sequence,
+    entity: &str,
+    villages: &BTreeSet<String>,
+) -> Result<bool, StoreError> {
+    let before = scope_of(tx, entity)?;
+    if &before == villages {
+        return Ok(false);
+    }
+    for gone in before.difference(villages) {
+        tx.prepare_cached("DELETE FROM scope WHERE entity = ?1 AND village = ?2")?
+            .execute(params![entity, gone])?;
+        // A village's feed holds only records in the village.
+        unpublish(tx, entity, gone)?;
+        tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq.next(), entity, gone])?;
+    }
+    let added: Vec<&String> = villages.difference(&before).collect();
+    for village in &added {
+        tx.prepare_cached("INSERT INTO scope (entity, village) VALUES (?1, ?2)")?
+            .execute(params![entity, village])?;
+    }
+    if added.is_empty() {
+        return Ok(false);
+    }
+    // Devices of the new villages are past the sequence numbers of the values written before
+    // this write: those are resent, at new numbers, to every village (this write's own values
+    // are published with theirs). Their rows at the old numbers go from the villages kept.
+    let fields: Vec<String> = tx
+        .prepare_cached("SELECT field FROM field WHERE entity = ?1 AND seq <= ?2")?
+        .query_map(params![entity, seq.start], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if fields.is_empty() {
+        return Ok(false);
+    }
+    for kept in before.intersection(villages) {
+        unpublish(tx, entity, kept)?;
+    }
+    for field in fields {
+        tx.prepare_cached("UPDATE field SET seq = ?3 WHERE entity = ?1 AND field = ?2")?
+            .execute(params![entity, field, seq.next()])?;
+    }
+    Ok(true)
+}
+
+/// Whether the console caller may see a record: administrators every record, reviewers the
+/// records in their station's villages (a person also where they live).
+pub fn visible(
+    conn: &Connection,
+    caller: &crate::store::caller::Caller,
+    entity: &str,
+) -> Result<bool, StoreError> {
+    if caller.role == crate::store::caller::Role::Admin {
+        return Ok(true);
+    }
+    let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM scope WHERE entity = ?1 AND village IN (SELECT value FROM json_each(?2)))",
+        )?
+        .query_row(params![entity, list], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    // A failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn who_lives_where_is_read_through_the_index_of_reference_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::Db::open(&dir.path().join("baylink.db")).unwrap();
+        let plan: Vec<String> = db
+            .read_blocking(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {RESIDENCES_NAMING}"))?;
+                let rows = stmt.query_map(params!["house", "\"h\""], |r| r.get(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX field_ref (field=? AND value=?)")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+    }
+}

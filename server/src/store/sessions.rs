@@ -1,0 +1,59 @@
+//! Console sessions: opaque cookies stored hashed, each with its CSRF token.
+
+use crate::store::error::StoreError;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+pub(crate) fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(crate) fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Opens a console session; returns (cookie value, CSRF token).
+pub fn open_session(
+    conn: &Connection,
+    account: i64,
+    now_ms: u64,
+    ttl_ms: u64,
+) -> Result<(String, String), StoreError> {
+    let (cookie, csrf) = (random_token(), random_token());
+    conn.execute(
+        "INSERT INTO console_session (hash, account, csrf, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![hash(&cookie), account, csrf, now_ms as i64, (now_ms + ttl_ms) as i64],
+    )?;
+    Ok((cookie, csrf))
+}
+
+/// The account and CSRF token of a live session cookie.
+pub fn session(
+    conn: &Connection,
+    cookie: &str,
+    now_ms: u64,
+) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT account, csrf FROM console_session WHERE hash = ?1 AND expires_ms > ?2",
+            params![hash(cookie), now_ms as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Ends a console session.
+pub fn close_session(conn: &Connection, cookie: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM console_session WHERE hash = ?1",
+        [hash(cookie)],
+    )?;
+    Ok(())
+}

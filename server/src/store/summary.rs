@@ -1,0 +1,80 @@
+//! Each record's summary row (what lists filter and search), recomputed after every write.
+
+use crate::store::error::StoreError;
+use baylink_domain::{EntityKind, Fields, summarize};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+/// Recomputes an entity's summary row from its current fields.
+pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), StoreError> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
+        .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((kind, village)) = row else {
+        return Ok(());
+    };
+    let mut stmt = conn.prepare_cached("SELECT field, value, seq FROM field WHERE entity = ?1")?;
+    let mut fields = Fields::new();
+    let mut updated = 0i64;
+    let rows = stmt.query_map([entity], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (field, value, seq) = row?;
+        updated = updated.max(seq);
+        fields.insert(field, serde_json::from_str(&value).unwrap_or(Value::Null));
+    }
+    let summary = EntityKind::parse(&kind)
+        .map(|k| summarize(k, &fields))
+        .unwrap_or_default();
+    let created_by = fields.get("created_by").and_then(Value::as_str);
+    let created_at = fields.get("created_at").and_then(Value::as_str);
+    let columns = params![
+        entity,
+        kind,
+        village,
+        summary.label,
+        summary.id_number,
+        summary.name,
+        summary.plate,
+        summary.address,
+        summary.phone,
+        summary.review_status,
+        summary.deleted,
+        created_by,
+        created_at,
+        updated
+    ];
+    // Many writes (a note, an occupation) leave every listed column as it was: then only the
+    // recency is written (the four indexes holding it), and the search and date indexes are not.
+    let recency_only = conn
+        .prepare_cached(
+            "UPDATE summary SET updated_seq = ?14
+             WHERE entity = ?1 AND kind = ?2 AND village IS ?3 AND label = ?4 AND id_number IS ?5
+               AND name IS ?6 AND plate IS ?7 AND address IS ?8 AND phone IS ?9
+               AND review_status IS ?10 AND deleted = ?11 AND created_by IS ?12
+               AND created_at IS ?13",
+        )?
+        .execute(columns)?;
+    if recency_only == 1 {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
+                              review_status, deleted, created_by, created_at, updated_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (entity) DO UPDATE SET kind = excluded.kind, village = excluded.village,
+             label = excluded.label, id_number = excluded.id_number, name = excluded.name,
+             plate = excluded.plate, address = excluded.address, phone = excluded.phone,
+             review_status = excluded.review_status, deleted = excluded.deleted,
+             created_by = excluded.created_by, created_at = excluded.created_at,
+             updated_seq = excluded.updated_seq",
+    )?
+    .execute(columns)?;
+    Ok(())
+}

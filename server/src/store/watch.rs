@@ -1,0 +1,142 @@
+//! Raising watch-list alerts in the push that syncs a person, and noting move-ins.
+
+use crate::store::caller::Caller;
+use crate::store::error::StoreError;
+use baylink_domain::watch::Rule;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+pub(crate) fn load_rules(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT kind, value FROM watch_rule")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut rules = Vec::new();
+    for row in rows {
+        let (kind, value) = row?;
+        rules.extend(Rule::from_stored(&kind, &value));
+    }
+    Ok(rules)
+}
+
+pub(crate) fn person_keys(
+    conn: &Connection,
+    entity: &str,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    let text = |field: &str| -> Result<Option<String>, StoreError> {
+        let value: Option<String> = conn
+            .prepare_cached("SELECT value FROM field WHERE entity = ?1 AND field = ?2")?
+            .query_row(params![entity, field], |r| r.get(0))
+            .optional()?;
+        Ok(value
+            .and_then(|v| serde_json::from_str::<Value>(&v).ok())
+            .and_then(|v| v.as_str().map(str::to_owned)))
+    };
+    let (id_type, id_number, code) = (text("id_type")?, text("id_number")?, text("origin_code")?);
+    let origin =
+        baylink_domain::watch::origin(id_type.as_deref(), id_number.as_deref(), code.as_deref())
+            .map(str::to_owned);
+    Ok((id_number, origin))
+}
+
+/// Whether a person is deleted or merged away: no alert is raised on her (the record kept
+/// carries its own), and those raised before are not listed.
+pub(crate) fn gone(conn: &Connection, entity: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(GONE)?
+        .query_row([entity], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Finds a deleted or merged-away record `?1`.
+pub(crate) const GONE: &str = "SELECT 1 FROM field WHERE entity = ?1
+     AND ((field = 'merged_into' AND value != 'null') OR (field = 'deleted' AND value = 'true'))";
+
+/// The alerts listed: those of persons neither deleted nor merged away.
+pub(crate) const NOT_GONE: &str = "NOT EXISTS (SELECT 1 FROM field g WHERE g.entity = l.entity
+     AND ((g.field = 'merged_into' AND g.value != 'null') OR (g.field = 'deleted' AND g.value = 'true')))";
+
+pub(crate) fn raise_one(
+    conn: &Connection,
+    entity: &str,
+    rule: &Rule,
+    device: Option<&str>,
+    account: Option<i64>,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO alert (entity, rule_kind, rule_value, raised_ms, device, account)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (entity, rule_kind, rule_value) DO NOTHING",
+        )?
+        .execute(params![entity, rule.kind(), rule.value(), now_ms as i64, device, account])?;
+    Ok(inserted > 0)
+}
+
+/// Raises the alerts of the persons among `touched` (entities a push just wrote), in the push's
+/// transaction: an alert is as durable as the change that raised it.
+pub fn raise(
+    tx: &Transaction<'_>,
+    touched: &BTreeSet<String>,
+    caller: &Caller,
+    now_ms: u64,
+) -> Result<usize, StoreError> {
+    let rules = load_rules(tx)?;
+    if rules.is_empty() {
+        return Ok(0);
+    }
+    let mut raised = 0;
+    for entity in touched {
+        let is_person = tx
+            .prepare_cached("SELECT 1 FROM entity WHERE id = ?1 AND kind = 'person'")?
+            .query_row([entity], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !is_person || gone(tx, entity)? {
+            continue;
+        }
+        let (id_number, origin) = person_keys(tx, entity)?;
+        for rule in baylink_domain::watch::matching(&rules, id_number.as_deref(), origin.as_deref())
+        {
+            if raise_one(
+                tx,
+                entity,
+                rule,
+                Some(&caller.device),
+                Some(caller.account),
+                now_ms,
+            )? {
+                raised += 1;
+            }
+        }
+    }
+    Ok(raised)
+}
+
+/// The alert kind of a move-in notice: a person of another village came to live in one of the
+/// caller's (`rule_value` is that village). The reviewers of both see it.
+pub const MOVED_IN: &str = "moved_in";
+
+/// Notes that `person` moved into `village` by a push of `caller`: an alert both villages'
+/// reviewers see (the person is in both scopes now), once per person and village.
+pub fn note_move_in(
+    tx: &Transaction<'_>,
+    person: &str,
+    village: &str,
+    caller: &Caller,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO alert (entity, rule_kind, rule_value, raised_ms, device, account)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        person,
+        MOVED_IN,
+        village,
+        now_ms as i64,
+        caller.device,
+        caller.account
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The write path every use case shares: sequence numbers, stored values read back, one change applied (history, feed, conflict, summary, scope), and the server's own writes.
+
+use crate::store::authorize::{self};
+use crate::store::caller::Caller;
+use crate::store::caller::Role;
+use crate::store::error::StoreError;
+use crate::store::scope::rescope;
+use crate::store::values::Sequence;
+use crate::store::values::held;
+use baylink_sync::{Change, Hlc, NodeId, Stamp, plan_field};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+/// Writes fields of a record as the server (a reviewer's decision, a settled conflict): an
+/// ordinary write with the server's node id, stamped after every value it replaces, through the
+/// same merge, history and scope as a device's push. The device id in the history is `console`.
+pub fn server_write(
+    conn: &mut Connection,
+    account: i64,
+    entity: &Uuid,
+    fields: &[(&str, Value)],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    write_in(&tx, account, entity, fields, now_ms)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// [`server_write`] inside a caller's transaction, so that several writes land together.
+pub fn write_in(
+    tx: &Transaction<'_>,
+    account: i64,
+    entity: &Uuid,
+    fields: &[(&str, Value)],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let id = entity.hyphenated().to_string();
+    let mut seq = Sequence::begin(tx)?;
+    let kind: String = tx
+        .query_row("SELECT kind FROM entity WHERE id = ?1", [&id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no record {id}")))?;
+    let node: NodeId = tx
+        .query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
+            r.get::<_, String>(0)
+        })?
+        .parse()
+        .map_err(|_| StoreError::Backend("server node id".into()))?;
+    let last: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let mut clock = baylink_sync::Clock::new(
+        Hlc::from_u64(last.and_then(|v| v.parse().ok()).unwrap_or(0)),
+        0,
+    );
+    // The bases, read once: the new stamp must come after each of them.
+    let mut bases = Vec::with_capacity(fields.len());
+    for (field, _) in fields {
+        let base = held(tx, &id, field)?.map(|h| h.stamp);
+        if let Some(b) = base {
+            clock.observe(b.hlc);
+        }
+        bases.push(base);
+    }
+    let mut changes = Vec::with_capacity(fields.len());
+    let stamp = Stamp::new(clock.tick(now_ms), node);
+    for ((field, value), base) in fields.iter().zip(bases) {
+        changes.push(Change {
+            id: baylink_sync::ChangeId {
+                device: node,
+                counter: 0,
+            },
+            kind: kind.clone(),
+            entity: *entity,
+            field: (*field).to_owned(),
+            value: value.clone(),
+            stamp,
+            base,
+            extra: BTreeMap::new(),
+        });
+    }
+    let caller = Caller {
+        account,
+        role: Role::Reviewer,
+        device: "console".into(),
+        villages: Vec::new(),
+    };
+    let mut persons = BTreeSet::new();
+    for change in &changes {
+        apply(tx, &mut seq, &caller, change, false, now_ms, &mut persons)?;
+    }
+    rescope(tx, &mut seq, &BTreeSet::from([id]), &persons)?;
+    seq.save(tx)?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('clock', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [clock.last().as_u64().to_string()],
+    )?;
+    Ok(())
+}
+
+/// Merges one accepted change to a record already in `entity`: history always, the field when
+/// it wins, a conflict when it was concurrent. `absent`: the field is known not to be stored.
+pub(crate) fn apply(
+    tx: &Transaction<'_>,
+    seq: &mut Sequence,
+    caller: &Caller,
+    change: &Change,
+    absent: bool,
+    now_ms: u64,
+    persons: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let entity = change.entity.hyphenated().to_string();
+    let held = if absent {
+        None
+    } else {
+        held(tx, &entity, &change.field)?
+    };
+    let incoming = change.version();
+    let plan = plan_field(held.as_ref(), &incoming, change.base);
+    let value_text = change.value.to_string();
+    tx.prepare_cached(
+        "INSERT INTO history (entity, kind, field, old_value, old_stamp, value, stamp, won, device, account, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        entity,
+        change.kind,
+        change.field,
+        held.as_ref().map(|h| h.value.to_string()),
+        held.as_ref().map(|h| h.stamp.to_string()),
+        value_text,
+        change.stamp.to_string(),
+        plan.apply,
+        caller.device,
+        caller.account,
+        now_ms as i64
+    ])?;
+    // Who captured a record, when, and its review are the server's and the console's, not data
+    // two officers can disagree on: no conflict for a reviewer to settle.
+    let owned = authorize::SERVER_OWNED.contains(&change.field.as_str())
+        || authorize::CONSOLE_ONLY.contains(&change.field.as_str());
+    if let (true, false, Some(held)) = (plan.concurrent, owned, held.as_ref()) {
+        let (kept, lost) = if plan.apply {
+            (&incoming, held)
+        } else {
+            (held, &incoming)
+        };
+        tx.prepare_cached(
+            "INSERT INTO conflict (entity, kind, field, kept_value, kept_stamp, lost_value, lost_stamp, device, account, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            entity,
+            change.kind,
+            change.field,
+            kept.value.to_string(),
+            kept.stamp.to_string(),
+            lost.value.to_string(),
+            lost.stamp.to_string(),
+            caller.device,
+            caller.account,
+            now_ms as i64
+        ])?;
+    }
+    if !plan.apply {
+        return Ok(());
+    }
+    if change.kind == "residence" && change.field == "person" {
+        if let Some(old) = held.as_ref().and_then(|h| h.value.as_str()) {
+            persons.insert(old.to_owned());
+        }
+    }
+    if held.is_some() {
+        // The value it replaces leaves the feeds (the new one joins them when published).
+        tx.prepare_cached(
+            "DELETE FROM feed WHERE village IN (SELECT village FROM scope WHERE entity = ?1)
+             AND seq = (SELECT seq FROM field WHERE entity = ?1 AND field = ?2)",
+        )?
+        .execute(params![entity, change.field])?;
+    }
+    let seq = seq.next();
+    tx.prepare_cached(
+        "INSERT INTO field (entity, field, value, hlc, node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, hlc = excluded.hlc,
+             node = excluded.node, seq = excluded.seq",
+    )?
+    .execute(params![
+        entity,
+        change.field,
+        value_text,
+        change.stamp.hlc.as_u64() as i64,
+        change.stamp.node.to_string(),
+        seq
+    ])?;
+    if change.field == "village" {
+        tx.prepare_cached("UPDATE entity SET village = ?2 WHERE id = ?1")?
+            .execute(params![entity, change.value.as_str()])?;
+    }
+    Ok(())
+}
