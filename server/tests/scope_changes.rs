@@ -519,3 +519,108 @@ fn snapshot_cursors_are_read_back_and_forged_ones_refused() {
         assert!(parse(&forged).is_err(), "{forged}");
     }
 }
+
+/// The store's contract under concurrency: pushes from several devices at once, while a device
+/// pulls page after page from reader snapshots as the server does (bookkeeping on the writer),
+/// end with the puller having every value exactly once — sequence numbers become visible in
+/// commit order, so a pull never skips a value committed late, and never sends one twice.
+#[test]
+fn concurrent_pushes_and_a_device_pulling_meanwhile_see_every_value_exactly_once() {
+    let (db, _dir) = setup();
+    // Three more phones of oa push at once.
+    db.call_blocking(|c| {
+        let account = accounts::account_by_username(c, "oa")?.unwrap().id;
+        for n in 10..13u128 {
+            devices::register_device(c, &NodeId(Uuid::from_u128(n)).to_string(), account, "p", 0)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut reader = officer("oa", 1);
+    // The reader has bootstrapped already: what follows comes from the villages' feeds.
+    let (id, fields) = person(A, 999_999);
+    push(&db, &mut reader, id, now_ms(), &fields);
+    let mut seen = pull_all(&db, &mut reader, 50);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (10..13u128)
+        .map(|n| {
+            let (db, done) = (db.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut phone = officer("oa", n);
+                for i in 0..40u128 {
+                    let (id, fields) = person(A, n * 1_000 + i);
+                    let results = push(&db, &mut phone, id, now_ms(), &fields);
+                    assert!(results.iter().all(|r| r.status == ChangeStatus::Accepted));
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    // Pull while they push, from snapshots beside the writer, until they are done and the
+    // last page says nothing more.
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == 3;
+        let cursor = reader.cursor.clone().map(Cursor);
+        let (page, settle) = db
+            .read_blocking(|c| {
+                let caller = caller(c, &reader);
+                let from = pull::parse_cursor(cursor.as_ref())?;
+                pull::read_page(c, &caller, from, 7, now_ms())
+            })
+            .unwrap();
+        db.call_blocking(|c| pull::settle(c, &settle)).unwrap();
+        reader.cursor = Some(page.next.0.clone());
+        seen.extend(page.values);
+        if finished && !page.more {
+            break;
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    // None twice.
+    let mut once = std::collections::BTreeSet::new();
+    for v in &seen {
+        assert!(
+            once.insert((v.entity, v.field.clone(), v.stamp)),
+            "{} {} sent twice",
+            v.entity,
+            v.field
+        );
+    }
+    // None skipped: the puller's newest value of every field is the server's.
+    let mut held: BTreeMap<(Uuid, String), (Stamp, String)> = BTreeMap::new();
+    for v in seen {
+        let key = (v.entity, v.field.clone());
+        if held.get(&key).is_none_or(|(stamp, _)| *stamp < v.stamp) {
+            held.insert(key, (v.stamp, v.value.get().to_owned()));
+        }
+    }
+    let stored: BTreeMap<(Uuid, String), (Stamp, String)> = db
+        .read_blocking(|c| {
+            let mut stmt = c.prepare(
+                "SELECT f.entity, f.field, f.value, f.hlc, f.node FROM field f
+                 JOIN entity e ON e.id = f.entity WHERE e.village = ?1",
+            )?;
+            let rows = stmt.query_map([A], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            let mut out = BTreeMap::new();
+            for row in rows {
+                let (entity, field, value, hlc, node) = row?;
+                let stamp = Stamp::new(Hlc::from_u64(hlc as u64), node.parse().unwrap());
+                out.insert((Uuid::parse_str(&entity).unwrap(), field), (stamp, value));
+            }
+            Ok(out)
+        })
+        .unwrap();
+    let persons: std::collections::BTreeSet<Uuid> = stored.keys().map(|(id, _)| *id).collect();
+    assert_eq!(persons.len(), 121, "every person pushed is in the village");
+    assert_eq!(held, stored);
+}

@@ -79,6 +79,29 @@ impl EntityKind {
     }
 }
 
+/// Every field, of any kind, that names another record, each once: the references in schema
+/// order, then a merge's redirect. What an index of who points at a record covers, in the
+/// order its condition lists them.
+pub fn reference_fields() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    let redirect = |ty: &FieldType| matches!(ty, FieldType::Redirect);
+    for last in [false, true] {
+        for kind in EntityKind::ALL {
+            for spec in kind.fields() {
+                let wanted = if last {
+                    redirect(&spec.ty)
+                } else {
+                    matches!(spec.ty, FieldType::Ref(_))
+                };
+                if wanted && !names.contains(&spec.name) {
+                    names.push(spec.name);
+                }
+            }
+        }
+    }
+    names
+}
+
 impl fmt::Display for EntityKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -443,6 +466,14 @@ static DISPUTE: &[FieldSpec] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reference_fields_are_the_references_then_the_redirect() {
+        assert_eq!(
+            reference_fields(),
+            ["person", "house", "owner", "merged_into"]
+        );
+    }
 
     #[test]
     fn every_kind_round_trips_and_has_a_village_and_unique_fields() {

@@ -246,10 +246,10 @@ pub fn merge(
         write_in(&tx, caller.account, &into_id, &fields, now_ms)?;
     }
     let pointing: Vec<(String, String)> = tx
-        .prepare(
-            "SELECT entity, field FROM field
-             WHERE field IN ('person', 'house', 'owner', 'merged_into') AND value = ?1",
-        )?
+        .prepare(&format!(
+            "SELECT entity, field FROM field WHERE {} AND value = ?1",
+            crate::store::refs::among_references("field")
+        ))?
         .query_map([Value::String(from.to_owned()).to_string()], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?

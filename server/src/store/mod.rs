@@ -9,7 +9,7 @@
 //!   [`accounts`], [`devices`], [`alerts`], [`duplicates`];
 //! - the planner, pure policy over facts the use cases load: [`authorize`];
 //! - the shared write path and what it keeps in step: [`write`], [`scope`], [`summary`],
-//!   [`watch`], [`audit`], [`holders`];
+//!   [`watch`], [`audit`], [`holders`], [`refs`];
 //! - leaves: [`caller`], [`places`], [`error`], [`db`].
 
 pub mod accounts;
@@ -27,6 +27,7 @@ pub mod places;
 pub mod pull;
 pub mod push;
 pub mod records;
+pub mod refs;
 pub mod review;
 pub mod scope;
 pub mod sessions;

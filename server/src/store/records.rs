@@ -339,11 +339,12 @@ pub fn linked(
             });
         }
     }
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT f.field, f.entity, s.kind, s.label, s.deleted FROM field f JOIN summary s ON s.entity = f.entity
-         WHERE f.field IN ('person', 'house', 'owner', 'merged_into') AND f.value = ?1
+         WHERE {} AND f.value = ?1
          ORDER BY s.kind, s.updated_seq DESC LIMIT 500",
-    )?;
+        crate::store::refs::among_references("f.field")
+    ))?;
     let rows = stmt.query_map([Value::String(id.to_owned()).to_string()], |r| {
         Ok(Linked {
             field: r.get(0)?,

@@ -139,9 +139,13 @@ pub(crate) fn village_of(
 }
 
 /// [`residences_naming`]'s query: `?1` the field, `?2` the record named as a JSON value.
-pub(crate) const RESIDENCES_NAMING: &str =
-    "SELECT f.entity FROM field f JOIN entity e ON e.id = f.entity AND e.kind = 'residence'
-     WHERE f.field IN ('person', 'house', 'owner', 'merged_into') AND f.field = ?1 AND f.value = ?2";
+pub(crate) static RESIDENCES_NAMING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT f.entity FROM field f JOIN entity e ON e.id = f.entity AND e.kind = 'residence'
+         WHERE {} AND f.field = ?1 AND f.value = ?2",
+        crate::store::refs::among_references("f.field")
+    )
+});
 
 /// The residences whose `field` (`person` or `house`) names `target`, found through the index
 /// of reference fields (`field_ref`, whose condition the query repeats so that it is used).
@@ -150,7 +154,7 @@ pub(crate) fn residences_naming(
     field: &'static str,
     target: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let mut stmt = tx.prepare_cached(RESIDENCES_NAMING)?;
+    let mut stmt = tx.prepare_cached(&RESIDENCES_NAMING)?;
     let rows = stmt.query_map(
         params![field, Value::String(target.to_owned()).to_string()],
         |r| r.get(0),
@@ -261,7 +265,7 @@ mod tests {
         let db = crate::store::Db::open(&dir.path().join("baylink.db")).unwrap();
         let plan: Vec<String> = db
             .read_blocking(|c| {
-                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {RESIDENCES_NAMING}"))?;
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {}", *RESIDENCES_NAMING))?;
                 let rows = stmt.query_map(params!["house", "\"h\""], |r| r.get(3))?;
                 Ok(rows.collect::<Result<_, _>>()?)
             })
