@@ -4,6 +4,7 @@
 //! server both call it, so the merge rule exists once.
 
 pub mod change;
+pub mod cursor;
 pub mod error;
 pub mod hlc;
 pub mod merge;

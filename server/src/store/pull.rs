@@ -11,91 +11,11 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
-/// Where a pull resumes: after a sequence number, perhaps inside a snapshot of the device's
-/// villages, and which villages' records the device may hold. The villages ride in the cursor
-/// because the device stores the cursor in the same transaction as the page it came with: the
-/// cursor it presents proves what it applied, where a note on the server could not tell a
-/// delivered answer from a lost one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Position {
-    /// The device has every value and every drop up to this sequence number, once the snapshot
-    /// it is inside (if any) is complete: a snapshot is taken at this number.
-    pub after: i64,
-    /// Inside a snapshot: the sequence number of the last value sent (values in the villages'
-    /// feeds' order, up to `after`).
-    pub snapshot: Option<i64>,
-    /// Villages whose records the device may hold; `None` for cursors of earlier servers.
-    pub held: Option<BTreeSet<String>>,
-}
+pub use baylink_sync::cursor::Position;
 
-/// Parses a cursor this server issued: `s<seq>` (or `r<seq>`, from earlier servers), or
-/// `b<seq>.<sent>` inside a snapshot taken at `seq` and sent up to `sent`; then `:` and the
-/// villages the device holds, `.`-separated (`s1234:441303006001.441303006002`). Earlier
-/// servers' snapshot cursors, `b<seq>.<record>.<field>`, start their snapshot again.
+/// Parses a cursor this server issued (see [`baylink_sync::cursor::parse`]).
 pub fn parse_cursor(cursor: Option<&Cursor>) -> Result<Position, StoreError> {
-    let Some(Cursor(text)) = cursor else {
-        return Ok(Position {
-            after: 0,
-            snapshot: None,
-            held: Some(BTreeSet::new()),
-        });
-    };
-    let bad = || StoreError::Invalid("cursor: not one this server issued".into());
-    let (position, held) = match text.split_once(':') {
-        Some((position, villages)) => {
-            let held: BTreeSet<String> = villages
-                .split('.')
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if held
-                .iter()
-                .any(|v| v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()))
-            {
-                return Err(bad());
-            }
-            (position, Some(held))
-        }
-        None => (text.as_str(), None),
-    };
-    let (digits, snapshot) = match position.split_at_checked(1) {
-        // `r` marked a restart of the feed from 0 on earlier servers: a feed position all the same.
-        Some(("s" | "r", digits)) => (digits, None),
-        Some(("b", rest)) => match rest.split('.').collect::<Vec<_>>()[..] {
-            [digits, sent] => (digits, Some(number(sent).ok_or_else(bad)?)),
-            // Inside an earlier server's snapshot, in record order: sent again from the start
-            // (the device merges what it holds already as unchanged).
-            [digits, entity, field]
-                if Uuid::parse_str(entity).is_ok()
-                    && !field.is_empty()
-                    && field
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
-            {
-                (digits, Some(0))
-            }
-            _ => return Err(bad()),
-        },
-        _ => return Err(bad()),
-    };
-    let after = number(digits).ok_or_else(bad)?;
-    if snapshot.is_some_and(|sent| sent > after) {
-        return Err(bad());
-    }
-    Ok(Position {
-        after,
-        snapshot,
-        held,
-    })
-}
-
-/// A sequence number in a cursor: digits, not negative.
-pub(crate) fn number(digits: &str) -> Option<i64> {
-    digits
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| digits.parse::<i64>().ok())
-        .flatten()
+    baylink_sync::cursor::parse(cursor).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// One page of a pull.
@@ -319,8 +239,8 @@ pub fn read_page(
             rows.truncate(limit as usize);
             // The feed after the snapshot's number follows its last value, on the next page.
             let next = match rows.last() {
-                Some((seq, _)) if inside => format!("b{upto}.{seq}"),
-                _ => format!("s{upto}"),
+                Some((seq, _)) if inside => (upto, Some(*seq)),
+                _ => (upto, None),
             };
             (rows.into_iter().map(|(_, row)| row).collect(), true, next)
         }
@@ -333,7 +253,7 @@ pub fn read_page(
                 _ => current_seq(tx)?,
             };
             let rows = rows.into_iter().map(|(_, row)| row).collect();
-            (rows, more, format!("s{upto}"))
+            (rows, more, (upto, None))
         }
     };
     if upto > after {
@@ -371,11 +291,16 @@ pub fn read_page(
     };
     // The page drops what the lost villages held and brings the new ones' records: once it is
     // applied, the device holds exactly the caller's villages (the new ones perhaps in part).
-    let held: Vec<&str> = now.iter().map(String::as_str).collect();
+    let (after, snapshot) = next;
+    let next = Position {
+        after,
+        snapshot,
+        held: Some(now.clone()),
+    };
     let page = Page {
         values,
         purged: purged.into_iter().collect(),
-        next: Cursor(format!("{next}:{}", held.join("."))),
+        next: next.to_cursor(),
         more,
     };
     Ok((page, settle))

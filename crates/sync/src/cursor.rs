@@ -1,0 +1,167 @@
+//! Pull cursors: where a device's next pull resumes, as the opaque text the server issues
+//! (before signing it) and reads back. Pure: parsing and formatting, no storage.
+
+use std::collections::BTreeSet;
+
+use crate::wire::Cursor;
+
+/// Where a pull resumes: after a sequence number, perhaps inside a snapshot of the device's
+/// villages, and which villages' records the device may hold. The villages ride in the cursor
+/// because the device stores the cursor in the same transaction as the page it came with: the
+/// cursor it presents proves what it applied, where a note on the server could not tell a
+/// delivered answer from a lost one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The device has every value and every drop up to this sequence number, once the snapshot
+    /// it is inside (if any) is complete: a snapshot is taken at this number.
+    pub after: i64,
+    /// Inside a snapshot: the sequence number of the last value sent (values in the villages'
+    /// feeds' order, up to `after`).
+    pub snapshot: Option<i64>,
+    /// Villages whose records the device may hold; `None` for cursors of earlier servers.
+    pub held: Option<BTreeSet<String>>,
+}
+
+/// A cursor text this server did not issue (or no longer reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cursor: not one this server issued")]
+pub struct CursorError;
+
+/// Parses a cursor this server issued: `s<seq>` (or `r<seq>`, from earlier servers), or
+/// `b<seq>.<sent>` inside a snapshot taken at `seq` and sent up to `sent`; then `:` and the
+/// villages the device holds, `.`-separated (`s1234:441303006001.441303006002`). Earlier
+/// servers' snapshot cursors, `b<seq>.<record>.<field>`, start their snapshot again.
+pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
+    let Some(Cursor(text)) = cursor else {
+        return Ok(Position {
+            after: 0,
+            snapshot: None,
+            held: Some(BTreeSet::new()),
+        });
+    };
+    let bad = || CursorError;
+    let (position, held) = match text.split_once(':') {
+        Some((position, villages)) => {
+            let held: BTreeSet<String> = villages
+                .split('.')
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if held
+                .iter()
+                .any(|v| v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad());
+            }
+            (position, Some(held))
+        }
+        None => (text.as_str(), None),
+    };
+    let (digits, snapshot) = match position.split_at_checked(1) {
+        // `r` marked a restart of the feed from 0 on earlier servers: a feed position all the same.
+        Some(("s" | "r", digits)) => (digits, None),
+        Some(("b", rest)) => match rest.split('.').collect::<Vec<_>>()[..] {
+            [digits, sent] => (digits, Some(number(sent).ok_or_else(bad)?)),
+            // Inside an earlier server's snapshot, in record order: sent again from the start
+            // (the device merges what it holds already as unchanged).
+            [digits, entity, field]
+                if uuid::Uuid::parse_str(entity).is_ok()
+                    && !field.is_empty()
+                    && field
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                (digits, Some(0))
+            }
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    let after = number(digits).ok_or_else(bad)?;
+    if snapshot.is_some_and(|sent| sent > after) {
+        return Err(bad());
+    }
+    Ok(Position {
+        after,
+        snapshot,
+        held,
+    })
+}
+
+impl Position {
+    /// The cursor text of this position: `s<after>` on the feed, `b<after>.<sent>` inside a
+    /// snapshot, then `:` and the villages held (none for an earlier server's position).
+    pub fn to_cursor(&self) -> Cursor {
+        let position = match self.snapshot {
+            Some(sent) => format!("b{}.{sent}", self.after),
+            None => format!("s{}", self.after),
+        };
+        match &self.held {
+            Some(held) => Cursor(format!(
+                "{position}:{}",
+                held.iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(".")
+            )),
+            None => Cursor(position),
+        }
+    }
+}
+
+/// A sequence number in a cursor: digits, not negative.
+fn number(digits: &str) -> Option<i64> {
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse::<i64>().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    // A failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parsed(text: &str) -> Result<Position, CursorError> {
+        parse(Some(&Cursor(text.to_owned())))
+    }
+
+    #[test]
+    fn cursors_of_this_and_earlier_servers_are_read_and_others_refused() {
+        let feed = parsed("s1234:441303006001.441303006002").unwrap();
+        assert_eq!((feed.after, feed.snapshot), (1234, None));
+        assert_eq!(feed.held.unwrap().len(), 2);
+        assert_eq!(parsed("r7").unwrap().held, None);
+        assert_eq!(parsed("b9.4:").unwrap().snapshot, Some(4));
+        let old_snapshot = format!("b9.{}.name", uuid::Uuid::nil());
+        assert_eq!(parsed(&old_snapshot).unwrap().snapshot, Some(0));
+        for bad in [
+            "",
+            "x1",
+            "s-1",
+            "s1:4413",
+            "b3.4",
+            "s1:44130300600a",
+            "b1.2.3.4",
+        ] {
+            assert_eq!(parsed(bad), Err(CursorError), "{bad}");
+        }
+        assert_eq!(parse(None).unwrap().after, 0);
+    }
+
+    proptest! {
+        #[test]
+        fn every_position_reads_back_from_its_cursor(
+            after in 0i64..i64::MAX / 2,
+            sent in proptest::option::of(0i64..1_000_000),
+            held in proptest::option::of(proptest::collection::btree_set("[0-9]{12}", 0..4)),
+        ) {
+            let position = Position { after: after.max(sent.unwrap_or(0)), snapshot: sent, held };
+            prop_assert_eq!(parse(Some(&position.to_cursor())), Ok(position));
+        }
+    }
+}
