@@ -28,7 +28,7 @@ impl FromRequestParts<AppState> for AuthDevice {
             .unwrap_or_default();
         let Some(token) = header.strip_prefix("Bearer ") else {
             return Err(AppError::Unauthorized(
-                "missing_token",
+                baylink_sync::auth::unauthorized::MISSING_TOKEN,
                 "an access token is required".into(),
             ));
         };
@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for AuthDevice {
                 let account = accounts::account_by_id(conn, claims.sub)?;
                 match (device, account) {
                     (Some(d), _) if d.revoked => Ok(Err(AppError::Unauthorized(
-                        "device_revoked",
+                        baylink_sync::auth::unauthorized::DEVICE_REVOKED,
                         "this device was revoked: its data must be wiped".into(),
                     ))),
                     (Some(d), Some(a))
@@ -57,11 +57,11 @@ impl FromRequestParts<AppState> for AuthDevice {
                         }))
                     }
                     (_, Some(a)) if a.disabled => Ok(Err(AppError::Unauthorized(
-                        "account_disabled",
+                        baylink_sync::auth::unauthorized::ACCOUNT_DISABLED,
                         "this account is disabled".into(),
                     ))),
                     _ => Ok(Err(AppError::Unauthorized(
-                        "invalid_token",
+                        baylink_sync::auth::unauthorized::INVALID_TOKEN,
                         "access token invalid".into(),
                     ))),
                 }

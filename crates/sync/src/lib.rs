@@ -3,6 +3,7 @@
 //! reference replica and the versioned wire types. Pure code, no I/O: the device store and the
 //! server both call it, so the merge rule exists once.
 
+pub mod auth;
 pub mod change;
 pub mod cursor;
 pub mod error;

@@ -4,11 +4,11 @@
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
+use baylink_sync::auth::{LoginRequest, RefreshRequest, Session};
 use baylink_sync::wire::{
     Cursor, PAGE_STREAM, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
 };
 use baylink_sync::{Change, NodeId};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use ureq::http::Response;
@@ -16,31 +16,9 @@ use ureq::{Body, BodyReader};
 
 use crate::error::{Error, Result};
 
-/// Tokens and identity the server returns at login and refresh.
-#[derive(Clone, Debug, Deserialize)]
-pub struct SessionTokens {
-    /// Bearer token.
-    pub access_token: String,
-    /// Single-use refresh token.
-    pub refresh_token: String,
-    /// Villages of the account.
-    pub villages: Vec<String>,
-    /// The account.
-    pub account: AccountInfo,
-    /// Server time.
-    pub server_time_ms: u64,
-    /// A new device key to keep and send at the next sign-in (absent when the last stands).
-    #[serde(default)]
-    pub device_key: Option<String>,
-}
-
-/// The account as the server describes it.
-#[derive(Clone, Debug, Deserialize)]
-pub struct AccountInfo {
-    /// Username.
-    pub username: String,
-    /// Display name.
-    pub display_name: String,
+/// A request body as JSON.
+fn to_body(body: &impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(body).map_err(|e| Error::Network(format!("request body: {e}")))
 }
 
 /// A connection to one server.
@@ -120,19 +98,24 @@ impl Client {
         device: NodeId,
         device_name: &str,
         device_key: Option<&str>,
-    ) -> Result<SessionTokens> {
-        let body = json!({
-            "username": username, "password": password,
-            "device_id": device.to_string(), "device_name": device_name,
-            "device_key": device_key,
-        });
-        self.post("/api/v1/auth/login", None, &body)
+    ) -> Result<Session> {
+        let body = LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            device_id: device.to_string(),
+            device_name: device_name.to_owned(),
+            device_key: device_key.map(str::to_owned),
+        };
+        self.post("/api/v1/auth/login", None, &to_body(&body)?)
     }
 
     /// Rotates the refresh token.
-    pub fn refresh(&self, device: NodeId, refresh_token: &str) -> Result<SessionTokens> {
-        let body = json!({ "device_id": device.to_string(), "refresh_token": refresh_token });
-        self.post("/api/v1/auth/refresh", None, &body)
+    pub fn refresh(&self, device: NodeId, refresh_token: &str) -> Result<Session> {
+        let body = RefreshRequest {
+            device_id: device.to_string(),
+            refresh_token: refresh_token.to_owned(),
+        };
+        self.post("/api/v1/auth/refresh", None, &to_body(&body)?)
     }
 
     /// Ends the session on the server.

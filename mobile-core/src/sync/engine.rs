@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::sync::client::{Client, SessionTokens};
+use baylink_sync::auth::{Session, unauthorized};
+
+use crate::sync::client::Client;
 
 /// Changes per push.
 const PUSH_BATCH: usize = 500;
@@ -257,7 +259,7 @@ fn now_ms() -> u64 {
 
 fn to_session(
     server: &str,
-    tokens: &SessionTokens,
+    tokens: &Session,
     cursor: Option<String>,
     last_sync_ms: Option<u64>,
     device_key: Option<String>,
@@ -357,7 +359,7 @@ pub fn logout(store: &mut Store) -> Result<()> {
 /// A revoked device wipes itself before reporting the error.
 fn guard<T>(store: &mut Store, result: Result<T>) -> Result<T> {
     if let Err(Error::Server { code, .. }) = &result {
-        if code == "device_revoked" {
+        if code == unauthorized::DEVICE_REVOKED {
             store.wipe()?;
             return Err(Error::Revoked);
         }
@@ -377,7 +379,7 @@ fn authed<T>(
     match call(&client, &token) {
         Err(Error::Server {
             status: 401, code, ..
-        }) if code == "token_expired" => {
+        }) if code == unauthorized::TOKEN_EXPIRED => {
             let refresh = session.refresh_token.clone().ok_or(Error::NotSignedIn)?;
             let tokens = guard(store, client.refresh(store.node_id(), &refresh))?;
             let renewed = to_session(

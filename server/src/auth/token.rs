@@ -69,10 +69,13 @@ impl Keys {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
                     ErrorKind::ExpiredSignature => AppError::Unauthorized(
-                        "token_expired",
+                        baylink_sync::auth::unauthorized::TOKEN_EXPIRED,
                         "access token expired: refresh it".into(),
                     ),
-                    _ => AppError::Unauthorized("invalid_token", "access token invalid".into()),
+                    _ => AppError::Unauthorized(
+                        baylink_sync::auth::unauthorized::INVALID_TOKEN,
+                        "access token invalid".into(),
+                    ),
                 }
             })
     }
@@ -106,7 +109,10 @@ mod tests {
         let old = keys.issue(&claims(1_000)).unwrap();
         let err = keys.verify(&old).unwrap_err();
         assert!(
-            matches!(err, AppError::Unauthorized("token_expired", _)),
+            matches!(
+                err,
+                AppError::Unauthorized(baylink_sync::auth::unauthorized::TOKEN_EXPIRED, _)
+            ),
             "{err:?}"
         );
     }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use baylink_sync::auth::{AccountView, LoginRequest, RefreshRequest, Session, unauthorized};
 
 use crate::auth::token::Claims;
 use crate::auth::{known, password, throttle};
@@ -25,66 +25,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auth/logout", post(logout))
 }
 
-/// A login request.
-#[derive(Deserialize)]
-pub struct LoginRequest {
-    /// Username.
-    pub username: String,
-    /// Password.
-    pub password: String,
-    /// The device's node id (a UUID it generated).
-    pub device_id: String,
-    /// A name for the device.
-    #[serde(default)]
-    pub device_name: String,
-    /// The device key this device was given at its last sign-in, if any.
-    #[serde(default)]
-    pub device_key: Option<String>,
-}
-
-/// A refresh request.
-#[derive(Deserialize)]
-pub struct RefreshRequest {
-    /// The device the token was issued to.
-    pub device_id: String,
-    /// The refresh token.
-    pub refresh_token: String,
-}
-
-/// The account as a device sees it.
-#[derive(Serialize)]
-pub struct AccountView {
-    /// Username.
-    pub username: String,
-    /// Display name.
-    pub display_name: String,
-    /// Role.
-    pub role: accounts::Role,
-    /// Station.
-    pub station: Option<String>,
-}
-
-/// Tokens and who they are for.
-#[derive(Serialize)]
-pub struct Session {
-    /// Bearer token for the API.
-    pub access_token: String,
-    /// Seconds the access token lives.
-    pub expires_in: u64,
-    /// Single-use token for the next refresh.
-    pub refresh_token: String,
-    /// The account.
-    pub account: AccountView,
-    /// Villages the account sees and writes.
-    pub villages: Vec<String>,
-    /// Server time, for the device's clock correction.
-    pub server_time_ms: u64,
-    /// A new device key, sent at every sign-in (and at a refresh when the device has none): the
-    /// device keeps it and sends it at its next sign-in.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_key: Option<String>,
-}
-
 /// When a session hands the device a new device key.
 #[derive(Clone, PartialEq, Eq)]
 enum NewKey {
@@ -102,7 +42,7 @@ const MAX_DEVICE_KEY: usize = 128;
 
 fn bad_credentials() -> AppError {
     AppError::Unauthorized(
-        "bad_credentials",
+        unauthorized::BAD_CREDENTIALS,
         "用户名或密码错误 / wrong username or password".into(),
     )
 }
@@ -175,7 +115,7 @@ async fn login(
         .await?;
     if registered.revoked {
         return Err(AppError::Unauthorized(
-            "device_revoked",
+            unauthorized::DEVICE_REVOKED,
             "this device was revoked: its data must be wiped".into(),
         ));
     }
@@ -235,7 +175,7 @@ async fn session(
         account: AccountView {
             username: account.username,
             display_name: account.display_name,
-            role: account.role,
+            role: account.role.as_str().to_owned(),
             station: account.station,
         },
         villages,
@@ -265,7 +205,7 @@ async fn refresh(
         .await?;
     if revoked {
         return Err(AppError::Unauthorized(
-            "device_revoked",
+            unauthorized::DEVICE_REVOKED,
             "this device was revoked: its data must be wiped".into(),
         ));
     }
@@ -283,7 +223,7 @@ async fn refresh(
             ))
         }
         _ => Err(AppError::Unauthorized(
-            "invalid_token",
+            unauthorized::INVALID_TOKEN,
             "refresh token invalid or expired: sign in again".into(),
         )),
     }
