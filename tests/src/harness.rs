@@ -60,9 +60,7 @@ impl Device {
 /// The real time now, in milliseconds since the Unix epoch (for scenarios that need the
 /// server's clock and a phone's to agree, or to disagree by a known amount).
 pub fn real_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    baylink_sync::PhysicalClock::now_ms(&baylink_sync::SystemClock)
 }
 
 /// A valid resident ID number: the first 17 digits and their check character.

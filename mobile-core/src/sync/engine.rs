@@ -251,10 +251,9 @@ pub struct SyncReport {
     pub purged: u64,
 }
 
+/// The operating system's clock, as every part of Baylink reads it.
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    baylink_sync::PhysicalClock::now_ms(&baylink_sync::SystemClock)
 }
 
 fn to_session(

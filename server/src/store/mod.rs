@@ -41,9 +41,8 @@ pub use rusqlite;
 
 pub use db::Db;
 
-/// Milliseconds since the Unix epoch, by the server's clock.
+/// Milliseconds since the Unix epoch, by the server's clock (the one physical clock type,
+/// `baylink_sync::SystemClock`).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    baylink_sync::PhysicalClock::now_ms(&baylink_sync::SystemClock)
 }
