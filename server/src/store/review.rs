@@ -244,9 +244,10 @@ fn refuse_key_taken(
         now_ms as i64,
         baylink_domain::date::CHINA_OFFSET_MINUTES,
     );
+    // The key as the push judges it: derived fields left out filled in.
     let key_of = |state: &baylink_sync::EntityState| {
-        let mut values = baylink_sync::merge::values(state);
-        values.extend(baylink_domain::missing_derived(kind, &values, today));
+        let values =
+            crate::store::authorize::keyed(kind, baylink_sync::merge::values(state), today);
         baylink_domain::natural_key(kind, &values)
     };
     let mut after = crate::store::values::state_of(tx, entity)?;

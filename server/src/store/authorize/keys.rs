@@ -73,8 +73,8 @@ pub(crate) fn keyed(kind: EntityKind, mut values: Fields, today: Date) -> Fields
 }
 
 /// The records a push's natural keys might collide with, by id: for each stored record whose
-/// key fields the push changes, the id its key would then give; for each new record whose id
-/// is not the one its key gives, that one (held by a record with another key, it is why).
+/// key fields the push changes, the id its key would then give; for each new record with a fresh
+/// id (UUIDv7), the id its key gives (held by a record with another key, it is why).
 /// The push reads them, with their values, as facts too.
 pub fn key_collisions(
     changes: &[Change],
@@ -92,6 +92,12 @@ pub fn key_collisions(
             && !KEY_FIELDS.contains(&change.field.as_str())
             && change.field != "vehicle_type"
         {
+            continue;
+        }
+        // A new record with another id than its key's is refused unless it took a fresh id
+        // because that id is held: only then is the key's record a fact (an honest capture
+        // has its key's id, and the push spares its key here).
+        if held.is_none() && change.entity.get_version_num() != 7 {
             continue;
         }
         keys.entry(change.entity)

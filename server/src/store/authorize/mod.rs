@@ -37,8 +37,9 @@ mod keys;
 
 pub use facts::{Decision, Facts, Held};
 use facts::{World, merged_after, value_of, values};
+pub(crate) use keys::keyed;
+use keys::refuse_key_collision;
 pub use keys::{edited_keys, key_collisions};
-use keys::{keyed, refuse_key_collision};
 
 /// How far past the device's last counter a change's counter may be: a phone writes far fewer
 /// changes than this between two syncs, and an honest outbox numbers its changes one by one.
