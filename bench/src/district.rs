@@ -7,6 +7,7 @@ pub use baylink_server::demo::officer_username;
 
 use baylink_server::demo::{Counts, village_changes};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::audit::Actor;
 use baylink_server::store::caller::Caller;
 use baylink_server::store::rusqlite::Connection;
 use baylink_server::store::{Db, now_ms};
@@ -36,11 +37,10 @@ pub struct Officer {
 /// phone), plus `extra` officers (`d000`, `d001`, …) spread over the villages without phones.
 /// Every account's password is [`PASSWORD`].
 pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
-    let state = baylink_server::AppState::open(baylink_server::Config::new(dir))
+    let (_, db) = baylink_server::AppState::open(baylink_server::Config::new(dir))
         .expect("server data directory");
     let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
-    let officers = state
-        .db
+    let officers = db
         .call_blocking(|c| {
             baylink_server::demo::seed_places(c)?;
             let villages: Vec<(String, String, String)> = c
@@ -48,16 +48,15 @@ pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             let officer = |c: &mut Connection, username: &str, village: &str, station: &str| {
-                let list = [village.to_owned()];
                 let new = NewAccount {
-                    username,
-                    display_name: username,
+                    username: username.to_owned(),
+                    display_name: username.to_owned(),
                     role: Role::Officer,
-                    station: Some(station),
-                    password_hash: &hash,
-                    villages: &list,
+                    station: Some(station.to_owned()),
+                    password_hash: hash.clone(),
+                    villages: vec![village.to_owned()],
                 };
-                accounts::create_account(c, &new, 0)
+                accounts::create_account(c, Actor::Operator, &new, 0)
             };
             let mut out = Vec::new();
             for (i, (code, name, station)) in villages.iter().enumerate() {
@@ -84,7 +83,7 @@ pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
             Ok(out)
         })
         .expect("places and officers");
-    (state.db, officers)
+    (db, officers)
 }
 
 /// The username of the `d`-th extra officer, and the village index it works in is `d % 64`.

@@ -7,6 +7,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
+use baylink_server::store::Db;
 use baylink_server::{AppError, AppState};
 use serde_json::{Map, Value};
 use tower_http::compression::CompressionLayer;
@@ -65,11 +66,10 @@ impl Drop for Server {
 /// Every record in a village as plain JSON (`[{"id", "kind", "fields": {…}}]`), read from the
 /// server's current values: what a plain REST endpoint would answer.
 async fn village_json(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     UrlPath(village): UrlPath<String>,
 ) -> Result<axum::Json<Value>, AppError> {
-    let records = state
-        .db
+    let records = db
         .call(move |c| {
             let mut stmt = c.prepare(
                 "SELECT s.entity, e.kind, f.field, f.value FROM scope s
@@ -105,11 +105,11 @@ fn record((id, kind, fields): (String, String, Map<String, Value>)) -> Value {
 pub fn main(dir: &Path) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let state = AppState::open(baylink_server::Config::new(dir)).expect("server state");
+        let (state, db) = AppState::open(baylink_server::Config::new(dir)).expect("server state");
         let baseline = axum::Router::new()
             .route("/bench/village/{code}", get(village_json))
             .layer(CompressionLayer::new())
-            .with_state(state.clone());
+            .with_state(db.clone());
         let app = baylink_server::app(state).merge(baseline);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

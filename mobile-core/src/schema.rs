@@ -21,16 +21,15 @@ pub(crate) const VERSION: usize = MIGRATIONS.len();
 /// Brings the database up to the current version.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let current = usize::try_from(current).unwrap_or(0);
-    if current > VERSION {
-        return Err(crate::error::Error::SchemaTooNew {
-            found: current,
-            known: VERSION,
-        });
-    }
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
+    let steps = baylink_sync::schema::steps_to_run(current, VERSION).map_err(|too_new| {
+        crate::error::Error::SchemaTooNew {
+            found: too_new.found,
+            known: too_new.known,
+        }
+    })?;
+    for i in steps {
         let tx = conn.transaction()?;
-        tx.execute_batch(step)?;
+        tx.execute_batch(MIGRATIONS[i])?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::audit::Actor;
 use baylink_server::{AppState, Config};
 
 const PASSWORD: &str = "correct-horse-battery";
@@ -34,27 +35,24 @@ fn baylink(data: &std::path::Path, args: &[&str], stdin: &str) -> Output {
 #[test]
 fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exits_3() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let state = AppState::open(Config::new(dir.path().join("server"))).expect("server state");
+    let (state, db) = AppState::open(Config::new(dir.path().join("server"))).expect("server state");
     let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
-    state
-        .db
-        .call_blocking(|c| {
-            baylink_server::demo::seed_places(c)?;
-            for name in ["o1", "o2"] {
-                let villages = [VILLAGE.to_owned()];
-                let new = NewAccount {
-                    username: name,
-                    display_name: name,
-                    role: Role::Officer,
-                    station: Some("441303006"),
-                    password_hash: &hash,
-                    villages: &villages,
-                };
-                accounts::create_account(c, &new, 0)?;
-            }
-            Ok(())
-        })
-        .expect("officers");
+    db.call_blocking(|c| {
+        baylink_server::demo::seed_places(c)?;
+        for name in ["o1", "o2"] {
+            let new = NewAccount {
+                username: name.to_owned(),
+                display_name: name.to_owned(),
+                role: Role::Officer,
+                station: Some("441303006".to_owned()),
+                password_hash: hash.clone(),
+                villages: vec![VILLAGE.to_owned()],
+            };
+            accounts::create_account(c, Actor::Operator, &new, 0)?;
+        }
+        Ok(())
+    })
+    .expect("officers");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -62,7 +60,7 @@ fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exi
     let url = format!("http://{}", listener.local_addr().expect("address"));
     runtime.spawn(baylink_server::serve_until(
         listener,
-        state.clone(),
+        state,
         std::future::pending(),
     ));
     let phone = dir.path().join("phone");
@@ -92,10 +90,10 @@ fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exi
     );
     assert!(captured.status.success(), "{captured:?}");
     // The village is taken from the officer before the phone syncs: its capture is refused.
-    state
-        .db
-        .call_blocking(|c| accounts::assign_villages(c, "o1", &["441303006002".to_owned()]))
-        .expect("villages reassigned");
+    db.call_blocking(|c| {
+        accounts::assign_villages(c, Actor::Operator, "o1", &["441303006002".to_owned()], 0)
+    })
+    .expect("villages reassigned");
     let sync = baylink(&phone, &["sync"], "");
     let out = String::from_utf8_lossy(&sync.stdout);
     assert_eq!(sync.status.code(), Some(5), "{out}");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use baylink_domain::{EntityKind, Input, synthetic};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::audit::Actor;
 use baylink_server::{AppState, Config};
 use mobile_core::Store;
 
@@ -20,9 +21,8 @@ fn baylink(data: &std::path::Path) -> Command {
 }
 
 /// Changes from `node` in the server's history: all of them, and distinct ones.
-fn history(state: &AppState, node: &str) -> (i64, i64) {
-    state
-        .db
+fn history(db: &baylink_server::store::Db, node: &str) -> (i64, i64) {
+    db
         .call_blocking(|c| {
             Ok(c.query_row(
                 "SELECT COUNT(*), COUNT(DISTINCT entity || field || stamp) FROM history WHERE device = ?1",
@@ -36,24 +36,21 @@ fn history(state: &AppState, node: &str) -> (i64, i64) {
 #[test]
 fn a_client_killed_mid_sync_keeps_its_outbox_and_the_next_sync_finishes() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let state = AppState::open(Config::new(dir.path().join("server"))).expect("server state");
+    let (state, db) = AppState::open(Config::new(dir.path().join("server"))).expect("server state");
     let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
-    state
-        .db
-        .call_blocking(|c| {
-            baylink_server::demo::seed_places(c)?;
-            let villages = ["441303006001".to_owned()];
-            let new = NewAccount {
-                username: "o1",
-                display_name: "o1",
-                role: Role::Officer,
-                station: Some("441303006"),
-                password_hash: &hash,
-                villages: &villages,
-            };
-            accounts::create_account(c, &new, 0).map(drop)
-        })
-        .expect("officer");
+    db.call_blocking(|c| {
+        baylink_server::demo::seed_places(c)?;
+        let new = NewAccount {
+            username: "o1".to_owned(),
+            display_name: "o1".to_owned(),
+            role: Role::Officer,
+            station: Some("441303006".to_owned()),
+            password_hash: hash.clone(),
+            villages: vec!["441303006001".to_owned()],
+        };
+        accounts::create_account(c, Actor::Operator, &new, 0).map(drop)
+    })
+    .expect("officer");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -61,7 +58,7 @@ fn a_client_killed_mid_sync_keeps_its_outbox_and_the_next_sync_finishes() {
     let url = format!("http://{}", listener.local_addr().expect("address"));
     runtime.spawn(baylink_server::serve_until(
         listener,
-        state.clone(),
+        state,
         std::future::pending(),
     ));
 
@@ -111,7 +108,7 @@ fn a_client_killed_mid_sync_keeps_its_outbox_and_the_next_sync_finishes() {
         .expect("baylink sync");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (arrived, _) = history(&state, &node);
+        let (arrived, _) = history(&db, &node);
         if arrived > 0 {
             break;
         }
@@ -127,7 +124,7 @@ fn a_client_killed_mid_sync_keeps_its_outbox_and_the_next_sync_finishes() {
 
     let store = Store::open(phone.join("field.db")).expect("the store opens after the kill");
     let waiting = store.pending_count().expect("pending");
-    let (arrived, distinct) = history(&state, &node);
+    let (arrived, distinct) = history(&db, &node);
     assert!(waiting > 0, "killed before the sync finished");
     assert_eq!(arrived, distinct);
     // Nothing fell between the two: a change is still waiting, or it reached the server (a
@@ -146,5 +143,5 @@ fn a_client_killed_mid_sync_keeps_its_outbox_and_the_next_sync_finishes() {
     );
     let store = Store::open(phone.join("field.db")).expect("store");
     assert_eq!(store.pending_count().expect("pending"), 0);
-    assert_eq!(history(&state, &node), (total as i64, total as i64));
+    assert_eq!(history(&db, &node), (total as i64, total as i64));
 }

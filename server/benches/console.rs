@@ -204,7 +204,7 @@ fn main() {
     }
     let dashboard = time(runs, || {
         db.call_blocking(|c| {
-            records::counts(c, &station)?;
+            baylink_server::store::dashboard::counts(c, &station)?;
             dashboard::progress(c, &station)?;
             dashboard::captures_per_day(c, &station, "2026-10-30")?;
             Ok(())

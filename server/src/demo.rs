@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::password;
 use crate::store::accounts::{self, NewAccount, Role};
+use crate::store::audit::Actor;
 use crate::store::caller::Caller;
 use crate::store::devices;
 use crate::store::error::StoreError;
@@ -99,7 +100,7 @@ pub fn officer_username(village: &str) -> String {
 
 /// Daya Bay's stations (one per street) and villages, without accounts or records.
 pub fn seed_places(conn: &mut Connection) -> Result<(), StoreError> {
-    crate::store::places::import(conn, VILLAGES)?;
+    crate::store::places::import(conn, Actor::Operator, VILLAGES, now_ms())?;
     Ok(())
 }
 
@@ -118,14 +119,14 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreErr
     let now = now_ms();
     let admin_hash = demo_hash()?;
     let admin = NewAccount {
-        username: "admin",
-        display_name: "系统管理员",
+        username: "admin".into(),
+        display_name: "系统管理员".into(),
         role: Role::Admin,
         station: None,
-        password_hash: &admin_hash,
-        villages: &[],
+        password_hash: admin_hash,
+        villages: Vec::new(),
     };
-    let admin = accounts::create_account(conn, &admin, now)?;
+    let admin = accounts::create_account(conn, Actor::Operator, &admin, now)?;
     // One watched person, so the demo's alert list has an alert raised by an officer's sync.
     let watched = baylink_domain::watch::Rule::id_number(&synthetic::resident_id(WATCHED))
         .map_err(|e| StoreError::Backend(format!("demo watch rule: {}", e.en)))?;
@@ -135,14 +136,14 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreErr
         let username = format!("r{}", &code[code.len() - 3..]);
         let display = format!("{name}审核员");
         let reviewer = NewAccount {
-            username: &username,
-            display_name: &display,
+            username,
+            display_name: display,
             role: Role::Reviewer,
-            station: Some(&code),
-            password_hash: &h,
-            villages: &[],
+            station: Some(code),
+            password_hash: h,
+            villages: Vec::new(),
         };
-        accounts::create_account(conn, &reviewer, now)?;
+        accounts::create_account(conn, Actor::Operator, &reviewer, now)?;
     }
     let villages: Vec<(String, String, String)> = rows
         .iter()
@@ -154,16 +155,15 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreErr
         let h = demo_hash()?;
         let username = officer_username(village);
         let display = format!("{vname}民警");
-        let list = [village.clone()];
         let officer = NewAccount {
-            username: &username,
-            display_name: &display,
+            username: username.clone(),
+            display_name: display,
             role: Role::Officer,
-            station: Some(station),
-            password_hash: &h,
-            villages: &list,
+            station: Some(station.clone()),
+            password_hash: h,
+            villages: vec![village.clone()],
         };
-        let account = accounts::create_account(conn, &officer, now)?;
+        let account = accounts::create_account(conn, Actor::Operator, &officer, now)?;
         // The seeding device of this officer, so the history names a device like any capture.
         let device = Uuid::new_v5(
             &baylink_domain::identity::NAMESPACE,
@@ -184,7 +184,7 @@ fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreErr
             account,
             role: Role::Officer,
             device: device.to_string(),
-            villages: list.to_vec(),
+            villages: vec![village.clone()],
         };
         let results = push::push(conn, &caller, &changes, now_ms(), 60_000)?;
         if let Some(r) = results

@@ -10,9 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::accounts;
 use crate::store::caller::Caller;
-use crate::store::devices;
 
 /// The caller of a device endpoint: a valid access token of a live device and enabled account.
 pub struct AuthDevice(pub Caller);
@@ -33,42 +31,44 @@ impl FromRequestParts<AppState> for AuthDevice {
             ));
         };
         let claims = state.keys.verify(token.trim())?;
-        let caller = state
-            .db
-            .read(move |conn| {
-                let device = devices::device(conn, &claims.dev)?;
-                let account = accounts::account_by_id(conn, claims.sub)?;
-                match (device, account) {
-                    (Some(d), _) if d.revoked => Ok(Err(AppError::Unauthorized(
-                        baylink_sync::auth::unauthorized::DEVICE_REVOKED,
-                        "this device was revoked: its data must be wiped".into(),
-                    ))),
-                    (Some(d), Some(a))
-                        if d.account == a.id
-                            && !a.disabled
-                            && (d.token_gen, a.token_gen) == (claims.dgen, claims.agen) =>
-                    {
-                        let villages = accounts::villages_of(conn, &a)?;
-                        Ok(Ok(Caller {
-                            account: a.id,
-                            role: a.role,
-                            device: d.id,
-                            villages,
-                        }))
-                    }
-                    (_, Some(a)) if a.disabled => Ok(Err(AppError::Unauthorized(
-                        baylink_sync::auth::unauthorized::ACCOUNT_DISABLED,
-                        "this account is disabled".into(),
-                    ))),
-                    _ => Ok(Err(AppError::Unauthorized(
-                        baylink_sync::auth::unauthorized::INVALID_TOKEN,
-                        "access token invalid".into(),
-                    ))),
+        let device = uuid::Uuid::parse_str(&claims.dev).map_err(|_| invalid_token())?;
+        let holder = state.store.token_holder(device, claims.sub).await?;
+        let caller = match (holder.device, holder.account) {
+            (Some(d), _) if d.revoked => {
+                return Err(AppError::Unauthorized(
+                    baylink_sync::auth::unauthorized::DEVICE_REVOKED,
+                    "this device was revoked: its data must be wiped".into(),
+                ));
+            }
+            (Some(d), Some(a))
+                if d.account == a.id
+                    && !a.disabled
+                    && (d.token_gen, a.token_gen) == (claims.dgen, claims.agen) =>
+            {
+                Caller {
+                    account: a.id,
+                    role: a.role,
+                    device: d.id,
+                    villages: holder.villages,
                 }
-            })
-            .await??;
+            }
+            (_, Some(a)) if a.disabled => {
+                return Err(AppError::Unauthorized(
+                    baylink_sync::auth::unauthorized::ACCOUNT_DISABLED,
+                    "this account is disabled".into(),
+                ));
+            }
+            _ => return Err(invalid_token()),
+        };
         Ok(AuthDevice(caller))
     }
+}
+
+fn invalid_token() -> AppError {
+    AppError::Unauthorized(
+        baylink_sync::auth::unauthorized::INVALID_TOKEN,
+        "access token invalid".into(),
+    )
 }
 
 /// The client's address, when the server was started with connection info.

@@ -4,9 +4,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use baylink_server::store::accounts::{self, NewAccount, Role};
-use baylink_server::store::devices;
-use baylink_server::store::places;
+use baylink_server::store::accounts::Role;
+use baylink_server::store::contract::{Access, Actor, NewAccount};
 use baylink_server::{AppError, AppState, Config, auth, demo};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -196,14 +195,20 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             .unwrap_or(300)
             * 1000;
         config.secure_cookies = sub.get_flag("secure-cookies");
-        let state = AppState::open(config)?;
+        let (state, db) = AppState::open(config)?;
         if sub.get_flag("demo") {
-            demo::seed(&state.db, &mut std::io::stdout())?;
+            demo::seed(&db, &mut std::io::stdout())?;
         }
         return serve(state);
     }
-    let state = AppState::open(config)?;
-    let db = &state.db;
+    let (state, db) = AppState::open(config)?;
+    // The administrator's commands go through the storage trait, as the console does, each
+    // its own unit of work and audited as the operator's.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Internal(format!("runtime: {e}")))?;
+    let store = &state.store;
     match (command, sub.subcommand()) {
         ("user", Some(("add", m))) => {
             let password = read_password()?;
@@ -216,21 +221,21 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                 .collect();
             let username = text(m, "username");
             let new = NewAccount {
-                username,
-                display_name: m.get_one::<String>("name").map_or(username, String::as_str),
+                username: username.to_owned(),
+                display_name: m
+                    .get_one::<String>("name")
+                    .map_or(username, String::as_str)
+                    .to_owned(),
                 role: Role::parse(text(m, "role")).unwrap_or(Role::Officer),
-                station: m.get_one::<String>("station").map(String::as_str),
-                password_hash: &hash,
-                villages: &villages,
+                station: m.get_one::<String>("station").cloned(),
+                password_hash: hash,
+                villages,
             };
-            db.call_blocking(|conn| {
-                accounts::create_account(conn, &new, baylink_server::store::now_ms())
-            })?;
+            wait(&runtime, store.create_account(Actor::Operator, new))?;
             say!("added {username}");
         }
-        ("user", Some(("list", _))) => db.call_blocking(|conn| {
-            for a in accounts::accounts(conn)? {
-                let villages = accounts::villages_of(conn, &a)?;
+        ("user", Some(("list", _))) => {
+            for (a, villages) in wait(&runtime, store.accounts())? {
                 let state = if a.disabled { "disabled" } else { "active" };
                 let shown = if a.role == Role::Officer {
                     villages.join(",")
@@ -247,12 +252,18 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                     shown
                 );
             }
-            Ok(())
-        })?,
+        }
         ("user", Some((verb @ ("disable" | "enable"), m))) => {
-            db.call_blocking(|conn| {
-                accounts::set_disabled(conn, text(m, "username"), verb == "disable")
-            })?;
+            let access = if verb == "disable" {
+                Access::Disabled
+            } else {
+                Access::Enabled
+            };
+            let username = text(m, "username").to_owned();
+            wait(
+                &runtime,
+                store.set_access(Actor::Operator, username, access),
+            )?;
             say!("{verb}d {}", text(m, "username"));
         }
         ("user", Some(("assign", m))) => {
@@ -262,13 +273,16 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                 .flatten()
                 .cloned()
                 .collect();
-            db.call_blocking(|conn| {
-                accounts::assign_villages(conn, text(m, "username"), &villages)
-            })?;
-            say!("{} now has {}", text(m, "username"), villages.join(","));
+            let shown = villages.join(",");
+            let username = text(m, "username").to_owned();
+            wait(
+                &runtime,
+                store.assign_villages(Actor::Operator, username, villages),
+            )?;
+            say!("{} now has {shown}", text(m, "username"));
         }
-        ("device", Some(("list", _))) => db.call_blocking(|conn| {
-            for (d, username) in devices::devices(conn)? {
+        ("device", Some(("list", _))) => {
+            for (d, username) in wait(&runtime, store.devices())? {
                 let state = if d.revoked { "revoked" } else { "active" };
                 say!(
                     "{}  {:<16} {:<8} {:<20} last sync {}",
@@ -279,14 +293,16 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                     d.last_sync_ms.map_or("never".into(), |ms| ms.to_string())
                 );
             }
-            Ok(())
-        })?,
+        }
         ("device", Some(("revoke", m))) => {
-            db.call_blocking(|conn| devices::revoke_device(conn, text(m, "id")))?;
+            let id = text(m, "id");
+            let device = uuid::Uuid::parse_str(id.trim())
+                .map_err(|_| AppError::NotFound(format!("no device `{id}`")))?;
+            wait(&runtime, store.revoke_device(Actor::Operator, device))?;
             say!("revoked {}", text(m, "id"));
         }
-        ("station", Some(("list", _))) => db.call_blocking(|conn| {
-            for station in places::stations(conn)? {
+        ("station", Some(("list", _))) => {
+            for station in wait(&runtime, store.stations())? {
                 say!(
                     "{} {} ({} villages)",
                     station.code,
@@ -297,8 +313,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                     say!("  {v} {n}");
                 }
             }
-            Ok(())
-        })?,
+        }
         ("station", Some(("import", m))) => {
             let list = match m.get_one::<PathBuf>("file") {
                 Some(path) => std::fs::read_to_string(path).map_err(|e| {
@@ -306,8 +321,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                 })?,
                 None => demo::VILLAGES.to_owned(),
             };
-            let imported =
-                db.call_blocking(|conn| baylink_server::store::places::import(conn, &list))?;
+            let imported = wait(&runtime, store.import_places(Actor::Operator, list))?;
             say!(
                 "{} stations and {} villages added or changed",
                 imported.stations,
@@ -316,11 +330,15 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         }
         ("show", _) => {
             let id = text(sub, "id").trim().to_lowercase();
+            let found = match uuid::Uuid::parse_str(&id) {
+                Ok(uuid) => wait(&runtime, store.record(uuid))?,
+                Err(_) => None,
+            };
             let Some(baylink_server::store::records::RecordView {
                 kind,
                 fields,
                 history,
-            }) = db.call_blocking(|conn| baylink_server::store::records::record(conn, &id))?
+            }) = found
             else {
                 return Err(AppError::NotFound(format!("no record {id}")));
             };
@@ -352,6 +370,14 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         _ => {}
     }
     Ok(())
+}
+
+/// Runs a store call to its end on the command line's runtime.
+fn wait<T>(
+    runtime: &tokio::runtime::Runtime,
+    call: baylink_server::store::contract::StoreFuture<T>,
+) -> Result<T, AppError> {
+    Ok(runtime.block_on(call)?)
 }
 
 /// The first line of standard input: passwords never appear in argv or the shell history.

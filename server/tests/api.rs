@@ -6,7 +6,9 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use baylink_server::store::Db;
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::contract::{Access, Actor};
 use baylink_server::store::devices::{self, KeyMatch};
 use baylink_server::{AppState, Config, app, auth, demo};
 use serde_json::{Value, json};
@@ -14,28 +16,30 @@ use tower::ServiceExt;
 
 const DEVICE: &str = "6a1f8c3e-0000-4000-8000-000000000001";
 
+/// The database of a server's state, opened beside it to look inside.
+fn db(state: &AppState) -> Db {
+    Db::open(&state.config.database_path()).unwrap()
+}
+
 fn state() -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
     config.max_body_bytes = 64 * 1024;
-    let state = AppState::open(config).unwrap();
+    let (state, db) = AppState::open(config).unwrap();
     let hash = auth::password::hash("correct-horse-battery").unwrap();
-    state
-        .db
-        .call_blocking(|conn| {
-            demo::seed_places(conn)?;
-            let villages = ["441303006001".to_owned()];
-            let new = NewAccount {
-                username: "o1",
-                display_name: "o1",
-                role: Role::Officer,
-                station: None,
-                password_hash: &hash,
-                villages: &villages,
-            };
-            accounts::create_account(conn, &new, 0)
-        })
-        .unwrap();
+    db.call_blocking(|conn| {
+        demo::seed_places(conn)?;
+        let new = NewAccount {
+            username: "o1".to_owned(),
+            display_name: "o1".to_owned(),
+            role: Role::Officer,
+            station: None,
+            password_hash: hash,
+            villages: vec!["441303006001".to_owned()],
+        };
+        accounts::create_account(conn, Actor::Operator, &new, 0)
+    })
+    .unwrap();
     (state, dir)
 }
 
@@ -323,18 +327,17 @@ async fn invalid_values_are_refused_per_change_and_a_new_record_only_whole() {
             .unwrap()
             .contains("check character")
     );
+    let db = db(&state);
     let stored = |entity: &'static str, field: &'static str| -> Option<String> {
-        state
-            .db
-            .call_blocking(move |c| {
-                Ok(c.query_row(
-                    "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
-                    [entity, field],
-                    |r| r.get(0),
-                )
-                .ok())
-            })
-            .unwrap()
+        db.call_blocking(move |c| {
+            Ok(c.query_row(
+                "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
+                [entity, field],
+                |r| r.get(0),
+            )
+            .ok())
+        })
+        .unwrap()
     };
     // The injection-like name is data, stored verbatim; the server set the review state and
     // who captured it, and derived what the device left out from the ID number.
@@ -520,7 +523,7 @@ fn listening(
     let mut config = Config::new(dir.path());
     config.header_timeout = header_timeout;
     config.max_connections = max_connections;
-    let state = AppState::open(config).unwrap();
+    let (state, _) = AppState::open(config).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -592,8 +595,7 @@ fn half_sent_requests_are_closed_and_connections_are_bounded() {
 /// How a device key matches the test device's keys.
 fn key_match(state: &AppState, key: &str) -> KeyMatch {
     let key = key.to_owned();
-    state
-        .db
+    db(state)
         .call_blocking(move |conn| {
             let o1 = accounts::account_by_username(conn, "o1")?.map(|a| a.id);
             devices::device_key_matches(conn, DEVICE, o1, &key)
@@ -644,10 +646,11 @@ async fn a_device_keeps_its_key_while_it_proves_it_and_a_lost_answer_cuts_no_one
     assert_eq!(key_match(&state, &key2), KeyMatch::No);
     assert_eq!(key_match(&state, &"f".repeat(64)), KeyMatch::No);
     // Disabling the account ends its devices' keys; enabling it revives none.
-    for disabled in [true, false] {
-        state
-            .db
-            .call_blocking(move |c| accounts::set_disabled(c, "o1", disabled))
+    for access in [Access::Disabled, Access::Enabled] {
+        let store = state.store.clone();
+        store
+            .set_access(Actor::Operator, "o1".into(), access)
+            .await
             .unwrap();
     }
     assert_eq!(key_match(&state, &key3), KeyMatch::No);
@@ -676,8 +679,7 @@ async fn a_device_registered_before_device_keys_gets_one_at_its_next_refresh_and
     assert_eq!(status, StatusCode::OK, "{second}");
     assert!(second.get("device_key").is_none(), "{second}");
     // A device from before device keys has none: its next refresh gives it one.
-    state
-        .db
+    db(&state)
         .call_blocking(|conn| {
             conn.execute("UPDATE device SET key_hash = NULL", [])?;
             Ok(())

@@ -7,7 +7,9 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::alerts::AlertsShown;
 use baylink_server::store::caller::Caller;
+use baylink_server::store::contract::{Access, Actor};
 use baylink_server::store::{devices, push, records};
 use baylink_server::{AppState, Config, app, auth, demo};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
@@ -20,6 +22,7 @@ const VILLAGE: &str = "441303006001";
 
 struct Console {
     state: AppState,
+    db: baylink_server::store::Db,
     _dir: tempfile::TempDir,
 }
 
@@ -36,26 +39,25 @@ impl Console {
     /// A server with an officer's person record, a reviewer of its station (澳头) and one of another (霞涌).
     fn new() -> (Console, Uuid) {
         let dir = tempfile::tempdir().unwrap();
-        let state = AppState::open(Config::new(dir.path())).unwrap();
+        let (state, db) = AppState::open(Config::new(dir.path())).unwrap();
         let hash = auth::password::hash(PASSWORD).unwrap();
-        let person = state
-            .db
+        let person = db
             .call_blocking(|conn| {
                 demo::seed_places(conn)?;
                 let add = |conn: &mut baylink_server::store::rusqlite::Connection,
                            name: &str,
                            role,
-                           station,
+                           station: Option<&str>,
                            villages: &[String]| {
                     let new = NewAccount {
-                        username: name,
-                        display_name: name,
+                        username: name.to_owned(),
+                        display_name: name.to_owned(),
                         role,
-                        station,
-                        password_hash: &hash,
-                        villages,
+                        station: station.map(str::to_owned),
+                        password_hash: hash.clone(),
+                        villages: villages.to_vec(),
                     };
-                    accounts::create_account(conn, &new, 0)
+                    accounts::create_account(conn, Actor::Operator, &new, 0)
                 };
                 let officer = add(
                     conn,
@@ -115,7 +117,14 @@ impl Console {
                 Ok(person)
             })
             .unwrap();
-        (Console { state, _dir: dir }, person)
+        (
+            Console {
+                state,
+                db,
+                _dir: dir,
+            },
+            person,
+        )
     }
 
     async fn request(
@@ -316,11 +325,11 @@ async fn disabling_an_account_ends_its_console_sessions_and_enabling_it_revives_
         .request("GET", "/console/", Some(&cookie), None)
         .await;
     assert_eq!(page.status, StatusCode::OK);
-    for disabled in [true, false] {
-        console
-            .state
-            .db
-            .call_blocking(move |c| accounts::set_disabled(c, "r006", disabled))
+    for access in [Access::Disabled, Access::Enabled] {
+        let store = console.state.store.clone();
+        store
+            .set_access(Actor::Operator, "r006".into(), access)
+            .await
             .unwrap();
     }
     let page = console
@@ -382,7 +391,6 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         .await;
     assert!(page.body.contains("11010519491231002X"));
     let audited: i64 = console
-        .state
         .db
         .call_blocking(|c| {
             Ok(c.query_row(
@@ -583,7 +591,6 @@ async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited(
     assert_eq!(rows[1][5], "11010519491231002X", "ID numbers stay text");
     assert_eq!(rows[1][6], "王芳");
     let audited: i64 = console
-        .state
         .db
         .call_blocking(|c| {
             Ok(c.query_row(
@@ -628,7 +635,6 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     let o2 = || {
         console
-            .state
             .db
             .call_blocking(|c| accounts::account_by_username(c, "o2"))
             .unwrap()
@@ -649,7 +655,6 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
     assert_eq!(assigned.status, StatusCode::SEE_OTHER);
     let account = o2();
     let villages = console
-        .state
         .db
         .call_blocking(|c| accounts::villages_of(c, &account))
         .unwrap();
@@ -701,7 +706,6 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
     assert_eq!(revoked.status, StatusCode::SEE_OTHER);
     assert!(
         console
-            .state
             .db
             .call_blocking(|c| devices::device(c, device))
             .unwrap()
@@ -746,7 +750,6 @@ fn push_ticked(
     fields: &[(&str, serde_json::Value, u64)],
 ) -> Vec<baylink_sync::wire::ChangeResult> {
     console
-        .state
         .db
         .call_blocking(|conn| {
             let officer = accounts::account_by_username(conn, "o1")?.unwrap();
@@ -1139,7 +1142,6 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         "no review of a merged record"
     );
     let view = console
-        .state
         .db
         .call_blocking(|c| records::record(c, &residence.to_string()))
         .unwrap()
@@ -1149,7 +1151,6 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         Some(&json!(person.to_string()).to_string())
     );
     let twin_view = console
-        .state
         .db
         .call_blocking(|c| records::record(c, &twin.to_string()))
         .unwrap()
@@ -1201,7 +1202,6 @@ async fn merging_a_record_already_merged_is_refused_with_a_page_and_changes_noth
     assert_eq!(first.status, StatusCode::SEE_OTHER);
     let history = |id: Uuid| {
         console
-            .state
             .db
             .call_blocking(move |c| records::record(c, &id.to_string()))
             .unwrap()
@@ -1235,7 +1235,6 @@ async fn merging_a_record_already_merged_is_refused_with_a_page_and_changes_noth
 /// The summary row of `entity` as stored, every column but the entity id.
 fn summary_row(console: &Console, entity: Uuid) -> Vec<String> {
     console
-        .state
         .db
         .call_blocking(move |conn| {
             Ok(conn.query_row(
@@ -1259,7 +1258,6 @@ fn summary_row(console: &Console, entity: Uuid) -> Vec<String> {
 /// The row a summary recomputed from nothing has (the full write, not the recency-only one).
 fn recomputed_row(console: &Console, entity: Uuid) -> Vec<String> {
     console
-        .state
         .db
         .call_blocking(move |conn| {
             conn.execute(
@@ -1290,7 +1288,6 @@ async fn a_summary_after_each_write_is_what_a_recompute_gives_and_search_follows
             ..Default::default()
         };
         console
-            .state
             .db
             .call_blocking(move |conn| {
                 baylink_server::store::records::list(conn, &[VILLAGE.to_owned()], &filter, 10, 0)
@@ -1366,7 +1363,6 @@ async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write(
         "{results:?}"
     );
     let (history, value) = console
-        .state
         .db
         .call_blocking(move |conn| {
             let history: Vec<(Option<String>, String, bool)> = conn
@@ -1429,17 +1425,18 @@ async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() 
     let listed = |console: &Console| {
         let villages = vec![VILLAGE.to_owned()];
         console
-            .state
             .db
             .call_blocking(move |c| {
-                let list = alerts::list(c, &villages, true, 50)?;
-                Ok((list, alerts::open_count(c, &villages)?))
+                let list = alerts::list(c, &villages, AlertsShown::All, 50)?;
+                Ok((
+                    list,
+                    baylink_server::store::dashboard::open_count(c, &villages)?,
+                ))
             })
             .unwrap()
     };
     let (from, into) = (twin.to_string(), person.to_string());
     console
-        .state
         .db
         .call_blocking(move |c| {
             let admin = accounts::account_by_username(c, "admin")?.map_or(0, |a| a.id);
@@ -1451,7 +1448,6 @@ async fn a_person_merged_away_raises_no_alert_and_her_old_ones_are_not_listed() 
     let (before, open) = listed(&console);
     assert_eq!((before.len(), open), (2, 2), "both records match");
     console
-        .state
         .db
         .call_blocking(move |c| duplicates::merge(c, &reviewer, &from, &into, 2).map(drop))
         .unwrap();
@@ -1471,7 +1467,6 @@ async fn a_watched_persons_alert_follows_her_to_the_record_kept_when_her_duplica
     let (twin, twin_id) = twin_of_42(&console);
     let watched = twin_id;
     console
-        .state
         .db
         .call_blocking(move |c| {
             let admin = accounts::account_by_username(c, "admin")?.map_or(0, |a| a.id);
@@ -1489,11 +1484,10 @@ async fn a_watched_persons_alert_follows_her_to_the_record_kept_when_her_duplica
     // The watched record is the duplicate: merged into the other, her hit stays listed.
     let (from, into) = (twin.to_string(), person.to_string());
     let list = console
-        .state
         .db
         .call_blocking(move |c| {
             duplicates::merge(c, &reviewer, &from, &into, 2)?;
-            alerts::list(c, &[VILLAGE.to_owned()], true, 50)
+            alerts::list(c, &[VILLAGE.to_owned()], AlertsShown::All, 50)
         })
         .unwrap();
     assert_eq!(list.len(), 1, "{list:?}");

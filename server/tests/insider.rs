@@ -21,6 +21,7 @@ use axum::http::{Request, StatusCode, header};
 use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, EntityKind, Input, natural_id, validate_capture};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::audit::Actor;
 use baylink_server::store::authorize::HOME_ONLY;
 use baylink_server::store::caller::Caller;
 use baylink_server::store::now_ms;
@@ -149,6 +150,7 @@ fn honest_edit(
 /// among them).
 struct World {
     state: AppState,
+    db: baylink_server::store::Db,
     token: String,
     /// Ids a change may name: the victims' records, the attacker's house, a few new ones.
     pool: Vec<Uuid>,
@@ -165,10 +167,9 @@ struct World {
 
 fn world(runtime: &tokio::runtime::Runtime) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let state = AppState::open(Config::new(dir.path())).unwrap();
+    let (state, db) = AppState::open(Config::new(dir.path())).unwrap();
     let hash = auth::password::hash(PASSWORD).unwrap();
-    let (pool, id_numbers) = state
-        .db
+    let (pool, id_numbers) = db
         .call_blocking(move |conn| {
             demo::seed_places(conn)?;
             let mut callers = Vec::new();
@@ -176,16 +177,15 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
                 .into_iter()
                 .enumerate()
             {
-                let villages = [village.to_owned()];
                 let new = NewAccount {
-                    username: name,
-                    display_name: name,
+                    username: name.to_owned(),
+                    display_name: name.to_owned(),
                     role: Role::Officer,
-                    station: Some(&village[..9]),
-                    password_hash: &hash,
-                    villages: &villages,
+                    station: Some(village[..9].to_owned()),
+                    password_hash: hash.clone(),
+                    villages: vec![village.to_owned()],
                 };
-                let account = accounts::create_account(conn, &new, 0)?;
+                let account = accounts::create_account(conn, Actor::Operator, &new, 0)?;
                 if n > 0 {
                     let device = VICTIM_DEVICES[n - 1].to_string();
                     devices::register_device(conn, &device, account, "phone", 0)?;
@@ -193,7 +193,7 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
                         account,
                         role: Role::Officer,
                         device,
-                        villages: villages.to_vec(),
+                        villages: vec![village.to_owned()],
                     });
                 }
             }
@@ -326,6 +326,7 @@ fn world(runtime: &tokio::runtime::Runtime) -> World {
     });
     let mut world = World {
         state,
+        db,
         token,
         pool,
         id_numbers,
@@ -480,58 +481,42 @@ struct Snapshot {
     history: i64,
 }
 
-fn snapshot(state: &AppState) -> BTreeMap<String, Snapshot> {
-    state
-        .db
-        .call_blocking(|conn| {
-            let mut records: BTreeMap<String, Snapshot> = BTreeMap::new();
-            let mut stmt = conn.prepare("SELECT id, kind, village FROM entity")?;
-            let rows =
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
-            for row in rows {
-                let (id, kind, village) = row?;
-                records.insert(
-                    id,
-                    Snapshot {
-                        kind,
-                        village,
-                        fields: BTreeMap::new(),
-                        villages: BTreeSet::new(),
-                        history: 0,
-                    },
-                );
-            }
-            let mut stmt = conn.prepare("SELECT entity, field, value, hlc, node FROM field")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    (r.get(2)?, r.get(3)?, r.get(4)?),
-                ))
-            })?;
-            for row in rows {
-                let (entity, field, value) = row?;
-                records
-                    .get_mut(&entity)
-                    .unwrap()
-                    .fields
-                    .insert(field, value);
-            }
-            let mut stmt = conn.prepare("SELECT entity, village FROM scope")?;
-            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
-                let (entity, village) = row?;
-                records.get_mut(&entity).unwrap().villages.insert(village);
-            }
-            let mut stmt = conn.prepare("SELECT entity, count(*) FROM history GROUP BY entity")?;
-            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
-                let (entity, n) = row?;
-                if let Some(record) = records.get_mut(&entity) {
-                    record.history = n;
-                }
-            }
-            Ok(records)
+/// Every record as the server holds it, from the store's backend-neutral snapshot.
+fn snapshot(runtime: &tokio::runtime::Runtime, state: &AppState) -> BTreeMap<String, Snapshot> {
+    let held = runtime.block_on(state.store.snapshot()).unwrap();
+    let mut records: BTreeMap<String, Snapshot> = held
+        .entities
+        .iter()
+        .map(|(id, e)| {
+            let record = Snapshot {
+                kind: e.kind.clone(),
+                village: e.village.clone(),
+                fields: BTreeMap::new(),
+                villages: BTreeSet::new(),
+                history: 0,
+            };
+            (id.to_string(), record)
         })
-        .unwrap()
+        .collect();
+    for ((entity, field), stored) in &held.values {
+        let value = (
+            stored.value.to_string(),
+            stored.stamp.hlc.as_u64() as i64,
+            stored.stamp.node.to_string(),
+        );
+        let record = records.get_mut(&entity.to_string()).unwrap();
+        record.fields.insert(field.clone(), value);
+    }
+    for (entity, village) in &held.scopes {
+        let record = records.get_mut(&entity.to_string()).unwrap();
+        record.villages.insert(village.clone());
+    }
+    for written in &held.history {
+        if let Some(record) = records.get_mut(&written.entity.to_string()) {
+            record.history += 1;
+        }
+    }
+    records
 }
 
 /// One random change, before its counter and stamp are set.
@@ -1002,7 +987,6 @@ impl World {
         // The counter the server holds is the newest accepted one: far-ahead ones never count.
         let device = ATTACKER_DEVICE.to_string();
         let held = self
-            .state
             .db
             .call_blocking(move |c| Ok(devices::device(c, &device)?.unwrap().last_counter))
             .unwrap();
@@ -1034,7 +1018,7 @@ impl World {
             prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{}", page);
             return Ok(());
         }
-        let scopes = snapshot(&self.state);
+        let scopes = snapshot(runtime, &self.state);
         for record in page["records"].as_array().cloned().unwrap_or_default() {
             let id = record["entity"].as_str().unwrap();
             let held = &scopes[id].villages;
@@ -1237,11 +1221,11 @@ fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of
         ..ProptestConfig::default()
     });
     let result = runner.run(&case(), |case| {
-        let before = snapshot(&world.state);
+        let before = snapshot(&runtime, &world.state);
         world.run(&runtime, &case, &mut me.borrow_mut())?;
         // The world persists across cases, so shrinking cannot find the culprit again: print
         // every failing case, the first one being it.
-        let arrived = nothing_outside_changed(&before, &snapshot(&world.state))
+        let arrived = nothing_outside_changed(&before, &snapshot(&runtime, &world.state))
             .inspect_err(|e| eprintln!("failing case {case:?}: {e}"))?;
         me.borrow_mut().arrivals += arrived;
         Ok(())
@@ -1272,7 +1256,6 @@ fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of
     ));
     assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
     let notes: String = world
-        .state
         .db
         .call_blocking(|c| {
             Ok(c.query_row(

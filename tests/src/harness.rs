@@ -93,8 +93,10 @@ pub const PASSWORD: &str = "correct-horse-battery";
 pub struct Server {
     /// Base URL, `http://127.0.0.1:PORT`.
     pub url: String,
-    /// The server's state (its database handle, to look inside).
+    /// The server's state.
     pub state: baylink_server::AppState,
+    /// The server's database, to look inside.
+    pub db: baylink_server::store::Db,
     data: std::path::PathBuf,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -106,14 +108,13 @@ impl Server {
     pub fn start() -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data = dir.path().join("server");
-        let (url, state, runtime, shutdown) = Self::launch(&data);
-        state
-            .db
-            .call_blocking(baylink_server::demo::seed_places)
+        let (url, state, db, runtime, shutdown) = Self::launch(&data);
+        db.call_blocking(baylink_server::demo::seed_places)
             .expect("places seeded");
         Server {
             url,
             state,
+            db,
             data,
             runtime: Some(runtime),
             shutdown: Some(shutdown),
@@ -126,12 +127,13 @@ impl Server {
     ) -> (
         String,
         baylink_server::AppState,
+        baylink_server::store::Db,
         tokio::runtime::Runtime,
         tokio::sync::oneshot::Sender<()>,
     ) {
         let mut config = baylink_server::Config::new(data);
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
-        let state = baylink_server::AppState::open(config).expect("server state opens");
+        let (state, db) = baylink_server::AppState::open(config).expect("server state opens");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -149,7 +151,7 @@ impl Server {
             })
             .await;
         });
-        (url, state, runtime, tx)
+        (url, state, db, runtime, tx)
     }
 
     /// Adds an officer of one village.
@@ -190,17 +192,21 @@ impl Server {
     ) {
         let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
         let new = baylink_server::store::accounts::NewAccount {
-            username,
-            display_name: username,
+            username: username.to_owned(),
+            display_name: username.to_owned(),
             role,
-            station: Some(station),
-            password_hash: &hash,
-            villages,
+            station: Some(station.to_owned()),
+            password_hash: hash,
+            villages: villages.to_vec(),
         };
-        self.state
-            .db
+        self.db
             .call_blocking(|conn| {
-                baylink_server::store::accounts::create_account(conn, &new, NOW_MS)
+                baylink_server::store::accounts::create_account(
+                    conn,
+                    baylink_server::store::audit::Actor::Operator,
+                    &new,
+                    NOW_MS,
+                )
             })
             .expect("account created");
     }
@@ -208,11 +214,12 @@ impl Server {
     /// Stops the server (the process would exit here) and starts it again on the same data.
     pub fn restart(&mut self) {
         self.stop();
-        let (url, state, runtime, shutdown) = Self::launch(&self.data);
+        let (url, state, db, runtime, shutdown) = Self::launch(&self.data);
         // Same address is not guaranteed after a restart; devices keep the URL they signed in
         // with, so tests re-point them with `Device::move_server`.
         self.url = url;
         self.state = state;
+        self.db = db;
         self.runtime = Some(runtime);
         self.shutdown = Some(shutdown);
     }
@@ -244,10 +251,20 @@ impl Server {
         })
     }
 
+    /// Runs a use case of the server's storage trait to its end, as a handler would.
+    pub fn run<T>(
+        &self,
+        call: baylink_server::store::contract::StoreFuture<T>,
+    ) -> Result<T, baylink_server::store::StoreError> {
+        self.runtime
+            .as_ref()
+            .expect("the server runs")
+            .block_on(call)
+    }
+
     /// Runs a closure on the server's database.
     pub fn query<T>(&self, f: impl FnOnce(&rusqlite_reexport::Connection) -> T) -> T {
-        self.state
-            .db
+        self.db
             .call_blocking(|conn| Ok(f(conn)))
             .expect("query runs")
     }

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use baylink_domain::{EntityKind, Input, synthetic};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::audit::Actor;
 use baylink_server::store::caller::Caller;
 use baylink_server::store::devices;
+use baylink_server::store::review::Verdict;
 use baylink_server::store::{Db, rusqlite};
 use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse};
 use baylink_sync::{Change, EntityState, Hlc, ManualClock, NodeId, Stamp, Versioned};
@@ -395,15 +397,15 @@ impl World {
             ] {
                 let villages: Vec<String> = villages.into_iter().map(str::to_owned).collect();
                 let new = NewAccount {
-                    username: name,
-                    display_name: name,
+                    username: name.to_owned(),
+                    display_name: name.to_owned(),
                     role,
-                    station: Some("441303006"),
+                    station: Some("441303006".to_owned()),
                     // Nobody signs in: the simulation calls the store directly.
-                    password_hash: "-",
-                    villages: &villages,
+                    password_hash: "-".to_owned(),
+                    villages,
                 };
-                accounts::create_account(c, &new, START_MS)?;
+                accounts::create_account(c, Actor::Operator, &new, START_MS)?;
             }
             Ok(())
         })
@@ -653,7 +655,9 @@ impl World {
                     self.villages_of(2).into_iter().map(str::to_owned).collect();
                 self.server
                     .db
-                    .call_blocking(|c| accounts::assign_villages(c, "o3", &villages))
+                    .call_blocking(|c| {
+                        accounts::assign_villages(c, Actor::Operator, "o3", &villages, START_MS)
+                    })
                     .expect("assign");
             }
             91..=93 => self.review(),
@@ -820,16 +824,13 @@ impl World {
         let Some(entity) = entity.and_then(|e| Uuid::parse_str(&e).ok()) else {
             return;
         };
-        let approve = self.rng.chance(60);
+        let verdict = if self.rng.chance(60) {
+            Verdict::Approve
+        } else {
+            Verdict::Return("请补充联系电话".into())
+        };
         let _ = self.server.db.call_blocking(|c| {
-            baylink_server::store::review::review(
-                c,
-                &reviewer,
-                &entity,
-                approve,
-                "请补充联系电话",
-                now,
-            )
+            baylink_server::store::review::review(c, &reviewer, &entity, &verdict, now)
         });
     }
 

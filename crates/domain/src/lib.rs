@@ -11,6 +11,7 @@ pub mod phone;
 pub mod plate;
 pub mod regions;
 pub mod schema;
+pub mod scope;
 pub mod search;
 pub mod summary;
 pub mod synthetic;

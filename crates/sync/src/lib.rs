@@ -10,6 +10,7 @@ pub mod error;
 pub mod hlc;
 pub mod merge;
 pub mod replica;
+pub mod schema;
 pub mod stamp;
 pub mod wire;
 

@@ -9,11 +9,9 @@ use super::{ConsoleUser, CsrfForm, PageError, pages};
 use crate::auth::password;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::accounts::{self, NewAccount, Role};
-use crate::store::audit;
-use crate::store::devices;
-use crate::store::now_ms;
-use crate::store::places;
+use crate::store::accounts::Role;
+use crate::store::contract::{Access, Actor, NewAccount};
+use uuid::Uuid;
 
 impl ConsoleUser {
     pub(super) fn require_admin(&self) -> Result<(), AppError> {
@@ -30,21 +28,7 @@ pub(super) async fn users(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state
-        .db
-        .read(|conn| {
-            let mut out = Vec::new();
-            for account in accounts::accounts(conn)? {
-                let villages = if account.role == Role::Officer {
-                    accounts::villages_of(conn, &account)?
-                } else {
-                    Vec::new()
-                };
-                out.push((account, villages));
-            }
-            Ok((out, places::stations(conn)?))
-        })
-        .await?;
+    let rows = (state.store.accounts().await?, state.store.stations().await?);
     Ok(pages::admin_users(&user, &rows.0, &rows.1).into_response())
 }
 
@@ -95,36 +79,20 @@ pub(super) async fn add_user(
         .ok_or_else(|| AppError::BadRequest("role: officer, reviewer or admin".into()))?;
     let password = form.password;
     let hash = password::hash_off_thread(password).await?;
-    let admin = user.account.id;
-    state
-        .db
-        .call(move |conn| {
-            let villages = villages_of_text(&form.villages);
-            let station = Some(form.station.trim()).filter(|s| !s.is_empty());
-            let display = if form.display_name.trim().is_empty() {
-                username.as_str()
-            } else {
-                form.display_name.trim()
-            };
-            let new = NewAccount {
-                username: &username,
-                display_name: display,
-                role,
-                station,
-                password_hash: &hash,
-                villages: &villages,
-            };
-            accounts::create_account(conn, &new, now_ms())?;
-            audit::audit(
-                conn,
-                Some(admin),
-                "add_account",
-                Some(&username),
-                Some(role.as_str()),
-                now_ms(),
-            )
-        })
-        .await?;
+    let display_name = match form.display_name.trim() {
+        "" => username.clone(),
+        name => name.to_owned(),
+    };
+    let new = NewAccount {
+        username,
+        display_name,
+        role,
+        station: Some(form.station.trim().to_owned()).filter(|s| !s.is_empty()),
+        password_hash: hash,
+        villages: villages_of_text(&form.villages),
+    };
+    let admin = Actor::Account(user.account.id);
+    state.store.create_account(admin, new).await?;
     Ok(Redirect::to("/console/admin/users").into_response())
 }
 
@@ -143,21 +111,11 @@ pub(super) async fn assign(
 ) -> Result<Response, PageError> {
     user.require_admin()?;
     user.check_csrf(&form.csrf)?;
-    let admin = user.account.id;
+    let admin = Actor::Account(user.account.id);
+    let villages = villages_of_text(&form.villages);
     state
-        .db
-        .call(move |conn| {
-            let villages = villages_of_text(&form.villages);
-            accounts::assign_villages(conn, &username, &villages)?;
-            audit::audit(
-                conn,
-                Some(admin),
-                "assign_villages",
-                Some(&username),
-                Some(&villages.join(",")),
-                now_ms(),
-            )
-        })
+        .store
+        .assign_villages(admin, username, villages)
         .await?;
     Ok(Redirect::to("/console/admin/users").into_response())
 }
@@ -170,30 +128,13 @@ pub(super) async fn set_disabled(
 ) -> Result<Response, PageError> {
     user.require_admin()?;
     user.check_csrf(&form.csrf)?;
-    let disable = match verb.as_str() {
-        "disable" => true,
-        "enable" => false,
+    let access = match verb.as_str() {
+        "disable" => Access::Disabled,
+        "enable" => Access::Enabled,
         _ => return Err(AppError::NotFound("no such action".into()).into()),
     };
-    let admin = user.account.id;
-    state
-        .db
-        .call(move |conn| {
-            accounts::set_disabled(conn, &username, disable)?;
-            audit::audit(
-                conn,
-                Some(admin),
-                if disable {
-                    "disable_account"
-                } else {
-                    "enable_account"
-                },
-                Some(&username),
-                None,
-                now_ms(),
-            )
-        })
-        .await?;
+    let admin = Actor::Account(user.account.id);
+    state.store.set_access(admin, username, access).await?;
     Ok(Redirect::to("/console/admin/users").into_response())
 }
 
@@ -202,7 +143,7 @@ pub(super) async fn devices(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state.db.read(devices::devices).await?;
+    let rows = state.store.devices().await?;
     Ok(pages::admin_devices(&user, &rows).into_response())
 }
 
@@ -214,21 +155,9 @@ pub(super) async fn revoke(
 ) -> Result<Response, PageError> {
     user.require_admin()?;
     user.check_csrf(&form.csrf)?;
-    let admin = user.account.id;
-    state
-        .db
-        .call(move |conn| {
-            devices::revoke_device(conn, &id)?;
-            audit::audit(
-                conn,
-                Some(admin),
-                "revoke_device",
-                Some(&id),
-                None,
-                now_ms(),
-            )
-        })
-        .await?;
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound(format!("no device `{id}`")))?;
+    let admin = Actor::Account(user.account.id);
+    state.store.revoke_device(admin, id).await?;
     Ok(Redirect::to("/console/admin/devices").into_response())
 }
 
@@ -237,6 +166,6 @@ pub(super) async fn audit(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state.db.read(|conn| audit::audit_log(conn, 500)).await?;
+    let rows = state.store.audit_log(500).await?;
     Ok(pages::admin_audit(&user, &rows).into_response())
 }

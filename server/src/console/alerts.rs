@@ -11,8 +11,7 @@ use super::pages::{admin_nav, layout, mask_id, masked_label, when};
 use super::{ConsoleUser, CsrfForm, PageError};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::alerts::{self, Alert, StoredRule};
-use crate::store::now_ms;
+use crate::store::alerts::{Alert, AlertsShown, StoredRule};
 
 /// Whether to list acknowledged alerts too.
 #[derive(Deserialize, Default)]
@@ -26,10 +25,14 @@ pub(super) async fn list(
     Query(query): Query<AlertQuery>,
 ) -> Result<Response, PageError> {
     let all = query.all == Some(1);
-    let villages = user.villages.clone();
+    let shown = if all {
+        AlertsShown::All
+    } else {
+        AlertsShown::Open
+    };
     let rows = state
-        .db
-        .read(move |conn| alerts::list(conn, &villages, all, 500))
+        .store
+        .alerts(user.villages.clone(), shown, 500)
         .await?;
     Ok(page(&user, &rows, all).into_response())
 }
@@ -42,10 +45,7 @@ pub(super) async fn acknowledge(
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
     let caller = user.caller();
-    state
-        .db
-        .call(move |conn| alerts::acknowledge(conn, &caller, id, now_ms()))
-        .await?;
+    state.store.acknowledge_alert(caller, id).await?;
     Ok(Redirect::to("/console/alerts").into_response())
 }
 
@@ -104,7 +104,7 @@ pub(super) async fn rules(
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state.db.read(alerts::rules).await?;
+    let rows = state.store.watch_rules().await?;
     Ok(rules_page(&user, &rows, None).into_response())
 }
 
@@ -135,7 +135,7 @@ pub(super) async fn add_rule(
         Ok(rule) => rule,
         Err(reason) => {
             // A mistyped code is the administrator's to correct: show the list with the reason.
-            let rows = state.db.read(alerts::rules).await?;
+            let rows = state.store.watch_rules().await?;
             let message = format!("{}：{}", form.value.trim(), reason.zh);
             return Ok((
                 axum::http::StatusCode::BAD_REQUEST,
@@ -145,10 +145,7 @@ pub(super) async fn add_rule(
         }
     };
     let account = user.account.id;
-    state
-        .db
-        .call(move |conn| alerts::add_rule(conn, account, &rule, &form.note, now_ms()))
-        .await?;
+    state.store.add_watch_rule(account, rule, form.note).await?;
     Ok(Redirect::to("/console/admin/watch").into_response())
 }
 
@@ -161,10 +158,7 @@ pub(super) async fn remove_rule(
     user.require_admin()?;
     user.check_csrf(&form.csrf)?;
     let account = user.account.id;
-    state
-        .db
-        .call(move |conn| alerts::remove_rule(conn, account, id, now_ms()))
-        .await?;
+    state.store.remove_watch_rule(account, id).await?;
     Ok(Redirect::to("/console/admin/watch").into_response())
 }
 

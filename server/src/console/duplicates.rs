@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use super::pages::{layout, mask_id};
 use super::{ConsoleUser, PageError};
+use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::duplicates::{self, Pair, Side};
-use crate::store::now_ms;
+use crate::store::duplicates::{Pair, Side};
 
 /// Most pairs on one page; a reviewer settles them a page at a time.
 const PAIRS: usize = 200;
@@ -19,10 +19,9 @@ pub(super) async fn list(
     State(state): State<AppState>,
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
-    let villages = user.villages.clone();
     let pairs = state
-        .db
-        .read(move |conn| duplicates::candidates(conn, &villages, PAIRS))
+        .store
+        .duplicate_pairs(user.villages.clone(), PAIRS)
         .await?;
     Ok(page(&user, &pairs).into_response())
 }
@@ -41,12 +40,8 @@ pub(super) async fn merge(
     Form(form): Form<MergeForm>,
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
-    let caller = user.caller();
-    let into = form.into.clone();
-    state
-        .db
-        .call(move |conn| duplicates::merge(conn, &caller, &form.from, &form.into, now_ms()))
-        .await?;
+    let (from, into) = (record_id(&form.from)?, record_id(&form.into)?);
+    state.store.merge_records(user.caller(), from, into).await?;
     Ok(Redirect::to(&format!("/console/records/{into}")).into_response())
 }
 
@@ -64,12 +59,14 @@ pub(super) async fn dismiss(
     Form(form): Form<DismissForm>,
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
-    let caller = user.caller();
-    state
-        .db
-        .call(move |conn| duplicates::dismiss(conn, &caller, &form.a, &form.b, now_ms()))
-        .await?;
+    let (a, b) = (record_id(&form.a)?, record_id(&form.b)?);
+    state.store.dismiss_pair(user.caller(), a, b).await?;
     Ok(Redirect::to("/console/duplicates").into_response())
+}
+
+/// A record id from a form; anything else names no record.
+fn record_id(text: &str) -> Result<uuid::Uuid, AppError> {
+    uuid::Uuid::parse_str(text.trim()).map_err(|_| AppError::NotFound(format!("no record {text}")))
 }
 
 fn side(s: &Side) -> Markup {

@@ -22,15 +22,11 @@ use crate::auth::{known, password, throttle};
 use crate::error::AppError;
 use crate::extract::ClientAddr;
 use crate::state::AppState;
-use crate::store::accounts::{self, Account, Role};
+use crate::store::accounts::{Account, Role};
 use crate::store::caller::Caller;
+use crate::store::contract::{ConsoleSession, Keep, Reveal, Verdict};
 use crate::store::now_ms;
-use crate::store::places;
-use crate::store::records;
 use crate::store::records::Filter;
-use crate::store::review;
-use crate::store::scope;
-use crate::store::{audit, dashboard, sessions};
 
 const COOKIE_NAME: &str = "baylink_console";
 /// A console session lasts a working day.
@@ -205,26 +201,17 @@ impl FromRequestParts<AppState> for ConsoleUser {
         let Some(cookie) = cookie_value(&parts.headers) else {
             return Err(to_login());
         };
-        let lookup = cookie.clone();
         let found = state
-            .db
-            .read(move |conn| {
-                let Some((account, csrf)) = sessions::session(conn, &lookup, now_ms())? else {
-                    return Ok(None);
-                };
-                let Some(account) = accounts::account_by_id(conn, account)? else {
-                    return Ok(None);
-                };
-                if account.disabled || account.role == Role::Officer {
-                    return Ok(None);
-                }
-                let villages = accounts::villages_of(conn, &account)?;
-                Ok(Some((account, villages, csrf)))
-            })
+            .store
+            .console_session(cookie.clone())
             .await
             .map_err(|e| AppError::from(e).into_response())?;
         match found {
-            Some((account, villages, csrf)) => Ok(ConsoleUser {
+            Some(ConsoleSession {
+                account,
+                villages,
+                csrf,
+            }) => Ok(ConsoleUser {
                 account,
                 villages,
                 csrf,
@@ -298,12 +285,7 @@ async fn login(
     let Some(address_keys) = throttle::login_keys(&form.username, addr) else {
         return login_form(&state, StatusCode::BAD_REQUEST, Some("用户名过长"), "");
     };
-    let username = form.username.clone();
-    let account = match state
-        .db
-        .read(move |conn| accounts::account_by_username(conn, &username))
-        .await
-    {
+    let account = match state.store.account_by_username(form.username.clone()).await {
         Ok(account) => account,
         Err(e) => return AppError::from(e).into_response(),
     };
@@ -351,16 +333,9 @@ async fn login(
     };
     reservation.succeed();
     let id = account.id;
-    let opened = state
-        .db
-        .call(move |conn| {
-            let session = sessions::open_session(conn, id, now_ms(), SESSION_TTL_MS)?;
-            audit::audit(conn, Some(id), "console_login", None, None, now_ms())?;
-            Ok(session)
-        })
-        .await;
+    let opened = state.store.open_console_session(id, SESSION_TTL_MS).await;
     match opened {
-        Ok((cookie, _)) => {
+        Ok(cookie) => {
             let secure = if state.config.secure_cookies {
                 "; Secure"
             } else {
@@ -400,10 +375,9 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
-    let cookie = user.cookie.clone();
     state
-        .db
-        .call(move |conn| sessions::close_session(conn, &cookie))
+        .store
+        .close_console_session(user.cookie.clone())
         .await?;
     let mut response = Redirect::to("/console/login").into_response();
     let expired = format!("{COOKIE_NAME}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -424,24 +398,8 @@ async fn dashboard(
         baylink_domain::date::CHINA_OFFSET_MINUTES,
     );
     let since = baylink_domain::Date::from_days(today.to_days() - 29);
-    let data = state
-        .db
-        .read(move |conn| {
-            Ok(pages::Dashboard {
-                counts: records::counts(conn, &villages)?,
-                names: places::stations(conn)?
-                    .into_iter()
-                    .flat_map(|s| s.villages)
-                    .collect(),
-                days: dashboard::captures_per_day(conn, &villages, &since.to_string())?,
-                since,
-                progress: dashboard::progress(conn, &villages)?,
-                devices: dashboard::device_syncs(conn, &villages)?,
-                conflicts: review::open_conflicts(conn, &villages)?,
-                alerts: crate::store::alerts::open_count(conn, &villages)?,
-            })
-        })
-        .await?;
+    let overview = state.store.overview(villages, since).await?;
+    let data = pages::Dashboard { overview, since };
     Ok(pages::dashboard(&user, &data).into_response())
 }
 
@@ -489,14 +447,11 @@ async fn records(
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     let filter = query.filter();
-    let (villages, for_db) = (user.villages.clone(), filter.clone());
-    let (rows, stations) = state
-        .db
-        .read(move |conn| {
-            let rows = records::list(conn, &villages, &for_db, PAGE + 1, page * PAGE)?;
-            Ok((rows, places::stations(conn)?))
-        })
+    let rows = state
+        .store
+        .records(user.villages.clone(), filter.clone(), PAGE + 1, page * PAGE)
         .await?;
+    let stations = state.store.stations().await?;
     let names = stations.into_iter().flat_map(|s| s.villages).collect();
     Ok(pages::records(&user, &filter, &rows, page, PAGE as usize, &names).into_response())
 }
@@ -523,17 +478,17 @@ async fn export(
         _ => return Err(AppError::BadRequest("format: csv or xlsx".into()).into()),
     };
     let filter = query.list.filter();
-    let (villages, account) = (user.villages.clone(), user.account.id);
-    let detail = format!("{:?} {}", filter, query.format);
-    let (rows, stations) = state
-        .db
-        .call(move |conn| {
-            let rows = records::list(conn, &villages, &filter, EXPORT_LIMIT, 0)?;
-            let detail = format!("{detail} rows={}", rows.len());
-            audit::audit(conn, Some(account), "export", None, Some(&detail), now_ms())?;
-            Ok((rows, places::stations(conn)?))
-        })
+    let rows = state
+        .store
+        .export(
+            user.account.id,
+            user.villages.clone(),
+            filter,
+            query.format.clone(),
+            EXPORT_LIMIT,
+        )
         .await?;
+    let stations = state.store.stations().await?;
     let names: std::collections::BTreeMap<String, String> =
         stations.into_iter().flat_map(|s| s.villages).collect();
     let village_name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
@@ -578,9 +533,7 @@ async fn record(
     Path(id): Path<String>,
     Query(query): Query<RecordQuery>,
 ) -> Result<Response, PageError> {
-    let id = Uuid::parse_str(&id)
-        .map_err(|_| AppError::NotFound("no such record".into()))?
-        .to_string();
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
     let reveal = query.reveal == Some(1);
     record_page(&state, &user, id, reveal, None).await
 }
@@ -589,47 +542,25 @@ async fn record(
 async fn record_page(
     state: &AppState,
     user: &ConsoleUser,
-    id: String,
+    id: Uuid,
     reveal: bool,
     draft: Option<pages::ReviewDraft>,
 ) -> Result<Response, PageError> {
-    let (caller, account) = (user.caller(), user.account.id);
-    let view = state
-        .db
-        .call(move |conn| {
-            if !scope::visible(conn, &caller, &id)? {
-                return Err(crate::store::error::StoreError::NotFound(
-                    "no such record in your villages".into(),
-                ));
-            }
-            let view = records::record(conn, &id)?.ok_or_else(|| {
-                crate::store::error::StoreError::NotFound("no such record".into())
-            })?;
-            let links = records::linked(
-                conn,
-                &id,
-                &view.fields,
-                baylink_domain::EntityKind::parse(&view.kind),
-            )?;
-            if reveal {
-                audit::audit(
-                    conn,
-                    Some(account),
-                    "reveal_id_number",
-                    Some(&id),
-                    None,
-                    now_ms(),
-                )?;
-            }
-            Ok((id, view, links))
-        })
-        .await?;
+    let reveal = if reveal { Reveal::Full } else { Reveal::Masked };
+    let page = state.store.record_page(user.caller(), id, reveal).await?;
     let status = if draft.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
     };
-    let page = pages::record(user, &view.0, &view.1, &view.2, reveal, draft.as_ref());
+    let page = pages::record(
+        user,
+        &id.to_string(),
+        &page.view,
+        &page.links,
+        reveal == Reveal::Full,
+        draft.as_ref(),
+    );
     Ok((status, page).into_response())
 }
 
@@ -650,24 +581,20 @@ async fn review(
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
     let entity = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
-    let approve = match form.decision.as_str() {
-        "approve" => true,
-        "return" => false,
+    let verdict = match form.decision.as_str() {
+        "approve" => Verdict::Approve,
+        "return" => Verdict::Return(form.comment.clone()),
         _ => return Err(AppError::BadRequest("decision: approve or return".into()).into()),
     };
-    if !approve && form.comment.trim().is_empty() {
+    if verdict != Verdict::Approve && form.comment.trim().is_empty() {
         // The form comes back with what is wrong, nothing lost.
         let draft = pages::ReviewDraft {
             error: "退回须填写原因，以便警员改正 / a return needs a comment telling the officer what to correct".into(),
             comment: form.comment,
         };
-        return record_page(&state, &user, entity.to_string(), false, Some(draft)).await;
+        return record_page(&state, &user, entity, false, Some(draft)).await;
     }
-    let caller = user.caller();
-    state
-        .db
-        .call(move |conn| review::review(conn, &caller, &entity, approve, &form.comment, now_ms()))
-        .await?;
+    state.store.review(user.caller(), entity, verdict).await?;
     Ok(Redirect::to(&format!("/console/records/{entity}")).into_response())
 }
 
@@ -675,11 +602,7 @@ async fn conflicts(
     State(state): State<AppState>,
     user: ConsoleUser,
 ) -> Result<Response, PageError> {
-    let villages = user.villages.clone();
-    let list = state
-        .db
-        .read(move |conn| review::conflicts(conn, &villages, 200))
-        .await?;
+    let list = state.store.conflicts(user.villages.clone(), 200).await?;
     Ok(pages::conflicts(&user, &list).into_response())
 }
 
@@ -698,15 +621,11 @@ async fn settle(
     Form(form): Form<SettleForm>,
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
-    let keep_lost = match form.choose.as_str() {
-        "kept" => false,
-        "lost" => true,
+    let keep = match form.choose.as_str() {
+        "kept" => Keep::Kept,
+        "lost" => Keep::Lost,
         _ => return Err(AppError::BadRequest("choose: kept or lost".into()).into()),
     };
-    let caller = user.caller();
-    state
-        .db
-        .call(move |conn| review::settle_conflict(conn, &caller, id, keep_lost, now_ms()))
-        .await?;
+    state.store.settle_conflict(user.caller(), id, keep).await?;
     Ok(Redirect::to("/console/conflicts").into_response())
 }

@@ -145,22 +145,10 @@ pub(super) fn login(error: Option<&str>, csrf: &str, username: &str) -> Markup {
 
 /// What the dashboard shows.
 pub(super) struct Dashboard {
-    /// (village, kind, status, count).
-    pub(super) counts: Vec<(String, String, String, i64)>,
-    /// Village names by code.
-    pub(super) names: BTreeMap<String, String>,
-    /// Captures per day since `since`.
-    pub(super) days: Vec<(String, i64)>,
+    /// The figures.
+    pub(super) overview: crate::store::dashboard::Overview,
     /// First day of the chart.
     pub(super) since: baylink_domain::Date,
-    /// Records per officer.
-    pub(super) progress: Vec<crate::store::dashboard::Progress>,
-    /// Officers' devices.
-    pub(super) devices: Vec<crate::store::dashboard::DeviceSync>,
-    /// Open conflicts.
-    pub(super) conflicts: i64,
-    /// Open alerts.
-    pub(super) alerts: i64,
 }
 
 /// Captures per day as bars, drawn on the server (no script, no external resources).
@@ -190,7 +178,7 @@ fn chart(days: &[(String, i64)], since: baylink_domain::Date) -> Markup {
 }
 
 pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
-    let (counts, names) = (&data.counts, &data.names);
+    let (counts, names) = (&data.overview.counts, &data.overview.names);
     let mut by_village: BTreeMap<&str, BTreeMap<(&str, &str), i64>> = BTreeMap::new();
     let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
     for (village, kind, status, n) in counts {
@@ -218,11 +206,11 @@ pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
                 "待审核 " strong { (totals.get("pending").copied().unwrap_or(0)) }
                 " · 已通过 " strong { (totals.get("approved").copied().unwrap_or(0)) }
                 " · 已退回 " strong { (totals.get("returned").copied().unwrap_or(0)) }
-                " · " a href="/console/conflicts" { "待处理冲突 " strong { (data.conflicts) } }
-                " · " a href="/console/alerts" { "未处理预警 " strong { (data.alerts) } }
+                " · " a href="/console/conflicts" { "待处理冲突 " strong { (data.overview.conflicts) } }
+                " · " a href="/console/alerts" { "未处理预警 " strong { (data.overview.alerts) } }
             }
             h2 { "近30天每日采集量" }
-            div.card { (chart(&data.days, data.since)) }
+            div.card { (chart(&data.overview.days, data.since)) }
             h2 { "各村（社区）登记数（待审核 / 全部）" }
             table {
                 thead { tr { th { "村（社区）" } @for k in kinds { th { (kind_label(k)) } } } }
@@ -244,7 +232,7 @@ pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
             table {
                 thead { tr { th { "民警" } th { "待审核" } th { "已通过" } th { "已退回" } } }
                 tbody {
-                    @for p in &data.progress {
+                    @for p in &data.overview.progress {
                         tr { td { (p.officer) } td.num { (p.pending) } td.num { (p.approved) } td.num { (p.returned) } }
                     }
                 }
@@ -253,7 +241,7 @@ pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
             table {
                 thead { tr { th { "民警" } th { "设备" } th { "最近同步" } } }
                 tbody {
-                    @for d in &data.devices {
+                    @for d in &data.overview.devices {
                         tr {
                             td { (d.officer) }
                             td { (d.device) @if d.revoked { span.status-returned { "（已吊销）" } } }

@@ -12,8 +12,8 @@ use crate::auth::{known, password, throttle};
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice, ClientAddr};
 use crate::state::AppState;
-use crate::store::accounts::{self, Account};
-use crate::store::devices;
+use crate::store::accounts::Account;
+use crate::store::contract::{NewKey, Refreshed, SignInLookup};
 use crate::store::devices::{KeyMatch, RefreshRefused};
 use crate::store::now_ms;
 
@@ -23,18 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
-}
-
-/// When a session hands the device a new device key.
-#[derive(Clone, PartialEq, Eq)]
-enum NewKey {
-    /// A sign-in that proved the key last given: the device keeps it.
-    Keep,
-    /// Any other sign-in: a new key; the one the device proved (the key before the last), or
-    /// else the last one, keeps counting beside it.
-    Rotate(Option<String>),
-    /// A refresh: a key only when the device has none yet (registered before device keys).
-    IfMissing,
 }
 
 /// Longest device key looked at (keys are 64 characters); a longer one proves nothing.
@@ -53,38 +41,26 @@ async fn login(
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Json<Session>, AppError> {
     let device = uuid::Uuid::parse_str(req.device_id.trim())
-        .map_err(|_| AppError::BadRequest("device_id: must be a UUID".into()))?
-        .hyphenated()
-        .to_string();
+        .map_err(|_| AppError::BadRequest("device_id: must be a UUID".into()))?;
     let address_keys = throttle::login_keys(&req.username, addr).ok_or_else(|| {
         AppError::BadRequest(format!(
             "username: at most {} characters",
             throttle::MAX_USERNAME
         ))
     })?;
-    let (username, for_db, device_key) = (req.username.clone(), device.clone(), req.device_key);
-    let device_key = device_key.filter(|k| k.len() <= MAX_DEVICE_KEY);
+    let device_key = req.device_key.filter(|k| k.len() <= MAX_DEVICE_KEY);
     let presented = device_key.clone();
-    let (account, matched) = state
-        .db
-        .call(move |conn| {
-            let account = accounts::account_by_username(conn, &username)?;
-            let matched = match device_key {
-                Some(key) => devices::device_key_matches(
-                    conn,
-                    &for_db,
-                    account.as_ref().map(|a| a.id),
-                    &key,
-                )?,
-                None => KeyMatch::No,
-            };
-            Ok((account, matched))
-        })
+    let SignInLookup {
+        account,
+        key: matched,
+    } = state
+        .store
+        .sign_in_lookup(req.username.clone(), device, device_key)
         .await?;
     let proven = matched != KeyMatch::No;
     // A device that proves it is the account's has a throttle of its own (auth::known).
     let keys = if proven {
-        known::device_throttle_key(&device)
+        known::device_throttle_key(&device.to_string())
     } else {
         address_keys
     };
@@ -108,10 +84,9 @@ async fn login(
     } else {
         req.device_name.trim().to_owned()
     };
-    let (device_id, account_id) = (device.clone(), account.id);
     let registered = state
-        .db
-        .call(move |conn| devices::register_device(conn, &device_id, account_id, &name, now_ms()))
+        .store
+        .register_device(device, account.id, name)
         .await?;
     if registered.revoked {
         return Err(AppError::Unauthorized(
@@ -132,55 +107,39 @@ async fn login(
 async fn session(
     state: &AppState,
     account: Account,
-    device: String,
+    device: uuid::Uuid,
     new_key: NewKey,
 ) -> Result<Session, AppError> {
     let now = now_ms();
     let ttl = state.config.refresh_ttl_s * 1000;
-    let for_db = account.clone();
-    let for_token = device.clone();
-    let (refresh_token, villages, dgen, device_key) = state
-        .db
-        .call(move |conn| {
-            let token = devices::issue_refresh_token(conn, &device, for_db.id, now, ttl)?;
-            let stored = devices::device(conn, &device)?;
-            let dgen = stored.as_ref().map_or(0, |d| d.token_gen);
-            let device_key = match new_key {
-                NewKey::Keep => None,
-                NewKey::IfMissing if stored.is_some_and(|d| d.has_key) => None,
-                NewKey::IfMissing => Some(devices::issue_device_key(conn, &device, None)?),
-                NewKey::Rotate(kept) => {
-                    Some(devices::issue_device_key(conn, &device, kept.as_deref())?)
-                }
-            };
-            let villages = accounts::villages_of(conn, &for_db)?;
-            Ok((token, villages, dgen, device_key))
-        })
+    let opened = state
+        .store
+        .open_device_session(device, account.clone(), ttl, new_key)
         .await?;
     let claims = Claims {
         sub: account.id,
         name: account.username.clone(),
         role: account.role,
-        dev: for_token,
+        dev: device.to_string(),
         iat: now / 1000,
         exp: now / 1000 + state.config.access_ttl_s,
-        dgen,
+        dgen: opened.device_gen,
         agen: account.token_gen,
     };
     let access_token = state.keys.issue(&claims)?;
     Ok(Session {
         access_token,
         expires_in: state.config.access_ttl_s,
-        refresh_token,
+        refresh_token: opened.refresh_token,
         account: AccountView {
             username: account.username,
             display_name: account.display_name,
             role: account.role.as_str().to_owned(),
             station: account.station,
         },
-        villages,
+        villages: opened.villages,
         server_time_ms: now_ms(),
-        device_key,
+        device_key: opened.device_key,
     })
 }
 
@@ -189,19 +148,13 @@ async fn refresh(
     AppJson(req): AppJson<RefreshRequest>,
 ) -> Result<Json<Session>, AppError> {
     let device = req.device_id.trim().to_owned();
-    let for_db = device.clone();
-    let (outcome, account, revoked) = state
-        .db
-        .call(move |conn| {
-            let outcome =
-                devices::spend_refresh_token(conn, &req.refresh_token, &for_db, now_ms())?;
-            let account = match outcome {
-                Ok(id) => accounts::account_by_id(conn, id)?,
-                Err(_) => None,
-            };
-            let revoked = devices::device(conn, &for_db)?.is_some_and(|d| d.revoked);
-            Ok((outcome, account, revoked))
-        })
+    let Refreshed {
+        outcome,
+        account,
+        revoked,
+    } = state
+        .store
+        .spend_refresh_token(req.refresh_token, device.clone())
         .await?;
     if revoked {
         return Err(AppError::Unauthorized(
@@ -211,6 +164,10 @@ async fn refresh(
     }
     match (outcome, account) {
         (Ok(_), Some(account)) if !account.disabled => {
+            // A token is spent only by the device it was issued to, whose id is a UUID.
+            let device = uuid::Uuid::parse_str(&device).map_err(|_| {
+                AppError::Unauthorized(unauthorized::INVALID_TOKEN, "refresh token invalid".into())
+            })?;
             session(&state, account, device, NewKey::IfMissing)
                 .await
                 .map(Json)
@@ -233,9 +190,8 @@ async fn logout(
     State(state): State<AppState>,
     AuthDevice(caller): AuthDevice,
 ) -> Result<StatusCode, AppError> {
-    state
-        .db
-        .call(move |conn| devices::end_session(conn, &caller.device))
-        .await?;
+    let device = uuid::Uuid::parse_str(&caller.device)
+        .map_err(|_| AppError::Internal("a caller with no device".into()))?;
+    state.store.end_device_session(device).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,10 +15,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let seq = state
-        .db
-        .call(|conn| crate::store::values::current_seq(conn))
-        .await?;
+    let seq = state.store.current_seq().await?;
     Ok(Json(
         json!({ "status": "ok", "seq": seq, "server_time_ms": crate::store::now_ms() }),
     ))

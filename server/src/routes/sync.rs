@@ -19,8 +19,8 @@ use crate::extract::{AppJson, AuthDevice};
 use crate::state::AppState;
 use crate::store::caller;
 use crate::store::now_ms;
-use crate::store::pull;
-use crate::store::push;
+use crate::store::pull::parse_cursor;
+use baylink_sync::cursor::Position;
 
 /// Most changes in one push, most values in one pull page.
 pub const MAX_BATCH: usize = 5_000;
@@ -66,10 +66,7 @@ async fn push(
     let max_ahead = state.config.max_clock_ahead_ms;
     let count = req.changes.len();
     let device = caller.device.clone();
-    let results = state
-        .db
-        .call(move |conn| push::push(conn, &caller, &req.changes, now_ms(), max_ahead))
-        .await?;
+    let results = state.store.push(caller, req.changes, max_ahead).await?;
     let refused = results
         .iter()
         .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
@@ -89,7 +86,7 @@ async fn pull(
 ) -> Result<Response, AppError> {
     check_protocol(req.protocol)?;
     let cursor = state.keys.cursor.open(&caller.device, req.cursor)?;
-    let from = pull::parse_cursor(cursor.as_ref())?;
+    let from = parse_cursor(cursor.as_ref())?;
     let ask = Ask {
         caller,
         limit: req.limit.clamp(1, MAX_BATCH as u32),
@@ -144,56 +141,42 @@ struct Ask {
     protocol: u32,
 }
 
-/// Reads the page at `from` and writes its bookkeeping; returns it as JSON, with where the next
+/// Reads the page at `from` (the store writes its bookkeeping); returns it as JSON, with where the next
 /// page starts if a stream may go on past it.
 async fn page(
     state: &AppState,
     ask: &Ask,
-    from: pull::Position,
-) -> Result<(Vec<u8>, Option<pull::Position>), AppError> {
+    from: Position,
+) -> Result<(Vec<u8>, Option<Position>), AppError> {
     let caller = ask.caller.clone();
-    let (limit, protocol) = (ask.limit, ask.protocol);
-    let key = state.keys.cursor.clone();
-    // The page is read and encoded on a snapshot beside the writer; only the device's
-    // bookkeeping, when there is any, waits for the writer.
-    let (body, next, settle) = state
-        .db
-        .read(move |conn| {
-            let (page, settle) = pull::read_page(conn, &caller, from, limit, now_ms())?;
-            let count = page.values.len();
-            let (values, records) = if protocol >= GROUPED_PULL {
-                (Vec::new(), group(page.values))
-            } else {
-                (page.values, Vec::new())
-            };
-            let next = page.next.clone();
-            let answer = PullResponse::<Box<RawValue>> {
-                server_time_ms: now_ms(),
-                values,
-                records,
-                purged: page.purged,
-                next_cursor: key.sign(&caller.device, &page.next),
-                more: page.more,
-                villages: Some(caller.villages.clone()),
-                extra: BTreeMap::new(),
-            };
-            tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
-            let next = if answer.continues() {
-                Some(pull::parse_cursor(Some(&next))?)
-            } else {
-                None
-            };
-            let body = serde_json::to_vec(&answer)
-                .map_err(|e| crate::store::error::StoreError::Backend(format!("pull page: {e}")))?;
-            Ok((body, next, settle))
-        })
+    let page = state
+        .store
+        .pull_page(caller.clone(), from, ask.limit)
         .await?;
-    if settle.needed() {
-        state
-            .db
-            .call(move |conn| pull::settle(conn, &settle))
-            .await?;
-    }
+    let count = page.values.len();
+    let (values, records) = if ask.protocol >= GROUPED_PULL {
+        (Vec::new(), group(page.values))
+    } else {
+        (page.values, Vec::new())
+    };
+    let answer = PullResponse::<Box<RawValue>> {
+        server_time_ms: now_ms(),
+        values,
+        records,
+        purged: page.purged,
+        next_cursor: state.keys.cursor.sign(&caller.device, &page.next),
+        more: page.more,
+        villages: Some(caller.villages.clone()),
+        extra: BTreeMap::new(),
+    };
+    tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
+    let next = if answer.continues() {
+        Some(parse_cursor(Some(&page.next))?)
+    } else {
+        None
+    };
+    let body =
+        serde_json::to_vec(&answer).map_err(|e| AppError::Internal(format!("pull page: {e}")))?;
     Ok((body, next))
 }
 

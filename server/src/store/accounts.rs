@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::store::audit::{Actor, audit};
 use crate::store::error::StoreError;
 
 /// The role an account has (kept with the caller, whom every use case takes).
@@ -49,31 +50,42 @@ const ACCOUNT_COLUMNS: &str =
     "id, username, display_name, role, station, password_hash, disabled, token_gen";
 
 /// A new account before it is stored.
-pub struct NewAccount<'a> {
+#[derive(Clone, Debug)]
+pub struct NewAccount {
     /// Sign-in name.
-    pub username: &'a str,
+    pub username: String,
     /// Name shown to people.
-    pub display_name: &'a str,
+    pub display_name: String,
     /// Role.
     pub role: Role,
     /// Station.
-    pub station: Option<&'a str>,
+    pub station: Option<String>,
     /// argon2id PHC string.
-    pub password_hash: &'a str,
+    pub password_hash: String,
     /// Villages (officers).
-    pub villages: &'a [String],
+    pub villages: Vec<String>,
 }
 
-/// Stores a new account; a taken username is a conflict.
+/// Whether an account may sign in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// It may.
+    Enabled,
+    /// It may not, and everything it holds ends.
+    Disabled,
+}
+
+/// Stores a new account with its audit entry; a taken username is a conflict.
 pub fn create_account(
     conn: &mut Connection,
-    new: &NewAccount<'_>,
+    actor: Actor,
+    new: &NewAccount,
     now_ms: u64,
 ) -> Result<i64, StoreError> {
     let tx = conn.transaction()?;
     let exists: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM account WHERE username = ?1)",
-        [new.username],
+        [&new.username],
         |r| r.get(0),
     )?;
     if exists {
@@ -82,7 +94,7 @@ pub fn create_account(
             new.username
         )));
     }
-    if let Some(station) = new.station {
+    if let Some(station) = new.station.as_deref() {
         if !holds(&tx, Place::Station, station)? {
             return Err(unknown(Place::Station, station));
         }
@@ -100,7 +112,16 @@ pub fn create_account(
         ],
     )?;
     let id = tx.last_insert_rowid();
-    set_villages(&tx, id, new.villages)?;
+    set_villages(&tx, id, &new.villages)?;
+    let detail = format!("{} {}", new.role.as_str(), new.villages.join(","));
+    audit(
+        &tx,
+        actor.account(),
+        "add_account",
+        Some(&new.username),
+        Some(detail.trim_end()),
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(id)
 }
@@ -119,15 +140,25 @@ fn set_villages(conn: &Connection, account: i64, villages: &[String]) -> Result<
     Ok(())
 }
 
-/// Replaces an officer's villages.
+/// Replaces an officer's villages, with its audit entry.
 pub fn assign_villages(
     conn: &mut Connection,
+    actor: Actor,
     username: &str,
     villages: &[String],
+    now_ms: u64,
 ) -> Result<(), StoreError> {
-    let account = account_by_username(conn, username)?.ok_or_else(|| no_account(username))?;
     let tx = conn.transaction()?;
+    let account = account_by_username(&tx, username)?.ok_or_else(|| no_account(username))?;
     set_villages(&tx, account.id, villages)?;
+    audit(
+        &tx,
+        actor.account(),
+        "assign_villages",
+        Some(username),
+        Some(&villages.join(",")),
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(())
 }
@@ -136,8 +167,18 @@ fn no_account(username: &str) -> StoreError {
     StoreError::NotFound(format!("no account `{username}`"))
 }
 
-/// Disables or enables an account; disabling also ends its devices' sessions.
-pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result<(), StoreError> {
+/// Disables or enables an account, with its audit entry; disabling also ends its devices'
+/// sessions.
+pub fn set_access(
+    conn: &mut Connection,
+    actor: Actor,
+    username: &str,
+    access: Access,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let disabled = access == Access::Disabled;
+    let tx = conn.transaction()?;
+    let conn = &tx;
     let n = conn.execute(
         "UPDATE account SET disabled = ?2 WHERE username = ?1",
         params![username, disabled],
@@ -166,6 +207,13 @@ pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result
             [username],
         )?;
     }
+    let action = if disabled {
+        "disable_account"
+    } else {
+        "enable_account"
+    };
+    audit(conn, actor.account(), action, Some(username), None, now_ms)?;
+    tx.commit()?;
     Ok(())
 }
 

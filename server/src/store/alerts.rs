@@ -12,6 +12,15 @@ use crate::store::watch::raise_one;
 use baylink_domain::watch::Rule;
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// Which alerts a list shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertsShown {
+    /// Those not yet acknowledged.
+    Open,
+    /// All of them.
+    All,
+}
+
 /// One watch-list entry as the admin page shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StoredRule {
@@ -182,9 +191,10 @@ pub struct Alert {
 pub fn list(
     conn: &Connection,
     villages: &[String],
-    all: bool,
+    shown: AlertsShown,
     limit: u32,
 ) -> Result<Vec<Alert>, StoreError> {
+    let all = shown == AlertsShown::All;
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT l.id, l.entity, COALESCE(s.label, ''), s.village, l.rule_kind, l.rule_value, l.raised_ms,
@@ -214,20 +224,6 @@ pub fn list(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// How many alerts on persons in these villages are open.
-pub fn open_count(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
-    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
-    Ok(conn.query_row(
-        &format!(
-            "SELECT COUNT(*) FROM alert l WHERE l.acknowledged_ms IS NULL
-               AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
-               AND {NOT_GONE}"
-        ),
-        [list],
-        |r| r.get(0),
-    )?)
 }
 
 /// Acknowledges an open alert on a person the reviewer may see.

@@ -3,6 +3,25 @@
 use crate::store::error::StoreError;
 use rusqlite::{Connection, params};
 
+/// Who made an administration decision, for its audit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// An administrator's console account.
+    Account(i64),
+    /// The operator at the server's command line.
+    Operator,
+}
+
+impl Actor {
+    /// The account recorded in the audit log (none for the operator).
+    pub fn account(self) -> Option<i64> {
+        match self {
+            Actor::Account(id) => Some(id),
+            Actor::Operator => None,
+        }
+    }
+}
+
 /// Records an audited action.
 pub fn audit(
     conn: &Connection,

@@ -1,7 +1,52 @@
 //! The dashboard's figures: captures per day, each officer's progress, each device's last sync.
 
+use std::collections::BTreeMap;
+
+use baylink_domain::Date;
+
 use crate::store::error::StoreError;
+use crate::store::places;
+use crate::store::watch::NOT_GONE;
 use rusqlite::{Connection, params};
+
+/// The dashboard's figures for some villages, read in one snapshot.
+#[derive(Clone, Debug)]
+pub struct Overview {
+    /// Records by (village, kind, review status).
+    pub counts: Vec<(String, String, String, i64)>,
+    /// Village names by code.
+    pub names: BTreeMap<String, String>,
+    /// Captures per day since the first day asked for.
+    pub days: Vec<(String, i64)>,
+    /// Records per officer.
+    pub progress: Vec<Progress>,
+    /// Officers' devices.
+    pub devices: Vec<DeviceSync>,
+    /// Open conflicts.
+    pub conflicts: i64,
+    /// Open alerts.
+    pub alerts: i64,
+}
+
+/// Reads the dashboard's figures for these villages since a day.
+pub fn overview(
+    conn: &Connection,
+    villages: &[String],
+    since: Date,
+) -> Result<Overview, StoreError> {
+    Ok(Overview {
+        counts: counts(conn, villages)?,
+        names: places::stations(conn)?
+            .into_iter()
+            .flat_map(|s| s.villages)
+            .collect(),
+        days: captures_per_day(conn, villages, &since.to_string())?,
+        progress: progress(conn, villages)?,
+        devices: device_syncs(conn, villages)?,
+        conflicts: open_conflicts(conn, villages)?,
+        alerts: open_count(conn, villages)?,
+    })
+}
 
 /// Captures per day (local dates `YYYY-MM-DD`) in these villages since `since`.
 pub fn captures_per_day(
@@ -84,4 +129,46 @@ pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<Device
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Record counts by village, kind and review status.
+pub fn counts(
+    conn: &Connection,
+    villages: &[String],
+) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    let villages = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT village, kind, COALESCE(review_status, 'pending'), COUNT(*) FROM summary
+         WHERE deleted = 0 AND village IN (SELECT value FROM json_each(?1))
+         GROUP BY village, kind, review_status ORDER BY village, kind",
+    )?;
+    let rows = stmt.query_map([villages], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many conflicts on records of these villages are open.
+pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL
+           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))",
+        [list],
+        |r| r.get(0),
+    )?)
+}
+
+/// How many alerts on persons in these villages are open.
+pub fn open_count(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    Ok(conn.query_row(
+        &format!(
+            "SELECT COUNT(*) FROM alert l WHERE l.acknowledged_ms IS NULL
+               AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
+               AND {NOT_GONE}"
+        ),
+        [list],
+        |r| r.get(0),
+    )?)
 }

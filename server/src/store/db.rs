@@ -1,11 +1,13 @@
 //! The database handle: one writer connection, readers beside it in snapshots, the write-ahead log checkpointed beside the writer, numbered migrations.
 
+use crate::store::checkpoint::{WRITER_CHECKPOINT, checkpoint_beside};
 use crate::store::error::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::PoisonError;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Makes the database readable by its owner only: a new file is created `0600` before SQLite
 /// opens it (SQLite gives its log and shared-memory files the database's mode), and the files of
@@ -57,6 +59,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
+    /// Set only by [`Db::numbering_before_the_lock`]: the deliberately broken backend.
+    early: Option<Arc<AtomicI64>>,
 }
 
 /// Idle reader connections to the database file (none for a database in memory, whose reads go
@@ -89,6 +93,7 @@ impl Db {
         Ok(Db {
             conn,
             readers: Arc::new(readers),
+            early: None,
         })
     }
 
@@ -103,6 +108,7 @@ impl Db {
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers),
+            early: None,
         })
     }
 
@@ -116,13 +122,12 @@ impl Db {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, step) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(current).unwrap_or(0))
-        {
+        // A database a newer server migrated is refused, not misread.
+        let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
+            .map_err(|e| StoreError::Backend(format!("{e}: upgrade baylink-server")))?;
+        for i in steps {
             let tx = conn.transaction()?;
-            tx.execute_batch(step)?;
+            tx.execute_batch(MIGRATIONS[i])?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
@@ -153,8 +158,16 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let early = self.early.clone();
         tokio::task::spawn_blocking(move || {
+            let reserved = early.map(|next| reserve_before_the_lock(&next));
             let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(base) = reserved {
+                guard.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'seq'",
+                    [base.to_string()],
+                )?;
+            }
             f(&mut guard)
         })
         .await
@@ -236,68 +249,55 @@ impl Db {
     }
 }
 
-/// Frames in the log past which the writer checkpoints in a commit.
-pub(crate) const WRITER_CHECKPOINT: i64 = 200_000;
+/// Sequence numbers one write may take in the broken backend.
+const EARLY_BLOCK: i64 = 1_000_000;
 
-/// Frames in the log past which the checkpointer finishes its copy holding the writer.
-pub(crate) const FINISH_UNDER_WRITER: i64 = 2_000;
+/// The broken backend's numbering: a block of numbers taken before the writer is, then a
+/// moment's wait (as a busy server would make), so writes commit out of their numbers' order.
+fn reserve_before_the_lock(next: &AtomicI64) -> i64 {
+    let base = next.fetch_add(EARLY_BLOCK, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_micros(
+        (base / EARLY_BLOCK % 7) as u64 * 300,
+    ));
+    base
+}
 
-/// Frames written during a copy below which writes count as light enough to finish under the
-/// writer.
-pub(crate) const FEW_FRAMES: i64 = 1_000;
-
-/// Copies the write-ahead log back into the database from a connection and thread of its own,
-/// a few times a second, until the database is closed. Left to the writer, a commit now and
-/// then also did a checkpoint: a tenth of the time of an ingest, and the slowest pushes.
-///
-/// The bulk is copied beside the writer, but under a steady stream of writes such a copy never
-/// catches up with the log's end, so the log is never started over: it grew to the writer's
-/// limit (then 50,000 pages), whose checkpoint stalled one push for 0.2 s and every push queued
-/// behind it. So when the log is long, the frames written during the copy are copied too, and
-/// if they were few (pushes, not an ingest, whose writes would keep the writer waiting for a
-/// checkpoint's sync) the rest is copied holding the writer, a few milliseconds, after which
-/// the next write starts the log over.
-pub(crate) fn checkpoint_beside(
-    path: &Path,
-    writer: std::sync::Weak<Mutex<Connection>>,
-) -> Result<(), StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(1))?;
-    // PASSIVE: never waits for the writer or readers; what it cannot copy now, it copies later.
-    // The log's length it reports is the one at its start.
-    let checkpoint = move || -> rusqlite::Result<i64> {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-    };
-    std::thread::Builder::new()
-        .name("checkpoint".into())
-        .spawn(move || {
-            while writer.strong_count() > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                let result = checkpoint().and_then(|log| {
-                    if log <= FINISH_UNDER_WRITER {
-                        return Ok(());
-                    }
-                    let again = checkpoint()?;
-                    if again - log <= FEW_FRAMES {
-                        if let Some(writer) = writer.upgrade() {
-                            let _writing = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                            checkpoint()?;
-                        }
-                    }
-                    Ok(())
-                });
-                if let Err(e) = result {
-                    tracing::warn!("checkpoint: {e}");
-                }
-            }
+impl Db {
+    /// A deliberately broken copy of this backend, for the conformance suite's test of itself:
+    /// every write takes its sequence numbers before it takes the writer, as a backend with
+    /// several writers would that numbered values outside the commit order. It breaks contract
+    /// item 2 (`store::contract`); nothing else may use it.
+    #[doc(hidden)]
+    pub fn numbering_before_the_lock(&self) -> Result<Db, StoreError> {
+        let start = self.call_blocking(|c| crate::store::values::current_seq(c))?;
+        Ok(Db {
+            early: Some(Arc::new(AtomicI64::new(start + EARLY_BLOCK))),
+            ..self.clone()
         })
-        .map_err(|e| StoreError::Backend(format!("checkpoint thread: {e}")))?;
-    Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_a_newer_server_migrated_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        drop(Db::open(&path).unwrap());
+        let newer = MIGRATIONS.len() as i64 + 1;
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", newer).unwrap();
+        drop(conn);
+        let error = Db::open(&path).err().unwrap().to_string();
+        assert!(error.contains("newer than this build knows"), "{error}");
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, newer);
+    }
 
     #[test]
     fn the_log_is_copied_back_into_the_database_beside_the_writer() {

@@ -1,5 +1,6 @@
 //! Devices: registration, revocation, device keys and refresh tokens.
 
+use crate::store::audit::{Actor, audit};
 use crate::store::error::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -89,12 +90,27 @@ pub fn register_device(
 }
 
 /// Revokes a lost device: its tokens die, its next call is refused and it wipes itself.
-pub fn revoke_device(conn: &Connection, id: &str) -> Result<(), StoreError> {
-    let n = conn.execute("UPDATE device SET revoked = 1 WHERE id = ?1", [id])?;
+pub fn revoke_device(
+    conn: &mut Connection,
+    actor: Actor,
+    id: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let n = tx.execute("UPDATE device SET revoked = 1 WHERE id = ?1", [id])?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("no device `{id}`")));
     }
-    conn.execute("UPDATE refresh_token SET spent = 1 WHERE device = ?1", [id])?;
+    tx.execute("UPDATE refresh_token SET spent = 1 WHERE device = ?1", [id])?;
+    audit(
+        &tx,
+        actor.account(),
+        "revoke_device",
+        Some(id),
+        None,
+        now_ms,
+    )?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -190,7 +206,7 @@ pub fn issue_refresh_token(
 }
 
 /// Why a refresh token was not accepted.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefreshRefused {
     /// Unknown, expired, or for another device.
     Invalid,

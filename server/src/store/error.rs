@@ -1,5 +1,5 @@
 //! The store's own error: what went wrong in storage terms. The HTTP edge maps it once
-//! (`From<StoreError> for StoreError` in `error.rs`); nothing here knows of HTTP.
+//! (`From<StoreError> for AppError` in `server/src/error.rs`); nothing here knows of HTTP.
 
 /// Everything a storage use case can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -1,22 +1,25 @@
-//! Storage: embedded SQLite under the data directory. Handlers never write SQL; they call the
-//! functions of this module's submodules through [`Db::call`] (writes) or [`Db::read`] (reads),
-//! which run them off the async workers. One writer connection serialises writes, which also
-//! makes sequence numbers become visible in commit order (a pull never skips a change); reads
-//! run beside it in snapshots. This is the narrow interface a PostgreSQL backend would implement.
+//! Storage. Handlers, the console and the command line reach it only through the [`Store`]
+//! trait ([`contract`]): one method per use case, each its own unit of work, with the contract
+//! every backend keeps written at its top. [`Db`] is the SQLite backend ([`sqlite`]): embedded,
+//! under the data directory, one writer connection and readers beside it.
 //!
-//! Layers, each importing only those below it:
-//! - use cases: [`push`], [`pull`], [`review`], [`records`], [`dashboard`], [`sessions`],
-//!   [`accounts`], [`devices`], [`alerts`], [`duplicates`];
+//! Layers of the SQLite backend, each importing only those below it:
+//! - the trait and its implementation: [`contract`], [`sqlite`], [`snapshot`];
+//! - use cases: [`push`], [`pull`], [`review`], [`records`], [`dashboard`], [`signin`],
+//!   [`sessions`], [`alerts`], [`duplicates`];
+//! - registries they share: [`accounts`], [`devices`];
 //! - the planner, pure policy over facts the use cases load: [`authorize`];
 //! - the shared write path and what it keeps in step: [`write`], [`scope`], [`summary`],
-//!   [`watch`], [`audit`], [`holders`], [`refs`];
-//! - leaves: [`caller`], [`places`], [`error`], [`db`].
+//!   [`watch`], [`holders`], [`refs`], [`values`];
+//! - leaves: [`caller`], [`places`], [`audit`], [`error`], [`db`], [`checkpoint`].
 
 pub mod accounts;
 pub mod alerts;
 pub mod audit;
 pub mod authorize;
 pub mod caller;
+pub mod checkpoint;
+pub mod contract;
 pub mod dashboard;
 pub mod db;
 pub mod devices;
@@ -31,6 +34,9 @@ pub mod refs;
 pub mod review;
 pub mod scope;
 pub mod sessions;
+pub mod signin;
+pub mod snapshot;
+pub mod sqlite;
 pub mod summary;
 pub mod values;
 pub mod watch;
@@ -39,7 +45,9 @@ pub mod write;
 /// The SQLite binding the store uses, for tools and tests that look inside.
 pub use rusqlite;
 
+pub use contract::Store;
 pub use db::Db;
+pub use error::StoreError;
 
 /// Milliseconds since the Unix epoch, by the server's clock (the one physical clock type,
 /// `baylink_sync::SystemClock`).

@@ -5,6 +5,7 @@
 
 use rusqlite::{Connection, params};
 
+use crate::store::audit::{Actor, audit};
 use crate::store::error::StoreError;
 
 /// What an import stored.
@@ -31,9 +32,14 @@ fn bad(line: usize, message: &str) -> StoreError {
     StoreError::Invalid(format!("places, line {line}: {message}"))
 }
 
-/// Loads the stations and villages of a list, in one transaction: a list with any bad row
-/// stores nothing, and loading a list again changes only what differs.
-pub fn import(conn: &mut Connection, list: &str) -> Result<Imported, StoreError> {
+/// Loads the stations and villages of a list, in one transaction with its audit entry: a list
+/// with any bad row stores nothing, and loading a list again changes only what differs.
+pub fn import(
+    conn: &mut Connection,
+    actor: Actor,
+    list: &str,
+    now_ms: u64,
+) -> Result<Imported, StoreError> {
     let mut lines = list.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
     match lines.next() {
         Some((_, header)) if header.trim_start_matches('\u{feff}') == HEADER => {}
@@ -78,6 +84,18 @@ pub fn import(conn: &mut Connection, list: &str) -> Result<Imported, StoreError>
         }
         imported.villages += upsert_village(&tx, code, name, parent)?;
     }
+    let detail = format!(
+        "{} stations, {} villages",
+        imported.stations, imported.villages
+    );
+    audit(
+        &tx,
+        actor.account(),
+        "import_places",
+        None,
+        Some(&detail),
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(imported)
 }
@@ -103,7 +121,7 @@ mod tests {
     fn daya_bays_list_loads_once_and_again_changes_nothing() {
         let db = Db::open_in_memory().unwrap();
         db.call_blocking(|c| {
-            let first = import(c, crate::demo::VILLAGES)?;
+            let first = import(c, Actor::Operator, crate::demo::VILLAGES, 0)?;
             assert_eq!(
                 first,
                 Imported {
@@ -121,11 +139,14 @@ mod tests {
                 )),
                 "{held:?}"
             );
-            assert_eq!(import(c, crate::demo::VILLAGES)?, Imported::default());
+            assert_eq!(
+                import(c, Actor::Operator, crate::demo::VILLAGES, 0)?,
+                Imported::default()
+            );
             // A village renamed and moved to another station: only it changes.
             let moved = "code,name,level,parent\n441303006001,桥西社区,village,441303007\n";
             assert_eq!(
-                import(c, moved)?,
+                import(c, Actor::Operator, moved, 0)?,
                 Imported {
                     stations: 0,
                     villages: 1
@@ -168,7 +189,9 @@ mod tests {
             ),
         ];
         for (list, expected) in cases {
-            let error = db.call_blocking(|c| import(c, list)).unwrap_err();
+            let error = db
+                .call_blocking(|c| import(c, Actor::Operator, list, 0))
+                .unwrap_err();
             assert!(
                 matches!(&error, StoreError::Invalid(m) if m.contains(expected)),
                 "{list:?}: {error:?}"

@@ -1,6 +1,9 @@
 //! Records as the console reads them: one record with its history, lists and counts by filter, and what links to a record.
 
+use crate::store::audit::audit;
+use crate::store::caller::Caller;
 use crate::store::error::StoreError;
+use crate::store::scope::visible;
 use baylink_domain::EntityKind;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
@@ -265,23 +268,6 @@ pub fn list(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Record counts by village, kind and review status.
-pub fn counts(
-    conn: &Connection,
-    villages: &[String],
-) -> Result<Vec<(String, String, String, i64)>, StoreError> {
-    let villages = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
-    let mut stmt = conn.prepare_cached(
-        "SELECT village, kind, COALESCE(review_status, 'pending'), COUNT(*) FROM summary
-         WHERE deleted = 0 AND village IN (SELECT value FROM json_each(?1))
-         GROUP BY village, kind, review_status ORDER BY village, kind",
-    )?;
-    let rows = stmt.query_map([villages], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// A record linked to the one shown: pointing at it (`incoming`) or pointed at by one of its
 /// fields.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -298,6 +284,77 @@ pub struct Linked {
     pub label: String,
     /// Whether it is deleted or merged away.
     pub hidden: bool,
+}
+
+/// Whether opening a record shows its ID number in full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reveal {
+    /// Masked.
+    Masked,
+    /// In full, with an audit entry.
+    Full,
+}
+
+/// A record as a reviewer opens it.
+#[derive(Clone, Debug)]
+pub struct RecordPage {
+    /// The record.
+    pub view: RecordView,
+    /// Records linking to it and linked from it.
+    pub links: Vec<Linked>,
+}
+
+/// A record the caller may see, with its links. Another village's record is answered as one
+/// that does not exist.
+pub fn record_page(conn: &Connection, caller: &Caller, id: &str) -> Result<RecordPage, StoreError> {
+    if !visible(conn, caller, id)? {
+        return Err(StoreError::NotFound(
+            "no such record in your villages".into(),
+        ));
+    }
+    let view = record(conn, id)?.ok_or_else(|| StoreError::NotFound("no such record".into()))?;
+    let links = linked(conn, id, &view.fields, EntityKind::parse(&view.kind))?;
+    Ok(RecordPage { view, links })
+}
+
+/// [`record_page`] with its ID number shown in full: the page and its audit entry in one
+/// transaction.
+pub fn reveal(
+    conn: &mut Connection,
+    caller: &Caller,
+    id: &str,
+    now_ms: u64,
+) -> Result<RecordPage, StoreError> {
+    let tx = conn.transaction()?;
+    let page = record_page(&tx, caller, id)?;
+    audit(
+        &tx,
+        Some(caller.account),
+        "reveal_id_number",
+        Some(id),
+        None,
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(page)
+}
+
+/// Records for an export, with the audit entry that names its filter and size.
+pub fn export(
+    conn: &mut Connection,
+    account: i64,
+    villages: &[String],
+    filter: &Filter,
+    format: &str,
+    limit: u32,
+    now_ms: u64,
+) -> Result<Vec<Row>, StoreError> {
+    let tx = conn.transaction()?;
+    let rows = list(&tx, villages, filter, limit, 0)?;
+    let detail = format!("{filter:?} {format} rows={}", rows.len());
+    audit(&tx, Some(account), "export", None, Some(&detail), now_ms)?;
+    tx.commit()?;
+    Ok(rows)
 }
 
 /// The records linked to `id`: what its reference fields name, and what names it (residences,

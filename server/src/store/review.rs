@@ -1,8 +1,9 @@
 //! Review: approving or returning a record, and settling a concurrent edit, each with its audit entry.
 
 use crate::store::audit::audit;
+pub use crate::store::authorize::review::Verdict;
+use crate::store::authorize::review::{ReviewRefused, plan_review};
 use crate::store::caller::Caller;
-use crate::store::caller::Role;
 use crate::store::error::StoreError;
 use crate::store::scope::scope_of;
 use crate::store::scope::visible;
@@ -12,49 +13,46 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// Which value of a conflict stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The value that won the merge.
+    Kept,
+    /// The value that lost it.
+    Lost,
+}
+
 /// Approves a record, or returns it to its officer with a comment; the decision reaches the
 /// officer's device at its next sync. Reviewers decide on their station's villages only.
 pub fn review(
     conn: &mut Connection,
     reviewer: &Caller,
     entity: &Uuid,
-    approve: bool,
-    comment: &str,
+    verdict: &Verdict,
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let scope = scope_of(conn, &entity.hyphenated().to_string())?;
-    let allowed = reviewer.role == Role::Admin
-        || (reviewer.role == Role::Reviewer && scope.iter().any(|v| reviewer.villages.contains(v)));
-    // Another station's record is answered as one that does not exist: nothing to learn.
-    if !allowed {
-        return Err(StoreError::NotFound(format!("no record {entity}")));
-    }
-    let comment = comment.trim();
-    if !approve && comment.is_empty() {
-        return Err(StoreError::Invalid(
-            "comment: say why the record is returned".into(),
-        ));
-    }
-    let status = if approve { "approved" } else { "returned" };
-    let comment = if comment.is_empty() {
-        Value::Null
-    } else {
-        Value::String(comment.to_owned())
+    let plan = match plan_review(reviewer.role, &reviewer.villages, &scope, verdict) {
+        Ok(plan) => plan,
+        // Another station's record is answered as one that does not exist: nothing to learn.
+        Err(ReviewRefused::NotVisible) => {
+            return Err(StoreError::NotFound(format!("no record {entity}")));
+        }
+        Err(ReviewRefused::NoComment) => {
+            return Err(StoreError::Invalid(
+                "comment: say why the record is returned".into(),
+            ));
+        }
     };
-    let fields = [
-        ("review_status", Value::String(status.into())),
-        ("review_comment", comment.clone()),
-    ];
     // The decision and its audit entry commit together, or neither does.
     let tx = conn.transaction()?;
-    write_in(&tx, reviewer.account, entity, &fields, now_ms)?;
-    let action = if approve { "approve" } else { "return" };
+    write_in(&tx, reviewer.account, entity, &plan.fields, now_ms)?;
     audit(
         &tx,
         Some(reviewer.account),
-        action,
+        plan.action,
         Some(&entity.to_string()),
-        comment.as_str(),
+        plan.comment.as_deref(),
         now_ms,
     )?;
     tx.commit()?;
@@ -158,24 +156,13 @@ pub fn conflicts(
         .collect()
 }
 
-/// How many conflicts on records of these villages are open.
-pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
-    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
-    Ok(conn.query_row(
-        "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL
-           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))",
-        [list],
-        |r| r.get(0),
-    )?)
-}
-
 /// Settles a conflict by writing the chosen value again (an ordinary write, so it is in the
 /// history and reaches every device), and marks it settled.
 pub fn settle_conflict(
     conn: &mut Connection,
     reviewer: &crate::store::caller::Caller,
     id: i64,
-    keep_lost: bool,
+    keep: Keep,
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let row: Option<(String, String, String, String)> = conn
@@ -191,8 +178,11 @@ pub fn settle_conflict(
     if !visible(conn, reviewer, &entity)? {
         return Err(StoreError::NotFound(format!("no open conflict {id}")));
     }
-    let chosen: Value = serde_json::from_str(if keep_lost { &lost } else { &kept })
-        .map_err(|e| StoreError::Backend(format!("stored conflict value: {e}")))?;
+    let chosen: Value = serde_json::from_str(match keep {
+        Keep::Lost => &lost,
+        Keep::Kept => &kept,
+    })
+    .map_err(|e| StoreError::Backend(format!("stored conflict value: {e}")))?;
     let uuid = uuid::Uuid::parse_str(&entity)
         .map_err(|_| StoreError::Backend("stored entity id".into()))?;
     // One transaction: the value, the conflict settled and its audit entry, or none of them.

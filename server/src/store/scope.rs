@@ -1,5 +1,7 @@
 //! Which villages see a record (its scope) and which devices hold it: kept in the transaction of the write that changes it.
 
+use baylink_domain::scope::{Residence, person_villages};
+
 use crate::store::caller::Caller;
 use crate::store::error::StoreError;
 use crate::store::values::Scopes;
@@ -93,7 +95,7 @@ pub(crate) fn rescope(
             }
             _ => {}
         }
-        let village: BTreeSet<String> = village.into_iter().collect();
+        let village = baylink_domain::scope::record_villages(village.as_deref());
         set_scope(tx, seq, entity, &village)?;
         scopes.insert(entity.clone(), village);
     }
@@ -103,18 +105,27 @@ pub(crate) fn rescope(
         let Some(home) = village_of(tx, &person)? else {
             continue;
         };
-        let mut villages: BTreeSet<String> = BTreeSet::new();
-        villages.extend(home);
+        let mut lives = Vec::new();
         for residence in residences_naming(tx, "person", &person)? {
             let moved_out = held(tx, &residence, "moved_out")?.is_some_and(|v| !v.value.is_null());
             let deleted =
                 held(tx, &residence, "deleted")?.is_some_and(|v| v.value == Value::Bool(true));
-            let Some(house) = text_of(tx, &residence, "house")?.filter(|_| !moved_out && !deleted)
-            else {
-                continue;
+            // The house of a residence the rule will not count is not read.
+            let house = match moved_out || deleted {
+                true => None,
+                false => text_of(tx, &residence, "house")?,
             };
-            villages.extend(village_of(tx, &house)?.flatten());
+            let house_village = match house {
+                Some(house) => village_of(tx, &house)?.flatten(),
+                None => None,
+            };
+            lives.push(Residence {
+                house_village,
+                moved_out,
+                deleted,
+            });
         }
+        let villages = person_villages(home.as_deref(), &lives);
         if set_scope(tx, seq, &person, &villages)? && !touched.contains(&person) {
             resent.insert(person.clone());
         }
@@ -235,14 +246,17 @@ pub(crate) fn set_scope(
 }
 
 /// Whether the console caller may see a record: administrators every record, reviewers the
-/// records in their station's villages (a person also where they live).
+/// records in their station's villages (a person also where they live), officers none (they
+/// sync; the console's use cases are not theirs).
 pub fn visible(
     conn: &Connection,
     caller: &crate::store::caller::Caller,
     entity: &str,
 ) -> Result<bool, StoreError> {
-    if caller.role == crate::store::caller::Role::Admin {
-        return Ok(true);
+    match caller.role {
+        crate::store::caller::Role::Admin => return Ok(true),
+        crate::store::caller::Role::Officer => return Ok(false),
+        crate::store::caller::Role::Reviewer => {}
     }
     let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     Ok(conn

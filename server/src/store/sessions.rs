@@ -1,5 +1,7 @@
 //! Console sessions: opaque cookies stored hashed, each with its CSRF token.
 
+use crate::store::accounts::{self, Account, Role};
+use crate::store::audit::audit;
 use crate::store::error::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -19,19 +21,56 @@ pub(crate) fn random_token() -> String {
     )
 }
 
-/// Opens a console session; returns (cookie value, CSRF token).
+/// Opens a console session with its audit entry; returns (cookie value, CSRF token).
 pub fn open_session(
-    conn: &Connection,
+    conn: &mut Connection,
     account: i64,
     now_ms: u64,
     ttl_ms: u64,
 ) -> Result<(String, String), StoreError> {
     let (cookie, csrf) = (random_token(), random_token());
-    conn.execute(
+    let tx = conn.transaction()?;
+    tx.execute(
         "INSERT INTO console_session (hash, account, csrf, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![hash(&cookie), account, csrf, now_ms as i64, (now_ms + ttl_ms) as i64],
     )?;
+    audit(&tx, Some(account), "console_login", None, None, now_ms)?;
+    tx.commit()?;
     Ok((cookie, csrf))
+}
+
+/// A console sign-in as stored: the account, its villages and the session's CSRF token.
+#[derive(Clone, Debug)]
+pub struct ConsoleSession {
+    /// The account.
+    pub account: Account,
+    /// Its villages.
+    pub villages: Vec<String>,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+/// The console session of a cookie: current, its account enabled and not an officer's.
+pub fn console_session(
+    conn: &Connection,
+    cookie: &str,
+    now_ms: u64,
+) -> Result<Option<ConsoleSession>, StoreError> {
+    let Some((account, csrf)) = session(conn, cookie, now_ms)? else {
+        return Ok(None);
+    };
+    let Some(account) = accounts::account_by_id(conn, account)? else {
+        return Ok(None);
+    };
+    if account.disabled || account.role == Role::Officer {
+        return Ok(None);
+    }
+    let villages = accounts::villages_of(conn, &account)?;
+    Ok(Some(ConsoleSession {
+        account,
+        villages,
+        csrf,
+    }))
 }
 
 /// The account and CSRF token of a live session cookie.

@@ -736,11 +736,19 @@ fn auth_attacks_over_http_are_refused_and_leak_nothing() {
         "throttled",
     );
     // A revoked phone and a disabled account.
-    server.query(|c| {
-        baylink_server::store::devices::revoke_device(c, &b.device.to_string()).expect("revoked")
-    });
+    let store = server.state.store.clone();
+    server
+        .run(store.revoke_device(baylink_server::store::contract::Actor::Operator, b.device))
+        .expect("revoked");
     refused("revoked device", pull(&b.access), 401, "device_revoked");
-    server.query(|c| accounts::set_disabled(c, "o1", true).expect("disabled"));
+    let disabled = baylink_server::store::contract::Access::Disabled;
+    server
+        .run(store.set_access(
+            baylink_server::store::contract::Actor::Operator,
+            "o1".into(),
+            disabled,
+        ))
+        .expect("disabled");
     refused(
         "disabled account",
         pull(&c2.access),

@@ -5,7 +5,7 @@
 //! the server's memory with usernames, forging authorship, review and derived fields. The
 //! generated counterpart is `server/tests/insider.rs`.
 
-use baylink_server::store::accounts;
+use baylink_server::store::alerts::AlertsShown;
 use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE};
 use baylink_tests::raw_http::{Answer, send};
 use serde_json::{Value, json};
@@ -329,7 +329,10 @@ fn a_device_belongs_to_one_account_and_its_counter_cannot_be_pushed_ahead() {
     let ob = server.caller("ob").account;
     assert_eq!(owner, Some(ob));
     // A revoked device id at another account's login: refused as well.
-    server.query(|c| baylink_server::store::devices::revoke_device(c, &b.device.to_string()).ok());
+    let store = server.state.store.clone();
+    server
+        .run(store.revoke_device(baylink_server::store::contract::Actor::Operator, b.device))
+        .expect("revoked");
     assert_eq!(login_answer(&server, "oa", PASSWORD, b.device).status, 409);
     // A counter at 2^63-1 is refused and does not become the device's last one: its next
     // honest change is applied, not taken for a replay.
@@ -473,12 +476,9 @@ fn guesses_from_elsewhere_never_lock_an_officer_out_of_a_phone_they_registered()
     let after = login_with_key(&server, "ob", PASSWORD, device, Some(&key1));
     assert_eq!(after.status, 429);
     // A revoked device proves nothing.
+    let store = server.state.store.clone();
     server
-        .state
-        .db
-        .call_blocking(move |conn| {
-            baylink_server::store::devices::revoke_device(conn, &third.to_string())
-        })
+        .run(store.revoke_device(baylink_server::store::contract::Actor::Operator, third))
         .unwrap();
     for _ in 0..6 {
         login_answer(&server, "oc", "guess", Uuid::new_v4());
@@ -599,9 +599,18 @@ fn signing_out_or_disabling_ends_access_at_once_and_enabling_revives_nothing() {
     // The access token issued before the logout is dead now, not in fifteen minutes.
     assert_eq!(a.pull(&server, None).status, 401);
     // Disabled, then enabled again: the tokens of before stay dead.
-    server.query(|conn| accounts::set_disabled(conn, "oc", true).ok());
+    use baylink_server::store::contract::Access;
+    let store = server.state.store.clone();
+    let set = |access| {
+        server.run(store.set_access(
+            baylink_server::store::contract::Actor::Operator,
+            "oc".into(),
+            access,
+        ))
+    };
+    set(Access::Disabled).expect("disabled");
     assert_eq!(c.pull(&server, None).status, 401);
-    server.query(|conn| accounts::set_disabled(conn, "oc", false).ok());
+    set(Access::Enabled).expect("enabled");
     let answer = c.pull(&server, None);
     assert_eq!(answer.status, 401, "{:?}", answer.json());
     // A new sign-in works as ever.
@@ -687,7 +696,7 @@ fn a_move_in_undone_or_lost_grants_nothing_and_a_real_one_leaves_her_home_villag
     for reviewer in ["r006", "r007"] {
         let villages = server.caller(reviewer).villages;
         let notices: Vec<Option<String>> = server.query(|c| {
-            baylink_server::store::alerts::list(c, &villages, false, 50)
+            baylink_server::store::alerts::list(c, &villages, AlertsShown::Open, 50)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|a| a.entity == her.to_string())
@@ -937,7 +946,7 @@ fn deleted_decoys_settled_conflicts_and_keyless_ids_put_no_key_on_two_records() 
     old["stamp"] = json!(format!("{:016x}@{}", then << 16, late.device));
     late.push(&server, &[old]);
     let reviewer = server.caller("r006");
-    let settled = server.state.db.call_blocking(move |c| {
+    let settled = server.db.call_blocking(move |c| {
         let id: i64 = c.query_row(
             "SELECT id FROM conflict WHERE entity = ?1 AND field = 'address_code' AND settled_ms IS NULL",
             [first.to_string()],
@@ -947,7 +956,7 @@ fn deleted_decoys_settled_conflicts_and_keyless_ids_put_no_key_on_two_records() 
             c,
             &reviewer,
             id,
-            true,
+            baylink_server::store::review::Keep::Lost,
             baylink_tests::harness::real_now_ms(),
         )
     });

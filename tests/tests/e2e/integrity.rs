@@ -23,7 +23,6 @@ fn person(
 
 fn on_server(server: &Server, id: uuid::Uuid) -> i64 {
     server
-        .state
         .db
         .call_blocking(move |conn| {
             Ok(conn.query_row(
@@ -145,7 +144,6 @@ fn an_edit_onto_another_records_id_number_is_refused_with_a_pointer_and_dismisse
     assert!(message.contains("其他村"), "{message}");
     // What derives from the refused number (birth date, sex, origin) is refused with it.
     let stored: Option<String> = server
-        .state
         .db
         .call_blocking(move |conn| {
             Ok(conn.query_row(
@@ -283,7 +281,6 @@ fn a_person_registered_in_another_village_moves_in_and_her_old_residence_goes_ba
     assert!(flagged.comment.contains("搬离日期"), "{}", flagged.comment);
     // Nothing of who captured her reaches the conflicts page as if it were data.
     let owned_conflicts: i64 = server
-        .state
         .db
         .call_blocking(|conn| {
             Ok(conn.query_row(
@@ -355,7 +352,6 @@ fn two_records_edited_onto_one_free_number_the_second_is_refused() {
         "{refused:?}"
     );
     let numbers: i64 = server
-        .state
         .db
         .call_blocking(move |conn| {
             Ok(conn.query_row(
@@ -460,9 +456,16 @@ fn an_officer_left_with_no_village_captures_nothing_on_the_phone() {
     phone.sync();
     // Every village taken from the officer.
     server
-        .state
         .db
-        .call_blocking(|c| baylink_server::store::accounts::assign_villages(c, "o1", &[]))
+        .call_blocking(|c| {
+            baylink_server::store::accounts::assign_villages(
+                c,
+                baylink_server::store::contract::Actor::Operator,
+                "o1",
+                &[],
+                0,
+            )
+        })
         .expect("villages taken away");
     phone.sync();
     let err = phone

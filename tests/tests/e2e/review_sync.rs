@@ -4,6 +4,7 @@
 
 use baylink_domain::EntityKind;
 use baylink_domain::watch::Rule;
+use baylink_server::store::alerts::AlertsShown;
 use baylink_server::store::{alerts, duplicates};
 use baylink_tests::harness::{Device, Server, VILLAGE, real_now_ms, resident_id};
 
@@ -88,14 +89,13 @@ fn a_merged_duplicate_redirects_on_every_phone_and_keeps_its_history() {
     // The station sees the pair, and only that station may merge it.
     let r006 = server.caller("r006");
     let pairs = server
-        .state
         .db
         .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100))
         .expect("candidates");
     assert_eq!(pairs.len(), 1, "{pairs:?}");
     assert!(pairs[0].same_name_and_birth_date && !pairs[0].id_number_one_apart);
     let r007 = server.caller("r007");
-    let refused = server.state.db.call_blocking(|c| {
+    let refused = server.db.call_blocking(|c| {
         duplicates::merge(
             c,
             &r007,
@@ -114,7 +114,6 @@ fn a_merged_duplicate_redirects_on_every_phone_and_keeps_its_history() {
         .expect("count")
     });
     let report = server
-        .state
         .db
         .call_blocking(|c| {
             duplicates::merge(
@@ -145,7 +144,6 @@ fn a_merged_duplicate_redirects_on_every_phone_and_keeps_its_history() {
         "history kept, the redirect added"
     );
     let after = server
-        .state
         .db
         .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100))
         .expect("candidates");
@@ -199,7 +197,6 @@ fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
     let admin = server.caller("admin");
     let wuhan = Rule::region("420100").expect("a city");
     server
-        .state
         .db
         .call_blocking(|c| alerts::add_rule(c, admin.account, &wuhan, "风险地区", real_now_ms()))
         .expect("rule added");
@@ -229,9 +226,8 @@ fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
     a.sync();
     let r006 = server.caller("r006");
     let open = server
-        .state
         .db
-        .call_blocking(|c| alerts::list(c, &r006.villages, false, 100))
+        .call_blocking(|c| alerts::list(c, &r006.villages, AlertsShown::Open, 100))
         .expect("alerts");
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].entity, from_wuhan.to_string());
@@ -239,9 +235,8 @@ fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
     assert_eq!(open[0].rule, Some(wuhan));
     let r007 = server.caller("r007");
     let elsewhere = server
-        .state
         .db
-        .call_blocking(|c| alerts::list(c, &r007.villages, true, 100))
+        .call_blocking(|c| alerts::list(c, &r007.villages, AlertsShown::All, 100))
         .expect("alerts");
     assert!(
         elsewhere.is_empty(),
@@ -250,20 +245,17 @@ fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
     let id = open[0].id;
     assert!(
         server
-            .state
             .db
             .call_blocking(|c| alerts::acknowledge(c, &r007, id, real_now_ms()))
             .is_err()
     );
     server
-        .state
         .db
         .call_blocking(|c| alerts::acknowledge(c, &r006, id, real_now_ms()))
         .expect("acknowledged");
     let count = server
-        .state
         .db
-        .call_blocking(|c| alerts::open_count(c, &r006.villages))
+        .call_blocking(|c| baylink_server::store::dashboard::open_count(c, &r006.villages))
         .expect("count");
     assert_eq!(count, 0);
 }

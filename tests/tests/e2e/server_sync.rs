@@ -3,6 +3,7 @@
 //! tokens, and a server restart between syncs.
 
 use baylink_domain::EntityKind;
+use baylink_server::store::review::Verdict;
 use baylink_tests::harness::{Device, PASSWORD, Server, VILLAGE, real_now_ms, resident_id};
 
 /// Another village of the same station (澳头街道).
@@ -308,10 +309,9 @@ fn a_revoked_device_is_refused_and_wiped_and_a_reused_refresh_token_ends_the_ses
     assert!(after.is_err(), "the session survived a token reuse");
 
     // The phone is lost: the administrator revokes it; its next call wipes it.
+    let store = server.state.store.clone();
     server
-        .state
-        .db
-        .call_blocking(|c| baylink_server::store::devices::revoke_device(c, &device.to_string()))
+        .run(store.revoke_device(baylink_server::store::contract::Actor::Operator, device.0))
         .unwrap();
     let result = a.try_sync();
     assert!(
@@ -474,18 +474,32 @@ fn a_village_given_to_an_officer_arrives_and_a_village_taken_away_is_purged() {
     // The station gives o1 the neighbouring village too: everything of it arrives.
     let both = [VILLAGE.to_owned(), OTHER_VILLAGE.to_owned()];
     server
-        .state
         .db
-        .call_blocking(|c| baylink_server::store::accounts::assign_villages(c, "o1", &both))
+        .call_blocking(|c| {
+            baylink_server::store::accounts::assign_villages(
+                c,
+                baylink_server::store::contract::Actor::Operator,
+                "o1",
+                &both,
+                0,
+            )
+        })
         .unwrap();
     a.sync();
     assert_eq!(field(&a, theirs, "name").as_deref(), Some("李强"));
     // Then takes the first one away: its records leave the phone, the other village's stay.
     let other = [OTHER_VILLAGE.to_owned()];
     server
-        .state
         .db
-        .call_blocking(|c| baylink_server::store::accounts::assign_villages(c, "o1", &other))
+        .call_blocking(|c| {
+            baylink_server::store::accounts::assign_villages(
+                c,
+                baylink_server::store::contract::Actor::Operator,
+                "o1",
+                &other,
+                0,
+            )
+        })
         .unwrap();
     let report = a.sync();
     assert!(report.purged >= 1, "{report:?}");
@@ -509,15 +523,13 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
     let r006 = server.caller("r006");
     let now = real_now_ms();
     server
-        .state
         .db
         .call_blocking(|c| {
             baylink_server::store::review::review(
                 c,
                 &r006,
                 &id,
-                false,
-                "户籍地址未填写 / household address missing",
+                &Verdict::Return("户籍地址未填写 / household address missing".into()),
                 now,
             )
         })
@@ -536,10 +548,9 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
     assert!(a.store.returned().unwrap().is_empty());
     a.sync();
     server
-        .state
         .db
         .call_blocking(|c| {
-            baylink_server::store::review::review(c, &r006, &id, true, "", now + 1_000)
+            baylink_server::store::review::review(c, &r006, &id, &Verdict::Approve, now + 1_000)
         })
         .unwrap();
     a.sync();
@@ -547,15 +558,13 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
     assert_eq!(field(&a, id, "review_status").as_deref(), Some("approved"));
     // An officer is no reviewer, and a return needs its reason.
     let o2 = server.caller("o2");
-    let refused = server
-        .state
-        .db
-        .call_blocking(|c| baylink_server::store::review::review(c, &o2, &id, true, "", now));
+    let refused = server.db.call_blocking(|c| {
+        baylink_server::store::review::review(c, &o2, &id, &Verdict::Approve, now)
+    });
     assert!(refused.is_err());
-    let no_reason = server
-        .state
-        .db
-        .call_blocking(|c| baylink_server::store::review::review(c, &r006, &id, false, " ", now));
+    let no_reason = server.db.call_blocking(|c| {
+        baylink_server::store::review::review(c, &r006, &id, &Verdict::Return(" ".into()), now)
+    });
     assert!(no_reason.is_err());
 }
 

@@ -1,0 +1,124 @@
+//! The fields and references of a push's changes decided one by one, after their record's
+//! rules.
+
+// The planner's own rules and types, shared with its parent.
+use super::*;
+
+/// The decision on one field change of a record the caller may write.
+pub(super) fn decide_field(
+    facts: &Facts<'_>,
+    changes: &[Change],
+    change: &Change,
+    kind: EntityKind,
+    held: Option<&Held>,
+    home: bool,
+    world: &World,
+) -> Decision {
+    let Some(spec) = kind.field(&change.field) else {
+        return Decision::refuse(refusal::INVALID, "field");
+    };
+    if SERVER_OWNED.contains(&spec.name) {
+        return Decision::Own;
+    }
+    if !home && HOME_ONLY.contains(&spec.name) {
+        // Held here because she lives here (or moves in): her home village's officers keep who
+        // she is and where she belongs.
+        return Decision::Own;
+    }
+    if spec.name == "deleted" {
+        return if change.value.is_boolean() || change.value.is_null() {
+            Decision::Apply
+        } else {
+            Decision::refuse(
+                refusal::INVALID,
+                "deleted：应为是或否 / deleted: must be true or false",
+            )
+        };
+    }
+    debug_assert!(spec.writer != Writer::System, "system field {}", spec.name);
+    if spec.name == "village" {
+        let mine = change
+            .value
+            .as_str()
+            .is_some_and(|v| facts.villages.iter().any(|m| m == v));
+        if facts.role != Role::Admin && !change.value.is_null() && !mine {
+            return out_of_scope(&format!(
+                "village {} is not one of yours",
+                to_text(&change.value)
+            ));
+        }
+    }
+    if change.value.is_null() {
+        return Decision::Apply;
+    }
+    // The value itself, with the document type it is read by (this push's or the stored one).
+    let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
+    if change.field == "id_number" {
+        let id_type = changes
+            .iter()
+            .rev()
+            .find(|c| c.entity == change.entity && c.field == "id_type")
+            .map(|c| c.value.clone())
+            .or_else(|| {
+                held.and_then(|h| h.state.get("id_type"))
+                    .map(|v| v.value.clone())
+            });
+        if let Some(id_type) = id_type {
+            values.insert("id_type".into(), id_type);
+        }
+    }
+    if let Some(error) = validate_values(kind, &values, facts.today)
+        .into_iter()
+        .find(|e| e.field == change.field)
+    {
+        return Decision::refuse(refusal::INVALID, error.to_string());
+    }
+    if let Some((target, target_id)) = reference(change) {
+        return decide_reference(facts, kind, spec.name, spec.zh, target, target_id, world);
+    }
+    Decision::Apply
+}
+
+/// Whether a reference field may name `id`: a stored or just created record of the right kind,
+/// in the caller's villages (a residence's person may live anywhere: she moves in).
+pub(super) fn decide_reference(
+    facts: &Facts<'_>,
+    kind: EntityKind,
+    field: &str,
+    label: &str,
+    target: EntityKind,
+    id: Uuid,
+    world: &World,
+) -> Decision {
+    let (found, reachable) = match (world.created.get(&id), facts.records.get(&id)) {
+        (Some(created), _) => (Some(created.as_str()), true),
+        (None, Some(held)) => (
+            Some(held.kind.as_str()),
+            facts.role == Role::Admin
+                || held.villages.iter().any(|v| facts.villages.contains(v))
+                || world.arrivals.contains(&id),
+        ),
+        (None, None) => (None, false),
+    };
+    let moves_in = kind == EntityKind::Residence && field == "person";
+    match found {
+        Some(k) if k == target.as_str() && (reachable || moves_in) => Decision::Apply,
+        // Another kind in the caller's villages may be said; elsewhere it is not the caller's to know.
+        Some(k) if reachable && k != target.as_str() => Decision::refuse(
+            refusal::INVALID,
+            format!(
+                "{label}：应指向{}记录 / {field}: must name a {target}, names a {k}",
+                target.label_zh()
+            ),
+        ),
+        // No such record and one outside the caller's villages are told alike: the caller may
+        // not learn which.
+        _ => Decision::refuse(
+            refusal::OUT_OF_SCOPE,
+            format!(
+                "{label}：您的辖区内没有这个{} / {field}: names no {target} in your villages",
+                target.label_zh()
+            ),
+        ),
+    }
+}

@@ -1,0 +1,114 @@
+//! A reviewer's decision planned before it is written: who may decide on a record and what the
+//! decision writes. Pure, like the push's planner: the store reads the record's villages, this
+//! decides, the store writes and audits.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::store::caller::Role;
+
+/// A reviewer's decision on a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The record is right.
+    Approve,
+    /// The record goes back to its officer, with what to correct (required).
+    Return(String),
+}
+
+/// Why a decision is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewRefused {
+    /// The record is not in the reviewer's villages (answered as no such record).
+    NotVisible,
+    /// A return without a comment: the officer would not know what to correct.
+    NoComment,
+}
+
+/// What an accepted decision writes: the record's review fields, and the audited action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewPlan {
+    /// `review_status` and `review_comment`, in that order.
+    pub fields: [(&'static str, Value); 2],
+    /// The audit log's action (`approve`, `return`).
+    pub action: &'static str,
+    /// The comment, trimmed, if any (the audit entry's detail).
+    pub comment: Option<String>,
+}
+
+/// Decides a review: administrators decide on any record, reviewers on those in their
+/// villages (`scope` is the villages the record is in), officers on none; a return needs a
+/// comment.
+pub fn plan_review(
+    role: Role,
+    villages: &[String],
+    scope: &BTreeSet<String>,
+    verdict: &Verdict,
+) -> Result<ReviewPlan, ReviewRefused> {
+    let allowed = role == Role::Admin
+        || (role == Role::Reviewer && scope.iter().any(|v| villages.contains(v)));
+    if !allowed {
+        return Err(ReviewRefused::NotVisible);
+    }
+    let (status, action, comment) = match verdict {
+        Verdict::Approve => ("approved", "approve", None),
+        Verdict::Return(comment) => match comment.trim() {
+            "" => return Err(ReviewRefused::NoComment),
+            comment => ("returned", "return", Some(comment.to_owned())),
+        },
+    };
+    let comment_value = comment.clone().map_or(Value::Null, Value::String);
+    Ok(ReviewPlan {
+        fields: [
+            ("review_status", Value::String(status.into())),
+            ("review_comment", comment_value),
+        ],
+        action,
+        comment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn villages(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn reviewers_decide_in_their_villages_and_a_return_says_why() {
+        let station = ["A".to_owned(), "B".to_owned()];
+        let here = villages(&["B"]);
+        let elsewhere = villages(&["C"]);
+        let approve = Verdict::Approve;
+        let plan = plan_review(Role::Reviewer, &station, &here, &approve).unwrap();
+        assert_eq!(plan.action, "approve");
+        assert_eq!(plan.fields[0].1, Value::String("approved".into()));
+        assert_eq!(plan.fields[1].1, Value::Null);
+        let back = Verdict::Return("  电话号码有误 ".into());
+        let plan = plan_review(Role::Reviewer, &station, &here, &back).unwrap();
+        assert_eq!(plan.fields[1].1, Value::String("电话号码有误".into()));
+        assert_eq!(plan.comment.as_deref(), Some("电话号码有误"));
+        assert_eq!(
+            plan_review(
+                Role::Reviewer,
+                &station,
+                &here,
+                &Verdict::Return(" ".into())
+            ),
+            Err(ReviewRefused::NoComment)
+        );
+        assert_eq!(
+            plan_review(Role::Reviewer, &station, &elsewhere, &approve),
+            Err(ReviewRefused::NotVisible)
+        );
+        // Whose villages it lies in, an officer never decides; an administrator always does.
+        assert_eq!(
+            plan_review(Role::Officer, &station, &here, &approve),
+            Err(ReviewRefused::NotVisible)
+        );
+        assert!(plan_review(Role::Admin, &[], &elsewhere, &approve).is_ok());
+    }
+}

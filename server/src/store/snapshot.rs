@@ -1,0 +1,200 @@
+//! Everything the server holds about records, backend-neutral: what tests and consistency checks
+//! compare, instead of reading one backend's tables.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use baylink_sync::{Hlc, Stamp};
+use rusqlite::Connection;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::store::error::StoreError;
+use crate::store::pull::parse_entity;
+use crate::store::values::corrupt;
+
+/// A record's identity as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entity {
+    /// Its kind.
+    pub kind: String,
+    /// Its home village, when it has one.
+    pub village: Option<String>,
+}
+
+/// A field's current value with its stamp and sequence number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    /// The value.
+    pub value: Value,
+    /// Who wrote it, when (the merge order).
+    pub stamp: Stamp,
+    /// Its sequence number (the order pulls send values in).
+    pub seq: i64,
+}
+
+/// One entry of a village's feed: a value a device of that village is sent.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedEntry {
+    /// The value's sequence number.
+    pub seq: i64,
+    /// Its record.
+    pub entity: Uuid,
+    /// Its field.
+    pub field: String,
+}
+
+/// One accepted write, as the history keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    /// Sequence number.
+    pub seq: i64,
+    /// Record.
+    pub entity: Uuid,
+    /// Field.
+    pub field: String,
+    /// Value written.
+    pub value: Value,
+    /// Whether it won the merge.
+    pub won: bool,
+    /// Device that pushed it (none for the server's own writes).
+    pub device: Option<String>,
+    /// Account it was written for.
+    pub account: Option<i64>,
+}
+
+/// One audit entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audited {
+    /// Account, none for the operator.
+    pub account: Option<i64>,
+    /// Action.
+    pub action: String,
+    /// Target.
+    pub target: Option<String>,
+}
+
+/// The server's records in one snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Records by id.
+    pub entities: BTreeMap<Uuid, Entity>,
+    /// Current values by (record, field).
+    pub values: BTreeMap<(Uuid, String), Stored>,
+    /// The villages each record is in (its scope).
+    pub scopes: BTreeSet<(Uuid, String)>,
+    /// Each village's feed, in sequence order.
+    pub feeds: BTreeMap<String, Vec<FeedEntry>>,
+    /// Every accepted write, in sequence order.
+    pub history: Vec<Written>,
+    /// The audit log, oldest first.
+    pub audit: Vec<Audited>,
+    /// Open (unsettled) conflicts by record.
+    pub open_conflicts: BTreeMap<Uuid, usize>,
+    /// The last sequence number issued.
+    pub last_seq: i64,
+}
+
+impl Snapshot {
+    /// A field's current value, if it has one.
+    pub fn value(&self, entity: Uuid, field: &str) -> Option<&Value> {
+        self.values
+            .get(&(entity, field.to_owned()))
+            .map(|s| &s.value)
+    }
+
+    /// How many audit entries of this action there are.
+    pub fn audited(&self, action: &str) -> usize {
+        self.audit.iter().filter(|a| a.action == action).count()
+    }
+}
+
+fn json(text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|_| corrupt("stored value"))
+}
+
+fn stamp(hlc: i64, node: &str) -> Result<Stamp, StoreError> {
+    let node = node.parse().map_err(|_| corrupt("stored node"))?;
+    Ok(Stamp::new(Hlc::from_u64(hlc as u64), node))
+}
+
+/// Reads the snapshot (inside one read transaction).
+pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
+    let mut out = Snapshot {
+        last_seq: crate::store::values::current_seq(conn)?,
+        ..Snapshot::default()
+    };
+    let mut stmt = conn.prepare("SELECT id, kind, village FROM entity")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id = parse_entity(&r.get::<_, String>(0)?)?;
+        out.entities.insert(
+            id,
+            Entity {
+                kind: r.get(1)?,
+                village: r.get(2)?,
+            },
+        );
+    }
+    let mut stmt = conn.prepare("SELECT entity, field, value, hlc, node, seq FROM field")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let key = (parse_entity(&r.get::<_, String>(0)?)?, r.get(1)?);
+        let stored = Stored {
+            value: json(&r.get::<_, String>(2)?)?,
+            stamp: stamp(r.get(3)?, &r.get::<_, String>(4)?)?,
+            seq: r.get(5)?,
+        };
+        out.values.insert(key, stored);
+    }
+    let mut stmt = conn.prepare("SELECT entity, village FROM scope")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.scopes
+            .insert((parse_entity(&r.get::<_, String>(0)?)?, r.get(1)?));
+    }
+    let mut stmt =
+        conn.prepare("SELECT village, seq, entity, field FROM feed ORDER BY village, seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let entry = FeedEntry {
+            seq: r.get(1)?,
+            entity: parse_entity(&r.get::<_, String>(2)?)?,
+            field: r.get(3)?,
+        };
+        out.feeds.entry(r.get(0)?).or_default().push(entry);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT seq, entity, field, value, won, device, account FROM history ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.history.push(Written {
+            seq: r.get(0)?,
+            entity: parse_entity(&r.get::<_, String>(1)?)?,
+            field: r.get(2)?,
+            value: json(&r.get::<_, String>(3)?)?,
+            won: r.get(4)?,
+            device: r.get(5)?,
+            account: r.get(6)?,
+        });
+    }
+    let mut stmt = conn.prepare("SELECT account, action, target FROM audit ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.audit.push(Audited {
+            account: r.get(0)?,
+            action: r.get(1)?,
+            target: r.get(2)?,
+        });
+    }
+    let mut stmt = conn.prepare(
+        "SELECT entity, COUNT(*) FROM conflict WHERE settled_ms IS NULL GROUP BY entity",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let n: i64 = r.get(1)?;
+        out.open_conflicts
+            .insert(parse_entity(&r.get::<_, String>(0)?)?, n as usize);
+    }
+    Ok(out)
+}

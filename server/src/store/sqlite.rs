@@ -1,0 +1,290 @@
+//! The SQLite backend of [`Store`]: each use case on the writer connection or a reader, off the
+//! async workers. One writer serialises writes, which keeps contract item 2 (sequence numbers
+//! visible in commit order) by construction.
+
+use baylink_domain::Date;
+use baylink_domain::watch::Rule;
+use baylink_sync::Change;
+use baylink_sync::cursor::Position;
+use baylink_sync::wire::ChangeResult;
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use crate::store::accounts::{self, Access, Account, NewAccount};
+use crate::store::alerts::{self, Alert, AlertsShown, StoredRule};
+use crate::store::audit::{self, Actor, AuditEntry};
+use crate::store::caller::{Caller, Role};
+use crate::store::contract::{Store, StoreFuture};
+use crate::store::dashboard::{self, Overview};
+use crate::store::devices::{self, Device};
+use crate::store::duplicates::{self, MergeReport, Pair};
+use crate::store::error::StoreError;
+use crate::store::places::{self, Imported, Station};
+use crate::store::pull::{self, Page};
+use crate::store::records::{self, Filter, RecordPage, RecordView, Reveal, Row};
+use crate::store::review::{self, Conflict, Keep, Verdict};
+use crate::store::sessions::{self, ConsoleSession};
+use crate::store::signin::{self, DeviceSession, NewKey, Refreshed, SignInLookup, TokenHolder};
+use crate::store::snapshot::{self, Snapshot};
+use crate::store::{Db, now_ms, push};
+
+impl Db {
+    /// A use case on the writer connection.
+    fn writing<T, F>(&self, f: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        Box::pin(async move { db.call(f).await })
+    }
+
+    /// A use case on a reader, in one snapshot.
+    fn reading<T, F>(&self, f: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        Box::pin(async move { db.read(f).await })
+    }
+}
+
+impl Store for Db {
+    fn push(
+        &self,
+        caller: Caller,
+        changes: Vec<Change>,
+        max_clock_ahead_ms: u64,
+    ) -> StoreFuture<Vec<ChangeResult>> {
+        self.writing(move |c| push::push(c, &caller, &changes, now_ms(), max_clock_ahead_ms))
+    }
+
+    fn pull_page(&self, caller: Caller, from: Position, limit: u32) -> StoreFuture<Page> {
+        let db = self.clone();
+        Box::pin(async move {
+            // The page is read on a snapshot beside the writer; only the device's bookkeeping,
+            // when there is any, waits for the writer.
+            let (page, settle) = db
+                .read(move |c| pull::read_page(c, &caller, from, limit, now_ms()))
+                .await?;
+            if settle.needed() {
+                db.call(move |c| pull::settle(c, &settle)).await?;
+            }
+            Ok(page)
+        })
+    }
+
+    fn current_seq(&self) -> StoreFuture<i64> {
+        self.reading(crate::store::values::current_seq)
+    }
+
+    fn token_holder(&self, device: Uuid, account: i64) -> StoreFuture<TokenHolder> {
+        self.reading(move |c| signin::token_holder(c, &device.to_string(), account))
+    }
+
+    fn sign_in_lookup(
+        &self,
+        username: String,
+        device: Uuid,
+        key: Option<String>,
+    ) -> StoreFuture<SignInLookup> {
+        self.reading(move |c| {
+            signin::sign_in_lookup(c, &username, &device.to_string(), key.as_deref())
+        })
+    }
+
+    fn register_device(&self, device: Uuid, account: i64, name: String) -> StoreFuture<Device> {
+        self.writing(move |c| {
+            devices::register_device(c, &device.to_string(), account, &name, now_ms())
+        })
+    }
+
+    fn open_device_session(
+        &self,
+        device: Uuid,
+        account: Account,
+        ttl_ms: u64,
+        key: NewKey,
+    ) -> StoreFuture<DeviceSession> {
+        self.writing(move |c| {
+            signin::open_device_session(c, &device.to_string(), &account, now_ms(), ttl_ms, key)
+        })
+    }
+
+    fn spend_refresh_token(&self, token: String, device: String) -> StoreFuture<Refreshed> {
+        self.writing(move |c| signin::spend_refresh_token(c, &token, &device, now_ms()))
+    }
+
+    fn end_device_session(&self, device: Uuid) -> StoreFuture<()> {
+        self.writing(move |c| devices::end_session(c, &device.to_string()))
+    }
+
+    fn account_by_username(&self, username: String) -> StoreFuture<Option<Account>> {
+        self.reading(move |c| accounts::account_by_username(c, &username))
+    }
+
+    fn console_session(&self, cookie: String) -> StoreFuture<Option<ConsoleSession>> {
+        self.reading(move |c| sessions::console_session(c, &cookie, now_ms()))
+    }
+
+    fn open_console_session(&self, account: i64, ttl_ms: u64) -> StoreFuture<String> {
+        self.writing(move |c| {
+            let (cookie, _) = sessions::open_session(c, account, now_ms(), ttl_ms)?;
+            Ok(cookie)
+        })
+    }
+
+    fn close_console_session(&self, cookie: String) -> StoreFuture<()> {
+        self.writing(move |c| sessions::close_session(c, &cookie))
+    }
+
+    fn overview(&self, villages: Vec<String>, since: Date) -> StoreFuture<Overview> {
+        self.reading(move |c| dashboard::overview(c, &villages, since))
+    }
+
+    fn records(
+        &self,
+        villages: Vec<String>,
+        filter: Filter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreFuture<Vec<Row>> {
+        self.reading(move |c| records::list(c, &villages, &filter, limit, offset))
+    }
+
+    fn export(
+        &self,
+        account: i64,
+        villages: Vec<String>,
+        filter: Filter,
+        format: String,
+        limit: u32,
+    ) -> StoreFuture<Vec<Row>> {
+        self.writing(move |c| {
+            records::export(c, account, &villages, &filter, &format, limit, now_ms())
+        })
+    }
+
+    fn record_page(&self, caller: Caller, id: Uuid, reveal: Reveal) -> StoreFuture<RecordPage> {
+        let id = id.to_string();
+        match reveal {
+            // Only a full reveal writes (its audit entry); a masked page is read beside the writer.
+            Reveal::Masked => self.reading(move |c| records::record_page(c, &caller, &id)),
+            Reveal::Full => self.writing(move |c| records::reveal(c, &caller, &id, now_ms())),
+        }
+    }
+
+    fn record(&self, id: Uuid) -> StoreFuture<Option<RecordView>> {
+        self.reading(move |c| records::record(c, &id.to_string()))
+    }
+
+    fn stations(&self) -> StoreFuture<Vec<Station>> {
+        self.reading(places::stations)
+    }
+
+    fn review(&self, reviewer: Caller, entity: Uuid, verdict: Verdict) -> StoreFuture<()> {
+        self.writing(move |c| review::review(c, &reviewer, &entity, &verdict, now_ms()))
+    }
+
+    fn conflicts(&self, villages: Vec<String>, limit: u32) -> StoreFuture<Vec<Conflict>> {
+        self.reading(move |c| review::conflicts(c, &villages, limit))
+    }
+
+    fn settle_conflict(&self, reviewer: Caller, id: i64, keep: Keep) -> StoreFuture<()> {
+        self.writing(move |c| review::settle_conflict(c, &reviewer, id, keep, now_ms()))
+    }
+
+    fn duplicate_pairs(&self, villages: Vec<String>, limit: usize) -> StoreFuture<Vec<Pair>> {
+        self.reading(move |c| duplicates::candidates(c, &villages, limit))
+    }
+
+    fn merge_records(&self, reviewer: Caller, from: Uuid, into: Uuid) -> StoreFuture<MergeReport> {
+        self.writing(move |c| {
+            duplicates::merge(c, &reviewer, &from.to_string(), &into.to_string(), now_ms())
+        })
+    }
+
+    fn dismiss_pair(&self, reviewer: Caller, a: Uuid, b: Uuid) -> StoreFuture<()> {
+        self.writing(move |c| {
+            duplicates::dismiss(c, &reviewer, &a.to_string(), &b.to_string(), now_ms())
+        })
+    }
+
+    fn alerts(
+        &self,
+        villages: Vec<String>,
+        shown: AlertsShown,
+        limit: u32,
+    ) -> StoreFuture<Vec<Alert>> {
+        self.reading(move |c| alerts::list(c, &villages, shown, limit))
+    }
+
+    fn acknowledge_alert(&self, reviewer: Caller, id: i64) -> StoreFuture<()> {
+        self.writing(move |c| alerts::acknowledge(c, &reviewer, id, now_ms()))
+    }
+
+    fn watch_rules(&self) -> StoreFuture<Vec<StoredRule>> {
+        self.reading(alerts::rules)
+    }
+
+    fn add_watch_rule(&self, admin: i64, rule: Rule, note: String) -> StoreFuture<(i64, usize)> {
+        self.writing(move |c| alerts::add_rule(c, admin, &rule, &note, now_ms()))
+    }
+
+    fn remove_watch_rule(&self, admin: i64, id: i64) -> StoreFuture<()> {
+        self.writing(move |c| alerts::remove_rule(c, admin, id, now_ms()))
+    }
+
+    fn accounts(&self) -> StoreFuture<Vec<(Account, Vec<String>)>> {
+        self.reading(|c| {
+            let mut out = Vec::new();
+            for account in accounts::accounts(c)? {
+                let villages = if account.role == Role::Officer {
+                    accounts::villages_of(c, &account)?
+                } else {
+                    Vec::new()
+                };
+                out.push((account, villages));
+            }
+            Ok(out)
+        })
+    }
+
+    fn create_account(&self, actor: Actor, account: NewAccount) -> StoreFuture<i64> {
+        self.writing(move |c| accounts::create_account(c, actor, &account, now_ms()))
+    }
+
+    fn assign_villages(
+        &self,
+        actor: Actor,
+        username: String,
+        villages: Vec<String>,
+    ) -> StoreFuture<()> {
+        self.writing(move |c| accounts::assign_villages(c, actor, &username, &villages, now_ms()))
+    }
+
+    fn set_access(&self, actor: Actor, username: String, access: Access) -> StoreFuture<()> {
+        self.writing(move |c| accounts::set_access(c, actor, &username, access, now_ms()))
+    }
+
+    fn devices(&self) -> StoreFuture<Vec<(Device, String)>> {
+        self.reading(devices::devices)
+    }
+
+    fn revoke_device(&self, actor: Actor, device: Uuid) -> StoreFuture<()> {
+        self.writing(move |c| devices::revoke_device(c, actor, &device.to_string(), now_ms()))
+    }
+
+    fn audit_log(&self, limit: u32) -> StoreFuture<Vec<AuditEntry>> {
+        self.reading(move |c| audit::audit_log(c, limit))
+    }
+
+    fn import_places(&self, actor: Actor, list: String) -> StoreFuture<Imported> {
+        self.writing(move |c| places::import(c, actor, &list, now_ms()))
+    }
+
+    fn snapshot(&self) -> StoreFuture<Snapshot> {
+        self.reading(snapshot::read)
+    }
+}
