@@ -390,16 +390,13 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         .request("GET", &format!("{path}?reveal=1"), Some(&cookie), None)
         .await;
     assert!(page.body.contains("11010519491231002X"));
-    let audited: i64 = console
-        .db
-        .call_blocking(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM audit WHERE action = 'reveal_id_number'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .unwrap();
+    let audited = console
+        .state
+        .store
+        .snapshot()
+        .await
+        .unwrap()
+        .audited("reveal_id_number");
     assert_eq!(audited, 1);
     // A review without the form's CSRF token is refused and changes nothing.
     let forged = console
@@ -590,16 +587,13 @@ async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited(
     assert_eq!(rows[1][0], person.to_string());
     assert_eq!(rows[1][5], "11010519491231002X", "ID numbers stay text");
     assert_eq!(rows[1][6], "王芳");
-    let audited: i64 = console
-        .db
-        .call_blocking(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM audit WHERE action = 'export'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .unwrap();
+    let audited = console
+        .state
+        .store
+        .snapshot()
+        .await
+        .unwrap()
+        .audited("export");
     assert_eq!(audited, 2);
     let bad = console
         .request("GET", "/console/export?format=pdf", Some(&cookie), None)

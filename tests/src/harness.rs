@@ -262,6 +262,11 @@ impl Server {
             .block_on(call)
     }
 
+    /// Everything the server holds about records, from its storage's backend-neutral snapshot.
+    pub fn snapshot(&self) -> baylink_server::store::snapshot::Snapshot {
+        self.run(self.state.store.snapshot()).expect("snapshot")
+    }
+
     /// Runs a closure on the server's database.
     pub fn query<T>(&self, f: impl FnOnce(&rusqlite_reexport::Connection) -> T) -> T {
         self.db

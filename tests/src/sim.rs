@@ -304,14 +304,21 @@ impl Transport for Link<'_> {
         // Small pages, so that paging and resuming mid-pull are exercised.
         let limit = limit.min(1 + self.rng.below(25) as u32);
         let cursor = cursor.map(baylink_sync::wire::Cursor);
-        let page = self
+        // As the server pulls: the page read from a snapshot beside the writer, then the device's
+        // bookkeeping in a transaction of its own.
+        let (page, settle) = self
             .server
             .db
-            .call_blocking(|c| {
+            .read_blocking(|c| {
                 let from = baylink_server::store::pull::parse_cursor(cursor.as_ref())?;
-                baylink_server::store::pull::pull(c, &caller, from, limit)
+                let now = baylink_server::store::now_ms();
+                baylink_server::store::pull::read_page(c, &caller, from, limit, now)
             })
             .expect("pull");
+        self.server
+            .db
+            .call_blocking(|c| baylink_server::store::pull::settle(c, &settle))
+            .expect("pull bookkeeping");
         if let Ok(trace) = std::env::var("BAYLINK_SIM_TRACE") {
             let named = page.values.iter().any(|v| v.entity.to_string() == trace);
             let purged = page.purged.iter().any(|id| id.to_string() == trace);
@@ -824,10 +831,11 @@ impl World {
         let Some(entity) = entity.and_then(|e| Uuid::parse_str(&e).ok()) else {
             return;
         };
+        let comment = "请补充联系电话".to_owned();
         let verdict = if self.rng.chance(60) {
-            Verdict::Approve
+            Verdict::Approve(comment)
         } else {
-            Verdict::Return("请补充联系电话".into())
+            Verdict::Return(comment)
         };
         let _ = self.server.db.call_blocking(|c| {
             baylink_server::store::review::review(c, &reviewer, &entity, &verdict, now)

@@ -2,7 +2,8 @@
 //! (a typo that slipped past a document without a check digit). A reviewer decides; this only
 //! proposes pairs. Two numbers one character apart agree on all but one of six blocks, so near
 //! numbers are compared only within groups that share five sixths of the number: a district's
-//! 400,000 persons take one pass, not 80 billion comparisons.
+//! 400,000 persons take one pass, not 80 billion comparisons. And what a merge copies: the
+//! duplicate's details the kept record lacks ([`merge_fills`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -126,6 +127,29 @@ pub fn candidates(people: &[PersonKey<'_>]) -> Vec<Candidate> {
         .collect()
 }
 
+/// Fields a merge never copies: the kept record's identity.
+pub const IDENTITY: [&str; 4] = ["village", "id_type", "id_number", "name"];
+
+/// What merging a duplicate into the record kept copies: each field the duplicate has that an
+/// officer writes (not the system), is not part of who the kept record is ([`IDENTITY`]), and
+/// the kept record lacks (absent or null).
+pub fn merge_fills(
+    kind: Option<crate::EntityKind>,
+    kept: &[(String, serde_json::Value)],
+    duplicate: Vec<(String, serde_json::Value)>,
+) -> Vec<(String, serde_json::Value)> {
+    let has = |field: &str| kept.iter().any(|(f, v)| f == field && !v.is_null());
+    duplicate
+        .into_iter()
+        .filter(|(field, value)| {
+            let officer = kind
+                .and_then(|k| k.field(field))
+                .is_some_and(|s| s.writer != crate::Writer::System);
+            officer && !IDENTITY.contains(&field.as_str()) && !value.is_null() && !has(field)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +243,29 @@ mod tests {
                 .collect();
             prop_assert_eq!(candidates(&keys), brute_force(&keys));
         }
+    }
+
+    #[test]
+    fn a_merge_fills_the_gaps_of_the_record_kept_with_the_duplicates_details_only() {
+        use serde_json::json;
+        let kept = vec![
+            ("name".to_owned(), json!("王芳")),
+            ("phone".to_owned(), json!("13800138000")),
+            ("employer".to_owned(), serde_json::Value::Null),
+        ];
+        let duplicate = vec![
+            ("name".to_owned(), json!("王方")),
+            ("id_number".to_owned(), json!("11010519491231002X")),
+            ("phone".to_owned(), json!("13900139000")),
+            ("employer".to_owned(), json!("大亚湾石化")),
+            ("occupation".to_owned(), json!("工人")),
+            ("notes".to_owned(), serde_json::Value::Null),
+            ("created_by".to_owned(), json!("o1")),
+            ("shoe_size".to_owned(), json!(42)),
+        ];
+        let fills = merge_fills(Some(crate::EntityKind::Person), &kept, duplicate);
+        let fields: Vec<&str> = fills.iter().map(|(f, _)| f.as_str()).collect();
+        // Not the identity, not what the kept record has, not nulls, system fields or unknowns.
+        assert_eq!(fields, ["employer", "occupation"]);
     }
 }

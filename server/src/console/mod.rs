@@ -582,11 +582,11 @@ async fn review(
     user.check_csrf(&form.csrf)?;
     let entity = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
     let verdict = match form.decision.as_str() {
-        "approve" => Verdict::Approve,
+        "approve" => Verdict::Approve(form.comment.clone()),
         "return" => Verdict::Return(form.comment.clone()),
         _ => return Err(AppError::BadRequest("decision: approve or return".into()).into()),
     };
-    if verdict != Verdict::Approve && form.comment.trim().is_empty() {
+    if matches!(verdict, Verdict::Return(_)) && form.comment.trim().is_empty() {
         // The form comes back with what is wrong, nothing lost.
         let draft = pages::ReviewDraft {
             error: "退回须填写原因，以便警员改正 / a return needs a comment telling the officer what to correct".into(),

@@ -487,7 +487,8 @@ pub(super) fn admin_audit(user: &ConsoleUser, rows: &[crate::store::audit::Audit
                     @for r in rows {
                         tr {
                             td { (when(r.at_ms)) }
-                            td { (r.username.as_deref().unwrap_or("")) }
+                            // No account: the operator at the server's command line.
+                            td { (r.username.as_deref().unwrap_or("命令行 / operator")) }
                             td { (r.action) }
                             td.muted { (r.target.as_deref().unwrap_or("")) }
                             td { (r.detail.as_deref().unwrap_or("")) }

@@ -153,30 +153,38 @@ async fn page(
         .store
         .pull_page(caller.clone(), from, ask.limit)
         .await?;
-    let count = page.values.len();
-    let (values, records) = if ask.protocol >= GROUPED_PULL {
-        (Vec::new(), group(page.values))
-    } else {
-        (page.values, Vec::new())
-    };
-    let answer = PullResponse::<Box<RawValue>> {
-        server_time_ms: now_ms(),
-        values,
-        records,
-        purged: page.purged,
-        next_cursor: state.keys.cursor.sign(&caller.device, &page.next),
-        more: page.more,
-        villages: Some(caller.villages.clone()),
-        extra: BTreeMap::new(),
-    };
-    tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
-    let next = if answer.continues() {
-        Some(parse_cursor(Some(&page.next))?)
-    } else {
-        None
-    };
-    let body =
-        serde_json::to_vec(&answer).map_err(|e| AppError::Internal(format!("pull page: {e}")))?;
+    let (cursor_key, protocol) = (state.keys.cursor.clone(), ask.protocol);
+    // Grouped and encoded on the blocking pool, as the page was read: a page of thousands of
+    // values is milliseconds of work the async workers should not stall on.
+    let (body, next) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let count = page.values.len();
+        let (values, records) = if protocol >= GROUPED_PULL {
+            (Vec::new(), group(page.values))
+        } else {
+            (page.values, Vec::new())
+        };
+        let answer = PullResponse::<Box<RawValue>> {
+            server_time_ms: now_ms(),
+            values,
+            records,
+            purged: page.purged,
+            next_cursor: cursor_key.sign(&caller.device, &page.next),
+            more: page.more,
+            villages: Some(caller.villages.clone()),
+            extra: BTreeMap::new(),
+        };
+        tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");
+        let next = if answer.continues() {
+            Some(parse_cursor(Some(&page.next))?)
+        } else {
+            None
+        };
+        let body = serde_json::to_vec(&answer)
+            .map_err(|e| AppError::Internal(format!("pull page: {e}")))?;
+        Ok((body, next))
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("pull page: {e}")))??;
     Ok((body, next))
 }
 

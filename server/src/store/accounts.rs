@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::audit::{Actor, audit};
+use crate::store::audit::{Actor, audit, require_admin};
 use crate::store::error::StoreError;
 
 /// The role an account has (kept with the caller, whom every use case takes).
@@ -83,6 +83,7 @@ pub fn create_account(
     now_ms: u64,
 ) -> Result<i64, StoreError> {
     let tx = conn.transaction()?;
+    require_admin(&tx, actor)?;
     let exists: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM account WHERE username = ?1)",
         [&new.username],
@@ -149,6 +150,7 @@ pub fn assign_villages(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    require_admin(&tx, actor)?;
     let account = account_by_username(&tx, username)?.ok_or_else(|| no_account(username))?;
     set_villages(&tx, account.id, villages)?;
     audit(
@@ -178,6 +180,7 @@ pub fn set_access(
 ) -> Result<(), StoreError> {
     let disabled = access == Access::Disabled;
     let tx = conn.transaction()?;
+    require_admin(&tx, actor)?;
     let conn = &tx;
     let n = conn.execute(
         "UPDATE account SET disabled = ?2 WHERE username = ?1",

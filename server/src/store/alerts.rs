@@ -1,6 +1,6 @@
 //! The watch list and its alerts: administrators keep rules (ID numbers, risk regions); a reviewer of a station the person belongs to acknowledges an alert.
 
-use crate::store::audit::audit;
+use crate::store::audit::{Actor, audit, require_admin};
 use crate::store::caller::Caller;
 use crate::store::error::StoreError;
 use crate::store::scope::visible;
@@ -79,6 +79,7 @@ pub fn add_rule(
     now_ms: u64,
 ) -> Result<(i64, usize), StoreError> {
     let tx = conn.transaction()?;
+    require_admin(&tx, Actor::Account(account))?;
     let exists = tx
         .query_row(
             "SELECT 1 FROM watch_rule WHERE kind = ?1 AND value = ?2",
@@ -142,6 +143,7 @@ pub fn remove_rule(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    require_admin(&tx, Actor::Account(account))?;
     let value: String = tx
         .query_row(
             "DELETE FROM watch_rule WHERE id = ?1 RETURNING value",

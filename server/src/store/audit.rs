@@ -1,7 +1,7 @@
 //! The audit log: every console decision and administration step, written in the transaction of what it records.
 
 use crate::store::error::StoreError;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// Who made an administration decision, for its audit entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,24 @@ impl Actor {
             Actor::Account(id) => Some(id),
             Actor::Operator => None,
         }
+    }
+}
+
+/// Refuses administration by anyone but an enabled administrator, judged from the stored
+/// account, not from what the caller claims (the operator at the command line may).
+pub fn require_admin(conn: &Connection, actor: Actor) -> Result<(), StoreError> {
+    let Actor::Account(id) = actor else {
+        return Ok(());
+    };
+    let admin: Option<bool> = conn
+        .prepare_cached("SELECT role = 'admin' AND NOT disabled FROM account WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    match admin {
+        Some(true) => Ok(()),
+        _ => Err(StoreError::Forbidden(
+            "only an administrator may do this".into(),
+        )),
     }
 }
 

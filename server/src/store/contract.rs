@@ -26,11 +26,14 @@
 //!    alerts change in the transaction of the write that causes them.
 //! 5. **Every console and administration decision is audited in its own transaction.** A
 //!    review, a settled conflict, a merge, a dismissed pair, an acknowledged alert, a watch-list
-//!    rule, an export, a revealed ID number, an account created, given villages, disabled or
-//!    enabled, a device revoked, a console sign-in: the decision and its audit entry commit
-//!    together, or neither does.
-//! 6. **Console reads never wait for a write.** Console pages, lists, exports and the health
-//!    check read on readers beside the writer.
+//!    rule, an account created, given villages, disabled or enabled, a device revoked, places
+//!    imported, a console sign-in: the decision and its audit entry commit together, or neither
+//!    does. An audited read (an export, an ID number shown in full) is handed out only after its
+//!    audit entry has committed. Administration is decided from what the store holds: an
+//!    account acting must be an enabled administrator (the operator at the command line is).
+//! 6. **Console reads never wait for a write.** Console pages, lists, exports, the token check
+//!    and the health check read on readers beside the writer; an audited read waits for the
+//!    writer only to append its audit entry.
 
 use std::future::Future;
 use std::pin::Pin;

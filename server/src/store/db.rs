@@ -113,6 +113,11 @@ impl Db {
     }
 
     fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // A database a newer server migrated is refused before anything of it is changed.
+        let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
+            .map_err(|e| StoreError::Backend(format!("{e}: upgrade baylink-server")))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit reaches the disk before the push is answered, so a change a phone was
         // told is accepted (and then drops) survives a power cut; NORMAL would be durable only
@@ -120,11 +125,6 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update(None, "cache_size", -65536)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        // A database a newer server migrated is refused, not misread.
-        let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
-            .map_err(|e| StoreError::Backend(format!("{e}: upgrade baylink-server")))?;
         for i in steps {
             let tx = conn.transaction()?;
             tx.execute_batch(MIGRATIONS[i])?;
@@ -162,13 +162,13 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let reserved = early.map(|next| reserve_before_the_lock(&next));
             let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(base) = reserved {
-                guard.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'seq'",
-                    [base.to_string()],
-                )?;
+            if reserved.is_none() {
+                return f(&mut guard);
             }
-            f(&mut guard)
+            crate::store::values::number_after(reserved);
+            let out = f(&mut guard);
+            crate::store::values::number_after(None);
+            out
         })
         .await
         .map_err(|e| StoreError::Backend(format!("database task: {e}")))?

@@ -1,6 +1,6 @@
 //! Devices: registration, revocation, device keys and refresh tokens.
 
-use crate::store::audit::{Actor, audit};
+use crate::store::audit::{Actor, audit, require_admin};
 use crate::store::error::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -97,6 +97,7 @@ pub fn revoke_device(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    require_admin(&tx, actor)?;
     let n = tx.execute("UPDATE device SET revoked = 1 WHERE id = ?1", [id])?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("no device `{id}`")));
@@ -255,14 +256,17 @@ pub fn spend_refresh_token(
 
 /// Ends a device's session (logout): every refresh token of it is spent, and every access token
 /// issued to it stops working.
-pub fn end_session(conn: &Connection, device: &str) -> Result<(), StoreError> {
-    conn.execute(
+pub fn end_session(conn: &mut Connection, device: &str) -> Result<(), StoreError> {
+    // Both or neither: refresh tokens spent with access tokens still good would be half a logout.
+    let tx = conn.transaction()?;
+    tx.execute(
         "UPDATE refresh_token SET spent = 1 WHERE device = ?1",
         [device],
     )?;
-    conn.execute(
+    tx.execute(
         "UPDATE device SET token_gen = token_gen + 1 WHERE id = ?1",
         [device],
     )?;
+    tx.commit()?;
     Ok(())
 }

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use baylink_domain::duplicates::{PersonKey, Reasons};
-use baylink_domain::{EntityKind, Writer};
+use baylink_domain::EntityKind;
+use baylink_domain::duplicates::{PersonKey, Reasons, merge_fills};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use uuid::Uuid;
@@ -186,11 +186,6 @@ pub fn dismiss(
     Ok(())
 }
 
-/// Fields a merge never copies: the kept record's identity and what the system keeps.
-fn identity(field: &str) -> bool {
-    matches!(field, "village" | "id_type" | "id_number" | "name")
-}
-
 /// What a merge did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MergeReport {
@@ -226,16 +221,7 @@ pub fn merge(
     let kind = EntityKind::parse(&kind);
     let (from_id, into_id) = (parse(from)?, parse(into)?);
     let kept = current(&tx, into)?;
-    let has = |field: &str| kept.iter().any(|(f, v)| f == field && !v.is_null());
-    let fills: Vec<(String, Value)> = current(&tx, from)?
-        .into_iter()
-        .filter(|(field, value)| {
-            let officer = kind
-                .and_then(|k| k.field(field))
-                .is_some_and(|s| s.writer != Writer::System);
-            officer && !identity(field) && !value.is_null() && !has(field)
-        })
-        .collect();
+    let fills = merge_fills(kind, &kept, current(&tx, from)?);
     let mut report = MergeReport {
         filled: fills.iter().map(|(f, _)| f.clone()).collect(),
         repointed: 0,

@@ -3,15 +3,19 @@
 //! every backend keeps written at its top. [`Db`] is the SQLite backend ([`sqlite`]): embedded,
 //! under the data directory, one writer connection and readers beside it.
 //!
-//! Layers of the SQLite backend, each importing only those below it:
+//! Layers of the SQLite backend; a module imports modules of the layers below its own, and
+//! within the write path and the leaves only what its line says:
 //! - the trait and its implementation: [`contract`], [`sqlite`], [`snapshot`];
-//! - use cases: [`push`], [`pull`], [`review`], [`records`], [`dashboard`], [`signin`],
-//!   [`sessions`], [`alerts`], [`duplicates`];
+//! - use cases, none importing another: [`push`], [`pull`], [`review`], [`records`],
+//!   [`dashboard`], [`signin`], [`sessions`], [`alerts`], [`duplicates`];
 //! - registries they share: [`accounts`], [`devices`];
 //! - the planner, pure policy over facts the use cases load: [`authorize`];
-//! - the shared write path and what it keeps in step: [`write`], [`scope`], [`summary`],
-//!   [`watch`], [`holders`], [`refs`], [`values`];
-//! - leaves: [`caller`], [`places`], [`audit`], [`error`], [`db`], [`checkpoint`].
+//! - the shared write path and what it keeps in step: [`write`] (which reads the planner's lists
+//!   of fields the server and the console own), [`scope`], [`summary`], [`watch`],
+//!   [`holders`], [`refs`], [`values`];
+//! - the handle: [`db`] (at start it migrates and refreshes summaries stored before they
+//!   existed, through [`summary`]), [`checkpoint`];
+//! - leaves: [`caller`], [`places`] (which audits its imports), [`audit`], [`error`].
 
 pub mod accounts;
 pub mod alerts;

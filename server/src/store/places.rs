@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, params};
 
-use crate::store::audit::{Actor, audit};
+use crate::store::audit::{Actor, audit, require_admin};
 use crate::store::error::StoreError;
 
 /// What an import stored.
@@ -71,6 +71,7 @@ pub fn import(
         }
     }
     let tx = conn.transaction()?;
+    require_admin(&tx, actor)?;
     let mut imported = Imported::default();
     for (code, name) in &streets {
         imported.stations += upsert_station(&tx, code, &station_name(name))?;

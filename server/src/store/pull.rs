@@ -30,22 +30,6 @@ pub struct Page {
     pub more: bool,
 }
 
-/// Everything in the caller's villages after `after`, at most `limit` values. A device whose
-/// villages changed since its last complete pull is sent its new villages from the start and
-/// told to drop what it may no longer hold.
-pub fn pull(
-    conn: &mut Connection,
-    caller: &Caller,
-    from: Position,
-    limit: u32,
-) -> Result<Page, StoreError> {
-    let tx = conn.transaction()?;
-    let (page, settle) = read_page(&tx, caller, from, limit, crate::store::now_ms())?;
-    settle_pull(&tx, &settle)?;
-    tx.commit()?;
-    Ok(page)
-}
-
 /// What a pull leaves to write once its page is read: the device's bookkeeping.
 #[derive(Clone, Debug)]
 pub struct PullSettle {

@@ -1,6 +1,5 @@
 //! Records as the console reads them: one record with its history, lists and counts by filter, and what links to a record.
 
-use crate::store::audit::audit;
 use crate::store::caller::Caller;
 use crate::store::error::StoreError;
 use crate::store::scope::visible;
@@ -315,46 +314,6 @@ pub fn record_page(conn: &Connection, caller: &Caller, id: &str) -> Result<Recor
     let view = record(conn, id)?.ok_or_else(|| StoreError::NotFound("no such record".into()))?;
     let links = linked(conn, id, &view.fields, EntityKind::parse(&view.kind))?;
     Ok(RecordPage { view, links })
-}
-
-/// [`record_page`] with its ID number shown in full: the page and its audit entry in one
-/// transaction.
-pub fn reveal(
-    conn: &mut Connection,
-    caller: &Caller,
-    id: &str,
-    now_ms: u64,
-) -> Result<RecordPage, StoreError> {
-    let tx = conn.transaction()?;
-    let page = record_page(&tx, caller, id)?;
-    audit(
-        &tx,
-        Some(caller.account),
-        "reveal_id_number",
-        Some(id),
-        None,
-        now_ms,
-    )?;
-    tx.commit()?;
-    Ok(page)
-}
-
-/// Records for an export, with the audit entry that names its filter and size.
-pub fn export(
-    conn: &mut Connection,
-    account: i64,
-    villages: &[String],
-    filter: &Filter,
-    format: &str,
-    limit: u32,
-    now_ms: u64,
-) -> Result<Vec<Row>, StoreError> {
-    let tx = conn.transaction()?;
-    let rows = list(&tx, villages, filter, limit, 0)?;
-    let detail = format!("{filter:?} {format} rows={}", rows.len());
-    audit(&tx, Some(account), "export", None, Some(&detail), now_ms)?;
-    tx.commit()?;
-    Ok(rows)
 }
 
 /// The records linked to `id`: what its reference fields name, and what names it (residences,

@@ -31,7 +31,10 @@ pub fn review(
     verdict: &Verdict,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    let scope = scope_of(conn, &entity.hyphenated().to_string())?;
+    // The decision and its audit entry commit together, or neither does; the villages it is
+    // judged by are read in the same transaction.
+    let tx = conn.transaction()?;
+    let scope = scope_of(&tx, &entity.hyphenated().to_string())?;
     let plan = match plan_review(reviewer.role, &reviewer.villages, &scope, verdict) {
         Ok(plan) => plan,
         // Another station's record is answered as one that does not exist: nothing to learn.
@@ -44,8 +47,6 @@ pub fn review(
             ));
         }
     };
-    // The decision and its audit entry commit together, or neither does.
-    let tx = conn.transaction()?;
     write_in(&tx, reviewer.account, entity, &plan.fields, now_ms)?;
     audit(
         &tx,
@@ -165,7 +166,9 @@ pub fn settle_conflict(
     keep: Keep,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    let row: Option<(String, String, String, String)> = conn
+    // One transaction, reads included: the conflict read open is the one settled.
+    let tx = conn.transaction()?;
+    let row: Option<(String, String, String, String)> = tx
         .query_row(
             "SELECT entity, field, kept_value, lost_value FROM conflict WHERE id = ?1 AND settled_ms IS NULL",
             [id],
@@ -175,7 +178,7 @@ pub fn settle_conflict(
     let (entity, field, kept, lost) =
         row.ok_or_else(|| StoreError::NotFound(format!("no open conflict {id}")))?;
     // Another station's conflict is answered as one that does not exist: nothing to learn.
-    if !visible(conn, reviewer, &entity)? {
+    if !visible(&tx, reviewer, &entity)? {
         return Err(StoreError::NotFound(format!("no open conflict {id}")));
     }
     let chosen: Value = serde_json::from_str(match keep {
@@ -185,8 +188,7 @@ pub fn settle_conflict(
     .map_err(|e| StoreError::Backend(format!("stored conflict value: {e}")))?;
     let uuid = uuid::Uuid::parse_str(&entity)
         .map_err(|_| StoreError::Backend("stored entity id".into()))?;
-    // One transaction: the value, the conflict settled and its audit entry, or none of them.
-    let tx = conn.transaction()?;
+    // The value, the conflict settled and its audit entry, or none of them.
     refuse_key_taken(&tx, &entity, &field, &chosen, now_ms)?;
     write_in(
         &tx,
@@ -195,10 +197,13 @@ pub fn settle_conflict(
         &[(field.as_str(), chosen)],
         now_ms,
     )?;
-    tx.execute(
-        "UPDATE conflict SET settled_ms = ?2 WHERE id = ?1",
+    let settled = tx.execute(
+        "UPDATE conflict SET settled_ms = ?2 WHERE id = ?1 AND settled_ms IS NULL",
         params![id, now_ms as i64],
     )?;
+    if settled != 1 {
+        return Err(StoreError::NotFound(format!("no open conflict {id}")));
+    }
     audit(
         &tx,
         Some(reviewer.account),

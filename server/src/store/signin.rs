@@ -107,7 +107,10 @@ pub fn open_device_session(
         NewKey::IfMissing => Some(devices::issue_device_key(&tx, device, None)?),
         NewKey::Rotate(kept) => Some(devices::issue_device_key(&tx, device, kept.as_deref())?),
     };
-    let villages = accounts::villages_of(&tx, account)?;
+    // The villages of the account as stored now, not as the caller read it.
+    let stored = accounts::account_by_id(&tx, account.id)?
+        .ok_or_else(|| StoreError::NotFound("no such account".into()))?;
+    let villages = accounts::villages_of(&tx, &stored)?;
     tx.commit()?;
     Ok(DeviceSession {
         refresh_token,

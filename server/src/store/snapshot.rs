@@ -62,6 +62,17 @@ pub struct Written {
     pub account: Option<i64>,
 }
 
+/// A record's summary, as lists and searches read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summarised {
+    /// Its label.
+    pub label: String,
+    /// Its review status, if any.
+    pub review_status: Option<String>,
+    /// Whether it is deleted or merged away.
+    pub deleted: bool,
+}
+
 /// One audit entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Audited {
@@ -90,6 +101,10 @@ pub struct Snapshot {
     pub audit: Vec<Audited>,
     /// Open (unsettled) conflicts by record.
     pub open_conflicts: BTreeMap<Uuid, usize>,
+    /// Summaries by record.
+    pub summaries: BTreeMap<Uuid, Summarised>,
+    /// Watch-list alerts: (record, rule kind, rule value).
+    pub alerts: BTreeSet<(Uuid, String, String)>,
     /// The last sequence number issued.
     pub last_seq: i64,
 }
@@ -195,6 +210,23 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
         let n: i64 = r.get(1)?;
         out.open_conflicts
             .insert(parse_entity(&r.get::<_, String>(0)?)?, n as usize);
+    }
+    let mut stmt = conn.prepare("SELECT entity, label, review_status, deleted FROM summary")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let summary = Summarised {
+            label: r.get(1)?,
+            review_status: r.get(2)?,
+            deleted: r.get(3)?,
+        };
+        out.summaries
+            .insert(parse_entity(&r.get::<_, String>(0)?)?, summary);
+    }
+    let mut stmt = conn.prepare("SELECT entity, rule_kind, rule_value FROM alert")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.alerts
+            .insert((parse_entity(&r.get::<_, String>(0)?)?, r.get(1)?, r.get(2)?));
     }
     Ok(out)
 }

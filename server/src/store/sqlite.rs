@@ -161,18 +161,46 @@ impl Store for Db {
         format: String,
         limit: u32,
     ) -> StoreFuture<Vec<Row>> {
-        self.writing(move |c| {
-            records::export(c, account, &villages, &filter, &format, limit, now_ms())
+        let db = self.clone();
+        Box::pin(async move {
+            // Read beside the writer; handed out only once its audit entry has committed.
+            let detail = format!("{filter:?} {format}");
+            let rows = db
+                .read(move |c| records::list(c, &villages, &filter, limit, 0))
+                .await?;
+            let detail = format!("{detail} rows={}", rows.len());
+            db.call(move |c| {
+                audit::audit(c, Some(account), "export", None, Some(&detail), now_ms())
+            })
+            .await?;
+            Ok(rows)
         })
     }
 
     fn record_page(&self, caller: Caller, id: Uuid, reveal: Reveal) -> StoreFuture<RecordPage> {
-        let id = id.to_string();
-        match reveal {
-            // Only a full reveal writes (its audit entry); a masked page is read beside the writer.
-            Reveal::Masked => self.reading(move |c| records::record_page(c, &caller, &id)),
-            Reveal::Full => self.writing(move |c| records::reveal(c, &caller, &id, now_ms())),
-        }
+        let db = self.clone();
+        Box::pin(async move {
+            let (id, account) = (id.to_string(), caller.account);
+            let read = id.clone();
+            let page = db
+                .read(move |c| records::record_page(c, &caller, &read))
+                .await?;
+            // A number in full is handed out only once its audit entry has committed.
+            if reveal == Reveal::Full {
+                db.call(move |c| {
+                    audit::audit(
+                        c,
+                        Some(account),
+                        "reveal_id_number",
+                        Some(&id),
+                        None,
+                        now_ms(),
+                    )
+                })
+                .await?;
+            }
+            Ok(page)
+        })
     }
 
     fn record(&self, id: Uuid) -> StoreFuture<Option<RecordView>> {

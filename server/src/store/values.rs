@@ -17,9 +17,23 @@ pub(crate) struct Sequence {
     pub(crate) last: i64,
 }
 
+thread_local! {
+    /// Numbers a write of the deliberately broken backend took before the writer
+    /// (`Db::numbering_before_the_lock`); never set otherwise.
+    static EARLY: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets (or clears) the numbers the next sequence on this thread starts after.
+pub(crate) fn number_after(base: Option<i64>) {
+    EARLY.with(|early| early.set(base));
+}
+
 impl Sequence {
     pub(crate) fn begin(tx: &Transaction<'_>) -> Result<Sequence, StoreError> {
-        let last = current_seq(tx)?;
+        let last = match EARLY.with(std::cell::Cell::take) {
+            Some(base) => base,
+            None => current_seq(tx)?,
+        };
         Ok(Sequence { start: last, last })
     }
 
@@ -30,9 +44,13 @@ impl Sequence {
 
     /// Must run before the transaction commits.
     pub(crate) fn save(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        // Never backwards (only the broken backend's writes could take it there).
         if self.last != self.start {
-            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'seq'")?
-                .execute([self.last.to_string()])?;
+            tx.prepare_cached(
+                "UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER), ?1) AS TEXT)
+                 WHERE key = 'seq'",
+            )?
+            .execute([self.last])?;
         }
         Ok(())
     }

@@ -119,12 +119,13 @@ impl Suite {
             ("oa", Role::Officer, vec![A]),
             ("ob", Role::Officer, vec![B]),
             ("r006", Role::Reviewer, vec![]),
+            ("admin", Role::Admin, vec![]),
         ] {
             let new = NewAccount {
                 username: name.to_owned(),
                 display_name: name.to_owned(),
                 role,
-                station: Some("441303006".to_owned()),
+                station: (role != Role::Admin).then(|| "441303006".to_owned()),
                 password_hash: "-".to_owned(),
                 villages: villages.into_iter().map(str::to_owned).collect(),
             };
@@ -311,7 +312,14 @@ pub(crate) fn invariants(held: &Snapshot) -> Result<(), String> {
             "scopes: {extra:?} held but not the rule's, {missing:?} missing"
         ));
     }
-    for village in held.scopes.iter().map(|(_, v)| v).collect::<BTreeSet<_>>() {
+    // Every village with a record or a feed: a feed row left where nothing is scoped is caught.
+    let villages: BTreeSet<&String> = held
+        .scopes
+        .iter()
+        .map(|(_, v)| v)
+        .chain(held.feeds.keys())
+        .collect();
+    for village in villages {
         let fed: BTreeSet<(i64, Uuid, String)> = held
             .feeds
             .get(village)
@@ -780,7 +788,17 @@ pub(crate) fn a_pull_page_writes_nothing_a_device_is_sent(backend: Backend) {
     }
     let before = s.snapshot();
     let mut phone = officer("oa", 1);
-    s.pull(&mut phone, 3, false);
+    // A lost answer is read again the same way.
+    let sent = |page: &Page| -> Vec<(Uuid, String, Stamp)> {
+        page.values
+            .iter()
+            .map(|v| (v.entity, v.field.clone(), v.stamp))
+            .collect()
+    };
+    let lost = s.pull(&mut phone, 3, false);
+    let again = s.pull(&mut phone, 3, true);
+    assert_eq!(sent(&lost), sent(&again));
+    assert_eq!((lost.next, lost.more), (again.next, again.more));
     s.pull_all(&mut phone, 3);
     s.pull(&mut phone, 3, true);
     let after = s.snapshot();
@@ -859,7 +877,7 @@ pub(crate) fn a_review_and_its_audit_entry_commit_together_or_neither_does(backe
     assert_ne!(held.value(id, "review_status"), Some(&json!("returned")));
     s.run(
         s.store
-            .review(reviewer, id, Verdict::Return("电话号码有误".into())),
+            .review(reviewer.clone(), id, Verdict::Return("电话号码有误".into())),
     );
     let held = s.snapshot();
     assert_eq!(held.audited("return"), 1);
@@ -870,9 +888,22 @@ pub(crate) fn a_review_and_its_audit_entry_commit_together_or_neither_does(backe
     );
     // An officer's review is refused, and writes nothing.
     let officer = s.caller(&oa);
-    let refused = s.try_run(s.store.review(officer, id, Verdict::Approve));
+    let refused = s.try_run(s.store.review(officer, id, Verdict::Approve(String::new())));
     assert!(refused.is_err());
     assert_eq!(s.snapshot().audited("approve"), 0);
+    // An approval keeps the reviewer's note.
+    s.run(
+        s.store
+            .review(reviewer, id, Verdict::Approve("已核对 ".into())),
+    );
+    let held = s.snapshot();
+    assert_eq!(held.audited("approve"), 1);
+    assert_eq!(held.value(id, "review_status"), Some(&json!("approved")));
+    assert_eq!(held.value(id, "review_comment"), Some(&json!("已核对")));
+    assert_eq!(
+        held.summaries[&id].review_status.as_deref(),
+        Some("approved")
+    );
     s.check();
 }
 
@@ -881,20 +912,38 @@ pub(crate) fn administration_is_audited_with_what_it_did(backend: Backend) {
     let s = Suite::new(backend);
     let before = s.snapshot();
     assert_eq!(before.audited("import_places"), 1);
-    assert_eq!(before.audited("add_account"), 3);
+    assert_eq!(before.audited("add_account"), 4);
     s.assign("oa", &[A, B]);
     s.run(s.store.revoke_device(Actor::Operator, Uuid::from_u128(2)));
     let access = baylink_server::store::contract::Access::Disabled;
-    s.run(
-        s.store
-            .set_access(Actor::Account(s.accounts["r006"]), "ob".into(), access),
+    // Only an administrator administers, as the store holds her: a reviewer is refused.
+    let reviewer = Actor::Account(s.accounts["r006"]);
+    let refused = s.try_run(s.store.set_access(reviewer, "ob".into(), access));
+    assert!(
+        matches!(refused, Err(StoreError::Forbidden(_))),
+        "{refused:?}"
     );
+    let refused = s.try_run(s.store.revoke_device(reviewer, Uuid::from_u128(1)));
+    assert!(
+        matches!(refused, Err(StoreError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let admin = Actor::Account(s.accounts["admin"]);
+    s.run(s.store.set_access(admin, "ob".into(), access));
     let held = s.snapshot();
     for action in ["assign_villages", "revoke_device", "disable_account"] {
         assert_eq!(held.audited(action), 1, "{action}");
     }
     let disabled = held.audit.iter().find(|a| a.action == "disable_account");
-    assert_eq!(disabled.and_then(|a| a.account), Some(s.accounts["r006"]));
+    assert_eq!(disabled.and_then(|a| a.account), Some(s.accounts["admin"]));
+    // A disabled administrator administers no more.
+    s.run(s.store.set_access(Actor::Operator, "admin".into(), access));
+    let enable = baylink_server::store::contract::Access::Enabled;
+    let refused = s.try_run(s.store.set_access(admin, "ob".into(), enable));
+    assert!(
+        matches!(refused, Err(StoreError::Forbidden(_))),
+        "{refused:?}"
+    );
     // A step refused (no such account) is not audited.
     let missing = s.try_run(
         s.store
@@ -1022,19 +1071,25 @@ pub(crate) fn concurrent_pushes_and_pulls(s: &Suite) -> Result<(), String> {
             let caller = s.caller(&officer("oa", n));
             std::thread::spawn(move || {
                 let mut phone = officer("oa", n);
-                for i in 0..RECORDS {
+                let pushed = (0..RECORDS).try_for_each(|i| {
                     let (id, fields) = person(A, n * 1_000 + i);
                     let batch = changes(&mut phone, "person", id, now_ms(), &fields);
                     let results = handle
                         .block_on(store.push(caller.clone(), batch, 60_000))
-                        .expect("push");
-                    assert!(results.iter().all(|r| r.status == ChangeStatus::Accepted));
-                }
+                        .map_err(|e| format!("push: {e}"))?;
+                    match results.iter().find(|r| r.status != ChangeStatus::Accepted) {
+                        Some(refused) => Err(format!("push refused: {refused:?}")),
+                        None => Ok(()),
+                    }
+                });
+                // Counted done whatever happened, so the puller stops.
                 done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                pushed
             })
         })
         .collect();
     // Pull while they push until they are done and the last page says nothing more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let finished = done.load(std::sync::atomic::Ordering::SeqCst) == PHONES as usize;
         let page = s.pull(&mut reader, 7, true);
@@ -1042,9 +1097,13 @@ pub(crate) fn concurrent_pushes_and_pulls(s: &Suite) -> Result<(), String> {
         if finished && !page.more {
             break;
         }
+        if std::time::Instant::now() > deadline {
+            return Err("the pull never caught up with the pushes".into());
+        }
     }
     for w in writers {
-        w.join().map_err(|_| "a pushing phone failed".to_owned())?;
+        w.join()
+            .map_err(|_| "a pushing phone panicked".to_owned())??;
     }
     let mut once = BTreeSet::new();
     for v in &seen {
@@ -1052,17 +1111,22 @@ pub(crate) fn concurrent_pushes_and_pulls(s: &Suite) -> Result<(), String> {
             return Err(format!("{} {} sent twice", v.entity, v.field));
         }
     }
-    // None skipped: the puller's newest value of every field is the server's.
-    let mut held: BTreeMap<(Uuid, String), Value> = BTreeMap::new();
-    let mut stamps: BTreeMap<(Uuid, String), Stamp> = BTreeMap::new();
+    // None skipped: the puller's newest version of every field is the server's, stamp and value.
+    let mut held: BTreeMap<(Uuid, String), (Stamp, Value)> = BTreeMap::new();
     for v in seen {
         let key = (v.entity, v.field.clone());
-        if stamps.get(&key).is_none_or(|stamp| *stamp < v.stamp) {
-            stamps.insert(key.clone(), v.stamp);
-            held.insert(key, serde_json::from_str(v.value.get()).expect("JSON"));
+        if held.get(&key).is_none_or(|(stamp, _)| *stamp < v.stamp) {
+            let value = serde_json::from_str(v.value.get()).expect("JSON");
+            held.insert(key, (v.stamp, value));
         }
     }
-    let stored = village_values(&s.snapshot(), A);
+    let snapshot = s.snapshot();
+    let stored: BTreeMap<(Uuid, String), (Stamp, Value)> = snapshot
+        .values
+        .iter()
+        .filter(|((e, _), _)| snapshot.scopes.contains(&(*e, A.to_owned())))
+        .map(|(key, stored)| (key.clone(), (stored.stamp, stored.value.clone())))
+        .collect();
     let persons: BTreeSet<Uuid> = stored.keys().map(|(id, _)| *id).collect();
     if persons.len() != (PHONES * RECORDS + 1) as usize {
         return Err(format!("{} persons stored", persons.len()));
@@ -1072,7 +1136,7 @@ pub(crate) fn concurrent_pushes_and_pulls(s: &Suite) -> Result<(), String> {
         return Err(format!("{missed} of {} values never sent", stored.len()));
     }
     if held != stored {
-        return Err("the puller's values differ from the server's".into());
+        return Err("the puller's versions differ from the server's".into());
     }
     Ok(())
 }

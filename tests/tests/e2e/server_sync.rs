@@ -41,15 +41,9 @@ fn field(device: &Device, id: uuid::Uuid, name: &str) -> Option<String> {
         .map(|r| r.fields.get(name).cloned().unwrap_or_default())
 }
 
+/// A field's value on the server, as JSON text.
 fn server_value(server: &Server, id: uuid::Uuid, name: &str) -> Option<String> {
-    server.query(|conn| {
-        conn.query_row(
-            "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
-            [id.to_string(), name.to_owned()],
-            |r| r.get::<_, String>(0),
-        )
-        .ok()
-    })
+    server.snapshot().value(id, name).map(|v| v.to_string())
 }
 
 #[test]
@@ -91,15 +85,9 @@ fn two_officers_capture_the_same_person_offline_and_everyone_ends_with_one_ident
     }
     assert_eq!(field(&a, pa, "name").as_deref(), Some("王芳"));
     assert_eq!(a.store.pending_count().unwrap(), 0);
-    let persons: i64 = server.query(|c| {
-        c.query_row(
-            "SELECT COUNT(*) FROM entity WHERE kind = 'person'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    });
-    assert_eq!(persons, 1);
+    let held = server.snapshot();
+    let persons = held.entities.values().filter(|e| e.kind == "person");
+    assert_eq!(persons.count(), 1);
 }
 
 #[test]
@@ -139,15 +127,12 @@ fn a_concurrent_edit_converges_everywhere_and_leaves_a_conflict_for_reviewers() 
             "\"13900139000\"".to_owned()
         )]
     );
-    let history: i64 = server.query(|c| {
-        c.query_row(
-            "SELECT COUNT(*) FROM history WHERE entity = ?1 AND field = 'phone'",
-            [id.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap()
-    });
-    assert_eq!(history, 2, "both edits are in the history");
+    let held = server.snapshot();
+    let history = held
+        .history
+        .iter()
+        .filter(|w| w.entity == id && w.field == "phone");
+    assert_eq!(history.count(), 2, "both edits are in the history");
 }
 
 #[test]
@@ -269,14 +254,12 @@ fn a_person_who_moves_into_another_village_arrives_whole_on_its_devices() {
     a.sync();
     assert_eq!(field(&a, id, "village").as_deref(), Some(VILLAGE));
     assert_eq!(a.states()[&id].1, b.states()[&id].1);
-    let history: i64 = server.query(|c| {
-        c.query_row(
-            "SELECT COUNT(*) FROM history WHERE entity = ?1",
-            [id.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap()
-    });
+    let history = server
+        .snapshot()
+        .history
+        .iter()
+        .filter(|w| w.entity == id)
+        .count();
     assert!(history > 10);
 }
 
@@ -447,11 +430,7 @@ fn a_push_whose_answer_was_lost_is_answered_again_without_duplicates() {
     let report = a.sync();
     assert_eq!(report.pushed as usize, changes.len());
     assert_eq!(a.store.pending_count().unwrap(), 0);
-    let history: i64 = server.query(|c| {
-        c.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
-            .unwrap()
-    });
-    assert_eq!(history as usize, changes.len());
+    assert_eq!(server.snapshot().history.len(), changes.len());
 }
 
 #[test]
@@ -550,7 +529,13 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
     server
         .db
         .call_blocking(|c| {
-            baylink_server::store::review::review(c, &r006, &id, &Verdict::Approve, now + 1_000)
+            baylink_server::store::review::review(
+                c,
+                &r006,
+                &id,
+                &Verdict::Approve(String::new()),
+                now + 1_000,
+            )
         })
         .unwrap();
     a.sync();
@@ -559,7 +544,7 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
     // An officer is no reviewer, and a return needs its reason.
     let o2 = server.caller("o2");
     let refused = server.db.call_blocking(|c| {
-        baylink_server::store::review::review(c, &o2, &id, &Verdict::Approve, now)
+        baylink_server::store::review::review(c, &o2, &id, &Verdict::Approve(String::new()), now)
     });
     assert!(refused.is_err());
     let no_reason = server.db.call_blocking(|c| {

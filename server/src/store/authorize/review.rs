@@ -8,11 +8,11 @@ use serde_json::Value;
 
 use crate::store::caller::Role;
 
-/// A reviewer's decision on a record.
+/// A reviewer's decision on a record, with the reviewer's comment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The record is right.
-    Approve,
+    /// The record is right (a comment is kept when given: a note to the officer).
+    Approve(String),
     /// The record goes back to its officer, with what to correct (required).
     Return(String),
 }
@@ -52,12 +52,13 @@ pub fn plan_review(
         return Err(ReviewRefused::NotVisible);
     }
     let (status, action, comment) = match verdict {
-        Verdict::Approve => ("approved", "approve", None),
-        Verdict::Return(comment) => match comment.trim() {
-            "" => return Err(ReviewRefused::NoComment),
-            comment => ("returned", "return", Some(comment.to_owned())),
-        },
+        Verdict::Approve(comment) => ("approved", "approve", comment.trim()),
+        Verdict::Return(comment) => ("returned", "return", comment.trim()),
     };
+    if action == "return" && comment.is_empty() {
+        return Err(ReviewRefused::NoComment);
+    }
+    let comment = Some(comment.to_owned()).filter(|c| !c.is_empty());
     let comment_value = comment.clone().map_or(Value::Null, Value::String);
     Ok(ReviewPlan {
         fields: [
@@ -82,11 +83,16 @@ mod tests {
         let station = ["A".to_owned(), "B".to_owned()];
         let here = villages(&["B"]);
         let elsewhere = villages(&["C"]);
-        let approve = Verdict::Approve;
+        let approve = Verdict::Approve(" ".into());
         let plan = plan_review(Role::Reviewer, &station, &here, &approve).unwrap();
         assert_eq!(plan.action, "approve");
         assert_eq!(plan.fields[0].1, Value::String("approved".into()));
         assert_eq!(plan.fields[1].1, Value::Null);
+        // A note on an approval is kept, as the officer's and the audit log's.
+        let noted = Verdict::Approve("下次请拍清楚 ".into());
+        let plan = plan_review(Role::Reviewer, &station, &here, &noted).unwrap();
+        assert_eq!(plan.fields[1].1, Value::String("下次请拍清楚".into()));
+        assert_eq!(plan.comment.as_deref(), Some("下次请拍清楚"));
         let back = Verdict::Return("  电话号码有误 ".into());
         let plan = plan_review(Role::Reviewer, &station, &here, &back).unwrap();
         assert_eq!(plan.fields[1].1, Value::String("电话号码有误".into()));
