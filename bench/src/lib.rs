@@ -12,6 +12,7 @@ pub mod load;
 pub mod proxy;
 pub mod search;
 pub mod serve;
+pub mod upload;
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,8 @@ pub struct Options {
     pub bootstrap_persons: u64,
     /// Persons captured on a phone.
     pub capture_count: u64,
+    /// New persons an officer's phone captures form by form and uploads.
+    pub upload_count: u64,
     /// Records on the phone searched.
     pub search_records: u64,
     /// Incremental syncs measured.
@@ -75,7 +78,7 @@ pub struct Options {
     /// Mean wait between a phone's rounds, milliseconds.
     pub think_ms: u64,
     /// Where to build the district and keep it; a directory already holding one is served as
-    /// it is (capture, search and ingest are then not measured). A temporary directory if unset.
+    /// it is (capture, search, ingest and upload are then not measured). A temporary directory if unset.
     pub keep: Option<PathBuf>,
     /// The benchmark binary, which serves the district in its own process (`serve DIR`).
     pub server_exe: PathBuf,
@@ -170,7 +173,6 @@ pub fn run(options: &Options, report: &mut dyn FnMut(&Figure)) -> Vec<Figure> {
         built.large_records,
         options.sync_rounds,
     ));
-    drop(baseline);
     add(load::figures(
         &server.url,
         &built.villages,
@@ -187,6 +189,19 @@ pub fn run(options: &Options, report: &mut dyn FnMut(&Figure)) -> Vec<Figure> {
         baseline: None,
         ratio: None,
     }]);
+    // Last, as it grows the first village by the persons uploaded: an evening's upload (on a
+    // district built in this run only: a kept one holds the last run's already).
+    if !kept {
+        let first = built.villages.first().expect("villages");
+        add(upload::figures(
+            &server,
+            &baseline,
+            &district::officer_username(first),
+            first,
+            options.upload_count,
+        ));
+    }
+    drop(baseline);
     drop(server);
     figures
 }

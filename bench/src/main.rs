@@ -1,5 +1,5 @@
-//! `baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] [--devices N] [--seconds S]
-//! [--think-ms M] [--keep DIR]` (or `--help`): builds the district (scale 1: about 400,000
+//! `baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] [--upload N] [--devices N]
+//! [--seconds S] [--think-ms M] [--keep DIR]` (or `--help`): builds the district (scale 1: about 400,000
 //! persons, 100,000 houses, 1,000,000 vehicles in 64 villages, the last one a village of 20,000
 //! persons) and prints each figure beside its baseline, as a table and as JSON.
 //! `baylink-bench serve DIR` is the district's server process it starts.
@@ -19,10 +19,11 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 /// Options that take a value; anything else is a mistake, not a full run of most of an hour.
-const OPTIONS: [&str; 7] = [
+const OPTIONS: [&str; 8] = [
     "--scale",
     "--bootstrap-persons",
     "--capture",
+    "--upload",
     "--devices",
     "--seconds",
     "--think-ms",
@@ -30,7 +31,7 @@ const OPTIONS: [&str; 7] = [
 ];
 
 const USAGE: &str = "usage: baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] \
-[--devices N] [--seconds S] [--think-ms M] [--keep DIR]
+[--upload N] [--devices N] [--seconds S] [--think-ms M] [--keep DIR]
        baylink-bench serve DIR
 A full run (scale 1) takes most of an hour and 13 GB of disk; see docs/performance.md.";
 
@@ -56,6 +57,7 @@ fn main() {
         scale: arg(&args, "--scale", 1.0),
         bootstrap_persons: arg(&args, "--bootstrap-persons", 20_000),
         capture_count: arg(&args, "--capture", 100_000),
+        upload_count: arg(&args, "--upload", 100_000),
         search_records: 100_000,
         sync_rounds: 21,
         devices: arg(&args, "--devices", 200),

@@ -1,5 +1,6 @@
 //! The district's server in its own process (`baylink-bench serve DIR`), so that its memory is
-//! its own: the server's routes, plus the bootstrap baseline's plain JSON route.
+//! its own: the server's routes, plus the baselines' plain JSON routes (a village's records as
+//! one GET; records uploaded as one POST, stored as a JSON row each).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -47,6 +48,12 @@ impl Server {
         }
     }
 
+    /// The process's CPU time so far, user and system, in seconds (Linux `/proc`, 100 ticks a
+    /// second).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     /// The process's peak resident memory so far (Linux `VmHWM`), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -60,6 +67,49 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A process's CPU time from its `stat` file, user and system, in seconds.
+pub fn cpu_seconds(stat: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The fields after the command (which may hold spaces) in parentheses.
+    let rest = text.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// The upload baseline's store: records as one JSON row each, in a plain SQLite file committed
+/// as durably as the server's.
+type Plain = std::sync::Arc<std::sync::Mutex<baylink_server::store::rusqlite::Connection>>;
+
+/// Stores the records of one JSON POST (`[{"id", "kind", "fields"}]`) as a row each, in one
+/// transaction; answers how many.
+async fn upload_json(State(plain): State<Plain>, body: axum::body::Bytes) -> axum::Json<Value> {
+    let stored = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+        let records: Vec<Value> = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let mut conn = plain.lock().map_err(|e| e.to_string())?;
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut stmt = tx
+                .prepare("INSERT OR REPLACE INTO record (id, kind, body) VALUES (?1, ?2, ?3)")
+                .map_err(|e| e.to_string())?;
+            for r in &records {
+                let id = r["id"].as_str().unwrap_or_default();
+                let kind = r["kind"].as_str().unwrap_or_default();
+                stmt.execute((id, kind, r["fields"].to_string()))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(records.len())
+    })
+    .await;
+    match stored {
+        Ok(Ok(n)) => axum::Json(serde_json::json!({ "stored": n })),
+        Ok(Err(e)) => axum::Json(serde_json::json!({ "error": e })),
+        Err(e) => axum::Json(serde_json::json!({ "error": e.to_string() })),
     }
 }
 
@@ -110,7 +160,20 @@ pub fn main(dir: &Path) {
             .route("/bench/village/{code}", get(village_json))
             .layer(CompressionLayer::new())
             .with_state(db.clone());
-        let app = baylink_server::app(state).merge(baseline);
+        let plain = baylink_server::store::rusqlite::Connection::open(dir.join("plain.db"))
+            .expect("the upload baseline's file");
+        plain
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 CREATE TABLE IF NOT EXISTS record (id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+                     body TEXT NOT NULL);",
+            )
+            .expect("the upload baseline's table");
+        let upload = axum::Router::new()
+            .route("/bench/upload", axum::routing::post(upload_json))
+            .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
+            .with_state(std::sync::Arc::new(std::sync::Mutex::new(plain)));
+        let app = baylink_server::app(state).merge(baseline).merge(upload);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

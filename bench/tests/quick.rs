@@ -7,6 +7,7 @@ fn a_small_district_is_measured_with_baselines() {
         scale: 0.001,
         bootstrap_persons: 40,
         capture_count: 400,
+        upload_count: 300,
         search_records: 2_000,
         sync_rounds: 2,
         devices: 8,
@@ -28,6 +29,10 @@ fn a_small_district_is_measured_with_baselines() {
         "p99 latency",
         "errors",
         "peak memory",
+        "seconds until the outbox is empty",
+        "server CPU seconds",
+        "bytes sent",
+        "pulled back",
     ] {
         assert!(
             names.iter().any(|n| n.contains(expected)),
