@@ -16,6 +16,7 @@ pub mod store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
@@ -34,7 +35,17 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
+        // A request body in zstd (a phone's push, once the server said it reads them) is
+        // decompressed before the limits above, so they count what it expands to: a small body
+        // that would expand without end is refused as too large. Other encodings: 415.
+        .layer(
+            RequestDecompressionLayer::new()
+                .no_gzip()
+                .no_deflate()
+                .no_br(),
+        )
         .layer(axum::middleware::map_response(json_too_large))
+        .layer(axum::middleware::map_response(accepts_zstd))
         // A request whose body stalls, or whose answer takes too long to prepare, ends as 408.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -46,6 +57,16 @@ pub fn app(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Says in every answer that request bodies may come in zstd (RFC 7694), so a client compresses
+/// what it sends next.
+async fn accepts_zstd(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::ACCEPT_ENCODING,
+        axum::http::HeaderValue::from_static("zstd"),
+    );
+    response
 }
 
 /// The body limit answers a declared oversize body before any handler, in plain text: give it

@@ -697,3 +697,99 @@ async fn a_device_registered_before_device_keys_gets_one_at_its_next_refresh_and
     let key = third["device_key"].as_str().unwrap();
     assert_eq!(key_match(&state, key), KeyMatch::Current);
 }
+
+/// A push's body in zstd, as a phone sends it once told the server reads it.
+async fn push_encoded(
+    state: &AppState,
+    token: &str,
+    encoding: &str,
+    body: Vec<u8>,
+) -> (StatusCode, header::HeaderMap, Value) {
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/sync/push")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_ENCODING, encoding)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::from(body))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_push_in_zstd_is_read_a_body_expanding_past_the_limit_is_refused_and_the_server_says_it_reads_zstd()
+ {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let id = "1deb93b4-7149-564c-b8e2-e4671780f80f";
+    let change = |counter: u64, field: &str, value: Value| {
+        json!({
+            "id": {"device": DEVICE, "counter": counter}, "kind": "person", "entity": id,
+            "field": field, "value": value,
+            "stamp": format!("{:016x}@{DEVICE}", (baylink_server::store::now_ms() << 16) + counter),
+        })
+    };
+    let batch = json!({"protocol": 2, "device": DEVICE, "changes": [
+        change(1, "village", json!("441303006001")),
+        change(2, "id_type", json!("resident_id")),
+        change(3, "id_number", json!("11010519491231002X")),
+        change(4, "name", json!("王芳")),
+    ]});
+    let body = zstd::bulk::compress(batch.to_string().as_bytes(), 3).unwrap();
+    let (status, headers, answer) = push_encoded(&state, &good, "zstd", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{answer}"
+    );
+    assert_eq!(
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .map(|v| v.to_str().unwrap()),
+        Some("zstd")
+    );
+    let db = db(&state);
+    let names = |db: &Db| -> i64 {
+        db.call_blocking(|c| {
+            Ok(
+                c.query_row("SELECT COUNT(*) FROM field WHERE field = 'name'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap()
+    };
+    assert_eq!(names(&db), 1);
+    // A few kilobytes that expand to 50 MB (the limit here is 64 KB): refused before it is read
+    // whole, nothing stored.
+    let mut bomb = br#"{"protocol": 2, "device": ""#.to_vec();
+    bomb.extend(DEVICE.as_bytes());
+    bomb.extend(br#"", "changes": ["#);
+    bomb.extend(std::iter::repeat_n(b' ', 50_000_000));
+    bomb.extend(b"]}");
+    let small = zstd::bulk::compress(&bomb, 19).unwrap();
+    assert!(small.len() < 64 * 1024, "{} bytes", small.len());
+    let (status, _, answer) = push_encoded(&state, &good, "zstd", small).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_large", "{answer}");
+    // Not zstd after all, or an encoding the server does not read: refused, nothing stored.
+    let (status, _, _) = push_encoded(&state, &good, "zstd", b"{}not zstd".to_vec()).await;
+    assert!(status.is_client_error(), "{status}");
+    let gzip = batch.to_string().into_bytes();
+    let (status, _, _) = push_encoded(&state, &good, "gzip", gzip).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(names(&db), 1);
+}
