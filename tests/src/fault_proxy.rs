@@ -127,6 +127,22 @@ fn read_request(client: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// An answer with `Connection: close` in place of any connection header it had.
+fn closing(answer: &[u8]) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer.to_vec();
+    };
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let mut lines: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    lines.push("connection: close");
+    let mut out = lines.join("\r\n").into_bytes();
+    out.extend_from_slice(&answer[end..]);
+    out
+}
+
 /// Reads one HTTP answer from the server (head, then body by length or until close).
 fn read_answer(server: &mut TcpStream) -> Vec<u8> {
     let mut data = Vec::new();
@@ -156,21 +172,21 @@ fn read_answer(server: &mut TcpStream) -> Vec<u8> {
 fn handle(mut client: TcpStream, upstream: &str, fault: Fault) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
     match fault {
+        // One request and its answer per connection, so that each request meets the fault
+        // planned for it: the answer tells the client to close (a client that keeps its
+        // connection alive would otherwise send every later request down this one).
         Fault::Pass => {
+            let request = read_request(&mut client);
             let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
             };
-            let (Ok(mut client2), Ok(mut server2)) = (client.try_clone(), server.try_clone())
-            else {
+            let _ = server.set_read_timeout(Some(Duration::from_secs(30)));
+            if server.write_all(&request).is_err() {
                 return;
-            };
-            let up = thread::spawn(move || {
-                let _ = std::io::copy(&mut client2, &mut server2);
-                let _ = server2.shutdown(Shutdown::Write);
-            });
-            let _ = std::io::copy(&mut server, &mut client);
+            }
+            let answer = closing(&read_answer(&mut server));
+            let _ = client.write_all(&answer);
             let _ = client.shutdown(Shutdown::Both);
-            let _ = up.join();
         }
         Fault::CutRequest => {
             let mut buf = [0u8; 64];

@@ -74,11 +74,15 @@ pub trait Transport {
 type Ahead = std::sync::mpsc::Receiver<(String, Result<PullResponse>)>;
 
 /// The server over HTTP, with the session's tokens (refreshed once when expired) and a time
-/// limit per request, after which a stalled request counts as failed (and is retried). While
-/// the device applies pages, the next ones are already on their way.
+/// limit per request, after which a stalled request counts as failed (and is retried). One
+/// client for the whole sync: its connections kept alive, and what the server said it reads
+/// (push bodies in zstd) remembered. While the device applies pages, the next ones are already
+/// on their way.
 pub struct Http {
     timeout: Duration,
     ahead: Option<Ahead>,
+    /// The client, with the server it talks to.
+    client: Option<(String, Client)>,
 }
 
 impl Default for Http {
@@ -93,6 +97,20 @@ impl Http {
         Http {
             timeout,
             ahead: None,
+            client: None,
+        }
+    }
+
+    /// The client for the session's server, made once per sync (again if the server moved).
+    fn client(&mut self, store: &Store) -> Result<&Client> {
+        let server = store.raw_session()?.ok_or(Error::NotSignedIn)?.server;
+        if self.client.as_ref().is_none_or(|(at, _)| *at != server) {
+            let client = Client::new(&server, self.timeout);
+            self.client = Some((server, client));
+        }
+        match &self.client {
+            Some((_, client)) => Ok(client),
+            None => Err(Error::NotSignedIn),
         }
     }
 
@@ -122,7 +140,8 @@ impl Http {
 impl Transport for Http {
     fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse> {
         let device = store.node_id();
-        authed(store, self.timeout, &|client, token| {
+        let client = self.client(store)?;
+        authed(store, client, &|client, token| {
             client.push(token, device, changes.to_vec())
         })
     }
@@ -136,7 +155,8 @@ impl Transport for Http {
         if let Some(page) = cursor.as_deref().and_then(|c| self.take(c, true)) {
             return Ok(page);
         }
-        authed(store, self.timeout, &|client, token| {
+        let client = self.client(store)?;
+        authed(store, client, &|client, token| {
             client.pull(token, cursor.clone(), limit)
         })
     }
@@ -369,13 +389,12 @@ fn guard<T>(store: &mut Store, result: Result<T>) -> Result<T> {
 /// Calls the server with the access token, refreshing it once if it expired.
 fn authed<T>(
     store: &mut Store,
-    timeout: Duration,
+    client: &Client,
     call: &dyn Fn(&Client, &str) -> Result<T>,
 ) -> Result<T> {
     let session = store.raw_session()?.ok_or(Error::NotSignedIn)?;
-    let client = Client::new(&session.server, timeout);
     let token = session.access_token.clone().ok_or(Error::NotSignedIn)?;
-    match call(&client, &token) {
+    match call(client, &token) {
         Err(Error::Server {
             status: 401, code, ..
         }) if code == unauthorized::TOKEN_EXPIRED => {
@@ -389,7 +408,7 @@ fn authed<T>(
                 session.device_key.clone(),
             );
             store.save_raw_session(&renewed)?;
-            guard(store, call(&client, &tokens.access_token))
+            guard(store, call(client, &tokens.access_token))
         }
         other => guard(store, other),
     }
