@@ -57,21 +57,11 @@ fn push_body(device: Uuid, changes: &[Value]) -> Value {
 }
 
 fn seq(server: &Server) -> i64 {
-    server.query(|c| {
-        c.query_row(
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("seq")
-    })
+    server.snapshot().last_seq
 }
 
 fn history_rows(server: &Server) -> i64 {
-    server.query(|c| {
-        c.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
-            .expect("count")
-    })
+    server.snapshot().history.len() as i64
 }
 
 fn healthy(server: &Server) {
@@ -355,24 +345,18 @@ fn bad_input_over_http_is_refused_with_json_errors_and_nothing_is_applied() {
         "approving oneself"
     );
     tried.set(tried.get() + 5);
-    let stored: Option<String> = server.query(|c| {
-        c.query_row(
-            "SELECT value FROM field WHERE entity = ?1 AND field = 'id_number'",
-            [entity.to_string()],
-            |r| r.get(0),
-        )
-        .ok()
-    });
-    assert_eq!(stored, None, "the refused ID number is not stored");
-    assert!(server.query(|c| {
-        c.query_row(
-            "SELECT COUNT(*) FROM field WHERE field IN ('hull', 'shoe_size') OR entity = ?1",
-            [Uuid::from_u128(4).to_string()],
-            |r| r.get::<_, i64>(0),
-        )
-        .expect("count")
-            == 0
-    }));
+    let held = server.snapshot();
+    assert_eq!(
+        held.value(entity, "id_number"),
+        None,
+        "the refused ID number is not stored"
+    );
+    assert!(
+        !held
+            .values
+            .keys()
+            .any(|(e, f)| f == "hull" || f == "shoe_size" || *e == Uuid::from_u128(4))
+    );
     // Nothing from the malformed requests was applied; the valid changes of the last push were.
     let accepted = results.iter().filter(|r| r["status"] == "accepted").count() as i64;
     assert_eq!(history_rows(&server), history_before + accepted);
@@ -404,14 +388,11 @@ fn bad_input_over_http_is_refused_with_json_errors_and_nothing_is_applied() {
     );
     tried.set(tried.get() + values.len());
     for (field, value) in values {
-        let stored: String = server.query(|c| {
-            c.query_row(
-                "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
-                [odd.to_string(), field.to_owned()],
-                |r| r.get(0),
-            )
+        let stored = server
+            .snapshot()
+            .value(odd, field)
             .expect("stored")
-        });
+            .to_string();
         assert_eq!(
             serde_json::from_str::<String>(&stored).ok().as_deref(),
             Some(value)
@@ -653,14 +634,11 @@ fn auth_attacks_over_http_are_refused_and_leak_nothing() {
     );
     tried.set(tried.get() + 1);
     assert_eq!(write.json()["results"][0]["code"], "out_of_scope");
-    let name: String = server.query(|c| {
-        c.query_row(
-            "SELECT value FROM field WHERE entity = ?1 AND field = 'name'",
-            [person.to_string()],
-            |r| r.get(0),
-        )
+    let name = server
+        .snapshot()
+        .value(person, "name")
         .expect("name")
-    });
+        .to_string();
     assert_eq!(name, "\"王芳\"");
     // A stolen refresh token, used after its owner: the session ends for both.
     let renewed = post_json(

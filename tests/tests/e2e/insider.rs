@@ -141,15 +141,10 @@ fn person_id(id_number: &str) -> Uuid {
 }
 
 fn stored(server: &Server, entity: Uuid, field: &str) -> Option<String> {
-    let field = field.to_owned();
-    server.query(move |c| {
-        c.query_row(
-            "SELECT value FROM field WHERE entity = ?1 AND field = ?2",
-            [entity.to_string(), field],
-            |r| r.get(0),
-        )
-        .ok()
-    })
+    server
+        .snapshot()
+        .value(entity, field)
+        .map(|v| v.to_string())
 }
 
 fn all_refused(results: &[(String, Option<String>)]) -> bool {

@@ -137,14 +137,11 @@ fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_d
             "{fault}: {seen:?}"
         );
     }
-    let stands: String = server.query(|c| {
-        c.query_row(
-            "SELECT value FROM field WHERE entity = ?1 AND field = 'occupation'",
-            [ids[0].to_string()],
-            |r| r.get(0),
-        )
+    let stands = server
+        .snapshot()
+        .value(ids[0], "occupation")
         .expect("occupation")
-    });
+        .to_string();
     assert_eq!(stands, "\"厨师\"");
     println!("network faults met: {seen:?}");
 }
