@@ -450,6 +450,17 @@ async fn call(
     token: Option<&str>,
     body: &Value,
 ) -> (StatusCode, Value) {
+    call_as(state, path, token, body, false).await
+}
+
+/// [`call`], its body in zstd when `zstd` (as a phone sends pushes once told it may).
+async fn call_as(
+    state: &AppState,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+    zstd: bool,
+) -> (StatusCode, Value) {
     let mut request = Request::builder()
         .method("POST")
         .uri(path)
@@ -457,8 +468,13 @@ async fn call(
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
+    let mut bytes = body.to_string().into_bytes();
+    if zstd {
+        bytes = zstd::bulk::compress(&bytes, 3).unwrap();
+        request = request.header(header::CONTENT_ENCODING, "zstd");
+    }
     let response = app(state.clone())
-        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .oneshot(request.body(Body::from(bytes)).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -558,6 +574,8 @@ struct Case {
     counters: u8,
     /// The pull's cursor: 0 none, 1 the last issued, 2 widened, 3 unsigned naming others, 4 garbage.
     cursor: u8,
+    /// Whether the push goes in zstd: decided the same way after decompression.
+    zstd: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -598,12 +616,14 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(shape, 0..10),
         prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
         0..5u8,
+        any::<bool>(),
     )
-        .prop_map(|(templates, shapes, counters, cursor)| Case {
+        .prop_map(|(templates, shapes, counters, cursor, zstd)| Case {
             templates,
             shapes,
             counters,
             cursor,
+            zstd,
         })
 }
 
@@ -966,11 +986,12 @@ impl World {
             _ => {}
         }
         let batch = json!({"protocol": 2, "device": ATTACKER_DEVICE, "changes": changes});
-        let (status, answer) = runtime.block_on(call(
+        let (status, answer) = runtime.block_on(call_as(
             &self.state,
             "/api/v1/sync/push",
             Some(&self.token),
             &batch,
+            case.zstd,
         ));
         prop_assert_eq!(status, StatusCode::OK, "{}", answer);
         for (change, result) in changes

@@ -18,14 +18,27 @@ use baylink_sync::wire::Cursor;
 use conformance::{A, Backend, Suite, officer, person};
 use uuid::Uuid;
 
+/// A fresh SQLite database in a temporary directory, as a backend of the suite.
+fn sqlite_with(db: impl FnOnce(&Db) -> Db) -> (Backend, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Db::open(&dir.path().join("baylink.db")).unwrap();
+    let store = db(&opened);
+    let backend = Backend {
+        store: Arc::new(store),
+        keep: Box::new(dir),
+    };
+    (backend, opened)
+}
+
 /// A fresh SQLite store in a temporary directory.
 fn sqlite() -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("baylink.db")).unwrap();
-    Backend {
-        store: Arc::new(db),
-        keep: Box::new(dir),
-    }
+    sqlite_with(Db::clone).0
+}
+
+/// A fresh SQLite store set up as the scenarios expect, and its database to look inside.
+fn sqlite_suite() -> (Suite, Db) {
+    let (backend, db) = sqlite_with(Db::clone);
+    (Suite::new(backend), db)
 }
 
 crate::suite!(sqlite);
@@ -37,12 +50,8 @@ crate::suite!(sqlite);
 fn the_concurrency_test_fails_against_a_backend_numbering_values_before_the_lock() {
     let mut outcomes = Vec::new();
     for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("baylink.db")).unwrap();
-        let broken = Suite::new(Backend {
-            store: Arc::new(db.numbering_before_the_lock().unwrap()),
-            keep: Box::new(dir),
-        });
+        let (backend, _) = sqlite_with(|db| db.numbering_before_the_lock().unwrap());
+        let broken = Suite::new(backend);
         let outcome = conformance::concurrent_pushes_and_pulls(&broken);
         // Failed for the contract's reason: values committed late, below where the puller had
         // read, never sent (not a crash, nor values sent twice).
@@ -73,12 +82,7 @@ fn audit_fails(db: &Db) {
 #[test]
 fn a_decision_whose_audit_entry_fails_leaves_nothing() {
     use baylink_server::store::contract::{Access, Actor, Keep, NewAccount};
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("baylink.db")).unwrap();
-    let s = Suite::new(Backend {
-        store: Arc::new(db.clone()),
-        keep: Box::new(dir),
-    });
+    let (s, db) = sqlite_suite();
     // A record, a duplicate of it, and a conflict on it.
     s.device("oa", 10);
     let (mut oa, mut other) = (officer("oa", 1), officer("oa", 10));
@@ -214,13 +218,20 @@ fn a_decision_whose_audit_entry_fails_leaves_nothing() {
 /// alerts) leaves nothing of it, and the same push sent again is applied whole.
 #[test]
 fn a_push_failing_part_way_leaves_nothing_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("baylink.db")).unwrap();
-    let s = Suite::new(Backend {
-        store: Arc::new(db.clone()),
-        keep: Box::new(dir),
-    });
+    let (s, db) = sqlite_suite();
     let mut oa = officer("oa", 1);
+    // A person on the watch list, so that the push raises an alert as well.
+    let number = "11010519491231002X";
+    let rule = baylink_domain::watch::Rule::id_number(number).unwrap();
+    let admin = s.console_caller("admin").account;
+    s.run(s.store.add_watch_rule(admin, rule, String::new()));
+    let fields = [
+        ("village", serde_json::json!(A)),
+        ("id_type", serde_json::json!("resident_id")),
+        ("id_number", serde_json::json!(number)),
+        ("name", serde_json::json!("王芳")),
+    ];
+    let id = conformance::natural(baylink_domain::EntityKind::Person, &fields);
     let before = s.snapshot();
     db.call_blocking(|c| {
         c.execute_batch(
@@ -230,7 +241,6 @@ fn a_push_failing_part_way_leaves_nothing_of_it() {
         Ok(())
     })
     .unwrap();
-    let (id, fields) = person(A, 1);
     let batch = conformance::changes(&mut oa, "person", id, now_ms(), &fields);
     let failed = s.try_run(s.store.push(s.caller(&oa), batch.clone(), 60_000));
     assert!(matches!(failed, Err(StoreError::Backend(_))), "{failed:?}");
@@ -247,9 +257,12 @@ fn a_push_failing_part_way_leaves_nothing_of_it() {
         .unwrap();
     let answer = s.run(s.store.push(s.caller(&oa), batch, 60_000));
     assert!(answer.iter().all(|r| r.code.is_none()), "{answer:?}");
-    assert_eq!(
-        s.snapshot().value(id, "name"),
-        Some(&serde_json::json!("P1"))
+    let after = s.snapshot();
+    assert_eq!(after.value(id, "name"), Some(&serde_json::json!("王芳")));
+    assert!(after.summaries.contains_key(&id));
+    assert!(
+        after.alerts.iter().any(|(e, _, _)| *e == id),
+        "the alert, now"
     );
     s.check();
 }
@@ -260,12 +273,7 @@ fn a_push_failing_part_way_leaves_nothing_of_it() {
 /// (An export or a full ID number waits for the writer to append its audit entry, by design.)
 #[test]
 fn console_reads_answer_while_a_long_write_holds_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("baylink.db")).unwrap();
-    let s = Suite::new(Backend {
-        store: Arc::new(db.clone()),
-        keep: Box::new(dir),
-    });
+    let (s, db) = sqlite_suite();
     let mut oa = officer("oa", 1);
     let (id, fields) = person(A, 1);
     s.push(&mut oa, id, now_ms(), &fields);

@@ -7,8 +7,9 @@
 //!
 //! # The contract
 //!
-//! Every backend keeps these; `server/tests/conformance/` pins each one, and every backend runs
-//! that suite.
+//! Every backend keeps these, and runs the conformance suite (`server/tests/conformance/`) that
+//! pins them; what only a backend can stage (a write killed part way, the writer held while
+//! pages are read) each backend shows in tests of its own (`server/tests/store_sqlite.rs`).
 //!
 //! 1. **A push is atomic and idempotent.** [`Store::push`] applies a batch in one transaction:
 //!    after it returns every change is accepted (durable) or refused with a code, and a failure

@@ -239,6 +239,22 @@ impl Suite {
         }
     }
 
+    /// A house of `village` at `address` under id `house` (stamped `t`), and a residence in it
+    /// of `person` (stamped `t + 1`), both pushed by `officer`; answers the residence's id.
+    pub(crate) fn lodge(
+        &self,
+        officer: &mut Officer,
+        (village, address, house): (&str, &str, Uuid),
+        person: Uuid,
+        t: u64,
+    ) -> Uuid {
+        self.push_kind(officer, "house", house, t, &house_fields(village, address));
+        let fields = residence_fields(village, person, house);
+        let residence = natural(baylink_domain::EntityKind::Residence, &fields);
+        self.push_kind(officer, "residence", residence, t + 1, &fields);
+        residence
+    }
+
     /// Gives officer `name` exactly these villages.
     pub(crate) fn assign(&self, name: &str, villages: &[&str]) {
         let villages = villages.iter().map(|v| (*v).to_owned()).collect();
@@ -523,16 +539,7 @@ pub(crate) fn a_pull_over_two_villages_merges_their_feeds_in_order_each_value_on
     }
     // A person of A who lives in a house of B: in both villages' feeds.
     let house = Uuid::from_u128(0x7000_8000_0000_0000_0077);
-    s.push_kind(
-        &mut ob,
-        "house",
-        house,
-        t + 1,
-        &house_fields(B, "霞涌1巷1号"),
-    );
-    let fields = residence_fields(B, order[0], house);
-    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
-    s.push_kind(&mut ob, "residence", residence, t + 2, &fields);
+    s.lodge(&mut ob, (B, "霞涌1巷1号", house), order[0], t + 1);
     let everything = |officer: &mut Officer| -> Vec<(Uuid, String)> {
         let sent = s.pull_all(officer, 3);
         sent.into_iter().map(|v| (v.entity, v.field)).collect()
@@ -576,16 +583,7 @@ pub(crate) fn a_record_that_left_a_village_is_no_longer_in_its_feed(backend: Bac
     let (person, fields) = person(B, 1);
     s.push(&mut ob, person, t, &fields);
     let house = Uuid::from_u128(0x7000_8000_0000_0000_0077);
-    s.push_kind(
-        &mut oa,
-        "house",
-        house,
-        t + 1,
-        &house_fields(A, "澳头1巷1号"),
-    );
-    let fields = residence_fields(A, person, house);
-    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
-    s.push_kind(&mut oa, "residence", residence, t + 2, &fields);
+    let residence = s.lodge(&mut oa, (A, "澳头1巷1号", house), person, t + 1);
     let moved = [("moved_out", json!("2026-11-01"))];
     s.push_kind(&mut oa, "residence", residence, t + 3, &moved);
     // A's phone gets the house and the residence, nothing of the person; B's the person, whole.
@@ -617,16 +615,7 @@ pub(crate) fn a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_wit
     let house = Uuid::from_u128(0x7000_8000_0000_0000_0077);
     let (lodger, fields) = person(B, 0);
     s.push(&mut ob, lodger, t, &fields);
-    s.push_kind(
-        &mut oa,
-        "house",
-        house,
-        t + 1,
-        &house_fields(A, "澳头1巷1号"),
-    );
-    let fields = residence_fields(A, lodger, house);
-    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
-    s.push_kind(&mut oa, "residence", residence, t + 2, &fields);
+    let residence = s.lodge(&mut oa, (A, "澳头1巷1号", house), lodger, t + 1);
     for n in 10..20 {
         let (id, fields) = person(A, n);
         s.push(&mut oa, id, t + 3, &fields);
@@ -837,16 +826,7 @@ pub(crate) fn what_a_write_causes_commits_with_it(backend: Backend) {
     );
     assert!(held.history.iter().filter(|w| w.entity == lodger).count() >= fields.len());
     let house = Uuid::from_u128(0x7000_8000_0000_0000_0078);
-    s.push_kind(
-        &mut oa,
-        "house",
-        house,
-        t + 1,
-        &house_fields(A, "澳头2巷1号"),
-    );
-    let fields = residence_fields(A, lodger, house);
-    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
-    s.push_kind(&mut oa, "residence", residence, t + 2, &fields);
+    s.lodge(&mut oa, (A, "澳头2巷1号", house), lodger, t + 1);
     let held = s.snapshot();
     assert!(
         held.scopes.contains(&(lodger, A.to_owned())),
@@ -1009,16 +989,7 @@ pub(crate) fn a_merge_and_a_dismissal_are_written_with_their_audit_entries(backe
     let (other, fields) = person(A, 8);
     s.push(&mut oa, other, t, &fields);
     let house = Uuid::from_u128(0x7000_8000_0000_0000_0079);
-    s.push_kind(
-        &mut oa,
-        "house",
-        house,
-        t + 1,
-        &house_fields(A, "澳头3巷1号"),
-    );
-    let fields = residence_fields(A, duplicate, house);
-    let residence = natural(baylink_domain::EntityKind::Residence, &fields);
-    s.push_kind(&mut oa, "residence", residence, t + 2, &fields);
+    let residence = s.lodge(&mut oa, (A, "澳头3巷1号", house), duplicate, t + 1);
     let reviewer = s.console_caller("r006");
     let itself = s.try_run(s.store.merge_records(reviewer.clone(), kept, kept));
     assert!(itself.is_err());
