@@ -168,10 +168,21 @@ proptest! {
         for step in steps {
             match step {
                 Step::Capture { device, person, name } => {
-                    devices[device].capture(
-                        EntityKind::Person,
-                        &[("village", VILLAGE), ("id_number", &people[person]), ("name", NAMES[name])],
-                    );
+                    let fields = [("village", VILLAGE), ("id_number", people[person].as_str()), ("name", NAMES[name])];
+                    let captured = devices[device]
+                        .store
+                        .capture(EntityKind::Person, &baylink_tests::harness::input(&fields));
+                    // A phone holding another record with the number (a fresh id taken when an
+                    // edit alone had reached it under her natural id) refuses a second record of
+                    // her, naming the first; anything else is a failure.
+                    if let Err(e) = captured {
+                        let duplicate = matches!(
+                            &e,
+                            mobile_core::Error::Invalid(baylink_domain::Error::Invalid(problems))
+                                if problems.iter().all(|p| p.code == "duplicate")
+                        );
+                        prop_assert!(duplicate, "{}", e);
+                    }
                 }
                 Step::Edit { device, person, phone } => {
                     let hit = devices[device].store.search(&people[person], 1).unwrap();
