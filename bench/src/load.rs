@@ -141,7 +141,7 @@ fn phone(
         }
         loop {
             let start = Instant::now();
-            match client.pull(&tokens.access_token, cursor.clone(), 2_000) {
+            match client.pull(&tokens.access_token, cursor.clone(), 2_000, None) {
                 Ok(page) => {
                     tally.pulls.push(start.elapsed());
                     cursor = Some(page.next_cursor.0);

@@ -121,25 +121,21 @@ async fn village_json(
 ) -> Result<axum::Json<Value>, AppError> {
     let records = db
         .call(move |c| {
+            // Each record's values, without their stamps, as one JSON object.
             let mut stmt = c.prepare(
-                "SELECT s.entity, e.kind, f.field, f.value FROM scope s
-                 JOIN entity e ON e.id = s.entity JOIN field f ON f.entity = s.entity
+                "SELECT s.entity, e.kind,
+                     (SELECT json_group_object(f.key, json(f.value -> '$[0]')) FROM json_each(e.state, '$.f') f)
+                 FROM scope s JOIN entity e ON e.id = s.entity
                  WHERE s.village = ?1 ORDER BY s.entity",
             )?;
             let mut rows = stmt.query([&village])?;
             let mut records: Vec<Value> = Vec::new();
-            let mut current: Option<(String, String, Map<String, Value>)> = None;
             while let Some(row) = rows.next()? {
-                let (id, kind, field, value): (String, String, String, String) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-                if current.as_ref().is_some_and(|(c, _, _)| *c != id) {
-                    records.extend(current.take().map(record));
-                }
-                let entry = current.get_or_insert_with(|| (id, kind, Map::new()));
-                let value = serde_json::from_str(&value).unwrap_or(Value::Null);
-                entry.2.insert(field, value);
+                let (id, kind, fields): (String, String, String) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                let fields: Map<String, Value> = serde_json::from_str(&fields).unwrap_or_default();
+                records.push(record((id, kind, fields)));
             }
-            records.extend(current.map(record));
             Ok(records)
         })
         .await?;

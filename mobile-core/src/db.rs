@@ -238,6 +238,17 @@ pub(crate) fn delete_record(conn: &Connection, id: Uuid, pending: bool) -> Resul
         .execute([&id_text])?;
     conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
         .execute([&id_text])?;
+    own_values_dropped(conn)
+}
+
+/// Notes that values this device wrote are no longer all here (a record dropped, a refused
+/// change taken back: a push still on its way may yet be accepted): pulls ask the server again
+/// for every value it wrote so far.
+pub(crate) fn own_values_dropped(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE device SET own_floor = MAX(own_floor, next_counter - 1) WHERE id = 1",
+    )?
+    .execute([])?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/004_link_pending.sql"),
     include_str!("sql/005_device_key.sql"),
     include_str!("sql/006_offered.sql"),
+    include_str!("sql/007_own_floor.sql"),
 ];
 
 /// The schema version this build writes.

@@ -569,6 +569,7 @@ impl Store {
             }
             db::save_record(tx, id, &record, old.as_ref(), None)?;
             outbox::drop_refused(tx, device.node, id, None)?;
+            db::own_values_dropped(tx)?;
             Ok(Dismissal::Reverted { fields: reverted })
         })
     }
@@ -767,6 +768,17 @@ impl Store {
         }))
     }
 
+    /// The change counter above which this device holds every value it wrote: what a pull
+    /// need not send back ([`baylink_sync::wire::PullRequest::own_held_after`]).
+    pub fn own_held_after(&self) -> Result<u64> {
+        let floor: i64 =
+            self.conn
+                .query_row("SELECT own_floor FROM device WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(floor as u64)
+    }
+
     pub(crate) fn raw_session(&self) -> Result<Option<db::Session>> {
         db::load_session(&self.conn)
     }
@@ -861,7 +873,7 @@ impl Store {
              DELETE FROM session;",
         )?;
         tx.execute(
-            "UPDATE device SET node = ?1, clock_last = 0, clock_offset_ms = 0, next_counter = 1,
+            "UPDATE device SET node = ?1, clock_last = 0, clock_offset_ms = 0, next_counter = 1, own_floor = 0,
                  user_name = 'local', max_remote_hlc = 0 WHERE id = 1",
             [node.to_string()],
         )?;

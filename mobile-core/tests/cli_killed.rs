@@ -22,15 +22,15 @@ fn baylink(data: &std::path::Path) -> Command {
 
 /// Changes from `node` in the server's history: all of them, and distinct ones.
 fn history(db: &baylink_server::store::Db, node: &str) -> (i64, i64) {
-    db
-        .call_blocking(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*), COUNT(DISTINCT entity || field || stamp) FROM history WHERE device = ?1",
-                [node],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
-        })
-        .expect("history")
+    db.call_blocking(|c| {
+        Ok(c.query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT h.entity || c.key || h.stamp)
+                 FROM history h JOIN json_each(h.changes) c WHERE h.device = ?1",
+            [node],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    })
+    .expect("history")
 }
 
 #[test]

@@ -38,13 +38,13 @@ fn write_district(db: &Db, villages: &[String], count: u64) {
                                       review_status, deleted, created_by, created_at, updated_seq)
                  VALUES (?1, 'person', ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10)",
             )?;
-            let mut entity =
-                tx.prepare("INSERT INTO entity (id, kind, village) VALUES (?1, 'person', ?2)")?;
-            let mut scope = tx.prepare("INSERT INTO scope (entity, village) VALUES (?1, ?2)")?;
-            let mut field = tx.prepare(
-                "INSERT INTO field (entity, field, value, hlc, node, seq)
-                 VALUES (?1, 'birth_date', ?2, 0, 'bench', ?3)",
+            // The record's state holds its birth date (what duplicate candidates read).
+            let mut entity = tx.prepare(
+                "INSERT INTO entity (id, kind, village, seq, state) VALUES (?1, 'person', ?2, ?4,
+                     json_object('n', json_array('00000000-0000-0000-0000-000000000000'),
+                                 'f', json_object('birth_date', json_array(json(?3), 0, 0, ?4, 0))))",
             )?;
+            let mut scope = tx.prepare("INSERT INTO scope (entity, village) VALUES (?1, ?2)")?;
             for n in 0..count {
                 let id = uuid::Uuid::from_u128(u128::from(n) + 1).to_string();
                 let village = &villages[(n % villages.len() as u64) as usize];
@@ -72,9 +72,8 @@ fn write_district(db: &Db, villages: &[String], count: u64) {
                     created,
                     seq
                 ])?;
-                entity.execute([&id, village])?;
+                entity.execute(params![id, village, birth, seq])?;
                 scope.execute([&id, village])?;
-                field.execute(params![id, birth, seq])?;
             }
         }
         tx.commit()?;

@@ -139,14 +139,15 @@ fn serve_demo_seeds_prints_the_accounts_and_answers_healthz() {
     }
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"status\":\"ok\""), "{answer}");
-    // The demo's records are there: the sequence has moved far past zero.
+    // The demo's records are there: the sequence (a number per record written) has moved far
+    // past zero.
     let seq: u64 = answer
         .split("\"seq\":")
         .nth(1)
         .and_then(|s| s.split([',', '}']).next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    assert!(seq > 10_000, "{answer}");
+    assert!(seq > 2_000, "{answer}");
 }
 
 #[test]

@@ -1361,15 +1361,17 @@ async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write(
         .call_blocking(move |conn| {
             let history: Vec<(Option<String>, String, bool)> = conn
                 .prepare(
-                    "SELECT old_value, value, won FROM history WHERE entity = ?1 AND field = 'name'
-                     ORDER BY seq",
+                    "SELECT CASE WHEN c.value ->> '$[1]' IS NULL THEN NULL ELSE c.value -> '$[0]' END,
+                            c.value -> '$[2]', c.value ->> '$[3]'
+                     FROM history h JOIN json_each(h.changes) c
+                     WHERE h.entity = ?1 AND c.key = 'name' ORDER BY h.seq",
                 )?
                 .query_map([entity.to_string()], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<Result<_, _>>()?;
             let value: String = conn.query_row(
-                "SELECT value FROM field WHERE entity = ?1 AND field = 'name'",
+                "SELECT state -> '$.f.name[0]' FROM entity WHERE id = ?1",
                 [entity.to_string()],
                 |r| r.get(0),
             )?;

@@ -1280,7 +1280,7 @@ fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of
         .db
         .call_blocking(|c| {
             Ok(c.query_row(
-                "SELECT value FROM field WHERE entity = ?1 AND field = 'notes'",
+                "SELECT state -> '$.f.notes[0]' FROM entity WHERE id = ?1",
                 [Uuid::from_u128(0x7000_8000_0000_0000_00A0).to_string()],
                 |r| r.get(0),
             )?)

@@ -111,7 +111,8 @@ fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_tw
     let (rows, distinct): (i64, i64) = db
         .call_blocking(|c| {
             Ok(c.query_row(
-                "SELECT COUNT(*), COUNT(DISTINCT entity || field || stamp) FROM history WHERE device = ?1",
+                "SELECT COUNT(*), COUNT(DISTINCT h.entity || c.key || h.stamp)
+                 FROM history h JOIN json_each(h.changes) c WHERE h.device = ?1",
                 [&node],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?)

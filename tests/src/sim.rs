@@ -304,6 +304,13 @@ impl Transport for Link<'_> {
         // Small pages, so that paging and resuming mid-pull are exercised.
         let limit = limit.min(1 + self.rng.below(25) as u32);
         let cursor = cursor.map(baylink_sync::wire::Cursor);
+        // A phone of this version says which of its own values it holds (the server sends none
+        // of those back); one of an earlier version does not, and is sent everything.
+        let own_held_after = if self.rng.chance(25) {
+            None
+        } else {
+            Some(store.own_held_after()?)
+        };
         // As the server pulls: the page read from a snapshot beside the writer, then the device's
         // bookkeeping in a transaction of its own.
         let (page, settle) = self
@@ -312,7 +319,12 @@ impl Transport for Link<'_> {
             .read_blocking(|c| {
                 let from = baylink_server::store::pull::parse_cursor(cursor.as_ref())?;
                 let now = baylink_server::store::now_ms();
-                baylink_server::store::pull::read_page(c, &caller, from, limit, now)
+                let ask = baylink_server::store::pull::Ask {
+                    from,
+                    limit,
+                    own_held_after,
+                };
+                baylink_server::store::pull::read_page(c, &caller, ask, now)
             })
             .expect("pull");
         self.server
@@ -1012,8 +1024,8 @@ impl World {
             .db
             .call_blocking(|c| {
                 Ok(c.prepare(
-                    "SELECT e.id, e.kind, json_group_object(f.field, json(f.value))
-                     FROM entity e JOIN field f ON f.entity = e.id GROUP BY e.id",
+                    "SELECT e.id, e.kind, json_group_object(f.key, json(f.value -> '$[0]'))
+                     FROM entity e JOIN json_each(e.state, '$.f') f GROUP BY e.id",
                 )?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, rusqlite::Error>>()?)
@@ -1037,30 +1049,25 @@ impl World {
     }
 
     fn server_state(&self, villages: &[&str]) -> BTreeMap<Uuid, EntityState> {
-        let list = serde_json::to_string(villages).unwrap_or_default();
-        let rows: Vec<(String, String, String, i64, String)> = self
+        let held = self
             .server
             .db
-            .call_blocking(|c| {
-                Ok(c.prepare(
-                    "SELECT f.entity, f.field, f.value, f.hlc, f.node FROM field f
-                     WHERE f.entity IN (SELECT entity FROM scope WHERE village IN (SELECT value FROM json_each(?1)))",
-                )?
-                .query_map([list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-                .collect::<Result<_, rusqlite::Error>>()?)
-            })
+            .call_blocking(|c| baylink_server::store::snapshot::read(c))
             .expect("server state");
+        let scoped: BTreeSet<Uuid> = held
+            .scopes
+            .iter()
+            .filter(|(_, v)| villages.contains(&v.as_str()))
+            .map(|(e, _)| *e)
+            .collect();
         let mut state: BTreeMap<Uuid, EntityState> = BTreeMap::new();
-        for (entity, field, value, hlc, node) in rows {
-            let stamp = Stamp::new(
-                Hlc::from_u64(hlc as u64),
-                node.parse().expect("stored node id"),
-            );
-            let value = serde_json::from_str(&value).expect("stored value");
-            state
-                .entry(Uuid::parse_str(&entity).expect("stored id"))
-                .or_default()
-                .insert(field, Versioned::new(value, stamp));
+        for ((entity, field), stored) in &held.values {
+            if scoped.contains(entity) {
+                state.entry(*entity).or_default().insert(
+                    field.clone(),
+                    Versioned::new(stored.value.clone(), stored.stamp),
+                );
+            }
         }
         state
     }
@@ -1151,13 +1158,13 @@ impl World {
                                     .query_map([id.to_string()], |r| r.get(0))?
                                     .collect::<Result<_, rusqlite::Error>>()?;
                                 let history = c.query_row(
-                                    "SELECT COUNT(*) FROM history WHERE entity = ?1",
+                                    "SELECT COUNT(*) FROM history h JOIN json_each(h.changes) WHERE h.entity = ?1",
                                     [id.to_string()],
                                     |r| r.get(0),
                                 )?;
                                 // BAYLINK_SIM_DEBUG=1 prints the record's history and purges.
                                 if std::env::var("BAYLINK_SIM_DEBUG").is_ok() {
-                                    let mut stmt = c.prepare("SELECT seq, field, value, stamp, won, device FROM history WHERE entity = ?1 ORDER BY seq")?;
+                                    let mut stmt = c.prepare("SELECT h.seq, c.key, c.value -> '$[2]', h.stamp, c.value ->> '$[3]', h.device FROM history h JOIN json_each(h.changes) c WHERE h.entity = ?1 ORDER BY h.seq, c.id")?;
                                     let rows: Vec<(i64, String, String, String, bool, Option<String>)> = stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<Result<_, rusqlite::Error>>()?;
                                     eprintln!("history {rows:#?}");
                                     let mut stmt = c.prepare("SELECT seq, village FROM purge WHERE entity = ?1")?;
@@ -1181,36 +1188,52 @@ impl World {
                 ));
             }
         }
-        // Each village's feed holds the current values of the records in its scope, each once
-        // (a feed row's key is its village and sequence number).
-        Self::agree(
-            &self.server,
-            "the feeds differ from the scopes' current values",
-            "WITH fed AS (SELECT village, seq, entity, kind, field, value, hlc, node FROM feed),
-                     scoped AS (SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node
-                         FROM scope s JOIN entity e ON e.id = s.entity JOIN field f ON f.entity = s.entity)
-                     SELECT 'extra ' || village || ' ' || seq || ' ' || entity || '.' || field || ' = ' || value
-                         FROM (SELECT * FROM fed EXCEPT SELECT * FROM scoped)
-                     UNION ALL
-                     SELECT 'missing ' || village || ' ' || seq || ' ' || entity || '.' || field || ' = ' || value
-                         FROM (SELECT * FROM scoped EXCEPT SELECT * FROM fed)
-                     LIMIT 6",
-        )?;
+        // Each village's feed holds the records in its scope, each once, at the number of its
+        // newest value.
+        let held = self
+            .server
+            .db
+            .call_blocking(|c| baylink_server::store::snapshot::read(c))
+            .expect("server state");
+        let mut newest: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for ((entity, _), stored) in &held.values {
+            let at = newest.entry(*entity).or_default();
+            *at = (*at).max(stored.seq);
+        }
+        for (village, entries) in &held.feeds {
+            let fed: Vec<(i64, Uuid)> = entries.iter().map(|e| (e.seq, e.entity)).collect();
+            let mut scoped: Vec<(i64, Uuid)> = held
+                .scopes
+                .iter()
+                .filter(|(_, v)| v == village)
+                .map(|(e, _)| (newest.get(e).copied().unwrap_or(0), *e))
+                .collect();
+            scoped.sort_unstable();
+            if fed != scoped {
+                return Err(format!(
+                    "the feed of {village} differs from its scope's records: {fed:?} vs {scoped:?}"
+                ));
+            }
+        }
+        if let Some((e, v)) = held
+            .scopes
+            .iter()
+            .find(|(_, v)| !held.feeds.contains_key(v))
+        {
+            return Err(format!("{e} is in {v}, whose feed is empty"));
+        }
         // Each record's scope is what its current fields make it, worked out here from scratch: its
         // own village and, for a person, the villages of the houses of their open residences.
         Self::agree(
             &self.server,
             "the scopes differ from what the records' fields make them",
             "WITH lives AS (
-                         SELECT json_extract(p.value, '$') AS person, h.village FROM entity r
-                         JOIN field p ON p.entity = r.id AND p.field = 'person'
-                         JOIN field f ON f.entity = r.id AND f.field = 'house'
-                         JOIN entity h ON h.id = json_extract(f.value, '$')
+                         SELECT r.state ->> '$.f.person[0]' AS person, h.village FROM entity r
+                         JOIN entity h ON h.id = r.state ->> '$.f.house[0]'
                          WHERE r.kind = 'residence' AND h.village IS NOT NULL
-                           AND NOT EXISTS (SELECT 1 FROM field m WHERE m.entity = r.id
-                               AND m.field = 'moved_out' AND m.value <> 'null')
-                           AND NOT EXISTS (SELECT 1 FROM field d WHERE d.entity = r.id
-                               AND d.field = 'deleted' AND d.value = 'true')),
+                           AND r.state ->> '$.f.person[0]' IS NOT NULL
+                           AND coalesce(r.state -> '$.f.moved_out[0]', 'null') = 'null'
+                           AND coalesce(r.state -> '$.f.deleted[0]', 'null') <> 'true'),
                      expected AS (
                          SELECT id AS entity, village FROM entity WHERE village IS NOT NULL
                          UNION
@@ -1229,8 +1252,8 @@ impl World {
             .db
             .call_blocking(|c| {
                 Ok(c.prepare(
-                    "SELECT entity, field, stamp, COUNT(*) FROM history WHERE device <> 'console'
-                     GROUP BY entity, field, stamp",
+                    "SELECT h.entity, c.key, h.stamp, COUNT(*) FROM history h JOIN json_each(h.changes) c
+                     WHERE h.device <> 'console' GROUP BY h.entity, c.key, h.stamp",
                 )?
                 .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
                 .collect::<Result<_, rusqlite::Error>>()?)
@@ -1268,7 +1291,9 @@ impl World {
                 .db
                 .call_blocking(|c| {
                     Ok(c.query_row(
-                        "SELECT hlc, node FROM field WHERE entity = ?1 AND field = ?2",
+                        "SELECT state ->> ('$.f.' || ?2 || '[1]'),
+                                state ->> ('$.n[' || (state ->> ('$.f.' || ?2 || '[2]')) || ']')
+                         FROM entity WHERE id = ?1 AND state -> ('$.f.' || ?2) IS NOT NULL",
                         [ack.entity.to_string(), ack.field.clone()],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )

@@ -15,9 +15,14 @@ pub struct Position {
     /// The device has every value and every drop up to this sequence number, once the snapshot
     /// it is inside (if any) is complete: a snapshot is taken at this number.
     pub after: i64,
-    /// Inside a snapshot: the sequence number of the last value sent (values in the villages'
-    /// feeds' order, up to `after`).
+    /// Inside a snapshot: the sequence number of the last record sent (records in the
+    /// villages' feeds' order; past `after` once it reaches records written since the snapshot
+    /// was taken).
     pub snapshot: Option<i64>,
+    /// On the feed, inside a pull of several pages: the device has every value up to this
+    /// number, and of the records up to `after` every value. A record written while the device
+    /// pages moves past the pages already read, and its values after this number go with it.
+    pub fields_after: Option<i64>,
     /// Villages whose records the device may hold; `None` for cursors of earlier servers.
     pub held: Option<BTreeSet<String>>,
 }
@@ -27,8 +32,10 @@ pub struct Position {
 #[error("cursor: not one this server issued")]
 pub struct CursorError;
 
-/// Parses a cursor this server issued: `s<seq>` (or `r<seq>`, from earlier servers), or
-/// `b<seq>.<sent>` inside a snapshot taken at `seq` and sent up to `sent`; then `:` and the
+/// Parses a cursor this server issued: `s<seq>` (or `r<seq>`, from earlier servers),
+/// `c<seq>.<fields>` on the feed inside a pull of several pages (records read up to `seq`,
+/// values sent after `fields`), or `b<seq>.<sent>` inside a snapshot taken at `seq` and sent up
+/// to `sent`; then `:` and the
 /// villages the device holds, `.`-separated (`s1234:441303006001.441303006002`). Earlier
 /// servers' snapshot cursors, `b<seq>.<record>.<field>`, start their snapshot again.
 pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
@@ -36,6 +43,7 @@ pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
         return Ok(Position {
             after: 0,
             snapshot: None,
+            fields_after: None,
             held: Some(BTreeSet::new()),
         });
     };
@@ -57,9 +65,17 @@ pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
         }
         None => (text.as_str(), None),
     };
+    let mut fields_after = None;
     let (digits, snapshot) = match position.split_at_checked(1) {
         // `r` marked a restart of the feed from 0 on earlier servers: a feed position all the same.
         Some(("s" | "r", digits)) => (digits, None),
+        Some(("c", rest)) => match rest.split('.').collect::<Vec<_>>()[..] {
+            [digits, fields] => {
+                fields_after = Some(number(fields).ok_or_else(bad)?);
+                (digits, None)
+            }
+            _ => return Err(bad()),
+        },
         Some(("b", rest)) => match rest.split('.').collect::<Vec<_>>()[..] {
             [digits, sent] => (digits, Some(number(sent).ok_or_else(bad)?)),
             // Inside an earlier server's snapshot, in record order: sent again from the start
@@ -78,23 +94,26 @@ pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
         _ => return Err(bad()),
     };
     let after = number(digits).ok_or_else(bad)?;
-    if snapshot.is_some_and(|sent| sent > after) {
+    if fields_after.is_some_and(|f| f > after) {
         return Err(bad());
     }
     Ok(Position {
         after,
         snapshot,
+        fields_after,
         held,
     })
 }
 
 impl Position {
-    /// The cursor text of this position: `s<after>` on the feed, `b<after>.<sent>` inside a
-    /// snapshot, then `:` and the villages held (none for an earlier server's position).
+    /// The cursor text of this position: `s<after>` on the feed, `c<after>.<fields_after>` on
+    /// the feed inside a pull of several pages, `b<after>.<sent>` inside a snapshot, then `:`
+    /// and the villages held (none for an earlier server's position).
     pub fn to_cursor(&self) -> Cursor {
-        let position = match self.snapshot {
-            Some(sent) => format!("b{}.{sent}", self.after),
-            None => format!("s{}", self.after),
+        let position = match (self.snapshot, self.fields_after) {
+            (Some(sent), _) => format!("b{}.{sent}", self.after),
+            (None, Some(fields)) => format!("c{}.{fields}", self.after),
+            (None, None) => format!("s{}", self.after),
         };
         match &self.held {
             Some(held) => Cursor(format!(
@@ -137,6 +156,13 @@ mod tests {
         assert_eq!(feed.held.unwrap().len(), 2);
         assert_eq!(parsed("r7").unwrap().held, None);
         assert_eq!(parsed("b9.4:").unwrap().snapshot, Some(4));
+        // A snapshot reads on past the number it was taken at.
+        assert_eq!(parsed("b3.4:").unwrap().snapshot, Some(4));
+        let paging = parsed("c9.4:").unwrap();
+        assert_eq!(
+            (paging.after, paging.snapshot, paging.fields_after),
+            (9, None, Some(4))
+        );
         let old_snapshot = format!("b9.{}.name", uuid::Uuid::nil());
         assert_eq!(parsed(&old_snapshot).unwrap().snapshot, Some(0));
         for bad in [
@@ -144,8 +170,10 @@ mod tests {
             "x1",
             "s-1",
             "s1:4413",
-            "b3.4",
             "s1:44130300600a",
+            "c3.4:",
+            "c3:",
+            "c3.x:",
             "b1.2.3.4",
         ] {
             assert_eq!(parsed(bad), Err(CursorError), "{bad}");
@@ -158,9 +186,14 @@ mod tests {
         fn every_position_reads_back_from_its_cursor(
             after in 0i64..i64::MAX / 2,
             sent in proptest::option::of(0i64..1_000_000),
+            fields in proptest::option::of(0i64..1_000_000),
             held in proptest::option::of(proptest::collection::btree_set("[0-9]{12}", 0..4)),
         ) {
-            let position = Position { after: after.max(sent.unwrap_or(0)), snapshot: sent, held };
+            let (after, fields_after) = match sent {
+                Some(_) => (after, None),
+                None => (after.max(fields.unwrap_or(0)), fields),
+            };
+            let position = Position { after, snapshot: sent, fields_after, held };
             prop_assert_eq!(parse(Some(&position.to_cursor())), Ok(position));
         }
     }

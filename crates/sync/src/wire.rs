@@ -108,6 +108,12 @@ pub struct PullRequest {
     /// server that does not answers one page as usual.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pages: Option<u32>,
+    /// The device still holds every value it wrote with a change counter above this one (it
+    /// dropped none of its records since): the server leaves those of its own values it accepted
+    /// out of the answer, unless something newer replaced them. Absent, every value is sent.
+    /// It narrows only what this device is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_held_after: Option<u64>,
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -393,6 +399,7 @@ mod tests {
             cursor: Some(Cursor("s1:441303006001".into())),
             limit: 5_000,
             pages: None,
+            own_held_after: None,
             extra: BTreeMap::new(),
         };
         let one = serde_json::to_string(&ask).unwrap();

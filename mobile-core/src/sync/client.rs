@@ -180,9 +180,15 @@ impl Client {
         self.post_bytes("/api/v1/sync/push", Some(token), body, Compress::IfAccepted)
     }
 
-    /// Pulls one page after a cursor.
-    pub fn pull(&self, token: &str, cursor: Option<String>, limit: u32) -> Result<PullResponse> {
-        let mut pages = self.pull_pages(token, cursor, limit, 1)?;
+    /// Pulls one page after a cursor; `own_held_after` as [`PullRequest::own_held_after`].
+    pub fn pull(
+        &self,
+        token: &str,
+        cursor: Option<String>,
+        limit: u32,
+        own_held_after: Option<u64>,
+    ) -> Result<PullResponse> {
+        let mut pages = self.pull_pages(token, cursor, limit, 1, own_held_after)?;
         pages.next().unwrap_or_else(|| {
             Err(Error::Network(
                 "answer from /api/v1/sync/pull: no page".into(),
@@ -198,12 +204,14 @@ impl Client {
         cursor: Option<String>,
         limit: u32,
         pages: u32,
+        own_held_after: Option<u64>,
     ) -> Result<Pages> {
         let request = PullRequest {
             protocol: PROTOCOL_VERSION,
             cursor: cursor.map(Cursor),
             limit,
             pages: (pages > 1).then_some(pages),
+            own_held_after,
             extra: Default::default(),
         };
         let body = serde_json::to_value(&request).map_err(|e| Error::Network(e.to_string()))?;
@@ -340,7 +348,7 @@ mod tests {
     /// The cursors of the pages a pull of two pages from the server at `url` reads.
     fn cursors_read(url: &str) -> Vec<String> {
         Client::new(url, Duration::from_secs(5))
-            .pull_pages("t", None, 10, 2)
+            .pull_pages("t", None, 10, 2, None)
             .unwrap()
             .map(|p| p.unwrap().next_cursor.0)
             .collect()
@@ -358,7 +366,7 @@ mod tests {
         let none =
             "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: 0\r\n\r\n";
         let client = Client::new(&answering(none.into()), Duration::from_secs(5));
-        let mut pages = client.pull_pages("t", None, 10, 2).unwrap();
+        let mut pages = client.pull_pages("t", None, 10, 2, None).unwrap();
         assert!(matches!(pages.next(), Some(Err(Error::Network(_)))));
         assert!(pages.next().is_none());
     }
@@ -389,7 +397,7 @@ mod tests {
         let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                       content-encoding: zstd\r\ncontent-length: 9\r\n\r\nnot zstd!";
         let client = Client::new(&answering(answer.into()), Duration::from_secs(5));
-        let mut pages = client.pull_pages("t", None, 10, 1).unwrap();
+        let mut pages = client.pull_pages("t", None, 10, 1, None).unwrap();
         assert!(matches!(pages.next(), Some(Err(Error::Network(_)))));
         assert!(pages.next().is_none());
     }

@@ -155,9 +155,10 @@ impl Transport for Http {
         if let Some(page) = cursor.as_deref().and_then(|c| self.take(c, true)) {
             return Ok(page);
         }
+        let own = Some(store.own_held_after()?);
         let client = self.client(store)?;
         authed(store, client, &|client, token| {
-            client.pull(token, cursor.clone(), limit)
+            client.pull(token, cursor.clone(), limit, own)
         })
     }
 
@@ -171,6 +172,9 @@ impl Transport for Http {
         let Some(token) = session.access_token else {
             return;
         };
+        let Ok(own) = store.own_held_after() else {
+            return;
+        };
         let timeout = self.timeout;
         let (pages_ahead, ahead) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
         let fetching = std::thread::Builder::new()
@@ -179,7 +183,8 @@ impl Transport for Http {
                 let client = Client::new(&session.server, timeout);
                 let mut at = cursor;
                 loop {
-                    let pages = client.pull_pages(&token, Some(at.clone()), limit, PAGES_ASKED);
+                    let pages =
+                        client.pull_pages(&token, Some(at.clone()), limit, PAGES_ASKED, Some(own));
                     let pages: Box<dyn Iterator<Item = Result<PullResponse>>> = match pages {
                         Ok(pages) => Box::new(pages),
                         Err(e) => Box::new(std::iter::once(Err(e))),

@@ -91,6 +91,7 @@ async fn pull(
         caller,
         limit: req.limit.clamp(1, MAX_BATCH as u32),
         protocol: req.protocol,
+        own_held_after: req.own_held_after,
     };
     let pages = req.pages.unwrap_or(1).clamp(1, MAX_PAGES);
     // The first page is read before answering, so that a failure is an ordinary error answer.
@@ -139,6 +140,8 @@ struct Ask {
     caller: caller::Caller,
     limit: u32,
     protocol: u32,
+    /// Own values above this counter are not sent back.
+    own_held_after: Option<u64>,
 }
 
 /// Reads the page at `from` (the store writes its bookkeeping); returns it as JSON, with where the next
@@ -151,7 +154,7 @@ async fn page(
     let caller = ask.caller.clone();
     let page = state
         .store
-        .pull_page(caller.clone(), from, ask.limit)
+        .pull_page(caller.clone(), from, ask.limit, ask.own_held_after)
         .await?;
     let (cursor_key, protocol) = (state.keys.cursor.clone(), ask.protocol);
     // Grouped and encoded on the blocking pool, as the page was read: a page of thousands of

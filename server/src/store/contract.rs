@@ -85,8 +85,16 @@ pub trait Store: Send + Sync + 'static {
         max_clock_ahead_ms: u64,
     ) -> StoreFuture<Vec<ChangeResult>>;
 
-    /// One page of a pull from `from`, at most `limit` values (contract 2, 3).
-    fn pull_page(&self, caller: Caller, from: Position, limit: u32) -> StoreFuture<Page>;
+    /// One page of a pull from `from`: whole records, at most `limit` values unless one record
+    /// alone has more; without the caller's own accepted values of change counters above
+    /// `own_held_after` that nothing newer replaced (contract 2, 3).
+    fn pull_page(
+        &self,
+        caller: Caller,
+        from: Position,
+        limit: u32,
+        own_held_after: Option<u64>,
+    ) -> StoreFuture<Page>;
 
     /// The last sequence number issued, read on a reader (health check).
     fn current_seq(&self) -> StoreFuture<i64>;

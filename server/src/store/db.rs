@@ -51,6 +51,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/008_token_generations.sql"),
     include_str!("sql/009_device_keys.sql"),
     include_str!("sql/010_address_code_index.sql"),
+    include_str!("sql/011_records.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -360,58 +361,158 @@ mod tests {
             .unwrap();
     }
 
+    const P: &str = "00000000-0000-4000-8000-000000000001";
+    const H: &str = "00000000-0000-4000-8000-000000000002";
+    const R: &str = "00000000-0000-4000-8000-000000000003";
+    const N1: &str = "00000000-0000-4000-8000-0000000000a1";
+    const N2: &str = "00000000-0000-4000-8000-0000000000a2";
+    const VA: &str = "441303006001";
+    const VB: &str = "441303006002";
+
+    fn uuid(text: &str) -> uuid::Uuid {
+        uuid::Uuid::parse_str(text).unwrap()
+    }
+
     #[test]
-    fn a_database_of_the_previous_schema_gets_feeds_of_its_current_values() {
+    fn a_database_of_schema_5_ends_with_feeds_of_its_current_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baylink.db");
         // Schema 5: feed rows name a value, read from `field`; a superseded one stays.
         database_of_schema(
             &path,
             5,
-            "INSERT INTO station (code, name) VALUES ('441303006', 'S');
+            &format!(
+                "INSERT INTO station (code, name) VALUES ('441303006', 'S');
                  INSERT INTO village (code, station, name) VALUES
-                     ('441303006001', '441303006', 'A'), ('441303006002', '441303006', 'B');
-                 INSERT INTO entity (id, kind, village) VALUES ('p', 'person', '441303006001');
-                 INSERT INTO scope (entity, village) VALUES ('p', '441303006001'), ('p', '441303006002');
+                     ('{VA}', '441303006', 'A'), ('{VB}', '441303006', 'B');
+                 INSERT INTO entity (id, kind, village) VALUES ('{P}', 'person', '{VA}');
+                 INSERT INTO scope (entity, village) VALUES ('{P}', '{VA}'), ('{P}', '{VB}');
                  INSERT INTO field (entity, field, value, hlc, node, seq) VALUES
-                     ('p', 'name', '\"王五\"', 7, 'n', 3), ('p', 'village', '\"441303006001\"', 5, 'n', 2);
+                     ('{P}', 'name', '\"王五\"', 7, '{N1}', 3), ('{P}', 'village', '\"{VA}\"', 5, '{N1}', 2);
                  INSERT INTO feed (village, seq, entity, kind, field) VALUES
-                     ('441303006001', 1, 'p', 'person', 'name'),
-                     ('441303006001', 2, 'p', 'person', 'village'),
-                     ('441303006001', 3, 'p', 'person', 'name'),
-                     ('441303006002', 2, 'p', 'person', 'village'),
-                     ('441303006002', 3, 'p', 'person', 'name');",
+                     ('{VA}', 1, '{P}', 'person', 'name'),
+                     ('{VA}', 2, '{P}', 'person', 'village'),
+                     ('{VA}', 3, '{P}', 'person', 'name'),
+                     ('{VB}', 2, '{P}', 'person', 'village'),
+                     ('{VB}', 3, '{P}', 'person', 'name');"
+            ),
         );
         let db = Db::open(&path).unwrap();
-        let feed: Vec<(String, i64, String, String, i64)> = db
-            .read_blocking(|c| {
-                Ok(c.prepare(
-                    "SELECT village, seq, field, value, hlc FROM feed ORDER BY village, seq",
-                )?
-                .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect::<Result<_, _>>()?)
-            })
-            .unwrap();
-        let row = |village: &str, seq, field: &str, value: &str, hlc| {
+        let held = db.read_blocking(crate::store::snapshot::read).unwrap();
+        let entry = crate::store::snapshot::FeedEntry {
+            seq: 3,
+            entity: uuid(P),
+        };
+        assert_eq!(held.feeds[VA], std::slice::from_ref(&entry));
+        assert_eq!(held.feeds[VB], [entry]);
+        let name = &held.values[&(uuid(P), "name".to_owned())];
+        assert_eq!(
+            (name.value.as_str(), name.seq, name.stamp.hlc.as_u64()),
+            (Some("王五"), 3, 7)
+        );
+        assert_eq!(held.values[&(uuid(P), "village".to_owned())].seq, 2);
+    }
+
+    #[test]
+    fn a_database_of_schema_10_gets_records_links_and_actions_with_nothing_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        // Field rows of a person (two nodes, two actions), a house with an address code and a
+        // residence naming both; the history as one row per field.
+        database_of_schema(
+            &path,
+            10,
+            &format!(
+                "INSERT INTO station (code, name) VALUES ('441303006', 'S');
+                 INSERT INTO village (code, station, name) VALUES ('{VA}', '441303006', 'A');
+                 INSERT INTO entity (id, kind, village) VALUES
+                     ('{P}', 'person', '{VA}'), ('{H}', 'house', '{VA}'), ('{R}', 'residence', '{VA}');
+                 INSERT INTO scope (entity, village) VALUES ('{P}', '{VA}'), ('{H}', '{VA}'), ('{R}', '{VA}');
+                 INSERT INTO summary (entity, kind, village, label, deleted, updated_seq)
+                     SELECT id, kind, village, '', 0, 0 FROM entity;
+                 INSERT INTO field (entity, field, value, hlc, node, seq) VALUES
+                     ('{P}', 'name', '\"王五\"', 9, '{N2}', 6),
+                     ('{P}', 'village', '\"{VA}\"', 5, '{N1}', 1),
+                     ('{H}', 'address_code', '\"4413030060010001\"', 5, '{N1}', 2),
+                     ('{H}', 'village', '\"{VA}\"', 5, '{N1}', 3),
+                     ('{R}', 'person', '\"{P}\"', 5, '{N1}', 4),
+                     ('{R}', 'house', '\"{H}\"', 5, '{N1}', 5);
+                 INSERT INTO feed (village, seq, entity, kind, field, value, hlc, node)
+                     SELECT '{VA}', seq, entity, 'x', field, value, hlc, node FROM field;
+                 INSERT INTO history (entity, kind, field, old_value, old_stamp, value, stamp, won, device, account, at_ms) VALUES
+                     ('{P}', 'person', 'village', NULL, NULL, '\"{VA}\"', '5-{N1}', 1, '{N1}', 1, 100),
+                     ('{P}', 'person', 'name', NULL, NULL, '\"王\"', '5-{N1}', 1, '{N1}', 1, 100),
+                     ('{P}', 'person', 'name', '\"王\"', '5-{N1}', '\"王五\"', '9-{N2}', 1, '{N2}', 2, 200);"
+            ),
+        );
+        let started = std::time::Instant::now();
+        let db = Db::open(&path).unwrap();
+        assert!(started.elapsed().as_secs() < 60);
+        let held = db.read_blocking(crate::store::snapshot::read).unwrap();
+        let value = |id: &str, field: &str| {
+            let stored = &held.values[&(uuid(id), field.to_owned())];
             (
-                village.to_owned(),
-                seq,
-                field.to_owned(),
-                value.to_owned(),
-                hlc,
+                stored.value.clone(),
+                stored.stamp.hlc.as_u64(),
+                stored.stamp.node.to_string(),
+                stored.seq,
             )
         };
         assert_eq!(
-            feed,
-            [
-                row("441303006001", 2, "village", "\"441303006001\"", 5),
-                row("441303006001", 3, "name", "\"王五\"", 7),
-                row("441303006002", 2, "village", "\"441303006001\"", 5),
-                row("441303006002", 3, "name", "\"王五\"", 7),
-            ]
+            value(P, "name"),
+            (serde_json::json!("王五"), 9, N2.to_owned(), 6)
         );
+        assert_eq!(
+            value(P, "village"),
+            (serde_json::json!(VA), 5, N1.to_owned(), 1)
+        );
+        assert_eq!(value(R, "house").3, 5);
+        assert_eq!(held.values.len(), 6);
+        // Each record once in its village's feed, at its newest number.
+        let fed: Vec<(i64, uuid::Uuid)> =
+            held.feeds[VA].iter().map(|e| (e.seq, e.entity)).collect();
+        assert_eq!(fed, [(3, uuid(H)), (5, uuid(R)), (6, uuid(P))]);
+        assert_eq!(held.entities[&uuid(P)].seq, 6);
+        // Three field changes in two actions, read back one per field.
+        let history: Vec<(String, serde_json::Value, Option<String>)> = held
+            .history
+            .iter()
+            .map(|w| (w.field.clone(), w.value.clone(), w.device.clone()))
+            .collect();
+        assert_eq!(history.len(), 3);
+        assert_eq!(held.history[0].seq, held.history[1].seq, "one action");
+        assert!(held.history[2].seq > held.history[1].seq);
+        assert_eq!(
+            history[2],
+            (
+                "name".to_owned(),
+                serde_json::json!("王五"),
+                Some(N2.to_owned())
+            )
+        );
+        // Who lives where, and which house holds the code, are found through the links.
+        let (living, coded) = db
+            .read_blocking(|c| {
+                let living = crate::store::scope::residences_naming(c, "house", H)?;
+                let coded =
+                    crate::store::holders::holders(c, "house", "address_code", "4413030060010001")?;
+                Ok((living, coded))
+            })
+            .unwrap();
+        assert_eq!(living, [R.to_owned()]);
+        assert_eq!(coded, [H.to_owned()]);
+        let tables: i64 = db
+            .read_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE name = 'field'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(tables, 0, "the field rows are gone");
+        // Summaries are computed from the records' states.
+        assert_eq!(held.summaries[&uuid(P)].label, "王五");
     }
 
     #[test]

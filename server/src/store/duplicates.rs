@@ -59,8 +59,9 @@ pub fn candidates(
         name: Option<String>,
     }
     let mut stmt = conn.prepare(
-        "SELECT s.entity, s.label, s.village, s.id_number, s.name, f.value, s.created_by
-         FROM summary s LEFT JOIN field f ON f.entity = s.entity AND f.field = 'birth_date'
+        "SELECT s.entity, s.label, s.village, s.id_number, s.name,
+                e.state ->> '$.f.birth_date[0]', s.created_by
+         FROM summary s JOIN entity e ON e.id = s.entity
          WHERE s.kind = 'person' AND s.deleted = 0 AND s.village IN (SELECT value FROM json_each(?1))",
     )?;
     let people: Vec<Person> = stmt
@@ -72,9 +73,7 @@ pub fn candidates(
                     label: r.get(1)?,
                     village: r.get(2)?,
                     id_number: r.get(3)?,
-                    birth_date: birth
-                        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-                        .and_then(|v| v.as_str().map(str::to_owned)),
+                    birth_date: birth,
                     created_by: r.get(6)?,
                 },
                 name: r.get(4)?,
@@ -196,16 +195,13 @@ pub struct MergeReport {
 }
 
 fn current(conn: &Connection, entity: &str) -> Result<Vec<(String, Value)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT field, value FROM field WHERE entity = ?1")?;
-    let rows = stmt.query_map([entity], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (field, value) = row?;
-        out.push((field, serde_json::from_str(&value).unwrap_or(Value::Null)));
-    }
-    Ok(out)
+    let state = crate::store::state::load(conn, entity)?
+        .map(|l| l.state)
+        .unwrap_or_default();
+    Ok(state
+        .into_iter()
+        .map(|(field, slot)| (field, slot.version.value))
+        .collect())
 }
 
 /// Merges the duplicate `from` into `into`, in one transaction.
@@ -233,12 +229,10 @@ pub fn merge(
     }
     let pointing: Vec<(String, String)> = tx
         .prepare(&format!(
-            "SELECT entity, field FROM field WHERE {} AND value = ?1",
+            "SELECT entity, field FROM link WHERE {} AND target = ?1",
             crate::store::refs::among_references("field")
         ))?
-        .query_map([Value::String(from.to_owned()).to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
+        .query_map([from], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (entity, field) in pointing {
         write_in(

@@ -3,7 +3,6 @@
 //! the whole natural key (with its ID type or plate kind) on the records' values.
 
 use rusqlite::{Connection, params};
-use serde_json::Value;
 
 use crate::store::error::StoreError;
 
@@ -20,16 +19,14 @@ pub(crate) fn holders(
     text: &str,
 ) -> Result<Vec<String>, StoreError> {
     let ids = match column {
-        // Address codes are not a summary column: their own index over the values (stored as
-        // JSON), live ones told by the summary.
+        // Address codes are not a summary column: the links hold them, live ones told by the
+        // summary.
         "address_code" => conn
             .prepare_cached(
-                "SELECT f.entity FROM field f JOIN summary s ON s.entity = f.entity
-                 WHERE f.field = 'address_code' AND f.value = ?1 AND s.deleted = 0 LIMIT ?2",
+                "SELECT l.entity FROM link l JOIN summary s ON s.entity = l.entity
+                 WHERE l.field = 'address_code' AND l.target = ?1 AND s.deleted = 0 LIMIT ?2",
             )?
-            .query_map(params![Value::String(text.to_owned()).to_string(), MOST], |r| {
-                r.get(0)
-            })?
+            .query_map(params![text, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         "id_number" | "plate" => conn
             .prepare_cached(&format!(

@@ -11,8 +11,9 @@
 //! - registries they share: [`accounts`], [`devices`];
 //! - the planner, pure policy over facts the use cases load: [`authorize`];
 //! - the shared write path and what it keeps in step: [`write`] (which reads the planner's lists
-//!   of fields the server and the console own), [`scope`], [`summary`], [`watch`],
-//!   [`holders`], [`refs`], [`values`];
+//!   of fields the server and the console own), [`state`] (records as one row each, and the
+//!   unit of work's pending writes), [`scope`], [`summary`], [`watch`], [`holders`], [`refs`],
+//!   [`values`];
 //! - the handle: [`db`] (at start it migrates and refreshes summaries stored before they
 //!   existed, through [`summary`]), [`checkpoint`];
 //! - leaves: [`caller`], [`places`] (which audits its imports), [`audit`], [`error`].
@@ -41,6 +42,7 @@ pub mod sessions;
 pub mod signin;
 pub mod snapshot;
 pub mod sqlite;
+pub mod state;
 pub mod summary;
 pub mod values;
 pub mod watch;

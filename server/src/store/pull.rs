@@ -4,8 +4,8 @@ use crate::store::caller::Caller;
 use crate::store::error::StoreError;
 use crate::store::values::corrupt;
 use crate::store::values::current_seq;
+use baylink_sync::NodeId;
 use baylink_sync::wire::{Cursor, FieldValue};
-use baylink_sync::{Hlc, Stamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,58 +96,124 @@ fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), StoreError>
 /// A value as a pull sends it: the stored JSON checked, not parsed into a tree and written again.
 pub type SentValue = FieldValue<Box<RawValue>>;
 
-/// Reads the columns `field, value, hlc, node` from `at` on, of a record already read.
-pub(crate) fn sent_value(
-    row: &rusqlite::Row<'_>,
-    at: usize,
-    kind: &str,
-    entity: Uuid,
-) -> Result<SentValue, StoreError> {
-    let node = row.get_ref(at + 3)?.as_str().map_err(|_| corrupt("node"))?;
-    Ok(FieldValue {
-        kind: kind.to_owned(),
-        entity,
-        field: row.get(at)?,
-        value: RawValue::from_string(row.get(at + 1)?).map_err(|_| corrupt("value"))?,
-        stamp: Stamp::new(
-            Hlc::from_u64(row.get::<_, i64>(at + 2)? as u64),
-            node.parse().map_err(|_| corrupt("node"))?,
-        ),
-        extra: BTreeMap::new(),
-    })
-}
-
 pub(crate) fn parse_entity(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|_| corrupt("entity"))
 }
 
-/// Current values of the caller's villages written or resent after `after` and up to `upto`,
-/// in `seq` order: at most `limit + 1` from each village's feed, merged, so that the first
-/// `limit` hold every value up to the last of them, whichever village it came from.
-pub(crate) fn feed_values(
-    tx: &Connection,
-    villages: &[String],
-    after: i64,
-    upto: i64,
-    limit: u32,
-) -> Result<Vec<(i64, SentValue)>, StoreError> {
-    let mut rows: Vec<(i64, SentValue)> = Vec::new();
-    for village in villages {
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, entity, kind, field, value, hlc, node FROM feed
-             WHERE village = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
-        )?;
-        let mut found = stmt.query(params![village, after, upto, i64::from(limit) + 1])?;
-        while let Some(r) = found.next()? {
-            let kind = r.get_ref(2)?.as_str().map_err(|_| corrupt("kind"))?;
-            let entity = parse_entity(r.get_ref(1)?.as_str().map_err(|_| corrupt("entity"))?)?;
-            rows.push((r.get(0)?, sent_value(r, 3, kind, entity)?));
+/// One record of a village's feed as a page sends it: its values written or resent after the
+/// cursor (all of them when `whole`), less the device's own.
+pub(crate) struct FeedRecord {
+    /// Where it stands in the feeds.
+    pub(crate) seq: i64,
+    /// The values sent.
+    pub(crate) values: Vec<SentValue>,
+}
+
+/// What a device asks of one page.
+#[derive(Clone, Debug)]
+pub struct Ask {
+    /// Where the page starts.
+    pub from: Position,
+    /// Most values (a record alone may have more).
+    pub limit: u32,
+    /// The device holds every value it wrote with a change counter above this (see
+    /// [`baylink_sync::wire::PullRequest::own_held_after`]).
+    pub own_held_after: Option<u64>,
+}
+
+/// Which values a page leaves out: the device's own, accepted above a counter.
+#[derive(Clone, Copy)]
+pub(crate) struct Own {
+    node: Option<NodeId>,
+    after: u64,
+}
+
+impl Own {
+    pub(crate) fn of(caller: &Caller, own_held_after: Option<u64>) -> Own {
+        Own {
+            node: own_held_after.and(caller.device.parse().ok()),
+            after: own_held_after.unwrap_or(u64::MAX),
         }
     }
-    // A value of an entity in two of the caller's villages is in both feeds at one seq.
-    rows.sort_unstable_by_key(|row| row.0);
-    rows.dedup_by_key(|row| row.0);
-    Ok(rows)
+
+    /// Whether the device holds this value already (it wrote it, and dropped nothing since).
+    fn held(&self, slot: &crate::store::state::RawSlot) -> bool {
+        slot.counter > self.after && Some(slot.stamp.node) == self.node
+    }
+}
+
+/// The records of the caller's villages written or resent after `after` and up to `upto`, in
+/// `seq` order, with the values each sends (written or resent after `fields_after`, all when
+/// `whole`; the device's own left out): as many records as
+/// hold at most `limit` values (a record alone may hold more), and whether more follow. Each
+/// village's feed is read `limit + 1` records at a time, merged up to the lowest last record of
+/// the villages with more, so that those taken hold every record up to the last of them,
+/// whichever village it came from; read on while records send nothing.
+pub(crate) fn feed_records(
+    tx: &Connection,
+    villages: &[String],
+    (after, fields_after): (i64, i64),
+    upto: i64,
+    limit: u32,
+    whole: bool,
+    own: Own,
+) -> Result<(Vec<FeedRecord>, bool), StoreError> {
+    let fetch = i64::from(limit) + 1;
+    let mut out: Vec<FeedRecord> = Vec::new();
+    let mut count = 0usize;
+    let mut from = after;
+    loop {
+        let mut rows: Vec<(i64, String, String, String)> = Vec::new();
+        // Past this number some village's feed was not read.
+        let mut bound = upto;
+        for village in villages {
+            let mut stmt = tx.prepare_cached(
+                "SELECT f.seq, e.id, e.kind, e.state FROM feed f JOIN entity e ON e.pos = f.pos
+                 WHERE f.village = ?1 AND f.seq > ?2 AND f.seq <= ?3 ORDER BY f.seq LIMIT ?4",
+            )?;
+            let found = stmt.query_map(params![village, from, upto, fetch], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            let before = rows.len();
+            for row in found {
+                rows.push(row?);
+            }
+            if rows.len() - before == fetch as usize {
+                bound = bound.min(rows.last().map_or(upto, |r| r.0));
+            }
+        }
+        // A record in two of the caller's villages is in both feeds at one seq.
+        rows.sort_unstable_by_key(|row| row.0);
+        rows.dedup_by_key(|row| row.0);
+        rows.retain(|row| row.0 <= bound);
+        for (seq, id, kind, state) in rows {
+            let entity = parse_entity(&id)?;
+            let values: Vec<SentValue> = crate::store::state::decode_raw(&state)?
+                .into_iter()
+                .filter(|slot| (whole || slot.seq > fields_after) && !own.held(slot))
+                .map(|slot| FieldValue {
+                    kind: kind.clone(),
+                    entity,
+                    field: slot.field,
+                    value: slot.value,
+                    stamp: slot.stamp,
+                    extra: BTreeMap::new(),
+                })
+                .collect();
+            if count > 0 && count + values.len() > limit as usize {
+                return Ok((out, true));
+            }
+            count += values.len();
+            out.push(FeedRecord { seq, values });
+        }
+        if bound == upto {
+            return Ok((out, false));
+        }
+        if count >= limit as usize {
+            return Ok((out, true));
+        }
+        from = bound;
+    }
 }
 
 /// Reads one page of a pull from a snapshot (a reader connection will do) and says what is left
@@ -158,10 +224,15 @@ pub(crate) fn feed_values(
 pub fn read_page(
     tx: &Connection,
     caller: &Caller,
-    from: Position,
-    limit: u32,
+    ask: Ask,
     now_ms: u64,
 ) -> Result<(Page, PullSettle), StoreError> {
+    let Ask {
+        from,
+        limit,
+        own_held_after,
+    } = ask;
+    let own = Own::of(caller, own_held_after);
     let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     let held: BTreeSet<String> = match from.held {
         Some(held) => held,
@@ -218,26 +289,45 @@ pub fn read_page(
     }
     let (values, more, next) = match snapshot {
         Some(sent) => {
-            let mut rows = feed_values(tx, &caller.villages, sent, upto, limit)?;
-            let inside = rows.len() > limit as usize;
-            rows.truncate(limit as usize);
-            // The feed after the snapshot's number follows its last value, on the next page.
-            let next = match rows.last() {
-                Some((seq, _)) if inside => (upto, Some(*seq)),
-                _ => (upto, None),
+            // The device holds none of these records: each is sent whole. The snapshot reads on
+            // past the number it was taken at: a record written meanwhile has left its place
+            // before that number for a later one, and is sent whole there.
+            let (records, inside) =
+                feed_records(tx, &caller.villages, (sent, 0), i64::MAX, limit, true, own)?;
+            let next = match records.last() {
+                Some(last) if inside => (upto, Some(last.seq), None),
+                // Done: what follows is news, and the records dropped since the snapshot was
+                // taken are dropped by this page.
+                _ => {
+                    upto = current_seq(tx)?;
+                    (upto, None, None)
+                }
             };
-            (rows.into_iter().map(|(_, row)| row).collect(), true, next)
+            (
+                records.into_iter().flat_map(|r| r.values).collect(),
+                true,
+                next,
+            )
         }
         None => {
-            let mut rows = feed_values(tx, &caller.villages, after, i64::MAX, limit)?;
-            let more = rows.len() > limit as usize;
-            rows.truncate(limit as usize);
-            upto = match rows.last() {
-                Some((seq, _)) if more => *seq,
-                _ => current_seq(tx)?,
+            // Inside a pull of several pages, the values after where it started: a record
+            // written since it started has moved past the pages read, its older values with it.
+            let fields_after = from.fields_after.unwrap_or(after);
+            let range = (after, fields_after);
+            let (records, more) =
+                feed_records(tx, &caller.villages, range, i64::MAX, limit, false, own)?;
+            let next = match records.last() {
+                Some(last) if more => {
+                    upto = last.seq;
+                    (upto, None, Some(fields_after))
+                }
+                _ => {
+                    upto = current_seq(tx)?;
+                    (upto, None, None)
+                }
             };
-            let rows = rows.into_iter().map(|(_, row)| row).collect();
-            (rows, more, (upto, None))
+            let values = records.into_iter().flat_map(|r| r.values).collect();
+            (values, more, next)
         }
     };
     if upto > after {
@@ -275,10 +365,11 @@ pub fn read_page(
     };
     // The page drops what the lost villages held and brings the new ones' records: once it is
     // applied, the device holds exactly the caller's villages (the new ones perhaps in part).
-    let (after, snapshot) = next;
+    let (after, snapshot, fields_after) = next;
     let next = Position {
         after,
         snapshot,
+        fields_after,
         held: Some(now.clone()),
     };
     let page = Page {

@@ -80,6 +80,27 @@ pub(crate) fn replay(
     })
 }
 
+/// The counters among `changes` the server refused before.
+fn told_refused(
+    tx: &Transaction<'_>,
+    device: &str,
+    changes: &[Change],
+) -> Result<HashSet<u64>, StoreError> {
+    let counters = changes.iter().map(|c| c.id.counter);
+    let (Some(low), Some(high)) = (counters.clone().min(), counters.max()) else {
+        return Ok(HashSet::new());
+    };
+    let found = tx
+        .prepare_cached(
+            "SELECT counter FROM refusal WHERE device = ?1 AND counter BETWEEN ?2 AND ?3",
+        )?
+        .query_map(params![device, low as i64, high as i64], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(found.into_iter().map(|c| c as u64).collect())
+}
+
 /// Every stored record a push names, as [`authorize`] needs it: kind and villages, and the
 /// current values of those the push writes.
 pub(crate) fn held_records(
@@ -190,7 +211,7 @@ pub fn push(
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut persons: BTreeSet<String> = BTreeSet::new();
     // Records created by this push, with the fields it wrote to each so far.
-    let mut created_here: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut created_here: HashSet<String> = HashSet::new();
     let mut owned = Owned::default();
     // A new record's server-owned values, known before its changes are applied: who pushed it,
     // and when it was captured (its oldest accepted stamp).
@@ -213,6 +234,9 @@ pub fn push(
             *at = (*at).min(stamped).min(claimed.unwrap_or(u64::MAX));
         }
     }
+    // Changes an earlier copy of this push was refused (the device was told so, and may have
+    // taken them back): accepted now, pulls send them back to the device.
+    let told_refused = told_refused(&tx, &caller.device, changes)?;
     let mut results = Vec::with_capacity(changes.len());
     // The device's counter advances only by changes the server accepted.
     let mut newest = last_counter as u64;
@@ -232,15 +256,11 @@ pub fn push(
         };
         newest = newest.max(counter);
         let entity = change.entity.hyphenated().to_string();
-        if !touched.contains(&entity) {
-            let created = tx
-                .prepare_cached(
-                    "INSERT INTO entity (id, kind, village) VALUES (?1, ?2, NULL) ON CONFLICT (id) DO NOTHING",
-                )?
-                .execute(params![entity, change.kind])?;
-            if created == 1 {
-                created_here.insert(entity.clone(), HashSet::new());
-            }
+        // A record the server did not hold before this push (the planner read every one it
+        // names) is created by it.
+        if !records.contains_key(&change.entity) && !created_here.contains(&entity) {
+            seq.pending.create(&entity, &change.kind);
+            created_here.insert(entity.clone());
         }
         let sent = owned.records.entry(entity.clone()).or_default();
         sent.kind.clone_from(&change.kind);
@@ -249,7 +269,7 @@ pub fn push(
         // is applied in its place among the record's values, with the record's stamp: the feed
         // keeps a record's values together, and a pull sends them as one group.
         let kept = own
-            && created_here.contains_key(&entity)
+            && created_here.contains(&entity)
             && owned_when_new(
                 &change.field,
                 &username,
@@ -258,20 +278,14 @@ pub fn push(
             .is_some_and(|value| value == change.value);
         if kept {
             sent.done.insert(change.field.clone());
-            let absent = created_here
-                .get_mut(&entity)
-                .is_some_and(|written| written.insert(change.field.clone()));
-            apply(&tx, &mut seq, caller, change, absent, now_ms, &mut persons)?;
+            let echo = told_refused.contains(&counter);
+            apply(&tx, &mut seq, caller, change, echo, now_ms, &mut persons)?;
         } else if own {
             sent.sent.insert(change.field.clone(), change.clone());
         } else if apply_it {
             sent.edited = true;
-            // A record this push created holds only the fields this push wrote: no lookup for
-            // the others (most of an ingest's changes).
-            let absent = created_here
-                .get_mut(&entity)
-                .is_some_and(|written| written.insert(change.field.clone()));
-            apply(&tx, &mut seq, caller, change, absent, now_ms, &mut persons)?;
+            let echo = told_refused.contains(&counter);
+            apply(&tx, &mut seq, caller, change, echo, now_ms, &mut persons)?;
         }
         touched.insert(entity);
         results.push(accepted(counter));
@@ -345,7 +359,7 @@ pub(crate) const CAPTURE_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 /// What the server knows of the records a push creates.
 pub(crate) struct New<'a> {
     /// Records created, with the fields written to each.
-    created: &'a HashMap<String, HashSet<String>>,
+    created: &'a HashSet<String>,
     /// When each record the push wrote was captured (ms): its oldest accepted stamp, or the
     /// capture time it claims when earlier.
     captured: &'a HashMap<Uuid, u64>,
@@ -392,7 +406,7 @@ pub(crate) fn write_owned(
     }
     let node = server_node(tx)?;
     for (entity, record) in &owned.records {
-        let new = new_records.created.contains_key(entity);
+        let new = new_records.created.contains(entity);
         let mut writes: Vec<(&str, Option<Versioned>, Value)> = Vec::new();
         // Server-owned fields, and fields the server keeps as it holds them (a device that sent
         // one gets the held value back, stamped after its own).
@@ -408,7 +422,11 @@ pub(crate) fn write_owned(
                 if record.done.contains(field) {
                     continue;
                 }
-                let stored = if new { None } else { held(tx, entity, field)? };
+                let stored = if new {
+                    None
+                } else {
+                    seq.pending.held(tx, entity, field)?
+                };
                 let stored_value = stored.as_ref().map(|v| &v.value);
                 let reviewed = stored_value
                     .and_then(Value::as_str)
@@ -454,9 +472,8 @@ pub(crate) fn write_owned(
                 base: stored.as_ref().map(|s| s.stamp),
                 extra: BTreeMap::new(),
             };
-            let absent = stored.is_none();
             let mut persons = BTreeSet::new();
-            apply(tx, seq, caller, &change, absent, now_ms, &mut persons)?;
+            apply(tx, seq, caller, &change, false, now_ms, &mut persons)?;
         }
     }
     Ok(())

@@ -46,14 +46,19 @@ pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, StoreEr
         .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
     let Some(kind) = kind else { return Ok(None) };
-    let mut stmt =
-        conn.prepare("SELECT field, value FROM field WHERE entity = ?1 ORDER BY field")?;
-    let fields = stmt
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let state = crate::store::state::load(conn, id)?
+        .map(|l| l.state)
+        .unwrap_or_default();
+    let fields = state
+        .into_iter()
+        .map(|(field, slot)| (field, slot.version.value.to_string()))
+        .collect();
+    // One row per action, one entry per field it wrote: `[old, old stamp, value, won]`.
     let mut stmt = conn.prepare(
-        "SELECT h.field, h.old_value, h.value, h.stamp, h.won, h.device, a.username, h.at_ms
-         FROM history h LEFT JOIN account a ON a.id = h.account WHERE h.entity = ?1 ORDER BY h.seq",
+        "SELECT c.key, CASE WHEN c.value ->> '$[1]' IS NULL THEN NULL ELSE c.value -> '$[0]' END,
+                c.value -> '$[2]', h.stamp, c.value ->> '$[3]', h.device, a.username, h.at_ms
+         FROM history h JOIN json_each(h.changes) c LEFT JOIN account a ON a.id = h.account
+         WHERE h.entity = ?1 ORDER BY h.seq, c.id",
     )?;
     let history = stmt
         .query_map([id], |r| {
@@ -356,12 +361,12 @@ pub fn linked(
         }
     }
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT f.field, f.entity, s.kind, s.label, s.deleted FROM field f JOIN summary s ON s.entity = f.entity
-         WHERE {} AND f.value = ?1
+        "SELECT l.field, l.entity, s.kind, s.label, s.deleted FROM link l JOIN summary s ON s.entity = l.entity
+         WHERE {} AND l.target = ?1
          ORDER BY s.kind, s.updated_seq DESC LIMIT 500",
-        crate::store::refs::among_references("f.field")
+        crate::store::refs::among_references("l.field")
     ))?;
-    let rows = stmt.query_map([Value::String(id.to_owned()).to_string()], |r| {
+    let rows = stmt.query_map([id], |r| {
         Ok(Linked {
             field: r.get(0)?,
             incoming: true,

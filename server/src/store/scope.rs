@@ -4,6 +4,7 @@ use baylink_domain::scope::{Residence, person_villages};
 
 use crate::store::caller::Caller;
 use crate::store::error::StoreError;
+use crate::store::state;
 use crate::store::values::Scopes;
 use crate::store::values::Sequence;
 use crate::store::values::held;
@@ -71,6 +72,8 @@ pub(crate) fn rescope(
     touched: &BTreeSet<String>,
     persons: &BTreeSet<String>,
 ) -> Result<Scopes, StoreError> {
+    // Everything below reads the tables.
+    seq.flush(tx)?;
     for entity in touched {
         crate::store::summary::refresh_summary(tx, entity)?;
     }
@@ -132,7 +135,7 @@ pub(crate) fn rescope(
         scopes.insert(person, villages);
     }
     for entity in touched.iter().chain(&resent) {
-        publish(tx, entity, seq.start)?;
+        publish(tx, entity)?;
     }
     Ok(scopes)
 }
@@ -149,56 +152,48 @@ pub(crate) fn village_of(
         .optional()?)
 }
 
-/// [`residences_naming`]'s query: `?1` the field, `?2` the record named as a JSON value.
-pub(crate) static RESIDENCES_NAMING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "SELECT f.entity FROM field f JOIN entity e ON e.id = f.entity AND e.kind = 'residence'
-         WHERE {} AND f.field = ?1 AND f.value = ?2",
-        crate::store::refs::among_references("f.field")
-    )
-});
+/// [`residences_naming`]'s query: `?1` the field, `?2` the record named.
+pub(crate) const RESIDENCES_NAMING: &str =
+    "SELECT l.entity FROM link l JOIN entity e ON e.id = l.entity AND e.kind = 'residence'
+     WHERE l.field = ?1 AND l.target = ?2";
 
 /// The residences whose `field` (`person` or `house`) names `target`, found through the index
-/// of reference fields (`field_ref`, whose condition the query repeats so that it is used).
+/// of links (`link`).
 pub(crate) fn residences_naming(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     field: &'static str,
     target: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let mut stmt = tx.prepare_cached(&RESIDENCES_NAMING)?;
-    let rows = stmt.query_map(
-        params![field, Value::String(target.to_owned()).to_string()],
-        |r| r.get(0),
-    )?;
+    let mut stmt = tx.prepare_cached(RESIDENCES_NAMING)?;
+    let rows = stmt.query_map(params![field, target], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Puts an entity's values written or resent after `since` into the feeds of its villages.
-pub(crate) fn publish(tx: &Transaction<'_>, entity: &str, since: i64) -> Result<(), StoreError> {
+/// Puts a record into the feeds of its villages, at the number of its last write or resend.
+pub(crate) fn publish(tx: &Transaction<'_>, entity: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO feed (village, seq, entity, kind, field, value, hlc, node)
-         SELECT s.village, f.seq, f.entity, e.kind, f.field, f.value, f.hlc, f.node FROM field f
-         JOIN scope s ON s.entity = f.entity JOIN entity e ON e.id = f.entity
-         WHERE f.entity = ?1 AND f.seq > ?2",
+        "INSERT OR IGNORE INTO feed (village, seq, pos)
+         SELECT s.village, e.seq, e.pos FROM entity e JOIN scope s ON s.entity = e.id
+         WHERE e.id = ?1 AND e.seq > 0",
     )?
-    .execute(params![entity, since])?;
+    .execute([entity])?;
     Ok(())
 }
 
-/// Takes an entity's current values out of one village's feed.
+/// Takes a record out of one village's feed.
 pub(crate) fn unpublish(
     tx: &Transaction<'_>,
     entity: &str,
     village: &str,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "DELETE FROM feed WHERE village = ?2 AND seq IN (SELECT seq FROM field WHERE entity = ?1)",
+        "DELETE FROM feed WHERE village = ?2 AND seq = (SELECT seq FROM entity WHERE id = ?1)",
     )?
     .execute(params![entity, village])?;
     Ok(())
 }
 
-/// Sets an entity's villages; true when its values were resent (it entered a village).
+/// Sets an entity's villages; true when it was resent (it entered a village).
 pub(crate) fn set_scope(
     tx: &Transaction<'_>,
     seq: &mut Sequence,
@@ -226,22 +221,27 @@ pub(crate) fn set_scope(
         return Ok(false);
     }
     // Devices of the new villages are past the sequence numbers of the values written before
-    // this write: those are resent, at new numbers, to every village (this write's own values
-    // are published with theirs). Their rows at the old numbers go from the villages kept.
-    let fields: Vec<String> = tx
-        .prepare_cached("SELECT field FROM field WHERE entity = ?1 AND seq <= ?2")?
-        .query_map(params![entity, seq.start], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if fields.is_empty() {
+    // this write: those are resent, at a new number, to every village (this write's own values
+    // have theirs). Its entries at the old number go from the villages kept.
+    let Some(mut record) = state::load(tx, entity)? else {
+        return Ok(false);
+    };
+    let older = record.state.values().any(|s| s.seq <= seq.start);
+    if !older {
         return Ok(false);
     }
     for kept in before.intersection(villages) {
         unpublish(tx, entity, kept)?;
     }
-    for field in fields {
-        tx.prepare_cached("UPDATE field SET seq = ?3 WHERE entity = ?1 AND field = ?2")?
-            .execute(params![entity, field, seq.next()])?;
+    let resent = seq.next();
+    for slot in record.state.values_mut() {
+        if slot.seq <= seq.start {
+            slot.seq = resent;
+        }
     }
+    record.seq = resent;
+    tx.prepare_cached("UPDATE entity SET seq = ?2, state = ?3 WHERE id = ?1")?
+        .execute(params![entity, resent, state::encode(&record.state)])?;
     Ok(true)
 }
 
@@ -274,19 +274,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn who_lives_where_is_read_through_the_index_of_reference_fields() {
+    fn who_lives_where_is_read_through_the_index_of_links() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::store::Db::open(&dir.path().join("baylink.db")).unwrap();
         let plan: Vec<String> = db
             .read_blocking(|c| {
-                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {}", *RESIDENCES_NAMING))?;
-                let rows = stmt.query_map(params!["house", "\"h\""], |r| r.get(3))?;
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {RESIDENCES_NAMING}"))?;
+                let rows = stmt.query_map(params!["house", "h"], |r| r.get(3))?;
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .unwrap();
         assert!(
             plan.iter()
-                .any(|step| step.contains("INDEX field_ref (field=? AND value=?)")),
+                .any(|step| step.contains("PRIMARY KEY (field=? AND target=?)")),
             "{plan:?}"
         );
         assert!(

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use baylink_sync::{Hlc, Stamp};
+use baylink_sync::Stamp;
 use rusqlite::Connection;
 use serde_json::Value;
 use uuid::Uuid;
@@ -19,6 +19,8 @@ pub struct Entity {
     pub kind: String,
     /// Its home village, when it has one.
     pub village: Option<String>,
+    /// The sequence number of its last write or resend: where it stands in its villages' feeds.
+    pub seq: i64,
 }
 
 /// A field's current value with its stamp and sequence number.
@@ -32,21 +34,21 @@ pub struct Stored {
     pub seq: i64,
 }
 
-/// One entry of a village's feed: a value a device of that village is sent.
+/// One entry of a village's feed: a record whose devices of that village are sent its values
+/// written or resent after their cursor.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FeedEntry {
-    /// The value's sequence number.
+    /// The record's sequence number.
     pub seq: i64,
-    /// Its record.
+    /// The record.
     pub entity: Uuid,
-    /// Its field.
-    pub field: String,
 }
 
-/// One accepted write, as the history keeps it.
+/// One accepted field change, as the history keeps it (one entry per action, one of these per
+/// field it wrote).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Written {
-    /// Sequence number.
+    /// The action's place in the history.
     pub seq: i64,
     /// Record.
     pub entity: Uuid,
@@ -127,18 +129,13 @@ fn json(text: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text).map_err(|_| corrupt("stored value"))
 }
 
-fn stamp(hlc: i64, node: &str) -> Result<Stamp, StoreError> {
-    let node = node.parse().map_err(|_| corrupt("stored node"))?;
-    Ok(Stamp::new(Hlc::from_u64(hlc as u64), node))
-}
-
 /// Reads the snapshot (inside one read transaction).
 pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
     let mut out = Snapshot {
         last_seq: crate::store::values::current_seq(conn)?,
         ..Snapshot::default()
     };
-    let mut stmt = conn.prepare("SELECT id, kind, village FROM entity")?;
+    let mut stmt = conn.prepare("SELECT id, kind, village, seq, state FROM entity")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let id = parse_entity(&r.get::<_, String>(0)?)?;
@@ -147,19 +144,17 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
             Entity {
                 kind: r.get(1)?,
                 village: r.get(2)?,
+                seq: r.get(3)?,
             },
         );
-    }
-    let mut stmt = conn.prepare("SELECT entity, field, value, hlc, node, seq FROM field")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let key = (parse_entity(&r.get::<_, String>(0)?)?, r.get(1)?);
-        let stored = Stored {
-            value: json(&r.get::<_, String>(2)?)?,
-            stamp: stamp(r.get(3)?, &r.get::<_, String>(4)?)?,
-            seq: r.get(5)?,
-        };
-        out.values.insert(key, stored);
+        for (field, slot) in crate::store::state::decode(&r.get::<_, String>(4)?)? {
+            let stored = Stored {
+                value: slot.version.value,
+                stamp: slot.version.stamp,
+                seq: slot.seq,
+            };
+            out.values.insert((id, field), stored);
+        }
     }
     let mut stmt = conn.prepare("SELECT entity, village FROM scope")?;
     let mut rows = stmt.query([])?;
@@ -167,19 +162,21 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
         out.scopes
             .insert((parse_entity(&r.get::<_, String>(0)?)?, r.get(1)?));
     }
-    let mut stmt =
-        conn.prepare("SELECT village, seq, entity, field FROM feed ORDER BY village, seq")?;
+    let mut stmt = conn.prepare(
+        "SELECT f.village, f.seq, e.id FROM feed f JOIN entity e ON e.pos = f.pos
+         ORDER BY f.village, f.seq",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let entry = FeedEntry {
             seq: r.get(1)?,
             entity: parse_entity(&r.get::<_, String>(2)?)?,
-            field: r.get(3)?,
         };
         out.feeds.entry(r.get(0)?).or_default().push(entry);
     }
     let mut stmt = conn.prepare(
-        "SELECT seq, entity, field, value, won, device, account FROM history ORDER BY seq",
+        "SELECT h.seq, h.entity, c.key, c.value -> '$[2]', c.value ->> '$[3]', h.device, h.account
+         FROM history h JOIN json_each(h.changes) c ORDER BY h.seq, c.id",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {

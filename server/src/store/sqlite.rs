@@ -60,13 +60,26 @@ impl Store for Db {
         self.writing(move |c| push::push(c, &caller, &changes, now_ms(), max_clock_ahead_ms))
     }
 
-    fn pull_page(&self, caller: Caller, from: Position, limit: u32) -> StoreFuture<Page> {
+    fn pull_page(
+        &self,
+        caller: Caller,
+        from: Position,
+        limit: u32,
+        own_held_after: Option<u64>,
+    ) -> StoreFuture<Page> {
         let db = self.clone();
         Box::pin(async move {
             // The page is read on a snapshot beside the writer; only the device's bookkeeping,
             // when there is any, waits for the writer.
             let (page, settle) = db
-                .read(move |c| pull::read_page(c, &caller, from, limit, now_ms()))
+                .read(move |c| {
+                    let ask = pull::Ask {
+                        from,
+                        limit,
+                        own_held_after,
+                    };
+                    pull::read_page(c, &caller, ask, now_ms())
+                })
                 .await?;
             if settle.needed() {
                 db.call(move |c| pull::settle(c, &settle)).await?;

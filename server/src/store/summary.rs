@@ -2,33 +2,20 @@
 
 use crate::store::error::StoreError;
 use baylink_domain::{EntityKind, Fields, summarize};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde_json::Value;
 
 /// Recomputes an entity's summary row from its current fields.
 pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), StoreError> {
-    let row: Option<(String, Option<String>)> = conn
-        .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
-        .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((kind, village)) = row else {
+    let Some(record) = crate::store::state::load(conn, entity)? else {
         return Ok(());
     };
-    let mut stmt = conn.prepare_cached("SELECT field, value, seq FROM field WHERE entity = ?1")?;
-    let mut fields = Fields::new();
-    let mut updated = 0i64;
-    let rows = stmt.query_map([entity], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (field, value, seq) = row?;
-        updated = updated.max(seq);
-        fields.insert(field, serde_json::from_str(&value).unwrap_or(Value::Null));
-    }
+    let (kind, village, updated) = (record.kind, record.village, record.seq);
+    let fields: Fields = record
+        .state
+        .into_iter()
+        .map(|(field, slot)| (field, slot.version.value))
+        .collect();
     let summary = EntityKind::parse(&kind)
         .map(|k| summarize(k, &fields))
         .unwrap_or_default();

@@ -1,9 +1,10 @@
 //! Stored values read back, and the sequence numbers that order every write: what the write path and scope keeping share.
 
 use crate::store::error::StoreError;
-use baylink_sync::{EntityState, Hlc, NodeId, Stamp, Versioned};
+use crate::store::state::{self, Pending};
+use baylink_sync::{EntityState, NodeId, Versioned};
+use rusqlite::Connection;
 use rusqlite::Transaction;
-use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 
@@ -15,6 +16,8 @@ pub(crate) struct Sequence {
     pub(crate) start: i64,
     /// The last number issued.
     pub(crate) last: i64,
+    /// The records this write changed, stored at [`Sequence::flush`].
+    pub(crate) pending: Pending,
 }
 
 thread_local! {
@@ -34,7 +37,19 @@ impl Sequence {
             Some(base) => base,
             None => current_seq(tx)?,
         };
-        Ok(Sequence { start: last, last })
+        Ok(Sequence {
+            start: last,
+            last,
+            pending: Pending::default(),
+        })
+    }
+
+    /// Stores the records written so far (each at a new number): reads of the tables see them.
+    pub(crate) fn flush(&mut self, tx: &Connection) -> Result<(), StoreError> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let result = pending.flush(tx, || self.next());
+        self.pending = pending;
+        result
     }
 
     pub(crate) fn next(&mut self) -> i64 {
@@ -42,8 +57,9 @@ impl Sequence {
         self.last
     }
 
-    /// Must run before the transaction commits.
-    pub(crate) fn save(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Must run before the transaction commits; stores what is pending first.
+    pub(crate) fn save(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        self.flush(tx)?;
         // Never backwards (only the broken backend's writes could take it there).
         if self.last != self.start {
             tx.prepare_cached(
@@ -65,29 +81,13 @@ pub fn current_seq(conn: &Connection) -> Result<i64, StoreError> {
     )?)
 }
 
+/// A field's stored value with its stamp.
 pub(crate) fn held(
     tx: &Connection,
     entity: &str,
     field: &str,
 ) -> Result<Option<Versioned>, StoreError> {
-    let row: Option<(String, i64, String)> = tx
-        .prepare_cached("SELECT value, hlc, node FROM field WHERE entity = ?1 AND field = ?2")?
-        .query_row(params![entity, field], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    row.map(|(value, hlc, node)| stored_version(&value, hlc, &node))
-        .transpose()
-}
-
-/// A value as `field` stores it (JSON text, packed clock, node), read back.
-pub(crate) fn stored_version(value: &str, hlc: i64, node: &str) -> Result<Versioned, StoreError> {
-    let value = serde_json::from_str(value).map_err(|_| corrupt("value"))?;
-    let node: NodeId = node.parse().map_err(|_| corrupt("node"))?;
-    Ok(Versioned::new(
-        value,
-        Stamp::new(Hlc::from_u64(hlc as u64), node),
-    ))
+    Ok(state::load(tx, entity)?.and_then(|l| l.state.get(field).map(|s| s.version.clone())))
 }
 
 pub(crate) fn text_of(
@@ -100,16 +100,9 @@ pub(crate) fn text_of(
 
 /// A record's current values with their stamps.
 pub(crate) fn state_of(tx: &Connection, entity: &str) -> Result<EntityState, StoreError> {
-    let mut stmt =
-        tx.prepare_cached("SELECT field, value, hlc, node FROM field WHERE entity = ?1")?;
-    let mut rows = stmt.query([entity])?;
-    let mut state = EntityState::new();
-    while let Some(r) = rows.next()? {
-        let value = r.get_ref(1)?.as_str().map_err(|_| corrupt("value"))?;
-        let node = r.get_ref(3)?.as_str().map_err(|_| corrupt("node"))?;
-        state.insert(r.get(0)?, stored_version(value, r.get(2)?, node)?);
-    }
-    Ok(state)
+    Ok(state::load(tx, entity)?
+        .map(|l| state::versions(&l.state))
+        .unwrap_or_default())
 }
 
 /// The server's own node id, which stamps what the server writes.

@@ -4,7 +4,6 @@ use crate::store::caller::Caller;
 use crate::store::error::StoreError;
 use baylink_domain::watch::Rule;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde_json::Value;
 use std::collections::BTreeSet;
 
 pub(crate) fn load_rules(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
@@ -22,16 +21,16 @@ pub(crate) fn person_keys(
     conn: &Connection,
     entity: &str,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
-    let text = |field: &str| -> Result<Option<String>, StoreError> {
-        let value: Option<String> = conn
-            .prepare_cached("SELECT value FROM field WHERE entity = ?1 AND field = ?2")?
-            .query_row(params![entity, field], |r| r.get(0))
-            .optional()?;
-        Ok(value
-            .and_then(|v| serde_json::from_str::<Value>(&v).ok())
-            .and_then(|v| v.as_str().map(str::to_owned)))
+    let state = crate::store::state::load(conn, entity)?
+        .map(|l| l.state)
+        .unwrap_or_default();
+    let text = |field: &str| {
+        state
+            .get(field)
+            .and_then(|s| s.version.value.as_str())
+            .map(str::to_owned)
     };
-    let (id_type, id_number, code) = (text("id_type")?, text("id_number")?, text("origin_code")?);
+    let (id_type, id_number, code) = (text("id_type"), text("id_number"), text("origin_code"));
     let origin =
         baylink_domain::watch::origin(id_type.as_deref(), id_number.as_deref(), code.as_deref())
             .map(str::to_owned);
@@ -49,12 +48,12 @@ pub(crate) fn gone(conn: &Connection, entity: &str) -> Result<bool, StoreError> 
 }
 
 /// Finds a deleted or merged-away record `?1`.
-pub(crate) const GONE: &str = "SELECT 1 FROM field WHERE entity = ?1
-     AND ((field = 'merged_into' AND value != 'null') OR (field = 'deleted' AND value = 'true'))";
+pub(crate) const GONE: &str = "SELECT 1 FROM entity WHERE id = ?1
+     AND (state -> '$.f.merged_into[0]' != 'null' OR state -> '$.f.deleted[0]' = 'true')";
 
 /// The alerts listed: those of persons neither deleted nor merged away.
-pub(crate) const NOT_GONE: &str = "NOT EXISTS (SELECT 1 FROM field g WHERE g.entity = l.entity
-     AND ((g.field = 'merged_into' AND g.value != 'null') OR (g.field = 'deleted' AND g.value = 'true')))";
+pub(crate) const NOT_GONE: &str = "NOT EXISTS (SELECT 1 FROM entity g WHERE g.id = l.entity
+     AND (g.state -> '$.f.merged_into[0]' != 'null' OR g.state -> '$.f.deleted[0]' = 'true'))";
 
 pub(crate) fn raise_one(
     conn: &Connection,

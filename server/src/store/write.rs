@@ -103,43 +103,22 @@ pub fn write_in(
     Ok(())
 }
 
-/// Merges one accepted change to a record already in `entity`: history always, the field when
-/// it wins, a conflict when it was concurrent. `absent`: the field is known not to be stored.
+/// Merges one accepted change into its record (held in the write's pending records): history
+/// always, the field when it wins, a conflict when it was concurrent. `echo`: the device was
+/// told this change was refused (an earlier copy of the push), so pulls send it back.
 pub(crate) fn apply(
     tx: &Transaction<'_>,
     seq: &mut Sequence,
     caller: &Caller,
     change: &Change,
-    absent: bool,
+    echo: bool,
     now_ms: u64,
     persons: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
     let entity = change.entity.hyphenated().to_string();
-    let held = if absent {
-        None
-    } else {
-        held(tx, &entity, &change.field)?
-    };
+    let held = seq.pending.held(tx, &entity, &change.field)?;
     let incoming = change.version();
     let plan = plan_field(held.as_ref(), &incoming, change.base);
-    let value_text = change.value.to_string();
-    tx.prepare_cached(
-        "INSERT INTO history (entity, kind, field, old_value, old_stamp, value, stamp, won, device, account, at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        entity,
-        change.kind,
-        change.field,
-        held.as_ref().map(|h| h.value.to_string()),
-        held.as_ref().map(|h| h.stamp.to_string()),
-        value_text,
-        change.stamp.to_string(),
-        plan.apply,
-        caller.device,
-        caller.account,
-        now_ms as i64
-    ])?;
     // Who captured a record, when, and its review are the server's and the console's, not data
     // two officers can disagree on: no conflict for a reviewer to settle.
     let owned = authorize::SERVER_OWNED.contains(&change.field.as_str())
@@ -167,39 +146,30 @@ pub(crate) fn apply(
             now_ms as i64
         ])?;
     }
-    if !plan.apply {
-        return Ok(());
-    }
-    if change.kind == "residence" && change.field == "person" {
+    if plan.apply && change.kind == "residence" && change.field == "person" {
         if let Some(old) = held.as_ref().and_then(|h| h.value.as_str()) {
             persons.insert(old.to_owned());
         }
     }
-    if held.is_some() {
-        // The value it replaces leaves the feeds (the new one joins them when published).
-        tx.prepare_cached(
-            "DELETE FROM feed WHERE village IN (SELECT village FROM scope WHERE entity = ?1)
-             AND seq = (SELECT seq FROM field WHERE entity = ?1 AND field = ?2)",
-        )?
-        .execute(params![entity, change.field])?;
+    seq.pending.note(
+        &entity,
+        &change.kind,
+        &change.field,
+        held,
+        &incoming,
+        plan.apply,
+        &caller.device,
+        caller.account,
+        now_ms,
+    );
+    if !plan.apply {
+        return Ok(());
     }
-    let seq = seq.next();
-    tx.prepare_cached(
-        "INSERT INTO field (entity, field, value, hlc, node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, hlc = excluded.hlc,
-             node = excluded.node, seq = excluded.seq",
-    )?
-    .execute(params![
-        entity,
-        change.field,
-        value_text,
-        change.stamp.hlc.as_u64() as i64,
-        change.stamp.node.to_string(),
-        seq
-    ])?;
-    if change.field == "village" {
-        tx.prepare_cached("UPDATE entity SET village = ?2 WHERE id = ?1")?
-            .execute(params![entity, change.value.as_str()])?;
-    }
-    Ok(())
+    // A pull leaves a device's own accepted change out of its answer by this counter.
+    let own = !echo
+        && change.id.device == change.stamp.node
+        && caller.device == change.stamp.node.to_string();
+    let counter = if own { change.id.counter } else { 0 };
+    seq.pending
+        .write(tx, &entity, &change.kind, &change.field, incoming, counter)
 }

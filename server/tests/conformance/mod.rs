@@ -57,6 +57,7 @@ macro_rules! suite {
             a_conflict_settled_writes_the_value_chosen_with_its_audit_entry,
             a_merge_and_a_dismissal_are_written_with_their_audit_entries,
             concurrent_pushes_and_a_device_pulling_meanwhile_see_every_value_exactly_once,
+            a_device_is_not_sent_back_its_own_accepted_values,
         );
     };
     (@tests $make:path; $($name:ident,)*) => {
@@ -77,6 +78,8 @@ pub(crate) struct Officer {
     pub(crate) node: NodeId,
     counter: u64,
     cursor: Option<String>,
+    /// What its pulls say it holds of its own (none: an earlier phone, sent everything).
+    pub(crate) own_held_after: Option<u64>,
 }
 
 /// A device of officer `name`, its node `n`.
@@ -86,6 +89,7 @@ pub(crate) fn officer(name: &'static str, n: u128) -> Officer {
         node: NodeId(Uuid::from_u128(n)),
         counter: 0,
         cursor: None,
+        own_held_after: None,
     }
 }
 
@@ -211,7 +215,8 @@ impl Suite {
     pub(crate) fn pull(&self, officer: &mut Officer, limit: u32, deliver: bool) -> Page {
         let cursor = officer.cursor.clone().map(Cursor);
         let from = parse_cursor(cursor.as_ref()).expect("cursor");
-        let page = self.run(self.store.pull_page(self.caller(officer), from, limit));
+        let own = officer.own_held_after;
+        let page = self.run(self.store.pull_page(self.caller(officer), from, limit, own));
         if deliver {
             officer.cursor = Some(page.next.0.clone());
         }
@@ -227,8 +232,10 @@ impl Suite {
         let mut sent = Vec::new();
         loop {
             let page = self.pull(officer, limit, true);
+            // Whole records: more values only when one record alone has more.
+            let records: BTreeSet<Uuid> = page.values.iter().map(|v| v.entity).collect();
             assert!(
-                page.values.len() <= limit as usize,
+                page.values.len() <= limit as usize || records.len() == 1,
                 "{} values",
                 page.values.len()
             );
@@ -279,18 +286,33 @@ impl Suite {
 
 /// The invariants of a stored state, recomputed from the snapshot alone (the sync simulation's,
 /// in Rust): every value's record exists; each record's villages are the scope rule's
-/// (`baylink_domain::scope`) over the stored values; each village's feed holds exactly the
-/// current values of the records in it, at their sequence numbers; sequence numbers are
-/// unique and none is past the last issued.
+/// (`baylink_domain::scope`) over the stored values; each record stands at the newest of its
+/// values' sequence numbers, no two records at one, none past the last issued; each village's
+/// feed holds exactly the records in it, once each, at their numbers.
 pub(crate) fn invariants(held: &Snapshot) -> Result<(), String> {
     use baylink_domain::scope::{Residence, person_villages, record_villages};
-    let mut seqs = BTreeSet::new();
+    let mut newest: BTreeMap<Uuid, i64> = BTreeMap::new();
     for ((entity, field), stored) in &held.values {
         if !held.entities.contains_key(entity) {
             return Err(format!("{entity} {field}: a value of no record"));
         }
-        if !seqs.insert(stored.seq) || stored.seq > held.last_seq {
+        if stored.seq <= 0 || stored.seq > held.last_seq {
             return Err(format!("{entity} {field}: sequence number {}", stored.seq));
+        }
+        let at = newest.entry(*entity).or_default();
+        *at = (*at).max(stored.seq);
+    }
+    let mut seqs = BTreeSet::new();
+    for (id, entity) in &held.entities {
+        if newest.get(id).copied().unwrap_or(0) != entity.seq {
+            return Err(format!(
+                "{id}: stands at {}, its newest value at {:?}",
+                entity.seq,
+                newest.get(id)
+            ));
+        }
+        if !seqs.insert(entity.seq) {
+            return Err(format!("{id}: sequence number {} taken twice", entity.seq));
         }
     }
     let text = |entity: Uuid, field: &str| held.value(entity, field).and_then(Value::as_str);
@@ -336,22 +358,31 @@ pub(crate) fn invariants(held: &Snapshot) -> Result<(), String> {
         .chain(held.feeds.keys())
         .collect();
     for village in villages {
-        let fed: BTreeSet<(i64, Uuid, String)> = held
+        let fed: Vec<(i64, Uuid)> = held
             .feeds
             .get(village)
             .into_iter()
             .flatten()
-            .map(|e| (e.seq, e.entity, e.field.clone()))
+            .map(|e| (e.seq, e.entity))
             .collect();
-        let current: BTreeSet<(i64, Uuid, String)> = held
-            .values
+        let mut current: Vec<(i64, Uuid)> = held
+            .entities
             .iter()
-            .filter(|((e, _), _)| held.scopes.contains(&(*e, village.clone())))
-            .map(|((e, f), stored)| (stored.seq, *e, f.clone()))
+            .filter(|(e, _)| held.scopes.contains(&(**e, village.clone())))
+            .map(|(e, entity)| (entity.seq, *e))
             .collect();
+        current.sort_unstable();
         if fed != current {
-            let extra: Vec<_> = fed.difference(&current).take(3).collect();
-            let missing: Vec<_> = current.difference(&fed).take(3).collect();
+            let extra: Vec<_> = fed
+                .iter()
+                .filter(|e| !current.contains(e))
+                .take(3)
+                .collect();
+            let missing: Vec<_> = current
+                .iter()
+                .filter(|e| !fed.contains(e))
+                .take(3)
+                .collect();
             return Err(format!(
                 "feed of {village}: {extra:?} extra, {missing:?} missing"
             ));
@@ -809,20 +840,22 @@ pub(crate) fn what_a_write_causes_commits_with_it(backend: Backend) {
     let held = s.snapshot();
     assert!(held.scopes.contains(&(lodger, B.to_owned())));
     assert!(!held.scopes.contains(&(lodger, A.to_owned())));
-    let fed: BTreeSet<String> = held.feeds[B]
+    let fed: Vec<i64> = held.feeds[B]
         .iter()
         .filter(|e| e.entity == lodger)
-        .map(|e| e.field.clone())
-        .collect();
-    let stored: BTreeSet<String> = held
-        .values
-        .keys()
-        .filter(|(e, _)| *e == lodger)
-        .map(|(_, f)| f.clone())
+        .map(|e| e.seq)
         .collect();
     assert_eq!(
-        fed, stored,
-        "every value of the record is in its village's feed"
+        fed,
+        [held.entities[&lodger].seq],
+        "the record is in its village's feed once, at its number"
+    );
+    assert!(
+        held.values
+            .iter()
+            .filter(|((e, _), _)| *e == lodger)
+            .all(|(_, stored)| stored.seq == held.entities[&lodger].seq),
+        "its values were written together"
     );
     assert!(held.history.iter().filter(|w| w.entity == lodger).count() >= fields.len());
     let house = Uuid::from_u128(0x7000_8000_0000_0000_0078);
@@ -1110,4 +1143,58 @@ pub(crate) fn concurrent_pushes_and_pulls(s: &Suite) -> Result<(), String> {
         return Err("the puller's versions differ from the server's".into());
     }
     Ok(())
+}
+
+/// No echo: a pull leaves out the values the device itself wrote and the server accepted, above
+/// the counter it says it holds its own values from, unless something newer replaced them; the
+/// server's own values, another device's and an earlier phone's (which says nothing) are sent.
+pub(crate) fn a_device_is_not_sent_back_its_own_accepted_values(backend: Backend) {
+    let s = Suite::new(backend);
+    let mut phone = officer("oa", 1);
+    phone.own_held_after = Some(0);
+    let t = now_ms();
+    let people: Vec<Uuid> = (0..3)
+        .map(|n| {
+            let (id, fields) = person(A, 40 + n);
+            s.push(&mut phone, id, t + n as u64, &fields);
+            id
+        })
+        .collect();
+    let mine = phone.node;
+    let sent = s.pull_all(&mut phone, 5);
+    assert!(sent.iter().all(|v| v.stamp.node != mine), "{sent:?}");
+    // Every value of the records is on the phone: what it wrote, and what it was sent.
+    let held = s.snapshot();
+    let mut on_phone: BTreeSet<(Uuid, String)> =
+        sent.iter().map(|v| (v.entity, v.field.clone())).collect();
+    for id in &people {
+        for (field, _) in person(A, 0).1 {
+            on_phone.insert((*id, field.to_owned()));
+        }
+        assert!(on_phone.contains(&(*id, "created_by".to_owned())));
+    }
+    let stored: BTreeSet<(Uuid, String)> = held
+        .values
+        .keys()
+        .filter(|(e, _)| people.contains(e))
+        .cloned()
+        .collect();
+    assert_eq!(on_phone, stored);
+    // Another phone's edit of one of them is sent; its other values are not sent again.
+    s.device("oa", 3);
+    let mut other = officer("oa", 3);
+    s.push(&mut other, people[0], t + 10, &[("name", json!("改名"))]);
+    let sent = s.pull_all(&mut phone, 5);
+    let got: Vec<(Uuid, String)> = sent.iter().map(|v| (v.entity, v.field.clone())).collect();
+    assert_eq!(got, [(people[0], "name".to_owned())]);
+    // A phone that says nothing (an earlier version) is sent its own values too, and so is one
+    // that dropped records since writing them (its floor above their counters).
+    for own in [None, Some(phone.counter)] {
+        let mut again = officer("oa", 1);
+        again.own_held_after = own;
+        let sent = s.pull_all(&mut again, 50);
+        assert!(sent.iter().any(|v| v.stamp.node == mine), "{own:?}");
+        assert_eq!(sent.len(), village_values(&held, A).len(), "{own:?}");
+    }
+    s.check();
 }

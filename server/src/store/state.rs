@@ -1,0 +1,472 @@
+//! A record's merged state as the server keeps it, one row per record (`entity.state`): each
+//! field's value and stamp, the sequence number it was last written or resent at, and the
+//! counter of the device change that wrote it. Writes of one unit of work gather in [`Pending`]
+//! and reach the tables once per record: its row, its feed entries, its links and its history.
+
+use std::collections::{BTreeMap, HashMap};
+
+use baylink_sync::{EntityState, Hlc, NodeId, Stamp, Versioned};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Deserialize;
+use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::store::error::StoreError;
+use crate::store::values::corrupt;
+
+/// One field of a record as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Slot {
+    /// The winning value with its stamp.
+    pub(crate) version: Versioned,
+    /// The sequence number it was last written or resent at (the pull's order).
+    pub(crate) seq: i64,
+    /// The counter of the change that wrote it, when the device named by its stamp pushed it
+    /// (0 otherwise): what a pull leaves out of that device's answer.
+    pub(crate) counter: u64,
+}
+
+/// A record's fields by name.
+pub(crate) type State = BTreeMap<String, Slot>;
+
+/// The stored text: node ids listed once, each field `[value, clock, node index, seq, counter]`.
+#[derive(Deserialize)]
+struct Compact<V> {
+    n: Vec<NodeId>,
+    f: BTreeMap<String, (V, u64, usize, i64, u64)>,
+}
+
+/// The text of an empty state.
+pub(crate) const EMPTY: &str = r#"{"n":[],"f":{}}"#;
+
+struct Encoded<'a> {
+    state: &'a State,
+    nodes: Vec<NodeId>,
+}
+
+struct Fields<'a>(&'a Encoded<'a>);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Compact", 2)?;
+        out.serialize_field("n", &self.nodes)?;
+        out.serialize_field("f", &Fields(self))?;
+        out.end()
+    }
+}
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let nodes = &self.0.nodes;
+        let mut map = serializer.serialize_map(Some(self.0.state.len()))?;
+        for (name, slot) in self.0.state {
+            let node = nodes
+                .iter()
+                .position(|n| *n == slot.version.stamp.node)
+                .unwrap_or_default();
+            let stamp = slot.version.stamp.hlc.as_u64();
+            map.serialize_entry(
+                name,
+                &(&slot.version.value, stamp, node, slot.seq, slot.counter),
+            )?;
+        }
+        map.end()
+    }
+}
+
+/// The stored text of a state.
+pub(crate) fn encode(state: &State) -> String {
+    let mut nodes: Vec<NodeId> = Vec::new();
+    for slot in state.values() {
+        if !nodes.contains(&slot.version.stamp.node) {
+            nodes.push(slot.version.stamp.node);
+        }
+    }
+    // JSON values always serialise.
+    serde_json::to_string(&Encoded { state, nodes }).unwrap_or_else(|_| EMPTY.to_owned())
+}
+
+fn node_at(nodes: &[NodeId], index: usize) -> Result<NodeId, StoreError> {
+    nodes.get(index).copied().ok_or_else(|| corrupt("state"))
+}
+
+/// A state read back.
+pub(crate) fn decode(text: &str) -> Result<State, StoreError> {
+    let compact: Compact<Value> = serde_json::from_str(text).map_err(|_| corrupt("state"))?;
+    let mut state = State::new();
+    for (name, (value, hlc, node, seq, counter)) in compact.f {
+        let stamp = Stamp::new(Hlc::from_u64(hlc), node_at(&compact.n, node)?);
+        let version = Versioned::new(value, stamp);
+        state.insert(
+            name,
+            Slot {
+                version,
+                seq,
+                counter,
+            },
+        );
+    }
+    Ok(state)
+}
+
+/// A field as a pull sends it: its value's JSON text unparsed.
+pub(crate) struct RawSlot {
+    pub(crate) field: String,
+    pub(crate) value: Box<RawValue>,
+    pub(crate) stamp: Stamp,
+    pub(crate) seq: i64,
+    pub(crate) counter: u64,
+}
+
+/// A state read back for sending, its values left as JSON text.
+pub(crate) fn decode_raw(text: &str) -> Result<Vec<RawSlot>, StoreError> {
+    let compact: Compact<Box<RawValue>> =
+        serde_json::from_str(text).map_err(|_| corrupt("state"))?;
+    let mut out = Vec::with_capacity(compact.f.len());
+    for (field, (value, hlc, node, seq, counter)) in compact.f {
+        out.push(RawSlot {
+            field,
+            value,
+            stamp: Stamp::new(Hlc::from_u64(hlc), node_at(&compact.n, node)?),
+            seq,
+            counter,
+        });
+    }
+    Ok(out)
+}
+
+/// The values of a state with their stamps, as the merge reads them.
+pub(crate) fn versions(state: &State) -> EntityState {
+    state
+        .iter()
+        .map(|(name, slot)| (name.clone(), slot.version.clone()))
+        .collect()
+}
+
+/// A record's row.
+#[derive(Clone, Debug)]
+pub(crate) struct Loaded {
+    /// Its kind.
+    pub(crate) kind: String,
+    /// Its home village.
+    pub(crate) village: Option<String>,
+    /// The sequence number of its last write or resend (where its feed entries stand).
+    pub(crate) seq: i64,
+    /// Its fields.
+    pub(crate) state: State,
+}
+
+/// A record's row, if there is one.
+pub(crate) fn load(conn: &Connection, entity: &str) -> Result<Option<Loaded>, StoreError> {
+    let row: Option<(String, Option<String>, i64, String)> = conn
+        .prepare_cached("SELECT kind, village, seq, state FROM entity WHERE id = ?1")?
+        .query_row([entity], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    row.map(|(kind, village, seq, state)| {
+        Ok(Loaded {
+            kind,
+            village,
+            seq,
+            state: decode(&state)?,
+        })
+    })
+    .transpose()
+}
+
+/// Fields whose values name a record or a place: kept in `link` so that who points at a record
+/// (and which house holds an address code) is found through its index.
+pub(crate) fn linked(field: &str) -> bool {
+    field == "address_code" || baylink_domain::schema::reference_fields().contains(&field)
+}
+
+/// One field change of a history entry.
+struct Changed {
+    old: Option<Versioned>,
+    value: Value,
+    won: bool,
+}
+
+/// One accepted action as the history keeps it: the fields one stamp wrote on one record.
+struct Action {
+    entity: String,
+    kind: String,
+    stamp: Stamp,
+    device: String,
+    account: i64,
+    at_ms: u64,
+    fields: Vec<(String, Changed)>,
+}
+
+/// A record written in the current unit of work, not yet stored.
+struct Dirty {
+    loaded: Loaded,
+    /// Whether its row exists already.
+    stored: bool,
+    /// Its fields as stored before this unit (for links).
+    before: BTreeMap<String, Value>,
+    /// Fields this unit wrote.
+    written: Vec<String>,
+}
+
+/// The writes of one unit of work, gathered by record: each written record's row, feed entries
+/// and links are stored once, and its history one row per action.
+#[derive(Default)]
+pub(crate) struct Pending {
+    records: HashMap<String, Dirty>,
+    /// In the order first read or written.
+    order: Vec<String>,
+    /// Records read and found not stored.
+    absent: std::collections::HashSet<String>,
+    actions: Vec<Action>,
+}
+
+impl Pending {
+    /// Makes `entity` a record of this unit, read from its row (or new, of `kind`).
+    fn entry(
+        &mut self,
+        conn: &Connection,
+        entity: &str,
+        kind: &str,
+    ) -> Result<&mut Dirty, StoreError> {
+        if !self.records.contains_key(entity) {
+            match load(conn, entity)? {
+                Some(loaded) => self.keep(entity, loaded, true),
+                None => self.create(entity, kind),
+            }
+        }
+        self.records
+            .get_mut(entity)
+            .ok_or_else(|| StoreError::Backend("pending record".into()))
+    }
+
+    /// A field's current value, this unit's writes included (the record is read once).
+    pub(crate) fn held(
+        &mut self,
+        conn: &Connection,
+        entity: &str,
+        field: &str,
+    ) -> Result<Option<Versioned>, StoreError> {
+        if !self.records.contains_key(entity) && !self.absent.contains(entity) {
+            match load(conn, entity)? {
+                Some(loaded) => self.keep(entity, loaded, true),
+                None => {
+                    self.absent.insert(entity.to_owned());
+                }
+            }
+        }
+        Ok(self
+            .records
+            .get(entity)
+            .and_then(|d| d.loaded.state.get(field))
+            .map(|s| s.version.clone()))
+    }
+
+    /// Notes a record this unit creates (known not to be stored): nothing is read for it.
+    pub(crate) fn create(&mut self, entity: &str, kind: &str) {
+        if self.records.contains_key(entity) {
+            return;
+        }
+        let loaded = Loaded {
+            kind: kind.to_owned(),
+            village: None,
+            seq: 0,
+            state: State::new(),
+        };
+        self.keep(entity, loaded, false);
+    }
+
+    fn keep(&mut self, entity: &str, loaded: Loaded, stored: bool) {
+        let before = loaded
+            .state
+            .iter()
+            .filter(|(name, _)| linked(name))
+            .map(|(name, slot)| (name.clone(), slot.version.value.clone()))
+            .collect();
+        self.absent.remove(entity);
+        self.order.push(entity.to_owned());
+        self.records.insert(
+            entity.to_owned(),
+            Dirty {
+                loaded,
+                stored,
+                before,
+                written: Vec::new(),
+            },
+        );
+    }
+
+    /// Writes one field (the merge decided it wins), recording the action in the history.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write(
+        &mut self,
+        conn: &Connection,
+        entity: &str,
+        kind: &str,
+        field: &str,
+        version: Versioned,
+        counter: u64,
+    ) -> Result<(), StoreError> {
+        let dirty = self.entry(conn, entity, kind)?;
+        if field == "village" {
+            dirty.loaded.village = version.value.as_str().map(str::to_owned);
+        }
+        if !dirty.written.iter().any(|f| f == field) {
+            dirty.written.push(field.to_owned());
+        }
+        dirty.loaded.state.insert(
+            field.to_owned(),
+            Slot {
+                version,
+                seq: 0,
+                counter,
+            },
+        );
+        Ok(())
+    }
+
+    /// Notes an accepted change in the history, won or lost: with the one before it when it
+    /// shares its record, stamp and writer (one action).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn note(
+        &mut self,
+        entity: &str,
+        kind: &str,
+        field: &str,
+        old: Option<Versioned>,
+        incoming: &Versioned,
+        won: bool,
+        device: &str,
+        account: i64,
+        at_ms: u64,
+    ) {
+        let changed = Changed {
+            old,
+            value: incoming.value.clone(),
+            won,
+        };
+        if let Some(last) = self.actions.last_mut() {
+            if last.entity == entity
+                && last.stamp == incoming.stamp
+                && last.device == device
+                && last.account == account
+                && !last.fields.iter().any(|(f, _)| f == field)
+            {
+                last.fields.push((field.to_owned(), changed));
+                return;
+            }
+        }
+        self.actions.push(Action {
+            entity: entity.to_owned(),
+            kind: kind.to_owned(),
+            stamp: incoming.stamp,
+            device: device.to_owned(),
+            account,
+            at_ms,
+            fields: vec![(field.to_owned(), changed)],
+        });
+    }
+
+    /// Stores every written record (a new sequence number each, for the fields written, its
+    /// feed entries moved to it), its links, and the history: what reads of the tables need
+    /// first.
+    pub(crate) fn flush(
+        &mut self,
+        conn: &Connection,
+        mut next: impl FnMut() -> i64,
+    ) -> Result<(), StoreError> {
+        for entity in std::mem::take(&mut self.order) {
+            let Some(mut dirty) = self.records.remove(&entity) else {
+                continue;
+            };
+            if dirty.written.is_empty() {
+                continue;
+            }
+            let old_seq = dirty.loaded.seq;
+            let seq = next();
+            for field in &dirty.written {
+                if let Some(slot) = dirty.loaded.state.get_mut(field) {
+                    slot.seq = seq;
+                }
+            }
+            dirty.loaded.seq = seq;
+            let text = encode(&dirty.loaded.state);
+            let loaded = &dirty.loaded;
+            if dirty.stored {
+                conn.prepare_cached(
+                    "UPDATE entity SET village = ?2, seq = ?3, state = ?4 WHERE id = ?1",
+                )?
+                .execute(params![entity, loaded.village, loaded.seq, text])?;
+                if loaded.seq != old_seq {
+                    // Its entries in the feeds of its villages move to the new number.
+                    conn.prepare_cached(
+                        "UPDATE feed SET seq = ?3 WHERE village IN (SELECT village FROM scope WHERE entity = ?1)
+                         AND seq = ?2",
+                    )?
+                    .execute(params![entity, old_seq, loaded.seq])?;
+                }
+            } else {
+                conn.prepare_cached(
+                    "INSERT INTO entity (id, kind, village, seq, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![entity, loaded.kind, loaded.village, loaded.seq, text])?;
+            }
+            for field in dirty.written.iter().filter(|f| linked(f)) {
+                let was = dirty.before.get(field).and_then(Value::as_str);
+                let now = loaded
+                    .state
+                    .get(field)
+                    .and_then(|s| s.version.value.as_str());
+                if was == now {
+                    continue;
+                }
+                if let Some(was) = was {
+                    conn.prepare_cached(
+                        "DELETE FROM link WHERE field = ?1 AND target = ?2 AND entity = ?3",
+                    )?
+                    .execute(params![field, was, entity])?;
+                }
+                if let Some(now) = now {
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO link (field, target, entity) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![field, now, entity])?;
+                }
+            }
+        }
+        self.records.clear();
+        self.absent.clear();
+        for action in std::mem::take(&mut self.actions) {
+            let fields: serde_json::Map<String, Value> = action
+                .fields
+                .into_iter()
+                .map(|(name, c)| {
+                    let (old, old_stamp) = match c.old {
+                        Some(v) => (v.value, Value::String(v.stamp.to_string())),
+                        None => (Value::Null, Value::Null),
+                    };
+                    (
+                        name,
+                        Value::Array(vec![old, old_stamp, c.value, Value::Bool(c.won)]),
+                    )
+                })
+                .collect();
+            conn.prepare_cached(
+                "INSERT INTO history (entity, kind, stamp, device, account, at_ms, changes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                action.entity,
+                action.kind,
+                action.stamp.to_string(),
+                action.device,
+                action.account,
+                action.at_ms as i64,
+                Value::Object(fields).to_string()
+            ])?;
+        }
+        Ok(())
+    }
+}
