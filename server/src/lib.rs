@@ -60,11 +60,17 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Says in every answer that request bodies may come in zstd (RFC 7694), so a client compresses
-/// what it sends next.
+/// what it sends next, and which protocol version the server speaks, so a client sends whole
+/// actions to one that reads them.
 async fn accepts_zstd(mut response: axum::response::Response) -> axum::response::Response {
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         axum::http::header::ACCEPT_ENCODING,
         axum::http::HeaderValue::from_static("zstd"),
+    );
+    headers.insert(
+        baylink_sync::wire::PROTOCOL_HEADER,
+        axum::http::HeaderValue::from(baylink_sync::wire::PROTOCOL_VERSION),
     );
     response
 }

@@ -794,3 +794,116 @@ async fn a_push_in_zstd_is_read_a_body_expanding_past_the_limit_is_refused_and_t
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(names(&db), 1);
 }
+
+#[tokio::test]
+async fn pushes_of_both_protocol_versions_are_read_alike_and_a_replay_in_the_other_form_applies_nothing()
+ {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let stamp = |n: u64| {
+        format!(
+            "{:016x}@{DEVICE}",
+            (baylink_server::store::now_ms() << 16) + n
+        )
+    };
+    // Two persons of the same fields: one pushed change by change (version 2), the other as
+    // one action (version 3), each under one stamp.
+    let fields = |n: u64| {
+        [
+            ("village", json!("441303006001")),
+            ("id_type", json!("passport")),
+            ("id_number", json!(format!("E{n:07}"))),
+            ("name", json!(format!("P{n}"))),
+        ]
+    };
+    // Each under the id a phone derives from her passport.
+    let id_of = |n: u64| {
+        let values: baylink_domain::Fields = fields(n)
+            .into_iter()
+            .map(|(f, v)| (f.to_owned(), v))
+            .collect();
+        baylink_domain::natural_id(baylink_domain::EntityKind::Person, &values)
+            .unwrap()
+            .to_string()
+    };
+    let (first, second) = (id_of(1), id_of(2));
+    let (first, second) = (first.as_str(), second.as_str());
+    let one_stamp = stamp(1);
+    let changes: Vec<Value> = fields(1)
+        .iter()
+        .enumerate()
+        .map(|(i, (field, value))| {
+            json!({
+                "id": {"device": DEVICE, "counter": i + 1}, "kind": "person", "entity": first,
+                "field": field, "value": value, "stamp": one_stamp,
+            })
+        })
+        .collect();
+    let old = json!({"protocol": 2, "device": DEVICE, "changes": changes});
+    let (status, body) = push(&state, &good, &old).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let action_fields: Vec<Value> = fields(2)
+        .iter()
+        .enumerate()
+        .map(|(i, (field, value))| json!({"counter": i + 5, "field": field, "value": value}))
+        .collect();
+    let new = json!({"protocol": 3, "device": DEVICE, "changes": [], "actions": [
+        {"kind": "person", "entity": second, "stamp": stamp(2), "fields": action_fields},
+    ]});
+    let (status, body) = push(&state, &good, &new).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counters: Vec<u64> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "accepted", "{r}");
+            r["counter"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(counters, [5, 6, 7, 8]);
+    // The first push again as an action: answered as the first time, applied once.
+    let replayed: Vec<Value> = fields(1)
+        .iter()
+        .enumerate()
+        .map(|(i, (field, value))| json!({"counter": i + 1, "field": field, "value": value}))
+        .collect();
+    let again = json!({"protocol": 3, "device": DEVICE, "changes": [], "actions": [
+        {"kind": "person", "entity": first, "stamp": one_stamp, "fields": replayed},
+    ]});
+    let before = db(&state)
+        .call_blocking(|c| baylink_server::store::snapshot::read(c))
+        .unwrap();
+    let (status, body) = push(&state, &good, &again).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted")
+    );
+    let after = db(&state)
+        .call_blocking(|c| baylink_server::store::snapshot::read(c))
+        .unwrap();
+    assert_eq!(after.history, before.history);
+    assert_eq!(after.last_seq, before.last_seq);
+    // Both persons hold the same fields, each with its own stamp, and the server says it
+    // speaks version 3.
+    for (id, n) in [(first, 1), (second, 2)] {
+        let id = uuid::Uuid::parse_str(id).unwrap();
+        for (field, value) in fields(n) {
+            assert_eq!(after.value(id, field), Some(&value), "{id} {field}");
+        }
+        assert_eq!(after.value(id, "created_by"), Some(&json!("o1")));
+    }
+    let (_, headers, _) = call_raw(
+        &state,
+        "POST",
+        "/api/v1/sync/push",
+        Some(&good),
+        Body::from(new.to_string()),
+    )
+    .await;
+    assert_eq!(headers["baylink-protocol"], "3");
+}

@@ -12,7 +12,15 @@ use crate::change::Change;
 use crate::stamp::{NodeId, Stamp};
 
 /// The protocol version this code speaks. Changes are additive only.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// From this version on, a push may carry whole actions ([`PushRequest::actions`]): a record's
+/// id, kind and stamp once, not once per field. A server says the version it speaks in every
+/// answer ([`PROTOCOL_HEADER`]); a device sends actions only to one that speaks it.
+pub const ACTION_PUSH: u32 = 3;
+
+/// The answer header that names the protocol version a server speaks.
+pub const PROTOCOL_HEADER: &str = "baylink-protocol";
 
 /// From this version on, a pull page carries its values grouped by record (`records`), not one
 /// by one (`values`): a record's kind, id and shared stamp once, not once per field.
@@ -30,18 +38,126 @@ pub mod refusal {
     pub const READ_ONLY: &str = "read_only";
 }
 
-/// A batch of a device's changes, in counter order.
+/// A batch of a device's changes, in counter order: one by one (`changes`), or from version
+/// [`ACTION_PUSH`] on as whole actions (`actions`), which the server reads as the same changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushRequest {
     /// Protocol version of the sender.
     pub protocol: u32,
     /// The pushing device.
     pub device: NodeId,
-    /// The changes, oldest first.
+    /// The changes, oldest first (empty when they come as actions).
     pub changes: Vec<Change>,
+    /// Whole actions of the pushing device, after `changes`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+impl PushRequest {
+    /// Every change of the push, in order: `changes`, then each action's.
+    pub fn into_changes(self) -> Vec<Change> {
+        let device = self.device;
+        let mut changes = self.changes;
+        for action in self.actions {
+            changes.extend(action.into_changes(device));
+        }
+        changes
+    }
+
+    /// How many changes the push holds.
+    pub fn len(&self) -> usize {
+        self.changes.len() + self.actions.iter().map(|a| a.fields.len()).sum::<usize>()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One action of the pushing device: the fields one stamp wrote on one record, each with the
+/// counter of its change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Entity kind.
+    pub kind: String,
+    /// Entity id.
+    pub entity: Uuid,
+    /// When and where it was written.
+    pub stamp: Stamp,
+    /// The fields written.
+    pub fields: Vec<ActionField>,
+}
+
+/// One field of an [`Action`]: one change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionField {
+    /// The change's counter on its device.
+    pub counter: u64,
+    /// Field name.
+    pub field: String,
+    /// The new value (`null` clears the field).
+    pub value: Value,
+    /// The stamp of the value it replaced on its device, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Stamp>,
+    /// Members added by newer versions, kept and relayed.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Action {
+    /// Groups a device's own changes into actions: each run of changes of one record under one
+    /// stamp, none dropped or reordered. The changes' device is the push's, so it is not kept.
+    pub fn group(changes: Vec<Change>) -> Vec<Action> {
+        let mut actions: Vec<Action> = Vec::new();
+        for change in changes {
+            let field = ActionField {
+                counter: change.id.counter,
+                field: change.field,
+                value: change.value,
+                base: change.base,
+                extra: change.extra,
+            };
+            match actions.last_mut() {
+                Some(last)
+                    if last.entity == change.entity
+                        && last.stamp == change.stamp
+                        && last.kind == change.kind =>
+                {
+                    last.fields.push(field);
+                }
+                _ => actions.push(Action {
+                    kind: change.kind,
+                    entity: change.entity,
+                    stamp: change.stamp,
+                    fields: vec![field],
+                }),
+            }
+        }
+        actions
+    }
+
+    /// The action's changes, as pushed by `device`.
+    pub fn into_changes(self, device: NodeId) -> impl Iterator<Item = Change> {
+        let (kind, entity, stamp) = (self.kind, self.entity, self.stamp);
+        self.fields.into_iter().map(move |f| Change {
+            id: crate::change::ChangeId {
+                device,
+                counter: f.counter,
+            },
+            kind: kind.clone(),
+            entity,
+            field: f.field,
+            value: f.value,
+            stamp,
+            base: f.base,
+            extra: f.extra,
+        })
+    }
 }
 
 /// What happened to one pushed change.
@@ -300,7 +416,7 @@ mod tests {
 
     fn push() -> PushRequest {
         PushRequest {
-            protocol: PROTOCOL_VERSION,
+            protocol: GROUPED_PULL,
             device: node(1),
             changes: vec![Change {
                 id: ChangeId {
@@ -315,8 +431,40 @@ mod tests {
                 base: None,
                 extra: BTreeMap::new(),
             }],
+            actions: Vec::new(),
             extra: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_push_of_actions_reads_as_the_same_changes_and_is_pinned() {
+        let changes = push().changes;
+        let request = PushRequest {
+            protocol: ACTION_PUSH,
+            device: node(1),
+            changes: Vec::new(),
+            actions: Action::group(changes.clone()),
+            extra: BTreeMap::new(),
+        };
+        let expected = json!({
+            "protocol": 3,
+            "device": "00000000-0000-0000-0000-000000000001",
+            "changes": [],
+            "actions": [{
+                "kind": "person",
+                "entity": "00000000-0000-0000-0000-00000000002a",
+                "stamp": "018bcfe568000001@00000000-0000-0000-0000-000000000001",
+                "fields": [{"counter": 7, "field": "name", "value": "王芳"}]
+            }]
+        });
+        assert_eq!(serde_json::to_value(&request).unwrap(), expected);
+        let parsed: PushRequest = serde_json::from_value(expected).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed.into_changes(), changes);
+        // A push of an earlier version, without `actions`, reads as before.
+        let old: PushRequest =
+            serde_json::from_value(serde_json::to_value(push()).unwrap()).unwrap();
+        assert_eq!(old.into_changes(), changes);
     }
 
     #[test]
@@ -395,7 +543,7 @@ mod tests {
     #[test]
     fn a_pull_asking_for_pages_names_them_and_one_that_does_not_is_as_before() {
         let mut ask = PullRequest {
-            protocol: PROTOCOL_VERSION,
+            protocol: GROUPED_PULL,
             cursor: Some(Cursor("s1:441303006001".into())),
             limit: 5_000,
             pages: None,
@@ -447,6 +595,40 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A device's changes grouped into actions and read back are the same changes in the
+        /// same order, whatever the run of records, fields, stamps and bases.
+        #[test]
+        fn actions_read_back_as_the_changes_they_were_made_of(
+            rows in proptest::collection::vec((0u128..3, 0usize..4, 0u64..3, 0u8..50, proptest::bool::ANY), 0..60)
+        ) {
+            let fields = ["name", "phone", "village", "notes"];
+            let changes: Vec<Change> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, &(entity, field, stamp, v, based))| Change {
+                    id: ChangeId { device: node(1), counter: i as u64 + 1 },
+                    kind: if entity % 2 == 0 { "person" } else { "house" }.into(),
+                    entity: Uuid::from_u128(entity),
+                    field: fields[field].into(),
+                    value: json!(v),
+                    stamp: Stamp::new(Hlc::new(stamp, 0), node(1)),
+                    base: based.then(|| Stamp::new(Hlc::new(9, 0), node(2))),
+                    extra: BTreeMap::new(),
+                })
+                .collect();
+            let request = PushRequest {
+                protocol: ACTION_PUSH,
+                device: node(1),
+                changes: Vec::new(),
+                actions: Action::group(changes.clone()),
+                extra: BTreeMap::new(),
+            };
+            let json = serde_json::to_string(&request).unwrap();
+            let parsed: PushRequest = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(parsed.len(), changes.len());
+            proptest::prop_assert_eq!(parsed.into_changes(), changes);
+        }
+
         /// Grouping loses, adds and alters no value, whatever the run of entities, fields and
         /// stamps (a field written twice in a row included).
         #[test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use baylink_sync::auth::{LoginRequest, RefreshRequest, Session};
 use baylink_sync::wire::{
-    Cursor, PAGE_STREAM, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+    ACTION_PUSH, Action, Cursor, GROUPED_PULL, PAGE_STREAM, PROTOCOL_HEADER, PullRequest,
+    PullResponse, PushRequest, PushResponse,
 };
 use baylink_sync::{Change, NodeId};
 use serde::de::DeserializeOwned;
@@ -27,6 +28,8 @@ pub struct Client {
     agent: ureq::Agent,
     /// Whether the server said it reads request bodies in zstd (its answers' `Accept-Encoding`).
     zstd: std::sync::atomic::AtomicBool,
+    /// The protocol version the server said it speaks (its answers' [`PROTOCOL_HEADER`]).
+    protocol: std::sync::atomic::AtomicU32,
 }
 
 impl Client {
@@ -41,6 +44,7 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
             zstd: std::sync::atomic::AtomicBool::new(false),
+            protocol: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -86,6 +90,14 @@ impl Client {
             .any(|e| e.trim().eq_ignore_ascii_case("zstd"));
         if reads_zstd {
             self.zstd.store(true, Ordering::Relaxed);
+        }
+        let speaks = response
+            .headers()
+            .get(PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if let Some(version) = speaks {
+            self.protocol.store(version, Ordering::Relaxed);
         }
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -166,13 +178,26 @@ impl Client {
         Ok(())
     }
 
-    /// Pushes changes.
+    /// Pushes changes: as whole actions once the server said it reads them, else one by one.
     pub fn push(&self, token: &str, device: NodeId, changes: Vec<Change>) -> Result<PushResponse> {
-        let request = PushRequest {
-            protocol: PROTOCOL_VERSION,
-            device,
-            changes,
-            extra: Default::default(),
+        let speaks = self.protocol.load(std::sync::atomic::Ordering::Relaxed);
+        let own = changes.iter().all(|c| c.id.device == device);
+        let request = if speaks >= ACTION_PUSH && own {
+            PushRequest {
+                protocol: ACTION_PUSH,
+                device,
+                changes: Vec::new(),
+                actions: Action::group(changes),
+                extra: Default::default(),
+            }
+        } else {
+            PushRequest {
+                protocol: GROUPED_PULL,
+                device,
+                changes,
+                actions: Vec::new(),
+                extra: Default::default(),
+            }
         };
         // Straight to bytes (not through a JSON tree), and in zstd once the server said it reads
         // it: the push is the bulk of what a phone sends.
@@ -206,8 +231,9 @@ impl Client {
         pages: u32,
         own_held_after: Option<u64>,
     ) -> Result<Pages> {
+        // The version every server since grouped pages reads (the pull has not changed since).
         let request = PullRequest {
-            protocol: PROTOCOL_VERSION,
+            protocol: GROUPED_PULL,
             cursor: cursor.map(Cursor),
             limit,
             pages: (pages > 1).then_some(pages),

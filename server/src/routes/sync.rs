@@ -52,7 +52,7 @@ async fn push(
             "device: a device pushes its own changes only".into(),
         ));
     }
-    if req.changes.len() > MAX_BATCH {
+    if req.len() > MAX_BATCH {
         return Err(AppError::BadRequest(format!(
             "changes: at most {MAX_BATCH} per push"
         )));
@@ -64,9 +64,11 @@ async fn push(
         )));
     }
     let max_ahead = state.config.max_clock_ahead_ms;
-    let count = req.changes.len();
+    // Actions are read as the same changes, of the pushing device.
+    let changes = req.into_changes();
+    let count = changes.len();
     let device = caller.device.clone();
-    let results = state.store.push(caller, req.changes, max_ahead).await?;
+    let results = state.store.push(caller, changes, max_ahead).await?;
     let refused = results
         .iter()
         .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)

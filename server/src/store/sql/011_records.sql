@@ -20,7 +20,8 @@ CREATE TABLE entity_next (
     seq INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT '{"n":[],"f":{}}'
 );
--- A village's records next to each other: a bootstrap reads them together.
+-- A village's records next to each other, in the order its feed names them: a bootstrap reads
+-- them so.
 INSERT INTO entity_next (id, kind, village, seq, state)
     SELECT e.id, e.kind, e.village,
         COALESCE((SELECT MAX(f.seq) FROM field f WHERE f.entity = e.id), 0),
@@ -33,7 +34,7 @@ INSERT INTO entity_next (id, kind, village, seq, state)
                                 FROM field f JOIN record_node n ON n.entity = f.entity AND n.node = f.node
                                 WHERE f.entity = e.id),
                                '{}')))
-    FROM entity e ORDER BY e.village, e.id;
+    FROM entity e ORDER BY e.village, 4;
 DROP TABLE entity;
 ALTER TABLE entity_next RENAME TO entity;
 DROP TABLE record_node;
