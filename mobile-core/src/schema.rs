@@ -88,6 +88,26 @@ mod tests {
     }
 
     #[test]
+    fn a_phone_upgraded_from_version_6_asks_for_every_value_it_wrote_so_far() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for step in &MIGRATIONS[..6] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6i64).unwrap();
+        // It may have dropped records before it kept track: none of its values is taken as held.
+        conn.execute(
+            "INSERT INTO device (id, node, next_counter) VALUES (1, 'n', 42)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let floor: i64 = conn
+            .query_row("SELECT own_floor FROM device", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(floor, 41);
+    }
+
+    #[test]
     fn a_database_from_a_newer_app_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", (VERSION + 1) as i64)

@@ -17,8 +17,10 @@
 //!    first time and applied once.
 //! 2. **Sequence numbers become visible in commit order.** A pull that has read every value
 //!    numbered up to n has seen, and will see, nothing new numbered n or lower: a value
-//!    committed late is never skipped, and none is sent twice. (On SQLite the one writer
-//!    connection gives this; a backend with several writers must give it another way.)
+//!    committed late is never skipped, and none is sent twice unless its record was written
+//!    again while the device paged (the record moved past the pages read, and comes again
+//!    whole from where the pull started). (On SQLite the one writer connection gives this; a
+//!    backend with several writers must give it another way.)
 //! 3. **A page is read from one snapshot and writes nothing but its bookkeeping.**
 //!    [`Store::pull_page`] reads one consistent state, on a reader where the backend has them;
 //!    the device's villages, last sync and purge marks are written after, in a transaction of

@@ -442,7 +442,8 @@ mod tests {
                  INSERT INTO history (entity, kind, field, old_value, old_stamp, value, stamp, won, device, account, at_ms) VALUES
                      ('{P}', 'person', 'village', NULL, NULL, '\"{VA}\"', '5-{N1}', 1, '{N1}', 1, 100),
                      ('{P}', 'person', 'name', NULL, NULL, '\"王\"', '5-{N1}', 1, '{N1}', 1, 100),
-                     ('{P}', 'person', 'name', '\"王\"', '5-{N1}', '\"王五\"', '9-{N2}', 1, '{N2}', 2, 200);"
+                     ('{P}', 'person', 'name', '\"王\"', '5-{N1}', '\"王五\"', '9-{N2}', 1, '{N2}', 2, 200),
+                     ('{P}', 'person', 'phone', NULL, NULL, '\"13800138000\"', '5-{N1}', 0, '{N1}', 1, 300);"
             ),
         );
         let started = std::time::Instant::now();
@@ -473,15 +474,21 @@ mod tests {
             held.feeds[VA].iter().map(|e| (e.seq, e.entity)).collect();
         assert_eq!(fed, [(3, uuid(H)), (5, uuid(R)), (6, uuid(P))]);
         assert_eq!(held.entities[&uuid(P)].seq, 6);
-        // Three field changes in two actions, read back one per field.
+        // Four field changes in three actions, read back one per field: the last one shares the
+        // first action's stamp and device, but another write came between them.
         let history: Vec<(String, serde_json::Value, Option<String>)> = held
             .history
             .iter()
             .map(|w| (w.field.clone(), w.value.clone(), w.device.clone()))
             .collect();
-        assert_eq!(history.len(), 3);
+        assert_eq!(history.len(), 4);
         assert_eq!(held.history[0].seq, held.history[1].seq, "one action");
         assert!(held.history[2].seq > held.history[1].seq);
+        assert!(
+            held.history[3].seq > held.history[2].seq,
+            "a run interrupted stays two"
+        );
+        assert!(!held.history[3].won);
         assert_eq!(
             history[2],
             (

@@ -121,6 +121,10 @@ pub struct Ask {
     pub own_held_after: Option<u64>,
 }
 
+/// Most records one page reads: after the evening's upload every record of the officer's feed
+/// may be their own and send nothing, and one request must not read them all.
+const MOST_READ: usize = 20_000;
+
 /// Which values a page leaves out: the device's own, accepted above a counter.
 #[derive(Clone, Copy)]
 pub(crate) struct Own {
@@ -148,7 +152,8 @@ impl Own {
 /// hold at most `limit` values (a record alone may hold more), and whether more follow. Each
 /// village's feed is read `limit + 1` records at a time, merged up to the lowest last record of
 /// the villages with more, so that those taken hold every record up to the last of them,
-/// whichever village it came from; read on while records send nothing.
+/// whichever village it came from; read on while records send nothing, up to
+/// [`MOST_READ`] records.
 pub(crate) fn feed_records(
     tx: &Connection,
     villages: &[String],
@@ -161,6 +166,7 @@ pub(crate) fn feed_records(
     let fetch = i64::from(limit) + 1;
     let mut out: Vec<FeedRecord> = Vec::new();
     let mut count = 0usize;
+    let mut read = 0usize;
     let mut from = after;
     loop {
         let mut rows: Vec<(i64, String, String, String)> = Vec::new();
@@ -186,6 +192,7 @@ pub(crate) fn feed_records(
         rows.sort_unstable_by_key(|row| row.0);
         rows.dedup_by_key(|row| row.0);
         rows.retain(|row| row.0 <= bound);
+        read += rows.len();
         for (seq, id, kind, state) in rows {
             let entity = parse_entity(&id)?;
             let values: Vec<SentValue> = crate::store::state::decode_raw(&state)?
@@ -209,7 +216,7 @@ pub(crate) fn feed_records(
         if bound == upto {
             return Ok((out, false));
         }
-        if count >= limit as usize {
+        if count >= limit as usize || read >= MOST_READ {
             return Ok((out, true));
         }
         from = bound;

@@ -179,7 +179,10 @@ pub(crate) fn load(conn: &Connection, entity: &str) -> Result<Option<Loaded>, St
 /// Fields whose values name a record or a place: kept in `link` so that who points at a record
 /// (and which house holds an address code) is found through its index.
 pub(crate) fn linked(field: &str) -> bool {
-    field == "address_code" || baylink_domain::schema::reference_fields().contains(&field)
+    // Asked for every field written: the schema's list is worked out once.
+    static REFERENCES: std::sync::LazyLock<Vec<&'static str>> =
+        std::sync::LazyLock::new(baylink_domain::schema::reference_fields);
+    field == "address_code" || REFERENCES.contains(&field)
 }
 
 /// One field change of a history entry.

@@ -26,8 +26,8 @@ INSERT INTO entity_next (id, kind, village, seq, state)
     SELECT e.id, e.kind, e.village,
         COALESCE((SELECT MAX(f.seq) FROM field f WHERE f.entity = e.id), 0),
         json_object(
-            'n', json(COALESCE((SELECT json_group_array(node)
-                                FROM (SELECT node FROM record_node WHERE entity = e.id ORDER BY i)),
+            'n', json(COALESCE((SELECT json_group_array(node ORDER BY i)
+                                FROM record_node WHERE entity = e.id),
                                '[]')),
             'f', json(COALESCE((SELECT json_group_object(f.field,
                                     json_array(json(f.value), f.hlc, n.i, f.seq, 0))
@@ -80,12 +80,20 @@ CREATE TABLE history_next (
     at_ms INTEGER NOT NULL,
     changes TEXT NOT NULL
 );
+-- An action is a run of consecutive rows of one record, stamp, device and account, as the
+-- server writes them now (a run another write interrupted stays two entries, in order).
+CREATE TEMP TABLE history_run AS
+    SELECT *, SUM(fresh) OVER (ORDER BY seq) AS run FROM (
+        SELECT h.*, CASE WHEN LAG(entity) OVER w IS entity AND LAG(stamp) OVER w IS stamp
+                          AND LAG(device) OVER w IS device AND LAG(account) OVER w IS account
+                         THEN 0 ELSE 1 END AS fresh
+        FROM history h WINDOW w AS (ORDER BY seq));
 INSERT INTO history_next (entity, kind, stamp, device, account, at_ms, changes)
-    SELECT entity, kind, stamp, device, account, MIN(at_ms),
-        json_group_object(field, json_array(json(old_value), old_stamp, json(value), json(CASE WHEN won THEN 'true' ELSE 'false' END)))
-    FROM (SELECT * FROM history ORDER BY seq)
-    GROUP BY entity, stamp, device, account
-    ORDER BY MIN(seq);
+    SELECT MIN(entity), MIN(kind), MIN(stamp), MIN(device), MIN(account), MIN(at_ms),
+        json_group_object(field, json_array(json(old_value), old_stamp, json(value),
+            json(CASE WHEN won THEN 'true' ELSE 'false' END)) ORDER BY seq)
+    FROM history_run GROUP BY run ORDER BY run;
+DROP TABLE history_run;
 DROP TABLE history;
 ALTER TABLE history_next RENAME TO history;
 CREATE INDEX history_entity ON history (entity, seq);
