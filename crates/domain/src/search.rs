@@ -12,7 +12,11 @@ pub fn prefixes(typed: &str) -> Vec<(&'static str, String)> {
     }
     let mut probes = vec![("name", cleaned.clone()), ("address", cleaned.clone())];
     let compact = id_number::normalize(&cleaned);
-    if compact.len() >= 2 && compact.bytes().all(|b| b.is_ascii_digit() || b == b'X') {
+    // Resident ID numbers are digits (and X); passports and permits (E1234567, H12345678) start
+    // with letters: any run of letters and digits with a digit in it may be one.
+    let number_like = compact.bytes().all(|b| b.is_ascii_alphanumeric())
+        && compact.bytes().any(|b| b.is_ascii_digit());
+    if compact.len() >= 2 && number_like {
         probes.push(("id_number", compact.clone()));
         if compact.bytes().all(|b| b.is_ascii_digit()) {
             probes.push(("phone", compact));
@@ -46,6 +50,13 @@ mod tests {
             Some("1101051949")
         );
         assert_eq!(prefix("１３８００", "phone").as_deref(), Some("13800"));
+        // A passport's number, typed as on the document or in lower case.
+        assert_eq!(
+            prefix("e900 0002", "id_number").as_deref(),
+            Some("E9000002")
+        );
+        assert_eq!(prefix("E9000002", "phone"), None);
+        assert_eq!(prefix("Smith", "id_number"), None);
         assert_eq!(prefix("王芳", "phone"), None);
         assert!(prefixes("   ").is_empty());
     }
