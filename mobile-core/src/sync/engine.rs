@@ -19,10 +19,10 @@ use baylink_sync::auth::{Session, unauthorized};
 
 use crate::sync::client::Client;
 
-/// Changes per push, at most: whole actions, so about 130 new persons. Each push is one
-/// transaction and one durable commit on the server: 500 made the evening's upload of 100,000
-/// persons 3,000 commits.
-const PUSH_BATCH: usize = 2_000;
+/// Changes per push, at most (the server's limit): whole actions, so about 330 new persons.
+/// Each push is one transaction and one durable commit on the server: 500 made the evening's
+/// upload of 100,000 persons 3,000 commits.
+const PUSH_BATCH: usize = 5_000;
 /// Values per pull page: the most the server sends.
 const PULL_PAGE: u32 = 5_000;
 /// Pages fetched ahead of the one being applied, at most.
