@@ -152,8 +152,8 @@ impl Own {
 /// hold at most `limit` values (a record alone may hold more), and whether more follow. Each
 /// village's feed is read `limit + 1` records at a time, merged up to the lowest last record of
 /// the villages with more, so that those taken hold every record up to the last of them,
-/// whichever village it came from; read on while records send nothing, up to
-/// [`MOST_READ`] records.
+/// whichever village it came from; read on while records send nothing, until [`MOST_READ`]
+/// records are read (checked after each batch).
 pub(crate) fn feed_records(
     tx: &Connection,
     villages: &[String],
@@ -386,4 +386,78 @@ pub fn read_page(
         more,
     };
     Ok((page, settle))
+}
+
+#[cfg(test)]
+mod tests {
+    // A failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::caller::Role;
+
+    const NODE: &str = "00000000-0000-4000-8000-0000000000d1";
+    const VILLAGE: &str = "441303006001";
+
+    /// `count` records of one village, each one value its device `NODE` wrote (change counter 5),
+    /// at sequence numbers 1 to `count`.
+    fn feed_of_own_records(count: u32) -> crate::store::Db {
+        let db = crate::store::Db::open_in_memory().unwrap();
+        db.call_blocking(move |c| {
+            c.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO entity (id, kind, village, seq, state)
+                 SELECT printf('00000000-0000-4000-8000-%012d', i), 'person', ?2, i,
+                        json_object('n', json_array(?3),
+                                    'f', json_object('name', json_array('x', 1, 0, i, 5)))
+                 FROM n",
+                params![count, VILLAGE, NODE],
+            )?;
+            c.execute(
+                "INSERT INTO feed (village, seq, pos) SELECT village, seq, pos FROM entity",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        db
+    }
+
+    #[test]
+    fn a_page_of_only_the_devices_own_records_stops_at_its_reading_bound_and_goes_on_after() {
+        let db = feed_of_own_records(25_000);
+        let caller = Caller {
+            account: 1,
+            role: Role::Officer,
+            device: NODE.to_owned(),
+            villages: vec![VILLAGE.to_owned()],
+        };
+        let villages = caller.villages.clone();
+        let own = Own::of(&caller, Some(0));
+        let (first, more) = db
+            .read_blocking(|c| feed_records(c, &villages, (0, 0), i64::MAX, 100, false, own))
+            .unwrap();
+        // Nothing to send in any of them, and the page stops reading at the bound with more to come.
+        assert!(more);
+        // The bound is checked after each batch of `limit + 1` records.
+        assert!(
+            (MOST_READ..MOST_READ + 101).contains(&first.len()),
+            "{}",
+            first.len()
+        );
+        assert!(first.iter().all(|r| r.values.is_empty()));
+        let last = first.last().unwrap().seq;
+        let (rest, more) = db
+            .read_blocking(|c| feed_records(c, &villages, (last, 0), i64::MAX, 100, false, own))
+            .unwrap();
+        assert!(!more);
+        assert_eq!(rest.len(), 25_000 - first.len());
+        // A device that says nothing of what it holds is sent its values, a page at a time.
+        let all = Own::of(&caller, None);
+        let (page, more) = db
+            .read_blocking(|c| feed_records(c, &villages, (0, 0), i64::MAX, 100, false, all))
+            .unwrap();
+        assert!(more);
+        assert_eq!(page.iter().map(|r| r.values.len()).sum::<usize>(), 100);
+    }
 }
