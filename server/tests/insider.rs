@@ -576,6 +576,12 @@ struct Case {
     cursor: u8,
     /// Whether the push goes in zstd: decided the same way after decompression.
     zstd: bool,
+    /// Whether the push goes as whole actions (protocol 3): read as the same changes, each of
+    /// the pushing device whatever it names.
+    actions: bool,
+    /// What the pull says the device holds of its own (`own_held_after`): nothing, all, or any
+    /// counter; it narrows only what this device is sent.
+    own: Option<u64>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -617,14 +623,20 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
         0..5u8,
         any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just(None), Just(Some(0u64)), any::<u64>().prop_map(Some)],
     )
-        .prop_map(|(templates, shapes, counters, cursor, zstd)| Case {
-            templates,
-            shapes,
-            counters,
-            cursor,
-            zstd,
-        })
+        .prop_map(
+            |(templates, shapes, counters, cursor, zstd, actions, own)| Case {
+                templates,
+                shapes,
+                counters,
+                cursor,
+                zstd,
+                actions,
+                own,
+            },
+        )
 }
 
 /// The attacker's state across cases.
@@ -985,7 +997,24 @@ impl World {
             }
             _ => {}
         }
-        let batch = json!({"protocol": 2, "device": ATTACKER_DEVICE, "changes": changes});
+        let batch = if case.actions {
+            // Each change as an action of its own: the same changes, in the same order.
+            let actions: Vec<Value> = changes
+                .iter()
+                .map(|c| {
+                    let mut field = json!({
+                        "counter": c["id"]["counter"], "field": c["field"], "value": c["value"],
+                    });
+                    if let Some(base) = c.get("base") {
+                        field["base"] = base.clone();
+                    }
+                    json!({"kind": c["kind"], "entity": c["entity"], "stamp": c["stamp"], "fields": [field]})
+                })
+                .collect();
+            json!({"protocol": 3, "device": ATTACKER_DEVICE, "changes": [], "actions": actions})
+        } else {
+            json!({"protocol": 2, "device": ATTACKER_DEVICE, "changes": changes})
+        };
         let (status, answer) = runtime.block_on(call_as(
             &self.state,
             "/api/v1/sync/push",
@@ -1027,6 +1056,9 @@ impl World {
         let mut request = json!({"protocol": 2, "limit": 5000});
         if let Some(cursor) = &cursor {
             request["cursor"] = json!(cursor);
+        }
+        if let Some(own) = case.own {
+            request["own_held_after"] = json!(own);
         }
         let (status, page) = runtime.block_on(call(
             &self.state,

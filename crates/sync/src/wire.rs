@@ -57,6 +57,17 @@ pub struct PushRequest {
 }
 
 impl PushRequest {
+    /// A push of `device`'s own changes as whole actions (protocol [`ACTION_PUSH`]).
+    pub fn of_actions(device: NodeId, changes: Vec<Change>) -> PushRequest {
+        PushRequest {
+            protocol: ACTION_PUSH,
+            device,
+            changes: Vec::new(),
+            actions: Action::group(changes),
+            extra: BTreeMap::new(),
+        }
+    }
+
     /// Every change of the push, in order: `changes`, then each action's.
     pub fn into_changes(self) -> Vec<Change> {
         let device = self.device;
@@ -439,13 +450,7 @@ mod tests {
     #[test]
     fn a_push_of_actions_reads_as_the_same_changes_and_is_pinned() {
         let changes = push().changes;
-        let request = PushRequest {
-            protocol: ACTION_PUSH,
-            device: node(1),
-            changes: Vec::new(),
-            actions: Action::group(changes.clone()),
-            extra: BTreeMap::new(),
-        };
+        let request = PushRequest::of_actions(node(1), changes.clone());
         let expected = json!({
             "protocol": 3,
             "device": "00000000-0000-0000-0000-000000000001",
@@ -616,13 +621,7 @@ mod tests {
                     extra: BTreeMap::new(),
                 })
                 .collect();
-            let request = PushRequest {
-                protocol: ACTION_PUSH,
-                device: node(1),
-                changes: Vec::new(),
-                actions: Action::group(changes.clone()),
-                extra: BTreeMap::new(),
-            };
+            let request = PushRequest::of_actions(node(1), changes.clone());
             let json = serde_json::to_string(&request).unwrap();
             let parsed: PushRequest = serde_json::from_str(&json).unwrap();
             proptest::prop_assert_eq!(parsed.len(), changes.len());

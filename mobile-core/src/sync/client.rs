@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use baylink_sync::auth::{LoginRequest, RefreshRequest, Session};
 use baylink_sync::wire::{
-    ACTION_PUSH, Action, Cursor, GROUPED_PULL, PAGE_STREAM, PROTOCOL_HEADER, PullRequest,
-    PullResponse, PushRequest, PushResponse,
+    ACTION_PUSH, Cursor, GROUPED_PULL, PAGE_STREAM, PROTOCOL_HEADER, PullRequest, PullResponse,
+    PushRequest, PushResponse,
 };
 use baylink_sync::{Change, NodeId};
 use serde::de::DeserializeOwned;
@@ -183,13 +183,7 @@ impl Client {
         let speaks = self.protocol.load(std::sync::atomic::Ordering::Relaxed);
         let own = changes.iter().all(|c| c.id.device == device);
         let request = if speaks >= ACTION_PUSH && own {
-            PushRequest {
-                protocol: ACTION_PUSH,
-                device,
-                changes: Vec::new(),
-                actions: Action::group(changes),
-                extra: Default::default(),
-            }
+            PushRequest::of_actions(device, changes)
         } else {
             PushRequest {
                 protocol: GROUPED_PULL,

@@ -446,9 +446,7 @@ mod tests {
                      ('{P}', 'person', 'phone', NULL, NULL, '\"13800138000\"', '5-{N1}', 0, '{N1}', 1, 300);"
             ),
         );
-        let started = std::time::Instant::now();
         let db = Db::open(&path).unwrap();
-        assert!(started.elapsed().as_secs() < 60);
         let held = db.read_blocking(crate::store::snapshot::read).unwrap();
         let value = |id: &str, field: &str| {
             let stored = &held.values[&(uuid(id), field.to_owned())];

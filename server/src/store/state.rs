@@ -302,7 +302,6 @@ impl Pending {
     }
 
     /// Writes one field (the merge decided it wins), recording the action in the history.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &mut self,
         conn: &Connection,
