@@ -292,8 +292,14 @@ fn to_change(
 
 /// Pending changes in counter order, whole actions only: up to `limit` changes, or one action
 /// when it alone has more.
-pub(crate) fn pending(conn: &Connection, node: NodeId, limit: usize) -> Result<Vec<Change>> {
+pub(crate) fn pending(
+    conn: &Connection,
+    node: NodeId,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<Change>> {
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     let mut after = 0i64;
     'pages: loop {
         let page = rows(
@@ -320,12 +326,32 @@ pub(crate) fn pending(conn: &Connection, node: NodeId, limit: usize) -> Result<V
             if !out.is_empty() && out.len() + entries.len() > limit {
                 break 'pages;
             }
-            for entry in entries {
-                out.push(to_change(node, row, entry, record.as_ref())?);
+            let action = entries
+                .into_iter()
+                .map(|entry| to_change(node, row, entry, record.as_ref()))
+                .collect::<Result<Vec<_>>>()?;
+            let size: usize = action.iter().map(approximate_bytes).sum();
+            if !out.is_empty() && bytes + size > max_bytes {
+                break 'pages;
             }
+            bytes += size;
+            out.extend(action);
         }
     }
     Ok(out)
+}
+
+/// About what a change takes in a push's JSON: its value as written, and the rest of a change
+/// object (ids, kind, field, stamps) in the older protocol's form, the larger.
+fn approximate_bytes(change: &Change) -> usize {
+    const ENVELOPE: usize = 320;
+    let value = match &change.value {
+        // Escapes (quotes, control characters) take a few more bytes than counted here:
+        // covered by the envelope's margin and the budget's distance from the server's limit.
+        serde_json::Value::String(text) => text.len() + 2,
+        other => other.to_string().len(),
+    };
+    ENVELOPE + change.field.len() + value
 }
 
 /// The stamps (clock readings) of every action still in the outbox.

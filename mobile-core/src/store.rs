@@ -471,7 +471,13 @@ impl Store {
     /// Local changes waiting to be pushed, oldest first, whole actions only: up to `limit`, or
     /// one action when it alone has more.
     pub fn outbox(&self, limit: usize) -> Result<Vec<Change>> {
-        let changes = outbox::pending(&self.conn, self.device.node, limit)?;
+        self.outbox_within(limit, usize::MAX)
+    }
+
+    /// [`Store::outbox`] of at most about `max_bytes` of JSON (whole actions; the first one
+    /// whatever its size): what one push may carry below the server's limit on a body.
+    pub fn outbox_within(&self, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
+        let changes = outbox::pending(&self.conn, self.device.node, limit, max_bytes)?;
         // Handed out, they may reach someone whatever becomes of the answer: a record among
         // them is deleted from now on, not withdrawn.
         if let Some(newest) = changes.iter().map(|c| c.id.counter).max() {

@@ -106,9 +106,14 @@ pub struct Server {
 impl Server {
     /// Starts a server with Daya Bay's stations and villages and no accounts.
     pub fn start() -> Server {
+        Self::start_with(|_| {})
+    }
+
+    /// [`Server::start`] with its configuration adjusted first (a restart keeps the default).
+    pub fn start_with(adjust: impl FnOnce(&mut baylink_server::Config)) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data = dir.path().join("server");
-        let (url, state, db, runtime, shutdown) = Self::launch(&data);
+        let (url, state, db, runtime, shutdown) = Self::launch(&data, adjust);
         db.call_blocking(baylink_server::demo::seed_places)
             .expect("places seeded");
         Server {
@@ -124,6 +129,7 @@ impl Server {
 
     fn launch(
         data: &std::path::Path,
+        adjust: impl FnOnce(&mut baylink_server::Config),
     ) -> (
         String,
         baylink_server::AppState,
@@ -133,6 +139,7 @@ impl Server {
     ) {
         let mut config = baylink_server::Config::new(data);
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        adjust(&mut config);
         let (state, db) = baylink_server::AppState::open(config).expect("server state opens");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -214,7 +221,7 @@ impl Server {
     /// Stops the server (the process would exit here) and starts it again on the same data.
     pub fn restart(&mut self) {
         self.stop();
-        let (url, state, db, runtime, shutdown) = Self::launch(&self.data);
+        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, |_| {});
         // Same address is not guaranteed after a restart; devices keep the URL they signed in
         // with, so tests re-point them with `Device::move_server`.
         self.url = url;

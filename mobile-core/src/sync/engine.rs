@@ -23,6 +23,12 @@ use crate::sync::client::Client;
 /// Each push is one transaction and one durable commit on the server: 500 made the evening's
 /// upload of 100,000 persons 3,000 commits.
 const PUSH_BATCH: usize = 5_000;
+/// JSON per push, about, at first: a quarter of the server's default limit on a body (8 MiB),
+/// so that a day of long notes goes in several pushes rather than one the server refuses.
+const PUSH_BYTES: usize = 2 * 1024 * 1024;
+/// The least a push is cut to when the server finds one too large (one action goes whatever
+/// its size).
+const LEAST_PUSH_BYTES: usize = 16 * 1024;
 /// Values per pull page: the most the server sends.
 const PULL_PAGE: u32 = 5_000;
 /// Pages fetched ahead of the one being applied, at most.
@@ -439,12 +445,23 @@ pub fn sync_with(
     progress.progress("push", 0, total);
     // Each round settles a batch; a batch only restamped is pushed again (bounded, in case a
     // server keeps refusing).
+    // Cut smaller whenever the server answers that a push is too large (its limit may be set
+    // below the default): the same changes go again in smaller pushes.
+    let mut max_bytes = PUSH_BYTES;
     for _ in 0..10_000 {
-        let changes = store.outbox(PUSH_BATCH)?;
+        let changes = store.outbox_within(PUSH_BATCH, max_bytes)?;
         if changes.is_empty() {
             break;
         }
-        let answer = with_retries(transport, store, &mut |t, s| t.push(s, &changes))?;
+        let answer = match with_retries(transport, store, &mut |t, s| t.push(s, &changes)) {
+            Err(Error::Server { status: 413, .. })
+                if changes.len() > 1 && max_bytes > LEAST_PUSH_BYTES =>
+            {
+                max_bytes = (max_bytes / 4).max(LEAST_PUSH_BYTES);
+                continue;
+            }
+            other => other?,
+        };
         let (ahead, settled): (Vec<_>, Vec<_>) = answer.results.into_iter().partition(|r| {
             r.status == ChangeStatus::Refused && r.code.as_deref() == Some(refusal::CLOCK_AHEAD)
         });

@@ -71,6 +71,17 @@ pub(crate) struct Readers {
     idle: Mutex<Vec<Connection>>,
 }
 
+/// Plans made without looking at bound values. Otherwise SQLite compares a parameter's value
+/// with a partial index's condition (`id_number IS NOT NULL`) and compiles the statement again
+/// at every new binding: a cached key lookup was compiled anew for each record a push names.
+fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 /// Reader connections kept open when idle.
 pub(crate) const IDLE_READERS: usize = 4;
 
@@ -115,6 +126,7 @@ impl Db {
 
     fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        stable_plans(conn)?;
         let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         // A database a newer server migrated is refused before anything of it is changed.
         let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
@@ -212,6 +224,7 @@ impl Db {
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                stable_plans(&conn)?;
                 conn
             }
         };

@@ -38,3 +38,34 @@ pub(crate) fn holders(
     };
     Ok(ids)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+    use rusqlite::StatementStatus;
+
+    #[test]
+    fn a_key_lookup_is_compiled_once_and_reads_its_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("baylink.db")).unwrap();
+        let (reprepared, plan) = db
+            .call_blocking(|c| {
+                for text in ["110101199003070017", "440305198807120027", "44030519880712002X"] {
+                    holders(c, "person", "id_number", text)?;
+                }
+                let sql = "SELECT entity FROM summary WHERE id_number = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3";
+                let stmt = c.prepare_cached(sql)?;
+                let reprepared = stmt.get_status(StatementStatus::RePrepare);
+                drop(stmt);
+                let plan: Vec<String> = c
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
+                    .query_map(params!["x", "person", MOST], |r| r.get(3))?
+                    .collect::<Result<_, _>>()?;
+                Ok((reprepared, plan.join("; ")))
+            })
+            .unwrap();
+        assert_eq!(reprepared, 0, "compiled again at a new binding");
+        assert!(plan.contains("summary_id_number"), "{plan}");
+    }
+}

@@ -74,15 +74,23 @@ pub(crate) fn rescope(
 ) -> Result<Scopes, StoreError> {
     // Everything below reads the tables.
     seq.flush(tx)?;
+    // The records just stored, as stored: read again only those an earlier flush stored.
+    let mut flushed = seq.pending.take_flushed();
     for entity in touched {
-        crate::store::summary::refresh_summary(tx, entity)?;
+        match flushed.get(entity) {
+            Some(record) => crate::store::summary::write_summary(tx, entity, record)?,
+            None => crate::store::summary::refresh_summary(tx, entity)?,
+        }
     }
     let mut people = persons.clone();
     let mut scopes = Scopes::new();
     for entity in touched {
-        let (kind, village): (String, Option<String>) = tx
-            .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
-            .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (kind, village): (String, Option<String>) = match flushed.get(entity) {
+            Some(record) => (record.kind.clone(), record.village.clone()),
+            None => tx
+                .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
+                .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))?,
+        };
         match kind.as_str() {
             "residence" => {
                 people.extend(text_of(tx, entity, "person")?);
@@ -99,7 +107,7 @@ pub(crate) fn rescope(
             _ => {}
         }
         let village = baylink_domain::scope::record_villages(village.as_deref());
-        set_scope(tx, seq, entity, &village)?;
+        set_scope(tx, seq, entity, &village, flushed.remove(entity))?;
         scopes.insert(entity.clone(), village);
     }
     // People whose scope may have grown (and their values been resent), beyond the touched.
@@ -129,7 +137,8 @@ pub(crate) fn rescope(
             });
         }
         let villages = person_villages(home.as_deref(), &lives);
-        if set_scope(tx, seq, &person, &villages)? && !touched.contains(&person) {
+        let stored = flushed.remove(&person);
+        if set_scope(tx, seq, &person, &villages, stored)? && !touched.contains(&person) {
             resent.insert(person.clone());
         }
         scopes.insert(person, villages);
@@ -193,12 +202,14 @@ pub(crate) fn unpublish(
     Ok(())
 }
 
-/// Sets an entity's villages; true when it was resent (it entered a village).
+/// Sets an entity's villages; true when it was resent (it entered a village). `stored`: the
+/// record as its row holds it, when the caller has it (read from the row otherwise).
 pub(crate) fn set_scope(
     tx: &Transaction<'_>,
     seq: &mut Sequence,
     entity: &str,
     villages: &BTreeSet<String>,
+    stored: Option<state::Loaded>,
 ) -> Result<bool, StoreError> {
     let before = scope_of(tx, entity)?;
     if &before == villages {
@@ -223,7 +234,11 @@ pub(crate) fn set_scope(
     // Devices of the new villages are past the sequence numbers of the values written before
     // this write: those are resent, at a new number, to every village (this write's own values
     // have theirs). Its entries at the old number go from the villages kept.
-    let Some(mut record) = state::load(tx, entity)? else {
+    let record = match stored {
+        Some(record) => Some(record),
+        None => state::load(tx, entity)?,
+    };
+    let Some(mut record) = record else {
         return Ok(false);
     };
     let older = record.state.values().any(|s| s.seq <= seq.start);

@@ -224,9 +224,17 @@ pub(crate) struct Pending {
     /// Records read and found not stored.
     absent: std::collections::HashSet<String>,
     actions: Vec<Action>,
+    /// The records the last flush stored, as stored: what the rest of the write reads of them
+    /// without reading and decoding their rows again.
+    flushed: HashMap<String, Loaded>,
 }
 
 impl Pending {
+    /// The records the last flush stored, as stored (taken: the caller owns them now).
+    pub(crate) fn take_flushed(&mut self) -> HashMap<String, Loaded> {
+        std::mem::take(&mut self.flushed)
+    }
+
     /// Makes `entity` a record of this unit, read from its row (or new, of `kind`).
     fn entry(
         &mut self,
@@ -379,6 +387,7 @@ impl Pending {
         conn: &Connection,
         mut next: impl FnMut() -> i64,
     ) -> Result<(), StoreError> {
+        self.flushed.clear();
         for entity in std::mem::take(&mut self.order) {
             let Some(mut dirty) = self.records.remove(&entity) else {
                 continue;
@@ -437,6 +446,7 @@ impl Pending {
                     .execute(params![field, now, entity])?;
                 }
             }
+            self.flushed.insert(entity, dirty.loaded);
         }
         self.records.clear();
         self.absent.clear();

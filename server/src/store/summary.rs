@@ -1,22 +1,32 @@
 //! Each record's summary row (what lists filter and search), recomputed after every write.
 
 use crate::store::error::StoreError;
+use crate::store::state::{Loaded, load};
 use baylink_domain::{EntityKind, Fields, summarize};
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
 /// Recomputes an entity's summary row from its current fields.
 pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), StoreError> {
-    let Some(record) = crate::store::state::load(conn, entity)? else {
-        return Ok(());
-    };
-    let (kind, village, updated) = (record.kind, record.village, record.seq);
+    match load(conn, entity)? {
+        Some(record) => write_summary(conn, entity, &record),
+        None => Ok(()),
+    }
+}
+
+/// Writes an entity's summary row from its record as stored.
+pub(crate) fn write_summary(
+    conn: &Connection,
+    entity: &str,
+    record: &Loaded,
+) -> Result<(), StoreError> {
+    let (kind, village, updated) = (&record.kind, &record.village, record.seq);
     let fields: Fields = record
         .state
-        .into_iter()
-        .map(|(field, slot)| (field, slot.version.value))
+        .iter()
+        .map(|(field, slot)| (field.clone(), slot.version.value.clone()))
         .collect();
-    let summary = EntityKind::parse(&kind)
+    let summary = EntityKind::parse(kind)
         .map(|k| summarize(k, &fields))
         .unwrap_or_default();
     let created_by = fields.get("created_by").and_then(Value::as_str);

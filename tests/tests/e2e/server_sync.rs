@@ -589,3 +589,49 @@ fn a_restamped_edit_still_replaces_the_value_it_edited() {
     a.sync();
     assert_eq!(a.states(), b.states());
 }
+
+#[test]
+fn a_day_of_long_notes_reaches_a_server_with_a_small_body_limit_in_pushes_it_accepts() {
+    // 40 disputes of 3,000 characters each (about 9 KB) are 360 KB of JSON, 400 changes: one
+    // push by count. The server here takes bodies of 64 KiB at most.
+    let server = Server::start_with(|config| config.max_body_bytes = 64 * 1024);
+    server.add_officer("o1", VILLAGE);
+    let mut a = Device::new("o1");
+    a.login(&server, "o1");
+    let mut disputes = Vec::new();
+    for i in 0..40 {
+        let description: String = format!("第{i}起：")
+            .chars()
+            .chain("邻里因噪音发生争执".chars().cycle())
+            .take(2000)
+            .collect();
+        let outcome: String = "双方同意调解".chars().cycle().take(1000).collect();
+        disputes.push(capture(
+            &mut a,
+            EntityKind::Dispute,
+            &[
+                ("village", VILLAGE.to_owned()),
+                ("parties", "王芳;李强".to_owned()),
+                ("kind", "neighbour".to_owned()),
+                ("description", description),
+                ("status", "mediated".to_owned()),
+                ("outcome", outcome),
+                ("reported_on", "2024-01-15".to_owned()),
+            ],
+        ));
+    }
+    let pending = a.store.pending_count().unwrap();
+    let report = a.sync();
+    assert_eq!(report.pushed, pending, "{report:?}");
+    assert_eq!(a.store.pending_count().unwrap(), 0);
+    let held = server.snapshot();
+    for (i, id) in disputes.iter().enumerate() {
+        let description = held.value(*id, "description").expect("on the server");
+        assert!(
+            description
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("第{i}起")) && d.chars().count() == 2000),
+            "{description}"
+        );
+    }
+}
