@@ -295,12 +295,16 @@ fn to_change(
 pub(crate) fn pending(
     conn: &Connection,
     node: NodeId,
+    after: u64,
     limit: usize,
     max_bytes: usize,
 ) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    let mut after = 0i64;
+    let mut after = after as i64;
+    // Where each action of the batch starts in it, with its record.
+    let mut starts: Vec<(usize, Uuid)> = Vec::new();
+    let mut full = false;
     'pages: loop {
         let page = rows(
             conn,
@@ -324,6 +328,7 @@ pub(crate) fn pending(
             // together (its village above all), so a batch never ends inside one.
             let entries: Vec<&Entry> = row.entries.iter().filter(|e| e.refusal.is_none()).collect();
             if !out.is_empty() && out.len() + entries.len() > limit {
+                full = true;
                 break 'pages;
             }
             let action = entries
@@ -332,13 +337,66 @@ pub(crate) fn pending(
                 .collect::<Result<Vec<_>>>()?;
             let size: usize = action.iter().map(approximate_bytes).sum();
             if !out.is_empty() && bytes + size > max_bytes {
+                full = true;
                 break 'pages;
             }
             bytes += size;
+            starts.push((out.len(), row.entity));
             out.extend(action);
         }
     }
+    if full {
+        out.truncate(whole_records(conn, &starts, out.len(), &out)?);
+    }
     Ok(out)
+}
+
+/// Where a full batch ends so that no record in it has actions left for the next: the server
+/// judges a record it does not hold by what one push brings of it (a record refused, corrected
+/// and sent again is two actions). The whole batch when that would leave nothing: one record
+/// with more waiting than a push carries.
+fn whole_records(
+    conn: &Connection,
+    starts: &[(usize, Uuid)],
+    len: usize,
+    out: &[Change],
+) -> Result<usize> {
+    let Some(last) = out.last().map(|c| c.id.counter) else {
+        return Ok(len);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE entity = ?1 AND pending > 0 AND first_counter > ?2)",
+    )?;
+    let mut split = std::collections::HashSet::new();
+    for (_, entity) in starts {
+        if !split.contains(entity)
+            && stmt.query_row(params![entity.hyphenated().to_string(), last as i64], |r| {
+                r.get::<_, bool>(0)
+            })?
+        {
+            split.insert(*entity);
+        }
+    }
+    // Ending before a record's first action may leave another record's actions on both sides:
+    // end before that one's too, until none is.
+    let mut end = len;
+    loop {
+        let before: std::collections::HashSet<Uuid> = starts
+            .iter()
+            .filter(|(at, _)| *at < end)
+            .map(|(_, e)| *e)
+            .collect();
+        for (_, entity) in starts.iter().filter(|(at, _)| *at >= end) {
+            if before.contains(entity) {
+                split.insert(*entity);
+            }
+        }
+        match starts.iter().find(|(at, e)| *at < end && split.contains(e)) {
+            None => return Ok(end),
+            Some((0, _)) => return Ok(len),
+            Some((at, _)) => end = *at,
+        }
+    }
 }
 
 /// About what a change takes in a push's JSON: its value as written, and the rest of a change

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/005_device_key.sql"),
     include_str!("sql/006_offered.sql"),
     include_str!("sql/007_own_floor.sql"),
+    include_str!("sql/008_outbox_entity.sql"),
 ];
 
 /// The schema version this build writes.

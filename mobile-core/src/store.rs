@@ -477,7 +477,13 @@ impl Store {
     /// [`Store::outbox`] of at most about `max_bytes` of JSON (whole actions; the first one
     /// whatever its size): what one push may carry below the server's limit on a body.
     pub fn outbox_within(&self, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
-        let changes = outbox::pending(&self.conn, self.device.node, limit, max_bytes)?;
+        self.outbox_after(0, limit, max_bytes)
+    }
+
+    /// [`Store::outbox_within`] of the actions after change counter `after` (the next batch
+    /// while the one up to `after` is on its way).
+    pub fn outbox_after(&self, after: u64, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
+        let changes = outbox::pending(&self.conn, self.device.node, after, limit, max_bytes)?;
         // Handed out, they may reach someone whatever becomes of the answer: a record among
         // them is deleted from now on, not withdrawn.
         if let Some(newest) = changes.iter().map(|c| c.id.counter).max() {
@@ -727,7 +733,23 @@ impl Store {
                     kind: kind.clone(),
                     state: EntityState::new(),
                 });
-                let stamp = Stamp::new(device.clock.tick(now), device.node);
+                // The clock went back (to what the server said): a reading this device gave
+                // an action still waiting, or one the record holds, is not given again. Two
+                // actions of one stamp would read as one (a row's implied changes, the
+                // server's history), their counters overlapping.
+                let taken_by = |hlc: baylink_sync::Hlc| {
+                    unaccepted.contains(&hlc.as_u64())
+                        || record
+                            .state
+                            .values()
+                            .any(|v| v.stamp.node == device.node && v.stamp.hlc == hlc)
+                };
+                let mut hlc = device.clock.tick(now);
+                while taken_by(hlc) {
+                    hlc = device.clock.tick(now);
+                }
+                unaccepted.insert(hlc.as_u64());
+                let stamp = Stamp::new(hlc, device.node);
                 renamed.insert(action[0].stamp, stamp);
                 let mut entries = Vec::with_capacity(action.len());
                 for t in action {

@@ -967,3 +967,103 @@ fn deleting_a_capture_the_server_never_saw_withdraws_it_and_anything_seen_leaves
     s.delete(named).unwrap();
     assert_eq!(s.get(named).unwrap().unwrap().fields["deleted"], "true");
 }
+
+#[test]
+fn two_restamps_in_one_sync_never_give_two_actions_one_stamp() {
+    // The phone's clock runs two days ahead; the server refuses its pushes one batch at a time
+    // and each refusal restamps (the clock set back each time to what the server said).
+    let clock = Arc::new(ManualClock::new(NOW_MS + 2 * 86_400_000));
+    let mut s = Store::open_in_memory()
+        .expect("in-memory store")
+        .with_clock(clock);
+    let first = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    s.edit(first, &input(&[("occupation", "工人")])).unwrap();
+    s.capture(EntityKind::House, &house("桥西一巷1号")).unwrap();
+    let all = s.outbox(usize::MAX).unwrap();
+    let refuse = |counters: &[u64]| -> Vec<u64> { counters.to_vec() };
+    // The first push carries the person's capture; refused as stamped ahead, restamped.
+    let capture: Vec<u64> = all
+        .iter()
+        .filter(|c| c.entity == first && c.field != "occupation")
+        .map(|c| c.id.counter)
+        .collect();
+    s.restamp(&refuse(&capture), NOW_MS).unwrap();
+    // The next push carries the edit and the house; refused likewise.
+    let rest: Vec<u64> = s
+        .outbox(usize::MAX)
+        .unwrap()
+        .iter()
+        .filter(|c| !(c.entity == first && c.field != "occupation"))
+        .map(|c| c.id.counter)
+        .collect();
+    s.restamp(&rest, NOW_MS).unwrap();
+    let pending = s.outbox(usize::MAX).unwrap();
+    let counters: std::collections::BTreeSet<u64> = pending.iter().map(|c| c.id.counter).collect();
+    assert_eq!(
+        counters.len(),
+        pending.len(),
+        "a counter given twice: {pending:#?}"
+    );
+    assert_eq!(pending.len() as u64, s.pending_count().unwrap());
+    assert_eq!(pending.len(), all.len(), "every change still waits once");
+    // One stamp, one action: the changes sharing a stamp are one record's.
+    let mut by_stamp: std::collections::HashMap<_, std::collections::BTreeSet<uuid::Uuid>> =
+        Default::default();
+    for c in &pending {
+        by_stamp.entry(c.stamp).or_default().insert(c.entity);
+    }
+    assert!(
+        by_stamp.values().all(|records| records.len() == 1),
+        "{by_stamp:?}"
+    );
+    let stamps_of_first: std::collections::BTreeSet<_> = pending
+        .iter()
+        .filter(|c| c.entity == first)
+        .map(|c| c.stamp)
+        .collect();
+    assert_eq!(
+        stamps_of_first.len(),
+        2,
+        "the capture and the edit stay two actions"
+    );
+}
+
+#[test]
+fn a_full_push_ends_before_a_record_whose_later_actions_would_not_fit() {
+    let mut s = store();
+    let first = s.capture(EntityKind::House, &house("桥西一巷1号")).unwrap();
+    let edited = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    s.capture(EntityKind::Person, &person("440305198807120027", "李强"))
+        .unwrap();
+    s.capture(EntityKind::House, &house("桥西一巷2号")).unwrap();
+    // Corrected later: the person has a second action at the end of the outbox.
+    s.edit(edited, &input(&[("occupation", "工人")])).unwrap();
+    let all = s.outbox(usize::MAX).unwrap();
+    let count = |id| all.iter().filter(|c| c.entity == id).count();
+    // Room for the first house, the first person's capture and a little more, not for all.
+    let limit = count(first) + count(edited) + 3;
+    let batch = s.outbox(limit).unwrap();
+    assert!(
+        batch.iter().all(|c| c.entity == first),
+        "ends before the person: {:?}",
+        batch
+            .iter()
+            .map(|c| (c.entity, &c.field))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(batch.len(), count(first));
+    // Room for everything but the edit: the rest goes whole next time.
+    let after = batch.iter().map(|c| c.id.counter).max().unwrap();
+    let next = s.outbox_after(after, usize::MAX, usize::MAX).unwrap();
+    assert_eq!(batch.len() + next.len(), all.len());
+    // A record first in the batch with more waiting than a push carries still goes: in parts.
+    let lone = s
+        .outbox_after(after, count(edited) - 1 + 1, usize::MAX)
+        .unwrap();
+    assert!(lone.iter().all(|c| c.entity == edited), "{lone:?}");
+    assert!(!lone.is_empty());
+}

@@ -198,6 +198,10 @@ struct Link<'a> {
     faults: bool,
     partitioned: bool,
     crashed: bool,
+    /// A push sent ahead while the phone settled the one before: its counters and answer.
+    ahead: Option<(Vec<u64>, mobile_core::Result<PushResponse>)>,
+    /// The most changes one push carries: a few, so that a sync pushes several batches.
+    push_limit: usize,
 }
 
 impl Link<'_> {
@@ -234,12 +238,17 @@ impl Link<'_> {
     }
 }
 
-impl Transport for Link<'_> {
-    fn push(&mut self, store: &mut Store, changes: &[Change]) -> mobile_core::Result<PushResponse> {
+impl Link<'_> {
+    /// A push as it reaches the in-process server, with the faults of the way.
+    fn send_push(
+        &mut self,
+        node: baylink_sync::NodeId,
+        changes: &[Change],
+    ) -> mobile_core::Result<PushResponse> {
         if self.request_lost() {
             return Err(Error::Network("request lost".into()));
         }
-        let caller = self.server.caller(self.officer, store.node_id());
+        let caller = self.server.caller(self.officer, node);
         if self.faults && self.rng.chance(5) {
             self.stats.fault("push delayed and reordered");
             self.delayed.push(Delayed {
@@ -289,6 +298,41 @@ impl Transport for Link<'_> {
             }
         }
         Ok(answer)
+    }
+}
+
+impl Transport for Link<'_> {
+    fn push(&mut self, store: &mut Store, changes: &[Change]) -> mobile_core::Result<PushResponse> {
+        // The push sent ahead, if it is this one: its answer, or (lost) sent again, as HTTP's.
+        if let Some((counters, answer)) = self.ahead.take() {
+            if counters
+                .iter()
+                .copied()
+                .eq(changes.iter().map(|c| c.id.counter))
+            {
+                match answer {
+                    Ok(answer) => return Ok(answer),
+                    Err(e) if self.crashed => return Err(e),
+                    Err(_) => {}
+                }
+            }
+        }
+        self.send_push(store.node_id(), changes)
+    }
+
+    fn push_ahead(&mut self, store: &Store, changes: &[Change]) {
+        // Now and then the phone does not get to it, and pushes the batch the ordinary way.
+        if self.ahead.is_some() || self.crashed || (self.faults && self.rng.chance(4)) {
+            return;
+        }
+        self.stats.fault("push sent ahead");
+        let counters = changes.iter().map(|c| c.id.counter).collect();
+        let answer = self.send_push(store.node_id(), changes);
+        self.ahead = Some((counters, answer));
+    }
+
+    fn push_limit(&self) -> usize {
+        self.push_limit
     }
 
     fn pull(
@@ -912,6 +956,7 @@ impl World {
             let p = &self.phones[phone];
             (p.officer, p.clock.clone(), p.partitioned && faults)
         };
+        let push_limit = 64 + self.rng.below(192) as usize;
         let mut link = Link {
             server: &mut self.server,
             rng: &mut self.rng,
@@ -925,6 +970,8 @@ impl World {
             faults,
             partitioned,
             crashed: false,
+            ahead: None,
+            push_limit,
         };
         let outcome = sync_with(
             &mut self.phones[phone].store,

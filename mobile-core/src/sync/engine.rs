@@ -6,6 +6,7 @@
 //! connection, a 5xx) is retried a few times with growing pauses before the sync gives up.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse, refusal};
@@ -63,6 +64,17 @@ pub trait Transport {
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
         let _ = (store, cursor, limit);
     }
+    /// Starts pushing `changes` in the background, if this transport can, while the device
+    /// settles the answer to the batch before: a `push` of the same changes then takes its
+    /// answer. Never more than one push on its way. Does nothing by default.
+    fn push_ahead(&mut self, store: &Store, changes: &[Change]) {
+        let _ = (store, changes);
+    }
+    /// The most changes one push carries: the server's limit by default (a simulated link
+    /// takes fewer, so that an upload goes in several pushes).
+    fn push_limit(&self) -> usize {
+        PUSH_BATCH
+    }
     /// The page at `cursor` if it was already fetched, without waiting. None by default.
     fn fetched(&mut self, cursor: &str) -> Option<PullResponse> {
         let _ = cursor;
@@ -81,6 +93,9 @@ pub trait Transport {
 /// Pages fetched in the background, each with the cursor it was asked for, in order.
 type Ahead = std::sync::mpsc::Receiver<(String, Result<PullResponse>)>;
 
+/// A push on its way in the background: the counters of its changes, and its answer to come.
+type Pushing = (Vec<u64>, std::sync::mpsc::Receiver<Result<PushResponse>>);
+
 /// The server over HTTP, with the session's tokens (refreshed once when expired) and a time
 /// limit per request, after which a stalled request counts as failed (and is retried). One
 /// client for the whole sync: its connections kept alive, and what the server said it reads
@@ -89,8 +104,9 @@ type Ahead = std::sync::mpsc::Receiver<(String, Result<PullResponse>)>;
 pub struct Http {
     timeout: Duration,
     ahead: Option<Ahead>,
+    pushing: Option<Pushing>,
     /// The client, with the server it talks to.
-    client: Option<(String, Client)>,
+    client: Option<(String, Arc<Client>)>,
 }
 
 impl Default for Http {
@@ -105,15 +121,16 @@ impl Http {
         Http {
             timeout,
             ahead: None,
+            pushing: None,
             client: None,
         }
     }
 
     /// The client for the session's server, made once per sync (again if the server moved).
-    fn client(&mut self, store: &Store) -> Result<&Client> {
+    fn client(&mut self, store: &Store) -> Result<&Arc<Client>> {
         let server = store.raw_session()?.ok_or(Error::NotSignedIn)?.server;
         if self.client.as_ref().is_none_or(|(at, _)| *at != server) {
-            let client = Client::new(&server, self.timeout);
+            let client = Arc::new(Client::new(&server, self.timeout));
             self.client = Some((server, client));
         }
         match &self.client {
@@ -147,6 +164,19 @@ impl Http {
 
 impl Transport for Http {
     fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse> {
+        // The push begun ahead, if it is this one and was answered; any other answer (a
+        // failure, an expired token) and the changes go again the ordinary way: a push is
+        // idempotent. Waited for in every case, so that two pushes are never on their way.
+        if let Some((counters, answer)) = self.pushing.take() {
+            let answer = answer.recv().ok();
+            let same = counters
+                .iter()
+                .copied()
+                .eq(changes.iter().map(|c| c.id.counter));
+            if let (true, Some(Ok(answer))) = (same, answer) {
+                return Ok(answer);
+            }
+        }
         let device = store.node_id();
         let client = self.client(store)?;
         authed(store, client, &|client, token| {
@@ -168,6 +198,30 @@ impl Transport for Http {
         authed(store, client, &|client, token| {
             client.pull(token, cursor.clone(), limit, own)
         })
+    }
+
+    fn push_ahead(&mut self, store: &Store, changes: &[Change]) {
+        if self.pushing.is_some() {
+            return;
+        }
+        let Ok(Some(token)) = store.raw_session().map(|s| s.and_then(|s| s.access_token)) else {
+            return;
+        };
+        let Ok(client) = self.client(store).cloned() else {
+            return;
+        };
+        let device = store.node_id();
+        let counters = changes.iter().map(|c| c.id.counter).collect();
+        let changes = changes.to_vec();
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let pushing = std::thread::Builder::new()
+            .name("push-ahead".into())
+            .spawn(move || {
+                let _ = answer.send(client.push(&token, device, changes));
+            });
+        if pushing.is_ok() {
+            self.pushing = Some((counters, answered));
+        }
     }
 
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
@@ -448,8 +502,13 @@ pub fn sync_with(
     // Cut smaller whenever the server answers that a push is too large (its limit may be set
     // below the default): the same changes go again in smaller pushes.
     let mut max_bytes = PUSH_BYTES;
+    // The batch already read (and on its way) while the one before was settled.
+    let mut next: Option<Vec<Change>> = None;
     for _ in 0..10_000 {
-        let changes = store.outbox_within(PUSH_BATCH, max_bytes)?;
+        let changes = match next.take() {
+            Some(changes) => changes,
+            None => store.outbox_within(transport.push_limit(), max_bytes)?,
+        };
         if changes.is_empty() {
             break;
         }
@@ -462,6 +521,23 @@ pub fn sync_with(
             }
             other => other?,
         };
+        // A batch all accepted leaves the outbox as it was for every later change: the next
+        // batch goes while this one is settled (the server applies it meanwhile). After a
+        // refusal the next is read once this one is settled (a refused change passes on what
+        // it replaced to the later changes of its field).
+        let all_accepted = answer.results.len() == changes.len()
+            && answer
+                .results
+                .iter()
+                .all(|r| r.status == ChangeStatus::Accepted);
+        if all_accepted {
+            let last = changes.iter().map(|c| c.id.counter).max().unwrap_or(0);
+            let following = store.outbox_after(last, transport.push_limit(), max_bytes)?;
+            if !following.is_empty() {
+                transport.push_ahead(store, &following);
+                next = Some(following);
+            }
+        }
         let (ahead, settled): (Vec<_>, Vec<_>) = answer.results.into_iter().partition(|r| {
             r.status == ChangeStatus::Refused && r.code.as_deref() == Some(refusal::CLOCK_AHEAD)
         });

@@ -243,3 +243,62 @@ fn a_bootstrap_fetching_its_next_page_ahead_survives_those_requests_failing() {
     assert_eq!(report.pulled as usize, values);
     assert_eq!(fresh.states(), first.states());
 }
+
+#[test]
+fn pushes_sent_while_the_one_before_is_settled_lose_nothing_and_double_nothing_on_a_bad_network() {
+    // A server taking bodies of 96 KiB at most: 150 persons go in a dozen pushes, each sent
+    // while the phone settles the answer to the one before.
+    let server = Server::start_with(|config| config.max_body_bytes = 96 * 1024);
+    server.add_officer("o1", VILLAGE);
+    let mut phone = Device::new("o1");
+    phone.login(&server, "o1");
+    let proxy = FaultProxy::start(&server.url);
+    phone
+        .store
+        .set_server_url(&proxy.url)
+        .expect("proxy address saved");
+    capture_persons(&mut phone, 150);
+    let changes = phone.store.pending_count().expect("pending");
+    // Answers lost after the server applied the push, cut short, requests cut: wherever they
+    // fall among the pushes, sent the ordinary way or ahead.
+    proxy.plan(&[
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Pass,
+        Fault::DropAnswer,
+        Fault::Pass,
+        Fault::TruncateAnswer,
+        Fault::Pass,
+        Fault::CutRequest,
+        Fault::Pass,
+        Fault::DropAnswer,
+    ]);
+    let report = sync(&mut phone).expect("the sync completes after retries");
+    assert_eq!(report.pushed, changes, "{report:?}");
+    assert_eq!(phone.store.pending_count().expect("pending"), 0);
+    assert_eq!(history_of(&server, &phone), (changes as i64, 0));
+    let seen = proxy.seen();
+    let requests: u64 = seen.values().sum();
+    assert!(requests >= 12, "several pushes: {seen:?}");
+    assert_eq!(proxy.pending(), 0, "every planned fault was met: {seen:?}");
+    // The phone holds what the server holds.
+    let held = server.snapshot();
+    for person in phone
+        .store
+        .list(EntityKind::Person, None, 200, 0)
+        .expect("list")
+    {
+        let id = uuid::Uuid::parse_str(&person.id).expect("id");
+        assert_eq!(
+            held.value(id, "name")
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            phone
+                .store
+                .get(id)
+                .expect("readable")
+                .and_then(|r| r.fields.get("name").cloned()),
+        );
+    }
+}
