@@ -162,6 +162,17 @@ impl Http {
     }
 }
 
+impl Drop for Http {
+    /// A push sent ahead is waited for (at most the time limit of a request) even when the sync
+    /// ends early (an error settling the answer before it): the next sync's pushes never run
+    /// beside it.
+    fn drop(&mut self) {
+        if let Some((_, answer)) = self.pushing.take() {
+            let _ = answer.recv();
+        }
+    }
+}
+
 impl Transport for Http {
     fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse> {
         // The push begun ahead, if it is this one and was answered; any other answer (a
