@@ -227,6 +227,13 @@ pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
 /// Removes records and everything that points from them (links, pending changes); `pending`
 /// says whether links wait in `link_pending` ([`links_pending`]).
 pub(crate) fn delete_record(conn: &Connection, id: Uuid, pending: bool) -> Result<()> {
+    remove_record(conn, id, pending)?;
+    own_values_dropped(conn)
+}
+
+/// [`delete_record`] of a record none of whose values ever left this phone (a capture
+/// withdrawn before any push offered it): the server holds nothing of it to send back.
+pub(crate) fn remove_record(conn: &Connection, id: Uuid, pending: bool) -> Result<()> {
     let id_text = id.hyphenated().to_string();
     // Its links are found from its reference fields: the table is keyed by what they name.
     if let Some(record) = load_record(conn, id)? {
@@ -238,7 +245,7 @@ pub(crate) fn delete_record(conn: &Connection, id: Uuid, pending: bool) -> Resul
         .execute([&id_text])?;
     conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
         .execute([&id_text])?;
-    own_values_dropped(conn)
+    Ok(())
 }
 
 /// Notes that values this device wrote are no longer all here (a record dropped, a refused

@@ -348,7 +348,7 @@ impl Store {
             // reaches the server (a mistyped ID number deleted and captured again leaves no
             // deleted record behind).
             if withdrawable(tx, device.node, id, &old)? {
-                db::delete_record(tx, id, false)?;
+                db::remove_record(tx, id, false)?;
                 return Ok(Deletion::Withdrawn);
             }
             let changes = Fields::from([("deleted".to_owned(), Value::Bool(true))]);

@@ -41,6 +41,22 @@ fn capture_persons(phone: &mut Device, count: u64) {
     }
 }
 
+/// An officer's phone that reaches `server` through a fault proxy and holds 150 persons captured
+/// offline: the phone, the proxy, and the changes waiting.
+fn officer_behind_proxy(server: &Server) -> (Device, FaultProxy, u64) {
+    server.add_officer("o1", VILLAGE);
+    let mut phone = Device::new("o1");
+    phone.login(server, "o1");
+    let proxy = FaultProxy::start(&server.url);
+    phone
+        .store
+        .set_server_url(&proxy.url)
+        .expect("proxy address saved");
+    capture_persons(&mut phone, 150);
+    let changes = phone.store.pending_count().expect("pending");
+    (phone, proxy, changes)
+}
+
 /// Changes in the server's history from this phone, and how many of them appear more than once.
 fn history_of(server: &Server, device: &Device) -> (i64, i64) {
     let node = device.store.node_id().to_string();
@@ -67,17 +83,8 @@ fn history_of(server: &Server, device: &Device) -> (i64, i64) {
 #[test]
 fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_doubled() {
     let server = Server::start();
-    server.add_officer("o1", VILLAGE);
-    let mut phone = Device::new("o1");
-    phone.login(&server, "o1");
-    let proxy = FaultProxy::start(&server.url);
-    phone
-        .store
-        .set_server_url(&proxy.url)
-        .expect("proxy address saved");
-    capture_persons(&mut phone, 150);
-    let changes = phone.store.pending_count().expect("pending");
-    assert!(changes > 1_000, "several push batches");
+    let (mut phone, proxy, changes) = officer_behind_proxy(&server);
+    assert!(changes > 1_000, "a push of some size");
 
     // The first push: cut off, then its answer truncated, then stalled past the time limit.
     proxy.plan(&[
@@ -249,16 +256,7 @@ fn pushes_sent_while_the_one_before_is_settled_lose_nothing_and_double_nothing_o
     // A server taking bodies of 96 KiB at most: 150 persons go in a dozen pushes, each sent
     // while the phone settles the answer to the one before.
     let server = Server::start_with(|config| config.max_body_bytes = 96 * 1024);
-    server.add_officer("o1", VILLAGE);
-    let mut phone = Device::new("o1");
-    phone.login(&server, "o1");
-    let proxy = FaultProxy::start(&server.url);
-    phone
-        .store
-        .set_server_url(&proxy.url)
-        .expect("proxy address saved");
-    capture_persons(&mut phone, 150);
-    let changes = phone.store.pending_count().expect("pending");
+    let (mut phone, proxy, changes) = officer_behind_proxy(&server);
     // Answers lost after the server applied the push, cut short, requests cut: wherever they
     // fall among the pushes, sent the ordinary way or ahead.
     proxy.plan(&[

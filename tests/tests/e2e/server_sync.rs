@@ -635,3 +635,37 @@ fn a_day_of_long_notes_reaches_a_server_with_a_small_body_limit_in_pushes_it_acc
         );
     }
 }
+
+#[test]
+fn a_capture_withdrawn_before_its_first_sync_does_not_bring_the_evening_back() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut a = Device::new("o1");
+    a.login(&server, "o1");
+    a.sync();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let number = resident_id(&format!("4413031990020{:04}", 1000 + i));
+        ids.push(capture(
+            &mut a,
+            EntityKind::Person,
+            &person(&number, "王芳", VILLAGE),
+        ));
+    }
+    // A mistyped capture, withdrawn (nothing of it was ever sent), then captured right.
+    let wrong = ids.pop().expect("captured");
+    assert_eq!(
+        a.store.delete(wrong).expect("withdrawn"),
+        mobile_core::Deletion::Withdrawn
+    );
+    let number = resident_id("44130319900203000");
+    ids.push(capture(
+        &mut a,
+        EntityKind::Person,
+        &person(&number, "王芳", VILLAGE),
+    ));
+    let report = a.sync();
+    assert_eq!(report.pushed_records, 20, "{report:?}");
+    assert_eq!(report.pulled, 0, "its own values sent back: {report:?}");
+    assert_eq!(server.snapshot().value(wrong, "name"), None);
+}
