@@ -138,8 +138,9 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update(None, "cache_size", -65536)?;
-        // A migration's sorts (its indexes built, its temporary tables) spill to files, not to
-        // memory (this SQLite's default): step 11 held 15 GB at the district's scale otherwise.
+        // A migration's temporary tables and the sorts that outgrow the page cache go to files,
+        // not to memory (this build's SQLite default): step 11 peaked at 15 GB resident on the
+        // full district, cause not established (docs/operations.md).
         conn.pragma_update(None, "temp_store", "FILE")?;
         for i in steps {
             let tx = conn.transaction()?;
