@@ -6,9 +6,12 @@
 use std::time::Duration;
 
 use baylink_domain::EntityKind;
+use baylink_sync::Change;
+use baylink_sync::wire::{PullResponse, PushResponse};
 use baylink_tests::fault_proxy::{Fault, FaultProxy};
 use baylink_tests::harness::{Device, Server, VILLAGE, resident_id};
-use mobile_core::sync::{Http, sync_with};
+use mobile_core::Store;
+use mobile_core::sync::{Http, Transport, sync_with};
 
 /// Short, so that stalls cost seconds, not minutes.
 const TIME_LIMIT: Duration = Duration::from_secs(1);
@@ -38,6 +41,39 @@ fn capture_persons(phone: &mut Device, count: u64) {
                 ("name", "陈静"),
             ],
         );
+    }
+}
+
+/// HTTP, counting the pushes sent ahead while the phone settled the one before.
+struct CountingAhead {
+    http: Http,
+    ahead: usize,
+}
+
+impl Transport for CountingAhead {
+    fn push(&mut self, store: &mut Store, changes: &[Change]) -> mobile_core::Result<PushResponse> {
+        self.http.push(store, changes)
+    }
+    fn pull(
+        &mut self,
+        store: &mut Store,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> mobile_core::Result<PullResponse> {
+        self.http.pull(store, cursor, limit)
+    }
+    fn push_ahead(&mut self, store: &Store, changes: &[Change]) {
+        self.ahead += 1;
+        self.http.push_ahead(store, changes);
+    }
+    fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
+        self.http.prefetch(store, cursor, limit);
+    }
+    fn fetched(&mut self, cursor: &str) -> Option<PullResponse> {
+        self.http.fetched(cursor)
+    }
+    fn pause(&mut self, duration: Duration) {
+        self.http.pause(duration);
     }
 }
 
@@ -273,13 +309,19 @@ fn pushes_sent_while_the_one_before_is_settled_lose_nothing_and_double_nothing_o
         Fault::Pass,
         Fault::DropAnswer,
     ]);
-    let report = sync(&mut phone).expect("the sync completes after retries");
+    let mut http = CountingAhead {
+        http: Http::with_timeout(TIME_LIMIT),
+        ahead: 0,
+    };
+    let report = sync_with(&mut phone.store, &mut http, &|_: &str, _, _| {})
+        .expect("the sync completes after retries");
     assert_eq!(report.pushed, changes, "{report:?}");
     assert_eq!(phone.store.pending_count().expect("pending"), 0);
     assert_eq!(history_of(&server, &phone), (changes as i64, 0));
     let seen = proxy.seen();
     let requests: u64 = seen.values().sum();
     assert!(requests >= 12, "several pushes: {seen:?}");
+    assert!(http.ahead >= 3, "pushes sent ahead: {}", http.ahead);
     assert_eq!(proxy.pending(), 0, "every planned fault was met: {seen:?}");
     // The phone holds what the server holds.
     let held = server.snapshot();
