@@ -412,6 +412,13 @@ fn approximate_bytes(change: &Change) -> usize {
     ENVELOPE + change.field.len() + value
 }
 
+/// Whether an action still in the outbox has this clock reading.
+pub(crate) fn stamp_waiting(conn: &Connection, hlc: Hlc) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE hlc = ?1)")?
+        .query_row([hlc.as_u64() as i64], |r| r.get(0))?)
+}
+
 /// The stamps (clock readings) of every action still in the outbox.
 pub(crate) fn pending_stamps(conn: &Connection) -> Result<std::collections::HashSet<u64>> {
     let mut stmt = conn.prepare_cached("SELECT hlc FROM outbox")?;

@@ -1545,7 +1545,18 @@ fn write_local(
     if changes.is_empty() {
         return Ok(true);
     }
-    let hlc = device.clock.tick(now);
+    // After a restamp set the clock back, it climbs again through readings it gave actions
+    // still waiting: never one of those, nor one the record holds (one stamp, one action).
+    let mut hlc = device.clock.tick(now);
+    while outbox::stamp_waiting(tx, hlc)?
+        || old.is_some_and(|r| {
+            r.state
+                .values()
+                .any(|v| v.stamp.node == device.node && v.stamp.hlc == hlc)
+        })
+    {
+        hlc = device.clock.tick(now);
+    }
     let stamp = Stamp::new(hlc, device.node);
     let mut record = old.cloned().unwrap_or_else(|| StoredRecord {
         kind: kind.to_owned(),

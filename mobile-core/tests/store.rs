@@ -1067,3 +1067,39 @@ fn a_full_push_ends_before_a_record_whose_later_actions_would_not_fit() {
     assert!(lone.iter().all(|c| c.entity == edited), "{lone:?}");
     assert!(!lone.is_empty());
 }
+
+#[test]
+fn a_clock_set_back_climbs_past_the_readings_of_actions_still_waiting() {
+    // Two days ahead: two captures; the first alone is refused and restamped (the clock set
+    // back two days); the phone's clock runs on two more days and the officer captures again,
+    // the clock climbing through the second capture's reading.
+    let clock = Arc::new(ManualClock::new(NOW_MS + 2 * 86_400_000));
+    let mut s = Store::open_in_memory()
+        .expect("in-memory store")
+        .with_clock(clock.clone());
+    let first = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    s.capture(EntityKind::House, &house("桥西一巷1号")).unwrap();
+    let counters: Vec<u64> = s
+        .outbox(usize::MAX)
+        .unwrap()
+        .iter()
+        .filter(|c| c.entity == first)
+        .map(|c| c.id.counter)
+        .collect();
+    s.restamp(&counters, NOW_MS).unwrap();
+    clock.set(NOW_MS + 4 * 86_400_000);
+    s.capture(EntityKind::House, &house("桥西一巷2号")).unwrap();
+    s.capture(EntityKind::House, &house("桥西一巷3号")).unwrap();
+    let mut by_stamp: std::collections::HashMap<_, std::collections::BTreeSet<uuid::Uuid>> =
+        Default::default();
+    for c in s.outbox(usize::MAX).unwrap() {
+        by_stamp.entry(c.stamp).or_default().insert(c.entity);
+    }
+    assert_eq!(by_stamp.len(), 4, "four actions, four stamps: {by_stamp:?}");
+    assert!(
+        by_stamp.values().all(|records| records.len() == 1),
+        "{by_stamp:?}"
+    );
+}
