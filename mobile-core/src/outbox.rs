@@ -93,6 +93,8 @@ struct Row {
     kind: String,
     hlc: u64,
     entries: Vec<Entry>,
+    /// The record, when its entries were read from it (a row that stores no list).
+    record: Option<db::StoredRecord>,
 }
 
 fn encode(entries: &[Entry]) -> String {
@@ -161,14 +163,14 @@ fn rows(
         let (first, entity, kind, hlc, changes) = row?;
         let entity =
             Uuid::parse_str(&entity).map_err(|_| Error::Corrupt("outbox entity".into()))?;
-        let entries = match changes {
-            Some(changes) => decode(&changes)?,
-            None => implied_entries(
-                conn,
-                entity,
-                first as u64,
-                Stamp::new(Hlc::from_u64(hlc as u64), node),
-            )?,
+        let (entries, record) = match changes {
+            Some(changes) => (decode(&changes)?, None),
+            None => {
+                let record = db::load_record(conn, entity)?
+                    .ok_or_else(|| Error::Corrupt("outbox record".into()))?;
+                let stamp = Stamp::new(Hlc::from_u64(hlc as u64), node);
+                (implied_entries(&record, first as u64, stamp), Some(record))
+            }
         };
         out.push(Row {
             first_counter: first as u64,
@@ -176,27 +178,21 @@ fn rows(
             kind,
             hlc: hlc as u64,
             entries,
+            record,
         });
     }
     Ok(out)
 }
 
 /// The changes of a row that stores no list: the record's fields written with its stamp.
-fn implied_entries(
-    conn: &Connection,
-    entity: Uuid,
-    first: u64,
-    stamp: Stamp,
-) -> Result<Vec<Entry>> {
-    let record =
-        db::load_record(conn, entity)?.ok_or_else(|| Error::Corrupt("outbox record".into()))?;
-    Ok(record
+fn implied_entries(record: &db::StoredRecord, first: u64, stamp: Stamp) -> Vec<Entry> {
+    record
         .state
         .iter()
         .filter(|(_, v)| v.stamp == stamp)
         .enumerate()
         .map(|(i, (field, _))| Entry::lazy(first + i as u64, field.clone(), None))
-        .collect())
+        .collect()
 }
 
 /// Copies the value of the field written by this device's action stamped `hlc` into its
@@ -319,10 +315,15 @@ pub(crate) fn pending(
                 .entries
                 .iter()
                 .any(|e| e.value.is_none() && e.refusal.is_none());
-            let record = if lazy {
-                db::load_record(conn, row.entity)?
-            } else {
-                None
+            // Read once: a row that stores no list was read from its record already.
+            let loaded;
+            let record = match (&row.record, lazy) {
+                (Some(record), _) => Some(record),
+                (None, true) => {
+                    loaded = db::load_record(conn, row.entity)?;
+                    loaded.as_ref()
+                }
+                (None, false) => None,
             };
             // Whole actions only: the server judges a new record by the changes of its action
             // together (its village above all), so a batch never ends inside one.
@@ -333,7 +334,7 @@ pub(crate) fn pending(
             }
             let action = entries
                 .into_iter()
-                .map(|entry| to_change(node, row, entry, record.as_ref()))
+                .map(|entry| to_change(node, row, entry, record))
                 .collect::<Result<Vec<_>>>()?;
             let size: usize = action.iter().map(approximate_bytes).sum();
             if !out.is_empty() && bytes + size > max_bytes {
