@@ -347,7 +347,8 @@ pub(crate) fn pending(
         }
     }
     if full {
-        out.truncate(whole_records(conn, &starts, out.len(), &out)?);
+        let end = whole_records(conn, &starts, &out)?;
+        out.truncate(end);
     }
     Ok(out)
 }
@@ -356,12 +357,8 @@ pub(crate) fn pending(
 /// judges a record it does not hold by what one push brings of it (a record refused, corrected
 /// and sent again is two actions). The whole batch when that would leave nothing: one record
 /// with more waiting than a push carries.
-fn whole_records(
-    conn: &Connection,
-    starts: &[(usize, Uuid)],
-    len: usize,
-    out: &[Change],
-) -> Result<usize> {
+fn whole_records(conn: &Connection, starts: &[(usize, Uuid)], out: &[Change]) -> Result<usize> {
+    let len = out.len();
     let Some(last) = out.last().map(|c| c.id.counter) else {
         return Ok(len);
     };

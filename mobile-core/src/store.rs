@@ -471,17 +471,13 @@ impl Store {
     /// Local changes waiting to be pushed, oldest first, whole actions only: up to `limit`, or
     /// one action when it alone has more.
     pub fn outbox(&self, limit: usize) -> Result<Vec<Change>> {
-        self.outbox_within(limit, usize::MAX)
+        self.outbox_after(0, limit, usize::MAX)
     }
 
-    /// [`Store::outbox`] of at most about `max_bytes` of JSON (whole actions; the first one
-    /// whatever its size): what one push may carry below the server's limit on a body.
-    pub fn outbox_within(&self, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
-        self.outbox_after(0, limit, max_bytes)
-    }
-
-    /// [`Store::outbox_within`] of the actions after change counter `after` (the next batch
-    /// while the one up to `after` is on its way).
+    /// [`Store::outbox`] of the actions after change counter `after` (0: from the first; the
+    /// next batch while the one up to `after` is on its way), at most about `max_bytes` of JSON
+    /// (whole actions; the first one whatever its size): what one push may carry below the
+    /// server's limit on a body.
     pub fn outbox_after(&self, after: u64, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
         let changes = outbox::pending(&self.conn, self.device.node, after, limit, max_bytes)?;
         // Handed out, they may reach someone whatever becomes of the answer: a record among
@@ -733,21 +729,9 @@ impl Store {
                     kind: kind.clone(),
                     state: EntityState::new(),
                 });
-                // The clock went back (to what the server said): a reading this device gave
-                // an action still waiting, or one the record holds, is not given again. Two
-                // actions of one stamp would read as one (a row's implied changes, the
-                // server's history), their counters overlapping.
-                let taken_by = |hlc: baylink_sync::Hlc| {
-                    unaccepted.contains(&hlc.as_u64())
-                        || record
-                            .state
-                            .values()
-                            .any(|v| v.stamp.node == device.node && v.stamp.hlc == hlc)
-                };
-                let mut hlc = device.clock.tick(now);
-                while taken_by(hlc) {
-                    hlc = device.clock.tick(now);
-                }
+                // The clock went back (to what the server said): not a reading it gave an
+                // action restamped here either (bases are renamed from those).
+                let hlc = fresh_reading(tx, device, now, Some(&record), &unaccepted)?;
                 unaccepted.insert(hlc.as_u64());
                 let stamp = Stamp::new(hlc, device.node);
                 renamed.insert(action[0].stamp, stamp);
@@ -1531,6 +1515,30 @@ fn with_refused(
     Ok(())
 }
 
+/// The clock's next reading for a new action of this device. After a restamp set the clock
+/// back it climbs again through readings it gave actions still waiting: never one of those, one
+/// `avoid` names, nor one the record holds. Two actions of one stamp would read as one (a row's
+/// implied changes, the server's history), their counters overlapping.
+fn fresh_reading(
+    tx: &Transaction<'_>,
+    device: &mut Device,
+    now: u64,
+    record: Option<&StoredRecord>,
+    avoid: &std::collections::HashSet<u64>,
+) -> Result<baylink_sync::Hlc> {
+    loop {
+        let hlc = device.clock.tick(now);
+        let held = record.is_some_and(|r| {
+            r.state
+                .values()
+                .any(|v| v.stamp.node == device.node && v.stamp.hlc == hlc)
+        });
+        if !held && !avoid.contains(&hlc.as_u64()) && !outbox::stamp_waiting(tx, hlc)? {
+            return Ok(hlc);
+        }
+    }
+}
+
 /// Writes a local action: one stamp for all its fields, merged state, links and outbox.
 /// With `old == None` the record must be new: returns false, writing nothing, if it exists.
 fn write_local(
@@ -1545,18 +1553,7 @@ fn write_local(
     if changes.is_empty() {
         return Ok(true);
     }
-    // After a restamp set the clock back, it climbs again through readings it gave actions
-    // still waiting: never one of those, nor one the record holds (one stamp, one action).
-    let mut hlc = device.clock.tick(now);
-    while outbox::stamp_waiting(tx, hlc)?
-        || old.is_some_and(|r| {
-            r.state
-                .values()
-                .any(|v| v.stamp.node == device.node && v.stamp.hlc == hlc)
-        })
-    {
-        hlc = device.clock.tick(now);
-    }
+    let hlc = fresh_reading(tx, device, now, old, &std::collections::HashSet::new())?;
     let stamp = Stamp::new(hlc, device.node);
     let mut record = old.cloned().unwrap_or_else(|| StoredRecord {
         kind: kind.to_owned(),

@@ -518,7 +518,7 @@ pub fn sync_with(
     for _ in 0..10_000 {
         let changes = match next.take() {
             Some(changes) => changes,
-            None => store.outbox_within(transport.push_limit(), max_bytes)?,
+            None => store.outbox_after(0, transport.push_limit(), max_bytes)?,
         };
         if changes.is_empty() {
             break;
