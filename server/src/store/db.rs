@@ -126,6 +126,12 @@ impl Db {
 
     fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A transaction takes the write lock when it begins, where a busy lock is waited for.
+        // A deferred one that has read already is refused at once (SQLITE_BUSY, no waiting)
+        // if another connection holds that lock at its first write: a reader checking the
+        // log's header after a commit holds it for an instant, and a push failed with
+        // "database is locked". This connection is the only writer, so nothing is lost.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         stable_plans(conn)?;
         let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         // A database a newer server migrated is refused before anything of it is changed.
@@ -367,6 +373,45 @@ mod tests {
         // under the full test suite (on a loaded machine copies take longer and are not always
         // finished under the writer).
         assert!(log < 100_000_000, "the log grew to {log} bytes");
+    }
+
+    #[test]
+    fn a_write_that_reads_first_waits_for_a_moment_s_other_holder_of_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        let db = Db::open(&path).unwrap();
+        db.call_blocking(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .unwrap();
+        // Another connection holds the write lock for a moment, as a reader does when it
+        // finds the log's header mid-update.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (began, held) = (
+            std::sync::Arc::new(std::sync::Barrier::new(2)),
+            std::time::Duration::from_millis(300),
+        );
+        let release = {
+            let began = began.clone();
+            std::thread::spawn(move || {
+                began.wait();
+                std::thread::sleep(held);
+                other.execute_batch("COMMIT").unwrap();
+            })
+        };
+        began.wait();
+        let written = db.call_blocking(|c| {
+            let tx = c.transaction()?;
+            let n: i64 = tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+            tx.execute("INSERT INTO t (x) VALUES (?1)", [n])?;
+            tx.commit()?;
+            Ok(())
+        });
+        release.join().unwrap();
+        written.unwrap();
+        let count: i64 = db
+            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(count, 1);
     }
 
     /// A database at `path` of schema `version` (its first steps only), with `rows` written.
