@@ -1,14 +1,14 @@
 //! Server configuration: where the data lives, where to listen, the limits of the protocol.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::AppError;
 
 /// Everything the server needs to know at start.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The data directory: `baylink.db` and `secret.key` live here.
+    /// The data directory: `baylink.db` lives here.
     pub data_dir: PathBuf,
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -49,25 +49,22 @@ impl Config {
         self.data_dir.join("baylink.db")
     }
 
-    /// The token signing secret, created on first use (readable by the owner only).
-    pub fn secret(&self) -> Result<Vec<u8>, AppError> {
+    /// The token secret of a data directory from before keys were kept in the database
+    /// (`secret.key`), imported as the first key so no one is signed out; `None` when there is
+    /// none. Creates the data directory (readable by the owner only) if need be.
+    pub fn legacy_secret(&self) -> Result<Option<Vec<u8>>, AppError> {
         self.create_data_dir()?;
         let path = self.data_dir.join("secret.key");
         if !path.exists() {
-            let secret = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            write_private(&path, secret.as_bytes())?;
+            return Ok(None);
         }
         let secret = std::fs::read(&path).map_err(io("read secret.key"))?;
-        if secret.len() < 32 {
+        if secret.len() < crate::store::token_keys::MIN_SECRET {
             return Err(AppError::Internal(
                 "secret.key is shorter than 32 bytes".into(),
             ));
         }
-        Ok(secret)
+        Ok(Some(secret))
     }
 }
 
@@ -88,22 +85,4 @@ impl Config {
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
     move |e| AppError::Internal(format!("{what}: {e}"))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io("create secret.key"))?;
-    file.write_all(bytes).map_err(io("write secret.key"))
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
-    std::fs::write(path, bytes).map_err(io("write secret.key"))
 }

@@ -30,7 +30,10 @@ impl FromRequestParts<AppState> for AuthDevice {
                 "an access token is required".into(),
             ));
         };
-        let claims = state.keys.verify(token.trim())?;
+        let claims = state
+            .keys
+            .verify(token.trim(), state.store.as_ref())
+            .await?;
         let device = uuid::Uuid::parse_str(&claims.dev).map_err(|_| invalid_token())?;
         let holder = state.store.token_holder(device, claims.sub).await?;
         let caller = match (holder.device, holder.account) {

@@ -104,5 +104,19 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = (state.config.header_timeout, state.config.max_connections);
-    listen::serve(listener, app(state), limits, shutdown).await
+    // Keys added on another node (or at the command line) are read now and then.
+    let reload = {
+        let (keys, store) = (state.keys.clone(), state.store.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(auth::keyring::RELOAD_EVERY).await;
+                if let Err(e) = keys.reload(store.as_ref()).await {
+                    tracing::warn!("token keys not read again: {e}");
+                }
+            }
+        })
+    };
+    let served = listen::serve(listener, app(state), limits, shutdown).await;
+    reload.abort();
+    served
 }

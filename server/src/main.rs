@@ -109,6 +109,24 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("key")
+                .about("Token keys (kept in the database, shared by every server node)")
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about("List token keys, the one that signs last"))
+                .subcommand(Command::new("add").about(
+                    "Add a key, which signs from now on on every node (within a minute); \
+                     the others keep verifying, so no one is signed out",
+                ))
+                .subcommand(
+                    Command::new("retire")
+                        .about(
+                            "Retire a key that no longer signs: what it signed is taken no \
+                             more (phones sign in again with their refresh tokens)",
+                        )
+                        .arg(Arg::new("id").required(true)),
+                ),
+        )
+        .subcommand(
             Command::new("station")
                 .about("Stations and villages")
                 .subcommand_required(true)
@@ -301,6 +319,36 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             wait(&runtime, store.revoke_device(Actor::Operator, device))?;
             say!("revoked {}", text(m, "id"));
         }
+        ("key", Some(("list", _))) => {
+            let keys = wait(&runtime, store.token_keys())?;
+            let signing = keys
+                .iter()
+                .rfind(|k| k.retired_ms.is_none())
+                .map(|k| k.id.clone());
+            for k in keys {
+                let state = match k.retired_ms {
+                    Some(ms) => format!("retired {}", time(ms)),
+                    None if Some(&k.id) == signing.as_ref() => "signs".into(),
+                    None => "verifies".into(),
+                };
+                say!("{}  added {}  {state}", k.id, time(k.created_ms));
+            }
+        }
+        ("key", Some(("add", _))) => {
+            let key = baylink_server::state::new_token_key(None);
+            let id = key.id.clone();
+            wait(&runtime, store.add_token_key(Actor::Operator, key))?;
+            say!("added {id}: it signs from now on");
+        }
+        ("key", Some(("retire", m))) => {
+            let id = text(m, "id").trim().to_owned();
+            let now = baylink_server::store::now_ms();
+            wait(
+                &runtime,
+                store.retire_token_key(Actor::Operator, id.clone(), now),
+            )?;
+            say!("retired {id}");
+        }
         ("station", Some(("list", _))) => {
             for station in wait(&runtime, store.stations())? {
                 say!(
@@ -370,6 +418,14 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         _ => {}
     }
     Ok(())
+}
+
+/// A time as the console shows it (China time).
+fn time(ms: u64) -> String {
+    baylink_domain::date::datetime_from_unix_ms(
+        ms as i64,
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    )
 }
 
 /// Runs a store call to its end on the command line's runtime.

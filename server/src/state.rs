@@ -2,50 +2,101 @@
 
 use std::sync::Arc;
 
-use crate::auth::throttle::Throttle;
-use crate::auth::token::Keys;
+use crate::auth::keyring::{KeyRing, TokenKeys};
 use crate::config::Config;
 use crate::error::AppError;
-use crate::store::{Db, Store};
+use crate::store::token_keys::TokenKey;
+use crate::store::{Db, Store, now_ms};
 
-/// Storage, keys, configuration, throttle.
+/// Storage, keys, configuration.
 #[derive(Clone)]
 pub struct AppState {
     /// The storage backend.
     pub store: Arc<dyn Store>,
-    /// Token keys.
-    pub keys: Keys,
+    /// Token keys, as this node last read them from the store.
+    pub keys: Arc<TokenKeys>,
     /// Configuration.
     pub config: Arc<Config>,
-    /// Failed-login throttle.
-    pub throttle: Arc<Throttle>,
 }
 
 impl AppState {
     /// Opens the embedded SQLite database of a configuration's data directory: the state, and
     /// the database itself for seeding, backups and tests that look inside.
     pub fn open(config: Config) -> Result<(AppState, Db), AppError> {
-        // The key first: reading it creates the data directory the database goes in.
-        let keys = Keys::from_secret(&config.secret()?)?;
+        // The old key file first: reading it creates the data directory the database goes in.
+        let first = new_token_key(config.legacy_secret()?);
         let db = Db::open(&config.database_path())?;
+        let stored = db.call_blocking(|c| crate::store::token_keys::ensure(c, &first))?;
         let state = AppState {
             store: Arc::new(db.clone()),
-            keys,
+            keys: Arc::new(TokenKeys::new(KeyRing::from_stored(&stored)?)),
             config: Arc::new(config),
-            throttle: Arc::default(),
         };
         Ok((state, db))
     }
+}
 
-    /// The state of a configuration over a store (the token key is read from the data
-    /// directory).
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<AppState, AppError> {
-        let keys = Keys::from_secret(&config.secret()?)?;
-        Ok(AppState {
-            store,
-            keys,
-            config: Arc::new(config),
-            throttle: Arc::default(),
-        })
+/// A new token key: a random id, and the data directory's old `secret.key` as its secret if it
+/// had one (so no one is signed out), else a random one.
+pub fn new_token_key(legacy: Option<Vec<u8>>) -> TokenKey {
+    TokenKey {
+        id: new_key_id(),
+        secret: legacy.unwrap_or_else(new_secret),
+        created_ms: now_ms(),
+        retired_ms: None,
+    }
+}
+
+/// A new key id (its creation is recorded beside it; the id says nothing of the secret).
+pub fn new_key_id() -> String {
+    format!("k{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A new secret: 64 hex digits, 244 random bits from the operating system's generator.
+pub fn new_secret() -> Vec<u8> {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_key_file_becomes_the_first_key_and_its_tokens_stay_good() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(dir.path().join("secret.key"), "b".repeat(64)).unwrap();
+        let (state, _db) = AppState::open(Config::new(dir.path())).unwrap();
+        // A token from before: signed with the file's secret, naming no key.
+        let claims = crate::auth::token::Claims {
+            sub: 1,
+            name: "o1".into(),
+            role: crate::store::accounts::Role::Officer,
+            dev: "d".into(),
+            iat: 0,
+            exp: 4_000_000_000,
+            dgen: 0,
+            agen: 0,
+        };
+        let before = crate::auth::token::Keys::from_secret("b".repeat(64).as_bytes())
+            .unwrap()
+            .issue(&claims)
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let taken = runtime.block_on(state.keys.verify(&before, state.store.as_ref()));
+        assert_eq!(taken.unwrap(), claims);
+        // Opened again, the same single key.
+        drop(state);
+        let (again, _db) = AppState::open(Config::new(dir.path())).unwrap();
+        let keys = runtime.block_on(again.store.token_keys()).unwrap();
+        assert_eq!(keys.len(), 1);
     }
 }

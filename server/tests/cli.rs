@@ -135,7 +135,8 @@ fn serve_demo_seeds_prints_the_accounts_and_answers_healthz() {
         };
         assert_eq!(mode(dir.path()), 0o700);
         assert_eq!(mode(&dir.path().join("baylink.db")), 0o600);
-        assert_eq!(mode(&dir.path().join("secret.key")), 0o600);
+        // The token keys are in the database: no key file is written.
+        assert!(!dir.path().join("secret.key").exists());
     }
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"status\":\"ok\""), "{answer}");
@@ -293,4 +294,58 @@ fn a_listing_read_only_in_part_ends_quietly() {
         "{:?}: {err}",
         out.status
     );
+}
+
+#[test]
+fn token_keys_are_added_listed_and_retired_and_the_old_key_file_is_the_first() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // A data directory from before keys were kept in the database.
+    std::fs::create_dir_all(dir.path()).expect("data directory");
+    std::fs::write(dir.path().join("secret.key"), "a".repeat(64)).expect("old key file");
+    let list = |expect: usize| {
+        let (ok, out, err) = run(dir.path(), &["key", "list"], "");
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().count(), expect, "{out}");
+        out
+    };
+    let listed = list(1);
+    let old = listed.split_whitespace().next().expect("key id").to_owned();
+    assert!(listed.contains("signs"), "{listed}");
+    let (ok, out, err) = run(dir.path(), &["key", "add"], "");
+    assert!(ok, "{err}");
+    let new = out
+        .strip_prefix("added ")
+        .and_then(|rest| rest.split(':').next())
+        .expect("new key id")
+        .to_owned();
+    let listed = list(2);
+    assert!(
+        listed.contains(&format!("{old}  added"))
+            && listed
+                .lines()
+                .next()
+                .is_some_and(|l| l.ends_with("verifies"))
+            && listed
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with(&new) && l.ends_with("signs")),
+        "{listed}"
+    );
+    let (ok, _, err) = run(dir.path(), &["key", "retire", &new], "");
+    assert!(!ok && err.contains("it signs now"), "{err}");
+    let (ok, out, err) = run(dir.path(), &["key", "retire", &old], "");
+    assert!(ok && out.contains(&old), "{err}");
+    assert!(
+        list(2)
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("retired"))
+    );
+    let (ok, _, err) = run(dir.path(), &["key", "retire", &old], "");
+    assert!(!ok && err.contains("retired already"), "{err}");
+    let (ok, _, err) = run(dir.path(), &["key", "retire", "k000000000000"], "");
+    assert!(!ok && err.contains("no token key"), "{err}");
+    // No secret is printed.
+    let (ok, out, err) = run(dir.path(), &["key", "list"], "");
+    assert!(ok && !out.contains(&"a".repeat(32)) && !err.contains(&"a".repeat(32)));
 }

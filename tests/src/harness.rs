@@ -100,7 +100,8 @@ pub struct Server {
     data: std::path::PathBuf,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+    /// The data directory's owner: none for [`Server::another_node`], which serves the first's.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -123,7 +124,23 @@ impl Server {
             data,
             runtime: Some(runtime),
             shutdown: Some(shutdown),
-            _dir: dir,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Another node over this server's database: a second server of its own (its own
+    /// connections, runtime and port), as two processes over one database are. Drop it before
+    /// this one.
+    pub fn another_node(&self) -> Server {
+        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, |_| {});
+        Server {
+            url,
+            state,
+            db,
+            data: self.data.clone(),
+            runtime: Some(runtime),
+            shutdown: Some(shutdown),
+            _dir: None,
         }
     }
 
@@ -267,6 +284,16 @@ impl Server {
             .as_ref()
             .expect("the server runs")
             .block_on(call)
+    }
+
+    /// Reads the token keys from the database again, as the node does every 30 seconds.
+    pub fn reload_keys(&self) {
+        let (keys, store) = (self.state.keys.clone(), self.state.store.clone());
+        self.runtime
+            .as_ref()
+            .expect("the server runs")
+            .block_on(async move { keys.reload(store.as_ref()).await })
+            .expect("keys read");
     }
 
     /// Everything the server holds about records, from its storage's backend-neutral snapshot.

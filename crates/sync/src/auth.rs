@@ -72,7 +72,8 @@ pub mod unauthorized {
     pub const MISSING_TOKEN: &str = "missing_token";
     /// The access token expired: refresh it and ask again.
     pub const TOKEN_EXPIRED: &str = "token_expired";
-    /// The access token is not valid (forged, signed out, or of an old token generation).
+    /// The access token is not valid (forged, signed with a key since retired, signed out, or of
+    /// an old token generation): refresh it; a refused refresh means signing in again.
     pub const INVALID_TOKEN: &str = "invalid_token";
     /// The device was revoked: it must wipe its data.
     pub const DEVICE_REVOKED: &str = "device_revoked";

@@ -464,7 +464,9 @@ fn guard<T>(store: &mut Store, result: Result<T>) -> Result<T> {
     result
 }
 
-/// Calls the server with the access token, refreshing it once if it expired.
+/// Calls the server with the access token, refreshing it once if it expired or is no longer
+/// taken (its key was retired, or the server's keys replaced): the refresh token does not
+/// depend on the signing key, so a phone is not signed out by a key change.
 fn authed<T>(
     store: &mut Store,
     client: &Client,
@@ -475,7 +477,7 @@ fn authed<T>(
     match call(client, &token) {
         Err(Error::Server {
             status: 401, code, ..
-        }) if code == unauthorized::TOKEN_EXPIRED => {
+        }) if code == unauthorized::TOKEN_EXPIRED || code == unauthorized::INVALID_TOKEN => {
             let refresh = session.refresh_token.clone().ok_or(Error::NotSignedIn)?;
             let tokens = guard(store, client.refresh(store.node_id(), &refresh))?;
             let renewed = to_session(

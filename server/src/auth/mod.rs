@@ -1,6 +1,7 @@
 //! Authentication: password hashing, access tokens, login throttling.
 
 pub mod cursor;
+pub mod keyring;
 pub mod known;
 pub mod mac;
 pub mod password;

@@ -1,5 +1,6 @@
-//! Short-lived access tokens: HS256 JWTs naming the account, role and device. The signing key
-//! lives in the data directory and never leaves the server.
+//! Short-lived access tokens: HS256 JWTs naming the account, role and device, and the key
+//! (`kid`) that signed them. The keys live in the database (`store::token_keys`, held by each
+//! node in `auth::keyring`) and never leave the server.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,7 @@ pub struct Claims {
     pub agen: i64,
 }
 
-/// The signing and verifying keys.
+/// The signing and verifying keys of one token key's secret.
 #[derive(Clone)]
 pub struct Keys {
     encoding: EncodingKey,
@@ -55,7 +56,12 @@ impl Keys {
 
     /// Signs claims.
     pub fn issue(&self, claims: &Claims) -> Result<String, AppError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+        self.issue_with(&Header::new(Algorithm::HS256), claims)
+    }
+
+    /// Signs claims under a header of the caller's (HS256, naming the key).
+    pub fn issue_with(&self, header: &Header, claims: &Claims) -> Result<String, AppError> {
+        jsonwebtoken::encode(header, claims, &self.encoding)
             .map_err(|e| AppError::Internal(format!("token: {e}")))
     }
 

@@ -293,11 +293,11 @@ async fn login(
     let now_s = now_ms() / 1000;
     let keys = cookie_named(&headers, known::BROWSER_COOKIE)
         .zip(account.as_ref())
-        .and_then(|(cookie, a)| state.keys.browser.check(&cookie, a, now_s))
+        .and_then(|(cookie, a)| state.keys.current().check_browser(&cookie, a, now_s))
         .unwrap_or(address_keys);
-    let reservation = match state.throttle.reserve(&keys) {
+    let reservation = match throttle::Reservation::reserve(&state.store, keys).await {
         Ok(reservation) => reservation,
-        Err(wait) => {
+        Err(AppError::Throttled(wait)) => {
             let error = format!("尝试次数过多，请约 {} 分钟后再试", wait.div_ceil(60));
             let mut response = login_form(
                 &state,
@@ -312,6 +312,7 @@ async fn login(
             }
             return response;
         }
+        Err(e) => return e.into_response(),
     };
     let stored = account
         .as_ref()
@@ -323,6 +324,9 @@ async fn login(
     let account = match account {
         Some(a) if matches && !a.disabled && a.role != Role::Officer => a,
         _ => {
+            if let Err(e) = reservation.fail().await {
+                return e.into_response();
+            }
             return login_form(
                 &state,
                 StatusCode::UNAUTHORIZED,
@@ -331,7 +335,9 @@ async fn login(
             );
         }
     };
-    reservation.succeed();
+    if let Err(e) = reservation.succeed().await {
+        return e.into_response();
+    }
     let id = account.id;
     let opened = state.store.open_console_session(id, SESSION_TTL_MS).await;
     match opened {
@@ -348,7 +354,7 @@ async fn login(
             let browser = format!(
                 "{}={}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 known::BROWSER_COOKIE,
-                state.keys.browser.issue(&account, now_s),
+                state.keys.current().issue_browser(&account, now_s),
                 known::BROWSER_TTL_S
             );
             let mut response = Redirect::to("/console/").into_response();

@@ -64,7 +64,7 @@ async fn login(
     } else {
         address_keys
     };
-    let reservation = state.throttle.reserve(&keys).map_err(AppError::Throttled)?;
+    let reservation = throttle::Reservation::reserve(&state.store, keys).await?;
     let stored = account
         .as_ref()
         .map_or_else(|| password::decoy().to_owned(), |a| a.password_hash.clone());
@@ -73,12 +73,13 @@ async fn login(
     let account = match account {
         Some(account) if matches && !account.disabled => account,
         _ => {
-            // The reservation stays: it was a failure. The name is logged escaped (bounded above).
+            reservation.fail().await?;
+            // The name is logged escaped (bounded above).
             tracing::info!(username = ?req.username, "login refused");
             return Err(bad_credentials());
         }
     };
-    reservation.succeed();
+    reservation.succeed().await?;
     let name = if req.device_name.trim().is_empty() {
         "device".to_owned()
     } else {
@@ -126,7 +127,7 @@ async fn session(
         dgen: opened.device_gen,
         agen: account.token_gen,
     };
-    let access_token = state.keys.issue(&claims)?;
+    let access_token = state.keys.current().issue(&claims)?;
     Ok(Session {
         access_token,
         expires_in: state.config.access_ttl_s,

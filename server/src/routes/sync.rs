@@ -87,7 +87,10 @@ async fn pull(
     AppJson(req): AppJson<PullRequest>,
 ) -> Result<Response, AppError> {
     check_protocol(req.protocol)?;
-    let cursor = state.keys.cursor.open(&caller.device, req.cursor)?;
+    let cursor = state
+        .keys
+        .current()
+        .open_cursor(&caller.device, req.cursor.as_ref())?;
     let from = parse_cursor(cursor.as_ref())?;
     let ask = Ask {
         caller,
@@ -158,7 +161,7 @@ async fn page(
         .store
         .pull_page(caller.clone(), from, ask.limit, ask.own_held_after)
         .await?;
-    let (cursor_key, protocol) = (state.keys.cursor.clone(), ask.protocol);
+    let (keys, protocol) = (state.keys.current(), ask.protocol);
     // Grouped and encoded on the blocking pool, as the page was read: a page of thousands of
     // values is milliseconds of work the async workers should not stall on.
     let (body, next) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
@@ -173,7 +176,7 @@ async fn page(
             values,
             records,
             purged: page.purged,
-            next_cursor: cursor_key.sign(&caller.device, &page.next),
+            next_cursor: keys.sign_cursor(&caller.device, &page.next),
             more: page.more,
             villages: Some(caller.villages.clone()),
             extra: BTreeMap::new(),

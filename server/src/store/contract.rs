@@ -34,7 +34,11 @@
 //!    does. An audited read (an export, an ID number shown in full) is handed out only after its
 //!    audit entry has committed. Administration is decided from what the store holds: an
 //!    account acting must be an enabled administrator (the operator at the command line is).
-//! 6. **Console reads never wait for a write.** Console pages, lists, exports, the token check
+//! 6. **Nothing one server node needs is kept in another's memory.** Login attempts and token
+//!    keys are in the store, so any node answers any request: an attempt reserved on one node
+//!    counts on every other ([`Store::reserve_login`] checks and reserves in one transaction),
+//!    and a key added on one signs on every node once it has read the keys again.
+//! 7. **Console reads never wait for a write.** Console pages, lists, exports, the token check
 //!    and the health check read on readers beside the writer; an audited read waits for the
 //!    writer only to append its audit entry.
 
@@ -56,6 +60,7 @@ pub use crate::store::review::{Keep, Verdict};
 pub use crate::store::sessions::ConsoleSession;
 pub use crate::store::signin::NewKey;
 pub use crate::store::signin::{DeviceSession, Refreshed, SignInLookup, TokenHolder};
+pub use crate::store::token_keys::TokenKey;
 
 use crate::store::accounts::Account;
 use crate::store::alerts::{Alert, StoredRule};
@@ -131,6 +136,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends a device's session: its refresh tokens spent, its access tokens void.
     fn end_device_session(&self, device: Uuid) -> StoreFuture<()>;
+
+    // State the server's nodes share.
+
+    /// Reserves a login attempt under every throttle key: its id, or the seconds to wait
+    /// (`store::logins` has the rule).
+    fn reserve_login(&self, keys: Vec<String>, now_ms: u64) -> StoreFuture<Result<i64, u64>>;
+
+    /// Ends a login attempt: a success takes its reservation back, a failure counts from now.
+    fn end_login(&self, attempt: i64, failed: bool, now_ms: u64) -> StoreFuture<()>;
+
+    /// Every token key, oldest first.
+    fn token_keys(&self) -> StoreFuture<Vec<TokenKey>>;
+
+    /// Adds `first` when no token key is in use; answers every key.
+    fn ensure_token_key(&self, first: TokenKey) -> StoreFuture<Vec<TokenKey>>;
+
+    /// Adds a token key, which signs from now on (audited).
+    fn add_token_key(&self, actor: Actor, key: TokenKey) -> StoreFuture<()>;
+
+    /// Retires a token key that no longer signs (audited).
+    fn retire_token_key(&self, actor: Actor, id: String, now_ms: u64) -> StoreFuture<()>;
 
     // Console sign-in.
 

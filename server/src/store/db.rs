@@ -52,6 +52,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/009_device_keys.sql"),
     include_str!("sql/010_address_code_index.sql"),
     include_str!("sql/011_records.sql"),
+    include_str!("sql/012_shared_state.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections

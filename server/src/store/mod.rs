@@ -7,7 +7,8 @@
 //! within the write path and the leaves only what its line says:
 //! - the trait and its implementation: [`contract`], [`sqlite`], [`snapshot`];
 //! - use cases, none importing another: [`push`], [`pull`], [`review`], [`records`],
-//!   [`dashboard`], [`signin`], [`sessions`], [`alerts`], [`duplicates`];
+//!   [`dashboard`], [`signin`], [`sessions`], [`alerts`], [`duplicates`], [`logins`],
+//!   [`token_keys`];
 //! - registries they share: [`accounts`], [`devices`];
 //! - the planner, pure policy over facts the use cases load: [`authorize`];
 //! - the shared write path and what it keeps in step: [`write`] (which reads the planner's lists
@@ -31,6 +32,7 @@ pub mod devices;
 pub mod duplicates;
 pub mod error;
 pub mod holders;
+pub mod logins;
 pub mod places;
 pub mod pull;
 pub mod push;
@@ -44,6 +46,7 @@ pub mod snapshot;
 pub mod sqlite;
 pub mod state;
 pub mod summary;
+pub mod token_keys;
 pub mod values;
 pub mod watch;
 pub mod write;

@@ -19,6 +19,7 @@ use crate::store::dashboard::{self, Overview};
 use crate::store::devices::{self, Device};
 use crate::store::duplicates::{self, MergeReport, Pair};
 use crate::store::error::StoreError;
+use crate::store::logins;
 use crate::store::places::{self, Imported, Station};
 use crate::store::pull::{self, Page};
 use crate::store::records::{self, Filter, RecordPage, RecordView, Reveal, Row};
@@ -26,6 +27,7 @@ use crate::store::review::{self, Conflict, Keep, Verdict};
 use crate::store::sessions::{self, ConsoleSession};
 use crate::store::signin::{self, DeviceSession, NewKey, Refreshed, SignInLookup, TokenHolder};
 use crate::store::snapshot::{self, Snapshot};
+use crate::store::token_keys::{self, TokenKey};
 use crate::store::{Db, now_ms, push};
 
 impl Db {
@@ -90,6 +92,30 @@ impl Store for Db {
 
     fn current_seq(&self) -> StoreFuture<i64> {
         self.reading(crate::store::values::current_seq)
+    }
+
+    fn reserve_login(&self, keys: Vec<String>, now_ms: u64) -> StoreFuture<Result<i64, u64>> {
+        self.writing(move |c| logins::reserve(c, &keys, now_ms))
+    }
+
+    fn end_login(&self, attempt: i64, failed: bool, now_ms: u64) -> StoreFuture<()> {
+        self.writing(move |c| logins::end(c, attempt, failed, now_ms))
+    }
+
+    fn token_keys(&self) -> StoreFuture<Vec<TokenKey>> {
+        self.reading(token_keys::list)
+    }
+
+    fn ensure_token_key(&self, first: TokenKey) -> StoreFuture<Vec<TokenKey>> {
+        self.writing(move |c| token_keys::ensure(c, &first))
+    }
+
+    fn add_token_key(&self, actor: Actor, key: TokenKey) -> StoreFuture<()> {
+        self.writing(move |c| token_keys::add(c, actor, &key))
+    }
+
+    fn retire_token_key(&self, actor: Actor, id: String, now_ms: u64) -> StoreFuture<()> {
+        self.writing(move |c| token_keys::retire(c, actor, &id, now_ms))
     }
 
     fn token_holder(&self, device: Uuid, account: i64) -> StoreFuture<TokenHolder> {

@@ -580,7 +580,7 @@ fn auth_attacks_over_http_are_refused_and_leak_nothing() {
         401,
         "invalid_token",
     );
-    let keys = &server.state.keys;
+    let keys = server.state.keys.current();
     refused(
         "expired token",
         pull(

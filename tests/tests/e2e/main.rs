@@ -5,6 +5,7 @@ mod hostile;
 mod insider;
 mod integrity;
 mod network_faults;
+mod nodes;
 mod offline_devices;
 mod review_sync;
 mod server_sync;
