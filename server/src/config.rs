@@ -26,6 +26,8 @@ pub struct Config {
     pub header_timeout: std::time::Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// How long open requests may take to finish once the server is told to stop.
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             secure_cookies: false,
             header_timeout: crate::listen::HEADER_TIMEOUT,
             max_connections: crate::listen::MAX_CONNECTIONS,
+            drain_timeout: crate::listen::DRAIN_TIMEOUT,
         }
     }
 

@@ -35,6 +35,12 @@ pub enum AppError {
         .0.div_ceil(60)
     )]
     Throttled(u64),
+    /// The server is starting (opening, perhaps migrating, its database): try again shortly.
+    #[error("the server is starting: try again shortly")]
+    Starting,
+    /// The server cannot serve now (its database does not answer).
+    #[error("{0}")]
+    Unavailable(String),
     /// A failure inside the server.
     #[error("internal: {0}")]
     Internal(String),
@@ -51,6 +57,8 @@ impl AppError {
             AppError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             AppError::TooLarge => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
             AppError::Throttled(_) => ("throttled", StatusCode::TOO_MANY_REQUESTS),
+            AppError::Starting => ("starting", StatusCode::SERVICE_UNAVAILABLE),
+            AppError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

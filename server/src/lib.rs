@@ -13,6 +13,8 @@ pub mod routes;
 pub mod state;
 pub mod store;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower_http::compression::CompressionLayer;
@@ -89,12 +91,21 @@ async fn json_too_large(response: axum::response::Response) -> axum::response::R
     response
 }
 
-/// Serves the app on a bound listener until ctrl-c.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    serve_until(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+/// Completes when the process is told to stop: SIGTERM (systemd, container runtimes) or
+/// SIGINT (ctrl-c).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Serves the app on a bound listener until `shutdown` completes.
@@ -103,20 +114,93 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = (state.config.header_timeout, state.config.max_connections);
-    // Keys added on another node (or at the command line) are read now and then.
-    let reload = {
-        let (keys, store) = (state.keys.clone(), state.store.clone());
+    let limits = limits(&state.config);
+    let reload = reload_keys(&state);
+    let served = listen::serve(listener, listen::Front::new(app(state)), limits, shutdown).await;
+    reload.abort();
+    served
+}
+
+/// Opens the state on the blocking pool (migrating the database, which may take minutes) while
+/// the listener already answers: `/livez` yes, `/readyz` and everything else `503 starting`;
+/// then serves the whole app, calls `ready`, and serves until `shutdown`. A failure to open
+/// ends the serving with it.
+pub async fn serve_opening(
+    listener: tokio::net::TcpListener,
+    config: &Config,
+    open: impl FnOnce() -> Result<AppState, AppError> + Send + 'static,
+    ready: impl FnOnce() + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let front = listen::Front::new(routes::health::starting());
+    let (failed, failure) = tokio::sync::oneshot::channel::<AppError>();
+    let opening = {
+        let front = front.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(auth::keyring::RELOAD_EVERY).await;
-                if let Err(e) = keys.reload(store.as_ref()).await {
-                    tracing::warn!("token keys not read again: {e}");
+            match tokio::task::spawn_blocking(open).await {
+                Ok(Ok(state)) => {
+                    let reload = reload_keys(&state);
+                    front.replace(app(state));
+                    ready();
+                    Some(reload)
+                }
+                Ok(Err(e)) => {
+                    let _ = failed.send(e);
+                    None
+                }
+                Err(e) => {
+                    let _ = failed.send(AppError::Internal(format!("opening: {e}")));
+                    None
                 }
             }
         })
     };
-    let served = listen::serve(listener, app(state), limits, shutdown).await;
-    reload.abort();
-    served
+    // Serving ends at `shutdown`, or when opening failed (then with its error).
+    let failed = Arc::new(std::sync::Mutex::new(None));
+    let ended = {
+        let failed = failed.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(e) = failure => {
+                    *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                }
+            }
+        }
+    };
+    listen::serve(listener, front, limits(config), ended)
+        .await
+        .map_err(|e| AppError::Internal(format!("serve: {e}")))?;
+    if let Ok(Some(reload)) = opening.await {
+        reload.abort();
+    }
+    match failed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn limits(config: &Config) -> listen::Limits {
+    listen::Limits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+        drain_timeout: config.drain_timeout,
+    }
+}
+
+/// Reads the token keys again now and then: keys added on another node, or at the command line.
+fn reload_keys(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let (keys, store) = (state.keys.clone(), state.store.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(auth::keyring::RELOAD_EVERY).await;
+            if let Err(e) = keys.reload(store.as_ref()).await {
+                tracing::warn!("token keys not read again: {e}");
+            }
+        }
+    })
 }

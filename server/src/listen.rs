@@ -24,14 +24,60 @@ pub const MAX_CONNECTIONS: usize = 768;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a request (its body read and its answer prepared) may take before `408`.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long open requests may take to finish once the server is told to stop.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
+/// The app a connection's requests go to, replaceable while serving: a starting server's
+/// answers (`routes::health::starting`) while the database opens, then the whole app.
+#[derive(Clone)]
+pub struct Front(Arc<std::sync::RwLock<Router>>);
+
+impl Front {
+    /// A front serving `app`.
+    pub fn new(app: Router) -> Front {
+        Front(Arc::new(std::sync::RwLock::new(app)))
+    }
+
+    /// Serves `app` from the next request on.
+    pub fn replace(&self, app: Router) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = app;
+    }
+
+    fn current(&self) -> Router {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The listener's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// How long open requests may take to finish after `shutdown`.
+    pub drain_timeout: Duration,
+}
+
+/// Serves `front` on `listener` until `shutdown` completes, then lets open requests finish
+/// within the drain deadline (connections idle between requests close at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: Router,
-    (header_timeout, max_connections): (Duration, usize),
+    front: Front,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Limits {
+        header_timeout,
+        max_connections,
+        drain_timeout,
+    } = limits;
     let slots = Arc::new(Semaphore::new(max_connections));
     let (closing, closed) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -56,15 +102,14 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = app
-            .clone()
-            .map_request(move |request: hyper::Request<Incoming>| {
-                let mut request = request.map(Body::new);
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(addr));
-                request
-            });
+        let front = front.clone();
+        let service = tower::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(addr));
+            front.current().oneshot(request)
+        });
         let mut closed = closed.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -85,10 +130,19 @@ pub async fn serve(
             }
         });
     }
+    // New connections are refused from now on, not left waiting in the backlog.
+    drop(listener);
     let _ = closing.send(true);
+    tracing::info!("stopping: open requests finish");
     // Every connection holds a slot until it ends: all slots back means all connections done.
-    let _ = slots
-        .acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX))
-        .await;
+    let all = slots.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX));
+    if tokio::time::timeout(drain_timeout, all).await.is_err() {
+        // What is left is cut: a push not answered was not committed, or is answered again
+        // when the phone sends it once more.
+        tracing::warn!(
+            left = max_connections - slots.available_permits(),
+            "stopping: connections still open at the drain deadline are closed"
+        );
+    }
     Ok(())
 }

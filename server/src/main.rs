@@ -16,7 +16,7 @@ fn cli() -> Command {
         .env("BAYLINK_SERVER_DATA")
         .default_value("baylink-server-data")
         .value_parser(clap::value_parser!(PathBuf))
-        .help("Data directory (database and token key)");
+        .help("Data directory (the database, which holds the token keys)");
     Command::new("baylink-server")
         .about("Baylink sync server")
         .version(env!("CARGO_PKG_VERSION"))
@@ -43,6 +43,13 @@ fn cli() -> Command {
                         .help("Mark console cookies Secure (served over TLS, directly or behind a proxy)"),
                 )
                 .arg(
+                    Arg::new("drain-seconds")
+                        .long("drain-seconds")
+                        .default_value("30")
+                        .value_parser(clap::value_parser!(u64))
+                        .help("Seconds open requests may take to finish after SIGTERM or SIGINT"),
+                )
+                .arg(
                     Arg::new("max-clock-ahead")
                         .long("max-clock-ahead")
                         .default_value("300")
@@ -50,6 +57,10 @@ fn cli() -> Command {
                         .help("Seconds a change may be stamped ahead of server time"),
                 ),
         )
+        .subcommand(Command::new("migrate").about(
+            "Bring the database's schema up to this version (serve does it too); \
+             administration commands never do",
+        ))
         .subcommand(
             Command::new("user")
                 .about("Accounts")
@@ -114,14 +125,14 @@ fn cli() -> Command {
                 .subcommand_required(true)
                 .subcommand(Command::new("list").about("List token keys, the one that signs last"))
                 .subcommand(Command::new("add").about(
-                    "Add a key, which signs from now on on every node (within a minute); \
-                     the others keep verifying, so no one is signed out",
+                    "Add a key, which signs from now on (running servers take it within 30 \
+                     seconds); the others keep verifying, so no one is signed out",
                 ))
                 .subcommand(
                     Command::new("retire")
                         .about(
-                            "Retire a key that no longer signs: what it signed is taken no \
-                             more (phones sign in again with their refresh tokens)",
+                            "Retire a key that no longer signs: running servers take nothing it \
+                             signed within 30 seconds (phones refresh their tokens unseen)",
                         )
                         .arg(Arg::new("id").required(true)),
                 ),
@@ -213,13 +224,44 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             .unwrap_or(300)
             * 1000;
         config.secure_cookies = sub.get_flag("secure-cookies");
-        let (state, db) = AppState::open(config)?;
-        if sub.get_flag("demo") {
-            demo::seed(&db, &mut std::io::stdout())?;
-        }
-        return serve(state);
+        config.drain_timeout = std::time::Duration::from_secs(
+            sub.get_one::<u64>("drain-seconds").copied().unwrap_or(30),
+        );
+        let demo = sub.get_flag("demo");
+        return serve(config, move |config| {
+            let (state, db) = AppState::open(config)?;
+            if demo {
+                demo::seed(&db, &mut std::io::stdout())?;
+            }
+            Ok(state)
+        });
     }
-    let (state, db) = AppState::open(config)?;
+    if command == "migrate" {
+        let path = config.database_path();
+        let (before, known) = baylink_server::store::db::schema_of(&path)?;
+        AppState::open(config)?;
+        match before {
+            Some(found) if found == known => {
+                say!("the database is at schema {known}: nothing to do")
+            }
+            Some(found) => say!("migrated the database from schema {found} to {known}"),
+            None => say!("created the database at schema {known}"),
+        }
+        return Ok(());
+    }
+    // Reading a data directory that is not there is a mistyped --data, not a new server.
+    let creates = matches!(
+        (command, sub.subcommand_name()),
+        ("user", Some("add")) | ("station", Some("import"))
+    );
+    if !creates && !config.database_path().exists() {
+        return Err(AppError::NotFound(format!(
+            "no database in {}: is --data right? (`serve` or `migrate` creates one)",
+            config.data_dir.display()
+        )));
+    }
+    // Administration never migrates: a server of the version before may be running on it.
+    let (state, db) = AppState::open_current(config)?;
     // The administrator's commands go through the storage trait, as the console does, each
     // its own unit of work and audited as the operator's.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -308,7 +350,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                     username,
                     state,
                     d.name,
-                    d.last_sync_ms.map_or("never".into(), |ms| ms.to_string())
+                    d.last_sync_ms.map_or("never".into(), time)
                 );
             }
         }
@@ -338,7 +380,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             let key = baylink_server::state::new_token_key(None);
             let id = key.id.clone();
             wait(&runtime, store.add_token_key(Actor::Operator, key))?;
-            say!("added {id}: it signs from now on");
+            say!("added {id}: it signs from now on (running servers take it within 30 seconds)");
         }
         ("key", Some(("retire", m))) => {
             let id = text(m, "id").trim().to_owned();
@@ -347,7 +389,7 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
                 &runtime,
                 store.retire_token_key(Actor::Operator, id.clone(), now),
             )?;
-            say!("retired {id}");
+            say!("retired {id} (running servers refuse what it signed within 30 seconds)");
         }
         ("station", Some(("list", _))) => {
             for station in wait(&runtime, store.stations())? {
@@ -420,12 +462,13 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
     Ok(())
 }
 
-/// A time as the console shows it (China time).
+/// A time as the console shows it, in China time (said so).
 fn time(ms: u64) -> String {
-    baylink_domain::date::datetime_from_unix_ms(
+    let at = baylink_domain::date::datetime_from_unix_ms(
         ms as i64,
         baylink_domain::date::CHINA_OFFSET_MINUTES,
-    )
+    );
+    format!("{at}+08:00")
 }
 
 /// Runs a store call to its end on the command line's runtime.
@@ -452,26 +495,43 @@ fn read_password() -> Result<String, AppError> {
     Ok(password)
 }
 
-fn serve(state: AppState) -> Result<(), AppError> {
+/// Binds the listener, then opens the state while `/livez` answers (a migration may take
+/// minutes), and serves until SIGTERM or SIGINT, draining open requests.
+fn serve(
+    config: Config,
+    open: impl FnOnce(Config) -> Result<AppState, AppError> + Send + 'static,
+) -> Result<(), AppError> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| AppError::Internal(format!("runtime: {e}")))?;
     runtime.block_on(async move {
-        let listen = state.config.listen;
+        let listen = config.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| AppError::Internal(format!("bind {listen}: {e}")))?;
         let local = listener
             .local_addr()
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        // A server whose output nobody reads any more keeps serving.
-        let _ = writeln!(
-            std::io::stdout(),
-            "baylink-server listening on http://{local} (data in {})",
-            state.config.data_dir.display()
-        );
-        tracing::info!(%local, "listening");
-        baylink_server::serve(listener, state)
-            .await
-            .map_err(|e| AppError::Internal(format!("serve: {e}")))
+        tracing::info!(%local, "opening the database (migrating it if need be); /livez answers meanwhile");
+        let data = config.data_dir.clone();
+        let opening = config.clone();
+        let ready = move || {
+            // A server whose output nobody reads any more keeps serving.
+            let _ = writeln!(
+                std::io::stdout(),
+                "baylink-server listening on http://{local} (data in {})",
+                data.display()
+            );
+            tracing::info!(%local, "ready");
+        };
+        let served = baylink_server::serve_opening(
+            listener,
+            &config,
+            move || open(opening),
+            ready,
+            baylink_server::stop_signal(),
+        )
+        .await;
+        tracing::info!("stopped");
+        served
     })
 }

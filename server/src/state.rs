@@ -23,10 +23,31 @@ impl AppState {
     /// Opens the embedded SQLite database of a configuration's data directory: the state, and
     /// the database itself for seeding, backups and tests that look inside.
     pub fn open(config: Config) -> Result<(AppState, Db), AppError> {
+        Self::open_with(config, Db::open)
+    }
+
+    /// [`AppState::open`] without migrating the database (administration commands, which may
+    /// run beside a server): one of an older schema is refused.
+    pub fn open_current(config: Config) -> Result<(AppState, Db), AppError> {
+        Self::open_with(config, Db::open_current)
+    }
+
+    fn open_with(
+        config: Config,
+        open: fn(&std::path::Path) -> Result<Db, crate::store::StoreError>,
+    ) -> Result<(AppState, Db), AppError> {
         // The old key file first: reading it creates the data directory the database goes in.
-        let first = new_token_key(config.legacy_secret()?);
-        let db = Db::open(&config.database_path())?;
+        let legacy = config.legacy_secret()?;
+        let imported = legacy.is_some();
+        let first = new_token_key(legacy);
+        let db = open(&config.database_path())?;
         let stored = db.call_blocking(|c| crate::store::token_keys::ensure(c, &first))?;
+        if imported && stored.iter().any(|k| k.id == first.id) {
+            tracing::info!(
+                key = %first.id,
+                "secret.key taken as the first token key: the file is not used again and may be deleted"
+            );
+        }
         let state = AppState {
             store: Arc::new(db.clone()),
             keys: Arc::new(TokenKeys::new(KeyRing::from_stored(&stored)?)),

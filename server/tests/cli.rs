@@ -211,6 +211,13 @@ fn accounts_are_managed_with_passwords_on_stdin_and_the_database_backs_up() {
     let copy = dir.path().join("copy.db");
     let (ok, _, err) = run(&data, &["backup", copy.to_str().expect("path")], "");
     assert!(ok, "{err}");
+    // The copy holds the token keys: its owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).expect("copy").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
     std::fs::create_dir_all(dir.path().join("restored")).expect("dir");
     std::fs::copy(&copy, dir.path().join("restored/baylink.db")).expect("restored");
     let (_, out, _) = run(&dir.path().join("restored"), &["user", "list"], "");
@@ -302,6 +309,12 @@ fn token_keys_are_added_listed_and_retired_and_the_old_key_file_is_the_first() {
     // A data directory from before keys were kept in the database.
     std::fs::create_dir_all(dir.path()).expect("data directory");
     std::fs::write(dir.path().join("secret.key"), "a".repeat(64)).expect("old key file");
+    // A mistyped --data is not taken for a new server.
+    let (ok, _, err) = run(&dir.path().join("typo"), &["key", "list"], "");
+    assert!(!ok && err.contains("is --data right?"), "{err}");
+    assert!(!dir.path().join("typo").join("baylink.db").exists());
+    let (ok, out, err) = run(dir.path(), &["migrate"], "");
+    assert!(ok && out.contains("created the database"), "{err}");
     let list = |expect: usize| {
         let (ok, out, err) = run(dir.path(), &["key", "list"], "");
         assert!(ok, "{err}");

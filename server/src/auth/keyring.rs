@@ -71,6 +71,10 @@ impl KeyRing {
             .unwrap_or_else(|| unreachable!("a ring holds a key (from_stored)"))
     }
 
+    fn ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
     /// The id of the key that signs.
     pub fn signing_id(&self) -> &str {
         &self.signing().0
@@ -183,7 +187,17 @@ impl TokenKeys {
     pub async fn reload(&self, store: &dyn Store) -> Result<(), AppError> {
         let stored = store.token_keys().await?;
         let ring = KeyRing::from_stored(&stored)?;
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        let mut held = self.ring.write().unwrap_or_else(PoisonError::into_inner);
+        if held.ids() != ring.ids() {
+            // An operator checks here that every node took a key change.
+            tracing::info!(
+                signs = ring.signing_id(),
+                verify = ring.keys.len(),
+                "token keys read"
+            );
+        }
+        *held = Arc::new(ring);
+        drop(held);
         *self.read_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         Ok(())
     }

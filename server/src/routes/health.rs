@@ -1,17 +1,50 @@
-//! `GET /healthz`: the server is up and its database answers.
+//! Health: `GET /livez` (the process answers: restart it if not), `GET /readyz` (it serves:
+//! its database is open and answers; send it requests), `GET /healthz` (ready, with the last
+//! sequence number and the server's time).
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// The health route.
+/// The health routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(health))
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/livez", get(live))
+        .route("/readyz", get(ready))
+}
+
+/// What a starting server answers while its database opens (and migrates): alive, not ready;
+/// every other request `503` with `Retry-After`.
+pub fn starting() -> Router {
+    Router::new().route("/livez", get(live)).fallback(|| async {
+        let mut response = AppError::Starting.into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        response
+    })
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    match state.store.current_seq().await {
+        Ok(_) => Ok(Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            tracing::warn!("not ready: {e}");
+            Err(AppError::Unavailable("the database does not answer".into()))
+        }
+    }
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, AppError> {

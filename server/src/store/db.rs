@@ -83,15 +83,45 @@ fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether opening a database may migrate it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Migrate {
+    Yes,
+    No,
+}
+
+/// The schema of the database at `path` and this build's: read without changing anything
+/// (`None` when there is no database yet).
+pub fn schema_of(path: &Path) -> Result<(Option<i64>, i64), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    if !path.exists() {
+        return Ok((None, known));
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let found = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok((Some(found), known))
+}
+
 /// Reader connections kept open when idle.
 pub(crate) const IDLE_READERS: usize = 4;
 
 impl Db {
     /// Opens (creating if need be) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
+        Self::open_as(path, Migrate::Yes)
+    }
+
+    /// Opens the database file without migrating it (administration commands, which may run
+    /// beside a server of the version before): a database of an older schema is refused, naming
+    /// `baylink-server migrate`; a new one is created.
+    pub fn open_current(path: &Path) -> Result<Db, StoreError> {
+        Self::open_as(path, Migrate::No)
+    }
+
+    fn open_as(path: &Path, migrate: Migrate) -> Result<Db, StoreError> {
         private_files(path)?;
         let mut conn = Connection::open(path)?;
-        Self::prepare(&mut conn)?;
+        Self::prepare(&mut conn, migrate)?;
         // Checkpoints run beside the writer (below). Under an ingest their copies never reach
         // the log's end, and only this checkpoint, in a commit, starts the log over: it holds
         // every push while it syncs, so it comes seldom (at 50,000 pages, 200 MB, the writer
@@ -113,7 +143,7 @@ impl Db {
     /// A database in memory (tests).
     pub fn open_in_memory() -> Result<Db, StoreError> {
         let mut conn = Connection::open_in_memory()?;
-        Self::prepare(&mut conn)?;
+        Self::prepare(&mut conn, Migrate::Yes)?;
         let readers = Readers {
             path: None,
             idle: Mutex::new(Vec::new()),
@@ -125,7 +155,7 @@ impl Db {
         })
     }
 
-    fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+    fn prepare(conn: &mut Connection, migrate: Migrate) -> Result<(), StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // A transaction takes the write lock when it begins, where a busy lock is waited for.
         // A deferred one that has read already is refused at once (SQLITE_BUSY, no waiting)
@@ -138,6 +168,14 @@ impl Db {
         // A database a newer server migrated is refused before anything of it is changed.
         let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
             .map_err(|e| StoreError::Backend(format!("{e}: upgrade baylink-server")))?;
+        // A new database is created whole; an older one is migrated only when asked.
+        if migrate == Migrate::No && current > 0 && !steps.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "the database is at schema {current} and this baylink-server's is {}: stop the \
+                 server, run `baylink-server migrate`, start this version",
+                MIGRATIONS.len()
+            )));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit reaches the disk before the push is answered, so a change a phone was
         // told is accepted (and then drops) survives a power cut; NORMAL would be durable only
@@ -266,8 +304,10 @@ impl Db {
         f(&mut guard)
     }
 
-    /// Writes a consistent copy of the database to `path` with SQLite's online backup API.
+    /// Writes a consistent copy of the database to `path` with SQLite's online backup API,
+    /// readable by its owner only: it holds the token keys.
     pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
+        private_files(path)?;
         self.call_blocking(|conn| {
             conn.backup(rusqlite::MAIN_DB, path, None)?;
             Ok(())
@@ -374,6 +414,26 @@ mod tests {
         // under the full test suite (on a loaded machine copies take longer and are not always
         // finished under the writer).
         assert!(log < 100_000_000, "the log grew to {log} bytes");
+    }
+
+    #[test]
+    fn administration_never_migrates_an_older_database_and_creates_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        database_of_schema(&path, 10, "");
+        let error = Db::open_current(&path).err().unwrap().to_string();
+        assert!(error.contains("baylink-server migrate"), "{error}");
+        assert_eq!(
+            schema_of(&path).unwrap(),
+            (Some(10), MIGRATIONS.len() as i64)
+        );
+        drop(Db::open(&path).unwrap());
+        assert_eq!(schema_of(&path).unwrap().0, Some(MIGRATIONS.len() as i64));
+        Db::open_current(&path).unwrap();
+        let fresh = dir.path().join("new.db");
+        assert_eq!(schema_of(&fresh).unwrap().0, None);
+        Db::open_current(&fresh).unwrap();
+        assert_eq!(schema_of(&fresh).unwrap().0, Some(MIGRATIONS.len() as i64));
     }
 
     #[test]
