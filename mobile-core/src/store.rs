@@ -799,6 +799,15 @@ impl Store {
         db::save_session(&self.conn, session)
     }
 
+    /// Forgets where the pull stands: the next pull starts from the beginning.
+    pub(crate) fn forget_cursor(&mut self) -> Result<()> {
+        if let Some(mut session) = db::load_session(&self.conn)? {
+            session.cursor = None;
+            db::save_session(&self.conn, &session)?;
+        }
+        Ok(())
+    }
+
     /// Records the start of a session after a login: tokens, villages, and the officer as the
     /// author of captures.
     pub(crate) fn begin_session(

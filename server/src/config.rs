@@ -28,6 +28,11 @@ pub struct Config {
     pub max_connections: usize,
     /// How long open requests may take to finish once the server is told to stop.
     pub drain_timeout: std::time::Duration,
+    /// Reverse proxies whose word on the client's address is taken (none by default: the
+    /// address is the connection's).
+    pub trusted_proxies: Vec<crate::forwarded::Cidr>,
+    /// The header those proxies write the client's address in.
+    pub forwarded_header: crate::forwarded::ForwardedHeader,
 }
 
 impl Config {
@@ -44,6 +49,8 @@ impl Config {
             header_timeout: crate::listen::HEADER_TIMEOUT,
             max_connections: crate::listen::MAX_CONNECTIONS,
             drain_timeout: crate::listen::DRAIN_TIMEOUT,
+            trusted_proxies: Vec::new(),
+            forwarded_header: crate::forwarded::ForwardedHeader::default(),
         }
     }
 

@@ -16,6 +16,10 @@ pub enum AppError {
     /// a message.
     #[error("{1}")]
     Unauthorized(&'static str, String),
+    /// A pull cursor this server did not issue, or one ahead of everything it holds (its
+    /// database was restored from a backup): the device pulls from the start.
+    #[error("{0}")]
+    BadCursor(String),
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -52,6 +56,7 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => ("bad_request", StatusCode::BAD_REQUEST),
             AppError::Unauthorized(code, _) => (code, StatusCode::UNAUTHORIZED),
+            AppError::BadCursor(_) => (baylink_sync::wire::BAD_CURSOR, StatusCode::BAD_REQUEST),
             AppError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             AppError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             AppError::Conflict(_) => ("conflict", StatusCode::CONFLICT),

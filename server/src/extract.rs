@@ -74,19 +74,38 @@ fn invalid_token() -> AppError {
     )
 }
 
-/// The client's address, when the server was started with connection info.
+/// The client's address, when the server was started with connection info: the connection's,
+/// or behind a trusted proxy the one it forwarded (`forwarded`).
 pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Some(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+        else {
+            return Ok(ClientAddr(None));
+        };
+        let config = &state.config;
+        if config.trusted_proxies.is_empty() {
+            return Ok(ClientAddr(Some(peer)));
+        }
+        let header = config.forwarded_header;
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(header.name())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Ok(ClientAddr(Some(crate::forwarded::client_addr(
+            peer,
+            &config.trusted_proxies,
+            header,
+            &values,
+        ))))
     }
 }
 

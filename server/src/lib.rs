@@ -8,6 +8,7 @@ pub mod console;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod listen;
 pub mod routes;
 pub mod state;

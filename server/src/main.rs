@@ -43,6 +43,25 @@ fn cli() -> Command {
                         .help("Mark console cookies Secure (served over TLS, directly or behind a proxy)"),
                 )
                 .arg(
+                    Arg::new("trusted-proxy")
+                        .long("trusted-proxy")
+                        .env("BAYLINK_TRUSTED_PROXIES")
+                        .action(ArgAction::Append)
+                        .value_delimiter(',')
+                        .value_parser(clap::value_parser!(baylink_server::forwarded::Cidr))
+                        .help(
+                            "A reverse proxy (address or network, repeatable or comma-separated) \
+                             whose forwarded client address is taken; none by default",
+                        ),
+                )
+                .arg(
+                    Arg::new("forwarded-header")
+                        .long("forwarded-header")
+                        .default_value("x-forwarded-for")
+                        .value_parser(clap::value_parser!(baylink_server::forwarded::ForwardedHeader))
+                        .help("The header the trusted proxies write it in: x-forwarded-for or forwarded"),
+                )
+                .arg(
                     Arg::new("drain-seconds")
                         .long("drain-seconds")
                         .default_value("30")
@@ -134,7 +153,17 @@ fn cli() -> Command {
                             "Retire a key that no longer signs: running servers take nothing it \
                              signed within 30 seconds (phones refresh their tokens unseen)",
                         )
-                        .arg(Arg::new("id").required(true)),
+                        .arg(Arg::new("id").required(true))
+                        .arg(
+                            Arg::new("at-once")
+                                .long("at-once")
+                                .action(ArgAction::SetTrue)
+                                .help(
+                                    "Retire it even if the key that signs was added under a \
+                                     minute ago (a leaked key): servers that have not read the \
+                                     keys yet may still sign with it for up to 30 seconds",
+                                ),
+                        ),
                 ),
         )
         .subcommand(
@@ -224,6 +253,14 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
             .unwrap_or(300)
             * 1000;
         config.secure_cookies = sub.get_flag("secure-cookies");
+        config.trusted_proxies = sub
+            .get_many::<baylink_server::forwarded::Cidr>("trusted-proxy")
+            .map(|nets| nets.copied().collect())
+            .unwrap_or_default();
+        config.forwarded_header = sub
+            .get_one::<baylink_server::forwarded::ForwardedHeader>("forwarded-header")
+            .copied()
+            .unwrap_or_default();
         config.drain_timeout = std::time::Duration::from_secs(
             sub.get_one::<u64>("drain-seconds").copied().unwrap_or(30),
         );
@@ -385,9 +422,10 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         ("key", Some(("retire", m))) => {
             let id = text(m, "id").trim().to_owned();
             let now = baylink_server::store::now_ms();
+            let at_once = m.get_flag("at-once");
             wait(
                 &runtime,
-                store.retire_token_key(Actor::Operator, id.clone(), now),
+                store.retire_token_key(Actor::Operator, id.clone(), now, at_once),
             )?;
             say!("retired {id} (running servers refuse what it signed within 30 seconds)");
         }

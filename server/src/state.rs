@@ -62,7 +62,7 @@ impl AppState {
 pub fn new_token_key(legacy: Option<Vec<u8>>) -> TokenKey {
     TokenKey {
         id: new_key_id(),
-        secret: legacy.unwrap_or_else(new_secret),
+        secret: legacy.unwrap_or_else(crate::store::token_keys::random_secret),
         created_ms: now_ms(),
         retired_ms: None,
     }
@@ -71,16 +71,6 @@ pub fn new_token_key(legacy: Option<Vec<u8>>) -> TokenKey {
 /// A new key id (its creation is recorded beside it; the id says nothing of the secret).
 pub fn new_key_id() -> String {
     format!("k{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
-
-/// A new secret: 64 hex digits, 244 random bits from the operating system's generator.
-pub fn new_secret() -> Vec<u8> {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-    .into_bytes()
 }
 
 #[cfg(test)]

@@ -907,3 +907,68 @@ async fn pushes_of_both_protocol_versions_are_read_alike_and_a_replay_in_the_oth
     .await;
     assert_eq!(headers["baylink-protocol"], "3");
 }
+
+/// A login's status as it arrives from `peer` with an `X-Forwarded-For` header.
+async fn login_from(
+    state: &AppState,
+    peer: &str,
+    forwarded: Option<&str>,
+    user: &str,
+) -> StatusCode {
+    let peer: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+    let mut request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .extension(axum::extract::ConnectInfo(peer));
+    if let Some(value) = forwarded {
+        request = request.header("x-forwarded-for", value);
+    }
+    let response = app(state.clone())
+        .oneshot(request.body(login_body(user, "wrong password")).unwrap())
+        .await
+        .unwrap();
+    response.status()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own_address_and_no_one_else_is_heard()
+ {
+    let (plain, _dir) = state();
+    let mut config = (*plain.config).clone();
+    config.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    let proxied = AppState {
+        config: std::sync::Arc::new(config),
+        ..plain.clone()
+    };
+    let proxy = "10.0.0.5";
+    // One client behind the proxy guesses at 30 names: its address is throttled.
+    for n in 0..30 {
+        let status = login_from(&proxied, proxy, Some("203.0.113.5"), &format!("u{n}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let next = login_from(&proxied, proxy, Some("203.0.113.5"), "another").await;
+    assert_eq!(next, StatusCode::TOO_MANY_REQUESTS);
+    // Writing another address in front of its own changes nothing.
+    let spoofed = login_from(&proxied, proxy, Some("198.51.100.99, 203.0.113.5"), "x").await;
+    assert_eq!(spoofed, StatusCode::TOO_MANY_REQUESTS);
+    // The station next door, behind the same proxy, still has its passwords checked.
+    let other = login_from(&proxied, proxy, Some("198.51.100.7"), "another").await;
+    assert_eq!(other, StatusCode::UNAUTHORIZED);
+    // Straight to the server, a header names nothing: 30 guesses each "from" somewhere new
+    // are 30 from the one address they come from.
+    for n in 0..30 {
+        let fake = format!("192.0.2.{n}");
+        let status = login_from(&proxied, "198.51.100.50", Some(&fake), &format!("v{n}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let next = login_from(&proxied, "198.51.100.50", Some("192.0.2.200"), "w").await;
+    assert_eq!(next, StatusCode::TOO_MANY_REQUESTS);
+    // A server that trusts no proxy reads no header: the proxy's own address counts.
+    for n in 0..30 {
+        let client = format!("192.0.2.{n}");
+        login_from(&plain, "10.0.0.9", Some(&client), &format!("p{n}")).await;
+    }
+    let next = login_from(&plain, "10.0.0.9", Some("192.0.2.250"), "q").await;
+    assert_eq!(next, StatusCode::TOO_MANY_REQUESTS);
+}

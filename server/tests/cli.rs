@@ -346,7 +346,10 @@ fn token_keys_are_added_listed_and_retired_and_the_old_key_file_is_the_first() {
     );
     let (ok, _, err) = run(dir.path(), &["key", "retire", &new], "");
     assert!(!ok && err.contains("it signs now"), "{err}");
-    let (ok, out, err) = run(dir.path(), &["key", "retire", &old], "");
+    // The new key was added a moment ago: servers may still sign with the old one.
+    let (ok, _, err) = run(dir.path(), &["key", "retire", &old], "");
+    assert!(!ok && err.contains("--at-once"), "{err}");
+    let (ok, out, err) = run(dir.path(), &["key", "retire", &old, "--at-once"], "");
     assert!(ok && out.contains(&old), "{err}");
     assert!(
         list(2)
@@ -354,7 +357,7 @@ fn token_keys_are_added_listed_and_retired_and_the_old_key_file_is_the_first() {
             .next()
             .is_some_and(|l| l.contains("retired"))
     );
-    let (ok, _, err) = run(dir.path(), &["key", "retire", &old], "");
+    let (ok, _, err) = run(dir.path(), &["key", "retire", &old, "--at-once"], "");
     assert!(!ok && err.contains("retired already"), "{err}");
     let (ok, _, err) = run(dir.path(), &["key", "retire", "k000000000000"], "");
     assert!(!ok && err.contains("no token key"), "{err}");

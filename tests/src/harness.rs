@@ -248,6 +248,32 @@ impl Server {
         self.shutdown = Some(shutdown);
     }
 
+    /// Stops the server, puts a backup in place of its database (the log beside it removed,
+    /// as docs/operations.md says) and starts it again.
+    pub fn restore(&mut self, copy: &std::path::Path) {
+        self.stop();
+        // Every connection to the database being replaced closes first, as with the process
+        // stopped: the handles here, then the thread copying its log back (within 250 ms).
+        let placeholder = baylink_server::store::Db::open_in_memory().expect("placeholder");
+        self.state = baylink_server::AppState {
+            store: std::sync::Arc::new(placeholder.clone()),
+            ..self.state.clone()
+        };
+        self.db = placeholder;
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let database = self.data.join("baylink.db");
+        std::fs::copy(copy, &database).expect("backup put in place");
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+        }
+        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, |_| {});
+        self.url = url;
+        self.state = state;
+        self.db = db;
+        self.runtime = Some(runtime);
+        self.shutdown = Some(shutdown);
+    }
+
     fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -22,6 +22,11 @@ pub const ACTION_PUSH: u32 = 3;
 /// The answer header that names the protocol version a server speaks.
 pub const PROTOCOL_HEADER: &str = "baylink-protocol";
 
+/// The code of a pull refused for its cursor (`400`): one the server did not issue, or one ahead
+/// of everything it holds (its database was restored from a backup). The device forgets its
+/// cursor and pulls from the start.
+pub const BAD_CURSOR: &str = "bad_cursor";
+
 /// From this version on, a pull page carries its values grouped by record (`records`), not one
 /// by one (`values`): a record's kind, id and shared stamp once, not once per field.
 pub const GROUPED_PULL: u32 = 2;

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse, refusal};
+use baylink_sync::wire::{BAD_CURSOR, ChangeStatus, PullResponse, PushResponse, refusal};
 use baylink_sync::{Change, NodeId};
 use uuid::Uuid;
 
@@ -595,11 +595,24 @@ fn pull(
     progress: &dyn Progress,
     report: &mut SyncReport,
 ) -> Result<()> {
+    let mut started_over = false;
     loop {
         let cursor = store.raw_session()?.and_then(|s| s.cursor);
-        let page = with_retries(transport, store, &mut |t, s| {
+        let page = match with_retries(transport, store, &mut |t, s| {
             t.pull(s, cursor.clone(), PULL_PAGE)
-        })?;
+        }) {
+            Ok(page) => page,
+            // The server took the cursor for none of its own (its keys were replaced, or its
+            // database restored from a backup): pull everything from the start, once.
+            Err(Error::Server {
+                status: 400, code, ..
+            }) if code == BAD_CURSOR && cursor.is_some() && !started_over => {
+                started_over = true;
+                store.forget_cursor()?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // The next pages are asked for while this one is applied, and those already here are
         // applied with it. Not after a page that drops records: its cursor is the device's
         // proof to the server that it dropped them, and must not reach the server before the

@@ -39,8 +39,8 @@ impl CursorKey {
             return Ok(Some(position_only(&text)));
         };
         if !self.0.verify(&[device, body], tag) {
-            return Err(AppError::BadRequest(
-                "cursor: not one this server issued".into(),
+            return Err(AppError::BadCursor(
+                "cursor: not one this server issued: pull from the start".into(),
             ));
         }
         Ok(Some(Cursor(body.to_owned())))

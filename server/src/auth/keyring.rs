@@ -202,14 +202,9 @@ impl TokenKeys {
         Ok(())
     }
 
-    /// Verifies an access token: a token naming a key this node has not read yet reads the
-    /// keys again (at most once a second) before it is refused.
-    pub async fn verify(&self, token: &str, store: &dyn Store) -> Result<Claims, AppError> {
-        match self.current().check(token) {
-            Ok(claims) => return Ok(claims),
-            Err(Refused::Error(e)) => return Err(e),
-            Err(Refused::UnknownKey) => {}
-        }
+    /// Reads the keys again unless that was done in the last second (a forged key id must not
+    /// make every request read the store); answers whether it read them.
+    async fn reload_if_due(&self, store: &dyn Store) -> bool {
         let due = {
             let mut read_at = self.read_at.lock().unwrap_or_else(PoisonError::into_inner);
             let due = read_at.elapsed() >= RELOAD_AT_MOST;
@@ -219,15 +214,69 @@ impl TokenKeys {
             }
             due
         };
-        if due {
-            self.reload(store).await?;
+        if !due {
+            return false;
         }
+        match self.reload(store).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("token keys not read again: {e}");
+                false
+            }
+        }
+    }
+
+    /// Verifies an access token: a token naming a key this node has not read yet reads the
+    /// keys again before it is refused.
+    pub async fn verify(&self, token: &str, store: &dyn Store) -> Result<Claims, AppError> {
+        match self.current().check(token) {
+            Ok(claims) => return Ok(claims),
+            Err(Refused::Error(e)) => return Err(e),
+            Err(Refused::UnknownKey) => {}
+        }
+        self.reload_if_due(store).await;
         self.current()
             .check(token)
             .map_err(|refused| match refused {
                 Refused::UnknownKey => invalid(),
                 Refused::Error(e) => e,
             })
+    }
+
+    /// Opens a pull cursor (`KeyRing::open_cursor`): one no key this node holds opens reads the
+    /// keys again first, as it may come from a node that signs with a key added since.
+    pub async fn open_cursor(
+        &self,
+        device: &str,
+        cursor: Option<&Cursor>,
+        store: &dyn Store,
+    ) -> Result<Option<Cursor>, AppError> {
+        let refused = match self.current().open_cursor(device, cursor) {
+            Ok(opened) => return Ok(opened),
+            Err(e) => e,
+        };
+        if self.reload_if_due(store).await {
+            return self.current().open_cursor(device, cursor);
+        }
+        Err(refused)
+    }
+
+    /// Checks a known-browser cookie (`KeyRing::check_browser`), reading the keys again first
+    /// when none this node holds signed it.
+    pub async fn check_browser(
+        &self,
+        cookie: &str,
+        account: &Account,
+        now_s: u64,
+        store: &dyn Store,
+    ) -> Option<Vec<String>> {
+        if let Some(keys) = self.current().check_browser(cookie, account, now_s) {
+            return Some(keys);
+        }
+        if self.reload_if_due(store).await {
+            return self.current().check_browser(cookie, account, now_s);
+        }
+        None
     }
 }
 

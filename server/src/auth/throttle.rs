@@ -32,7 +32,9 @@ pub fn login_keys(username: &str, addr: Option<IpAddr>) -> Option<Vec<String>> {
 }
 
 /// An attempt under way. End it with [`Reservation::succeed`] or [`Reservation::fail`]; one
-/// dropped unended (its request was cancelled) is ended as a failure in the background.
+/// dropped unended (its request was cancelled) is ended as a failure in the background. A
+/// request cancelled while its reservation is being written leaves an attempt no one ends: it
+/// counts as in flight for a minute (`store::logins::IN_FLIGHT_MS`), then as a failure.
 pub struct Reservation {
     store: Arc<dyn Store>,
     attempt: Option<i64>,

@@ -291,10 +291,17 @@ async fn login(
     };
     // A browser that signed in to this account before has a throttle of its own (auth::known).
     let now_s = now_ms() / 1000;
-    let keys = cookie_named(&headers, known::BROWSER_COOKIE)
-        .zip(account.as_ref())
-        .and_then(|(cookie, a)| state.keys.current().check_browser(&cookie, a, now_s))
-        .unwrap_or(address_keys);
+    let known = match (
+        cookie_named(&headers, known::BROWSER_COOKIE),
+        account.as_ref(),
+    ) {
+        (Some(cookie), Some(a)) => {
+            let store = state.store.as_ref();
+            state.keys.check_browser(&cookie, a, now_s, store).await
+        }
+        _ => None,
+    };
+    let keys = known.unwrap_or(address_keys);
     let reservation = match throttle::Reservation::reserve(&state.store, keys).await {
         Ok(reservation) => reservation,
         Err(AppError::Throttled(wait)) => {

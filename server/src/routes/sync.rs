@@ -89,9 +89,25 @@ async fn pull(
     check_protocol(req.protocol)?;
     let cursor = state
         .keys
-        .current()
-        .open_cursor(&caller.device, req.cursor.as_ref())?;
+        .open_cursor(&caller.device, req.cursor.as_ref(), state.store.as_ref())
+        .await?;
     let from = parse_cursor(cursor.as_ref())?;
+    if cursor.is_some() {
+        // Every number a cursor names was issued here: one past the last was issued by this
+        // server before its database was put back to an earlier copy.
+        let last = state.store.current_seq().await?;
+        let furthest = [from.snapshot, from.fields_after]
+            .into_iter()
+            .flatten()
+            .fold(from.after, i64::max);
+        if furthest > last {
+            return Err(AppError::BadCursor(
+                "cursor: ahead of everything this server holds (its database was restored \
+                 from a backup): pull from the start"
+                    .into(),
+            ));
+        }
+    }
     let ask = Ask {
         caller,
         limit: req.limit.clamp(1, MAX_BATCH as u32),

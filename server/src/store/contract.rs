@@ -155,8 +155,15 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a token key, which signs from now on (audited).
     fn add_token_key(&self, actor: Actor, key: TokenKey) -> StoreFuture<()>;
 
-    /// Retires a token key that no longer signs (audited).
-    fn retire_token_key(&self, actor: Actor, id: String, now_ms: u64) -> StoreFuture<()>;
+    /// Retires a token key that no longer signs (audited); `at_once` even before the key that
+    /// signs has settled on every node.
+    fn retire_token_key(
+        &self,
+        actor: Actor,
+        id: String,
+        now_ms: u64,
+        at_once: bool,
+    ) -> StoreFuture<()>;
 
     // Console sign-in.
 

@@ -161,7 +161,8 @@ impl Db {
         // A deferred one that has read already is refused at once (SQLITE_BUSY, no waiting)
         // if another connection holds that lock at its first write: a reader checking the
         // log's header after a commit holds it for an instant, and a push failed with
-        // "database is locked". This connection is the only writer, so nothing is lost.
+        // "database is locked". It also makes two processes over one file (two nodes, or an
+        // administration command beside the server) take turns rather than fail.
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         stable_plans(conn)?;
         let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -189,6 +190,12 @@ impl Db {
         conn.pragma_update(None, "temp_store", "FILE")?;
         for i in steps {
             let tx = conn.transaction()?;
+            // Read again under the write lock: another process starting at the same moment may
+            // have taken this step already.
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > i as i64 {
+                continue;
+            }
             tx.execute_batch(MIGRATIONS[i])?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
@@ -414,6 +421,25 @@ mod tests {
         // under the full test suite (on a loaded machine copies take longer and are not always
         // finished under the writer).
         assert!(log < 100_000_000, "the log grew to {log} bytes");
+    }
+
+    #[test]
+    fn two_servers_starting_at_once_on_an_older_database_both_open_it() {
+        for _ in 0..4 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("baylink.db");
+            database_of_schema(&path, 10, "");
+            let opening: Vec<_> = (0..2)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || Db::open(&path).map(drop))
+                })
+                .collect();
+            for opened in opening {
+                opened.join().unwrap().unwrap();
+            }
+            assert_eq!(schema_of(&path).unwrap().0, Some(MIGRATIONS.len() as i64));
+        }
     }
 
     #[test]

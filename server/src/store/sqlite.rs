@@ -114,8 +114,14 @@ impl Store for Db {
         self.writing(move |c| token_keys::add(c, actor, &key))
     }
 
-    fn retire_token_key(&self, actor: Actor, id: String, now_ms: u64) -> StoreFuture<()> {
-        self.writing(move |c| token_keys::retire(c, actor, &id, now_ms))
+    fn retire_token_key(
+        &self,
+        actor: Actor,
+        id: String,
+        now_ms: u64,
+        at_once: bool,
+    ) -> StoreFuture<()> {
+        self.writing(move |c| token_keys::retire(c, actor, &id, now_ms, at_once))
     }
 
     fn token_holder(&self, device: Uuid, account: i64) -> StoreFuture<TokenHolder> {

@@ -34,10 +34,10 @@ impl std::fmt::Debug for TokenKey {
 /// Shortest secret taken.
 pub const MIN_SECRET: usize = 32;
 
-/// Every key, oldest first.
+/// Every key, in the order they were added (the last added signs, whatever the clocks said).
 pub fn list(conn: &Connection) -> Result<Vec<TokenKey>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, secret, created_ms, retired_ms FROM token_key ORDER BY created_ms, rowid",
+        "SELECT id, secret, created_ms, retired_ms FROM token_key ORDER BY rowid",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(TokenKey {
@@ -74,22 +74,39 @@ fn insert(conn: &Connection, key: &TokenKey) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Adds `first` when no key is in use (the first start of a server, or of the first of its
-/// nodes), and answers every key. Nodes starting at once add one key between them.
+/// Adds a key when none is in use (the first start of a server, or of the first of its nodes),
+/// and answers every key. Nodes starting at once add one key between them. `first`'s secret (an
+/// old `secret.key`'s) is taken only into an empty table; keys all retired by hand are followed
+/// by a new random one, never by a key that was retired.
 pub fn ensure(conn: &mut Connection, first: &TokenKey) -> Result<Vec<TokenKey>, StoreError> {
     let tx = conn.transaction()?;
-    let in_use: i64 = tx.query_row(
-        "SELECT count(*) FROM token_key WHERE retired_ms IS NULL",
+    let (ever, in_use): (i64, i64) = tx.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE retired_ms IS NULL) FROM token_key",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if in_use == 0 {
+    if ever == 0 {
         insert(&tx, first)?;
+    } else if in_use == 0 {
+        let fresh = TokenKey {
+            secret: random_secret(),
+            ..first.clone()
+        };
+        insert(&tx, &fresh)?;
     }
     let keys = list(&tx)?;
     tx.commit()?;
     Ok(keys)
 }
+
+/// A new secret: 64 hex digits, 244 random bits from the operating system's generator.
+pub fn random_secret() -> Vec<u8> {
+    crate::store::devices::random_secret().into_bytes()
+}
+
+/// How long the newest key must have been added before the key before it may be retired: every
+/// node reads the keys within 30 seconds, and until it does it signs with the key before.
+pub const SETTLE_MS: u64 = 60_000;
 
 /// Adds a key, which signs from now on; the others keep verifying until retired.
 pub fn add(conn: &mut Connection, actor: Actor, key: &TokenKey) -> Result<(), StoreError> {
@@ -109,12 +126,14 @@ pub fn add(conn: &mut Connection, actor: Actor, key: &TokenKey) -> Result<(), St
 }
 
 /// Retires a key: tokens, cursors and browser cookies it signed are no longer taken. The key
-/// that signs now (the newest in use) cannot be retired: add another first.
+/// that signs now (the newest in use) cannot be retired: add another first; nor, unless
+/// `at_once` (a leaked key), the one before it until the newest has settled ([`SETTLE_MS`]).
 pub fn retire(
     conn: &mut Connection,
     actor: Actor,
     id: &str,
     now_ms: u64,
+    at_once: bool,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     audit::require_admin(&tx, actor)?;
@@ -134,13 +153,21 @@ pub fn retire(
         }
         Some(None) => {}
     }
-    let signing = list(&tx)?
-        .into_iter()
-        .rfind(|k| k.retired_ms.is_none())
-        .map(|k| k.id);
-    if signing.as_deref() == Some(id) {
+    let signing = list(&tx)?.into_iter().rfind(|k| k.retired_ms.is_none());
+    let Some(signing) = signing.filter(|k| k.id != id) else {
         return Err(StoreError::Invalid(format!(
             "token key `{id}`: it signs now; add a key before retiring this one"
+        )));
+    };
+    let settled_at = signing.created_ms + SETTLE_MS;
+    if now_ms < settled_at && !at_once {
+        return Err(StoreError::Conflict(format!(
+            "token key `{id}`: `{}` was added {} s ago, and running servers may still sign with \
+             `{id}`; retire it in {} s (for phones of earlier versions, in 15 minutes), or now with \
+             --at-once",
+            signing.id,
+            now_ms.saturating_sub(signing.created_ms) / 1000,
+            (settled_at - now_ms).div_ceil(1000)
         )));
     }
     tx.execute(
@@ -157,4 +184,61 @@ pub fn retire(
     )?;
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+
+    fn key(id: &str, secret: u8, created_ms: u64) -> TokenKey {
+        TokenKey {
+            id: id.into(),
+            secret: vec![secret; 32],
+            created_ms,
+            retired_ms: None,
+        }
+    }
+
+    #[test]
+    fn an_old_key_file_is_taken_into_an_empty_table_only_and_a_retired_key_never_returns() {
+        let db = Db::open_in_memory().unwrap();
+        let ensure = |first: &TokenKey| db.call_blocking(|c| ensure(c, first)).unwrap();
+        let legacy = key("legacy", b'L', 1_000);
+        assert_eq!(ensure(&legacy), vec![legacy.clone()]);
+        assert_eq!(ensure(&key("other", b'O', 2_000)), vec![legacy.clone()]);
+        db.call_blocking(|c| add(c, Actor::Operator, &key("k2", b'2', 3_000)))
+            .unwrap();
+        let early = db
+            .call_blocking(|c| retire(c, Actor::Operator, "legacy", 3_000 + SETTLE_MS - 1, false));
+        assert!(matches!(early, Err(StoreError::Conflict(_))), "{early:?}");
+        db.call_blocking(|c| retire(c, Actor::Operator, "legacy", 3_000 + SETTLE_MS, false))
+            .unwrap();
+        // Every key retired by hand: the next start adds a new random key, not the file's.
+        db.call_blocking(|c| Ok(c.execute("UPDATE token_key SET retired_ms = 1", [])?))
+            .unwrap();
+        // (Each start proposes a key of a new id, the old file's secret in it.)
+        let keys = ensure(&key("again", b'L', 9_000));
+        let fresh = keys.iter().find(|k| k.retired_ms.is_none()).unwrap();
+        assert_eq!(fresh.id, "again");
+        assert_ne!(fresh.secret, legacy.secret);
+        assert_eq!(fresh.secret.len(), 64);
+    }
+
+    #[test]
+    fn the_last_key_added_signs_whatever_the_clocks_said() {
+        let db = Db::open_in_memory().unwrap();
+        db.call_blocking(|c| ensure(c, &key("k1", 1, 5_000)))
+            .unwrap();
+        // Added later by a process whose clock is behind.
+        db.call_blocking(|c| add(c, Actor::Operator, &key("k2", 2, 4_000)))
+            .unwrap();
+        let keys = db.call_blocking(|c| list(c)).unwrap();
+        assert_eq!(keys.last().map(|k| k.id.as_str()), Some("k2"));
+        let refused = db.call_blocking(|c| retire(c, Actor::Operator, "k2", 9_999_999, true));
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{refused:?}"
+        );
+    }
 }

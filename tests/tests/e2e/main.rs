@@ -7,5 +7,6 @@ mod integrity;
 mod network_faults;
 mod nodes;
 mod offline_devices;
+mod restore;
 mod review_sync;
 mod server_sync;

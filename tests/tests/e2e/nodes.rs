@@ -99,17 +99,14 @@ fn a_key_added_on_one_node_signs_on_both_and_the_old_one_retired_signs_no_phone_
     assert_eq!(pull(&a, &old_token).status, 200);
     assert_eq!(pull(&b, &old_token).status, 200);
 
-    b.run(
-        b.state
-            .store
-            .retire_token_key(Actor::Operator, old, real_now_ms()),
-    )
-    .expect("old key retired");
-    let retired_new = b.run(
-        b.state
-            .store
-            .retire_token_key(Actor::Operator, new, real_now_ms()),
-    );
+    // Retired once the new key has settled on every node (a minute on, as the store is told).
+    let store = &b.state.store;
+    let early = b.run(store.retire_token_key(Actor::Operator, old.clone(), real_now_ms(), false));
+    assert!(early.is_err(), "the new key has not settled");
+    let settled = real_now_ms() + baylink_server::store::token_keys::SETTLE_MS;
+    b.run(store.retire_token_key(Actor::Operator, old, settled, false))
+        .expect("old key retired");
+    let retired_new = b.run(store.retire_token_key(Actor::Operator, new, settled, true));
     assert!(retired_new.is_err(), "the key that signs stays");
     for node in [&a, &b] {
         node.reload_keys();
