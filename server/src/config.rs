@@ -1,9 +1,16 @@
 //! Server configuration: where the data lives, where to listen, the limits of the protocol.
+//! Every setting comes from, in rising precedence: its default, a TOML file (`--config`), an
+//! environment variable (`BAYLINK_` and the setting's name in capitals; the data directory's
+//! is `BAYLINK_SERVER_DATA`), a command-line flag. `baylink-server config check` prints the
+//! result and where each value came from.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::AppError;
+use crate::forwarded::{Cidr, ForwardedHeader};
 
 /// Everything the server needs to know at start.
 #[derive(Clone, Debug)]
@@ -34,6 +41,283 @@ pub struct Config {
     /// The header those proxies write the client's address in.
     pub forwarded_header: crate::forwarded::ForwardedHeader,
 }
+
+/// Settings as one source gives them (a file, the environment, the flags), each optional: the
+/// names are the file's keys.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The data directory.
+    pub data: Option<PathBuf>,
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Seconds a change may be stamped ahead of server time.
+    pub max_clock_ahead_s: Option<u64>,
+    /// Lifetime of access tokens, seconds.
+    pub access_ttl_s: Option<u64>,
+    /// Lifetime of refresh tokens, seconds.
+    pub refresh_ttl_s: Option<u64>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Console cookies `Secure`.
+    pub secure_cookies: Option<bool>,
+    /// Seconds a client may take to send a request's headers.
+    pub header_timeout_s: Option<u64>,
+    /// Most connections served at once.
+    pub max_connections: Option<usize>,
+    /// Seconds requests in flight may take to finish after SIGTERM or SIGINT.
+    pub drain_s: Option<u64>,
+    /// Trusted reverse proxies.
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// The header they write the client's address in.
+    pub forwarded_header: Option<ForwardedHeader>,
+}
+
+/// Where a setting's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Its default.
+    Default,
+    /// The configuration file.
+    File,
+    /// An environment variable.
+    Environment,
+    /// A command-line flag.
+    Flag,
+}
+
+impl Source {
+    /// How `config check` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::File => "file",
+            Source::Environment => "environment",
+            Source::Flag => "flag",
+        }
+    }
+}
+
+/// The environment variable of a setting.
+pub fn env_name(key: &str) -> String {
+    if key == "data" {
+        return "BAYLINK_SERVER_DATA".into();
+    }
+    format!("BAYLINK_{}", key.to_ascii_uppercase())
+}
+
+impl Settings {
+    /// The settings of a TOML file; an unknown key or a wrong type is refused, naming it.
+    pub fn from_file(path: &Path) -> Result<Settings, AppError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AppError::BadRequest(format!("config {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| AppError::BadRequest(format!("config {}: {e}", path.display())))
+    }
+
+    /// The settings the environment gives (`get` reads a variable).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Settings, AppError> {
+        fn parse<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            key: &str,
+        ) -> Result<Option<T>, AppError> {
+            let name = env_name(key);
+            get(&name)
+                .map(|value| {
+                    value.trim().parse().map_err(|_| {
+                        AppError::BadRequest(format!("{name}: `{value}` is not a valid {key}"))
+                    })
+                })
+                .transpose()
+        }
+        let proxies = get(&env_name("trusted_proxies"))
+            .map(|list| {
+                list.split(',')
+                    .filter(|net| !net.trim().is_empty())
+                    .map(|net| {
+                        net.parse().map_err(|e: crate::forwarded::BadCidr| {
+                            AppError::BadRequest(format!("BAYLINK_TRUSTED_PROXIES: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<Cidr>, AppError>>()
+            })
+            .transpose()?;
+        Ok(Settings {
+            data: get(&env_name("data")).map(PathBuf::from),
+            listen: parse(&get, "listen")?,
+            max_clock_ahead_s: parse(&get, "max_clock_ahead_s")?,
+            access_ttl_s: parse(&get, "access_ttl_s")?,
+            refresh_ttl_s: parse(&get, "refresh_ttl_s")?,
+            max_body_bytes: parse(&get, "max_body_bytes")?,
+            secure_cookies: parse(&get, "secure_cookies")?,
+            header_timeout_s: parse(&get, "header_timeout_s")?,
+            max_connections: parse(&get, "max_connections")?,
+            drain_s: parse(&get, "drain_s")?,
+            trusted_proxies: proxies,
+            forwarded_header: parse(&get, "forwarded_header")?,
+        })
+    }
+}
+
+/// Where each setting's value came from, by name.
+pub type Sources = BTreeMap<&'static str, Source>;
+
+impl Config {
+    /// The configuration of the sources in rising precedence: defaults, `file`, `env`, `flags`.
+    pub fn load(
+        file: Option<&Settings>,
+        env: &Settings,
+        flags: &Settings,
+    ) -> Result<(Config, Sources), AppError> {
+        let mut config = Config::new("baylink-server-data");
+        let mut sources = Sources::new();
+        for key in SETTINGS {
+            sources.insert(key, Source::Default);
+        }
+        let layers = [
+            (file, Source::File),
+            (Some(env), Source::Environment),
+            (Some(flags), Source::Flag),
+        ];
+        for (settings, source) in layers {
+            if let Some(settings) = settings {
+                config.apply(settings, source, &mut sources)?;
+            }
+        }
+        Ok((config, sources))
+    }
+
+    fn apply(
+        &mut self,
+        s: &Settings,
+        source: Source,
+        sources: &mut Sources,
+    ) -> Result<(), AppError> {
+        let mut set = |key: &'static str, present: bool| {
+            if present {
+                sources.insert(key, source);
+            }
+        };
+        if let Some(v) = &s.data {
+            self.data_dir = v.clone();
+        }
+        set("data", s.data.is_some());
+        if let Some(v) = s.listen {
+            self.listen = v;
+        }
+        set("listen", s.listen.is_some());
+        if let Some(v) = s.max_clock_ahead_s {
+            self.max_clock_ahead_ms = v.saturating_mul(1000);
+        }
+        set("max_clock_ahead_s", s.max_clock_ahead_s.is_some());
+        if let Some(v) = s.access_ttl_s {
+            self.access_ttl_s = v;
+        }
+        set("access_ttl_s", s.access_ttl_s.is_some());
+        if let Some(v) = s.refresh_ttl_s {
+            self.refresh_ttl_s = v;
+        }
+        set("refresh_ttl_s", s.refresh_ttl_s.is_some());
+        if let Some(v) = s.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        set("max_body_bytes", s.max_body_bytes.is_some());
+        if let Some(v) = s.secure_cookies {
+            self.secure_cookies = v;
+        }
+        set("secure_cookies", s.secure_cookies.is_some());
+        if let Some(v) = s.header_timeout_s {
+            self.header_timeout = Duration::from_secs(v);
+        }
+        set("header_timeout_s", s.header_timeout_s.is_some());
+        if let Some(v) = s.max_connections {
+            self.max_connections = v;
+        }
+        set("max_connections", s.max_connections.is_some());
+        if let Some(v) = s.drain_s {
+            self.drain_timeout = Duration::from_secs(v);
+        }
+        set("drain_s", s.drain_s.is_some());
+        if let Some(v) = &s.trusted_proxies {
+            self.trusted_proxies = v.clone();
+        }
+        set("trusted_proxies", s.trusted_proxies.is_some());
+        if let Some(v) = s.forwarded_header {
+            self.forwarded_header = v;
+        }
+        set("forwarded_header", s.forwarded_header.is_some());
+        self.check()
+    }
+
+    /// Refuses values no server can run with.
+    fn check(&self) -> Result<(), AppError> {
+        let bad = |m: &str| Err(AppError::BadRequest(m.into()));
+        if self.access_ttl_s == 0 || self.refresh_ttl_s == 0 {
+            return bad("access_ttl_s, refresh_ttl_s: at least 1 second");
+        }
+        if self.refresh_ttl_s < self.access_ttl_s {
+            return bad("refresh_ttl_s: at least access_ttl_s");
+        }
+        if self.max_body_bytes < 64 * 1024 {
+            return bad("max_body_bytes: at least 65536 (a push of one record must fit)");
+        }
+        if self.max_connections == 0 || self.header_timeout.is_zero() {
+            return bad("max_connections, header_timeout_s: at least 1");
+        }
+        Ok(())
+    }
+
+    /// The effective settings as `config check` prints them: name, value, source.
+    pub fn describe(&self, sources: &Sources) -> Vec<(&'static str, String, Source)> {
+        let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
+        let values = [
+            ("data", self.data_dir.display().to_string()),
+            ("listen", self.listen.to_string()),
+            (
+                "max_clock_ahead_s",
+                (self.max_clock_ahead_ms / 1000).to_string(),
+            ),
+            ("access_ttl_s", self.access_ttl_s.to_string()),
+            ("refresh_ttl_s", self.refresh_ttl_s.to_string()),
+            ("max_body_bytes", self.max_body_bytes.to_string()),
+            ("secure_cookies", self.secure_cookies.to_string()),
+            (
+                "header_timeout_s",
+                self.header_timeout.as_secs().to_string(),
+            ),
+            ("max_connections", self.max_connections.to_string()),
+            ("drain_s", self.drain_timeout.as_secs().to_string()),
+            ("trusted_proxies", format!("[{}]", proxies.join(", "))),
+            ("forwarded_header", self.forwarded_header.name().to_owned()),
+        ];
+        values
+            .into_iter()
+            .map(|(key, value)| {
+                (
+                    key,
+                    value,
+                    sources.get(key).copied().unwrap_or(Source::Default),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Every setting's name (the file's keys).
+pub const SETTINGS: [&str; 12] = [
+    "data",
+    "listen",
+    "max_clock_ahead_s",
+    "access_ttl_s",
+    "refresh_ttl_s",
+    "max_body_bytes",
+    "secure_cookies",
+    "header_timeout_s",
+    "max_connections",
+    "drain_s",
+    "trusted_proxies",
+    "forwarded_header",
+];
 
 impl Config {
     /// Defaults that work on a first run: `./baylink-server-data`, 127.0.0.1:8080.
@@ -95,4 +379,78 @@ impl Config {
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
     move |e| AppError::Internal(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(text: &str) -> Result<Settings, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn flags_override_the_environment_which_overrides_the_file() {
+        let file = settings(
+            r#"listen = "127.0.0.1:9000"
+               access_ttl_s = 600
+               drain_s = 5
+               trusted_proxies = ["10.0.0.0/8", "::1"]
+               forwarded_header = "forwarded""#,
+        )
+        .unwrap();
+        let vars = [
+            ("BAYLINK_ACCESS_TTL_S", "900"),
+            ("BAYLINK_MAX_CONNECTIONS", "64"),
+        ];
+        let env = Settings::from_env(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap();
+        let flags = Settings {
+            drain_s: Some(7),
+            ..Settings::default()
+        };
+        let (config, sources) = Config::load(Some(&file), &env, &flags).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.access_ttl_s, 900);
+        assert_eq!(config.max_connections, 64);
+        assert_eq!(config.drain_timeout, Duration::from_secs(7));
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.forwarded_header, ForwardedHeader::Forwarded);
+        assert_eq!(config.data_dir, PathBuf::from("baylink-server-data"));
+        assert_eq!(sources["listen"], Source::File);
+        assert_eq!(sources["access_ttl_s"], Source::Environment);
+        assert_eq!(sources["drain_s"], Source::Flag);
+        assert_eq!(sources["refresh_ttl_s"], Source::Default);
+        // Every setting is described, once.
+        let described = config.describe(&sources);
+        assert_eq!(described.len(), SETTINGS.len());
+        for (key, (name, _, _)) in SETTINGS.iter().zip(&described) {
+            assert_eq!(key, name);
+        }
+    }
+
+    #[test]
+    fn a_wrong_setting_is_refused_naming_it() {
+        let typo = settings("listn = \"127.0.0.1:1\"").unwrap_err().to_string();
+        assert!(typo.contains("unknown field `listn`"), "{typo}");
+        let wrong = settings("access_ttl_s = \"soon\"").unwrap_err().to_string();
+        assert!(wrong.contains("access_ttl_s"), "{wrong}");
+        let net = settings("trusted_proxies = [\"10.0.0.0/40\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(net.contains("10.0.0.0/40"), "{net}");
+        let env = Settings::from_env(|n| (n == "BAYLINK_LISTEN").then(|| "nowhere".to_owned()));
+        let env = env.unwrap_err().to_string();
+        assert!(env.contains("BAYLINK_LISTEN"), "{env}");
+        let short = Settings {
+            refresh_ttl_s: Some(60),
+            ..Settings::default()
+        };
+        let refused = Config::load(None, &Settings::default(), &short).unwrap_err();
+        assert!(refused.to_string().contains("refresh_ttl_s"), "{refused}");
+    }
 }

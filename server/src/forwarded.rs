@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 /// A network of trusted proxies: an address and how many leading bits of it count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct Cidr {
     net: IpAddr,
     bits: u8,
@@ -36,6 +37,14 @@ impl FromStr for Cidr {
             return Err(bad());
         }
         Ok(Cidr { net, bits })
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = BadCidr;
+
+    fn try_from(text: String) -> Result<Cidr, BadCidr> {
+        text.parse()
     }
 }
 
@@ -73,7 +82,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// Which header the trusted proxies write the client's address in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1, …` (nginx, Caddy, most load balancers).
     #[default]
@@ -91,6 +101,14 @@ impl FromStr for ForwardedHeader {
             "forwarded" => Ok(ForwardedHeader::Forwarded),
             _ => Err(format!("`{text}`: x-forwarded-for or forwarded")),
         }
+    }
+}
+
+impl TryFrom<String> for ForwardedHeader {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<ForwardedHeader, String> {
+        text.parse()
     }
 }
 

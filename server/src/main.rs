@@ -13,14 +13,22 @@ fn cli() -> Command {
     let data = Arg::new("data")
         .long("data")
         .global(true)
-        .env("BAYLINK_SERVER_DATA")
-        .default_value("baylink-server-data")
         .value_parser(clap::value_parser!(PathBuf))
-        .help("Data directory (the database, which holds the token keys)");
+        .help(
+            "Data directory (the database, which holds the token keys) \
+             [env: BAYLINK_SERVER_DATA] [default: baylink-server-data]",
+        );
+    let config = Arg::new("config")
+        .long("config")
+        .global(true)
+        .env("BAYLINK_CONFIG")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("A TOML file of settings (docs/operations.md); environment and flags override it");
     Command::new("baylink-server")
         .about("Baylink sync server")
         .version(env!("CARGO_PKG_VERSION"))
         .arg(data)
+        .arg(config)
         .subcommand_required(true)
         .subcommand(
             Command::new("serve")
@@ -28,7 +36,8 @@ fn cli() -> Command {
                 .arg(
                     Arg::new("listen")
                         .long("listen")
-                        .default_value("127.0.0.1:8080"),
+                        .value_parser(clap::value_parser!(std::net::SocketAddr))
+                        .help("Address to listen on [default: 127.0.0.1:8080]"),
                 )
                 .arg(
                     Arg::new("demo")
@@ -45,7 +54,6 @@ fn cli() -> Command {
                 .arg(
                     Arg::new("trusted-proxy")
                         .long("trusted-proxy")
-                        .env("BAYLINK_TRUSTED_PROXIES")
                         .action(ArgAction::Append)
                         .value_delimiter(',')
                         .value_parser(clap::value_parser!(baylink_server::forwarded::Cidr))
@@ -57,24 +65,36 @@ fn cli() -> Command {
                 .arg(
                     Arg::new("forwarded-header")
                         .long("forwarded-header")
-                        .default_value("x-forwarded-for")
                         .value_parser(clap::value_parser!(baylink_server::forwarded::ForwardedHeader))
-                        .help("The header the trusted proxies write it in: x-forwarded-for or forwarded"),
+                        .help(
+                            "The header the trusted proxies write it in: x-forwarded-for \
+                             (default) or forwarded",
+                        ),
                 )
                 .arg(
                     Arg::new("drain-seconds")
                         .long("drain-seconds")
-                        .default_value("30")
                         .value_parser(clap::value_parser!(u64))
-                        .help("Seconds open requests may take to finish after SIGTERM or SIGINT"),
+                        .help(
+                            "Seconds open requests may take to finish after SIGTERM or SIGINT \
+                             [default: 30]",
+                        ),
                 )
                 .arg(
                     Arg::new("max-clock-ahead")
                         .long("max-clock-ahead")
-                        .default_value("300")
                         .value_parser(clap::value_parser!(u64))
-                        .help("Seconds a change may be stamped ahead of server time"),
+                        .help("Seconds a change may be stamped ahead of server time [default: 300]"),
                 ),
+        )
+        .subcommand(
+            Command::new("config")
+                .about("Configuration")
+                .subcommand_required(true)
+                .subcommand(Command::new("check").about(
+                    "Print the settings in effect and where each came from (default, file, \
+                     environment, flag); refuse a wrong one",
+                )),
         )
         .subcommand(Command::new("migrate").about(
             "Bring the database's schema up to this version (serve does it too); \
@@ -234,36 +254,43 @@ fn text<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// The settings given as flags (global ones, and `serve`'s when serving).
+fn flag_settings(matches: &ArgMatches) -> baylink_server::config::Settings {
+    let mut flags = baylink_server::config::Settings {
+        data: matches.get_one::<PathBuf>("data").cloned(),
+        ..Default::default()
+    };
+    if let Some(("serve", sub)) = matches.subcommand() {
+        flags.listen = sub.get_one("listen").copied();
+        flags.max_clock_ahead_s = sub.get_one("max-clock-ahead").copied();
+        flags.secure_cookies = sub.get_flag("secure-cookies").then_some(true);
+        flags.drain_s = sub.get_one("drain-seconds").copied();
+        flags.trusted_proxies = sub
+            .get_many::<baylink_server::forwarded::Cidr>("trusted-proxy")
+            .map(|nets| nets.copied().collect());
+        flags.forwarded_header = sub.get_one("forwarded-header").copied();
+    }
+    flags
+}
+
 fn run(matches: &ArgMatches) -> Result<(), AppError> {
-    let data = matches
-        .get_one::<PathBuf>("data")
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from("baylink-server-data"));
-    let mut config = Config::new(data);
+    use baylink_server::config::Settings;
+    let file = matches
+        .get_one::<PathBuf>("config")
+        .map(|path| Settings::from_file(path))
+        .transpose()?;
+    let env = Settings::from_env(|name| std::env::var(name).ok())?;
+    let (config, sources) = Config::load(file.as_ref(), &env, &flag_settings(matches))?;
     let Some((command, sub)) = matches.subcommand() else {
         return Ok(());
     };
+    if command == "config" {
+        for (key, value, source) in config.describe(&sources) {
+            say!("{key:<18} = {value:<32} ({})", source.as_str());
+        }
+        return Ok(());
+    }
     if command == "serve" {
-        config.listen = text(sub, "listen")
-            .parse()
-            .map_err(|_| AppError::BadRequest("--listen: not an address".into()))?;
-        config.max_clock_ahead_ms = sub
-            .get_one::<u64>("max-clock-ahead")
-            .copied()
-            .unwrap_or(300)
-            * 1000;
-        config.secure_cookies = sub.get_flag("secure-cookies");
-        config.trusted_proxies = sub
-            .get_many::<baylink_server::forwarded::Cidr>("trusted-proxy")
-            .map(|nets| nets.copied().collect())
-            .unwrap_or_default();
-        config.forwarded_header = sub
-            .get_one::<baylink_server::forwarded::ForwardedHeader>("forwarded-header")
-            .copied()
-            .unwrap_or_default();
-        config.drain_timeout = std::time::Duration::from_secs(
-            sub.get_one::<u64>("drain-seconds").copied().unwrap_or(30),
-        );
         let demo = sub.get_flag("demo");
         return serve(config, move |config| {
             let (state, db) = AppState::open(config)?;

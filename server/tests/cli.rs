@@ -365,3 +365,85 @@ fn token_keys_are_added_listed_and_retired_and_the_old_key_file_is_the_first() {
     let (ok, out, err) = run(dir.path(), &["key", "list"], "");
     assert!(ok && !out.contains(&"a".repeat(32)) && !err.contains(&"a".repeat(32)));
 }
+
+#[test]
+fn settings_come_from_a_file_the_environment_and_flags_and_config_check_says_which() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("server.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &file,
+        format!(
+            "data = {:?}\nlisten = \"127.0.0.1:0\"\naccess_ttl_s = 600\nmax_connections = 50\n",
+            data.display().to_string()
+        ),
+    )
+    .expect("file written");
+    let out = Command::new(env!("CARGO_BIN_EXE_baylink-server"))
+        .args(["--config", file.to_str().expect("path"), "config", "check"])
+        .env_remove("BAYLINK_SERVER_DATA")
+        .env("BAYLINK_MAX_CONNECTIONS", "70")
+        .output()
+        .expect("runs");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}");
+    let line = |key: &str| {
+        said.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("access_ttl_s"), "access_ttl_s = 600 (file)");
+    assert_eq!(
+        line("max_connections"),
+        "max_connections = 70 (environment)"
+    );
+    assert_eq!(line("refresh_ttl_s"), "refresh_ttl_s = 2592000 (default)");
+    // The file's data directory is the one the commands use: a user added goes there.
+    let (ok, _, err) = {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_baylink-server"))
+            .args([
+                "--config",
+                file.to_str().expect("path"),
+                "user",
+                "add",
+                "chen",
+                "--role",
+                "admin",
+            ])
+            .env_remove("BAYLINK_SERVER_DATA")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"a long password\n")
+            .expect("password");
+        let out = child.wait_with_output().expect("exits");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(ok, "{err}");
+    assert!(data.join("baylink.db").exists());
+    // A flag wins over the file.
+    let (ok, out, _) = run(&dir.path().join("elsewhere"), &["config", "check"], "");
+    assert!(ok && out.contains("(flag)"), "{out}");
+    // A key the file should not have stops everything, naming it.
+    std::fs::write(&file, "acces_ttl_s = 600\n").expect("file written");
+    let out = Command::new(env!("CARGO_BIN_EXE_baylink-server"))
+        .args(["--config", file.to_str().expect("path"), "serve"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `acces_ttl_s`"));
+}
