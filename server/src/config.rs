@@ -40,6 +40,8 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::forwarded::Cidr>,
     /// The header those proxies write the client's address in.
     pub forwarded_header: crate::forwarded::ForwardedHeader,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 /// Settings as one source gives them (a file, the environment, the flags), each optional: the
@@ -71,6 +73,39 @@ pub struct Settings {
     pub trusted_proxies: Option<Vec<Cidr>>,
     /// The header they write the client's address in.
     pub forwarded_header: Option<ForwardedHeader>,
+    /// Log lines as `text` or `json`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written to standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum LogFormat {
+    /// For a person at a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, for a log collector.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}`: text or json")),
+        }
+    }
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<LogFormat, String> {
+        text.parse()
+    }
 }
 
 /// Where a setting's value came from.
@@ -125,7 +160,10 @@ impl Settings {
             get(&name)
                 .map(|value| {
                     value.trim().parse().map_err(|_| {
-                        AppError::BadRequest(format!("{name}: `{value}` is not a valid {key}"))
+                        AppError::BadRequest(format!(
+                            "{name}: `{value}` is not a valid {key} ({})",
+                            expected(key)
+                        ))
                     })
                 })
                 .transpose()
@@ -155,7 +193,19 @@ impl Settings {
             drain_s: parse(&get, "drain_s")?,
             trusted_proxies: proxies,
             forwarded_header: parse(&get, "forwarded_header")?,
+            log_format: parse(&get, "log_format")?,
         })
+    }
+}
+
+/// What a setting's value looks like, for a message refusing one.
+fn expected(key: &str) -> &'static str {
+    match key {
+        "listen" => "an IP address and port, 127.0.0.1:8080",
+        "secure_cookies" => "true or false",
+        "forwarded_header" => "x-forwarded-for or forwarded",
+        "log_format" => "text or json",
+        _ => "a whole number",
     }
 }
 
@@ -181,18 +231,15 @@ impl Config {
         ];
         for (settings, source) in layers {
             if let Some(settings) = settings {
-                config.apply(settings, source, &mut sources)?;
+                config.apply(settings, source, &mut sources);
             }
         }
+        // Judged once, on the result: a file and a variable may each be half of a valid pair.
+        config.check(&sources)?;
         Ok((config, sources))
     }
 
-    fn apply(
-        &mut self,
-        s: &Settings,
-        source: Source,
-        sources: &mut Sources,
-    ) -> Result<(), AppError> {
+    fn apply(&mut self, s: &Settings, source: Source, sources: &mut Sources) {
         let mut set = |key: &'static str, present: bool| {
             if present {
                 sources.insert(key, source);
@@ -246,24 +293,68 @@ impl Config {
             self.forwarded_header = v;
         }
         set("forwarded_header", s.forwarded_header.is_some());
-        self.check()
+        if let Some(v) = s.log_format {
+            self.log_format = v;
+        }
+        set("log_format", s.log_format.is_some());
     }
 
-    /// Refuses values no server can run with.
-    fn check(&self) -> Result<(), AppError> {
-        let bad = |m: &str| Err(AppError::BadRequest(m.into()));
-        if self.access_ttl_s == 0 || self.refresh_ttl_s == 0 {
-            return bad("access_ttl_s, refresh_ttl_s: at least 1 second");
+    /// Refuses values no server can run with, naming the setting, its value and its source.
+    fn check(&self, sources: &Sources) -> Result<(), AppError> {
+        let within = |key: &'static str, value: u64, least: u64, most: u64, why: &str| {
+            if (least..=most).contains(&value) {
+                return Ok(());
+            }
+            let from = sources
+                .get(key)
+                .copied()
+                .unwrap_or(Source::Default)
+                .as_str();
+            Err(AppError::BadRequest(format!(
+                "{key} = {value} (from the {from}): must be from {least} to {most}{why}"
+            )))
+        };
+        const YEAR_S: u64 = 365 * 24 * 3600;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(AppError::BadRequest("data: must name a directory".into()));
         }
-        if self.refresh_ttl_s < self.access_ttl_s {
-            return bad("refresh_ttl_s: at least access_ttl_s");
-        }
-        if self.max_body_bytes < 64 * 1024 {
-            return bad("max_body_bytes: at least 65536 (a push of one record must fit)");
-        }
-        if self.max_connections == 0 || self.header_timeout.is_zero() {
-            return bad("max_connections, header_timeout_s: at least 1");
-        }
+        within(
+            "max_clock_ahead_s",
+            self.max_clock_ahead_ms / 1000,
+            0,
+            24 * 3600,
+            "",
+        )?;
+        within("access_ttl_s", self.access_ttl_s, 1, 24 * 3600, "")?;
+        within(
+            "refresh_ttl_s",
+            self.refresh_ttl_s,
+            self.access_ttl_s,
+            10 * YEAR_S,
+            " (at least access_ttl_s)",
+        )?;
+        within(
+            "max_body_bytes",
+            self.max_body_bytes as u64,
+            64 * 1024,
+            1 << 30,
+            " (a push of one record must fit)",
+        )?;
+        within(
+            "header_timeout_s",
+            self.header_timeout.as_secs(),
+            1,
+            3600,
+            "",
+        )?;
+        within(
+            "max_connections",
+            self.max_connections as u64,
+            1,
+            100_000,
+            "",
+        )?;
+        within("drain_s", self.drain_timeout.as_secs(), 0, 3600, "")?;
         Ok(())
     }
 
@@ -289,6 +380,14 @@ impl Config {
             ("drain_s", self.drain_timeout.as_secs().to_string()),
             ("trusted_proxies", format!("[{}]", proxies.join(", "))),
             ("forwarded_header", self.forwarded_header.name().to_owned()),
+            (
+                "log_format",
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+                .to_owned(),
+            ),
         ];
         values
             .into_iter()
@@ -304,7 +403,7 @@ impl Config {
 }
 
 /// Every setting's name (the file's keys).
-pub const SETTINGS: [&str; 12] = [
+pub const SETTINGS: [&str; 13] = [
     "data",
     "listen",
     "max_clock_ahead_s",
@@ -317,6 +416,7 @@ pub const SETTINGS: [&str; 12] = [
     "drain_s",
     "trusted_proxies",
     "forwarded_header",
+    "log_format",
 ];
 
 impl Config {
@@ -335,6 +435,7 @@ impl Config {
             drain_timeout: crate::listen::DRAIN_TIMEOUT,
             trusted_proxies: Vec::new(),
             forwarded_header: crate::forwarded::ForwardedHeader::default(),
+            log_format: LogFormat::default(),
         }
     }
 
@@ -451,6 +552,34 @@ mod tests {
             ..Settings::default()
         };
         let refused = Config::load(None, &Settings::default(), &short).unwrap_err();
-        assert!(refused.to_string().contains("refresh_ttl_s"), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("refresh_ttl_s = 60 (from the flag)"),
+            "{refused}"
+        );
+        let huge = Settings {
+            max_connections: Some(usize::MAX),
+            ..Settings::default()
+        };
+        let refused = Config::load(Some(&huge), &Settings::default(), &Settings::default());
+        let refused = refused.unwrap_err().to_string();
+        assert!(
+            refused.starts_with("max_connections = ") && refused.contains("file"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_result_of_every_source_is_judged_not_each_alone() {
+        // The file's refresh lifetime is below the default access lifetime; the environment
+        // shortens that: together they are good.
+        let file = settings("refresh_ttl_s = 600").unwrap();
+        let env = Settings {
+            access_ttl_s: Some(300),
+            ..Settings::default()
+        };
+        let (config, _) = Config::load(Some(&file), &env, &Settings::default()).unwrap();
+        assert_eq!((config.access_ttl_s, config.refresh_ttl_s), (300, 600));
     }
 }

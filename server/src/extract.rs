@@ -94,11 +94,13 @@ impl FromRequestParts<AppState> for ClientAddr {
             return Ok(ClientAddr(Some(peer)));
         }
         let header = config.forwarded_header;
-        let values: Vec<&str> = parts
+        // As bytes: a hop that is not text (the client's own, left of the proxy's) must not
+        // take the whole line with it.
+        let values: Vec<&[u8]> = parts
             .headers
             .get_all(header.name())
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.as_bytes())
             .collect();
         Ok(ClientAddr(Some(crate::forwarded::client_addr(
             peer,

@@ -122,17 +122,21 @@ impl ForwardedHeader {
     }
 
     /// The hops a header value lists, left to right; `None` for one that is not an address
-    /// (`unknown`, an obfuscated name, garbage).
-    fn hops(self, value: &str) -> Vec<Option<IpAddr>> {
+    /// (`unknown`, an obfuscated name, bytes that are not text, garbage). A hop may carry a
+    /// port (`192.0.2.60:4711`, `[2001:db8::1]:4711`), as some proxies write it.
+    fn hops(self, value: &[u8]) -> Vec<Option<IpAddr>> {
+        fn text(hop: &[u8]) -> Option<&str> {
+            std::str::from_utf8(hop).ok().map(str::trim)
+        }
         match self {
             ForwardedHeader::XForwardedFor => value
-                .split(',')
-                .map(|hop| hop.trim().parse().ok())
+                .split(|b| *b == b',')
+                .map(|hop| text(hop).and_then(node_address))
                 .collect(),
             ForwardedHeader::Forwarded => value
-                .split(',')
+                .split(|b| *b == b',')
                 .map(|element| {
-                    element.split(';').find_map(|pair| {
+                    text(element)?.split(';').find_map(|pair| {
                         let (key, value) = pair.split_once('=')?;
                         key.trim()
                             .eq_ignore_ascii_case("for")
@@ -161,7 +165,7 @@ pub fn client_addr(
     peer: IpAddr,
     trusted: &[Cidr],
     header: ForwardedHeader,
-    values: &[&str],
+    values: &[&[u8]],
 ) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
     let peer = canonical(peer);
@@ -193,6 +197,17 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    /// The client of header lines given as text.
+    fn client_addr(
+        peer: IpAddr,
+        trusted: &[Cidr],
+        header: ForwardedHeader,
+        lines: &[&str],
+    ) -> IpAddr {
+        let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        super::client_addr(peer, trusted, header, &lines)
     }
 
     #[test]
@@ -239,6 +254,24 @@ mod tests {
         assert_eq!(
             client_addr(proxy, &trusted, xff, &["unknown, 10.4.4.4"]),
             ip("10.4.4.4")
+        );
+        // Ports, as some proxies write them; a hop that is not text spoils only itself.
+        assert_eq!(
+            client_addr(proxy, &trusted, xff, &["203.0.113.9:5123"]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_addr(proxy, &trusted, xff, &["[2001:db8::7]:80"]),
+            ip("2001:db8::7")
+        );
+        let undecodable: &[u8] = b"\xff\xfe, 203.0.113.9";
+        assert_eq!(
+            super::client_addr(proxy, &trusted, xff, &[undecodable]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_addr(proxy, &trusted, xff, &["张三, 203.0.113.9"]),
+            ip("203.0.113.9")
         );
         // From anyone else the header counts for nothing.
         let outsider = ip("198.51.100.77");

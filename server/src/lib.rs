@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod forwarded;
 pub mod listen;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -21,7 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use config::Config;
 pub use error::AppError;
@@ -58,8 +59,64 @@ pub fn app(state: AppState) -> Router {
         // phone on a weak signal waits for. zstd where asked for (the phones ask; it costs
         // both sides less CPU than gzip), gzip otherwise.
         .layer(CompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        // Every request has an id, in the access log and in its answer (`x-request-id`): a
+        // proxy's, when it sent a plausible one, else a new one.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::map_request(plausible_request_id))
         .with_state(state)
+}
+
+/// The header naming a request.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Drops a request id that is not a short token (a client's own, written to every log line of
+/// the request, must not be a kilobyte of anything).
+async fn plausible_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let plausible = request.headers().get(REQUEST_ID).is_none_or(|v| {
+        v.len() <= 64
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    if !plausible {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// The access log and the request metrics: one line per request (its id, method, route
+/// template, status and time; never the path's ids or query, which may name people), every
+/// line the handler logs inside the request's span.
+async fn observe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().clone();
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let span = tracing::info_span!("request", %id, %method, %route);
+    let response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.request(&route, method.as_str(), status, took);
+    span.in_scope(|| {
+        tracing::info!(target: "baylink_server::access", status, ms = took.as_millis() as u64, "request");
+    });
+    response
 }
 
 /// Says in every answer that request bodies may come in zstd (RFC 7694), so a client compresses
@@ -125,7 +182,9 @@ pub async fn serve_until(
 /// Opens the state on the blocking pool (migrating the database, which may take minutes) while
 /// the listener already answers: `/livez` yes, `/readyz` and everything else `503 starting`;
 /// then serves the whole app, calls `ready`, and serves until `shutdown`. A failure to open
-/// ends the serving with it.
+/// ends the serving with it. Told to stop while still opening, it does not announce itself
+/// ready, and waits for the opening no longer than the drain deadline: a migration cut short
+/// is rolled back and runs again at the next start.
 pub async fn serve_opening(
     listener: tokio::net::TcpListener,
     config: &Config,
@@ -133,47 +192,58 @@ pub async fn serve_opening(
     ready: impl FnOnce() + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let front = listen::Front::new(routes::health::starting());
-    let (failed, failure) = tokio::sync::oneshot::channel::<AppError>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(std::sync::Mutex::new(None::<AppError>));
+    let failure = Arc::new(tokio::sync::Notify::new());
     let opening = {
-        let front = front.clone();
+        let (front, stopping) = (front.clone(), stopping.clone());
+        let (failed, failure) = (failed.clone(), failure.clone());
         tokio::spawn(async move {
-            match tokio::task::spawn_blocking(open).await {
-                Ok(Ok(state)) => {
+            let opened = tokio::task::spawn_blocking(open)
+                .await
+                .unwrap_or_else(|e| Err(AppError::Internal(format!("opening: {e}"))));
+            match opened {
+                Ok(state) if !stopping.load(Ordering::SeqCst) => {
                     let reload = reload_keys(&state);
                     front.replace(app(state));
                     ready();
                     Some(reload)
                 }
-                Ok(Err(e)) => {
-                    let _ = failed.send(e);
-                    None
-                }
+                Ok(_) => None,
                 Err(e) => {
-                    let _ = failed.send(AppError::Internal(format!("opening: {e}")));
+                    *failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                    failure.notify_one();
                     None
                 }
             }
         })
     };
-    // Serving ends at `shutdown`, or when opening failed (then with its error).
-    let failed = Arc::new(std::sync::Mutex::new(None));
     let ended = {
-        let failed = failed.clone();
+        let stopping = stopping.clone();
         async move {
             tokio::select! {
-                () = shutdown => {}
-                Ok(e) = failure => {
-                    *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
-                }
+                () = shutdown => stopping.store(true, Ordering::SeqCst),
+                () = failure.notified() => {}
             }
         }
     };
     listen::serve(listener, front, limits(config), ended)
         .await
         .map_err(|e| AppError::Internal(format!("serve: {e}")))?;
-    if let Ok(Some(reload)) = opening.await {
-        reload.abort();
+    match tokio::time::timeout(config.drain_timeout, opening).await {
+        Ok(Ok(Some(reload))) => reload.abort(),
+        Ok(_) => {}
+        Err(_) => {
+            return Err(AppError::Internal(
+                "stopped while the database was still opening: a migration under way is rolled \
+                 back, and runs again at the next start"
+                    .into(),
+            ));
+        }
     }
     match failed
         .lock()

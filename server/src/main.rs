@@ -21,14 +21,23 @@ fn cli() -> Command {
     let config = Arg::new("config")
         .long("config")
         .global(true)
-        .env("BAYLINK_CONFIG")
         .value_parser(clap::value_parser!(PathBuf))
-        .help("A TOML file of settings (docs/operations.md); environment and flags override it");
+        .help(
+            "A TOML file of settings (docs/operations.md); environment and flags override it \
+             [env: BAYLINK_CONFIG]",
+        );
     Command::new("baylink-server")
         .about("Baylink sync server")
         .version(env!("CARGO_PKG_VERSION"))
         .arg(data)
         .arg(config)
+        .arg(
+            Arg::new("log-format")
+                .long("log-format")
+                .global(true)
+                .value_parser(clap::value_parser!(baylink_server::config::LogFormat))
+                .help("Log lines on standard error as text (default) or json"),
+        )
         .subcommand_required(true)
         .subcommand(
             Command::new("serve")
@@ -213,6 +222,12 @@ fn cli() -> Command {
                     Arg::new("to")
                         .required(true)
                         .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(
+                    Arg::new("force")
+                        .long("force")
+                        .action(ArgAction::SetTrue)
+                        .help("Replace the file if it exists"),
                 ),
         )
 }
@@ -231,21 +246,47 @@ macro_rules! say {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let matches = cli().get_matches();
-    match run(&matches) {
+    let loaded = load(&matches);
+    let json =
+        matches!(&loaded, Ok((c, _)) if c.log_format == baylink_server::config::LogFormat::Json);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal, not for a file or the journal.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(terminal)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match loaded.and_then(|(config, sources)| run(&matches, config, &sources)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The settings in effect: defaults, the file, the environment, the flags.
+fn load(matches: &ArgMatches) -> Result<(Config, baylink_server::config::Sources), AppError> {
+    use baylink_server::config::Settings;
+    // An empty BAYLINK_CONFIG (an environment file's blank line) names no file.
+    let from_env = std::env::var_os("BAYLINK_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let file = matches
+        .get_one::<PathBuf>("config")
+        .cloned()
+        .or(from_env)
+        .map(|path| Settings::from_file(&path))
+        .transpose()?;
+    let env = Settings::from_env(|name| std::env::var(name).ok())?;
+    Config::load(file.as_ref(), &env, &flag_settings(matches))
 }
 
 fn text<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
@@ -258,6 +299,7 @@ fn text<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
 fn flag_settings(matches: &ArgMatches) -> baylink_server::config::Settings {
     let mut flags = baylink_server::config::Settings {
         data: matches.get_one::<PathBuf>("data").cloned(),
+        log_format: matches.get_one("log-format").copied(),
         ..Default::default()
     };
     if let Some(("serve", sub)) = matches.subcommand() {
@@ -273,19 +315,16 @@ fn flag_settings(matches: &ArgMatches) -> baylink_server::config::Settings {
     flags
 }
 
-fn run(matches: &ArgMatches) -> Result<(), AppError> {
-    use baylink_server::config::Settings;
-    let file = matches
-        .get_one::<PathBuf>("config")
-        .map(|path| Settings::from_file(path))
-        .transpose()?;
-    let env = Settings::from_env(|name| std::env::var(name).ok())?;
-    let (config, sources) = Config::load(file.as_ref(), &env, &flag_settings(matches))?;
+fn run(
+    matches: &ArgMatches,
+    config: Config,
+    sources: &baylink_server::config::Sources,
+) -> Result<(), AppError> {
     let Some((command, sub)) = matches.subcommand() else {
         return Ok(());
     };
     if command == "config" {
-        for (key, value, source) in config.describe(&sources) {
+        for (key, value, source) in config.describe(sources) {
             say!("{key:<18} = {value:<32} ({})", source.as_str());
         }
         return Ok(());
@@ -519,6 +558,23 @@ fn run(matches: &ArgMatches) -> Result<(), AppError> {
         }
         ("backup", _) => {
             let to = sub.get_one::<PathBuf>("to").cloned().unwrap_or_default();
+            let live = std::fs::canonicalize(state.config.database_path()).ok();
+            if live.is_some() && std::fs::canonicalize(&to).ok() == live {
+                return Err(AppError::BadRequest(format!(
+                    "{}: that is the database itself: back up to another file",
+                    to.display()
+                )));
+            }
+            if to.exists() && !sub.get_flag("force") {
+                return Err(AppError::Conflict(format!(
+                    "{} exists: name a new file, or add --force to replace it",
+                    to.display()
+                )));
+            }
+            if to.exists() {
+                std::fs::remove_file(&to)
+                    .map_err(|e| AppError::BadRequest(format!("{}: {e}", to.display())))?;
+            }
             db.backup(&to)?;
             say!("backed up to {}", to.display());
         }
@@ -568,7 +624,7 @@ fn serve(
 ) -> Result<(), AppError> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| AppError::Internal(format!("runtime: {e}")))?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listen = config.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -576,7 +632,17 @@ fn serve(
         let local = listener
             .local_addr()
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        tracing::info!(%local, "opening the database (migrating it if need be); /livez answers meanwhile");
+        let proxies: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            %local,
+            trusted_proxies = %proxies.join(","),
+            forwarded_header = config.forwarded_header.name(),
+            "opening the database (migrating it if need be); /livez answers meanwhile"
+        );
         let data = config.data_dir.clone();
         let opening = config.clone();
         let ready = move || {
@@ -598,5 +664,8 @@ fn serve(
         .await;
         tracing::info!("stopped");
         served
-    })
+    });
+    // A migration cut short by the stop is not waited for: its transaction rolls back.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    served
 }

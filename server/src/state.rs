@@ -17,6 +17,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     /// Configuration.
     pub config: Arc<Config>,
+    /// What this process counted (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -50,8 +52,12 @@ impl AppState {
         }
         let state = AppState {
             store: Arc::new(db.clone()),
-            keys: Arc::new(TokenKeys::new(KeyRing::from_stored(&stored)?)),
+            keys: Arc::new(TokenKeys::new(
+                KeyRing::from_stored(&stored)?,
+                db.call_blocking(crate::store::db::instance)?,
+            )),
             config: Arc::new(config),
+            metrics: Arc::default(),
         };
         Ok((state, db))
     }

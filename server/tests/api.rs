@@ -972,3 +972,112 @@ async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own_address_and_
     let next = login_from(&plain, "10.0.0.9", Some("192.0.2.250"), "q").await;
     assert_eq!(next, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_pushes_and_logins_and_every_answer_names_its_request() {
+    let (state, _dir) = state();
+    let (status, _, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "wrong password"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let good = token(&state).await;
+    // The id its natural key (the ID number) gives.
+    let entity = "1deb93b4-7149-564c-b8e2-e4671780f80f";
+    let change = |counter: u64, field: &str, value: Value| {
+        json!({
+            "id": {"device": DEVICE, "counter": counter}, "kind": "person", "entity": entity,
+            "field": field, "value": value, "stamp": format!("{:016x}@{DEVICE}", (baylink_server::store::now_ms() << 16) + counter),
+        })
+    };
+    let batch = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(1, "village", json!("441303006001")),
+        change(2, "id_type", json!("resident_id")),
+        change(3, "id_number", json!("11010519491231002X")),
+        change(4, "name", json!("王芳")),
+    ]});
+    let (status, body) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{body}"
+    );
+    // A phone number one digit short is refused.
+    let wrong = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(5, "phone", json!("1380013800")),
+    ]});
+    let (status, body) = push(&state, &good, &wrong).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut cursor = Value::Null;
+    let mut pages = 0;
+    loop {
+        let ask = json!({"protocol": 1, "limit": 10, "cursor": cursor});
+        let (status, page, _) = call(
+            &state,
+            "POST",
+            "/api/v1/sync/pull",
+            Some(&good),
+            Body::from(ask.to_string()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        cursor = page["next_cursor"].clone();
+        if page["more"] != json!(true) {
+            break;
+        }
+    }
+    let (status, headers, bytes) = call_raw(&state, "GET", "/metrics", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(bytes).unwrap();
+    for line in [
+        "baylink_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"401\"} 1",
+        "baylink_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"200\"} 1",
+        "baylink_http_requests_total{route=\"/api/v1/sync/push\",method=\"POST\",status=\"200\"} 2",
+        "baylink_push_changes_total{result=\"invalid\"} 1",
+        "baylink_push_changes_total{result=\"accepted\"} 4",
+        "baylink_login_failures_total 1",
+        "baylink_active_devices 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
+    let sent = format!("baylink_pull_pages_total {pages}");
+    assert!(text.lines().any(|l| l == sent), "{text}");
+    // Nothing of the record, its person or the query reaches a label.
+    assert!(
+        !text.contains(entity) && !text.contains("王芳") && !text.contains("11010519491231002X")
+    );
+    // Every answer names its request: the proxy's id when it is a short token, else a new one.
+    let named = |id: &str| {
+        let request = Request::builder()
+            .uri("/livez")
+            .header("x-request-id", id)
+            .body(Body::empty())
+            .unwrap();
+        let state = state.clone();
+        async move {
+            let response = app(state).oneshot(request).await.unwrap();
+            response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(named("lb-7f3a.42").await, "lb-7f3a.42");
+    let replaced = named(&"x".repeat(200)).await;
+    assert_eq!(replaced.len(), 36, "{replaced}");
+}

@@ -447,3 +447,25 @@ fn settings_come_from_a_file_the_environment_and_flags_and_config_check_says_whi
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `acces_ttl_s`"));
 }
+
+#[test]
+fn a_backup_never_overwrites_the_database_or_an_earlier_backup_unasked() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let (ok, _, err) = run(&data, &["migrate"], "");
+    assert!(ok, "{err}");
+    let live = data.join("baylink.db");
+    let (ok, _, err) = run(&data, &["backup", live.to_str().expect("path")], "");
+    assert!(!ok && err.contains("the database itself"), "{err}");
+    let copy = dir.path().join("copy.db");
+    let (ok, _, err) = run(&data, &["backup", copy.to_str().expect("path")], "");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&data, &["backup", copy.to_str().expect("path")], "");
+    assert!(!ok && err.contains("--force"), "{err}");
+    let (ok, _, err) = run(
+        &data,
+        &["backup", copy.to_str().expect("path"), "--force"],
+        "",
+    );
+    assert!(ok, "{err}");
+}

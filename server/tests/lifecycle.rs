@@ -187,3 +187,44 @@ fn a_starting_server_is_alive_and_not_ready_until_its_database_opens() {
     terminate(&child);
     assert!(exits_within(&mut child, Duration::from_secs(10)).success());
 }
+
+#[test]
+fn told_to_stop_while_its_database_opens_it_never_says_it_is_ready_and_stops_by_the_deadline() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    assert!(
+        server(dir.path())
+            .arg("migrate")
+            .status()
+            .expect("migrate runs")
+            .success()
+    );
+    let holder = baylink_server::store::rusqlite::Connection::open(dir.path().join("baylink.db"))
+        .expect("database opens");
+    holder
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("write lock held");
+    let (mut child, address) = start(dir.path(), &["--drain-seconds", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&address, "/livez").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate(&child);
+    let stopping = Instant::now();
+    let status = exits_within(&mut child, Duration::from_secs(8));
+    // Well before the database would have opened (the lock is held for 10 s and more).
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert!(!status.success(), "stopped before it served: {status:?}");
+    let mut printed = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut printed)
+        .expect("output");
+    assert!(!printed.contains("listening on"), "{printed}");
+    holder.execute_batch("COMMIT").expect("lock released");
+}

@@ -23,6 +23,9 @@ pub enum Fault {
     DropAnswer,
     /// Read the request, forward nothing, say nothing for this long, hang up.
     Stall(Duration),
+    /// Read the request, forward nothing, answer `502 Bad Gateway` in HTML, as a proxy in front
+    /// of a server that is down does.
+    BadGateway,
 }
 
 impl Fault {
@@ -33,6 +36,7 @@ impl Fault {
             Fault::TruncateAnswer => "answer truncated",
             Fault::DropAnswer => "answer dropped",
             Fault::Stall(_) => "stalled",
+            Fault::BadGateway => "bad gateway",
         }
     }
 }
@@ -196,6 +200,16 @@ fn handle(mut client: TcpStream, upstream: &str, fault: Fault) {
         Fault::Stall(duration) => {
             let _ = read_request(&mut client);
             thread::sleep(duration);
+            let _ = client.shutdown(Shutdown::Both);
+        }
+        Fault::BadGateway => {
+            let _ = read_request(&mut client);
+            let page = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+            let _ = write!(
+                client,
+                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
             let _ = client.shutdown(Shutdown::Both);
         }
         Fault::TruncateAnswer | Fault::DropAnswer => {

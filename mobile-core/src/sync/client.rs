@@ -113,6 +113,16 @@ impl Client {
                 .unwrap_or_default()
                 .to_owned()
         };
+        // A gateway's answer for a server that is down or restarting (a proxy's 502/504, or the
+        // server's own 503 while it starts): the server cannot be reached, as when offline.
+        if matches!(status, 502..=504) {
+            let said = [field("code"), field("message")].join(" ");
+            return Err(Error::Network(format!(
+                "服务器暂不可用 / the server is unavailable ({status}{}{})",
+                if said.trim().is_empty() { "" } else { ": " },
+                said.trim()
+            )));
+        }
         Err(Error::Server {
             status,
             code: field("code"),

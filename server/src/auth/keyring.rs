@@ -109,9 +109,9 @@ impl KeyRing {
         }
     }
 
-    /// Signs a pull cursor for `device` with the newest key.
-    pub fn sign_cursor(&self, device: &str, cursor: &Cursor) -> Cursor {
-        self.signing().1.cursor.sign(device, cursor)
+    /// Signs a pull cursor for `device` with the newest key, for the database `instance`.
+    pub fn sign_cursor(&self, device: &str, cursor: &Cursor, instance: &str) -> Cursor {
+        self.signing().1.cursor.sign(device, cursor, instance)
     }
 
     /// The cursor `device` presents, as a key in use signed it (see `CursorKey::open`); one a
@@ -120,16 +120,17 @@ impl KeyRing {
         &self,
         device: &str,
         cursor: Option<&Cursor>,
+        instance: &str,
     ) -> Result<Option<Cursor>, AppError> {
         let mut refused = None;
         for (_, keys) in self.keys.iter().rev() {
-            match keys.cursor.open(device, cursor.cloned()) {
+            match keys.cursor.open(device, cursor.cloned(), instance) {
                 Ok(opened) => return Ok(opened),
                 Err(e) => refused = Some(e),
             }
         }
         for keys in &self.retired {
-            if let Ok(Some(opened)) = keys.cursor.open(device, cursor.cloned()) {
+            if let Ok(Some(opened)) = keys.cursor.open(device, cursor.cloned(), instance) {
                 return Ok(Some(crate::auth::cursor::position_only(&opened.0)));
             }
         }
@@ -155,16 +156,20 @@ impl KeyRing {
     }
 }
 
-/// A node's key ring, read again from the store now and then.
+/// A node's key ring, read again from the store now and then, and the database instance its
+/// cursors name (`cursor::mac_parts`).
 pub struct TokenKeys {
     ring: RwLock<Arc<KeyRing>>,
     read_at: Mutex<Instant>,
+    instance: String,
 }
 
 impl TokenKeys {
-    /// A node's keys, starting from a ring read from the store.
-    pub fn new(ring: KeyRing) -> TokenKeys {
+    /// A node's keys, starting from a ring read from the store, over the database `instance`
+    /// (empty for one never put back from a backup).
+    pub fn new(ring: KeyRing, instance: String) -> TokenKeys {
         TokenKeys {
+            instance,
             ring: RwLock::new(Arc::new(ring)),
             // As if read a while ago: the first unknown key reads again at once.
             read_at: Mutex::new(
@@ -251,14 +256,19 @@ impl TokenKeys {
         cursor: Option<&Cursor>,
         store: &dyn Store,
     ) -> Result<Option<Cursor>, AppError> {
-        let refused = match self.current().open_cursor(device, cursor) {
+        let refused = match self.current().open_cursor(device, cursor, &self.instance) {
             Ok(opened) => return Ok(opened),
             Err(e) => e,
         };
         if self.reload_if_due(store).await {
-            return self.current().open_cursor(device, cursor);
+            return self.current().open_cursor(device, cursor, &self.instance);
         }
         Err(refused)
+    }
+
+    /// Signs a pull cursor for `device` (`KeyRing::sign_cursor`).
+    pub fn sign_cursor(&self, device: &str, cursor: &Cursor) -> Cursor {
+        self.current().sign_cursor(device, cursor, &self.instance)
     }
 
     /// Checks a known-browser cookie (`KeyRing::check_browser`), reading the keys again first
@@ -347,22 +357,22 @@ mod tests {
     fn a_cursor_of_a_retired_key_keeps_its_position_and_a_forged_one_is_refused() {
         let old = KeyRing::from_stored(&[key("k1", 1, false)]).unwrap();
         let cursor = Cursor("s42:441303006001".into());
-        let signed = old.sign_cursor("dev", &cursor);
+        let signed = old.sign_cursor("dev", &cursor, "");
         let rotated = KeyRing::from_stored(&[key("k1", 1, false), key("k2", 2, false)]).unwrap();
         assert_eq!(
-            rotated.open_cursor("dev", Some(&signed)).unwrap(),
+            rotated.open_cursor("dev", Some(&signed), "").unwrap(),
             Some(cursor)
         );
         let retired = KeyRing::from_stored(&[key("k1", 1, true), key("k2", 2, false)]).unwrap();
         assert_eq!(
-            retired.open_cursor("dev", Some(&signed)).unwrap(),
+            retired.open_cursor("dev", Some(&signed), "").unwrap(),
             Some(Cursor("s42".into()))
         );
-        assert!(retired.open_cursor("other", Some(&signed)).is_err());
+        assert!(retired.open_cursor("other", Some(&signed), "").is_err());
         let forged = KeyRing::from_stored(&[key("k9", 9, false)])
             .unwrap()
-            .sign_cursor("dev", &Cursor("s1:x".into()));
-        assert!(retired.open_cursor("dev", Some(&forged)).is_err());
+            .sign_cursor("dev", &Cursor("s1:x".into()), "");
+        assert!(retired.open_cursor("dev", Some(&forged), "").is_err());
     }
 
     #[test]

@@ -305,6 +305,7 @@ async fn login(
     let reservation = match throttle::Reservation::reserve(&state.store, keys).await {
         Ok(reservation) => reservation,
         Err(AppError::Throttled(wait)) => {
+            state.metrics.login_throttled();
             let error = format!("尝试次数过多，请约 {} 分钟后再试", wait.div_ceil(60));
             let mut response = login_form(
                 &state,
@@ -334,6 +335,7 @@ async fn login(
             if let Err(e) = reservation.fail().await {
                 return e.into_response();
             }
+            state.metrics.login_failed();
             return login_form(
                 &state,
                 StatusCode::UNAUTHORIZED,

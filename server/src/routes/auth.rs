@@ -64,7 +64,13 @@ async fn login(
     } else {
         address_keys
     };
-    let reservation = throttle::Reservation::reserve(&state.store, keys).await?;
+    let reservation = throttle::Reservation::reserve(&state.store, keys)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, AppError::Throttled(_)) {
+                state.metrics.login_throttled();
+            }
+        })?;
     let stored = account
         .as_ref()
         .map_or_else(|| password::decoy().to_owned(), |a| a.password_hash.clone());
@@ -74,6 +80,7 @@ async fn login(
         Some(account) if matches && !account.disabled => account,
         _ => {
             reservation.fail().await?;
+            state.metrics.login_failed();
             // The name is logged escaped (bounded above).
             tracing::info!(username = ?req.username, "login refused");
             return Err(bad_credentials());

@@ -18,6 +18,33 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(health))
         .route("/livez", get(live))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    let path = state.config.database_path();
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let day_ago = crate::store::now_ms().saturating_sub(24 * 3600 * 1000);
+    let active = state
+        .store
+        .devices()
+        .await?
+        .iter()
+        .filter(|(d, _)| d.last_sync_ms.is_some_and(|ms| ms >= day_ago))
+        .count() as u64;
+    let text = state.metrics.render(&crate::metrics::Gauges {
+        database_bytes: size(&path),
+        wal_bytes: size(&wal),
+        active_devices: active,
+    });
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 /// What a starting server answers while its database opens (and migrates): alive, not ready;

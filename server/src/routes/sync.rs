@@ -73,6 +73,13 @@ async fn push(
         .iter()
         .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
         .count();
+    state.metrics.push(
+        (count - refused) as u64,
+        results
+            .iter()
+            .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
+            .map(|r| r.code.as_deref().unwrap_or("refused")),
+    );
     tracing::info!(%device, count, refused, "push");
     Ok(Json(PushResponse {
         server_time_ms: now_ms(),
@@ -177,7 +184,8 @@ async fn page(
         .store
         .pull_page(caller.clone(), from, ask.limit, ask.own_held_after)
         .await?;
-    let (keys, protocol) = (state.keys.current(), ask.protocol);
+    let (keys, protocol) = (state.keys.clone(), ask.protocol);
+    state.metrics.pull_page();
     // Grouped and encoded on the blocking pool, as the page was read: a page of thousands of
     // values is milliseconds of work the async workers should not stall on.
     let (body, next) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {

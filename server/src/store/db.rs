@@ -2,7 +2,7 @@
 
 use crate::store::checkpoint::{WRITER_CHECKPOINT, checkpoint_beside};
 use crate::store::error::StoreError;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -100,6 +100,17 @@ pub fn schema_of(path: &Path) -> Result<(Option<i64>, i64), StoreError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let found = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     Ok((Some(found), known))
+}
+
+/// The database's instance: set in a backup's copy (`Db::backup`), empty for a database never
+/// put back from one.
+pub fn instance(conn: &mut Connection) -> Result<String, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or_default())
 }
 
 /// Reader connections kept open when idle.
@@ -312,13 +323,22 @@ impl Db {
     }
 
     /// Writes a consistent copy of the database to `path` with SQLite's online backup API,
-    /// readable by its owner only: it holds the token keys.
+    /// readable by its owner only: it holds the token keys. The copy is marked a new instance:
+    /// put back, it is not the database that went on after the backup, and the pull cursors
+    /// that one signed do not open on it.
     pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
         private_files(path)?;
         self.call_blocking(|conn| {
             conn.backup(rusqlite::MAIN_DB, path, None)?;
             Ok(())
-        })
+        })?;
+        let copy = Connection::open(path)?;
+        copy.execute(
+            "INSERT INTO meta (key, value) VALUES ('instance', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [uuid::Uuid::new_v4().to_string()],
+        )?;
+        Ok(())
     }
 }
 

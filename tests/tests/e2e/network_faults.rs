@@ -165,6 +165,15 @@ fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_d
         "{failed:?}"
     );
     assert_eq!(phone.store.pending_count().expect("pending"), 1);
+    // A proxy in front of a server that is down answers 502 in HTML: the same, the server
+    // cannot be reached (not a refusal of the officer's session).
+    proxy.plan(&[Fault::BadGateway; 4]);
+    let failed = sync(&mut phone);
+    assert!(
+        matches!(&failed, Err(mobile_core::Error::Network(m)) if m.contains("502")),
+        "{failed:?}"
+    );
+    assert_eq!(phone.store.pending_count().expect("pending"), 1);
     // ...and the next sync, on a good network, finishes.
     sync(&mut phone).expect("completes");
     assert_eq!(phone.store.pending_count().expect("pending"), 0);
@@ -174,6 +183,7 @@ fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_d
         "answer truncated",
         "answer dropped",
         "stalled",
+        "bad gateway",
     ] {
         assert!(
             seen.get(fault).copied().unwrap_or(0) > 0,
