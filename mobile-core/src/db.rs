@@ -74,10 +74,10 @@ pub(crate) fn open(
         let readable = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
         });
-        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &readable {
-            if e.code == rusqlite::ErrorCode::NotADatabase {
-                return Err(Error::WrongPassphrase);
-            }
+        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &readable
+            && e.code == rusqlite::ErrorCode::NotADatabase
+        {
+            return Err(Error::WrongPassphrase);
         }
         readable?;
     }

@@ -303,7 +303,7 @@ pub fn village_changes(
     }
     // Every eighth village has one person captured twice, the second time with a mistyped ID
     // number: the console's duplicate list proposes the pair.
-    if mistyped && index % 8 == 0 {
+    if mistyped && index.is_multiple_of(8) {
         let n = index * stride;
         let right = synthetic::resident_id(n);
         // 441303 (惠阳) typed as 441323 (惠东): no synthetic person comes from there.

@@ -100,10 +100,10 @@ impl IntoResponse for AppError {
         };
         let body = json!({ "error": { "code": code, "message": message } });
         let mut response = (status, axum::Json(body)).into_response();
-        if let AppError::Throttled(seconds) = self {
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let AppError::Throttled(seconds) = self
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

@@ -216,6 +216,27 @@ fn cli() -> Command {
                 .arg(Arg::new("id").required(true)),
         )
         .subcommand(
+            Command::new("verify")
+                .about("Check a database file (a backup): integrity, schema, what it holds")
+                .arg(
+                    Arg::new("file")
+                        .required(true)
+                        .value_parser(clap::value_parser!(PathBuf)),
+                ),
+        )
+        .subcommand(
+            Command::new("restore")
+                .about(
+                    "Put a backup in place of the data directory's database (every server on \
+                     it stopped); the database it replaces is kept beside it",
+                )
+                .arg(
+                    Arg::new("file")
+                        .required(true)
+                        .value_parser(clap::value_parser!(PathBuf)),
+                ),
+        )
+        .subcommand(
             Command::new("backup")
                 .about("Write a consistent copy of the database (online, with SQLite's backup API)")
                 .arg(
@@ -338,6 +359,32 @@ fn run(
             }
             Ok(state)
         });
+    }
+    if command == "verify" {
+        let file = sub.get_one::<PathBuf>("file").cloned().unwrap_or_default();
+        let v = baylink_server::store::db::verify(&file)?;
+        say!(
+            "{}: intact, schema {} (this server's {}); {} records, {} accounts, {} token keys in use, last sequence number {}",
+            file.display(),
+            v.schema,
+            v.known,
+            v.records,
+            v.accounts,
+            v.keys,
+            v.seq
+        );
+        return Ok(());
+    }
+    if command == "restore" {
+        let file = sub.get_one::<PathBuf>("file").cloned().unwrap_or_default();
+        let kept = restore(&config, &file)?;
+        say!(
+            "restored {} as {}; the database it replaced is {}",
+            file.display(),
+            config.database_path().display(),
+            kept.map_or_else(|| "none".into(), |k| k.display().to_string())
+        );
+        return Ok(());
     }
     if command == "migrate" {
         let path = config.database_path();
@@ -616,12 +663,66 @@ fn read_password() -> Result<String, AppError> {
     Ok(password)
 }
 
+/// The lock every server on a data directory holds shared while it runs, and `restore` takes
+/// alone: a database is never replaced under a running server.
+fn serve_lock(config: &Config) -> Result<std::fs::File, AppError> {
+    config.create_data_dir()?;
+    let path = config.data_dir.join("serve.lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AppError::Internal(format!("{}: {e}", path.display())))
+}
+
+/// Puts a verified backup in place of the database, the one it replaces renamed beside it
+/// (with its log): answers that one's new name, if there was one.
+fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, AppError> {
+    let verified = baylink_server::store::db::verify(file)?;
+    let lock = serve_lock(config)?;
+    if lock.try_lock().is_err() {
+        return Err(AppError::Conflict(format!(
+            "a server is running on {}: stop every server on it first",
+            config.data_dir.display()
+        )));
+    }
+    let live = config.database_path();
+    let stamp = unix_seconds();
+    let kept = live.with_file_name(format!("baylink.db.replaced-{stamp}"));
+    let moved = live.exists();
+    if moved {
+        for suffix in ["", "-wal", "-shm"] {
+            let from = PathBuf::from(format!("{}{suffix}", live.display()));
+            if from.exists() {
+                let to = PathBuf::from(format!("{}{suffix}", kept.display()));
+                std::fs::rename(&from, &to)
+                    .map_err(|e| AppError::Internal(format!("{}: {e}", from.display())))?;
+            }
+        }
+    }
+    std::fs::copy(file, &live)
+        .map_err(|e| AppError::BadRequest(format!("{}: {e}", file.display())))?;
+    baylink_server::store::Db::open(&live)?;
+    tracing::info!(schema = verified.schema, "restored");
+    Ok(moved.then_some(kept))
+}
+
+/// Seconds since the Unix epoch, for a file name.
+fn unix_seconds() -> u64 {
+    baylink_server::store::now_ms() / 1000
+}
+
 /// Binds the listener, then opens the state while `/livez` answers (a migration may take
 /// minutes), and serves until SIGTERM or SIGINT, draining open requests.
 fn serve(
     config: Config,
     open: impl FnOnce(Config) -> Result<AppState, AppError> + Send + 'static,
 ) -> Result<(), AppError> {
+    // Held shared until the process ends: `restore` waits for every server to stop.
+    let lock = serve_lock(&config)?;
+    lock.lock_shared()
+        .map_err(|e| AppError::Internal(format!("serve.lock: {e}")))?;
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| AppError::Internal(format!("runtime: {e}")))?;
     let served = runtime.block_on(async move {

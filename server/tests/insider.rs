@@ -781,7 +781,7 @@ impl World {
             // Moving her in and out again (or deleting the stay) in the same push, with edits.
             4 => {
                 let mut stay = moving_in();
-                stay.fields.push(if t.number % 2 == 0 {
+                stay.fields.push(if t.number.is_multiple_of(2) {
                     ("moved_out", json!("2026-02-02"))
                 } else {
                     ("deleted", json!(true))
@@ -1196,20 +1196,20 @@ fn nothing_outside_changed(
         if gone("deleted") || gone("merged_into") {
             continue;
         }
-        if let Some(key) = baylink_domain::natural_key(kind, &values) {
-            if let Some(other) = holders.insert(key.clone(), id) {
-                prop_assert!(
-                    false,
-                    "{} and {} both hold {}: before {:?} / {:?}; after {:?} / {:?}",
-                    other,
-                    id,
-                    key,
-                    before.get(other.as_str()).map(|r| &r.fields),
-                    before.get(id.as_str()).map(|r| &r.fields),
-                    after[other.as_str()].fields,
-                    record.fields
-                );
-            }
+        if let Some(key) = baylink_domain::natural_key(kind, &values)
+            && let Some(other) = holders.insert(key.clone(), id)
+        {
+            prop_assert!(
+                false,
+                "{} and {} both hold {}: before {:?} / {:?}; after {:?} / {:?}",
+                other,
+                id,
+                key,
+                before.get(other.as_str()).map(|r| &r.fields),
+                before.get(id.as_str()).map(|r| &r.fields),
+                after[other.as_str()].fields,
+                record.fields
+            );
         }
     }
     // A record created here has the id its natural key gives.

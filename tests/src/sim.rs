@@ -287,14 +287,14 @@ impl Link<'_> {
                 .push(Echo::Push(self.phone, answer.results.clone()));
         }
         for result in &answer.results {
-            if result.status == ChangeStatus::Accepted {
-                if let Some(c) = changes.iter().find(|c| c.id.counter == result.counter) {
-                    self.acks.push(Ack {
-                        entity: c.entity,
-                        field: c.field.clone(),
-                        stamp: c.stamp,
-                    });
-                }
+            if result.status == ChangeStatus::Accepted
+                && let Some(c) = changes.iter().find(|c| c.id.counter == result.counter)
+            {
+                self.acks.push(Ack {
+                    entity: c.entity,
+                    field: c.field.clone(),
+                    stamp: c.stamp,
+                });
             }
         }
         Ok(answer)
@@ -304,17 +304,16 @@ impl Link<'_> {
 impl Transport for Link<'_> {
     fn push(&mut self, store: &mut Store, changes: &[Change]) -> mobile_core::Result<PushResponse> {
         // The push sent ahead, if it is this one: its answer, or (lost) sent again, as HTTP's.
-        if let Some((counters, answer)) = self.ahead.take() {
-            if counters
+        if let Some((counters, answer)) = self.ahead.take()
+            && counters
                 .iter()
                 .copied()
                 .eq(changes.iter().map(|c| c.id.counter))
-            {
-                match answer {
-                    Ok(answer) => return Ok(answer),
-                    Err(e) if self.crashed => return Err(e),
-                    Err(_) => {}
-                }
+        {
+            match answer {
+                Ok(answer) => return Ok(answer),
+                Err(e) if self.crashed => return Err(e),
+                Err(_) => {}
             }
         }
         self.send_push(store.node_id(), changes)

@@ -68,10 +68,11 @@ pub fn candidates(people: &[PersonKey<'_>]) -> Vec<Candidate> {
 
     let mut by_name_birth: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, p) in people.iter().enumerate() {
-        if let (Some(name), Some(birth)) = (p.name, p.birth_date) {
-            if !name.is_empty() && !birth.is_empty() {
-                by_name_birth.entry((name, birth)).or_default().push(i);
-            }
+        if let (Some(name), Some(birth)) = (p.name, p.birth_date)
+            && !name.is_empty()
+            && !birth.is_empty()
+        {
+            by_name_birth.entry((name, birth)).or_default().push(i);
         }
     }
     for group in by_name_birth.values() {
@@ -109,13 +110,14 @@ pub fn candidates(people: &[PersonKey<'_>]) -> Vec<Candidate> {
         for (x, &(_, a)) in group.iter().enumerate() {
             for &(_, b) in &group[x + 1..] {
                 let (ia, ib) = (people[a].id_number, people[b].id_number);
-                if let (Some(ia), Some(ib)) = (ia, ib) {
-                    if a != b && one_apart(ia, ib) {
-                        pairs
-                            .entry((a.min(b), a.max(b)))
-                            .or_default()
-                            .id_number_one_apart = true;
-                    }
+                if let (Some(ia), Some(ib)) = (ia, ib)
+                    && a != b
+                    && one_apart(ia, ib)
+                {
+                    pairs
+                        .entry((a.min(b), a.max(b)))
+                        .or_default()
+                        .id_number_one_apart = true;
                 }
             }
         }

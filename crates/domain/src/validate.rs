@@ -57,10 +57,9 @@ pub fn validate_values(kind: EntityKind, values: &Fields, today: Date) -> Vec<Fi
         kind,
         resident,
         values.get("id_number").and_then(Value::as_str),
-    ) {
-        if let Err(reason) = id_number::parse(number, today) {
-            errors.push(reason.for_field("id_number", "证件号码", "ID number"));
-        }
+    ) && let Err(reason) = id_number::parse(number, today)
+    {
+        errors.push(reason.for_field("id_number", "证件号码", "ID number"));
     }
     errors
 }
@@ -471,32 +470,33 @@ impl Rules<'_> {
     fn vehicle(&mut self) {
         let changed = self.entered.contains(&"plate") || self.entered.contains(&"vehicle_type");
         let kind_missing = self.text("plate_kind").is_none();
-        if (changed || kind_missing) && !self.entered.contains(&"plate_kind") {
-            if let Some(Ok((_, shape))) = self.text("plate").map(plate::parse) {
-                // An ordinary plate's text is the same on a car, a truck and a motorcycle: the
-                // vehicle's type says which plate it is.
-                let code = match (shape, self.text("vehicle_type")) {
-                    (plate::PlateShape::Ordinary, Some("motorcycle")) => "motorcycle",
-                    (plate::PlateShape::Ordinary, Some("truck")) => "large",
-                    _ => shape.kind_code(),
-                };
-                self.merged
-                    .insert("plate_kind".into(), Value::String(code.into()));
-            }
+        if (changed || kind_missing)
+            && !self.entered.contains(&"plate_kind")
+            && let Some(Ok((_, shape))) = self.text("plate").map(plate::parse)
+        {
+            // An ordinary plate's text is the same on a car, a truck and a motorcycle: the
+            // vehicle's type says which plate it is.
+            let code = match (shape, self.text("vehicle_type")) {
+                (plate::PlateShape::Ordinary, Some("motorcycle")) => "motorcycle",
+                (plate::PlateShape::Ordinary, Some("truck")) => "large",
+                _ => shape.kind_code(),
+            };
+            self.merged
+                .insert("plate_kind".into(), Value::String(code.into()));
         }
     }
 
     /// `later` may not be before `earlier` (dates as `YYYY-MM-DD` compare as text).
     fn not_before(&mut self, later: &str, earlier: &str) {
-        if let (Some(l), Some(e)) = (self.text(later), self.text(earlier)) {
-            if l < e {
-                let reason = Reason::new(
-                    "before",
-                    format!("不能早于 {e}"),
-                    format!("cannot be before {e}"),
-                );
-                self.fail(later, reason);
-            }
+        if let (Some(l), Some(e)) = (self.text(later), self.text(earlier))
+            && l < e
+        {
+            let reason = Reason::new(
+                "before",
+                format!("不能早于 {e}"),
+                format!("cannot be before {e}"),
+            );
+            self.fail(later, reason);
         }
     }
 }

@@ -455,11 +455,11 @@ pub fn logout(store: &mut Store) -> Result<()> {
 
 /// A revoked device wipes itself before reporting the error.
 fn guard<T>(store: &mut Store, result: Result<T>) -> Result<T> {
-    if let Err(Error::Server { code, .. }) = &result {
-        if code == unauthorized::DEVICE_REVOKED {
-            store.wipe()?;
-            return Err(Error::Revoked);
-        }
+    if let Err(Error::Server { code, .. }) = &result
+        && code == unauthorized::DEVICE_REVOKED
+    {
+        store.wipe()?;
+        return Err(Error::Revoked);
     }
     result
 }

@@ -95,10 +95,10 @@ pub fn create_account(
             new.username
         )));
     }
-    if let Some(station) = new.station.as_deref() {
-        if !holds(&tx, Place::Station, station)? {
-            return Err(unknown(Place::Station, station));
-        }
+    if let Some(station) = new.station.as_deref()
+        && !holds(&tx, Place::Station, station)?
+    {
+        return Err(unknown(Place::Station, station));
     }
     tx.execute(
         "INSERT INTO account (username, display_name, role, station, password_hash, created_ms)

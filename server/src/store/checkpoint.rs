@@ -50,11 +50,11 @@ pub(crate) fn checkpoint_beside(
                         return Ok(());
                     }
                     let again = checkpoint()?;
-                    if again - log <= FEW_FRAMES {
-                        if let Some(writer) = writer.upgrade() {
-                            let _writing = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                            checkpoint()?;
-                        }
+                    if again - log <= FEW_FRAMES
+                        && let Some(writer) = writer.upgrade()
+                    {
+                        let _writing = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                        checkpoint()?;
                     }
                     Ok(())
                 });

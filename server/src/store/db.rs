@@ -322,16 +322,27 @@ impl Db {
         f(&mut guard)
     }
 
-    /// Writes a consistent copy of the database to `path` with SQLite's online backup API,
-    /// readable by its owner only: it holds the token keys. The copy is marked a new instance:
-    /// put back, it is not the database that went on after the backup, and the pull cursors
-    /// that one signed do not open on it.
+    /// Writes a consistent copy of the database to `path`, readable by its owner only (it holds
+    /// the token keys), without holding the writer: `VACUUM INTO` on a connection of its own
+    /// reads one snapshot (writes go on beside it, in the log) and writes it compacted. SQLite's
+    /// backup API, from another process, starts over at every write it sees and may never
+    /// finish on a busy server. The copy is marked a new instance: put back, it is not the
+    /// database that went on after the backup, and the pull cursors that one signed do not open
+    /// on it.
     pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
         private_files(path)?;
-        self.call_blocking(|conn| {
-            conn.backup(rusqlite::MAIN_DB, path, None)?;
-            Ok(())
-        })?;
+        match &self.readers.path {
+            Some(live) => {
+                let conn =
+                    Connection::open_with_flags(live, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn.execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
+            }
+            None => self.call_blocking(|conn| {
+                conn.backup(rusqlite::MAIN_DB, path, None)?;
+                Ok(())
+            })?,
+        }
         let copy = Connection::open(path)?;
         copy.execute(
             "INSERT INTO meta (key, value) VALUES ('instance', ?1)
@@ -340,6 +351,63 @@ impl Db {
         )?;
         Ok(())
     }
+}
+
+/// What a database file holds, as `verify` reports it.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// Its schema.
+    pub schema: i64,
+    /// This build's.
+    pub known: i64,
+    /// Records, accounts, and token keys in use.
+    pub records: i64,
+    /// Accounts.
+    pub accounts: i64,
+    /// Token keys not retired.
+    pub keys: i64,
+    /// The last sequence number issued.
+    pub seq: i64,
+}
+
+/// Checks a database file (a backup before it is put back): SQLite's integrity check, a schema
+/// this build reads, and what it holds. Opened read-only; nothing of it is changed.
+pub fn verify(path: &Path) -> Result<Verified, StoreError> {
+    if !path.is_file() {
+        return Err(StoreError::NotFound(format!(
+            "{}: no such file",
+            path.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let bad = |m: String| StoreError::Invalid(format!("{}: {m}", path.display()));
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| bad(format!("not a database this server reads ({e})")))?;
+    if check != "ok" {
+        return Err(bad(format!("damaged: {check}")));
+    }
+    let schema: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if schema > known {
+        return Err(bad(format!(
+            "schema {schema}, newer than this server's {known}: upgrade baylink-server"
+        )));
+    }
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    let keys = if schema >= 12 {
+        count("SELECT count(*) FROM token_key WHERE retired_ms IS NULL")?
+    } else {
+        0
+    };
+    Ok(Verified {
+        schema,
+        known,
+        records: count("SELECT count(*) FROM entity")?,
+        accounts: count("SELECT count(*) FROM account")?,
+        keys,
+        seq: count("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq'")?,
+    })
 }
 
 /// Sequence numbers one write may take in the broken backend.

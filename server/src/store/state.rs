@@ -357,16 +357,15 @@ impl Pending {
             value: incoming.value.clone(),
             won,
         };
-        if let Some(last) = self.actions.last_mut() {
-            if last.entity == entity
-                && last.stamp == incoming.stamp
-                && last.device == device
-                && last.account == account
-                && !last.fields.iter().any(|(f, _)| f == field)
-            {
-                last.fields.push((field.to_owned(), changed));
-                return;
-            }
+        if let Some(last) = self.actions.last_mut()
+            && last.entity == entity
+            && last.stamp == incoming.stamp
+            && last.device == device
+            && last.account == account
+            && !last.fields.iter().any(|(f, _)| f == field)
+        {
+            last.fields.push((field.to_owned(), changed));
+            return;
         }
         self.actions.push(Action {
             entity: entity.to_owned(),

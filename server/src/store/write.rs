@@ -146,10 +146,12 @@ pub(crate) fn apply(
             now_ms as i64
         ])?;
     }
-    if plan.apply && change.kind == "residence" && change.field == "person" {
-        if let Some(old) = held.as_ref().and_then(|h| h.value.as_str()) {
-            persons.insert(old.to_owned());
-        }
+    if plan.apply
+        && change.kind == "residence"
+        && change.field == "person"
+        && let Some(old) = held.as_ref().and_then(|h| h.value.as_str())
+    {
+        persons.insert(old.to_owned());
     }
     seq.pending.note(
         &entity,

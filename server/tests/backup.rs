@@ -1,0 +1,189 @@
+//! Backups as an operator takes them: `baylink-server backup` from another process while 50
+//! phones push, `verify` of the copy, `restore` refused under a running server and done once it
+//! stopped; the restored server holds every change acknowledged before the backup began.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use baylink_domain::{EntityKind, Input, synthetic};
+use mobile_core::Store;
+use mobile_core::sync::{login, sync};
+use uuid::Uuid;
+
+const PHONES: usize = 50;
+
+fn command(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baylink-server"));
+    cmd.arg("--data")
+        .arg(data)
+        .env_remove("BAYLINK_SERVER_DATA")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Starts `serve --demo` on a free port; the child and its address.
+fn start(data: &std::path::Path) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut child = command(data)
+        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for line in lines {
+        if line
+            .expect("UTF-8")
+            .starts_with("baylink-server listening on")
+        {
+            return (child, format!("http://127.0.0.1:{port}"));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server exited before listening");
+}
+
+fn run(data: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = command(data).args(args).output().expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn person(village: &str, n: u64) -> Input {
+    [
+        ("village", village.to_owned()),
+        ("id_number", synthetic::resident_id(2_000_000 + n)),
+        ("name", synthetic::name(n)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[test]
+fn a_backup_taken_while_fifty_phones_push_restores_every_change_acknowledged_before_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("server");
+    let (mut server, url) = start(&data);
+    let villages: Vec<String> = baylink_server::demo::VILLAGES
+        .lines()
+        .filter(|l| l.contains(",village,"))
+        .map(|l| l.split(',').next().unwrap_or_default().to_owned())
+        .take(PHONES)
+        .collect();
+    assert_eq!(villages.len(), PHONES);
+    // Acknowledged records, each with when its sync came back.
+    let acknowledged = Arc::new(Mutex::new(Vec::<(Instant, Uuid)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let phones: Vec<_> = villages
+        .iter()
+        .enumerate()
+        .map(|(k, village)| {
+            let (village, url) = (village.clone(), url.clone());
+            let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+            let path = dir.path().join(format!("phone{k}.db"));
+            std::thread::spawn(move || {
+                let mut phone = Store::open(path).expect("phone store");
+                let officer = baylink_server::demo::officer_username(&village);
+                login(
+                    &mut phone,
+                    &url,
+                    &officer,
+                    baylink_server::demo::DEMO_PASSWORD,
+                    "p",
+                )
+                .expect("login");
+                let mut n = k as u64 * 100_000;
+                while !stop.load(Ordering::SeqCst) {
+                    let inputs: Vec<Input> = (0..5).map(|i| person(&village, n + i)).collect();
+                    n += 5;
+                    let ids = phone
+                        .capture_many(EntityKind::Person, &inputs)
+                        .expect("captured");
+                    if sync(&mut phone, &|_: &str, _, _| {}).is_ok()
+                        && phone.pending_count().expect("pending") == 0
+                    {
+                        let at = Instant::now();
+                        let mut held = acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
+                        held.extend(ids.into_iter().map(|id| (at, id)));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let copy = dir.path().join("copy.db");
+    let began = Instant::now();
+    let (ok, said) = run(&data, &["backup", copy.to_str().expect("path")]);
+    let took = began.elapsed();
+    assert!(ok, "{said}");
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    for phone in phones {
+        phone.join().expect("phone thread");
+    }
+    let held = acknowledged
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let before: Vec<Uuid> = held
+        .iter()
+        .filter(|(at, _)| *at < began)
+        .map(|(_, id)| *id)
+        .collect();
+    let during = held.len() - before.len();
+    assert!(
+        before.len() >= PHONES * 5,
+        "{} acknowledged before",
+        before.len()
+    );
+    assert!(
+        during > 0,
+        "the phones pushed while the backup ran and after"
+    );
+
+    let (ok, said) = run(&data, &["verify", copy.to_str().expect("path")]);
+    assert!(ok && said.contains("intact"), "{said}");
+    // Not under a running server.
+    let (ok, said) = run(&data, &["restore", copy.to_str().expect("path")]);
+    assert!(!ok && said.contains("a server is running"), "{said}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let (ok, said) = run(&data, &["restore", copy.to_str().expect("path")]);
+    assert!(ok && said.contains("replaced is"), "{said}");
+
+    let restored = baylink_server::store::Db::open(&data.join("baylink.db")).expect("restored");
+    let missing: Vec<Uuid> = restored
+        .call_blocking(|c| {
+            let mut stmt = c.prepare("SELECT 1 FROM entity WHERE id = ?1")?;
+            Ok(before
+                .iter()
+                .filter(|id| !stmt.exists([id.to_string()]).unwrap_or(false))
+                .copied()
+                .collect())
+        })
+        .expect("read");
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged before the backup are missing",
+        missing.len(),
+        before.len()
+    );
+    println!(
+        "backup under {PHONES} phones: {took:?}; {} records acknowledged before it, {during} during and after",
+        before.len()
+    );
+}
