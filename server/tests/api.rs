@@ -1081,3 +1081,44 @@ async fn metrics_count_requests_pushes_and_logins_and_every_answer_names_its_req
     let replaced = named(&"x".repeat(200)).await;
     assert_eq!(replaced.len(), 36, "{replaced}");
 }
+
+#[tokio::test]
+async fn a_device_sign_in_is_audited_and_a_refresh_is_not() {
+    let (state, _dir) = state();
+    let login = || login_body("o1", "correct-horse-battery");
+    let (status, first, _) = call(&state, "POST", "/api/v1/auth/login", None, login()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let refresh = Body::from(
+        json!({"device_id": DEVICE, "refresh_token": first["refresh_token"]}).to_string(),
+    );
+    let (status, body, _) = call(&state, "POST", "/api/v1/auth/refresh", None, refresh).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, _) = call(&state, "POST", "/api/v1/auth/login", None, login()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "wrong password"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (page, _) = state
+        .store
+        .audit_page(
+            baylink_server::store::contract::AuditFilter {
+                action: Some("device_sign_in".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 2, "{:?}", page.entries);
+    assert!(
+        page.entries
+            .iter()
+            .all(|e| e.username.as_deref() == Some("o1") && e.target.as_deref() == Some(DEVICE))
+    );
+}

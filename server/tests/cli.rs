@@ -469,3 +469,56 @@ fn a_backup_never_overwrites_the_database_or_an_earlier_backup_unasked() {
     );
     assert!(ok, "{err}");
 }
+
+#[test]
+fn the_audit_log_exports_as_csv_with_what_the_command_line_did() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (ok, _, err) = run(dir.path(), &["migrate"], "");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(dir.path(), &["station", "import"], "");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "wang",
+            "--role",
+            "reviewer",
+            "--station",
+            "441303006",
+            "--name",
+            "王, \"审核\"",
+        ],
+        "a long password\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(dir.path(), &["audit", "export"], "");
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("time,account,action,target,detail"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(",operator,add_account,wang,")),
+        "{out}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains(",operator,import_places,")),
+        "{out}"
+    );
+    let (ok, out, _) = run(
+        dir.path(),
+        &["audit", "export", "--action", "add_account"],
+        "",
+    );
+    assert!(ok && out.lines().count() == 2, "{out}");
+    let (ok, out, _) = run(
+        dir.path(),
+        &["audit", "export", "--since", "2999-01-01"],
+        "",
+    );
+    assert!(ok && out.lines().count() == 1, "{out}");
+    let (ok, _, err) = run(dir.path(), &["audit", "export", "--since", "yesterday"], "");
+    assert!(!ok && err.contains("YYYY-MM-DD"), "{err}");
+}

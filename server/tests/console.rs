@@ -980,6 +980,25 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         .request("GET", "/console/admin/audit", Some(&admin), None)
         .await;
     assert!(page.body.contains("acknowledge_alert") && page.body.contains("add_watch_rule"));
+    // Narrowed to one action, the page lists that one only.
+    let page = console
+        .request(
+            "GET",
+            "/console/admin/audit?action=acknowledge_alert",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(
+        page.body.contains("<td>acknowledge_alert</td>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("<td>add_watch_rule</td>"),
+        "{}",
+        page.body
+    );
 }
 
 /// The id of the first acknowledge form on the reviewer's alert page.

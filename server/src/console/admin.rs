@@ -1,7 +1,7 @@
 //! Administration pages (administrators only): accounts, devices, the audit log. Every change is
 //! audited; passwords are hashed off the async workers and never logged.
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -161,11 +161,35 @@ pub(super) async fn revoke(
     Ok(Redirect::to("/console/admin/devices").into_response())
 }
 
+/// The audit log page's filters, from its query string.
+#[derive(Deserialize, Default)]
+pub(super) struct AuditQuery {
+    /// Only this action.
+    #[serde(default)]
+    action: String,
+    /// Only this account's (`operator`: the command line's).
+    #[serde(default)]
+    user: String,
+    /// The page older than this entry.
+    before: Option<i64>,
+}
+
+/// Entries on one page of the audit log.
+const AUDIT_PAGE: u32 = 100;
+
 pub(super) async fn audit(
     State(state): State<AppState>,
     user: ConsoleUser,
+    Query(query): Query<AuditQuery>,
 ) -> Result<Response, PageError> {
     user.require_admin()?;
-    let rows = state.store.audit_log(500).await?;
-    Ok(pages::admin_audit(&user, &rows).into_response())
+    let given = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+    let filter = crate::store::contract::AuditFilter {
+        action: given(&query.action),
+        username: given(&query.user),
+        since_ms: None,
+        before: query.before,
+    };
+    let (page, actions) = state.store.audit_page(filter.clone(), AUDIT_PAGE).await?;
+    Ok(pages::admin_audit(&user, &page, &actions, &filter).into_response())
 }

@@ -474,17 +474,45 @@ pub(super) fn admin_devices(
     )
 }
 
-pub(super) fn admin_audit(user: &ConsoleUser, rows: &[crate::store::audit::AuditEntry]) -> Markup {
+pub(super) fn admin_audit(
+    user: &ConsoleUser,
+    page: &crate::store::contract::AuditPage,
+    actions: &[String],
+    filter: &crate::store::contract::AuditFilter,
+) -> Markup {
+    let chosen_action = filter.action.as_deref().unwrap_or("");
+    let chosen_user = filter.username.as_deref().unwrap_or("");
+    let older = page.older.map(|id| {
+        let mut query = format!("?before={id}");
+        for (key, value) in [("action", chosen_action), ("user", chosen_user)] {
+            if !value.is_empty() {
+                query.push_str(&format!("&{key}={}", query_escape(value)));
+            }
+        }
+        query
+    });
     layout(
         "审计日志",
         Some(user),
         &html! {
             h1 { "审计日志" }
             (admin_nav())
+            form.filters method="get" action="/console/admin/audit" {
+                label { "操作 "
+                    select name="action" {
+                        option value="" selected[chosen_action.is_empty()] { "全部" }
+                        @for a in actions {
+                            option value=(a) selected[a == chosen_action] { (a) }
+                        }
+                    }
+                }
+                label { " 人员 " input type="text" name="user" value=(chosen_user) placeholder="用户名，或 operator"; }
+                button type="submit" { "筛选" }
+            }
             table {
                 thead { tr { th { "时间" } th { "人员" } th { "操作" } th { "对象" } th { "详情" } } }
                 tbody {
-                    @for r in rows {
+                    @for r in &page.entries {
                         tr {
                             td { (when(r.at_ms)) }
                             // No account: the operator at the server's command line.
@@ -496,8 +524,24 @@ pub(super) fn admin_audit(user: &ConsoleUser, rows: &[crate::store::audit::Audit
                     }
                 }
             }
+            @if page.entries.is_empty() { p.muted { "没有记录 / nothing audited matches" } }
+            @if let Some(older) = older {
+                p { a href={ "/console/admin/audit" (older) } { "更早的记录 →" } }
+            }
+            p.muted { "全部导出: baylink-server audit export > audit.csv" }
         },
     )
+}
+
+/// A query-string value, percent-encoded byte by byte where not a plain character.
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Fields in the data model's form order, unknown ones (from newer apps) last.

@@ -30,10 +30,11 @@
 //! 5. **Every console and administration decision is audited in its own transaction.** A
 //!    review, a settled conflict, a merge, a dismissed pair, an acknowledged alert, a watch-list
 //!    rule, an account created, given villages, disabled or enabled, a device revoked, places
-//!    imported, a console sign-in: the decision and its audit entry commit together, or neither
-//!    does. An audited read (an export, an ID number shown in full) is handed out only after its
-//!    audit entry has committed. Administration is decided from what the store holds: an
-//!    account acting must be an enabled administrator (the operator at the command line is).
+//!    imported, a token key added or retired, a console or device sign-in: the decision and its
+//!    audit entry commit together, or neither does. An audited read (an export, an ID number
+//!    shown in full) is handed out only after its audit entry has committed. Administration is
+//!    decided from what the store holds: an account acting must be an enabled administrator
+//!    (the operator at the command line is).
 //! 6. **Nothing one server node needs is kept in another's memory.** Login attempts and token
 //!    keys are in the store, so any node answers any request: an attempt reserved on one node
 //!    counts on every other ([`Store::reserve_login`] checks and reserves in one transaction),
@@ -54,7 +55,7 @@ use uuid::Uuid;
 
 pub use crate::store::accounts::{Access, NewAccount};
 pub use crate::store::alerts::AlertsShown;
-pub use crate::store::audit::Actor;
+pub use crate::store::audit::{Actor, AuditFilter, AuditPage};
 pub use crate::store::records::{RecordPage, Reveal};
 pub use crate::store::review::{Keep, Verdict};
 pub use crate::store::sessions::ConsoleSession;
@@ -282,6 +283,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest audit entries.
     fn audit_log(&self, limit: u32) -> StoreFuture<Vec<AuditEntry>>;
+
+    /// A page of the audit log, newest first, as `filter` narrows it; and the actions it holds.
+    fn audit_page(&self, filter: AuditFilter, limit: u32) -> StoreFuture<(AuditPage, Vec<String>)>;
 
     /// Loads stations and villages from a division-code list, all or nothing (contract 5).
     fn import_places(&self, actor: Actor, list: String) -> StoreFuture<Imported>;

@@ -98,6 +98,22 @@ pub fn open_device_session(
     key: NewKey,
 ) -> Result<DeviceSession, StoreError> {
     let tx = conn.transaction()?;
+    // A sign-in (not a refresh, which every phone makes every few minutes) is audited with it.
+    if key != NewKey::IfMissing {
+        let proven = if key == NewKey::Keep {
+            "proven device"
+        } else {
+            "new device key"
+        };
+        crate::store::audit::audit(
+            &tx,
+            Some(account.id),
+            "device_sign_in",
+            Some(device),
+            Some(proven),
+            now_ms,
+        )?;
+    }
     let refresh_token = devices::issue_refresh_token(&tx, device, account.id, now_ms, ttl_ms)?;
     let stored = devices::device(&tx, device)?;
     let device_gen = stored.as_ref().map_or(0, |d| d.token_gen);

@@ -349,6 +349,19 @@ impl Store for Db {
         self.writing(move |c| devices::revoke_device(c, actor, &device.to_string(), now_ms()))
     }
 
+    fn audit_page(
+        &self,
+        filter: audit::AuditFilter,
+        limit: u32,
+    ) -> StoreFuture<(audit::AuditPage, Vec<String>)> {
+        self.reading(move |c| {
+            Ok((
+                audit::audit_page(c, &filter, limit)?,
+                audit::audit_actions(c)?,
+            ))
+        })
+    }
+
     fn audit_log(&self, limit: u32) -> StoreFuture<Vec<AuditEntry>> {
         self.reading(move |c| audit::audit_log(c, limit))
     }
