@@ -522,3 +522,31 @@ fn the_audit_log_exports_as_csv_with_what_the_command_line_did() {
     let (ok, _, err) = run(dir.path(), &["audit", "export", "--since", "yesterday"], "");
     assert!(!ok && err.contains("YYYY-MM-DD"), "{err}");
 }
+
+#[test]
+fn the_systemd_unit_is_one_systemd_takes_without_a_warning() {
+    let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        println!("systemd-analyze is not installed: the unit was not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let unit = include_str!("../../packaging/baylink-server.service").replace(
+        "/usr/local/bin/baylink-server",
+        env!("CARGO_BIN_EXE_baylink-server"),
+    );
+    let path = dir.path().join("baylink-server.service");
+    std::fs::write(&path, unit).expect("unit written");
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs");
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    let ours: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("baylink-server.service"))
+        .collect();
+    assert!(ours.is_empty(), "{said}");
+}
