@@ -588,7 +588,10 @@ fn run(
                         e.target.clone().unwrap_or_default(),
                         e.detail.clone().unwrap_or_default(),
                     ];
-                    let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                    let row: Vec<String> = fields
+                        .iter()
+                        .map(|f| baylink_server::console::csv_field(f))
+                        .collect();
                     say!("{}", row.join(","));
                 }
                 match page.older {
@@ -683,21 +686,6 @@ fn run(
         _ => {}
     }
     Ok(())
-}
-
-/// A CSV field: quoted when it holds a comma, quote or line break, quotes doubled; one that a
-/// spreadsheet would take for a formula is prefixed with a quote mark.
-fn csv_field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
 }
 
 /// A time as the console shows it, in China time (said so).
@@ -839,17 +827,4 @@ fn serve(
     // A migration cut short by the stop is not waited for: its transaction rolls back.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     served
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_field;
-
-    #[test]
-    fn csv_fields_are_quoted_when_they_must_be_and_formulas_defused() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("王, \"审核\""), "\"王, \"\"审核\"\"\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
-        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
-    }
 }

@@ -8,29 +8,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use baylink_domain::{EntityKind, Input, synthetic};
+use baylink_domain::{EntityKind, Input};
 use mobile_core::Store;
 use mobile_core::sync::{login, sync};
 use uuid::Uuid;
 
-const PHONES: usize = 50;
+mod support;
+use support::{free_port, person, server};
 
-fn command(data: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baylink-server"));
-    cmd.arg("--data")
-        .arg(data)
-        .env_remove("BAYLINK_SERVER_DATA")
-        .env("RUST_LOG", "warn");
-    cmd
-}
+const PHONES: usize = 50;
 
 /// Starts `serve --demo` on a free port; the child and its address.
 fn start(data: &std::path::Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let mut child = command(data)
+    let port = free_port();
+    let mut child = server(data)
         .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -51,24 +42,13 @@ fn start(data: &std::path::Path) -> (Child, String) {
 }
 
 fn run(data: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = command(data).args(args).output().expect("runs");
+    let out = server(data).args(args).output().expect("runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-fn person(village: &str, n: u64) -> Input {
-    [
-        ("village", village.to_owned()),
-        ("id_number", synthetic::resident_id(2_000_000 + n)),
-        ("name", synthetic::name(n)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
 }
 
 #[test]
@@ -106,7 +86,9 @@ fn a_backup_taken_while_fifty_phones_push_restores_every_change_acknowledged_bef
                 .expect("login");
                 let mut n = k as u64 * 100_000;
                 while !stop.load(Ordering::SeqCst) {
-                    let inputs: Vec<Input> = (0..5).map(|i| person(&village, n + i)).collect();
+                    let inputs: Vec<Input> = (0..5)
+                        .map(|i| person(&village, 2_000_000 + n + i))
+                        .collect();
                     n += 5;
                     let ids = phone
                         .capture_many(EntityKind::Person, &inputs)

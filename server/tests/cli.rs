@@ -5,14 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-fn server(data: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baylink-server"));
-    cmd.arg("--data")
-        .arg(data)
-        .env_remove("BAYLINK_SERVER_DATA")
-        .env("RUST_LOG", "warn");
-    cmd
-}
+mod support;
+use support::server;
 
 fn run(data: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = server(data)

@@ -7,21 +7,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn server(data: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baylink-server"));
-    cmd.arg("--data")
-        .arg(data)
-        .env_remove("BAYLINK_SERVER_DATA")
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod support;
+use support::{free_port, server};
 
 /// Starts `serve` on a free port with extra flags; answers the child and its address.
 fn start(data: &std::path::Path, flags: &[&str]) -> (Child, String) {

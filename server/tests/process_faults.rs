@@ -6,10 +6,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use baylink_domain::{EntityKind, Input, synthetic};
+use baylink_domain::{EntityKind, Input};
 use baylink_server::store::Db;
 use mobile_core::Store;
 use mobile_core::sync::{Http, login, sync_with};
+
+mod support;
+use support::{free_port, person};
 
 /// Starts `serve --demo` on `port` with `data`, and waits until it listens.
 fn start(data: &std::path::Path, port: u16) -> Child {
@@ -37,24 +40,6 @@ fn start(data: &std::path::Path, port: u16) -> Child {
     panic!("the server exited before listening");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn person(n: u64) -> Input {
-    [
-        ("village", "441303006001".to_owned()),
-        ("id_number", synthetic::resident_id(900_000 + n)),
-        ("name", synthetic::name(n)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
 #[test]
 fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_twice() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -70,7 +55,9 @@ fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_tw
         "phone",
     )
     .expect("login");
-    let inputs: Vec<Input> = (0..1_500).map(person).collect();
+    let inputs: Vec<Input> = (0..1_500)
+        .map(|n| person("441303006001", 900_000 + n))
+        .collect();
     phone
         .capture_many(EntityKind::Person, &inputs)
         .expect("captured");

@@ -50,8 +50,9 @@ fn cells(row: &Row, village_name: &dyn Fn(&str) -> String) -> [String; 13] {
     ]
 }
 
-fn csv_field(text: &str) -> String {
-    // Cells starting with = + - @ would be formulas in a spreadsheet: prefix them with '.
+/// A CSV field: quoted when it holds a comma, quote or line break, quotes doubled; one that a
+/// spreadsheet would take for a formula (= + - @) is prefixed with a quote mark.
+pub fn csv_field(text: &str) -> String {
     let text = if text.starts_with(['=', '+', '-', '@']) {
         format!("'{text}")
     } else {

@@ -6,6 +6,8 @@ mod admin;
 mod alerts;
 mod duplicates;
 mod export;
+
+pub use export::csv_field;
 mod pages;
 
 use axum::Router;
