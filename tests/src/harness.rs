@@ -238,9 +238,13 @@ impl Server {
     /// Stops the server (the process would exit here) and starts it again on the same data.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Starts the stopped server on its data. Same address is not guaranteed; devices keep the
+    /// URL they signed in with, so tests re-point them with `Device::move_server`.
+    fn start_again(&mut self) {
         let (url, state, db, runtime, shutdown) = Self::launch(&self.data, |_| {});
-        // Same address is not guaranteed after a restart; devices keep the URL they signed in
-        // with, so tests re-point them with `Device::move_server`.
         self.url = url;
         self.state = state;
         self.db = db;
@@ -266,12 +270,7 @@ impl Server {
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
         }
-        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, |_| {});
-        self.url = url;
-        self.state = state;
-        self.db = db;
-        self.runtime = Some(runtime);
-        self.shutdown = Some(shutdown);
+        self.start_again();
     }
 
     fn stop(&mut self) {
