@@ -146,8 +146,15 @@ impl Settings {
     pub fn from_file(path: &Path) -> Result<Settings, AppError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AppError::BadRequest(format!("config {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| AppError::BadRequest(format!("config {}: {e}", path.display())))
+        let mut settings: Settings = toml::from_str(&text)
+            .map_err(|e| AppError::BadRequest(format!("config {}: {e}", path.display())))?;
+        // A relative data directory is the file's neighbour, wherever the command runs from.
+        if let (Some(data), Some(dir)) = (&settings.data, path.parent())
+            && data.is_relative()
+        {
+            settings.data = Some(dir.join(data));
+        }
+        Ok(settings)
     }
 
     /// The settings the environment gives (`get` reads a variable).

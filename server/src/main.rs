@@ -601,7 +601,13 @@ fn run(
             }
         }
         ("station", Some(("list", _))) => {
-            for station in wait(&runtime, store.stations())? {
+            let stations = wait(&runtime, store.stations())?;
+            if stations.is_empty() {
+                say!(
+                    "no stations yet: `station import [FILE]` loads them (Daya Bay's without a file)"
+                );
+            }
+            for station in stations {
                 say!(
                     "{} {} ({} villages)",
                     station.code,

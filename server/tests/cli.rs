@@ -365,12 +365,10 @@ fn settings_come_from_a_file_the_environment_and_flags_and_config_check_says_whi
     let dir = tempfile::tempdir().expect("temporary directory");
     let file = dir.path().join("server.toml");
     let data = dir.path().join("data");
+    // A relative data directory is the file's neighbour, not the working directory's.
     std::fs::write(
         &file,
-        format!(
-            "data = {:?}\nlisten = \"127.0.0.1:0\"\naccess_ttl_s = 600\nmax_connections = 50\n",
-            data.display().to_string()
-        ),
+        "data = \"data\"\nlisten = \"127.0.0.1:0\"\naccess_ttl_s = 600\nmax_connections = 50\n",
     )
     .expect("file written");
     let out = Command::new(env!("CARGO_BIN_EXE_baylink-server"))
