@@ -17,11 +17,56 @@ const BUCKETS: [f64; 12] = [
 
 /// One route's latency histogram.
 #[derive(Clone, Default)]
-struct Histogram {
+pub struct Histogram {
     /// Observations at or below each bound.
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+impl Histogram {
+    const EMPTY: Histogram = Histogram {
+        counts: [0; BUCKETS.len()],
+        count: 0,
+        sum: 0.0,
+    };
+
+    fn observe(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (count, bound) in self.counts.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in BUCKETS.iter().zip(self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n{name}_sum{braces} {}\n{name}_count{braces} {}",
+            self.count, self.sum, self.count
+        );
+    }
+}
+
+/// Checkpoints of the write-ahead log that copied frames, in this process (the checkpoint
+/// thread beside the writer, `store::checkpoint`, knows no handler state).
+static CHECKPOINTS: Mutex<Histogram> = Mutex::new(Histogram::EMPTY);
+
+/// A checkpoint that copied frames took this long.
+pub fn checkpointed(took: Duration) {
+    lock(&CHECKPOINTS).observe(took);
 }
 
 /// What this server process counted since it started.
@@ -56,16 +101,10 @@ impl Metrics {
         *lock(&self.requests)
             .entry((route.to_owned(), method.to_owned(), status))
             .or_default() += 1;
-        let seconds = took.as_secs_f64();
-        let mut latency = lock(&self.latency);
-        let h = latency.entry(route.to_owned()).or_default();
-        for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *count += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
+        lock(&self.latency)
+            .entry(route.to_owned())
+            .or_default()
+            .observe(took);
     }
 
     /// A push answered: how many changes were accepted, and the refusal codes of the others.
@@ -119,21 +158,19 @@ impl Metrics {
             "Time to answer a request, by route template.",
         );
         for (route, h) in lock(&self.latency).iter() {
-            let route = escape(route);
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "baylink_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "baylink_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
-                 baylink_http_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
-                 baylink_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count, h.sum, h.count
+            h.write(
+                &mut out,
+                "baylink_http_request_duration_seconds",
+                &format!("route=\"{}\"", escape(route)),
             );
         }
+        family(
+            &mut out,
+            "baylink_checkpoint_duration_seconds",
+            "histogram",
+            "Time of the checkpoints that copied the write-ahead log into the database.",
+        );
+        lock(&CHECKPOINTS).write(&mut out, "baylink_checkpoint_duration_seconds", "");
         family(
             &mut out,
             "baylink_push_changes_total",
@@ -239,10 +276,26 @@ mod tests {
             "baylink_login_failures_total 1",
             "baylink_database_bytes 4096",
             "baylink_active_devices 2",
+            "# TYPE baylink_checkpoint_duration_seconds histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        checkpointed(Duration::from_millis(40));
+        let text = m.render(&Gauges {
+            database_bytes: 0,
+            wal_bytes: 0,
+            active_devices: 0,
+        });
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("baylink_checkpoint_duration_seconds_count "))
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(count.is_some_and(|n| n >= 1), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("baylink_checkpoint_duration_seconds_bucket{le=\"0.05\"} "))
+        );
     }
 
     #[test]

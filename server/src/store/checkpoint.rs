@@ -37,29 +37,42 @@ pub(crate) fn checkpoint_beside(
     conn.busy_timeout(std::time::Duration::from_secs(1))?;
     // PASSIVE: never waits for the writer or readers; what it cannot copy now, it copies later.
     // The log's length it reports is the one at its start.
-    let checkpoint = move || -> rusqlite::Result<i64> {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+    // The log's length, and how many of its frames are in the database now.
+    let checkpoint = move || -> rusqlite::Result<(i64, i64)> {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
     };
     std::thread::Builder::new()
         .name("checkpoint".into())
         .spawn(move || {
+            let mut copied_before = 0;
             while writer.strong_count() > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(250));
-                let result = checkpoint().and_then(|log| {
-                    if log <= FINISH_UNDER_WRITER {
-                        return Ok(());
+                let started = std::time::Instant::now();
+                let result = checkpoint().and_then(|(log, copied)| {
+                    let mut copied = copied;
+                    if log > FINISH_UNDER_WRITER {
+                        let (again, more) = checkpoint()?;
+                        copied = more;
+                        if again - log <= FEW_FRAMES
+                            && let Some(writer) = writer.upgrade()
+                        {
+                            let _writing = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                            copied = checkpoint()?.1;
+                        }
                     }
-                    let again = checkpoint()?;
-                    if again - log <= FEW_FRAMES
-                        && let Some(writer) = writer.upgrade()
-                    {
-                        let _writing = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                        checkpoint()?;
-                    }
-                    Ok(())
+                    Ok(copied)
                 });
-                if let Err(e) = result {
-                    tracing::warn!("checkpoint: {e}");
+                match result {
+                    // Counted when it copied frames (a restarted log counts from zero again).
+                    Ok(copied) => {
+                        if copied != copied_before && copied > 0 {
+                            crate::metrics::checkpointed(started.elapsed());
+                        }
+                        copied_before = copied;
+                    }
+                    Err(e) => tracing::warn!("checkpoint: {e}"),
                 }
             }
         })
