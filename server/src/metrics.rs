@@ -312,7 +312,10 @@ mod tests {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            let family = name.strip_suffix("_bucket").unwrap_or(&name);
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
             assert!(text.contains(&format!("# TYPE {family} ")), "{name}");
             asked += 1;
         }
