@@ -9,6 +9,49 @@ use baylink_server::store::contract::{Access, Actor, NewAccount};
 use baylink_server::{AppError, AppState, Config, auth, demo};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+/// The flags of `serve`'s settings, which `config check` takes too.
+fn serve_args() -> Vec<Arg> {
+    vec![
+        Arg::new("listen")
+            .long("listen")
+            .value_parser(clap::value_parser!(std::net::SocketAddr))
+            .help("Address to listen on [default: 127.0.0.1:8080]"),
+        Arg::new("secure-cookies")
+            .long("secure-cookies")
+            .action(ArgAction::SetTrue)
+            .help("Mark console cookies Secure (served over TLS, directly or behind a proxy)"),
+        Arg::new("trusted-proxy")
+            .long("trusted-proxy")
+            .action(ArgAction::Append)
+            .value_delimiter(',')
+            .value_parser(clap::value_parser!(baylink_server::forwarded::Cidr))
+            .help(
+                "A reverse proxy (address or network, repeatable or comma-separated) \
+                 whose forwarded client address is taken; none by default",
+            ),
+        Arg::new("forwarded-header")
+            .long("forwarded-header")
+            .value_parser(clap::value_parser!(
+                baylink_server::forwarded::ForwardedHeader
+            ))
+            .help(
+                "The header the trusted proxies write it in: x-forwarded-for \
+                 (default) or forwarded",
+            ),
+        Arg::new("drain-seconds")
+            .long("drain-seconds")
+            .value_parser(clap::value_parser!(u64))
+            .help(
+                "Seconds open requests may take to finish after SIGTERM or SIGINT \
+                 [default: 30]",
+            ),
+        Arg::new("max-clock-ahead")
+            .long("max-clock-ahead")
+            .value_parser(clap::value_parser!(u64))
+            .help("Seconds a change may be stamped ahead of server time [default: 300]"),
+    ]
+}
+
 fn cli() -> Command {
     let data = Arg::new("data")
         .long("data")
@@ -42,68 +85,26 @@ fn cli() -> Command {
         .subcommand(
             Command::new("serve")
                 .about("Serve the API")
-                .arg(
-                    Arg::new("listen")
-                        .long("listen")
-                        .value_parser(clap::value_parser!(std::net::SocketAddr))
-                        .help("Address to listen on [default: 127.0.0.1:8080]"),
-                )
+                .args(serve_args())
                 .arg(
                     Arg::new("demo")
                         .long("demo")
                         .action(ArgAction::SetTrue)
                         .help("Seed Daya Bay's stations, villages, accounts and synthetic records"),
-                )
-                .arg(
-                    Arg::new("secure-cookies")
-                        .long("secure-cookies")
-                        .action(ArgAction::SetTrue)
-                        .help("Mark console cookies Secure (served over TLS, directly or behind a proxy)"),
-                )
-                .arg(
-                    Arg::new("trusted-proxy")
-                        .long("trusted-proxy")
-                        .action(ArgAction::Append)
-                        .value_delimiter(',')
-                        .value_parser(clap::value_parser!(baylink_server::forwarded::Cidr))
-                        .help(
-                            "A reverse proxy (address or network, repeatable or comma-separated) \
-                             whose forwarded client address is taken; none by default",
-                        ),
-                )
-                .arg(
-                    Arg::new("forwarded-header")
-                        .long("forwarded-header")
-                        .value_parser(clap::value_parser!(baylink_server::forwarded::ForwardedHeader))
-                        .help(
-                            "The header the trusted proxies write it in: x-forwarded-for \
-                             (default) or forwarded",
-                        ),
-                )
-                .arg(
-                    Arg::new("drain-seconds")
-                        .long("drain-seconds")
-                        .value_parser(clap::value_parser!(u64))
-                        .help(
-                            "Seconds open requests may take to finish after SIGTERM or SIGINT \
-                             [default: 30]",
-                        ),
-                )
-                .arg(
-                    Arg::new("max-clock-ahead")
-                        .long("max-clock-ahead")
-                        .value_parser(clap::value_parser!(u64))
-                        .help("Seconds a change may be stamped ahead of server time [default: 300]"),
                 ),
         )
         .subcommand(
             Command::new("config")
                 .about("Configuration")
                 .subcommand_required(true)
-                .subcommand(Command::new("check").about(
-                    "Print the settings in effect and where each came from (default, file, \
-                     environment, flag); refuse a wrong one",
-                )),
+                .subcommand(
+                    Command::new("check")
+                        .about(
+                            "Print the settings in effect and where each came from (default, \
+                             file, environment, flag); refuse a wrong one. Takes serve's flags",
+                        )
+                        .args(serve_args()),
+                ),
         )
         .subcommand(Command::new("migrate").about(
             "Bring the database's schema up to this version (serve does it too); \
@@ -338,7 +339,12 @@ fn flag_settings(matches: &ArgMatches) -> baylink_server::config::Settings {
         log_format: matches.get_one("log-format").copied(),
         ..Default::default()
     };
-    if let Some(("serve", sub)) = matches.subcommand() {
+    let serving = match matches.subcommand() {
+        Some(("serve", sub)) => Some(sub),
+        Some(("config", config)) => config.subcommand_matches("check"),
+        _ => None,
+    };
+    if let Some(sub) = serving {
         flags.listen = sub.get_one("listen").copied();
         flags.max_clock_ahead_s = sub.get_one("max-clock-ahead").copied();
         flags.secure_cookies = sub.get_flag("secure-cookies").then_some(true);

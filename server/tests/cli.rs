@@ -427,9 +427,25 @@ fn settings_come_from_a_file_the_environment_and_flags_and_config_check_says_whi
     };
     assert!(ok, "{err}");
     assert!(data.join("baylink.db").exists());
-    // A flag wins over the file.
+    // A flag wins over the file; `config check` takes serve's flags, to show what it would run.
     let (ok, out, _) = run(&dir.path().join("elsewhere"), &["config", "check"], "");
     assert!(ok && out.contains("(flag)"), "{out}");
+    let (ok, out, _) = run(
+        &data,
+        &[
+            "config",
+            "check",
+            "--listen",
+            "127.0.0.1:9911",
+            "--drain-seconds",
+            "3",
+        ],
+        "",
+    );
+    assert!(
+        ok && out.contains("127.0.0.1:9911") && out.contains("drain_s            = 3 "),
+        "{out}"
+    );
     // A key the file should not have stops everything, naming it.
     std::fs::write(&file, "acces_ttl_s = 600\n").expect("file written");
     let out = Command::new(env!("CARGO_BIN_EXE_baylink-server"))
