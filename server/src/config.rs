@@ -247,63 +247,30 @@ impl Config {
     }
 
     fn apply(&mut self, s: &Settings, source: Source, sources: &mut Sources) {
-        let mut set = |key: &'static str, present: bool| {
-            if present {
-                sources.insert(key, source);
-            }
-        };
-        if let Some(v) = &s.data {
-            self.data_dir = v.clone();
+        // Each setting given: its value taken (as the field wants it), its source noted.
+        macro_rules! take {
+            ($key:ident, |$v:ident| $apply:expr) => {
+                if let Some($v) = s.$key.clone() {
+                    $apply;
+                    sources.insert(stringify!($key), source);
+                }
+            };
         }
-        set("data", s.data.is_some());
-        if let Some(v) = s.listen {
-            self.listen = v;
-        }
-        set("listen", s.listen.is_some());
-        if let Some(v) = s.max_clock_ahead_s {
-            self.max_clock_ahead_ms = v.saturating_mul(1000);
-        }
-        set("max_clock_ahead_s", s.max_clock_ahead_s.is_some());
-        if let Some(v) = s.access_ttl_s {
-            self.access_ttl_s = v;
-        }
-        set("access_ttl_s", s.access_ttl_s.is_some());
-        if let Some(v) = s.refresh_ttl_s {
-            self.refresh_ttl_s = v;
-        }
-        set("refresh_ttl_s", s.refresh_ttl_s.is_some());
-        if let Some(v) = s.max_body_bytes {
-            self.max_body_bytes = v;
-        }
-        set("max_body_bytes", s.max_body_bytes.is_some());
-        if let Some(v) = s.secure_cookies {
-            self.secure_cookies = v;
-        }
-        set("secure_cookies", s.secure_cookies.is_some());
-        if let Some(v) = s.header_timeout_s {
-            self.header_timeout = Duration::from_secs(v);
-        }
-        set("header_timeout_s", s.header_timeout_s.is_some());
-        if let Some(v) = s.max_connections {
-            self.max_connections = v;
-        }
-        set("max_connections", s.max_connections.is_some());
-        if let Some(v) = s.drain_s {
-            self.drain_timeout = Duration::from_secs(v);
-        }
-        set("drain_s", s.drain_s.is_some());
-        if let Some(v) = &s.trusted_proxies {
-            self.trusted_proxies = v.clone();
-        }
-        set("trusted_proxies", s.trusted_proxies.is_some());
-        if let Some(v) = s.forwarded_header {
-            self.forwarded_header = v;
-        }
-        set("forwarded_header", s.forwarded_header.is_some());
-        if let Some(v) = s.log_format {
-            self.log_format = v;
-        }
-        set("log_format", s.log_format.is_some());
+        take!(data, |v| self.data_dir = v);
+        take!(listen, |v| self.listen = v);
+        take!(max_clock_ahead_s, |v| self.max_clock_ahead_ms =
+            v.saturating_mul(1000));
+        take!(access_ttl_s, |v| self.access_ttl_s = v);
+        take!(refresh_ttl_s, |v| self.refresh_ttl_s = v);
+        take!(max_body_bytes, |v| self.max_body_bytes = v);
+        take!(secure_cookies, |v| self.secure_cookies = v);
+        take!(header_timeout_s, |v| self.header_timeout =
+            Duration::from_secs(v));
+        take!(max_connections, |v| self.max_connections = v);
+        take!(drain_s, |v| self.drain_timeout = Duration::from_secs(v));
+        take!(trusted_proxies, |v| self.trusted_proxies = v);
+        take!(forwarded_header, |v| self.forwarded_header = v);
+        take!(log_format, |v| self.log_format = v);
     }
 
     /// Refuses values no server can run with, naming the setting, its value and its source.

@@ -758,7 +758,7 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
         )));
     }
     let live = config.database_path();
-    let stamp = unix_seconds();
+    let stamp = baylink_server::store::now_ms() / 1000;
     let kept = live.with_file_name(format!("baylink.db.replaced-{stamp}"));
     let moved = live.exists();
     if moved {
@@ -776,11 +776,6 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     baylink_server::store::Db::open(&live)?;
     tracing::info!(schema = verified.schema, "restored");
     Ok(moved.then_some(kept))
-}
-
-/// Seconds since the Unix epoch, for a file name.
-fn unix_seconds() -> u64 {
-    baylink_server::store::now_ms() / 1000
 }
 
 /// Binds the listener, then opens the state while `/livez` answers (a migration may take

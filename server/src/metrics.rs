@@ -99,7 +99,7 @@ impl Metrics {
     /// A request answered: its route template (`"unmatched"` when none), method, status, time.
     pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
         *lock(&self.requests)
-            .entry((route.to_owned(), method.to_owned(), status))
+            .entry((route.to_owned(), method_label(method).to_owned(), status))
             .or_default() += 1;
         lock(&self.latency)
             .entry(route.to_owned())
@@ -240,6 +240,13 @@ impl Metrics {
     }
 }
 
+/// A method as a label: the client chooses it, and a label a client can vary without end would
+/// grow the counters without end, so any but the usual ones is `other`.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
 /// A label value as the format wants it (backslash, quote and line break escaped).
 fn escape(value: &str) -> String {
     value
@@ -259,6 +266,10 @@ mod tests {
         m.request("/api/v1/sync/push", "POST", 200, Duration::from_millis(300));
         m.request("/api/v1/sync/push", "POST", 401, Duration::from_millis(1));
         m.push(7, ["out_of_scope", "out_of_scope", "invalid"].into_iter());
+        // Methods a client makes up share one label.
+        for n in 0..50 {
+            m.request("unmatched", &format!("X{n}"), 404, Duration::from_millis(1));
+        }
         m.login_failed();
         let text = m.render(&Gauges {
             database_bytes: 4096,
@@ -274,6 +285,7 @@ mod tests {
             "baylink_push_changes_total{result=\"accepted\"} 7",
             "baylink_push_changes_total{result=\"out_of_scope\"} 2",
             "baylink_login_failures_total 1",
+            "baylink_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 50",
             "baylink_database_bytes 4096",
             "baylink_active_devices 2",
             "# TYPE baylink_checkpoint_duration_seconds histogram",

@@ -2,8 +2,7 @@
 //! phones push, `verify` of the copy, `restore` refused under a running server and done once it
 //! stopped; the restored server holds every change acknowledged before the backup began.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,32 +13,9 @@ use mobile_core::sync::{login, sync};
 use uuid::Uuid;
 
 mod support;
-use support::{free_port, person, server};
+use support::{free_port, person, server, start_demo};
 
 const PHONES: usize = 50;
-
-/// Starts `serve --demo` on a free port; the child and its address.
-fn start(data: &std::path::Path) -> (Child, String) {
-    let port = free_port();
-    let mut child = server(data)
-        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    for line in lines {
-        if line
-            .expect("UTF-8")
-            .starts_with("baylink-server listening on")
-        {
-            return (child, format!("http://127.0.0.1:{port}"));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the server exited before listening");
-}
 
 fn run(data: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = server(data).args(args).output().expect("runs");
@@ -55,7 +31,9 @@ fn run(data: &std::path::Path, args: &[&str]) -> (bool, String) {
 fn a_backup_taken_while_fifty_phones_push_restores_every_change_acknowledged_before_it() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("server");
-    let (mut server, url) = start(&data);
+    let port = free_port();
+    let mut server = start_demo(&data, port);
+    let url = format!("http://127.0.0.1:{port}");
     let villages: Vec<String> = baylink_server::demo::VILLAGES
         .lines()
         .filter(|l| l.contains(",village,"))

@@ -2,8 +2,6 @@
 //! started again on the same data: the phone's next sync finishes the push; every change the server
 //! acknowledged is there, and none is there twice.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use baylink_domain::{EntityKind, Input};
@@ -12,40 +10,14 @@ use mobile_core::Store;
 use mobile_core::sync::{Http, login, sync_with};
 
 mod support;
-use support::{free_port, person};
-
-/// Starts `serve --demo` on `port` with `data`, and waits until it listens.
-fn start(data: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baylink-server"))
-        .arg("--data")
-        .arg(data)
-        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("BAYLINK_SERVER_DATA")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    for line in lines {
-        if line
-            .expect("UTF-8")
-            .starts_with("baylink-server listening on")
-        {
-            return child;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the server exited before listening");
-}
+use support::{free_port, person, start_demo};
 
 #[test]
 fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_twice() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("server");
     let port = free_port();
-    let server = Arc::new(Mutex::new(start(&data, port)));
+    let server = Arc::new(Mutex::new(start_demo(&data, port)));
     let mut phone = Store::open(dir.path().join("phone.db")).expect("phone store");
     login(
         &mut phone,
@@ -86,7 +58,7 @@ fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_tw
     );
 
     // The same data, started again: the next sync finishes.
-    *server.lock().unwrap_or_else(PoisonError::into_inner) = start(&data, port);
+    *server.lock().unwrap_or_else(PoisonError::into_inner) = start_demo(&data, port);
     let report = sync_with(&mut phone, &mut Http::default(), &|_: &str, _, _| {})
         .expect("the sync finishes");
     assert_eq!(report.pushed, left);

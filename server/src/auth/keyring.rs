@@ -307,16 +307,7 @@ mod tests {
     }
 
     fn claims() -> Claims {
-        Claims {
-            sub: 1,
-            name: "o1".into(),
-            role: Role::Officer,
-            dev: "d".into(),
-            iat: 0,
-            exp: 4_000_000_000,
-            dgen: 0,
-            agen: 0,
-        }
+        crate::auth::token::tests::claims(4_000_000_000)
     }
 
     fn taken(ring: &KeyRing, token: &str) -> bool {
@@ -393,5 +384,36 @@ mod tests {
         assert!(rotated.check_browser(&cookie, &account, 2_000).is_some());
         let retired = KeyRing::from_stored(&[key("k1", 1, true), key("k2", 2, false)]).unwrap();
         assert_eq!(retired.check_browser(&cookie, &account, 2_000), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever key id a hostile client names and whatever secret it signs with, a token is
+        /// taken only when a key in use (by the id it names, or any, when it names none) signed
+        /// it: never one a retired key or a guessed secret signed.
+        #[test]
+        fn only_a_key_in_use_makes_a_token(
+            kid in proptest::option::of("[ -~]{0,24}"),
+            secret in proptest::collection::vec(proptest::prelude::any::<u8>(), 32..40),
+            signer in 0usize..3,
+        ) {
+            let ring = KeyRing::from_stored(&[key("k1", 1, true), key("k2", 2, false), key("k3", 3, false)])
+                .unwrap();
+            // Signed with the retired key, a key in use, or the client's own secret.
+            let (signed_with, in_use) = match signer {
+                0 => (vec![1u8; 32], false),
+                1 => (vec![3u8; 32], true),
+                _ => (secret.clone(), secret == vec![2u8; 32] || secret == vec![3u8; 32]),
+            };
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = kid.clone();
+            let token = Keys::from_secret(&signed_with).unwrap().issue_with(&header, &claims()).unwrap();
+            let names_its_signer = match kid.as_deref() {
+                None => true,
+                Some("k3") => signed_with == vec![3u8; 32],
+                Some("k2") => signed_with == vec![2u8; 32],
+                Some(_) => false,
+            };
+            proptest::prop_assert_eq!(taken(&ring, &token), in_use && names_its_signer);
+        }
     }
 }

@@ -88,10 +88,11 @@ impl Keys {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn claims(exp: u64) -> Claims {
+    /// Claims of account 1's device `d`, expiring at `exp`.
+    pub(crate) fn claims(exp: u64) -> Claims {
         Claims {
             sub: 1,
             name: "o1".into(),

@@ -3,7 +3,8 @@
 // Each test binary includes this module and uses part of it.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 
 /// The binary on a data directory, quiet but for warnings, untouched by the caller's settings.
 pub(crate) fn server(data: &std::path::Path) -> Command {
@@ -35,4 +36,26 @@ pub(crate) fn person(village: &str, n: u64) -> baylink_domain::Input {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
+}
+
+/// Starts `serve --demo` on `port` with `data`, and waits until it says it serves.
+pub(crate) fn start_demo(data: &std::path::Path, port: u16) -> Child {
+    let mut child = server(data)
+        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for line in lines {
+        if line
+            .expect("UTF-8")
+            .starts_with("baylink-server listening on")
+        {
+            return child;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server exited before listening");
 }
