@@ -9,7 +9,7 @@ use baylink_server::demo::{Counts, village_changes};
 use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::audit::Actor;
 use baylink_server::store::caller::Caller;
-use baylink_server::store::rusqlite::Connection;
+use baylink_server::store::conn::Conn;
 use baylink_server::store::{Db, now_ms};
 use baylink_server::store::{devices, push};
 use baylink_sync::{Change, Clock, NodeId};
@@ -45,9 +45,9 @@ pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
             baylink_server::demo::seed_places(c)?;
             let villages: Vec<(String, String, String)> = c
                 .prepare("SELECT code, name, station FROM village ORDER BY code")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
-            let officer = |c: &mut Connection, username: &str, village: &str, station: &str| {
+            let officer = |c: &Conn<'_>, username: &str, village: &str, station: &str| {
                 let new = NewAccount {
                     username: username.to_owned(),
                     display_name: username.to_owned(),

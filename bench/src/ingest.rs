@@ -71,7 +71,7 @@ pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) ->
     // at the next checkpoint (`synchronous = NORMAL`), the server's setting before.
     let relaxed = changes_of(51, &officers[51], counts);
     let synchronous = |mode: &'static str| {
-        db.call_blocking(move |conn| Ok(conn.pragma_update(None, "synchronous", mode)?))
+        db.sqlite_blocking(move |conn| Ok(conn.pragma_update(None, "synchronous", mode)?))
             .expect("pragma");
     };
     synchronous("NORMAL");

@@ -124,7 +124,7 @@ fn build(options: &Options, dir: &Path, add: &mut dyn FnMut(Vec<Figure>)) -> Bui
     db.call_blocking(|c| {
         let villages: Vec<String> = c
             .prepare("SELECT code FROM village ORDER BY code")?
-            .query_map([], |r| r.get(0))?
+            .query_map((), |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         let seq = baylink_server::store::values::current_seq(c)?;
         let large = villages.last().cloned().unwrap_or_default();

@@ -30,7 +30,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 
 /// Writes `count` persons spread over `villages`, as the server would hold them.
 fn write_district(db: &Db, villages: &[String], count: u64) {
-    db.call_blocking(|c| {
+    db.sqlite_blocking(|c| {
         let tx = c.transaction()?;
         {
             let mut summary = tx.prepare(
@@ -99,7 +99,7 @@ fn main() {
             let codes =
                 |sql: &str| -> Result<Vec<String>, baylink_server::store::error::StoreError> {
                     Ok(c.prepare(sql)?
-                        .query_map([], |r| r.get(0))?
+                        .query_map((), |r| r.get(0))?
                         .collect::<Result<_, _>>()?)
                 };
             Ok((

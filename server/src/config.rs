@@ -17,6 +17,8 @@ use crate::forwarded::{Cidr, ForwardedHeader};
 pub struct Config {
     /// The data directory: `baylink.db` lives here.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database to keep the data in instead (a connection string).
+    pub database: Option<String>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// How far ahead of server time a change's stamp may be (milliseconds).
@@ -51,6 +53,8 @@ pub struct Config {
 pub struct Settings {
     /// The data directory.
     pub data: Option<PathBuf>,
+    /// A PostgreSQL connection string.
+    pub database: Option<String>,
     /// Address to listen on.
     pub listen: Option<SocketAddr>,
     /// Seconds a change may be stamped ahead of server time.
@@ -138,6 +142,9 @@ pub fn env_name(key: &str) -> String {
     if key == "data" {
         return "BAYLINK_SERVER_DATA".into();
     }
+    if key == "database" {
+        return "BAYLINK_DATABASE_URL".into();
+    }
     format!("BAYLINK_{}", key.to_ascii_uppercase())
 }
 
@@ -189,6 +196,7 @@ impl Settings {
             .transpose()?;
         Ok(Settings {
             data: get(&env_name("data")).map(PathBuf::from),
+            database: get(&env_name("database")).filter(|url| !url.trim().is_empty()),
             listen: parse(&get, "listen")?,
             max_clock_ahead_s: parse(&get, "max_clock_ahead_s")?,
             access_ttl_s: parse(&get, "access_ttl_s")?,
@@ -257,6 +265,7 @@ impl Config {
             };
         }
         take!(data, |v| self.data_dir = v);
+        take!(database, |v| self.database = Some(v));
         take!(listen, |v| self.listen = v);
         take!(max_clock_ahead_s, |v| self.max_clock_ahead_ms =
             v.saturating_mul(1000));
@@ -337,6 +346,12 @@ impl Config {
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         let values = [
             ("data", self.data_dir.display().to_string()),
+            (
+                "database",
+                self.database
+                    .as_deref()
+                    .map_or_else(|| "(SQLite in the data directory)".into(), hide_password),
+            ),
             ("listen", self.listen.to_string()),
             (
                 "max_clock_ahead_s",
@@ -376,9 +391,29 @@ impl Config {
     }
 }
 
+/// A connection string with its password, if any, hidden.
+pub fn hide_password(url: &str) -> String {
+    // URL form: postgresql://user:password@host/db.
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((credentials, host)) = rest.split_once('@')
+        && let Some((user, _)) = credentials.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    // Key-value form: host=… password=… dbname=….
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Every setting's name (the file's keys).
-pub const SETTINGS: [&str; 13] = [
+pub const SETTINGS: [&str; 14] = [
     "data",
+    "database",
     "listen",
     "max_clock_ahead_s",
     "access_ttl_s",
@@ -398,6 +433,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             data_dir: data_dir.into(),
+            database: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_clock_ahead_ms: 5 * 60_000,
             access_ttl_s: 15 * 60,

@@ -8,7 +8,6 @@ use std::io::Write;
 use baylink_domain::date::{CHINA_OFFSET_MINUTES, datetime_from_unix_ms};
 use baylink_domain::{Date, EntityKind, Input, natural_id, synthetic, validate_capture};
 use baylink_sync::{Change, ChangeId, Clock, NodeId, Stamp};
-use rusqlite::Connection;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -99,7 +98,7 @@ pub fn officer_username(village: &str) -> String {
 }
 
 /// Daya Bay's stations (one per street) and villages, without accounts or records.
-pub fn seed_places(conn: &mut Connection) -> Result<(), StoreError> {
+pub fn seed_places(conn: &crate::store::conn::Conn<'_>) -> Result<(), StoreError> {
     crate::store::places::import(conn, Actor::Operator, VILLAGES, now_ms())?;
     Ok(())
 }
@@ -109,7 +108,7 @@ fn demo_hash() -> Result<String, StoreError> {
     password::hash(DEMO_PASSWORD).map_err(|e| StoreError::Backend(format!("password hash: {e}")))
 }
 
-fn seed_into(conn: &mut Connection, out: &mut impl Write) -> Result<(), StoreError> {
+fn seed_into(conn: &crate::store::conn::Conn<'_>, out: &mut impl Write) -> Result<(), StoreError> {
     seed_places(conn)?;
     let rows: Vec<Vec<&str>> = VILLAGES
         .lines()

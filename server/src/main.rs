@@ -73,6 +73,10 @@ fn cli() -> Command {
         .about("Baylink sync server")
         .version(env!("CARGO_PKG_VERSION"))
         .arg(data)
+        .arg(Arg::new("database").long("database").global(true).help(
+            "Keep the data in this PostgreSQL database (postgres://user@host/db) \
+                     rather than in SQLite under --data [env: BAYLINK_DATABASE_URL]",
+        ))
         .arg(config)
         .arg(
             Arg::new("log-format")
@@ -336,6 +340,7 @@ fn text<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
 fn flag_settings(matches: &ArgMatches) -> baylink_server::config::Settings {
     let mut flags = baylink_server::config::Settings {
         data: matches.get_one::<PathBuf>("data").cloned(),
+        database: matches.get_one::<String>("database").cloned(),
         log_format: matches.get_one("log-format").copied(),
         ..Default::default()
     };
@@ -370,6 +375,12 @@ fn run(
             say!("{key:<18} = {value:<32} ({})", source.as_str());
         }
         return Ok(());
+    }
+    if config.database.is_some() && matches!(command, "backup" | "restore" | "verify") {
+        return Err(AppError::BadRequest(format!(
+            "{command} is for the embedded SQLite database; back up and restore PostgreSQL \
+             with its own tools (docs/scale-out.md)"
+        )));
     }
     if command == "serve" {
         let demo = sub.get_flag("demo");
@@ -407,6 +418,11 @@ fn run(
         );
         return Ok(());
     }
+    if command == "migrate" && config.database.is_some() {
+        AppState::open(config)?;
+        say!("the PostgreSQL database is at this server's schema");
+        return Ok(());
+    }
     if command == "migrate" {
         let path = config.database_path();
         let (before, known) = baylink_server::store::db::schema_of(&path)?;
@@ -425,7 +441,7 @@ fn run(
         (command, sub.subcommand_name()),
         ("user", Some("add")) | ("station", Some("import"))
     );
-    if !creates && !config.database_path().exists() {
+    if !creates && config.database.is_none() && !config.database_path().exists() {
         return Err(AppError::NotFound(format!(
             "no database in {}: is --data right? (`serve` or `migrate` creates one)",
             config.data_dir.display()

@@ -22,27 +22,33 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the embedded SQLite database of a configuration's data directory: the state, and
-    /// the database itself for seeding, backups and tests that look inside.
+    /// Opens the configuration's database (PostgreSQL when it names one, else the embedded
+    /// SQLite file of its data directory): the state, and the database itself for seeding,
+    /// backups and tests that look inside.
     pub fn open(config: Config) -> Result<(AppState, Db), AppError> {
-        Self::open_with(config, Db::open)
+        Self::open_with(config, Db::open, true)
     }
 
     /// [`AppState::open`] without migrating the database (administration commands, which may
     /// run beside a server): one of an older schema is refused.
     pub fn open_current(config: Config) -> Result<(AppState, Db), AppError> {
-        Self::open_with(config, Db::open_current)
+        Self::open_with(config, Db::open_current, false)
     }
 
     fn open_with(
         config: Config,
         open: fn(&std::path::Path) -> Result<Db, crate::store::StoreError>,
+        migrate: bool,
     ) -> Result<(AppState, Db), AppError> {
         // The old key file first: reading it creates the data directory the database goes in.
         let legacy = config.legacy_secret()?;
         let imported = legacy.is_some();
         let first = new_token_key(legacy);
-        let db = open(&config.database_path())?;
+        let db = match &config.database {
+            Some(url) if migrate => Db::open_postgres(url)?,
+            Some(url) => Db::open_postgres_current(url)?,
+            None => open(&config.database_path())?,
+        };
         let stored = db.call_blocking(|c| crate::store::token_keys::ensure(c, &first))?;
         if imported && stored.iter().any(|k| k.id == first.id) {
             tracing::info!(

@@ -682,7 +682,7 @@ async fn a_device_registered_before_device_keys_gets_one_at_its_next_refresh_and
     // A device from before device keys has none: its next refresh gives it one.
     db(&state)
         .call_blocking(|conn| {
-            conn.execute("UPDATE device SET key_hash = NULL", [])?;
+            conn.execute("UPDATE device SET key_hash = NULL", ())?;
             Ok(())
         })
         .unwrap();
@@ -767,7 +767,7 @@ async fn a_push_in_zstd_is_read_a_body_expanding_past_the_limit_is_refused_and_t
         db.call_blocking(|c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM entity WHERE state -> '$.f.name' IS NOT NULL",
-                [],
+                (),
                 |r| r.get(0),
             )?)
         })
@@ -872,7 +872,7 @@ async fn pushes_of_both_protocol_versions_are_read_alike_and_a_replay_in_the_oth
         {"kind": "person", "entity": first, "stamp": one_stamp, "fields": replayed},
     ]});
     let before = db(&state)
-        .call_blocking(|c| baylink_server::store::snapshot::read(c))
+        .call_blocking(baylink_server::store::snapshot::read)
         .unwrap();
     let (status, body) = push(&state, &good, &again).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -884,7 +884,7 @@ async fn pushes_of_both_protocol_versions_are_read_alike_and_a_replay_in_the_oth
             .all(|r| r["status"] == "accepted")
     );
     let after = db(&state)
-        .call_blocking(|c| baylink_server::store::snapshot::read(c))
+        .call_blocking(baylink_server::store::snapshot::read)
         .unwrap();
     assert_eq!(after.history, before.history);
     assert_eq!(after.last_seq, before.last_seq);

@@ -44,7 +44,7 @@ impl Console {
         let person = db
             .call_blocking(|conn| {
                 demo::seed_places(conn)?;
-                let add = |conn: &mut baylink_server::store::rusqlite::Connection,
+                let add = |conn: &baylink_server::store::conn::Conn<'_>,
                            name: &str,
                            role,
                            station: Option<&str>,
@@ -1258,7 +1258,7 @@ fn summary_row(console: &Console, entity: Uuid) -> Vec<String> {
                 |r| {
                     (0..13)
                         .map(|i| {
-                            r.get::<_, rusqlite::types::Value>(i)
+                            r.get::<_, baylink_server::store::conn::Value>(i)
                                 .map(|v| format!("{v:?}"))
                         })
                         .collect()

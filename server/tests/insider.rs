@@ -24,8 +24,8 @@ use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::audit::Actor;
 use baylink_server::store::authorize::HOME_ONLY;
 use baylink_server::store::caller::Caller;
+use baylink_server::store::conn::Conn;
 use baylink_server::store::now_ms;
-use baylink_server::store::rusqlite::Connection;
 use baylink_server::store::{devices, push};
 use baylink_server::{AppState, Config, app, auth, demo};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
@@ -80,7 +80,7 @@ fn input(pairs: &[(&str, &str)]) -> Input {
 
 /// An honest officer's push of one whole record through the store; its id.
 fn honest(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     caller: &Caller,
     counter: &mut u64,
     kind: EntityKind,
@@ -119,7 +119,7 @@ fn honest(
 
 /// An honest officer's edit of one field of a record.
 fn honest_edit(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     caller: &Caller,
     counter: &mut u64,
     kind: EntityKind,

@@ -280,7 +280,7 @@ fn console_reads_answer_while_a_long_write_holds_the_writer() {
     let (held, holding) = mpsc::channel::<()>();
     let (release, released) = mpsc::channel::<()>();
     let writer = std::thread::spawn(move || {
-        db.call_blocking(|c| {
+        db.sqlite_blocking(|c| {
             let tx = c.transaction_with_behavior(
                 baylink_server::store::rusqlite::TransactionBehavior::Immediate,
             )?;

@@ -98,6 +98,8 @@ pub struct Server {
     /// The server's database, to look inside.
     pub db: baylink_server::store::Db,
     data: std::path::PathBuf,
+    /// The PostgreSQL database it serves from, when the tests run on PostgreSQL.
+    postgres: Option<std::sync::Arc<Postgres>>,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// The data directory's owner: none for [`Server::another_node`], which serves the first's.
@@ -114,7 +116,9 @@ impl Server {
     pub fn start_with(adjust: impl FnOnce(&mut baylink_server::Config)) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data = dir.path().join("server");
-        let (url, state, db, runtime, shutdown) = Self::launch(&data, adjust);
+        let postgres = Postgres::fresh().map(std::sync::Arc::new);
+        let database = postgres.as_ref().map(|p| p.url.clone());
+        let (url, state, db, runtime, shutdown) = Self::launch(&data, database, adjust);
         db.call_blocking(baylink_server::demo::seed_places)
             .expect("places seeded");
         Server {
@@ -122,6 +126,7 @@ impl Server {
             state,
             db,
             data,
+            postgres,
             runtime: Some(runtime),
             shutdown: Some(shutdown),
             _dir: Some(dir),
@@ -132,12 +137,14 @@ impl Server {
     /// connections, runtime and port), as two processes over one database are. Drop it before
     /// this one.
     pub fn another_node(&self) -> Server {
-        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, |_| {});
+        let database = self.postgres.as_ref().map(|p| p.url.clone());
+        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, database, |_| {});
         Server {
             url,
             state,
             db,
             data: self.data.clone(),
+            postgres: self.postgres.clone(),
             runtime: Some(runtime),
             shutdown: Some(shutdown),
             _dir: None,
@@ -146,6 +153,7 @@ impl Server {
 
     fn launch(
         data: &std::path::Path,
+        database: Option<String>,
         adjust: impl FnOnce(&mut baylink_server::Config),
     ) -> (
         String,
@@ -156,6 +164,7 @@ impl Server {
     ) {
         let mut config = baylink_server::Config::new(data);
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        config.database = database;
         adjust(&mut config);
         let (state, db) = baylink_server::AppState::open(config).expect("server state opens");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -244,7 +253,8 @@ impl Server {
     /// Starts the stopped server on its data. Same address is not guaranteed; devices keep the
     /// URL they signed in with, so tests re-point them with `Device::move_server`.
     fn start_again(&mut self) {
-        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, |_| {});
+        let database = self.postgres.as_ref().map(|p| p.url.clone());
+        let (url, state, db, runtime, shutdown) = Self::launch(&self.data, database, |_| {});
         self.url = url;
         self.state = state;
         self.db = db;
@@ -285,19 +295,21 @@ impl Server {
     /// An account as the console acts for it (reviewers and administrators; officers to show
     /// they are refused).
     pub fn caller(&self, username: &str) -> baylink_server::store::caller::Caller {
-        self.query(|c| {
-            let account = baylink_server::store::accounts::account_by_username(c, username)
-                .expect("account readable")
-                .expect("account exists");
-            let villages =
-                baylink_server::store::accounts::villages_of(c, &account).expect("villages");
-            baylink_server::store::caller::Caller {
-                account: account.id,
-                role: account.role,
-                device: "console".into(),
-                villages,
-            }
-        })
+        self.db
+            .call_blocking(|c| {
+                let account = baylink_server::store::accounts::account_by_username(c, username)
+                    .expect("account readable")
+                    .expect("account exists");
+                let villages =
+                    baylink_server::store::accounts::villages_of(c, &account).expect("villages");
+                Ok(baylink_server::store::caller::Caller {
+                    account: account.id,
+                    role: account.role,
+                    device: "console".into(),
+                    villages,
+                })
+            })
+            .expect("caller")
     }
 
     /// Runs a use case of the server's storage trait to its end, as a handler would.
@@ -326,11 +338,16 @@ impl Server {
         self.run(self.state.store.snapshot()).expect("snapshot")
     }
 
-    /// Runs a closure on the server's database.
-    pub fn query<T>(&self, f: impl FnOnce(&rusqlite_reexport::Connection) -> T) -> T {
+    /// Runs a closure on the server's database, whichever backend holds it.
+    pub fn query<T>(&self, f: impl FnOnce(&baylink_server::store::conn::Conn<'_>) -> T) -> T {
         self.db
             .call_blocking(|conn| Ok(f(conn)))
             .expect("query runs")
+    }
+
+    /// Whether this server keeps its data on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 }
 
@@ -342,6 +359,48 @@ impl Drop for Server {
 
 /// SQLite types for looking into the server's database.
 pub use baylink_server::store::rusqlite as rusqlite_reexport;
+
+/// A fresh database of the PostgreSQL cluster `BAYLINK_TEST_POSTGRES` names, when
+/// `BAYLINK_E2E_BACKEND=postgres` asks the scenarios to run there (`./scripts/test` runs the
+/// server-sync scenarios so); dropped with the last server using it.
+pub struct Postgres {
+    cluster: String,
+    name: String,
+    /// Its connection string.
+    pub url: String,
+}
+
+impl Postgres {
+    /// A fresh database when the scenarios run on PostgreSQL, else `None`.
+    pub fn fresh() -> Option<Postgres> {
+        if std::env::var("BAYLINK_E2E_BACKEND").ok()?.as_str() != "postgres" {
+            return None;
+        }
+        let cluster = std::env::var("BAYLINK_TEST_POSTGRES")
+            .expect("BAYLINK_E2E_BACKEND=postgres needs BAYLINK_TEST_POSTGRES");
+        Some(Postgres::new(&cluster))
+    }
+
+    /// A fresh database of the cluster `cluster` names.
+    pub fn new(cluster: &str) -> Postgres {
+        let (url, name) =
+            baylink_server::store::pg::fresh_database(cluster).expect("a fresh database");
+        Postgres {
+            cluster: cluster.to_owned(),
+            name,
+            url,
+        }
+    }
+}
+
+/// The PostgreSQL cluster the PostgreSQL tests use, or `None` (see the server's own).
+pub use baylink_server::store::pg::test_postgres;
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = baylink_server::store::pg::drop_database(&self.cluster, &self.name);
+    }
+}
 
 impl Device {
     /// Signs this phone in to the server as an account.

@@ -17,14 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baylink_domain::{EntityKind, Input, synthetic};
+use baylink_server::store::Db;
 use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::audit::Actor;
 use baylink_server::store::caller::Caller;
+use baylink_server::store::conn::SqlError;
 use baylink_server::store::devices;
 use baylink_server::store::review::Verdict;
-use baylink_server::store::{Db, rusqlite};
 use baylink_sync::wire::{ChangeStatus, PullResponse, PushResponse};
-use baylink_sync::{Change, EntityState, Hlc, ManualClock, NodeId, Stamp, Versioned};
+use baylink_sync::{Change, EntityState, ManualClock, NodeId, Stamp, Versioned};
 use mobile_core::sync::{Transport, sync_with};
 use mobile_core::{Error, Store};
 use uuid::Uuid;
@@ -121,8 +122,20 @@ struct Ack {
 /// The server: its database file, reopened on restart, and its clock.
 struct Server {
     path: PathBuf,
+    /// The PostgreSQL database it keeps its data in, when the schedule runs there.
+    postgres: Option<crate::harness::Postgres>,
     db: Db,
     now: u64,
+}
+
+impl Server {
+    /// The server's database opened (again): the SQLite file, or the PostgreSQL database.
+    fn open(path: &Path, postgres: Option<&crate::harness::Postgres>) -> Db {
+        match postgres {
+            Some(pg) => Db::open_postgres(&pg.url).expect("server database"),
+            None => Db::open(path).expect("server database"),
+        }
+    }
 }
 
 impl Server {
@@ -442,10 +455,11 @@ struct World {
 const OFFICERS: [&str; 3] = ["o1", "o2", "o3"];
 
 impl World {
-    fn new(seed: u64) -> World {
+    fn new(seed: u64, postgres: Option<&str>) -> World {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("server.db");
-        let db = Db::open(&path).expect("server database");
+        let postgres = postgres.map(crate::harness::Postgres::new);
+        let db = Server::open(&path, postgres.as_ref());
         db.call_blocking(|c| {
             // The server's node id stamps reviewers' writes: fixed, so that a seed replays exactly.
             let node = Uuid::from_u128((u128::from(seed) << 8) | 0xff).to_string();
@@ -514,6 +528,7 @@ impl World {
         World {
             server: Server {
                 path,
+                postgres,
                 db,
                 now: START_MS,
             },
@@ -594,7 +609,7 @@ impl World {
                 .call_blocking(|c| {
                     Ok(c.prepare("SELECT village FROM scope WHERE entity = ?1")?
                         .query_map([trace.clone()], |r| r.get(0))?
-                        .collect::<Result<_, rusqlite::Error>>()?)
+                        .collect::<Result<_, SqlError>>()?)
                 })
                 .unwrap_or_default();
             eprintln!("step {} server scope {scope:?}", self.stats.steps);
@@ -695,9 +710,9 @@ impl World {
             }
             80..=82 => {
                 self.stats.fault("server restart");
-                let path = self.server.path.clone();
                 // The old handle is dropped first, as a process exit would.
-                self.server.db = Db::open(&path).expect("server reopens");
+                self.server.db = Db::open_in_memory().expect("placeholder");
+                self.server.db = Server::open(&self.server.path, self.server.postgres.as_ref());
             }
             83..=85 => {
                 self.stats.fault("phone restart");
@@ -844,13 +859,13 @@ impl World {
 
     /// Runs a check on the server's tables whose rows are the differences it found (none: the
     /// check holds); an error of `what` with the first few otherwise.
-    fn agree(server: &Server, what: &str, sql: &str) -> Result<(), String> {
+    fn agree(server: &Server, what: &str, sqlite: &str, postgres: &str) -> Result<(), String> {
         let differing: Vec<String> = server
             .db
             .call_blocking(|c| {
-                Ok(c.prepare(sql)?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, rusqlite::Error>>()?)
+                Ok(c.prepare(c.pick(sqlite, postgres))?
+                    .query_map((), |r| r.get(0))?
+                    .collect::<Result<_, SqlError>>()?)
             })
             .expect(what);
         if differing.is_empty() {
@@ -875,7 +890,7 @@ impl World {
             .call_blocking(|c| {
                 let ids: Vec<String> = c
                     .prepare("SELECT id FROM entity ORDER BY id")?
-                    .query_map([], |r| r.get(0))?
+                    .query_map((), |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 Ok(ids)
             })
@@ -1069,12 +1084,15 @@ impl World {
             .server
             .db
             .call_blocking(|c| {
-                Ok(c.prepare(
+                Ok(c.prepare(c.pick(
                     "SELECT e.id, e.kind, json_group_object(f.key, json(f.value -> '$[0]'))
                      FROM entity e JOIN json_each(e.state, '$.f') f GROUP BY e.id",
-                )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, rusqlite::Error>>()?)
+                    "SELECT e.id, e.kind, CAST(json_object_agg(f.key, f.value -> 0) AS text)
+                     FROM entity e CROSS JOIN LATERAL json_each(CAST(e.state AS json) -> 'f') f
+                     GROUP BY e.id, e.kind",
+                ))?
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, SqlError>>()?)
             })
             .map_err(|e| e.to_string())?;
         for (id, kind, fields) in records {
@@ -1098,7 +1116,7 @@ impl World {
         let held = self
             .server
             .db
-            .call_blocking(|c| baylink_server::store::snapshot::read(c))
+            .call_blocking(baylink_server::store::snapshot::read)
             .expect("server state");
         let scoped: BTreeSet<Uuid> = held
             .scopes
@@ -1202,19 +1220,22 @@ impl World {
                                 let scope = c
                                     .prepare("SELECT village FROM scope WHERE entity = ?1")?
                                     .query_map([id.to_string()], |r| r.get(0))?
-                                    .collect::<Result<_, rusqlite::Error>>()?;
+                                    .collect::<Result<_, SqlError>>()?;
                                 let history = c.query_row(
-                                    "SELECT COUNT(*) FROM history h JOIN json_each(h.changes) WHERE h.entity = ?1",
+                                    c.pick(
+                                        "SELECT COUNT(*) FROM history h JOIN json_each(h.changes) WHERE h.entity = ?1",
+                                        "SELECT COUNT(*) FROM history h CROSS JOIN LATERAL json_each(CAST(h.changes AS json)) c WHERE h.entity = ?1",
+                                    ),
                                     [id.to_string()],
                                     |r| r.get(0),
                                 )?;
                                 // BAYLINK_SIM_DEBUG=1 prints the record's history and purges.
                                 if std::env::var("BAYLINK_SIM_DEBUG").is_ok() {
                                     let mut stmt = c.prepare("SELECT h.seq, c.key, c.value -> '$[2]', h.stamp, c.value ->> '$[3]', h.device FROM history h JOIN json_each(h.changes) c WHERE h.entity = ?1 ORDER BY h.seq, c.id")?;
-                                    let rows: Vec<(i64, String, String, String, bool, Option<String>)> = stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<Result<_, rusqlite::Error>>()?;
+                                    let rows: Vec<(i64, String, String, String, bool, Option<String>)> = stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<Result<_, SqlError>>()?;
                                     eprintln!("history {rows:#?}");
                                     let mut stmt = c.prepare("SELECT seq, village FROM purge WHERE entity = ?1")?;
-                                    let rows: Vec<(i64, String)> = stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, rusqlite::Error>>()?;
+                                    let rows: Vec<(i64, String)> = stmt.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, SqlError>>()?;
                                     eprintln!("purge {rows:?}");
                                 }
                                 Ok((scope, history))
@@ -1239,7 +1260,7 @@ impl World {
         let held = self
             .server
             .db
-            .call_blocking(|c| baylink_server::store::snapshot::read(c))
+            .call_blocking(baylink_server::store::snapshot::read)
             .expect("server state");
         let mut newest: BTreeMap<Uuid, i64> = BTreeMap::new();
         for ((entity, _), stored) in &held.values {
@@ -1291,24 +1312,50 @@ impl World {
                      SELECT 'missing ' || entity || ' in ' || village
                          FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope)
                      LIMIT 6",
+            "WITH lives AS (
+                         SELECT CAST(r.state AS jsonb) #>> '{f,person,0}' AS person, h.village
+                         FROM entity r JOIN entity h ON h.id = CAST(r.state AS jsonb) #>> '{f,house,0}'
+                         WHERE r.kind = 'residence' AND h.village IS NOT NULL
+                           AND CAST(r.state AS jsonb) #>> '{f,person,0}' IS NOT NULL
+                           AND CAST(r.state AS jsonb) #>> '{f,moved_out,0}' IS NULL
+                           AND coalesce(CAST(r.state AS jsonb) #>> '{f,deleted,0}', 'null') <> 'true'),
+                     expected AS (
+                         SELECT id AS entity, village FROM entity WHERE village IS NOT NULL
+                         UNION
+                         SELECT l.person, l.village FROM lives l
+                         JOIN entity e ON e.id = l.person AND e.kind = 'person')
+                     SELECT 'extra ' || entity || ' in ' || village
+                         FROM (SELECT entity, village FROM scope EXCEPT SELECT * FROM expected) x
+                     UNION ALL
+                     SELECT 'missing ' || entity || ' in ' || village
+                         FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope) y
+                     LIMIT 6",
         )?;
         // Every acknowledged change is in the history exactly once, and what stands is it or newer.
         let history: BTreeMap<(String, String, String), i64> = self
             .server
             .db
             .call_blocking(|c| {
-                Ok(c.prepare(
+                Ok(c.prepare(c.pick(
                     "SELECT h.entity, c.key, h.stamp, COUNT(*) FROM history h JOIN json_each(h.changes) c
                      WHERE h.device <> 'console' GROUP BY h.entity, c.key, h.stamp",
-                )?
-                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
-                .collect::<Result<_, rusqlite::Error>>()?)
+                    "SELECT h.entity, c.key, h.stamp, COUNT(*) FROM history h
+                     CROSS JOIN LATERAL json_each(CAST(h.changes AS json)) c
+                     WHERE h.device <> 'console' GROUP BY h.entity, c.key, h.stamp",
+                ))?
+                .query_map((), |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
+                .collect::<Result<_, SqlError>>()?)
             })
             .expect("history");
         if let Some((key, n)) = history.iter().find(|(_, n)| **n > 1) {
             return Err(format!("change applied {n} times: {key:?}"));
         }
         self.stats.applied += history.len() as u64;
+        let held = self
+            .server
+            .db
+            .call_blocking(baylink_server::store::snapshot::read)
+            .expect("server state");
         for ack in &self.acks {
             self.stats.acknowledged += 1;
             let key = (
@@ -1332,23 +1379,10 @@ impl World {
                     "acknowledged change missing from the history: {key:?}"
                 ));
             }
-            let current: Option<(i64, String)> = self
-                .server
-                .db
-                .call_blocking(|c| {
-                    Ok(c.query_row(
-                        "SELECT state ->> ('$.f.' || ?2 || '[1]'),
-                                state ->> ('$.n[' || (state ->> ('$.f.' || ?2 || '[2]')) || ']')
-                         FROM entity WHERE id = ?1 AND state -> ('$.f.' || ?2) IS NOT NULL",
-                        [ack.entity.to_string(), ack.field.clone()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .ok())
-                })
-                .expect("current value");
-            let standing = current.map(|(hlc, node)| {
-                Stamp::new(Hlc::from_u64(hlc as u64), node.parse().expect("node"))
-            });
+            let standing = held
+                .values
+                .get(&(ack.entity, ack.field.clone()))
+                .map(|stored| stored.stamp);
             if standing.is_none_or(|s| s < ack.stamp) {
                 self.stats.lost += 1;
                 return Err(format!(
@@ -1362,7 +1396,13 @@ impl World {
 
 /// Runs the schedule of `seed` with `steps` operations; `Err` describes the broken invariant.
 pub fn run(seed: u64, steps: u64) -> Result<Stats, String> {
-    let mut world = World::new(seed);
+    run_on(seed, steps, None)
+}
+
+/// [`run`] with the server's data on a fresh database of the PostgreSQL cluster `postgres`
+/// names, when it names one.
+pub fn run_on(seed: u64, steps: u64, postgres: Option<&str>) -> Result<Stats, String> {
+    let mut world = World::new(seed, postgres);
     for _ in 0..steps {
         world.step();
     }

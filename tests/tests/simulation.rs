@@ -3,7 +3,7 @@
 //! `BAYLINK_SIM_SEED=<seed> cargo test -p baylink-tests --test simulation -- --nocapture`.
 //! `BAYLINK_SIM_SCHEDULES=N` runs N schedules per test instead (four tests share the work).
 
-use baylink_tests::sim::{Stats, run};
+use baylink_tests::sim::{Stats, run, run_on};
 
 /// Operations per schedule.
 const STEPS: u64 = 60;
@@ -40,6 +40,29 @@ fn schedules(first_seed: u64) {
         "the schedules acknowledged too little to mean anything"
     );
     println!("schedules from seed {first_seed}: {total:?}");
+}
+
+/// Schedules with the server's data on PostgreSQL (`BAYLINK_SIM_PG_SCHEDULES`, 200 by
+/// default), each on a fresh database of the test cluster, seeds from 100,000.
+#[test]
+fn schedules_on_postgres() {
+    let Some(cluster) = baylink_tests::harness::test_postgres() else {
+        return;
+    };
+    let count: u64 = std::env::var("BAYLINK_SIM_PG_SCHEDULES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let mut total = Stats::default();
+    for seed in 100_000..100_000 + count {
+        match run_on(seed, STEPS, Some(&cluster)) {
+            Ok(stats) => total.add(&stats),
+            Err(why) => panic!("seed {seed} on PostgreSQL broke an invariant: {why}"),
+        }
+    }
+    assert_eq!(total.schedules, count);
+    assert_eq!(total.lost, 0, "acknowledged changes lost");
+    println!("schedules on PostgreSQL: {total:?}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Stations, villages, accounts, devices and refresh tokens.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::conn::{Conn, Optional, params};
 
 use crate::store::audit::{Actor, audit, require_admin};
 use crate::store::error::StoreError;
@@ -32,7 +32,9 @@ pub struct Account {
     pub token_gen: i64,
 }
 
-fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+fn account_from_row(
+    r: &crate::store::conn::Row<'_>,
+) -> Result<Account, crate::store::conn::SqlError> {
     let role: String = r.get(3)?;
     Ok(Account {
         id: r.get(0)?,
@@ -77,7 +79,7 @@ pub enum Access {
 
 /// Stores a new account with its audit entry; a taken username is a conflict.
 pub fn create_account(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     actor: Actor,
     new: &NewAccount,
     now_ms: u64,
@@ -100,9 +102,9 @@ pub fn create_account(
     {
         return Err(unknown(Place::Station, station));
     }
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO account (username, display_name, role, station, password_hash, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
         params![
             new.username,
             new.display_name,
@@ -111,8 +113,8 @@ pub fn create_account(
             new.password_hash,
             now_ms as i64
         ],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     set_villages(&tx, id, &new.villages)?;
     let detail = format!("{} {}", new.role.as_str(), new.villages.join(","));
     audit(
@@ -127,7 +129,7 @@ pub fn create_account(
     Ok(id)
 }
 
-fn set_villages(conn: &Connection, account: i64, villages: &[String]) -> Result<(), StoreError> {
+fn set_villages(conn: &Conn<'_>, account: i64, villages: &[String]) -> Result<(), StoreError> {
     conn.execute("DELETE FROM account_village WHERE account = ?1", [account])?;
     for village in villages {
         if !holds(conn, Place::Village, village)? {
@@ -143,7 +145,7 @@ fn set_villages(conn: &Connection, account: i64, villages: &[String]) -> Result<
 
 /// Replaces an officer's villages, with its audit entry.
 pub fn assign_villages(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     actor: Actor,
     username: &str,
     villages: &[String],
@@ -172,7 +174,7 @@ fn no_account(username: &str) -> StoreError {
 /// Disables or enables an account, with its audit entry; disabling also ends its devices'
 /// sessions.
 pub fn set_access(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     actor: Actor,
     username: &str,
     access: Access,
@@ -221,10 +223,7 @@ pub fn set_access(
 }
 
 /// The account with this sign-in name.
-pub fn account_by_username(
-    conn: &Connection,
-    username: &str,
-) -> Result<Option<Account>, StoreError> {
+pub fn account_by_username(conn: &Conn<'_>, username: &str) -> Result<Option<Account>, StoreError> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM account WHERE username = ?1");
     Ok(conn
         .query_row(&sql, [username], account_from_row)
@@ -232,23 +231,23 @@ pub fn account_by_username(
 }
 
 /// The account with this id.
-pub fn account_by_id(conn: &Connection, id: i64) -> Result<Option<Account>, StoreError> {
+pub fn account_by_id(conn: &Conn<'_>, id: i64) -> Result<Option<Account>, StoreError> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM account WHERE id = ?1");
     Ok(conn.query_row(&sql, [id], account_from_row).optional()?)
 }
 
 /// Every account, by username.
-pub fn accounts(conn: &Connection) -> Result<Vec<Account>, StoreError> {
+pub fn accounts(conn: &Conn<'_>) -> Result<Vec<Account>, StoreError> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM account ORDER BY username");
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([], account_from_row)?;
+    let rows = stmt.query_map((), account_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The villages an account sees and writes: an officer's own, a reviewer's station's, all for
 /// an administrator.
-pub fn villages_of(conn: &Connection, account: &Account) -> Result<Vec<String>, StoreError> {
-    let (sql, arg): (&str, rusqlite::types::Value) = match account.role {
+pub fn villages_of(conn: &Conn<'_>, account: &Account) -> Result<Vec<String>, StoreError> {
+    let (sql, arg): (&str, crate::store::conn::Value) = match account.role {
         Role::Officer => (
             "SELECT village FROM account_village WHERE account = ?1 ORDER BY village",
             account.id.into(),
@@ -258,7 +257,7 @@ pub fn villages_of(conn: &Connection, account: &Account) -> Result<Vec<String>, 
             account.station.clone().unwrap_or_default().into(),
         ),
         Role::Admin => (
-            "SELECT code FROM village WHERE ?1 IS NOT NULL ORDER BY code",
+            "SELECT code FROM village WHERE CAST(?1 AS BIGINT) IS NOT NULL ORDER BY code",
             1.into(),
         ),
     };

@@ -2,15 +2,15 @@
 
 use crate::store::audit::{Actor, audit, require_admin};
 use crate::store::caller::Caller;
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
 use crate::store::scope::visible;
 use crate::store::watch::MOVED_IN;
-use crate::store::watch::NOT_GONE;
 use crate::store::watch::gone;
+use crate::store::watch::not_gone;
 use crate::store::watch::person_keys;
 use crate::store::watch::raise_one;
 use baylink_domain::watch::Rule;
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// Which alerts a list shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,14 +40,14 @@ pub struct StoredRule {
 }
 
 /// The watch list, newest first.
-pub fn rules(conn: &Connection) -> Result<Vec<StoredRule>, StoreError> {
+pub fn rules(conn: &Conn<'_>) -> Result<Vec<StoredRule>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT w.id, w.kind, w.value, w.note, a.username, w.added_ms,
                 (SELECT COUNT(*) FROM alert l WHERE l.rule_kind = w.kind AND l.rule_value = w.value
                     AND l.acknowledged_ms IS NULL)
          FROM watch_rule w LEFT JOIN account a ON a.id = w.added_by ORDER BY w.id DESC",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         let (kind, value): (String, String) = (r.get(1)?, r.get(2)?);
         // A rule of a kind this version does not know is left out rather than misread.
         let Some(rule) = Rule::from_stored(&kind, &value) else {
@@ -72,7 +72,7 @@ pub fn rules(conn: &Connection) -> Result<Vec<StoredRule>, StoreError> {
 /// Adds a rule and raises its alerts for the persons already stored; returns the rule's id and
 /// how many alerts it raised.
 pub fn add_rule(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     account: i64,
     rule: &Rule,
     note: &str,
@@ -94,15 +94,23 @@ pub fn add_rule(
             rule.describe()
         )));
     }
-    tx.execute(
-        "INSERT INTO watch_rule (kind, value, note, added_by, added_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![rule.kind(), rule.value(), note.trim(), account, now_ms as i64],
+    let id: i64 = tx.query_row(
+        "INSERT INTO watch_rule (kind, value, note, added_by, added_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         RETURNING id",
+        params![
+            rule.kind(),
+            rule.value(),
+            note.trim(),
+            account,
+            now_ms as i64
+        ],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     // Persons already stored: an ID number is an exact key; a region is a range of ID numbers
     // (its prefix), checked against the origin code because other documents can look alike.
+    // (Text holds no NUL on PostgreSQL: the number followed by U+0001 bounds the number alone.)
     let (lo, hi) = match rule {
-        Rule::IdNumber(n) => (n.clone(), format!("{n}\u{0}")),
+        Rule::IdNumber(n) => (n.clone(), format!("{n}\u{1}")),
         Rule::Region(p) => (p.clone(), format!("{p}\u{10FFFF}")),
     };
     let candidates: Vec<String> = tx
@@ -136,12 +144,7 @@ pub fn add_rule(
 }
 
 /// Removes a rule; the alerts it raised stay, with the rule's text.
-pub fn remove_rule(
-    conn: &mut Connection,
-    account: i64,
-    id: i64,
-    now_ms: u64,
-) -> Result<(), StoreError> {
+pub fn remove_rule(conn: &Conn<'_>, account: i64, id: i64, now_ms: u64) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     require_admin(&tx, Actor::Account(account))?;
     let value: String = tx
@@ -191,7 +194,7 @@ pub struct Alert {
 /// Alerts on persons in these villages (home or residence), open ones only unless `all`,
 /// newest first.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     villages: &[String],
     shown: AlertsShown,
     limit: u32,
@@ -205,8 +208,9 @@ pub fn list(
               LEFT JOIN account o ON o.id = l.account LEFT JOIN account k ON k.id = l.acknowledged_by
          WHERE (?2 OR l.acknowledged_ms IS NULL)
            AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
-           AND {NOT_GONE}
-         ORDER BY l.id DESC LIMIT ?3"
+           AND {}
+         ORDER BY l.id DESC LIMIT ?3",
+        not_gone(conn.dialect())
     ))?;
     let rows = stmt.query_map(params![list, all, limit], |r| {
         let kind: String = r.get(4)?;
@@ -230,7 +234,7 @@ pub fn list(
 
 /// Acknowledges an open alert on a person the reviewer may see.
 pub fn acknowledge(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     caller: &Caller,
     id: i64,
     now_ms: u64,

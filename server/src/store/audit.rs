@@ -1,7 +1,7 @@
 //! The audit log: every console decision and administration step, written in the transaction of what it records.
 
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// Who made an administration decision, for its audit entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +24,12 @@ impl Actor {
 
 /// Refuses administration by anyone but an enabled administrator, judged from the stored
 /// account, not from what the caller claims (the operator at the command line may).
-pub fn require_admin(conn: &Connection, actor: Actor) -> Result<(), StoreError> {
+pub fn require_admin(conn: &Conn<'_>, actor: Actor) -> Result<(), StoreError> {
     let Actor::Account(id) = actor else {
         return Ok(());
     };
     let admin: Option<bool> = conn
-        .prepare_cached("SELECT role = 'admin' AND NOT disabled FROM account WHERE id = ?1")?
+        .prepare_cached("SELECT role = 'admin' AND disabled = 0 FROM account WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
     match admin {
@@ -42,7 +42,7 @@ pub fn require_admin(conn: &Connection, actor: Actor) -> Result<(), StoreError> 
 
 /// Records an audited action.
 pub fn audit(
-    conn: &Connection,
+    conn: &Conn<'_>,
     account: Option<i64>,
     action: &str,
     target: Option<&str>,
@@ -72,7 +72,7 @@ pub struct AuditEntry {
 }
 
 /// The newest audited actions.
-pub fn audit_log(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+pub fn audit_log(conn: &Conn<'_>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
     Ok(audit_page(conn, &AuditFilter::default(), limit)?.entries)
 }
 
@@ -100,7 +100,7 @@ pub struct AuditPage {
 
 /// A page of audited actions, newest first, at most `limit`.
 pub fn audit_page(
-    conn: &Connection,
+    conn: &Conn<'_>,
     filter: &AuditFilter,
     limit: u32,
 ) -> Result<AuditPage, StoreError> {
@@ -108,11 +108,11 @@ pub fn audit_page(
     let mut stmt = conn.prepare_cached(
         "SELECT l.id, l.at_ms, a.username, l.action, l.target, l.detail FROM audit l
          LEFT JOIN account a ON a.id = l.account
-         WHERE (?1 IS NULL OR l.action = ?1)
-           AND (?2 IS NULL OR a.username = ?2)
-           AND (NOT ?3 OR l.account IS NULL)
-           AND (?4 IS NULL OR l.at_ms >= ?4)
-           AND (?5 IS NULL OR l.id < ?5)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR l.action = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR a.username = ?2)
+           AND (CAST(?3 AS BIGINT) = 0 OR l.account IS NULL)
+           AND (CAST(?4 AS BIGINT) IS NULL OR l.at_ms >= ?4)
+           AND (CAST(?5 AS BIGINT) IS NULL OR l.id < ?5)
          ORDER BY l.id DESC LIMIT ?6",
     )?;
     let username = filter.username.as_deref().filter(|_| !operator);
@@ -156,9 +156,9 @@ pub fn audit_page(
 }
 
 /// The actions the log holds, for a filter's choices.
-pub fn audit_actions(conn: &Connection) -> Result<Vec<String>, StoreError> {
+pub fn audit_actions(conn: &Conn<'_>) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT DISTINCT action FROM audit ORDER BY action")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
+    let rows = stmt.query_map((), |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use baylink_domain::Date;
 
+use crate::store::conn::{Conn, params};
 use crate::store::error::StoreError;
 use crate::store::places;
-use crate::store::watch::NOT_GONE;
-use rusqlite::{Connection, params};
+use crate::store::watch::not_gone;
 
 /// The dashboard's figures for some villages, read in one snapshot.
 #[derive(Clone, Debug)]
@@ -29,11 +29,7 @@ pub struct Overview {
 }
 
 /// Reads the dashboard's figures for these villages since a day.
-pub fn overview(
-    conn: &Connection,
-    villages: &[String],
-    since: Date,
-) -> Result<Overview, StoreError> {
+pub fn overview(conn: &Conn<'_>, villages: &[String], since: Date) -> Result<Overview, StoreError> {
     Ok(Overview {
         counts: counts(conn, villages)?,
         names: places::stations(conn)?
@@ -50,7 +46,7 @@ pub fn overview(
 
 /// Captures per day (local dates `YYYY-MM-DD`) in these villages since `since`.
 pub fn captures_per_day(
-    conn: &Connection,
+    conn: &Conn<'_>,
     villages: &[String],
     since: &str,
 ) -> Result<Vec<(String, i64)>, StoreError> {
@@ -78,12 +74,13 @@ pub struct Progress {
 }
 
 /// Records per capturing officer in these villages, most first.
-pub fn progress(conn: &Connection, villages: &[String]) -> Result<Vec<Progress>, StoreError> {
+pub fn progress(conn: &Conn<'_>, villages: &[String]) -> Result<Vec<Progress>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT created_by,
-                SUM(COALESCE(review_status, 'pending') = 'pending'),
-                SUM(review_status = 'approved'), SUM(review_status = 'returned')
+                SUM(CASE WHEN COALESCE(review_status, 'pending') = 'pending' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN review_status = 'approved' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN review_status = 'returned' THEN 1 ELSE 0 END)
          FROM summary WHERE village IN (SELECT value FROM json_each(?1)) AND deleted = 0 AND created_by IS NOT NULL
          GROUP BY created_by ORDER BY COUNT(*) DESC, created_by",
     )?;
@@ -112,7 +109,7 @@ pub struct DeviceSync {
 }
 
 /// Devices of the officers of these villages, most recently synced first.
-pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<DeviceSync>, StoreError> {
+pub fn device_syncs(conn: &Conn<'_>, villages: &[String]) -> Result<Vec<DeviceSync>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT a.username, d.name, d.last_sync_ms, d.revoked FROM device d JOIN account a ON a.id = d.account
@@ -133,7 +130,7 @@ pub fn device_syncs(conn: &Connection, villages: &[String]) -> Result<Vec<Device
 
 /// Record counts by village, kind and review status.
 pub fn counts(
-    conn: &Connection,
+    conn: &Conn<'_>,
     villages: &[String],
 ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
     let villages = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
@@ -149,7 +146,7 @@ pub fn counts(
 }
 
 /// How many conflicts on records of these villages are open.
-pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
+pub fn open_conflicts(conn: &Conn<'_>, villages: &[String]) -> Result<i64, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL
@@ -160,13 +157,14 @@ pub fn open_conflicts(conn: &Connection, villages: &[String]) -> Result<i64, Sto
 }
 
 /// How many alerts on persons in these villages are open.
-pub fn open_count(conn: &Connection, villages: &[String]) -> Result<i64, StoreError> {
+pub fn open_count(conn: &Conn<'_>, villages: &[String]) -> Result<i64, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     Ok(conn.query_row(
         &format!(
             "SELECT COUNT(*) FROM alert l WHERE l.acknowledged_ms IS NULL
                AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
-               AND {NOT_GONE}"
+               AND {}",
+            not_gone(conn.dialect())
         ),
         [list],
         |r| r.get(0),

@@ -1,8 +1,10 @@
 //! The database handle: one writer connection, readers beside it in snapshots, the write-ahead log checkpointed beside the writer, numbered migrations.
 
 use crate::store::checkpoint::{WRITER_CHECKPOINT, checkpoint_beside};
+use crate::store::conn::Conn;
 use crate::store::error::StoreError;
-use rusqlite::{Connection, OptionalExtension};
+use crate::store::pg::{Pg, WRITER_LOCK};
+use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -59,6 +61,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// beside it for work that only reads.
 #[derive(Clone)]
 pub struct Db {
+    backend: Backend,
+}
+
+/// The database a [`Db`] holds its data in.
+#[derive(Clone)]
+enum Backend {
+    /// Embedded SQLite.
+    Sqlite(Sqlite),
+    /// A PostgreSQL server, shared by every node.
+    Postgres(Arc<Pg>),
+}
+
+/// The SQLite database: one writer connection, readers beside it.
+#[derive(Clone)]
+struct Sqlite {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
     /// Set only by [`Db::numbering_before_the_lock`]: the deliberately broken backend.
@@ -104,13 +121,46 @@ pub fn schema_of(path: &Path) -> Result<(Option<i64>, i64), StoreError> {
 
 /// The database's instance: set in a backup's copy (`Db::backup`), empty for a database never
 /// put back from one.
-pub fn instance(conn: &mut Connection) -> Result<String, StoreError> {
+pub fn instance(conn: &Conn<'_>) -> Result<String, StoreError> {
+    use crate::store::conn::Optional;
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+        .query_row("SELECT value FROM meta WHERE key = 'instance'", (), |r| {
             r.get(0)
         })
         .optional()?
         .unwrap_or_default())
+}
+
+/// A unit of work that writes, on PostgreSQL: under the writer lock, which its session holds
+/// from its first statement to its last (`store::pg`).
+fn write_pg<T>(
+    pg: &Pg,
+    f: impl FnOnce(&Conn<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let _queued = pg.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let session = pg.session()?;
+    session.batch(&format!("SELECT pg_advisory_lock({WRITER_LOCK})"))?;
+    let out = f(&Conn::Pg(&session));
+    // A failed unlock ends the session, which releases the lock with it.
+    if session
+        .batch(&format!("SELECT pg_advisory_unlock({WRITER_LOCK})"))
+        .is_err()
+    {
+        session.discard();
+    }
+    out
+}
+
+/// A unit of work that reads, on PostgreSQL: one snapshot, beside the writer.
+fn read_pg<T>(
+    pg: &Pg,
+    f: impl FnOnce(&Conn<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let session = pg.session()?;
+    session.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+    let out = f(&Conn::Pg(&session));
+    session.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    out
 }
 
 /// Reader connections kept open when idle.
@@ -145,9 +195,11 @@ impl Db {
             idle: Mutex::new(Vec::new()),
         };
         Ok(Db {
-            conn,
-            readers: Arc::new(readers),
-            early: None,
+            backend: Backend::Sqlite(Sqlite {
+                conn,
+                readers: Arc::new(readers),
+                early: None,
+            }),
         })
     }
 
@@ -160,10 +212,40 @@ impl Db {
             idle: Mutex::new(Vec::new()),
         };
         Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
-            readers: Arc::new(readers),
-            early: None,
+            backend: Backend::Sqlite(Sqlite {
+                conn: Arc::new(Mutex::new(conn)),
+                readers: Arc::new(readers),
+                early: None,
+            }),
         })
+    }
+
+    /// Connects to a PostgreSQL database (`postgres://…`) and brings its schema up to date.
+    pub fn open_postgres(url: &str) -> Result<Db, StoreError> {
+        Ok(Db {
+            backend: Backend::Postgres(Arc::new(Pg::open(url, true)?)),
+        })
+    }
+
+    /// Connects to a PostgreSQL database without migrating it (administration commands).
+    pub fn open_postgres_current(url: &str) -> Result<Db, StoreError> {
+        Ok(Db {
+            backend: Backend::Postgres(Arc::new(Pg::open(url, false)?)),
+        })
+    }
+
+    /// Whether the data is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    fn sqlite(&self) -> Result<&Sqlite, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(s),
+            Backend::Postgres(_) => Err(StoreError::Backend(
+                "this is done by PostgreSQL's own tools on a PostgreSQL database".into(),
+            )),
+        }
     }
 
     fn prepare(conn: &mut Connection, migrate: Migrate) -> Result<(), StoreError> {
@@ -218,7 +300,7 @@ impl Db {
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for entity in stale {
-            crate::store::summary::refresh_summary(conn, &entity)?;
+            crate::store::summary::refresh_summary(&Conn::Sqlite(conn), &entity)?;
         }
         let node = uuid::Uuid::new_v4().to_string();
         conn.execute(
@@ -236,18 +318,27 @@ impl Db {
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        let early = self.early.clone();
+        let sqlite = match &self.backend {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(pg) => {
+                let pg = pg.clone();
+                return tokio::task::spawn_blocking(move || write_pg(&pg, f))
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("database task: {e}")))?;
+            }
+        };
+        let conn = sqlite.conn.clone();
+        let early = sqlite.early.clone();
         tokio::task::spawn_blocking(move || {
             let reserved = early.map(|next| reserve_before_the_lock(&next));
-            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
             if reserved.is_none() {
-                return f(&mut guard);
+                return f(&Conn::Sqlite(&guard));
             }
             crate::store::values::number_after(reserved);
-            let out = f(&mut guard);
+            let out = f(&Conn::Sqlite(&guard));
             crate::store::values::number_after(None);
             out
         })
@@ -261,7 +352,7 @@ impl Db {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.read_blocking(f))
@@ -272,12 +363,16 @@ impl Db {
     /// [`Db::read`] on this thread.
     pub fn read_blocking<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let Some(path) = &self.readers.path else {
+        let sqlite = match &self.backend {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(pg) => return read_pg(pg, f),
+        };
+        let Some(path) = &sqlite.readers.path else {
             return self.call_blocking(|c| f(c));
         };
-        let idle = self
+        let idle = sqlite
             .readers
             .idle
             .lock()
@@ -298,11 +393,11 @@ impl Db {
         };
         let result = (|| {
             let tx = conn.unchecked_transaction()?;
-            let out = f(&tx)?;
+            let out = f(&Conn::Sqlite(&tx))?;
             tx.finish()?;
             Ok(out)
         })();
-        let mut idle = self
+        let mut idle = sqlite
             .readers
             .idle
             .lock()
@@ -316,9 +411,28 @@ impl Db {
     /// Runs database work on this thread (command-line tools, seeding, tests).
     pub fn call_blocking<T>(
         &self,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let guard = s.conn.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&Conn::Sqlite(&guard))
+            }
+            Backend::Postgres(pg) => write_pg(pg, f),
+        }
+    }
+
+    /// Runs work on the SQLite writer connection itself, for what only SQLite has (pragmas,
+    /// tests that look inside the file).
+    pub fn sqlite_blocking<T>(
+        &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self
+            .sqlite()?
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
     }
 
@@ -331,14 +445,14 @@ impl Db {
     /// on it.
     pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
         private_files(path)?;
-        match &self.readers.path {
+        match &self.sqlite()?.readers.path {
             Some(live) => {
                 let conn =
                     Connection::open_with_flags(live, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
                 conn.execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
             }
-            None => self.call_blocking(|conn| {
+            None => self.sqlite_blocking(|conn| {
                 conn.backup(rusqlite::MAIN_DB, path, None)?;
                 Ok(())
             })?,
@@ -430,10 +544,13 @@ impl Db {
     /// item 2 (`store::contract`); nothing else may use it.
     #[doc(hidden)]
     pub fn numbering_before_the_lock(&self) -> Result<Db, StoreError> {
-        let start = self.call_blocking(|c| crate::store::values::current_seq(c))?;
+        let start = self.call_blocking(crate::store::values::current_seq)?;
+        let sqlite = self.sqlite()?;
         Ok(Db {
-            early: Some(Arc::new(AtomicI64::new(start + EARLY_BLOCK))),
-            ..self.clone()
+            backend: Backend::Sqlite(Sqlite {
+                early: Some(Arc::new(AtomicI64::new(start + EARLY_BLOCK))),
+                ..sqlite.clone()
+            }),
         })
     }
 }
@@ -496,7 +613,7 @@ mod tests {
         // never sees the log's end without holding the writer.
         for _ in 0..15_000 {
             db.call_blocking(|c| {
-                c.execute("INSERT INTO filler (x) VALUES (zeroblob(4000))", [])?;
+                c.execute("INSERT INTO filler (x) VALUES (zeroblob(4000))", ())?;
                 Ok(())
             })
             .unwrap();
@@ -576,7 +693,7 @@ mod tests {
         began.wait();
         let written = db.call_blocking(|c| {
             let tx = c.transaction()?;
-            let n: i64 = tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+            let n: i64 = tx.query_row("SELECT count(*) FROM t", (), |r| r.get(0))?;
             tx.execute("INSERT INTO t (x) VALUES (?1)", [n])?;
             tx.commit()?;
             Ok(())
@@ -584,7 +701,7 @@ mod tests {
         release.join().unwrap();
         written.unwrap();
         let count: i64 = db
-            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", (), |r| r.get(0))?))
             .unwrap();
         assert_eq!(count, 1);
     }
@@ -748,7 +865,7 @@ mod tests {
             .read_blocking(|c| {
                 Ok(c.query_row(
                     "SELECT count(*) FROM sqlite_schema WHERE name = 'field'",
-                    [],
+                    (),
                     |r| r.get(0),
                 )?)
             })
@@ -770,7 +887,7 @@ mod tests {
         let db = Db::open(&path).unwrap();
         let (links, officer, created): (i64, String, String) = db
             .read_blocking(|c| {
-                let sql = |name: &str| -> rusqlite::Result<String> {
+                let sql = |name: &str| -> Result<String, crate::store::conn::SqlError> {
                     c.query_row(
                         "SELECT sql FROM sqlite_schema WHERE name = ?1",
                         [name],
@@ -780,7 +897,7 @@ mod tests {
                 Ok((
                     c.query_row(
                         "SELECT count(*) FROM sqlite_schema WHERE tbl_name = 'residence_link'",
-                        [],
+                        (),
                         |r| r.get(0),
                     )?,
                     sql("summary_officer")?,
@@ -813,7 +930,7 @@ mod tests {
             s.spawn(|| {
                 db.call_blocking(|c| {
                     let tx = c.transaction()?;
-                    tx.execute("INSERT INTO t VALUES (2)", [])?;
+                    tx.execute("INSERT INTO t VALUES (2)", ())?;
                     started.wait();
                     // Held until the read below has finished: it must not wait for this.
                     finish.wait();
@@ -824,13 +941,13 @@ mod tests {
             });
             started.wait();
             let seen: i64 = db
-                .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+                .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", (), |r| r.get(0))?))
                 .unwrap();
             finish.wait();
             assert_eq!(seen, 1, "the uncommitted row is not seen");
         });
         let seen: i64 = db
-            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", (), |r| r.get(0))?))
             .unwrap();
         assert_eq!(seen, 2);
     }

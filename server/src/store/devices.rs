@@ -1,8 +1,8 @@
 //! Devices: registration, revocation, device keys and refresh tokens.
 
 use crate::store::audit::{Actor, audit, require_admin};
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
-use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 /// A registered device.
@@ -29,7 +29,7 @@ pub struct Device {
 }
 
 /// The device with this id.
-pub fn device(conn: &Connection, id: &str) -> Result<Option<Device>, StoreError> {
+pub fn device(conn: &Conn<'_>, id: &str) -> Result<Option<Device>, StoreError> {
     let row = conn
         .query_row(
             "SELECT id, account, name, revoked, last_counter, last_sync_ms, villages, token_gen,
@@ -41,7 +41,9 @@ pub fn device(conn: &Connection, id: &str) -> Result<Option<Device>, StoreError>
     Ok(row)
 }
 
-pub(crate) fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+pub(crate) fn device_from_row(
+    r: &crate::store::conn::Row<'_>,
+) -> Result<Device, crate::store::conn::SqlError> {
     Ok(Device {
         id: r.get(0)?,
         account: r.get(1)?,
@@ -56,13 +58,13 @@ pub(crate) fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device>
 }
 
 /// Every device, with its account's username.
-pub fn devices(conn: &Connection) -> Result<Vec<(Device, String)>, StoreError> {
+pub fn devices(conn: &Conn<'_>) -> Result<Vec<(Device, String)>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT d.id, d.account, d.name, d.revoked, d.last_counter, d.last_sync_ms, d.villages,
              d.token_gen, d.key_hash IS NOT NULL, a.username
          FROM device d JOIN account a ON a.id = d.account ORDER BY a.username, d.registered_ms",
     )?;
-    let rows = stmt.query_map([], |r| Ok((device_from_row(r)?, r.get(9)?)))?;
+    let rows = stmt.query_map((), |r| Ok((device_from_row(r)?, r.get(9)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -70,7 +72,7 @@ pub fn devices(conn: &Connection) -> Result<Vec<(Device, String)>, StoreError> {
 /// device belongs to the account it was first registered to, for ever: a login naming another
 /// account's device is refused (device ids are public: every stamp names its writer's).
 pub fn register_device(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: &str,
     account: i64,
     name: &str,
@@ -91,7 +93,7 @@ pub fn register_device(
 
 /// Revokes a lost device: its tokens die, its next call is refused and it wipes itself.
 pub fn revoke_device(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     actor: Actor,
     id: &str,
     now_ms: u64,
@@ -136,7 +138,7 @@ pub(crate) fn random_secret() -> String {
 /// counting, or `kept` when the login proved that one (the key the phone holds): if the answer
 /// with the new key is lost, the phone still proves itself with the one it has.
 pub fn issue_device_key(
-    conn: &Connection,
+    conn: &Conn<'_>,
     device: &str,
     kept: Option<&str>,
 ) -> Result<String, StoreError> {
@@ -163,7 +165,7 @@ pub enum KeyMatch {
 /// whether or not the account exists. (The stored values are hashes of 244 random bits:
 /// comparing them in variable time reveals nothing.)
 pub fn device_key_matches(
-    conn: &Connection,
+    conn: &Conn<'_>,
     device: &str,
     account: Option<i64>,
     key: &str,
@@ -192,7 +194,7 @@ pub fn device_key_matches(
 
 /// Issues a new refresh token for a device (stored hashed); returns the token itself.
 pub fn issue_refresh_token(
-    conn: &Connection,
+    conn: &Conn<'_>,
     device: &str,
     account: i64,
     now_ms: u64,
@@ -218,7 +220,7 @@ pub enum RefreshRefused {
 /// Spends a refresh token of a device; returns its account. Spending a spent token revokes
 /// every refresh token of that device (a stolen token was used).
 pub fn spend_refresh_token(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     token: &str,
     device: &str,
     now_ms: u64,
@@ -256,7 +258,7 @@ pub fn spend_refresh_token(
 
 /// Ends a device's session (logout): every refresh token of it is spent, and every access token
 /// issued to it stops working.
-pub fn end_session(conn: &mut Connection, device: &str) -> Result<(), StoreError> {
+pub fn end_session(conn: &Conn<'_>, device: &str) -> Result<(), StoreError> {
     // Both or neither: refresh tokens spent with access tokens still good would be half a logout.
     let tx = conn.transaction()?;
     tx.execute(

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::store::conn::{Conn, Optional, params};
 use baylink_domain::EntityKind;
 use baylink_domain::duplicates::{PersonKey, Reasons, merge_fills};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -49,7 +49,7 @@ pub struct Pair {
 
 /// Candidate pairs among the persons whose home is in these villages, not yet dismissed.
 pub fn candidates(
-    conn: &Connection,
+    conn: &Conn<'_>,
     villages: &[String],
     limit: usize,
 ) -> Result<Vec<Pair>, StoreError> {
@@ -58,12 +58,15 @@ pub fn candidates(
         side: Side,
         name: Option<String>,
     }
-    let mut stmt = conn.prepare(
-        "SELECT s.entity, s.label, s.village, s.id_number, s.name,
-                e.state ->> '$.f.birth_date[0]', s.created_by
+    let mut stmt = conn.prepare(&format!(
+        "SELECT s.entity, s.label, s.village, s.id_number, s.name, {}, s.created_by
          FROM summary s JOIN entity e ON e.id = s.entity
          WHERE s.kind = 'person' AND s.deleted = 0 AND s.village IN (SELECT value FROM json_each(?1))",
-    )?;
+        conn.pick(
+            "e.state ->> '$.f.birth_date[0]'",
+            "CAST(e.state AS jsonb) #>> '{f,birth_date,0}'"
+        )
+    ))?;
     let people: Vec<Person> = stmt
         .query_map([list], |r| {
             let birth: Option<String> = r.get(5)?;
@@ -90,7 +93,7 @@ pub fn candidates(
         .collect();
     let dismissed: BTreeSet<(String, String)> = conn
         .prepare("SELECT a, b FROM duplicate_dismissal")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for found in baylink_domain::duplicates::candidates(&keys) {
@@ -123,7 +126,7 @@ fn ordered(a: &str, b: &str) -> (String, String) {
     }
 }
 
-fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<String, StoreError> {
+fn check_pair(conn: &Conn<'_>, caller: &Caller, a: &str, b: &str) -> Result<String, StoreError> {
     if a == b {
         return Err(StoreError::Invalid(
             "a record cannot be merged with itself".into(),
@@ -160,7 +163,7 @@ fn check_pair(conn: &Connection, caller: &Caller, a: &str, b: &str) -> Result<St
 
 /// Records that two persons are not the same: the pair is not proposed again.
 pub fn dismiss(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     caller: &Caller,
     a: &str,
     b: &str,
@@ -194,7 +197,7 @@ pub struct MergeReport {
     pub repointed: usize,
 }
 
-fn current(conn: &Connection, entity: &str) -> Result<Vec<(String, Value)>, StoreError> {
+fn current(conn: &Conn<'_>, entity: &str) -> Result<Vec<(String, Value)>, StoreError> {
     let state = crate::store::state::load(conn, entity)?
         .map(|l| l.state)
         .unwrap_or_default();
@@ -206,7 +209,7 @@ fn current(conn: &Connection, entity: &str) -> Result<Vec<(String, Value)>, Stor
 
 /// Merges the duplicate `from` into `into`, in one transaction.
 pub fn merge(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     caller: &Caller,
     from: &str,
     into: &str,
@@ -254,7 +257,9 @@ pub fn merge(
     // Her alerts follow her to the record kept (a watched person's hit must not vanish because
     // her duplicate was the one kept); one the kept record has already stays once.
     tx.execute(
-        "UPDATE OR IGNORE alert SET entity = ?2 WHERE entity = ?1",
+        "UPDATE alert SET entity = ?2 WHERE entity = ?1
+           AND NOT EXISTS (SELECT 1 FROM alert k WHERE k.entity = ?2
+                           AND k.rule_kind = alert.rule_kind AND k.rule_value = alert.rule_value)",
         params![from, into],
     )?;
     let detail = serde_json::to_string(&report).unwrap_or_default();

@@ -21,6 +21,12 @@ pub enum StoreError {
     Backend(String),
 }
 
+impl From<crate::store::conn::SqlError> for StoreError {
+    fn from(e: crate::store::conn::SqlError) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Backend(format!("sqlite: {e}"))

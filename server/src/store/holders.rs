@@ -2,7 +2,7 @@
 //! number, plate or address code is a given text, found through indexes. The callers compare
 //! the whole natural key (with its ID type or plate kind) on the records' values.
 
-use rusqlite::{Connection, params};
+use crate::store::conn::{Conn, params};
 
 use crate::store::error::StoreError;
 
@@ -13,7 +13,7 @@ const MOST: i64 = 64;
 /// Ids of the live records of `kind` whose `column` (`id_number`, `plate` or `address_code`)
 /// holds `text`.
 pub(crate) fn holders(
-    conn: &Connection,
+    conn: &Conn<'_>,
     kind: &str,
     column: &str,
     text: &str,
@@ -55,7 +55,8 @@ mod tests {
                     holders(c, "person", "id_number", text)?;
                 }
                 let sql = "SELECT entity FROM summary WHERE id_number = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3";
-                let stmt = c.prepare_cached(sql)?;
+                let raw = c.sqlite().expect("sqlite");
+                let stmt = raw.prepare_cached(sql)?;
                 let reprepared = stmt.get_status(StatementStatus::RePrepare);
                 drop(stmt);
                 let plan: Vec<String> = c

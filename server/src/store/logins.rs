@@ -11,7 +11,7 @@
 //! clears the failures other attempts left on the same address; one that ends any other way is
 //! a failure, and so is one in flight for longer than [`IN_FLIGHT_MS`] (its node died).
 
-use rusqlite::{Connection, params};
+use crate::store::conn::{Conn, params};
 
 use crate::store::error::StoreError;
 
@@ -56,7 +56,7 @@ pub fn wait_s(key: &str, failed_at_ms: &[u64], in_flight: usize, now_ms: u64) ->
 /// Reserves an attempt under every key: its id, or the seconds to wait when a key has had its
 /// failures (or, for an address, its attempts at once). Attempts past the window are forgotten.
 pub fn reserve(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     keys: &[String],
     now_ms: u64,
 ) -> Result<Result<i64, u64>, StoreError> {
@@ -86,7 +86,7 @@ pub fn reserve(
     }
     let attempt: i64 = tx.query_row(
         "SELECT coalesce(max(attempt), 0) + 1 FROM login_attempt",
-        [],
+        (),
         |r| r.get(0),
     )?;
     let mut insert = tx.prepare_cached(
@@ -101,7 +101,7 @@ pub fn reserve(
 }
 
 /// Ends an attempt: a success takes its rows back, a failure counts from now.
-pub fn end(conn: &Connection, attempt: i64, failed: bool, now_ms: u64) -> Result<(), StoreError> {
+pub fn end(conn: &Conn<'_>, attempt: i64, failed: bool, now_ms: u64) -> Result<(), StoreError> {
     if failed {
         conn.prepare_cached("UPDATE login_attempt SET failed = 1, at_ms = ?2 WHERE attempt = ?1")?
             .execute(params![attempt, now_ms as i64])?;
@@ -113,8 +113,8 @@ pub fn end(conn: &Connection, attempt: i64, failed: bool, now_ms: u64) -> Result
 }
 
 /// How many keys have attempts remembered.
-pub fn keys_remembered(conn: &Connection) -> Result<u64, StoreError> {
-    let count: i64 = conn.query_row("SELECT count(DISTINCT key) FROM login_attempt", [], |r| {
+pub fn keys_remembered(conn: &Conn<'_>) -> Result<u64, StoreError> {
+    let count: i64 = conn.query_row("SELECT count(DISTINCT key) FROM login_attempt", (), |r| {
         r.get(0)
     })?;
     Ok(count as u64)
@@ -246,9 +246,9 @@ mod tests {
         for n in 0..200 {
             t.fail(&keys(&format!("u{n}"), &format!("10.0.0.{n}")), T);
         }
-        assert_eq!(t.0.call_blocking(|c| keys_remembered(c)).unwrap(), 400);
+        assert_eq!(t.0.call_blocking(keys_remembered).unwrap(), 400);
         t.reserve(&keys("late", "1"), T + WINDOW_MS).unwrap();
-        assert_eq!(t.0.call_blocking(|c| keys_remembered(c)).unwrap(), 2);
+        assert_eq!(t.0.call_blocking(keys_remembered).unwrap(), 2);
     }
 
     /// One step of a hostile client (or several, on several nodes: they share the store).

@@ -3,7 +3,7 @@
 //! row a village of the station its parent names. A fresh server holds no places until some are
 //! loaded, and accounts can only be given places it holds.
 
-use rusqlite::{Connection, params};
+use crate::store::conn::{Conn, params};
 
 use crate::store::audit::{Actor, audit, require_admin};
 use crate::store::error::StoreError;
@@ -35,7 +35,7 @@ fn bad(line: usize, message: &str) -> StoreError {
 /// Loads the stations and villages of a list, in one transaction with its audit entry: a list
 /// with any bad row stores nothing, and loading a list again changes only what differs.
 pub fn import(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     actor: Actor,
     list: &str,
     now_ms: u64,
@@ -106,13 +106,13 @@ mod tests {
     use super::*;
     use crate::store::Db;
 
-    fn places(conn: &Connection) -> Vec<(String, String, String)> {
+    fn places(conn: &Conn<'_>) -> Vec<(String, String, String)> {
         conn.prepare(
             "SELECT v.code, v.name, s.name FROM village v JOIN station s ON s.code = v.station
              ORDER BY v.code",
         )
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
@@ -202,7 +202,7 @@ mod tests {
             .call_blocking(|c| {
                 Ok(c.query_row(
                     "SELECT (SELECT count(*) FROM station) + (SELECT count(*) FROM village)",
-                    [],
+                    (),
                     |r| r.get(0),
                 )?)
             })
@@ -212,17 +212,17 @@ mod tests {
 }
 
 /// Adds or renames a station: 1 when that changed anything, else 0.
-pub fn upsert_station(conn: &Connection, code: &str, name: &str) -> Result<usize, StoreError> {
+pub fn upsert_station(conn: &Conn<'_>, code: &str, name: &str) -> Result<usize, StoreError> {
     Ok(conn.execute(
         "INSERT INTO station (code, name) VALUES (?1, ?2)
-         ON CONFLICT (code) DO UPDATE SET name = excluded.name WHERE name IS NOT excluded.name",
+         ON CONFLICT (code) DO UPDATE SET name = excluded.name WHERE station.name IS DISTINCT FROM excluded.name",
         params![code, name],
     )?)
 }
 
 /// Adds, renames or moves a village: 1 when that changed anything, else 0.
 pub fn upsert_village(
-    conn: &Connection,
+    conn: &Conn<'_>,
     code: &str,
     name: &str,
     station: &str,
@@ -230,7 +230,8 @@ pub fn upsert_village(
     Ok(conn.execute(
         "INSERT INTO village (code, name, station) VALUES (?1, ?2, ?3)
          ON CONFLICT (code) DO UPDATE SET name = excluded.name, station = excluded.station
-         WHERE name IS NOT excluded.name OR station IS NOT excluded.station",
+         WHERE village.name IS DISTINCT FROM excluded.name
+            OR village.station IS DISTINCT FROM excluded.station",
         params![code, name, station],
     )?)
 }
@@ -247,11 +248,11 @@ pub struct Station {
 }
 
 /// Every station with its villages.
-pub fn stations(conn: &Connection) -> Result<Vec<Station>, StoreError> {
+pub fn stations(conn: &Conn<'_>) -> Result<Vec<Station>, StoreError> {
     let mut out = Vec::new();
     let mut stmt = conn.prepare("SELECT code, name FROM station ORDER BY code")?;
     let rows: Vec<(String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut villages =
         conn.prepare("SELECT code, name FROM village WHERE station = ?1 ORDER BY code")?;
@@ -287,7 +288,7 @@ impl Place {
 }
 
 /// Whether the server holds the place with this code.
-pub fn holds(conn: &Connection, place: Place, code: &str) -> Result<bool, StoreError> {
+pub fn holds(conn: &Conn<'_>, place: Place, code: &str) -> Result<bool, StoreError> {
     let sql = match place {
         Place::Station => "SELECT EXISTS (SELECT 1 FROM station WHERE code = ?1)",
         Place::Village => "SELECT EXISTS (SELECT 1 FROM village WHERE code = ?1)",

@@ -1,12 +1,12 @@
 //! Pull: the current values of a device's villages after its cursor, page by page from one snapshot, and the device's bookkeeping.
 
 use crate::store::caller::Caller;
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
 use crate::store::values::corrupt;
 use crate::store::values::current_seq;
 use baylink_sync::NodeId;
 use baylink_sync::wire::{Cursor, FieldValue};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -58,7 +58,7 @@ impl PullSettle {
 
 /// Writes a pull's bookkeeping (see [`read_page`]) in its own transaction; nothing when
 /// nothing is needed.
-pub fn settle(conn: &mut Connection, settle: &PullSettle) -> Result<(), StoreError> {
+pub fn settle(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
     if !settle.needed() {
         return Ok(());
     }
@@ -69,7 +69,7 @@ pub fn settle(conn: &mut Connection, settle: &PullSettle) -> Result<(), StoreErr
 }
 
 /// [`settle`] inside the caller's transaction.
-fn settle_pull(conn: &Connection, settle: &PullSettle) -> Result<(), StoreError> {
+fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
     if settle.forget {
         conn.prepare_cached(
             "DELETE FROM device_village WHERE device = ?1 AND purged_seq IS NOT NULL AND purged_seq <= ?2",
@@ -155,7 +155,7 @@ impl Own {
 /// whichever village it came from; read on while records send nothing, until [`MOST_READ`]
 /// records are read (checked after each batch).
 pub(crate) fn feed_records(
-    tx: &Connection,
+    tx: &Conn<'_>,
     villages: &[String],
     (after, fields_after): (i64, i64),
     upto: i64,
@@ -229,7 +229,7 @@ pub(crate) fn feed_records(
 /// was written since; otherwise everything in its villages after its cursor; at most `limit` values a page.
 /// A device whose villages changed is also told to drop what it may no longer hold.
 pub fn read_page(
-    tx: &Connection,
+    tx: &Conn<'_>,
     caller: &Caller,
     ask: Ask,
     now_ms: u64,
@@ -415,7 +415,7 @@ mod tests {
             )?;
             c.execute(
                 "INSERT INTO feed (village, seq, pos) SELECT village, seq, pos FROM entity",
-                [],
+                (),
             )?;
             Ok(())
         })

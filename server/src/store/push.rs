@@ -2,6 +2,7 @@
 
 use crate::store::authorize::{self, Decision, Facts, Held};
 use crate::store::caller::Caller;
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
 use crate::store::holders;
 use crate::store::scope::rescope;
@@ -20,21 +21,21 @@ use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, Fields};
 use baylink_sync::wire::{ChangeResult, ChangeStatus};
 use baylink_sync::{Change, EntityState, Hlc, NodeId, Stamp, Versioned};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
 /// What the server says of one change, kept for replays when it is a refusal.
 pub(crate) fn refuse(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     device: &str,
     counter: u64,
     code: &str,
     message: String,
 ) -> Result<ChangeResult, StoreError> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO refusal (device, counter, code, message) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO refusal (device, counter, code, message) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (device, counter) DO UPDATE SET code = excluded.code, message = excluded.message",
     )?
     .execute(params![device, counter as i64, code, message])?;
     Ok(ChangeResult {
@@ -58,7 +59,7 @@ pub(crate) fn accepted(counter: u64) -> ChangeResult {
 
 /// The answer first given to an already processed change.
 pub(crate) fn replay(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     device: &str,
     counter: u64,
 ) -> Result<ChangeResult, StoreError> {
@@ -82,7 +83,7 @@ pub(crate) fn replay(
 
 /// The counters among `changes` the server refused before.
 fn told_refused(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     device: &str,
     changes: &[Change],
 ) -> Result<HashSet<u64>, StoreError> {
@@ -104,7 +105,7 @@ fn told_refused(
 /// Every stored record a push names, as [`authorize`] needs it: kind and villages, and the
 /// current values of those the push writes.
 pub(crate) fn held_records(
-    tx: &Connection,
+    tx: &Conn<'_>,
     changes: &[Change],
     today: Date,
 ) -> Result<HashMap<Uuid, Held>, StoreError> {
@@ -148,7 +149,7 @@ pub(crate) fn held_records(
 
 /// One stored record as the planner sees it, its values read when `with_state`.
 pub(crate) fn held_record(
-    tx: &Connection,
+    tx: &Conn<'_>,
     id: Uuid,
     with_state: bool,
 ) -> Result<Option<Held>, StoreError> {
@@ -177,7 +178,7 @@ pub(crate) fn held_record(
 /// from what the server holds, then accepted (durable when this returns) or refused with a code.
 /// Changes already processed are answered as the first time.
 pub fn push(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     caller: &Caller,
     changes: &[Change],
     now_ms: u64,
@@ -394,7 +395,7 @@ pub(crate) struct OwnedRecord {
 /// state (pending when created, and again when an officer's edit changes a reviewed record). A
 /// device that sent its own value of one gets the server's, stamped after it, at its next pull.
 pub(crate) fn write_owned(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     seq: &mut Sequence,
     caller: &Caller,
     owned: &Owned,
@@ -483,7 +484,7 @@ pub(crate) fn write_owned(
 /// officer (returned, with a comment saying where she went), who confirms and closes it; she does
 /// not live in two places unnoticed. Written as the server, after the push's own writes.
 pub(crate) fn flag_old_residences(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     person: &str,
     village: &str,
     caller: &Caller,

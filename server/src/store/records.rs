@@ -1,10 +1,10 @@
 //! Records as the console reads them: one record with its history, lists and counts by filter, and what links to a record.
 
 use crate::store::caller::Caller;
+use crate::store::conn::{Conn, Optional};
 use crate::store::error::StoreError;
 use crate::store::scope::visible;
 use baylink_domain::EntityKind;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -41,7 +41,7 @@ pub struct RecordView {
 }
 
 /// A record's current fields (JSON values) and its full history, oldest first.
-pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, StoreError> {
+pub fn record(conn: &Conn<'_>, id: &str) -> Result<Option<RecordView>, StoreError> {
     let kind: Option<String> = conn
         .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
@@ -54,12 +54,18 @@ pub fn record(conn: &Connection, id: &str) -> Result<Option<RecordView>, StoreEr
         .map(|(field, slot)| (field, slot.version.value.to_string()))
         .collect();
     // One row per action, one entry per field it wrote: `[old, old stamp, value, won]`.
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(conn.pick(
         "SELECT c.key, CASE WHEN c.value ->> '$[1]' IS NULL THEN NULL ELSE c.value -> '$[0]' END,
                 c.value -> '$[2]', h.stamp, c.value ->> '$[3]', h.device, a.username, h.at_ms
          FROM history h JOIN json_each(h.changes) c LEFT JOIN account a ON a.id = h.account
          WHERE h.entity = ?1 ORDER BY h.seq, c.id",
-    )?;
+        "SELECT c.key, CASE WHEN c.value ->> 1 IS NULL THEN NULL ELSE c.value -> 0 END,
+                c.value -> 2, h.stamp, CAST(c.value ->> 3 AS boolean), h.device, a.username, h.at_ms
+         FROM history h CROSS JOIN LATERAL json_each(CAST(h.changes AS json)) WITH ORDINALITY
+              AS c(key, value, id)
+              LEFT JOIN account a ON a.id = h.account
+         WHERE h.entity = ?1 ORDER BY h.seq, c.id",
+    ))?;
     let history = stmt
         .query_map([id], |r| {
             Ok(HistoryEntry {
@@ -134,13 +140,13 @@ pub struct Filter {
 /// (`summary_kind_recent`, `summary_recent`) and keeps those of its villages; a search unions the
 /// prefix ranges of the search-key indexes. A `+` before a column keeps the planner off its index.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     villages: &[String],
     filter: &Filter,
     limit: u32,
     offset: u32,
 ) -> Result<Vec<Row>, StoreError> {
-    use rusqlite::types::Value as Sql;
+    use crate::store::conn::Value as Sql;
     let mut sql = String::from(
         "SELECT entity, kind, village, label, id_number, phone, review_status, created_by,
                 name, plate, address, created_at FROM summary WHERE +deleted = 0",
@@ -253,7 +259,7 @@ pub fn list(
         Sql::Integer(i64::from(offset)),
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+    let rows = stmt.query_map(args, |r| {
         Ok(Row {
             id: r.get(0)?,
             kind: r.get(1)?,
@@ -310,7 +316,7 @@ pub struct RecordPage {
 
 /// A record the caller may see, with its links. Another village's record is answered as one
 /// that does not exist.
-pub fn record_page(conn: &Connection, caller: &Caller, id: &str) -> Result<RecordPage, StoreError> {
+pub fn record_page(conn: &Conn<'_>, caller: &Caller, id: &str) -> Result<RecordPage, StoreError> {
     if !visible(conn, caller, id)? {
         return Err(StoreError::NotFound(
             "no such record in your villages".into(),
@@ -324,7 +330,7 @@ pub fn record_page(conn: &Connection, caller: &Caller, id: &str) -> Result<Recor
 /// The records linked to `id`: what its reference fields name, and what names it (residences,
 /// vehicles, visits, duplicates merged into it).
 pub fn linked(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: &str,
     fields: &std::collections::BTreeMap<String, String>,
     kind: Option<EntityKind>,

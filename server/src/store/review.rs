@@ -4,12 +4,12 @@ use crate::store::audit::audit;
 pub use crate::store::authorize::review::Verdict;
 use crate::store::authorize::review::{ReviewRefused, plan_review};
 use crate::store::caller::Caller;
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
 use crate::store::scope::scope_of;
 use crate::store::scope::visible;
 use crate::store::write::write_in;
 use baylink_domain::EntityKind;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ pub enum Keep {
 /// Approves a record, or returns it to its officer with a comment; the decision reaches the
 /// officer's device at its next sync. Reviewers decide on their station's villages only.
 pub fn review(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     reviewer: &Caller,
     entity: &Uuid,
     verdict: &Verdict,
@@ -90,7 +90,7 @@ pub struct Side {
     pub at_ms: u64,
 }
 
-pub(crate) fn side(conn: &Connection, value: String, stamp: &str) -> Result<Side, StoreError> {
+pub(crate) fn side(conn: &Conn<'_>, value: String, stamp: &str) -> Result<Side, StoreError> {
     let parsed: Option<baylink_sync::Stamp> = stamp.parse().ok();
     let node = parsed.map(|s| s.node.to_string()).unwrap_or_default();
     let author: Option<String> = conn
@@ -108,7 +108,7 @@ pub(crate) fn side(conn: &Connection, value: String, stamp: &str) -> Result<Side
 
 /// Open conflicts on records of these villages, oldest first.
 pub fn conflicts(
-    conn: &Connection,
+    conn: &Conn<'_>,
     villages: &[String],
     limit: u32,
 ) -> Result<Vec<Conflict>, StoreError> {
@@ -160,7 +160,7 @@ pub fn conflicts(
 /// Settles a conflict by writing the chosen value again (an ordinary write, so it is in the
 /// history and reaches every device), and marks it settled.
 pub fn settle_conflict(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     reviewer: &crate::store::caller::Caller,
     id: i64,
     keep: Keep,
@@ -220,7 +220,7 @@ pub fn settle_conflict(
 /// losing side of a concurrent edit of an ID number, a plate or an address code): refused, as
 /// the push refuses it; the two are merged as duplicates instead.
 fn refuse_key_taken(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     entity: &str,
     field: &str,
     chosen: &Value,

@@ -3,17 +3,17 @@
 use baylink_domain::scope::{Residence, person_villages};
 
 use crate::store::caller::Caller;
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
 use crate::store::state;
 use crate::store::values::Scopes;
 use crate::store::values::Sequence;
 use crate::store::values::held;
 use crate::store::values::text_of;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-pub(crate) fn scope_of(tx: &Connection, entity: &str) -> Result<BTreeSet<String>, StoreError> {
+pub(crate) fn scope_of(tx: &Conn<'_>, entity: &str) -> Result<BTreeSet<String>, StoreError> {
     let mut stmt = tx.prepare_cached("SELECT village FROM scope WHERE entity = ?1")?;
     let rows = stmt.query_map([entity], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -25,7 +25,7 @@ pub(crate) fn scope_of(tx: &Connection, entity: &str) -> Result<BTreeSet<String>
 /// elsewhere (a person registered here and, later by the clock, there) would otherwise stay on the
 /// device, as it never entered the caller's scope and no other purge would reach it.
 pub(crate) fn settle_device_holdings(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     seq: &mut Sequence,
     touched: &BTreeSet<String>,
     scopes: &Scopes,
@@ -67,7 +67,7 @@ pub(crate) fn settle_device_holdings(
 /// Then every value written or resent in this write goes into the feeds of its entity's villages.
 /// Returns the villages it set, for the rest of the write.
 pub(crate) fn rescope(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     seq: &mut Sequence,
     touched: &BTreeSet<String>,
     persons: &BTreeSet<String>,
@@ -152,7 +152,7 @@ pub(crate) fn rescope(
 /// An entity's home village: `None` when there is no such entity, `Some(None)` when it has no
 /// village.
 pub(crate) fn village_of(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     entity: &str,
 ) -> Result<Option<Option<String>>, StoreError> {
     Ok(tx
@@ -169,7 +169,7 @@ pub(crate) const RESIDENCES_NAMING: &str =
 /// The residences whose `field` (`person` or `house`) names `target`, found through the index
 /// of links (`link`).
 pub(crate) fn residences_naming(
-    tx: &Connection,
+    tx: &Conn<'_>,
     field: &'static str,
     target: &str,
 ) -> Result<Vec<String>, StoreError> {
@@ -179,7 +179,7 @@ pub(crate) fn residences_naming(
 }
 
 /// Puts a record into the feeds of its villages, at the number of its last write or resend.
-pub(crate) fn publish(tx: &Transaction<'_>, entity: &str) -> Result<(), StoreError> {
+pub(crate) fn publish(tx: &Conn<'_>, entity: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO feed (village, seq, pos)
          SELECT s.village, e.seq, e.pos FROM entity e JOIN scope s ON s.entity = e.id
@@ -190,11 +190,7 @@ pub(crate) fn publish(tx: &Transaction<'_>, entity: &str) -> Result<(), StoreErr
 }
 
 /// Takes a record out of one village's feed.
-pub(crate) fn unpublish(
-    tx: &Transaction<'_>,
-    entity: &str,
-    village: &str,
-) -> Result<(), StoreError> {
+pub(crate) fn unpublish(tx: &Conn<'_>, entity: &str, village: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
         "DELETE FROM feed WHERE village = ?2 AND seq = (SELECT seq FROM entity WHERE id = ?1)",
     )?
@@ -205,7 +201,7 @@ pub(crate) fn unpublish(
 /// Sets an entity's villages; true when it was resent (it entered a village). `stored`: the
 /// record as its row holds it, when the caller has it (read from the row otherwise).
 pub(crate) fn set_scope(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     seq: &mut Sequence,
     entity: &str,
     villages: &BTreeSet<String>,
@@ -264,7 +260,7 @@ pub(crate) fn set_scope(
 /// records in their station's villages (a person also where they live), officers none (they
 /// sync; the console's use cases are not theirs).
 pub fn visible(
-    conn: &Connection,
+    conn: &Conn<'_>,
     caller: &crate::store::caller::Caller,
     entity: &str,
 ) -> Result<bool, StoreError> {

@@ -2,8 +2,8 @@
 
 use crate::store::accounts::{self, Account, Role};
 use crate::store::audit::audit;
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
-use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 pub(crate) fn hash(token: &str) -> String {
@@ -23,7 +23,7 @@ pub(crate) fn random_token() -> String {
 
 /// Opens a console session with its audit entry; returns (cookie value, CSRF token).
 pub fn open_session(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     account: i64,
     now_ms: u64,
     ttl_ms: u64,
@@ -52,7 +52,7 @@ pub struct ConsoleSession {
 
 /// The console session of a cookie: current, its account enabled and not an officer's.
 pub fn console_session(
-    conn: &Connection,
+    conn: &Conn<'_>,
     cookie: &str,
     now_ms: u64,
 ) -> Result<Option<ConsoleSession>, StoreError> {
@@ -75,7 +75,7 @@ pub fn console_session(
 
 /// The account and CSRF token of a live session cookie.
 pub fn session(
-    conn: &Connection,
+    conn: &Conn<'_>,
     cookie: &str,
     now_ms: u64,
 ) -> Result<Option<(i64, String)>, StoreError> {
@@ -89,7 +89,7 @@ pub fn session(
 }
 
 /// Ends a console session.
-pub fn close_session(conn: &Connection, cookie: &str) -> Result<(), StoreError> {
+pub fn close_session(conn: &Conn<'_>, cookie: &str) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM console_session WHERE hash = ?1",
         [hash(cookie)],

@@ -1,7 +1,7 @@
 //! A device's sign-in, refresh and access-token check: accounts and devices read and written
 //! together, each step one unit of work.
 
-use rusqlite::Connection;
+use crate::store::conn::Conn;
 
 use crate::store::accounts::{self, Account};
 use crate::store::devices::{self, Device, KeyMatch, RefreshRefused};
@@ -20,7 +20,7 @@ pub struct TokenHolder {
 
 /// Reads the device and account of an access token.
 pub fn token_holder(
-    conn: &Connection,
+    conn: &Conn<'_>,
     device: &str,
     account: i64,
 ) -> Result<TokenHolder, StoreError> {
@@ -48,7 +48,7 @@ pub struct SignInLookup {
 
 /// The account of a sign-in name and what the presented device key proves.
 pub fn sign_in_lookup(
-    conn: &Connection,
+    conn: &Conn<'_>,
     username: &str,
     device: &str,
     key: Option<&str>,
@@ -90,7 +90,7 @@ pub struct DeviceSession {
 
 /// Opens a device session in one transaction: a refresh token, and a device key as `key` says.
 pub fn open_device_session(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     device: &str,
     account: &Account,
     now_ms: u64,
@@ -149,7 +149,7 @@ pub struct Refreshed {
 
 /// Spends a refresh token and reads what the new session needs.
 pub fn spend_refresh_token(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     token: &str,
     device: &str,
     now_ms: u64,

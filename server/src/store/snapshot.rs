@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::store::conn::Conn;
 use baylink_sync::Stamp;
-use rusqlite::Connection;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -130,13 +130,13 @@ fn json(text: &str) -> Result<Value, StoreError> {
 }
 
 /// Reads the snapshot (inside one read transaction).
-pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
+pub fn read(conn: &Conn<'_>) -> Result<Snapshot, StoreError> {
     let mut out = Snapshot {
         last_seq: crate::store::values::current_seq(conn)?,
         ..Snapshot::default()
     };
     let mut stmt = conn.prepare("SELECT id, kind, village, seq, state FROM entity")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let id = parse_entity(&r.get::<_, String>(0)?)?;
         out.entities.insert(
@@ -157,7 +157,7 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
         }
     }
     let mut stmt = conn.prepare("SELECT entity, village FROM scope")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         out.scopes
             .insert((parse_entity(&r.get::<_, String>(0)?)?, r.get(1)?));
@@ -166,7 +166,7 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
         "SELECT f.village, f.seq, e.id FROM feed f JOIN entity e ON e.pos = f.pos
          ORDER BY f.village, f.seq",
     )?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let entry = FeedEntry {
             seq: r.get(1)?,
@@ -174,11 +174,16 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
         };
         out.feeds.entry(r.get(0)?).or_default().push(entry);
     }
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(conn.pick(
         "SELECT h.seq, h.entity, c.key, c.value -> '$[2]', c.value ->> '$[3]', h.device, h.account
          FROM history h JOIN json_each(h.changes) c ORDER BY h.seq, c.id",
-    )?;
-    let mut rows = stmt.query([])?;
+        "SELECT h.seq, h.entity, c.key, c.value -> 2, CAST(c.value ->> 3 AS boolean), h.device,
+                h.account
+         FROM history h CROSS JOIN LATERAL json_each(CAST(h.changes AS json)) WITH ORDINALITY
+              AS c(key, value, id)
+         ORDER BY h.seq, c.id",
+    ))?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         out.history.push(Written {
             seq: r.get(0)?,
@@ -191,7 +196,7 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
         });
     }
     let mut stmt = conn.prepare("SELECT account, action, target FROM audit ORDER BY id")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         out.audit.push(Audited {
             account: r.get(0)?,
@@ -202,14 +207,14 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT entity, COUNT(*) FROM conflict WHERE settled_ms IS NULL GROUP BY entity",
     )?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let n: i64 = r.get(1)?;
         out.open_conflicts
             .insert(parse_entity(&r.get::<_, String>(0)?)?, n as usize);
     }
     let mut stmt = conn.prepare("SELECT entity, label, review_status, deleted FROM summary")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let summary = Summarised {
             label: r.get(1)?,
@@ -220,7 +225,7 @@ pub fn read(conn: &Connection) -> Result<Snapshot, StoreError> {
             .insert(parse_entity(&r.get::<_, String>(0)?)?, summary);
     }
     let mut stmt = conn.prepare("SELECT entity, rule_kind, rule_value FROM alert")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         out.alerts
             .insert((parse_entity(&r.get::<_, String>(0)?)?, r.get(1)?, r.get(2)?));

@@ -2,12 +2,12 @@
 //! async workers. One writer serialises writes, which keeps contract item 2 (sequence numbers
 //! visible in commit order) by construction.
 
+use crate::store::conn::Conn;
 use baylink_domain::Date;
 use baylink_domain::watch::Rule;
 use baylink_sync::Change;
 use baylink_sync::cursor::Position;
 use baylink_sync::wire::ChangeResult;
-use rusqlite::Connection;
 use uuid::Uuid;
 
 use crate::store::accounts::{self, Access, Account, NewAccount};
@@ -35,7 +35,7 @@ impl Db {
     fn writing<T, F>(&self, f: F) -> StoreFuture<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.clone();
         Box::pin(async move { db.call(f).await })
@@ -45,7 +45,7 @@ impl Db {
     fn reading<T, F>(&self, f: F) -> StoreFuture<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.clone();
         Box::pin(async move { db.read(f).await })

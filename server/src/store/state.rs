@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::store::conn::{Conn, Optional, params};
 use baylink_sync::{EntityState, Hlc, NodeId, Stamp, Versioned};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 use serde_json::Value;
@@ -158,7 +158,7 @@ pub(crate) struct Loaded {
 }
 
 /// A record's row, if there is one.
-pub(crate) fn load(conn: &Connection, entity: &str) -> Result<Option<Loaded>, StoreError> {
+pub(crate) fn load(conn: &Conn<'_>, entity: &str) -> Result<Option<Loaded>, StoreError> {
     let row: Option<(String, Option<String>, i64, String)> = conn
         .prepare_cached("SELECT kind, village, seq, state FROM entity WHERE id = ?1")?
         .query_row([entity], |r| {
@@ -238,7 +238,7 @@ impl Pending {
     /// Makes `entity` a record of this unit, read from its row (or new, of `kind`).
     fn entry(
         &mut self,
-        conn: &Connection,
+        conn: &Conn<'_>,
         entity: &str,
         kind: &str,
     ) -> Result<&mut Dirty, StoreError> {
@@ -256,7 +256,7 @@ impl Pending {
     /// A field's current value, this unit's writes included (the record is read once).
     pub(crate) fn held(
         &mut self,
-        conn: &Connection,
+        conn: &Conn<'_>,
         entity: &str,
         field: &str,
     ) -> Result<Option<Versioned>, StoreError> {
@@ -312,7 +312,7 @@ impl Pending {
     /// Writes one field (the merge decided it wins), recording the action in the history.
     pub(crate) fn write(
         &mut self,
-        conn: &Connection,
+        conn: &Conn<'_>,
         entity: &str,
         kind: &str,
         field: &str,
@@ -383,7 +383,7 @@ impl Pending {
     /// first.
     pub(crate) fn flush(
         &mut self,
-        conn: &Connection,
+        conn: &Conn<'_>,
         mut next: impl FnMut() -> i64,
     ) -> Result<(), StoreError> {
         self.flushed.clear();

@@ -1,13 +1,13 @@
 //! Each record's summary row (what lists filter and search), recomputed after every write.
 
+use crate::store::conn::{Conn, params};
 use crate::store::error::StoreError;
 use crate::store::state::{Loaded, load};
 use baylink_domain::{EntityKind, Fields, summarize};
-use rusqlite::{Connection, params};
 use serde_json::Value;
 
 /// Recomputes an entity's summary row from its current fields.
-pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), StoreError> {
+pub fn refresh_summary(conn: &Conn<'_>, entity: &str) -> Result<(), StoreError> {
     match load(conn, entity)? {
         Some(record) => write_summary(conn, entity, &record),
         None => Ok(()),
@@ -16,7 +16,7 @@ pub fn refresh_summary(conn: &Connection, entity: &str) -> Result<(), StoreError
 
 /// Writes an entity's summary row from its record as stored.
 pub(crate) fn write_summary(
-    conn: &Connection,
+    conn: &Conn<'_>,
     entity: &str,
     record: &Loaded,
 ) -> Result<(), StoreError> {
@@ -52,10 +52,12 @@ pub(crate) fn write_summary(
     let recency_only = conn
         .prepare_cached(
             "UPDATE summary SET updated_seq = ?14
-             WHERE entity = ?1 AND kind = ?2 AND village IS ?3 AND label = ?4 AND id_number IS ?5
-               AND name IS ?6 AND plate IS ?7 AND address IS ?8 AND phone IS ?9
-               AND review_status IS ?10 AND deleted = ?11 AND created_by IS ?12
-               AND created_at IS ?13",
+             WHERE entity = ?1 AND kind = ?2 AND village IS NOT DISTINCT FROM ?3 AND label = ?4
+               AND id_number IS NOT DISTINCT FROM ?5 AND name IS NOT DISTINCT FROM ?6
+               AND plate IS NOT DISTINCT FROM ?7 AND address IS NOT DISTINCT FROM ?8
+               AND phone IS NOT DISTINCT FROM ?9 AND review_status IS NOT DISTINCT FROM ?10
+               AND deleted = ?11 AND created_by IS NOT DISTINCT FROM ?12
+               AND created_at IS NOT DISTINCT FROM ?13",
         )?
         .execute(columns)?;
     if recency_only == 1 {

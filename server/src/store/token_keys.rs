@@ -2,7 +2,7 @@
 //! retired signs, every key not retired verifies. Adding a key and retiring one are audited;
 //! the secret itself never leaves this table except to the nodes that sign with it.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::conn::{Conn, Optional, params};
 
 use crate::store::audit::{self, Actor};
 use crate::store::error::StoreError;
@@ -35,11 +35,11 @@ impl std::fmt::Debug for TokenKey {
 pub const MIN_SECRET: usize = 32;
 
 /// Every key, in the order they were added (the last added signs, whatever the clocks said).
-pub fn list(conn: &Connection) -> Result<Vec<TokenKey>, StoreError> {
+pub fn list(conn: &Conn<'_>) -> Result<Vec<TokenKey>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, secret, created_ms, retired_ms FROM token_key ORDER BY rowid",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         Ok(TokenKey {
             id: r.get(0)?,
             secret: r.get(1)?,
@@ -50,7 +50,7 @@ pub fn list(conn: &Connection) -> Result<Vec<TokenKey>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn insert(conn: &Connection, key: &TokenKey) -> Result<(), StoreError> {
+fn insert(conn: &Conn<'_>, key: &TokenKey) -> Result<(), StoreError> {
     if key.secret.len() < MIN_SECRET {
         return Err(StoreError::Invalid(format!(
             "secret: at least {MIN_SECRET} bytes"
@@ -78,11 +78,11 @@ fn insert(conn: &Connection, key: &TokenKey) -> Result<(), StoreError> {
 /// and answers every key. Nodes starting at once add one key between them. `first`'s secret (an
 /// old `secret.key`'s) is taken only into an empty table; keys all retired by hand are followed
 /// by a new random one, never by a key that was retired.
-pub fn ensure(conn: &mut Connection, first: &TokenKey) -> Result<Vec<TokenKey>, StoreError> {
+pub fn ensure(conn: &Conn<'_>, first: &TokenKey) -> Result<Vec<TokenKey>, StoreError> {
     let tx = conn.transaction()?;
     let (ever, in_use): (i64, i64) = tx.query_row(
         "SELECT count(*), count(*) FILTER (WHERE retired_ms IS NULL) FROM token_key",
-        [],
+        (),
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     if ever == 0 {
@@ -109,7 +109,7 @@ pub fn random_secret() -> Vec<u8> {
 pub const SETTLE_MS: u64 = 60_000;
 
 /// Adds a key, which signs from now on; the others keep verifying until retired.
-pub fn add(conn: &mut Connection, actor: Actor, key: &TokenKey) -> Result<(), StoreError> {
+pub fn add(conn: &Conn<'_>, actor: Actor, key: &TokenKey) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     audit::require_admin(&tx, actor)?;
     insert(&tx, key)?;
@@ -129,7 +129,7 @@ pub fn add(conn: &mut Connection, actor: Actor, key: &TokenKey) -> Result<(), St
 /// that signs now (the newest in use) cannot be retired: add another first; nor, unless
 /// `at_once` (a leaked key), the one before it until the newest has settled ([`SETTLE_MS`]).
 pub fn retire(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     actor: Actor,
     id: &str,
     now_ms: u64,
@@ -215,7 +215,7 @@ mod tests {
         db.call_blocking(|c| retire(c, Actor::Operator, "legacy", 3_000 + SETTLE_MS, false))
             .unwrap();
         // Every key retired by hand: the next start adds a new random key, not the file's.
-        db.call_blocking(|c| Ok(c.execute("UPDATE token_key SET retired_ms = 1", [])?))
+        db.call_blocking(|c| Ok(c.execute("UPDATE token_key SET retired_ms = 1", ())?))
             .unwrap();
         // (Each start proposes a key of a new id, the old file's secret in it.)
         let keys = ensure(&key("again", b'L', 9_000));
@@ -233,7 +233,7 @@ mod tests {
         // Added later by a process whose clock is behind.
         db.call_blocking(|c| add(c, Actor::Operator, &key("k2", 2, 4_000)))
             .unwrap();
-        let keys = db.call_blocking(|c| list(c)).unwrap();
+        let keys = db.call_blocking(list).unwrap();
         assert_eq!(keys.last().map(|k| k.id.as_str()), Some("k2"));
         let refused = db.call_blocking(|c| retire(c, Actor::Operator, "k2", 9_999_999, true));
         assert!(

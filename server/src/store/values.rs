@@ -1,10 +1,9 @@
 //! Stored values read back, and the sequence numbers that order every write: what the write path and scope keeping share.
 
+use crate::store::conn::Conn;
 use crate::store::error::StoreError;
 use crate::store::state::{self, Pending};
 use baylink_sync::{EntityState, NodeId, Versioned};
-use rusqlite::Connection;
-use rusqlite::Transaction;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 
@@ -32,7 +31,7 @@ pub(crate) fn number_after(base: Option<i64>) {
 }
 
 impl Sequence {
-    pub(crate) fn begin(tx: &Transaction<'_>) -> Result<Sequence, StoreError> {
+    pub(crate) fn begin(tx: &Conn<'_>) -> Result<Sequence, StoreError> {
         let last = match EARLY.with(std::cell::Cell::take) {
             Some(base) => base,
             None => current_seq(tx)?,
@@ -45,7 +44,7 @@ impl Sequence {
     }
 
     /// Stores the records written so far (each at a new number): reads of the tables see them.
-    pub(crate) fn flush(&mut self, tx: &Connection) -> Result<(), StoreError> {
+    pub(crate) fn flush(&mut self, tx: &Conn<'_>) -> Result<(), StoreError> {
         let mut pending = std::mem::take(&mut self.pending);
         let result = pending.flush(tx, || self.next());
         self.pending = pending;
@@ -58,14 +57,16 @@ impl Sequence {
     }
 
     /// Must run before the transaction commits; stores what is pending first.
-    pub(crate) fn save(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    pub(crate) fn save(&mut self, tx: &Conn<'_>) -> Result<(), StoreError> {
         self.flush(tx)?;
         // Never backwards (only the broken backend's writes could take it there).
         if self.last != self.start {
-            tx.prepare_cached(
+            tx.prepare_cached(tx.pick(
                 "UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER), ?1) AS TEXT)
                  WHERE key = 'seq'",
-            )?
+                "UPDATE meta SET value = CAST(GREATEST(CAST(value AS BIGINT), ?1) AS TEXT)
+                 WHERE key = 'seq'",
+            ))?
             .execute([self.last])?;
         }
         Ok(())
@@ -73,17 +74,17 @@ impl Sequence {
 }
 
 /// The last sequence number issued.
-pub fn current_seq(conn: &Connection) -> Result<i64, StoreError> {
+pub fn current_seq(conn: &Conn<'_>) -> Result<i64, StoreError> {
     Ok(conn.query_row(
-        "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq'",
-        [],
+        "SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'seq'",
+        (),
         |r| r.get(0),
     )?)
 }
 
 /// A field's stored value with its stamp.
 pub(crate) fn held(
-    tx: &Connection,
+    tx: &Conn<'_>,
     entity: &str,
     field: &str,
 ) -> Result<Option<Versioned>, StoreError> {
@@ -91,7 +92,7 @@ pub(crate) fn held(
 }
 
 pub(crate) fn text_of(
-    tx: &Connection,
+    tx: &Conn<'_>,
     entity: &str,
     field: &str,
 ) -> Result<Option<String>, StoreError> {
@@ -99,15 +100,15 @@ pub(crate) fn text_of(
 }
 
 /// A record's current values with their stamps.
-pub(crate) fn state_of(tx: &Connection, entity: &str) -> Result<EntityState, StoreError> {
+pub(crate) fn state_of(tx: &Conn<'_>, entity: &str) -> Result<EntityState, StoreError> {
     Ok(state::load(tx, entity)?
         .map(|l| state::versions(&l.state))
         .unwrap_or_default())
 }
 
 /// The server's own node id, which stamps what the server writes.
-pub(crate) fn server_node(tx: &Connection) -> Result<NodeId, StoreError> {
-    tx.query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
+pub(crate) fn server_node(tx: &Conn<'_>) -> Result<NodeId, StoreError> {
+    tx.query_row("SELECT value FROM meta WHERE key = 'node'", (), |r| {
         r.get::<_, String>(0)
     })?
     .parse()

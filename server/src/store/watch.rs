@@ -1,14 +1,14 @@
 //! Raising watch-list alerts in the push that syncs a person, and noting move-ins.
 
 use crate::store::caller::Caller;
+use crate::store::conn::{Conn, Dialect, Optional, params};
 use crate::store::error::StoreError;
 use baylink_domain::watch::Rule;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::BTreeSet;
 
-pub(crate) fn load_rules(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
+pub(crate) fn load_rules(conn: &Conn<'_>) -> Result<Vec<Rule>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT kind, value FROM watch_rule")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut rules = Vec::new();
     for row in rows {
         let (kind, value) = row?;
@@ -18,7 +18,7 @@ pub(crate) fn load_rules(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
 }
 
 pub(crate) fn person_keys(
-    conn: &Connection,
+    conn: &Conn<'_>,
     entity: &str,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
     let state = crate::store::state::load(conn, entity)?
@@ -39,24 +39,45 @@ pub(crate) fn person_keys(
 
 /// Whether a person is deleted or merged away: no alert is raised on her (the record kept
 /// carries its own), and those raised before are not listed.
-pub(crate) fn gone(conn: &Connection, entity: &str) -> Result<bool, StoreError> {
+pub(crate) fn gone(conn: &Conn<'_>, entity: &str) -> Result<bool, StoreError> {
     Ok(conn
-        .prepare_cached(GONE)?
+        .prepare_cached(&gone_sql(conn.dialect()))?
         .query_row([entity], |_| Ok(()))
         .optional()?
         .is_some())
 }
 
-/// Finds a deleted or merged-away record `?1`.
-pub(crate) const GONE: &str = "SELECT 1 FROM entity WHERE id = ?1
-     AND (state -> '$.f.merged_into[0]' != 'null' OR state -> '$.f.deleted[0]' = 'true')";
+/// Whether the record `g` is deleted or merged away, read from its state, in the backend's SQL.
+fn gone_condition(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "(g.state -> '$.f.merged_into[0]' != 'null' OR g.state -> '$.f.deleted[0]' = 'true')"
+        }
+        Dialect::Postgres => {
+            "(CAST(g.state AS jsonb) #>> '{f,merged_into,0}' IS NOT NULL
+              OR CAST(g.state AS jsonb) #>> '{f,deleted,0}' = 'true')"
+        }
+    }
+}
 
-/// The alerts listed: those of persons neither deleted nor merged away.
-pub(crate) const NOT_GONE: &str = "NOT EXISTS (SELECT 1 FROM entity g WHERE g.id = l.entity
-     AND (g.state -> '$.f.merged_into[0]' != 'null' OR g.state -> '$.f.deleted[0]' = 'true'))";
+/// Finds a deleted or merged-away record `?1`.
+fn gone_sql(dialect: Dialect) -> String {
+    format!(
+        "SELECT 1 FROM entity g WHERE g.id = ?1 AND {}",
+        gone_condition(dialect)
+    )
+}
+
+/// The alerts listed: those of persons neither deleted nor merged away (the alert is `l`).
+pub(crate) fn not_gone(dialect: Dialect) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM entity g WHERE g.id = l.entity AND {})",
+        gone_condition(dialect)
+    )
+}
 
 pub(crate) fn raise_one(
-    conn: &Connection,
+    conn: &Conn<'_>,
     entity: &str,
     rule: &Rule,
     device: Option<&str>,
@@ -75,7 +96,7 @@ pub(crate) fn raise_one(
 /// Raises the alerts of the persons among `touched` (entities a push just wrote), in the push's
 /// transaction: an alert is as durable as the change that raised it.
 pub fn raise(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     touched: &BTreeSet<String>,
     caller: &Caller,
     now_ms: u64,
@@ -119,7 +140,7 @@ pub const MOVED_IN: &str = "moved_in";
 /// Notes that `person` moved into `village` by a push of `caller`: an alert both villages'
 /// reviewers see (the person is in both scopes now), once per person and village.
 pub fn note_move_in(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     person: &str,
     village: &str,
     caller: &Caller,

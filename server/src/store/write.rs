@@ -3,12 +3,12 @@
 use crate::store::authorize::{self};
 use crate::store::caller::Caller;
 use crate::store::caller::Role;
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
 use crate::store::scope::rescope;
 use crate::store::values::Sequence;
 use crate::store::values::held;
 use baylink_sync::{Change, Hlc, NodeId, Stamp, plan_field};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// ordinary write with the server's node id, stamped after every value it replaces, through the
 /// same merge, history and scope as a device's push. The device id in the history is `console`.
 pub fn server_write(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     account: i64,
     entity: &Uuid,
     fields: &[(&str, Value)],
@@ -31,7 +31,7 @@ pub fn server_write(
 
 /// [`server_write`] inside a caller's transaction, so that several writes land together.
 pub fn write_in(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     account: i64,
     entity: &Uuid,
     fields: &[(&str, Value)],
@@ -44,13 +44,13 @@ pub fn write_in(
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no record {id}")))?;
     let node: NodeId = tx
-        .query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
+        .query_row("SELECT value FROM meta WHERE key = 'node'", (), |r| {
             r.get::<_, String>(0)
         })?
         .parse()
         .map_err(|_| StoreError::Backend("server node id".into()))?;
     let last: Option<String> = tx
-        .query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| {
+        .query_row("SELECT value FROM meta WHERE key = 'clock'", (), |r| {
             r.get(0)
         })
         .optional()?;
@@ -107,7 +107,7 @@ pub fn write_in(
 /// always, the field when it wins, a conflict when it was concurrent. `echo`: the device was
 /// told this change was refused (an earlier copy of the push), so pulls send it back.
 pub(crate) fn apply(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     seq: &mut Sequence,
     caller: &Caller,
     change: &Change,

@@ -13,6 +13,7 @@ pub(crate) fn server(data: &std::path::Path) -> Command {
         .arg(data)
         .env_remove("BAYLINK_SERVER_DATA")
         .env_remove("BAYLINK_CONFIG")
+        .env_remove("BAYLINK_DATABASE_URL")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -40,8 +41,12 @@ pub(crate) fn person(village: &str, n: u64) -> baylink_domain::Input {
 
 /// Starts `serve --demo` on `port` with `data`, and waits until it says it serves.
 pub(crate) fn start_demo(data: &std::path::Path, port: u16) -> Child {
-    let mut child = server(data)
-        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+    wait_listening(server(data).args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")]))
+}
+
+/// Starts a `serve` command and waits until it says it serves.
+pub(crate) fn wait_listening(command: &mut Command) -> Child {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

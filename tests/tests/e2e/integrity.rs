@@ -270,7 +270,7 @@ fn a_person_registered_in_another_village_moves_in_and_her_old_residence_goes_ba
         .call_blocking(|conn| {
             Ok(conn.query_row(
                 "SELECT COUNT(*) FROM conflict WHERE field IN ('created_by', 'created_at', 'review_status')",
-                [],
+                (),
                 |r| r.get(0),
             )?)
         })

@@ -127,7 +127,7 @@ fn a_key_added_on_one_node_signs_on_both_and_the_old_one_retired_signs_no_phone_
     let audited = a.query(|c| {
         c.query_row(
             "SELECT count(*) FROM audit WHERE action IN ('add_token_key', 'retire_token_key')",
-            [],
+            (),
             |r| r.get::<_, i64>(0),
         )
         .unwrap_or_default()

@@ -370,7 +370,12 @@ fn a_phone_whose_clock_runs_days_ahead_is_corrected_and_loses_nothing() {
     // The stamps the server holds are not in the future, so the phone cannot win every conflict.
     let hlc: i64 = server.query(|c| {
         c.query_row(
-            "SELECT MAX(f.value ->> '$[1]') FROM entity e JOIN json_each(e.state, '$.f') f WHERE e.id = ?1",
+            c.pick(
+                "SELECT MAX(f.value ->> '$[1]') FROM entity e JOIN json_each(e.state, '$.f') f
+                 WHERE e.id = ?1",
+                "SELECT MAX(CAST(f.value ->> 1 AS BIGINT)) FROM entity e
+                 CROSS JOIN LATERAL json_each(CAST(e.state AS json) -> 'f') f WHERE e.id = ?1",
+            ),
             [id.to_string()],
             |r| r.get(0),
         )

@@ -1,0 +1,492 @@
+//! The PostgreSQL backend's connections: a pool on a runtime of its own, statements translated
+//! from the SQL the use cases write, values bound and read by the column's type, numbered
+//! migrations, and the writer lock every node takes.
+//!
+//! Every unit of work that writes runs under one advisory lock, held by its session from the
+//! first statement to the last (contract item 2): writes from all nodes take turns, as on
+//! SQLite's one writer, so sequence numbers become visible in commit order and a unit of work
+//! reads what it writes over without interference. Readers run beside them in
+//! `REPEATABLE READ` snapshots. What this costs and why is in docs/protocol.md.
+
+use std::error::Error;
+use std::future::Future;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+
+use crate::store::conn::{SqlError, ValueRef};
+use crate::store::error::StoreError;
+
+/// The advisory lock a unit of work that writes holds (the bytes of "BAYL").
+pub(crate) const WRITER_LOCK: i64 = 0x4241_594C;
+
+/// Migration steps of the PostgreSQL schema; step `i` brings it to version `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[include_str!("pg/001_init.sql")];
+
+/// Connections to one PostgreSQL database, and the runtime their I/O runs on.
+pub struct Pg {
+    pool: deadpool_postgres::Pool,
+    /// Taken before a writing unit of work takes a connection: this node's writers queue here,
+    /// not on the database, so they never hold the pool's connections that readers need.
+    pub(crate) writer: std::sync::Mutex<()>,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // The last handle may go on an async worker, where a runtime may not block to stop.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pg")
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> SqlError {
+    SqlError::Backend(format!("postgres: {e}"))
+}
+
+impl From<tokio_postgres::Error> for SqlError {
+    fn from(e: tokio_postgres::Error) -> SqlError {
+        // The server's own message (with its detail) says more than the client's summary.
+        match e.as_db_error() {
+            Some(db) => backend(format!(
+                "{}{}",
+                db.message(),
+                db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+            )),
+            None => backend(e),
+        }
+    }
+}
+
+impl Pg {
+    /// Connects to the database at `url` (`postgres://…` or `host=… dbname=…`) and brings its
+    /// schema up to date when `migrate`; refuses a schema newer than this build's.
+    pub fn open(url: &str, migrate: bool) -> Result<Pg, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("database url: {e}")))?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("baylink-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres runtime: {e}")))?;
+        let pool = {
+            let _entered = runtime.enter();
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(16)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .build()
+                .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?
+        };
+        let pg = Pg {
+            pool,
+            writer: std::sync::Mutex::new(()),
+            runtime: Some(runtime),
+        };
+        let session = pg.session()?;
+        session.migrate(migrate)?;
+        Ok(pg)
+    }
+
+    /// A session on a pooled connection, for this thread (not an async worker's).
+    pub fn session(&self) -> Result<Session<'_>, StoreError> {
+        let client = self
+            .wait(self.pool.get())
+            .map_err(|e| StoreError::Backend(format!("postgres: {e}")))?;
+        Ok(Session { pg: self, client })
+    }
+
+    /// Waits for `work` on this backend's runtime, from a thread that is not an async worker's
+    /// (a blocking task's, or a command's own).
+    pub(crate) fn wait<F: Future>(&self, work: F) -> F::Output {
+        match &self.runtime {
+            Some(runtime) => runtime.handle().block_on(work),
+            None => unreachable!("the runtime goes only with the backend"),
+        }
+    }
+}
+
+/// One pooled connection, used from one thread.
+pub struct Session<'p> {
+    pg: &'p Pg,
+    client: deadpool_postgres::Object,
+}
+
+impl Session<'_> {
+    fn migrate(&self, migrate: bool) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        self.batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+             SELECT pg_advisory_lock(1);",
+        )?;
+        let result = (|| {
+            let rows = self
+                .pg
+                .wait(
+                    self.client
+                        .query("SELECT max(version) FROM schema_version", &[]),
+                )
+                .map_err(SqlError::from)?;
+            let current: i64 = rows
+                .first()
+                .and_then(|r| r.get::<_, Option<i64>>(0))
+                .unwrap_or(0);
+            let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
+                .map_err(|e| StoreError::Backend(format!("{e}: upgrade baylink-server")))?;
+            if !migrate && current > 0 && !steps.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "the database is at schema {current} and this baylink-server's is {known}: \
+                     stop the server, run `baylink-server migrate`, start this version"
+                )));
+            }
+            for i in steps {
+                self.batch(&format!(
+                    "BEGIN; {} INSERT INTO schema_version (version) VALUES ({}); COMMIT;",
+                    MIGRATIONS[i],
+                    i + 1
+                ))
+                .inspect_err(|_| {
+                    let _ = self.batch("ROLLBACK");
+                })?;
+            }
+            self.batch(&format!(
+                "INSERT INTO meta (key, value) VALUES ('node', '{}') ON CONFLICT DO NOTHING;
+                 INSERT INTO meta (key, value) VALUES ('seq', '0') ON CONFLICT DO NOTHING;",
+                uuid::Uuid::new_v4()
+            ))?;
+            Ok(())
+        })();
+        self.batch("SELECT pg_advisory_unlock(1)")?;
+        result
+    }
+
+    /// Closes the connection rather than giving it back to the pool (its state is unknown).
+    pub(crate) fn discard(self) {
+        drop(deadpool_postgres::Object::take(self.client));
+    }
+
+    /// Runs statements with no parameters.
+    pub(crate) fn batch(&self, sql: &str) -> Result<(), SqlError> {
+        Ok(self.pg.wait(self.client.batch_execute(sql))?)
+    }
+
+    /// A statement prepared once per connection, from the text the use cases write.
+    pub(crate) fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, SqlError> {
+        let text = translate(sql);
+        Ok(self.pg.wait(self.client.prepare_cached(&text))?)
+    }
+
+    /// Runs a prepared statement; the rows it changed.
+    pub(crate) fn execute(
+        &self,
+        stmt: &tokio_postgres::Statement,
+        params: &[ValueRef<'_>],
+    ) -> Result<usize, SqlError> {
+        let binds: Vec<Bind<'_>> = params.iter().copied().map(Bind).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as _).collect();
+        Ok(self.pg.wait(self.client.execute(stmt, &refs))? as usize)
+    }
+
+    /// A prepared statement's rows.
+    pub(crate) fn query(
+        &self,
+        stmt: &tokio_postgres::Statement,
+        params: &[ValueRef<'_>],
+    ) -> Result<Vec<tokio_postgres::Row>, SqlError> {
+        let binds: Vec<Bind<'_>> = params.iter().copied().map(Bind).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as _).collect();
+        Ok(self.pg.wait(self.client.query(stmt, &refs))?)
+    }
+}
+
+/// The PostgreSQL cluster the tests of the PostgreSQL backend use (`BAYLINK_TEST_POSTGRES`), or
+/// `None` with a notice, outside CI, when none is named: `./scripts/test` always names one (it
+/// starts a throwaway cluster), and in CI a missing one fails the test.
+#[doc(hidden)]
+pub fn test_postgres() -> Option<String> {
+    match std::env::var("BAYLINK_TEST_POSTGRES") {
+        Ok(cluster) if !cluster.trim().is_empty() => Some(cluster),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("BAYLINK_TEST_POSTGRES names no PostgreSQL cluster (./scripts/test starts one)")
+        }
+        _ => {
+            eprintln!(
+                "skipped: no PostgreSQL cluster named (BAYLINK_TEST_POSTGRES); ./scripts/test \
+                 starts one"
+            );
+            None
+        }
+    }
+}
+
+/// A new, empty database beside the one `url` names, and its url (tests: one per scenario);
+/// dropped again by [`drop_database`].
+#[doc(hidden)]
+pub fn fresh_database(url: &str) -> Result<(String, String), StoreError> {
+    let name = format!("baylink_test_{}", uuid::Uuid::new_v4().simple());
+    admin(url, &format!("CREATE DATABASE {name}"))?;
+    Ok((with_dbname(url, &name), name))
+}
+
+/// Drops a database [`fresh_database`] made, whoever is still connected to it.
+#[doc(hidden)]
+pub fn drop_database(url: &str, name: &str) -> Result<(), StoreError> {
+    admin(url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+}
+
+fn admin(url: &str, sql: &str) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| StoreError::Backend(format!("postgres: {e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Backend(format!("runtime: {e}")))?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(fail)?;
+        let driver = tokio::spawn(connection);
+        client.batch_execute(sql).await.map_err(fail)?;
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    })
+}
+
+/// `url` naming the database `name` instead.
+fn with_dbname(url: &str, name: &str) -> String {
+    let rest = url
+        .strip_prefix("postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"));
+    match rest {
+        Some(rest) => {
+            let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let authority = main.split('/').next().unwrap_or_default();
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            format!("postgresql://{authority}/{name}{query}")
+        }
+        None => format!("{url} dbname={name}"),
+    }
+}
+
+/// The use cases' SQL as PostgreSQL reads it: `?N` parameters numbered `$N`, a JSON list
+/// parameter's elements, `INSERT OR IGNORE`, and SQLite's index hints (`+column`) dropped.
+pub(crate) fn translate(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut ignore = false;
+    let mut rest = sql;
+    if let Some(at) = rest.find("INSERT OR IGNORE INTO") {
+        out.push_str(&rest[..at]);
+        out.push_str("INSERT INTO");
+        rest = &rest[at + "INSERT OR IGNORE INTO".len()..];
+        ignore = true;
+    }
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    let mut quoted = false;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        if c == '\'' {
+            quoted = !quoted;
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if quoted {
+            let len = rest[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&rest[i..i + len]);
+            i += len;
+            continue;
+        }
+        if rest[i..].starts_with("json_each(?") {
+            let digits: String = rest[i + 11..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if !digits.is_empty() {
+                out.push_str(&format!(
+                    "json_array_elements_text(CAST(${digits} AS json))"
+                ));
+                i += 11 + digits.len() + 1;
+                continue;
+            }
+        }
+        if c == '?' {
+            out.push('$');
+            i += 1;
+            continue;
+        }
+        // `+column`, after a space or a bracket: an index hint, not an addition.
+        if c == '+'
+            && i > 0
+            && matches!(bytes[i - 1], b' ' | b'(' | b'\n')
+            && bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic())
+        {
+            i += 1;
+            continue;
+        }
+        let len = rest[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&rest[i..i + len]);
+        i += len;
+    }
+    if ignore {
+        let trimmed = out.trim_end().trim_end_matches(';').to_owned();
+        out = match trimmed.find(" RETURNING ") {
+            Some(at) => format!(
+                "{} ON CONFLICT DO NOTHING{}",
+                &trimmed[..at],
+                &trimmed[at..]
+            ),
+            None => format!("{trimmed} ON CONFLICT DO NOTHING"),
+        };
+    }
+    out
+}
+
+/// A parameter's value, written as the type PostgreSQL gave the parameter.
+struct Bind<'a>(ValueRef<'a>);
+
+impl std::fmt::Debug for Bind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+type BoxError = Box<dyn Error + Sync + Send>;
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match self.0 {
+            ValueRef::Null => Ok(IsNull::Yes),
+            ValueRef::Integer(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
+                Type::BOOL => (i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => i.to_string().as_str().to_sql(ty, out),
+                _ => Err(format!("an integer given for a parameter of type {ty}").into()),
+            },
+            ValueRef::Real(r) => match *ty {
+                Type::FLOAT8 => r.to_sql(ty, out),
+                Type::FLOAT4 => (r as f32).to_sql(ty, out),
+                _ => Err(format!("a real given for a parameter of type {ty}").into()),
+            },
+            ValueRef::Text(t) => match *ty {
+                Type::JSON => {
+                    out.extend_from_slice(t.as_bytes());
+                    Ok(IsNull::No)
+                }
+                Type::JSONB => {
+                    out.extend_from_slice(&[1]);
+                    out.extend_from_slice(t.as_bytes());
+                    Ok(IsNull::No)
+                }
+                _ => t.to_sql(ty, out),
+            },
+            ValueRef::Blob(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A column's value, read whatever its type.
+pub(crate) struct Any<'a>(pub(crate) ValueRef<'a>);
+
+impl<'a> FromSql<'a> for Any<'a> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        Ok(Any(match *ty {
+            Type::INT8 => ValueRef::Integer(i64::from_sql(ty, raw)?),
+            Type::INT4 => ValueRef::Integer(i32::from_sql(ty, raw)?.into()),
+            Type::INT2 => ValueRef::Integer(i16::from_sql(ty, raw)?.into()),
+            Type::BOOL => ValueRef::Integer(bool::from_sql(ty, raw)?.into()),
+            Type::FLOAT8 => ValueRef::Real(f64::from_sql(ty, raw)?),
+            Type::FLOAT4 => ValueRef::Real(f32::from_sql(ty, raw)?.into()),
+            Type::BYTEA => ValueRef::Blob(raw),
+            Type::JSON => ValueRef::Text(std::str::from_utf8(raw)?),
+            Type::JSONB => ValueRef::Text(std::str::from_utf8(raw.get(1..).unwrap_or(&[]))?),
+            Type::NUMERIC => ValueRef::Integer(numeric_integer(raw)?),
+            _ => ValueRef::Text(<&str>::from_sql(ty, raw)?),
+        }))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, BoxError> {
+        Ok(Any(ValueRef::Null))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A whole NUMERIC (what `sum` of integers answers) as an integer.
+fn numeric_integer(raw: &[u8]) -> Result<i64, BoxError> {
+    let word = |i: usize| -> Result<i64, BoxError> {
+        let b = raw.get(i..i + 2).ok_or("numeric too short")?;
+        Ok(i64::from(i16::from_be_bytes([b[0], b[1]])))
+    };
+    let (digits, weight, sign) = (word(0)?, word(2)?, word(4)?);
+    let mut value: i64 = 0;
+    for k in 0..=weight.max(-1) {
+        let digit = if k < digits {
+            word(8 + 2 * k as usize)?
+        } else {
+            0
+        };
+        value = value
+            .checked_mul(10_000)
+            .and_then(|v| v.checked_add(digit))
+            .ok_or("numeric out of range")?;
+    }
+    if digits > weight + 1 && (weight + 1..digits).any(|k| word(8 + 2 * k as usize).ok() != Some(0))
+    {
+        return Err("numeric not whole".into());
+    }
+    Ok(if sign == 0x4000 { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::translate;
+
+    #[test]
+    fn statements_are_translated_to_postgres_parameters_lists_and_upserts() {
+        assert_eq!(
+            translate("SELECT a FROM t WHERE b = ?1 AND c IN (SELECT value FROM json_each(?2))"),
+            "SELECT a FROM t WHERE b = $1 AND c IN (SELECT value FROM \
+             json_array_elements_text(CAST($2 AS json)))"
+        );
+        assert_eq!(
+            translate("INSERT OR IGNORE INTO t (a) VALUES (?1)"),
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            translate("SELECT x FROM s WHERE +village = ?1 AND y = 'a?+b' AND z = w + 1"),
+            "SELECT x FROM s WHERE village = $1 AND y = 'a?+b' AND z = w + 1"
+        );
+    }
+}
