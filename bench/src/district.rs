@@ -37,8 +37,14 @@ pub struct Officer {
 /// phone), plus `extra` officers (`d000`, `d001`, …) spread over the villages without phones.
 /// Every account's password is [`PASSWORD`].
 pub fn create(dir: &Path, extra: usize) -> (Db, Vec<Officer>) {
-    let (_, db) = baylink_server::AppState::open(baylink_server::Config::new(dir))
-        .expect("server data directory");
+    create_on(dir, extra, None)
+}
+
+/// [`create`] with the server's data in the PostgreSQL database `database` names, when set.
+pub fn create_on(dir: &Path, extra: usize, database: Option<&str>) -> (Db, Vec<Officer>) {
+    let mut config = baylink_server::Config::new(dir);
+    config.database = database.map(str::to_owned);
+    let (_, db) = baylink_server::AppState::open(config).expect("server data directory");
     let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
     let officers = db
         .call_blocking(|c| {

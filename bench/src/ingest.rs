@@ -59,13 +59,35 @@ fn rate(changes: usize, time: Duration) -> f64 {
     changes as f64 / time.as_secs_f64()
 }
 
-/// Ingest from the first village's officer alone, then from the next 50 at once (one thread
-/// each), into `db`; each against the plain insert of the same rows in `scratch`.
-pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) -> Vec<Figure> {
+/// The first village's officer's changes pushed alone into `db`: the changes and the time.
+pub fn push_one(db: &Db, officers: &[Officer], counts: Counts) -> (Vec<Change>, Duration) {
     let one = changes_of(0, &officers[0], counts);
     let start = Instant::now();
     push_all(db, &officers[0].caller, &one);
-    let store_one = start.elapsed();
+    (one, start.elapsed())
+}
+
+/// The next 50 villages' officers' changes pushed at once (a thread each): the changes and the
+/// time.
+pub fn push_fifty(db: &Db, officers: &[Officer], counts: Counts) -> (Vec<Change>, Duration) {
+    let many: Vec<Vec<Change>> = (1..=50)
+        .map(|i| changes_of(i, &officers[i], counts))
+        .collect();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (i, changes) in many.iter().enumerate() {
+            let caller = &officers[i + 1].caller;
+            s.spawn(move || push_all(db, caller, changes));
+        }
+    });
+    let took = start.elapsed();
+    (many.into_iter().flatten().collect(), took)
+}
+
+/// Ingest from the first village's officer alone, then from the next 50 at once (one thread
+/// each), into `db`; each against the plain insert of the same rows in `scratch`.
+pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) -> Vec<Figure> {
+    let (one, store_one) = push_one(db, officers, counts);
     let plain_one = plain_insert(&scratch.join("plain-one.db"), &one);
     // The cost of durable commits: a village of the same size pushed with commits durable only
     // at the next checkpoint (`synchronous = NORMAL`), the server's setting before.
@@ -80,19 +102,8 @@ pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) ->
     let store_relaxed = start.elapsed();
     synchronous("FULL");
 
-    let many: Vec<Vec<Change>> = (1..=50)
-        .map(|i| changes_of(i, &officers[i], counts))
-        .collect();
-    let total: usize = many.iter().map(Vec::len).sum();
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for (i, changes) in many.iter().enumerate() {
-            let caller = &officers[i + 1].caller;
-            s.spawn(move || push_all(db, caller, changes));
-        }
-    });
-    let store_many = start.elapsed();
-    let all: Vec<Change> = many.into_iter().flatten().collect();
+    let (all, store_many) = push_fifty(db, officers, counts);
+    let total = all.len();
     let plain_many = plain_insert(&scratch.join("plain-many.db"), &all);
 
     let figure = |name: String, n: usize, store: Duration, plain: Duration| Figure {

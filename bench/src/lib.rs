@@ -9,6 +9,7 @@ pub mod capture;
 pub mod district;
 pub mod ingest;
 pub mod load;
+pub mod postgres;
 pub mod proxy;
 pub mod search;
 pub mod serve;
@@ -82,6 +83,9 @@ pub struct Options {
     pub keep: Option<PathBuf>,
     /// The benchmark binary, which serves the district in its own process (`serve DIR`).
     pub server_exe: PathBuf,
+    /// A PostgreSQL cluster (a connection string) to measure again on, beside SQLite: the
+    /// district built in a fresh database of it, served by two nodes.
+    pub postgres: Option<String>,
 }
 
 /// A district on disk, ready to serve.
@@ -101,26 +105,35 @@ fn build(options: &Options, dir: &Path, add: &mut dyn FnMut(Vec<Figure>)) -> Bui
         baylink_server::store::Db::open(&data.join("baylink.db")).expect("kept district")
     } else {
         let (db, officers) = district::create(&data, options.devices);
-        let counts = counts(options.scale);
-        add(ingest::figures(&db, &officers, counts, dir));
-        // The rest of the district, untimed; the last village is the large one.
-        let last = officers.len() - 1;
-        std::thread::scope(|s| {
-            for (i, officer) in officers.iter().enumerate().skip(51) {
-                let db = &db;
-                let counts = if i == last {
-                    large_village(options.bootstrap_persons)
-                } else {
-                    counts
-                };
-                s.spawn(move || {
-                    let changes = district::changes_of(i, officer, counts);
-                    district::push_all(db, &officer.caller, &changes);
-                });
-            }
-        });
+        add(ingest::figures(&db, &officers, counts(options.scale), dir));
+        fill_rest(&db, &officers, options);
         db
     };
+    built_of(&db, &data)
+}
+
+/// The rest of the district after the ingest's 51 villages, untimed; the last village is the
+/// large one.
+fn fill_rest(db: &baylink_server::store::Db, officers: &[district::Officer], options: &Options) {
+    let last = officers.len() - 1;
+    let counts = counts(options.scale);
+    std::thread::scope(|s| {
+        for (i, officer) in officers.iter().enumerate().skip(51) {
+            let counts = if i == last {
+                large_village(options.bootstrap_persons)
+            } else {
+                counts
+            };
+            s.spawn(move || {
+                let changes = district::changes_of(i, officer, counts);
+                district::push_all(db, &officer.caller, &changes);
+            });
+        }
+    });
+}
+
+/// What a built district holds, read from its database.
+fn built_of(db: &baylink_server::store::Db, data: &Path) -> Built {
     db.call_blocking(|c| {
         let villages: Vec<String> = c
             .prepare("SELECT code FROM village ORDER BY code")?
@@ -134,7 +147,7 @@ fn build(options: &Options, dir: &Path, add: &mut dyn FnMut(Vec<Figure>)) -> Bui
             |r| r.get(0),
         )?;
         Ok(Built {
-            data: data.clone(),
+            data: data.to_owned(),
             villages,
             seq,
             large_records: records as usize,
@@ -174,7 +187,7 @@ pub fn run(options: &Options, report: &mut dyn FnMut(&Figure)) -> Vec<Figure> {
         options.sync_rounds,
     ));
     add(load::figures(
-        &server.url,
+        &[&server.url],
         &built.villages,
         options.devices,
         built.seq,
@@ -201,7 +214,15 @@ pub fn run(options: &Options, report: &mut dyn FnMut(&Figure)) -> Vec<Figure> {
             options.upload_count,
         ));
     }
-    drop(baseline);
     drop(server);
+    // The same figures on PostgreSQL, beside these.
+    if let Some(cluster) = &options.postgres {
+        let on_postgres = postgres::figures(options, cluster, &baseline, &figures);
+        for f in &on_postgres {
+            report(f);
+        }
+        figures.extend(on_postgres);
+    }
+    drop(baseline);
     figures
 }

@@ -172,7 +172,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// each waiting 0 to 2 × `think_ms` between rounds; `villages` in code order and `seq` the
 /// server's current sequence number (the phones start up to date).
 pub fn figures(
-    url: &str,
+    urls: &[&str],
     villages: &[String],
     devices: usize,
     seq: i64,
@@ -185,6 +185,8 @@ pub fn figures(
             .map(|d| {
                 let village = &villages[d % villages.len()];
                 let start = (&signed_in, seconds);
+                // Phones spread over the nodes, as a load balancer would.
+                let url = urls[d % urls.len()];
                 s.spawn(move || phone(url, d, village, seq, think_ms, start))
             })
             .collect();
@@ -206,9 +208,13 @@ pub fn figures(
         eprintln!("{} errors under load, the first: {first}", errors.len());
     }
     let requests = latencies.len() + errors.len();
+    let nodes = match urls.len() {
+        1 => String::new(),
+        n => format!(" across {n} nodes"),
+    };
     let name = |what: &str| {
         format!(
-            "{devices} concurrent phones, push and pull ({requests} requests in {seconds:.0} s), {what}"
+            "{devices} concurrent phones{nodes}, push and pull ({requests} requests in {seconds:.0} s), {what}"
         )
     };
     vec![

@@ -1,7 +1,9 @@
 //! `baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] [--upload N] [--devices N]
-//! [--seconds S] [--think-ms M] [--keep DIR]` (or `--help`): builds the district (scale 1: about 400,000
-//! persons, 100,000 houses, 1,000,000 vehicles in 64 villages, the last one a village of 20,000
-//! persons) and prints each figure beside its baseline, as a table and as JSON.
+//! [--seconds S] [--think-ms M] [--keep DIR] [--postgres CONNINFO]` (or `--help`): builds the
+//! district (scale 1: about 400,000 persons, 100,000 houses, 1,000,000 vehicles in 64 villages,
+//! the last one a village of 20,000 persons) and prints each figure beside its baseline, as a
+//! table and as JSON; with `--postgres`, the server's figures again on a fresh database of that
+//! PostgreSQL cluster, beside SQLite's.
 //! `baylink-bench serve DIR` is the district's server process it starts.
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -19,7 +21,7 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 /// Options that take a value; anything else is a mistake, not a full run of most of an hour.
-const OPTIONS: [&str; 8] = [
+const OPTIONS: [&str; 9] = [
     "--scale",
     "--bootstrap-persons",
     "--capture",
@@ -28,10 +30,11 @@ const OPTIONS: [&str; 8] = [
     "--seconds",
     "--think-ms",
     "--keep",
+    "--postgres",
 ];
 
 const USAGE: &str = "usage: baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] \
-[--upload N] [--devices N] [--seconds S] [--think-ms M] [--keep DIR]
+[--upload N] [--devices N] [--seconds S] [--think-ms M] [--keep DIR] [--postgres CONNINFO]
        baylink-bench serve DIR
 A full run (scale 1) takes most of an hour and 13 GB of disk; see docs/performance.md.";
 
@@ -69,6 +72,11 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .map(Into::into),
         server_exe: std::env::current_exe().expect("this program's path"),
+        postgres: args
+            .iter()
+            .position(|a| a == "--postgres")
+            .and_then(|i| args.get(i + 1))
+            .cloned(),
     };
     let counts = baylink_bench::counts(options.scale);
     println!(

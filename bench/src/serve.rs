@@ -25,7 +25,17 @@ pub struct Server {
 impl Server {
     /// Starts `exe serve DIR` (the benchmark binary) and waits until it listens.
     pub fn spawn(exe: &Path, dir: &Path) -> Server {
-        let mut child = Command::new(exe)
+        Self::spawn_on(exe, dir, None)
+    }
+
+    /// [`Server::spawn`] with the data in the PostgreSQL database `database` names, when set.
+    pub fn spawn_on(exe: &Path, dir: &Path, database: Option<&str>) -> Server {
+        let mut command = Command::new(exe);
+        match database {
+            Some(url) => command.env(DATABASE, url),
+            None => command.env_remove(DATABASE),
+        };
+        let mut child = command
             .arg("serve")
             .arg(dir)
             .stdin(Stdio::piped())
@@ -122,12 +132,17 @@ async fn village_json(
     let records = db
         .call(move |c| {
             // Each record's values, without their stamps, as one JSON object.
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare(c.pick(
                 "SELECT s.entity, e.kind,
                      (SELECT json_group_object(f.key, json(f.value -> '$[0]')) FROM json_each(e.state, '$.f') f)
                  FROM scope s JOIN entity e ON e.id = s.entity
                  WHERE s.village = ?1 ORDER BY s.entity",
-            )?;
+                "SELECT s.entity, e.kind,
+                     (SELECT CAST(json_object_agg(f.key, f.value -> 0) AS text)
+                      FROM json_each(CAST(e.state AS json) -> 'f') f)
+                 FROM scope s JOIN entity e ON e.id = s.entity
+                 WHERE s.village = ?1 ORDER BY s.entity",
+            ))?;
             let mut rows = stmt.query([&village])?;
             let mut records: Vec<Value> = Vec::new();
             while let Some(row) = rows.next()? {
@@ -146,12 +161,19 @@ fn record((id, kind, fields): (String, String, Map<String, Value>)) -> Value {
     serde_json::json!({ "id": id, "kind": kind, "fields": fields })
 }
 
-/// `baylink-bench serve DIR`: serves the data directory on a loopback port, prints
-/// `listening ADDR`, and stops when its stdin closes.
+/// The variable that gives `baylink-bench serve` a PostgreSQL database to serve.
+const DATABASE: &str = "BAYLINK_BENCH_DATABASE";
+
+/// `baylink-bench serve DIR`: serves the data directory (or the PostgreSQL database
+/// `BAYLINK_BENCH_DATABASE` names) on a loopback port, prints `listening ADDR`, and stops when
+/// its stdin closes.
 pub fn main(dir: &Path) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // Opened before the runtime runs: opening blocks (and waits on PostgreSQL's own runtime).
+    let mut config = baylink_server::Config::new(dir);
+    config.database = std::env::var(DATABASE).ok();
+    let (state, db) = AppState::open(config).expect("server state");
     runtime.block_on(async {
-        let (state, db) = AppState::open(baylink_server::Config::new(dir)).expect("server state");
         let baseline = axum::Router::new()
             .route("/bench/village/{code}", get(village_json))
             .layer(CompressionLayer::new())

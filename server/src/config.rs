@@ -301,6 +301,19 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(AppError::BadRequest("data: must name a directory".into()));
         }
+        if let Some(url) = &self.database
+            && let Err(e) = parse_database(url)
+        {
+            let from = sources
+                .get("database")
+                .copied()
+                .unwrap_or(Source::Default)
+                .as_str();
+            return Err(AppError::BadRequest(format!(
+                "database (from the {from}): not a PostgreSQL connection string \
+                 (postgres://user@host/db or host=… dbname=…): {e}"
+            )));
+        }
         within(
             "max_clock_ahead_s",
             self.max_clock_ahead_ms / 1000,
@@ -348,9 +361,10 @@ impl Config {
             ("data", self.data_dir.display().to_string()),
             (
                 "database",
-                self.database
-                    .as_deref()
-                    .map_or_else(|| "(SQLite in the data directory)".into(), hide_password),
+                self.database.as_deref().map_or_else(
+                    || "(SQLite in the data directory)".into(),
+                    describe_database,
+                ),
             ),
             ("listen", self.listen.to_string()),
             (
@@ -391,23 +405,52 @@ impl Config {
     }
 }
 
-/// A connection string with its password, if any, hidden.
-pub fn hide_password(url: &str) -> String {
-    // URL form: postgresql://user:password@host/db.
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((credentials, host)) = rest.split_once('@')
-        && let Some((user, _)) = credentials.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
+/// A PostgreSQL connection string read as the server will read it; refused, without repeating
+/// it, when it names no database server or a host with `@` in it (a password's unencoded `@`:
+/// the rest of the password would be taken for the host).
+pub fn parse_database(url: &str) -> Result<tokio_postgres::Config, String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let odd = config.get_hosts().iter().any(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => name.contains('@'),
+        tokio_postgres::config::Host::Unix(_) => false,
+    });
+    if odd {
+        return Err("a host with `@` in it: write an `@` in a password as %40".into());
     }
-    // Key-value form: host=… password=… dbname=….
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some(("password", _)) => "password=***".to_owned(),
-            _ => pair.to_owned(),
+    Ok(config)
+}
+
+/// A PostgreSQL connection string as it may be shown: rebuilt from what it names (user, hosts,
+/// ports, database), a password as `***`, nothing copied from its text; a string that does not
+/// parse is not shown at all.
+pub fn describe_database(url: &str) -> String {
+    let Ok(config) = parse_database(url) else {
+        return "(not a PostgreSQL connection string)".into();
+    };
+    let user = config.get_user().unwrap_or("");
+    let password = if config.get_password().is_some() {
+        ":***"
+    } else {
+        ""
+    };
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(dir) => dir.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(port) => format!("{name}:{port}"),
+                None => name,
+            }
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    let dbname = config.get_dbname().unwrap_or(user);
+    format!("postgresql://{user}{password}@{}/{dbname}", hosts.join(","))
 }
 
 /// Every setting's name (the file's keys).
@@ -591,5 +634,54 @@ mod tests {
         };
         let (config, _) = Config::load(Some(&file), &env, &Settings::default()).unwrap();
         assert_eq!((config.access_ttl_s, config.refresh_ttl_s), (300, 600));
+    }
+
+    #[test]
+    fn a_database_is_shown_without_its_password_in_any_spelling() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3%40cret@db.internal:5433/baylink",
+                "postgresql://app:***@db.internal:5433/baylink",
+            ),
+            (
+                "postgres://app:s3@cret@db.internal:5433/baylink",
+                "(not a PostgreSQL connection string)",
+            ),
+            (
+                "postgres://app@db.internal/baylink?password=s3cret",
+                "postgresql://app:***@db.internal:5432/baylink",
+            ),
+            (
+                "host=db.internal user=app password='s3 cret' dbname=baylink",
+                "postgresql://app:***@db.internal/baylink",
+            ),
+            (
+                "host=/run/postgresql user=app password = s3cret dbname=baylink",
+                "postgresql://app:***@/run/postgresql/baylink",
+            ),
+            ("not a database", "(not a PostgreSQL connection string)"),
+        ] {
+            let described = describe_database(url);
+            assert_eq!(described, shown, "{url}");
+            assert!(
+                !described.contains("s3") && !described.contains("cret"),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_that_is_no_connection_string_is_refused_naming_the_setting() {
+        let bad = Settings {
+            database: Some("host=db sslmode=bogus".into()),
+            ..Settings::default()
+        };
+        let refused = Config::load(None, &bad, &Settings::default()).unwrap_err();
+        let refused = refused.to_string();
+        assert!(
+            refused.starts_with("database (from the environment)"),
+            "{refused}"
+        );
+        assert!(!refused.contains("host=db"), "{refused}");
     }
 }

@@ -51,10 +51,14 @@ const WATCHED: u64 = 1_005;
 
 /// Seeds the demo data once (later runs only print the credentials) and says how to sign in.
 pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), StoreError> {
-    let seeded = db.call_blocking(|conn| Ok(!accounts::accounts(conn)?.is_empty()))?;
-    if !seeded {
-        db.call_blocking(|conn| seed_into(conn, out))?;
-    }
+    // Checked and seeded in one unit of work: on PostgreSQL, nodes started together with
+    // `--demo` take turns, and the later ones find it seeded.
+    db.call_blocking(|conn| {
+        if accounts::accounts(conn)?.is_empty() {
+            seed_into(conn, out)?;
+        }
+        Ok(())
+    })?;
     let summary = db.call_blocking(|conn| {
         let stations = places::stations(conn)?;
         let officers = accounts::accounts(conn)?

@@ -258,7 +258,7 @@ fn cli() -> Command {
         )
         .subcommand(
             Command::new("backup")
-                .about("Write a consistent copy of the database (online, with SQLite's backup API)")
+                .about("Write a consistent copy of the SQLite database (online, with VACUUM INTO)")
                 .arg(
                     Arg::new("to")
                         .required(true)
@@ -379,7 +379,7 @@ fn run(
     if config.database.is_some() && matches!(command, "backup" | "restore" | "verify") {
         return Err(AppError::BadRequest(format!(
             "{command} is for the embedded SQLite database; back up and restore PostgreSQL \
-             with its own tools (docs/scale-out.md)"
+             with its own tools, pg_dump or base backups (docs/scale-out.md)"
         )));
     }
     if command == "serve" {
@@ -418,9 +418,18 @@ fn run(
         );
         return Ok(());
     }
-    if command == "migrate" && config.database.is_some() {
+    if command == "migrate"
+        && let Some(url) = config.database.clone()
+    {
+        let (before, known) = baylink_server::store::pg::schema_of(&url)?;
         AppState::open(config)?;
-        say!("the PostgreSQL database is at this server's schema");
+        match before {
+            Some(found) if found == known => {
+                say!("the database is at schema {known}: nothing to do")
+            }
+            Some(found) => say!("migrated the database from schema {found} to {known}"),
+            None => say!("created the schema {known} in the database"),
+        }
         return Ok(());
     }
     if command == "migrate" {
@@ -441,11 +450,22 @@ fn run(
         (command, sub.subcommand_name()),
         ("user", Some("add")) | ("station", Some("import"))
     );
-    if !creates && config.database.is_none() && !config.database_path().exists() {
-        return Err(AppError::NotFound(format!(
-            "no database in {}: is --data right? (`serve` or `migrate` creates one)",
-            config.data_dir.display()
-        )));
+    match &config.database {
+        None if !creates && !config.database_path().exists() => {
+            return Err(AppError::NotFound(format!(
+                "no database in {}: is --data (or --database) right? (`serve` or `migrate` \
+                 creates one)",
+                config.data_dir.display()
+            )));
+        }
+        Some(url) if !creates && baylink_server::store::pg::schema_of(url)?.0.is_none() => {
+            return Err(AppError::NotFound(
+                "no Baylink schema in that PostgreSQL database: is --database right? \
+                 (`serve` or `migrate` creates one)"
+                    .into(),
+            ));
+        }
+        _ => {}
     }
     // Administration never migrates: a server of the version before may be running on it.
     let (state, db) = AppState::open_current(config)?;
@@ -825,14 +845,19 @@ fn serve(
             forwarded_header = config.forwarded_header.name(),
             "opening the database (migrating it if need be); /livez answers meanwhile"
         );
-        let data = config.data_dir.clone();
+        let data = match &config.database {
+            Some(url) => format!(
+                "data in PostgreSQL: {}",
+                baylink_server::config::describe_database(url)
+            ),
+            None => format!("data in {}", config.data_dir.display()),
+        };
         let opening = config.clone();
         let ready = move || {
             // A server whose output nobody reads any more keeps serving.
             let _ = writeln!(
                 std::io::stdout(),
-                "baylink-server listening on http://{local} (data in {})",
-                data.display()
+                "baylink-server listening on http://{local} ({data})"
             );
             tracing::info!(%local, "ready");
         };

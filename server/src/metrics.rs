@@ -83,10 +83,10 @@ pub struct Metrics {
 
 /// Figures read at each scrape.
 pub struct Gauges {
-    /// Bytes of the database file.
-    pub database_bytes: u64,
-    /// Bytes of its write-ahead log.
-    pub wal_bytes: u64,
+    /// Bytes of the database file (SQLite only: `None` on PostgreSQL).
+    pub database_bytes: Option<u64>,
+    /// Bytes of its write-ahead log (SQLite only).
+    pub wal_bytes: Option<u64>,
     /// Devices that synced in the last 24 hours.
     pub active_devices: u64,
 }
@@ -227,10 +227,13 @@ impl Metrics {
             (
                 "baylink_active_devices",
                 "Devices that synced in the last 24 hours.",
-                gauges.active_devices,
+                Some(gauges.active_devices),
             ),
         ];
         for (name, help, value) in gauges {
+            let Some(value) = value else {
+                continue;
+            };
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
@@ -272,8 +275,8 @@ mod tests {
         }
         m.login_failed();
         let text = m.render(&Gauges {
-            database_bytes: 4096,
-            wal_bytes: 0,
+            database_bytes: Some(4096),
+            wal_bytes: Some(0),
             active_devices: 2,
         });
         for line in [
@@ -295,8 +298,8 @@ mod tests {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         checkpointed(Duration::from_millis(40));
         let text = m.render(&Gauges {
-            database_bytes: 0,
-            wal_bytes: 0,
+            database_bytes: Some(0),
+            wal_bytes: Some(0),
             active_devices: 0,
         });
         let count = text
@@ -313,8 +316,8 @@ mod tests {
     #[test]
     fn the_sample_dashboard_asks_for_metrics_this_server_has() {
         let text = Metrics::default().render(&Gauges {
-            database_bytes: 0,
-            wal_bytes: 0,
+            database_bytes: Some(0),
+            wal_bytes: Some(0),
             active_devices: 0,
         });
         let dashboard = include_str!("../../docs/grafana-dashboard.json");

@@ -305,7 +305,10 @@ fn token_keys_are_added_listed_and_retired_and_the_old_key_file_is_the_first() {
     std::fs::write(dir.path().join("secret.key"), "a".repeat(64)).expect("old key file");
     // A mistyped --data is not taken for a new server.
     let (ok, _, err) = run(&dir.path().join("typo"), &["key", "list"], "");
-    assert!(!ok && err.contains("is --data right?"), "{err}");
+    assert!(
+        !ok && err.contains("is --data (or --database) right?"),
+        "{err}"
+    );
     assert!(!dir.path().join("typo").join("baylink.db").exists());
     let (ok, out, err) = run(dir.path(), &["migrate"], "");
     assert!(ok && out.contains("created the database"), "{err}");
@@ -557,4 +560,36 @@ fn the_systemd_unit_is_one_systemd_takes_without_a_warning() {
         .filter(|l| l.contains("baylink-server.service"))
         .collect();
     assert!(ours.is_empty(), "{said}");
+}
+
+/// On PostgreSQL as on SQLite: a command that only reads refuses a database holding no
+/// Baylink schema (and leaves it empty), `migrate` says what it did, and `config check` shows the
+/// database without its password.
+#[test]
+fn administration_on_postgres_reads_only_a_baylink_database_and_migrate_says_what_it_did() {
+    let Some(cluster) = baylink_server::store::pg::test_postgres() else {
+        return;
+    };
+    let (url, name) = baylink_server::store::pg::fresh_database(&cluster).expect("a database");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (ok, _, err) = run(dir.path(), &["--database", &url, "key", "list"], "");
+    assert!(!ok && err.contains("is --database right?"), "{err}");
+    let schema = baylink_server::store::pg::schema_of(&url).expect("schema read");
+    assert_eq!(schema.0, None, "nothing was created");
+    let (ok, out, err) = run(dir.path(), &["--database", &url, "migrate"], "");
+    assert!(ok && out.contains("created the schema"), "{out} {err}");
+    let (ok, out, err) = run(dir.path(), &["--database", &url, "migrate"], "");
+    assert!(ok && out.contains("nothing to do"), "{out} {err}");
+    let (ok, out, err) = run(dir.path(), &["--database", &url, "key", "list"], "");
+    assert!(ok && out.contains("signs"), "{out} {err}");
+    let secret = format!("{url} password=s3cr3t-word");
+    let (ok, out, err) = run(dir.path(), &["--database", &secret, "config", "check"], "");
+    assert!(ok && out.contains(":***@"), "{out} {err}");
+    assert!(
+        !out.contains("s3cr3t") && !err.contains("s3cr3t"),
+        "{out} {err}"
+    );
+    let (ok, _, err) = run(dir.path(), &["--database", &url, "backup", "x.db"], "");
+    assert!(!ok && err.contains("pg_dump"), "{err}");
+    baylink_server::store::pg::drop_database(&cluster, &name).expect("dropped");
 }

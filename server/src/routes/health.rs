@@ -33,9 +33,14 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, App
         .iter()
         .filter(|(d, _)| d.last_sync_ms.is_some_and(|ms| ms >= day_ago))
         .count() as u64;
+    // The file sizes of the embedded database; PostgreSQL's own exporter reports its sizes.
+    let (database_bytes, wal_bytes) = match state.config.database {
+        None => (Some(size(&path)), Some(size(&wal))),
+        Some(_) => (None, None),
+    };
     let text = state.metrics.render(&crate::metrics::Gauges {
-        database_bytes: size(&path),
-        wal_bytes: size(&wal),
+        database_bytes,
+        wal_bytes,
         active_devices: active,
     });
     Ok((
@@ -75,7 +80,10 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let seq = state.store.current_seq().await?;
+    let seq = state.store.current_seq().await.map_err(|e| {
+        tracing::warn!("not ready: {e}");
+        AppError::Unavailable("the database does not answer".into())
+    })?;
     Ok(Json(
         json!({ "status": "ok", "seq": seq, "server_time_ms": crate::store::now_ms() }),
     ))

@@ -19,6 +19,18 @@ use crate::store::error::StoreError;
 
 /// The advisory lock a unit of work that writes holds (the bytes of "BAYL").
 pub(crate) const WRITER_LOCK: i64 = 0x4241_594C;
+/// The advisory lock a node holds while it reads and brings up the schema ("BAYM").
+const MIGRATION_LOCK: i64 = 0x4241_594D;
+
+/// The schema version of a database: 0 before Baylink's first migration.
+async fn version_of(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+    let exists = "SELECT to_regclass('schema_version') IS NOT NULL";
+    if !client.query_one(exists, &[]).await?.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let newest = "SELECT COALESCE(max(version), 0) FROM schema_version";
+    Ok(client.query_one(newest, &[]).await?.get(0))
+}
 
 /// Migration steps of the PostgreSQL schema; step `i` brings it to version `i + 1`. Append only.
 const MIGRATIONS: &[&str] = &[include_str!("pg/001_init.sql")];
@@ -54,16 +66,26 @@ fn backend(e: impl std::fmt::Display) -> SqlError {
 
 impl From<tokio_postgres::Error> for SqlError {
     fn from(e: tokio_postgres::Error) -> SqlError {
-        // The server's own message (with its detail) says more than the client's summary.
-        match e.as_db_error() {
-            Some(db) => backend(format!(
+        // The server's own message (with its detail) says more than the client's summary, and
+        // a connection's failure says why in its source.
+        match (e.as_db_error(), std::error::Error::source(&e)) {
+            (Some(db), _) => backend(format!(
                 "{}{}",
                 db.message(),
                 db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
             )),
-            None => backend(e),
+            (None, Some(why)) => backend(format!("{e}: {why}")),
+            (None, None) => backend(e),
         }
     }
+}
+
+/// The schema of the database at `url` and this build's: read without changing anything
+/// (`None` when it holds no Baylink schema yet).
+pub fn schema_of(url: &str) -> Result<(Option<i64>, i64), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found = one_off(url, |client| async move { version_of(&client).await })?;
+    Ok(((found > 0).then_some(found), known))
 }
 
 impl Pg {
@@ -106,9 +128,10 @@ impl Pg {
 
     /// A session on a pooled connection, for this thread (not an async worker's).
     pub fn session(&self) -> Result<Session<'_>, StoreError> {
-        let client = self
-            .wait(self.pool.get())
-            .map_err(|e| StoreError::Backend(format!("postgres: {e}")))?;
+        let client = self.wait(self.pool.get()).map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::from(SqlError::from(e)),
+            other => StoreError::Backend(format!("postgres: {other}")),
+        })?;
         Ok(Session { pg: self, client })
     }
 
@@ -131,22 +154,13 @@ pub struct Session<'p> {
 impl Session<'_> {
     fn migrate(&self, migrate: bool) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
-        self.batch(
-            "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
-             SELECT pg_advisory_lock(1);",
-        )?;
+        // Under a lock, so that nodes starting together take each step once.
+        self.batch(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
         let result = (|| {
-            let rows = self
+            let current = self
                 .pg
-                .wait(
-                    self.client
-                        .query("SELECT max(version) FROM schema_version", &[]),
-                )
+                .wait(version_of(&self.client))
                 .map_err(SqlError::from)?;
-            let current: i64 = rows
-                .first()
-                .and_then(|r| r.get::<_, Option<i64>>(0))
-                .unwrap_or(0);
             let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
                 .map_err(|e| StoreError::Backend(format!("{e}: upgrade baylink-server")))?;
             if !migrate && current > 0 && !steps.is_empty() {
@@ -172,7 +186,7 @@ impl Session<'_> {
             ))?;
             Ok(())
         })();
-        self.batch("SELECT pg_advisory_unlock(1)")?;
+        self.batch(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
         result
     }
 
@@ -251,7 +265,19 @@ pub fn drop_database(url: &str, name: &str) -> Result<(), StoreError> {
 }
 
 fn admin(url: &str, sql: &str) -> Result<(), StoreError> {
-    let fail = |e: tokio_postgres::Error| StoreError::Backend(format!("postgres: {e}"));
+    let sql = sql.to_owned();
+    one_off(
+        url,
+        |client| async move { client.batch_execute(&sql).await },
+    )
+}
+
+/// `work` on a connection of its own to `url`, on a runtime of its own (commands, tests).
+fn one_off<T, F, W>(url: &str, work: W) -> Result<T, StoreError>
+where
+    W: FnOnce(std::sync::Arc<tokio_postgres::Client>) -> F,
+    F: Future<Output = Result<T, tokio_postgres::Error>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -259,12 +285,13 @@ fn admin(url: &str, sql: &str) -> Result<(), StoreError> {
     runtime.block_on(async {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
-            .map_err(fail)?;
+            .map_err(SqlError::from)?;
         let driver = tokio::spawn(connection);
-        client.batch_execute(sql).await.map_err(fail)?;
+        let client = std::sync::Arc::new(client);
+        let out = work(client.clone()).await.map_err(SqlError::from)?;
         drop(client);
         let _ = driver.await;
-        Ok(())
+        Ok(out)
     })
 }
 

@@ -3,6 +3,10 @@
 -- holds). Integers are BIGINT, flags 0 and 1, JSON kept as text, and
 -- text compared by code point (collation "C") as SQLite compares it: the use cases' SQL is the same.
 
+CREATE TABLE schema_version (
+    -- One row per migration step taken.
+    version BIGINT NOT NULL
+);
 CREATE TABLE meta (
     key TEXT COLLATE "C" PRIMARY KEY,
     value TEXT COLLATE "C" NOT NULL
