@@ -215,14 +215,14 @@ pub fn run(options: &Options, report: &mut dyn FnMut(&Figure)) -> Vec<Figure> {
         ));
     }
     drop(server);
+    drop(baseline);
     // The same figures on PostgreSQL, beside these.
     if let Some(cluster) = &options.postgres {
-        let on_postgres = postgres::figures(options, cluster, &baseline, &figures);
+        let on_postgres = postgres::figures(options, cluster, &figures);
         for f in &on_postgres {
             report(f);
         }
         figures.extend(on_postgres);
     }
-    drop(baseline);
     figures
 }

@@ -46,14 +46,8 @@ fn rate(changes: usize, time: Duration) -> f64 {
     changes as f64 / time.as_secs_f64()
 }
 
-/// Measures on a fresh database of `cluster`; `baseline` is the SQLite run's baseline server
-/// (the plain GET of the same village) and `sqlite` its figures.
-pub fn figures(
-    options: &Options,
-    cluster: &str,
-    baseline: &serve::Server,
-    sqlite: &[Figure],
-) -> Vec<Figure> {
+/// Measures on a fresh database of `cluster`, beside `sqlite`, the run's figures on SQLite.
+pub fn figures(options: &Options, cluster: &str, sqlite: &[Figure]) -> Vec<Figure> {
     let (database, name) =
         baylink_server::store::pg::fresh_database(cluster).expect("a fresh PostgreSQL database");
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -91,6 +85,12 @@ pub fn figures(
             Some(&database),
         ),
     ];
+    // The plain GET of the village, from the same database, in a process of its own.
+    let baseline = serve::Server::spawn_on(
+        &options.server_exe,
+        &dir.path().join("plain"),
+        Some(&database),
+    );
     let large = built.villages.last().expect("villages");
     out.extend(bootstrap::figures(
         (&nodes[0].url, &baseline.url),
@@ -118,6 +118,7 @@ pub fn figures(
         f
     }));
     drop(nodes);
+    drop(baseline);
     let _ = baylink_server::store::pg::drop_database(cluster, &name);
     out.into_iter()
         .map(|f| {

@@ -78,6 +78,7 @@ impl From<crate::store::error::StoreError> for AppError {
             StoreError::Invalid(m) => AppError::BadRequest(m),
             StoreError::Conflict(m) => AppError::Conflict(m),
             StoreError::Backend(m) => AppError::Internal(m),
+            StoreError::Busy(m) => AppError::Unavailable(m),
         }
     }
 }

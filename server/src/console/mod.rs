@@ -458,7 +458,7 @@ async fn records(
     user: ConsoleUser,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, PageError> {
-    let page = query
+    let page: u32 = query
         .page
         .as_deref()
         .and_then(|p| p.parse().ok())
@@ -466,7 +466,12 @@ async fn records(
     let filter = query.filter();
     let rows = state
         .store
-        .records(user.villages.clone(), filter.clone(), PAGE + 1, page * PAGE)
+        .records(
+            user.villages.clone(),
+            filter.clone(),
+            PAGE + 1,
+            page.saturating_mul(PAGE),
+        )
         .await?;
     let stations = state.store.stations().await?;
     let names = stations.into_iter().flat_map(|s| s.villages).collect();

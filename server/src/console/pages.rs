@@ -322,8 +322,8 @@ pub(super) fn records(
                 a.export href=(export("xlsx")) { "导出 Excel" }
                 a.export href=(export("csv")) { "导出 CSV" }
                 @if page > 0 { a href=(link(page - 1)) { "上一页" } }
-                span.muted { "第 " (page + 1) " 页" }
-                @if more { a href=(link(page + 1)) { "下一页" } }
+                span.muted { "第 " (page.saturating_add(1)) " 页" }
+                @if more { a href=(link(page.saturating_add(1))) { "下一页" } }
             }
         },
     )

@@ -115,7 +115,8 @@ pub fn add_rule(
     };
     let candidates: Vec<String> = tx
         .prepare(
-            "SELECT entity FROM summary WHERE kind = 'person' AND id_number >= ?1 AND id_number < ?2",
+            "SELECT entity FROM summary WHERE kind = 'person' AND id_number >= ?1 AND id_number < ?2
+             ORDER BY entity",
         )?
         .query_map(params![lo, hi], |r| r.get(0))?
         .collect::<Result<_, _>>()?;

@@ -26,6 +26,12 @@ pub enum SqlError {
     /// The backend failed.
     #[error("{0}")]
     Backend(String),
+    /// A value the database cannot store (PostgreSQL's text holds no NUL).
+    #[error("{0}")]
+    Unstorable(String),
+    /// The writer lock was not free in time.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<rusqlite::Error> for SqlError {
@@ -411,8 +417,8 @@ impl<'a> Conn<'a> {
     pub fn transaction(&self) -> Result<Tx<'a>, SqlError> {
         match self {
             Conn::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
-            // The session holds the writer lock already (`store::pg`).
-            Conn::Pg(p) => p.batch("BEGIN")?,
+            // Every node's transactions take turns (`store::pg`).
+            Conn::Pg(p) => p.begin_writing()?,
         }
         Ok(Tx {
             conn: *self,

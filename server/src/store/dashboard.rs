@@ -115,7 +115,7 @@ pub fn device_syncs(conn: &Conn<'_>, villages: &[String]) -> Result<Vec<DeviceSy
         "SELECT a.username, d.name, d.last_sync_ms, d.revoked FROM device d JOIN account a ON a.id = d.account
          WHERE a.role = 'officer' AND EXISTS (SELECT 1 FROM account_village v WHERE v.account = a.id
              AND v.village IN (SELECT value FROM json_each(?1)))
-         ORDER BY d.last_sync_ms IS NULL, d.last_sync_ms DESC",
+         ORDER BY d.last_sync_ms IS NULL, d.last_sync_ms DESC, a.username, d.id",
     )?;
     let rows = stmt.query_map([list], |r| {
         Ok(DeviceSync {

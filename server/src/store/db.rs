@@ -3,7 +3,7 @@
 use crate::store::checkpoint::{WRITER_CHECKPOINT, checkpoint_beside};
 use crate::store::conn::Conn;
 use crate::store::error::StoreError;
-use crate::store::pg::{Pg, WRITER_LOCK};
+use crate::store::pg::Pg;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
@@ -131,24 +131,14 @@ pub fn instance(conn: &Conn<'_>) -> Result<String, StoreError> {
         .unwrap_or_default())
 }
 
-/// A unit of work that writes, on PostgreSQL: under the writer lock, which its session holds
-/// from its first statement to its last (`store::pg`).
+/// A unit of work that writes, on PostgreSQL: on a connection for writing; each of its
+/// transactions holds the writer lock (`store::pg`).
 fn write_pg<T>(
     pg: &Pg,
     f: impl FnOnce(&Conn<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let _queued = pg.writer.lock().unwrap_or_else(PoisonError::into_inner);
-    let session = pg.session()?;
-    session.batch(&format!("SELECT pg_advisory_lock({WRITER_LOCK})"))?;
-    let out = f(&Conn::Pg(&session));
-    // A failed unlock ends the session, which releases the lock with it.
-    if session
-        .batch(&format!("SELECT pg_advisory_unlock({WRITER_LOCK})"))
-        .is_err()
-    {
-        session.discard();
-    }
-    out
+    let session = pg.writer_session()?;
+    f(&Conn::Pg(&session))
 }
 
 /// A unit of work that reads, on PostgreSQL: one snapshot, beside the writer.
@@ -159,7 +149,13 @@ fn read_pg<T>(
     let session = pg.session()?;
     session.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
     let out = f(&Conn::Pg(&session));
-    session.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    if session
+        .batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .is_err()
+    {
+        // Its state unknown, the connection is not handed to the next reader.
+        session.discard();
+    }
     out
 }
 

@@ -19,11 +19,19 @@ pub enum StoreError {
     /// The backend failed (I/O, a corrupt row, a task that died).
     #[error("{0}")]
     Backend(String),
+    /// The backend is busy (its writer lock not free in time): try again shortly.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<crate::store::conn::SqlError> for StoreError {
     fn from(e: crate::store::conn::SqlError) -> StoreError {
-        StoreError::Backend(e.to_string())
+        use crate::store::conn::SqlError;
+        match e {
+            SqlError::Unstorable(m) => StoreError::Invalid(m),
+            SqlError::Busy(m) => StoreError::Busy(m),
+            e => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

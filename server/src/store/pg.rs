@@ -17,8 +17,15 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use crate::store::conn::{SqlError, ValueRef};
 use crate::store::error::StoreError;
 
-/// The advisory lock a unit of work that writes holds (the bytes of "BAYL").
+/// The advisory lock every writing transaction holds to its end (the bytes of "BAYL").
 pub(crate) const WRITER_LOCK: i64 = 0x4241_594C;
+/// How long a transaction waits for it before giving up (the request answers 503).
+const LOCK_WAIT: &str = "20s";
+/// Session settings of every connection: a session left idle inside a transaction (its node
+/// frozen) is ended after a minute, which frees the lock it held, and a client whose host
+/// vanished is noticed within about 25 seconds rather than the operating system's two hours.
+const SESSION_OPTIONS: &str = "-c idle_in_transaction_session_timeout=60000 \
+     -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3";
 /// The advisory lock a node holds while it reads and brings up the schema ("BAYM").
 const MIGRATION_LOCK: i64 = 0x4241_594D;
 
@@ -37,10 +44,11 @@ const MIGRATIONS: &[&str] = &[include_str!("pg/001_init.sql")];
 
 /// Connections to one PostgreSQL database, and the runtime their I/O runs on.
 pub struct Pg {
+    /// Connections for reading.
     pool: deadpool_postgres::Pool,
-    /// Taken before a writing unit of work takes a connection: this node's writers queue here,
-    /// not on the database, so they never hold the pool's connections that readers need.
-    pub(crate) writer: std::sync::Mutex<()>,
+    /// Connections for writing, apart: writers waiting for the lock never hold the
+    /// connections readers need, and wait for one at most a while.
+    writers: deadpool_postgres::Pool,
     /// Always `Some` until dropped.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -66,6 +74,20 @@ fn backend(e: impl std::fmt::Display) -> SqlError {
 
 impl From<tokio_postgres::Error> for SqlError {
     fn from(e: tokio_postgres::Error) -> SqlError {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(c) if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
+                return SqlError::Unstorable(
+                    "text holds a character that cannot be stored (NUL)".into(),
+                );
+            }
+            Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => {
+                return SqlError::Busy(format!(
+                    "the database's writer lock was not free within {LOCK_WAIT}: try again"
+                ));
+            }
+            _ => {}
+        }
         // The server's own message (with its detail) says more than the client's summary, and
         // a connection's failure says why in its source.
         match (e.as_db_error(), std::error::Error::source(&e)) {
@@ -92,47 +114,74 @@ impl Pg {
     /// Connects to the database at `url` (`postgres://…` or `host=… dbname=…`) and brings its
     /// schema up to date when `migrate`; refuses a schema newer than this build's.
     pub fn open(url: &str, migrate: bool) -> Result<Pg, StoreError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("database url: {e}")))?;
-        let manager = deadpool_postgres::Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
+        let mut config = crate::config::parse_database(url)
+            .map_err(|e| StoreError::Invalid(format!("database: {e}")))?;
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {SESSION_OPTIONS}"),
+            None => SESSION_OPTIONS.to_owned(),
+        };
+        config.options(&options);
+        let manager = |config: tokio_postgres::Config| {
+            deadpool_postgres::Manager::from_config(
+                config,
+                tokio_postgres::NoTls,
+                deadpool_postgres::ManagerConfig {
+                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                },
+            )
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("baylink-pg")
             .enable_all()
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres runtime: {e}")))?;
-        let pool = {
+        let (pool, writers) = {
             let _entered = runtime.enter();
-            deadpool_postgres::Pool::builder(manager)
-                .max_size(16)
-                .runtime(deadpool_postgres::Runtime::Tokio1)
-                .build()
-                .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?
+            let build = |size: usize, wait: Option<std::time::Duration>| {
+                deadpool_postgres::Pool::builder(manager(config.clone()))
+                    .max_size(size)
+                    .wait_timeout(wait)
+                    .runtime(deadpool_postgres::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))
+            };
+            (
+                build(READERS, None)?,
+                build(WRITERS, Some(std::time::Duration::from_secs(30)))?,
+            )
         };
         let pg = Pg {
             pool,
-            writer: std::sync::Mutex::new(()),
+            writers,
             runtime: Some(runtime),
         };
-        let session = pg.session()?;
-        session.migrate(migrate)?;
+        pg.session()?.migrate(migrate)?;
         Ok(pg)
     }
 
-    /// A session on a pooled connection, for this thread (not an async worker's).
+    /// A session for reading on a pooled connection, for this thread (not an async worker's).
     pub fn session(&self) -> Result<Session<'_>, StoreError> {
-        let client = self.wait(self.pool.get()).map_err(|e| match e {
+        self.session_of(&self.pool)
+    }
+
+    /// A session for writing.
+    pub(crate) fn writer_session(&self) -> Result<Session<'_>, StoreError> {
+        self.session_of(&self.writers)
+    }
+
+    fn session_of(&self, pool: &deadpool_postgres::Pool) -> Result<Session<'_>, StoreError> {
+        let client = self.wait(pool.get()).map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => StoreError::from(SqlError::from(e)),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                StoreError::Busy("every connection for writing is waiting: try again".into())
+            }
             other => StoreError::Backend(format!("postgres: {other}")),
         })?;
-        Ok(Session { pg: self, client })
+        Ok(Session {
+            pg: self,
+            client: Some(client),
+        })
     }
 
     /// Waits for `work` on this backend's runtime, from a thread that is not an async worker's
@@ -145,13 +194,55 @@ impl Pg {
     }
 }
 
+/// Connections for reading per node.
+const READERS: usize = 16;
+/// Connections for writing per node (writes take turns across all nodes anyway).
+const WRITERS: usize = 4;
+
 /// One pooled connection, used from one thread.
 pub struct Session<'p> {
     pg: &'p Pg,
-    client: deadpool_postgres::Object,
+    /// `Some` until the session ends.
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // A unit of work that panicked may have left a transaction open: the connection is
+        // closed rather than handed to the next one.
+        if std::thread::panicking()
+            && let Some(client) = self.client.take()
+        {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
 }
 
 impl Session<'_> {
+    fn object(&self) -> &deadpool_postgres::Object {
+        match &self.client {
+            Some(client) => client,
+            None => unreachable!("a session has its connection until it ends"),
+        }
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        self.object()
+    }
+
+    /// Begins a writing transaction: it waits (at most [`LOCK_WAIT`]) for the writer lock,
+    /// which it holds to its commit or rollback (contract item 2).
+    pub(crate) fn begin_writing(&self) -> Result<(), SqlError> {
+        self.batch(&format!(
+            "BEGIN; SET LOCAL lock_timeout = '{LOCK_WAIT}'; \
+             SELECT pg_advisory_xact_lock({WRITER_LOCK}); SET LOCAL lock_timeout = 0"
+        ))
+        .inspect_err(|_| {
+            // Not left open for the connection's next use (its next BEGIN would fail).
+            let _ = self.batch("ROLLBACK");
+        })
+    }
+
     fn migrate(&self, migrate: bool) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
         // Under a lock, so that nodes starting together take each step once.
@@ -159,7 +250,7 @@ impl Session<'_> {
         let result = (|| {
             let current = self
                 .pg
-                .wait(version_of(&self.client))
+                .wait(version_of(self.client()))
                 .map_err(SqlError::from)?;
             let steps = baylink_sync::schema::steps_to_run(current, MIGRATIONS.len())
                 .map_err(|e| StoreError::Backend(format!("{e}: upgrade baylink-server")))?;
@@ -191,19 +282,21 @@ impl Session<'_> {
     }
 
     /// Closes the connection rather than giving it back to the pool (its state is unknown).
-    pub(crate) fn discard(self) {
-        drop(deadpool_postgres::Object::take(self.client));
+    pub(crate) fn discard(mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 
     /// Runs statements with no parameters.
     pub(crate) fn batch(&self, sql: &str) -> Result<(), SqlError> {
-        Ok(self.pg.wait(self.client.batch_execute(sql))?)
+        Ok(self.pg.wait(self.client().batch_execute(sql))?)
     }
 
     /// A statement prepared once per connection, from the text the use cases write.
     pub(crate) fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, SqlError> {
         let text = translate(sql);
-        Ok(self.pg.wait(self.client.prepare_cached(&text))?)
+        Ok(self.pg.wait(self.object().prepare_cached(&text))?)
     }
 
     /// Runs a prepared statement; the rows it changed.
@@ -214,7 +307,7 @@ impl Session<'_> {
     ) -> Result<usize, SqlError> {
         let binds: Vec<Bind<'_>> = params.iter().copied().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as _).collect();
-        Ok(self.pg.wait(self.client.execute(stmt, &refs))? as usize)
+        Ok(self.pg.wait(self.client().execute(stmt, &refs))? as usize)
     }
 
     /// A prepared statement's rows.
@@ -225,7 +318,7 @@ impl Session<'_> {
     ) -> Result<Vec<tokio_postgres::Row>, SqlError> {
         let binds: Vec<Bind<'_>> = params.iter().copied().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as _).collect();
-        Ok(self.pg.wait(self.client.query(stmt, &refs))?)
+        Ok(self.pg.wait(self.client().query(stmt, &refs))?)
     }
 }
 
@@ -316,64 +409,64 @@ fn with_dbname(url: &str, name: &str) -> String {
 }
 
 /// The use cases' SQL as PostgreSQL reads it: `?N` parameters numbered `$N`, a JSON list
-/// parameter's elements, `INSERT OR IGNORE`, and SQLite's index hints (`+column`) dropped.
+/// parameter's elements (`json_each(?N)`), a statement that begins `INSERT OR IGNORE`, and
+/// SQLite's index hints (`+column` after a keyword, a bracket, a comma or a comparison) dropped.
+/// String literals, quoted names and `--` comments are copied as they are.
 pub(crate) fn translate(sql: &str) -> String {
+    let (mut rest, ignore) = match sql.trim_start().strip_prefix("INSERT OR IGNORE INTO") {
+        Some(after) if !sql.contains("ON CONFLICT") => (after, true),
+        _ => (sql, false),
+    };
     let mut out = String::with_capacity(sql.len() + 32);
-    let mut ignore = false;
-    let mut rest = sql;
-    if let Some(at) = rest.find("INSERT OR IGNORE INTO") {
-        out.push_str(&rest[..at]);
+    if ignore {
         out.push_str("INSERT INTO");
-        rest = &rest[at + "INSERT OR IGNORE INTO".len()..];
-        ignore = true;
     }
-    let bytes = rest.as_bytes();
-    let mut i = 0;
-    let mut quoted = false;
-    while i < bytes.len() {
-        let c = bytes[i] as char;
-        if c == '\'' {
-            quoted = !quoted;
-            out.push(c);
-            i += 1;
-            continue;
-        }
-        if quoted {
-            let len = rest[i..].chars().next().map_or(1, char::len_utf8);
-            out.push_str(&rest[i..i + len]);
-            i += len;
-            continue;
-        }
-        if rest[i..].starts_with("json_each(?") {
-            let digits: String = rest[i + 11..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if !digits.is_empty() {
-                out.push_str(&format!(
-                    "json_array_elements_text(CAST(${digits} AS json))"
-                ));
-                i += 11 + digits.len() + 1;
+    while let Some(c) = rest.chars().next() {
+        let len = c.len_utf8();
+        match c {
+            '\'' | '"' => {
+                // A literal or a quoted name, to its closing quote (a doubled one stays inside).
+                let end = rest[1..].find(c).map_or(rest.len(), |at| at + 2);
+                out.push_str(&rest[..end]);
+                rest = &rest[end..];
                 continue;
             }
+            '-' if rest.starts_with("--") => {
+                let end = rest.find('\n').unwrap_or(rest.len());
+                out.push_str(&rest[..end]);
+                rest = &rest[end..];
+                continue;
+            }
+            '?' => {
+                out.push('$');
+            }
+            '+' if is_hint(&out, &rest[1..]) => {}
+            'j' if rest.starts_with("json_each(") => {
+                let inner = rest["json_each(".len()..].trim_start();
+                let digits: String = inner
+                    .strip_prefix('?')
+                    .unwrap_or_default()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let after = inner
+                    .get(1 + digits.len()..)
+                    .unwrap_or_default()
+                    .trim_start();
+                match after.strip_prefix(')') {
+                    Some(tail) if !digits.is_empty() => {
+                        out.push_str(&format!(
+                            "json_array_elements_text(CAST(${digits} AS json))"
+                        ));
+                        rest = tail;
+                        continue;
+                    }
+                    _ => out.push(c),
+                }
+            }
+            c => out.push(c),
         }
-        if c == '?' {
-            out.push('$');
-            i += 1;
-            continue;
-        }
-        // `+column`, after a space or a bracket: an index hint, not an addition.
-        if c == '+'
-            && i > 0
-            && matches!(bytes[i - 1], b' ' | b'(' | b'\n')
-            && bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic())
-        {
-            i += 1;
-            continue;
-        }
-        let len = rest[i..].chars().next().map_or(1, char::len_utf8);
-        out.push_str(&rest[i..i + len]);
-        i += len;
+        rest = &rest[len..];
     }
     if ignore {
         let trimmed = out.trim_end().trim_end_matches(';').to_owned();
@@ -387,6 +480,31 @@ pub(crate) fn translate(sql: &str) -> String {
         };
     }
     out
+}
+
+/// Whether a `+` with `before` it and `after` it is SQLite's index hint (`+column` where an
+/// operand begins), not an addition.
+fn is_hint(before: &str, after: &str) -> bool {
+    if !after.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return false;
+    }
+    let before = before.trim_end();
+    if before.ends_with(['(', ',', '=', '<', '>']) {
+        return true;
+    }
+    let word: String = before
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    [
+        "AND", "OR", "NOT", "WHERE", "ON", "BY", "SELECT", "WHEN", "THEN", "ELSE",
+    ]
+    .iter()
+    .any(|k| word.eq_ignore_ascii_case(k))
 }
 
 /// A parameter's value, written as the type PostgreSQL gave the parameter.
@@ -514,6 +632,29 @@ mod tests {
         assert_eq!(
             translate("SELECT x FROM s WHERE +village = ?1 AND y = 'a?+b' AND z = w + 1"),
             "SELECT x FROM s WHERE village = $1 AND y = 'a?+b' AND z = w + 1"
+        );
+        // An addition written tight stays one; a hint after a tab goes.
+        assert_eq!(
+            translate("SELECT a +b FROM t WHERE\t+c = ?2"),
+            "SELECT a +b FROM t WHERE\tc = $2"
+        );
+        // Quoted names, comments and literals keep their question marks and quotes.
+        assert_eq!(
+            translate("SELECT \"a?\" FROM t -- it's ?1\nWHERE b = 'it''s ?' AND c = ?1"),
+            "SELECT \"a?\" FROM t -- it's ?1\nWHERE b = 'it''s ?' AND c = $1"
+        );
+        assert_eq!(
+            translate("SELECT value FROM json_each( ?3 )"),
+            "SELECT value FROM json_array_elements_text(CAST($3 AS json))"
+        );
+        // Only a statement that begins so is an upsert; a literal that says so is text.
+        assert_eq!(
+            translate("SELECT 'INSERT OR IGNORE INTO' FROM t"),
+            "SELECT 'INSERT OR IGNORE INTO' FROM t"
+        );
+        assert_eq!(
+            translate("INSERT OR IGNORE INTO t (a) VALUES (?1) RETURNING a"),
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING RETURNING a"
         );
     }
 }
