@@ -1294,42 +1294,22 @@ impl World {
         Self::agree(
             &self.server,
             "the scopes differ from what the records' fields make them",
-            "WITH lives AS (
-                         SELECT r.state ->> '$.f.person[0]' AS person, h.village FROM entity r
-                         JOIN entity h ON h.id = r.state ->> '$.f.house[0]'
-                         WHERE r.kind = 'residence' AND h.village IS NOT NULL
-                           AND r.state ->> '$.f.person[0]' IS NOT NULL
-                           AND coalesce(r.state -> '$.f.moved_out[0]', 'null') = 'null'
-                           AND coalesce(r.state -> '$.f.deleted[0]', 'null') <> 'true'),
-                     expected AS (
-                         SELECT id AS entity, village FROM entity WHERE village IS NOT NULL
-                         UNION
-                         SELECT l.person, l.village FROM lives l
-                         JOIN entity e ON e.id = l.person AND e.kind = 'person')
-                     SELECT 'extra ' || entity || ' in ' || village
-                         FROM (SELECT entity, village FROM scope EXCEPT SELECT * FROM expected)
-                     UNION ALL
-                     SELECT 'missing ' || entity || ' in ' || village
-                         FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope)
-                     LIMIT 6",
-            "WITH lives AS (
-                         SELECT CAST(r.state AS jsonb) #>> '{f,person,0}' AS person, h.village
-                         FROM entity r JOIN entity h ON h.id = CAST(r.state AS jsonb) #>> '{f,house,0}'
-                         WHERE r.kind = 'residence' AND h.village IS NOT NULL
-                           AND CAST(r.state AS jsonb) #>> '{f,person,0}' IS NOT NULL
-                           AND CAST(r.state AS jsonb) #>> '{f,moved_out,0}' IS NULL
-                           AND coalesce(CAST(r.state AS jsonb) #>> '{f,deleted,0}', 'null') <> 'true'),
-                     expected AS (
-                         SELECT id AS entity, village FROM entity WHERE village IS NOT NULL
-                         UNION
-                         SELECT l.person, l.village FROM lives l
-                         JOIN entity e ON e.id = l.person AND e.kind = 'person')
-                     SELECT 'extra ' || entity || ' in ' || village
-                         FROM (SELECT entity, village FROM scope EXCEPT SELECT * FROM expected) x
-                     UNION ALL
-                     SELECT 'missing ' || entity || ' in ' || village
-                         FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope) y
-                     LIMIT 6",
+            &scopes_check(
+                "SELECT r.state ->> '$.f.person[0]' AS person, h.village FROM entity r
+                 JOIN entity h ON h.id = r.state ->> '$.f.house[0]'
+                 WHERE r.kind = 'residence' AND h.village IS NOT NULL
+                   AND r.state ->> '$.f.person[0]' IS NOT NULL
+                   AND coalesce(r.state -> '$.f.moved_out[0]', 'null') = 'null'
+                   AND coalesce(r.state -> '$.f.deleted[0]', 'null') <> 'true'",
+            ),
+            &scopes_check(
+                "SELECT CAST(r.state AS jsonb) #>> '{f,person,0}' AS person, h.village
+                 FROM entity r JOIN entity h ON h.id = CAST(r.state AS jsonb) #>> '{f,house,0}'
+                 WHERE r.kind = 'residence' AND h.village IS NOT NULL
+                   AND CAST(r.state AS jsonb) #>> '{f,person,0}' IS NOT NULL
+                   AND CAST(r.state AS jsonb) #>> '{f,moved_out,0}' IS NULL
+                   AND coalesce(CAST(r.state AS jsonb) #>> '{f,deleted,0}', 'null') <> 'true'",
+            ),
         )?;
         // Every acknowledged change is in the history exactly once, and what stands is it or newer.
         let history: BTreeMap<(String, String, String), i64> = self
@@ -1392,6 +1372,26 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// The check that each record's scope is what its fields make it, over `lives` (the query of
+/// persons and the villages of the houses of their open residences, in a backend's SQL): its rows
+/// are the differences.
+fn scopes_check(lives: &str) -> String {
+    format!(
+        "WITH lives AS ({lives}),
+         expected AS (
+             SELECT id AS entity, village FROM entity WHERE village IS NOT NULL
+             UNION
+             SELECT l.person, l.village FROM lives l
+             JOIN entity e ON e.id = l.person AND e.kind = 'person')
+         SELECT 'extra ' || entity || ' in ' || village
+             FROM (SELECT entity, village FROM scope EXCEPT SELECT * FROM expected) x
+         UNION ALL
+         SELECT 'missing ' || entity || ' in ' || village
+             FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope) y
+         LIMIT 6"
+    )
 }
 
 /// Runs the schedule of `seed` with `steps` operations; `Err` describes the broken invariant.

@@ -125,6 +125,9 @@ pub struct Ask {
 /// may be their own and send nothing, and one request must not read them all.
 const MOST_READ: usize = 20_000;
 
+/// Most records read from one village's feed in one round of a page.
+const FETCH: i64 = 256;
+
 /// Which values a page leaves out: the device's own, accepted above a counter.
 #[derive(Clone, Copy)]
 pub(crate) struct Own {
@@ -163,7 +166,11 @@ pub(crate) fn feed_records(
     whole: bool,
     own: Own,
 ) -> Result<(Vec<FeedRecord>, bool), StoreError> {
-    let fetch = i64::from(limit) + 1;
+    // Records read per village and round: a record sends several values, so a page of `limit`
+    // values is full after far fewer records than `limit`; reading `limit` of them made every
+    // page read (and, on PostgreSQL, carry) several times the records it sent. The rounds go on
+    // until the page is full, whatever this is.
+    let fetch = i64::from(limit).min(FETCH) + 1;
     let mut out: Vec<FeedRecord> = Vec::new();
     let mut count = 0usize;
     let mut read = 0usize;
