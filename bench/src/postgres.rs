@@ -48,8 +48,9 @@ fn rate(changes: usize, time: Duration) -> f64 {
 
 /// Measures on a fresh database of `cluster`, beside `sqlite`, the run's figures on SQLite.
 pub fn figures(options: &Options, cluster: &str, sqlite: &[Figure]) -> Vec<Figure> {
-    let (database, name) =
-        baylink_server::store::pg::fresh_database(cluster).expect("a fresh PostgreSQL database");
+    let fresh = baylink_server::store::pg::FreshDatabase::new(cluster)
+        .expect("a fresh PostgreSQL database");
+    let database = fresh.url.clone();
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("server");
     let mut out = Vec::new();
@@ -119,7 +120,7 @@ pub fn figures(options: &Options, cluster: &str, sqlite: &[Figure]) -> Vec<Figur
     }));
     drop(nodes);
     drop(baseline);
-    let _ = baylink_server::store::pg::drop_database(cluster, &name);
+    drop(fresh);
     out.into_iter()
         .map(|f| {
             if f.name.starts_with("PostgreSQL: ") {

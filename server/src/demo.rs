@@ -51,13 +51,16 @@ const WATCHED: u64 = 1_005;
 
 /// Seeds the demo data once (later runs only print the credentials) and says how to sign in.
 pub fn seed(db: &Db, out: &mut impl Write) -> Result<(), StoreError> {
-    // Checked and seeded in one unit of work: on PostgreSQL, nodes started together with
-    // `--demo` take turns, and the later ones find it seeded.
     db.call_blocking(|conn| {
-        if accounts::accounts(conn)?.is_empty() {
-            seed_into(conn, out)?;
+        if !accounts::accounts(conn)?.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        match seed_into(conn, out) {
+            // Another node started with `--demo` at the same moment (on PostgreSQL) took the
+            // first account: it seeds the demo, this one serves it.
+            Err(StoreError::Conflict(_)) if !accounts::accounts(conn)?.is_empty() => Ok(()),
+            seeded => seeded,
+        }
     })?;
     let summary = db.call_blocking(|conn| {
         let stations = places::stations(conn)?;

@@ -570,7 +570,8 @@ fn administration_on_postgres_reads_only_a_baylink_database_and_migrate_says_wha
     let Some(cluster) = baylink_server::store::pg::test_postgres() else {
         return;
     };
-    let (url, name) = baylink_server::store::pg::fresh_database(&cluster).expect("a database");
+    let fresh = baylink_server::store::pg::FreshDatabase::new(&cluster).expect("a database");
+    let url = fresh.url.clone();
     let dir = tempfile::tempdir().expect("temporary directory");
     let (ok, _, err) = run(dir.path(), &["--database", &url, "key", "list"], "");
     assert!(!ok && err.contains("is --database right?"), "{err}");
@@ -591,5 +592,4 @@ fn administration_on_postgres_reads_only_a_baylink_database_and_migrate_says_wha
     );
     let (ok, _, err) = run(dir.path(), &["--database", &url, "backup", "x.db"], "");
     assert!(!ok && err.contains("pg_dump"), "{err}");
-    baylink_server::store::pg::drop_database(&cluster, &name).expect("dropped");
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use baylink_domain::{EntityKind, Input};
 use baylink_server::store::Db;
-use baylink_server::store::pg::{drop_database, fresh_database};
+use baylink_server::store::pg::FreshDatabase;
 use mobile_core::Store;
 use mobile_core::sync::{Http, login, sync_with};
 
@@ -39,7 +39,8 @@ fn two_nodes_on_one_postgres_database_lose_nothing_when_one_is_killed_mid_push()
     let Some(cluster) = baylink_server::store::pg::test_postgres() else {
         return;
     };
-    let (database, name) = fresh_database(&cluster).unwrap();
+    let fresh = FreshDatabase::new(&cluster).unwrap();
+    let database = fresh.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port()];
     let nodes: Vec<Arc<Mutex<Child>>> = (0..2)
@@ -164,5 +165,4 @@ fn two_nodes_on_one_postgres_database_lose_nothing_when_one_is_killed_mid_push()
         let _ = child.kill();
         let _ = child.wait();
     }
-    drop_database(&cluster, &name).unwrap();
 }

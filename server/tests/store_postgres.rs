@@ -10,7 +10,7 @@ mod conformance;
 use std::sync::Arc;
 
 use baylink_server::store::Db;
-use baylink_server::store::pg::{drop_database, fresh_database};
+use baylink_server::store::pg::FreshDatabase;
 use conformance::Backend;
 
 /// Whether a cluster is named (a notice when not; a failure in CI).
@@ -18,26 +18,14 @@ fn ready() -> bool {
     baylink_server::store::pg::test_postgres().is_some()
 }
 
-/// A database of the test cluster, dropped when the test ends.
-struct Fresh {
-    cluster: String,
-    name: String,
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        let _ = drop_database(&self.cluster, &self.name);
-    }
-}
-
 /// A fresh PostgreSQL store.
 fn postgres() -> Backend {
     let cluster = baylink_server::store::pg::test_postgres().unwrap();
-    let (url, name) = fresh_database(&cluster).unwrap();
-    let db = Db::open_postgres(&url).unwrap();
+    let fresh = FreshDatabase::new(&cluster).unwrap();
+    let db = Db::open_postgres(&fresh.url).unwrap();
     Backend {
         store: Arc::new(db),
-        keep: Box::new(Fresh { cluster, name }),
+        keep: Box::new(fresh),
     }
 }
 
@@ -51,9 +39,9 @@ fn a_stuck_writer_makes_other_writes_busy_not_stuck_and_reads_go_on() {
     let Some(cluster) = baylink_server::store::pg::test_postgres() else {
         return;
     };
-    let (url, name) = fresh_database(&cluster).unwrap();
-    let stuck = Db::open_postgres(&url).unwrap();
-    let other = Db::open_postgres(&url).unwrap();
+    let fresh = FreshDatabase::new(&cluster).unwrap();
+    let stuck = Db::open_postgres(&fresh.url).unwrap();
+    let other = Db::open_postgres(&fresh.url).unwrap();
     let (held, holding) = std::sync::mpsc::channel::<()>();
     let (release, released) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
@@ -96,5 +84,4 @@ fn a_stuck_writer_makes_other_writes_busy_not_stuck_and_reads_go_on() {
         .unwrap();
     assert!(started.elapsed().as_secs() < 5, "the lock was let go");
     drop((stuck, other));
-    drop_database(&cluster, &name).unwrap();
 }

@@ -116,7 +116,7 @@ impl Server {
     pub fn start_with(adjust: impl FnOnce(&mut baylink_server::Config)) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data = dir.path().join("server");
-        let postgres = Postgres::fresh().map(std::sync::Arc::new);
+        let postgres = postgres_if_asked().map(std::sync::Arc::new);
         let database = postgres.as_ref().map(|p| p.url.clone());
         let (url, state, db, runtime, shutdown) = Self::launch(&data, database, adjust);
         db.call_blocking(baylink_server::demo::seed_places)
@@ -360,46 +360,22 @@ impl Drop for Server {
 /// SQLite types for looking into the server's database.
 pub use baylink_server::store::rusqlite as rusqlite_reexport;
 
-/// A fresh database of the PostgreSQL cluster `BAYLINK_TEST_POSTGRES` names, when
-/// `BAYLINK_E2E_BACKEND=postgres` asks the scenarios to run there (`./scripts/test` runs the
-/// server-sync scenarios so); dropped with the last server using it.
-pub struct Postgres {
-    cluster: String,
-    name: String,
-    /// Its connection string.
-    pub url: String,
-}
-
-impl Postgres {
-    /// A fresh database when the scenarios run on PostgreSQL, else `None`.
-    pub fn fresh() -> Option<Postgres> {
-        if std::env::var("BAYLINK_E2E_BACKEND").ok()?.as_str() != "postgres" {
-            return None;
-        }
-        let cluster = std::env::var("BAYLINK_TEST_POSTGRES")
-            .expect("BAYLINK_E2E_BACKEND=postgres needs BAYLINK_TEST_POSTGRES");
-        Some(Postgres::new(&cluster))
-    }
-
-    /// A fresh database of the cluster `cluster` names.
-    pub fn new(cluster: &str) -> Postgres {
-        let (url, name) =
-            baylink_server::store::pg::fresh_database(cluster).expect("a fresh database");
-        Postgres {
-            cluster: cluster.to_owned(),
-            name,
-            url,
-        }
-    }
-}
+/// A fresh database of the PostgreSQL cluster `BAYLINK_TEST_POSTGRES` names, dropped with the
+/// last server using it.
+pub use baylink_server::store::pg::FreshDatabase as Postgres;
 
 /// The PostgreSQL cluster the PostgreSQL tests use, or `None` (see the server's own).
 pub use baylink_server::store::pg::test_postgres;
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = baylink_server::store::pg::drop_database(&self.cluster, &self.name);
+/// A fresh database when `BAYLINK_E2E_BACKEND=postgres` asks the scenarios to run on
+/// PostgreSQL (`./scripts/test` runs the server-sync scenarios so), else `None`.
+fn postgres_if_asked() -> Option<Postgres> {
+    if std::env::var("BAYLINK_E2E_BACKEND").ok()?.as_str() != "postgres" {
+        return None;
     }
+    let cluster = std::env::var("BAYLINK_TEST_POSTGRES")
+        .expect("BAYLINK_E2E_BACKEND=postgres needs BAYLINK_TEST_POSTGRES");
+    Some(Postgres::new(&cluster).expect("a fresh database"))
 }
 
 impl Device {

@@ -458,7 +458,8 @@ impl World {
     fn new(seed: u64, postgres: Option<&str>) -> World {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("server.db");
-        let postgres = postgres.map(crate::harness::Postgres::new);
+        let postgres = postgres
+            .map(|cluster| crate::harness::Postgres::new(cluster).expect("a fresh database"));
         let db = Server::open(&path, postgres.as_ref());
         db.call_blocking(|c| {
             // The server's node id stamps reviewers' writes: fixed, so that a seed replays exactly.

@@ -51,7 +51,7 @@ pub(crate) fn prose(text: &str) -> String {
 /// blank). Such text is refused, never stored: it could hide an identifier from a search or
 /// reorder what a reviewer reads. Private-use characters stay: older systems write rare name
 /// characters (生僻字) there.
-pub(crate) fn hidden_char(text: &str) -> Option<char> {
+pub fn hidden_char(text: &str) -> Option<char> {
     text.chars().find(|&c| {
         (c.is_control() && !c.is_whitespace())
             || matches!(

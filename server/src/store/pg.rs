@@ -2,11 +2,11 @@
 //! from the SQL the use cases write, values bound and read by the column's type, numbered
 //! migrations, and the writer lock every node takes.
 //!
-//! Every unit of work that writes runs under one advisory lock, held by its session from the
-//! first statement to the last (contract item 2): writes from all nodes take turns, as on
-//! SQLite's one writer, so sequence numbers become visible in commit order and a unit of work
-//! reads what it writes over without interference. Readers run beside them in
-//! `REPEATABLE READ` snapshots. What this costs and why is in docs/protocol.md.
+//! Every transaction that writes holds one advisory lock from its start to its end (contract
+//! item 2): writes from all nodes take turns, as SQLite's transactions take its write lock, so
+//! sequence numbers become visible in commit order and a transaction reads what it writes over
+//! without interference. Readers run beside them in `REPEATABLE READ` snapshots. What this costs
+//! and why is in docs/protocol.md.
 
 use std::error::Error;
 use std::future::Future;
@@ -342,19 +342,35 @@ pub fn test_postgres() -> Option<String> {
     }
 }
 
-/// A new, empty database beside the one `url` names, and its url (tests: one per scenario);
-/// dropped again by [`drop_database`].
+/// A new, empty database beside the one a cluster's connection string names (tests and the
+/// benchmark: one per scenario), dropped with this, whoever is still connected to it.
 #[doc(hidden)]
-pub fn fresh_database(url: &str) -> Result<(String, String), StoreError> {
-    let name = format!("baylink_test_{}", uuid::Uuid::new_v4().simple());
-    admin(url, &format!("CREATE DATABASE {name}"))?;
-    Ok((with_dbname(url, &name), name))
+pub struct FreshDatabase {
+    cluster: String,
+    name: String,
+    /// Its connection string.
+    pub url: String,
 }
 
-/// Drops a database [`fresh_database`] made, whoever is still connected to it.
-#[doc(hidden)]
-pub fn drop_database(url: &str, name: &str) -> Result<(), StoreError> {
-    admin(url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+impl FreshDatabase {
+    /// Creates it.
+    pub fn new(cluster: &str) -> Result<FreshDatabase, StoreError> {
+        let name = format!("baylink_test_{}", uuid::Uuid::new_v4().simple());
+        admin(cluster, &format!("CREATE DATABASE {name}"))?;
+        Ok(FreshDatabase {
+            cluster: cluster.to_owned(),
+            url: with_dbname(cluster, &name),
+            name,
+        })
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // A database left behind is in a throwaway cluster, or named for what made it.
+        let _ = admin(&self.cluster, &drop);
+    }
 }
 
 fn admin(url: &str, sql: &str) -> Result<(), StoreError> {

@@ -31,8 +31,19 @@ pub(crate) fn refuse(
     device: &str,
     counter: u64,
     code: &str,
-    message: String,
+    message: &str,
 ) -> Result<ChangeResult, StoreError> {
+    // A message may quote what the device sent (a field's name): characters a person cannot see
+    // are shown as U+FFFD, in the answer as in the kept refusal (PostgreSQL's text holds no NUL).
+    let message: String = message
+        .chars()
+        .map(
+            |c| match baylink_domain::hidden_char(c.encode_utf8(&mut [0; 4])) {
+                Some(_) => '\u{FFFD}',
+                None => c,
+            },
+        )
+        .collect();
     tx.prepare_cached(
         "INSERT INTO refusal (device, counter, code, message) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (device, counter) DO UPDATE SET code = excluded.code, message = excluded.message",
@@ -249,7 +260,7 @@ pub fn push(
                 continue;
             }
             Decision::Refuse { code, message } => {
-                results.push(refuse(&tx, &caller.device, counter, code, message)?);
+                results.push(refuse(&tx, &caller.device, counter, code, &message)?);
                 continue;
             }
             Decision::Apply => (true, false),

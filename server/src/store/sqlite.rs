@@ -1,6 +1,7 @@
-//! The SQLite backend of [`Store`]: each use case on the writer connection or a reader, off the
-//! async workers. One writer serialises writes, which keeps contract item 2 (sequence numbers
-//! visible in commit order) by construction.
+//! [`Store`] for [`Db`], on either database: each use case on the writer or a reader, off the
+//! async workers. On SQLite one writer serialises writes, which keeps contract item 2 (sequence
+//! numbers visible in commit order) by construction; on PostgreSQL each writing transaction's
+//! lock does (`store::pg`).
 
 use crate::store::conn::Conn;
 use baylink_domain::Date;
