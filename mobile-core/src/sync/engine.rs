@@ -532,6 +532,17 @@ pub fn sync_with(
                 max_bytes = (max_bytes / 4).max(LEAST_PUSH_BYTES);
                 continue;
             }
+            // A server (or a proxy before it) refusing a body too large may answer before it
+            // has read it and close the connection: the phone then sees the pipe broken while
+            // it sends, not the 413. Smaller pushes too, once retrying the same one failed.
+            Err(Error::Network(why))
+                if why.contains("Broken pipe")
+                    && changes.len() > 1
+                    && max_bytes > LEAST_PUSH_BYTES =>
+            {
+                max_bytes = (max_bytes / 4).max(LEAST_PUSH_BYTES);
+                continue;
+            }
             other => other?,
         };
         // A batch all accepted leaves the outbox as it was for every later change: the next
