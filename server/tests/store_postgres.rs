@@ -85,3 +85,55 @@ fn a_stuck_writer_makes_other_writes_busy_not_stuck_and_reads_go_on() {
     assert!(started.elapsed().as_secs() < 5, "the lock was let go");
     drop((stuck, other));
 }
+
+/// A push's statements (each a round trip to PostgreSQL) do not grow with its records: what it
+/// reads of them is read a statement per step for them all, and what it writes of them goes in
+/// multi-row statements. Twenty times the records cost a few statements more, where a
+/// statement per record and step cost thousands.
+#[test]
+fn a_pushs_round_trips_do_not_grow_with_its_records() {
+    use baylink_domain::EntityKind;
+    use baylink_sync::wire::ChangeStatus;
+    use conformance::{A, changes, house_fields, natural, officer, person, residence_fields};
+    let Some(cluster) = baylink_server::store::pg::test_postgres() else {
+        return;
+    };
+    let fresh = FreshDatabase::new(&cluster).unwrap();
+    let db = Arc::new(Db::open_postgres(&fresh.url).unwrap());
+    let s = conformance::Suite::new(Backend {
+        store: db.clone(),
+        keep: Box::new(fresh),
+    });
+    let mut oa = officer("oa", 1);
+    let now = baylink_server::store::now_ms();
+    // `people` persons, each with a house of her own and her residence in it.
+    let mut push = |people: u128, first: u128| {
+        let mut batch = Vec::new();
+        for n in first..first + people {
+            let (person, fields) = person(A, n);
+            batch.extend(changes(&mut oa, "person", person, now, &fields));
+            let house = house_fields(A, &format!("大亚湾澳头街道{n}号"));
+            let house_id = uuid::Uuid::now_v7();
+            batch.extend(changes(&mut oa, "house", house_id, now, &house));
+            let lives = residence_fields(A, person, house_id);
+            let residence = natural(EntityKind::Residence, &lives);
+            batch.extend(changes(&mut oa, "residence", residence, now, &lives));
+        }
+        let caller = s.caller(&oa);
+        let before = db.statements_sent().unwrap();
+        let results = s.run(s.store.push(caller, batch, 60_000));
+        let sent = db.statements_sent().unwrap() - before;
+        let refused: Vec<_> = results
+            .iter()
+            .filter(|r| r.status != ChangeStatus::Accepted)
+            .collect();
+        assert!(refused.is_empty(), "{refused:?}");
+        sent
+    };
+    let few = push(5, 0);
+    let many = push(100, 1_000);
+    assert!(
+        many <= few + 40,
+        "{few} statements for 15 records, {many} for 300"
+    );
+}

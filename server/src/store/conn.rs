@@ -6,6 +6,7 @@
 //! backends read; where they differ, a use case asks [`Conn::dialect`].
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use crate::store::pg::{Any, Session};
 
@@ -325,6 +326,9 @@ impl<T: FromValue> FromValue for Option<T> {
     }
 }
 
+/// The most rows [`Conn::execute_rows`] sends in one statement.
+pub const ROWS_AT_ONCE: usize = 64;
+
 /// A connection to the store's database, on either backend.
 #[derive(Clone, Copy)]
 pub enum Conn<'a> {
@@ -402,6 +406,50 @@ impl<'a> Conn<'a> {
         F: FnOnce(&Row<'_>) -> Result<T, SqlError>,
     {
         self.prepare(sql)?.query_row(params, f)
+    }
+
+    /// Runs `{head} VALUES (…), (…) {tail}` for every row of `values` (`width` values a row,
+    /// flattened): one statement per [`ROWS_AT_ONCE`] rows, not one a row, since on PostgreSQL
+    /// each statement is a round trip. Answers the rows changed.
+    pub fn execute_rows(
+        &self,
+        head: &str,
+        tail: &str,
+        width: usize,
+        values: &[Value],
+    ) -> Result<usize, SqlError> {
+        if width == 0 || !values.len().is_multiple_of(width) {
+            return Err(SqlError::Backend(format!(
+                "{} values do not make rows of {width}",
+                values.len()
+            )));
+        }
+        let mut changed = 0;
+        let mut rest = values;
+        while !rest.is_empty() {
+            // Chunks of a power of two rows: each text is prepared once and kept.
+            let rows = rest.len() / width;
+            let take = ROWS_AT_ONCE.min(1 << rows.ilog2());
+            let (chunk, after) = rest.split_at(take * width);
+            let mut sql = String::with_capacity(head.len() + tail.len() + take * width * 5);
+            sql.push_str(head);
+            sql.push_str(" VALUES ");
+            for row in 0..take {
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                for column in 0..width {
+                    if column > 0 {
+                        sql.push_str(", ");
+                    }
+                    let _ = write!(sql, "?{}", row * width + column + 1);
+                }
+                sql.push(')');
+            }
+            sql.push(' ');
+            sql.push_str(tail);
+            changed += self.prepare_cached(&sql)?.execute(chunk)?;
+            rest = after;
+        }
+        Ok(changed)
     }
 
     /// Runs statements with no parameters, one after another.
@@ -655,5 +703,53 @@ impl Row<'_> {
             }
         };
         T::from_value(value).map_err(|message| SqlError::Type { column, message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_go_in_chunks_every_row_once_and_a_ragged_list_is_refused() {
+        let raw = rusqlite::Connection::open_in_memory().unwrap();
+        let conn = Conn::Sqlite(&raw);
+        conn.execute_batch("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+            .unwrap();
+        // 100 rows: chunks of 64, 32 and 4.
+        let values: Vec<Value> = (0..100)
+            .flat_map(|i| [Value::Integer(i), Value::Text(format!("r{i}"))])
+            .collect();
+        let changed = conn
+            .execute_rows("INSERT INTO t (a, b)", "", 2, &values)
+            .unwrap();
+        assert_eq!(changed, 100);
+        let (count, sum, last): (i64, i64, String) = conn
+            .query_row(
+                "SELECT COUNT(*), SUM(a), (SELECT b FROM t WHERE a = 99) FROM t",
+                (),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((count, sum, last.as_str()), (100, 4950, "r99"));
+        // The tail applies to every chunk.
+        let again = conn
+            .execute_rows(
+                "INSERT INTO t (a, b)",
+                "ON CONFLICT (a) DO NOTHING",
+                2,
+                &values,
+            )
+            .unwrap();
+        assert_eq!(again, 0);
+        assert!(
+            conn.execute_rows("INSERT INTO t (a, b)", "", 2, &values[..3])
+                .is_err()
+        );
+        assert_eq!(
+            conn.execute_rows("INSERT INTO t (a, b)", "", 2, &[])
+                .unwrap(),
+            0
+        );
     }
 }

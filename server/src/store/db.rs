@@ -159,6 +159,10 @@ fn read_pg<T>(
     out
 }
 
+/// Prepared statements a SQLite connection keeps (rusqlite keeps 16): a push alone runs
+/// several dozen distinct ones, which were compiled again on every call.
+const STATEMENTS_KEPT: usize = 256;
+
 /// Reader connections kept open when idle.
 pub(crate) const IDLE_READERS: usize = 4;
 
@@ -230,6 +234,15 @@ impl Db {
         })
     }
 
+    /// Statements sent to PostgreSQL so far by this node, each a round trip (`None` on SQLite,
+    /// where a statement is a function call).
+    pub fn statements_sent(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.statements_sent()),
+        }
+    }
+
     /// Whether the data is on PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
@@ -246,6 +259,7 @@ impl Db {
 
     fn prepare(conn: &mut Connection, migrate: Migrate) -> Result<(), StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         // A transaction takes the write lock when it begins, where a busy lock is waited for.
         // A deferred one that has read already is refused at once (SQLITE_BUSY, no waiting)
         // if another connection holds that lock at its first write: a reader checking the
@@ -383,6 +397,7 @@ impl Db {
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
                 stable_plans(&conn)?;
                 conn
             }

@@ -2,7 +2,7 @@
 //! number, plate or address code is a given text, found through indexes. The callers compare
 //! the whole natural key (with its ID type or plate kind) on the records' values.
 
-use crate::store::conn::{Conn, params};
+use crate::store::conn::{Conn, Dialect, params};
 
 use crate::store::error::StoreError;
 
@@ -39,6 +39,54 @@ pub(crate) fn holders(
                 "SELECT entity FROM summary WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3"
             ))?
             .query_map(params![text, kind, MOST], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+        other => return Err(StoreError::Backend(format!("no key column {other}"))),
+    };
+    Ok(ids)
+}
+
+/// [`holders`] of several texts at once, in one statement: the ids of the live records of
+/// `kind` whose `column` holds any of `texts`.
+pub(crate) fn holders_of_all(
+    conn: &Conn<'_>,
+    kind: &str,
+    column: &str,
+    texts: &[String],
+) -> Result<Vec<String>, StoreError> {
+    // As in `holders`: a text with a hidden character has no holder.
+    let texts: Vec<&String> = texts
+        .iter()
+        .filter(|t| baylink_domain::hidden_char(t).is_none())
+        .collect();
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    // SQLite reads a partial index (`… WHERE id_number IS NOT NULL`) for `column = ?` only, not
+    // for a list, and a statement is no round trip there: one lookup per text.
+    if conn.dialect() == Dialect::Sqlite {
+        let mut ids = Vec::new();
+        for text in texts {
+            ids.extend(holders(conn, kind, column, text)?);
+        }
+        return Ok(ids);
+    }
+    let list = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+    let most = MOST.saturating_mul(texts.len() as i64);
+    let ids = match column {
+        "address_code" => conn
+            .prepare_cached(
+                "SELECT l.entity FROM link l JOIN summary s ON s.entity = l.entity
+                 WHERE l.field = 'address_code' AND l.target IN (SELECT value FROM json_each(?1))
+                   AND s.deleted = 0 LIMIT ?2",
+            )?
+            .query_map(params![list, most], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+        "id_number" | "plate" => conn
+            .prepare_cached(&format!(
+                "SELECT entity FROM summary WHERE {column} IN (SELECT value FROM json_each(?1))
+                   AND kind = ?2 AND deleted = 0 LIMIT ?3"
+            ))?
+            .query_map(params![list, kind, most], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         other => return Err(StoreError::Backend(format!("no key column {other}"))),
     };

@@ -51,6 +51,8 @@ pub struct Pg {
     writers: deadpool_postgres::Pool,
     /// Always `Some` until dropped.
     runtime: Option<tokio::runtime::Runtime>,
+    /// Statements sent (each a round trip), for tests and the figures.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Pg {
@@ -155,6 +157,7 @@ impl Pg {
             pool,
             writers,
             runtime: Some(runtime),
+            sent: std::sync::atomic::AtomicU64::new(0),
         };
         pg.session()?.migrate(migrate)?;
         Ok(pg)
@@ -182,6 +185,15 @@ impl Pg {
             pg: self,
             client: Some(client),
         })
+    }
+
+    /// Statements this node has sent to the database so far: each is a round trip.
+    pub fn statements_sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits for `work` on this backend's runtime, from a thread that is not an async worker's
@@ -290,6 +302,7 @@ impl Session<'_> {
 
     /// Runs statements with no parameters.
     pub(crate) fn batch(&self, sql: &str) -> Result<(), SqlError> {
+        self.pg.count();
         Ok(self.pg.wait(self.client().batch_execute(sql))?)
     }
 
@@ -307,6 +320,7 @@ impl Session<'_> {
     ) -> Result<usize, SqlError> {
         let binds: Vec<Bind<'_>> = params.iter().copied().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as _).collect();
+        self.pg.count();
         Ok(self.pg.wait(self.client().execute(stmt, &refs))? as usize)
     }
 
@@ -318,6 +332,7 @@ impl Session<'_> {
     ) -> Result<Vec<tokio_postgres::Row>, SqlError> {
         let binds: Vec<Bind<'_>> = params.iter().copied().map(Bind).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as _).collect();
+        self.pg.count();
         Ok(self.pg.wait(self.client().query(stmt, &refs))?)
     }
 }
@@ -457,6 +472,28 @@ pub(crate) fn translate(sql: &str) -> String {
                 out.push('$');
             }
             '+' if is_hint(&out, &rest[1..]) => {}
+            // `x IN (SELECT value FROM json_each(?N))` as a comparison with an array: the index
+            // of `x` is then probed once per element, where the subquery was planned as a
+            // join over the whole index (5 ms against 0.1 ms for a few keys among thousands).
+            'I' if rest.starts_with(LIST_IN) && out.ends_with(char::is_whitespace) => {
+                let inner = &rest[LIST_IN.len()..];
+                let digits: String = inner.chars().take_while(char::is_ascii_digit).collect();
+                match inner[digits.len()..].strip_prefix("))") {
+                    Some(tail) if !digits.is_empty() => {
+                        let negated = out.trim_end().ends_with("NOT");
+                        if negated {
+                            out.truncate(out.trim_end().len() - "NOT".len());
+                        }
+                        let compare = if negated { "<> ALL" } else { "= ANY" };
+                        out.push_str(&format!(
+                            "{compare} (ARRAY(SELECT json_array_elements_text(CAST(${digits} AS json))))"
+                        ));
+                        rest = tail;
+                        continue;
+                    }
+                    _ => out.push(c),
+                }
+            }
             'j' if rest.starts_with("json_each(") => {
                 let inner = rest["json_each(".len()..].trim_start();
                 let digits: String = inner
@@ -497,6 +534,9 @@ pub(crate) fn translate(sql: &str) -> String {
     }
     out
 }
+
+/// A SQLite membership test in a JSON list parameter, up to the parameter's number.
+const LIST_IN: &str = "IN (SELECT value FROM json_each(?";
 
 /// Whether a `+` with `before` it and `after` it is SQLite's index hint (`+column` where an
 /// operand begins), not an addition.
@@ -638,8 +678,19 @@ mod tests {
     fn statements_are_translated_to_postgres_parameters_lists_and_upserts() {
         assert_eq!(
             translate("SELECT a FROM t WHERE b = ?1 AND c IN (SELECT value FROM json_each(?2))"),
-            "SELECT a FROM t WHERE b = $1 AND c IN (SELECT value FROM \
-             json_array_elements_text(CAST($2 AS json)))"
+            "SELECT a FROM t WHERE b = $1 AND c = ANY (ARRAY(SELECT \
+             json_array_elements_text(CAST($2 AS json))))"
+        );
+        assert_eq!(
+            translate("SELECT a FROM t WHERE c NOT IN (SELECT value FROM json_each(?12))"),
+            "SELECT a FROM t WHERE c <> ALL (ARRAY(SELECT \
+             json_array_elements_text(CAST($12 AS json))))"
+        );
+        // Only the keyword: a join on such a list is a join.
+        assert_eq!(
+            translate("SELECT a FROM t JOIN (SELECT value FROM json_each(?1)) j ON j.value = a"),
+            "SELECT a FROM t JOIN (SELECT value FROM \
+             json_array_elements_text(CAST($1 AS json))) j ON j.value = a"
         );
         assert_eq!(
             translate("INSERT OR IGNORE INTO t (a) VALUES (?1)"),

@@ -7,13 +7,12 @@ use crate::store::error::StoreError;
 use crate::store::holders;
 use crate::store::scope::rescope;
 use crate::store::scope::residences_naming;
-use crate::store::scope::scope_of;
 use crate::store::scope::settle_device_holdings;
+use crate::store::state::Pending;
 use crate::store::values::Sequence;
 use crate::store::values::corrupt;
 use crate::store::values::held;
 use crate::store::values::server_node;
-use crate::store::values::state_of;
 use crate::store::values::text_of;
 use crate::store::write::apply;
 use crate::store::write::write_in;
@@ -114,75 +113,90 @@ fn told_refused(
 }
 
 /// Every stored record a push names, as [`authorize`] needs it: kind and villages, and the
-/// current values of those the push writes.
+/// current values of those the push writes. Read a statement per step for all of them, and
+/// remembered in `pending` for the rest of the write.
 pub(crate) fn held_records(
     tx: &Conn<'_>,
+    pending: &mut Pending,
     changes: &[Change],
     today: Date,
 ) -> Result<HashMap<Uuid, Held>, StoreError> {
     let written: HashSet<Uuid> = changes.iter().map(|c| c.entity).collect();
     let mut records = HashMap::new();
-    for id in authorize::named_records(changes) {
-        if let Some(held) = held_record(tx, id, written.contains(&id))? {
-            records.insert(id, held);
-        }
-    }
+    let named: Vec<Uuid> = authorize::named_records(changes).into_iter().collect();
+    read_held(tx, pending, &named, &written, &mut records)?;
     // The records an edit of a natural key would collide with, with their values (deleted?).
     // A record read only as a reference's target has no values yet: read them.
     let valued = |records: &HashMap<Uuid, Held>, id: &Uuid| {
         records.get(id).is_some_and(|h| !h.state.is_empty())
     };
-    for id in authorize::key_collisions(changes, &records, today) {
-        if valued(&records, &id) {
-            continue;
-        }
-        if let Some(held) = held_record(tx, id, true)? {
-            records.insert(id, held);
-        }
-    }
+    let colliding: Vec<Uuid> = authorize::key_collisions(changes, &records, today)
+        .into_iter()
+        .filter(|id| !valued(&records, id))
+        .collect();
+    let all: HashSet<Uuid> = colliding.iter().copied().collect();
+    read_held(tx, pending, &colliding, &all, &mut records)?;
     // And every live record already holding a key an edit gives (or an undeletion brings back).
-    for (kind, column, value) in authorize::edited_keys(changes, &records) {
-        let holders = holders::holders(tx, &kind, column, &value)?;
-        for holder in holders {
+    let mut holding = Vec::new();
+    for ((kind, column), texts) in by_column(authorize::edited_keys(changes, &records)) {
+        for holder in holders::holders_of_all(tx, &kind, column, &texts)? {
             let Ok(id) = Uuid::parse_str(&holder) else {
                 continue;
             };
-            if valued(&records, &id) {
-                continue;
-            }
-            if let Some(held) = held_record(tx, id, true)? {
-                records.insert(id, held);
+            if !valued(&records, &id) && !holding.contains(&id) {
+                holding.push(id);
             }
         }
     }
+    let all: HashSet<Uuid> = holding.iter().copied().collect();
+    read_held(tx, pending, &holding, &all, &mut records)?;
     Ok(records)
 }
 
-/// One stored record as the planner sees it, its values read when `with_state`.
-pub(crate) fn held_record(
+/// Key texts grouped by the kind and column they are looked up in.
+fn by_column(
+    keys: BTreeSet<(String, &'static str, String)>,
+) -> BTreeMap<(String, &'static str), Vec<String>> {
+    let mut grouped: BTreeMap<(String, &'static str), Vec<String>> = BTreeMap::new();
+    for (kind, column, text) in keys {
+        grouped.entry((kind, column)).or_default().push(text);
+    }
+    grouped
+}
+
+/// The stored records among `ids` as the planner sees them, their values read for those in
+/// `with_state`, put into `records`.
+fn read_held(
     tx: &Conn<'_>,
-    id: Uuid,
-    with_state: bool,
-) -> Result<Option<Held>, StoreError> {
-    let text = id.hyphenated().to_string();
-    let kind: Option<String> = tx
-        .prepare_cached("SELECT kind FROM entity WHERE id = ?1")?
-        .query_row([&text], |r| r.get(0))
-        .optional()?;
-    let Some(kind) = kind else {
-        return Ok(None);
-    };
-    let state = if with_state {
-        state_of(tx, &text)?
-    } else {
-        EntityState::new()
-    };
-    let villages = scope_of(tx, &text)?;
-    Ok(Some(Held {
-        kind,
-        villages,
-        state,
-    }))
+    pending: &mut Pending,
+    ids: &[Uuid],
+    with_state: &HashSet<Uuid>,
+    records: &mut HashMap<Uuid, Held>,
+) -> Result<(), StoreError> {
+    let texts: Vec<String> = ids.iter().map(|id| id.hyphenated().to_string()).collect();
+    pending.prefetch(tx, &texts)?;
+    pending.prefetch_scopes(tx, &texts)?;
+    for (id, text) in ids.iter().zip(&texts) {
+        let Some(loaded) = pending.stored(tx, text)? else {
+            continue;
+        };
+        let kind = loaded.kind.clone();
+        let state = if with_state.contains(id) {
+            crate::store::state::versions(&loaded.state)
+        } else {
+            EntityState::new()
+        };
+        let villages = pending.scope(tx, text)?;
+        records.insert(
+            *id,
+            Held {
+                kind,
+                villages,
+                state,
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Merges a device's push, in one transaction: each change decided by [`authorize::plan_push`]
@@ -207,7 +221,7 @@ pub fn push(
         .parse()
         .map_err(|_| StoreError::Backend("a push from no device".into()))?;
     let today = Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
-    let records = held_records(&tx, changes, today)?;
+    let records = held_records(&tx, &mut seq.pending, changes, today)?;
     let facts = Facts {
         role: caller.role,
         villages: &caller.villages,

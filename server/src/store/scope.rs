@@ -3,15 +3,14 @@
 use baylink_domain::scope::{Residence, person_villages};
 
 use crate::store::caller::Caller;
-use crate::store::conn::{Conn, Optional, params};
+use crate::store::conn::{Conn, params};
 use crate::store::error::StoreError;
 use crate::store::state;
+use crate::store::summary;
 use crate::store::values::Scopes;
 use crate::store::values::Sequence;
-use crate::store::values::held;
-use crate::store::values::text_of;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) fn scope_of(tx: &Conn<'_>, entity: &str) -> Result<BTreeSet<String>, StoreError> {
     let mut stmt = tx.prepare_cached("SELECT village FROM scope WHERE entity = ?1")?;
@@ -65,7 +64,8 @@ pub(crate) fn settle_device_holdings(
 /// Recomputes the scope of touched entities (and of the people whose residences changed);
 /// an entity that enters a village is resent whole to it, one that leaves is purged there.
 /// Then every value written or resent in this write goes into the feeds of its entity's villages.
-/// Returns the villages it set, for the rest of the write.
+/// Returns the villages it set, for the rest of the write. The rows, scopes and residences it
+/// reads are read a statement per step for every record at once (`Pending::prefetch`).
 pub(crate) fn rescope(
     tx: &Conn<'_>,
     seq: &mut Sequence,
@@ -76,58 +76,108 @@ pub(crate) fn rescope(
     seq.flush(tx)?;
     // The records just stored, as stored: read again only those an earlier flush stored.
     let mut flushed = seq.pending.take_flushed();
+    seq.pending
+        .prefetch(tx, touched.iter().filter(|e| !flushed.contains_key(*e)))?;
+    seq.pending.prefetch_scopes(tx, touched)?;
+    let mut created = Vec::new();
     for entity in touched {
         match flushed.get(entity) {
-            Some(record) => crate::store::summary::write_summary(tx, entity, record)?,
-            None => crate::store::summary::refresh_summary(tx, entity)?,
+            Some(record) if seq.pending.created_here(entity) => {
+                created.extend(summary::summary_row(entity, record));
+            }
+            Some(record) => summary::write_summary(tx, entity, record)?,
+            None => {
+                if let Some(record) = seq.pending.stored(tx, entity)? {
+                    summary::write_summary(tx, entity, record)?;
+                }
+            }
         }
     }
+    summary::insert_summaries(tx, &created)?;
     let mut people = persons.clone();
+    let mut houses = Vec::new();
     let mut scopes = Scopes::new();
     for entity in touched {
-        let (kind, village): (String, Option<String>) = match flushed.get(entity) {
-            Some(record) => (record.kind.clone(), record.village.clone()),
-            None => tx
-                .prepare_cached("SELECT kind, village FROM entity WHERE id = ?1")?
-                .query_row([entity], |r| Ok((r.get(0)?, r.get(1)?)))?,
+        let (kind, village, person) = {
+            let record = match flushed.get(entity) {
+                Some(record) => record,
+                None => seq
+                    .pending
+                    .stored(tx, entity)?
+                    .ok_or_else(|| StoreError::Backend(format!("no record {entity}")))?,
+            };
+            let person = text_in(record, "person").map(str::to_owned);
+            (record.kind.clone(), record.village.clone(), person)
         };
         match kind.as_str() {
-            "residence" => {
-                people.extend(text_of(tx, entity, "person")?);
-            }
+            "residence" => people.extend(person),
             "person" => {
                 people.insert(entity.clone());
                 continue;
             }
-            "house" => {
-                for residence in residences_naming(tx, "house", entity)? {
-                    people.extend(text_of(tx, &residence, "person")?);
-                }
-            }
+            "house" => houses.push(entity.clone()),
             _ => {}
         }
         let village = baylink_domain::scope::record_villages(village.as_deref());
         set_scope(tx, seq, entity, &village, flushed.remove(entity))?;
         scopes.insert(entity.clone(), village);
     }
-    // People whose scope may have grown (and their values been resent), beyond the touched.
+    // The people living in a touched house.
+    let in_houses: Vec<String> = residences_naming_all(tx, "house", &houses)?
+        .into_values()
+        .flatten()
+        .collect();
+    seq.pending.prefetch(tx, &in_houses)?;
+    for residence in &in_houses {
+        if let Some(record) = seq.pending.stored(tx, residence)? {
+            people.extend(text_in(record, "person").map(str::to_owned));
+        }
+    }
+    // People whose scope may have grown (and their values been resent), beyond the touched:
+    // their rows, scopes and residences, then the houses of those residences.
+    let untouched: Vec<&String> = people
+        .iter()
+        .filter(|p| !flushed.contains_key(*p))
+        .collect();
+    seq.pending.prefetch(tx, untouched)?;
+    seq.pending.prefetch_scopes(tx, &people)?;
+    let people_list: Vec<String> = people.iter().cloned().collect();
+    let mut residences = residences_naming_all(tx, "person", &people_list)?;
+    seq.pending.prefetch(tx, residences.values().flatten())?;
+    let mut homes = Vec::new();
+    for residence in residences.values().flatten() {
+        if let Some(record) = seq.pending.stored(tx, residence)? {
+            homes.extend(text_in(record, "house").map(str::to_owned));
+        }
+    }
+    seq.pending.prefetch(tx, &homes)?;
     let mut resent = BTreeSet::new();
     for person in people {
-        let Some(home) = village_of(tx, &person)? else {
-            continue;
+        let home = match flushed.get(&person) {
+            Some(record) => record.village.clone(),
+            None => match seq.pending.stored(tx, &person)? {
+                Some(record) => record.village.clone(),
+                None => continue,
+            },
         };
         let mut lives = Vec::new();
-        for residence in residences_naming(tx, "person", &person)? {
-            let moved_out = held(tx, &residence, "moved_out")?.is_some_and(|v| !v.value.is_null());
-            let deleted =
-                held(tx, &residence, "deleted")?.is_some_and(|v| v.value == Value::Bool(true));
+        for residence in residences.remove(&person).unwrap_or_default() {
+            let Some(record) = seq.pending.stored(tx, &residence)? else {
+                continue;
+            };
+            let value = |field| record.state.get(field).map(|s| &s.version.value);
+            let moved_out = value("moved_out").is_some_and(|v| !v.is_null());
+            let deleted = value("deleted") == Some(&Value::Bool(true));
             // The house of a residence the rule will not count is not read.
             let house = match moved_out || deleted {
                 true => None,
-                false => text_of(tx, &residence, "house")?,
+                false => text_in(record, "house").map(str::to_owned),
             };
             let house_village = match house {
-                Some(house) => village_of(tx, &house)?.flatten(),
+                Some(house) => seq
+                    .pending
+                    .stored(tx, &house)?
+                    .and_then(|h| h.village.clone()),
                 None => None,
             };
             lives.push(Residence {
@@ -143,22 +193,17 @@ pub(crate) fn rescope(
         }
         scopes.insert(person, villages);
     }
-    for entity in touched.iter().chain(&resent) {
-        publish(tx, entity)?;
-    }
+    seq.pending.store_scopes(tx)?;
+    publish(tx, touched.iter().chain(&resent))?;
     Ok(scopes)
 }
 
-/// An entity's home village: `None` when there is no such entity, `Some(None)` when it has no
-/// village.
-pub(crate) fn village_of(
-    tx: &Conn<'_>,
-    entity: &str,
-) -> Result<Option<Option<String>>, StoreError> {
-    Ok(tx
-        .prepare_cached("SELECT village FROM entity WHERE id = ?1")?
-        .query_row([entity], |r| r.get(0))
-        .optional()?)
+/// A field's text in a record as loaded.
+fn text_in<'r>(record: &'r state::Loaded, field: &str) -> Option<&'r str> {
+    record
+        .state
+        .get(field)
+        .and_then(|s| s.version.value.as_str())
 }
 
 /// [`residences_naming`]'s query: `?1` the field, `?2` the record named.
@@ -178,14 +223,44 @@ pub(crate) fn residences_naming(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Puts a record into the feeds of its villages, at the number of its last write or resend.
-pub(crate) fn publish(tx: &Conn<'_>, entity: &str) -> Result<(), StoreError> {
+/// [`residences_naming`] for several records at once, in one statement: by record named.
+pub(crate) fn residences_naming_all(
+    tx: &Conn<'_>,
+    field: &'static str,
+    targets: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if targets.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT l.target, l.entity FROM link l JOIN entity e ON e.id = l.entity AND e.kind = 'residence'
+             WHERE l.field = ?1 AND l.target IN (SELECT value FROM json_each(?2))",
+        )?
+        .query_map(params![field, state::id_list(targets)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (target, residence) in rows {
+        found.entry(target).or_default().push(residence);
+    }
+    Ok(found)
+}
+
+/// Puts records into the feeds of their villages, each at the number of its last write or
+/// resend: one statement for them all.
+pub(crate) fn publish<'e>(
+    tx: &Conn<'_>,
+    entities: impl IntoIterator<Item = &'e String>,
+) -> Result<(), StoreError> {
+    let list = state::id_list(entities);
     tx.prepare_cached(
         "INSERT OR IGNORE INTO feed (village, seq, pos)
          SELECT s.village, e.seq, e.pos FROM entity e JOIN scope s ON s.entity = e.id
-         WHERE e.id = ?1 AND e.seq > 0",
+         WHERE e.id IN (SELECT value FROM json_each(?1)) AND e.seq > 0",
     )?
-    .execute([entity])?;
+    .execute([list])?;
     Ok(())
 }
 
@@ -199,7 +274,8 @@ pub(crate) fn unpublish(tx: &Conn<'_>, entity: &str, village: &str) -> Result<()
 }
 
 /// Sets an entity's villages; true when it was resent (it entered a village). `stored`: the
-/// record as its row holds it, when the caller has it (read from the row otherwise).
+/// record as its row holds it, when the caller has it (read from the row otherwise). The
+/// villages it enters are stored by `Pending::store_scopes`.
 pub(crate) fn set_scope(
     tx: &Conn<'_>,
     seq: &mut Sequence,
@@ -207,13 +283,14 @@ pub(crate) fn set_scope(
     villages: &BTreeSet<String>,
     stored: Option<state::Loaded>,
 ) -> Result<bool, StoreError> {
-    let before = scope_of(tx, entity)?;
+    let before = seq.pending.scope(tx, entity)?;
     if &before == villages {
         return Ok(false);
     }
     for gone in before.difference(villages) {
         tx.prepare_cached("DELETE FROM scope WHERE entity = ?1 AND village = ?2")?
             .execute(params![entity, gone])?;
+        seq.pending.remove_scope(entity, gone);
         // A village's feed holds only records in the village.
         unpublish(tx, entity, gone)?;
         tx.prepare_cached("INSERT INTO purge (seq, entity, village) VALUES (?1, ?2, ?3)")?
@@ -221,8 +298,7 @@ pub(crate) fn set_scope(
     }
     let added: Vec<&String> = villages.difference(&before).collect();
     for village in &added {
-        tx.prepare_cached("INSERT INTO scope (entity, village) VALUES (?1, ?2)")?
-            .execute(params![entity, village])?;
+        seq.pending.add_scope(entity, village);
     }
     if added.is_empty() {
         return Ok(false);
@@ -232,7 +308,7 @@ pub(crate) fn set_scope(
     // have theirs). Its entries at the old number go from the villages kept.
     let record = match stored {
         Some(record) => Some(record),
-        None => state::load(tx, entity)?,
+        None => seq.pending.stored(tx, entity)?.cloned(),
     };
     let Some(mut record) = record else {
         return Ok(false);
@@ -253,6 +329,7 @@ pub(crate) fn set_scope(
     record.seq = resent;
     tx.prepare_cached("UPDATE entity SET seq = ?2, state = ?3 WHERE id = ?1")?
         .execute(params![entity, resent, state::encode(&record.state)])?;
+    seq.pending.restored(entity, record);
     Ok(true)
 }
 

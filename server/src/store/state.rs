@@ -3,9 +3,9 @@
 //! counter of the device change that wrote it. Writes of one unit of work gather in [`Pending`]
 //! and reach the tables once per record: its row, its feed entries, its links and its history.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::store::conn::{Conn, Optional, params};
+use crate::store::conn::{Conn, Optional, Value as SqlValue, params};
 use baylink_sync::{EntityState, Hlc, NodeId, Stamp, Versioned};
 use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
@@ -215,24 +215,188 @@ struct Dirty {
 }
 
 /// The writes of one unit of work, gathered by record: each written record's row, feed entries
-/// and links are stored once, and its history one row per action.
+/// and links are stored once, and its history one row per action. It also remembers the rows
+/// and scopes it has read or stored, as they now stand in the tables: a write names hundreds of
+/// records, and they are read in one statement each ([`Pending::prefetch`]), not one a record
+/// (on PostgreSQL each statement is a round trip).
 #[derive(Default)]
 pub(crate) struct Pending {
     records: HashMap<String, Dirty>,
     /// In the order first read or written.
     order: Vec<String>,
-    /// Records read and found not stored.
-    absent: std::collections::HashSet<String>,
     actions: Vec<Action>,
     /// The records the last flush stored, as stored: what the rest of the write reads of them
     /// without reading and decoding their rows again.
     flushed: HashMap<String, Loaded>,
+    /// Rows as the tables hold them now (`None`: no such record), for records not in `records`.
+    known: HashMap<String, Option<Loaded>>,
+    /// Scopes as the tables hold them now, with the rows [`Pending::add_scope`] has yet to store.
+    scopes: HashMap<String, BTreeSet<String>>,
+    /// Scope rows to insert (entity, village), stored by [`Pending::store_scopes`].
+    scope_rows: Vec<SqlValue>,
+    /// Records this unit inserted.
+    created: HashSet<String>,
+}
+
+/// A list of ids as the JSON text `json_each` reads.
+pub(crate) fn id_list<'i>(ids: impl IntoIterator<Item = &'i String>) -> String {
+    serde_json::to_string(&ids.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+/// The rows of the records among `ids` that exist, in one statement.
+pub(crate) fn load_many(
+    conn: &Conn<'_>,
+    ids: &[&String],
+) -> Result<HashMap<String, Loaded>, StoreError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(String, String, Option<String>, i64, String)> = conn
+        .prepare_cached(
+            "SELECT id, kind, village, seq, state FROM entity
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )?
+        .query_map([id_list(ids.iter().copied())], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (id, kind, village, seq, state) in rows {
+        let state = decode(&state)?;
+        found.insert(
+            id,
+            Loaded {
+                kind,
+                village,
+                seq,
+                state,
+            },
+        );
+    }
+    Ok(found)
 }
 
 impl Pending {
     /// The records the last flush stored, as stored (taken: the caller owns them now).
     pub(crate) fn take_flushed(&mut self) -> HashMap<String, Loaded> {
         std::mem::take(&mut self.flushed)
+    }
+
+    /// Reads the rows of those of `ids` this unit does not know yet, in one statement.
+    pub(crate) fn prefetch<'i>(
+        &mut self,
+        conn: &Conn<'_>,
+        ids: impl IntoIterator<Item = &'i String>,
+    ) -> Result<(), StoreError> {
+        let wanted: Vec<&String> = ids
+            .into_iter()
+            .filter(|id| !self.records.contains_key(*id) && !self.known.contains_key(*id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut found = load_many(conn, &wanted)?;
+        for id in wanted {
+            self.known.insert(id.clone(), found.remove(id));
+        }
+        Ok(())
+    }
+
+    /// Reads the scopes of those of `ids` this unit does not know yet, in one statement.
+    pub(crate) fn prefetch_scopes<'i>(
+        &mut self,
+        conn: &Conn<'_>,
+        ids: impl IntoIterator<Item = &'i String>,
+    ) -> Result<(), StoreError> {
+        let wanted: BTreeSet<&String> = ids
+            .into_iter()
+            .filter(|id| !self.scopes.contains_key(*id))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, String)> = conn
+            .prepare_cached(
+                "SELECT entity, village FROM scope WHERE entity IN (SELECT value FROM json_each(?1))",
+            )?
+            .query_map([id_list(wanted.iter().copied())], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for id in wanted {
+            self.scopes.insert(id.clone(), BTreeSet::new());
+        }
+        for (entity, village) in rows {
+            self.scopes.entry(entity).or_default().insert(village);
+        }
+        Ok(())
+    }
+
+    /// A record's villages as stored (or about to be, by [`Pending::store_scopes`]).
+    pub(crate) fn scope(
+        &mut self,
+        conn: &Conn<'_>,
+        entity: &str,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        if let Some(scope) = self.scopes.get(entity) {
+            return Ok(scope.clone());
+        }
+        let scope = crate::store::scope::scope_of(conn, entity)?;
+        self.scopes.insert(entity.to_owned(), scope.clone());
+        Ok(scope)
+    }
+
+    /// Notes a village a record enters; stored by [`Pending::store_scopes`].
+    pub(crate) fn add_scope(&mut self, entity: &str, village: &str) {
+        self.scopes
+            .entry(entity.to_owned())
+            .or_default()
+            .insert(village.to_owned());
+        self.scope_rows.push(SqlValue::from(entity));
+        self.scope_rows.push(SqlValue::from(village));
+    }
+
+    /// Notes a village a record left (its row already deleted).
+    pub(crate) fn remove_scope(&mut self, entity: &str, village: &str) {
+        if let Some(scope) = self.scopes.get_mut(entity) {
+            scope.remove(village);
+        }
+    }
+
+    /// Stores the scope rows noted: before anything reads `scope`.
+    pub(crate) fn store_scopes(&mut self, conn: &Conn<'_>) -> Result<(), StoreError> {
+        let rows = std::mem::take(&mut self.scope_rows);
+        conn.execute_rows("INSERT INTO scope (entity, village)", "", 2, &rows)?;
+        Ok(())
+    }
+
+    /// A record as its row holds it now (read, and remembered, when this unit has not yet),
+    /// for a record this unit holds no unstored writes of.
+    pub(crate) fn stored(
+        &mut self,
+        conn: &Conn<'_>,
+        entity: &str,
+    ) -> Result<Option<&Loaded>, StoreError> {
+        if self.records.contains_key(entity) {
+            // Written and not flushed: the row is behind; not remembered.
+            return Err(StoreError::Backend(format!(
+                "the record {entity} is read as stored while its writes are pending"
+            )));
+        }
+        if !self.known.contains_key(entity) {
+            let row = load(conn, entity)?;
+            self.known.insert(entity.to_owned(), row);
+        }
+        Ok(self.known.get(entity).and_then(Option::as_ref))
+    }
+
+    /// Notes a record's row as now stored (written outside the flush).
+    pub(crate) fn restored(&mut self, entity: &str, loaded: Loaded) {
+        self.known.insert(entity.to_owned(), Some(loaded));
+    }
+
+    /// Whether this unit inserted the record.
+    pub(crate) fn created_here(&self, entity: &str) -> bool {
+        self.created.contains(entity)
     }
 
     /// Makes `entity` a record of this unit, read from its row (or new, of `kind`).
@@ -243,7 +407,7 @@ impl Pending {
         kind: &str,
     ) -> Result<&mut Dirty, StoreError> {
         if !self.records.contains_key(entity) {
-            match load(conn, entity)? {
+            match self.take_known(conn, entity)? {
                 Some(loaded) => self.keep(entity, loaded, true),
                 None => self.create(entity, kind),
             }
@@ -253,6 +417,20 @@ impl Pending {
             .ok_or_else(|| StoreError::Backend("pending record".into()))
     }
 
+    /// The row of a record not in `records`, moved out of `known` (read when not known).
+    fn take_known(&mut self, conn: &Conn<'_>, entity: &str) -> Result<Option<Loaded>, StoreError> {
+        match self.known.remove(entity) {
+            Some(row) => {
+                if row.is_none() {
+                    // Still known absent, should nothing create it.
+                    self.known.insert(entity.to_owned(), None);
+                }
+                Ok(row)
+            }
+            None => load(conn, entity),
+        }
+    }
+
     /// A field's current value, this unit's writes included (the record is read once).
     pub(crate) fn held(
         &mut self,
@@ -260,11 +438,11 @@ impl Pending {
         entity: &str,
         field: &str,
     ) -> Result<Option<Versioned>, StoreError> {
-        if !self.records.contains_key(entity) && !self.absent.contains(entity) {
-            match load(conn, entity)? {
+        if !self.records.contains_key(entity) {
+            match self.take_known(conn, entity)? {
                 Some(loaded) => self.keep(entity, loaded, true),
                 None => {
-                    self.absent.insert(entity.to_owned());
+                    self.known.insert(entity.to_owned(), None);
                 }
             }
         }
@@ -296,7 +474,7 @@ impl Pending {
             .filter(|(name, _)| linked(name))
             .map(|(name, slot)| (name.clone(), slot.version.value.clone()))
             .collect();
-        self.absent.remove(entity);
+        self.known.remove(entity);
         self.order.push(entity.to_owned());
         self.records.insert(
             entity.to_owned(),
@@ -380,18 +558,23 @@ impl Pending {
 
     /// Stores every written record (a new sequence number each, for the fields written, its
     /// feed entries moved to it), its links, and the history: what reads of the tables need
-    /// first.
+    /// first. New rows, links and history go in multi-row statements.
     pub(crate) fn flush(
         &mut self,
         conn: &Conn<'_>,
         mut next: impl FnMut() -> i64,
     ) -> Result<(), StoreError> {
         self.flushed.clear();
+        let mut new_rows: Vec<SqlValue> = Vec::new();
+        let mut new_links: Vec<SqlValue> = Vec::new();
         for entity in std::mem::take(&mut self.order) {
             let Some(mut dirty) = self.records.remove(&entity) else {
                 continue;
             };
             if dirty.written.is_empty() {
+                // Read only: as stored.
+                let row = dirty.stored.then_some(dirty.loaded);
+                self.known.insert(entity, row);
                 continue;
             }
             let old_seq = dirty.loaded.seq;
@@ -418,10 +601,17 @@ impl Pending {
                     .execute(params![entity, old_seq, loaded.seq])?;
                 }
             } else {
-                conn.prepare_cached(
-                    "INSERT INTO entity (id, kind, village, seq, state) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![entity, loaded.kind, loaded.village, loaded.seq, text])?;
+                new_rows.extend([
+                    SqlValue::from(entity.as_str()),
+                    SqlValue::from(loaded.kind.as_str()),
+                    loaded
+                        .village
+                        .clone()
+                        .map_or(SqlValue::Null, SqlValue::Text),
+                    SqlValue::Integer(loaded.seq),
+                    SqlValue::Text(text),
+                ]);
+                self.created.insert(entity.clone());
             }
             for field in dirty.written.iter().filter(|f| linked(f)) {
                 let was = dirty.before.get(field).and_then(Value::as_str);
@@ -439,16 +629,31 @@ impl Pending {
                     .execute(params![field, was, entity])?;
                 }
                 if let Some(now) = now {
-                    conn.prepare_cached(
-                        "INSERT OR IGNORE INTO link (field, target, entity) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![field, now, entity])?;
+                    new_links.extend([
+                        SqlValue::from(field.as_str()),
+                        SqlValue::from(now),
+                        SqlValue::from(entity.as_str()),
+                    ]);
                 }
             }
+            self.known
+                .insert(entity.clone(), Some(dirty.loaded.clone()));
             self.flushed.insert(entity, dirty.loaded);
         }
         self.records.clear();
-        self.absent.clear();
+        conn.execute_rows(
+            "INSERT INTO entity (id, kind, village, seq, state)",
+            "",
+            5,
+            &new_rows,
+        )?;
+        conn.execute_rows(
+            "INSERT OR IGNORE INTO link (field, target, entity)",
+            "",
+            3,
+            &new_links,
+        )?;
+        let mut history: Vec<SqlValue> = Vec::with_capacity(self.actions.len() * 7);
         for action in std::mem::take(&mut self.actions) {
             let fields: serde_json::Map<String, Value> = action
                 .fields
@@ -464,20 +669,22 @@ impl Pending {
                     )
                 })
                 .collect();
-            conn.prepare_cached(
-                "INSERT INTO history (entity, kind, stamp, device, account, at_ms, changes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                action.entity,
-                action.kind,
-                action.stamp.to_string(),
-                action.device,
-                action.account,
-                action.at_ms as i64,
-                Value::Object(fields).to_string()
-            ])?;
+            history.extend([
+                SqlValue::Text(action.entity),
+                SqlValue::Text(action.kind),
+                SqlValue::Text(action.stamp.to_string()),
+                SqlValue::Text(action.device),
+                SqlValue::Integer(action.account),
+                SqlValue::Integer(action.at_ms as i64),
+                SqlValue::Text(Value::Object(fields).to_string()),
+            ]);
         }
+        conn.execute_rows(
+            "INSERT INTO history (entity, kind, stamp, device, account, at_ms, changes)",
+            "",
+            7,
+            &history,
+        )?;
         Ok(())
     }
 }

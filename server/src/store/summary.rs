@@ -1,6 +1,6 @@
 //! Each record's summary row (what lists filter and search), recomputed after every write.
 
-use crate::store::conn::{Conn, params};
+use crate::store::conn::{Conn, Value as SqlValue};
 use crate::store::error::StoreError;
 use crate::store::state::{Loaded, load};
 use baylink_domain::{EntityKind, Fields, summarize};
@@ -14,39 +14,65 @@ pub fn refresh_summary(conn: &Conn<'_>, entity: &str) -> Result<(), StoreError> 
     }
 }
 
+/// The summary's columns for a record as stored, in the order of `summary`'s insert.
+pub(crate) fn summary_row(entity: &str, record: &Loaded) -> [SqlValue; 14] {
+    let fields: Fields = record
+        .state
+        .iter()
+        .map(|(field, slot)| (field.clone(), slot.version.value.clone()))
+        .collect();
+    let summary = EntityKind::parse(&record.kind)
+        .map(|k| summarize(k, &fields))
+        .unwrap_or_default();
+    let text = |v: Option<&str>| v.map_or(SqlValue::Null, SqlValue::from);
+    let owned = |v: Option<String>| v.map_or(SqlValue::Null, SqlValue::Text);
+    [
+        SqlValue::from(entity),
+        SqlValue::from(record.kind.as_str()),
+        text(record.village.as_deref()),
+        SqlValue::Text(summary.label),
+        owned(summary.id_number),
+        owned(summary.name),
+        owned(summary.plate),
+        owned(summary.address),
+        owned(summary.phone),
+        owned(summary.review_status),
+        SqlValue::Integer(i64::from(summary.deleted)),
+        text(fields.get("created_by").and_then(Value::as_str)),
+        text(fields.get("created_at").and_then(Value::as_str)),
+        SqlValue::Integer(record.seq),
+    ]
+}
+
+/// Writes the summary rows of records with none yet ([`summary_row`]s, flattened), in
+/// multi-row statements.
+pub(crate) fn insert_summaries(conn: &Conn<'_>, rows: &[SqlValue]) -> Result<(), StoreError> {
+    conn.execute_rows(
+        "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
+                              review_status, deleted, created_by, created_at, updated_seq)",
+        UPSERT,
+        14,
+        rows,
+    )?;
+    Ok(())
+}
+
+/// What an insert of a summary row does when the record has one.
+const UPSERT: &str =
+    "ON CONFLICT (entity) DO UPDATE SET kind = excluded.kind, village = excluded.village,
+             label = excluded.label, id_number = excluded.id_number, name = excluded.name,
+             plate = excluded.plate, address = excluded.address, phone = excluded.phone,
+             review_status = excluded.review_status, deleted = excluded.deleted,
+             created_by = excluded.created_by, created_at = excluded.created_at,
+             updated_seq = excluded.updated_seq";
+
 /// Writes an entity's summary row from its record as stored.
 pub(crate) fn write_summary(
     conn: &Conn<'_>,
     entity: &str,
     record: &Loaded,
 ) -> Result<(), StoreError> {
-    let (kind, village, updated) = (&record.kind, &record.village, record.seq);
-    let fields: Fields = record
-        .state
-        .iter()
-        .map(|(field, slot)| (field.clone(), slot.version.value.clone()))
-        .collect();
-    let summary = EntityKind::parse(kind)
-        .map(|k| summarize(k, &fields))
-        .unwrap_or_default();
-    let created_by = fields.get("created_by").and_then(Value::as_str);
-    let created_at = fields.get("created_at").and_then(Value::as_str);
-    let columns = params![
-        entity,
-        kind,
-        village,
-        summary.label,
-        summary.id_number,
-        summary.name,
-        summary.plate,
-        summary.address,
-        summary.phone,
-        summary.review_status,
-        summary.deleted,
-        created_by,
-        created_at,
-        updated
-    ];
+    let columns = summary_row(entity, record);
     // Many writes (a note, an occupation) leave every listed column as it was: then only the
     // recency is written (the four indexes holding it), and the search and date indexes are not.
     let recency_only = conn
@@ -59,21 +85,9 @@ pub(crate) fn write_summary(
                AND deleted = ?11 AND created_by IS NOT DISTINCT FROM ?12
                AND created_at IS NOT DISTINCT FROM ?13",
         )?
-        .execute(columns)?;
+        .execute(&columns[..])?;
     if recency_only == 1 {
         return Ok(());
     }
-    conn.prepare_cached(
-        "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
-                              review_status, deleted, created_by, created_at, updated_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (entity) DO UPDATE SET kind = excluded.kind, village = excluded.village,
-             label = excluded.label, id_number = excluded.id_number, name = excluded.name,
-             plate = excluded.plate, address = excluded.address, phone = excluded.phone,
-             review_status = excluded.review_status, deleted = excluded.deleted,
-             created_by = excluded.created_by, created_at = excluded.created_at,
-             updated_seq = excluded.updated_seq",
-    )?
-    .execute(columns)?;
-    Ok(())
+    insert_summaries(conn, &columns)
 }

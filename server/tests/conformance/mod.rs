@@ -463,7 +463,11 @@ pub(crate) fn house_fields(village: &str, address: &str) -> Vec<(&'static str, V
 }
 
 /// A residence of `person` in `house`, in `village`.
-fn residence_fields(village: &str, person: Uuid, house: Uuid) -> [(&'static str, Value); 5] {
+pub(crate) fn residence_fields(
+    village: &str,
+    person: Uuid,
+    house: Uuid,
+) -> [(&'static str, Value); 5] {
     [
         ("village", json!(village)),
         ("person", json!(person.to_string())),
