@@ -71,22 +71,26 @@ pub(crate) fn holders_of_all(
         return Ok(ids);
     }
     let list = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
-    let most = MOST.saturating_mul(texts.len() as i64);
+    // Each text looked up by itself, at most MOST holders each, as `holders` does.
     let ids = match column {
         "address_code" => conn
             .prepare_cached(
-                "SELECT l.entity FROM link l JOIN summary s ON s.entity = l.entity
-                 WHERE l.field = 'address_code' AND l.target IN (SELECT value FROM json_each(?1))
-                   AND s.deleted = 0 LIMIT ?2",
+                "SELECT h.entity FROM json_array_elements_text(CAST(?1 AS json)) t
+                 CROSS JOIN LATERAL (
+                     SELECT l.entity FROM link l JOIN summary s ON s.entity = l.entity
+                     WHERE l.field = 'address_code' AND l.target = t.value AND s.deleted = 0
+                     LIMIT ?2) h",
             )?
-            .query_map(params![list, most], |r| r.get(0))?
+            .query_map(params![list, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         "id_number" | "plate" => conn
             .prepare_cached(&format!(
-                "SELECT entity FROM summary WHERE {column} IN (SELECT value FROM json_each(?1))
-                   AND kind = ?2 AND deleted = 0 LIMIT ?3"
+                "SELECT h.entity FROM json_array_elements_text(CAST(?1 AS json)) t
+                 CROSS JOIN LATERAL (
+                     SELECT entity FROM summary
+                     WHERE {column} = t.value AND kind = ?2 AND deleted = 0 LIMIT ?3) h"
             ))?
-            .query_map(params![list, kind, most], |r| r.get(0))?
+            .query_map(params![list, kind, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         other => return Err(StoreError::Backend(format!("no key column {other}"))),
     };

@@ -309,7 +309,13 @@ impl Session<'_> {
     /// A statement prepared once per connection, from the text the use cases write.
     pub(crate) fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, SqlError> {
         let text = translate(sql);
-        Ok(self.pg.wait(self.object().prepare_cached(&text))?)
+        // A statement new to this connection is a round trip of its own.
+        let known = self.object().statement_cache.size();
+        let prepared = self.pg.wait(self.object().prepare_cached(&text))?;
+        if self.object().statement_cache.size() > known {
+            self.pg.count();
+        }
+        Ok(prepared)
     }
 
     /// Runs a prepared statement; the rows it changed.
@@ -480,7 +486,8 @@ pub(crate) fn translate(sql: &str) -> String {
                 let digits: String = inner.chars().take_while(char::is_ascii_digit).collect();
                 match inner[digits.len()..].strip_prefix("))") {
                     Some(tail) if !digits.is_empty() => {
-                        let negated = out.trim_end().ends_with("NOT");
+                        let negated =
+                            out.trim_end().ends_with(" NOT") || out.trim_end().ends_with("\nNOT");
                         if negated {
                             out.truncate(out.trim_end().len() - "NOT".len());
                         }

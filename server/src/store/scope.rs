@@ -234,10 +234,14 @@ pub(crate) fn residences_naming_all(
         return Ok(found);
     }
     let rows: Vec<(String, String)> = tx
-        .prepare_cached(
+        .prepare_cached(tx.pick(
             "SELECT l.target, l.entity FROM link l JOIN entity e ON e.id = l.entity AND e.kind = 'residence'
              WHERE l.field = ?1 AND l.target IN (SELECT value FROM json_each(?2))",
-        )?
+            // A lookup per record named (see `state::id_list`).
+            "SELECT l.target, l.entity FROM json_array_elements_text(CAST(?2 AS json)) t
+             CROSS JOIN LATERAL (SELECT target, entity FROM link WHERE field = ?1 AND target = t.value) l
+             JOIN entity e ON e.id = l.entity AND e.kind = 'residence'",
+        ))?
         .query_map(params![field, state::id_list(targets)], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
@@ -255,11 +259,16 @@ pub(crate) fn publish<'e>(
     entities: impl IntoIterator<Item = &'e String>,
 ) -> Result<(), StoreError> {
     let list = state::id_list(entities);
-    tx.prepare_cached(
+    tx.prepare_cached(tx.pick(
         "INSERT OR IGNORE INTO feed (village, seq, pos)
          SELECT s.village, e.seq, e.pos FROM entity e JOIN scope s ON s.entity = e.id
          WHERE e.id IN (SELECT value FROM json_each(?1)) AND e.seq > 0",
-    )?
+        // A lookup per record (see `state::id_list`).
+        "INSERT OR IGNORE INTO feed (village, seq, pos)
+         SELECT s.village, e.seq, e.pos FROM json_array_elements_text(CAST(?1 AS json)) t
+         CROSS JOIN LATERAL (SELECT seq, pos FROM entity WHERE id = t.value AND seq > 0) e
+         CROSS JOIN LATERAL (SELECT village FROM scope WHERE entity = t.value) s",
+    ))?
     .execute([list])?;
     Ok(())
 }
