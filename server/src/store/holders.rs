@@ -71,7 +71,9 @@ pub(crate) fn holders_of_all(
         return Ok(ids);
     }
     let list = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
-    // Each text looked up by itself, at most MOST holders each, as `holders` does.
+    // Each text looked up by itself, at most MOST holders each, as `holders` does; the kind is
+    // compared as an expression, so that its index is never the one read (under a first import
+    // the statistics said a kind held two rows, and every vehicle was read per plate).
     let ids = match column {
         "address_code" => conn
             .prepare_cached(
@@ -88,7 +90,7 @@ pub(crate) fn holders_of_all(
                 "SELECT h.entity FROM json_array_elements_text(CAST(?1 AS json)) t
                  CROSS JOIN LATERAL (
                      SELECT entity FROM summary
-                     WHERE {column} = t.value AND kind = ?2 AND deleted = 0 LIMIT ?3) h"
+                     WHERE {column} = t.value AND (kind || '') = ?2 AND deleted = 0 LIMIT ?3) h"
             ))?
             .query_map(params![list, kind, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,

@@ -239,7 +239,7 @@ pub(crate) fn residences_naming_all(
              WHERE l.field = ?1 AND l.target IN (SELECT value FROM json_each(?2))",
             // A lookup per record named (see `state::id_list`).
             "SELECT l.target, l.entity FROM json_array_elements_text(CAST(?2 AS json)) t
-             CROSS JOIN LATERAL (SELECT target, entity FROM link WHERE field = ?1 AND target = t.value) l
+             CROSS JOIN LATERAL (SELECT target, entity FROM link WHERE field = ?1 AND target = t.value OFFSET 0) l
              JOIN entity e ON e.id = l.entity AND e.kind = 'residence'",
         ))?
         .query_map(params![field, state::id_list(targets)], |r| {
@@ -266,8 +266,8 @@ pub(crate) fn publish<'e>(
         // A lookup per record (see `state::id_list`).
         "INSERT OR IGNORE INTO feed (village, seq, pos)
          SELECT s.village, e.seq, e.pos FROM json_array_elements_text(CAST(?1 AS json)) t
-         CROSS JOIN LATERAL (SELECT seq, pos FROM entity WHERE id = t.value AND seq > 0) e
-         CROSS JOIN LATERAL (SELECT village FROM scope WHERE entity = t.value) s",
+         CROSS JOIN LATERAL (SELECT seq, pos FROM entity WHERE id = t.value AND seq > 0 OFFSET 0) e
+         CROSS JOIN LATERAL (SELECT village FROM scope WHERE entity = t.value OFFSET 0) s",
     ))?
     .execute([list])?;
     Ok(())

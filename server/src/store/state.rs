@@ -239,9 +239,10 @@ pub(crate) struct Pending {
 }
 
 // Lists of ids in one statement. On PostgreSQL each id is looked up by itself (a lateral
-// subquery per element): a list compared whole (`= ANY`, `IN`) was planned as a scan of the
-// table while its statistics still described it small, as under a district's first import
-// (3 ms a lookup of 35 ids among 6,000 rows, against 0.2 ms).
+// subquery per element, `OFFSET 0` keeping the planner from making it a join): a list compared
+// whole (`= ANY`, `IN`) or joined was planned as a scan of the table while its statistics still
+// described it small, as under a district's first import, when the tables grow faster than
+// autovacuum analyses them (3 ms a lookup of 35 ids among 6,000 rows, against 0.2 ms).
 
 /// A list of ids as the JSON text `json_each` reads.
 pub(crate) fn id_list<'i>(ids: impl IntoIterator<Item = &'i String>) -> String {
@@ -264,7 +265,7 @@ pub(crate) fn load_many(
             // An index probe per id, whatever the table's statistics say (see `id_list`).
             "SELECT e.id, e.kind, e.village, e.seq, e.state
              FROM json_array_elements_text(CAST(?1 AS json)) t
-             CROSS JOIN LATERAL (SELECT * FROM entity WHERE id = t.value) e",
+             CROSS JOIN LATERAL (SELECT * FROM entity WHERE id = t.value OFFSET 0) e",
         ))?
         .query_map([id_list(ids.iter().copied())], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -327,7 +328,7 @@ impl Pending {
             .prepare_cached(conn.pick(
                 "SELECT entity, village FROM scope WHERE entity IN (SELECT value FROM json_each(?1))",
                 "SELECT s.entity, s.village FROM json_array_elements_text(CAST(?1 AS json)) t
-                 CROSS JOIN LATERAL (SELECT * FROM scope WHERE entity = t.value) s",
+                 CROSS JOIN LATERAL (SELECT * FROM scope WHERE entity = t.value OFFSET 0) s",
             ))?
             .query_map([id_list(wanted.iter().copied())], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -619,12 +620,26 @@ impl Pending {
                 )?
                 .execute(params![entity, loaded.village, loaded.seq, text])?;
                 if loaded.seq != old_seq {
-                    // Its entries in the feeds of its villages move to the new number.
-                    conn.prepare_cached(
-                        "UPDATE feed SET seq = ?3 WHERE village IN (SELECT village FROM scope WHERE entity = ?1)
-                         AND seq = ?2",
-                    )?
-                    .execute(params![entity, old_seq, loaded.seq])?;
+                    // Its entries in the feeds of its villages move to the new number: by each
+                    // village's key where its villages are known (PostgreSQL planned the
+                    // statement below as a scan of the feed while its statistics said small).
+                    match self.scopes.get(&entity) {
+                        Some(villages) => {
+                            for village in villages {
+                                conn.prepare_cached(
+                                    "UPDATE feed SET seq = ?3 WHERE village = ?1 AND seq = ?2",
+                                )?
+                                .execute(params![village, old_seq, loaded.seq])?;
+                            }
+                        }
+                        None => {
+                            conn.prepare_cached(
+                                "UPDATE feed SET seq = ?3 WHERE village IN (SELECT village FROM scope WHERE entity = ?1)
+                                 AND seq = ?2",
+                            )?
+                            .execute(params![entity, old_seq, loaded.seq])?;
+                        }
+                    }
                 }
             } else {
                 new_rows.extend([
