@@ -441,7 +441,19 @@ pub fn describe_database(url: &str) -> String {
         .map(|(i, host)| {
             let name = match host {
                 tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                tokio_postgres::config::Host::Unix(dir) => dir.display().to_string(),
+                // A socket's directory percent-encoded, so that the text shown connects when
+                // given back (`postgresql://app@%2Frun%2Fpostgresql/baylink`).
+                tokio_postgres::config::Host::Unix(dir) => dir
+                    .display()
+                    .to_string()
+                    .chars()
+                    .map(|c| match c {
+                        '%' | '/' | ':' | '@' | ',' | '?' | '#' | ' ' => {
+                            format!("%{:02X}", c as u32)
+                        }
+                        c => c.to_string(),
+                    })
+                    .collect(),
             };
             match ports.get(i).or(ports.first()) {
                 Some(port) => format!("{name}:{port}"),
@@ -657,12 +669,26 @@ mod tests {
             ),
             (
                 "host=/run/postgresql user=app password = s3cret dbname=baylink",
-                "postgresql://app:***@/run/postgresql/baylink",
+                "postgresql://app:***@%2Frun%2Fpostgresql/baylink",
+            ),
+            (
+                "host=/tmp/pg port=5433 user=app dbname=baylink",
+                "postgresql://app@%2Ftmp%2Fpg:5433/baylink",
             ),
             ("not a database", "(not a PostgreSQL connection string)"),
         ] {
             let described = describe_database(url);
             assert_eq!(described, shown, "{url}");
+            // What is shown without a password connects where the setting did.
+            if !described.starts_with('(') && !described.contains("***") {
+                let (given, back) = (
+                    parse_database(url).unwrap(),
+                    parse_database(&described).unwrap(),
+                );
+                assert_eq!(given.get_hosts(), back.get_hosts(), "{url}");
+                assert_eq!(given.get_ports(), back.get_ports(), "{url}");
+                assert_eq!(given.get_dbname(), back.get_dbname(), "{url}");
+            }
             assert!(
                 !described.contains("s3") && !described.contains("cret"),
                 "{url}"
