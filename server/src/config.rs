@@ -513,7 +513,6 @@ impl Config {
     /// (`secret.key`), imported as the first key so no one is signed out; `None` when there is
     /// none. Creates the data directory (readable by the owner only) if need be.
     pub fn legacy_secret(&self) -> Result<Option<Vec<u8>>, AppError> {
-        self.create_data_dir()?;
         let path = self.data_dir.join("secret.key");
         if !path.exists() {
             return Ok(None);

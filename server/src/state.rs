@@ -40,7 +40,10 @@ impl AppState {
         open: fn(&std::path::Path) -> Result<Db, crate::store::StoreError>,
         migrate: bool,
     ) -> Result<(AppState, Db), AppError> {
-        // The old key file first: reading it creates the data directory the database goes in.
+        // The data directory holds a SQLite database; on PostgreSQL a command makes none.
+        if config.database.is_none() {
+            config.create_data_dir()?;
+        }
         let legacy = config.legacy_secret()?;
         let imported = legacy.is_some();
         let first = new_token_key(legacy);

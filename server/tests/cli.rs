@@ -564,7 +564,7 @@ fn the_systemd_unit_is_one_systemd_takes_without_a_warning() {
 
 /// On PostgreSQL as on SQLite: a command that only reads refuses a database holding no
 /// Baylink schema (and leaves it empty), `migrate` says what it did, and `config check` shows the
-/// database without its password.
+/// database without its password; no command makes a data directory it does not use.
 #[test]
 fn administration_on_postgres_reads_only_a_baylink_database_and_migrate_says_what_it_did() {
     let Some(cluster) = baylink_server::store::pg::test_postgres() else {
@@ -573,23 +573,26 @@ fn administration_on_postgres_reads_only_a_baylink_database_and_migrate_says_wha
     let fresh = baylink_server::store::pg::FreshDatabase::new(&cluster).expect("a database");
     let url = fresh.url.clone();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (ok, _, err) = run(dir.path(), &["--database", &url, "key", "list"], "");
+    // The data directory a command on PostgreSQL has no use for, and does not make.
+    let data = dir.path().join("data");
+    let (ok, _, err) = run(&data, &["--database", &url, "key", "list"], "");
     assert!(!ok && err.contains("is --database right?"), "{err}");
     let schema = baylink_server::store::pg::schema_of(&url).expect("schema read");
     assert_eq!(schema.0, None, "nothing was created");
-    let (ok, out, err) = run(dir.path(), &["--database", &url, "migrate"], "");
+    let (ok, out, err) = run(&data, &["--database", &url, "migrate"], "");
     assert!(ok && out.contains("created the schema"), "{out} {err}");
-    let (ok, out, err) = run(dir.path(), &["--database", &url, "migrate"], "");
+    let (ok, out, err) = run(&data, &["--database", &url, "migrate"], "");
     assert!(ok && out.contains("nothing to do"), "{out} {err}");
-    let (ok, out, err) = run(dir.path(), &["--database", &url, "key", "list"], "");
+    let (ok, out, err) = run(&data, &["--database", &url, "key", "list"], "");
     assert!(ok && out.contains("signs"), "{out} {err}");
     let secret = format!("{url} password=s3cr3t-word");
-    let (ok, out, err) = run(dir.path(), &["--database", &secret, "config", "check"], "");
+    let (ok, out, err) = run(&data, &["--database", &secret, "config", "check"], "");
     assert!(ok && out.contains(":***@"), "{out} {err}");
     assert!(
         !out.contains("s3cr3t") && !err.contains("s3cr3t"),
         "{out} {err}"
     );
-    let (ok, _, err) = run(dir.path(), &["--database", &url, "backup", "x.db"], "");
+    let (ok, _, err) = run(&data, &["--database", &url, "backup", "x.db"], "");
     assert!(!ok && err.contains("pg_dump"), "{err}");
+    assert!(!data.exists(), "an empty data directory was made");
 }
