@@ -170,6 +170,9 @@ const DATABASE: &str = "BAYLINK_BENCH_DATABASE";
 pub fn main(dir: &Path) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     // Opened before the runtime runs: opening blocks (and waits on PostgreSQL's own runtime).
+    // The upload baseline's file goes there, also when the district is on PostgreSQL (whose
+    // server makes no data directory).
+    std::fs::create_dir_all(dir).expect("the data directory");
     let mut config = baylink_server::Config::new(dir);
     config.database = std::env::var(DATABASE).ok();
     let (state, db) = AppState::open(config).expect("server state");
