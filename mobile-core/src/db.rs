@@ -93,6 +93,10 @@ pub(crate) fn open(
     // then copy a page they all rewrote back once (its apply took about a sixth less).
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // A write transaction takes the write lock when it begins: one that read first and then
+    // wrote would be refused at once ("database is locked", no waiting) had another connection
+    // (an app's sync beside its screens) written in between.
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     schema::migrate(&mut conn)?;
     // A bootstrap cut short by a crash left its search indexes to build.
     let tx = conn.unchecked_transaction()?;
@@ -103,6 +107,50 @@ pub(crate) fn open(
         [node.unwrap_or_else(NodeId::random).to_string()],
     )?;
     Ok(conn)
+}
+
+/// SQLite's count of commits by other connections to this file (`PRAGMA data_version`).
+pub(crate) fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+/// Temporary triggers (this connection's only, nothing in the file) that note each record a
+/// write touches, its row or its waiting changes, in `temp.changed`; rolled back with the write.
+pub(crate) fn watch_changes(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS changed (id TEXT PRIMARY KEY, kind TEXT NOT NULL) WITHOUT ROWID;
+         CREATE TEMP TRIGGER IF NOT EXISTS changed_record_new AFTER INSERT ON main.record
+             BEGIN INSERT OR IGNORE INTO changed VALUES (new.id, new.kind); END;
+         CREATE TEMP TRIGGER IF NOT EXISTS changed_record AFTER UPDATE ON main.record
+             BEGIN INSERT OR IGNORE INTO changed VALUES (new.id, new.kind); END;
+         CREATE TEMP TRIGGER IF NOT EXISTS changed_record_gone AFTER DELETE ON main.record
+             BEGIN INSERT OR IGNORE INTO changed VALUES (old.id, old.kind); END;
+         CREATE TEMP TRIGGER IF NOT EXISTS changed_outbox_new AFTER INSERT ON main.outbox
+             BEGIN INSERT OR IGNORE INTO changed VALUES (new.entity, new.kind); END;
+         CREATE TEMP TRIGGER IF NOT EXISTS changed_outbox AFTER UPDATE OF pending, refused ON main.outbox
+             BEGIN INSERT OR IGNORE INTO changed VALUES (new.entity, new.kind); END;
+         CREATE TEMP TRIGGER IF NOT EXISTS changed_outbox_gone AFTER DELETE ON main.outbox
+             BEGIN INSERT OR IGNORE INTO changed VALUES (old.entity, old.kind); END;",
+    )?;
+    Ok(())
+}
+
+/// The records noted by [`watch_changes`] since the last call, by kind, and forgets them.
+pub(crate) fn take_changes(conn: &Connection) -> Result<BTreeMap<String, Vec<Uuid>>> {
+    let mut out: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
+    let rows: Vec<(String, String)> = conn
+        .prepare_cached("SELECT kind, id FROM temp.changed ORDER BY kind, id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    conn.execute("DELETE FROM temp.changed", [])?;
+    for (kind, id) in rows {
+        let id = Uuid::parse_str(&id).map_err(|_| Error::Corrupt("record id".into()))?;
+        out.entry(kind).or_default().push(id);
+    }
+    Ok(out)
 }
 
 /// This replica's identity and counters, as kept in the `device` row.

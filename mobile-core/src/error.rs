@@ -52,6 +52,9 @@ pub enum Error {
     /// The passphrase does not open this encrypted store.
     #[error("口令错误，无法打开本机数据 / wrong passphrase: it does not open this store")]
     WrongPassphrase,
+    /// The sync was cancelled; what it had applied stays, the rest waits for the next one.
+    #[error("同步已取消 / sync cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -125,6 +128,10 @@ pub enum MobileError {
     /// The passphrase does not open the store on this phone: ask again.
     #[error("wrong passphrase")]
     WrongPassphrase,
+    /// The sync was cancelled ([`crate::FieldStore::cancel_sync`]); the store is consistent and
+    /// the next sync goes on from where this one stopped.
+    #[error("sync cancelled")]
+    Cancelled,
     /// Anything else (storage, corrupt data); details are in the device log.
     #[error("{message}")]
     Other {
@@ -171,6 +178,7 @@ impl From<Error> for MobileError {
             },
             Error::Revoked => MobileError::Revoked,
             Error::WrongPassphrase => MobileError::WrongPassphrase,
+            Error::Cancelled => MobileError::Cancelled,
         }
     }
 }

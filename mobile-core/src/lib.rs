@@ -15,6 +15,8 @@ mod store;
 pub mod sync;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use baylink_domain::{EntityKind, FieldType, Writer};
@@ -23,7 +25,7 @@ use uuid::Uuid;
 pub use error::{Error, FieldProblem, MobileError, Result};
 pub use outbox::RefusedChange;
 pub use store::{
-    ApplyReport, Captured, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, Record,
+    ApplyReport, Captured, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, OnCommit, Record,
     RecordSummary, RefusedField, RefusedRecord, SessionInfo, Store,
 };
 pub use sync::SyncReport;
@@ -41,10 +43,110 @@ pub struct CaptureOutcome {
     pub changed: Vec<String>,
 }
 
-/// The store as apps hold it: thread-safe, with errors apps can act on.
+/// The store as apps hold it: thread-safe, with errors apps can act on. The app's screens use
+/// one connection to the file, a sync another ([`FieldStore::sync`]): reads never wait for a
+/// sync's network exchange, and a capture waits at most for one page being written.
 #[derive(uniffi::Object)]
 pub struct FieldStore {
+    /// The screens' connection: reads, captures, edits.
     store: Mutex<Store>,
+    /// The file and its key, to open the sync's connection.
+    path: PathBuf,
+    key: Option<[u8; 32]>,
+    /// The sync's connection, opened at the first sync and held for a whole one (syncs,
+    /// sign-ins and sign-outs go one at a time).
+    sync: Mutex<Option<Store>>,
+    /// Set by [`FieldStore::cancel_sync`], read between a sync's requests.
+    cancel: Arc<AtomicBool>,
+    listeners: Arc<Listeners>,
+}
+
+/// What changed in the store: records written by a capture, an edit, a deletion, or a sync's
+/// page (records pulled, dropped, or whose waiting changes the server settled).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct StoreChange {
+    /// The kinds of the records changed (`person`, `house`, ...).
+    pub kinds: Vec<String>,
+    /// Their ids, at most [`CHANGE_IDS`]; `ids_complete` is false when there were more (a
+    /// bootstrap's pages): refresh whatever shows these kinds.
+    pub ids: Vec<String>,
+    /// Whether `ids` names every record changed.
+    pub ids_complete: bool,
+    /// `local` for the app's own writes, `sync` for a sync's.
+    pub source: String,
+}
+
+/// Most ids told in one [`StoreChange`].
+pub const CHANGE_IDS: usize = 1_000;
+
+/// Told of changes to the store, implemented by the app (a list screen refreshing). Called on
+/// the thread that wrote (a sync's thread for what it brings), after the write committed: it may
+/// read the store, but must not start a sync, sign in or out from there.
+#[uniffi::export(foreign)]
+pub trait ChangeListener: Send + Sync {
+    /// Records changed.
+    fn changed(&self, change: StoreChange);
+}
+
+/// The app's listeners, each under the number it was given.
+#[derive(Default)]
+struct Listeners {
+    registered: Mutex<(u64, Vec<(u64, Arc<dyn ChangeListener>)>)>,
+}
+
+impl Listeners {
+    fn tell(&self, source: &str, changes: BTreeMap<String, Vec<Uuid>>) {
+        if changes.is_empty() {
+            return;
+        }
+        // Called without the lock held: a listener may register or remove one.
+        let listeners: Vec<Arc<dyn ChangeListener>> = relock(&self.registered)
+            .1
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
+        if listeners.is_empty() {
+            return;
+        }
+        let total: usize = changes.values().map(Vec::len).sum();
+        let change = StoreChange {
+            kinds: changes.keys().cloned().collect(),
+            ids: changes
+                .values()
+                .flatten()
+                .take(CHANGE_IDS)
+                .map(Uuid::to_string)
+                .collect(),
+            ids_complete: total <= CHANGE_IDS,
+            source: source.to_owned(),
+        };
+        for listener in listeners {
+            listener.changed(change.clone());
+        }
+    }
+}
+
+/// A mutex's guard; a panic while it was held leaves SQLite consistent (transactions roll back).
+fn relock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The sync's progress and cancellation, as the engine asks for them.
+struct Watched<'a> {
+    progress: Option<Arc<dyn SyncProgress>>,
+    cancel: &'a AtomicBool,
+}
+
+impl sync::Progress for Watched<'_> {
+    fn progress(&self, phase: &str, done: u64, total: u64) {
+        if let Some(p) = &self.progress {
+            p.progress(phase.to_owned(), done, total);
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
 }
 
 fn parse_kind(kind: &str) -> Result<EntityKind, MobileError> {
@@ -70,9 +172,7 @@ impl FieldStore {
     /// Opens or creates the store at a file path.
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<FieldStore>, MobileError> {
-        Ok(Arc::new(FieldStore {
-            store: Mutex::new(Store::open(path)?),
-        }))
+        FieldStore::in_file(PathBuf::from(path), None)
     }
 
     /// Opens (creating if need be) the store encrypted under the officer's passphrase; offline.
@@ -81,14 +181,18 @@ impl FieldStore {
         path: String,
         passphrase: String,
     ) -> Result<Arc<FieldStore>, MobileError> {
-        Ok(Arc::new(FieldStore {
-            store: Mutex::new(Store::open_encrypted(path, &passphrase)?),
-        }))
+        let path = PathBuf::from(path);
+        let key = key::derive(&path, &passphrase)?;
+        FieldStore::in_file(path, Some(key))
     }
 
     /// This device's node id.
     pub fn node_id(&self) -> String {
-        self.lock().node_id().to_string()
+        let mut store = relock(&self.store);
+        // Read again if a sign-in on the sync's connection handed the phone over; the row
+        // read before is the answer if the file cannot be read.
+        let _ = store.refresh();
+        store.node_id().to_string()
     }
 
     /// Captures a record of a kind (`person`, `house`, ...) from form fields; returns its id.
@@ -98,7 +202,7 @@ impl FieldStore {
         fields: HashMap<String, String>,
     ) -> Result<String, MobileError> {
         let kind = parse_kind(&kind)?;
-        Ok(self.lock().capture(kind, &to_input(fields))?.to_string())
+        self.write(|s| Ok(s.capture(kind, &to_input(fields))?.to_string()))
     }
 
     /// Captures a record, saying whether it was known already (the same ID number, plate or
@@ -109,7 +213,7 @@ impl FieldStore {
         fields: HashMap<String, String>,
     ) -> Result<CaptureOutcome, MobileError> {
         let kind = parse_kind(&kind)?;
-        let captured = self.lock().capture_detailed(kind, &to_input(fields))?;
+        let captured = self.write(|s| s.capture_detailed(kind, &to_input(fields)))?;
         Ok(CaptureOutcome {
             id: captured.id.to_string(),
             existed: captured.existed,
@@ -120,20 +224,19 @@ impl FieldStore {
     /// Edits fields of a record; returns how many changed.
     pub fn edit(&self, id: String, fields: HashMap<String, String>) -> Result<u32, MobileError> {
         let id = parse_id(&id)?;
-        Ok(self.lock().edit(id, &to_input(fields))? as u32)
+        self.write(|s| Ok(s.edit(id, &to_input(fields))? as u32))
     }
 
     /// Deletes a record.
     pub fn delete(&self, id: String) -> Result<(), MobileError> {
         let id = parse_id(&id)?;
-        self.lock().delete(id)?;
-        Ok(())
+        self.write(|s| s.delete(id).map(|_| ()))
     }
 
     /// One record with its fields and links, if the device has it.
     pub fn get(&self, id: String) -> Result<Option<Record>, MobileError> {
         let id = parse_id(&id)?;
-        Ok(self.lock().get(id)?)
+        self.read(|s| s.get(id))
     }
 
     /// Records of a kind, optionally of one village, newest first.
@@ -145,46 +248,47 @@ impl FieldStore {
         offset: u32,
     ) -> Result<Vec<RecordSummary>, MobileError> {
         let kind = parse_kind(&kind)?;
-        Ok(self.lock().list(kind, village.as_deref(), limit, offset)?)
+        self.read(|s| s.list(kind, village.as_deref(), limit, offset))
     }
 
     /// Records whose ID number, name, plate, address or phone starts with the text.
     pub fn search(&self, text: String, limit: u32) -> Result<Vec<RecordSummary>, MobileError> {
-        Ok(self.lock().search(&text, limit)?)
+        self.read(|s| s.search(&text, limit))
     }
 
     /// How many local changes wait to be synced.
     pub fn pending_count(&self) -> Result<u64, MobileError> {
-        Ok(self.lock().pending_count()?)
+        self.read(Store::pending_count)
     }
 
     /// Changes the server refused, for the officer to correct.
     pub fn refused(&self) -> Result<Vec<RefusedChange>, MobileError> {
-        Ok(self.lock().refused()?)
+        self.read(Store::refused)
     }
 
     /// Records with refused changes, each with its label and the reasons.
     pub fn refused_records(&self) -> Result<Vec<RefusedRecord>, MobileError> {
-        Ok(self.lock().refused_records()?)
+        self.read(Store::refused_records)
     }
 
     /// Dismisses a record's refused changes (see [`Store::dismiss_refused`]).
     pub fn dismiss_refused(&self, id: String) -> Result<Dismissal, MobileError> {
         let id = parse_id(&id)?;
-        Ok(self.lock().dismiss_refused(id)?)
+        self.write(|s| s.dismiss_refused(id))
     }
 
     /// How many records have local changes waiting to be synced.
     pub fn pending_records(&self) -> Result<u64, MobileError> {
-        Ok(self.lock().pending_records()?)
+        self.read(Store::pending_records)
     }
 
     /// Records the station returned, with the reviewer's comments.
     pub fn returned(&self) -> Result<Vec<Feedback>, MobileError> {
-        Ok(self.lock().returned()?)
+        self.read(Store::returned)
     }
 
     /// Signs in to a server (needs a connection once; afterwards the device works offline).
+    /// Runs on the sync's connection: the screens keep reading meanwhile.
     pub fn login(
         &self,
         server: String,
@@ -192,34 +296,52 @@ impl FieldStore {
         password: String,
         device_name: String,
     ) -> Result<(), MobileError> {
-        Ok(sync::login(
-            &mut self.lock(),
-            &server,
-            &username,
-            &password,
-            &device_name,
-        )?)
+        self.on_sync_connection(None, |store, _| {
+            sync::login(store, &server, &username, &password, &device_name)
+        })
     }
 
     /// Ends the session; local data stays.
     pub fn logout(&self) -> Result<(), MobileError> {
-        Ok(sync::logout(&mut self.lock())?)
+        self.on_sync_connection(None, |store, _| sync::logout(store))
     }
 
     /// The signed-in session, if any.
     pub fn session(&self) -> Result<Option<SessionInfo>, MobileError> {
-        Ok(self.lock().session()?)
+        self.read(Store::session)
     }
 
-    /// Pushes pending changes and pulls the villages' state, reporting progress. Call it from
-    /// a background thread.
+    /// Pushes pending changes and pulls the villages' state, reporting progress. Blocks until
+    /// done: call it from a background thread (a WorkManager worker, a Swift Task). The store
+    /// stays usable meanwhile, from the progress callback too: the sync runs on a connection
+    /// of its own and holds the write lock only while it writes a page. One sync at a time: a
+    /// second call waits for the first.
     pub fn sync(&self, progress: Option<Arc<dyn SyncProgress>>) -> Result<SyncReport, MobileError> {
-        let report = |phase: &str, done: u64, total: u64| {
-            if let Some(p) = &progress {
-                p.progress(phase.to_owned(), done, total);
-            }
-        };
-        Ok(sync::sync(&mut self.lock(), &report)?)
+        self.on_sync_connection(progress, |store, watched| sync::sync(store, watched))
+    }
+
+    /// Asks the sync in progress to stop: it ends with `MobileError::Cancelled` after the
+    /// request under way (at most its time limit), keeping every page already applied and
+    /// every answer already settled; the next sync goes on from there.
+    pub fn cancel_sync(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Registers a listener of changes; returns its number, for [`FieldStore::remove_listener`].
+    pub fn add_listener(&self, listener: Arc<dyn ChangeListener>) -> u64 {
+        let mut registered = relock(&self.listeners.registered);
+        registered.0 += 1;
+        let id = registered.0;
+        registered.1.push((id, listener));
+        id
+    }
+
+    /// Removes a listener; false if it was not registered.
+    pub fn remove_listener(&self, id: u64) -> bool {
+        let mut registered = relock(&self.listeners.registered);
+        let before = registered.1.len();
+        registered.1.retain(|(at, _)| *at != id);
+        registered.1.len() != before
     }
 }
 
@@ -231,9 +353,63 @@ pub trait SyncProgress: Send + Sync {
 }
 
 impl FieldStore {
-    fn lock(&self) -> MutexGuard<'_, Store> {
-        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    fn in_file(path: PathBuf, key: Option<[u8; 32]>) -> Result<Arc<FieldStore>, MobileError> {
+        let mut store = Store::open_keyed(&path, key.as_ref())?;
+        store.watch_changes()?;
+        Ok(Arc::new(FieldStore {
+            store: Mutex::new(store),
+            path,
+            key,
+            sync: Mutex::new(None),
+            cancel: Arc::new(AtomicBool::new(false)),
+            listeners: Arc::default(),
+        }))
+    }
+
+    /// Runs a read on the screens' connection, its device row current.
+    fn read<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T, MobileError> {
+        let mut store = relock(&self.store);
+        store.refresh()?;
+        Ok(f(&store)?)
+    }
+
+    /// Runs a write on the screens' connection, then tells the listeners what it changed (the
+    /// lock released: a listener may read the store).
+    fn write<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T, MobileError> {
+        let (out, changes) = {
+            let mut store = relock(&self.store);
+            store.refresh()?;
+            let out = f(&mut store);
+            (out, store.take_changes())
+        };
+        self.listeners.tell("local", changes?);
+        Ok(out?)
+    }
+
+    /// Runs `f` on the sync's connection (opened the first time), one at a time, with the
+    /// progress and cancellation the engine asks for.
+    fn on_sync_connection<T>(
+        &self,
+        progress: Option<Arc<dyn SyncProgress>>,
+        f: impl FnOnce(&mut Store, &Watched<'_>) -> Result<T>,
+    ) -> Result<T, MobileError> {
+        let mut slot = relock(&self.sync);
+        if slot.is_none() {
+            let mut store = Store::open_keyed(&self.path, self.key.as_ref())?;
+            let listeners = self.listeners.clone();
+            store.on_commit(Box::new(move |changes| listeners.tell("sync", changes)))?;
+            *slot = Some(store);
+        }
+        let store = slot.as_mut().ok_or_else(|| MobileError::Other {
+            message: "the sync's connection did not open".into(),
+        })?;
+        store.refresh()?;
+        self.cancel.store(false, Ordering::SeqCst);
+        let watched = Watched {
+            progress,
+            cancel: &self.cancel,
+        };
+        Ok(f(store, &watched)?)
     }
 }
 

@@ -164,7 +164,18 @@ pub struct Store {
     clock: Arc<dyn PhysicalClock>,
     /// Copies the log back beside this store's writes (a store in a file).
     checkpointer: Option<db::Checkpointer>,
+    /// SQLite's `data_version` when `device` was read: another connection to the same file
+    /// (an app's sync beside its screens) may have written the row since.
+    seen_version: i64,
+    /// Records changed by this connection's writes, gathered by temporary triggers once asked
+    /// for ([`Store::watch_changes`]).
+    watching: bool,
+    /// Told of them after each write commits, if set ([`Store::on_commit`]).
+    on_commit: Option<OnCommit>,
 }
+
+/// What a store tells of the records each committed write changed, by kind.
+pub type OnCommit = Box<dyn Fn(BTreeMap<String, Vec<Uuid>>) + Send>;
 
 impl Store {
     /// Opens or creates the store in a file.
@@ -190,6 +201,11 @@ impl Store {
         Store::from_connection(db::open(None, None, None)?, None)
     }
 
+    /// Opens the store in a file under a key already derived (a second connection to it).
+    pub(crate) fn open_keyed(path: &Path, key: Option<&[u8; 32]>) -> Result<Store> {
+        Store::in_file(path, None, key)
+    }
+
     fn in_file(path: &Path, node: Option<NodeId>, key: Option<&[u8; 32]>) -> Result<Store> {
         let conn = db::open(Some(path), node, key)?;
         Store::from_connection(conn, db::Checkpointer::start(path, key))
@@ -197,12 +213,64 @@ impl Store {
 
     fn from_connection(conn: Connection, checkpointer: Option<db::Checkpointer>) -> Result<Store> {
         let device = db::load_device(&conn)?;
+        let seen_version = db::data_version(&conn)?;
         Ok(Store {
             conn,
             device,
             clock: Arc::new(SystemClock),
             checkpointer,
+            seen_version,
+            watching: false,
+            on_commit: None,
         })
+    }
+
+    /// Reads the device row again if another connection to the file wrote since it was read:
+    /// what this store says of its identity, author and clock is then current.
+    pub fn refresh(&mut self) -> Result<()> {
+        let version = db::data_version(&self.conn)?;
+        if version != self.seen_version {
+            self.device = db::load_device(&self.conn)?;
+            self.seen_version = version;
+        }
+        Ok(())
+    }
+
+    /// From now on, notes which records this connection's writes change (temporary triggers,
+    /// this connection's only), for [`Store::take_changes`].
+    pub fn watch_changes(&mut self) -> Result<()> {
+        if !self.watching {
+            db::watch_changes(&self.conn)?;
+            self.watching = true;
+        }
+        Ok(())
+    }
+
+    /// Tells `notify` of the records each committed write of this store changes, on the thread
+    /// that wrote, right after the commit.
+    pub fn on_commit(&mut self, notify: OnCommit) -> Result<()> {
+        self.watch_changes()?;
+        self.on_commit = Some(notify);
+        Ok(())
+    }
+
+    /// Tells [`Store::on_commit`]'s callback what the write just committed changed.
+    fn committed(&mut self) {
+        if let Some(notify) = &self.on_commit
+            && let Ok(changes) = db::take_changes(&self.conn)
+            && !changes.is_empty()
+        {
+            notify(changes);
+        }
+    }
+
+    /// The records changed by this connection's committed writes since the last call, by kind
+    /// (empty unless [`Store::watch_changes`] was called).
+    pub fn take_changes(&mut self) -> Result<BTreeMap<String, Vec<Uuid>>> {
+        if !self.watching {
+            return Ok(BTreeMap::new());
+        }
+        db::take_changes(&self.conn)
     }
 
     /// Uses another physical clock (tests and simulations).
@@ -223,11 +291,10 @@ impl Store {
 
     /// Sets the officer recorded as author of captures.
     pub fn set_user(&mut self, user: &str) -> Result<()> {
-        let mut device = self.device.clone();
-        device.user = user.to_owned();
-        db::save_device(&self.conn, &device)?;
-        self.device = device;
-        Ok(())
+        self.write(|_, device, _| {
+            device.user = user.to_owned();
+            Ok(())
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -245,12 +312,16 @@ impl Store {
         f: impl FnOnce(&Transaction<'_>, &mut Device, u64) -> Result<T>,
     ) -> Result<T> {
         let now = self.clock.now_ms();
-        let mut device = self.device.clone();
+        // IMMEDIATE (db::open): the row is read under the write lock, so a write on another
+        // connection (a sync beside the app's screens) cannot come between its read and this.
         let tx = self.conn.transaction()?;
+        let mut device = db::load_device(&tx)?;
         let out = f(&tx, &mut device, now)?;
         db::save_device(&tx, &device)?;
         tx.commit()?;
         self.device = device;
+        self.seen_version = db::data_version(&self.conn)?;
+        self.committed();
         Ok(out)
     }
 
@@ -494,6 +565,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let counts = outbox::settle(&tx, self.device.node, results)?;
         tx.commit()?;
+        self.committed();
         Ok(counts)
     }
 
@@ -870,7 +942,10 @@ impl Store {
     /// Forgets the learned clock offset (tests of a phone whose clock goes wrong after a sync).
     #[doc(hidden)]
     pub fn reset_clock_offset_for_tests(&mut self) {
-        self.device.clock = baylink_sync::Clock::new(self.device.clock.last(), 0);
+        let _ = self.write(|_, device, _| {
+            device.clock = baylink_sync::Clock::new(device.clock.last(), 0);
+            Ok(())
+        });
     }
 
     /// Points the session at another address of its server (moved, or restarted elsewhere).
@@ -900,6 +975,7 @@ impl Store {
         )?;
         tx.commit()?;
         self.device = db::load_device(&self.conn)?;
+        self.committed();
         Ok(())
     }
 

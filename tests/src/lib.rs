@@ -6,3 +6,4 @@ pub mod fault_proxy;
 pub mod harness;
 pub mod raw_http;
 pub mod sim;
+pub mod slow_link;

@@ -302,6 +302,7 @@ fn transient(error: &Error) -> bool {
 fn with_retries<T>(
     transport: &mut dyn Transport,
     store: &mut Store,
+    progress: &dyn Progress,
     call: &mut dyn FnMut(&mut dyn Transport, &mut Store) -> Result<T>,
 ) -> Result<T> {
     let mut pause = FIRST_BACKOFF;
@@ -309,6 +310,7 @@ fn with_retries<T>(
     loop {
         match call(transport, store) {
             Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                go_on(progress)?;
                 transport.pause(pause);
                 pause *= 2;
                 attempt += 1;
@@ -322,6 +324,19 @@ fn with_retries<T>(
 pub trait Progress {
     /// `phase` is `push` or `pull`; `done` of `total` (0 when not known yet).
     fn progress(&self, phase: &str, done: u64, total: u64);
+    /// Whether the sync should stop, asked between requests: it then ends with
+    /// [`Error::Cancelled`], every step already applied kept. Never by default.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// [`Error::Cancelled`] once the caller asked to stop.
+fn go_on(progress: &dyn Progress) -> Result<()> {
+    if progress.cancelled() {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
 }
 
 impl<F: Fn(&str, u64, u64)> Progress for F {
@@ -518,6 +533,7 @@ pub fn sync_with(
     // The batch already read (and on its way) while the one before was settled.
     let mut next: Option<Vec<Change>> = None;
     for _ in 0..10_000 {
+        go_on(progress)?;
         let changes = match next.take() {
             Some(changes) => changes,
             None => store.outbox_after(0, transport.push_limit(), max_bytes)?,
@@ -525,7 +541,8 @@ pub fn sync_with(
         if changes.is_empty() {
             break;
         }
-        let answer = match with_retries(transport, store, &mut |t, s| t.push(s, &changes)) {
+        let answer = match with_retries(transport, store, progress, &mut |t, s| t.push(s, &changes))
+        {
             Err(Error::Server { status: 413, .. })
                 if changes.len() > 1 && max_bytes > LEAST_PUSH_BYTES =>
             {
@@ -608,8 +625,9 @@ fn pull(
 ) -> Result<()> {
     let mut started_over = false;
     loop {
+        go_on(progress)?;
         let cursor = store.raw_session()?.and_then(|s| s.cursor);
-        let page = match with_retries(transport, store, &mut |t, s| {
+        let page = match with_retries(transport, store, progress, &mut |t, s| {
             t.pull(s, cursor.clone(), PULL_PAGE)
         }) {
             Ok(page) => page,
