@@ -88,14 +88,17 @@ pub trait ChangeListener: Send + Sync {
     fn changed(&self, change: StoreChange);
 }
 
-/// The app's listeners, each under the number it was given.
+/// A registered listener under the number it was given.
+type Registered = (u64, Arc<dyn ChangeListener>);
+
+/// The app's listeners, and the last number given.
 #[derive(Default)]
 struct Listeners {
-    registered: Mutex<(u64, Vec<(u64, Arc<dyn ChangeListener>)>)>,
+    registered: Mutex<(u64, Vec<Registered>)>,
 }
 
 impl Listeners {
-    fn tell(&self, source: &str, changes: BTreeMap<String, Vec<Uuid>>) {
+    fn tell(&self, source: &str, changes: &BTreeMap<String, Vec<Uuid>>) {
         if changes.is_empty() {
             return;
         }
@@ -382,7 +385,7 @@ impl FieldStore {
             let out = f(&mut store);
             (out, store.take_changes())
         };
-        self.listeners.tell("local", changes?);
+        self.listeners.tell("local", &changes?);
         Ok(out?)
     }
 
@@ -397,7 +400,7 @@ impl FieldStore {
         if slot.is_none() {
             let mut store = Store::open_keyed(&self.path, self.key.as_ref())?;
             let listeners = self.listeners.clone();
-            store.on_commit(Box::new(move |changes| listeners.tell("sync", changes)))?;
+            store.on_commit(Box::new(move |changes| listeners.tell("sync", &changes)))?;
             *slot = Some(store);
         }
         let store = slot.as_mut().ok_or_else(|| MobileError::Other {

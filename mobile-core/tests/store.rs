@@ -1126,7 +1126,7 @@ proptest! {
         let clock = Arc::new(ManualClock::new(NOW_MS));
         let mut stores = [
             Store::open(&path).unwrap().with_clock(clock.clone()),
-            Store::open(&path).unwrap().with_clock(clock.clone()),
+            Store::open(&path).unwrap().with_clock(clock),
         ];
         let mut records = Vec::new();
         let mut newest = baylink_sync::Hlc::new(0, 0);
@@ -1135,7 +1135,7 @@ proptest! {
             let s = &mut stores[usize::from(second)];
             match what {
                 0 => {
-                    let number = format!("44130319900101{:03}", i);
+                    let number = format!("44130319900101{i:03}");
                     let number = format!(
                         "{number}{}",
                         baylink_domain::id_number::check_char(number.as_bytes())
@@ -1144,7 +1144,7 @@ proptest! {
                 }
                 1 if !records.is_empty() => {
                     let id = records[usize::from(target) % records.len()];
-                    let phone = format!("138{:08}", i);
+                    let phone = format!("138{i:08}");
                     s.edit(id, &input(&[("phone", &phone)])).unwrap();
                 }
                 _ => {
