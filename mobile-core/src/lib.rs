@@ -25,8 +25,8 @@ use uuid::Uuid;
 pub use error::{Error, FieldProblem, MobileError, Result};
 pub use outbox::RefusedChange;
 pub use store::{
-    ApplyReport, Captured, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, OnCommit, Record,
-    RecordSummary, RefusedField, RefusedRecord, SessionInfo, Store,
+    ApplyReport, Captured, Check, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, OnCommit,
+    Record, RecordSummary, RefusedField, RefusedRecord, SessionInfo, Store,
 };
 pub use sync::SyncReport;
 
@@ -259,6 +259,35 @@ impl FieldStore {
         self.read(|s| s.search(&text, limit))
     }
 
+    /// Candidates for a reference field ([`FieldInfo::target_kind`]): records of `kind` whose
+    /// ID number, name, plate, address or phone starts with the text, each with its label; the
+    /// newest of the kind while nothing is typed.
+    pub fn pick(
+        &self,
+        kind: String,
+        text: String,
+        limit: u32,
+    ) -> Result<Vec<RecordSummary>, MobileError> {
+        let kind = parse_kind(&kind)?;
+        self.read(|s| s.pick(kind, &text, limit))
+    }
+
+    /// Checks a capture form without saving it: every problem it would be refused for, each
+    /// naming its field, and the record it would update when its ID number, plate or address
+    /// code is known already (show it: "this will update 王芳's record").
+    pub fn validate(
+        &self,
+        kind: String,
+        fields: HashMap<String, String>,
+    ) -> Result<Validation, MobileError> {
+        let kind = parse_kind(&kind)?;
+        let check = self.read(|s| s.check_capture(kind, &to_input(fields)))?;
+        Ok(Validation {
+            problems: check.problems.iter().map(FieldProblem::from).collect(),
+            existing: check.existing,
+        })
+    }
+
     /// How many local changes wait to be synced.
     pub fn pending_count(&self) -> Result<u64, MobileError> {
         self.read(Store::pending_count)
@@ -416,6 +445,15 @@ impl FieldStore {
     }
 }
 
+/// What a capture form would do ([`FieldStore::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct Validation {
+    /// Every problem, each naming its field; empty when the capture would be saved.
+    pub problems: Vec<FieldProblem>,
+    /// The record the capture would update, when its natural key is known already.
+    pub existing: Option<RecordSummary>,
+}
+
 /// A field as a form shows it.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct FieldInfo {
@@ -425,12 +463,82 @@ pub struct FieldInfo {
     pub label_zh: String,
     /// English label.
     pub label_en: String,
+    /// The input it takes: `text`, `prose`, `choice`, `date`, `date_time`, `int`, `id_number`,
+    /// `resident_id`, `plate`, `phone`, `reference`, `geo`, `village`, `address_code`,
+    /// `text_list` or `bool`.
+    pub input: String,
+    /// For a reference, the kind of record it names (pick one with [`FieldStore::pick`]).
+    pub target_kind: Option<String>,
+    /// The most characters it takes, once normalised (full-width to half-width, spaces).
+    pub max_length: Option<u32>,
+    /// The least a number may be.
+    pub min_value: Option<i64>,
+    /// The most a number may be.
+    pub max_value: Option<i64>,
     /// Whether the form must fill it.
     pub required: bool,
-    /// False for fields the system keeps (review status, creation).
+    /// Whether a form writes it: false for fields the system keeps (review status, creation)
+    /// and for derived ones.
     pub editable: bool,
+    /// Filled by the store from the fields in `derived_from` (a person's gender, birth date and
+    /// origin from a resident ID number, a plate's kind from the plate): show it read-only, as
+    /// [`decode_id_number`] gives it while the officer types. Gender and birth date are entered
+    /// by hand for other documents (passports, permits), where nothing derives them.
+    pub derived: bool,
+    /// The fields it is derived from.
+    pub derived_from: Vec<String>,
+    /// A hint to show under the field (the format expected), in Chinese; empty when none.
+    pub hint_zh: String,
+    /// The same hint in English.
+    pub hint_en: String,
     /// Allowed codes with their Chinese labels, for choice fields.
     pub choices: Vec<Choice>,
+}
+
+/// What a resident ID number says as far as it is typed, for a form to show while the officer
+/// types it ([`decode_id_number`]).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct IdNumberInfo {
+    /// The number as it will be stored (half-width, upper-case X, no spaces).
+    pub normalized: String,
+    /// The six-digit region code, once typed and known.
+    pub region_code: Option<String>,
+    /// The region's name (`广东省惠州市惠阳区`).
+    pub region_name: Option<String>,
+    /// The birth date `YYYY-MM-DD`, from 14 characters on.
+    pub birth_date: Option<String>,
+    /// Whole years of age today (China time).
+    pub age: Option<u32>,
+    /// `male` or `female`, from 17 characters on.
+    pub sex: Option<String>,
+    /// All 18 characters are there and the check character matches.
+    pub valid: bool,
+    /// What is wrong so far (`characters`, `region`, `birth_date`, `checksum`, `length`, ...),
+    /// with messages naming the field.
+    pub problem: Option<FieldProblem>,
+}
+
+/// Decodes a resident ID number as far as it is typed: region, birth date, age, sex, and the
+/// check character's verdict once complete. Offline; today's date is the phone's, in China.
+#[allow(clippy::needless_pass_by_value)]
+#[uniffi::export]
+pub fn decode_id_number(text: String) -> IdNumberInfo {
+    let now = baylink_sync::PhysicalClock::now_ms(&baylink_sync::SystemClock);
+    let today =
+        baylink_domain::Date::from_unix_ms(now as i64, baylink_domain::date::CHINA_OFFSET_MINUTES);
+    let decoded = baylink_domain::id_number::decode(&text, today);
+    IdNumberInfo {
+        normalized: decoded.number,
+        region_code: decoded.origin_code,
+        region_name: decoded.origin_name,
+        birth_date: decoded.birth_date.map(|d| d.to_string()),
+        age: decoded.age,
+        sex: decoded.gender.map(|g| g.code().to_owned()),
+        valid: decoded.valid,
+        problem: decoded
+            .problem
+            .map(|r| FieldProblem::from(&r.for_field("id_number", "证件号码", "ID number"))),
+    }
 }
 
 /// One allowed value of a choice field.
@@ -449,22 +557,34 @@ pub fn field_specs(kind: String) -> Result<Vec<FieldInfo>, MobileError> {
     let kind = parse_kind(&kind)?;
     Ok(kind
         .fields()
-        .map(|spec| FieldInfo {
-            name: spec.name.into(),
-            label_zh: spec.zh.into(),
-            label_en: spec.en.into(),
-            required: spec.required,
-            editable: spec.writer != Writer::System,
-            choices: match spec.ty {
-                FieldType::Choice(choices) => choices
-                    .iter()
-                    .map(|c| Choice {
-                        code: c.code.into(),
-                        label_zh: c.zh.into(),
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            },
+        .map(|spec| {
+            let form = baylink_domain::form::form_of(kind, spec);
+            FieldInfo {
+                name: spec.name.into(),
+                label_zh: spec.zh.into(),
+                label_en: spec.en.into(),
+                input: form.input.name().into(),
+                target_kind: form.target.map(|k| k.as_str().to_owned()),
+                max_length: form.max_chars.map(|n| n as u32),
+                min_value: form.range.map(|(min, _)| min),
+                max_value: form.range.map(|(_, max)| max),
+                required: spec.required,
+                editable: spec.writer == Writer::Officer,
+                derived: spec.writer == Writer::Derived,
+                derived_from: form.derived_from.iter().map(|f| (*f).to_owned()).collect(),
+                hint_zh: form.hint.0.into(),
+                hint_en: form.hint.1.into(),
+                choices: match spec.ty {
+                    FieldType::Choice(choices) => choices
+                        .iter()
+                        .map(|c| Choice {
+                            code: c.code.into(),
+                            label_zh: c.zh.into(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                },
+            }
         })
         .collect())
 }

@@ -346,6 +346,54 @@ impl Store {
         })
     }
 
+    /// What capturing this form would do, saving nothing and taking no lock: every problem the
+    /// capture would refuse it for (each field's, a village not the officer's, a reference to
+    /// no record here, a number another record holds), and the record it would update when
+    /// its natural key (ID number, plate, address code) is known already.
+    pub fn check_capture(&self, kind: EntityKind, input: &Input) -> Result<Check> {
+        let mut check = Check::default();
+        let fields = match validate_capture(kind, input, self.today()) {
+            Ok(fields) => fields,
+            Err(e) => {
+                check.problems = problems_of(e.into())?;
+                return Ok(check);
+            }
+        };
+        let villages = self.session_villages()?;
+        let mut outcomes = vec![refuse_dangling(&self.conn, kind, &fields)];
+        if let (Some(villages), Some(village)) = (&villages, fields.get("village")) {
+            outcomes.push(refuse_village(village, villages));
+        }
+        let id = natural_id(kind, &fields);
+        if let Some(id) = id
+            && let Some(held) = db::load_record(&self.conn, id)?
+            && held.kind == kind.as_str()
+            && baylink_domain::natural_key(kind, &values(&held.state))
+                == baylink_domain::natural_key(kind, &fields)
+        {
+            check.existing = self
+                .summaries("WHERE id = ?1", [id.hyphenated().to_string()])?
+                .pop();
+        }
+        if let Some(other) = key_holder(&self.conn, kind, id.unwrap_or(Uuid::nil()), &fields)? {
+            let name = match kind {
+                EntityKind::Vehicle => "plate",
+                EntityKind::House => "address_code",
+                _ => "id_number",
+            };
+            let (zh, en) = kind
+                .field(name)
+                .map_or(("证件号码", "ID number"), |f| (f.zh, f.en));
+            outcomes.push(Err(duplicate(&self.conn, kind, name, zh, en, other)?));
+        }
+        for outcome in outcomes {
+            if let Err(e) = outcome {
+                check.problems.extend(problems_of(e)?);
+            }
+        }
+        Ok(check)
+    }
+
     /// The villages of the officer who signed in here (none left, when all were taken away):
     /// a capture or edit that puts a record elsewhere is refused here, as the server would.
     /// `None` before any sign-in.
@@ -515,12 +563,28 @@ impl Store {
     /// Finds records by the start of an ID number, name, plate, address or phone. Each key is
     /// an indexed range scan, so a keystroke costs a few index probes, never a table scan.
     pub fn search(&self, text: &str, limit: u32) -> Result<Vec<RecordSummary>> {
+        self.find(text, None, limit)
+    }
+
+    /// Candidates for a reference field: records of `kind` found as [`Store::search`] finds
+    /// them, or the newest of the kind when nothing is typed yet.
+    pub fn pick(&self, kind: EntityKind, text: &str, limit: u32) -> Result<Vec<RecordSummary>> {
+        if text.trim().is_empty() {
+            return self.list(kind, None, limit, 0);
+        }
+        self.find(text, Some(kind), limit)
+    }
+
+    fn find(&self, text: &str, kind: Option<EntityKind>, limit: u32) -> Result<Vec<RecordSummary>> {
         let probes = baylink_domain::search::prefixes(text);
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
+        // Any kind when NULL, so that one statement serves both.
+        let kind = kind.map(EntityKind::as_str);
         for (column, prefix) in probes {
             let upper = format!("{prefix}\u{10FFFF}");
-            for summary in self.summaries(&prefix_filter(column), params![prefix, upper, limit])? {
+            let args = params![prefix, upper, limit, kind];
+            for summary in self.summaries(&prefix_filter(column), args)? {
                 if out.len() < limit as usize && seen.insert(summary.id.clone()) {
                     out.push(summary);
                 }
@@ -1029,7 +1093,10 @@ const LIST_ALL: &str =
 
 /// Records whose `column` starts with ?1 (?2 is ?1 followed by the highest code point).
 fn prefix_filter(column: &str) -> String {
-    format!("WHERE {column} >= ?1 AND {column} < ?2 AND deleted = 0 ORDER BY {column} LIMIT ?3")
+    format!(
+        "WHERE {column} >= ?1 AND {column} < ?2 AND deleted = 0 AND (?4 IS NULL OR kind = ?4)
+         ORDER BY {column} LIMIT ?3"
+    )
 }
 
 /// A value of a pull as a change made elsewhere.
@@ -1239,7 +1306,7 @@ fn outside(tx: &Transaction<'_>, id: Uuid, villages: &[String]) -> Result<()> {
 /// A reference (a residence's person and house, a vehicle's owner, …) must name a record this
 /// phone holds, of the field's kind and not deleted, as the server checks too: a residence of
 /// nobody, or of a house, would reach the server only to be refused.
-fn refuse_dangling(tx: &Transaction<'_>, kind: EntityKind, fields: &Fields) -> Result<()> {
+fn refuse_dangling(tx: &Connection, kind: EntityKind, fields: &Fields) -> Result<()> {
     let mut errors = Vec::new();
     for (name, value) in fields {
         let Some(spec) = kind.field(name) else {
@@ -1336,7 +1403,7 @@ fn refuse_key_collision(
 
 /// The error naming the other record that holds a key, by its label and id.
 fn duplicate(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     kind: EntityKind,
     field: &str,
     zh: &str,
@@ -1366,12 +1433,7 @@ fn duplicate(
 
 /// Another live record (not deleted, not merged away) than `id` with the natural key `after`
 /// gives: the one the key's id names, or one edited onto that key since its capture.
-fn key_holder(
-    tx: &Transaction<'_>,
-    kind: EntityKind,
-    id: Uuid,
-    after: &Fields,
-) -> Result<Option<Uuid>> {
+fn key_holder(tx: &Connection, kind: EntityKind, id: Uuid, after: &Fields) -> Result<Option<Uuid>> {
     let Some(key) = baylink_domain::natural_key(kind, after) else {
         return Ok(None);
     };
@@ -1452,6 +1514,23 @@ fn capture_in(
     input: &Input,
 ) -> Result<Uuid> {
     capture_record(tx, device, now, today, kind, input).map(|c| c.id)
+}
+
+/// What a capture would do ([`Store::check_capture`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Check {
+    /// Every problem it would be refused for; none when it would be saved.
+    pub problems: Vec<baylink_domain::FieldError>,
+    /// The record it would update (its ID number, plate or address code is known already).
+    pub existing: Option<RecordSummary>,
+}
+
+/// The field problems an error stands for; any other error is passed on.
+fn problems_of(error: Error) -> Result<Vec<baylink_domain::FieldError>> {
+    match error {
+        Error::Invalid(baylink_domain::Error::Invalid(errors)) => Ok(errors),
+        other => Err(other),
+    }
 }
 
 /// What a deletion did.

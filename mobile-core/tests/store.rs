@@ -1182,3 +1182,100 @@ proptest! {
         prop_assert_eq!(all.len(), unique.len(), "a counter handed out twice");
     }
 }
+
+/// What an app shows while a form is filled: every problem at once without saving anything,
+/// the record a known number would update, a number another record holds, and the candidates
+/// of a reference field.
+#[test]
+fn a_form_is_checked_without_saving_and_references_are_picked_by_kind() {
+    let mut s = store();
+    let fang = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let house = s
+        .capture(EntityKind::House, &house("澳头石化大道1号"))
+        .unwrap();
+    let codes = |check: &mobile_core::Check| {
+        check
+            .problems
+            .iter()
+            .map(|p| (p.field.clone(), p.code.clone()))
+            .collect::<Vec<_>>()
+    };
+
+    let wrong = input(&[
+        ("village", VILLAGE),
+        ("id_number", "110105194912310021"),
+        ("name", &"长".repeat(51)),
+        ("phone", "12345"),
+    ]);
+    let check = s.check_capture(EntityKind::Person, &wrong).unwrap();
+    let mut found = codes(&check);
+    found.sort();
+    assert_eq!(
+        found.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        ["id_number", "name", "phone"],
+        "every wrong field at once: {found:?}"
+    );
+    assert!(check.existing.is_none());
+
+    let again = s
+        .check_capture(EntityKind::Person, &person("11010519491231002x", "王芳"))
+        .unwrap();
+    assert!(again.problems.is_empty(), "{:?}", again.problems);
+    assert_eq!(
+        again.existing.map(|r| r.id),
+        Some(fang.to_string()),
+        "a known number says whose record it would update"
+    );
+    assert!(
+        s.check_capture(EntityKind::Person, &person("441303199001010016", "李四"))
+            .unwrap()
+            .existing
+            .is_none()
+    );
+
+    // The number edited onto another record: a capture would be a second record of her.
+    let other = s
+        .capture(EntityKind::Person, &person("110105195001010012", "李娜"))
+        .unwrap();
+    synced(&mut s);
+    s.edit(other, &input(&[("id_number", "110105196001010017")]))
+        .unwrap();
+    let held = s
+        .check_capture(EntityKind::Person, &person("110105196001010017", "李娜"))
+        .unwrap();
+    assert_eq!(codes(&held), [("id_number".into(), "duplicate".into())]);
+
+    let stay = input(&[
+        ("village", VILLAGE),
+        ("person", &uuid::Uuid::new_v4().to_string()),
+        ("house", &house.to_string()),
+        ("moved_in", "2025-03-01"),
+        ("relation", "tenant"),
+    ]);
+    let dangling = s.check_capture(EntityKind::Residence, &stay).unwrap();
+    assert_eq!(
+        codes(&dangling),
+        [("person".into(), "no_such_record".into())]
+    );
+    let count = s.pending_count().unwrap();
+    s.check_capture(EntityKind::Person, &person("441303199001010016", "李四"))
+        .unwrap();
+    assert_eq!(s.pending_count().unwrap(), count, "a check saves nothing");
+    assert!(s.search("李四", 5).unwrap().is_empty());
+
+    let picked: Vec<String> = s
+        .pick(EntityKind::Person, "王", 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(picked, [fang.to_string()]);
+    assert!(
+        s.pick(EntityKind::House, "王", 10).unwrap().is_empty(),
+        "only the field's kind"
+    );
+    let newest = s.pick(EntityKind::Person, " ", 10).unwrap();
+    assert_eq!(newest.len(), 2, "nothing typed: the newest of the kind");
+}

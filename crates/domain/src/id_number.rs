@@ -135,10 +135,163 @@ pub fn parse(raw: &str, today: Date) -> Result<ResidentId, Reason> {
     })
 }
 
+/// What a resident ID number says as far as it is typed, for a form to show while the officer
+/// types: the region from 6 digits on, the birth date and age from 14, the sex from 17, and the
+/// verdict at 18.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// The characters as normalised ([`normalize`]).
+    pub number: String,
+    /// The six-digit division code, once typed and known.
+    pub origin_code: Option<String>,
+    /// Its name, as precise as the division table allows.
+    pub origin_name: Option<String>,
+    /// The birth date, once typed and real.
+    pub birth_date: Option<Date>,
+    /// Whole years from the birth date to today.
+    pub age: Option<u32>,
+    /// The sex, once the 17th digit is typed.
+    pub gender: Option<Gender>,
+    /// All 18 characters are there and [`parse`] takes them.
+    pub valid: bool,
+    /// What is wrong so far (a wrong character, an unknown region, a date that is not real, a
+    /// wrong check character, a length other than 18 once complete).
+    pub problem: Option<Reason>,
+}
+
+/// Decodes what is typed of a resident ID number so far ([`Decoded`]).
+pub fn decode(raw: &str, today: Date) -> Decoded {
+    let number = normalize(raw);
+    let mut out = Decoded {
+        number: number.clone(),
+        origin_code: None,
+        origin_name: None,
+        birth_date: None,
+        age: None,
+        gender: None,
+        valid: false,
+        problem: None,
+    };
+    let bytes = number.as_bytes();
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    let last_x = bytes.len() == 18 && digits == 17 && bytes[17] == b'X';
+    if digits < bytes.len() && !last_x {
+        out.problem = Some(Reason::new(
+            "characters",
+            "前17位须为数字，末位为数字或X",
+            "must be 17 digits followed by a digit or X",
+        ));
+        return out;
+    }
+    if digits >= 6 {
+        match regions::resolve_county(&number[..6]) {
+            Some(origin) => {
+                out.origin_code = Some(number[..6].to_owned());
+                out.origin_name = Some(
+                    regions::full_name(&number[..6]).unwrap_or_else(|| origin.name.to_owned()),
+                );
+            }
+            None => {
+                out.problem = Some(Reason::new(
+                    "region",
+                    format!("地区码 {} 不存在", &number[..6]),
+                    format!("region code {} does not exist", &number[..6]),
+                ));
+                return out;
+            }
+        }
+    }
+    if digits >= 14 {
+        let birth = Date::new(
+            number[6..10].parse().unwrap_or(0),
+            number[10..12].parse().unwrap_or(0),
+            number[12..14].parse().unwrap_or(0),
+        )
+        .filter(|d| d.year() >= 1900 && *d <= today);
+        let Some(birth) = birth else {
+            out.problem = Some(Reason::new(
+                "birth_date",
+                format!("出生日期 {} 不是有效日期", &number[6..14]),
+                format!("birth date {} is not a real date", &number[6..14]),
+            ));
+            return out;
+        };
+        out.birth_date = Some(birth);
+        out.age = Some(age_on(birth, today));
+    }
+    if digits >= 17 {
+        out.gender = Some(if (bytes[16] - b'0') % 2 == 1 {
+            Gender::Male
+        } else {
+            Gender::Female
+        });
+    }
+    if number.len() >= 18 {
+        match parse(&number, today) {
+            Ok(_) => out.valid = true,
+            Err(reason) => out.problem = Some(reason),
+        }
+    }
+    out
+}
+
+/// Whole years from `birth` to `today`.
+pub fn age_on(birth: Date, today: Date) -> u32 {
+    let (b, t) = (birth.to_string(), today.to_string());
+    let years = today.year() - birth.year();
+    // `YYYY-MM-DD` compares as the date does: the birthday this year not reached yet.
+    let before_birthday = t.get(5..) < b.get(5..);
+    u32::try_from(years - i32::from(before_birthday)).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_number_is_decoded_as_far_as_it_is_typed() {
+        let partial = decode("441303", today());
+        assert_eq!(partial.origin_name.as_deref(), Some("广东省惠州市惠阳区"));
+        assert_eq!(
+            (partial.birth_date, partial.valid, partial.problem),
+            (None, false, None)
+        );
+        let born = decode("44130319900229", today());
+        assert_eq!(
+            born.problem.map(|p| p.code),
+            Some("birth_date"),
+            "1990 was not a leap year"
+        );
+        let typed = decode("4413031990010100", today());
+        assert_eq!(typed.birth_date, Date::new(1990, 1, 1));
+        assert_eq!((typed.age, typed.gender), (Some(36), None));
+        let whole = decode("11010519491231002x", today());
+        assert!(whole.valid && whole.problem.is_none());
+        assert_eq!((whole.gender, whole.age), (Some(Gender::Female), Some(76)));
+        let wrong = decode("110105194912310021", today());
+        assert_eq!(
+            (wrong.valid, wrong.problem.map(|p| p.code)),
+            (false, Some("checksum"))
+        );
+        assert_eq!(
+            wrong.gender,
+            Some(Gender::Female),
+            "what it says is shown to compare"
+        );
+        assert_eq!(
+            decode("1101x5", today()).problem.map(|p| p.code),
+            Some("characters")
+        );
+        assert_eq!(decode("9901", today()).origin_code, None);
+    }
+
+    #[test]
+    fn age_counts_the_birthday_reached_or_not() {
+        let born = Date::new(2000, 11, 28).unwrap();
+        assert_eq!(age_on(born, today()), 26);
+        assert_eq!(age_on(born, Date::new(2026, 11, 27).unwrap()), 25);
+    }
 
     fn today() -> Date {
         Date::new(2026, 11, 28).unwrap()
@@ -261,6 +414,28 @@ mod tests {
         #[test]
         fn arbitrary_text_never_panics(raw in "\\PC{0,30}") {
             let _ = parse(&raw, today());
+        }
+
+        /// Whatever is typed, decoding never panics, calls valid exactly what parsing takes,
+        /// and every prefix of a valid number decodes without a problem, saying what it holds.
+        #[test]
+        fn decoding_agrees_with_parsing_at_every_prefix(
+            raw in "[0-9Xx ]{0,20}",
+            county in prop::sample::select(vec!["441303", "110105", "440306"]),
+            days in -20_000i64..20_000,
+            seq in 0u32..1000,
+        ) {
+            prop_assert_eq!(decode(&raw, today()).valid, parse(&raw, today()).is_ok());
+            let birth = Date::from_days(days);
+            let mut number = format!("{county}{}{seq:03}", birth.to_string().replace('-', ""));
+            number.push(check_char(number.as_bytes()));
+            for end in 0..=18 {
+                let d = decode(&number[..end], today());
+                prop_assert!(d.problem.is_none(), "{}: {:?}", &number[..end], d.problem);
+                prop_assert_eq!(d.valid, end == 18);
+                prop_assert_eq!(d.birth_date.is_some(), end >= 14);
+                prop_assert_eq!(d.gender.is_some(), end >= 17);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod date;
 pub mod duplicates;
 pub mod error;
+pub mod form;
 pub mod id_number;
 pub mod identity;
 pub mod phone;

@@ -483,19 +483,31 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     .iter()
                     .map(|c| format!("{}={}", c.code, c.label_zh))
                     .collect();
-                let flag = if !s.editable {
+                let flag = if s.derived {
+                    "derived"
+                } else if !s.editable {
                     "system"
                 } else if s.required {
                     "required"
                 } else {
                     ""
                 };
+                let input = match &s.target_kind {
+                    Some(target) => format!("{}→{target}", s.input),
+                    None => s.input.clone(),
+                };
+                let more = if choices.is_empty() {
+                    s.hint_zh.clone()
+                } else {
+                    choices.join(" ")
+                };
                 out!(
-                    "{:<20} {:<10} {:<8} {}",
+                    "{:<20} {:<10} {:<8} {:<18} {}",
                     s.name,
                     s.label_zh,
                     flag,
-                    choices.join(" ")
+                    input,
+                    more
                 );
             }
         }

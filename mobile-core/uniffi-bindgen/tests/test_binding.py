@@ -71,6 +71,39 @@ with tempfile.TemporaryDirectory() as data:
 
     specs = mc.field_specs("vehicle")
     check(any(s.name == "plate" and s.required for s in specs), "forms come from the data model")
+    by_name = {s.name: s for s in specs}
+    check(by_name["owner"].input == "reference" and by_name["owner"].target_kind == "person",
+          "a reference names the kind to pick")
+    check(by_name["plate_kind"].derived and not by_name["plate_kind"].editable
+          and by_name["plate_kind"].derived_from == ["plate", "vehicle_type"], "derived fields say so")
+    person = {s.name: s for s in mc.field_specs("person")}
+    check(person["name"].max_length == 50 and person["birth_date"].input == "date", "limits and types")
+    check(person["gender"].derived and "id_number" in person["gender"].derived_from, "gender is derived")
+    check(person["phone"].hint_zh != "" and person["phone"].input == "phone", "hints")
+    house = {s.name: s for s in mc.field_specs("house")}
+    check((house["room_count"].min_value, house["room_count"].max_value) == (0, 10000), "ranges")
+
+    # Live feedback while the officer types the number.
+    typed = mc.decode_id_number("441303")
+    check(typed.region_name == "广东省惠州市惠阳区" and typed.birth_date is None and not typed.valid,
+          "the region from six digits")
+    whole = mc.decode_id_number("11010519491231002x")
+    check(whole.valid and whole.sex == "female" and whole.birth_date == "1949-12-31" and whole.age >= 76,
+          "a whole number: birth date, age, sex")
+    wrong = mc.decode_id_number("110105194912310021")
+    check(not wrong.valid and wrong.problem.code == "checksum" and wrong.problem.field == "id_number",
+          "a wrong check character is told, naming the field")
+
+    # A form checked without saving: every problem, and the record a known number would update.
+    waiting = store.pending_count()
+    form = store.validate("person", {"village": VILLAGE, "id_number": "110105194912310021",
+                                     "name": "长" * 51, "phone": "12345"})
+    check(sorted(p.field for p in form.problems) == ["id_number", "name", "phone"], "every problem at once")
+    known = store.validate("person", {"village": VILLAGE, "id_number": "11010519491231002X", "name": "王芳"})
+    check(known.problems == [] and known.existing.id == pid, "a known number names the record it updates")
+    check(store.pending_count() == waiting, "validating saves nothing")
+    check([r.id for r in store.pick("person", "王", 5)] == [pid], "a reference field's candidates")
+    check(store.pick("house", "王", 5) == [], "of the field's kind only")
 
     # Reopening keeps the device identity and the data.
     del store
