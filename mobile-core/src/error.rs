@@ -30,7 +30,7 @@ pub enum Error {
     Corrupt(String),
     /// The server could not be reached or answered garbage.
     #[error("网络不通或服务器无应答 / network: {0}")]
-    Network(String),
+    Network(Network),
     /// The server refused the request.
     #[error("{message} [{status} {code}]")]
     Server {
@@ -40,6 +40,8 @@ pub enum Error {
         code: String,
         /// The server's message.
         message: String,
+        /// Seconds the server asked to wait before asking again (`Retry-After`).
+        retry_after: Option<u64>,
     },
     /// Not signed in to a server.
     #[error("未登录，请先登录 / not signed in: run login first")]
@@ -55,6 +57,76 @@ pub enum Error {
     /// The sync was cancelled; what it had applied stays, the rest waits for the next one.
     #[error("同步已取消 / sync cancelled")]
     Cancelled,
+}
+
+/// What failed on the way to the server, told apart so that an app can say "no signal" from
+/// "the server's certificate is not trusted". The detail names no person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkKind {
+    /// The server's name did not resolve.
+    Dns,
+    /// No connection could be made (refused, no route).
+    Connect,
+    /// The TLS handshake failed: most often a certificate this phone does not trust.
+    Tls,
+    /// No answer within the time limit.
+    Timeout,
+    /// The connection broke while the request or its answer was on its way.
+    Interrupted,
+    /// A proxy or gateway answered for a server that is down or starting (502, 503, 504).
+    Unavailable,
+    /// Anything else (an answer that could not be read).
+    Other,
+}
+
+impl NetworkKind {
+    /// Its code, as apps and the CLI see it.
+    pub fn code(self) -> &'static str {
+        match self {
+            NetworkKind::Dns => "dns",
+            NetworkKind::Connect => "connect",
+            NetworkKind::Tls => "tls",
+            NetworkKind::Timeout => "timeout",
+            NetworkKind::Interrupted => "interrupted",
+            NetworkKind::Unavailable => "unavailable",
+            NetworkKind::Other => "other",
+        }
+    }
+}
+
+/// A failure on the way to the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// What failed.
+    pub kind: NetworkKind,
+    /// The details, for the log.
+    pub detail: String,
+    /// Seconds a gateway asked to wait (`Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+impl Network {
+    /// A failure of a kind.
+    pub fn new(kind: NetworkKind, detail: impl Into<String>) -> Network {
+        Network {
+            kind,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)
+    }
+}
+
+/// Test transports and the simulation lose requests without saying how.
+impl From<&str> for Network {
+    fn from(detail: &str) -> Network {
+        Network::new(NetworkKind::Other, detail)
+    }
 }
 
 impl Error {
@@ -118,10 +190,21 @@ pub enum MobileError {
     Auth {
         /// The server's code (`bad_credentials`, `token_reused`, `throttled`, ...).
         code: String,
+        /// Seconds to wait before trying again (`throttled`), if the server said.
+        retry_after_s: Option<u64>,
     },
     /// The server could not be reached; everything stays in the outbox.
-    #[error("network unavailable")]
-    Network,
+    #[error("network unavailable ({kind})")]
+    Network {
+        /// What failed: `dns`, `connect`, `tls` (a certificate not trusted, most often),
+        /// `timeout`, `interrupted`, `unavailable` (a gateway for a server that is down) or
+        /// `other`.
+        kind: String,
+        /// Details for the log; nothing personal.
+        detail: String,
+        /// Seconds a gateway asked to wait before trying again, if it said.
+        retry_after_s: Option<u64>,
+    },
     /// An administrator revoked this device; its data was wiped.
     #[error("device revoked")]
     Revoked,
@@ -164,17 +247,26 @@ impl From<Error> for MobileError {
             Error::Corrupt(_) => MobileError::Other {
                 message: "corrupt stored data".into(),
             },
-            Error::Network(_) => MobileError::Network,
+            Error::Network(n) => MobileError::Network {
+                kind: n.kind.code().into(),
+                detail: n.detail,
+                retry_after_s: n.retry_after,
+            },
             Error::Server {
                 status: 401 | 429,
                 code,
+                retry_after,
                 ..
-            } => MobileError::Auth { code },
+            } => MobileError::Auth {
+                code,
+                retry_after_s: retry_after,
+            },
             Error::Server { code, .. } => MobileError::Other {
                 message: format!("server: {code}"),
             },
             Error::NotSignedIn => MobileError::Auth {
                 code: "not_signed_in".into(),
+                retry_after_s: None,
             },
             Error::Revoked => MobileError::Revoked,
             Error::WrongPassphrase => MobileError::WrongPassphrase,

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use baylink_domain::{EntityKind, FieldType, Writer};
 use uuid::Uuid;
 
-pub use error::{Error, FieldProblem, MobileError, Result};
+pub use error::{Error, FieldProblem, MobileError, Network, NetworkKind, Result};
 pub use outbox::RefusedChange;
 pub use store::{
     ApplyReport, Captured, Check, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, OnCommit,
@@ -331,6 +331,13 @@ impl FieldStore {
         self.on_sync_connection(None, |store, _| {
             sync::login(store, &server, &username, &password, &device_name)
         })
+    }
+
+    /// Trusts a CA (PEM) for the server instead of the bundled roots: a server on the police
+    /// intranet signed by its own CA. `None` goes back to the bundled roots. Set it before
+    /// `login`; it is kept in the store.
+    pub fn set_server_ca(&self, pem: Option<String>) -> Result<(), MobileError> {
+        self.on_sync_connection(None, |store, _| store.set_server_ca(pem.as_deref()))
     }
 
     /// Ends the session; local data stays.

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/006_offered.sql"),
     include_str!("sql/007_own_floor.sql"),
     include_str!("sql/008_outbox_entity.sql"),
+    include_str!("sql/009_server_ca.sql"),
 ];
 
 /// The schema version this build writes.

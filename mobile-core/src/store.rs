@@ -1012,6 +1012,28 @@ impl Store {
         });
     }
 
+    /// Trusts `pem`, a CA certificate, for the server instead of the bundled roots (a server on
+    /// the police intranet, signed by its own CA); `None` goes back to the bundled roots. Kept
+    /// in the store, so every sync and sign-in uses it. A text holding no certificate is
+    /// refused, naming the field `server_ca`.
+    pub fn set_server_ca(&mut self, pem: Option<&str>) -> Result<()> {
+        if let Some(pem) = pem {
+            crate::sync::client::parse_ca(pem)?;
+        }
+        self.conn
+            .execute("UPDATE device SET server_ca = ?1 WHERE id = 1", [pem])?;
+        Ok(())
+    }
+
+    /// The CA trusted for the server, if one was set ([`Store::set_server_ca`]).
+    pub fn server_ca(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT server_ca FROM device WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
     /// Points the session at another address of its server (moved, or restarted elsewhere).
     pub fn set_server_url(&mut self, url: &str) -> Result<()> {
         let mut session = db::load_session(&self.conn)?.ok_or(Error::NotSignedIn)?;

@@ -245,6 +245,7 @@ impl Link<'_> {
                 status: 499,
                 code: "crash".into(),
                 message: "the phone crashed".into(),
+                retry_after: None,
             });
         }
         Ok(answer)

@@ -150,7 +150,10 @@ fn cli() -> Command {
                     Arg::new("device-name")
                         .long("device-name")
                         .default_value("baylink CLI"),
-                ),
+                )
+                .arg(Arg::new("ca").long("ca").value_name("PEM").help(
+                    "A CA certificate (PEM file) trusted for this server instead of the bundled roots: a server on the police intranet signed by its own CA; kept for later syncs",
+                )),
         )
         .subcommand(Command::new("logout").about("End the session (local data stays)"))
         .subcommand(Command::new("sync").about("Push pending changes, pull the villages' records"))
@@ -402,6 +405,11 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 .get_one::<String>("device-name")
                 .map(String::as_str)
                 .unwrap_or_default();
+            if let Some(path) = sub.get_one::<String>("ca") {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|e| Error::Corrupt(format!("reading the CA file {path}: {e}")))?;
+                store.set_server_ca(Some(&pem))?;
+            }
             let password = read_password()?;
             mobile_core::sync::login(&mut store, server, user, &password, name)?;
             let villages = store
@@ -627,7 +635,12 @@ fn json_error(e: &Error) -> serde_json::Value {
             .collect(),
         _ => Vec::new(),
     };
-    serde_json::json!({"error": {"code": code, "message": e.to_string(), "fields": fields}})
+    let mut error = serde_json::json!({"code": code, "message": e.to_string(), "fields": fields});
+    // What failed on the way: `dns`, `connect`, `tls`, `timeout`, `interrupted`, `unavailable`.
+    if let Error::Network(n) = e {
+        error["network"] = serde_json::Value::from(n.kind.code());
+    }
+    serde_json::json!({ "error": error })
 }
 
 /// The password: the first line of standard input (a prompt goes to stderr on a terminal).
@@ -641,7 +654,7 @@ fn read_password() -> Result<String, Error> {
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| Error::Network(format!("reading the password: {e}")))?;
+        .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 

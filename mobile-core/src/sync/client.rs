@@ -15,11 +15,57 @@ use serde_json::{Value, json};
 use ureq::http::Response;
 use ureq::{Body, BodyReader};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Network, NetworkKind, Result};
 
 /// A request body as JSON.
 fn to_body(body: &impl serde::Serialize) -> Result<Value> {
-    serde_json::to_value(body).map_err(|e| Error::Network(format!("request body: {e}")))
+    serde_json::to_value(body).map_err(|e| other(format!("request body: {e}")))
+}
+
+/// A failure of no particular kind (an answer that does not read).
+fn other(detail: impl Into<String>) -> Error {
+    Error::Network(Network::new(NetworkKind::Other, detail))
+}
+
+/// What ureq says failed, told apart for the app.
+fn from_ureq(e: &ureq::Error) -> Error {
+    let kind = match e {
+        ureq::Error::HostNotFound => NetworkKind::Dns,
+        ureq::Error::ConnectionFailed => NetworkKind::Connect,
+        ureq::Error::Timeout(_) => NetworkKind::Timeout,
+        ureq::Error::Tls(_) | ureq::Error::Pem(_) | ureq::Error::Rustls(_) => NetworkKind::Tls,
+        // Sending, rustls reports a handshake that failed (a certificate not trusted, a peer
+        // that does not speak TLS) as invalid data; HTTP's own errors are ureq's.
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => NetworkKind::Tls,
+        ureq::Error::Io(io) => return from_io(io),
+        _ => NetworkKind::Other,
+    };
+    Error::Network(Network::new(kind, e.to_string()))
+}
+
+/// An I/O failure on the connection: a time limit, a refusal, or a connection cut.
+fn from_io(e: &std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    // ureq carries its own errors (a timeout while reading an answer) inside I/O errors.
+    if let Some(ureq::Error::Timeout(_)) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>())
+    {
+        return Error::Network(Network::new(NetworkKind::Timeout, e.to_string()));
+    }
+    let kind = match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => NetworkKind::Timeout,
+        ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable => NetworkKind::Connect,
+        _ => NetworkKind::Interrupted,
+    };
+    Error::Network(Network::new(kind, e.to_string()))
+}
+
+/// The seconds an answer's `Retry-After` asks to wait (only the delay form; a date is ignored).
+fn retry_after(response: &Response<Body>) -> Option<u64> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A connection to one server.
@@ -32,14 +78,61 @@ pub struct Client {
     protocol: std::sync::atomic::AtomicU32,
 }
 
+/// The certificates of a PEM text (a CA the police intranet's server is signed by); an error
+/// naming the field when it holds none, or one that does not parse.
+pub fn parse_ca(pem: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let bad = |why: String| {
+        Error::field(
+            "server_ca",
+            "pem",
+            format!("服务器证书颁发机构（CA）：{why}"),
+            format!("server CA: {why}"),
+        )
+    };
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem.as_bytes()) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(bad(format!("not PEM ({e})"))),
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE in the PEM text".into()));
+    }
+    Ok(certs)
+}
+
 impl Client {
-    /// A client for the server at `base` (`http://127.0.0.1:8080`), with a request timeout.
+    /// A client for the server at `base` (`http://127.0.0.1:8080`), with a request timeout,
+    /// trusting the bundled Mozilla roots.
     pub fn new(base: &str, timeout: Duration) -> Client {
-        let agent = ureq::Agent::config_builder()
+        Client::build(base, timeout, None)
+    }
+
+    /// A client that trusts `ca` (PEM) for the server, when given, instead of the bundled
+    /// roots: a server signed by the police intranet's own CA is reached, and no other CA can
+    /// stand in for it.
+    pub fn with_ca(base: &str, timeout: Duration, ca: Option<&str>) -> Result<Client> {
+        let roots = ca.map(parse_ca).transpose()?;
+        Ok(Client::build(base, timeout, roots))
+    }
+
+    fn build(
+        base: &str,
+        timeout: Duration,
+        roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+    ) -> Client {
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+            .http_status_as_error(false);
+        if let Some(roots) = roots {
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::from(roots))
+                .build();
+            config = config.tls_config(tls);
+        }
+        let agent = config.build().into();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
@@ -74,13 +167,11 @@ impl Client {
         let body = if compress == Compress::IfAccepted && self.zstd.load(Ordering::Relaxed) {
             request = request.header("content-encoding", "zstd");
             zstd::bulk::compress(&body, ZSTD_LEVEL)
-                .map_err(|e| Error::Network(format!("request body: {e}")))?
+                .map_err(|e| other(format!("request body: {e}")))?
         } else {
             body
         };
-        let response = request
-            .send(&body[..])
-            .map_err(|e| Error::Network(e.to_string()))?;
+        let response = request.send(&body[..]).map_err(|e| from_ureq(&e))?;
         let reads_zstd = response
             .headers()
             .get_all("accept-encoding")
@@ -103,6 +194,7 @@ impl Client {
         if (200..300).contains(&status) {
             return Ok(response);
         }
+        let wait = retry_after(&response);
         let text = read_text(response)?;
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         let error = parsed.as_ref().and_then(|v| v.get("error"));
@@ -117,16 +209,21 @@ impl Client {
         // server's own 503 while it starts): the server cannot be reached, as when offline.
         if matches!(status, 502..=504) {
             let said = [field("code"), field("message")].join(" ");
-            return Err(Error::Network(format!(
-                "服务器暂不可用 / the server is unavailable ({status}{}{})",
-                if said.trim().is_empty() { "" } else { ": " },
-                said.trim()
-            )));
+            return Err(Error::Network(Network {
+                kind: NetworkKind::Unavailable,
+                detail: format!(
+                    "服务器暂不可用 / the server is unavailable ({status}{}{})",
+                    if said.trim().is_empty() { "" } else { ": " },
+                    said.trim()
+                ),
+                retry_after: wait,
+            }));
         }
         Err(Error::Server {
             status,
             code: field("code"),
             message: field("message"),
+            retry_after: wait,
         })
     }
 
@@ -148,10 +245,10 @@ impl Client {
     ) -> Result<T> {
         let response = self.send_bytes(path, token, body, compress)?;
         if response.status().as_u16() == 204 {
-            return serde_json::from_str("null").map_err(|e| Error::Network(e.to_string()));
+            return serde_json::from_str("null").map_err(|e| other(e.to_string()));
         }
         let text = read_text(response)?;
-        serde_json::from_str(&text).map_err(|e| Error::Network(format!("answer from {path}: {e}")))
+        serde_json::from_str(&text).map_err(|e| other(format!("answer from {path}: {e}")))
     }
 
     /// Signs in and registers this device; `device_key` is the one the server gave it last.
@@ -205,7 +302,7 @@ impl Client {
         };
         // Straight to bytes (not through a JSON tree), and in zstd once the server said it reads
         // it: the push is the bulk of what a phone sends.
-        let body = serde_json::to_vec(&request).map_err(|e| Error::Network(e.to_string()))?;
+        let body = serde_json::to_vec(&request).map_err(|e| other(e.to_string()))?;
         self.post_bytes("/api/v1/sync/push", Some(token), body, Compress::IfAccepted)
     }
 
@@ -218,11 +315,9 @@ impl Client {
         own_held_after: Option<u64>,
     ) -> Result<PullResponse> {
         let mut pages = self.pull_pages(token, cursor, limit, 1, own_held_after)?;
-        pages.next().unwrap_or_else(|| {
-            Err(Error::Network(
-                "answer from /api/v1/sync/pull: no page".into(),
-            ))
-        })
+        pages
+            .next()
+            .unwrap_or_else(|| Err(other("answer from /api/v1/sync/pull: no page")))
     }
 
     /// Pulls up to `pages` consecutive pages after a cursor in one answer, each read as it
@@ -244,7 +339,7 @@ impl Client {
             own_held_after,
             extra: Default::default(),
         };
-        let body = serde_json::to_value(&request).map_err(|e| Error::Network(e.to_string()))?;
+        let body = serde_json::to_value(&request).map_err(|e| other(e.to_string()))?;
         let response = self.send("/api/v1/sync/pull", Some(token), &body)?;
         let streamed = response
             .headers()
@@ -284,15 +379,13 @@ impl Iterator for Pages {
         };
         let page = match read {
             // An answer without any page is a failure (asking again at once would loop).
-            Ok(0) if self.read == 0 => Some(Err(Error::Network(
-                "answer from /api/v1/sync/pull: no page".into(),
-            ))),
+            Ok(0) if self.read == 0 => Some(Err(other("answer from /api/v1/sync/pull: no page"))),
             Ok(0) => None,
             Ok(_) => Some(
                 serde_json::from_slice(&text)
-                    .map_err(|e| Error::Network(format!("answer from /api/v1/sync/pull: {e}"))),
+                    .map_err(|e| other(format!("answer from /api/v1/sync/pull: {e}"))),
             ),
-            Err(e) => Some(Err(Error::Network(e.to_string()))),
+            Err(e) => Some(Err(from_io(&e))),
         };
         // A page cut short or unreadable ends the answer: what follows it is not trusted.
         self.done |= !matches!(page, Some(Ok(_)));
@@ -330,8 +423,7 @@ fn body_reader(response: Response<Body>) -> Result<Box<dyn Read + Send>> {
     if !zstd {
         return Ok(Box::new(body));
     }
-    let decoder =
-        zstd::stream::read::Decoder::new(body).map_err(|e| Error::Network(e.to_string()))?;
+    let decoder = zstd::stream::read::Decoder::new(body).map_err(|e| other(e.to_string()))?;
     Ok(Box::new(decoder))
 }
 
@@ -341,11 +433,9 @@ fn read_text(response: Response<Body>) -> Result<String> {
     body_reader(response)?
         .take(TEXT_LIMIT + 1)
         .read_to_string(&mut text)
-        .map_err(|e| Error::Network(e.to_string()))?;
+        .map_err(|e| from_io(&e))?;
     if text.len() as u64 > TEXT_LIMIT {
-        return Err(Error::Network(format!(
-            "answer longer than {TEXT_LIMIT} bytes"
-        )));
+        return Err(other(format!("answer longer than {TEXT_LIMIT} bytes")));
     }
     Ok(text)
 }
@@ -498,6 +588,77 @@ mod tests {
             let text = zstd::stream::decode_all(&body[..]).unwrap();
             let request: Value = serde_json::from_slice(&text).unwrap();
             assert_eq!(request, first);
+        }
+    }
+
+    /// What failed, as an app tells its officer: nothing listening, no answer in time, a
+    /// handshake with something that does not speak TLS, a gateway for a server that is down,
+    /// and a throttle, each with the wait they asked for.
+    #[test]
+    fn failures_say_what_failed_and_how_long_the_server_asked_to_wait() {
+        let kind = |result: Result<Session>| match result {
+            Err(Error::Network(n)) => (n.kind, n.retry_after),
+            other => panic!("{other:?}"),
+        };
+        let login = |url: &str, timeout: u64| {
+            Client::new(url, Duration::from_millis(timeout)).login(
+                "o1",
+                "pw",
+                NodeId::random(),
+                "phone",
+                None,
+            )
+        };
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        assert_eq!(kind(login(&closed, 5_000)).0, NetworkKind::Connect);
+
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        assert_eq!(kind(login(&url, 300)).0, NetworkKind::Timeout);
+
+        let plain = answering("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into());
+        let tls = plain.replace("http://", "https://");
+        assert_eq!(kind(login(&tls, 5_000)).0, NetworkKind::Tls);
+
+        let down = answering(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n"
+                .into(),
+        );
+        assert_eq!(
+            kind(login(&down, 5_000)),
+            (NetworkKind::Unavailable, Some(7))
+        );
+
+        let body = r#"{"error":{"code":"throttled","message":"wait"}}"#;
+        let throttled = answering(format!(
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 30\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        match login(&throttled, 5_000) {
+            Err(Error::Server {
+                status: 429,
+                code,
+                retry_after: Some(30),
+                ..
+            }) => assert_eq!(code, "throttled"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ca_is_taken_only_as_pem_certificates() {
+        for bad in [
+            "",
+            "not a certificate",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            match parse_ca(bad) {
+                Err(Error::Invalid(e)) => assert_eq!(e.field_errors()[0].field, "server_ca"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
         }
     }
 }

@@ -43,8 +43,13 @@ const APPLY_VALUES: usize = 50_000;
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per request before a sync gives up (the next sync resumes where it stopped).
 const ATTEMPTS: u32 = 4;
-/// Pause before the first retry; each further retry waits twice as long.
+/// Pause before the first retry; each further retry waits about twice as long (between half
+/// and one and a half times, at random, so that phones cut off together do not come back
+/// together).
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest `Retry-After` a sync waits out; a server asking for longer ends the sync (the
+/// next one tries again).
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The server as the engine sees it: push a batch, pull a page.
 pub trait Transport {
@@ -130,7 +135,8 @@ impl Http {
     fn client(&mut self, store: &Store) -> Result<&Arc<Client>> {
         let server = store.raw_session()?.ok_or(Error::NotSignedIn)?.server;
         if self.client.as_ref().is_none_or(|(at, _)| *at != server) {
-            let client = Arc::new(Client::new(&server, self.timeout));
+            let ca = store.server_ca()?;
+            let client = Arc::new(Client::with_ca(&server, self.timeout, ca.as_deref())?);
             self.client = Some((server, client));
         }
         match &self.client {
@@ -248,12 +254,14 @@ impl Transport for Http {
         let Ok(own) = store.own_held_after() else {
             return;
         };
-        let timeout = self.timeout;
+        // The sync's one client: its connections and what the server said it reads.
+        let Ok(client) = self.client(store).cloned() else {
+            return;
+        };
         let (pages_ahead, ahead) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
         let fetching = std::thread::Builder::new()
             .name("pull-ahead".into())
             .spawn(move || {
-                let client = Client::new(&session.server, timeout);
                 let mut at = cursor;
                 loop {
                     let pages =
@@ -298,21 +306,42 @@ fn transient(error: &Error) -> bool {
     }
 }
 
-/// Runs a request, retrying transient failures with exponential backoff.
+/// How long the server (or a gateway before it) asked to wait before asking again.
+fn asked_to_wait(error: &Error) -> Option<Duration> {
+    match error {
+        Error::Network(n) => n.retry_after,
+        Error::Server { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+    .map(Duration::from_secs)
+}
+
+/// How long to wait before retry `attempt` (1 for the first): the backoff with jitter, or what
+/// the server asked for if longer.
+pub fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
+    let base = FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1));
+    let fraction = uuid::Uuid::new_v4().as_u128() as f64 / u128::MAX as f64;
+    base.mul_f64(0.5 + fraction).max(asked.unwrap_or_default())
+}
+
+/// Runs a request, retrying transient failures with exponential backoff and jitter, waiting
+/// at least as long as the server asked (`Retry-After`).
 fn with_retries<T>(
     transport: &mut dyn Transport,
     store: &mut Store,
     progress: &dyn Progress,
     call: &mut dyn FnMut(&mut dyn Transport, &mut Store) -> Result<T>,
 ) -> Result<T> {
-    let mut pause = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         match call(transport, store) {
             Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                let asked = asked_to_wait(&e);
+                if asked.is_some_and(|wait| wait > LONGEST_RETRY_AFTER) {
+                    return Err(e);
+                }
                 go_on(progress)?;
-                transport.pause(pause);
-                pause *= 2;
+                transport.pause(backoff(attempt, asked));
                 attempt += 1;
             }
             other => return other,
@@ -400,7 +429,7 @@ pub fn login(
     // Another officer signs in as a new device; the last one's data goes only once the server
     // has taken the new officer's password.
     let handing_over = hand_over(store, username)?;
-    let client = Client::new(server, TIMEOUT);
+    let client = Client::with_ca(server, TIMEOUT, store.server_ca()?.as_deref())?;
     // The key proves this device to the server it came from (and only to that one).
     let device_key = store
         .raw_session()?
@@ -459,7 +488,10 @@ pub fn logout(store: &mut Store) -> Result<()> {
     if let Some(mut session) = store.raw_session()? {
         if let Some(token) = session.access_token.as_deref() {
             // The server may be out of reach: the local session ends regardless.
-            let _ = Client::new(&session.server, TIMEOUT).logout(token);
+            let ca = store.server_ca()?;
+            if let Ok(client) = Client::with_ca(&session.server, TIMEOUT, ca.as_deref()) {
+                let _ = client.logout(token);
+            }
         }
         session.access_token = None;
         session.refresh_token = None;
@@ -553,7 +585,7 @@ pub fn sync_with(
             // has read it and close the connection: the phone then sees the pipe broken while
             // it sends, not the 413. Smaller pushes too, once retrying the same one failed.
             Err(Error::Network(why))
-                if why.contains("Broken pipe")
+                if why.detail.contains("Broken pipe")
                     && changes.len() > 1
                     && max_bytes > LEAST_PUSH_BYTES =>
             {
@@ -669,5 +701,73 @@ fn pull(
         if !more {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transport that only counts and records the pauses between attempts.
+    #[derive(Default)]
+    struct Pauses(Vec<Duration>);
+
+    impl Transport for Pauses {
+        fn push(&mut self, _: &mut Store, _: &[Change]) -> Result<PushResponse> {
+            Err(Error::Network("no link".into()))
+        }
+        fn pull(&mut self, _: &mut Store, _: Option<String>, _: u32) -> Result<PullResponse> {
+            Err(Error::Network("no link".into()))
+        }
+        fn pause(&mut self, duration: Duration) {
+            self.0.push(duration);
+        }
+    }
+
+    fn busy(retry_after: Option<u64>) -> Error {
+        Error::Server {
+            status: 503,
+            code: "busy".into(),
+            message: String::new(),
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn retries_back_off_with_jitter_and_wait_as_long_as_the_server_asks() {
+        for attempt in 1..=3u32 {
+            let base = FIRST_BACKOFF * 2u32.pow(attempt - 1);
+            let waits: Vec<Duration> = (0..50).map(|_| backoff(attempt, None)).collect();
+            assert!(
+                waits.iter().all(|w| *w >= base / 2 && *w <= base * 3 / 2),
+                "{waits:?}"
+            );
+            assert!(waits.iter().any(|w| *w != waits[0]), "jittered: {waits:?}");
+        }
+        assert!(backoff(1, Some(Duration::from_secs(9))) >= Duration::from_secs(9));
+
+        let mut store = Store::open_in_memory().unwrap();
+        let mut pauses = Pauses::default();
+        let mut calls = 0;
+        let asked = with_retries(&mut pauses, &mut store, &|_: &str, _, _| {}, &mut |_, _| {
+            calls += 1;
+            Err::<(), _>(busy(Some(20)))
+        });
+        assert!(asked.is_err());
+        assert_eq!(calls, ATTEMPTS);
+        assert!(
+            pauses.0.iter().all(|p| *p >= Duration::from_secs(20)),
+            "{:?}",
+            pauses.0
+        );
+
+        // Asked to wait longer than a sync waits: it ends at once, for the next sync to try.
+        let (mut pauses, mut calls) = (Pauses::default(), 0);
+        let too_long = with_retries(&mut pauses, &mut store, &|_: &str, _, _| {}, &mut |_, _| {
+            calls += 1;
+            Err::<(), _>(busy(Some(3_600)))
+        });
+        assert!(matches!(too_long, Err(Error::Server { status: 503, .. })));
+        assert_eq!((calls, pauses.0.len()), (1, 0));
     }
 }

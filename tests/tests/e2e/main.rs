@@ -1,5 +1,6 @@
 //! End-to-end scenarios, one module each, in one test binary.
 
+mod behind_proxy;
 mod console_browser;
 mod hostile;
 mod insider;

@@ -170,7 +170,8 @@ fn sync_through_a_hostile_network_completes_after_retries_with_nothing_lost_or_d
     proxy.plan(&[Fault::BadGateway; 4]);
     let failed = sync(&mut phone);
     assert!(
-        matches!(&failed, Err(mobile_core::Error::Network(m)) if m.contains("502")),
+        matches!(&failed, Err(mobile_core::Error::Network(m))
+            if m.kind == mobile_core::NetworkKind::Unavailable && m.detail.contains("502")),
         "{failed:?}"
     );
     assert_eq!(phone.store.pending_count().expect("pending"), 1);
