@@ -216,10 +216,11 @@ pub enum MobileError {
     #[error("sync cancelled")]
     Cancelled,
     /// Anything else (storage, corrupt data); details are in the device log.
-    #[error("{message}")]
+    #[error("{detail}")]
     Other {
-        /// A short description without personal data.
-        message: String,
+        /// A short description without personal data (`detail`, not `message`: Kotlin's
+        /// exceptions have a `message` of their own).
+        detail: String,
     },
 }
 
@@ -239,13 +240,13 @@ impl From<Error> for MobileError {
             },
             Error::NotFound(_) | Error::BadId(_) => MobileError::NotFound,
             Error::SchemaTooNew { .. } => MobileError::Other {
-                message: "database from a newer app version".into(),
+                detail: "database from a newer app version".into(),
             },
             Error::Sqlite(_) => MobileError::Other {
-                message: "storage error".into(),
+                detail: "storage error".into(),
             },
             Error::Corrupt(_) => MobileError::Other {
-                message: "corrupt stored data".into(),
+                detail: "corrupt stored data".into(),
             },
             Error::Network(n) => MobileError::Network {
                 kind: n.kind.code().into(),
@@ -262,7 +263,7 @@ impl From<Error> for MobileError {
                 retry_after_s: retry_after,
             },
             Error::Server { code, .. } => MobileError::Other {
-                message: format!("server: {code}"),
+                detail: format!("server: {code}"),
             },
             Error::NotSignedIn => MobileError::Auth {
                 code: "not_signed_in".into(),

@@ -440,7 +440,7 @@ impl FieldStore {
             *slot = Some(store);
         }
         let store = slot.as_mut().ok_or_else(|| MobileError::Other {
-            message: "the sync's connection did not open".into(),
+            detail: "the sync's connection did not open".into(),
         })?;
         store.refresh()?;
         self.cancel.store(false, Ordering::SeqCst);

@@ -135,13 +135,13 @@ fn bindings_generate_for_kotlin_swift_and_python_and_the_python_one_works() {
     let out = tempfile::tempdir().expect("temporary directory");
     generate(&lib, out.path());
 
-    let kotlin = out.path().join("uniffi/mobile_core/mobile_core.kt");
+    let kotlin = out.path().join("cn/baylink/mobilecore/mobile_core.kt");
     let kotlin = std::fs::read_to_string(&kotlin).expect("Kotlin binding written");
     assert!(
         kotlin.contains("class FieldStore") && kotlin.contains("fun `capture`("),
         "Kotlin API"
     );
-    let swift = std::fs::read_to_string(out.path().join("mobile_core.swift"))
+    let swift = std::fs::read_to_string(out.path().join("BaylinkMobileCore.swift"))
         .expect("Swift binding written");
     assert!(
         swift.contains("class FieldStore") && swift.contains("func capture("),
@@ -149,4 +149,80 @@ fn bindings_generate_for_kotlin_swift_and_python_and_the_python_one_works() {
     );
 
     run_python(out.path(), &lib, "test_binding.py", &[]);
+}
+
+/// The Kotlin compiler: `BAYLINK_KOTLINC`, or where `./scripts/test` installs it from the npm
+/// registry (`kotlin-compiler`, beside Debian's OpenJDK and `libjna-java`).
+fn kotlinc() -> PathBuf {
+    let installed = std::env::var_os("HOME").map(|home| {
+        PathBuf::from(home).join(".cache/baylink/kotlin/node_modules/kotlin-compiler/bin/kotlinc")
+    });
+    std::env::var_os("BAYLINK_KOTLINC")
+        .map(PathBuf::from)
+        .or(installed)
+        .filter(|p| p.exists())
+        .expect("kotlinc: ./scripts/test installs it (npm install --prefix ~/.cache/baylink/kotlin kotlin-compiler), or set BAYLINK_KOTLINC")
+}
+
+/// JNA, through which the Kotlin binding calls the library (Debian's `libjna-java`).
+const JNA: &str = "/usr/share/java/jna.jar";
+
+/// The Kotlin binding, compiled with the example app's code (`examples/kotlin`) as an Android
+/// app would compile them, run on the JVM against a real server on loopback: it signs in,
+/// builds a form from the data model, decodes an ID number as typed, saves a wrong form and a
+/// right one, syncs in the background while its list reads, hears the changes, and is told
+/// an unreachable server is one.
+#[test]
+fn the_kotlin_binding_compiles_with_the_example_app_and_runs_it_against_a_real_server() {
+    use baylink_tests::harness::{PASSWORD, Server, VILLAGE};
+
+    assert!(
+        Path::new(JNA).exists(),
+        "{JNA}: apt-get install libjna-java"
+    );
+    let lib = library();
+    let out = tempfile::tempdir().expect("temporary directory");
+    generate(&lib, out.path());
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kotlin");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .expect("examples/kotlin")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "kt"))
+        .collect();
+    sources.push(out.path().join("cn/baylink/mobilecore/mobile_core.kt"));
+    let jar = out.path().join("app.jar");
+    let compiled = Command::new(kotlinc())
+        .args(["-nowarn", "-cp", JNA, "-include-runtime", "-d"])
+        .arg(&jar)
+        .args(&sources)
+        .output()
+        .expect("kotlinc runs");
+    assert!(
+        compiled.status.success(),
+        "kotlinc failed:\n{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    std::fs::copy(&lib, out.path().join(lib.file_name().expect("file name")))
+        .expect("library copied");
+
+    let server = Server::start();
+    server.add_officer("o_kotlin", VILLAGE);
+    let phone = out.path().join("phone");
+    std::fs::create_dir(&phone).expect("phone directory");
+    let ran = Command::new("java")
+        .arg(format!("-Djna.library.path={}", out.path().display()))
+        .arg("-cp")
+        .arg(format!("{}:{JNA}", jar.display()))
+        .arg("cn.baylink.example.MainKt")
+        .args([server.url.as_str(), "o_kotlin", PASSWORD])
+        .arg(&phone)
+        .output()
+        .expect("java runs");
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success() && stdout.contains(" passed, 0 failed"),
+        "the Kotlin example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    print!("{stdout}");
 }
