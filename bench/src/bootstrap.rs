@@ -2,6 +2,7 @@
 //! and bytes on the wire, against a plain HTTP GET of the same records as gzip JSON; then the
 //! same phone, up to date, edits 100 records and syncs, against an empty sync.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use baylink_domain::{EntityKind, Input};
@@ -132,4 +133,61 @@ pub fn figures(
         ratio: Some(changes.as_secs_f64() / baseline.as_secs_f64()),
     });
     figures
+}
+
+/// A peak resident memory (Linux `VmHWM`) from a `/proc/PID/status` text, in bytes.
+fn peak_of(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `baylink-bench phone-bootstrap URL USERNAME DIR`: a phone in a process of its own signs in,
+/// bootstraps its village into a fresh store in DIR, and prints its peak resident memory and
+/// the values it pulled as JSON. The benchmark's own process holds the district it built, so the
+/// phone's memory is measured alone, as on a phone.
+pub fn phone_main(url: &str, username: &str, dir: &Path) {
+    let mut phone = mobile_core::Store::open(dir.join("phone.db")).expect("phone store");
+    mobile_core::sync::login(&mut phone, url, username, PASSWORD, "bench").expect("login");
+    let report = mobile_core::sync::sync(&mut phone, &quiet).expect("bootstrap");
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| peak_of(&s));
+    println!(
+        "{}",
+        serde_json::json!({ "peak_rss": peak, "pulled": report.pulled })
+    );
+}
+
+/// The phone's peak memory while it bootstraps the village (`records` records), in a process of
+/// its own (`exe phone-bootstrap`); the budget for a small phone is 150 MiB.
+pub fn phone_memory(exe: &Path, url: &str, username: &str, records: usize) -> Vec<Figure> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = std::process::Command::new(exe)
+        .arg("phone-bootstrap")
+        .args([url, username])
+        .arg(dir.path())
+        .output()
+        .expect("the phone process runs");
+    assert!(
+        out.status.success(),
+        "phone-bootstrap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("phone-bootstrap prints JSON");
+    let peak = said["peak_rss"].as_f64().expect("the phone's peak memory");
+    assert!(
+        said["pulled"].as_u64().is_some_and(|n| n > 0),
+        "the phone pulled the village: {said}"
+    );
+    vec![Figure {
+        name: format!(
+            "phone peak memory while it bootstraps the village ({records} records), in a process of its own (budget 150 MiB)"
+        ),
+        value: peak / (1024.0 * 1024.0),
+        unit: "MiB".into(),
+        baseline: None,
+        ratio: None,
+    }]
 }

@@ -186,6 +186,12 @@ pub fn run(options: &Options, report: &mut dyn FnMut(&Figure)) -> Vec<Figure> {
         built.large_records,
         options.sync_rounds,
     ));
+    add(bootstrap::phone_memory(
+        &options.server_exe,
+        &server.url,
+        &district::officer_username(large),
+        built.large_records,
+    ));
     add(load::figures(
         &[&server.url],
         &built.villages,

@@ -36,6 +36,7 @@ const OPTIONS: [&str; 9] = [
 const USAGE: &str = "usage: baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] \
 [--upload N] [--devices N] [--seconds S] [--think-ms M] [--keep DIR] [--postgres CONNINFO]
        baylink-bench serve DIR
+       baylink-bench phone-bootstrap URL USERNAME DIR
 A full run (scale 1) takes most of an hour and 13 GB of disk; see docs/performance.md.";
 
 fn main() {
@@ -43,6 +44,15 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("serve") {
         let dir = args.get(2).expect("baylink-bench serve DIR");
         baylink_bench::serve::main(std::path::Path::new(dir));
+        return;
+    }
+    if let (Some("phone-bootstrap"), Some(url), Some(username), Some(dir)) = (
+        args.get(1).map(String::as_str),
+        args.get(2),
+        args.get(3),
+        args.get(4),
+    ) {
+        baylink_bench::bootstrap::phone_main(url, username, std::path::Path::new(dir));
         return;
     }
     let mut rest = args.iter().skip(1);

@@ -35,7 +35,8 @@ fun main(args: Array<String>) {
     val form = flow.form("person")
     check(form.fields.first { it.name == "id_number" }.input == "id_number", "the form knows its inputs")
     check(form.derived.map { it.name }.containsAll(listOf("gender", "birth_date")), "derived fields shown read-only")
-    check(form.editable.none { it.derived }, "derived fields are not editable")
+    check(form.inputs().none { it.name == "gender" || it.name == "origin_name" }, "a resident ID fills gender")
+    check(form.inputs("passport").any { it.name == "gender" }, "a passport holder's gender is typed")
 
     val typed = flow.typing("11010519491231002")
     check(typed.regionName == "北京市朝阳区" && typed.birthDate == "1949-12-31" && !typed.valid, "live feedback")

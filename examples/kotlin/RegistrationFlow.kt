@@ -18,7 +18,12 @@ import kotlin.concurrent.thread
 
 /** A form's fields: what the officer fills, and what the store fills and shows read-only. */
 data class Form(val kind: String, val fields: List<FieldInfo>) {
-    val editable get() = fields.filter { it.editable }
+    /** The inputs for a document type: gender and birth date only where nothing derives them. */
+    fun inputs(idType: String = "resident_id") = fields.filter {
+        it.editable && !(it.derivedWhen == "id_type=resident_id" && idType == "resident_id")
+    }
+
+    /** What the store fills, shown read-only (or as an input where `inputs` lists it). */
     val derived get() = fields.filter { it.derived }
 }
 

@@ -66,6 +66,8 @@ final class RegistrationFlow {
         switch error {
         case MobileError.Network(let kind, _, _) where kind == "tls":
             return "服务器证书不受信任，请联系管理员"
+        case MobileError.Network(let kind, _, _) where kind == "unavailable" || kind == "other":
+            return "服务器暂不可用，稍后再试"
         case MobileError.Network:
             return "网络不通，记录已保存在本机，稍后自动同步"
         case MobileError.Auth(let code, _):

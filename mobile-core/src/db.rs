@@ -82,8 +82,16 @@ pub(crate) fn open(
         readable?;
     }
     // WAL lets readers run beside the writer; NORMAL is durable at each checkpoint and never
-    // corrupts, which is the usual trade on phones.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // corrupts, which is the usual trade on phones. An encrypted file opened without its
+    // passphrase fails here, at the first read: told as the passphrase, not as storage.
+    if let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e
+            && f.code == rusqlite::ErrorCode::NotADatabase
+        {
+            return Err(Error::WrongPassphrase);
+        }
+        return Err(e.into());
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // 8 MiB of page cache (SQLite's default is 2 MiB): a district's records and their indexes
@@ -116,22 +124,63 @@ pub(crate) fn data_version(conn: &Connection) -> Result<i64> {
 
 /// Temporary triggers (this connection's only, nothing in the file) that note each record a
 /// write touches, its row or its waiting changes, in `temp.changed`; rolled back with the write.
+/// A record already noted is skipped by `WHERE NOT EXISTS`, never by a conflict: a trigger's
+/// `OR IGNORE` gives way to the conflict policy of the statement that fired it, and a record's
+/// upsert (`ON CONFLICT DO UPDATE`) would abort on a second note of the same record.
 pub(crate) fn watch_changes(conn: &Connection) -> Result<()> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS changed (id TEXT PRIMARY KEY, kind TEXT NOT NULL) WITHOUT ROWID;
-         CREATE TEMP TRIGGER IF NOT EXISTS changed_record_new AFTER INSERT ON main.record
-             BEGIN INSERT OR IGNORE INTO changed VALUES (new.id, new.kind); END;
-         CREATE TEMP TRIGGER IF NOT EXISTS changed_record AFTER UPDATE ON main.record
-             BEGIN INSERT OR IGNORE INTO changed VALUES (new.id, new.kind); END;
-         CREATE TEMP TRIGGER IF NOT EXISTS changed_record_gone AFTER DELETE ON main.record
-             BEGIN INSERT OR IGNORE INTO changed VALUES (old.id, old.kind); END;
-         CREATE TEMP TRIGGER IF NOT EXISTS changed_outbox_new AFTER INSERT ON main.outbox
-             BEGIN INSERT OR IGNORE INTO changed VALUES (new.entity, new.kind); END;
-         CREATE TEMP TRIGGER IF NOT EXISTS changed_outbox AFTER UPDATE OF pending, refused ON main.outbox
-             BEGIN INSERT OR IGNORE INTO changed VALUES (new.entity, new.kind); END;
-         CREATE TEMP TRIGGER IF NOT EXISTS changed_outbox_gone AFTER DELETE ON main.outbox
-             BEGIN INSERT OR IGNORE INTO changed VALUES (old.entity, old.kind); END;",
-    )?;
+    let note = |name: &str, event: &str, table: &str, row: &str, id: &str, kind: &str| {
+        format!(
+            "CREATE TEMP TRIGGER IF NOT EXISTS {name} AFTER {event} ON main.{table} BEGIN
+                 INSERT INTO changed (id, kind) SELECT {row}.{id}, {row}.{kind}
+                 WHERE NOT EXISTS (SELECT 1 FROM changed WHERE id = {row}.{id});
+             END;"
+        )
+    };
+    let mut sql = String::from(
+        "CREATE TEMP TABLE IF NOT EXISTS changed (id TEXT PRIMARY KEY, kind TEXT NOT NULL) WITHOUT ROWID;",
+    );
+    sql += &note(
+        "changed_record_new",
+        "INSERT",
+        "record",
+        "new",
+        "id",
+        "kind",
+    );
+    sql += &note("changed_record", "UPDATE", "record", "new", "id", "kind");
+    sql += &note(
+        "changed_record_gone",
+        "DELETE",
+        "record",
+        "old",
+        "id",
+        "kind",
+    );
+    sql += &note(
+        "changed_outbox_new",
+        "INSERT",
+        "outbox",
+        "new",
+        "entity",
+        "kind",
+    );
+    sql += &note(
+        "changed_outbox",
+        "UPDATE OF pending, refused",
+        "outbox",
+        "new",
+        "entity",
+        "kind",
+    );
+    sql += &note(
+        "changed_outbox_gone",
+        "DELETE",
+        "outbox",
+        "old",
+        "entity",
+        "kind",
+    );
+    conn.execute_batch(&sql)?;
     Ok(())
 }
 

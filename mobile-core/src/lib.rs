@@ -25,10 +25,10 @@ use uuid::Uuid;
 pub use error::{Error, FieldProblem, MobileError, Network, NetworkKind, Result};
 pub use outbox::RefusedChange;
 pub use store::{
-    ApplyReport, Captured, Check, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, OnCommit,
-    Record, RecordSummary, RefusedField, RefusedRecord, SessionInfo, Store,
+    ApplyReport, Captured, Check, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, News,
+    NewsKind, OnCommit, Record, RecordSummary, RefusedField, RefusedRecord, SessionInfo, Store,
 };
-pub use sync::SyncReport;
+pub use sync::{SyncNews, SyncReport};
 
 uniffi::setup_scaffolding!();
 
@@ -56,6 +56,10 @@ pub struct FieldStore {
     /// The sync's connection, opened at the first sync and held for a whole one (syncs,
     /// sign-ins and sign-outs go one at a time).
     sync: Mutex<Option<Store>>,
+    /// The thread running a sync, sign-in or sign-out on the sync's connection: the same
+    /// thread asking for another (from a listener or progress callback) is refused, not left
+    /// waiting for itself.
+    sync_thread: Mutex<Option<std::thread::ThreadId>>,
     /// Set by [`FieldStore::cancel_sync`], read between a sync's requests.
     cancel: Arc<AtomicBool>,
     listeners: Arc<Listeners>,
@@ -126,6 +130,25 @@ impl Listeners {
         for listener in listeners {
             listener.changed(change.clone());
         }
+    }
+}
+
+/// Notes the thread using the sync's connection for as long as it does.
+struct Running<'a>(&'a Mutex<Option<std::thread::ThreadId>>);
+
+impl<'a> Running<'a> {
+    fn on(
+        holder: &'a Mutex<Option<std::thread::ThreadId>>,
+        thread: std::thread::ThreadId,
+    ) -> Running<'a> {
+        *relock(holder) = Some(thread);
+        Running(holder)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        *relock(self.0) = None;
     }
 }
 
@@ -400,6 +423,7 @@ impl FieldStore {
             path,
             key,
             sync: Mutex::new(None),
+            sync_thread: Mutex::new(None),
             cancel: Arc::new(AtomicBool::new(false)),
             listeners: Arc::default(),
         }))
@@ -432,7 +456,16 @@ impl FieldStore {
         progress: Option<Arc<dyn SyncProgress>>,
         f: impl FnOnce(&mut Store, &Watched<'_>) -> Result<T>,
     ) -> Result<T, MobileError> {
+        let me = std::thread::current().id();
+        if *relock(&self.sync_thread) == Some(me) {
+            return Err(MobileError::Other {
+                detail: "sync, login, logout or set_server_ca called from a listener or progress \
+                         callback of a sync: call it once the sync has returned"
+                    .into(),
+            });
+        }
         let mut slot = relock(&self.sync);
+        let _running = Running::on(&self.sync_thread, me);
         if slot.is_none() {
             let mut store = Store::open_keyed(&self.path, self.key.as_ref())?;
             let listeners = self.listeners.clone();
@@ -485,15 +518,19 @@ pub struct FieldInfo {
     /// Whether the form must fill it.
     pub required: bool,
     /// Whether a form writes it: false for fields the system keeps (review status, creation)
-    /// and for derived ones.
+    /// and for those only ever derived (a person's origin).
     pub editable: bool,
-    /// Filled by the store from the fields in `derived_from` (a person's gender, birth date and
-    /// origin from a resident ID number, a plate's kind from the plate): show it read-only, as
-    /// [`decode_id_number`] gives it while the officer types. Gender and birth date are entered
-    /// by hand for other documents (passports, permits), where nothing derives them.
+    /// Filled by the store from the fields in `derived_from`: a person's gender, birth date
+    /// and origin from a resident ID number, a person's category from the document type, a
+    /// plate's kind from the plate. An editable derived field is filled when left empty (an
+    /// entry must agree with what derives it).
     pub derived: bool,
     /// The fields it is derived from.
     pub derived_from: Vec<String>,
+    /// When set (`id_type=resident_id`), the field is derived only while that holds: show it
+    /// read-only then, as [`decode_id_number`] gives it while the officer types, and as an
+    /// input for other documents (passports, permits), where nothing derives it.
+    pub derived_when: Option<String>,
     /// A hint to show under the field (the format expected), in Chinese; empty when none.
     pub hint_zh: String,
     /// The same hint in English.
@@ -576,8 +613,9 @@ pub fn field_specs(kind: String) -> Result<Vec<FieldInfo>, MobileError> {
                 min_value: form.range.map(|(min, _)| min),
                 max_value: form.range.map(|(_, max)| max),
                 required: spec.required,
-                editable: spec.writer == Writer::Officer,
+                editable: form.editable,
                 derived: spec.writer == Writer::Derived,
+                derived_when: form.derived_when.map(str::to_owned),
                 derived_from: form.derived_from.iter().map(|f| (*f).to_owned()).collect(),
                 hint_zh: form.hint.0.into(),
                 hint_en: form.hint.1.into(),

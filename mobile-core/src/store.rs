@@ -155,7 +155,53 @@ pub struct ApplyReport {
     pub unchanged: usize,
     /// Concurrent edits seen.
     pub concurrent: Vec<ConcurrentEdit>,
+    /// What the officer would want told of records this device held before: reviews, merges,
+    /// and their own values replaced.
+    pub news: Vec<News>,
 }
+
+/// Something that happened elsewhere to a record this device held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct News {
+    /// The record.
+    pub entity: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// What happened.
+    pub what: NewsKind,
+}
+
+/// What happened to a record, as a sync report tells the officer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewsKind {
+    /// The station approved it.
+    Approved,
+    /// The station returned it, with the reviewer's comment.
+    Returned(Option<String>),
+    /// A reviewer merged it into another record (a duplicate of it).
+    MergedAway(Uuid),
+    /// A value this device wrote was replaced by another device's or the station's: a later
+    /// edit, or a concurrent one that won.
+    Replaced {
+        /// The field.
+        field: String,
+        /// The value this device had written.
+        mine: Value,
+        /// The value that stands now.
+        theirs: Value,
+    },
+}
+
+/// Fields whose changes are not "a value this phone wrote was replaced": reviews and merges
+/// are news of their own, and the server fills who captured a record and when (a capture made
+/// before signing in says `local`).
+const NOT_REPLACED_NEWS: [&str; 5] = [
+    "review_status",
+    "review_comment",
+    "merged_into",
+    "created_by",
+    "created_at",
+];
 
 /// The device's store: one SQLite database.
 pub struct Store {
@@ -371,9 +417,7 @@ impl Store {
             && baylink_domain::natural_key(kind, &values(&held.state))
                 == baylink_domain::natural_key(kind, &fields)
         {
-            check.existing = self
-                .summaries("WHERE id = ?1", [id.hyphenated().to_string()])?
-                .pop();
+            check.existing = self.summary(id)?;
         }
         if let Some(other) = key_holder(&self.conn, kind, id.unwrap_or(Uuid::nil()), &fields)? {
             let name = match kind {
@@ -541,6 +585,13 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, summary_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One record's summary (its label, kind, village), if the device holds it.
+    pub fn summary(&self, id: Uuid) -> Result<Option<RecordSummary>> {
+        Ok(self
+            .summaries("WHERE id = ?1", [id.hyphenated().to_string()])?
+            .pop())
     }
 
     /// Records of a kind, optionally in one village, newest first; deleted ones left out.
@@ -804,6 +855,7 @@ impl Store {
                 // What a pull brings is the server's state: nothing to report as concurrent.
                 report.applied += merged.applied;
                 report.unchanged += merged.unchanged;
+                report.news.extend(merged.news);
                 for id in purged {
                     db::delete_record(tx, id, bootstrap)?;
                 }
@@ -1212,6 +1264,20 @@ impl Merge {
         if plan.apply {
             if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
                 outbox::materialize(tx, device.node, held.stamp.hlc, &change.field, &held.value)?;
+                if incoming.stamp.node != device.node
+                    && held.value != incoming.value
+                    && !NOT_REPLACED_NEWS.contains(&change.field.as_str())
+                {
+                    self.report.news.push(News {
+                        entity: change.entity,
+                        kind: record.kind.clone(),
+                        what: NewsKind::Replaced {
+                            field: change.field.clone(),
+                            mine: held.value.clone(),
+                            theirs: incoming.value.clone(),
+                        },
+                    });
+                }
             }
             record.state.insert(change.field, incoming);
             self.report.applied += 1;
@@ -1266,6 +1332,9 @@ impl Merge {
     fn finish(mut self, tx: &Transaction<'_>, device: &mut Device) -> Result<ApplyReport> {
         let pending = Some(self.pending);
         for (id, (old, new)) in std::mem::take(&mut self.touched) {
+            if let Some(old) = &old {
+                self.report.news.extend(reviewed(id, old, &new));
+            }
             if old.as_ref() == Some(&new)
                 || db::save_record(tx, id, &new, old.as_ref(), pending)?
                 || old.is_some()
@@ -1292,9 +1361,36 @@ impl Merge {
             let merged = again.finish(tx, device)?;
             self.report.applied += merged.applied;
             self.report.unchanged += merged.unchanged;
+            self.report.news.extend(merged.news);
         }
         Ok(self.report)
     }
+}
+
+/// What a record's review and merge fields say happened to it between `old` and `new`.
+fn reviewed(id: Uuid, old: &StoredRecord, new: &StoredRecord) -> Option<News> {
+    let text = |r: &StoredRecord, field: &str| {
+        r.state
+            .get(field)
+            .and_then(|v| v.value.as_str().map(str::to_owned))
+    };
+    let what = if text(new, "merged_into") != text(old, "merged_into") {
+        let into = text(new, "merged_into").and_then(|t| Uuid::parse_str(&t).ok())?;
+        NewsKind::MergedAway(into)
+    } else if text(new, "review_status") != text(old, "review_status") {
+        match text(new, "review_status").as_deref() {
+            Some("approved") => NewsKind::Approved,
+            Some("returned") => NewsKind::Returned(text(new, "review_comment")),
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    Some(News {
+        entity: id,
+        kind: new.kind.clone(),
+        what,
+    })
 }
 
 /// Where a record now lives: itself, or the record a reviewer merged it into when this device

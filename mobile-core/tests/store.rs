@@ -1128,6 +1128,10 @@ proptest! {
             Store::open(&path).unwrap().with_clock(clock.clone()),
             Store::open(&path).unwrap().with_clock(clock),
         ];
+        // As an app's FieldStore runs them: noting changed records for listeners.
+        for s in &mut stores {
+            s.watch_changes().unwrap();
+        }
         let mut records = Vec::new();
         let mut newest = baylink_sync::Hlc::new(0, 0);
         let mut counters = std::collections::BTreeSet::new();

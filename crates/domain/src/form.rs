@@ -78,6 +78,12 @@ pub struct FieldForm {
     pub range: Option<(i64, i64)>,
     /// The fields it is derived from, when the store fills it (empty otherwise).
     pub derived_from: &'static [&'static str],
+    /// Whether a form writes it: an officer's field, or a derived one an officer may enter
+    /// (where nothing derives it, or to choose otherwise); never one the system keeps.
+    pub editable: bool,
+    /// For a derived field a form shows as an input only sometimes: when it is derived
+    /// (`id_type=resident_id`: from a resident ID number; entered by hand for other documents).
+    pub derived_when: Option<&'static str>,
     /// A hint to show under the field, in Chinese and in English.
     pub hint: (&'static str, &'static str),
 }
@@ -187,29 +193,48 @@ pub fn form_of(kind: EntityKind, spec: &FieldSpec) -> FieldForm {
         ),
         FieldType::Bool => (InputKind::Bool, None, None, None, ("", "")),
     };
-    let (derived_from, hint) = match (spec.writer, spec.name) {
+    // Derived fields differ in whether an officer may enter them: a plate's kind and a
+    // person's category are filled when left empty and may be chosen otherwise; gender and
+    // birth date are derived from a resident ID number (an entry must agree) and entered by hand
+    // for other documents; the origin is only ever derived.
+    let (derived_from, editable, derived_when, hint) = match (spec.writer, spec.name) {
         (Writer::Derived, "plate_kind") => (
             &["plate", "vehicle_type"][..],
+            true,
+            None,
             (
-                "由号牌和车辆类型自动填写",
-                "filled from the plate and vehicle type",
+                "留空则按号牌和车辆类型自动填写",
+                "filled from the plate and vehicle type when left empty",
             ),
         ),
         (Writer::Derived, "category") => (
             &["id_type"][..],
+            true,
+            None,
             (
-                "由证件类型自动填写，可修改",
-                "filled from the document type; may be changed",
+                "留空则按证件类型自动填写",
+                "filled from the document type when left empty",
             ),
         ),
-        (Writer::Derived, _) => (
+        (Writer::Derived, "gender" | "birth_date") => (
             &["id_type", "id_number"][..],
+            true,
+            Some("id_type=resident_id"),
             (
                 "由居民身份证号码自动填写；其他证件时手工填写",
                 "filled from a resident ID number; entered by hand for other documents",
             ),
         ),
-        _ => (&[][..], hint),
+        (Writer::Derived, _) => (
+            &["id_type", "id_number"][..],
+            false,
+            None,
+            (
+                "由居民身份证号码自动填写",
+                "filled from a resident ID number",
+            ),
+        ),
+        (writer, _) => (&[][..], writer == Writer::Officer, None, hint),
     };
     FieldForm {
         input,
@@ -217,6 +242,8 @@ pub fn form_of(kind: EntityKind, spec: &FieldSpec) -> FieldForm {
         max_chars,
         range,
         derived_from,
+        editable,
+        derived_when,
         hint,
     }
 }
@@ -272,9 +299,17 @@ mod tests {
             .field("gender")
             .map(|s| form_of(EntityKind::Person, s));
         assert_eq!(
-            gender.map(|f| f.derived_from),
-            Some(&["id_type", "id_number"][..])
+            gender.map(|f| (f.derived_from, f.editable, f.derived_when)),
+            Some((
+                &["id_type", "id_number"][..],
+                true,
+                Some("id_type=resident_id")
+            ))
         );
+        let form = |kind: EntityKind, name: &str| kind.field(name).map(|s| form_of(kind, s));
+        assert!(form(EntityKind::Person, "origin_name").is_some_and(|f| !f.editable));
+        assert!(form(EntityKind::Person, "review_status").is_some_and(|f| !f.editable));
+        assert!(form(EntityKind::Vehicle, "plate_kind").is_some_and(|f| f.editable));
         let rooms = EntityKind::House
             .field("room_count")
             .map(|s| form_of(EntityKind::House, s));

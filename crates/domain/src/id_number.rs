@@ -172,6 +172,10 @@ pub fn decode(raw: &str, today: Date) -> Decoded {
         valid: false,
         problem: None,
     };
+    if number.chars().count() > 18 {
+        out.problem = parse(&number, today).err();
+        return out;
+    }
     let bytes = number.as_bytes();
     let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
     let last_x = bytes.len() == 18 && digits == 17 && bytes[17] == b'X';
@@ -284,6 +288,11 @@ mod tests {
             Some("characters")
         );
         assert_eq!(decode("9901", today()).origin_code, None);
+        let long = decode(&"4".repeat(100_000), today());
+        assert_eq!(
+            (long.problem.map(|p| p.code), long.origin_code),
+            (Some("length"), None)
+        );
     }
 
     #[test]

@@ -469,6 +469,28 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     report.pulled,
                     report.purged
                 );
+                for news in &report.news {
+                    let what = match news.what.as_str() {
+                        "approved" => "approved by the station".to_owned(),
+                        "returned" => format!(
+                            "returned by the station: {}",
+                            news.comment.as_deref().unwrap_or("")
+                        ),
+                        "merged_away" => {
+                            format!("merged into {}", news.merged_into.as_deref().unwrap_or(""))
+                        }
+                        _ => format!(
+                            "{} replaced elsewhere: {} → {}",
+                            news.field.as_deref().unwrap_or(""),
+                            news.mine.as_deref().unwrap_or(""),
+                            news.theirs.as_deref().unwrap_or("")
+                        ),
+                    };
+                    out!("  {} {} {}: {what}", news.kind, news.record_id, news.label);
+                }
+                if !report.news_complete {
+                    out!("  (more news than shown)");
+                }
             }
             // Refused now or by an earlier sync: records wait for the officer either way.
             let waiting = store.refused_records()?.len();

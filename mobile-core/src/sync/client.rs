@@ -27,6 +27,17 @@ fn other(detail: impl Into<String>) -> Error {
     Error::Network(Network::new(NetworkKind::Other, detail))
 }
 
+/// An answer that is not the JSON expected, told by where and how it is wrong: never serde's
+/// own message, which quotes the offending value (a name, an ID number).
+fn unreadable(path: &str, e: &serde_json::Error) -> Error {
+    other(format!(
+        "answer from {path}: not the JSON expected ({:?} at line {}, column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    ))
+}
+
 /// What ureq says failed, told apart for the app.
 fn from_ureq(e: &ureq::Error) -> Error {
     let kind = match e {
@@ -37,6 +48,8 @@ fn from_ureq(e: &ureq::Error) -> Error {
         // Sending, rustls reports a handshake that failed (a certificate not trusted, a peer
         // that does not speak TLS) as invalid data; HTTP's own errors are ureq's.
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => NetworkKind::Tls,
+        // The resolver's own failure (getaddrinfo) comes as an I/O error of no kind of its own.
+        ureq::Error::Io(io) if io.to_string().contains("lookup address") => NetworkKind::Dns,
         ureq::Error::Io(io) => return from_io(io),
         _ => NetworkKind::Other,
     };
@@ -99,6 +112,18 @@ pub fn parse_ca(pem: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     }
     if certs.is_empty() {
         return Err(bad("no CERTIFICATE in the PEM text".into()));
+    }
+    // Each must be a certificate a trust anchor can be made of, not any base64 in a block.
+    let mut roots = rustls::RootCertStore::empty();
+    let ders = certs
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()));
+    let (_, ignored) = roots.add_parsable_certificates(ders);
+    if ignored > 0 {
+        return Err(bad(format!(
+            "{ignored} of {} CERTIFICATE blocks are not certificates",
+            certs.len()
+        )));
     }
     Ok(certs)
 }
@@ -208,14 +233,19 @@ impl Client {
         // A gateway's answer for a server that is down or restarting (a proxy's 502/504, or the
         // server's own 503 while it starts): the server cannot be reached, as when offline.
         if matches!(status, 502..=504) {
-            let said = [field("code"), field("message")].join(" ");
+            // The code only, and only when it is a short token: a proxy's page may say anything.
+            let code = field("code");
+            let code = if !code.is_empty()
+                && code.len() <= 40
+                && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                format!(": {code}")
+            } else {
+                String::new()
+            };
             return Err(Error::Network(Network {
                 kind: NetworkKind::Unavailable,
-                detail: format!(
-                    "服务器暂不可用 / the server is unavailable ({status}{}{})",
-                    if said.trim().is_empty() { "" } else { ": " },
-                    said.trim()
-                ),
+                detail: format!("服务器暂不可用 / the server is unavailable ({status}{code})"),
                 retry_after: wait,
             }));
         }
@@ -245,10 +275,10 @@ impl Client {
     ) -> Result<T> {
         let response = self.send_bytes(path, token, body, compress)?;
         if response.status().as_u16() == 204 {
-            return serde_json::from_str("null").map_err(|e| other(e.to_string()));
+            return serde_json::from_str("null").map_err(|e| unreadable(path, &e));
         }
         let text = read_text(response)?;
-        serde_json::from_str(&text).map_err(|e| other(format!("answer from {path}: {e}")))
+        serde_json::from_str(&text).map_err(|e| unreadable(path, &e))
     }
 
     /// Signs in and registers this device; `device_key` is the one the server gave it last.
@@ -381,10 +411,9 @@ impl Iterator for Pages {
             // An answer without any page is a failure (asking again at once would loop).
             Ok(0) if self.read == 0 => Some(Err(other("answer from /api/v1/sync/pull: no page"))),
             Ok(0) => None,
-            Ok(_) => Some(
-                serde_json::from_slice(&text)
-                    .map_err(|e| other(format!("answer from /api/v1/sync/pull: {e}"))),
-            ),
+            Ok(_) => {
+                Some(serde_json::from_slice(&text).map_err(|e| unreadable("/api/v1/sync/pull", &e)))
+            }
             Err(e) => Some(Err(from_io(&e))),
         };
         // A page cut short or unreadable ends the answer: what follows it is not trusted.
@@ -654,6 +683,7 @@ mod tests {
             "",
             "not a certificate",
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         ] {
             match parse_ca(bad) {
                 Err(Error::Invalid(e)) => assert_eq!(e.field_errors()[0].field, "server_ca"),

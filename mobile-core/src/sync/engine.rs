@@ -50,6 +50,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest `Retry-After` a sync waits out; a server asking for longer ends the sync (the
 /// next one tries again).
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The longest pause between two looks at whether the sync was cancelled, while it waits to
+/// retry.
+const WAIT_STEP: Duration = Duration::from_millis(200);
 
 /// The server as the engine sees it: push a batch, pull a page.
 pub trait Transport {
@@ -340,8 +343,16 @@ fn with_retries<T>(
                 if asked.is_some_and(|wait| wait > LONGEST_RETRY_AFTER) {
                     return Err(e);
                 }
+                // In short waits, so that a cancel is taken within one of them, not after
+                // the whole of a minute the server asked for.
+                let mut left = backoff(attempt, asked);
+                while !left.is_zero() {
+                    go_on(progress)?;
+                    let step = left.min(WAIT_STEP);
+                    transport.pause(step);
+                    left -= step;
+                }
                 go_on(progress)?;
-                transport.pause(backoff(attempt, asked));
                 attempt += 1;
             }
             other => return other,
@@ -391,6 +402,77 @@ pub struct SyncReport {
     pub pulled: u64,
     /// Records removed because they left the officer's villages.
     pub purged: u64,
+    /// What happened elsewhere to records this phone held, for the officer: approvals,
+    /// returns, merges into another record, and values this phone wrote that another device or
+    /// the station replaced (at most [`NEWS_KEPT`]; `news_complete` says whether that is all).
+    pub news: Vec<SyncNews>,
+    /// Whether `news` is everything.
+    pub news_complete: bool,
+}
+
+/// Most news items a sync report carries.
+pub const NEWS_KEPT: usize = 500;
+
+/// One thing that happened elsewhere to a record this phone held.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, uniffi::Record)]
+pub struct SyncNews {
+    /// The record.
+    pub record_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its label as the phone shows it now.
+    pub label: String,
+    /// `approved`, `returned`, `merged_away` or `replaced`.
+    pub what: String,
+    /// For `replaced`: the field.
+    pub field: Option<String>,
+    /// For `replaced`: the value this phone had written.
+    pub mine: Option<String>,
+    /// For `replaced`: the value that stands now.
+    pub theirs: Option<String>,
+    /// For `returned`: the reviewer's comment.
+    pub comment: Option<String>,
+    /// For `merged_away`: the record it was merged into.
+    pub merged_into: Option<String>,
+}
+
+impl SyncNews {
+    /// A news item as the report tells it, labelled by what the store shows now.
+    fn told(store: &Store, news: crate::store::News) -> Result<SyncNews> {
+        use crate::store::NewsKind;
+        let label = store
+            .summary(news.entity)?
+            .map(|s| s.label)
+            .unwrap_or_default();
+        let mut told = SyncNews {
+            record_id: news.entity.to_string(),
+            kind: news.kind,
+            label,
+            ..SyncNews::default()
+        };
+        match news.what {
+            NewsKind::Approved => told.what = "approved".into(),
+            NewsKind::Returned(comment) => {
+                told.what = "returned".into();
+                told.comment = comment;
+            }
+            NewsKind::MergedAway(into) => {
+                told.what = "merged_away".into();
+                told.merged_into = Some(into.to_string());
+            }
+            NewsKind::Replaced {
+                field,
+                mine,
+                theirs,
+            } => {
+                told.what = "replaced".into();
+                told.field = Some(field);
+                told.mine = Some(baylink_domain::to_text(&mine));
+                told.theirs = Some(baylink_domain::to_text(&theirs));
+            }
+        }
+        Ok(told)
+    }
 }
 
 /// The operating system's clock, as every part of Baylink reads it.
@@ -426,6 +508,15 @@ pub fn login(
     password: &str,
     device_name: &str,
 ) -> Result<()> {
+    let lower = server.trim().to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(Error::field(
+            "server",
+            "url",
+            format!("服务器地址应以 https:// 或 http:// 开头：{server}"),
+            format!("the server address must start with https:// or http://: {server}"),
+        ));
+    }
     // Another officer signs in as a new device; the last one's data goes only once the server
     // has taken the new officer's password.
     let handing_over = hand_over(store, username)?;
@@ -552,7 +643,10 @@ pub fn sync_with(
     transport: &mut dyn Transport,
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
-    let mut report = SyncReport::default();
+    let mut report = SyncReport {
+        news_complete: true,
+        ..SyncReport::default()
+    };
     let total = store.pending_count()?;
     let (mut pushed_records, mut refused_records) =
         (HashSet::<Uuid>::new(), HashSet::<Uuid>::new());
@@ -696,6 +790,13 @@ fn pull(
         let more = pages.last().is_some_and(|p| p.more);
         let applied = store.apply_pulls_from(pages, cursor.as_deref(), transport.now_ms())?;
         report.pulled += (applied.applied + applied.unchanged) as u64;
+        for news in applied.news {
+            if report.news.len() < NEWS_KEPT {
+                report.news.push(SyncNews::told(store, news)?);
+            } else {
+                report.news_complete = false;
+            }
+        }
         report.purged += purged as u64;
         progress.progress("pull", report.pulled, 0);
         if !more {
@@ -755,11 +856,34 @@ mod tests {
         });
         assert!(asked.is_err());
         assert_eq!(calls, ATTEMPTS);
+        let waited: Duration = pauses.0.iter().sum();
         assert!(
-            pauses.0.iter().all(|p| *p >= Duration::from_secs(20)),
-            "{:?}",
-            pauses.0
+            waited >= Duration::from_secs(20 * u64::from(ATTEMPTS - 1)),
+            "{waited:?}"
         );
+        assert!(
+            pauses.0.iter().all(|p| *p <= WAIT_STEP),
+            "waits in short steps"
+        );
+
+        // Cancelled while it waits: it stops within a step.
+        struct CancelAfter(std::cell::Cell<u32>);
+        impl Progress for CancelAfter {
+            fn progress(&self, _: &str, _: u64, _: u64) {}
+            fn cancelled(&self) -> bool {
+                self.0.set(self.0.get() + 1);
+                self.0.get() > 3
+            }
+        }
+        let mut pauses = Pauses::default();
+        let cancelled = with_retries(
+            &mut pauses,
+            &mut store,
+            &CancelAfter(std::cell::Cell::new(0)),
+            &mut |_, _| Err::<(), _>(busy(Some(50))),
+        );
+        assert!(matches!(cancelled, Err(Error::Cancelled)), "{cancelled:?}");
+        assert!(pauses.0.iter().sum::<Duration>() <= WAIT_STEP * 3);
 
         // Asked to wait longer than a sync waits: it ends at once, for the next sync to try.
         let (mut pauses, mut calls) = (Pauses::default(), 0);

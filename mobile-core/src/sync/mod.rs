@@ -5,4 +5,6 @@ pub mod client;
 pub mod engine;
 
 pub use client::Client;
-pub use engine::{Http, Progress, SyncReport, Transport, login, logout, sync, sync_with};
+pub use engine::{
+    Http, NEWS_KEPT, Progress, SyncNews, SyncReport, Transport, login, logout, sync, sync_with,
+};

@@ -74,11 +74,13 @@ with tempfile.TemporaryDirectory() as data:
     by_name = {s.name: s for s in specs}
     check(by_name["owner"].input == "reference" and by_name["owner"].target_kind == "person",
           "a reference names the kind to pick")
-    check(by_name["plate_kind"].derived and not by_name["plate_kind"].editable
+    check(by_name["plate_kind"].derived and by_name["plate_kind"].editable
           and by_name["plate_kind"].derived_from == ["plate", "vehicle_type"], "derived fields say so")
     person = {s.name: s for s in mc.field_specs("person")}
     check(person["name"].max_length == 50 and person["birth_date"].input == "date", "limits and types")
-    check(person["gender"].derived and "id_number" in person["gender"].derived_from, "gender is derived")
+    check(person["gender"].derived and "id_number" in person["gender"].derived_from
+          and person["gender"].derived_when == "id_type=resident_id", "gender is derived from a resident ID")
+    check(person["origin_name"].derived and not person["origin_name"].editable, "the origin is only derived")
     check(person["phone"].hint_zh != "" and person["phone"].input == "phone", "hints")
     house = {s.name: s for s in mc.field_specs("house")}
     check((house["room_count"].min_value, house["room_count"].max_value) == (0, 10000), "ranges")

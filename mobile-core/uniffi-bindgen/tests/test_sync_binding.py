@@ -41,6 +41,22 @@ class Heard(mc.ChangeListener):
             return [c for c in self.changes if c.source == source]
 
 
+class Reentrant(mc.ChangeListener):
+    """Asks for a sync from inside one: refused at once, not left waiting for itself."""
+
+    def __init__(self, store):
+        self.store = store
+        self.refused = []
+
+    def changed(self, change):
+        if change.source == "sync" and not self.refused:
+            try:
+                self.store.sync(None)
+                self.refused.append("ran")
+            except mc.MobileError.Other as e:
+                self.refused.append(str(e))
+
+
 class Progress(mc.SyncProgress):
     """Reads the store from the callback, as an app showing a count would."""
 
@@ -84,6 +100,8 @@ with tempfile.TemporaryDirectory() as data:
     check(len(local) == 1 and local[0].ids == [pid] and local[0].kinds == ["person"], "a capture is heard")
 
     # A sync over the slow link, while the screen lists records again and again.
+    reentrant = Reentrant(store)
+    reentrant_id = store.add_listener(reentrant)
     progress = Progress(store)
     thread, outcome = in_background(store, progress)
     latencies = []
@@ -103,6 +121,9 @@ with tempfile.TemporaryDirectory() as data:
     check(progress.read_in_callback > 0 and "pull" in progress.phases, "the progress callback read the store")
     check(outcome["report"].pushed > 0 and outcome["report"].pulled > 0, "the capture went up, the village came down")
 
+    check(len(reentrant.refused) == 1 and "listener" in reentrant.refused[0],
+          f"a sync asked for from a listener of one is refused: {reentrant.refused}")
+    store.remove_listener(reentrant_id)
     synced = heard.of("sync")
     check(synced, "the sync's pages are heard")
     named = {i for c in synced for i in c.ids}

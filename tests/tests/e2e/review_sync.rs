@@ -143,11 +143,19 @@ fn a_merged_duplicate_redirects_on_every_phone_and_keeps_its_history() {
         .expect("candidates");
     assert!(after.is_empty(), "a merged pair is no longer proposed");
 
-    // The capturing phone and a fresh one of the same village end in the same state.
-    a.sync();
+    // The capturing phone and a fresh one of the same village end in the same state; the
+    // capturing one is told of the merge, the fresh one (which held neither) of nothing.
+    let told = a.sync();
+    let merged: Vec<_> = told
+        .news
+        .iter()
+        .filter(|n| n.what == "merged_away")
+        .map(|n| (n.record_id.clone(), n.merged_into.clone()))
+        .collect();
+    assert_eq!(merged, [(duplicate.to_string(), Some(kept.to_string()))]);
     let mut b = Device::new("o2");
     b.login(&server, "o2");
-    b.sync();
+    assert!(b.sync().news.is_empty(), "a bootstrap is no news");
     for phone in [&a, &b] {
         assert_eq!(
             persons(phone),

@@ -496,7 +496,7 @@ fn a_village_given_to_an_officer_arrives_and_a_village_taken_away_is_purged() {
 
 #[test]
 fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment() {
-    let (server, mut a, _) = two_phones(VILLAGE, VILLAGE);
+    let (server, mut a, b) = two_phones(VILLAGE, VILLAGE);
     server.add_account("r006", baylink_server::store::accounts::Role::Reviewer, &[]);
     let id = capture(
         &mut a,
@@ -518,7 +518,20 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
             )
         })
         .unwrap();
-    a.sync();
+    let told = a.sync();
+    assert_eq!(
+        told.news
+            .iter()
+            .map(|n| (n.record_id.clone(), n.what.as_str(), n.comment.as_deref()))
+            .collect::<Vec<_>>(),
+        [(
+            id.to_string(),
+            "returned",
+            Some("户籍地址未填写 / household address missing")
+        )],
+        "the sync report tells the officer"
+    );
+    assert!(told.news[0].label.starts_with("王芳"), "{:?}", told.news);
     let returned = a.store.returned().unwrap();
     assert_eq!(returned.len(), 1);
     assert_eq!(returned[0].record.id, id.to_string());
@@ -543,9 +556,42 @@ fn a_record_returned_by_the_station_reaches_the_officers_phone_with_the_comment(
             )
         })
         .unwrap();
-    a.sync();
+    let told = a.sync();
+    assert_eq!(
+        told.news
+            .iter()
+            .map(|n| n.what.as_str())
+            .collect::<Vec<_>>(),
+        ["approved"]
+    );
     assert!(a.store.returned().unwrap().is_empty());
     assert_eq!(field(&a, id, "review_status").as_deref(), Some("approved"));
+    // Another phone of the village edits her phone after this one did: this phone is told its
+    // value was replaced, and by what; the other phone, which wrote it, is told nothing.
+    a.edit(id, &[("phone", "13800138000")]);
+    a.sync();
+    let mut other = b;
+    other.sync();
+    other.edit(id, &[("phone", "13900139000")]);
+    assert!(other.sync().news.is_empty());
+    let told = a.sync();
+    assert_eq!(
+        told.news
+            .iter()
+            .map(|n| (
+                n.what.as_str(),
+                n.field.as_deref(),
+                n.mine.as_deref(),
+                n.theirs.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        [(
+            "replaced",
+            Some("phone"),
+            Some("13800138000"),
+            Some("13900139000")
+        )]
+    );
     // An officer is no reviewer, and a return needs its reason.
     let o2 = server.caller("o2");
     let refused = server.db.call_blocking(|c| {
