@@ -31,6 +31,7 @@ fn a_small_district_is_measured_with_baselines() {
         "p99 latency",
         "errors",
         "peak memory",
+        "phone peak memory while it bootstraps",
         "seconds until the outbox is empty",
         "server CPU seconds",
         "bytes sent",
