@@ -263,6 +263,8 @@ pub(crate) struct Session {
     pub(crate) username: String,
     pub(crate) display_name: String,
     pub(crate) villages: Vec<String>,
+    /// The villages' names by code, as the server last gave them.
+    pub(crate) village_names: BTreeMap<String, String>,
     pub(crate) access_token: Option<String>,
     pub(crate) refresh_token: Option<String>,
     pub(crate) cursor: Option<String>,
@@ -275,7 +277,7 @@ pub(crate) fn load_session(conn: &Connection) -> Result<Option<Session>> {
     let row = conn
         .query_row(
             "SELECT server, username, display_name, villages, access_token, refresh_token, cursor,
-                 last_sync_ms, device_key
+                 last_sync_ms, device_key, village_names
              FROM session WHERE id = 1",
             [],
             |r| {
@@ -289,6 +291,8 @@ pub(crate) fn load_session(conn: &Connection) -> Result<Option<Session>> {
                     cursor: r.get(6)?,
                     last_sync_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
                     device_key: r.get(8)?,
+                    village_names: serde_json::from_str(&r.get::<_, String>(9)?)
+                        .unwrap_or_default(),
                 })
             },
         )
@@ -299,13 +303,13 @@ pub(crate) fn load_session(conn: &Connection) -> Result<Option<Session>> {
 pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
     conn.execute(
         "INSERT INTO session (id, server, username, display_name, villages, access_token, refresh_token,
-             cursor, last_sync_ms, device_key)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             cursor, last_sync_ms, device_key, village_names)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET server = excluded.server, username = excluded.username,
              display_name = excluded.display_name, villages = excluded.villages,
              access_token = excluded.access_token, refresh_token = excluded.refresh_token,
              cursor = excluded.cursor, last_sync_ms = excluded.last_sync_ms,
-             device_key = excluded.device_key",
+             device_key = excluded.device_key, village_names = excluded.village_names",
         params![
             s.server,
             s.username,
@@ -315,7 +319,8 @@ pub(crate) fn save_session(conn: &Connection, s: &Session) -> Result<()> {
             s.refresh_token,
             s.cursor,
             s.last_sync_ms.map(|v| v as i64),
-            s.device_key
+            s.device_key,
+            serde_json::to_string(&s.village_names).unwrap_or_else(|_| "{}".into())
         ],
     )?;
     Ok(())

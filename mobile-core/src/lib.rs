@@ -25,8 +25,9 @@ use uuid::Uuid;
 pub use error::{Error, FieldProblem, MobileError, Network, NetworkKind, Result};
 pub use outbox::RefusedChange;
 pub use store::{
-    ApplyReport, Captured, Check, ConcurrentEdit, Deletion, Dismissal, Feedback, Link, News,
-    NewsKind, OnCommit, Record, RecordSummary, RefusedField, RefusedRecord, SessionInfo, Store,
+    ApplyReport, Captured, Check, ConcurrentEdit, Deletion, Dismissal, Feedback, Link,
+    NamedVillage, News, NewsKind, OnCommit, Record, RecordSummary, RefusedField, RefusedRecord,
+    SessionInfo, Store,
 };
 pub use sync::{SyncNews, SyncReport};
 
@@ -85,7 +86,8 @@ pub const CHANGE_IDS: usize = 1_000;
 
 /// Told of changes to the store, implemented by the app (a list screen refreshing). Called on
 /// the thread that wrote (a sync's thread for what it brings), after the write committed: it may
-/// read the store, but must not start a sync, sign in or out from there.
+/// read and write the store; a sync, sign-in or sign-out asked for from a sync's listener is
+/// refused (`MobileError::Other`), as it would wait for itself.
 #[uniffi::export(foreign)]
 pub trait ChangeListener: Send + Sync {
     /// Records changed.
@@ -429,11 +431,13 @@ impl FieldStore {
         }))
     }
 
-    /// Runs a read on the screens' connection, its device row current.
+    /// Runs a read on the screens' connection, its device row current, in one snapshot: a
+    /// record and its links, or a list and the records it names, agree even while a sync writes.
     fn read<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T, MobileError> {
         let mut store = relock(&self.store);
         store.refresh()?;
-        Ok(f(&store)?)
+        let store = &*store;
+        Ok(store.snapshot(|_| f(store))?)
     }
 
     /// Runs a write on the screens' connection, then tells the listeners what it changed (the

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/007_own_floor.sql"),
     include_str!("sql/008_outbox_entity.sql"),
     include_str!("sql/009_server_ca.sql"),
+    include_str!("sql/010_village_names.sql"),
 ];
 
 /// The schema version this build writes.

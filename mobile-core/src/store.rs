@@ -118,10 +118,22 @@ pub struct SessionInfo {
     pub display_name: String,
     /// Villages the officer works.
     pub villages: Vec<String>,
+    /// The same villages with their names, for pickers and headings.
+    pub named_villages: Vec<NamedVillage>,
     /// Whether the device holds a live session.
     pub signed_in: bool,
     /// When the last sync completed.
     pub last_sync_ms: Option<u64>,
+}
+
+/// A village with its name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Record)]
+pub struct NamedVillage {
+    /// The 12-digit code records carry.
+    pub code: String,
+    /// Its name as the server gave it at the last sign-in or refresh (`桥西社区居民委员会`);
+    /// none for a village given since, until the next refresh, or from an older server.
+    pub name: Option<String>,
 }
 
 /// A record the station returned, with the reviewer's comment.
@@ -269,6 +281,17 @@ impl Store {
             watching: false,
             on_commit: None,
         })
+    }
+
+    /// Runs reads in one snapshot of the file (a deferred transaction, which takes no lock and
+    /// sees no write committed after its first read), so that what they read agrees: another
+    /// connection may write between two statements.
+    pub(crate) fn snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let tx = Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Deferred)?;
+        let out = f(&tx);
+        // Only read: ending it either way is the same.
+        drop(tx);
+        out
     }
 
     /// Reads the device row again if another connection to the file wrote since it was read:
@@ -665,7 +688,10 @@ impl Store {
     /// (whole actions; the first one whatever its size): what one push may carry below the
     /// server's limit on a body.
     pub fn outbox_after(&self, after: u64, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
-        let changes = outbox::pending(&self.conn, self.device.node, after, limit, max_bytes)?;
+        // The waiting actions and the records they read their values from, in one snapshot:
+        // the screens' connection may edit a record between two reads.
+        let changes =
+            self.snapshot(|conn| outbox::pending(conn, self.device.node, after, limit, max_bytes))?;
         // Handed out, they may reach someone whatever becomes of the answer: a record among
         // them is deleted from now on, not withdrawn.
         if let Some(newest) = changes.iter().map(|c| c.id.counter).max() {
@@ -959,6 +985,14 @@ impl Store {
     /// The signed-in session, if any.
     pub fn session(&self) -> Result<Option<SessionInfo>> {
         Ok(db::load_session(&self.conn)?.map(|s| SessionInfo {
+            named_villages: s
+                .villages
+                .iter()
+                .map(|code| NamedVillage {
+                    code: code.clone(),
+                    name: s.village_names.get(code).cloned(),
+                })
+                .collect(),
             server: s.server,
             username: s.username,
             display_name: s.display_name,

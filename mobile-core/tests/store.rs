@@ -1283,3 +1283,42 @@ fn a_form_is_checked_without_saving_and_references_are_picked_by_kind() {
     let newest = s.pick(EntityKind::Person, " ", 10).unwrap();
     assert_eq!(newest.len(), 2, "nothing typed: the newest of the kind");
 }
+
+/// A sync reads the outbox on its own connection while the screens' connection edits the
+/// records it names: every read agrees with itself (the waiting actions and the records their
+/// values are read from, in one snapshot), never "an outbox change lost its value".
+#[test]
+fn the_outbox_reads_whole_while_another_connection_edits_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("field.db");
+    let mut screens = Store::open(&path).unwrap();
+    let sync = Store::open(&path).unwrap();
+    let ids: Vec<uuid::Uuid> = (0..20)
+        .map(|i| {
+            let number = format!("44130319900101{i:03}");
+            let number = format!(
+                "{number}{}",
+                baylink_domain::id_number::check_char(number.as_bytes())
+            );
+            screens
+                .capture(EntityKind::Person, &person(&number, "王芳"))
+                .unwrap()
+        })
+        .collect();
+    let editing = std::thread::spawn(move || {
+        for round in 0..60 {
+            for id in &ids {
+                let phone = format!("138{round:08}");
+                screens.edit(*id, &input(&[("phone", &phone)])).unwrap();
+            }
+        }
+    });
+    let mut reads = 0;
+    while !editing.is_finished() {
+        let waiting = sync.outbox_after(0, 100_000, usize::MAX).unwrap();
+        assert!(!waiting.is_empty());
+        reads += 1;
+    }
+    editing.join().unwrap();
+    assert!(reads > 0);
+}

@@ -82,7 +82,21 @@ fn a_backup_taken_while_fifty_phones_push_restores_every_change_acknowledged_bef
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(3));
+    // The backup starts once every phone could have pushed a round (not after a fixed time: a
+    // busy machine pushes fewer in it).
+    let waited = Instant::now();
+    while acknowledged
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len()
+        < PHONES * 5
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(300),
+            "the phones pushed too little to test a backup beside them"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let copy = dir.path().join("copy.db");
     let began = Instant::now();
     let (ok, said) = run(&data, &["backup", copy.to_str().expect("path")]);

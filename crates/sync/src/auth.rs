@@ -56,6 +56,10 @@ pub struct Session {
     pub account: AccountView,
     /// Villages the account sees and writes.
     pub villages: Vec<String>,
+    /// Their names (`桥西社区居民委员会`), by code, for a phone to show; a server before this
+    /// version sends none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub village_names: std::collections::BTreeMap<String, String>,
     /// Server time, for the device's clock correction.
     pub server_time_ms: u64,
     /// A new device key, sent at every sign-in (and at a refresh when the device has none): the

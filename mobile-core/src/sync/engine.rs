@@ -492,6 +492,7 @@ fn to_session(
         username: tokens.account.username.clone(),
         display_name: tokens.account.display_name.clone(),
         villages: tokens.villages.clone(),
+        village_names: tokens.village_names.clone(),
         access_token: Some(tokens.access_token.clone()),
         refresh_token: Some(tokens.refresh_token.clone()),
         cursor,

@@ -93,6 +93,8 @@ with tempfile.TemporaryDirectory() as data:
     heard = Heard()
     listener = store.add_listener(heard)
     store.login(SERVER, USERNAME, PASSWORD, "python phone")
+    named = [(v.code, v.name) for v in store.session().named_villages]
+    check(named == [(VILLAGE, "桥西社区居民委员会")], f"the session names its villages: {named}")
 
     # The app's own write is heard at once, with its id.
     pid = store.capture("person", {"village": VILLAGE, "id_number": "11010519491231002x", "name": "王芳"})

@@ -146,6 +146,7 @@ async fn session(
             station: account.station,
         },
         villages: opened.villages,
+        village_names: opened.village_names,
         server_time_ms: now_ms(),
         device_key: opened.device_key,
     })

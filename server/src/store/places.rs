@@ -247,6 +247,23 @@ pub struct Station {
     pub villages: Vec<(String, String)>,
 }
 
+/// The names of the villages with these codes, by code (a code the server has no place for is
+/// left out).
+pub fn village_names(
+    conn: &Conn<'_>,
+    codes: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT name FROM village WHERE code = ?1")?;
+    let mut names = std::collections::BTreeMap::new();
+    for code in codes {
+        let name: Option<String> = stmt.query_map([code], |r| r.get(0))?.next().transpose()?;
+        if let Some(name) = name {
+            names.insert(code.clone(), name);
+        }
+    }
+    Ok(names)
+}
+
 /// Every station with its villages.
 pub fn stations(conn: &Conn<'_>) -> Result<Vec<Station>, StoreError> {
     let mut out = Vec::new();

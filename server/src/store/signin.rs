@@ -82,6 +82,8 @@ pub struct DeviceSession {
     pub refresh_token: String,
     /// The account's villages.
     pub villages: Vec<String>,
+    /// Their names, by code, as the server's places hold them.
+    pub village_names: std::collections::BTreeMap<String, String>,
     /// The device's token generation, for the access token.
     pub device_gen: i64,
     /// A new device key, when one was issued.
@@ -127,10 +129,12 @@ pub fn open_device_session(
     let stored = accounts::account_by_id(&tx, account.id)?
         .ok_or_else(|| StoreError::NotFound("no such account".into()))?;
     let villages = accounts::villages_of(&tx, &stored)?;
+    let village_names = crate::store::places::village_names(&tx, &villages)?;
     tx.commit()?;
     Ok(DeviceSession {
         refresh_token,
         villages,
+        village_names,
         device_gen,
         device_key,
     })
