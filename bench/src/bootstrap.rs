@@ -135,13 +135,6 @@ pub fn figures(
     figures
 }
 
-/// A peak resident memory (Linux `VmHWM`) from a `/proc/PID/status` text, in bytes.
-fn peak_of(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// `baylink-bench phone-bootstrap URL USERNAME DIR`: a phone in a process of its own signs in,
 /// bootstraps its village into a fresh store in DIR, and prints its peak resident memory and
 /// the values it pulled as JSON. The benchmark's own process holds the district it built, so the
@@ -150,9 +143,7 @@ pub fn phone_main(url: &str, username: &str, dir: &Path) {
     let mut phone = mobile_core::Store::open(dir.join("phone.db")).expect("phone store");
     mobile_core::sync::login(&mut phone, url, username, PASSWORD, "bench").expect("login");
     let report = mobile_core::sync::sync(&mut phone, &quiet).expect("bootstrap");
-    let peak = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| peak_of(&s));
+    let peak = crate::serve::peak_rss("/proc/self/status");
     println!(
         "{}",
         serde_json::json!({ "peak_rss": peak, "pulled": report.pulled })

@@ -66,10 +66,7 @@ impl Server {
 
     /// The process's peak resident memory so far (Linux `VmHWM`), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        peak_rss(&format!("/proc/{}/status", self.child.id()))
     }
 }
 
@@ -78,6 +75,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A process's peak resident memory (Linux `VmHWM`) from its `status` file, in bytes.
+pub fn peak_rss(status: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(status).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A process's CPU time from its `stat` file, user and system, in seconds.

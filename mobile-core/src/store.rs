@@ -443,15 +443,7 @@ impl Store {
             check.existing = self.summary(id)?;
         }
         if let Some(other) = key_holder(&self.conn, kind, id.unwrap_or(Uuid::nil()), &fields)? {
-            let name = match kind {
-                EntityKind::Vehicle => "plate",
-                EntityKind::House => "address_code",
-                _ => "id_number",
-            };
-            let (zh, en) = kind
-                .field(name)
-                .map_or(("证件号码", "ID number"), |f| (f.zh, f.en));
-            outcomes.push(Err(duplicate(&self.conn, kind, name, zh, en, other)?));
+            outcomes.push(Err(key_held(&self.conn, kind, other)?));
         }
         for outcome in outcomes {
             if let Err(e) = outcome {
@@ -1554,6 +1546,20 @@ fn refuse_key_collision(
 }
 
 /// The error naming the other record that holds a key, by its label and id.
+/// A capture refused because `other` holds its natural key (ID number, plate, address code),
+/// named on the key's field.
+fn key_held(conn: &Connection, kind: EntityKind, other: Uuid) -> Result<Error> {
+    let name = match kind {
+        EntityKind::Vehicle => "plate",
+        EntityKind::House => "address_code",
+        _ => "id_number",
+    };
+    let (zh, en) = kind
+        .field(name)
+        .map_or(("证件号码", "ID number"), |f| (f.zh, f.en));
+    duplicate(conn, kind, name, zh, en, other)
+}
+
 fn duplicate(
     tx: &Connection,
     kind: EntityKind,
@@ -1732,14 +1738,7 @@ fn capture_record(
     // A key another record was edited onto since its capture: captured again, it would be a
     // second record of the same person, vehicle or house, which the server refuses.
     if let Some(other) = key_holder(tx, kind, id, &fields)? {
-        let name = match kind {
-            EntityKind::Vehicle => "plate",
-            EntityKind::House => "address_code",
-            _ => "id_number",
-        };
-        let spec = kind.field(name);
-        let (zh, en) = spec.map_or(("证件号码", "ID number"), |f| (f.zh, f.en));
-        return Err(duplicate(tx, kind, name, zh, en, other)?);
+        return Err(key_held(tx, kind, other)?);
     }
     // Most captures are of new records: try that first, which spares a lookup.
     let at = datetime_from_unix_ms(device.clock.corrected(now) as i64, CHINA_OFFSET_MINUTES);

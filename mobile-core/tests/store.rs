@@ -51,6 +51,13 @@ fn person(id_number: &str, name: &str) -> Input {
     ])
 }
 
+/// The `n`th valid resident ID number of people born on 1990-01-01 in 惠阳区 (n below 1,000).
+fn resident_number(n: usize) -> String {
+    let first17 = format!("44130319900101{n:03}");
+    let check = baylink_domain::id_number::check_char(first17.as_bytes());
+    format!("{first17}{check}")
+}
+
 fn house(address: &str) -> Input {
     input(&[
         ("village", VILLAGE),
@@ -1139,11 +1146,7 @@ proptest! {
             let s = &mut stores[usize::from(second)];
             match what {
                 0 => {
-                    let number = format!("44130319900101{i:03}");
-                    let number = format!(
-                        "{number}{}",
-                        baylink_domain::id_number::check_char(number.as_bytes())
-                    );
+                    let number = resident_number(i);
                     records.push(s.capture(EntityKind::Person, &person(&number, "王芳")).unwrap());
                 }
                 1 if !records.is_empty() => {
@@ -1295,11 +1298,7 @@ fn the_outbox_reads_whole_while_another_connection_edits_its_records() {
     let sync = Store::open(&path).unwrap();
     let ids: Vec<uuid::Uuid> = (0..20)
         .map(|i| {
-            let number = format!("44130319900101{i:03}");
-            let number = format!(
-                "{number}{}",
-                baylink_domain::id_number::check_char(number.as_bytes())
-            );
+            let number = resident_number(i);
             screens
                 .capture(EntityKind::Person, &person(&number, "王芳"))
                 .unwrap()
