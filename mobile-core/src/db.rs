@@ -489,6 +489,93 @@ fn decode_state(text: &str) -> Result<EntityState> {
         .collect()
 }
 
+/// An action of this device's as its record holds it: the record, its kind, the action's
+/// clock reading and the fields that still carry its stamp.
+pub(crate) type OwnAction = (Uuid, String, Hlc, Vec<String>);
+
+/// This device's own actions whose values stand in its records and that wait in no outbox
+/// row: each record's fields grouped by the stamp of this device's node that wrote them, the
+/// record's earliest first (its creation, when it was this device's), records in the order
+/// they were stored.
+pub(crate) fn own_standing_actions(
+    conn: &Connection,
+    node: NodeId,
+) -> Result<Vec<OwnAction>> {
+    let queued: std::collections::HashSet<(String, i64)> = conn
+        .prepare("SELECT entity, hlc FROM outbox")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare("SELECT id, kind, state FROM record ORDER BY rowid")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut actions = Vec::new();
+    for row in rows {
+        let (id, kind, state) = row?;
+        let entity = Uuid::parse_str(&id).map_err(|_| Error::Corrupt("record id".into()))?;
+        // Fields in field order within each stamp, as an outbox row that lists none reads them.
+        let mut fields: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (field, version) in decode_state(&state)? {
+            if version.stamp.node == node {
+                fields
+                    .entry(version.stamp.hlc.as_u64())
+                    .or_default()
+                    .push(field);
+            }
+        }
+        for (hlc, fields) in fields {
+            if !queued.contains(&(id.clone(), hlc as i64)) {
+                actions.push((entity, kind.clone(), Hlc::from_u64(hlc), fields));
+            }
+        }
+    }
+    Ok(actions)
+}
+
+/// Marks (or clears) that this device's own values are to be sent again once a pull from the
+/// start is complete.
+pub(crate) fn set_resend_due(conn: &Connection, due: bool) -> Result<()> {
+    conn.execute("UPDATE device SET resend_due = ?1 WHERE id = 1", [due])?;
+    Ok(())
+}
+
+/// Whether this device's own values are to be sent again.
+pub(crate) fn resend_due(conn: &Connection) -> Result<bool> {
+    Ok(
+        conn.query_row("SELECT resend_due FROM device WHERE id = 1", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Of these watch-list hits, those on records the device holds that were not told before,
+/// with the record's kind, noted as told now.
+pub(crate) fn newly_told_hits(
+    conn: &Connection,
+    hits: &[baylink_sync::wire::WatchHit],
+) -> Result<Vec<(Uuid, String, String)>> {
+    let mut told = Vec::new();
+    for hit in hits {
+        let id = hit.entity.hyphenated().to_string();
+        let kind: Option<String> = conn
+            .prepare_cached("SELECT kind FROM record WHERE id = ?1")?
+            .query_row([&id], |r| r.get(0))
+            .optional()?;
+        let Some(kind) = kind else { continue };
+        let new = conn
+            .prepare_cached("INSERT OR IGNORE INTO watch_hit_told (id, entity) VALUES (?1, ?2)")?
+            .execute(params![hit.id, id])?;
+        if new > 0 {
+            told.push((hit.entity, kind, hit.rule.clone()));
+        }
+    }
+    Ok(told)
+}
+
 /// Whether the device holds any record.
 pub(crate) fn holds_records(conn: &Connection) -> Result<bool> {
     Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM record)", [], |r| r.get(0))?)

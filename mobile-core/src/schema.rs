@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/008_outbox_entity.sql"),
     include_str!("sql/009_server_ca.sql"),
     include_str!("sql/010_village_names.sql"),
+    include_str!("sql/011_watch_hits_resend.sql"),
 ];
 
 /// The schema version this build writes.

@@ -12,7 +12,7 @@ use baylink_domain::{
     validate_edit,
 };
 use baylink_sync::merge::values;
-use baylink_sync::wire::{ChangeResult, FieldValue, PullResponse, RecordValues};
+use baylink_sync::wire::{ChangeResult, FieldValue, PullResponse, RecordValues, WatchHit};
 use baylink_sync::{
     Change, ChangeId, EntityState, NodeId, PhysicalClock, Stamp, SystemClock, Versioned, plan_field,
 };
@@ -202,6 +202,8 @@ pub enum NewsKind {
         /// The value that stands now.
         theirs: Value,
     },
+    /// The person matched the station's watch list: `id_number` or `region`.
+    Watched(String),
 }
 
 /// Fields whose changes are not "a value this phone wrote was replaced": reviews and merges
@@ -843,7 +845,7 @@ impl Store {
 
     fn write_pulls(
         &mut self,
-        pages: Vec<PullResponse>,
+        mut pages: Vec<PullResponse>,
         received_at_ms: u64,
     ) -> Result<ApplyReport> {
         self.write(|tx, device, _| {
@@ -854,6 +856,10 @@ impl Store {
             let last = pages
                 .last()
                 .map(|p| (p.next_cursor.0.clone(), p.more, p.villages.clone()));
+            let hits: Vec<WatchHit> = pages
+                .iter_mut()
+                .flat_map(|p| std::mem::take(&mut p.watch_hits))
+                .collect();
             // Read once for the batch, not once for each record.
             let bootstrap = db::links_pending(tx)?;
             for mut page in pages {
@@ -877,6 +883,13 @@ impl Store {
                 for id in purged {
                     db::delete_record(tx, id, bootstrap)?;
                 }
+            }
+            for (entity, kind, rule) in db::newly_told_hits(tx, &hits)? {
+                report.news.push(News {
+                    entity,
+                    kind,
+                    what: NewsKind::Watched(rule),
+                });
             }
             if let Some((cursor, more, villages)) = last {
                 let mut session = db::load_session(tx)?.unwrap_or_default();
@@ -1013,13 +1026,48 @@ impl Store {
         db::save_session(&self.conn, session)
     }
 
-    /// Forgets where the pull stands: the next pull starts from the beginning.
+    /// Forgets where the pull stands, which the server took for none of its own: the next pull
+    /// starts from the beginning, and once one is complete this device's own values go again
+    /// ([`Store::resend_own_if_due`]).
     pub(crate) fn forget_cursor(&mut self) -> Result<()> {
-        if let Some(mut session) = db::load_session(&self.conn)? {
-            session.cursor = None;
-            db::save_session(&self.conn, &session)?;
-        }
-        Ok(())
+        self.write(|tx, _, _| {
+            if let Some(mut session) = db::load_session(tx)? {
+                session.cursor = None;
+                db::save_session(tx, &session)?;
+            }
+            db::set_resend_due(tx, true)
+        })
+    }
+
+    /// After a complete pull from the start that the server asked for (it took the cursor for
+    /// none of its own): queues every value of this device's own that stands in its records and
+    /// waits in no outbox row to be pushed again, each action with its own stamp and new change
+    /// counters; returns how many values. A server put back from a backup has lost what it
+    /// accepted after the backup, and the phone counted those as sent: this sends them again.
+    /// What the server holds already it keeps, unchanged. Nothing when no such pull was asked.
+    pub(crate) fn resend_own_if_due(&mut self) -> Result<u64> {
+        self.write(|tx, device, _| {
+            if !db::resend_due(tx)? {
+                return Ok(0);
+            }
+            let mut resent = 0;
+            for (entity, kind, hlc, fields) in db::own_standing_actions(tx, device.node)? {
+                // The record holds each value under the action's stamp: lazy entries with
+                // consecutive counters, and the row lists none (its changes are the record's
+                // fields with that stamp).
+                let entries: Vec<Entry> = fields
+                    .into_iter()
+                    .map(|field| {
+                        device.next_counter += 1;
+                        Entry::lazy(device.next_counter - 1, field, None)
+                    })
+                    .collect();
+                outbox::append(tx, entity, &kind, hlc, &entries)?;
+                resent += entries.len() as u64;
+            }
+            db::set_resend_due(tx, false)?;
+            Ok(resent)
+        })
     }
 
     /// Records the start of a session after a login: tokens, villages, and the officer as the
@@ -1926,6 +1974,68 @@ fn write_local(
 mod tests {
     use super::*;
 
+    #[test]
+    fn after_a_cursor_the_server_took_for_none_of_its_own_own_standing_values_go_again_once() {
+        let input = |pairs: &[(&str, &str)]| -> Input {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let mut store = Store::open_in_memory().unwrap();
+        let mine = store
+            .capture(
+                EntityKind::Person,
+                &input(&[
+                    ("village", "441303006001"),
+                    ("id_number", "11010519491231002X"),
+                    ("name", "王芳"),
+                ]),
+            )
+            .unwrap();
+        // The server accepted it: the outbox is empty. Another device's record came down.
+        let accepted: Vec<ChangeResult> = store
+            .outbox(1_000)
+            .unwrap()
+            .iter()
+            .map(|c| ChangeResult {
+                counter: c.id.counter,
+                status: baylink_sync::wire::ChangeStatus::Accepted,
+                code: None,
+                message: None,
+                extra: Default::default(),
+            })
+            .collect();
+        let written = accepted.len();
+        let newest = accepted.iter().map(|r| r.counter).max().unwrap();
+        store.settle(&accepted).unwrap();
+        store.apply_pull(&page(1, false), 0).unwrap();
+        // An edit waits unsent.
+        store.edit(mine, &input(&[("occupation", "渔民")])).unwrap();
+        let waiting = store.pending_count().unwrap();
+        assert_eq!(store.resend_own_if_due().unwrap(), 0, "not asked for");
+        store.forget_cursor().unwrap();
+        let resent = store.resend_own_if_due().unwrap();
+        // Every value of the capture still standing (the edit waits in its own row already),
+        // none of the other device's record, each with its own stamp and a new counter.
+        let changes = store.outbox(1_000).unwrap();
+        assert_eq!(store.pending_count().unwrap(), waiting + resent);
+        assert!(resent > 0 && resent as usize <= written);
+        assert!(changes.iter().all(|c| c.entity == mine));
+        assert!(changes.iter().all(|c| c.stamp.node == store.node_id()));
+        assert!(changes.iter().all(|c| c.id.counter > newest));
+        let held = store.states().unwrap();
+        for change in &changes {
+            let (_, state) = &held[&change.entity];
+            assert_eq!(state[&change.field].stamp, change.stamp);
+            assert_eq!(state[&change.field].value, change.value);
+        }
+        // Once: nothing more, and a second forgotten cursor queues nothing waiting already.
+        assert_eq!(store.resend_own_if_due().unwrap(), 0);
+        store.forget_cursor().unwrap();
+        assert_eq!(store.resend_own_if_due().unwrap(), 0);
+    }
+
     fn plan(store: &Store, filter: &str) -> String {
         let sql = format!("EXPLAIN QUERY PLAN SELECT {SUMMARY_COLUMNS} FROM record {filter}");
         let mut stmt = store.conn.prepare(&sql).unwrap();
@@ -2017,6 +2127,7 @@ mod tests {
             next_cursor: baylink_sync::wire::Cursor(format!("s{n}")),
             more,
             villages: None,
+            watch_hits: Vec::new(),
             extra: BTreeMap::new(),
         }
     }

@@ -45,6 +45,7 @@ impl Transport for CutShort {
             next_cursor: Cursor("b1".into()),
             more: true,
             villages: None,
+            watch_hits: Vec::new(),
             extra: BTreeMap::new(),
         })
     }

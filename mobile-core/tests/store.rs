@@ -353,6 +353,7 @@ fn records_page(changes: &[baylink_sync::Change], more: bool) -> baylink_sync::w
         next_cursor: Cursor(format!("s1:{VILLAGE}")),
         more,
         villages: None,
+        watch_hits: Vec::new(),
         extra: Default::default(),
     }
 }

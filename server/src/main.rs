@@ -149,6 +149,14 @@ fn cli() -> Command {
                         .arg(Arg::new("username").required(true)),
                 )
                 .subcommand(
+                    Command::new("password")
+                        .about(
+                            "Set an account's password, read from standard input; ends its \
+                             sessions on every phone and browser",
+                        )
+                        .arg(Arg::new("username").required(true)),
+                )
+                .subcommand(
                     Command::new("assign")
                         .about("Set an officer's villages")
                         .arg(Arg::new("username").required(true))
@@ -532,6 +540,19 @@ fn run(
                 store.set_access(Actor::Operator, username, access),
             )?;
             say!("{verb}d {}", text(m, "username"));
+        }
+        ("user", Some(("password", m))) => {
+            let password = read_password()?;
+            let hash = auth::password::hash(&password)?;
+            let username = text(m, "username").to_owned();
+            wait(
+                &runtime,
+                store.set_password(Actor::Operator, username, hash),
+            )?;
+            say!(
+                "new password set for {}; its phones and browsers sign in again",
+                text(m, "username")
+            );
         }
         ("user", Some(("assign", m))) => {
             let villages: Vec<String> = m

@@ -1122,3 +1122,74 @@ async fn a_device_sign_in_is_audited_and_a_refresh_is_not() {
             .all(|e| e.username.as_deref() == Some("o1") && e.target.as_deref() == Some(DEVICE))
     );
 }
+
+#[tokio::test]
+async fn a_new_password_ends_every_session_of_the_account_and_only_it_signs_in() {
+    let (state, _dir) = state();
+    let (status, first, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "correct-horse-battery"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let access = first["access_token"].as_str().unwrap().to_owned();
+    let pull = || Body::from(json!({"protocol": 1, "limit": 10}).to_string());
+    let (status, _, _) = call(&state, "POST", "/api/v1/sync/pull", Some(&access), pull()).await;
+    assert_eq!(status, StatusCode::OK);
+    state
+        .store
+        .set_password(
+            Actor::Operator,
+            "o1".into(),
+            auth::password::hash("a-new-long-password").unwrap(),
+        )
+        .await
+        .unwrap();
+    // The phone that held the old password holds nothing that works any more.
+    let (status, body, _) = call(&state, "POST", "/api/v1/sync/pull", Some(&access), pull()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let refresh = Body::from(
+        json!({"device_id": DEVICE, "refresh_token": first["refresh_token"]}).to_string(),
+    );
+    let (status, body, _) = call(&state, "POST", "/api/v1/auth/refresh", None, refresh).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "correct-horse-battery"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login_body("o1", "a-new-long-password"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (page, _) = state
+        .store
+        .audit_page(
+            baylink_server::store::contract::AuditFilter {
+                action: Some("set_password".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 1, "{:?}", page.entries);
+    assert_eq!(page.entries[0].target.as_deref(), Some("o1"));
+    let refused = state
+        .store
+        .set_password(Actor::Operator, "nobody".into(), "x".into())
+        .await;
+    assert!(refused.is_err());
+}

@@ -190,6 +190,20 @@ fn accounts_are_managed_with_passwords_on_stdin_and_the_database_backs_up() {
         out.contains("chen") && out.contains("admin") && out.contains("active"),
         "{out}"
     );
+    let (ok, _, err) = run(&data, &["user", "password", "chen"], "short\n");
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let (ok, out, err) = run(
+        &data,
+        &["user", "password", "chen"],
+        "another long password\n",
+    );
+    assert!(ok && out.contains("new password set for chen"), "{err}");
+    let (ok, _, err) = run(
+        &data,
+        &["user", "password", "nobody"],
+        "another long password\n",
+    );
+    assert!(!ok && err.contains("nobody"), "{err}");
     let (ok, _, _) = run(&data, &["user", "disable", "chen"], "");
     assert!(ok);
     let (_, out, _) = run(&data, &["user", "list"], "");

@@ -7,8 +7,9 @@
 //! - no record outside the caller's villages changed (values, stamps, villages, history), and a
 //!   record that entered them is a person named by a residence in the caller's village, her home
 //!   village unchanged;
-//! - every value a pull sent lies in the caller's villages, and every id a pull said to drop was
-//!   one the device had been sent or had written itself;
+//! - every value and every watch-list hit a pull sent lies in the caller's villages (every
+//!   victim is on the watch list), and every id a pull said to drop was one the device had been
+//!   sent or had written itself;
 //! - the device's counter is the newest it had accepted, so its next honest change is applied.
 
 // Helpers here are part of the tests: a failed unwrap is a failed test.
@@ -21,6 +22,7 @@ use axum::http::{Request, StatusCode, header};
 use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, EntityKind, Input, natural_id, validate_capture};
 use baylink_server::store::accounts::{self, NewAccount, Role};
+use baylink_server::store::alerts;
 use baylink_server::store::audit::Actor;
 use baylink_server::store::authorize::HOME_ONLY;
 use baylink_server::store::caller::Caller;
@@ -317,6 +319,21 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                 numbers.push(number);
             }
             numbers.push(baylink_domain::synthetic::resident_id(999));
+            // Every number on the watch list: the victims' persons are hits the attacker's
+            // pulls must never carry, and a capture of the last one is a hit of their own.
+            let admin = NewAccount {
+                username: "admin".to_owned(),
+                display_name: "admin".to_owned(),
+                role: Role::Admin,
+                station: None,
+                password_hash: hash,
+                villages: Vec::new(),
+            };
+            let admin = accounts::create_account(conn, Actor::Operator, &admin, 0)?;
+            for number in &numbers {
+                let rule = baylink_domain::watch::Rule::id_number(number).unwrap();
+                alerts::add_rule(conn, admin, &rule, "watched", now_ms())?;
+            }
             Ok((pool, numbers))
         })
         .unwrap();
@@ -648,8 +665,9 @@ struct Attacker {
     cursor: Option<String>,
     /// Ids the device was sent or wrote: the only ones a pull may tell it to drop.
     known: BTreeSet<Uuid>,
-    /// Changes accepted and refused, values pulled, pulls refused: what the cases exercised.
-    tally: [u64; 4],
+    /// Changes accepted and refused, values pulled, pulls refused, watch-list hits told: what
+    /// the cases exercised.
+    tally: [u64; 5],
     /// Persons of other villages who moved in.
     arrivals: usize,
 }
@@ -1081,6 +1099,12 @@ impl World {
             me.tally[2] += 1;
             me.known.insert(Uuid::parse_str(id).unwrap());
         }
+        for hit in page["watch_hits"].as_array().cloned().unwrap_or_default() {
+            let id = hit["entity"].as_str().unwrap();
+            let held = &scopes[id].villages;
+            prop_assert!(held.contains(MINE), "told of a hit on {} of {:?}", id, held);
+            me.tally[4] += 1;
+        }
         for id in page["purged"].as_array().cloned().unwrap_or_default() {
             let id = Uuid::parse_str(id.as_str().unwrap()).unwrap();
             prop_assert!(
@@ -1279,7 +1303,7 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
         newest_accepted: world.setup_changes,
         cursor: None,
         known: BTreeSet::from([Uuid::from_u128(0x7000_8000_0000_0000_00A0)]),
-        tally: [0; 4],
+        tally: [0; 5],
         arrivals: 0,
     });
     let cases: u32 = std::env::var("PROPTEST_CASES")
@@ -1310,12 +1334,13 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
         panic!("{e}");
     }
     let me = me.into_inner();
-    let [accepted, refused, pulled, bad_cursors] = me.tally;
+    let [accepted, refused, pulled, bad_cursors, hits] = me.tally;
     eprintln!(
-        "{cases} cases: {accepted} changes accepted, {refused} refused; {pulled} records pulled; {bad_cursors} cursors refused"
+        "{cases} cases: {accepted} changes accepted, {refused} refused; {pulled} records pulled; {bad_cursors} cursors refused; {hits} watch-list hits told"
     );
-    // The cases reached both sides of every rule, not only refusals.
-    assert!(accepted > 0 && refused > accepted && pulled > 0 && bad_cursors > 0);
+    // The cases reached both sides of every rule, not only refusals; the watched persons who
+    // moved in were told as hits.
+    assert!(accepted > 0 && refused > accepted && pulled > 0 && bad_cursors > 0 && hits > 0);
     // Victims moved in (a residence of the caller's village naming them) along the way.
     eprintln!("{} persons of other villages moved in", me.arrivals);
     assert!(me.arrivals > 0);

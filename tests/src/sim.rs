@@ -407,6 +407,7 @@ impl Transport for Link<'_> {
             next_cursor: page.next,
             more: page.more,
             villages: Some(caller.villages),
+            watch_hits: Vec::new(),
             extra: BTreeMap::new(),
         };
         // The server's stored JSON reaches the phone as text, which it parses.

@@ -393,9 +393,30 @@ pub struct PullResponse<V = Value> {
     /// the next sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub villages: Option<Vec<String>>,
+    /// Watch-list hits on persons of the caller's villages raised lately, newest first, on the
+    /// last page of a pull only (none from servers before them): a phone tells the officer of
+    /// those it has not told before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_hits: Vec<WatchHit>,
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// A person of the caller's villages matched the station's watch list. Which rule matched is
+/// told by its kind only: the list itself (and an administrator's note on it) stays on the
+/// server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchHit {
+    /// The alert's number on the server: a phone tells each once.
+    pub id: i64,
+    /// The person.
+    pub entity: Uuid,
+    /// What matched: `id_number` (the person's number is on the list) or `region` (the
+    /// person's place of origin is).
+    pub rule: String,
+    /// When the server raised it.
+    pub raised_ms: u64,
 }
 
 impl<V> PullResponse<V> {
@@ -534,6 +555,7 @@ mod tests {
             next_cursor: Cursor("c42".into()),
             more: false,
             villages: None,
+            watch_hits: Vec::new(),
             extra: BTreeMap::new(),
         };
         let text = serde_json::to_string(&page).unwrap();
@@ -663,6 +685,7 @@ mod tests {
                 next_cursor: Cursor("s0:".into()),
                 more: false,
                 villages: None,
+                watch_hits: Vec::new(),
                 extra: BTreeMap::new(),
             };
             proptest::prop_assert_eq!(page.value_count(), back.len());
@@ -719,6 +742,7 @@ mod tests {
                     next_cursor: Cursor("s1:x".into()),
                     more: true,
                     villages: None,
+                    watch_hits: Vec::new(),
                     extra: BTreeMap::new(),
                 }
             }

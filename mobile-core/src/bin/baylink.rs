@@ -479,6 +479,10 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                         "merged_away" => {
                             format!("merged into {}", news.merged_into.as_deref().unwrap_or(""))
                         }
+                        "watched" => format!(
+                            "on the station's watch list ({})",
+                            news.rule.as_deref().unwrap_or("")
+                        ),
                         _ => format!(
                             "{} replaced elsewhere: {} → {}",
                             news.field.as_deref().unwrap_or(""),

@@ -128,14 +128,29 @@ pub fn parse_ca(pem: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     Ok(certs)
 }
 
+/// What a phone trusts for a server when it was given no CA of its own: the operating
+/// system's verifier and trust store (iOS's and macOS's keychain, so a CA a device manager
+/// installed counts; Windows'; on Linux the system's bundle, `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` honoured). On Android the platform's verifier needs the app's `Context`
+/// handed over through JNI before its first use, and an app's own CA is what
+/// `set_server_ca` is for (Android apps do not trust user-installed CAs either), so there the
+/// bundled Mozilla roots stand.
+fn platform_roots() -> ureq::tls::RootCerts {
+    #[cfg(target_os = "android")]
+    let roots = ureq::tls::RootCerts::WebPki;
+    #[cfg(not(target_os = "android"))]
+    let roots = ureq::tls::RootCerts::PlatformVerifier;
+    roots
+}
+
 impl Client {
     /// A client for the server at `base` (`http://127.0.0.1:8080`), with a request timeout,
-    /// trusting the bundled Mozilla roots.
+    /// trusting what the platform trusts ([`platform_roots`]).
     pub fn new(base: &str, timeout: Duration) -> Client {
         Client::build(base, timeout, None)
     }
 
-    /// A client that trusts `ca` (PEM) for the server, when given, instead of the bundled
+    /// A client that trusts `ca` (PEM) for the server, when given, instead of the platform's
     /// roots: a server signed by the police intranet's own CA is reached, and no other CA can
     /// stand in for it.
     pub fn with_ca(base: &str, timeout: Duration, ca: Option<&str>) -> Result<Client> {
@@ -148,16 +163,14 @@ impl Client {
         timeout: Duration,
         roots: Option<Vec<ureq::tls::Certificate<'static>>>,
     ) -> Client {
-        let mut config = ureq::Agent::config_builder()
+        let roots = roots.map_or_else(platform_roots, ureq::tls::RootCerts::from);
+        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
+        let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
-            .http_status_as_error(false);
-        if let Some(roots) = roots {
-            let tls = ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::from(roots))
-                .build();
-            config = config.tls_config(tls);
-        }
-        let agent = config.build().into();
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .build()
+            .into();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,

@@ -398,13 +398,17 @@ pub struct SyncReport {
     pub refused_records: u64,
     /// Changes restamped after a clock correction.
     pub restamped: u64,
+    /// Values of this phone's own queued to send again because the server no longer knew
+    /// where the phone stood (its database put back from a backup, or its keys replaced).
+    pub resent: u64,
     /// Values received.
     pub pulled: u64,
     /// Records removed because they left the officer's villages.
     pub purged: u64,
     /// What happened elsewhere to records this phone held, for the officer: approvals,
-    /// returns, merges into another record, and values this phone wrote that another device or
-    /// the station replaced (at most [`NEWS_KEPT`]; `news_complete` says whether that is all).
+    /// returns, merges into another record, values this phone wrote that another device or
+    /// the station replaced, and persons of the officer's villages who matched the station's
+    /// watch list (at most [`NEWS_KEPT`]; `news_complete` says whether that is all).
     pub news: Vec<SyncNews>,
     /// Whether `news` is everything.
     pub news_complete: bool,
@@ -422,7 +426,7 @@ pub struct SyncNews {
     pub kind: String,
     /// Its label as the phone shows it now.
     pub label: String,
-    /// `approved`, `returned`, `merged_away` or `replaced`.
+    /// `approved`, `returned`, `merged_away`, `replaced` or `watched`.
     pub what: String,
     /// For `replaced`: the field.
     pub field: Option<String>,
@@ -434,6 +438,8 @@ pub struct SyncNews {
     pub comment: Option<String>,
     /// For `merged_away`: the record it was merged into.
     pub merged_into: Option<String>,
+    /// For `watched`: what matched the station's watch list, `id_number` or `region`.
+    pub rule: Option<String>,
 }
 
 impl SyncNews {
@@ -469,6 +475,10 @@ impl SyncNews {
                 told.field = Some(field);
                 told.mine = Some(baylink_domain::to_text(&mine));
                 told.theirs = Some(baylink_domain::to_text(&theirs));
+            }
+            NewsKind::Watched(rule) => {
+                told.what = "watched".into();
+                told.rule = Some(rule);
             }
         }
         Ok(told)
@@ -648,9 +658,35 @@ pub fn sync_with(
         news_complete: true,
         ..SyncReport::default()
     };
+    let mut records = (HashSet::<Uuid>::new(), HashSet::<Uuid>::new());
+    push(store, transport, progress, &mut report, &mut records)?;
+    let resent = match pull(store, transport, progress, &mut report) {
+        Ok(resent) => resent,
+        Err(e) => {
+            // Searches of what a bootstrap cut short brought read indexes again; the sync's
+            // error is what the caller must see, whatever this does.
+            let _ = store.restore_indexes();
+            return Err(e);
+        }
+    };
+    if resent > 0 {
+        // The server was put back from a backup: what this phone wrote goes again, now.
+        push(store, transport, progress, &mut report, &mut records)?;
+    }
+    store.finish_sync(transport.now_ms())?;
+    Ok(report)
+}
+
+/// Pushes everything pending, batch after batch, settling each answer; counts the records
+/// pushed and refused in `records` (across calls) and the report.
+fn push(
+    store: &mut Store,
+    transport: &mut dyn Transport,
+    progress: &dyn Progress,
+    report: &mut SyncReport,
+    (pushed_records, refused_records): &mut (HashSet<Uuid>, HashSet<Uuid>),
+) -> Result<()> {
     let total = store.pending_count()?;
-    let (mut pushed_records, mut refused_records) =
-        (HashSet::<Uuid>::new(), HashSet::<Uuid>::new());
     progress.progress("push", 0, total);
     // Each round settles a batch; a batch only restamped is pushed again (bounded, in case a
     // server keeps refusing).
@@ -713,8 +749,8 @@ pub fn sync_with(
             changes.iter().map(|c| (c.id.counter, c.entity)).collect();
         for r in &settled {
             let records = match r.status {
-                ChangeStatus::Accepted => &mut pushed_records,
-                ChangeStatus::Refused => &mut refused_records,
+                ChangeStatus::Accepted => &mut *pushed_records,
+                ChangeStatus::Refused => &mut *refused_records,
                 ChangeStatus::Unknown => continue,
             };
             records.extend(entity_of.get(&r.counter));
@@ -733,23 +769,17 @@ pub fn sync_with(
     }
     report.pushed_records = pushed_records.len() as u64;
     report.refused_records = refused_records.len() as u64;
-    if let Err(e) = pull(store, transport, progress, &mut report) {
-        // Searches of what a bootstrap cut short brought read indexes again; the sync's error
-        // is what the caller must see, whatever this does.
-        let _ = store.restore_indexes();
-        return Err(e);
-    }
-    store.finish_sync(transport.now_ms())?;
-    Ok(report)
+    Ok(())
 }
 
-/// Pulls pages until the device is up to date.
+/// Pulls pages until the device is up to date; returns how many values of its own this phone
+/// queued to send again (a server put back from a backup).
 fn pull(
     store: &mut Store,
     transport: &mut dyn Transport,
     progress: &dyn Progress,
     report: &mut SyncReport,
-) -> Result<()> {
+) -> Result<u64> {
     let mut started_over = false;
     loop {
         go_on(progress)?;
@@ -759,7 +789,11 @@ fn pull(
         }) {
             Ok(page) => page,
             // The server took the cursor for none of its own (its keys were replaced, or its
-            // database restored from a backup): pull everything from the start, once.
+            // database restored from a backup): pull everything from the start, once. What
+            // this phone wrote and the server accepted after the backup was taken is not on
+            // the server any more, and the phone counts it as sent: once the pull is complete
+            // (the server's values merged), it sends again every value of its own that still
+            // stands; the server keeps what it holds already, unchanged.
             Err(Error::Server {
                 status: 400, code, ..
             }) if code == BAD_CURSOR && cursor.is_some() && !started_over => {
@@ -801,7 +835,9 @@ fn pull(
         report.purged += purged as u64;
         progress.progress("pull", report.pulled, 0);
         if !more {
-            return Ok(());
+            let resent = store.resend_own_if_due()?;
+            report.resent += resent;
+            return Ok(resent);
         }
     }
 }

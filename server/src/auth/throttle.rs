@@ -14,21 +14,30 @@ use crate::store::{Store, now_ms};
 pub const MAX_USERNAME: usize = 64;
 
 /// The throttle keys of a login attempt, or `None` for a username too long to be anyone's. An
-/// IPv6 address counts by its /64 network: one host is given a whole one.
+/// IPv6 address counts by its /64 network (one host is given a whole one), and its /48 counts
+/// too, with a higher limit (`store::logins`): a site is given a /48, and whoever holds one
+/// could otherwise guess from each of its 65,536 /64s in turn.
 pub fn login_keys(username: &str, addr: Option<IpAddr>) -> Option<Vec<String>> {
-    let addr = match addr {
-        None => "-".to_owned(),
-        Some(IpAddr::V4(v4)) => v4.to_string(),
+    if username.chars().count() > MAX_USERNAME {
+        return None;
+    }
+    let mut keys = vec![format!("user:{username}")];
+    match addr {
+        None => keys.push("addr:-".to_owned()),
+        Some(IpAddr::V4(v4)) => keys.push(format!("addr:{v4}")),
         Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
+            Some(v4) => keys.push(format!("addr:{v4}")),
             None => {
                 let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                keys.push(format!(
+                    "addr:{:x}:{:x}:{:x}:{:x}::/64",
+                    s[0], s[1], s[2], s[3]
+                ));
+                keys.push(format!("net:{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]));
             }
         },
-    };
-    (username.chars().count() <= MAX_USERNAME)
-        .then(|| vec![format!("user:{username}"), format!("addr:{addr}")])
+    }
+    Some(keys)
 }
 
 /// An attempt under way. End it with [`Reservation::succeed`] or [`Reservation::fail`]; one
@@ -104,5 +113,15 @@ mod tests {
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(login_keys("x", Some(mapped)).unwrap()[1], "addr:192.0.2.7");
         assert_eq!(login_keys(&"x".repeat(MAX_USERNAME + 1), Some(a)), None);
+        // Another /64 of the same /48 is another address but the same site.
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let (ka, kc) = (
+            login_keys("x", Some(a)).unwrap(),
+            login_keys("x", Some(c)).unwrap(),
+        );
+        assert_ne!(ka[1], kc[1]);
+        assert_eq!(ka[2], kc[2]);
+        assert_eq!(ka[2], "net:2001:db8:1::/48");
+        assert_eq!(login_keys("x", Some(mapped)).unwrap().len(), 2);
     }
 }

@@ -308,6 +308,7 @@ async fn login(
         Ok(reservation) => reservation,
         Err(AppError::Throttled(wait)) => {
             state.metrics.login_throttled();
+            tracing::info!(username = ?form.username, client = %addr.map_or_else(|| "-".to_owned(), |a| a.to_string()), "console login throttled");
             let error = format!("尝试次数过多，请约 {} 分钟后再试", wait.div_ceil(60));
             let mut response = login_form(
                 &state,
@@ -338,6 +339,7 @@ async fn login(
                 return e.into_response();
             }
             state.metrics.login_failed();
+            tracing::info!(username = ?form.username, client = %addr.map_or_else(|| "-".to_owned(), |a| a.to_string()), "console login refused");
             return login_form(
                 &state,
                 StatusCode::UNAUTHORIZED,

@@ -69,6 +69,7 @@ async fn login(
         .inspect_err(|e| {
             if matches!(e, AppError::Throttled(_)) {
                 state.metrics.login_throttled();
+                tracing::info!(username = ?req.username, client = %addr.map_or_else(|| "-".to_owned(), |a| a.to_string()), "login throttled");
             }
         })?;
     let stored = account
@@ -82,7 +83,7 @@ async fn login(
             reservation.fail().await?;
             state.metrics.login_failed();
             // The name is logged escaped (bounded above).
-            tracing::info!(username = ?req.username, "login refused");
+            tracing::info!(username = ?req.username, client = %addr.map_or_else(|| "-".to_owned(), |a| a.to_string()), "login refused");
             return Err(bad_credentials());
         }
     };

@@ -203,6 +203,7 @@ async fn page(
             next_cursor: keys.sign_cursor(&caller.device, &page.next),
             more: page.more,
             villages: Some(caller.villages.clone()),
+            watch_hits: page.watch_hits,
             extra: BTreeMap::new(),
         };
         tracing::info!(device = %caller.device, values = count, purged = answer.purged.len(), more = answer.more, "pull");

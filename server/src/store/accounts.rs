@@ -192,25 +192,7 @@ pub fn set_access(
         return Err(no_account(username));
     }
     if disabled {
-        // Everything it holds ends now: refresh tokens, access tokens, console sessions, and
-        // the device keys that exempt its devices from the lockout.
-        conn.execute(
-            "UPDATE device SET key_hash = NULL, prev_key_hash = NULL
-             WHERE account = (SELECT id FROM account WHERE username = ?1)",
-            [username],
-        )?;
-        conn.execute(
-            "UPDATE refresh_token SET spent = 1 WHERE account = (SELECT id FROM account WHERE username = ?1)",
-            [username],
-        )?;
-        conn.execute(
-            "UPDATE account SET token_gen = token_gen + 1 WHERE username = ?1",
-            [username],
-        )?;
-        conn.execute(
-            "DELETE FROM console_session WHERE account = (SELECT id FROM account WHERE username = ?1)",
-            [username],
-        )?;
+        end_sessions(conn, username)?;
     }
     let action = if disabled {
         "disable_account"
@@ -218,6 +200,61 @@ pub fn set_access(
         "enable_account"
     };
     audit(conn, actor.account(), action, Some(username), None, now_ms)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Ends everything an account holds: refresh tokens, access tokens, console sessions, and the
+/// device keys that exempt its devices from the lockout.
+fn end_sessions(conn: &Conn<'_>, username: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE device SET key_hash = NULL, prev_key_hash = NULL
+         WHERE account = (SELECT id FROM account WHERE username = ?1)",
+        [username],
+    )?;
+    conn.execute(
+        "UPDATE refresh_token SET spent = 1 WHERE account = (SELECT id FROM account WHERE username = ?1)",
+        [username],
+    )?;
+    conn.execute(
+        "UPDATE account SET token_gen = token_gen + 1 WHERE username = ?1",
+        [username],
+    )?;
+    conn.execute(
+        "DELETE FROM console_session WHERE account = (SELECT id FROM account WHERE username = ?1)",
+        [username],
+    )?;
+    Ok(())
+}
+
+/// Gives an account a new password (its hash) and ends every session it holds, as a password
+/// that may have gone with a lost phone must: each phone and browser signs in again with the
+/// new one. Audited.
+pub fn set_password(
+    conn: &Conn<'_>,
+    actor: Actor,
+    username: &str,
+    password_hash: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    require_admin(&tx, actor)?;
+    let n = tx.execute(
+        "UPDATE account SET password_hash = ?2 WHERE username = ?1",
+        params![username, password_hash],
+    )?;
+    if n == 0 {
+        return Err(no_account(username));
+    }
+    end_sessions(&tx, username)?;
+    audit(
+        &tx,
+        actor.account(),
+        "set_password",
+        Some(username),
+        None,
+        now_ms,
+    )?;
     tx.commit()?;
     Ok(())
 }

@@ -275,6 +275,14 @@ pub trait Store: Send + Sync + 'static {
     /// Enables or disables an account (contract 5).
     fn set_access(&self, actor: Actor, username: String, access: Access) -> StoreFuture<()>;
 
+    /// Gives an account a new password hash and ends every session it holds (contract 5).
+    fn set_password(
+        &self,
+        actor: Actor,
+        username: String,
+        password_hash: String,
+    ) -> StoreFuture<()>;
+
     /// Every device, with its account's username.
     fn devices(&self) -> StoreFuture<Vec<(Device, String)>>;
 

@@ -55,6 +55,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/010_address_code_index.sql"),
     include_str!("sql/011_records.sql"),
     include_str!("sql/012_shared_state.sql"),
+    include_str!("sql/013_alert_raised.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -304,23 +305,28 @@ impl Db {
             tx.commit()?;
         }
         conn.pragma_update(None, "temp_store", "DEFAULT")?;
+        // In one IMMEDIATE transaction, which waits for the write lock: written as autocommit
+        // statements after a read, a second process starting at the same moment was refused
+        // at once ("database is locked", the snapshot it read being stale by its first write).
+        let tx = conn.transaction()?;
         // Summaries of records stored before the summary table existed.
-        let stale: Vec<String> = conn
+        let stale: Vec<String> = tx
             .prepare("SELECT entity FROM summary WHERE updated_seq = 0 AND label = ''")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for entity in stale {
-            crate::store::summary::refresh_summary(&Conn::Sqlite(conn), &entity)?;
+            crate::store::summary::refresh_summary(&Conn::Sqlite(&tx), &entity)?;
         }
         let node = uuid::Uuid::new_v4().to_string();
-        conn.execute(
+        tx.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('node', ?1)",
             [node],
         )?;
-        conn.execute(
+        tx.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', '0')",
             [],
         )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -21,6 +21,10 @@ pub const MAX_FAILURES: usize = 5;
 /// one behind its gateway, and one officer's mistyping (or someone's guesses at one account)
 /// must not keep the others' new phones from signing in.
 pub const MAX_ADDRESS_FAILURES: usize = 30;
+/// Failures allowed per IPv6 /48 (a site) within the window, over all its /64s: four
+/// addresses' worth, so that one holder of a /48 cannot guess from each of its networks in
+/// turn, while a site's officers still have room for their mistakes.
+pub const MAX_NETWORK_FAILURES: usize = 4 * MAX_ADDRESS_FAILURES;
 /// The window, in milliseconds (15 minutes).
 pub const WINDOW_MS: u64 = 15 * 60 * 1000;
 /// Most attempts from one address checked at once.
@@ -37,11 +41,14 @@ pub fn wait_s(key: &str, failed_at_ms: &[u64], in_flight: usize, now_ms: u64) ->
         .copied()
         .filter(|at| now_ms.saturating_sub(*at) < WINDOW_MS)
         .collect();
-    // An account, a proven device or a known browser: attempts in flight count. An address is
-    // shared (a station's gateway): only its failures do.
-    let account = !key.starts_with("addr:");
+    // An account, a proven device or a known browser: attempts in flight count. An address or
+    // a network is shared (a station's gateway): only its failures do.
+    let network = key.starts_with("net:");
+    let account = !key.starts_with("addr:") && !network;
     let (counted, allowed) = if account {
         (recent.len() + in_flight, MAX_FAILURES)
+    } else if network {
+        (recent.len(), MAX_NETWORK_FAILURES)
     } else {
         (recent.len(), MAX_ADDRESS_FAILURES)
     };
@@ -50,7 +57,12 @@ pub fn wait_s(key: &str, failed_at_ms: &[u64], in_flight: usize, now_ms: u64) ->
         let left_ms = WINDOW_MS.saturating_sub(now_ms.saturating_sub(oldest));
         return (left_ms / 1000).max(1);
     }
-    u64::from(!account && in_flight >= MAX_IN_FLIGHT)
+    let most_in_flight = if network {
+        4 * MAX_IN_FLIGHT
+    } else {
+        MAX_IN_FLIGHT
+    };
+    u64::from(!account && in_flight >= most_in_flight)
 }
 
 /// Reserves an attempt under every key: its id, or the seconds to wait when a key has had its
@@ -155,6 +167,31 @@ mod tests {
     }
 
     const T: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn guesses_from_every_64_of_one_48_are_throttled_together_and_no_other_site_is() {
+        let t = Throttle::new();
+        let from = |net: u16, sub: u16, user: u32| {
+            let addr: std::net::IpAddr = format!("2001:db8:{net:x}:{sub:x}::1").parse().unwrap();
+            crate::auth::throttle::login_keys(&format!("u{user}"), Some(addr)).unwrap()
+        };
+        // Each guess from a /64 of its own, at an account of its own: no address or account
+        // reaches its limit, the site does.
+        for n in 0..MAX_NETWORK_FAILURES as u16 {
+            t.fail(&from(1, n, u32::from(n)), T + u64::from(n));
+        }
+        let later = T + 1_000;
+        assert!(t.reserve(&from(1, 9_999, 9_999), later).is_err());
+        // Another site, and an IPv4 client, are not held back.
+        assert!(t.reserve(&from(2, 0, 1), later).is_ok());
+        let v4 = crate::auth::throttle::login_keys("u1", Some([192, 0, 2, 1].into())).unwrap();
+        assert!(t.reserve(&v4, later).is_ok());
+        // After the window the site may try again.
+        assert!(
+            t.reserve(&from(1, 9_999, 9_999), T + WINDOW_MS + 1_000)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn the_sixth_failure_in_a_row_waits_until_the_window_has_passed() {

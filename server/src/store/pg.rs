@@ -40,7 +40,10 @@ async fn version_of(client: &tokio_postgres::Client) -> Result<i64, tokio_postgr
 }
 
 /// Migration steps of the PostgreSQL schema; step `i` brings it to version `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[include_str!("pg/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("pg/001_init.sql"),
+    include_str!("pg/002_alert_raised.sql"),
+];
 
 /// Connections to one PostgreSQL database, and the runtime their I/O runs on.
 pub struct Pg {

@@ -28,6 +28,8 @@ pub struct Page {
     pub next: Cursor,
     /// Whether more pages follow.
     pub more: bool,
+    /// On the last page: recent watch-list hits on persons of the caller's villages.
+    pub watch_hits: Vec<baylink_sync::wire::WatchHit>,
 }
 
 /// What a pull leaves to write once its page is read: the device's bookkeeping.
@@ -386,11 +388,18 @@ pub fn read_page(
         fields_after,
         held: Some(now.clone()),
     };
+    let watch_hits = if more {
+        Vec::new()
+    } else {
+        let since = now_ms.saturating_sub(crate::store::watch::HITS_TOLD_FOR_MS);
+        crate::store::watch::recent_hits(tx, &caller.villages, since)?
+    };
     let page = Page {
         values,
         purged: purged.into_iter().collect(),
         next: next.to_cursor(),
         more,
+        watch_hits,
     };
     Ok((page, settle))
 }

@@ -342,6 +342,15 @@ impl Store for Db {
         self.writing(move |c| accounts::set_access(c, actor, &username, access, now_ms()))
     }
 
+    fn set_password(
+        &self,
+        actor: Actor,
+        username: String,
+        password_hash: String,
+    ) -> StoreFuture<()> {
+        self.writing(move |c| accounts::set_password(c, actor, &username, &password_hash, now_ms()))
+    }
+
     fn devices(&self) -> StoreFuture<Vec<(Device, String)>> {
         self.reading(devices::devices)
     }

@@ -160,3 +160,48 @@ pub fn note_move_in(
     ])?;
     Ok(())
 }
+
+/// How long after it was raised a watch-list hit still rides on a phone's pull: a phone offline
+/// for longer learns of it from the station.
+pub const HITS_TOLD_FOR_MS: u64 = 30 * 24 * 3_600_000;
+
+/// Most watch-list hits one pull carries.
+pub const HITS_TOLD: u32 = 100;
+
+/// The watch-list hits (not move-in notices) on persons in `villages` raised after `since_ms`,
+/// newest first, at most [`HITS_TOLD`]; persons deleted or merged away left out. Read from
+/// what the server holds: the caller names nothing here but who it is.
+pub fn recent_hits(
+    conn: &Conn<'_>,
+    villages: &[String],
+    since_ms: u64,
+) -> Result<Vec<baylink_sync::wire::WatchHit>, StoreError> {
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT l.id, l.entity, l.rule_kind, l.raised_ms FROM alert l
+         WHERE l.raised_ms > ?2 AND l.rule_kind <> '{MOVED_IN}'
+           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
+           AND {}
+         ORDER BY l.id DESC LIMIT ?3",
+        not_gone(conn.dialect())
+    ))?;
+    let rows = stmt.query_map(params![list, since_ms as i64, HITS_TOLD], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut hits = Vec::new();
+    for row in rows {
+        let (id, entity, rule, raised_ms) = row?;
+        hits.push(baylink_sync::wire::WatchHit {
+            id,
+            entity: crate::store::pull::parse_entity(&entity)?,
+            rule,
+            raised_ms: raised_ms as u64,
+        });
+    }
+    Ok(hits)
+}

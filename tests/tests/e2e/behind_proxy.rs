@@ -1,7 +1,8 @@
 //! The deployment docs/operations.md describes, for real: nginx terminating TLS on loopback
 //! with a certificate from a test CA, in front of the server. A phone that trusts that CA signs
 //! in and syncs through it; one that does not is told the handshake failed, not that it is
-//! offline; the console's cookies come back `Secure`.
+//! offline; one given no CA trusts what its platform trusts (a CA a device manager installed);
+//! the console's cookies come back `Secure`.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -326,4 +327,57 @@ fn a_phone_that_trusts_the_intranet_ca_syncs_through_nginx_over_tls_and_one_that
         "status {}: {session:?}",
         signed_in.status()
     );
+}
+
+/// What the child process of [`a_phone_trusts_a_ca_its_platform_trusts`] runs: the sign-in of a
+/// phone given no CA of its own, in a process whose platform trust store is the environment's.
+const PLATFORM_CHILD: &str = "behind_proxy::platform_trust_child";
+
+#[test]
+fn a_phone_trusts_a_ca_its_platform_trusts_without_being_given_it() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let proxy = Nginx::start(&server.url);
+    let ca = proxy.dir.path().join("ca.pem");
+    let child = |trusted: Option<&Path>| {
+        let mut command = Command::new(std::env::current_exe().expect("this test binary"));
+        command
+            .args([PLATFORM_CHILD, "--exact", "--ignored", "--nocapture"])
+            .env("BAYLINK_PLATFORM_CHILD_URL", &proxy.url)
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        if let Some(trusted) = trusted {
+            // The system's trust store as the platform verifier reads it on Linux: what a
+            // device manager installs on a phone.
+            command.env("SSL_CERT_FILE", trusted);
+        }
+        let out = command.output().expect("the child runs");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("1 passed"), "the child ran: {said}");
+        said
+    };
+    let trusted = child(Some(&ca));
+    assert!(trusted.contains("child: signed in"), "{trusted}");
+    let untrusted = child(None);
+    assert!(untrusted.contains("child: refused tls"), "{untrusted}");
+}
+
+/// Run only by the test above, in a process of its own (it names the proxy's address).
+#[test]
+#[ignore = "a child process of a_phone_trusts_a_ca_its_platform_trusts_without_being_given_it"]
+fn platform_trust_child() {
+    let url = std::env::var("BAYLINK_PLATFORM_CHILD_URL").expect("run by its parent test");
+    let mut phone = Device::new("o1");
+    match mobile_core::sync::login(&mut phone.store, &url, "o1", PASSWORD, "managed phone") {
+        Ok(()) => println!("child: signed in"),
+        Err(mobile_core::Error::Network(n)) if n.kind == mobile_core::NetworkKind::Tls => {
+            println!("child: refused tls")
+        }
+        Err(e) => panic!("neither signed in nor refused by TLS: {e}"),
+    }
 }

@@ -1,6 +1,6 @@
 //! What the station decides reaches the phones: a merged duplicate redirects on every device
 //! with its links moved and its history kept; a person from a watched region raises one alert
-//! when a phone syncs them.
+//! when a phone syncs them, and the officer's phones are told of it once.
 
 use baylink_domain::EntityKind;
 use baylink_domain::watch::Rule;
@@ -222,16 +222,66 @@ fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
             ("name", "陈静"),
         ],
     );
-    a.sync();
-    // A later edit of the same person syncs again but raises nothing new.
+    // The sync that raised it tells the officer, once, naming what matched but not the list.
+    let told = a.sync();
+    let watched = |report: &mobile_core::SyncReport| -> Vec<(String, Option<String>)> {
+        report
+            .news
+            .iter()
+            .filter(|n| n.what == "watched")
+            .map(|n| (n.record_id.clone(), n.rule.clone()))
+            .collect()
+    };
+    assert_eq!(
+        watched(&told),
+        [(from_wuhan.to_string(), Some("region".to_owned()))]
+    );
+    let news = told
+        .news
+        .iter()
+        .find(|n| n.what == "watched")
+        .expect("told");
+    assert!(news.label.starts_with("刘洋"), "{news:?}");
+    // A later edit of the same person syncs again but raises nothing new, and tells nothing.
     a.edit(from_wuhan, &[("occupation", "厨师")]);
-    a.sync();
+    assert!(watched(&a.sync()).is_empty(), "told once");
+    // The officer's new phone is told of the village's recent hits; an officer of another
+    // station is told nothing.
+    let mut fresh = Device::new("o1");
+    fresh.login(&server, "o1");
+    assert_eq!(
+        watched(&fresh.sync()),
+        [(from_wuhan.to_string(), Some("region".to_owned()))]
+    );
+    server.add_officer("o7", "441303007001");
+    let mut elsewhere_phone = Device::new("o7");
+    elsewhere_phone.login(&server, "o7");
+    assert!(watched(&elsewhere_phone.sync()).is_empty());
+    // A rule added later finds a person already synced: her officer's next sync tells of it.
+    let chen = resident_id("44130219900101123");
+    let numbered = Rule::id_number(&chen).expect("a number");
+    server
+        .db
+        .call_blocking(|c| alerts::add_rule(c, admin.account, &numbered, "在逃", real_now_ms()))
+        .expect("rule added");
+    let told = a.sync();
+    assert_eq!(watched(&told).len(), 1, "{:?}", told.news);
+    assert_eq!(watched(&told)[0].1.as_deref(), Some("id_number"));
+    assert!(
+        !serde_json::to_string(&told).unwrap().contains("在逃"),
+        "the rule's note stays on the server"
+    );
+    assert!(watched(&elsewhere_phone.sync()).is_empty());
     let r006 = server.caller("r006");
     let open = server
         .db
         .call_blocking(|c| alerts::list(c, &r006.villages, AlertsShown::Open, 100))
         .expect("alerts");
-    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open.len(), 2, "{open:?}");
+    let open: Vec<_> = open
+        .into_iter()
+        .filter(|a| a.rule.as_ref() == Some(&wuhan))
+        .collect();
     assert_eq!(open[0].entity, from_wuhan.to_string());
     assert_eq!(open[0].officer.as_deref(), Some("o1"));
     assert_eq!(open[0].rule, Some(wuhan));
@@ -259,5 +309,5 @@ fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
         .db
         .call_blocking(|c| baylink_server::store::dashboard::open_count(c, &r006.villages))
         .expect("count");
-    assert_eq!(count, 0);
+    assert_eq!(count, 1, "the rule added later still open");
 }
