@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod load;
 pub mod postgres;
 pub mod proxy;
+pub mod retention;
 pub mod search;
 pub mod serve;
 pub mod upload;

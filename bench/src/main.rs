@@ -37,6 +37,7 @@ const USAGE: &str = "usage: baylink-bench [--scale F] [--bootstrap-persons N] [-
 [--upload N] [--devices N] [--seconds S] [--think-ms M] [--keep DIR] [--postgres CONNINFO]
        baylink-bench serve DIR
        baylink-bench phone-bootstrap URL USERNAME DIR
+       baylink-bench retention [--scale F]   (a simulated year, then a compaction; 0.01)
 A full run (scale 1) takes most of an hour and 13 GB of disk; see docs/performance.md.";
 
 fn main() {
@@ -53,6 +54,11 @@ fn main() {
         args.get(4),
     ) {
         baylink_bench::bootstrap::phone_main(url, username, std::path::Path::new(dir));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("retention") {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        baylink_bench::retention::main(arg(&args, "--scale", 0.01), dir.path());
         return;
     }
     let mut rest = args.iter().skip(1);

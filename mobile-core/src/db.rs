@@ -497,10 +497,7 @@ pub(crate) type OwnAction = (Uuid, String, Hlc, Vec<String>);
 /// row: each record's fields grouped by the stamp of this device's node that wrote them, the
 /// record's earliest first (its creation, when it was this device's), records in the order
 /// they were stored.
-pub(crate) fn own_standing_actions(
-    conn: &Connection,
-    node: NodeId,
-) -> Result<Vec<OwnAction>> {
+pub(crate) fn own_standing_actions(conn: &Connection, node: NodeId) -> Result<Vec<OwnAction>> {
     let queued: std::collections::HashSet<(String, i64)> = conn
         .prepare("SELECT entity, hlc FROM outbox")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -534,6 +531,44 @@ pub(crate) fn own_standing_actions(
         }
     }
     Ok(actions)
+}
+
+/// Notes a record a phone starting over kept for its waiting changes, until a pull brings it.
+pub(crate) fn mark_unconfirmed(conn: &Connection, entity: &str) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO unconfirmed (entity) VALUES (?1)",
+        [entity],
+    )?;
+    Ok(())
+}
+
+/// Whether any record kept when starting over waits for a pull to bring it.
+pub(crate) fn has_unconfirmed(conn: &Connection) -> Result<bool> {
+    Ok(
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM unconfirmed)", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// A pull brought this record: it is the officer's still.
+pub(crate) fn confirm(conn: &Connection, entity: Uuid) -> Result<()> {
+    conn.prepare_cached("DELETE FROM unconfirmed WHERE entity = ?1")?
+        .execute([entity.hyphenated().to_string()])?;
+    Ok(())
+}
+
+/// The records kept when starting over that no pull brought, forgotten as such.
+pub(crate) fn take_unconfirmed(conn: &Connection) -> Result<Vec<Uuid>> {
+    let ids: Vec<String> = conn
+        .prepare("SELECT entity FROM unconfirmed")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    conn.execute("DELETE FROM unconfirmed", [])?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect())
 }
 
 /// Marks (or clears) that this device's own values are to be sent again once a pull from the

@@ -2,7 +2,7 @@
 //! the outbox in one transaction), reading (list, search, one record with its links), and the
 //! exchange with other replicas (outbox out, remote changes in, the server's answers).
 
-use std::collections::{BTreeMap, HashMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -699,6 +699,22 @@ impl Store {
     pub fn settle(&mut self, results: &[ChangeResult]) -> Result<(usize, usize)> {
         let tx = self.conn.transaction()?;
         let counts = outbox::settle(&tx, self.device.node, results)?;
+        // A record the server deleted and compacted away since: nothing of it is left there to
+        // change or to send back, so the phone drops it, waiting changes and all.
+        let gone: BTreeSet<String> = outbox::refused(&tx, self.device.node)?
+            .into_iter()
+            .filter(|r| r.code == baylink_sync::wire::refusal::GONE)
+            .map(|r| r.entity)
+            .collect();
+        if !gone.is_empty() {
+            let pending = db::links_pending(&tx)?;
+            for entity in gone {
+                let id =
+                    Uuid::parse_str(&entity).map_err(|_| Error::Corrupt("record id".into()))?;
+                outbox::drop_entity(&tx, id)?;
+                db::delete_record(&tx, id, pending)?;
+            }
+        }
         tx.commit()?;
         self.committed();
         Ok(counts)
@@ -862,6 +878,20 @@ impl Store {
                 .collect();
             // Read once for the batch, not once for each record.
             let bootstrap = db::links_pending(tx)?;
+            // After starting over: each record kept for its waiting changes that the server
+            // brings again is the officer's still.
+            if db::has_unconfirmed(tx)? {
+                for page in &pages {
+                    let brought = page
+                        .values
+                        .iter()
+                        .map(|v| v.entity)
+                        .chain(page.records.iter().map(|r| r.entity));
+                    for entity in brought {
+                        db::confirm(tx, entity)?;
+                    }
+                }
+            }
             for mut page in pages {
                 device
                     .clock
@@ -902,6 +932,12 @@ impl Store {
                 db::save_session(tx, &session)?;
                 if !more {
                     db::restore_indexes(tx)?;
+                    // The pull from the start is complete: a kept record it did not bring is
+                    // no longer the officer's, its drop compacted away on the server.
+                    for entity in db::take_unconfirmed(tx)? {
+                        outbox::drop_entity(tx, entity)?;
+                        db::delete_record(tx, entity, bootstrap)?;
+                    }
                 }
             }
             Ok(report)
@@ -1036,6 +1072,42 @@ impl Store {
                 db::save_session(tx, &session)?;
             }
             db::set_resend_due(tx, true)
+        })
+    }
+
+    /// Starts over as a new device would, the server having compacted away what this one
+    /// missed while unseen (deletions, drops): forgets the cursor and drops every record with
+    /// nothing waiting in the outbox (what waits stays, to be pushed); the next pull brings
+    /// back what the server holds. Returns how many records were dropped.
+    pub(crate) fn start_over(&mut self) -> Result<u64> {
+        self.write(|tx, device, _| {
+            if let Some(mut session) = db::load_session(tx)? {
+                session.cursor = None;
+                db::save_session(tx, &session)?;
+            }
+            let pending = db::links_pending(tx)?;
+            let ids: Vec<(String, bool)> = tx
+                .prepare(
+                    "SELECT id, EXISTS (SELECT 1 FROM outbox o WHERE o.entity = r.id) FROM record r",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut dropped = 0;
+            for (text, waits) in &ids {
+                let id = Uuid::parse_str(text).map_err(|_| Error::Corrupt("record id".into()))?;
+                if !waits {
+                    db::delete_record(tx, id, pending)?;
+                    dropped += 1;
+                } else if !outbox::creation_waits(tx, device.node, id)? {
+                    // The server had it: the pull from the start says whether it still is
+                    // the officer's (it brings it) or went (it does not, and nothing says so).
+                    db::mark_unconfirmed(tx, text)?;
+                }
+            }
+            // Every value goes again, this phone's own too: none is held as far as the server
+            // may know.
+            db::own_values_dropped(tx)?;
+            Ok(dropped)
         })
     }
 

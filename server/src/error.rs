@@ -20,6 +20,9 @@ pub enum AppError {
     /// database was restored from a backup): the device pulls from the start.
     #[error("{0}")]
     BadCursor(String),
+    /// A pull cursor below what the server compacted away: the device bootstraps again.
+    #[error("{0}")]
+    CursorExpired(String),
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -57,6 +60,7 @@ impl AppError {
             AppError::BadRequest(_) => ("bad_request", StatusCode::BAD_REQUEST),
             AppError::Unauthorized(code, _) => (code, StatusCode::UNAUTHORIZED),
             AppError::BadCursor(_) => (baylink_sync::wire::BAD_CURSOR, StatusCode::BAD_REQUEST),
+            AppError::CursorExpired(_) => (baylink_sync::wire::CURSOR_EXPIRED, StatusCode::GONE),
             AppError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             AppError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             AppError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
@@ -79,6 +83,7 @@ impl From<crate::store::error::StoreError> for AppError {
             StoreError::Conflict(m) => AppError::Conflict(m),
             StoreError::Backend(m) => AppError::Internal(m),
             StoreError::Busy(m) => AppError::Unavailable(m),
+            StoreError::Expired(m) => AppError::CursorExpired(m),
         }
     }
 }

@@ -265,6 +265,23 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("compact")
+                .about(
+                    "Remove what every active device has applied: purge notes and the \
+                     tombstones of deleted and merged-away records (the history is kept)",
+                )
+                .arg(
+                    Arg::new("idle-days")
+                        .long("idle-days")
+                        .default_value("60")
+                        .value_parser(clap::value_parser!(u32).range(1..))
+                        .help(
+                            "A device unseen for longer does not hold the compaction back; at \
+                             its next sync it bootstraps again",
+                        ),
+                ),
+        )
+        .subcommand(
             Command::new("backup")
                 .about("Write a consistent copy of the SQLite database (online, with VACUUM INTO)")
                 .arg(
@@ -729,6 +746,19 @@ fn run(
                     h.value
                 );
             }
+        }
+        ("compact", _) => {
+            let days = sub.get_one::<u32>("idle-days").copied().unwrap_or(60);
+            let idle_ms = u64::from(days) * 86_400_000;
+            let done = wait(&runtime, store.compact(Actor::Operator, idle_ms))?;
+            say!(
+                "compacted up to sequence number {} ({} devices seen within {days} days): {} \
+                 purge notes and {} deleted or merged-away records removed",
+                done.horizon,
+                done.active_devices,
+                done.purge_notes,
+                done.tombstones
+            );
         }
         ("backup", _) => {
             let to = sub.get_one::<PathBuf>("to").cloned().unwrap_or_default();

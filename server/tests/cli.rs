@@ -204,6 +204,13 @@ fn accounts_are_managed_with_passwords_on_stdin_and_the_database_backs_up() {
         "another long password\n",
     );
     assert!(!ok && err.contains("nobody"), "{err}");
+    let (ok, out, err) = run(&data, &["compact", "--idle-days", "30"], "");
+    assert!(
+        ok && out.contains("compacted up to sequence number"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(&data, &["compact", "--idle-days", "0"], "");
+    assert!(!ok && err.contains("idle-days"), "{err}");
     let (ok, _, _) = run(&data, &["user", "disable", "chen"], "");
     assert!(ok);
     let (_, out, _) = run(&data, &["user", "list"], "");

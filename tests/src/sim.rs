@@ -40,6 +40,8 @@ const MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
 const PERSONS: u64 = 10;
 /// Distinct houses per village.
 const HOUSES: u64 = 3;
+/// A phone unseen for longer does not hold a compaction back, and starts over at its next sync.
+const COMPACT_IDLE_MS: u64 = 30 * 60_000;
 
 /// splitmix64: a tiny, fast, well-mixed generator; the seed fixes everything.
 pub struct Rng(u64);
@@ -370,20 +372,30 @@ impl Transport for Link<'_> {
         };
         // As the server pulls: the page read from a snapshot beside the writer, then the device's
         // bookkeeping in a transaction of its own.
-        let (page, settle) = self
-            .server
-            .db
-            .read_blocking(|c| {
-                let from = baylink_server::store::pull::parse_cursor(cursor.as_ref())?;
-                let now = baylink_server::store::now_ms();
-                let ask = baylink_server::store::pull::Ask {
-                    from,
-                    limit,
-                    own_held_after,
-                };
-                baylink_server::store::pull::read_page(c, &caller, ask, now)
-            })
-            .expect("pull");
+        // On the simulated clock, as compactions and pushes are: when the phone last completed
+        // a pull is what decides whether a compaction waits for it.
+        let now = self.server.now;
+        let read = self.server.db.read_blocking(|c| {
+            let from = baylink_server::store::pull::parse_cursor(cursor.as_ref())?;
+            let ask = baylink_server::store::pull::Ask {
+                from,
+                limit,
+                own_held_after,
+            };
+            baylink_server::store::pull::read_page(c, &caller, ask, now)
+        });
+        let (page, settle) = match read {
+            Err(baylink_server::store::StoreError::Expired(message)) => {
+                self.stats.fault("pull: cursor expired by a compaction");
+                return Err(Error::Server {
+                    status: 410,
+                    code: baylink_sync::wire::CURSOR_EXPIRED.to_owned(),
+                    message,
+                    retry_after: None,
+                });
+            }
+            other => other.expect("pull"),
+        };
         self.server
             .db
             .call_blocking(|c| baylink_server::store::pull::settle(c, &settle))
@@ -452,6 +464,8 @@ struct World {
     /// The schedule's seed, and how many new installs (phones changing hands) it made.
     seed: u64,
     installs: u128,
+    /// Tombstones and purge notes compactions removed.
+    compacted: u64,
 }
 
 const OFFICERS: [&str; 3] = ["o1", "o2", "o3"];
@@ -545,6 +559,7 @@ impl World {
             o3_both: false,
             seed,
             installs: 0,
+            compacted: 0,
         }
     }
 
@@ -770,6 +785,31 @@ impl World {
             }
             102..=103 => self.act_on_refusal(phone, &village),
             104 => self.hand_over(),
+            105 => {
+                // The operator compacts: what every phone seen in the last half hour has
+                // applied goes; a phone unseen longer starts over at its next sync.
+                self.stats.fault("compaction");
+                let now = self.server.now;
+                let done = self
+                    .server
+                    .db
+                    .call_blocking(|c| {
+                        baylink_server::store::retention::compact(
+                            c,
+                            Actor::Operator,
+                            COMPACT_IDLE_MS,
+                            now,
+                        )
+                    })
+                    .expect("compaction");
+                self.compacted += done.tombstones + done.purge_notes;
+                if done.tombstones > 0 {
+                    self.stats.fault("compaction: tombstones removed");
+                }
+                if done.purge_notes > 0 {
+                    self.stats.fault("compaction: purge notes removed");
+                }
+            }
             _ => {
                 // A corrected ID number that is another person's: refused, on the phone when
                 // it holds her, else by the server, naming her.
@@ -1165,9 +1205,26 @@ impl World {
                     .iter()
                     .any(|m| r.message.contains(m))
             };
+            // A change of a record a compaction removed (deleted, and every phone seen lately
+            // told) reaches the server as a record it does not know: refused as not whole.
+            let on_server: BTreeSet<String> = if self.compacted > 0 {
+                self.server
+                    .db
+                    .call_blocking(baylink_server::store::snapshot::read)
+                    .map_err(|e| e.to_string())?
+                    .entities
+                    .keys()
+                    .map(Uuid::to_string)
+                    .collect()
+            } else {
+                BTreeSet::new()
+            };
+            let compacted_away = |r: &mobile_core::RefusedChange| {
+                self.compacted > 0 && !on_server.contains(&r.entity)
+            };
             let elsewhere: BTreeSet<&str> = refused
                 .iter()
-                .filter(|r| r.code == "out_of_scope" || collision(r))
+                .filter(|r| r.code == "out_of_scope" || collision(r) || compacted_away(r))
                 .map(|r| r.entity.as_str())
                 .collect();
             let follows = |r: &mobile_core::RefusedChange| {
@@ -1184,10 +1241,9 @@ impl World {
                             })
                         })
             };
-            if let Some(r) = refused
-                .iter()
-                .find(|r| r.code != "out_of_scope" && !follows(r) && !collision(r))
-            {
+            if let Some(r) = refused.iter().find(|r| {
+                r.code != "out_of_scope" && !follows(r) && !collision(r) && !compacted_away(r)
+            }) {
                 return Err(format!("phone {phone}: unexpected refusal {r:?}"));
             }
             let skip: BTreeSet<String> = refused.iter().map(|r| r.entity.clone()).collect();
@@ -1196,12 +1252,23 @@ impl World {
                     "phone {phone}: changes still waiting after the sync"
                 ));
             }
+            // A deleted or merged-away record a compaction removed from the server stays, gone,
+            // on a phone that had applied its deletion (nothing tells it to drop what it hides).
+            let gone = |state: &EntityState| {
+                state
+                    .get("deleted")
+                    .is_some_and(|v| v.value == serde_json::Value::Bool(true))
+                    || state.get("merged_into").is_some_and(|v| !v.value.is_null())
+            };
             let held: BTreeMap<Uuid, EntityState> = store
                 .states()
                 .map_err(|e| e.to_string())?
                 .into_iter()
                 .map(|(id, (_, state))| (id, state))
                 .filter(|(id, _)| !skip.contains(&id.to_string()))
+                .filter(|(id, state)| {
+                    !(self.compacted > 0 && gone(state) && !expected.contains_key(id))
+                })
                 .collect();
             let expected: BTreeMap<Uuid, EntityState> = expected
                 .into_iter()
@@ -1361,6 +1428,10 @@ impl World {
                 return Err(format!(
                     "acknowledged change missing from the history: {key:?}"
                 ));
+            }
+            // A record compacted away (deleted, every active phone told) stands no more.
+            if self.compacted > 0 && !held.entities.contains_key(&ack.entity) {
+                continue;
             }
             let standing = held
                 .values

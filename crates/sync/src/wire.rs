@@ -27,6 +27,12 @@ pub const PROTOCOL_HEADER: &str = "baylink-protocol";
 /// cursor and pulls from the start.
 pub const BAD_CURSOR: &str = "bad_cursor";
 
+/// The code of a pull refused because its cursor lies below what the server compacted away
+/// (`410`): the device was unseen for longer than the server keeps deletions for it. The
+/// device drops every record it holds with nothing waiting to be pushed and pulls from the
+/// start, as a new one would.
+pub const CURSOR_EXPIRED: &str = "cursor_expired";
+
 /// From this version on, a pull page carries its values grouped by record (`records`), not one
 /// by one (`values`): a record's kind, id and shared stamp once, not once per field.
 pub const GROUPED_PULL: u32 = 2;
@@ -41,6 +47,9 @@ pub mod refusal {
     pub const OUT_OF_SCOPE: &str = "out_of_scope";
     /// The field may not be written from a device.
     pub const READ_ONLY: &str = "read_only";
+    /// The record was deleted and its tombstone compacted away: the server keeps nothing of it
+    /// to change. The device drops the record.
+    pub const GONE: &str = "gone";
 }
 
 /// A batch of a device's changes, in counter order: one by one (`changes`), or from version

@@ -11,3 +11,10 @@ CREATE TABLE watch_hit_told (
 -- phone's own that stands is queued to go again, since the server may have lost what it had
 -- accepted of them. Kept here so that a sync cut short still does it at the next.
 ALTER TABLE device ADD COLUMN resend_due INTEGER NOT NULL DEFAULT 0;
+
+-- Records a phone starting over kept for the changes waiting on them (`Store::start_over`): the
+-- pull from the start that follows takes off each it brings; those left when it is complete
+-- are no longer in the officer's villages on the server (their drop compacted away), and go.
+CREATE TABLE unconfirmed (
+    entity TEXT PRIMARY KEY
+) WITHOUT ROWID;

@@ -9,7 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baylink_sync::wire::{BAD_CURSOR, ChangeStatus, PullResponse, PushResponse, refusal};
+use baylink_sync::wire::{
+    BAD_CURSOR, CURSOR_EXPIRED, ChangeStatus, PullResponse, PushResponse, refusal,
+};
 use baylink_sync::{Change, NodeId};
 use uuid::Uuid;
 
@@ -799,6 +801,16 @@ fn pull(
             }) if code == BAD_CURSOR && cursor.is_some() && !started_over => {
                 started_over = true;
                 store.forget_cursor()?;
+                continue;
+            }
+            // Unseen for longer than the server keeps deletions for it: what it deleted or
+            // moved away meanwhile is compacted, and a pull from the cursor would not say so.
+            // The phone starts over as a new one (what waits to be pushed stays).
+            Err(Error::Server { code, .. })
+                if code == CURSOR_EXPIRED && cursor.is_some() && !started_over =>
+            {
+                started_over = true;
+                store.start_over()?;
                 continue;
             }
             Err(e) => return Err(e),

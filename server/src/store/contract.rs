@@ -275,6 +275,14 @@ pub trait Store: Send + Sync + 'static {
     /// Enables or disables an account (contract 5).
     fn set_access(&self, actor: Actor, username: String, access: Access) -> StoreFuture<()>;
 
+    /// Compacts what every device seen within `idle_ms` has applied (purge notes, tombstones);
+    /// audited as `actor`'s.
+    fn compact(
+        &self,
+        actor: Actor,
+        idle_ms: u64,
+    ) -> StoreFuture<crate::store::retention::Compacted>;
+
     /// Gives an account a new password hash and ends every session it holds (contract 5).
     fn set_password(
         &self,

@@ -56,6 +56,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/011_records.sql"),
     include_str!("sql/012_shared_state.sql"),
     include_str!("sql/013_alert_raised.sql"),
+    include_str!("sql/014_retention.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections

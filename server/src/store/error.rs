@@ -22,6 +22,9 @@ pub enum StoreError {
     /// The backend is busy (its writer lock not free in time): try again shortly.
     #[error("{0}")]
     Busy(String),
+    /// A pull cursor below what was compacted away: the device must bootstrap again.
+    #[error("{0}")]
+    Expired(String),
 }
 
 impl From<crate::store::conn::SqlError> for StoreError {

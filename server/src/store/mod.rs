@@ -40,6 +40,7 @@ pub mod pull;
 pub mod push;
 pub mod records;
 pub mod refs;
+pub mod retention;
 pub mod review;
 pub mod scope;
 pub mod sessions;

@@ -43,6 +43,7 @@ async fn version_of(client: &tokio_postgres::Client) -> Result<i64, tokio_postgr
 const MIGRATIONS: &[&str] = &[
     include_str!("pg/001_init.sql"),
     include_str!("pg/002_alert_raised.sql"),
+    include_str!("pg/003_retention.sql"),
 ];
 
 /// Connections to one PostgreSQL database, and the runtime their I/O runs on.

@@ -87,9 +87,11 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
         .execute(params![settle.device, settle.upto, settle.villages])?;
     }
     if let Some((villages, now)) = &settle.complete {
+        // Where the device stands once it applies this page: the horizon of a compaction is
+        // the lowest of these among active devices.
         conn.execute(
-            "UPDATE device SET villages = ?2, last_sync_ms = ?3 WHERE id = ?1",
-            params![settle.device, villages, *now as i64],
+            "UPDATE device SET villages = ?2, last_sync_ms = ?3, pulled_seq = ?4 WHERE id = ?1",
+            params![settle.device, villages, *now as i64, settle.upto],
         )?;
     }
     Ok(())
@@ -248,6 +250,17 @@ pub fn read_page(
         limit,
         own_held_after,
     } = ask;
+    // A cursor below the horizon of the last compaction may miss the drops and deletions
+    // compacted away: the device starts again as a new one would. Read in the page's snapshot,
+    // which the horizon, recorded before anything is removed, always precedes.
+    let fresh = from.after == 0 && from.snapshot.is_none() && from.fields_after.is_none();
+    if !fresh && from.after < crate::store::retention::compacted_upto(tx)? {
+        return Err(StoreError::Expired(
+            "cursor: older than what this server keeps for unseen devices: drop what nothing \
+             waits to push and pull from the start"
+                .into(),
+        ));
+    }
     let own = Own::of(caller, own_held_after);
     let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     let held: BTreeSet<String> = match from.held {

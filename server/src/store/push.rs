@@ -1,6 +1,6 @@
 //! Push: a device's changes decided by the planner over what the server holds, then applied in one transaction with their server-owned fields, move-ins and alerts.
 
-use crate::store::authorize::{self, Decision, Facts, Held};
+use crate::store::authorize::{self, Compacted, Decision, Facts, Held};
 use crate::store::caller::Caller;
 use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
@@ -199,6 +199,48 @@ fn read_held(
     Ok(())
 }
 
+/// Of the records `changes` write that the server does not hold, those its history knows
+/// (deleted and compacted away since), with the newest stamp it took for each (one read for
+/// the push).
+fn compacted_records(
+    tx: &Conn<'_>,
+    changes: &[Change],
+    held: &HashMap<Uuid, Held>,
+) -> Result<HashMap<Uuid, Compacted>, StoreError> {
+    let unknown: BTreeSet<String> = changes
+        .iter()
+        .filter(|c| !held.contains_key(&c.entity))
+        .map(|c| c.entity.to_string())
+        .collect();
+    // Nothing was ever compacted on most servers: no lookup then.
+    if unknown.is_empty() || crate::store::retention::compacted_upto(tx)? == 0 {
+        return Ok(HashMap::new());
+    }
+    let list = serde_json::to_string(&unknown).unwrap_or_else(|_| "[]".into());
+    let found: Vec<(String, String, String)> = tx
+        .prepare_cached(
+            "SELECT entity, stamp, changes FROM history
+             WHERE entity IN (SELECT value FROM json_each(?1))",
+        )?
+        .query_map([list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut known: HashMap<Uuid, Compacted> = HashMap::new();
+    for (entity, stamp, changes) in found {
+        let (Ok(entity), Ok(stamp)) = (Uuid::parse_str(&entity), stamp.parse::<Stamp>()) else {
+            continue;
+        };
+        let fields: BTreeMap<String, Value> =
+            serde_json::from_str(&changes).map_err(|_| corrupt("history changes"))?;
+        let at = known.entry(entity).or_insert(Compacted {
+            newest: stamp,
+            fields: BTreeSet::new(),
+        });
+        at.newest = at.newest.max(stamp);
+        at.fields.extend(fields.into_keys());
+    }
+    Ok(known)
+}
+
 /// Merges a device's push, in one transaction: each change decided by [`authorize::plan_push`]
 /// from what the server holds, then accepted (durable when this returns) or refused with a code.
 /// Changes already processed are answered as the first time.
@@ -222,6 +264,7 @@ pub fn push(
         .map_err(|_| StoreError::Backend("a push from no device".into()))?;
     let today = Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
     let records = held_records(&tx, &mut seq.pending, changes, today)?;
+    let compacted = compacted_records(&tx, changes, &records)?;
     let facts = Facts {
         role: caller.role,
         villages: &caller.villages,
@@ -231,6 +274,7 @@ pub fn push(
         max_ahead_ms,
         today,
         records: &records,
+        compacted: &compacted,
     };
     let plan = authorize::plan_push(&facts, changes);
     let fills = plan.fills;

@@ -342,6 +342,14 @@ impl Store for Db {
         self.writing(move |c| accounts::set_access(c, actor, &username, access, now_ms()))
     }
 
+    fn compact(
+        &self,
+        actor: Actor,
+        idle_ms: u64,
+    ) -> StoreFuture<crate::store::retention::Compacted> {
+        self.writing(move |c| crate::store::retention::compact(c, actor, idle_ms, now_ms()))
+    }
+
     fn set_password(
         &self,
         actor: Actor,

@@ -48,7 +48,7 @@ pub(crate) fn gone(conn: &Conn<'_>, entity: &str) -> Result<bool, StoreError> {
 }
 
 /// Whether the record `g` is deleted or merged away, read from its state, in the backend's SQL.
-fn gone_condition(dialect: Dialect) -> &'static str {
+pub(crate) fn gone_condition(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Sqlite => {
             "(g.state -> '$.f.merged_into[0]' != 'null' OR g.state -> '$.f.deleted[0]' = 'true')"

@@ -9,5 +9,6 @@ mod network_faults;
 mod nodes;
 mod offline_devices;
 mod restore;
+mod retention;
 mod review_sync;
 mod server_sync;

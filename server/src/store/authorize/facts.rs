@@ -22,6 +22,14 @@ pub struct Held {
     pub state: EntityState,
 }
 
+/// What the history keeps of a record compacted away.
+pub struct Compacted {
+    /// The newest stamp the server ever took for it.
+    pub newest: baylink_sync::Stamp,
+    /// Every field it ever had.
+    pub fields: BTreeSet<String>,
+}
+
 /// What the server knows when it decides a push.
 pub struct Facts<'a> {
     /// The caller's role.
@@ -40,6 +48,9 @@ pub struct Facts<'a> {
     pub today: Date,
     /// Every stored record the push names, as the record written or as a reference.
     pub records: &'a HashMap<Uuid, Held>,
+    /// Records the push writes that the server does not hold but its history knows (deleted,
+    /// and compacted away since: `store::retention`).
+    pub compacted: &'a HashMap<Uuid, Compacted>,
 }
 
 /// The decision on one change.

@@ -37,7 +37,7 @@ mod field;
 mod keys;
 pub mod review;
 
-pub use facts::{Decision, Facts, Held};
+pub use facts::{Compacted, Decision, Facts, Held};
 use facts::{World, merged_after, value_of, values};
 use field::decide_field;
 pub(crate) use keys::keyed;
@@ -310,6 +310,19 @@ fn decide_record(
             return;
         }
     }
+    // A change of a record deleted and compacted away since: nothing is left to change, and
+    // what the deletion outranked must not bring the record back. Sent whole again, stamped
+    // after everything the server ever took for it, it is a new registration of the record.
+    let compacted = facts.compacted.get(&id).filter(|_| held.is_none());
+    if let Some(last) = compacted {
+        let older = idx.iter().any(|&i| changes[i].stamp <= last.newest);
+        let after = merged_after(held, changes, idx, plan);
+        if older || !validate_record(kind, &values(&after), facts.today).is_empty() {
+            let message =
+                "该记录已删除，服务器不再保留 / the record was deleted and is no longer kept";
+            return refuse_all(plan, &Decision::refuse(refusal::GONE, message));
+        }
+    }
     // The record as this push leaves it must be whole and valid: errors it did not have before
     // refuse the changes that bring them, or the record's whole push when no change of it does.
     let before: BTreeSet<String> = held.map_or_else(BTreeSet::new, |h| {
@@ -366,7 +379,20 @@ fn decide_record(
         .any(|&i| plan[i].as_ref().is_some_and(Decision::accepted))
     {
         let after = values(&merged_after(held, changes, idx, plan));
-        let fills = missing_derived(kind, &after, facts.today);
+        let mut fills = missing_derived(kind, &after, facts.today);
+        // Registered again after its tombstone was compacted: each field the record had and
+        // this registration leaves out is written empty, after it, so that a phone still
+        // holding the old record (deleted, its old values) ends with the new one exactly.
+        if let Some(last) = compacted {
+            // The fields the server writes itself at a creation get its values, not nothing.
+            let left_out = last
+                .fields
+                .iter()
+                .filter(|f| !after.contains_key(*f) && !SERVER_OWNED.contains(&f.as_str()));
+            for field in left_out {
+                fills.entry(field.clone()).or_insert(Value::Null);
+            }
+        }
         if !fills.is_empty() {
             world.fills.insert(id, fills);
         }

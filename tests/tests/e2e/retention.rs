@@ -1,0 +1,111 @@
+//! Retention: a compaction removes what every active phone has applied (deleted records, purge
+//! notes); a phone unseen for longer than the idle time is told its cursor expired, starts over
+//! as a new one and ends with exactly what the server holds, its unsent captures kept and sent.
+
+use baylink_domain::EntityKind;
+use baylink_server::store::contract::Actor;
+use baylink_tests::harness::{Device, Server, VILLAGE, real_now_ms, resident_id};
+use uuid::Uuid;
+
+const DAY_MS: u64 = 86_400_000;
+
+fn capture_person(phone: &mut Device, n: u32) -> Uuid {
+    let number = resident_id(&format!("4413031990010{:04}", 5000 + n));
+    phone.capture(
+        EntityKind::Person,
+        &[
+            ("village", VILLAGE),
+            ("id_number", &number),
+            ("name", "张三"),
+        ],
+    )
+}
+
+#[test]
+fn a_compaction_removes_what_active_phones_applied_and_an_unseen_phone_starts_over() {
+    let server = Server::start();
+    server.add_officer("oa", VILLAGE);
+    server.add_officer("ob", VILLAGE);
+    let mut a = Device::new("oa");
+    a.login(&server, "oa");
+    let people: Vec<Uuid> = (0..6).map(|n| capture_person(&mut a, n)).collect();
+    a.sync();
+    let mut b = Device::new("ob");
+    b.login(&server, "ob");
+    b.sync();
+    assert_eq!(b.states().len(), 6);
+    // b goes quiet for a hundred days; meanwhile a deletes two of the people.
+    for id in &people[..2] {
+        a.store.delete(*id).expect("deleted");
+    }
+    a.sync();
+    // A server notes where a phone stands at most once a minute: a's next sync, a few minutes
+    // on, is noted.
+    let a_device = a.store.node_id().to_string();
+    let unseen_since = |device: &str, ms: u64| {
+        server.query(|c| {
+            c.execute(
+                "UPDATE device SET last_sync_ms = ?1 WHERE id = ?2",
+                baylink_server::store::conn::params![(real_now_ms() - ms) as i64, device],
+            )
+            .expect("last sync set")
+        });
+    };
+    unseen_since(&a_device, 5 * 60_000);
+    a.sync();
+    unseen_since(&b.store.node_id().to_string(), 100 * DAY_MS);
+    let before = server.snapshot();
+    assert!(people.iter().all(|id| before.entities.contains_key(id)));
+
+    let done = server
+        .run(server.state.store.compact(Actor::Operator, 60 * DAY_MS))
+        .expect("compacted");
+    assert_eq!(done.active_devices, 1, "{done:?}");
+    assert_eq!(done.tombstones, 2, "{done:?}");
+    let after = server.snapshot();
+    assert!(
+        people[..2]
+            .iter()
+            .all(|id| !after.entities.contains_key(id))
+    );
+    assert!(people[2..].iter().all(|id| after.entities.contains_key(id)));
+    assert!(
+        after.feeds.values().flatten().count() < before.feeds.values().flatten().count(),
+        "the tombstones' feed entries go with them"
+    );
+    // Nothing is left to remove the second time.
+    let again = server
+        .run(server.state.store.compact(Actor::Operator, 60 * DAY_MS))
+        .expect("compacted");
+    assert_eq!((again.tombstones, again.purge_notes), (0, 0), "{again:?}");
+
+    // The active phone syncs on as before.
+    let report = a.try_sync().expect("a's cursor is above the horizon");
+    assert_eq!(report.pulled, 0, "{report:?}");
+
+    // b captured while away; its cursor is below the horizon: it starts over.
+    let while_away = capture_person(&mut b, 99);
+    let report = b.sync();
+    assert_eq!(report.pushed_records, 1, "{report:?}");
+    let held = b.states();
+    assert!(
+        people[..2].iter().all(|id| !held.contains_key(id)),
+        "the deletions compacted away reach b all the same"
+    );
+    assert!(people[2..].iter().all(|id| held.contains_key(id)));
+    assert!(held.contains_key(&while_away), "its unsent capture stays");
+    assert!(server.snapshot().entities.contains_key(&while_away));
+    // b is up to date with the server now: its next sync is an ordinary one.
+    assert_eq!(b.sync().pulled, 0);
+    a.sync();
+    let (on_a, on_b) = (a.states(), b.states());
+    for id in people[2..].iter().chain([&while_away]) {
+        assert_eq!(on_a[id], on_b[id], "{id}");
+    }
+    // A new phone bootstraps what is left, the deleted people not among it.
+    let mut c = Device::new("oa");
+    c.login(&server, "oa");
+    c.sync();
+    let fresh = c.states();
+    assert_eq!(fresh.len(), 5, "{:?}", fresh.keys());
+}
