@@ -1156,6 +1156,8 @@ async fn a_new_password_ends_every_session_of_the_account_and_only_it_signs_in()
     );
     let (status, body, _) = call(&state, "POST", "/api/v1/auth/refresh", None, refresh).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // Told its session ended, not taken for a stolen token replayed.
+    assert_eq!(body["error"]["code"], "invalid_token", "{body}");
     let (status, _, _) = call(
         &state,
         "POST",

@@ -469,6 +469,19 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     report.pulled,
                     report.purged
                 );
+                if report.started_over {
+                    out!(
+                        "  started over: this phone was unseen for longer than the server keeps \
+                         its place, so its villages were pulled again (unsent changes kept)"
+                    );
+                }
+                if report.resent > 0 {
+                    out!(
+                        "  sent again: {} value(s) of this phone's own the server no longer had \
+                         (its database was put back from a backup)",
+                        report.resent
+                    );
+                }
                 for news in &report.news {
                     let what = match news.what.as_str() {
                         "approved" => "approved by the station".to_owned(),
@@ -480,7 +493,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                             format!("merged into {}", news.merged_into.as_deref().unwrap_or(""))
                         }
                         "watched" => format!(
-                            "on the station's watch list ({})",
+                            "在重点关注名单上 / on the station's watch list ({})",
                             news.rule.as_deref().unwrap_or("")
                         ),
                         _ => format!(

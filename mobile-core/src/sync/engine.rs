@@ -403,6 +403,9 @@ pub struct SyncReport {
     /// Values of this phone's own queued to send again because the server no longer knew
     /// where the phone stood (its database put back from a backup, or its keys replaced).
     pub resent: u64,
+    /// Whether the phone started over: unseen for longer than the server keeps deletions for
+    /// it, it dropped what had nothing waiting and pulled its villages again.
+    pub started_over: bool,
     /// Values received.
     pub pulled: u64,
     /// Records removed because they left the officer's villages.
@@ -811,6 +814,7 @@ fn pull(
             {
                 started_over = true;
                 store.start_over()?;
+                report.started_over = true;
                 continue;
             }
             Err(e) => return Err(e),

@@ -191,7 +191,9 @@ async fn refresh(
         }
         _ => Err(AppError::Unauthorized(
             unauthorized::INVALID_TOKEN,
-            "refresh token invalid or expired: sign in again".into(),
+            "登录已失效（已过期，或密码已更改），请重新登录 / the session ended (it expired, or the \
+             password was changed): sign in again"
+                .into(),
         )),
     }
 }

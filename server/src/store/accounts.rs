@@ -212,8 +212,10 @@ fn end_sessions(conn: &Conn<'_>, username: &str) -> Result<(), StoreError> {
          WHERE account = (SELECT id FROM account WHERE username = ?1)",
         [username],
     )?;
+    // Removed, not marked spent: a phone presenting one afterwards is told its session ended,
+    // not taken for a thief replaying a spent token.
     conn.execute(
-        "UPDATE refresh_token SET spent = 1 WHERE account = (SELECT id FROM account WHERE username = ?1)",
+        "DELETE FROM refresh_token WHERE account = (SELECT id FROM account WHERE username = ?1)",
         [username],
     )?;
     conn.execute(

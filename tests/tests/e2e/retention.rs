@@ -82,11 +82,13 @@ fn a_compaction_removes_what_active_phones_applied_and_an_unseen_phone_starts_ov
     // The active phone syncs on as before.
     let report = a.try_sync().expect("a's cursor is above the horizon");
     assert_eq!(report.pulled, 0, "{report:?}");
+    assert!(!report.started_over);
 
     // b captured while away; its cursor is below the horizon: it starts over.
     let while_away = capture_person(&mut b, 99);
     let report = b.sync();
     assert_eq!(report.pushed_records, 1, "{report:?}");
+    assert!(report.started_over, "{report:?}");
     let held = b.states();
     assert!(
         people[..2].iter().all(|id| !held.contains_key(id)),
