@@ -700,7 +700,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         let counts = outbox::settle(&tx, self.device.node, results)?;
         // A record the server deleted and compacted away since: nothing of it is left there to
-        // change or to send back, so the phone drops it, waiting changes and all.
+        // change or to send back, so the phone drops it, waiting changes and all. Not one this
+        // phone captured and never had taken: that stays, refused, for the officer to see.
         let gone: BTreeSet<String> = outbox::refused(&tx, self.device.node)?
             .into_iter()
             .filter(|r| r.code == baylink_sync::wire::refusal::GONE)
@@ -711,6 +712,9 @@ impl Store {
             for entity in gone {
                 let id =
                     Uuid::parse_str(&entity).map_err(|_| Error::Corrupt("record id".into()))?;
+                if outbox::creation_waits(&tx, self.device.node, id)? {
+                    continue;
+                }
                 outbox::drop_entity(&tx, id)?;
                 db::delete_record(&tx, id, pending)?;
             }

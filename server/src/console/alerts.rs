@@ -77,7 +77,10 @@ fn page(user: &ConsoleUser, rows: &[Alert], all: bool) -> Markup {
                         @let label = masked_label(&alert.label);
                         tr {
                             td { (when(alert.raised_ms)) }
-                            td { a href={ "/console/records/" (alert.entity) } { (if label.is_empty() { alert.entity.clone() } else { label }) } }
+                            td {
+                                a href={ "/console/records/" (alert.entity) } { (if label.is_empty() { alert.entity.clone() } else { label }) }
+                                @if alert.deleted { " （已删除）" }
+                            }
                             td { (describe(alert)) }
                             td { (alert.officer.as_deref().unwrap_or("（新增规则时发现）")) }
                             td {

@@ -7,7 +7,7 @@ use crate::store::error::StoreError;
 use crate::store::scope::visible;
 use crate::store::watch::MOVED_IN;
 use crate::store::watch::gone;
-use crate::store::watch::not_gone;
+use crate::store::watch::not_merged_away;
 use crate::store::watch::person_keys;
 use crate::store::watch::raise_one;
 use baylink_domain::watch::Rule;
@@ -190,6 +190,8 @@ pub struct Alert {
     pub officer: Option<String>,
     /// When it was acknowledged, and by whom.
     pub acknowledged: Option<(u64, String)>,
+    /// Whether the person was deleted since.
+    pub deleted: bool,
 }
 
 /// Alerts on persons in these villages (home or residence), open ones only unless `all`,
@@ -204,14 +206,14 @@ pub fn list(
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT l.id, l.entity, COALESCE(s.label, ''), s.village, l.rule_kind, l.rule_value, l.raised_ms,
-                o.username, l.acknowledged_ms, k.username
+                o.username, l.acknowledged_ms, k.username, COALESCE(s.deleted, 0)
          FROM alert l LEFT JOIN summary s ON s.entity = l.entity
               LEFT JOIN account o ON o.id = l.account LEFT JOIN account k ON k.id = l.acknowledged_by
          WHERE (?2 OR l.acknowledged_ms IS NULL)
            AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
            AND {}
          ORDER BY l.id DESC LIMIT ?3",
-        not_gone(conn.dialect())
+        not_merged_away(conn.dialect())
     ))?;
     let rows = stmt.query_map(params![list, all, limit], |r| {
         let kind: String = r.get(4)?;
@@ -228,6 +230,7 @@ pub fn list(
             raised_ms: r.get::<_, i64>(6)? as u64,
             officer: r.get(7)?,
             acknowledged: acknowledged.map(|at| (at as u64, by.unwrap_or_default())),
+            deleted: r.get::<_, i64>(10)? != 0,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

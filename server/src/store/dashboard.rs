@@ -7,7 +7,7 @@ use baylink_domain::Date;
 use crate::store::conn::{Conn, params};
 use crate::store::error::StoreError;
 use crate::store::places;
-use crate::store::watch::not_gone;
+use crate::store::watch::not_merged_away;
 
 /// The dashboard's figures for some villages, read in one snapshot.
 #[derive(Clone, Debug)]
@@ -164,7 +164,7 @@ pub fn open_count(conn: &Conn<'_>, villages: &[String]) -> Result<i64, StoreErro
             "SELECT COUNT(*) FROM alert l WHERE l.acknowledged_ms IS NULL
                AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
                AND {}",
-            not_gone(conn.dialect())
+            not_merged_away(conn.dialect())
         ),
         [list],
         |r| r.get(0),

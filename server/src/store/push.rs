@@ -217,25 +217,35 @@ fn compacted_records(
         return Ok(HashMap::new());
     }
     let list = serde_json::to_string(&unknown).unwrap_or_else(|_| "[]".into());
-    let found: Vec<(String, String, String)> = tx
+    let found: Vec<(String, String, String, String)> = tx
         .prepare_cached(
-            "SELECT entity, stamp, changes FROM history
-             WHERE entity IN (SELECT value FROM json_each(?1))",
+            "SELECT entity, kind, stamp, changes FROM history
+             WHERE entity IN (SELECT value FROM json_each(?1)) ORDER BY seq",
         )?
-        .query_map([list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     let mut known: HashMap<Uuid, Compacted> = HashMap::new();
-    for (entity, stamp, changes) in found {
+    for (entity, kind, stamp, changes) in found {
         let (Ok(entity), Ok(stamp)) = (Uuid::parse_str(&entity), stamp.parse::<Stamp>()) else {
             continue;
         };
+        // `{field: [old value, old stamp, value, won]}`.
         let fields: BTreeMap<String, Value> =
             serde_json::from_str(&changes).map_err(|_| corrupt("history changes"))?;
         let at = known.entry(entity).or_insert(Compacted {
             newest: stamp,
             fields: BTreeSet::new(),
+            kind,
+            village: None,
         });
         at.newest = at.newest.max(stamp);
+        if let Some(village) = fields
+            .get("village")
+            .filter(|c| c[3] == Value::Bool(true))
+            .and_then(|c| c[2].as_str())
+        {
+            at.village = Some(village.to_owned());
+        }
         at.fields.extend(fields.into_keys());
     }
     Ok(known)
@@ -353,9 +363,10 @@ pub fn push(
         } else if own {
             sent.sent.insert(change.field.clone(), change.clone());
         } else if apply_it {
-            sent.edited = true;
+            // An edit only when the record takes it: a value sent again as the server holds it
+            // (after a restore) or one that loses leaves its review as it was.
             let echo = told_refused.contains(&counter);
-            apply(&tx, &mut seq, caller, change, echo, now_ms, &mut persons)?;
+            sent.edited |= apply(&tx, &mut seq, caller, change, echo, now_ms, &mut persons)?;
         }
         touched.insert(entity);
         results.push(accepted(counter));
@@ -515,6 +526,15 @@ pub(crate) fn write_owned(
                 if sent.is_none()
                     && (stored_value == Some(&value) || (stored.is_none() && value.is_null()))
                 {
+                    continue;
+                }
+                // Sent again exactly as held (a phone after a restore), and held as it stays.
+                let as_held = sent.is_some_and(|c| {
+                    stored
+                        .as_ref()
+                        .is_some_and(|s| s.value == c.value && s.stamp == c.stamp)
+                });
+                if as_held && stored_value == Some(&value) {
                     continue;
                 }
                 writes.push((field, stored, value));

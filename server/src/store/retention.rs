@@ -3,8 +3,9 @@
 //! active device holds (the horizon); a device unseen for longer than the idle time does not
 //! hold the horizon back, and a cursor below it is told to bootstrap again
 //! ([`crate::store::pull::read_page`]). A tombstone another record still names (a deleted
-//! house a residence points at) stays until that record goes. The history is the records'
-//! audit trail and is kept.
+//! house a residence points at) stays until that record goes, and so does a deleted person
+//! with a watch-list alert (the station sees who registered and deleted a watched number). The
+//! history is the records' audit trail and is kept.
 
 use crate::store::audit::{Actor, audit};
 use crate::store::conn::{Conn, Optional, params};
@@ -27,7 +28,7 @@ pub struct Compacted {
     /// Purge notes removed.
     pub purge_notes: u64,
     /// Deleted or merged-away records removed, with their feed entries, scopes, summaries,
-    /// links, alerts and conflicts.
+    /// links and conflicts.
     pub tombstones: u64,
 }
 
@@ -79,6 +80,7 @@ pub fn compact(
             .prepare(&format!(
                 "SELECT g.id, g.seq FROM entity g WHERE g.seq <= ?1 AND {}
                  AND NOT EXISTS (SELECT 1 FROM link l WHERE {} AND l.target = g.id)
+                 AND NOT EXISTS (SELECT 1 FROM alert a WHERE a.entity = g.id)
                  LIMIT {BATCH}",
                 crate::store::watch::gone_condition(tx.dialect()),
                 crate::store::refs::among_references("l.field")
@@ -94,7 +96,7 @@ pub fn compact(
                  AND village IN (SELECT village FROM scope WHERE entity = ?1)",
             )?
             .execute(params![id, seq])?;
-            for table in ["scope", "summary", "alert", "conflict"] {
+            for table in ["scope", "summary", "conflict"] {
                 tx.prepare_cached(&format!("DELETE FROM {table} WHERE entity = ?1"))?
                     .execute([id])?;
             }

@@ -68,7 +68,20 @@ fn gone_sql(dialect: Dialect) -> String {
     )
 }
 
-/// The alerts listed: those of persons neither deleted nor merged away (the alert is `l`).
+/// The alerts reviewers list: all but those of persons merged away (the record kept carries
+/// them). A deleted person's stay listed: an officer who registered a number to see whether it
+/// is watched, then deleted the person, leaves the alert for the station to see (the alert is
+/// `l`).
+pub(crate) fn not_merged_away(dialect: Dialect) -> String {
+    let merged = match dialect {
+        Dialect::Sqlite => "g.state -> '$.f.merged_into[0]' != 'null'",
+        Dialect::Postgres => "CAST(g.state AS jsonb) #>> '{f,merged_into,0}' IS NOT NULL",
+    };
+    format!("NOT EXISTS (SELECT 1 FROM entity g WHERE g.id = l.entity AND {merged})")
+}
+
+/// The alerts a phone is told of: those of persons neither deleted nor merged away (the alert
+/// is `l`).
 pub(crate) fn not_gone(dialect: Dialect) -> String {
     format!(
         "NOT EXISTS (SELECT 1 FROM entity g WHERE g.id = l.entity AND {})",

@@ -104,8 +104,10 @@ pub fn write_in(
 }
 
 /// Merges one accepted change into its record (held in the write's pending records): history
-/// always, the field when it wins, a conflict when it was concurrent. `echo`: the device was
-/// told this change was refused (an earlier copy of the push), so pulls send it back.
+/// always, the field when it wins, a conflict when it was concurrent; nothing at all for the
+/// very value and stamp the record holds (a phone sending again what a restored server may have
+/// lost). `echo`: the device was told this change was refused (an earlier copy of the push), so
+/// pulls send it back. Returns whether the field took the change.
 pub(crate) fn apply(
     tx: &Conn<'_>,
     seq: &mut Sequence,
@@ -114,10 +116,13 @@ pub(crate) fn apply(
     echo: bool,
     now_ms: u64,
     persons: &mut BTreeSet<String>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let entity = change.entity.hyphenated().to_string();
     let held = seq.pending.held(tx, &entity, &change.field)?;
     let incoming = change.version();
+    if held.as_ref() == Some(&incoming) {
+        return Ok(false);
+    }
     let plan = plan_field(held.as_ref(), &incoming, change.base);
     // Who captured a record, when, and its review are the server's and the console's, not data
     // two officers can disagree on: no conflict for a reviewer to settle.
@@ -165,7 +170,7 @@ pub(crate) fn apply(
         now_ms,
     );
     if !plan.apply {
-        return Ok(());
+        return Ok(false);
     }
     // A pull leaves a device's own accepted change out of its answer by this counter.
     let own = !echo
@@ -173,5 +178,6 @@ pub(crate) fn apply(
         && caller.device == change.stamp.node.to_string();
     let counter = if own { change.id.counter } else { 0 };
     seq.pending
-        .write(tx, &entity, &change.kind, &change.field, incoming, counter)
+        .write(tx, &entity, &change.kind, &change.field, incoming, counter)?;
+    Ok(true)
 }

@@ -22,9 +22,25 @@ fn a_phone_ahead_of_a_restored_server_pulls_from_the_start_and_misses_nothing_ne
     server.add_officer("ob", VILLAGE);
     let dir = tempfile::tempdir().expect("temporary directory");
     let copy = dir.path().join("copy.db");
+    server.add_reviewer("r006", "441303006");
     let mut a = Device::new("oa");
     a.login(&server, "oa");
     let first = capture_person(&mut a, 1, "王一");
+    let approved = capture_person(&mut a, 0, "王零");
+    a.sync();
+    let r006 = server.caller("r006");
+    server
+        .db
+        .call_blocking(|c| {
+            baylink_server::store::review::review(
+                c,
+                &r006,
+                &approved,
+                &baylink_server::store::review::Verdict::Approve(String::new()),
+                baylink_tests::harness::real_now_ms(),
+            )
+        })
+        .expect("approved");
     a.sync();
     server.db.backup(&copy).expect("backed up");
     // After the backup: a's cursor moves on past everything the copy holds, and the server
@@ -33,6 +49,12 @@ fn a_phone_ahead_of_a_restored_server_pulls_from_the_start_and_misses_nothing_ne
     a.edit(first, &[("occupation", "渔民")]);
     let report = a.sync();
     assert_eq!(report.pushed_records, 39, "{report:?}");
+    let approved_history = server
+        .snapshot()
+        .history
+        .iter()
+        .filter(|h| h.entity == approved)
+        .count();
     let held_before = server.snapshot().values;
     server.restore(&copy);
     a.move_server(&server);
@@ -93,6 +115,22 @@ fn a_phone_ahead_of_a_restored_server_pulls_from_the_start_and_misses_nothing_ne
         "{} differ: {:?}",
         differ.len(),
         &differ[..differ.len().min(5)]
+    );
+    // Sent again as the server holds it, a record approved before the backup is neither
+    // edited nor sent back to review, and its history gains nothing.
+    assert_eq!(
+        server_has
+            .value(approved, "review_status")
+            .and_then(|v| v.as_str()),
+        Some("approved")
+    );
+    assert_eq!(
+        server_has
+            .history
+            .iter()
+            .filter(|h| h.entity == approved)
+            .count(),
+        approved_history
     );
     // Once: the next sync sends nothing again, and b gets what a sent.
     let quiet = a.sync();

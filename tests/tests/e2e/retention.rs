@@ -110,4 +110,47 @@ fn a_compaction_removes_what_active_phones_applied_and_an_unseen_phone_starts_ov
     c.sync();
     let fresh = c.states();
     assert_eq!(fresh.len(), 5, "{:?}", fresh.keys());
+
+    // Registered again in its village, a compacted person is a new record, on every phone;
+    // from another station's village it is not that officer's, as the tombstone would not have
+    // been.
+    server.add_officer("oz", "441303007001");
+    let mut z = Device::new("oz");
+    z.login(&server, "oz");
+    let number = resident_id(&format!("4413031990010{:04}", 5000));
+    let elsewhere = z.capture(
+        EntityKind::Person,
+        &[
+            ("village", "441303007001"),
+            ("id_number", &number),
+            ("name", "张三"),
+        ],
+    );
+    assert_eq!(elsewhere, people[0], "the same person, by her number");
+    let report = z.sync();
+    assert_eq!(report.refused_records, 1, "{report:?}");
+    let refused = z.store.refused().expect("refused");
+    assert_eq!(refused[0].code, "out_of_scope", "{refused:?}");
+    assert!(!server.snapshot().entities.contains_key(&people[0]));
+    let again = capture_person(&mut c, 0);
+    assert_eq!(again, people[0]);
+    let report = c.sync();
+    assert_eq!(
+        (report.pushed_records, report.refused),
+        (1, 0),
+        "{report:?}"
+    );
+    for phone in [&mut a, &mut b, &mut c] {
+        phone.sync();
+    }
+    let server_has = server.snapshot();
+    assert!(server_has.entities.contains_key(&people[0]));
+    for phone in [&a, &b, &c] {
+        let (_, state) = &phone.states()[&people[0]];
+        assert_ne!(
+            state.get("deleted").map(|v| &v.value),
+            Some(&serde_json::Value::Bool(true)),
+            "registered again, live on every phone"
+        );
+    }
 }

@@ -310,4 +310,22 @@ fn a_person_from_a_watched_region_synced_by_a_phone_raises_one_alert() {
         .call_blocking(|c| baylink_server::store::dashboard::open_count(c, &r006.villages))
         .expect("count");
     assert_eq!(count, 1, "the rule added later still open");
+    // An officer who deletes a watched person leaves her alert listed for the station: a
+    // number registered to see whether it is watched, then deleted, is seen.
+    let chen_id = persons(&a)
+        .into_iter()
+        .filter_map(|id| uuid::Uuid::parse_str(&id).ok())
+        .find(|id| *id != from_wuhan)
+        .expect("陈静");
+    a.store.delete(chen_id).expect("deleted");
+    a.sync();
+    let listed = server
+        .db
+        .call_blocking(|c| alerts::list(c, &r006.villages, AlertsShown::All, 100))
+        .expect("alerts");
+    let hers = listed
+        .iter()
+        .find(|l| l.entity == chen_id.to_string())
+        .expect("still listed");
+    assert!(hers.deleted, "{hers:?}");
 }

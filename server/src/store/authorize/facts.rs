@@ -28,6 +28,10 @@ pub struct Compacted {
     pub newest: baylink_sync::Stamp,
     /// Every field it ever had.
     pub fields: BTreeSet<String>,
+    /// Its kind.
+    pub kind: String,
+    /// Its home village as it last stood.
+    pub village: Option<String>,
 }
 
 /// What the server knows when it decides a push.

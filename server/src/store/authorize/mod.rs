@@ -315,6 +315,29 @@ fn decide_record(
     // after everything the server ever took for it, it is a new registration of the record.
     let compacted = facts.compacted.get(&id).filter(|_| held.is_none());
     if let Some(last) = compacted {
+        // Decided as the tombstone would have been: another village's record is not the
+        // caller's (nor its history theirs to inherit), and a record keeps its kind.
+        let home = last
+            .village
+            .as_ref()
+            .is_none_or(|v| admin || facts.villages.contains(v));
+        if !home {
+            return refuse_all(
+                plan,
+                &out_of_scope(
+                    "此记录已在其他村（社区）登记 / this record is registered in another village",
+                ),
+            );
+        }
+        if last.kind != claimed.as_str() {
+            let message = format!(
+                "kind：此记录是{}，不是{} / kind: this record is a {}, not a {claimed}",
+                EntityKind::parse(&last.kind).map_or("?", EntityKind::label_zh),
+                kind.label_zh(),
+                last.kind
+            );
+            return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
+        }
         let older = idx.iter().any(|&i| changes[i].stamp <= last.newest);
         let after = merged_after(held, changes, idx, plan);
         if older || !validate_record(kind, &values(&after), facts.today).is_empty() {
