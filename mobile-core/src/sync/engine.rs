@@ -633,7 +633,18 @@ fn authed<T>(
             status: 401, code, ..
         }) if code == unauthorized::TOKEN_EXPIRED || code == unauthorized::INVALID_TOKEN => {
             let refresh = session.refresh_token.clone().ok_or(Error::NotSignedIn)?;
-            let tokens = guard(store, client.refresh(store.node_id(), &refresh))?;
+            let tokens = match guard(store, client.refresh(store.node_id(), &refresh)) {
+                // The server ended the session (a new password, a disabled account, a token
+                // spent elsewhere): the phone says it is signed out, and keeps its place.
+                Err(e @ Error::Server { status: 401, .. }) => {
+                    let mut ended = session.clone();
+                    ended.access_token = None;
+                    ended.refresh_token = None;
+                    store.save_raw_session(&ended)?;
+                    return Err(e);
+                }
+                other => other?,
+            };
             let renewed = to_session(
                 &session.server,
                 &tokens,

@@ -720,3 +720,52 @@ fn a_capture_withdrawn_before_its_first_sync_does_not_bring_the_evening_back() {
     assert_eq!(report.pulled, 0, "its own values sent back: {report:?}");
     assert_eq!(server.snapshot().value(wrong, "name"), None);
 }
+
+#[test]
+fn a_new_password_signs_the_phone_out_and_it_signs_in_again_where_it_stood() {
+    let server = Server::start();
+    server.add_officer("o1", VILLAGE);
+    let mut a = Device::new("o1");
+    a.login(&server, "o1");
+    capture(
+        &mut a,
+        EntityKind::Person,
+        &person("11010519491231002X", "王芳", VILLAGE),
+    );
+    a.sync();
+    let hash = baylink_server::auth::password::hash("a-new-long-password").expect("hash");
+    server
+        .run(server.state.store.set_password(
+            baylink_server::store::contract::Actor::Operator,
+            "o1".into(),
+            hash,
+        ))
+        .expect("password set");
+    match a.try_sync() {
+        Err(mobile_core::Error::Server {
+            status: 401, code, ..
+        }) => {
+            assert_eq!(
+                code, "invalid_token",
+                "told its session ended, not of a theft"
+            )
+        }
+        other => panic!("signed out by the new password: {other:?}"),
+    }
+    let session = a.store.session().expect("session").expect("kept");
+    assert!(!session.signed_in, "the phone says it is signed out");
+    assert!(
+        mobile_core::sync::login(&mut a.store, &server.url, "o1", PASSWORD, "phone").is_err(),
+        "the old password no longer signs in"
+    );
+    mobile_core::sync::login(
+        &mut a.store,
+        &server.url,
+        "o1",
+        "a-new-long-password",
+        "phone",
+    )
+    .expect("the new one does");
+    let report = a.sync();
+    assert_eq!(report.pulled, 0, "it kept its place: {report:?}");
+}
