@@ -637,7 +637,7 @@ fn authed<T>(
                 // The server ended the session (a new password, a disabled account, a token
                 // spent elsewhere): the phone says it is signed out, and keeps its place.
                 Err(e @ Error::Server { status: 401, .. }) => {
-                    let mut ended = session.clone();
+                    let mut ended = session;
                     ended.access_token = None;
                     ended.refresh_token = None;
                     store.save_raw_session(&ended)?;
