@@ -135,10 +135,11 @@ fn a_compaction_removes_what_active_phones_applied_and_an_unseen_phone_starts_ov
     let again = capture_person(&mut c, 0);
     assert_eq!(again, people[0]);
     let report = c.sync();
+    let refused = c.store.refused().expect("refused");
     assert_eq!(
         (report.pushed_records, report.refused),
         (1, 0),
-        "{report:?}"
+        "{refused:?}\n{report:?}"
     );
     for phone in [&mut a, &mut b, &mut c] {
         phone.sync();

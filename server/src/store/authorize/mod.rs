@@ -340,7 +340,16 @@ fn decide_record(
         }
         let older = idx.iter().any(|&i| changes[i].stamp <= last.newest);
         let after = merged_after(held, changes, idx, plan);
-        if older || !validate_record(kind, &values(&after), facts.today).is_empty() {
+        let whole = validate_record(kind, &values(&after), facts.today).is_empty();
+        // Whole, but stamped before what the record last had (a phone that never saw the
+        // deletion, its clock a little behind): stamped again from the server's time, which is
+        // past it, the registration goes through.
+        if whole && older && last.newest.hlc.millis() < facts.now_ms {
+            let message = "记录曾被删除：请以服务器时间重新标记后再发送 / the record was deleted \
+                           after this was stamped: restamp from the server's time and send again";
+            return refuse_all(plan, &Decision::refuse(refusal::CLOCK_AHEAD, message));
+        }
+        if older || !whole {
             let message =
                 "该记录已删除，服务器不再保留 / the record was deleted and is no longer kept";
             return refuse_all(plan, &Decision::refuse(refusal::GONE, message));
