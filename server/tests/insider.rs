@@ -10,7 +10,9 @@
 //! - every value and every watch-list hit a pull sent lies in the caller's villages (every
 //!   victim is on the watch list), and every id a pull said to drop was one the device had been
 //!   sent or had written itself;
-//! - the device's counter is the newest it had accepted, so its next honest change is applied.
+//! - the device's counter is the newest it had accepted, so its next honest change is applied;
+//! - a record deleted and compacted away (`compact`) never comes back outside the caller's
+//!   villages, nor as another kind: one in each village is, and changes name them at random.
 
 // Helpers here are part of the tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -28,7 +30,7 @@ use baylink_server::store::authorize::HOME_ONLY;
 use baylink_server::store::caller::Caller;
 use baylink_server::store::conn::Conn;
 use baylink_server::store::now_ms;
-use baylink_server::store::{devices, push};
+use baylink_server::store::{devices, push, retention};
 use baylink_server::{AppState, Config, app, auth, demo};
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use proptest::prelude::*;
@@ -45,6 +47,8 @@ const OTHER_STATION: &str = "441303007001";
 const VILLAGES: [&str; 3] = [MINE, SAME_STATION, OTHER_STATION];
 
 const ATTACKER_DEVICE: Uuid = Uuid::from_u128(0xA7);
+/// The attacker's earlier phone, which registered and deleted a person since compacted away.
+const ATTACKER_OLD_DEVICE: Uuid = Uuid::from_u128(0xA6);
 /// The victims' devices: a stamp may name them.
 const VICTIM_DEVICES: [Uuid; 2] = [Uuid::from_u128(0xB0), Uuid::from_u128(0xC0)];
 const PASSWORD: &str = "correct-horse-battery";
@@ -148,13 +152,21 @@ fn honest_edit(
     assert!(results.iter().all(|r| r.code.is_none()), "{results:?}");
 }
 
+/// A person deleted and compacted away before the cases.
+struct Compacted {
+    id: Uuid,
+    number: String,
+    village: String,
+}
+
 /// The server, the attacker's token, and the records of the world (the attacker's own house
 /// among them).
 struct World {
     state: AppState,
     db: baylink_server::store::Db,
     token: String,
-    /// Ids a change may name: the victims' records, the attacker's house, a few new ones.
+    /// Ids a change may name: the victims' records, the attacker's house, a few new ones, the
+    /// compacted persons.
     pool: Vec<Uuid>,
     /// Resident ID numbers: the victims' (whose person ids they give) and a new one.
     id_numbers: Vec<String>,
@@ -162,6 +174,8 @@ struct World {
     /// holder (E93000000, the number a victim's person has as another document) and car (plate
     /// 粤L12350, a victim's motorcycle's).
     own: [Uuid; 4],
+    /// The persons deleted and compacted away: the attacker's village's first.
+    compacted: Vec<Compacted>,
     /// How many changes the attacker's own records took.
     setup_changes: u64,
     _dir: tempfile::TempDir,
@@ -173,10 +187,11 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
     config.database = database;
     let (state, db) = AppState::open(config).unwrap();
     let hash = auth::password::hash(PASSWORD).unwrap();
-    let (pool, id_numbers) = db
+    let (pool, id_numbers, compacted) = db
         .call_blocking(move |conn| {
             demo::seed_places(conn)?;
             let mut callers = Vec::new();
+            let mut mine = None;
             for (n, (name, village)) in [("oa", MINE), ("ob", SAME_STATION), ("oc", OTHER_STATION)]
                 .into_iter()
                 .enumerate()
@@ -190,7 +205,16 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                     villages: vec![village.to_owned()],
                 };
                 let account = accounts::create_account(conn, Actor::Operator, &new, 0)?;
-                if n > 0 {
+                if n == 0 {
+                    let device = ATTACKER_OLD_DEVICE.to_string();
+                    devices::register_device(conn, &device, account, "phone", 0)?;
+                    mine = Some(Caller {
+                        account,
+                        role: Role::Officer,
+                        device,
+                        villages: vec![village.to_owned()],
+                    });
+                } else {
                     let device = VICTIM_DEVICES[n - 1].to_string();
                     devices::register_device(conn, &device, account, "phone", 0)?;
                     callers.push(Caller {
@@ -319,6 +343,41 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                 numbers.push(number);
             }
             numbers.push(baylink_domain::synthetic::resident_id(999));
+            // A person registered and deleted in each village, then compacted away: nothing
+            // of them is left but their history.
+            let mut compacted = Vec::new();
+            for (i, caller) in mine.iter().chain(&callers).enumerate() {
+                let village = caller.villages[0].clone();
+                let number = baylink_domain::synthetic::resident_id(300 + i as u64);
+                let mut counter = 1_000;
+                let person = honest(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Person,
+                    &[
+                        ("village", &village),
+                        ("id_number", &number),
+                        ("name", "赵敏"),
+                    ],
+                );
+                honest_edit(
+                    conn,
+                    caller,
+                    &mut counter,
+                    EntityKind::Person,
+                    person,
+                    "deleted",
+                    json!(true),
+                );
+                compacted.push(Compacted {
+                    id: person,
+                    number,
+                    village,
+                });
+            }
+            let done = retention::compact(conn, Actor::Operator, 60_000, now_ms())?;
+            assert_eq!(done.tombstones, 3, "{done:?}");
             // Every number on the watch list: the victims' persons are hits the attacker's
             // pulls must never carry, and a capture of the last one is a hit of their own.
             let admin = NewAccount {
@@ -334,7 +393,7 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                 let rule = baylink_domain::watch::Rule::id_number(number).unwrap();
                 alerts::add_rule(conn, admin, &rule, "watched", now_ms())?;
             }
-            Ok((pool, numbers))
+            Ok((pool, numbers, compacted))
         })
         .unwrap();
     let token = runtime.block_on(async {
@@ -350,6 +409,7 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
         pool,
         id_numbers,
         own: [Uuid::nil(); 4],
+        compacted,
         setup_changes: 0,
         _dir: dir,
     };
@@ -460,6 +520,8 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
     world
         .pool
         .extend((1..=4).map(|n| Uuid::from_u128(0x7000_8000_0000_0000_F000 + n)));
+    let gone: Vec<Uuid> = world.compacted.iter().map(|c| c.id).collect();
+    world.pool.extend(gone);
     world
 }
 
@@ -623,7 +685,7 @@ fn case() -> impl Strategy<Value = Case> {
             clock,
         });
     let template = (
-        0..15u8,
+        0..16u8,
         0..16usize,
         0..3usize,
         (0..16usize, 0..16usize),
@@ -665,9 +727,9 @@ struct Attacker {
     cursor: Option<String>,
     /// Ids the device was sent or wrote: the only ones a pull may tell it to drop.
     known: BTreeSet<Uuid>,
-    /// Changes accepted and refused, values pulled, pulls refused, watch-list hits told: what
-    /// the cases exercised.
-    tally: [u64; 5],
+    /// Changes accepted and refused, values pulled, pulls refused, watch-list hits told,
+    /// changes naming a compacted record: what the cases exercised.
+    tally: [u64; 6],
     /// Persons of other villages who moved in.
     arrivals: usize,
 }
@@ -929,6 +991,41 @@ impl World {
                     },
                 ]
             }
+            // A compacted person registered again, whole, in any village: as a person of her
+            // number, or her id taken for a car.
+            15 => {
+                let gone = &self.compacted[t.number % self.compacted.len()];
+                let (kind, pairs) = if t.refs.1.is_multiple_of(2) {
+                    (
+                        EntityKind::Person,
+                        vec![
+                            ("village", VILLAGES[t.village]),
+                            ("id_number", gone.number.as_str()),
+                            ("name", "赵敏"),
+                        ],
+                    )
+                } else {
+                    (
+                        EntityKind::Vehicle,
+                        vec![
+                            ("village", VILLAGES[t.village]),
+                            ("plate", "粤L42340"),
+                            ("vehicle_type", "car"),
+                        ],
+                    )
+                };
+                let fields = validate_capture(kind, &input(&pairs), today())
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| (kind.field(&k).unwrap().name, v))
+                    .collect();
+                vec![Plausible {
+                    kind: kind.as_str(),
+                    entity: gone.id,
+                    fields,
+                    ancient: false,
+                }]
+            }
             // Once she is in (or not), taking her away, deleting her, changing who she is.
             _ => vec![rewrite],
         }
@@ -943,6 +1040,7 @@ impl World {
     ) -> Result<(), TestCaseError> {
         let names = field_names();
         let now = now_ms();
+        let compacted: BTreeSet<Uuid> = self.compacted.iter().map(|c| c.id).collect();
         let mut changes = Vec::new();
         let next = |me: &mut Attacker| {
             me.counter += 1;
@@ -957,6 +1055,9 @@ impl World {
                                hlc: Hlc| {
             let counter = next(me);
             me.known.insert(entity);
+            if compacted.contains(&entity) {
+                me.tally[5] += 1;
+            }
             changes.push(json!({
                 "id": {"device": ATTACKER_DEVICE, "counter": counter}, "kind": kind, "entity": entity,
                 "field": field, "value": value, "stamp": format!("{hlc}@{node}"),
@@ -1088,14 +1189,21 @@ impl World {
         ));
         if status != StatusCode::OK {
             me.tally[3] += 1;
-            prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{}", page);
+            // Refused, or (a position below the compaction's horizon) told to start over.
+            let expired = status == StatusCode::GONE && page["error"]["code"] == "cursor_expired";
+            prop_assert!(status == StatusCode::BAD_REQUEST || expired, "{}", page);
             return Ok(());
         }
         let scopes = snapshot(runtime, &self.state);
         for record in page["records"].as_array().cloned().unwrap_or_default() {
             let id = record["entity"].as_str().unwrap();
-            let held = &scopes[id].villages;
-            prop_assert!(held.contains(MINE), "sent {} of {:?}", id, held);
+            let held = scopes.get(id).map(|r| &r.villages);
+            prop_assert!(
+                held.is_some_and(|h| h.contains(MINE)),
+                "sent {} of {:?}",
+                id,
+                held
+            );
             me.tally[2] += 1;
             me.known.insert(Uuid::parse_str(id).unwrap());
         }
@@ -1275,6 +1383,34 @@ fn nothing_outside_changed(
     Ok(arrived)
 }
 
+/// Checks the compacted persons: those of other villages stay gone; the attacker's own may be
+/// registered again, as a person of the attacker's village.
+fn compacted_stay_gone(
+    compacted: &[Compacted],
+    after: &BTreeMap<String, Snapshot>,
+) -> Result<(), TestCaseError> {
+    for gone in compacted {
+        let Some(now) = after.get(&gone.id.to_string()) else {
+            continue;
+        };
+        prop_assert_eq!(
+            gone.village.as_str(),
+            MINE,
+            "{} of {} came back",
+            gone.id,
+            gone.village
+        );
+        prop_assert_eq!(&now.kind, "person", "{} came back as another kind", gone.id);
+        prop_assert_eq!(
+            now.village.as_deref(),
+            Some(MINE),
+            "{} came back elsewhere",
+            gone.id
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of_it() {
     hostile_officer(None, 3_000);
@@ -1303,7 +1439,7 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
         newest_accepted: world.setup_changes,
         cursor: None,
         known: BTreeSet::from([Uuid::from_u128(0x7000_8000_0000_0000_00A0)]),
-        tally: [0; 5],
+        tally: [0; 6],
         arrivals: 0,
     });
     let cases: u32 = std::env::var("PROPTEST_CASES")
@@ -1325,7 +1461,9 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
         world.run(&runtime, &case, &mut me.borrow_mut())?;
         // The world persists across cases, so shrinking cannot find the culprit again: print
         // every failing case, the first one being it.
-        let arrived = nothing_outside_changed(&before, &snapshot(&runtime, &world.state))
+        let after = snapshot(&runtime, &world.state);
+        let arrived = nothing_outside_changed(&before, &after)
+            .and_then(|arrived| compacted_stay_gone(&world.compacted, &after).map(|()| arrived))
             .inspect_err(|e| eprintln!("failing case {case:?}: {e}"))?;
         me.borrow_mut().arrivals += arrived;
         Ok(())
@@ -1334,13 +1472,14 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
         panic!("{e}");
     }
     let me = me.into_inner();
-    let [accepted, refused, pulled, bad_cursors, hits] = me.tally;
+    let [accepted, refused, pulled, bad_cursors, hits, to_compacted] = me.tally;
     eprintln!(
-        "{cases} cases: {accepted} changes accepted, {refused} refused; {pulled} records pulled; {bad_cursors} cursors refused; {hits} watch-list hits told"
+        "{cases} cases: {accepted} changes accepted, {refused} refused; {pulled} records pulled; {bad_cursors} cursors refused; {hits} watch-list hits told; {to_compacted} changes named a compacted record"
     );
     // The cases reached both sides of every rule, not only refusals; the watched persons who
-    // moved in were told as hits.
+    // moved in were told as hits; compacted records were named.
     assert!(accepted > 0 && refused > accepted && pulled > 0 && bad_cursors > 0 && hits > 0);
+    assert!(to_compacted > 0);
     // Victims moved in (a residence of the caller's village naming them) along the way.
     eprintln!("{} persons of other villages moved in", me.arrivals);
     assert!(me.arrivals > 0);
