@@ -77,6 +77,16 @@ fn out_of_scope(why: &str) -> Decision {
     )
 }
 
+/// The refusal of a change to a record of another village (held, or compacted away), by the kind
+/// the change claims.
+fn outside(kind: EntityKind) -> Decision {
+    out_of_scope(if kind == EntityKind::Person {
+        "此人已在其他村（社区）登记：请在您辖区的房屋登记其居住信息 / this person is registered in another village: register the residence in a house of yours to bring the person here"
+    } else {
+        "this record lies outside your villages"
+    })
+}
+
 /// The ids of every record a push names: the records written and those its reference fields
 /// name, which the server reads before deciding.
 pub fn named_records(changes: &[Change]) -> BTreeSet<Uuid> {
@@ -267,12 +277,7 @@ fn decide_record(
                 .is_some_and(|v| facts.villages.iter().any(|m| m == v))
     });
     if !in_scope && !arriving {
-        let why = if kind == EntityKind::Person {
-            "此人已在其他村（社区）登记：请在您辖区的房屋登记其居住信息 / this person is registered in another village: register the residence in a house of yours to bring the person here"
-        } else {
-            "this record lies outside your villages"
-        };
-        return refuse_all(plan, &out_of_scope(why));
+        return refuse_all(plan, &outside(kind));
     }
     if let Some(held) = held.filter(|h| h.kind != claimed.as_str()) {
         let message = format!(
@@ -322,12 +327,9 @@ fn decide_record(
             .as_ref()
             .is_none_or(|v| admin || facts.villages.contains(v));
         if !home {
-            return refuse_all(
-                plan,
-                &out_of_scope(
-                    "此记录已在其他村（社区）登记 / this record is registered in another village",
-                ),
-            );
+            // Told as a live record of another village is: the answer says nothing of whether
+            // it was deleted.
+            return refuse_all(plan, &outside(kind));
         }
         if last.kind != claimed.as_str() {
             let message = format!(
