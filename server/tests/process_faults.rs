@@ -1,8 +1,10 @@
-//! The `baylink-server` process killed with SIGKILL in the middle of a phone's large push, then
-//! started again on the same data: the phone's next sync finishes the push; every change the server
-//! acknowledged is there, and none is there twice.
+//! The `baylink-server` process killed with SIGKILL, or told to stop with SIGTERM, in the middle
+//! of a phone's large push, then started again on the same data: the phone's next sync finishes
+//! the push; every change the server acknowledged is there, and none is there twice.
 
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use baylink_domain::{EntityKind, Input};
 use baylink_server::store::Db;
@@ -14,6 +16,40 @@ use support::{free_port, person, start_demo};
 
 #[test]
 fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_twice() {
+    stopped_mid_push(|child| {
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    });
+}
+
+#[test]
+fn a_server_told_to_stop_mid_push_answers_it_exits_within_its_drain_and_loses_nothing() {
+    stopped_mid_push(|child| {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        // The push on its way is answered, then the process ends well inside the demo's 30 s
+        // drain, by itself.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("process state") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running at the drain's deadline"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status:?}");
+    });
+}
+
+/// A phone's push of 1,500 persons, the server stopped by `stop` once a third of it is through
+/// (between two batches of one sync, with the next on its way); then the same data served again.
+fn stopped_mid_push(stop: impl Fn(&mut Child)) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("server");
     let port = free_port();
@@ -35,8 +71,8 @@ fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_tw
         .expect("captured");
     let total = phone.pending_count().expect("pending");
 
-    // Kill the server once a third of the changes are through (from inside the push's progress
-    // report, so that it dies between two batches of one sync, with more on the way).
+    // Stop the server once a third of the changes are through (from inside the push's progress
+    // report, so that it stops between two batches of one sync, with more on the way).
     let killer = server.clone();
     let killed = std::sync::atomic::AtomicBool::new(false);
     let progress = |phase: &str, done: u64, _total: u64| {
@@ -44,9 +80,7 @@ fn a_server_killed_mid_push_loses_nothing_it_acknowledged_and_applies_nothing_tw
             && done >= total / 3
             && !killed.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            let mut child = killer.lock().unwrap_or_else(PoisonError::into_inner);
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
+            stop(&mut killer.lock().unwrap_or_else(PoisonError::into_inner));
         }
     };
     let first = sync_with(&mut phone, &mut Http::default(), &progress);
