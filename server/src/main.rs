@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use baylink_server::store::accounts::Role;
+use baylink_server::store::audit::audit;
 use baylink_server::store::contract::{Access, Actor, NewAccount};
 use baylink_server::{AppError, AppState, Config, auth, demo};
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -441,6 +442,11 @@ fn run(
             config.database_path().display(),
             kept.map_or_else(|| "none".into(), |k| k.display().to_string())
         );
+        say!(
+            "everything is as it was when the backup was taken: redo the device revocations, \
+             disabled accounts, password and village changes made since (the replaced database's \
+             audit log lists them)"
+        );
         return Ok(());
     }
     if command == "migrate"
@@ -780,6 +786,18 @@ fn run(
                     .map_err(|e| AppError::BadRequest(format!("{}: {e}", to.display())))?;
             }
             db.backup(&to)?;
+            // A backup is a copy of every record and of the token keys: who took one, and where.
+            let target = to.display().to_string();
+            db.call_blocking(move |c| {
+                audit(
+                    c,
+                    None,
+                    "backup",
+                    Some(&target),
+                    None,
+                    baylink_server::store::now_ms(),
+                )
+            })?;
             say!("backed up to {}", to.display());
         }
         _ => {}
@@ -860,9 +878,52 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     }
     std::fs::copy(file, &live)
         .map_err(|e| AppError::BadRequest(format!("{}: {e}", file.display())))?;
-    baylink_server::store::Db::open(&live)?;
+    let db = baylink_server::store::Db::open(&live)?;
+    let (source, replaced) = (
+        file.display().to_string(),
+        moved.then(|| kept.display().to_string()),
+    );
+    db.call_blocking(move |c| {
+        let now = baylink_server::store::now_ms();
+        audit(c, None, "restore", Some(&source), replaced.as_deref(), now)
+    })?;
+    drop(db);
+    own_like_data_dir(config);
     tracing::info!(schema = verified.schema, "restored");
     Ok(moved.then_some(kept))
+}
+
+/// Gives the restored database (and the lock file) the data directory's owner: a restore run as
+/// root must leave files the service's own user can open. Where that cannot be done, says so.
+fn own_like_data_dir(config: &Config) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::metadata(&config.data_dir) else {
+        return;
+    };
+    let live = config.database_path().display().to_string();
+    let files = [
+        PathBuf::from(&live),
+        PathBuf::from(format!("{live}-wal")),
+        PathBuf::from(format!("{live}-shm")),
+        config.data_dir.join("serve.lock"),
+    ];
+    for path in files {
+        let Ok(file) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if (file.uid(), file.gid()) == (dir.uid(), dir.gid()) {
+            continue;
+        }
+        if let Err(e) = std::os::unix::fs::chown(&path, Some(dir.uid()), Some(dir.gid())) {
+            eprintln!(
+                "warning: {} is owned by uid {}, the data directory by uid {} ({e}): give it the \
+                 directory's owner (chown) before starting the server",
+                path.display(),
+                file.uid(),
+                dir.uid()
+            );
+        }
+    }
 }
 
 /// Binds the listener, then opens the state while `/livez` answers (a migration may take

@@ -233,10 +233,35 @@ fn accounts_are_managed_with_passwords_on_stdin_and_the_database_backs_up() {
         let mode = std::fs::metadata(&copy).expect("copy").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
-    std::fs::create_dir_all(dir.path().join("restored")).expect("dir");
-    std::fs::copy(&copy, dir.path().join("restored/baylink.db")).expect("restored");
-    let (_, out, _) = run(&dir.path().join("restored"), &["user", "list"], "");
+    // Restored by root into the data directory of the service's own user (where the test runs as
+    // root): the files it writes are that user's, or the service could not open them.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).expect("dir");
+    #[cfg(unix)]
+    let service = std::os::unix::fs::chown(&restored, Some(10_001), Some(10_001)).is_ok();
+    let (ok, out, err) = run(&restored, &["restore", copy.to_str().expect("path")], "");
+    assert!(
+        ok && out.contains("redo the device revocations"),
+        "{out}{err}"
+    );
+    #[cfg(unix)]
+    if service {
+        use std::os::unix::fs::MetadataExt;
+        for name in ["baylink.db", "serve.lock"] {
+            let file = std::fs::metadata(restored.join(name)).expect(name);
+            assert_eq!((file.uid(), file.gid()), (10_001, 10_001), "{name}");
+        }
+    }
+    let (_, out, _) = run(&restored, &["user", "list"], "");
     assert!(out.contains("chen"), "the backup holds the accounts: {out}");
+    // Both audited: the backup in the database it copied, the restore in the one put back.
+    let (_, out, _) = run(&data, &["audit", "export"], "");
+    assert!(out.contains(",backup,") && out.contains("copy.db"), "{out}");
+    let (_, out, _) = run(&restored, &["audit", "export"], "");
+    assert!(
+        out.contains(",restore,") && out.contains("copy.db"),
+        "{out}"
+    );
 }
 
 #[test]
