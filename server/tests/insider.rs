@@ -1480,7 +1480,7 @@ fn compacted_stay_gone(
 
 #[test]
 fn a_hostile_officer_changes_nothing_outside_their_villages_and_reads_nothing_of_it() {
-    hostile_officer(None, 3_000);
+    hostile_officer(None, 2_000);
 }
 
 /// The same hostile client against the server on PostgreSQL (fewer cases: each is slower).
