@@ -113,9 +113,10 @@ pub fn add_rule(
         Rule::IdNumber(n) => (n.clone(), format!("{n}\u{1}")),
         Rule::Region(p) => (p.clone(), format!("{p}\u{10FFFF}")),
     };
+    // The kind as an expression: read through the ID numbers' index, not every person's row.
     let candidates: Vec<String> = tx
         .prepare(
-            "SELECT entity FROM summary WHERE kind = 'person' AND id_number >= ?1 AND id_number < ?2
+            "SELECT entity FROM summary WHERE (kind || '') = 'person' AND id_number >= ?1 AND id_number < ?2
              ORDER BY entity",
         )?
         .query_map(params![lo, hi], |r| r.get(0))?

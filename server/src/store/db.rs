@@ -57,6 +57,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/012_shared_state.sql"),
     include_str!("sql/013_alert_raised.sql"),
     include_str!("sql/014_retention.sql"),
+    include_str!("sql/015_summary_rowid.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -932,6 +933,85 @@ mod tests {
             created.ends_with("(village, created_at, deleted, updated_seq)"),
             "{created}"
         );
+    }
+
+    #[test]
+    fn a_database_of_schema_14_keeps_every_summary_in_a_table_ordered_by_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        // Two summaries, the newer written first in record-id order.
+        database_of_schema(
+            &path,
+            14,
+            &format!(
+                "INSERT INTO summary (entity, kind, village, label, id_number, name, phone, review_status,
+                                      deleted, created_by, created_at, updated_seq) VALUES
+                     ('{P}', 'person', '{VA}', '王五', '110101199003070017', '王五', '13600000000',
+                      'approved', 0, 'officer1', '2026-12-01 08:00:00', 9),
+                     ('{H}', 'house', '{VB}', '1号', NULL, NULL, NULL, 'pending', 1, 'officer2',
+                      '2026-12-02 09:00:00', 4);"
+            ),
+        );
+        let db = Db::open(&path).unwrap();
+        let (table, rows, plan) = db
+            .read_blocking(|c| {
+                let table: String = c.query_row(
+                    "SELECT sql FROM sqlite_schema WHERE name = 'summary'",
+                    (),
+                    |r| r.get(0),
+                )?;
+                let rows: Vec<(i64, String, String, Option<String>, i64, i64)> = c
+                    .prepare(
+                        "SELECT rowid, entity, label, id_number, deleted, updated_seq
+                         FROM summary ORDER BY rowid",
+                    )?
+                    .query_map((), |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                let plan: Vec<String> = c
+                    .prepare("EXPLAIN QUERY PLAN SELECT label FROM summary WHERE entity = ?1")?
+                    .query_map(["x"], |r| r.get(3))?
+                    .collect::<Result<_, _>>()?;
+                Ok((table, rows, plan.join("; ")))
+            })
+            .unwrap();
+        assert!(!table.contains("WITHOUT ROWID"), "{table}");
+        assert_eq!(
+            rows,
+            vec![
+                (1, H.to_owned(), "1号".to_owned(), None, 1, 4),
+                (
+                    2,
+                    P.to_owned(),
+                    "王五".to_owned(),
+                    Some("110101199003070017".to_owned()),
+                    0,
+                    9
+                ),
+            ],
+            "every row kept, oldest write first"
+        );
+        assert!(plan.contains("sqlite_autoindex_summary_1"), "{plan}");
+        // Every index of the console's lists and searches is there again.
+        let indexes: i64 = db
+            .read_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'summary'
+                     AND name LIKE 'summary_%'",
+                    (),
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(indexes, 11);
     }
 
     #[test]

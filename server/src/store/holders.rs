@@ -35,9 +35,16 @@ pub(crate) fn holders(
             .query_map(params![text, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         "id_number" | "plate" => conn
-            .prepare_cached(&format!(
-                "SELECT entity FROM summary WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3"
-            ))?
+            .prepare_cached(&match conn.dialect() {
+                // Read through the key's index only: with plans made before the values are
+                // bound, SQLite otherwise took the kind's index and read every person.
+                Dialect::Sqlite => format!(
+                    "SELECT entity FROM summary WHERE {column} = ?1 AND +kind = ?2 AND +deleted = 0 LIMIT ?3"
+                ),
+                Dialect::Postgres => format!(
+                    "SELECT entity FROM summary WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3"
+                ),
+            })?
             .query_map(params![text, kind, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         other => return Err(StoreError::Backend(format!("no key column {other}"))),
@@ -114,7 +121,7 @@ mod tests {
                 for text in ["110101199003070017", "440305198807120027", "44030519880712002X"] {
                     holders(c, "person", "id_number", text)?;
                 }
-                let sql = "SELECT entity FROM summary WHERE id_number = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3";
+                let sql = "SELECT entity FROM summary WHERE id_number = ?1 AND +kind = ?2 AND +deleted = 0 LIMIT ?3";
                 let raw = c.sqlite().expect("sqlite");
                 let stmt = raw.prepare_cached(sql)?;
                 let reprepared = stmt.get_status(StatementStatus::RePrepare);
