@@ -64,6 +64,15 @@ impl Server {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
+    /// Bytes the process has written so far, to files and sockets (Linux `/proc/PID/io`,
+    /// `wchar`): its database log and checkpoints, steadier between runs than time on a shared
+    /// machine.
+    pub fn written_bytes(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).ok()?;
+        let line = text.lines().find(|l| l.starts_with("wchar:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// The process's peak resident memory so far (Linux `VmHWM`), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
         peak_rss(&format!("/proc/{}/status", self.child.id()))

@@ -73,6 +73,7 @@ pub fn figures(
         .timeout_global(Some(Duration::from_secs(600)))
         .build()
         .into();
+    let post_written = baseline.written_bytes();
     let start = Instant::now();
     let body = serde_json::to_vec(&records).expect("JSON");
     let answer = agent
@@ -87,9 +88,16 @@ pub fn figures(
     let stored: serde_json::Value = serde_json::from_str(&answer).expect("baseline JSON");
     assert_eq!(stored["stored"].as_u64(), Some(count), "{answer}");
     let post_bytes = baseline_proxy.bytes().1;
+    // Its commit is on disk when it answers; the checkpoint after it is counted too (a row each
+    // is the least a store writes).
+    let post_written = baseline
+        .written_bytes()
+        .zip(post_written)
+        .map(|(a, b)| a.saturating_sub(b));
 
     // The upload: one sync, until the push is answered and the outbox is empty.
     let (server_cpu, phone_cpu, sent) = (server.cpu_seconds(), own_cpu(), proxy.bytes().1);
+    let written = server.written_bytes();
     let start = Instant::now();
     let report = mobile_core::sync::sync(&mut phone, &quiet).expect("upload");
     let upload_time = start.elapsed().as_secs_f64();
@@ -98,6 +106,10 @@ pub fn figures(
         .zip(server_cpu)
         .map_or(0.0, |(a, b)| a - b);
     let phone_cpu = own_cpu() - phone_cpu;
+    let written = server
+        .written_bytes()
+        .zip(written)
+        .map(|(a, b)| a.saturating_sub(b));
     let sent = proxy.bytes().1 - sent;
     assert_eq!(
         phone.pending_count().expect("outbox"),
@@ -136,6 +148,16 @@ pub fn figures(
             unit: "bytes".into(),
             baseline: Some(post_bytes as f64),
             ratio: Some(sent as f64 / post_bytes as f64),
+        },
+        Figure {
+            name: name("bytes the server wrote (its log, checkpoints and answers)"),
+            value: written.unwrap_or(0) as f64,
+            unit: "bytes".into(),
+            baseline: post_written.filter(|b| *b > 0).map(|b| b as f64),
+            ratio: written
+                .zip(post_written)
+                .filter(|(_, b)| *b > 0)
+                .map(|(a, b)| a as f64 / b as f64),
         },
         Figure {
             name: name("values the same sync pulled back"),

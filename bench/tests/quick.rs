@@ -35,6 +35,7 @@ fn a_small_district_is_measured_with_baselines() {
         "seconds until the outbox is empty",
         "server CPU seconds",
         "bytes sent",
+        "bytes the server wrote",
         "pulled back",
     ] {
         assert!(

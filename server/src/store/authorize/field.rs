@@ -5,9 +5,11 @@
 use super::*;
 
 /// The decision on one field change of a record the caller may write.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decide_field(
     facts: &Facts<'_>,
     changes: &[Change],
+    idx: &[usize],
     change: &Change,
     kind: EntityKind,
     held: Option<&Held>,
@@ -54,10 +56,13 @@ pub(super) fn decide_field(
     // The value itself, with the document type it is read by (this push's or the stored one).
     let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
     if change.field == "id_number" {
-        let id_type = changes
+        // Among the record's own changes (`idx`), not the whole push's: read for every ID
+        // number, a search of the push would make it quadratic.
+        let id_type = idx
             .iter()
             .rev()
-            .find(|c| c.entity == change.entity && c.field == "id_type")
+            .map(|&i| &changes[i])
+            .find(|c| c.field == "id_type")
             .map(|c| c.value.clone())
             .or_else(|| {
                 held.and_then(|h| h.state.get("id_type"))

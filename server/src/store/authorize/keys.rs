@@ -10,7 +10,7 @@ use baylink_sync::{Change, EntityState};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::facts::{Decision, Facts, Held, World, merged_after, value_of, values};
+use super::facts::{Decision, Facts, Held, World, value_of, values};
 use crate::store::caller::Role;
 
 /// The kinds no two live records of which may share a natural key (a residence's key is its
@@ -117,6 +117,7 @@ pub fn key_collisions(
 /// be one person, vehicle or house. A new record is refused whole; an edit's key changes are
 /// refused; both with a pointer to the other record when the caller may open it (a reviewer
 /// merges true duplicates).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn refuse_key_collision(
     facts: &Facts<'_>,
     changes: &[Change],
@@ -124,25 +125,26 @@ pub(crate) fn refuse_key_collision(
     held: Option<&Held>,
     idx: &[usize],
     plan: &mut [Option<Decision>],
+    after: &EntityState,
     world: &mut World,
-) {
+) -> bool {
     if !is_keyed(kind) {
-        return;
+        return false;
     }
     let key_of = |state: &EntityState| natural_key(kind, &keyed(kind, values(state), facts.today));
-    let after = merged_after(held, changes, idx, plan);
     let gone = |state: &EntityState, field: &str| {
         let value = value_of(state, field);
         !value.is_null() && value != &Value::Bool(false)
     };
     // The key as the push leaves it, when the push creates the record, changes its key or
     // brings it back.
-    let undeleted = held.is_some_and(|h| gone(&h.state, "deleted")) && !gone(&after, "deleted");
-    let Some(new_key) = key_of(&after) else {
-        return;
+    let undeleted = held.is_some_and(|h| gone(&h.state, "deleted")) && !gone(after, "deleted");
+    let keyed_after = keyed(kind, values(after), facts.today);
+    let Some(new_key) = natural_key(kind, &keyed_after) else {
+        return false;
     };
     if held.is_some_and(|h| key_of(&h.state).as_ref() == Some(&new_key) && !undeleted) {
-        return;
+        return false;
     }
     // Another live record of the kind holding that key: the one its id names, or any other
     // stored, or one this push gave it before.
@@ -152,7 +154,7 @@ pub(crate) fn refuse_key_collision(
             && !gone(&other.state, "merged_into")
             && key_of(&other.state).as_ref() == Some(&new_key)
     };
-    let natural = natural_id(kind, &keyed(kind, values(&after), facts.today)).filter(|n| *n != id);
+    let natural = natural_id(kind, &keyed_after).filter(|n| *n != id);
     let stored = natural
         .and_then(|n| facts.records.get(&n).filter(|o| holds(o)).map(|o| (n, o)))
         .or_else(|| {
@@ -177,7 +179,7 @@ pub(crate) fn refuse_key_collision(
     };
     let Some((natural, visible)) = other else {
         world.claimed.insert(new_key, id);
-        return;
+        return false;
     };
     let (zh, en) = match kind {
         EntityKind::Vehicle => ("号牌", "plate"),
@@ -199,7 +201,7 @@ pub(crate) fn refuse_key_collision(
         for &i in idx {
             plan[i] = Some(refused.clone());
         }
-        return;
+        return true;
     }
     // The key and what derives from it go together: a refused number must not leave its birth
     // date, sex and origin behind on the record.
@@ -212,4 +214,5 @@ pub(crate) fn refuse_key_collision(
             plan[i] = Some(refused.clone());
         }
     }
+    true
 }

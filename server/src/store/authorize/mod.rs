@@ -292,6 +292,7 @@ fn decide_record(
         plan[i] = Some(decide_field(
             facts,
             changes,
+            idx,
             &changes[i],
             kind,
             held,
@@ -365,8 +366,11 @@ fn decide_record(
             .map(|e| e.field)
             .collect()
     });
+    let mut after = merged_after(held, changes, idx, plan);
     for round in 0..2 {
-        let after = merged_after(held, changes, idx, plan);
+        if round > 0 {
+            after = merged_after(held, changes, idx, plan);
+        }
         let new_errors: Vec<_> = validate_record(kind, &values(&after), facts.today)
             .into_iter()
             .filter(|e| !before.contains(&e.field))
@@ -407,13 +411,20 @@ fn decide_record(
             return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
         }
     }
-    refuse_key_collision(facts, changes, (id, kind), held, idx, plan, world);
+    // The record as the plan leaves it, worked out again only when the key check changed it.
+    if refuse_key_collision(facts, changes, (id, kind), held, idx, plan, &after, world) {
+        after = merged_after(held, changes, idx, plan);
+    }
     if idx
         .iter()
         .any(|&i| plan[i].as_ref().is_some_and(Decision::accepted))
     {
-        let after = values(&merged_after(held, changes, idx, plan));
-        let mut fills = missing_derived(kind, &after, facts.today);
+        let after = values(&after);
+        let derived = missing_derived(kind, &after, facts.today);
+        // The record's values with what derives from them, by which its natural key is read.
+        let mut keyed_after = after.clone();
+        keyed_after.extend(derived.clone());
+        let mut fills = derived;
         // Registered again after its tombstone was compacted: each field the record had and
         // this registration leaves out is written empty, after it, so that a phone still
         // holding the old record (deleted, its old values) ends with the new one exactly.
@@ -436,7 +447,6 @@ fn decide_record(
             // record out. Unless a record holds that id with another key already (one edited
             // off its key since, or a motorcycle captured before plate kinds counted): then the
             // new record takes a fresh time-ordered id, which is no one's natural id.
-            let keyed_after = keyed(kind, after.clone(), facts.today);
             let taken = |natural: &Uuid| {
                 facts.records.get(natural).is_some_and(|o| {
                     natural_key(kind, &keyed(kind, values(&o.state), facts.today))
