@@ -35,21 +35,21 @@ pub(crate) fn holders(
             .query_map(params![text, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         "id_number" | "plate" => conn
-            .prepare_cached(&match conn.dialect() {
-                // Read through the key's index only: with plans made before the values are
-                // bound, SQLite otherwise took the kind's index and read every person.
-                Dialect::Sqlite => format!(
-                    "SELECT entity FROM summary WHERE {column} = ?1 AND +kind = ?2 AND +deleted = 0 LIMIT ?3"
-                ),
-                Dialect::Postgres => format!(
-                    "SELECT entity FROM summary WHERE {column} = ?1 AND kind = ?2 AND deleted = 0 LIMIT ?3"
-                ),
-            })?
+            .prepare_cached(&key_lookup(column))?
             .query_map(params![text, kind, MOST], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
         other => return Err(StoreError::Backend(format!("no key column {other}"))),
     };
     Ok(ids)
+}
+
+/// [`holders`]' statement for an ID number or a plate: read through the key's index only. The
+/// kind is compared as an expression, as in [`holders_of_all`]: with plans made before the values
+/// are bound, SQLite otherwise took the kind's index and read every person.
+fn key_lookup(column: &str) -> String {
+    format!(
+        "SELECT entity FROM summary WHERE {column} = ?1 AND (kind || '') = ?2 AND deleted = 0 LIMIT ?3"
+    )
 }
 
 /// [`holders`] of several texts at once, in one statement: the ids of the live records of
@@ -118,12 +118,16 @@ mod tests {
         let db = Db::open(&dir.path().join("baylink.db")).unwrap();
         let (reprepared, plan) = db
             .call_blocking(|c| {
-                for text in ["110101199003070017", "440305198807120027", "44030519880712002X"] {
+                for text in [
+                    "110101199003070017",
+                    "440305198807120027",
+                    "44030519880712002X",
+                ] {
                     holders(c, "person", "id_number", text)?;
                 }
-                let sql = "SELECT entity FROM summary WHERE id_number = ?1 AND +kind = ?2 AND +deleted = 0 LIMIT ?3";
+                let sql = key_lookup("id_number");
                 let raw = c.sqlite().expect("sqlite");
-                let stmt = raw.prepare_cached(sql)?;
+                let stmt = raw.prepare_cached(&sql)?;
                 let reprepared = stmt.get_status(StatementStatus::RePrepare);
                 drop(stmt);
                 let plan: Vec<String> = c
