@@ -359,6 +359,81 @@ async fn invalid_values_are_refused_per_change_and_a_new_record_only_whole() {
 }
 
 #[tokio::test]
+async fn a_new_value_of_a_field_already_in_error_is_checked_by_the_type_the_record_keeps() {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let person = "1deb93b4-7149-564c-b8e2-e4671780f80f";
+    let change = |counter: u64, millis: u64, field: &str, value: Value| {
+        json!({
+            "id": {"device": DEVICE, "counter": counter}, "kind": "person", "entity": person,
+            "field": field, "value": value, "stamp": format!("{:016x}@{DEVICE}", (millis << 16) + counter),
+        })
+    };
+    let now = baylink_server::store::now_ms();
+    let registered = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(1, now, "village", json!("441303006001")),
+        change(2, now, "id_type", json!("resident_id")),
+        change(3, now, "id_number", json!("11010519491231002X")),
+        change(4, now, "name", json!("王芳")),
+    ]});
+    let (status, body) = push(&state, &good, &registered).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["code"].is_null()),
+        "{body}"
+    );
+    // Held in error (as a record captured under older rules is): a resident ID card whose
+    // number is not one.
+    let db = db(&state);
+    let read = |db: &Db| -> String {
+        db.call_blocking(move |c| {
+            Ok(c.query_row(
+                "SELECT state ->> '$.f.id_number[0]' FROM entity WHERE id = ?1",
+                [person],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+    };
+    db.call_blocking(move |c| {
+        c.execute(
+            "UPDATE entity SET state = json_set(state, '$.f.id_number[0]', 'X1') WHERE id = ?1",
+            [person],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    // A passport number, with a passport type stamped before the record's type: the type loses
+    // the merge, so the record would keep a resident ID card numbered like a passport.
+    let sneaked = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(5, now - 60_000, "id_type", json!("passport")),
+        change(6, now + 1, "id_number", json!("E12345678")),
+    ]});
+    let (status, body) = push(&state, &good, &sneaked).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][1]["code"], "invalid", "{body}");
+    assert!(
+        body["results"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ID number: must have 18"),
+        "{body}"
+    );
+    assert_eq!(read(&db), "X1");
+    // A number the card it is read by accepts is taken: the record is mended.
+    let mended = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(7, now + 2, "id_number", json!("11010519491231002X")),
+    ]});
+    let (_, body) = push(&state, &good, &mended).await;
+    assert!(body["results"][0]["code"].is_null(), "{body}");
+    assert_eq!(read(&db), "11010519491231002X");
+}
+
+#[tokio::test]
 async fn a_pull_asking_for_several_pages_streams_the_pages_single_pulls_bring() {
     let (state, _dir) = state();
     let good = token(&state).await;

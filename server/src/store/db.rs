@@ -103,6 +103,25 @@ fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Puts the database in write-ahead-log mode. From the rollback journal (a database made by
+/// other tools) the switch needs the file to itself, and SQLite answers "database is locked" at
+/// once, without waiting, while a second server starting beside this one migrates it: so the
+/// switch is tried again for as long as a busy lock is waited for elsewhere.
+fn log_mode(conn: &Connection) -> Result<(), StoreError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            done => return Ok(done?),
+        }
+    }
+}
+
 /// Whether opening a database may migrate it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Migrate {
@@ -283,7 +302,7 @@ impl Db {
                 MIGRATIONS.len()
             )));
         }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        log_mode(conn)?;
         // FULL: a commit reaches the disk before the push is answered, so a change a phone was
         // told is accepted (and then drops) survives a power cut; NORMAL would be durable only
         // at the next checkpoint. Its cost is measured in the benchmark (docs/reliability.md).

@@ -18,7 +18,7 @@
 //! - review and merge fields belong to the console; creation and review-state fields to the
 //!   server, which writes its own value in their place.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
     EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, natural_key, to_text,
@@ -360,10 +360,15 @@ fn decide_record(
     }
     // The record as this push leaves it must be whole and valid: errors it did not have before
     // refuse the changes that bring them, or the record's whole push when no change of it does.
-    let before: BTreeSet<String> = held.map_or_else(BTreeSet::new, |h| {
+    // A field already in error is let be only while it keeps its value: a new value is checked
+    // in the record as merged, not through a document type the push sends that may not win.
+    let before: BTreeMap<String, Value> = held.map_or_else(BTreeMap::new, |h| {
         validate_record(kind, &values(&h.state), facts.today)
             .into_iter()
-            .map(|e| e.field)
+            .map(|e| {
+                let held_value = value_of(&h.state, &e.field).clone();
+                (e.field, held_value)
+            })
             .collect()
     });
     let mut after = merged_after(held, changes, idx, plan);
@@ -373,7 +378,7 @@ fn decide_record(
         }
         let new_errors: Vec<_> = validate_record(kind, &values(&after), facts.today)
             .into_iter()
-            .filter(|e| !before.contains(&e.field))
+            .filter(|e| before.get(&e.field) != Some(value_of(&after, &e.field)))
             .collect();
         if new_errors.is_empty() {
             break;
