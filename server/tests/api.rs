@@ -22,9 +22,14 @@ fn db(state: &AppState) -> Db {
 }
 
 fn state() -> (AppState, tempfile::TempDir) {
+    state_taking(64 * 1024)
+}
+
+/// A server taking request bodies up to `max_body_bytes`, with officer o1 of one village.
+fn state_taking(max_body_bytes: usize) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
-    config.max_body_bytes = 64 * 1024;
+    config.max_body_bytes = max_body_bytes;
     let (state, db) = AppState::open(config).unwrap();
     let hash = auth::password::hash("correct-horse-battery").unwrap();
     db.call_blocking(|conn| {
@@ -431,6 +436,70 @@ async fn a_new_value_of_a_field_already_in_error_is_checked_by_the_type_the_reco
     let (_, body) = push(&state, &good, &mended).await;
     assert!(body["results"][0]["code"].is_null(), "{body}");
     assert_eq!(read(&db), "11010519491231002X");
+}
+
+#[tokio::test]
+async fn a_push_takes_as_many_changes_as_its_answer_says_and_not_one_more() {
+    use baylink_server::routes::sync::MAX_PUSH;
+    let (state, _dir) = state_taking(64 * 1024 * 1024);
+    let good = token(&state).await;
+    let now = baylink_server::store::now_ms();
+    // Whole houses of four fields each, from `first`, numbered on from `counter`.
+    let houses = |first: usize, count: usize, counter: usize| -> Vec<Value> {
+        (first..first + count)
+            .flat_map(|n| {
+                let entity = format!("00000000-0000-7000-8000-{n:012}");
+                [
+                    ("village", "441303006001"),
+                    ("address", "澳头1巷1号"),
+                    ("use", "rental"),
+                    ("status", "in_use"),
+                ]
+                .into_iter()
+                .map(move |(field, value)| (entity.clone(), field, value))
+            })
+            .enumerate()
+            .map(|(i, (entity, field, value))| {
+                let counter = (counter + i) as u64;
+                json!({
+                    "id": {"device": DEVICE, "counter": counter}, "kind": "house",
+                    "entity": entity, "field": field, "value": value,
+                    "stamp": format!("{:016x}@{DEVICE}", (now << 16) + counter),
+                })
+            })
+            .collect()
+    };
+    let at_most = houses(0, MAX_PUSH / 4, 1);
+    assert_eq!(at_most.len(), MAX_PUSH);
+    let batch = json!({"protocol": 1, "device": DEVICE, "changes": at_most});
+    let (status, body) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["max_changes"], MAX_PUSH);
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), MAX_PUSH);
+    assert!(results.iter().all(|r| r["status"] == "accepted"));
+    // One more than it says: refused whole, naming the changes, and nothing of it is stored.
+    let mut too_many = houses(MAX_PUSH / 4, MAX_PUSH / 4, MAX_PUSH + 1);
+    too_many.extend(
+        houses(MAX_PUSH / 2, 1, 2 * MAX_PUSH + 1)
+            .into_iter()
+            .take(1),
+    );
+    assert_eq!(too_many.len(), MAX_PUSH + 1);
+    let batch = json!({"protocol": 1, "device": DEVICE, "changes": too_many});
+    let (status, body) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("changes: at most {MAX_PUSH}")),
+        "{message}"
+    );
+    let houses_stored: i64 = db(&state)
+        .call_blocking(|c| {
+            Ok(c.query_row("SELECT count(*) FROM entity", [] as [&str; 0], |r| r.get(0))?)
+        })
+        .unwrap();
+    assert_eq!(houses_stored, (MAX_PUSH / 4) as i64);
 }
 
 #[tokio::test]

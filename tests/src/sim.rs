@@ -295,6 +295,8 @@ impl Link<'_> {
         let answer = PushResponse {
             server_time_ms: now,
             results,
+            // A limit above the link's: the link's own keeps the pushes small.
+            max_changes: Some(self.push_limit as u32 * 4),
             extra: BTreeMap::new(),
         };
         let answer = self.deliver(answer)?;

@@ -223,10 +223,17 @@ pub struct PushResponse {
     pub server_time_ms: u64,
     /// One result per pushed change.
     pub results: Vec<ChangeResult>,
+    /// The most changes this server takes in one push. A phone sends at most
+    /// [`FIRST_PUSH_CHANGES`] until it is told (a server of before this member says nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_changes: Option<u32>,
     /// Unknown members, relayed.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
+
+/// The most changes in one push every server takes (the limit before servers said theirs).
+pub const FIRST_PUSH_CHANGES: usize = 5_000;
 
 /// A position in the server's sequence of accepted writes; opaque to devices.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -545,6 +552,16 @@ mod tests {
         let parsed: PushResponse = serde_json::from_value(answer).unwrap();
         assert_eq!(parsed.results[0].status, ChangeStatus::Unknown);
         assert_eq!(parsed.results[0].extra["retry_after"], 3);
+        // A server of before the limit was told says none; one that tells it says how many.
+        assert_eq!(parsed.max_changes, None);
+        let told = PushResponse {
+            max_changes: Some(20_000),
+            ..parsed
+        };
+        let text = serde_json::to_string(&told).unwrap();
+        assert!(text.contains(r#""max_changes":20000"#), "{text}");
+        let back: PushResponse = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, told);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baylink_sync::wire::{
-    BAD_CURSOR, CURSOR_EXPIRED, ChangeStatus, PullResponse, PushResponse, refusal,
+    BAD_CURSOR, CURSOR_EXPIRED, ChangeStatus, FIRST_PUSH_CHANGES, PullResponse, PushResponse,
+    refusal,
 };
 use baylink_sync::{Change, NodeId};
 use uuid::Uuid;
@@ -22,13 +23,15 @@ use baylink_sync::auth::{Session, unauthorized};
 
 use crate::sync::client::Client;
 
-/// Changes per push, at most (the server's limit): whole actions, so about 330 new persons.
-/// Each push is one transaction and one durable commit on the server: 500 made the evening's
-/// upload of 100,000 persons 3,000 commits.
-const PUSH_BATCH: usize = 5_000;
-/// JSON per push, about, at first: a quarter of the server's default limit on a body (8 MiB),
-/// so that a day of long notes goes in several pushes rather than one the server refuses.
-const PUSH_BYTES: usize = 2 * 1024 * 1024;
+/// Changes per push, at most, once the server has said it takes as many (whole actions, so
+/// about 1,300 new persons; until then [`FIRST_PUSH_CHANGES`], which every server takes). Each
+/// push is one transaction and one durable commit on the server, which rewrites every index
+/// page its new records touch: fewer, larger pushes write less.
+const PUSH_BATCH: usize = 20_000;
+/// JSON per push, about, at first (counted in the older protocol's larger form): three
+/// quarters of the server's default limit on a body (8 MiB), so that a day of long notes goes
+/// in several pushes rather than one the server refuses.
+const PUSH_BYTES: usize = 6 * 1024 * 1024;
 /// The least a push is cut to when the server finds one too large (one action goes whatever
 /// its size).
 const LEAST_PUSH_BYTES: usize = 16 * 1024;
@@ -709,13 +712,15 @@ fn push(
     // Cut smaller whenever the server answers that a push is too large (its limit may be set
     // below the default): the same changes go again in smaller pushes.
     let mut max_bytes = PUSH_BYTES;
+    // Changes per push: what every server takes, until this one says how many it takes.
+    let mut limit = transport.push_limit().min(FIRST_PUSH_CHANGES);
     // The batch already read (and on its way) while the one before was settled.
     let mut next: Option<Vec<Change>> = None;
     for _ in 0..10_000 {
         go_on(progress)?;
         let changes = match next.take() {
             Some(changes) => changes,
-            None => store.outbox_after(0, transport.push_limit(), max_bytes)?,
+            None => store.outbox_after(0, limit, max_bytes)?,
         };
         if changes.is_empty() {
             break;
@@ -741,6 +746,9 @@ fn push(
             }
             other => other?,
         };
+        if let Some(most) = answer.max_changes {
+            limit = transport.push_limit().min(most as usize).max(1);
+        }
         // A batch all accepted leaves the outbox as it was for every later change: the next
         // batch goes while this one is settled (the server applies it meanwhile). After a
         // refusal the next is read once this one is settled (a refused change passes on what
@@ -752,7 +760,7 @@ fn push(
                 .all(|r| r.status == ChangeStatus::Accepted);
         if all_accepted {
             let last = changes.iter().map(|c| c.id.counter).max().unwrap_or(0);
-            let following = store.outbox_after(last, transport.push_limit(), max_bytes)?;
+            let following = store.outbox_after(last, limit, max_bytes)?;
             if !following.is_empty() {
                 transport.push_ahead(store, &following);
                 next = Some(following);
@@ -887,6 +895,91 @@ mod tests {
         fn pause(&mut self, duration: Duration) {
             self.0.push(duration);
         }
+    }
+
+    /// A server that takes every change and says how many it takes a push (or, one of before
+    /// it said so, nothing); the size of each push is kept.
+    struct Takes {
+        most: Option<u32>,
+        pushes: Vec<usize>,
+    }
+
+    impl Transport for Takes {
+        fn push(&mut self, _: &mut Store, changes: &[Change]) -> Result<PushResponse> {
+            self.pushes.push(changes.len());
+            let results = changes
+                .iter()
+                .map(|c| baylink_sync::wire::ChangeResult {
+                    counter: c.id.counter,
+                    status: ChangeStatus::Accepted,
+                    code: None,
+                    message: None,
+                    extra: Default::default(),
+                })
+                .collect();
+            Ok(PushResponse {
+                server_time_ms: now_ms(),
+                results,
+                max_changes: self.most,
+                extra: Default::default(),
+            })
+        }
+        fn pull(&mut self, _: &mut Store, _: Option<String>, _: u32) -> Result<PullResponse> {
+            Err(Error::Network("pushes only".into()))
+        }
+    }
+
+    #[test]
+    fn pushes_keep_to_what_every_server_takes_until_the_server_says_it_takes_more() {
+        // 2,000 persons captured offline, about 20,000 changes.
+        let captured = || {
+            let mut store = Store::open_in_memory().unwrap();
+            let persons: Vec<baylink_domain::validate::Input> = (0..2_000u64)
+                .map(|n| {
+                    [
+                        ("village", "441303006001".to_owned()),
+                        ("id_number", baylink_domain::synthetic::resident_id(n)),
+                        ("name", baylink_domain::synthetic::name(n)),
+                        ("occupation", "渔民".to_owned()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect()
+                })
+                .collect();
+            store
+                .capture_many(baylink_domain::EntityKind::Person, &persons)
+                .unwrap();
+            store
+        };
+        let pending = captured().pending_count().unwrap() as usize;
+        assert!(pending > 3 * FIRST_PUSH_CHANGES, "{pending} changes");
+        let pushed = |most: Option<u32>| {
+            let mut store = captured();
+            let mut server = Takes {
+                most,
+                pushes: Vec::new(),
+            };
+            let mut report = SyncReport::default();
+            let mut records = (HashSet::new(), HashSet::new());
+            let quiet = |_: &str, _, _| {};
+            push(&mut store, &mut server, &quiet, &mut report, &mut records).unwrap();
+            assert_eq!(store.pending_count().unwrap(), 0);
+            assert_eq!(server.pushes.iter().sum::<usize>(), pending);
+            server.pushes
+        };
+        // A server of before the limit was told: never more than every server takes.
+        let older = pushed(None);
+        assert!(older.iter().all(|&n| n <= FIRST_PUSH_CHANGES), "{older:?}");
+        // Told more after the first answer: fewer, larger pushes, none above the phone's own.
+        let newer = pushed(Some(1_000_000));
+        assert!(newer[0] <= FIRST_PUSH_CHANGES, "{newer:?}");
+        assert!(newer[1] > FIRST_PUSH_CHANGES, "{newer:?}");
+        assert!(newer.iter().all(|&n| n <= PUSH_BATCH), "{newer:?}");
+        assert!(newer.len() < older.len(), "{newer:?} {older:?}");
+        // Told less (a server set lower): no push above it after the first answer.
+        let lower = pushed(Some(1_000));
+        assert!(lower[1..].iter().all(|&n| n <= 1_000), "{lower:?}");
     }
 
     fn busy(retry_after: Option<u64>) -> Error {

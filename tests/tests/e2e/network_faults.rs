@@ -300,9 +300,9 @@ fn a_bootstrap_fetching_its_next_page_ahead_survives_those_requests_failing() {
 
 #[test]
 fn pushes_sent_while_the_one_before_is_settled_lose_nothing_and_double_nothing_on_a_bad_network() {
-    // A server taking bodies of 96 KiB at most: 150 persons go in a dozen pushes, each sent
+    // A server taking bodies of 24 KiB at most: 150 persons go in a score of pushes, each sent
     // while the phone settles the answer to the one before.
-    let server = Server::start_with(|config| config.max_body_bytes = 96 * 1024);
+    let server = Server::start_with(|config| config.max_body_bytes = 24 * 1024);
     let (mut phone, proxy, changes) = officer_behind_proxy(&server);
     // Answers lost after the server applied the push, cut short, requests cut: wherever they
     // fall among the pushes, sent the ordinary way or ahead.
