@@ -295,8 +295,9 @@ impl Link<'_> {
         let answer = PushResponse {
             server_time_ms: now,
             results,
-            // A limit above the link's: the link's own keeps the pushes small.
-            max_changes: Some(self.push_limit as u32 * 4),
+            // A limit above the link's, or none (a server of before it said so): either way
+            // the link's own keeps the pushes small.
+            max_changes: self.rng.chance(50).then_some(self.push_limit as u32 * 4),
             extra: BTreeMap::new(),
         };
         let answer = self.deliver(answer)?;

@@ -58,6 +58,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/013_alert_raised.sql"),
     include_str!("sql/014_retention.sql"),
     include_str!("sql/015_summary_rowid.sql"),
+    include_str!("sql/016_first_write.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -952,6 +953,35 @@ mod tests {
             created.ends_with("(village, created_at, deleted, updated_seq)"),
             "{created}"
         );
+    }
+
+    #[test]
+    fn a_database_of_schema_15_takes_the_devices_that_wrote_to_have_written_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        // d1 wrote in a village, d2 only signed in.
+        database_of_schema(
+            &path,
+            15,
+            &format!(
+                "INSERT INTO account (id, username, display_name, role, password_hash, created_ms)
+                     VALUES (1, 'o1', 'o1', 'officer', 'x', 0);
+                 INSERT INTO device (id, account, name, registered_ms) VALUES
+                     ('d1', 1, 'phone 1', 0), ('d2', 1, 'phone 2', 0);
+                 INSERT INTO device_village (device, village, purged_seq) VALUES ('d1', '{VA}', NULL);"
+            ),
+        );
+        let db = Db::open(&path).unwrap();
+        let first: Vec<(String, Option<i64>)> = db
+            .read_blocking(|c| {
+                Ok(
+                    c.prepare("SELECT id, first_write_seq FROM device ORDER BY id")?
+                        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?,
+                )
+            })
+            .unwrap();
+        assert_eq!(first, [("d1".to_owned(), Some(0)), ("d2".to_owned(), None)]);
     }
 
     #[test]

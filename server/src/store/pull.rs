@@ -97,6 +97,40 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The records a device wrote that lie in none of its villages now, for its pull from no cursor
+/// when it wrote at or below the last compaction's horizon (none otherwise). Such a device never
+/// completed a pull the compaction waited for (or never received the one it completed), so a
+/// record of its own moved elsewhere since may still be on it with its drop compacted away; and
+/// a pull from no cursor is not told its cursor expired. Read from the history, by a scan, in
+/// that rare case only.
+fn own_records_elsewhere(
+    tx: &Conn<'_>,
+    caller: &Caller,
+    villages: &str,
+) -> Result<Vec<Uuid>, StoreError> {
+    let first: Option<i64> = tx
+        .prepare_cached("SELECT first_write_seq FROM device WHERE id = ?1")?
+        .query_row([&caller.device], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let horizon = crate::store::retention::compacted_upto(tx)?;
+    if horizon == 0 || first.is_none_or(|first| first > horizon) {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = tx
+        .prepare_cached(
+            "SELECT DISTINCT h.entity FROM history h WHERE h.device = ?1
+             AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = h.entity
+                             AND s.village IN (SELECT value FROM json_each(?2)))",
+        )?
+        .query_map(params![caller.device, villages], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect())
+}
+
 /// A value as a pull sends it: the stored JSON checked, not parsed into a tree and written again.
 pub type SentValue = FieldValue<Box<RawValue>>;
 
@@ -278,6 +312,9 @@ pub fn read_page(
     };
     let now: BTreeSet<String> = caller.villages.iter().cloned().collect();
     let mut purged: BTreeSet<Uuid> = BTreeSet::new();
+    if fresh {
+        purged.extend(own_records_elsewhere(tx, caller, &villages)?);
+    }
     let after = from.after;
     // Where this page's drops end: a snapshot is taken at the sequence number it starts at.
     let mut upto = after;

@@ -30,6 +30,14 @@ pub(crate) fn settle_device_holdings(
     scopes: &Scopes,
     caller: &Caller,
 ) -> Result<(), StoreError> {
+    if !touched.is_empty() {
+        // Where its first accepted write stands: a pull of it from no cursor is judged by it
+        // (`pull::own_records_elsewhere`).
+        tx.prepare_cached(
+            "UPDATE device SET first_write_seq = ?2 WHERE id = ?1 AND first_write_seq IS NULL",
+        )?
+        .execute(params![caller.device, seq.start + 1])?;
+    }
     if caller.villages.is_empty() {
         return Ok(());
     }

@@ -2,9 +2,16 @@
 //! notes); a phone unseen for longer than the idle time is told its cursor expired, starts over
 //! as a new one and ends with exactly what the server holds, its unsent captures kept and sent.
 
+use std::time::Duration;
+
 use baylink_domain::EntityKind;
+use baylink_server::store::accounts::Role;
 use baylink_server::store::contract::Actor;
+use baylink_sync::Change;
+use baylink_sync::wire::{PullResponse, PushResponse};
 use baylink_tests::harness::{Device, Server, VILLAGE, real_now_ms, resident_id};
+use mobile_core::Store;
+use mobile_core::sync::{Http, Transport, sync_with};
 use uuid::Uuid;
 
 const DAY_MS: u64 = 86_400_000;
@@ -154,4 +161,79 @@ fn a_compaction_removes_what_active_phones_applied_and_an_unseen_phone_starts_ov
             "registered again, live on every phone"
         );
     }
+}
+
+/// HTTP for pushes; every pull fails, as on a link that drops once the push is answered.
+struct PushOnly(Http);
+
+impl Transport for PushOnly {
+    fn push(&mut self, store: &mut Store, changes: &[Change]) -> mobile_core::Result<PushResponse> {
+        self.0.push(store, changes)
+    }
+    fn pull(
+        &mut self,
+        _: &mut Store,
+        _: Option<String>,
+        _: u32,
+    ) -> mobile_core::Result<PullResponse> {
+        Err(mobile_core::Error::Network("the link dropped".into()))
+    }
+    fn pause(&mut self, _: Duration) {}
+}
+
+#[test]
+fn a_phone_that_never_completed_a_pull_drops_its_record_moved_away_before_a_compaction() {
+    const OTHER: &str = "441303006002";
+    let server = Server::start();
+    server.add_officer("oa", VILLAGE);
+    server.add_account("ob", Role::Officer, &[VILLAGE.to_owned(), OTHER.to_owned()]);
+    let mut a = Device::new("oa");
+    a.login(&server, "oa");
+    let person = capture_person(&mut a, 0);
+    // a's push is accepted; its pull never completes.
+    let cut = sync_with(
+        &mut a.store,
+        &mut PushOnly(Http::default()),
+        &|_: &str, _, _| {},
+    );
+    assert!(cut.is_err(), "{cut:?}");
+    assert_eq!(a.store.pending_count().expect("pending"), 0);
+    // An officer of both villages moves her to the other one: a's village drops her.
+    let mut b = Device::new("ob");
+    b.login(&server, "ob");
+    b.sync();
+    b.edit(person, &[("village", OTHER)]);
+    b.sync();
+    // A server notes where a phone stands at most once a minute: b's next sync, a few minutes
+    // on, is noted.
+    server.query(|c| {
+        c.execute(
+            "UPDATE device SET last_sync_ms = ?1 WHERE id = ?2",
+            baylink_server::store::conn::params![
+                (real_now_ms() - 5 * 60_000) as i64,
+                b.store.node_id().to_string()
+            ],
+        )
+        .expect("last sync set")
+    });
+    b.sync();
+    // b is active and has applied the drop; a, never seen to complete a pull, holds nothing
+    // back: the drop's note is compacted away.
+    let done = server
+        .run(server.state.store.compact(Actor::Operator, 60 * DAY_MS))
+        .expect("compacted");
+    assert_eq!(done.active_devices, 1, "{done:?}");
+    assert!(done.purge_notes > 0, "{done:?}");
+    // a pulls from no cursor: she is dropped all the same, as she is in none of a's villages.
+    a.sync();
+    assert!(!a.states().contains_key(&person), "{:?}", a.states().keys());
+    assert!(b.states().contains_key(&person));
+    // A phone that wrote after the compaction is sent no such drops: a new one of the same
+    // officer, whose first pull follows its first push.
+    let mut c = Device::new("oa");
+    c.login(&server, "oa");
+    let other = capture_person(&mut c, 1);
+    let report = c.sync();
+    assert_eq!(report.purged, 0, "{report:?}");
+    assert!(c.states().contains_key(&other));
 }
