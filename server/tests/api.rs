@@ -439,6 +439,65 @@ async fn a_new_value_of_a_field_already_in_error_is_checked_by_the_type_the_reco
 }
 
 #[tokio::test]
+async fn a_record_in_error_takes_no_new_value_of_a_field_its_error_is_read_from() {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let person = "1deb93b4-7149-564c-b8e2-e4671780f80f";
+    let change = |counter: u64, field: &str, value: Value| {
+        let millis = baylink_server::store::now_ms();
+        json!({
+            "id": {"device": DEVICE, "counter": counter}, "kind": "person", "entity": person,
+            "field": field, "value": value, "stamp": format!("{:016x}@{DEVICE}", (millis << 16) + counter),
+        })
+    };
+    let registered = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(1, "village", json!("441303006001")),
+        change(2, "id_type", json!("resident_id")),
+        change(3, "id_number", json!("11010519491231002X")),
+        change(4, "name", json!("王芳")),
+    ]});
+    let (status, body) = push(&state, &good, &registered).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Held in error, as one captured before the rule: a passport whose number is a resident
+    // ID number. The rule reports it on `id_type`, reading `id_number`.
+    let db = db(&state);
+    db.call_blocking(move |c| {
+        c.execute(
+            "UPDATE entity SET state = json_set(state, '$.f.id_type[0]', 'passport') WHERE id = ?1",
+            [person],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    let number = move |db: &Db| -> String {
+        db.call_blocking(move |c| {
+            Ok(c.query_row(
+                "SELECT state ->> '$.f.id_number[0]' FROM entity WHERE id = ?1",
+                [person],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+    };
+    // Another resident ID number, still as a passport's: refused, naming the document type.
+    let other = baylink_domain::synthetic::resident_id(5);
+    let renumbered = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(5, "id_number", json!(other)),
+    ]});
+    let (_, body) = push(&state, &good, &renumbered).await;
+    assert_eq!(body["results"][0]["code"], "invalid", "{body}");
+    let message = body["results"][0]["message"].as_str().unwrap();
+    assert!(message.contains("choose resident_id"), "{message}");
+    assert_eq!(number(&db), "11010519491231002X");
+    // A field no rule reads with the document is written as ever.
+    let occupied = json!({"protocol": 1, "device": DEVICE, "changes": [
+        change(6, "occupation", json!("渔民")),
+    ]});
+    let (_, body) = push(&state, &good, &occupied).await;
+    assert!(body["results"][0]["code"].is_null(), "{body}");
+}
+
+#[tokio::test]
 async fn a_push_takes_as_many_changes_as_its_answer_says_and_not_one_more() {
     use baylink_server::routes::sync::MAX_PUSH;
     let (state, _dir) = state_taking(64 * 1024 * 1024);
@@ -494,6 +553,31 @@ async fn a_push_takes_as_many_changes_as_its_answer_says_and_not_one_more() {
         message.contains(&format!("changes: at most {MAX_PUSH}")),
         "{message}"
     );
+    // Counted in fields when they come as whole actions (protocol 3): one house more than fits.
+    let actions: Vec<Value> = (MAX_PUSH..MAX_PUSH + MAX_PUSH / 4 + 1)
+        .map(|n| {
+            let counter = (3 * MAX_PUSH + 4 * n) as u64;
+            let fields: Vec<Value> = [
+                ("village", "441303006001"),
+                ("address", "澳头1巷1号"),
+                ("use", "rental"),
+                ("status", "in_use"),
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, (field, value))| {
+                json!({"counter": counter + i as u64, "field": field, "value": value})
+            })
+            .collect();
+            json!({
+                "kind": "house", "entity": format!("00000000-0000-7000-8000-{n:012}"),
+                "stamp": format!("{:016x}@{DEVICE}", (now << 16) + counter), "fields": fields,
+            })
+        })
+        .collect();
+    let batch = json!({"protocol": 3, "device": DEVICE, "changes": [], "actions": actions});
+    let (status, body) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let houses_stored: i64 = db(&state)
         .call_blocking(|c| {
             Ok(c.query_row("SELECT count(*) FROM entity", [] as [&str; 0], |r| r.get(0))?)

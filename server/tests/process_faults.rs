@@ -47,7 +47,8 @@ fn a_server_told_to_stop_mid_push_answers_it_exits_within_its_drain_and_loses_no
     });
 }
 
-/// A phone's push of 1,500 persons, the server stopped by `stop` once a third of it is through
+/// A phone's push of 2,500 persons (30,000 changes: pushes of 5,000, then 20,000 once the server
+/// has said it takes them, then 5,000), the server stopped by `stop` once the first is through
 /// (between two batches of one sync, with the next on its way); then the same data served again.
 fn stopped_mid_push(stop: impl Fn(&mut Child)) {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -63,7 +64,7 @@ fn stopped_mid_push(stop: impl Fn(&mut Child)) {
         "phone",
     )
     .expect("login");
-    let inputs: Vec<Input> = (0..1_500)
+    let inputs: Vec<Input> = (0..2_500)
         .map(|n| person("441303006001", 900_000 + n))
         .collect();
     phone
@@ -71,15 +72,12 @@ fn stopped_mid_push(stop: impl Fn(&mut Child)) {
         .expect("captured");
     let total = phone.pending_count().expect("pending");
 
-    // Stop the server once a third of the changes are through (from inside the push's progress
-    // report, so that it stops between two batches of one sync, with more on the way).
+    // Stop the server once the first push is through (from inside the push's progress report,
+    // so that it stops between two batches of one sync, with more on the way).
     let killer = server.clone();
     let killed = std::sync::atomic::AtomicBool::new(false);
     let progress = |phase: &str, done: u64, _total: u64| {
-        if phase == "push"
-            && done >= total / 3
-            && !killed.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        if phase == "push" && done > 0 && !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             stop(&mut killer.lock().unwrap_or_else(PoisonError::into_inner));
         }
     };

@@ -27,6 +27,6 @@ pub use schema::{EntityKind, FieldSpec, FieldType, Writer};
 pub use summary::{Summary, summarize, summarize_with};
 pub use text::hidden_char;
 pub use validate::{
-    Fields, Input, missing_derived, to_text, validate_capture, validate_edit, validate_record,
-    validate_values,
+    Fields, Input, missing_derived, read_with, to_text, validate_capture, validate_edit,
+    validate_record, validate_values,
 };

@@ -714,6 +714,10 @@ fn push(
     let mut max_bytes = PUSH_BYTES;
     // Changes per push: what every server takes, until this one says how many it takes.
     let mut limit = transport.push_limit().min(FIRST_PUSH_CHANGES);
+    // Set once a push above that was refused as too many changes (a node of an older version
+    // behind the same address, while a cluster is upgraded node by node): kept to what every
+    // server takes for the rest of the sync, whatever a newer node says.
+    let mut capped = false;
     // The batch already read (and on its way) while the one before was settled.
     let mut next: Option<Vec<Change>> = None;
     for _ in 0..10_000 {
@@ -744,9 +748,22 @@ fn push(
                 max_bytes = (max_bytes / 4).max(LEAST_PUSH_BYTES);
                 continue;
             }
+            Err(Error::Server {
+                status: 400,
+                code,
+                message,
+                ..
+            }) if code == "bad_request"
+                && message.starts_with("changes:")
+                && changes.len() > FIRST_PUSH_CHANGES =>
+            {
+                capped = true;
+                limit = transport.push_limit().min(FIRST_PUSH_CHANGES);
+                continue;
+            }
             other => other?,
         };
-        if let Some(most) = answer.max_changes {
+        if let (Some(most), false) = (answer.max_changes, capped) {
             limit = transport.push_limit().min(most as usize).max(1);
         }
         // A batch all accepted leaves the outbox as it was for every later change: the next
@@ -980,6 +997,57 @@ mod tests {
         // Told less (a server set lower): no push above it after the first answer.
         let lower = pushed(Some(1_000));
         assert!(lower[1..].iter().all(|&n| n <= 1_000), "{lower:?}");
+
+        // Two nodes of two versions behind one address, answering in turn: the older refuses a
+        // push above what it takes; the sync keeps to that and completes.
+        let mut store = captured();
+        let mut nodes = TwoVersions {
+            turn: 0,
+            pushes: Vec::new(),
+        };
+        let mut report = SyncReport::default();
+        let mut records = (HashSet::new(), HashSet::new());
+        let quiet = |_: &str, _, _| {};
+        push(&mut store, &mut nodes, &quiet, &mut report, &mut records).unwrap();
+        assert_eq!(store.pending_count().unwrap(), 0);
+        assert_eq!(nodes.pushes.iter().sum::<usize>(), pending);
+        assert!(
+            nodes.pushes.iter().all(|&n| n <= FIRST_PUSH_CHANGES),
+            "{:?}",
+            nodes.pushes
+        );
+    }
+
+    /// A new node (it takes 20,000 changes a push and says so) and an old one (it takes 5,000,
+    /// says nothing, and refuses more as a bad request) answering pushes in turn.
+    struct TwoVersions {
+        turn: usize,
+        pushes: Vec<usize>,
+    }
+
+    impl Transport for TwoVersions {
+        fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse> {
+            self.turn += 1;
+            let old = self.turn.is_multiple_of(2);
+            if old && changes.len() > FIRST_PUSH_CHANGES {
+                return Err(Error::Server {
+                    status: 400,
+                    code: "bad_request".into(),
+                    message: format!("changes: at most {FIRST_PUSH_CHANGES} per push"),
+                    retry_after: None,
+                });
+            }
+            let mut node = Takes {
+                most: (!old).then_some(20_000),
+                pushes: Vec::new(),
+            };
+            let answer = node.push(store, changes)?;
+            self.pushes.push(changes.len());
+            Ok(answer)
+        }
+        fn pull(&mut self, _: &mut Store, _: Option<String>, _: u32) -> Result<PullResponse> {
+            Err(Error::Network("pushes only".into()))
+        }
     }
 
     fn busy(retry_after: Option<u64>) -> Error {

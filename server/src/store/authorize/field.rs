@@ -8,11 +8,9 @@ use super::*;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decide_field(
     facts: &Facts<'_>,
-    changes: &[Change],
-    idx: &[usize],
     change: &Change,
+    id_type: Option<&Value>,
     kind: EntityKind,
-    held: Option<&Held>,
     home: bool,
     world: &World,
 ) -> Decision {
@@ -55,22 +53,8 @@ pub(super) fn decide_field(
     }
     // The value itself, with the document type it is read by (this push's or the stored one).
     let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
-    if change.field == "id_number" {
-        // Among the record's own changes (`idx`), not the whole push's: read for every ID
-        // number, a search of the push would make it quadratic.
-        let id_type = idx
-            .iter()
-            .rev()
-            .map(|&i| &changes[i])
-            .find(|c| c.field == "id_type")
-            .map(|c| c.value.clone())
-            .or_else(|| {
-                held.and_then(|h| h.state.get("id_type"))
-                    .map(|v| v.value.clone())
-            });
-        if let Some(id_type) = id_type {
-            values.insert("id_type".into(), id_type);
-        }
+    if let (true, Some(id_type)) = (change.field == "id_number", id_type) {
+        values.insert("id_type".into(), id_type.clone());
     }
     if let Some(error) = validate_values(kind, &values, facts.today)
         .into_iter()

@@ -18,15 +18,15 @@
 //! - review and merge fields belong to the console; creation and review-state fields to the
 //!   server, which writes its own value in their place.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
-    EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, natural_key, to_text,
-    validate_record, validate_values,
+    EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, natural_key, read_with,
+    to_text, validate_record, validate_values,
 };
-use baylink_sync::Change;
 use baylink_sync::hlc::too_far_ahead;
 use baylink_sync::wire::refusal;
+use baylink_sync::{Change, EntityState};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -288,14 +288,25 @@ fn decide_record(
         );
         return refuse_all(plan, &Decision::refuse(refusal::INVALID, message));
     }
+    // The document type a new ID number is read by, field by field: the last this push sends
+    // for the record, or the stored one. Worked out once: a record's changes may be many. The
+    // record as merged is checked again below, by the type it ends with.
+    let id_type = idx
+        .iter()
+        .rev()
+        .map(|&i| &changes[i])
+        .find(|c| c.field == "id_type")
+        .map(|c| c.value.clone())
+        .or_else(|| {
+            held.and_then(|h| h.state.get("id_type"))
+                .map(|v| v.value.clone())
+        });
     for &i in idx {
         plan[i] = Some(decide_field(
             facts,
-            changes,
-            idx,
             &changes[i],
+            id_type.as_ref(),
             kind,
-            held,
             home,
             world,
         ));
@@ -360,17 +371,23 @@ fn decide_record(
     }
     // The record as this push leaves it must be whole and valid: errors it did not have before
     // refuse the changes that bring them, or the record's whole push when no change of it does.
-    // A field already in error is let be only while it keeps its value: a new value is checked
-    // in the record as merged, not through a document type the push sends that may not win.
-    let before: BTreeMap<String, Value> = held.map_or_else(BTreeMap::new, |h| {
+    // An error it had already (captured under older rules) is let be only while its field, and
+    // every field its rule reads with it, keep their values: a new value is checked in the
+    // record as merged, not through a document type the push sends that may not win.
+    let before: BTreeSet<String> = held.map_or_else(BTreeSet::new, |h| {
         validate_record(kind, &values(&h.state), facts.today)
             .into_iter()
-            .map(|e| {
-                let held_value = value_of(&h.state, &e.field).clone();
-                (e.field, held_value)
-            })
+            .map(|e| e.field)
             .collect()
     });
+    let kept = |after: &EntityState, field: &str| {
+        held.is_some_and(|h| value_of(&h.state, field) == value_of(after, field))
+    };
+    let let_be = |after: &EntityState, field: &String| {
+        before.contains(field)
+            && kept(after, field)
+            && read_with(kind, field).iter().all(|f| kept(after, f))
+    };
     let mut after = merged_after(held, changes, idx, plan);
     for round in 0..2 {
         if round > 0 {
@@ -378,7 +395,7 @@ fn decide_record(
         }
         let new_errors: Vec<_> = validate_record(kind, &values(&after), facts.today)
             .into_iter()
-            .filter(|e| before.get(&e.field) != Some(value_of(&after, &e.field)))
+            .filter(|e| !let_be(&after, &e.field))
             .collect();
         if new_errors.is_empty() {
             break;
