@@ -358,29 +358,22 @@ pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Re
     })
 }
 
-/// The other fields an error of `field` in a whole record may come from: the cross-field rules
-/// report an error on one field of a group (a resident ID number entered as another document is
-/// `id_type`'s error, read from `id_number`; a derived field that disagrees is its own, read from
-/// the ID number). A record already in error stays so, unchallenged, only while the field and
-/// these keep their values. Empty for a field no rule reads with others.
+/// The other fields an error of `field` in a whole record is read from: the cross-field rules
+/// report an error on one field of those they read (a resident ID number entered as another
+/// document is `id_type`'s error, read from `id_number`; a derived field that disagrees is its
+/// own, read from the document type and number). A record already in error stays so,
+/// unchallenged, only while the field and these keep their values.
 pub fn read_with(kind: EntityKind, field: &str) -> &'static [&'static str] {
-    const IDENTITY: &[&str] = &[
-        "id_type",
-        "id_number",
-        "gender",
-        "birth_date",
-        "origin_code",
-        "origin_name",
-    ];
-    const STAY: &[&str] = &["moved_in", "moved_out"];
-    const CASE: &[&str] = &["reported_on", "closed_on"];
-    let group = match kind {
-        EntityKind::Person => IDENTITY,
-        EntityKind::Residence => STAY,
-        EntityKind::Dispute => CASE,
-        EntityKind::Vehicle | EntityKind::House | EntityKind::Visit => &[],
-    };
-    if group.contains(&field) { group } else { &[] }
+    match (kind, field) {
+        (EntityKind::Person, "id_type") => &["id_number"],
+        (EntityKind::Person, "id_number") => &["id_type"],
+        (EntityKind::Person, "gender" | "birth_date" | "origin_code" | "origin_name") => {
+            &["id_type", "id_number"]
+        }
+        (EntityKind::Residence, "moved_out") => &["moved_in"],
+        (EntityKind::Dispute, "closed_on") => &["reported_on"],
+        _ => &[],
+    }
 }
 
 /// Cross-field rules of each kind, run on the merged record.

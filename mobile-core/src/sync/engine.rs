@@ -754,7 +754,7 @@ fn push(
                 message,
                 ..
             }) if code == "bad_request"
-                && message.starts_with("changes:")
+                && message.starts_with("changes: at most")
                 && changes.len() > FIRST_PUSH_CHANGES =>
             {
                 capped = true;

@@ -959,15 +959,17 @@ mod tests {
     fn a_database_of_schema_15_takes_the_devices_that_wrote_to_have_written_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baylink.db");
-        // d1 wrote in a village, d2 only signed in.
+        // d1 wrote in a village, d3 had changes processed (written elsewhere only), d2 only
+        // signed in.
         database_of_schema(
             &path,
             15,
             &format!(
                 "INSERT INTO account (id, username, display_name, role, password_hash, created_ms)
                      VALUES (1, 'o1', 'o1', 'officer', 'x', 0);
-                 INSERT INTO device (id, account, name, registered_ms) VALUES
-                     ('d1', 1, 'phone 1', 0), ('d2', 1, 'phone 2', 0);
+                 INSERT INTO device (id, account, name, registered_ms, last_counter) VALUES
+                     ('d1', 1, 'phone 1', 0, 0), ('d2', 1, 'phone 2', 0, 0),
+                     ('d3', 1, 'phone 3', 0, 12);
                  INSERT INTO device_village (device, village, purged_seq) VALUES ('d1', '{VA}', NULL);"
             ),
         );
@@ -981,7 +983,14 @@ mod tests {
                 )
             })
             .unwrap();
-        assert_eq!(first, [("d1".to_owned(), Some(0)), ("d2".to_owned(), None)]);
+        assert_eq!(
+            first,
+            [
+                ("d1".to_owned(), Some(0)),
+                ("d2".to_owned(), None),
+                ("d3".to_owned(), Some(0))
+            ]
+        );
     }
 
     #[test]

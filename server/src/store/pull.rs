@@ -98,23 +98,34 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
 }
 
 /// The records a device wrote that lie in none of its villages now, for its pull from no cursor
-/// when it wrote at or below the last compaction's horizon (none otherwise). Such a device never
-/// completed a pull the compaction waited for (or never received the one it completed), so a
-/// record of its own moved elsewhere since may still be on it with its drop compacted away; and
-/// a pull from no cursor is not told its cursor expired. Read from the history, by a scan, in
-/// that rare case only.
+/// when it wrote at or below the last compaction's horizon and may still hold values of its own
+/// (none otherwise). Such a device never completed a pull the compaction waited for (or never
+/// received the one it completed), so a record of its own moved elsewhere since may still be on
+/// it with its drop compacted away; and a pull from no cursor is not told its cursor expired.
+/// Read from the history by a scan: not for a phone that says it holds none of its own values
+/// (one that started over), nor for one whose first write follows the horizon.
 fn own_records_elsewhere(
     tx: &Conn<'_>,
     caller: &Caller,
     villages: &str,
+    own_held_after: Option<u64>,
 ) -> Result<Vec<Uuid>, StoreError> {
-    let first: Option<i64> = tx
-        .prepare_cached("SELECT first_write_seq FROM device WHERE id = ?1")?
-        .query_row([&caller.device], |r| r.get(0))
-        .optional()?
-        .flatten();
+    // A device that wrote before its first write was kept (an older server, or a node of one
+    // still running) is taken to have written from the start.
+    let device: Option<(Option<i64>, i64)> = tx
+        .prepare_cached(
+            "SELECT CASE WHEN first_write_seq IS NULL AND last_counter > 0 THEN 0
+                         ELSE first_write_seq END, last_counter
+             FROM device WHERE id = ?1",
+        )?
+        .query_row([&caller.device], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((Some(first), last_counter)) = device else {
+        return Ok(Vec::new());
+    };
     let horizon = crate::store::retention::compacted_upto(tx)?;
-    if horizon == 0 || first.is_none_or(|first| first > horizon) {
+    let holds_none = own_held_after.is_some_and(|floor| floor >= last_counter.max(0) as u64);
+    if horizon == 0 || first > horizon || holds_none {
         return Ok(Vec::new());
     }
     let ids: Vec<String> = tx
@@ -313,7 +324,12 @@ pub fn read_page(
     let now: BTreeSet<String> = caller.villages.iter().cloned().collect();
     let mut purged: BTreeSet<Uuid> = BTreeSet::new();
     if fresh {
-        purged.extend(own_records_elsewhere(tx, caller, &villages)?);
+        purged.extend(own_records_elsewhere(
+            tx,
+            caller,
+            &villages,
+            own_held_after,
+        )?);
     }
     let after = from.after;
     // Where this page's drops end: a snapshot is taken at the sequence number it starts at.
