@@ -21,6 +21,32 @@ fn db(state: &AppState) -> Db {
     Db::open(&state.config.database_path()).unwrap()
 }
 
+/// A field's value as the record's row stores it (its JSON text), if it has one.
+fn stored(db: &Db, entity: &'static str, field: &'static str) -> Option<String> {
+    db.call_blocking(move |c| {
+        Ok(c.query_row(
+            "SELECT state -> ('$.f.' || ?2 || '[0]') FROM entity WHERE id = ?1",
+            [entity, field],
+            |r| r.get(0),
+        )
+        .ok())
+    })
+    .unwrap()
+}
+
+/// Writes a field's value into the record's row behind the server's back: a record held in
+/// error, as one captured under older rules is.
+fn hold(db: &Db, entity: &'static str, field: &'static str, value: &'static str) {
+    db.call_blocking(move |c| {
+        c.execute(
+            "UPDATE entity SET state = json_set(state, '$.f.' || ?2 || '[0]', ?3) WHERE id = ?1",
+            [entity, field, value],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+}
+
 fn state() -> (AppState, tempfile::TempDir) {
     state_taking(64 * 1024)
 }
@@ -333,17 +359,7 @@ async fn invalid_values_are_refused_per_change_and_a_new_record_only_whole() {
             .contains("check character")
     );
     let db = db(&state);
-    let stored = |entity: &'static str, field: &'static str| -> Option<String> {
-        db.call_blocking(move |c| {
-            Ok(c.query_row(
-                "SELECT state -> ('$.f.' || ?2 || '[0]') FROM entity WHERE id = ?1",
-                [entity, field],
-                |r| r.get(0),
-            )
-            .ok())
-        })
-        .unwrap()
-    };
+    let stored = |entity: &'static str, field: &'static str| stored(&db, entity, field);
     // The injection-like name is data, stored verbatim; the server set the review state and
     // who captured it, and derived what the device left out from the ID number.
     assert_eq!(
@@ -394,24 +410,8 @@ async fn a_new_value_of_a_field_already_in_error_is_checked_by_the_type_the_reco
     // Held in error (as a record captured under older rules is): a resident ID card whose
     // number is not one.
     let db = db(&state);
-    let read = |db: &Db| -> String {
-        db.call_blocking(move |c| {
-            Ok(c.query_row(
-                "SELECT state ->> '$.f.id_number[0]' FROM entity WHERE id = ?1",
-                [person],
-                |r| r.get(0),
-            )?)
-        })
-        .unwrap()
-    };
-    db.call_blocking(move |c| {
-        c.execute(
-            "UPDATE entity SET state = json_set(state, '$.f.id_number[0]', 'X1') WHERE id = ?1",
-            [person],
-        )?;
-        Ok(())
-    })
-    .unwrap();
+    let read = |db: &Db| stored(db, person, "id_number").unwrap_or_default();
+    hold(&db, person, "id_number", "X1");
     // A passport number, with a passport type stamped before the record's type: the type loses
     // the merge, so the record would keep a resident ID card numbered like a passport.
     let sneaked = json!({"protocol": 1, "device": DEVICE, "changes": [
@@ -428,14 +428,14 @@ async fn a_new_value_of_a_field_already_in_error_is_checked_by_the_type_the_reco
             .contains("ID number: must have 18"),
         "{body}"
     );
-    assert_eq!(read(&db), "X1");
+    assert_eq!(read(&db), "\"X1\"");
     // A number the card it is read by accepts is taken: the record is mended.
     let mended = json!({"protocol": 1, "device": DEVICE, "changes": [
         change(7, now + 2, "id_number", json!("11010519491231002X")),
     ]});
     let (_, body) = push(&state, &good, &mended).await;
     assert!(body["results"][0]["code"].is_null(), "{body}");
-    assert_eq!(read(&db), "11010519491231002X");
+    assert_eq!(read(&db), "\"11010519491231002X\"");
 }
 
 #[tokio::test]
@@ -461,24 +461,8 @@ async fn a_record_in_error_takes_no_new_value_of_a_field_its_error_is_read_from(
     // Held in error, as one captured before the rule: a passport whose number is a resident
     // ID number. The rule reports it on `id_type`, reading `id_number`.
     let db = db(&state);
-    db.call_blocking(move |c| {
-        c.execute(
-            "UPDATE entity SET state = json_set(state, '$.f.id_type[0]', 'passport') WHERE id = ?1",
-            [person],
-        )?;
-        Ok(())
-    })
-    .unwrap();
-    let number = move |db: &Db| -> String {
-        db.call_blocking(move |c| {
-            Ok(c.query_row(
-                "SELECT state ->> '$.f.id_number[0]' FROM entity WHERE id = ?1",
-                [person],
-                |r| r.get(0),
-            )?)
-        })
-        .unwrap()
-    };
+    hold(&db, person, "id_type", "passport");
+    let number = |db: &Db| stored(db, person, "id_number").unwrap_or_default();
     // Another resident ID number, still as a passport's: refused, naming the document type.
     let other = baylink_domain::synthetic::resident_id(5);
     let renumbered = json!({"protocol": 1, "device": DEVICE, "changes": [
@@ -488,7 +472,7 @@ async fn a_record_in_error_takes_no_new_value_of_a_field_its_error_is_read_from(
     assert_eq!(body["results"][0]["code"], "invalid", "{body}");
     let message = body["results"][0]["message"].as_str().unwrap();
     assert!(message.contains("choose resident_id"), "{message}");
-    assert_eq!(number(&db), "11010519491231002X");
+    assert_eq!(number(&db), "\"11010519491231002X\"");
     // A field no rule reads with the document is written as ever.
     let occupied = json!({"protocol": 1, "device": DEVICE, "changes": [
         change(6, "occupation", json!("渔民")),
