@@ -59,6 +59,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/014_retention.sql"),
     include_str!("sql/015_summary_rowid.sql"),
     include_str!("sql/016_first_write.sql"),
+    include_str!("sql/017_history_device.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -953,6 +954,35 @@ mod tests {
             created.ends_with("(village, created_at, deleted, updated_seq)"),
             "{created}"
         );
+    }
+
+    #[test]
+    fn a_database_of_schema_16_reads_a_devices_own_actions_through_an_index_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        database_of_schema(
+            &path,
+            16,
+            "INSERT INTO history (seq, entity, kind, stamp, device, account, at_ms, changes)
+                 VALUES (7, 'e1', 'person', 's', 'd1', 1, 0, '{}'),
+                        (8, 'e2', 'person', 's', 'd2', 1, 0, '{}');",
+        );
+        let db = Db::open(&path).unwrap();
+        let (kept, plan) = db
+            .read_blocking(|c| {
+                let kept: Vec<i64> = c
+                    .prepare("SELECT seq FROM history WHERE device = 'd2'")?
+                    .query_map((), |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let plan: Vec<String> = c
+                    .prepare("EXPLAIN QUERY PLAN SELECT seq FROM history WHERE device = 'd2'")?
+                    .query_map((), |r| r.get(3))?
+                    .collect::<Result<_, _>>()?;
+                Ok((kept, plan.join("; ")))
+            })
+            .unwrap();
+        assert_eq!(kept, [8]);
+        assert!(plan.contains("history_device"), "{plan}");
     }
 
     #[test]

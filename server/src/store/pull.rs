@@ -104,6 +104,12 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
 /// it with its drop compacted away; and a pull from no cursor is not told its cursor expired.
 /// Read from the history by a scan: not for a phone that says it holds none of its own values
 /// (one that started over), nor for one whose first write follows the horizon.
+/// The records a device wrote at or below a sequence number that lie in none of some villages.
+const WROTE_ELSEWHERE: &str = "SELECT DISTINCT h.entity FROM history h
+     WHERE h.device = ?1 AND h.seq <= ?3
+     AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = h.entity
+                     AND s.village IN (SELECT value FROM json_each(?2)))";
+
 fn own_records_elsewhere(
     tx: &Conn<'_>,
     caller: &Caller,
@@ -128,13 +134,11 @@ fn own_records_elsewhere(
     if horizon == 0 || first > horizon || holds_none {
         return Ok(Vec::new());
     }
+    // Only what it wrote at or below the horizon: a record first written above it was dropped
+    // above it too, and that drop is still kept for the pull to send (`history_device`).
     let ids: Vec<String> = tx
-        .prepare_cached(
-            "SELECT DISTINCT h.entity FROM history h WHERE h.device = ?1
-             AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = h.entity
-                             AND s.village IN (SELECT value FROM json_each(?2)))",
-        )?
-        .query_map(params![caller.device, villages], |r| r.get(0))?
+        .prepare_cached(WROTE_ELSEWHERE)?
+        .query_map(params![caller.device, villages, horizon], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(ids
         .iter()
@@ -541,5 +545,66 @@ mod tests {
             .unwrap();
         assert!(more);
         assert_eq!(page.iter().map(|r| r.values.len()).sum::<usize>(), 100);
+    }
+
+    #[test]
+    fn a_fresh_pull_is_told_only_its_records_written_and_moved_away_below_the_horizon() {
+        let db = crate::store::Db::open_in_memory().unwrap();
+        const ELSEWHERE: &str = "441303006002";
+        // Records 1 to 3 this device wrote at or below the horizon (10): 1 stayed, 2 and 3
+        // moved away. Record 4 it wrote above it (its drop is kept), record 5 another device
+        // wrote. Many other devices' actions around them.
+        let (found, plan) = db
+            .call_blocking(|c| {
+                c.execute_batch(&format!(
+                    "INSERT INTO account (id, username, display_name, role, password_hash, created_ms)
+                         VALUES (1, 'o1', 'o1', 'officer', 'x', 0);
+                     INSERT INTO device (id, account, name, registered_ms, last_counter, first_write_seq)
+                         VALUES ('{NODE}', 1, 'phone', 0, 40, 3);
+                     INSERT INTO meta (key, value) VALUES ('compacted_upto', '10');
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+                     INSERT INTO history (seq, entity, kind, stamp, device, account, at_ms, changes)
+                     SELECT i + 100, printf('00000000-0000-4000-8000-1%011d', i), 'person', 's',
+                            printf('other-%d', i % 50), 1, 0, '{{}}' FROM n;
+                     INSERT INTO history (seq, entity, kind, stamp, device, account, at_ms, changes) VALUES
+                         (3, '00000000-0000-4000-8000-000000000001', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (4, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5, '00000000-0000-4000-8000-000000000003', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (6, '00000000-0000-4000-8000-000000000005', 'person', 's', 'other', 1, 0, '{{}}'),
+                         (11, '00000000-0000-4000-8000-000000000004', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (12, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}');
+                     INSERT INTO scope (entity, village) VALUES
+                         ('00000000-0000-4000-8000-000000000001', '{VILLAGE}'),
+                         ('00000000-0000-4000-8000-000000000002', '{ELSEWHERE}'),
+                         ('00000000-0000-4000-8000-000000000004', '{ELSEWHERE}'),
+                         ('00000000-0000-4000-8000-000000000005', '{ELSEWHERE}');"
+                ))?;
+                let caller = Caller {
+                    account: 1,
+                    role: Role::Officer,
+                    device: NODE.to_owned(),
+                    villages: vec![VILLAGE.to_owned()],
+                };
+                let villages = serde_json::to_string(&caller.villages).unwrap();
+                let mut found = own_records_elsewhere(c, &caller, &villages, Some(0))?;
+                found.sort();
+                let plan: Vec<String> = c
+                    .prepare(&format!("EXPLAIN QUERY PLAN {WROTE_ELSEWHERE}"))?
+                    .query_map(params![NODE, villages, 10], |r| r.get(3))?
+                    .collect::<Result<_, _>>()?;
+                Ok((found, plan.join("; ")))
+            })
+            .unwrap();
+        let ids: Vec<String> = found.iter().map(|u| u.to_string()).collect();
+        // 3 is in no village at all (its record compacted away), 2 in another.
+        assert_eq!(
+            ids,
+            [
+                "00000000-0000-4000-8000-000000000002",
+                "00000000-0000-4000-8000-000000000003"
+            ]
+        );
+        // Read through the device's own entries, not the whole history.
+        assert!(plan.contains("history_device"), "{plan}");
     }
 }
