@@ -336,6 +336,25 @@ pub(crate) fn delete_record(conn: &Connection, id: Uuid, pending: bool) -> Resul
 /// [`delete_record`] of a record none of whose values ever left this phone (a capture
 /// withdrawn before any push offered it): the server holds nothing of it to send back.
 pub(crate) fn remove_record(conn: &Connection, id: Uuid, pending: bool) -> Result<()> {
+    forget_record(conn, id, pending)?;
+    conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
+        .execute([id.hyphenated().to_string()])?;
+    Ok(())
+}
+
+/// Drops a record a pull says is no longer in this phone's villages. Its changes still in the
+/// outbox stay, their values copied out of it: one waiting goes in the next push and the
+/// server answers for it, and one refused stays where the officer sees it until dismissed.
+/// (Dropping them too lost an edit made while the sync ran, and the refusal the sync's own
+/// push had just been given.)
+pub(crate) fn drop_purged(conn: &Connection, node: NodeId, id: Uuid, pending: bool) -> Result<()> {
+    crate::outbox::detach(conn, node, id)?;
+    forget_record(conn, id, pending)?;
+    own_values_dropped(conn)
+}
+
+/// Removes a record and the links from it, leaving its outbox rows.
+fn forget_record(conn: &Connection, id: Uuid, pending: bool) -> Result<()> {
     let id_text = id.hyphenated().to_string();
     // Its links are found from its reference fields: the table is keyed by what they name.
     if let Some(record) = load_record(conn, id)? {
@@ -344,8 +363,6 @@ pub(crate) fn remove_record(conn: &Connection, id: Uuid, pending: bool) -> Resul
         }
     }
     conn.prepare_cached("DELETE FROM record WHERE id = ?1")?
-        .execute([&id_text])?;
-    conn.prepare_cached("DELETE FROM outbox WHERE entity = ?1")?
         .execute([&id_text])?;
     Ok(())
 }

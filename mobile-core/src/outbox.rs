@@ -745,6 +745,65 @@ pub(crate) fn rename_stamps(
     Ok(())
 }
 
+/// Copies into their entries the values of a record's changes that the record still holds
+/// (lazy ones), so that they outlive the record: it is about to leave this phone.
+pub(crate) fn detach(conn: &Connection, node: NodeId, entity: Uuid) -> Result<()> {
+    let found = rows_of(conn, node, entity)?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let record = db::load_record(conn, entity)?;
+    for mut row in found {
+        let stamp = Stamp::new(Hlc::from_u64(row.hlc), node);
+        let mut changed = row.record.is_some();
+        for entry in row.entries.iter_mut().filter(|e| e.value.is_none()) {
+            let held = record.as_ref().and_then(|r| r.state.get(&entry.field));
+            match held {
+                Some(v) if v.stamp == stamp => entry.value = Some(v.value.clone()),
+                _ => {
+                    return Err(Error::Corrupt(format!(
+                        "outbox change {} lost its value",
+                        entry.counter
+                    )));
+                }
+            }
+            changed = true;
+        }
+        if changed {
+            write_row(conn, &row)?;
+        }
+    }
+    Ok(())
+}
+
+/// A value of this device's own that a pull brought: the server holds the change that wrote
+/// it, so a refusal of that change (answered to a copy of the push, before a later copy was
+/// accepted) no longer stands, and is dropped. Dismissed, it would take back what the server
+/// holds.
+pub(crate) fn accepted_after_all(
+    conn: &Connection,
+    node: NodeId,
+    entity: Uuid,
+    hlc: Hlc,
+    field: &str,
+) -> Result<()> {
+    let found = rows(
+        conn,
+        node,
+        "WHERE entity = ?1 AND refused > 0 AND hlc = ?2",
+        params![entity.hyphenated().to_string(), hlc.as_u64() as i64],
+    )?;
+    for mut row in found {
+        let n = row.entries.len();
+        row.entries
+            .retain(|e| e.refusal.is_none() || e.field != field);
+        if row.entries.len() != n {
+            write_row(conn, &row)?;
+        }
+    }
+    Ok(())
+}
+
 /// Drops every change of an entity, waiting or refused (a record the server never took).
 pub(crate) fn drop_entity(conn: &Connection, entity: Uuid) -> Result<()> {
     conn.execute(

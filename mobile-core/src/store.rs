@@ -748,7 +748,12 @@ impl Store {
                     out.push(RefusedRecord {
                         id: change.entity.clone(),
                         kind: change.kind.clone(),
-                        label: summary.map(|s| s.label).unwrap_or_default(),
+                        // A record dropped (it left the officer's villages) keeps its
+                        // refusals until they are seen, but no longer its summary.
+                        label: summary.map(|s| s.label).unwrap_or_else(|| {
+                            let kind = EntityKind::parse(&change.kind).map_or("", |k| k.label_zh());
+                            format!("{kind}（已不在本机 / no longer on this phone）")
+                        }),
                         never_taken: never_taken(&refused, record.as_ref(), self.device.node),
                         fields: Vec::new(),
                     });
@@ -778,7 +783,9 @@ impl Store {
                 return Err(Error::NotFound(format!("{id}: no refused change")));
             }
             let old = db::load_record(tx, id)?;
-            if never_taken(&refused, old.as_ref(), device.node) {
+            // A record dropped from this phone (it left the officer's villages) keeps its
+            // refused changes only until they are seen: dismissed, they go with all the rest.
+            if old.is_none() || never_taken(&refused, old.as_ref(), device.node) {
                 outbox::drop_entity(tx, id)?;
                 db::delete_record(tx, id, db::links_pending(tx)?)?;
                 return Ok(Dismissal::Removed);
@@ -915,7 +922,7 @@ impl Store {
                 report.unchanged += merged.unchanged;
                 report.news.extend(merged.news);
                 for id in purged {
-                    db::delete_record(tx, id, bootstrap)?;
+                    db::drop_purged(tx, device.node, id, bootstrap)?;
                 }
             }
             for (entity, kind, rule) in db::newly_told_hits(tx, &hits)? {
@@ -1395,6 +1402,15 @@ impl Merge {
                 e.insert((old, new))
             }
         };
+        if change.stamp.node == device.node {
+            outbox::accepted_after_all(
+                tx,
+                device.node,
+                change.entity,
+                change.stamp.hlc,
+                &change.field,
+            )?;
+        }
         let incoming = Versioned::new(change.value, change.stamp);
         let held = record.state.get(&change.field);
         let plan = plan_field(held, &incoming, change.base);
@@ -1462,6 +1478,11 @@ impl Merge {
                         (field, Versioned::new(value, stamp))
                     })
                     .collect();
+                for (field, v) in &state {
+                    if v.stamp.node == device.node {
+                        outbox::accepted_after_all(tx, device.node, entity, v.stamp.hlc, field)?;
+                    }
+                }
                 self.report.applied += state.len();
                 let kind = record.kind;
                 self.touched

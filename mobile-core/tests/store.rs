@@ -1322,3 +1322,136 @@ fn the_outbox_reads_whole_while_another_connection_edits_its_records() {
     editing.join().unwrap();
     assert!(reads > 0);
 }
+
+#[test]
+fn a_record_dropped_by_a_pull_leaves_its_waiting_edit_to_be_answered_and_its_refusal_to_be_seen() {
+    use baylink_sync::wire::Cursor;
+    let purge = |ids: Vec<uuid::Uuid>| baylink_sync::wire::PullResponse {
+        purged: ids,
+        next_cursor: Cursor(format!("s9:{VILLAGE}")),
+        ..records_page(&[], false)
+    };
+    let mut s = store();
+    let waiting = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let refused = s
+        .capture(EntityKind::Person, &person("440303199002020020", "李明"))
+        .unwrap();
+    synced(&mut s);
+    // Both are moved to another village on the server. Here one was edited while the sync
+    // ran (after its push), and the push refused the other's edit.
+    s.edit(refused, &input(&[("name", "李小明")])).unwrap();
+    answer(&mut s, &|_| true, "forbidden");
+    s.edit(waiting, &input(&[("name", "王小芳")])).unwrap();
+    s.apply_pulls_from(vec![purge(vec![waiting, refused])], None, NOW_MS)
+        .unwrap();
+    assert!(s.get(waiting).unwrap().is_none());
+    assert!(s.get(refused).unwrap().is_none());
+    // The waiting edit goes in the next push, with its value, for the server to answer.
+    let next = s.outbox(100).unwrap();
+    assert_eq!(
+        next.iter()
+            .map(|c| (c.entity, c.field.as_str(), c.value.clone()))
+            .collect::<Vec<_>>(),
+        [(waiting, "name", serde_json::json!("王小芳"))]
+    );
+    // The refusal the officer has not yet seen is still there to see, and dismissed it goes.
+    let seen = s.refused_records().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].id, refused.to_string());
+    assert_eq!(seen[0].fields[0].code, "forbidden");
+    assert!(
+        seen[0].label.contains("no longer on this phone"),
+        "{}",
+        seen[0].label
+    );
+    assert_eq!(
+        s.dismiss_refused(refused).unwrap(),
+        mobile_core::Dismissal::Removed
+    );
+    assert!(s.refused().unwrap().is_empty());
+    // Refused in its turn, the edit waits to be seen; dismissed, nothing is left.
+    answer(&mut s, &|_| true, "forbidden");
+    assert_eq!(s.refused().unwrap().len(), 1);
+    s.dismiss_refused(waiting).unwrap();
+    assert_eq!(s.pending_count().unwrap(), 0);
+    assert!(s.refused().unwrap().is_empty());
+}
+
+#[test]
+fn a_refused_change_the_server_took_after_all_is_no_longer_refused_once_a_pull_brings_it() {
+    use baylink_sync::wire::Cursor;
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    synced(&mut s);
+    s.edit(id, &input(&[("name", "王小芳"), ("occupation", "厨师")]))
+        .unwrap();
+    // Both refused to one copy of the push; a later copy of it was taken (the officer's
+    // village back), and the server sends the name back, with this phone's own stamp.
+    answer(&mut s, &|_| true, "out_of_scope");
+    let name = s.states().unwrap()[&id].1["name"].clone();
+    let back = baylink_sync::Change {
+        value: name.value.clone(),
+        stamp: name.stamp,
+        ..remote_person_change(id, "name", "", name.stamp.hlc)
+    };
+    let page = |more| baylink_sync::wire::PullResponse {
+        next_cursor: Cursor(format!("s2:{VILLAGE}")),
+        ..records_page(std::slice::from_ref(&back), more)
+    };
+    s.apply_pulls_from(vec![page(false)], None, NOW_MS).unwrap();
+    let fields: Vec<String> = s.refused().unwrap().into_iter().map(|r| r.field).collect();
+    assert_eq!(
+        fields,
+        ["occupation"],
+        "only the change the server holds is taken"
+    );
+    // Dismissed, the occupation goes back; the name the server holds stays.
+    s.dismiss_refused(id).unwrap();
+    let kept = s.get(id).unwrap().unwrap();
+    assert_eq!(kept.fields["name"], "王小芳");
+    assert_ne!(
+        kept.fields.get("occupation").map(String::as_str),
+        Some("厨师")
+    );
+
+    // The same when the record was dropped (it left the villages) and comes back whole.
+    let mut s = store();
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    synced(&mut s);
+    s.edit(id, &input(&[("notes", "第77次走访")])).unwrap();
+    answer(&mut s, &|_| true, "out_of_scope");
+    let whole: Vec<baylink_sync::Change> = s.states().unwrap()[&id]
+        .1
+        .iter()
+        .map(|(field, v)| baylink_sync::Change {
+            value: v.value.clone(),
+            stamp: v.stamp,
+            ..remote_person_change(id, field, "", v.stamp.hlc)
+        })
+        .collect();
+    let dropped = baylink_sync::wire::PullResponse {
+        purged: vec![id],
+        next_cursor: Cursor(format!("s3:{VILLAGE}")),
+        ..records_page(&[], false)
+    };
+    s.apply_pulls_from(vec![dropped], None, NOW_MS).unwrap();
+    assert_eq!(
+        s.refused().unwrap().len(),
+        1,
+        "the refusal is kept to be seen"
+    );
+    let back = baylink_sync::wire::PullResponse {
+        next_cursor: Cursor(format!("s4:{VILLAGE}")),
+        ..records_page(&whole, false)
+    };
+    s.apply_pulls_from(vec![back], Some(&format!("s3:{VILLAGE}")), NOW_MS)
+        .unwrap();
+    assert!(s.refused().unwrap().is_empty());
+    assert_eq!(s.get(id).unwrap().unwrap().fields["notes"], "第77次走访");
+}
