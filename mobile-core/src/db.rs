@@ -378,6 +378,14 @@ pub(crate) fn own_values_dropped(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// [`own_values_dropped`] within a write that has issued counters up to `last`, not yet stored.
+pub(crate) fn own_values_dropped_upto(conn: &Connection, last: u64) -> Result<()> {
+    own_values_dropped(conn)?;
+    conn.prepare_cached("UPDATE device SET own_floor = MAX(own_floor, ?1) WHERE id = 1")?
+        .execute([last as i64])?;
+    Ok(())
+}
+
 /// Removes one link, from `link_pending` too while a bootstrap is under way.
 fn unlink(conn: &Connection, pending: bool, target: &str, source: &str, field: &str) -> Result<()> {
     let key = params![target, source, field];

@@ -746,7 +746,9 @@ pub(crate) fn rename_stamps(
 }
 
 /// Copies into their entries the values of a record's changes that the record still holds
-/// (lazy ones), so that they outlive the record: it is about to leave this phone.
+/// (lazy ones), so that they outlive the record: it is about to leave this phone. An entry
+/// whose value the record no longer holds (never so, by `materialize`) goes, as it could not
+/// be sent: a purge must not stop every later pull.
 pub(crate) fn detach(conn: &Connection, node: NodeId, entity: Uuid) -> Result<()> {
     let found = rows_of(conn, node, entity)?;
     if found.is_empty() {
@@ -756,19 +758,20 @@ pub(crate) fn detach(conn: &Connection, node: NodeId, entity: Uuid) -> Result<()
     for mut row in found {
         let stamp = Stamp::new(Hlc::from_u64(row.hlc), node);
         let mut changed = row.record.is_some();
-        for entry in row.entries.iter_mut().filter(|e| e.value.is_none()) {
-            let held = record.as_ref().and_then(|r| r.state.get(&entry.field));
-            match held {
-                Some(v) if v.stamp == stamp => entry.value = Some(v.value.clone()),
-                _ => {
-                    return Err(Error::Corrupt(format!(
-                        "outbox change {} lost its value",
-                        entry.counter
-                    )));
-                }
+        row.entries.retain_mut(|entry| {
+            if entry.value.is_some() {
+                return true;
             }
             changed = true;
-        }
+            let held = record.as_ref().and_then(|r| r.state.get(&entry.field));
+            match held {
+                Some(v) if v.stamp == stamp => {
+                    entry.value = Some(v.value.clone());
+                    true
+                }
+                _ => false,
+            }
+        });
         if changed {
             write_row(conn, &row)?;
         }

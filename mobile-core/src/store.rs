@@ -784,8 +784,13 @@ impl Store {
             }
             let old = db::load_record(tx, id)?;
             // A record dropped from this phone (it left the officer's villages) keeps its
-            // refused changes only until they are seen: dismissed, they go with all the rest.
-            if old.is_none() || never_taken(&refused, old.as_ref(), device.node) {
+            // refused changes only until they are seen: dismissed, they go; a change still
+            // waiting to be pushed stays, for the server to answer.
+            if old.is_none() {
+                outbox::drop_refused(tx, device.node, id, None)?;
+                return Ok(Dismissal::Removed);
+            }
+            if never_taken(&refused, old.as_ref(), device.node) {
                 outbox::drop_entity(tx, id)?;
                 db::delete_record(tx, id, db::links_pending(tx)?)?;
                 return Ok(Dismissal::Removed);
@@ -1024,6 +1029,10 @@ impl Store {
                 }
                 if old.is_some() {
                     db::save_record(tx, entity, &record, old.as_ref(), None)?;
+                } else {
+                    // Its record left this phone (a purge): the server may take the new
+                    // stamp, and this phone holds nothing of it to count as its own.
+                    db::own_values_dropped_upto(tx, device.next_counter - 1)?;
                 }
                 outbox::append(tx, entity, &kind, stamp.hlc, &entries)?;
             }
@@ -1965,8 +1974,10 @@ fn with_refused(
     old: &StoredRecord,
     changes: &mut Fields,
 ) -> Result<()> {
-    for (_, entry) in outbox::refused_of(tx, node, id)? {
-        if let Some(held) = old.state.get(&entry.field) {
+    for (stamp, entry) in outbox::refused_of(tx, node, id)? {
+        // Only a value the refused change wrote: one pulled since is another's, not to be
+        // written again over what the server may hold newer.
+        if let Some(held) = old.state.get(&entry.field).filter(|h| h.stamp == stamp) {
             changes
                 .entry(entry.field)
                 .or_insert_with(|| held.value.clone());

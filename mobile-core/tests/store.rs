@@ -1342,19 +1342,39 @@ fn a_record_dropped_by_a_pull_leaves_its_waiting_edit_to_be_answered_and_its_ref
     // Both are moved to another village on the server. Here one was edited while the sync
     // ran (after its push), and the push refused the other's edit.
     s.edit(refused, &input(&[("name", "李小明")])).unwrap();
-    answer(&mut s, &|_| true, "forbidden");
+    let sent = s.outbox(100).unwrap();
+    // Another edit of that record made while its push was on its way, then the refusal.
+    s.edit(refused, &input(&[("occupation", "厨师")])).unwrap();
+    let results: Vec<ChangeResult> = sent
+        .iter()
+        .map(|c| ChangeResult {
+            counter: c.id.counter,
+            status: ChangeStatus::Refused,
+            code: Some("forbidden".into()),
+            message: Some("不在您的辖区 / out of scope".into()),
+            extra: Default::default(),
+        })
+        .collect();
+    s.settle(&results).unwrap();
     s.edit(waiting, &input(&[("name", "王小芳")])).unwrap();
     s.apply_pulls_from(vec![purge(vec![waiting, refused])], None, NOW_MS)
         .unwrap();
     assert!(s.get(waiting).unwrap().is_none());
     assert!(s.get(refused).unwrap().is_none());
-    // The waiting edit goes in the next push, with its value, for the server to answer.
-    let next = s.outbox(100).unwrap();
+    // The waiting edits go in the next push, with their values, for the server to answer.
+    let values = |s: &Store| {
+        s.outbox(100)
+            .unwrap()
+            .iter()
+            .map(|c| (c.entity, c.field.clone(), c.value.clone()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        next.iter()
-            .map(|c| (c.entity, c.field.as_str(), c.value.clone()))
-            .collect::<Vec<_>>(),
-        [(waiting, "name", serde_json::json!("王小芳"))]
+        values(&s),
+        [
+            (refused, "occupation".to_owned(), serde_json::json!("厨师")),
+            (waiting, "name".to_owned(), serde_json::json!("王小芳"))
+        ]
     );
     // The refusal the officer has not yet seen is still there to see, and dismissed it goes.
     let seen = s.refused_records().unwrap();
@@ -1371,10 +1391,25 @@ fn a_record_dropped_by_a_pull_leaves_its_waiting_edit_to_be_answered_and_its_ref
         mobile_core::Dismissal::Removed
     );
     assert!(s.refused().unwrap().is_empty());
-    // Refused in its turn, the edit waits to be seen; dismissed, nothing is left.
+    assert_eq!(values(&s).len(), 2, "what waits to be pushed stays");
+    // Stamped too far ahead, a waiting edit of a dropped record is made again with new
+    // counters: the server may take them, and pulls send them back to this phone.
+    let counter = s.outbox(1).unwrap()[0].id.counter;
+    s.restamp(&[counter], NOW_MS).unwrap();
+    let newest = s
+        .outbox(100)
+        .unwrap()
+        .iter()
+        .map(|c| c.id.counter)
+        .max()
+        .unwrap();
+    assert!(s.own_held_after().unwrap() >= newest);
+    assert_eq!(values(&s).len(), 2);
+    // Refused in their turn, the edits wait to be seen; dismissed, nothing is left.
     answer(&mut s, &|_| true, "forbidden");
-    assert_eq!(s.refused().unwrap().len(), 1);
+    assert_eq!(s.refused().unwrap().len(), 2);
     s.dismiss_refused(waiting).unwrap();
+    s.dismiss_refused(refused).unwrap();
     assert_eq!(s.pending_count().unwrap(), 0);
     assert!(s.refused().unwrap().is_empty());
 }
@@ -1454,4 +1489,33 @@ fn a_refused_change_the_server_took_after_all_is_no_longer_refused_once_a_pull_b
         .unwrap();
     assert!(s.refused().unwrap().is_empty());
     assert_eq!(s.get(id).unwrap().unwrap().fields["notes"], "第77次走访");
+}
+
+#[test]
+fn a_correction_sends_again_only_the_refused_values_the_record_still_holds() {
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let mut s = Store::open_in_memory()
+        .expect("in-memory store")
+        .with_clock(clock.clone());
+    let id = s
+        .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    synced(&mut s);
+    clock.advance(60_000);
+    s.edit(id, &input(&[("name", "王小芳"), ("occupation", "厨师")]))
+        .unwrap();
+    answer(&mut s, &|_| true, "out_of_scope");
+    // Another officer's newer rename arrives: the name the record holds is theirs now.
+    let ours = s.states().unwrap()[&id].1["name"].stamp.hlc.as_u64();
+    let later = baylink_sync::Hlc::from_u64(ours + (1 << 20));
+    s.apply_remote(&[remote_person_change(id, "name", "王芳芳", later)])
+        .unwrap();
+    s.edit(id, &input(&[("occupation", "司机")])).unwrap();
+    let sent = s.outbox(100).unwrap();
+    assert!(sent.iter().all(|c| c.field != "name"), "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|c| c.field == "occupation" && c.value == "司机"),
+        "{sent:?}"
+    );
 }

@@ -104,9 +104,9 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
 /// it with its drop compacted away; and a pull from no cursor is not told its cursor expired.
 /// Read from the history by a scan: not for a phone that says it holds none of its own values
 /// (one that started over), nor for one whose first write follows the horizon.
-/// The records a device wrote at or below a sequence number that lie in none of some villages.
+/// The records a device wrote that lie in none of some villages.
 const WROTE_ELSEWHERE: &str = "SELECT DISTINCT h.entity FROM history h
-     WHERE h.device = ?1 AND h.seq <= ?3
+     WHERE h.device = ?1
      AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = h.entity
                      AND s.village IN (SELECT value FROM json_each(?2)))";
 
@@ -134,11 +134,11 @@ fn own_records_elsewhere(
     if horizon == 0 || first > horizon || holds_none {
         return Ok(Vec::new());
     }
-    // Only what it wrote at or below the horizon: a record first written above it was dropped
-    // above it too, and that drop is still kept for the pull to send (`history_device`).
+    // Read through the device's own actions (`history_device`). The history's numbers are its
+    // own, not the sequence the horizon is counted in: every action of the device is read.
     let ids: Vec<String> = tx
         .prepare_cached(WROTE_ELSEWHERE)?
-        .query_map(params![caller.device, villages, horizon], |r| r.get(0))?
+        .query_map(params![caller.device, villages], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(ids
         .iter()
@@ -417,13 +417,18 @@ pub fn read_page(
         }
     };
     if upto > after {
+        // The drops of every village the device held since its cursor, a village since taken
+        // from it included: a record that left that village before it was taken is no longer
+        // in its scope, and only its drop says the device still holds it.
+        let noted = serde_json::to_string(&held.union(&now).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into());
         let mut stmt = tx.prepare_cached(
             "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
-             AND p.village IN (SELECT value FROM json_each(?3))
+             AND p.village IN (SELECT value FROM json_each(?4))
              AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
         )?;
         let gone: Vec<String> = stmt
-            .query_map(params![after, upto, villages], |r| r.get(0))?
+            .query_map(params![after, upto, villages, noted], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
@@ -548,12 +553,14 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_pull_is_told_only_its_records_written_and_moved_away_below_the_horizon() {
+    fn a_fresh_pull_is_told_only_its_own_records_that_lie_elsewhere() {
         let db = crate::store::Db::open_in_memory().unwrap();
         const ELSEWHERE: &str = "441303006002";
-        // Records 1 to 3 this device wrote at or below the horizon (10): 1 stayed, 2 and 3
-        // moved away. Record 4 it wrote above it (its drop is kept), record 5 another device
-        // wrote. Many other devices' actions around them.
+        // Records 1 to 4 this device wrote (its first write at 3, the horizon at 10): 1 stayed,
+        // 2 and 4 moved away, 3 went altogether. Record 5 another device wrote, record 6 this
+        // device wrote and another moved into a village of its own. The history's numbers
+        // are its own (here far above the horizon), as an action is not a sequence number.
+        // Many other devices' actions around them.
         let (found, plan) = db
             .call_blocking(|c| {
                 c.execute_batch(&format!(
@@ -567,17 +574,20 @@ mod tests {
                      SELECT i + 100, printf('00000000-0000-4000-8000-1%011d', i), 'person', 's',
                             printf('other-%d', i % 50), 1, 0, '{{}}' FROM n;
                      INSERT INTO history (seq, entity, kind, stamp, device, account, at_ms, changes) VALUES
-                         (3, '00000000-0000-4000-8000-000000000001', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (4, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (5, '00000000-0000-4000-8000-000000000003', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (6, '00000000-0000-4000-8000-000000000005', 'person', 's', 'other', 1, 0, '{{}}'),
-                         (11, '00000000-0000-4000-8000-000000000004', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (12, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}');
+                         (5003, '00000000-0000-4000-8000-000000000001', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5004, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5005, '00000000-0000-4000-8000-000000000003', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5006, '00000000-0000-4000-8000-000000000005', 'person', 's', 'other', 1, 0, '{{}}'),
+                         (5007, '00000000-0000-4000-8000-000000000006', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5011, '00000000-0000-4000-8000-000000000004', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5012, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}');
                      INSERT INTO scope (entity, village) VALUES
                          ('00000000-0000-4000-8000-000000000001', '{VILLAGE}'),
                          ('00000000-0000-4000-8000-000000000002', '{ELSEWHERE}'),
                          ('00000000-0000-4000-8000-000000000004', '{ELSEWHERE}'),
-                         ('00000000-0000-4000-8000-000000000005', '{ELSEWHERE}');"
+                         ('00000000-0000-4000-8000-000000000005', '{ELSEWHERE}'),
+                         ('00000000-0000-4000-8000-000000000006', '{ELSEWHERE}'),
+                         ('00000000-0000-4000-8000-000000000006', '{VILLAGE}');"
                 ))?;
                 let caller = Caller {
                     account: 1,
@@ -590,18 +600,19 @@ mod tests {
                 found.sort();
                 let plan: Vec<String> = c
                     .prepare(&format!("EXPLAIN QUERY PLAN {WROTE_ELSEWHERE}"))?
-                    .query_map(params![NODE, villages, 10], |r| r.get(3))?
+                    .query_map(params![NODE, villages], |r| r.get(3))?
                     .collect::<Result<_, _>>()?;
                 Ok((found, plan.join("; ")))
             })
             .unwrap();
         let ids: Vec<String> = found.iter().map(|u| u.to_string()).collect();
-        // 3 is in no village at all (its record compacted away), 2 in another.
+        // 3 is in no village at all (its record compacted away), 2 and 4 in another.
         assert_eq!(
             ids,
             [
                 "00000000-0000-4000-8000-000000000002",
-                "00000000-0000-4000-8000-000000000003"
+                "00000000-0000-4000-8000-000000000003",
+                "00000000-0000-4000-8000-000000000004"
             ]
         );
         // Read through the device's own entries, not the whole history.

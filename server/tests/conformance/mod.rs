@@ -51,6 +51,7 @@ macro_rules! suite {
             records_captured_in_a_village_taken_away_before_the_next_pull_are_dropped,
             a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once,
             a_record_that_left_a_village_is_no_longer_in_its_feed,
+            a_record_that_left_a_village_since_taken_from_the_officer_is_dropped_from_the_device,
             a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_village_as_it_is,
             a_push_replayed_is_answered_as_the_first_time_and_applied_once,
             refusals_are_kept_and_store_nothing,
@@ -648,6 +649,40 @@ pub(crate) fn a_record_that_left_a_village_is_no_longer_in_its_feed(backend: Bac
         .filter(|(e, _)| *e == person)
         .count();
     assert_eq!(sent.iter().filter(|v| v.entity == person).count(), values);
+    s.check();
+}
+
+pub(crate) fn a_record_that_left_a_village_since_taken_from_the_officer_is_dropped_from_the_device(
+    backend: Backend,
+) {
+    const C: &str = "441303006003";
+    let s = Suite::new(backend);
+    let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    s.assign("oa", &[A, C]);
+    let mut phone = officer("oa", 1);
+    s.pull_all(&mut phone, 100);
+    // A person of B lives in a house of A: A's officer's phone holds her.
+    let t = now_ms();
+    let (person, fields) = person(B, 1);
+    s.push(&mut ob, person, t, &fields);
+    let house = Uuid::from_u128(0x7000_8000_0000_0000_0078);
+    let residence = s.lodge(&mut oa, (A, "澳头2巷1号", house), person, t + 1);
+    let sent = s.pull_all(&mut phone, 100);
+    assert!(sent.iter().any(|v| v.entity == person));
+    // She moves out (she leaves A), and A is then taken from the officer, before the phone
+    // pulls again: nothing of A's now holds her, yet the phone does.
+    s.push_kind(
+        &mut oa,
+        "residence",
+        residence,
+        t + 3,
+        &[("moved_out", json!("2026-11-01"))],
+    );
+    s.assign("oa", &[C]);
+    let page = s.pull(&mut phone, 100, true);
+    for id in [person, house, residence] {
+        assert!(page.purged.contains(&id), "{id}: {:?}", page.purged);
+    }
     s.check();
 }
 
