@@ -951,8 +951,7 @@ impl Store {
                     // The pull from the start is complete: a kept record it did not bring is
                     // no longer the officer's, its drop compacted away on the server.
                     for entity in db::take_unconfirmed(tx)? {
-                        outbox::drop_entity(tx, entity)?;
-                        db::delete_record(tx, entity, bootstrap)?;
+                        db::drop_purged(tx, device.node, entity, bootstrap)?;
                     }
                 }
             }

@@ -1119,4 +1119,94 @@ mod tests {
         assert!(matches!(too_long, Err(Error::Server { status: 503, .. })));
         assert_eq!((calls, pauses.0.len()), (1, 0));
     }
+
+    /// A server that finds the phone's cursor expired, then sends a pull from the start that
+    /// brings nothing (what the phone holds left its villages, the drops compacted away).
+    struct Expires;
+
+    impl Transport for Expires {
+        fn push(&mut self, _: &mut Store, _: &[Change]) -> Result<PushResponse> {
+            Err(Error::Network("nothing to push here".into()))
+        }
+        fn pull(&mut self, _: &mut Store, cursor: Option<String>, _: u32) -> Result<PullResponse> {
+            match cursor {
+                Some(_) => Err(Error::Server {
+                    status: 410,
+                    code: CURSOR_EXPIRED.to_owned(),
+                    message: "cursor: expired".into(),
+                    retry_after: None,
+                }),
+                None => Ok(PullResponse {
+                    server_time_ms: now_ms(),
+                    values: Vec::new(),
+                    records: Vec::new(),
+                    purged: Vec::new(),
+                    next_cursor: baylink_sync::wire::Cursor("s9:441303006001".into()),
+                    more: false,
+                    villages: None,
+                    watch_hits: Vec::new(),
+                    extra: Default::default(),
+                }),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_of_a_record_starting_over_drops_is_kept_for_the_officer_to_see() {
+        let mut store = Store::open_in_memory().unwrap();
+        let fields = |pairs: &[(&str, &str)]| -> baylink_domain::validate::Input {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let id = store
+            .capture(
+                baylink_domain::EntityKind::Person,
+                &fields(&[
+                    ("village", "441303006001"),
+                    ("id_number", &baylink_domain::synthetic::resident_id(7)),
+                    ("name", "王芳"),
+                ]),
+            )
+            .unwrap();
+        let answer = |store: &Store,
+                      status: ChangeStatus|
+         -> Vec<baylink_sync::wire::ChangeResult> {
+            store
+                .outbox(100)
+                .unwrap()
+                .iter()
+                .map(|c| baylink_sync::wire::ChangeResult {
+                    counter: c.id.counter,
+                    status,
+                    code: (status == ChangeStatus::Refused).then(|| "out_of_scope".to_owned()),
+                    message: (status == ChangeStatus::Refused).then(|| "out of scope".to_owned()),
+                    extra: Default::default(),
+                })
+                .collect()
+        };
+        let taken = answer(&store, ChangeStatus::Accepted);
+        store.settle(&taken).unwrap();
+        // A cursor, from a pull long ago.
+        let mut none = Expires;
+        let page = none.pull(&mut store, None, 10).unwrap();
+        store.apply_pulls_from(vec![page], None, now_ms()).unwrap();
+        // Her edit is refused (she left the officer's villages meanwhile).
+        store.edit(id, &fields(&[("name", "王小芳")])).unwrap();
+        let refused = answer(&store, ChangeStatus::Refused);
+        store.settle(&refused).unwrap();
+        let quiet = |_: &str, _, _| {};
+        let report = sync_with(&mut store, &mut Expires, &quiet).unwrap();
+        assert!(report.started_over, "{report:?}");
+        // The pull from the start did not bring her: she goes, the refusal stays to be seen.
+        assert!(store.get(id).unwrap().is_none());
+        let seen: Vec<String> = store
+            .refused()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.field)
+            .collect();
+        assert_eq!(seen, ["name"]);
+    }
 }

@@ -28,9 +28,11 @@ pub(crate) fn private_files(path: &Path) -> Result<(), StoreError> {
     }
     for suffix in ["", "-wal", "-shm"] {
         let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
-        if file.exists() {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                .map_err(fail)?;
+        // The log and shared-memory files come and go with the last connection of another
+        // handle (a server still closing, another node starting): one gone meanwhile is fine.
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(fail)?,
         }
     }
     Ok(())

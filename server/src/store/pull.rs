@@ -372,6 +372,18 @@ pub fn read_page(
             .query_map(params![lost, villages], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
+        // And what left those villages since the cursor, before they were taken: in their
+        // scope no more, only its drop says the device holds it. Every such drop on this page,
+        // as the next cursor no longer names the villages.
+        let mut stmt = tx.prepare(
+            "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1
+             AND p.village IN (SELECT value FROM json_each(?2))
+             AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
+        )?;
+        let ids: Vec<String> = stmt
+            .query_map(params![from.after, lost, villages], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
     let (values, more, next) = match snapshot {
         Some(sent) => {
@@ -417,18 +429,13 @@ pub fn read_page(
         }
     };
     if upto > after {
-        // The drops of every village the device held since its cursor, a village since taken
-        // from it included: a record that left that village before it was taken is no longer
-        // in its scope, and only its drop says the device still holds it.
-        let noted = serde_json::to_string(&held.union(&now).collect::<Vec<_>>())
-            .unwrap_or_else(|_| "[]".into());
         let mut stmt = tx.prepare_cached(
             "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
-             AND p.village IN (SELECT value FROM json_each(?4))
+             AND p.village IN (SELECT value FROM json_each(?3))
              AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
         )?;
         let gone: Vec<String> = stmt
-            .query_map(params![after, upto, villages, noted], |r| r.get(0))?
+            .query_map(params![after, upto, villages], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
