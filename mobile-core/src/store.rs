@@ -76,7 +76,8 @@ pub struct RefusedField {
 /// What dismissing a record's refusals did.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, uniffi::Enum)]
 pub enum Dismissal {
-    /// The server never took the record: it left this phone.
+    /// The record left this phone: the server never took it, or it had left the officer's
+    /// villages already (a pull dropped it, keeping its refusals until now).
     Removed,
     /// Refused fields went back to the values they replaced.
     Reverted {
@@ -751,8 +752,8 @@ impl Store {
                         // A record dropped (it left the officer's villages) keeps its
                         // refusals until they are seen, but no longer its summary.
                         label: summary.map(|s| s.label).unwrap_or_else(|| {
-                            let kind = EntityKind::parse(&change.kind).map_or("", |k| k.label_zh());
-                            format!("{kind}（已不在本机 / no longer on this phone）")
+                            "已不在本机，只能放弃 / no longer on this phone: dismiss only"
+                                .to_owned()
                         }),
                         never_taken: never_taken(&refused, record.as_ref(), self.device.node),
                         fields: Vec::new(),

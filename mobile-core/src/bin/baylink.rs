@@ -132,7 +132,8 @@ fn cli() -> Command {
             Command::new("dismiss")
                 .about(
                     "Dismiss a record's refused changes: a record the server never took leaves \
-                     this phone, otherwise the refused fields go back to the server's values",
+                     this phone (one no longer in your villages has left it already), otherwise \
+                     the refused fields go back to the server's values",
                 )
                 .arg(Arg::new("id").required(true)),
         )
@@ -377,7 +378,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
             } else {
                 match dismissal {
                     mobile_core::Dismissal::Removed => out!(
-                        "已从本机删除（服务器从未接收此记录） / removed from this phone: the server never took it"
+                        "已从本机删除（服务器从未接收此记录，或它已不在您的辖区） / removed from this phone: the server never took it, or it is no longer in your villages"
                     ),
                     mobile_core::Dismissal::Reverted { fields } => out!(
                         "已恢复 {fields} 个字段为服务器上的值 / {fields} field(s) back to the server's values"

@@ -97,19 +97,20 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The records a device wrote that lie in none of its villages now, for its pull from no cursor
-/// when it wrote at or below the last compaction's horizon and may still hold values of its own
-/// (none otherwise). Such a device never completed a pull the compaction waited for (or never
-/// received the one it completed), so a record of its own moved elsewhere since may still be on
-/// it with its drop compacted away; and a pull from no cursor is not told its cursor expired.
-/// Read from the history by a scan: not for a phone that says it holds none of its own values
-/// (one that started over), nor for one whose first write follows the horizon.
 /// The records a device wrote that lie in none of some villages.
 const WROTE_ELSEWHERE: &str = "SELECT DISTINCT h.entity FROM history h
      WHERE h.device = ?1
      AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = h.entity
                      AND s.village IN (SELECT value FROM json_each(?2)))";
 
+/// The records a device wrote that lie in none of its villages now, for its pull from no cursor
+/// when it wrote at or below the last compaction's horizon and may still hold values of its own
+/// (none otherwise). Such a device never completed a pull the compaction waited for (or never
+/// received the one it completed), so a record of its own moved elsewhere since may still be on
+/// it with its drop compacted away; and a pull from no cursor is not told its cursor expired.
+/// Read from the device's own actions (`history_device`): not for a phone that says it holds
+/// none of its own values (one that started over), nor for one whose first write follows the
+/// horizon.
 fn own_records_elsewhere(
     tx: &Conn<'_>,
     caller: &Caller,
