@@ -779,6 +779,13 @@ pub(crate) fn detach(conn: &Connection, node: NodeId, entity: Uuid) -> Result<()
     Ok(())
 }
 
+/// Whether any change waits refused.
+pub(crate) fn any_refused(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE refused > 0)")?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// A value of this device's own that a pull brought: the server holds the change that wrote
 /// it, so a refusal of that change (answered to a copy of the push, before a later copy was
 /// accepted) no longer stands, and is dropped. Dismissed, it would take back what the server

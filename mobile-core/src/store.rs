@@ -1368,6 +1368,9 @@ struct Merge {
     /// lookup per record, in the order the server sends them, cost a tenth of a bootstrap's
     /// apply); one held after all is merged when its insert finds it ([`Merge::finish`]).
     take_new: bool,
+    /// Whether any change waits refused, once looked up: after starting over a pull brings
+    /// back every value of this device's own, and each need not look.
+    refused: Option<bool>,
 }
 
 impl Merge {
@@ -1378,7 +1381,31 @@ impl Merge {
             touched: BTreeMap::new(),
             pending,
             take_new,
+            refused: None,
         }
+    }
+
+    /// A pulled value: one of this device's own clears a refusal of the change that wrote it
+    /// ([`outbox::accepted_after_all`]).
+    fn pulled(
+        &mut self,
+        tx: &Transaction<'_>,
+        device: &Device,
+        entity: Uuid,
+        field: &str,
+        stamp: Stamp,
+    ) -> Result<()> {
+        if stamp.node != device.node {
+            return Ok(());
+        }
+        let refused = match self.refused {
+            Some(refused) => refused,
+            None => *self.refused.insert(outbox::any_refused(tx)?),
+        };
+        if refused {
+            outbox::accepted_after_all(tx, device.node, entity, stamp.hlc, field)?;
+        }
+        Ok(())
     }
 
     /// Takes in the stamp of a value from another replica.
@@ -1400,6 +1427,7 @@ impl Merge {
     /// Merges one change.
     fn change(&mut self, tx: &Transaction<'_>, device: &mut Device, change: Change) -> Result<()> {
         Merge::observe(device, change.stamp);
+        self.pulled(tx, device, change.entity, &change.field, change.stamp)?;
         let (_, record) = match self.touched.entry(change.entity) {
             btree_map::Entry::Occupied(e) => e.into_mut(),
             btree_map::Entry::Vacant(e) => {
@@ -1411,15 +1439,6 @@ impl Merge {
                 e.insert((old, new))
             }
         };
-        if change.stamp.node == device.node {
-            outbox::accepted_after_all(
-                tx,
-                device.node,
-                change.entity,
-                change.stamp.hlc,
-                &change.field,
-            )?;
-        }
         let incoming = Versioned::new(change.value, change.stamp);
         let held = record.state.get(&change.field);
         let plan = plan_field(held, &incoming, change.base);
@@ -1488,9 +1507,7 @@ impl Merge {
                     })
                     .collect();
                 for (field, v) in &state {
-                    if v.stamp.node == device.node {
-                        outbox::accepted_after_all(tx, device.node, entity, v.stamp.hlc, field)?;
-                    }
+                    self.pulled(tx, device, entity, field, v.stamp)?;
                 }
                 self.report.applied += state.len();
                 let kind = record.kind;

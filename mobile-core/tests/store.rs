@@ -37,9 +37,16 @@ fn synced(s: &mut Store) {
 }
 
 fn store() -> Store {
-    Store::open_in_memory()
+    clocked().1
+}
+
+/// An in-memory store on a clock the test moves.
+fn clocked() -> (Arc<ManualClock>, Store) {
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let store = Store::open_in_memory()
         .expect("in-memory store")
-        .with_clock(Arc::new(ManualClock::new(NOW_MS)))
+        .with_clock(clock.clone());
+    (clock, store)
 }
 
 fn person(id_number: &str, name: &str) -> Input {
@@ -822,10 +829,7 @@ fn registering_a_known_plate_says_the_vehicle_was_updated() {
 
 #[test]
 fn dismissing_a_refused_edit_puts_back_what_the_server_holds_a_value_pulled_since_included() {
-    let clock = Arc::new(ManualClock::new(NOW_MS));
-    let mut s = Store::open_in_memory()
-        .expect("in-memory store")
-        .with_clock(clock.clone());
+    let (clock, mut s) = clocked();
     let id = s
         .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
         .unwrap();
@@ -1493,10 +1497,7 @@ fn a_refused_change_the_server_took_after_all_is_no_longer_refused_once_a_pull_b
 
 #[test]
 fn a_correction_sends_again_only_the_refused_values_the_record_still_holds() {
-    let clock = Arc::new(ManualClock::new(NOW_MS));
-    let mut s = Store::open_in_memory()
-        .expect("in-memory store")
-        .with_clock(clock.clone());
+    let (clock, mut s) = clocked();
     let id = s
         .capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
         .unwrap();

@@ -946,6 +946,15 @@ mod tests {
         }
     }
 
+    /// Pushes everything the store holds through `transport`, and checks nothing is left.
+    fn push_all(store: &mut Store, transport: &mut dyn Transport) {
+        let mut report = SyncReport::default();
+        let mut records = (HashSet::new(), HashSet::new());
+        let quiet = |_: &str, _, _| {};
+        push(store, transport, &quiet, &mut report, &mut records).unwrap();
+        assert_eq!(store.pending_count().unwrap(), 0);
+    }
+
     #[test]
     fn pushes_keep_to_what_every_server_takes_until_the_server_says_it_takes_more() {
         // 2,000 persons captured offline, about 20,000 changes.
@@ -977,11 +986,7 @@ mod tests {
                 most,
                 pushes: Vec::new(),
             };
-            let mut report = SyncReport::default();
-            let mut records = (HashSet::new(), HashSet::new());
-            let quiet = |_: &str, _, _| {};
-            push(&mut store, &mut server, &quiet, &mut report, &mut records).unwrap();
-            assert_eq!(store.pending_count().unwrap(), 0);
+            push_all(&mut store, &mut server);
             assert_eq!(server.pushes.iter().sum::<usize>(), pending);
             server.pushes
         };
@@ -1005,11 +1010,7 @@ mod tests {
             turn: 0,
             pushes: Vec::new(),
         };
-        let mut report = SyncReport::default();
-        let mut records = (HashSet::new(), HashSet::new());
-        let quiet = |_: &str, _, _| {};
-        push(&mut store, &mut nodes, &quiet, &mut report, &mut records).unwrap();
-        assert_eq!(store.pending_count().unwrap(), 0);
+        push_all(&mut store, &mut nodes);
         assert_eq!(nodes.pushes.iter().sum::<usize>(), pending);
         assert!(
             nodes.pushes.iter().all(|&n| n <= FIRST_PUSH_CHANGES),

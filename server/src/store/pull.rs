@@ -97,6 +97,13 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The records that left some villages (`?3`) between two sequence numbers and lie in none of
+/// others (`?4`, the caller's).
+const DROPPED: &str = "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
+     AND p.village IN (SELECT value FROM json_each(?3))
+     AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity
+                     AND s.village IN (SELECT value FROM json_each(?4)))";
+
 /// The records a device wrote that lie in none of some villages.
 const WROTE_ELSEWHERE: &str = "SELECT DISTINCT h.entity FROM history h
      WHERE h.device = ?1
@@ -376,13 +383,9 @@ pub fn read_page(
         // And what left those villages since the cursor, before they were taken: in their
         // scope no more, only its drop says the device holds it. Every such drop on this page,
         // as the next cursor no longer names the villages.
-        let mut stmt = tx.prepare(
-            "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1
-             AND p.village IN (SELECT value FROM json_each(?2))
-             AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
-        )?;
-        let ids: Vec<String> = stmt
-            .query_map(params![from.after, lost, villages], |r| r.get(0))?
+        let ids: Vec<String> = tx
+            .prepare_cached(DROPPED)?
+            .query_map(params![from.after, i64::MAX, lost, villages], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
@@ -430,13 +433,9 @@ pub fn read_page(
         }
     };
     if upto > after {
-        let mut stmt = tx.prepare_cached(
-            "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
-             AND p.village IN (SELECT value FROM json_each(?3))
-             AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity AND s.village IN (SELECT value FROM json_each(?3)))",
-        )?;
-        let gone: Vec<String> = stmt
-            .query_map(params![after, upto, villages], |r| r.get(0))?
+        let gone: Vec<String> = tx
+            .prepare_cached(DROPPED)?
+            .query_map(params![after, upto, villages, villages], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
