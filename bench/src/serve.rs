@@ -147,15 +147,15 @@ async fn village_json(
         .call(move |c| {
             // Each record's values, without their stamps, as one JSON object.
             let mut stmt = c.prepare(c.pick(
-                "SELECT s.entity, e.kind,
+                "SELECT e.id, e.kind,
                      (SELECT json_group_object(f.key, json(f.value -> '$[0]')) FROM json_each(e.state, '$.f') f)
-                 FROM scope s JOIN entity e ON e.id = s.entity
-                 WHERE s.village = ?1 ORDER BY s.entity",
-                "SELECT s.entity, e.kind,
+                 FROM scope s JOIN entity e ON e.pos = s.pos
+                 WHERE s.village = ?1 ORDER BY e.id",
+                "SELECT e.id, e.kind,
                      (SELECT CAST(json_object_agg(f.key, f.value -> 0) AS text)
                       FROM json_each(CAST(e.state AS json) -> 'f') f)
-                 FROM scope s JOIN entity e ON e.id = s.entity
-                 WHERE s.village = ?1 ORDER BY s.entity",
+                 FROM scope s JOIN entity e ON e.pos = s.pos
+                 WHERE s.village = ?1 ORDER BY e.id",
             ))?;
             let mut rows = stmt.query([&village])?;
             let mut records: Vec<Value> = Vec::new();

@@ -628,7 +628,7 @@ impl World {
                 .server
                 .db
                 .call_blocking(|c| {
-                    Ok(c.prepare("SELECT village FROM scope WHERE entity = ?1")?
+                    Ok(c.prepare("SELECT s.village FROM entity e JOIN scope s ON s.pos = e.pos WHERE e.id = ?1")?
                         .query_map([trace.clone()], |r| r.get(0))?
                         .collect::<Result<_, SqlError>>()?)
                 })
@@ -1291,7 +1291,7 @@ impl World {
                             .db
                             .call_blocking(|c| {
                                 let scope = c
-                                    .prepare("SELECT village FROM scope WHERE entity = ?1")?
+                                    .prepare("SELECT s.village FROM entity e JOIN scope s ON s.pos = e.pos WHERE e.id = ?1")?
                                     .query_map([id.to_string()], |r| r.get(0))?
                                     .collect::<Result<_, SqlError>>()?;
                                 let history = c.query_row(
@@ -1461,12 +1461,16 @@ fn scopes_check(lives: &str) -> String {
              SELECT id AS entity, village FROM entity WHERE village IS NOT NULL
              UNION
              SELECT l.person, l.village FROM lives l
-             JOIN entity e ON e.id = l.person AND e.kind = 'person')
+             JOIN entity e ON e.id = l.person AND e.kind = 'person'),
+         -- A scope row at a position no record holds shows as one of its own.
+         filed AS (
+             SELECT COALESCE(e.id, 'position ' || s.pos) AS entity, s.village
+             FROM scope s LEFT JOIN entity e ON e.pos = s.pos)
          SELECT 'extra ' || entity || ' in ' || village
-             FROM (SELECT entity, village FROM scope EXCEPT SELECT * FROM expected) x
+             FROM (SELECT entity, village FROM filed EXCEPT SELECT * FROM expected) x
          UNION ALL
          SELECT 'missing ' || entity || ' in ' || village
-             FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM scope) y
+             FROM (SELECT * FROM expected EXCEPT SELECT entity, village FROM filed) y
          LIMIT 6"
     )
 }

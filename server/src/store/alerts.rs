@@ -208,10 +208,10 @@ pub fn list(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT l.id, l.entity, COALESCE(s.label, ''), s.village, l.rule_kind, l.rule_value, l.raised_ms,
                 o.username, l.acknowledged_ms, k.username, COALESCE(s.deleted, 0)
-         FROM alert l LEFT JOIN summary s ON s.entity = l.entity
+         FROM alert l LEFT JOIN entity se ON se.id = l.entity LEFT JOIN summary s ON s.pos = se.pos
               LEFT JOIN account o ON o.id = l.account LEFT JOIN account k ON k.id = l.acknowledged_by
          WHERE (?2 OR l.acknowledged_ms IS NULL)
-           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
+           AND EXISTS (SELECT 1 FROM entity pe JOIN scope p ON p.pos = pe.pos WHERE pe.id = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
            AND {}
          ORDER BY l.id DESC LIMIT ?3",
         not_merged_away(conn.dialect())

@@ -62,6 +62,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/015_summary_rowid.sql"),
     include_str!("sql/016_first_write.sql"),
     include_str!("sql/017_history_device.sql"),
+    include_str!("sql/018_by_position.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections
@@ -988,6 +989,114 @@ mod tests {
     }
 
     #[test]
+    fn a_database_of_schema_17_files_scopes_summaries_and_history_under_record_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baylink.db");
+        // P (at 5) and H (at 2) are stored; R was compacted away, its history kept; a scope row
+        // names a record with no row.
+        database_of_schema(
+            &path,
+            17,
+            &format!(
+                "INSERT INTO entity (pos, id, kind, village, seq) VALUES
+                     (5, '{P}', 'person', '{VA}', 9), (2, '{H}', 'house', '{VB}', 4);
+                 INSERT INTO scope (entity, village) VALUES
+                     ('{P}', '{VA}'), ('{P}', '{VB}'), ('{H}', '{VB}'), ('{R}', '{VA}');
+                 INSERT INTO summary (entity, kind, village, label, id_number, deleted, updated_seq)
+                     VALUES ('{H}', 'house', '{VB}', '1号', NULL, 0, 4),
+                            ('{P}', 'person', '{VA}', '王五', '110101199003070017', 0, 9);
+                 INSERT INTO history (seq, entity, kind, stamp, device, account, at_ms, changes)
+                     VALUES (1, '{R}', 'residence', 's1', 'd1', 1, 0, '{{}}'),
+                            (2, '{H}', 'house', 's2', 'd1', 1, 0, '{{}}'),
+                            (3, '{P}', 'person', 's3', 'd2', 1, 0,
+                             '{{\"name\": [null, null, \"王五\", true]}}'),
+                            (4, '{R}', 'residence', 's4', 'd1', 1, 0, '{{}}');"
+            ),
+        );
+        let db = Db::open(&path).unwrap();
+        type Filed = (
+            Vec<(i64, String)>,
+            Vec<(i64, String)>,
+            Vec<(i64, i64, String)>,
+        );
+        let (scopes, summaries, history): Filed = db
+            .read_blocking(|c| {
+                let scopes = c
+                    .prepare("SELECT pos, village FROM scope ORDER BY pos, village")?
+                    .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                let summaries = c
+                    .prepare("SELECT pos, entity FROM summary ORDER BY pos")?
+                    .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                let history = c
+                    .prepare("SELECT seq, pos, entity FROM history ORDER BY seq")?
+                    .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok((scopes, summaries, history))
+            })
+            .unwrap();
+        assert_eq!(
+            scopes,
+            [(2, VB.to_owned()), (5, VA.to_owned()), (5, VB.to_owned())],
+            "a scope row of no record goes"
+        );
+        assert_eq!(summaries, [(2, H.to_owned()), (5, P.to_owned())]);
+        assert_eq!(
+            history,
+            [
+                (1, -1, R.to_owned()),
+                (2, 2, H.to_owned()),
+                (3, 5, P.to_owned()),
+                (4, -1, R.to_owned())
+            ]
+        );
+        let (compacted, plan): (Vec<(i64, String)>, String) = db
+            .read_blocking(|c| {
+                let compacted = c
+                    .prepare("SELECT pos, id FROM compacted")?
+                    .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                let plan: Vec<String> = c
+                    .prepare("EXPLAIN QUERY PLAN SELECT seq FROM history WHERE pos = 5")?
+                    .query_map((), |r| r.get(3))?
+                    .collect::<Result<_, _>>()?;
+                Ok((compacted, plan.join("; ")))
+            })
+            .unwrap();
+        assert_eq!(compacted, [(-1, R.to_owned())]);
+        assert!(plan.contains("history_pos"), "{plan}");
+        // The console still reads the records' histories and scopes.
+        let view = db
+            .read_blocking(|c| crate::store::records::record(c, P))
+            .unwrap()
+            .unwrap();
+        let fields: Vec<(&str, &str)> = view
+            .history
+            .iter()
+            .map(|h| (h.field.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(fields, [("name", "\"王五\"")]);
+        let indexes: Vec<String> = db
+            .read_blocking(|c| {
+                Ok(c.prepare(
+                    "SELECT name FROM sqlite_schema WHERE type = 'index'
+                     AND tbl_name IN ('scope', 'summary', 'history') ORDER BY name",
+                )?
+                .query_map((), |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            !indexes
+                .iter()
+                .any(|i| i.starts_with("sqlite_autoindex") || i == "history_entity"),
+            "no index keyed by a record id is left: {indexes:?}"
+        );
+        assert_eq!(indexes.len(), 14, "{indexes:?}");
+    }
+
+    #[test]
     fn a_database_of_schema_15_takes_the_devices_that_wrote_to_have_written_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baylink.db");
@@ -1034,7 +1143,8 @@ mod tests {
             &path,
             14,
             &format!(
-                "INSERT INTO summary (entity, kind, village, label, id_number, name, phone, review_status,
+                "INSERT INTO entity (pos, id, kind) VALUES (1, '{H}', 'house'), (2, '{P}', 'person');
+                 INSERT INTO summary (entity, kind, village, label, id_number, name, phone, review_status,
                                       deleted, created_by, created_at, updated_seq) VALUES
                      ('{P}', 'person', '{VA}', '王五', '110101199003070017', '王五', '13600000000',
                       'approved', 0, 'officer1', '2026-12-01 08:00:00', 9),
@@ -1052,8 +1162,8 @@ mod tests {
                 )?;
                 let rows: Vec<(i64, String, String, Option<String>, i64, i64)> = c
                     .prepare(
-                        "SELECT rowid, entity, label, id_number, deleted, updated_seq
-                         FROM summary ORDER BY rowid",
+                        "SELECT pos, entity, label, id_number, deleted, updated_seq
+                         FROM summary ORDER BY pos",
                     )?
                     .query_map((), |r| {
                         Ok((
@@ -1067,8 +1177,8 @@ mod tests {
                     })?
                     .collect::<Result<_, _>>()?;
                 let plan: Vec<String> = c
-                    .prepare("EXPLAIN QUERY PLAN SELECT label FROM summary WHERE entity = ?1")?
-                    .query_map(["x"], |r| r.get(3))?
+                    .prepare("EXPLAIN QUERY PLAN SELECT label FROM summary WHERE pos = ?1")?
+                    .query_map([1], |r| r.get(3))?
                     .collect::<Result<_, _>>()?;
                 Ok((table, rows, plan.join("; ")))
             })
@@ -1089,7 +1199,8 @@ mod tests {
             ],
             "every row kept, oldest write first"
         );
-        assert!(plan.contains("sqlite_autoindex_summary_1"), "{plan}");
+        // Since step 18, a summary stands at its record's position.
+        assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
         // Every index of the console's lists and searches is there again.
         let indexes: i64 = db
             .read_blocking(|c| {

@@ -60,7 +60,7 @@ pub fn candidates(
     }
     let mut stmt = conn.prepare(&format!(
         "SELECT s.entity, s.label, s.village, s.id_number, s.name, {}, s.created_by
-         FROM summary s JOIN entity e ON e.id = s.entity
+         FROM summary s JOIN entity e ON e.pos = s.pos
          WHERE s.kind = 'person' AND s.deleted = 0 AND s.village IN (SELECT value FROM json_each(?1))",
         conn.pick(
             "e.state ->> '$.f.birth_date[0]'",
@@ -136,7 +136,7 @@ fn check_pair(conn: &Conn<'_>, caller: &Caller, a: &str, b: &str) -> Result<Stri
     for id in [a, b] {
         let row: Option<(String, bool)> = conn
             .query_row(
-                "SELECT kind, deleted FROM summary WHERE entity = ?1",
+                "SELECT s.kind, s.deleted FROM entity e JOIN summary s ON s.pos = e.pos WHERE e.id = ?1",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

@@ -29,7 +29,7 @@ pub(crate) fn holders(
         // summary.
         "address_code" => conn
             .prepare_cached(
-                "SELECT l.entity FROM link l JOIN summary s ON s.entity = l.entity
+                "SELECT l.entity FROM link l JOIN entity se ON se.id = l.entity JOIN summary s ON s.pos = se.pos
                  WHERE l.field = 'address_code' AND l.target = ?1 AND s.deleted = 0 LIMIT ?2",
             )?
             .query_map(params![text, MOST], |r| r.get(0))?
@@ -86,7 +86,7 @@ pub(crate) fn holders_of_all(
             .prepare_cached(
                 "SELECT h.entity FROM json_array_elements_text(CAST(?1 AS json)) t
                  CROSS JOIN LATERAL (
-                     SELECT l.entity FROM link l JOIN summary s ON s.entity = l.entity
+                     SELECT l.entity FROM link l JOIN entity se ON se.id = l.entity JOIN summary s ON s.pos = se.pos
                      WHERE l.field = 'address_code' AND l.target = t.value AND s.deleted = 0
                      LIMIT ?2) h",
             )?

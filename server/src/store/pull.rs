@@ -101,13 +101,13 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
 /// others (`?4`, the caller's).
 const DROPPED: &str = "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
      AND p.village IN (SELECT value FROM json_each(?3))
-     AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = p.entity
+     AND NOT EXISTS (SELECT 1 FROM entity e JOIN scope s ON s.pos = e.pos WHERE e.id = p.entity
                      AND s.village IN (SELECT value FROM json_each(?4)))";
 
 /// The records a device wrote that lie in none of some villages.
 const WROTE_ELSEWHERE: &str = "SELECT DISTINCT h.entity FROM history h
      WHERE h.device = ?1
-     AND NOT EXISTS (SELECT 1 FROM scope s WHERE s.entity = h.entity
+     AND NOT EXISTS (SELECT 1 FROM entity e JOIN scope s ON s.pos = e.pos WHERE e.id = h.entity
                      AND s.village IN (SELECT value FROM json_each(?2)))";
 
 /// The records a device wrote that lie in none of its villages now, for its pull from no cursor
@@ -373,8 +373,9 @@ pub fn read_page(
     if !lost.is_empty() {
         let lost = serde_json::to_string(&lost).unwrap_or_else(|_| "[]".into());
         let mut stmt = tx.prepare(
-            "SELECT DISTINCT s.entity FROM scope s WHERE s.village IN (SELECT value FROM json_each(?1))
-             AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.entity = s.entity AND t.village IN (SELECT value FROM json_each(?2)))",
+            "SELECT DISTINCT e.id FROM scope s JOIN entity e ON e.pos = s.pos
+             WHERE s.village IN (SELECT value FROM json_each(?1))
+             AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.pos = s.pos AND t.village IN (SELECT value FROM json_each(?2)))",
         )?;
         let ids: Vec<String> = stmt
             .query_map(params![lost, villages], |r| r.get(0))?
@@ -577,24 +578,26 @@ mod tests {
                          VALUES ('{NODE}', 1, 'phone', 0, 40, 3);
                      INSERT INTO meta (key, value) VALUES ('compacted_upto', '10');
                      WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
-                     INSERT INTO history (seq, entity, kind, stamp, device, account, at_ms, changes)
-                     SELECT i + 100, printf('00000000-0000-4000-8000-1%011d', i), 'person', 's',
-                            printf('other-%d', i % 50), 1, 0, '{{}}' FROM n;
-                     INSERT INTO history (seq, entity, kind, stamp, device, account, at_ms, changes) VALUES
-                         (5003, '00000000-0000-4000-8000-000000000001', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (5004, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (5005, '00000000-0000-4000-8000-000000000003', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (5006, '00000000-0000-4000-8000-000000000005', 'person', 's', 'other', 1, 0, '{{}}'),
-                         (5007, '00000000-0000-4000-8000-000000000006', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (5011, '00000000-0000-4000-8000-000000000004', 'person', 's', '{NODE}', 1, 0, '{{}}'),
-                         (5012, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}');
-                     INSERT INTO scope (entity, village) VALUES
-                         ('00000000-0000-4000-8000-000000000001', '{VILLAGE}'),
-                         ('00000000-0000-4000-8000-000000000002', '{ELSEWHERE}'),
-                         ('00000000-0000-4000-8000-000000000004', '{ELSEWHERE}'),
-                         ('00000000-0000-4000-8000-000000000005', '{ELSEWHERE}'),
-                         ('00000000-0000-4000-8000-000000000006', '{ELSEWHERE}'),
-                         ('00000000-0000-4000-8000-000000000006', '{VILLAGE}');"
+                     INSERT INTO history (seq, pos, entity, kind, stamp, device, account, at_ms, changes)
+                     SELECT i + 100, i + 1000, printf('00000000-0000-4000-8000-1%011d', i), 'person',
+                            's', printf('other-%d', i % 50), 1, 0, '{{}}' FROM n;
+                     INSERT INTO entity (pos, id, kind) VALUES
+                         (1, '00000000-0000-4000-8000-000000000001', 'person'),
+                         (2, '00000000-0000-4000-8000-000000000002', 'person'),
+                         (4, '00000000-0000-4000-8000-000000000004', 'person'),
+                         (5, '00000000-0000-4000-8000-000000000005', 'person'),
+                         (6, '00000000-0000-4000-8000-000000000006', 'person');
+                     INSERT INTO history (seq, pos, entity, kind, stamp, device, account, at_ms, changes) VALUES
+                         (5003, 1, '00000000-0000-4000-8000-000000000001', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5004, 2, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5005, 3, '00000000-0000-4000-8000-000000000003', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5006, 5, '00000000-0000-4000-8000-000000000005', 'person', 's', 'other', 1, 0, '{{}}'),
+                         (5007, 6, '00000000-0000-4000-8000-000000000006', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5011, 4, '00000000-0000-4000-8000-000000000004', 'person', 's', '{NODE}', 1, 0, '{{}}'),
+                         (5012, 2, '00000000-0000-4000-8000-000000000002', 'person', 's', '{NODE}', 1, 0, '{{}}');
+                     INSERT INTO scope (pos, village) VALUES
+                         (1, '{VILLAGE}'), (2, '{ELSEWHERE}'), (4, '{ELSEWHERE}'), (5, '{ELSEWHERE}'),
+                         (6, '{ELSEWHERE}'), (6, '{VILLAGE}');"
                 ))?;
                 let caller = Caller {
                     account: 1,

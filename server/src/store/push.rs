@@ -219,8 +219,8 @@ fn compacted_records(
     let list = serde_json::to_string(&unknown).unwrap_or_else(|_| "[]".into());
     let found: Vec<(String, String, String, String)> = tx
         .prepare_cached(
-            "SELECT entity, kind, stamp, changes FROM history
-             WHERE entity IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+            "SELECT h.entity, h.kind, h.stamp, h.changes FROM compacted c JOIN history h ON h.pos = c.pos
+             WHERE c.id IN (SELECT value FROM json_each(?1)) ORDER BY h.seq",
         )?
         .query_map([list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;

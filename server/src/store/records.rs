@@ -58,13 +58,15 @@ pub fn record(conn: &Conn<'_>, id: &str) -> Result<Option<RecordView>, StoreErro
         "SELECT c.key, CASE WHEN c.value ->> '$[1]' IS NULL THEN NULL ELSE c.value -> '$[0]' END,
                 c.value -> '$[2]', h.stamp, c.value ->> '$[3]', h.device, a.username, h.at_ms
          FROM history h JOIN json_each(h.changes) c LEFT JOIN account a ON a.id = h.account
-         WHERE h.entity = ?1 ORDER BY h.seq, c.id",
+         WHERE h.pos IN (SELECT pos FROM entity WHERE id = ?1 UNION ALL SELECT pos FROM compacted WHERE id = ?1)
+         ORDER BY h.seq, c.id",
         "SELECT c.key, CASE WHEN c.value ->> 1 IS NULL THEN NULL ELSE c.value -> 0 END,
                 c.value -> 2, h.stamp, CAST(c.value ->> 3 AS boolean), h.device, a.username, h.at_ms
          FROM history h CROSS JOIN LATERAL json_each(CAST(h.changes AS json)) WITH ORDINALITY
               AS c(key, value, id)
               LEFT JOIN account a ON a.id = h.account
-         WHERE h.entity = ?1 ORDER BY h.seq, c.id",
+         WHERE h.pos IN (SELECT pos FROM entity WHERE id = ?1 UNION ALL SELECT pos FROM compacted WHERE id = ?1)
+         ORDER BY h.seq, c.id",
     ))?;
     let history = stmt
         .query_map([id], |r| {
@@ -336,7 +338,9 @@ pub fn linked(
     kind: Option<EntityKind>,
 ) -> Result<Vec<Linked>, StoreError> {
     let mut summary =
-        conn.prepare_cached("SELECT kind, label, deleted FROM summary WHERE entity = ?1")?;
+        conn.prepare_cached(
+        "SELECT s.kind, s.label, s.deleted FROM entity e JOIN summary s ON s.pos = e.pos WHERE e.id = ?1",
+    )?;
     let mut out = Vec::new();
     for (field, value) in fields {
         let is_ref = kind.and_then(|k| k.field(field)).is_some_and(|s| {
@@ -367,7 +371,7 @@ pub fn linked(
         }
     }
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT l.field, l.entity, s.kind, s.label, s.deleted FROM link l JOIN summary s ON s.entity = l.entity
+        "SELECT l.field, l.entity, s.kind, s.label, s.deleted FROM link l JOIN entity se ON se.id = l.entity JOIN summary s ON s.pos = se.pos
          WHERE {} AND l.target = ?1
          ORDER BY s.kind, s.updated_seq DESC LIMIT 500",
         crate::store::refs::among_references("l.field")

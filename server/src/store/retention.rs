@@ -76,32 +76,37 @@ pub fn compact(
     let mut tombstones = 0;
     loop {
         let tx = conn.transaction()?;
-        let found: Vec<(String, i64)> = tx
+        let found: Vec<(String, i64, i64)> = tx
             .prepare(&format!(
-                "SELECT g.id, g.seq FROM entity g WHERE g.seq <= ?1 AND {}
+                "SELECT g.id, g.seq, g.pos FROM entity g WHERE g.seq <= ?1 AND {}
                  AND NOT EXISTS (SELECT 1 FROM link l WHERE {} AND l.target = g.id)
                  AND NOT EXISTS (SELECT 1 FROM alert a WHERE a.entity = g.id)
                  LIMIT {BATCH}",
                 crate::store::watch::gone_condition(tx.dialect()),
                 crate::store::refs::among_references("l.field")
             ))?
-            .query_map([horizon], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([horizon], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         if found.is_empty() {
             break;
         }
-        for (id, seq) in &found {
+        for (id, seq, pos) in &found {
             tx.prepare_cached(
                 "DELETE FROM feed WHERE seq = ?2
-                 AND village IN (SELECT village FROM scope WHERE entity = ?1)",
+                 AND village IN (SELECT village FROM scope WHERE pos = ?1)",
             )?
-            .execute(params![id, seq])?;
-            for table in ["scope", "summary", "conflict"] {
-                tx.prepare_cached(&format!("DELETE FROM {table} WHERE entity = ?1"))?
-                    .execute([id])?;
+            .execute(params![pos, seq])?;
+            for table in ["scope", "summary"] {
+                tx.prepare_cached(&format!("DELETE FROM {table} WHERE pos = ?1"))?
+                    .execute([pos])?;
             }
+            tx.prepare_cached("DELETE FROM conflict WHERE entity = ?1")?
+                .execute([id])?;
+            // Its history stays, found from its id here.
+            tx.prepare_cached("INSERT INTO compacted (pos, id) VALUES (?1, ?2)")?
+                .execute(params![pos, id])?;
         }
-        let ids = serde_json::to_string(&found.iter().map(|(id, _)| id).collect::<Vec<_>>())
+        let ids = serde_json::to_string(&found.iter().map(|(id, ..)| id).collect::<Vec<_>>())
             .unwrap_or_else(|_| "[]".into());
         tx.execute(
             "DELETE FROM link WHERE entity IN (SELECT value FROM json_each(?1))",

@@ -115,9 +115,9 @@ pub fn conflicts(
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(
         "SELECT c.id, c.entity, COALESCE(s.label, ''), c.field, c.kind, c.kept_value, c.kept_stamp, c.lost_value, c.lost_stamp
-         FROM conflict c LEFT JOIN summary s ON s.entity = c.entity
+         FROM conflict c LEFT JOIN entity se ON se.id = c.entity LEFT JOIN summary s ON s.pos = se.pos
          WHERE c.settled_ms IS NULL
-           AND EXISTS (SELECT 1 FROM scope p WHERE p.entity = c.entity AND p.village IN (SELECT value FROM json_each(?1)))
+           AND EXISTS (SELECT 1 FROM entity pe JOIN scope p ON p.pos = pe.pos WHERE pe.id = c.entity AND p.village IN (SELECT value FROM json_each(?1)))
          ORDER BY c.id LIMIT ?2",
     )?;
     struct Raw {

@@ -13,7 +13,9 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) fn scope_of(tx: &Conn<'_>, entity: &str) -> Result<BTreeSet<String>, StoreError> {
-    let mut stmt = tx.prepare_cached("SELECT village FROM scope WHERE entity = ?1")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT s.village FROM entity e JOIN scope s ON s.pos = e.pos WHERE e.id = ?1",
+    )?;
     let rows = stmt.query_map([entity], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -269,13 +271,13 @@ pub(crate) fn publish<'e>(
     let list = state::id_list(entities);
     tx.prepare_cached(tx.pick(
         "INSERT OR IGNORE INTO feed (village, seq, pos)
-         SELECT s.village, e.seq, e.pos FROM entity e JOIN scope s ON s.entity = e.id
+         SELECT s.village, e.seq, e.pos FROM entity e JOIN scope s ON s.pos = e.pos
          WHERE e.id IN (SELECT value FROM json_each(?1)) AND e.seq > 0",
         // A lookup per record (see `state::id_list`).
         "INSERT OR IGNORE INTO feed (village, seq, pos)
          SELECT s.village, e.seq, e.pos FROM json_array_elements_text(CAST(?1 AS json)) t
          CROSS JOIN LATERAL (SELECT seq, pos FROM entity WHERE id = t.value AND seq > 0 OFFSET 0) e
-         CROSS JOIN LATERAL (SELECT village FROM scope WHERE entity = t.value OFFSET 0) s",
+         CROSS JOIN LATERAL (SELECT village FROM scope WHERE pos = e.pos OFFSET 0) s",
     ))?
     .execute([list])?;
     Ok(())
@@ -305,8 +307,10 @@ pub(crate) fn set_scope(
         return Ok(false);
     }
     for gone in before.difference(villages) {
-        tx.prepare_cached("DELETE FROM scope WHERE entity = ?1 AND village = ?2")?
-            .execute(params![entity, gone])?;
+        tx.prepare_cached(
+            "DELETE FROM scope WHERE pos = (SELECT pos FROM entity WHERE id = ?1) AND village = ?2",
+        )?
+        .execute(params![entity, gone])?;
         seq.pending.remove_scope(entity, gone);
         // A village's feed holds only records in the village.
         unpublish(tx, entity, gone)?;
@@ -366,7 +370,8 @@ pub fn visible(
     let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     Ok(conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM scope WHERE entity = ?1 AND village IN (SELECT value FROM json_each(?2)))",
+            "SELECT EXISTS (SELECT 1 FROM entity e JOIN scope s ON s.pos = e.pos
+                            WHERE e.id = ?1 AND s.village IN (SELECT value FROM json_each(?2)))",
         )?
         .query_row(params![entity, list], |r| r.get(0))?)
 }

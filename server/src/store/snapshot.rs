@@ -156,7 +156,8 @@ pub fn read(conn: &Conn<'_>) -> Result<Snapshot, StoreError> {
             out.values.insert((id, field), stored);
         }
     }
-    let mut stmt = conn.prepare("SELECT entity, village FROM scope")?;
+    let mut stmt =
+        conn.prepare("SELECT e.id, s.village FROM scope s JOIN entity e ON e.pos = s.pos")?;
     let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         out.scopes

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::store::conn::{Conn, Optional, Value as SqlValue, params};
+use crate::store::conn::{Conn, Dialect, Optional, Value as SqlValue, params};
 use baylink_sync::{EntityState, Hlc, NodeId, Stamp, Versioned};
 use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
@@ -147,6 +147,9 @@ pub(crate) fn versions(state: &State) -> EntityState {
 /// A record's row.
 #[derive(Clone, Debug)]
 pub(crate) struct Loaded {
+    /// Its position (`entity.pos`, the order records were first written in): what its scope,
+    /// summary and history are keyed by. 0 until its row is stored.
+    pub(crate) pos: i64,
     /// Its kind.
     pub(crate) kind: String,
     /// Its home village.
@@ -159,14 +162,15 @@ pub(crate) struct Loaded {
 
 /// A record's row, if there is one.
 pub(crate) fn load(conn: &Conn<'_>, entity: &str) -> Result<Option<Loaded>, StoreError> {
-    let row: Option<(String, Option<String>, i64, String)> = conn
-        .prepare_cached("SELECT kind, village, seq, state FROM entity WHERE id = ?1")?
+    let row: Option<(i64, String, Option<String>, i64, String)> = conn
+        .prepare_cached("SELECT pos, kind, village, seq, state FROM entity WHERE id = ?1")?
         .query_row([entity], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    row.map(|(kind, village, seq, state)| {
+    row.map(|(pos, kind, village, seq, state)| {
         Ok(Loaded {
+            pos,
             kind,
             village,
             seq,
@@ -232,8 +236,8 @@ pub(crate) struct Pending {
     known: HashMap<String, Option<Loaded>>,
     /// Scopes as the tables hold them now, with the rows [`Pending::add_scope`] has yet to store.
     scopes: HashMap<String, BTreeSet<String>>,
-    /// Scope rows to insert (entity, village), stored by [`Pending::store_scopes`].
-    scope_rows: Vec<SqlValue>,
+    /// Scope rows to insert, `[entity, village]`, stored by [`Pending::store_scopes`].
+    scope_rows: Vec<(String, String)>,
     /// Records this unit inserted.
     created: HashSet<String>,
 }
@@ -258,24 +262,32 @@ pub(crate) fn load_many(
     if ids.is_empty() {
         return Ok(found);
     }
-    let rows: Vec<(String, String, Option<String>, i64, String)> = conn
+    let rows: Vec<(String, i64, String, Option<String>, i64, String)> = conn
         .prepare_cached(conn.pick(
-            "SELECT id, kind, village, seq, state FROM entity
+            "SELECT id, pos, kind, village, seq, state FROM entity
              WHERE id IN (SELECT value FROM json_each(?1))",
             // An index probe per id, whatever the table's statistics say (see `id_list`).
-            "SELECT e.id, e.kind, e.village, e.seq, e.state
+            "SELECT e.id, e.pos, e.kind, e.village, e.seq, e.state
              FROM json_array_elements_text(CAST(?1 AS json)) t
              CROSS JOIN LATERAL (SELECT * FROM entity WHERE id = t.value OFFSET 0) e",
         ))?
         .query_map([id_list(ids.iter().copied())], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?
         .collect::<Result<_, _>>()?;
-    for (id, kind, village, seq, state) in rows {
+    for (id, pos, kind, village, seq, state) in rows {
         let state = decode(&state)?;
         found.insert(
             id,
             Loaded {
+                pos,
                 kind,
                 village,
                 seq,
@@ -326,9 +338,11 @@ impl Pending {
         }
         let rows: Vec<(String, String)> = conn
             .prepare_cached(conn.pick(
-                "SELECT entity, village FROM scope WHERE entity IN (SELECT value FROM json_each(?1))",
-                "SELECT s.entity, s.village FROM json_array_elements_text(CAST(?1 AS json)) t
-                 CROSS JOIN LATERAL (SELECT * FROM scope WHERE entity = t.value OFFSET 0) s",
+                "SELECT e.id, s.village FROM entity e JOIN scope s ON s.pos = e.pos
+                 WHERE e.id IN (SELECT value FROM json_each(?1))",
+                "SELECT t.value, s.village FROM json_array_elements_text(CAST(?1 AS json)) t
+                 CROSS JOIN LATERAL (SELECT pos FROM entity WHERE id = t.value OFFSET 0) e
+                 CROSS JOIN LATERAL (SELECT village FROM scope WHERE pos = e.pos OFFSET 0) s",
             ))?
             .query_map([id_list(wanted.iter().copied())], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -363,8 +377,8 @@ impl Pending {
             .entry(entity.to_owned())
             .or_default()
             .insert(village.to_owned());
-        self.scope_rows.push(SqlValue::from(entity));
-        self.scope_rows.push(SqlValue::from(village));
+        self.scope_rows
+            .push((entity.to_owned(), village.to_owned()));
     }
 
     /// Notes a village a record left (its row already deleted, or not yet stored: then it is
@@ -373,24 +387,26 @@ impl Pending {
         if let Some(scope) = self.scopes.get_mut(entity) {
             scope.remove(village);
         }
-        let rows = std::mem::take(&mut self.scope_rows);
-        for row in rows.chunks_exact(2) {
-            let noted = [SqlValue::from(entity), SqlValue::from(village)];
-            if row != noted {
-                self.scope_rows.extend_from_slice(row);
-            }
-        }
+        self.scope_rows.retain(|(e, v)| e != entity || v != village);
     }
 
-    /// Stores the scope rows noted: before anything reads `scope`.
+    /// Stores the scope rows noted, at their records' positions (a record with no row has no
+    /// scope): before anything reads `scope`.
     pub(crate) fn store_scopes(&mut self, conn: &Conn<'_>) -> Result<(), StoreError> {
         let rows = std::mem::take(&mut self.scope_rows);
-        conn.execute_rows(
-            "INSERT OR IGNORE INTO scope (entity, village)",
-            "",
-            2,
-            &rows,
-        )?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
+        conn.prepare_cached(conn.pick(
+            "INSERT OR IGNORE INTO scope (pos, village)
+             SELECT e.pos, j.value ->> 1 FROM json_each(?1) j JOIN entity e ON e.id = j.value ->> 0",
+            // A lookup per row (see `id_list`).
+            "INSERT OR IGNORE INTO scope (pos, village)
+             SELECT e.pos, j.value ->> 1 FROM json_array_elements(CAST(?1 AS json)) j
+             CROSS JOIN LATERAL (SELECT pos FROM entity WHERE id = j.value ->> 0 OFFSET 0) e",
+        ))?
+        .execute([list])?;
         Ok(())
     }
 
@@ -484,6 +500,7 @@ impl Pending {
             return;
         }
         let loaded = Loaded {
+            pos: 0,
             kind: kind.to_owned(),
             village: None,
             seq: 0,
@@ -590,8 +607,12 @@ impl Pending {
         mut next: impl FnMut() -> i64,
     ) -> Result<(), StoreError> {
         self.flushed.clear();
-        // A record's feed entries move with it to the villages of `scope`: those noted first.
-        self.store_scopes(conn)?;
+        let fresh = self
+            .records
+            .values()
+            .filter(|d| !d.stored && !d.written.is_empty())
+            .count();
+        let mut positions = new_positions(conn, fresh)?.into_iter();
         let mut new_rows: Vec<SqlValue> = Vec::new();
         let mut new_links: Vec<SqlValue> = Vec::new();
         for entity in std::mem::take(&mut self.order) {
@@ -612,13 +633,18 @@ impl Pending {
                 }
             }
             dirty.loaded.seq = seq;
+            if !dirty.stored {
+                dirty.loaded.pos = positions
+                    .next()
+                    .ok_or_else(|| StoreError::Backend("too few positions".into()))?;
+            }
             let text = encode(&dirty.loaded.state);
             let loaded = &dirty.loaded;
             if dirty.stored {
                 conn.prepare_cached(
-                    "UPDATE entity SET village = ?2, seq = ?3, state = ?4 WHERE id = ?1",
+                    "UPDATE entity SET village = ?2, seq = ?3, state = ?4 WHERE pos = ?1",
                 )?
-                .execute(params![entity, loaded.village, loaded.seq, text])?;
+                .execute(params![loaded.pos, loaded.village, loaded.seq, text])?;
                 if loaded.seq != old_seq {
                     // Its entries in the feeds of its villages move to the new number: by each
                     // village's key where its villages are known (PostgreSQL planned the
@@ -634,15 +660,16 @@ impl Pending {
                         }
                         None => {
                             conn.prepare_cached(
-                                "UPDATE feed SET seq = ?3 WHERE village IN (SELECT village FROM scope WHERE entity = ?1)
+                                "UPDATE feed SET seq = ?3 WHERE village IN (SELECT village FROM scope WHERE pos = ?1)
                                  AND seq = ?2",
                             )?
-                            .execute(params![entity, old_seq, loaded.seq])?;
+                            .execute(params![loaded.pos, old_seq, loaded.seq])?;
                         }
                     }
                 }
             } else {
                 new_rows.extend([
+                    SqlValue::Integer(loaded.pos),
                     SqlValue::from(entity.as_str()),
                     SqlValue::from(loaded.kind.as_str()),
                     loaded
@@ -683,19 +710,22 @@ impl Pending {
         }
         self.records.clear();
         conn.execute_rows(
-            "INSERT INTO entity (id, kind, village, seq, state)",
+            "INSERT INTO entity (pos, id, kind, village, seq, state)",
             "",
-            5,
+            6,
             &new_rows,
         )?;
+        // A record's scope is filed under its position: the new rows' first.
+        self.store_scopes(conn)?;
         conn.execute_rows(
             "INSERT OR IGNORE INTO link (field, target, entity)",
             "",
             3,
             &new_links,
         )?;
-        let mut history: Vec<SqlValue> = Vec::with_capacity(self.actions.len() * 7);
+        let mut history: Vec<SqlValue> = Vec::with_capacity(self.actions.len() * 8);
         for action in std::mem::take(&mut self.actions) {
+            let pos = self.position(conn, &action.entity)?;
             let fields: serde_json::Map<String, Value> = action
                 .fields
                 .into_iter()
@@ -711,6 +741,7 @@ impl Pending {
                 })
                 .collect();
             history.extend([
+                SqlValue::Integer(pos),
                 SqlValue::Text(action.entity),
                 SqlValue::Text(action.kind),
                 SqlValue::Text(action.stamp.to_string()),
@@ -721,11 +752,49 @@ impl Pending {
             ]);
         }
         conn.execute_rows(
-            "INSERT INTO history (entity, kind, stamp, device, account, at_ms, changes)",
+            "INSERT INTO history (pos, entity, kind, stamp, device, account, at_ms, changes)",
             "",
-            7,
+            8,
             &history,
         )?;
         Ok(())
     }
+
+    /// A stored record's position: as this unit knows its row, or read.
+    fn position(&mut self, conn: &Conn<'_>, entity: &str) -> Result<i64, StoreError> {
+        if let Some(Some(loaded)) = self.known.get(entity) {
+            return Ok(loaded.pos);
+        }
+        let row = load(conn, entity)?;
+        let pos = row.as_ref().map(|l| l.pos);
+        self.known.insert(entity.to_owned(), row);
+        pos.ok_or_else(|| StoreError::Backend(format!("no record {entity} to file history under")))
+    }
+}
+
+/// Positions for `n` new records, past every record's and every compacted record's: a
+/// position is never given twice, so history filed under it is one record's.
+fn new_positions(conn: &Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(match conn.dialect() {
+        // One writer: the numbers after the last are free.
+        Dialect::Sqlite => {
+            let last: i64 = conn
+                .prepare_cached(
+                    "SELECT MAX(COALESCE((SELECT MAX(pos) FROM entity), 0),
+                                COALESCE((SELECT MAX(pos) FROM compacted), 0))",
+                )?
+                .query_row((), |r| r.get(0))?;
+            (1..=n as i64).map(|i| last + i).collect()
+        }
+        // The identity's sequence never hands a number out twice.
+        Dialect::Postgres => conn
+            .prepare_cached(
+                "SELECT nextval(pg_get_serial_sequence('entity', 'pos')) FROM generate_series(1, ?1)",
+            )?
+            .query_map([n as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    })
 }

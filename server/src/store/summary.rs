@@ -15,7 +15,7 @@ pub fn refresh_summary(conn: &Conn<'_>, entity: &str) -> Result<(), StoreError> 
 }
 
 /// The summary's columns for a record as stored, in the order of `summary`'s insert.
-pub(crate) fn summary_row(entity: &str, record: &Loaded) -> [SqlValue; 14] {
+pub(crate) fn summary_row(entity: &str, record: &Loaded) -> [SqlValue; 15] {
     let fields: Fields = record
         .state
         .iter()
@@ -27,6 +27,7 @@ pub(crate) fn summary_row(entity: &str, record: &Loaded) -> [SqlValue; 14] {
     let text = |v: Option<&str>| v.map_or(SqlValue::Null, SqlValue::from);
     let owned = |v: Option<String>| v.map_or(SqlValue::Null, SqlValue::Text);
     [
+        SqlValue::Integer(record.pos),
         SqlValue::from(entity),
         SqlValue::from(record.kind.as_str()),
         text(record.village.as_deref()),
@@ -48,10 +49,10 @@ pub(crate) fn summary_row(entity: &str, record: &Loaded) -> [SqlValue; 14] {
 /// multi-row statements.
 pub(crate) fn insert_summaries(conn: &Conn<'_>, rows: &[SqlValue]) -> Result<(), StoreError> {
     conn.execute_rows(
-        "INSERT INTO summary (entity, kind, village, label, id_number, name, plate, address, phone,
-                              review_status, deleted, created_by, created_at, updated_seq)",
+        "INSERT INTO summary (pos, entity, kind, village, label, id_number, name, plate, address,
+                              phone, review_status, deleted, created_by, created_at, updated_seq)",
         UPSERT,
-        14,
+        15,
         rows,
     )?;
     Ok(())
@@ -59,7 +60,7 @@ pub(crate) fn insert_summaries(conn: &Conn<'_>, rows: &[SqlValue]) -> Result<(),
 
 /// What an insert of a summary row does when the record has one.
 const UPSERT: &str =
-    "ON CONFLICT (entity) DO UPDATE SET kind = excluded.kind, village = excluded.village,
+    "ON CONFLICT (pos) DO UPDATE SET entity = excluded.entity, kind = excluded.kind, village = excluded.village,
              label = excluded.label, id_number = excluded.id_number, name = excluded.name,
              plate = excluded.plate, address = excluded.address, phone = excluded.phone,
              review_status = excluded.review_status, deleted = excluded.deleted,
@@ -77,13 +78,13 @@ pub(crate) fn write_summary(
     // recency is written (the four indexes holding it), and the search and date indexes are not.
     let recency_only = conn
         .prepare_cached(
-            "UPDATE summary SET updated_seq = ?14
-             WHERE entity = ?1 AND kind = ?2 AND village IS NOT DISTINCT FROM ?3 AND label = ?4
-               AND id_number IS NOT DISTINCT FROM ?5 AND name IS NOT DISTINCT FROM ?6
-               AND plate IS NOT DISTINCT FROM ?7 AND address IS NOT DISTINCT FROM ?8
-               AND phone IS NOT DISTINCT FROM ?9 AND review_status IS NOT DISTINCT FROM ?10
-               AND deleted = ?11 AND created_by IS NOT DISTINCT FROM ?12
-               AND created_at IS NOT DISTINCT FROM ?13",
+            "UPDATE summary SET updated_seq = ?15
+             WHERE pos = ?1 AND entity = ?2 AND kind = ?3 AND village IS NOT DISTINCT FROM ?4
+               AND label = ?5 AND id_number IS NOT DISTINCT FROM ?6 AND name IS NOT DISTINCT FROM ?7
+               AND plate IS NOT DISTINCT FROM ?8 AND address IS NOT DISTINCT FROM ?9
+               AND phone IS NOT DISTINCT FROM ?10 AND review_status IS NOT DISTINCT FROM ?11
+               AND deleted = ?12 AND created_by IS NOT DISTINCT FROM ?13
+               AND created_at IS NOT DISTINCT FROM ?14",
         )?
         .execute(&columns[..])?;
     if recency_only == 1 {
