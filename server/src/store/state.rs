@@ -798,3 +798,31 @@ fn new_positions(conn: &Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
             .collect::<Result<_, _>>()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    // A failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_new_record_is_placed_past_every_record_and_every_record_compacted_away() {
+        let db = crate::store::Db::open_in_memory().unwrap();
+        db.call_blocking(|c| {
+            assert_eq!(new_positions(c, 2)?, [1, 2]);
+            // The last record compacted away stood past every live one: its history stays
+            // filed under 9, which no new record may take.
+            c.execute_batch(
+                "INSERT INTO entity (pos, id, kind) VALUES (4, 'a', 'person');
+                 INSERT INTO compacted (pos, id) VALUES (9, 'b'), (-3, 'c');",
+            )?;
+            assert_eq!(new_positions(c, 2)?, [10, 11]);
+            c.execute_batch("DELETE FROM compacted")?;
+            assert_eq!(new_positions(c, 1)?, [5]);
+            assert!(new_positions(c, 0)?.is_empty());
+            Ok(())
+        })
+        .unwrap();
+    }
+}
