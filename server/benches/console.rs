@@ -34,17 +34,18 @@ fn write_district(db: &Db, villages: &[String], count: u64) {
         let tx = c.transaction()?;
         {
             let mut summary = tx.prepare(
-                "INSERT INTO summary (entity, kind, village, label, id_number, name, phone,
+                "INSERT INTO summary (pos, entity, kind, village, label, id_number, name, phone,
                                       review_status, deleted, created_by, created_at, updated_seq)
-                 VALUES (?1, 'person', ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10)",
+                 VALUES (?10, ?1, 'person', ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10)",
             )?;
-            // The record's state holds its birth date (what duplicate candidates read).
+            // The record's state holds its birth date (what duplicate candidates read). Its
+            // position is its sequence number: the summary and scope are filed under it.
             let mut entity = tx.prepare(
-                "INSERT INTO entity (id, kind, village, seq, state) VALUES (?1, 'person', ?2, ?4,
+                "INSERT INTO entity (pos, id, kind, village, seq, state) VALUES (?4, ?1, 'person', ?2, ?4,
                      json_object('n', json_array('00000000-0000-0000-0000-000000000000'),
                                  'f', json_object('birth_date', json_array(json(?3), 0, 0, ?4, 0))))",
             )?;
-            let mut scope = tx.prepare("INSERT INTO scope (entity, village) VALUES (?1, ?2)")?;
+            let mut scope = tx.prepare("INSERT INTO scope (pos, village) VALUES (?1, ?2)")?;
             for n in 0..count {
                 let id = uuid::Uuid::from_u128(u128::from(n) + 1).to_string();
                 let village = &villages[(n % villages.len() as u64) as usize];
@@ -73,7 +74,7 @@ fn write_district(db: &Db, villages: &[String], count: u64) {
                     seq
                 ])?;
                 entity.execute(params![id, village, birth, seq])?;
-                scope.execute([&id, village])?;
+                scope.execute(params![seq, village])?;
             }
         }
         tx.commit()?;

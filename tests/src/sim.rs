@@ -1384,6 +1384,14 @@ impl World {
                    AND coalesce(CAST(r.state AS jsonb) #>> '{f,deleted,0}', 'null') <> 'true'",
             ),
         )?;
+        // Every action is filed under its record's position (or, its record compacted away,
+        // the one it had), a position is one record's, and every summary stands at its record's.
+        Self::agree(
+            &self.server,
+            "the positions records are filed under",
+            POSITIONS_CHECK,
+            POSITIONS_CHECK,
+        )?;
         // Every acknowledged change is in the history exactly once, and what stands is it or newer.
         let history: BTreeMap<(String, String, String), i64> = self
             .server
@@ -1474,6 +1482,20 @@ fn scopes_check(lives: &str) -> String {
          LIMIT 6"
     )
 }
+
+/// Differences between where the history, summaries and compacted records are filed and the
+/// records' positions (the same SQL on both backends).
+const POSITIONS_CHECK: &str =
+    "SELECT 'action ' || h.seq || ' of ' || h.entity || ' filed under ' || h.pos FROM history h
+     WHERE NOT EXISTS (SELECT 1 FROM entity e WHERE e.pos = h.pos AND e.id = h.entity)
+       AND NOT EXISTS (SELECT 1 FROM compacted c WHERE c.pos = h.pos AND c.id = h.entity)
+     UNION ALL
+     SELECT 'position ' || c.pos || ' both live and compacted' FROM compacted c
+     JOIN entity e ON e.pos = c.pos
+     UNION ALL
+     SELECT 'summary of ' || s.entity || ' at ' || s.pos FROM summary s
+     WHERE NOT EXISTS (SELECT 1 FROM entity e WHERE e.pos = s.pos AND e.id = s.entity)
+     LIMIT 6";
 
 /// Runs the schedule of `seed` with `steps` operations; `Err` describes the broken invariant.
 pub fn run(seed: u64, steps: u64) -> Result<Stats, String> {

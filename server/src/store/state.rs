@@ -641,10 +641,17 @@ impl Pending {
             let text = encode(&dirty.loaded.state);
             let loaded = &dirty.loaded;
             if dirty.stored {
-                conn.prepare_cached(
-                    "UPDATE entity SET village = ?2, seq = ?3, state = ?4 WHERE pos = ?1",
-                )?
-                .execute(params![loaded.pos, loaded.village, loaded.seq, text])?;
+                let updated = conn
+                    .prepare_cached(
+                        "UPDATE entity SET village = ?2, seq = ?3, state = ?4 WHERE pos = ?1",
+                    )?
+                    .execute(params![loaded.pos, loaded.village, loaded.seq, text])?;
+                if updated != 1 {
+                    return Err(StoreError::Backend(format!(
+                        "the record {entity} is not at its position {}",
+                        loaded.pos
+                    )));
+                }
                 if loaded.seq != old_seq {
                     // Its entries in the feeds of its villages move to the new number: by each
                     // village's key where its villages are known (PostgreSQL planned the
@@ -789,13 +796,29 @@ fn new_positions(conn: &Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
                 .query_row((), |r| r.get(0))?;
             (1..=n as i64).map(|i| last + i).collect()
         }
-        // The identity's sequence never hands a number out twice.
-        Dialect::Postgres => conn
-            .prepare_cached(
-                "SELECT nextval(pg_get_serial_sequence('entity', 'pos')) FROM generate_series(1, ?1)",
-            )?
-            .query_map([n as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?,
+        // The identity's sequence, which never hands a number out twice; and past every
+        // record's and every compacted record's, should the sequence have been set back (the
+        // data restored without it): then it is set past them first.
+        Dialect::Postgres => {
+            let take = || -> Result<Vec<(i64, i64)>, StoreError> {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT nextval(pg_get_serial_sequence('entity', 'pos')),
+                                (SELECT GREATEST((SELECT MAX(pos) FROM entity),
+                                                 (SELECT MAX(pos) FROM compacted), 0))
+                         FROM generate_series(1, ?1)",
+                    )?
+                    .query_map([n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?)
+            };
+            let mut taken = take()?;
+            if let Some(floor) = taken.iter().filter(|(p, f)| p <= f).map(|(_, f)| *f).max() {
+                conn.prepare_cached("SELECT setval(pg_get_serial_sequence('entity', 'pos'), ?1)")?
+                    .query_row([floor], |r| r.get::<_, i64>(0))?;
+                taken = take()?;
+            }
+            taken.into_iter().map(|(p, _)| p).collect()
+        }
     })
 }
 

@@ -161,6 +161,42 @@ fn a_compaction_removes_what_active_phones_applied_and_an_unseen_phone_starts_ov
             "registered again, live on every phone"
         );
     }
+    // Its history is one: the actions before the compaction stay filed under the position it
+    // had, those since under a new one past it, and its page shows them all.
+    let id = people[0].to_string();
+    let (now_at, was_at, filed, shown) = server.query(|c| {
+        use baylink_server::store::conn::Optional;
+        let now_at: i64 = c
+            .query_row("SELECT pos FROM entity WHERE id = ?1", [&id], |r| r.get(0))
+            .expect("live again");
+        let was_at: Option<i64> = c
+            .query_row("SELECT pos FROM compacted WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .expect("read");
+        let filed: Vec<i64> = c
+            .prepare("SELECT DISTINCT pos FROM history WHERE entity = ?1 ORDER BY pos")
+            .and_then(|mut s| s.query_map([&id], |r| r.get(0))?.collect::<Result<_, _>>())
+            .expect("read");
+        let shown = baylink_server::store::records::record(c, &id)
+            .expect("read")
+            .expect("live again")
+            .history
+            .iter()
+            .filter(|h| h.field == "deleted")
+            .map(|h| h.value.clone())
+            .collect::<Vec<_>>();
+        (now_at, was_at, filed, shown)
+    });
+    let was_at = was_at.expect("its old position kept");
+    assert!(now_at > was_at, "{now_at} {was_at}");
+    assert_eq!(filed, [was_at, now_at]);
+    assert_eq!(
+        shown.first().map(String::as_str),
+        Some("true"),
+        "its deletion, from before the compaction, first: {shown:?}"
+    );
 }
 
 /// HTTP for pushes; every pull fails, as on a link that drops once the push is answered.
