@@ -4,8 +4,9 @@
 //!
 //! `cargo bench -p baylink-server --bench console` (N = 400,000), or `-- --count N`. Under
 //! `cargo test --benches` (no `--bench` argument) it runs a quick 5,000-person pass, so the
-//! benchmark cannot rot. Rows are written straight into the server's tables (entity, scope,
-//! field, summary): this measures reading, not ingest.
+//! benchmark cannot rot. Rows are written straight into the server's tables (entity with the
+//! birth date in its state, scope and summary, all at the record's position): this measures
+//! reading, not ingest.
 
 use std::time::{Duration, Instant};
 

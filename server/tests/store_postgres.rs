@@ -139,3 +139,56 @@ fn a_pushs_round_trips_do_not_grow_with_its_records() {
         "{few} statements for 15 records, {many} for 300"
     );
 }
+
+/// A record compacted away keeps its history under its position, so a new record never takes
+/// that position, also when the positions' sequence was set back (the data restored without
+/// it): the sequence is moved past it first.
+#[test]
+fn a_new_record_is_placed_past_every_compacted_one_though_the_sequence_was_set_back() {
+    use baylink_sync::wire::ChangeStatus;
+    use conformance::{A, officer, person};
+    let Some(cluster) = baylink_server::store::pg::test_postgres() else {
+        return;
+    };
+    let fresh = FreshDatabase::new(&cluster).unwrap();
+    let db = Arc::new(Db::open_postgres(&fresh.url).unwrap());
+    let s = conformance::Suite::new(Backend {
+        store: db.clone(),
+        keep: Box::new(fresh),
+    });
+    let mut oa = officer("oa", 1);
+    let now = baylink_server::store::now_ms();
+    let mut register = |n: u128| {
+        let (id, fields) = person(A, n);
+        let results = s.push(&mut oa, id, now + n as u64, &fields);
+        assert!(
+            results.iter().all(|r| r.status == ChangeStatus::Accepted),
+            "{results:?}"
+        );
+        id.to_string()
+    };
+    let first = register(1);
+    db.call_blocking(|c| {
+        c.execute_batch(
+            "INSERT INTO compacted (pos, id) VALUES (50, '00000000-0000-4000-8000-00000000aaaa');
+             SELECT setval(pg_get_serial_sequence('entity', 'pos'), 1);",
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    let second = register(2);
+    let third = register(3);
+    let at = |id: String| {
+        db.call_blocking(move |c| {
+            Ok(
+                c.query_row("SELECT pos FROM entity WHERE id = ?1", [&id], |r| {
+                    r.get::<_, i64>(0)
+                })?,
+            )
+        })
+        .unwrap()
+    };
+    let (first, second, third) = (at(first), at(second), at(third));
+    assert!(first < 50, "{first}");
+    assert_eq!((second, third), (51, 52));
+}

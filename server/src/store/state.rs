@@ -813,8 +813,14 @@ fn new_positions(conn: &Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
             };
             let mut taken = take()?;
             if let Some(floor) = taken.iter().filter(|(p, f)| p <= f).map(|(_, f)| *f).max() {
-                conn.prepare_cached("SELECT setval(pg_get_serial_sequence('entity', 'pos'), ?1)")?
-                    .query_row([floor], |r| r.get::<_, i64>(0))?;
+                // Never back: numbers another writer took stay taken (all writers hold the
+                // writer lock besides, `pg::WRITER_LOCK`).
+                conn.prepare_cached(
+                    "SELECT setval(pg_get_serial_sequence('entity', 'pos'),
+                                   GREATEST(?1, pg_sequence_last_value(
+                                       CAST(pg_get_serial_sequence('entity', 'pos') AS regclass))))",
+                )?
+                .query_row([floor], |r| r.get::<_, i64>(0))?;
                 taken = take()?;
             }
             taken.into_iter().map(|(p, _)| p).collect()
