@@ -18,15 +18,21 @@ fn ready() -> bool {
     baylink_server::store::pg::test_postgres().is_some()
 }
 
-/// A fresh PostgreSQL store.
-fn postgres() -> Backend {
+/// A fresh PostgreSQL store, and its database for what a scenario reads of it directly.
+fn postgres_db() -> (Backend, Arc<Db>) {
     let cluster = baylink_server::store::pg::test_postgres().unwrap();
     let fresh = FreshDatabase::new(&cluster).unwrap();
-    let db = Db::open_postgres(&fresh.url).unwrap();
-    Backend {
-        store: Arc::new(db),
+    let db = Arc::new(Db::open_postgres(&fresh.url).unwrap());
+    let backend = Backend {
+        store: db.clone(),
         keep: Box::new(fresh),
-    }
+    };
+    (backend, db)
+}
+
+/// A fresh PostgreSQL store.
+fn postgres() -> Backend {
+    postgres_db().0
 }
 
 crate::suite!(postgres, if ready);
@@ -95,15 +101,11 @@ fn a_pushs_round_trips_do_not_grow_with_its_records() {
     use baylink_domain::EntityKind;
     use baylink_sync::wire::ChangeStatus;
     use conformance::{A, changes, house_fields, natural, officer, person, residence_fields};
-    let Some(cluster) = baylink_server::store::pg::test_postgres() else {
+    if !ready() {
         return;
-    };
-    let fresh = FreshDatabase::new(&cluster).unwrap();
-    let db = Arc::new(Db::open_postgres(&fresh.url).unwrap());
-    let s = conformance::Suite::new(Backend {
-        store: db.clone(),
-        keep: Box::new(fresh),
-    });
+    }
+    let (backend, db) = postgres_db();
+    let s = conformance::Suite::new(backend);
     let mut oa = officer("oa", 1);
     let now = baylink_server::store::now_ms();
     // `people` persons, each with a house of her own and her residence in it.
@@ -147,15 +149,11 @@ fn a_pushs_round_trips_do_not_grow_with_its_records() {
 fn a_new_record_is_placed_past_every_compacted_one_though_the_sequence_was_set_back() {
     use baylink_sync::wire::ChangeStatus;
     use conformance::{A, officer, person};
-    let Some(cluster) = baylink_server::store::pg::test_postgres() else {
+    if !ready() {
         return;
-    };
-    let fresh = FreshDatabase::new(&cluster).unwrap();
-    let db = Arc::new(Db::open_postgres(&fresh.url).unwrap());
-    let s = conformance::Suite::new(Backend {
-        store: db.clone(),
-        keep: Box::new(fresh),
-    });
+    }
+    let (backend, db) = postgres_db();
+    let s = conformance::Suite::new(backend);
     let mut oa = officer("oa", 1);
     let now = baylink_server::store::now_ms();
     let mut register = |n: u128| {

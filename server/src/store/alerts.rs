@@ -211,9 +211,10 @@ pub fn list(
          FROM alert l LEFT JOIN entity se ON se.id = l.entity LEFT JOIN summary s ON s.pos = se.pos
               LEFT JOIN account o ON o.id = l.account LEFT JOIN account k ON k.id = l.acknowledged_by
          WHERE (?2 OR l.acknowledged_ms IS NULL)
-           AND EXISTS (SELECT 1 FROM entity pe JOIN scope p ON p.pos = pe.pos WHERE pe.id = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
+           AND {}
            AND {}
          ORDER BY l.id DESC LIMIT ?3",
+        crate::store::scope::in_villages("l.entity", 1),
         not_merged_away(conn.dialect())
     ))?;
     let rows = stmt.query_map(params![list, all, limit], |r| {

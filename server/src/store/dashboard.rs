@@ -149,8 +149,10 @@ pub fn counts(
 pub fn open_conflicts(conn: &Conn<'_>, villages: &[String]) -> Result<i64, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     Ok(conn.query_row(
-        "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL
-           AND EXISTS (SELECT 1 FROM entity pe JOIN scope p ON p.pos = pe.pos WHERE pe.id = c.entity AND p.village IN (SELECT value FROM json_each(?1)))",
+        &format!(
+            "SELECT COUNT(*) FROM conflict c WHERE c.settled_ms IS NULL AND {}",
+            crate::store::scope::in_villages("c.entity", 1)
+        ),
         [list],
         |r| r.get(0),
     )?)
@@ -162,8 +164,8 @@ pub fn open_count(conn: &Conn<'_>, villages: &[String]) -> Result<i64, StoreErro
     Ok(conn.query_row(
         &format!(
             "SELECT COUNT(*) FROM alert l WHERE l.acknowledged_ms IS NULL
-               AND EXISTS (SELECT 1 FROM entity pe JOIN scope p ON p.pos = pe.pos WHERE pe.id = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
-               AND {}",
+               AND {} AND {}",
+            crate::store::scope::in_villages("l.entity", 1),
             not_merged_away(conn.dialect())
         ),
         [list],

@@ -99,16 +99,21 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
 
 /// The records that left some villages (`?3`) between two sequence numbers and lie in none of
 /// others (`?4`, the caller's).
-const DROPPED: &str = "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
-     AND p.village IN (SELECT value FROM json_each(?3))
-     AND NOT EXISTS (SELECT 1 FROM entity e JOIN scope s ON s.pos = e.pos WHERE e.id = p.entity
-                     AND s.village IN (SELECT value FROM json_each(?4)))";
+static DROPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT DISTINCT p.entity FROM purge p WHERE p.seq > ?1 AND p.seq <= ?2
+         AND p.village IN (SELECT value FROM json_each(?3)) AND NOT {}",
+        crate::store::scope::in_villages("p.entity", 4)
+    )
+});
 
 /// The records a device wrote that lie in none of some villages.
-const WROTE_ELSEWHERE: &str = "SELECT DISTINCT h.entity FROM history h
-     WHERE h.device = ?1
-     AND NOT EXISTS (SELECT 1 FROM entity e JOIN scope s ON s.pos = e.pos WHERE e.id = h.entity
-                     AND s.village IN (SELECT value FROM json_each(?2)))";
+static WROTE_ELSEWHERE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT DISTINCT h.entity FROM history h WHERE h.device = ?1 AND NOT {}",
+        crate::store::scope::in_villages("h.entity", 2)
+    )
+});
 
 /// The records a device wrote that lie in none of its villages now, for its pull from no cursor
 /// when it wrote at or below the last compaction's horizon and may still hold values of its own
@@ -145,7 +150,7 @@ fn own_records_elsewhere(
     // Read through the device's own actions (`history_device`). The history's numbers are its
     // own, not the sequence the horizon is counted in: every action of the device is read.
     let ids: Vec<String> = tx
-        .prepare_cached(WROTE_ELSEWHERE)?
+        .prepare_cached(&WROTE_ELSEWHERE)?
         .query_map(params![caller.device, villages], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(ids
@@ -385,7 +390,7 @@ pub fn read_page(
         // scope no more, only its drop says the device holds it. Every such drop on this page,
         // as the next cursor no longer names the villages.
         let ids: Vec<String> = tx
-            .prepare_cached(DROPPED)?
+            .prepare_cached(&DROPPED)?
             .query_map(params![from.after, i64::MAX, lost, villages], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
@@ -435,7 +440,7 @@ pub fn read_page(
     };
     if upto > after {
         let gone: Vec<String> = tx
-            .prepare_cached(DROPPED)?
+            .prepare_cached(&DROPPED)?
             .query_map(params![after, upto, villages, villages], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(gone.iter().filter_map(|id| Uuid::parse_str(id).ok()));
@@ -609,7 +614,7 @@ mod tests {
                 let mut found = own_records_elsewhere(c, &caller, &villages, Some(0))?;
                 found.sort();
                 let plan: Vec<String> = c
-                    .prepare(&format!("EXPLAIN QUERY PLAN {WROTE_ELSEWHERE}"))?
+                    .prepare(&format!("EXPLAIN QUERY PLAN {}", *WROTE_ELSEWHERE))?
                     .query_map(params![NODE, villages], |r| r.get(3))?
                     .collect::<Result<_, _>>()?;
                 Ok((found, plan.join("; ")))

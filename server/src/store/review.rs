@@ -113,13 +113,13 @@ pub fn conflicts(
     limit: u32,
 ) -> Result<Vec<Conflict>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT c.id, c.entity, COALESCE(s.label, ''), c.field, c.kind, c.kept_value, c.kept_stamp, c.lost_value, c.lost_stamp
          FROM conflict c LEFT JOIN entity se ON se.id = c.entity LEFT JOIN summary s ON s.pos = se.pos
-         WHERE c.settled_ms IS NULL
-           AND EXISTS (SELECT 1 FROM entity pe JOIN scope p ON p.pos = pe.pos WHERE pe.id = c.entity AND p.village IN (SELECT value FROM json_each(?1)))
+         WHERE c.settled_ms IS NULL AND {}
          ORDER BY c.id LIMIT ?2",
-    )?;
+        crate::store::scope::in_villages("c.entity", 1)
+    ))?;
     struct Raw {
         id: i64,
         entity: String,

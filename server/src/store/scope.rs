@@ -354,6 +354,16 @@ pub(crate) fn set_scope(
     Ok(true)
 }
 
+/// The condition that the record a column names (`entity`, its id) lies in one of the villages
+/// of the JSON list parameter `?{list}`: through its row to its scope, by position. Its aliases
+/// (`in_e`, `in_s`) are its own, so that it names the column of the statement around it.
+pub(crate) fn in_villages(entity: &str, list: u8) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM entity in_e JOIN scope in_s ON in_s.pos = in_e.pos
+                 WHERE in_e.id = {entity} AND in_s.village IN (SELECT value FROM json_each(?{list})))"
+    )
+}
+
 /// Whether the console caller may see a record: administrators every record, reviewers the
 /// records in their station's villages (a person also where they live), officers none (they
 /// sync; the console's use cases are not theirs).
@@ -369,10 +379,7 @@ pub fn visible(
     }
     let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     Ok(conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM entity e JOIN scope s ON s.pos = e.pos
-                            WHERE e.id = ?1 AND s.village IN (SELECT value FROM json_each(?2)))",
-        )?
+        .prepare_cached(&format!("SELECT {}", in_villages("?1", 2)))?
         .query_row(params![entity, list], |r| r.get(0))?)
 }
 

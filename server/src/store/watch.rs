@@ -193,9 +193,10 @@ pub fn recent_hits(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT l.id, l.entity, l.rule_kind, l.raised_ms FROM alert l
          WHERE l.raised_ms > ?2 AND l.rule_kind <> '{MOVED_IN}'
-           AND EXISTS (SELECT 1 FROM entity pe JOIN scope p ON p.pos = pe.pos WHERE pe.id = l.entity AND p.village IN (SELECT value FROM json_each(?1)))
+           AND {}
            AND {}
          ORDER BY l.id DESC LIMIT ?3",
+        crate::store::scope::in_villages("l.entity", 1),
         not_gone(conn.dialect())
     ))?;
     let rows = stmt.query_map(params![list, since_ms as i64, HITS_TOLD], |r| {
