@@ -25,6 +25,10 @@ pub struct Position {
     pub fields_after: Option<i64>,
     /// Villages whose records the device may hold; `None` for cursors of earlier servers.
     pub held: Option<BTreeSet<String>>,
+    /// The last record position (first-write order) the server held when it issued the cursor:
+    /// the device holds no record placed after it but those it wrote. `None` for cursors of
+    /// earlier servers.
+    pub placed: Option<i64>,
 }
 
 /// A cursor text this server did not issue (or no longer reads).
@@ -35,9 +39,10 @@ pub struct CursorError;
 /// Parses a cursor this server issued: `s<seq>` (or `r<seq>`, from earlier servers),
 /// `c<seq>.<fields>` on the feed inside a pull of several pages (records read up to `seq`,
 /// values sent after `fields`), or `b<seq>.<sent>` inside a snapshot taken at `seq` and sent up
-/// to `sent`; then `:` and the
-/// villages the device holds, `.`-separated (`s1234:441303006001.441303006002`). Earlier
-/// servers' snapshot cursors, `b<seq>.<record>.<field>`, start their snapshot again.
+/// to `sent`; then `:` and the villages the device holds, `.`-separated, and `/` and the last
+/// record position the server held (`s1234:441303006001.441303006002/5678`; earlier servers'
+/// cursors end with the villages, or before them). Earlier servers' snapshot cursors,
+/// `b<seq>.<record>.<field>`, start their snapshot again.
 pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
     let Some(Cursor(text)) = cursor else {
         return Ok(Position {
@@ -45,11 +50,16 @@ pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
             snapshot: None,
             fields_after: None,
             held: Some(BTreeSet::new()),
+            placed: Some(0),
         });
     };
     let bad = || CursorError;
-    let (position, held) = match text.split_once(':') {
-        Some((position, villages)) => {
+    let (position, held, placed) = match text.split_once(':') {
+        Some((position, rest)) => {
+            let (villages, placed) = match rest.split_once('/') {
+                Some((villages, placed)) => (villages, Some(number(placed).ok_or_else(bad)?)),
+                None => (rest, None),
+            };
             let held: BTreeSet<String> = villages
                 .split('.')
                 .filter(|v| !v.is_empty())
@@ -61,9 +71,9 @@ pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
             {
                 return Err(bad());
             }
-            (position, Some(held))
+            (position, Some(held), placed)
         }
-        None => (text.as_str(), None),
+        None => (text.as_str(), None, None),
     };
     let mut fields_after = None;
     let (digits, snapshot) = match position.split_at_checked(1) {
@@ -102,28 +112,32 @@ pub fn parse(cursor: Option<&Cursor>) -> Result<Position, CursorError> {
         snapshot,
         fields_after,
         held,
+        placed,
     })
 }
 
 impl Position {
     /// The cursor text of this position: `s<after>` on the feed, `c<after>.<fields_after>` on
     /// the feed inside a pull of several pages, `b<after>.<sent>` inside a snapshot, then `:`
-    /// and the villages held (none for an earlier server's position).
+    /// and the villages held, and `/` and the last position placed (none for an earlier
+    /// server's position).
     pub fn to_cursor(&self) -> Cursor {
         let position = match (self.snapshot, self.fields_after) {
             (Some(sent), _) => format!("b{}.{sent}", self.after),
             (None, Some(fields)) => format!("c{}.{fields}", self.after),
             (None, None) => format!("s{}", self.after),
         };
-        match &self.held {
-            Some(held) => Cursor(format!(
-                "{position}:{}",
-                held.iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(".")
-            )),
-            None => Cursor(position),
+        let Some(held) = &self.held else {
+            return Cursor(position);
+        };
+        let villages = held
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(".");
+        match self.placed {
+            Some(placed) => Cursor(format!("{position}:{villages}/{placed}")),
+            None => Cursor(format!("{position}:{villages}")),
         }
     }
 }
@@ -154,6 +168,10 @@ mod tests {
         let feed = parsed("s1234:441303006001.441303006002").unwrap();
         assert_eq!((feed.after, feed.snapshot), (1234, None));
         assert_eq!(feed.held.unwrap().len(), 2);
+        assert_eq!(feed.placed, None);
+        let placed = parsed("s1234:441303006001/5678").unwrap();
+        assert_eq!((placed.after, placed.placed), (1234, Some(5678)));
+        assert_eq!(parsed("s1234:/0").unwrap().placed, Some(0));
         assert_eq!(parsed("r7").unwrap().held, None);
         assert_eq!(parsed("b9.4:").unwrap().snapshot, Some(4));
         // A snapshot reads on past the number it was taken at.
@@ -175,6 +193,10 @@ mod tests {
             "c3:",
             "c3.x:",
             "b1.2.3.4",
+            "s1:441303006001/",
+            "s1:441303006001/-3",
+            "s1:441303006001/x",
+            "s1/3",
         ] {
             assert_eq!(parsed(bad), Err(CursorError), "{bad}");
         }
@@ -188,12 +210,15 @@ mod tests {
             sent in proptest::option::of(0i64..1_000_000),
             fields in proptest::option::of(0i64..1_000_000),
             held in proptest::option::of(proptest::collection::btree_set("[0-9]{12}", 0..4)),
+            placed in proptest::option::of(0i64..i64::MAX / 2),
         ) {
+            // A position is placed only with the villages it holds.
+            let placed = held.as_ref().and(placed);
             let (after, fields_after) = match sent {
                 Some(_) => (after, None),
                 None => (after.max(fields.unwrap_or(0)), fields),
             };
-            let position = Position { after, snapshot: sent, fields_after, held };
+            let position = Position { after, snapshot: sent, fields_after, held, placed };
             prop_assert_eq!(parse(Some(&position.to_cursor())), Ok(position));
         }
     }

@@ -49,6 +49,8 @@ pub struct PullSettle {
     /// The caller's villages and the time, to record when the pull is complete and they
     /// changed or the last record is a minute old.
     complete: Option<(String, u64)>,
+    /// The last position the page's cursor says was placed, recorded with the villages.
+    placed: i64,
 }
 
 impl PullSettle {
@@ -90,8 +92,15 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
         // Where the device stands once it applies this page: the horizon of a compaction is
         // the lowest of these among active devices.
         conn.execute(
-            "UPDATE device SET villages = ?2, last_sync_ms = ?3, pulled_seq = ?4 WHERE id = ?1",
-            params![settle.device, villages, *now as i64, settle.upto],
+            "UPDATE device SET villages = ?2, last_sync_ms = ?3, pulled_seq = ?4, placed = ?5
+             WHERE id = ?1",
+            params![
+                settle.device,
+                villages,
+                *now as i64,
+                settle.upto,
+                settle.placed
+            ],
         )?;
     }
     Ok(())
@@ -106,6 +115,24 @@ static DROPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         crate::store::scope::in_villages("p.entity", 4)
     )
 });
+
+/// [`DROPPED`] of the villages a device lost: only records it may hold (placed by `?5`, or
+/// written by the device `?6`). The others entered those villages after the device last saw
+/// them, perhaps after they were taken from it: it is not told their ids.
+static DROPPED_LOST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let pos = "COALESCE((SELECT pos FROM entity WHERE id = p.entity),
+                        (SELECT pos FROM compacted WHERE id = p.entity), ?5)";
+    format!("{} AND {}", *DROPPED, may_hold(pos, 5, 6))
+});
+
+/// The condition that a device (`?{device}`) may hold the record at position `{pos}`: placed
+/// at or before the last position its cursor saw (`?{bound}`), or written by the device itself.
+fn may_hold(pos: &str, bound: u8, device: u8) -> String {
+    format!(
+        "({pos} <= ?{bound} OR EXISTS (SELECT 1 FROM history may_h
+                                       WHERE may_h.pos = {pos} AND may_h.device = ?{device}))"
+    )
+}
 
 /// The records a device wrote that lie in none of some villages.
 static WROTE_ELSEWHERE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -325,19 +352,25 @@ pub fn read_page(
     }
     let own = Own::of(caller, own_held_after);
     let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
-    let held: BTreeSet<String> = match from.held {
-        Some(held) => held,
-        // A cursor from before villages rode in it: what the server last recorded.
-        None => tx
-            .query_row(
-                "SELECT villages FROM device WHERE id = ?1",
+    // What the device may hold: the villages and the last position its cursor names.
+    let (held, placed): (BTreeSet<String>, Option<i64>) = match from.held {
+        Some(held) => (held, from.placed),
+        // A cursor from before villages rode in it (or unsigned): what the server last recorded.
+        None => {
+            let (recorded, placed) = tx.query_row(
+                "SELECT villages, placed FROM device WHERE id = ?1",
                 [&caller.device],
-                |r| r.get::<_, Option<String>>(0),
-            )?
-            .as_deref()
-            .and_then(|v| serde_json::from_str(v).ok())
-            .unwrap_or_else(|| caller.villages.iter().cloned().collect()),
+                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?)),
+            )?;
+            let held = recorded
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_else(|| caller.villages.iter().cloned().collect());
+            (held, placed)
+        }
     };
+    // Read in the page's snapshot: every record the page sends is placed at or before it.
+    let placed_now = crate::store::state::last_position(tx)?;
     let now: BTreeSet<String> = caller.villages.iter().cloned().collect();
     let mut purged: BTreeSet<Uuid> = BTreeSet::new();
     if fresh {
@@ -377,21 +410,30 @@ pub fn read_page(
     let lost: Vec<&String> = held.difference(&now).collect();
     if !lost.is_empty() {
         let lost = serde_json::to_string(&lost).unwrap_or_else(|_| "[]".into());
-        let mut stmt = tx.prepare(
+        // Only records the device may hold: one placed since its cursor was issued entered the
+        // villages after it last saw them (perhaps after they were taken from the officer), and
+        // its id is not the device's to learn. A cursor of an earlier server bounds nothing.
+        let bound = placed.unwrap_or(i64::MAX);
+        let mut stmt = tx.prepare(&format!(
             "SELECT DISTINCT e.id FROM scope s JOIN entity e ON e.pos = s.pos
              WHERE s.village IN (SELECT value FROM json_each(?1))
-             AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.pos = s.pos AND t.village IN (SELECT value FROM json_each(?2)))",
-        )?;
+             AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.pos = s.pos AND t.village IN (SELECT value FROM json_each(?2)))
+             AND {}",
+            may_hold("e.pos", 3, 4)
+        ))?;
         let ids: Vec<String> = stmt
-            .query_map(params![lost, villages], |r| r.get(0))?
+            .query_map(params![lost, villages, bound, caller.device], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
         // And what left those villages since the cursor, before they were taken: in their
         // scope no more, only its drop says the device holds it. Every such drop on this page,
         // as the next cursor no longer names the villages.
         let ids: Vec<String> = tx
-            .prepare_cached(&DROPPED)?
-            .query_map(params![from.after, i64::MAX, lost, villages], |r| r.get(0))?
+            .prepare_cached(&DROPPED_LOST)?
+            .query_map(
+                params![from.after, i64::MAX, lost, villages, bound, caller.device],
+                |r| r.get(0),
+            )?
             .collect::<Result<_, _>>()?;
         purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
     }
@@ -466,6 +508,7 @@ pub fn read_page(
         lost_written,
         villages,
         complete,
+        placed: placed_now,
     };
     // The page drops what the lost villages held and brings the new ones' records: once it is
     // applied, the device holds exactly the caller's villages (the new ones perhaps in part).
@@ -475,6 +518,7 @@ pub fn read_page(
         snapshot,
         fields_after,
         held: Some(now.clone()),
+        placed: Some(placed_now),
     };
     let watch_hits = if more {
         Vec::new()

@@ -779,6 +779,18 @@ impl Pending {
     }
 }
 
+/// The last position given (0 before any): every record's and every compacted record's is at
+/// or before it.
+pub(crate) fn last_position(conn: &Conn<'_>) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(conn.pick(
+            "SELECT MAX(COALESCE((SELECT MAX(pos) FROM entity), 0),
+                        COALESCE((SELECT MAX(pos) FROM compacted), 0))",
+            "SELECT GREATEST((SELECT MAX(pos) FROM entity), (SELECT MAX(pos) FROM compacted), 0)",
+        ))?
+        .query_row((), |r| r.get(0))?)
+}
+
 /// Positions for `n` new records, past every record's and every compacted record's: a
 /// position is never given twice, so history filed under it is one record's.
 fn new_positions(conn: &Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
@@ -788,12 +800,7 @@ fn new_positions(conn: &Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
     Ok(match conn.dialect() {
         // One writer: the numbers after the last are free.
         Dialect::Sqlite => {
-            let last: i64 = conn
-                .prepare_cached(
-                    "SELECT MAX(COALESCE((SELECT MAX(pos) FROM entity), 0),
-                                COALESCE((SELECT MAX(pos) FROM compacted), 0))",
-                )?
-                .query_row((), |r| r.get(0))?;
+            let last = last_position(conn)?;
             (1..=n as i64).map(|i| last + i).collect()
         }
         // The identity's sequence, which never hands a number out twice; and past every

@@ -52,6 +52,7 @@ macro_rules! suite {
             a_pull_over_two_villages_merges_their_feeds_in_order_each_value_once,
             a_record_that_left_a_village_is_no_longer_in_its_feed,
             a_record_that_left_a_village_since_taken_from_the_officer_is_dropped_from_the_device,
+            an_officer_who_lost_a_village_is_told_to_drop_only_what_it_held_when_last_seen,
             a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_village_as_it_is,
             a_push_replayed_is_answered_as_the_first_time_and_applied_once,
             refusals_are_kept_and_store_nothing,
@@ -697,6 +698,50 @@ pub(crate) fn a_record_that_left_a_village_since_taken_from_the_officer_is_dropp
     assert!(pages > 2, "{pages} pages");
     for id in [person, house, residence] {
         assert!(purged.contains(&id), "{id}: {purged:?}");
+    }
+    s.check();
+}
+
+/// A village taken from an officer: their phone is told to drop the village's records it may
+/// hold, not the ids of records registered there since its last pull (after it was taken), with
+/// its cursor as issued or with a cursor naming no villages (read with what the server recorded).
+pub(crate) fn an_officer_who_lost_a_village_is_told_to_drop_only_what_it_held_when_last_seen(
+    backend: Backend,
+) {
+    const C: &str = "441303006003";
+    let s = Suite::new(backend);
+    let mut oa = officer("oa", 1);
+    s.assign("oa", &[A, C]);
+    s.assign("ob", &[A, B]);
+    let t = now_ms();
+    let (held, fields) = person(A, 1);
+    s.push(&mut oa, held, t, &fields);
+    let mut phone = officer("ob", 2);
+    let sent = s.pull_all(&mut phone, 100);
+    assert!(sent.iter().any(|v| v.entity == held));
+    let cursor = phone.cursor.clone().expect("a cursor");
+    // A is taken from B's officer. Then A's officer registers a person in A, and lodges a
+    // person of C in a house of A, who moves out again (she left A: only her drop names her).
+    s.assign("ob", &[B]);
+    let (later, fields) = person(A, 2);
+    s.push(&mut oa, later, t + 1, &fields);
+    let (lodger, fields) = person(C, 3);
+    s.push(&mut oa, lodger, t + 2, &fields);
+    let house = Uuid::from_u128(0x7000_8000_0000_0000_0079);
+    let residence = s.lodge(&mut oa, (A, "澳头3巷1号", house), lodger, t + 3);
+    let moved = [("moved_out", json!("2026-11-01"))];
+    s.push_kind(&mut oa, "residence", residence, t + 5, &moved);
+    let unseen = [later, lodger, house, residence];
+    // The cursor naming no villages first (the server's record of the device decides; the
+    // page is not applied), then the cursor as issued.
+    let position = baylink_server::auth::cursor::position_only(&cursor).0;
+    for text in [position, cursor] {
+        phone.cursor = Some(text.clone());
+        let page = s.pull(&mut phone, 100, false);
+        assert!(page.purged.contains(&held), "{text}: {:?}", page.purged);
+        for id in unseen {
+            assert!(!page.purged.contains(&id), "{text}: told of {id}");
+        }
     }
     s.check();
 }
