@@ -63,7 +63,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/016_first_write.sql"),
     include_str!("sql/017_history_device.sql"),
     include_str!("sql/018_by_position.sql"),
-    include_str!("sql/019_device_placed.sql"),
 ];
 
 /// The server's database handle, cheap to clone: one writer connection, and reader connections

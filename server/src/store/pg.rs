@@ -47,7 +47,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("pg/004_first_write.sql"),
     include_str!("pg/005_history_device.sql"),
     include_str!("pg/006_by_position.sql"),
-    include_str!("pg/007_device_placed.sql"),
 ];
 
 /// Connections to one PostgreSQL database, and the runtime their I/O runs on.

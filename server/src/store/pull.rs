@@ -49,8 +49,6 @@ pub struct PullSettle {
     /// The caller's villages and the time, to record when the pull is complete and they
     /// changed or the last record is a minute old.
     complete: Option<(String, u64)>,
-    /// The last position the page's cursor says was placed, recorded with the villages.
-    placed: i64,
 }
 
 impl PullSettle {
@@ -92,15 +90,8 @@ fn settle_pull(conn: &Conn<'_>, settle: &PullSettle) -> Result<(), StoreError> {
         // Where the device stands once it applies this page: the horizon of a compaction is
         // the lowest of these among active devices.
         conn.execute(
-            "UPDATE device SET villages = ?2, last_sync_ms = ?3, pulled_seq = ?4, placed = ?5
-             WHERE id = ?1",
-            params![
-                settle.device,
-                villages,
-                *now as i64,
-                settle.upto,
-                settle.placed
-            ],
+            "UPDATE device SET villages = ?2, last_sync_ms = ?3, pulled_seq = ?4 WHERE id = ?1",
+            params![settle.device, villages, *now as i64, settle.upto],
         )?;
     }
     Ok(())
@@ -120,17 +111,20 @@ static DROPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// written by the device `?6`). The others entered those villages after the device last saw
 /// them, perhaps after they were taken from it: it is not told their ids.
 static DROPPED_LOST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // A record compacted away (perhaps twice) is filed under its last position.
     let pos = "COALESCE((SELECT pos FROM entity WHERE id = p.entity),
-                        (SELECT pos FROM compacted WHERE id = p.entity), ?5)";
-    format!("{} AND {}", *DROPPED, may_hold(pos, 5, 6))
+                        (SELECT MAX(pos) FROM compacted WHERE id = p.entity), ?5)";
+    format!("{} AND {}", *DROPPED, may_hold("p.entity", pos, 5, 6))
 });
 
-/// The condition that a device (`?{device}`) may hold the record at position `{pos}`: placed
-/// at or before the last position its cursor saw (`?{bound}`), or written by the device itself.
-fn may_hold(pos: &str, bound: u8, device: u8) -> String {
+/// The condition that a device (`?{device}`) may hold the record `{id}` at position `{pos}`:
+/// placed at or before the last position its cursor saw (`?{bound}`), here or under a position
+/// it had before a compaction, or written by the device itself.
+fn may_hold(id: &str, pos: &str, bound: u8, device: u8) -> String {
     format!(
-        "({pos} <= ?{bound} OR EXISTS (SELECT 1 FROM history may_h
-                                       WHERE may_h.pos = {pos} AND may_h.device = ?{device}))"
+        "({pos} <= ?{bound}
+          OR EXISTS (SELECT 1 FROM compacted may_c WHERE may_c.id = {id} AND may_c.pos <= ?{bound})
+          OR EXISTS (SELECT 1 FROM history may_h WHERE may_h.pos = {pos} AND may_h.device = ?{device}))"
     )
 }
 
@@ -353,21 +347,19 @@ pub fn read_page(
     let own = Own::of(caller, own_held_after);
     let villages = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     // What the device may hold: the villages and the last position its cursor names.
-    let (held, placed): (BTreeSet<String>, Option<i64>) = match from.held {
-        Some(held) => (held, from.placed),
+    let placed = from.placed;
+    let held: BTreeSet<String> = match from.held {
+        Some(held) => held,
         // A cursor from before villages rode in it (or unsigned): what the server last recorded.
-        None => {
-            let (recorded, placed) = tx.query_row(
-                "SELECT villages, placed FROM device WHERE id = ?1",
+        None => tx
+            .query_row(
+                "SELECT villages FROM device WHERE id = ?1",
                 [&caller.device],
-                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?)),
-            )?;
-            let held = recorded
-                .as_deref()
-                .and_then(|v| serde_json::from_str(v).ok())
-                .unwrap_or_else(|| caller.villages.iter().cloned().collect());
-            (held, placed)
-        }
+                |r| r.get::<_, Option<String>>(0),
+            )?
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_else(|| caller.villages.iter().cloned().collect()),
     };
     // Read in the page's snapshot: every record the page sends is placed at or before it.
     let placed_now = crate::store::state::last_position(tx)?;
@@ -412,14 +404,24 @@ pub fn read_page(
         let lost = serde_json::to_string(&lost).unwrap_or_else(|_| "[]".into());
         // Only records the device may hold: one placed since its cursor was issued entered the
         // villages after it last saw them (perhaps after they were taken from the officer), and
-        // its id is not the device's to learn. A cursor of an earlier server bounds nothing.
-        let bound = placed.unwrap_or(i64::MAX);
+        // its id is not the device's to learn. A cursor naming no position (unsigned, signed
+        // with a key since retired, or an earlier server's) cannot say which the device holds:
+        // it starts over, as below a compaction's horizon, and drops what the pull from the
+        // start does not bring.
+        let Some(bound) = placed else {
+            return Err(StoreError::Expired(
+                "cursor: a village was taken from this officer and the cursor does not say which \
+                 of its records the device holds: drop what nothing waits to push and pull from \
+                 the start"
+                    .into(),
+            ));
+        };
         let mut stmt = tx.prepare(&format!(
             "SELECT DISTINCT e.id FROM scope s JOIN entity e ON e.pos = s.pos
              WHERE s.village IN (SELECT value FROM json_each(?1))
              AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.pos = s.pos AND t.village IN (SELECT value FROM json_each(?2)))
              AND {}",
-            may_hold("e.pos", 3, 4)
+            may_hold("e.id", "e.pos", 3, 4)
         ))?;
         let ids: Vec<String> = stmt
             .query_map(params![lost, villages, bound, caller.device], |r| r.get(0))?
@@ -508,7 +510,6 @@ pub fn read_page(
         lost_written,
         villages,
         complete,
-        placed: placed_now,
     };
     // The page drops what the lost villages held and brings the new ones' records: once it is
     // applied, the device holds exactly the caller's villages (the new ones perhaps in part).

@@ -703,8 +703,9 @@ pub(crate) fn a_record_that_left_a_village_since_taken_from_the_officer_is_dropp
 }
 
 /// A village taken from an officer: their phone is told to drop the village's records it may
-/// hold, not the ids of records registered there since its last pull (after it was taken), with
-/// its cursor as issued or with a cursor naming no villages (read with what the server recorded).
+/// hold, not the ids of records registered there since its last pull (after it was taken). A
+/// cursor that does not say which records the phone holds (naming no villages, as an unsigned
+/// one is read, or no position, as an earlier server's) starts the phone over instead.
 pub(crate) fn an_officer_who_lost_a_village_is_told_to_drop_only_what_it_held_when_last_seen(
     backend: Backend,
 ) {
@@ -731,18 +732,25 @@ pub(crate) fn an_officer_who_lost_a_village_is_told_to_drop_only_what_it_held_wh
     let residence = s.lodge(&mut oa, (A, "澳头3巷1号", house), lodger, t + 3);
     let moved = [("moved_out", json!("2026-11-01"))];
     s.push_kind(&mut oa, "residence", residence, t + 5, &moved);
-    let unseen = [later, lodger, house, residence];
-    // The cursor naming no villages first (the server's record of the device decides; the
-    // page is not applied), then the cursor as issued.
+    // The cursor naming no villages, and the cursor without its position: told to start over,
+    // told no ids (the pages are not applied).
     let position = baylink_server::auth::cursor::position_only(&cursor).0;
-    for text in [position, cursor] {
-        phone.cursor = Some(text.clone());
-        let page = s.pull(&mut phone, 100, false);
-        assert!(page.purged.contains(&held), "{text}: {:?}", page.purged);
-        for id in unseen {
-            assert!(!page.purged.contains(&id), "{text}: told of {id}");
+    let (unplaced, _) = cursor.rsplit_once('/').expect("a position in the cursor");
+    for text in [position, unplaced.to_owned()] {
+        let from = parse_cursor(Some(&Cursor(text.clone()))).expect("cursor");
+        let caller = s.caller(&phone);
+        match s.try_run(s.store.pull_page(caller, from, 100, None)) {
+            Err(StoreError::Expired(_)) => {}
+            other => panic!("{text}: {:?}", other.map(|p| p.purged)),
         }
     }
+    // The cursor as issued: only what the phone held.
+    let page = s.pull(&mut phone, 100, true);
+    assert!(page.purged.contains(&held), "{:?}", page.purged);
+    for id in [later, lodger, house, residence] {
+        assert!(!page.purged.contains(&id), "told of {id}");
+    }
+    assert!(s.pull(&mut phone, 100, true).purged.is_empty());
     s.check();
 }
 
