@@ -844,7 +844,9 @@ fn pull(
             }
             // Unseen for longer than the server keeps deletions for it: what it deleted or
             // moved away meanwhile is compacted, and a pull from the cursor would not say so.
-            // The phone starts over as a new one (what waits to be pushed stays).
+            // Or a village was taken and the cursor cannot say which of its records the phone
+            // holds (one signed with a key since retired, or by an earlier server). The phone
+            // starts over as a new one (what waits to be pushed stays).
             Err(Error::Server { code, .. })
                 if code == CURSOR_EXPIRED && cursor.is_some() && !started_over =>
             {

@@ -64,9 +64,10 @@ fn mac_parts<'a>(device: &'a str, body: &'a str, instance: &'a str) -> Vec<&'a s
     }
 }
 
-/// A cursor's position without the villages it names: what is read of a cursor from before
-/// signed cursors, or one signed with a key since retired. The server's record of what the
-/// device holds decides what it is told to drop, so naming nothing gains a device nothing.
+/// A cursor's position without the villages and the record position it names: what is read of a
+/// cursor from before signed cursors, or one signed with a key since retired. The server's
+/// record of the device's villages stands for them, and should one have been taken the device
+/// starts over (`cursor_expired`): naming nothing gains a device nothing.
 pub fn position_only(text: &str) -> Cursor {
     let position = text.split_once(':').map_or(text, |(p, _)| p);
     Cursor(position.to_owned())

@@ -107,25 +107,71 @@ static DROPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// [`DROPPED`] of the villages a device lost: only records it may hold (placed by `?5`, or
-/// written by the device `?6`). The others entered those villages after the device last saw
-/// them, perhaps after they were taken from it: it is not told their ids.
-static DROPPED_LOST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    // A record compacted away (perhaps twice) is filed under its last position.
-    let pos = "COALESCE((SELECT pos FROM entity WHERE id = p.entity),
-                        (SELECT MAX(pos) FROM compacted WHERE id = p.entity), ?5)";
-    format!("{} AND {}", *DROPPED, may_hold("p.entity", pos, 5, 6))
+/// The records in some villages (`?1`) and none of others (`?2`, the caller's) that a device
+/// (`?4`) may hold by the position `?3`.
+static IN_LOST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT DISTINCT e.id FROM scope s JOIN entity e ON e.pos = s.pos
+         WHERE s.village IN (SELECT value FROM json_each(?1))
+         AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.pos = s.pos AND t.village IN (SELECT value FROM json_each(?2)))
+         AND {}",
+        may_hold("e.pos", 3, 4)
+    )
 });
 
-/// The condition that a device (`?{device}`) may hold the record `{id}` at position `{pos}`:
-/// placed at or before the last position its cursor saw (`?{bound}`), here or under a position
-/// it had before a compaction, or written by the device itself.
-fn may_hold(id: &str, pos: &str, bound: u8, device: u8) -> String {
+/// [`DROPPED`] of the villages a device lost: only records it may hold (by the position `?5`,
+/// the device `?6`).
+static DROPPED_LOST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // A record compacted away (perhaps twice) is filed under its last position; one with none
+    // is not named.
+    let pos = "COALESCE((SELECT pos FROM entity WHERE id = p.entity),
+                        (SELECT MAX(pos) FROM compacted WHERE id = p.entity))";
+    format!("{} AND {}", *DROPPED, may_hold(pos, 5, 6))
+});
+
+/// The condition that a device (`?{device}`) may hold the record at position `{pos}`: placed
+/// at or before the last position its cursor saw (`?{bound}`), or written by the device itself.
+fn may_hold(pos: &str, bound: u8, device: u8) -> String {
     format!(
-        "({pos} <= ?{bound}
-          OR EXISTS (SELECT 1 FROM compacted may_c WHERE may_c.id = {id} AND may_c.pos <= ?{bound})
-          OR EXISTS (SELECT 1 FROM history may_h WHERE may_h.pos = {pos} AND may_h.device = ?{device}))"
+        "({pos} <= ?{bound} OR EXISTS (SELECT 1 FROM history may_h
+                                       WHERE may_h.pos = {pos} AND may_h.device = ?{device}))"
     )
+}
+
+/// What a device is told to drop of villages it lost (`lost`, none of the caller's `villages`):
+/// their records in none of the caller's villages, and those that left them since the cursor's
+/// `after` (in their scope no more, only their drop says the device holds them; every such drop
+/// on this page, as the next cursor no longer names the villages). Only records the device may
+/// hold: one placed after `bound` entered the villages after the device last saw them, perhaps
+/// after they were taken from the officer, and its id is not the device's to learn.
+fn lost_drops(
+    tx: &Conn<'_>,
+    caller: &Caller,
+    villages: &str,
+    lost: &[&String],
+    after: i64,
+    bound: i64,
+) -> Result<Vec<Uuid>, StoreError> {
+    if lost.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lost = serde_json::to_string(lost).unwrap_or_else(|_| "[]".into());
+    let mut ids: Vec<String> = tx
+        .prepare_cached(&IN_LOST)?
+        .query_map(params![lost, villages, bound, caller.device], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let left: Vec<String> = tx
+        .prepare_cached(&DROPPED_LOST)?
+        .query_map(
+            params![after, i64::MAX, lost, villages, bound, caller.device],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    ids.extend(left);
+    Ok(ids
+        .iter()
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect())
 }
 
 /// The records a device wrote that lie in none of some villages.
@@ -397,47 +443,29 @@ pub fn read_page(
         .map(|(v, _)| v)
         .collect();
     let lost_written = written.iter().any(|v| !caller.villages.contains(v));
-    let mut held = held;
-    held.extend(written.into_iter().cloned());
-    let lost: Vec<&String> = held.difference(&now).collect();
-    if !lost.is_empty() {
-        let lost = serde_json::to_string(&lost).unwrap_or_else(|_| "[]".into());
-        // Only records the device may hold: one placed since its cursor was issued entered the
-        // villages after it last saw them (perhaps after they were taken from the officer), and
-        // its id is not the device's to learn. A cursor naming no position (unsigned, signed
-        // with a key since retired, or an earlier server's) cannot say which the device holds:
-        // it starts over, as below a compaction's horizon, and drops what the pull from the
-        // start does not bring.
-        let Some(bound) = placed else {
-            return Err(StoreError::Expired(
-                "cursor: a village was taken from this officer and the cursor does not say which \
-                 of its records the device holds: drop what nothing waits to push and pull from \
-                 the start"
-                    .into(),
-            ));
-        };
-        let mut stmt = tx.prepare(&format!(
-            "SELECT DISTINCT e.id FROM scope s JOIN entity e ON e.pos = s.pos
-             WHERE s.village IN (SELECT value FROM json_each(?1))
-             AND NOT EXISTS (SELECT 1 FROM scope t WHERE t.pos = s.pos AND t.village IN (SELECT value FROM json_each(?2)))
-             AND {}",
-            may_hold("e.id", "e.pos", 3, 4)
-        ))?;
-        let ids: Vec<String> = stmt
-            .query_map(params![lost, villages, bound, caller.device], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
-        // And what left those villages since the cursor, before they were taken: in their
-        // scope no more, only its drop says the device holds it. Every such drop on this page,
-        // as the next cursor no longer names the villages.
-        let ids: Vec<String> = tx
-            .prepare_cached(&DROPPED_LOST)?
-            .query_map(
-                params![from.after, i64::MAX, lost, villages, bound, caller.device],
-                |r| r.get(0),
-            )?
-            .collect::<Result<_, _>>()?;
-        purged.extend(ids.iter().filter_map(|id| Uuid::parse_str(id).ok()));
+    // Villages the cursor names that the caller no longer holds: the device may hold what they
+    // held when the cursor was issued. Villages only the notes name: its own records alone (a
+    // cursor naming none of them comes from before the village was the caller's, or from a
+    // page that told its drops already).
+    let lost_held: Vec<&String> = held.difference(&now).collect();
+    let lost_noted: Vec<&String> = written
+        .into_iter()
+        .filter(|v| !now.contains(*v) && !held.contains(*v))
+        .collect();
+    // A cursor naming no position (unsigned, signed with a key since retired, or an earlier
+    // server's) cannot say which records the device holds: it starts over, as below a
+    // compaction's horizon, and drops what the pull from the start does not bring.
+    let nothing_lost = lost_held.is_empty() && lost_noted.is_empty();
+    let Some(bound) = placed.or(nothing_lost.then_some(0)) else {
+        return Err(StoreError::Expired(
+            "cursor: a village was taken from this officer and the cursor does not say which \
+             of its records the device holds: drop what nothing waits to push and pull from \
+             the start"
+                .into(),
+        ));
+    };
+    for (lost, bound) in [(lost_held, bound), (lost_noted, 0)] {
+        purged.extend(lost_drops(tx, caller, &villages, &lost, from.after, bound)?);
     }
     let (values, more, next) = match snapshot {
         Some(sent) => {

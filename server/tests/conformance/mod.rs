@@ -53,6 +53,7 @@ macro_rules! suite {
             a_record_that_left_a_village_is_no_longer_in_its_feed,
             a_record_that_left_a_village_since_taken_from_the_officer_is_dropped_from_the_device,
             an_officer_who_lost_a_village_is_told_to_drop_only_what_it_held_when_last_seen,
+            a_phone_that_wrote_in_a_village_since_taken_is_told_only_its_own_records_there_after,
             a_fresh_phone_paging_a_snapshot_while_its_village_changes_ends_with_the_village_as_it_is,
             a_push_replayed_is_answered_as_the_first_time_and_applied_once,
             refusals_are_kept_and_store_nothing,
@@ -751,6 +752,50 @@ pub(crate) fn an_officer_who_lost_a_village_is_told_to_drop_only_what_it_held_wh
         assert!(!page.purged.contains(&id), "told of {id}");
     }
     assert!(s.pull(&mut phone, 100, true).purged.is_empty());
+    s.check();
+}
+
+/// A phone that wrote in a village since taken from its officer is told to drop the records it
+/// held there once; after that (its next cursor no longer names the village, or it pulls from no
+/// cursor) only its own records there, whichever of its cursors it presents, in whatever order.
+pub(crate) fn a_phone_that_wrote_in_a_village_since_taken_is_told_only_its_own_records_there_after(
+    backend: Backend,
+) {
+    let s = Suite::new(backend);
+    let mut oa = officer("oa", 1);
+    s.assign("ob", &[A, B]);
+    let mut phone = officer("ob", 2);
+    let t = now_ms();
+    let (mine, fields) = person(A, 1);
+    s.push(&mut phone, mine, t, &fields);
+    let (theirs, fields) = person(A, 2);
+    s.push(&mut oa, theirs, t, &fields);
+    s.pull_all(&mut phone, 100);
+    let first = phone.cursor.clone().expect("a cursor");
+    s.assign("ob", &[B]);
+    let (later, fields) = person(A, 3);
+    s.push(&mut oa, later, t + 1, &fields);
+    // The page after the loss: what the phone held of A.
+    let page = s.pull(&mut phone, 100, true);
+    assert!(page.purged.contains(&mine) && page.purged.contains(&theirs));
+    assert!(!page.purged.contains(&later), "{:?}", page.purged);
+    let second = phone.cursor.clone().expect("a cursor");
+    // Then the first cursor again and the second (each presented after a write, so that the
+    // village's note is told again), and no cursor at all.
+    for (n, cursor) in (10..).zip([Some(first.clone()), Some(second), Some(first), None]) {
+        let (id, fields) = person(B, n);
+        s.push(&mut phone, id, t + 2, &fields);
+        phone.cursor = cursor.clone();
+        let page = s.pull(&mut phone, 100, false);
+        assert!(
+            !page.purged.contains(&later),
+            "{cursor:?}: {:?}",
+            page.purged
+        );
+        if cursor.is_none() {
+            assert!(page.purged.contains(&mine) && !page.purged.contains(&theirs));
+        }
+    }
     s.check();
 }
 
