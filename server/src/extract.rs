@@ -118,12 +118,47 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(AppJson(value)),
-            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(AppError::TooLarge)
+        let rejected = |rejection: axum::extract::rejection::JsonRejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::TooLarge
+            } else {
+                AppError::BadRequest(rejection.body_text())
             }
-            Err(rejection) => Err(AppError::BadRequest(rejection.body_text())),
+        };
+        // Any other content type is axum's to judge (and to refuse).
+        if !plain_json(req.headers()) {
+            return match axum::Json::<T>::from_request(req, state).await {
+                Ok(axum::Json(value)) => Ok(AppJson(value)),
+                Err(rejection) => Err(rejected(rejection)),
+            };
+        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(AppError::TooLarge);
+            }
+            Err(rejection) => return Err(AppError::BadRequest(rejection.body_text())),
+        };
+        // Read plainly; only a body that fails is read again for the error naming where (a
+        // push's body is megabytes, and tracking the path through it cost a tenth of its read).
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(AppJson(value)),
+            Err(_) => match axum::Json::<T>::from_bytes(&bytes) {
+                Ok(axum::Json(value)) => Ok(AppJson(value)),
+                Err(rejection) => Err(rejected(rejection)),
+            },
         }
     }
+}
+
+/// Whether the body is declared plain JSON as phones and browsers declare it
+/// (`application/json`, perhaps `; charset=utf-8`): every other form is axum's to read.
+fn plain_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.eq_ignore_ascii_case("application/json")
+                || v.eq_ignore_ascii_case("application/json; charset=utf-8")
+        })
 }

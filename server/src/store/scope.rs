@@ -84,7 +84,8 @@ pub(crate) fn rescope(
 ) -> Result<Scopes, StoreError> {
     // Everything below reads the tables.
     seq.flush(tx)?;
-    // The records just stored, as stored: read again only those an earlier flush stored.
+    // The records just stored, as stored (read again only those an earlier flush stored): each
+    // goes back to the unit's known rows once `set_scope` is done with it.
     let mut flushed = seq.pending.take_flushed();
     seq.pending
         .prefetch(tx, touched.iter().filter(|e| !flushed.contains_key(*e)))?;
@@ -304,6 +305,9 @@ pub(crate) fn set_scope(
 ) -> Result<bool, StoreError> {
     let before = seq.pending.scope(tx, entity)?;
     if &before == villages {
+        if let Some(record) = stored {
+            seq.pending.restored(entity, record);
+        }
         return Ok(false);
     }
     for gone in before.difference(villages) {
@@ -336,6 +340,7 @@ pub(crate) fn set_scope(
     };
     let older = record.state.values().any(|s| s.seq <= seq.start);
     if !older {
+        seq.pending.restored(entity, record);
         return Ok(false);
     }
     for kept in before.intersection(villages) {

@@ -230,7 +230,8 @@ pub(crate) struct Pending {
     order: Vec<String>,
     actions: Vec<Action>,
     /// The records the last flush stored, as stored: what the rest of the write reads of them
-    /// without reading and decoding their rows again.
+    /// without reading and decoding their rows again. Held once: moved to `known` when read
+    /// through this unit, or taken whole ([`Pending::take_flushed`]).
     flushed: HashMap<String, Loaded>,
     /// Rows as the tables hold them now (`None`: no such record), for records not in `records`.
     known: HashMap<String, Option<Loaded>>,
@@ -299,9 +300,17 @@ pub(crate) fn load_many(
 }
 
 impl Pending {
-    /// The records the last flush stored, as stored (taken: the caller owns them now).
+    /// The records the last flush stored, as stored (taken: the caller owns them now, and this
+    /// unit reads their rows again should it need them).
     pub(crate) fn take_flushed(&mut self) -> HashMap<String, Loaded> {
         std::mem::take(&mut self.flushed)
+    }
+
+    /// Moves a record the last flush stored to the rows known, when it is there.
+    fn recall(&mut self, entity: &str) {
+        if let Some(loaded) = self.flushed.remove(entity) {
+            self.known.insert(entity.to_owned(), Some(loaded));
+        }
     }
 
     /// Reads the rows of those of `ids` this unit does not know yet, in one statement.
@@ -312,7 +321,11 @@ impl Pending {
     ) -> Result<(), StoreError> {
         let wanted: Vec<&String> = ids
             .into_iter()
-            .filter(|id| !self.records.contains_key(*id) && !self.known.contains_key(*id))
+            .filter(|id| {
+                !self.records.contains_key(*id)
+                    && !self.known.contains_key(*id)
+                    && !self.flushed.contains_key(*id)
+            })
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -423,6 +436,7 @@ impl Pending {
                 "the record {entity} is read as stored while its writes are pending"
             )));
         }
+        self.recall(entity);
         if !self.known.contains_key(entity) {
             let row = load(conn, entity)?;
             self.known.insert(entity.to_owned(), row);
@@ -432,6 +446,7 @@ impl Pending {
 
     /// Notes a record's row as now stored (written outside the flush).
     pub(crate) fn restored(&mut self, entity: &str, loaded: Loaded) {
+        self.flushed.remove(entity);
         self.known.insert(entity.to_owned(), Some(loaded));
     }
 
@@ -460,6 +475,7 @@ impl Pending {
 
     /// The row of a record not in `records`, moved out of `known` (read when not known).
     fn take_known(&mut self, conn: &Conn<'_>, entity: &str) -> Result<Option<Loaded>, StoreError> {
+        self.recall(entity);
         match self.known.remove(entity) {
             Some(row) => {
                 if row.is_none() {
@@ -517,6 +533,7 @@ impl Pending {
             .map(|(name, slot)| (name.clone(), slot.version.value.clone()))
             .collect();
         self.known.remove(entity);
+        self.flushed.remove(entity);
         self.order.push(entity.to_owned());
         self.records.insert(
             entity.to_owned(),
@@ -606,7 +623,10 @@ impl Pending {
         conn: &Conn<'_>,
         mut next: impl FnMut() -> i64,
     ) -> Result<(), StoreError> {
-        self.flushed.clear();
+        // What the last flush stored and nothing took is known as stored.
+        for (entity, loaded) in std::mem::take(&mut self.flushed) {
+            self.known.insert(entity, Some(loaded));
+        }
         let fresh = self
             .records
             .values()
@@ -711,8 +731,7 @@ impl Pending {
                     ]);
                 }
             }
-            self.known
-                .insert(entity.clone(), Some(dirty.loaded.clone()));
+            self.known.remove(&entity);
             self.flushed.insert(entity, dirty.loaded);
         }
         self.records.clear();
@@ -769,6 +788,9 @@ impl Pending {
 
     /// A stored record's position: as this unit knows its row, or read.
     fn position(&mut self, conn: &Conn<'_>, entity: &str) -> Result<i64, StoreError> {
+        if let Some(loaded) = self.flushed.get(entity) {
+            return Ok(loaded.pos);
+        }
         if let Some(Some(loaded)) = self.known.get(entity) {
             return Ok(loaded.pos);
         }

@@ -3,7 +3,7 @@
 use crate::store::conn::{Conn, Value as SqlValue};
 use crate::store::error::StoreError;
 use crate::store::state::{Loaded, load};
-use baylink_domain::{EntityKind, Fields, summarize};
+use baylink_domain::{EntityKind, summarize_with};
 use serde_json::Value;
 
 /// Recomputes an entity's summary row from its current fields.
@@ -16,13 +16,10 @@ pub fn refresh_summary(conn: &Conn<'_>, entity: &str) -> Result<(), StoreError> 
 
 /// The summary's columns for a record as stored, in the order of `summary`'s insert.
 pub(crate) fn summary_row(entity: &str, record: &Loaded) -> [SqlValue; 15] {
-    let fields: Fields = record
-        .state
-        .iter()
-        .map(|(field, slot)| (field.clone(), slot.version.value.clone()))
-        .collect();
+    // Read in place: the record's values are not copied.
+    let value = |field: &str| record.state.get(field).map(|slot| &slot.version.value);
     let summary = EntityKind::parse(&record.kind)
-        .map(|k| summarize(k, &fields))
+        .map(|k| summarize_with(k, value))
         .unwrap_or_default();
     let text = |v: Option<&str>| v.map_or(SqlValue::Null, SqlValue::from);
     let owned = |v: Option<String>| v.map_or(SqlValue::Null, SqlValue::Text);
@@ -39,8 +36,8 @@ pub(crate) fn summary_row(entity: &str, record: &Loaded) -> [SqlValue; 15] {
         owned(summary.phone),
         owned(summary.review_status),
         SqlValue::Integer(i64::from(summary.deleted)),
-        text(fields.get("created_by").and_then(Value::as_str)),
-        text(fields.get("created_at").and_then(Value::as_str)),
+        text(value("created_by").and_then(Value::as_str)),
+        text(value("created_at").and_then(Value::as_str)),
         SqlValue::Integer(record.seq),
     ]
 }

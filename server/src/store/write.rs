@@ -117,8 +117,10 @@ pub(crate) fn apply(
     now_ms: u64,
     persons: &mut BTreeSet<String>,
 ) -> Result<bool, StoreError> {
-    let entity = change.entity.hyphenated().to_string();
-    let held = seq.pending.held(tx, &entity, &change.field)?;
+    // The ids as text on the stack: a push applies thousands of changes.
+    let mut text = Uuid::encode_buffer();
+    let entity: &str = change.entity.hyphenated().encode_lower(&mut text);
+    let held = seq.pending.held(tx, entity, &change.field)?;
     let incoming = change.version();
     if held.as_ref() == Some(&incoming) {
         return Ok(false);
@@ -159,7 +161,7 @@ pub(crate) fn apply(
         persons.insert(old.to_owned());
     }
     seq.pending.note(
-        &entity,
+        entity,
         &change.kind,
         &change.field,
         held,
@@ -173,11 +175,12 @@ pub(crate) fn apply(
         return Ok(false);
     }
     // A pull leaves a device's own accepted change out of its answer by this counter.
+    let mut node = Uuid::encode_buffer();
     let own = !echo
         && change.id.device == change.stamp.node
-        && caller.device == change.stamp.node.to_string();
+        && caller.device.as_str() == &*change.stamp.node.0.hyphenated().encode_lower(&mut node);
     let counter = if own { change.id.counter } else { 0 };
     seq.pending
-        .write(tx, &entity, &change.kind, &change.field, incoming, counter)?;
+        .write(tx, entity, &change.kind, &change.field, incoming, counter)?;
     Ok(true)
 }
