@@ -37,6 +37,14 @@ fn postgres() -> Backend {
 
 crate::suite!(postgres, if ready);
 
+/// The generated village changes of the suite, on PostgreSQL (fewer cases: each is slower).
+#[test]
+fn a_phone_whose_villages_change_is_told_only_what_it_may_hold() {
+    if ready() {
+        conformance::a_phone_whose_villages_change_is_told_only_what_it_may_hold(postgres, 48);
+    }
+}
+
 /// What only PostgreSQL can stage: a node that holds the writer lock and stops. Another node's
 /// write waits for it at most a while and is then refused as busy (the request answers 503),
 /// while reads go on; a write that panics lets the lock go at once.

@@ -43,6 +43,13 @@ fn sqlite_suite() -> (Suite, Db) {
 
 crate::suite!(sqlite);
 
+/// Random villages given and taken, records registered, pulls with any cursor the phone was
+/// given (see the function).
+#[test]
+fn a_phone_whose_villages_change_is_told_only_what_it_may_hold() {
+    conformance::a_phone_whose_villages_change_is_told_only_what_it_may_hold(sqlite, 256);
+}
+
 /// The suite's concurrency test can fail: against a backend that numbers values before it
 /// takes the writer (so a write numbered lower may commit after one numbered higher), a pull
 /// skips values. Several rounds, since an interleaving that shows it is likely, not certain.

@@ -1361,3 +1361,170 @@ pub(crate) fn a_device_is_not_sent_back_its_own_accepted_values(backend: Backend
     }
     s.check();
 }
+
+/// One step of [`a_phone_whose_villages_change_is_told_only_what_it_may_hold`].
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    /// A's officer (who holds A and B) registers a person in A or B.
+    Register { in_b: bool },
+    /// The phone captures a person in one of its officer's villages (the `pick`th).
+    Capture { pick: usize },
+    /// The station gives the phone's officer A and B, B only, or A only.
+    Assign(u8),
+    /// The phone pulls with its last cursor, an earlier one it was given (the `pick`th), or
+    /// none; the answer reaches it (and the phone applies it: its last cursor only) or is lost.
+    Pull {
+        cursor: u8,
+        pick: usize,
+        deliver: bool,
+    },
+}
+
+/// What the phone of the generated test was sent, wrote, holds and was given.
+#[derive(Default)]
+struct Model {
+    sent: BTreeSet<Uuid>,
+    own: BTreeSet<Uuid>,
+    held: BTreeSet<Uuid>,
+    given: Vec<String>,
+}
+
+/// One pull of the generated test (`cursor` presented, the answer delivered or not, applied
+/// when it answers the phone's last cursor), checked: every value in `villages`, every drop of
+/// a record the phone was sent or wrote. Whether more pages follow.
+fn generated_pull(
+    s: &Suite,
+    phone: &mut Officer,
+    (cursor, deliver, apply): (Option<String>, bool, bool),
+    villages: &[&str],
+    model: &mut Model,
+) -> Result<bool, proptest::test_runner::TestCaseError> {
+    let latest = phone.cursor.clone();
+    phone.cursor = cursor;
+    let page = s.pull(phone, 1_000, deliver);
+    if !(deliver && apply) {
+        phone.cursor = latest;
+    }
+    let snapshot = s.snapshot();
+    for v in &page.values {
+        let lies = villages
+            .iter()
+            .any(|village| snapshot.scopes.contains(&(v.entity, (*village).to_owned())));
+        proptest::prop_assert!(lies, "sent {} outside {:?}", v.entity, villages);
+        model.sent.insert(v.entity);
+    }
+    for id in &page.purged {
+        proptest::prop_assert!(
+            model.sent.contains(id) || model.own.contains(id),
+            "told to drop {} it was never sent nor wrote",
+            id
+        );
+    }
+    if deliver && apply {
+        model.held.extend(page.values.iter().map(|v| v.entity));
+        for id in &page.purged {
+            model.held.remove(id);
+        }
+        model.given.extend(phone.cursor.clone());
+    }
+    Ok(page.more)
+}
+
+/// Random steps of a phone whose officer gains and loses villages while records are registered
+/// in them, its pulls made with any cursor it was given (a stale one, none) and answers lost.
+/// After every pull: each id it is told to drop is one it was sent or wrote, each value lies in
+/// its officer's villages now. At the end, pulled to the end with its last cursor, the phone
+/// holds exactly the records of its officer's villages.
+pub(crate) fn a_phone_whose_villages_change_is_told_only_what_it_may_hold(
+    make: fn() -> Backend,
+    cases: u32,
+) {
+    use proptest::prelude::*;
+    let step = prop_oneof![
+        3 => any::<bool>().prop_map(|in_b| Step::Register { in_b }),
+        2 => (0..2usize).prop_map(|pick| Step::Capture { pick }),
+        2 => (0..3u8).prop_map(Step::Assign),
+        4 => (0..3u8, 0..8usize, any::<bool>())
+            .prop_map(|(cursor, pick, deliver)| Step::Pull { cursor, pick, deliver }),
+    ];
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&prop::collection::vec(step, 1..24), |steps| {
+        let s = Suite::new(make());
+        s.assign("oa", &[A, B]);
+        let mut oa = officer("oa", 1);
+        let mut phone = officer("ob", 2);
+        let mut villages: Vec<&str> = vec![B];
+        let mut model = Model::default();
+        let t = now_ms();
+        for (n, step) in (100..).zip(steps) {
+            match step {
+                Step::Register { in_b } => {
+                    let (id, fields) = person(if in_b { B } else { A }, n);
+                    s.push(&mut oa, id, t + n as u64, &fields);
+                }
+                Step::Capture { pick } => {
+                    let village = villages[pick % villages.len()];
+                    let (id, fields) = person(village, n);
+                    let results = s.push(&mut phone, id, t + n as u64, &fields);
+                    prop_assert!(results.iter().all(|r| r.status == ChangeStatus::Accepted));
+                    model.own.insert(id);
+                    model.held.insert(id);
+                }
+                Step::Assign(which) => {
+                    villages = match which {
+                        0 => vec![A, B],
+                        1 => vec![B],
+                        _ => vec![A],
+                    };
+                    s.assign("ob", &villages);
+                }
+                Step::Pull {
+                    cursor,
+                    pick,
+                    deliver,
+                } => {
+                    let (text, apply) = match cursor {
+                        0 => (phone.cursor.clone(), true),
+                        1 if !model.given.is_empty() => {
+                            (Some(model.given[pick % model.given.len()].clone()), false)
+                        }
+                        _ => (None, false),
+                    };
+                    generated_pull(
+                        &s,
+                        &mut phone,
+                        (text, deliver, apply),
+                        &villages,
+                        &mut model,
+                    )?;
+                }
+            }
+        }
+        // Pulled to the end with its last cursor: exactly its officer's villages' records.
+        for pages in 0.. {
+            let cursor = phone.cursor.clone();
+            if !generated_pull(&s, &mut phone, (cursor, true, true), &villages, &mut model)? {
+                break;
+            }
+            prop_assert!(pages < 100, "no end to the pull");
+        }
+        let expected: BTreeSet<Uuid> = s
+            .snapshot()
+            .scopes
+            .iter()
+            .filter(|(_, village)| villages.contains(&village.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        prop_assert_eq!(&model.held, &expected);
+        s.check();
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
