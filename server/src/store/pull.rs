@@ -706,4 +706,36 @@ mod tests {
         // Read through the device's own entries, not the whole history.
         assert!(plan.contains("history_device"), "{plan}");
     }
+
+    /// A lost village's drops read by index: the village's scope rows, then each record by its
+    /// position; its history (the device's own writes) by position, never the whole table.
+    #[test]
+    fn a_lost_villages_drops_are_read_by_index() {
+        let db = crate::store::Db::open_in_memory().unwrap();
+        let plans = db
+            .call_blocking(|c| {
+                let plan = |sql: &str, n: usize| -> Result<String, StoreError> {
+                    let args: Vec<crate::store::conn::Value> = (0..n)
+                        .map(|_| crate::store::conn::Value::Integer(1))
+                        .collect();
+                    let rows: Vec<String> = c
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
+                        .query_map(args, |r| r.get(3))?
+                        .collect::<Result<_, _>>()?;
+                    Ok(rows.join("; "))
+                };
+                Ok([plan(&IN_LOST, 4)?, plan(&DROPPED_LOST, 6)?])
+            })
+            .unwrap();
+        for plan in &plans {
+            for table in ["history", "entity", "compacted", "scope", "purge"] {
+                assert!(
+                    !plan.contains(&format!("SCAN {table}")) && !plan.contains("SCAN may_h"),
+                    "{plan}"
+                );
+            }
+        }
+        assert!(plans[0].contains("scope_village"), "{}", plans[0]);
+        assert!(plans.iter().all(|p| p.contains("history_pos")), "{plans:?}");
+    }
 }
