@@ -1,7 +1,8 @@
 //! Two server nodes over one database, as several `baylink-server` processes behind a load
 //! balancer are: any node answers any request. Failed logins counted on one throttle the account
 //! on the other; a token signed on one is taken by the other; a key added on one signs on both,
-//! and the key before it, retired, signs no phone out.
+//! and the key before it, retired, signs no phone out (one whose village was taken meanwhile
+//! starts over).
 
 use baylink_domain::EntityKind;
 use baylink_server::store::contract::Actor;
@@ -134,4 +135,95 @@ fn a_key_added_on_one_node_signs_on_both_and_the_old_one_retired_signs_no_phone_
     });
     assert_eq!(audited, 2);
     drop(b);
+}
+
+/// The station takes a village from an officer after a key rotation: the phone's cursor, signed
+/// with the retired key, cannot say which of the village's records it holds, so the server
+/// answers `cursor_expired`; the phone starts over and ends with exactly its village's records,
+/// none of the one taken (not even one registered there since).
+#[test]
+fn a_phone_whose_cursor_key_was_retired_starts_over_when_a_village_is_taken() {
+    const OTHER_VILLAGE: &str = "441303006002";
+    let server = Server::start();
+    server.add_officer("oa", VILLAGE);
+    server.add_officer("ob", OTHER_VILLAGE);
+    let assign = |villages: &[&str]| {
+        let villages: Vec<String> = villages.iter().map(|v| (*v).to_owned()).collect();
+        server
+            .db
+            .call_blocking(move |c| {
+                baylink_server::store::accounts::assign_villages(
+                    c,
+                    Actor::Operator,
+                    "oa",
+                    &villages,
+                    0,
+                )
+            })
+            .unwrap();
+    };
+    assign(&[VILLAGE, OTHER_VILLAGE]);
+    let mut phone = Device::new("oa");
+    phone.login(&server, "oa");
+    let mut other = Device::new("ob");
+    other.login(&server, "ob");
+    let theirs = other.capture(
+        EntityKind::Person,
+        &[
+            ("village", OTHER_VILLAGE),
+            ("id_number", &resident_id("44130319900101301")),
+            ("name", "李强"),
+        ],
+    );
+    other.sync();
+    let mine = capture_person(&mut phone, 1, "王一");
+    phone.sync();
+    assert!(
+        phone.store.get(theirs).unwrap().is_some(),
+        "the other village's record came"
+    );
+
+    // A new key signs, the old one is retired: the phone's cursor is the old key's.
+    let old = server.state.keys.current().signing_id().to_owned();
+    let key = baylink_server::state::new_token_key(None);
+    server
+        .run(server.state.store.add_token_key(Actor::Operator, key))
+        .expect("key added");
+    server.reload_keys();
+    let settled = real_now_ms() + baylink_server::store::token_keys::SETTLE_MS;
+    server
+        .run(
+            server
+                .state
+                .store
+                .retire_token_key(Actor::Operator, old, settled, false),
+        )
+        .expect("old key retired");
+    server.reload_keys();
+    // The other village is taken from the officer, and a person registered there since.
+    assign(&[VILLAGE]);
+    let later = other.capture(
+        EntityKind::Person,
+        &[
+            ("village", OTHER_VILLAGE),
+            ("id_number", &resident_id("44130319900101302")),
+            ("name", "张伟"),
+        ],
+    );
+    other.sync();
+
+    let report = phone.sync();
+    assert!(report.started_over, "{report:?}");
+    assert!(
+        phone.store.get(mine).unwrap().is_some(),
+        "its own village's record stays"
+    );
+    for id in [theirs, later] {
+        assert!(
+            phone.store.get(id).unwrap().is_none(),
+            "{id} left on the phone"
+        );
+    }
+    // And the next sync is an ordinary one.
+    assert!(!phone.sync().started_over);
 }
