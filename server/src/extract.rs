@@ -132,13 +132,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 Err(rejection) => Err(rejected(rejection)),
             };
         }
-        let bytes = match axum::body::Bytes::from_request(req, state).await {
-            Ok(bytes) => bytes,
-            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(AppError::TooLarge);
-            }
-            Err(rejection) => return Err(AppError::BadRequest(rejection.body_text())),
-        };
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| rejected(rejection.into()))?;
         // Read plainly; only a body that fails is read again for the error naming where (a
         // push's body is megabytes, and tracking the path through it cost a tenth of its read).
         match serde_json::from_slice(&bytes) {

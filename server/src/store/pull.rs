@@ -455,14 +455,18 @@ pub fn read_page(
     // A cursor naming no position (unsigned, signed with a key since retired, or an earlier
     // server's) cannot say which records the device holds: it starts over, as below a
     // compaction's horizon, and drops what the pull from the start does not bring.
-    let nothing_lost = lost_held.is_empty() && lost_noted.is_empty();
-    let Some(bound) = placed.or(nothing_lost.then_some(0)) else {
-        return Err(StoreError::Expired(
-            "cursor: a village was taken from this officer and the cursor does not say which \
-             of its records the device holds: drop what nothing waits to push and pull from \
-             the start"
-                .into(),
-        ));
+    let bound = match placed {
+        Some(bound) => bound,
+        // Nothing lost: nothing is bounded.
+        None if lost_held.is_empty() && lost_noted.is_empty() => 0,
+        None => {
+            return Err(StoreError::Expired(
+                "cursor: a village was taken from this officer and the cursor does not say \
+                 which of its records the device holds: drop what nothing waits to push and \
+                 pull from the start"
+                    .into(),
+            ));
+        }
     };
     for (lost, bound) in [(lost_held, bound), (lost_noted, 0)] {
         purged.extend(lost_drops(tx, caller, &villages, &lost, from.after, bound)?);
@@ -727,13 +731,12 @@ mod tests {
                 Ok([plan(&IN_LOST, 4)?, plan(&DROPPED_LOST, 6)?])
             })
             .unwrap();
+        // A plan names tables by their aliases: no step but the id lists' scans a table.
         for plan in &plans {
-            for table in ["history", "entity", "compacted", "scope", "purge"] {
-                assert!(
-                    !plan.contains(&format!("SCAN {table}")) && !plan.contains("SCAN may_h"),
-                    "{plan}"
-                );
-            }
+            let scans = plan
+                .split("; ")
+                .filter(|step| step.starts_with("SCAN ") && !step.starts_with("SCAN json_each"));
+            assert_eq!(scans.count(), 0, "{plan}");
         }
         assert!(plans[0].contains("scope_village"), "{}", plans[0]);
         assert!(plans.iter().all(|p| p.contains("history_pos")), "{plans:?}");

@@ -167,14 +167,18 @@ fn a_phone_whose_cursor_key_was_retired_starts_over_when_a_village_is_taken() {
     phone.login(&server, "oa");
     let mut other = Device::new("ob");
     other.login(&server, "ob");
-    let theirs = other.capture(
-        EntityKind::Person,
-        &[
-            ("village", OTHER_VILLAGE),
-            ("id_number", &resident_id("44130319900101301")),
-            ("name", "李强"),
-        ],
-    );
+    let capture_there = |other: &mut Device, n: u32, name: &str| {
+        let number = resident_id(&format!("4413031990010{n:04}"));
+        other.capture(
+            EntityKind::Person,
+            &[
+                ("village", OTHER_VILLAGE),
+                ("id_number", &number),
+                ("name", name),
+            ],
+        )
+    };
+    let theirs = capture_there(&mut other, 1301, "李强");
     other.sync();
     let mine = capture_person(&mut phone, 1, "王一");
     phone.sync();
@@ -202,14 +206,7 @@ fn a_phone_whose_cursor_key_was_retired_starts_over_when_a_village_is_taken() {
     server.reload_keys();
     // The other village is taken from the officer, and a person registered there since.
     assign(&[VILLAGE]);
-    let later = other.capture(
-        EntityKind::Person,
-        &[
-            ("village", OTHER_VILLAGE),
-            ("id_number", &resident_id("44130319900101302")),
-            ("name", "张伟"),
-        ],
-    );
+    let later = capture_there(&mut other, 1302, "张伟");
     other.sync();
 
     let report = phone.sync();
