@@ -80,7 +80,8 @@ pub struct Options {
     /// Mean wait between a phone's rounds, milliseconds.
     pub think_ms: u64,
     /// Where to build the district and keep it; a directory already holding one is served as
-    /// it is (capture, search, ingest and upload are then not measured). A temporary directory if unset.
+    /// it is (capture, search and ingest are then not measured; the upload adds new persons to
+    /// it). A temporary directory if unset.
     pub keep: Option<PathBuf>,
     /// The benchmark binary, which serves the district in its own process (`serve DIR`).
     pub server_exe: PathBuf,
@@ -210,17 +211,15 @@ pub fn run(options: &Options, report: &mut dyn FnMut(&Figure)) -> Vec<Figure> {
         ratio: None,
     }]);
     // Last, as it grows the first village by the persons uploaded: an evening's upload (on a
-    // district built in this run only: a kept one holds the last run's already).
-    if !kept {
-        let first = built.villages.first().expect("villages");
-        add(upload::figures(
-            &server,
-            &baseline,
-            &district::officer_username(first),
-            first,
-            options.upload_count,
-        ));
-    }
+    // kept district too, of persons past those earlier runs uploaded).
+    let first = built.villages.first().expect("villages");
+    add(upload::figures(
+        &server,
+        &baseline,
+        &district::officer_username(first),
+        first,
+        options.upload_count,
+    ));
     drop(server);
     drop(baseline);
     // The same figures on PostgreSQL, beside these.

@@ -32,6 +32,15 @@ fn person(i: u64, village: &str) -> Input {
     .collect()
 }
 
+/// Waits until everything written so far is on the disk (`sync`).
+fn settle_disk() {
+    let synced = std::process::Command::new("sync").status();
+    assert!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "sync: {synced:?}"
+    );
+}
+
 /// This process's CPU seconds so far.
 fn own_cpu() -> f64 {
     cpu_seconds("/proc/self/stat").unwrap_or(0.0)
@@ -51,11 +60,15 @@ pub fn figures(
     let proxy = CountingProxy::start(&server.url);
     let mut phone = mobile_core::Store::open(dir.path().join("phone.db")).expect("phone store");
     mobile_core::sync::login(&mut phone, &proxy.url, username, PASSWORD, "bench").expect("login");
-    mobile_core::sync::sync(&mut phone, &quiet).expect("the village, before the evening");
+    let before =
+        mobile_core::sync::sync(&mut phone, &quiet).expect("the village, before the evening");
+    // Numbered past the values the village holds: on a kept district, past every person an
+    // earlier run uploaded (each added more values than persons), so these are new too.
+    let first = before.pulled;
     let mut ids = Vec::with_capacity(count as usize);
     for i in 0..count {
         let id = phone
-            .capture(EntityKind::Person, &person(i, village))
+            .capture(EntityKind::Person, &person(first + i, village))
             .expect("capture");
         ids.push(id);
     }
@@ -68,6 +81,10 @@ pub fn figures(
             serde_json::json!({ "id": id.to_string(), "kind": "person", "fields": record.fields })
         })
         .collect();
+    // The district just built (gigabytes) is still being written back to the disk: timed now,
+    // both stores' commits would wait behind that, and the figure would say more of the run
+    // than of them. Both start from a disk that has caught up.
+    settle_disk();
     let baseline_proxy = CountingProxy::start(&baseline.url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(600)))
@@ -96,6 +113,7 @@ pub fn figures(
         .map(|(a, b)| a.saturating_sub(b));
 
     // The upload: one sync, until the push is answered and the outbox is empty.
+    settle_disk();
     let (server_cpu, phone_cpu, sent) = (server.cpu_seconds(), own_cpu(), proxy.bytes().1);
     let written = server.written_bytes();
     let start = Instant::now();

@@ -181,15 +181,15 @@ impl Client {
 
     /// Sends a request; an answer other than 2xx is [`Error::Server`] with its code and message.
     fn send(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Response<Body>> {
-        self.send_bytes(path, token, body.to_string().into_bytes(), Compress::No)
+        self.send_bytes(path, token, body.to_string().as_bytes(), Compress::No)
     }
 
-    /// Sends a JSON body, in zstd when `compress` asks and the server said it reads it.
+    /// Sends a JSON body, as it is or (`compress`) in zstd already.
     fn send_bytes(
         &self,
         path: &str,
         token: Option<&str>,
-        body: Vec<u8>,
+        body: &[u8],
         compress: Compress,
     ) -> Result<Response<Body>> {
         use std::sync::atomic::Ordering;
@@ -202,14 +202,10 @@ impl Client {
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let body = if compress == Compress::IfAccepted && self.zstd.load(Ordering::Relaxed) {
+        if compress == Compress::Zstd {
             request = request.header("content-encoding", "zstd");
-            zstd::bulk::compress(&body, ZSTD_LEVEL)
-                .map_err(|e| other(format!("request body: {e}")))?
-        } else {
-            body
-        };
-        let response = request.send(&body[..]).map_err(|e| from_ureq(&e))?;
+        }
+        let response = request.send(body).map_err(|e| from_ureq(&e))?;
         let reads_zstd = response
             .headers()
             .get_all("accept-encoding")
@@ -276,14 +272,14 @@ impl Client {
         token: Option<&str>,
         body: &Value,
     ) -> Result<T> {
-        self.post_bytes(path, token, body.to_string().into_bytes(), Compress::No)
+        self.post_bytes(path, token, body.to_string().as_bytes(), Compress::No)
     }
 
     fn post_bytes<T: DeserializeOwned>(
         &self,
         path: &str,
         token: Option<&str>,
-        body: Vec<u8>,
+        body: &[u8],
         compress: Compress,
     ) -> Result<T> {
         let response = self.send_bytes(path, token, body, compress)?;
@@ -330,6 +326,13 @@ impl Client {
 
     /// Pushes changes: as whole actions once the server said it reads them, else one by one.
     pub fn push(&self, token: &str, device: NodeId, changes: Vec<Change>) -> Result<PushResponse> {
+        let body = self.encode_push(device, changes)?;
+        self.send_push(token, &body)
+    }
+
+    /// A push's body as [`Client::push`] sends it, made ready to send later (while the push
+    /// before it is on its way): in zstd if the server said by then that it reads it.
+    pub fn encode_push(&self, device: NodeId, changes: Vec<Change>) -> Result<PushBody> {
         let speaks = self.protocol.load(std::sync::atomic::Ordering::Relaxed);
         let own = changes.iter().all(|c| c.id.device == device);
         let request = if speaks >= ACTION_PUSH && own {
@@ -345,8 +348,25 @@ impl Client {
         };
         // Straight to bytes (not through a JSON tree), and in zstd once the server said it reads
         // it: the push is the bulk of what a phone sends.
-        let body = serde_json::to_vec(&request).map_err(|e| other(e.to_string()))?;
-        self.post_bytes("/api/v1/sync/push", Some(token), body, Compress::IfAccepted)
+        let json = serde_json::to_vec(&request).map_err(|e| other(e.to_string()))?;
+        if !self.zstd.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(PushBody {
+                bytes: json,
+                zstd: false,
+            });
+        }
+        let bytes = zstd::bulk::compress(&json, ZSTD_LEVEL)
+            .map_err(|e| other(format!("request body: {e}")))?;
+        Ok(PushBody { bytes, zstd: true })
+    }
+
+    /// Sends a push's body made by [`Client::encode_push`].
+    pub fn send_push(&self, token: &str, body: &PushBody) -> Result<PushResponse> {
+        let compress = match body.zstd {
+            true => Compress::Zstd,
+            false => Compress::No,
+        };
+        self.post_bytes("/api/v1/sync/push", Some(token), &body.bytes, compress)
     }
 
     /// Pulls one page after a cursor; `own_held_after` as [`PullRequest::own_held_after`].
@@ -443,13 +463,20 @@ const ACCEPT_ENCODING: &str = "zstd, gzip";
 /// zstd's level for request bodies: its fast end, a push's JSON shrinks about tenfold.
 const ZSTD_LEVEL: i32 = 3;
 
-/// Whether a request body may go compressed.
+/// Whether a request body is compressed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Compress {
-    /// Never (small bodies: sign-in, pull requests).
+    /// No (small bodies: sign-in, pull requests; a push to a server not known to read zstd).
     No,
-    /// In zstd once the server said it reads it.
-    IfAccepted,
+    /// In zstd (a push, once the server said it reads it).
+    Zstd,
+}
+
+/// A push's request body, encoded ahead of sending.
+pub struct PushBody {
+    bytes: Vec<u8>,
+    /// Whether `bytes` are in zstd.
+    zstd: bool,
 }
 
 /// Most bytes of an answer read whole (pull pages are read a line at a time).

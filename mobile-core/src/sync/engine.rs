@@ -13,7 +13,7 @@ use baylink_sync::wire::{
     BAD_CURSOR, CURSOR_EXPIRED, ChangeStatus, FIRST_PUSH_CHANGES, PullResponse, PushResponse,
     refusal,
 };
-use baylink_sync::{Change, NodeId};
+use baylink_sync::{Change, NodeId, Stamp};
 use uuid::Uuid;
 
 use crate::db;
@@ -83,6 +83,18 @@ pub trait Transport {
     fn push_ahead(&mut self, store: &Store, changes: &[Change]) {
         let _ = (store, changes);
     }
+    /// Makes `changes`, the batch after the push on its way, ready to go (encoded meanwhile),
+    /// if this transport can: [`Transport::send_ready`] sends it once that push is answered.
+    /// A batch made ready before and not sent is dropped. Does nothing by default.
+    fn ready_next(&mut self, store: &Store, changes: &[Change]) {
+        let _ = (store, changes);
+    }
+    /// Sends the batch made ready, if it is `changes` and no push is on its way: a `push` of
+    /// the same changes then takes its answer. Whether it went. Never by default.
+    fn send_ready(&mut self, changes: &[Change]) -> bool {
+        let _ = changes;
+        false
+    }
     /// The most changes one push carries: the server's limit by default (a simulated link
     /// takes fewer, so that an upload goes in several pushes).
     fn push_limit(&self) -> usize {
@@ -109,6 +121,15 @@ type Ahead = std::sync::mpsc::Receiver<(String, Result<PullResponse>)>;
 /// A push on its way in the background: the counters of its changes, and its answer to come.
 type Pushing = (Vec<u64>, std::sync::mpsc::Receiver<Result<PushResponse>>);
 
+/// A push made ready while the one before is on its way: the counter and stamp of each of its
+/// changes (a change restamped since is not the one made ready), the signal that sends it
+/// (dropped, it never goes), and its answer to come.
+type Ready = (
+    Vec<(u64, Stamp)>,
+    std::sync::mpsc::SyncSender<()>,
+    std::sync::mpsc::Receiver<Result<PushResponse>>,
+);
+
 /// The server over HTTP, with the session's tokens (refreshed once when expired) and a time
 /// limit per request, after which a stalled request counts as failed (and is retried). One
 /// client for the whole sync: its connections kept alive, and what the server said it reads
@@ -118,6 +139,7 @@ pub struct Http {
     timeout: Duration,
     ahead: Option<Ahead>,
     pushing: Option<Pushing>,
+    ready: Option<Ready>,
     /// The client, with the server it talks to.
     client: Option<(String, Arc<Client>)>,
 }
@@ -135,6 +157,7 @@ impl Http {
             timeout,
             ahead: None,
             pushing: None,
+            ready: None,
             client: None,
         }
     }
@@ -247,6 +270,48 @@ impl Transport for Http {
         if pushing.is_ok() {
             self.pushing = Some((counters, answered));
         }
+    }
+
+    fn ready_next(&mut self, store: &Store, changes: &[Change]) {
+        self.ready = None;
+        let Ok(Some(token)) = store.raw_session().map(|s| s.and_then(|s| s.access_token)) else {
+            return;
+        };
+        let Ok(client) = self.client(store).cloned() else {
+            return;
+        };
+        let device = store.node_id();
+        let made = changes.iter().map(|c| (c.id.counter, c.stamp)).collect();
+        let changes = changes.to_vec();
+        let (go, gate) = std::sync::mpsc::sync_channel(1);
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let ready = std::thread::Builder::new()
+            .name("push-ready".into())
+            .spawn(move || {
+                let body = client.encode_push(device, changes);
+                // Dropped unsent when the push before it was not all accepted.
+                if gate.recv().is_ok() {
+                    let _ = answer.send(body.and_then(|body| client.send_push(&token, &body)));
+                }
+            });
+        if ready.is_ok() {
+            self.ready = Some((made, go, answered));
+        }
+    }
+
+    fn send_ready(&mut self, changes: &[Change]) -> bool {
+        let Some((made, go, answered)) = self.ready.take() else {
+            return false;
+        };
+        let same = made
+            .iter()
+            .copied()
+            .eq(changes.iter().map(|c| (c.id.counter, c.stamp)));
+        if !same || self.pushing.is_some() || go.send(()).is_err() {
+            return false;
+        }
+        self.pushing = Some((made.into_iter().map(|(c, _)| c).collect(), answered));
+        true
     }
 
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
@@ -720,6 +785,9 @@ fn push(
     let mut capped = false;
     // The batch already read (and on its way) while the one before was settled.
     let mut next: Option<Vec<Change>> = None;
+    // Once the server answered: what it takes and reads is known, so a batch read ahead is
+    // read and encoded as it will go.
+    let mut answered = false;
     for _ in 0..10_000 {
         go_on(progress)?;
         let changes = match next.take() {
@@ -728,6 +796,18 @@ fn push(
         };
         if changes.is_empty() {
             break;
+        }
+        // While this batch is on its way, the one after it is read and encoded, to go the
+        // moment this one is answered all accepted (the server would otherwise wait for it).
+        let mut readied = None;
+        if answered {
+            transport.push_ahead(store, &changes);
+            let last = changes.iter().map(|c| c.id.counter).max().unwrap_or(0);
+            let following = store.outbox_after(last, limit, max_bytes)?;
+            if !following.is_empty() {
+                transport.ready_next(store, &following);
+                readied = Some((following, limit, max_bytes));
+            }
         }
         let answer = match with_retries(transport, store, progress, &mut |t, s| t.push(s, &changes))
         {
@@ -763,6 +843,7 @@ fn push(
             }
             other => other?,
         };
+        answered = true;
         if let (Some(most), false) = (answer.max_changes, capped) {
             limit = transport.push_limit().min(most as usize).max(1);
         }
@@ -776,10 +857,23 @@ fn push(
                 .iter()
                 .all(|r| r.status == ChangeStatus::Accepted);
         if all_accepted {
-            let last = changes.iter().map(|c| c.id.counter).max().unwrap_or(0);
-            let following = store.outbox_after(last, limit, max_bytes)?;
+            // Read before the answer, under the same limits, it is what a read now gives: only
+            // this batch's settling changes the outbox, and that touches none of the next.
+            let following = match readied {
+                Some((following, at_limit, at_bytes))
+                    if (at_limit, at_bytes) == (limit, max_bytes) =>
+                {
+                    following
+                }
+                _ => {
+                    let last = changes.iter().map(|c| c.id.counter).max().unwrap_or(0);
+                    store.outbox_after(last, limit, max_bytes)?
+                }
+            };
             if !following.is_empty() {
-                transport.push_ahead(store, &following);
+                if !transport.send_ready(&following) {
+                    transport.push_ahead(store, &following);
+                }
                 next = Some(following);
             }
         }
@@ -1019,6 +1113,145 @@ mod tests {
             "{:?}",
             nodes.pushes
         );
+    }
+
+    /// A server reached as HTTP is, with a push sent ahead and one made ready: it refuses the
+    /// first change of its `refuse_at`-th push, and keeps what the phone did, in order.
+    #[derive(Default)]
+    struct Pipeline {
+        refuse_at: usize,
+        /// The counters of the push on its way.
+        on_its_way: Option<Vec<u64>>,
+        /// The batch made ready (counter and stamp of each change).
+        ready: Option<Vec<(u64, baylink_sync::Stamp)>>,
+        /// Each push answered, by its counters.
+        answered: Vec<Vec<u64>>,
+        /// What happened, in order: `ready N`, `sent N` (made ready, sent), `ahead N`, `answer N`
+        /// (N: the batch's first counter).
+        log: Vec<String>,
+    }
+
+    impl Transport for Pipeline {
+        fn push(&mut self, _: &mut Store, changes: &[Change]) -> Result<PushResponse> {
+            let counters: Vec<u64> = changes.iter().map(|c| c.id.counter).collect();
+            if let Some(way) = self.on_its_way.take() {
+                assert_eq!(way, counters, "answered a push not the one on its way");
+            }
+            self.log.push(format!("answer {}", counters[0]));
+            self.answered.push(counters.clone());
+            let refuse = self.answered.len() == self.refuse_at;
+            let results = counters
+                .iter()
+                .enumerate()
+                .map(|(i, &counter)| baylink_sync::wire::ChangeResult {
+                    counter,
+                    status: match refuse && i == 0 {
+                        true => ChangeStatus::Refused,
+                        false => ChangeStatus::Accepted,
+                    },
+                    code: (refuse && i == 0).then(|| refusal::INVALID.to_owned()),
+                    message: None,
+                    extra: Default::default(),
+                })
+                .collect();
+            Ok(PushResponse {
+                server_time_ms: now_ms(),
+                results,
+                max_changes: None,
+                extra: Default::default(),
+            })
+        }
+        fn pull(&mut self, _: &mut Store, _: Option<String>, _: u32) -> Result<PullResponse> {
+            Err(Error::Network("pushes only".into()))
+        }
+        fn push_ahead(&mut self, _: &Store, changes: &[Change]) {
+            if self.on_its_way.is_none() {
+                self.log.push(format!("ahead {}", changes[0].id.counter));
+                self.on_its_way = Some(changes.iter().map(|c| c.id.counter).collect());
+            }
+        }
+        fn ready_next(&mut self, _: &Store, changes: &[Change]) {
+            self.log.push(format!("ready {}", changes[0].id.counter));
+            self.ready = Some(changes.iter().map(|c| (c.id.counter, c.stamp)).collect());
+        }
+        fn send_ready(&mut self, changes: &[Change]) -> bool {
+            let made = self.ready.take();
+            let now: Vec<_> = changes.iter().map(|c| (c.id.counter, c.stamp)).collect();
+            if made != Some(now) || self.on_its_way.is_some() {
+                return false;
+            }
+            self.log.push(format!("sent {}", changes[0].id.counter));
+            self.on_its_way = Some(changes.iter().map(|c| c.id.counter).collect());
+            true
+        }
+        fn push_limit(&self) -> usize {
+            300
+        }
+    }
+
+    #[test]
+    fn the_next_push_is_made_ready_while_one_is_on_its_way_and_goes_only_after_every_change_was_accepted()
+     {
+        let mut store = Store::open_in_memory().unwrap();
+        let persons: Vec<baylink_domain::validate::Input> = (0..150u64)
+            .map(|n| {
+                [
+                    ("village", "441303006001".to_owned()),
+                    ("id_number", baylink_domain::synthetic::resident_id(n)),
+                    ("name", baylink_domain::synthetic::name(n)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
+            })
+            .collect();
+        store
+            .capture_many(baylink_domain::EntityKind::Person, &persons)
+            .unwrap();
+        let pending = store.pending_count().unwrap() as usize;
+        let mut server = Pipeline {
+            refuse_at: 3,
+            ..Pipeline::default()
+        };
+        let mut report = SyncReport::default();
+        let mut records = (HashSet::new(), HashSet::new());
+        push(
+            &mut store,
+            &mut server,
+            &|_: &str, _, _| {},
+            &mut report,
+            &mut records,
+        )
+        .unwrap();
+        let log = &server.log;
+        let pushes = &server.answered;
+        assert!(pushes.len() >= 6, "{pushes:?}");
+        // Every change went once, in counter order, and one was refused.
+        let sent: Vec<u64> = pushes.iter().flatten().copied().collect();
+        assert!(sent.windows(2).all(|w| w[0] < w[1]), "{log:?}");
+        assert_eq!(sent.len(), pending, "{log:?}");
+        assert_eq!((report.pushed, report.refused), (pending as u64 - 1, 1));
+        // From the second push on, the one after it was made ready before its answer, and sent
+        // on an answer all accepted; the batch made ready during the refused push never went.
+        let at = |entry: &str| log.iter().position(|l| l == entry);
+        for (i, batch) in pushes.iter().enumerate().skip(1) {
+            let Some(next) = pushes.get(i + 1) else {
+                break;
+            };
+            let ready = at(&format!("ready {}", next[0])).expect("made ready");
+            let answer = at(&format!("answer {}", batch[0])).expect("answered");
+            assert!(ready < answer, "{log:?}");
+            let sent = at(&format!("sent {}", next[0]));
+            match i + 1 == server.refuse_at {
+                true => assert_eq!(sent, None, "{log:?}"),
+                false => assert!(sent.is_some_and(|s| s > answer), "{log:?}"),
+            }
+        }
+        // After the refusal, the next batch was read again once the answer was settled.
+        let refused = &pushes[server.refuse_at - 1];
+        let after = &pushes[server.refuse_at];
+        assert!(after[0] > *refused.last().unwrap(), "{log:?}");
+        assert!(at(&format!("ahead {}", after[0])).is_some(), "{log:?}");
     }
 
     /// A new node (it takes 20,000 changes a push and says so) and an old one (it takes 5,000,

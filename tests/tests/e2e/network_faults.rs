@@ -66,6 +66,14 @@ impl Transport for CountingAhead {
         self.ahead += 1;
         self.http.push_ahead(store, changes);
     }
+    fn ready_next(&mut self, store: &Store, changes: &[Change]) {
+        self.http.ready_next(store, changes);
+    }
+    fn send_ready(&mut self, changes: &[Change]) -> bool {
+        let sent = self.http.send_ready(changes);
+        self.ahead += usize::from(sent);
+        sent
+    }
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
         self.http.prefetch(store, cursor, limit);
     }
