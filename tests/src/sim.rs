@@ -357,16 +357,11 @@ impl Transport for Link<'_> {
         self.ready = (!skipped).then(|| (store.node_id(), changes.to_vec()));
     }
 
-    fn send_ready(&mut self, changes: &[Change]) -> bool {
+    fn send_ready(&mut self, _: &Store, changes: &[Change]) -> bool {
         let Some((node, ready)) = self.ready.take() else {
             return false;
         };
-        let same = ready.len() == changes.len()
-            && ready
-                .iter()
-                .zip(changes)
-                .all(|(a, b)| (a.id.counter, a.stamp) == (b.id.counter, b.stamp));
-        if !same || self.ahead.is_some() || self.crashed {
+        if ready != changes || self.ahead.is_some() || self.crashed {
             return false;
         }
         self.stats
@@ -375,6 +370,10 @@ impl Transport for Link<'_> {
         let answer = self.send_push(node, &ready);
         self.ahead = Some((counters, answer));
         true
+    }
+
+    fn drop_ready(&mut self) {
+        self.ready = None;
     }
 
     fn push_limit(&self) -> usize {

@@ -13,7 +13,7 @@ use baylink_sync::wire::{
     BAD_CURSOR, CURSOR_EXPIRED, ChangeStatus, FIRST_PUSH_CHANGES, PullResponse, PushResponse,
     refusal,
 };
-use baylink_sync::{Change, NodeId, Stamp};
+use baylink_sync::{Change, NodeId};
 use uuid::Uuid;
 
 use crate::db;
@@ -89,12 +89,15 @@ pub trait Transport {
     fn ready_next(&mut self, store: &Store, changes: &[Change]) {
         let _ = (store, changes);
     }
-    /// Sends the batch made ready, if it is `changes` and no push is on its way: a `push` of
-    /// the same changes then takes its answer. Whether it went. Never by default.
-    fn send_ready(&mut self, changes: &[Change]) -> bool {
-        let _ = changes;
+    /// Sends the batch made ready, if it is `changes` as they are now and no push is on its
+    /// way, with the session's token as it is now: a `push` of the same changes then takes its
+    /// answer. Whether it went. Never by default.
+    fn send_ready(&mut self, store: &Store, changes: &[Change]) -> bool {
+        let _ = (store, changes);
         false
     }
+    /// Drops the batch made ready, unsent. Does nothing by default.
+    fn drop_ready(&mut self) {}
     /// The most changes one push carries: the server's limit by default (a simulated link
     /// takes fewer, so that an upload goes in several pushes).
     fn push_limit(&self) -> usize {
@@ -121,12 +124,12 @@ type Ahead = std::sync::mpsc::Receiver<(String, Result<PullResponse>)>;
 /// A push on its way in the background: the counters of its changes, and its answer to come.
 type Pushing = (Vec<u64>, std::sync::mpsc::Receiver<Result<PushResponse>>);
 
-/// A push made ready while the one before is on its way: the counter and stamp of each of its
-/// changes (a change restamped since is not the one made ready), the signal that sends it
-/// (dropped, it never goes), and its answer to come.
+/// A push made ready while the one before is on its way: its changes as they were read, the
+/// signal that sends it with the token of that moment (dropped, it never goes), and its answer
+/// to come.
 type Ready = (
-    Vec<(u64, Stamp)>,
-    std::sync::mpsc::SyncSender<()>,
+    Vec<Change>,
+    std::sync::mpsc::SyncSender<String>,
     std::sync::mpsc::Receiver<Result<PushResponse>>,
 );
 
@@ -274,23 +277,20 @@ impl Transport for Http {
 
     fn ready_next(&mut self, store: &Store, changes: &[Change]) {
         self.ready = None;
-        let Ok(Some(token)) = store.raw_session().map(|s| s.and_then(|s| s.access_token)) else {
-            return;
-        };
         let Ok(client) = self.client(store).cloned() else {
             return;
         };
         let device = store.node_id();
-        let made = changes.iter().map(|c| (c.id.counter, c.stamp)).collect();
+        let made = changes.to_vec();
         let changes = changes.to_vec();
-        let (go, gate) = std::sync::mpsc::sync_channel(1);
+        let (go, gate) = std::sync::mpsc::sync_channel::<String>(1);
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
         let ready = std::thread::Builder::new()
             .name("push-ready".into())
             .spawn(move || {
                 let body = client.encode_push(device, changes);
                 // Dropped unsent when the push before it was not all accepted.
-                if gate.recv().is_ok() {
+                if let Ok(token) = gate.recv() {
                     let _ = answer.send(body.and_then(|body| client.send_push(&token, &body)));
                 }
             });
@@ -299,19 +299,23 @@ impl Transport for Http {
         }
     }
 
-    fn send_ready(&mut self, changes: &[Change]) -> bool {
+    fn send_ready(&mut self, store: &Store, changes: &[Change]) -> bool {
         let Some((made, go, answered)) = self.ready.take() else {
             return false;
         };
-        let same = made
-            .iter()
-            .copied()
-            .eq(changes.iter().map(|c| (c.id.counter, c.stamp)));
-        if !same || self.pushing.is_some() || go.send(()).is_err() {
+        // The token of now: the push before may have refreshed it.
+        let Ok(Some(token)) = store.raw_session().map(|s| s.and_then(|s| s.access_token)) else {
+            return false;
+        };
+        if made != changes || self.pushing.is_some() || go.send(token).is_err() {
             return false;
         }
-        self.pushing = Some((made.into_iter().map(|(c, _)| c).collect(), answered));
+        self.pushing = Some((made.iter().map(|c| c.id.counter).collect(), answered));
         true
+    }
+
+    fn drop_ready(&mut self) {
+        self.ready = None;
     }
 
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
@@ -857,8 +861,9 @@ fn push(
                 .iter()
                 .all(|r| r.status == ChangeStatus::Accepted);
         if all_accepted {
-            // Read before the answer, under the same limits, it is what a read now gives: only
-            // this batch's settling changes the outbox, and that touches none of the next.
+            // Read before the answer, under the same limits, it is what a read now gives: the
+            // answer took every change, and only settling it (below) changes the outbox, in
+            // this batch's rows.
             let following = match readied {
                 Some((following, at_limit, at_bytes))
                     if (at_limit, at_bytes) == (limit, max_bytes) =>
@@ -871,11 +876,15 @@ fn push(
                 }
             };
             if !following.is_empty() {
-                if !transport.send_ready(&following) {
+                if !transport.send_ready(store, &following) {
                     transport.push_ahead(store, &following);
                 }
                 next = Some(following);
             }
+        } else {
+            // Settling passes what a refused change replaced on to the later changes of its
+            // field: the batch made ready may no longer be what the outbox holds.
+            transport.drop_ready();
         }
         let (ahead, settled): (Vec<_>, Vec<_>) = answer.results.into_iter().partition(|r| {
             r.status == ChangeStatus::Refused && r.code.as_deref() == Some(refusal::CLOCK_AHEAD)
@@ -1115,20 +1124,40 @@ mod tests {
         );
     }
 
-    /// A server reached as HTTP is, with a push sent ahead and one made ready: it refuses the
-    /// first change of its `refuse_at`-th push, and keeps what the phone did, in order.
-    #[derive(Default)]
+    /// A server reached as HTTP is, with a push sent ahead and one made ready, and pushes of at
+    /// most `limit` changes. It refuses the first change of `refuse` (a record and field) it is
+    /// sent, and answers its `lower_at`-th push saying it takes 200 changes a push; it keeps what
+    /// the phone did, in order.
     struct Pipeline {
-        refuse_at: usize,
+        limit: usize,
+        refuse: Option<(Uuid, &'static str)>,
+        lower_at: usize,
         /// The counters of the push on its way.
         on_its_way: Option<Vec<u64>>,
-        /// The batch made ready (counter and stamp of each change).
-        ready: Option<Vec<(u64, baylink_sync::Stamp)>>,
-        /// Each push answered, by its counters.
-        answered: Vec<Vec<u64>>,
-        /// What happened, in order: `ready N`, `sent N` (made ready, sent), `ahead N`, `answer N`
-        /// (N: the batch's first counter).
+        /// The batch made ready, as it was read.
+        ready: Option<Vec<Change>>,
+        /// Every batch made ready, as it was read.
+        readied: Vec<Vec<Change>>,
+        /// Each push answered.
+        answered: Vec<Vec<Change>>,
+        /// What happened, in order: `ready N`, `sent N` (made ready, then sent), `ahead N`,
+        /// `answer N` (N: the batch's first counter).
         log: Vec<String>,
+    }
+
+    impl Pipeline {
+        fn new(limit: usize, refuse: Option<(Uuid, &'static str)>, lower_at: usize) -> Self {
+            Pipeline {
+                limit,
+                refuse,
+                lower_at,
+                on_its_way: None,
+                ready: None,
+                readied: Vec::new(),
+                answered: Vec::new(),
+                log: Vec::new(),
+            }
+        }
     }
 
     impl Transport for Pipeline {
@@ -1138,18 +1167,24 @@ mod tests {
                 assert_eq!(way, counters, "answered a push not the one on its way");
             }
             self.log.push(format!("answer {}", counters[0]));
-            self.answered.push(counters.clone());
-            let refuse = self.answered.len() == self.refuse_at;
-            let results = counters
+            self.answered.push(changes.to_vec());
+            let nth = self.answered.len();
+            let refuse = self.refuse.take();
+            let refused = |c: &Change| {
+                refuse.is_some_and(|(entity, field)| c.entity == entity && c.field == field)
+            };
+            if !changes.iter().any(refused) {
+                self.refuse = refuse;
+            }
+            let results = changes
                 .iter()
-                .enumerate()
-                .map(|(i, &counter)| baylink_sync::wire::ChangeResult {
-                    counter,
-                    status: match refuse && i == 0 {
+                .map(|c| baylink_sync::wire::ChangeResult {
+                    counter: c.id.counter,
+                    status: match refused(c) {
                         true => ChangeStatus::Refused,
                         false => ChangeStatus::Accepted,
                     },
-                    code: (refuse && i == 0).then(|| refusal::INVALID.to_owned()),
+                    code: refused(c).then(|| refusal::INVALID.to_owned()),
                     message: None,
                     extra: Default::default(),
                 })
@@ -1157,7 +1192,7 @@ mod tests {
             Ok(PushResponse {
                 server_time_ms: now_ms(),
                 results,
-                max_changes: None,
+                max_changes: (nth == self.lower_at).then_some(200),
                 extra: Default::default(),
             })
         }
@@ -1172,28 +1207,30 @@ mod tests {
         }
         fn ready_next(&mut self, _: &Store, changes: &[Change]) {
             self.log.push(format!("ready {}", changes[0].id.counter));
-            self.ready = Some(changes.iter().map(|c| (c.id.counter, c.stamp)).collect());
+            self.ready = Some(changes.to_vec());
+            self.readied.push(changes.to_vec());
         }
-        fn send_ready(&mut self, changes: &[Change]) -> bool {
+        fn send_ready(&mut self, _: &Store, changes: &[Change]) -> bool {
             let made = self.ready.take();
-            let now: Vec<_> = changes.iter().map(|c| (c.id.counter, c.stamp)).collect();
-            if made != Some(now) || self.on_its_way.is_some() {
+            if made.as_deref() != Some(changes) || self.on_its_way.is_some() {
                 return false;
             }
             self.log.push(format!("sent {}", changes[0].id.counter));
             self.on_its_way = Some(changes.iter().map(|c| c.id.counter).collect());
             true
         }
+        fn drop_ready(&mut self) {
+            self.ready = None;
+        }
         fn push_limit(&self) -> usize {
-            300
+            self.limit
         }
     }
 
-    #[test]
-    fn the_next_push_is_made_ready_while_one_is_on_its_way_and_goes_only_after_every_change_was_accepted()
-     {
+    /// A phone holding `count` persons captured offline, and their ids.
+    fn persons(count: u64) -> (Store, Vec<Uuid>) {
         let mut store = Store::open_in_memory().unwrap();
-        let persons: Vec<baylink_domain::validate::Input> = (0..150u64)
+        let persons: Vec<baylink_domain::validate::Input> = (0..count)
             .map(|n| {
                 [
                     ("village", "441303006001".to_owned()),
@@ -1205,53 +1242,130 @@ mod tests {
                 .collect()
             })
             .collect();
-        store
+        let ids = store
             .capture_many(baylink_domain::EntityKind::Person, &persons)
             .unwrap();
-        let pending = store.pending_count().unwrap() as usize;
-        let mut server = Pipeline {
-            refuse_at: 3,
-            ..Pipeline::default()
-        };
+        (store, ids)
+    }
+
+    /// Pushes everything through `server`; the sync's report.
+    fn push_through(store: &mut Store, server: &mut Pipeline) -> SyncReport {
         let mut report = SyncReport::default();
         let mut records = (HashSet::new(), HashSet::new());
         push(
-            &mut store,
-            &mut server,
+            store,
+            server,
             &|_: &str, _, _| {},
             &mut report,
             &mut records,
         )
         .unwrap();
-        let log = &server.log;
-        let pushes = &server.answered;
-        assert!(pushes.len() >= 6, "{pushes:?}");
-        // Every change went once, in counter order, and one was refused.
-        let sent: Vec<u64> = pushes.iter().flatten().copied().collect();
+        report
+    }
+
+    #[test]
+    fn the_next_push_is_made_ready_while_one_is_on_its_way_and_goes_only_after_every_change_was_accepted()
+     {
+        // Pushes of 300 changes; the fourth answer lowers the limit to 200.
+        let (mut store, _) = persons(150);
+        let pending = store.pending_count().unwrap() as usize;
+        let mut server = Pipeline::new(300, None, 4);
+        let report = push_through(&mut store, &mut server);
+        let (log, pushes) = (&server.log, &server.answered);
+        assert_eq!(report.pushed as usize, pending);
+        let sent: Vec<u64> = pushes.iter().flatten().map(|c| c.id.counter).collect();
         assert!(sent.windows(2).all(|w| w[0] < w[1]), "{log:?}");
         assert_eq!(sent.len(), pending, "{log:?}");
-        assert_eq!((report.pushed, report.refused), (pending as u64 - 1, 1));
-        // From the second push on, the one after it was made ready before its answer, and sent
-        // on an answer all accepted; the batch made ready during the refused push never went.
+        assert!(pushes.len() >= 5, "{log:?}");
+        // Nothing is made ready before the first answer (what the server takes and reads is
+        // learned from it).
         let at = |entry: &str| log.iter().position(|l| l == entry);
+        let first = at(&format!("answer {}", pushes[0][0].id.counter)).unwrap();
+        assert!(
+            !log[..first].iter().any(|l| l.starts_with("ready")),
+            "{log:?}"
+        );
         for (i, batch) in pushes.iter().enumerate().skip(1) {
             let Some(next) = pushes.get(i + 1) else {
                 break;
             };
-            let ready = at(&format!("ready {}", next[0])).expect("made ready");
-            let answer = at(&format!("answer {}", batch[0])).expect("answered");
-            assert!(ready < answer, "{log:?}");
-            let sent = at(&format!("sent {}", next[0]));
-            match i + 1 == server.refuse_at {
-                true => assert_eq!(sent, None, "{log:?}"),
-                false => assert!(sent.is_some_and(|s| s > answer), "{log:?}"),
+            let answer = at(&format!("answer {}", batch[0].id.counter)).unwrap();
+            let ready = at(&format!("ready {}", next[0].id.counter));
+            let sent = at(&format!("sent {}", next[0].id.counter));
+            if i + 1 == server.lower_at {
+                // Read under the limit the answer lowered: the batch made ready did not go.
+                assert_eq!(sent, None, "{log:?}");
+                assert!(next.len() <= 200, "{log:?}");
+            } else {
+                // Made ready before the answer to the one before, sent after it.
+                assert!(ready.is_some_and(|r| r < answer), "{log:?}");
+                assert!(sent.is_some_and(|s| s > answer), "{log:?}");
             }
         }
-        // After the refusal, the next batch was read again once the answer was settled.
-        let refused = &pushes[server.refuse_at - 1];
-        let after = &pushes[server.refuse_at];
-        assert!(after[0] > *refused.last().unwrap(), "{log:?}");
-        assert!(at(&format!("ahead {}", after[0])).is_some(), "{log:?}");
+        assert!(
+            pushes[server.lower_at..].iter().all(|p| p.len() <= 200),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn a_push_made_ready_is_not_sent_after_a_refusal_changed_what_it_holds() {
+        // Pushes of at most 10 changes (a person's capture, larger, goes alone), and the last
+        // person renamed since: that rename, a push of its own, is made ready while her capture
+        // is on its way, based on the name captured. The server refuses the captured name; the
+        // phone passes its base on to the rename, so the batch made ready is no longer what the
+        // outbox holds.
+        let (mut store, ids) = persons(20);
+        let renamed = ids[19];
+        let input = [("name".to_owned(), "陈新".to_owned())]
+            .into_iter()
+            .collect();
+        store.edit(renamed, &input).unwrap();
+        let pending = store.pending_count().unwrap() as usize;
+        let mut server = Pipeline::new(10, Some((renamed, "name")), 0);
+        let report = push_through(&mut store, &mut server);
+        let (log, pushes) = (&server.log, &server.answered);
+        assert_eq!((report.pushed as usize, report.refused), (pending - 1, 1));
+        let of = |batch: &[Change]| {
+            batch
+                .iter()
+                .filter(|c| c.entity == renamed && c.field == "name")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let [.., capture, rename] = pushes.as_slice() else {
+            panic!("{log:?}");
+        };
+        let (captured, rename) = (&of(capture)[0], &of(rename)[0]);
+        assert_eq!(rename.value, "陈新");
+        // The rename was made ready (while the capture was on its way) based on the name
+        // captured...
+        let readied = server
+            .readied
+            .iter()
+            .flatten()
+            .find(|c| c.id.counter == rename.id.counter)
+            .unwrap();
+        assert_eq!(readied.base, Some(captured.stamp), "{log:?}");
+        // ... and went based on what the refused capture replaced (nothing), read again.
+        assert_eq!(rename.base, None, "{rename:?}");
+        assert_eq!(
+            log.last().map(String::as_str),
+            Some(format!("answer {}", rename.id.counter).as_str())
+        );
+        assert!(
+            at(log, &format!("sent {}", rename.id.counter)).is_none(),
+            "{log:?}"
+        );
+        assert!(
+            at(log, &format!("ahead {}", rename.id.counter)).is_some(),
+            "{log:?}"
+        );
+    }
+
+    /// Where `entry` stands in the log.
+    fn at(log: &[String], entry: &str) -> Option<usize> {
+        log.iter().position(|l| l == entry)
     }
 
     /// A new node (it takes 20,000 changes a push and says so) and an old one (it takes 5,000,

@@ -44,10 +44,11 @@ fn capture_persons(phone: &mut Device, count: u64) {
     }
 }
 
-/// HTTP, counting the pushes sent ahead while the phone settled the one before.
+/// HTTP, counting the pushes made ready while the one before was on its way, then sent on its
+/// answer while the phone settled it.
 struct CountingAhead {
     http: Http,
-    ahead: usize,
+    ready: usize,
 }
 
 impl Transport for CountingAhead {
@@ -63,16 +64,18 @@ impl Transport for CountingAhead {
         self.http.pull(store, cursor, limit)
     }
     fn push_ahead(&mut self, store: &Store, changes: &[Change]) {
-        self.ahead += 1;
         self.http.push_ahead(store, changes);
     }
     fn ready_next(&mut self, store: &Store, changes: &[Change]) {
         self.http.ready_next(store, changes);
     }
-    fn send_ready(&mut self, changes: &[Change]) -> bool {
-        let sent = self.http.send_ready(changes);
-        self.ahead += usize::from(sent);
+    fn send_ready(&mut self, store: &Store, changes: &[Change]) -> bool {
+        let sent = self.http.send_ready(store, changes);
+        self.ready += usize::from(sent);
         sent
+    }
+    fn drop_ready(&mut self) {
+        self.http.drop_ready();
     }
     fn prefetch(&mut self, store: &Store, cursor: String, limit: u32) {
         self.http.prefetch(store, cursor, limit);
@@ -330,7 +333,7 @@ fn pushes_sent_while_the_one_before_is_settled_lose_nothing_and_double_nothing_o
     ]);
     let mut http = CountingAhead {
         http: Http::with_timeout(TIME_LIMIT),
-        ahead: 0,
+        ready: 0,
     };
     let report = sync_with(&mut phone.store, &mut http, &|_: &str, _, _| {})
         .expect("the sync completes after retries");
@@ -340,7 +343,8 @@ fn pushes_sent_while_the_one_before_is_settled_lose_nothing_and_double_nothing_o
     let seen = proxy.seen();
     let requests: u64 = seen.values().sum();
     assert!(requests >= 12, "several pushes: {seen:?}");
-    assert!(http.ahead >= 3, "pushes sent ahead: {}", http.ahead);
+    // Made ready while the one before was on its way, and sent on its answer.
+    assert!(http.ready >= 3, "pushes made ready: {}", http.ready);
     assert_eq!(proxy.pending(), 0, "every planned fault was met: {seen:?}");
     // The phone holds what the server holds.
     let held = server.snapshot();
