@@ -1220,7 +1220,9 @@ mod tests {
             true
         }
         fn drop_ready(&mut self) {
-            self.ready = None;
+            if let Some(ready) = self.ready.take() {
+                self.log.push(format!("drop {}", ready[0].id.counter));
+            }
         }
         fn push_limit(&self) -> usize {
             self.limit
@@ -1353,14 +1355,107 @@ mod tests {
             log.last().map(String::as_str),
             Some(format!("answer {}", rename.id.counter).as_str())
         );
+        // Dropped on the refusal's answer, then read again and begun the ordinary way.
+        let refused = at(log, &format!("answer {}", capture[0].id.counter)).unwrap();
+        let dropped = at(log, &format!("drop {}", rename.id.counter));
+        let begun = at(log, &format!("ahead {}", rename.id.counter));
+        assert!(dropped.is_some_and(|d| d > refused), "{log:?}");
+        assert!(begun.is_some_and(|b| Some(b) > dropped), "{log:?}");
         assert!(
             at(log, &format!("sent {}", rename.id.counter)).is_none(),
             "{log:?}"
         );
-        assert!(
-            at(log, &format!("ahead {}", rename.id.counter)).is_some(),
-            "{log:?}"
-        );
+    }
+
+    /// Answers one push on `listener` with every change accepted; the request's
+    /// `Authorization` header.
+    fn answer_one_push(listener: &std::net::TcpListener) -> String {
+        use std::io::{BufRead, Read, Write};
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let (mut authorization, mut length) = (String::new(), 0usize);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "authorization" => authorization = value.trim().to_owned(),
+                "content-length" => length = value.trim().parse().unwrap(),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let request: baylink_sync::wire::PushRequest = serde_json::from_slice(&body).unwrap();
+        let results = request
+            .into_changes()
+            .iter()
+            .map(|c| baylink_sync::wire::ChangeResult {
+                counter: c.id.counter,
+                status: ChangeStatus::Accepted,
+                code: None,
+                message: None,
+                extra: Default::default(),
+            })
+            .collect();
+        let answer = serde_json::to_string(&PushResponse {
+            server_time_ms: now_ms(),
+            results,
+            max_changes: None,
+            extra: Default::default(),
+        })
+        .unwrap();
+        let mut stream = reader.into_inner();
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
+        authorization
+    }
+
+    #[test]
+    fn a_push_made_ready_goes_only_as_it_was_read_and_with_the_token_of_the_moment() {
+        let (mut store, _) = persons(3);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let signed_in = |token: &str| db::Session {
+            server: server.clone(),
+            username: "o006001".into(),
+            display_name: "o006001".into(),
+            villages: vec!["441303006001".into()],
+            village_names: Default::default(),
+            access_token: Some(token.into()),
+            refresh_token: None,
+            cursor: None,
+            last_sync_ms: None,
+            device_key: None,
+        };
+        store.save_raw_session(&signed_in("before")).unwrap();
+        let changes = store.outbox_after(0, 100, PUSH_BYTES).unwrap();
+        let mut http = Http::default();
+        // Not as it was read (a refusal passed a base on since): not sent.
+        http.ready_next(&store, &changes);
+        let mut based = changes.clone();
+        based[0].base = Some(based[0].stamp);
+        assert!(!http.send_ready(&store, &based));
+        // Dropped: not sent.
+        http.ready_next(&store, &changes);
+        http.drop_ready();
+        assert!(!http.send_ready(&store, &changes));
+        // As read: sent, with the token the session holds when it goes (refreshed meanwhile).
+        http.ready_next(&store, &changes);
+        store.save_raw_session(&signed_in("after")).unwrap();
+        let answering = std::thread::spawn(move || answer_one_push(&listener));
+        assert!(http.send_ready(&store, &changes));
+        let answer = http.push(&mut store, &changes).unwrap();
+        assert_eq!(answer.results.len(), changes.len());
+        assert_eq!(answering.join().unwrap(), "Bearer after");
     }
 
     /// Where `entry` stands in the log.
