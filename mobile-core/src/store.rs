@@ -2123,13 +2123,7 @@ mod tests {
             .outbox(1_000)
             .unwrap()
             .iter()
-            .map(|c| ChangeResult {
-                counter: c.id.counter,
-                status: baylink_sync::wire::ChangeStatus::Accepted,
-                code: None,
-                message: None,
-                extra: Default::default(),
-            })
+            .map(|c| ChangeResult::accepted(c.id.counter))
             .collect();
         let written = accepted.len();
         let newest = accepted.iter().map(|r| r.counter).max().unwrap();

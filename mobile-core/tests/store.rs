@@ -25,13 +25,7 @@ fn synced(s: &mut Store) {
         .outbox(100_000)
         .expect("the outbox reads")
         .iter()
-        .map(|c| ChangeResult {
-            counter: c.id.counter,
-            status: ChangeStatus::Accepted,
-            code: None,
-            message: None,
-            extra: Default::default(),
-        })
+        .map(|c| ChangeResult::accepted(c.id.counter))
         .collect();
     s.settle(&results).expect("answers settle");
 }

@@ -216,6 +216,19 @@ pub struct ChangeResult {
     pub extra: BTreeMap<String, Value>,
 }
 
+impl ChangeResult {
+    /// The answer for a change the server accepted.
+    pub fn accepted(counter: u64) -> ChangeResult {
+        ChangeResult {
+            counter,
+            status: ChangeStatus::Accepted,
+            code: None,
+            message: None,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 /// The answer to a push: one result per change, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushResponse {

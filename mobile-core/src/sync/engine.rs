@@ -1031,13 +1031,7 @@ mod tests {
             self.pushes.push(changes.len());
             let results = changes
                 .iter()
-                .map(|c| baylink_sync::wire::ChangeResult {
-                    counter: c.id.counter,
-                    status: ChangeStatus::Accepted,
-                    code: None,
-                    message: None,
-                    extra: Default::default(),
-                })
+                .map(|c| baylink_sync::wire::ChangeResult::accepted(c.id.counter))
                 .collect();
             Ok(PushResponse {
                 server_time_ms: now_ms(),
@@ -1178,15 +1172,13 @@ mod tests {
             }
             let results = changes
                 .iter()
-                .map(|c| baylink_sync::wire::ChangeResult {
-                    counter: c.id.counter,
-                    status: match refused(c) {
-                        true => ChangeStatus::Refused,
-                        false => ChangeStatus::Accepted,
-                    },
-                    code: refused(c).then(|| refusal::INVALID.to_owned()),
-                    message: None,
-                    extra: Default::default(),
+                .map(|c| {
+                    let mut result = baylink_sync::wire::ChangeResult::accepted(c.id.counter);
+                    if refused(c) {
+                        result.status = ChangeStatus::Refused;
+                        result.code = Some(refusal::INVALID.to_owned());
+                    }
+                    result
                 })
                 .collect();
             Ok(PushResponse {
@@ -1394,13 +1386,7 @@ mod tests {
         let results = request
             .into_changes()
             .iter()
-            .map(|c| baylink_sync::wire::ChangeResult {
-                counter: c.id.counter,
-                status: ChangeStatus::Accepted,
-                code: None,
-                message: None,
-                extra: Default::default(),
-            })
+            .map(|c| baylink_sync::wire::ChangeResult::accepted(c.id.counter))
             .collect();
         let answer = serde_json::to_string(&PushResponse {
             server_time_ms: now_ms(),

@@ -57,16 +57,6 @@ pub(crate) fn refuse(
     })
 }
 
-pub(crate) fn accepted(counter: u64) -> ChangeResult {
-    ChangeResult {
-        counter,
-        status: ChangeStatus::Accepted,
-        code: None,
-        message: None,
-        extra: BTreeMap::new(),
-    }
-}
-
 /// The answer first given to an already processed change.
 pub(crate) fn replay(
     tx: &Conn<'_>,
@@ -87,7 +77,7 @@ pub(crate) fn replay(
             message: Some(message),
             extra: BTreeMap::new(),
         },
-        None => accepted(counter),
+        None => ChangeResult::accepted(counter),
     })
 }
 
@@ -369,7 +359,7 @@ pub fn push(
             sent.edited |= apply(&tx, &mut seq, caller, change, echo, now_ms, &mut persons)?;
         }
         touched.insert(entity);
-        results.push(accepted(counter));
+        results.push(ChangeResult::accepted(counter));
     }
     for (entity, fields) in fills {
         if let Some(record) = owned.records.get_mut(&entity.hyphenated().to_string()) {
