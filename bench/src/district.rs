@@ -10,8 +10,8 @@ use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::audit::Actor;
 use baylink_server::store::caller::Caller;
 use baylink_server::store::conn::Conn;
+use baylink_server::store::devices;
 use baylink_server::store::{Db, now_ms};
-use baylink_server::store::{devices, push};
 use baylink_sync::{Change, Clock, NodeId};
 use uuid::Uuid;
 
@@ -136,11 +136,12 @@ pub fn batches(changes: &[Change]) -> Vec<&[Change]> {
     out
 }
 
-/// Pushes a device's changes in phone-sized batches; every change must be accepted.
+/// Pushes a device's changes in phone-sized batches, as the server applies a push (with those
+/// of other devices waiting beside it, in one commit); every change must be accepted.
 pub fn push_all(db: &Db, caller: &Caller, changes: &[Change]) {
     for batch in batches(changes) {
         let results = db
-            .call_blocking(|c| push::push(c, caller, batch, now_ms(), 60_000))
+            .push_blocking(caller.clone(), batch.to_vec(), 60_000)
             .expect("push");
         let refused: Vec<_> = results
             .iter()

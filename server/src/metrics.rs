@@ -69,6 +69,17 @@ pub fn checkpointed(took: Duration) {
     lock(&CHECKPOINTS).observe(took);
 }
 
+/// Commits of pushes on the SQLite writer, and the pushes they held (`store::group`: pushes
+/// waiting together are applied in one commit).
+static PUSH_COMMITS: AtomicU64 = AtomicU64::new(0);
+static PUSHES_COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+/// A commit of `pushes` pushes applied together.
+pub fn push_group(pushes: usize) {
+    PUSH_COMMITS.fetch_add(1, Ordering::Relaxed);
+    PUSHES_COMMITTED.fetch_add(pushes as u64, Ordering::Relaxed);
+}
+
 /// What this server process counted since it started.
 #[derive(Default)]
 pub struct Metrics {
@@ -171,6 +182,21 @@ impl Metrics {
             "Time of the checkpoints that copied the write-ahead log into the database.",
         );
         lock(&CHECKPOINTS).write(&mut out, "baylink_checkpoint_duration_seconds", "");
+        for (name, help, n) in [
+            (
+                "baylink_push_commits_total",
+                "Commits of pushes on the SQLite writer (pushes waiting together share one).",
+                &PUSH_COMMITS,
+            ),
+            (
+                "baylink_push_commit_pushes_total",
+                "Pushes those commits held.",
+                &PUSHES_COMMITTED,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
+        }
         family(
             &mut out,
             "baylink_push_changes_total",

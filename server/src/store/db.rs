@@ -1,9 +1,14 @@
 //! The database handle: one writer connection, readers beside it in snapshots, the write-ahead log checkpointed beside the writer, numbered migrations.
 
+use crate::store::caller::Caller;
 use crate::store::checkpoint::{WRITER_CHECKPOINT, checkpoint_beside};
 use crate::store::conn::Conn;
 use crate::store::error::StoreError;
+use crate::store::group;
 use crate::store::pg::Pg;
+use crate::store::{now_ms, push};
+use baylink_sync::Change;
+use baylink_sync::wire::ChangeResult;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
@@ -88,6 +93,8 @@ struct Sqlite {
     readers: Arc<Readers>,
     /// Set only by [`Db::numbering_before_the_lock`]: the deliberately broken backend.
     early: Option<Arc<AtomicI64>>,
+    /// Pushes waiting for the writer, applied together (`store::group`).
+    pushes: Arc<group::Queue>,
 }
 
 /// Idle reader connections to the database file (none for a database in memory, whose reads go
@@ -226,6 +233,7 @@ impl Db {
                 conn,
                 readers: Arc::new(readers),
                 early: None,
+                pushes: Arc::default(),
             }),
         })
     }
@@ -243,6 +251,7 @@ impl Db {
                 conn: Arc::new(Mutex::new(conn)),
                 readers: Arc::new(readers),
                 early: None,
+                pushes: Arc::default(),
             }),
         })
     }
@@ -386,6 +395,57 @@ impl Db {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("database task: {e}")))?
+    }
+
+    /// Merges a device's push (`store::push`) on the blocking pool. On SQLite it is applied
+    /// with the pushes waiting beside it, in one commit (`store::group`); answered once durable.
+    pub async fn push(
+        &self,
+        caller: Caller,
+        changes: Vec<Change>,
+        max_ahead_ms: u64,
+    ) -> Result<Vec<ChangeResult>, StoreError> {
+        if self.grouped().is_none() {
+            return self
+                .call(move |c| push::push(c, &caller, &changes, now_ms(), max_ahead_ms))
+                .await;
+        }
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.push_blocking(caller, changes, max_ahead_ms))
+            .await
+            .map_err(|e| StoreError::Backend(format!("database task: {e}")))?
+    }
+
+    /// [`Db::push`] on this thread.
+    pub fn push_blocking(
+        &self,
+        caller: Caller,
+        changes: Vec<Change>,
+        max_ahead_ms: u64,
+    ) -> Result<Vec<ChangeResult>, StoreError> {
+        match self.grouped() {
+            Some(s) => group::push(&s.conn, &s.pushes, caller, changes, max_ahead_ms),
+            None => {
+                self.call_blocking(|c| push::push(c, &caller, &changes, now_ms(), max_ahead_ms))
+            }
+        }
+    }
+
+    /// The SQLite database whose pushes are applied together: not PostgreSQL, whose nodes each
+    /// take the writer lock per transaction, nor the deliberately broken backend, which numbers
+    /// before the lock push by push.
+    fn grouped(&self) -> Option<&Sqlite> {
+        match &self.backend {
+            Backend::Sqlite(s) if s.early.is_none() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The SQLite writer and its queue of pushes (tests of `store::group`).
+    #[cfg(test)]
+    pub(crate) fn group_parts(&self) -> (Arc<Mutex<Connection>>, Arc<group::Queue>) {
+        let s = self.grouped().expect("a SQLite database");
+        (Arc::clone(&s.conn), Arc::clone(&s.pushes))
     }
 
     /// Runs reading work on the blocking pool, on a reader connection in one read transaction:

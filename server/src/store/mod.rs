@@ -32,6 +32,7 @@ pub mod db;
 pub mod devices;
 pub mod duplicates;
 pub mod error;
+pub(crate) mod group;
 pub mod holders;
 pub mod logins;
 pub mod pg;

@@ -252,6 +252,21 @@ pub fn push(
     max_ahead_ms: u64,
 ) -> Result<Vec<ChangeResult>, StoreError> {
     let tx = conn.transaction()?;
+    let results = push_in(&tx, caller, changes, now_ms, max_ahead_ms)?;
+    tx.commit()?;
+    Ok(results)
+}
+
+/// [`push`] inside a transaction the caller holds and commits (pushes applied together:
+/// `store::group`); nothing it accepts is durable before that commit.
+pub(crate) fn push_in(
+    tx: &Conn<'_>,
+    caller: &Caller,
+    changes: &[Change],
+    now_ms: u64,
+    max_ahead_ms: u64,
+) -> Result<Vec<ChangeResult>, StoreError> {
+    let tx = *tx;
     let mut seq = Sequence::begin(&tx)?;
     let last_counter: i64 = tx.query_row(
         "SELECT last_counter FROM device WHERE id = ?1",
@@ -399,7 +414,6 @@ pub fn push(
         "UPDATE device SET last_counter = ?2, last_seen_ms = ?3 WHERE id = ?1",
         params![caller.device, newest as i64, now_ms as i64],
     )?;
-    tx.commit()?;
     Ok(results)
 }
 

@@ -29,7 +29,7 @@ use crate::store::sessions::{self, ConsoleSession};
 use crate::store::signin::{self, DeviceSession, NewKey, Refreshed, SignInLookup, TokenHolder};
 use crate::store::snapshot::{self, Snapshot};
 use crate::store::token_keys::{self, TokenKey};
-use crate::store::{Db, now_ms, push};
+use crate::store::{Db, now_ms};
 
 impl Db {
     /// A use case on the writer connection.
@@ -60,7 +60,8 @@ impl Store for Db {
         changes: Vec<Change>,
         max_clock_ahead_ms: u64,
     ) -> StoreFuture<Vec<ChangeResult>> {
-        self.writing(move |c| push::push(c, &caller, &changes, now_ms(), max_clock_ahead_ms))
+        let db = self.clone();
+        Box::pin(async move { db.push(caller, changes, max_clock_ahead_ms).await })
     }
 
     fn pull_page(
