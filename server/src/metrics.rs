@@ -74,8 +74,8 @@ pub fn checkpointed(took: Duration) {
 static PUSH_COMMITS: AtomicU64 = AtomicU64::new(0);
 static PUSHES_COMMITTED: AtomicU64 = AtomicU64::new(0);
 
-/// A commit of `pushes` pushes applied together.
-pub fn push_group(pushes: usize) {
+/// A commit of `pushes` pushes (applied together, or 1 alone).
+pub fn push_commit(pushes: usize) {
     PUSH_COMMITS.fetch_add(1, Ordering::Relaxed);
     PUSHES_COMMITTED.fetch_add(pushes as u64, Ordering::Relaxed);
 }

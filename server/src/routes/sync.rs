@@ -24,8 +24,9 @@ use baylink_sync::cursor::Position;
 
 /// Most values in one pull page.
 pub const MAX_BATCH: usize = 5_000;
-/// Most changes in one push, told to phones in each answer. Each push is one durable commit
-/// that rewrites every index page its new records touch: 20,000 changes (about 1,300 persons)
+/// Most changes in one push, told to phones in each answer. Each push is one durable commit (or
+/// shares one with the pushes waiting beside it, `store::group`) that rewrites every index page
+/// its new records touch: 20,000 changes (about 1,300 persons)
 /// a push made the evening's upload about a seventh quicker than 5,000, and the server wrote a
 /// third less (docs/performance.md). The body limit (`max_body_bytes`) bounds a push's size
 /// either way.

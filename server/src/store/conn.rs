@@ -482,10 +482,12 @@ pub struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
-    /// Commits it.
+    /// Commits it. When the commit fails the transaction is rolled back (SQLite may leave it
+    /// open after a failed `COMMIT`, and the connection's next `BEGIN` would fail).
     pub fn commit(mut self) -> Result<(), SqlError> {
+        self.conn.execute_batch("COMMIT")?;
         self.open = false;
-        self.conn.execute_batch("COMMIT")
+        Ok(())
     }
 }
 

@@ -11,7 +11,8 @@
 //! pins them; what only a backend can stage (a write killed part way, the writer held while
 //! pages are read) each backend shows in tests of its own (`server/tests/store_sqlite.rs`).
 //!
-//! 1. **A push is atomic and idempotent.** [`Store::push`] applies a batch in one transaction:
+//! 1. **A push is atomic and idempotent.** [`Store::push`] applies a batch in one transaction
+//!    (which it may share with other pushes committed with it, as if each committed alone):
 //!    after it returns every change is accepted (durable) or refused with a code, and a failure
 //!    leaves nothing of it. A change already answered, by (device, counter), is answered as the
 //!    first time and applied once.

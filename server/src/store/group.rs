@@ -3,16 +3,20 @@
 //!
 //! When officers sync at once, each push used to wait for the writer and then pay for a commit
 //! of its own: a sync of the log to disk, and every index page its few records touched written
-//! to the log again (the next push touched most of the same pages). Now the push that gets the
-//! writer applies every push queued by then, in arrival order, and commits once; a push is
-//! answered only after that commit, so nothing is acknowledged before it is durable. Applied one
-//! after another inside the transaction, each push sees what those before it wrote, exactly as if
-//! each had committed; should one fail, the group is undone and each push applied alone.
+//! to the log again (the next push touched many of the same pages). Now one of the waiting
+//! pushes' threads leads: holding the writer, it applies every push queued by then, in arrival
+//! order, commits once, answers each, and goes on with the next group until its own push is
+//! answered; then another waiting thread leads. The others wait for their answer, not for the
+//! writer. A push is answered only after its commit, so nothing is acknowledged before it is
+//! durable. Applied one after another inside the transaction, each push sees what those before
+//! it wrote, exactly as if each had committed; should one fail (a storage error or a fault, not
+//! a refusal) or the commit, the group is undone and each push applied alone.
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use baylink_sync::Change;
 use baylink_sync::wire::ChangeResult;
@@ -28,12 +32,24 @@ use crate::store::push::push_in;
 /// held about as long as for the largest single push the server takes.
 pub(crate) const GROUP_CHANGES: usize = 20_000;
 
-/// Pushes waiting for the writer.
+/// A push's answer.
+type Answer = Result<Vec<ChangeResult>, StoreError>;
+
+/// Pushes waiting for the writer, and whether one of their threads is applying them.
 #[derive(Default)]
 pub(crate) struct Queue {
-    waiting: Mutex<VecDeque<Waiting>>,
-    /// Groups applied (each one transaction).
-    groups: AtomicU64,
+    state: Mutex<State>,
+    /// Told when a group's pushes were answered, and when a leader steps down.
+    changed: Condvar,
+    /// Commits of pushes so far: of groups, and of pushes applied alone.
+    commits: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: VecDeque<Waiting>,
+    /// One thread applies the waiting pushes.
+    leading: bool,
 }
 
 /// A push waiting, with where its answer goes.
@@ -41,14 +57,18 @@ struct Waiting {
     caller: Caller,
     changes: Vec<Change>,
     max_ahead_ms: u64,
-    answer: SyncSender<Result<Vec<ChangeResult>, StoreError>>,
+    answer: SyncSender<Answer>,
 }
 
 impl Queue {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The longest run of waiting pushes, oldest first, within [`GROUP_CHANGES`] (the first
     /// whatever its size).
     fn take(&self) -> Vec<Waiting> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let waiting = &mut self.state().waiting;
         let mut group = Vec::new();
         let mut changes = 0;
         while let Some(next) = waiting.front() {
@@ -62,65 +82,136 @@ impl Queue {
     }
 }
 
-/// Applies a device's push on `writer`, with the pushes waiting beside it when it gets there
-/// (or by a push ahead of it, with that one's): answered once its commit is durable.
+/// The leading thread's turn: when it ends, however it ends, another waiting thread may lead.
+struct Leading<'q>(&'q Queue);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.state().leading = false;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Applies a device's push on `writer`, with the pushes waiting beside it (or a thread ahead of
+/// it does, with its own): answered once its commit is durable.
 pub(crate) fn push(
     writer: &Mutex<Connection>,
     queue: &Queue,
     caller: Caller,
     changes: Vec<Change>,
     max_ahead_ms: u64,
-) -> Result<Vec<ChangeResult>, StoreError> {
+) -> Answer {
     let (answer, answered) = sync_channel(1);
-    queue
-        .waiting
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push_back(Waiting {
-            caller,
-            changes,
-            max_ahead_ms,
-            answer,
-        });
-    let conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut state = queue.state();
+    state.waiting.push_back(Waiting {
+        caller,
+        changes,
+        max_ahead_ms,
+        answer,
+    });
     loop {
-        // Holding the writer, no other push is being applied: this one was answered by a group
-        // before, or is still waiting (and so are those before it, applied first).
-        match answered.try_recv() {
-            Ok(result) => return result,
-            Err(TryRecvError::Disconnected) => {
-                return Err(StoreError::Backend(
-                    "the push was dropped unanswered: the writer failed while applying it".into(),
-                ));
+        if let Some(result) = received(&answered) {
+            return result;
+        }
+        if state.leading {
+            state = queue
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
+        }
+        state.leading = true;
+        drop(state);
+        let _turn = Leading(queue);
+        let conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        // This push is still waiting, behind those that came before it: each group takes the
+        // oldest, so one of them takes it.
+        loop {
+            let group = queue.take();
+            if group.is_empty() {
+                return Err(unanswered());
             }
-            Err(TryRecvError::Empty) => {
-                queue.groups.fetch_add(1, Ordering::Relaxed);
-                apply(&Conn::Sqlite(&conn), queue.take(), &now_ms);
+            let applied = apply(&Conn::Sqlite(&conn), group, &now_ms);
+            queue.commits.fetch_add(applied.commits, Ordering::Relaxed);
+            queue.changed.notify_all();
+            if let Some(result) = received(&answered) {
+                return result;
             }
         }
     }
 }
 
-/// Applies `group` in one transaction at the time `now` says, and answers each push. Should
-/// any push fail (a storage error, not a refusal) or the commit, nothing of the group is kept
-/// and each push is applied again alone, as if there had been no group: pushes are decided
-/// from what the server holds, so each is answered as it would have been. (A savepoint per push
-/// would undo one alone, but SQLite copies every page a push touches before changing it: the
-/// benchmark's upload at scale 0.01 took 4.5 s with them, against 4.0 s.)
-fn apply(conn: &Conn<'_>, group: Vec<Waiting>, now: &dyn Fn() -> u64) {
-    crate::metrics::push_group(group.len());
-    if group.len() > 1
-        && let Ok(answers) = together(conn, &group, now)
-    {
-        for (push, answer) in group.into_iter().zip(answers) {
-            let _ = push.answer.send(Ok(answer));
-        }
-        return;
+/// The push's answer, if it was given (or can no longer be).
+fn received(answered: &Receiver<Answer>) -> Option<Answer> {
+    match answered.try_recv() {
+        Ok(result) => Some(result),
+        Err(TryRecvError::Disconnected) => Some(Err(unanswered())),
+        Err(TryRecvError::Empty) => None,
     }
+}
+
+fn unanswered() -> StoreError {
+    StoreError::Backend("the push was dropped unanswered: nothing of it was stored".into())
+}
+
+/// What applying a group came to.
+#[derive(Debug, PartialEq, Eq)]
+struct Applied {
+    /// Committed together (else each push alone).
+    together: bool,
+    /// Commits made.
+    commits: u64,
+}
+
+/// Applies `group` in one transaction at the time `now` says, and answers each push. Should
+/// any push fail (a storage error or a fault, not a refusal) or the commit, nothing of the group
+/// is kept and each push is applied again alone, as if there had been no group: pushes are
+/// decided from what the server holds, so each is answered as it would have been, and only the
+/// one that fails is answered with its failure. (A savepoint per push would undo one alone, but
+/// SQLite copies every page a push touches before changing it: the benchmark's upload at scale
+/// 0.01 took 4.5 s with them, against 4.0 s.)
+fn apply(conn: &Conn<'_>, group: Vec<Waiting>, now: &dyn Fn() -> u64) -> Applied {
+    if group.len() > 1 {
+        match catch_unwind(AssertUnwindSafe(|| together(conn, &group, now))) {
+            Ok(Ok(answers)) => {
+                crate::metrics::push_commit(group.len());
+                for (push, answer) in group.into_iter().zip(answers) {
+                    let _ = push.answer.send(Ok(answer));
+                }
+                return Applied {
+                    together: true,
+                    commits: 1,
+                };
+            }
+            Ok(Err(e)) => tracing::warn!(
+                "{} pushes applied together failed ({e}): each is applied alone",
+                group.len()
+            ),
+            Err(_) => tracing::error!(
+                "{} pushes applied together met a fault: each is applied alone",
+                group.len()
+            ),
+        }
+    }
+    let mut commits = 0;
     for push in group {
-        let answer =
-            crate::store::push::push(conn, &push.caller, &push.changes, now(), push.max_ahead_ms);
+        let alone = catch_unwind(AssertUnwindSafe(|| {
+            crate::store::push::push(conn, &push.caller, &push.changes, now(), push.max_ahead_ms)
+        }));
+        let answer = alone.unwrap_or_else(|_| {
+            Err(StoreError::Backend(
+                "the push met a fault in the server: nothing of it was stored".into(),
+            ))
+        });
+        if answer.is_ok() {
+            crate::metrics::push_commit(1);
+            commits += 1;
+        }
         let _ = push.answer.send(answer);
+    }
+    Applied {
+        together: false,
+        commits,
     }
 }
 
@@ -166,6 +257,8 @@ mod tests {
     /// A name the test's trigger refuses to store: a push naming it fails in its middle, after
     /// it wrote its records' values (a disk fault, as far as the push can tell).
     const FAULT: &str = "故障";
+    /// A name whose summary breaks a deferred constraint: the push's commit fails.
+    const LATE_FAULT: &str = "迟误";
 
     /// A database with the places and, for each of [`VILLAGES`], an officer with a device, and
     /// a trigger failing any write of a summary named [`FAULT`]: its path and the callers.
@@ -179,7 +272,12 @@ mod tests {
                     "CREATE TRIGGER fault_in BEFORE INSERT ON summary WHEN NEW.name = '{FAULT}'
                      BEGIN SELECT RAISE(ABORT, 'disk fault'); END;
                      CREATE TRIGGER fault_up BEFORE UPDATE ON summary WHEN NEW.name = '{FAULT}'
-                     BEGIN SELECT RAISE(ABORT, 'disk fault'); END;"
+                     BEGIN SELECT RAISE(ABORT, 'disk fault'); END;
+                     CREATE TABLE fault_target (x INTEGER PRIMARY KEY);
+                     CREATE TABLE fault_ref (x INTEGER REFERENCES fault_target (x)
+                         DEFERRABLE INITIALLY DEFERRED);
+                     CREATE TRIGGER late_fault AFTER INSERT ON summary
+                     WHEN NEW.name = '{LATE_FAULT}' BEGIN INSERT INTO fault_ref VALUES (1); END;"
                 ))?;
                 let mut callers = Vec::new();
                 for (i, village) in VILLAGES.iter().enumerate() {
@@ -254,6 +352,8 @@ mod tests {
         Elsewhere,
         /// Pushes it with a person's name set to [`FAULT`]: the push fails in its middle.
         Fault,
+        /// Pushes it with a person's name set to [`LATE_FAULT`]: the push's commit fails.
+        LateFault,
         /// Pushes it with a value no form gives (refused).
         Garbage,
     }
@@ -264,6 +364,7 @@ mod tests {
             1 => Just(Step::Again),
             1 => Just(Step::Elsewhere),
             1 => Just(Step::Fault),
+            1 => Just(Step::LateFault),
             1 => Just(Step::Garbage),
         ]
     }
@@ -321,6 +422,7 @@ mod tests {
                 Step::Next | Step::Again => {}
                 Step::Elsewhere => set("village", Value::String(other.into())),
                 Step::Fault => set("name", Value::String(FAULT.into())),
+                Step::LateFault => set("name", Value::String(LATE_FAULT.into())),
                 Step::Garbage => set("phone", Value::String("not a phone".into())),
             }
             sent[officer].push(batch.clone());
@@ -362,29 +464,35 @@ mod tests {
             let grouped = copy(&base, "grouped.db");
             let mut answers = Vec::new();
             let mut group = Vec::new();
-            let flush = |group: &mut Vec<Waiting>| {
-                let taken = std::mem::take(group);
-                grouped
-                    .call_blocking(|c| {
-                        apply(c, taken, &|| NOW);
-                        Ok(())
-                    })
-                    .unwrap();
+            let faulty = |changes: &[Change]| {
+                changes.iter().any(|c| c.value == FAULT || c.value == LATE_FAULT)
+            };
+            let flush = |group: &mut Vec<(Waiting, bool)>| {
+                let (taken, faults): (Vec<Waiting>, Vec<bool>) = std::mem::take(group).into_iter().unzip();
+                if taken.is_empty() {
+                    return Ok(());
+                }
+                let several = taken.len() > 1;
+                let applied = grouped.call_blocking(|c| Ok(apply(c, taken, &|| NOW))).unwrap();
+                // Together exactly when there were several and none failed.
+                prop_assert_eq!(applied.together, several && !faults.contains(&true));
+                Ok(())
             };
             for (i, (officer, changes)) in pushes.iter().enumerate() {
                 let (answer, answered) = sync_channel(1);
-                group.push(Waiting {
+                let waiting = Waiting {
                     caller: callers[*officer].clone(),
                     changes: changes.clone(),
                     max_ahead_ms: 60_000,
                     answer,
-                });
+                };
+                group.push((waiting, faulty(changes)));
                 answers.push(answered);
                 if cuts[i] {
-                    flush(&mut group);
+                    flush(&mut group)?;
                 }
             }
-            flush(&mut group);
+            flush(&mut group)?;
             let together: Vec<_> = answers
                 .into_iter()
                 .map(|a| answer(a.recv().unwrap()))
@@ -392,8 +500,7 @@ mod tests {
 
             prop_assert_eq!(&together, &one_by_one);
             for ((_, changes), answer) in pushes.iter().zip(&one_by_one) {
-                let fault = changes.iter().any(|c| c.value == FAULT);
-                prop_assert_eq!(answer.is_err(), fault, "only a push naming the fault fails");
+                prop_assert_eq!(answer.is_err(), faulty(changes), "only a push naming a fault fails");
             }
             prop_assert_eq!(dump(&grouped), dump(&alone));
         }
@@ -416,7 +523,7 @@ mod tests {
                 std::thread::spawn(move || push(&writer, &queue, caller, changes, 60_000))
             })
             .collect();
-        while queue.waiting.lock().unwrap().len() < pushes.len() {
+        while queue.state().waiting.len() < pushes.len() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         drop(holding);
@@ -426,10 +533,11 @@ mod tests {
             assert!(results.iter().all(|r| r.status == ChangeStatus::Accepted));
         }
         assert_eq!(
-            queue.groups.load(Ordering::Relaxed),
+            queue.commits.load(Ordering::Relaxed),
             1,
             "one commit for all"
         );
+        assert!(!queue.state().leading, "the leader stepped down");
         // Durable: a database opened afresh holds every record of the three.
         drop(db);
         let again = Db::open(&base).unwrap();
@@ -463,7 +571,7 @@ mod tests {
         ] {
             let (answer, answered) = sync_channel(1);
             answers.push(answered);
-            queue.waiting.lock().unwrap().push_back(Waiting {
+            queue.state().waiting.push_back(Waiting {
                 caller: caller.clone(),
                 changes: vec![change.clone(); size],
                 max_ahead_ms: 0,
@@ -476,5 +584,79 @@ mod tests {
         assert_eq!(sizes(queue.take()), [GROUP_CHANGES + 1]);
         assert_eq!(sizes(queue.take()), [1]);
         assert!(queue.take().is_empty());
+    }
+
+    #[test]
+    fn a_fault_applying_a_group_fails_only_the_push_it_meets_again_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, callers) = district(dir.path());
+        let db = Db::open(&base).unwrap();
+        let pushes = pushes(&[(0, Step::Next, 3), (1, Step::Next, 3), (2, Step::Next, 3)]);
+        let mut answers = Vec::new();
+        let group = pushes
+            .iter()
+            .map(|(officer, changes)| {
+                let (answer, answered) = sync_channel(1);
+                answers.push(answered);
+                Waiting {
+                    caller: callers[*officer].clone(),
+                    changes: changes.clone(),
+                    max_ahead_ms: 60_000,
+                    answer,
+                }
+            })
+            .collect();
+        // The clock is read once a push: the second push meets a fault in the group (the second
+        // reading), and again when applied alone (the fourth).
+        let readings = std::cell::Cell::new(0);
+        let now = || {
+            readings.set(readings.get() + 1);
+            assert!(![2, 4].contains(&readings.get()), "a fault");
+            NOW
+        };
+        let applied = db.call_blocking(|c| Ok(apply(c, group, &now))).unwrap();
+        assert_eq!(
+            applied,
+            Applied {
+                together: false,
+                commits: 2
+            }
+        );
+        let answers: Vec<_> = answers.iter().map(|a| a.recv().unwrap()).collect();
+        assert!(
+            answers[0]
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|r| r.status == ChangeStatus::Accepted)
+        );
+        assert!(answers[1].is_err());
+        assert!(
+            answers[2]
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|r| r.status == ChangeStatus::Accepted)
+        );
+        // The first and third stored, nothing of the second, and the writer free for the next.
+        let stored = |changes: &[Change]| {
+            let id = changes[0].entity.to_string();
+            db.call_blocking(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM entity WHERE id = ?1", [id], |r| {
+                        r.get::<_, i64>(0)
+                    })?,
+                )
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            pushes.iter().map(|(_, c)| stored(c)).collect::<Vec<_>>(),
+            [1, 0, 1]
+        );
+        let again = db
+            .call_blocking(|c| push::push(c, &callers[1], &pushes[1].1, NOW, 60_000))
+            .unwrap();
+        assert!(again.iter().all(|r| r.status == ChangeStatus::Accepted));
     }
 }
