@@ -141,7 +141,7 @@ pub fn batches(changes: &[Change]) -> Vec<&[Change]> {
 pub fn push_all(db: &Db, caller: &Caller, changes: &[Change]) {
     for batch in batches(changes) {
         let results = db
-            .push_blocking(caller.clone(), batch.to_vec(), 60_000)
+            .apply_push_blocking(caller.clone(), batch.to_vec(), 60_000)
             .expect("push");
         let refused: Vec<_> = results
             .iter()

@@ -399,7 +399,7 @@ impl Db {
 
     /// Merges a device's push (`store::push`) on the blocking pool. On SQLite it is applied
     /// with the pushes waiting beside it, in one commit (`store::group`); answered once durable.
-    pub async fn push(
+    pub async fn apply_push(
         &self,
         caller: Caller,
         changes: Vec<Change>,
@@ -411,13 +411,13 @@ impl Db {
                 .await;
         }
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.push_blocking(caller, changes, max_ahead_ms))
+        tokio::task::spawn_blocking(move || db.apply_push_blocking(caller, changes, max_ahead_ms))
             .await
             .map_err(|e| StoreError::Backend(format!("database task: {e}")))?
     }
 
-    /// [`Db::push`] on this thread.
-    pub fn push_blocking(
+    /// [`Db::apply_push`] on this thread.
+    pub fn apply_push_blocking(
         &self,
         caller: Caller,
         changes: Vec<Change>,

@@ -3,14 +3,15 @@
 //!
 //! When officers sync at once, each push used to wait for the writer and then pay for a commit
 //! of its own: a sync of the log to disk, and every index page its few records touched written
-//! to the log again (the next push touched many of the same pages). Now one of the waiting
-//! pushes' threads leads: holding the writer, it applies every push queued by then, in arrival
-//! order, commits once, answers each, and goes on with the next group until its own push is
-//! answered; then another waiting thread leads. The others wait for their answer, not for the
-//! writer. A push is answered only after its commit, so nothing is acknowledged before it is
-//! durable. Applied one after another inside the transaction, each push sees what those before
-//! it wrote, exactly as if each had committed; should one fail (a storage error or a fault, not
-//! a refusal) or the commit, the group is undone and each push applied alone.
+//! to the log again (the next push touched many of the same pages). Now every push queues, and
+//! one of the waiting pushes' threads leads: holding the writer, it applies the oldest waiting
+//! pushes (up to [`GROUP_CHANGES`]) in one transaction, commits once, answers each, lets the
+//! writer go, and goes on with the next group until its own push is answered; then another
+//! waiting thread leads. The others wait for their answer, not for the writer. A push is
+//! answered only after its commit, so nothing is acknowledged before it is durable. Applied one
+//! after another inside the transaction, each push sees what those before it wrote, exactly as
+//! if each had committed; should one fail (a storage error or a fault, not a refusal) or the
+//! commit, the group is undone and applied again in parts (`apply`).
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,8 +29,9 @@ use crate::store::error::StoreError;
 use crate::store::now_ms;
 use crate::store::push::push_in;
 
-/// Changes applied in one commit, at most (a push larger than this goes alone): the writer is
-/// held about as long as for the largest single push the server takes.
+/// Changes applied in one commit, at most (a push larger than this goes alone): the writer,
+/// let go between groups, is held about as long as for the largest single push the server
+/// takes.
 pub(crate) const GROUP_CHANGES: usize = 20_000;
 
 /// A push's answer.
@@ -123,16 +125,23 @@ pub(crate) fn push(
         state.leading = true;
         drop(state);
         let _turn = Leading(queue);
-        let conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
         // This push is still waiting, behind those that came before it: each group takes the
-        // oldest, so one of them takes it.
+        // oldest, so one of them takes it. The writer is let go between groups, for the other
+        // work that writes (a sign-in, a review, the checkpointer's finish).
         loop {
-            let group = queue.take();
-            if group.is_empty() {
-                return Err(unanswered());
-            }
-            let applied = apply(&Conn::Sqlite(&conn), group, &now_ms);
+            let applied = {
+                // The group is taken once the writer is had: those that came meanwhile join it.
+                let conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                let group = queue.take();
+                if group.is_empty() {
+                    return received(&answered).unwrap_or_else(|| Err(unanswered()));
+                }
+                apply(&Conn::Sqlite(&conn), group, &now_ms)
+            };
             queue.commits.fetch_add(applied.commits, Ordering::Relaxed);
+            // Under the queue's lock, so that a waiter between looking at its answer and
+            // waiting is not told too early.
+            drop(queue.state());
             queue.changed.notify_all();
             if let Some(result) = received(&answered) {
                 return result;
@@ -151,7 +160,7 @@ fn received(answered: &Receiver<Answer>) -> Option<Answer> {
 }
 
 fn unanswered() -> StoreError {
-    StoreError::Backend("the push was dropped unanswered: nothing of it was stored".into())
+    StoreError::Backend("the push went unanswered: send it again".into())
 }
 
 /// What applying a group came to.
@@ -164,41 +173,61 @@ struct Applied {
 }
 
 /// Applies `group` in one transaction at the time `now` says, and answers each push. Should
-/// any push fail (a storage error or a fault, not a refusal) or the commit, nothing of the group
-/// is kept and each push is applied again alone, as if there had been no group: pushes are
-/// decided from what the server holds, so each is answered as it would have been, and only the
-/// one that fails is answered with its failure. (A savepoint per push would undo one alone, but
-/// SQLite copies every page a push touches before changing it: the benchmark's upload at scale
-/// 0.01 took 4.5 s with them, against 4.0 s.)
-fn apply(conn: &Conn<'_>, group: Vec<Waiting>, now: &dyn Fn() -> u64) -> Applied {
-    if group.len() > 1 {
-        match catch_unwind(AssertUnwindSafe(|| together(conn, &group, now))) {
-            Ok(Ok(answers)) => {
-                crate::metrics::push_commit(group.len());
-                for (push, answer) in group.into_iter().zip(answers) {
-                    let _ = push.answer.send(Ok(answer));
-                }
-                return Applied {
-                    together: true,
-                    commits: 1,
-                };
+/// push k fail (a storage error, not a refusal), nothing of the group is kept: the pushes before
+/// it are applied together again, push k alone, and those after it as a group of their own.
+/// Should the commit fail, or a fault be met, each push is applied alone. Pushes are decided
+/// from what the server holds, so each is answered as it would have been without a group, and
+/// only a push that fails is answered with its failure. (A savepoint per push would undo one
+/// alone, but SQLite copies every page a push touches before changing it: the benchmark's
+/// upload at scale 0.01 took 4.5 s with them, against 4.0 s.)
+fn apply(conn: &Conn<'_>, mut group: Vec<Waiting>, now: &dyn Fn() -> u64) -> Applied {
+    if group.len() < 2 {
+        return alone(conn, group, now);
+    }
+    match catch_unwind(AssertUnwindSafe(|| together(conn, &group, now))) {
+        Ok(Ok(answers)) => {
+            crate::metrics::push_commit(group.len());
+            for (push, answer) in group.into_iter().zip(answers) {
+                let _ = push.answer.send(Ok(answer));
             }
-            Ok(Err(e)) => tracing::warn!(
-                "{} pushes applied together failed ({e}): each is applied alone",
-                group.len()
-            ),
-            Err(_) => tracing::error!(
-                "{} pushes applied together met a fault: each is applied alone",
-                group.len()
-            ),
+            Applied {
+                together: true,
+                commits: 1,
+            }
+        }
+        Ok(Err((Some(k), e))) => {
+            tracing::warn!("push {k} of {} applied together failed: {e}", group.len());
+            let after = group.split_off(k + 1);
+            let failed = group.split_off(k);
+            let commits = apply(conn, group, now).commits
+                + alone(conn, failed, now).commits
+                + apply(conn, after, now).commits;
+            Applied {
+                together: false,
+                commits,
+            }
+        }
+        Ok(Err((None, e))) => {
+            tracing::warn!("{} pushes applied together failed: {e}", group.len());
+            alone(conn, group, now)
+        }
+        Err(_) => {
+            tracing::error!("{} pushes applied together met a fault", group.len());
+            alone(conn, group, now)
         }
     }
+}
+
+/// Applies each push of `group` in a transaction of its own, and answers it: a fault met
+/// answers that push alone with an error.
+fn alone(conn: &Conn<'_>, group: Vec<Waiting>, now: &dyn Fn() -> u64) -> Applied {
     let mut commits = 0;
     for push in group {
         let alone = catch_unwind(AssertUnwindSafe(|| {
             crate::store::push::push(conn, &push.caller, &push.changes, now(), push.max_ahead_ms)
         }));
         let answer = alone.unwrap_or_else(|_| {
+            tracing::error!("a push met a fault");
             Err(StoreError::Backend(
                 "the push met a fault in the server: nothing of it was stored".into(),
             ))
@@ -215,18 +244,21 @@ fn apply(conn: &Conn<'_>, group: Vec<Waiting>, now: &dyn Fn() -> u64) -> Applied
     }
 }
 
-/// Every push of `group` applied in one transaction, and committed: their answers.
+/// Every push of `group` applied in one transaction, and committed: their answers. Failing,
+/// the push that failed (none when the transaction or its commit did).
 fn together(
     conn: &Conn<'_>,
     group: &[Waiting],
     now: &dyn Fn() -> u64,
-) -> Result<Vec<Vec<ChangeResult>>, StoreError> {
-    let tx = conn.transaction()?;
-    let answers = group
-        .iter()
-        .map(|push| push_in(&tx, &push.caller, &push.changes, now(), push.max_ahead_ms))
-        .collect::<Result<Vec<_>, _>>()?;
-    tx.commit()?;
+) -> Result<Vec<Vec<ChangeResult>>, (Option<usize>, StoreError)> {
+    let tx = conn.transaction().map_err(|e| (None, e.into()))?;
+    let mut answers = Vec::with_capacity(group.len());
+    for (k, push) in group.iter().enumerate() {
+        let answer = push_in(&tx, &push.caller, &push.changes, now(), push.max_ahead_ms)
+            .map_err(|e| (Some(k), e))?;
+        answers.push(answer);
+    }
+    tx.commit().map_err(|e| (None, e.into()))?;
     Ok(answers)
 }
 
@@ -523,7 +555,12 @@ mod tests {
                 std::thread::spawn(move || push(&writer, &queue, caller, changes, 60_000))
             })
             .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while queue.state().waiting.len() < pushes.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pushes never all waited"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         drop(holding);
@@ -592,20 +629,7 @@ mod tests {
         let (base, callers) = district(dir.path());
         let db = Db::open(&base).unwrap();
         let pushes = pushes(&[(0, Step::Next, 3), (1, Step::Next, 3), (2, Step::Next, 3)]);
-        let mut answers = Vec::new();
-        let group = pushes
-            .iter()
-            .map(|(officer, changes)| {
-                let (answer, answered) = sync_channel(1);
-                answers.push(answered);
-                Waiting {
-                    caller: callers[*officer].clone(),
-                    changes: changes.clone(),
-                    max_ahead_ms: 60_000,
-                    answer,
-                }
-            })
-            .collect();
+        let (group, answers) = waiting(&callers, &pushes);
         // The clock is read once a push: the second push meets a fault in the group (the second
         // reading), and again when applied alone (the fourth).
         let readings = std::cell::Cell::new(0);
@@ -658,5 +682,107 @@ mod tests {
             .call_blocking(|c| push::push(c, &callers[1], &pushes[1].1, NOW, 60_000))
             .unwrap();
         assert!(again.iter().all(|r| r.status == ChangeStatus::Accepted));
+    }
+
+    /// The waiting pushes of `pushes`, with where each answer comes.
+    fn waiting(
+        callers: &[Caller],
+        pushes: &[(usize, Vec<Change>)],
+    ) -> (Vec<Waiting>, Vec<Receiver<Answer>>) {
+        pushes
+            .iter()
+            .map(|(officer, changes)| {
+                let (answer, answered) = sync_channel(1);
+                let push = Waiting {
+                    caller: callers[*officer].clone(),
+                    changes: changes.clone(),
+                    max_ahead_ms: 60_000,
+                    answer,
+                };
+                (push, answered)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn a_push_failing_in_a_group_is_applied_alone_between_those_before_and_after_it_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, callers) = district(dir.path());
+        let db = Db::open(&base).unwrap();
+        let pushes = pushes(&[
+            (0, Step::Next, 3),
+            (1, Step::Next, 3),
+            (1, Step::Fault, 3),
+            (2, Step::Next, 3),
+            (0, Step::Next, 3),
+        ]);
+        assert!(pushes[2].1.iter().any(|c| c.value == FAULT));
+        let (group, answers) = waiting(&callers, &pushes);
+        let applied = db.call_blocking(|c| Ok(apply(c, group, &|| NOW))).unwrap();
+        // The two before it in one commit, the two after it in another: not four.
+        assert_eq!(
+            applied,
+            Applied {
+                together: false,
+                commits: 2
+            }
+        );
+        for (n, answer) in answers.iter().enumerate() {
+            let answer = answer.recv().unwrap();
+            match n {
+                2 => assert!(answer.is_err()),
+                _ => assert!(
+                    answer
+                        .unwrap()
+                        .iter()
+                        .all(|r| r.status == ChangeStatus::Accepted)
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn pushes_from_many_threads_at_once_are_all_answered_as_leaders_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, callers) = district(dir.path());
+        let db = Db::open(&base).unwrap();
+        let (writer, queue) = db.group_parts();
+        // Each officer's records in batches of 2 records, pushed one after another by a thread
+        // of its own.
+        let mut sent = 0;
+        let (done, results) = std::sync::mpsc::channel();
+        for (officer, caller) in callers.iter().enumerate() {
+            let batches: Vec<Vec<Change>> = pushes(&vec![(officer, Step::Next, 1); 40])
+                .into_iter()
+                .map(|(_, changes)| changes)
+                .collect();
+            let (writer, queue, done) = (Arc::clone(&writer), Arc::clone(&queue), done.clone());
+            let caller = caller.clone();
+            sent += batches.len();
+            std::thread::spawn(move || {
+                for batch in batches {
+                    let answer = push(&writer, &queue, caller.clone(), batch, 60_000);
+                    done.send(answer).unwrap();
+                }
+            });
+        }
+        for _ in 0..sent {
+            let answer = results
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("every push answered");
+            assert!(
+                answer
+                    .unwrap()
+                    .iter()
+                    .all(|r| r.status == ChangeStatus::Accepted)
+            );
+        }
+        assert!(!queue.state().leading, "the last leader stepped down");
+        assert!(queue.state().waiting.is_empty());
+        let commits = queue.commits.load(Ordering::Relaxed) as usize;
+        assert!(
+            (1..=sent).contains(&commits),
+            "{commits} commits for {sent} pushes"
+        );
     }
 }

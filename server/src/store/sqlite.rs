@@ -61,7 +61,7 @@ impl Store for Db {
         max_clock_ahead_ms: u64,
     ) -> StoreFuture<Vec<ChangeResult>> {
         let db = self.clone();
-        Box::pin(async move { db.push(caller, changes, max_clock_ahead_ms).await })
+        Box::pin(async move { db.apply_push(caller, changes, max_clock_ahead_ms).await })
     }
 
     fn pull_page(
