@@ -25,8 +25,9 @@ use crate::sync::client::Client;
 
 /// Changes per push, at most, once the server has said it takes as many (whole actions, so
 /// about 1,300 new persons; until then [`FIRST_PUSH_CHANGES`], which every server takes). Each
-/// push is one transaction and one durable commit on the server, which rewrites every index
-/// page its new records touch: fewer, larger pushes write less.
+/// push is applied in one transaction on the server (shared with other devices' pushes waiting
+/// beside it), whose commit rewrites every index page its new records touch: fewer, larger
+/// pushes write less.
 const PUSH_BATCH: usize = 20_000;
 /// JSON per push, about, at first (counted in the older protocol's larger form): three
 /// quarters of the server's default limit on a body (8 MiB), so that a day of long notes goes

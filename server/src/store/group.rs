@@ -29,9 +29,11 @@ use crate::store::error::StoreError;
 use crate::store::now_ms;
 use crate::store::push::push_in;
 
-/// Changes applied in one commit, at most (a push larger than this goes alone): the writer,
-/// let go between groups, is held about as long as for the largest single push the server
-/// takes.
+/// Changes applied in one commit, at most (a push larger than this goes alone): the writer is
+/// held about as long as for the largest single push the server takes (twice that when a push
+/// fails in the group, applied again in parts), and let go between groups. The standard
+/// library's mutex is not fair: another writer waiting (a sign-in, a review) gets its chance
+/// there, not a turn.
 pub(crate) const GROUP_CHANGES: usize = 20_000;
 
 /// A push's answer.
@@ -166,7 +168,7 @@ fn unanswered() -> StoreError {
 /// What applying a group came to.
 #[derive(Debug, PartialEq, Eq)]
 struct Applied {
-    /// Committed together (else each push alone).
+    /// Committed together, all in one commit (else in parts, or each push alone).
     together: bool,
     /// Commits made.
     commits: u64,
@@ -196,7 +198,11 @@ fn apply(conn: &Conn<'_>, mut group: Vec<Waiting>, now: &dyn Fn() -> u64) -> App
             }
         }
         Ok(Err((Some(k), e))) => {
-            tracing::warn!("push {k} of {} applied together failed: {e}", group.len());
+            tracing::warn!(
+                "push {} of {} applied together failed: {e}",
+                k + 1,
+                group.len()
+            );
             let after = group.split_off(k + 1);
             let failed = group.split_off(k);
             let commits = apply(conn, group, now).commits
@@ -473,7 +479,8 @@ mod tests {
 
         /// Pushes applied together, in groups cut anywhere, answer and store exactly what they
         /// answer and store applied one by one, each committed alone: replays, refusals, and a
-        /// push failing in its middle (its group undone, each push then applied alone) included.
+        /// push failing in its middle and one whose commit fails (its group undone and applied
+        /// again in parts) included.
         #[test]
         fn pushes_applied_together_end_as_pushes_applied_one_by_one(
             steps in prop::collection::vec((0..VILLAGES.len(), step(), any::<u8>()), 1..16),
