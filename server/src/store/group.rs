@@ -142,7 +142,7 @@ pub(crate) fn push(
             };
             queue.commits.fetch_add(applied.commits, Ordering::Relaxed);
             // Under the queue's lock, so that a waiter between looking at its answer and
-            // waiting is not told too early.
+            // waiting does not miss this wake-up (it would notice its answer a group late).
             drop(queue.state());
             queue.changed.notify_all();
             if let Some(result) = received(&answered) {
