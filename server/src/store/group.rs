@@ -501,7 +501,6 @@ mod tests {
                 .collect();
 
             let grouped = copy(&base, "grouped.db");
-            let mut answers = Vec::new();
             let mut group = Vec::new();
             let faulty = |changes: &[Change]| {
                 changes.iter().any(|c| c.value == FAULT || c.value == LATE_FAULT)
@@ -517,16 +516,9 @@ mod tests {
                 prop_assert_eq!(applied.together, several && !faults.contains(&true));
                 Ok(())
             };
-            for (i, (officer, changes)) in pushes.iter().enumerate() {
-                let (answer, answered) = sync_channel(1);
-                let waiting = Waiting {
-                    caller: callers[*officer].clone(),
-                    changes: changes.clone(),
-                    max_ahead_ms: 60_000,
-                    answer,
-                };
-                group.push((waiting, faulty(changes)));
-                answers.push(answered);
+            let (all, answers) = waiting(&callers, &pushes);
+            for (i, (push, (_, changes))) in all.into_iter().zip(&pushes).enumerate() {
+                group.push((push, faulty(changes)));
                 if cuts[i] {
                     flush(&mut group)?;
                 }
@@ -546,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn pushes_waiting_for_the_writer_go_in_one_commit_and_each_is_answered_after_it() {
+    fn pushes_waiting_for_the_writer_go_in_one_commit_and_all_are_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (base, callers) = district(dir.path());
         let db = Db::open(&base).unwrap();
