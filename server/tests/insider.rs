@@ -13,11 +13,16 @@
 //! - the device's counter is the newest it had accepted, so its next honest change is applied;
 //! - a record deleted and compacted away (`compact`) never comes back outside the caller's
 //!   villages, nor as another kind: a person and a dispute in each village are, and changes and
-//!   whole registrations of them (or of other kinds on their ids) are sent at random.
+//!   whole registrations of them (or of other kinds on their ids) are sent at random;
+//! - on SQLite, where pushes waiting for the writer are applied together, some hostile pushes
+//!   go in one group with an honest officer's registration of a house, a person and her
+//!   residence in another village, before or after it: that push is accepted whole and its
+//!   records hold exactly what it sent, its officer their author.
 
 // Helpers here are part of the tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Body;
@@ -33,6 +38,7 @@ use baylink_server::store::conn::Conn;
 use baylink_server::store::now_ms;
 use baylink_server::store::{devices, push, retention};
 use baylink_server::{AppState, Config, app, auth, demo};
+use baylink_sync::wire::PushRequest;
 use baylink_sync::{Change, ChangeId, Hlc, NodeId, Stamp};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -85,19 +91,22 @@ fn input(pairs: &[(&str, &str)]) -> Input {
         .collect()
 }
 
-/// An honest officer's push of one whole record through the store; its id.
-fn honest(
-    conn: &Conn<'_>,
+/// An honest officer's capture of one whole record (on `id` when its kind has no natural key
+/// and one is given): its id and changes.
+fn honest_changes(
     caller: &Caller,
     counter: &mut u64,
     kind: EntityKind,
     pairs: &[(&str, &str)],
-) -> Uuid {
+    id: Option<Uuid>,
+) -> (Uuid, Vec<Change>) {
     let fields = validate_capture(kind, &input(pairs), today()).unwrap();
-    let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
+    let id = natural_id(kind, &fields)
+        .or(id)
+        .unwrap_or_else(Uuid::now_v7);
     let node = NodeId(Uuid::parse_str(&caller.device).unwrap());
     let stamp = Stamp::new(Hlc::new(now_ms(), 0), node);
-    let changes: Vec<Change> = fields
+    let changes = fields
         .into_iter()
         .map(|(field, value)| {
             *counter += 1;
@@ -116,6 +125,18 @@ fn honest(
             }
         })
         .collect();
+    (id, changes)
+}
+
+/// An honest officer's push of one whole record through the store; its id.
+fn honest(
+    conn: &Conn<'_>,
+    caller: &Caller,
+    counter: &mut u64,
+    kind: EntityKind,
+    pairs: &[(&str, &str)],
+) -> Uuid {
+    let (id, changes) = honest_changes(caller, counter, kind, pairs, None);
     let results = push::push(conn, caller, &changes, now_ms(), 60_000).unwrap();
     assert!(
         results.iter().all(|r| r.code.is_none()),
@@ -181,6 +202,16 @@ struct World {
     compacted: Vec<Compacted>,
     /// How many changes the attacker's own records took.
     setup_changes: u64,
+    /// The attacker as the server knows them once signed in on [`ATTACKER_DEVICE`].
+    attacker: Caller,
+    /// The other villages' officers, on their phones.
+    victims: Vec<Caller>,
+    /// Registrations by a victim so far in a group with a hostile push: numbers their
+    /// counters and values.
+    beside: Cell<u64>,
+    /// Each victim's house and residence registered in a group (kinds with no natural key: ids
+    /// of their first capture, time-ordered).
+    beside_ids: [[Uuid; 2]; 2],
     _dir: tempfile::TempDir,
 }
 
@@ -190,7 +221,7 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
     config.database = database;
     let (state, db) = AppState::open(config).unwrap();
     let hash = auth::password::hash(PASSWORD).unwrap();
-    let (pool, id_numbers, compacted) = db
+    let (pool, id_numbers, compacted, attacker, victims) = db
         .call_blocking(move |conn| {
             demo::seed_places(conn)?;
             let mut callers = Vec::new();
@@ -397,7 +428,8 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                 let rule = baylink_domain::watch::Rule::id_number(number).unwrap();
                 alerts::add_rule(conn, admin, &rule, "watched", now_ms())?;
             }
-            Ok((pool, numbers, compacted))
+            let attacker = mine.map(|m| m.account).unwrap();
+            Ok((pool, numbers, compacted, attacker, callers))
         })
         .unwrap();
     let token = runtime.block_on(async {
@@ -415,6 +447,15 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
         own: [Uuid::nil(); 4],
         compacted,
         setup_changes: 0,
+        attacker: Caller {
+            account: attacker,
+            role: Role::Officer,
+            device: ATTACKER_DEVICE.to_string(),
+            villages: vec![MINE.to_owned()],
+        },
+        victims,
+        beside: Cell::new(0),
+        beside_ids: [[(); 2]; 2].map(|ids| ids.map(|()| Uuid::now_v7())),
         _dir: dir,
     };
     // The attacker's own house, person and motorcycle (its plate's text a victim's car's),
@@ -667,6 +708,9 @@ struct Case {
     /// What the pull says the device holds of its own (`own_held_after`): nothing, all, or any
     /// counter; it narrows only what this device is sent.
     own: Option<u64>,
+    /// Whether the push goes in one group with a victim's honest push (on SQLite): 0 through
+    /// HTTP alone, 1 before the honest push, 2 after it.
+    grouped: u8,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -710,9 +754,10 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![Just(None), Just(Some(0u64)), any::<u64>().prop_map(Some)],
+        prop_oneof![4 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
     )
         .prop_map(
-            |(templates, shapes, counters, cursor, zstd, actions, own)| Case {
+            |(templates, shapes, counters, cursor, zstd, actions, own, grouped)| Case {
                 templates,
                 shapes,
                 counters,
@@ -720,6 +765,7 @@ fn case() -> impl Strategy<Value = Case> {
                 zstd,
                 actions,
                 own,
+                grouped,
             },
         )
 }
@@ -736,6 +782,19 @@ struct Attacker {
     tally: [u64; 6],
     /// Persons of other villages who moved in.
     arrivals: usize,
+    /// The records an honest push in this case's group wrote, as it sent them.
+    beside: Vec<Sent>,
+    /// Hostile pushes applied in one group with an honest one.
+    grouped: u64,
+}
+
+/// A record an honest officer's push registered: what the server must hold of it.
+struct Sent {
+    id: Uuid,
+    kind: EntityKind,
+    officer: String,
+    village: String,
+    fields: BTreeMap<String, Value>,
 }
 
 impl World {
@@ -1067,6 +1126,112 @@ impl World {
         }
     }
 
+    /// Applies the hostile push `batch` in one group with a victim's honest registration of a
+    /// house, a person and her residence (`first`: the hostile push first), as the server does
+    /// pushes waiting for its writer together, read as the push route reads it: the hostile
+    /// push's answer, as the route gives it. The honest push must be accepted whole; what it
+    /// sent goes to `me.beside`, checked once the case is over. `None` where pushes are not
+    /// grouped (PostgreSQL).
+    fn together(
+        &self,
+        batch: &Value,
+        first: bool,
+        me: &mut Attacker,
+    ) -> Result<Option<Value>, TestCaseError> {
+        let request: PushRequest = serde_json::from_value(batch.clone()).unwrap();
+        let hostile = request.into_changes();
+        let n = self.beside.get() + 1;
+        self.beside.set(n);
+        let v = n as usize % self.victims.len();
+        let (victim, officer) = (&self.victims[v], ["ob", "oc"][v]);
+        let village = victim.villages[0].as_str();
+        // The same house, person and residence of each victim every time (the world's records,
+        // which every case's snapshots read, stay as many): the first time registered, then
+        // edited. Counters past the victims' set-up (1,000 and on).
+        let mut counter = 1_000_000 + n * 100;
+        let number = baylink_domain::synthetic::resident_id(20_000 + v as u64);
+        let ids = self.beside_ids[v];
+        let (house, mut honest) = honest_changes(
+            victim,
+            &mut counter,
+            EntityKind::House,
+            &[
+                ("village", village),
+                ("address", &format!("新村{n}号")),
+                ("use", "rental"),
+                ("status", "in_use"),
+            ],
+            Some(ids[0]),
+        );
+        let name = ["刘洋", "周婷", "吴强"][n as usize % 3];
+        let (person, more) = honest_changes(
+            victim,
+            &mut counter,
+            EntityKind::Person,
+            &[("village", village), ("id_number", &number), ("name", name)],
+            None,
+        );
+        honest.extend(more);
+        let (house_text, person_text) = (house.to_string(), person.to_string());
+        let (_, more) = honest_changes(
+            victim,
+            &mut counter,
+            EntityKind::Residence,
+            &[
+                ("village", village),
+                ("person", &person_text),
+                ("house", &house_text),
+                ("moved_in", "2026-02-01"),
+                ("relation", ["tenant", "family"][n as usize % 2]),
+            ],
+            Some(ids[1]),
+        );
+        honest.extend(more);
+        // Registered the first time; then edited, a field of each (history the snapshots read).
+        if n > self.victims.len() as u64 {
+            honest.retain(|c| ["address", "name", "relation"].contains(&c.field.as_str()));
+        }
+        let mut pushes = vec![
+            (self.attacker.clone(), hostile),
+            (victim.clone(), honest.clone()),
+        ];
+        if !first {
+            pushes.reverse();
+        }
+        let max_ahead = self.state.config.max_clock_ahead_ms;
+        let Some((together, mut answers)) = self.db.apply_together(pushes, max_ahead) else {
+            return Ok(None);
+        };
+        if !first {
+            answers.reverse();
+        }
+        let (Ok(hostile), Ok(honest_answer)) = (answers.remove(0), answers.remove(0)) else {
+            prop_assert!(false, "a push of the group failed");
+            unreachable!()
+        };
+        prop_assert!(together, "the group was applied in parts");
+        prop_assert_eq!(honest_answer.len(), honest.len());
+        prop_assert!(
+            honest_answer.iter().all(|r| r.code.is_none()),
+            "the honest push beside a hostile one: {:?}",
+            honest_answer
+        );
+        let mut records: BTreeMap<Uuid, Sent> = BTreeMap::new();
+        for change in honest {
+            let sent = records.entry(change.entity).or_insert_with(|| Sent {
+                id: change.entity,
+                kind: EntityKind::parse(&change.kind).unwrap(),
+                officer: officer.to_owned(),
+                village: village.to_owned(),
+                fields: BTreeMap::new(),
+            });
+            sent.fields.insert(change.field, change.value);
+        }
+        me.beside.extend(records.into_values());
+        me.grouped += 1;
+        Ok(Some(json!({ "results": hostile })))
+    }
+
     /// Sends one case's push and pull; returns what the pull sent.
     fn run(
         &self,
@@ -1172,13 +1337,20 @@ impl World {
         } else {
             json!({"protocol": 2, "device": ATTACKER_DEVICE, "changes": changes})
         };
-        let (status, answer) = runtime.block_on(call_as(
-            &self.state,
-            "/api/v1/sync/push",
-            Some(&self.token),
-            &batch,
-            case.zstd,
-        ));
+        let together = match case.grouped {
+            0 => None,
+            _ => self.together(&batch, case.grouped == 1, me)?,
+        };
+        let (status, answer) = match together {
+            Some(answer) => (StatusCode::OK, answer),
+            None => runtime.block_on(call_as(
+                &self.state,
+                "/api/v1/sync/push",
+                Some(&self.token),
+                &batch,
+                case.zstd,
+            )),
+        };
         prop_assert_eq!(status, StatusCode::OK, "{}", answer);
         // A counter the device already used is answered as its first use was (a replay).
         let floor = me.newest_accepted;
@@ -1325,6 +1497,35 @@ fn flagged_for_move_in(
             .get("review_comment")
             .is_some_and(|v| v.0.contains("登记新的居住信息"))
         && arrived
+}
+
+/// Checks that a record an honest push registered beside a hostile one holds what it sent, in
+/// its officer's village, its officer its author, pending review.
+fn beside_as_sent(sent: &Sent, held: Option<&Snapshot>) -> Result<(), TestCaseError> {
+    let Some(held) = held else {
+        prop_assert!(false, "{} was not stored", sent.id);
+        unreachable!()
+    };
+    prop_assert_eq!(&held.kind, sent.kind.as_str());
+    prop_assert_eq!(held.village.as_deref(), Some(sent.village.as_str()));
+    prop_assert_eq!(
+        &held.villages,
+        &BTreeSet::from([sent.village.clone()]),
+        "{} seen by other villages",
+        sent.id
+    );
+    let value = |field: &str| {
+        held.fields
+            .get(field)
+            .map(|v| serde_json::from_str::<Value>(&v.0).unwrap())
+    };
+    for (field, sent_value) in &sent.fields {
+        let stored = value(field);
+        prop_assert_eq!(stored.as_ref(), Some(sent_value), "{}: {}", sent.id, field);
+    }
+    prop_assert_eq!(value("created_by"), Some(json!(sent.officer)));
+    prop_assert_eq!(value("review_status"), Some(json!("pending")));
+    Ok(())
 }
 
 /// Checks the first invariant between two snapshots.
@@ -1508,6 +1709,8 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
         known: BTreeSet::from([Uuid::from_u128(0x7000_8000_0000_0000_00A0)]),
         tally: [0; 6],
         arrivals: 0,
+        beside: Vec::new(),
+        grouped: 0,
     });
     let cases: u32 = std::env::var("PROPTEST_CASES")
         .ok()
@@ -1530,7 +1733,16 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
             .inspect_err(|e| eprintln!("failing case {case:?}: {e}"))?;
         // The world persists across cases, so shrinking cannot find the culprit again: print
         // every failing case, the first one being it.
-        let after = snapshot(&runtime, &world.state);
+        let mut after = snapshot(&runtime, &world.state);
+        // The honest push's records, beside a hostile one in its group: exactly as sent (and
+        // out of the invariant below, which holds for records no honest push wrote).
+        let mut before = before;
+        for sent in std::mem::take(&mut me.borrow_mut().beside) {
+            let held = after.remove(&sent.id.to_string());
+            before.remove(&sent.id.to_string());
+            beside_as_sent(&sent, held.as_ref())
+                .inspect_err(|e| eprintln!("failing case {case:?}: {e}"))?;
+        }
         let arrived = nothing_outside_changed(&before, &after)
             .and_then(|arrived| compacted_stay_gone(&world.compacted, &after).map(|()| arrived))
             .inspect_err(|e| eprintln!("failing case {case:?}: {e}"))?;
@@ -1549,6 +1761,12 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
     // moved in were told as hits; compacted records were named.
     assert!(accepted > 0 && refused > accepted && pulled > 0 && bad_cursors > 0 && hits > 0);
     assert!(to_compacted > 0);
+    // Hostile pushes went in one group with an honest one (SQLite, which groups them).
+    eprintln!(
+        "{} hostile pushes applied in one group with an honest one",
+        me.grouped
+    );
+    assert!(world.db.is_postgres() || me.grouped > 0);
     // Victims moved in (a residence of the caller's village naming them) along the way.
     eprintln!("{} persons of other villages moved in", me.arrivals);
     assert!(me.arrivals > 0);

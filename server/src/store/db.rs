@@ -431,6 +431,19 @@ impl Db {
         }
     }
 
+    /// Applies `pushes` as one group, as pushes found waiting for the writer together are:
+    /// whether they were committed together, and each push's answer. `None` where pushes are
+    /// not grouped (PostgreSQL). For tests of what a push can do to another of its group.
+    #[doc(hidden)]
+    pub fn apply_together(
+        &self,
+        pushes: Vec<(Caller, Vec<Change>)>,
+        max_ahead_ms: u64,
+    ) -> Option<(bool, Vec<group::Answer>)> {
+        let s = self.grouped()?;
+        Some(group::apply_waiting(&s.conn, pushes, max_ahead_ms))
+    }
+
     /// The SQLite database whose pushes are applied together: not PostgreSQL, whose nodes each
     /// take the writer lock per transaction, nor the deliberately broken backend, which numbers
     /// before the lock push by push.

@@ -37,7 +37,7 @@ use crate::store::push::push_in;
 pub(crate) const GROUP_CHANGES: usize = 20_000;
 
 /// A push's answer.
-type Answer = Result<Vec<ChangeResult>, StoreError>;
+pub(crate) type Answer = Result<Vec<ChangeResult>, StoreError>;
 
 /// Pushes waiting for the writer, and whether one of their threads is applying them.
 #[derive(Default)]
@@ -150,6 +150,44 @@ pub(crate) fn push(
             }
         }
     }
+}
+
+/// Applies `pushes` on `writer` as one group, as pushes found waiting for it together are:
+/// whether they were committed together, and each push's answer (what a push can do to another
+/// of its group, in tests beyond this crate's).
+pub(crate) fn apply_waiting(
+    writer: &Mutex<Connection>,
+    pushes: Vec<(Caller, Vec<Change>)>,
+    max_ahead_ms: u64,
+) -> (bool, Vec<Answer>) {
+    let (group, answered): (Vec<Waiting>, Vec<Receiver<Answer>>) =
+        waiting(pushes, max_ahead_ms).unzip();
+    let applied = {
+        let conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        apply(&Conn::Sqlite(&conn), group, &now_ms)
+    };
+    let answers = answered
+        .iter()
+        .map(|a| received(a).unwrap_or_else(|| Err(unanswered())))
+        .collect();
+    (applied.together, answers)
+}
+
+/// Each push as waiting, with where its answer comes.
+fn waiting(
+    pushes: Vec<(Caller, Vec<Change>)>,
+    max_ahead_ms: u64,
+) -> impl Iterator<Item = (Waiting, Receiver<Answer>)> {
+    pushes.into_iter().map(move |(caller, changes)| {
+        let (answer, answered) = sync_channel(1);
+        let push = Waiting {
+            caller,
+            changes,
+            max_ahead_ms,
+            answer,
+        };
+        (push, answered)
+    })
 }
 
 /// The push's answer, if it was given (or can no longer be).
@@ -688,19 +726,11 @@ mod tests {
         callers: &[Caller],
         pushes: &[(usize, Vec<Change>)],
     ) -> (Vec<Waiting>, Vec<Receiver<Answer>>) {
-        pushes
+        let pushes = pushes
             .iter()
-            .map(|(officer, changes)| {
-                let (answer, answered) = sync_channel(1);
-                let push = Waiting {
-                    caller: callers[*officer].clone(),
-                    changes: changes.clone(),
-                    max_ahead_ms: 60_000,
-                    answer,
-                };
-                (push, answered)
-            })
-            .unzip()
+            .map(|(officer, changes)| (callers[*officer].clone(), changes.clone()))
+            .collect();
+        super::waiting(pushes, 60_000).unzip()
     }
 
     #[test]
