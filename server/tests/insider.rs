@@ -22,7 +22,7 @@
 // Helpers here are part of the tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Body;
@@ -32,7 +32,7 @@ use baylink_domain::{Date, EntityKind, Input, natural_id, validate_capture};
 use baylink_server::store::accounts::{self, NewAccount, Role};
 use baylink_server::store::alerts;
 use baylink_server::store::audit::Actor;
-use baylink_server::store::authorize::HOME_ONLY;
+use baylink_server::store::authorize::{HOME_ONLY, SERVER_OWNED};
 use baylink_server::store::caller::Caller;
 use baylink_server::store::conn::Conn;
 use baylink_server::store::now_ms;
@@ -91,19 +91,15 @@ fn input(pairs: &[(&str, &str)]) -> Input {
         .collect()
 }
 
-/// An honest officer's capture of one whole record (on `id` when its kind has no natural key
-/// and one is given): its id and changes.
+/// An honest officer's capture of one whole record: its id and changes.
 fn honest_changes(
     caller: &Caller,
     counter: &mut u64,
     kind: EntityKind,
     pairs: &[(&str, &str)],
-    id: Option<Uuid>,
 ) -> (Uuid, Vec<Change>) {
     let fields = validate_capture(kind, &input(pairs), today()).unwrap();
-    let id = natural_id(kind, &fields)
-        .or(id)
-        .unwrap_or_else(Uuid::now_v7);
+    let id = natural_id(kind, &fields).unwrap_or_else(Uuid::now_v7);
     let node = NodeId(Uuid::parse_str(&caller.device).unwrap());
     let stamp = Stamp::new(Hlc::new(now_ms(), 0), node);
     let changes = fields
@@ -136,7 +132,7 @@ fn honest(
     kind: EntityKind,
     pairs: &[(&str, &str)],
 ) -> Uuid {
-    let (id, changes) = honest_changes(caller, counter, kind, pairs, None);
+    let (id, changes) = honest_changes(caller, counter, kind, pairs);
     let results = push::push(conn, caller, &changes, now_ms(), 60_000).unwrap();
     assert!(
         results.iter().all(|r| r.code.is_none()),
@@ -206,13 +202,29 @@ struct World {
     attacker: Caller,
     /// The other villages' officers, on their phones.
     victims: Vec<Caller>,
-    /// Registrations by a victim so far in a group with a hostile push: numbers their
-    /// counters and values.
+    /// Each victim's house (in [`World::pool`]: hostile pushes name it).
+    houses: Vec<Uuid>,
+    /// Honest pushes so far in a group with a hostile one: numbers their counters and values.
     beside: Cell<u64>,
-    /// Each victim's house and residence registered in a group (kinds with no natural key: ids
-    /// of their first capture, time-ordered).
-    beside_ids: [[Uuid; 2]; 2],
+    /// The records honest pushes in a group registered (a person and her residence in her
+    /// officer's house, of each victim; in no pool, so registered in the group, never taken
+    /// before it): what each must hold, after every case.
+    registered: RefCell<BTreeMap<Uuid, Registered>>,
     _dir: tempfile::TempDir,
+}
+
+/// What a record an honest push registered must hold.
+struct Registered {
+    kind: EntityKind,
+    village: String,
+    officer: String,
+    device: String,
+    /// Its officer's fields, as last sent.
+    fields: BTreeMap<String, Value>,
+    /// Its history's length when last checked (none before its first check).
+    history: Option<i64>,
+    /// Its officer's changes since (each an entry of its history).
+    written: i64,
 }
 
 fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
@@ -221,7 +233,7 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
     config.database = database;
     let (state, db) = AppState::open(config).unwrap();
     let hash = auth::password::hash(PASSWORD).unwrap();
-    let (pool, id_numbers, compacted, attacker, victims) = db
+    let (pool, id_numbers, compacted, attacker, victims, houses) = db
         .call_blocking(move |conn| {
             demo::seed_places(conn)?;
             let mut callers = Vec::new();
@@ -260,6 +272,7 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                 }
             }
             let mut pool = Vec::new();
+            let mut houses = Vec::new();
             let mut numbers = Vec::new();
             for (i, caller) in callers.iter().enumerate() {
                 let village = caller.villages[0].as_str();
@@ -374,6 +387,7 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                     ],
                 );
                 pool.extend([house, person, residence, vehicle]);
+                houses.push(house);
                 numbers.push(number);
             }
             numbers.push(baylink_domain::synthetic::resident_id(999));
@@ -429,7 +443,7 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
                 alerts::add_rule(conn, admin, &rule, "watched", now_ms())?;
             }
             let attacker = mine.map(|m| m.account).unwrap();
-            Ok((pool, numbers, compacted, attacker, callers))
+            Ok((pool, numbers, compacted, attacker, callers, houses))
         })
         .unwrap();
     let token = runtime.block_on(async {
@@ -438,6 +452,16 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
         assert_eq!(status, StatusCode::OK, "{answer}");
         answer["access_token"].as_str().unwrap().to_owned()
     });
+    // As the push route knows the caller from the token (`AuthDevice`).
+    let holder = runtime
+        .block_on(state.store.token_holder(ATTACKER_DEVICE, attacker))
+        .unwrap();
+    let attacker = Caller {
+        account: attacker,
+        role: holder.account.unwrap().role,
+        device: ATTACKER_DEVICE.to_string(),
+        villages: holder.villages,
+    };
     let mut world = World {
         state,
         db,
@@ -447,15 +471,11 @@ fn world(runtime: &tokio::runtime::Runtime, database: Option<String>) -> World {
         own: [Uuid::nil(); 4],
         compacted,
         setup_changes: 0,
-        attacker: Caller {
-            account: attacker,
-            role: Role::Officer,
-            device: ATTACKER_DEVICE.to_string(),
-            villages: vec![MINE.to_owned()],
-        },
+        attacker,
         victims,
+        houses,
         beside: Cell::new(0),
-        beside_ids: [[(); 2]; 2].map(|ids| ids.map(|()| Uuid::now_v7())),
+        registered: RefCell::new(BTreeMap::new()),
         _dir: dir,
     };
     // The attacker's own house, person and motorcycle (its plate's text a victim's car's),
@@ -782,19 +802,10 @@ struct Attacker {
     tally: [u64; 6],
     /// Persons of other villages who moved in.
     arrivals: usize,
-    /// The records an honest push in this case's group wrote, as it sent them.
-    beside: Vec<Sent>,
+    /// The victim's house's edit an honest push in this case's group made.
+    beside: Vec<Change>,
     /// Hostile pushes applied in one group with an honest one.
     grouped: u64,
-}
-
-/// A record an honest officer's push registered: what the server must hold of it.
-struct Sent {
-    id: Uuid,
-    kind: EntityKind,
-    officer: String,
-    village: String,
-    fields: BTreeMap<String, Value>,
 }
 
 impl World {
@@ -1126,12 +1137,14 @@ impl World {
         }
     }
 
-    /// Applies the hostile push `batch` in one group with a victim's honest registration of a
-    /// house, a person and her residence (`first`: the hostile push first), as the server does
-    /// pushes waiting for its writer together, read as the push route reads it: the hostile
-    /// push's answer, as the route gives it. The honest push must be accepted whole; what it
-    /// sent goes to `me.beside`, checked once the case is over. `None` where pushes are not
-    /// grouped (PostgreSQL).
+    /// Applies the hostile push `batch` in one group with a victim's honest push (`first`: the
+    /// hostile push first), as the server does pushes waiting for its writer together, the
+    /// hostile one read from the body the push route reads: the hostile push's answer, as the
+    /// route gives it. The honest push registers a person and her residence in the victim's
+    /// own house the first time, edits them after, and notes a visit on the house (which
+    /// hostile pushes name), and must be accepted whole: the house's edit goes to `me.beside`,
+    /// the registered records to `registered`, checked once the case is over. `None` where
+    /// pushes are not grouped (PostgreSQL).
     fn together(
         &self,
         batch: &Value,
@@ -1143,36 +1156,26 @@ impl World {
         let n = self.beside.get() + 1;
         self.beside.set(n);
         let v = n as usize % self.victims.len();
+        // How many times this victim pushed beside a hostile push before.
+        let round = (n as usize - 1) / self.victims.len();
         let (victim, officer) = (&self.victims[v], ["ob", "oc"][v]);
         let village = victim.villages[0].as_str();
-        // The same house, person and residence of each victim every time (the world's records,
-        // which every case's snapshots read, stay as many): the first time registered, then
-        // edited. Counters past the victims' set-up (1,000 and on).
+        let node = NodeId(Uuid::parse_str(&victim.device).unwrap());
+        // Counters past the victims' set-up (1,000 and on).
         let mut counter = 1_000_000 + n * 100;
         let number = baylink_domain::synthetic::resident_id(20_000 + v as u64);
-        let ids = self.beside_ids[v];
-        let (house, mut honest) = honest_changes(
-            victim,
-            &mut counter,
-            EntityKind::House,
-            &[
-                ("village", village),
-                ("address", &format!("新村{n}号")),
-                ("use", "rental"),
-                ("status", "in_use"),
-            ],
-            Some(ids[0]),
-        );
-        let name = ["刘洋", "周婷", "吴强"][n as usize % 3];
-        let (person, more) = honest_changes(
+        let house = self.houses[v];
+        let (person, mut honest) = honest_changes(
             victim,
             &mut counter,
             EntityKind::Person,
-            &[("village", village), ("id_number", &number), ("name", name)],
-            None,
+            &[
+                ("village", village),
+                ("id_number", &number),
+                ("name", ["刘洋", "周婷", "吴强"][round % 3]),
+            ],
         );
-        honest.extend(more);
-        let (house_text, person_text) = (house.to_string(), person.to_string());
+        let (person_text, house_text) = (person.to_string(), house.to_string());
         let (_, more) = honest_changes(
             victim,
             &mut counter,
@@ -1182,15 +1185,30 @@ impl World {
                 ("person", &person_text),
                 ("house", &house_text),
                 ("moved_in", "2026-02-01"),
-                ("relation", ["tenant", "family"][n as usize % 2]),
+                ("relation", ["tenant", "family"][round % 2]),
             ],
-            Some(ids[1]),
         );
         honest.extend(more);
-        // Registered the first time; then edited, a field of each (history the snapshots read).
-        if n > self.victims.len() as u64 {
-            honest.retain(|c| ["address", "name", "relation"].contains(&c.field.as_str()));
+        // Registered the first time, then a field of each edited (the history every case's
+        // snapshots read grows by an action a record).
+        if round > 0 {
+            honest.retain(|c| c.field == "name" || c.field == "relation");
         }
+        counter += 1;
+        let visit = Change {
+            id: ChangeId {
+                device: node,
+                counter,
+            },
+            kind: "house".into(),
+            entity: house,
+            field: "notes".into(),
+            value: json!(format!("第{n}次走访")),
+            stamp: Stamp::new(Hlc::new(now_ms(), 1), node),
+            base: None,
+            extra: BTreeMap::new(),
+        };
+        honest.push(visit.clone());
         let mut pushes = vec![
             (self.attacker.clone(), hostile),
             (victim.clone(), honest.clone()),
@@ -1205,8 +1223,9 @@ impl World {
         if !first {
             answers.reverse();
         }
-        let (Ok(hostile), Ok(honest_answer)) = (answers.remove(0), answers.remove(0)) else {
-            prop_assert!(false, "a push of the group failed");
+        let (hostile, honest_answer) = (answers.remove(0), answers.remove(0));
+        let (Ok(hostile), Ok(honest_answer)) = (hostile, honest_answer) else {
+            prop_assert!(false, "a push of the group failed: {:?}", answers);
             unreachable!()
         };
         prop_assert!(together, "the group was applied in parts");
@@ -1216,18 +1235,25 @@ impl World {
             "the honest push beside a hostile one: {:?}",
             honest_answer
         );
-        let mut records: BTreeMap<Uuid, Sent> = BTreeMap::new();
-        for change in honest {
-            let sent = records.entry(change.entity).or_insert_with(|| Sent {
-                id: change.entity,
-                kind: EntityKind::parse(&change.kind).unwrap(),
-                officer: officer.to_owned(),
-                village: village.to_owned(),
-                fields: BTreeMap::new(),
-            });
-            sent.fields.insert(change.field, change.value);
+        let mut registered = self.registered.borrow_mut();
+        for change in honest.iter().filter(|c| c.entity != house) {
+            let record = registered
+                .entry(change.entity)
+                .or_insert_with(|| Registered {
+                    kind: EntityKind::parse(&change.kind).unwrap(),
+                    village: village.to_owned(),
+                    officer: officer.to_owned(),
+                    device: victim.device.clone(),
+                    fields: BTreeMap::new(),
+                    history: None,
+                    written: 0,
+                });
+            record
+                .fields
+                .insert(change.field.clone(), change.value.clone());
+            record.written += 1;
         }
-        me.beside.extend(records.into_values());
+        me.beside.push(visit);
         me.grouped += 1;
         Ok(Some(json!({ "results": hostile })))
     }
@@ -1499,32 +1525,53 @@ fn flagged_for_move_in(
         && arrived
 }
 
-/// Checks that a record an honest push registered beside a hostile one holds what it sent, in
-/// its officer's village, its officer its author, pending review.
-fn beside_as_sent(sent: &Sent, held: Option<&Snapshot>) -> Result<(), TestCaseError> {
+/// Checks that a record an honest push registered beside a hostile one holds what its officer
+/// sent and nothing else: its officer's fields exactly (each stamped by its device), in its
+/// officer's village and seen by it alone, its officer its author, pending review, its history
+/// grown by its officer's changes alone since the last check.
+fn as_registered(
+    id: &Uuid,
+    expected: &mut Registered,
+    held: Option<&Snapshot>,
+) -> Result<(), TestCaseError> {
     let Some(held) = held else {
-        prop_assert!(false, "{} was not stored", sent.id);
+        prop_assert!(false, "{} was not stored", id);
         unreachable!()
     };
-    prop_assert_eq!(&held.kind, sent.kind.as_str());
-    prop_assert_eq!(held.village.as_deref(), Some(sent.village.as_str()));
+    prop_assert_eq!(&held.kind, expected.kind.as_str());
+    prop_assert_eq!(held.village.as_deref(), Some(expected.village.as_str()));
     prop_assert_eq!(
         &held.villages,
-        &BTreeSet::from([sent.village.clone()]),
+        &BTreeSet::from([expected.village.clone()]),
         "{} seen by other villages",
-        sent.id
+        id
     );
-    let value = |field: &str| {
-        held.fields
-            .get(field)
-            .map(|v| serde_json::from_str::<Value>(&v.0).unwrap())
-    };
-    for (field, sent_value) in &sent.fields {
-        let stored = value(field);
-        prop_assert_eq!(stored.as_ref(), Some(sent_value), "{}: {}", sent.id, field);
+    let officers: BTreeMap<String, Value> = held
+        .fields
+        .iter()
+        .filter(|(f, _)| !SERVER_OWNED.contains(&f.as_str()))
+        .map(|(f, v)| (f.clone(), serde_json::from_str(&v.0).unwrap()))
+        .collect();
+    prop_assert_eq!(&officers, &expected.fields, "{}", id);
+    for field in expected.fields.keys() {
+        prop_assert_eq!(&held.fields[field].2, &expected.device, "{}: {}", id, field);
     }
-    prop_assert_eq!(value("created_by"), Some(json!(sent.officer)));
-    prop_assert_eq!(value("review_status"), Some(json!("pending")));
+    let owned = |field: &str| held.fields.get(field).map(|v| v.0.clone());
+    prop_assert_eq!(
+        owned("created_by"),
+        Some(json!(expected.officer).to_string())
+    );
+    prop_assert_eq!(owned("review_status"), Some("\"pending\"".to_owned()));
+    if let Some(history) = expected.history {
+        prop_assert_eq!(
+            held.history,
+            history + expected.written,
+            "{}: its history",
+            id
+        );
+    }
+    expected.history = Some(held.history);
+    expected.written = 0;
     Ok(())
 }
 
@@ -1734,13 +1781,25 @@ fn hostile_officer(database: Option<String>, default_cases: u32) {
         // The world persists across cases, so shrinking cannot find the culprit again: print
         // every failing case, the first one being it.
         let mut after = snapshot(&runtime, &world.state);
-        // The honest push's records, beside a hostile one in its group: exactly as sent (and
-        // out of the invariant below, which holds for records no honest push wrote).
+        // What honest pushes beside a hostile one wrote: the victim's house's edit is what the
+        // house must have taken, and nothing else; the records they registered hold what was
+        // sent (and are left out of the invariant below, which is of the records before them).
         let mut before = before;
-        for sent in std::mem::take(&mut me.borrow_mut().beside) {
-            let held = after.remove(&sent.id.to_string());
-            before.remove(&sent.id.to_string());
-            beside_as_sent(&sent, held.as_ref())
+        for visit in std::mem::take(&mut me.borrow_mut().beside) {
+            let house = before.get_mut(&visit.entity.to_string()).unwrap();
+            let stamp = (
+                visit.stamp.hlc.as_u64() as i64,
+                visit.stamp.node.to_string(),
+            );
+            house
+                .fields
+                .insert(visit.field, (visit.value.to_string(), stamp.0, stamp.1));
+            house.history += 1;
+        }
+        for (id, expected) in world.registered.borrow_mut().iter_mut() {
+            before.remove(&id.to_string());
+            let held = after.remove(&id.to_string());
+            as_registered(id, expected, held.as_ref())
                 .inspect_err(|e| eprintln!("failing case {case:?}: {e}"))?;
         }
         let arrived = nothing_outside_changed(&before, &after)

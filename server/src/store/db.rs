@@ -433,7 +433,8 @@ impl Db {
 
     /// Applies `pushes` as one group, as pushes found waiting for the writer together are:
     /// whether they were committed together, and each push's answer. `None` where pushes are
-    /// not grouped (PostgreSQL). For tests of what a push can do to another of its group.
+    /// not grouped (PostgreSQL, the deliberately broken backend). For tests of what a push can
+    /// do to another of its group: nothing of the push route's checks is made here.
     #[doc(hidden)]
     pub fn apply_together(
         &self,
