@@ -161,3 +161,44 @@ fn a_backup_taken_while_fifty_phones_push_restores_every_change_acknowledged_bef
         before.len()
     );
 }
+
+/// An administration command waits its turn for a writer that holds the write lock longer than
+/// SQLite's ten seconds the server's own writes wait (a busy server's may hold it most of the
+/// time): `backup` beside a connection holding the lock for eleven seconds succeeds once it is
+/// let go, its audit entry written, where it failed before ("database is locked").
+#[test]
+fn an_administration_command_waits_its_turn_for_a_writer_holding_the_lock_long() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("server");
+    let (ok, said) = run(&data, &["migrate"]);
+    assert!(ok, "{said}");
+    let live = data.join("baylink.db");
+    let holder = rusqlite::Connection::open(&live).expect("the live database");
+    holder
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("the write lock");
+    let held = Instant::now();
+    let letting_go = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(11));
+        holder.execute_batch("COMMIT").expect("let go");
+    });
+    let copy = dir.path().join("copy.db");
+    let (ok, said) = run(&data, &["backup", copy.to_str().expect("path")]);
+    assert!(ok, "{said}");
+    assert!(
+        held.elapsed() >= Duration::from_secs(11),
+        "it waited for the lock"
+    );
+    letting_go.join().expect("the holder");
+    let audited: i64 = rusqlite::Connection::open(&live)
+        .expect("the live database")
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action = 'backup'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the audit log");
+    assert_eq!(audited, 1);
+    let (ok, said) = run(&data, &["verify", copy.to_str().expect("path")]);
+    assert!(ok && said.contains("intact"), "{said}");
+}

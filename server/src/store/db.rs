@@ -340,6 +340,19 @@ impl Db {
             tx.commit()?;
         }
         conn.pragma_update(None, "temp_store", "DEFAULT")?;
+        // An administration command reads first: a database that needs nothing here is opened
+        // without the write lock, which beside a busy server it waited for, and could time out.
+        // (A server starting takes it: it serves once its database is its own.)
+        let needed: bool = migrate == Migrate::Yes
+            || conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM summary WHERE updated_seq = 0 AND label = '')
+                 OR (SELECT count(*) FROM meta WHERE key IN ('node', 'seq')) < 2",
+                [],
+                |r| r.get(0),
+            )?;
+        if !needed {
+            return Ok(());
+        }
         // In one IMMEDIATE transaction, which waits for the write lock: written as autocommit
         // statements after a read, a second process starting at the same moment was refused
         // at once ("database is locked", the snapshot it read being stale by its first write).
@@ -536,6 +549,16 @@ impl Db {
                 f(&Conn::Sqlite(&guard))
             }
             Backend::Postgres(pg) => write_pg(pg, f),
+        }
+    }
+
+    /// Lets this process's writes wait up to `patience` for the write lock (an administration
+    /// command beside a running server, whose writer may hold it most of the time: SQLite
+    /// takes no turns between processes, and a wait of ten seconds was seen to run out).
+    pub fn wait_for_writer(&self, patience: std::time::Duration) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.sqlite_blocking(|c| Ok(c.busy_timeout(patience)?)),
+            Backend::Postgres(_) => Ok(()),
         }
     }
 

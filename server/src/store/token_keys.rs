@@ -79,6 +79,11 @@ fn insert(conn: &Conn<'_>, key: &TokenKey) -> Result<(), StoreError> {
 /// old `secret.key`'s) is taken only into an empty table; keys all retired by hand are followed
 /// by a new random one, never by a key that was retired.
 pub fn ensure(conn: &Conn<'_>, first: &TokenKey) -> Result<Vec<TokenKey>, StoreError> {
+    // Read first: with a key in use there is nothing to write, and no write lock to wait for.
+    let keys = list(conn)?;
+    if keys.iter().any(|k| k.retired_ms.is_none()) {
+        return Ok(keys);
+    }
     let tx = conn.transaction()?;
     let (ever, in_use): (i64, i64) = tx.query_row(
         "SELECT count(*), count(*) FILTER (WHERE retired_ms IS NULL) FROM token_key",
