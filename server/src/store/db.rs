@@ -134,6 +134,45 @@ fn log_mode(conn: &Connection) -> Result<(), StoreError> {
     }
 }
 
+/// How long an administration command's write waits for the write lock ([`Db::wait_for_writer`]).
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+thread_local! {
+    /// When this thread's write began waiting for the lock, and whether that was said.
+    static WAITING: std::cell::Cell<(Option<std::time::Instant>, bool)> =
+        const { std::cell::Cell::new((None, false)) };
+}
+
+/// SQLite's busy handler of [`Db::wait_for_writer`]: `count` is how often it was called for
+/// this wait (0 the first time). True: try again.
+fn patient(count: i32) -> bool {
+    let now = std::time::Instant::now();
+    let (since, told) = match (count, WAITING.with(std::cell::Cell::get)) {
+        (0, _) | (_, (None, _)) => (now, false),
+        (_, (Some(since), told)) => (since, told),
+    };
+    let waited = now - since;
+    if waited >= PATIENCE {
+        tracing::warn!(
+            "gave up after {} s: the server's writer held the database all along; try again \
+             when fewer phones push",
+            PATIENCE.as_secs()
+        );
+        WAITING.with(|w| w.set((None, false)));
+        return false;
+    }
+    let tell = !told && waited >= std::time::Duration::from_secs(2);
+    if tell {
+        tracing::warn!(
+            "waiting for the server's writer to let go of the database (up to {} s)",
+            PATIENCE.as_secs()
+        );
+    }
+    WAITING.with(|w| w.set((Some(since), told || tell)));
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    true
+}
+
 /// Whether opening a database may migrate it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Migrate {
@@ -552,12 +591,15 @@ impl Db {
         }
     }
 
-    /// Lets this process's writes wait up to `patience` for the write lock (an administration
-    /// command beside a running server, whose writer may hold it most of the time: SQLite
-    /// takes no turns between processes, and a wait of ten seconds was seen to run out).
-    pub fn wait_for_writer(&self, patience: std::time::Duration) -> Result<(), StoreError> {
+    /// Lets this process's writes wait up to [`PATIENCE`] for the write lock, trying every few
+    /// milliseconds and saying so after two seconds (an administration command beside a
+    /// running server, whose writer may hold it most of the time, letting it go for an instant
+    /// between commits: SQLite takes no turns between processes, and its own wait, ten seconds
+    /// trying every tenth of one, was seen to run out). PostgreSQL's writes keep their own
+    /// wait.
+    pub fn wait_for_writer(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(_) => self.sqlite_blocking(|c| Ok(c.busy_timeout(patience)?)),
+            Backend::Sqlite(_) => self.sqlite_blocking(|c| Ok(c.busy_handler(Some(patient))?)),
             Backend::Postgres(_) => Ok(()),
         }
     }
