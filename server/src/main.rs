@@ -499,10 +499,8 @@ fn run(
         _ => {}
     }
     // Administration never migrates: a server of the version before may be running on it.
+    // Its writes wait for a busy server's writer for up to two minutes (`Db::open_current`).
     let (state, db) = AppState::open_current(config)?;
-    // Beside a running server, its writer may hold the write lock most of the time: the
-    // command's writes (its audit entry at least) keep trying for up to two minutes.
-    db.wait_for_writer()?;
     // The administrator's commands go through the storage trait, as the console does, each
     // its own unit of work and audited as the operator's.
     let runtime = tokio::runtime::Builder::new_current_thread()

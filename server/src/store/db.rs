@@ -134,7 +134,7 @@ fn log_mode(conn: &Connection) -> Result<(), StoreError> {
     }
 }
 
-/// How long an administration command's write waits for the write lock ([`Db::wait_for_writer`]).
+/// How long an administration command's write waits for the write lock (`Db::open_current`).
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 thread_local! {
@@ -143,8 +143,12 @@ thread_local! {
         const { std::cell::Cell::new((None, false)) };
 }
 
-/// SQLite's busy handler of [`Db::wait_for_writer`]: `count` is how often it was called for
-/// this wait (0 the first time). True: try again.
+/// SQLite's busy handler of an administration command's writer, beside a running server whose
+/// writer may hold the write lock most of the time, letting it go for an instant between
+/// commits: SQLite takes no turns between processes, and its own wait (ten seconds, trying every
+/// tenth of one) was seen to run out. This one tries every few milliseconds for up to
+/// [`PATIENCE`], saying so after two seconds. `count` is how often it was called for this wait
+/// (0 the first time). True: try again.
 fn patient(count: i32) -> bool {
     let now = std::time::Instant::now();
     let (since, told) = match (count, WAITING.with(std::cell::Cell::get)) {
@@ -247,7 +251,8 @@ impl Db {
 
     /// Opens the database file without migrating it (administration commands, which may run
     /// beside a server of the version before): a database of an older schema is refused, naming
-    /// `baylink-server migrate`; a new one is created.
+    /// `baylink-server migrate`; a new one is created. Its writes wait for a busy server's
+    /// writer up to [`PATIENCE`].
     pub fn open_current(path: &Path) -> Result<Db, StoreError> {
         Self::open_as(path, Migrate::No)
     }
@@ -333,7 +338,11 @@ impl Db {
     }
 
     fn prepare(conn: &mut Connection, migrate: Migrate) -> Result<(), StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        match migrate {
+            Migrate::Yes => conn.busy_timeout(std::time::Duration::from_secs(10))?,
+            // An administration command, perhaps beside a running server.
+            Migrate::No => conn.busy_handler(Some(patient))?,
+        }
         conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         // A transaction takes the write lock when it begins, where a busy lock is waited for.
         // A deferred one that has read already is refused at once (SQLITE_BUSY, no waiting)
@@ -588,19 +597,6 @@ impl Db {
                 f(&Conn::Sqlite(&guard))
             }
             Backend::Postgres(pg) => write_pg(pg, f),
-        }
-    }
-
-    /// Lets this process's writes wait up to [`PATIENCE`] for the write lock, trying every few
-    /// milliseconds and saying so after two seconds (an administration command beside a
-    /// running server, whose writer may hold it most of the time, letting it go for an instant
-    /// between commits: SQLite takes no turns between processes, and its own wait, ten seconds
-    /// trying every tenth of one, was seen to run out). PostgreSQL's writes keep their own
-    /// wait.
-    pub fn wait_for_writer(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(_) => self.sqlite_blocking(|c| Ok(c.busy_handler(Some(patient))?)),
-            Backend::Postgres(_) => Ok(()),
         }
     }
 
