@@ -14,10 +14,11 @@
 //! - a record deleted and compacted away (`compact`) never comes back outside the caller's
 //!   villages, nor as another kind: a person and a dispute in each village are, and changes and
 //!   whole registrations of them (or of other kinds on their ids) are sent at random;
-//! - on SQLite, where pushes waiting for the writer are applied together, some hostile pushes
-//!   go in one group with an honest officer's registration of a house, a person and her
-//!   residence in another village, before or after it: that push is accepted whole and its
-//!   records hold exactly what it sent, its officer their author.
+//! - on SQLite, where pushes waiting for the writer are applied together, a third of the hostile
+//!   pushes go in one group with an honest push of another village's officer, before or after
+//!   it (a visit noted on that officer's house, which hostile pushes name; a person and her
+//!   residence there registered, then edited): that push is accepted whole, the house takes the
+//!   visit and nothing else, and the registered records hold exactly what their officer sent.
 
 // Helpers here are part of the tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]

@@ -177,6 +177,9 @@ fn patient(count: i32) -> bool {
     true
 }
 
+/// A summary row of a record stored before the summary table existed, which an open refreshes.
+const STALE_SUMMARY: &str = "updated_seq = 0 AND label = ''";
+
 /// Whether opening a database may migrate it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Migrate {
@@ -393,8 +396,10 @@ impl Db {
         // (A server starting takes it: it serves once its database is its own.)
         let needed: bool = migrate == Migrate::Yes
             || conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM summary WHERE updated_seq = 0 AND label = '')
-                 OR (SELECT count(*) FROM meta WHERE key IN ('node', 'seq')) < 2",
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM summary WHERE {STALE_SUMMARY})
+                     OR (SELECT count(*) FROM meta WHERE key IN ('node', 'seq')) < 2"
+                ),
                 [],
                 |r| r.get(0),
             )?;
@@ -407,7 +412,7 @@ impl Db {
         let tx = conn.transaction()?;
         // Summaries of records stored before the summary table existed.
         let stale: Vec<String> = tx
-            .prepare("SELECT entity FROM summary WHERE updated_seq = 0 AND label = ''")?
+            .prepare(&format!("SELECT entity FROM summary WHERE {STALE_SUMMARY}"))?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for entity in stale {

@@ -64,6 +64,20 @@ struct Waiting {
     answer: SyncSender<Answer>,
 }
 
+impl Waiting {
+    /// A push to wait, with where its answer comes.
+    fn new(caller: Caller, changes: Vec<Change>, max_ahead_ms: u64) -> (Waiting, Receiver<Answer>) {
+        let (answer, answered) = sync_channel(1);
+        let push = Waiting {
+            caller,
+            changes,
+            max_ahead_ms,
+            answer,
+        };
+        (push, answered)
+    }
+}
+
 impl Queue {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -105,14 +119,9 @@ pub(crate) fn push(
     changes: Vec<Change>,
     max_ahead_ms: u64,
 ) -> Answer {
-    let (answer, answered) = sync_channel(1);
+    let (push, answered) = Waiting::new(caller, changes, max_ahead_ms);
     let mut state = queue.state();
-    state.waiting.push_back(Waiting {
-        caller,
-        changes,
-        max_ahead_ms,
-        answer,
-    });
+    state.waiting.push_back(push);
     loop {
         if let Some(result) = received(&answered) {
             return result;
@@ -160,8 +169,10 @@ pub(crate) fn apply_waiting(
     pushes: Vec<(Caller, Vec<Change>)>,
     max_ahead_ms: u64,
 ) -> (bool, Vec<Answer>) {
-    let (group, answered): (Vec<Waiting>, Vec<Receiver<Answer>>) =
-        waiting(pushes, max_ahead_ms).unzip();
+    let (group, answered): (Vec<Waiting>, Vec<Receiver<Answer>>) = pushes
+        .into_iter()
+        .map(|(caller, changes)| Waiting::new(caller, changes, max_ahead_ms))
+        .unzip();
     let applied = {
         let conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
         apply(&Conn::Sqlite(&conn), group, &now_ms)
@@ -171,23 +182,6 @@ pub(crate) fn apply_waiting(
         .map(|a| received(a).unwrap_or_else(|| Err(unanswered())))
         .collect();
     (applied.together, answers)
-}
-
-/// Each push as waiting, with where its answer comes.
-fn waiting(
-    pushes: Vec<(Caller, Vec<Change>)>,
-    max_ahead_ms: u64,
-) -> impl Iterator<Item = (Waiting, Receiver<Answer>)> {
-    pushes.into_iter().map(move |(caller, changes)| {
-        let (answer, answered) = sync_channel(1);
-        let push = Waiting {
-            caller,
-            changes,
-            max_ahead_ms,
-            answer,
-        };
-        (push, answered)
-    })
 }
 
 /// The push's answer, if it was given (or can no longer be).
@@ -726,11 +720,12 @@ mod tests {
         callers: &[Caller],
         pushes: &[(usize, Vec<Change>)],
     ) -> (Vec<Waiting>, Vec<Receiver<Answer>>) {
-        let pushes = pushes
+        pushes
             .iter()
-            .map(|(officer, changes)| (callers[*officer].clone(), changes.clone()))
-            .collect();
-        super::waiting(pushes, 60_000).unzip()
+            .map(|(officer, changes)| {
+                Waiting::new(callers[*officer].clone(), changes.clone(), 60_000)
+            })
+            .unzip()
     }
 
     #[test]
