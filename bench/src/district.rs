@@ -15,8 +15,9 @@ use baylink_server::store::{Db, now_ms};
 use baylink_sync::{Change, Clock, NodeId};
 use uuid::Uuid;
 
-/// Changes per push, as a phone sends them.
-pub const BATCH: usize = 500;
+/// Changes per push, at most, as a phone of protocol 2 sent them (`--push-changes 500`
+/// measures the server so); a current phone sends up to [`mobile_core::sync::PUSH_BATCH`].
+pub const OLD_BATCH: usize = 500;
 /// The password of every account the benchmark creates.
 pub const PASSWORD: &str = "bench-password";
 
@@ -114,21 +115,28 @@ pub fn changes_of(index: usize, officer: &Officer, counts: Counts) -> Vec<Change
 }
 
 /// Phone-sized batches of whole records, as a phone's outbox gives them (a record's changes are
-/// contiguous: each is one capture).
-pub fn batches(changes: &[Change]) -> Vec<&[Change]> {
+/// contiguous: each is one capture): up to `most` changes and [`mobile_core::sync::PUSH_BYTES`]
+/// of JSON (counted as the phone counts them), a record whatever its size.
+pub fn batches(changes: &[Change], most: usize) -> Vec<&[Change]> {
     let mut out = Vec::new();
-    let mut start = 0;
-    let mut record_start = 0;
-    for i in 1..=changes.len() {
-        let boundary = i == changes.len() || changes[i].entity != changes[i - 1].entity;
+    let (mut start, mut record_start, mut bytes, mut record_bytes) = (0, 0, 0, 0);
+    for i in 0..changes.len() {
+        record_bytes += baylink_sync::wire::approximate_bytes(&changes[i]);
+        let boundary = i + 1 == changes.len() || changes[i + 1].entity != changes[i].entity;
         if !boundary {
             continue;
         }
-        if i - start > BATCH && record_start > start {
+        let end = i + 1;
+        if record_start > start
+            && (end - start > most || bytes + record_bytes > mobile_core::sync::PUSH_BYTES)
+        {
             out.push(&changes[start..record_start]);
             start = record_start;
+            bytes = 0;
         }
-        record_start = i;
+        bytes += record_bytes;
+        record_bytes = 0;
+        record_start = end;
     }
     if start < changes.len() {
         out.push(&changes[start..]);
@@ -136,10 +144,11 @@ pub fn batches(changes: &[Change]) -> Vec<&[Change]> {
     out
 }
 
-/// Pushes a device's changes in phone-sized batches, as the server applies a push (with those
-/// of other devices waiting beside it, in one commit); every change must be accepted.
-pub fn push_all(db: &Db, caller: &Caller, changes: &[Change]) {
-    for batch in batches(changes) {
+/// Pushes a device's changes in phone-sized batches of up to `most` changes ([`batches`]), as
+/// the server applies a push (with those of other devices waiting beside it, in one commit);
+/// every change must be accepted.
+pub fn push_all(db: &Db, caller: &Caller, changes: &[Change], most: usize) {
+    for batch in batches(changes, most) {
         let results = db
             .apply_push_blocking(caller.clone(), batch.to_vec(), 60_000)
             .expect("push");
@@ -151,6 +160,80 @@ pub fn push_all(db: &Db, caller: &Caller, changes: &[Change]) {
         assert!(
             refused.is_empty(),
             "the district's changes are all valid: {refused:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baylink_sync::{ChangeId, Hlc, Stamp};
+
+    /// `records` records of `fields` changes each, every value `value_bytes` long.
+    fn changes(records: usize, fields: usize, value_bytes: usize) -> Vec<Change> {
+        let node = NodeId(Uuid::from_u128(7));
+        let mut out = Vec::new();
+        for r in 0..records {
+            let entity = Uuid::from_u128(r as u128 + 1);
+            for f in 0..fields {
+                let counter = out.len() as u64 + 1;
+                out.push(Change {
+                    id: ChangeId {
+                        device: node,
+                        counter,
+                    },
+                    entity,
+                    kind: "person".into(),
+                    field: format!("f{f}"),
+                    value: serde_json::Value::String("x".repeat(value_bytes)),
+                    stamp: Stamp::new(Hlc::new(counter, 0), node),
+                    base: None,
+                    extra: Default::default(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Every batch holds whole records, in order, none lost.
+    fn whole(all: &[Change], out: &[&[Change]]) {
+        let joined: Vec<&Change> = out.iter().flat_map(|b| b.iter()).collect();
+        assert_eq!(joined.len(), all.len());
+        assert!(joined.iter().zip(all).all(|(a, b)| std::ptr::eq(*a, b)));
+        for pair in out.windows(2) {
+            assert_ne!(pair[0].last().unwrap().entity, pair[1][0].entity);
+        }
+    }
+
+    #[test]
+    fn batches_hold_whole_records_up_to_the_changes_given() {
+        let all = changes(10, 15, 8);
+        let out = batches(&all, 100);
+        whole(&all, &out);
+        // Six records of 15 fit in 100; the seventh would not.
+        assert_eq!(out.iter().map(|b| b.len()).collect::<Vec<_>>(), [90, 60]);
+        // A record larger than a push goes whole, alone.
+        let out = batches(&all, 10);
+        whole(&all, &out);
+        assert!(out.iter().all(|b| b.len() == 15), "{}", out.len());
+    }
+
+    #[test]
+    fn batches_end_at_the_bytes_a_phone_sends() {
+        // 15 values of 100 KB a record: about 1.5 MB each, so four to a push of 6 MiB.
+        let all = changes(9, 15, 100_000);
+        let out = batches(&all, 20_000);
+        whole(&all, &out);
+        for batch in &out {
+            let bytes: usize = batch
+                .iter()
+                .map(baylink_sync::wire::approximate_bytes)
+                .sum();
+            assert!(bytes <= mobile_core::sync::PUSH_BYTES, "{bytes}");
+        }
+        assert_eq!(
+            out.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [60, 60, 15]
         );
     }
 }

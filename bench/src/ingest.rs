@@ -15,7 +15,7 @@ use crate::district::{Officer, batches, changes_of, push_all};
 
 /// The same field rows inserted with plain rusqlite: the table the server keeps current values
 /// in, with its primary key and sequence index, one transaction per batch.
-fn plain_insert(path: &Path, changes: &[Change]) -> Duration {
+fn plain_insert(path: &Path, changes: &[Change], most: usize) -> Duration {
     let conn = Connection::open(path).expect("plain database");
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
@@ -27,7 +27,7 @@ fn plain_insert(path: &Path, changes: &[Change]) -> Duration {
     .expect("schema");
     let start = Instant::now();
     let mut seq = 0i64;
-    for batch in batches(changes) {
+    for batch in batches(changes, most) {
         let tx = conn.unchecked_transaction().expect("transaction");
         {
             let mut stmt = tx
@@ -55,21 +55,40 @@ fn plain_insert(path: &Path, changes: &[Change]) -> Duration {
     start.elapsed()
 }
 
+/// How a figure's name says its pushes' size: nothing for a current phone's.
+pub fn pushes(most: usize) -> String {
+    match most == mobile_core::sync::PUSH_BATCH {
+        true => String::new(),
+        false => format!(", pushes of up to {most}"),
+    }
+}
+
 fn rate(changes: usize, time: Duration) -> f64 {
     changes as f64 / time.as_secs_f64()
 }
 
-/// The first village's officer's changes pushed alone into `db`: the changes and the time.
-pub fn push_one(db: &Db, officers: &[Officer], counts: Counts) -> (Vec<Change>, Duration) {
+/// The first village's officer's changes pushed alone into `db` (pushes of up to `most`
+/// changes): the changes and the time.
+pub fn push_one(
+    db: &Db,
+    officers: &[Officer],
+    counts: Counts,
+    most: usize,
+) -> (Vec<Change>, Duration) {
     let one = changes_of(0, &officers[0], counts);
     let start = Instant::now();
-    push_all(db, &officers[0].caller, &one);
+    push_all(db, &officers[0].caller, &one, most);
     (one, start.elapsed())
 }
 
-/// The next 50 villages' officers' changes pushed at once (a thread each): the changes and the
-/// time.
-pub fn push_fifty(db: &Db, officers: &[Officer], counts: Counts) -> (Vec<Change>, Duration) {
+/// The next 50 villages' officers' changes pushed at once (a thread each; pushes of up to
+/// `most` changes): the changes and the time.
+pub fn push_fifty(
+    db: &Db,
+    officers: &[Officer],
+    counts: Counts,
+    most: usize,
+) -> (Vec<Change>, Duration) {
     let many: Vec<Vec<Change>> = (1..=50)
         .map(|i| changes_of(i, &officers[i], counts))
         .collect();
@@ -77,7 +96,7 @@ pub fn push_fifty(db: &Db, officers: &[Officer], counts: Counts) -> (Vec<Change>
     std::thread::scope(|s| {
         for (i, changes) in many.iter().enumerate() {
             let caller = &officers[i + 1].caller;
-            s.spawn(move || push_all(db, caller, changes));
+            s.spawn(move || push_all(db, caller, changes, most));
         }
     });
     let took = start.elapsed();
@@ -85,10 +104,17 @@ pub fn push_fifty(db: &Db, officers: &[Officer], counts: Counts) -> (Vec<Change>
 }
 
 /// Ingest from the first village's officer alone, then from the next 50 at once (one thread
-/// each), into `db`; each against the plain insert of the same rows in `scratch`.
-pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) -> Vec<Figure> {
-    let (one, store_one) = push_one(db, officers, counts);
-    let plain_one = plain_insert(&scratch.join("plain-one.db"), &one);
+/// each), into `db`, in pushes of up to `most` changes; each against the plain insert of the
+/// same rows in `scratch`, a transaction per push.
+pub fn figures(
+    db: &Db,
+    officers: &[Officer],
+    counts: Counts,
+    most: usize,
+    scratch: &Path,
+) -> Vec<Figure> {
+    let (one, store_one) = push_one(db, officers, counts, most);
+    let plain_one = plain_insert(&scratch.join("plain-one.db"), &one, most);
     // The cost of durable commits: a village of the same size pushed with commits durable only
     // at the next checkpoint (`synchronous = NORMAL`), the server's setting before.
     let relaxed = changes_of(51, &officers[51], counts);
@@ -98,13 +124,13 @@ pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) ->
     };
     synchronous("NORMAL");
     let start = Instant::now();
-    push_all(db, &officers[51].caller, &relaxed);
+    push_all(db, &officers[51].caller, &relaxed, most);
     let store_relaxed = start.elapsed();
     synchronous("FULL");
 
-    let (all, store_many) = push_fifty(db, officers, counts);
+    let (all, store_many) = push_fifty(db, officers, counts, most);
     let total = all.len();
-    let plain_many = plain_insert(&scratch.join("plain-many.db"), &all);
+    let plain_many = plain_insert(&scratch.join("plain-many.db"), &all, most);
 
     let figure = |name: String, n: usize, store: Duration, plain: Duration| Figure {
         name,
@@ -115,22 +141,30 @@ pub fn figures(db: &Db, officers: &[Officer], counts: Counts, scratch: &Path) ->
     };
     vec![
         figure(
-            format!("server ingest, 1 device ({} changes)", one.len()),
+            format!(
+                "server ingest, 1 device ({} changes{})",
+                one.len(),
+                pushes(most)
+            ),
             one.len(),
             store_one,
             plain_one,
         ),
         figure(
             format!(
-                "server ingest, 1 device, durable commits (baseline: durable at checkpoint, {} changes)",
-                relaxed.len()
+                "server ingest, 1 device, durable commits (baseline: durable at checkpoint, {} changes{})",
+                relaxed.len(),
+                pushes(most)
             ),
             one.len(),
             store_one,
             store_relaxed.mul_f64(one.len() as f64 / relaxed.len() as f64),
         ),
         figure(
-            format!("server ingest, 50 devices at once ({total} changes)"),
+            format!(
+                "server ingest, 50 devices at once ({total} changes{})",
+                pushes(most)
+            ),
             total,
             store_many,
             plain_many,

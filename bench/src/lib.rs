@@ -79,6 +79,9 @@ pub struct Options {
     pub load_seconds: f64,
     /// Mean wait between a phone's rounds, milliseconds.
     pub think_ms: u64,
+    /// Changes per push, at most, as the district is built (a current phone's
+    /// [`mobile_core::sync::PUSH_BATCH`]; [`district::OLD_BATCH`] as protocol 2's phones sent).
+    pub push_changes: usize,
     /// Where to build the district and keep it; a directory already holding one is served as
     /// it is (capture, search and ingest are then not measured; the upload adds new persons to
     /// it). A temporary directory if unset.
@@ -107,7 +110,13 @@ fn build(options: &Options, dir: &Path, add: &mut dyn FnMut(Vec<Figure>)) -> Bui
         baylink_server::store::Db::open(&data.join("baylink.db")).expect("kept district")
     } else {
         let (db, officers) = district::create(&data, options.devices);
-        add(ingest::figures(&db, &officers, counts(options.scale), dir));
+        add(ingest::figures(
+            &db,
+            &officers,
+            counts(options.scale),
+            options.push_changes,
+            dir,
+        ));
         fill_rest(&db, &officers, options);
         db
     };
@@ -128,7 +137,7 @@ fn fill_rest(db: &baylink_server::store::Db, officers: &[district::Officer], opt
             };
             s.spawn(move || {
                 let changes = district::changes_of(i, officer, counts);
-                district::push_all(db, &officer.caller, &changes);
+                district::push_all(db, &officer.caller, &changes, options.push_changes);
             });
         }
     });

@@ -1,5 +1,6 @@
 //! `baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] [--upload N] [--devices N]
-//! [--seconds S] [--think-ms M] [--keep DIR] [--postgres CONNINFO]` (or `--help`): builds the
+//! [--seconds S] [--think-ms M] [--push-changes N] [--keep DIR] [--postgres CONNINFO]` (or
+//! `--help`): builds the
 //! district (scale 1: about 400,000 persons, 100,000 houses, 1,000,000 vehicles in 64 villages,
 //! the last one a village of 20,000 persons) and prints each figure beside its baseline, as a
 //! table and as JSON; with `--postgres`, the server's figures again on a fresh database of that
@@ -21,7 +22,7 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 /// Options that take a value; anything else is a mistake, not a full run of most of an hour.
-const OPTIONS: [&str; 9] = [
+const OPTIONS: [&str; 10] = [
     "--scale",
     "--bootstrap-persons",
     "--capture",
@@ -29,12 +30,14 @@ const OPTIONS: [&str; 9] = [
     "--devices",
     "--seconds",
     "--think-ms",
+    "--push-changes",
     "--keep",
     "--postgres",
 ];
 
 const USAGE: &str = "usage: baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] \
-[--upload N] [--devices N] [--seconds S] [--think-ms M] [--keep DIR] [--postgres CONNINFO]
+[--upload N] [--devices N] [--seconds S] [--think-ms M] [--push-changes N] [--keep DIR]
+       [--postgres CONNINFO]
        baylink-bench serve DIR
        baylink-bench phone-bootstrap URL USERNAME DIR
        baylink-bench retention [--scale F]   (a simulated year, then a compaction; 0.01)
@@ -82,6 +85,7 @@ fn main() {
         devices: arg(&args, "--devices", 200),
         load_seconds: arg(&args, "--seconds", 30.0),
         think_ms: arg(&args, "--think-ms", 1_000),
+        push_changes: arg(&args, "--push-changes", mobile_core::sync::PUSH_BATCH).max(1),
         keep: args
             .iter()
             .position(|a| a == "--keep")
@@ -104,8 +108,14 @@ fn main() {
         "bytes" => format!("{:.0} KB", v / 1000.0),
         _ => format!("{v:.1} {unit}"),
     };
-    let figures = baylink_bench::run(&options, &mut |f| {
-        eprintln!("measured: {} = {}", f.name, unit(f.value, &f.unit));
+    let figures = baylink_bench::run(&options, &mut |f| match (f.baseline, f.ratio) {
+        (Some(b), Some(r)) => eprintln!(
+            "measured: {} = {} (baseline {}, ratio {r:.2})",
+            f.name,
+            unit(f.value, &f.unit),
+            unit(b, &f.unit)
+        ),
+        _ => eprintln!("measured: {} = {}", f.name, unit(f.value, &f.unit)),
     });
     println!("\n| figure | value | baseline | ratio |\n| --- | ---: | ---: | ---: |");
     for f in &figures {

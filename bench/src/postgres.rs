@@ -57,17 +57,25 @@ pub fn figures(options: &Options, cluster: &str, sqlite: &[Figure]) -> Vec<Figur
 
     let (db, officers) = district::create_on(&data, options.devices, Some(&database));
     let counts = counts(options.scale);
-    let (one, took) = ingest::push_one(&db, &officers, counts);
+    let (one, took) = ingest::push_one(&db, &officers, counts, options.push_changes);
     out.push(Figure {
-        name: format!("server ingest, 1 device ({} changes)", one.len()),
+        name: format!(
+            "server ingest, 1 device ({} changes{})",
+            one.len(),
+            ingest::pushes(options.push_changes)
+        ),
         value: rate(one.len(), took),
         unit: "changes/s".into(),
         baseline: None,
         ratio: None,
     });
-    let (all, took) = ingest::push_fifty(&db, &officers, counts);
+    let (all, took) = ingest::push_fifty(&db, &officers, counts, options.push_changes);
     out.push(Figure {
-        name: format!("server ingest, 50 devices at once ({} changes)", all.len()),
+        name: format!(
+            "server ingest, 50 devices at once ({} changes{})",
+            all.len(),
+            ingest::pushes(options.push_changes)
+        ),
         value: rate(all.len(), took),
         unit: "changes/s".into(),
         baseline: None,

@@ -134,7 +134,12 @@ pub fn year(scale: f64, dir: &Path) -> Year {
     let mut phones = Vec::new();
     for (i, officer) in officers.iter().enumerate() {
         let changes = district::changes_of(i, officer, counts);
-        district::push_all(&db, &officer.caller, &changes);
+        district::push_all(
+            &db,
+            &officer.caller,
+            &changes,
+            mobile_core::sync::PUSH_BATCH,
+        );
         phones.push(Phone {
             officer,
             node: officer.caller.device.parse().expect("node"),
@@ -204,7 +209,7 @@ pub fn year(scale: f64, dir: &Path) -> Year {
                     changes.extend(phone.action("vehicle", vehicle, &[("deleted", json!(true))]));
                 }
             }
-            for batch in changes.chunks(district::BATCH) {
+            for batch in changes.chunks(district::OLD_BATCH) {
                 db.call_blocking(|c| push::push(c, &phone.officer.caller, batch, now_ms(), 60_000))
                     .expect("push");
             }

@@ -13,6 +13,8 @@ fn a_small_district_is_measured_with_baselines() {
         devices: 8,
         load_seconds: 1.0,
         think_ms: 50,
+        // Small pushes, so that each village goes in several.
+        push_changes: 100,
         keep: None,
         server_exe: env!("CARGO_BIN_EXE_baylink-bench").into(),
         // The server's figures again on PostgreSQL, where the test script runs one.

@@ -336,7 +336,10 @@ pub(crate) fn pending(
                 .into_iter()
                 .map(|entry| to_change(node, row, entry, record))
                 .collect::<Result<Vec<_>>>()?;
-            let size: usize = action.iter().map(approximate_bytes).sum();
+            let size: usize = action
+                .iter()
+                .map(baylink_sync::wire::approximate_bytes)
+                .sum();
             if !out.is_empty() && bytes + size > max_bytes {
                 full = true;
                 break 'pages;
@@ -395,19 +398,6 @@ fn whole_records(conn: &Connection, starts: &[(usize, Uuid)], out: &[Change]) ->
             Some((at, _)) => end = *at,
         }
     }
-}
-
-/// About what a change takes in a push's JSON: its value as written, and the rest of a change
-/// object (ids, kind, field, stamps) in the older protocol's form, the larger.
-fn approximate_bytes(change: &Change) -> usize {
-    const ENVELOPE: usize = 320;
-    let value = match &change.value {
-        // Escapes (quotes, control characters) take a few more bytes than counted here:
-        // covered by the envelope's margin and the budget's distance from the server's limit.
-        serde_json::Value::String(text) => text.len() + 2,
-        other => other.to_string().len(),
-    };
-    ENVELOPE + change.field.len() + value
 }
 
 /// Whether an action still in the outbox has this clock reading.

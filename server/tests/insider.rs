@@ -1140,7 +1140,7 @@ impl World {
 
     /// Applies the hostile push `batch` in one group with a victim's honest push (`first`: the
     /// hostile push first), as the server does pushes waiting for its writer together, the
-    /// hostile one read from the body the push route reads: the hostile push's answer, as the
+    /// hostile one read from its body as the push route reads it: the hostile push's answer, as the
     /// route gives it. The honest push registers a person and her residence in the victim's
     /// own house the first time, edits them after, and notes a visit on the house (which
     /// hostile pushes name), and must be accepted whole: the house's edit goes to `me.beside`,
@@ -1153,7 +1153,10 @@ impl World {
         me: &mut Attacker,
     ) -> Result<Option<Value>, TestCaseError> {
         let request: PushRequest = serde_json::from_value(batch.clone()).unwrap();
-        let hostile = request.into_changes();
+        // The route's own reading: its envelope checks, then the changes (the generator's
+        // envelopes all hold; a case whose did not would fail here).
+        let hostile = baylink_server::routes::sync::push_changes(request, &self.attacker)
+            .map_err(|e| TestCaseError::fail(format!("the hostile push's envelope: {e}")))?;
         let n = self.beside.get() + 1;
         self.beside.set(n);
         let v = n as usize % self.victims.len();

@@ -248,6 +248,20 @@ pub struct PushResponse {
 /// The most changes in one push every server takes (the limit before servers said theirs).
 pub const FIRST_PUSH_CHANGES: usize = 5_000;
 
+/// About what a change takes in a push's JSON: its value as written, and the rest of a change
+/// object (ids, kind, field, stamps) in the older protocol's form, the larger. What a phone
+/// counts a batch's bytes by.
+pub fn approximate_bytes(change: &Change) -> usize {
+    const ENVELOPE: usize = 320;
+    let value = match &change.value {
+        // Escapes (quotes, control characters) take a few more bytes than counted here:
+        // covered by the envelope's margin and the budget's distance from the server's limit.
+        Value::String(text) => text.len() + 2,
+        other => other.to_string().len(),
+    };
+    ENVELOPE + change.field.len() + value
+}
+
 /// A position in the server's sequence of accepted writes; opaque to devices.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

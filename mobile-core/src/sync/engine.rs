@@ -28,11 +28,11 @@ use crate::sync::client::Client;
 /// push is applied in one transaction on the server (shared with other devices' pushes waiting
 /// beside it), whose commit rewrites every index page its new records touch: fewer, larger
 /// pushes write less.
-const PUSH_BATCH: usize = 20_000;
+pub const PUSH_BATCH: usize = 20_000;
 /// JSON per push, about, at first (counted in the older protocol's larger form): three
 /// quarters of the server's default limit on a body (8 MiB), so that a day of long notes goes
 /// in several pushes rather than one the server refuses.
-const PUSH_BYTES: usize = 6 * 1024 * 1024;
+pub const PUSH_BYTES: usize = 6 * 1024 * 1024;
 /// The least a push is cut to when the server finds one too large (one action goes whatever
 /// its size).
 const LEAST_PUSH_BYTES: usize = 16 * 1024;

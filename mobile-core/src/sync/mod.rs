@@ -6,5 +6,6 @@ pub mod engine;
 
 pub use client::Client;
 pub use engine::{
-    Http, NEWS_KEPT, Progress, SyncNews, SyncReport, Transport, login, logout, sync, sync_with,
+    Http, NEWS_KEPT, PUSH_BATCH, PUSH_BYTES, Progress, SyncNews, SyncReport, Transport, login,
+    logout, sync, sync_with,
 };

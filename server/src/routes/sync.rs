@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice};
 use crate::state::AppState;
-use crate::store::caller;
+use crate::store::caller::{self, Caller};
 use crate::store::now_ms;
 use crate::store::pull::parse_cursor;
+use baylink_sync::Change;
 use baylink_sync::cursor::Position;
 
 /// Most values in one pull page.
@@ -48,11 +49,10 @@ fn check_protocol(version: u32) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn push(
-    State(state): State<AppState>,
-    AuthDevice(caller): AuthDevice,
-    AppJson(req): AppJson<PushRequest>,
-) -> Result<Json<PushResponse>, AppError> {
+/// The changes of a push's body, once its envelope holds: a protocol this server speaks, the
+/// caller's own device, at most [`MAX_PUSH`] changes, every change of that device. What the
+/// push route applies.
+pub fn push_changes(req: PushRequest, caller: &Caller) -> Result<Vec<Change>, AppError> {
     check_protocol(req.protocol)?;
     if req.device.to_string() != caller.device {
         return Err(AppError::Forbidden(
@@ -70,9 +70,17 @@ async fn push(
             c.id
         )));
     }
-    let max_ahead = state.config.max_clock_ahead_ms;
     // Actions are read as the same changes, of the pushing device.
-    let changes = req.into_changes();
+    Ok(req.into_changes())
+}
+
+async fn push(
+    State(state): State<AppState>,
+    AuthDevice(caller): AuthDevice,
+    AppJson(req): AppJson<PushRequest>,
+) -> Result<Json<PushResponse>, AppError> {
+    let changes = push_changes(req, &caller)?;
+    let max_ahead = state.config.max_clock_ahead_ms;
     let count = changes.len();
     let device = caller.device.clone();
     let results = state.store.push(caller, changes, max_ahead).await?;
