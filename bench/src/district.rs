@@ -12,6 +12,7 @@ use baylink_server::store::caller::Caller;
 use baylink_server::store::conn::Conn;
 use baylink_server::store::devices;
 use baylink_server::store::{Db, now_ms};
+use baylink_sync::wire::FIRST_PUSH_CHANGES;
 use baylink_sync::{Change, Clock, NodeId};
 use uuid::Uuid;
 
@@ -114,9 +115,11 @@ pub fn changes_of(index: usize, officer: &Officer, counts: Counts) -> Vec<Change
     )
 }
 
-/// Phone-sized batches of whole records, as a phone's outbox gives them (a record's changes are
-/// contiguous: each is one capture): up to `most` changes and [`mobile_core::sync::PUSH_BYTES`]
-/// of JSON (counted as the phone counts them), a record whatever its size.
+/// Phone-sized batches of whole records, as a phone's outbox gives them in one sync (a record's
+/// changes are contiguous: each is one capture): up to `most` changes — the first push at most
+/// [`FIRST_PUSH_CHANGES`], what every server takes, as a phone sends before the server's answer
+/// says more — and [`mobile_core::sync::PUSH_BYTES`] of JSON (counted as the phone counts it);
+/// a record alone whatever its size.
 pub fn batches(changes: &[Change], most: usize) -> Vec<&[Change]> {
     let mut out = Vec::new();
     let (mut start, mut record_start, mut bytes, mut record_bytes) = (0, 0, 0, 0);
@@ -127,6 +130,10 @@ pub fn batches(changes: &[Change], most: usize) -> Vec<&[Change]> {
             continue;
         }
         let end = i + 1;
+        let most = match out.is_empty() {
+            true => most.min(FIRST_PUSH_CHANGES),
+            false => most,
+        };
         if record_start > start
             && (end - start > most || bytes + record_bytes > mobile_core::sync::PUSH_BYTES)
         {
@@ -205,17 +212,32 @@ mod tests {
         }
     }
 
+    fn sizes(out: &[&[Change]]) -> Vec<usize> {
+        out.iter().map(|b| b.len()).collect()
+    }
+
     #[test]
     fn batches_hold_whole_records_up_to_the_changes_given() {
         let all = changes(10, 15, 8);
-        let out = batches(&all, 100);
-        whole(&all, &out);
-        // Six records of 15 fit in 100; the seventh would not.
-        assert_eq!(out.iter().map(|b| b.len()).collect::<Vec<_>>(), [90, 60]);
+        whole(&all, &batches(&all, 100));
+        // Six records of 15 fit in 100, or in 90 exactly; in 89 only five.
+        assert_eq!(sizes(&batches(&all, 100)), [90, 60]);
+        assert_eq!(sizes(&batches(&all, 90)), [90, 60]);
+        assert_eq!(sizes(&batches(&all, 89)), [75, 75]);
         // A record larger than a push goes whole, alone.
         let out = batches(&all, 10);
         whole(&all, &out);
-        assert!(out.iter().all(|b| b.len() == 15), "{}", out.len());
+        assert_eq!(sizes(&out), [15; 10]);
+    }
+
+    #[test]
+    fn the_first_push_holds_what_every_server_takes() {
+        // 400 records of 15: 6,000 changes, the first push cut at 5,000.
+        let all = changes(400, 15, 8);
+        let out = batches(&all, 20_000);
+        whole(&all, &out);
+        assert_eq!(sizes(&out), [4_995, 1_005]);
+        assert_eq!(sizes(&batches(&all, 3_000)), [3_000, 3_000]);
     }
 
     #[test]
@@ -231,9 +253,23 @@ mod tests {
                 .sum();
             assert!(bytes <= mobile_core::sync::PUSH_BYTES, "{bytes}");
         }
-        assert_eq!(
-            out.iter().map(|b| b.len()).collect::<Vec<_>>(),
-            [60, 60, 15]
-        );
+        assert_eq!(sizes(&out), [60, 60, 15]);
+        // Records whose bytes come to the limit exactly share a push; a byte more, they do not.
+        let exact = |extra: usize| {
+            let mut all = changes(2, 1, 8);
+            let envelope = baylink_sync::wire::approximate_bytes(&all[0]) - 10;
+            let value = mobile_core::sync::PUSH_BYTES / 2 - envelope - 2;
+            all[0].value = serde_json::Value::String("x".repeat(value));
+            all[1].value = serde_json::Value::String("x".repeat(value + extra));
+            sizes(&batches(&all, 20_000))
+        };
+        assert_eq!(exact(0), [2]);
+        assert_eq!(exact(1), [1, 1]);
+        // A record larger than a push's bytes goes whole, alone.
+        let mut all = changes(3, 2, 8);
+        all[2].value = serde_json::Value::String("x".repeat(mobile_core::sync::PUSH_BYTES));
+        let out = batches(&all, 20_000);
+        whole(&all, &out);
+        assert_eq!(sizes(&out), [2, 2, 2]);
     }
 }

@@ -1,9 +1,8 @@
 //! `baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] [--upload N] [--devices N]
 //! [--seconds S] [--think-ms M] [--push-changes N] [--keep DIR] [--postgres CONNINFO]` (or
-//! `--help`): builds the
-//! district (scale 1: about 400,000 persons, 100,000 houses, 1,000,000 vehicles in 64 villages,
-//! the last one a village of 20,000 persons) and prints each figure beside its baseline, as a
-//! table and as JSON; with `--postgres`, the server's figures again on a fresh database of that
+//! `--help`): builds the district (scale 1: about 400,000 persons, 100,000 houses, 1,000,000
+//! vehicles in 64 villages, the last one a village of 20,000 persons) and prints each figure
+//! beside its baseline, as a table and as JSON; with `--postgres`, the server's figures again on a fresh database of that
 //! PostgreSQL cluster, beside SQLite's.
 //! `baylink-bench serve DIR` is the district's server process it starts.
 
@@ -36,8 +35,8 @@ const OPTIONS: [&str; 10] = [
 ];
 
 const USAGE: &str = "usage: baylink-bench [--scale F] [--bootstrap-persons N] [--capture N] \
-[--upload N] [--devices N] [--seconds S] [--think-ms M] [--push-changes N] [--keep DIR]
-       [--postgres CONNINFO]
+[--upload N] [--devices N] [--seconds S] [--think-ms M] [--push-changes N] [--keep DIR] \
+[--postgres CONNINFO]
        baylink-bench serve DIR
        baylink-bench phone-bootstrap URL USERNAME DIR
        baylink-bench retention [--scale F]   (a simulated year, then a compaction; 0.01)
@@ -75,6 +74,10 @@ fn main() {
             std::process::exit(2);
         }
     }
+    if arg(&args, "--push-changes", 1usize) == 0 {
+        eprintln!("baylink-bench: --push-changes must be at least 1\n{USAGE}");
+        std::process::exit(2);
+    }
     let options = baylink_bench::Options {
         scale: arg(&args, "--scale", 1.0),
         bootstrap_persons: arg(&args, "--bootstrap-persons", 20_000),
@@ -85,7 +88,7 @@ fn main() {
         devices: arg(&args, "--devices", 200),
         load_seconds: arg(&args, "--seconds", 30.0),
         think_ms: arg(&args, "--think-ms", 1_000),
-        push_changes: arg(&args, "--push-changes", mobile_core::sync::PUSH_BATCH).max(1),
+        push_changes: arg(&args, "--push-changes", mobile_core::sync::PUSH_BATCH),
         keep: args
             .iter()
             .position(|a| a == "--keep")

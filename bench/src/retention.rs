@@ -134,12 +134,7 @@ pub fn year(scale: f64, dir: &Path) -> Year {
     let mut phones = Vec::new();
     for (i, officer) in officers.iter().enumerate() {
         let changes = district::changes_of(i, officer, counts);
-        district::push_all(
-            &db,
-            &officer.caller,
-            &changes,
-            mobile_core::sync::PUSH_BATCH,
-        );
+        district::push_all(&db, &officer.caller, &changes, district::OLD_BATCH);
         phones.push(Phone {
             officer,
             node: officer.caller.device.parse().expect("node"),
