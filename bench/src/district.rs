@@ -232,12 +232,12 @@ mod tests {
 
     #[test]
     fn the_first_push_holds_what_every_server_takes() {
-        // 400 records of 15: 6,000 changes, the first push cut at 5,000.
-        let all = changes(400, 15, 8);
+        // 12,000 records of one change: the first push cut at 5,000, the next not.
+        let all = changes(12_000, 1, 8);
         let out = batches(&all, 20_000);
         whole(&all, &out);
-        assert_eq!(sizes(&out), [4_995, 1_005]);
-        assert_eq!(sizes(&batches(&all, 3_000)), [3_000, 3_000]);
+        assert_eq!(sizes(&out), [5_000, 7_000]);
+        assert_eq!(sizes(&batches(&all, 3_000)), [3_000; 4]);
     }
 
     #[test]

@@ -455,6 +455,43 @@ fn rows_holding(conn: &Connection, node: NodeId, lo: u64, hi: u64) -> Result<Vec
     )
 }
 
+/// Deletes the rows holding no list (a capture's: their changes are the record's fields with
+/// the row's stamp, numbered from its first counter, `pending` of them) whose every change the
+/// answer accepted, without loading their records. Returns how many changes they held.
+fn whole_captures_accepted(
+    conn: &Connection,
+    answers: &BTreeMap<u64, &ChangeResult>,
+    lo: u64,
+    hi: u64,
+) -> Result<usize> {
+    let rows: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT first_counter, pending FROM outbox
+             WHERE changes IS NULL AND first_counter <= ?2 AND first_counter >= (
+                 SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)",
+        )?
+        .query_map(params![lo as i64, hi as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut accepted = 0;
+    for (first, pending) in rows {
+        let counters = first as u64..(first + pending) as u64;
+        let all = pending > 0
+            && counters.clone().all(|c| {
+                answers
+                    .get(&c)
+                    .is_some_and(|r| r.status == ChangeStatus::Accepted)
+            });
+        if all {
+            conn.prepare_cached("DELETE FROM outbox WHERE first_counter = ?1")?
+                .execute([first])?;
+            accepted += counters.count();
+        }
+    }
+    Ok(accepted)
+}
+
 /// Applies the server's answers: accepted changes leave the outbox, refused ones stay marked,
 /// unknown answers leave the change pending. Returns (accepted, refused).
 pub(crate) fn settle(
@@ -466,8 +503,8 @@ pub(crate) fn settle(
     let (Some(&lo), Some(&hi)) = (by_counter.keys().next(), by_counter.keys().next_back()) else {
         return Ok((0, 0));
     };
+    let (mut accepted, mut refused) = (whole_captures_accepted(conn, &by_counter, lo, hi)?, 0);
     let candidates = rows_holding(conn, node, lo, hi)?;
-    let (mut accepted, mut refused) = (0, 0);
     // What each newly refused change replaced: a later change of ours over its value replaces,
     // as far as the server knows, that instead (the refused one never happened there).
     let mut undone: Vec<(Uuid, Stamp, Entry)> = Vec::new();

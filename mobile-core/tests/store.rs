@@ -216,6 +216,37 @@ fn a_residence_links_its_person_and_house_both_ways() {
 }
 
 #[test]
+fn captures_accepted_whole_leave_the_outbox_and_a_capture_answered_in_part_waits() {
+    let mut s = store();
+    s.capture(EntityKind::Person, &person("11010519491231002X", "王芳"))
+        .unwrap();
+    let number = baylink_domain::synthetic::resident_id(7);
+    s.capture(EntityKind::Person, &person(&number, "李娜"))
+        .unwrap();
+    let changes = s.outbox(100).unwrap();
+    let first = changes[0].entity;
+    let (one, two): (Vec<_>, Vec<_>) = changes.iter().partition(|c| c.entity == first);
+    assert!(one.len() > 1 && two.len() > 1, "{changes:?}");
+    // The first capture answered whole, the second but for its last change (an answer that
+    // names no result for a change leaves it waiting).
+    let results: Vec<ChangeResult> = one
+        .iter()
+        .chain(&two[..two.len() - 1])
+        .map(|c| ChangeResult::accepted(c.id.counter))
+        .collect();
+    assert_eq!(s.settle(&results).unwrap(), (results.len(), 0));
+    let waiting = s.outbox(100).unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].id, two[two.len() - 1].id);
+    assert_eq!(s.pending_count().unwrap(), 1);
+    // Answers repeated change nothing; the last answer empties the outbox.
+    assert_eq!(s.settle(&results).unwrap(), (0, 0));
+    let last = [ChangeResult::accepted(waiting[0].id.counter)];
+    assert_eq!(s.settle(&last).unwrap(), (1, 0));
+    assert_eq!(s.pending_count().unwrap(), 0);
+}
+
+#[test]
 fn accepted_changes_leave_the_outbox_and_refused_ones_wait_for_a_correction() {
     let mut s = store();
     let id = s
