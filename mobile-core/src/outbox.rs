@@ -184,6 +184,17 @@ fn rows(
     Ok(out)
 }
 
+/// The rows of `entity`'s actions stamped `hlc`: only that record's (two records' actions may
+/// share a stamp, resent with the stamps their values hold).
+fn rows_stamped(conn: &Connection, node: NodeId, entity: Uuid, hlc: Hlc) -> Result<Vec<Row>> {
+    rows(
+        conn,
+        node,
+        "WHERE hlc = ?1 AND entity = ?2",
+        params![hlc.as_u64() as i64, entity.hyphenated().to_string()],
+    )
+}
+
 /// The changes of a row that stores no list: the record's fields written with its stamp.
 fn implied_entries(record: &db::StoredRecord, first: u64, stamp: Stamp) -> Vec<Entry> {
     record
@@ -200,11 +211,12 @@ fn implied_entries(record: &db::StoredRecord, first: u64, stamp: Stamp) -> Vec<E
 pub(crate) fn materialize(
     conn: &Connection,
     node: NodeId,
+    entity: Uuid,
     hlc: Hlc,
     field: &str,
     value: &Value,
 ) -> Result<()> {
-    for mut row in rows(conn, node, "WHERE hlc = ?1", [hlc.as_u64() as i64])? {
+    for mut row in rows_stamped(conn, node, entity, hlc)? {
         let mut changed = false;
         for entry in row
             .entries
@@ -228,11 +240,12 @@ pub(crate) fn materialize(
 pub(crate) fn note_lost(
     conn: &Connection,
     node: NodeId,
+    entity: Uuid,
     hlc: Hlc,
     field: &str,
     remote: &baylink_sync::Versioned,
 ) -> Result<()> {
-    for mut row in rows(conn, node, "WHERE hlc = ?1", [hlc.as_u64() as i64])? {
+    for mut row in rows_stamped(conn, node, entity, hlc)? {
         let mut changed = false;
         for entry in row.entries.iter_mut().filter(|e| e.field == field) {
             let known = entry.old_stamp.or(entry.base);
@@ -888,6 +901,45 @@ pub(crate) fn refused(conn: &Connection, node: NodeId) -> Result<Vec<RefusedChan
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_overwritten_value_is_copied_into_its_own_records_change_only() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        let node = NodeId(Uuid::from_u128(9));
+        let hlc = Hlc::new(1_800_000_000_000, 0);
+        let (mine, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let base = Some(Stamp::new(Hlc::new(1_700_000_000_000, 0), node));
+        // Two records' actions with one stamp (resent with the stamps their values hold), each
+        // changing the name, its value still in its record (a list: each has a base).
+        append(
+            &conn,
+            mine,
+            "person",
+            hlc,
+            &[Entry::lazy(1, "name".into(), base)],
+        )
+        .unwrap();
+        append(
+            &conn,
+            other,
+            "person",
+            hlc,
+            &[Entry::lazy(2, "name".into(), base)],
+        )
+        .unwrap();
+        let remote = baylink_sync::Versioned::new(
+            json!("李娜"),
+            Stamp::new(Hlc::new(1_800_000_000_001, 0), NodeId(Uuid::from_u128(5))),
+        );
+        materialize(&conn, node, mine, hlc, "name", &json!("王芳")).unwrap();
+        note_lost(&conn, node, mine, hlc, "name", &remote).unwrap();
+        let entry = |entity| rows_stamped(&conn, node, entity, hlc).unwrap()[0].entries[0].clone();
+        let (copied, untouched) = (entry(mine), entry(other));
+        assert_eq!(copied.value, Some(json!("王芳")));
+        assert_eq!(copied.old, Some(json!("李娜")));
+        assert_eq!(untouched, Entry::lazy(2, "name".into(), base));
+    }
 
     #[test]
     fn a_cleared_value_is_not_a_lazy_one() {

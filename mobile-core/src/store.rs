@@ -1457,7 +1457,14 @@ impl Merge {
         }
         if plan.apply {
             if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
-                outbox::materialize(tx, device.node, held.stamp.hlc, &change.field, &held.value)?;
+                outbox::materialize(
+                    tx,
+                    device.node,
+                    change.entity,
+                    held.stamp.hlc,
+                    &change.field,
+                    &held.value,
+                )?;
                 if incoming.stamp.node != device.node
                     && held.value != incoming.value
                     && !NOT_REPLACED_NEWS.contains(&change.field.as_str())
@@ -1477,7 +1484,14 @@ impl Merge {
             self.report.applied += 1;
         } else {
             if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
-                outbox::note_lost(tx, device.node, held.stamp.hlc, &change.field, &incoming)?;
+                outbox::note_lost(
+                    tx,
+                    device.node,
+                    change.entity,
+                    held.stamp.hlc,
+                    &change.field,
+                    &incoming,
+                )?;
             }
             self.report.unchanged += 1;
         }
@@ -2060,7 +2074,7 @@ fn write_local(
         let held = record.state.get(field);
         if let Some(held) = held.filter(|h| h.stamp.node == device.node) {
             // An earlier change of ours may still need this value: copy it out first.
-            outbox::materialize(tx, device.node, held.stamp.hlc, field, &held.value)?;
+            outbox::materialize(tx, device.node, id, held.stamp.hlc, field, &held.value)?;
         }
         let superseded = held.and_then(|h| {
             refused
