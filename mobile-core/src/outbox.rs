@@ -184,8 +184,8 @@ fn rows(
     Ok(out)
 }
 
-/// The rows of `entity`'s actions stamped `hlc`: only that record's (two records' actions may
-/// share a stamp, resent with the stamps their values hold).
+/// The rows of `entity`'s actions stamped `hlc`: only that record's, should another record's
+/// action carry the same stamp.
 fn rows_stamped(conn: &Connection, node: NodeId, entity: Uuid, hlc: Hlc) -> Result<Vec<Row>> {
     rows(
         conn,
@@ -910,8 +910,8 @@ mod tests {
         let hlc = Hlc::new(1_800_000_000_000, 0);
         let (mine, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let base = Some(Stamp::new(Hlc::new(1_700_000_000_000, 0), node));
-        // Two records' actions with one stamp (resent with the stamps their values hold), each
-        // changing the name, its value still in its record (a list: each has a base).
+        // Two records' actions with one stamp, each changing the name, its value still in its
+        // record (a list: each has a base).
         append(
             &conn,
             mine,
