@@ -461,12 +461,15 @@ fn rows_holding(conn: &Connection, node: NodeId, lo: u64, hi: u64) -> Result<Vec
     rows(
         conn,
         node,
-        "WHERE first_counter <= ?2 AND first_counter >= (
-             SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)
-         ORDER BY first_counter",
+        &format!("WHERE {HOLDING} ORDER BY first_counter"),
         params![lo as i64, hi as i64],
     )
 }
+
+/// The rows that may hold counters `?1` to `?2`: from the one holding `?1` (the last starting at
+/// or before it) to the last starting at or before `?2`.
+const HOLDING: &str = "first_counter <= ?2 AND first_counter >= (
+    SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)";
 
 /// Deletes the rows holding no list (a capture's: their changes are the record's fields with
 /// the row's stamp, numbered from its first counter, `pending` of them) whose every change the
@@ -478,11 +481,9 @@ fn whole_captures_accepted(
     hi: u64,
 ) -> Result<usize> {
     let rows: Vec<(i64, i64)> = conn
-        .prepare_cached(
-            "SELECT first_counter, pending FROM outbox
-             WHERE changes IS NULL AND first_counter <= ?2 AND first_counter >= (
-                 SELECT COALESCE(MAX(first_counter), 0) FROM outbox WHERE first_counter <= ?1)",
-        )?
+        .prepare_cached(&format!(
+            "SELECT first_counter, pending FROM outbox WHERE changes IS NULL AND {HOLDING}"
+        ))?
         .query_map(params![lo as i64, hi as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
