@@ -6,6 +6,11 @@
 //! PostgreSQL cluster, beside SQLite's.
 //! `baylink-bench serve DIR` is the district's server process it starts.
 
+/// The server's allocator (`baylink-server`'s `main.rs`): this binary is also the district's
+/// server process (`serve`). Its phone side allocates with it too, which a phone app does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     let Some(text) = args
         .iter()
