@@ -195,7 +195,6 @@ mod tests {
                     value: serde_json::Value::String("x".repeat(value_bytes)),
                     stamp: Stamp::new(Hlc::new(counter, 0), node),
                     base: None,
-                    extra: Default::default(),
                 });
             }
         }

@@ -2,7 +2,6 @@
 //! waits a little (an officer between two forms), pushes a new registration and pulls what its
 //! village's other phones wrote. Each request's latency is recorded; any failure is an error.
 
-use std::collections::BTreeMap;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -76,7 +75,6 @@ fn registration(
                 value,
                 stamp,
                 base: None,
-                extra: BTreeMap::new(),
             }
         })
         .collect()

@@ -87,7 +87,6 @@ impl Phone<'_> {
                     value: value.clone(),
                     stamp,
                     base: None,
-                    extra: Default::default(),
                 }
             })
             .collect()

@@ -295,7 +295,6 @@ fn to_change(
         value,
         stamp,
         base: entry.base,
-        extra: BTreeMap::new(),
     })
 }
 

@@ -1352,7 +1352,6 @@ fn remote_change(v: FieldValue) -> Change {
         value: v.value,
         stamp: v.stamp,
         base: None,
-        extra: BTreeMap::new(),
     }
 }
 

@@ -317,7 +317,6 @@ fn remote_person_change(
         value: serde_json::json!(value),
         stamp: baylink_sync::Stamp::new(hlc, other),
         base: None,
-        extra: Default::default(),
     }
 }
 
@@ -559,7 +558,6 @@ fn to_changes(raw: &[(u8, u8, u8, u8, u64)]) -> Vec<baylink_sync::Change> {
                 },
                 stamp: Stamp::new(Hlc::new(1_700_000_000_000 + hlc, 0), node),
                 base: None,
-                extra: Default::default(),
             }
         })
         .collect()
@@ -1196,7 +1194,6 @@ proptest! {
                         value: serde_json::json!("李四"),
                         stamp: baylink_sync::Stamp::new(at, remote),
                         base: None,
-                        extra: Default::default(),
                     }]).unwrap();
                     newest = newest.max(at);
                     continue;

@@ -374,7 +374,6 @@ pub fn village_changes(
                 value,
                 stamp,
                 base: None,
-                extra: BTreeMap::new(),
             });
         }
     }

@@ -33,8 +33,8 @@ pub enum AppError {
     #[error("{0}")]
     Conflict(String),
     /// The request body is larger than the server accepts.
-    #[error("request body too large")]
-    TooLarge,
+    #[error("{0}")]
+    TooLarge(String),
     /// Too many failed attempts; retry after this many seconds.
     #[error(
         "尝试次数过多，请约 {} 分钟后再试 / too many failed attempts: try again in about {} minute(s)",
@@ -42,6 +42,9 @@ pub enum AppError {
         .0.div_ceil(60)
     )]
     Throttled(u64),
+    /// The caller has as many requests of this kind under way as it may: try again in a second.
+    #[error("{0}")]
+    Busy(String),
     /// The server is starting (opening, perhaps migrating, its database): try again shortly.
     #[error("the server is starting: try again shortly")]
     Starting,
@@ -54,6 +57,11 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A body past the size limit.
+    pub fn too_large() -> AppError {
+        AppError::TooLarge("request body too large".into())
+    }
+
     /// The stable code and HTTP status of this error.
     fn code_and_status(&self) -> (&'static str, StatusCode) {
         match self {
@@ -64,8 +72,9 @@ impl AppError {
             AppError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             AppError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             AppError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
-            AppError::TooLarge => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            AppError::TooLarge(_) => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
             AppError::Throttled(_) => ("throttled", StatusCode::TOO_MANY_REQUESTS),
+            AppError::Busy(_) => ("busy", StatusCode::TOO_MANY_REQUESTS),
             AppError::Starting => ("starting", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
@@ -106,7 +115,12 @@ impl IntoResponse for AppError {
         };
         let body = json!({ "error": { "code": code, "message": message } });
         let mut response = (status, axum::Json(body)).into_response();
-        if let AppError::Throttled(seconds) = self
+        let retry_after = match self {
+            AppError::Throttled(seconds) => Some(seconds),
+            AppError::Busy(_) => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);

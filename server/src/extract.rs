@@ -111,50 +111,70 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
-/// A JSON body; malformed input is a 400 with the app's error shape.
+/// A JSON body; malformed input is a 400 with the app's error shape. Its values are read within
+/// a budget of JSON nodes in proportion to its length ([`baylink_sync::bounded`]): a body whose
+/// values hold more is refused as too large (the phone sends fewer changes a push), before it
+/// could cost the server many times its size.
 pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let rejected = |rejection: axum::extract::rejection::JsonRejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::TooLarge
-            } else {
-                AppError::BadRequest(rejection.body_text())
-            }
-        };
-        // Any other content type is axum's to judge (and to refuse).
-        if !plain_json(req.headers()) {
-            return match axum::Json::<T>::from_request(req, state).await {
-                Ok(axum::Json(value)) => Ok(AppJson(value)),
-                Err(rejection) => Err(rejected(rejection)),
-            };
+        if !json_content_type(req.headers()) {
+            return Err(AppError::BadRequest(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|rejection| rejected(rejection.into()))?;
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::too_large()
+                } else {
+                    AppError::BadRequest(rejection.body_text())
+                }
+            })?;
+        let nodes = baylink_sync::bounded::nodes_for(bytes.len());
+        let exceeded = |_| {
+            AppError::TooLarge(
+                "value: the values hold more JSON than a body of this size may carry: send \
+                 fewer changes at once"
+                    .into(),
+            )
+        };
         // Read plainly; only a body that fails is read again for the error naming where (a
         // push's body is megabytes, and tracking the path through it cost a tenth of its read).
-        match serde_json::from_slice(&bytes) {
+        match baylink_sync::bounded::within(nodes, || serde_json::from_slice(&bytes))
+            .map_err(exceeded)?
+        {
             Ok(value) => Ok(AppJson(value)),
-            Err(_) => match axum::Json::<T>::from_bytes(&bytes) {
-                Ok(axum::Json(value)) => Ok(AppJson(value)),
-                Err(rejection) => Err(rejected(rejection)),
-            },
+            Err(_) => {
+                match baylink_sync::bounded::within(nodes, || axum::Json::<T>::from_bytes(&bytes))
+                    .map_err(exceeded)?
+                {
+                    Ok(axum::Json(value)) => Ok(AppJson(value)),
+                    Err(rejection) => Err(AppError::BadRequest(rejection.body_text())),
+                }
+            }
         }
     }
 }
 
-/// Whether the body is declared plain JSON as phones and browsers declare it
-/// (`application/json`, perhaps `; charset=utf-8`): every other form is axum's to read.
-fn plain_json(headers: &axum::http::HeaderMap) -> bool {
-    headers
+/// Whether the body is declared JSON: `application/json` (perhaps with parameters such as a
+/// charset) or a type of the `+json` suffix, as axum's own extractor takes them.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.eq_ignore_ascii_case("application/json")
-                || v.eq_ignore_ascii_case("application/json; charset=utf-8")
-        })
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((top, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    top.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
 }

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod forwarded;
 pub mod listen;
 pub mod metrics;
+pub mod pushing;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -28,17 +29,30 @@ pub use config::Config;
 pub use error::AppError;
 pub use state::AppState;
 
+/// Most bytes of a request body on every route but a push (after decompression).
+pub const SMALL_BODY_BYTES: usize = 64 * 1024;
+
 /// Every route of the server.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let small = limit.min(SMALL_BODY_BYTES);
+    // Only a push's body may be megabytes: every other body (a sign-in, a pull's request, a
+    // console form), sent before any account is known for most of them, is held to a few
+    // kilobytes, so bodies sent slowly on many connections cannot hold the server's memory.
+    let small_bodies = Router::new()
         .merge(routes::health::router())
         .merge(routes::auth::router())
-        .merge(routes::sync::router())
+        .merge(routes::sync::pull_router())
         .merge(console::router())
-        .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(small))
+        .layer(RequestBodyLimitLayer::new(small));
+    let pushes = routes::sync::push_router()
         .layer(DefaultBodyLimit::max(limit))
-        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(RequestBodyLimitLayer::new(limit));
+    Router::new()
+        .merge(small_bodies)
+        .merge(pushes)
+        .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         // A request body in zstd (a phone's push, once the server said it reads them) is
         // decompressed before the limits above, so they count what it expands to: a small body
         // that would expand without end is refused as too large. Other encodings: 415.
@@ -144,7 +158,7 @@ async fn json_too_large(response: axum::response::Response) -> axum::response::R
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !json {
-        return AppError::TooLarge.into_response();
+        return AppError::too_large().into_response();
     }
     response
 }

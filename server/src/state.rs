@@ -19,6 +19,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// What this process counted (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Pushes under way, by account.
+    pub pushing: Arc<crate::pushing::Pushing>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             )),
             config: Arc::new(config),
             metrics: Arc::default(),
+            pushing: Arc::default(),
         };
         Ok((state, db))
     }

@@ -1407,3 +1407,446 @@ async fn a_new_password_ends_every_session_of_the_account_and_only_it_signs_in()
         .await;
     assert!(refused.is_err());
 }
+
+/// A body that sends what it is given and then waits, as a client sending slowly does, until
+/// its sender goes (it then ends, short).
+struct Trickle(tokio::sync::mpsc::Receiver<axum::body::Bytes>);
+
+impl futures_core::Stream for Trickle {
+    type Item = Result<axum::body::Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|bytes| bytes.map(Ok))
+    }
+}
+
+/// A person's changes of `device` under one stamp, counters from `first`: a passport's number,
+/// under the id a phone derives from it.
+fn person_changes(device: &str, first: u64, number: &str) -> Vec<Value> {
+    let fields: baylink_domain::Fields = [
+        ("village", json!("441303006001")),
+        ("id_type", json!("passport")),
+        ("id_number", json!(number)),
+    ]
+    .into_iter()
+    .map(|(f, v)| (f.to_owned(), v))
+    .collect();
+    let id = baylink_domain::natural_id(baylink_domain::EntityKind::Person, &fields)
+        .unwrap()
+        .to_string();
+    let stamp = format!(
+        "{:016x}@{device}",
+        (baylink_server::store::now_ms() << 16) + first
+    );
+    [
+        ("village", "441303006001"),
+        ("id_type", "passport"),
+        ("id_number", number),
+        ("name", "王芳"),
+    ]
+    .iter()
+    .zip(first..)
+    .map(|((field, value), counter)| {
+        json!({
+            "id": {"device": device, "counter": counter}, "kind": "person", "entity": id,
+            "field": field, "value": value, "stamp": stamp,
+        })
+    })
+    .collect()
+}
+
+/// The rows of every record as stored, to tell that nothing changed.
+fn records(state: &AppState) -> Vec<(String, String)> {
+    db(state)
+        .call_blocking(|c| {
+            let mut statement = c.prepare("SELECT id, state FROM entity ORDER BY id")?;
+            let rows = statement
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_account_has_four_pushes_under_way_at_most_and_another_account_is_not_held_up() {
+    use baylink_server::pushing::PER_ACCOUNT;
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let o1 = db(&state)
+        .call_blocking(|c| Ok(accounts::account_by_username(c, "o1")?.unwrap().id))
+        .unwrap();
+    // Another officer of the village, on a phone of their own.
+    let hash = auth::password::hash("another-horse-battery").unwrap();
+    db(&state)
+        .call_blocking(move |c| {
+            let new = NewAccount {
+                username: "o2".to_owned(),
+                display_name: "o2".to_owned(),
+                role: Role::Officer,
+                station: None,
+                password_hash: hash,
+                villages: vec!["441303006001".to_owned()],
+            };
+            accounts::create_account(c, Actor::Operator, &new, 0)
+        })
+        .unwrap();
+    let other_device = "6a1f8c3e-0000-4000-8000-000000000002";
+    let (status, answer, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Body::from(
+            json!({"username": "o2", "password": "another-horse-battery",
+                   "device_id": other_device, "device_name": "t2"})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let other = answer["access_token"].as_str().unwrap().to_owned();
+
+    // o1's phone begins four pushes and sends their bodies slowly.
+    let mut senders = Vec::new();
+    let mut slow = Vec::new();
+    for _ in 0..PER_ACCOUNT {
+        let (send, receive) = tokio::sync::mpsc::channel(1);
+        send.send(axum::body::Bytes::from_static(b"{\"protocol\": 2, "))
+            .await
+            .unwrap();
+        senders.push(send);
+        let (state, good) = (state.clone(), good.clone());
+        slow.push(tokio::spawn(async move {
+            let body = Body::from_stream(Trickle(receive));
+            call(&state, "POST", "/api/v1/sync/push", Some(&good), body).await
+        }));
+    }
+    let started = std::time::Instant::now();
+    while state.pushing.under_way(o1) < PER_ACCOUNT {
+        assert!(started.elapsed().as_secs() < 10, "the slow pushes began");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // A fifth is told to come back in a second, before its body is read; nothing is stored.
+    let batch = json!({"protocol": 2, "device": DEVICE,
+        "changes": person_changes(DEVICE, 1, "E0000001")});
+    let (status, answer, retry) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/push",
+        Some(&good),
+        Body::from(batch.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(answer["error"]["code"], "busy", "{answer}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(records(&state).is_empty());
+    // Another officer pushes meanwhile.
+    let theirs = json!({"protocol": 2, "device": other_device,
+        "changes": person_changes(other_device, 1, "E0000002")});
+    let (status, answer) = push(&state, &other, &theirs).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{answer}"
+    );
+    // The slow bodies end short: each push is refused, its slot freed, and the fifth goes.
+    drop(senders);
+    for task in slow {
+        let (status, _, _) = task.await.unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(state.pushing.under_way(o1), 0);
+    let (status, answer) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(records(&state).len(), 2);
+}
+
+#[tokio::test]
+async fn every_body_but_a_push_is_held_to_a_few_kilobytes() {
+    use baylink_server::SMALL_BODY_BYTES;
+    let (state, _dir) = state_taking(8 * 1024 * 1024);
+    let good = token(&state).await;
+    let big = format!(
+        "{{\"username\": \"o1\", \"password\": \"{}\"}}",
+        "x".repeat(SMALL_BODY_BYTES)
+    );
+    let too_large = |status: StatusCode, body: &Value| {
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["error"]["code"], "too_large", "{body}");
+    };
+    // A sign-in, declared large or sent without a length, or in zstd expanding past the limit.
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Body::from(big.clone()),
+    )
+    .await;
+    too_large(status, &body);
+    let (send, receive) = tokio::sync::mpsc::channel(big.len() / (16 * 1024) + 1);
+    for part in big.as_bytes().chunks(16 * 1024) {
+        send.send(axum::body::Bytes::copy_from_slice(part))
+            .await
+            .unwrap();
+    }
+    drop(send);
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Body::from_stream(Trickle(receive)),
+    )
+    .await;
+    too_large(status, &body);
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body(Body::from(zstd::bulk::compress(big.as_bytes(), 3).unwrap()))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A pull's request, and a console form.
+    let pull = format!(
+        "{{\"protocol\": 2, \"limit\": 10, \"padding\": \"{}\"}}",
+        "x".repeat(SMALL_BODY_BYTES)
+    );
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/api/v1/sync/pull",
+        Some(&good),
+        Body::from(pull),
+    )
+    .await;
+    too_large(status, &body);
+    let form = Request::builder()
+        .method("POST")
+        .uri("/console/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "username=o1&password={}",
+            "x".repeat(SMALL_BODY_BYTES)
+        )))
+        .unwrap();
+    let response = app(state.clone()).oneshot(form).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A push of the same size is read: persons with long notes.
+    let mut changes = Vec::new();
+    for n in 0..80u64 {
+        let mut person = person_changes(DEVICE, n * 5 + 1, &format!("E{n:07}"));
+        let mut notes = person[0].clone();
+        notes["id"]["counter"] = json!(n * 5 + 5);
+        notes["field"] = json!("notes");
+        notes["value"] = json!("走访记录".repeat(150));
+        person.push(notes);
+        changes.extend(person);
+    }
+    let batch = json!({"protocol": 2, "device": DEVICE, "changes": changes});
+    assert!(batch.to_string().len() > 2 * SMALL_BODY_BYTES);
+    let (status, answer) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_push_whose_values_hold_more_json_than_its_size_allows_is_refused_whole_and_unknown_members_are_skipped()
+ {
+    let (state, _dir) = state_taking(8 * 1024 * 1024);
+    let good = token(&state).await;
+    let mut changes = person_changes(DEVICE, 1, "E0000001");
+    let id = changes[0]["entity"].clone();
+    // Half a million zeros in one value: a megabyte of body, sixteen of parsed JSON.
+    let mut flood = changes[3].clone();
+    flood["id"]["counter"] = json!(5);
+    flood["field"] = json!("notes");
+    flood["value"] = json!(vec![0; 500_000]);
+    changes.push(flood);
+    let batch = json!({"protocol": 2, "device": DEVICE, "changes": changes.clone()});
+    let (status, answer) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_large", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("value:"),
+        "{answer}"
+    );
+    assert!(records(&state).is_empty());
+    // As actions, the same.
+    let actions = json!({"protocol": 3, "device": DEVICE, "changes": [], "actions": [{
+        "kind": "person", "entity": id, "stamp": changes[0]["stamp"],
+        "fields": [{"counter": 5, "field": "notes", "value": vec![0; 500_000]}],
+    }]});
+    let (status, answer) = push(&state, &good, &actions).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert!(records(&state).is_empty());
+    // The same megabyte as members the server does not know is skipped, never stored; the
+    // changes beside it are taken.
+    changes.pop();
+    changes[3]["signature"] = json!(vec![0; 250_000]);
+    let batch = json!({"protocol": 2, "device": DEVICE, "changes": changes,
+        "priority": vec![0; 250_000]});
+    let (status, answer) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{answer}"
+    );
+    let stored = records(&state);
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].1.contains("signature") && !stored[0].1.contains("priority"));
+}
+
+/// What a hostile body is made of: values of any shape and size, unknown members beside them.
+#[derive(Debug, Clone)]
+struct HostileBody {
+    /// Each change's value: a JSON tree, perhaps repeated into a long array.
+    values: Vec<(Value, usize)>,
+    /// An unknown member's size (zeros), on the push and on each change.
+    unknown: usize,
+    zstd: bool,
+}
+
+fn hostile_body() -> impl proptest::strategy::Strategy<Value = HostileBody> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i32>().prop_map(Value::from),
+        "[a-z王芳]{0,6}".prop_map(Value::String),
+    ];
+    let tree = leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    (
+        prop::collection::vec(
+            (
+                tree,
+                prop_oneof![3 => Just(0usize), 1 => 1..200usize, 1 => 1_000..60_000usize],
+            ),
+            1..4,
+        ),
+        prop_oneof![Just(0usize), 1..50_000usize],
+        any::<bool>(),
+    )
+        .prop_map(|(values, unknown, zstd)| HostileBody {
+            values,
+            unknown,
+            zstd,
+        })
+}
+
+/// How many nodes the server's budget counts in a value.
+fn nodes(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nodes).sum::<usize>(),
+        Value::Object(members) => 1 + members.values().map(|v| 1 + nodes(v)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+#[test]
+fn hostile_bodies_of_any_shape_are_answered_within_their_budget_and_store_nothing_unknown() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (state, _dir) = state_taking(4 * 1024 * 1024);
+    let good = runtime.block_on(token(&state));
+    let counter = std::cell::Cell::new(0u64);
+    let config = ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(body in hostile_body())| {
+        let first = counter.get() + 1;
+        let mut changes = person_changes(DEVICE, first, &format!("E{first:07}"));
+        for (n, (tree, repeat)) in body.values.iter().enumerate() {
+            let mut change = changes[0].clone();
+            change["id"]["counter"] = json!(first + 4 + n as u64);
+            change["field"] = json!(["notes", "phone", "occupation"][n % 3]);
+            change["value"] = if *repeat == 0 {
+                tree.clone()
+            } else {
+                Value::Array(vec![tree.clone(); *repeat])
+            };
+            if body.unknown > 0 {
+                change["signature"] = json!(vec![0; body.unknown]);
+            }
+            changes.push(change);
+        }
+        counter.set(first + 3 + body.values.len() as u64);
+        let mut batch = json!({"protocol": 2, "device": DEVICE, "changes": changes});
+        if body.unknown > 0 {
+            batch["priority"] = json!(vec![1; body.unknown]);
+        }
+        let text = batch.to_string();
+        let counted: usize = batch["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| nodes(&c["value"]))
+            .sum();
+        let over = counted > baylink_sync::bounded::nodes_for(text.len())
+            || text.len() > state.config.max_body_bytes;
+        let before = records(&state);
+        let (status, answer) = if body.zstd {
+            let (status, _, answer) = runtime.block_on(push_encoded(
+                &state,
+                &good,
+                "zstd",
+                zstd::bulk::compress(text.as_bytes(), 1).unwrap(),
+            ));
+            (status, answer)
+        } else {
+            runtime.block_on(push(&state, &good, &batch))
+        };
+        if over {
+            // Refused whole (by its budget, or its size), before anything of it is applied.
+            prop_assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", answer);
+            prop_assert_eq!(records(&state), before);
+        } else {
+            // Within its budget, a well-formed body is read: each change answered on its own.
+            prop_assert_eq!(status, StatusCode::OK, "{}", answer);
+            let results = answer["results"].as_array().unwrap();
+            prop_assert_eq!(results.len(), 4 + body.values.len());
+        }
+        // Nothing of an unknown member is ever stored.
+        prop_assert!(records(&state)
+            .iter()
+            .all(|(_, s)| !s.contains("signature") && !s.contains("priority")));
+    });
+    // The server serves on: an honest push after them all is taken.
+    let first = counter.get() + 1;
+    let batch = json!({"protocol": 2, "device": DEVICE,
+        "changes": person_changes(DEVICE, first, "E9999999")});
+    let (status, answer) = runtime.block_on(push(&state, &good, &batch));
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}

@@ -104,7 +104,6 @@ impl Console {
                     value,
                     stamp,
                     base: None,
-                    extra: Default::default(),
                 })
                 .collect();
                 let caller = Caller {
@@ -768,7 +767,6 @@ fn push_ticked(
                     value: value.clone(),
                     stamp: Stamp::new(Hlc::new(now + tick, 0), device),
                     base: None,
-                    extra: Default::default(),
                 })
                 .collect();
             let caller = Caller {

@@ -118,7 +118,6 @@ fn honest_changes(
                 value,
                 stamp,
                 base: None,
-                extra: BTreeMap::new(),
             }
         })
         .collect();
@@ -165,7 +164,6 @@ fn honest_edit(
         value,
         stamp: Stamp::new(Hlc::new(now_ms(), 1), node),
         base: None,
-        extra: BTreeMap::new(),
     };
     let results = push::push(conn, caller, &[change], now_ms(), 60_000).unwrap();
     assert!(results.iter().all(|r| r.code.is_none()), "{results:?}");
@@ -1210,7 +1208,6 @@ impl World {
             value: json!(format!("第{n}次走访")),
             stamp: Stamp::new(Hlc::new(now_ms(), 1), node),
             base: None,
-            extra: BTreeMap::new(),
         };
         honest.push(visit.clone());
         let mut pushes = vec![

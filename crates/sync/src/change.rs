@@ -1,7 +1,6 @@
 //! The change record: one write of one field of one entity, as a device's outbox holds it and
 //! push carries it. Its id (device, counter) is unique, which makes push idempotent.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +37,7 @@ pub struct Change {
     /// Field name; unknown fields are relayed unchanged.
     pub field: String,
     /// The new value (`null` clears the field).
+    #[serde(deserialize_with = "crate::bounded::value")]
     pub value: Value,
     /// When and where it was written.
     pub stamp: Stamp,
@@ -45,9 +45,6 @@ pub struct Change {
     /// receiver tell a concurrent edit from a sequential one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Stamp>,
-    /// Members added by newer versions, kept and relayed.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
 }
 
 impl Change {

@@ -4,6 +4,7 @@
 //! server both call it, so the merge rule exists once.
 
 pub mod auth;
+pub mod bounded;
 pub mod change;
 pub mod cursor;
 pub mod error;

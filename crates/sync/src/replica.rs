@@ -161,7 +161,6 @@ mod tests {
                             json!(value)
                         },
                         stamp: Stamp::new(hlc, ids[node]),
-                        extra: Default::default(),
                     };
                     replicas[node].apply(&change);
                     log.push(change);
@@ -224,7 +223,6 @@ mod tests {
                 value: json!(value),
                 stamp: Stamp::new(Hlc::new(hlc, 0), node),
                 base,
-                extra: Default::default(),
             };
         let first = change(a, 1, 10, "13800138000", None);
         let mut server = Replica::new();

@@ -1,6 +1,8 @@
 //! Versioned wire types of the sync protocol, shared by device and server so they cannot drift.
-//! Every message keeps members it does not know (`extra`) and sends them on unchanged: old app
-//! versions stay in the field for months.
+//! An answer keeps members it does not know (`extra`) and sends them on unchanged: old app
+//! versions stay in the field for months. What a server reads (a push, its changes, a pull)
+//! skips them instead: a server relays nothing of a request, and a member skipped costs it no
+//! memory (one buffered for relaying cost it several times its size).
 
 use std::collections::BTreeMap;
 
@@ -65,9 +67,6 @@ pub struct PushRequest {
     /// Whole actions of the pushing device, after `changes`, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
-    /// Unknown members, relayed.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
 }
 
 impl PushRequest {
@@ -78,7 +77,6 @@ impl PushRequest {
             device,
             changes: Vec::new(),
             actions: Action::group(changes),
-            extra: BTreeMap::new(),
         }
     }
 
@@ -125,13 +123,11 @@ pub struct ActionField {
     /// Field name.
     pub field: String,
     /// The new value (`null` clears the field).
+    #[serde(deserialize_with = "crate::bounded::value")]
     pub value: Value,
     /// The stamp of the value it replaced on its device, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Stamp>,
-    /// Members added by newer versions, kept and relayed.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
 }
 
 impl Action {
@@ -145,7 +141,6 @@ impl Action {
                 field: change.field,
                 value: change.value,
                 base: change.base,
-                extra: change.extra,
             };
             match actions.last_mut() {
                 Some(last)
@@ -180,7 +175,6 @@ impl Action {
             value: f.value,
             stamp,
             base: f.base,
-            extra: f.extra,
         })
     }
 }
@@ -289,9 +283,6 @@ pub struct PullRequest {
     /// It narrows only what this device is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own_held_after: Option<u64>,
-    /// Unknown members, relayed.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
 }
 
 /// The content type of an answer of several pull pages, one JSON object a line.
@@ -509,10 +500,8 @@ mod tests {
                 value: json!("王芳"),
                 stamp: Stamp::new(Hlc::new(1_700_000_000_000, 1), node(1)),
                 base: None,
-                extra: BTreeMap::new(),
             }],
             actions: Vec::new(),
-            extra: BTreeMap::new(),
         }
     }
 
@@ -563,14 +552,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_members_kinds_and_statuses_survive_a_round_trip() {
+    fn unknown_kinds_and_statuses_survive_a_round_trip_and_answers_keep_unknown_members() {
         let mut value = serde_json::to_value(push()).unwrap();
         value["priority"] = json!("high");
         value["changes"][0]["kind"] = json!("boat");
         value["changes"][0]["signature"] = json!({"alg": "ed25519"});
         let parsed: PushRequest = serde_json::from_value(value.clone()).unwrap();
-        assert_eq!(parsed.extra["priority"], "high");
+        // A request's unknown members are skipped; its unknown kinds are kept.
         assert_eq!(parsed.changes[0].kind, "boat");
+        value.as_object_mut().unwrap().remove("priority");
+        value["changes"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("signature");
         assert_eq!(serde_json::to_value(&parsed).unwrap(), value);
 
         let answer = json!({"server_time_ms": 5, "results": [
@@ -633,7 +627,6 @@ mod tests {
             limit: 5_000,
             pages: None,
             own_held_after: None,
-            extra: BTreeMap::new(),
         };
         let one = serde_json::to_string(&ask).unwrap();
         assert_eq!(
@@ -698,7 +691,6 @@ mod tests {
                     value: json!(v),
                     stamp: Stamp::new(Hlc::new(stamp, 0), node(1)),
                     base: based.then(|| Stamp::new(Hlc::new(9, 0), node(2))),
-                    extra: BTreeMap::new(),
                 })
                 .collect();
             let request = PushRequest::of_actions(node(1), changes.clone());

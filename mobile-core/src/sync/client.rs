@@ -343,7 +343,6 @@ impl Client {
                 device,
                 changes,
                 actions: Vec::new(),
-                extra: Default::default(),
             }
         };
         // Straight to bytes (not through a JSON tree), and in zstd once the server said it reads
@@ -400,7 +399,6 @@ impl Client {
             limit,
             pages: (pages > 1).then_some(pages),
             own_held_after,
-            extra: Default::default(),
         };
         let body = serde_json::to_value(&request).map_err(|e| other(e.to_string()))?;
         let response = self.send("/api/v1/sync/pull", Some(token), &body)?;

@@ -2,7 +2,7 @@
 //! answer) and pull (pages of current values in the caller's villages after a cursor).
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use crate::error::AppError;
 use crate::extract::{AppJson, AuthDevice};
+use crate::pushing::PER_ACCOUNT;
 use crate::state::AppState;
 use crate::store::caller::{self, Caller};
 use crate::store::now_ms;
@@ -33,11 +34,14 @@ pub const MAX_BATCH: usize = 5_000;
 /// either way.
 pub const MAX_PUSH: usize = 20_000;
 
-/// The sync routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sync/push", post(push))
-        .route("/api/v1/sync/pull", post(pull))
+/// The push route: the one whose bodies are megabytes (`app` gives it the configured body limit).
+pub fn push_router() -> Router<AppState> {
+    Router::new().route("/api/v1/sync/push", post(push))
+}
+
+/// The pull route.
+pub fn pull_router() -> Router<AppState> {
+    Router::new().route("/api/v1/sync/pull", post(pull))
 }
 
 fn check_protocol(version: u32) -> Result<(), AppError> {
@@ -77,8 +81,16 @@ pub fn push_changes(req: PushRequest, caller: &Caller) -> Result<Vec<Change>, Ap
 async fn push(
     State(state): State<AppState>,
     AuthDevice(caller): AuthDevice,
-    AppJson(req): AppJson<PushRequest>,
+    request: Request,
 ) -> Result<Json<PushResponse>, AppError> {
+    // Counted before the body is read, and held until the push is answered.
+    let Some(_slot) = state.pushing.enter(caller.account) else {
+        return Err(AppError::Busy(format!(
+            "本账号已有 {PER_ACCOUNT} 个上传在进行，请稍后再试 / this account has {PER_ACCOUNT} \
+             pushes under way: try again once one is answered"
+        )));
+    };
+    let AppJson(req) = AppJson::<PushRequest>::from_request(request, &state).await?;
     let changes = push_changes(req, &caller)?;
     let max_ahead = state.config.max_clock_ahead_ms;
     let count = changes.len();

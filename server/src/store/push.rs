@@ -564,7 +564,6 @@ pub(crate) fn write_owned(
                 value,
                 stamp: Stamp::new(clock.tick(0), node),
                 base: stored.as_ref().map(|s| s.stamp),
-                extra: BTreeMap::new(),
             };
             let mut persons = BTreeSet::new();
             apply(tx, seq, caller, &change, false, now_ms, &mut persons)?;

@@ -10,7 +10,7 @@ use crate::store::values::Sequence;
 use crate::store::values::held;
 use baylink_sync::{Change, Hlc, NodeId, Stamp, plan_field};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// Writes fields of a record as the server (a reviewer's decision, a settled conflict): an
@@ -81,7 +81,6 @@ pub fn write_in(
             value: value.clone(),
             stamp,
             base,
-            extra: BTreeMap::new(),
         });
     }
     let caller = Caller {

@@ -429,7 +429,6 @@ pub(crate) fn changes(
                 value: value.clone(),
                 stamp,
                 base: None,
-                extra: Default::default(),
             }
         })
         .collect()

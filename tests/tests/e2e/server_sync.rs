@@ -164,7 +164,6 @@ fn another_villages_officer_never_receives_the_records_and_cannot_write_them() {
             outsider.store.node_id(),
         ),
         base: None,
-        extra: Default::default(),
     };
     let token = outsider.store.access_token_for_tests().expect("signed in");
     let client = mobile_core::sync::Client::new(&server.url, std::time::Duration::from_secs(5));
