@@ -8,7 +8,11 @@ use baylink_sync::wire::PushRequest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) = serde_json::from_slice::<PushRequest>(data) else {
+    // Within the budget of memory the server reads a body of this length with.
+    let budget = baylink_sync::bounded::budget_for(data.len());
+    let Ok(Ok(request)) =
+        baylink_sync::bounded::within(budget, || serde_json::from_slice::<PushRequest>(data))
+    else {
         return;
     };
     let today = Date::parse("2026-11-29").expect("a date");

@@ -112,9 +112,9 @@ impl FromRequestParts<AppState> for ClientAddr {
 }
 
 /// A JSON body; malformed input is a 400 with the app's error shape. Its values are read within
-/// a budget of JSON nodes in proportion to its length ([`baylink_sync::bounded`]): a body whose
-/// values hold more is refused as too large (the phone sends fewer changes a push), before it
-/// could cost the server many times its size.
+/// a budget of memory in proportion to its length ([`baylink_sync::bounded`]): a body whose
+/// values would take more is refused as too large (the phone sends fewer changes a push),
+/// before it could cost the server many times its size.
 pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
@@ -135,22 +135,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                     AppError::BadRequest(rejection.body_text())
                 }
             })?;
-        let nodes = baylink_sync::bounded::nodes_for(bytes.len());
+        let budget = baylink_sync::bounded::budget_for(bytes.len());
         let exceeded = |_| {
             AppError::TooLarge(
-                "value: the values hold more JSON than a body of this size may carry: send \
-                 fewer changes at once"
+                "value: the values take more memory than a body of this size may: send fewer \
+                 changes at once"
                     .into(),
             )
         };
         // Read plainly; only a body that fails is read again for the error naming where (a
         // push's body is megabytes, and tracking the path through it cost a tenth of its read).
-        match baylink_sync::bounded::within(nodes, || serde_json::from_slice(&bytes))
+        match baylink_sync::bounded::within(budget, || serde_json::from_slice(&bytes))
             .map_err(exceeded)?
         {
             Ok(value) => Ok(AppJson(value)),
             Err(_) => {
-                match baylink_sync::bounded::within(nodes, || axum::Json::<T>::from_bytes(&bytes))
+                match baylink_sync::bounded::within(budget, || axum::Json::<T>::from_bytes(&bytes))
                     .map_err(exceeded)?
                 {
                     Ok(axum::Json(value)) => Ok(AppJson(value)),

@@ -18,6 +18,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
+/// Most bytes of a request's headers (longer is `431`), and what a connection's read buffer
+/// holds before it is read from (hyper's default is about 400 KiB; a read may fill the block
+/// already reserved, up to about twice this): connections held open with headers sent slowly
+/// hold little each.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Most connections served at once (each is a file descriptor; the usual soft limit is 1,024).
 pub const MAX_CONNECTIONS: usize = 768;
 /// How long a client may take to send a request's headers.
@@ -116,7 +121,9 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(header_timeout)
+                .max_buf_size(READ_BUFFER_BYTES)
+                .max_header_size(READ_BUFFER_BYTES);
             let connection = builder
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                 .with_upgrades();

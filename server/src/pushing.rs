@@ -1,14 +1,16 @@
 //! Pushes under way, by account. A push holds its body while it arrives (up to the body limit,
-//! for as long as the body timeout) and its changes until they are applied: an account's pushes
-//! past [`PER_ACCOUNT`] are refused (`429 busy`, `Retry-After: 1`) before their body is read, so
-//! one account cannot hold the server's memory with bodies it sends slowly or many at once. A
-//! phone has two under way at most (one being applied, the next on its way).
+//! for as long as the body timeout) and its changes until they are applied, whether or not its
+//! client waits for the answer: an account's pushes past [`PER_ACCOUNT`] are refused (`429
+//! busy`, `Retry-After: 1`) before their body is read, so one account cannot hold the server's
+//! memory with bodies it sends slowly or many at once. A phone has one under way (the next is
+//! read and encoded while it is applied, and sent once it is answered).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Most pushes of one account under way at once: a phone's two, and another phone of the same
-/// officer's.
+/// Most pushes of one account under way at once: a phone's one, another phone of the same
+/// officer's, and those of a phone whose connection was cut, still being applied or read until
+/// the body timeout.
 pub const PER_ACCOUNT: usize = 4;
 
 /// The pushes under way, counted by account.

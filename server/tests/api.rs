@@ -1669,13 +1669,13 @@ async fn every_body_but_a_push_is_held_to_a_few_kilobytes() {
 }
 
 #[tokio::test]
-async fn a_push_whose_values_hold_more_json_than_its_size_allows_is_refused_whole_and_unknown_members_are_skipped()
+async fn a_push_whose_values_would_take_more_memory_than_its_size_allows_is_refused_whole_and_unknown_members_are_skipped()
  {
     let (state, _dir) = state_taking(8 * 1024 * 1024);
     let good = token(&state).await;
     let mut changes = person_changes(DEVICE, 1, "E0000001");
     let id = changes[0]["entity"].clone();
-    // Half a million zeros in one value: a megabyte of body, sixteen of parsed JSON.
+    // Half a million zeros in one value: a megabyte of body, 48 of parsed JSON as counted.
     let mut flood = changes[3].clone();
     flood["id"]["counter"] = json!(5);
     flood["field"] = json!("notes");
@@ -1765,15 +1765,6 @@ fn hostile_body() -> impl proptest::strategy::Strategy<Value = HostileBody> {
         })
 }
 
-/// How many nodes the server's budget counts in a value.
-fn nodes(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(nodes).sum::<usize>(),
-        Value::Object(members) => 1 + members.values().map(|v| 1 + nodes(v)).sum::<usize>(),
-        _ => 1,
-    }
-}
-
 #[test]
 fn hostile_bodies_of_any_shape_are_answered_within_their_budget_and_store_nothing_unknown() {
     use proptest::prelude::*;
@@ -1812,9 +1803,9 @@ fn hostile_bodies_of_any_shape_are_answered_within_their_budget_and_store_nothin
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| nodes(&c["value"]))
+            .map(|c| baylink_sync::bounded::cost(&c["value"]))
             .sum();
-        let over = counted > baylink_sync::bounded::nodes_for(text.len())
+        let over = counted > baylink_sync::bounded::budget_for(text.len())
             || text.len() > state.config.max_body_bytes;
         let before = records(&state);
         let (status, answer) = if body.zstd {
@@ -1849,4 +1840,75 @@ fn hostile_bodies_of_any_shape_are_answered_within_their_budget_and_store_nothin
         "changes": person_changes(DEVICE, first, "E9999999")});
     let (status, answer) = runtime.block_on(push(&state, &good, &batch));
     assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn an_action_naming_a_long_kind_is_refused_before_its_fields_are_read_as_changes() {
+    let (state, _dir) = state();
+    let good = token(&state).await;
+    let changes = person_changes(DEVICE, 1, "E0000001");
+    let fields: Vec<Value> = changes
+        .iter()
+        .map(|c| json!({"counter": c["id"]["counter"], "field": c["field"], "value": c["value"]}))
+        .collect();
+    // Each of an action's changes carries its kind: 20,000 fields under a kind of megabytes
+    // would be gigabytes. A kind is a short word; one past the longest is refused whole.
+    let kind = "p".repeat(baylink_server::routes::sync::MAX_KIND_BYTES + 1);
+    let batch = json!({"protocol": 3, "device": DEVICE, "changes": [], "actions": [
+        {"kind": kind, "entity": changes[0]["entity"], "stamp": changes[0]["stamp"], "fields": fields},
+    ]});
+    let (status, answer) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("actions: kind"),
+        "{answer}"
+    );
+    assert!(records(&state).is_empty());
+    // The same action under its own kind is taken.
+    let mut batch = batch;
+    batch["actions"][0]["kind"] = json!("person");
+    let (status, answer) = push(&state, &good, &batch).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(records(&state).len(), 1);
+}
+
+#[test]
+fn headers_longer_than_the_read_buffer_are_refused() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let (addr, _runtime, _dir) = listening(Duration::from_secs(10), 4);
+    let mut client = TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let padding = "x".repeat(baylink_server::listen::READ_BUFFER_BYTES);
+    // The server may answer and close before the whole of it is written.
+    let _ = client.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {padding}\r\n\r\n").as_bytes(),
+    );
+    let mut answer = Vec::new();
+    let _ = client.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    // Headers within it are served.
+    let mut client = TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let padding = "x".repeat(baylink_server::listen::READ_BUFFER_BYTES / 2);
+    client
+        .write_all(
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {padding}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }

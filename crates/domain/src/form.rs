@@ -187,7 +187,7 @@ pub fn form_of(kind: EntityKind, spec: &FieldSpec) -> FieldForm {
         FieldType::TextList => (
             InputKind::TextList,
             None,
-            None,
+            Some(crate::validate::TEXT_LIST_CHARS),
             None,
             ("多个用；或、分隔", "several, separated by ; or 、"),
         ),

@@ -17,6 +17,11 @@ pub type Fields = BTreeMap<String, Value>;
 /// Form input: the text typed into each field. An empty text clears an optional field.
 pub type Input = BTreeMap<String, String>;
 
+/// Most characters of a list of names as typed: a list holds a few hundred items at most, so
+/// its JSON holds that many nodes at most (a server reads a push's values within a budget of
+/// nodes, `baylink_sync::bounded`, which a phone's valid values always fit).
+pub const TEXT_LIST_CHARS: usize = 1_000;
+
 /// Validates a new record: every required field present, every value well-formed, derived fields
 /// filled in. Returns the normalised fields to store.
 pub fn validate_capture(kind: EntityKind, input: &Input, today: Date) -> Result<Fields> {
@@ -339,6 +344,14 @@ pub fn parse_value(spec: &FieldSpec, raw: &str, today: Date) -> Result<Value, Re
             Value::String(code)
         }
         FieldType::TextList => {
+            let n = text.chars().count();
+            if n > TEXT_LIST_CHARS {
+                return Err(Reason::new(
+                    "too_long",
+                    format!("最多{TEXT_LIST_CHARS}个字，现有{n}个"),
+                    format!("takes at most {TEXT_LIST_CHARS} characters, has {n}"),
+                ));
+            }
             let items: Vec<Value> = text
                 .split([';', '；', '、', ','])
                 .map(str::trim)
@@ -542,6 +555,19 @@ mod tests {
             ("name", " 王  芳 "),
             ("phone", "138 0013 8000"),
         ])
+    }
+
+    #[test]
+    fn a_list_of_names_is_split_and_held_to_its_length() {
+        let spec = EntityKind::Dispute.field("parties").unwrap();
+        let list = parse_value(spec, "王芳；李四、 张三", today()).unwrap();
+        assert_eq!(list, serde_json::json!(["王芳", "李四", "张三"]));
+        // As many one-letter names as fit: within the length, a node each.
+        let most = vec!["a"; TEXT_LIST_CHARS / 2].join(";");
+        let items = parse_value(spec, &most, today()).unwrap();
+        assert_eq!(items.as_array().unwrap().len(), TEXT_LIST_CHARS / 2);
+        let reason = parse_value(spec, &format!("{most};ab"), today()).unwrap_err();
+        assert_eq!(reason.code, "too_long");
     }
 
     #[test]

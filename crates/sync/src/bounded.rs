@@ -1,9 +1,11 @@
-//! A budget on the JSON a body's values may hold. A value is parsed into [`Value`], about 32
-//! bytes a node: `[0,0,…]` is two bytes of body a node, so eight megabytes of it take
-//! 128 MiB while parsed. A server reads a body's values [`within`] a number of nodes in
-//! proportion to the body's length, so no body costs it more than a few times its size. The
-//! values of changes and actions count against it; everywhere else (a phone reading its own
-//! outbox) nothing is counted.
+//! A budget on the memory a body's values take while parsed. A value is parsed into
+//! [`Value`]: 32 bytes a node, a B-tree leaf of about 640 bytes for each object with members,
+//! a block of four nodes for each array with elements and room to grow for more. `[0,0,…]` is two bytes of body a node and
+//! `[{"":0},…]` seven bytes an object, so eight megabytes of body could take hundreds of
+//! megabytes parsed. A server reads a body's values [`within`] a budget in proportion to the
+//! body's length ([`budget_for`]); each node read spends what it allocates ([`cost`]), and past
+//! the budget the parse fails. The values of changes and actions count against it; everywhere
+//! else (a phone reading its own outbox) nothing is counted.
 
 use std::cell::Cell;
 use std::fmt;
@@ -12,22 +14,35 @@ use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+/// What any node takes: the [`Value`] itself.
+const NODE: usize = 32;
+/// What an array's element takes beyond its node: the room its vector grows into (up to twice
+/// what it holds, and while it moves to a larger block the old one too).
+const ELEMENT: usize = 64;
+/// What an array takes once it has an element: a vector's first block (room for four).
+const ARRAY: usize = 128;
+/// What an object takes once it has a member: its first B-tree leaf (eleven keys and values).
+const MAP: usize = 640;
+/// What each member takes beyond its value's node and its key's text: its share of the leaves
+/// (as little as half-full after splits) and of the nodes above them.
+const MEMBER: usize = 160;
+
 thread_local! {
-    /// Nodes left to the parse running on this thread under [`within`]; `None` outside one.
+    /// Bytes left to the parse running on this thread under [`within`]; `None` outside one.
     static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
     /// Whether that parse ran out.
     static SPENT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The values of a parse held more JSON nodes than its budget allowed.
+/// The values of a parse would have taken more memory than its budget allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exceeded;
 
-/// Runs `parse` (synchronous: the count is this thread's) with at most `nodes` JSON nodes in the
-/// values it reads: past them a value fails to deserialize, and the answer is [`Exceeded`]
-/// whatever error the parse made of that.
+/// Runs `parse` (synchronous: the count is this thread's) with at most `bytes` of memory for the
+/// values it reads, as [`cost`] counts it: past them a value fails to deserialize, and the
+/// answer is [`Exceeded`] whatever error the parse made of that.
 pub fn within<T, E>(
-    nodes: usize,
+    bytes: usize,
     parse: impl FnOnce() -> Result<T, E>,
 ) -> Result<Result<T, E>, Exceeded> {
     struct Restore(Option<usize>, bool);
@@ -38,7 +53,7 @@ pub fn within<T, E>(
         }
     }
     // Restored even if `parse` panics, and nested budgets give back the outer one.
-    let _outer = Restore(LEFT.replace(Some(nodes)), SPENT.replace(false));
+    let _outer = Restore(LEFT.replace(Some(bytes)), SPENT.replace(false));
     let parsed = parse();
     if SPENT.get() {
         return Err(Exceeded);
@@ -46,33 +61,56 @@ pub fn within<T, E>(
     Ok(parsed)
 }
 
-/// The budget of a body of `bytes` bytes: one node for every eight bytes (a change of a real
-/// phone's push takes dozens of bytes a node), and a few thousand for a small body. At about
-/// 32 bytes a node, its values take at most about four times the body, and the text of their
-/// strings.
-pub fn nodes_for(bytes: usize) -> usize {
-    bytes / 8 + 4_096
+/// The budget of a body of `len` bytes: eight times its length, and 384 KiB whatever its size.
+/// A phone's values take about their own length (names, numbers, dates: a node and its text);
+/// the densest it may send, a list of one-letter names (`TEXT_LIST_CHARS` in baylink-domain),
+/// about 25 times, so a push it cut to its least (16 KiB) always fits.
+pub fn budget_for(len: usize) -> usize {
+    len.saturating_mul(8).saturating_add(384 * 1024)
 }
 
-/// Deserializes a change's value (`#[serde(deserialize_with)]`), counting its nodes against the
+/// What reading `value` spends of a budget: the memory its parsed form takes, as counted here.
+pub fn cost(value: &Value) -> usize {
+    match value {
+        Value::String(text) => NODE + text.len(),
+        Value::Array(items) if items.is_empty() => NODE,
+        Value::Array(items) => {
+            NODE + ARRAY + items.iter().map(|v| ELEMENT + cost(v)).sum::<usize>()
+        }
+        Value::Object(members) if members.is_empty() => NODE,
+        Value::Object(members) => {
+            NODE + MAP
+                + members
+                    .iter()
+                    .map(|(k, v)| MEMBER + k.len() + cost(v))
+                    .sum::<usize>()
+        }
+        _ => NODE,
+    }
+}
+
+/// Deserializes a change's value (`#[serde(deserialize_with)]`), spending what it takes from the
 /// budget of the [`within`] it runs in, if any.
 pub fn value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
     Node.deserialize(deserializer)
 }
 
-/// Takes one node from the budget, if one is running.
-fn spend<E: de::Error>() -> Result<(), E> {
-    match LEFT.get() {
-        None => Ok(()),
-        Some(0) => {
+/// Takes `bytes` from the budget, if one is running.
+fn spend<E: de::Error>(bytes: usize) -> Result<(), E> {
+    let Some(left) = LEFT.get() else {
+        return Ok(());
+    };
+    match left.checked_sub(bytes) {
+        Some(rest) => {
+            LEFT.set(Some(rest));
+            Ok(())
+        }
+        None => {
+            LEFT.set(Some(0));
             SPENT.set(true);
             Err(E::custom(
-                "value: the values hold more JSON than a body of this size may carry",
+                "value: the values take more memory than a body of this size may",
             ))
-        }
-        Some(left) => {
-            LEFT.set(Some(left - 1));
-            Ok(())
         }
     }
 }
@@ -96,37 +134,37 @@ impl<'de> Visitor<'de> for Node {
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        spend()?;
+        spend(NODE)?;
         Ok(Value::Bool(v))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        spend()?;
+        spend(NODE)?;
         Ok(Value::Number(v.into()))
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        spend()?;
+        spend(NODE)?;
         Ok(Value::Number(v.into()))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        spend()?;
+        spend(NODE)?;
         Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        spend()?;
+        spend(NODE + v.len())?;
         Ok(Value::String(v.to_owned()))
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        spend()?;
+        spend(NODE + v.len())?;
         Ok(Value::String(v))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        spend()?;
+        spend(NODE)?;
         Ok(Value::Null)
     }
 
@@ -139,20 +177,22 @@ impl<'de> Visitor<'de> for Node {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        spend()?;
+        spend(NODE)?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(Node)? {
+            let first = if items.is_empty() { ARRAY } else { 0 };
+            spend(first + ELEMENT)?;
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        spend()?;
+        spend(NODE)?;
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            // A member's key is a node of its own, as a string is.
-            spend()?;
+            let first = if members.is_empty() { MAP } else { 0 };
+            spend(first + MEMBER + key.len())?;
             let item = map.next_value_seed(Node)?;
             members.insert(key, item);
         }
@@ -175,15 +215,6 @@ mod tests {
         serde_json::from_str::<Holder>(text).map(|h| h.value)
     }
 
-    /// How many nodes the budget counts in a value.
-    fn nodes(value: &Value) -> usize {
-        match value {
-            Value::Array(items) => 1 + items.iter().map(nodes).sum::<usize>(),
-            Value::Object(members) => 1 + members.values().map(|v| 1 + nodes(v)).sum::<usize>(),
-            _ => 1,
-        }
-    }
-
     fn json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -197,39 +228,44 @@ mod tests {
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(".{0,4}", inner, 0..6)
+                prop::collection::btree_map(".{0,4}", inner, 0..14)
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
 
     proptest! {
-        /// Within its budget, or outside any, a value reads as serde_json reads it; one node
+        /// Within its cost, or outside any budget, a value reads as serde_json reads it; a byte
         /// short, it is refused as exceeding, never read in part.
         #[test]
-        fn a_value_reads_as_serde_json_reads_it_until_its_budget_is_one_node_short(v in json()) {
+        fn a_value_reads_as_serde_json_reads_it_until_its_budget_is_a_byte_short(v in json()) {
             let text = serde_json::json!({ "value": v }).to_string();
             prop_assert_eq!(&parse(&text).unwrap(), &v);
-            let n = nodes(&v);
-            let within_budget = within(n, || parse(&text)).unwrap().unwrap();
+            let cost = cost(&v);
+            let within_budget = within(cost, || parse(&text)).unwrap().unwrap();
             prop_assert_eq!(&within_budget, &v);
-            prop_assert!(matches!(within(n - 1, || parse(&text)), Err(Exceeded)));
+            prop_assert!(matches!(within(cost - 1, || parse(&text)), Err(Exceeded)));
         }
     }
 
     #[test]
     fn a_body_of_bare_nodes_is_refused_and_the_budget_ends_with_its_parse() {
-        let text = format!(r#"{{"value": [{}0]}}"#, "0,".repeat(100_000));
-        let bytes = text.len();
-        assert!(
-            matches!(within(nodes_for(bytes), || parse(&text)), Err(Exceeded)),
-            "{bytes} bytes"
-        );
-        // Outside `within`, nothing is counted: the same text reads whole.
-        assert_eq!(parse(&text).unwrap().as_array().unwrap().len(), 100_001);
+        for text in [
+            format!(r#"{{"value": [{}0]}}"#, "0,".repeat(100_000)),
+            format!(r#"{{"value": [{}{{}}]}}"#, r#"{"":0},"#.repeat(30_000)),
+        ] {
+            let bytes = text.len();
+            assert!(
+                matches!(within(budget_for(bytes), || parse(&text)), Err(Exceeded)),
+                "{bytes} bytes"
+            );
+            // Outside `within`, nothing is counted: the same text reads whole.
+            assert!(parse(&text).is_ok());
+        }
         // A nested budget gives the outer one back.
-        let outer = within(10, || {
-            let inner = within(1_000_000, || parse(&text));
+        let text = format!(r#"{{"value": [{}0]}}"#, "0,".repeat(100_000));
+        let outer = within(1_000, || {
+            let inner = within(100_000_000, || parse(&text));
             assert!(matches!(inner, Ok(Ok(_))));
             parse(r#"{"value": [1, 2, 3]}"#)
         });

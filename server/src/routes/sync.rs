@@ -34,6 +34,9 @@ pub const MAX_BATCH: usize = 5_000;
 /// either way.
 pub const MAX_PUSH: usize = 20_000;
 
+/// The longest kind an action may name (every kind is a short word).
+pub const MAX_KIND_BYTES: usize = 64;
+
 /// The push route: the one whose bodies are megabytes (`app` gives it the configured body limit).
 pub fn push_router() -> Router<AppState> {
     Router::new().route("/api/v1/sync/push", post(push))
@@ -54,8 +57,8 @@ fn check_protocol(version: u32) -> Result<(), AppError> {
 }
 
 /// The changes of a push's body, once its envelope holds: a protocol this server speaks, the
-/// caller's own device, at most [`MAX_PUSH`] changes, every change of that device. What the
-/// push route applies.
+/// caller's own device, at most [`MAX_PUSH`] changes, every change of that device, no action's
+/// kind longer than [`MAX_KIND_BYTES`]. What the push route applies.
 pub fn push_changes(req: PushRequest, caller: &Caller) -> Result<Vec<Change>, AppError> {
     check_protocol(req.protocol)?;
     if req.device.to_string() != caller.device {
@@ -66,6 +69,14 @@ pub fn push_changes(req: PushRequest, caller: &Caller) -> Result<Vec<Change>, Ap
     if req.len() > MAX_PUSH {
         return Err(AppError::BadRequest(format!(
             "changes: at most {MAX_PUSH} per push"
+        )));
+    }
+    // An action's kind is copied into each of its changes: a long one would cost the server
+    // its length times the action's fields, which no body limit sees. Kinds are short words.
+    if let Some(a) = req.actions.iter().find(|a| a.kind.len() > MAX_KIND_BYTES) {
+        return Err(AppError::BadRequest(format!(
+            "actions: kind of {} bytes, at most {MAX_KIND_BYTES}",
+            a.kind.len()
         )));
     }
     if let Some(c) = req.changes.iter().find(|c| c.id.device != req.device) {
@@ -83,8 +94,8 @@ async fn push(
     AuthDevice(caller): AuthDevice,
     request: Request,
 ) -> Result<Json<PushResponse>, AppError> {
-    // Counted before the body is read, and held until the push is answered.
-    let Some(_slot) = state.pushing.enter(caller.account) else {
+    // Counted before the body is read, and held until the push is applied.
+    let Some(slot) = state.pushing.enter(caller.account) else {
         return Err(AppError::Busy(format!(
             "本账号已有 {PER_ACCOUNT} 个上传在进行，请稍后再试 / this account has {PER_ACCOUNT} \
              pushes under way: try again once one is answered"
@@ -95,7 +106,15 @@ async fn push(
     let max_ahead = state.config.max_clock_ahead_ms;
     let count = changes.len();
     let device = caller.device.clone();
-    let results = state.store.push(caller, changes, max_ahead).await?;
+    // Applied in a task of its own, which holds the slot: a client gone while its push is
+    // applied (the handler dropped) frees the slot only when the work and its memory are done.
+    let store = state.store.clone();
+    let results = tokio::spawn(async move {
+        let _slot = slot;
+        store.push(caller, changes, max_ahead).await
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("push: {e}")))??;
     let refused = results
         .iter()
         .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)

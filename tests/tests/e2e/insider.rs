@@ -393,10 +393,16 @@ fn a_burst_of_guesses_is_throttled_and_long_usernames_leave_nothing_behind() {
     };
     let before = remembered();
     for n in 0..20 {
-        let name = format!("{n}{}\n2026-01-01 INFO forged line", "x".repeat(100_000));
+        let name = format!("{n}{}\n2026-01-01 INFO forged line", "x".repeat(10_000));
         let answer = login_answer(&server, &name, "pw", Uuid::new_v4());
         assert_eq!(answer.status, 400);
     }
+    // Past a sign-in's body limit (64 KiB), refused before the body is read whole.
+    let name = "x".repeat(100_000);
+    assert_eq!(
+        login_answer(&server, &name, "pw", Uuid::new_v4()).status,
+        413
+    );
     assert_eq!(remembered(), before);
 }
 

@@ -1,0 +1,128 @@
+//! The budget's count against what parsing really allocates: bodies of each dense shape a
+//! hostile client could send, read within their budget, never take more memory than it.
+
+// A counting allocator is the one way to see what a parse allocates.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use baylink_sync::bounded::{Exceeded, budget_for, within};
+use serde_json::Value;
+
+/// Bytes allocated now, and the most since last reset.
+static NOW: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call is passed to the system allocator unchanged; only sizes are counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as the caller's contract.
+        let block = unsafe { System.alloc(layout) };
+        if !block.is_null() {
+            let now = NOW.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+            PEAK.fetch_max(now, Ordering::SeqCst);
+        }
+        block
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // SAFETY: as the caller's contract.
+        unsafe { System.dealloc(block, layout) };
+        NOW.fetch_sub(layout.size(), Ordering::SeqCst);
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        // SAFETY: as the caller's contract.
+        let moved = unsafe { System.realloc(block, layout, size) };
+        if !moved.is_null() {
+            // Counted as a move: the new block, then the old one gone.
+            let now = NOW.fetch_add(size, Ordering::SeqCst) + size;
+            PEAK.fetch_max(now, Ordering::SeqCst);
+            NOW.fetch_sub(layout.size(), Ordering::SeqCst);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+#[derive(serde::Deserialize)]
+struct Holder {
+    #[serde(deserialize_with = "baylink_sync::bounded::value")]
+    #[allow(dead_code)]
+    value: Value,
+}
+
+/// A body of about `len` bytes whose value is `unit` repeated in an array.
+fn body(unit: &str, len: usize) -> String {
+    let mut text = String::from(r#"{"value": ["#);
+    while text.len() + unit.len() + 2 < len {
+        text.push_str(unit);
+        text.push(',');
+    }
+    text.push_str(unit);
+    text.push_str("]}");
+    text
+}
+
+/// The most memory reading `text` within its budget took above what was held before, and
+/// whether it was refused.
+fn peak_of(text: &str) -> (usize, bool) {
+    let before = NOW.load(Ordering::SeqCst);
+    PEAK.store(before, Ordering::SeqCst);
+    let read = within(budget_for(text.len()), || {
+        serde_json::from_str::<Holder>(text)
+    });
+    let refused = matches!(read, Err(Exceeded));
+    drop(read);
+    (PEAK.load(Ordering::SeqCst) - before, refused)
+}
+
+// One test, so that no other runs beside it while the allocator's counts are read.
+#[test]
+fn hostile_bodies_take_no_more_than_their_budget_while_parsed() {
+    let nested = format!("{}0{}", r#"{"a":"#.repeat(100), "}".repeat(100));
+    let wide = format!(
+        "{{{}}}",
+        (0..40)
+            .map(|n| format!(r#""k{n:02}":[]"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let shapes = [
+        "0",
+        "[]",
+        "{}",
+        r#""""#,
+        r#"{"":0}"#,
+        r#"{"a":0,"b":0,"c":0,"d":0,"e":0,"f":0,"g":0,"h":0,"i":0,"j":0,"k":0,"l":0}"#,
+        r#"[[[[0]]]]"#,
+        r#""a""#,
+        nested.as_str(),
+        wide.as_str(),
+    ];
+    for unit in shapes {
+        for len in [4 * 1024, 256 * 1024, 4 * 1024 * 1024] {
+            let text = body(unit, len);
+            let (peak, refused) = peak_of(&text);
+            let budget = budget_for(text.len());
+            assert!(
+                peak <= budget,
+                "{unit:.40} × {len}: {peak} bytes at the peak, the budget {budget} (refused: {refused})"
+            );
+        }
+    }
+    // The densest shapes are refused at size, not read: their parse would take many times the
+    // body.
+    for unit in ["0", r#"{"":0}"#, "[]"] {
+        let (_, refused) = peak_of(&body(unit, 4 * 1024 * 1024));
+        assert!(refused, "{unit}");
+    }
+    // A phone's densest valid value, a list of one-letter names, fits in a push cut to 16 KiB.
+    let (peak, refused) = peak_of(&body(r#""a""#, 16 * 1024));
+    assert!(!refused, "{peak}");
+}
