@@ -3,6 +3,7 @@
 //! whole HTTP surface, so tests drive it without a socket and the binary serves it.
 
 pub mod auth;
+pub mod coalesce;
 pub mod config;
 pub mod console;
 pub mod demo;

@@ -109,7 +109,8 @@ pub async fn serve(
         };
         let front = front.clone();
         let service = tower::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(Body::new);
+            // Copied as it comes, so that slices of the connection's buffer are not kept.
+            let mut request = request.map(|body| Body::new(crate::coalesce::Coalesced::new(body)));
             request
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(addr));

@@ -1804,7 +1804,8 @@ fn hostile_bodies_of_any_shape_are_answered_within_their_budget_and_store_nothin
             .unwrap()
             .iter()
             .map(|c| baylink_sync::bounded::cost(&c["value"]))
-            .sum();
+            .sum::<usize>()
+            + baylink_sync::bounded::list_cost::<baylink_sync::Change>(4 + body.values.len());
         let over = counted > baylink_sync::bounded::budget_for(text.len())
             || text.len() > state.config.max_body_bytes;
         let before = records(&state);
@@ -1843,7 +1844,7 @@ fn hostile_bodies_of_any_shape_are_answered_within_their_budget_and_store_nothin
 }
 
 #[tokio::test]
-async fn an_action_naming_a_long_kind_is_refused_before_its_fields_are_read_as_changes() {
+async fn a_long_kind_or_field_name_is_refused_before_an_action_is_read_as_changes() {
     let (state, _dir) = state();
     let good = token(&state).await;
     let changes = person_changes(DEVICE, 1, "E0000001");
@@ -1853,7 +1854,7 @@ async fn an_action_naming_a_long_kind_is_refused_before_its_fields_are_read_as_c
         .collect();
     // Each of an action's changes carries its kind: 20,000 fields under a kind of megabytes
     // would be gigabytes. A kind is a short word; one past the longest is refused whole.
-    let kind = "p".repeat(baylink_server::routes::sync::MAX_KIND_BYTES + 1);
+    let kind = "p".repeat(baylink_server::routes::sync::MAX_NAME_BYTES + 1);
     let batch = json!({"protocol": 3, "device": DEVICE, "changes": [], "actions": [
         {"kind": kind, "entity": changes[0]["entity"], "stamp": changes[0]["stamp"], "fields": fields},
     ]});
@@ -1863,9 +1864,16 @@ async fn an_action_naming_a_long_kind_is_refused_before_its_fields_are_read_as_c
         answer["error"]["message"]
             .as_str()
             .unwrap()
-            .starts_with("actions: kind"),
+            .starts_with("actions: a kind or field name"),
         "{answer}"
     );
+    assert!(records(&state).is_empty());
+    // So is a change naming a long field, in either form.
+    let mut long_field = changes.clone();
+    long_field[3]["field"] = json!("n".repeat(baylink_server::routes::sync::MAX_NAME_BYTES + 1));
+    let old = json!({"protocol": 2, "device": DEVICE, "changes": long_field});
+    let (status, answer) = push(&state, &good, &old).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(records(&state).is_empty());
     // The same action under its own kind is taken.
     let mut batch = batch;

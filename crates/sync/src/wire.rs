@@ -63,9 +63,14 @@ pub struct PushRequest {
     /// The pushing device.
     pub device: NodeId,
     /// The changes, oldest first (empty when they come as actions).
+    #[serde(deserialize_with = "crate::bounded::list")]
     pub changes: Vec<Change>,
     /// Whole actions of the pushing device, after `changes`, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::bounded::list"
+    )]
     pub actions: Vec<Action>,
 }
 
@@ -112,6 +117,7 @@ pub struct Action {
     /// When and where it was written.
     pub stamp: Stamp,
     /// The fields written.
+    #[serde(deserialize_with = "crate::bounded::list")]
     pub fields: Vec<ActionField>,
 }
 

@@ -82,6 +82,18 @@ fn peak_of(text: &str) -> (usize, bool) {
     (PEAK.load(Ordering::SeqCst) - before, refused)
 }
 
+/// [`peak_of`] for a whole push.
+fn peak_of_push(text: &str) -> (usize, bool) {
+    let before = NOW.load(Ordering::SeqCst);
+    PEAK.store(before, Ordering::SeqCst);
+    let read = within(budget_for(text.len()), || {
+        serde_json::from_str::<baylink_sync::wire::PushRequest>(text)
+    });
+    let refused = matches!(read, Err(Exceeded));
+    drop(read);
+    (PEAK.load(Ordering::SeqCst) - before, refused)
+}
+
 // One test, so that no other runs beside it while the allocator's counts are read.
 #[test]
 fn hostile_bodies_take_no_more_than_their_budget_while_parsed() {
@@ -113,6 +125,28 @@ fn hostile_bodies_take_no_more_than_their_budget_while_parsed() {
             assert!(
                 peak <= budget,
                 "{unit:.40} × {len}: {peak} bytes at the peak, the budget {budget} (refused: {refused})"
+            );
+        }
+    }
+    // Whole pushes, their records written as arrays of their members: a field of an action in
+    // nine bytes, a change in a few dozen.
+    let device = "00000000-0000-0000-0000-000000000001";
+    let stamp = format!("018bcfe568000001@{device}");
+    let field = r#"[0,"",0]"#;
+    let change = format!(r#"[{{"device":"{device}","counter":1}},"","{device}","",0,"{stamp}"]"#);
+    for len in [4 * 1024, 256 * 1024, 4 * 1024 * 1024] {
+        let fields = vec![field; len / (field.len() + 1)].join(",");
+        let actions = format!(
+            r#"{{"protocol":3,"device":"{device}","changes":[],"actions":[{{"kind":"","entity":"{device}","stamp":"{stamp}","fields":[{fields}]}}]}}"#
+        );
+        let changes = vec![change.as_str(); len / (change.len() + 1)].join(",");
+        let changes = format!(r#"{{"protocol":2,"device":"{device}","changes":[{changes}]}}"#);
+        for text in [actions, changes] {
+            let (peak, refused) = peak_of_push(&text);
+            let budget = budget_for(text.len());
+            assert!(
+                peak <= budget,
+                "{text:.60} × {len}: {peak} bytes at the peak, the budget {budget} (refused: {refused})"
             );
         }
     }

@@ -23,6 +23,7 @@ use crate::store::now_ms;
 use crate::store::pull::parse_cursor;
 use baylink_sync::Change;
 use baylink_sync::cursor::Position;
+use tracing::Instrument;
 
 /// Most values in one pull page.
 pub const MAX_BATCH: usize = 5_000;
@@ -34,8 +35,8 @@ pub const MAX_BATCH: usize = 5_000;
 /// either way.
 pub const MAX_PUSH: usize = 20_000;
 
-/// The longest kind an action may name (every kind is a short word).
-pub const MAX_KIND_BYTES: usize = 64;
+/// The longest kind or field name a change may carry (every one is a short word).
+pub const MAX_NAME_BYTES: usize = 64;
 
 /// The push route: the one whose bodies are megabytes (`app` gives it the configured body limit).
 pub fn push_router() -> Router<AppState> {
@@ -57,8 +58,8 @@ fn check_protocol(version: u32) -> Result<(), AppError> {
 }
 
 /// The changes of a push's body, once its envelope holds: a protocol this server speaks, the
-/// caller's own device, at most [`MAX_PUSH`] changes, every change of that device, no action's
-/// kind longer than [`MAX_KIND_BYTES`]. What the push route applies.
+/// caller's own device, at most [`MAX_PUSH`] changes, every change of that device, no kind or
+/// field name longer than [`MAX_NAME_BYTES`]. What the push route applies.
 pub fn push_changes(req: PushRequest, caller: &Caller) -> Result<Vec<Change>, AppError> {
     check_protocol(req.protocol)?;
     if req.device.to_string() != caller.device {
@@ -71,12 +72,22 @@ pub fn push_changes(req: PushRequest, caller: &Caller) -> Result<Vec<Change>, Ap
             "changes: at most {MAX_PUSH} per push"
         )));
     }
-    // An action's kind is copied into each of its changes: a long one would cost the server
-    // its length times the action's fields, which no body limit sees. Kinds are short words.
-    if let Some(a) = req.actions.iter().find(|a| a.kind.len() > MAX_KIND_BYTES) {
+    // An action's kind is copied into each of its changes (a long one would cost the server
+    // its length times the action's fields, which no body limit sees), and a refusal quotes
+    // kinds and field names back. Every one is a short word.
+    let long = |name: &str| name.len() > MAX_NAME_BYTES;
+    if req
+        .actions
+        .iter()
+        .any(|a| long(&a.kind) || a.fields.iter().any(|f| long(&f.field)))
+    {
         return Err(AppError::BadRequest(format!(
-            "actions: kind of {} bytes, at most {MAX_KIND_BYTES}",
-            a.kind.len()
+            "actions: a kind or field name is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if req.changes.iter().any(|c| long(&c.kind) || long(&c.field)) {
+        return Err(AppError::BadRequest(format!(
+            "changes: a kind or field name is longer than {MAX_NAME_BYTES} bytes"
         )));
     }
     if let Some(c) = req.changes.iter().find(|c| c.id.device != req.device) {
@@ -109,12 +120,23 @@ async fn push(
     // Applied in a task of its own, which holds the slot: a client gone while its push is
     // applied (the handler dropped) frees the slot only when the work and its memory are done.
     let store = state.store.clone();
-    let results = tokio::spawn(async move {
-        let _slot = slot;
-        store.push(caller, changes, max_ahead).await
-    })
+    let results = tokio::spawn(
+        async move {
+            let _slot = slot;
+            store.push(caller, changes, max_ahead).await
+        }
+        .in_current_span(),
+    )
     .await
-    .map_err(|e| AppError::Internal(format!("push: {e}")))??;
+    .map_err(|e| {
+        // A panic's message may quote what was pushed: not logged.
+        let what = if e.is_panic() {
+            "panicked"
+        } else {
+            "cancelled"
+        };
+        AppError::Internal(format!("push: the task applying it {what}"))
+    })??;
     let refused = results
         .iter()
         .filter(|r| r.status != baylink_sync::wire::ChangeStatus::Accepted)
