@@ -15,26 +15,35 @@ use hyper::body::{Body, Frame, SizeHint};
 pub const BLOCK: usize = 16 * 1024;
 
 /// A body whose data is copied into blocks of its own.
-#[derive(Debug)]
-pub struct Coalesced<B> {
+pub struct Coalesced<B: Body> {
     inner: B,
+    /// Data copied, not yet handed on; one buffer, reused block after block.
     gathered: BytesMut,
-    /// Trailers that came while data was gathered: handed on after it.
-    trailers: Option<Frame<Bytes>>,
+    /// What came while data was gathered (trailers, an error): handed on after it.
+    next: Option<Result<Frame<Bytes>, B::Error>>,
+    /// The inner body ended: it is not polled again.
+    done: bool,
 }
 
-impl<B> Coalesced<B> {
+// Nothing of it is pinned in place: it is moved freely whatever its error type.
+impl<B: Body + Unpin> Unpin for Coalesced<B> {}
+
+impl<B: Body> Coalesced<B> {
     /// `inner`'s data, copied as it comes.
     pub fn new(inner: B) -> Coalesced<B> {
         Coalesced {
             inner,
             gathered: BytesMut::new(),
-            trailers: None,
+            next: None,
+            done: false,
         }
     }
 
+    /// The data gathered, in a block of exactly its size; the buffer is kept for the next.
     fn hand_on(&mut self) -> Frame<Bytes> {
-        Frame::data(self.gathered.split().freeze())
+        let block = Bytes::copy_from_slice(&self.gathered);
+        self.gathered.clear();
+        Frame::data(block)
     }
 }
 
@@ -50,45 +59,59 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        if let Some(trailers) = this.trailers.take() {
-            return Poll::Ready(Some(Ok(trailers)));
+        if let Some(next) = this.next.take() {
+            return Poll::Ready(Some(next));
         }
         loop {
-            if this.gathered.len() >= BLOCK {
+            if this.gathered.len() >= BLOCK || (this.done && !this.gathered.is_empty()) {
                 return Poll::Ready(Some(Ok(this.hand_on())));
             }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let other = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => this.gathered.extend_from_slice(&data),
-                    Err(trailers) if this.gathered.is_empty() => {
-                        return Poll::Ready(Some(Ok(trailers)));
+                    Ok(data) => {
+                        this.gathered.extend_from_slice(&data);
+                        continue;
                     }
-                    Err(trailers) => {
-                        this.trailers = Some(trailers);
-                        return Poll::Ready(Some(Ok(this.hand_on())));
-                    }
+                    Err(trailers) => Ok(trailers),
                 },
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) if this.gathered.is_empty() => return Poll::Ready(None),
-                Poll::Ready(None) => return Poll::Ready(Some(Ok(this.hand_on()))),
+                Poll::Ready(Some(Err(e))) => Err(e),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    continue;
+                }
                 // What was gathered waits for more: the inner body wakes this one when it comes
                 // or ends.
                 Poll::Pending => return Poll::Pending,
+            };
+            // Trailers or an error: after the data that came before them.
+            if this.gathered.is_empty() {
+                return Poll::Ready(Some(other));
             }
+            this.next = Some(other);
+            return Poll::Ready(Some(Ok(this.hand_on())));
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.gathered.is_empty() && self.trailers.is_none() && self.inner.is_end_stream()
+        self.gathered.is_empty() && self.next.is_none() && (self.done || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
+        let inner = if self.done {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        };
         let gathered = self.gathered.len() as u64;
-        hint.set_lower(hint.lower() + gathered);
-        if let Some(upper) = hint.upper() {
+        // The upper bound first: a lower one above it is refused.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
             hint.set_upper(upper + gathered);
         }
+        hint.set_lower(inner.lower() + gathered);
         hint
     }
 }
@@ -134,6 +157,51 @@ mod tests {
                 Poll::Pending => {}
             }
         }
+    }
+
+    /// A body that sends `left` bytes, a frame each, then fails (ten more declared).
+    struct Failing {
+        left: usize,
+    }
+
+    impl Body for Failing {
+        type Data = Bytes;
+        type Error = &'static str;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            if self.left == 0 {
+                return Poll::Ready(Some(Err("cut off")));
+            }
+            self.left -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.left as u64 + 10)
+        }
+    }
+
+    #[test]
+    fn data_gathered_goes_before_an_error_and_the_size_hint_counts_it() {
+        let mut body = Coalesced::new(Failing { left: 100 });
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert_eq!(body.size_hint().exact(), Some(110));
+        let first = Pin::new(&mut body).poll_frame(&mut cx);
+        let Poll::Ready(Some(Ok(frame))) = first else {
+            panic!("the data first");
+        };
+        assert_eq!(frame.into_data().unwrap().len(), 100);
+        let Poll::Ready(Some(Err(e))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+            panic!("then the error");
+        };
+        assert_eq!(e, "cut off");
+        // Gathered data counts in the hint (the inner one's exact hint is not broken).
+        let mut body = Coalesced::new(Failing { left: 100 });
+        body.gathered.extend_from_slice(b"abc");
+        assert_eq!(body.size_hint().exact(), Some(113));
     }
 
     #[test]

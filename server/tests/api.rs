@@ -1799,13 +1799,10 @@ fn hostile_bodies_of_any_shape_are_answered_within_their_budget_and_store_nothin
             batch["priority"] = json!(vec![1; body.unknown]);
         }
         let text = batch.to_string();
-        let counted: usize = batch["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| baylink_sync::bounded::cost(&c["value"]))
-            .sum::<usize>()
-            + baylink_sync::bounded::list_cost::<baylink_sync::Change>(4 + body.values.len());
+        // What the server's parse spends of its budget, as the same parse here counts it.
+        let (_, counted) = baylink_sync::bounded::spending(|| {
+            serde_json::from_str::<baylink_sync::wire::PushRequest>(&text)
+        });
         let over = counted > baylink_sync::bounded::budget_for(text.len())
             || text.len() > state.config.max_body_bytes;
         let before = records(&state);
@@ -1873,6 +1870,12 @@ async fn a_long_kind_or_field_name_is_refused_before_an_action_is_read_as_change
     long_field[3]["field"] = json!("n".repeat(baylink_server::routes::sync::MAX_NAME_BYTES + 1));
     let old = json!({"protocol": 2, "device": DEVICE, "changes": long_field});
     let (status, answer) = push(&state, &good, &old).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let mut long_action = batch.clone();
+    long_action["actions"][0]["kind"] = json!("person");
+    long_action["actions"][0]["fields"][3]["field"] =
+        json!("n".repeat(baylink_server::routes::sync::MAX_NAME_BYTES + 1));
+    let (status, answer) = push(&state, &good, &long_action).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(records(&state).is_empty());
     // The same action under its own kind is taken.

@@ -3,7 +3,7 @@
 //! a block of four nodes for each array with elements and room to grow for more. `[0,0,…]` is two bytes of body a node and
 //! `[{"":0},…]` seven bytes an object, so eight megabytes of body could take hundreds of
 //! megabytes parsed. A server reads a body's values [`within`] a budget in proportion to the
-//! body's length ([`budget_for`]); each node read spends what it allocates ([`cost`]), and past
+//! body's length ([`budget_for`]); each node read spends what it allocates, and past
 //! the budget the parse fails. The values of changes and actions count against it; everywhere
 //! else (a phone reading its own outbox) nothing is counted.
 
@@ -35,31 +35,48 @@ thread_local! {
     static SPENT: Cell<bool> = const { Cell::new(false) };
 }
 
+/// A budget running on this thread; the one it replaced (if any) is put back when it ends,
+/// even if the parse panics.
+struct Budget(Option<usize>, bool);
+
+impl Budget {
+    fn start(bytes: usize) -> Budget {
+        Budget(LEFT.replace(Some(bytes)), SPENT.replace(false))
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        LEFT.set(self.0);
+        SPENT.set(self.1);
+    }
+}
+
 /// The values of a parse would have taken more memory than its budget allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exceeded;
 
 /// Runs `parse` (synchronous: the count is this thread's) with at most `bytes` of memory for the
-/// values it reads, as [`cost`] counts it: past them a value fails to deserialize, and the
+/// values it reads, as counted here: past them a value fails to deserialize, and the
 /// answer is [`Exceeded`] whatever error the parse made of that.
 pub fn within<T, E>(
     bytes: usize,
     parse: impl FnOnce() -> Result<T, E>,
 ) -> Result<Result<T, E>, Exceeded> {
-    struct Restore(Option<usize>, bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            LEFT.set(self.0);
-            SPENT.set(self.1);
-        }
-    }
-    // Restored even if `parse` panics, and nested budgets give back the outer one.
-    let _outer = Restore(LEFT.replace(Some(bytes)), SPENT.replace(false));
+    let _outer = Budget::start(bytes);
     let parsed = parse();
     if SPENT.get() {
         return Err(Exceeded);
     }
     Ok(parsed)
+}
+
+/// Runs `parse` with a budget without end: what it returns, and what it spent.
+pub fn spending<T>(parse: impl FnOnce() -> T) -> (T, usize) {
+    let _outer = Budget::start(usize::MAX);
+    let parsed = parse();
+    let left = LEFT.get().unwrap_or(usize::MAX);
+    (parsed, usize::MAX - left)
 }
 
 /// The budget of a body of `len` bytes: eight times its length, and 384 KiB whatever its size.
@@ -68,26 +85,6 @@ pub fn within<T, E>(
 /// about 25 times, so a push it cut to its least (16 KiB) always fits.
 pub fn budget_for(len: usize) -> usize {
     len.saturating_mul(8).saturating_add(384 * 1024)
-}
-
-/// What reading `value` spends of a budget: the memory its parsed form takes, as counted here.
-pub fn cost(value: &Value) -> usize {
-    match value {
-        Value::String(text) => NODE + text.len(),
-        Value::Array(items) if items.is_empty() => NODE,
-        Value::Array(items) => {
-            NODE + ARRAY + items.iter().map(|v| ELEMENT + cost(v)).sum::<usize>()
-        }
-        Value::Object(members) if members.is_empty() => NODE,
-        Value::Object(members) => {
-            NODE + MAP
-                + members
-                    .iter()
-                    .map(|(k, v)| MEMBER + k.len() + cost(v))
-                    .sum::<usize>()
-        }
-        _ => NODE,
-    }
 }
 
 /// Deserializes a change's value (`#[serde(deserialize_with)]`), spending what it takes from the
@@ -112,14 +109,6 @@ where
 /// Records gathered in blocks of this many before a long list is put together: a vector that
 /// doubled as it grew would hold three times its records while it moved to a larger block.
 const CHUNK: usize = 1024;
-
-/// What reading a list of `len` records of type `T` with [`list`] spends of a budget.
-pub fn list_cost<T>(len: usize) -> usize {
-    if len == 0 {
-        return 0;
-    }
-    2 * std::mem::size_of::<T>() * (len + 1)
-}
 
 /// The visitor of [`list`].
 struct List<T>(PhantomData<T>);
@@ -300,16 +289,18 @@ mod tests {
     }
 
     proptest! {
-        /// Within its cost, or outside any budget, a value reads as serde_json reads it; a byte
-        /// short, it is refused as exceeding, never read in part.
+        /// Outside any budget a value reads as serde_json reads it; within what reading it
+        /// spends it reads the same, and a byte short it is refused as exceeding, never read in
+        /// part.
         #[test]
         fn a_value_reads_as_serde_json_reads_it_until_its_budget_is_a_byte_short(v in json()) {
             let text = serde_json::json!({ "value": v }).to_string();
             prop_assert_eq!(&parse(&text).unwrap(), &v);
-            let cost = cost(&v);
-            let within_budget = within(cost, || parse(&text)).unwrap().unwrap();
+            let (read, spent) = spending(|| parse(&text));
+            prop_assert_eq!(&read.unwrap(), &v);
+            let within_budget = within(spent, || parse(&text)).unwrap().unwrap();
             prop_assert_eq!(&within_budget, &v);
-            prop_assert!(matches!(within(cost - 1, || parse(&text)), Err(Exceeded)));
+            prop_assert!(matches!(within(spent - 1, || parse(&text)), Err(Exceeded)));
         }
     }
 

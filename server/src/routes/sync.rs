@@ -129,7 +129,8 @@ async fn push(
     )
     .await
     .map_err(|e| {
-        // A panic's message may quote what was pushed: not logged.
+        // A panic's message may quote what was pushed: not put in the answer or its log line
+        // (the process's panic hook prints it to stderr as for any panic).
         let what = if e.is_panic() {
             "panicked"
         } else {
