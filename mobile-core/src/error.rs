@@ -130,6 +130,20 @@ impl From<&str> for Network {
 }
 
 impl Error {
+    /// Whether signing in failed or the session ended (`401`), or sign-ins are throttled
+    /// (`429 throttled`): the officer signs in again, or waits. A server busy with the
+    /// account's other pushes (`429 busy`) is not one.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            Error::NotSignedIn => true,
+            Error::Server { status: 401, .. } => true,
+            Error::Server {
+                status: 429, code, ..
+            } => code != baylink_sync::wire::BUSY,
+            _ => false,
+        }
+    }
+
     /// One field refused before anything is stored; the texts name the field themselves.
     pub(crate) fn field(
         field: &str,
@@ -197,7 +211,8 @@ pub enum MobileError {
     #[error("network unavailable ({kind})")]
     Network {
         /// What failed: `dns`, `connect`, `tls` (a certificate not trusted, most often),
-        /// `timeout`, `interrupted`, `unavailable` (a gateway for a server that is down) or
+        /// `timeout`, `interrupted`, `unavailable` (a gateway for a server that is down),
+        /// `busy` (the server has as many of this account's pushes under way as it takes) or
         /// `other`.
         kind: String,
         /// Details for the log; nothing personal.
@@ -226,6 +241,7 @@ pub enum MobileError {
 
 impl From<Error> for MobileError {
     fn from(e: Error) -> MobileError {
+        let auth = e.is_auth();
         match e {
             Error::Invalid(baylink_domain::Error::Invalid(errors)) => MobileError::Invalid {
                 problems: errors.iter().map(FieldProblem::from).collect(),
@@ -254,12 +270,20 @@ impl From<Error> for MobileError {
                 retry_after_s: n.retry_after,
             },
             Error::Server {
-                status: 401 | 429,
+                code, retry_after, ..
+            } if auth => MobileError::Auth {
+                code,
+                retry_after_s: retry_after,
+            },
+            // Busy: the outbox waits, as for a server not reached.
+            Error::Server {
+                status: 429,
                 code,
                 retry_after,
                 ..
-            } => MobileError::Auth {
-                code,
+            } => MobileError::Network {
+                kind: code.clone(),
+                detail: format!("server: {code}"),
                 retry_after_s: retry_after,
             },
             Error::Server { code, .. } => MobileError::Other {
@@ -273,5 +297,41 @@ impl From<Error> for MobileError {
             Error::WrongPassphrase => MobileError::WrongPassphrase,
             Error::Cancelled => MobileError::Cancelled,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(status: u16, code: &str) -> Error {
+        Error::Server {
+            status,
+            code: code.into(),
+            message: String::new(),
+            retry_after: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_busy_server_waits_like_the_network_and_only_a_refused_caller_signs_in_again() {
+        assert!(matches!(
+            MobileError::from(server(429, baylink_sync::wire::BUSY)),
+            MobileError::Network { kind, retry_after_s: Some(1), .. } if kind == "busy"
+        ));
+        assert!(!server(429, baylink_sync::wire::BUSY).is_auth());
+        for (status, code) in [(429, "throttled"), (401, "token_expired")] {
+            assert!(server(status, code).is_auth());
+            assert!(matches!(
+                MobileError::from(server(status, code)),
+                MobileError::Auth { code: c, .. } if c == code
+            ));
+        }
+        assert!(!server(413, "too_large").is_auth());
+        assert!(matches!(
+            MobileError::from(server(413, "too_large")),
+            MobileError::Other { .. }
+        ));
+        assert!(Error::NotSignedIn.is_auth());
     }
 }

@@ -74,7 +74,7 @@ impl AppError {
             AppError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             AppError::TooLarge(_) => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
             AppError::Throttled(_) => ("throttled", StatusCode::TOO_MANY_REQUESTS),
-            AppError::Busy(_) => ("busy", StatusCode::TOO_MANY_REQUESTS),
+            AppError::Busy(_) => (baylink_sync::wire::BUSY, StatusCode::TOO_MANY_REQUESTS),
             AppError::Starting => ("starting", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),

@@ -29,6 +29,10 @@ pub const PROTOCOL_HEADER: &str = "baylink-protocol";
 /// cursor and pulls from the start.
 pub const BAD_CURSOR: &str = "bad_cursor";
 
+/// The code of a push refused because the account has as many under way as the server takes
+/// (`429`, `Retry-After`): the server is busy, not the caller refused. Try again shortly.
+pub const BUSY: &str = "busy";
+
 /// The code of a pull refused because its cursor lies below what the server compacted away
 /// (`410`): the device was unseen for longer than the server keeps deletions for it. The
 /// device drops every record it holds with nothing waiting to be pushed and pulls from the

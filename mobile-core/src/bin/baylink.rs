@@ -210,7 +210,7 @@ fn main() -> ExitCode {
             eprintln!("error: {}", Error::Revoked);
             ExitCode::from(EXIT_REVOKED)
         }
-        Err(e @ (Error::Server { .. } | Error::NotSignedIn)) => {
+        Err(e) if e.is_auth() => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_AUTH)
         }
