@@ -57,21 +57,30 @@ fn state_taking(max_body_bytes: usize) -> (AppState, tempfile::TempDir) {
     let mut config = Config::new(dir.path());
     config.max_body_bytes = max_body_bytes;
     let (state, db) = AppState::open(config).unwrap();
-    let hash = auth::password::hash("correct-horse-battery").unwrap();
-    db.call_blocking(|conn| {
-        demo::seed_places(conn)?;
-        let new = NewAccount {
-            username: "o1".to_owned(),
-            display_name: "o1".to_owned(),
-            role: Role::Officer,
-            station: None,
-            password_hash: hash,
-            villages: vec!["441303006001".to_owned()],
-        };
-        accounts::create_account(conn, Actor::Operator, &new, 0)
-    })
-    .unwrap();
+    db.call_blocking(demo::seed_places).unwrap();
+    officer(&db, "o1", "correct-horse-battery");
     (state, dir)
+}
+
+/// Adds an officer of village 441303006001: the account's id.
+fn officer(db: &Db, username: &str, password: &str) -> i64 {
+    let new = NewAccount {
+        username: username.to_owned(),
+        display_name: username.to_owned(),
+        role: Role::Officer,
+        station: None,
+        password_hash: auth::password::hash(password).unwrap(),
+        villages: vec!["441303006001".to_owned()],
+    };
+    db.call_blocking(move |conn| accounts::create_account(conn, Actor::Operator, &new, 0))
+        .unwrap()
+}
+
+/// Whether every change of a push's answer was accepted.
+fn all_accepted(answer: &Value) -> bool {
+    answer["results"]
+        .as_array()
+        .is_some_and(|results| results.iter().all(|r| r["status"] == "accepted"))
 }
 
 async fn call(
@@ -1480,20 +1489,7 @@ async fn an_account_has_four_pushes_under_way_at_most_and_another_account_is_not
         .call_blocking(|c| Ok(accounts::account_by_username(c, "o1")?.unwrap().id))
         .unwrap();
     // Another officer of the village, on a phone of their own.
-    let hash = auth::password::hash("another-horse-battery").unwrap();
-    db(&state)
-        .call_blocking(move |c| {
-            let new = NewAccount {
-                username: "o2".to_owned(),
-                display_name: "o2".to_owned(),
-                role: Role::Officer,
-                station: None,
-                password_hash: hash,
-                villages: vec!["441303006001".to_owned()],
-            };
-            accounts::create_account(c, Actor::Operator, &new, 0)
-        })
-        .unwrap();
+    officer(&db(&state), "o2", "another-horse-battery");
     let other_device = "6a1f8c3e-0000-4000-8000-000000000002";
     let (status, answer, _) = call(
         &state,
@@ -1550,14 +1546,7 @@ async fn an_account_has_four_pushes_under_way_at_most_and_another_account_is_not
         "changes": person_changes(other_device, 1, "E0000002")});
     let (status, answer) = push(&state, &other, &theirs).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert!(
-        answer["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "accepted"),
-        "{answer}"
-    );
+    assert!(all_accepted(&answer), "{answer}");
     // The slow bodies end short: each push is refused, its slot freed, and the fifth goes.
     drop(senders);
     for task in slow {
@@ -1658,14 +1647,7 @@ async fn every_body_but_a_push_is_held_to_a_few_kilobytes() {
     assert!(batch.to_string().len() > 2 * SMALL_BODY_BYTES);
     let (status, answer) = push(&state, &good, &batch).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert!(
-        answer["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "accepted"),
-        "{answer}"
-    );
+    assert!(all_accepted(&answer), "{answer}");
 }
 
 #[tokio::test]
@@ -1709,14 +1691,7 @@ async fn a_push_whose_values_would_take_more_memory_than_its_size_allows_is_refu
         "priority": vec![0; 250_000]});
     let (status, answer) = push(&state, &good, &batch).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert!(
-        answer["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "accepted"),
-        "{answer}"
-    );
+    assert!(all_accepted(&answer), "{answer}");
     let stored = records(&state);
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].1.contains("signature") && !stored[0].1.contains("priority"));
