@@ -1,11 +1,13 @@
-//! A budget on the memory a body's values take while parsed. A value is parsed into
-//! [`Value`]: 32 bytes a node, a B-tree leaf of about 640 bytes for each object with members,
-//! a block of four nodes for each array with elements and room to grow for more. `[0,0,…]` is two bytes of body a node and
-//! `[{"":0},…]` seven bytes an object, so eight megabytes of body could take hundreds of
-//! megabytes parsed. A server reads a body's values [`within`] a budget in proportion to the
-//! body's length ([`budget_for`]); each node read spends what it allocates, and past
-//! the budget the parse fails. The values of changes and actions count against it; everywhere
-//! else (a phone reading its own outbox) nothing is counted.
+//! A budget on the memory a push takes while parsed. A value is parsed into [`Value`]: 32
+//! bytes a node, a B-tree leaf of about 640 bytes for each object with members, a block of four
+//! nodes for each array with elements and room to grow for more. `[0,0,…]` is two bytes of body
+//! a node and `[{"":0},…]` seven bytes an object, so eight megabytes of body could take hundreds
+//! of megabytes parsed. A server reads a body [`within`] a budget in proportion to its length
+//! ([`budget_for`]); each node read spends what it allocates, and past the budget the parse
+//! fails. The values of changes and actions count against it ([`value`]), and the lists of them
+//! ([`list`]); everywhere else (a phone reading its own outbox) nothing is counted. Vectors
+//! growing to hold a list or an array may take a few hundred KiB more than was counted, for a
+//! moment (`tests/bounded_memory.rs` measures it).
 
 use std::cell::Cell;
 use std::fmt;
