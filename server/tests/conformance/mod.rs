@@ -65,6 +65,7 @@ macro_rules! suite {
             a_merge_and_a_dismissal_are_written_with_their_audit_entries,
             concurrent_pushes_and_a_device_pulling_meanwhile_see_every_value_exactly_once,
             a_device_is_not_sent_back_its_own_accepted_values,
+            a_search_finds_each_key_by_its_prefix_in_the_villages_searched_only,
         );
     };
     (@tests $make:path, $ready:path; $($name:ident,)*) => {
@@ -1526,4 +1527,76 @@ pub(crate) fn a_phone_whose_villages_change_is_told_only_what_it_may_hold(
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+pub(crate) fn a_search_finds_each_key_by_its_prefix_in_the_villages_searched_only(
+    backend: Backend,
+) {
+    use baylink_server::store::records::Filter;
+    let s = Suite::new(backend);
+    let (mut oa, mut ob) = (officer("oa", 1), officer("ob", 2));
+    let t = now_ms();
+    // A person and a house in each village, the same prefixes in both.
+    let mut written = BTreeMap::new();
+    for (officer, village, n) in [(&mut oa, A, 1u128), (&mut ob, B, 2)] {
+        let fields = vec![
+            ("village", json!(village)),
+            ("id_type", json!("passport")),
+            ("id_number", json!(format!("E900000{n}"))),
+            ("name", json!(format!("王芳{n}"))),
+            ("phone", json!(format!("1380013800{n}"))),
+        ];
+        let person = natural(baylink_domain::EntityKind::Person, &fields);
+        let accepted = s.push(officer, person, t + n as u64, &fields);
+        assert!(
+            accepted.iter().all(|r| r.status == ChangeStatus::Accepted),
+            "{accepted:?}"
+        );
+        let house = Uuid::from_u128(0x7000_8000_0000_0000_0100 + n);
+        let address = format!("澳头{n}巷1号");
+        let accepted = s.push_kind(
+            officer,
+            "house",
+            house,
+            t + 10 + n as u64,
+            &house_fields(village, &address),
+        );
+        assert!(
+            accepted.iter().all(|r| r.status == ChangeStatus::Accepted),
+            "{accepted:?}"
+        );
+        written.insert((village, "person"), person);
+        written.insert((village, "house"), house);
+    }
+    let station = vec![A.to_owned(), B.to_owned()];
+    let found = |villages: &[String], village: Option<&str>, query: &str| -> Vec<Uuid> {
+        let filter = Filter {
+            village: village.map(str::to_owned),
+            query: Some(query.to_owned()),
+            ..Filter::default()
+        };
+        s.run(s.store.records(villages.to_vec(), filter, 50, 0))
+            .into_iter()
+            .map(|row| row.id.parse().expect("an id"))
+            .collect()
+    };
+    let (pa, pb) = (written[&(A, "person")], written[&(B, "person")]);
+    let (ha, hb) = (written[&(A, "house")], written[&(B, "house")]);
+    // Each key by its prefix, newest first, in every village searched.
+    for query in ["王芳", " 王 芳", "1380013800", "e900 000"] {
+        assert_eq!(found(&station, None, query), vec![pb, pa], "{query}");
+        assert_eq!(found(&[A.to_owned()], None, query), vec![pa], "{query}");
+        assert_eq!(found(&station, Some(B), query), vec![pb], "{query}");
+    }
+    assert_eq!(found(&station, None, "王芳2"), vec![pb]);
+    assert_eq!(found(&station, None, "13800138001"), vec![pa]);
+    assert_eq!(found(&station, None, "澳头"), vec![hb, ha]);
+    assert_eq!(found(&[B.to_owned()], None, "澳头"), vec![hb]);
+    assert_eq!(found(&station, Some(A), "澳头1"), vec![ha]);
+    // A village not the caller's, a prefix nobody holds, a text that is no key: nothing.
+    assert!(found(&[A.to_owned()], Some(B), "王芳").is_empty());
+    for query in ["李", "13900", "澳头3", "·"] {
+        assert!(found(&station, None, query).is_empty(), "{query}");
+    }
+    s.check();
 }

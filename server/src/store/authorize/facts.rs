@@ -101,6 +101,9 @@ pub(crate) struct World {
     /// Natural keys this push gave records (created, changed or brought back), by record: a
     /// second record given one in the same push is refused as if it were stored.
     pub(crate) claimed: HashMap<String, Uuid>,
+    /// The stored live records of the push's facts by their natural key, read once when a key
+    /// is first checked (`keys::held_keys`): the facts may hold thousands of records.
+    pub(crate) held_keys: Option<HashMap<String, Vec<Uuid>>>,
 }
 
 /// A record's values with their stamps after the changes planned to apply.

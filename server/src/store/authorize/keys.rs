@@ -112,6 +112,34 @@ pub fn key_collisions(
         .collect()
 }
 
+/// Whether a record's `deleted` or `merged_into` says it is gone.
+fn gone(state: &EntityState, field: &str) -> bool {
+    let value = value_of(state, field);
+    !value.is_null() && value != &Value::Bool(false)
+}
+
+/// The push's stored facts that are live records of a keyed kind, by their natural key as
+/// stored: read once per push (looking through every fact for each new record was quadratic in
+/// the push's size).
+fn held_keys<'w>(facts: &Facts<'_>, world: &'w mut World) -> &'w HashMap<String, Vec<Uuid>> {
+    world.held_keys.get_or_insert_with(|| {
+        let mut by_key: HashMap<String, Vec<Uuid>> = HashMap::new();
+        for (id, held) in facts.records {
+            let Some(kind) = EntityKind::parse(&held.kind).filter(|k| is_keyed(*k)) else {
+                continue;
+            };
+            let state = &held.state;
+            if state.is_empty() || gone(state, "deleted") || gone(state, "merged_into") {
+                continue;
+            }
+            if let Some(key) = natural_key(kind, &keyed(kind, values(&held.state), facts.today)) {
+                by_key.entry(key).or_default().push(*id);
+            }
+        }
+        by_key
+    })
+}
+
 /// A new record, or an edit of a stored one, that gives it the natural key of another live
 /// record (a person's ID number, a plate with its kind, an address code): two records would then
 /// be one person, vehicle or house. A new record is refused whole; an edit's key changes are
@@ -132,10 +160,6 @@ pub(crate) fn refuse_key_collision(
         return false;
     }
     let key_of = |state: &EntityState| natural_key(kind, &keyed(kind, values(state), facts.today));
-    let gone = |state: &EntityState, field: &str| {
-        let value = value_of(state, field);
-        !value.is_null() && value != &Value::Bool(false)
-    };
     // The key as the push leaves it, when the push creates the record, changes its key or
     // brings it back.
     let undeleted = held.is_some_and(|h| gone(&h.state, "deleted")) && !gone(after, "deleted");
@@ -158,12 +182,11 @@ pub(crate) fn refuse_key_collision(
     let stored = natural
         .and_then(|n| facts.records.get(&n).filter(|o| holds(o)).map(|o| (n, o)))
         .or_else(|| {
-            facts
-                .records
+            held_keys(facts, world)
+                .get(&new_key)?
                 .iter()
-                .filter(|(other, _)| **other != id)
-                .find(|(_, o)| holds(o) && !o.state.is_empty())
-                .map(|(n, o)| (*n, o))
+                .find(|other| **other != id)
+                .and_then(|n| facts.records.get(n).map(|o| (*n, o)))
         });
     let other = match stored {
         Some((n, o)) => Some((

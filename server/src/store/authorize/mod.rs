@@ -162,6 +162,7 @@ pub fn plan_push(facts: &Facts<'_>, changes: &[Change]) -> Plan {
         arrivals: HashSet::new(),
         fills: HashMap::new(),
         claimed: HashMap::new(),
+        held_keys: None,
     };
     for (_, id) in order {
         let idx = &groups[&id];

@@ -1,0 +1,165 @@
+//! Push benchmark: one push that edits N stored persons and registers M new ones (an evening's
+//! sync after a day of both), against the same changes in two pushes, the edits then the new
+//! persons, measured in the same run on copies of one database.
+//!
+//! `cargo bench -p baylink-server --bench push` (N = 4,000 and M = 1,600: about 26,000
+//! changes), or `-- --stored N --new M`. Under `cargo test --benches` (no `--bench` argument) it
+//! runs a quick pass of 400 and 160, so the benchmark cannot rot. Each new person's key is
+//! checked against every stored record the push holds as a fact: this is what showed that check
+//! to be quadratic (docs/performance.md, *A push's natural keys read once*).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use baylink_server::demo::{Counts, officer_username, seed_places, village_changes};
+use baylink_server::store::accounts::{self, NewAccount};
+use baylink_server::store::audit::Actor;
+use baylink_server::store::caller::{Caller, Role};
+use baylink_server::store::{Db, devices, now_ms, push};
+use baylink_sync::wire::ChangeStatus;
+use baylink_sync::{Change, ChangeId, Clock, Hlc, NodeId, Stamp};
+use uuid::Uuid;
+
+/// The officer's village.
+const VILLAGE: &str = "441303006001";
+
+/// A number given after `flag`, or `default`.
+fn number(args: &[String], flag: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Persons as the village's officer registers them, numbered on from `counter`.
+fn persons(index: u64, count: u64, node: NodeId, at: u64, counter: &mut u64) -> Vec<Change> {
+    let counts = Counts {
+        persons: count,
+        houses: count / 4 + 1,
+        vehicles: 0,
+        mistyped: false,
+    };
+    let officer = officer_username(VILLAGE);
+    let mut clock = Clock::default();
+    let mut changes: Vec<Change> =
+        village_changes(index, VILLAGE, "村", &officer, node, &mut clock, at, counts)
+            .into_iter()
+            .filter(|c| c.kind == "person")
+            .collect();
+    for change in &mut changes {
+        *counter += 1;
+        change.id.counter = *counter;
+    }
+    changes
+}
+
+/// Applies one push on `db`, every change of it accepted, and says how long it took.
+fn timed_push(db: &Db, caller: &Caller, changes: Vec<Change>, now: u64) -> Duration {
+    let caller = caller.clone();
+    let start = Instant::now();
+    let results = db
+        .call_blocking(move |c| push::push(c, &caller, &changes, now, 600_000))
+        .expect("push");
+    let took = start.elapsed();
+    if let Some(refused) = results.iter().find(|r| r.status != ChangeStatus::Accepted) {
+        panic!("a change was not accepted: {refused:?}");
+    }
+    took
+}
+
+/// A copy of the database at `base`, opened.
+fn copy(base: &Path, name: &str) -> Db {
+    let path = base.with_file_name(name);
+    std::fs::copy(base, &path).expect("copy");
+    Db::open(&path).expect("database")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let stored = number(&args, "--stored", if full { 4_000 } else { 400 });
+    let new = number(&args, "--new", if full { 1_600 } else { 160 });
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let base = dir.path().join("base.db");
+    let now = now_ms();
+    let node = NodeId(Uuid::from_u128(0xD0));
+    let db = Db::open(&base).expect("database");
+    let caller = db
+        .call_blocking(move |c| {
+            seed_places(c)?;
+            let officer = NewAccount {
+                username: officer_username(VILLAGE),
+                display_name: "民警".into(),
+                role: Role::Officer,
+                station: Some(VILLAGE[..9].to_owned()),
+                password_hash: "-".into(),
+                villages: vec![VILLAGE.to_owned()],
+            };
+            let account = accounts::create_account(c, Actor::Operator, &officer, now)?;
+            devices::register_device(c, &node.to_string(), account, "phone", now)?;
+            Ok(Caller {
+                account,
+                role: Role::Officer,
+                device: node.to_string(),
+                villages: vec![VILLAGE.to_owned()],
+            })
+        })
+        .expect("officer");
+    // The stored persons, then the next day's changes: a note on each, and the new persons.
+    let mut counter = 0;
+    let first = persons(0, stored, node, now - 7_200_000, &mut counter);
+    let mut ids: Vec<Uuid> = first.iter().map(|c| c.entity).collect();
+    ids.dedup();
+    timed_push(&db, &caller, first, now);
+    db.sqlite_blocking(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?))
+        .expect("checkpoint");
+    drop(db);
+    let edits: Vec<Change> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            counter += 1;
+            Change {
+                id: ChangeId {
+                    device: node,
+                    counter,
+                },
+                kind: "person".into(),
+                entity: *id,
+                field: "notes".into(),
+                value: serde_json::json!(format!("复查 {i}")),
+                stamp: Stamp::new(Hlc::new(now - 600_000, (i % 60_000) as u16), node),
+                base: None,
+            }
+        })
+        .collect();
+    let fresh = persons(1, new, node, now - 3_600_000, &mut counter);
+    let changes = edits.len() + fresh.len();
+    println!(
+        "{} stored persons; a push of {changes} changes: a note on each, {new} new persons",
+        ids.len()
+    );
+
+    let together = timed_push(
+        &copy(&base, "together.db"),
+        &caller,
+        [edits.clone(), fresh.clone()].concat(),
+        now,
+    );
+    let apart_db = copy(&base, "apart.db");
+    let apart =
+        timed_push(&apart_db, &caller, edits, now) + timed_push(&apart_db, &caller, fresh, now);
+    println!("\n| push | ms | × baseline |");
+    println!("| --- | ---: | ---: |");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "| baseline: the edits, then the new persons, in two pushes | {:.0} | 1.0 |",
+        ms(apart)
+    );
+    println!(
+        "| the edits and the new persons in one push | {:.0} | {:.1} |",
+        ms(together),
+        together.as_secs_f64() / apart.as_secs_f64()
+    );
+}
