@@ -286,6 +286,17 @@ impl From<Error> for MobileError {
                 detail: format!("server: {code}"),
                 retry_after_s: retry_after,
             },
+            // The request did not arrive whole in the server's time (a slow link), after the
+            // sync sent it again and in smaller pushes: the outbox waits for a better signal.
+            Error::Server {
+                status: 408,
+                retry_after,
+                ..
+            } => MobileError::Network {
+                kind: "timeout".into(),
+                detail: "server: timeout".into(),
+                retry_after_s: retry_after,
+            },
             Error::Server { code, .. } => MobileError::Other {
                 detail: format!("server: {code}"),
             },
@@ -310,6 +321,16 @@ mod tests {
             code: code.into(),
             message: String::new(),
             retry_after: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_request_the_server_timed_out_waits_like_the_network() {
+        for code in ["timeout", ""] {
+            assert!(matches!(
+                MobileError::from(server(408, code)),
+                MobileError::Network { kind, .. } if kind == "timeout"
+            ));
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// How long a client may take to send a request's headers.
     pub header_timeout: std::time::Duration,
+    /// How long a request may take, its body sent and its answer prepared (then `408`).
+    pub body_timeout: std::time::Duration,
     /// Most connections served at once.
     pub max_connections: usize,
     /// How long open requests may take to finish once the server is told to stop.
@@ -69,6 +71,8 @@ pub struct Settings {
     pub secure_cookies: Option<bool>,
     /// Seconds a client may take to send a request's headers.
     pub header_timeout_s: Option<u64>,
+    /// Seconds a request may take, its body sent and its answer prepared.
+    pub body_timeout_s: Option<u64>,
     /// Most connections served at once.
     pub max_connections: Option<usize>,
     /// Seconds requests in flight may take to finish after SIGTERM or SIGINT.
@@ -204,6 +208,7 @@ impl Settings {
             max_body_bytes: parse(&get, "max_body_bytes")?,
             secure_cookies: parse(&get, "secure_cookies")?,
             header_timeout_s: parse(&get, "header_timeout_s")?,
+            body_timeout_s: parse(&get, "body_timeout_s")?,
             max_connections: parse(&get, "max_connections")?,
             drain_s: parse(&get, "drain_s")?,
             trusted_proxies: proxies,
@@ -275,6 +280,8 @@ impl Config {
         take!(secure_cookies, |v| self.secure_cookies = v);
         take!(header_timeout_s, |v| self.header_timeout =
             Duration::from_secs(v));
+        take!(body_timeout_s, |v| self.body_timeout =
+            Duration::from_secs(v));
         take!(max_connections, |v| self.max_connections = v);
         take!(drain_s, |v| self.drain_timeout = Duration::from_secs(v));
         take!(trusted_proxies, |v| self.trusted_proxies = v);
@@ -343,6 +350,7 @@ impl Config {
             3600,
             "",
         )?;
+        within("body_timeout_s", self.body_timeout.as_secs(), 1, 3600, "")?;
         within(
             "max_connections",
             self.max_connections as u64,
@@ -379,6 +387,7 @@ impl Config {
                 "header_timeout_s",
                 self.header_timeout.as_secs().to_string(),
             ),
+            ("body_timeout_s", self.body_timeout.as_secs().to_string()),
             ("max_connections", self.max_connections.to_string()),
             ("drain_s", self.drain_timeout.as_secs().to_string()),
             ("trusted_proxies", format!("[{}]", proxies.join(", "))),
@@ -466,7 +475,7 @@ pub fn describe_database(url: &str) -> String {
 }
 
 /// Every setting's name (the file's keys).
-pub const SETTINGS: [&str; 14] = [
+pub const SETTINGS: [&str; 15] = [
     "data",
     "database",
     "listen",
@@ -476,6 +485,7 @@ pub const SETTINGS: [&str; 14] = [
     "max_body_bytes",
     "secure_cookies",
     "header_timeout_s",
+    "body_timeout_s",
     "max_connections",
     "drain_s",
     "trusted_proxies",
@@ -496,6 +506,7 @@ impl Config {
             max_body_bytes: 8 * 1024 * 1024,
             secure_cookies: false,
             header_timeout: crate::listen::HEADER_TIMEOUT,
+            body_timeout: crate::listen::BODY_TIMEOUT,
             max_connections: crate::listen::MAX_CONNECTIONS,
             drain_timeout: crate::listen::DRAIN_TIMEOUT,
             trusted_proxies: Vec::new(),

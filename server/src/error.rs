@@ -45,6 +45,11 @@ pub enum AppError {
     /// The caller has as many requests of this kind under way as it may: try again in a second.
     #[error("{0}")]
     Busy(String),
+    /// The request's body did not arrive in time, or its answer took too long to prepare.
+    #[error(
+        "请求未能及时送达，请重试 / the request did not arrive in time (or its answer took too long): send it again"
+    )]
+    TimedOut,
     /// The server is starting (opening, perhaps migrating, its database): try again shortly.
     #[error("the server is starting: try again shortly")]
     Starting,
@@ -75,6 +80,7 @@ impl AppError {
             AppError::TooLarge(_) => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
             AppError::Throttled(_) => ("throttled", StatusCode::TOO_MANY_REQUESTS),
             AppError::Busy(_) => (baylink_sync::wire::BUSY, StatusCode::TOO_MANY_REQUESTS),
+            AppError::TimedOut => ("timeout", StatusCode::REQUEST_TIMEOUT),
             AppError::Starting => ("starting", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),

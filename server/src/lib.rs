@@ -63,13 +63,13 @@ pub fn app(state: AppState) -> Router {
                 .no_deflate()
                 .no_br(),
         )
-        .layer(axum::middleware::map_response(json_too_large))
         .layer(axum::middleware::map_response(accepts_zstd))
         // A request whose body stalls, or whose answer takes too long to prepare, ends as 408.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            listen::BODY_TIMEOUT,
+            state.config.body_timeout,
         ))
+        .layer(axum::middleware::map_response(json_errors))
         // Pull pages and console pages are compressed for clients that accept it: the bytes a
         // phone on a weak signal waits for. zstd where asked for (the phones ask; it costs
         // both sides less CPU than gzip), gzip otherwise.
@@ -150,18 +150,21 @@ async fn accepts_zstd(mut response: axum::response::Response) -> axum::response:
     response
 }
 
-/// The body limit answers a declared oversize body before any handler, in plain text: give it
-/// the API's JSON error shape.
-async fn json_too_large(response: axum::response::Response) -> axum::response::Response {
+/// The body limit answers a declared oversize body before any handler, and the timeout a
+/// stalled request, without the API's JSON error shape: give them it.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::http::StatusCode;
     use axum::response::IntoResponse;
     let json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !json {
-        return AppError::too_large().into_response();
+    match response.status() {
+        _ if json => response,
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::too_large().into_response(),
+        StatusCode::REQUEST_TIMEOUT => AppError::TimedOut.into_response(),
+        _ => response,
     }
-    response
 }
 
 /// Completes when the process is told to stop: SIGTERM (systemd, container runtimes) or

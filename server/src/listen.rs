@@ -27,7 +27,8 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub const MAX_CONNECTIONS: usize = 768;
 /// How long a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a request (its body read and its answer prepared) may take before `408`.
+/// How long a request (its body read and its answer prepared) may take before `408`, unless
+/// configured (`body_timeout_s`).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long open requests may take to finish once the server is told to stop.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

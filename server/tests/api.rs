@@ -741,10 +741,23 @@ fn listening(
     tokio::runtime::Runtime,
     tempfile::TempDir,
 ) {
+    listening_with(|config| {
+        config.header_timeout = header_timeout;
+        config.max_connections = max_connections;
+    })
+}
+
+/// [`listening`] with the configuration as `adjust` leaves it.
+fn listening_with(
+    adjust: impl FnOnce(&mut Config),
+) -> (
+    std::net::SocketAddr,
+    tokio::runtime::Runtime,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
-    config.header_timeout = header_timeout;
-    config.max_connections = max_connections;
+    adjust(&mut config);
     let (state, _) = AppState::open(config).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -812,6 +825,34 @@ fn half_sent_requests_are_closed_and_connections_are_bounded() {
         .read_to_end(&mut answer)
         .expect("served once a connection ended");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_request_whose_body_stalls_is_answered_408_timeout_in_the_apis_shape() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let (addr, _runtime, _dir) = listening_with(|config| {
+        config.body_timeout = Duration::from_secs(1);
+    });
+    // A sign-in that says 200 bytes and sends 20: answered when the time runs out, as JSON.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    slow.write_all(
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"username\": \"o1\",",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(error["error"]["code"], "timeout", "{answer}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
 /// How a device key matches the test device's keys.

@@ -374,12 +374,12 @@ impl Transport for Http {
     }
 }
 
-/// Whether a failed request may succeed if sent again: the network, or the server failing
-/// rather than refusing.
+/// Whether a failed request may succeed if sent again: the network, the server failing rather
+/// than refusing, or its time for the request running out (408: on a slow link).
 fn transient(error: &Error) -> bool {
     match error {
         Error::Network(_) => true,
-        Error::Server { status, .. } => *status >= 500 || *status == 429,
+        Error::Server { status, .. } => *status >= 500 || matches!(status, 408 | 429),
         _ => false,
     }
 }
@@ -816,9 +816,11 @@ fn push(
         }
         let answer = match with_retries(transport, store, progress, &mut |t, s| t.push(s, &changes))
         {
-            Err(Error::Server { status: 413, .. })
-                if changes.len() > 1 && max_bytes > LEAST_PUSH_BYTES =>
-            {
+            // Too large, or too slow to arrive whole before the server's time ran out (sent
+            // again first): smaller pushes.
+            Err(Error::Server {
+                status: 413 | 408, ..
+            }) if changes.len() > 1 && max_bytes > LEAST_PUSH_BYTES => {
                 max_bytes = (max_bytes / 4).max(LEAST_PUSH_BYTES);
                 continue;
             }
@@ -1117,6 +1119,78 @@ mod tests {
             "{:?}",
             nodes.pushes
         );
+    }
+
+    /// A server behind a link so slow that a push of more than `most_bytes` (as the phone counts
+    /// them) does not arrive before its time runs out (`408`); smaller ones are taken whole.
+    struct SlowLink {
+        most_bytes: usize,
+        pushes: Vec<usize>,
+        timed_out: u32,
+        pauses: u32,
+    }
+
+    impl Transport for SlowLink {
+        fn push(&mut self, store: &mut Store, changes: &[Change]) -> Result<PushResponse> {
+            let bytes: usize = changes
+                .iter()
+                .map(baylink_sync::wire::approximate_bytes)
+                .sum();
+            if bytes > self.most_bytes {
+                self.timed_out += 1;
+                return Err(Error::Server {
+                    status: 408,
+                    code: "timeout".into(),
+                    message: "the request did not arrive in time".into(),
+                    retry_after: None,
+                });
+            }
+            self.pushes.push(changes.len());
+            Takes {
+                most: None,
+                pushes: Vec::new(),
+            }
+            .push(store, changes)
+        }
+        fn pull(&mut self, _: &mut Store, _: Option<String>, _: u32) -> Result<PullResponse> {
+            Err(Error::Network("pushes only".into()))
+        }
+        fn pause(&mut self, _: Duration) {
+            self.pauses += 1;
+        }
+    }
+
+    #[test]
+    fn a_push_too_slow_to_arrive_goes_again_then_in_smaller_pushes_until_all_arrive() {
+        let mut store = Store::open_in_memory().unwrap();
+        let persons: Vec<baylink_domain::validate::Input> = (0..300u64)
+            .map(|n| {
+                [
+                    ("village", "441303006001".to_owned()),
+                    ("id_number", baylink_domain::synthetic::resident_id(n)),
+                    ("name", baylink_domain::synthetic::name(n)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
+            })
+            .collect();
+        store
+            .capture_many(baylink_domain::EntityKind::Person, &persons)
+            .unwrap();
+        let pending = store.pending_count().unwrap() as usize;
+        let mut link = SlowLink {
+            most_bytes: 64 * 1024,
+            pushes: Vec::new(),
+            timed_out: 0,
+            pauses: 0,
+        };
+        push_all(&mut store, &mut link);
+        assert_eq!(link.pushes.iter().sum::<usize>(), pending);
+        assert!(link.pushes.len() > 1, "{:?}", link.pushes);
+        // Each size sent again as a failure that may pass (after a pause) before a smaller one.
+        assert!(link.timed_out >= ATTEMPTS, "{}", link.timed_out);
+        assert!(link.pauses >= ATTEMPTS - 1, "{}", link.pauses);
     }
 
     /// A server reached as HTTP is, with a push sent ahead and one made ready, and pushes of at
