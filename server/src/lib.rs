@@ -63,13 +63,14 @@ pub fn app(state: AppState) -> Router {
                 .no_deflate()
                 .no_br(),
         )
-        .layer(axum::middleware::map_response(accepts_zstd))
         // A request whose body stalls, or whose answer takes too long to prepare, ends as 408.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             state.config.body_timeout,
         ))
         .layer(axum::middleware::map_response(json_errors))
+        // Outside the two above, so that their answers say it too.
+        .layer(axum::middleware::map_response(accepts_zstd))
         // Pull pages and console pages are compressed for clients that accept it: the bytes a
         // phone on a weak signal waits for. zstd where asked for (the phones ask; it costs
         // both sides less CPU than gzip), gzip otherwise.

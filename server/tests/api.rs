@@ -853,6 +853,36 @@ fn a_request_whose_body_stalls_is_answered_408_timeout_in_the_apis_shape() {
     let error: Value = serde_json::from_str(body).unwrap();
     assert_eq!(error["error"]["code"], "timeout", "{answer}");
     assert!(started.elapsed() >= Duration::from_secs(1));
+    // Like every answer, it says the server reads zstd; so does the body limit's, declared too
+    // large before it is read, in the same shape.
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("accept-encoding: zstd"),
+        "{answer}"
+    );
+    let mut large = TcpStream::connect(addr).unwrap();
+    large
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    large
+        .write_all(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n{",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = large.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("accept-encoding: zstd"),
+        "{answer}"
+    );
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(error["error"]["code"], "too_large", "{answer}");
 }
 
 /// How a device key matches the test device's keys.

@@ -17,7 +17,7 @@ use baylink_sync::{Change, NodeId};
 use uuid::Uuid;
 
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Error, NetworkKind, Result};
 use crate::store::Store;
 use baylink_sync::auth::{Session, unauthorized};
 
@@ -826,9 +826,11 @@ fn push(
             }
             // A server (or a proxy before it) refusing a body too large may answer before it
             // has read it and close the connection: the phone then sees the pipe broken while
-            // it sends, not the 413. Smaller pushes too, once retrying the same one failed.
+            // it sends, not the 413. A link too slow to carry the push within the phone's own
+            // time for a request (`TIMEOUT`, shorter than the server's) times out.
+            // Smaller pushes for both, once retrying the same one failed.
             Err(Error::Network(why))
-                if why.detail.contains("Broken pipe")
+                if (why.detail.contains("Broken pipe") || why.kind == NetworkKind::Timeout)
                     && changes.len() > 1
                     && max_bytes > LEAST_PUSH_BYTES =>
             {
@@ -1122,9 +1124,11 @@ mod tests {
     }
 
     /// A server behind a link so slow that a push of more than `most_bytes` (as the phone counts
-    /// them) does not arrive before its time runs out (`408`); smaller ones are taken whole.
+    /// them) does not arrive before a time runs out (`timeout`: the server's 408, or the
+    /// phone's own); smaller ones are taken whole.
     struct SlowLink {
         most_bytes: usize,
+        timeout: fn() -> Error,
         pushes: Vec<usize>,
         timed_out: u32,
         pauses: u32,
@@ -1138,12 +1142,7 @@ mod tests {
                 .sum();
             if bytes > self.most_bytes {
                 self.timed_out += 1;
-                return Err(Error::Server {
-                    status: 408,
-                    code: "timeout".into(),
-                    message: "the request did not arrive in time".into(),
-                    retry_after: None,
-                });
+                return Err((self.timeout)());
             }
             self.pushes.push(changes.len());
             Takes {
@@ -1179,18 +1178,38 @@ mod tests {
             .capture_many(baylink_domain::EntityKind::Person, &persons)
             .unwrap();
         let pending = store.pending_count().unwrap() as usize;
-        let mut link = SlowLink {
-            most_bytes: 64 * 1024,
-            pushes: Vec::new(),
-            timed_out: 0,
-            pauses: 0,
+        let server: fn() -> Error = || Error::Server {
+            status: 408,
+            code: "timeout".into(),
+            message: "the request did not arrive in time".into(),
+            retry_after: None,
         };
-        push_all(&mut store, &mut link);
-        assert_eq!(link.pushes.iter().sum::<usize>(), pending);
-        assert!(link.pushes.len() > 1, "{:?}", link.pushes);
-        // Each size sent again as a failure that may pass (after a pause) before a smaller one.
-        assert!(link.timed_out >= ATTEMPTS, "{}", link.timed_out);
-        assert!(link.pauses >= ATTEMPTS - 1, "{}", link.pauses);
+        let phone: fn() -> Error = || {
+            Error::Network(crate::error::Network::new(
+                NetworkKind::Timeout,
+                "timed out reading response",
+            ))
+        };
+        for timeout in [server, phone] {
+            let mut store = Store::open_in_memory().unwrap();
+            store
+                .capture_many(baylink_domain::EntityKind::Person, &persons)
+                .unwrap();
+            let mut link = SlowLink {
+                most_bytes: 64 * 1024,
+                timeout,
+                pushes: Vec::new(),
+                timed_out: 0,
+                pauses: 0,
+            };
+            push_all(&mut store, &mut link);
+            assert_eq!(link.pushes.iter().sum::<usize>(), pending);
+            assert!(link.pushes.len() > 1, "{:?}", link.pushes);
+            // Each size sent again as a failure that may pass (after a pause) before a smaller
+            // one.
+            assert!(link.timed_out >= ATTEMPTS, "{}", link.timed_out);
+            assert!(link.pauses >= ATTEMPTS - 1, "{}", link.pauses);
+        }
     }
 
     /// A server reached as HTTP is, with a push sent ahead and one made ready, and pushes of at

@@ -1538,6 +1538,7 @@ pub(crate) fn a_search_finds_each_key_by_its_prefix_in_the_villages_searched_onl
     let t = now_ms();
     // A person and a house in each village, the same prefixes in both.
     let mut written = BTreeMap::new();
+    let mut plates = Vec::new();
     for (officer, village, n) in [(&mut oa, A, 1u128), (&mut ob, B, 2)] {
         let fields = vec![
             ("village", json!(village)),
@@ -1565,8 +1566,28 @@ pub(crate) fn a_search_finds_each_key_by_its_prefix_in_the_villages_searched_onl
             accepted.iter().all(|r| r.status == ChangeStatus::Accepted),
             "{accepted:?}"
         );
+        let plate = baylink_domain::synthetic::plate(n as u64);
+        let vehicle_fields = vec![
+            ("village", json!(village)),
+            ("plate", json!(plate)),
+            ("vehicle_type", json!("car")),
+        ];
+        let vehicle = natural(baylink_domain::EntityKind::Vehicle, &vehicle_fields);
+        let accepted = s.push_kind(
+            officer,
+            "vehicle",
+            vehicle,
+            t + 20 + n as u64,
+            &vehicle_fields,
+        );
+        assert!(
+            accepted.iter().all(|r| r.status == ChangeStatus::Accepted),
+            "{accepted:?}"
+        );
         written.insert((village, "person"), person);
         written.insert((village, "house"), house);
+        written.insert((village, "vehicle"), vehicle);
+        plates.push(plate);
     }
     let station = vec![A.to_owned(), B.to_owned()];
     let found = |villages: &[String], village: Option<&str>, query: &str| -> Vec<Uuid> {
@@ -1593,9 +1614,31 @@ pub(crate) fn a_search_finds_each_key_by_its_prefix_in_the_villages_searched_onl
     assert_eq!(found(&station, None, "澳头"), vec![hb, ha]);
     assert_eq!(found(&[B.to_owned()], None, "澳头"), vec![hb]);
     assert_eq!(found(&station, Some(A), "澳头1"), vec![ha]);
-    // A village not the caller's, a prefix nobody holds, a text that is no key: nothing.
+    let (va, vb) = (written[&(A, "vehicle")], written[&(B, "vehicle")]);
+    assert_eq!(found(&station, None, &plates[1]), vec![vb]);
+    let shared: String = plates[0]
+        .chars()
+        .zip(plates[1].chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    assert!(shared.chars().count() >= 2, "{plates:?}");
+    assert_eq!(found(&station, None, &shared), vec![vb, va]);
+    // A village not the caller's, a prefix nobody holds, a text inside a key but not at its
+    // start, a text that is no key: nothing.
     assert!(found(&[A.to_owned()], Some(B), "王芳").is_empty());
-    for query in ["李", "13900", "澳头3", "·"] {
+    let inside: String = plates[0].chars().skip(1).collect();
+    for query in [
+        "李",
+        "13900",
+        "澳头3",
+        "·",
+        "芳1",
+        "0013800",
+        "巷1号",
+        "9000001",
+        inside.as_str(),
+    ] {
         assert!(found(&station, None, query).is_empty(), "{query}");
     }
     s.check();

@@ -239,3 +239,127 @@ pub(crate) fn refuse_key_collision(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::authorize::plan_push;
+    use baylink_sync::{ChangeId, Hlc, NodeId, Stamp, Versioned};
+    use serde_json::json;
+    use std::collections::BTreeSet;
+
+    const VILLAGE: &str = "441303006001";
+    /// 2026-12-01 10:00 in China.
+    const NOW: u64 = 1_796_090_400_000;
+
+    /// A stored person holding the passport `number`, with `extra` values beside.
+    fn stored(number: &str, extra: &[(&str, Value)]) -> Held {
+        let node = NodeId(Uuid::from_u128(7));
+        let stamp = Stamp::new(Hlc::new(NOW - 86_400_000, 0), node);
+        let mut values = vec![
+            ("village", json!(VILLAGE)),
+            ("id_type", json!("passport")),
+            ("id_number", json!(number)),
+            ("name", json!("王芳")),
+        ];
+        values.extend(extra.iter().cloned());
+        Held {
+            kind: "person".into(),
+            villages: BTreeSet::from([VILLAGE.to_owned()]),
+            state: values
+                .into_iter()
+                .map(|(f, value)| (f.to_owned(), Versioned { value, stamp }))
+                .collect(),
+        }
+    }
+
+    /// What the push of a new person holding `number` (with its key's id, as a phone gives it)
+    /// is decided, given the stored `records`.
+    fn decide(number: &str, records: &HashMap<Uuid, Held>) -> Decision {
+        let device = NodeId(Uuid::from_u128(9));
+        let stamp = Stamp::new(Hlc::new(NOW - 60_000, 0), device);
+        let fields = [
+            ("village", json!(VILLAGE)),
+            ("id_type", json!("passport")),
+            ("id_number", json!(number)),
+            ("name", json!("王芳")),
+        ];
+        let values: Fields = fields
+            .iter()
+            .map(|(f, v)| ((*f).to_owned(), v.clone()))
+            .collect();
+        let entity = natural_id(EntityKind::Person, &values).unwrap();
+        let changes: Vec<Change> = fields
+            .into_iter()
+            .enumerate()
+            .map(|(i, (field, value))| Change {
+                id: ChangeId {
+                    device,
+                    counter: i as u64 + 1,
+                },
+                kind: "person".into(),
+                entity,
+                field: field.into(),
+                value,
+                stamp,
+                base: None,
+            })
+            .collect();
+        let villages = vec![VILLAGE.to_owned()];
+        let compacted = HashMap::new();
+        let facts = Facts {
+            role: Role::Officer,
+            villages: &villages,
+            device,
+            last_counter: 0,
+            now_ms: NOW,
+            max_ahead_ms: 300_000,
+            today: Date::from_unix_ms(NOW as i64, baylink_domain::date::CHINA_OFFSET_MINUTES),
+            records,
+            compacted: &compacted,
+        };
+        let plan = plan_push(&facts, &changes);
+        assert!(plan.decisions.iter().all(|d| *d == plan.decisions[0]));
+        plan.decisions[0].clone()
+    }
+
+    #[test]
+    fn a_new_key_is_refused_for_a_live_holder_only_whatever_else_the_facts_hold() {
+        let number = "E9000001";
+        // Records holding the key that do not count: deleted, merged away, known by id only.
+        let mut records: HashMap<Uuid, Held> = HashMap::new();
+        records.insert(
+            Uuid::from_u128(1),
+            stored(number, &[("deleted", json!(true))]),
+        );
+        let merged = json!(Uuid::from_u128(5).to_string());
+        records.insert(
+            Uuid::from_u128(2),
+            stored(number, &[("merged_into", merged)]),
+        );
+        let mut nameless = stored(number, &[]);
+        nameless.state.clear();
+        records.insert(Uuid::from_u128(3), nameless);
+        // Many live persons holding other keys.
+        for n in 0..500u128 {
+            records.insert(Uuid::from_u128(100 + n), stored(&format!("E8{n:06}"), &[]));
+        }
+        assert!(decide(number, &records).accepted(), "no live holder");
+        // One live holder among them: refused, naming it.
+        let holder = Uuid::from_u128(4);
+        records.insert(holder, stored(number, &[]));
+        match decide(number, &records) {
+            Decision::Refuse { message, .. } => {
+                assert!(message.contains(&holder.to_string()), "{message}");
+            }
+            other => panic!("accepted beside a live holder: {other:?}"),
+        }
+        // Its key as the push's own checks read it: a holder of another document type does not
+        // hold it.
+        records.insert(
+            holder,
+            stored(number, &[("id_type", json!("hk_macao_permit"))]),
+        );
+        assert!(decide(number, &records).accepted());
+    }
+}
