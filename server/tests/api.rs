@@ -880,6 +880,12 @@ fn a_request_whose_body_stalls_is_answered_408_timeout_in_the_apis_shape() {
             .contains("accept-encoding: zstd"),
         "{answer}"
     );
+    let protocol = format!(
+        "{}: {}",
+        baylink_sync::wire::PROTOCOL_HEADER,
+        baylink_sync::wire::PROTOCOL_VERSION
+    );
+    assert!(answer.to_ascii_lowercase().contains(&protocol), "{answer}");
     let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
     let error: Value = serde_json::from_str(body).unwrap();
     assert_eq!(error["error"]["code"], "too_large", "{answer}");

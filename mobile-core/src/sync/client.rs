@@ -43,7 +43,7 @@ fn from_ureq(e: &ureq::Error) -> Error {
     let kind = match e {
         ureq::Error::HostNotFound => NetworkKind::Dns,
         ureq::Error::ConnectionFailed => NetworkKind::Connect,
-        ureq::Error::Timeout(_) => NetworkKind::Timeout,
+        ureq::Error::Timeout(which) => timeout_kind(*which),
         ureq::Error::Tls(_) | ureq::Error::Pem(_) | ureq::Error::Rustls(_) => NetworkKind::Tls,
         // Sending, rustls reports a handshake that failed (a certificate not trusted, a peer
         // that does not speak TLS) as invalid data; HTTP's own errors are ureq's.
@@ -56,13 +56,29 @@ fn from_ureq(e: &ureq::Error) -> Error {
     Error::Network(Network::new(kind, e.to_string()))
 }
 
+/// What a time limit that ran out says of the failure: a server not found or not reached (the
+/// first steps have limits of their own, [`CONNECT_TIMEOUT`]), or a request or answer too slow
+/// on its way (the push loop sends such a push again smaller).
+fn timeout_kind(which: ureq::Timeout) -> NetworkKind {
+    match which {
+        ureq::Timeout::Resolve => NetworkKind::Dns,
+        ureq::Timeout::Connect => NetworkKind::Connect,
+        _ => NetworkKind::Timeout,
+    }
+}
+
+/// How long finding the server and opening a connection to it (TLS included) may take, each,
+/// within a request's whole time.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// An I/O failure on the connection: a time limit, a refusal, or a connection cut.
 fn from_io(e: &std::io::Error) -> Error {
     use std::io::ErrorKind;
     // ureq carries its own errors (a timeout while reading an answer) inside I/O errors.
-    if let Some(ureq::Error::Timeout(_)) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>())
+    if let Some(ureq::Error::Timeout(which)) =
+        e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>())
     {
-        return Error::Network(Network::new(NetworkKind::Timeout, e.to_string()));
+        return Error::Network(Network::new(timeout_kind(*which), e.to_string()));
     }
     let kind = match e.kind() {
         ErrorKind::TimedOut | ErrorKind::WouldBlock => NetworkKind::Timeout,
@@ -167,6 +183,8 @@ impl Client {
         let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
+            .timeout_resolve(Some(CONNECT_TIMEOUT.min(timeout)))
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(timeout)))
             .http_status_as_error(false)
             .tls_config(tls)
             .build()
@@ -510,6 +528,23 @@ fn read_text(response: Response<Body>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_not_found_or_not_reached_in_time_is_told_from_a_request_too_slow() {
+        let kind = |which| match from_ureq(&ureq::Error::Timeout(which)) {
+            Error::Network(n) => n.kind,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kind(ureq::Timeout::Resolve), NetworkKind::Dns);
+        assert_eq!(kind(ureq::Timeout::Connect), NetworkKind::Connect);
+        for slow in [
+            ureq::Timeout::Global,
+            ureq::Timeout::SendBody,
+            ureq::Timeout::RecvResponse,
+        ] {
+            assert_eq!(kind(slow), NetworkKind::Timeout);
+        }
+    }
     use std::io::Write;
 
     /// A server on loopback that answers one request with `answer` (status line, headers and

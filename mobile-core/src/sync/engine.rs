@@ -374,6 +374,12 @@ impl Transport for Http {
     }
 }
 
+/// Whether a smaller push could hold part of `changes`: a batch of one record's changes goes
+/// whole, whatever its size (the server judges a new record by what one push brings of it).
+fn divisible(changes: &[Change]) -> bool {
+    changes.iter().any(|c| c.entity != changes[0].entity)
+}
+
 /// The bytes a push may hold after `changes` were too many for the server or the link: a
 /// quarter of what they held (not of what they might have held: each smaller try costs a
 /// round of attempts, on a slow link half a minute each), at least [`LEAST_PUSH_BYTES`].
@@ -791,7 +797,8 @@ fn push(
     // Each round settles a batch; a batch only restamped is pushed again (bounded, in case a
     // server keeps refusing).
     // Cut smaller whenever the server answers that a push is too large (its limit may be set
-    // below the default): the same changes go again in smaller pushes.
+    // below the default) or a push keeps running out of time (a slow link, or a server slow to
+    // answer): the same changes go again in smaller pushes.
     let mut max_bytes = PUSH_BYTES;
     // Changes per push: what every server takes, until this one says how many it takes.
     let mut limit = transport.push_limit().min(FIRST_PUSH_CHANGES);
@@ -827,22 +834,24 @@ fn push(
         }
         let answer = match with_retries(transport, store, progress, &mut |t, s| t.push(s, &changes))
         {
-            // Too large, or too slow to arrive whole before the server's time ran out (sent
-            // again first): smaller pushes.
+            // Too large, or out of the server's time (its body not arrived whole, or its answer
+            // not ready; sent again first): smaller pushes.
             Err(Error::Server {
                 status: 413 | 408, ..
-            }) if changes.len() > 1 && max_bytes > LEAST_PUSH_BYTES => {
+            }) if divisible(&changes) && max_bytes > LEAST_PUSH_BYTES => {
                 max_bytes = smaller(max_bytes, &changes);
                 continue;
             }
             // A server (or a proxy before it) refusing a body too large may answer before it
             // has read it and close the connection: the phone then sees the pipe broken while
-            // it sends, not the 413. A link too slow to carry the push within the phone's own
-            // time for a request (`TIMEOUT`, shorter than the server's) times out.
-            // Smaller pushes for both, once retrying the same one failed.
+            // it sends, not the 413. A push that runs out of the phone's own time for a request
+            // (`TIMEOUT`, shorter than the server's) once connected — a link too slow to carry
+            // it, or a server too slow to answer — times out (a server not found or not
+            // reached is `Dns` or `Connect`, and is not cut for). Smaller pushes for both, once
+            // retrying the same one failed.
             Err(Error::Network(why))
                 if (why.detail.contains("Broken pipe") || why.kind == NetworkKind::Timeout)
-                    && changes.len() > 1
+                    && divisible(&changes)
                     && max_bytes > LEAST_PUSH_BYTES =>
             {
                 max_bytes = smaller(max_bytes, &changes);
@@ -1223,6 +1232,29 @@ mod tests {
             assert!(link.timed_out <= 3 * ATTEMPTS, "{}", link.timed_out);
             assert!(link.pauses >= ATTEMPTS - 1, "{}", link.pauses);
         }
+        // One record's changes cannot go in parts: tried as often as any request, never cut,
+        // and the sync ends with the failure (nothing lost: it waits in the outbox).
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .capture_many(baylink_domain::EntityKind::Person, &persons[..1])
+            .unwrap();
+        let mut link = SlowLink {
+            most_bytes: 100,
+            timeout: server,
+            pushes: Vec::new(),
+            timed_out: 0,
+            pauses: 0,
+        };
+        let mut report = SyncReport::default();
+        let mut records = (HashSet::new(), HashSet::new());
+        let quiet = |_: &str, _, _| {};
+        let ended = push(&mut store, &mut link, &quiet, &mut report, &mut records);
+        assert!(
+            matches!(ended, Err(Error::Server { status: 408, .. })),
+            "{ended:?}"
+        );
+        assert_eq!(link.timed_out, ATTEMPTS);
+        assert!(store.pending_count().unwrap() > 0);
     }
 
     /// A server reached as HTTP is, with a push sent ahead and one made ready, and pushes of at

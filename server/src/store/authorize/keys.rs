@@ -326,7 +326,8 @@ mod tests {
     #[test]
     fn a_new_key_is_refused_for_a_live_holder_only_whatever_else_the_facts_hold() {
         let number = "E9000001";
-        // Records holding the key that do not count: deleted, merged away, known by id only.
+        // Records holding the key that do not count: deleted, merged away; and one with no
+        // values (holding no key at all).
         let mut records: HashMap<Uuid, Held> = HashMap::new();
         records.insert(
             Uuid::from_u128(1),
