@@ -835,18 +835,22 @@ fn a_request_whose_body_stalls_is_answered_408_timeout_in_the_apis_shape() {
     let (addr, _runtime, _dir) = listening_with(|config| {
         config.body_timeout = Duration::from_secs(1);
     });
+    // Sends `request` on a connection of its own, and reads the answer until it closes.
+    let answer_to = |request: &[u8]| -> String {
+        let mut connection = TcpStream::connect(addr).unwrap();
+        connection
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        connection.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        let _ = connection.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
     // A sign-in that says 200 bytes and sends 20: answered when the time runs out, as JSON.
-    let mut slow = TcpStream::connect(addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     let started = Instant::now();
-    slow.write_all(
+    let answer = answer_to(
         b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"username\": \"o1\",",
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = slow.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
+    );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/json"), "{answer}");
     let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
@@ -861,18 +865,9 @@ fn a_request_whose_body_stalls_is_answered_408_timeout_in_the_apis_shape() {
             .contains("accept-encoding: zstd"),
         "{answer}"
     );
-    let mut large = TcpStream::connect(addr).unwrap();
-    large
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    large
-        .write_all(
-            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n{",
-        )
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = large.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = answer_to(
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n{",
+    );
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
         answer

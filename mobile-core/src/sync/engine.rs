@@ -1181,23 +1181,7 @@ mod tests {
 
     #[test]
     fn a_push_too_slow_to_arrive_goes_again_then_in_smaller_pushes_until_all_arrive() {
-        let mut store = Store::open_in_memory().unwrap();
-        let persons: Vec<baylink_domain::validate::Input> = (0..300u64)
-            .map(|n| {
-                [
-                    ("village", "441303006001".to_owned()),
-                    ("id_number", baylink_domain::synthetic::resident_id(n)),
-                    ("name", baylink_domain::synthetic::name(n)),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect()
-            })
-            .collect();
-        store
-            .capture_many(baylink_domain::EntityKind::Person, &persons)
-            .unwrap();
-        let pending = store.pending_count().unwrap() as usize;
+        let pending = persons(300).0.pending_count().unwrap() as usize;
         let server: fn() -> Error = || Error::Server {
             status: 408,
             code: "timeout".into(),
@@ -1211,10 +1195,7 @@ mod tests {
             ))
         };
         for timeout in [server, phone] {
-            let mut store = Store::open_in_memory().unwrap();
-            store
-                .capture_many(baylink_domain::EntityKind::Person, &persons)
-                .unwrap();
+            let (mut store, _) = persons(300);
             let mut link = SlowLink {
                 most_bytes: 64 * 1024,
                 timeout,
@@ -1234,10 +1215,7 @@ mod tests {
         }
         // One record's changes cannot go in parts: tried as often as any request, never cut,
         // and the sync ends with the failure (nothing lost: it waits in the outbox).
-        let mut store = Store::open_in_memory().unwrap();
-        store
-            .capture_many(baylink_domain::EntityKind::Person, &persons[..1])
-            .unwrap();
+        let (mut store, _) = persons(1);
         let mut link = SlowLink {
             most_bytes: 100,
             timeout: server,
