@@ -1,6 +1,6 @@
 //! Push: a device's changes decided by the planner over what the server holds, then applied in one transaction with their server-owned fields, move-ins and alerts.
 
-use crate::store::authorize::{self, Compacted, Decision, Facts, Held};
+use crate::store::authorize::{self, Checked, Compacted, Decision, Facts, Held};
 use crate::store::caller::Caller;
 use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
@@ -251,8 +251,27 @@ pub fn push(
     now_ms: u64,
     max_ahead_ms: u64,
 ) -> Result<Vec<ChangeResult>, StoreError> {
+    push_checked(
+        conn,
+        caller,
+        changes,
+        &Checked::default(),
+        now_ms,
+        max_ahead_ms,
+    )
+}
+
+/// [`push`] of values checked before the writer ([`Checked`]).
+pub(crate) fn push_checked(
+    conn: &Conn<'_>,
+    caller: &Caller,
+    changes: &[Change],
+    checked: &Checked,
+    now_ms: u64,
+    max_ahead_ms: u64,
+) -> Result<Vec<ChangeResult>, StoreError> {
     let tx = conn.transaction()?;
-    let results = push_in(&tx, caller, changes, now_ms, max_ahead_ms)?;
+    let results = push_in(&tx, caller, changes, checked, now_ms, max_ahead_ms)?;
     tx.commit()?;
     Ok(results)
 }
@@ -263,6 +282,7 @@ pub(crate) fn push_in(
     tx: &Conn<'_>,
     caller: &Caller,
     changes: &[Change],
+    checked: &Checked,
     now_ms: u64,
     max_ahead_ms: u64,
 ) -> Result<Vec<ChangeResult>, StoreError> {
@@ -290,6 +310,7 @@ pub(crate) fn push_in(
         today,
         records: &records,
         compacted: &compacted,
+        checked,
     };
     let plan = authorize::plan_push(&facts, changes);
     let fills = plan.fills;

@@ -21,8 +21,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
-    EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, natural_key, read_with,
-    to_text, validate_record, validate_values,
+    EntityKind, FieldType, Fields, Writer, natural_key, read_with, to_text, validate_record,
 };
 use baylink_sync::hlc::too_far_ahead;
 use baylink_sync::wire::refusal;
@@ -32,11 +31,13 @@ use uuid::Uuid;
 
 use crate::store::caller::Role;
 
+mod checked;
 mod facts;
 mod field;
 mod keys;
 pub mod review;
 
+pub use checked::Checked;
 pub use facts::{Compacted, Decision, Facts, Held};
 use facts::{World, merged_after, value_of, values};
 use field::decide_field;
@@ -305,7 +306,7 @@ fn decide_record(
     for &i in idx {
         plan[i] = Some(decide_field(
             facts,
-            &changes[i],
+            (i, &changes[i]),
             id_type.as_ref(),
             kind,
             home,
@@ -394,9 +395,10 @@ fn decide_record(
         if round > 0 {
             after = merged_after(held, changes, idx, plan);
         }
-        let new_errors: Vec<_> = validate_record(kind, &values(&after), facts.today)
-            .into_iter()
+        let new_errors: Vec<_> = (facts.checked.shape(id, kind, &after, facts.today).errors)
+            .iter()
             .filter(|e| !let_be(&after, &e.field))
+            .cloned()
             .collect();
         if new_errors.is_empty() {
             break;
@@ -442,12 +444,10 @@ fn decide_record(
         .iter()
         .any(|&i| plan[i].as_ref().is_some_and(Decision::accepted))
     {
-        let after = values(&after);
-        let derived = missing_derived(kind, &after, facts.today);
         // The record's values with what derives from them, by which its natural key is read.
-        let mut keyed_after = after.clone();
-        keyed_after.extend(derived.clone());
-        let mut fills = derived;
+        let shape = facts.checked.shape(id, kind, &after, facts.today);
+        let after = &shape.values;
+        let mut fills = shape.derived.clone();
         // Registered again after its tombstone was compacted: each field the record had and
         // this registration leaves out is written empty, after it, so that a phone still
         // holding the old record (deleted, its old values) ends with the new one exactly.
@@ -472,11 +472,11 @@ fn decide_record(
             // new record takes a fresh time-ordered id, which is no one's natural id.
             let taken = |natural: &Uuid| {
                 facts.records.get(natural).is_some_and(|o| {
-                    natural_key(kind, &keyed(kind, values(&o.state), facts.today))
-                        != natural_key(kind, &keyed_after)
+                    natural_key(kind, &keyed(kind, values(&o.state), facts.today)) != shape.key
                 })
             };
-            if let Some(natural) = natural_id(kind, &keyed_after)
+            if let Some(natural) = shape
+                .natural
                 .filter(|n| *n != id && !(taken(n) && id.get_version_num() == 7))
             {
                 // A fresh id from a phone whose copy of the key's record was behind (it had
@@ -495,7 +495,7 @@ fn decide_record(
             // A record with no natural key (a visit, a dispute, a house without an address
             // code) takes a fresh time-ordered id: never another record's natural id, which
             // would keep that record out of its own village.
-            if natural_id(kind, &keyed_after).is_none() && id.get_version_num() != 7 {
+            if shape.natural.is_none() && id.get_version_num() != 7 {
                 let message = format!(
                     "id：无自然键的记录须使用新生成的编号（UUIDv7） / id: a record with no natural key takes a fresh time-ordered id (UUIDv7), not {id}"
                 );
