@@ -298,6 +298,13 @@ pub(crate) fn push_in(
         .parse()
         .map_err(|_| StoreError::Backend("a push from no device".into()))?;
     let today = Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
+    // Checks of another push (none are) would be answers to other values.
+    let unchecked = Checked::default();
+    let checked = if checked.of_push(changes) {
+        checked
+    } else {
+        &unchecked
+    };
     let records = held_records(&tx, &mut seq.pending, changes, today)?;
     let compacted = compacted_records(&tx, changes, &records)?;
     let facts = Facts {

@@ -29,24 +29,37 @@ const SPLIT_CHANGES: usize = 2_000;
 pub struct Checked {
     /// The day they were checked on.
     today: Option<Date>,
+    /// How many changes the push held.
+    len: usize,
     /// Each change's value checked alone, by its index in the push.
     fields: Vec<Option<FieldCheck>>,
-    /// Each record as the push alone leaves it.
-    records: HashMap<Uuid, Shape>,
+    /// Each record's checks, by id.
+    records: HashMap<Uuid, RecordCheck>,
+}
+
+/// A document type longer than this is no document type: its record's ID numbers are not
+/// checked before the writer (the planner checks them), so that no one long value is kept or
+/// compared once per change.
+const SHORT: usize = 64;
+
+/// What was checked of one record beside its changes' values.
+struct RecordCheck {
+    /// The document type its ID numbers were read by: the last this push sends for it.
+    id_type: Option<Value>,
+    /// The record as the push alone leaves it.
+    shape: Option<Shape>,
 }
 
 /// One record's changes checked: each value alone (by index in the push), and the record.
 struct RecordChecks {
     id: Uuid,
     fields: Vec<(usize, FieldCheck)>,
-    shape: Option<Shape>,
+    record: RecordCheck,
 }
 
 /// One change's value checked alone.
 struct FieldCheck {
     kind: EntityKind,
-    /// The document type an ID number was read by: the last this push sends for its record.
-    id_type: Option<Value>,
     /// The field's first error.
     error: Option<String>,
 }
@@ -96,10 +109,16 @@ impl Checked {
         let records: Vec<(Uuid, Vec<usize>)> = records.into_iter().collect();
         let check = |part: &[(Uuid, Vec<usize>)]| -> Vec<RecordChecks> {
             part.iter()
-                .map(|(id, idx)| RecordChecks {
-                    id: *id,
-                    fields: fields_of(changes, idx, today),
-                    shape: shape_of(changes, idx, today),
+                .map(|(id, idx)| {
+                    let (fields, id_type) = fields_of(changes, idx, today);
+                    RecordChecks {
+                        id: *id,
+                        fields,
+                        record: RecordCheck {
+                            id_type,
+                            shape: shape_of(changes, idx, today),
+                        },
+                    }
                 })
                 .collect()
         };
@@ -118,20 +137,25 @@ impl Checked {
         };
         let mut fields: Vec<Option<FieldCheck>> = Vec::new();
         fields.resize_with(changes.len(), || None);
-        let mut shapes = HashMap::with_capacity(checked.len());
+        let mut records = HashMap::with_capacity(checked.len());
         for record in checked {
             for (i, check) in record.fields {
                 fields[i] = Some(check);
             }
-            if let Some(shape) = record.shape {
-                shapes.insert(record.id, shape);
-            }
+            records.insert(record.id, record.record);
         }
         Checked {
             today: Some(today),
+            len: changes.len(),
             fields,
-            records: shapes,
+            records,
         }
+    }
+
+    /// Whether these are the checks of `changes` (a push of as many changes): answers are
+    /// found by a change's index.
+    pub(crate) fn of_push(&self, changes: &[Change]) -> bool {
+        self.today.is_some() && self.len == changes.len()
     }
 
     /// The first error of the field change `changes[i]` sets, its value read alone (an ID
@@ -145,11 +169,14 @@ impl Checked {
         id_type: Option<&Value>,
         today: Date,
     ) -> Option<String> {
-        let id_type = id_type.filter(|_| change.field == "id_number");
+        let number = change.field == "id_number";
+        let id_type = id_type.filter(|_| number);
+        // An ID number's answer holds for the document type it was read by.
+        let read_by = |record: &RecordCheck| record.id_type.as_ref() == id_type;
         if let Some(check) = self.fields.get(i).and_then(Option::as_ref)
             && self.today == Some(today)
             && check.kind == kind
-            && check.id_type.as_ref() == id_type
+            && (!number || self.records.get(&change.entity).is_some_and(read_by))
         {
             return check.error.clone();
         }
@@ -165,7 +192,7 @@ impl Checked {
         after: &EntityState,
         today: Date,
     ) -> Cow<'_, Shape> {
-        if let Some(shape) = self.records.get(&id)
+        if let Some(shape) = self.records.get(&id).and_then(|r| r.shape.as_ref())
             && self.today == Some(today)
             && shape.kind == kind
             && same_values(after, &shape.values)
@@ -194,34 +221,34 @@ fn field_error(
 }
 
 /// The record's changes' values checked alone, each by the document type the planner would
-/// read it by when the record is new (the last this push sends).
-fn fields_of(changes: &[Change], idx: &[usize], today: Date) -> Vec<(usize, FieldCheck)> {
+/// read it by when the record is new (the last this push sends), with that type.
+fn fields_of(
+    changes: &[Change],
+    idx: &[usize],
+    today: Date,
+) -> (Vec<(usize, FieldCheck)>, Option<Value>) {
     let id_type = idx
         .iter()
         .rev()
         .map(|&i| &changes[i])
         .find(|c| c.field == "id_type")
-        .map(|c| c.value.clone());
-    idx.iter()
+        .map(|c| &c.value);
+    let short = id_type.is_none_or(|t| t.as_str().is_some_and(|t| t.len() <= SHORT));
+    let checks = idx
+        .iter()
         .filter_map(|&i| {
             let change = &changes[i];
             let kind = EntityKind::parse(&change.kind)?;
             kind.field(&change.field)?;
-            if change.value.is_null() {
+            let number = change.field == "id_number";
+            if change.value.is_null() || (number && !short) {
                 return None;
             }
-            let id_type = id_type.clone().filter(|_| change.field == "id_number");
-            let error = field_error(kind, change, id_type.as_ref(), today);
-            Some((
-                i,
-                FieldCheck {
-                    kind,
-                    id_type,
-                    error,
-                },
-            ))
+            let error = field_error(kind, change, id_type.filter(|_| number), today);
+            Some((i, FieldCheck { kind, error }))
         })
-        .collect()
+        .collect();
+    (checks, id_type.filter(|_| short).cloned())
 }
 
 /// The record as the push alone leaves it, every change the planner may apply applied (not the
@@ -259,7 +286,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::store::authorize::{Facts, Held, plan_push};
+    use crate::store::authorize::{Decision, Facts, Held, plan_push};
     use crate::store::caller::Role;
     use baylink_domain::synthetic::{plate, resident_id};
     use baylink_domain::{Input, validate_capture};
@@ -281,7 +308,9 @@ mod tests {
         whole: bool,
         /// 0: its key's id; 1: a fresh time-ordered one; 2: a random one.
         id: u8,
-        extra: Vec<(usize, usize, i64)>,
+        /// Field, value, stamp's offset, and mischief: 6 claims the other kind, 7 stamps as
+        /// another device.
+        extra: Vec<(usize, usize, i64, u8)>,
         held: bool,
         /// Whether what the server holds is newer than the push (its changes lose).
         held_newer: bool,
@@ -336,7 +365,7 @@ mod tests {
             0u64..4,
             prop::bool::weighted(0.6),
             0u8..3,
-            prop::collection::vec((0..FIELDS.len(), 0usize..17, -2i64..3), 0..6),
+            prop::collection::vec((0..FIELDS.len(), 0usize..17, -2i64..3, 0u8..8), 0..6),
             prop::bool::weighted(0.4),
             any::<bool>(),
         )
@@ -396,22 +425,27 @@ mod tests {
                 .then_some(values.clone())
                 .into_iter()
                 .flatten()
-                .map(|(f, v)| (f, v, 0));
+                .map(|(f, v)| (f, v, 0, 0));
             let extra = r
                 .extra
                 .iter()
-                .map(|&(f, v, dt)| (FIELDS[f].to_owned(), value(v), dt));
-            for (field, value, dt) in sent.chain(extra) {
+                .map(|&(f, v, dt, m)| (FIELDS[f].to_owned(), value(v), dt, m));
+            for (field, value, dt, mischief) in sent.chain(extra) {
+                let other = if r.vehicle { "person" } else { "vehicle" };
+                let mut stamp = at(dt);
+                if mischief == 7 {
+                    stamp.node = NodeId(Uuid::from_u128(8));
+                }
                 changes.push(Change {
                     id: ChangeId {
                         device,
                         counter: changes.len() as u64 + 1,
                     },
-                    kind: kind.as_str().into(),
+                    kind: if mischief == 6 { other } else { kind.as_str() }.into(),
                     entity: id,
                     field,
                     value,
-                    stamp: at(dt),
+                    stamp,
                     base: None,
                 });
             }
@@ -441,38 +475,81 @@ mod tests {
         (changes, held)
     }
 
+    /// The decisions and fills of a push, with nothing checked before and with its values
+    /// checked on `checked_on`.
+    fn plans(
+        changes: &[Change],
+        held: &HashMap<Uuid, Held>,
+        last_counter: u64,
+        checked_on: Date,
+    ) -> [(Vec<Decision>, HashMap<Uuid, Fields>); 2] {
+        let today = Date::from_unix_ms(NOW as i64, baylink_domain::date::CHINA_OFFSET_MINUTES);
+        let villages = vec![VILLAGE.to_owned()];
+        let compacted = HashMap::new();
+        [Checked::default(), Checked::of(changes, checked_on)].map(|checked| {
+            let facts = Facts {
+                role: Role::Officer,
+                villages: &villages,
+                device: NodeId(Uuid::from_u128(9)),
+                last_counter,
+                now_ms: NOW,
+                max_ahead_ms: 300_000,
+                today,
+                records: held,
+                compacted: &compacted,
+                checked: &checked,
+            };
+            let plan = plan_push(&facts, changes);
+            (plan.decisions, plan.fills)
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
-        /// Whatever a push holds, and whichever day its values were checked on, the planner
+        /// Whatever a push holds (replays among it, changes claiming another kind or stamped
+        /// as another device), and whichever day its values were checked on, the planner
         /// decides it and fills its records exactly as with nothing checked before.
         #[test]
         fn a_push_is_decided_alike_with_its_values_checked_before_or_not(
             records in prop::collection::vec(record(), 1..5),
             next_day in prop::bool::weighted(0.2),
+            last_counter in 0u64..4,
         ) {
             let today = Date::from_unix_ms(NOW as i64, baylink_domain::date::CHINA_OFFSET_MINUTES);
             let (changes, held) = push_of(&records, today);
             let checked_on = if next_day { Date::from_days(today.to_days() + 1) } else { today };
-            let villages = vec![VILLAGE.to_owned()];
-            let compacted = HashMap::new();
-            let plans = [Checked::default(), Checked::of(&changes, checked_on)].map(|checked| {
-                let facts = Facts {
-                    role: Role::Officer,
-                    villages: &villages,
-                    device: NodeId(Uuid::from_u128(9)),
-                    last_counter: 0,
-                    now_ms: NOW,
-                    max_ahead_ms: 300_000,
-                    today,
-                    records: &held,
-                    compacted: &compacted,
-                    checked: &checked,
-                };
-                let plan = plan_push(&facts, &changes);
-                (plan.decisions, plan.fills)
-            });
-            prop_assert_eq!(&plans[0], &plans[1]);
+            let [without, with] = plans(&changes, &held, last_counter, checked_on);
+            prop_assert_eq!(without, with);
         }
+    }
+
+    #[test]
+    fn a_push_checked_on_two_threads_is_decided_alike() {
+        let today = Date::from_unix_ms(NOW as i64, baylink_domain::date::CHINA_OFFSET_MINUTES);
+        // 300 captures (whole, stored, with a bad value beside), over the 2,000 changes a
+        // push is checked on one thread within.
+        let records: Vec<Record> = (0..300)
+            .map(|n| Record {
+                vehicle: n % 3 == 0,
+                n,
+                whole: true,
+                id: (n % 5 == 0) as u8,
+                extra: if n % 7 == 0 {
+                    vec![(3, 6, 1, 0)]
+                } else {
+                    Vec::new()
+                },
+                held: n % 11 == 0,
+                held_newer: false,
+            })
+            .collect();
+        let (changes, held) = push_of(&records, today);
+        assert!(changes.len() > SPLIT_CHANGES);
+        let [without, with] = plans(&changes, &held, 0, today);
+        assert_eq!(without, with);
+        // Most records taken whole, some refused: both paths were decided.
+        let accepted = with.0.iter().filter(|d| d.accepted()).count();
+        assert!(accepted > changes.len() / 2 && accepted < changes.len());
     }
 }
