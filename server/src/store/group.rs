@@ -19,18 +19,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use baylink_domain::Date;
-use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_sync::Change;
 use baylink_sync::wire::ChangeResult;
 use rusqlite::Connection;
 
-use crate::store::authorize::Checked;
 use crate::store::caller::Caller;
 use crate::store::conn::Conn;
 use crate::store::error::StoreError;
 use crate::store::now_ms;
-use crate::store::push::{push_checked, push_in};
+use crate::store::push::push_in;
 
 /// Changes applied in one commit, at most (a push larger than this goes alone): the writer is
 /// held about as long as for the largest single push the server takes (twice that when a push
@@ -63,8 +60,6 @@ struct State {
 struct Waiting {
     caller: Caller,
     changes: Vec<Change>,
-    /// Its values checked on its own thread, beside the writer.
-    checked: Checked,
     max_ahead_ms: u64,
     answer: SyncSender<Answer>,
 }
@@ -73,13 +68,9 @@ impl Waiting {
     /// A push to wait, with where its answer comes.
     fn new(caller: Caller, changes: Vec<Change>, max_ahead_ms: u64) -> (Waiting, Receiver<Answer>) {
         let (answer, answered) = sync_channel(1);
-        let today = Date::from_unix_ms(now_ms() as i64, CHINA_OFFSET_MINUTES);
-        // A fault in a rule (a bug) is met again, and answered, where the push is applied.
-        let checked = catch_unwind(|| Checked::of(&changes, today)).unwrap_or_default();
         let push = Waiting {
             caller,
             changes,
-            checked,
             max_ahead_ms,
             answer,
         };
@@ -271,15 +262,7 @@ fn alone(conn: &Conn<'_>, group: Vec<Waiting>, now: &dyn Fn() -> u64) -> Applied
     let mut commits = 0;
     for push in group {
         let alone = catch_unwind(AssertUnwindSafe(|| {
-            let (caller, changes) = (&push.caller, &push.changes);
-            push_checked(
-                conn,
-                caller,
-                changes,
-                &push.checked,
-                now(),
-                push.max_ahead_ms,
-            )
+            crate::store::push::push(conn, &push.caller, &push.changes, now(), push.max_ahead_ms)
         }));
         let answer = alone.unwrap_or_else(|_| {
             tracing::error!("a push met a fault");
@@ -309,8 +292,7 @@ fn together(
     let tx = conn.transaction().map_err(|e| (None, e.into()))?;
     let mut answers = Vec::with_capacity(group.len());
     for (k, push) in group.iter().enumerate() {
-        let (caller, changes, checked) = (&push.caller, &push.changes, &push.checked);
-        let answer = push_in(&tx, caller, changes, checked, now(), push.max_ahead_ms)
+        let answer = push_in(&tx, &push.caller, &push.changes, now(), push.max_ahead_ms)
             .map_err(|e| (Some(k), e))?;
         answers.push(answer);
     }
@@ -660,7 +642,6 @@ mod tests {
             queue.state().waiting.push_back(Waiting {
                 caller: caller.clone(),
                 changes: vec![change.clone(); size],
-                checked: Checked::default(),
                 max_ahead_ms: 0,
                 answer,
             });

@@ -1,6 +1,6 @@
 //! Push: a device's changes decided by the planner over what the server holds, then applied in one transaction with their server-owned fields, move-ins and alerts.
 
-use crate::store::authorize::{self, Checked, Compacted, Decision, Facts, Held};
+use crate::store::authorize::{self, Compacted, Decision, Facts, Held};
 use crate::store::caller::Caller;
 use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
@@ -251,27 +251,8 @@ pub fn push(
     now_ms: u64,
     max_ahead_ms: u64,
 ) -> Result<Vec<ChangeResult>, StoreError> {
-    push_checked(
-        conn,
-        caller,
-        changes,
-        &Checked::default(),
-        now_ms,
-        max_ahead_ms,
-    )
-}
-
-/// [`push`] of values checked before the writer ([`Checked`]).
-pub(crate) fn push_checked(
-    conn: &Conn<'_>,
-    caller: &Caller,
-    changes: &[Change],
-    checked: &Checked,
-    now_ms: u64,
-    max_ahead_ms: u64,
-) -> Result<Vec<ChangeResult>, StoreError> {
     let tx = conn.transaction()?;
-    let results = push_in(&tx, caller, changes, checked, now_ms, max_ahead_ms)?;
+    let results = push_in(&tx, caller, changes, now_ms, max_ahead_ms)?;
     tx.commit()?;
     Ok(results)
 }
@@ -282,7 +263,6 @@ pub(crate) fn push_in(
     tx: &Conn<'_>,
     caller: &Caller,
     changes: &[Change],
-    checked: &Checked,
     now_ms: u64,
     max_ahead_ms: u64,
 ) -> Result<Vec<ChangeResult>, StoreError> {
@@ -298,13 +278,6 @@ pub(crate) fn push_in(
         .parse()
         .map_err(|_| StoreError::Backend("a push from no device".into()))?;
     let today = Date::from_unix_ms(now_ms as i64, CHINA_OFFSET_MINUTES);
-    // Checks of another push (none are) would be answers to other values.
-    let unchecked = Checked::default();
-    let checked = if checked.of_push(changes) {
-        checked
-    } else {
-        &unchecked
-    };
     let records = held_records(&tx, &mut seq.pending, changes, today)?;
     let compacted = compacted_records(&tx, changes, &records)?;
     let facts = Facts {
@@ -317,7 +290,6 @@ pub(crate) fn push_in(
         today,
         records: &records,
         compacted: &compacted,
-        checked,
     };
     let plan = authorize::plan_push(&facts, changes);
     let fills = plan.fills;

@@ -55,8 +55,6 @@ pub struct Facts<'a> {
     /// Records the push writes that the server does not hold but its history knows (deleted,
     /// and compacted away since: `store::retention`).
     pub compacted: &'a HashMap<Uuid, Compacted>,
-    /// The push's values as checked before it reached the writer (a memo: empty checks all).
-    pub checked: &'a super::Checked,
 }
 
 /// The decision on one change.

@@ -8,7 +8,7 @@ use super::*;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decide_field(
     facts: &Facts<'_>,
-    (i, change): (usize, &Change),
+    change: &Change,
     id_type: Option<&Value>,
     kind: EntityKind,
     home: bool,
@@ -52,8 +52,15 @@ pub(super) fn decide_field(
         return Decision::Apply;
     }
     // The value itself, with the document type it is read by (this push's or the stored one).
-    if let Some(error) = (facts.checked).field_error(i, kind, change, id_type, facts.today) {
-        return Decision::refuse(refusal::INVALID, error);
+    let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
+    if let (true, Some(id_type)) = (change.field == "id_number", id_type) {
+        values.insert("id_type".into(), id_type.clone());
+    }
+    if let Some(error) = validate_values(kind, &values, facts.today)
+        .into_iter()
+        .find(|e| e.field == change.field)
+    {
+        return Decision::refuse(refusal::INVALID, error.to_string());
     }
     if let Some((target, target_id)) = reference(change) {
         return decide_reference(facts, kind, spec.name, spec.zh, target, target_id, world);

@@ -163,8 +163,8 @@ pub(crate) fn refuse_key_collision(
     // The key as the push leaves it, when the push creates the record, changes its key or
     // brings it back.
     let undeleted = held.is_some_and(|h| gone(&h.state, "deleted")) && !gone(after, "deleted");
-    let shape = facts.checked.shape(id, kind, after, facts.today);
-    let Some(new_key) = shape.key.clone() else {
+    let keyed_after = keyed(kind, values(after), facts.today);
+    let Some(new_key) = natural_key(kind, &keyed_after) else {
         return false;
     };
     if held.is_some_and(|h| key_of(&h.state).as_ref() == Some(&new_key) && !undeleted) {
@@ -178,7 +178,7 @@ pub(crate) fn refuse_key_collision(
             && !gone(&other.state, "merged_into")
             && key_of(&other.state).as_ref() == Some(&new_key)
     };
-    let natural = shape.natural.filter(|n| *n != id);
+    let natural = natural_id(kind, &keyed_after).filter(|n| *n != id);
     let stored = natural
         .and_then(|n| facts.records.get(&n).filter(|o| holds(o)).map(|o| (n, o)))
         .or_else(|| {
@@ -243,7 +243,7 @@ pub(crate) fn refuse_key_collision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::authorize::{Checked, plan_push};
+    use crate::store::authorize::plan_push;
     use baylink_sync::{ChangeId, Hlc, NodeId, Stamp, Versioned};
     use serde_json::json;
     use std::collections::BTreeSet;
@@ -307,26 +307,20 @@ mod tests {
             .collect();
         let villages = vec![VILLAGE.to_owned()];
         let compacted = HashMap::new();
-        let today = Date::from_unix_ms(NOW as i64, baylink_domain::date::CHINA_OFFSET_MINUTES);
-        // Decided with the push's values checked before the writer, and without: the same.
-        let plans = [Checked::default(), Checked::of(&changes, today)].map(|checked| {
-            let facts = Facts {
-                role: Role::Officer,
-                villages: &villages,
-                device,
-                last_counter: 0,
-                now_ms: NOW,
-                max_ahead_ms: 300_000,
-                today,
-                records,
-                compacted: &compacted,
-                checked: &checked,
-            };
-            plan_push(&facts, &changes).decisions
-        });
-        assert_eq!(plans[0], plans[1]);
-        assert!(plans[0].iter().all(|d| *d == plans[0][0]));
-        plans[0][0].clone()
+        let facts = Facts {
+            role: Role::Officer,
+            villages: &villages,
+            device,
+            last_counter: 0,
+            now_ms: NOW,
+            max_ahead_ms: 300_000,
+            today: Date::from_unix_ms(NOW as i64, baylink_domain::date::CHINA_OFFSET_MINUTES),
+            records,
+            compacted: &compacted,
+        };
+        let plan = plan_push(&facts, &changes);
+        assert!(plan.decisions.iter().all(|d| *d == plan.decisions[0]));
+        plan.decisions[0].clone()
     }
 
     #[test]

@@ -21,7 +21,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
-    EntityKind, FieldType, Fields, Writer, natural_key, read_with, to_text, validate_record,
+    EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, natural_key, read_with,
+    to_text, validate_record, validate_values,
 };
 use baylink_sync::hlc::too_far_ahead;
 use baylink_sync::wire::refusal;
@@ -31,13 +32,11 @@ use uuid::Uuid;
 
 use crate::store::caller::Role;
 
-mod checked;
 mod facts;
 mod field;
 mod keys;
 pub mod review;
 
-pub use checked::Checked;
 pub use facts::{Compacted, Decision, Facts, Held};
 use facts::{World, merged_after, value_of, values};
 use field::decide_field;
@@ -306,7 +305,7 @@ fn decide_record(
     for &i in idx {
         plan[i] = Some(decide_field(
             facts,
-            (i, &changes[i]),
+            &changes[i],
             id_type.as_ref(),
             kind,
             home,
@@ -395,10 +394,9 @@ fn decide_record(
         if round > 0 {
             after = merged_after(held, changes, idx, plan);
         }
-        let new_errors: Vec<_> = (facts.checked.shape(id, kind, &after, facts.today).errors)
-            .iter()
+        let new_errors: Vec<_> = validate_record(kind, &values(&after), facts.today)
+            .into_iter()
             .filter(|e| !let_be(&after, &e.field))
-            .cloned()
             .collect();
         if new_errors.is_empty() {
             break;
@@ -444,10 +442,12 @@ fn decide_record(
         .iter()
         .any(|&i| plan[i].as_ref().is_some_and(Decision::accepted))
     {
+        let after = values(&after);
+        let derived = missing_derived(kind, &after, facts.today);
         // The record's values with what derives from them, by which its natural key is read.
-        let shape = facts.checked.shape(id, kind, &after, facts.today);
-        let after = &shape.values;
-        let mut fills = shape.derived.clone();
+        let mut keyed_after = after.clone();
+        keyed_after.extend(derived.clone());
+        let mut fills = derived;
         // Registered again after its tombstone was compacted: each field the record had and
         // this registration leaves out is written empty, after it, so that a phone still
         // holding the old record (deleted, its old values) ends with the new one exactly.
@@ -472,11 +472,11 @@ fn decide_record(
             // new record takes a fresh time-ordered id, which is no one's natural id.
             let taken = |natural: &Uuid| {
                 facts.records.get(natural).is_some_and(|o| {
-                    natural_key(kind, &keyed(kind, values(&o.state), facts.today)) != shape.key
+                    natural_key(kind, &keyed(kind, values(&o.state), facts.today))
+                        != natural_key(kind, &keyed_after)
                 })
             };
-            if let Some(natural) = shape
-                .natural
+            if let Some(natural) = natural_id(kind, &keyed_after)
                 .filter(|n| *n != id && !(taken(n) && id.get_version_num() == 7))
             {
                 // A fresh id from a phone whose copy of the key's record was behind (it had
@@ -495,7 +495,7 @@ fn decide_record(
             // A record with no natural key (a visit, a dispute, a house without an address
             // code) takes a fresh time-ordered id: never another record's natural id, which
             // would keep that record out of its own village.
-            if shape.natural.is_none() && id.get_version_num() != 7 {
+            if natural_id(kind, &keyed_after).is_none() && id.get_version_num() != 7 {
                 let message = format!(
                     "id：无自然键的记录须使用新生成的编号（UUIDv7） / id: a record with no natural key takes a fresh time-ordered id (UUIDv7), not {id}"
                 );
