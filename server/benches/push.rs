@@ -8,6 +8,10 @@
 //! person's key is checked against the stored records the push holds as facts: that check was
 //! quadratic in the push's size until their keys were read once a push (docs/performance.md, *A
 //! push's natural keys read once*).
+//!
+//! Then a hostile push: one person's document type of a megabyte and 5,000 ID numbers read by it
+//! (`--long-type BYTES --numbers K`; a quick pass of 64 KiB and 200), against the same numbers
+//! with a short document type: each number used to copy the type and check it again.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -73,6 +77,51 @@ fn timed_push(db: &Db, caller: &Caller, changes: Vec<Change>, now: u64) -> Durat
     took
 }
 
+/// Applies one push on `db` whatever it decides, and says how long it took.
+fn timed_any(db: &Db, caller: &Caller, changes: Vec<Change>, now: u64) -> Duration {
+    let caller = caller.clone();
+    let sent = changes.len();
+    let start = Instant::now();
+    let results = db
+        .call_blocking(move |c| push::push(c, &caller, &changes, now, 600_000))
+        .expect("push");
+    let took = start.elapsed();
+    assert_eq!(results.len(), sent, "one result a change");
+    took
+}
+
+/// One new person's document type `id_type` and `numbers` ID numbers, numbered from `counter`.
+fn numbers_read_by(
+    id_type: &str,
+    numbers: u64,
+    node: NodeId,
+    now: u64,
+    counter: &mut u64,
+) -> Vec<Change> {
+    let entity = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+    let stamp = |k: u64| Stamp::new(Hlc::new(now - 60_000, (k % 60_000) as u16), node);
+    let values = std::iter::once(("id_type", serde_json::json!(id_type)))
+        .chain((0..numbers).map(|k| ("id_number", serde_json::json!(format!("E9{k:07}")))));
+    values
+        .enumerate()
+        .map(|(k, (field, value))| {
+            *counter += 1;
+            Change {
+                id: ChangeId {
+                    device: node,
+                    counter: *counter,
+                },
+                kind: "person".into(),
+                entity,
+                field: field.into(),
+                value,
+                stamp: stamp(k as u64),
+                base: None,
+            }
+        })
+        .collect()
+}
+
 /// A copy of the database at `base`, opened.
 fn copy(base: &Path, name: &str) -> Db {
     let path = base.with_file_name(name);
@@ -84,6 +133,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
     let stored = number(&args, "--stored", if full { 3_000 } else { 300 });
+    let long_type = number(&args, "--long-type", if full { 1 << 20 } else { 64 << 10 });
+    let numbers = number(&args, "--numbers", if full { 5_000 } else { 200 });
     let new = number(&args, "--new", if full { 1_000 } else { 100 });
     let dir = tempfile::tempdir().expect("temporary directory");
     let base = dir.path().join("base.db");
@@ -179,5 +230,24 @@ fn main() {
         "| the edits and the new persons in one push | {:.0} | {:.1} |",
         ms(together),
         together.as_secs_f64() / apart.as_secs_f64()
+    );
+
+    // The hostile push, on the database the two pushes left, and its baseline beside it.
+    let long = "r".repeat(long_type as usize);
+    let short = numbers_read_by("passport", numbers, node, now, &mut counter);
+    let hostile = numbers_read_by(&long, numbers, node, now, &mut counter);
+    let short = timed_any(&apart_db, &caller, short, now);
+    let hostile = timed_any(&apart_db, &caller, hostile, now);
+    println!("\n{numbers} ID numbers of one person, read by a document type of {long_type} bytes");
+    println!("\n| push | ms | × baseline |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| baseline: the numbers read by a short document type | {:.0} | 1.0 |",
+        ms(short)
+    );
+    println!(
+        "| the numbers read by the long one | {:.0} | {:.1} |",
+        ms(hostile),
+        hostile.as_secs_f64() / short.as_secs_f64()
     );
 }

@@ -28,5 +28,5 @@ pub use summary::{Summary, summarize, summarize_with};
 pub use text::hidden_char;
 pub use validate::{
     Fields, Input, missing_derived, read_with, to_text, validate_capture, validate_edit,
-    validate_record, validate_values,
+    validate_record, validate_value, validate_values,
 };

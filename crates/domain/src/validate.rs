@@ -47,26 +47,62 @@ pub fn validate_values(kind: EntityKind, values: &Fields, today: Date) -> Vec<Fi
         let Some(spec) = kind.field(name) else {
             continue;
         };
-        if spec.writer == Writer::System || value.is_null() {
-            continue;
-        }
-        let text = to_text(value);
-        match parse_value(spec, &text, today) {
-            Ok(parsed) if &parsed == value => {}
-            Ok(_) => errors.push(not_normalised().for_field(spec.name, spec.zh, spec.en)),
-            Err(reason) => errors.push(reason.for_field(spec.name, spec.zh, spec.en)),
-        }
+        errors.extend(value_error(spec, value, today));
     }
-    let resident = values.get("id_type").and_then(Value::as_str) == Some("resident_id");
-    if let (EntityKind::Person, true, Some(number)) = (
+    errors.extend(resident_error(
         kind,
-        resident,
-        values.get("id_number").and_then(Value::as_str),
-    ) && let Err(reason) = id_number::parse(number, today)
-    {
-        errors.push(reason.for_field("id_number", "证件号码", "ID number"));
-    }
+        values.get("id_type"),
+        values.get("id_number"),
+        today,
+    ));
     errors
+}
+
+/// The first error [`validate_values`] finds in one field's value read alone, an ID number read
+/// by its record's document type `id_type`: what a server decides a pushed value by. Only
+/// whether that type is a resident ID card counts, so a document type of any length costs
+/// nothing here, however many numbers are read by it.
+pub fn validate_value(
+    kind: EntityKind,
+    field: &str,
+    value: &Value,
+    id_type: Option<&Value>,
+    today: Date,
+) -> Option<FieldError> {
+    let spec = kind.field(field)?;
+    value_error(spec, value, today).or_else(|| {
+        let id_type = id_type.filter(|_| field == "id_number");
+        resident_error(kind, id_type, Some(value), today)
+    })
+}
+
+/// A typed value's own error: not well-formed for its field, or not as normalisation leaves it.
+fn value_error(spec: &FieldSpec, value: &Value, today: Date) -> Option<FieldError> {
+    if spec.writer == Writer::System || value.is_null() {
+        return None;
+    }
+    let text = to_text(value);
+    match parse_value(spec, &text, today) {
+        Ok(parsed) if &parsed == value => None,
+        Ok(_) => Some(not_normalised().for_field(spec.name, spec.zh, spec.en)),
+        Err(reason) => Some(reason.for_field(spec.name, spec.zh, spec.en)),
+    }
+}
+
+/// A person's ID number that a resident ID card does not have, when her document is one.
+fn resident_error(
+    kind: EntityKind,
+    id_type: Option<&Value>,
+    number: Option<&Value>,
+    today: Date,
+) -> Option<FieldError> {
+    let resident = id_type.and_then(Value::as_str) == Some("resident_id");
+    let number = number.and_then(Value::as_str)?;
+    if kind != EntityKind::Person || !resident {
+        return None;
+    }
+    let reason = id_number::parse(number, today).err()?;
+    Some(reason.for_field("id_number", "证件号码", "ID number"))
 }
 
 /// Validates a whole record as a replica holds it after a merge, as the server must before it
@@ -862,6 +898,76 @@ mod tests {
         assert_eq!(
             codes,
             [("id_number", "checksum"), ("phone", "not_normalised")]
+        );
+    }
+
+    /// Values for any field: well-formed for some, not for others.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        proptest::sample::select(vec![
+            json!("11010519491231002X"),
+            json!("110105194912310021"),
+            json!("E9000001"),
+            json!("王芳"),
+            json!(" 王芳"),
+            json!("resident_id"),
+            json!("passport"),
+            json!("13800138000"),
+            json!("1990-01-01"),
+            json!("粤LD12345"),
+            json!("car"),
+            json!(true),
+            json!(12),
+            json!(["a"]),
+            Value::Null,
+        ])
+    }
+
+    proptest::proptest! {
+        /// A value read alone is judged as the first error `validate_values` finds for its field
+        /// in the value with its record's document type beside it.
+        #[test]
+        fn a_value_alone_is_judged_as_among_its_record_s_values(
+            kind in proptest::sample::select(EntityKind::ALL.to_vec()),
+            field in proptest::sample::select(vec!["id_number", "id_type", "name", "phone", "plate", "birth_date", "deleted", "hull"]),
+            value in any_value(),
+            id_type in proptest::option::of(any_value()),
+        ) {
+            let mut values = Fields::from([(field.to_owned(), value.clone())]);
+            if let (true, Some(id_type)) = (field == "id_number", &id_type) {
+                values.insert("id_type".into(), id_type.clone());
+            }
+            let among = validate_values(kind, &values, today()).into_iter().find(|e| e.field == field);
+            let alone = validate_value(kind, field, &value, id_type.as_ref(), today());
+            proptest::prop_assert_eq!(alone.map(|e| e.to_string()), among.map(|e| e.to_string()));
+        }
+    }
+
+    #[test]
+    fn an_id_number_is_read_as_a_resident_card_s_only_by_that_document_type() {
+        let bad = json!("110105194912310021");
+        let read_by = |id_type: Option<Value>| {
+            validate_value(
+                EntityKind::Person,
+                "id_number",
+                &bad,
+                id_type.as_ref(),
+                today(),
+            )
+            .map(|e| e.code)
+        };
+        assert_eq!(
+            read_by(Some(json!("resident_id"))).as_deref(),
+            Some("checksum")
+        );
+        assert_eq!(read_by(Some(json!("passport"))), None);
+        assert_eq!(read_by(None), None);
+        // A document type of a megabyte is no resident card: the number is read as any other.
+        assert_eq!(read_by(Some(json!("r".repeat(1 << 20)))), None);
+        // Only an ID number is read by it.
+        let name = json!("王芳");
+        let resident = json!("resident_id");
+        assert!(
+            validate_value(EntityKind::Person, "name", &name, Some(&resident), today()).is_none()
         );
     }
 }

@@ -51,15 +51,9 @@ pub(super) fn decide_field(
     if change.value.is_null() {
         return Decision::Apply;
     }
-    // The value itself, with the document type it is read by (this push's or the stored one).
-    let mut values = Fields::from([(change.field.clone(), change.value.clone())]);
-    if let (true, Some(id_type)) = (change.field == "id_number", id_type) {
-        values.insert("id_type".into(), id_type.clone());
-    }
-    if let Some(error) = validate_values(kind, &values, facts.today)
-        .into_iter()
-        .find(|e| e.field == change.field)
-    {
+    // The value itself, an ID number read by the record's document type (this push's or the
+    // stored one): neither copied nor checked again for each of a push's numbers.
+    if let Some(error) = validate_value(kind, &change.field, &change.value, id_type, facts.today) {
         return Decision::refuse(refusal::INVALID, error.to_string());
     }
     if let Some((target, target_id)) = reference(change) {
