@@ -1,6 +1,7 @@
 //! Motor vehicle plates (机动车号牌, GA 36): normalisation, validation and the plate kind they imply.
 
 use crate::error::Reason;
+use crate::text::excerpt;
 
 /// Abbreviations of the provinces, one of which starts every civil plate.
 const PROVINCES: &str = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼";
@@ -94,9 +95,10 @@ pub fn parse(raw: &str) -> Result<(String, PlateShape), Reason> {
         Some(shape) => Ok((plate, shape)),
         None => Err(Reason::new(
             "format",
-            format!("“{plate}”格式不对：普通号牌7位，新能源号牌8位"),
+            format!("“{}”格式不对：普通号牌7位，新能源号牌8位", excerpt(&plate)),
             format!(
-                "“{plate}” is malformed: ordinary plates have 7 characters, new-energy plates 8"
+                "“{}” is malformed: ordinary plates have 7 characters, new-energy plates 8",
+                excerpt(&plate)
             ),
         )),
     }

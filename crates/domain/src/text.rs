@@ -1,6 +1,19 @@
 //! Text normalisation shared by the validators: what phones and scanners type is often
 //! full-width, padded or interspersed with separators.
 
+/// Characters of a typed value an error message quotes, at most.
+pub(crate) const EXCERPT_CHARS: usize = 32;
+
+/// A typed value as an error message quotes it: its first [`EXCERPT_CHARS`] characters, `…`
+/// after them when there were more. A message is kept and sent back for each change it refuses,
+/// so it must not grow with what was typed.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// Maps full-width ASCII forms (U+FF01..U+FF5E) and the ideographic space to their ASCII forms.
 pub(crate) fn to_half_width(text: &str) -> String {
     text.chars()
@@ -97,7 +110,18 @@ pub fn hidden_char(text: &str) -> Option<char> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
+
+    #[test]
+    fn a_quoted_value_is_cut_to_its_first_characters() {
+        assert_eq!(excerpt("王芳"), "王芳");
+        let exact = "字".repeat(EXCERPT_CHARS);
+        assert_eq!(excerpt(&exact), exact);
+        let cut = excerpt(&"字".repeat(1 << 20));
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
 
     #[test]
     fn hidden_characters_are_found_and_visible_ones_are_not() {

@@ -42,9 +42,10 @@ pub(super) fn decide_field(
             .as_str()
             .is_some_and(|v| facts.villages.iter().any(|m| m == v));
         if facts.role != Role::Admin && !change.value.is_null() && !mine {
+            // Quoted in part: the refusal goes to every change of a new record.
             return out_of_scope(&format!(
                 "village {} is not one of yours",
-                to_text(&change.value)
+                excerpt(&to_text(&change.value))
             ));
         }
     }
@@ -103,5 +104,65 @@ pub(super) fn decide_reference(
                 target.label_zh()
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::authorize::{Compacted, Held, plan_push};
+    use baylink_sync::{ChangeId, Hlc, NodeId, Stamp};
+
+    /// 2026-12-01 10:00 in China.
+    const NOW: u64 = 1_796_090_400_000;
+
+    #[test]
+    fn a_village_not_the_caller_s_is_quoted_in_part_to_each_change_it_refuses() {
+        let device = NodeId(Uuid::from_u128(9));
+        let entity = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+        let village = Value::String("4".repeat(100_000));
+        let notes = (0..1_000).map(|k| ("notes", Value::String(format!("第{k}条"))));
+        let changes: Vec<Change> = std::iter::once(("village", village))
+            .chain(notes)
+            .enumerate()
+            .map(|(k, (field, value))| Change {
+                id: ChangeId {
+                    device,
+                    counter: k as u64 + 1,
+                },
+                kind: "visit".into(),
+                entity,
+                field: field.into(),
+                value,
+                stamp: Stamp::new(Hlc::new(NOW - 60_000, k as u16), device),
+                base: None,
+            })
+            .collect();
+        let villages = vec!["441303006001".to_owned()];
+        let (records, compacted) = (
+            HashMap::<Uuid, Held>::new(),
+            HashMap::<Uuid, Compacted>::new(),
+        );
+        let facts = Facts {
+            role: Role::Officer,
+            villages: &villages,
+            device,
+            last_counter: 0,
+            now_ms: NOW,
+            max_ahead_ms: 300_000,
+            today: baylink_domain::Date::from_unix_ms(NOW as i64, 480),
+            records: &records,
+            compacted: &compacted,
+        };
+        let plan = plan_push(&facts, &changes);
+        assert_eq!(plan.decisions.len(), changes.len());
+        for decision in &plan.decisions {
+            let Decision::Refuse { code, message } = decision else {
+                panic!("accepted: {decision:?}");
+            };
+            assert_eq!(*code, refusal::OUT_OF_SCOPE);
+            assert!(message.contains("4444…"), "{message}");
+            assert!(message.len() < 300, "{} bytes", message.len());
+        }
     }
 }

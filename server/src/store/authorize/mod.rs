@@ -21,8 +21,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use baylink_domain::{
-    EntityKind, FieldType, Fields, Writer, missing_derived, natural_id, natural_key, read_with,
-    to_text, validate_record, validate_value,
+    EntityKind, FieldType, Fields, Writer, excerpt, missing_derived, natural_id, natural_key,
+    read_with, to_text, validate_record, validate_value,
 };
 use baylink_sync::hlc::too_far_ahead;
 use baylink_sync::wire::refusal;
