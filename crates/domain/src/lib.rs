@@ -25,7 +25,7 @@ pub use error::{Error, FieldError, Result};
 pub use identity::{KEY_FIELDS, natural_id, natural_key};
 pub use schema::{EntityKind, FieldSpec, FieldType, Writer};
 pub use summary::{Summary, summarize, summarize_with};
-pub use text::{excerpt, hidden_char};
+pub use text::{cut_to, excerpt, hidden_char};
 pub use validate::{
     Fields, Input, missing_derived, read_with, to_text, validate_capture, validate_edit,
     validate_record, validate_value, validate_values,

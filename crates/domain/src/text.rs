@@ -8,7 +8,12 @@ pub(crate) const EXCERPT_CHARS: usize = 32;
 /// after them when there were more. A message is kept and sent back for each change it refuses,
 /// so it must not grow with what was typed.
 pub fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(EXCERPT_CHARS) {
+    cut_to(text, EXCERPT_CHARS)
+}
+
+/// `text`'s first `chars` characters, `…` after them when there were more.
+pub fn cut_to(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }

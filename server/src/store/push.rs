@@ -24,6 +24,10 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
+/// Characters of a refusal's message kept and told, at most: a replay tells it again for each
+/// change a push names by its counter, as often as the push names it.
+const REFUSAL_CHARS: usize = 500;
+
 /// What the server says of one change, kept for replays when it is a refusal.
 pub(crate) fn refuse(
     tx: &Conn<'_>,
@@ -36,6 +40,7 @@ pub(crate) fn refuse(
     // are shown as U+FFFD, in the answer as in the kept refusal (PostgreSQL's text holds no NUL).
     let message: String = message
         .chars()
+        .take(REFUSAL_CHARS + 1)
         .map(
             |c| match baylink_domain::hidden_char(c.encode_utf8(&mut [0; 4])) {
                 Some(_) => '\u{FFFD}',
@@ -43,6 +48,7 @@ pub(crate) fn refuse(
             },
         )
         .collect();
+    let message = baylink_domain::cut_to(&message, REFUSAL_CHARS);
     tx.prepare_cached(
         "INSERT INTO refusal (device, counter, code, message) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (device, counter) DO UPDATE SET code = excluded.code, message = excluded.message",
@@ -70,11 +76,12 @@ pub(crate) fn replay(
         })
         .optional()?;
     Ok(match refused {
+        // Kept whole by servers before 2026-12-07.
         Some((code, message)) => ChangeResult {
             counter,
             status: ChangeStatus::Refused,
             code: Some(code),
-            message: Some(message),
+            message: Some(baylink_domain::cut_to(&message, REFUSAL_CHARS)),
             extra: BTreeMap::new(),
         },
         None => ChangeResult::accepted(counter),
@@ -609,4 +616,39 @@ pub(crate) fn flag_old_residences(
         write_in(tx, caller.account, &id, &fields, now_ms)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    // Helpers here are part of the tests: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::Db;
+
+    #[test]
+    fn a_refusal_is_kept_and_told_again_within_its_length() {
+        let db = Db::open_in_memory().unwrap();
+        db.call_blocking(|c| {
+            let long = "字".repeat(1 << 20);
+            let told = refuse(c, "phone", 7, "invalid", &long)?;
+            let kept = replay(c, "phone", 7)?;
+            // One kept whole by an older server.
+            c.execute(
+                "INSERT INTO refusal (device, counter, code, message) VALUES ('phone', 8, 'invalid', ?1)",
+                params![long],
+            )?;
+            let old = replay(c, "phone", 8)?;
+            for result in [told, kept, old] {
+                let message = result.message.unwrap();
+                assert_eq!(message.chars().count(), REFUSAL_CHARS + 1);
+                assert!(message.ends_with('…'));
+            }
+            // A short one is kept as it is.
+            let short = refuse(c, "phone", 9, "invalid", "village：不在您的辖区")?;
+            assert_eq!(short.message.as_deref(), Some("village：不在您的辖区"));
+            Ok(())
+        })
+        .unwrap();
+    }
 }
