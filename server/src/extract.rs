@@ -111,6 +111,9 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
+/// Characters of a malformed body's error said back, at most.
+const ERROR_CHARS: usize = 500;
+
 /// A JSON body; malformed input is a 400 with the app's error shape. Its values are read within
 /// a budget of memory in proportion to its length ([`baylink_sync::bounded`]): a body whose
 /// values would take more is refused as too large (the phone sends fewer changes a push),
@@ -154,7 +157,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                     .map_err(exceeded)?
                 {
                     Ok(axum::Json(value)) => Ok(AppJson(value)),
-                    Err(rejection) => Err(AppError::BadRequest(rejection.body_text())),
+                    // serde's words may quote a string of the body whole: cut.
+                    Err(rejection) => Err(AppError::BadRequest(baylink_domain::cut_to(
+                        &rejection.body_text(),
+                        ERROR_CHARS,
+                    ))),
                 }
             }
         }
@@ -177,4 +184,29 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     top.eq_ignore_ascii_case("application")
         && (sub.eq_ignore_ascii_case("json")
             || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    // Helpers here are part of the tests: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_malformed_body_is_told_back_in_part() {
+        // A list of numbers holding a string of a megabyte: serde's words quote it.
+        let body = format!(r#"["{}"]"#, "x".repeat(1 << 20));
+        let request = Request::builder()
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let Err(AppError::BadRequest(message)) =
+            AppJson::<Vec<u64>>::from_request(request, &()).await
+        else {
+            panic!("a malformed body was taken");
+        };
+        assert!(message.contains("invalid type"), "{message}");
+        assert_eq!(message.chars().count(), ERROR_CHARS + 1);
+    }
 }

@@ -150,7 +150,10 @@ mod tests {
             last_counter: 0,
             now_ms: NOW,
             max_ahead_ms: 300_000,
-            today: baylink_domain::Date::from_unix_ms(NOW as i64, 480),
+            today: baylink_domain::Date::from_unix_ms(
+                NOW as i64,
+                baylink_domain::date::CHINA_OFFSET_MINUTES,
+            ),
             records: &records,
             compacted: &compacted,
         };
