@@ -134,3 +134,31 @@ pub(super) fn values(state: &EntityState) -> Fields {
 pub(super) fn value_of<'a>(state: &'a EntityState, field: &str) -> &'a Value {
     state.get(field).map_or(&Value::Null, |v| &v.value)
 }
+
+/// A device's changes of one record of `kind`, numbered from 1, the one at index k stamped
+/// `stamp(k)`: a push as the planner's tests send it.
+#[cfg(test)]
+pub(crate) fn numbered(
+    kind: &str,
+    entity: Uuid,
+    device: NodeId,
+    fields: impl IntoIterator<Item = (&'static str, Value)>,
+    stamp: impl Fn(usize) -> baylink_sync::Stamp,
+) -> Vec<Change> {
+    fields
+        .into_iter()
+        .enumerate()
+        .map(|(k, (field, value))| Change {
+            id: baylink_sync::ChangeId {
+                device,
+                counter: k as u64 + 1,
+            },
+            kind: kind.into(),
+            entity,
+            field: field.into(),
+            value,
+            stamp: stamp(k),
+            base: None,
+        })
+        .collect()
+}

@@ -110,8 +110,9 @@ pub(super) fn decide_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::authorize::facts::numbered;
     use crate::store::authorize::{Compacted, Held, plan_push};
-    use baylink_sync::{ChangeId, Hlc, NodeId, Stamp};
+    use baylink_sync::{Hlc, NodeId, Stamp};
 
     /// 2026-12-01 10:00 in China.
     const NOW: u64 = 1_796_090_400_000;
@@ -122,22 +123,9 @@ mod tests {
         let entity = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
         let village = Value::String("4".repeat(100_000));
         let notes = (0..1_000).map(|k| ("notes", Value::String(format!("第{k}条"))));
-        let changes: Vec<Change> = std::iter::once(("village", village))
-            .chain(notes)
-            .enumerate()
-            .map(|(k, (field, value))| Change {
-                id: ChangeId {
-                    device,
-                    counter: k as u64 + 1,
-                },
-                kind: "visit".into(),
-                entity,
-                field: field.into(),
-                value,
-                stamp: Stamp::new(Hlc::new(NOW - 60_000, k as u16), device),
-                base: None,
-            })
-            .collect();
+        let fields = std::iter::once(("village", village)).chain(notes);
+        let stamp = |k: usize| Stamp::new(Hlc::new(NOW - 60_000, k as u16), device);
+        let changes = numbered("visit", entity, device, fields, stamp);
         let villages = vec!["441303006001".to_owned()];
         let (records, compacted) = (
             HashMap::<Uuid, Held>::new(),

@@ -243,8 +243,9 @@ pub(crate) fn refuse_key_collision(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::authorize::facts::numbered;
     use crate::store::authorize::plan_push;
-    use baylink_sync::{ChangeId, Hlc, NodeId, Stamp, Versioned};
+    use baylink_sync::{Hlc, NodeId, Stamp, Versioned};
     use serde_json::json;
     use std::collections::BTreeSet;
 
@@ -289,22 +290,7 @@ mod tests {
             .map(|(f, v)| ((*f).to_owned(), v.clone()))
             .collect();
         let entity = natural_id(EntityKind::Person, &values).unwrap();
-        let changes: Vec<Change> = fields
-            .into_iter()
-            .enumerate()
-            .map(|(i, (field, value))| Change {
-                id: ChangeId {
-                    device,
-                    counter: i as u64 + 1,
-                },
-                kind: "person".into(),
-                entity,
-                field: field.into(),
-                value,
-                stamp,
-                base: None,
-            })
-            .collect();
+        let changes = numbered("person", entity, device, fields, |_| stamp);
         let villages = vec![VILLAGE.to_owned()];
         let compacted = HashMap::new();
         let facts = Facts {
