@@ -224,6 +224,74 @@ fn every_kind_can_be_captured_and_links_show_on_the_record() {
 }
 
 #[test]
+fn a_full_page_says_how_to_see_more_help_names_the_default_and_show_follows_the_form() {
+    let d = Device::new();
+    for n in 1..=3 {
+        d.ok(&[
+            "capture",
+            "house",
+            "--address",
+            &format!("澳头石化大道{n}号"),
+            "--use",
+            "出租",
+            "--status",
+            "in_use",
+            "--village",
+            "441303006001",
+        ]);
+    }
+    // A page cut at its limit says so (on stderr: stdout stays one record a line).
+    let stderr = |args: &[&str]| String::from_utf8_lossy(&d.run(args).stderr).into_owned();
+    assert!(stderr(&["list", "house", "--limit", "2"]).contains("more with --offset 2"));
+    assert!(!stderr(&["list", "house", "--limit", "2", "--offset", "2"]).contains("--offset"));
+    assert!(stderr(&["search", "澳头", "--limit", "3"]).contains("raise --limit"));
+    assert!(stderr(&["search", "澳头", "--limit", "4"]).is_empty());
+    assert_eq!(d.ok(&["list", "house", "--limit", "2"]).lines().count(), 2);
+
+    // The document type may be left out (it is a resident ID card then): not "required".
+    let help = d.ok(&["capture", "person", "--help"]);
+    let line = |flag: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("--id-type").contains("(default resident_id)"),
+        "{help}"
+    );
+    assert!(line("--id-number").contains("(required)"), "{help}");
+    assert!(!line("--phone").contains("required"), "{help}");
+
+    // A record's fields in the form's order: ID type before the number, the name before the
+    // phone (not alphabetical: `id_number` < `id_type`, `name` < `phone` < `village`).
+    let id = d
+        .ok(&[
+            "capture",
+            "person",
+            "--id-number",
+            "11010519491231002x",
+            "--name",
+            "王芳",
+            "--phone",
+            "13800138000",
+            "--village",
+            "441303006001",
+        ])
+        .trim()
+        .to_owned();
+    let shown = d.ok(&["show", &id]);
+    let at = |label: &str| {
+        shown
+            .find(label)
+            .unwrap_or_else(|| panic!("{label}: {shown}"))
+    };
+    assert!(at("所属村") < at("证件类型"), "{shown}");
+    assert!(at("证件类型") < at("证件号码"), "{shown}");
+    assert!(at("姓名") < at("联系电话"), "{shown}");
+}
+
+#[test]
 fn bad_input_exits_non_zero_names_the_field_and_saves_nothing() {
     let d = Device::new();
     let out = d.run(&[

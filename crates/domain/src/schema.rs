@@ -77,6 +77,15 @@ impl EntityKind {
     pub fn field(self, name: &str) -> Option<&'static FieldSpec> {
         self.fields().find(|f| f.name == name)
     }
+
+    /// The value a field takes when a form leaves it empty, if it has one: a person's
+    /// document is a resident ID card unless another is chosen.
+    pub fn default_value(self, field: &str) -> Option<&'static str> {
+        match (self, field) {
+            (EntityKind::Person, "id_type") => Some("resident_id"),
+            _ => None,
+        }
+    }
 }
 
 /// Every field, of any kind, that names another record, each once: the references in schema

@@ -484,9 +484,12 @@ impl Rules<'_> {
 
     fn person(&mut self) {
         // Nearly everyone registered holds a resident ID card: it is the default document.
-        if self.text("id_type").is_none() {
+        if let (None, Some(default)) = (
+            self.text("id_type"),
+            EntityKind::Person.default_value("id_type"),
+        ) {
             self.merged
-                .insert("id_type".into(), Value::String("resident_id".into()));
+                .insert("id_type".into(), Value::String(default.into()));
         }
         let id_type = self.text("id_type").map(str::to_owned);
         let number = self.text("id_number").map(str::to_owned);

@@ -44,12 +44,13 @@ fn capture_command(kind: EntityKind) -> Command {
     let mut cmd =
         Command::new(kind.as_str()).about(format!("Capture a {kind} ({})", kind.label_zh()));
     for spec in kind.fields().filter(|s| s.writer != Writer::System) {
-        let help = format!(
-            "{} / {}{}",
-            spec.zh,
-            spec.en,
-            if spec.required { " (required)" } else { "" }
-        );
+        // A required field a form may leave empty takes its default (said so, not "required").
+        let need = match kind.default_value(spec.name) {
+            Some(default) => format!(" (default {default})"),
+            None if spec.required => " (required)".to_owned(),
+            None => String::new(),
+        };
+        let help = format!("{} / {}{need}", spec.zh, spec.en);
         cmd = cmd.arg(
             Arg::new(spec.name)
                 .long(spec.name.replace('_', "-"))
@@ -70,6 +71,7 @@ fn cli() -> Command {
                 .global(true)
                 .env("BAYLINK_DATA")
                 .default_value("baylink-data")
+                .hide_env_values(true)
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("Directory of the device's data"),
         )
@@ -360,7 +362,14 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
             let limit = *sub.get_one::<u32>("limit").unwrap_or(&50);
             let offset = *sub.get_one::<u32>("offset").unwrap_or(&0);
             let village = sub.get_one::<String>("village").map(String::as_str);
-            print_summaries(&store.list(kind(sub), village, limit, offset)?, json);
+            let rows = store.list(kind(sub), village, limit, offset)?;
+            print_summaries(&rows, json);
+            if !json && rows.len() as u64 == u64::from(limit) && limit > 0 {
+                let next = u64::from(offset) + u64::from(limit);
+                eprintln!(
+                    "只显示了 {limit} 条，下一页：--offset {next} / showing {limit}: more with --offset {next}"
+                );
+            }
         }
         "search" => {
             let limit = *sub.get_one::<u32>("limit").unwrap_or(&50);
@@ -368,7 +377,13 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 .get_one::<String>("text")
                 .map(String::as_str)
                 .unwrap_or_default();
-            print_summaries(&store.search(text, limit)?, json);
+            let rows = store.search(text, limit)?;
+            print_summaries(&rows, json);
+            if !json && rows.len() as u64 == u64::from(limit) && limit > 0 {
+                eprintln!(
+                    "只显示了前 {limit} 条，请输入更多字符或加大 --limit / showing the first {limit}: type more of it, or raise --limit"
+                );
+            }
         }
         "dismiss" => {
             let id = id(sub)?;
@@ -729,12 +744,17 @@ fn print_record(record: &Record, json: bool) {
         if s.deleted { "(deleted)" } else { "" }
     );
     let kind = EntityKind::parse(&s.kind);
+    // In the form's order (the kind's fields as the schema lists them), any other after.
+    let place = |name: &str| {
+        kind.and_then(|k| k.fields().position(|f| f.name == name))
+            .unwrap_or(usize::MAX)
+    };
     let mut fields: Vec<_> = record
         .fields
         .iter()
         .filter(|(_, v)| !v.is_empty())
         .collect();
-    fields.sort();
+    fields.sort_by(|a, b| (place(a.0.as_str()), a.0).cmp(&(place(b.0.as_str()), b.0)));
     for (name, value) in fields {
         let spec = kind.and_then(|k| k.field(name));
         let label = spec.map_or(name.as_str(), |f| f.zh);
