@@ -424,6 +424,27 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         bare.body
     );
     assert!(!bare.body.contains("已退回"), "nothing was returned");
+    // Said at the top too (the form is below the fold at 1366×768), which names who she is and
+    // where, not only her id and village code.
+    let (alert, form_at) = (
+        bare.body.find("role=\"alert\"").unwrap(),
+        bare.body.find("name=\"comment\"").unwrap(),
+    );
+    assert!(
+        alert < form_at && bare.body[..alert].contains("<h1>"),
+        "{}",
+        bare.body
+    );
+    let title = &bare.body[bare.body.find("<h1>").unwrap()..bare.body.find("</h1>").unwrap()];
+    assert!(
+        title.contains("王芳") && title.contains("110105****"),
+        "{title}"
+    );
+    assert!(!title.contains("11010519491231002X"), "masked: {title}");
+    assert!(
+        bare.body.contains("桥西社区居民委员会"),
+        "the village by its name"
+    );
     let form = format!(
         "csrf={token}&decision=return&comment=%E6%88%B7%E7%B1%8D%E5%9C%B0%E5%9D%80%E6%9C%AA%E5%A1%AB"
     );
@@ -742,11 +763,23 @@ fn push_ticked(
     entity: Uuid,
     fields: &[(&str, serde_json::Value, u64)],
 ) -> Vec<baylink_sync::wire::ChangeResult> {
+    push_by(console, ("o1", 1, VILLAGE), kind, entity, fields)
+}
+
+/// Pushes fields as an officer's phone: `(username, device number, village)`.
+fn push_by(
+    console: &Console,
+    (username, phone, village): (&str, u128, &str),
+    kind: &str,
+    entity: Uuid,
+    fields: &[(&str, serde_json::Value, u64)],
+) -> Vec<baylink_sync::wire::ChangeResult> {
+    let (username, village) = (username.to_owned(), village.to_owned());
     console
         .db
-        .call_blocking(|conn| {
-            let officer = accounts::account_by_username(conn, "o1")?.unwrap();
-            let device = NodeId(Uuid::from_u128(1));
+        .call_blocking(move |conn| {
+            let officer = accounts::account_by_username(conn, &username)?.unwrap();
+            let device = NodeId(Uuid::from_u128(phone));
             let last: i64 = conn.query_row(
                 "SELECT last_counter FROM device WHERE id = ?1",
                 [device.to_string()],
@@ -773,7 +806,7 @@ fn push_ticked(
                 account: officer.id,
                 role: Role::Officer,
                 device: device.to_string(),
-                villages: vec![VILLAGE.into()],
+                villages: vec![village],
             };
             push::push(conn, &caller, &changes, now, 60_000)
         })
@@ -1505,4 +1538,173 @@ async fn a_watched_persons_alert_follows_her_to_the_record_kept_when_her_duplica
         .unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].entity, person.to_string());
+}
+
+#[tokio::test]
+async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_in() {
+    const XIAYONG: &str = "441303007001";
+    let (console, person) = Console::new();
+    let hash = auth::password::hash(PASSWORD).unwrap();
+    console
+        .db
+        .call_blocking(move |conn| {
+            let new = NewAccount {
+                username: "o7".into(),
+                display_name: "o7".into(),
+                role: Role::Officer,
+                station: Some("441303007".into()),
+                password_hash: hash,
+                villages: vec![XIAYONG.into()],
+            };
+            let o7 = accounts::create_account(conn, Actor::Operator, &new, 0)?;
+            devices::register_device(
+                conn,
+                &NodeId(Uuid::from_u128(7)).to_string(),
+                o7,
+                "phone",
+                0,
+            )
+        })
+        .unwrap();
+    let accepted = |results: Vec<baylink_sync::wire::ChangeResult>| {
+        assert!(
+            results
+                .iter()
+                .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
+            "{results:?}"
+        );
+    };
+    let at_once = |fields: &[(&'static str, serde_json::Value)]| -> Vec<_> {
+        fields.iter().map(|(f, v)| (*f, v.clone(), 0)).collect()
+    };
+    // 王芳's duplicate, at home in 霞涌 (station 007), renting a room there.
+    let body = "11010819491231001";
+    let twin_id = format!(
+        "{body}{}",
+        baylink_domain::id_number::check_char(body.as_bytes())
+    );
+    let twin = person_id("resident_id", &twin_id);
+    let mut fields = person_fields("resident_id", &twin_id, "王芳");
+    fields[0] = ("village", json!(XIAYONG));
+    let o7 = ("o7", 7, XIAYONG);
+    accepted(push_by(&console, o7, "person", twin, &at_once(&fields)));
+    let house = |village: &str, address: &str| {
+        vec![
+            ("village", json!(village)),
+            ("address", json!(address)),
+            ("use", json!("rental")),
+            ("status", json!("in_use")),
+        ]
+    };
+    let residence = |person: Uuid, house: Uuid, village: &str| {
+        vec![
+            ("village", json!(village)),
+            ("person", json!(person.to_string())),
+            ("house", json!(house.to_string())),
+            ("moved_in", json!("2026-03-01")),
+            ("relation", json!("tenant")),
+        ]
+    };
+    let home = Uuid::now_v7();
+    accepted(push_by(
+        &console,
+        o7,
+        "house",
+        home,
+        &at_once(&house(XIAYONG, "霞涌路1号")),
+    ));
+    let at_home = residence_id(twin, home, "2026-03-01");
+    accepted(push_by(
+        &console,
+        o7,
+        "residence",
+        at_home,
+        &at_once(&residence(twin, home, XIAYONG)),
+    ));
+    // She moves into a house of 澳头 too: r006 sees her now.
+    let rented = Uuid::now_v7();
+    push_as_officer(&console, "house", rented, &house(VILLAGE, "桥西路9号"));
+    push_as_officer(
+        &console,
+        "residence",
+        residence_id(twin, rented, "2026-03-01"),
+        &residence(twin, rented, VILLAGE),
+    );
+
+    let reviewer = console.sign_in("r006").await;
+    let seen = console
+        .request(
+            "GET",
+            &format!("/console/records/{twin}"),
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert_eq!(seen.status, StatusCode::OK, "a moved-in person is seen");
+    let token = csrf(&seen.body);
+    let state_of = |id: Uuid| {
+        console
+            .db
+            .call_blocking(move |c| records::record(c, &id.to_string()))
+            .unwrap()
+            .unwrap()
+            .fields
+    };
+    let before = (state_of(twin), state_of(person), state_of(at_home));
+    for (from, into) in [(twin, person), (person, twin)] {
+        let refused = console
+            .request(
+                "POST",
+                "/console/duplicates/merge",
+                Some(&reviewer),
+                Some(&format!("csrf={token}&from={from}&into={into}")),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+        assert!(refused.body.contains("其他派出所辖区"), "{}", refused.body);
+    }
+    assert_eq!(
+        (state_of(twin), state_of(person), state_of(at_home)),
+        before,
+        "nothing written: not her home station's person, nor its residence"
+    );
+
+    // A residence's line in a list says who lives where (her name, the house), then its date
+    // and relation in words.
+    let list = console
+        .request(
+            "GET",
+            "/console/records?kind=residence",
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert!(
+        list.body.contains("王芳 → 桥西路9号 · 2026-03-01 租客"),
+        "{}",
+        list.body
+    );
+    assert!(!list.body.contains("tenant"), "{}", list.body);
+
+    // An administrator may: 霞涌's residence now names the record kept.
+    let admin = console.sign_in("admin").await;
+    let page = console
+        .request("GET", "/console/duplicates", Some(&admin), None)
+        .await;
+    let merged = console
+        .request(
+            "POST",
+            "/console/duplicates/merge",
+            Some(&admin),
+            Some(&format!(
+                "csrf={}&from={twin}&into={person}",
+                csrf(&page.body)
+            )),
+        )
+        .await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    assert_eq!(
+        state_of(at_home).get("person"),
+        Some(&json!(person.to_string()).to_string())
+    );
 }

@@ -72,7 +72,20 @@ pub fn summarize_with<'a>(kind: EntityKind, get: impl Fn(&str) -> Option<&'a Val
             None,
         ),
         EntityKind::Residence => (
-            join(&["moved_in", "relation", "room"]),
+            // The relation as a reader says it (租客), not its code (tenant).
+            [
+                text("moved_in"),
+                text("relation").map(|code| {
+                    kind.field("relation")
+                        .and_then(|spec| spec.choice_label(&code))
+                        .map_or(code, str::to_owned)
+                }),
+                text("room"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
             None,
             None,
             None,

@@ -125,11 +125,19 @@ impl From<crate::store::error::StoreError> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
+        // A refusal that says why in Chinese (a stale form; a merge past the station's
+        // villages) is shown as it says; others by their status.
+        let why = match &self.0 {
+            AppError::Forbidden(m) => m.split_once(" / ").map(|(zh, _)| zh.to_owned()),
+            _ => None,
+        };
         let json = self.0.into_response();
         let status = json.status();
         let message = match status {
             StatusCode::NOT_FOUND => "没有这条记录，或它不在您的辖区".to_owned(),
-            StatusCode::FORBIDDEN => "您无权进行此操作（或表单已过期，请刷新后重试）".to_owned(),
+            StatusCode::FORBIDDEN => {
+                why.unwrap_or_else(|| "您无权进行此操作（或表单已过期，请刷新后重试）".to_owned())
+            }
             StatusCode::BAD_REQUEST => "请求有误，请检查填写的内容".to_owned(),
             StatusCode::CONFLICT => {
                 "记录已有变化（已存在、已删除或已合并），请刷新后重试".to_owned()
@@ -577,6 +585,8 @@ async fn record_page(
     } else {
         StatusCode::OK
     };
+    let stations = state.store.stations().await?;
+    let names = stations.into_iter().flat_map(|s| s.villages).collect();
     let page = pages::record(
         user,
         &id.to_string(),
@@ -584,6 +594,7 @@ async fn record_page(
         &page.links,
         reveal == Reveal::Full,
         draft.as_ref(),
+        &names,
     );
     Ok((status, page).into_response())
 }

@@ -213,7 +213,7 @@ pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
             div.card { (chart(&data.overview.days, data.since)) }
             h2 { "各村（社区）登记数（待审核 / 全部）" }
             table {
-                thead { tr { th { "村（社区）" } @for k in kinds { th { (kind_label(k)) } } } }
+                thead { tr { th { "村（社区）" } @for k in kinds { th.num { (kind_label(k)) } } } }
                 tbody {
                     @for village in &user.villages {
                         @let cells = by_village.get(village.as_str());
@@ -230,7 +230,7 @@ pub(super) fn dashboard(user: &ConsoleUser, data: &Dashboard) -> Markup {
             }
             h2 { "民警工作进度" }
             table {
-                thead { tr { th { "民警" } th { "待审核" } th { "已通过" } th { "已退回" } } }
+                thead { tr { th { "民警" } th.num { "待审核" } th.num { "已通过" } th.num { "已退回" } } }
                 tbody {
                     @for p in &data.overview.progress {
                         tr { td { (p.officer) } td.num { (p.pending) } td.num { (p.approved) } td.num { (p.returned) } }
@@ -610,8 +610,19 @@ pub(super) fn record(
     links: &[Linked],
     reveal: bool,
     draft: Option<&ReviewDraft>,
+    names: &BTreeMap<String, String>,
 ) -> Markup {
     let kind = EntityKind::parse(&view.kind);
+    // Who or what the record is, as lists show it (its ID number masked unless revealed).
+    let values: BTreeMap<&str, serde_json::Value> = view
+        .fields
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), serde_json::from_str(v).ok()?)))
+        .collect();
+    let title = kind.map_or_else(String::new, |k| {
+        baylink_domain::summarize_with(k, |name| values.get(name)).label
+    });
+    let title = if reveal { title } else { masked_label(&title) };
     let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
     let merged_into = outgoing("merged_into");
     let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();
@@ -640,7 +651,12 @@ pub(super) fn record(
         "记录详情",
         Some(user),
         &html! {
-            h1 { (kind_label(&view.kind)) " " span.muted { (id) } }
+            p { a href="/console/records?status=pending" { "← 待审核列表" } }
+            h1 { (kind_label(&view.kind)) " " (title) " " span.muted { (id) } }
+            @if let Some(draft) = draft {
+                // At the top too: the form is below the fold at 1366×768.
+                div.card.notice role="alert" { p.error { (draft.error) } a href="#review" { "转到审核" } }
+            }
             @if let Some(target) = merged_into {
                 div.card.notice { "此记录已作为重复记录合并到 " (link_to(target)) "；下面保留它合并前的内容和全部修改历史。" }
             }
@@ -655,7 +671,11 @@ pub(super) fn record(
                     tbody {
                         @for (field, value) in ordered(kind, &view.fields) {
                             tr { th { (label(field)) } td {
-                                @if let Some(link) = outgoing(field) { (link_to(link)) } @else { (shown(field, value)) }
+                                @if let Some(link) = outgoing(field) { (link_to(link)) }
+                                @else if let Some(name) = (field == "village").then(|| names.get(&json_text(value))).flatten() {
+                                    (name) " " span.muted { (json_text(value)) }
+                                }
+                                @else { (shown(field, value)) }
                             } }
                         }
                     }
@@ -679,9 +699,9 @@ pub(super) fn record(
                     }
                 }
             }
-            @if merged_into.is_none() { div.card {
+            @if merged_into.is_none() { div.card id="review" {
                 h2 { "审核" }
-                form method="post" action={ "/console/records/" (id) "/review" } {
+                form method="post" action={ "/console/records/" (id) "/review#review" } {
                     input type="hidden" name="csrf" value=(user.csrf);
                     @if let Some(draft) = draft {
                         p.error role="alert" { (draft.error) }

@@ -219,6 +219,26 @@ pub fn merge(
     let kind = check_pair(&tx, caller, from, into)?;
     let kind = EntityKind::parse(&kind);
     let (from_id, into_id) = (parse(from)?, parse(into)?);
+    let pointing: Vec<(String, String)> = tx
+        .prepare(&format!(
+            "SELECT entity, field FROM link WHERE {} AND target = ?1",
+            crate::store::refs::among_references("field")
+        ))?
+        .query_map([from], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    // A merge writes both records and every record pointing at the duplicate: each must be the
+    // caller's to change, not only to see (a person who moved into a village is seen there; her
+    // home station's records, her vehicles among them, are not the new station's to rewrite).
+    let touched = [from, into]
+        .into_iter()
+        .chain(pointing.iter().map(|(entity, _)| entity.as_str()));
+    for id in touched {
+        if !crate::store::scope::writable(&tx, caller, id)? {
+            return Err(StoreError::Forbidden(
+                "合并会改动其他派出所辖区的记录，请由管理员合并 / the merge would change records outside your villages: an administrator can merge them".into(),
+            ));
+        }
+    }
     let kept = current(&tx, into)?;
     let fills = merge_fills(kind, &kept, current(&tx, from)?);
     let mut report = MergeReport {
@@ -230,13 +250,6 @@ pub fn merge(
             fills.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
         write_in(&tx, caller.account, &into_id, &fields, now_ms)?;
     }
-    let pointing: Vec<(String, String)> = tx
-        .prepare(&format!(
-            "SELECT entity, field FROM link WHERE {} AND target = ?1",
-            crate::store::refs::among_references("field")
-        ))?
-        .query_map([from], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
     for (entity, field) in pointing {
         write_in(
             &tx,

@@ -277,7 +277,47 @@ pub fn list(
             created_at: r.get(11)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<Row> = rows.collect::<Result<_, _>>()?;
+    for row in rows.iter_mut().filter(|r| r.kind == "residence") {
+        row.label = residence_line(conn, &row.id, &row.label)?;
+    }
+    Ok(rows)
+}
+
+/// A residence's line in a list: who lives where (the person's name, the house's label), then
+/// its own label (moved in, relation, room), which alone reads alike across a village.
+fn residence_line(conn: &Conn<'_>, id: &str, own: &str) -> Result<String, StoreError> {
+    let state = crate::store::state::load(conn, id)?
+        .map(|l| l.state)
+        .unwrap_or_default();
+    let target = |field: &str| {
+        state
+            .get(field)
+            .and_then(|slot| slot.version.value.as_str().map(str::to_owned))
+    };
+    let mut named = conn.prepare_cached(
+        "SELECT s.name, s.label FROM entity e JOIN summary s ON s.pos = e.pos WHERE e.id = ?1",
+    )?;
+    let mut read =
+        |target: Option<String>| -> Result<Option<(Option<String>, String)>, StoreError> {
+            let Some(target) = target else {
+                return Ok(None);
+            };
+            Ok(named
+                .query_row([target], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        };
+    // The person's name only: her label holds her ID number, which a list masks by the row's own.
+    let person = read(target("person"))?.and_then(|(name, _)| name);
+    let house = read(target("house"))?.map(|(_, label)| label);
+    Ok(match (person, house) {
+        (None, None) => own.to_owned(),
+        (person, house) => format!(
+            "{} → {} · {own}",
+            person.as_deref().unwrap_or("?"),
+            house.as_deref().unwrap_or("?")
+        ),
+    })
 }
 
 /// A record linked to the one shown: pointing at it (`incoming`) or pointed at by one of its

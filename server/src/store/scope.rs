@@ -388,6 +388,28 @@ pub fn visible(
         .query_row(params![entity, list], |r| r.get(0))?)
 }
 
+/// Whether the console caller may change a record that is not only seen: administrators every
+/// record, reviewers those whose home village is one of their station's (a person who moved into
+/// one of them is seen there, and stays her own station's to change), officers none.
+pub fn writable(
+    conn: &Conn<'_>,
+    caller: &crate::store::caller::Caller,
+    entity: &str,
+) -> Result<bool, StoreError> {
+    match caller.role {
+        crate::store::caller::Role::Admin => return Ok(true),
+        crate::store::caller::Role::Officer => return Ok(false),
+        crate::store::caller::Role::Reviewer => {}
+    }
+    let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM entity WHERE id = ?1
+                            AND village IN (SELECT value FROM json_each(?2)))",
+        )?
+        .query_row(params![entity, list], |r| r.get(0))?)
+}
+
 #[cfg(test)]
 mod tests {
     // A failed unwrap is a failed test.
