@@ -371,6 +371,32 @@ async fn lists_mask_id_numbers_and_phones_and_search_finds_by_id_number() {
         )
         .await;
     assert!(!page.body.contains(&person.to_string()));
+    // A search past the mask (her birth date after the region) finds her, and is audited with
+    // what was typed; searches within what lists show are not.
+    let searches = || {
+        console
+            .db
+            .call_blocking(|c| baylink_server::store::audit::audit_log(c, 100))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "search_hidden")
+            .map(|e| (e.username, e.detail))
+            .collect::<Vec<_>>()
+    };
+    assert!(searches().is_empty(), "{:?}", searches());
+    let page = console
+        .request(
+            "GET",
+            "/console/records?kind=person&q=1101051949",
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(page.body.contains(&person.to_string()));
+    assert_eq!(
+        searches(),
+        vec![(Some("r006".to_owned()), Some("1101051949".to_owned()))]
+    );
 }
 
 #[tokio::test]
@@ -424,6 +450,20 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         bare.body
     );
     assert!(!bare.body.contains("已退回"), "nothing was returned");
+    // A comment the schema refuses (a right-to-left override) comes back the same way.
+    let hidden = console
+        .request(
+            "POST",
+            &format!("{path}/review"),
+            Some(&cookie),
+            Some(&format!(
+                "csrf={token}&decision=return&comment=%E2%80%AEabc"
+            )),
+        )
+        .await;
+    assert_eq!(hidden.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(hidden.body.contains("U+202E"), "{}", hidden.body);
+    assert!(!hidden.body.contains("已退回"), "nothing was returned");
     // Said at the top too (the form is below the fold at 1366×768), which names who she is and
     // where, not only her id and village code.
     let (alert, form_at) = (

@@ -62,9 +62,20 @@ pub fn one_apart(a: &str, b: &str) -> bool {
 /// Blocks an ID number is cut into for grouping: more blocks, smaller groups, more keys.
 const BLOCKS: usize = 6;
 
-/// Every candidate pair among `people`, ordered by `(a, b)`.
-pub fn candidates(people: &[PersonKey<'_>]) -> Vec<Candidate> {
+/// Pairs compared at most in one search: a village of namesakes born the same day (k of them
+/// make k²/2 pairs) costs a page view no more than this.
+pub const COMPARISONS: usize = 4_000_000;
+
+/// The candidate pairs among `people`, ordered by `(a, b)`: every one, unless there are more
+/// than `most` or finding them would compare more than [`COMPARISONS`] pairs, when the search
+/// stops there (each pair it gives is still one, though a pair found by its name may then not
+/// say that its numbers are one apart too).
+pub fn candidates(people: &[PersonKey<'_>], most: usize) -> Vec<Candidate> {
     let mut pairs: BTreeMap<(usize, usize), Reasons> = BTreeMap::new();
+    let mut compared = 0usize;
+    let enough = |pairs: &BTreeMap<(usize, usize), Reasons>, compared: usize| {
+        pairs.len() >= most || compared >= COMPARISONS
+    };
 
     let mut by_name_birth: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, p) in people.iter().enumerate() {
@@ -75,9 +86,16 @@ pub fn candidates(people: &[PersonKey<'_>]) -> Vec<Candidate> {
             by_name_birth.entry((name, birth)).or_default().push(i);
         }
     }
-    for group in by_name_birth.values() {
+    // Groups in the order of their first person: the same pairs each time for the same people.
+    let mut groups: Vec<&Vec<usize>> = by_name_birth.values().collect();
+    groups.sort_unstable_by_key(|g| g[0]);
+    'named: for group in groups {
         for (x, &a) in group.iter().enumerate() {
             for &b in &group[x + 1..] {
+                if enough(&pairs, compared) {
+                    break 'named;
+                }
+                compared += 1;
                 pairs.entry((a, b)).or_default().same_name_and_birth_date = true;
             }
         }
@@ -106,9 +124,13 @@ pub fn candidates(people: &[PersonKey<'_>]) -> Vec<Candidate> {
         }
     }
     keys.sort_unstable();
-    for group in keys.chunk_by(|x, y| x.0 == y.0) {
+    'numbered: for group in keys.chunk_by(|x, y| x.0 == y.0) {
         for (x, &(_, a)) in group.iter().enumerate() {
             for &(_, b) in &group[x + 1..] {
+                if enough(&pairs, compared) {
+                    break 'numbered;
+                }
+                compared += 1;
                 let (ia, ib) = (people[a].id_number, people[b].id_number);
                 if let (Some(ia), Some(ib)) = (ia, ib)
                     && a != b
@@ -173,7 +195,7 @@ mod tests {
             key("张伟", "1990-01-01", "441302199001011234"),
             key("王芳", "1992-02-02", "441302199202021111"),
         ];
-        let found = candidates(&people);
+        let found = candidates(&people, usize::MAX);
         assert_eq!(
             found,
             vec![
@@ -233,7 +255,8 @@ mod tests {
             people in prop::collection::vec(
                 (prop::option::of("[ab]{1,2}"), prop::option::of("[12]"), prop::option::of("[xyz]{1,7}")),
                 0..40,
-            )
+            ),
+            most in 0usize..30,
         ) {
             let keys: Vec<PersonKey<'_>> = people
                 .iter()
@@ -243,8 +266,34 @@ mod tests {
                     id_number: i.as_deref(),
                 })
                 .collect();
-            prop_assert_eq!(candidates(&keys), brute_force(&keys));
+            let every = brute_force(&keys);
+            prop_assert!(candidates(&keys, usize::MAX) == every);
+            // Stopped at `most`: that many of them, each one of them, each reason it gives true
+            // (a pair found by its name may not yet say its numbers are one apart too).
+            let some = candidates(&keys, most);
+            prop_assert_eq!(some.len(), every.len().min(most));
+            for found in &some {
+                let truth = every.iter().find(|e| (e.a, e.b) == (found.a, found.b));
+                let holds = truth.is_some_and(|t| {
+                    (!found.reasons.same_name_and_birth_date || t.reasons.same_name_and_birth_date)
+                        && (!found.reasons.id_number_one_apart || t.reasons.id_number_one_apart)
+                });
+                prop_assert!(holds, "{:?} against {:?}", found, truth);
+            }
         }
+    }
+
+    #[test]
+    fn a_village_of_namesakes_costs_a_search_a_bounded_number_of_comparisons() {
+        // 4,000 people of one name and birth date: 8 million pairs, not all compared.
+        let numbers: Vec<String> = (0..4_000).map(|i| format!("E{i:08}")).collect();
+        let people: Vec<PersonKey<'_>> = numbers
+            .iter()
+            .map(|id| key("张伟", "1990-01-01", id))
+            .collect();
+        assert_eq!(candidates(&people, 200).len(), 200);
+        let all = candidates(&people, usize::MAX);
+        assert_eq!(all.len(), COMPARISONS, "stopped at the comparisons' bound");
     }
 
     #[test]

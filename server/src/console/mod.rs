@@ -474,9 +474,15 @@ async fn records(
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     let filter = query.filter();
+    let audited = filter
+        .query
+        .as_deref()
+        .is_some_and(pages::searches_past_masks)
+        .then_some(user.account.id);
     let rows = state
         .store
         .records(
+            audited,
             user.villages.clone(),
             filter.clone(),
             PAGE + 1,
@@ -629,8 +635,18 @@ async fn review(
         };
         return record_page(&state, &user, entity, false, Some(draft)).await;
     }
-    state.store.review(user.caller(), entity, verdict).await?;
-    Ok(Redirect::to(&format!("/console/records/{entity}")).into_response())
+    match state.store.review(user.caller(), entity, verdict).await {
+        // A comment the schema refuses comes back as the form too, saying why.
+        Err(crate::store::error::StoreError::Invalid(why)) if why.starts_with("comment: ") => {
+            let draft = pages::ReviewDraft {
+                error: why["comment: ".len()..].to_owned(),
+                comment: form.comment,
+            };
+            record_page(&state, &user, entity, false, Some(draft)).await
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(Redirect::to(&format!("/console/records/{entity}")).into_response()),
+    }
 }
 
 async fn conflicts(

@@ -21,9 +21,36 @@ pub(super) fn mask_id(id: &str) -> String {
     }
     format!(
         "{}{}",
-        chars[..6].iter().collect::<String>(),
-        "*".repeat(chars.len() - 6)
+        chars[..ID_SHOWN].iter().collect::<String>(),
+        "*".repeat(chars.len() - ID_SHOWN)
     )
+}
+
+/// Characters of a resident ID number a mask shows (its region); a shorter document shows none.
+const ID_SHOWN: usize = 6;
+
+/// Leading digits of a phone a mask shows (and its last four).
+const PHONE_SHOWN: usize = 3;
+
+/// Whether a search reaches past what masks show of an ID number or a phone: its text read as
+/// an ID number longer than a mask's region or holding a letter (a passport, masked whole), or
+/// as a phone past its first digits (a region beginning with 13, 14 or 15 reads as a mobile's too: audited). Such a search tells hidden characters one guess at a time
+/// (a record found or not), so it is audited as a reveal is.
+pub(super) fn searches_past_masks(typed: &str) -> bool {
+    baylink_domain::search::prefixes(typed)
+        .iter()
+        .any(|(column, prefix)| match *column {
+            "id_number" => {
+                prefix.chars().count() > ID_SHOWN || !prefix.bytes().all(|b| b.is_ascii_digit())
+            }
+            // A phone in China begins with 0 (a landline) or 13–19 (a mobile): a region code
+            // such as 441303 or 110105 reads as none.
+            "phone" => {
+                let b = prefix.as_bytes();
+                b.len() > PHONE_SHOWN && (b[0] == b'0' || (b[0] == b'1' && b[1] >= b'3'))
+            }
+            _ => false,
+        })
 }
 
 /// A field's value as a page shows it without the audited reveal: ID numbers and phones masked,
@@ -46,7 +73,7 @@ pub(super) fn mask_phone(phone: &str) -> String {
     }
     format!(
         "{}****{}",
-        chars[..3].iter().collect::<String>(),
+        chars[..PHONE_SHOWN].iter().collect::<String>(),
         chars[chars.len() - 4..].iter().collect::<String>()
     )
 }
@@ -744,5 +771,23 @@ mod tests {
         assert_eq!(mask_phone("13800138000"), "138****8000");
         assert_eq!(mask_phone("0752-5512345"), "075****2345");
         assert_eq!(mask_id("E123"), "****");
+    }
+
+    #[test]
+    fn a_search_is_audited_when_it_reaches_past_a_mask() {
+        // What lists show: a region, a phone's first digits, names, plates, addresses.
+        for shown in ["441303", "110105", "138", "王芳", "粤L", "澳头石化大道"] {
+            assert!(!searches_past_masks(shown), "{shown}");
+        }
+        // Past it: a birth date after the region, a phone's middle, a passport's letters.
+        for hidden in [
+            "4413031990",
+            "1380013",
+            "07525512",
+            "E1234",
+            "11010519491231002x",
+        ] {
+            assert!(searches_past_masks(hidden), "{hidden}");
+        }
     }
 }

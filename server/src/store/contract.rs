@@ -186,9 +186,12 @@ pub trait Store: Send + Sync + 'static {
     /// The dashboard's figures for these villages since a day.
     fn overview(&self, villages: Vec<String>, since: Date) -> StoreFuture<Overview>;
 
-    /// Records in these villages matching a filter, a page of them.
+    /// Records in these villages matching a filter, a page of them; with `audited`, the search
+    /// is first written to the audit log as that account's (a search reaching past what the
+    /// console's masks show).
     fn records(
         &self,
+        audited: Option<i64>,
         villages: Vec<String>,
         filter: Filter,
         limit: u32,

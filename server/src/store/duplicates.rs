@@ -96,7 +96,9 @@ pub fn candidates(
         .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
-    for found in baylink_domain::duplicates::candidates(&keys) {
+    // Dismissed pairs are left out below: found beyond the limit by as many.
+    let most = limit.saturating_add(dismissed.len());
+    for found in baylink_domain::duplicates::candidates(&keys, most) {
         let (a, b) = (&people[found.a].side, &people[found.b].side);
         if dismissed.contains(&ordered(&a.id, &b.id)) {
             continue;

@@ -35,7 +35,11 @@ pub fn review(
     // judged by are read in the same transaction.
     let tx = conn.transaction()?;
     let scope = scope_of(&tx, &entity.hyphenated().to_string())?;
-    let plan = match plan_review(reviewer.role, &reviewer.villages, &scope, verdict) {
+    let today = baylink_domain::Date::from_unix_ms(
+        now_ms as i64,
+        baylink_domain::date::CHINA_OFFSET_MINUTES,
+    );
+    let plan = match plan_review(reviewer.role, &reviewer.villages, &scope, verdict, today) {
         Ok(plan) => plan,
         // Another station's record is answered as one that does not exist: nothing to learn.
         Err(ReviewRefused::NotVisible) => {
@@ -45,6 +49,9 @@ pub fn review(
             return Err(StoreError::Invalid(
                 "comment: say why the record is returned".into(),
             ));
+        }
+        Err(ReviewRefused::BadComment(why)) => {
+            return Err(StoreError::Invalid(format!("comment: {why}")));
         }
     };
     write_in(&tx, reviewer.account, entity, &plan.fields, now_ms)?;

@@ -192,12 +192,32 @@ impl Store for Db {
 
     fn records(
         &self,
+        audited: Option<i64>,
         villages: Vec<String>,
         filter: Filter,
         limit: u32,
         offset: u32,
     ) -> StoreFuture<Vec<Row>> {
-        self.reading(move |c| records::list(c, &villages, &filter, limit, offset))
+        let db = self.clone();
+        Box::pin(async move {
+            // Handed out only once the search's audit entry has committed.
+            if let Some(account) = audited {
+                let typed = baylink_domain::cut_to(filter.query.as_deref().unwrap_or(""), 64);
+                db.call(move |c| {
+                    audit::audit(
+                        c,
+                        Some(account),
+                        "search_hidden",
+                        None,
+                        Some(&typed),
+                        now_ms(),
+                    )
+                })
+                .await?;
+            }
+            db.read(move |c| records::list(c, &villages, &filter, limit, offset))
+                .await
+        })
     }
 
     fn export(
