@@ -1004,6 +1004,33 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         .await;
     assert!(page.body.contains(&person.to_string()) && page.body.contains(&traveller.to_string()));
     assert!(page.body.contains("来自风险地区 北京市") && page.body.contains("o1"));
+    // Her own page says she is watched, why (the region and the rule's note), and that its
+    // alert waits; the passport holder's says his number is listed.
+    let hers = console
+        .request(
+            "GET",
+            &format!("/console/records/{person}"),
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert!(
+        hers.body.contains("重点关注人员")
+            && hers.body.contains("籍贯在关注地区 北京市（11）")
+            && hers.body.contains("（test）")
+            && hers.body.contains("预警未处理"),
+        "{}",
+        hers.body
+    );
+    let his = console
+        .request(
+            "GET",
+            &format!("/console/records/{traveller}"),
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert!(his.body.contains("证件号码在关注名单上"), "{}", his.body);
     assert!(
         !page.body.contains("11010519491231002X"),
         "masked in the list"
@@ -1636,12 +1663,12 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
             ("status", json!("in_use")),
         ]
     };
-    let residence = |person: Uuid, house: Uuid, village: &str| {
+    let residence = |person: Uuid, house: Uuid, village: &str, moved_in: &str| {
         vec![
             ("village", json!(village)),
             ("person", json!(person.to_string())),
             ("house", json!(house.to_string())),
-            ("moved_in", json!("2026-03-01")),
+            ("moved_in", json!(moved_in)),
             ("relation", json!("tenant")),
         ]
     };
@@ -1653,13 +1680,13 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
         home,
         &at_once(&house(XIAYONG, "霞涌路1号")),
     ));
-    let at_home = residence_id(twin, home, "2026-03-01");
+    let at_home = residence_id(twin, home, "2025-01-01");
     accepted(push_by(
         &console,
         o7,
         "residence",
         at_home,
-        &at_once(&residence(twin, home, XIAYONG)),
+        &at_once(&residence(twin, home, XIAYONG, "2025-01-01")),
     ));
     // She moves into a house of 澳头 too: r006 sees her now.
     let rented = Uuid::now_v7();
@@ -1668,7 +1695,7 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
         &console,
         "residence",
         residence_id(twin, rented, "2026-03-01"),
-        &residence(twin, rented, VILLAGE),
+        &residence(twin, rented, VILLAGE, "2026-03-01"),
     );
 
     let reviewer = console.sign_in("r006").await;
@@ -1681,6 +1708,12 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
         )
         .await;
     assert_eq!(seen.status, StatusCode::OK, "a moved-in person is seen");
+    // Her residence at home is listed by kind and id, not by what its label says.
+    assert!(
+        seen.body.contains(&at_home.to_string()) && !seen.body.contains("2025-01-01"),
+        "{}",
+        seen.body
+    );
     let token = csrf(&seen.body);
     let state_of = |id: Uuid| {
         console

@@ -601,6 +601,7 @@ async fn record_page(
         reveal == Reveal::Full,
         draft.as_ref(),
         &names,
+        &page.watched,
     );
     Ok((status, page).into_response())
 }

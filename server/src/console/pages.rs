@@ -7,8 +7,8 @@ use baylink_domain::schema::REVIEW_STATUSES;
 use maud::{DOCTYPE, Markup, html};
 
 use super::ConsoleUser;
-use crate::store::records::RecordView;
 use crate::store::records::{Filter, Linked, Row};
+use crate::store::records::{RecordView, Watched};
 use crate::store::review::Conflict;
 
 /// `110105************`: the region only, which the page shows anyway as the origin. The birth
@@ -638,6 +638,7 @@ pub(super) fn record(
     reveal: bool,
     draft: Option<&ReviewDraft>,
     names: &BTreeMap<String, String>,
+    watched: &[Watched],
 ) -> Markup {
     let kind = EntityKind::parse(&view.kind);
     // Who or what the record is, as lists show it (its ID number masked unless revealed).
@@ -680,6 +681,14 @@ pub(super) fn record(
         &html! {
             p { a href="/console/records?status=pending" { "← 待审核列表" } }
             h1 { (kind_label(&view.kind)) " " (title) " " span.muted { (id) } }
+            @for w in watched {
+                div.card.notice role="alert" {
+                    strong { "重点关注人员" } "："
+                    @if let Some(region) = &w.region { "籍贯在关注地区 " (baylink_domain::watch::Rule::Region(region.clone()).describe()) } @else { "证件号码在关注名单上" }
+                    @if !w.note.is_empty() { "（" (w.note) "）" }
+                    " · " a href="/console/alerts" { @if w.open { "预警未处理" } @else { "预警已处理" } }
+                }
+            }
             @if let Some(draft) = draft {
                 // At the top too: the form is below the fold at 1366×768.
                 div.card.notice role="alert" { p.error { (draft.error) } a href="#review" { "转到审核" } }
@@ -728,7 +737,7 @@ pub(super) fn record(
             }
             @if merged_into.is_none() { div.card id="review" {
                 h2 { "审核" }
-                form method="post" action={ "/console/records/" (id) "/review#review" } {
+                form method="post" action={ "/console/records/" (id) "/review" } {
                     input type="hidden" name="csrf" value=(user.csrf);
                     @if let Some(draft) = draft {
                         p.error role="alert" { (draft.error) }

@@ -1,7 +1,7 @@
 //! Records as the console reads them: one record with its history, lists and counts by filter, and what links to a record.
 
 use crate::store::caller::Caller;
-use crate::store::conn::{Conn, Optional};
+use crate::store::conn::{Conn, Optional, params};
 use crate::store::error::StoreError;
 use crate::store::scope::visible;
 use baylink_domain::EntityKind;
@@ -279,14 +279,20 @@ pub fn list(
     })?;
     let mut rows: Vec<Row> = rows.collect::<Result<_, _>>()?;
     for row in rows.iter_mut().filter(|r| r.kind == "residence") {
-        row.label = residence_line(conn, &row.id, &row.label)?;
+        row.label = residence_line(conn, villages, &row.id, &row.label)?;
     }
     Ok(rows)
 }
 
 /// A residence's line in a list: who lives where (the person's name, the house's label), then
-/// its own label (moved in, relation, room), which alone reads alike across a village.
-fn residence_line(conn: &Conn<'_>, id: &str, own: &str) -> Result<String, StoreError> {
+/// its own label (moved in, relation, room), which alone reads alike across a village. Only
+/// what lies in `villages` is named (a person who moved out is another village's now).
+fn residence_line(
+    conn: &Conn<'_>,
+    villages: &[String],
+    id: &str,
+    own: &str,
+) -> Result<String, StoreError> {
     let state = crate::store::state::load(conn, id)?
         .map(|l| l.state)
         .unwrap_or_default();
@@ -295,16 +301,19 @@ fn residence_line(conn: &Conn<'_>, id: &str, own: &str) -> Result<String, StoreE
             .get(field)
             .and_then(|slot| slot.version.value.as_str().map(str::to_owned))
     };
-    let mut named = conn.prepare_cached(
-        "SELECT s.name, s.label FROM entity e JOIN summary s ON s.pos = e.pos WHERE e.id = ?1",
-    )?;
+    let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
+    let mut named = conn.prepare_cached(&format!(
+        "SELECT s.name, s.label FROM entity e JOIN summary s ON s.pos = e.pos
+         WHERE e.id = ?1 AND {}",
+        crate::store::scope::in_villages("e.id", 2)
+    ))?;
     let mut read =
         |target: Option<String>| -> Result<Option<(Option<String>, String)>, StoreError> {
             let Some(target) = target else {
                 return Ok(None);
             };
             Ok(named
-                .query_row([target], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(params![target, list], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?)
         };
     // The person's name only: her label holds her ID number, which a list masks by the row's own.
@@ -354,6 +363,22 @@ pub struct RecordPage {
     pub view: RecordView,
     /// Records linking to it and linked from it.
     pub links: Vec<Linked>,
+    /// The watch-list rules the record matched (a person's).
+    pub watched: Vec<Watched>,
+}
+
+/// A watch-list rule a person matched, as her page says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watched {
+    /// `id_number` or `region`.
+    pub kind: String,
+    /// The region's division prefix, for a region's rule (an ID number rule's value is her own
+    /// number: not repeated).
+    pub region: Option<String>,
+    /// The rule's note, if the rule is still on the list.
+    pub note: String,
+    /// Whether its alert still waits for a reviewer.
+    pub open: bool,
 }
 
 /// A record the caller may see, with its links. Another village's record is answered as one
@@ -365,8 +390,36 @@ pub fn record_page(conn: &Conn<'_>, caller: &Caller, id: &str) -> Result<RecordP
         ));
     }
     let view = record(conn, id)?.ok_or_else(|| StoreError::NotFound("no such record".into()))?;
-    let links = linked(conn, id, &view.fields, EntityKind::parse(&view.kind))?;
-    Ok(RecordPage { view, links })
+    let mut links = linked(conn, id, &view.fields, EntityKind::parse(&view.kind))?;
+    // A linked record the caller may not open (a moved-in person's vehicle at home, say) shows
+    // its kind and id, not what its label says.
+    for link in &mut links {
+        if !visible(conn, caller, &link.id)? {
+            link.label.clear();
+        }
+    }
+    let watched = conn
+        .prepare_cached(
+            "SELECT a.rule_kind, a.rule_value, COALESCE(w.note, ''), a.acknowledged_ms IS NULL
+             FROM alert a LEFT JOIN watch_rule w ON w.kind = a.rule_kind AND w.value = a.rule_value
+             WHERE a.entity = ?1 AND a.rule_kind IN ('id_number', 'region') ORDER BY a.id",
+        )?
+        .query_map([id], |r| {
+            let kind: String = r.get(0)?;
+            let value: String = r.get(1)?;
+            Ok(Watched {
+                region: (kind == "region").then_some(value),
+                kind,
+                note: r.get(2)?,
+                open: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(RecordPage {
+        view,
+        links,
+        watched,
+    })
 }
 
 /// The records linked to `id`: what its reference fields name, and what names it (residences,
