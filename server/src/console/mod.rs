@@ -596,12 +596,10 @@ async fn record_page(
     let page = pages::record(
         user,
         &id.to_string(),
-        &page.view,
-        &page.links,
+        &page,
         reveal == Reveal::Full,
         draft.as_ref(),
         &names,
-        &page.watched,
     );
     Ok((status, page).into_response())
 }

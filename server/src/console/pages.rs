@@ -7,8 +7,8 @@ use baylink_domain::schema::REVIEW_STATUSES;
 use maud::{DOCTYPE, Markup, html};
 
 use super::ConsoleUser;
+use crate::store::records::RecordPage;
 use crate::store::records::{Filter, Linked, Row};
-use crate::store::records::{RecordView, Watched};
 use crate::store::review::Conflict;
 
 /// `110105************`: the region only, which the page shows anyway as the origin. The birth
@@ -630,16 +630,16 @@ pub(super) struct ReviewDraft {
     pub(super) comment: String,
 }
 
+/// A record's page: its values, links, watch-list matches, review form and history.
 pub(super) fn record(
     user: &ConsoleUser,
     id: &str,
-    view: &RecordView,
-    links: &[Linked],
+    page: &RecordPage,
     reveal: bool,
     draft: Option<&ReviewDraft>,
     names: &BTreeMap<String, String>,
-    watched: &[Watched],
 ) -> Markup {
+    let (view, links, watched) = (&page.view, page.links.as_slice(), &page.watched);
     let kind = EntityKind::parse(&view.kind);
     // Who or what the record is, as lists show it (its ID number masked unless revealed).
     let values: BTreeMap<&str, serde_json::Value> = view
