@@ -292,6 +292,44 @@ fn a_full_page_says_how_to_see_more_help_names_the_default_and_show_follows_the_
 }
 
 #[test]
+fn capturing_someone_registered_before_changes_nothing_unless_asked_to_update() {
+    let d = Device::new();
+    let person = |name: &str, update: bool| {
+        let mut args = vec![
+            "capture",
+            "person",
+            "--id-number",
+            "11010519491231002x",
+            "--name",
+            name,
+            "--village",
+            "441303006001",
+        ];
+        if update {
+            args.push("--update");
+        }
+        d.run(&args)
+    };
+    let first = person("王芳", false);
+    assert!(first.status.success());
+    let id = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    // A slip in the name, registering her again: refused, naming her and the way to update.
+    let slip = person("王方", false);
+    let err = String::from_utf8_lossy(&slip.stderr);
+    assert_eq!(slip.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&id) && err.contains("--update") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    assert_eq!(d.json(&["show", &id])["fields"]["name"], "王芳");
+    // Asked to, it updates her.
+    let updated = person("王方", true);
+    assert!(updated.status.success(), "{updated:?}");
+    assert!(String::from_utf8_lossy(&updated.stderr).contains("updated: name"));
+    assert_eq!(d.json(&["show", &id])["fields"]["name"], "王方");
+}
+
+#[test]
 fn bad_input_exits_non_zero_names_the_field_and_saves_nothing() {
     let d = Device::new();
     let out = d.run(&[

@@ -32,10 +32,17 @@ fn baylink(data: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("baylink ends")
 }
 
-#[test]
-fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exits_3() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let (state, db) = AppState::open(Config::new(dir.path().join("server"))).expect("server state");
+/// A server on loopback with officers o1 and o2 of one village: its database, its runtime, its
+/// address, and what stops it (sent or dropped).
+struct Server {
+    db: baylink_server::store::Db,
+    runtime: tokio::runtime::Runtime,
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn server(dir: &std::path::Path) -> Server {
+    let (state, db) = AppState::open(Config::new(dir.join("server"))).expect("server state");
     let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
     db.call_blocking(|c| {
         baylink_server::demo::seed_places(c)?;
@@ -58,17 +65,29 @@ fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exi
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind loopback");
     let url = format!("http://{}", listener.local_addr().expect("address"));
-    runtime.spawn(baylink_server::serve_until(
-        listener,
-        state,
-        std::future::pending(),
-    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    runtime.spawn(baylink_server::serve_until(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    Server {
+        db,
+        runtime,
+        url,
+        stop,
+    }
+}
+
+#[test]
+fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exits_3() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path());
+    let (db, url) = (&server.db, &server.url);
     let phone = dir.path().join("phone");
     let password = format!("{PASSWORD}\n");
     let login = |user: &str| {
         baylink(
             &phone,
-            &["login", "--server", &url, "--user", user],
+            &["login", "--server", url, "--user", user],
             &password,
         )
     };
@@ -144,4 +163,74 @@ fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exi
         .to_owned();
     assert!(baylink(&phone, &["dismiss", &id], "").status.success());
     assert_eq!(baylink(&phone, &["sync"], "").status.code(), Some(0));
+}
+
+#[test]
+fn a_sync_with_the_server_gone_says_each_retry_and_that_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let Server {
+        runtime, url, stop, ..
+    } = server(dir.path());
+    let phone = dir.path().join("phone");
+    let password = format!("{PASSWORD}\n");
+    let login = baylink(
+        &phone,
+        &["login", "--server", &url, "--user", "o1"],
+        &password,
+    );
+    assert!(login.status.success(), "{login:?}");
+    let captured = baylink(
+        &phone,
+        &[
+            "capture",
+            "person",
+            "--id-number",
+            "11010519491231002X",
+            "--name",
+            "王芳",
+            "--village",
+            VILLAGE,
+        ],
+        "",
+    );
+    assert!(captured.status.success(), "{captured:?}");
+    let _ = stop.send(());
+    let address = url.trim_start_matches("http://").to_owned();
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&address).is_err()
+    });
+    assert!(refused, "the server stopped listening");
+
+    let sync = baylink(&phone, &["sync"], "");
+    let err = String::from_utf8_lossy(&sync.stderr);
+    assert_eq!(sync.status.code(), Some(1), "{err}");
+    // Each retry is told as it comes (not only at the end), and the end says nothing is lost.
+    for attempt in 2..=4 {
+        assert!(err.contains(&format!("attempt {attempt} of 4")), "{err}");
+    }
+    assert!(err.contains("nothing is lost"), "{err}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&baylink(&phone, &["--json", "status"], "").stdout)
+            .expect("status as JSON");
+    assert_eq!(status["pending_records"], 1, "{status}");
+    drop(runtime);
+}
+
+#[test]
+fn an_empty_password_is_said_to_be_missing_not_wrong() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path());
+    let phone = dir.path().join("phone");
+    let login = baylink(
+        &phone,
+        &["login", "--server", &server.url, "--user", "o1"],
+        "\n",
+    );
+    let err = String::from_utf8_lossy(&login.stderr);
+    assert_eq!(login.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("[password]") && err.contains("no password given"),
+        "{err}"
+    );
 }

@@ -91,9 +91,23 @@ pub fn parse(raw: &str) -> Result<(String, PlateShape), Reason> {
         }
         _ => None,
     };
-    match shape {
-        Some(shape) => Ok((plate, shape)),
-        None => Err(Reason::new(
+    // A serial holding I or O is the right length with letters plates never use (they read as
+    // 1 and 0): say that, not that its length is wrong.
+    let letter = rest.iter().find(|c| matches!(c, 'I' | 'O'));
+    match (shape, letter) {
+        (Some(shape), _) => Ok((plate, shape)),
+        (None, Some(letter)) if matches!(rest.len(), 5 | 6) => Err(Reason::new(
+            "format",
+            format!(
+                "“{}”含字母{letter}：号牌不用I和O（易与1、0混淆），应为数字1或0",
+                excerpt(&plate)
+            ),
+            format!(
+                "“{}” holds the letter {letter}: plates never use I or O (read as 1 and 0); type the digit",
+                excerpt(&plate)
+            ),
+        )),
+        (None, _) => Err(Reason::new(
             "format",
             format!("“{}”格式不对：普通号牌7位，新能源号牌8位", excerpt(&plate)),
             format!(
@@ -124,6 +138,18 @@ mod tests {
                 "{raw}"
             );
         }
+    }
+
+    #[test]
+    fn a_plate_with_i_or_o_says_so_not_that_its_length_is_wrong() {
+        for raw in ["粤L1234O", "粤LI2345", "粤LD1O345"] {
+            let why = parse(raw).unwrap_err();
+            assert!(
+                why.zh.contains("不用I和O") && why.en.contains("never use I or O"),
+                "{raw}: {why:?}"
+            );
+        }
+        assert!(parse("粤L123456").unwrap_err().zh.contains("普通号牌7位"));
     }
 
     #[test]

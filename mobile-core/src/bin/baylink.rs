@@ -58,7 +58,12 @@ fn capture_command(kind: EntityKind) -> Command {
                 .help(help),
         );
     }
-    cmd
+    cmd.arg(
+        Arg::new("update")
+            .long("update")
+            .action(ArgAction::SetTrue)
+            .help("已登记过（同一证件号码、号牌或地址编码）时更新它 / update the record already registered with this ID number, plate or address code (refused without it)"),
+    )
 }
 
 fn cli() -> Command {
@@ -216,6 +221,13 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_AUTH)
         }
+        Err(e @ Error::Network(_)) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "未同步的记录仍保存在本机，下次同步时上传 / nothing is lost: what did not sync stays on this device and goes with the next sync"
+            );
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -274,6 +286,26 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                         .map(|v| (s.name.to_owned(), v.clone()))
                 })
                 .collect();
+            // A slip in re-registering someone known (a name mistyped) would overwrite good
+            // values: a known record is updated only when asked to.
+            if !args.get_flag("update")
+                && let Some(known) = store.check_capture(kind, &input)?.existing
+            {
+                return Err(Error::Invalid(baylink_domain::Error::Invalid(vec![
+                    baylink_domain::FieldError {
+                        field: "update".into(),
+                        code: "registered".into(),
+                        message_zh: format!(
+                            "已登记过：{} {}。要以本次填写更新它，请加 --update；只改个别字段用 baylink edit",
+                            known.id, known.label
+                        ),
+                        message_en: format!(
+                            "registered before: {} {}. Add --update to update it with these values, or change single fields with baylink edit",
+                            known.id, known.label
+                        ),
+                    },
+                ])));
+            }
             let captured = store.capture_detailed(kind, &input)?;
             let id = captured.id;
             if json {
@@ -457,18 +489,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
         }
         "sync" => {
             let show = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let bar = |phase: &str, done: u64, total: u64| {
-                if show {
-                    let filled = if total == 0 {
-                        0
-                    } else {
-                        (done * 30 / total.max(1)).min(30) as usize
-                    };
-                    let (full, empty) = ("#".repeat(filled), " ".repeat(30 - filled));
-                    eprint!("\r{phase:<5} [{full}{empty}] {done}/{total}   ");
-                }
-            };
-            let report = mobile_core::sync::sync(&mut store, &bar)?;
+            let report = mobile_core::sync::sync(&mut store, &Shown { bar: show })?;
             if show {
                 eprintln!();
             }
@@ -577,6 +598,36 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
         _ => {}
     }
     Ok(0)
+}
+
+/// A sync's progress on stderr: a bar on a terminal, and every retry on any stderr (a sync on a
+/// bad link can wait minutes between lines otherwise).
+struct Shown {
+    bar: bool,
+}
+
+impl mobile_core::sync::Progress for Shown {
+    fn progress(&self, phase: &str, done: u64, total: u64) {
+        if self.bar {
+            let filled = if total == 0 {
+                0
+            } else {
+                (done * 30 / total.max(1)).min(30) as usize
+            };
+            let (full, empty) = ("#".repeat(filled), " ".repeat(30 - filled));
+            eprint!("\r{phase:<5} [{full}{empty}] {done}/{total}   ");
+        }
+    }
+
+    fn retrying(&self, attempt: u32, of: u32, why: &Error, wait: std::time::Duration) {
+        if self.bar {
+            eprintln!();
+        }
+        let secs = wait.as_secs_f64().ceil() as u64;
+        eprintln!(
+            "未成功（{why}），{secs}秒后第{attempt}次尝试（共{of}次），记录都在本机 / failed ({why}): attempt {attempt} of {of} in {secs} s; every record stays on this device"
+        );
+    }
 }
 
 fn print_status(store: &Store, json: bool) -> Result<(), Error> {
@@ -698,19 +749,78 @@ fn json_error(e: &Error) -> serde_json::Value {
     serde_json::json!({ "error": error })
 }
 
-/// The password: the first line of standard input (a prompt goes to stderr on a terminal).
+/// The password: the first line of standard input (on a terminal, prompted on stderr and not
+/// shown as it is typed).
 fn read_password() -> Result<String, Error> {
     use std::io::{BufRead, IsTerminal, Write};
-    if std::io::stdin().is_terminal() {
-        eprint!("password: ");
-        let _ = std::io::stderr().flush();
-    }
+    let terminal = std::io::stdin().is_terminal();
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    {
+        let _unechoed = terminal.then(|| {
+            eprint!("password: ");
+            let _ = std::io::stderr().flush();
+            Unechoed::begin()
+        });
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
+    }
+    if terminal {
+        // The Enter typed was not echoed either.
+        eprintln!();
+    }
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(Error::Invalid(baylink_domain::Error::Invalid(vec![
+            baylink_domain::FieldError {
+                field: "password".into(),
+                code: "required".into(),
+                message_zh: "密码为空：请在提示后输入密码，或从标准输入传入".into(),
+                message_en:
+                    "no password given: type it at the prompt, or pass it on standard input".into(),
+            },
+        ])));
+    }
+    Ok(password)
+}
+
+/// The terminal's echo, off while a password is typed and back as it was when dropped.
+struct Unechoed {
+    #[cfg(unix)]
+    before: Option<rustix::termios::Termios>,
+}
+
+impl Unechoed {
+    #[cfg(unix)]
+    fn begin() -> Unechoed {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let before = tcgetattr(&stdin).ok().filter(|before| {
+            let mut quiet = before.clone();
+            quiet.local_modes.remove(LocalModes::ECHO);
+            tcsetattr(&stdin, OptionalActions::Now, &quiet).is_ok()
+        });
+        Unechoed { before }
+    }
+
+    #[cfg(not(unix))]
+    fn begin() -> Unechoed {
+        Unechoed {}
+    }
+}
+
+impl Drop for Unechoed {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(before) = self.before.take() {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                &before,
+            );
+        }
+    }
 }
 
 fn print_summaries(rows: &[RecordSummary], json: bool) {

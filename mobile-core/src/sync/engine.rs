@@ -438,6 +438,7 @@ fn with_retries<T>(
                 // In short waits, so that a cancel is taken within one of them, not after
                 // the whole of a minute the server asked for.
                 let mut left = backoff(attempt, asked);
+                progress.retrying(attempt + 1, ATTEMPTS, &e, left);
                 while !left.is_zero() {
                     go_on(progress)?;
                     let step = left.min(WAIT_STEP);
@@ -460,6 +461,12 @@ pub trait Progress {
     /// [`Error::Cancelled`], every step already applied kept. Never by default.
     fn cancelled(&self) -> bool {
         false
+    }
+    /// A request failed in a way that may pass (`why`): attempt `attempt` of `of` follows
+    /// after `wait`. On a bad link a sync can spend minutes so: an officer should see why.
+    /// Nothing by default.
+    fn retrying(&self, attempt: u32, of: u32, why: &Error, wait: Duration) {
+        let _ = (attempt, of, why, wait);
     }
 }
 
