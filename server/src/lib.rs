@@ -14,6 +14,7 @@ pub mod listen;
 pub mod metrics;
 pub mod pushing;
 pub mod routes;
+pub mod stall;
 pub mod state;
 pub mod store;
 
@@ -279,6 +280,7 @@ fn limits(config: &Config) -> listen::Limits {
         header_timeout: config.header_timeout,
         max_connections: config.max_connections,
         drain_timeout: config.drain_timeout,
+        write_stall: stall::WRITE_STALL,
     }
 }
 

@@ -3,7 +3,8 @@
 //! `Config`). Half-sent requests left idle (a slow-headers attack) are closed at the deadline
 //! instead of holding a file descriptor for ever; past the limit, new connections wait in the
 //! kernel's backlog. Bodies are bounded in size by
-//! the app's body limit; a body that stalls is bounded by [`BODY_TIMEOUT`].
+//! the app's body limit; a body that stalls is bounded by [`BODY_TIMEOUT`]; answers the client
+//! stopped reading, by [`crate::stall::WRITE_STALL`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long open requests may take to finish after `shutdown`.
     pub drain_timeout: Duration,
+    /// How long what the server writes to a connection may not move before it is closed
+    /// ([`crate::stall::WRITE_STALL`]).
+    pub write_stall: Duration,
 }
 
 /// Serves `front` on `listener` until `shutdown` completes, then lets open requests finish
@@ -83,6 +87,7 @@ pub async fn serve(
         header_timeout,
         max_connections,
         drain_timeout,
+        write_stall,
     } = limits;
     let slots = Arc::new(Semaphore::new(max_connections));
     let (closing, closed) = watch::channel(false);
@@ -127,7 +132,10 @@ pub async fn serve(
                 .max_buf_size(READ_BUFFER_BYTES)
                 .max_header_size(READ_BUFFER_BYTES);
             let connection = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .serve_connection(
+                    TokioIo::new(crate::stall::Draining::new(stream, write_stall)),
+                    TowerToHyperService::new(service),
+                )
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {

@@ -870,21 +870,75 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
         )));
     }
     let live = config.database_path();
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if same(file, &live) {
+        return Err(AppError::BadRequest(format!(
+            "{} is the database itself: restore a backup of it",
+            file.display()
+        )));
+    }
     let stamp = baylink_server::store::now_ms() / 1000;
+    // The backup is copied in beside the database first, through SQLite (its own log's commits
+    // come too), checked and synced; only then is the database moved aside and the copy put in
+    // its place. A copy that fails leaves the database where it was.
+    let incoming = live.with_file_name(format!("baylink.db.incoming-{stamp}"));
+    let discard = |path: &std::path::Path| {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    };
+    discard(&incoming);
+    let copied = baylink_server::store::db::copy_database(file, &incoming)
+        .and_then(|()| baylink_server::store::db::verify(&incoming));
+    match copied {
+        Ok(copy) if copy.seq == verified.seq && copy.records == verified.records => {}
+        Ok(copy) => {
+            discard(&incoming);
+            return Err(AppError::Internal(format!(
+                "the copy of {} holds sequence number {} and {} records, the backup {} and {}",
+                file.display(),
+                copy.seq,
+                copy.records,
+                verified.seq,
+                verified.records
+            )));
+        }
+        Err(e) => {
+            discard(&incoming);
+            return Err(e.into());
+        }
+    }
     let kept = live.with_file_name(format!("baylink.db.replaced-{stamp}"));
     let moved = live.exists();
+    let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let put_back = |renamed: &[(PathBuf, PathBuf)]| {
+        for (from, to) in renamed.iter().rev() {
+            let _ = std::fs::rename(to, from);
+        }
+    };
     if moved {
         for suffix in ["", "-wal", "-shm"] {
             let from = PathBuf::from(format!("{}{suffix}", live.display()));
             if from.exists() {
                 let to = PathBuf::from(format!("{}{suffix}", kept.display()));
-                std::fs::rename(&from, &to)
-                    .map_err(|e| AppError::Internal(format!("{}: {e}", from.display())))?;
+                if let Err(e) = std::fs::rename(&from, &to) {
+                    put_back(&renamed);
+                    discard(&incoming);
+                    return Err(AppError::Internal(format!("{}: {e}", from.display())));
+                }
+                renamed.push((from, to));
             }
         }
     }
-    std::fs::copy(file, &live)
-        .map_err(|e| AppError::BadRequest(format!("{}: {e}", file.display())))?;
+    if let Err(e) = std::fs::rename(&incoming, &live) {
+        put_back(&renamed);
+        discard(&incoming);
+        return Err(AppError::Internal(format!("{}: {e}", live.display())));
+    }
+    // The renames themselves reach the disk with the directory.
+    if let Ok(dir) = std::fs::File::open(&config.data_dir) {
+        let _ = dir.sync_all();
+    }
     let db = baylink_server::store::Db::open(&live)?;
     let (source, replaced) = (
         file.display().to_string(),

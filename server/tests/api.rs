@@ -777,6 +777,63 @@ fn listening_with(
 }
 
 #[test]
+fn a_client_that_reads_none_of_its_answers_is_closed_and_its_slot_freed() {
+    use baylink_server::listen::{Front, Limits, serve};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = AppState::open(Config::new(dir.path())).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One connection at a time; answers not moving for a second close it.
+    let limits = Limits {
+        header_timeout: Duration::from_secs(60),
+        max_connections: 1,
+        drain_timeout: Duration::from_secs(1),
+        write_stall: Duration::from_secs(1),
+    };
+    runtime.spawn(serve(
+        listener,
+        Front::new(app(state)),
+        limits,
+        std::future::pending(),
+    ));
+    // Thousands of requests pipelined on the one connection, none of the answers read (the
+    // requests written from a thread of their own: the server stops reading them once its
+    // answers back up).
+    let hog = TcpStream::connect(addr).unwrap();
+    let mut writer = hog.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let request = b"GET /console/static/console.css HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..20_000 {
+            if writer.write_all(request).is_err() {
+                return;
+            }
+        }
+    });
+    // Another client waits for the slot, and is served once the hog is cut.
+    let mut next = TcpStream::connect(addr).unwrap();
+    next.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    next.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    next.read_to_end(&mut answer)
+        .expect("served once the connection reading nothing was closed");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    drop(hog);
+    sending.join().unwrap();
+}
+
+#[test]
 fn half_sent_requests_are_closed_and_connections_are_bounded() {
     use std::io::{Read, Write};
     use std::net::TcpStream;

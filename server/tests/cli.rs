@@ -528,6 +528,52 @@ fn a_backup_never_overwrites_the_database_or_an_earlier_backup_unasked() {
 }
 
 #[test]
+fn a_restore_takes_what_the_backups_own_log_holds_and_one_that_fails_leaves_the_database() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let (ok, _, err) = run(&data, &["migrate"], "");
+    assert!(ok, "{err}");
+    let copy = dir.path().join("copy.db");
+    let (ok, _, err) = run(&data, &["backup", copy.to_str().expect("path")], "");
+    assert!(ok, "{err}");
+    // A commit still in the backup's own log (a filesystem snapshot, or a database moved aside
+    // by an earlier restore, taken before its last checkpoint).
+    let conn = rusqlite::Connection::open(&copy).expect("the copy");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("WAL");
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .expect("no checkpoint");
+    conn.execute("UPDATE meta SET value = '9999' WHERE key = 'seq'", [])
+        .expect("a commit");
+    assert!(copy.with_file_name("copy.db-wal").exists());
+    let (ok, out, err) = run(&data, &["verify", copy.to_str().expect("path")], "");
+    assert!(ok && out.contains("9999"), "{out}{err}");
+
+    let restored = dir.path().join("restored");
+    let (ok, out, err) = run(&restored, &["restore", copy.to_str().expect("path")], "");
+    assert!(ok, "{out}{err}");
+    drop(conn);
+    let live = restored.join("baylink.db");
+    let (ok, out, err) = run(&restored, &["verify", live.to_str().expect("path")], "");
+    assert!(
+        ok && out.contains("9999"),
+        "the log's commit came too: {out}{err}"
+    );
+
+    // The database itself named as the backup: refused, and the database stays in place.
+    let (ok, _, err) = run(&restored, &["restore", live.to_str().expect("path")], "");
+    assert!(!ok && err.contains("the database itself"), "{err}");
+    let (ok, out, err) = run(&restored, &["verify", live.to_str().expect("path")], "");
+    assert!(ok && out.contains("9999"), "{out}{err}");
+    let left: Vec<String> = std::fs::read_dir(&restored)
+        .expect("the data directory")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains("incoming"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn the_audit_log_exports_as_csv_with_what_the_command_line_did() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (ok, _, err) = run(dir.path(), &["migrate"], "");

@@ -372,7 +372,7 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
         Some(user),
         &html! {
             h1 { "并发修改冲突" }
-            p.muted { "两名民警在离线时修改了同一字段。系统已按时间先后自动取值；请核实后选择正确的值。" }
+            p.muted { "同一字段在两台设备上离线时被修改（两名民警，或同一民警的两部手机）。系统已按时间先后自动取值；请核实后选择正确的值。证件号码和电话在记录页“显示完整”后核对（记入审计日志）。" }
             table {
                 thead { tr { th { "记录" } th { "字段" } th { "现行值" } th { "另一值" } th { "处理" } } }
                 tbody {

@@ -707,6 +707,20 @@ pub fn verify(path: &Path) -> Result<Verified, StoreError> {
     })
 }
 
+/// Copies a database file (a backup being put back) through SQLite into `to`, a new file
+/// readable by its owner only, synced to the disk before this returns. Read as SQLite reads it,
+/// the copy holds what the file's own log beside it holds (commits not yet checkpointed into
+/// the file), which a copy of its bytes would leave behind.
+pub fn copy_database(from: &Path, to: &Path) -> Result<(), StoreError> {
+    private_files(to)?;
+    let conn = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+    drop(conn);
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", to.display())))
+}
+
 /// Sequence numbers one write may take in the broken backend.
 const EARLY_BLOCK: i64 = 1_000_000;
 

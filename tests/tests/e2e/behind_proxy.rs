@@ -162,6 +162,7 @@ http {{
             proxy_set_header X-Forwarded-Proto https;
             proxy_buffering off;
         }}
+        location = /metrics {{ deny all; }}
     }}
 }}
 "
@@ -286,6 +287,12 @@ fn a_phone_that_trusts_the_intranet_ca_syncs_through_nginx_over_tls_and_one_that
         .max_redirects(0)
         .build()
         .into();
+    // Metrics are for the monitoring system, not the proxy's public side.
+    let metrics = agent
+        .get(&format!("{}/metrics", proxy.url))
+        .call()
+        .expect("an answer");
+    assert_eq!(metrics.status(), 403);
     let page = agent
         .get(&format!("{}/console/login", proxy.url))
         .call()
