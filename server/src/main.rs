@@ -472,7 +472,17 @@ fn run(
     if command == "migrate" {
         let path = config.database_path();
         let (before, known) = baylink_server::store::db::schema_of(&path)?;
+        // A server still running on the old schema would read tables changed beneath it (it
+        // checks the schema when it opens the database only): held while the steps run.
+        let lock = serve_lock(&config)?;
+        if before.is_some_and(|found| found != known) && lock.try_lock().is_err() {
+            return Err(AppError::Conflict(format!(
+                "a server is running on {}: stop every server on it before migrating",
+                config.data_dir.display()
+            )));
+        }
         AppState::open(config)?;
+        drop(lock);
         match before {
             Some(found) if found == known => {
                 say!("the database is at schema {known}: nothing to do")
@@ -673,7 +683,10 @@ fn run(
             loop {
                 let (page, _) = wait(&runtime, store.audit_page(filter.clone(), 1_000))?;
                 for e in &page.entries {
-                    let who = e.username.as_deref().unwrap_or("operator");
+                    let who = e
+                        .username
+                        .as_deref()
+                        .unwrap_or(baylink_server::store::audit::OPERATOR);
                     let fields = [
                         time(e.at_ms),
                         who.to_owned(),

@@ -574,6 +574,34 @@ fn a_restore_takes_what_the_backups_own_log_holds_and_one_that_fails_leaves_the_
 }
 
 #[test]
+fn a_migration_waits_for_every_server_on_the_database_to_stop() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let (ok, _, err) = run(&data, &["migrate"], "");
+    assert!(ok, "{err}");
+    // A server running (it holds serve.lock shared) on a database a step behind this build.
+    let serving = std::fs::File::open(data.join("serve.lock")).expect("serve.lock");
+    serving.lock_shared().expect("held as a server holds it");
+    let conn = rusqlite::Connection::open(data.join("baylink.db")).expect("the database");
+    let known: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("its schema");
+    conn.pragma_update(None, "user_version", known - 1)
+        .expect("a step behind");
+    let (ok, _, err) = run(&data, &["migrate"], "");
+    assert!(!ok && err.contains("a server is running"), "{err}");
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("its schema");
+    assert_eq!(found, known - 1, "nothing migrated");
+    // With nothing to do, it says so while servers run.
+    conn.pragma_update(None, "user_version", known)
+        .expect("back");
+    let (ok, out, err) = run(&data, &["migrate"], "");
+    assert!(ok && out.contains("nothing to do"), "{out}{err}");
+}
+
+#[test]
 fn the_audit_log_exports_as_csv_with_what_the_command_line_did() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (ok, _, err) = run(dir.path(), &["migrate"], "");

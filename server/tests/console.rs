@@ -687,6 +687,12 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
         .request("POST", "/console/admin/users", Some(&admin), Some(&form))
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    // The name the audit log gives the command line is no account's.
+    let posing = form.replace("username=o2", "username=Operator");
+    let refused = console
+        .request("POST", "/console/admin/users", Some(&admin), Some(&posing))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     let o2 = || {
         console
             .db

@@ -86,6 +86,17 @@ pub fn create_account(
 ) -> Result<i64, StoreError> {
     let tx = conn.transaction()?;
     require_admin(&tx, actor)?;
+    // The audit log names the server's command line so: an account of that name would pass
+    // for it there, and its actions would be listed among the command line's.
+    if new
+        .username
+        .eq_ignore_ascii_case(crate::store::audit::OPERATOR)
+    {
+        return Err(StoreError::Invalid(format!(
+            "username: `{}` is how the audit log names the server's command line",
+            new.username
+        )));
+    }
     let exists: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM account WHERE username = ?1)",
         [&new.username],

@@ -98,13 +98,16 @@ pub struct AuditPage {
     pub older: Option<i64>,
 }
 
+/// How the audit log names the server's command line (entries with no account).
+pub const OPERATOR: &str = "operator";
+
 /// A page of audited actions, newest first, at most `limit`.
 pub fn audit_page(
     conn: &Conn<'_>,
     filter: &AuditFilter,
     limit: u32,
 ) -> Result<AuditPage, StoreError> {
-    let operator = filter.username.as_deref() == Some("operator");
+    let operator = filter.username.as_deref() == Some(OPERATOR);
     let mut stmt = conn.prepare_cached(
         "SELECT l.id, l.at_ms, a.username, l.action, l.target, l.detail FROM audit l
          LEFT JOIN account a ON a.id = l.account

@@ -231,7 +231,8 @@ impl Store for Db {
         let db = self.clone();
         Box::pin(async move {
             // Read beside the writer; handed out only once its audit entry has committed.
-            let detail = format!("{filter:?} {format}");
+            // The words searched are the caller's: kept to a line, not 64 KiB a request.
+            let detail = baylink_domain::cut_to(&format!("{filter:?} {format}"), 500);
             let rows = db
                 .read(move |c| records::list(c, &villages, &filter, limit, 0))
                 .await?;
