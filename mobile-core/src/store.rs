@@ -418,6 +418,46 @@ impl Store {
         })
     }
 
+    /// [`Store::capture_detailed`], refused with nothing saved when it would change a record
+    /// registered before (its natural key known already): a slip in re-registering someone known
+    /// (a name mistyped) would overwrite good values. The same values again, or a deleted record
+    /// captured anew, go through; an update on purpose is [`Store::capture_detailed`].
+    pub fn capture_new(&mut self, kind: EntityKind, input: &Input) -> Result<Captured> {
+        let today = self.today();
+        let villages = self.session_villages()?;
+        self.write(|tx, device, now| {
+            let captured = capture_record(tx, device, now, today, kind, input)?;
+            let revived = captured.changed.iter().any(|f| f == "deleted");
+            if captured.existed && !captured.changed.is_empty() && !revived {
+                let labels: Vec<&str> = captured
+                    .changed
+                    .iter()
+                    .map(|f| kind.field(f).map_or(f.as_str(), |spec| spec.zh))
+                    .collect();
+                return Err(Error::Invalid(baylink_domain::Error::Invalid(vec![
+                    baylink_domain::FieldError {
+                        field: "registered".into(),
+                        code: "registered".into(),
+                        message_zh: format!(
+                            "已登记过（记录 {}），本次会改动：{}；要更新请有意为之（现场客户端加 --update），只改个别字段用 edit",
+                            captured.id,
+                            labels.join("、")
+                        ),
+                        message_en: format!(
+                            "registered before (record {}): this would change {}; update it on purpose (the field client: --update), or edit single fields",
+                            captured.id,
+                            captured.changed.join(", ")
+                        ),
+                    },
+                ])));
+            }
+            if let Some(villages) = &villages {
+                outside(tx, captured.id, villages)?;
+            }
+            Ok(captured)
+        })
+    }
+
     /// What capturing this form would do, saving nothing and taking no lock: every problem the
     /// capture would refuse it for (each field's, a village not the officer's, a reference to
     /// no record here, a number another record holds), and the record it would update when

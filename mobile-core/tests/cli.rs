@@ -327,6 +327,10 @@ fn capturing_someone_registered_before_changes_nothing_unless_asked_to_update() 
     assert!(updated.status.success(), "{updated:?}");
     assert!(String::from_utf8_lossy(&updated.stderr).contains("updated: name"));
     assert_eq!(d.json(&["show", &id])["fields"]["name"], "王方");
+    // The same values again change nothing: taken, as before.
+    let again = person("王方", false);
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing changed"));
 }
 
 #[test]

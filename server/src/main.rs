@@ -894,9 +894,11 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     // The backup is copied in beside the database first, through SQLite (its own log's commits
     // come too), checked and synced; only then is the database moved aside and the copy put in
     // its place. A copy that fails leaves the database where it was.
-    let incoming = live.with_file_name(format!("baylink.db.incoming-{stamp}"));
+    // One name, so that a restore cut short (Ctrl-C in a minutes-long copy) leaves nothing the
+    // next one does not clear first.
+    let incoming = live.with_file_name("baylink.db.incoming");
     let discard = |path: &std::path::Path| {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     };

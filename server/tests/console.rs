@@ -1010,7 +1010,7 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         .await;
     assert!(page.body.contains(&person.to_string()) && page.body.contains(&traveller.to_string()));
     assert!(page.body.contains("来自风险地区 北京市") && page.body.contains("o1"));
-    // Her own page says she is watched, why (the region and the rule's note), and that its
+    // Her own page says she is watched, why (the region; never the rule's note), and that its
     // alert waits; the passport holder's says his number is listed.
     let hers = console
         .request(
@@ -1023,7 +1023,7 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
     assert!(
         hers.body.contains("重点关注人员")
             && hers.body.contains("籍贯在关注地区 北京市（11）")
-            && hers.body.contains("（test）")
+            && !hers.body.contains("（test）")
             && hers.body.contains("预警未处理"),
         "{}",
         hers.body
@@ -1037,6 +1037,8 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         )
         .await;
     assert!(his.body.contains("证件号码在关注名单上"), "{}", his.body);
+    // His passport number is masked whole in the page's title too, as in lists.
+    assert!(!his.body.contains("E1234567"), "{}", his.body);
     assert!(
         !page.body.contains("11010519491231002X"),
         "masked in the list"
@@ -1747,6 +1749,34 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
         before,
         "nothing written: not her home station's person, nor its residence"
     );
+
+    // Nor may she review her, or dismiss her as a pair of another's: her home station decides.
+    for (path, form) in [
+        (
+            format!("/console/records/{twin}/review"),
+            format!("csrf={token}&decision=return&comment=x"),
+        ),
+        (
+            "/console/duplicates/dismiss".to_owned(),
+            format!("csrf={token}&a={twin}&b={person}"),
+        ),
+    ] {
+        let refused = console
+            .request("POST", &path, Some(&reviewer), Some(&form))
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body.contains("由其所属派出所处理"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(state_of(twin), before.0, "no review written");
 
     // A residence's line in a list says who lives where (her name, the house), then its date
     // and relation in words.

@@ -306,10 +306,7 @@ fn console_reads_answer_while_a_long_write_holds_the_writer() {
     let since = baylink_domain::Date::from_days(0);
     let overview = s.run(s.store.overview(villages.clone(), since));
     assert!(!overview.counts.is_empty());
-    let rows = s.run(
-        s.store
-            .records(None, villages.clone(), Default::default(), 50, 0),
-    );
+    let rows = s.run(s.store.records(villages.clone(), Default::default(), 50, 0));
     assert_eq!(rows.len(), 1);
     let page = s.run(s.store.record_page(reviewer, id, Reveal::Masked));
     assert_eq!(page.view.kind, "person");

@@ -62,7 +62,7 @@ fn capture_command(kind: EntityKind) -> Command {
         Arg::new("update")
             .long("update")
             .action(ArgAction::SetTrue)
-            .help("已登记过（同一证件号码、号牌或地址编码）时更新它 / update the record already registered with this ID number, plate or address code (refused without it)"),
+            .help("已登记过（同一证件号码、号牌或地址编码）时以本次填写更新它 / update the record already registered with this ID number, plate or address code (without it, a capture that would change it is refused)"),
     )
 }
 
@@ -286,27 +286,13 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                         .map(|v| (s.name.to_owned(), v.clone()))
                 })
                 .collect();
-            // A slip in re-registering someone known (a name mistyped) would overwrite good
-            // values: a known record is updated only when asked to.
-            if !args.get_flag("update")
-                && let Some(known) = store.check_capture(kind, &input)?.existing
-            {
-                return Err(Error::Invalid(baylink_domain::Error::Invalid(vec![
-                    baylink_domain::FieldError {
-                        field: "update".into(),
-                        code: "registered".into(),
-                        message_zh: format!(
-                            "已登记过：{} {}。要以本次填写更新它，请加 --update；只改个别字段用 baylink edit",
-                            known.id, known.label
-                        ),
-                        message_en: format!(
-                            "registered before: {} {}. Add --update to update it with these values, or change single fields with baylink edit",
-                            known.id, known.label
-                        ),
-                    },
-                ])));
-            }
-            let captured = store.capture_detailed(kind, &input)?;
+            // A slip in re-registering someone known would overwrite good values: a known
+            // record changes only when asked to.
+            let captured = if args.get_flag("update") {
+                store.capture_detailed(kind, &input)?
+            } else {
+                store.capture_new(kind, &input)?
+            };
             let id = captured.id;
             if json {
                 out!(

@@ -32,16 +32,24 @@ const ID_SHOWN: usize = 6;
 /// Leading digits of a phone a mask shows (and its last four).
 const PHONE_SHOWN: usize = 3;
 
-/// Whether a search reaches past what masks show of an ID number or a phone: its text read as
-/// an ID number longer than a mask's region or holding a letter (a passport, masked whole), or
-/// as a phone past its first digits (a region beginning with 13, 14 or 15 reads as a mobile's too: audited). Such a search tells hidden characters one guess at a time
-/// (a record found or not), so it is audited as a reveal is.
-pub(super) fn searches_past_masks(typed: &str) -> bool {
+/// Whether a search reached past what masks show of an ID number or a phone: its text read as
+/// an ID number longer than a mask's region or holding a letter (a passport), or one that found
+/// a document shorter than a resident card's (masked whole) by its number; or read as a phone
+/// past its first digits (a region beginning with 13, 14 or 15 reads as a mobile's too:
+/// audited). Such a search tells hidden characters one guess at a time (a record found or not),
+/// so it is audited as a reveal is.
+pub(super) fn searches_past_masks(typed: &str, found: &[Row]) -> bool {
     baylink_domain::search::prefixes(typed)
         .iter()
         .any(|(column, prefix)| match *column {
             "id_number" => {
-                prefix.chars().count() > ID_SHOWN || !prefix.bytes().all(|b| b.is_ascii_digit())
+                prefix.chars().count() > ID_SHOWN
+                    || !prefix.bytes().all(|b| b.is_ascii_digit())
+                    || found.iter().any(|row| {
+                        row.id_number.as_deref().is_some_and(|number| {
+                            mask_id(number).starts_with('*') && number.starts_with(prefix.as_str())
+                        })
+                    })
             }
             // A phone in China begins with 0 (a landline) or 13–19 (a mobile): a region code
             // such as 441303 or 110105 reads as none.
@@ -647,10 +655,14 @@ pub(super) fn record(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), serde_json::from_str(v).ok()?)))
         .collect();
+    // Its number masked as lists mask it (by the number itself: a passport's is masked whole).
     let title = kind.map_or_else(String::new, |k| {
-        baylink_domain::summarize_with(k, |name| values.get(name)).label
+        let summary = baylink_domain::summarize_with(k, |name| values.get(name));
+        match summary.id_number.filter(|_| !reveal) {
+            Some(number) => summary.label.replace(&number, &mask_id(&number)),
+            None => summary.label,
+        }
     });
-    let title = if reveal { title } else { masked_label(&title) };
     let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
     let merged_into = outgoing("merged_into");
     let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();
@@ -685,7 +697,6 @@ pub(super) fn record(
                 div.card.notice role="alert" {
                     strong { "重点关注人员" } "："
                     @if let Some(region) = &w.region { "籍贯在关注地区 " (baylink_domain::watch::Rule::Region(region.clone()).describe()) } @else { "证件号码在关注名单上" }
-                    @if !w.note.is_empty() { "（" (w.note) "）" }
                     " · " a href="/console/alerts" { @if w.open { "预警未处理" } @else { "预警已处理" } }
                 }
             }
@@ -786,7 +797,7 @@ mod tests {
     fn a_search_is_audited_when_it_reaches_past_a_mask() {
         // What lists show: a region, a phone's first digits, names, plates, addresses.
         for shown in ["441303", "110105", "138", "王芳", "粤L", "澳头石化大道"] {
-            assert!(!searches_past_masks(shown), "{shown}");
+            assert!(!searches_past_masks(shown, &[]), "{shown}");
         }
         // Past it: a birth date after the region, a phone's middle, a passport's letters.
         for hidden in [
@@ -796,7 +807,24 @@ mod tests {
             "E1234",
             "11010519491231002x",
         ] {
-            assert!(searches_past_masks(hidden), "{hidden}");
+            assert!(searches_past_masks(hidden, &[]), "{hidden}");
         }
+        // Six digits that found a permit of eight, masked whole: past it too.
+        let permit = Row {
+            id: String::new(),
+            kind: "person".into(),
+            village: None,
+            label: String::new(),
+            id_number: Some("87654321".into()),
+            phone: None,
+            review_status: None,
+            created_by: None,
+            name: None,
+            plate: None,
+            address: None,
+            created_at: None,
+        };
+        assert!(searches_past_masks("876543", std::slice::from_ref(&permit)));
+        assert!(!searches_past_masks("441303", &[permit]));
     }
 }

@@ -246,17 +246,24 @@ pub fn acknowledge(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
-    let entity: String = tx
+    let (entity, rule_kind): (String, String) = tx
         .query_row(
-            "SELECT entity FROM alert WHERE id = ?1 AND acknowledged_ms IS NULL",
+            "SELECT entity, rule_kind FROM alert WHERE id = ?1 AND acknowledged_ms IS NULL",
             [id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no open alert {id}")))?;
     // Another station's alert is answered as one that does not exist: nothing to learn.
     if !visible(&tx, caller, &entity)? {
         return Err(StoreError::NotFound(format!("no open alert {id}")));
+    }
+    // A watch-list hit is closed for every station: by her home station. A move-in notice is
+    // the receiving station's to close.
+    if rule_kind != crate::store::watch::MOVED_IN
+        && !crate::store::scope::writable(&tx, caller, &entity)?
+    {
+        return Err(crate::store::scope::not_writable());
     }
     tx.execute(
         "UPDATE alert SET acknowledged_ms = ?2, acknowledged_by = ?3 WHERE id = ?1",

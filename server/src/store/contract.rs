@@ -186,17 +186,18 @@ pub trait Store: Send + Sync + 'static {
     /// The dashboard's figures for these villages since a day.
     fn overview(&self, villages: Vec<String>, since: Date) -> StoreFuture<Overview>;
 
-    /// Records in these villages matching a filter, a page of them; with `audited`, the search
-    /// is first written to the audit log as that account's (a search reaching past what the
-    /// console's masks show).
+    /// Records in these villages matching a filter, a page of them.
     fn records(
         &self,
-        audited: Option<i64>,
         villages: Vec<String>,
         filter: Filter,
         limit: u32,
         offset: u32,
     ) -> StoreFuture<Vec<Row>>;
+
+    /// Writes an access that reveals something to the audit log (a search reaching past what
+    /// the console's masks show), before what it reveals is handed out.
+    fn audit_access(&self, account: i64, action: String, detail: String) -> StoreFuture<()>;
 
     /// Records for an export (audited with its filter, file format and size).
     fn export(

@@ -173,6 +173,12 @@ pub fn dismiss(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     check_pair(&tx, caller, a, b)?;
+    // The dismissal hides the pair from every station: both must be the caller's to decide.
+    for id in [a, b] {
+        if !crate::store::scope::writable(&tx, caller, id)? {
+            return Err(crate::store::scope::not_writable());
+        }
+    }
     let (a, b) = ordered(a, b);
     tx.execute(
         "INSERT OR IGNORE INTO duplicate_dismissal (a, b, account, at_ms) VALUES (?1, ?2, ?3, ?4)",

@@ -277,11 +277,20 @@ pub fn list(
             created_at: r.get(11)?,
         })
     })?;
-    let mut rows: Vec<Row> = rows.collect::<Result<_, _>>()?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A page's residences labelled by who lives where ([`residence_line`]): for the console's
+/// lists, not exports (three reads a residence; an export keeps the stored label).
+pub fn name_residences(
+    conn: &Conn<'_>,
+    villages: &[String],
+    rows: &mut [Row],
+) -> Result<(), StoreError> {
     for row in rows.iter_mut().filter(|r| r.kind == "residence") {
         row.label = residence_line(conn, villages, &row.id, &row.label)?;
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// A residence's line in a list: who lives where (the person's name, the house's label), then
@@ -375,8 +384,6 @@ pub struct Watched {
     /// The region's division prefix, for a region's rule (an ID number rule's value is her own
     /// number: not repeated).
     pub region: Option<String>,
-    /// The rule's note, if the rule is still on the list.
-    pub note: String,
     /// Whether its alert still waits for a reviewer.
     pub open: bool,
 }
@@ -400,8 +407,8 @@ pub fn record_page(conn: &Conn<'_>, caller: &Caller, id: &str) -> Result<RecordP
     }
     let watched = conn
         .prepare_cached(
-            "SELECT a.rule_kind, a.rule_value, COALESCE(w.note, ''), a.acknowledged_ms IS NULL
-             FROM alert a LEFT JOIN watch_rule w ON w.kind = a.rule_kind AND w.value = a.rule_value
+            "SELECT a.rule_kind, a.rule_value, a.acknowledged_ms IS NULL
+             FROM alert a
              WHERE a.entity = ?1 AND a.rule_kind IN ('id_number', 'region') ORDER BY a.id",
         )?
         .query_map([id], |r| {
@@ -410,8 +417,7 @@ pub fn record_page(conn: &Conn<'_>, caller: &Caller, id: &str) -> Result<RecordP
             Ok(Watched {
                 region: (kind == "region").then_some(value),
                 kind,
-                note: r.get(2)?,
-                open: r.get(3)?,
+                open: r.get(2)?,
             })
         })?
         .collect::<Result<_, _>>()?;

@@ -54,6 +54,10 @@ pub fn review(
             return Err(StoreError::Invalid(format!("comment: {why}")));
         }
     };
+    // Seen where she lives, decided on by her home station (whose officer the return goes to).
+    if !crate::store::scope::writable(&tx, reviewer, &entity.hyphenated().to_string())? {
+        return Err(crate::store::scope::not_writable());
+    }
     write_in(&tx, reviewer.account, entity, &plan.fields, now_ms)?;
     audit(
         &tx,
@@ -187,6 +191,9 @@ pub fn settle_conflict(
     // Another station's conflict is answered as one that does not exist: nothing to learn.
     if !visible(&tx, reviewer, &entity)? {
         return Err(StoreError::NotFound(format!("no open conflict {id}")));
+    }
+    if !crate::store::scope::writable(&tx, reviewer, &entity)? {
+        return Err(crate::store::scope::not_writable());
     }
     let chosen: Value = serde_json::from_str(match keep {
         Keep::Lost => &lost,

@@ -410,6 +410,14 @@ pub fn writable(
         .query_row(params![entity, list], |r| r.get(0))?)
 }
 
+/// Why a console action on a record the caller sees but may not change is refused.
+pub(crate) fn not_writable() -> StoreError {
+    StoreError::Forbidden(
+        "此记录属其他派出所辖区（迁入人员），只能查看，由其所属派出所处理 / this record is another station's (a person who moved in): seen here, changed by her own station"
+            .into(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     // A failed unwrap is a failed test.

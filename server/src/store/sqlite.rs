@@ -192,31 +192,21 @@ impl Store for Db {
 
     fn records(
         &self,
-        audited: Option<i64>,
         villages: Vec<String>,
         filter: Filter,
         limit: u32,
         offset: u32,
     ) -> StoreFuture<Vec<Row>> {
-        let db = self.clone();
-        Box::pin(async move {
-            // Handed out only once the search's audit entry has committed.
-            if let Some(account) = audited {
-                let typed = baylink_domain::cut_to(filter.query.as_deref().unwrap_or(""), 64);
-                db.call(move |c| {
-                    audit::audit(
-                        c,
-                        Some(account),
-                        "search_hidden",
-                        None,
-                        Some(&typed),
-                        now_ms(),
-                    )
-                })
-                .await?;
-            }
-            db.read(move |c| records::list(c, &villages, &filter, limit, offset))
-                .await
+        self.reading(move |c| {
+            let mut rows = records::list(c, &villages, &filter, limit, offset)?;
+            records::name_residences(c, &villages, &mut rows)?;
+            Ok(rows)
+        })
+    }
+
+    fn audit_access(&self, account: i64, action: String, detail: String) -> StoreFuture<()> {
+        self.writing(move |c| {
+            audit::audit(c, Some(account), &action, None, Some(&detail), now_ms())
         })
     }
 

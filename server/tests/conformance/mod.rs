@@ -1596,7 +1596,7 @@ pub(crate) fn a_search_finds_each_key_by_its_prefix_in_the_villages_searched_onl
             query: Some(query.to_owned()),
             ..Filter::default()
         };
-        s.run(s.store.records(None, villages.to_vec(), filter, 50, 0))
+        s.run(s.store.records(villages.to_vec(), filter, 50, 0))
             .into_iter()
             .map(|row| row.id.parse().expect("an id"))
             .collect()
