@@ -874,7 +874,6 @@ fn serve_lock(config: &Config) -> Result<std::fs::File, AppError> {
 /// Puts a verified backup in place of the database, the one it replaces renamed beside it
 /// (with its log): answers that one's new name, if there was one.
 fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, AppError> {
-    let verified = baylink_server::store::db::verify(file)?;
     let lock = serve_lock(config)?;
     if lock.try_lock().is_err() {
         return Err(AppError::Conflict(format!(
@@ -884,19 +883,21 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     }
     let live = config.database_path();
     let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
-    if same(file, &live) {
+    // The copy's own name too: cleared before the copy, it would take the backup with it.
+    let incoming = live.with_file_name("baylink.db.incoming");
+    if same(file, &live) || same(file, &incoming) {
         return Err(AppError::BadRequest(format!(
-            "{} is the database itself: restore a backup of it",
+            "{} is the database itself or a restore's copy of a backup: restore a backup",
             file.display()
         )));
     }
+    let verified = baylink_server::store::db::verify(file)?;
     let stamp = baylink_server::store::now_ms() / 1000;
     // The backup is copied in beside the database first, through SQLite (its own log's commits
     // come too), checked and synced; only then is the database moved aside and the copy put in
     // its place. A copy that fails leaves the database where it was.
     // One name, so that a restore cut short (Ctrl-C in a minutes-long copy) leaves nothing the
     // next one does not clear first.
-    let incoming = live.with_file_name("baylink.db.incoming");
     let discard = |path: &std::path::Path| {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));

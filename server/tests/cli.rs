@@ -565,6 +565,13 @@ fn a_restore_takes_what_the_backups_own_log_holds_and_one_that_fails_leaves_the_
     assert!(!ok && err.contains("the database itself"), "{err}");
     let (ok, out, err) = run(&restored, &["verify", live.to_str().expect("path")], "");
     assert!(ok && out.contains("9999"), "{out}{err}");
+    // Nor a backup left under the name a restore copies in to (it would be cleared first).
+    let parked = restored.join("baylink.db.incoming");
+    std::fs::copy(&copy, &parked).expect("a backup parked there");
+    let (ok, _, err) = run(&restored, &["restore", parked.to_str().expect("path")], "");
+    assert!(!ok && err.contains("a restore's copy"), "{err}");
+    assert!(parked.exists(), "the backup is kept");
+    std::fs::remove_file(&parked).expect("cleared");
     let left: Vec<String> = std::fs::read_dir(&restored)
         .expect("the data directory")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -74,7 +74,7 @@ fn page(user: &ConsoleUser, rows: &[Alert], all: bool) -> Markup {
                 thead { tr { th { "时间" } th { "人员" } th { "原因" } th { "同步民警" } th { "处理" } } }
                 tbody {
                     @for alert in rows {
-                        @let label = masked_label(&alert.label);
+                        @let label = masked_label("person", &alert.label);
                         tr {
                             td { (when(alert.raised_ms)) }
                             td {

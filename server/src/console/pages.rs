@@ -32,27 +32,18 @@ const ID_SHOWN: usize = 6;
 /// Leading digits of a phone a mask shows (and its last four).
 const PHONE_SHOWN: usize = 3;
 
-/// Whether a search reached past what masks show of an ID number or a phone: its text read as
-/// an ID number longer than a mask's region or holding a letter (a passport), or one that found
-/// a document shorter than a resident card's (masked whole) by its number; or read as a phone
-/// past its first digits (a region beginning with 13, 14 or 15 reads as a mobile's too:
-/// audited). Such a search tells hidden characters one guess at a time (a record found or not),
-/// so it is audited as a reveal is.
-pub(super) fn searches_past_masks(typed: &str, found: &[Row]) -> bool {
+/// Whether a search reaches past what masks show of an ID number or a phone: any text read as
+/// an ID number (a list's mask shows a resident card's region, and a passport's or a permit's
+/// number not at all, so six digits can already read one of those; whether a page of results
+/// holds it or not tells the same, page after page), or read as a phone past its first digits (a
+/// region beginning with 13, 14 or 15 reads as a mobile's too). Such a search tells hidden
+/// characters one guess at a time (a record found or not), so it is audited as a reveal is.
+pub(super) fn searches_past_masks(typed: &str) -> bool {
     baylink_domain::search::prefixes(typed)
         .iter()
         .any(|(column, prefix)| match *column {
-            "id_number" => {
-                prefix.chars().count() > ID_SHOWN
-                    || !prefix.bytes().all(|b| b.is_ascii_digit())
-                    || found.iter().any(|row| {
-                        row.id_number.as_deref().is_some_and(|number| {
-                            mask_id(number).starts_with('*') && number.starts_with(prefix.as_str())
-                        })
-                    })
-            }
-            // A phone in China begins with 0 (a landline) or 13–19 (a mobile): a region code
-            // such as 441303 or 110105 reads as none.
+            "id_number" => true,
+            // A phone in China begins with 0 (a landline) or 13–19 (a mobile).
             "phone" => {
                 let b = prefix.as_bytes();
                 b.len() > PHONE_SHOWN && (b[0] == b'0' || (b[0] == b'1' && b[1] >= b'3'))
@@ -386,7 +377,7 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
                 tbody {
                     @for c in list {
                         tr {
-                            td { a href={ "/console/records/" (c.entity) } { (if c.label.is_empty() { c.entity.clone() } else { masked_label(&c.label) }) } }
+                            td { a href={ "/console/records/" (c.entity) } { (if c.label.is_empty() { c.entity.clone() } else { masked_label(&c.kind, &c.label) }) } }
                             td { (field_label(c)) }
                             td { strong { (shown(c, &c.kept.value)) } br; span.muted { (c.kept.author) " · " (when(c.kept.at_ms)) } }
                             td { strong { (shown(c, &c.lost.value)) } br; span.muted { (c.lost.author) " · " (when(c.lost.at_ms)) } }
@@ -604,26 +595,29 @@ fn json_text(value: &str) -> String {
     }
 }
 
-/// A label with every ID-number-like word masked.
-pub(super) fn masked_label(label: &str) -> String {
+/// A record's label with every ID-number-like word masked. A person's label ends in her
+/// document's number, which may be a passport's or a permit's of 5 to 30 letters and digits: every
+/// such word of hers is masked (whole when under ten characters, as [`mask_id`] does); other
+/// kinds' labels (a plate, an address) only of words shaped like a resident card's number.
+pub(super) fn masked_label(kind: &str, label: &str) -> String {
+    let person = kind == "person";
     label
         .split(' ')
         .map(|w| {
-            if w.len() >= 10
-                && w.bytes().all(|b| b.is_ascii_alphanumeric())
-                && w.bytes().filter(u8::is_ascii_digit).count() >= 6
-            {
-                mask_id(w)
-            } else {
-                w.to_owned()
-            }
+            let document = w.bytes().all(|b| b.is_ascii_alphanumeric())
+                && if person {
+                    w.len() >= 5 && w.bytes().any(|b| b.is_ascii_digit())
+                } else {
+                    w.len() >= 10 && w.bytes().filter(u8::is_ascii_digit).count() >= 6
+                };
+            if document { mask_id(w) } else { w.to_owned() }
         })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
 fn link_to(link: &Linked) -> Markup {
-    let label = masked_label(&link.label);
+    let label = masked_label(&link.kind, &link.label);
     html! {
         a href={ "/console/records/" (link.id) } { (if label.is_empty() { link.id.clone() } else { label }) }
         @if link.hidden { span.muted { "（已删除或已合并）" } }
@@ -794,37 +788,42 @@ mod tests {
     }
 
     #[test]
+    fn a_persons_label_masks_a_passports_number_whole_and_a_plate_stays() {
+        assert_eq!(
+            masked_label("person", "John Smith E1234567"),
+            "John Smith ********"
+        );
+        assert_eq!(masked_label("person", "陈台生 87654321"), "陈台生 ********");
+        assert_eq!(
+            masked_label("person", "王芳 11010519491231002X"),
+            "王芳 110105************"
+        );
+        assert_eq!(
+            masked_label("vehicle", "粤LD12345 比亚迪 白"),
+            "粤LD12345 比亚迪 白"
+        );
+        assert_eq!(masked_label("house", "桥西路8号 A1203"), "桥西路8号 A1203");
+    }
+
+    #[test]
     fn a_search_is_audited_when_it_reaches_past_a_mask() {
-        // What lists show: a region, a phone's first digits, names, plates, addresses.
-        for shown in ["441303", "110105", "138", "王芳", "粤L", "澳头石化大道"] {
-            assert!(!searches_past_masks(shown, &[]), "{shown}");
+        // Names, plates, addresses.
+        for shown in ["王芳", "粤L", "澳头石化大道"] {
+            assert!(!searches_past_masks(shown), "{shown}");
         }
-        // Past it: a birth date after the region, a phone's middle, a passport's letters.
+        // Past it: any ID number's digits (a region's six can read a permit masked whole), a
+        // phone's middle, a passport's letters.
         for hidden in [
+            "138",
+            "441303",
+            "876543",
             "4413031990",
             "1380013",
             "07525512",
             "E1234",
             "11010519491231002x",
         ] {
-            assert!(searches_past_masks(hidden, &[]), "{hidden}");
+            assert!(searches_past_masks(hidden), "{hidden}");
         }
-        // Six digits that found a permit of eight, masked whole: past it too.
-        let permit = Row {
-            id: String::new(),
-            kind: "person".into(),
-            village: None,
-            label: String::new(),
-            id_number: Some("87654321".into()),
-            phone: None,
-            review_status: None,
-            created_by: None,
-            name: None,
-            plate: None,
-            address: None,
-            created_at: None,
-        };
-        assert!(searches_past_masks("876543", std::slice::from_ref(&permit)));
-        assert!(!searches_past_masks("441303", &[permit]));
     }
 }

@@ -246,11 +246,11 @@ pub fn acknowledge(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
-    let (entity, rule_kind): (String, String) = tx
+    let (entity, rule_kind, rule_value): (String, String, String) = tx
         .query_row(
-            "SELECT entity, rule_kind FROM alert WHERE id = ?1 AND acknowledged_ms IS NULL",
+            "SELECT entity, rule_kind, rule_value FROM alert WHERE id = ?1 AND acknowledged_ms IS NULL",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no open alert {id}")))?;
@@ -259,10 +259,13 @@ pub fn acknowledge(
         return Err(StoreError::NotFound(format!("no open alert {id}")));
     }
     // A watch-list hit is closed for every station: by her home station. A move-in notice is
-    // the receiving station's to close.
-    if rule_kind != crate::store::watch::MOVED_IN
-        && !crate::store::scope::writable(&tx, caller, &entity)?
-    {
+    // the receiving station's to close (its village is the rule's value), not her home one's.
+    let closes = if rule_kind == crate::store::watch::MOVED_IN {
+        caller.role == crate::store::caller::Role::Admin || caller.villages.contains(&rule_value)
+    } else {
+        crate::store::scope::writable(&tx, caller, &entity)?
+    };
+    if !closes {
         return Err(crate::store::scope::not_writable());
     }
     tx.execute(
