@@ -1726,6 +1726,12 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
         )
         .await;
     assert_eq!(seen.status, StatusCode::OK, "a moved-in person is seen");
+    // Seen, not offered what would be refused: no review form, a word on who decides.
+    assert!(
+        seen.body.contains("审核和合并由其所属派出所进行") && !seen.body.contains("/review\""),
+        "{}",
+        seen.body
+    );
     // Her residence at home is listed by kind and id, not by what its label says.
     assert!(
         seen.body.contains(&at_home.to_string()) && !seen.body.contains("2025-01-01"),

@@ -740,7 +740,10 @@ pub(super) fn record(
                     }
                 }
             }
-            @if merged_into.is_none() { div.card id="review" {
+            @if merged_into.is_none() && !page.writable { div.card.notice id="review" {
+                "此人为迁入人员：可在此查看，审核和合并由其所属派出所进行。"
+            } }
+            @if merged_into.is_none() && page.writable { div.card id="review" {
                 h2 { "审核" }
                 form method="post" action={ "/console/records/" (id) "/review" } {
                     input type="hidden" name="csrf" value=(user.csrf);

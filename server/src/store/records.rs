@@ -374,6 +374,9 @@ pub struct RecordPage {
     pub links: Vec<Linked>,
     /// The watch-list rules the record matched (a person's).
     pub watched: Vec<Watched>,
+    /// Whether the caller may change it (review, merge), not only see it: a person who moved
+    /// into the caller's villages is seen there and changed by her home station.
+    pub writable: bool,
 }
 
 /// A watch-list rule a person matched, as her page says it.
@@ -425,6 +428,7 @@ pub fn record_page(conn: &Conn<'_>, caller: &Caller, id: &str) -> Result<RecordP
         view,
         links,
         watched,
+        writable: crate::store::scope::writable(conn, caller, id)?,
     })
 }
 
