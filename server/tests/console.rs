@@ -1808,6 +1808,11 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
     let home_page = console
         .request("GET", "/console/alerts", Some(&home), None)
         .await;
+    assert!(
+        home_page.body.contains("由迁入地派出所处理"),
+        "the home station is offered no button it would be refused: {}",
+        home_page.body
+    );
     let closed_by = |who: String, token: String| {
         let console = &console;
         async move {

@@ -7,7 +7,7 @@ use baylink_domain::watch::Rule;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::pages::{admin_nav, layout, mask_id, masked_label, when};
+use super::pages::{admin_nav, decides, layout, mask_id, masked_label, when};
 use super::{ConsoleUser, CsrfForm, PageError};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -86,6 +86,8 @@ fn page(user: &ConsoleUser, rows: &[Alert], all: bool) -> Markup {
                             td {
                                 @if let Some((at, by)) = &alert.acknowledged {
                                     span.muted { (by) " 于 " (when(*at)) " 已处理" }
+                                } @else if !decides(user, alert.moved_into.as_deref().or(alert.village.as_deref())) {
+                                    span.muted { (if alert.moved_into.is_some() { "由迁入地派出所处理" } else { "由其所属派出所处理" }) }
                                 } @else {
                                     form method="post" action={ "/console/alerts/" (alert.id) "/acknowledge" } {
                                         input type="hidden" name="csrf" value=(user.csrf);

@@ -382,11 +382,15 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
                             td { strong { (shown(c, &c.kept.value)) } br; span.muted { (c.kept.author) " · " (when(c.kept.at_ms)) } }
                             td { strong { (shown(c, &c.lost.value)) } br; span.muted { (c.lost.author) " · " (when(c.lost.at_ms)) } }
                             td {
+                                @if !decides(user, c.village.as_deref()) {
+                                    span.muted { "由其所属派出所处理" }
+                                } @else {
                                 form method="post" action={ "/console/conflicts/" (c.id) "/settle" } {
                                     input type="hidden" name="csrf" value=(user.csrf);
                                     button type="submit" name="choose" value="kept" { "采用现行值" }
                                     " "
                                     button.secondary type="submit" name="choose" value="lost" { "采用另一值" }
+                                }
                                 }
                             }
                         }
@@ -396,6 +400,15 @@ pub(super) fn conflicts(user: &ConsoleUser, list: &[Conflict]) -> Markup {
             }
         },
     )
+}
+
+/// Whether the console user decides on a record whose home village (or, for a move-in notice,
+/// the village moved into) is `village`: administrators on any, reviewers in their villages.
+/// The store decides the same (`store::scope::writable`); this only spares a button that would
+/// be refused.
+pub(super) fn decides(user: &ConsoleUser, village: Option<&str>) -> bool {
+    user.account.role == crate::store::accounts::Role::Admin
+        || village.is_some_and(|v| user.villages.iter().any(|mine| mine == v))
 }
 
 pub(super) fn admin_nav() -> Markup {

@@ -84,6 +84,9 @@ pub struct Conflict {
     pub field: String,
     /// Kind of the record.
     pub kind: String,
+    /// The record's home village: its station settles the conflict (a person who moved in is
+    /// seen elsewhere too).
+    pub village: Option<String>,
     /// The value that stands (JSON) and who wrote it, when.
     pub kept: Side,
     /// The value that lost (JSON) and who wrote it, when.
@@ -125,7 +128,7 @@ pub fn conflicts(
 ) -> Result<Vec<Conflict>, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT c.id, c.entity, COALESCE(s.label, ''), c.field, c.kind, c.kept_value, c.kept_stamp, c.lost_value, c.lost_stamp
+        "SELECT c.id, c.entity, COALESCE(s.label, ''), c.field, c.kind, c.kept_value, c.kept_stamp, c.lost_value, c.lost_stamp, se.village
          FROM conflict c LEFT JOIN entity se ON se.id = c.entity LEFT JOIN summary s ON s.pos = se.pos
          WHERE c.settled_ms IS NULL AND {}
          ORDER BY c.id LIMIT ?2",
@@ -139,6 +142,7 @@ pub fn conflicts(
         kind: String,
         kept: (String, String),
         lost: (String, String),
+        village: Option<String>,
     }
     let rows: Vec<Raw> = stmt
         .query_map(params![list, limit], |r| {
@@ -150,6 +154,7 @@ pub fn conflicts(
                 kind: r.get(4)?,
                 kept: (r.get(5)?, r.get(6)?),
                 lost: (r.get(7)?, r.get(8)?),
+                village: r.get(9)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -163,6 +168,7 @@ pub fn conflicts(
                 label: raw.label,
                 field: raw.field,
                 kind: raw.kind,
+                village: raw.village,
             })
         })
         .collect()
