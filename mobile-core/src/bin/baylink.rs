@@ -357,7 +357,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     serde_json::json!({ "id": id.to_string(), "changed": changed })
                 );
             } else {
-                out!("{changed} field(s) changed");
+                out!("已改动 {changed} 个字段 / {changed} field(s) changed");
             }
         }
         "delete" => {
@@ -373,7 +373,9 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     "已撤回 {id}：此记录从未同步，不会上传 / withdrawn {id}: it never synced, so nothing of it reaches the server"
                 );
             } else {
-                out!("deleted {id}");
+                out!(
+                    "已删除 {id}（同步时告知服务器） / deleted {id} (the server is told at the next sync)"
+                );
             }
         }
         "list" => {
@@ -466,7 +468,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
         "logout" => {
             let waiting = store.pending_records()? + store.refused_records()?.len() as u64;
             mobile_core::sync::logout(&mut store)?;
-            out!("signed out");
+            out!("已退出 / signed out");
             if waiting > 0 {
                 eprintln!(
                     "注意：本机还有 {waiting} 条记录未同步，本警员下次登录同步时上传；换人使用前须先同步 / note: {waiting} record(s) have not synced: they go with this officer's next sync, and another officer cannot sign in here until they have"
