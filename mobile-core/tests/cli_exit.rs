@@ -32,6 +32,25 @@ fn baylink(data: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("baylink ends")
 }
 
+/// Captures 王芳 in the village on the phone, which must take her.
+fn capture_wang_fang(phone: &std::path::Path) {
+    let captured = baylink(
+        phone,
+        &[
+            "capture",
+            "person",
+            "--id-number",
+            "11010519491231002X",
+            "--name",
+            "王芳",
+            "--village",
+            VILLAGE,
+        ],
+        "",
+    );
+    assert!(captured.status.success(), "{captured:?}");
+}
+
 /// A server on loopback with officers o1 and o2 of one village: its database, its runtime, its
 /// address, and what stops it (sent or dropped).
 struct Server {
@@ -93,21 +112,7 @@ fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exi
     };
 
     assert!(login("o1").status.success());
-    let captured = baylink(
-        &phone,
-        &[
-            "capture",
-            "person",
-            "--id-number",
-            "11010519491231002X",
-            "--name",
-            "王芳",
-            "--village",
-            VILLAGE,
-        ],
-        "",
-    );
-    assert!(captured.status.success(), "{captured:?}");
+    capture_wang_fang(&phone);
     // The village is taken from the officer before the phone syncs: its capture is refused.
     db.call_blocking(|c| {
         accounts::assign_villages(c, Actor::Operator, "o1", &["441303006002".to_owned()], 0)
@@ -179,21 +184,7 @@ fn a_sync_with_the_server_gone_says_each_retry_and_that_nothing_is_lost() {
         &password,
     );
     assert!(login.status.success(), "{login:?}");
-    let captured = baylink(
-        &phone,
-        &[
-            "capture",
-            "person",
-            "--id-number",
-            "11010519491231002X",
-            "--name",
-            "王芳",
-            "--village",
-            VILLAGE,
-        ],
-        "",
-    );
-    assert!(captured.status.success(), "{captured:?}");
+    capture_wang_fang(&phone);
     let _ = stop.send(());
     let address = url.trim_start_matches("http://").to_owned();
     let refused = (0..100).any(|_| {

@@ -759,6 +759,19 @@ fn listening_with(
     let mut config = Config::new(dir.path());
     adjust(&mut config);
     let (state, _) = AppState::open(config).unwrap();
+    let (runtime, listener) = loopback();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(baylink_server::serve_until(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    (addr, runtime, dir)
+}
+
+/// A runtime of one worker thread for a server under test, and a listener on a free loopback
+/// port bound on it.
+fn loopback() -> (tokio::runtime::Runtime, tokio::net::TcpListener) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -767,13 +780,7 @@ fn listening_with(
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    runtime.spawn(baylink_server::serve_until(
-        listener,
-        state,
-        std::future::pending(),
-    ));
-    (addr, runtime, dir)
+    (runtime, listener)
 }
 
 #[test]
@@ -784,14 +791,7 @@ fn a_client_that_reads_none_of_its_answers_is_closed_and_its_slot_freed() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let (state, _) = AppState::open(Config::new(dir.path())).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let (runtime, listener) = loopback();
     let addr = listener.local_addr().unwrap();
     // One connection at a time; answers not moving for a second close it.
     let limits = Limits {

@@ -126,6 +126,11 @@ impl Console {
         )
     }
 
+    /// A page as the signed-in user whose session cookie is `cookie` reads it.
+    async fn get(&self, path: &str, cookie: &str) -> Page {
+        self.request("GET", path, Some(cookie), None).await
+    }
+
     async fn request(
         &self,
         method: &str,
@@ -267,9 +272,7 @@ async fn pages_need_a_reviewer_session_and_officers_cannot_sign_in() {
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     let cookie = console.sign_in("r006").await;
-    let page = console
-        .request("GET", "/console/", Some(&cookie), None)
-        .await;
+    let page = console.get("/console/", &cookie).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.body.contains("桥西社区居民委员会"),
@@ -320,9 +323,7 @@ async fn guesses_from_elsewhere_never_lock_a_reviewer_out_of_a_browser_she_signe
 async fn disabling_an_account_ends_its_console_sessions_and_enabling_it_revives_none() {
     let (console, _) = Console::new();
     let cookie = console.sign_in("r006").await;
-    let page = console
-        .request("GET", "/console/", Some(&cookie), None)
-        .await;
+    let page = console.get("/console/", &cookie).await;
     assert_eq!(page.status, StatusCode::OK);
     for access in [Access::Disabled, Access::Enabled] {
         let store = console.state.store.clone();
@@ -331,9 +332,7 @@ async fn disabling_an_account_ends_its_console_sessions_and_enabling_it_revives_
             .await
             .unwrap();
     }
-    let page = console
-        .request("GET", "/console/", Some(&cookie), None)
-        .await;
+    let page = console.get("/console/", &cookie).await;
     assert_eq!(
         (page.status, page.location.as_deref()),
         (StatusCode::SEE_OTHER, Some("/console/login"))
@@ -345,12 +344,7 @@ async fn lists_mask_id_numbers_and_phones_and_search_finds_by_id_number() {
     let (console, person) = Console::new();
     let cookie = console.sign_in("r006").await;
     let page = console
-        .request(
-            "GET",
-            "/console/records?kind=person&q=110105",
-            Some(&cookie),
-            None,
-        )
+        .get("/console/records?kind=person&q=110105", &cookie)
         .await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
@@ -363,12 +357,7 @@ async fn lists_mask_id_numbers_and_phones_and_search_finds_by_id_number() {
         "unmasked in a list"
     );
     let page = console
-        .request(
-            "GET",
-            "/console/records?kind=person&q=999",
-            Some(&cookie),
-            None,
-        )
+        .get("/console/records?kind=person&q=999", &cookie)
         .await;
     assert!(!page.body.contains(&person.to_string()));
     // Searches by number reach past what the masks show (a region's digits can already read a
@@ -384,21 +373,11 @@ async fn lists_mask_id_numbers_and_phones_and_search_finds_by_id_number() {
             .collect::<Vec<_>>()
     };
     let page = console
-        .request(
-            "GET",
-            "/console/records?kind=person&q=1101051949",
-            Some(&cookie),
-            None,
-        )
+        .get("/console/records?kind=person&q=1101051949", &cookie)
         .await;
     assert!(page.body.contains(&person.to_string()));
     let named = console
-        .request(
-            "GET",
-            "/console/records?q=%E7%8E%8B%E8%8A%B3",
-            Some(&cookie),
-            None,
-        )
+        .get("/console/records?q=%E7%8E%8B%E8%8A%B3", &cookie)
         .await;
     assert!(named.body.contains(&person.to_string()), "found by name");
     // Newest first, each under r006.
@@ -414,16 +393,14 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
     let (console, person) = Console::new();
     let cookie = console.sign_in("r006").await;
     let path = format!("/console/records/{person}");
-    let page = console.request("GET", &path, Some(&cookie), None).await;
+    let page = console.get(&path, &cookie).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.body.contains("修改历史") && page.body.contains("o1"),
         "history with its author"
     );
     assert!(!page.body.contains("11010519491231002X"));
-    let page = console
-        .request("GET", &format!("{path}?reveal=1"), Some(&cookie), None)
-        .await;
+    let page = console.get(&format!("{path}?reveal=1"), &cookie).await;
     assert!(page.body.contains("11010519491231002X"));
     let audited = console
         .state
@@ -510,7 +487,7 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         (done.status, done.location.as_deref()),
         (StatusCode::SEE_OTHER, Some(path.as_str()))
     );
-    let page = console.request("GET", &path, Some(&cookie), None).await;
+    let page = console.get(&path, &cookie).await;
     assert!(
         page.body.contains("已退回") && page.body.contains("户籍地址未填"),
         "{}",
@@ -523,24 +500,12 @@ async fn a_reviewer_of_another_station_is_refused_the_record() {
     let (console, person) = Console::new();
     let cookie = console.sign_in("r007").await;
     let page = console
-        .request(
-            "GET",
-            &format!("/console/records/{person}"),
-            Some(&cookie),
-            None,
-        )
+        .get(&format!("/console/records/{person}"), &cookie)
         .await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
-    let page = console
-        .request("GET", "/console/records?kind=person", Some(&cookie), None)
-        .await;
+    let page = console.get("/console/records?kind=person", &cookie).await;
     assert!(!page.body.contains(&person.to_string()));
-    let token = csrf(
-        &console
-            .request("GET", "/console/", Some(&cookie), None)
-            .await
-            .body,
-    );
+    let token = csrf(&console.get("/console/", &cookie).await.body);
     let page = console
         .request(
             "POST",
@@ -556,9 +521,7 @@ async fn a_reviewer_of_another_station_is_refused_the_record() {
 async fn the_dashboard_charts_captures_per_day_and_shows_officers_and_devices() {
     let (console, person) = Console::new();
     let cookie = console.sign_in("r006").await;
-    let page = console
-        .request("GET", "/console/", Some(&cookie), None)
-        .await;
+    let page = console.get("/console/", &cookie).await;
     assert_eq!(page.status, StatusCode::OK);
     let today = baylink_domain::Date::from_unix_ms(
         baylink_server::store::now_ms() as i64,
@@ -579,21 +542,14 @@ async fn the_dashboard_charts_captures_per_day_and_shows_officers_and_devices() 
     // The date range filter.
     let yesterday = baylink_domain::Date::from_days(today.to_days() - 1);
     let hit = console
-        .request(
-            "GET",
+        .get(
             &format!("/console/records?from={today}&to={today}"),
-            Some(&cookie),
-            None,
+            &cookie,
         )
         .await;
     assert!(hit.body.contains(&person.to_string()));
     let miss = console
-        .request(
-            "GET",
-            &format!("/console/records?to={yesterday}"),
-            Some(&cookie),
-            None,
-        )
+        .get(&format!("/console/records?to={yesterday}"), &cookie)
         .await;
     assert!(!miss.body.contains(&person.to_string()));
 }
@@ -603,21 +559,14 @@ async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited(
     use calamine::Reader;
     let (console, person) = Console::new();
     let cookie = console.sign_in("r006").await;
-    let list = console
-        .request("GET", "/console/records?kind=person", Some(&cookie), None)
-        .await;
+    let list = console.get("/console/records?kind=person", &cookie).await;
     assert!(
         list.body
             .contains("/console/export?format=xlsx&amp;kind=person"),
         "the list links its exports"
     );
     let csv = console
-        .request(
-            "GET",
-            "/console/export?format=csv&kind=person&q=110105",
-            Some(&cookie),
-            None,
-        )
+        .get("/console/export?format=csv&kind=person&q=110105", &cookie)
         .await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.body.starts_with('\u{FEFF}'));
@@ -665,9 +614,7 @@ async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited(
         .unwrap()
         .audited("export");
     assert_eq!(audited, 2);
-    let bad = console
-        .request("GET", "/console/export?format=pdf", Some(&cookie), None)
-        .await;
+    let bad = console.get("/console/export?format=pdf", &cookie).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
@@ -675,14 +622,10 @@ async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited(
 async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_reviewers_cannot() {
     let (console, _) = Console::new();
     let reviewer = console.sign_in("r006").await;
-    let page = console
-        .request("GET", "/console/admin/users", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/admin/users", &reviewer).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     let admin = console.sign_in("admin").await;
-    let page = console
-        .request("GET", "/console/admin/users", Some(&admin), None)
-        .await;
+    let page = console.get("/console/admin/users", &admin).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.body.contains("r007") && page.body.contains("441303006001"),
@@ -760,9 +703,7 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     // The officer's phone is lost.
-    let devices = console
-        .request("GET", "/console/admin/devices", Some(&admin), None)
-        .await;
+    let devices = console.get("/console/admin/devices", &admin).await;
     let device = "00000000-0000-0000-0000-000000000001";
     assert!(devices.body.contains(device));
     let revoked = console
@@ -782,9 +723,7 @@ async fn administrators_manage_accounts_and_devices_and_read_the_audit_log_revie
             .unwrap()
             .revoked
     );
-    let audit = console
-        .request("GET", "/console/admin/audit", Some(&admin), None)
-        .await;
+    let audit = console.get("/console/admin/audit", &admin).await;
     for action in [
         "add_account",
         "assign_villages",
@@ -923,18 +862,14 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
  {
     let (console, person) = Console::new();
     let reviewer = console.sign_in("r006").await;
-    let page = console
-        .request("GET", "/console/admin/watch", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/admin/watch", &reviewer).await;
     assert_eq!(
         page.status,
         StatusCode::FORBIDDEN,
         "reviewers do not keep the list"
     );
     let admin = console.sign_in("admin").await;
-    let page = console
-        .request("GET", "/console/admin/watch", Some(&admin), None)
-        .await;
+    let page = console.get("/console/admin/watch", &admin).await;
     assert_eq!(page.status, StatusCode::OK);
     let token = csrf(&page.body);
     // Beijing (110000) as a risk region: the person already stored, born in 110105, matches.
@@ -980,9 +915,7 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         )
         .await;
     assert_eq!(watched.status, StatusCode::SEE_OTHER);
-    let page = console
-        .request("GET", "/console/admin/watch", Some(&admin), None)
-        .await;
+    let page = console.get("/console/admin/watch", &admin).await;
     assert!(
         page.body.contains("北京市") && page.body.contains("E1234567"),
         "{}",
@@ -1007,28 +940,19 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         &[("occupation", json!("engineer"))],
     );
 
-    let page = console
-        .request("GET", "/console/", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/", &reviewer).await;
     assert!(
         page.body.contains("未处理预警 <strong>2</strong>"),
         "{}",
         page.body
     );
-    let page = console
-        .request("GET", "/console/alerts", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/alerts", &reviewer).await;
     assert!(page.body.contains(&person.to_string()) && page.body.contains(&traveller.to_string()));
     assert!(page.body.contains("来自风险地区 北京市") && page.body.contains("o1"));
     // Her own page says she is watched, why (the region; never the rule's note), and that its
     // alert waits; the passport holder's says his number is listed.
     let hers = console
-        .request(
-            "GET",
-            &format!("/console/records/{person}"),
-            Some(&reviewer),
-            None,
-        )
+        .get(&format!("/console/records/{person}"), &reviewer)
         .await;
     assert!(
         hers.body.contains("重点关注人员")
@@ -1039,12 +963,7 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         hers.body
     );
     let his = console
-        .request(
-            "GET",
-            &format!("/console/records/{traveller}"),
-            Some(&reviewer),
-            None,
-        )
+        .get(&format!("/console/records/{traveller}"), &reviewer)
         .await;
     assert!(his.body.contains("证件号码在关注名单上"), "{}", his.body);
     // His passport number is masked whole in the page's title too, as in lists.
@@ -1054,9 +973,7 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         "masked in the list"
     );
     let other = console.sign_in("r007").await;
-    let page = console
-        .request("GET", "/console/alerts", Some(&other), None)
-        .await;
+    let page = console.get("/console/alerts", &other).await;
     assert!(
         page.body.contains("没有预警"),
         "another station's alerts are not shown"
@@ -1072,9 +989,7 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         )
         .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
-    let list = console
-        .request("GET", "/console/alerts", Some(&reviewer), None)
-        .await;
+    let list = console.get("/console/alerts", &reviewer).await;
     let done = console
         .request(
             "POST",
@@ -1084,26 +999,15 @@ async fn administrators_keep_the_watch_list_and_matching_persons_raise_alerts_re
         )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
-    let page = console
-        .request("GET", "/console/", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/", &reviewer).await;
     assert!(page.body.contains("未处理预警 <strong>1</strong>"));
-    let page = console
-        .request("GET", "/console/alerts?all=1", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/alerts?all=1", &reviewer).await;
     assert!(page.body.contains("已处理"));
-    let page = console
-        .request("GET", "/console/admin/audit", Some(&admin), None)
-        .await;
+    let page = console.get("/console/admin/audit", &admin).await;
     assert!(page.body.contains("acknowledge_alert") && page.body.contains("add_watch_rule"));
     // Narrowed to one action, the page lists that one only.
     let page = console
-        .request(
-            "GET",
-            "/console/admin/audit?action=acknowledge_alert",
-            Some(&admin),
-            None,
-        )
+        .get("/console/admin/audit?action=acknowledge_alert", &admin)
         .await;
     assert!(
         page.body.contains("<td>acknowledge_alert</td>"),
@@ -1189,9 +1093,7 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     );
 
     let reviewer = console.sign_in("r006").await;
-    let page = console
-        .request("GET", "/console/duplicates", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/duplicates", &reviewer).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("姓名、出生日期相同") && page.body.contains("证件号码相差一位"));
     assert!(page.body.contains(&twin.to_string()) && page.body.contains(&p2.to_string()));
@@ -1208,9 +1110,7 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     assert_eq!(dismissed.status, StatusCode::SEE_OTHER);
     // Another station's reviewer may not merge this station's people.
     let other = console.sign_in("r007").await;
-    let other_page = console
-        .request("GET", "/console/duplicates", Some(&other), None)
-        .await;
+    let other_page = console.get("/console/duplicates", &other).await;
     assert!(other_page.body.contains("没有疑似重复的人员"));
     let refused = console
         .request(
@@ -1237,9 +1137,7 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         merged.location.as_deref(),
         Some(&*format!("/console/records/{person}"))
     );
-    let page = console
-        .request("GET", "/console/duplicates", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/duplicates", &reviewer).await;
     assert!(
         page.body.contains("没有疑似重复的人员"),
         "merged and dismissed pairs are gone"
@@ -1247,23 +1145,13 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
 
     // The kept record: the employer filled in, the residence and the duplicate linked.
     let kept = console
-        .request(
-            "GET",
-            &format!("/console/records/{person}"),
-            Some(&reviewer),
-            None,
-        )
+        .get(&format!("/console/records/{person}"), &reviewer)
         .await;
     assert!(kept.body.contains("澳头渔港"));
     assert!(kept.body.contains(&residence.to_string()) && kept.body.contains("合并到本记录"));
     // The duplicate: redirects, with its whole history.
     let old = console
-        .request(
-            "GET",
-            &format!("/console/records/{twin}"),
-            Some(&reviewer),
-            None,
-        )
+        .get(&format!("/console/records/{twin}"), &reviewer)
         .await;
     assert!(old.body.contains("已作为重复记录合并到") && old.body.contains(&person.to_string()));
     assert!(
@@ -1286,9 +1174,7 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         .unwrap();
     assert!(twin_view.history.iter().any(|h| h.field == "employer"));
     assert!(twin_view.history.iter().any(|h| h.field == "merged_into"));
-    let list = console
-        .request("GET", "/console/records?kind=person", Some(&reviewer), None)
-        .await;
+    let list = console.get("/console/records?kind=person", &reviewer).await;
     assert!(
         !list.body.contains(&twin.to_string()),
         "a merged record leaves the lists"
@@ -1315,9 +1201,7 @@ async fn merging_a_record_already_merged_is_refused_with_a_page_and_changes_noth
         &person_fields("passport", "E7654321", "王芳"),
     );
     let reviewer = console.sign_in("r006").await;
-    let page = console
-        .request("GET", "/console/duplicates", Some(&reviewer), None)
-        .await;
+    let page = console.get("/console/duplicates", &reviewer).await;
     let token = csrf(&page.body);
     let form = format!("csrf={token}&from={twin}&into={person}");
     let first = console
@@ -1718,12 +1602,7 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
 
     let reviewer = console.sign_in("r006").await;
     let seen = console
-        .request(
-            "GET",
-            &format!("/console/records/{twin}"),
-            Some(&reviewer),
-            None,
-        )
+        .get(&format!("/console/records/{twin}"), &reviewer)
         .await;
     assert_eq!(seen.status, StatusCode::OK, "a moved-in person is seen");
     // Seen, not offered what would be refused: no review form, a word on who decides.
@@ -1805,9 +1684,7 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
         })
         .unwrap();
     let home = console.sign_in("r007").await;
-    let home_page = console
-        .request("GET", "/console/alerts", Some(&home), None)
-        .await;
+    let home_page = console.get("/console/alerts", &home).await;
     assert!(
         home_page.body.contains("由迁入地派出所处理"),
         "the home station is offered no button it would be refused: {}",
@@ -1839,12 +1716,7 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
     // A residence's line in a list says who lives where (her name, the house), then its date
     // and relation in words.
     let list = console
-        .request(
-            "GET",
-            "/console/records?kind=residence",
-            Some(&reviewer),
-            None,
-        )
+        .get("/console/records?kind=residence", &reviewer)
         .await;
     assert!(
         list.body.contains("王芳 → 桥西路9号 · 2026-03-01 租客"),
@@ -1855,9 +1727,7 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
 
     // An administrator may: 霞涌's residence now names the record kept.
     let admin = console.sign_in("admin").await;
-    let page = console
-        .request("GET", "/console/duplicates", Some(&admin), None)
-        .await;
+    let page = console.get("/console/duplicates", &admin).await;
     let merged = console
         .request(
             "POST",

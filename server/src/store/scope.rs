@@ -377,15 +377,7 @@ pub fn visible(
     caller: &crate::store::caller::Caller,
     entity: &str,
 ) -> Result<bool, StoreError> {
-    match caller.role {
-        crate::store::caller::Role::Admin => return Ok(true),
-        crate::store::caller::Role::Officer => return Ok(false),
-        crate::store::caller::Role::Reviewer => {}
-    }
-    let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
-    Ok(conn
-        .prepare_cached(&format!("SELECT {}", in_villages("?1", 2)))?
-        .query_row(params![entity, list], |r| r.get(0))?)
+    station_holds(conn, caller, entity, &in_villages("?1", 2))
 }
 
 /// Whether the console caller may change a record that is not only seen: administrators every
@@ -396,6 +388,22 @@ pub fn writable(
     caller: &crate::store::caller::Caller,
     entity: &str,
 ) -> Result<bool, StoreError> {
+    station_holds(
+        conn,
+        caller,
+        entity,
+        "EXISTS (SELECT 1 FROM entity WHERE id = ?1 AND village IN (SELECT value FROM json_each(?2)))",
+    )
+}
+
+/// Administrators yes, officers no, a reviewer by `condition` on the record's id (`?1`) and her
+/// villages (`?2`, a JSON list) as the server holds them.
+fn station_holds(
+    conn: &Conn<'_>,
+    caller: &crate::store::caller::Caller,
+    entity: &str,
+    condition: &str,
+) -> Result<bool, StoreError> {
     match caller.role {
         crate::store::caller::Role::Admin => return Ok(true),
         crate::store::caller::Role::Officer => return Ok(false),
@@ -403,10 +411,7 @@ pub fn writable(
     }
     let list = serde_json::to_string(&caller.villages).unwrap_or_else(|_| "[]".into());
     Ok(conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM entity WHERE id = ?1
-                            AND village IN (SELECT value FROM json_each(?2)))",
-        )?
+        .prepare_cached(&format!("SELECT {condition}"))?
         .query_row(params![entity, list], |r| r.get(0))?)
 }
 
