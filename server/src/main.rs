@@ -896,7 +896,7 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     // The backup is copied in beside the database first, through SQLite (its own log's commits
     // come too), checked and synced; only then is the database moved aside and the copy put in
     // its place. A copy that fails leaves the database where it was.
-    // One name, so that a restore cut short (Ctrl-C in a minutes-long copy) leaves nothing the
+    // One name, so that a restore cut short (Ctrl-C during the copy) leaves nothing the
     // next one does not clear first.
     let discard = |path: &std::path::Path| {
         for suffix in ["", "-wal", "-shm", "-journal"] {
