@@ -17,6 +17,9 @@ use serde_json::json;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+#[path = "console/hostile.rs"]
+mod hostile;
+
 const PASSWORD: &str = "correct-horse-battery";
 const VILLAGE: &str = "441303006001";
 
