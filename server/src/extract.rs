@@ -63,8 +63,22 @@ impl FromRequestParts<AppState> for AuthDevice {
             }
             _ => return Err(invalid_token()),
         };
+        // A token a reviewer's or administrator's device was given before the rule below.
+        phones_are_officers(caller.role)?;
         Ok(AuthDevice(caller))
     }
+}
+
+/// The device API is the officers' phones': a reviewer or an administrator reads her station in
+/// the console, where every full ID number she opens is audited; a pull would hand her all of
+/// them, unmasked and unaudited.
+pub(crate) fn phones_are_officers(role: crate::store::caller::Role) -> Result<(), AppError> {
+    if role == crate::store::caller::Role::Officer {
+        return Ok(());
+    }
+    Err(AppError::Forbidden(
+        "审核员和管理员请在网页工作台（/console/）登录，手机端仅供民警使用 / reviewers and administrators sign in on the console (/console/): the device API is for officers' phones".into(),
+    ))
 }
 
 fn invalid_token() -> AppError {

@@ -2027,3 +2027,105 @@ fn headers_longer_than_the_read_buffer_are_refused() {
     client.read_to_end(&mut answer).unwrap();
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
+
+/// A reviewer or administrator reads her station in the console, each full ID number audited:
+/// the device API, whose pull would hand her every one unmasked, refuses her sign-in (no device
+/// registered), and a token or refresh token her device was given before is refused too.
+#[tokio::test]
+async fn reviewers_and_administrators_are_refused_the_device_api() {
+    let (state, _dir) = state();
+    let db = db(&state);
+    for (name, role, station) in [
+        ("r006", Role::Reviewer, Some("441303006")),
+        ("admin", Role::Admin, None),
+    ] {
+        let new = NewAccount {
+            username: name.to_owned(),
+            display_name: name.to_owned(),
+            role,
+            station: station.map(str::to_owned),
+            password_hash: auth::password::hash("correct-horse-battery").unwrap(),
+            villages: vec![],
+        };
+        let account = db
+            .call_blocking(move |conn| accounts::create_account(conn, Actor::Operator, &new, 0))
+            .unwrap();
+        let body = login_body(name, "correct-horse-battery");
+        let (status, answer, _) = call(&state, "POST", "/api/v1/auth/login", None, body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/console/"),
+            "{answer}"
+        );
+        let devices: i64 = db
+            .call_blocking(move |c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM device WHERE account = ?1",
+                    [account],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(devices, 0, "{name}: no device registered");
+
+        // A device registered and a session opened before the rule.
+        let device = format!("6a1f8c3e-0000-4000-8000-00000000010{}", account % 10);
+        let registered = device.clone();
+        let refresh = db
+            .call_blocking(move |conn| {
+                devices::register_device(conn, &registered, account, "phone", 0)?;
+                let account = accounts::account_by_username(conn, name)?.unwrap();
+                baylink_server::store::signin::open_device_session(
+                    conn,
+                    &registered,
+                    &account,
+                    baylink_server::store::now_ms(),
+                    3_600_000,
+                    baylink_server::store::signin::NewKey::IfMissing,
+                )
+            })
+            .unwrap()
+            .refresh_token;
+        let now = baylink_server::store::now_ms() / 1000;
+        let claims = auth::token::Claims {
+            sub: account,
+            name: name.to_owned(),
+            role,
+            dev: device.clone(),
+            iat: now,
+            exp: now + 600,
+            dgen: 0,
+            agen: 0,
+        };
+        let token = state.keys.current().issue(&claims).unwrap();
+        let pull = json!({"protocol": 2, "device": device, "cursor": null, "limit": 10});
+        let (status, answer, _) = call(
+            &state,
+            "POST",
+            "/api/v1/sync/pull",
+            Some(&token),
+            Body::from(pull.to_string()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name} pulled: {answer}");
+        let refresh = json!({"device_id": device, "refresh_token": refresh});
+        let (status, answer, _) = call(
+            &state,
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Body::from(refresh.to_string()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name} refreshed: {answer}");
+    }
+    // Officers sign in as before.
+    token(&state).await;
+}
