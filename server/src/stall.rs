@@ -1,7 +1,9 @@
 //! A connection whose answers stop draining is closed: a client that never reads what the server
 //! writes (thousands of requests pipelined and their answers left unread, or a pull it stopped
 //! reading) would otherwise hold one of the server's connection slots for as long as it likes,
-//! past the header and body deadlines, which count only what the client sends.
+//! past the header and body deadlines, which count only what the client sends. Nor may it keep
+//! the slot by reading a few bytes now and then: the time writes wait adds up until
+//! [`MIN_DRAIN`] bytes have moved.
 
 use std::future::Future;
 use std::io;
@@ -10,57 +12,88 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
-/// How long what the server writes to a connection may not move before the connection is
-/// closed. A slow link drains all along; only a client that stopped reading waits this long.
+/// How long what the server writes to a connection may wait, in all, before [`MIN_DRAIN`]
+/// bytes of it move. A slow link drains all along; only a client that stopped reading, or reads
+/// a trickle, waits this long.
 pub const WRITE_STALL: Duration = Duration::from_secs(60);
 
-/// A stream whose writes fail (`TimedOut`) once none has moved for `stall`.
+/// Bytes that must move for the waits so far to be forgiven: 16 KiB a minute of waiting, about
+/// 270 bytes a second, far below the slowest phone link's rate.
+pub const MIN_DRAIN: usize = 16 * 1024;
+
+/// A stream whose writes fail (`TimedOut`) once they have waited `stall` in all since
+/// [`MIN_DRAIN`] bytes last moved.
 pub struct Draining<S> {
     inner: S,
     stall: Duration,
-    /// Armed when a write first waits, cleared when one moves.
-    deadline: Option<Pin<Box<Sleep>>>,
+    min_drain: usize,
+    /// Time writes waited since the last [`MIN_DRAIN`] bytes moved.
+    waited: Duration,
+    /// Bytes moved since then.
+    moved: usize,
+    /// The wait under way: since when, and the timer for the end of the stall.
+    waiting: Option<(Instant, Pin<Box<Sleep>>)>,
 }
 
 impl<S> Draining<S> {
-    /// `inner`, its writes allowed to wait `stall` at most.
+    /// `inner`, its writes allowed to wait `stall` in all between [`MIN_DRAIN`] bytes moved.
     pub fn new(inner: S, stall: Duration) -> Draining<S> {
         Draining {
             inner,
             stall,
-            deadline: None,
+            min_drain: MIN_DRAIN,
+            waited: Duration::ZERO,
+            moved: 0,
+            waiting: None,
         }
     }
 
     /// What a write that is waiting answers: still waiting, or the stall's error once its time
     /// is up (the timer registered with `cx`, so that the task wakes for it).
     fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let stall = self.stall;
-        let deadline = self
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
-        match deadline.as_mut().poll(cx) {
+        let left = self.stall.saturating_sub(self.waited);
+        let (_, timer) = self.waiting.get_or_insert_with(|| {
+            let now = Instant::now();
+            (now, Box::pin(tokio::time::sleep_until(now + left)))
+        });
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the client read nothing of the answer",
+                "the client read too little of the answer",
             ))),
             Poll::Pending => Poll::Pending,
         }
     }
 
-    /// A write's outcome: one that moved (or failed) disarms the deadline.
-    fn moved<T>(
+    /// A wait ended with `bytes` moved: its time counts until enough have.
+    fn took(&mut self, bytes: usize) {
+        if let Some((since, _)) = self.waiting.take() {
+            self.waited += since.elapsed();
+        }
+        self.moved += bytes;
+        if self.moved >= self.min_drain {
+            self.moved = 0;
+            self.waited = Duration::ZERO;
+        }
+    }
+
+    /// A write's outcome, in bytes moved.
+    fn wrote(
         &mut self,
         cx: &mut Context<'_>,
-        polled: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         match polled {
             Poll::Pending => self.waiting(cx),
-            done => {
-                self.deadline = None;
-                done
+            Poll::Ready(Ok(n)) => {
+                self.took(n);
+                Poll::Ready(Ok(n))
+            }
+            failed => {
+                self.waiting = None;
+                failed
             }
         }
     }
@@ -84,7 +117,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Draining<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.moved(cx, polled)
+        this.wrote(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -94,7 +127,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Draining<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.moved(cx, polled)
+        this.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -103,8 +136,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Draining<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.moved(cx, polled)
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.waiting(cx),
+            Poll::Ready(done) => {
+                this.took(0);
+                Poll::Ready(done)
+            }
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -147,5 +185,35 @@ mod tests {
         });
         draining.write_all(&[7; 1024]).await.expect("drained");
         assert_eq!(reader.await.expect("reader"), 1024);
+    }
+
+    #[tokio::test]
+    async fn a_client_reading_a_trickle_is_closed_once_its_waits_add_up_to_the_stall() {
+        let stall = Duration::from_millis(300);
+        // 16 bytes every 50 ms: each read frees a write, none waits the stall alone.
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut draining = Draining::new(ours, stall);
+        draining.min_drain = 4096;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 16];
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                match theirs.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let error = draining
+            .write_all(&[7; 8192])
+            .await
+            .expect_err("the trickle is cut");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= stall);
+        drop(draining);
+        let got = reader.await.expect("reader");
+        assert!(got < 4096, "cut before the minimum moved: {got}");
     }
 }
