@@ -924,38 +924,51 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
             return Err(e.into());
         }
     }
-    let kept = live.with_file_name(format!("baylink.db.replaced-{stamp}"));
+    // A name no database kept before holds (two restores in one second).
+    let kept = (0..)
+        .map(|n| match n {
+            0 => live.with_file_name(format!("baylink.db.replaced-{stamp}")),
+            n => live.with_file_name(format!("baylink.db.replaced-{stamp}-{n}")),
+        })
+        .find(|name| !name.exists())
+        .unwrap_or_else(|| live.with_file_name("baylink.db.replaced"));
     let moved = live.exists();
-    let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let put_back = |renamed: &[(PathBuf, PathBuf)]| {
-        for (from, to) in renamed.iter().rev() {
-            let _ = std::fs::rename(to, from);
-        }
+    let failed = |e: String| {
+        discard(&incoming);
+        AppError::Internal(e)
     };
     if moved {
-        for suffix in ["", "-wal", "-shm"] {
-            let from = PathBuf::from(format!("{}{suffix}", live.display()));
-            if from.exists() {
-                let to = PathBuf::from(format!("{}{suffix}", kept.display()));
-                if let Err(e) = std::fs::rename(&from, &to) {
-                    put_back(&renamed);
-                    discard(&incoming);
-                    return Err(AppError::Internal(format!("{}: {e}", from.display())));
-                }
-                renamed.push((from, to));
-            }
-        }
+        // The database is kept by a second name (a hard link) and the copy then renamed over
+        // it in one step: at no moment is there no `baylink.db`. Its log is folded into it
+        // first (SQLite does at the last close; a server that stopped cleanly left none), so
+        // that the file alone is the database kept, and no log of it is left beside the copy.
+        fold_log(&live).map_err(|e| failed(format!("{}: its log: {e}", live.display())))?;
+        std::fs::hard_link(&live, &kept).map_err(|e| failed(format!("{}: {e}", kept.display())))?;
     }
     if let Err(e) = std::fs::rename(&incoming, &live) {
-        put_back(&renamed);
-        discard(&incoming);
-        return Err(AppError::Internal(format!("{}: {e}", live.display())));
+        if moved {
+            let _ = std::fs::remove_file(&kept);
+        }
+        return Err(failed(format!("{}: {e}", live.display())));
     }
-    // The renames themselves reach the disk with the directory.
+    let _ = std::fs::remove_file(format!("{}-shm", live.display()));
+    // The rename and the link themselves reach the disk with the directory.
     if let Ok(dir) = std::fs::File::open(&config.data_dir) {
         let _ = dir.sync_all();
     }
-    let db = baylink_server::store::Db::open(&live)?;
+    // From here the backup is in place whatever fails: the error says so.
+    let after = |e: String| {
+        AppError::Internal(format!(
+            "the backup is in place as {} (the database it replaced kept as {}), but {e}",
+            live.display(),
+            if moved {
+                kept.display().to_string()
+            } else {
+                "nothing".into()
+            }
+        ))
+    };
+    let db = baylink_server::store::Db::open(&live).map_err(|e| after(e.to_string()))?;
     let (source, replaced) = (
         file.display().to_string(),
         moved.then(|| kept.display().to_string()),
@@ -963,11 +976,39 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     db.call_blocking(move |c| {
         let now = baylink_server::store::now_ms();
         audit(c, None, "restore", Some(&source), replaced.as_deref(), now)
-    })?;
+    })
+    .map_err(|e| after(format!("its audit entry: {e}")))?;
     drop(db);
     own_like_data_dir(config);
     tracing::info!(schema = verified.schema, "restored");
     Ok(moved.then_some(kept))
+}
+
+/// Folds a database's log (`-wal`) into its file, if it has one: the file is then the whole
+/// database, and SQLite removes the log at the last close.
+fn fold_log(path: &std::path::Path) -> Result<(), String> {
+    let log = PathBuf::from(format!("{}-wal", path.display()));
+    if !log.exists() {
+        return Ok(());
+    }
+    let conn =
+        baylink_server::store::rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|busy| match busy {
+        0 => Ok(()),
+        _ => Err("the log could not be checkpointed".into()),
+    })?;
+    conn.close().map_err(|(_, e)| e.to_string())?;
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+        return Err(format!(
+            "{} is still there after its checkpoint",
+            log.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Gives the restored database (and the lock file) the data directory's owner: a restore run as

@@ -572,6 +572,41 @@ fn a_restore_takes_what_the_backups_own_log_holds_and_one_that_fails_leaves_the_
     assert!(!ok && err.contains("a restore's copy"), "{err}");
     assert!(parked.exists(), "the backup is kept");
     std::fs::remove_file(&parked).expect("cleared");
+
+    // A database whose server crashed, a commit in its own log: kept whole, by a second name,
+    // with no log of it left beside the backup put in its place.
+    let crashed = rusqlite::Connection::open(&live).expect("the database");
+    crashed
+        .pragma_update(None, "wal_autocheckpoint", 0)
+        .expect("no checkpoint");
+    crashed
+        .execute("UPDATE meta SET value = '7777' WHERE key = 'seq'", [])
+        .expect("a commit");
+    std::mem::forget(crashed);
+    assert!(restored.join("baylink.db-wal").exists());
+    let (ok, out, err) = run(&restored, &["restore", copy.to_str().expect("path")], "");
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&restored, &["verify", live.to_str().expect("path")], "");
+    assert!(ok && out.contains("9999"), "{out}{err}");
+    // The kept file alone, copied without any log, holds the commit.
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&restored)
+        .expect("the data directory")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.contains("replaced-") && !name.ends_with("-wal") && !name.ends_with("-shm")
+        })
+        .collect();
+    let alone = dir.path().join("alone.db");
+    let held = kept.iter().any(|p| {
+        std::fs::copy(p, &alone).expect("a copy of the file alone");
+        let (_, out, _) = run(&restored, &["verify", alone.to_str().expect("path")], "");
+        out.contains("7777")
+    });
+    assert!(
+        held,
+        "the crashed database kept whole in its file: {kept:?}"
+    );
     let left: Vec<String> = std::fs::read_dir(&restored)
         .expect("the data directory")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
