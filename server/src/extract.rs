@@ -64,9 +64,20 @@ impl FromRequestParts<AppState> for AuthDevice {
             _ => return Err(invalid_token()),
         };
         // A token a reviewer's or administrator's device was given before the rule below.
-        phones_are_officers(caller.role)?;
+        held_by_an_officer(caller.role)?;
         Ok(AuthDevice(caller))
     }
+}
+
+/// A device session of a reviewer or an administrator, opened before [`phones_are_officers`]:
+/// answered as a revoked device, so that the phone wipes what it pulled of the station.
+pub(crate) fn held_by_an_officer(role: crate::store::caller::Role) -> Result<(), AppError> {
+    phones_are_officers(role).map_err(|_| {
+        AppError::Unauthorized(
+            baylink_sync::auth::unauthorized::DEVICE_REVOKED,
+            "审核员和管理员不能使用手机端，本机数据须清除，请在网页工作台（/console/）登录 / reviewers and administrators do not use the device API: this device's data must be wiped; sign in on the console (/console/)".into(),
+        )
+    })
 }
 
 /// The device API is the officers' phones': a reviewer or an administrator reads her station in

@@ -2030,7 +2030,8 @@ fn headers_longer_than_the_read_buffer_are_refused() {
 
 /// A reviewer or administrator reads her station in the console, each full ID number audited:
 /// the device API, whose pull would hand her every one unmasked, refuses her sign-in (no device
-/// registered), and a token or refresh token her device was given before is refused too.
+/// registered), and a token or refresh token her device was given before is answered as a
+/// revoked device's (the phone wipes what it pulled).
 #[tokio::test]
 async fn reviewers_and_administrators_are_refused_the_device_api() {
     let (state, _dir) = state();
@@ -2114,7 +2115,12 @@ async fn reviewers_and_administrators_are_refused_the_device_api() {
             Body::from(pull.to_string()),
         )
         .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{name} pulled: {answer}");
+        // Answered as revoked: the phone wipes what it pulled before.
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("device_revoked")),
+            "{name} pulled: {answer}"
+        );
         let refresh = json!({"device_id": device, "refresh_token": refresh});
         let (status, answer, _) = call(
             &state,
@@ -2124,7 +2130,11 @@ async fn reviewers_and_administrators_are_refused_the_device_api() {
             Body::from(refresh.to_string()),
         )
         .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{name} refreshed: {answer}");
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("device_revoked")),
+            "{name} refreshed: {answer}"
+        );
     }
     // Officers sign in as before.
     token(&state).await;

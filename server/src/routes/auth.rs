@@ -123,7 +123,7 @@ async fn session(
     new_key: NewKey,
 ) -> Result<Session, AppError> {
     // A refresh token a reviewer's or administrator's device was given before the rule.
-    crate::extract::phones_are_officers(account.role)?;
+    crate::extract::held_by_an_officer(account.role)?;
     let now = now_ms();
     let ttl = state.config.refresh_ttl_s * 1000;
     let opened = state
