@@ -514,6 +514,18 @@ fn run(
         }
         _ => {}
     }
+    // Held shared while the command runs, as a server holds it: a restore waits for it to end
+    // (and it for a restore) rather than swap the database beneath its writes, whose commits
+    // would go to a log the swap had just removed.
+    let _serving = match &config.database {
+        None => {
+            let lock = serve_lock(&config)?;
+            lock.lock_shared()
+                .map_err(|e| AppError::Internal(format!("serve.lock: {e}")))?;
+            Some(lock)
+        }
+        Some(_) => None,
+    };
     // Administration never migrates: a server of the version before may be running on it.
     // Its writes wait for a busy server's writer for up to two minutes (`Db::open_current`).
     let (state, db) = AppState::open_current(config)?;
@@ -877,7 +889,7 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     let lock = serve_lock(config)?;
     if lock.try_lock().is_err() {
         return Err(AppError::Conflict(format!(
-            "a server is running on {}: stop every server on it first",
+            "a server is running on {} (or an administration command): stop every server on it first",
             config.data_dir.display()
         )));
     }
@@ -890,6 +902,20 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
             "{} is the database itself or a restore's copy of a backup: restore a backup",
             file.display()
         )));
+    }
+    // A log or journal left with no database (moved away by hand without it) would be applied
+    // to the copy put in its place.
+    if !live.exists() {
+        for suffix in ["-wal", "-journal"] {
+            let leftover = PathBuf::from(format!("{}{suffix}", live.display()));
+            if leftover.exists() {
+                return Err(AppError::Conflict(format!(
+                    "{} is there without its database: SQLite would apply it to the backup; \
+                     move it away with the database it belongs to, then restore",
+                    leftover.display()
+                )));
+            }
+        }
     }
     let verified = baylink_server::store::db::verify(file)?;
     let stamp = baylink_server::store::now_ms() / 1000;
@@ -931,7 +957,7 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
             n => live.with_file_name(format!("baylink.db.replaced-{stamp}-{n}")),
         })
         .find(|name| !name.exists())
-        .unwrap_or_else(|| live.with_file_name("baylink.db.replaced"));
+        .unwrap_or_default();
     let moved = live.exists();
     let failed = |e: String| {
         discard(&incoming);
@@ -943,11 +969,22 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
         // first (SQLite does at the last close; a server that stopped cleanly left none), so
         // that the file alone is the database kept, and no log of it is left beside the copy.
         fold_log(&live).map_err(|e| failed(format!("{}: its log: {e}", live.display())))?;
-        std::fs::hard_link(&live, &kept).map_err(|e| failed(format!("{}: {e}", kept.display())))?;
+    }
+    // Where the filesystem has no hard links (vfat, some network mounts) the database is
+    // renamed aside instead, for the moment until the copy takes its name.
+    let linked = moved && std::fs::hard_link(&live, &kept).is_ok();
+    if moved && !linked {
+        std::fs::rename(&live, &kept).map_err(|e| failed(format!("{}: {e}", kept.display())))?;
     }
     if let Err(e) = std::fs::rename(&incoming, &live) {
-        if moved {
-            let _ = std::fs::remove_file(&kept);
+        match (moved, linked) {
+            (true, true) => {
+                let _ = std::fs::remove_file(&kept);
+            }
+            (true, false) => {
+                let _ = std::fs::rename(&kept, &live);
+            }
+            _ => {}
         }
         return Err(failed(format!("{}: {e}", live.display())));
     }

@@ -613,6 +613,41 @@ fn a_restore_takes_what_the_backups_own_log_holds_and_one_that_fails_leaves_the_
         .filter(|name| name.contains("incoming"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+
+    // A log left where no database is (moved away by hand without it) would be applied to the
+    // backup: refused, the log left for the operator.
+    let orphan = dir.path().join("orphan");
+    std::fs::create_dir_all(&orphan).expect("dir");
+    std::fs::write(orphan.join("baylink.db-wal"), b"a log").expect("a log alone");
+    let (ok, _, err) = run(&orphan, &["restore", copy.to_str().expect("path")], "");
+    assert!(!ok && err.contains("without its database"), "{err}");
+    assert!(!orphan.join("baylink.db").exists());
+}
+
+#[test]
+fn administration_waits_for_a_restore_under_way() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let (ok, _, err) = run(&data, &["migrate"], "");
+    assert!(ok, "{err}");
+    // A restore under way holds serve.lock alone.
+    let restoring = std::fs::File::open(data.join("serve.lock")).expect("serve.lock");
+    restoring.lock().expect("held as a restore holds it");
+    let mut listing = server(&data)
+        .args(["user", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baylink-server runs");
+    // It waits: it would otherwise write beside a database about to be swapped.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        listing.try_wait().expect("state").is_none(),
+        "the command went on under the restore"
+    );
+    restoring.unlock().expect("restore done");
+    let out = listing.wait_with_output().expect("exits");
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]
