@@ -225,3 +225,100 @@ fn an_empty_password_is_said_to_be_missing_not_wrong() {
         "{err}"
     );
 }
+
+/// The field client on a pseudo-terminal, as an officer types at it: what it printed up to
+/// `until`, the terminal's other side to type into, and the terminal itself.
+#[cfg(unix)]
+struct Typed {
+    child: std::process::Child,
+    master: std::fs::File,
+    terminal: std::fs::File,
+}
+
+#[cfg(unix)]
+impl Typed {
+    fn start(data: &std::path::Path, args: &[&str]) -> Typed {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("its name");
+        let terminal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().expect("a path"))
+            .expect("the terminal");
+        let child = Command::new(env!("CARGO_BIN_EXE_baylink"))
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .env_remove("BAYLINK_DATA")
+            .stdin(terminal.try_clone().expect("stdin"))
+            .stdout(terminal.try_clone().expect("stdout"))
+            .stderr(terminal.try_clone().expect("stderr"))
+            .spawn()
+            .expect("baylink runs");
+        Typed {
+            child,
+            master: std::fs::File::from(master),
+            terminal,
+        }
+    }
+
+    /// Reads what the client printed until `text` appears.
+    fn read_until(&mut self, text: &str) -> String {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains(text) {
+            let n = self.master.read(&mut buf).expect("the terminal's output");
+            assert!(
+                n > 0,
+                "ended before {text:?}: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    /// Whether the terminal echoes and reads lines, as a shell expects it.
+    fn cooked(&self) -> bool {
+        use rustix::termios::{LocalModes, tcgetattr};
+        let modes = tcgetattr(&self.terminal).expect("modes").local_modes;
+        modes.contains(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ISIG)
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_password_prompt_hides_what_is_typed_and_ctrl_c_leaves_the_terminal_as_it_was() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path());
+    let phone = dir.path().join("phone");
+    let args = ["login", "--server", &server.url, "--user", "o1"];
+
+    // Ctrl-C at the prompt: cancelled, the terminal echoing again.
+    let mut typed = Typed::start(&phone, &args);
+    typed.read_until("password: ");
+    assert!(
+        !typed.cooked(),
+        "echo and signals off while the password is typed"
+    );
+    typed.master.write_all(&[0x03]).expect("Ctrl-C");
+    let status = typed.child.wait().expect("ends");
+    assert_eq!(status.code(), Some(130));
+    assert!(typed.cooked(), "the terminal is left as it was");
+
+    // A password typed with a slip corrected by Backspace: signed in, nothing of it shown.
+    let mut typed = Typed::start(&phone, &args);
+    typed.read_until("password: ");
+    typed
+        .master
+        .write_all(format!("x\u{7f}{PASSWORD}\r").as_bytes())
+        .expect("typed");
+    let shown = typed.read_until("\n");
+    assert!(typed.child.wait().expect("ends").success());
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(typed.cooked());
+}

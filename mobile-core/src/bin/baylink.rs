@@ -213,6 +213,12 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_INVALID)
         }
+        // Ctrl-C at the password prompt (read with the terminal's signals off): as a shell
+        // tells an interrupted command.
+        Err(Error::Cancelled) => {
+            eprintln!("已取消 / cancelled");
+            ExitCode::from(130)
+        }
         Err(Error::Revoked) => {
             eprintln!("error: {}", Error::Revoked);
             ExitCode::from(EXIT_REVOKED)
@@ -742,23 +748,22 @@ fn json_error(e: &Error) -> serde_json::Value {
 fn read_password() -> Result<String, Error> {
     use std::io::{BufRead, IsTerminal, Write};
     let terminal = std::io::stdin().is_terminal();
-    let mut line = String::new();
-    {
-        let _unechoed = terminal.then(|| {
-            eprint!("password: ");
-            let _ = std::io::stderr().flush();
-            Unechoed::begin()
-        });
+    let typed = if terminal {
+        eprint!("password: ");
+        let _ = std::io::stderr().flush();
+        let typed = Unechoed::begin().read_line();
+        // The Enter typed was not echoed either.
+        eprintln!();
+        typed?
+    } else {
+        let mut line = String::new();
         std::io::stdin()
             .lock()
             .read_line(&mut line)
             .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
-    }
-    if terminal {
-        // The Enter typed was not echoed either.
-        eprintln!();
-    }
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        line
+    };
+    let password = typed.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         return Err(Error::Invalid(baylink_domain::Error::Invalid(vec![
             baylink_domain::FieldError {
@@ -773,7 +778,9 @@ fn read_password() -> Result<String, Error> {
     Ok(password)
 }
 
-/// The terminal's echo, off while a password is typed and back as it was when dropped.
+/// The terminal with its echo off while a password is typed, back as it was when dropped. On
+/// Unix the keys are read one by one with the terminal's own signals off, so that Ctrl-C ends the
+/// prompt here, echo restored, rather than the process with the terminal left silent.
 struct Unechoed {
     #[cfg(unix)]
     before: Option<rustix::termios::Termios>,
@@ -782,11 +789,17 @@ struct Unechoed {
 impl Unechoed {
     #[cfg(unix)]
     fn begin() -> Unechoed {
-        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        use rustix::termios::{
+            LocalModes, OptionalActions, SpecialCodeIndex, tcgetattr, tcsetattr,
+        };
         let stdin = std::io::stdin();
         let before = tcgetattr(&stdin).ok().filter(|before| {
             let mut quiet = before.clone();
-            quiet.local_modes.remove(LocalModes::ECHO);
+            quiet
+                .local_modes
+                .remove(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ISIG);
+            quiet.special_codes[SpecialCodeIndex::VMIN] = 1;
+            quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
             tcsetattr(&stdin, OptionalActions::Now, &quiet).is_ok()
         });
         Unechoed { before }
@@ -795,6 +808,53 @@ impl Unechoed {
     #[cfg(not(unix))]
     fn begin() -> Unechoed {
         Unechoed {}
+    }
+
+    /// A line typed with the echo off: Enter ends it, Backspace and Ctrl-U correct it, Ctrl-C
+    /// (or Ctrl-D on nothing typed) gives up.
+    #[cfg(unix)]
+    fn read_line(self) -> Result<String, Error> {
+        use std::io::Read;
+        if self.before.is_none() {
+            // The terminal kept its modes: read a line as it gives one.
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+                .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
+            return Ok(line);
+        }
+        let mut typed: Vec<u8> = Vec::new();
+        let mut stdin = std::io::stdin().lock();
+        let mut key = [0u8; 1];
+        loop {
+            let read = stdin
+                .read(&mut key)
+                .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
+            match (read, key[0]) {
+                (0, _) | (_, b'\r' | b'\n') => break,
+                (_, 0x03) => return Err(Error::Cancelled),
+                (_, 0x04) if typed.is_empty() => break,
+                (_, 0x15) => typed.clear(),
+                (_, 0x7f | 0x08) => {
+                    // One character back, however many bytes it took.
+                    while let Some(byte) = typed.pop() {
+                        if byte & 0xC0 != 0x80 {
+                            break;
+                        }
+                    }
+                }
+                (_, byte) => typed.push(byte),
+            }
+        }
+        String::from_utf8(typed)
+            .map_err(|_| Error::Corrupt("reading the password: it is not UTF-8".into()))
+    }
+
+    #[cfg(not(unix))]
+    fn read_line(self) -> Result<String, Error> {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+            .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
+        Ok(line)
     }
 }
 
