@@ -1,4 +1,6 @@
-//! Telephone numbers: mainland mobiles (11 digits, `1[3-9]…`) and landlines with their area code.
+//! Telephone numbers: mainland mobiles (11 digits, `1[3-9]…`) and landlines with their area code;
+//! numbers of Hong Kong, Macau, Taiwan and abroad with their country code (`+852…`), as many
+//! of the district's residents and landlords have.
 
 use crate::error::Reason;
 
@@ -16,8 +18,27 @@ pub fn parse(raw: &str) -> Result<String, Reason> {
             "may contain only digits",
         ));
     }
-    if digits.len() == 13 && digits.starts_with("86") {
+    // A country code: written with `+` or `00`, or Hong Kong's and Macau's without either
+    // (no mainland number begins with 85).
+    let international = half.trim_start().starts_with('+')
+        || digits.starts_with("00")
+        || (digits.len() == 11 && (digits.starts_with("852") || digits.starts_with("853")));
+    if international {
+        let number = digits.strip_prefix("00").unwrap_or(&digits);
+        if let Some(mainland) = number.strip_prefix("86") {
+            digits = mainland.to_owned();
+        } else {
+            return abroad(number);
+        }
+    } else if digits.len() == 13 && digits.starts_with("86") {
         digits.drain(..2);
+    }
+    if digits.is_empty() {
+        return Err(Reason::new(
+            "characters",
+            "只能包含数字",
+            "may contain only digits",
+        ));
     }
     let bytes = digits.as_bytes();
     if bytes[0] == b'1' {
@@ -49,6 +70,39 @@ pub fn parse(raw: &str) -> Result<String, Reason> {
     ))
 }
 
+/// A number outside the mainland, digits after its country code: Hong Kong's and Macau's have
+/// eight, Taiwan's nine (its trunk 0 left out); elsewhere what the international plan allows
+/// (at most 15 digits in all). Stored as `+` and the digits.
+fn abroad(number: &str) -> Result<String, Reason> {
+    let wrong = || {
+        Reason::new(
+            "international",
+            "境外号码应为“+国家或地区代码”加号码，如 +852 9123 4567（香港、澳门8位，台湾9位）",
+            "a number outside the mainland is + and its country code, then the number, like +852 9123 4567 (8 digits in Hong Kong and Macau, 9 in Taiwan)",
+        )
+    };
+    let national = |code: &str| {
+        number
+            .strip_prefix(code)
+            .map(|n| n.trim_start_matches('0').len())
+    };
+    let fits = match (national("852"), national("853"), national("886")) {
+        (Some(n), _, _) | (_, Some(n), _) => n == 8,
+        (_, _, Some(n)) => n == 9,
+        // No country code begins with 0, and the shortest numbers abroad have 7 digits and a
+        // one-digit code.
+        _ => !number.starts_with('0') && (8..=15).contains(&number.len()),
+    };
+    if !fits {
+        return Err(wrong());
+    }
+    let digits: String = match national("886") {
+        Some(_) => format!("886{}", number["886".len()..].trim_start_matches('0')),
+        None => number.to_owned(),
+    };
+    Ok(format!("+{digits}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +115,28 @@ mod tests {
         assert_eq!(parse("07525512345").unwrap(), "0752-5512345");
         assert_eq!(parse("010-12345678").unwrap(), "010-12345678");
         assert_eq!(parse("(020)87654321").unwrap(), "020-87654321");
+    }
+
+    #[test]
+    fn numbers_outside_the_mainland_keep_their_country_code() {
+        assert_eq!(parse("+852 9123 4567").unwrap(), "+85291234567");
+        assert_eq!(parse("852-91234567").unwrap(), "+85291234567");
+        assert_eq!(parse("00852 2123 4567").unwrap(), "+85221234567");
+        assert_eq!(parse("+853 6612 3456").unwrap(), "+85366123456");
+        assert_eq!(parse("+886 0912 345 678").unwrap(), "+886912345678");
+        assert_eq!(parse("+1 415 555 0134").unwrap(), "+14155550134");
+        // The mainland's own country code is the mainland's number.
+        assert_eq!(parse("0086 138 0013 8000").unwrap(), "13800138000");
+        assert_eq!(parse("+86 0752 5512345").unwrap(), "0752-5512345");
+        for wrong in [
+            "+852 9123 456",
+            "+853 6612 34567",
+            "+886 912 345",
+            "+1 234",
+            "+0 12345678",
+        ] {
+            assert_eq!(parse(wrong).unwrap_err().code, "international", "{wrong}");
+        }
     }
 
     #[test]

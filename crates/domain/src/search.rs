@@ -12,6 +12,8 @@ pub fn prefixes(typed: &str) -> Vec<(&'static str, String)> {
     }
     let mut probes = vec![("name", cleaned.clone()), ("address", cleaned.clone())];
     let compact = id_number::normalize(&cleaned);
+    // A number with its country code (`+852 9123…`), as a phone outside the mainland is stored.
+    let international: String = compact.chars().filter(|c| *c != '-').collect();
     // Resident ID numbers are digits (and X); passports and permits (E1234567, H12345678) start
     // with letters: any run of letters and digits with a digit in it may be one.
     let number_like = compact.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -21,6 +23,12 @@ pub fn prefixes(typed: &str) -> Vec<(&'static str, String)> {
         if compact.bytes().all(|b| b.is_ascii_digit()) {
             probes.push(("phone", compact));
         }
+    }
+    if international.len() >= 2
+        && international.starts_with('+')
+        && international[1..].bytes().all(|b| b.is_ascii_digit())
+    {
+        probes.push(("phone", international));
     }
     let plate = plate::normalize(&cleaned);
     if plate.chars().count() >= 2 {
@@ -58,6 +66,8 @@ mod tests {
         assert_eq!(prefix("E9000002", "phone"), None);
         assert_eq!(prefix("Smith", "id_number"), None);
         assert_eq!(prefix("王芳", "phone"), None);
+        assert_eq!(prefix("+852 9123", "phone").as_deref(), Some("+8529123"));
+        assert_eq!(prefix("+", "phone"), None);
         assert!(prefixes("   ").is_empty());
     }
 }

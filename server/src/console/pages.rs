@@ -43,10 +43,11 @@ pub(super) fn searches_past_masks(typed: &str) -> bool {
         .iter()
         .any(|(column, prefix)| match *column {
             "id_number" => true,
-            // A phone in China begins with 0 (a landline) or 13–19 (a mobile).
+            // A phone in China begins with 0 (a landline) or 13–19 (a mobile), one abroad with +.
             "phone" => {
                 let b = prefix.as_bytes();
-                b.len() > PHONE_SHOWN && (b[0] == b'0' || (b[0] == b'1' && b[1] >= b'3'))
+                b.len() > PHONE_SHOWN
+                    && (b[0] == b'0' || b[0] == b'+' || (b[0] == b'1' && b[1] >= b'3'))
             }
             _ => false,
         })
@@ -838,6 +839,7 @@ mod tests {
             "07525512",
             "E1234",
             "11010519491231002x",
+            "+8529",
         ] {
             assert!(searches_past_masks(hidden), "{hidden}");
         }
