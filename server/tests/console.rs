@@ -1748,3 +1748,23 @@ async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_
         Some(&json!(person.to_string()).to_string())
     );
 }
+
+#[tokio::test]
+async fn a_console_address_that_names_no_page_answers_a_page_not_json() {
+    let (console, _) = Console::new();
+    let cookie = console.sign_in("r006").await;
+    for path in ["/console/recrods", "/console/records/x/y/z"] {
+        let page = console.get(path, &cookie).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            page.body.contains("没有这个页面") && page.body.contains("<html"),
+            "{path}: {}",
+            page.body
+        );
+    }
+    let bare = console.get("/console", &cookie).await;
+    assert_eq!(bare.location.as_deref(), Some("/console/"));
+    // The API keeps its JSON.
+    let api = console.get("/api/v1/nothing", &cookie).await;
+    assert!(api.body.starts_with('{'), "{}", api.body);
+}

@@ -80,7 +80,16 @@ pub fn router() -> Router<AppState> {
         .route("/console/admin/devices/{id}/revoke", post(admin::revoke))
         .route("/console/admin/audit", get(admin::audit))
         .route("/console/static/console.css", get(css))
+        // A mistyped or stale console address answers a page, not the API's JSON.
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route("/console/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(protect))
+}
+
+/// A console address that names no page.
+async fn no_such_page() -> Response {
+    let message = "没有这个页面 / no such page";
+    (StatusCode::NOT_FOUND, pages::error(404, message)).into_response()
 }
 
 /// Headers on every console answer: pages with personal data are never cached (a shared station
