@@ -322,6 +322,9 @@ struct Held {
     /// Conflicts by id: record, whether settled.
     conflicts: BTreeMap<i64, (String, bool)>,
     dismissed: BTreeSet<(String, String)>,
+    /// What only administrators change: accounts and whether disabled, devices and whether
+    /// revoked, the watch list.
+    administered: Vec<String>,
 }
 
 impl World {
@@ -330,7 +333,7 @@ impl World {
             .runtime
             .block_on(self.console.state.store.snapshot())
             .unwrap();
-        let (alerts, conflicts, dismissed) = self
+        let (alerts, conflicts, dismissed, administered) = self
             .console
             .db
             .call_blocking(|c| {
@@ -357,7 +360,20 @@ impl World {
                     .prepare("SELECT a, b FROM duplicate_dismissal")?
                     .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
-                Ok((alerts, conflicts, dismissed))
+                let mut administered = Vec::new();
+                for sql in [
+                    "SELECT username || ' ' || disabled || ' ' || role FROM account ORDER BY id",
+                    "SELECT id || ' ' || revoked FROM device ORDER BY id",
+                    "SELECT kind || ' ' || value FROM watch_rule ORDER BY id",
+                    "SELECT account || ' ' || village FROM account_village ORDER BY 1",
+                ] {
+                    let rows: Vec<String> = c
+                        .prepare(sql)?
+                        .query_map((), |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    administered.extend(rows);
+                }
+                Ok((alerts, conflicts, dismissed, administered))
             })
             .unwrap();
         Held {
@@ -365,6 +381,7 @@ impl World {
             alerts,
             conflicts,
             dismissed,
+            administered,
         }
     }
 }
@@ -424,6 +441,12 @@ enum Action {
     Search(u8, usize, usize, bool),
     Export(usize, usize),
     Page(usize, u8),
+    /// An administrator's page or form: users, devices, the audit log, the watch list; adding
+    /// an account, disabling one, giving it villages, revoking a device, adding or removing a
+    /// watch rule.
+    Admin(u8, usize),
+    /// The list filtered: kind, village, review status (indexes into a few of each).
+    Filtered(u8, u8, u8),
     /// Not the reviewer's: an officer's phone (village, person of it, which phone) writes a
     /// new phone number the other phone has not seen, a conflict to settle.
     Officer(usize, usize, usize),
@@ -439,7 +462,9 @@ fn action() -> impl Strategy<Value = Action> {
         (0..4u8, 0..12usize, 1..19usize, any::<bool>())
             .prop_map(|(s, p, n, odd)| Action::Search(s, p, n, odd)),
         (0..12usize, 1..19usize).prop_map(|(p, n)| Action::Export(p, n)),
-        (0..25usize, 0..6u8).prop_map(|(r, page)| Action::Page(r, page)),
+        (0..25usize, 0..7u8).prop_map(|(r, page)| Action::Page(r, page)),
+        (0..10u8, 0..8usize).prop_map(|(route, n)| Action::Admin(route, n)),
+        (0..4u8, 0..4u8, 0..4u8).prop_map(|(k, v, st)| Action::Filtered(k, v, st)),
         (0..3usize, 0..4usize, 0..2usize).prop_map(|(v, k, n)| Action::Officer(v, k, n)),
     ]
 }
@@ -479,8 +504,14 @@ struct Done {
 }
 
 impl World {
-    fn act(&self, who: usize, action: &Action, held: &Held) -> Done {
-        let (cookie, token) = &self.sessions[who];
+    fn act(&self, who: usize, action: &Action, forged: u8, held: &Held) -> Done {
+        let (cookie, own) = &self.sessions[who];
+        // Another reviewer's token, or none of the server's: a cross-site post.
+        let token = match forged {
+            0 => &self.sessions[(who + 1) % self.sessions.len()].1,
+            1 => &"0".repeat(own.len()),
+            _ => own,
+        };
         let person = |i: usize| {
             self.persons
                 .get(i)
@@ -574,13 +605,61 @@ impl World {
                 2 => "/console/duplicates".into(),
                 3 => "/console/alerts".into(),
                 4 => "/console/conflicts".into(),
+                5 => "/console/alerts?all=1".into(),
                 _ => "/console/".into(),
             }),
+            Action::Admin(route, n) => {
+                let account = ["o0", "o1", "o2", "r006", "r007", "admin"][n % 6];
+                let device = Uuid::from_u128(0x100 + (n % 6) as u128);
+                match route {
+                    0 => get("/console/admin/users".into()),
+                    1 => get("/console/admin/devices".into()),
+                    2 => get("/console/admin/audit".into()),
+                    3 => get("/console/admin/watch".into()),
+                    4 => post(
+                        "/console/admin/users".into(),
+                        format!(
+                            "username=mole{n}&display_name=m&role=admin&station=&villages=&password={}",
+                            super::PASSWORD
+                        ),
+                    ),
+                    5 => post(
+                        format!("/console/admin/users/{account}/disable"),
+                        String::new(),
+                    ),
+                    6 => post(
+                        format!("/console/admin/users/{account}/villages"),
+                        format!("villages={}", VILLAGES[n % 3]),
+                    ),
+                    7 => post(
+                        format!("/console/admin/devices/{device}/revoke"),
+                        String::new(),
+                    ),
+                    8 => post(
+                        "/console/admin/watch".into(),
+                        format!("kind=id_number&value={}", self.persons[n].number),
+                    ),
+                    _ => post(format!("/console/admin/watch/{n}/remove"), String::new()),
+                }
+            }
+            Action::Filtered(kind, village, status) => {
+                let mut query = vec![];
+                if let Some(kind) = ["person", "house", "vehicle"].get(kind as usize) {
+                    query.push(format!("kind={kind}"));
+                }
+                if let Some(village) = VILLAGES.get(village as usize) {
+                    query.push(format!("village={village}"));
+                }
+                if let Some(status) = ["pending", "approved", "returned"].get(status as usize) {
+                    query.push(format!("status={status}"));
+                }
+                get(format!("/console/records?{}", query.join("&")))
+            }
             Action::Officer(v, k, n) => {
                 let id = self.persons[4 * v + k].id;
                 let mut phones = self.phones.borrow_mut();
                 let phone = &mut phones[v][n];
-                let number = format!("1370013{:04}", phone.counter % 10_000);
+                let number = format!("137{v}{n}{:06}", phone.counter);
                 self.console
                     .db
                     .call_blocking(|conn| {
@@ -597,10 +676,58 @@ impl World {
     }
 }
 
-/// The invariant after one action of reviewer `who`.
+/// Every ID number and phone a record holds or held, by record: what a page may show whole only
+/// where the actor may read it whole.
+fn numbers(held: &[&Held]) -> BTreeMap<String, (BTreeSet<Uuid>, bool)> {
+    let mut numbers = BTreeMap::new();
+    for held in held {
+        for ((entity, field), stored) in &held.snapshot.values {
+            let phone = field.ends_with("phone");
+            if let (true, Some(text)) =
+                (phone || field.ends_with("id_number"), stored.value.as_str())
+            {
+                numbers
+                    .entry(text.to_owned())
+                    .or_insert((BTreeSet::new(), phone))
+                    .0
+                    .insert(*entity);
+            }
+        }
+        for written in &held.snapshot.history {
+            let phone = written.field.ends_with("phone");
+            if let (true, Some(text)) = (
+                phone || written.field.ends_with("id_number"),
+                written.value.as_str(),
+            ) {
+                numbers
+                    .entry(text.to_owned())
+                    .or_insert((BTreeSet::new(), phone))
+                    .0
+                    .insert(written.entity);
+            }
+        }
+    }
+    numbers
+}
+
+/// Whether an action posts a form (a write, refused without the session's own CSRF token).
+fn posts(action: &Action) -> bool {
+    match action {
+        Action::Merge(..)
+        | Action::Dismiss(..)
+        | Action::Review(..)
+        | Action::Settle(..)
+        | Action::Acknowledge(..) => true,
+        Action::Admin(route, _) => *route >= 4,
+        _ => false,
+    }
+}
+
+/// The invariant after one action of reviewer `who` (`forged`: the form's token was not her
+/// session's).
 fn holds(
     world: &World,
-    who: usize,
+    (who, forged): (usize, bool),
     action: &Action,
     done: &Done,
     before: &Held,
@@ -608,6 +735,36 @@ fn holds(
 ) -> Result<(), TestCaseError> {
     let (_, station) = REVIEWERS[who];
     let mine = |home: Option<&str>| home.is_some_and(|v| v.starts_with(station));
+    // A form posted with another's token, or none of the server's: refused, nothing written.
+    if forged && posts(action) {
+        prop_assert_eq!(
+            done.status,
+            StatusCode::FORBIDDEN,
+            "{:?} with a forged token",
+            action
+        );
+        for id in before.snapshot.entities.keys() {
+            prop_assert_eq!(
+                before.record(*id),
+                after.record(*id),
+                "{:?} forged wrote",
+                action
+            );
+        }
+        prop_assert_eq!(&before.alerts, &after.alerts);
+        prop_assert_eq!(&before.conflicts, &after.conflicts);
+        prop_assert_eq!(&before.dismissed, &after.dismissed);
+    }
+    // An administrator's pages and forms: refused to a reviewer, nothing of theirs changed.
+    if matches!(action, Action::Admin(..)) {
+        prop_assert!(
+            matches!(done.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND),
+            "{:?} answered {}",
+            action,
+            done.status
+        );
+    }
+    prop_assert_eq!(&before.administered, &after.administered, "{:?}", action);
     // Writes: nothing outside her villages.
     for (id, entity) in &before.snapshot.entities {
         if !mine(entity.village.as_deref()) {
@@ -624,23 +781,30 @@ fn holds(
         before.snapshot.entities.keys().collect::<Vec<_>>(),
         after.snapshot.entities.keys().collect::<Vec<_>>()
     );
-    for (id, (entity, kind, value, closed)) in &after.alerts {
-        let was = before.alerts.get(id).is_some_and(|a| a.3);
-        if *closed && !was {
-            let hers = if kind == "moved_in" {
-                value.starts_with(station)
-            } else {
-                mine(before.home(entity))
-            };
-            prop_assert!(
-                hers,
-                "{:?} closed alert {} ({}) of {}",
-                action,
-                id,
-                kind,
-                entity
-            );
+    // An alert closed, changed or gone: hers to close (a move-in notice the receiving
+    // station's).
+    let ids: BTreeSet<&i64> = before.alerts.keys().chain(after.alerts.keys()).collect();
+    for id in ids {
+        let (was, is) = (before.alerts.get(id), after.alerts.get(id));
+        if was == is {
+            continue;
         }
+        let (entity, kind, value, _) = was.or(is).unwrap();
+        let hers = if kind == "moved_in" {
+            value.starts_with(station)
+        } else {
+            mine(before.home(entity))
+        };
+        prop_assert!(
+            hers,
+            "{:?} changed alert {} ({}) of {}: {:?} → {:?}",
+            action,
+            id,
+            kind,
+            entity,
+            was,
+            is
+        );
     }
     for (id, (entity, settled)) in &after.conflicts {
         if *settled && !before.conflicts.get(id).is_some_and(|c| c.1) {
@@ -652,13 +816,29 @@ fn holds(
             );
         }
     }
-    for (a, b) in after.dismissed.difference(&before.dismissed) {
+    for (a, b) in after.dismissed.symmetric_difference(&before.dismissed) {
         prop_assert!(
             mine(before.home(a)) && mine(before.home(b)),
-            "{:?} dismissed {} and {}",
+            "{:?} dismissed or restored {} and {}",
             action,
             a,
             b
+        );
+    }
+    // A record she may not see answers as one that does not exist.
+    let target = match *action {
+        Action::Review(r, _) | Action::Page(r, 0 | 1) => world.records.get(r),
+        _ => None,
+    };
+    if let Some(id) = target
+        && !forged
+        && !before.visible(station, *id)
+    {
+        prop_assert_eq!(
+            done.status,
+            StatusCode::NOT_FOUND,
+            "{:?} of an unseen record",
+            action
         );
     }
     // Audits: a search past a mask, a reveal, an export.
@@ -670,20 +850,24 @@ fn holds(
         .unwrap()
         .id;
     let more = |action: &str| after.audited(account, action) > before.audited(account, action);
+    let numbers = numbers(&[before, after]);
     if let (Some(typed), false) = (&done.typed, done.export) {
         let compact: String = typed
             .chars()
             .filter(|c| !c.is_whitespace())
             .collect::<String>()
             .to_uppercase();
-        let past: Vec<&Person> = world
-            .persons
+        let past: Vec<Uuid> = numbers
             .iter()
-            .filter(|p| {
-                let shown = if p.number.len() >= 10 { 6 } else { 0 };
-                (p.number.starts_with(&compact) && compact.len() > shown)
-                    || (p.phone.starts_with(&compact) && compact.len() > 3)
+            .filter(|(number, (_, phone))| {
+                let shown = match (phone, number.len() >= 10) {
+                    (true, _) => 3,
+                    (false, true) => 6,
+                    (false, false) => 0,
+                };
+                number.starts_with(&compact) && compact.len() > shown
             })
+            .flat_map(|(_, (entities, _))| entities.iter().copied())
             .collect();
         // One character is not looked up as a number: it reads nothing hidden, and finds no
         // one by a number (a listed namesake found by her name aside).
@@ -696,7 +880,7 @@ fn holds(
             );
         }
         if !more("search_hidden") {
-            for p in past {
+            for p in world.persons.iter().filter(|p| past.contains(&p.id)) {
                 let by_name = world
                     .persons
                     .iter()
@@ -726,21 +910,23 @@ fn holds(
         .filter(|p| after.visible(station, p.id))
         .map(|p| p.name.as_str())
         .collect();
+    let body = done.body.to_uppercase();
+    for (number, (entities, _)) in &numbers {
+        let whole = entities.iter().any(|entity| {
+            done.revealed == Some(*entity) || (done.export && after.visible(station, *entity))
+        });
+        let typed = done
+            .typed
+            .as_ref()
+            .is_some_and(|t| t.to_uppercase().contains(number.as_str()));
+        prop_assert!(
+            whole || typed || !body.contains(number.as_str()),
+            "{:?} showed {} whole",
+            action,
+            number
+        );
+    }
     for p in &world.persons {
-        let shown_whole =
-            done.revealed == Some(p.id) || (done.export && after.visible(station, p.id));
-        for number in [&p.number, &p.phone] {
-            let typed = done
-                .typed
-                .as_ref()
-                .is_some_and(|t| t.contains(number.as_str()));
-            prop_assert!(
-                shown_whole || typed || !done.body.contains(number.as_str()),
-                "{:?} showed {} whole",
-                action,
-                number
-            );
-        }
         let typed = done.typed.as_ref().is_some_and(|t| t.contains(&p.name));
         if !seen.contains(p.name.as_str()) && !typed {
             prop_assert!(
@@ -790,22 +976,27 @@ fn hostile_reviewer(database: Option<String>, default_cases: u32) {
     let rng = proptest::test_runner::TestRng::deterministic_rng(config.rng_algorithm);
     let mut runner = proptest::test_runner::TestRunner::new_with_rng(config, rng);
     let tally = std::cell::RefCell::new(BTreeMap::<(&'static str, u16), usize>::new());
-    let strategy = proptest::collection::vec((0..REVIEWERS.len(), action()), 1..5);
+    let strategy = proptest::collection::vec((0..REVIEWERS.len(), action(), 0..8u8), 1..5);
     let result = runner.run(&strategy, |steps| {
-        for (who, action) in &steps {
+        for (who, action, token) in &steps {
             let before = world.held();
-            let done = world.act(*who, action, &before);
+            let done = world.act(*who, action, *token, &before);
             if matches!(action, Action::Officer(..)) {
                 continue;
             }
             let after = world.held();
-            holds(&world, *who, action, &done, &before, &after)
+            let forged = *token < 2;
+            holds(&world, (*who, forged), action, &done, &before, &after)
                 .inspect_err(|e| eprintln!("failing case {steps:?}: {e}"))?;
             let name = format!("{action:?}");
-            let name: &'static str = ["Merge", "Dismiss", "Review", "Settle", "Acknowledge"]
-                .into_iter()
-                .find(|n| name.starts_with(n))
-                .unwrap_or("read");
+            let name: &'static str = match (forged && posts(action), name.as_str()) {
+                (true, _) => "forged",
+                (_, n) if n.starts_with("Admin") => "Admin",
+                (_, n) => ["Merge", "Dismiss", "Review", "Settle", "Acknowledge"]
+                    .into_iter()
+                    .find(|w| n.starts_with(w))
+                    .unwrap_or("read"),
+            };
             *tally
                 .borrow_mut()
                 .entry((name, done.status.as_u16()))
