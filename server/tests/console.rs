@@ -568,6 +568,7 @@ async fn filtered_lists_export_to_csv_and_xlsx_with_full_values_and_are_audited(
             .contains("/console/export?format=xlsx&amp;kind=person"),
         "the list links its exports"
     );
+    assert!(list.body.contains("记入审计"), "and says they are audited");
     let csv = console
         .get("/console/export?format=csv&kind=person&q=110105", &cookie)
         .await;
@@ -1767,4 +1768,41 @@ async fn a_console_address_that_names_no_page_answers_a_page_not_json() {
     // The API keeps its JSON.
     let api = console.get("/api/v1/nothing", &cookie).await;
     assert!(api.body.starts_with('{'), "{}", api.body);
+}
+
+#[tokio::test]
+async fn signing_in_returns_to_the_page_asked_for_and_to_no_other_site() {
+    let (console, person) = Console::new();
+    let asked = format!("/console/records/{person}");
+    let page = console.request("GET", &asked, None, None).await;
+    let to = page.location.expect("sent to sign in");
+    assert_eq!(to, format!("/console/login?next={asked}"));
+    let form = console.request("GET", &to, None, None).await;
+    assert!(
+        form.body
+            .contains(&format!("name=\"next\" value=\"{asked}\"")),
+        "{}",
+        form.body
+    );
+    for (next, lands) in [
+        (asked.as_str(), asked.as_str()),
+        ("//evil.example/console/", "/console/"),
+        ("https://evil.example/", "/console/"),
+        ("/console/logout", "/console/"),
+    ] {
+        let (cookie, token) = console.login_form().await;
+        let signed = console
+            .request(
+                "POST",
+                "/console/login",
+                Some(&cookie),
+                Some(&format!(
+                    "username=r006&password={PASSWORD}&csrf={token}&next={}",
+                    next.replace('/', "%2F").replace(':', "%3A")
+                )),
+            )
+            .await;
+        assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+        assert_eq!(signed.location.as_deref(), Some(lands), "{next}");
+    }
 }

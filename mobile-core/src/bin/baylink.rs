@@ -466,7 +466,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 );
             } else {
                 out!(
-                    "signed in as {user} (villages {villages}) on device {}",
+                    "已登录 / signed in as {user} (villages {villages}) on device {}",
                     store.node_id()
                 );
             }
@@ -491,7 +491,11 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 out!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 out!(
-                    "pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {} values, pulled {} values, removed {} record(s)",
+                    "同步完成：上传 {} 条记录，被拒 {} 条，下载 {} 个值，移除 {} 条记录 / pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {} values, pulled {} values, removed {} record(s)",
+                    report.pushed_records,
+                    report.refused_records,
+                    report.pulled,
+                    report.purged,
                     report.pushed_records,
                     report.pushed,
                     report.refused_records,
@@ -502,33 +506,35 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 );
                 if report.started_over {
                     out!(
-                        "  started over: this phone was unseen for longer than the server keeps \
+                        "  重新下载了辖区数据（本机太久未同步），未上传的修改仍保留 / started over: this phone was unseen for longer than the server keeps \
                          its place, so its villages were pulled again (unsent changes kept)"
                     );
                 }
                 if report.resent > 0 {
                     out!(
-                        "  sent again: {} value(s) of this phone's own the server no longer had \
+                        "  重新上传了服务器已丢失的 {} 个值（服务器从备份恢复过） / sent again: {} value(s) of this phone's own the server no longer had \
                          (its database was put back from a backup)",
+                        report.resent,
                         report.resent
                     );
                 }
                 for news in &report.news {
                     let what = match news.what.as_str() {
-                        "approved" => "approved by the station".to_owned(),
+                        "approved" => "派出所已审核通过 / approved by the station".to_owned(),
                         "returned" => format!(
-                            "returned by the station: {}",
+                            "派出所退回，请改正 / returned by the station: {}",
                             news.comment.as_deref().unwrap_or("")
                         ),
-                        "merged_away" => {
-                            format!("merged into {}", news.merged_into.as_deref().unwrap_or(""))
-                        }
+                        "merged_away" => format!(
+                            "已合并到另一条记录 / merged into {}",
+                            news.merged_into.as_deref().unwrap_or("")
+                        ),
                         "watched" => format!(
                             "在重点关注名单上 / on the station's watch list ({})",
                             news.rule.as_deref().unwrap_or("")
                         ),
                         _ => format!(
-                            "{} replaced elsewhere: {} → {}",
+                            "{} 已被他人改动 / replaced elsewhere: {} → {}",
                             news.field.as_deref().unwrap_or(""),
                             news.mine.as_deref().unwrap_or(""),
                             news.theirs.as_deref().unwrap_or("")
@@ -537,7 +543,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                     out!("  {} {} {}: {what}", news.kind, news.record_id, news.label);
                 }
                 if !report.news_complete {
-                    out!("  (more news than shown)");
+                    out!("  （还有更多消息未显示 / more news than shown）");
                 }
             }
             // Refused now or by an earlier sync: records wait for the officer either way.
@@ -545,7 +551,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
             if waiting > 0 {
                 if !json {
                     out!(
-                        "{waiting} record(s) refused: see `baylink status`, correct with `baylink edit` or give up with `baylink dismiss ID`"
+                        "{waiting} 条记录被拒，详见 baylink status / {waiting} record(s) refused: see `baylink status`, correct with `baylink edit` or give up with `baylink dismiss ID`"
                     );
                 }
                 return Ok(EXIT_REFUSED);

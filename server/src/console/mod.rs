@@ -190,14 +190,15 @@ fn login_form(
     state: &AppState,
     status: StatusCode,
     error: Option<&str>,
-    username: &str,
+    (username, next): (&str, &str),
 ) -> Response {
     let token = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let mut response = (status, pages::login(error, &token, username)).into_response();
+    let next = back_to(next).unwrap_or_default();
+    let mut response = (status, pages::login(error, &token, username, next)).into_response();
     let secure = if state.config.secure_cookies {
         "; Secure"
     } else {
@@ -216,7 +217,17 @@ impl FromRequestParts<AppState> for ConsoleUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let to_login = || Redirect::to("/console/login").into_response();
+        // A page asked for is returned to after signing in (a form posted is not sent again).
+        let asked = parts.uri.path_and_query().map(|p| p.as_str()).filter(|p| {
+            parts.method == axum::http::Method::GET && *p != "/console/" && back_to(p).is_some()
+        });
+        let to_login = || {
+            match asked {
+                Some(page) => Redirect::to(&format!("/console/login?next={}", percent(page))),
+                None => Redirect::to("/console/login"),
+            }
+            .into_response()
+        };
         let Some(cookie) = cookie_value(&parts.headers) else {
             return Err(to_login());
         };
@@ -276,8 +287,39 @@ async fn css() -> impl IntoResponse {
     )
 }
 
-async fn login_page(State(state): State<AppState>) -> Response {
-    login_form(&state, StatusCode::OK, None, "")
+/// Where the sign-in page was asked to return to.
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_page(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+    login_form(&state, StatusCode::OK, None, ("", &query.next))
+}
+
+/// A console page to return to after signing in: one of the console's own addresses, nothing
+/// that leaves it (an address of another site, or of the sign-in itself).
+fn back_to(next: &str) -> Option<&str> {
+    let console = next.starts_with("/console/")
+        && !next.starts_with("/console/login")
+        && !next.starts_with("/console/logout")
+        && next.len() <= 512
+        && !next.contains("//")
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    console.then_some(next)
+}
+
+/// `text` with every byte but letters, digits and `/-_.` as `%XX`, for a query's value.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The sign-in form.
@@ -287,6 +329,9 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     csrf: String,
+    /// The page to return to (`back_to`).
+    #[serde(default)]
+    next: String,
 }
 
 async fn login(
@@ -299,10 +344,20 @@ async fn login(
         .is_some_and(|token| !token.is_empty() && token == form.csrf);
     if !fresh {
         let error = "表单已过期，请重新登录 / the form expired: sign in again";
-        return login_form(&state, StatusCode::FORBIDDEN, Some(error), &form.username);
+        return login_form(
+            &state,
+            StatusCode::FORBIDDEN,
+            Some(error),
+            (&form.username, &form.next),
+        );
     }
     let Some(address_keys) = throttle::login_keys(&form.username, addr) else {
-        return login_form(&state, StatusCode::BAD_REQUEST, Some("用户名过长"), "");
+        return login_form(
+            &state,
+            StatusCode::BAD_REQUEST,
+            Some("用户名过长"),
+            ("", &form.next),
+        );
     };
     let account = match state.store.account_by_username(form.username.clone()).await {
         Ok(account) => account,
@@ -331,7 +386,7 @@ async fn login(
                 &state,
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(&error),
-                &form.username,
+                (&form.username, &form.next),
             );
             if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
                 response
@@ -361,7 +416,7 @@ async fn login(
                 &state,
                 StatusCode::UNAUTHORIZED,
                 Some("用户名或密码错误"),
-                &form.username,
+                (&form.username, &form.next),
             );
         }
     };
@@ -387,7 +442,8 @@ async fn login(
                 state.keys.current().issue_browser(&account, now_s),
                 known::BROWSER_TTL_S
             );
-            let mut response = Redirect::to("/console/").into_response();
+            let page = back_to(&form.next).unwrap_or("/console/");
+            let mut response = Redirect::to(page).into_response();
             for cookie in [value, browser] {
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
                     response.headers_mut().append(SET_COOKIE, v);

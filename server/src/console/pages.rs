@@ -151,7 +151,7 @@ pub(super) fn error(status: u16, message: &str) -> Markup {
     )
 }
 
-pub(super) fn login(error: Option<&str>, csrf: &str, username: &str) -> Markup {
+pub(super) fn login(error: Option<&str>, csrf: &str, username: &str, next: &str) -> Markup {
     layout(
         "登录",
         None,
@@ -161,6 +161,7 @@ pub(super) fn login(error: Option<&str>, csrf: &str, username: &str) -> Markup {
                 @if let Some(error) = error { p.error { (error) } }
                 form method="post" action="/console/login" {
                     input type="hidden" name="csrf" value=(csrf);
+                    @if !next.is_empty() { input type="hidden" name="next" value=(next); }
                     label { "用户名" input name="username" value=(username) autocomplete="username" required autofocus[username.is_empty()]; }
                     label { "密码" input name="password" type="password" autocomplete="current-password" required autofocus[!username.is_empty()]; }
                     button type="submit" { "登录" }
@@ -348,6 +349,7 @@ pub(super) fn records(
                 @let export = |format: &str| link(0).replace("/console/records?", &format!("/console/export?format={format}&"));
                 a.export href=(export("xlsx")) { "导出 Excel" }
                 a.export href=(export("csv")) { "导出 CSV" }
+                span.muted title="导出含完整证件号码和电话，记入审计日志" { "（导出为完整信息，记入审计）" }
                 @if page > 0 { a href=(link(page - 1)) { "上一页" } }
                 span.muted { "第 " (page.saturating_add(1)) " 页" }
                 @if more { a href=(link(page.saturating_add(1))) { "下一页" } }
