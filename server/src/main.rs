@@ -415,6 +415,7 @@ fn run(
         )));
     }
     if command == "serve" {
+        warn_if_a_database_was_kept(&config);
         let demo = sub.get_flag("demo");
         return serve(config, move |config| {
             let (state, db) = AppState::open(config)?;
@@ -1019,6 +1020,29 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     own_like_data_dir(config);
     tracing::info!(schema = verified.schema, "restored");
     Ok(moved.then_some(kept))
+}
+
+/// A server about to create an empty database where a restore kept one aside says so: a
+/// restore cut short, or a database moved away by hand, is otherwise served as a new district.
+fn warn_if_a_database_was_kept(config: &Config) {
+    if config.database.is_some() || config.database_path().exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(&config.data_dir) else {
+        return;
+    };
+    let kept: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("baylink.db.replaced-") && !name.ends_with("-wal"))
+        .collect();
+    if let Some(newest) = kept.iter().max() {
+        tracing::warn!(
+            kept = %newest,
+            dir = %config.data_dir.display(),
+            "no baylink.db here, but a database a restore kept aside is: starting with a new, empty one; \
+             stop and `baylink-server restore` the kept one if that is not what you want"
+        );
+    }
 }
 
 /// Folds a database's log (`-wal`) into its file, if it has one: the file is then the whole

@@ -793,3 +793,29 @@ fn administration_on_postgres_reads_only_a_baylink_database_and_migrate_says_wha
     assert!(!ok && err.contains("pg_dump"), "{err}");
     assert!(!data.exists(), "an empty data directory was made");
 }
+
+#[test]
+fn serve_says_so_when_it_starts_empty_beside_a_database_a_restore_kept() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    std::fs::write(data.join("baylink.db.replaced-1796600000"), b"kept").expect("kept");
+    let mut child = server(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let warned = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("kept aside"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let warned = warned.expect("a warning before serving");
+    assert!(
+        warned.contains("baylink.db.replaced-1796600000"),
+        "{warned}"
+    );
+}
