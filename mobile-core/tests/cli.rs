@@ -93,6 +93,29 @@ fn capture_search_show_edit_and_list_from_the_command_line() {
     let status = d.json(&["status"]);
     assert!(status["pending_changes"].as_u64().unwrap_or(0) > 10);
     assert!(d.ok(&["show", &id]).contains("女 (female)"));
+
+    // A field named by its Chinese label, as the form shows it; a Hong Kong number, found as
+    // a caller gives it (with or without its code, or its local eight digits).
+    let edited = d.json(&[
+        "edit",
+        "person",
+        &id,
+        "职业=司机",
+        "联系电话=+852 9123 4567",
+    ]);
+    assert_eq!(edited["changed"], 2);
+    let fields = &d.json(&["show", &id])["fields"];
+    assert_eq!(
+        (&fields["occupation"], &fields["phone"]),
+        (&"司机".into(), &"+85291234567".into())
+    );
+    for typed in ["+852 9123", "852 9123 4567", "9123 4567"] {
+        assert_eq!(d.json(&["search", typed])[0]["id"], id.as_str(), "{typed}");
+    }
+    // Nothing found is said, not left to a blank screen.
+    let none = d.run(&["search", "没有这个人"]);
+    assert!(none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("未找到"));
 }
 
 #[test]

@@ -322,3 +322,40 @@ fn the_password_prompt_hides_what_is_typed_and_ctrl_c_leaves_the_terminal_as_it_
     assert!(!shown.contains(PASSWORD), "{shown}");
     assert!(typed.cooked());
 }
+
+#[test]
+fn an_officer_of_one_village_need_not_name_it_at_each_capture() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path());
+    let phone = dir.path().join("phone");
+    let login = baylink(
+        &phone,
+        &["login", "--server", &server.url, "--user", "o1"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(login.status.success(), "{login:?}");
+    let captured = baylink(
+        &phone,
+        &[
+            "--json",
+            "capture",
+            "house",
+            "--address",
+            "桥西路8号",
+            "--use",
+            "rental",
+            "--status",
+            "in_use",
+        ],
+        "",
+    );
+    assert!(captured.status.success(), "{captured:?}");
+    let id = serde_json::from_slice::<serde_json::Value>(&captured.stdout).expect("JSON")["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&baylink(&phone, &["--json", "show", &id], "").stdout)
+            .expect("the record");
+    assert_eq!(shown["fields"]["village"], VILLAGE);
+}

@@ -154,8 +154,8 @@ pub fn form_of(kind: EntityKind, spec: &FieldSpec) -> FieldForm {
             None,
             None,
             (
-                "手机11位，或区号加座机号",
-                "an 11-digit mobile, or an area code and number",
+                "手机11位，或区号加座机号；港澳台及境外号码前加“+”和地区代码，如 +852 9123 4567",
+                "an 11-digit mobile, or an area code and number; outside the mainland + and the country code, like +852 9123 4567",
             ),
         ),
         FieldType::Ref(target) => (InputKind::Reference, Some(target), None, None, ("", "")),

@@ -47,8 +47,8 @@ pub fn parse(raw: &str) -> Result<String, Reason> {
         }
         return Err(Reason::new(
             "mobile",
-            "手机号应为11位，以13-19开头",
-            "a mobile number has 11 digits and starts with 13 to 19",
+            "手机号应为11位，以13-19开头（港澳台及境外号码前加“+”和地区代码）",
+            "a mobile number has 11 digits and starts with 13 to 19 (outside the mainland: + and the country code)",
         ));
     }
     if bytes[0] == b'0' {

@@ -21,6 +21,18 @@ pub fn prefixes(typed: &str) -> Vec<(&'static str, String)> {
     if compact.len() >= 2 && number_like {
         probes.push(("id_number", compact.clone()));
         if compact.bytes().all(|b| b.is_ascii_digit()) {
+            // A number outside the mainland is stored with `+` and its country code: typed
+            // with the code but no `+`, or as Hong Kong's or Macau's local eight digits.
+            if ["852", "853", "886"]
+                .iter()
+                .any(|code| compact.starts_with(code))
+            {
+                probes.push(("phone", format!("+{compact}")));
+            }
+            if compact.len() >= 4 && compact.len() <= 8 && !compact.starts_with(['0', '1']) {
+                probes.push(("phone", format!("+852{compact}")));
+                probes.push(("phone", format!("+853{compact}")));
+            }
             probes.push(("phone", compact));
         }
     }
@@ -68,6 +80,19 @@ mod tests {
         assert_eq!(prefix("王芳", "phone"), None);
         assert_eq!(prefix("+852 9123", "phone").as_deref(), Some("+8529123"));
         assert_eq!(prefix("+", "phone"), None);
+        // A number abroad typed without its +, or as its local eight digits.
+        let phones = |typed: &str| -> Vec<String> {
+            prefixes(typed)
+                .into_iter()
+                .filter(|(c, _)| *c == "phone")
+                .map(|(_, p)| p)
+                .collect()
+        };
+        assert!(phones("852 9123 4567").contains(&"+85291234567".to_owned()));
+        assert!(phones("9123 4567").contains(&"+85291234567".to_owned()));
+        assert!(phones("6612").contains(&"+8536612".to_owned()));
+        assert_eq!(phones("13800"), ["13800"]);
+        assert_eq!(phones("0752"), ["0752"]);
         assert!(prefixes("   ").is_empty());
     }
 }

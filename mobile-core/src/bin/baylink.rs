@@ -47,6 +47,9 @@ fn capture_command(kind: EntityKind) -> Command {
         // A required field a form may leave empty takes its default (said so, not "required").
         let need = match kind.default_value(spec.name) {
             Some(default) => format!(" (default {default})"),
+            None if spec.name == "village" => {
+                " (required; default: your village, when you have only one)".to_owned()
+            }
             None if spec.required => " (required)".to_owned(),
             None => String::new(),
         };
@@ -206,7 +209,7 @@ fn main() -> ExitCode {
                     problem.field, problem.message_zh, problem.message_en
                 );
             }
-            eprintln!("nothing was saved");
+            eprintln!("未保存 / nothing was saved");
             ExitCode::from(EXIT_INVALID)
         }
         Err(e @ (Error::Invalid(_) | Error::BadId(_))) => {
@@ -284,7 +287,7 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 return Ok(0);
             };
             let kind = EntityKind::parse(kind_name).unwrap_or(EntityKind::Person);
-            let input: Input = kind
+            let mut input: Input = kind
                 .fields()
                 .filter(|s| s.writer != Writer::System)
                 .filter_map(|s| {
@@ -292,6 +295,13 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                         .map(|v| (s.name.to_owned(), v.clone()))
                 })
                 .collect();
+            // An officer of one village need not type its twelve digits each time.
+            if !input.contains_key("village")
+                && let Some(session) = store.session()?
+                && let [only] = session.villages.as_slice()
+            {
+                input.insert("village".to_owned(), only.clone());
+            }
             // A slip in re-registering someone known would overwrite good values: a known
             // record changes only when asked to.
             let captured = if args.get_flag("update") {
@@ -344,7 +354,13 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                         },
                     ])));
                 };
-                input.insert(field.trim().replace('-', "_"), value.to_owned());
+                // A field by its name or by its Chinese label, as the form shows it.
+                let field = field.trim();
+                let field = kind(sub)
+                    .fields()
+                    .find(|s| s.zh == field)
+                    .map_or_else(|| field.replace('-', "_"), |s| s.name.to_owned());
+                input.insert(field, value.to_owned());
             }
             let id = id(sub)?;
             let record = store
@@ -405,6 +421,11 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 .unwrap_or_default();
             let rows = store.search(text, limit)?;
             print_summaries(&rows, json);
+            if !json && rows.is_empty() {
+                eprintln!(
+                    "未找到（按姓名、证件号码、电话、号牌或地址的开头查找）/ nothing found (searched by the start of a name, ID number, phone, plate or address)"
+                );
+            }
             if !json && rows.len() as u64 == u64::from(limit) && limit > 0 {
                 eprintln!(
                     "只显示了前 {limit} 条，请输入更多字符或加大 --limit / showing the first {limit}: type more of it, or raise --limit"
@@ -649,32 +670,32 @@ fn print_status(store: &Store, json: bool) -> Result<(), Error> {
         out!("{value}");
         return Ok(());
     }
-    out!("device      {}", store.node_id());
-    out!("officer     {}", store.user());
+    out!("设备 device         {}", store.node_id());
+    out!("警员 officer        {}", store.user());
     match &session {
         Some(s) => {
             let state = if s.signed_in {
-                "signed in"
+                "已登录 signed in"
             } else {
-                "signed out"
+                "已退出 signed out"
             };
-            let last = s.last_sync_ms.map_or("never".to_owned(), |ms| {
+            let last = s.last_sync_ms.map_or("从未 never".to_owned(), |ms| {
                 baylink_domain::date::datetime_from_unix_ms(
                     ms as i64,
                     baylink_domain::date::CHINA_OFFSET_MINUTES,
                 )
             });
             out!(
-                "server      {} ({state}, villages {})",
+                "服务器 server       {} ({state}, 辖区 villages {})",
                 s.server,
                 s.villages.join(",")
             );
-            out!("last sync   {last}");
+            out!("上次同步 last sync  {last}");
         }
-        None => out!("server      none (baylink login --server URL --user NAME)"),
+        None => out!("服务器 server       未登录 none (baylink login --server URL --user NAME)"),
     }
-    out!("to sync     {pending_records} record(s) ({pending} values)");
-    out!("refused     {} record(s)", refused.len());
+    out!("待上传 to sync      {pending_records} 条 record(s) ({pending} values)");
+    out!("被拒 refused        {} 条 record(s)", refused.len());
     for r in &refused {
         let kind = EntityKind::parse(&r.kind).map_or(r.kind.as_str(), |k| k.label_zh());
         let note = if r.never_taken {
@@ -703,7 +724,7 @@ fn print_status(store: &Store, json: bool) -> Result<(), Error> {
             "  改正：baylink edit KIND ID 字段=值（整条记录重新上传）；放弃：baylink dismiss ID / correct: baylink edit KIND ID FIELD=VALUE (the whole record goes again); give up: baylink dismiss ID"
         );
     }
-    out!("returned    {} record(s)", returned.len());
+    out!("退回 returned       {} 条 record(s)", returned.len());
     for f in returned {
         out!(
             "  {} {} {}: {}",
@@ -755,7 +776,7 @@ fn read_password() -> Result<String, Error> {
     use std::io::{BufRead, IsTerminal, Write};
     let terminal = std::io::stdin().is_terminal();
     let typed = if terminal {
-        eprint!("password: ");
+        eprint!("密码 / password: ");
         let _ = std::io::stderr().flush();
         let typed = Unechoed::begin().read_line();
         // The Enter typed was not echoed either.

@@ -46,7 +46,7 @@ pub(super) fn searches_past_masks(typed: &str) -> bool {
             // A phone in China begins with 0 (a landline) or 13–19 (a mobile), one abroad with +.
             "phone" => {
                 let b = prefix.as_bytes();
-                b.len() > PHONE_SHOWN
+                b.len() > phone_shown(prefix)
                     && (b[0] == b'0' || b[0] == b'+' || (b[0] == b'1' && b[1] >= b'3'))
             }
             _ => false,
@@ -65,7 +65,8 @@ pub(super) fn masked(field: &str, text: &str) -> Option<String> {
     }
 }
 
-/// `138****8000`.
+/// `138****8000`; `+852****4567` (a number abroad keeps its country code: +852 and +853 are
+/// told apart).
 pub(super) fn mask_phone(phone: &str) -> String {
     let chars: Vec<char> = phone.chars().collect();
     if chars.len() < 7 {
@@ -73,9 +74,18 @@ pub(super) fn mask_phone(phone: &str) -> String {
     }
     format!(
         "{}****{}",
-        chars[..PHONE_SHOWN].iter().collect::<String>(),
+        chars[..phone_shown(phone)].iter().collect::<String>(),
         chars[chars.len() - 4..].iter().collect::<String>()
     )
+}
+
+/// Leading characters of a phone a mask shows: three digits, or `+` and three.
+fn phone_shown(phone: &str) -> usize {
+    if phone.starts_with('+') {
+        PHONE_SHOWN + 1
+    } else {
+        PHONE_SHOWN
+    }
 }
 
 /// A time as Huizhou reads it.
@@ -803,6 +813,7 @@ mod tests {
         assert_eq!(mask_id("11010519491231002X"), "110105************");
         assert_eq!(mask_phone("13800138000"), "138****8000");
         assert_eq!(mask_phone("0752-5512345"), "075****2345");
+        assert_eq!(mask_phone("+85291234567"), "+852****4567");
         assert_eq!(mask_id("E123"), "****");
     }
 
