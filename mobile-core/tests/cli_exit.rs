@@ -310,12 +310,13 @@ fn the_password_prompt_hides_what_is_typed_and_ctrl_c_leaves_the_terminal_as_it_
     assert_eq!(status.code(), Some(130));
     assert!(typed.cooked(), "the terminal is left as it was");
 
-    // A password typed with a slip corrected by Backspace: signed in, nothing of it shown.
+    // A password typed with a slip corrected by Backspace, an arrow key pressed on the way:
+    // signed in, nothing of it shown.
     let mut typed = Typed::start(&phone, &args);
     typed.read_until("password: ");
     typed
         .master
-        .write_all(format!("x\u{7f}{PASSWORD}\r").as_bytes())
+        .write_all(format!("x\u{7f}\u{1b}[D{PASSWORD}\r").as_bytes())
         .expect("typed");
     let shown = typed.read_until("\n");
     assert!(typed.child.wait().expect("ends").success());

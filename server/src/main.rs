@@ -415,7 +415,7 @@ fn run(
         )));
     }
     if command == "serve" {
-        warn_if_a_database_was_kept(&config);
+        check_data_dir(&config)?;
         let demo = sub.get_flag("demo");
         return serve(config, move |config| {
             let (state, db) = AppState::open(config)?;
@@ -906,17 +906,12 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
     }
     // A log or journal left with no database (moved away by hand without it) would be applied
     // to the copy put in its place.
-    if !live.exists() {
-        for suffix in ["-wal", "-journal"] {
-            let leftover = PathBuf::from(format!("{}{suffix}", live.display()));
-            if leftover.exists() {
-                return Err(AppError::Conflict(format!(
-                    "{} is there without its database: SQLite would apply it to the backup; \
-                     move it away with the database it belongs to, then restore",
-                    leftover.display()
-                )));
-            }
-        }
+    if let Some(leftover) = orphan_log(&live) {
+        return Err(AppError::Conflict(format!(
+            "{} is there without its database: SQLite would apply it to the backup; move it \
+             away with the database it belongs to, then restore",
+            leftover.display()
+        )));
     }
     let verified = baylink_server::store::db::verify(file)?;
     let stamp = baylink_server::store::now_ms() / 1000;
@@ -1024,16 +1019,30 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<Option<PathBuf>, A
 
 /// A server about to create an empty database where a restore kept one aside says so: a
 /// restore cut short, or a database moved away by hand, is otherwise served as a new district.
-fn warn_if_a_database_was_kept(config: &Config) {
+/// A log of the database found where the database is not is refused: SQLite would overwrite it
+/// with the new database's, and the commits it holds with it.
+fn check_data_dir(config: &Config) -> Result<(), AppError> {
     if config.database.is_some() || config.database_path().exists() {
-        return;
+        return Ok(());
+    }
+    if let Some(log) = orphan_log(&config.database_path()) {
+        return Err(AppError::Conflict(format!(
+            "{} is there without baylink.db: a new database would overwrite it; move it away \
+             with the database it belongs to (or restore a backup), then serve",
+            log.display()
+        )));
     }
     let Ok(entries) = std::fs::read_dir(&config.data_dir) else {
-        return;
+        return Ok(());
     };
     let kept: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("baylink.db.replaced-") && !name.ends_with("-wal"))
+        .filter(|name| {
+            name.starts_with("baylink.db.replaced-")
+                && !["-wal", "-shm", "-journal"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+        })
         .collect();
     if let Some(newest) = kept.iter().max() {
         tracing::warn!(
@@ -1043,6 +1052,20 @@ fn warn_if_a_database_was_kept(config: &Config) {
              stop and `baylink-server restore` the kept one if that is not what you want"
         );
     }
+    Ok(())
+}
+
+/// A log or journal of the database at `live` left where the database itself is not (moved
+/// away by hand without it): SQLite would apply it to, or overwrite it with, whatever database
+/// is put or created there.
+fn orphan_log(live: &std::path::Path) -> Option<PathBuf> {
+    if live.exists() {
+        return None;
+    }
+    ["-wal", "-journal"]
+        .iter()
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", live.display())))
+        .find(|log| log.exists())
 }
 
 /// Folds a database's log (`-wal`) into its file, if it has one: the file is then the whole

@@ -818,4 +818,16 @@ fn serve_says_so_when_it_starts_empty_beside_a_database_a_restore_kept() {
         warned.contains("baylink.db.replaced-1796600000"),
         "{warned}"
     );
+
+    // A log left without its database: refused, not overwritten by a new database's.
+    let orphan = dir.path().join("orphan");
+    std::fs::create_dir_all(&orphan).expect("dir");
+    std::fs::write(orphan.join("baylink.db-wal"), b"a log").expect("a log alone");
+    let (ok, _, err) = run(&orphan, &["serve", "--listen", "127.0.0.1:0"], "");
+    assert!(!ok && err.contains("without baylink.db"), "{err}");
+    assert_eq!(
+        std::fs::read(orphan.join("baylink.db-wal")).expect("kept"),
+        b"a log"
+    );
+    assert!(!orphan.join("baylink.db").exists());
 }

@@ -1784,11 +1784,19 @@ async fn signing_in_returns_to_the_page_asked_for_and_to_no_other_site() {
         "{}",
         form.body
     );
+    let revealed = format!("{asked}?reveal=1");
     for (next, lands) in [
         (asked.as_str(), asked.as_str()),
         ("//evil.example/console/", "/console/"),
         ("https://evil.example/", "/console/"),
         ("/console/logout", "/console/"),
+        ("/console/./logout", "/console/"),
+        ("/console/%2e%2e/%2e%2e/evil", "/console/"),
+        // A link's query is left behind: signing in runs no export, reveal or search by number
+        // under her name.
+        ("/console/export?format=csv&kind=person", "/console/"),
+        (revealed.as_str(), asked.as_str()),
+        ("/console/records?q=110105", "/console/records"),
     ] {
         let (cookie, token) = console.login_form().await;
         let signed = console
@@ -1798,7 +1806,12 @@ async fn signing_in_returns_to_the_page_asked_for_and_to_no_other_site() {
                 Some(&cookie),
                 Some(&format!(
                     "username=r006&password={PASSWORD}&csrf={token}&next={}",
-                    next.replace('/', "%2F").replace(':', "%3A")
+                    next.replace('%', "%25")
+                        .replace('/', "%2F")
+                        .replace(':', "%3A")
+                        .replace('?', "%3F")
+                        .replace('&', "%26")
+                        .replace('=', "%3D")
                 )),
             )
             .await;

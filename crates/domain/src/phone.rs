@@ -81,24 +81,20 @@ fn abroad(number: &str) -> Result<String, Reason> {
             "a number outside the mainland is + and its country code, then the number, like +852 9123 4567 (8 digits in Hong Kong and Macau, 9 in Taiwan)",
         )
     };
-    let national = |code: &str| {
-        number
-            .strip_prefix(code)
-            .map(|n| n.trim_start_matches('0').len())
-    };
-    let fits = match (national("852"), national("853"), national("886")) {
-        (Some(n), _, _) | (_, Some(n), _) => n == 8,
-        (_, _, Some(n)) => n == 9,
+    // Hong Kong's, Macau's and Taiwan's numbers without the trunk 0 some write after the code.
+    let known = ["852", "853", "886"]
+        .into_iter()
+        .find_map(|code| Some((code, number.strip_prefix(code)?.trim_start_matches('0'))));
+    let digits = match known {
+        Some((code @ ("852" | "853"), national)) if national.len() == 8 => {
+            format!("{code}{national}")
+        }
+        Some(("886", national)) if national.len() == 9 => format!("886{national}"),
+        Some(_) => return Err(wrong()),
         // No country code begins with 0, and the shortest numbers abroad have 7 digits and a
-        // one-digit code.
-        _ => !number.starts_with('0') && (8..=15).contains(&number.len()),
-    };
-    if !fits {
-        return Err(wrong());
-    }
-    let digits: String = match national("886") {
-        Some(_) => format!("886{}", number["886".len()..].trim_start_matches('0')),
-        None => number.to_owned(),
+        // one-digit code; the international plan allows 15 digits in all.
+        None if !number.starts_with('0') && (8..=15).contains(&number.len()) => number.to_owned(),
+        None => return Err(wrong()),
     };
     Ok(format!("+{digits}"))
 }
@@ -125,6 +121,10 @@ mod tests {
         assert_eq!(parse("+853 6612 3456").unwrap(), "+85366123456");
         assert_eq!(parse("+886 0912 345 678").unwrap(), "+886912345678");
         assert_eq!(parse("+1 415 555 0134").unwrap(), "+14155550134");
+        // A trunk 0 after the code is left out, however many.
+        assert_eq!(parse("+852 0 9123 4567").unwrap(), "+85291234567");
+        let padded = format!("+852{}91234567", "0".repeat(60));
+        assert_eq!(parse(&padded).unwrap(), "+85291234567");
         // The mainland's own country code is the mainland's number.
         assert_eq!(parse("0086 138 0013 8000").unwrap(), "13800138000");
         assert_eq!(parse("+86 0752 5512345").unwrap(), "0752-5512345");

@@ -805,6 +805,25 @@ fn read_password() -> Result<String, Error> {
     Ok(password)
 }
 
+/// The most bytes of a password typed at the prompt (a paste of pages is cut there).
+#[cfg(unix)]
+const PASSWORD_BYTES: usize = 1024;
+
+/// Reads past an escape sequence (`ESC [ … final` or `ESC O final`) an arrow or function key
+/// sent.
+#[cfg(unix)]
+fn skip_escape(stdin: &mut impl std::io::Read) {
+    let mut key = [0u8; 1];
+    if !matches!(stdin.read(&mut key), Ok(1)) || !matches!(key[0], b'[' | b'O') {
+        return;
+    }
+    while matches!(stdin.read(&mut key), Ok(1)) {
+        if (0x40..=0x7e).contains(&key[0]) {
+            return;
+        }
+    }
+}
+
 /// The terminal with its echo off while a password is typed, back as it was when dropped. On
 /// Unix the keys are read one by one with the terminal's own signals off, so that Ctrl-C ends the
 /// prompt here, echo restored, rather than the process with the terminal left silent.
@@ -837,8 +856,8 @@ impl Unechoed {
         Unechoed {}
     }
 
-    /// A line typed with the echo off: Enter ends it, Backspace and Ctrl-U correct it, Ctrl-C
-    /// (or Ctrl-D on nothing typed) gives up.
+    /// A line typed with the echo off: Enter or Ctrl-D ends it, Backspace and Ctrl-U correct
+    /// it, arrow keys are passed over, Ctrl-C gives up.
     #[cfg(unix)]
     fn read_line(self) -> Result<String, Error> {
         use std::io::Read;
@@ -857,9 +876,11 @@ impl Unechoed {
                 .read(&mut key)
                 .map_err(|e| Error::Corrupt(format!("reading the password: {e}")))?;
             match (read, key[0]) {
-                (0, _) | (_, b'\r' | b'\n') => break,
+                // Enter, or Ctrl-D as a terminal's end of input.
+                (0, _) | (_, b'\r' | b'\n' | 0x04) => break,
                 (_, 0x03) => return Err(Error::Cancelled),
-                (_, 0x04) if typed.is_empty() => break,
+                // An arrow or function key's sequence is no part of a password.
+                (_, 0x1b) => skip_escape(&mut stdin),
                 (_, 0x15) => typed.clear(),
                 (_, 0x7f | 0x08) => {
                     // One character back, however many bytes it took.
@@ -869,11 +890,20 @@ impl Unechoed {
                         }
                     }
                 }
-                (_, byte) => typed.push(byte),
+                (_, byte) if typed.len() < PASSWORD_BYTES => typed.push(byte),
+                _ => {}
             }
         }
-        String::from_utf8(typed)
-            .map_err(|_| Error::Corrupt("reading the password: it is not UTF-8".into()))
+        String::from_utf8(typed).map_err(|_| {
+            Error::Invalid(baylink_domain::Error::Invalid(vec![
+                baylink_domain::FieldError {
+                    field: "password".into(),
+                    code: "encoding".into(),
+                    message_zh: "密码含无法识别的字符（请检查输入法）".into(),
+                    message_en: "the password holds bytes that are not text (check the input method)".into(),
+                },
+            ]))
+        })
     }
 
     #[cfg(not(unix))]

@@ -79,12 +79,13 @@ pub(super) fn mask_phone(phone: &str) -> String {
     )
 }
 
-/// Leading characters of a phone a mask shows: three digits, or `+` and three.
+/// Leading characters of a phone a mask shows: three digits; abroad `+` and the code of Hong
+/// Kong, Macau or Taiwan, else the `+` alone (a short number abroad would show most of itself).
 fn phone_shown(phone: &str) -> usize {
-    if phone.starts_with('+') {
-        PHONE_SHOWN + 1
-    } else {
-        PHONE_SHOWN
+    match phone.strip_prefix('+') {
+        Some(rest) if ["852", "853", "886"].iter().any(|c| rest.starts_with(c)) => 4,
+        Some(_) => 1,
+        None => PHONE_SHOWN,
     }
 }
 
@@ -814,6 +815,7 @@ mod tests {
         assert_eq!(mask_phone("13800138000"), "138****8000");
         assert_eq!(mask_phone("0752-5512345"), "075****2345");
         assert_eq!(mask_phone("+85291234567"), "+852****4567");
+        assert_eq!(mask_phone("+12345678"), "+****5678");
         assert_eq!(mask_id("E123"), "****");
     }
 
