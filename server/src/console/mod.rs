@@ -88,7 +88,7 @@ pub fn router() -> Router<AppState> {
 
 /// A console address that names no page.
 async fn no_such_page() -> Response {
-    let message = "没有这个页面 / no such page";
+    let message = "没有这个页面";
     (StatusCode::NOT_FOUND, pages::error(404, message)).into_response()
 }
 
@@ -710,7 +710,7 @@ async fn review(
     if matches!(verdict, Verdict::Return(_)) && form.comment.trim().is_empty() {
         // The form comes back with what is wrong, nothing lost.
         let draft = pages::ReviewDraft {
-            error: "退回须填写原因，以便警员改正 / a return needs a comment telling the officer what to correct".into(),
+            error: "退回须填写原因，以便警员改正".into(),
             comment: form.comment,
         };
         return record_page(&state, &user, entity, false, Some(draft)).await;
