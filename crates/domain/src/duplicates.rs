@@ -71,6 +71,21 @@ pub const COMPARISONS: usize = 4_000_000;
 /// stops there (each pair it gives is still one, though a pair found by its name may then not
 /// say that its numbers are one apart too).
 pub fn candidates(people: &[PersonKey<'_>], most: usize) -> Vec<Candidate> {
+    search(people, most).pairs
+}
+
+/// What a search for candidate pairs found, and whether it stopped at [`COMPARISONS`] (then
+/// pairs beyond those given may exist, however few were found).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The pairs, as [`candidates`] gives them.
+    pub pairs: Vec<Candidate>,
+    /// Whether the search stopped at its bound on comparisons.
+    pub stopped: bool,
+}
+
+/// [`candidates`], saying whether the search stopped at its bound.
+pub fn search(people: &[PersonKey<'_>], most: usize) -> Found {
     let mut pairs: BTreeMap<(usize, usize), Reasons> = BTreeMap::new();
     let mut compared = 0usize;
     let enough = |pairs: &BTreeMap<(usize, usize), Reasons>, compared: usize| {
@@ -145,10 +160,13 @@ pub fn candidates(people: &[PersonKey<'_>], most: usize) -> Vec<Candidate> {
         }
     }
 
-    pairs
-        .into_iter()
-        .map(|((a, b), reasons)| Candidate { a, b, reasons })
-        .collect()
+    Found {
+        pairs: pairs
+            .into_iter()
+            .map(|((a, b), reasons)| Candidate { a, b, reasons })
+            .collect(),
+        stopped: compared >= COMPARISONS,
+    }
 }
 
 /// Fields a merge never copies: the kept record's identity.
@@ -292,8 +310,17 @@ mod tests {
             .map(|id| key("张伟", "1990-01-01", id))
             .collect();
         assert_eq!(candidates(&people, 200).len(), 200);
-        let all = candidates(&people, usize::MAX);
-        assert_eq!(all.len(), COMPARISONS, "stopped at the comparisons' bound");
+        assert!(
+            !search(&people, 200).stopped,
+            "stopped at the page's pairs, not the bound"
+        );
+        let all = search(&people, usize::MAX);
+        assert_eq!(
+            all.pairs.len(),
+            COMPARISONS,
+            "stopped at the comparisons' bound"
+        );
+        assert!(all.stopped, "and says so");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub(super) async fn list(
         .store
         .duplicate_pairs(user.villages.clone(), PAIRS)
         .await?;
-    Ok(page(&user, &pairs).into_response())
+    Ok(page(&user, &pairs.pairs, pairs.stopped).into_response())
 }
 
 /// A merge: `from` redirects to `into`.
@@ -92,13 +92,18 @@ fn merge_form(user: &ConsoleUser, from: &str, into: &str, text: &str) -> Markup 
     }
 }
 
-fn page(user: &ConsoleUser, pairs: &[Pair]) -> Markup {
+fn page(user: &ConsoleUser, pairs: &[Pair], stopped: bool) -> Markup {
     layout(
         "疑似重复",
         Some(user),
         &html! {
             h1 { "疑似重复人员" }
             p.muted { "姓名与出生日期相同，或证件号码只差一位的人员。合并后被合并的记录转向保留的记录，修改历史全部保留；居住、车辆等关联改到保留的记录上。" }
+            // The search stopped at its bound (thousands of namesakes born the same day): an
+            // empty or short list does not mean there are no more.
+            @if stopped {
+                div.card.notice { "同名同出生日期的人员过多，本次只比较了其中一部分：下列之外可能还有疑似重复，可在人员列表中按姓名查找。" }
+            }
             table {
                 thead { tr { th { "人员甲" } th { "人员乙" } th { "原因" } th { "处理" } } }
                 tbody {
@@ -122,7 +127,7 @@ fn page(user: &ConsoleUser, pairs: &[Pair]) -> Markup {
                             }
                         }
                     }
-                    @if pairs.is_empty() { tr { td colspan="4" .muted { "没有疑似重复的人员" } } }
+                    @if pairs.is_empty() && !stopped { tr { td colspan="4" .muted { "没有疑似重复的人员" } } }
                 }
             }
         },

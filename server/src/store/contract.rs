@@ -70,7 +70,7 @@ use crate::store::audit::AuditEntry;
 use crate::store::caller::Caller;
 use crate::store::dashboard::Overview;
 use crate::store::devices::Device;
-use crate::store::duplicates::{MergeReport, Pair};
+use crate::store::duplicates::{MergeReport, Pairs};
 use crate::store::error::StoreError;
 use crate::store::places::{Imported, Station};
 use crate::store::pull::Page;
@@ -230,7 +230,7 @@ pub trait Store: Send + Sync + 'static {
     fn settle_conflict(&self, reviewer: Caller, id: i64, keep: Keep) -> StoreFuture<()>;
 
     /// Candidate duplicate persons in these villages.
-    fn duplicate_pairs(&self, villages: Vec<String>, limit: usize) -> StoreFuture<Vec<Pair>>;
+    fn duplicate_pairs(&self, villages: Vec<String>, limit: usize) -> StoreFuture<Pairs>;
 
     /// Merges a duplicate into the record kept (contract 5).
     fn merge_records(&self, reviewer: Caller, from: Uuid, into: Uuid) -> StoreFuture<MergeReport>;

@@ -47,12 +47,17 @@ pub struct Pair {
     pub id_number_one_apart: bool,
 }
 
+/// Candidate duplicate pairs, and whether the search that found them went to its end.
+#[derive(Clone, Debug)]
+pub struct Pairs {
+    /// The pairs, at most the limit asked for.
+    pub pairs: Vec<Pair>,
+    /// Whether the search stopped at its bound on comparisons: pairs beyond these may exist.
+    pub stopped: bool,
+}
+
 /// Candidate pairs among the persons whose home is in these villages, not yet dismissed.
-pub fn candidates(
-    conn: &Conn<'_>,
-    villages: &[String],
-    limit: usize,
-) -> Result<Vec<Pair>, StoreError> {
+pub fn candidates(conn: &Conn<'_>, villages: &[String], limit: usize) -> Result<Pairs, StoreError> {
     let list = serde_json::to_string(villages).unwrap_or_else(|_| "[]".into());
     struct Person {
         side: Side,
@@ -98,7 +103,9 @@ pub fn candidates(
     let mut out = Vec::new();
     // Dismissed pairs are left out below: found beyond the limit by as many.
     let most = limit.saturating_add(dismissed.len());
-    for found in baylink_domain::duplicates::candidates(&keys, most) {
+    let searched = baylink_domain::duplicates::search(&keys, most);
+    let stopped = searched.stopped;
+    for found in searched.pairs {
         let (a, b) = (&people[found.a].side, &people[found.b].side);
         if dismissed.contains(&ordered(&a.id, &b.id)) {
             continue;
@@ -117,7 +124,10 @@ pub fn candidates(
             break;
         }
     }
-    Ok(out)
+    Ok(Pairs {
+        pairs: out,
+        stopped,
+    })
 }
 
 fn ordered(a: &str, b: &str) -> (String, String) {

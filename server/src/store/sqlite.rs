@@ -18,7 +18,7 @@ use crate::store::caller::{Caller, Role};
 use crate::store::contract::{Store, StoreFuture};
 use crate::store::dashboard::{self, Overview};
 use crate::store::devices::{self, Device};
-use crate::store::duplicates::{self, MergeReport, Pair};
+use crate::store::duplicates::{self, MergeReport, Pairs};
 use crate::store::error::StoreError;
 use crate::store::logins;
 use crate::store::places::{self, Imported, Station};
@@ -281,7 +281,7 @@ impl Store for Db {
         self.writing(move |c| review::settle_conflict(c, &reviewer, id, keep, now_ms()))
     }
 
-    fn duplicate_pairs(&self, villages: Vec<String>, limit: usize) -> StoreFuture<Vec<Pair>> {
+    fn duplicate_pairs(&self, villages: Vec<String>, limit: usize) -> StoreFuture<Pairs> {
         self.reading(move |c| duplicates::candidates(c, &villages, limit))
     }
 

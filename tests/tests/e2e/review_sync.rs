@@ -90,7 +90,7 @@ fn a_merged_duplicate_redirects_on_every_phone_and_keeps_its_history() {
     let r006 = server.caller("r006");
     let pairs = server
         .db
-        .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100))
+        .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100).map(|p| p.pairs))
         .expect("candidates");
     assert_eq!(pairs.len(), 1, "{pairs:?}");
     assert!(pairs[0].same_name_and_birth_date && !pairs[0].id_number_one_apart);
@@ -139,7 +139,7 @@ fn a_merged_duplicate_redirects_on_every_phone_and_keeps_its_history() {
     );
     let after = server
         .db
-        .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100))
+        .call_blocking(|c| duplicates::candidates(c, &r006.villages, 100).map(|p| p.pairs))
         .expect("candidates");
     assert!(after.is_empty(), "a merged pair is no longer proposed");
 
