@@ -1413,6 +1413,35 @@ async fn a_record_created_and_written_twice_in_one_push_merges_the_second_write(
 }
 
 /// Person 42's duplicate (王芳, one digit off, also from 北京): its id and ID number.
+/// A village of 霞涌 (station 007).
+const XIAYONG: &str = "441303007001";
+
+/// Officer o7 of 霞涌 with phone 7 (push as `("o7", 7, XIAYONG)`).
+fn add_o7(console: &Console) {
+    let hash = auth::password::hash(PASSWORD).unwrap();
+    console
+        .db
+        .call_blocking(move |conn| {
+            let new = NewAccount {
+                username: "o7".into(),
+                display_name: "o7".into(),
+                role: Role::Officer,
+                station: Some("441303007".into()),
+                password_hash: hash,
+                villages: vec![XIAYONG.into()],
+            };
+            let o7 = accounts::create_account(conn, Actor::Operator, &new, 0)?;
+            devices::register_device(
+                conn,
+                &NodeId(Uuid::from_u128(7)).to_string(),
+                o7,
+                "phone",
+                0,
+            )
+        })
+        .unwrap();
+}
+
 fn twin_of_42(console: &Console) -> (Uuid, String) {
     let body = "11010819491231001";
     let twin_id = format!(
@@ -1515,30 +1544,8 @@ async fn a_watched_persons_alert_follows_her_to_the_record_kept_when_her_duplica
 
 #[tokio::test]
 async fn a_reviewer_merges_only_her_own_villages_records_not_a_person_who_moved_in() {
-    const XIAYONG: &str = "441303007001";
     let (console, person) = Console::new();
-    let hash = auth::password::hash(PASSWORD).unwrap();
-    console
-        .db
-        .call_blocking(move |conn| {
-            let new = NewAccount {
-                username: "o7".into(),
-                display_name: "o7".into(),
-                role: Role::Officer,
-                station: Some("441303007".into()),
-                password_hash: hash,
-                villages: vec![XIAYONG.into()],
-            };
-            let o7 = accounts::create_account(conn, Actor::Operator, &new, 0)?;
-            devices::register_device(
-                conn,
-                &NodeId(Uuid::from_u128(7)).to_string(),
-                o7,
-                "phone",
-                0,
-            )
-        })
-        .unwrap();
+    add_o7(&console);
     let accepted = |results: Vec<baylink_sync::wire::ChangeResult>| {
         assert!(
             results
@@ -1818,4 +1825,67 @@ async fn signing_in_returns_to_the_page_asked_for_and_to_no_other_site() {
         assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
         assert_eq!(signed.location.as_deref(), Some(lands), "{next}");
     }
+}
+
+#[tokio::test]
+async fn the_duplicates_page_offers_no_merge_that_would_rewrite_another_stations_records() {
+    let (console, person) = Console::new();
+    let (twin, _) = twin_of_42(&console);
+    add_o7(&console);
+    // 王芳 of 桥西 rents a room in 霞涌 too: its residence, 霞涌's, names her.
+    let at_once = |fields: Vec<(&'static str, serde_json::Value)>| -> Vec<_> {
+        fields.into_iter().map(|(f, v)| (f, v, 0)).collect()
+    };
+    let o7 = ("o7", 7, XIAYONG);
+    let house = Uuid::now_v7();
+    push_by(
+        &console,
+        o7,
+        "house",
+        house,
+        &at_once(vec![
+            ("village", json!(XIAYONG)),
+            ("address", json!("霞涌路2号")),
+            ("use", json!("rental")),
+            ("status", json!("in_use")),
+        ]),
+    );
+    push_by(
+        &console,
+        o7,
+        "residence",
+        residence_id(person, house, "2026-03-01"),
+        &at_once(vec![
+            ("village", json!(XIAYONG)),
+            ("person", json!(person.to_string())),
+            ("house", json!(house.to_string())),
+            ("moved_in", json!("2026-03-01")),
+            ("relation", json!("tenant")),
+        ]),
+    );
+    let reviewer = console.sign_in("r006").await;
+    let page = console.get("/console/duplicates", &reviewer).await;
+    // Merging her away would repoint 霞涌's residence: said, not offered; keeping her is offered.
+    let offered = |from: Uuid, into: Uuid| {
+        page.body.contains(&format!(
+            "name=\"from\" value=\"{from}\"><input type=\"hidden\" name=\"into\" value=\"{into}\""
+        ))
+    };
+    assert!(page.body.contains("须由管理员进行"), "{}", page.body);
+    assert!(
+        !offered(person, twin) && offered(twin, person),
+        "{}",
+        page.body
+    );
+    // And the server refuses what the page does not offer.
+    let token = csrf(&page.body);
+    let refused = console
+        .request(
+            "POST",
+            "/console/duplicates/merge",
+            Some(&reviewer),
+            Some(&format!("csrf={token}&from={person}&into={twin}")),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
 }

@@ -116,8 +116,16 @@ fn page(user: &ConsoleUser, pairs: &[Pair], stopped: bool) -> Markup {
                                 @if pair.id_number_one_apart { "证件号码相差一位" }
                             }
                             td.actions {
-                                (merge_form(user, &pair.b.id, &pair.a.id, "保留甲，合并乙"))
-                                (merge_form(user, &pair.a.id, &pair.b.id, "保留乙，合并甲"))
+                                @if pair.b.linked_elsewhere {
+                                    span.muted { "乙有其他派出所的关联记录，合并乙须由管理员进行" } br;
+                                } @else {
+                                    (merge_form(user, &pair.b.id, &pair.a.id, "保留甲，合并乙"))
+                                }
+                                @if pair.a.linked_elsewhere {
+                                    span.muted { "甲有其他派出所的关联记录，合并甲须由管理员进行" } br;
+                                } @else {
+                                    (merge_form(user, &pair.a.id, &pair.b.id, "保留乙，合并甲"))
+                                }
                                 form.inline method="post" action="/console/duplicates/dismiss" {
                                     input type="hidden" name="csrf" value=(user.csrf);
                                     input type="hidden" name="a" value=(pair.a.id);

@@ -32,6 +32,10 @@ pub struct Side {
     pub birth_date: Option<String>,
     /// Capturing officer.
     pub created_by: Option<String>,
+    /// Whether a record outside the villages asked about names this person (her residence or
+    /// vehicle of another station): merging her away would rewrite it, which a reviewer of
+    /// these villages may not (`merge`; an administrator may).
+    pub linked_elsewhere: bool,
 }
 
 /// A candidate pair of persons who may be one.
@@ -73,7 +77,7 @@ pub fn candidates(conn: &Conn<'_>, villages: &[String], limit: usize) -> Result<
         )
     ))?;
     let people: Vec<Person> = stmt
-        .query_map([list], |r| {
+        .query_map([list.as_str()], |r| {
             let birth: Option<String> = r.get(5)?;
             Ok(Person {
                 side: Side {
@@ -83,6 +87,7 @@ pub fn candidates(conn: &Conn<'_>, villages: &[String], limit: usize) -> Result<
                     id_number: r.get(3)?,
                     birth_date: birth,
                     created_by: r.get(6)?,
+                    linked_elsewhere: false,
                 },
                 name: r.get(4)?,
             })
@@ -114,9 +119,14 @@ pub fn candidates(conn: &Conn<'_>, villages: &[String], limit: usize) -> Result<
             same_name_and_birth_date,
             id_number_one_apart,
         } = found.reasons;
+        let side = |s: &Side| -> Result<Side, StoreError> {
+            let mut s = s.clone();
+            s.linked_elsewhere = linked_elsewhere(conn, &s.id, &list)?;
+            Ok(s)
+        };
         out.push(Pair {
-            a: a.clone(),
-            b: b.clone(),
+            a: side(a)?,
+            b: side(b)?,
             same_name_and_birth_date,
             id_number_one_apart,
         });
@@ -128,6 +138,21 @@ pub fn candidates(conn: &Conn<'_>, villages: &[String], limit: usize) -> Result<
         pairs: out,
         stopped,
     })
+}
+
+/// Whether a record whose home village is not among `villages` (a JSON list) names `id`.
+fn linked_elsewhere(conn: &Conn<'_>, id: &str, villages: &str) -> Result<bool, StoreError> {
+    let found: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT 1 FROM link l JOIN entity e ON e.id = l.entity
+             WHERE {} AND l.target = ?1
+               AND (e.village IS NULL OR e.village NOT IN (SELECT value FROM json_each(?2)))
+             LIMIT 1",
+            crate::store::refs::among_references("l.field")
+        ))?
+        .query_row(params![id, villages], |r| r.get(0))
+        .optional()?;
+    Ok(found.is_some())
 }
 
 fn ordered(a: &str, b: &str) -> (String, String) {
