@@ -496,6 +496,20 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         "{}",
         page.body
     );
+    assert!(!page.body.contains("上次审核意见"), "{}", page.body);
+    // The officer corrects her: pending again, the comment shown as the last decision's.
+    push_as_officer(
+        &console,
+        "person",
+        person,
+        &[("household_address", json!("北京市西城区"))],
+    );
+    let page = console.get(&path, &cookie).await;
+    assert!(
+        page.body.contains("待审核") && page.body.contains("上次审核意见：户籍地址未填"),
+        "{}",
+        page.body
+    );
 }
 
 #[tokio::test]

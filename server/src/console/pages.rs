@@ -360,7 +360,7 @@ pub(super) fn records(
                 @let export = |format: &str| link(0).replace("/console/records?", &format!("/console/export?format={format}&"));
                 a.export href=(export("xlsx")) { "导出 Excel" }
                 a.export href=(export("csv")) { "导出 CSV" }
-                span.muted title="导出含完整证件号码和电话，记入审计日志" { "（导出为完整信息，记入审计）" }
+                span.muted title="导出含完整证件号码和电话，记入审计日志；CSV 直接用 Excel 打开会把18位证件号码改成科学计数法，请用 Excel 格式" { "（导出为完整信息，记入审计；用 Excel 打开请选 Excel 格式）" }
                 @if page > 0 { a href=(link(page - 1)) { "上一页" } }
                 span.muted { "第 " (page.saturating_add(1)) " 页" }
                 @if more { a href=(link(page.saturating_add(1))) { "下一页" } }
@@ -731,7 +731,9 @@ pub(super) fn record(
             div.card {
                 "审核状态：" span class={ "status-" (status) } { (status_label(&status)) }
                 @if let Some(comment) = view.fields.get("review_comment").map(|v| json_text(v)).filter(|c| !c.is_empty()) {
-                    " · 意见：" (comment)
+                    // Back to pending after the officer's correction: the comment is the last
+                    // decision's, not one on what is shown now.
+                    @if status == "pending" { " · 上次审核意见：" (comment) } @else { " · 意见：" (comment) }
                 }
             }
             div.card {
