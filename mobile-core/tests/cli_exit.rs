@@ -32,6 +32,11 @@ fn baylink(data: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("baylink ends")
 }
 
+/// Signs `user` in on the phone, the password (and Enter) as `typed`.
+fn sign_in(phone: &std::path::Path, url: &str, user: &str, typed: &str) -> Output {
+    baylink(phone, &["login", "--server", url, "--user", user], typed)
+}
+
 /// Captures 王芳 in the village on the phone, which must take her.
 fn capture_wang_fang(phone: &std::path::Path) {
     let captured = baylink(
@@ -103,13 +108,7 @@ fn a_sync_leaving_refusals_exits_5_and_a_sign_in_refused_for_waiting_changes_exi
     let (db, url) = (&server.db, &server.url);
     let phone = dir.path().join("phone");
     let password = format!("{PASSWORD}\n");
-    let login = |user: &str| {
-        baylink(
-            &phone,
-            &["login", "--server", url, "--user", user],
-            &password,
-        )
-    };
+    let login = |user: &str| sign_in(&phone, url, user, &password);
 
     assert!(login("o1").status.success());
     capture_wang_fang(&phone);
@@ -178,11 +177,7 @@ fn a_sync_with_the_server_gone_says_each_retry_and_that_nothing_is_lost() {
     } = server(dir.path());
     let phone = dir.path().join("phone");
     let password = format!("{PASSWORD}\n");
-    let login = baylink(
-        &phone,
-        &["login", "--server", &url, "--user", "o1"],
-        &password,
-    );
+    let login = sign_in(&phone, &url, "o1", &password);
     assert!(login.status.success(), "{login:?}");
     capture_wang_fang(&phone);
     let _ = stop.send(());
@@ -213,11 +208,7 @@ fn an_empty_password_is_said_to_be_missing_not_wrong() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let server = server(dir.path());
     let phone = dir.path().join("phone");
-    let login = baylink(
-        &phone,
-        &["login", "--server", &server.url, "--user", "o1"],
-        "\n",
-    );
+    let login = sign_in(&phone, &server.url, "o1", "\n");
     let err = String::from_utf8_lossy(&login.stderr);
     assert_eq!(login.status.code(), Some(2), "{err}");
     assert!(
@@ -329,11 +320,7 @@ fn an_officer_of_one_village_need_not_name_it_at_each_capture() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let server = server(dir.path());
     let phone = dir.path().join("phone");
-    let login = baylink(
-        &phone,
-        &["login", "--server", &server.url, "--user", "o1"],
-        &format!("{PASSWORD}\n"),
-    );
+    let login = sign_in(&phone, &server.url, "o1", &format!("{PASSWORD}\n"));
     assert!(login.status.success(), "{login:?}");
     let captured = baylink(
         &phone,

@@ -224,7 +224,8 @@ impl FromRequestParts<AppState> for ConsoleUser {
             .filter(|p| *p != "/console/");
         let to_login = || {
             match asked {
-                Some(page) => Redirect::to(&format!("/console/login?next={}", percent(page))),
+                // `back_to` let through no character a query's value would need escaped.
+                Some(page) => Redirect::to(&format!("/console/login?next={page}")),
                 None => Redirect::to("/console/login"),
             }
             .into_response()
@@ -318,18 +319,6 @@ fn back_to(next: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_'));
     console.then_some(path)
-}
-
-/// `text` with every byte but letters, digits and `/-_.` as `%XX`, for a query's value.
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The sign-in form.

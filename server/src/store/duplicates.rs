@@ -119,19 +119,24 @@ pub fn candidates(conn: &Conn<'_>, villages: &[String], limit: usize) -> Result<
             same_name_and_birth_date,
             id_number_one_apart,
         } = found.reasons;
-        let side = |s: &Side| -> Result<Side, StoreError> {
-            let mut s = s.clone();
-            s.linked_elsewhere = linked_elsewhere(conn, &s.id, &list)?;
-            Ok(s)
-        };
         out.push(Pair {
-            a: side(a)?,
-            b: side(b)?,
+            a: a.clone(),
+            b: b.clone(),
             same_name_and_birth_date,
             id_number_one_apart,
         });
         if out.len() >= limit {
             break;
+        }
+    }
+    let ids: Vec<&str> = out
+        .iter()
+        .flat_map(|p| [p.a.id.as_str(), p.b.id.as_str()])
+        .collect();
+    let elsewhere = linked_elsewhere(conn, &ids, &list)?;
+    for pair in &mut out {
+        for side in [&mut pair.a, &mut pair.b] {
+            side.linked_elsewhere = elsewhere.contains(&side.id);
         }
     }
     Ok(Pairs {
@@ -140,19 +145,23 @@ pub fn candidates(conn: &Conn<'_>, villages: &[String], limit: usize) -> Result<
     })
 }
 
-/// Whether a record whose home village is not among `villages` (a JSON list) names `id`.
-fn linked_elsewhere(conn: &Conn<'_>, id: &str, villages: &str) -> Result<bool, StoreError> {
-    let found: Option<i64> = conn
-        .prepare_cached(&format!(
-            "SELECT 1 FROM link l JOIN entity e ON e.id = l.entity
-             WHERE {} AND l.target = ?1
-               AND (e.village IS NULL OR e.village NOT IN (SELECT value FROM json_each(?2)))
-             LIMIT 1",
+/// Which of `ids` a record whose home village is not among `villages` (a JSON list) names.
+fn linked_elsewhere(
+    conn: &Conn<'_>,
+    ids: &[&str],
+    villages: &str,
+) -> Result<BTreeSet<String>, StoreError> {
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let found = conn
+        .prepare(&format!(
+            "SELECT DISTINCT l.target FROM link l JOIN entity e ON e.id = l.entity
+             WHERE {} AND l.target IN (SELECT value FROM json_each(?1))
+               AND (e.village IS NULL OR e.village NOT IN (SELECT value FROM json_each(?2)))",
             crate::store::refs::among_references("l.field")
         ))?
-        .query_row(params![id, villages], |r| r.get(0))
-        .optional()?;
-    Ok(found.is_some())
+        .query_map(params![ids, villages], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(found)
 }
 
 fn ordered(a: &str, b: &str) -> (String, String) {
