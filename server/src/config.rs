@@ -35,6 +35,8 @@ pub struct Config {
     pub header_timeout: std::time::Duration,
     /// How long a request may take, its body sent and its answer prepared (then `408`).
     pub body_timeout: std::time::Duration,
+    /// How long a request body's reads may wait in all before 16 KiB of it arrive (then `408`).
+    pub body_stall: std::time::Duration,
     /// Most connections served at once.
     pub max_connections: usize,
     /// How long open requests may take to finish once the server is told to stop.
@@ -73,6 +75,8 @@ pub struct Settings {
     pub header_timeout_s: Option<u64>,
     /// Seconds a request may take, its body sent and its answer prepared.
     pub body_timeout_s: Option<u64>,
+    /// Seconds a request body's reads may wait in all before 16 KiB of it arrive.
+    pub body_stall_s: Option<u64>,
     /// Most connections served at once.
     pub max_connections: Option<usize>,
     /// Seconds requests in flight may take to finish after SIGTERM or SIGINT.
@@ -209,6 +213,7 @@ impl Settings {
             secure_cookies: parse(&get, "secure_cookies")?,
             header_timeout_s: parse(&get, "header_timeout_s")?,
             body_timeout_s: parse(&get, "body_timeout_s")?,
+            body_stall_s: parse(&get, "body_stall_s")?,
             max_connections: parse(&get, "max_connections")?,
             drain_s: parse(&get, "drain_s")?,
             trusted_proxies: proxies,
@@ -282,6 +287,7 @@ impl Config {
             Duration::from_secs(v));
         take!(body_timeout_s, |v| self.body_timeout =
             Duration::from_secs(v));
+        take!(body_stall_s, |v| self.body_stall = Duration::from_secs(v));
         take!(max_connections, |v| self.max_connections = v);
         take!(drain_s, |v| self.drain_timeout = Duration::from_secs(v));
         take!(trusted_proxies, |v| self.trusted_proxies = v);
@@ -351,6 +357,7 @@ impl Config {
             "",
         )?;
         within("body_timeout_s", self.body_timeout.as_secs(), 1, 3600, "")?;
+        within("body_stall_s", self.body_stall.as_secs(), 1, 3600, "")?;
         within(
             "max_connections",
             self.max_connections as u64,
@@ -388,6 +395,7 @@ impl Config {
                 self.header_timeout.as_secs().to_string(),
             ),
             ("body_timeout_s", self.body_timeout.as_secs().to_string()),
+            ("body_stall_s", self.body_stall.as_secs().to_string()),
             ("max_connections", self.max_connections.to_string()),
             ("drain_s", self.drain_timeout.as_secs().to_string()),
             ("trusted_proxies", format!("[{}]", proxies.join(", "))),
@@ -475,7 +483,7 @@ pub fn describe_database(url: &str) -> String {
 }
 
 /// Every setting's name (the file's keys).
-pub const SETTINGS: [&str; 15] = [
+pub const SETTINGS: [&str; 16] = [
     "data",
     "database",
     "listen",
@@ -486,6 +494,7 @@ pub const SETTINGS: [&str; 15] = [
     "secure_cookies",
     "header_timeout_s",
     "body_timeout_s",
+    "body_stall_s",
     "max_connections",
     "drain_s",
     "trusted_proxies",
@@ -507,6 +516,7 @@ impl Config {
             secure_cookies: false,
             header_timeout: crate::listen::HEADER_TIMEOUT,
             body_timeout: crate::listen::BODY_TIMEOUT,
+            body_stall: crate::stall::BODY_STALL,
             max_connections: crate::listen::MAX_CONNECTIONS,
             drain_timeout: crate::listen::DRAIN_TIMEOUT,
             trusted_proxies: Vec::new(),

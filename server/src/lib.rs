@@ -64,6 +64,12 @@ pub fn app(state: AppState) -> Router {
                 .no_deflate()
                 .no_br(),
         )
+        // A body whose bytes trickle in ends its request as 408 (the bytes as sent, before
+        // they are decompressed).
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.body_stall,
+            stall::arriving,
+        ))
         // A request whose body stalls, or whose answer takes too long to prepare, ends as 408.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -1,16 +1,22 @@
-//! A connection whose answers stop draining is closed: a client that never reads what the server
-//! writes (thousands of requests pipelined and their answers left unread, or a pull it stopped
-//! reading) would otherwise hold one of the server's connection slots for as long as it likes,
-//! past the header and body deadlines, which count only what the client sends. Nor may it keep
-//! the slot by reading a few bytes now and then: the time writes wait adds up until
-//! [`MIN_DRAIN`] bytes have moved.
+//! What moves too slowly is cut. A connection whose answers stop draining is closed: a client
+//! that never reads what the server writes (thousands of requests pipelined and their answers
+//! left unread, or a pull it stopped reading) would otherwise hold one of the server's connection
+//! slots for as long as it likes, past the header and body deadlines, which count only what the
+//! client sends. A request body that trickles in ends its request (`408`): a few bytes now and
+//! then on many connections (a sign-in's body, sent before any account is known) would otherwise
+//! hold every slot for the body deadline. Neither may keep going on a trickle: the time it waits
+//! adds up until [`MIN_DRAIN`] bytes have moved.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -19,17 +25,22 @@ use tokio::time::{Instant, Sleep};
 /// a trickle, waits this long.
 pub const WRITE_STALL: Duration = Duration::from_secs(60);
 
-/// Bytes that must move for the waits so far to be forgiven: 16 KiB a minute of waiting, about
-/// 270 bytes a second, far below the slowest phone link's rate.
+/// How long the server may wait for a request body's bytes, in all, before [`MIN_DRAIN`] bytes
+/// of it arrive: about 800 bytes a second while it waits, far below the slowest phone link's
+/// rate (a sign-in's body comes in one packet; a push's 16 KiB blocks in well under a second
+/// on a 2G link).
+pub const BODY_STALL: Duration = Duration::from_secs(20);
+
+/// Bytes that must move for the waits so far to be forgiven: 16 KiB a [`WRITE_STALL`] of
+/// waiting for answers (about 270 bytes a second), a [`BODY_STALL`] for a body.
 pub const MIN_DRAIN: usize = 16 * 1024;
 
-/// A stream whose writes fail (`TimedOut`) once they have waited `stall` in all since
-/// [`MIN_DRAIN`] bytes last moved.
-pub struct Draining<S> {
-    inner: S,
+/// The time a stream has waited since [`MIN_DRAIN`] bytes last moved, and the timer that ends
+/// it at the stall.
+struct Clock {
     stall: Duration,
     min_drain: usize,
-    /// Time writes waited since the last [`MIN_DRAIN`] bytes moved.
+    /// Time waited since the last [`MIN_DRAIN`] bytes moved.
     waited: Duration,
     /// Bytes moved since then.
     moved: usize,
@@ -37,11 +48,9 @@ pub struct Draining<S> {
     waiting: Option<(Instant, Pin<Box<Sleep>>)>,
 }
 
-impl<S> Draining<S> {
-    /// `inner`, its writes allowed to wait `stall` in all between [`MIN_DRAIN`] bytes moved.
-    pub fn new(inner: S, stall: Duration) -> Draining<S> {
-        Draining {
-            inner,
+impl Clock {
+    fn new(stall: Duration) -> Clock {
+        Clock {
             stall,
             min_drain: MIN_DRAIN,
             waited: Duration::ZERO,
@@ -50,21 +59,15 @@ impl<S> Draining<S> {
         }
     }
 
-    /// What a write that is waiting answers: still waiting, or the stall's error once its time
-    /// is up (the timer registered with `cx`, so that the task wakes for it).
-    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    /// Whether a wait under way has reached the stall (its timer registered with `cx`, so
+    /// that the task wakes for it).
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         let left = self.stall.saturating_sub(self.waited);
         let (_, timer) = self.waiting.get_or_insert_with(|| {
             let now = Instant::now();
             (now, Box::pin(tokio::time::sleep_until(now + left)))
         });
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read too little of the answer",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// A wait ended with `bytes` moved: its time counts until enough have.
@@ -77,6 +80,39 @@ impl<S> Draining<S> {
             self.moved = 0;
             self.waited = Duration::ZERO;
         }
+    }
+}
+
+/// A stream whose writes fail (`TimedOut`) once they have waited `stall` in all since
+/// [`MIN_DRAIN`] bytes last moved.
+pub struct Draining<S> {
+    inner: S,
+    clock: Clock,
+}
+
+impl<S> Draining<S> {
+    /// `inner`, its writes allowed to wait `stall` in all between [`MIN_DRAIN`] bytes moved.
+    pub fn new(inner: S, stall: Duration) -> Draining<S> {
+        Draining {
+            inner,
+            clock: Clock::new(stall),
+        }
+    }
+
+    /// What a write that is waiting answers: still waiting, or the stall's error once its time
+    /// is up.
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if self.clock.stalled(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read too little of the answer",
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn took(&mut self, bytes: usize) {
+        self.clock.took(bytes);
     }
 
     /// A write's outcome, in bytes moved.
@@ -92,7 +128,7 @@ impl<S> Draining<S> {
                 Poll::Ready(Ok(n))
             }
             failed => {
-                self.waiting = None;
+                self.clock.waiting = None;
                 failed
             }
         }
@@ -150,6 +186,92 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Draining<S> {
     }
 }
 
+/// A request body whose reads end in an error (and mark its request as stalled) once they have
+/// waited `stall` in all since [`MIN_DRAIN`] bytes last arrived. Only the waits for the client
+/// count: a handler that reads nothing (a request refused before its body) waits for no one.
+pub struct Arriving<B> {
+    inner: B,
+    clock: Clock,
+    stalled: Arc<AtomicBool>,
+}
+
+/// A request body that stopped arriving.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived too slowly")]
+pub struct BodyStalled;
+
+impl<B> Arriving<B> {
+    /// `inner`, its reads allowed to wait `stall` in all between [`MIN_DRAIN`] bytes arrived;
+    /// `stalled` is set when they have waited longer.
+    pub fn new(inner: B, stall: Duration, stalled: Arc<AtomicBool>) -> Arriving<B> {
+        Arriving {
+            inner,
+            clock: Clock::new(stall),
+            stalled,
+        }
+    }
+}
+
+impl<B> Body for Arriving<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.clock.stalled(cx) {
+                    this.stalled.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(BodyStalled.into())));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                let bytes = match &frame {
+                    Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
+                    _ => 0,
+                };
+                this.clock.took(bytes);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives every request's body the body stall of `stall` ([`Arriving`]), and answers `408` for
+/// a request whose body stalled, whatever its handler made of the failed read.
+pub async fn arriving(
+    axum::extract::State(stall): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let request =
+        request.map(|body| axum::body::Body::new(Arriving::new(body, stall, Arc::clone(&stalled))));
+    let response = next.run(request).await;
+    if stalled.load(Ordering::Relaxed) {
+        return axum::response::IntoResponse::into_response(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+        );
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +315,7 @@ mod tests {
         // 16 bytes every 50 ms: each read frees a write, none waits the stall alone.
         let (ours, mut theirs) = tokio::io::duplex(64);
         let mut draining = Draining::new(ours, stall);
-        draining.min_drain = 4096;
+        draining.clock.min_drain = 4096;
         let reader = tokio::spawn(async move {
             let mut got = 0;
             let mut buf = [0u8; 16];
@@ -215,5 +337,63 @@ mod tests {
         drop(draining);
         let got = reader.await.expect("reader");
         assert!(got < 4096, "cut before the minimum moved: {got}");
+    }
+
+    /// A body fed from a channel: a frame a message, ended when the channel closes.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// Sends `chunks` of `size` bytes, one every `every`, into a body read to its end through
+    /// [`Arriving`] with `stall`: the bytes read, or the failure, and whether it was marked.
+    async fn read_fed(
+        chunks: usize,
+        size: usize,
+        every: Duration,
+        stall: Duration,
+    ) -> (Result<usize, String>, bool) {
+        let (send, receive) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for _ in 0..chunks {
+                tokio::time::sleep(every).await;
+                if send.send(Bytes::from(vec![7; size])).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stalled = Arc::new(AtomicBool::new(false));
+        let body = Arriving::new(Fed(receive), stall, Arc::clone(&stalled));
+        let read = axum::body::to_bytes(axum::body::Body::new(body), usize::MAX)
+            .await
+            .map(|b| b.len())
+            .map_err(|e| std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string));
+        (read, stalled.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_a_trickle_at_a_time_fails_once_its_waits_add_up_and_a_steady_one_arrives()
+    {
+        let stall = Duration::from_millis(300);
+        // 8 bytes every 50 ms: no wait is near the stall alone, together they pass it.
+        let started = std::time::Instant::now();
+        let (read, stalled) = read_fed(100, 8, Duration::from_millis(50), stall).await;
+        assert_eq!(read, Err(BodyStalled.to_string()));
+        assert!(stalled);
+        assert!(started.elapsed() >= stall);
+        // 8 KiB every 50 ms, 64 KiB in all: longer than the stall, but 16 KiB arrive well
+        // within each stall of waiting, so the waits are forgiven.
+        let (read, stalled) = read_fed(8, 8 * 1024, Duration::from_millis(50), stall).await;
+        assert_eq!(read, Ok(64 * 1024));
+        assert!(!stalled);
     }
 }

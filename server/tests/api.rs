@@ -943,6 +943,74 @@ fn a_request_whose_body_stalls_is_answered_408_timeout_in_the_apis_shape() {
     assert_eq!(error["error"]["code"], "too_large", "{answer}");
 }
 
+#[test]
+fn a_body_sent_a_trickle_at_a_time_is_cut_at_its_stall_long_before_the_deadline() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let deadline = Duration::from_secs(120);
+    let (addr, _runtime, _dir) = listening_with(|config| {
+        config.body_timeout = deadline;
+        config.body_stall = Duration::from_secs(1);
+    });
+    // A sign-in that says 4,000 bytes and sends one every 100 ms (a connection held for the
+    // body deadline on a few bytes a second, were only the deadline counted).
+    let mut connection = TcpStream::connect(addr).unwrap();
+    connection
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    connection
+        .write_all(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{")
+        .unwrap();
+    let started = Instant::now();
+    let mut writer = connection.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        let mut sent = 0;
+        while sent < 3000 && writer.write_all(b" ").is_ok() {
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sent
+    });
+    let mut answer = Vec::new();
+    let _ = connection.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(error["error"]["code"], "timeout", "{answer}");
+    // Cut once its waits add up to the stall, and closed (read to its end above), not held
+    // for the deadline.
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() < deadline / 2, "{:?}", started.elapsed());
+    drop(connection);
+    assert!(trickle.join().unwrap() < 3000);
+
+    // A sign-in's body of 60 KiB sent in 4 KiB pieces every 150 ms, longer than the stall in
+    // all but 16 KiB within each second of waiting: read whole, answered on its merits.
+    let password = "x".repeat(60 * 1024);
+    let login = format!(r#"{{"username": "o1", "password": "{password}"}}"#);
+    let mut connection = TcpStream::connect(addr).unwrap();
+    connection
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        connection,
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        login.len()
+    )
+    .unwrap();
+    for piece in login.as_bytes().chunks(4096) {
+        std::thread::sleep(Duration::from_millis(150));
+        connection.write_all(piece).unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = connection.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(!answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
+
 /// How a device key matches the test device's keys.
 fn key_match(state: &AppState, key: &str) -> KeyMatch {
     let key = key.to_owned();
