@@ -313,6 +313,23 @@ fn the_password_prompt_hides_what_is_typed_and_ctrl_c_leaves_the_terminal_as_it_
     assert!(typed.child.wait().expect("ends").success());
     assert!(!shown.contains(PASSWORD), "{shown}");
     assert!(typed.cooked());
+
+    // The window closed (SIGHUP) or the process told to stop (SIGTERM) at the prompt: it ends
+    // by that signal, as it would have, with the terminal put back first.
+    for (signal, name) in [(libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP")] {
+        use std::os::unix::process::ExitStatusExt;
+        let mut typed = Typed::start(&phone, &args);
+        typed.read_until("password: ");
+        assert!(!typed.cooked());
+        let killed = Command::new("kill")
+            .args([format!("-{name}"), typed.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = typed.child.wait().expect("ends");
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+        assert!(typed.cooked(), "SIG{name} left the terminal silent");
+    }
 }
 
 #[test]

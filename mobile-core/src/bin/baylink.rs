@@ -776,9 +776,11 @@ fn read_password() -> Result<String, Error> {
     use std::io::{BufRead, IsTerminal, Write};
     let terminal = std::io::stdin().is_terminal();
     let typed = if terminal {
+        // Echo off before the prompt shows: nothing typed at it is ever shown.
+        let unechoed = Unechoed::begin();
         eprint!("密码 / password: ");
         let _ = std::io::stderr().flush();
-        let typed = Unechoed::begin().read_line();
+        let typed = unechoed.read_line();
         // The Enter typed was not echoed either.
         eprintln!();
         typed?
@@ -846,6 +848,9 @@ impl Unechoed {
                 .remove(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ISIG);
             quiet.special_codes[SpecialCodeIndex::VMIN] = 1;
             quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
+            // Put back first by a signal that ends the process meanwhile.
+            let _ = ending::MODES.set(before.clone());
+            ending::catch();
             tcsetattr(&stdin, OptionalActions::Now, &quiet).is_ok()
         });
         Unechoed { before }
@@ -924,6 +929,67 @@ impl Drop for Unechoed {
                 rustix::termios::OptionalActions::Now,
                 &before,
             );
+            ending::release();
+        }
+    }
+}
+
+/// A SIGTERM or SIGHUP (a closed window, a `kill`) while the password is typed ends the process
+/// as it would have, but with the terminal's modes put back first: left off, the shell it
+/// returns to would show nothing typed.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+mod ending {
+    use std::os::fd::BorrowedFd;
+    use std::sync::OnceLock;
+
+    /// The terminal's modes before the prompt.
+    pub(super) static MODES: OnceLock<rustix::termios::Termios> = OnceLock::new();
+
+    /// The signals caught while the prompt is shown.
+    const SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGHUP];
+
+    extern "C" fn put_back_and_end(signal: libc::c_int) {
+        if let Some(modes) = MODES.get() {
+            // SAFETY: standard input stays open for the process's life; tcsetattr is
+            // async-signal-safe (an ioctl), and MODES is only read here, set before the handler.
+            let stdin = unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) };
+            let _ = rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, modes);
+        }
+        // SAFETY: signal and raise are async-signal-safe; the signal's default action ends
+        // the process as it would have without the prompt.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+
+    fn handler() -> libc::sighandler_t {
+        put_back_and_end as extern "C" fn(libc::c_int) as libc::sighandler_t
+    }
+
+    /// Catches [`SIGNALS`] until [`release`], but those the process was told to ignore
+    /// (`nohup`).
+    pub(super) fn catch() {
+        for signal in SIGNALS {
+            // SAFETY: the handler does only async-signal-safe work (above).
+            let was = unsafe { libc::signal(signal, handler()) };
+            if was == libc::SIG_IGN {
+                // SAFETY: putting back what was there.
+                unsafe { libc::signal(signal, was) };
+            }
+        }
+    }
+
+    /// Gives [`SIGNALS`] caught by [`catch`] their default action again.
+    pub(super) fn release() {
+        for signal in SIGNALS {
+            // SAFETY: restoring the default action, or what was there if it was not ours.
+            let was = unsafe { libc::signal(signal, libc::SIG_DFL) };
+            if was != handler() {
+                // SAFETY: as above.
+                unsafe { libc::signal(signal, was) };
+            }
         }
     }
 }
