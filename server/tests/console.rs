@@ -486,9 +486,14 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
             Some(&form),
         )
         .await;
-    assert_eq!(
-        (done.status, done.location.as_deref()),
-        (StatusCode::SEE_OTHER, Some(path.as_str()))
+    // On to the next record waiting, or back to her when none is.
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert!(
+        done.location
+            .as_deref()
+            .is_some_and(|to| to.ends_with(&format!("?reviewed={person}"))),
+        "{:?}",
+        done.location
     );
     let page = console.get(&path, &cookie).await;
     assert!(
@@ -510,6 +515,113 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
         "{}",
         page.body
     );
+}
+
+/// The records a console list page links to, in its order, once each.
+fn listed(body: &str) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for part in body.split("/console/records/").skip(1) {
+        let id: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+            .collect();
+        if id.len() == 36 && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() {
+    let (console, _) = Console::new();
+    for (number, name) in [
+        ("E24681357", "Anna"),
+        ("E13572468", "Berta"),
+        ("E11223344", "Clara"),
+    ] {
+        let fields = person_fields("passport", number, name);
+        push_as_officer(&console, "person", person_id("passport", number), &fields);
+    }
+    let cookie = console.sign_in("r006").await;
+    let queue = listed(
+        &console
+            .get("/console/records?status=pending", &cookie)
+            .await
+            .body,
+    );
+    assert!(queue.len() >= 4, "{queue:?}");
+    let mut at = queue[0].clone();
+    let mut decided = Vec::new();
+    loop {
+        let page = console
+            .get(&format!("/console/records/{at}"), &cookie)
+            .await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(
+            page.body.contains("value=\"approve\""),
+            "her own to decide: {at}"
+        );
+        let done = console
+            .request(
+                "POST",
+                &format!("/console/records/{at}/review"),
+                Some(&cookie),
+                Some(&format!("csrf={}&decision=approve", csrf(&page.body))),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER);
+        decided.push(at.clone());
+        let to = done.location.expect("led on");
+        let (next, reviewed) = to
+            .strip_prefix("/console/records/")
+            .and_then(|rest| rest.split_once("?reviewed="))
+            .expect("a record, and the one decided");
+        assert_eq!(reviewed, at);
+        let shown = console.get(&to, &cookie).await;
+        if next == at {
+            assert!(
+                shown.body.contains("没有其他待审核的记录了"),
+                "{}",
+                shown.body
+            );
+            break;
+        }
+        // The next one is still waiting, and the page says the last decision was kept, with
+        // the way back to it.
+        assert!(!decided.iter().any(|d| d == next), "{next} decided already");
+        assert!(
+            shown.body.contains("上一条记录的审核结果已保存")
+                && shown
+                    .body
+                    .contains(&format!("href=\"/console/records/{at}\"")),
+            "{}",
+            shown.body
+        );
+        at = next.to_owned();
+        assert!(decided.len() <= queue.len(), "{decided:?}");
+    }
+    // Every record that was waiting was reached, one decision each; none waits now.
+    let mut all = queue.clone();
+    all.sort();
+    decided.sort();
+    assert_eq!(decided, all);
+    let left = listed(
+        &console
+            .get("/console/records?status=pending", &cookie)
+            .await
+            .body,
+    );
+    assert!(left.is_empty(), "{left:?}");
+    // An address made up to say so shows only a link to a record the page checks like any.
+    let made_up = console
+        .get(
+            &format!("/console/records/{at}?reviewed=not-a-record"),
+            &cookie,
+        )
+        .await;
+    assert_eq!(made_up.status, StatusCode::OK);
+    assert!(!made_up.body.contains("审核结果已保存"));
 }
 
 #[tokio::test]

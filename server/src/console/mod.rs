@@ -629,10 +629,11 @@ async fn export(
         .into_response())
 }
 
-/// Whether to show the full ID number.
+/// Whether to show the full ID number; the record decided just before, when a decision led here.
 #[derive(Deserialize, Default)]
 pub struct RecordQuery {
     reveal: Option<u8>,
+    reviewed: Option<String>,
 }
 
 async fn record(
@@ -643,7 +644,12 @@ async fn record(
 ) -> Result<Response, PageError> {
     let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
     let reveal = query.reveal == Some(1);
-    record_page(&state, &user, id, reveal, None).await
+    // An id, or nothing: the page links to it.
+    let reviewed = query
+        .reviewed
+        .as_deref()
+        .and_then(|r| Uuid::parse_str(r).ok());
+    record_page(&state, &user, id, reveal, None, reviewed).await
 }
 
 /// A record's page, with a review form to correct when `draft` says what is wrong with it.
@@ -653,6 +659,7 @@ async fn record_page(
     id: Uuid,
     reveal: bool,
     draft: Option<pages::ReviewDraft>,
+    reviewed: Option<Uuid>,
 ) -> Result<Response, PageError> {
     let reveal = if reveal { Reveal::Full } else { Reveal::Masked };
     let page = state.store.record_page(user.caller(), id, reveal).await?;
@@ -669,6 +676,7 @@ async fn record_page(
         &page,
         reveal == Reveal::Full,
         draft.as_ref(),
+        reviewed.map(|r| r.to_string()).as_deref(),
         &names,
     );
     Ok((status, page).into_response())
@@ -702,7 +710,7 @@ async fn review(
             error: "退回须填写原因，以便警员改正".into(),
             comment: form.comment,
         };
-        return record_page(&state, &user, entity, false, Some(draft)).await;
+        return record_page(&state, &user, entity, false, Some(draft), None).await;
     }
     match state.store.review(user.caller(), entity, verdict).await {
         // A comment the schema refuses comes back as the form too, saying why.
@@ -711,10 +719,28 @@ async fn review(
                 error: why["comment: ".len()..].to_owned(),
                 comment: form.comment,
             };
-            record_page(&state, &user, entity, false, Some(draft)).await
+            record_page(&state, &user, entity, false, Some(draft), None).await
         }
         Err(e) => Err(e.into()),
-        Ok(()) => Ok(Redirect::to(&format!("/console/records/{entity}")).into_response()),
+        // On to the next record waiting for her, as the pending list orders them (her own
+        // station's: the list holds no other), saying this one's decision was kept; back to
+        // this one when none is left.
+        Ok(()) => {
+            let pending = Filter {
+                status: Some("pending".into()),
+                ..Filter::default()
+            };
+            let waiting = state
+                .store
+                .records(user.villages.clone(), pending, 2, 0)
+                .await?;
+            let next = waiting
+                .iter()
+                .map(|row| row.id.as_str())
+                .find(|next| *next != entity.to_string())
+                .map_or_else(|| entity.to_string(), str::to_owned);
+            Ok(Redirect::to(&format!("/console/records/{next}?reviewed={entity}")).into_response())
+        }
     }
 }
 

@@ -666,6 +666,7 @@ pub(super) fn record(
     page: &RecordPage,
     reveal: bool,
     draft: Option<&ReviewDraft>,
+    reviewed: Option<&str>,
     names: &BTreeMap<String, String>,
 ) -> Markup {
     let (view, links, watched) = (&page.view, page.links.as_slice(), &page.watched);
@@ -719,6 +720,17 @@ pub(super) fn record(
                     strong { "重点关注人员" } "："
                     @if let Some(region) = &w.region { "籍贯在关注地区 " (baylink_domain::watch::Rule::Region(region.clone()).describe()) } @else { "证件号码在关注名单上" }
                     " · " a href="/console/alerts" { @if w.open { "预警未处理" } @else { "预警已处理" } }
+                }
+            }
+            // Come here from a decision on the record before, the queue's next (or this one
+            // again, when no other was pending).
+            @if let Some(before) = reviewed {
+                div.card.notice role="status" {
+                    @if before == id {
+                        "审核结果已保存。没有其他待审核的记录了。" " " a href="/console/records?status=pending" { "待审核列表" }
+                    } @else {
+                        "上一条记录的审核结果已保存，下面是下一条待审核记录。" " " a href={ "/console/records/" (before) } { "查看上一条" }
+                    }
                 }
             }
             @if let Some(draft) = draft {
