@@ -343,6 +343,31 @@ async fn disabling_an_account_ends_its_console_sessions_and_enabling_it_revives_
 }
 
 #[tokio::test]
+async fn a_number_corrected_past_its_mask_is_said_to_have_changed_in_the_history() {
+    let (console, person) = Console::new();
+    // A digit inside the mask corrected: both sides mask alike.
+    push_as_officer(
+        &console,
+        "person",
+        person,
+        &[("phone", json!("13800998000"))],
+    );
+    let cookie = console.sign_in("r006").await;
+    let path = format!("/console/records/{person}");
+    let page = console.get(&path, &cookie).await;
+    let row = page
+        .body
+        .split("<tr>")
+        .find(|row| row.contains("138****8000</td><td>138****8000"))
+        .unwrap_or_else(|| panic!("the phone's change in the history: {}", page.body));
+    assert!(row.contains("号码已改"), "{row}");
+    assert!(!page.body.contains("13800998000") && !page.body.contains("13800138000"));
+    // Revealed, the digits tell it themselves.
+    let page = console.get(&format!("{path}?reveal=1"), &cookie).await;
+    assert!(page.body.contains("13800998000") && !page.body.contains("号码已改"));
+}
+
+#[tokio::test]
 async fn lists_mask_id_numbers_and_phones_and_search_finds_by_id_number() {
     let (console, person) = Console::new();
     let cookie = console.sign_in("r006").await;
@@ -601,6 +626,13 @@ async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() 
         at = next.to_owned();
         assert!(decided.len() <= queue.len(), "{decided:?}");
     }
+    // An approval without a comment, of a record that had none, writes the decision alone:
+    // no empty comment replacing an empty one in the history.
+    let first = console
+        .get(&format!("/console/records/{}", decided[0]), &cookie)
+        .await;
+    assert!(first.body.contains("<td>审核状态</td>"), "{}", first.body);
+    assert!(!first.body.contains("<td>审核意见</td>"), "{}", first.body);
     // Every record that was waiting was reached, one decision each; none waits now.
     let mut all = queue.clone();
     all.sort();

@@ -747,6 +747,16 @@ pub(super) fn record(
                     // decision's, not one on what is shown now.
                     @if status == "pending" { " · 上次审核意见：" (comment) } @else { " · 意见：" (comment) }
                 }
+                // Decided from the top: at 1366×768 the form below is a scroll away on most
+                // records. A return needs its reason, written below.
+                @if status == "pending" && merged_into.is_none() && page.writable {
+                    " "
+                    form.inline method="post" action={ "/console/records/" (id) "/review" } {
+                        input type="hidden" name="csrf" value=(user.csrf);
+                        button type="submit" name="decision" value="approve" { "通过" }
+                    }
+                    a href="#review" { "退回（填写原因）" }
+                }
             }
             div.card {
                 table {
@@ -809,8 +819,18 @@ pub(super) fn record(
                             td { (h.username.as_deref().unwrap_or("")) }
                             td.muted { (h.device.as_deref().map(|d| d.chars().take(8).collect::<String>()).unwrap_or_default()) }
                             td { (label(&h.field)) }
-                            td { (h.old_value.as_deref().map(|v| shown(&h.field, v)).unwrap_or_default()) }
-                            td { (shown(&h.field, &h.value)) @if !h.won { span.muted { "（未生效）" } } }
+                            @let before = h.old_value.as_deref().map(|v| shown(&h.field, v));
+                            @let after = shown(&h.field, &h.value);
+                            td { (before.clone().unwrap_or_default()) }
+                            td {
+                                (after)
+                                // Two numbers masked alike (a corrected digit past the mask):
+                                // the change is said, its digits shown only when revealed.
+                                @if before.as_deref() == Some(after.as_str()) && h.old_value.as_deref() != Some(h.value.as_str()) {
+                                    " " span.muted { "（号码已改，显示完整号码可查看）" }
+                                }
+                                @if !h.won { span.muted { "（未生效）" } }
+                            }
                         }
                     }
                 }

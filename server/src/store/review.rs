@@ -58,7 +58,17 @@ pub fn review(
     if !crate::store::scope::writable(&tx, reviewer, &entity.hyphenated().to_string())? {
         return Err(crate::store::scope::not_writable());
     }
-    write_in(&tx, reviewer.account, entity, &plan.fields, now_ms)?;
+    // No comment written over none (an approval without one): the history shows the decision,
+    // not an empty comment replacing an empty one. A return's comment cleared by an approval
+    // is written.
+    let id = entity.hyphenated().to_string();
+    let [status, comment] = plan.fields;
+    let mut fields = vec![status];
+    let held = crate::store::values::held(&tx, &id, comment.0)?.map(|h| h.value);
+    if held.unwrap_or(Value::Null) != comment.1 {
+        fields.push(comment);
+    }
+    write_in(&tx, reviewer.account, entity, &fields, now_ms)?;
     audit(
         &tx,
         Some(reviewer.account),
