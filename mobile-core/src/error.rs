@@ -9,10 +9,10 @@ pub enum Error {
     #[error(transparent)]
     Invalid(#[from] baylink_domain::Error),
     /// No record has this id.
-    #[error("no record with id {0}")]
+    #[error("本机没有此记录 / no record with id {0}")]
     NotFound(String),
     /// The id is not a UUID.
-    #[error("`{0}` is not a record id")]
+    #[error("“{0}”不是记录编号（应为 36 位，如 show 或 list 所示） / `{0}` is not a record id")]
     BadId(String),
     /// The database was written by a newer app version.
     #[error("database schema version {found} is newer than this app knows ({known})")]
@@ -136,7 +136,10 @@ impl Error {
     pub fn is_auth(&self) -> bool {
         match self {
             Error::NotSignedIn => true,
-            Error::Server { status: 401, .. } => true,
+            // Refused as the caller she is: a reviewer's sign-in on the device API.
+            Error::Server {
+                status: 401 | 403, ..
+            } => true,
             Error::Server {
                 status: 429, code, ..
             } => code != baylink_sync::wire::BUSY,
@@ -341,7 +344,11 @@ mod tests {
             MobileError::Network { kind, retry_after_s: Some(1), .. } if kind == "busy"
         ));
         assert!(!server(429, baylink_sync::wire::BUSY).is_auth());
-        for (status, code) in [(429, "throttled"), (401, "token_expired")] {
+        for (status, code) in [
+            (429, "throttled"),
+            (401, "token_expired"),
+            (403, "forbidden"),
+        ] {
             assert!(server(status, code).is_auth());
             assert!(matches!(
                 MobileError::from(server(status, code)),

@@ -70,11 +70,15 @@ fn server(dir: &std::path::Path) -> Server {
     let hash = baylink_server::auth::password::hash(PASSWORD).expect("hash");
     db.call_blocking(|c| {
         baylink_server::demo::seed_places(c)?;
-        for name in ["o1", "o2"] {
+        for (name, role) in [
+            ("o1", Role::Officer),
+            ("o2", Role::Officer),
+            ("r1", Role::Reviewer),
+        ] {
             let new = NewAccount {
                 username: name.to_owned(),
                 display_name: name.to_owned(),
-                role: Role::Officer,
+                role,
                 station: Some("441303006".to_owned()),
                 password_hash: hash.clone(),
                 villages: vec![VILLAGE.to_owned()],
@@ -201,6 +205,54 @@ fn a_sync_with_the_server_gone_says_each_retry_and_that_nothing_is_lost() {
             .expect("status as JSON");
     assert_eq!(status["pending_records"], 1, "{status}");
     drop(runtime);
+}
+
+#[test]
+fn a_reviewers_sign_in_is_refused_as_one_and_what_an_officer_mistypes_is_said_in_chinese_too() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path());
+    let phone = dir.path().join("phone");
+    // A reviewer on the field client: a refused sign-in (3), sent to the console.
+    let login = sign_in(&phone, &server.url, "r1", &format!("{PASSWORD}\n"));
+    let err = String::from_utf8_lossy(&login.stderr);
+    assert_eq!(login.status.code(), Some(3), "{err}");
+    assert!(err.contains("/console/"), "{err}");
+    // No server at the address: said, with nothing about records waiting (there are none to
+    // speak of at a sign-in).
+    let nowhere = sign_in(&phone, "http://127.0.0.1:9", "o1", &format!("{PASSWORD}\n"));
+    let err = String::from_utf8_lossy(&nowhere.stderr);
+    assert_eq!(nowhere.status.code(), Some(1), "{err}");
+    assert!(!err.contains("nothing is lost"), "{err}");
+
+    let login = sign_in(&phone, &server.url, "o1", &format!("{PASSWORD}\n"));
+    assert!(login.status.success(), "{login:?}");
+    capture_wang_fang(&phone);
+    let list = baylink(&phone, &["list", "person"], "");
+    let shown = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        shown.contains("王芳") && shown.contains("待审核"),
+        "{shown}"
+    );
+    assert!(!shown.contains("pending"), "{shown}");
+    // An id cut short, and one that names nothing here: each said in both languages.
+    let cut = baylink(&phone, &["show", "5f412e2a"], "");
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("不是记录编号") && err.contains("is not a record id"),
+        "{err}"
+    );
+    let unknown = baylink(
+        &phone,
+        &["show", "5f412e2a-0000-4000-8000-000000000000"],
+        "",
+    );
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("本机没有此记录") && err.contains("no record with id"),
+        "{err}"
+    );
 }
 
 #[test]

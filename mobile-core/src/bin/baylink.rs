@@ -232,9 +232,12 @@ fn main() -> ExitCode {
         }
         Err(e @ Error::Network(_)) => {
             eprintln!("error: {e}");
-            eprintln!(
-                "未同步的记录仍保存在本机，下次同步时上传 / nothing is lost: what did not sync stays on this device and goes with the next sync"
-            );
+            // Said of a sync: a sign-in that found no server has nothing waiting to tell of.
+            if matches.subcommand_name() == Some("sync") {
+                eprintln!(
+                    "未同步的记录仍保存在本机，下次同步时上传 / nothing is lost: what did not sync stays on this device and goes with the next sync"
+                );
+            }
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -512,9 +515,10 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 out!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 out!(
-                    "同步完成：上传 {} 条记录，被拒 {} 条，下载 {} 个值，移除 {} 条记录 / pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {} values, pulled {} values, removed {} record(s)",
+                    "同步完成：上传 {} 条记录，被拒 {} 条，校正时间后重发 {} 个值，下载 {} 个值，移除 {} 条记录 / pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {} values, pulled {} values, removed {} record(s)",
                     report.pushed_records,
                     report.refused_records,
+                    report.restamped,
                     report.pulled,
                     report.purged,
                     report.pushed_records,
@@ -1000,7 +1004,13 @@ fn print_summaries(rows: &[RecordSummary], json: bool) {
         return;
     }
     for r in rows {
-        let status = r.review_status.as_deref().unwrap_or("-");
+        // As the console says it (待审核, 已通过, 已退回); `--json` keeps the codes.
+        let status = r.review_status.as_deref().map_or("-", |code| {
+            EntityKind::Person
+                .field("review_status")
+                .and_then(|spec| spec.choice_label(code))
+                .unwrap_or(code)
+        });
         out!(
             "{}  {:<9} {:<12} {:<8} {}",
             r.id,
