@@ -45,6 +45,9 @@ pub enum AppError {
     /// The caller has as many requests of this kind under way as it may: try again in a second.
     #[error("{0}")]
     Busy(String),
+    /// The request's body came in an encoding this route does not read.
+    #[error("{0}")]
+    Encoding(String),
     /// The request's body did not arrive in time, or its answer took too long to prepare.
     #[error(
         "请求未能及时送达，请重试 / the request did not arrive in time (or its answer took too long): send it again"
@@ -80,6 +83,7 @@ impl AppError {
             AppError::TooLarge(_) => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
             AppError::Throttled(_) => ("throttled", StatusCode::TOO_MANY_REQUESTS),
             AppError::Busy(_) => (baylink_sync::wire::BUSY, StatusCode::TOO_MANY_REQUESTS),
+            AppError::Encoding(_) => ("unsupported_encoding", StatusCode::UNSUPPORTED_MEDIA_TYPE),
             AppError::TimedOut => ("timeout", StatusCode::REQUEST_TIMEOUT),
             AppError::Starting => ("starting", StatusCode::SERVICE_UNAVAILABLE),
             AppError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),

@@ -47,23 +47,19 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::sync::pull_router())
         .merge(console::router())
         .layer(DefaultBodyLimit::max(small))
-        .layer(RequestBodyLimitLayer::new(small));
+        .layer(RequestBodyLimitLayer::new(small))
+        // Sent as they are (no phone compresses them), so that the limit counts the bytes as
+        // sent: a small body in zstd padded with frames that expand to nothing would otherwise
+        // go on arriving for the whole body deadline.
+        .layer(axum::middleware::from_fn(plain_bodies));
     let pushes = routes::sync::push_router()
         .layer(DefaultBodyLimit::max(limit))
-        .layer(RequestBodyLimitLayer::new(limit));
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(decompressing());
     Router::new()
         .merge(small_bodies)
         .merge(pushes)
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
-        // A request body in zstd (a phone's push, once the server said it reads them) is
-        // decompressed before the limits above, so they count what it expands to: a small body
-        // that would expand without end is refused as too large. Other encodings: 415.
-        .layer(
-            RequestDecompressionLayer::new()
-                .no_gzip()
-                .no_deflate()
-                .no_br(),
-        )
         // A body whose bytes trickle in ends its request as 408 (the bytes as sent, before
         // they are decompressed).
         .layer(axum::middleware::from_fn_with_state(
@@ -89,6 +85,35 @@ pub fn app(state: AppState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::map_request(plausible_request_id))
         .with_state(state)
+}
+
+/// A request body in zstd (a phone's push, once the server said it reads them) decompressed
+/// before the limits inside it, so that they count what it expands to: a small body that would
+/// expand without end is refused as too large. Other encodings: 415.
+fn decompressing() -> RequestDecompressionLayer {
+    RequestDecompressionLayer::new()
+        .no_gzip()
+        .no_deflate()
+        .no_br()
+}
+
+/// Refuses a small route's body sent in any encoding (`415`).
+async fn plain_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let encoded = request
+        .headers()
+        .get(axum::http::header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return AppError::Encoding(
+            "Content-Encoding: only a push's body may be compressed (zstd)".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The header naming a request.

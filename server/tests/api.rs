@@ -1011,6 +1011,36 @@ fn a_body_sent_a_trickle_at_a_time_is_cut_at_its_stall_long_before_the_deadline(
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
 }
 
+#[test]
+fn a_small_body_is_read_as_sent_never_decompressed() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let (addr, _runtime, _dir) = listening_with(|_| {});
+    // A sign-in's body of 100 KiB on the wire that expands to `{}`: a skippable zstd frame (read
+    // and dropped) before the frame that holds it. Were it decompressed, the small limit would
+    // count 2 bytes of it, and its sender could go on sending for the whole body deadline.
+    let mut body = 0x184D_2A50u32.to_le_bytes().to_vec();
+    body.extend((100u32 * 1024).to_le_bytes());
+    body.extend(std::iter::repeat_n(b' ', 100 * 1024));
+    body.extend(zstd::bulk::compress(b"{}", 3).unwrap());
+    let mut connection = TcpStream::connect(addr).unwrap();
+    connection
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        connection,
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: zstd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let _ = connection.write_all(&body);
+    let mut answer = Vec::new();
+    let _ = connection.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert!(answer.contains("unsupported_encoding"), "{answer}");
+}
+
 /// How a device key matches the test device's keys.
 fn key_match(state: &AppState, key: &str) -> KeyMatch {
     let key = key.to_owned();
@@ -1769,7 +1799,7 @@ async fn every_body_but_a_push_is_held_to_a_few_kilobytes() {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert_eq!(body["error"]["code"], "too_large", "{body}");
     };
-    // A sign-in, declared large or sent without a length, or in zstd expanding past the limit.
+    // A sign-in, declared large or sent without a length, or in zstd (refused as it is).
     let (status, body, _) = call(
         &state,
         "POST",
@@ -1802,8 +1832,9 @@ async fn every_body_but_a_push_is_held_to_a_few_kilobytes() {
         .header(header::CONTENT_ENCODING, "zstd")
         .body(Body::from(zstd::bulk::compress(big.as_bytes(), 3).unwrap()))
         .unwrap();
+    // Never decompressed: only a push's body may come in zstd.
     let response = app(state.clone()).oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // A pull's request, and a console form.
     let pull = format!(
         "{{\"protocol\": 2, \"limit\": 10, \"padding\": \"{}\"}}",
