@@ -353,13 +353,13 @@ fn the_password_prompt_hides_what_is_typed_and_ctrl_c_leaves_the_terminal_as_it_
     assert_eq!(status.code(), Some(130));
     assert!(typed.cooked(), "the terminal is left as it was");
 
-    // A password typed with a slip corrected by Backspace, an arrow key pressed on the way:
+    // A password typed with a slip corrected by Backspace, an arrow key and Ctrl-Z pressed on the way:
     // signed in, nothing of it shown.
     let mut typed = Typed::start(&phone, &args);
     typed.read_until("password: ");
     typed
         .master
-        .write_all(format!("x\u{7f}\u{1b}[D{PASSWORD}\r").as_bytes())
+        .write_all(format!("x\u{7f}\u{1b}[D\u{1a}{PASSWORD}\r").as_bytes())
         .expect("typed");
     let shown = typed.read_until("\n");
     assert!(typed.child.wait().expect("ends").success());
@@ -368,7 +368,12 @@ fn the_password_prompt_hides_what_is_typed_and_ctrl_c_leaves_the_terminal_as_it_
 
     // The window closed (SIGHUP) or the process told to stop (SIGTERM) at the prompt: it ends
     // by that signal, as it would have, with the terminal put back first.
-    for (signal, name) in [(libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP")] {
+    for (signal, name) in [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGHUP, "HUP"),
+        // (SIGQUIT too, not tried here: ended by it the process may leave a core file.)
+        (libc::SIGINT, "INT"),
+    ] {
         use std::os::unix::process::ExitStatusExt;
         let mut typed = Typed::start(&phone, &args);
         typed.read_until("password: ");

@@ -855,7 +855,11 @@ impl Unechoed {
             // Put back first by a signal that ends the process meanwhile.
             let _ = ending::MODES.set(before.clone());
             ending::catch();
-            tcsetattr(&stdin, OptionalActions::Now, &quiet).is_ok()
+            let quieted = tcsetattr(&stdin, OptionalActions::Now, &quiet).is_ok();
+            if !quieted {
+                ending::release();
+            }
+            quieted
         });
         Unechoed { before }
     }
@@ -887,7 +891,8 @@ impl Unechoed {
             match (read, key[0]) {
                 // Enter, or Ctrl-D as a terminal's end of input.
                 (0, _) | (_, b'\r' | b'\n' | 0x04) => break,
-                (_, 0x03) => return Err(Error::Cancelled),
+                // Ctrl-C, or Ctrl-\ (quit).
+                (_, 0x03 | 0x1c) => return Err(Error::Cancelled),
                 // An arrow or function key's sequence is no part of a password.
                 (_, 0x1b) => skip_escape(&mut stdin),
                 (_, 0x15) => typed.clear(),
@@ -899,6 +904,8 @@ impl Unechoed {
                         }
                     }
                 }
+                // Other control keys (Ctrl-Z, Ctrl-S, …) are no part of a password.
+                (_, byte) if byte < 0x20 => {}
                 (_, byte) if typed.len() < PASSWORD_BYTES => typed.push(byte),
                 _ => {}
             }
@@ -938,8 +945,8 @@ impl Drop for Unechoed {
     }
 }
 
-/// A SIGTERM or SIGHUP (a closed window, a `kill`) while the password is typed ends the process
-/// as it would have, but with the terminal's modes put back first: left off, the shell it
+/// A signal that ends the process while the password is typed (a closed window, a `kill`) ends
+/// it as it would have, but with the terminal's modes put back first: left off, the shell it
 /// returns to would show nothing typed.
 #[cfg(unix)]
 #[allow(unsafe_code)]
@@ -950,8 +957,9 @@ mod ending {
     /// The terminal's modes before the prompt.
     pub(super) static MODES: OnceLock<rustix::termios::Termios> = OnceLock::new();
 
-    /// The signals caught while the prompt is shown.
-    const SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGHUP];
+    /// The signals caught while the prompt is shown (SIGINT and SIGQUIT sent by another
+    /// process: the keys that would send them are read as keys).
+    const SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT];
 
     extern "C" fn put_back_and_end(signal: libc::c_int) {
         if let Some(modes) = MODES.get() {
@@ -972,15 +980,24 @@ mod ending {
         put_back_and_end as extern "C" fn(libc::c_int) as libc::sighandler_t
     }
 
+    /// What `signal` does now, read without changing it.
+    fn disposition(signal: libc::c_int) -> libc::sighandler_t {
+        // SAFETY: a zeroed sigaction is a valid value to be written over; with no new action,
+        // sigaction only reads the current one.
+        unsafe {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(signal, std::ptr::null(), &mut now);
+            now.sa_sigaction
+        }
+    }
+
     /// Catches [`SIGNALS`] until [`release`], but those the process was told to ignore
-    /// (`nohup`).
+    /// (`nohup`), which are left as they are.
     pub(super) fn catch() {
         for signal in SIGNALS {
-            // SAFETY: the handler does only async-signal-safe work (above).
-            let was = unsafe { libc::signal(signal, handler()) };
-            if was == libc::SIG_IGN {
-                // SAFETY: putting back what was there.
-                unsafe { libc::signal(signal, was) };
+            if disposition(signal) != libc::SIG_IGN {
+                // SAFETY: the handler does only async-signal-safe work (above).
+                unsafe { libc::signal(signal, handler()) };
             }
         }
     }
@@ -988,11 +1005,9 @@ mod ending {
     /// Gives [`SIGNALS`] caught by [`catch`] their default action again.
     pub(super) fn release() {
         for signal in SIGNALS {
-            // SAFETY: restoring the default action, or what was there if it was not ours.
-            let was = unsafe { libc::signal(signal, libc::SIG_DFL) };
-            if was != handler() {
-                // SAFETY: as above.
-                unsafe { libc::signal(signal, was) };
+            if disposition(signal) == handler() {
+                // SAFETY: restoring the default action.
+                unsafe { libc::signal(signal, libc::SIG_DFL) };
             }
         }
     }
