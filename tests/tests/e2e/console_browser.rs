@@ -176,7 +176,7 @@ fn a_reviewer_finds_a_person_reads_the_history_and_returns_the_record_to_the_off
             }
         }
         let review = c
-            .form(Locator::Css("form[action$='/review']"))
+            .form(Locator::Css("#review form[action$='/review']"))
             .await
             .map_err(|e| e.to_string())?;
         review
