@@ -1295,10 +1295,27 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         )
         .await;
     assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
-    assert_eq!(
-        merged.location.as_deref(),
-        Some(&*format!("/console/records/{person}"))
+    let to = format!("/console/records/{person}?merged={twin}");
+    assert_eq!(merged.location.as_deref(), Some(to.as_str()));
+    // The kept record says what was merged into it, with the way back to the list.
+    let kept = console.get(&to, &reviewer).await;
+    assert!(
+        kept.body.contains("已将重复记录")
+            && kept
+                .body
+                .contains(&format!("href=\"/console/records/{twin}\""))
+            && kept.body.contains("href=\"/console/duplicates\""),
+        "{}",
+        kept.body
     );
+    // Said only of a record merged into this one, whatever the address says.
+    let made_up = console
+        .get(
+            &format!("/console/records/{person}?merged={person}"),
+            &reviewer,
+        )
+        .await;
+    assert!(!made_up.body.contains("已将重复记录"), "{}", made_up.body);
     let page = console.get("/console/duplicates", &reviewer).await;
     assert!(
         page.body.contains("没有疑似重复的人员"),

@@ -42,7 +42,7 @@ pub(super) async fn merge(
     user.check_csrf(&form.csrf)?;
     let (from, into) = (record_id(&form.from)?, record_id(&form.into)?);
     state.store.merge_records(user.caller(), from, into).await?;
-    Ok(Redirect::to(&format!("/console/records/{into}")).into_response())
+    Ok(Redirect::to(&format!("/console/records/{into}?merged={from}")).into_response())
 }
 
 /// Two persons a reviewer says are different people.

@@ -629,11 +629,13 @@ async fn export(
         .into_response())
 }
 
-/// Whether to show the full ID number; the record decided just before, when a decision led here.
+/// Whether to show the full ID number; the record decided just before, when a decision led
+/// here, or the duplicate merged into this one, when a merge did.
 #[derive(Deserialize, Default)]
 pub struct RecordQuery {
     reveal: Option<u8>,
     reviewed: Option<String>,
+    merged: Option<String>,
 }
 
 async fn record(
@@ -644,12 +646,14 @@ async fn record(
 ) -> Result<Response, PageError> {
     let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
     let reveal = query.reveal == Some(1);
-    // An id, or nothing: the page links to it.
-    let reviewed = query
-        .reviewed
-        .as_deref()
-        .and_then(|r| Uuid::parse_str(r).ok());
-    record_page(&state, &user, id, reveal, None, reviewed).await
+    // An id, or nothing: the page links to it (a record page checks who may open it).
+    let id_in = |text: &Option<String>| text.as_deref().and_then(|t| Uuid::parse_str(t).ok());
+    let arrival = match (id_in(&query.reviewed), id_in(&query.merged)) {
+        (Some(before), _) => Some(pages::Arrival::Reviewed(before.to_string())),
+        (None, Some(from)) => Some(pages::Arrival::Merged(from.to_string())),
+        (None, None) => None,
+    };
+    record_page(&state, &user, id, reveal, None, arrival).await
 }
 
 /// A record's page, with a review form to correct when `draft` says what is wrong with it.
@@ -659,7 +663,7 @@ async fn record_page(
     id: Uuid,
     reveal: bool,
     draft: Option<pages::ReviewDraft>,
-    reviewed: Option<Uuid>,
+    arrival: Option<pages::Arrival>,
 ) -> Result<Response, PageError> {
     let reveal = if reveal { Reveal::Full } else { Reveal::Masked };
     let page = state.store.record_page(user.caller(), id, reveal).await?;
@@ -676,7 +680,7 @@ async fn record_page(
         &page,
         reveal == Reveal::Full,
         draft.as_ref(),
-        reviewed.map(|r| r.to_string()).as_deref(),
+        arrival.as_ref(),
         &names,
     );
     Ok((status, page).into_response())

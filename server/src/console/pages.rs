@@ -659,6 +659,14 @@ pub(super) struct ReviewDraft {
     pub(super) comment: String,
 }
 
+/// How a reviewer came to a record's page, when a form led her there: said at its top.
+pub(super) enum Arrival {
+    /// From a decision on the record with this id (this one's own when none else waited).
+    Reviewed(String),
+    /// From merging the duplicate with this id into this one.
+    Merged(String),
+}
+
 /// A record's page: its values, links, watch-list matches, review form and history.
 pub(super) fn record(
     user: &ConsoleUser,
@@ -666,7 +674,7 @@ pub(super) fn record(
     page: &RecordPage,
     reveal: bool,
     draft: Option<&ReviewDraft>,
-    reviewed: Option<&str>,
+    arrival: Option<&Arrival>,
     names: &BTreeMap<String, String>,
 ) -> Markup {
     let (view, links, watched) = (&page.view, page.links.as_slice(), &page.watched);
@@ -724,14 +732,19 @@ pub(super) fn record(
             }
             // Come here from a decision on the record before, the queue's next (or this one
             // again, when no other was pending).
-            @if let Some(before) = reviewed {
-                div.card.notice role="status" {
+            @match arrival {
+                Some(Arrival::Reviewed(before)) => div.card.notice role="status" {
                     @if before == id {
                         "审核结果已保存。没有其他待审核的记录了。" " " a href="/console/records?status=pending" { "待审核列表" }
                     } @else {
                         "上一条记录的审核结果已保存，下面是下一条待审核记录。" " " a href={ "/console/records/" (before) } { "查看上一条" }
                     }
-                }
+                },
+                // Said only when the stored links say it: an address is anyone's to write.
+                Some(Arrival::Merged(from)) if incoming.iter().any(|l| l.field == "merged_into" && l.id == *from) => div.card.notice role="status" {
+                    "已将重复记录 " a href={ "/console/records/" (from) } { "（合并前的记录）" } " 合并到本记录。" " " a href="/console/duplicates" { "返回疑似重复列表" }
+                },
+                _ => {}
             }
             @if let Some(draft) = draft {
                 // At the top too: the form is below the fold at 1366×768.
