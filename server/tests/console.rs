@@ -576,6 +576,14 @@ async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() 
             .body,
     );
     assert!(queue.len() >= 4, "{queue:?}");
+    // An address saying a record still waiting was decided is not believed.
+    let made_up = console
+        .get(
+            &format!("/console/records/{}?reviewed={}", queue[0], queue[1]),
+            &cookie,
+        )
+        .await;
+    assert!(!made_up.body.contains("审核结果已保存"), "{}", made_up.body);
     let mut at = queue[0].clone();
     let mut decided = Vec::new();
     loop {

@@ -649,11 +649,29 @@ async fn record(
     // An id, or nothing: the page links to it (a record page checks who may open it).
     let id_in = |text: &Option<String>| text.as_deref().and_then(|t| Uuid::parse_str(t).ok());
     let arrival = match (id_in(&query.reviewed), id_in(&query.merged)) {
-        (Some(before), _) => Some(pages::Arrival::Reviewed(before.to_string())),
+        // Said only of a record she may open that is decided: an address is anyone's to write.
+        (Some(before), _) if decided(&state, &user, before).await => {
+            Some(pages::Arrival::Reviewed(before.to_string()))
+        }
         (None, Some(from)) => Some(pages::Arrival::Merged(from.to_string())),
-        (None, None) => None,
+        _ => None,
     };
     record_page(&state, &user, id, reveal, None, arrival).await
+}
+
+/// Whether `id` is a record the user may open whose review is decided (approved or returned).
+async fn decided(state: &AppState, user: &ConsoleUser, id: Uuid) -> bool {
+    let Ok(page) = state
+        .store
+        .record_page(user.caller(), id, Reveal::Masked)
+        .await
+    else {
+        return false;
+    };
+    page.view
+        .fields
+        .get("review_status")
+        .is_some_and(|status| status != "\"pending\"")
 }
 
 /// A record's page, with a review form to correct when `draft` says what is wrong with it.
