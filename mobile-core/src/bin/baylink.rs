@@ -515,20 +515,26 @@ fn run(matches: &ArgMatches) -> Result<u8, Error> {
                 out!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 out!(
-                    "同步完成：上传 {} 条记录，被拒 {} 条，校正时间后重发 {} 个值，下载 {} 个值，移除 {} 条记录 / pushed {} record(s) ({} values), refused {} record(s) ({} values), restamped {} values, pulled {} values, removed {} record(s)",
+                    "同步完成：上传 {} 条记录，被拒 {} 条，下载 {} 个值，移除 {} 条记录 / pushed {} record(s) ({} values), refused {} record(s) ({} values), pulled {} values, removed {} record(s)",
                     report.pushed_records,
                     report.refused_records,
-                    report.restamped,
                     report.pulled,
                     report.purged,
                     report.pushed_records,
                     report.pushed,
                     report.refused_records,
                     report.refused,
-                    report.restamped,
                     report.pulled,
                     report.purged
                 );
+                // Only when it happened: the phone's clock ran ahead of the server's.
+                if report.restamped > 0 {
+                    out!(
+                        "  本机时钟快于服务器：{} 个值已按服务器时间重新标记并上传 / restamped {} value(s): this phone's clock ran ahead of the server's",
+                        report.restamped,
+                        report.restamped
+                    );
+                }
                 if report.started_over {
                     out!(
                         "  重新下载了辖区数据（本机太久未同步），未上传的修改仍保留 / started over: this phone was unseen for longer than the server keeps \
