@@ -516,7 +516,7 @@ async fn the_record_page_shows_history_reveals_the_id_number_audited_and_takes_a
     assert!(
         done.location
             .as_deref()
-            .is_some_and(|to| to.ends_with(&format!("?reviewed={person}"))),
+            .is_some_and(|to| to.contains(&format!("?reviewed={person}&"))),
         "{:?}",
         done.location
     );
@@ -609,6 +609,7 @@ async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() 
         let (next, reviewed) = to
             .strip_prefix("/console/records/")
             .and_then(|rest| rest.split_once("?reviewed="))
+            .map(|(next, rest)| (next, rest.split('&').next().unwrap_or_default()))
             .expect("a record, and the one decided");
         assert_eq!(reviewed, at);
         let shown = console.get(&to, &cookie).await;
@@ -662,6 +663,158 @@ async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() 
         .await;
     assert_eq!(made_up.status, StatusCode::OK);
     assert!(!made_up.body.contains("审核结果已保存"));
+}
+
+#[tokio::test]
+async fn a_queue_opened_from_a_filtered_list_stays_within_its_filters() {
+    let (console, _) = Console::new();
+    for (number, name) in [("E24681357", "Anna"), ("E13572468", "Berta")] {
+        let fields = person_fields("passport", number, name);
+        push_as_officer(&console, "person", person_id("passport", number), &fields);
+    }
+    let plate = baylink_domain::Fields::from([
+        ("plate".to_owned(), json!("粤L9Z876")),
+        ("plate_kind".to_owned(), json!("small")),
+    ]);
+    let vehicle = baylink_domain::natural_id(baylink_domain::EntityKind::Vehicle, &plate).unwrap();
+    push_as_officer(
+        &console,
+        "vehicle",
+        vehicle,
+        &[
+            ("village", json!(VILLAGE)),
+            ("plate", json!("粤L9Z876")),
+            ("vehicle_type", json!("car")),
+        ],
+    );
+    let cookie = console.sign_in("r006").await;
+    // Persons waiting: her list filtered so, and each record's link carries the filters.
+    let list = console
+        .get("/console/records?kind=person&status=pending", &cookie)
+        .await;
+    let persons = listed(&list.body);
+    assert!(
+        persons.len() >= 3 && !persons.contains(&vehicle.to_string()),
+        "{persons:?}"
+    );
+    let carried = list
+        .body
+        .split("href=\"")
+        .find(|h| h.starts_with(&format!("/console/records/{}?queue=", persons[0])))
+        .and_then(|h| h.split('"').next())
+        .expect("a link that carries the list's filters")
+        .replace("&amp;", "&");
+    assert_eq!(
+        carried,
+        format!(
+            "/console/records/{}?queue=kind%3Dperson%26status%3Dpending",
+            persons[0]
+        )
+    );
+    // A queue naming a number does not choose the next record by it (that would tell, unaudited,
+    // who holds the number): the next is the filtered list's first waiting, search aside.
+    let first = persons[0].clone();
+    let next = persons[1].clone();
+    let (_, number) = [
+        ("passport", "E24681357"),
+        ("passport", "E13572468"),
+        ("resident_id", "11010519491231002X"),
+    ]
+    .into_iter()
+    .find(|(kind, number)| {
+        let id = person_id(kind, number).to_string();
+        id != first && id != next
+    })
+    .expect("a third person");
+    let page = console
+        .get(&format!("/console/records/{first}"), &cookie)
+        .await;
+    let by_number = console
+        .request(
+            "POST",
+            &format!("/console/records/{first}/review"),
+            Some(&cookie),
+            Some(&format!(
+                "csrf={}&decision=approve&queue=kind%3Dperson%26q%3D{number}",
+                csrf(&page.body)
+            )),
+        )
+        .await;
+    assert!(
+        by_number
+            .location
+            .as_deref()
+            .is_some_and(|to| to.starts_with(&format!("/console/records/{next}?"))),
+        "{:?} (searched {number})",
+        by_number.location
+    );
+    let audited = console
+        .state
+        .store
+        .snapshot()
+        .await
+        .unwrap()
+        .audited("search_hidden");
+    assert_eq!(audited, 0);
+    let persons = persons[1..].to_vec();
+    let mut at = format!("/console/records/{next}?queue=kind%3Dperson%26status%3Dpending");
+    let mut decided = 0;
+    loop {
+        let page = console.get(&at, &cookie).await;
+        assert_eq!(page.status, StatusCode::OK, "{at}");
+        assert!(
+            page.body
+                .contains("href=\"/console/records?kind=person&amp;status=pending\""),
+            "back to the list as filtered: {}",
+            page.body
+        );
+        let queue = page
+            .body
+            .split("name=\"queue\" value=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .expect("the form carries the list")
+            .replace("&amp;", "&");
+        let id = at
+            .trim_start_matches("/console/records/")
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let done = console
+            .request(
+                "POST",
+                &format!("/console/records/{id}/review"),
+                Some(&cookie),
+                Some(&format!(
+                    "csrf={}&decision=approve&queue={}",
+                    csrf(&page.body),
+                    queue.replace('&', "%26").replace('=', "%3D")
+                )),
+            )
+            .await;
+        decided += 1;
+        at = done.location.expect("led on");
+        assert!(
+            !at.contains(&vehicle.to_string()),
+            "left the list for the vehicle"
+        );
+        if at.starts_with(&format!("/console/records/{id}?")) {
+            let end = console.get(&at, &cookie).await;
+            assert!(end.body.contains("没有其他待审核的记录了"), "{}", end.body);
+            break;
+        }
+        assert!(decided <= persons.len());
+    }
+    assert_eq!(decided, persons.len());
+    // The vehicle still waits in the station's whole list.
+    let waiting = listed(
+        &console
+            .get("/console/records?status=pending", &cookie)
+            .await
+            .body,
+    );
+    assert_eq!(waiting, vec![vehicle.to_string()]);
 }
 
 #[tokio::test]

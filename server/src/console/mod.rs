@@ -630,12 +630,47 @@ async fn export(
 }
 
 /// Whether to show the full ID number; the record decided just before, when a decision led
-/// here, or the duplicate merged into this one, when a merge did.
+/// here, or the duplicate merged into this one, when a merge did; the list she opened it from
+/// (its filters as a query string), whose next waiting record a decision leads to.
 #[derive(Deserialize, Default)]
 pub struct RecordQuery {
     reveal: Option<u8>,
     reviewed: Option<String>,
     merged: Option<String>,
+    #[serde(default)]
+    queue: String,
+}
+
+/// The list filters a `queue` names (unknown or malformed ones ignored, as in a list's address).
+fn queue_filter(queue: &str) -> Filter {
+    let uri: Option<axum::http::Uri> = format!("/?{queue}").parse().ok();
+    uri.and_then(|uri| Query::<ListQuery>::try_from_uri(&uri).ok())
+        .map(|Query(list)| list.filter())
+        .unwrap_or_default()
+}
+
+/// The next record waiting for review in `queue`'s slice of her station (the list's order),
+/// other than `after`; `after` itself when none is. The list's search text is left out: a
+/// search by number reaches past the masks and is audited where she types it (the list), and
+/// an address or form is anyone's to write — here it would find, unaudited, who holds a number.
+async fn next_waiting(
+    state: &AppState,
+    user: &ConsoleUser,
+    queue: &Filter,
+    after: Uuid,
+) -> Result<(Uuid, bool), PageError> {
+    let mut waiting = queue.clone();
+    waiting.status = Some("pending".into());
+    waiting.query = None;
+    let rows = state
+        .store
+        .records(user.villages.clone(), waiting, 2, 0)
+        .await?;
+    let next = rows
+        .iter()
+        .filter_map(|row| Uuid::parse_str(&row.id).ok())
+        .find(|next| *next != after);
+    Ok(next.map_or((after, true), |next| (next, false)))
 }
 
 async fn record(
@@ -648,15 +683,22 @@ async fn record(
     let reveal = query.reveal == Some(1);
     // An id, or nothing: the page links to it (a record page checks who may open it).
     let id_in = |text: &Option<String>| text.as_deref().and_then(|t| Uuid::parse_str(t).ok());
+    let queue = queue_filter(&query.queue);
     let arrival = match (id_in(&query.reviewed), id_in(&query.merged)) {
-        // Said only of a record she may open that is decided: an address is anyone's to write.
+        // Said only as far as what the server holds says it (an address is anyone's to write):
+        // of a record she may open that is decided, and that none else waits when none does.
         (Some(before), _) if decided(&state, &user, before).await => {
-            Some(pages::Arrival::Reviewed(before.to_string()))
+            let (_, none_left) = next_waiting(&state, &user, &queue, before).await?;
+            (before != id || none_left).then(|| pages::Arrival::Reviewed {
+                before: before.to_string(),
+                none_left,
+            })
         }
         (None, Some(from)) => Some(pages::Arrival::Merged(from.to_string())),
         _ => None,
     };
-    record_page(&state, &user, id, reveal, None, arrival).await
+    let came = pages::Came { arrival, queue };
+    record_page(&state, &user, id, reveal, None, came).await
 }
 
 /// Whether `id` is a record the user may open whose review is decided (approved or returned).
@@ -681,7 +723,7 @@ async fn record_page(
     id: Uuid,
     reveal: bool,
     draft: Option<pages::ReviewDraft>,
-    arrival: Option<pages::Arrival>,
+    came: pages::Came,
 ) -> Result<Response, PageError> {
     let reveal = if reveal { Reveal::Full } else { Reveal::Masked };
     let page = state.store.record_page(user.caller(), id, reveal).await?;
@@ -698,7 +740,7 @@ async fn record_page(
         &page,
         reveal == Reveal::Full,
         draft.as_ref(),
-        arrival.as_ref(),
+        &came,
         &names,
     );
     Ok((status, page).into_response())
@@ -711,6 +753,9 @@ pub struct ReviewForm {
     decision: String,
     #[serde(default)]
     comment: String,
+    /// The list she works through (its filters as a query string).
+    #[serde(default)]
+    queue: String,
 }
 
 async fn review(
@@ -732,7 +777,11 @@ async fn review(
             error: "退回须填写原因，以便警员改正".into(),
             comment: form.comment,
         };
-        return record_page(&state, &user, entity, false, Some(draft), None).await;
+        let came = pages::Came {
+            arrival: None,
+            queue: queue_filter(&form.queue),
+        };
+        return record_page(&state, &user, entity, false, Some(draft), came).await;
     }
     match state.store.review(user.caller(), entity, verdict).await {
         // A comment the schema refuses comes back as the form too, saying why.
@@ -741,27 +790,24 @@ async fn review(
                 error: why["comment: ".len()..].to_owned(),
                 comment: form.comment,
             };
-            record_page(&state, &user, entity, false, Some(draft), None).await
+            let came = pages::Came {
+                arrival: None,
+                queue: queue_filter(&form.queue),
+            };
+            record_page(&state, &user, entity, false, Some(draft), came).await
         }
         Err(e) => Err(e.into()),
-        // On to the next record waiting for her, as the pending list orders them (her own
-        // station's: the list holds no other), saying this one's decision was kept; back to
-        // this one when none is left.
+        // On to the next record waiting for her in the list she works through (her own
+        // station's: a list holds no other), saying this one's decision was kept; back to this
+        // one when none is left.
         Ok(()) => {
-            let pending = Filter {
-                status: Some("pending".into()),
-                ..Filter::default()
-            };
-            let waiting = state
-                .store
-                .records(user.villages.clone(), pending, 2, 0)
-                .await?;
-            let next = waiting
-                .iter()
-                .map(|row| row.id.as_str())
-                .find(|next| *next != entity.to_string())
-                .map_or_else(|| entity.to_string(), str::to_owned);
-            Ok(Redirect::to(&format!("/console/records/{next}?reviewed={entity}")).into_response())
+            let queue = queue_filter(&form.queue);
+            let (next, _) = next_waiting(&state, &user, &queue, entity).await?;
+            let queue = pages::query_escape(&pages::queue_of(&queue));
+            Ok(Redirect::to(&format!(
+                "/console/records/{next}?reviewed={entity}&queue={queue}"
+            ))
+            .into_response())
         }
     }
 }

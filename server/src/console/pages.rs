@@ -303,17 +303,9 @@ pub(super) fn records(
 ) -> Markup {
     let village_name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
     let more = rows.len() > per_page;
-    let link = |p: u32| {
-        format!(
-            "/console/records?kind={}&village={}&status={}&q={}&from={}&to={}&page={p}",
-            filter.kind.as_deref().unwrap_or(""),
-            filter.village.as_deref().unwrap_or(""),
-            filter.status.as_deref().unwrap_or(""),
-            filter.query.as_deref().unwrap_or(""),
-            filter.from.as_deref().unwrap_or(""),
-            filter.to.as_deref().unwrap_or("")
-        )
-    };
+    // The list as filtered: its pages, and what its records' pages lead back and on to.
+    let queue = queue_of(filter);
+    let link = |p: u32| format!("/console/records?{queue}&page={p}");
     layout(
         "记录",
         Some(user),
@@ -344,7 +336,7 @@ pub(super) fn records(
                         @let label = match &row.id_number { Some(id) => row.label.replace(id.as_str(), &mask_id(id)), None => row.label.clone() };
                         tr {
                             td { (kind_label(&row.kind)) }
-                            td { a href={ "/console/records/" (row.id) } { (if label.is_empty() { row.id.as_str() } else { label.as_str() }) } }
+                            td { a href={ "/console/records/" (row.id) @if !queue.is_empty() { "?queue=" (query_escape(&queue)) } } { (if label.is_empty() { row.id.as_str() } else { label.as_str() }) } }
                             td { (row.id_number.as_deref().map(mask_id).unwrap_or_default()) }
                             td { (row.phone.as_deref().map(mask_phone).unwrap_or_default()) }
                             td { (row.village.as_deref().map(village_name).unwrap_or_default()) }
@@ -587,7 +579,7 @@ pub(super) fn admin_audit(
 }
 
 /// A query-string value, percent-encoded byte by byte where not a plain character.
-fn query_escape(value: &str) -> String {
+pub(super) fn query_escape(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -662,9 +654,43 @@ pub(super) struct ReviewDraft {
 /// How a reviewer came to a record's page, when a form led her there: said at its top.
 pub(super) enum Arrival {
     /// From a decision on the record with this id (this one's own when none else waited).
-    Reviewed(String),
+    Reviewed {
+        /// The record decided.
+        before: String,
+        /// Whether no other record waits in her list.
+        none_left: bool,
+    },
     /// From merging the duplicate with this id into this one.
     Merged(String),
+}
+
+/// How she came to a record's page: what led her there, and the list she works through (its
+/// filters), which its links and forms carry on.
+pub(super) struct Came {
+    /// What a form said at its top.
+    pub(super) arrival: Option<Arrival>,
+    /// The list's filters (none: her station's whole list).
+    pub(super) queue: Filter,
+}
+
+/// A list's filters as a query string (its page left out), each value escaped.
+pub(super) fn queue_of(filter: &Filter) -> String {
+    [
+        ("kind", &filter.kind),
+        ("village", &filter.village),
+        ("status", &filter.status),
+        ("q", &filter.query),
+        ("from", &filter.from),
+        ("to", &filter.to),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        value
+            .as_deref()
+            .map(|value| format!("{name}={}", query_escape(value)))
+    })
+    .collect::<Vec<_>>()
+    .join("&")
 }
 
 /// A record's page: its values, links, watch-list matches, review form and history.
@@ -674,7 +700,7 @@ pub(super) fn record(
     page: &RecordPage,
     reveal: bool,
     draft: Option<&ReviewDraft>,
-    arrival: Option<&Arrival>,
+    came: &Came,
     names: &BTreeMap<String, String>,
 ) -> Markup {
     let (view, links, watched) = (&page.view, page.links.as_slice(), &page.watched);
@@ -712,6 +738,7 @@ pub(super) fn record(
             choice.map_or(text, str::to_owned)
         }
     };
+    let queue = queue_of(&came.queue);
     let status = view
         .fields
         .get("review_status")
@@ -721,7 +748,12 @@ pub(super) fn record(
         "记录详情",
         Some(user),
         &html! {
-            p { a href="/console/records?status=pending" { "← 待审核列表" } }
+            // Back to the list she opened it from, as she had filtered it.
+            @if queue.is_empty() {
+                p { a href="/console/records?status=pending" { "← 待审核列表" } }
+            } @else {
+                p { a href={ "/console/records?" (queue) } { "← 返回列表" } }
+            }
             h1 { (kind_label(&view.kind)) " " (title) " " span.muted { (id) } }
             @for w in watched {
                 div.card.notice role="alert" {
@@ -732,11 +764,11 @@ pub(super) fn record(
             }
             // Come here from a decision on the record before, the queue's next (or this one
             // again, when no other was pending).
-            @match arrival {
-                Some(Arrival::Reviewed(before)) => div.card.notice role="status" {
-                    @if before == id {
-                        "审核结果已保存。没有其他待审核的记录了。" " " a href="/console/records?status=pending" { "待审核列表" }
-                    } @else {
+            @match &came.arrival {
+                Some(Arrival::Reviewed { before, none_left }) => div.card.notice role="status" {
+                    @if *none_left && before == id {
+                        "审核结果已保存。没有其他待审核的记录了。" " " a href={ "/console/records?" (queue) } { "返回列表" }
+                    } @else if status == "pending" {
                         "上一条记录的审核结果已保存，下面是下一条待审核记录。" " " a href={ "/console/records/" (before) } { "查看上一条" }
                     }
                 },
@@ -766,6 +798,7 @@ pub(super) fn record(
                     " "
                     form.inline method="post" action={ "/console/records/" (id) "/review" } {
                         input type="hidden" name="csrf" value=(user.csrf);
+                        input type="hidden" name="queue" value=(queue);
                         button type="submit" name="decision" value="approve" { "通过" }
                     }
                     a href="#review" { "退回（填写原因）" }
@@ -811,6 +844,7 @@ pub(super) fn record(
                 h2 { "审核" }
                 form method="post" action={ "/console/records/" (id) "/review" } {
                     input type="hidden" name="csrf" value=(user.csrf);
+                    input type="hidden" name="queue" value=(queue);
                     @if let Some(draft) = draft {
                         p.error role="alert" { (draft.error) }
                     }

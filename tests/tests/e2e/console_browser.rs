@@ -155,7 +155,8 @@ fn a_reviewer_finds_a_person_reads_the_history_and_returns_the_record_to_the_off
         search.submit().await.map_err(|e| e.to_string())?;
         // The list before the search may hold the same link: wait for the search's own page.
         wait_for_url(&browser, "q=110105194912").await?;
-        let link = format!("a[href='/console/records/{id}']");
+        // The record's link carries the list's filters (`?queue=…`).
+        let link = format!("a[href^='/console/records/{id}']");
         wait_for(&browser, &link).await?;
         let list = page_text(&browser).await?;
         if !list.contains("110105************") || list.contains("11010519491231002X") {
