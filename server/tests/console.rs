@@ -642,6 +642,21 @@ async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() 
         .await;
     assert!(first.body.contains("<td>审核状态</td>"), "{}", first.body);
     assert!(!first.body.contains("<td>审核意见</td>"), "{}", first.body);
+    // Approved again: the history keeps what changed, nothing more.
+    let rows = |body: &str| body.matches("<td>审核状态</td>").count();
+    let again = console
+        .request(
+            "POST",
+            &format!("/console/records/{}/review", decided[0]),
+            Some(&cookie),
+            Some(&format!("csrf={}&decision=approve", csrf(&first.body))),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    let after = console
+        .get(&format!("/console/records/{}", decided[0]), &cookie)
+        .await;
+    assert_eq!(rows(&after.body), rows(&first.body), "{}", after.body);
     // Every record that was waiting was reached, one decision each; none waits now.
     let mut all = queue.clone();
     all.sort();

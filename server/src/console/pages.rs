@@ -773,8 +773,10 @@ pub(super) fn record(
                     }
                 },
                 // Said only when the stored links say it: an address is anyone's to write.
-                Some(Arrival::Merged(from)) if incoming.iter().any(|l| l.field == "merged_into" && l.id == *from) => div.card.notice role="status" {
-                    "已将重复记录 " a href={ "/console/records/" (from) } { "（合并前的记录）" } " 合并到本记录。" " " a href="/console/duplicates" { "返回疑似重复列表" }
+                Some(Arrival::Merged(from)) => @if let Some(merged) = incoming.iter().find(|l| l.field == "merged_into" && l.id == *from) {
+                    div.card.notice role="status" {
+                        "已将重复记录 " (link_to(merged)) " 合并到本记录。" " " a href="/console/duplicates" { "返回疑似重复列表" }
+                    }
                 },
                 _ => {}
             }

@@ -61,14 +61,19 @@ pub fn review(
     // No comment written over none (an approval without one): the history shows the decision,
     // not an empty comment replacing an empty one. A return's comment cleared by an approval
     // is written.
+    // Nor a decision written over the same one (approving an approved record again): the audit
+    // log keeps that she did, the history only what changed.
     let id = entity.hyphenated().to_string();
-    let [status, comment] = plan.fields;
-    let mut fields = vec![status];
-    let held = crate::store::values::held(&tx, &id, comment.0)?.map(|h| h.value);
-    if held.unwrap_or(Value::Null) != comment.1 {
-        fields.push(comment);
+    let mut fields = Vec::with_capacity(2);
+    for (field, value) in plan.fields {
+        let held = crate::store::values::held(&tx, &id, field)?.map(|h| h.value);
+        if held.unwrap_or(Value::Null) != value {
+            fields.push((field, value));
+        }
     }
-    write_in(&tx, reviewer.account, entity, &fields, now_ms)?;
+    if !fields.is_empty() {
+        write_in(&tx, reviewer.account, entity, &fields, now_ms)?;
+    }
     audit(
         &tx,
         Some(reviewer.account),
