@@ -12,11 +12,16 @@
 //!   `search_hidden` entry of the actor; a reveal or an export that answered left its entry;
 //! - no page holds a stored ID number or phone in full (but the one record a reveal shows, the
 //!   rows of an export, and what the actor typed), nor the name of a person the actor may not
-//!   see (one no person she sees shares).
+//!   see (one no person she sees shares);
+//! - a decision leads to the first record waiting in the list its form names (her persons,
+//!   another station's village, a search by a whole number: the list as the list page shows it
+//!   without the search, or back to the record decided), and searches nothing; a page whose
+//!   address says a decision or a merge led to it says so only of a record she may open that is
+//!   decided, or one merged into it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Console, PASSWORD, csrf};
+use super::{Console, PASSWORD, csrf, listed};
 use axum::http::StatusCode;
 use baylink_domain::date::CHINA_OFFSET_MINUTES;
 use baylink_domain::{Date, EntityKind, natural_id, synthetic, validate_capture};
@@ -433,7 +438,9 @@ impl Held {
 enum Action {
     Merge(usize, usize),
     Dismiss(usize, usize),
-    Review(usize, bool),
+    /// A decision (approve or return) with the list it claims to work through: none, her
+    /// persons, another station's village, a search by a person's whole number.
+    Review(usize, bool, u8, usize),
     Settle(usize, bool),
     Acknowledge(usize),
     /// A search: the text's source (0 a number, 1 a phone, 2 a name, 3 digits), its person, how
@@ -456,13 +463,14 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         (0..13usize, 0..13usize).prop_map(|(a, b)| Action::Merge(a, b)),
         (0..13usize, 0..13usize).prop_map(|(a, b)| Action::Dismiss(a, b)),
-        (0..25usize, any::<bool>()).prop_map(|(r, approve)| Action::Review(r, approve)),
+        (0..25usize, any::<bool>(), 0..4u8, 0..12usize)
+            .prop_map(|(r, approve, queue, p)| Action::Review(r, approve, queue, p)),
         (0..8usize, any::<bool>()).prop_map(|(c, kept)| Action::Settle(c, kept)),
         (0..20usize).prop_map(Action::Acknowledge),
         (0..4u8, 0..12usize, 1..19usize, any::<bool>())
             .prop_map(|(s, p, n, odd)| Action::Search(s, p, n, odd)),
         (0..12usize, 1..19usize).prop_map(|(p, n)| Action::Export(p, n)),
-        (0..25usize, 0..7u8).prop_map(|(r, page)| Action::Page(r, page)),
+        (0..25usize, 0..9u8).prop_map(|(r, page)| Action::Page(r, page)),
         (0..10u8, 0..8usize).prop_map(|(route, n)| Action::Admin(route, n)),
         (0..4u8, 0..4u8, 0..4u8).prop_map(|(k, v, st)| Action::Filtered(k, v, st)),
         (0..3usize, 0..4usize, 0..2usize).prop_map(|(v, k, n)| Action::Officer(v, k, n)),
@@ -478,6 +486,31 @@ fn nth_open(ids: impl Iterator<Item = (i64, bool)> + Clone, n: usize) -> i64 {
         .or_else(|| all.get(n - open.len().min(n)))
         .copied()
         .unwrap_or(9_999)
+}
+
+/// The record a page's address names beside the one it opens (`?reviewed=`, `?merged=`): any
+/// of the world's, or one naming nothing.
+fn second(r: usize) -> usize {
+    (r * 7 + 3) % 26
+}
+
+/// The list a decision claims to work through, as the record page's form would carry it.
+fn queue(world: &World, which: u8, p: usize, station: &str, held: &Held) -> String {
+    match which {
+        0 => String::new(),
+        1 => "kind=person&status=pending".into(),
+        2 => {
+            let elsewhere = held
+                .snapshot
+                .entities
+                .values()
+                .filter_map(|e| e.village.clone())
+                .find(|v| !v.starts_with(station))
+                .unwrap_or_default();
+            format!("village={elsewhere}&status=pending")
+        }
+        _ => format!("q={}", world.persons[p].number),
+    }
 }
 
 /// Every byte but letters and digits as `%XX`.
@@ -501,6 +534,8 @@ struct Done {
     export: bool,
     status: StatusCode,
     body: String,
+    /// Where a form's answer sent her.
+    location: Option<String>,
 }
 
 impl World {
@@ -529,6 +564,7 @@ impl World {
             export: false,
             status: StatusCode::OK,
             body: String::new(),
+            location: None,
         };
         let post = |path: String, form: String| {
             self.runtime.block_on(self.console.request(
@@ -548,12 +584,13 @@ impl World {
                 "/console/duplicates/dismiss".into(),
                 format!("a={}&b={}", person(a), person(b)),
             ),
-            Action::Review(r, approve) => post(
+            Action::Review(r, approve, which, p) => post(
                 format!("/console/records/{}/review", record(r)),
                 format!(
-                    "decision={}&comment={}",
+                    "decision={}&comment={}&queue={}",
                     if approve { "approve" } else { "return" },
-                    encode("地址不全")
+                    encode("地址不全"),
+                    encode(&queue(self, which, p, REVIEWERS[who].1, held))
                 ),
             ),
             Action::Settle(c, kept) => {
@@ -606,6 +643,17 @@ impl World {
                 3 => "/console/alerts".into(),
                 4 => "/console/conflicts".into(),
                 5 => "/console/alerts?all=1".into(),
+                // Addresses saying a decision or a merge led here, naming any record.
+                7 => format!(
+                    "/console/records/{}?reviewed={}",
+                    record(r),
+                    record(second(r))
+                ),
+                8 => format!(
+                    "/console/records/{}?merged={}",
+                    record(r),
+                    record(second(r))
+                ),
                 _ => "/console/".into(),
             }),
             Action::Admin(route, n) => {
@@ -672,6 +720,7 @@ impl World {
         };
         done.status = page.status;
         done.body = page.body;
+        done.location = page.location;
         done
     }
 }
@@ -827,7 +876,7 @@ fn holds(
     }
     // A record she may not see answers as one that does not exist.
     let target = match *action {
-        Action::Review(r, _) | Action::Page(r, 0 | 1) => world.records.get(r),
+        Action::Review(r, ..) | Action::Page(r, 0 | 1 | 7 | 8) => world.records.get(r),
         _ => None,
     };
     if let Some(id) = target
@@ -893,6 +942,65 @@ fn holds(
                     p.name
                 );
             }
+        }
+    }
+    // A decision leads on to the first record waiting in the list it named, as the list itself
+    // shows it (inside her villages, its search text aside: no one is found by a number
+    // unaudited), else back to the record decided.
+    if let (Action::Review(r, _, which, p), StatusCode::SEE_OTHER, false) =
+        (action, done.status, forged)
+    {
+        let decided = world.records[*r];
+        let to = done.location.as_deref().unwrap_or_default();
+        let next = to
+            .strip_prefix("/console/records/")
+            .and_then(|rest| rest.split('?').next())
+            .and_then(|id| Uuid::parse_str(id).ok());
+        let slice = match queue(world, *which, *p, station, before) {
+            q if q.is_empty() || q.starts_with("q=") => "status=pending".to_owned(),
+            q => q,
+        };
+        let list = world.runtime.block_on(
+            world
+                .console
+                .get(&format!("/console/records?{slice}"), &world.sessions[who].0),
+        );
+        prop_assert_eq!(list.status, StatusCode::OK);
+        let first = listed(&list.body)
+            .into_iter()
+            .filter_map(|id| Uuid::parse_str(&id).ok())
+            .find(|id| *id != decided)
+            .unwrap_or(decided);
+        prop_assert_eq!(next, Some(first), "{:?} led to {}", action, to);
+        prop_assert!(!more("search_hidden"), "{:?} searched", action);
+    }
+    // A page's word that a decision or a merge led to it: only as the server holds it.
+    if let (Action::Page(r, 7 | 8), StatusCode::OK) = (action, done.status) {
+        let (here, other) = (world.records[*r], world.records.get(second(*r)).copied());
+        let value = |id: Uuid, field: &str| {
+            after
+                .snapshot
+                .values
+                .get(&(id, field.to_owned()))
+                .map(|s| s.value.clone())
+        };
+        if done.body.contains("审核结果已保存") {
+            let other = other.expect("a record named");
+            prop_assert!(after.visible(station, other), "{:?}", action);
+            prop_assert!(
+                value(other, "review_status") != Some(serde_json::json!("pending")),
+                "{:?} said a waiting record was decided",
+                action
+            );
+        }
+        if done.body.contains("已将重复记录") {
+            let other = other.expect("a record named");
+            prop_assert_eq!(
+                value(other, "merged_into"),
+                Some(serde_json::json!(here.to_string())),
+                "{:?} said a merge that was not",
+                action
+            );
         }
     }
     if done.status == StatusCode::OK {
