@@ -625,7 +625,7 @@ async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() 
         // the way back to it.
         assert!(!decided.iter().any(|d| d == next), "{next} decided already");
         assert!(
-            shown.body.contains("上一条记录的审核结果已保存")
+            shown.body.contains("上一条记录的审核结果已保存（已通过）")
                 && shown
                     .body
                     .contains(&format!("href=\"/console/records/{at}\"")),

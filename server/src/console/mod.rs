@@ -687,13 +687,17 @@ async fn record(
     let arrival = match (id_in(&query.reviewed), id_in(&query.merged)) {
         // Said only as far as what the server holds says it (an address is anyone's to write):
         // of a record she may open that is decided, and that none else waits when none does.
-        (Some(before), _) if decided(&state, &user, before).await => {
-            let (_, none_left) = next_waiting(&state, &user, &queue, before).await?;
-            (before != id || none_left).then(|| pages::Arrival::Reviewed {
-                before: before.to_string(),
-                none_left,
-            })
-        }
+        (Some(before), _) => match decided(&state, &user, before).await {
+            Some(decision) => {
+                let (_, none_left) = next_waiting(&state, &user, &queue, before).await?;
+                (before != id || none_left).then(|| pages::Arrival::Reviewed {
+                    before: before.to_string(),
+                    decision,
+                    none_left,
+                })
+            }
+            None => None,
+        },
         (None, Some(from)) => Some(pages::Arrival::Merged(from.to_string())),
         _ => None,
     };
@@ -701,19 +705,17 @@ async fn record(
     record_page(&state, &user, id, reveal, None, came).await
 }
 
-/// Whether `id` is a record the user may open whose review is decided (approved or returned).
-async fn decided(state: &AppState, user: &ConsoleUser, id: Uuid) -> bool {
-    let Ok(page) = state
+/// The decision on `id` (its review status's code) when it is a record the user may open whose
+/// review is decided (approved or returned).
+async fn decided(state: &AppState, user: &ConsoleUser, id: Uuid) -> Option<String> {
+    let page = state
         .store
         .record_page(user.caller(), id, Reveal::Masked)
         .await
-    else {
-        return false;
-    };
-    page.view
-        .fields
-        .get("review_status")
-        .is_some_and(|status| status != "\"pending\"")
+        .ok()?;
+    let status = page.view.fields.get("review_status")?;
+    let status: String = serde_json::from_str(status).ok()?;
+    (status != "pending").then_some(status)
 }
 
 /// A record's page, with a review form to correct when `draft` says what is wrong with it.

@@ -657,6 +657,8 @@ pub(super) enum Arrival {
     Reviewed {
         /// The record decided.
         before: String,
+        /// How (its review status's code: `approved`, `returned`).
+        decision: String,
         /// Whether no other record waits in her list.
         none_left: bool,
     },
@@ -765,11 +767,11 @@ pub(super) fn record(
             // Come here from a decision on the record before, the queue's next (or this one
             // again, when no other was pending).
             @match &came.arrival {
-                Some(Arrival::Reviewed { before, none_left }) => div.card.notice role="status" {
+                Some(Arrival::Reviewed { before, decision, none_left }) => div.card.notice role="status" {
                     @if *none_left && before == id {
-                        "审核结果已保存。没有其他待审核的记录了。" " " a href={ "/console/records?" (queue) } { "返回列表" }
+                        "审核结果已保存（" (status_label(decision)) "）。没有其他待审核的记录了。" " " a href={ "/console/records?" (queue) } { "返回列表" }
                     } @else if status == "pending" {
-                        "上一条记录的审核结果已保存，下面是下一条待审核记录。" " " a href={ "/console/records/" (before) } { "查看上一条" }
+                        "上一条记录的审核结果已保存（" (status_label(decision)) "），下面是下一条待审核记录。" " " a href={ "/console/records/" (before) } { "查看上一条" }
                     }
                 },
                 // Said only when the stored links say it: an address is anyone's to write.
