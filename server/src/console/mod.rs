@@ -689,7 +689,9 @@ async fn record(
         // of a record she may open that is decided, and that none else waits when none does.
         (Some(before), _) => match decided(&state, &user, before).await {
             Some(decision) => {
-                let (_, none_left) = next_waiting(&state, &user, &queue, before).await?;
+                // Whether none is left is said only on the record decided itself.
+                let none_left =
+                    before == id && next_waiting(&state, &user, &queue, before).await?.1;
                 (before != id || none_left).then(|| pages::Arrival::Reviewed {
                     before: before.to_string(),
                     decision,
@@ -768,6 +770,7 @@ async fn review(
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
     let entity = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("no such record".into()))?;
+    let queue = queue_filter(&form.queue);
     let verdict = match form.decision.as_str() {
         "approve" => Verdict::Approve(form.comment.clone()),
         "return" => Verdict::Return(form.comment.clone()),
@@ -781,7 +784,7 @@ async fn review(
         };
         let came = pages::Came {
             arrival: None,
-            queue: queue_filter(&form.queue),
+            queue,
         };
         return record_page(&state, &user, entity, false, Some(draft), came).await;
     }
@@ -794,7 +797,7 @@ async fn review(
             };
             let came = pages::Came {
                 arrival: None,
-                queue: queue_filter(&form.queue),
+                queue,
             };
             record_page(&state, &user, entity, false, Some(draft), came).await
         }
@@ -803,7 +806,6 @@ async fn review(
         // station's: a list holds no other), saying this one's decision was kept; back to this
         // one when none is left.
         Ok(()) => {
-            let queue = queue_filter(&form.queue);
             let (next, _) = next_waiting(&state, &user, &queue, entity).await?;
             let queue = pages::query_escape(&pages::queue_of(&queue));
             Ok(Redirect::to(&format!(

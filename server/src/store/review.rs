@@ -58,19 +58,21 @@ pub fn review(
     if !crate::store::scope::writable(&tx, reviewer, &entity.hyphenated().to_string())? {
         return Err(crate::store::scope::not_writable());
     }
-    // No comment written over none (an approval without one): the history shows the decision,
-    // not an empty comment replacing an empty one. A return's comment cleared by an approval
-    // is written.
-    // Nor a decision written over the same one (approving an approved record again): the audit
-    // log keeps that she did, the history only what changed.
-    let id = entity.hyphenated().to_string();
-    let mut fields = Vec::with_capacity(2);
-    for (field, value) in plan.fields {
-        let held = crate::store::values::held(&tx, &id, field)?.map(|h| h.value);
-        if held.unwrap_or(Value::Null) != value {
-            fields.push((field, value));
-        }
-    }
+    // Only what changes is written: no empty comment over none (an approval without one), no
+    // decision over the same one (approving an approved record again; the audit log keeps that
+    // she did). A return's comment cleared by an approval is written.
+    let held = crate::store::state::load(&tx, &entity.hyphenated().to_string())?;
+    let fields: Vec<_> = plan
+        .fields
+        .into_iter()
+        .filter(|(field, value)| {
+            let was = held
+                .as_ref()
+                .and_then(|h| h.state.get(*field))
+                .map(|s| &s.version.value);
+            was.unwrap_or(&Value::Null) != value
+        })
+        .collect();
     if !fields.is_empty() {
         write_in(&tx, reviewer.account, entity, &fields, now_ms)?;
     }
