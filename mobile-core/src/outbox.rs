@@ -878,9 +878,14 @@ pub struct RefusedChange {
     pub message: String,
 }
 
+/// Which rows hold refusals, oldest first. Read through the refusals' own index and sorted
+/// after (the `+`): ordered by the primary key, SQLite would scan the whole outbox for them, and
+/// every push's answer asks (a backlog of 100,000 waiting actions, scanned once a push).
+const REFUSED_ROWS: &str = "WHERE refused > 0 ORDER BY +first_counter";
+
 /// Every refused change, oldest first.
 pub(crate) fn refused(conn: &Connection, node: NodeId) -> Result<Vec<RefusedChange>> {
-    let found = rows(conn, node, "WHERE refused > 0 ORDER BY first_counter", [])?;
+    let found = rows(conn, node, REFUSED_ROWS, [])?;
     Ok(found
         .iter()
         .flat_map(|row| {
@@ -939,6 +944,26 @@ mod tests {
         assert_eq!(copied.value, Some(json!("王芳")));
         assert_eq!(copied.old, Some(json!("李娜")));
         assert_eq!(untouched, Entry::lazy(2, "name".into(), base));
+    }
+
+    #[test]
+    fn refusals_are_found_through_their_index_not_by_reading_the_outbox() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT {ROW_COLUMNS} FROM outbox {REFUSED_ROWS}"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("outbox_refused")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|step| step == "SCAN outbox"), "{plan:?}");
     }
 
     #[test]
