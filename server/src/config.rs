@@ -39,6 +39,9 @@ pub struct Config {
     pub body_stall: std::time::Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections one client address (an IPv6 client's /64) holds at once; trusted
+    /// proxies are not limited.
+    pub max_connections_per_address: usize,
     /// How long open requests may take to finish once the server is told to stop.
     pub drain_timeout: std::time::Duration,
     /// Reverse proxies whose word on the client's address is taken (none by default: the
@@ -79,6 +82,8 @@ pub struct Settings {
     pub body_stall_s: Option<u64>,
     /// Most connections served at once.
     pub max_connections: Option<usize>,
+    /// Most connections one client address holds at once.
+    pub max_connections_per_address: Option<usize>,
     /// Seconds requests in flight may take to finish after SIGTERM or SIGINT.
     pub drain_s: Option<u64>,
     /// Trusted reverse proxies.
@@ -215,6 +220,7 @@ impl Settings {
             body_timeout_s: parse(&get, "body_timeout_s")?,
             body_stall_s: parse(&get, "body_stall_s")?,
             max_connections: parse(&get, "max_connections")?,
+            max_connections_per_address: parse(&get, "max_connections_per_address")?,
             drain_s: parse(&get, "drain_s")?,
             trusted_proxies: proxies,
             forwarded_header: parse(&get, "forwarded_header")?,
@@ -289,6 +295,9 @@ impl Config {
             Duration::from_secs(v));
         take!(body_stall_s, |v| self.body_stall = Duration::from_secs(v));
         take!(max_connections, |v| self.max_connections = v);
+        take!(max_connections_per_address, |v| self
+            .max_connections_per_address =
+            v);
         take!(drain_s, |v| self.drain_timeout = Duration::from_secs(v));
         take!(trusted_proxies, |v| self.trusted_proxies = v);
         take!(forwarded_header, |v| self.forwarded_header = v);
@@ -365,6 +374,13 @@ impl Config {
             100_000,
             "",
         )?;
+        within(
+            "max_connections_per_address",
+            self.max_connections_per_address as u64,
+            1,
+            100_000,
+            "",
+        )?;
         within("drain_s", self.drain_timeout.as_secs(), 0, 3600, "")?;
         Ok(())
     }
@@ -397,6 +413,10 @@ impl Config {
             ("body_timeout_s", self.body_timeout.as_secs().to_string()),
             ("body_stall_s", self.body_stall.as_secs().to_string()),
             ("max_connections", self.max_connections.to_string()),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address.to_string(),
+            ),
             ("drain_s", self.drain_timeout.as_secs().to_string()),
             ("trusted_proxies", format!("[{}]", proxies.join(", "))),
             ("forwarded_header", self.forwarded_header.name().to_owned()),
@@ -483,7 +503,7 @@ pub fn describe_database(url: &str) -> String {
 }
 
 /// Every setting's name (the file's keys).
-pub const SETTINGS: [&str; 16] = [
+pub const SETTINGS: [&str; 17] = [
     "data",
     "database",
     "listen",
@@ -496,6 +516,7 @@ pub const SETTINGS: [&str; 16] = [
     "body_timeout_s",
     "body_stall_s",
     "max_connections",
+    "max_connections_per_address",
     "drain_s",
     "trusted_proxies",
     "forwarded_header",
@@ -518,6 +539,7 @@ impl Config {
             body_timeout: crate::listen::BODY_TIMEOUT,
             body_stall: crate::stall::BODY_STALL,
             max_connections: crate::listen::MAX_CONNECTIONS,
+            max_connections_per_address: crate::listen::MAX_CONNECTIONS_PER_ADDRESS,
             drain_timeout: crate::listen::DRAIN_TIMEOUT,
             trusted_proxies: Vec::new(),
             forwarded_header: crate::forwarded::ForwardedHeader::default(),

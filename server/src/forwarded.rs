@@ -73,6 +73,18 @@ impl Cidr {
     }
 }
 
+/// The network a client address stands for, as throttles and limits count it: an IPv4 address
+/// itself (written as IPv6 too), an IPv6 address its /64 (a host is given a whole one, and
+/// could otherwise count as 2^64 clients).
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
+}
+
 /// An IPv4 address written as IPv6 (`::ffff:192.0.2.7`) is the IPv4 one.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

@@ -310,6 +310,8 @@ fn limits(config: &Config) -> listen::Limits {
     listen::Limits {
         header_timeout: config.header_timeout,
         max_connections: config.max_connections,
+        per_address: config.max_connections_per_address,
+        unlimited: config.trusted_proxies.clone(),
         drain_timeout: config.drain_timeout,
         write_stall: stall::WRITE_STALL,
     }

@@ -80,6 +80,14 @@ pub fn push_commit(pushes: usize) {
     PUSHES_COMMITTED.fetch_add(pushes as u64, Ordering::Relaxed);
 }
 
+/// Connections closed on arrival: their address already held as many as it may.
+static CONNECTIONS_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// A connection refused on arrival for its address's limit.
+pub fn connection_refused() {
+    CONNECTIONS_REFUSED.fetch_add(1, Ordering::Relaxed);
+}
+
 /// What this server process counted since it started.
 #[derive(Default)]
 pub struct Metrics {
@@ -192,6 +200,11 @@ impl Metrics {
                 "baylink_push_commit_pushes_total",
                 "Pushes those commits held.",
                 &PUSHES_COMMITTED,
+            ),
+            (
+                "baylink_connections_refused_total",
+                "Connections closed on arrival: their client address already held as many as it may.",
+                &CONNECTIONS_REFUSED,
             ),
         ] {
             family(&mut out, name, "counter", help);

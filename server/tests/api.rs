@@ -797,6 +797,8 @@ fn a_client_that_reads_none_of_its_answers_is_closed_and_its_slot_freed() {
     let limits = Limits {
         header_timeout: Duration::from_secs(60),
         max_connections: 1,
+        per_address: 1,
+        unlimited: Vec::new(),
         drain_timeout: Duration::from_secs(1),
         write_stall: Duration::from_secs(1),
     };
@@ -882,6 +884,94 @@ fn half_sent_requests_are_closed_and_connections_are_bounded() {
         .read_to_end(&mut answer)
         .expect("served once a connection ended");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn one_address_holds_at_most_its_share_of_connections_unless_it_is_a_trusted_proxy() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    // Connects and sends nothing, as a client holding slots would; the server waits a minute
+    // for its headers.
+    let idle = |addr| {
+        let c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let get = |addr, path: &str| {
+        let mut c = idle(addr);
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let health = |addr| get(addr, "/healthz");
+    let (addr, _runtime, _dir) = listening_with(|config| {
+        config.header_timeout = Duration::from_secs(60);
+        config.max_connections_per_address = 3;
+    });
+    let mut held: Vec<TcpStream> = (0..3).map(|_| idle(addr)).collect();
+    // A fourth from the same address is answered at once and closed, not left to wait for a
+    // slot (the server has 768).
+    let answer = health(addr);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+        "{answer}"
+    );
+    if let Some((_, body)) = answer.split_once("\r\n\r\n") {
+        let error: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(error["error"]["code"], "too_many_connections", "{answer}");
+    }
+    // Closed on arrival: the read ends (the answer, its end, or a reset), it does not wait.
+    let mut fourth = idle(addr);
+    let mut byte = [0u8; 1];
+    if let Err(e) = fourth.read(&mut byte) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "left waiting: {e}"
+        );
+    }
+    // One of the three closed: the address may open another, and is served.
+    drop(held.pop());
+    let mut served = String::new();
+    for _ in 0..50 {
+        served = health(addr);
+        if served.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    assert!(
+        health(addr).starts_with("HTTP/1.1 200"),
+        "its share was given back when the check closed"
+    );
+    let metrics = get(addr, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("baylink_connections_refused_total ")
+                && l != "baylink_connections_refused_total 0"),
+        "{metrics}"
+    );
+    drop(held);
+
+    // A trusted proxy speaks for many clients: its connections are not limited by address.
+    let (addr, _runtime, _dir) = listening_with(|config| {
+        config.header_timeout = Duration::from_secs(60);
+        config.max_connections_per_address = 3;
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    });
+    let held: Vec<TcpStream> = (0..5).map(|_| idle(addr)).collect();
+    assert!(health(addr).starts_with("HTTP/1.1 200"));
+    drop(held);
 }
 
 #[test]

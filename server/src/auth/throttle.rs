@@ -22,20 +22,17 @@ pub fn login_keys(username: &str, addr: Option<IpAddr>) -> Option<Vec<String>> {
         return None;
     }
     let mut keys = vec![format!("user:{username}")];
-    match addr {
+    match addr.map(crate::forwarded::client_network) {
         None => keys.push("addr:-".to_owned()),
         Some(IpAddr::V4(v4)) => keys.push(format!("addr:{v4}")),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => keys.push(format!("addr:{v4}")),
-            None => {
-                let s = v6.segments();
-                keys.push(format!(
-                    "addr:{:x}:{:x}:{:x}:{:x}::/64",
-                    s[0], s[1], s[2], s[3]
-                ));
-                keys.push(format!("net:{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]));
-            }
-        },
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            keys.push(format!(
+                "addr:{:x}:{:x}:{:x}:{:x}::/64",
+                s[0], s[1], s[2], s[3]
+            ));
+            keys.push(format!("net:{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]));
+        }
     }
     Some(keys)
 }
