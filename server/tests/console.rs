@@ -1462,12 +1462,69 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         )
         .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    // A merge cannot be undone: the list's buttons open a page that asks first (a form that
+    // gets it), and only that page's form merges.
+    let ask = format!("/console/duplicates/merge?from={twin}&into={person}");
+    assert!(
+        page.body
+            .contains("method=\"get\" action=\"/console/duplicates/merge\"")
+            && !page
+                .body
+                .contains("method=\"post\" action=\"/console/duplicates/merge\""),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        console.get(&ask, &other).await.status,
+        StatusCode::NOT_FOUND,
+        "another station's reviewer sees neither record"
+    );
+    let asked = console.get(&ask, &reviewer).await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+    assert!(
+        asked.body.contains("确认合并")
+            && asked.body.contains("合并后不能撤销")
+            && asked.body.contains("1 条关联记录")
+            && asked
+                .body
+                .contains(&format!("href=\"/console/records/{twin}\""))
+            && asked
+                .body
+                .contains(&format!("href=\"/console/records/{person}\"")),
+        "{}",
+        asked.body
+    );
+    // Their differences marked: the employer only the duplicate holds.
+    assert!(
+        asked.body.contains("<strong>澳头渔港</strong>"),
+        "{}",
+        asked.body
+    );
+    assert!(!asked.body.contains(&twin_id), "ID numbers masked");
+    assert!(
+        asked
+            .body
+            .contains(&format!("name=\"from\" value=\"{twin}\""))
+            && asked
+                .body
+                .contains(&format!("name=\"into\" value=\"{person}\"")),
+        "{}",
+        asked.body
+    );
+    let still = console.get("/console/duplicates", &reviewer).await;
+    assert!(
+        still.body.contains(&twin.to_string()),
+        "asking merged nothing"
+    );
     let merged = console
         .request(
             "POST",
             "/console/duplicates/merge",
             Some(&reviewer),
-            Some(&format!("csrf={token}&from={twin}&into={person}")),
+            Some(&format!(
+                "csrf={}&from={twin}&into={person}",
+                csrf(&asked.body)
+            )),
         )
         .await;
     assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);

@@ -1,16 +1,20 @@
 //! Duplicate persons: candidate pairs side by side; merge one into the other (it redirects, its
-//! history stays) or record that they are two people.
+//! history stays) or record that they are two people. A merge cannot be undone: the list's
+//! buttons open a page comparing the two records, whose form merges them.
 
-use axum::extract::{Form, State};
+use std::collections::BTreeMap;
+
+use axum::extract::{Form, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::pages::{layout, mask_id};
+use super::pages::{field_label, layout, mask_id, ordered, shown, title};
 use super::{ConsoleUser, PageError};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::duplicates::{Pair, Side};
+use crate::store::records::{RecordPage, Reveal};
 
 /// Most pairs on one page; a reviewer settles them a page at a time.
 const PAIRS: usize = 200;
@@ -24,6 +28,36 @@ pub(super) async fn list(
         .duplicate_pairs(user.villages.clone(), PAIRS)
         .await?;
     Ok(page(&user, &pairs.pairs, pairs.stopped).into_response())
+}
+
+/// The two records of a merge, as the list's buttons name them.
+#[derive(Deserialize)]
+pub(super) struct MergePair {
+    from: String,
+    into: String,
+}
+
+/// The page that asks before a merge: both records side by side, masked, their differences
+/// marked, and what the merge does. Opening it changes nothing.
+pub(super) async fn confirm(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(pair): Query<MergePair>,
+) -> Result<Response, PageError> {
+    let (from, into) = (record_id(&pair.from)?, record_id(&pair.into)?);
+    let merged = state
+        .store
+        .record_page(user.caller(), from, Reveal::Masked)
+        .await?;
+    let kept = state
+        .store
+        .record_page(user.caller(), into, Reveal::Masked)
+        .await?;
+    let stations = state.store.stations().await?;
+    let names = stations.into_iter().flat_map(|s| s.villages).collect();
+    let from = (from.to_string(), merged);
+    let into = (into.to_string(), kept);
+    Ok(confirm_page(&user, &from, &into, &names).into_response())
 }
 
 /// A merge: `from` redirects to `into`.
@@ -81,15 +115,85 @@ fn side(s: &Side) -> Markup {
     }
 }
 
-fn merge_form(user: &ConsoleUser, from: &str, into: &str, text: &str) -> Markup {
+/// The button that opens the page asking before `from` is merged into `into`.
+fn merge_button(from: &str, into: &str, text: &str) -> Markup {
     html! {
-        form.inline method="post" action="/console/duplicates/merge" {
-            input type="hidden" name="csrf" value=(user.csrf);
+        form.inline method="get" action="/console/duplicates/merge" {
             input type="hidden" name="from" value=(from);
             input type="hidden" name="into" value=(into);
             button type="submit" { (text) }
         }
     }
+}
+
+fn confirm_page(
+    user: &ConsoleUser,
+    (from, merged): &(String, RecordPage),
+    (into, kept): &(String, RecordPage),
+    names: &BTreeMap<String, String>,
+) -> Markup {
+    let kind = baylink_domain::EntityKind::parse(&kept.view.kind);
+    // Every field either holds, in the form's order; the merged record's own ones after.
+    let mut fields: Vec<&str> = ordered(kind, &kept.view.fields)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    for (field, _) in ordered(kind, &merged.view.fields) {
+        if !fields.contains(&field) {
+            fields.push(field);
+        }
+    }
+    let value = |page: &RecordPage, field: &str| {
+        let shown = shown(kind, field, page.view.fields.get(field)?, false);
+        // A village by its name, as the record's page shows it.
+        Some(match names.get(&shown).filter(|_| field == "village") {
+            Some(name) => format!("{name} {shown}"),
+            None => shown,
+        })
+    };
+    let moved = merged.links.iter().filter(|l| l.incoming).count();
+    let (kept_title, merged_title) = (title(&kept.view, false), title(&merged.view, false));
+    layout(
+        "确认合并",
+        Some(user),
+        &html! {
+            p { a href="/console/duplicates" { "← 疑似重复列表" } }
+            h1 { "确认合并" }
+            div.card.notice role="alert" {
+                "将 " a href={ "/console/records/" (from) } { (merged_title) } " 合并到 "
+                a href={ "/console/records/" (into) } { (kept_title) } "："
+                "前者转向后者，不再出现在列表中，其修改历史保留；"
+                @if moved > 0 { "它的 " (moved) " 条关联记录（居住、车辆等）改到保留的记录上；" }
+                "保留的记录缺少的内容由被合并的记录补上。" strong { "合并后不能撤销。" }
+            }
+            table {
+                thead { tr { th { "" } th { "保留：" (kept_title) } th { "合并：" (merged_title) } } }
+                tbody {
+                    @for field in &fields {
+                        @let (a, b) = (value(kept, field), value(merged, field));
+                        tr {
+                            th { (field_label(kind, field)) }
+                            @if a != b {
+                                td { strong { (a.clone().unwrap_or_else(|| "—".into())) } }
+                                td { strong { (b.clone().unwrap_or_else(|| "—".into())) } }
+                            } @else {
+                                td { (a.clone().unwrap_or_else(|| "—".into())) }
+                                td { (b.clone().unwrap_or_else(|| "—".into())) }
+                            }
+                        }
+                    }
+                }
+            }
+            p.muted { "加粗的是两条记录不同的内容。证件号码和电话已部分隐藏，需要核对时可打开记录查看完整号码（将记录在审计日志中）。" }
+            form.inline method="post" action="/console/duplicates/merge" {
+                input type="hidden" name="csrf" value=(user.csrf);
+                input type="hidden" name="from" value=(from);
+                input type="hidden" name="into" value=(into);
+                button type="submit" { "确认合并" }
+            }
+            " " a href="/console/duplicates" { "取消" }
+        },
+    )
 }
 
 fn page(user: &ConsoleUser, pairs: &[Pair], stopped: bool) -> Markup {
@@ -119,12 +223,12 @@ fn page(user: &ConsoleUser, pairs: &[Pair], stopped: bool) -> Markup {
                                 @if pair.b.linked_elsewhere {
                                     span.muted { "乙有其他派出所的关联记录，合并乙须由管理员进行" } br;
                                 } @else {
-                                    (merge_form(user, &pair.b.id, &pair.a.id, "保留甲，合并乙"))
+                                    (merge_button(&pair.b.id, &pair.a.id, "保留甲，合并乙…"))
                                 }
                                 @if pair.a.linked_elsewhere {
                                     span.muted { "甲有其他派出所的关联记录，合并甲须由管理员进行" } br;
                                 } @else {
-                                    (merge_form(user, &pair.a.id, &pair.b.id, "保留乙，合并甲"))
+                                    (merge_button(&pair.a.id, &pair.b.id, "保留乙，合并甲…"))
                                 }
                                 form.inline method="post" action="/console/duplicates/dismiss" {
                                     input type="hidden" name="csrf" value=(user.csrf);

@@ -7,8 +7,8 @@ use baylink_domain::schema::REVIEW_STATUSES;
 use maud::{DOCTYPE, Markup, html};
 
 use super::ConsoleUser;
-use crate::store::records::RecordPage;
 use crate::store::records::{Filter, Linked, Row};
+use crate::store::records::{RecordPage, RecordView};
 use crate::store::review::Conflict;
 
 /// `110105************`: the region only, which the page shows anyway as the origin. The birth
@@ -589,8 +589,48 @@ pub(super) fn query_escape(value: &str) -> String {
         .collect()
 }
 
+/// Who or what a record is, as lists show it: its ID number masked unless revealed (as lists
+/// mask it, by the number itself: a passport's is masked whole).
+pub(super) fn title(view: &RecordView, reveal: bool) -> String {
+    let values: BTreeMap<&str, serde_json::Value> = view
+        .fields
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), serde_json::from_str(v).ok()?)))
+        .collect();
+    EntityKind::parse(&view.kind).map_or_else(String::new, |k| {
+        let summary = baylink_domain::summarize_with(k, |name| values.get(name));
+        match summary.id_number.filter(|_| !reveal) {
+            Some(number) => summary.label.replace(&number, &mask_id(&number)),
+            None => summary.label,
+        }
+    })
+}
+
+/// A field's stored value (JSON) as a page shows it: masked unless revealed, a choice by its
+/// label.
+pub(super) fn shown(kind: Option<EntityKind>, field: &str, value: &str, reveal: bool) -> String {
+    let text = json_text(value);
+    if let Some(hidden) = masked(field, &text).filter(|_| !reveal) {
+        hidden
+    } else {
+        let choice = kind
+            .and_then(|k| k.field(field))
+            .and_then(|s| s.choice_label(&text));
+        choice.map_or(text, str::to_owned)
+    }
+}
+
+/// A field's name as a page shows it: its Chinese label where the data model has one.
+pub(super) fn field_label(kind: Option<EntityKind>, field: &str) -> String {
+    kind.and_then(|k| k.field(field))
+        .map_or(field.to_owned(), |s| s.zh.to_owned())
+}
+
 /// Fields in the data model's form order, unknown ones (from newer apps) last.
-fn ordered(kind: Option<EntityKind>, fields: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+pub(super) fn ordered(
+    kind: Option<EntityKind>,
+    fields: &BTreeMap<String, String>,
+) -> Vec<(&str, &str)> {
     let mut out: Vec<(&str, &str)> = Vec::with_capacity(fields.len());
     if let Some(kind) = kind {
         for spec in kind.fields() {
@@ -707,39 +747,13 @@ pub(super) fn record(
 ) -> Markup {
     let (view, links, watched) = (&page.view, page.links.as_slice(), &page.watched);
     let kind = EntityKind::parse(&view.kind);
-    // Who or what the record is, as lists show it (its ID number masked unless revealed).
-    let values: BTreeMap<&str, serde_json::Value> = view
-        .fields
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), serde_json::from_str(v).ok()?)))
-        .collect();
-    // Its number masked as lists mask it (by the number itself: a passport's is masked whole).
-    let title = kind.map_or_else(String::new, |k| {
-        let summary = baylink_domain::summarize_with(k, |name| values.get(name));
-        match summary.id_number.filter(|_| !reveal) {
-            Some(number) => summary.label.replace(&number, &mask_id(&number)),
-            None => summary.label,
-        }
-    });
+    let title = title(view, reveal);
     let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
     let merged_into = outgoing("merged_into");
     let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();
-    let label = |field: &str| {
-        kind.and_then(|k| k.field(field))
-            .map_or(field.to_owned(), |s| s.zh.to_owned())
-    };
+    let label = |field: &str| field_label(kind, field);
     let sensitive = |field: &str| masked(field, "").is_some();
-    let shown = |field: &str, value: &str| {
-        let text = json_text(value);
-        if let Some(hidden) = masked(field, &text).filter(|_| !reveal) {
-            hidden
-        } else {
-            let choice = kind
-                .and_then(|k| k.field(field))
-                .and_then(|s| s.choice_label(&text));
-            choice.map_or(text, str::to_owned)
-        }
-    };
+    let shown = |field: &str, value: &str| shown(kind, field, value, reveal);
     let queue = queue_of(&came.queue);
     let status = view
         .fields
