@@ -1462,35 +1462,43 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         )
         .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
-    // A merge cannot be undone: the list's buttons open a page that asks first (a form that
-    // gets it), and only that page's form merges.
-    let ask = format!("/console/duplicates/merge?from={twin}&into={person}");
+    // Neither a merge nor a dismissal can be undone: the list only leads to a pair's page
+    // (a form that gets it), whose forms decide.
     assert!(
         page.body
-            .contains("method=\"get\" action=\"/console/duplicates/merge\"")
-            && !page
-                .body
-                .contains("method=\"post\" action=\"/console/duplicates/merge\""),
+            .contains("method=\"get\" action=\"/console/duplicates/pair\"")
+            && !page.body.contains("action=\"/console/duplicates/merge\"")
+            && !page.body.contains("action=\"/console/duplicates/dismiss\""),
         "{}",
         page.body
     );
+    let ask = format!("/console/duplicates/pair?a={person}&b={twin}");
     assert_eq!(
         console.get(&ask, &other).await.status,
         StatusCode::NOT_FOUND,
         "another station's reviewer sees neither record"
     );
+    let revealed = |console: &Console| {
+        console
+            .db
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM audit WHERE action = ?1",
+                    ["reveal_id_number"],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .unwrap()
+    };
+    let audited = revealed(&console);
     let asked = console.get(&ask, &reviewer).await;
     assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
     assert!(
-        asked.body.contains("确认合并")
-            && asked.body.contains("合并后不能撤销")
-            && asked.body.contains("1 条关联记录")
-            && asked
-                .body
-                .contains(&format!("href=\"/console/records/{twin}\""))
-            && asked
-                .body
-                .contains(&format!("href=\"/console/records/{person}\"")),
+        asked.body.contains("两者都不能撤销")
+            && asked.body.contains(&format!("href=\"/console/records/{twin}\""))
+            && asked.body.contains(&format!("href=\"/console/records/{person}\""))
+            // What links to each: the duplicate's residence.
+            && asked.body.contains(&format!("href=\"/console/records/{residence}\"")),
         "{}",
         asked.body
     );
@@ -1501,20 +1509,32 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         asked.body
     );
     assert!(!asked.body.contains(&twin_id), "ID numbers masked");
+    assert_eq!(
+        revealed(&console),
+        audited,
+        "nothing revealed, nothing audited"
+    );
+    // Both numbers in full when she asks, each reveal audited.
+    let full = console.get(&format!("{ask}&reveal=1"), &reviewer).await;
+    assert!(full.body.contains(&twin_id), "{}", full.body);
+    assert_eq!(revealed(&console), audited + 2);
     assert!(
         asked
             .body
             .contains(&format!("name=\"from\" value=\"{twin}\""))
             && asked
                 .body
-                .contains(&format!("name=\"into\" value=\"{person}\"")),
+                .contains(&format!("name=\"into\" value=\"{person}\""))
+            && asked
+                .body
+                .contains("action=\"/console/duplicates/dismiss\""),
         "{}",
         asked.body
     );
     let still = console.get("/console/duplicates", &reviewer).await;
     assert!(
         still.body.contains(&twin.to_string()),
-        "asking merged nothing"
+        "opening it merged nothing"
     );
     let merged = console
         .request(
@@ -1540,6 +1560,15 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
             && kept.body.contains("href=\"/console/duplicates\""),
         "{}",
         kept.body
+    );
+    // The pair's page, opened again (the back button, another reviewer): says where the
+    // duplicate went and offers nothing to decide.
+    let again = console.get(&ask, &reviewer).await;
+    assert!(
+        again.body.contains("人员乙已合并到")
+            && !again.body.contains("action=\"/console/duplicates/merge\""),
+        "{}",
+        again.body
     );
     // Said only of a record merged into this one, whatever the address says.
     let made_up = console
@@ -2272,7 +2301,14 @@ async fn the_duplicates_page_offers_no_merge_that_would_rewrite_another_stations
         ]),
     );
     let reviewer = console.sign_in("r006").await;
-    let page = console.get("/console/duplicates", &reviewer).await;
+    let list = console.get("/console/duplicates", &reviewer).await;
+    assert!(list.body.contains("须由管理员进行"), "{}", list.body);
+    let page = console
+        .get(
+            &format!("/console/duplicates/pair?a={person}&b={twin}"),
+            &reviewer,
+        )
+        .await;
     // Merging her away would repoint 霞涌's residence: said, not offered; keeping her is offered.
     let offered = |from: Uuid, into: Uuid| {
         page.body.contains(&format!(

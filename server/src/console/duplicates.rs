@@ -1,6 +1,6 @@
 //! Duplicate persons: candidate pairs side by side; merge one into the other (it redirects, its
-//! history stays) or record that they are two people. A merge cannot be undone: the list's
-//! buttons open a page comparing the two records, whose form merges them.
+//! history stays) or record that they are two people. Neither can be undone: the list leads to
+//! a page comparing the two records, whose forms decide.
 
 use std::collections::BTreeMap;
 
@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::pages::{field_label, layout, mask_id, ordered, shown, title};
+use super::pages::{field_label, layout, link_to, mask_id, ordered, shown, title};
 use super::{ConsoleUser, PageError};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::duplicates::{Pair, Side};
-use crate::store::records::{RecordPage, Reveal};
+use crate::store::records::{Linked, RecordPage, Reveal};
 
 /// Most pairs on one page; a reviewer settles them a page at a time.
 const PAIRS: usize = 200;
@@ -30,34 +30,72 @@ pub(super) async fn list(
     Ok(page(&user, &pairs.pairs, pairs.stopped).into_response())
 }
 
-/// The two records of a merge, as the list's buttons name them.
+/// A candidate pair, as the list names it; `reveal` asks for both numbers in full (audited).
 #[derive(Deserialize)]
-pub(super) struct MergePair {
-    from: String,
-    into: String,
+pub(super) struct PairQuery {
+    a: String,
+    b: String,
+    #[serde(default)]
+    reveal: Option<String>,
 }
 
-/// The page that asks before a merge: both records side by side, masked, their differences
-/// marked, and what the merge does. Opening it changes nothing.
-pub(super) async fn confirm(
+/// The page a reviewer decides a pair on: both records side by side, their differences marked,
+/// what links to each, what a merge does; then merge either way, or say they are two people.
+/// Neither can be undone, so the list only leads here. Opening it changes nothing but the audit
+/// log, when the numbers are revealed.
+pub(super) async fn pair(
     State(state): State<AppState>,
     user: ConsoleUser,
-    Query(pair): Query<MergePair>,
+    Query(query): Query<PairQuery>,
 ) -> Result<Response, PageError> {
-    let (from, into) = (record_id(&pair.from)?, record_id(&pair.into)?);
-    let merged = state
+    let (a, b) = (record_id(&query.a)?, record_id(&query.b)?);
+    let reveal = if query.reveal.as_deref() == Some("1") {
+        Reveal::Full
+    } else {
+        Reveal::Masked
+    };
+    // Both seen before either number is handed out: a reveal of one the reviewer may not see
+    // fails before the other's is audited.
+    let (first, second) = (
+        state
+            .store
+            .record_page(user.caller(), a, Reveal::Masked)
+            .await?,
+        state
+            .store
+            .record_page(user.caller(), b, Reveal::Masked)
+            .await?,
+    );
+    let (first, second) = if reveal == Reveal::Full {
+        (
+            state.store.record_page(user.caller(), a, reveal).await?,
+            state.store.record_page(user.caller(), b, reveal).await?,
+        )
+    } else {
+        (first, second)
+    };
+    // Which of the two may not be merged away by her (another station's records name it), as
+    // the list says: read as the list reads it. A pair not listed (dismissed, merged, beyond
+    // the list's bound) offers both ways; the merge itself refuses what it must.
+    let listed = state
         .store
-        .record_page(user.caller(), from, Reveal::Masked)
+        .duplicate_pairs(user.villages.clone(), PAIRS)
         .await?;
-    let kept = state
-        .store
-        .record_page(user.caller(), into, Reveal::Masked)
-        .await?;
+    let (a_text, b_text) = (a.to_string(), b.to_string());
+    let elsewhere = |id: &str| {
+        listed.pairs.iter().any(|p| {
+            [&p.a, &p.b]
+                .iter()
+                .any(|s| s.id == id && s.linked_elsewhere)
+                && [&p.a.id, &p.b.id].contains(&&a_text)
+                && [&p.a.id, &p.b.id].contains(&&b_text)
+        })
+    };
+    let kept_only = [elsewhere(&a_text), elsewhere(&b_text)];
     let stations = state.store.stations().await?;
     let names = stations.into_iter().flat_map(|s| s.villages).collect();
-    let from = (from.to_string(), merged);
-    let into = (into.to_string(), kept);
-    Ok(confirm_page(&user, &from, &into, &names).into_response())
+    let sides = [(a_text, first), (b_text, second)];
+    Ok(pair_page(&user, &sides, kept_only, reveal == Reveal::Full, &names).into_response())
 }
 
 /// A merge: `from` redirects to `into`.
@@ -115,83 +153,140 @@ fn side(s: &Side) -> Markup {
     }
 }
 
-/// The button that opens the page asking before `from` is merged into `into`.
-fn merge_button(from: &str, into: &str, text: &str) -> Markup {
+/// The button that opens a pair's page, where it is decided.
+fn pair_button(a: &str, b: &str) -> Markup {
     html! {
-        form.inline method="get" action="/console/duplicates/merge" {
-            input type="hidden" name="from" value=(from);
-            input type="hidden" name="into" value=(into);
-            button type="submit" { (text) }
+        form.inline method="get" action="/console/duplicates/pair" {
+            input type="hidden" name="a" value=(a);
+            input type="hidden" name="b" value=(b);
+            button type="submit" { "核对并处理…" }
         }
     }
 }
 
-fn confirm_page(
+fn pair_page(
     user: &ConsoleUser,
-    (from, merged): &(String, RecordPage),
-    (into, kept): &(String, RecordPage),
+    sides: &[(String, RecordPage); 2],
+    [a_kept_only, b_kept_only]: [bool; 2],
+    reveal: bool,
     names: &BTreeMap<String, String>,
 ) -> Markup {
-    let kind = baylink_domain::EntityKind::parse(&kept.view.kind);
-    // Every field either holds, in the form's order; the merged record's own ones after.
-    let mut fields: Vec<&str> = ordered(kind, &kept.view.fields)
+    let [(a, first), (b, second)] = sides;
+    let kind = baylink_domain::EntityKind::parse(&first.view.kind);
+    // Every field either holds, in the form's order; where a record went is said above.
+    let mut union = first.view.fields.clone();
+    union.extend(second.view.fields.clone());
+    let fields: Vec<&str> = ordered(kind, &union)
         .into_iter()
         .map(|(f, _)| f)
+        .filter(|f| *f != "merged_into")
         .collect();
-    for (field, _) in ordered(kind, &merged.view.fields) {
-        if !fields.contains(&field) {
-            fields.push(field);
-        }
-    }
     let value = |page: &RecordPage, field: &str| {
-        let shown = shown(kind, field, page.view.fields.get(field)?, false);
+        let shown = shown(kind, field, page.view.fields.get(field)?, reveal);
         // A village by its name, as the record's page shows it.
         Some(match names.get(&shown).filter(|_| field == "village") {
             Some(name) => format!("{name} {shown}"),
             None => shown,
         })
     };
-    let moved = merged.links.iter().filter(|l| l.incoming).count();
-    let (kept_title, merged_title) = (title(&kept.view, false), title(&merged.view, false));
+    let merged_into = |page: &RecordPage| {
+        page.links
+            .iter()
+            .find(|l| !l.incoming && l.field == "merged_into")
+            .cloned()
+    };
+    let gone: Vec<(&str, Linked)> = [("甲", first), ("乙", second)]
+        .into_iter()
+        .filter_map(|(side, page)| Some((side, merged_into(page)?)))
+        .collect();
+    let titles = [title(&first.view, reveal), title(&second.view, reveal)];
+    let linked = |page: &RecordPage| -> Vec<Linked> {
+        page.links
+            .iter()
+            .filter(|l| l.incoming && l.field != "merged_into")
+            .cloned()
+            .collect()
+    };
+    let (first_links, second_links) = (linked(first), linked(second));
+    let cell = |text: Option<String>, differs: bool| {
+        let text = text.unwrap_or_else(|| "—".into());
+        html! { td { @if differs { strong { (text) } } @else { (text) } } }
+    };
+    let action = |from: &str, into: &str, text: &str| {
+        html! {
+            form.inline method="post" action="/console/duplicates/merge" {
+                input type="hidden" name="csrf" value=(user.csrf);
+                input type="hidden" name="from" value=(from);
+                input type="hidden" name="into" value=(into);
+                button type="submit" { (text) }
+            }
+        }
+    };
     layout(
-        "确认合并",
+        "核对疑似重复",
         Some(user),
         &html! {
             p { a href="/console/duplicates" { "← 疑似重复列表" } }
-            h1 { "确认合并" }
-            div.card.notice role="alert" {
-                "将 " a href={ "/console/records/" (from) } { (merged_title) } " 合并到 "
-                a href={ "/console/records/" (into) } { (kept_title) } "："
-                "前者转向后者，不再出现在列表中，其修改历史保留；"
-                @if moved > 0 { "它的 " (moved) " 条关联记录（居住、车辆等）改到保留的记录上；" }
-                "保留的记录缺少的内容由被合并的记录补上。" strong { "合并后不能撤销。" }
+            h1 { "核对疑似重复人员" }
+            @if gone.is_empty() {
+                div.card.notice role="alert" {
+                    "合并：被合并的记录转向保留的记录，不再出现在列表中，修改历史保留；它的居住、车辆等关联记录改到保留的记录上；保留的记录缺少的内容由被合并的记录补上。"
+                    "“不是同一人”：这一对不再作为疑似重复列出。"
+                    strong { "两者都不能撤销。" }
+                }
+            } @else {
+                @for (side, target) in &gone {
+                    div.card.notice role="status" { "人员" (side) "已合并到 " (link_to(target)) "，无需再处理。" }
+                }
             }
             table {
-                thead { tr { th { "" } th { "保留：" (kept_title) } th { "合并：" (merged_title) } } }
+                thead { tr {
+                    th { "" }
+                    th { "人员甲：" a href={ "/console/records/" (a) } { (titles[0]) } }
+                    th { "人员乙：" a href={ "/console/records/" (b) } { (titles[1]) } }
+                } }
                 tbody {
                     @for field in &fields {
-                        @let (a, b) = (value(kept, field), value(merged, field));
-                        tr {
-                            th { (field_label(kind, field)) }
-                            @if a != b {
-                                td { strong { (a.clone().unwrap_or_else(|| "—".into())) } }
-                                td { strong { (b.clone().unwrap_or_else(|| "—".into())) } }
-                            } @else {
-                                td { (a.clone().unwrap_or_else(|| "—".into())) }
-                                td { (b.clone().unwrap_or_else(|| "—".into())) }
+                        @let (x, y) = (value(first, field), value(second, field));
+                        @let differs = x != y;
+                        tr { th { (field_label(kind, field)) } (cell(x, differs)) (cell(y, differs)) }
+                    }
+                    tr {
+                        th { "关联记录" }
+                        @for links in [&first_links, &second_links] {
+                            td {
+                                @for link in links { (link_to(link)) br; }
+                                @if links.is_empty() { "—" }
                             }
                         }
                     }
                 }
             }
-            p.muted { "加粗的是两条记录不同的内容。证件号码和电话已部分隐藏，需要核对时可打开记录查看完整号码（将记录在审计日志中）。" }
-            form.inline method="post" action="/console/duplicates/merge" {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="from" value=(from);
-                input type="hidden" name="into" value=(into);
-                button type="submit" { "确认合并" }
+            p.muted {
+                "加粗的是两条记录不同的内容。"
+                @if !reveal {
+                    "证件号码和电话已部分隐藏：" a href={ "/console/duplicates/pair?a=" (a) "&b=" (b) "&reveal=1" } { "显示两人的完整证件号码和电话（将记录在审计日志中）" }
+                }
             }
-            " " a href="/console/duplicates" { "取消" }
+            @if gone.is_empty() {
+                @if b_kept_only {
+                    span.muted { "乙有其他派出所的关联记录，合并乙须由管理员进行" } " "
+                } @else {
+                    (action(b, a, "保留甲，合并乙")) " "
+                }
+                @if a_kept_only {
+                    span.muted { "甲有其他派出所的关联记录，合并甲须由管理员进行" } " "
+                } @else {
+                    (action(a, b, "保留乙，合并甲")) " "
+                }
+                form.inline method="post" action="/console/duplicates/dismiss" {
+                    input type="hidden" name="csrf" value=(user.csrf);
+                    input type="hidden" name="a" value=(a);
+                    input type="hidden" name="b" value=(b);
+                    button.secondary type="submit" { "不是同一人" }
+                }
+                " " a href="/console/duplicates" { "取消" }
+            }
         },
     )
 }
@@ -222,20 +317,11 @@ fn page(user: &ConsoleUser, pairs: &[Pair], stopped: bool) -> Markup {
                             td.actions {
                                 @if pair.b.linked_elsewhere {
                                     span.muted { "乙有其他派出所的关联记录，合并乙须由管理员进行" } br;
-                                } @else {
-                                    (merge_button(&pair.b.id, &pair.a.id, "保留甲，合并乙…"))
                                 }
                                 @if pair.a.linked_elsewhere {
                                     span.muted { "甲有其他派出所的关联记录，合并甲须由管理员进行" } br;
-                                } @else {
-                                    (merge_button(&pair.a.id, &pair.b.id, "保留乙，合并甲…"))
                                 }
-                                form.inline method="post" action="/console/duplicates/dismiss" {
-                                    input type="hidden" name="csrf" value=(user.csrf);
-                                    input type="hidden" name="a" value=(pair.a.id);
-                                    input type="hidden" name="b" value=(pair.b.id);
-                                    button.secondary type="submit" { "不是同一人" }
-                                }
+                                (pair_button(&pair.a.id, &pair.b.id))
                             }
                         }
                     }

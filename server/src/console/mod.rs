@@ -49,10 +49,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/conflicts", get(conflicts))
         .route("/console/conflicts/{id}/settle", post(settle))
         .route("/console/duplicates", get(duplicates::list))
-        .route(
-            "/console/duplicates/merge",
-            get(duplicates::confirm).post(duplicates::merge),
-        )
+        .route("/console/duplicates/pair", get(duplicates::pair))
+        .route("/console/duplicates/merge", post(duplicates::merge))
         .route("/console/duplicates/dismiss", post(duplicates::dismiss))
         .route("/console/alerts", get(alerts::list))
         .route(

@@ -675,7 +675,7 @@ pub(super) fn masked_label(kind: &str, label: &str) -> String {
         .join(" ")
 }
 
-fn link_to(link: &Linked) -> Markup {
+pub(super) fn link_to(link: &Linked) -> Markup {
     let label = masked_label(&link.kind, &link.label);
     html! {
         a href={ "/console/records/" (link.id) } { (if label.is_empty() { link.id.clone() } else { label }) }
