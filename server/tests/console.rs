@@ -1590,11 +1590,21 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         .await;
     assert!(kept.body.contains("澳头渔港"));
     assert!(kept.body.contains(&residence.to_string()) && kept.body.contains("合并到本记录"));
+    assert!(
+        !kept.body.contains("已删除或已合并"),
+        "the duplicate merged into it is said to be that, not 'deleted or merged': {}",
+        kept.body
+    );
     // The duplicate: redirects, with its whole history.
     let old = console
         .get(&format!("/console/records/{twin}"), &reviewer)
         .await;
     assert!(old.body.contains("已作为重复记录合并到") && old.body.contains(&person.to_string()));
+    assert!(
+        old.body.contains("已合并，不再审核") && !old.body.contains("class=\"status-pending\""),
+        "a merged-away record is not said to wait: {}",
+        old.body
+    );
     assert!(
         !old.body.contains("name=\"decision\""),
         "no review of a merged record"
@@ -2209,6 +2219,9 @@ async fn a_console_address_that_names_no_page_answers_a_page_not_json() {
     }
     let bare = console.get("/console", &cookie).await;
     assert_eq!(bare.location.as_deref(), Some("/console/"));
+    // The server's address alone, typed into a browser, leads to the console.
+    let root = console.get("/", &cookie).await;
+    assert_eq!(root.location.as_deref(), Some("/console/"));
     // The API keeps its JSON.
     let api = console.get("/api/v1/nothing", &cookie).await;
     assert!(api.body.starts_with('{'), "{}", api.body);

@@ -83,6 +83,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/static/console.css", get(css))
         // A mistyped or stale console address answers a page, not the API's JSON.
         .route("/console", get(|| async { Redirect::to("/console/") }))
+        // The server's own address typed into a browser: the console is what a person wants.
+        .route("/", get(|| async { Redirect::to("/console/") }))
         .route("/console/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(protect))
 }

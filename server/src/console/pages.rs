@@ -677,9 +677,11 @@ pub(super) fn masked_label(kind: &str, label: &str) -> String {
 
 pub(super) fn link_to(link: &Linked) -> Markup {
     let label = masked_label(&link.kind, &link.label);
+    // A duplicate merged into the record shown is hidden because it was merged: said as such.
+    let merged_here = link.incoming && link.field == "merged_into";
     html! {
         a href={ "/console/records/" (link.id) } { (if label.is_empty() { link.id.clone() } else { label }) }
-        @if link.hidden { span.muted { "（已删除或已合并）" } }
+        @if link.hidden && !merged_here { span.muted { "（已删除或已合并）" } }
     }
 }
 
@@ -803,7 +805,10 @@ pub(super) fn record(
             @if let Some(target) = merged_into {
                 div.card.notice { "此记录已作为重复记录合并到 " (link_to(target)) "；下面保留它合并前的内容和全部修改历史。" }
             }
-            div.card {
+            @if merged_into.is_some() {
+                // Merged away, it is no one's to review: its own status stays as it was.
+                div.card { "审核状态：已合并，不再审核" }
+            } @else { div.card {
                 "审核状态：" span class={ "status-" (status) } { (status_label(&status)) }
                 @if let Some(comment) = view.fields.get("review_comment").map(|v| json_text(v)).filter(|c| !c.is_empty()) {
                     // Back to pending after the officer's correction: the comment is the last
@@ -821,7 +826,7 @@ pub(super) fn record(
                     }
                     a href="#review" { "退回（填写原因）" }
                 }
-            }
+            } }
             div.card {
                 table {
                     tbody {
