@@ -85,6 +85,17 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The site an IPv6 client address lies in, its /48 (what a customer is given at most, so one
+/// customer's /64s count together); `None` for an IPv4 client.
+pub fn client_site(ip: IpAddr) -> Option<std::net::Ipv6Addr> {
+    match canonical(ip) {
+        IpAddr::V6(v6) => Some(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 80) - 1),
+        )),
+        IpAddr::V4(_) => None,
+    }
+}
+
 /// An IPv4 address written as IPv6 (`::ffff:192.0.2.7`) is the IPv4 one.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

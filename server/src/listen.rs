@@ -32,8 +32,16 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub const MAX_CONNECTIONS: usize = 768;
 /// Most connections one client address may hold at once: a sixth of [`MAX_CONNECTIONS`], well
 /// above what a station's officers behind one gateway or a carrier's NAT hold (a phone's sync
-/// holds one or two).
+/// holds one or two). An IPv6 site (a /48: one customer's many /64s) may hold
+/// [`SITE_FACTOR`] times it, as the sign-in throttle counts it.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+/// How many times an address's connections an IPv6 /48 may hold in all.
+pub const SITE_FACTOR: usize = 4;
+/// Refused connections whose requests are read and thrown away at once, so that the client
+/// reads the `503` rather than a reset; more are closed as they come.
+const DRAINING: usize = 32;
+/// How long a refused connection's request is read and thrown away before it is closed.
+const DRAIN_REFUSED: Duration = Duration::from_secs(2);
 /// How long a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a request (its body read and its answer prepared) may take before `408`, unless
@@ -105,6 +113,7 @@ pub async fn serve(
     } = limits;
     let slots = Arc::new(Semaphore::new(max_connections));
     let held = Arc::new(Held::new(per_address, unlimited));
+    let draining = Arc::new(Semaphore::new(DRAINING));
     let (closing, closed) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -130,7 +139,8 @@ pub async fn serve(
         };
         let Some(counted) = held.enter(addr.ip()) else {
             crate::metrics::connection_refused();
-            too_many(&stream);
+            held.refused(addr.ip());
+            refuse(stream, &draining);
             continue;
         };
         let front = front.clone();
@@ -185,24 +195,54 @@ pub async fn serve(
     Ok(())
 }
 
-/// The answer to a connection over its address's limit, written if the socket takes it at once
-/// (the connection is closed either way: a client not reading costs nothing).
+/// The answer to a connection over its address's limit.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 93\r\n\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"this address holds too many connections\"}}";
 
-fn too_many(stream: &tokio::net::TcpStream) {
-    let _ = stream.try_write(TOO_MANY);
+/// Answers a refused connection `503` and closes it. Closed with its request unread, the client
+/// would see a reset instead of the answer (a phone, a broken pipe mid-push, which it takes for
+/// a body too large); so the request is read and thrown away for a moment first, on at most
+/// [`DRAINING`] connections at once, none of them holding a slot. Past that, or a client not
+/// reading, the connection is simply closed.
+fn refuse(stream: tokio::net::TcpStream, draining: &Arc<Semaphore>) {
+    let Ok(permit) = Arc::clone(draining).try_acquire_owned() else {
+        let _ = stream.try_write(TOO_MANY);
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(DRAIN_REFUSED, async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = stream;
+            stream.write_all(TOO_MANY).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
 }
 
-/// Open connections by client network, each counted while its [`Counted`] lives.
+/// Open connections by client network (an IPv4 address, an IPv6 /64) and by IPv6 site (its
+/// /48), each counted while its [`Counted`] lives.
 struct Held {
     most: usize,
     unlimited: Vec<crate::forwarded::Cidr>,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<Open>,
+    /// When a refusal was last logged (milliseconds since the epoch): at most one line in ten
+    /// seconds, however many are refused.
+    logged_ms: std::sync::atomic::AtomicU64,
 }
 
-/// One connection counted against its network; dropped when the connection ends.
+#[derive(Debug, Default)]
+struct Open {
+    networks: HashMap<IpAddr, usize>,
+    sites: HashMap<std::net::Ipv6Addr, usize>,
+}
+
+/// One connection counted against its network (and site); dropped when the connection ends.
 struct Counted(Option<(Arc<Held>, IpAddr)>);
 
 impl Held {
@@ -210,43 +250,81 @@ impl Held {
         Held {
             most,
             unlimited,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Open::default()),
+            logged_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Counts a connection from `peer`, or `None` when its network already holds its most.
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a connection from `peer`, or `None` when its network, or its IPv6 site, already
+    /// holds its most.
     fn enter(self: &Arc<Held>, peer: IpAddr) -> Option<Counted> {
         if self.unlimited.iter().any(|net| net.contains(peer)) {
             return Some(Counted(None));
         }
         let network = crate::forwarded::client_network(peer);
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = open.entry(network).or_insert(0);
-        if *count >= self.most {
+        let site = crate::forwarded::client_site(peer);
+        let mut open = self.open();
+        let Open { networks, sites } = &mut *open;
+        let on_network = networks.get(&network).copied().unwrap_or(0);
+        let on_site = site.map_or(0, |s| sites.get(&s).copied().unwrap_or(0));
+        if on_network >= self.most || on_site >= self.most.saturating_mul(SITE_FACTOR) {
             return None;
         }
-        *count += 1;
-        Some(Counted(Some((Arc::clone(self), network))))
+        *networks.entry(network).or_insert(0) += 1;
+        if let Some(site) = site {
+            *sites.entry(site).or_insert(0) += 1;
+        }
+        Some(Counted(Some((Arc::clone(self), peer))))
+    }
+
+    /// Logs a refusal, at most one line in ten seconds.
+    fn refused(&self, peer: IpAddr) {
+        use std::sync::atomic::Ordering;
+        let now = crate::store::now_ms();
+        let last = self.logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                network = %crate::forwarded::client_network(peer),
+                most = self.most,
+                "connections refused: this client network holds as many as it may \
+                 (max_connections_per_address; baylink_connections_refused_total counts them all)"
+            );
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let Some((held, network)) = self.0.take() else {
+        let Some((held, peer)) = self.0.take() else {
             return;
         };
-        let mut open = held
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&network) {
+        let mut open = held.open();
+        let Open { networks, sites } = &mut *open;
+        // Forgotten once closed: the tables hold only networks with connections open.
+        let network = crate::forwarded::client_network(peer);
+        if let Some(count) = networks.get_mut(&network) {
             *count -= 1;
             if *count == 0 {
-                // Forgotten once closed: the table holds only addresses with connections open.
-                open.remove(&network);
+                networks.remove(&network);
+            }
+        }
+        if let Some(site) = crate::forwarded::client_site(peer)
+            && let Some(count) = sites.get_mut(&site)
+        {
+            *count -= 1;
+            if *count == 0 {
+                sites.remove(&site);
             }
         }
     }
@@ -268,7 +346,7 @@ mod tests {
         let other = held.enter("192.0.2.8".parse().unwrap()).unwrap();
         // An IPv6 host counts by its /64, wherever in it the address lies.
         let v6 = |text: &str| held.enter(text.parse().unwrap());
-        let _v6 = (
+        let in_v6 = (
             v6("2001:db8:0:1::1").unwrap(),
             v6("2001:db8:0:1::ffff").unwrap(),
         );
@@ -280,12 +358,31 @@ mod tests {
         drop(a);
         let again = held.enter(one).unwrap();
         assert!(held.enter(one).is_none());
-        drop((b, again, other, through));
-        let open = held.open.lock().unwrap();
+        drop((b, again, other, through, in_v6));
+        let open = held.open();
         assert!(
-            !open.contains_key(&one) && !open.contains_key(&proxy),
+            open.networks.is_empty() && open.sites.is_empty(),
             "{open:?}"
         );
+    }
+
+    #[test]
+    fn an_ipv6_site_holds_at_most_its_share_over_all_its_networks() {
+        let held = Arc::new(Held::new(2, Vec::new()));
+        // Four /64s of one /48, two each: the site's 2 × SITE_FACTOR.
+        let mut kept = Vec::new();
+        for net in 1..=SITE_FACTOR {
+            for host in 1..=2 {
+                let peer: IpAddr = format!("2001:db8:7:{net:x}::{host:x}").parse().unwrap();
+                kept.push(held.enter(peer).unwrap());
+            }
+        }
+        // Another /64 of the same /48 is refused; another /48 is not.
+        assert!(held.enter("2001:db8:7:ff::1".parse().unwrap()).is_none());
+        let other = held.enter("2001:db8:8:1::1".parse().unwrap()).unwrap();
+        kept.pop();
+        assert!(held.enter("2001:db8:7:ff::1".parse().unwrap()).is_some());
+        drop((kept, other));
     }
 
     #[test]

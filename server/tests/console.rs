@@ -1436,6 +1436,29 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     assert!(page.body.contains("姓名、出生日期相同") && page.body.contains("证件号码相差一位"));
     assert!(page.body.contains(&twin.to_string()) && page.body.contains(&p2.to_string()));
     assert!(!page.body.contains(&twin_id), "ID numbers masked");
+    // Two passports one character apart, masked whole: the page says their numbers differ
+    // where the mask hides them, rather than showing them alike.
+    let passports = console
+        .get(&format!("/console/duplicates/pair?a={p1}&b={p2}"), &reviewer)
+        .await;
+    assert!(
+        passports.body.contains("（隐藏部分不同）") && !passports.body.contains("E1234567"),
+        "{}",
+        passports.body
+    );
+    // A record and itself are no pair: nothing offered.
+    let itself = console
+        .get(&format!("/console/duplicates/pair?a={p1}&b={p1}"), &reviewer)
+        .await;
+    assert!(
+        itself.body.contains("不是可合并的一对")
+            && !itself.body.contains("action=\"/console/duplicates/merge\""),
+        "{}",
+        itself.body
+    );
+    // Its address without the pair (as signing in again returns to it): the list.
+    let bare = console.get("/console/duplicates/pair", &reviewer).await;
+    assert_eq!(bare.location.as_deref(), Some("/console/duplicates"));
     let token = csrf(&page.body);
     let dismissed = console
         .request(

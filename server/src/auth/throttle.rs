@@ -31,7 +31,10 @@ pub fn login_keys(username: &str, addr: Option<IpAddr>) -> Option<Vec<String>> {
                 "addr:{:x}:{:x}:{:x}:{:x}::/64",
                 s[0], s[1], s[2], s[3]
             ));
-            keys.push(format!("net:{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]));
+            if let Some(site) = addr.and_then(crate::forwarded::client_site) {
+                let s = site.segments();
+                keys.push(format!("net:{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]));
+            }
         }
     }
     Some(keys)

@@ -33,7 +33,9 @@ pub(super) async fn list(
 /// A candidate pair, as the list names it; `reveal` asks for both numbers in full (audited).
 #[derive(Deserialize)]
 pub(super) struct PairQuery {
+    #[serde(default)]
     a: String,
+    #[serde(default)]
     b: String,
     #[serde(default)]
     reveal: Option<String>,
@@ -48,6 +50,10 @@ pub(super) async fn pair(
     user: ConsoleUser,
     Query(query): Query<PairQuery>,
 ) -> Result<Response, PageError> {
+    // Signing in again returns to a page's path without its query: back to the list.
+    if query.a.is_empty() && query.b.is_empty() {
+        return Ok(Redirect::to("/console/duplicates").into_response());
+    }
     let (a, b) = (record_id(&query.a)?, record_id(&query.b)?);
     let reveal = if query.reveal.as_deref() == Some("1") {
         Reveal::Full
@@ -199,6 +205,9 @@ fn pair_page(
         .into_iter()
         .filter_map(|(side, page)| Some((side, merged_into(page)?)))
         .collect();
+    // Only two persons are a pair (an address may name anything).
+    let a_pair = a != b && first.view.kind == "person" && second.view.kind == "person";
+    let open = gone.is_empty() && a_pair;
     let titles = [title(&first.view, reveal), title(&second.view, reveal)];
     let linked = |page: &RecordPage| -> Vec<Linked> {
         page.links
@@ -228,7 +237,9 @@ fn pair_page(
         &html! {
             p { a href="/console/duplicates" { "← 疑似重复列表" } }
             h1 { "核对疑似重复人员" }
-            @if gone.is_empty() {
+            @if !a_pair {
+                div.card.notice role="status" { "这两条记录不是可合并的一对（须是两个不同的人员）。" }
+            } @else if gone.is_empty() {
                 div.card.notice role="alert" {
                     "合并：被合并的记录转向保留的记录，不再出现在列表中，修改历史保留；它的居住、车辆等关联记录改到保留的记录上；保留的记录缺少的内容由被合并的记录补上。"
                     "“不是同一人”：这一对不再作为疑似重复列出。"
@@ -248,8 +259,18 @@ fn pair_page(
                 tbody {
                     @for field in &fields {
                         @let (x, y) = (value(first, field), value(second, field));
-                        @let differs = x != y;
-                        tr { th { (field_label(kind, field)) } (cell(x, differs)) (cell(y, differs)) }
+                        // Judged on the values themselves: two numbers of one county differ
+                        // only where the mask hides them.
+                        @let differs = first.view.fields.get(*field) != second.view.fields.get(*field);
+                        tr {
+                            th { (field_label(kind, field)) }
+                            @if differs && x == y {
+                                td { strong { (x.clone().unwrap_or_else(|| "—".into())) } span.muted { "（隐藏部分不同）" } }
+                                td { strong { (y.clone().unwrap_or_else(|| "—".into())) } span.muted { "（隐藏部分不同）" } }
+                            } @else {
+                                (cell(x, differs)) (cell(y, differs))
+                            }
+                        }
                     }
                     tr {
                         th { "关联记录" }
@@ -268,7 +289,7 @@ fn pair_page(
                     "证件号码和电话已部分隐藏：" a href={ "/console/duplicates/pair?a=" (a) "&b=" (b) "&reveal=1" } { "显示两人的完整证件号码和电话（将记录在审计日志中）" }
                 }
             }
-            @if gone.is_empty() {
+            @if open {
                 @if b_kept_only {
                     span.muted { "乙有其他派出所的关联记录，合并乙须由管理员进行" } " "
                 } @else {
