@@ -1439,7 +1439,10 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     // Two passports one character apart, masked whole: the page says their numbers differ
     // where the mask hides them, rather than showing them alike.
     let passports = console
-        .get(&format!("/console/duplicates/pair?a={p1}&b={p2}"), &reviewer)
+        .get(
+            &format!("/console/duplicates/pair?a={p1}&b={p2}"),
+            &reviewer,
+        )
         .await;
     assert!(
         passports.body.contains("（隐藏部分不同）") && !passports.body.contains("E1234567"),
@@ -1448,7 +1451,10 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
     );
     // A record and itself are no pair: nothing offered.
     let itself = console
-        .get(&format!("/console/duplicates/pair?a={p1}&b={p1}"), &reviewer)
+        .get(
+            &format!("/console/duplicates/pair?a={p1}&b={p1}"),
+            &reviewer,
+        )
         .await;
     assert!(
         itself.body.contains("不是可合并的一对")
