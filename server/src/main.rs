@@ -762,6 +762,7 @@ fn run(
                 kind,
                 fields,
                 history,
+                ..
             }) = found
             else {
                 return Err(AppError::NotFound(format!("no record {id}")));

@@ -558,6 +558,67 @@ fn listed(body: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_record_passed_over_comes_round_again_only_after_the_rest() {
+    let (console, _) = Console::new();
+    for (number, name) in [
+        ("E24681357", "Anna"),
+        ("E13572468", "Berta"),
+        ("E11223344", "Clara"),
+    ] {
+        let fields = person_fields("passport", number, name);
+        push_as_officer(&console, "person", person_id("passport", number), &fields);
+    }
+    let cookie = console.sign_in("r006").await;
+    let queue = listed(
+        &console
+            .get("/console/records?status=pending", &cookie)
+            .await
+            .body,
+    );
+    assert!(queue.len() >= 4, "{queue:?}");
+    // Where a record's page leads to pass it over.
+    let skip_of = |body: &str| {
+        let at = body.find("跳过，看下一条")?;
+        let link = body[..at].rfind("/console/records/")? + "/console/records/".len();
+        Some(body[link..link + 36].to_owned())
+    };
+    let page = |id: String| {
+        let console = &console;
+        let cookie = &cookie;
+        async move { console.get(&format!("/console/records/{id}"), cookie).await }
+    };
+    // The first offers to pass it over to the second.
+    let first = page(queue[0].clone()).await;
+    assert_eq!(
+        skip_of(&first.body),
+        Some(queue[1].clone()),
+        "{}",
+        first.body
+    );
+    // The second decided: on to the third, below it, not back up to the first passed over.
+    let second = page(queue[1].clone()).await;
+    let done = console
+        .request(
+            "POST",
+            &format!("/console/records/{}/review", queue[1]),
+            Some(&cookie),
+            Some(&format!("csrf={}&decision=approve", csrf(&second.body))),
+        )
+        .await;
+    let led = done.location.expect("led on");
+    assert!(
+        led.starts_with(&format!("/console/records/{}?", queue[2])),
+        "{led}"
+    );
+    // The last passed over: round to the top, where the first still waits.
+    let last = page(queue[queue.len() - 1].clone()).await;
+    assert_eq!(skip_of(&last.body), Some(queue[0].clone()), "{}", last.body);
+    // A decided record offers nothing to pass over.
+    let decided = page(queue[1].clone()).await;
+    assert!(skip_of(&decided.body).is_none(), "{}", decided.body);
+}
+
+#[tokio::test]
 async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() {
     let (console, _) = Console::new();
     for (number, name) in [

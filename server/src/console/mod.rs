@@ -522,6 +522,7 @@ impl ListQuery {
             query: non_empty(self.q),
             from: date(self.from),
             to: date(self.to),
+            before_seq: None,
         }
     }
 }
@@ -653,27 +654,40 @@ fn queue_filter(queue: &str) -> Filter {
 }
 
 /// The next record waiting for review in `queue`'s slice of her station (the list's order),
-/// other than `after`; `after` itself when none is. The list's search text is left out: a
-/// search by number reaches past the masks and is audited where she types it (the list), and
-/// an address or form is anyone's to write — here it would find, unaudited, who holds a number.
+/// other than `after`: the first below `place` (where `after` stood in the list, newest first),
+/// else the first from the top, so that a record she passes over comes round again only after
+/// the rest; `after` itself when none waits. The list's search text is left out: a search by
+/// number reaches past the masks and is audited where she types it (the list), and an address
+/// or form is anyone's to write — here it would find, unaudited, who holds a number.
 async fn next_waiting(
     state: &AppState,
     user: &ConsoleUser,
     queue: &Filter,
     after: Uuid,
+    place: Option<i64>,
 ) -> Result<(Uuid, bool), PageError> {
     let mut waiting = queue.clone();
     waiting.status = Some("pending".into());
     waiting.query = None;
-    let rows = state
-        .store
-        .records(user.villages.clone(), waiting, 2, 0)
-        .await?;
-    let next = rows
-        .iter()
-        .filter_map(|row| Uuid::parse_str(&row.id).ok())
-        .find(|next| *next != after);
-    Ok(next.map_or((after, true), |next| (next, false)))
+    let starts = match place {
+        Some(seq) => vec![Some(seq), None],
+        None => vec![None],
+    };
+    for start in starts {
+        waiting.before_seq = start;
+        let rows = state
+            .store
+            .records(user.villages.clone(), waiting.clone(), 2, 0)
+            .await?;
+        let next = rows
+            .iter()
+            .filter_map(|row| Uuid::parse_str(&row.id).ok())
+            .find(|next| *next != after);
+        if let Some(next) = next {
+            return Ok((next, false));
+        }
+    }
+    Ok((after, true))
 }
 
 async fn record(
@@ -694,7 +708,7 @@ async fn record(
             Some(decision) => {
                 // Whether none is left is said only on the record decided itself.
                 let none_left =
-                    before == id && next_waiting(&state, &user, &queue, before).await?.1;
+                    before == id && next_waiting(&state, &user, &queue, before, None).await?.1;
                 (before != id || none_left).then(|| pages::Arrival::Reviewed {
                     before: before.to_string(),
                     decision,
@@ -706,7 +720,11 @@ async fn record(
         (None, Some(from)) => Some(pages::Arrival::Merged(from.to_string())),
         _ => None,
     };
-    let came = pages::Came { arrival, queue };
+    let came = pages::Came {
+        arrival,
+        queue,
+        skip: None,
+    };
     record_page(&state, &user, id, reveal, None, came).await
 }
 
@@ -730,10 +748,21 @@ async fn record_page(
     id: Uuid,
     reveal: bool,
     draft: Option<pages::ReviewDraft>,
-    came: pages::Came,
+    mut came: pages::Came,
 ) -> Result<Response, PageError> {
     let reveal = if reveal { Reveal::Full } else { Reveal::Masked };
     let page = state.store.record_page(user.caller(), id, reveal).await?;
+    // A record waiting for her decision may be passed over: to the next one below it.
+    let waiting = page
+        .view
+        .fields
+        .get("review_status")
+        .is_none_or(|status| status == "\"pending\"")
+        && !page.view.fields.contains_key("merged_into");
+    if waiting && page.writable {
+        let (next, none) = next_waiting(state, user, &came.queue, id, Some(page.view.seq)).await?;
+        came.skip = (!none).then(|| next.to_string());
+    }
     let status = if draft.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -788,9 +817,17 @@ async fn review(
         let came = pages::Came {
             arrival: None,
             queue,
+            skip: None,
         };
         return record_page(&state, &user, entity, false, Some(draft), came).await;
     }
+    // Where it stood in her list before the decision moves it: the next is found below it.
+    let place = state
+        .store
+        .record_page(user.caller(), entity, Reveal::Masked)
+        .await
+        .ok()
+        .map(|page| page.view.seq);
     match state.store.review(user.caller(), entity, verdict).await {
         // A comment the schema refuses comes back as the form too, saying why.
         Err(crate::store::error::StoreError::Invalid(why)) if why.starts_with("comment: ") => {
@@ -801,6 +838,7 @@ async fn review(
             let came = pages::Came {
                 arrival: None,
                 queue,
+                skip: None,
             };
             record_page(&state, &user, entity, false, Some(draft), came).await
         }
@@ -809,7 +847,7 @@ async fn review(
         // station's: a list holds no other), saying this one's decision was kept; back to this
         // one when none is left.
         Ok(()) => {
-            let (next, _) = next_waiting(&state, &user, &queue, entity).await?;
+            let (next, _) = next_waiting(&state, &user, &queue, entity, place).await?;
             let queue = pages::query_escape(&pages::queue_of(&queue));
             Ok(Redirect::to(&format!(
                 "/console/records/{next}?reviewed={entity}&queue={queue}"

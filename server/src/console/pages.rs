@@ -715,6 +715,8 @@ pub(super) struct Came {
     pub(super) arrival: Option<Arrival>,
     /// The list's filters (none: her station's whole list).
     pub(super) queue: Filter,
+    /// The record waiting next below this one in that list, to pass this one over to.
+    pub(super) skip: Option<String>,
 }
 
 /// A list's filters as a query string (its page left out), each value escaped.
@@ -825,6 +827,9 @@ pub(super) fn record(
                         button type="submit" name="decision" value="approve" { "通过" }
                     }
                     a href="#review" { "退回（填写原因）" }
+                    @if let Some(next) = &came.skip {
+                        " · " a href={ "/console/records/" (next) @if !queue.is_empty() { "?queue=" (query_escape(&queue)) } } { "跳过，看下一条" }
+                    }
                 }
             } }
             div.card {

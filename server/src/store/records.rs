@@ -34,6 +34,8 @@ pub struct HistoryEntry {
 pub struct RecordView {
     /// Kind.
     pub kind: String,
+    /// Where it stands in the lists (newest first): the sequence number of its last write.
+    pub seq: i64,
     /// Current fields, values as JSON.
     pub fields: BTreeMap<String, String>,
     /// Every accepted change, oldest first.
@@ -46,9 +48,9 @@ pub fn record(conn: &Conn<'_>, id: &str) -> Result<Option<RecordView>, StoreErro
         .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
     let Some(kind) = kind else { return Ok(None) };
-    let state = crate::store::state::load(conn, id)?
-        .map(|l| l.state)
-        .unwrap_or_default();
+    let loaded = crate::store::state::load(conn, id)?;
+    let seq = loaded.as_ref().map_or(0, |l| l.seq);
+    let state = loaded.map(|l| l.state).unwrap_or_default();
     let fields = state
         .into_iter()
         .map(|(field, slot)| (field, slot.version.value.to_string()))
@@ -84,6 +86,7 @@ pub fn record(conn: &Conn<'_>, id: &str) -> Result<Option<RecordView>, StoreErro
         .collect::<Result<_, _>>()?;
     Ok(Some(RecordView {
         kind,
+        seq,
         fields,
         history,
     }))
@@ -133,6 +136,9 @@ pub struct Filter {
     pub from: Option<String>,
     /// Captured on or before this date (`YYYY-MM-DD`).
     pub to: Option<String>,
+    /// Only records last written before this sequence number: the list onwards from a record's
+    /// place in it (the console's queue sets it from the record as stored; no address does).
+    pub before_seq: Option<i64>,
 }
 
 /// A page of records in `villages` matching the filter, newest first.
@@ -246,6 +252,14 @@ pub fn list(
             ranges.push("0".to_owned());
         }
         sql.push_str(&format!(" AND ({})", ranges.join(" OR ")));
+    }
+    if let Some(seq) = filter.before_seq {
+        arg(
+            &mut sql,
+            &mut args,
+            " AND updated_seq < ?",
+            Sql::Integer(seq),
+        );
     }
     sql.push_str(" ORDER BY updated_seq DESC");
     arg(

@@ -946,7 +946,8 @@ fn holds(
     }
     // A decision leads on to the first record waiting in the list it named, as the list itself
     // shows it (inside her villages, its search text aside: no one is found by a number
-    // unaudited), else back to the record decided.
+    // unaudited), below where the decided one stood (its sequence number before), else the
+    // first from the top, else back to the record decided.
     if let (Action::Review(r, _, which, p), StatusCode::SEE_OTHER, false) =
         (action, done.status, forged)
     {
@@ -966,10 +967,20 @@ fn holds(
                 .get(&format!("/console/records?{slice}"), &world.sessions[who].0),
         );
         prop_assert_eq!(list.status, StatusCode::OK);
-        let first = listed(&list.body)
+        // The world's lists fit on one page: what is below is all on it.
+        prop_assert!(!list.body.contains("下一页"), "a list longer than a page");
+        let place = before.snapshot.entities.get(&decided).map(|e| e.seq);
+        let seq = |id: &Uuid| after.snapshot.entities.get(id).map(|e| e.seq);
+        let waiting: Vec<Uuid> = listed(&list.body)
             .into_iter()
             .filter_map(|id| Uuid::parse_str(&id).ok())
-            .find(|id| *id != decided)
+            .filter(|id| *id != decided)
+            .collect();
+        let first = waiting
+            .iter()
+            .find(|id| place.zip(seq(id)).is_some_and(|(place, s)| s < place))
+            .or(waiting.first())
+            .copied()
             .unwrap_or(decided);
         prop_assert_eq!(next, Some(first), "{:?} led to {}", action, to);
         prop_assert!(!more("search_hidden"), "{:?} searched", action);
