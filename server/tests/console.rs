@@ -1680,6 +1680,23 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         .await;
     assert!(kept.body.contains("澳头渔港"));
     assert!(kept.body.contains(&residence.to_string()) && kept.body.contains("合并到本记录"));
+    // Her residence says who lives where, as lists say it, not only "2026-03-01 租客"; so does
+    // the residence's own page.
+    assert!(
+        kept.body.contains("王芳 → 桥西路8号 · 2026-03-01"),
+        "{}",
+        kept.body
+    );
+    let lived = console
+        .get(&format!("/console/records/{residence}"), &reviewer)
+        .await;
+    assert!(
+        lived
+            .body
+            .contains("<h1>居住 王芳 → 桥西路8号 · 2026-03-01"),
+        "{}",
+        lived.body
+    );
     assert!(
         !kept.body.contains("已删除或已合并"),
         "the duplicate merged into it is said to be that, not 'deleted or merged': {}",

@@ -592,13 +592,7 @@ pub(super) fn query_escape(value: &str) -> String {
 /// Who or what a record is, as lists show it: its ID number masked unless revealed (as lists
 /// mask it, by the number itself: a passport's is masked whole).
 pub(super) fn title(view: &RecordView, reveal: bool) -> String {
-    let values: BTreeMap<&str, serde_json::Value> = view
-        .fields
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), serde_json::from_str(v).ok()?)))
-        .collect();
-    EntityKind::parse(&view.kind).map_or_else(String::new, |k| {
-        let summary = baylink_domain::summarize_with(k, |name| values.get(name));
+    view.summary().map_or_else(String::new, |summary| {
         match summary.id_number.filter(|_| !reveal) {
             Some(number) => summary.label.replace(&number, &mask_id(&number)),
             None => summary.label,
@@ -751,7 +745,7 @@ pub(super) fn record(
 ) -> Markup {
     let (view, links, watched) = (&page.view, page.links.as_slice(), &page.watched);
     let kind = EntityKind::parse(&view.kind);
-    let title = title(view, reveal);
+    let title = page.line.clone().unwrap_or_else(|| title(view, reveal));
     let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
     let merged_into = outgoing("merged_into");
     let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();

@@ -42,6 +42,18 @@ pub struct RecordView {
     pub history: Vec<HistoryEntry>,
 }
 
+impl RecordView {
+    /// What lists show of it (its label, ID number, name…), from its current fields.
+    pub fn summary(&self) -> Option<baylink_domain::Summary> {
+        let values: BTreeMap<&str, Value> = self
+            .fields
+            .iter()
+            .filter_map(|(f, v)| Some((f.as_str(), serde_json::from_str(v).ok()?)))
+            .collect();
+        EntityKind::parse(&self.kind).map(|k| baylink_domain::summarize_with(k, |f| values.get(f)))
+    }
+}
+
 /// A record's current fields (JSON values) and its full history, oldest first.
 pub fn record(conn: &Conn<'_>, id: &str) -> Result<Option<RecordView>, StoreError> {
     let kind: Option<String> = conn
@@ -391,6 +403,8 @@ pub struct RecordPage {
     /// Whether the caller may change it (review, merge), not only see it: a person who moved
     /// into the caller's villages is seen there and changed by her home station.
     pub writable: bool,
+    /// A residence's line as lists show it: who lives where, then its own label.
+    pub line: Option<String>,
 }
 
 /// A watch-list rule a person matched, as her page says it.
@@ -420,8 +434,18 @@ pub fn record_page(conn: &Conn<'_>, caller: &Caller, id: &str) -> Result<RecordP
     for link in &mut links {
         if !visible(conn, caller, &link.id)? {
             link.label.clear();
+        } else if link.kind == "residence" {
+            // Who lives where, as lists say it: "2026-03-01 租客" alone reads alike everywhere.
+            link.label = residence_line(conn, &caller.villages, &link.id, &link.label)?;
         }
     }
+    let line = match view.kind.as_str() {
+        "residence" => {
+            let own = view.summary().map(|s| s.label).unwrap_or_default();
+            Some(residence_line(conn, &caller.villages, id, &own)?)
+        }
+        _ => None,
+    };
     let watched = conn
         .prepare_cached(
             "SELECT a.rule_kind, a.rule_value, a.acknowledged_ms IS NULL
@@ -443,6 +467,7 @@ pub fn record_page(conn: &Conn<'_>, caller: &Caller, id: &str) -> Result<RecordP
         links,
         watched,
         writable: crate::store::scope::writable(conn, caller, id)?,
+        line,
     })
 }
 
