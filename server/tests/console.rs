@@ -619,6 +619,90 @@ async fn a_record_passed_over_comes_round_again_only_after_the_rest() {
 }
 
 #[tokio::test]
+async fn a_person_who_moved_into_another_village_keeps_her_place_in_the_queue() {
+    let (console, _) = Console::new();
+    add_o7(&console);
+    for (number, name) in [
+        ("E24681357", "Anna"),
+        ("E13572468", "Berta"),
+        ("E11223344", "Clara"),
+    ] {
+        let fields = person_fields("passport", number, name);
+        push_as_officer(&console, "person", person_id("passport", number), &fields);
+    }
+    let cookie = console.sign_in("r006").await;
+    let pending = "/console/records?status=pending&kind=person";
+    let queue = listed(&console.get(pending, &cookie).await.body);
+    assert!(queue.len() >= 4, "{queue:?}");
+    // The second of her list rents a room in 霞涌: sent on to that village under a new number,
+    // she keeps her place in the list, which is ordered by her last write.
+    let moved = Uuid::parse_str(&queue[1]).unwrap();
+    let o7 = ("o7", 7, XIAYONG);
+    let at_once = |fields: Vec<(&'static str, serde_json::Value)>| -> Vec<_> {
+        fields.into_iter().map(|(f, v)| (f, v, 0)).collect()
+    };
+    let house = Uuid::now_v7();
+    push_by(
+        &console,
+        o7,
+        "house",
+        house,
+        &at_once(vec![
+            ("village", json!(XIAYONG)),
+            ("address", json!("霞涌路2号")),
+            ("use", json!("rental")),
+            ("status", json!("in_use")),
+        ]),
+    );
+    let results = push_by(
+        &console,
+        o7,
+        "residence",
+        residence_id(moved, house, "2026-03-01"),
+        &at_once(vec![
+            ("village", json!(XIAYONG)),
+            ("person", json!(moved.to_string())),
+            ("house", json!(house.to_string())),
+            ("moved_in", json!("2026-03-01")),
+            ("relation", json!("tenant")),
+        ]),
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == baylink_sync::wire::ChangeStatus::Accepted),
+        "{results:?}"
+    );
+    assert_eq!(listed(&console.get(pending, &cookie).await.body), queue);
+    // Passing her over leads below her, not back to the top.
+    let page = console
+        .get(
+            &format!("/console/records/{moved}?queue=status%3Dpending%26kind%3Dperson"),
+            &cookie,
+        )
+        .await;
+    let to_next = format!("/console/records/{}?queue=", queue[2]);
+    assert!(page.body.contains(&to_next), "{}", page.body);
+    // So does deciding on her.
+    let done = console
+        .request(
+            "POST",
+            &format!("/console/records/{moved}/review"),
+            Some(&cookie),
+            Some(&format!(
+                "csrf={}&decision=approve&queue=status%3Dpending%26kind%3Dperson",
+                csrf(&page.body)
+            )),
+        )
+        .await;
+    let led = done.location.expect("led on");
+    assert!(
+        led.starts_with(&format!("/console/records/{}?", queue[2])),
+        "{led}"
+    );
+}
+
+#[tokio::test]
 async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() {
     let (console, _) = Console::new();
     for (number, name) in [
@@ -1791,6 +1875,16 @@ async fn merging_a_record_already_merged_is_refused_with_a_page_and_changes_noth
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert!(again.body.contains("已合并"), "{}", again.body);
+    // A decision on the record merged away, from a page opened before: refused, nothing written.
+    let decided = console
+        .request(
+            "POST",
+            &format!("/console/records/{twin}/review"),
+            Some(&reviewer),
+            Some(&format!("csrf={token}&decision=approve")),
+        )
+        .await;
+    assert_eq!(decided.status, StatusCode::CONFLICT, "{}", decided.body);
     let itself = console
         .request(
             "POST",

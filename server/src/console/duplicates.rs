@@ -205,9 +205,16 @@ fn pair_page(
         .into_iter()
         .filter_map(|(side, page)| Some((side, merged_into(page)?)))
         .collect();
-    // Only two persons are a pair (an address may name anything).
+    let deleted: Vec<&str> = [("甲", first), ("乙", second)]
+        .into_iter()
+        .filter(|(_, page)| page.view.fields.get("deleted").map(String::as_str) == Some("true"))
+        .map(|(side, _)| side)
+        .collect();
+    // Only two persons are a pair (an address may name anything), both hers to change (a
+    // person who moved in is seen here and changed by her home station).
     let a_pair = a != b && first.view.kind == "person" && second.view.kind == "person";
-    let open = gone.is_empty() && a_pair;
+    let hers = first.writable && second.writable;
+    let open = gone.is_empty() && deleted.is_empty() && a_pair && hers;
     let titles = [title(&first.view, reveal), title(&second.view, reveal)];
     let linked = |page: &RecordPage| -> Vec<Linked> {
         page.links
@@ -239,6 +246,12 @@ fn pair_page(
             h1 { "核对疑似重复人员" }
             @if !a_pair {
                 div.card.notice role="status" { "这两条记录不是可合并的一对（须是两个不同的人员）。" }
+            } @else if !deleted.is_empty() {
+                @for side in &deleted {
+                    div.card.notice role="status" { "人员" (side) "已被删除，无需再处理。" }
+                }
+            } @else if !hers {
+                div.card.notice role="status" { "其中有其他派出所辖区的人员（迁入本辖区居住），须由其所属派出所处理。" }
             } @else if gone.is_empty() {
                 div.card.notice role="alert" {
                     "合并：被合并的记录转向保留的记录，不再出现在列表中，修改历史保留；它的居住、车辆等关联记录改到保留的记录上；保留的记录缺少的内容由被合并的记录补上。"

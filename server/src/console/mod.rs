@@ -758,8 +758,11 @@ async fn record_page(
         .fields
         .get("review_status")
         .is_none_or(|status| status == "\"pending\"")
-        && !page.view.fields.contains_key("merged_into");
-    if waiting && page.writable {
+        && !page.view.fields.contains_key("merged_into")
+        && page.view.fields.get("deleted").map(String::as_str) != Some("true");
+    // Not from a search: the next record is chosen without its text (see `next_waiting`), and
+    // a link saying "the next" in a searched list would leave the search unsaid.
+    if waiting && page.writable && came.queue.query.is_none() {
         let (next, none) = next_waiting(state, user, &came.queue, id, Some(page.view.seq)).await?;
         came.skip = (!none).then(|| next.to_string());
     }

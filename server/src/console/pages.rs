@@ -748,6 +748,7 @@ pub(super) fn record(
     let title = page.line.clone().unwrap_or_else(|| title(view, reveal));
     let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
     let merged_into = outgoing("merged_into");
+    let deleted = view.fields.get("deleted").map(String::as_str) == Some("true");
     let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();
     let label = |field: &str| field_label(kind, field);
     let sensitive = |field: &str| masked(field, "").is_some();
@@ -804,6 +805,8 @@ pub(super) fn record(
             @if merged_into.is_some() {
                 // Merged away, it is no one's to review: its own status stays as it was.
                 div.card { "审核状态：已合并，不再审核" }
+            } @else if deleted {
+                div.card { "审核状态：已删除，不再审核" }
             } @else { div.card {
                 "审核状态：" span class={ "status-" (status) } { (status_label(&status)) }
                 @if let Some(comment) = view.fields.get("review_comment").map(|v| json_text(v)).filter(|c| !c.is_empty()) {
@@ -859,10 +862,10 @@ pub(super) fn record(
                     }
                 }
             }
-            @if merged_into.is_none() && !page.writable { div.card.notice id="review" {
+            @if merged_into.is_none() && !deleted && !page.writable { div.card.notice id="review" {
                 "此人为迁入人员：可在此查看，审核和合并由其所属派出所进行。"
             } }
-            @if merged_into.is_none() && page.writable { div.card id="review" {
+            @if merged_into.is_none() && !deleted && page.writable { div.card id="review" {
                 h2 { "审核" }
                 form method="post" action={ "/console/records/" (id) "/review" } {
                     input type="hidden" name="csrf" value=(user.csrf);

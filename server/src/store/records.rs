@@ -34,7 +34,8 @@ pub struct HistoryEntry {
 pub struct RecordView {
     /// Kind.
     pub kind: String,
-    /// Where it stands in the lists (newest first): the sequence number of its last write.
+    /// Where it stands in the lists (newest first): its summary's sequence number, the lists'
+    /// order (a record sent again to a village it newly reaches keeps its place in them).
     pub seq: i64,
     /// Current fields, values as JSON.
     pub fields: BTreeMap<String, String>,
@@ -60,9 +61,17 @@ pub fn record(conn: &Conn<'_>, id: &str) -> Result<Option<RecordView>, StoreErro
         .query_row("SELECT kind FROM entity WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
     let Some(kind) = kind else { return Ok(None) };
-    let loaded = crate::store::state::load(conn, id)?;
-    let seq = loaded.as_ref().map_or(0, |l| l.seq);
-    let state = loaded.map(|l| l.state).unwrap_or_default();
+    let state = crate::store::state::load(conn, id)?
+        .map(|l| l.state)
+        .unwrap_or_default();
+    let seq: i64 = conn
+        .query_row(
+            "SELECT s.updated_seq FROM entity e JOIN summary s ON s.pos = e.pos WHERE e.id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
     let fields = state
         .into_iter()
         .map(|(field, slot)| (field, slot.version.value.to_string()))

@@ -62,6 +62,17 @@ pub fn review(
     // decision over the same one (approving an approved record again; the audit log keeps that
     // she did). A return's comment cleared by an approval is written.
     let held = crate::store::state::load(&tx, &entity.hyphenated().to_string())?;
+    // A record merged away or deleted is no one's to decide any more (a form opened before).
+    let gone = held.as_ref().is_some_and(|h| {
+        let value = |field: &str| h.state.get(field).map(|s| &s.version.value);
+        value("merged_into").is_some_and(|v| !v.is_null())
+            || value("deleted") == Some(&Value::Bool(true))
+    });
+    if gone {
+        return Err(StoreError::Conflict(format!(
+            "{entity} is merged away or deleted: no longer reviewed"
+        )));
+    }
     let fields: Vec<_> = plan
         .fields
         .into_iter()
