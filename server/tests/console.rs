@@ -1620,6 +1620,19 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         )
         .await;
     assert_eq!(dismissed.status, StatusCode::SEE_OTHER);
+    // No longer listed, the pair's page judges them by what the masks show: whether two
+    // numbers are one is not told of any two records an address names.
+    let unlisted = console
+        .get(
+            &format!("/console/duplicates/pair?a={p1}&b={p2}"),
+            &reviewer,
+        )
+        .await;
+    assert!(
+        unlisted.status == StatusCode::OK && !unlisted.body.contains("（隐藏部分不同）"),
+        "{}",
+        unlisted.body
+    );
     // Another station's reviewer may not merge this station's people.
     let other = console.sign_in("r007").await;
     let other_page = console.get("/console/duplicates", &other).await;

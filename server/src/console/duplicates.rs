@@ -88,20 +88,31 @@ pub(super) async fn pair(
         .duplicate_pairs(user.villages.clone(), PAIRS)
         .await?;
     let (a_text, b_text) = (a.to_string(), b.to_string());
+    let this = listed
+        .pairs
+        .iter()
+        .find(|p| [&p.a.id, &p.b.id].contains(&&a_text) && [&p.a.id, &p.b.id].contains(&&b_text));
     let elsewhere = |id: &str| {
-        listed.pairs.iter().any(|p| {
+        this.is_some_and(|p| {
             [&p.a, &p.b]
                 .iter()
                 .any(|s| s.id == id && s.linked_elsewhere)
-                && [&p.a.id, &p.b.id].contains(&&a_text)
-                && [&p.a.id, &p.b.id].contains(&&b_text)
         })
     };
     let kept_only = [elsewhere(&a_text), elsewhere(&b_text)];
+    // Whether two masked values differ where the mask hides them is said of a listed pair
+    // only: of any two records an address names, it would tell unaudited whether their
+    // numbers are one.
+    let listed_pair = this.is_some();
     let stations = state.store.stations().await?;
     let names = stations.into_iter().flat_map(|s| s.villages).collect();
     let sides = [(a_text, first), (b_text, second)];
-    Ok(pair_page(&user, &sides, kept_only, reveal == Reveal::Full, &names).into_response())
+    let how = Shown {
+        kept_only,
+        reveal: reveal == Reveal::Full,
+        behind_masks: listed_pair || reveal == Reveal::Full,
+    };
+    Ok(pair_page(&user, &sides, &how, &names).into_response())
 }
 
 /// A merge: `from` redirects to `into`.
@@ -170,11 +181,20 @@ fn pair_button(a: &str, b: &str) -> Markup {
     }
 }
 
+/// How a pair's page shows it.
+struct Shown {
+    /// Which side (甲, 乙) another station's records name: not offered for merging away.
+    kept_only: [bool; 2],
+    /// Both numbers in full (audited).
+    reveal: bool,
+    /// Whether differences the masks hide are marked (a listed pair's, or revealed).
+    behind_masks: bool,
+}
+
 fn pair_page(
     user: &ConsoleUser,
     sides: &[(String, RecordPage); 2],
-    [a_kept_only, b_kept_only]: [bool; 2],
-    reveal: bool,
+    how: &Shown,
     names: &BTreeMap<String, String>,
 ) -> Markup {
     let [(a, first), (b, second)] = sides;
@@ -188,7 +208,7 @@ fn pair_page(
         .filter(|f| *f != "merged_into")
         .collect();
     let value = |page: &RecordPage, field: &str| {
-        let shown = shown(kind, field, page.view.fields.get(field)?, reveal);
+        let shown = shown(kind, field, page.view.fields.get(field)?, how.reveal);
         // A village by its name, as the record's page shows it.
         Some(match names.get(&shown).filter(|_| field == "village") {
             Some(name) => format!("{name} {shown}"),
@@ -215,7 +235,10 @@ fn pair_page(
     let a_pair = a != b && first.view.kind == "person" && second.view.kind == "person";
     let hers = first.writable && second.writable;
     let open = gone.is_empty() && deleted.is_empty() && a_pair && hers;
-    let titles = [title(&first.view, reveal), title(&second.view, reveal)];
+    let titles = [
+        title(&first.view, how.reveal),
+        title(&second.view, how.reveal),
+    ];
     let linked = |page: &RecordPage| -> Vec<Linked> {
         page.links
             .iter()
@@ -274,7 +297,11 @@ fn pair_page(
                         @let (x, y) = (value(first, field), value(second, field));
                         // Judged on the values themselves: two numbers of one county differ
                         // only where the mask hides them.
-                        @let differs = first.view.fields.get(*field) != second.view.fields.get(*field);
+                        @let differs = if how.behind_masks {
+                            first.view.fields.get(*field) != second.view.fields.get(*field)
+                        } else {
+                            x != y
+                        };
                         tr {
                             th { (field_label(kind, field)) }
                             @if differs && x == y {
@@ -298,17 +325,17 @@ fn pair_page(
             }
             p.muted {
                 "加粗的是两条记录不同的内容。"
-                @if !reveal {
+                @if !how.reveal {
                     "证件号码和电话已部分隐藏：" a href={ "/console/duplicates/pair?a=" (a) "&b=" (b) "&reveal=1" } { "显示两人的完整证件号码和电话（将记录在审计日志中）" }
                 }
             }
             @if open {
-                @if b_kept_only {
+                @if how.kept_only[1] {
                     span.muted { "乙有其他派出所的关联记录，合并乙须由管理员进行" } " "
                 } @else {
                     (action(b, a, "保留甲，合并乙")) " "
                 }
-                @if a_kept_only {
+                @if how.kept_only[0] {
                     span.muted { "甲有其他派出所的关联记录，合并甲须由管理员进行" } " "
                 } @else {
                     (action(a, b, "保留乙，合并甲")) " "
