@@ -1804,6 +1804,12 @@ async fn duplicate_persons_are_proposed_merged_with_their_links_or_dismissed() {
         .get(&format!("/console/records/{twin}"), &reviewer)
         .await;
     assert!(old.body.contains("已作为重复记录合并到") && old.body.contains(&person.to_string()));
+    // Its history names the record it was merged into, as a link by its label.
+    let history = &old.body[old.body.find("<h2>修改历史</h2>").expect("a history")..];
+    assert!(
+        history.contains(&format!("href=\"/console/records/{person}\"")),
+        "{history}"
+    );
     assert!(
         old.body.contains("已合并，不再审核") && !old.body.contains("class=\"status-pending\""),
         "a merged-away record is not said to wait: {}",

@@ -752,6 +752,24 @@ pub(super) fn record(
     let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();
     let label = |field: &str| field_label(kind, field);
     let sensitive = |field: &str| masked(field, "").is_some();
+    // A reference in the history: by the label of the record it names while the record still
+    // names it, else a link by its id (the page it opens checks who may see it).
+    let referred = |field: &str, text: String| {
+        let reference = kind.and_then(|k| k.field(field)).is_some_and(|s| {
+            matches!(
+                s.ty,
+                baylink_domain::FieldType::Ref(_) | baylink_domain::FieldType::Redirect
+            )
+        });
+        let current = links
+            .iter()
+            .find(|l| !l.incoming && l.field == field && l.id == text);
+        html! {
+            @if let Some(link) = current.filter(|_| reference) { (link_to(link)) }
+            @else if reference && uuid::Uuid::parse_str(&text).is_ok() { a href={ "/console/records/" (text) } { (text) } }
+            @else { (text) }
+        }
+    };
     let shown = |field: &str, value: &str| shown(kind, field, value, reveal);
     let queue = queue_of(&came.queue);
     let status = view
@@ -893,9 +911,9 @@ pub(super) fn record(
                             td { (label(&h.field)) }
                             @let before = h.old_value.as_deref().map(|v| shown(&h.field, v));
                             @let after = shown(&h.field, &h.value);
-                            td { (before.clone().unwrap_or_default()) }
+                            td { (referred(&h.field, before.clone().unwrap_or_default())) }
                             td {
-                                (after)
+                                (referred(&h.field, after.clone()))
                                 // Two numbers masked alike (a corrected digit past the mask):
                                 // the change is said, its digits shown only when revealed.
                                 @if before.as_deref() == Some(after.as_str()) && h.old_value.as_deref() != Some(h.value.as_str()) {
