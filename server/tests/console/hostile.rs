@@ -470,7 +470,7 @@ fn action() -> impl Strategy<Value = Action> {
         (0..4u8, 0..12usize, 1..19usize, any::<bool>())
             .prop_map(|(s, p, n, odd)| Action::Search(s, p, n, odd)),
         (0..12usize, 1..19usize).prop_map(|(p, n)| Action::Export(p, n)),
-        (0..25usize, 0..9u8).prop_map(|(r, page)| Action::Page(r, page)),
+        (0..25usize, 0..11u8).prop_map(|(r, page)| Action::Page(r, page)),
         (0..10u8, 0..8usize).prop_map(|(route, n)| Action::Admin(route, n)),
         (0..4u8, 0..4u8, 0..4u8).prop_map(|(k, v, st)| Action::Filtered(k, v, st)),
         (0..3usize, 0..4usize, 0..2usize).prop_map(|(v, k, n)| Action::Officer(v, k, n)),
@@ -526,11 +526,11 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// What one action did: the text typed (a search's or an export's), the record a reveal showed,
+/// What one action did: the text typed (a search's or an export's), the records a reveal showed,
 /// and the page answered.
 struct Done {
     typed: Option<String>,
-    revealed: Option<Uuid>,
+    revealed: Vec<Uuid>,
     export: bool,
     status: StatusCode,
     body: String,
@@ -560,7 +560,7 @@ impl World {
         };
         let mut done = Done {
             typed: None,
-            revealed: None,
+            revealed: Vec::new(),
             export: false,
             status: StatusCode::OK,
             body: String::new(),
@@ -636,8 +636,22 @@ impl World {
             Action::Page(r, which) => get(match which {
                 0 => format!("/console/records/{}", record(r)),
                 1 => {
-                    done.revealed = Some(record(r));
+                    done.revealed = vec![record(r)];
                     format!("/console/records/{}?reveal=1", record(r))
+                }
+                // A duplicate pair's page naming any two records, masked or revealed.
+                9 => format!(
+                    "/console/duplicates/pair?a={}&b={}",
+                    record(r),
+                    record(second(r))
+                ),
+                10 => {
+                    done.revealed = vec![record(r), record(second(r))];
+                    format!(
+                        "/console/duplicates/pair?a={}&b={}&reveal=1",
+                        record(r),
+                        record(second(r))
+                    )
                 }
                 2 => "/console/duplicates".into(),
                 3 => "/console/alerts".into(),
@@ -890,6 +904,16 @@ fn holds(
             action
         );
     }
+    // A pair naming a record she may not see answers as one that does not exist, whichever side.
+    if let (Action::Page(r, 9 | 10), false) = (action, forged) {
+        let unseen = [*r, second(*r)]
+            .iter()
+            .filter_map(|i| world.records.get(*i))
+            .any(|id| !before.visible(station, *id));
+        if unseen {
+            prop_assert_eq!(done.status, StatusCode::NOT_FOUND, "{:?}", action);
+        }
+    }
     // Audits: a search past a mask, a reveal, an export.
     let account = world
         .console
@@ -1015,7 +1039,7 @@ fn holds(
         }
     }
     if done.status == StatusCode::OK {
-        if done.revealed.is_some() {
+        if !done.revealed.is_empty() {
             prop_assert!(more("reveal_id_number"), "{:?} not audited", action);
         }
         if done.export {
@@ -1032,7 +1056,7 @@ fn holds(
     let body = done.body.to_uppercase();
     for (number, (entities, _)) in &numbers {
         let whole = entities.iter().any(|entity| {
-            done.revealed == Some(*entity) || (done.export && after.visible(station, *entity))
+            done.revealed.contains(entity) || (done.export && after.visible(station, *entity))
         });
         let typed = done
             .typed
