@@ -557,17 +557,23 @@ fn listed(body: &str) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn a_record_passed_over_comes_round_again_only_after_the_rest() {
-    let (console, _) = Console::new();
+/// Three more persons of the station's village waiting for review (the console's own is a
+/// fourth): a queue to work through.
+fn three_passport_holders(console: &Console) {
     for (number, name) in [
         ("E24681357", "Anna"),
         ("E13572468", "Berta"),
         ("E11223344", "Clara"),
     ] {
         let fields = person_fields("passport", number, name);
-        push_as_officer(&console, "person", person_id("passport", number), &fields);
+        push_as_officer(console, "person", person_id("passport", number), &fields);
     }
+}
+
+#[tokio::test]
+async fn a_record_passed_over_comes_round_again_only_after_the_rest() {
+    let (console, _) = Console::new();
+    three_passport_holders(&console);
     let cookie = console.sign_in("r006").await;
     let queue = listed(
         &console
@@ -622,14 +628,7 @@ async fn a_record_passed_over_comes_round_again_only_after_the_rest() {
 async fn a_person_who_moved_into_another_village_keeps_her_place_in_the_queue() {
     let (console, _) = Console::new();
     add_o7(&console);
-    for (number, name) in [
-        ("E24681357", "Anna"),
-        ("E13572468", "Berta"),
-        ("E11223344", "Clara"),
-    ] {
-        let fields = person_fields("passport", number, name);
-        push_as_officer(&console, "person", person_id("passport", number), &fields);
-    }
+    three_passport_holders(&console);
     let cookie = console.sign_in("r006").await;
     let pending = "/console/records?status=pending&kind=person";
     let queue = listed(&console.get(pending, &cookie).await.body);
@@ -705,14 +704,7 @@ async fn a_person_who_moved_into_another_village_keeps_her_place_in_the_queue() 
 #[tokio::test]
 async fn each_decision_leads_on_to_the_next_pending_record_until_none_is_left() {
     let (console, _) = Console::new();
-    for (number, name) in [
-        ("E24681357", "Anna"),
-        ("E13572468", "Berta"),
-        ("E11223344", "Clara"),
-    ] {
-        let fields = person_fields("passport", number, name);
-        push_as_officer(&console, "person", person_id("passport", number), &fields);
-    }
+    three_passport_holders(&console);
     let cookie = console.sign_in("r006").await;
     let queue = listed(
         &console

@@ -196,6 +196,11 @@ pub struct FieldSpec {
 }
 
 impl FieldSpec {
+    /// Whether its value names another record (a reference, or a merge's redirect).
+    pub fn names_a_record(&self) -> bool {
+        matches!(self.ty, FieldType::Ref(_) | FieldType::Redirect)
+    }
+
     /// The Chinese label of a choice code of this field, if it is one.
     pub fn choice_label(&self, code: &str) -> Option<&'static str> {
         match self.ty {

@@ -227,7 +227,7 @@ fn pair_page(
         .collect();
     let deleted: Vec<&str> = [("甲", first), ("乙", second)]
         .into_iter()
-        .filter(|(_, page)| page.view.fields.get("deleted").map(String::as_str) == Some("true"))
+        .filter(|(_, page)| page.view.deleted())
         .map(|(side, _)| side)
         .collect();
     // Only two persons are a pair (an address may name anything), both hers to change (a

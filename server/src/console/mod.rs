@@ -722,8 +722,7 @@ async fn record(
     };
     let came = pages::Came {
         arrival,
-        queue,
-        skip: None,
+        ..pages::Came::listed(queue)
     };
     record_page(&state, &user, id, reveal, None, came).await
 }
@@ -753,16 +752,9 @@ async fn record_page(
     let reveal = if reveal { Reveal::Full } else { Reveal::Masked };
     let page = state.store.record_page(user.caller(), id, reveal).await?;
     // A record waiting for her decision may be passed over: to the next one below it.
-    let waiting = page
-        .view
-        .fields
-        .get("review_status")
-        .is_none_or(|status| status == "\"pending\"")
-        && !page.view.fields.contains_key("merged_into")
-        && page.view.fields.get("deleted").map(String::as_str) != Some("true");
     // Not from a search: the next record is chosen without its text (see `next_waiting`), and
     // a link saying "the next" in a searched list would leave the search unsaid.
-    if waiting && page.writable && came.queue.query.is_none() {
+    if page.view.waiting() && page.writable && came.queue.query.is_none() {
         let (next, none) = next_waiting(state, user, &came.queue, id, Some(page.view.seq)).await?;
         came.skip = (!none).then(|| next.to_string());
     }
@@ -817,11 +809,7 @@ async fn review(
             error: "退回须填写原因，以便警员改正".into(),
             comment: form.comment,
         };
-        let came = pages::Came {
-            arrival: None,
-            queue,
-            skip: None,
-        };
+        let came = pages::Came::listed(queue);
         return record_page(&state, &user, entity, false, Some(draft), came).await;
     }
     // Where it stood in her list before the decision moves it: the next is found below it.
@@ -838,11 +826,7 @@ async fn review(
                 error: why["comment: ".len()..].to_owned(),
                 comment: form.comment,
             };
-            let came = pages::Came {
-                arrival: None,
-                queue,
-                skip: None,
-            };
+            let came = pages::Came::listed(queue);
             record_page(&state, &user, entity, false, Some(draft), came).await
         }
         Err(e) => Err(e.into()),

@@ -713,6 +713,17 @@ pub(super) struct Came {
     pub(super) skip: Option<String>,
 }
 
+impl Came {
+    /// Come from the list `queue` names, no form saying anything.
+    pub(super) fn listed(queue: Filter) -> Came {
+        Came {
+            arrival: None,
+            queue,
+            skip: None,
+        }
+    }
+}
+
 /// A list's filters as a query string (its page left out), each value escaped.
 pub(super) fn queue_of(filter: &Filter) -> String {
     [
@@ -748,19 +759,16 @@ pub(super) fn record(
     let title = page.line.clone().unwrap_or_else(|| title(view, reveal));
     let outgoing = |field: &str| links.iter().find(|l| !l.incoming && l.field == field);
     let merged_into = outgoing("merged_into");
-    let deleted = view.fields.get("deleted").map(String::as_str) == Some("true");
+    let deleted = view.deleted();
     let incoming: Vec<&Linked> = links.iter().filter(|l| l.incoming).collect();
     let label = |field: &str| field_label(kind, field);
     let sensitive = |field: &str| masked(field, "").is_some();
     // A reference in the history: by the label of the record it names while the record still
     // names it, else a link by its id (the page it opens checks who may see it).
     let referred = |field: &str, text: String| {
-        let reference = kind.and_then(|k| k.field(field)).is_some_and(|s| {
-            matches!(
-                s.ty,
-                baylink_domain::FieldType::Ref(_) | baylink_domain::FieldType::Redirect
-            )
-        });
+        let reference = kind
+            .and_then(|k| k.field(field))
+            .is_some_and(|s| s.names_a_record());
         let current = links
             .iter()
             .find(|l| !l.incoming && l.field == field && l.id == text);

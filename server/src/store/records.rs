@@ -44,6 +44,21 @@ pub struct RecordView {
 }
 
 impl RecordView {
+    /// Whether it was deleted.
+    pub fn deleted(&self) -> bool {
+        self.fields.get("deleted").map(String::as_str) == Some("true")
+    }
+
+    /// Whether it waits for a review: pending (or never decided), neither merged away nor
+    /// deleted.
+    pub fn waiting(&self) -> bool {
+        self.fields
+            .get("review_status")
+            .is_none_or(|status| status == "\"pending\"")
+            && !self.fields.contains_key("merged_into")
+            && !self.deleted()
+    }
+
     /// What lists show of it (its label, ID number, name…), from its current fields.
     pub fn summary(&self) -> Option<baylink_domain::Summary> {
         let values: BTreeMap<&str, Value> = self
@@ -494,12 +509,9 @@ pub fn linked(
     )?;
     let mut out = Vec::new();
     for (field, value) in fields {
-        let is_ref = kind.and_then(|k| k.field(field)).is_some_and(|s| {
-            matches!(
-                s.ty,
-                baylink_domain::FieldType::Ref(_) | baylink_domain::FieldType::Redirect
-            )
-        });
+        let is_ref = kind
+            .and_then(|k| k.field(field))
+            .is_some_and(|s| s.names_a_record());
         let Some(target) = is_ref
             .then(|| serde_json::from_str::<Value>(value).ok())
             .flatten()
